@@ -1,0 +1,152 @@
+"""Fault injection rules for daytona-local (POST /_local/faults).
+
+A rule matches a request by a regular expression searched in the raw path (with query) and an
+optional method. Whether a matching request is hit is decided, in this order, by:
+  * count     - once `count` injections happened, the rule stops injecting;
+  * schedule  - a list of booleans consumed one per matching request (True = inject); once the
+                list is exhausted the rule injects no more;
+  * rate      - probability of injecting (random, seeded per rule for reproducibility);
+  * otherwise every matching request is hit.
+Rules are evaluated in creation order; the first rule that decides to inject wins, and rules
+after it do not see the request (their schedules do not advance).
+"""
+
+import random
+import re
+import threading
+import zlib
+
+ACTIONS = ("status", "drop", "slow", "reset_mid_body")
+
+
+class FaultSpecError(ValueError):
+    pass
+
+
+class FaultRule:
+    def __init__(self, rid, spec, rng=None):
+        if not isinstance(spec, dict):
+            raise FaultSpecError("fault must be a JSON object")
+        self.id = rid
+        pattern = spec.get("pattern", "")
+        if not isinstance(pattern, str):
+            raise FaultSpecError("pattern must be a string")
+        try:
+            self.regex = re.compile(pattern)
+        except re.error as e:
+            raise FaultSpecError("invalid pattern: %s" % e)
+        self.pattern = pattern
+        method = spec.get("method")
+        if method is not None and not isinstance(method, str):
+            raise FaultSpecError("method must be a string or null")
+        self.method = method.upper() if method else None
+        self.action = spec.get("action", "status")
+        if self.action not in ACTIONS:
+            raise FaultSpecError("action must be one of " + ", ".join(ACTIONS))
+        self.status = _int(spec, "status", 503, 100, 599)
+        self.retry_after = _num(spec, "retry_after", None)
+        self.rate = _num(spec, "rate", None)
+        if self.rate is not None and not 0.0 <= self.rate <= 1.0:
+            raise FaultSpecError("rate must be between 0 and 1")
+        schedule = spec.get("schedule")
+        if schedule is not None and (not isinstance(schedule, list)
+                                     or not all(isinstance(x, bool) for x in schedule)):
+            raise FaultSpecError("schedule must be a list of booleans")
+        self.schedule = schedule
+        self.count = _int(spec, "count", None, 0, None)
+        self.bytes_per_sec = _int(spec, "bytes_per_sec", 65536, 1, None)
+        self.hits = 0          # matching requests seen
+        self.injected = 0      # requests actually faulted
+        self._pos = 0
+        self._rng = rng or random.Random(zlib.crc32(pattern.encode()))
+        self._lock = threading.Lock()
+
+    def matches(self, method, raw_path):
+        if self.method is not None and self.method != method:
+            return False
+        return self.regex.search(raw_path) is not None
+
+    def decide(self):
+        """Record one matching request; True if it must be faulted."""
+        with self._lock:
+            self.hits += 1
+            if self.count is not None and self.injected >= self.count:
+                return False
+            if self.schedule is not None:
+                if self._pos >= len(self.schedule):
+                    return False
+                inject = self.schedule[self._pos]
+                self._pos += 1
+            elif self.rate is not None:
+                inject = self._rng.random() < self.rate
+            else:
+                inject = True
+            if inject:
+                self.injected += 1
+            return inject
+
+    def to_json(self):
+        return {"id": self.id, "pattern": self.pattern, "method": self.method,
+                "action": self.action, "status": self.status, "retry_after": self.retry_after,
+                "rate": self.rate, "schedule": self.schedule, "count": self.count,
+                "bytes_per_sec": self.bytes_per_sec, "hits": self.hits,
+                "injected": self.injected}
+
+
+def _int(spec, key, default, lo, hi):
+    v = spec.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        raise FaultSpecError("%s must be an integer" % key)
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise FaultSpecError("%s out of range" % key)
+    return v
+
+
+def _num(spec, key, default):
+    v = spec.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise FaultSpecError("%s must be a number" % key)
+    return float(v)
+
+
+class FaultSet:
+    def __init__(self):
+        self._rules = []
+        self._next = 1
+        self._lock = threading.Lock()
+
+    def add(self, spec, rng=None):
+        with self._lock:
+            rule = FaultRule("f%d" % self._next, spec, rng)
+            self._next += 1
+            self._rules = self._rules + [rule]     # copy-on-write, see pick()
+            return rule
+
+    def list(self):
+        with self._lock:
+            return [r.to_json() for r in self._rules]
+
+    def clear(self):
+        with self._lock:
+            self._rules = []
+
+    def remove(self, rid):
+        with self._lock:
+            before = len(self._rules)
+            self._rules = [r for r in self._rules if r.id != rid]
+            return len(self._rules) != before
+
+    def pick(self, method, raw_path):
+        """The rule to apply to this request, or None."""
+        rules = self._rules            # copy-on-write list: safe to iterate without the lock
+        if not rules:
+            return None
+        for rule in rules:
+            if rule.matches(method, raw_path) and rule.decide():
+                return rule
+        return None

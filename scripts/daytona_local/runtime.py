@@ -1,0 +1,813 @@
+"""Sandbox runtime: per-sandbox trees, the sandbox's view of paths, processes, sessions.
+
+Layout under DATA:
+    sandboxes/<id>/fs/home/            mounted at /home in the sandbox (holds daytona/, the work dir)
+    sandboxes/<id>/fs/tmp/             mounted at /tmp
+    sandboxes/<id>/sessions/<sid>/     session command logs (server side only, not in the view)
+    snapshots/<snapshot-id>/fs/        a copy of a sandbox's fs/ tree
+    .empty/                            an empty directory that stands for DATA inside the view
+
+The view: `/` is the host's root, read-only; /home and /tmp are the sandbox's own; DATA itself is
+masked (an empty read-only directory), so neither a command nor a symlink followed by the file API
+reaches the server's data. Commands run under bubblewrap with exactly these mounts, and the file
+API resolves paths component by component with the same mount table, following symlinks inside
+the view (an absolute link target restarts at the view's root), so both see the same tree.
+
+Processes are deliberately NOT in a private pid namespace: a detached process started by one
+/process/execute must be visible to, and signalable by, a later one. Every process started for a
+sandbox carries the environment marker DAYTONA_LOCAL_SANDBOX=<id>; stopping a sandbox kills every
+process carrying it, plus their descendants (found through /proc).
+
+Sessions are persistent shells. Each command gets fresh pipes for stdin/stdout/stderr which the
+shell opens through /proc/<server pid>/fd/<n> (so nothing has to exist in the sandbox's view), and
+Python threads label every line with the 0x01x3 / 0x02x3 markers into the command's log file.
+"""
+
+import codecs
+import errno
+import os
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+import uuid
+
+HOME = "/home/daytona"
+MARKER = "DAYTONA_LOCAL_SANDBOX"
+STDOUT_PREFIX = b"\x01\x01\x01"
+STDERR_PREFIX = b"\x02\x02\x02"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HANG_TIMEOUT = 30.0     # /process/execute: how long to wait for pipes after the shell exited
+MAX_SYMLINKS = 40
+
+# Go converts invalid UTF-8 to U+FFFD byte by byte when a []byte becomes a JSON string.
+codecs.register_error("go_replace", lambda e: ("\ufffd" * (e.end - e.start), e.end))
+
+
+def go_string(data):
+    """bytes -> str exactly as Go's JSON encoder would show them (invalid bytes -> U+FFFD each)."""
+    return data.decode("utf-8", "go_replace")
+
+
+def os_error(code, path):
+    return OSError(code, os.strerror(code), path)
+
+
+def pick_shell():
+    """The daemon's rule: the first of zsh/bash listed in /etc/shells, else $SHELL, else sh."""
+    try:
+        with open("/etc/shells") as f:
+            listed = {ln.strip() for ln in f if ln.strip() and not ln.startswith("#")}
+    except OSError:
+        listed = set()
+    for cand in ("/usr/bin/zsh", "/bin/zsh", "/usr/bin/bash", "/bin/bash"):
+        if cand in listed and os.access(cand, os.X_OK):
+            return cand
+    return os.environ.get("SHELL") or shutil.which("sh") or "/bin/sh"
+
+
+# =============================================================================================
+# The view: path mapping and symlink resolution inside the sandbox
+
+
+class Resolved:
+    __slots__ = ("view", "host", "writable", "mount_root")
+
+    def __init__(self, view, host, writable, mount_root):
+        self.view, self.host, self.writable, self.mount_root = view, host, writable, mount_root
+
+    def __repr__(self):
+        return "Resolved(%r -> %r%s)" % (self.view, self.host, "" if self.writable else ", ro")
+
+
+class View:
+    """Maps sandbox paths to host paths. mounts: [(view_prefix, host_dir, writable)]."""
+
+    def __init__(self, mounts, workdir=HOME):
+        # longest prefix first; "/" last
+        self.mounts = sorted(((p.rstrip("/") or "/", h, w) for p, h, w in mounts),
+                             key=lambda m: -len(m[0]))
+        self.workdir = workdir
+
+    def to_host(self, view):
+        """(host path, writable, is the mount root itself) of an already resolved view path."""
+        for prefix, host, writable in self.mounts:
+            if prefix == "/":
+                return view, writable, view == "/"
+            if view == prefix:
+                return host, writable, True
+            if view.startswith(prefix + "/"):
+                return host + view[len(prefix):], writable, False
+        raise AssertionError("no root mount")
+
+    def absolute(self, path):
+        return path if path.startswith("/") else self.workdir + "/" + path
+
+    def resolve(self, path, follow=True, missing="last"):
+        """Resolve `path` (relative to the work dir) like the kernel would inside the sandbox.
+
+        follow:  follow a symlink in the last component.
+        missing: "last" - only the last component may be missing (its parent must exist);
+                 "any"  - any trailing components may be missing (for mkdir -p).
+        Raises OSError ENOENT / ENOTDIR / ELOOP like the kernel."""
+        if path == "":
+            raise os_error(errno.ENOENT, path)
+        todo = [c for c in self.absolute(path).split("/") if c][::-1]   # a stack, next on top
+        if path.endswith("/") and todo:
+            todo.insert(0, ".")          # "file/" must be a directory: checked like "file/."
+        stack, links = [], 0
+        while todo:
+            comp = todo.pop()
+            if comp == ".":
+                continue
+            if comp == "..":
+                if stack:
+                    stack.pop()
+                continue
+            view = "/" + "/".join(stack + [comp])
+            host, _, is_root = self.to_host(view)
+            try:
+                st = os.lstat(host)
+            except FileNotFoundError:
+                rest = [c for c in todo if c != "."]
+                if rest and missing != "any":
+                    raise os_error(errno.ENOENT, path)
+                # nothing exists below here: the rest is plain names (".." handled lexically)
+                stack.append(comp)
+                for c in reversed(todo):
+                    if c == "..":
+                        if stack:
+                            stack.pop()
+                    elif c != ".":
+                        stack.append(c)
+                break
+            except NotADirectoryError:
+                raise os_error(errno.ENOTDIR, path)
+            if stat.S_ISLNK(st.st_mode) and not is_root and (todo or follow):
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise os_error(errno.ELOOP, path)
+                target = os.readlink(host)
+                if target.startswith("/"):
+                    stack = []
+                todo.extend([c for c in target.split("/") if c][::-1])
+                continue
+            if todo and not stat.S_ISDIR(st.st_mode):
+                raise os_error(errno.ENOTDIR, path)   # "file/x", "file/." and "file/"
+            stack.append(comp)
+        view = "/" + "/".join(stack)
+        host, writable, is_root = self.to_host(view)
+        return Resolved(view, host, writable, is_root)
+
+    def resolve_entry(self, dir_resolved, name):
+        """Resolve one directory entry (following it if it is a symlink)."""
+        host = os.path.join(dir_resolved.host, name)
+        view = (dir_resolved.view.rstrip("/") or "") + "/" + name
+        st = os.lstat(host)
+        if not stat.S_ISLNK(st.st_mode):
+            return Resolved(view, host, dir_resolved.writable, False), st
+        r = self.resolve(view)
+        return r, os.stat(r.host)
+
+
+# =============================================================================================
+# Process bookkeeping
+
+
+def _read_proc(pid, name):
+    try:
+        with open("/proc/%d/%s" % (pid, name), "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _ppid(pid):
+    data = _read_proc(pid, "stat")
+    if not data:
+        return None
+    try:
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def find_marked_pids(sandbox_id):
+    """Pids of live processes of a sandbox: those carrying the marker, and their descendants."""
+    me = os.getpid()
+    needle = ("%s=%s" % (MARKER, sandbox_id)).encode()
+    marked, parents = set(), {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid == me:
+            continue
+        env = _read_proc(pid, "environ")
+        if env and needle in env.split(b"\0"):
+            marked.add(pid)
+        pp = _ppid(pid)
+        if pp is not None:
+            parents[pid] = pp
+    found = set(marked)
+    changed = True
+    while changed:          # descendants (processes that scrubbed their environment)
+        changed = False
+        for pid, pp in parents.items():
+            if pp in found and pid not in found and pid != me:
+                found.add(pid)
+                changed = True
+    return found
+
+
+def kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# =============================================================================================
+# /process/execute
+
+
+class ExecResult:
+    def __init__(self, exit_code, output, timed_out=False):
+        self.exit_code, self.output, self.timed_out = exit_code, output, timed_out
+
+
+# =============================================================================================
+# Sessions
+
+
+class SessionError(Exception):
+    """status + Go-style message ("not found: session not found")."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class Command:
+    def __init__(self, cmd_id, command, log_path, is_async, suppress_echo):
+        self.id, self.command, self.log_path = cmd_id, command, log_path
+        self.is_async, self.suppress_echo = is_async, suppress_echo
+        self.exit_code = None
+        self.cond = threading.Condition()
+        self.exited = threading.Event()      # exit code known
+        self.drained = threading.Event()     # both output streams closed and labelled
+        self.last_data = time.monotonic()
+        self.log = open(log_path, "ab", buffering=0)
+        self.in_r, self.in_w = os.pipe()      # the command's stdin, kept open like the daemon's FIFO
+        self.cancelled = False
+
+    def append_log(self, data):
+        with self.cond:
+            if self.log is not None:
+                self.log.write(data)
+            self.last_data = time.monotonic()
+            self.cond.notify_all()
+
+    def set_exit(self, code):
+        with self.cond:
+            if self.exit_code is None:
+                self.exit_code = code
+            self.cond.notify_all()
+        self.exited.set()
+
+    def finish(self):
+        with self.cond:
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+            self.cond.notify_all()
+        self.drained.set()
+
+    def close_input(self):
+        for attr in ("in_w", "in_r"):
+            fd = getattr(self, attr)
+            if fd is not None:
+                setattr(self, attr, None)
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def to_json(self):
+        d = {"id": self.id, "command": self.command}
+        if self.exit_code is not None:
+            d["exitCode"] = self.exit_code
+        return d
+
+
+def _labeler(fd, prefix, cmd):
+    """The daemon's `while read -r line; do printf PREFIX%s\\n "$line"; done`: every line gets the
+    stream's marker and a newline; NUL bytes are lost; a final partial line is terminated."""
+    pending = b""
+    try:
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            if lines:
+                cmd.append_log(b"".join(prefix + ln.replace(b"\0", b"") + b"\n" for ln in lines))
+        pending = pending.replace(b"\0", b"")
+        if pending:
+            cmd.append_log(prefix + pending + b"\n")
+    finally:
+        os.close(fd)
+
+
+class Session:
+    def __init__(self, runtime, sandbox_id, session_id, sandbox_env, legacy=False):
+        self.id = session_id
+        self.dir = os.path.join(runtime.sandbox_dir(sandbox_id), "sessions", uuid.uuid4().hex)
+        os.makedirs(self.dir, exist_ok=True)
+        self.commands = {}            # insertion ordered
+        self.lock = threading.Lock()
+        self.queue = []
+        self.queue_cond = threading.Condition(self.lock)
+        self.deleted = False
+        self.dead = False             # the shell exited
+        self.current = None
+        self.nonce = uuid.uuid4().hex
+        self._stderr = open(os.path.join(self.dir, "shell.stderr"), "ab")
+        self.proc = runtime.spawn(sandbox_id, sandbox_env, [runtime.shell], HOME,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self._stderr)
+        self.worker = threading.Thread(target=self._run, name="session-%s" % session_id,
+                                       daemon=True)
+        self.worker.start()
+
+    # -- API used by the toolbox
+    def submit(self, command, is_async, suppress_echo):
+        cmd_id = str(uuid.uuid4())
+        cmd_dir = os.path.join(self.dir, cmd_id)
+        os.makedirs(cmd_dir, exist_ok=True)
+        cmd = Command(cmd_id, command, os.path.join(cmd_dir, "output.log"), is_async,
+                      suppress_echo)
+        with self.lock:
+            if self.dead or self.deleted:
+                cmd.close_input()
+                cmd.finish()
+                raise SessionError(400, "bad request: failed to write command: write |1: broken pipe")
+            self.commands[cmd_id] = cmd
+            self.queue.append(cmd)
+            self.queue_cond.notify_all()
+        return cmd
+
+    def get(self, cmd_id):
+        with self.lock:
+            return self.commands.get(cmd_id)
+
+    def to_json(self):
+        with self.lock:
+            cmds = [c.to_json() for c in self.commands.values()]
+        return {"sessionId": self.id, "commands": cmds}
+
+    def send_input(self, cmd, data):
+        if self.dead:
+            raise SessionError(410, "gone: session process has exited")
+        if cmd.exit_code is not None:
+            raise SessionError(410, "gone: command has already completed with exit code %d"
+                               % cmd.exit_code)
+        b = data.encode("utf-8", "surrogateescape")
+        if not b.endswith(b"\n"):
+            b += b"\n"
+        fd = cmd.in_w
+        if fd is None:
+            raise SessionError(410, "gone: command has already completed")
+        try:
+            view = memoryview(b)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError as e:
+            raise SessionError(500, "failed to write to input pipe: %s" % e.strerror.lower())
+        if not cmd.suppress_echo:
+            cmd.append_log(STDOUT_PREFIX + b)
+
+    def delete(self, grace=5.0):
+        """SIGTERM to the shell's process group, SIGKILL after `grace` seconds."""
+        with self.lock:
+            self.deleted = True
+            self.queue_cond.notify_all()
+            unfinished = [c for c in self.commands.values() if c.exit_code is None]
+        for c in unfinished:             # before the kill, so that waiters see "cancelled"
+            c.cancelled = True
+        pgid = self.proc.pid
+        kill_group(pgid, signal.SIGTERM)
+        if grace > 0:
+            t = threading.Timer(grace, kill_group, (pgid, signal.SIGKILL))
+            t.daemon = True
+            t.start()
+        else:
+            kill_group(pgid, signal.SIGKILL)
+        for c in unfinished:
+            with c.cond:
+                c.cond.notify_all()
+
+    def cleanup_dir(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the worker: one command at a time, like the daemon's single shell
+    def _run(self):
+        pid = os.getpid()
+        ctl = self.proc.stdout
+        try:
+            while True:
+                with self.lock:
+                    while not self.queue and not self.deleted and not self.dead:
+                        self.queue_cond.wait()
+                    if not self.queue:
+                        break
+                    cmd = self.queue.pop(0)
+                    self.current = cmd
+                if self.dead or self.deleted:
+                    self._abandon(cmd, 1 if self.deleted else -1)
+                    continue
+                self._run_one(cmd, pid, ctl)
+        finally:
+            with self.lock:
+                rest, self.queue = self.queue, []
+            for cmd in rest:
+                self._abandon(cmd, 1)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            self._stderr.close()
+
+    def _abandon(self, cmd, code):
+        cmd.set_exit(code)
+        cmd.close_input()
+        cmd.finish()
+
+    def _run_one(self, cmd, pid, ctl):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        script = os.memfd_create("cmd")
+        os.write(script, cmd.command.encode("utf-8", "surrogateescape") + b"\n")
+        labelers = [threading.Thread(target=_labeler, args=(out_r, STDOUT_PREFIX, cmd), daemon=True),
+                    threading.Thread(target=_labeler, args=(err_r, STDERR_PREFIX, cmd), daemon=True)]
+        for t in labelers:
+            t.start()
+        p = "/proc/%d/fd/" % pid
+        wrapper = ("{ source %s%d; } <%s%d >%s%d 2>%s%d\nprintf 'E%s %%d\\n' \"$?\"\n"
+                   % (p, script, p, cmd.in_r, p, out_w, p, err_w, self.nonce))
+        code = None
+        try:
+            self.proc.stdin.write(wrapper.encode())
+            self.proc.stdin.flush()
+            want = ("E%s " % self.nonce).encode()
+            while True:
+                line = ctl.readline()
+                if not line:
+                    break
+                if line.startswith(want):
+                    try:
+                        code = int(line[len(want):].strip())
+                    except ValueError:
+                        code = -1
+                    break
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        for fd in (out_w, err_w, script):
+            os.close(fd)
+        if code is None:
+            # the shell went away (`exit` in the command, a kill, or a session delete)
+            self.dead = True
+            try:
+                rc = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                rc = -1
+            code = 1 if self.deleted else (rc if rc >= 0 else -1)
+        cmd.set_exit(code)
+        cmd.close_input()
+        # like the daemon's `wait "$r1" "$r2"`: the next command waits until background processes
+        # that inherited this command's stdout/stderr have closed them
+        for t in labelers:
+            t.join()
+        cmd.finish()
+        with self.lock:
+            self.current = None
+
+
+# =============================================================================================
+# The runtime
+
+
+class Runtime:
+    def __init__(self, data_dir, use_bwrap=None):
+        os.makedirs(data_dir, exist_ok=True)
+        self.data_dir = os.path.realpath(data_dir)
+        self.sandboxes_dir = os.path.join(self.data_dir, "sandboxes")
+        self.snapshots_dir = os.path.join(self.data_dir, "snapshots")
+        self.empty_dir = os.path.join(self.data_dir, ".empty")
+        for d in (self.sandboxes_dir, self.snapshots_dir, self.empty_dir):
+            os.makedirs(d, exist_ok=True)
+        self.shell = pick_shell()
+        self.warning = None
+        self.bwrap = None
+        if use_bwrap is not False:
+            self.bwrap = shutil.which("bwrap")
+            if self.bwrap and not self._probe_bwrap():
+                self.warning = "bwrap cannot run here; commands run directly on the host"
+                self.bwrap = None
+            elif not self.bwrap:
+                self.warning = "bwrap not found; commands run directly on the host"
+            if self.warning and use_bwrap:
+                raise RuntimeError(self.warning)
+        else:
+            self.warning = "--no-bwrap: commands run directly on the host"
+        if self.warning:
+            self.warning += (" (cwd and HOME are the sandbox's directories, but absolute paths in "
+                             "commands differ from the file API's)")
+        self._lock = threading.Lock()
+        self._sessions = {}          # sandbox id -> {session id: Session}
+        self._stopping = set()       # sandbox ids being stopped (executes report -1)
+
+    def _probe_bwrap(self):
+        """bwrap can be installed but unusable (no user namespaces, seccomp in a container)."""
+        try:
+            r = subprocess.run([self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev",
+                                "--proc", "/proc", "--", "/bin/true"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
+            return r.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    # -- paths
+    def sandbox_dir(self, sandbox_id):
+        if not sandbox_id or "/" in sandbox_id or sandbox_id in (".", ".."):
+            raise ValueError("bad sandbox id")
+        return os.path.join(self.sandboxes_dir, sandbox_id)
+
+    def tree(self, sandbox_id):
+        return os.path.join(self.sandbox_dir(sandbox_id), "fs")
+
+    def _mask_data(self):
+        """Whether DATA needs masking in the view (it is hidden already under /home or /tmp)."""
+        d = self.data_dir
+        return not (d == "/" or d.startswith("/home/") or d == "/home"
+                    or d.startswith("/tmp/") or d == "/tmp")
+
+    def view(self, sandbox_id):
+        t = self.tree(sandbox_id)
+        mounts = [("/", "/", False), ("/home", t + "/home", True), ("/tmp", t + "/tmp", True)]
+        if self._mask_data():
+            mounts.append((self.data_dir, self.empty_dir, False))
+        return View(mounts)
+
+    def exists(self, sandbox_id):
+        return os.path.isdir(self.tree(sandbox_id))
+
+    # -- lifecycle (called by the store)
+    def create(self, sandbox_id, env=None, from_snapshot=None):
+        sb = self.sandbox_dir(sandbox_id)
+        t = self.tree(sandbox_id)
+        os.makedirs(sb, exist_ok=True)
+        snap = os.path.join(self.snapshots_dir, from_snapshot, "fs") if from_snapshot else None
+        if not os.path.isdir(t):
+            if snap and os.path.isdir(snap):
+                tmp = t + ".partial"
+                shutil.rmtree(tmp, ignore_errors=True)
+                _copy_tree(snap, tmp)
+                os.rename(tmp, t)
+            else:
+                os.makedirs(t)
+        _ensure_dir(os.path.join(t, "home"), 0o755)
+        _ensure_dir(os.path.join(t, "home", "daytona"), 0o755)
+        _ensure_dir(os.path.join(t, "tmp"), 0o1777)
+
+    def start(self, sandbox_id):
+        if not self.exists(sandbox_id):
+            self.create(sandbox_id)
+        # sessions do not survive a stop; their logs go with them
+        shutil.rmtree(os.path.join(self.sandbox_dir(sandbox_id), "sessions"), ignore_errors=True)
+        with self._lock:
+            self._stopping.discard(sandbox_id)
+
+    def stop(self, sandbox_id):
+        with self._lock:
+            self._stopping.add(sandbox_id)
+            sessions = self._sessions.pop(sandbox_id, {})
+        for s in sessions.values():
+            s.delete(grace=0)
+        self.kill_all(sandbox_id)
+
+    def archive(self, sandbox_id):
+        # the tree stays where it is; start() finds it again
+        self.stop(sandbox_id)
+
+    def destroy(self, sandbox_id):
+        self.stop(sandbox_id)
+        shutil.rmtree(self.sandbox_dir(sandbox_id), ignore_errors=True)
+
+    def snapshot(self, sandbox_id, snapshot_id):
+        dst = os.path.join(self.snapshots_dir, snapshot_id)
+        tmp = dst + ".partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        _copy_tree(self.tree(sandbox_id), os.path.join(tmp, "fs"))
+        shutil.rmtree(dst, ignore_errors=True)
+        os.rename(tmp, dst)
+        return _tree_bytes(os.path.join(dst, "fs"))
+
+    def delete_snapshot(self, snapshot_id):
+        if snapshot_id and "/" not in snapshot_id and snapshot_id not in (".", ".."):
+            shutil.rmtree(os.path.join(self.snapshots_dir, snapshot_id), ignore_errors=True)
+
+    def kill_all(self, sandbox_id):
+        """SIGKILL every process of the sandbox, repeatedly, until none is left (a process may fork
+        while we are scanning)."""
+        for _ in range(100):
+            pids = find_marked_pids(sandbox_id)
+            if not pids:
+                return True
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.01)
+        return False
+
+    # -- processes
+    def environment(self, sandbox_id, sandbox_env=None, extra=None):
+        home = HOME if self.bwrap else self.view(sandbox_id).to_host(HOME)[0]
+        env = {"PATH": DEFAULT_PATH, "HOME": home, "USER": "daytona", "LOGNAME": "daytona",
+               "LANG": os.environ.get("LANG", "C.UTF-8"),
+               "DAYTONA_SANDBOX_ID": sandbox_id, "DAYTONA_SANDBOX_USER": "daytona"}
+        for src in (sandbox_env or {}), (extra or {}):
+            for k, v in src.items():
+                env[str(k)] = str(v)
+        env[MARKER] = sandbox_id      # last: it is how stop() finds the sandbox's processes
+        return env
+
+    def spawn(self, sandbox_id, sandbox_env, argv, cwd_view, extra_env=None, **popen_kw):
+        """Start argv inside the sandbox in a new session (its own process group)."""
+        view = self.view(sandbox_id)
+        env = self.environment(sandbox_id, sandbox_env, extra_env)
+        if self.bwrap:
+            t = self.tree(sandbox_id)
+            cmd = [self.bwrap, "--ro-bind", "/", "/",
+                   "--bind", t + "/home", "/home", "--bind", t + "/tmp", "/tmp",
+                   "--dev", "/dev", "--proc", "/proc"]
+            if self._mask_data():
+                cmd += ["--tmpfs", self.data_dir, "--remount-ro", self.data_dir]
+            cmd += ["--chdir", cwd_view, "--"] + argv
+            host_cwd = t
+        else:
+            cmd = argv
+            host_cwd = view.resolve(cwd_view).host
+        return subprocess.Popen(cmd, cwd=host_cwd, env=env, start_new_session=True,
+                                close_fds=True, **popen_kw)
+
+    def execute(self, sandbox_id, sandbox_env, command, cwd=None, envs=None, timeout=None):
+        """/process/execute: the command text is fed to the shell on stdin; stdout and stderr are
+        merged in write order. Returns when the shell has exited and the pipe is closed (or
+        HANG_TIMEOUT after the exit, when a background process keeps it open)."""
+        view = self.view(sandbox_id)
+        cwd_view = view.absolute(cwd) if cwd else HOME
+        try:
+            r = view.resolve(cwd_view)
+            if not stat.S_ISDIR(os.stat(r.host).st_mode):
+                raise os_error(errno.ENOTDIR, cwd_view)
+            cwd_view = r.view
+        except OSError as e:
+            return ExecResult(-1, ("chdir %s: %s" % (cwd or cwd_view, _go_errstr(e))).encode())
+        try:
+            proc = self.spawn(sandbox_id, sandbox_env, [self.shell], cwd_view, envs,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+        except OSError as e:
+            return ExecResult(-1, ("fork/exec %s: %s" % (self.shell, _go_errstr(e))).encode())
+
+        def feed():
+            try:
+                proc.stdin.write(command.encode("utf-8", "surrogateescape"))
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            finally:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+        threading.Thread(target=feed, daemon=True).start()
+
+        out = bytearray()
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout if timeout and timeout > 0 else None
+        exited_at = None
+        timed_out = False
+        try:
+            while True:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    timed_out = True
+                    kill_group(proc.pid, signal.SIGKILL)
+                    break
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if exited_at is not None and now - exited_at > HANG_TIMEOUT:
+                    break
+                wait = 0.05 if exited_at is None else 0.2
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - now))
+                ready, _, _ = select.select([fd], [], [], wait)
+                if ready:
+                    data = os.read(fd, 1 << 16)
+                    if not data:
+                        break
+                    out += data
+        finally:
+            proc.stdout.close()
+        rc = proc.wait()
+        if timed_out:
+            return ExecResult(-1, b"", timed_out=True)
+        if rc < 0 or sandbox_id in self._stopping:
+            rc = -1          # killed by a signal (Go's ProcessState.ExitCode())
+        return ExecResult(rc, bytes(out))
+
+    # -- sessions
+    def create_session(self, sandbox_id, session_id, sandbox_env, legacy=False):
+        with self._lock:
+            sessions = self._sessions.setdefault(sandbox_id, {})
+            if session_id in sessions:
+                raise SessionError(409, "conflict: session already exists")
+            sessions[session_id] = None           # reserve the name while the shell starts
+        try:
+            s = Session(self, sandbox_id, session_id, sandbox_env, legacy)
+        except Exception:
+            with self._lock:
+                self._sessions.get(sandbox_id, {}).pop(session_id, None)
+            raise
+        with self._lock:
+            self._sessions.setdefault(sandbox_id, {})[session_id] = s
+        return s
+
+    def get_session(self, sandbox_id, session_id):
+        with self._lock:
+            return self._sessions.get(sandbox_id, {}).get(session_id)
+
+    def list_sessions(self, sandbox_id):
+        with self._lock:
+            return [s for s in self._sessions.get(sandbox_id, {}).values() if s is not None]
+
+    def delete_session(self, sandbox_id, session_id):
+        with self._lock:
+            s = self._sessions.get(sandbox_id, {}).get(session_id)
+            if s is None:
+                return False
+            del self._sessions[sandbox_id][session_id]
+        s.delete()
+        threading.Thread(target=lambda: (s.worker.join(30), s.cleanup_dir()), daemon=True).start()
+        return True
+
+    def shutdown(self):
+        """Server exit: end every session (their shells would otherwise linger)."""
+        with self._lock:
+            all_sessions = [s for d in self._sessions.values() for s in d.values() if s]
+            self._sessions.clear()
+        for s in all_sessions:
+            s.delete(grace=0)
+
+
+def _go_errstr(e):
+    """Go's syscall.Errno text: the C strerror in lower case."""
+    msg = os.strerror(e.errno) if e.errno else str(e)
+    return msg[:1].lower() + msg[1:]
+
+
+def _ensure_dir(path, mode):
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, mode)
+
+
+def _copy_tree(src, dst):
+    """A faithful copy (modes, owners, times, symlinks, fifos, hard links): cp -a."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    r = subprocess.run(["cp", "-a", "--reflink=auto", "--", src, dst],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if r.returncode != 0:
+        raise OSError(errno.EIO, "copy failed: " + r.stderr.decode(errors="replace").strip())
+
+
+def _tree_bytes(root):
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cache.h - the metadata cache: attributes, directory listings and negative
+ * entries of sandbox paths, with timeouts. Keys are (sandbox id, path).
+ *
+ * Thread-safe (one mutex). Bounded: at most max_entries entries, the least
+ * recently used evicted first. Each sandbox has a generation: any
+ * invalidation in a sandbox bumps it, and a put carries the generation read
+ * before its request was sent, so that a listing fetched before an
+ * invalidation is never stored after it (cache_generation, then request,
+ * then put with that generation: a stale put is dropped).
+ */
+#ifndef DAYTONAFS_CACHE_H
+#define DAYTONAFS_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+struct cache_config {
+	double attr_ttl;       /* seconds an attribute stays fresh; default 2 */
+	double dir_ttl;        /* seconds a listing stays fresh; default 2 */
+	double neg_ttl;        /* seconds a "does not exist" stays fresh; default 1 */
+	size_t max_entries;    /* default 100000 */
+};
+void cache_config_defaults(struct cache_config *cfg);
+
+struct cache;
+struct cache *cache_new(const struct cache_config *cfg);
+void cache_free(struct cache *c);
+/* For the unit tests: a clock returning seconds (monotonic). NULL restores the default. */
+void cache_set_clock(struct cache *c, double (*now)(void));
+
+enum cache_result { CACHE_MISS = 0, CACHE_HIT = 1, CACHE_NEGATIVE = 2 };
+
+uint64_t cache_generation(struct cache *c, const char *sandbox);
+
+enum cache_result cache_get_attr(struct cache *c, const char *sandbox, const char *path, struct stat *st);
+void cache_put_attr(struct cache *c, const char *sandbox, const char *path, const struct stat *st, uint64_t gen);
+void cache_put_negative(struct cache *c, const char *sandbox, const char *path, uint64_t gen);
+
+struct cache_dirent {
+	const char *name;
+	struct stat st;
+};
+/* Stores a complete listing of dir; also stores each child's attributes and
+ * drops the negative entries under dir. */
+void cache_put_dir(struct cache *c, const char *sandbox, const char *dir,
+		   const struct cache_dirent *ents, size_t n, uint64_t gen);
+/* When a fresh complete listing of dir is cached, calls fn for each entry (in
+ * the stored order) and returns true; fn returning non-zero stops early. */
+bool cache_get_dir(struct cache *c, const char *sandbox, const char *dir,
+		   int (*fn)(void *ctx, const char *name, const struct stat *st), void *ctx);
+
+/* The path's attributes and the listing of its parent. */
+void cache_invalidate(struct cache *c, const char *sandbox, const char *path);
+/* The path, everything below it, and its parent's listing (rename, rmdir). */
+void cache_invalidate_tree(struct cache *c, const char *sandbox, const char *path);
+/* Everything of one sandbox (after a command ran in it). */
+void cache_invalidate_sandbox(struct cache *c, const char *sandbox);
+
+/* Counters for the tests. */
+struct cache_stats { uint64_t hits, misses, negative_hits, evictions, entries; };
+void cache_get_stats(struct cache *c, struct cache_stats *out);
+
+#endif

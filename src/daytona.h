@@ -1,0 +1,232 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * daytona.h - the Daytona client: typed calls for the control plane (/api)
+ * and the toolbox ({toolboxProxyUrl}/{id}/...), JSON in and out with cJSON.
+ * Knows nothing of FUSE. Built to ../shared/daytona-api/CONTRACT.md.
+ *
+ * Every call returns 0 (or a count) on success and a negative errno on
+ * failure, and fills a struct dt_error with the HTTP status and a message a
+ * user can read: the server's own "message" when the body has one, else a
+ * sentence made from the status (the toolbox's file calls answer errors with
+ * empty bodies).
+ *
+ * Status to errno, control plane: 400 EINVAL, 401 EACCES, 403 EACCES,
+ * 404 ENOENT, 409 EBUSY (EEXIST when the message says it already exists),
+ * 408 ETIMEDOUT, 422 EOPNOTSUPP, 429 EAGAIN, 5xx EIO.
+ * Toolbox: 400 EINVAL, except a 400 whose JSON message says the sandbox is not
+ * running ("Is the Sandbox started?", "failed to get runner info") which is
+ * EHOSTDOWN; 401 EACCES (an unknown sandbox also gives 401: callers that care
+ * ask the control plane); 403 EACCES; 404 ENOENT; 409 EEXIST; 408 ETIMEDOUT;
+ * 410 EPIPE; 429 EAGAIN; 5xx EIO. Transport errors pass through from http.h.
+ */
+#ifndef DAYTONAFS_DAYTONA_H
+#define DAYTONAFS_DAYTONA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+#include "http.h"
+
+#define DT_SDK_VERSION "0.190.0"   /* sent as X-Daytona-SDK-Version: fixes toolbox output formats */
+
+struct dt_error {
+	long http_status;          /* 0 when no response */
+	int err;                   /* positive errno, 0 when none */
+	char message[512];
+};
+
+/* The errno for an HTTP status as described above (0 for 2xx); body (may be
+ * NULL) is the response body, whose JSON "message" refines 400 and 409. Pure. */
+int dt_errno_for_status(long status, bool toolbox, const char *body);
+
+/* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
+int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+struct dt_config {
+	const char *api_url;        /* e.g. "https://app.daytona.io/api", no trailing slash needed */
+	const char *api_key;        /* Bearer API key, or NULL when jwt is used */
+	const char *jwt;            /* Bearer JWT; requires org_id */
+	const char *org_id;         /* sent as X-Daytona-Organization-ID with a JWT only */
+	const char *target;         /* default region for create, or NULL */
+	bool keepalive;             /* false: toolbox calls send X-Daytona-Skip-Last-Activity-Update: true */
+	long wait_timeout_ms;       /* lifecycle waits; default 60000; 0 = none */
+};
+
+struct dt_client;
+
+/* Takes a configured transport (not owned). Adds the auth and SDK headers to it. */
+struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *cfg);
+void dt_client_free(struct dt_client *dt);
+struct http_client *dt_http(struct dt_client *dt);
+
+struct dt_kv {
+	char *key;
+	char *value;
+};
+
+/* ---- sandboxes --------------------------------------------------------- */
+
+struct dt_sandbox {
+	char id[64];
+	char name[256];
+	char state[32];             /* e.g. "started"; derived as the API derives it */
+	char desired_state[32];
+	char toolbox_url[512];      /* toolboxProxyUrl, e.g. "https://proxy.app.daytona.io/toolbox" */
+	char error_reason[512];     /* "" when none */
+	char user[64];
+	char snapshot[256];
+	struct timespec created_at;
+	struct timespec updated_at;
+	char *json;                 /* the object as returned, pretty-printed with a final newline (malloc'd); may be NULL */
+};
+void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
+struct cJSON;
+/* A Sandbox JSON object to dt_sandbox (json pretty-printed with a final
+ * newline). -EINVAL without a string "id", -ENOMEM. Pure: unit-tested. */
+int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
+
+/* Every sandbox, following nextCursor across pages (limit 200 a page). */
+int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
+void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
+int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);
+
+struct dt_create_params {
+	const char *name;
+	const char *snapshot;
+	const char *image;          /* base image: sent as buildInfo.dockerfileContent "FROM <image>\n" */
+	int cpu, memory, disk, gpu; /* -1 when unset */
+	const char *language;       /* label code-toolbox-language; default "python" as the SDK */
+	const char *target;         /* overrides dt_config.target */
+	const char *user;
+	const struct dt_kv *env;    size_t n_env;
+	const struct dt_kv *labels; size_t n_labels;
+	bool ephemeral;             /* autoDeleteInterval 0 */
+	bool is_public;
+	long autostop, autoarchive, autodelete;   /* minutes; LONG_MIN when unset */
+	const struct dt_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
+};
+void dt_create_params_init(struct dt_create_params *p);
+/* The CreateSandbox JSON body (malloc'd), or NULL on out of memory. Pure: unit-tested. */
+char *dt_create_body_json(const struct dt_create_params *p, const char *default_target);
+/* POST /sandbox, then waits until started (or wait timeout). */
+int dt_sandbox_create(struct dt_client *dt, const struct dt_create_params *p, struct dt_sandbox *out,
+		      struct dt_error *err);
+
+enum dt_action { DT_START, DT_STOP, DT_ARCHIVE, DT_RECOVER };
+/* Performs the action and waits for its end state as the SDK does (start and
+ * recover: started; stop: stopped; archive: archived). on_state (may be NULL)
+ * is called with each state seen while waiting, for the status file. */
+typedef void (*dt_state_fn)(void *ctx, const char *state);
+int dt_sandbox_action(struct dt_client *dt, const char *id, enum dt_action action,
+		      dt_state_fn on_state, void *ctx, struct dt_sandbox *out, struct dt_error *err);
+/* DELETE, then waits until GET answers 404. */
+int dt_sandbox_delete(struct dt_client *dt, const char *id, dt_state_fn on_state, void *ctx,
+		      struct dt_error *err);
+/* -1 for a value that is not changed. Waits until the state leaves "resizing". */
+int dt_sandbox_resize(struct dt_client *dt, const char *id, int cpu, int memory, int disk,
+		      struct dt_sandbox *out, struct dt_error *err);
+/* PUT labels: replaces all labels with these. */
+int dt_sandbox_set_labels(struct dt_client *dt, const char *id, const struct dt_kv *labels, size_t n,
+			  struct dt_sandbox *out, struct dt_error *err);
+/* The sandbox's current labels (from GET). */
+int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct dt_kv **labels, size_t *n,
+			  struct dt_error *err);
+void dt_kv_free(struct dt_kv *kv, size_t n);
+enum dt_interval { DT_AUTOSTOP, DT_AUTOARCHIVE, DT_AUTODELETE };
+int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interval which, long minutes,
+			    struct dt_sandbox *out, struct dt_error *err);
+/* POST /sandbox/{id}/snapshot, waits until the state leaves "snapshotting",
+ * then checks GET /snapshots/{name} (a duplicate name fails silently server-side). */
+int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, dt_state_fn on_state,
+			void *ctx, struct dt_error *err);
+
+/* ---- snapshots ---------------------------------------------------------- */
+
+struct dt_snapshot {
+	char id[64];
+	char name[256];
+	char state[32];
+	struct timespec created_at;
+	struct timespec updated_at;
+	char *json;                 /* pretty-printed with a final newline (malloc'd) */
+};
+void dt_snapshot_clear(struct dt_snapshot *s);
+int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, struct dt_error *err);
+void dt_snapshot_list_free(struct dt_snapshot *list, size_t n);
+int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct dt_snapshot *out, struct dt_error *err);
+int dt_snapshot_delete(struct dt_client *dt, const char *id, struct dt_error *err);
+
+/* ---- toolbox ------------------------------------------------------------ */
+
+/* Which sandbox a toolbox call goes to: its UUID (never the name) and its toolboxProxyUrl. */
+struct dt_box {
+	const char *id;
+	const char *toolbox_url;
+};
+
+struct dt_fileinfo {
+	char *name;                 /* malloc'd base name */
+	uint64_t size;
+	mode_t mode;                /* S_IFMT type from the Go mode string, plus the permission
+				       bits with setuid/setgid/sticky from its letters */
+	uid_t uid;
+	gid_t gid;
+	struct timespec mtime;      /* from modifiedAt (RFC 3339, ns), else modTime */
+	bool is_dir;
+};
+void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n);   /* frees names and the array */
+/* Pure parsers, unit-tested: a FileInfo JSON object to dt_fileinfo; a Go
+ * FileMode string ("drwxr-xr-x", "-rw-r--r--", "dtrwxrwxrwx", "Lrwx...") to mode_t;
+ * an RFC 3339 time with optional fraction and zone to a timespec. */
+struct cJSON;
+int dt_fileinfo_from_json(const struct cJSON *obj, struct dt_fileinfo *out);
+int dt_parse_go_mode(const char *s, mode_t *out);
+int dt_parse_rfc3339(const char *s, struct timespec *out);
+
+/* GET /files?path= : one request for the whole directory. */
+int dt_fs_list(struct dt_client *dt, const struct dt_box *box, const char *path,
+	       struct dt_fileinfo **out, size_t *n, struct dt_error *err);
+int dt_fs_info(struct dt_client *dt, const struct dt_box *box, const char *path,
+	       struct dt_fileinfo *out, struct dt_error *err);
+/* GET /files/download with Range: bytes=off-(off+len-1) (len 0: to the end).
+ * The body goes to sink. A 416 (offset at or past the end) is success with 0
+ * bytes. Returns the number of bytes delivered, or a negative errno. A 200
+ * (server ignored Range) is handled by skipping to off. */
+int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const char *path,
+		       uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
+/* Uploads (replaces) the whole file from fd (len bytes from offset 0) through
+ * POST /files/bulk-upload, streaming; parents are created by the server. */
+int dt_fs_upload_fd(struct dt_client *dt, const struct dt_box *box, const char *path, int fd,
+		    uint64_t len, struct dt_error *err);
+int dt_fs_upload_mem(struct dt_client *dt, const struct dt_box *box, const char *path,
+		     const void *data, size_t len, struct dt_error *err);
+int dt_fs_mkdir(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
+		struct dt_error *err);
+int dt_fs_delete(struct dt_client *dt, const struct dt_box *box, const char *path, bool recursive,
+		 struct dt_error *err);
+/* POST /files/move: fails with EEXIST when dst exists (it never replaces). */
+int dt_fs_move(struct dt_client *dt, const struct dt_box *box, const char *src, const char *dst,
+	       struct dt_error *err);
+int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
+		struct dt_error *err);
+
+/* POST /process/execute. output (may be NULL) receives the merged output
+ * (malloc'd, NUL-terminated). timeout_s 0 = none; the HTTP timeout is then the
+ * transport's default, else timeout_s + 5 s. 408 gives -ETIMEDOUT. */
+int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+	    struct dt_error *err);
+/* GET /user-home-dir and /work-dir: {"dir": "..."} */
+int dt_home_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
+int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* A cheap authenticated call (GET /sandbox?limit=1) used at start-up to check the
+ * endpoint and the credentials. */
+int dt_ping(struct dt_client *dt, struct dt_error *err);
+
+#endif

@@ -1,0 +1,150 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * exec.h - commands run in sandboxes, with their output as files.
+ *
+ * The toolbox's own ways of running commands lose information (/process/execute
+ * merges stdout and stderr; session logs add newlines and drop NULs), so each
+ * command runs detached under a small wrapper script that redirects its
+ * streams to files in the sandbox, in STATE_DIR/cmd/N/ (STATE_DIR defaults to
+ * /tmp/.daytonafs):
+ *   command   the command text, byte for byte
+ *   stdout, stderr   the streams, byte for byte
+ *   pgid      the process group of the command (for kill)
+ *   exit      the exit status, written when it ends (128+signal when killed by one)
+ *   state     "killed" or "timedout" when it ended that way
+ *   stdin.K   chunks of standard input, written by the mount in order; stdin.eof ends it
+ * One /process/execute starts it. Output is read with ranged downloads, and a
+ * single listing of cmd/N tells the sizes of both streams and whether it ended,
+ * so waiting costs one request per poll, and polls back off from poll_min_ms to
+ * poll_max_ms while nothing changes (poll_max_ms bounds the delay a new line
+ * takes to reach a waiting reader). History survives a remount: it is read
+ * back from STATE_DIR/cmd in the sandbox.
+ *
+ * Thread-safe. Depends on daytona.h only.
+ */
+#ifndef DAYTONAFS_EXEC_H
+#define DAYTONAFS_EXEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "daytona.h"
+
+struct exec_options {
+	const char *state_dir;      /* in the sandbox; default "/tmp/.daytonafs" */
+	long poll_min_ms;           /* default 50 */
+	long poll_max_ms;           /* default 1000 */
+	/* Called by blocking waits every ~100 ms: true aborts the wait with -EINTR
+	 * (the FUSE request was interrupted). May be NULL. */
+	bool (*interrupted)(void);
+	/* Called (from an exec thread) when a command is seen to have ended, so the
+	 * caller can invalidate that sandbox's cached metadata. May be NULL. */
+	void (*on_end)(void *ctx, const char *sandbox_id, unsigned n);
+	/* Called to wake a poll() waiter registered by exec_poll; the handle is then
+	 * owned by the callee (it notifies and destroys it). */
+	void (*wake)(void *ctx, void *poll_handle);
+	void *ctx;
+};
+void exec_options_defaults(struct exec_options *o);
+
+struct exec_mgr;
+struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o);
+void exec_mgr_free(struct exec_mgr *m);   /* stops the pollers; running commands keep running */
+
+struct exec_spec {
+	const char *command;        /* shell text, run by bash (sh when bash is missing) */
+	const char *cwd;            /* NULL: the sandbox's work dir */
+	long timeout_s;             /* 0: none; else killed (whole group) after it, state "timedout" */
+	const struct dt_kv *env;
+	size_t n_env;
+	bool with_stdin;            /* stdin is fed from cmd/N/stdin writes; else /dev/null */
+};
+
+/* Starts a command; returns once it has started, with its number in *n. */
+int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_spec *spec,
+	       unsigned *n, struct dt_error *err);
+
+/* The numbers of the sandbox's commands, ascending (malloc'd array). Reads the
+ * sandbox's STATE_DIR/cmd the first time for each sandbox, then memory. */
+int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_t *count,
+	      struct dt_error *err);
+/* The newest command's number, or -ENOENT when there is none. */
+int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct dt_error *err);
+
+enum exec_stream { EXEC_STDOUT = 0, EXEC_STDERR = 1 };
+enum exec_state { EXEC_RUNNING, EXEC_EXITED, EXEC_KILLED, EXEC_TIMEDOUT };
+
+struct exec_status {
+	enum exec_state state;
+	int exit_code;              /* valid unless RUNNING */
+	uint64_t size[2];           /* bytes of stdout and stderr known so far */
+	bool stdin_open;
+};
+const char *exec_state_name(enum exec_state s);  /* "running", "exited", "killed", "timed out" */
+
+/* The status; with wait, blocks until the command has ended (interruptible). */
+int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
+		struct exec_status *st, struct dt_error *err);
+/* Reads a stream at off. With block, waits while the command runs and no
+ * byte past off exists; returns 0 only at the end of a finished command's
+ * stream. Returns bytes read, or a negative errno (-EINTR when interrupted). */
+ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exec_stream s,
+		  char *buf, size_t size, uint64_t off, bool block, struct dt_error *err);
+/* 1 when a read at off would not block (data past off, or the command ended),
+ * else 0 and, when poll_handle is not NULL, remembers it and calls
+ * o->wake(ctx, poll_handle) once that becomes true. */
+int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exec_stream s,
+	      uint64_t off, void *poll_handle);
+/* SIGTERM to the process group, SIGKILL after 2 s; state "killed". */
+int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+/* Appends bytes to the command's stdin (only for with_stdin commands: else -EBADF). */
+ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned n, const void *buf,
+			 size_t size, struct dt_error *err);
+int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+/* The command text (malloc'd, NUL-terminated). */
+int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, char **text,
+		      size_t *len, struct dt_error *err);
+/* Forgets a sandbox (it was deleted). */
+void exec_forget_sandbox(struct exec_mgr *m, const char *sandbox_id);
+
+
+/* ---- internals, exposed for the unit tests (tests/unit/test_exec.c) ----- */
+
+struct strbuf;
+
+/* What one listing of STATE_DIR/cmd/N says. */
+struct exec_listing {
+	bool ended;                 /* "exit" exists (written last, atomically) */
+	bool has_state;             /* "state" exists: killed or timed out */
+	bool has_pgid;
+	bool with_stdin;            /* "stdin.pipe" exists: started with stdin */
+	bool stdin_eof;             /* "stdin.eof" exists */
+	unsigned stdin_next;        /* 1 + the highest complete chunk K of stdin.K, 0 when none */
+	uint64_t size[2];           /* stdout, stderr (0 when missing) */
+};
+void exec_parse_listing(const struct dt_fileinfo *fi, size_t n, struct exec_listing *out);
+/* A command directory's name: decimal, no sign, no leading zero, > 0. */
+bool exec_parse_cmd_name(const char *name, unsigned *n);
+/* The exit file ("3\n"): 0 and *code, or -EINVAL. */
+int exec_parse_exit(const char *text, size_t len, int *code);
+/* The state of an ended command from its state file (NULL: none). */
+enum exec_state exec_parse_state(const char *text, size_t len);
+/* The next poll interval: min after a change, doubling up to max while a
+ * waiter sees nothing change, max when nobody waits. */
+long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms);
+/* The wrapper script (run by sh with the command directory as $1). -EINVAL
+ * for an environment key that is not [A-Za-z_][A-Za-z0-9_]*. */
+int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec);
+/* The text of the one /process/execute that starts a command: creates
+ * STATE_DIR/cmd/N (N = first, or the next free number), writes the command
+ * and the wrapper, starts the wrapper detached, and prints
+ * "daytonafs-started N" (or "daytonafs-error WHAT"). */
+int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first,
+			const struct exec_spec *spec);
+/* The kill script: prints "daytonafs-killed", "daytonafs-ended" or "daytonafs-error WHAT". */
+void exec_build_kill(struct strbuf *sb, const char *cmd_dir);
+/* Parses the launcher's output: 0 and *n, -ENOENT (no such cwd), else -EIO. */
+int exec_parse_launch(const char *output, unsigned *n);
+
+#endif

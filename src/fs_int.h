@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_int.h - what the parts of the filesystem layer share (fs.c, fs_files.c,
+ * fs_ctl.c). Not for other modules.
+ */
+#ifndef DAYTONAFS_FS_INT_H
+#define DAYTONAFS_FS_INT_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/statvfs.h>
+
+#include "cache.h"
+#include "ctl.h"
+#include "daytona.h"
+#include "exec.h"
+#include "options.h"
+#include "stage.h"
+
+/* fi->fh of every open file points to a struct whose first member is an int
+ * saying what it is; the sandbox files' handles say FS_HANDLE_FILE. */
+#define FS_HANDLE_FILE 1
+
+/* What a mount path names. */
+enum node_kind {
+	N_ROOT,          /* / */
+	N_ROOT_CTL,      /* /ctl */
+	N_ROOT_ERROR,    /* /error: the last failed root command */
+	N_SNAPDIR,       /* /.snapshots */
+	N_SNAPFILE,      /* /.snapshots/NAME */
+	N_SANDBOX,       /* /SB */
+	N_SB_CTL,        /* /SB/ctl */
+	N_SB_STATUS,     /* /SB/status */
+	N_SB_INFO,       /* /SB/info */
+	N_SB_ERROR,      /* /SB/error */
+	N_SB_STDOUT,     /* /SB/stdout: the newest command's */
+	N_SB_STDERR,
+	N_SB_EXIT,
+	N_CMDDIR,        /* /SB/cmd */
+	N_CMD_LAST,      /* /SB/cmd/last -> N */
+	N_CMD,           /* /SB/cmd/N */
+	N_CMD_COMMAND,   /* /SB/cmd/N/command */
+	N_CMD_STDOUT,
+	N_CMD_STDERR,
+	N_CMD_EXIT,
+	N_CMD_STATUS,
+	N_CMD_STDIN,
+	N_CMD_CTL,
+	N_WORK,          /* /SB/work -> fs/home/daytona */
+	N_FSROOT,        /* /SB/fs */
+	N_FILE,          /* /SB/fs/PATH */
+};
+
+struct node {
+	enum node_kind kind;
+	char sb_name[256];        /* the name as written in the mount path */
+	char snap_name[256];      /* N_SNAPFILE: the decoded snapshot name */
+	unsigned cmd;             /* N_CMD*: the command number */
+	char path[4096];          /* N_FILE, N_FSROOT: the path in the sandbox ("/" for fs/) */
+};
+
+/* What the mount knows of one sandbox. Entries are never freed while the
+ * mount runs (a deleted sandbox is marked gone), so pointers stay valid. */
+struct sandbox {
+	struct sandbox *next;
+	char id[64];
+	char name[256];
+	char toolbox_url[512];
+	char state[32];
+	char error_reason[512];
+	double fetched_at;        /* when state was read from the API */
+	bool gone;                /* deleted, or no longer listed */
+	bool listed;              /* seen in the last full listing */
+	char workdir[1024];       /* "" until asked */
+	/* the last failed command's message, for the error file */
+	char error[1024];
+	/* while a lifecycle command waits: the state seen, for the status file */
+	char progress[32];
+	pthread_mutex_t op_lock;  /* one lifecycle command at a time */
+	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
+	double statfs_at;
+};
+
+struct dfs {
+	struct dfs_options opt;
+	struct http_client *http;
+	struct dt_client *dt;
+	struct cache *cache;
+	struct stage_area *stage;
+	struct exec_mgr *exec;
+
+	pthread_mutex_t lock;     /* the sandbox registry and the snapshot list */
+	struct sandbox *sandboxes;
+	double listed_at;         /* when the registry was last filled from a full list */
+
+	struct open_table *files; /* open sandbox files (fs_files.c) */
+	char mountpoint[4096];    /* for messages that tell the user what to type */
+	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
+	uid_t uid;                /* the mounting user, owner of the virtual files */
+	gid_t gid;
+	struct timespec mounted_at;
+};
+
+struct dfs *dfs_get(void);
+double now_mono(void);
+
+/* fs.c */
+int node_parse(const char *path, struct node *n);
+struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *err);
+int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct dt_error *err);
+void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d);
+struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d);
+void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sandbox_clear_error(struct sandbox *sb);
+/* The toolbox address of a sandbox; its id and url are stable. */
+void sandbox_box(const struct sandbox *sb, struct dt_box *box);
+/* 0 when the sandbox answers file access (started, or started now by
+ * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
+int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
+
+/* fs_files.c: the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
+struct open_table *open_table_new(void);
+void open_table_free(struct open_table *t);
+int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
+int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler);
+int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
+	       mode_t mode);
+int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st);
+int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size, off_t off);
+int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size_t size, off_t off);
+int files_flush(struct dfs *fs, struct fuse_file_info *fi);
+int files_fsync(struct dfs *fs, struct fuse_file_info *fi);
+int files_release(struct dfs *fs, struct fuse_file_info *fi);
+int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t size, struct fuse_file_info *fi);
+int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
+int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path);
+int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path);
+int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags);
+int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
+int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid, gid_t gid);
+int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2]);
+int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const char *path);
+int files_readlink(struct dfs *fs, struct sandbox *sb, const char *path, char *buf, size_t size);
+int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st);
+/* Uploads everything still staged (at unmount). */
+void files_flush_all(struct dfs *fs);
+/* The sandbox's cached metadata is stale (a command ran). */
+void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id);
+
+/* fs_ctl.c: commands written to ctl files */
+int ctl_run_root(struct dfs *fs, const char *line, size_t len);
+int ctl_run_sandbox(struct dfs *fs, struct sandbox *sb, const char *line, size_t len);
+int ctl_run_command(struct dfs *fs, struct sandbox *sb, unsigned cmd, const char *line, size_t len);
+/* mkdir MOUNT/NAME */
+int ctl_create_default(struct dfs *fs, const char *name);
+
+#endif

@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "strbuf.h"
+
+void options_init(struct dfs_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->attr_timeout = 5;
+	o->dir_timeout = 5;
+	o->negative_timeout = 2;
+	o->timeout_s = 60;
+	o->connect_timeout_s = 10;
+	o->wait_timeout_s = 120;
+	o->connections = 16;
+	o->retries = 4;
+	o->poll_min_ms = 50;
+	o->poll_max_ms = 1000;
+}
+
+static void set_str(char **dst, const char *v)
+{
+	char *copy = strdup(v);
+
+	if (!copy)
+		return;
+	free(*dst);
+	*dst = copy;
+}
+
+/* Zeroes a secret before freeing it, so that it does not linger in freed heap. */
+static void free_secret(char **s)
+{
+	if (*s) {
+		explicit_bzero(*s, strlen(*s));
+		free(*s);
+		*s = NULL;
+	}
+}
+
+void options_free(struct dfs_options *o)
+{
+	free(o->api_url);
+	free_secret(&o->api_key);
+	free_secret(&o->jwt);
+	free(o->org_id);
+	free(o->target);
+	free(o->api_key_file);
+	free(o->config_file);
+	free(o->cache_dir);
+	free(o->state_dir);
+	free(o->loglevel);
+	memset(o, 0, sizeof(*o));
+}
+
+static int parse_double(const char *v, double min, double max, double *out)
+{
+	char *end;
+	double d;
+
+	errno = 0;
+	d = strtod(v, &end);
+	if (errno || end == v || *end || d < min || d > max)
+		return -EINVAL;
+	*out = d;
+	return 0;
+}
+
+static int parse_long(const char *v, long min, long max, long *out)
+{
+	char *end;
+	long l;
+
+	errno = 0;
+	l = strtol(v, &end, 10);
+	if (errno || end == v || *end || l < min || l > max)
+		return -EINVAL;
+	*out = l;
+	return 0;
+}
+
+enum opt_kind { OPT_STR, OPT_SECONDS, OPT_LONG, OPT_INT, OPT_FLAG };
+
+struct opt_spec {
+	const char *name;
+	enum opt_kind kind;
+	size_t offset;
+	long min, max;
+};
+
+#define OFF(field) offsetof(struct dfs_options, field)
+
+static const struct opt_spec specs[] = {
+	{ "api_url", OPT_STR, OFF(api_url), 0, 0 },
+	{ "api_key_file", OPT_STR, OFF(api_key_file), 0, 0 },
+	{ "config", OPT_STR, OFF(config_file), 0, 0 },
+	{ "target", OPT_STR, OFF(target), 0, 0 },
+	{ "attr_timeout", OPT_SECONDS, OFF(attr_timeout), 0, 86400 },
+	{ "dir_timeout", OPT_SECONDS, OFF(dir_timeout), 0, 86400 },
+	{ "negative_timeout", OPT_SECONDS, OFF(negative_timeout), 0, 86400 },
+	{ "cache_dir", OPT_STR, OFF(cache_dir), 0, 0 },
+	{ "timeout", OPT_LONG, OFF(timeout_s), 1, 86400 },
+	{ "connect_timeout", OPT_LONG, OFF(connect_timeout_s), 1, 3600 },
+	{ "wait_timeout", OPT_LONG, OFF(wait_timeout_s), 0, 86400 },
+	{ "connections", OPT_INT, OFF(connections), 1, 256 },
+	{ "retries", OPT_INT, OFF(retries), 0, 20 },
+	{ "keepalive", OPT_FLAG, OFF(keepalive), 0, 0 },
+	{ "autostart", OPT_FLAG, OFF(autostart), 0, 0 },
+	{ "poll_min", OPT_LONG, OFF(poll_min_ms), 1, 60000 },
+	{ "poll_max", OPT_LONG, OFF(poll_max_ms), 1, 600000 },
+	{ "state_dir", OPT_STR, OFF(state_dir), 0, 0 },
+	{ "loglevel", OPT_STR, OFF(loglevel), 0, 0 },
+};
+
+int options_apply(struct dfs_options *o, const char *opt, char *err, size_t errlen)
+{
+	const char *eq = strchr(opt, '=');
+	size_t nlen = eq ? (size_t)(eq - opt) : strlen(opt);
+	const char *val = eq ? eq + 1 : NULL;
+	char *base = (char *)o;
+
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+		const struct opt_spec *s = &specs[i];
+		long l;
+
+		if (strlen(s->name) != nlen || strncmp(s->name, opt, nlen) != 0)
+			continue;
+		if (s->kind == OPT_FLAG) {
+			if (val && strcmp(val, "1") && strcmp(val, "true") && strcmp(val, "0") &&
+			    strcmp(val, "false"))
+				goto bad;
+			*(bool *)(base + s->offset) = !val || !strcmp(val, "1") || !strcmp(val, "true");
+			return 1;
+		}
+		if (!val || !*val)
+			goto bad;
+		switch (s->kind) {
+		case OPT_STR:
+			set_str((char **)(base + s->offset), val);
+			return 1;
+		case OPT_SECONDS:
+			if (parse_double(val, (double)s->min, (double)s->max, (double *)(base + s->offset)))
+				goto bad;
+			return 1;
+		case OPT_LONG:
+			if (parse_long(val, s->min, s->max, &l))
+				goto bad;
+			*(long *)(base + s->offset) = l;
+			return 1;
+		case OPT_INT:
+			if (parse_long(val, s->min, s->max, &l))
+				goto bad;
+			*(int *)(base + s->offset) = (int)l;
+			return 1;
+		case OPT_FLAG:
+			break;
+		}
+bad:
+		if (s->kind == OPT_FLAG)
+			snprintf(err, errlen, "option %s takes no value (or 0/1/true/false), got '%s'", s->name, val);
+		else if (s->kind == OPT_STR)
+			snprintf(err, errlen, "option %s needs a value", s->name);
+		else
+			snprintf(err, errlen, "option %s needs a number from %ld to %ld, got '%s'", s->name,
+				 s->min, s->max, val ? val : "");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+static void warn_if_readable_by_others(const char *path, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == 0 && (st.st_mode & 0077))
+		log_warn("%s is readable by other users (mode %04o): chmod 600 it", path,
+			 (unsigned)(st.st_mode & 07777));
+}
+
+/* Reads the first line of a key file: the key. */
+static int read_key_file(const char *path, char **out, char *err, size_t errlen)
+{
+	char line[4096];
+	FILE *f = fopen(path, "re");
+	char *k;
+
+	if (!f) {
+		int e = errno;
+		snprintf(err, errlen, "cannot read API key file %s: %s", path, strerror(e));
+		return -e;
+	}
+	warn_if_readable_by_others(path, fileno(f));
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	k = trim(line);
+	if (!*k) {
+		snprintf(err, errlen, "API key file %s is empty", path);
+		explicit_bzero(line, sizeof(line));
+		return -EINVAL;
+	}
+	set_str(out, k);
+	explicit_bzero(line, sizeof(line));
+	return *out ? 0 : -ENOMEM;
+}
+
+int options_read_config(struct dfs_options *o, const char *path, bool required, char *err, size_t errlen)
+{
+	char line[4096];
+	int lineno = 0, rc = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f) {
+		int e = errno;
+		if (!required && e == ENOENT)
+			return 0;
+		snprintf(err, errlen, "cannot read config file %s: %s", path, strerror(e));
+		return -e;
+	}
+	warn_if_readable_by_others(path, fileno(f));
+	while (fgets(line, sizeof(line), f)) {
+		char *s = trim(line), *eq, *key, *val;
+		char opt[4200];
+
+		lineno++;
+		if (!*s || *s == '#')
+			continue;
+		eq = strchr(s, '=');
+		if (!eq) {
+			key = s;
+			val = NULL;
+		} else {
+			*eq = '\0';
+			key = trim(s);
+			val = trim(eq + 1);
+		}
+		/* Credentials are only accepted from files, never as -o options. */
+		if (val && !strcmp(key, "api_key")) {
+			if (!o->api_key)
+				set_str(&o->api_key, val);
+			continue;
+		}
+		if (val && !strcmp(key, "jwt_token")) {
+			if (!o->jwt)
+				set_str(&o->jwt, val);
+			continue;
+		}
+		if (val && !strcmp(key, "organization_id")) {
+			if (!o->org_id)
+				set_str(&o->org_id, val);
+			continue;
+		}
+		if (!str_printf(opt, sizeof(opt), val ? "%s=%s" : "%s", key, val)) {
+			snprintf(err, errlen, "%s:%d: line too long", path, lineno);
+			rc = -EINVAL;
+			break;
+		}
+		rc = options_apply(o, opt, err, errlen);
+		if (rc == 0) {
+			snprintf(err, errlen, "%s:%d: unknown setting '%s'", path, lineno, key);
+			rc = -EINVAL;
+		}
+		if (rc < 0) {
+			char msg[512];
+
+			if (rc == -EINVAL && strncmp(err, path, strlen(path)) != 0) {
+				snprintf(msg, sizeof(msg), "%s:%d: %s", path, lineno, err);
+				str_copy(err, errlen, msg);
+			}
+			break;
+		}
+		rc = 0;
+	}
+	explicit_bzero(line, sizeof(line));
+	fclose(f);
+	return rc;
+}
+
+static char *default_config_path(const char *(*getenv_fn)(const char *))
+{
+	struct strbuf sb = STRBUF_INIT;
+	const char *xdg = getenv_fn("XDG_CONFIG_HOME");
+	const char *home = getenv_fn("HOME");
+	struct stat st;
+
+	if (xdg && *xdg)
+		sb_addf(&sb, "%s/daytonafs/config", xdg);
+	else if (home && *home)
+		sb_addf(&sb, "%s/.config/daytonafs/config", home);
+	if (sb.len && stat(sb_str(&sb), &st) == 0)
+		return sb_detach(&sb);
+	sb_free(&sb);
+	if (stat("/etc/daytonafs.conf", &st) == 0)
+		return strdup("/etc/daytonafs.conf");
+	return NULL;
+}
+
+int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *), char *err, size_t errlen)
+{
+	const char *v;
+	char *cfg = NULL;
+	int rc;
+
+	/* 1. the key file given as an option */
+	if (o->api_key_file) {
+		rc = read_key_file(o->api_key_file, &o->api_key, err, errlen);
+		if (rc)
+			return rc;
+	}
+	/* 2. the environment, as Daytona's SDKs read it */
+	if (!o->api_key && !o->jwt) {
+		v = getenv_fn("DAYTONA_API_KEY");
+		if (v && *v)
+			set_str(&o->api_key, v);
+		v = getenv_fn("DAYTONA_JWT_TOKEN");
+		if (!o->api_key && v && *v)
+			set_str(&o->jwt, v);
+	}
+	v = getenv_fn("DAYTONA_ORGANIZATION_ID");
+	if (!o->org_id && v && *v)
+		set_str(&o->org_id, v);
+	v = getenv_fn("DAYTONA_API_URL");
+	if (!v || !*v)
+		v = getenv_fn("DAYTONA_SERVER_URL");   /* deprecated alias */
+	if (!o->api_url && v && *v)
+		set_str(&o->api_url, v);
+	v = getenv_fn("DAYTONA_TARGET");
+	if (!o->target && v && *v)
+		set_str(&o->target, v);
+
+	/* 3. the config file fills what is still missing */
+	if (o->config_file) {
+		rc = options_read_config(o, o->config_file, true, err, errlen);
+		if (rc)
+			return rc;
+	} else {
+		cfg = default_config_path(getenv_fn);
+		if (cfg) {
+			rc = options_read_config(o, cfg, false, err, errlen);
+			free(cfg);
+			if (rc)
+				return rc;
+		}
+	}
+	if (!o->api_key && o->api_key_file) {
+		rc = read_key_file(o->api_key_file, &o->api_key, err, errlen);
+		if (rc)
+			return rc;
+	}
+	if (!o->api_url)
+		set_str(&o->api_url, DFS_DEFAULT_API_URL);
+	if (!o->api_key && !o->jwt) {
+		snprintf(err, errlen,
+			 "no Daytona credentials: set DAYTONA_API_KEY, or use -o api_key_file=PATH, "
+			 "or put api_key = ... in ~/.config/daytonafs/config");
+		return -EINVAL;
+	}
+	if (!o->api_key && o->jwt && !o->org_id) {
+		snprintf(err, errlen, "DAYTONA_JWT_TOKEN needs DAYTONA_ORGANIZATION_ID as well");
+		return -EINVAL;
+	}
+	if (strncmp(o->api_url, "http://", 7) && strncmp(o->api_url, "https://", 8)) {
+		snprintf(err, errlen, "API URL '%s' must start with http:// or https://", o->api_url);
+		return -EINVAL;
+	}
+	if (o->poll_min_ms > o->poll_max_ms) {
+		snprintf(err, errlen, "poll_min (%ld ms) must not exceed poll_max (%ld ms)", o->poll_min_ms,
+			 o->poll_max_ms);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+const char *options_usage(void)
+{
+	return
+"daytonafs options:\n"
+"    -o api_url=URL           Daytona API (default $DAYTONA_API_URL, else " DFS_DEFAULT_API_URL ")\n"
+"    -o api_key_file=PATH     read the API key from PATH (else $DAYTONA_API_KEY, else the config file)\n"
+"    -o config=PATH           config file (default ~/.config/daytonafs/config, /etc/daytonafs.conf)\n"
+"    -o target=REGION         region for new sandboxes (default $DAYTONA_TARGET)\n"
+"    -o attr_timeout=SEC      how long file attributes are cached (default 5)\n"
+"    -o dir_timeout=SEC       how long directory listings are cached (default 5)\n"
+"    -o negative_timeout=SEC  how long 'no such file' is cached (default 2)\n"
+"    -o cache_dir=PATH        staging area for writes (default ~/.cache/daytonafs)\n"
+"    -o timeout=SEC           timeout of one request (default 60)\n"
+"    -o connect_timeout=SEC   timeout of a connection attempt (default 10)\n"
+"    -o wait_timeout=SEC      how long lifecycle commands wait for the new state (default 120)\n"
+"    -o connections=N         HTTP connections kept open (default 16)\n"
+"    -o retries=N             retries of a failed request (default 4)\n"
+"    -o keepalive             file access counts as sandbox activity (resets auto-stop)\n"
+"    -o autostart             file access starts a stopped sandbox\n"
+"    -o poll_min=MS           first interval of command output polling (default 50)\n"
+"    -o poll_max=MS           longest interval, the bound on live output delay (default 1000)\n"
+"    -o state_dir=PATH        where command output lives in the sandbox (default /tmp/.daytonafs)\n"
+"    -o loglevel=LEVEL        error, warn, info or debug (default warn; -d implies debug)\n";
+}

@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * options.h - mount options, credentials and the config file.
+ *
+ * Credentials never come from the command line: DAYTONA_API_KEY (or
+ * DAYTONA_JWT_TOKEN with DAYTONA_ORGANIZATION_ID) from the environment, or a
+ * key file (-o api_key_file=PATH), or the config file (-o config=PATH, else
+ * $XDG_CONFIG_HOME/daytonafs/config, else ~/.config/daytonafs/config, else
+ * /etc/daytonafs.conf). Precedence: api_key_file, then the environment, then
+ * the config file. The config file has "key = value" lines (# comments):
+ * api_key, api_key_file, jwt_token, organization_id, api_url, target, and
+ * any mount option by name (e.g. attr_timeout = 10).
+ */
+#ifndef DAYTONAFS_OPTIONS_H
+#define DAYTONAFS_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define DFS_DEFAULT_API_URL "https://app.daytona.io/api"
+
+struct dfs_options {
+	/* endpoint and credentials */
+	char *api_url;
+	char *api_key;
+	char *jwt;
+	char *org_id;
+	char *target;
+	char *api_key_file;
+	char *config_file;
+
+	/* caching */
+	double attr_timeout;        /* seconds; default 5 */
+	double dir_timeout;         /* seconds; default 5 */
+	double negative_timeout;    /* seconds; default 2 */
+	char *cache_dir;            /* default $XDG_CACHE_HOME/daytonafs or ~/.cache/daytonafs */
+
+	/* network */
+	long timeout_s;             /* per request; default 60 */
+	long connect_timeout_s;     /* default 10 */
+	long wait_timeout_s;        /* lifecycle waits; default 120 */
+	int connections;            /* default 16 */
+	int retries;                /* default 4 */
+
+	/* behaviour */
+	bool keepalive;             /* file access counts as sandbox activity */
+	bool autostart;             /* file access starts a stopped sandbox */
+	long poll_min_ms;           /* command output polling; default 50 */
+	long poll_max_ms;           /* bound on the delay of live output; default 1000 */
+	char *state_dir;            /* in the sandbox; default /tmp/.daytonafs */
+
+	/* front end */
+	bool show_help;
+	bool show_version;
+	bool foreground;
+	bool debug;
+	char *loglevel;             /* error, warn, info, debug */
+};
+
+/* Sets every default. */
+void options_init(struct dfs_options *o);
+void options_free(struct dfs_options *o);
+
+/* Applies one "name=value" (or bare flag) option. Returns 1 when it is one of
+ * ours, 0 when it is not (it then belongs to FUSE), -EINVAL with a message in
+ * err when the value is bad. */
+int options_apply(struct dfs_options *o, const char *opt, char *err, size_t errlen);
+
+/* Reads a config file; every line is options_apply'd, plus the credential keys.
+ * A missing file is not an error when !required. A key file or config file
+ * readable by others gets a warning. Returns 0 or -errno with err set. */
+int options_read_config(struct dfs_options *o, const char *path, bool required, char *err, size_t errlen);
+
+/* Fills credentials and endpoint from, in order, the key file, the
+ * environment (through getenv_fn, for the tests), the config file. Fails with
+ * -EINVAL and a one-line message saying what to do when there is no
+ * credential. */
+int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *), char *err, size_t errlen);
+
+/* The usage text of our own options. */
+const char *options_usage(void);
+
+#endif

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * strbuf.h - a growable byte string, and bounded-string helpers.
+ *
+ * Every string that daytonafs builds from untrusted input (paths, JSON,
+ * URLs, shell commands) is built in a strbuf, so there is no fixed buffer to
+ * overflow; the helpers that do write into fixed buffers always bound and
+ * terminate, and report truncation.
+ */
+#ifndef DAYTONAFS_STRBUF_H
+#define DAYTONAFS_STRBUF_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct strbuf {
+	char *buf;      /* always NUL-terminated once anything was added; NULL when empty and unallocated */
+	size_t len;
+	size_t cap;
+	bool oom;       /* an allocation failed: further appends are no-ops; check once at the end */
+};
+
+#define STRBUF_INIT { NULL, 0, 0, false }
+
+void sb_add(struct strbuf *sb, const void *data, size_t len);
+void sb_adds(struct strbuf *sb, const char *s);
+void sb_addc(struct strbuf *sb, char c);
+void sb_addf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_vaddf(struct strbuf *sb, const char *fmt, va_list ap);
+void sb_reset(struct strbuf *sb);          /* len = 0, keeps the allocation */
+void sb_free(struct strbuf *sb);
+/* The string (never NULL: "" when empty). */
+const char *sb_str(const struct strbuf *sb);
+/* Takes ownership of the buffer (malloc'd, NUL-terminated, "" when empty); NULL if oom. */
+char *sb_detach(struct strbuf *sb);
+
+/* strlcpy semantics: copies at most cap-1 bytes, always terminates (cap > 0).
+ * Returns true when the whole of src fitted. */
+bool str_copy(char *dst, size_t cap, const char *src);
+/* snprintf that returns true when the output fitted. */
+bool str_printf(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * urlenc.c - URL and path encoding, shell quoting, base64. Pure functions:
+ * everything built from untrusted input (file names, commands) goes through
+ * here, so each function is total (any byte except NUL is accepted).
+ */
+#include "urlenc.h"
+
+#include <string.h>
+
+static const char hexdig[] = "0123456789ABCDEF";
+
+static bool is_unreserved(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+static void url_encode(struct strbuf *sb, const char *src, bool keep_slash)
+{
+	const unsigned char *p = (const unsigned char *)src;
+	const unsigned char *run = p;
+
+	/* Copy runs of safe bytes in one go; most paths are mostly safe. */
+	for (; *p; p++) {
+		char esc[3];
+
+		if (is_unreserved(*p) || (keep_slash && *p == '/'))
+			continue;
+		sb_add(sb, run, (size_t)(p - run));
+		esc[0] = '%';
+		esc[1] = hexdig[*p >> 4];
+		esc[2] = hexdig[*p & 0xf];
+		sb_add(sb, esc, 3);
+		run = p + 1;
+	}
+	sb_add(sb, run, (size_t)(p - run));
+}
+
+void url_add_query_value(struct strbuf *sb, const char *src)
+{
+	url_encode(sb, src, true);
+}
+
+void url_add_path_segment(struct strbuf *sb, const char *src)
+{
+	url_encode(sb, src, false);
+}
+
+bool path_join(char *dst, size_t cap, const char *base, const char *name)
+{
+	size_t blen = strlen(base);
+	bool ok;
+
+	if (cap == 0)
+		return false;
+	/* Drop trailing slashes of base so that "/" and "/a/" join cleanly. */
+	while (blen > 0 && base[blen - 1] == '/')
+		blen--;
+	if (name[0] == '\0')
+		ok = blen ? str_printf(dst, cap, "%.*s", (int)blen, base) : str_copy(dst, cap, "/");
+	else
+		ok = str_printf(dst, cap, "%.*s/%s", (int)blen, base, name);
+	if (!ok)
+		dst[0] = '\0';
+	return ok;
+}
+
+bool path_split(const char *path, char *parent, size_t pcap, const char **base)
+{
+	const char *slash = strrchr(path, '/');
+	bool ok;
+
+	if (pcap == 0)
+		return false;
+	if (!slash) {
+		/* A relative name: its parent is the (toolbox) working directory. */
+		*base = path;
+		ok = str_copy(parent, pcap, ".");
+	} else if (slash == path) {
+		*base = slash + 1;
+		ok = str_copy(parent, pcap, "/");
+	} else {
+		*base = slash + 1;
+		ok = str_printf(parent, pcap, "%.*s", (int)(slash - path), path);
+	}
+	if (!ok)
+		parent[0] = '\0';
+	return ok;
+}
+
+bool path_is_root(const char *path)
+{
+	return path[0] == '\0' || strcmp(path, "/") == 0;
+}
+
+bool path_is_within(const char *child, const char *dir)
+{
+	size_t dlen = strlen(dir);
+
+	while (dlen > 0 && dir[dlen - 1] == '/')
+		dlen--;
+	if (dlen == 0)
+		return child[0] == '/';   /* everything absolute is under "/" */
+	if (strncmp(child, dir, dlen) != 0)
+		return false;
+	return child[dlen] == '\0' || child[dlen] == '/';
+}
+
+void sh_quote(struct strbuf *sb, const char *src)
+{
+	const char *p;
+
+	/* Inside single quotes nothing is special except the quote itself,
+	 * which is written as: close quote, escaped quote, reopen. */
+	sb_addc(sb, '\'');
+	for (p = src; *p; p++) {
+		if (*p == '\'')
+			sb_adds(sb, "'\\''");
+		else
+			sb_addc(sb, *p);
+	}
+	sb_addc(sb, '\'');
+}
+
+void base64_encode(struct strbuf *sb, const void *data, size_t len)
+{
+	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const unsigned char *p = data;
+	char out[4];
+
+	while (len >= 3) {
+		out[0] = tbl[p[0] >> 2];
+		out[1] = tbl[((p[0] & 3) << 4) | (p[1] >> 4)];
+		out[2] = tbl[((p[1] & 0xf) << 2) | (p[2] >> 6)];
+		out[3] = tbl[p[2] & 0x3f];
+		sb_add(sb, out, 4);
+		p += 3;
+		len -= 3;
+	}
+	if (len == 0)
+		return;
+	out[0] = tbl[p[0] >> 2];
+	if (len == 1) {
+		out[1] = tbl[(p[0] & 3) << 4];
+		out[2] = '=';
+	} else {
+		out[1] = tbl[((p[0] & 3) << 4) | (p[1] >> 4)];
+		out[2] = tbl[(p[1] & 0xf) << 2];
+	}
+	out[3] = '=';
+	sb_add(sb, out, 4);
+}

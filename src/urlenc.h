@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * urlenc.h - URL and path encoding, and shell quoting. Pure functions.
+ */
+#ifndef DAYTONAFS_URLENC_H
+#define DAYTONAFS_URLENC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "strbuf.h"
+
+/* Appends src percent-encoded for a query value: everything but the RFC 3986
+ * unreserved set (A-Z a-z 0-9 - . _ ~) is encoded, and '/' is kept
+ * (readable paths). '+' becomes %2B, since the toolbox decodes '+' as a space. */
+void url_add_query_value(struct strbuf *sb, const char *src);
+/* Appends src percent-encoded as one path segment (also encodes '/'). */
+void url_add_path_segment(struct strbuf *sb, const char *src);
+
+/*
+ * Joins a sandbox path: base "/a/b" + name "c" -> "/a/b/c"; base "/" gives "/c".
+ * Returns false (and leaves dst empty) when it would not fit in cap.
+ */
+bool path_join(char *dst, size_t cap, const char *base, const char *name);
+/* Splits "/a/b/c" into parent "/a/b" and base "c"; "/c" gives "/" and "c". */
+bool path_split(const char *path, char *parent, size_t pcap, const char **base);
+/* True when path is "" or "/" */
+bool path_is_root(const char *path);
+/* True when child is inside (or equal to) dir: "/a/b" in "/a" yes, "/ab" in "/a" no. */
+bool path_is_within(const char *child, const char *dir);
+
+/* Appends src quoted for a POSIX shell as one word: 'it'\''s' form. Any byte
+ * is allowed except NUL; the result is always safe to paste into sh -c. */
+void sh_quote(struct strbuf *sb, const char *src);
+
+/* Appends the base64 encoding (RFC 4648, with padding) of data. */
+void base64_encode(struct strbuf *sb, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fixtures for the daytonafs integration tests.
+
+A session-wide local Daytona server (scripts/daytona-local) and a mount of
+daytonafs on it; tests use the mount as users do, with real programs, and
+assert on content, errno and the server's request counters (/_local/stats).
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+API_KEY = "integration-test-key"
+
+
+def _binary():
+    path = os.environ.get("DAYTONAFS_BIN") or os.path.join(ROOT, "build", "daytonafs")
+    if not os.path.exists(path):
+        pytest.exit(f"daytonafs binary not found at {path}: build first (scripts/test does)", 2)
+    return path
+
+
+class Server:
+    def __init__(self, tmp):
+        self.data = os.path.join(tmp, "server-data")
+        self.log = open(os.path.join(tmp, "server.log"), "w")
+        self.proc = subprocess.Popen(
+            [os.path.join(ROOT, "scripts", "daytona-local"), "--port", "0", "--data", self.data,
+             "--api-key", API_KEY, "--transition-ms", "20", "--quiet"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("http"):
+            self.proc.kill()
+            raise RuntimeError(f"daytona-local did not start (first line {line!r})")
+        self.api_url = line
+        self.base = line[: -len("/api")]
+
+    def local(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def api(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.api_url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": "Bearer " + API_KEY})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw = r.read()
+            return json.loads(raw) if raw else None
+
+    def stats(self):
+        return self.local("GET", "/_local/stats")
+
+    def reset(self):
+        self.local("POST", "/_local/stats/reset")
+
+    def count(self, route_fragment=None, method=None):
+        """Requests since the last reset, optionally those whose route contains a fragment."""
+        routes = self.stats()["routes"]
+        total = 0
+        for key, n in routes.items():
+            m, _, route = key.partition(" ")
+            if method and m != method:
+                continue
+            if route_fragment and not route.endswith(route_fragment):
+                continue
+            total += n
+        return total
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+class Mount:
+    def __init__(self, server, tmp, extra_opts=(), name="mnt"):
+        self.server = server
+        self.path = os.path.join(tmp, name)
+        os.makedirs(self.path, exist_ok=True)
+        self.cache = os.path.join(tmp, name + "-cache")
+        env = dict(os.environ)
+        env.update({"DAYTONA_API_KEY": API_KEY, "DAYTONA_API_URL": server.api_url})
+        env.pop("DAYTONA_TARGET", None)
+        opts = ["cache_dir=" + self.cache, "poll_max=200"] + list(extra_opts)
+        self.log = open(os.path.join(tmp, name + ".log"), "w")
+        self.proc = subprocess.Popen([_binary(), "-f", "-o", ",".join(opts), self.path],
+                                     env=env, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 20
+        while not os.path.ismount(self.path):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daytonafs exited with {self.proc.returncode}; see {self.log.name}")
+            if time.time() > deadline:
+                raise RuntimeError("daytonafs did not mount within 20 s")
+            time.sleep(0.05)
+
+    def p(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def unmount(self):
+        subprocess.run(["fusermount3", "-u", self.path], check=False)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            subprocess.run(["fusermount3", "-uz", self.path], check=False)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def tmp_root():
+    d = tempfile.mkdtemp(prefix="daytonafs-it-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_root):
+    s = Server(tmp_root)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def mount(server, tmp_root):
+    m = Mount(server, tmp_root)
+    yield m
+    m.unmount()
+
+
+def ctl(path, text):
+    """Writes a command to a ctl file the way a shell does, raising OSError on failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def create_sandbox(mount, prefix="sb"):
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ctl(mount.p("ctl"), f"create {name}")
+    return name
+
+
+@pytest.fixture(scope="module")
+def sandbox(mount):
+    """A started sandbox for one test module: (mount, name, fs path)."""
+    name = create_sandbox(mount, "t")
+    yield name
+    try:
+        ctl(mount.p(name, "ctl"), "delete")
+    except OSError:
+        pass
+
+
+def read(path, mode="r"):
+    with open(path, mode) as f:
+        return f.read()
+
+
+def write(path, data, mode="w"):
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def sh(cmd, cwd=None, check=True, timeout=120, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), cwd=cwd, check=check, timeout=timeout,
+                          capture_output=True, text=kw.pop("text", True), **kw)

@@ -1,0 +1,44 @@
+# SPDX-License-Identifier: Apache-2.0
+"""exec through ctl: separate streams, exit status, live output."""
+import os
+import subprocess
+import time
+
+from conftest import ctl, read
+
+
+def test_stdout_stderr_exit(mount, sandbox):
+    ctl(mount.p(sandbox, "ctl"),
+        'exec python3 -c "import sys; print(1); print(2, file=sys.stderr); sys.exit(3)"')
+    assert read(mount.p(sandbox, "stdout")) == "1\n"
+    assert read(mount.p(sandbox, "stderr")) == "2\n"
+    assert read(mount.p(sandbox, "exit")) == "3\n"
+    last = os.readlink(mount.p(sandbox, "cmd", "last"))
+    cmd = mount.p(sandbox, "cmd", last)
+    assert read(os.path.join(cmd, "stdout")) == "1\n"
+    assert read(os.path.join(cmd, "exit")) == "3\n"
+    assert read(os.path.join(cmd, "status")) == "exited\n"
+    assert "sys.exit(3)" in read(os.path.join(cmd, "command"))
+
+
+def test_output_streams_while_running(mount, sandbox):
+    ctl(mount.p(sandbox, "ctl"), "exec for i in 1 2 3; do echo line$i; sleep 1; done")
+    t0 = time.time()
+    p = subprocess.Popen(["cat", mount.p(sandbox, "stdout")], stdout=subprocess.PIPE, text=True)
+    seen = []
+    for line in p.stdout:
+        seen.append((line.strip(), time.time() - t0))
+    p.wait(10)
+    assert [s for s, _ in seen] == ["line1", "line2", "line3"]
+    # Lines arrive as printed, not all at the end.
+    assert seen[0][1] < 1.5, seen
+    assert seen[2][1] - seen[0][1] > 1.5, seen
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+
+
+def test_exec_invalidates_metadata(mount, sandbox):
+    work = mount.p(sandbox, "work")
+    os.listdir(work)
+    ctl(mount.p(sandbox, "ctl"), "exec touch fresh-from-command")
+    read(mount.p(sandbox, "exit"))
+    assert "fresh-from-command" in os.listdir(work)

@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Start-up: help, version, and the one-line failures that stop a mount before it happens."""
+import os
+import socket
+import subprocess
+
+from conftest import API_KEY, _binary
+
+
+def run(args, env_extra, tmp_path, timeout=30):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
+    env["HOME"] = str(tmp_path)           # no config file from the real home
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
+    env.update(env_extra)
+    return subprocess.run([_binary()] + args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_and_version(tmp_path):
+    r = run(["--help"], {}, tmp_path)
+    assert r.returncode == 0
+    assert "usage:" in r.stdout and "api_key_file" in r.stdout and "autostart" in r.stdout
+    r = run(["--version"], {}, tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("daytonafs ")
+
+
+def test_missing_credentials(tmp_path):
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = run(["-f", str(mnt)], {}, tmp_path)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "DAYTONA_API_KEY" in lines[0]
+    assert not os.path.ismount(mnt)
+
+
+def test_key_on_command_line_refused(tmp_path):
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = run(["-f", "-o", "api_key=secret123", str(mnt)], {}, tmp_path)
+    assert r.returncode != 0
+    assert "api_key_file" in r.stderr and "secret123" not in r.stderr
+
+
+def test_unreachable_api(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()   # nothing listens there now
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = run(["-f", "-o", "connect_timeout=2,retries=0", str(mnt)],
+            {"DAYTONA_API_KEY": "k", "DAYTONA_API_URL": f"http://127.0.0.1:{port}/api"}, tmp_path)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "cannot reach" in r.stderr and "DAYTONA_API_URL" in r.stderr
+
+
+def test_wrong_key(server, tmp_path):
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = run(["-f", str(mnt)], {"DAYTONA_API_KEY": "wrong-key", "DAYTONA_API_URL": server.api_url}, tmp_path)
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "rejected the credentials" in r.stderr
+    assert "wrong-key" not in r.stderr
+
+
+def test_key_file(server, tmp_path):
+    key = tmp_path / "key"
+    key.write_text(API_KEY + "\n")
+    key.chmod(0o600)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
+    env.update({"HOME": str(tmp_path), "DAYTONA_API_URL": server.api_url})
+    p = subprocess.Popen([_binary(), "-f", "-o", f"api_key_file={key},cache_dir={tmp_path}/c", str(mnt)],
+                         env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+        for _ in range(200):
+            if os.path.ismount(mnt):
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(mnt)
+        assert "ctl" in os.listdir(mnt)
+        # The key is not in the process's command line nor its environment.
+        cmdline = open(f"/proc/{p.pid}/cmdline", "rb").read()
+        assert API_KEY.encode() not in cmdline
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)])
+        p.wait(20)
+    assert p.returncode == 0, p.stderr.read()
+
+
+def test_config_file(server, tmp_path):
+    cfg = tmp_path / "cfg" / "daytonafs"
+    cfg.mkdir(parents=True)
+    (cfg / "config").write_text(f"# test\napi_key = {API_KEY}\napi_url = {server.api_url}\nattr_timeout = 3\n")
+    (cfg / "config").chmod(0o600)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
+    env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
+    p = subprocess.Popen([_binary(), "-f", "-o", f"cache_dir={tmp_path}/c", str(mnt)], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        import time
+        for _ in range(200):
+            if os.path.ismount(mnt):
+                break
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(mnt), p.stderr.read() if p.poll() is not None else "not mounted"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)])
+        p.wait(20)

@@ -1,0 +1,329 @@
+"""The sandbox runtime (scripts/daytona_local/runtime.py) without the HTTP server: the view's
+path resolution, /process/execute semantics, detached processes, stop, sessions, snapshots."""
+
+import errno
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+
+from daytona_local import runtime as rtm  # noqa: E402
+
+HAVE_BWRAP = shutil.which("bwrap") is not None
+
+
+@pytest.fixture
+def data_dir():
+    # outside /tmp and /home on purpose: there the data dir must be masked in the view
+    d = tempfile.mkdtemp(prefix="dl-rt-", dir="/var/tmp")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(params=["bwrap", "host"] if HAVE_BWRAP else ["host"])
+def rt(request, data_dir):
+    r = rtm.Runtime(data_dir, use_bwrap=(request.param == "bwrap"))
+    yield r
+    for sid in os.listdir(r.sandboxes_dir):
+        r.stop(sid)
+    r.shutdown()
+
+
+# unique ids: the process marker is per sandbox id, and other servers may run on this machine
+SB1 = "sb1-" + uuid.uuid4().hex
+SB2 = "sb2-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def sb(rt):
+    rt.create(SB1, {"SANDBOX_VAR": "from-sandbox"})
+    rt.start(SB1)
+    return SB1
+
+
+def home(rt, sid=SB1):
+    return os.path.join(rt.tree(sid), "home", "daytona")
+
+
+def run(rt, cmd, sid=SB1, **kw):
+    return rt.execute(sid, {"SANDBOX_VAR": "from-sandbox"}, cmd, **kw)
+
+
+# ---------------------------------------------------------------------------------- the view
+def test_view_maps_mounts_and_is_read_only_outside(rt, sb):
+    v = rt.view(sb)
+    r = v.resolve("/home/daytona")
+    assert r.host == home(rt) and r.writable and not r.mount_root
+    assert v.resolve("x.txt").view == "/home/daytona/x.txt"        # relative to the work dir
+    assert v.resolve("/tmp").mount_root and v.resolve("/tmp").writable
+    e = v.resolve("/etc/passwd")
+    assert e.host == "/etc/passwd" and not e.writable
+    # the server's data dir is masked: an empty, read-only directory
+    d = v.resolve(rt.data_dir)
+    assert not d.writable and os.listdir(d.host) == []
+    with pytest.raises(FileNotFoundError):
+        os.stat(v.resolve(os.path.join(rt.data_dir, "sandboxes")).host)
+
+
+def test_symlinks_resolve_inside_the_sandbox(rt, sb):
+    h = home(rt)
+    os.symlink("/../../..", os.path.join(h, "up"))
+    os.symlink("/etc", os.path.join(h, "etc"))
+    os.symlink("../../../../../../../..", os.path.join(h, "rel"))
+    os.symlink(rt.data_dir + "/sandboxes/%s/fs/home" % sb, os.path.join(h, "data"))
+    os.symlink(rt.data_dir, os.path.join(h, "dataroot"))
+    os.symlink("/home/daytona/target.txt", os.path.join(h, "abs"))
+    os.symlink("loop2", os.path.join(h, "loop1"))
+    os.symlink("loop1", os.path.join(h, "loop2"))
+    open(os.path.join(h, "target.txt"), "w").write("t")
+    v = rt.view(sb)
+    assert v.resolve("up").view == "/" and v.resolve("up").host == "/"
+    assert v.resolve("rel").view == "/"
+    assert v.resolve("up/home/daytona/target.txt").host == os.path.join(h, "target.txt")
+    assert v.resolve("etc/hostname").host == "/etc/hostname"
+    assert v.resolve("abs").host == os.path.join(h, "target.txt")        # the sandbox's /home
+    assert v.resolve("abs", follow=False).host == os.path.join(h, "abs")
+    # a link into the server's data dir lands in the mask, never in the real tree
+    with pytest.raises(FileNotFoundError):
+        v.resolve("data")
+    assert os.listdir(v.resolve("dataroot").host) == []
+    assert not v.resolve("dataroot").writable
+    with pytest.raises(OSError) as ei:
+        v.resolve("loop1")
+    assert ei.value.errno == errno.ELOOP
+
+
+def test_resolution_errors_like_the_kernel(rt, sb):
+    v = rt.view(sb)
+    open(os.path.join(home(rt), "f"), "w").close()
+    assert v.resolve("missing").host.endswith("/missing")               # last may be missing
+    with pytest.raises(OSError) as ei:
+        v.resolve("missing/x")
+    assert ei.value.errno == errno.ENOENT
+    assert v.resolve("a/b/c", missing="any").view == "/home/daytona/a/b/c"
+    for p in ("f/x", "f/", "f/."):
+        with pytest.raises(OSError) as ei:
+            v.resolve(p)
+        assert ei.value.errno == errno.ENOTDIR, p
+    assert v.resolve("/home/daytona/../daytona/./f").view == "/home/daytona/f"
+
+
+# ----------------------------------------------------------------------------- /process/execute
+def test_execute_merges_output_and_reports_exit_code(rt, sb):
+    r = run(rt, "echo out; echo err >&2; echo out2; exit 3")
+    assert r.exit_code == 3 and r.output == b"out\nerr\nout2\n"
+    r = run(rt, "echo $HOME $USER $SANDBOX_VAR $EXTRA; pwd", envs={"EXTRA": "e"})
+    lines = r.output.decode().split("\n")
+    if rt.bwrap:
+        assert lines[0] == "/home/daytona daytona from-sandbox e"
+        assert lines[1] == "/home/daytona"
+    else:
+        assert lines[0] == home(rt) + " daytona from-sandbox e"
+    assert run(rt, "pwd", cwd="/tmp").output.strip() == (
+        b"/tmp" if rt.bwrap else os.path.join(rt.tree(sb), "tmp").encode())
+    r = run(rt, "echo x", cwd="/no/such/dir")
+    assert r.exit_code == -1 and r.output == b"chdir /no/such/dir: no such file or directory"
+
+
+def test_command_text_goes_to_stdin_of_the_shell(rt, sb):
+    r = run(rt, "x=1\nif [ $x = 1 ]; then\n  echo multi-line\nfi\n")
+    assert r.output == b"multi-line\n"
+    big = "echo start\n" + ": " + "y" * 300000 + "\necho end\n"      # larger than a pipe buffer
+    assert run(rt, big).output == b"start\nend\n"
+
+
+def test_execute_timeout_kills_the_process_group(rt, sb):
+    t = time.monotonic()
+    r = run(rt, "sleep 30 & echo $! > /tmp/bg.pid; sleep 30" if rt.bwrap else
+            "sleep 30 & echo $! > bg.pid; sleep 30", timeout=1)
+    assert r.timed_out and time.monotonic() - t < 5
+    where = os.path.join(rt.tree(sb), "tmp") if rt.bwrap else home(rt)
+    pid = int(open(os.path.join(where, "bg.pid")).read())
+    _wait_dead(pid)
+
+
+def test_files_are_shared_between_file_api_and_commands(rt, sb):
+    open(os.path.join(home(rt), "up.txt"), "w").write("uploaded")
+    assert run(rt, "cat /home/daytona/up.txt" if rt.bwrap else "cat up.txt").output == b"uploaded"
+    run(rt, "echo written > made.txt; echo tmp > /tmp/t.txt" if rt.bwrap
+        else "echo written > made.txt")
+    assert open(os.path.join(home(rt), "made.txt")).read() == "written\n"
+    if rt.bwrap:
+        assert open(os.path.join(rt.tree(sb), "tmp", "t.txt")).read() == "tmp\n"
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="needs bwrap")
+def test_sandbox_cannot_write_the_host_or_see_the_data_dir(data_dir):
+    rt = rtm.Runtime(data_dir, use_bwrap=True)
+    rt.create(SB1)
+    r = run(rt, "touch /etc/x 2>&1; ls -A %s | wc -l; echo ok > /home/daytona/ok" % rt.data_dir)
+    assert b"Read-only file system" in r.output
+    assert r.output.split(b"\n")[1].strip() == b"0"          # the data dir looks empty
+    assert os.path.exists(os.path.join(home(rt), "ok"))
+
+
+def test_detached_process_survives_and_can_be_killed_later(rt, sb):
+    t = time.monotonic()
+    r = run(rt, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & echo $!")
+    assert time.monotonic() - t < 3, "execute must not wait for a detached process"
+    pid = int(r.output)
+    assert _alive(pid)
+    r = run(rt, "kill -0 %d && echo visible; kill -- -%d; echo rc=$?" % (pid, pid))
+    assert r.output == b"visible\nrc=0\n"
+    _wait_dead(pid)
+
+
+def test_background_job_holding_the_pipe_delays_until_it_exits(rt, sb):
+    t = time.monotonic()
+    r = run(rt, "(sleep 1; echo late) & echo early")
+    assert r.output == b"early\nlate\n" and time.monotonic() - t >= 0.9
+
+
+def test_stop_kills_every_process_of_the_sandbox(rt, sb):
+    r = run(rt, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & "
+                "(env -u DAYTONA_LOCAL_SANDBOX sleep 100 >/dev/null 2>&1 &); echo $!")
+    pid = int(r.output)
+    assert rtm.find_marked_pids(sb)
+    rt.stop(sb)
+    _wait_dead(pid)
+    assert not rtm.find_marked_pids(sb)
+
+
+def test_invalid_utf8_becomes_replacement_chars():
+    assert rtm.go_string(b"a\xffb\xe2\x82") == "a\ufffdb\ufffd\ufffd"
+    assert rtm.go_string("\u20ac".encode()) == "\u20ac"
+
+
+# ------------------------------------------------------------------------------------ sessions
+def _exec(session, command, is_async=False, echo=True):
+    cmd = session.submit(command, is_async, not echo)
+    if not is_async:
+        assert cmd.exited.wait(10)
+        cmd.drained.wait(2)
+    return cmd
+
+
+def _log(cmd):
+    return open(cmd.log_path, "rb").read()
+
+
+def test_session_state_persists_and_lines_are_labelled(rt, sb):
+    s = rt.create_session(sb, "s1", {})
+    c = _exec(s, "cd /tmp && export FOO=bar; echo one")
+    assert c.exit_code == 0 and _log(c) == b"\x01\x01\x01one\n"
+    c = _exec(s, "echo $FOO; basename $PWD; echo e >&2; printf 'no-newline'")
+    log = _log(c)
+    assert log.replace(b"\x02\x02\x02e\n", b"") == \
+        b"\x01\x01\x01bar\n\x01\x01\x01tmp\n\x01\x01\x01no-newline\n"
+    assert b"\x02\x02\x02e\n" in log
+    c = _exec(s, "printf 'a\\0b\\n'; false")
+    assert c.exit_code == 1 and _log(c) == b"\x01\x01\x01ab\n"        # NULs are lost
+    c = _exec(s, "echo 'unterminated")
+    assert c.exit_code == 2 and _log(c).startswith(b"\x02\x02\x02")  # a syntax error is output
+    assert _exec(s, "echo still-alive").exit_code == 0
+    assert [x["exitCode"] for x in s.to_json()["commands"]] == [0, 0, 1, 2, 0]
+
+
+def test_session_commands_are_serialised(rt, sb):
+    s = rt.create_session(sb, "s1", {})
+    a = _exec(s, "sleep 0.5; echo a", is_async=True)
+    b = _exec(s, "echo b")
+    assert a.exit_code == 0 and b.exit_code == 0
+    assert a.exited.is_set()
+
+
+def test_session_input_and_echo(rt, sb):
+    s = rt.create_session(sb, "s1", {})
+    c = _exec(s, "read a; read b; echo got $a $b", is_async=True)
+    s.send_input(c, "one")
+    s.send_input(c, "two\n")
+    assert c.exited.wait(5) and c.drained.wait(5)
+    assert _log(c) == b"\x01\x01\x01one\n\x01\x01\x01two\n\x01\x01\x01got one two\n"
+    with pytest.raises(rtm.SessionError) as ei:
+        s.send_input(c, "late")
+    assert ei.value.status == 410
+    c = _exec(s, "read a; echo $a", is_async=True, echo=False)
+    s.send_input(c, "quiet")
+    assert c.exited.wait(5) and c.drained.wait(5)
+    assert _log(c) == b"\x01\x01\x01quiet\n"
+
+
+def test_session_exit_and_delete(rt, sb):
+    s = rt.create_session(sb, "s1", {})
+    with pytest.raises(rtm.SessionError) as ei:
+        rt.create_session(sb, "s1", {})
+    assert ei.value.status == 409
+    assert _exec(s, "exit 7").exit_code == 7
+    with pytest.raises(rtm.SessionError):
+        s.submit("echo x", False, False)
+    s2 = rt.create_session(sb, "s2", {})
+    c = _exec(s2, "sleep 100", is_async=True)
+    time.sleep(0.2)
+    assert rt.delete_session(sb, "s2")
+    assert c.exited.wait(5) and c.cancelled
+    assert rt.get_session(sb, "s2") is None and not rt.delete_session(sb, "s2")
+
+
+def test_stop_ends_sessions(rt, sb):
+    s = rt.create_session(sb, "s1", {})
+    c = _exec(s, "sleep 100", is_async=True)
+    time.sleep(0.2)
+    rt.stop(sb)
+    assert c.exited.wait(5)
+    assert rt.list_sessions(sb) == []
+
+
+# ----------------------------------------------------------------------------------- snapshots
+def test_snapshot_seeds_a_new_sandbox(rt, sb):
+    open(os.path.join(home(rt), "keep.txt"), "w").write("kept")
+    os.makedirs(os.path.join(home(rt), "d"))
+    os.symlink("keep.txt", os.path.join(home(rt), "d", "link"))
+    os.mkfifo(os.path.join(rt.tree(sb), "tmp", "fifo"))
+    size = rt.snapshot(sb, "snap1")
+    assert size == 4
+    rt.create(SB2, {}, "snap1")
+    h2 = home(rt, SB2)
+    assert open(os.path.join(h2, "keep.txt")).read() == "kept"
+    assert os.readlink(os.path.join(h2, "d", "link")) == "keep.txt"
+    # the copy is independent
+    open(os.path.join(h2, "keep.txt"), "w").write("changed")
+    assert open(os.path.join(home(rt), "keep.txt")).read() == "kept"
+    assert run(rt, "cat keep.txt", sid=SB2).output == b"changed"
+    rt.delete_snapshot("snap1")
+    assert not os.path.exists(os.path.join(rt.snapshots_dir, "snap1"))
+    rt.destroy(SB2)
+    assert not os.path.exists(rt.sandbox_dir(SB2))
+
+
+def test_archive_keeps_the_tree_and_start_brings_it_back(rt, sb):
+    open(os.path.join(home(rt), "a.txt"), "w").write("a")
+    rt.stop(sb)
+    rt.archive(sb)
+    rt.start(sb)
+    assert run(rt, "cat a.txt").output == b"a"
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_dead(pid, timeout=5):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail("process %d still alive" % pid)

@@ -1,0 +1,769 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * test_exec.c - the pure parts of exec.c: parsers, the poll back-off, the
+ * generated scripts (their text, and their behaviour: each script is run
+ * here under dash and bash against a local state directory, as the sandbox
+ * would run it).
+ */
+#include "unit.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "strbuf.h"
+#include "urlenc.h"
+
+/* ---- parsers ---------------------------------------------------------------- */
+
+UNIT_TEST(cmd_names)
+{
+	unsigned n = 0;
+
+	CHECK(exec_parse_cmd_name("1", &n));
+	CHECK_INT(n, 1);
+	CHECK(exec_parse_cmd_name("42", &n));
+	CHECK_INT(n, 42);
+	CHECK(exec_parse_cmd_name("4294967295", &n));
+	CHECK_INT(n, 4294967295u);
+	n = 7;
+	CHECK(!exec_parse_cmd_name("4294967296", &n));
+	CHECK(!exec_parse_cmd_name("0", &n));
+	CHECK(!exec_parse_cmd_name("01", &n));
+	CHECK(!exec_parse_cmd_name("-1", &n));
+	CHECK(!exec_parse_cmd_name("+1", &n));
+	CHECK(!exec_parse_cmd_name("1a", &n));
+	CHECK(!exec_parse_cmd_name("", &n));
+	CHECK(!exec_parse_cmd_name("last", &n));
+	CHECK(!exec_parse_cmd_name(NULL, &n));
+	CHECK_INT(n, 7);
+}
+
+static void fi_set(struct dt_fileinfo *fi, const char *name, uint64_t size)
+{
+	memset(fi, 0, sizeof(*fi));
+	fi->name = (char *)name;
+	fi->size = size;
+}
+
+UNIT_TEST(listing_running)
+{
+	struct dt_fileinfo fi[6];
+	struct exec_listing l;
+
+	fi_set(&fi[0], "command", 12);
+	fi_set(&fi[1], "exit.tmp", 2);      /* being written: not an end */
+	fi_set(&fi[2], "pgid", 5);
+	fi_set(&fi[3], "run", 900);
+	fi_set(&fi[4], "stderr", 3);
+	fi_set(&fi[5], "stdout", 123456789012ull);
+	memset(&l, 0xff, sizeof(l));
+	exec_parse_listing(fi, 6, &l);
+	CHECK(!l.ended);
+	CHECK(!l.has_state);
+	CHECK(l.has_pgid);
+	CHECK(!l.with_stdin);
+	CHECK(!l.stdin_eof);
+	CHECK_INT(l.stdin_next, 0);
+	CHECK_INT(l.size[EXEC_STDOUT], 123456789012ll);
+	CHECK_INT(l.size[EXEC_STDERR], 3);
+}
+
+UNIT_TEST(listing_ended_with_stdin)
+{
+	struct dt_fileinfo fi[12];
+	struct exec_listing l;
+
+	fi_set(&fi[0], "command", 5);
+	fi_set(&fi[1], "exit", 4);
+	fi_set(&fi[2], "state", 7);
+	fi_set(&fi[3], "stderr", 0);
+	fi_set(&fi[4], "stdin.0", 10);
+	fi_set(&fi[5], "stdin.1", 10);
+	fi_set(&fi[6], "stdin.12", 10);
+	fi_set(&fi[7], "stdin.13.part", 10);  /* not moved into place: not a chunk */
+	fi_set(&fi[8], "stdin.eof", 0);
+	fi_set(&fi[9], "stdin.pipe", 0);
+	fi_set(&fi[10], "stdin.01", 1);       /* not a name the mount writes */
+	fi_set(&fi[11], "stdout", 2);
+	exec_parse_listing(fi, 12, &l);
+	CHECK(l.ended);
+	CHECK(l.has_state);
+	CHECK(!l.has_pgid);
+	CHECK(l.with_stdin);
+	CHECK(l.stdin_eof);
+	CHECK_INT(l.stdin_next, 13);
+	CHECK_INT(l.size[EXEC_STDOUT], 2);
+	CHECK_INT(l.size[EXEC_STDERR], 0);
+
+	exec_parse_listing(NULL, 0, &l);
+	CHECK(!l.ended);
+	CHECK_INT(l.size[EXEC_STDOUT], 0);
+	CHECK_INT(l.stdin_next, 0);
+}
+
+UNIT_TEST(exit_text)
+{
+	int code = 99;
+
+	CHECK_INT(exec_parse_exit("3\n", 2, &code), 0);
+	CHECK_INT(code, 3);
+	CHECK_INT(exec_parse_exit("0", 1, &code), 0);
+	CHECK_INT(code, 0);
+	CHECK_INT(exec_parse_exit("143\r\n", 5, &code), 0);
+	CHECK_INT(code, 143);
+	CHECK_INT(exec_parse_exit("-1\n", 3, &code), 0);
+	CHECK_INT(code, -1);
+	code = 99;
+	CHECK_INT(exec_parse_exit("", 0, &code), -EINVAL);
+	CHECK_INT(exec_parse_exit("\n", 1, &code), -EINVAL);
+	CHECK_INT(exec_parse_exit("3x\n", 3, &code), -EINVAL);
+	CHECK_INT(exec_parse_exit("abc", 3, &code), -EINVAL);
+	CHECK_INT(exec_parse_exit("99999999999999999999", 20, &code), -EINVAL);
+	/* len bounds the text: no terminator is needed */
+	CHECK_INT(exec_parse_exit("12345", 2, &code), 0);
+	CHECK_INT(code, 12);
+}
+
+UNIT_TEST(state_text)
+{
+	CHECK_INT(exec_parse_state(NULL, 0), EXEC_EXITED);
+	CHECK_INT(exec_parse_state("killed\n", 7), EXEC_KILLED);
+	CHECK_INT(exec_parse_state("killed", 6), EXEC_KILLED);
+	CHECK_INT(exec_parse_state("timedout\n", 9), EXEC_TIMEDOUT);
+	CHECK_INT(exec_parse_state("", 0), EXEC_EXITED);
+	CHECK_INT(exec_parse_state("killedx\n", 8), EXEC_EXITED);
+	CHECK_STR(exec_state_name(EXEC_RUNNING), "running");
+	CHECK_STR(exec_state_name(EXEC_EXITED), "exited");
+	CHECK_STR(exec_state_name(EXEC_KILLED), "killed");
+	CHECK_STR(exec_state_name(EXEC_TIMEDOUT), "timed out");
+}
+
+UNIT_TEST(backoff_schedule)
+{
+	static const long want[] = { 100, 200, 400, 800, 1000, 1000, 1000 };
+	long cur = 50;
+	size_t i;
+
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		cur = exec_backoff(cur, false, true, 50, 1000);
+		CHECK_INT(cur, want[i]);
+	}
+	/* a change brings it back to the minimum */
+	CHECK_INT(exec_backoff(1000, true, true, 50, 1000), 50);
+	/* nobody waits: the slow rate, changed or not */
+	CHECK_INT(exec_backoff(50, false, false, 50, 1000), 1000);
+	CHECK_INT(exec_backoff(50, true, false, 50, 1000), 1000);
+	/* out-of-range current values are clamped */
+	CHECK_INT(exec_backoff(0, false, true, 50, 1000), 50);
+	CHECK_INT(exec_backoff(5000, false, true, 50, 1000), 1000);
+	/* max not a power-of-two multiple of min: never above max */
+	CHECK_INT(exec_backoff(30, false, true, 30, 100), 60);
+	CHECK_INT(exec_backoff(60, false, true, 30, 100), 100);
+	CHECK_INT(exec_backoff(100, false, true, 30, 100), 100);
+
+	/* The cost of a 10 s wait on a silent command, from the schedule alone. */
+	{
+		long t = 0, polls = 1;
+
+		cur = 50;
+		while (t + cur <= 10000) {
+			t += cur;
+			polls++;
+			cur = exec_backoff(cur, false, true, 50, 1000);
+		}
+		CHECK_INT(polls, 14);
+	}
+}
+
+UNIT_TEST(defaults)
+{
+	struct exec_options o;
+
+	memset(&o, 0x5a, sizeof(o));
+	exec_options_defaults(&o);
+	CHECK_STR(o.state_dir, "/tmp/.daytonafs");
+	CHECK_INT(o.poll_min_ms, 50);
+	CHECK_INT(o.poll_max_ms, 1000);
+	CHECK(o.interrupted == NULL);
+	CHECK(o.on_end == NULL);
+	CHECK(o.wake == NULL);
+	CHECK(o.ctx == NULL);
+}
+
+/* ---- script text ------------------------------------------------------------ */
+
+UNIT_TEST(wrapper_text)
+{
+	struct strbuf sb = STRBUF_INIT;
+	struct dt_kv env[2] = { { "K_1", "it's $HOME `x`" }, { "EMPTY", "" } };
+	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
+
+	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
+	CHECK(strstr(sb_str(&sb), "K_1='it'\\''s $HOME `x`' EMPTY='' $s $r \"$d/command\" </dev/null "
+		     ">>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "feed") == NULL);
+	CHECK(strstr(sb_str(&sb), "timedout") == NULL);
+	CHECK(strstr(sb_str(&sb), "mv -f \"$d/exit.tmp\" \"$d/exit\"\n") != NULL);
+
+	sb_reset(&sb);
+	spec.with_stdin = true;
+	spec.timeout_s = 17;
+	spec.n_env = 0;
+	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
+	CHECK(strstr(sb_str(&sb), "feed >\"$d/stdin.pipe\" & f=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "<\"$d/stdin.pipe\" >>") != NULL);
+	CHECK(strstr(sb_str(&sb), "\tsleep 17 & z=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "kill $w 2>/dev/null\nkill $f 2>/dev/null\n") != NULL);
+
+	/* environment names the shell would not take as an assignment */
+	{
+		static const char *const bad[] = { "1A", "A-B", "", "A B", "A=B", "É" };
+		size_t i;
+
+		spec.env = env;
+		spec.n_env = 1;
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			struct dt_kv kv = { (char *)bad[i], "v" };
+
+			spec.env = &kv;
+			sb_reset(&sb);
+			CHECK_INT(exec_build_wrapper(&sb, &spec), -EINVAL);
+		}
+	}
+	sb_free(&sb);
+}
+
+static bool contains_b64_of(const char *text, const char *plain)
+{
+	struct strbuf b = STRBUF_INIT;
+	bool found;
+
+	sb_adds(&b, "printf %s '");
+	base64_encode(&b, plain, strlen(plain));
+	sb_adds(&b, "' | base64 -d");
+	found = strstr(text, sb_str(&b)) != NULL;
+	sb_free(&b);
+	return found;
+}
+
+UNIT_TEST(launcher_text)
+{
+	struct strbuf sb = STRBUF_INIT;
+	struct exec_spec spec = { .command = "echo 'hi'\n\xff\x01", .cwd = "/w d/it's" };
+	const char *t;
+
+	CHECK_INT(exec_build_launcher(&sb, "/tmp/st ate's", 7, &spec), 0);
+	t = sb_str(&sb);
+	CHECK(strncmp(t, "S='/tmp/st ate'\\''s'\n", 21) == 0);
+	CHECK(strstr(t, "\nn=7; i=0\n") != NULL);
+	CHECK(contains_b64_of(t, spec.command));
+	CHECK(contains_b64_of(t, spec.cwd));
+	CHECK(strstr(t, "mkfifo") == NULL);
+	CHECK(strstr(t, "mkdir \"$S/cmd/$n\"") != NULL);
+	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n") != NULL);
+	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
+	for (const char *p = t; *p; p++)
+		CHECK((unsigned char)*p < 0x80);
+
+	sb_reset(&sb);
+	spec.cwd = NULL;
+	spec.with_stdin = true;
+	CHECK_INT(exec_build_launcher(&sb, "/s", 1, &spec), 0);
+	CHECK(strstr(sb_str(&sb), "cd --") == NULL);
+	CHECK(strstr(sb_str(&sb), "mkfifo \"$d/stdin.pipe\"") != NULL);
+
+	sb_reset(&sb);
+	{
+		struct dt_kv kv = { "BAD NAME", "x" };
+
+		spec.env = &kv;
+		spec.n_env = 1;
+		CHECK_INT(exec_build_launcher(&sb, "/s", 1, &spec), -EINVAL);
+	}
+	sb_free(&sb);
+}
+
+UNIT_TEST(kill_text)
+{
+	struct strbuf sb = STRBUF_INIT;
+
+	exec_build_kill(&sb, "/tmp/x'y/cmd/3");
+	CHECK(strncmp(sb_str(&sb), "sh -c 'd='\\''/tmp/x'\\''\\'\\'''\\''y/cmd/3'\\''\n", 44) == 0);
+	CHECK(strstr(sb_str(&sb), "echo killed >") != NULL);
+	sb_free(&sb);
+}
+
+UNIT_TEST(launch_output)
+{
+	unsigned n = 0;
+
+	CHECK_INT(exec_parse_launch("daytonafs-started 12\n", &n), 0);
+	CHECK_INT(n, 12);
+	CHECK_INT(exec_parse_launch("mkdir: noise\ndaytonafs-started 3", &n), 0);
+	CHECK_INT(n, 3);
+	CHECK_INT(exec_parse_launch("daytonafs-error cwd\n", &n), -ENOENT);
+	CHECK_INT(exec_parse_launch("daytonafs-error setup 4\n", &n), -EIO);
+	CHECK_INT(exec_parse_launch("sh: 1: base64: not found\n", &n), -EIO);
+	CHECK_INT(exec_parse_launch("daytonafs-started x\n", &n), -EIO);
+	CHECK_INT(exec_parse_launch("daytonafs-started 0\n", &n), -EIO);
+	CHECK_INT(exec_parse_launch("daytonafs-started 5x\n", &n), -EIO);
+	CHECK_INT(exec_parse_launch(NULL, &n), -EIO);
+	CHECK_INT(n, 3);
+}
+
+/* ---- script behaviour --------------------------------------------------------
+ * The scripts run here as the sandbox runs them: the launcher and the kill
+ * command are fed to a shell (dash and bash here; zsh in some images), in a
+ * temporary state directory. */
+
+static char tmp_root[64];
+
+static const char *root(void)
+{
+	if (!tmp_root[0]) {
+		str_copy(tmp_root, sizeof(tmp_root), "/tmp/test_exec.XXXXXX");
+		if (!mkdtemp(tmp_root))
+			abort();
+	}
+	return tmp_root;
+}
+
+/* Runs text with shell (its stdin, as the toolbox does); the output, malloc'd. */
+static char *run_shell(const char *shell, const char *text)
+{
+	struct strbuf out = STRBUF_INIT;
+	char path[256], cmd[512], buf[4096];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/script.%d", root(), rand());
+	f = fopen(path, "w");
+	if (!f)
+		return NULL;
+	fputs(text, f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "%s <'%s' 2>&1", shell, path);
+	f = popen(cmd, "r");
+	if (!f)
+		return NULL;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		sb_add(&out, buf, n);
+	pclose(f);
+	unlink(path);
+	return sb_detach(&out);
+}
+
+static char *slurp(const char *dir, const char *name, size_t *len)
+{
+	struct strbuf sb = STRBUF_INIT;
+	char path[1100], buf[4096];
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		sb_add(&sb, buf, n);
+	fclose(f);
+	if (len)
+		*len = sb.len;
+	return sb_detach(&sb);
+}
+
+static bool exists(const char *dir, const char *name)
+{
+	char path[1100];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return stat(path, &st) == 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Waits for dir/exit (up to ms); its content, malloc'd, or NULL. */
+static char *wait_exit(const char *dir, long ms)
+{
+	for (long t = 0; t < ms; t += 20) {
+		if (exists(dir, "exit"))
+			return slurp(dir, "exit", NULL);
+		sleep_ms(20);
+	}
+	return NULL;
+}
+
+/* Starts spec under shell in state dir sd; fills dir with cmd/N. */
+static int start(const char *shell, const char *sd, unsigned first, const struct exec_spec *spec,
+		 char *dir, size_t cap)
+{
+	struct strbuf sb = STRBUF_INIT;
+	unsigned n = 0;
+	char *out;
+	int rc;
+
+	if (exec_build_launcher(&sb, sd, first, spec) < 0)
+		return -1;
+	out = run_shell(shell, sb_str(&sb));
+	sb_free(&sb);
+	rc = exec_parse_launch(out, &n);
+	if (rc < 0) {
+		fprintf(stderr, "launcher said: %s\n", out ? out : "(null)");
+		free(out);
+		return rc;
+	}
+	free(out);
+	snprintf(dir, cap, "%s/cmd/%u", sd, n);
+	return (int)n;
+}
+
+static const char *const shells[] = { "dash", "bash" };
+
+static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
+{
+	snprintf(sd, cap, "%s/%s-%s", root(), tag, shell);
+}
+
+UNIT_TEST(run_core_example)
+{
+	for (size_t i = 0; i < 2; i++) {
+		struct exec_spec spec = {
+			.command = "exec python3 -c \"import sys; print(1); print(2, file=sys.stderr); sys.exit(3)\""
+		};
+		char sd[256], dir[512];
+		char *t;
+
+		state_dir(sd, sizeof(sd), "core", shells[i]);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "3\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "1\n");
+		free(t);
+		t = slurp(dir, "stderr", NULL);
+		CHECK_STR(t, "2\n");
+		free(t);
+		t = slurp(dir, "command", NULL);
+		CHECK_STR(t, spec.command);
+		free(t);
+		CHECK(exists(dir, "pgid"));
+		CHECK(!exists(dir, "state"));
+		CHECK(!exists(dir, "stdin.pipe"));
+
+		/* the next one takes the next number */
+		spec.command = "true";
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 2);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+	}
+}
+
+UNIT_TEST(run_binary_env_cwd)
+{
+	for (size_t i = 0; i < 2; i++) {
+		static const char bin[] = "a\0b\377\n\0last";
+		struct dt_kv env[2] = { { "V", "it's $HOME \"q\" \\n" }, { "PATH", "/nonexistent" } };
+		char sd[256], dir[512], cwd[512];
+		struct exec_spec spec = {
+			.command = "printf 'a\\000b\\377\\n\\000last'; printf %s \"$V\" >&2; "
+				   "echo; /bin/pwd >&2",
+			.env = env, .n_env = 2, .cwd = cwd,
+		};
+		size_t len = 0;
+		char *t;
+
+		state_dir(sd, sizeof(sd), "bin", shells[i]);
+		snprintf(cwd, sizeof(cwd), "%s/a dir's\n", root());
+		mkdir(cwd, 0755);
+		CHECK_INT(start(shells[i], sd, 5, &spec, dir, sizeof(dir)), 5);
+		t = wait_exit(dir, 10000);
+		/* the wrapper's tools kept the real PATH; the command got the given one */
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", &len);
+		CHECK_INT(len, sizeof(bin) - 1 + 1);
+		CHECK(t && memcmp(t, bin, sizeof(bin) - 1) == 0 && t[len - 1] == '\n');
+		free(t);
+		t = slurp(dir, "stderr", &len);
+		{
+			struct strbuf want = STRBUF_INIT;
+
+			sb_addf(&want, "%s%s\n", env[0].value, cwd);
+			CHECK_STR(t, sb_str(&want));
+			sb_free(&want);
+		}
+		free(t);
+	}
+}
+
+UNIT_TEST(run_collision_and_cwd_missing)
+{
+	struct exec_spec spec = { .command = "true" };
+	char sd[256], dir[512], path[600];
+	struct strbuf sb = STRBUF_INIT;
+	char *t;
+
+	state_dir(sd, sizeof(sd), "coll", "dash");
+	snprintf(path, sizeof(path), "%s/cmd/7", sd);
+	mkdir(sd, 0755);
+	snprintf(path, sizeof(path), "%s/cmd", sd);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/cmd/7", sd);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/cmd/8", sd);
+	mkdir(path, 0755);
+	/* another mount holds 7 and 8 */
+	CHECK_INT(start("dash", sd, 7, &spec, dir, sizeof(dir)), 9);
+	t = wait_exit(dir, 10000);
+	CHECK_STR(t, "0\n");
+	free(t);
+
+	spec.cwd = "/nonexistent/dir";
+	CHECK_INT(exec_build_launcher(&sb, sd, 10, &spec), 0);
+	t = run_shell("dash", sb_str(&sb));
+	CHECK_STR(t, "daytonafs-error cwd\n");
+	free(t);
+	snprintf(path, sizeof(path), "%s/cmd/10", sd);
+	CHECK(access(path, F_OK) != 0);   /* nothing made */
+	sb_free(&sb);
+}
+
+static void put_chunk(const char *dir, unsigned k, const char *data)
+{
+	char part[1100], chunk[1100];
+	FILE *f;
+
+	snprintf(part, sizeof(part), "%s/stdin.%u.part", dir, k);
+	snprintf(chunk, sizeof(chunk), "%s/stdin.%u", dir, k);
+	f = fopen(part, "w");
+	if (!f)
+		return;
+	fputs(data, f);
+	fclose(f);
+	rename(part, chunk);
+}
+
+UNIT_TEST(run_stdin)
+{
+	for (size_t i = 0; i < 2; i++) {
+		struct exec_spec spec = { .command = "exec wc -l", .with_stdin = true };
+		char sd[256], dir[512], path[600];
+		char *t;
+		FILE *f;
+
+		state_dir(sd, sizeof(sd), "stdin", shells[i]);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		CHECK(exists(dir, "stdin.pipe"));
+		put_chunk(dir, 0, "one\ntwo\n");
+		sleep_ms(150);
+		put_chunk(dir, 1, "three\n");
+		put_chunk(dir, 2, "four (no newline)");
+		CHECK(!exists(dir, "exit"));     /* still waiting for more */
+		snprintf(path, sizeof(path), "%s/stdin.eof", dir);
+		f = fopen(path, "w");
+		if (f)
+			fclose(f);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "3\n");
+		free(t);
+	}
+}
+
+UNIT_TEST(run_stdin_unread)
+{
+	/* A command that ignores its stdin ends; the feeder does not keep it. */
+	struct exec_spec spec = { .command = "echo done", .with_stdin = true };
+	char sd[256], dir[512];
+	char *t;
+
+	state_dir(sd, sizeof(sd), "stdin2", "dash");
+	CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
+	t = wait_exit(dir, 5000);
+	CHECK_STR(t, "0\n");
+	free(t);
+}
+
+UNIT_TEST(run_timeout)
+{
+	struct exec_spec spec = { .command = "echo before; sleep 30; echo after", .timeout_s = 1 };
+	char sd[256], dir[512];
+	struct timespec a, b;
+	char *t;
+	long ms;
+
+	state_dir(sd, sizeof(sd), "timeout", "bash");
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	CHECK_INT(start("bash", sd, 1, &spec, dir, sizeof(dir)), 1);
+	t = wait_exit(dir, 10000);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+	CHECK_STR(t, "143\n");
+	CHECK(ms >= 900 && ms < 3000);
+	free(t);
+	t = slurp(dir, "state", NULL);
+	CHECK_STR(t, "timedout\n");
+	free(t);
+	t = slurp(dir, "stdout", NULL);
+	CHECK_STR(t, "before\n");
+	free(t);
+
+	/* a quick command is not touched by its timeout */
+	spec.command = "echo quick";
+	spec.timeout_s = 1;
+	CHECK_INT(start("bash", sd, 1, &spec, dir, sizeof(dir)), 2);
+	t = wait_exit(dir, 5000);
+	CHECK_STR(t, "0\n");
+	free(t);
+	sleep_ms(1300);
+	CHECK(!exists(dir, "state"));
+}
+
+UNIT_TEST(run_kill)
+{
+	for (size_t i = 0; i < 2; i++) {
+		struct exec_spec spec = { .command = "sleep 30 & sleep 31; echo never" };
+		struct strbuf k = STRBUF_INIT;
+		char sd[256], dir[512], *t;
+		char *pg;
+
+		state_dir(sd, sizeof(sd), "kill", shells[i]);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		CHECK(!exists(dir, "exit"));
+		exec_build_kill(&k, dir);
+		t = run_shell(shells[i], sb_str(&k));
+		CHECK_STR(t, "daytonafs-killed\n");
+		free(t);
+		t = wait_exit(dir, 5000);
+		CHECK_STR(t, "143\n");
+		free(t);
+		t = slurp(dir, "state", NULL);
+		CHECK_STR(t, "killed\n");
+		free(t);
+		/* the whole group went: the background sleep too (zombies aside:
+		 * in a container without an init they are never reaped) */
+		pg = slurp(dir, "pgid", NULL);
+		CHECK(pg != NULL);
+		if (pg) {
+			char cmd[160];
+
+			pg[strcspn(pg, "\n")] = '\0';
+			snprintf(cmd, sizeof(cmd), "ps -o stat= -g %s | grep -qv '^Z'", pg);
+			sleep_ms(100);
+			CHECK(system(cmd) != 0);
+			free(pg);
+		}
+		/* killing an ended command says so */
+		t = run_shell(shells[i], sb_str(&k));
+		CHECK_STR(t, "daytonafs-ended\n");
+		free(t);
+		sb_free(&k);
+	}
+}
+
+UNIT_TEST(run_kill_stubborn)
+{
+	/* TERM ignored: the SIGKILL 2 s later ends it, 137 */
+	struct exec_spec spec = { .command = "trap '' TERM; sleep 30" };
+	struct strbuf k = STRBUF_INIT;
+	char sd[256], dir[512], *t;
+
+	state_dir(sd, sizeof(sd), "kill2", "dash");
+	CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
+	exec_build_kill(&k, dir);
+	t = run_shell("dash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	sleep_ms(1000);
+	CHECK(!exists(dir, "exit"));
+	t = wait_exit(dir, 5000);
+	CHECK_STR(t, "137\n");
+	free(t);
+	sb_free(&k);
+}
+
+UNIT_TEST(run_kill_orphan_record)
+{
+	/* A record whose processes are gone (the sandbox restarted): kill ends it. */
+	char sd[256], dir[512], path[600], *t;
+	struct strbuf k = STRBUF_INIT;
+	FILE *f;
+
+	state_dir(sd, sizeof(sd), "orphan", "dash");
+	snprintf(dir, sizeof(dir), "%s", sd);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof(dir), "%s/cmd", sd);
+	mkdir(dir, 0755);
+	snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+	mkdir(dir, 0755);
+	snprintf(path, sizeof(path), "%s/pgid", dir);
+	f = fopen(path, "w");
+	if (f) {
+		fputs("999999999\n", f);
+		fclose(f);
+	}
+	exec_build_kill(&k, dir);
+	t = run_shell("dash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	t = slurp(dir, "exit", NULL);
+	CHECK_STR(t, "137\n");
+	free(t);
+	sb_free(&k);
+}
+
+static void cleanup(void)
+{
+	char cmd[128];
+
+	if (tmp_root[0]) {
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_root);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", tmp_root);
+	}
+}
+
+static const struct unit_case cases[] = {
+	UNIT_CASE(cmd_names),
+	UNIT_CASE(listing_running),
+	UNIT_CASE(listing_ended_with_stdin),
+	UNIT_CASE(exit_text),
+	UNIT_CASE(state_text),
+	UNIT_CASE(backoff_schedule),
+	UNIT_CASE(defaults),
+	UNIT_CASE(wrapper_text),
+	UNIT_CASE(launcher_text),
+	UNIT_CASE(kill_text),
+	UNIT_CASE(launch_output),
+	UNIT_CASE(run_core_example),
+	UNIT_CASE(run_binary_env_cwd),
+	UNIT_CASE(run_collision_and_cwd_missing),
+	UNIT_CASE(run_stdin),
+	UNIT_CASE(run_stdin_unread),
+	UNIT_CASE(run_timeout),
+	UNIT_CASE(run_kill),
+	UNIT_CASE(run_kill_stubborn),
+	UNIT_CASE(run_kill_orphan_record),
+};
+
+int main(void)
+{
+	int rc = unit_run("exec", cases, sizeof(cases) / sizeof(cases[0]));
+
+	cleanup();
+	return rc;
+}
