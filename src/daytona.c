@@ -119,6 +119,13 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 		if (toolbox && body_message(body, msg, sizeof(msg)) &&
 		    (strcasestr(msg, "Is the Sandbox started") || strcasestr(msg, "failed to get runner info")))
 			return -EHOSTDOWN;
+		/* The control plane answers a lifecycle call in the wrong state with a
+		 * 400 (contract 2.3): that is a state conflict, EBUSY, not bad input. */
+		if (!toolbox && body_message(body, msg, sizeof(msg)) &&
+		    (strcasestr(msg, "not in valid state") || strcasestr(msg, "not in a stoppable state") ||
+		     strcasestr(msg, "is not stopped") || strcasestr(msg, "is in an errored state") ||
+		     strcasestr(msg, "is not started")))
+			return -EBUSY;
 		return -EINVAL;
 	case 401:
 	case 403:

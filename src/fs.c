@@ -400,7 +400,8 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 	/* A started sandbox is trusted until a toolbox call says otherwise
 	 * (EHOSTDOWN makes the caller refresh); any other state is re-read once
 	 * it is older than the attribute timeout, since it may have started. */
-	if (!strcmp(state, "started"))
+	/* While a snapshot is taken the sandbox keeps running and so does its toolbox. */
+	if (!strcmp(state, "started") || !strcmp(state, "snapshotting"))
 		return 0;
 	if (age >= fs->opt.attr_timeout || age >= 1.0) {
 		rc = sandbox_refresh(fs, sb, &err);
@@ -409,7 +410,7 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		pthread_mutex_lock(&fs->lock);
 		str_copy(state, sizeof(state), sb->state);
 		pthread_mutex_unlock(&fs->lock);
-		if (!strcmp(state, "started"))
+		if (!strcmp(state, "started") || !strcmp(state, "snapshotting"))
 			return 0;
 	}
 	if (fs->opt.autostart && (!strcmp(state, "stopped") || !strcmp(state, "archived"))) {
@@ -764,7 +765,8 @@ static int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
 	rc = resolve(fs, path, &n, &sb);
 	if (rc < 0)
 		return rc;
-	if (n.kind != N_FILE) {
+	if (n.kind != N_FILE && n.kind != N_FSROOT) {
+		/* files_readdir adds its own */
 		add_entry(buf, filler, ".");
 		add_entry(buf, filler, "..");
 	}

@@ -83,7 +83,10 @@ static void protect_secrets(void)
 	struct rlimit no_core = { 0, 0 };
 
 	setrlimit(RLIMIT_CORE, &no_core);
+#ifndef __SANITIZE_ADDRESS__
+	/* Not under ASan: LeakSanitizer needs to ptrace its own process. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
 	unsetenv("DAYTONA_API_KEY");
 	unsetenv("DAYTONA_JWT_TOKEN");
 }
@@ -128,9 +131,48 @@ static int make_dirs(const char *path)
 	return 0;
 }
 
+/*
+ * mount(8) through mount.fuse3 (fstab: "daytonafs /mnt/sb fuse.daytonafs ...")
+ * runs "daytonafs SOURCE MOUNTPOINT -o ...": with two operands, the first is
+ * the source, which names nothing for us, and is dropped.
+ */
+static void drop_mount_source(int *argc, char *argv[])
+{
+	int operands[3], n = 0;
+
+	for (int i = 1; i < *argc && n < 3; i++) {
+		if (!strcmp(argv[i], "-o")) {
+			i++;
+			continue;
+		}
+		if (argv[i][0] != '-')
+			operands[n++] = i;
+	}
+	if (n != 2)
+		return;
+	for (int i = operands[0]; i < *argc - 1; i++)
+		argv[i] = argv[i + 1];
+	(*argc)--;
+	argv[*argc] = NULL;
+}
+
+static int parse_loglevel(const char *name, enum log_level *out)
+{
+	static const char *const names[] = { "error", "warn", "info", "debug" };
+
+	for (int i = 0; i < 4; i++) {
+		if (!strcmp(name, names[i])) {
+			*out = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
 int main(int argc, char *argv[])
 {
-	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_args args;
+	enum log_level level;
 	struct fuse_cmdline_opts cmd = { 0 };
 	struct fuse_loop_config *loop = NULL;
 	struct dfs_options opt;
@@ -140,6 +182,8 @@ int main(int argc, char *argv[])
 	char err[1024];
 	int rc = 1;
 
+	drop_mount_source(&argc, argv);
+	args = (struct fuse_args)FUSE_ARGS_INIT(argc, argv);
 	options_init(&opt);
 	ctx.opt = &opt;
 	if (fuse_opt_parse(&args, &ctx, NULL, opt_proc) < 0 || ctx.failed) {
@@ -165,26 +209,18 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "daytonafs: no mount point given; usage: daytonafs [options] MOUNTPOINT\n");
 		goto out;
 	}
-	log_init(cmd.debug ? LOG_LVL_DEBUG : LOG_LVL_WARN, false);
-	if (opt.loglevel) {
-		static const char *const names[] = { "error", "warn", "info", "debug" };
-		bool ok = false;
-
-		for (int i = 0; i < 4; i++) {
-			if (!strcmp(opt.loglevel, names[i])) {
-				log_set_level((enum log_level)i);
-				ok = true;
-			}
-		}
-		if (!ok) {
-			fprintf(stderr, "daytonafs: loglevel must be error, warn, info or debug\n");
-			goto out;
-		}
-	}
+	level = cmd.debug ? LOG_LVL_DEBUG : LOG_LVL_WARN;
+	log_init(level, false);
 	if (options_resolve(&opt, real_getenv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "daytonafs: %s\n", err);
 		goto out;
 	}
+	/* -o loglevel (or the config file's) applies unless -d asked for debug. */
+	if (opt.loglevel && !cmd.debug && parse_loglevel(opt.loglevel, &level) < 0) {
+		fprintf(stderr, "daytonafs: loglevel must be error, warn, info or debug\n");
+		goto out;
+	}
+	log_set_level(level);
 	protect_secrets();
 	if (default_cache_dir(&opt) < 0 || make_dirs(opt.cache_dir) < 0) {
 		fprintf(stderr, "daytonafs: cannot create the cache directory %s\n",
@@ -213,7 +249,7 @@ int main(int argc, char *argv[])
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out_unmount;
 	if (!cmd.foreground)
-		log_init(cmd.debug ? LOG_LVL_DEBUG : LOG_LVL_WARN, true);
+		log_init(level, true);   /* stderr is /dev/null now: to syslog */
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;
 

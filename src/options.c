@@ -133,6 +133,10 @@ int options_apply(struct dfs_options *o, const char *opt, char *err, size_t errl
 
 		if (strlen(s->name) != nlen || strncmp(s->name, opt, nlen) != 0)
 			continue;
+		if (o->reading_config && (o->set_mask & (1ULL << i)))
+			return 1;   /* set on the command line: the file does not override it */
+		if (!o->reading_config)
+			o->set_mask |= 1ULL << i;
 		if (s->kind == OPT_FLAG) {
 			if (val && strcmp(val, "1") && strcmp(val, "true") && strcmp(val, "0") &&
 			    strcmp(val, "false"))
@@ -238,6 +242,7 @@ int options_read_config(struct dfs_options *o, const char *path, bool required, 
 		return -e;
 	}
 	warn_if_readable_by_others(path, fileno(f));
+	o->reading_config = true;
 	while (fgets(line, sizeof(line), f)) {
 		char *s = trim(line), *eq, *key, *val;
 		char opt[4200];
@@ -256,12 +261,12 @@ int options_read_config(struct dfs_options *o, const char *path, bool required, 
 		}
 		/* Credentials are only accepted from files, never as -o options. */
 		if (val && !strcmp(key, "api_key")) {
-			if (!o->api_key)
+			if (!o->api_key && !o->jwt)
 				set_str(&o->api_key, val);
 			continue;
 		}
 		if (val && !strcmp(key, "jwt_token")) {
-			if (!o->jwt)
+			if (!o->jwt && !o->api_key)
 				set_str(&o->jwt, val);
 			continue;
 		}
@@ -291,6 +296,7 @@ int options_read_config(struct dfs_options *o, const char *path, bool required, 
 		}
 		rc = 0;
 	}
+	o->reading_config = false;
 	explicit_bzero(line, sizeof(line));
 	fclose(f);
 	return rc;
@@ -342,11 +348,19 @@ int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *
 	v = getenv_fn("DAYTONA_API_URL");
 	if (!v || !*v)
 		v = getenv_fn("DAYTONA_SERVER_URL");   /* deprecated alias */
-	if (!o->api_url && v && *v)
-		set_str(&o->api_url, v);
+	if (!o->api_url && v && *v) {
+		char opt[4096];
+
+		if (str_printf(opt, sizeof(opt), "api_url=%s", v))
+			options_apply(o, opt, err, errlen);
+	}
 	v = getenv_fn("DAYTONA_TARGET");
-	if (!o->target && v && *v)
-		set_str(&o->target, v);
+	if (!o->target && v && *v) {
+		char opt[512];
+
+		if (str_printf(opt, sizeof(opt), "target=%s", v))
+			options_apply(o, opt, err, errlen);
+	}
 
 	/* 3. the config file fills what is still missing */
 	if (o->config_file) {

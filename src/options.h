@@ -7,7 +7,9 @@
  * key file (-o api_key_file=PATH), or the config file (-o config=PATH, else
  * $XDG_CONFIG_HOME/daytonafs/config, else ~/.config/daytonafs/config, else
  * /etc/daytonafs.conf). Precedence: api_key_file, then the environment, then
- * the config file. The config file has "key = value" lines (# comments):
+ * the config file. Other settings: -o options, then the environment
+ * (DAYTONA_API_URL, DAYTONA_TARGET), then the config file; the file only fills
+ * what is still unset. The config file has "key = value" lines (# comments):
  * api_key, api_key_file, jwt_token, organization_id, api_url, target, and
  * any mount option by name (e.g. attr_timeout = 10).
  */
@@ -55,6 +57,11 @@ struct dfs_options {
 	bool foreground;
 	bool debug;
 	char *loglevel;             /* error, warn, info, debug */
+
+	/* Which options were set before the config file was read (one bit per
+	 * option): the command line and the environment win over the file. */
+	unsigned long long set_mask;
+	bool reading_config;
 };
 
 /* Sets every default. */

@@ -10,7 +10,7 @@ import json
 import re
 import time
 
-from .httpcore import REASONS, BadJSON
+from .httpcore import REASONS, BadJSON, node_json_error
 from .store import (ApiError, SANDBOX_STATES, ERROR_STATES, WAIT_STARTED_S, iso)
 
 LIST_SORT = ("name", "cpu", "memoryGib", "diskGib", "lastActivityAt", "createdAt")
@@ -136,11 +136,20 @@ class Fields:
         return self.out
 
 
+BODY_LIMIT = 1 << 20     # body-parser's JSON limit is 100 kB; be a little more generous
+
+
 def parse_body(req):
+    raw = req.read(BODY_LIMIT + 1)
+    if len(raw) > BODY_LIMIT:
+        raise ApiError(413, "request entity too large")
+    text = raw.decode("utf-8", "replace")
+    if not text.strip():
+        return None
     try:
-        return req.json()
-    except BadJSON as e:
-        raise ApiError(400, e.message)
+        return json.loads(text)
+    except ValueError as e:
+        raise ApiError(400, node_json_error(text, e))
 
 
 def _volumes(f):

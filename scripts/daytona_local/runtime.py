@@ -31,6 +31,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -41,6 +42,28 @@ STDOUT_PREFIX = b"\x01\x01\x01"
 STDERR_PREFIX = b"\x02\x02\x02"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HANG_TIMEOUT = 30.0     # /process/execute: how long to wait for pipes after the shell exited
+
+# bwrap reports a child killed by signal N as exit code 128+N, like a shell would, so "the shell
+# was killed" (exitCode -1 in the daemon) cannot be told from "the shell exited with 137". This
+# tiny reaper runs the shell as its child inside the sandbox and reports a death by signal on a
+# status pipe. (perl starts in a few ms; without perl, exit codes are bwrap's.)
+PERL_REAPER = r"""
+my $fd = shift @ARGV;
+my $pid = fork();
+exit 126 unless defined $pid;
+if ($pid == 0) {
+    if (open(my $f, ">&=", $fd)) { close($f); }
+    exec { $ARGV[0] } @ARGV;
+    exit 127;
+}
+while (waitpid($pid, 0) == -1) { exit 126 unless $!{EINTR}; }
+my $s = $?;
+if ($s & 127) {
+    if (open(my $f, ">&=", $fd)) { syswrite($f, "signal " . ($s & 127)); }
+    exit(128 + ($s & 127));
+}
+exit($s >> 8);
+"""
 MAX_SYMLINKS = 40
 
 # Go converts invalid UTF-8 to U+FFFD byte by byte when a []byte becomes a JSON string.
@@ -163,12 +186,12 @@ class View:
         return Resolved(view, host, writable, is_root)
 
     def resolve_entry(self, dir_resolved, name):
-        """Resolve one directory entry (following it if it is a symlink)."""
-        host = os.path.join(dir_resolved.host, name)
+        """Resolve one directory entry (following it if it is a symlink): (Resolved, stat)."""
         view = (dir_resolved.view.rstrip("/") or "") + "/" + name
+        host, writable, is_root = self.to_host(view)     # the entry may be a mount point
         st = os.lstat(host)
-        if not stat.S_ISLNK(st.st_mode):
-            return Resolved(view, host, dir_resolved.writable, False), st
+        if not stat.S_ISLNK(st.st_mode) or is_root:
+            return Resolved(view, host, writable, is_root), st
         r = self.resolve(view)
         return r, os.stat(r.host)
 
@@ -382,15 +405,17 @@ class Session:
         fd = cmd.in_w
         if fd is None:
             raise SessionError(410, "gone: command has already completed")
+        if not cmd.suppress_echo:
+            # echoed before it is written, so that the log reads like a terminal (the daemon
+            # echoes after writing; the order is not part of the contract)
+            cmd.append_log(STDOUT_PREFIX + b)
         try:
             view = memoryview(b)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
         except OSError as e:
-            raise SessionError(500, "failed to write to input pipe: %s" % e.strerror.lower())
-        if not cmd.suppress_echo:
-            cmd.append_log(STDOUT_PREFIX + b)
+            raise SessionError(500, "failed to write to input pipe: %s" % _go_errstr(e))
 
     def delete(self, grace=5.0):
         """SIGTERM to the shell's process group, SIGKILL after `grace` seconds."""
@@ -512,6 +537,7 @@ class Runtime:
         for d in (self.sandboxes_dir, self.snapshots_dir, self.empty_dir):
             os.makedirs(d, exist_ok=True)
         self.shell = pick_shell()
+        self.perl = shutil.which("perl")
         self.warning = None
         self.bwrap = None
         if use_bwrap is not False:
@@ -531,6 +557,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._sessions = {}          # sandbox id -> {session id: Session}
         self._stopping = set()       # sandbox ids being stopped (executes report -1)
+        # session shells do not survive the server: drop the logs a previous run left behind
+        for sid in os.listdir(self.sandboxes_dir):
+            shutil.rmtree(os.path.join(self.sandboxes_dir, sid, "sessions"), ignore_errors=True)
 
     def _probe_bwrap(self):
         """bwrap can be installed but unusable (no user namespaces, seccomp in a container)."""
@@ -588,10 +617,13 @@ class Runtime:
     def start(self, sandbox_id):
         if not self.exists(sandbox_id):
             self.create(sandbox_id)
-        # sessions do not survive a stop; their logs go with them
-        shutil.rmtree(os.path.join(self.sandbox_dir(sandbox_id), "sessions"), ignore_errors=True)
         with self._lock:
             self._stopping.discard(sandbox_id)
+            live = bool(self._sessions.get(sandbox_id))
+        if not live:
+            # sessions do not survive a stop; their logs go with them
+            shutil.rmtree(os.path.join(self.sandbox_dir(sandbox_id), "sessions"),
+                          ignore_errors=True)
 
     def stop(self, sandbox_id):
         with self._lock:
@@ -682,12 +714,21 @@ class Runtime:
             cwd_view = r.view
         except OSError as e:
             return ExecResult(-1, ("chdir %s: %s" % (cwd or cwd_view, _go_errstr(e))).encode())
+        status_r = status_w = None
+        argv, kw = [self.shell], {}
+        if self.bwrap and self.perl:
+            status_r, status_w = os.pipe()
+            argv = [self.perl, "-e", PERL_REAPER, str(status_w), self.shell]
+            kw["pass_fds"] = (status_w,)
         try:
-            proc = self.spawn(sandbox_id, sandbox_env, [self.shell], cwd_view, envs,
+            proc = self.spawn(sandbox_id, sandbox_env, argv, cwd_view, envs,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT)
+                              stderr=subprocess.STDOUT, **kw)
         except OSError as e:
             return ExecResult(-1, ("fork/exec %s: %s" % (self.shell, _go_errstr(e))).encode())
+        finally:
+            if status_w is not None:
+                os.close(status_w)
 
         def feed():
             try:
@@ -729,9 +770,17 @@ class Runtime:
         finally:
             proc.stdout.close()
         rc = proc.wait()
+        signalled = False
+        if status_r is not None:
+            os.set_blocking(status_r, False)
+            try:
+                signalled = os.read(status_r, 64).startswith(b"signal")
+            except BlockingIOError:
+                pass
+            os.close(status_r)
         if timed_out:
             return ExecResult(-1, b"", timed_out=True)
-        if rc < 0 or sandbox_id in self._stopping:
+        if rc < 0 or signalled or sandbox_id in self._stopping:
             rc = -1          # killed by a signal (Go's ProcessState.ExitCode())
         return ExecResult(rc, bytes(out))
 
@@ -797,7 +846,12 @@ def _copy_tree(src, dst):
     r = subprocess.run(["cp", "-a", "--reflink=auto", "--", src, dst],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if r.returncode != 0:
-        raise OSError(errno.EIO, "copy failed: " + r.stderr.decode(errors="replace").strip())
+        msg = r.stderr.decode(errors="replace").strip()
+        if not os.path.isdir(dst):
+            raise OSError(errno.EIO, "copy failed: " + msg)
+        # cp copies everything it can; a file that vanished or a special file it could not
+        # recreate should not fail the whole snapshot
+        sys.stderr.write("daytona-local: warning: copying %s: %s\n" % (src, msg))
 
 
 def _tree_bytes(root):

@@ -6,7 +6,6 @@ by tests and benchmarks (stats, request log, latency, faults, timing), and start
 
 import argparse
 import collections
-import json
 import os
 import signal
 import sys
@@ -368,6 +367,12 @@ class Server:
         except ApiError as e:
             if not resp.sent:
                 resp.send_json(e.status, {"error": e.message})
+        except ClientGone:
+            resp.conn.closing = True
+        except Exception as e:
+            traceback.print_exc()
+            if not resp.sent:
+                resp.send_json(500, {"error": repr(e)})
 
     @staticmethod
     def _json_object(req):

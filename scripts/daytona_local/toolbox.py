@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 import threading
 import time
 
@@ -33,6 +32,10 @@ BULK_BOUNDARY = "DAYTONA-FILE-BOUNDARY"
 SERVABLE_STATES = ("started", "snapshotting", "resizing")   # the container is running
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CHUNK = 1 << 20
+MAX_LINE = 64 * 1024            # bufio.Scanner's default maximum token size (find)
+# find/search do not descend into the host's kernel filesystems (a container masks most of
+# them; /proc/kcore alone would be "searched" for terabytes)
+PSEUDO_FS = ("/proc", "/sys", "/dev")
 
 
 # =============================================================================================
@@ -448,6 +451,33 @@ class MarkerStripper:
         return c
 
 
+class WSFramer:
+    """Cuts the log stream into WebSocket frames of at most 1024 bytes, like the daemon. One
+    deviation: a frame never ENDS with a complete marker (it is held back for the next frame),
+    because the official TS SDK's demultiplexer (0.218) misroutes the next line in that case.
+    Markers split across frames still happen and still need carry-over in clients."""
+
+    SIZE = 1024
+
+    def __init__(self):
+        self.pending = b""
+
+    def feed(self, data, final=False):
+        buf = self.pending + bytes(data)
+        frames = []
+        while buf:
+            frame = buf[:self.SIZE]
+            if frame[-3:] in (STDOUT_PREFIX, STDERR_PREFIX) and not (final and
+                                                                     len(buf) <= self.SIZE):
+                if len(frame) == 3:
+                    break                  # only a marker: wait for the line after it
+                frame = frame[:-3]
+            frames.append(frame)
+            buf = buf[len(frame):]
+        self.pending = buf
+        return frames
+
+
 # =============================================================================================
 # the toolbox
 
@@ -586,7 +616,7 @@ class Toolbox:
         st = os.stat(r.host)
         if stat.S_ISDIR(st.st_mode):
             raise Bare(400)
-        fd = os.open(r.host, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(r.host, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             headers = [("Content-Description", "File Transfer"),
@@ -618,10 +648,12 @@ class Toolbox:
                 if p == "":
                     raise os_error(errno.EINVAL, p)
                 r = ctx.view.resolve(p)
-                fd = os.open(r.host, os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(r.host, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
                 st = os.fstat(fd)
                 if stat.S_ISDIR(st.st_mode):
                     raise os_error(errno.EISDIR, p)
+                if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                    raise os_error(errno.EINVAL, p)   # would block forever in the daemon
             except OSError as e:
                 if fd is not None:
                     os.close(fd)
@@ -678,43 +710,31 @@ class Toolbox:
         boundary = multipart.boundary_from_content_type(req.headers.get("Content-Type"))
         if not path or boundary is None:
             raise Bare(400)
-        # like gin: the whole form is read before anything is written (a broken upload leaves
-        # the destination untouched); the file part is spooled to disk, never held in memory
-        spool_dir = os.path.join(self.rt.sandbox_dir(ctx.sid), "spool")
-        os.makedirs(spool_dir, exist_ok=True)
-        spool_file = tempfile.TemporaryFile(dir=spool_dir)     # O_TMPFILE where supported
-        spool = spool_file.fileno()
+        # gin parses the whole form before it writes anything, so a broken upload leaves the
+        # destination untouched. We get the same guarantee without a second copy of the data:
+        # the file part streams into an unnamed temporary file next to the destination, which
+        # replaces the destination only once the whole body has been read.
+        staged = None
         try:
             reader = multipart.MultipartReader(req.read, boundary)
-            got = False
             try:
                 while True:
                     part = reader.next_part()
                     if part is None:
                         break
-                    if part.name == "file" and part.filename is not None and not got:
-                        self._write_part_to(part, spool)
-                        got = True
+                    if part.name == "file" and part.filename is not None and staged is None:
+                        staged = StagedFile(ctx.view, path)
+                        self._write_part_to(part, staged.fd)
                     else:
                         part.skip()
             except (multipart.MultipartError, ClientGone):
                 raise Bare(400)
-            if not got:
+            if staged is None:
                 raise Bare(400)
-            size = os.lseek(spool, 0, os.SEEK_END)
-            parent = posixpath.dirname(go_clean(ctx.view.absolute(path)))
-            mkdir_all(ctx.view, parent, 0o750)
-            r = ctx.view.resolve(path)
-            if not r.writable:
-                raise os_error(errno.EROFS, path)
-            fd = os.open(r.host, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC |
-                         os.O_NOFOLLOW, 0o666)
-            try:
-                copy_fd(spool, fd, size)
-            finally:
-                os.close(fd)
+            staged.commit()
         finally:
-            spool_file.close()
+            if staged is not None:
+                staged.close()
         resp.send(200, b"")
 
     def bulk_upload(self, req, resp, ctx):
@@ -900,10 +920,14 @@ class Toolbox:
                     if b"\0" in f.read(512):
                         continue
                     f.seek(0)
-                    for lineno, line in enumerate(f, 1):
-                        if len(line) > 65536:
-                            break                      # bufio.Scanner: token too long
-                        line = line.rstrip(b"\n")
+                    lineno = 0
+                    while True:
+                        # bounded reads: one huge line must not end up in memory
+                        line = f.readline(MAX_LINE + 1)
+                        if not line or (len(line) > MAX_LINE and not line.endswith(b"\n")):
+                            break                      # EOF, or bufio.Scanner: token too long
+                        lineno += 1
+                        line = line[:-1] if line.endswith(b"\n") else line
                         if line.endswith(b"\r"):
                             line = line[:-1]
                         if needle in line:
@@ -1124,15 +1148,17 @@ class Toolbox:
             gone.set()
         threading.Thread(target=reader, daemon=True).start()
         strip = MarkerStripper() if combined else None
+        frames = WSFramer()
         try:
             source = follow_log(s, cmd, gone) if follow else [read_log(cmd)]
             for chunk in source:
                 if strip is not None:
                     chunk = strip.feed(chunk)
-                for i in range(0, len(chunk), 1024):
-                    ws.send_binary(chunk[i:i + 1024])
-            if strip is not None and strip.carry:
-                ws.send_binary(strip.flush())
+                for frame in frames.feed(chunk):
+                    ws.send_binary(frame)
+            tail = (strip.flush() if strip is not None else b"")
+            for frame in frames.feed(tail, final=True):
+                ws.send_binary(frame)
             ws.close(1000)
         except (OSError, ClientGone):
             pass
@@ -1216,6 +1242,75 @@ def check_removable(r, path):
         raise os_error(errno.EBUSY, path)
 
 
+class StagedFile:
+    """An upload in progress: an unnamed file in the destination's directory (O_TMPFILE), or a
+    hidden named one where the filesystem lacks O_TMPFILE. commit() puts it in place of the
+    destination with rename(2), keeping an existing file's mode and owner; a destination with
+    several hard links is rewritten in place instead, so that all its names see the data."""
+
+    def __init__(self, view, path):
+        mkdir_all(view, posixpath.dirname(go_clean(view.absolute(path))), 0o750)
+        r = view.resolve(path)                       # follows a link at the destination
+        if not r.writable:
+            raise os_error(errno.EROFS, path)
+        try:
+            if stat.S_ISDIR(os.stat(r.host).st_mode):
+                raise os_error(errno.EISDIR, path)
+        except FileNotFoundError:
+            pass
+        self.host = r.host
+        self.dir = os.path.dirname(r.host)
+        self.name = None
+        try:
+            self.fd = os.open(self.dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            self.name = os.path.join(self.dir, ".daytona-upload-" + secrets.token_hex(8))
+            self.fd = os.open(self.name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                              0o666)
+
+    def commit(self):
+        try:
+            st = os.stat(self.host)
+        except FileNotFoundError:
+            st = None
+        if st is not None and st.st_nlink > 1:
+            out = os.open(self.host, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                copy_fd(self.fd, out, os.lseek(self.fd, 0, os.SEEK_END))
+            finally:
+                os.close(out)
+            return
+        if st is not None:
+            os.fchmod(self.fd, stat.S_IMODE(st.st_mode))
+            try:
+                os.fchown(self.fd, st.st_uid, st.st_gid)
+            except OSError:
+                pass
+        if self.name is None:
+            name = os.path.join(self.dir, ".daytona-upload-" + secrets.token_hex(8))
+            # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; passing a
+            # dir fd makes Python use linkat() rather than link(), which would not follow
+            dfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.link("/proc/self/fd/%d" % self.fd, name, src_dir_fd=dfd,
+                        follow_symlinks=True)
+            finally:
+                os.close(dfd)
+            self.name = name
+        os.rename(self.name, self.host)
+        self.name = None
+
+    def close(self):
+        os.close(self.fd)
+        if self.name is not None:
+            try:
+                os.unlink(self.name)
+            except OSError:
+                pass
+
+
 def copy_fd(src, dst, size):
     off = 0
     while off < size:
@@ -1253,7 +1348,7 @@ def walk(view, root):
         shown, vpath, st = stack.pop()
         host = view.to_host(vpath)[0]
         yield shown, host, st
-        if not stat.S_ISDIR(st.st_mode):
+        if not stat.S_ISDIR(st.st_mode) or vpath in PSEUDO_FS:
             continue
         try:
             names = sorted(os.listdir(os.fsencode(host)))

@@ -116,3 +116,27 @@ def test_config_file(server, tmp_path):
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)])
         p.wait(20)
+
+
+def test_fstab_style_invocation(server, tmp_path):
+    """mount.fuse3 runs "daytonafs SOURCE MOUNTPOINT -o ...": the source is ignored."""
+    import time
+    key = tmp_path / "key"
+    key.write_text(API_KEY + "\n")
+    key.chmod(0o600)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
+    env.update({"HOME": str(tmp_path), "DAYTONA_API_URL": server.api_url})
+    p = subprocess.Popen([_binary(), "daytonafs", str(mnt), "-o",
+                          f"api_key_file={key},cache_dir={tmp_path}/c", "-f"],
+                         env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if os.path.ismount(mnt) or p.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert os.path.ismount(mnt), p.stderr.read() if p.poll() is not None else "not mounted"
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)])
+        p.wait(20)

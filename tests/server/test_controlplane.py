@@ -8,7 +8,6 @@ import threading
 import time
 import urllib.parse
 
-import pytest
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ERROR_KEYS = ["path", "timestamp", "statusCode", "error", "message"]
@@ -88,6 +87,9 @@ def test_create_validation(server):
     assert_error(server, "POST", "/api/sandbox", 400, None, {"name": "<b>x</b>"})
     assert_error(server, "POST", "/api/sandbox", 400, "Unexpected token } in JSON at position 9",
                  '{"name": }', {"Content-Type": "application/json"})
+    assert_error(server, "POST", "/api/sandbox", 413, "request entity too large",
+                 {"labels": {"x": "y" * (2 << 20)}})
+    assert_error(server, "POST", "/api/sandbox", 400, "Request body must be a JSON object", [1])
     name = "dup-%d" % time.time_ns()
     create(server, {"name": name})
     assert_error(server, "POST", "/api/sandbox", 409,
@@ -107,7 +109,7 @@ def test_create_with_chunked_body(server):
 
 
 def test_build_info_path(server):
-    server.local("PUT", "/timing", {"transition_ms": 150})
+    server.local("PUT", "/timing", {"transition_ms": 250})
     b = create(server, {"buildInfo": {"dockerfileContent": "FROM python:3.12-slim\n"},
                         "cpu": 2, "memory": 2, "disk": 5})
     assert b["state"] == "pending_build" and b["snapshot"] is None
@@ -130,7 +132,7 @@ def test_build_info_path(server):
 
 # --------------------------------------------------------------------------- lifecycle
 def test_stop_start_archive_delete_over_http(server):
-    server.local("PUT", "/timing", {"transition_ms": 150})
+    server.local("PUT", "/timing", {"transition_ms": 400})
     b = create(server)
     sid = b["id"]
     st, s = server.json("POST", "/api/sandbox/%s/stop" % sid, expect=200)
@@ -416,3 +418,28 @@ def test_restart_keeps_state_and_finishes_transitions(server_factory, tmp_path):
     assert g["id"] == b["id"] and g["labels"] == {"k": "v"}
     assert g["organizationId"] == b["organizationId"]
     assert s2.wait_state(b["id"], {"stopped"})["state"] == "stopped"
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_api_key_sources(tmp_path, monkeypatch):
+    from daytona_local.server import parse_args
+    monkeypatch.delenv("DAYTONA_LOCAL_API_KEY", raising=False)
+    assert parse_args([]).api_key == "local-dev-key"
+    monkeypatch.setenv("DAYTONA_LOCAL_API_KEY", "from-env")
+    assert parse_args([]).api_key == "from-env"
+    f = tmp_path / "key"
+    f.write_text("from-file\n")
+    assert parse_args(["--api-key-file", str(f)]).api_key == "from-file"
+    a = parse_args(["--no-auth"])
+    assert a.no_auth and a.api_key is None
+    assert parse_args([]).port == 3986 and parse_args([]).transition_ms == 300
+
+
+def test_sigterm_is_a_clean_shutdown(server_factory):
+    s = server_factory()
+    s.json("POST", "/api/sandbox", {"name": "bye"}, expect=200)
+    t0 = time.monotonic()
+    s.stop()
+    assert s.proc.returncode == 0 and time.monotonic() - t0 < 3
+    state = json.load(open(s.data_dir + "/state.json"))
+    assert [x["name"] for x in state["sandboxes"]] == ["bye"]

@@ -153,11 +153,11 @@ def test_faults_do_not_touch_local_and_bad_spec_is_400(server):
 
 
 def test_latency_knob(server):
-    assert server.local("PUT", "/latency", {"ms": 150})[0] == 204
+    assert server.local("PUT", "/latency", {"ms": 300})[0] == 204
     t0 = time.monotonic()
     assert server.request("GET", "/api/sandbox")[0] == 200
-    assert time.monotonic() - t0 >= 0.14
+    assert time.monotonic() - t0 >= 0.29
     t0 = time.monotonic()
     assert server.local("GET", "/health")[0] == 200          # /_local is never delayed
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 0.25
     assert server.local("PUT", "/latency", {"ms": -1})[0] == 400

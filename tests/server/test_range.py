@@ -177,3 +177,22 @@ def test_marker_stripper_handles_split_markers():
         s = tb.MarkerStripper()
         got = b"".join(s.feed(log[i:i + size]) for i in range(0, len(log), size)) + s.flush()
         assert got == tb.strip_markers(log), size
+
+
+def test_ws_framer_never_ends_a_frame_with_a_complete_marker():
+    import random
+    rnd = random.Random(7)
+    lines = []
+    for i in range(3000):
+        marker = tb.STDOUT_PREFIX if rnd.random() < 0.5 else tb.STDERR_PREFIX
+        lines.append(marker + b"x" * rnd.randrange(0, 40) + b"\n")
+    log = b"".join(lines)
+    for step in (1, 5, 1021, 1024, 4096, 65536):
+        f = tb.WSFramer()
+        frames = []
+        for i in range(0, len(log), step):
+            frames += f.feed(log[i:i + step])
+        frames += f.feed(b"", final=True)
+        assert b"".join(frames) == log
+        assert all(0 < len(fr) <= 1024 for fr in frames)
+        assert not any(fr[-3:] in (tb.STDOUT_PREFIX, tb.STDERR_PREFIX) for fr in frames[:-1])

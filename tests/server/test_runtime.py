@@ -65,6 +65,10 @@ def test_view_maps_mounts_and_is_read_only_outside(rt, sb):
     assert v.resolve("/tmp").mount_root and v.resolve("/tmp").writable
     e = v.resolve("/etc/passwd")
     assert e.host == "/etc/passwd" and not e.writable
+    # listing "/" must show the sandbox's /home, not the host's
+    r, st = v.resolve_entry(v.resolve("/"), "home")
+    assert r.host == os.path.join(rt.tree(sb), "home") and r.mount_root
+    assert st.st_ino == os.stat(os.path.join(rt.tree(sb), "home")).st_ino
     # the server's data dir is masked: an empty, read-only directory
     d = v.resolve(rt.data_dir)
     assert not d.writable and os.listdir(d.host) == []
@@ -143,7 +147,7 @@ def test_execute_timeout_kills_the_process_group(rt, sb):
     t = time.monotonic()
     r = run(rt, "sleep 30 & echo $! > /tmp/bg.pid; sleep 30" if rt.bwrap else
             "sleep 30 & echo $! > bg.pid; sleep 30", timeout=1)
-    assert r.timed_out and time.monotonic() - t < 5
+    assert r.timed_out and time.monotonic() - t < 10
     where = os.path.join(rt.tree(sb), "tmp") if rt.bwrap else home(rt)
     pid = int(open(os.path.join(where, "bg.pid")).read())
     _wait_dead(pid)
@@ -172,7 +176,7 @@ def test_sandbox_cannot_write_the_host_or_see_the_data_dir(data_dir):
 def test_detached_process_survives_and_can_be_killed_later(rt, sb):
     t = time.monotonic()
     r = run(rt, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & echo $!")
-    assert time.monotonic() - t < 3, "execute must not wait for a detached process"
+    assert time.monotonic() - t < 10, "execute must not wait for a detached process"
     pid = int(r.output)
     assert _alive(pid)
     r = run(rt, "kill -0 %d && echo visible; kill -- -%d; echo rc=$?" % (pid, pid))

@@ -334,22 +334,48 @@ def test_corrupt_state_file_is_moved_aside(tmp_path):
     assert any(n.startswith("state.json.corrupt-") for n in os.listdir(str(tmp_path)))
 
 
+class Clock:
+    def __init__(self):
+        self.t = 1_000_000.0
+
+    def __call__(self):
+        return self.t
+
+
 def test_reconciler_autostop_autoarchive_autodelete(make_store):
-    s = make_store(minute_ms=100)
-    a = s.create_sandbox({"autoStopInterval": 1})["id"]                  # stop after 100 ms idle
+    clk = Clock()                                # minutes pass only when the test says so
+    s = make_store(clock=clk)
+    a = s.create_sandbox({"autoStopInterval": 1})["id"]
     b = s.create_sandbox({"autoStopInterval": 0})["id"]                  # never auto-stops
     c = s.create_sandbox({"autoStopInterval": 1, "autoDeleteInterval": 2})["id"]
     d = s.create_sandbox({"autoStopInterval": 1, "autoArchiveInterval": 2})["id"]
     for x in (a, b, c, d):
         wait(s, x, "started")
-    for _ in range(10):                         # activity keeps `b` and `a` alive for a while
-        s.touch(a)
-        time.sleep(0.02)
+    clk.t += 30
+    s.touch(a)                                   # toolbox activity resets a's idle timer
+    clk.t += 40
+    s.reconcile_once()                           # c and d idle 70 s > 1 min; a idle 40 s
+    for x in (c, d):
+        wait(s, x, "stopped")
     assert s.get(a)["state"] == "started"
+    clk.t += 61
+    s.reconcile_once()                           # a now idle 101 s
     wait(s, a, "stopped")
-    wait(s, c, None)                            # stopped, then deleted 200 ms later
-    wait(s, d, "archived")
+    clk.t += 50                                  # c, d stopped 111 s ago: not yet 2 min
+    s.reconcile_once()
+    assert s.get(c)["state"] == s.get(d)["state"] == "stopped"
+    assert not s.get(c)["pending"] and not s.get(d)["pending"]
+    clk.t += 10
+    s.reconcile_once()
+    wait(s, c, None)                             # auto-delete
+    wait(s, d, "archived")                       # auto-archive
     assert s.get(b)["state"] == "started"
+
+
+def test_reconciler_thread_runs_with_short_minutes(make_store):
+    s = make_store(minute_ms=50)
+    sid = s.create_sandbox({"autoStopInterval": 1})["id"]
+    wait(s, sid, "stopped")                      # nobody touched it for 50 ms
 
 
 def test_events_created_and_state_updates(make_store):

@@ -271,6 +271,21 @@ def test_truncated_upload_leaves_the_file_alone(box):
     assert box.download("keep.txt")[2] == b"original"
 
 
+def test_upload_replaces_in_place_semantics(box):
+    box.run("echo old > f; chown 1:2 f; chmod 640 f; echo shared > h1; ln h1 h2; mkfifo pipe")
+    assert box.upload("f", "new")[0] == 200
+    info = box.json("GET", "/files/info", path="f")
+    assert (info["owner"], info["group"], info["permissions"]) == ("1", "2", "0640")
+    assert box.upload("h1", "via h1")[0] == 200                   # hard links stay shared
+    assert box.download("h2")[2] == b"via h1"
+    body, ctype = multipart_body([("file", "f", b"z" * 5000)])
+    box.req("POST", "/files/upload", body[:-100], {"Content-Type": ctype}, path="f")
+    names = [i["name"] for i in box.json("GET", "/files")]
+    assert not [n for n in names if n.startswith(".daytona-upload")]   # nothing left behind
+    st, _, data = box.req("POST", "/files/bulk-download", {"paths": ["pipe"]})
+    assert st == 200 and b'name="error"' in data                  # a FIFO does not hang
+
+
 def _chunked_request(server, path, body, ctype):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
     conn.putrequest("POST", path)
@@ -415,6 +430,11 @@ def test_find_search_replace(box):
     assert box.json("GET", "/files/find", path="/home/daytona/src", pattern="alpha") == [
         {"file": "/home/daytona/src/a.py", "line": 1, "content": "alpha"}]
     assert box.json("GET", "/files/find", path="src", pattern="[a-z]") == []   # literal
+    box.run("mkdir long; { echo needle1; head -c 70000 /dev/zero | tr '\\0' y; echo; echo needle2; }"
+            " > long/f")
+    assert box.run("grep -c needle long/f")["result"] == "2\n"
+    assert [m["content"] for m in box.json("GET", "/files/find", path="long",
+                                           pattern="needle")] == ["needle1"]   # 64 KiB limit
     assert box.json("GET", "/files/find", path="missing", pattern="x") == []
     assert box.req("GET", "/files/find", path="src")[0] == 400
 
@@ -493,7 +513,7 @@ def test_file_api_and_commands_share_the_tree(box):
 def test_detached_process_and_later_kill(box):
     t = time.monotonic()
     r = box.run("setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & echo $!")
-    assert time.monotonic() - t < 3
+    assert time.monotonic() - t < 10
     pid = int(r["result"])
     assert box.run("kill -0 %d && echo alive" % pid)["result"] == "alive\n"
     assert box.run("kill -- -%d; echo $?" % pid)["result"] == "0\n"
@@ -631,7 +651,7 @@ def test_session_async_status_input_logs(box):
 def test_logs_follow_over_http_streams_until_the_end(box):
     box.json("POST", "/process/session", {"sessionId": "s"}, expect=201)
     r = box.json("POST", "/process/session/s/exec",
-                 {"command": "for i in 1 2 3; do echo l$i; echo e$i >&2; sleep 0.3; done",
+                 {"command": "for i in 1 2 3; do echo l$i; echo e$i >&2; sleep 0.6; done",
                   "runAsync": True}, expect=202)
     conn = http.client.HTTPConnection(box.server.host, box.server.port, timeout=20)
     conn.request("GET", box.url("/process/session/s/command/%s/logs" % r["cmdId"], follow="true"),
@@ -642,7 +662,7 @@ def test_logs_follow_over_http_streams_until_the_end(box):
     assert resp.getheader("Transfer-Encoding") == "chunked"
     t = time.monotonic()
     first = resp.read1(100)
-    assert time.monotonic() - t < 0.5 and first.startswith((b"l1", b"e1"))   # streamed
+    assert time.monotonic() - t < 1.0 and first.startswith((b"l1", b"e1"))   # streamed
     rest = resp.read()
     conn.close()
     text = first + rest

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -533,6 +534,72 @@ UNIT_TEST(faults_and_retries)
 	}
 }
 
+struct counter {
+	uint64_t n;
+	uint64_t sum;
+};
+
+static int count_sink(void *ctx, const void *data, size_t len)
+{
+	struct counter *c = ctx;
+	const unsigned char *p = data;
+
+	for (size_t i = 0; i < len; i++)
+		c->sum += p[i] != 'z';   /* bytes that are not what was uploaded */
+	c->n += len;
+	return 0;
+}
+
+static long max_rss_mb(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss / 1024;
+}
+
+/* SMOKE_BIG_MB=1024: a big upload and download with bounded memory. */
+UNIT_TEST(big_file)
+{
+	const char *env = getenv("SMOKE_BIG_MB");
+	uint64_t mb = env ? strtoull(env, NULL, 10) : 0, size = mb << 20;
+	char tmpl[] = "/tmp/smoke-big-XXXXXX";
+	struct counter c = { 0, 0 };
+	struct dt_error e;
+	struct timespec t0, t1;
+	long rss0 = max_rss_mb();
+	char chunk[1 << 16];
+	int fd, rc;
+
+	if (!mb) {
+		printf("  (set SMOKE_BIG_MB to run)\n");
+		return;
+	}
+	fd = mkstemp(tmpl);
+	unlink(tmpl);
+	memset(chunk, 'z', sizeof(chunk));
+	for (uint64_t off = 0; off < size; off += sizeof(chunk))
+		if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
+			break;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	rc = dt_fs_upload_fd(dt, &box, "/home/daytona/smoke/huge.bin", fd, size, &e);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	REPORT(rc, e);
+	CHECK_INT(rc, 0);
+	close(fd);
+	printf("  upload %" PRIu64 " MiB: %.2f s\n", mb,
+	       t1.tv_sec - t0.tv_sec + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK_INT(dt_fs_download(dt, &box, "/home/daytona/smoke/huge.bin", 0, 0, count_sink, &c, &e), size);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK_INT(c.n, size);
+	CHECK_INT(c.sum, 0);
+	printf("  download: %.2f s; peak RSS %ld MiB (before %ld MiB)\n",
+	       t1.tv_sec - t0.tv_sec + (t1.tv_nsec - t0.tv_nsec) / 1e9, max_rss_mb(), rss0);
+	CHECK(max_rss_mb() - rss0 < 64);
+	CHECK_INT(dt_fs_delete(dt, &box, "/home/daytona/smoke/huge.bin", false, &e), 0);
+}
+
 UNIT_TEST(stop_start)
 {
 	struct strbuf seen = STRBUF_INIT;
@@ -732,6 +799,7 @@ int main(int argc, char **argv)
 		UNIT_CASE(exec),
 		UNIT_CASE(labels_intervals),
 		UNIT_CASE(faults_and_retries),
+		UNIT_CASE(big_file),
 		UNIT_CASE(stop_start),
 		UNIT_CASE(snapshot),
 		UNIT_CASE(delete),

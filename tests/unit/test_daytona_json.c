@@ -555,7 +555,12 @@ UNIT_TEST(errno_control_plane)
 	CHECK_INT(dt_errno_for_status(200, false, NULL), 0);
 	CHECK_INT(dt_errno_for_status(201, false, NULL), 0);
 	CHECK_INT(dt_errno_for_status(204, false, ""), 0);
-	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"Sandbox is not stopped\"}"), -EINVAL);
+	/* lifecycle calls in the wrong state: a state conflict */
+	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"Sandbox is not stopped\"}"), -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"Sandbox is not in valid state\"}"), -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false,
+				      "{\"message\":\"Sandbox is not in a stoppable state\"}"), -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"cpu must be a number\"}"), -EINVAL);
 	CHECK_INT(dt_errno_for_status(401, false, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(403, false, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(404, false, NULL), -ENOENT);

@@ -206,6 +206,25 @@ UNIT_TEST(test_config_file)
 	options_free(&o);
 }
 
+UNIT_TEST(test_command_line_wins_over_config)
+{
+	struct dfs_options o;
+	char err[256];
+	const char *cf = write_file("prec", "api_key = k\napi_url = http://cfg/api\nattr_timeout = 7\n"
+				    "dir_timeout = 9\n", 0600);
+
+	options_init(&o);
+	CHECK_INT(options_apply(&o, "attr_timeout=2", err, sizeof(err)), 1);
+	o.config_file = strdup(cf);
+	set_env(0, "HOME", tmpdir);
+	set_env(1, "DAYTONA_API_URL", "http://env/api");
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), 0);
+	CHECK(o.attr_timeout == 2);          /* -o wins */
+	CHECK(o.dir_timeout == 9);           /* the file fills the rest */
+	CHECK_STR(o.api_url, "http://env/api");   /* the environment wins */
+	options_free(&o);
+}
+
 UNIT_TEST(test_xdg_config_found)
 {
 	struct dfs_options o;
@@ -254,7 +273,7 @@ int main(void)
 		UNIT_CASE(test_defaults_and_apply), UNIT_CASE(test_env_credentials),
 		UNIT_CASE(test_missing_credentials_message), UNIT_CASE(test_default_url_and_bad_url),
 		UNIT_CASE(test_key_file_wins_over_env), UNIT_CASE(test_config_file),
-		UNIT_CASE(test_xdg_config_found), UNIT_CASE(test_poll_bounds),
+		UNIT_CASE(test_xdg_config_found), UNIT_CASE(test_command_line_wins_over_config), UNIT_CASE(test_poll_bounds),
 	};
 	int rc;
 
