@@ -53,6 +53,38 @@ void cache_put_dir(struct cache *c, const char *sandbox, const char *dir,
 bool cache_get_dir(struct cache *c, const char *sandbox, const char *dir,
 		   int (*fn)(void *ctx, const char *name, const struct stat *st), void *ctx);
 
+/*
+ * A lookup that also uses the parent's listing: CACHE_HIT with the path's
+ * fresh attributes; CACHE_NEGATIVE when a fresh negative entry says so, or
+ * when a fresh complete listing of the parent lacks the name (a negative
+ * entry is then stored); else CACHE_MISS, and then *listed (may be NULL)
+ * says whether the parent's fresh listing has the name, in which case *st
+ * holds the listing's attributes of it (right in type, maybe stale
+ * otherwise: see cache_update).
+ */
+enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char *path, struct stat *st,
+			       bool *listed);
+
+/*
+ * A change this mount made to one path, applied to what is cached rather
+ * than dropping it (so that one create does not cost the next lookup a new
+ * listing of a large directory). The parent's fresh listing keeps its
+ * expiry and gets the change; the generation is bumped, as by any
+ * invalidation.
+ *  CACHE_CHANGED:  the same object, new attributes st.
+ *  CACHE_REPLACED: a new object at path (created, or renamed onto it):
+ *                  what was cached below path is dropped; the name is added
+ *                  to the parent's listing if missing.
+ *  CACHE_REMOVED:  path and everything below it are gone (st unused): a
+ *                  negative entry, and the name leaves the parent's listing.
+ * With exact, st is stored as the path's attributes; without, st only
+ * updates the listing (its type must be right) and the path's attributes
+ * are dropped, so that the next lookup misses with listed set.
+ */
+enum cache_change { CACHE_CHANGED, CACHE_REPLACED, CACHE_REMOVED };
+void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,
+		  const struct stat *st, bool exact);
+
 /* The path's attributes and the listing of its parent. */
 void cache_invalidate(struct cache *c, const char *sandbox, const char *path);
 /* The path, everything below it, and its parent's listing (rename, rmdir). */

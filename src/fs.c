@@ -1146,6 +1146,11 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	case N_SB_STDERR:
 	case N_SB_EXIT:
 		rc = newest_command(fs, sb, &last);
+		if (rc == -ENOENT) {
+			/* No command has run yet: the files exist and are empty. */
+			h->type = H_TEXT;
+			break;
+		}
 		if (rc < 0)
 			goto fail;
 		h->cmd = last;

@@ -401,7 +401,11 @@ int ctl_run_root(struct dfs *fs, const char *line, size_t len)
 		ctl_command_free(&c);
 		return rc;
 	}
-	if (c.verb == CTL_CREATE) {
+	if (c.verb == CTL_CREATE && (!strcmp(c.name, "ctl") || !strcmp(c.name, "error"))) {
+		/* MOUNT/ctl and MOUNT/error would hide a sandbox of that name. */
+		set_root_error(fs, "create", "'ctl' and 'error' are reserved names in the mount");
+		rc = -EINVAL;
+	} else if (c.verb == CTL_CREATE) {
 		rc = create_sandbox(fs, &c, &err);
 		if (rc < 0)
 			set_root_error(fs, "create", err.message);

@@ -73,6 +73,18 @@ def test_malformed_commands(mount, sandbox):
         ctl(mount.p("ctl"), "create")
     assert e.value.errno == errno.EINVAL
     assert read(mount.p("error")) != ""
+    with pytest.raises(OSError) as e:
+        ctl(mount.p("ctl"), "create ctl")
+    assert e.value.errno == errno.EINVAL
+    assert "reserved" in read(mount.p("error"))
+
+
+def test_output_files_before_any_command(mount):
+    name = create_sandbox(mount, "fresh")
+    assert read(mount.p(name, "stdout")) == ""
+    assert read(mount.p(name, "stderr")) == ""
+    assert read(mount.p(name, "exit")) == ""
+    assert os.listdir(mount.p(name, "cmd")) == []
 
 
 def test_control_files_refuse_what_they_are_not(mount, sandbox):
