@@ -725,6 +725,177 @@ void cache_invalidate_sandbox(struct cache *c, const char *sandbox)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* ------------------------------------------- lookups through listings */
+
+/* The index of name[0..n) in d, or -1. */
+static long dir_index(const struct dirlist *d, const char *name, size_t n)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if (!strncmp(d->ents[i].name, name, n) && d->ents[i].name[n] == '\0')
+			return (long)i;
+	return -1;
+}
+
+/* The base name of path[0..len) and its length, given the parent's length. */
+static const char *base_of(const char *path, size_t len, size_t plen, size_t *blen)
+{
+	const char *b = path + (plen == 1 ? 1 : plen + 1);
+
+	*blen = len - (size_t)(b - path);
+	return b;
+}
+
+enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char *path, struct stat *st,
+			       bool *listed)
+{
+	enum cache_result r = CACHE_MISS;
+	size_t len = norm_len(path), plen, blen;
+	struct sbrec *sb;
+	struct entry *e, *pe;
+	double t;
+
+	if (listed)
+		*listed = false;
+	pthread_mutex_lock(&c->lock);
+	t = clock_now(c);
+	sb = sb_find(c, sandbox);
+	if (!sb)
+		goto out;
+	e = entry_find(c, sb, path, len);
+	if (e && e->attr != A_NONE) {
+		if (t < e->attr_exp) {
+			touch(c, e);
+			if (e->attr == A_ATTR && st)
+				*st = e->st;
+			r = e->attr == A_ATTR ? CACHE_HIT : CACHE_NEGATIVE;
+			goto out;
+		}
+		e->attr = A_NONE;
+		entry_drop_if_empty(c, e);
+	}
+	plen = parent_len(path, len);
+	pe = plen ? entry_find(c, sb, path, plen) : NULL;
+	if (pe && pe->dir && t < pe->dir_exp) {
+		const char *base = base_of(path, len, plen, &blen);
+		long i = blen ? dir_index(pe->dir, base, blen) : -1;
+
+		if (i < 0) {
+			/* A complete listing without the name: it does not exist. */
+			r = CACHE_NEGATIVE;
+			if (c->cfg.neg_ttl > 0 && (e = entry_get(c, sb, path, len)) != NULL) {
+				e->attr = A_NEG;
+				e->attr_exp = t + c->cfg.neg_ttl;
+			}
+		} else {
+			if (st)
+				*st = pe->dir->ents[i].st;
+			if (listed)
+				*listed = true;
+		}
+	}
+out:
+	if (r == CACHE_HIT)
+		c->stats.hits++;
+	else if (r == CACHE_NEGATIVE)
+		c->stats.negative_hits++;
+	else
+		c->stats.misses++;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* A copy of d with the entry name[0..n) replaced or added (st), or removed
+ * (st NULL). NULL when out of memory. */
+static struct dirlist *dir_changed(const struct dirlist *d, const char *name, size_t n, const struct stat *st)
+{
+	struct cache_dirent *ents = calloc(d->n + 1, sizeof(*ents));
+	char *copy = strndup(name, n);
+	long at = dir_index(d, name, n);
+	struct dirlist *nd = NULL;
+	size_t k = 0;
+
+	if (!ents || !copy)
+		goto out;
+	for (size_t i = 0; i < d->n; i++) {
+		if ((long)i == at) {
+			if (!st)
+				continue;
+			ents[k].name = d->ents[i].name;
+			ents[k++].st = *st;
+		} else {
+			ents[k++] = d->ents[i];
+		}
+	}
+	if (at < 0 && st) {
+		ents[k].name = copy;
+		ents[k++].st = *st;
+	}
+	nd = dir_build(ents, k);
+out:
+	free(ents);
+	free(copy);
+	return nd;
+}
+
+void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,
+		  const struct stat *st, bool exact)
+{
+	size_t len = norm_len(path), plen, blen;
+	struct sbrec *sb;
+	struct entry *e, *next, *pe;
+	double t;
+
+	if (what != CACHE_REMOVED && !st)
+		what = CACHE_REMOVED;
+	pthread_mutex_lock(&c->lock);
+	sb = sb_bump(c, sandbox);
+	if (!sb)
+		goto out;
+	t = clock_now(c);
+	if (what != CACHE_CHANGED) {
+		/* Another object (or none) now: nothing cached below it holds. */
+		for (e = sb->entries; e; e = next) {
+			next = e->sb_next;
+			if (e->len != len && in_tree(e, path, len))
+				entry_remove(c, e);
+		}
+	}
+	e = entry_find(c, sb, path, len);
+	if (e && what != CACHE_CHANGED) {
+		dir_unref(e->dir);
+		e->dir = NULL;
+	}
+	if (what == CACHE_REMOVED) {
+		if (e)
+			entry_remove(c, e);
+		if (c->cfg.neg_ttl > 0 && (e = entry_get(c, sb, path, len)) != NULL) {
+			e->attr = A_NEG;
+			e->attr_exp = t + c->cfg.neg_ttl;
+		}
+	} else if (exact && c->cfg.attr_ttl > 0) {
+		put_attr_locked(c, sb, path, len, st, t);
+	} else if (e) {
+		e->attr = A_NONE;
+		entry_drop_if_empty(c, e);
+	}
+	plen = parent_len(path, len);
+	pe = plen ? entry_find(c, sb, path, plen) : NULL;
+	if (pe && pe->dir) {
+		const char *base = base_of(path, len, plen, &blen);
+		struct dirlist *nd = NULL;
+
+		if (t < pe->dir_exp && blen)
+			nd = dir_changed(pe->dir, base, blen, what == CACHE_REMOVED ? NULL : st);
+		/* an expired listing, or no memory for the copy: drop it */
+		dir_unref(pe->dir);
+		pe->dir = nd;
+		if (!nd)
+			entry_drop_if_empty(c, pe);
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+}
+
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	pthread_mutex_lock(&c->lock);

@@ -799,6 +799,20 @@ static int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
 	}
 }
 
+/* For operations on the sandbox's own files: 0 with the node and its running
+ * sandbox, 1 when the path is not under fs/, or a negative errno. */
+static int file_node(const char *path, struct node *n, struct sandbox **sb)
+{
+	struct dfs *fs = dfs_get();
+	int rc = resolve(fs, path, n, sb);
+
+	if (rc < 0)
+		return rc;
+	if (n->kind != N_FILE)
+		return 1;
+	return sandbox_require_running(fs, *sb);
+}
+
 static int dfs_mkdir(const char *path, mode_t mode)
 {
 	struct dfs *fs = dfs_get();
@@ -907,20 +921,13 @@ static int dfs_rename(const char *from, const char *to, unsigned int flags)
 
 static int dfs_symlink(const char *target, const char *path)
 {
-	struct dfs *fs = dfs_get();
 	struct sandbox *sb;
 	struct node n;
-	int rc;
+	int rc = file_node(path, &n, &sb);
 
-	rc = resolve(fs, path, &n, &sb);
-	if (rc < 0)
-		return rc;
-	if (n.kind != N_FILE)
-		return -EPERM;
-	rc = sandbox_require_running(fs, sb);
-	if (rc < 0)
-		return rc;
-	return files_symlink(fs, sb, target, n.path);
+	if (rc)
+		return rc < 0 ? rc : -EPERM;
+	return files_symlink(dfs_get(), sb, target, n.path);
 }
 
 static int dfs_link(const char *from, const char *to)
@@ -928,18 +935,6 @@ static int dfs_link(const char *from, const char *to)
 	(void)from;
 	(void)to;
 	return -EPERM;   /* the toolbox has no hard links; SEMANTICS.md says so */
-}
-
-static int file_node(const char *path, struct node *n, struct sandbox **sb)
-{
-	struct dfs *fs = dfs_get();
-	int rc = resolve(fs, path, n, sb);
-
-	if (rc < 0)
-		return rc;
-	if (n->kind != N_FILE)
-		return 1;
-	return sandbox_require_running(fs, *sb);
 }
 
 static int dfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
@@ -1239,20 +1234,13 @@ static int dfs_open(const char *path, struct fuse_file_info *fi)
 
 static int dfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	struct dfs *fs = dfs_get();
 	struct sandbox *sb;
 	struct node n;
-	int rc;
+	int rc = file_node(path, &n, &sb);
 
-	rc = resolve(fs, path, &n, &sb);
-	if (rc < 0)
-		return rc;
-	if (n.kind != N_FILE)
-		return -EACCES;
-	rc = sandbox_require_running(fs, sb);
-	if (rc < 0)
-		return rc;
-	return files_open(fs, sb, n.path, fi, true, mode);
+	if (rc)
+		return rc < 0 ? rc : -EACCES;
+	return files_open(dfs_get(), sb, n.path, fi, true, mode);
 }
 
 static int handle_type(struct fuse_file_info *fi)

@@ -622,6 +622,126 @@ UNIT_TEST(threaded_stress)
 	cache_free(stress_cache);
 }
 
+/* cache_lookup: a fresh listing answers for names it lacks, and gives
+ * the entry it has as a hint once the attributes are gone. */
+UNIT_TEST(lookup_through_listing)
+{
+	struct cache *c = new_cache(2, 5, 1, 100);
+	struct cache_dirent ents[2];
+	struct stat got;
+	bool listed = true;
+
+	ents[0].name = "a";
+	ents[0].st = mkst(1, S_IFREG | 0644);
+	ents[1].name = "l";
+	ents[1].st = mkst(7, S_IFLNK | 0777);
+	/* nothing known */
+	CHECK_INT(cache_lookup(c, "sb", "/d/a", &got, &listed), CACHE_MISS);
+	CHECK(!listed);
+	cache_put_dir(c, "sb", "/d", ents, 2, cache_generation(c, "sb"));
+	CHECK_INT(cache_lookup(c, "sb", "/d/a", &got, &listed), CACHE_HIT);
+	CHECK_INT(got.st_size, 1);
+	/* a name the listing lacks: negative, and stored as such */
+	CHECK_INT(cache_lookup(c, "sb", "/d/zz", &got, &listed), CACHE_NEGATIVE);
+	CHECK_INT(cache_get_attr(c, "sb", "/d/zz", NULL), CACHE_NEGATIVE);
+	/* "a" must not match a longer or shorter name */
+	CHECK_INT(cache_lookup(c, "sb", "/d/aa", NULL, NULL), CACHE_NEGATIVE);
+	/* attributes expire before the listing: a miss with the hint */
+	fake_time += 3;
+	memset(&got, 0, sizeof(got));
+	CHECK_INT(cache_lookup(c, "sb", "/d/l", &got, &listed), CACHE_MISS);
+	CHECK(listed);
+	CHECK(S_ISLNK(got.st_mode));
+	CHECK_INT(got.st_size, 7);
+	/* the listing expires too: nothing known */
+	fake_time += 3;
+	CHECK_INT(cache_lookup(c, "sb", "/d/l", &got, &listed), CACHE_MISS);
+	CHECK(!listed);
+	CHECK_INT(cache_lookup(c, "sb", "/d/zz", &got, &listed), CACHE_MISS);
+	/* the root's children */
+	ents[0].name = "home";
+	ents[0].st = mkst(4096, S_IFDIR | 0755);
+	cache_put_dir(c, "sb", "/", ents, 1, cache_generation(c, "sb"));
+	CHECK_INT(cache_lookup(c, "sb", "/home", &got, NULL), CACHE_HIT);
+	CHECK_INT(cache_lookup(c, "sb", "/etc", &got, NULL), CACHE_NEGATIVE);
+	cache_free(c);
+}
+
+UNIT_TEST(update_keeps_listing)
+{
+	struct cache *c = new_cache(5, 5, 5, 100);
+	struct cache_dirent ents[2];
+	struct collect k;
+	struct stat st, got;
+	bool listed;
+	uint64_t gen;
+
+	ents[0].name = "a";
+	ents[0].st = mkst(1, S_IFREG | 0644);
+	ents[1].name = "sub";
+	ents[1].st = mkst(4096, S_IFDIR | 0755);
+	cache_put_dir(c, "sb", "/d", ents, 2, cache_generation(c, "sb"));
+	ents[0].name = "x";
+	cache_put_dir(c, "sb", "/d/sub", ents, 1, cache_generation(c, "sb"));
+
+	/* a new file: added to the listing, exact attributes */
+	gen = cache_generation(c, "sb");
+	st = mkst(3, S_IFREG | 0600);
+	cache_update(c, "sb", "/d/new", CACHE_REPLACED, &st, true);
+	CHECK(cache_generation(c, "sb") > gen);
+	CHECK_INT(cache_lookup(c, "sb", "/d/new", &got, NULL), CACHE_HIT);
+	CHECK_INT(got.st_mode, S_IFREG | 0600);
+	memset(&k, 0, sizeof(k));
+	CHECK(cache_get_dir(c, "sb", "/d", collect_fn, &k));
+	CHECK_STR(k.buf, "a:1,sub:4096,new:3,");
+
+	/* changed, not exact: the attributes go, the listing keeps a hint */
+	st = mkst(10, S_IFREG | 0644);
+	cache_update(c, "sb", "/d/a", CACHE_CHANGED, &st, false);
+	CHECK_INT(cache_lookup(c, "sb", "/d/a", &got, &listed), CACHE_MISS);
+	CHECK(listed);
+	CHECK_INT(got.st_size, 10);
+	memset(&k, 0, sizeof(k));
+	CHECK(cache_get_dir(c, "sb", "/d", collect_fn, &k));
+	CHECK_STR(k.buf, "a:10,sub:4096,new:3,");
+
+	/* a directory changed in place keeps its own listing */
+	st = mkst(4096, S_IFDIR | 0700);
+	cache_update(c, "sb", "/d/sub", CACHE_CHANGED, &st, true);
+	CHECK_INT(cache_lookup(c, "sb", "/d/sub/x", &got, NULL), CACHE_HIT);
+	CHECK(cache_get_dir(c, "sb", "/d/sub", collect_fn, &k));
+
+	/* replaced (renamed onto): what was below it is dropped */
+	cache_update(c, "sb", "/d/sub", CACHE_REPLACED, &st, false);
+	CHECK_INT(cache_lookup(c, "sb", "/d/sub/x", &got, NULL), CACHE_MISS);
+	CHECK(!cache_get_dir(c, "sb", "/d/sub", collect_fn, &k));
+	CHECK_INT(cache_lookup(c, "sb", "/d/sub", &got, &listed), CACHE_MISS);
+	CHECK(listed);
+	CHECK_INT(got.st_mode, S_IFDIR | 0700);
+
+	/* removed: negative, and gone from the listing */
+	cache_update(c, "sb", "/d/new", CACHE_REMOVED, NULL, false);
+	CHECK_INT(cache_lookup(c, "sb", "/d/new", &got, NULL), CACHE_NEGATIVE);
+	memset(&k, 0, sizeof(k));
+	CHECK(cache_get_dir(c, "sb", "/d", collect_fn, &k));
+	CHECK_STR(k.buf, "a:10,sub:4096,");
+
+	/* the listing keeps its expiry: updates do not make it live longer */
+	fake_time += 6;
+	CHECK(!cache_get_dir(c, "sb", "/d", collect_fn, &k));
+	st = mkst(1, S_IFREG | 0644);
+	cache_update(c, "sb", "/d/late", CACHE_REPLACED, &st, true);
+	CHECK(!cache_get_dir(c, "sb", "/d", collect_fn, &k));
+	CHECK_INT(cache_lookup(c, "sb", "/d/late", &got, NULL), CACHE_HIT);
+
+	/* a listing fetched before an update is not stored after it */
+	gen = cache_generation(c, "sb");
+	cache_update(c, "sb", "/e/f", CACHE_REMOVED, NULL, false);
+	cache_put_dir(c, "sb", "/e", ents, 1, gen);
+	CHECK(!cache_get_dir(c, "sb", "/e", collect_fn, &k));
+	cache_free(c);
+}
+
 UNIT_MAIN("cache",
 	UNIT_CASE(defaults),
 	UNIT_CASE(attr_ttl),
@@ -637,4 +757,6 @@ UNIT_MAIN("cache",
 	UNIT_CASE(stats_counters),
 	UNIT_CASE(reentrant_callback),
 	UNIT_CASE(many_entries_and_sandboxes),
+	UNIT_CASE(lookup_through_listing),
+	UNIT_CASE(update_keeps_listing),
 	UNIT_CASE(threaded_stress))
