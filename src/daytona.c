@@ -276,6 +276,7 @@ struct call {
 	size_t max_body;
 	bool idempotent;
 	bool streaming;
+	bool activity;              /* counts as sandbox activity: no skip header */
 	long timeout_ms;
 };
 
@@ -291,7 +292,7 @@ static int dt_do(struct dt_client *dt, const struct call *c, struct http_respons
 	size_t nh = 0;
 	int rc;
 
-	if (c->toolbox && !dt->keepalive)
+	if (c->toolbox && !dt->keepalive && !c->activity)
 		headers[nh++] = SKIP_ACTIVITY_HEADER;
 	if (c->range)
 		headers[nh++] = c->range;
@@ -2057,9 +2058,9 @@ int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path
 
 /* ---- toolbox: process --------------------------------------------------------- */
 
-int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
-	    struct dt_error *err)
+static int exec_call(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, bool activity, int *exit_code,
+		     char **output, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
@@ -2094,7 +2095,7 @@ int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command,
 		/* Never replayed once sent: the command could run twice. The
 		 * HTTP timeout outlives the command's own by 5 s, as the SDK. */
 		struct call c = { .method = "POST", .url = sb_str(&url), .what = "exec", .toolbox = true,
-				  .json = body, .max_body = 64u << 20,
+				  .json = body, .max_body = 64u << 20, .activity = activity,
 				  .timeout_ms = timeout_s > 0 ? (timeout_s + 5) * 1000 : 0 };
 
 		rc = dt_do(dt, &c, &resp, err);
@@ -2123,6 +2124,20 @@ out:
 	free(body);
 	sb_free(&url);
 	return rc;
+}
+
+int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+	    struct dt_error *err)
+{
+	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, false, exit_code, output, err);
+}
+
+int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct dt_error *err)
+{
+	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, true, exit_code, output, err);
 }
 
 static int get_dir(struct dt_client *dt, const struct dt_box *box, const char *endpoint, char *out,

@@ -219,6 +219,12 @@ int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path
 int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 	    struct dt_error *err);
+/* dt_exec for what the user asked for (a command started, killed or fed
+ * through the mount): it counts as sandbox activity, so it is sent without
+ * X-Daytona-Skip-Last-Activity-Update whatever keepalive says. */
+int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct dt_error *err);
 /* GET /user-home-dir and /work-dir: {"dir": "..."} */
 int dt_home_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
 int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);

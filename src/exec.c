@@ -2,14 +2,24 @@
 /*
  * exec.c - commands run in sandboxes, with their output as files.
  *
- * See exec.h for the layout of STATE_DIR/cmd/N. This file has three parts:
+ * See exec.h for the layout of STATE_DIR/cmd/N. This file has four parts:
  *  - the shell scripts (pure: built from the spec, unit-tested, and run by
  *    the unit tests under dash and bash);
  *  - the in-memory model: per sandbox (struct ebox) the known commands
  *    (struct ecmd), behind one mutex that is never held across a request;
- *  - the pollers: one thread per command, alive only while someone
- *    waits on that command or while a command this mount started runs (so
- *    that on_end is called). Each poll is one listing of cmd/N.
+ *  - the workers: a poller thread per command, alive only while someone
+ *    waits on that command, or for a while after this mount started it (to
+ *    call on_end promptly); each poll is one listing of cmd/N. And a stdin
+ *    sender per command while written input is buffered.
+ *  - the API.
+ *
+ * Why files and ranged downloads: /process/execute merges stdout and stderr
+ * and turns invalid UTF-8 into U+FFFD, and session logs add a newline to
+ * every line and lose NULs. A file in the sandbox holds exactly what the
+ * command wrote, a ranged download returns exactly those bytes (binary
+ * safe, any size, with memory bounded by the read size), and a listing of
+ * the command's directory gives both streams' sizes and whether it ended in
+ * one request, which is what waiting costs.
  */
 #include "exec.h"
 
@@ -29,6 +39,18 @@
 #define WAIT_SLICE_MS 100        /* how often blocked waits look at o->interrupted */
 #define LAUNCH_TIMEOUT_S 30      /* the launcher returns in well under a second */
 #define KILL_TIMEOUT_S 30
+#define RECONCILE_TIMEOUT_S 30
+#define RECONCILE_RETRY_MS 10000 /* after a failed check of the sandbox's processes */
+/* A batch of stdin waits this long in the sandbox for the command to take
+ * it (the pipe holds 64 KiB); then it fails with ETIMEDOUT. */
+#define STDIN_TIMEOUT_S 120
+#define STDIN_BUF_MAX (1u << 20) /* buffered stdin per command; also the largest batch */
+/* A command this mount started is polled while nobody waits on it only to
+ * call on_end (the cache invalidation) soon after it ends: the interval
+ * doubles up to IDLE_POLL_MAX_MS, and stops IDLE_WATCH_MS after the start
+ * (or the last waiter). Later ends are noticed at the next look. */
+#define IDLE_POLL_MAX_MS 30000
+#define IDLE_WATCH_MS (5 * 60 * 1000)
 #define SMALL_FILE_MAX 4096      /* exit, state */
 #define COMMAND_TEXT_MAX (16u << 20)
 
@@ -46,29 +68,25 @@ static bool env_key_valid(const char *k)
 }
 
 /*
- * The feeder copies stdin.0, stdin.1, ... into the command's stdin pipe in
- * order as they appear, and ends (closing the pipe: EOF) at stdin.eof. Each
- * chunk is moved into place whole, so a chunk that exists is complete. The
- * mount writes stdin.eof only after the last chunk, but the feeder may see
- * the eof before it sees that chunk, hence the second look. Idle polling
- * backs off to 0.5 s.
+ * stdin. The command reads the FIFO stdin.pipe. A holder process (a sleep
+ * whose stdin is the FIFO, opened read-write) keeps a writer on it, so the
+ * command sees EOF only once the holder is gone: stdin is closed by killing
+ * the holder, and the wrapper kills it when the command ends. Each batch of
+ * input is written into the FIFO by one /process/execute. Waiting for input
+ * costs nothing: no polling, no requests, one sleeping process. Without a
+ * FIFO (mkfifo failed) stdin is /dev/null.
+ *
+ * The wrapper opens the FIFO read-write first (which never blocks on Linux),
+ * so that neither the holder's nor the command's open blocks, and lets go of
+ * it once both have it.
  */
-static const char wrapper_feeder[] =
-	"feed() {\n"
-	"\tk=0; t=0.01\n"
-	"\twhile :; do\n"
-	"\t\tif [ -e \"$d/stdin.$k\" ]; then\n"
-	"\t\t\tcat \"$d/stdin.$k\" || return 0\n"
-	"\t\t\tk=$((k+1)); t=0.01\n"
-	"\t\telif [ -e \"$d/stdin.eof\" ]; then\n"
-	"\t\t\t[ -e \"$d/stdin.$k\" ] || return 0\n"
-	"\t\telse\n"
-	"\t\t\tsleep $t\n"
-	"\t\t\tcase $t in 0.01) t=0.02;; 0.02) t=0.05;; 0.05) t=0.1;; 0.1) t=0.2;; *) t=0.5;; esac\n"
-	"\t\tfi\n"
-	"\tdone\n"
-	"}\n"
-	"feed >\"$d/stdin.pipe\" & f=$!\n";
+static const char wrapper_stdin[] =
+	"i=/dev/null; h=\n"
+	"if [ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\"; then\n"
+	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n"
+	"\techo $h >\"$d/stdin.holder\"\n"
+	"\ti=$d/stdin.pipe\n"
+	"fi\n";
 
 /*
  * The watchdog of a timeout. It is not in the command's process group (the
@@ -102,8 +120,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	sb_adds(sb, "d=$1\n"
 		"r=$(command -v bash) || r=$(command -v sh) || r=/bin/sh\n"
 		"s=$(command -v setsid) || s=\n");
-	if (spec->with_stdin)
-		sb_adds(sb, wrapper_feeder);
+	sb_adds(sb, wrapper_stdin);
 	/* The environment as assignments before the command word: they reach
 	 * the command only, not the wrapper's own tools (a PATH=... must not
 	 * change which mv the wrapper runs). $s and $r are absolute paths, as
@@ -116,18 +133,22 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	}
 	/* setsid: the command gets a process group of its own (its pid), so a
 	 * kill of the group reaches everything it started and nothing else. */
-	sb_addf(sb, "$s $r \"$d/command\" <%s >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n",
-		spec->with_stdin ? "\"$d/stdin.pipe\"" : "/dev/null");
-	sb_adds(sb, "echo $p >\"$d/pgid.tmp\" && mv -f \"$d/pgid.tmp\" \"$d/pgid\"\n");
+	sb_adds(sb, "$s $r \"$d/command\" <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
+		"[ -n \"$h\" ] && exec 3>&-\n"
+		"echo $p >\"$d/pgid.tmp\" && mv -f \"$d/pgid.tmp\" \"$d/pgid\"\n");
 	if (spec->timeout_s > 0)
 		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
 	sb_adds(sb, "wait $p; c=$?\n");
 	if (spec->timeout_s > 0)
-		sb_adds(sb, "kill $w 2>/dev/null\n");
-	if (spec->with_stdin)
-		sb_adds(sb, "kill $f 2>/dev/null\n");
-	/* exit last, and atomically: its existence means the streams are final. */
-	sb_adds(sb, "echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n");
+		/* As timeout(1): 124 says the time ran out. */
+		sb_adds(sb, "kill $w 2>/dev/null\n"
+			"[ \"$(cat \"$d/state\" 2>/dev/null)\" = timedout ] && c=124\n");
+	/* exit last, and atomically: its existence means the streams are
+	 * final. Then the holder goes: a write still in flight fails (EPIPE)
+	 * rather than wait for a reader that will never come. */
+	sb_adds(sb, "echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
+		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
 
@@ -180,13 +201,13 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 	sb_adds(sb, " >\"$d/command\" && ");
 	add_decoder(sb, wrapper.buf, wrapper.len);
 	sb_adds(sb, " >\"$d/run\" && : >\"$d/stdout\" && : >\"$d/stderr\"");
-	if (spec->with_stdin)
-		sb_adds(sb, " && mkfifo \"$d/stdin.pipe\"");
 	/* A half-made command gets an exit, so it does not look running forever. */
 	sb_adds(sb, "; then :; else\n"
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
 		"\techo 127 >\"$d/exit\"; echo \"daytonafs-error setup $n\"; exit 0\n"
 		"fi\n"
+		/* Without a FIFO the command's stdin is /dev/null. */
+		"mkfifo \"$d/stdin.pipe\" 2>/dev/null\n"
 		"if command -v setsid >/dev/null 2>&1; then\n"
 		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
 		"else\n"
@@ -204,28 +225,71 @@ out:
 }
 
 /*
- * The kill script, run by sh -c (the toolbox shell may be zsh, whose kill
- * differs). state is written first, so that the exit the wrapper records
- * reads as "killed". When neither the group nor the wrapper is alive (the
- * sandbox was restarted under it), the record is ended here.
+ * Whether the wrapper of the record $d (number $n) still runs: its pid is
+ * alive and, when /proc tells, runs $d's run script (after a restart of the
+ * sandbox the pid may belong to anything). Unknown counts as alive: a record
+ * is ended only on evidence. Sets w to the pid ("" when not recorded).
+ */
+static const char alive_fn[] =
+	"alive() {\n"
+	"\tw=$(cat \"$d/wpid\" 2>/dev/null)\n"
+	"\tcase $w in ''|*[!0-9]*) w=; return 0 ;; esac\n"
+	"\tkill -0 \"$w\" 2>/dev/null || return 1\n"
+	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
+	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
+	"\tesac\n"
+	"\treturn 1\n"
+	"}\n"
+	/* Ends the record as killed by the restart. */
+	"orphan() {\n"
+	"\t[ -s \"$d/state\" ] || echo killed >\"$d/state\"\n"
+	"\techo 137 >\"$d/exit.$$\" && mv -f \"$d/exit.$$\" \"$d/exit\"\n"
+	"}\n";
+
+/* "sh -c 'SCRIPT'": the toolbox shell may be zsh, whose kill and case differ. */
+static void add_sh_c(struct strbuf *sb, const struct strbuf *script)
+{
+	if (script->oom) {
+		sb->oom = true;
+		return;
+	}
+	sb_adds(sb, "sh -c ");
+	sh_quote(sb, script->buf);
+}
+
+/* d=DIR, made absolute as the launcher made STATE_DIR. */
+static void add_dir(struct strbuf *sb, const char *var, const char *dir)
+{
+	sb_adds(sb, var);
+	sb_addc(sb, '=');
+	sh_quote(sb, dir);
+	sb_addf(sb, "\ncase $%s in /*) ;; *) %s=$PWD/$%s ;; esac\n", var, var, var);
+}
+
+/*
+ * The kill script. state is written first, so that the exit the wrapper
+ * records reads as "killed". When the wrapper is gone (the sandbox was
+ * restarted under it), its pids mean nothing now: nothing is signalled and
+ * the record is ended here.
  */
 static const char kill_script[] =
 	"if [ -e \"$d/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
 	"i=0\n"
 	"while [ ! -s \"$d/pgid\" ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done\n"
-	"p=$(cat \"$d/pgid\" 2>/dev/null); w=$(cat \"$d/wpid\" 2>/dev/null)\n"
+	"p=$(cat \"$d/pgid\" 2>/dev/null)\n"
 	"case $p in ''|*[!0-9]*) p= ;; esac\n"
-	"case $w in ''|*[!0-9]*) w= ;; esac\n"
+	"if [ -z \"$p\" ] || ! alive; then\n"
+	"\t[ -e \"$d/exit\" ] || orphan\n"
+	"\techo daytonafs-killed; exit 0\n"
+	"fi\n"
 	"echo killed >\"$d/state\"\n"
-	"if [ -n \"$p\" ] && { kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; }; then\n"
+	"if kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; then\n"
 	"\tk='sleep 2; kill -KILL -$1 2>/dev/null || kill -KILL $1 2>/dev/null'\n"
 	"\tif command -v setsid >/dev/null 2>&1; then\n"
 	"\t\tsetsid sh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
 	"\telse\n"
 	"\t\tsh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
 	"\tfi\n"
-	"elif [ -z \"$w\" ] || ! kill -0 $w 2>/dev/null; then\n"
-	"\t[ -e \"$d/exit\" ] || { echo 137 >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"; }\n"
 	"fi\n"
 	"echo daytonafs-killed\n";
 
@@ -233,42 +297,155 @@ void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
 {
 	struct strbuf script = STRBUF_INIT;
 
-	sb_adds(&script, "d=");
-	sh_quote(&script, cmd_dir);
-	sb_addc(&script, '\n');
+	add_dir(&script, "d", cmd_dir);
+	sb_adds(&script, alive_fn);
 	sb_adds(&script, kill_script);
-	if (script.oom) {
-		sb->oom = true;
-	} else {
-		sb_adds(sb, "sh -c ");
-		sh_quote(sb, script.buf);
-	}
+	add_sh_c(sb, &script);
 	sb_free(&script);
+}
+
+/*
+ * Fed to the toolbox shell directly (not sh -c: the data would exceed the
+ * kernel's limit on one argument), so it keeps to what zsh, bash and sh read
+ * alike. The FIFO has readers while the command runs (the holder and the
+ * command), so the open does not block; a full pipe blocks the write until
+ * the command reads (STDIN_TIMEOUT_S).
+ */
+int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const void *data, size_t len)
+{
+	add_dir(sb, "d", cmd_dir);
+	sb_adds(sb, "if [ -e \"$d/exit\" ]; then echo daytonafs-ended\n"
+		"elif [ -e \"$d/stdin.eof\" ]; then echo daytonafs-closed\n"
+		"elif [ ! -p \"$d/stdin.pipe\" ]; then echo daytonafs-nostdin\n"
+		"elif ");
+	add_decoder(sb, data, len);
+	sb_adds(sb, " >\"$d/stdin.pipe\"; then echo daytonafs-written\n"
+		"else echo daytonafs-failed\n"
+		"fi\n");
+	return sb->oom ? -ENOMEM : 0;
+}
+
+/*
+ * EOF: the holder goes. Its pid is checked to hold a stdin.pipe (after a
+ * restart of the sandbox the number may be anyone's); when /proc cannot tell,
+ * a running command's holder is taken to be alive. stdin.eof records it for
+ * other mounts, and stops later writes.
+ */
+static const char stdin_close_script[] =
+	"[ -e \"$d/stdin.eof\" ] || : >\"$d/stdin.eof\"\n"
+	"h=$(cat \"$d/stdin.holder\" 2>/dev/null)\n"
+	"case $h in ''|*[!0-9]*) h= ;; esac\n"
+	"if [ -n \"$h\" ] && [ ! -e \"$d/exit\" ]; then\n"
+	"\tif [ ! -d /proc/self ]; then\n"
+	"\t\tkill $h 2>/dev/null\n"
+	"\telif [ -d \"/proc/$h\" ]; then\n"
+	"\t\tcase $(readlink \"/proc/$h/fd/0\" 2>/dev/null) in\n"
+	"\t\t''|*/stdin.pipe) kill $h 2>/dev/null ;;\n"
+	"\t\tesac\n"
+	"\tfi\n"
+	"fi\n"
+	"echo daytonafs-closed\n";
+
+void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir)
+{
+	struct strbuf script = STRBUF_INIT;
+
+	add_dir(&script, "d", cmd_dir);
+	sb_adds(&script, stdin_close_script);
+	add_sh_c(sb, &script);
+	sb_free(&script);
+}
+
+/*
+ * The records without an exit whose wrapper is gone. A record without a
+ * wrapper pid is being started, unless its run script is over a minute old.
+ */
+static const char reconcile_script[] =
+	"for d in \"$S\"/cmd/*; do\n"
+	"\t[ -f \"$d/run\" ] && [ ! -e \"$d/exit\" ] || continue\n"
+	"\tif alive; then\n"
+	"\t\t[ -n \"$w\" ] && continue\n"
+	"\t\t[ -n \"$(find \"$d/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
+	"\tfi\n"
+	"\t[ -e \"$d/exit\" ] && continue\n"
+	"\torphan && echo \"daytonafs-orphan ${d##*/}\"\n"
+	"done\n"
+	"echo daytonafs-reconciled\n";
+
+void exec_build_reconcile(struct strbuf *sb, const char *state_dir)
+{
+	struct strbuf script = STRBUF_INIT;
+
+	add_dir(&script, "S", state_dir);
+	sb_adds(&script, alive_fn);
+	sb_adds(&script, reconcile_script);
+	add_sh_c(sb, &script);
+	sb_free(&script);
+}
+
+/* ---- parsers ---------------------------------------------------------------- */
+
+/* A decimal number at p followed by the end of a line: 0 and *n, else -EIO. */
+static int parse_number_line(const char *p, unsigned *n)
+{
+	unsigned long v;
+	char *end;
+
+	if (*p < '0' || *p > '9')
+		return -EIO;
+	errno = 0;
+	v = strtoul(p, &end, 10);
+	if (errno || v == 0 || v > UINT_MAX || !(*end == '\n' || *end == '\0' || *end == '\r'))
+		return -EIO;
+	*n = (unsigned)v;
+	return 0;
 }
 
 int exec_parse_launch(const char *output, unsigned *n)
 {
 	const char *p = output ? strstr(output, "daytonafs-started ") : NULL;
-	unsigned long v;
-	char *end;
 
-	if (p) {
-		p += strlen("daytonafs-started ");
-		errno = 0;
-		v = strtoul(p, &end, 10);
-		if (end != p && !errno && v > 0 && v <= UINT_MAX && (*end == '\n' || *end == '\0' ||
-								     *end == '\r')) {
-			*n = (unsigned)v;
-			return 0;
-		}
-		return -EIO;
-	}
+	if (p)
+		return parse_number_line(p + strlen("daytonafs-started "), n);
 	if (output && strstr(output, "daytonafs-error cwd"))
 		return -ENOENT;
 	return -EIO;
 }
 
-/* ---- parsers ---------------------------------------------------------------- */
+int exec_parse_stdin_reply(const char *output)
+{
+	if (!output)
+		return -EIO;
+	if (strstr(output, "daytonafs-written") || strstr(output, "daytonafs-closed"))
+		return 0;
+	if (strstr(output, "daytonafs-ended") || strstr(output, "daytonafs-failed"))
+		return -EPIPE;
+	if (strstr(output, "daytonafs-nostdin"))
+		return -EBADF;
+	return -EIO;
+}
+
+int exec_parse_reconcile(const char *output, void (*fn)(void *ctx, unsigned n), void *ctx)
+{
+	static const char tag[] = "daytonafs-orphan ";
+	const char *p = output;
+	bool done = false;
+	unsigned n;
+
+	while (p && *p) {
+		const char *eol = strchr(p, '\n');
+
+		if (!strncmp(p, tag, sizeof(tag) - 1)) {
+			if (parse_number_line(p + sizeof(tag) - 1, &n) == 0 && fn)
+				fn(ctx, n);
+		} else if (!strncmp(p, "daytonafs-reconciled", 20) &&
+			   (p[20] == '\n' || p[20] == '\r' || p[20] == '\0')) {
+			done = true;
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	return done ? 0 : -EIO;
+}
 
 bool exec_parse_cmd_name(const char *name, unsigned *n)
 {
@@ -298,37 +475,20 @@ void exec_parse_listing(const struct dt_fileinfo *fi, size_t n, struct exec_list
 
 		if (!name)
 			continue;
-		if (!strcmp(name, "exit")) {
+		if (!strcmp(name, "exit"))
 			out->ended = true;
-		} else if (!strcmp(name, "state")) {
+		else if (!strcmp(name, "state"))
 			out->has_state = true;
-		} else if (!strcmp(name, "pgid")) {
+		else if (!strcmp(name, "pgid"))
 			out->has_pgid = true;
-		} else if (!strcmp(name, "stdout")) {
+		else if (!strcmp(name, "stdout"))
 			out->size[EXEC_STDOUT] = fi[i].size;
-		} else if (!strcmp(name, "stderr")) {
+		else if (!strcmp(name, "stderr"))
 			out->size[EXEC_STDERR] = fi[i].size;
-		} else if (!strcmp(name, "stdin.pipe")) {
+		else if (!strcmp(name, "stdin.pipe"))
 			out->with_stdin = true;
-		} else if (!strcmp(name, "stdin.eof")) {
+		else if (!strcmp(name, "stdin.eof"))
 			out->stdin_eof = true;
-		} else if (!strncmp(name, "stdin.", 6)) {
-			/* stdin.K, not stdin.K.part: "0" is a valid K here. */
-			const char *p = name + 6;
-			unsigned long k = 0;
-
-			if (!*p || (*p == '0' && p[1]))
-				continue;
-			for (; *p >= '0' && *p <= '9'; p++) {
-				k = k * 10 + (unsigned long)(*p - '0');
-				if (k >= UINT_MAX)
-					break;
-			}
-			if (*p || k >= UINT_MAX)
-				continue;
-			if ((unsigned)k + 1 > out->stdin_next)
-				out->stdin_next = (unsigned)k + 1;
-		}
 	}
 }
 
@@ -365,10 +525,14 @@ enum exec_state exec_parse_state(const char *text, size_t len)
 	return EXEC_EXITED;
 }
 
-long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms)
+long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms, long idle_max_ms)
 {
-	if (!waiting)
-		return max_ms;
+	if (!waiting) {
+		/* Output changes do not matter here: only the end does. */
+		if (cur_ms < min_ms)
+			return min_ms;
+		return cur_ms >= idle_max_ms / 2 ? idle_max_ms : cur_ms * 2;
+	}
 	if (changed || cur_ms < min_ms)
 		return min_ms;
 	if (cur_ms >= max_ms / 2)
@@ -397,14 +561,21 @@ void exec_options_defaults(struct exec_options *o)
 	o->state_dir = "/tmp/.daytonafs";
 	o->poll_min_ms = 50;
 	o->poll_max_ms = 1000;
+	o->list_ttl_ms = 5000;
 }
 
 /* ---- the model ------------------------------------------------------------ */
+
+/* A poll() waiter. It is woken when ready, or after POLL_REQ_MAX_MS anyway:
+ * the kernel then polls again if the waiter is still there (a handle whose
+ * file was closed would otherwise keep its command polled for ever). */
+#define POLL_REQ_MAX_MS 30000
 
 struct poll_req {
 	void *handle;
 	enum exec_stream s;
 	uint64_t off;
+	int64_t since_ms;
 	struct poll_req *next;
 };
 
@@ -416,12 +587,13 @@ struct ecmd {
 	int exit_code;
 	uint64_t size[2];
 	bool with_stdin, stdin_eof;
-	unsigned stdin_next;
 	bool mine;                  /* started (or killed) by this mount: on_end is owed */
 	bool end_reported;
+	unsigned alive_gen;         /* the box generation in which it was started here */
 	char *text;                 /* the command text, once read */
 	size_t text_len;
 
+	/* waiting and polling */
 	int waiters;                /* readers and exit waiters blocked on it */
 	unsigned poll_seq;          /* polls completed */
 	int poll_err;               /* the last poll's error that waiters should see, or 0 */
@@ -429,16 +601,33 @@ struct ecmd {
 	bool poller_on;
 	long interval_ms;
 	int64_t next_poll_ms, last_poll_ms;
+	int64_t watch_until_ms;     /* mine: polled while nobody waits until then */
 	pthread_cond_t cv;          /* its state changed */
 	pthread_cond_t poll_cv;     /* wakes its poller */
-	pthread_mutex_t stdin_lock; /* orders stdin chunks; held across requests, per command only */
+
+	/* stdin */
+	struct strbuf in_buf;       /* written, not yet delivered */
+	bool in_flight;             /* a batch is being delivered */
+	bool sender_on;
+	bool in_close;              /* EOF is asked for */
+	int in_err;                 /* sticky: why a delivery failed */
+	int close_err;              /* why the last EOF failed */
+	pthread_cond_t in_cv;       /* in_buf shrank, or the sender stopped */
 };
 
 struct ebox {
 	char id[64];
 	char url[512];
 	int refs;
-	bool listed, dead;
+	bool dead;
+	bool listed;
+	int64_t listed_ms;
+	/* Generations: gen is bumped when the sandbox is seen stopped (its
+	 * processes may be gone), checked_gen is the one in which the records
+	 * were last checked against its processes (exec_build_reconcile). */
+	unsigned gen, checked_gen;
+	bool checking;
+	int64_t check_failed_ms;
 	struct ecmd **cmds;         /* ascending n */
 	size_t n_cmds, cap;
 	unsigned max_n;             /* highest number known or claimed */
@@ -449,11 +638,12 @@ struct exec_mgr {
 	struct dt_client *dt;
 	struct exec_options o;
 	char *state_dir;
+	long idle_max_ms;
 	pthread_mutex_t lock;
-	pthread_cond_t idle_cv;     /* pollers reached 0 */
+	pthread_cond_t idle_cv;     /* workers reached 0 */
 	pthread_condattr_t cattr;
-	int pollers;
-	/* Pollers that have finished, to be joined: joined rather than
+	int workers;
+	/* Workers that have finished, to be joined: joined rather than
 	 * detached so that none is still in its exit (curl's per-thread
 	 * handle is freed then) when exec_mgr_free returns. */
 	pthread_t *exited;
@@ -496,7 +686,7 @@ static struct ecmd *cmd_new(struct exec_mgr *m, unsigned n)
 	c->interval_ms = m->o.poll_min_ms;
 	pthread_cond_init(&c->cv, &m->cattr);
 	pthread_cond_init(&c->poll_cv, &m->cattr);
-	pthread_mutex_init(&c->stdin_lock, NULL);
+	pthread_cond_init(&c->in_cv, &m->cattr);
 	return c;
 }
 
@@ -510,7 +700,8 @@ static void cmd_free(struct ecmd *c)
 	}
 	pthread_cond_destroy(&c->cv);
 	pthread_cond_destroy(&c->poll_cv);
-	pthread_mutex_destroy(&c->stdin_lock);
+	pthread_cond_destroy(&c->in_cv);
+	sb_free(&c->in_buf);
 	free(c->text);
 	free(c);
 }
@@ -542,10 +733,11 @@ static struct ebox *box_get(struct exec_mgr *m, const struct dt_box *db)
 			return NULL;
 		}
 		b->refs = 1;    /* the list's */
+		b->gen = 1;     /* checked_gen 0: not checked yet */
 		b->next = m->boxes;
 		m->boxes = b;
 	}
-	/* The toolbox URL can change (a region move); pollers use the latest. */
+	/* The toolbox URL can change (a region move); workers use the latest. */
 	if (db->toolbox_url)
 		str_copy(b->url, sizeof(b->url), db->toolbox_url);
 	b->refs++;
@@ -583,7 +775,8 @@ static struct ecmd *cmd_find(const struct ebox *b, unsigned n)
 	return found ? b->cmds[i] : NULL;
 }
 
-/* Lock held. The entry for n, added when missing; NULL on out of memory. */
+/* Lock held. The entry for n, added when missing; NULL on out of memory.
+ * Entries live as long as their box: callers keep pointers across requests. */
 static struct ecmd *cmd_add(struct exec_mgr *m, struct ebox *b, unsigned n)
 {
 	bool found;
@@ -755,20 +948,30 @@ static void pending_run(struct exec_mgr *m, struct pending *p)
 	p->end = false;
 }
 
+/* Lock held: runs the callbacks without it. */
+static void pending_flush(struct exec_mgr *m, struct pending *p)
+{
+	if (!p->wake && !p->end)
+		return;
+	pthread_mutex_unlock(&m->lock);
+	pending_run(m, p);
+	pthread_mutex_lock(&m->lock);
+}
+
 static bool cmd_waiting(const struct ecmd *c)
 {
 	return c->waiters > 0 || c->polls;
 }
 
-/* Lock held. Moves the poll handles that are now ready to p->wake. */
-static void take_ready_polls(struct ecmd *c, struct pending *p)
+/* Lock held. Moves the poll handles that are now ready (or old) to p->wake. */
+static void take_ready_polls(struct ecmd *c, struct pending *p, int64_t now)
 {
 	struct poll_req **pp = &c->polls;
 
 	while (*pp) {
 		struct poll_req *r = *pp;
 
-		if (c->ended || c->size[r->s] > r->off) {
+		if (c->ended || c->size[r->s] > r->off || now - r->since_ms >= POLL_REQ_MAX_MS) {
 			*pp = r->next;
 			r->next = p->wake;
 			p->wake = r;
@@ -776,6 +979,32 @@ static void take_ready_polls(struct ecmd *c, struct pending *p)
 			pp = &r->next;
 		}
 	}
+}
+
+/* Lock held. The command ended: tell the waiters, and owe on_end to our own
+ * commands and to any we saw running (the sandbox's files changed behind
+ * the cache). */
+static void cmd_end(struct ebox *b, struct ecmd *c, enum exec_state st, int code, bool report,
+		    struct pending *p)
+{
+	if (c->ended)
+		return;
+	c->ended = true;
+	c->state = st;
+	c->exit_code = code;
+	if (report && !c->end_reported) {
+		c->end_reported = true;
+		p->end = true;
+		memcpy(p->id, b->id, sizeof(p->id));
+		p->n = c->n;
+	}
+	/* Buffered input has nowhere to go: a flush says so. */
+	if (c->in_buf.len && !c->in_err)
+		c->in_err = -EPIPE;
+	sb_free(&c->in_buf);
+	pthread_cond_broadcast(&c->cv);
+	pthread_cond_broadcast(&c->in_cv);
+	pthread_cond_broadcast(&c->poll_cv);
 }
 
 /* Lock held. Merges a fetch into the model; sets the next poll time. */
@@ -794,113 +1023,144 @@ static void apply_fetch(struct exec_mgr *m, struct ebox *b, struct ecmd *c, cons
 	}
 	c->with_stdin = c->with_stdin || f->l.with_stdin;
 	c->stdin_eof = c->stdin_eof || f->l.stdin_eof;
-	if (f->l.stdin_next > c->stdin_next)
-		c->stdin_next = f->l.stdin_next;
 	if (f->have_end && !c->ended) {
-		c->ended = true;
-		c->state = f->end_state;
-		c->exit_code = f->exit_code;
+		cmd_end(b, c, f->end_state, f->exit_code, c->mine || was_known, p);
 		changed = true;
-		/* Owed to our own commands, and to any we saw running: the
-		 * sandbox's files changed behind the cache. */
-		if (!c->end_reported && (c->mine || was_known)) {
-			c->end_reported = true;
-			p->end = true;
-			memcpy(p->id, b->id, sizeof(p->id));
-			p->n = c->n;
-		}
 	}
 	c->known = true;
 	c->poll_seq++;
 	c->poll_err = 0;
 	c->last_poll_ms = now;
 	c->interval_ms = exec_backoff(c->interval_ms, changed, cmd_waiting(c), m->o.poll_min_ms,
-				      m->o.poll_max_ms);
+				      m->o.poll_max_ms, m->idle_max_ms);
 	c->next_poll_ms = now + c->interval_ms;
-	take_ready_polls(c, p);
+	take_ready_polls(c, p, now);
 	if (changed)
 		pthread_cond_broadcast(&c->cv);
 }
 
 /* Lock held. A command whose directory vanished has ended, as far as anyone can tell. */
-static void apply_gone(struct ecmd *c, struct pending *p)
+static void apply_gone(struct ebox *b, struct ecmd *c, struct pending *p)
 {
-	if (!c->ended) {
-		c->ended = true;
-		c->state = EXEC_EXITED;
-		c->exit_code = -1;
-		pthread_cond_broadcast(&c->cv);
-	}
-	take_ready_polls(c, p);
+	cmd_end(b, c, EXEC_EXITED, -1, false, p);
+	take_ready_polls(c, p, now_ms());
 }
 
-/* ---- pollers ------------------------------------------------------------------ */
+/* Lock held. The sandbox is not running (or was not): its processes may be
+ * gone, so running records are checked again once it runs. */
+static void box_stopped(struct ebox *b)
+{
+	b->gen++;
+}
 
-struct poller_arg {
+struct orphan_ctx {
+	struct ebox *b;
+	struct pending *p;
+};
+
+static void orphan_fn(void *ctx, unsigned n)
+{
+	struct orphan_ctx *o = ctx;
+	struct ecmd *c = cmd_find(o->b, n);
+
+	if (c && !c->ended) {
+		log_info("exec: %s command %u: its processes are gone (the sandbox restarted): killed",
+			 o->b->id, n);
+		cmd_end(o->b, c, EXEC_KILLED, 137, true, o->p);
+		take_ready_polls(c, o->p, now_ms());
+	}
+}
+
+/* Whether c, seen running, might be a record whose processes are gone. */
+static bool needs_check(const struct ebox *b, const struct ecmd *c)
+{
+	return !c->ended && b->checked_gen != b->gen && c->alive_gen != b->gen;
+}
+
+/*
+ * Lock held; released meanwhile. Checks the sandbox's running records
+ * against its processes (one /process/execute), ending those whose wrapper
+ * is gone: after a stop and start of the sandbox they would otherwise look
+ * running for ever. Once per generation of the box.
+ */
+static void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p)
+{
+	struct strbuf script = STRBUF_INIT;
+	struct dt_error err = { 0 };
+	struct orphan_ctx oc = { b, p };
+	struct box_copy bc;
+	unsigned gen = b->gen;
+	char *out = NULL;
+	int rc, code = 0;
+
+	if (b->checking || b->checked_gen == gen || b->dead || m->stopping)
+		return;
+	if (b->check_failed_ms && now_ms() - b->check_failed_ms < RECONCILE_RETRY_MS)
+		return;
+	b->checking = true;
+	box_copy(b, &bc);
+	pthread_mutex_unlock(&m->lock);
+	exec_build_reconcile(&script, m->state_dir);
+	if (script.oom)
+		rc = dt_error_set(&err, -ENOMEM, 0, "out of memory");
+	else
+		rc = dt_exec(m->dt, &bc.db, script.buf, NULL, NULL, 0, RECONCILE_TIMEOUT_S, &code, &out,
+			     &err);
+	pthread_mutex_lock(&m->lock);
+	b->checking = false;
+	if (rc == 0 && exec_parse_reconcile(out, orphan_fn, &oc) == 0) {
+		b->checked_gen = gen;
+		b->check_failed_ms = 0;
+	} else {
+		b->check_failed_ms = now_ms();
+		if (rc == -EHOSTDOWN)
+			box_stopped(b);
+		log_debug("exec: checking the commands of %s: %s", b->id,
+			  rc < 0 ? err.message : "unexpected output");
+	}
+	sb_free(&script);
+	free(out);
+}
+
+/* ---- workers ------------------------------------------------------------------ */
+
+struct worker_arg {
 	struct exec_mgr *m;
 	struct ebox *b;
 	struct ecmd *c;
 };
 
-static bool cmd_wanted(const struct exec_mgr *m, const struct ebox *b, const struct ecmd *c)
+/* Lock held. Starts fn on a thread of its own, holding a reference to b. */
+static int worker_start(struct exec_mgr *m, struct ebox *b, struct ecmd *c, void *(*fn)(void *))
 {
-	if (m->stopping || b->dead || c->ended)
-		return false;
-	return cmd_waiting(c) || c->mine;
+	struct worker_arg *wa;
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	wa = malloc(sizeof(*wa));
+	if (!wa)
+		return -ENOMEM;
+	wa->m = m;
+	wa->b = b;
+	wa->c = c;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 1024 * 1024);
+	rc = pthread_create(&t, &attr, fn, wa);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		log_warn("exec: cannot start a thread: %s", strerror(rc));
+		free(wa);
+		return -rc;
+	}
+	b->refs++;
+	m->workers++;
+	return 0;
 }
 
-static void *poller_main(void *arg)
+/* Lock held. The end of a worker: it is joined by the next worker_reap. */
+static void worker_exit(struct exec_mgr *m, struct ebox *b)
 {
-	struct poller_arg *pa = arg;
-	struct exec_mgr *m = pa->m;
-	struct ebox *b = pa->b;
-	struct ecmd *c = pa->c;
-	struct pending p = { 0 };
-
-	free(pa);
-	pthread_mutex_lock(&m->lock);
-	while (cmd_wanted(m, b, c)) {
-		struct box_copy bc;
-		struct dt_error err = { 0 };
-		struct fetch f;
-		int64_t now = now_ms();
-		int rc;
-
-		if (now < c->next_poll_ms) {
-			timed_wait(&c->poll_cv, &m->lock, c->next_poll_ms);
-			continue;
-		}
-		box_copy(b, &bc);
-		pthread_mutex_unlock(&m->lock);
-		rc = fetch_cmd(m, &bc.db, c->n, true, &f, &err);
-		pthread_mutex_lock(&m->lock);
-		if (rc == 0) {
-			apply_fetch(m, b, c, &f, &p);
-		} else if (rc == -ENOENT) {
-			apply_gone(c, &p);
-		} else {
-			/* The sandbox stopped, the network failed: keep trying, slowly. */
-			log_debug("exec: polling %s command %u: %s", b->id, c->n, err.message);
-			/* A stopped sandbox killed its commands: no end will be
-			 * written, so stop polling for on_end's sake alone. */
-			if (rc == -EHOSTDOWN)
-				c->mine = false;
-			/* ... and tell the waiters, rather than let them wait for ever. */
-			c->poll_seq++;
-			c->poll_err = rc == -EHOSTDOWN ? rc : 0;
-			if (c->poll_err)
-				pthread_cond_broadcast(&c->cv);
-			c->last_poll_ms = now_ms();
-			c->interval_ms = m->o.poll_max_ms;
-			c->next_poll_ms = c->last_poll_ms + c->interval_ms;
-		}
-		if (p.wake || p.end) {
-			pthread_mutex_unlock(&m->lock);
-			pending_run(m, &p);
-			pthread_mutex_lock(&m->lock);
-		}
-	}
-	c->poller_on = false;
 	box_put(b);
 	if (m->n_exited == m->cap_exited) {
 		size_t cap = m->cap_exited ? m->cap_exited * 2 : 16;
@@ -915,15 +1175,13 @@ static void *poller_main(void *arg)
 		m->exited[m->n_exited++] = pthread_self();
 	else
 		pthread_detach(pthread_self());
-	if (--m->pollers == 0)
+	if (--m->workers == 0)
 		pthread_cond_broadcast(&m->idle_cv);
-	pthread_mutex_unlock(&m->lock);
-	return NULL;
 }
 
-/* Lock held. Joins finished pollers; they no longer need the lock, so this
+/* Lock held. Joins finished workers; they no longer need the lock, so this
  * only waits for their last instructions. */
-static void pollers_reap(struct exec_mgr *m)
+static void workers_reap(struct exec_mgr *m)
 {
 	size_t i;
 
@@ -932,36 +1190,85 @@ static void pollers_reap(struct exec_mgr *m)
 	m->n_exited = 0;
 }
 
+static bool cmd_wanted(const struct exec_mgr *m, const struct ebox *b, const struct ecmd *c, int64_t now)
+{
+	if (m->stopping || b->dead || c->ended)
+		return false;
+	return cmd_waiting(c) || (c->mine && now < c->watch_until_ms);
+}
+
+static void *poller_main(void *arg)
+{
+	struct worker_arg *wa = arg;
+	struct exec_mgr *m = wa->m;
+	struct ebox *b = wa->b;
+	struct ecmd *c = wa->c;
+	struct pending p = { 0 };
+	int64_t now;
+
+	free(wa);
+	pthread_mutex_lock(&m->lock);
+	while (now = now_ms(), cmd_wanted(m, b, c, now)) {
+		struct box_copy bc;
+		struct dt_error err = { 0 };
+		struct fetch f;
+		int rc;
+
+		if (now < c->next_poll_ms) {
+			int64_t until = c->next_poll_ms;
+
+			if (!cmd_waiting(c) && c->watch_until_ms < until)
+				until = c->watch_until_ms;
+			timed_wait(&c->poll_cv, &m->lock, until);
+			continue;
+		}
+		box_copy(b, &bc);
+		pthread_mutex_unlock(&m->lock);
+		rc = fetch_cmd(m, &bc.db, c->n, true, &f, &err);
+		pthread_mutex_lock(&m->lock);
+		if (rc == 0) {
+			apply_fetch(m, b, c, &f, &p);
+			if (needs_check(b, c))
+				box_check(m, b, &p);
+		} else if (rc == -ENOENT) {
+			apply_gone(b, c, &p);
+		} else {
+			/* The sandbox stopped, the network failed: keep trying, slowly. */
+			log_debug("exec: polling %s command %u: %s", b->id, c->n, err.message);
+			if (rc == -EHOSTDOWN) {
+				/* A stopped sandbox killed its commands: no end will be
+				 * written, so stop polling for on_end's sake alone, and
+				 * check the record once the sandbox runs again. */
+				c->mine = false;
+				box_stopped(b);
+			}
+			/* ... and tell the waiters, rather than let them wait for ever. */
+			c->poll_seq++;
+			c->poll_err = rc == -EHOSTDOWN ? rc : 0;
+			if (c->poll_err)
+				pthread_cond_broadcast(&c->cv);
+			c->last_poll_ms = now_ms();
+			c->interval_ms = m->o.poll_max_ms;
+			c->next_poll_ms = c->last_poll_ms + c->interval_ms;
+			take_ready_polls(c, &p, c->last_poll_ms);
+		}
+		pending_flush(m, &p);
+	}
+	c->poller_on = false;
+	worker_exit(m, b);
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
+}
+
 /* Lock held. Starts the command's poller if it should run and does not. */
 static void poller_ensure(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
 {
-	struct poller_arg *pa;
-	pthread_attr_t attr;
-	pthread_t t;
-	int rc;
-
-	if (c->poller_on || !cmd_wanted(m, b, c))
+	if (c->poller_on || !cmd_wanted(m, b, c, now_ms()))
 		return;
-	pollers_reap(m);
-	pa = malloc(sizeof(*pa));
-	if (!pa)
-		return;
-	pa->m = m;
-	pa->b = b;
-	pa->c = c;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 1024 * 1024);
-	rc = pthread_create(&t, &attr, poller_main, pa);
-	pthread_attr_destroy(&attr);
-	if (rc) {
-		/* Waiters retry every slice; nothing is lost but time. */
-		log_warn("exec: cannot start a poller thread: %s", strerror(rc));
-		free(pa);
-		return;
-	}
-	c->poller_on = true;
-	b->refs++;
-	m->pollers++;
+	workers_reap(m);
+	/* On failure waiters retry every slice; nothing is lost but time. */
+	if (worker_start(m, b, c, poller_main) == 0)
+		c->poller_on = true;
 }
 
 /*
@@ -982,18 +1289,32 @@ static void wait_begin(struct exec_mgr *m, struct ebox *b, struct ecmd *c, bool 
 	poller_ensure(m, b, c);
 }
 
+/* Lock held. The last waiter left: a command of ours is still watched for a
+ * while, for on_end. */
+static void wait_end(struct ecmd *c)
+{
+	if (!cmd_waiting(c) && c->mine) {
+		int64_t until = now_ms() + IDLE_WATCH_MS;
+
+		if (until > c->watch_until_ms)
+			c->watch_until_ms = until;
+	}
+}
+
 /* ---- lookups ------------------------------------------------------------------ */
 
-/* Reads STATE_DIR/cmd once per sandbox. Lock held; released meanwhile. */
+/* Reads STATE_DIR/cmd when it never was or when the last read is older than
+ * max_age_ms (-1: any age will do). Lock held; released meanwhile. */
 static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt_box *db,
-			     struct dt_error *err)
+			     long max_age_ms, struct dt_error *err)
 {
 	char path[EXEC_PATH_MAX];
 	struct dt_fileinfo *fi = NULL;
 	size_t nfi = 0, i;
+	int64_t started = now_ms();
 	int rc;
 
-	if (b->listed)
+	if (b->listed && (max_age_ms < 0 || started - b->listed_ms <= max_age_ms))
 		return 0;
 	if (!str_printf(path, sizeof(path), "%s/cmd", m->state_dir))
 		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
@@ -1003,10 +1324,16 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 	if (rc == -ENOENT) {
 		/* No command ever ran here. */
 		b->listed = true;
+		b->listed_ms = started;
 		return 0;
 	}
+	if (rc == -EHOSTDOWN)
+		box_stopped(b);
 	if (rc < 0)
-		return rc;
+		/* Another read may have succeeded meanwhile; else say why. */
+		return b->listed && max_age_ms >= 0 ? 0 : rc;
+	/* New entries are merged; none is dropped (callers hold pointers to
+	 * them, and a number this mount claimed may not be listed yet). */
 	for (i = 0; i < nfi; i++) {
 		unsigned n;
 
@@ -1016,8 +1343,11 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 		}
 	}
 	dt_fileinfo_free(fi, nfi);
-	if (rc == 0)
+	if (rc == 0) {
 		b->listed = true;
+		if (started > b->listed_ms)
+			b->listed_ms = started;
+	}
 	return rc;
 }
 
@@ -1035,7 +1365,7 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	struct fetch f;
 	int rc;
 
-	rc = box_ensure_listed(m, b, db, err);
+	rc = box_ensure_listed(m, b, db, -1, err);
 	if (rc < 0)
 		return rc;
 	c = cmd_find(b, n);
@@ -1046,6 +1376,8 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	pthread_mutex_unlock(&m->lock);
 	rc = fetch_cmd(m, db, n, !(c && c->ended), &f, err);
 	pthread_mutex_lock(&m->lock);
+	if (rc == -EHOSTDOWN)
+		box_stopped(b);
 	if (rc == -ENOENT && !c)
 		return dt_error_set(err, -ENOENT, 404, "no command %u", n);
 	if (rc < 0 && !(c && c->known))
@@ -1053,16 +1385,15 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	c = cmd_add(m, b, n);
 	if (!c)
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	if (rc == 0)
+	if (rc == 0) {
 		apply_fetch(m, b, c, &f, &p);
-	else if (rc == -ENOENT)
-		apply_gone(c, &p);
-	/* else: a refresh failed, the last known state stands */
-	if (p.wake || p.end) {
-		pthread_mutex_unlock(&m->lock);
-		pending_run(m, &p);
-		pthread_mutex_lock(&m->lock);
+		if (needs_check(b, c))
+			box_check(m, b, &p);
+	} else if (rc == -ENOENT) {
+		apply_gone(b, c, &p);
 	}
+	/* else: a refresh failed, the last known state stands */
+	pending_flush(m, &p);
 	*out = c;
 	return 0;
 }
@@ -1071,6 +1402,24 @@ static int check_args(struct exec_mgr *m, const struct dt_box *db, struct dt_err
 {
 	if (!m || !db || !db->id || !db->toolbox_url)
 		return dt_error_set(err, -EINVAL, 0, "invalid arguments");
+	return 0;
+}
+
+/* Lock held. Opens a box and the command in it, for the calls below. */
+static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool fresh,
+		    struct ebox **bp, struct ecmd **cp, struct dt_error *err)
+{
+	struct ebox *b = box_get(m, box);
+	int rc;
+
+	if (!b)
+		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+	rc = cmd_lookup(m, b, box, n, fresh, cp, err);
+	if (rc < 0) {
+		box_put(b);
+		return rc;
+	}
+	*bp = b;
 	return 0;
 }
 
@@ -1093,6 +1442,9 @@ struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o
 		m->o.poll_min_ms = 50;
 	if (m->o.poll_max_ms < m->o.poll_min_ms)
 		m->o.poll_max_ms = m->o.poll_min_ms;
+	if (m->o.list_ttl_ms < 0)
+		m->o.list_ttl_ms = 0;
+	m->idle_max_ms = m->o.poll_max_ms > IDLE_POLL_MAX_MS ? m->o.poll_max_ms : IDLE_POLL_MAX_MS;
 	m->state_dir = strdup(m->o.state_dir);
 	if (!m->state_dir) {
 		free(m);
@@ -1109,6 +1461,7 @@ struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o
 	return m;
 }
 
+/* Lock held. Releases everyone waiting on the box's commands. */
 static void collect_polls(struct ebox *b, struct pending *p)
 {
 	size_t i;
@@ -1125,6 +1478,7 @@ static void collect_polls(struct ebox *b, struct pending *p)
 		}
 		pthread_cond_broadcast(&c->cv);
 		pthread_cond_broadcast(&c->poll_cv);
+		pthread_cond_broadcast(&c->in_cv);
 	}
 }
 
@@ -1139,10 +1493,10 @@ void exec_mgr_free(struct exec_mgr *m)
 	m->stopping = true;
 	for (b = m->boxes; b; b = b->next)
 		collect_polls(b, &p);
-	/* A poller may be inside a request; it notices once that returns. */
-	while (m->pollers > 0)
+	/* A worker may be inside a request; it notices once that returns. */
+	while (m->workers > 0)
 		pthread_cond_wait(&m->idle_cv, &m->lock);
-	pollers_reap(m);
+	workers_reap(m);
 	pthread_mutex_unlock(&m->lock);
 	/* The poll() waiters are released (woken) rather than leaked. */
 	pending_run(m, &p);
@@ -1166,6 +1520,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	struct ecmd *c;
 	unsigned first, got = 0, i;
 	char *out = NULL;
+	int64_t now;
 	int rc, code = 0;
 
 	rc = check_args(m, box, err);
@@ -1179,7 +1534,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		pthread_mutex_unlock(&m->lock);
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
-	rc = box_ensure_listed(m, b, box, err);
+	rc = box_ensure_listed(m, b, box, -1, err);
 	if (rc < 0)
 		goto out_locked;
 	/* Claim the number here, so that two starts in this mount differ;
@@ -1200,7 +1555,8 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		dt_error_set(err, rc, 0, "out of memory");
 		goto out;
 	}
-	rc = dt_exec(m->dt, box, script.buf, NULL, NULL, 0, LAUNCH_TIMEOUT_S, &code, &out, err);
+	/* A command the user asked for counts as activity in the sandbox. */
+	rc = dt_exec_activity(m->dt, box, script.buf, NULL, NULL, 0, LAUNCH_TIMEOUT_S, &code, &out, err);
 	if (rc < 0)
 		goto out;
 	rc = exec_parse_launch(out, &got);
@@ -1228,15 +1584,18 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 		goto out_locked;
 	}
+	now = now_ms();
 	c->known = true;
 	c->mine = true;
-	c->with_stdin = spec->with_stdin;
+	c->with_stdin = true;   /* unless mkfifo failed: a write will tell */
+	c->alive_gen = b->gen;
 	c->text = strdup(spec->command);
 	c->text_len = c->text ? strlen(c->text) : 0;
-	c->last_poll_ms = now_ms();
+	c->last_poll_ms = now;
 	/* A quick command is over by the first poll, so on_end comes promptly. */
 	c->interval_ms = m->o.poll_min_ms;
-	c->next_poll_ms = c->last_poll_ms + m->o.poll_min_ms;
+	c->next_poll_ms = now + m->o.poll_min_ms;
+	c->watch_until_ms = now + IDLE_WATCH_MS;
 	poller_ensure(m, b, c);
 	*n = got;
 	rc = 0;
@@ -1270,7 +1629,7 @@ int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_
 		pthread_mutex_unlock(&m->lock);
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
-	rc = box_ensure_listed(m, b, box, err);
+	rc = box_ensure_listed(m, b, box, m->o.list_ttl_ms, err);
 	if (rc == 0 && b->n_cmds) {
 		arr = malloc(b->n_cmds * sizeof(*arr));
 		if (!arr) {
@@ -1301,7 +1660,7 @@ int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct 
 		pthread_mutex_unlock(&m->lock);
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
-	rc = box_ensure_listed(m, b, box, err);
+	rc = box_ensure_listed(m, b, box, m->o.list_ttl_ms, err);
 	if (rc == 0) {
 		if (b->n_cmds)
 			*n = b->cmds[b->n_cmds - 1]->n;
@@ -1313,31 +1672,38 @@ int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct 
 	return rc;
 }
 
+int exec_exists(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+{
+	struct ebox *b;
+	struct ecmd *c;
+	int rc;
+
+	rc = check_args(m, box, err);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&m->lock);
+	b = box_get(m, box);
+	if (!b) {
+		pthread_mutex_unlock(&m->lock);
+		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+	}
+	rc = box_ensure_listed(m, b, box, m->o.list_ttl_ms, err);
+	/* In the list: no need to read its record (ls -l cmd/ stats every N).
+	 * Else it may be newer than the list: one look in the sandbox. */
+	if (rc == 0 && !cmd_find(b, n))
+		rc = cmd_lookup(m, b, box, n, false, &c, err);
+	box_put(b);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
 static void status_fill(const struct ecmd *c, struct exec_status *st)
 {
 	st->state = c->ended ? c->state : EXEC_RUNNING;
 	st->exit_code = c->ended ? c->exit_code : -1;
 	st->size[0] = c->size[0];
 	st->size[1] = c->size[1];
-	st->stdin_open = c->with_stdin && !c->stdin_eof && !c->ended;
-}
-
-/* Lock held. Opens a box and the command in it, for the calls below. */
-static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool fresh,
-		    struct ebox **bp, struct ecmd **cp, struct dt_error *err)
-{
-	struct ebox *b = box_get(m, box);
-	int rc;
-
-	if (!b)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	rc = cmd_lookup(m, b, box, n, fresh, cp, err);
-	if (rc < 0) {
-		box_put(b);
-		return rc;
-	}
-	*bp = b;
-	return 0;
+	st->stdin_open = c->with_stdin && !c->stdin_eof && !c->in_close && !c->ended;
 }
 
 /*
@@ -1371,6 +1737,7 @@ static int wait_for(struct exec_mgr *m, struct ebox *b, struct ecmd *c,
 		timed_wait(&c->cv, &m->lock, now_ms() + WAIT_SLICE_MS);
 	}
 	c->waiters--;
+	wait_end(c);
 	return rc;
 }
 
@@ -1561,6 +1928,7 @@ int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exe
 			r->handle = poll_handle;
 			r->s = s;
 			r->off = off;
+			r->since_ms = now_ms();
 			r->next = c->polls;
 			c->polls = r;
 			wait_begin(m, b, c, was_waiting);
@@ -1603,7 +1971,8 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 	if (script.oom)
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 	else
-		rc = dt_exec(m->dt, box, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out, err);
+		rc = dt_exec_activity(m->dt, box, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out,
+				      err);
 	if (rc == 0 && out && strstr(out, "daytonafs-ended"))
 		rc = dt_error_set(err, -ESRCH, 0, "command %u has already ended", n);
 	else if (rc == 0 && !(out && strstr(out, "daytonafs-killed")))
@@ -1612,9 +1981,13 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 	pthread_mutex_lock(&m->lock);
 	if (rc == 0 || rc == -ESRCH) {
 		/* It is ending now: look soon, and owe on_end as for our own. */
+		int64_t now = now_ms();
+
 		c->mine = true;
 		c->interval_ms = m->o.poll_min_ms;
-		c->next_poll_ms = now_ms() + m->o.poll_min_ms;
+		c->next_poll_ms = now + m->o.poll_min_ms;
+		if (c->watch_until_ms < now + IDLE_WATCH_MS)
+			c->watch_until_ms = now + IDLE_WATCH_MS;
 		pthread_cond_signal(&c->poll_cv);
 		poller_ensure(m, b, c);
 	}
@@ -1626,12 +1999,156 @@ out:
 	return rc;
 }
 
-/* Lock held. The command, checked to take stdin. */
-static int stdin_check(const struct ecmd *c, unsigned n, struct dt_error *err)
+/* ---- stdin ---------------------------------------------------------------------- */
+
+/* One batch into the command's stdin pipe: one /process/execute. */
+static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n, const char *data,
+			 size_t len, struct dt_error *err)
 {
-	if (!c->with_stdin)
-		return dt_error_set(err, -EBADF, 0, "command %u was not started with stdin", n);
-	if (c->stdin_eof || c->ended)
+	struct strbuf script = STRBUF_INIT;
+	char dir[EXEC_PATH_MAX];
+	char *out = NULL;
+	int rc, code = 0;
+
+	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
+	if (rc < 0)
+		return dt_error_set(err, rc, 0, "state directory path too long");
+	rc = exec_build_stdin_write(&script, dir, data, len);
+	if (rc < 0) {
+		rc = dt_error_set(err, rc, 0, "out of memory");
+		goto out;
+	}
+	rc = dt_exec_activity(m->dt, db, script.buf, NULL, NULL, 0, STDIN_TIMEOUT_S, &code, &out, err);
+	if (rc == -ETIMEDOUT) {
+		rc = dt_error_set(err, rc, 0, "command %u did not read its stdin for %d s", n,
+				  STDIN_TIMEOUT_S);
+		goto out;
+	}
+	if (rc < 0)
+		goto out;
+	rc = exec_parse_stdin_reply(out);
+	if (rc == -EPIPE)
+		dt_error_set(err, rc, 0, "command %u has ended or closed its stdin", n);
+	else if (rc == -EBADF)
+		dt_error_set(err, rc, 0, "command %u has no stdin pipe", n);
+	else if (rc < 0)
+		dt_error_set(err, rc, 0, "writing to the stdin of command %u: %.200s", n, out ? out : "");
+out:
+	sb_free(&script);
+	free(out);
+	return rc;
+}
+
+static int stdin_eof(struct exec_mgr *m, const struct dt_box *db, unsigned n, struct dt_error *err)
+{
+	struct strbuf script = STRBUF_INIT;
+	char dir[EXEC_PATH_MAX];
+	char *out = NULL;
+	int rc, code = 0;
+
+	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
+	if (rc < 0)
+		return dt_error_set(err, rc, 0, "state directory path too long");
+	exec_build_stdin_close(&script, dir);
+	if (script.oom)
+		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+	else
+		rc = dt_exec_activity(m->dt, db, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out, err);
+	if (rc == 0 && exec_parse_stdin_reply(out) != 0)
+		rc = dt_error_set(err, -EIO, 0, "closing the stdin of command %u: %.200s", n, out ? out : "");
+	sb_free(&script);
+	free(out);
+	return rc;
+}
+
+/*
+ * The sender of a command's stdin: delivers what is buffered, one batch per
+ * request, in order, then EOF when asked. Whatever arrives while a batch is
+ * in flight goes in the next one, so many small writes cost few requests.
+ */
+static void *sender_main(void *arg)
+{
+	struct worker_arg *wa = arg;
+	struct exec_mgr *m = wa->m;
+	struct ebox *b = wa->b;
+	struct ecmd *c = wa->c;
+
+	free(wa);
+	pthread_mutex_lock(&m->lock);
+	while (!m->stopping && !b->dead) {
+		struct dt_error err = { 0 };
+		struct box_copy bc;
+		int rc;
+
+		if (c->in_buf.len && !c->in_err && !c->ended) {
+			struct strbuf batch = c->in_buf;
+
+			memset(&c->in_buf, 0, sizeof(c->in_buf));
+			c->in_flight = true;
+			box_copy(b, &bc);
+			pthread_mutex_unlock(&m->lock);
+			rc = stdin_deliver(m, &bc.db, c->n, batch.buf, batch.len, &err);
+			sb_free(&batch);
+			pthread_mutex_lock(&m->lock);
+			c->in_flight = false;
+			if (rc < 0) {
+				log_info("exec: %s", err.message);
+				c->in_err = rc;
+				sb_free(&c->in_buf);
+				if (rc == -EBADF)
+					c->with_stdin = false;
+			}
+			pthread_cond_broadcast(&c->in_cv);
+			continue;
+		}
+		if (c->in_close && !c->stdin_eof && !c->ended && c->with_stdin) {
+			box_copy(b, &bc);
+			pthread_mutex_unlock(&m->lock);
+			rc = stdin_eof(m, &bc.db, c->n, &err);
+			pthread_mutex_lock(&m->lock);
+			if (rc == 0) {
+				c->stdin_eof = true;
+			} else {
+				log_info("exec: %s", err.message);
+				c->close_err = rc;
+				c->in_close = false;
+			}
+			pthread_cond_broadcast(&c->in_cv);
+			continue;
+		}
+		break;
+	}
+	if (m->stopping || b->dead)
+		sb_free(&c->in_buf);
+	c->sender_on = false;
+	pthread_cond_broadcast(&c->in_cv);
+	worker_exit(m, b);
+	pthread_mutex_unlock(&m->lock);
+	return NULL;
+}
+
+/* Lock held. */
+static int sender_ensure(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
+{
+	int rc;
+
+	if (c->sender_on)
+		return 0;
+	workers_reap(m);
+	rc = worker_start(m, b, c, sender_main);
+	if (rc == 0)
+		c->sender_on = true;
+	return rc;
+}
+
+/* Lock held. Whether more input may be written to c. */
+static int stdin_writable(const struct ecmd *c, unsigned n, struct dt_error *err)
+{
+	if (c->in_err == -EBADF || (c->known && !c->with_stdin))
+		return dt_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
+	if (c->in_err)
+		return dt_error_set(err, c->in_err, 0, "command %u: stdin failed: %s", n, strerror(-c->in_err));
+	if (c->ended || c->stdin_eof || c->in_close)
 		return dt_error_set(err, -EPIPE, 0, "command %u: stdin is closed", n);
 	return 0;
 }
@@ -1639,115 +2156,122 @@ static int stdin_check(const struct ecmd *c, unsigned n, struct dt_error *err)
 ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned n, const void *buf,
 			 size_t size, struct dt_error *err)
 {
-	char part[EXEC_PATH_MAX], chunk[EXEC_PATH_MAX], dir[EXEC_PATH_MAX];
 	struct ebox *b;
 	struct ecmd *c;
-	unsigned k;
-	int rc, tries;
-
-	rc = check_args(m, box, err);
-	if (rc < 0)
-		return rc;
-	if (cmd_path(m, n, NULL, dir, sizeof(dir)) < 0)
-		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
-		return rc;
-	}
-	rc = stdin_check(c, n, err);
-	pthread_mutex_unlock(&m->lock);
-	if (rc < 0 || size == 0)
-		goto out;
-
-	/* One writer at a time per command: chunk K must exist before K+1 is
-	 * useful, and a failed write must not leave a hole in the numbering. */
-	pthread_mutex_lock(&c->stdin_lock);
-	pthread_mutex_lock(&m->lock);
-	rc = stdin_check(c, n, err);
-	k = c->stdin_next;
-	pthread_mutex_unlock(&m->lock);
-	if (rc < 0)
-		goto unlock;
-	if (!str_printf(part, sizeof(part), "%s/stdin.%u.part", dir, k)) {
-		rc = dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
-		goto unlock;
-	}
-	rc = dt_fs_upload_mem(m->dt, box, part, buf, size, err);
-	if (rc < 0)
-		goto unlock;
-	/* The move is atomic: the feeder never sees half a chunk. A chunk
-	 * already there (written by another mount) pushes ours along. */
-	for (tries = 0; tries < 64; tries++, k++) {
-		if (!str_printf(chunk, sizeof(chunk), "%s/stdin.%u", dir, k)) {
-			rc = dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
-			break;
-		}
-		rc = dt_fs_move(m->dt, box, part, chunk, err);
-		if (rc != -EEXIST)
-			break;
-	}
-	if (rc == 0) {
-		pthread_mutex_lock(&m->lock);
-		if (k + 1 > c->stdin_next)
-			c->stdin_next = k + 1;
-		pthread_mutex_unlock(&m->lock);
-	}
-unlock:
-	pthread_mutex_unlock(&c->stdin_lock);
-out:
-	pthread_mutex_lock(&m->lock);
-	box_put(b);
-	pthread_mutex_unlock(&m->lock);
-	return rc < 0 ? rc : (ssize_t)size;
-}
-
-int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
-{
-	char path[EXEC_PATH_MAX];
-	struct ebox *b;
-	struct ecmd *c;
-	bool closed;
+	size_t old;
 	int rc;
 
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	if (cmd_path(m, n, "stdin.eof", path, sizeof(path)) < 0)
-		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
 	pthread_mutex_lock(&m->lock);
 	rc = open_cmd(m, box, n, false, &b, &c, err);
 	if (rc < 0) {
 		pthread_mutex_unlock(&m->lock);
 		return rc;
 	}
-	if (!c->with_stdin)
-		rc = dt_error_set(err, -EBADF, 0, "command %u was not started with stdin", n);
-	pthread_mutex_unlock(&m->lock);
-	if (rc < 0)
-		goto out;
-
-	/* After every chunk: a write in flight finishes first. */
-	pthread_mutex_lock(&c->stdin_lock);
-	pthread_mutex_lock(&m->lock);
-	closed = c->stdin_eof;
-	pthread_mutex_unlock(&m->lock);
-	if (!closed) {
-		rc = dt_fs_upload_mem(m->dt, box, path, "", 0, err);
-		if (rc == 0) {
-			pthread_mutex_lock(&m->lock);
-			c->stdin_eof = true;
-			pthread_mutex_unlock(&m->lock);
+	/* A full buffer waits for the sender, as a full pipe would. */
+	while ((rc = stdin_writable(c, n, err)) == 0 && c->in_buf.len >= STDIN_BUF_MAX) {
+		if (m->stopping || b->dead) {
+			rc = dt_error_set(err, -EPIPE, 0, "command %u: stdin is closed", n);
+			break;
+		}
+		if (interrupted(m)) {
+			rc = dt_error_set(err, -EINTR, 0, "interrupted");
+			break;
+		}
+		timed_wait(&c->in_cv, &m->lock, now_ms() + WAIT_SLICE_MS);
+	}
+	if (rc == 0 && size) {
+		old = c->in_buf.len;
+		sb_add(&c->in_buf, buf, size);
+		if (c->in_buf.oom) {
+			c->in_buf.len = old;
+			c->in_buf.oom = false;
+			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		} else if (sender_ensure(m, b, c) < 0) {
+			c->in_buf.len = old;
+			rc = dt_error_set(err, -EAGAIN, 0, "cannot start a thread");
 		}
 	}
-	pthread_mutex_unlock(&c->stdin_lock);
-out:
+	box_put(b);
+	pthread_mutex_unlock(&m->lock);
+	return rc < 0 ? rc : (ssize_t)size;
+}
+
+int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+{
+	struct ebox *b;
+	struct ecmd *c;
+	int rc;
+
+	rc = check_args(m, box, err);
+	if (rc < 0)
+		return rc;
 	pthread_mutex_lock(&m->lock);
+	rc = open_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0) {
+		pthread_mutex_unlock(&m->lock);
+		return rc;
+	}
+	while ((c->in_buf.len || c->in_flight) && !c->in_err && !m->stopping && !b->dead) {
+		if (interrupted(m)) {
+			rc = dt_error_set(err, -EINTR, 0, "interrupted");
+			break;
+		}
+		timed_wait(&c->in_cv, &m->lock, now_ms() + WAIT_SLICE_MS);
+	}
+	if (rc == 0 && c->in_err)
+		rc = dt_error_set(err, c->in_err, 0, "command %u: stdin failed: %s", n, strerror(-c->in_err));
 	box_put(b);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
+
+int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+{
+	struct ebox *b;
+	struct ecmd *c;
+	int rc;
+
+	rc = check_args(m, box, err);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&m->lock);
+	rc = open_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0) {
+		pthread_mutex_unlock(&m->lock);
+		return rc;
+	}
+	if (c->known && !c->with_stdin) {
+		rc = dt_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
+		goto out;
+	}
+	if (c->stdin_eof || c->ended)
+		goto out;
+	c->in_close = true;
+	c->close_err = 0;
+	rc = sender_ensure(m, b, c);
+	if (rc < 0) {
+		c->in_close = false;
+		rc = dt_error_set(err, rc, 0, "cannot start a thread");
+		goto out;
+	}
+	/* Everything written goes first, then EOF. Not interruptible: it is
+	 * what a close does, and it ends. */
+	while (c->sender_on && !c->stdin_eof && !c->ended && !m->stopping && !b->dead)
+		timed_wait(&c->in_cv, &m->lock, now_ms() + WAIT_SLICE_MS);
+	if (!c->stdin_eof && !c->ended) {
+		rc = c->close_err ? c->close_err : -EIO;
+		dt_error_set(err, rc, 0, "command %u: closing stdin failed: %s", n, strerror(-rc));
+	}
+out:
+	box_put(b);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/* ---- the rest ------------------------------------------------------------------ */
 
 int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, char **text,
 		      size_t *len, struct dt_error *err)
@@ -1772,8 +2296,11 @@ int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, 
 	}
 	if (!c->text) {
 		/* The text never changes: read once, then memory. */
+		struct box_copy bc;
+
+		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
-		rc = download_small(m, box, path, COMMAND_TEXT_MAX, &t, &l, err);
+		rc = download_small(m, &bc.db, path, COMMAND_TEXT_MAX, &t, &l, err);
 		pthread_mutex_lock(&m->lock);
 		if (rc == 0 && !c->text) {
 			c->text = t;
@@ -1812,10 +2339,23 @@ void exec_forget_sandbox(struct exec_mgr *m, const char *sandbox_id)
 	if (b) {
 		*pp = b->next;
 		b->dead = true;
-		/* Pollers and waiters see dead and leave; the last reference frees. */
+		/* Workers and waiters see dead and leave; the last reference frees. */
 		collect_polls(b, &p);
 		box_put(b);
 	}
 	pthread_mutex_unlock(&m->lock);
 	pending_run(m, &p);
+}
+
+void exec_sandbox_stopped(struct exec_mgr *m, const char *sandbox_id)
+{
+	struct ebox *b;
+
+	if (!m || !sandbox_id)
+		return;
+	pthread_mutex_lock(&m->lock);
+	for (b = m->boxes; b; b = b->next)
+		if (!strcmp(b->id, sandbox_id))
+			box_stopped(b);
+	pthread_mutex_unlock(&m->lock);
 }

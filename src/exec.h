@@ -8,11 +8,16 @@
  * streams to files in the sandbox, in STATE_DIR/cmd/N/ (STATE_DIR defaults to
  * /tmp/.daytonafs):
  *   command   the command text, byte for byte
+ *   run       the wrapper script
  *   stdout, stderr   the streams, byte for byte
- *   pgid      the process group of the command (for kill)
- *   exit      the exit status, written when it ends (128+signal when killed by one)
+ *   wpid, pgid   the wrapper's pid and the command's process group (for kill)
+ *   exit      the exit status, written when it ends (128+signal when killed by
+ *             one, 124 when its timeout ended it, 137 when its processes
+ *             vanished with a restart of the sandbox); written last, atomically
  *   state     "killed" or "timedout" when it ended that way
- *   stdin.K   chunks of standard input, written by the mount in order; stdin.eof ends it
+ *   stdin.pipe   a FIFO: the command's standard input. A holder process
+ *             (pid in stdin.holder) keeps it open, so the command sees EOF
+ *             only once stdin is closed (stdin.eof records that).
  * One /process/execute starts it. Output is read with ranged downloads, and a
  * single listing of cmd/N tells the sizes of both streams and whether it ended,
  * so waiting costs one request per poll, and polls back off from poll_min_ms to
@@ -35,6 +40,10 @@ struct exec_options {
 	const char *state_dir;      /* in the sandbox; default "/tmp/.daytonafs" */
 	long poll_min_ms;           /* default 50 */
 	long poll_max_ms;           /* default 1000 */
+	/* How long a listing of STATE_DIR/cmd is trusted before exec_list and
+	 * exec_last read it again (commands started by other mounts appear
+	 * then); default 5000. */
+	long list_ttl_ms;
 	/* Called by blocking waits every ~100 ms: true aborts the wait with -EINTR
 	 * (the FUSE request was interrupted). May be NULL. */
 	bool (*interrupted)(void);
@@ -58,7 +67,10 @@ struct exec_spec {
 	long timeout_s;             /* 0: none; else killed (whole group) after it, state "timedout" */
 	const struct dt_kv *env;
 	size_t n_env;
-	bool with_stdin;            /* stdin is fed from cmd/N/stdin writes; else /dev/null */
+	/* Ignored: every command's stdin is a pipe fed by exec_stdin_write and
+	 * closed by exec_stdin_close (a command that must not wait for input can
+	 * say "< /dev/null"). Kept for the "exec stdin -- ..." grammar. */
+	bool with_stdin;
 };
 
 /* Starts a command; returns once it has started, with its number in *n. */
@@ -71,6 +83,9 @@ int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_
 	      struct dt_error *err);
 /* The newest command's number, or -ENOENT when there is none. */
 int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct dt_error *err);
+/* 0 when command n exists (in the list, or found in the sandbox now: another
+ * mount may have started it), else -ENOENT. */
+int exec_exists(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
 
 enum exec_stream { EXEC_STDOUT = 0, EXEC_STDERR = 1 };
 enum exec_state { EXEC_RUNNING, EXEC_EXITED, EXEC_KILLED, EXEC_TIMEDOUT };
@@ -98,15 +113,30 @@ int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exe
 	      uint64_t off, void *poll_handle);
 /* SIGTERM to the process group, SIGKILL after 2 s; state "killed". */
 int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
-/* Appends bytes to the command's stdin (only for with_stdin commands: else -EBADF). */
+/*
+ * The command's standard input, as a pipe: a write is buffered (up to 1 MiB;
+ * beyond that it waits) and a sender delivers the buffer into the command's
+ * stdin with one request per batch. -EPIPE once stdin was closed or the
+ * command ended (or a delivery found so), -EBADF for a command that has no
+ * stdin pipe (started by an older daytonafs), or the sticky error of a
+ * failed delivery.
+ */
 ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned n, const void *buf,
 			 size_t size, struct dt_error *err);
+/* Waits until everything written is in the command's stdin; its error. */
+int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+/* Delivers what is buffered, then EOF. Idempotent. */
 int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
 /* The command text (malloc'd, NUL-terminated). */
 int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, char **text,
 		      size_t *len, struct dt_error *err);
 /* Forgets a sandbox (it was deleted). */
 void exec_forget_sandbox(struct exec_mgr *m, const char *sandbox_id);
+/* The sandbox was seen stopped (or otherwise not running): its processes may
+ * be gone, so the records of its running commands are checked against the
+ * sandbox's processes the next time one is looked at; those whose processes
+ * are gone end as "killed", exit 137. */
+void exec_sandbox_stopped(struct exec_mgr *m, const char *sandbox_id);
 
 
 /* ---- internals, exposed for the unit tests (tests/unit/test_exec.c) ----- */
@@ -118,9 +148,8 @@ struct exec_listing {
 	bool ended;                 /* "exit" exists (written last, atomically) */
 	bool has_state;             /* "state" exists: killed or timed out */
 	bool has_pgid;
-	bool with_stdin;            /* "stdin.pipe" exists: started with stdin */
-	bool stdin_eof;             /* "stdin.eof" exists */
-	unsigned stdin_next;        /* 1 + the highest complete chunk K of stdin.K, 0 when none */
+	bool with_stdin;            /* "stdin.pipe" exists */
+	bool stdin_eof;             /* "stdin.eof" exists: stdin was closed */
 	uint64_t size[2];           /* stdout, stderr (0 when missing) */
 };
 void exec_parse_listing(const struct dt_fileinfo *fi, size_t n, struct exec_listing *out);
@@ -130,9 +159,10 @@ bool exec_parse_cmd_name(const char *name, unsigned *n);
 int exec_parse_exit(const char *text, size_t len, int *code);
 /* The state of an ended command from its state file (NULL: none). */
 enum exec_state exec_parse_state(const char *text, size_t len);
-/* The next poll interval: min after a change, doubling up to max while a
- * waiter sees nothing change, max when nobody waits. */
-long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms);
+/* The next poll interval. While someone waits: min after a change, else
+ * doubling up to max. While nobody waits (a command of this mount, polled
+ * only to notice its end): doubling up to idle_max, whatever changes. */
+long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms, long idle_max_ms);
 /* The wrapper script (run by sh with the command directory as $1). -EINVAL
  * for an environment key that is not [A-Za-z_][A-Za-z0-9_]*. */
 int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec);
@@ -142,9 +172,28 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec);
  * "daytonafs-started N" (or "daytonafs-error WHAT"). */
 int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first,
 			const struct exec_spec *spec);
-/* The kill script: prints "daytonafs-killed", "daytonafs-ended" or "daytonafs-error WHAT". */
+/* The kill script: prints "daytonafs-killed" or "daytonafs-ended". A record
+ * whose wrapper is gone (the sandbox restarted) is ended as killed, 137,
+ * without signalling anything. */
 void exec_build_kill(struct strbuf *sb, const char *cmd_dir);
 /* Parses the launcher's output: 0 and *n, -ENOENT (no such cwd), else -EIO. */
 int exec_parse_launch(const char *output, unsigned *n);
+/* The script that puts data into cmd_dir's stdin pipe; it prints
+ * "daytonafs-written", or "daytonafs-ended", "daytonafs-closed",
+ * "daytonafs-nostdin", "daytonafs-failed" (the write failed: the command
+ * went away while it was written). */
+int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const void *data, size_t len);
+/* The script that closes the stdin of cmd_dir (EOF): "daytonafs-closed". */
+void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir);
+/* The reply of either: 0 (written, closed), -EPIPE (ended, closed, failed),
+ * -EBADF (nostdin), else -EIO. */
+int exec_parse_stdin_reply(const char *output);
+/* The script that ends the records of STATE_DIR whose wrapper is no longer
+ * running (killed, 137), printing "daytonafs-orphan N" for each, then
+ * "daytonafs-reconciled". */
+void exec_build_reconcile(struct strbuf *sb, const char *state_dir);
+/* Calls fn for each N of "daytonafs-orphan N" in output; 0, or -EIO when the
+ * final "daytonafs-reconciled" is missing. */
+int exec_parse_reconcile(const char *output, void (*fn)(void *ctx, unsigned n), void *ctx);
 
 #endif

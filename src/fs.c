@@ -220,7 +220,6 @@ int node_parse(const char *path, struct node *n)
 
 void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d)
 {
-	(void)fs;
 	str_copy(sb->id, sizeof(sb->id), d->id);
 	str_copy(sb->name, sizeof(sb->name), d->name);
 	str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
@@ -228,6 +227,10 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
 	sb->fetched_at = now_mono();
 	sb->gone = !strcmp(d->state, "destroyed");
+	/* Not running: its commands' processes may be gone with it, so exec
+	 * checks their records against the sandbox's processes once it runs. */
+	if (fs && fs->exec && strcmp(d->state, "started") && strcmp(d->state, "snapshotting"))
+		exec_sandbox_stopped(fs->exec, d->id);
 }
 
 /* Caller holds fs->lock. */
@@ -471,19 +474,10 @@ static int command_exists(struct dfs *fs, struct sandbox *sb, unsigned n)
 {
 	struct dt_error err = { 0 };
 	struct dt_box box;
-	unsigned *ns = NULL;
-	size_t count = 0;
-	int rc, found = -ENOENT;
 
+	/* Also finds a command that another mount started after our listing. */
 	sandbox_box(sb, &box);
-	rc = exec_list(fs->exec, &box, &ns, &count, &err);
-	if (rc < 0)
-		return rc;
-	for (size_t i = 0; i < count; i++)
-		if (ns[i] == n)
-			found = 0;
-	free(ns);
-	return found;
+	return exec_exists(fs->exec, &box, n, &err);
 }
 
 static int newest_command(struct dfs *fs, struct sandbox *sb, unsigned *n)
@@ -928,6 +922,24 @@ static int dfs_symlink(const char *target, const char *path)
 	if (rc)
 		return rc < 0 ? rc : -EPERM;
 	return files_symlink(dfs_get(), sb, target, n.path);
+}
+
+static int dfs_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	struct dfs *fs = dfs_get();
+	struct sandbox *sb;
+	struct node n;
+	int rc;
+
+	rc = resolve(fs, path, &n, &sb);
+	if (rc < 0)
+		return rc;
+	if (n.kind != N_FILE)
+		return -EPERM;
+	rc = sandbox_require_running(fs, sb);
+	if (rc < 0)
+		return rc;
+	return files_mknod(fs, sb, n.path, mode, rdev);
 }
 
 static int dfs_link(const char *from, const char *to)
@@ -1411,6 +1423,18 @@ static int dfs_flush(const char *path, struct fuse_file_info *fi)
 		}
 		pthread_mutex_unlock(&h->lock);
 		return rc;
+	case H_STDIN: {
+		/* close() returns once what was written is in the command's
+		 * stdin, with the error of a delivery that failed. */
+		struct dt_error err = { 0 };
+		struct dt_box box;
+
+		sandbox_box(h->sb, &box);
+		rc = exec_stdin_flush(fs->exec, &box, h->cmd, &err);
+		if (rc < 0 && rc != -EINTR)
+			sandbox_set_error(h->sb, "stdin of command %u: %s", h->cmd, err.message);
+		return rc;
+	}
 	default:
 		return 0;
 	}
@@ -1558,6 +1582,7 @@ static const struct fuse_operations dfs_ops = {
 	.unlink = dfs_unlink,
 	.rename = dfs_rename,
 	.symlink = dfs_symlink,
+	.mknod = dfs_mknod,
 	.link = dfs_link,
 	.chmod = dfs_chmod,
 	.chown = dfs_chown,
@@ -1655,6 +1680,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 		eo.state_dir = o->state_dir;
 	eo.poll_min_ms = o->poll_min_ms;
 	eo.poll_max_ms = o->poll_max_ms;
+	eo.list_ttl_ms = (long)(o->dir_timeout * 1000);
 	eo.interrupted = request_interrupted;
 	eo.on_end = on_command_end;
 	eo.wake = poll_wake;

@@ -3,14 +3,34 @@
  * fs_files.c - the sandbox's own files under SANDBOX/fs/, proxied to the
  * toolbox file API.
  *
- * Reads are ranged downloads through a per-handle read-ahead window that
- * grows while the reader is sequential. Writes go to a stage (stage.h), a
- * local file shared by every handle open on the same path, so that two
- * descriptors see each other's writes and a read after a write sees it before
- * it is uploaded; the stage is uploaded whole on flush, fsync and release.
- * Metadata comes from the cache (cache.h), filled by listings and stat calls.
- * Where the file API has no call (utimens, chown, symlinks, rename over an
- * existing file, statfs), one command runs in the sandbox, every path quoted.
+ * Metadata. The toolbox's stat and listing follow symbolic links and hide
+ * dangling ones, so they cannot show a link as a link. A directory is
+ * therefore listed with ONE command in the sandbox, find -printf, which
+ * gives lstat's view of every entry (type, full mode, size, mtime in ns,
+ * owner, link count, link target); the listing fills the attribute cache,
+ * so that ls -l costs one request. A lookup that misses the cache lists the
+ * parent (one request that answers for every sibling, and for every name
+ * that does not exist); a path whose parent's listing already names it as
+ * a regular file or directory (after this mount wrote it, say) is asked
+ * with GET /files/info, exact for anything but a link. Where find does not
+ * work, the file API's listing is used, with its limits (SEMANTICS.md).
+ * Changes made through the mount update the cached listing in place
+ * (cache_update) instead of dropping it.
+ *
+ * Content. Reads are ranged downloads through a per-handle read-ahead
+ * window that grows while the reader is sequential. Writes go to a stage
+ * (stage.h), a local file shared by every handle open on the same path, so
+ * that two descriptors see each other's writes and a read after a write
+ * sees it before it is uploaded; the stage is uploaded whole on flush, fsync
+ * and release. What must wait for the upload (the mode, owner and times of
+ * a file being written: the upload would reset them) is applied right
+ * after it, in one command.
+ *
+ * Where the file API has no call (times, owner, links, special mode bits,
+ * rename over an existing file, truncate, statfs), one command runs in the
+ * sandbox, every path quoted, and prints the path's new attributes with the
+ * same find format, so that the change costs one request and the next stat
+ * none.
  */
 #include "fs_int.h"
 
@@ -31,6 +51,17 @@
 
 #define RA_MIN (128 * 1024)
 #define RA_MAX (8 * 1024 * 1024)
+/* Commands for file operations are bounded by the mount's request timeout
+ * (-o timeout), like every other request: no limit of their own in the
+ * sandbox, where they are short (SEMANTICS.md). */
+#define FS_COMMAND_TIMEOUT_S 0
+
+/* One record per entry, '/' between fields (no name holds a '/'); the link
+ * target is last, and its length is the link's size. See files_parse_find. */
+#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%f/%l\\n"
+
+/* How a sandbox's directories are listed. */
+enum list_mode { LIST_UNKNOWN = 0, LIST_FIND, LIST_API };
 
 /* One path of one sandbox with open handles. */
 struct open_node {
@@ -44,16 +75,43 @@ struct open_node {
 	bool dirty;               /* the stage differs from the sandbox's file */
 	bool unlinked;            /* removed while open: never uploaded again */
 	bool is_new;              /* created here and not uploaded yet */
-	mode_t mode;              /* S_IFREG | permissions, for new files */
-	bool chmod_pending;       /* apply mode after the first upload */
-	bool mtime_pending;       /* apply mtime after the next upload */
+	struct stat st;           /* the file's attributes at open (made up for a new file);
+				     st_mode follows chmod through the mount */
+	bool chmod_pending;       /* a new file's mode, applied after its first upload */
+	bool chown_pending;       /* owner and group of a new file, likewise */
+	uid_t uid;
+	gid_t gid;
+	bool mtime_pending;       /* utimens while dirty: applied after the next upload */
 	struct timespec mtime;    /* last write, or the pending utimens value */
+	bool atime_pending;
+	struct timespec atime;
 	int upload_error;         /* last failed upload's errno, reported by flush/fsync */
 };
+
+struct sb_mode {
+	struct sb_mode *next;
+	const struct sandbox *sb;
+	enum list_mode mode;
+};
+
+/* Link targets seen in listings, so that readlink costs nothing. */
+struct link_ent {
+	struct link_ent *next;
+	const struct sandbox *sb;
+	double expires;
+	char *path;
+	char *target;
+};
+
+#define LINK_BUCKETS 1024
+#define LINK_MAX 65536
 
 struct open_table {
 	pthread_mutex_t lock;
 	struct open_node *head;
+	struct sb_mode *modes;
+	struct link_ent *links[LINK_BUCKETS];
+	size_t nlinks;
 };
 
 struct fhandle {
@@ -69,6 +127,8 @@ struct fhandle {
 	size_t window;
 };
 
+static void links_clear_locked(struct open_table *t, const struct sandbox *sb);
+
 struct open_table *open_table_new(void)
 {
 	struct open_table *t = calloc(1, sizeof(*t));
@@ -81,6 +141,7 @@ struct open_table *open_table_new(void)
 void open_table_free(struct open_table *t)
 {
 	struct open_node *n, *next;
+	struct sb_mode *m, *mnext;
 
 	for (n = t->head; n; n = next) {
 		next = n->next;
@@ -90,6 +151,11 @@ void open_table_free(struct open_table *t)
 		pthread_mutex_destroy(&n->lock);
 		free(n);
 	}
+	for (m = t->modes; m; m = mnext) {
+		mnext = m->next;
+		free(m);
+	}
+	links_clear_locked(t, NULL);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -174,11 +240,434 @@ static void node_free(struct open_node *n)
 	free(n);
 }
 
-/* ---- helpers ------------------------------------------------------------- */
-
-static void stat_from_info(struct dfs *fs, const struct dt_fileinfo *fi, struct stat *st)
+static void node_release(struct dfs *fs, struct open_node *n)
 {
-	(void)fs;
+	if (node_put(fs->files, n))
+		node_free(n);
+}
+
+/* ---- per-sandbox listing mode ---------------------------------------------- */
+
+static enum list_mode list_mode_get(struct dfs *fs, const struct sandbox *sb)
+{
+	enum list_mode mode = LIST_UNKNOWN;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct sb_mode *m = fs->files->modes; m; m = m->next)
+		if (m->sb == sb)
+			mode = m->mode;
+	pthread_mutex_unlock(&fs->files->lock);
+	return mode;
+}
+
+static void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode)
+{
+	struct sb_mode *m;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (m = fs->files->modes; m; m = m->next)
+		if (m->sb == sb)
+			break;
+	if (!m) {
+		m = calloc(1, sizeof(*m));
+		if (m) {
+			m->sb = sb;
+			m->next = fs->files->modes;
+			fs->files->modes = m;
+		}
+	}
+	if (m && m->mode != mode) {
+		m->mode = mode;
+		if (mode == LIST_API)
+			log_warn("%s: find -printf does not work in the sandbox: listing with the file API "
+				 "(symbolic links are shown as their targets, dangling ones not at all)", sb->name);
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+}
+
+/* ---- link targets ------------------------------------------------------------ */
+
+static size_t link_bucket(const struct sandbox *sb, const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)sb;
+
+	for (const char *p = path; *p; p++) {
+		h ^= (unsigned char)*p;
+		h *= 0x100000001b3ULL;
+	}
+	return (size_t)(h % LINK_BUCKETS);
+}
+
+static void link_ent_free(struct link_ent *e)
+{
+	free(e->path);
+	free(e->target);
+	free(e);
+}
+
+/* All of sb's entries (all entries when sb is NULL). Caller holds t->lock. */
+static void links_clear_locked(struct open_table *t, const struct sandbox *sb)
+{
+	for (size_t i = 0; i < LINK_BUCKETS; i++) {
+		struct link_ent **pp = &t->links[i];
+
+		while (*pp) {
+			struct link_ent *e = *pp;
+
+			if (!sb || e->sb == sb) {
+				*pp = e->next;
+				link_ent_free(e);
+				t->nlinks--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
+/* Drops the target of path, and with subtree those of everything below it. */
+static void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool subtree)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	if (!subtree) {
+		struct link_ent **pp = &t->links[link_bucket(sb, path)];
+
+		for (; *pp; pp = &(*pp)->next) {
+			if ((*pp)->sb == sb && !strcmp((*pp)->path, path)) {
+				struct link_ent *e = *pp;
+
+				*pp = e->next;
+				link_ent_free(e);
+				t->nlinks--;
+				break;
+			}
+		}
+	} else {
+		for (size_t i = 0; i < LINK_BUCKETS; i++) {
+			struct link_ent **pp = &t->links[i];
+
+			while (*pp) {
+				struct link_ent *e = *pp;
+
+				if (e->sb == sb && path_is_within(e->path, path)) {
+					*pp = e->next;
+					link_ent_free(e);
+					t->nlinks--;
+				} else {
+					pp = &e->next;
+				}
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void link_put(struct dfs *fs, const struct sandbox *sb, const char *path, const char *target)
+{
+	struct open_table *t = fs->files;
+	struct link_ent *e;
+	size_t b = link_bucket(sb, path);
+
+	pthread_mutex_lock(&t->lock);
+	for (e = t->links[b]; e; e = e->next)
+		if (e->sb == sb && !strcmp(e->path, path))
+			break;
+	if (!e) {
+		if (t->nlinks >= LINK_MAX)
+			links_clear_locked(t, NULL);   /* crude, and rare: they come back with listings */
+		e = calloc(1, sizeof(*e));
+		if (!e || !(e->path = strdup(path))) {
+			free(e);
+			goto out;
+		}
+		e->sb = sb;
+		e->next = t->links[b];
+		t->links[b] = e;
+		t->nlinks++;
+	}
+	free(e->target);
+	e->target = strdup(target);
+	if (!e->target)
+		e->expires = 0;
+	else
+		e->expires = now_mono() + fs->opt.attr_timeout;
+out:
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Copies path's cached target into buf (truncated, as readlink does). */
+static bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *buf, size_t size)
+{
+	struct open_table *t = fs->files;
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (struct link_ent *e = t->links[link_bucket(sb, path)]; e; e = e->next) {
+		if (e->sb == sb && !strcmp(e->path, path)) {
+			if (e->target && now_mono() < e->expires) {
+				str_copy(buf, size, e->target);
+				found = true;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+/* ---- the find format ------------------------------------------------------------- */
+
+static int parse_u64(const char **p, const char *end, int base, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *s = *p;
+
+	if (s >= end || *s == '/')
+		return -EINVAL;
+	for (; s < end && *s != '/'; s++) {
+		unsigned d;
+
+		if (*s >= '0' && *s <= '9')
+			d = (unsigned)(*s - '0');
+		else
+			return -EINVAL;
+		if (d >= (unsigned)base || v > (UINT64_MAX - d) / (uint64_t)base)
+			return -EINVAL;
+		v = v * (uint64_t)base + d;
+	}
+	if (s >= end)
+		return -EINVAL;
+	*p = s + 1;   /* past the '/' */
+	*out = v;
+	return 0;
+}
+
+/* "SECONDS[.FRACTION]", as find's %T@ prints it. */
+static int parse_time(const char **p, const char *end, struct timespec *ts)
+{
+	const char *s = *p;
+	bool neg = false;
+	int64_t sec = 0;
+	long nsec = 0;
+	int digits = 0;
+
+	if (s < end && *s == '-') {
+		neg = true;
+		s++;
+	}
+	if (s >= end || *s < '0' || *s > '9')
+		return -EINVAL;
+	for (; s < end && *s >= '0' && *s <= '9'; s++) {
+		if (sec > (INT64_MAX - 9) / 10)
+			return -EINVAL;
+		sec = sec * 10 + (*s - '0');
+	}
+	if (s < end && *s == '.') {
+		for (s++; s < end && *s >= '0' && *s <= '9'; s++) {
+			if (digits < 9) {
+				nsec = nsec * 10 + (*s - '0');
+				digits++;
+			}
+		}
+	}
+	if (s >= end || *s != '/')
+		return -EINVAL;
+	for (; digits < 9; digits++)
+		nsec *= 10;
+	if (neg) {
+		sec = -sec;
+		if (nsec) {
+			sec--;
+			nsec = 1000000000L - nsec;
+		}
+	}
+	ts->tv_sec = (time_t)sec;
+	ts->tv_nsec = nsec;
+	*p = s + 1;
+	return 0;
+}
+
+static mode_t type_of(char y)
+{
+	switch (y) {
+	case 'f': return S_IFREG;
+	case 'd': return S_IFDIR;
+	case 'l': return S_IFLNK;
+	case 'p': return S_IFIFO;
+	case 's': return S_IFSOCK;
+	case 'c': return S_IFCHR;
+	case 'b': return S_IFBLK;
+	default: return 0;   /* a door, or a type find could not tell: not shown */
+	}
+}
+
+void files_find_free(struct find_entry *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].name);
+		free(v[i].link);
+	}
+	free(v);
+}
+
+/*
+ * Parses records of FIND_FMT:
+ *   TYPE/MODE/SIZE/MTIME/UID/GID/NLINK/NAME/TARGET\n
+ * MODE is octal with the setuid, setgid and sticky bits; MTIME is seconds
+ * with a fraction. NAME ends at the next '/', since no name holds one. A
+ * link's TARGET may hold anything but NUL, newlines included: it is its
+ * SIZE bytes (a link's size is its target's length) when a newline follows
+ * them, else (a /proc link reports size 0) it runs to the next newline.
+ * Times other than mtime are not kept: atime and ctime are the mtime, as
+ * with the file API (SEMANTICS.md). Returns 0 with the entries in file
+ * order, or -EINVAL.
+ */
+int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_t *count)
+{
+	const char *p = buf, *end = buf + len;
+	struct find_entry *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc = -EINVAL;
+
+	*out = NULL;
+	*count = 0;
+	while (p < end) {
+		uint64_t mode, size, uid, gid, nlink;
+		struct timespec mt;
+		const char *name, *nend, *target = NULL;
+		size_t tlen = 0;
+		mode_t type;
+		char y = *p;
+
+		if (p + 2 > end || p[1] != '/')
+			goto fail;
+		p += 2;
+		if (parse_u64(&p, end, 8, &mode) || parse_u64(&p, end, 10, &size) || parse_time(&p, end, &mt) ||
+		    parse_u64(&p, end, 10, &uid) || parse_u64(&p, end, 10, &gid) ||
+		    parse_u64(&p, end, 10, &nlink))
+			goto fail;
+		name = p;
+		nend = memchr(p, '/', (size_t)(end - p));
+		if (!nend || nend == name)
+			goto fail;
+		p = nend + 1;
+		type = type_of(y);
+		if (y == 'l') {
+			target = p;
+			if (size > 0 && size < (uint64_t)(end - p) && p[size] == '\n') {
+				tlen = (size_t)size;
+			} else {
+				const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+				if (!nl)
+					goto fail;
+				tlen = (size_t)(nl - p);
+			}
+			p += tlen;
+		}
+		if (p >= end || *p != '\n')
+			goto fail;
+		p++;
+		if (!type)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct find_entry *nv = realloc(v, ncap * sizeof(*nv));
+
+			if (!nv) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+			v = nv;
+			cap = ncap;
+		}
+		memset(&v[n], 0, sizeof(v[n]));
+		v[n].name = strndup(name, (size_t)(nend - name));
+		if (target)
+			v[n].link = strndup(target, tlen);
+		if (!v[n].name || (target && !v[n].link)) {
+			n++;
+			rc = -ENOMEM;
+			goto fail;
+		}
+		v[n].st.st_mode = type | (mode_t)(mode & 07777);
+		v[n].st.st_size = (off_t)(target ? tlen : size);
+		v[n].st.st_nlink = (nlink_t)nlink;
+		v[n].st.st_uid = (uid_t)uid;
+		v[n].st.st_gid = (gid_t)gid;
+		v[n].st.st_blocks = (blkcnt_t)((size + 511) / 512);
+		v[n].st.st_blksize = 128 * 1024;
+		v[n].st.st_mtim = v[n].st.st_atim = v[n].st.st_ctim = mt;
+		n++;
+	}
+	*out = v;
+	*count = n;
+	return 0;
+fail:
+	files_find_free(v, n);
+	return rc;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* od -An -v -tx1 output ("  2f 61\n 62 ...") back to bytes. */
+int files_unhex(const char *text, char **out, size_t *len)
+{
+	size_t n = 0, cap = strlen(text) / 2 + 1;
+	char *b = malloc(cap);
+
+	*out = NULL;
+	*len = 0;
+	if (!b)
+		return -ENOMEM;
+	for (const char *p = text; *p;) {
+		int hi, lo;
+
+		if (*p == ' ' || *p == '\n' || *p == '\t') {
+			p++;
+			continue;
+		}
+		hi = hexval(p[0]);
+		lo = hi < 0 ? -1 : hexval(p[1]);
+		if (lo < 0 || n >= cap) {
+			free(b);
+			return -EINVAL;
+		}
+		b[n++] = (char)(hi << 4 | lo);
+		p += 2;
+	}
+	b[n] = '\0';
+	*out = b;
+	*len = n;
+	return 0;
+}
+
+/* Go's JSON encoder turns invalid UTF-8 into U+FFFD: such output cannot be trusted byte for byte. */
+static bool has_replacement_char(const char *s)
+{
+	return strstr(s, "\xEF\xBF\xBD") != NULL;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct find_entry *)a)->name, ((const struct find_entry *)b)->name);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static void stat_from_info(const struct dt_fileinfo *fi, struct stat *st)
+{
 	memset(st, 0, sizeof(*st));
 	st->st_mode = fi->mode;
 	if (!(st->st_mode & S_IFMT))
@@ -199,56 +688,22 @@ static int errno_from_message(const char *msg)
 	static const struct { const char *text; int err; } map[] = {
 		{ "No such file or directory", ENOENT }, { "Permission denied", EACCES },
 		{ "Operation not permitted", EPERM }, { "Directory not empty", ENOTEMPTY },
+		{ "cannot overwrite non-directory", ENOTDIR }, { "cannot overwrite directory", EISDIR },
+		{ "to a subdirectory of itself", EINVAL },
 		{ "Is a directory", EISDIR }, { "Not a directory", ENOTDIR },
 		{ "File exists", EEXIST }, { "Read-only file system", EROFS },
-		{ "No space left on device", ENOSPC }, { "Invalid argument", EINVAL },
+		{ "No space left on device", ENOSPC }, { "Disk quota exceeded", EDQUOT },
+		{ "Invalid argument", EINVAL }, { "File too large", EFBIG },
 		{ "File name too long", ENAMETOOLONG }, { "Too many levels of symbolic links", ELOOP },
-		{ "Invalid cross-device link", EXDEV }, { "invalid user", EINVAL }, { "invalid group", EINVAL },
+		{ "Invalid cross-device link", EXDEV }, { "Text file busy", ETXTBSY },
+		{ "Device or resource busy", EBUSY },
+		{ "invalid user", EINVAL }, { "invalid group", EINVAL },
 	};
 
 	for (size_t i = 0; msg && i < sizeof(map) / sizeof(map[0]); i++)
 		if (strstr(msg, map[i].text))
 			return -map[i].err;
 	return -EIO;
-}
-
-/* Runs a short command in the sandbox for what the file API cannot do.
- * out (may be NULL) receives its output on success. */
-static int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out)
-{
-	struct dt_error err = { 0 };
-	struct strbuf cmd = STRBUF_INIT;
-	struct dt_box box;
-	char *output = NULL;
-	int code = 0, rc;
-
-	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; ");
-	sb_adds(&cmd, script);
-	if (cmd.oom) {
-		sb_free(&cmd);
-		return -ENOMEM;
-	}
-	sandbox_box(sb, &box);
-	rc = dt_exec(fs->dt, &box, sb_str(&cmd), "/", NULL, 0, 60, &code, &output, &err);
-	sb_free(&cmd);
-	if (rc < 0) {
-		if (rc == -EHOSTDOWN)
-			sandbox_refresh(fs, sb, &err);
-		sandbox_set_error(sb, "%s", err.message);
-		free(output);
-		return rc;
-	}
-	if (code != 0) {
-		rc = errno_from_message(output);
-		log_info("%s: '%s' failed (%d): %s", sb->name, script, code, output ? output : "");
-		free(output);
-		return rc;
-	}
-	if (out)
-		*out = output;
-	else
-		free(output);
-	return 0;
 }
 
 /* After a toolbox error: a stopped sandbox makes the registry re-read it. */
@@ -267,25 +722,293 @@ static int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const stru
 	return rc;
 }
 
-/* ---- attributes and listings --------------------------------------------- */
+/* Runs a shell script in the sandbox (cwd /, LC_ALL=C): its exit code and
+ * merged output (malloc'd). Returns 0 when it ran, else a negative errno. */
+static int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out)
+{
+	struct dt_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT;
+	struct dt_box box;
+	int rc;
 
-static int remote_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+	*out = NULL;
+	*code = -1;
+	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; ");
+	sb_adds(&cmd, script);
+	if (cmd.oom) {
+		sb_free(&cmd);
+		return -ENOMEM;
+	}
+	sandbox_box(sb, &box);
+	rc = dt_exec(fs->dt, &box, sb_str(&cmd), "/", NULL, 0, FS_COMMAND_TIMEOUT_S, code, out, &err);
+	sb_free(&cmd);
+	if (rc < 0) {
+		free(*out);
+		*out = NULL;
+		return toolbox_failed(fs, sb, rc, &err, "command for", "a file operation");
+	}
+	return 0;
+}
+
+/* Runs a short command for what the file API cannot do. out (may be NULL)
+ * receives its output on success; a failure is the errno its message says. */
+static int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out)
+{
+	char *output = NULL;
+	int code = 0, rc;
+
+	if (out)
+		*out = NULL;
+	rc = sandbox_sh(fs, sb, script, &code, &output);
+	if (rc < 0)
+		return rc;
+	if (code != 0) {
+		rc = errno_from_message(output);
+		log_info("%s: '%s' failed (%d): %s", sb->name, script, code, output ? output : "");
+		free(output);
+		return rc;
+	}
+	if (out)
+		*out = output;
+	else
+		free(output);
+	return 0;
+}
+
+/* Appends to a command: print path's attributes in the find format, and
+ * succeed even if that fails (the change it follows is what counts). */
+static void add_stat_print(struct strbuf *cmd, const char *path)
+{
+	sb_adds(cmd, " && { find ");
+	sh_quote(cmd, path);
+	sb_adds(cmd, " -maxdepth 0 -printf '" FIND_FMT "' 2>/dev/null; true; }");
+}
+
+/* The attributes a command printed with add_stat_print, or false. */
+static bool parse_printed_stat(const char *out, struct stat *st, char **link)
+{
+	struct find_entry *v = NULL;
+	size_t n = 0;
+	bool ok = false;
+
+	if (link)
+		*link = NULL;
+	if (out && *out && files_parse_find(out, strlen(out), &v, &n) == 0 && n == 1) {
+		*st = v[0].st;
+		if (link && v[0].link && !has_replacement_char(v[0].link)) {
+			*link = v[0].link;
+			v[0].link = NULL;
+		}
+		ok = true;
+	}
+	files_find_free(v, n);
+	return ok;
+}
+
+/* What a command that changed path (and printed its attributes) leaves in
+ * the cache: the printed attributes, else nothing about path. */
+static void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
+				enum cache_change what)
+{
+	struct stat st;
+	char *link = NULL;
+
+	if (parse_printed_stat(out, &st, &link)) {
+		cache_update(fs->cache, sb->id, path, what, &st, true);
+		if (S_ISLNK(st.st_mode) && link)
+			link_put(fs, sb, path, link);
+		else
+			link_drop(fs, sb, path, false);
+		free(link);
+	} else {
+		cache_invalidate(fs->cache, sb->id, path);
+		link_drop(fs, sb, path, false);
+	}
+}
+
+static bool split_path(const char *path, char *parent, size_t cap, const char **base)
+{
+	return path_split(path, parent, cap, base) && **base;
+}
+
+/* ---- listings and attributes --------------------------------------------------- */
+
+/* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do it. */
+static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
+{
+	struct strbuf cmd = STRBUF_INIT, start = STRBUF_INIT;
+	char *output = NULL, *raw = NULL;
+	const char *buf;
+	size_t len;
+	int code = 0, rc;
+
+	*out = NULL;
+	*n = 0;
+	/* DIR/. names the directory itself (%f prints "."), even "/" or a link to a directory. */
+	sb_adds(&start, "d=");
+	sh_quote(&start, dir);
+	sb_adds(&start, "/.; ");
+	sb_adds(&cmd, sb_str(&start));
+	sb_adds(&cmd, "find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null || "
+		"{ r=$?; [ $r -eq 127 ] && exit 127; find \"$d\" -maxdepth 0 -printf '' 2>&1; exit 97; }");
+	if (cmd.oom || start.oom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
+	if (rc < 0)
+		goto out;
+	if (code == 127) {
+		list_mode_set(fs, sb, LIST_API);
+		rc = -ENOSYS;
+		goto out;
+	}
+	buf = output;
+	len = strlen(output);
+	if (has_replacement_char(output)) {
+		/* A name or target is not UTF-8: the same listing again, as hex,
+		 * which survives the JSON transport byte for byte. */
+		sb_reset(&cmd);
+		sb_adds(&cmd, sb_str(&start));
+		sb_adds(&cmd, "find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null | od -An -v -tx1");
+		free(output);
+		output = NULL;
+		rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
+		if (rc < 0)
+			goto out;
+		if (files_unhex(output, &raw, &len) < 0) {
+			rc = -ENOSYS;
+			goto out;
+		}
+		buf = raw;
+	}
+	rc = files_parse_find(buf, len, out, n);
+	if (rc == 0 && *n >= 1 && !strcmp((*out)[0].name, ".") && S_ISDIR((*out)[0].st.st_mode)) {
+		/* The directory itself first, then its entries (find exits 1 when
+		 * an entry vanished while it ran: what it printed stands). */
+		free((*out)[0].name);
+		free((*out)[0].link);
+		memmove(*out, *out + 1, (*n - 1) * sizeof(**out));
+		(*n)--;
+		qsort(*out, *n, sizeof(**out), entry_cmp);
+		rc = 0;
+		goto out;
+	}
+	files_find_free(*out, *n);
+	*out = NULL;
+	*n = 0;
+	if (rc == -ENOMEM)
+		goto out;
+	rc = code != 0 ? errno_from_message(output) : -EIO;
+	if (rc == -EIO) {
+		/* Not an error about the directory: this find cannot -printf
+		 * (busybox), or something odd. The file API then. */
+		log_info("%s: listing %s with find failed (%d): %.200s", sb->name, dir, code, output);
+		if (strstr(output, "printf") || strstr(output, "nrecognized") || strstr(output, "nknown"))
+			list_mode_set(fs, sb, LIST_API);
+		rc = -ENOSYS;
+	}
+out:
+	free(output);
+	free(raw);
+	sb_free(&cmd);
+	sb_free(&start);
+	return rc;
+}
+
+/* Lists dir with the file API (links shown as their targets, dangling ones not at all). */
+static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo *list = NULL;
+	struct dt_box box;
+	size_t count = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sandbox_box(sb, &box);
+	rc = dt_fs_list(fs->dt, &box, dir, &list, &count, &err);
+	if (rc == -EINVAL)
+		rc = -ENOTDIR;
+	if (rc < 0)
+		return toolbox_failed(fs, sb, rc, &err, "list", dir);
+	*out = calloc(count ? count : 1, sizeof(**out));
+	if (!*out) {
+		dt_fileinfo_free(list, count);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < count; i++) {
+		(*out)[i].name = list[i].name;   /* taken over */
+		list[i].name = NULL;
+		stat_from_info(&list[i], &(*out)[i].st);
+	}
+	*n = count;
+	dt_fileinfo_free(list, count);
+	return 0;
+}
+
+/* Lists dir (one request) and caches the listing, its entries' attributes
+ * and its links' targets. The entries are also returned (may be NULL). */
+static int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count)
+{
+	uint64_t gen = cache_generation(fs->cache, sb->id);
+	enum list_mode mode = list_mode_get(fs, sb);
+	struct find_entry *v = NULL;
+	struct cache_dirent *ents;
+	size_t n = 0;
+	int rc = -ENOSYS;
+
+	if (mode != LIST_API) {
+		rc = find_list(fs, sb, dir, &v, &n);
+		if (rc == 0 && mode == LIST_UNKNOWN)
+			list_mode_set(fs, sb, LIST_FIND);
+	}
+	if (rc == -ENOSYS)
+		rc = api_list(fs, sb, dir, &v, &n);
+	if (rc < 0)
+		return rc;
+	ents = calloc(n ? n : 1, sizeof(*ents));
+	if (ents) {
+		for (size_t i = 0; i < n; i++) {
+			ents[i].name = v[i].name;
+			ents[i].st = v[i].st;
+		}
+		/* One listing fills the attributes of every entry: ls -l costs one request. */
+		cache_put_dir(fs->cache, sb->id, dir, ents, n, gen);
+		free(ents);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].link && !has_replacement_char(v[i].link)) {
+			struct strbuf p = STRBUF_INIT;
+
+			sb_adds(&p, dir);
+			if (strcmp(dir, "/"))
+				sb_addc(&p, '/');
+			sb_adds(&p, v[i].name);
+			if (!p.oom)
+				link_put(fs, sb, sb_str(&p), v[i].link);
+			sb_free(&p);
+		}
+	}
+	if (out) {
+		*out = v;
+		*count = n;
+	} else {
+		files_find_free(v, n);
+	}
+	return 0;
+}
+
+/* GET /files/info: exact for anything but a symbolic link (it follows them). */
+static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
 	struct dt_error err = { 0 };
 	struct dt_fileinfo fi;
 	struct dt_box box;
-	uint64_t gen;
+	uint64_t gen = cache_generation(fs->cache, sb->id);
 	int rc;
 
-	switch (cache_get_attr(fs->cache, sb->id, path, st)) {
-	case CACHE_HIT:
-		return 0;
-	case CACHE_NEGATIVE:
-		return -ENOENT;
-	case CACHE_MISS:
-		break;
-	}
-	gen = cache_generation(fs->cache, sb->id);
 	sandbox_box(sb, &box);
 	memset(&fi, 0, sizeof(fi));
 	rc = dt_fs_info(fs->dt, &box, path, &fi, &err);
@@ -297,10 +1020,49 @@ static int remote_getattr(struct dfs *fs, struct sandbox *sb, const char *path, 
 		rc = -ENOTDIR;   /* a parent that is a file: the stat's ENOTDIR as a bare 400 */
 	if (rc < 0)
 		return toolbox_failed(fs, sb, rc, &err, "stat", path);
-	stat_from_info(fs, &fi, st);
+	stat_from_info(&fi, st);
 	free(fi.name);
 	cache_put_attr(fs->cache, sb->id, path, st, gen);
 	return 0;
+}
+
+/* The attributes of path as lstat(2) sees them: the cache, else one request
+ * (a listing of the parent, or /files/info where that is exact). */
+static int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct find_entry *v = NULL;
+	char parent[4096];
+	const char *base;
+	bool listed = false;
+	size_t n = 0;
+	int rc;
+
+	switch (cache_lookup(fs->cache, sb->id, path, st, &listed)) {
+	case CACHE_HIT:
+		return 0;
+	case CACHE_NEGATIVE:
+		return -ENOENT;
+	case CACHE_MISS:
+		break;
+	}
+	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
+	    !split_path(path, parent, sizeof(parent), &base))
+		return info_attr(fs, sb, path, st);
+	rc = list_dir(fs, sb, parent, &v, &n);
+	if (rc == -EACCES)
+		return info_attr(fs, sb, path, st);   /* a directory we may search but not read */
+	if (rc < 0)
+		return rc;
+	rc = -ENOENT;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(v[i].name, base)) {
+			*st = v[i].st;
+			rc = 0;
+			break;
+		}
+	}
+	files_find_free(v, n);
+	return rc;
 }
 
 /* Attributes of an open node overlay the sandbox's: a file written here and
@@ -311,21 +1073,18 @@ static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *
 
 	pthread_mutex_lock(&n->lock);
 	if (n->is_new && !have_remote) {
-		memset(st, 0, sizeof(*st));
-		st->st_mode = n->mode;
-		st->st_nlink = 1;
-		st->st_uid = fs->uid;
-		st->st_gid = fs->gid;
-		st->st_blksize = 128 * 1024;
+		*st = n->st;
 		used = true;
 	}
 	if (n->populated && (have_remote || used)) {
 		st->st_size = (off_t)stage_size(n->stage);
 		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
 		if (n->dirty || n->mtime_pending)
-			st->st_mtim = st->st_ctim = n->mtime;
+			st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
 		used = true;
 	}
+	if (have_remote && S_ISREG(st->st_mode) && n->chmod_pending)
+		st->st_mode = n->st.st_mode;
 	pthread_mutex_unlock(&n->lock);
 	return used;
 }
@@ -337,16 +1096,14 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 
 	if (n && n->is_new) {
 		overlay_open_node(fs, n, st, false);
-		if (node_put(fs->files, n))
-			node_free(n);
+		node_release(fs, n);
 		return 0;
 	}
-	rc = remote_getattr(fs, sb, path, st);
+	rc = lookup_attr(fs, sb, path, st);
 	if (n) {
-		if (rc == 0)
+		if (rc == 0 && S_ISREG(st->st_mode))
 			overlay_open_node(fs, n, st, true);
-		if (node_put(fs->files, n))
-			node_free(n);
+		node_release(fs, n);
 	}
 	return rc;
 }
@@ -356,17 +1113,14 @@ int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
 	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
 
 	pthread_mutex_lock(&n->lock);
-	memset(st, 0, sizeof(*st));
-	st->st_mode = n->mode ? n->mode : S_IFREG | 0644;
+	*st = n->st;
 	st->st_nlink = n->unlinked ? 0 : 1;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_blksize = 128 * 1024;
 	if (n->populated) {
 		st->st_size = (off_t)stage_size(n->stage);
 		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
 	}
-	st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+	if (n->dirty || n->mtime_pending || n->is_new)
+		st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
 	pthread_mutex_unlock(&n->lock);
 	return 0;
 }
@@ -396,40 +1150,19 @@ static bool seen_name(const struct strbuf *seen, const char *name)
 int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler)
 {
 	struct fill_ctx fc = { buf, filler, STRBUF_INIT };
-	struct dt_error err = { 0 };
-	struct dt_fileinfo *list = NULL;
-	struct cache_dirent *ents = NULL;
-	struct dt_box box;
+	struct find_entry *v = NULL;
 	size_t n = 0, plen = strlen(path);
-	uint64_t gen;
 	int rc = 0;
 
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
 	if (!cache_get_dir(fs->cache, sb->id, path, fill_one, &fc)) {
 		sb_reset(&fc.seen);
-		gen = cache_generation(fs->cache, sb->id);
-		sandbox_box(sb, &box);
-		rc = dt_fs_list(fs->dt, &box, path, &list, &n, &err);
-		if (rc == -EINVAL)
-			rc = -ENOTDIR;
-		if (rc < 0) {
-			toolbox_failed(fs, sb, rc, &err, "list", path);
+		rc = list_dir(fs, sb, path, &v, &n);
+		if (rc < 0)
 			goto out;
-		}
-		ents = calloc(n ? n : 1, sizeof(*ents));
-		if (!ents) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		for (size_t i = 0; i < n; i++) {
-			ents[i].name = list[i].name;
-			stat_from_info(fs, &list[i], &ents[i].st);
-		}
-		/* One listing fills the attributes of every entry: ls -l costs one request. */
-		cache_put_dir(fs->cache, sb->id, path, ents, n, gen);
 		for (size_t i = 0; i < n; i++)
-			if (fill_one(&fc, ents[i].name, &ents[i].st))
+			if (fill_one(&fc, v[i].name, &v[i].st))
 				break;
 	}
 	/* Files created here and not uploaded yet are listed too. */
@@ -450,13 +1183,12 @@ int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *bu
 	}
 	pthread_mutex_unlock(&fs->files->lock);
 out:
-	free(ents);
-	dt_fileinfo_free(list, n);
+	files_find_free(v, n);
 	sb_free(&fc.seen);
 	return rc;
 }
 
-/* ---- content ------------------------------------------------------------- */
+/* ---- content ------------------------------------------------------------------- */
 
 struct stage_sink {
 	struct stage *stage;
@@ -503,11 +1235,102 @@ static void touch_now(struct open_node *n)
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
 }
 
-/* Uploads a dirty stage, then applies what had to wait for the file to exist
- * (mode, times). Caller holds n->lock. */
+/* What the cache may assume of a file just uploaded: its type, mode and
+ * size are right, its time is the sandbox's (unknown here). */
+static void upload_hint(struct open_node *n, struct stat *st)
+{
+	*st = n->st;
+	st->st_mode = S_IFREG | (n->st.st_mode & 07777);
+	st->st_size = (off_t)stage_size(n->stage);
+	st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
+	st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+}
+
+static void add_touch(struct strbuf *cmd, const char *flag, const struct timespec *ts, const char *path)
+{
+	sb_addf(cmd, " && touch -h -c %s-d @%lld.%09ld -- ", flag, (long long)ts->tv_sec, ts->tv_nsec);
+	sh_quote(cmd, path);
+}
+
+/*
+ * After an upload: what had to wait for it. A new file gets the mode (the
+ * toolbox creates 0644) and the owner it was given, and a file whose times
+ * were set while it was being written gets them (the upload set the time
+ * of the upload). All of it is one command, in the order cp -a uses: owner,
+ * then mode (chown clears setuid), then times; a mode alone is one chmod
+ * request. Caller holds n->lock.
+ */
+static void apply_after_upload(struct dfs *fs, struct open_node *n)
+{
+	struct dt_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT;
+	struct stat hint;
+	struct dt_box box;
+	mode_t mode = n->st.st_mode & 07777;
+	bool chmod = n->chmod_pending && mode != 0644;
+	bool command = n->chown_pending || n->mtime_pending || n->atime_pending || (chmod && (mode & 07000));
+	char *out = NULL;
+	int rc;
+
+	upload_hint(n, &hint);
+	if (!command && !chmod) {
+		n->chmod_pending = false;
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+		return;
+	}
+	if (!command) {
+		n->chmod_pending = false;
+		sandbox_box(n->sb, &box);
+		rc = dt_fs_chmod(fs->dt, &box, n->path, mode, &err);
+		if (rc < 0)
+			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+		return;
+	}
+	sb_adds(&cmd, "true");
+	if (n->chown_pending) {
+		sb_adds(&cmd, " && chown -h ");
+		if (n->uid != (uid_t)-1)
+			sb_addf(&cmd, "%u", (unsigned)n->uid);
+		if (n->gid != (gid_t)-1)
+			sb_addf(&cmd, ":%u", (unsigned)n->gid);
+		sb_adds(&cmd, " -- ");
+		sh_quote(&cmd, n->path);
+	}
+	if (chmod) {
+		sb_addf(&cmd, " && chmod %04o -- ", (unsigned)mode);
+		sh_quote(&cmd, n->path);
+	}
+	if (n->mtime_pending && n->atime_pending && n->mtime.tv_sec == n->atime.tv_sec &&
+	    n->mtime.tv_nsec == n->atime.tv_nsec) {
+		add_touch(&cmd, "", &n->mtime, n->path);
+	} else {
+		if (n->mtime_pending)
+			add_touch(&cmd, "-m ", &n->mtime, n->path);
+		if (n->atime_pending)
+			add_touch(&cmd, "-a ", &n->atime, n->path);
+	}
+	if (list_mode_get(fs, n->sb) != LIST_API)
+		add_stat_print(&cmd, n->path);
+	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, n->sb, sb_str(&cmd), &out);
+	if (rc < 0) {
+		log_warn("%s: setting the mode, owner or times of %s after its upload failed: %s", n->sb->name,
+			 n->path, strerror(-rc));
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+	} else {
+		note_command_result(fs, n->sb, n->path, out, CACHE_CHANGED);
+	}
+	free(out);
+	sb_free(&cmd);
+}
+
+/* Uploads a dirty stage, then applies what had to wait for the file to
+ * exist (mode, owner, times). Caller holds n->lock. */
 static int upload_node(struct dfs *fs, struct open_node *n)
 {
 	struct dt_error err = { 0 };
+	struct stat hint;
 	struct dt_box box;
 	int rc;
 
@@ -515,9 +1338,10 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 		return 0;
 	sandbox_box(n->sb, &box);
 	rc = dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), &err);
-	cache_invalidate(fs->cache, n->sb->id, n->path);
 	if (rc < 0) {
 		n->upload_error = rc;
+		upload_hint(n, &hint);
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
 		toolbox_failed(fs, n->sb, rc, &err, "upload", n->path);
 		log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path,
 			  err.message);
@@ -526,27 +1350,25 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 	n->dirty = false;
 	n->is_new = false;
 	n->upload_error = 0;
-	if (n->chmod_pending) {
-		/* New files are created 0644 by the toolbox; others keep their mode. */
-		n->chmod_pending = false;
-		if ((n->mode & 07777) != 0644)
-			rc = dt_fs_chmod(fs->dt, &box, n->path, n->mode & 07777, &err);
-		if (rc < 0)
-			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, n->mode & 07777, n->path,
-				 err.message);
-	}
-	if (n->mtime_pending) {
-		struct strbuf cmd = STRBUF_INIT;
-
-		n->mtime_pending = false;
-		sb_addf(&cmd, "touch -m -d @%lld.%09ld -- ", (long long)n->mtime.tv_sec, n->mtime.tv_nsec);
-		sh_quote(&cmd, n->path);
-		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, n->sb, sb_str(&cmd), NULL);
-		sb_free(&cmd);
-		if (rc < 0)
-			log_warn("%s: setting the time of %s after upload failed", n->sb->name, n->path);
-	}
+	apply_after_upload(fs, n);
 	return 0;
+}
+
+/* The attributes of an existing file being opened, without a request:
+ * the kernel looked the path up just before, so the cache has them. */
+static void node_init_existing(struct dfs *fs, struct open_node *n)
+{
+	bool listed = false;
+
+	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) != CACHE_HIT && !listed) {
+		memset(&n->st, 0, sizeof(n->st));
+		n->st.st_mode = S_IFREG | 0644;
+		n->st.st_uid = fs->uid;
+		n->st.st_gid = fs->gid;
+	}
+	n->st.st_nlink = 1;
+	n->st.st_blksize = 128 * 1024;
+	n->mtime = n->st.st_mtim;
 }
 
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
@@ -572,6 +1394,8 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 	pthread_mutex_init(&h->lock, NULL);
 
 	pthread_mutex_lock(&n->lock);
+	if (!create && !n->is_new && !n->populated && !n->st.st_mode)
+		node_init_existing(fs, n);
 	if (create || ((fi->flags & O_TRUNC) && acc != O_RDONLY)) {
 		/* The content is known (empty) without downloading it. */
 		if (!n->stage)
@@ -581,20 +1405,28 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 		if (rc == 0) {
 			n->populated = true;
 			n->dirty = true;
+			n->mtime_pending = false;
 			touch_now(n);
 			if (create) {
 				n->is_new = true;
-				n->mode = S_IFREG | (mode & 07777);
+				memset(&n->st, 0, sizeof(n->st));
+				n->st.st_mode = S_IFREG | (mode & 07777);
+				n->st.st_nlink = 1;
+				n->st.st_uid = fs->uid;
+				n->st.st_gid = fs->gid;
+				n->st.st_blksize = 128 * 1024;
+				n->st.st_mtim = n->st.st_atim = n->st.st_ctim = n->mtime;
 				n->chmod_pending = true;
-				cache_invalidate(fs->cache, sb->id, path);
+				/* The parent's listing gains the name; the attributes
+				 * come from this node until the upload. */
+				cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &n->st, false);
+				link_drop(fs, sb, path, false);
 			}
 		}
 	}
 	pthread_mutex_unlock(&n->lock);
 	if (rc < 0)
 		goto fail;
-	/* Opened for writing: the page cache would hide other writers' changes
-	 * from us anyway; readers keep it while mtime and size hold (auto_cache). */
 	fi->fh = (uint64_t)(uintptr_t)h;
 	return 0;
 fail:
@@ -602,8 +1434,7 @@ fail:
 		pthread_mutex_destroy(&h->lock);
 		free(h);
 	}
-	if (node_put(fs->files, n))
-		node_free(n);
+	node_release(fs, n);
 	return rc;
 }
 
@@ -647,8 +1478,10 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	int rc;
 
 	pthread_mutex_lock(&n->lock);
-	if (n->populated) {
-		got = stage_pread(n->stage, buf, size, uoff);
+	if (n->populated || n->unlinked) {
+		/* An unlinked node was populated when it was unlinked; reading
+		 * its path now would read another file. */
+		got = n->populated ? stage_pread(n->stage, buf, size, uoff) : 0;
 		pthread_mutex_unlock(&n->lock);
 		return (int)got;
 	}
@@ -722,6 +1555,8 @@ int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size
 		goto out;
 	}
 	n->dirty = true;
+	/* A write sets the time to now, replacing an earlier utimens. */
+	n->mtime_pending = false;
 	touch_now(n);
 	rc = (int)put;
 out:
@@ -777,6 +1612,30 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* truncate(2) of a file no descriptor of this mount has open: one command,
+ * so that no content travels. -ENOSYS when the sandbox has no truncate. */
+static int truncate_by_command(struct dfs *fs, struct sandbox *sb, const char *path, off_t size)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
+	int code = 0, rc;
+
+	sb_addf(&cmd, "truncate -c -s %lld -- ", (long long)size);
+	sh_quote(&cmd, path);
+	if (list_mode_get(fs, sb) != LIST_API)
+		add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &out);
+	sb_free(&cmd);
+	if (rc == 0 && code == 127)
+		rc = -ENOSYS;
+	else if (rc == 0 && code != 0)
+		rc = errno_from_message(out);
+	else if (rc == 0)
+		note_command_result(fs, sb, path, out, CACHE_CHANGED);
+	free(out);
+	return rc;
+}
+
 int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct open_node *n;
@@ -787,15 +1646,22 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 		return -EINVAL;
 	if (fi) {
 		n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
-		pthread_mutex_lock(&n->lock);
 	} else {
-		/* truncate(2) by path: through an open node when there is one, else
-		 * a temporary one, uploaded at once. */
-		n = node_get(fs->files, sb, path);
-		if (!n)
-			return -ENOMEM;
-		pthread_mutex_lock(&n->lock);
+		n = node_find(fs->files, sb, path);
+		if (!n) {
+			rc = truncate_by_command(fs, sb, path, size);
+			if (rc != -ENOSYS)
+				return rc;
+			/* No truncate there: a temporary node, staged and uploaded. */
+			n = node_get(fs->files, sb, path);
+			if (!n)
+				return -ENOMEM;
+			pthread_mutex_lock(&n->lock);
+			node_init_existing(fs, n);
+			pthread_mutex_unlock(&n->lock);
+		}
 	}
+	pthread_mutex_lock(&n->lock);
 	if (size == 0 && !n->populated) {
 		if (!n->stage)
 			rc = stage_new(fs->stage, &n->stage);
@@ -810,48 +1676,103 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 		rc = stage_truncate(n->stage, (uint64_t)size);
 	if (rc == 0) {
 		n->dirty = true;
+		n->mtime_pending = false;
 		touch_now(n);
 		if (by_path)
 			rc = upload_node(fs, n);
 	}
 	pthread_mutex_unlock(&n->lock);
-	if (by_path && node_put(fs->files, n))
-		node_free(n);
+	if (by_path)
+		node_release(fs, n);
 	return rc;
 }
 
-/* ---- namespace ----------------------------------------------------------- */
+/* ---- namespace ------------------------------------------------------------------- */
 
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
 	struct dt_error err = { 0 };
 	struct dt_box box;
 	struct stat st;
+	char *out = NULL;
 	int rc;
 
-	/* The toolbox's mkdir is mkdir -p: it succeeds on an existing directory
-	 * and creates missing parents. POSIX mkdir must fail on an existing path. */
-	rc = remote_getattr(fs, sb, path, &st);
+	/* The toolbox's mkdir is mkdir -p: it succeeds on an existing directory.
+	 * POSIX mkdir must fail on an existing path (and the kernel looked it
+	 * up just before, so this costs nothing). */
+	rc = lookup_attr(fs, sb, path, &st);
 	if (rc == 0)
 		return -EEXIST;
 	if (rc != -ENOENT)
 		return rc;
+	mode &= 07777;
+	if ((mode & 07022) == 0) {
+		/* The toolbox applies the sandbox's umask (022) to the mode; for
+		 * these modes that changes nothing. */
+		sandbox_box(sb, &box);
+		rc = dt_fs_mkdir(fs->dt, &box, path, mode, &err);
+		if (rc == -EINVAL)
+			rc = -EEXIST;   /* a file is in the way */
+		if (rc < 0)
+			return toolbox_failed(fs, sb, rc, &err, "mkdir", path);
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFDIR | mode;
+		st.st_nlink = 2;
+		clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+		cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &st, false);
+	} else {
+		/* Group or other write, or special bits: mkdir -m sets them exactly. */
+		struct strbuf cmd = STRBUF_INIT;
+
+		sb_addf(&cmd, "mkdir -m %04o -- ", (unsigned)mode);
+		sh_quote(&cmd, path);
+		if (list_mode_get(fs, sb) != LIST_API)
+			add_stat_print(&cmd, path);
+		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+		sb_free(&cmd);
+		if (rc < 0)
+			return rc;
+		note_command_result(fs, sb, path, out, CACHE_REPLACED);
+		free(out);
+	}
+	link_drop(fs, sb, path, true);
+	/* A directory just made is empty: lookups in it cost nothing. */
+	cache_put_dir(fs->cache, sb->id, path, NULL, 0, cache_generation(fs->cache, sb->id));
+	return 0;
+}
+
+/* Removes a path that is not a directory: a link with a command (the
+ * toolbox follows links, and answers 404 for a dangling one), anything else
+ * with the file API. */
+static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
+{
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	int rc;
+
+	if (st && S_ISLNK(st->st_mode)) {
+		struct strbuf cmd = STRBUF_INIT;
+
+		sb_adds(&cmd, "rm -- ");
+		sh_quote(&cmd, path);
+		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+		sb_free(&cmd);
+		return rc;
+	}
 	sandbox_box(sb, &box);
-	rc = dt_fs_mkdir(fs->dt, &box, path, mode & 0777, &err);
-	cache_invalidate(fs->cache, sb->id, path);
+	rc = dt_fs_delete(fs->dt, &box, path, false, &err);
 	if (rc == -EINVAL)
-		rc = -EEXIST;   /* a file is in the way */
+		rc = -EISDIR;
 	if (rc < 0)
-		return toolbox_failed(fs, sb, rc, &err, "mkdir", path);
+		return toolbox_failed(fs, sb, rc, &err, "unlink", path);
 	return 0;
 }
 
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	struct dt_error err = { 0 };
 	struct open_node *n = node_find(fs->files, sb, path);
-	struct dt_box box;
-	bool only_local = false;
+	struct stat st;
+	bool only_local = false, have_st;
 	int rc = 0;
 
 	if (n) {
@@ -865,21 +1786,22 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 			n->dirty = false;
 		}
 		pthread_mutex_unlock(&n->lock);
-		if (node_put(fs->files, n))
-			node_free(n);
+		node_release(fs, n);
 		if (rc < 0 && rc != -ENOENT)
 			return rc;
 	}
-	sandbox_box(sb, &box);
-	rc = dt_fs_delete(fs->dt, &box, path, false, &err);
-	cache_invalidate(fs->cache, sb->id, path);
-	if (rc == -ENOENT && only_local)
-		rc = 0;
-	if (rc == -EINVAL)
-		rc = -EISDIR;
-	if (rc < 0)
-		return toolbox_failed(fs, sb, rc, &err, "unlink", path);
-	cache_put_negative(fs->cache, sb->id, path, cache_generation(fs->cache, sb->id));
+	if (!only_local) {
+		have_st = lookup_attr(fs, sb, path, &st) == 0;
+		if (have_st && S_ISDIR(st.st_mode))
+			return -EISDIR;
+		rc = remove_path(fs, sb, path, have_st ? &st : NULL);
+		if (rc < 0) {
+			cache_invalidate(fs->cache, sb->id, path);
+			return rc;
+		}
+	}
+	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
+	link_drop(fs, sb, path, false);
 	return 0;
 }
 
@@ -894,35 +1816,36 @@ static int count_entries(void *ctx, const char *name, const struct stat *st)
 int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct dt_error err = { 0 };
-	struct dt_fileinfo *list = NULL;
 	struct dt_box box;
 	size_t n = 0;
 	int rc;
 
 	/* The toolbox deletes a directory only recursively, so emptiness is
 	 * checked first: rmdir never removes content. */
-	sandbox_box(sb, &box);
 	if (!cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
-		rc = dt_fs_list(fs->dt, &box, path, &list, &n, &err);
-		dt_fileinfo_free(list, n);
-		if (rc == -EINVAL)
-			rc = -ENOTDIR;
+		struct find_entry *v = NULL;
+
+		rc = list_dir(fs, sb, path, &v, &n);
+		files_find_free(v, n);
 		if (rc < 0)
-			return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
+			return rc;
 	}
 	if (n > 0)
 		return -ENOTEMPTY;
+	sandbox_box(sb, &box);
 	rc = dt_fs_delete(fs->dt, &box, path, true, &err);
-	cache_invalidate_tree(fs->cache, sb->id, path);
-	if (rc < 0)
+	if (rc < 0) {
+		cache_invalidate_tree(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
+	}
+	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
+	link_drop(fs, sb, path, true);
 	return 0;
 }
 
 /* Uploads every dirty node at or below path (before it is renamed). */
 static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	size_t plen = strlen(path);
 	int rc = 0;
 
 	for (;;) {
@@ -930,8 +1853,7 @@ static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path)
 
 		pthread_mutex_lock(&fs->files->lock);
 		for (struct open_node *o = fs->files->head; o; o = o->next) {
-			if (o->sb == sb && o->dirty && !o->unlinked && !strncmp(o->path, path, plen) &&
-			    (o->path[plen] == '\0' || o->path[plen] == '/')) {
+			if (o->sb == sb && o->dirty && !o->unlinked && path_is_within(o->path, path)) {
 				found = o;
 				o->refs++;
 				break;
@@ -945,11 +1867,27 @@ static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path)
 		if (rc < 0)
 			found->dirty = false;   /* not retried here; its own close reports it */
 		pthread_mutex_unlock(&found->lock);
-		if (node_put(fs->files, found))
-			node_free(found);
+		node_release(fs, found);
 		if (rc < 0)
 			return rc;
 	}
+}
+
+/* Before path is replaced by a rename: descriptors open on the file there
+ * keep reading what it held, so its content is fetched now. */
+static int keep_replaced_content(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct open_node *n = node_find(fs->files, sb, path);
+	int rc = 0;
+
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&n->lock);
+	if (!n->is_new)
+		rc = ensure_populated(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	return rc == -ENOENT ? 0 : rc;
 }
 
 /* Open nodes follow their file to its new name. */
@@ -961,11 +1899,12 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 	for (struct open_node *o = fs->files->head; o; o = o->next) {
 		struct strbuf np = STRBUF_INIT;
 
-		if (o->sb != sb)
+		if (o->sb != sb || o->unlinked)
 			continue;
-		if (!strcmp(o->path, to) && !o->unlinked) {
+		if (path_is_within(o->path, to) && !path_is_within(o->path, from)) {
 			/* The file that was replaced: its readers keep its old content. */
 			o->unlinked = true;
+			o->dirty = false;
 			continue;
 		}
 		if (strncmp(o->path, from, flen) || (o->path[flen] && o->path[flen] != '/'))
@@ -985,35 +1924,96 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 {
 	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
+	struct stat sf, st;
 	struct dt_box box;
+	bool to_exists, from_exact;
 	int rc;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;   /* SEMANTICS.md: not supported */
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		return -EINVAL;
 	if (!strcmp(from, to))
 		return 0;
 	rc = flush_under(fs, sb, from);
 	if (rc < 0)
 		return rc;
+	/* Both were looked up by the kernel just before: no request. */
+	rc = lookup_attr(fs, sb, from, &sf);
+	if (rc < 0)
+		return rc;
+	from_exact = cache_lookup(fs->cache, sb->id, from, &st, NULL) == CACHE_HIT;
+	rc = lookup_attr(fs, sb, to, &st);
+	if (rc < 0 && rc != -ENOENT)
+		return rc;
+	to_exists = rc == 0;
+	if (to_exists && (flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (to_exists) {
+		rc = keep_replaced_content(fs, sb, to);
+		if (rc < 0)
+			return rc;
+	}
 	sandbox_box(sb, &box);
-	rc = dt_fs_move(fs->dt, &box, from, to, &err);
+	rc = -EEXIST;
+	if (!to_exists && !S_ISLNK(sf.st_mode)) {
+		rc = dt_fs_move(fs->dt, &box, from, to, &err);
+		if (rc < 0 && rc != -EEXIST)
+			toolbox_failed(fs, sb, rc, &err, "rename", from);
+	}
 	if (rc == -EEXIST && !(flags & RENAME_NOREPLACE)) {
-		/* The toolbox's move never replaces; rename(2) must, atomically,
-		 * so a command does it with mv -T (rename(2) underneath). */
+		/* The toolbox's move never replaces, and follows a link at the
+		 * source; rename(2) must replace, atomically: mv -T is
+		 * rename(2) in the sandbox. */
 		sb_adds(&cmd, "mv -f -T -- ");
 		sh_quote(&cmd, from);
 		sb_addc(&cmd, ' ');
 		sh_quote(&cmd, to);
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
 		sb_free(&cmd);
-	} else if (rc < 0 && rc != -EEXIST) {
-		toolbox_failed(fs, sb, rc, &err, "rename", from);
 	}
-	cache_invalidate_tree(fs->cache, sb->id, from);
-	cache_invalidate_tree(fs->cache, sb->id, to);
-	if (rc == 0)
-		rekey_nodes(fs, sb, from, to);
-	return rc;
+	if (rc < 0) {
+		cache_invalidate_tree(fs->cache, sb->id, from);
+		cache_invalidate_tree(fs->cache, sb->id, to);
+		return rc;
+	}
+	/* The object keeps its attributes (ctime is shown as mtime). */
+	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
+	cache_update(fs->cache, sb->id, to, CACHE_REPLACED, &sf, from_exact);
+	link_drop(fs, sb, to, true);
+	if (S_ISDIR(sf.st_mode)) {
+		link_drop(fs, sb, from, true);
+	} else if (S_ISLNK(sf.st_mode)) {
+		char target[4096];
+
+		if (link_get(fs, sb, from, target, sizeof(target)))
+			link_put(fs, sb, to, target);
+		link_drop(fs, sb, from, false);
+	}
+	rekey_nodes(fs, sb, from, to);
+	return 0;
+}
+
+/* The cached attributes of path after a change fn made to them, kept
+ * exact when they were; dropped when nothing was known. */
+static void note_attr_change(struct dfs *fs, struct sandbox *sb, const char *path,
+			     void (*fn)(struct stat *st, const void *arg), const void *arg)
+{
+	struct stat st;
+	bool listed = false;
+	enum cache_result r = cache_lookup(fs->cache, sb->id, path, &st, &listed);
+
+	if (r == CACHE_HIT || listed) {
+		fn(&st, arg);
+		cache_update(fs->cache, sb->id, path, CACHE_CHANGED, &st, r == CACHE_HIT);
+	} else {
+		cache_invalidate(fs->cache, sb->id, path);
+	}
+}
+
+static void set_mode(struct stat *st, const void *arg)
+{
+	st->st_mode = (st->st_mode & S_IFMT) | (*(const mode_t *)arg & 07777);
 }
 
 int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
@@ -1021,20 +2021,22 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	struct dt_error err = { 0 };
 	struct open_node *n = node_find(fs->files, sb, path);
 	struct dt_box box;
+	char *out = NULL;
 	int rc;
 
+	mode &= 07777;
 	if (n) {
 		bool pending = false;
 
 		pthread_mutex_lock(&n->lock);
+		n->st.st_mode = (n->st.st_mode & S_IFMT) | mode;
 		if (n->is_new) {
-			n->mode = S_IFREG | (mode & 07777);
+			/* Applied after the first upload, which creates the file. */
 			n->chmod_pending = true;
 			pending = true;
 		}
 		pthread_mutex_unlock(&n->lock);
-		if (node_put(fs->files, n))
-			node_free(n);
+		node_release(fs, n);
 		if (pending)
 			return 0;
 	}
@@ -1043,31 +2045,66 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		/* The file API applies only the 0777 bits. */
 		struct strbuf cmd = STRBUF_INIT;
 
-		sb_addf(&cmd, "chmod %04o -- ", (unsigned)(mode & 07777));
+		sb_addf(&cmd, "chmod %04o -- ", (unsigned)mode);
 		sh_quote(&cmd, path);
-		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+		if (list_mode_get(fs, sb) != LIST_API)
+			add_stat_print(&cmd, path);
+		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
 		sb_free(&cmd);
-	} else {
-		rc = dt_fs_chmod(fs->dt, &box, path, mode & 0777, &err);
-		if (rc == -EINVAL)
-			rc = -EPERM;   /* a chmod failure is a bare 400 */
-		if (rc < 0)
-			toolbox_failed(fs, sb, rc, &err, "chmod", path);
+		if (rc == 0)
+			note_command_result(fs, sb, path, out, CACHE_CHANGED);
+		free(out);
+		return rc;
 	}
-	cache_invalidate(fs->cache, sb->id, path);
-	return rc;
+	rc = dt_fs_chmod(fs->dt, &box, path, mode, &err);
+	if (rc == -EINVAL)
+		rc = -EPERM;   /* a chmod failure is a bare 400 */
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, path);
+		return toolbox_failed(fs, sb, rc, &err, "chmod", path);
+	}
+	note_attr_change(fs, sb, path, set_mode, &mode);
+	return 0;
 }
 
 int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid, gid_t gid)
 {
+	struct open_node *n = node_find(fs->files, sb, path);
 	struct strbuf cmd = STRBUF_INIT;
+	struct stat st;
+	char *out = NULL;
 	int rc;
 
 	if (uid == (uid_t)-1 && gid == (gid_t)-1)
 		return 0;
-	rc = flush_under(fs, sb, path);
-	if (rc < 0)
-		return rc;
+	if (n) {
+		bool pending = false;
+
+		pthread_mutex_lock(&n->lock);
+		if (n->is_new) {
+			/* Applied after the first upload, with the mode and times. */
+			if (uid != (uid_t)-1)
+				n->uid = n->st.st_uid = uid;
+			else if (!n->chown_pending)
+				n->uid = (uid_t)-1;
+			if (gid != (gid_t)-1)
+				n->gid = n->st.st_gid = gid;
+			else if (!n->chown_pending)
+				n->gid = (gid_t)-1;
+			n->chown_pending = true;
+			pending = true;
+		}
+		pthread_mutex_unlock(&n->lock);
+		node_release(fs, n);
+		if (pending)
+			return 0;
+	}
+	/* cp -a, tar and rsync chown what they make to what it already is:
+	 * nothing to do, unless the call must clear setuid bits. */
+	if (cache_lookup(fs->cache, sb->id, path, &st, NULL) == CACHE_HIT &&
+	    (uid == (uid_t)-1 || st.st_uid == uid) && (gid == (gid_t)-1 || st.st_gid == gid) &&
+	    !(S_ISREG(st.st_mode) && (st.st_mode & 06000)))
+		return 0;
 	sb_adds(&cmd, "chown -h ");
 	if (uid != (uid_t)-1)
 		sb_addf(&cmd, "%u", (unsigned)uid);
@@ -1075,95 +2112,168 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 		sb_addf(&cmd, ":%u", (unsigned)gid);
 	sb_adds(&cmd, " -- ");
 	sh_quote(&cmd, path);
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+	if (list_mode_get(fs, sb) != LIST_API)
+		add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
 	sb_free(&cmd);
-	cache_invalidate(fs->cache, sb->id, path);
-	return rc;
-}
-
-static void add_touch_time(struct strbuf *cmd, const char *flag, const struct timespec *ts)
-{
-	if (ts->tv_nsec == UTIME_NOW)
-		sb_addf(cmd, "touch -c %s -- ", flag);
+	if (rc == 0)
+		note_command_result(fs, sb, path, out, CACHE_CHANGED);
 	else
-		sb_addf(cmd, "touch -c %s -d @%lld.%09ld -- ", flag, (long long)ts->tv_sec, ts->tv_nsec);
+		cache_invalidate(fs->cache, sb->id, path);
+	free(out);
+	return rc;
 }
 
 int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2])
 {
 	struct open_node *n = node_find(fs->files, sb, path);
+	const struct timespec *at = &tv[0], *mt = &tv[1];
 	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
 	int rc;
 
 	if (n) {
 		bool pending = false;
 
 		pthread_mutex_lock(&n->lock);
-		if (n->dirty && tv[1].tv_nsec != UTIME_OMIT) {
-			/* Applied after the upload, which would otherwise reset it. */
-			if (tv[1].tv_nsec == UTIME_NOW)
+		if (n->dirty) {
+			/* The upload would reset the time: it is applied after it.
+			 * "Now" needs nothing, the upload is later still. */
+			if (mt->tv_nsec == UTIME_NOW) {
+				n->mtime_pending = false;
 				touch_now(n);
-			else
-				n->mtime = tv[1];
-			n->mtime_pending = true;
+			} else if (mt->tv_nsec != UTIME_OMIT) {
+				n->mtime = *mt;
+				n->mtime_pending = true;
+			}
+			if (at->tv_nsec != UTIME_OMIT && at->tv_nsec != UTIME_NOW) {
+				n->atime = *at;
+				n->atime_pending = true;
+			}
 			pending = true;
 		}
 		pthread_mutex_unlock(&n->lock);
-		if (node_put(fs->files, n))
-			node_free(n);
+		node_release(fs, n);
 		if (pending)
 			return 0;
 	}
-	if (tv[1].tv_nsec != UTIME_OMIT) {
-		add_touch_time(&cmd, "-m", &tv[1]);
+	sb_adds(&cmd, "true");
+	if (at->tv_nsec == UTIME_NOW && mt->tv_nsec == UTIME_NOW) {
+		sb_adds(&cmd, " && touch -h -c -- ");
 		sh_quote(&cmd, path);
+	} else if (at->tv_nsec != UTIME_OMIT && at->tv_nsec != UTIME_NOW && at->tv_sec == mt->tv_sec &&
+		   at->tv_nsec == mt->tv_nsec) {
+		add_touch(&cmd, "", mt, path);
+	} else {
+		if (mt->tv_nsec == UTIME_NOW) {
+			sb_adds(&cmd, " && touch -h -c -m -- ");
+			sh_quote(&cmd, path);
+		} else if (mt->tv_nsec != UTIME_OMIT) {
+			add_touch(&cmd, "-m ", mt, path);
+		}
+		if (at->tv_nsec == UTIME_NOW) {
+			sb_adds(&cmd, " && touch -h -c -a -- ");
+			sh_quote(&cmd, path);
+		} else if (at->tv_nsec != UTIME_OMIT) {
+			add_touch(&cmd, "-a ", at, path);
+		}
 	}
-	if (tv[0].tv_nsec != UTIME_OMIT) {
-		if (cmd.len)
-			sb_adds(&cmd, " && ");
-		add_touch_time(&cmd, "-a", &tv[0]);
-		sh_quote(&cmd, path);
-	}
-	if (!cmd.len)
+	if (!strcmp(sb_str(&cmd), "true")) {
+		sb_free(&cmd);
 		return 0;
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+	}
+	if (list_mode_get(fs, sb) != LIST_API)
+		add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
 	sb_free(&cmd);
-	cache_invalidate(fs->cache, sb->id, path);
+	if (rc == 0)
+		note_command_result(fs, sb, path, out, CACHE_CHANGED);
+	else
+		cache_invalidate(fs->cache, sb->id, path);
+	free(out);
 	return rc;
 }
 
 int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const char *path)
 {
 	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
 	int rc;
 
 	sb_adds(&cmd, "ln -s -- ");
 	sh_quote(&cmd, target);
 	sb_addc(&cmd, ' ');
 	sh_quote(&cmd, path);
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+	if (list_mode_get(fs, sb) != LIST_API)
+		add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
 	sb_free(&cmd);
-	cache_invalidate(fs->cache, sb->id, path);
-	return rc;
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, path);
+		return rc;
+	}
+	note_command_result(fs, sb, path, out, CACHE_REPLACED);
+	/* The target as given, byte for byte. */
+	link_put(fs, sb, path, target);
+	free(out);
+	return 0;
 }
 
 int files_readlink(struct dfs *fs, struct sandbox *sb, const char *path, char *buf, size_t size)
 {
 	struct strbuf cmd = STRBUF_INIT;
-	char *out = NULL;
+	char *out = NULL, *raw = NULL;
 	size_t len;
 	int rc;
 
-	sb_adds(&cmd, "readlink -- ");
+	if (size == 0)
+		return -EINVAL;
+	if (link_get(fs, sb, path, buf, size))
+		return 0;
+	/* Hex, so that any byte of the target survives the JSON transport. */
+	sb_adds(&cmd, "readlink -n -- ");
 	sh_quote(&cmd, path);
+	sb_adds(&cmd, " >/dev/null && readlink -n -- ");
+	sh_quote(&cmd, path);
+	sb_adds(&cmd, " | od -An -v -tx1");
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
 	sb_free(&cmd);
 	if (rc < 0)
-		return rc == -EIO ? -EINVAL : rc;
-	len = out ? strlen(out) : 0;
-	while (len && out[len - 1] == '\n')
-		out[--len] = '\0';
-	rc = str_copy(buf, size, out ? out : "") ? 0 : 0;   /* readlink truncates silently */
+		return rc == -EIO ? -EINVAL : rc;   /* readlink of a non-link fails without a message */
+	rc = files_unhex(out ? out : "", &raw, &len);
+	free(out);
+	if (rc < 0)
+		return -EIO;
+	if (memchr(raw, '\0', len)) {
+		free(raw);
+		return -EIO;
+	}
+	str_copy(buf, size, raw);   /* readlink truncates silently */
+	link_put(fs, sb, path, raw);
+	free(raw);
+	return 0;
+}
+
+int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode, dev_t rdev)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
+	int rc;
+
+	(void)rdev;
+	/* Regular files come through create. A FIFO can be made in the
+	 * sandbox (and opening it through the mount is the local kernel's
+	 * business, as for any FIFO); devices and sockets cannot. */
+	if (!S_ISFIFO(mode))
+		return -EPERM;
+	sb_addf(&cmd, "mkfifo -m %04o -- ", (unsigned)(mode & 07777));
+	sh_quote(&cmd, path);
+	if (list_mode_get(fs, sb) != LIST_API)
+		add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_free(&cmd);
+	if (rc == 0)
+		note_command_result(fs, sb, path, out, CACHE_REPLACED);
 	free(out);
 	return rc;
 }
@@ -1223,7 +2333,30 @@ void files_flush_all(struct dfs *fs)
 	pthread_mutex_unlock(&fs->files->lock);
 }
 
+/*
+ * A command ran (or ended) in the sandbox: it may have changed any file, so
+ * everything cached of that sandbox goes, and nothing of the others. What
+ * this mount holds itself stays: staged writes, and the content of files
+ * open here.
+ */
 void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id)
 {
 	cache_invalidate_sandbox(fs->cache, sandbox_id);
+	pthread_mutex_lock(&fs->files->lock);
+	for (size_t i = 0; i < LINK_BUCKETS; i++) {
+		struct link_ent **pp = &fs->files->links[i];
+
+		while (*pp) {
+			struct link_ent *e = *pp;
+
+			if (!strcmp(e->sb->id, sandbox_id)) {
+				*pp = e->next;
+				link_ent_free(e);
+				fs->files->nlinks--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+	pthread_mutex_unlock(&fs->files->lock);
 }

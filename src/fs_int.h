@@ -145,6 +145,20 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const char *path);
 int files_readlink(struct dfs *fs, struct sandbox *sb, const char *path, char *buf, size_t size);
 int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st);
+/* mknod(2) of what is not a regular file: FIFOs are made in the sandbox; devices and sockets give EPERM. */
+int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode, dev_t rdev);
+
+/* The lstat view of a directory's entries, as one command prints them (find
+ * -printf, see fs_files.c); exposed for the unit tests. */
+struct find_entry {
+	char *name;               /* malloc'd */
+	char *link;               /* malloc'd target of a symbolic link, else NULL */
+	struct stat st;
+};
+int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_t *n);
+void files_find_free(struct find_entry *v, size_t n);
+/* od -An -v -tx1 output back to bytes (malloc'd, NUL-terminated after len bytes). */
+int files_unhex(const char *text, char **out, size_t *len);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
 /* The sandbox's cached metadata is stale (a command ran). */

@@ -3,26 +3,36 @@
 Layout under DATA:
     sandboxes/<id>/fs/home/            mounted at /home in the sandbox (holds daytona/, the work dir)
     sandboxes/<id>/fs/tmp/             mounted at /tmp
+    sandboxes/<id>/fs/run/             mounted at /run (emptied when the sandbox starts)
+    sandboxes/<id>/fs/var/             mounted at /var (with var/tmp; var/run -> /run)
     sandboxes/<id>/sessions/<sid>/     session command logs (server side only, not in the view)
     snapshots/<snapshot-id>/fs/        a copy of a sandbox's fs/ tree
+    .root/                             the sandbox's `/`: only mount points and the host's
+                                       top-level symlinks (bin -> usr/bin, ...), read-only
     .empty/                            an empty directory that stands for DATA inside the view
 
-The view: `/` is the host's root, read-only; /home and /tmp are the sandbox's own; DATA itself is
-masked (an empty read-only directory), so neither a command nor a symlink followed by the file API
-reaches the server's data. Commands run under bubblewrap with exactly these mounts, and the file
-API resolves paths component by component with the same mount table, following symlinks inside
-the view (an absolute link target restarts at the view's root), so both see the same tree.
+The view: `/` is the small read-only .root directory; the host's system directories (/usr, /etc,
+/opt, and /bin, /sbin, /lib* where they are real directories) are bound read-only on it; /dev is
+a minimal device directory, /proc the host's procfs; /home, /tmp, /run and /var are the
+sandbox's own. Nothing else of the host is visible: not its /tmp, /root, /home, /mnt, /media or
+/work, and in particular no FUSE mount (a daytonafs mount of this very server under the host's
+/tmp would otherwise be walked into by `find /` in a sandbox: deadlocks and EBUSY). Should DATA
+lie under one of the bound directories, it is masked by an empty read-only directory. Commands
+run under bubblewrap with exactly these mounts (with .root itself as bwrap's root, so `ls /` is
+the same listing), and the file API resolves paths component by component with the same mount
+table, following symlinks inside the view (an absolute link target restarts at the view's
+root), so both see the same tree.
 
 Processes are deliberately NOT in a private pid namespace: a detached process started by one
 /process/execute must be visible to, and signalable by, a later one. Every process started for a
 sandbox carries the environment marker DAYTONA_LOCAL_SANDBOX=<id>; stopping a sandbox kills every
-process carrying it, plus their descendants (found through /proc).
+process carrying it, plus their descendants (found through /proc). (So this is no security
+boundary: commands run as the server's user, in the host's pid namespace.)
 
 Sessions are persistent shells. Each command gets fresh pipes for stdin/stdout/stderr which the
 shell opens through /proc/<server pid>/fd/<n> (so nothing has to exist in the sandbox's view), and
 Python threads label every line with the 0x01x3 / 0x02x3 markers into the command's log file.
 """
-
 import codecs
 import errno
 import os
@@ -65,6 +75,22 @@ if ($s & 127) {
 exit($s >> 8);
 """
 MAX_SYMLINKS = 40
+
+# The host's top-level entries a sandbox sees, read-only (those that exist). A symlink among them
+# (bin -> usr/bin on merged-/usr systems) is recreated as the same symlink.
+HOST_ROOTS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
+# The sandbox's own writable directories: (view path, mode); the top-level ones are mounts.
+OWN_DIRS = (("/home", 0o755), ("/home/daytona", 0o755), ("/tmp", 0o1777), ("/run", 0o755),
+            ("/run/lock", 0o1777), ("/var", 0o755), ("/var/tmp", 0o1777), ("/var/cache", 0o755),
+            ("/var/lib", 0o755), ("/var/log", 0o755))
+OWN_LINKS = (("/var/run", "/run"), ("/var/lock", "/run/lock"))
+OWN_MOUNTS = ("/home", "/tmp", "/run", "/var")
+ETC_RUN_LINKS = ("resolv.conf", "hosts", "hostname")
+# bwrap's --dev: these host devices, plus pts/ and shm/ and the symlinks below
+DEVICES = ("full", "null", "random", "tty", "urandom", "zero")
+DEV_LINKS = (("core", "/proc/kcore"), ("fd", "/proc/self/fd"), ("ptmx", "pts/ptmx"),
+             ("stderr", "/proc/self/fd/2"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"))
 
 # Go converts invalid UTF-8 to U+FFFD byte by byte when a []byte becomes a JSON string.
 codecs.register_error("go_replace", lambda e: ("\ufffd" * (e.end - e.start), e.end))
@@ -119,7 +145,9 @@ class View:
         """(host path, writable, is the mount root itself) of an already resolved view path."""
         for prefix, host, writable in self.mounts:
             if prefix == "/":
-                return view, writable, view == "/"
+                if view == "/":
+                    return host, writable, True
+                return (host.rstrip("/") + view), writable, False
             if view == prefix:
                 return host, writable, True
             if view.startswith(prefix + "/"):
@@ -534,8 +562,27 @@ class Runtime:
         self.sandboxes_dir = os.path.join(self.data_dir, "sandboxes")
         self.snapshots_dir = os.path.join(self.data_dir, "snapshots")
         self.empty_dir = os.path.join(self.data_dir, ".empty")
+        self.root_dir = os.path.join(self.data_dir, ".root")
         for d in (self.sandboxes_dir, self.snapshots_dir, self.empty_dir):
             os.makedirs(d, exist_ok=True)
+        self.host_dirs, host_links = host_layout()
+        _sync_root(self.root_dir, [n for n, _ in self.host_dirs], host_links)
+        # DATA must stay invisible where it lies under a bound host directory (--data /opt/x)
+        self.masks = [("/" + n + self.data_dir[len(src):]) for n, src in self.host_dirs
+                      if self.data_dir == src or self.data_dir.startswith(src.rstrip("/") + "/")]
+        # files the bound /etc links to under the host's /run (resolv.conf on systemd-resolved
+        # hosts): copied into the sandbox's own /run so that the links still resolve
+        self.run_files = [f for f in (os.path.realpath("/etc/" + n) for n in ETC_RUN_LINKS
+                                      if os.path.islink("/etc/" + n))
+                          if f.startswith("/run/") and os.path.isfile(f)]
+        self._laid_out = set()       # sandbox ids whose tree has all of OWN_DIRS
+        # the read-only part of every sandbox's view (bwrap's table in _bwrap_argv)
+        self._host_mounts = ([("/", self.root_dir, False), ("/proc", "/proc", False),
+                              ("/dev", self.root_dir + "/dev", False)]
+                             + [("/" + n, src, False) for n, src in self.host_dirs]
+                             + [("/dev/" + n, "/dev/" + n, False) for n in DEVICES
+                                if os.path.lexists(self.root_dir + "/dev/" + n)]
+                             + [(m, self.empty_dir, False) for m in self.masks])
         self.shell = pick_shell()
         self.perl = shutil.which("perl")
         self.warning = None
@@ -564,8 +611,7 @@ class Runtime:
     def _probe_bwrap(self):
         """bwrap can be installed but unusable (no user namespaces, seccomp in a container)."""
         try:
-            r = subprocess.run([self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev",
-                                "--proc", "/proc", "--", "/bin/true"],
+            r = subprocess.run(self._bwrap_argv() + ["--", "true"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
             return r.returncode == 0
         except (OSError, subprocess.TimeoutExpired):
@@ -580,18 +626,47 @@ class Runtime:
     def tree(self, sandbox_id):
         return os.path.join(self.sandbox_dir(sandbox_id), "fs")
 
-    def _mask_data(self):
-        """Whether DATA needs masking in the view (it is hidden already under /home or /tmp)."""
-        d = self.data_dir
-        return not (d == "/" or d.startswith("/home/") or d == "/home"
-                    or d.startswith("/tmp/") or d == "/tmp")
+    def _bwrap_argv(self, tree=None):
+        """bwrap's mount table: .root as `/`, the host's system directories read-only, a
+        minimal /dev, /proc, then the sandbox's own directories. The file API's view() is the
+        same table."""
+        cmd = [self.bwrap, "--ro-bind", self.root_dir, "/"]
+        for name, src in self.host_dirs:
+            cmd += ["--ro-bind", src, "/" + name]
+        cmd += ["--dev", "/dev", "--proc", "/proc"]
+        if tree:
+            for m in OWN_MOUNTS:
+                cmd += ["--bind", tree + m, m]
+        for m in self.masks:
+            cmd += ["--tmpfs", m, "--remount-ro", m]
+        return cmd
 
     def view(self, sandbox_id):
         t = self.tree(sandbox_id)
-        mounts = [("/", "/", False), ("/home", t + "/home", True), ("/tmp", t + "/tmp", True)]
-        if self._mask_data():
-            mounts.append((self.data_dir, self.empty_dir, False))
-        return View(mounts)
+        self._ensure_layout(sandbox_id)
+        return View(self._host_mounts + [(m, t + m, True) for m in OWN_MOUNTS])
+
+    def _ensure_layout(self, sandbox_id, force=False):
+        """Give an existing tree the sandbox's own directories (trees made by older versions
+        lack /run and /var; bwrap needs every bind source to exist)."""
+        if sandbox_id in self._laid_out and not force:
+            return
+        t = self.tree(sandbox_id)
+        if not os.path.isdir(t):
+            return
+        for v, mode in OWN_DIRS:
+            _ensure_dir(t + v, mode)
+        for v, target in OWN_LINKS:
+            if not os.path.lexists(t + v):
+                os.symlink(target, t + v)
+        for f in self.run_files:
+            if not os.path.lexists(t + f):
+                try:
+                    os.makedirs(os.path.dirname(t + f), exist_ok=True)
+                    shutil.copy2(f, t + f)
+                except OSError:
+                    pass
+        self._laid_out.add(sandbox_id)
 
     def exists(self, sandbox_id):
         return os.path.isdir(self.tree(sandbox_id))
@@ -610,9 +685,7 @@ class Runtime:
                 os.rename(tmp, t)
             else:
                 os.makedirs(t)
-        _ensure_dir(os.path.join(t, "home"), 0o755)
-        _ensure_dir(os.path.join(t, "home", "daytona"), 0o755)
-        _ensure_dir(os.path.join(t, "tmp"), 0o1777)
+        self._ensure_layout(sandbox_id, force=True)
 
     def start(self, sandbox_id):
         if not self.exists(sandbox_id):
@@ -621,9 +694,12 @@ class Runtime:
             self._stopping.discard(sandbox_id)
             live = bool(self._sessions.get(sandbox_id))
         if not live:
-            # sessions do not survive a stop; their logs go with them
+            # sessions do not survive a stop; their logs go with them; /run starts empty like
+            # a tmpfs after a reboot
             shutil.rmtree(os.path.join(self.sandbox_dir(sandbox_id), "sessions"),
                           ignore_errors=True)
+            _empty_dir(os.path.join(self.tree(sandbox_id), "run"))
+        self._ensure_layout(sandbox_id, force=True)
 
     def stop(self, sandbox_id):
         with self._lock:
@@ -639,6 +715,7 @@ class Runtime:
 
     def destroy(self, sandbox_id):
         self.stop(sandbox_id)
+        self._laid_out.discard(sandbox_id)
         shutil.rmtree(self.sandbox_dir(sandbox_id), ignore_errors=True)
 
     def snapshot(self, sandbox_id, snapshot_id):
@@ -688,12 +765,7 @@ class Runtime:
         env = self.environment(sandbox_id, sandbox_env, extra_env)
         if self.bwrap:
             t = self.tree(sandbox_id)
-            cmd = [self.bwrap, "--ro-bind", "/", "/",
-                   "--bind", t + "/home", "/home", "--bind", t + "/tmp", "/tmp",
-                   "--dev", "/dev", "--proc", "/proc"]
-            if self._mask_data():
-                cmd += ["--tmpfs", self.data_dir, "--remount-ro", self.data_dir]
-            cmd += ["--chdir", cwd_view, "--"] + argv
+            cmd = self._bwrap_argv(t) + ["--chdir", cwd_view, "--"] + argv
             host_cwd = t
         else:
             cmd = argv
@@ -835,9 +907,97 @@ def _go_errstr(e):
 
 
 def _ensure_dir(path, mode):
-    if not os.path.isdir(path):
+    if not os.path.lexists(path):          # lexists: a link the sandbox put there is its business
         os.makedirs(path, exist_ok=True)
         os.chmod(path, mode)
+
+
+def _empty_dir(path):
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for n in names:
+        p = os.path.join(path, n)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+
+
+def host_layout():
+    """The HOST_ROOTS of this host: ([(name, host directory to bind)], [(name, link target)]).
+    A top-level symlink is kept as a symlink when it leads into a bound directory (lib ->
+    usr/lib); one that leads elsewhere is bound as the directory it points to."""
+    dirs, links = [], []
+    for name in HOST_ROOTS:
+        try:
+            st = os.lstat("/" + name)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            dirs.append((name, "/" + name))
+        elif stat.S_ISLNK(st.st_mode):
+            links.append(name)
+    bound = {n for n, _ in dirs}
+    kept = []
+    for name in links:
+        real = os.path.realpath("/" + name)
+        if real.strip("/").split("/")[0] in bound:
+            kept.append((name, os.readlink("/" + name)))
+        elif os.path.isdir(real):
+            dirs.append((name, real))
+    return dirs, kept
+
+
+def _sync_root(root, dir_names, links):
+    """Make `root` the sandbox's `/`: a directory per mount point, the top-level symlinks, and a
+    /dev like bwrap's --dev (placeholders for the devices, which are mounts in the view).
+    Entries that do not belong (the host changed since the last run) are removed."""
+    top = {n: ("dir",) for n in dir_names}
+    top.update((n, ("link", t)) for n, t in links)
+    for m in OWN_MOUNTS + ("/dev", "/proc"):
+        top[m[1:]] = ("dir",)
+    dev = {n: ("file",) for n in DEVICES if os.path.exists("/dev/" + n)}
+    dev.update(pts=("dir",), shm=("dir",))
+    dev.update((n, ("link", t)) for n, t in DEV_LINKS)
+    _sync_dir(root, top)
+    _sync_dir(os.path.join(root, "dev"), dev)
+    for n in [n for n, k in top.items() if k == ("dir",) and n != "dev"] + ["dev/pts", "dev/shm"]:
+        _sync_dir(os.path.join(root, n), {})          # mount points and bwrap's empty dirs
+
+
+def _sync_dir(path, spec):
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    for n in os.listdir(path):
+        p = os.path.join(path, n)
+        want = spec.get(n)
+        if os.path.islink(p):
+            ok = want is not None and want[0] == "link" and os.readlink(p) == want[1]
+        elif os.path.isdir(p):
+            ok = want == ("dir",)
+        else:
+            ok = want == ("file",)
+        if not ok:
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+    for n, kind in spec.items():
+        p = os.path.join(path, n)
+        if os.path.lexists(p):
+            continue
+        if kind[0] == "dir":
+            os.mkdir(p, 0o755)
+            os.chmod(p, 0o755)
+        elif kind[0] == "link":
+            os.symlink(kind[1], p)
+        else:
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
 def _copy_tree(src, dst):

@@ -1,10 +1,10 @@
 """The toolbox API at /toolbox/{id}/...: files, processes, sessions (CONTRACT sections 1.2, 3, 4, 6).
 
 Each handler works in the sandbox's view (runtime.View): paths are resolved inside the sandbox,
-so a symlink never leads out of it, and writes outside /home and /tmp fail with EROFS like a
-read-only root would. The daemon's quirks are reproduced on purpose: fs errors are bare status
-codes with empty bodies, process and session errors are JSON ErrorResponses, and the session
-output format depends on X-Daytona-SDK-Version.
+so a symlink never leads out of it, and writes outside /home, /tmp, /var and /run fail with
+EROFS like a read-only root would. The daemon's quirks are reproduced on purpose: fs errors are
+bare status codes with empty bodies, process and session errors are JSON ErrorResponses, and the
+session output format depends on X-Daytona-SDK-Version.
 """
 
 import datetime

@@ -136,8 +136,12 @@ def test_ls_l_of_1000_files_is_one_list_request(mount, sandbox, work, server):
     server.reset()
     out = sh(["ls", "-l", d]).stdout
     assert len(out.strip().splitlines()) == 1001   # "total" + 1000 entries
-    assert server.count("/files", "GET") == 1
+    # The listing is one command (find -printf: lstat's view, links as links)
+    # and fills the attributes of every entry: no stat requests at all.
+    assert server.count("/process/execute", "POST") == 1
+    assert server.count("/files", "GET") == 0
     assert server.count("/files/info") == 0
+    assert server.stats()["requests"] == 1
 
 
 def test_second_cat_costs_nothing(mount, work, server):

@@ -21,7 +21,7 @@ HAVE_BWRAP = shutil.which("bwrap") is not None
 
 @pytest.fixture
 def data_dir():
-    # outside /tmp and /home on purpose: there the data dir must be masked in the view
+    # the host's /var/tmp: a place a sandbox must not see (its /var is its own)
     d = tempfile.mkdtemp(prefix="dl-rt-", dir="/var/tmp")
     yield d
     shutil.rmtree(d, ignore_errors=True)
@@ -69,11 +69,13 @@ def test_view_maps_mounts_and_is_read_only_outside(rt, sb):
     r, st = v.resolve_entry(v.resolve("/"), "home")
     assert r.host == os.path.join(rt.tree(sb), "home") and r.mount_root
     assert st.st_ino == os.stat(os.path.join(rt.tree(sb), "home")).st_ino
-    # the server's data dir is masked: an empty, read-only directory
-    d = v.resolve(rt.data_dir)
-    assert not d.writable and os.listdir(d.host) == []
+    # the server's data dir (under the host's /var/tmp) is not in the view: /var is the
+    # sandbox's own
+    assert v.resolve("/var/tmp").host == os.path.join(rt.tree(sb), "var", "tmp")
     with pytest.raises(FileNotFoundError):
-        os.stat(v.resolve(os.path.join(rt.data_dir, "sandboxes")).host)
+        os.stat(v.resolve(rt.data_dir).host)
+    with pytest.raises(FileNotFoundError):
+        v.resolve(os.path.join(rt.data_dir, "sandboxes"))
 
 
 def test_symlinks_resolve_inside_the_sandbox(rt, sb):
@@ -88,17 +90,23 @@ def test_symlinks_resolve_inside_the_sandbox(rt, sb):
     os.symlink("loop1", os.path.join(h, "loop2"))
     open(os.path.join(h, "target.txt"), "w").write("t")
     v = rt.view(sb)
-    assert v.resolve("up").view == "/" and v.resolve("up").host == "/"
+    assert v.resolve("up").view == "/" and v.resolve("up").host == rt.root_dir
     assert v.resolve("rel").view == "/"
     assert v.resolve("up/home/daytona/target.txt").host == os.path.join(h, "target.txt")
     assert v.resolve("etc/hostname").host == "/etc/hostname"
     assert v.resolve("abs").host == os.path.join(h, "target.txt")        # the sandbox's /home
     assert v.resolve("abs", follow=False).host == os.path.join(h, "abs")
-    # a link into the server's data dir lands in the mask, never in the real tree
+    # a link to the server's data dir lands in the sandbox's own /var, never in the real tree
     with pytest.raises(FileNotFoundError):
         v.resolve("data")
-    assert os.listdir(v.resolve("dataroot").host) == []
-    assert not v.resolve("dataroot").writable
+    r = v.resolve("dataroot")
+    assert r.host.startswith(rt.tree(sb) + "/var/") and not os.path.exists(r.host)
+    # /proc's magic links are followed inside the view too: the test's cwd (the host's
+    # checkout) is not in it, and /proc/N/root is the sandbox's /
+    if not os.getcwd().startswith(("/usr/", "/etc/", "/opt/")):
+        with pytest.raises(FileNotFoundError):
+            os.stat(v.resolve("/proc/%d/cwd/" % os.getpid()).host)
+    assert v.resolve("/proc/%d/root" % os.getpid()).host == rt.root_dir
     with pytest.raises(OSError) as ei:
         v.resolve("loop1")
     assert ei.value.errno == errno.ELOOP
@@ -167,10 +175,112 @@ def test_files_are_shared_between_file_api_and_commands(rt, sb):
 def test_sandbox_cannot_write_the_host_or_see_the_data_dir(data_dir):
     rt = rtm.Runtime(data_dir, use_bwrap=True)
     rt.create(SB1)
-    r = run(rt, "touch /etc/x 2>&1; ls -A %s | wc -l; echo ok > /home/daytona/ok" % rt.data_dir)
-    assert b"Read-only file system" in r.output
-    assert r.output.split(b"\n")[1].strip() == b"0"          # the data dir looks empty
+    r = run(rt, "touch /etc/x /x; test -e %s || echo no-data; echo ok > /home/daytona/ok"
+            % rt.data_dir)
+    assert r.output.count(b"Read-only file system") == 2
+    assert b"no-data" in r.output
     assert os.path.exists(os.path.join(home(rt), "ok"))
+
+
+def _host_dir_writable(d):
+    return os.path.isdir(d) and not os.path.islink(d) and os.access(d, os.W_OK)
+
+
+@pytest.mark.skipif(not HAVE_BWRAP or not _host_dir_writable("/opt"),
+                    reason="needs bwrap and a writable /opt")
+def test_a_data_dir_under_a_bound_host_directory_is_masked():
+    d = tempfile.mkdtemp(prefix="dl-rt-", dir="/opt")
+    try:
+        rt = rtm.Runtime(d, use_bwrap=True)
+        rt.create(SB1)
+        assert rt.masks == [rt.data_dir]
+        v = rt.view(SB1)
+        m = v.resolve(rt.data_dir)
+        assert not m.writable and os.listdir(m.host) == []
+        with pytest.raises(FileNotFoundError):
+            v.resolve(os.path.join(rt.data_dir, "sandboxes", SB1))
+        r = run(rt, "ls -A %s | wc -l; ls %s/sandboxes" % (rt.data_dir, rt.data_dir))
+        assert r.output.split(b"\n")[0].strip() == b"0"      # an empty directory
+        assert b"No such file" in r.output
+        rt.destroy(SB1)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# What a sandbox must never see of the host (FUSE mounts live under its /tmp and /mnt).
+HIDDEN = ("/root", "/work", "/mnt", "/media", "/srv", "/boot", "/sys", "/old_root")
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="needs bwrap")
+def test_the_sandbox_sees_only_the_system_directories_and_its_own(data_dir):
+    rt = rtm.Runtime(data_dir, use_bwrap=True)
+    rt.create(SB1)
+    rt.start(SB1)
+    v = rt.view(SB1)
+    # `ls /` in a command and the file API's listing of / are the same
+    listed = run(rt, "ls -A /").output.decode().split()
+    assert listed == sorted(os.listdir(v.resolve("/").host))
+    assert {"usr", "etc", "bin", "dev", "proc", "home", "tmp", "run", "var"} <= set(listed)
+    for p in HIDDEN:
+        assert p[1:] not in listed
+        with pytest.raises(FileNotFoundError):
+            os.stat(v.resolve(p).host)
+    # nothing of the host's /tmp, /home or /var
+    with tempfile.NamedTemporaryFile(prefix="dl-host-", dir="/tmp") as f:
+        name = os.path.basename(f.name)
+        r = run(rt, "ls -A /tmp /home /var/tmp; ls /proc/self/root/tmp")
+        assert name.encode() not in r.output
+        with pytest.raises(FileNotFoundError):
+            os.stat(v.resolve("/tmp/" + name).host)
+    assert run(rt, "ls -A /home").output == b"daytona\n"
+    # no FUSE mount (nor any other host mount) is in the sandbox's mount table
+    mounts = run(rt, "cat /proc/self/mountinfo").output.decode()
+    assert "fuse" not in mounts and " /work" not in mounts and " /root " not in mounts
+    # the same devices as bwrap's --dev
+    listed = run(rt, "ls -A /dev").output.decode().split()
+    assert listed == sorted(os.listdir(v.resolve("/dev").host))
+    assert v.resolve_entry(v.resolve("/dev"), "null")[0].host == "/dev/null"
+    rt.destroy(SB1)
+
+
+@pytest.mark.skipif(not HAVE_BWRAP, reason="needs bwrap")
+def test_the_usual_tools_work_in_the_sandbox(data_dir):
+    rt = rtm.Runtime(data_dir, use_bwrap=True)
+    rt.create(SB1)
+    rt.start(SB1)
+    r = run(rt, r"""set -e
+/usr/bin/python3 -c 'import ssl, json; print(ssl.create_default_context().cert_store_stats()["x509_ca"] > 0)'
+ls /etc/ssl/certs | grep -q . && echo certs
+perl -e 'print "perl
+"'
+bash -c 'echo bash'
+printf 'aGk=' | base64 -d; echo
+mkfifo /tmp/ff && test -p /tmp/ff && echo fifo
+setsid true && echo setsid
+find /usr/bin -maxdepth 1 -name python3 | head -1
+git init -q repo && cd repo && git -c user.email=a@b -c user.name=n commit -q --allow-empty -m m && git log --format=%s
+echo persisted > /var/tmp/v.txt && echo x > /run/r.txt
+""")
+    assert r.exit_code == 0, r.output
+    assert r.output.decode().split("\n")[:10] == [
+        "True", "certs", "perl", "bash", "hi", "fifo", "setsid", "/usr/bin/python3", "m", ""]
+    # /var is the sandbox's own and persistent; /run is emptied by a (re)start
+    v = rt.view(SB1)
+    assert open(v.resolve("/var/tmp/v.txt").host).read() == "persisted\n"
+    assert os.path.exists(v.resolve("/run/r.txt").host)
+    rt.stop(SB1)
+    rt.start(SB1)
+    assert run(rt, "cat /var/tmp/v.txt; ls -A /run").output == b"persisted\nlock\n"
+    rt.destroy(SB1)
+
+
+def test_an_old_tree_gets_the_new_directories(rt):
+    os.makedirs(os.path.join(rt.tree(SB1), "home", "daytona"))    # as an older version made it
+    os.makedirs(os.path.join(rt.tree(SB1), "tmp"))
+    v = rt.view(SB1)
+    assert os.path.isdir(v.resolve("/var/tmp").host) and os.path.isdir(v.resolve("/run").host)
+    assert run(rt, "echo ok").output == b"ok\n"
+    rt.destroy(SB1)
 
 
 def test_detached_process_survives_and_can_be_killed_later(rt, sb):

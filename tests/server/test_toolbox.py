@@ -476,6 +476,25 @@ def test_paths_never_escape_the_sandbox(server, box):
     assert box.download("host")[0] == 200                             # the host's ro /etc
 
 
+def test_the_file_api_and_commands_see_the_same_root(box):
+    names = [i["name"] for i in box.json("GET", "/files", path="/")]
+    if box.run("echo $HOME")["result"] != "/home/daytona\n":
+        pytest.skip("commands run on the host (no bwrap)")
+    assert box.run("ls -A /")["result"].split() == names
+    assert {"usr", "etc", "bin", "tmp", "home", "var", "run", "proc", "dev"} <= set(names)
+    for p in ("/root", "/work", "/mnt", "/media", "/sys"):
+        assert p[1:] not in names
+        assert box.req("GET", "/files/info", path=p)[0] == 404
+        assert box.req("GET", "/files", path=p)[0] == 404
+        assert box.run("test -e %s || echo missing" % p)["result"] == "missing\n"
+    assert box.run("ls /home")["result"] == "daytona\n"
+    assert box.download("/usr/bin/python3")[0] == 200
+    # /var is the sandbox's own and writable, for both
+    assert box.upload("/var/tmp/u.txt", "u")[0] == 200
+    assert box.run("cat /var/tmp/u.txt; echo c > /var/log/c.txt")["result"] == "u"
+    assert box.download("/var/log/c.txt")[2] == b"c\n"
+
+
 # ============================================================================= /process/execute
 def test_execute(box):
     r = box.run("echo out; echo err >&2; echo out2; exit 5")

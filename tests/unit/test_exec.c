@@ -67,42 +67,42 @@ UNIT_TEST(listing_running)
 	CHECK(l.has_pgid);
 	CHECK(!l.with_stdin);
 	CHECK(!l.stdin_eof);
-	CHECK_INT(l.stdin_next, 0);
 	CHECK_INT(l.size[EXEC_STDOUT], 123456789012ll);
 	CHECK_INT(l.size[EXEC_STDERR], 3);
 }
 
 UNIT_TEST(listing_ended_with_stdin)
 {
-	struct dt_fileinfo fi[12];
+	struct dt_fileinfo fi[8];
 	struct exec_listing l;
 
 	fi_set(&fi[0], "command", 5);
 	fi_set(&fi[1], "exit", 4);
 	fi_set(&fi[2], "state", 7);
 	fi_set(&fi[3], "stderr", 0);
-	fi_set(&fi[4], "stdin.0", 10);
-	fi_set(&fi[5], "stdin.1", 10);
-	fi_set(&fi[6], "stdin.12", 10);
-	fi_set(&fi[7], "stdin.13.part", 10);  /* not moved into place: not a chunk */
-	fi_set(&fi[8], "stdin.eof", 0);
-	fi_set(&fi[9], "stdin.pipe", 0);
-	fi_set(&fi[10], "stdin.01", 1);       /* not a name the mount writes */
-	fi_set(&fi[11], "stdout", 2);
-	exec_parse_listing(fi, 12, &l);
+	fi_set(&fi[4], "stdin.eof", 0);
+	fi_set(&fi[5], "stdin.holder", 6);
+	fi_set(&fi[6], "stdin.pipe", 0);
+	fi_set(&fi[7], "stdout", 2);
+	exec_parse_listing(fi, 8, &l);
 	CHECK(l.ended);
 	CHECK(l.has_state);
 	CHECK(!l.has_pgid);
 	CHECK(l.with_stdin);
 	CHECK(l.stdin_eof);
-	CHECK_INT(l.stdin_next, 13);
 	CHECK_INT(l.size[EXEC_STDOUT], 2);
 	CHECK_INT(l.size[EXEC_STDERR], 0);
 
+	/* stdin open: the pipe, no eof */
+	exec_parse_listing(fi + 5, 3, &l);
+	CHECK(l.with_stdin);
+	CHECK(!l.stdin_eof);
+	CHECK(!l.ended);
+
 	exec_parse_listing(NULL, 0, &l);
 	CHECK(!l.ended);
+	CHECK(!l.with_stdin);
 	CHECK_INT(l.size[EXEC_STDOUT], 0);
-	CHECK_INT(l.stdin_next, 0);
 }
 
 UNIT_TEST(exit_text)
@@ -149,21 +149,25 @@ UNIT_TEST(backoff_schedule)
 	size_t i;
 
 	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		cur = exec_backoff(cur, false, true, 50, 1000);
+		cur = exec_backoff(cur, false, true, 50, 1000, 30000);
 		CHECK_INT(cur, want[i]);
 	}
 	/* a change brings it back to the minimum */
-	CHECK_INT(exec_backoff(1000, true, true, 50, 1000), 50);
-	/* nobody waits: the slow rate, changed or not */
-	CHECK_INT(exec_backoff(50, false, false, 50, 1000), 1000);
-	CHECK_INT(exec_backoff(50, true, false, 50, 1000), 1000);
+	CHECK_INT(exec_backoff(1000, true, true, 50, 1000, 30000), 50);
 	/* out-of-range current values are clamped */
-	CHECK_INT(exec_backoff(0, false, true, 50, 1000), 50);
-	CHECK_INT(exec_backoff(5000, false, true, 50, 1000), 1000);
+	CHECK_INT(exec_backoff(0, false, true, 50, 1000, 30000), 50);
+	CHECK_INT(exec_backoff(5000, false, true, 50, 1000, 30000), 1000);
 	/* max not a power-of-two multiple of min: never above max */
-	CHECK_INT(exec_backoff(30, false, true, 30, 100), 60);
-	CHECK_INT(exec_backoff(60, false, true, 30, 100), 100);
-	CHECK_INT(exec_backoff(100, false, true, 30, 100), 100);
+	CHECK_INT(exec_backoff(30, false, true, 30, 100, 30000), 60);
+	CHECK_INT(exec_backoff(60, false, true, 30, 100, 30000), 100);
+	CHECK_INT(exec_backoff(100, false, true, 30, 100, 30000), 100);
+
+	/* nobody waits: doubling up to idle_max, and output does not matter */
+	CHECK_INT(exec_backoff(50, false, false, 50, 1000, 30000), 100);
+	CHECK_INT(exec_backoff(800, true, false, 50, 1000, 30000), 1600);
+	CHECK_INT(exec_backoff(16000, false, false, 50, 1000, 30000), 30000);
+	CHECK_INT(exec_backoff(30000, true, false, 50, 1000, 30000), 30000);
+	CHECK_INT(exec_backoff(10, false, false, 50, 1000, 30000), 50);
 
 	/* The cost of a 10 s wait on a silent command, from the schedule alone. */
 	{
@@ -173,9 +177,24 @@ UNIT_TEST(backoff_schedule)
 		while (t + cur <= 10000) {
 			t += cur;
 			polls++;
-			cur = exec_backoff(cur, false, true, 50, 1000);
+			cur = exec_backoff(cur, false, true, 50, 1000, 30000);
 		}
 		CHECK_INT(polls, 14);
+	}
+	/* ... and of a service of this mount that nobody watches, for the 5
+	 * minutes it is polled at all (then it is looked at lazily). */
+	{
+		long t = 50, polls = 1;
+
+		cur = 50;
+		for (;;) {
+			cur = exec_backoff(cur, false, false, 50, 1000, 30000);
+			if (t + cur > 300000)
+				break;
+			t += cur;
+			polls++;
+		}
+		CHECK_INT(polls, 18);
 	}
 }
 
@@ -188,6 +207,7 @@ UNIT_TEST(defaults)
 	CHECK_STR(o.state_dir, "/tmp/.daytonafs");
 	CHECK_INT(o.poll_min_ms, 50);
 	CHECK_INT(o.poll_max_ms, 1000);
+	CHECK_INT(o.list_ttl_ms, 5000);
 	CHECK(o.interrupted == NULL);
 	CHECK(o.on_end == NULL);
 	CHECK(o.wake == NULL);
@@ -203,21 +223,21 @@ UNIT_TEST(wrapper_text)
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "K_1='it'\\''s $HOME `x`' EMPTY='' $s $r \"$d/command\" </dev/null "
+	CHECK(strstr(sb_str(&sb), "K_1='it'\\''s $HOME `x`' EMPTY='' $s $r \"$d/command\" <\"$i\" 3>&- "
 		     ">>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "feed") == NULL);
+	/* stdin: the holder, which goes once the exit is written */
+	CHECK(strstr(sb_str(&sb), "sleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
+		     "[ -n \"$h\" ] && kill $h 2>/dev/null\n") != NULL);
 	CHECK(strstr(sb_str(&sb), "timedout") == NULL);
-	CHECK(strstr(sb_str(&sb), "mv -f \"$d/exit.tmp\" \"$d/exit\"\n") != NULL);
 
 	sb_reset(&sb);
-	spec.with_stdin = true;
 	spec.timeout_s = 17;
 	spec.n_env = 0;
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "feed >\"$d/stdin.pipe\" & f=$!\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "<\"$d/stdin.pipe\" >>") != NULL);
 	CHECK(strstr(sb_str(&sb), "\tsleep 17 & z=$!\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "kill $w 2>/dev/null\nkill $f 2>/dev/null\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "kill $w 2>/dev/null\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "= timedout ] && c=124\n") != NULL);
 
 	/* environment names the shell would not take as an assignment */
 	{
@@ -262,7 +282,8 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(t, "\nn=7; i=0\n") != NULL);
 	CHECK(contains_b64_of(t, spec.command));
 	CHECK(contains_b64_of(t, spec.cwd));
-	CHECK(strstr(t, "mkfifo") == NULL);
+	/* every command gets a stdin pipe */
+	CHECK(strstr(t, "mkfifo \"$d/stdin.pipe\"") != NULL);
 	CHECK(strstr(t, "mkdir \"$S/cmd/$n\"") != NULL);
 	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n") != NULL);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
@@ -271,10 +292,8 @@ UNIT_TEST(launcher_text)
 
 	sb_reset(&sb);
 	spec.cwd = NULL;
-	spec.with_stdin = true;
 	CHECK_INT(exec_build_launcher(&sb, "/s", 1, &spec), 0);
 	CHECK(strstr(sb_str(&sb), "cd --") == NULL);
-	CHECK(strstr(sb_str(&sb), "mkfifo \"$d/stdin.pipe\"") != NULL);
 
 	sb_reset(&sb);
 	{
@@ -459,7 +478,7 @@ UNIT_TEST(run_core_example)
 		free(t);
 		CHECK(exists(dir, "pgid"));
 		CHECK(!exists(dir, "state"));
-		CHECK(!exists(dir, "stdin.pipe"));
+		CHECK(exists(dir, "stdin.pipe"));
 
 		/* the next one takes the next number */
 		spec.command = "true";
@@ -540,62 +559,214 @@ UNIT_TEST(run_collision_and_cwd_missing)
 	sb_free(&sb);
 }
 
-static void put_chunk(const char *dir, unsigned k, const char *data)
+/* Runs the stdin write script for dir under shell; its verdict. */
+static int feed(const char *shell, const char *dir, const void *data, size_t len)
 {
-	char part[1100], chunk[1100];
-	FILE *f;
+	struct strbuf sb = STRBUF_INIT;
+	char *out;
+	int rc;
 
-	snprintf(part, sizeof(part), "%s/stdin.%u.part", dir, k);
-	snprintf(chunk, sizeof(chunk), "%s/stdin.%u", dir, k);
-	f = fopen(part, "w");
-	if (!f)
-		return;
-	fputs(data, f);
-	fclose(f);
-	rename(part, chunk);
+	if (exec_build_stdin_write(&sb, dir, data, len) < 0)
+		return -ENOMEM;
+	out = run_shell(shell, sb_str(&sb));
+	sb_free(&sb);
+	rc = exec_parse_stdin_reply(out);
+	if (rc < 0)
+		fprintf(stderr, "stdin write said: %s\n", out ? out : "(null)");
+	free(out);
+	return rc;
+}
+
+static int close_stdin(const char *shell, const char *dir)
+{
+	struct strbuf sb = STRBUF_INIT;
+	char *out;
+	int rc;
+
+	exec_build_stdin_close(&sb, dir);
+	out = run_shell(shell, sb_str(&sb));
+	sb_free(&sb);
+	rc = out && !strcmp(out, "daytonafs-closed\n") ? 0 : -EIO;
+	if (rc < 0)
+		fprintf(stderr, "stdin close said: %s\n", out ? out : "(null)");
+	free(out);
+	return rc;
+}
+
+/* Whether the pid in dir/name is a live process (not a zombie). */
+static bool pid_file_alive(const char *dir, const char *name)
+{
+	char *t = slurp(dir, name, NULL);
+	char cmd[160];
+	bool alive;
+
+	if (!t)
+		return false;
+	t[strcspn(t, "\n")] = '\0';
+	snprintf(cmd, sizeof(cmd), "ps -o stat= -p %s | grep -qv '^Z'", t);
+	alive = system(cmd) == 0;
+	free(t);
+	return alive;
+}
+
+UNIT_TEST(stdin_scripts_text)
+{
+	struct strbuf sb = STRBUF_INIT;
+
+	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "a\0b", 3), 0);
+	CHECK(strncmp(sb_str(&sb), "d='/s/cmd/4'\n", 13) == 0);
+	CHECK(strstr(sb_str(&sb), "printf %s 'YQBi' | base64 -d >\"$d/stdin.pipe\"") != NULL);
+	/* not sh -c: the data may be larger than one argument may be */
+	CHECK(strstr(sb_str(&sb), "sh -c") == NULL);
+	sb_reset(&sb);
+	exec_build_stdin_close(&sb, "/s/cmd/4");
+	CHECK(strncmp(sb_str(&sb), "sh -c '", 7) == 0);
+	CHECK(strstr(sb_str(&sb), "stdin.eof") != NULL);
+	sb_free(&sb);
+
+	CHECK_INT(exec_parse_stdin_reply("daytonafs-written\n"), 0);
+	CHECK_INT(exec_parse_stdin_reply("daytonafs-closed\n"), 0);
+	CHECK_INT(exec_parse_stdin_reply("daytonafs-ended\n"), -EPIPE);
+	CHECK_INT(exec_parse_stdin_reply("base64: write error\ndaytonafs-failed\n"), -EPIPE);
+	CHECK_INT(exec_parse_stdin_reply("daytonafs-nostdin\n"), -EBADF);
+	CHECK_INT(exec_parse_stdin_reply("sh: base64: not found\n"), -EIO);
+	CHECK_INT(exec_parse_stdin_reply(NULL), -EIO);
+}
+
+static unsigned orphans_seen[8];
+static size_t n_orphans_seen;
+
+static void note_orphan(void *ctx, unsigned n)
+{
+	(void)ctx;
+	if (n_orphans_seen < 8)
+		orphans_seen[n_orphans_seen++] = n;
+}
+
+UNIT_TEST(reconcile_output)
+{
+	n_orphans_seen = 0;
+	CHECK_INT(exec_parse_reconcile("daytonafs-orphan 3\ndaytonafs-orphan 12\ndaytonafs-reconciled\n",
+				       note_orphan, NULL), 0);
+	CHECK_INT(n_orphans_seen, 2);
+	CHECK_INT(orphans_seen[0], 3);
+	CHECK_INT(orphans_seen[1], 12);
+	n_orphans_seen = 0;
+	/* cut short: what it said counts, but it did not finish */
+	CHECK_INT(exec_parse_reconcile("daytonafs-orphan 3\n", note_orphan, NULL), -EIO);
+	CHECK_INT(n_orphans_seen, 1);
+	n_orphans_seen = 0;
+	CHECK_INT(exec_parse_reconcile("daytonafs-orphan x\ndaytonafs-orphan 0\ndaytonafs-orphan 5x\n"
+				       "daytonafs-reconciled", note_orphan, NULL), 0);
+	CHECK_INT(n_orphans_seen, 0);
+	CHECK_INT(exec_parse_reconcile("", note_orphan, NULL), -EIO);
+	CHECK_INT(exec_parse_reconcile(NULL, note_orphan, NULL), -EIO);
 }
 
 UNIT_TEST(run_stdin)
 {
 	for (size_t i = 0; i < 2; i++) {
-		struct exec_spec spec = { .command = "exec wc -l", .with_stdin = true };
-		char sd[256], dir[512], path[600];
+		struct exec_spec spec = { .command = "exec wc -l" };
+		char sd[256], dir[512];
 		char *t;
-		FILE *f;
 
 		state_dir(sd, sizeof(sd), "stdin", shells[i]);
 		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
 		CHECK(exists(dir, "stdin.pipe"));
-		put_chunk(dir, 0, "one\ntwo\n");
+		CHECK(pid_file_alive(dir, "stdin.holder"));
+		CHECK_INT(feed(shells[i], dir, "one\ntwo\n", 8), 0);
 		sleep_ms(150);
-		put_chunk(dir, 1, "three\n");
-		put_chunk(dir, 2, "four (no newline)");
+		CHECK_INT(feed(shells[i], dir, "three\n", 6), 0);
+		CHECK_INT(feed(shells[i], dir, "four (no newline)", 17), 0);
+		sleep_ms(100);
 		CHECK(!exists(dir, "exit"));     /* still waiting for more */
-		snprintf(path, sizeof(path), "%s/stdin.eof", dir);
-		f = fopen(path, "w");
-		if (f)
-			fclose(f);
+		CHECK_INT(close_stdin(shells[i], dir), 0);
 		t = wait_exit(dir, 10000);
 		CHECK_STR(t, "0\n");
 		free(t);
 		t = slurp(dir, "stdout", NULL);
 		CHECK_STR(t, "3\n");
 		free(t);
+		CHECK(exists(dir, "stdin.eof"));
+		/* later writes are refused, and closing again is fine */
+		CHECK_INT(feed(shells[i], dir, "x", 1), -EPIPE);
+		CHECK_INT(close_stdin(shells[i], dir), 0);
+		sleep_ms(50);
+		CHECK(!pid_file_alive(dir, "stdin.holder"));
 	}
+}
+
+UNIT_TEST(run_stdin_binary)
+{
+	/* Any bytes, in order, and a big batch that must wait for the reader. */
+	struct exec_spec spec = { .command = "sleep 0.3; exec cat" };
+	static const char bin[] = "a\0b\377\n\0last";
+	struct strbuf big = STRBUF_INIT, want = STRBUF_INIT;
+	char sd[256], dir[512];
+	size_t len = 0;
+	char *t;
+
+	for (int k = 0; k < 40000; k++)
+		sb_addf(&big, "%07d\n", k);     /* 320 KB: more than a pipe holds */
+	state_dir(sd, sizeof(sd), "stdinbin", "bash");
+	CHECK_INT(start("bash", sd, 1, &spec, dir, sizeof(dir)), 1);
+	CHECK_INT(feed("bash", dir, bin, sizeof(bin) - 1), 0);
+	CHECK_INT(feed("bash", dir, big.buf, big.len), 0);
+	CHECK_INT(close_stdin("bash", dir), 0);
+	t = wait_exit(dir, 10000);
+	CHECK_STR(t, "0\n");
+	free(t);
+	sb_add(&want, bin, sizeof(bin) - 1);
+	sb_add(&want, big.buf, big.len);
+	t = slurp(dir, "stdout", &len);
+	CHECK_INT(len, want.len);
+	CHECK(t && memcmp(t, want.buf, want.len) == 0);
+	free(t);
+	sb_free(&big);
+	sb_free(&want);
 }
 
 UNIT_TEST(run_stdin_unread)
 {
-	/* A command that ignores its stdin ends; the feeder does not keep it. */
-	struct exec_spec spec = { .command = "echo done", .with_stdin = true };
-	char sd[256], dir[512];
-	char *t;
+	/* A command that ignores its stdin ends, and takes the holder along. */
+	for (size_t i = 0; i < 2; i++) {
+		struct exec_spec spec = { .command = "echo done" };
+		char sd[256], dir[512];
+		char *t;
 
-	state_dir(sd, sizeof(sd), "stdin2", "dash");
+		state_dir(sd, sizeof(sd), "stdin2", shells[i]);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		t = wait_exit(dir, 5000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		sleep_ms(50);
+		CHECK(!pid_file_alive(dir, "stdin.holder"));
+		/* writing to it now says it ended */
+		CHECK_INT(feed(shells[i], dir, "x", 1), -EPIPE);
+	}
+}
+
+UNIT_TEST(run_stdin_kill)
+{
+	/* A command waiting for input that never comes ends when killed. */
+	struct exec_spec spec = { .command = "read x; echo got $x" };
+	struct strbuf k = STRBUF_INIT;
+	char sd[256], dir[512], *t;
+
+	state_dir(sd, sizeof(sd), "stdin3", "dash");
 	CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
-	t = wait_exit(dir, 5000);
-	CHECK_STR(t, "0\n");
+	sleep_ms(100);
+	CHECK(!exists(dir, "exit"));
+	exec_build_kill(&k, dir);
+	t = run_shell("dash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-killed\n");
 	free(t);
+	t = wait_exit(dir, 5000);
+	CHECK_STR(t, "143\n");
+	free(t);
+	sleep_ms(50);
+	CHECK(!pid_file_alive(dir, "stdin.holder"));
+	sb_free(&k);
 }
 
 UNIT_TEST(run_timeout)
@@ -612,7 +783,7 @@ UNIT_TEST(run_timeout)
 	t = wait_exit(dir, 10000);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
-	CHECK_STR(t, "143\n");
+	CHECK_STR(t, "124\n");        /* as timeout(1) */
 	CHECK(ms >= 900 && ms < 3000);
 	free(t);
 	t = slurp(dir, "state", NULL);
@@ -654,6 +825,7 @@ UNIT_TEST(run_kill)
 		t = slurp(dir, "state", NULL);
 		CHECK_STR(t, "killed\n");
 		free(t);
+		CHECK(!pid_file_alive(dir, "stdin.holder"));
 		/* the whole group went: the background sleep too (zombies aside:
 		 * in a container without an init they are never reaped) */
 		pg = slurp(dir, "pgid", NULL);
@@ -684,6 +856,7 @@ UNIT_TEST(run_kill_stubborn)
 
 	state_dir(sd, sizeof(sd), "kill2", "dash");
 	CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
+	sleep_ms(200);          /* until the trap is set */
 	exec_build_kill(&k, dir);
 	t = run_shell("dash", sb_str(&k));
 	CHECK_STR(t, "daytonafs-killed\n");
@@ -696,26 +869,48 @@ UNIT_TEST(run_kill_stubborn)
 	sb_free(&k);
 }
 
-UNIT_TEST(run_kill_orphan_record)
+/* Makes a record cmd/N in sd whose processes are gone: pgid and wpid name
+ * pid (a dead one, or a live process that is not its wrapper). */
+static void fake_record(const char *sd, unsigned n, const char *pid, bool with_wpid, char *dir, size_t cap)
 {
-	/* A record whose processes are gone (the sandbox restarted): kill ends it. */
-	char sd[256], dir[512], path[600], *t;
-	struct strbuf k = STRBUF_INIT;
+	char path[700];
 	FILE *f;
 
-	state_dir(sd, sizeof(sd), "orphan", "dash");
-	snprintf(dir, sizeof(dir), "%s", sd);
+	snprintf(path, sizeof(path), "%s", sd);
+	mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/cmd", sd);
+	mkdir(path, 0755);
+	snprintf(dir, cap, "%s/cmd/%u", sd, n);
 	mkdir(dir, 0755);
-	snprintf(dir, sizeof(dir), "%s/cmd", sd);
-	mkdir(dir, 0755);
-	snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
-	mkdir(dir, 0755);
+	snprintf(path, sizeof(path), "%s/run", dir);
+	f = fopen(path, "w");
+	if (f)
+		fclose(f);
 	snprintf(path, sizeof(path), "%s/pgid", dir);
 	f = fopen(path, "w");
 	if (f) {
-		fputs("999999999\n", f);
+		fprintf(f, "%s\n", pid);
 		fclose(f);
 	}
+	if (with_wpid) {
+		snprintf(path, sizeof(path), "%s/wpid", dir);
+		f = fopen(path, "w");
+		if (f) {
+			fprintf(f, "%s\n", pid);
+			fclose(f);
+		}
+	}
+}
+
+UNIT_TEST(run_kill_orphan_record)
+{
+	/* A record whose processes are gone (the sandbox restarted): kill
+	 * ends it, and signals nothing. */
+	char sd[256], dir[512], live[32], *t;
+	struct strbuf k = STRBUF_INIT;
+
+	state_dir(sd, sizeof(sd), "orphan", "dash");
+	fake_record(sd, 1, "999999999", true, dir, sizeof(dir));
 	exec_build_kill(&k, dir);
 	t = run_shell("dash", sb_str(&k));
 	CHECK_STR(t, "daytonafs-killed\n");
@@ -723,7 +918,81 @@ UNIT_TEST(run_kill_orphan_record)
 	t = slurp(dir, "exit", NULL);
 	CHECK_STR(t, "137\n");
 	free(t);
+	t = slurp(dir, "state", NULL);
+	CHECK_STR(t, "killed\n");
+	free(t);
 	sb_free(&k);
+
+	/* its pid now belongs to another process (this test): not signalled */
+	snprintf(live, sizeof(live), "%d", (int)getpid());
+	fake_record(sd, 2, live, true, dir, sizeof(dir));
+	exec_build_kill(&k, dir);
+	t = run_shell("bash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	t = slurp(dir, "exit", NULL);
+	CHECK_STR(t, "137\n");
+	free(t);
+	sb_free(&k);
+}
+
+UNIT_TEST(run_reconcile)
+{
+	for (size_t i = 0; i < 2; i++) {
+		struct exec_spec spec = { .command = "sleep 30" };
+		struct strbuf sb = STRBUF_INIT;
+		char sd[256], dir[512], live_dir[512], path[700], *t;
+		FILE *f;
+
+		state_dir(sd, sizeof(sd), "reconcile", shells[i]);
+		/* 1: ended; 2: running for real; 3: its wrapper is gone;
+		 * 4: being started (no wpid yet); 5: no wpid, and old */
+		spec.command = "true";
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		t = wait_exit(dir, 5000);
+		free(t);
+		spec.command = "sleep 30";
+		CHECK_INT(start(shells[i], sd, 2, &spec, live_dir, sizeof(live_dir)), 2);
+		fake_record(sd, 3, "999999999", true, dir, sizeof(dir));
+		fake_record(sd, 4, "999999999", false, dir, sizeof(dir));
+		fake_record(sd, 5, "999999999", false, dir, sizeof(dir));
+		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/run'", dir);
+		CHECK(system(path) == 0);
+		snprintf(path, sizeof(path), "%s/cmd/notacommand", sd);
+		f = fopen(path, "w");
+		if (f)
+			fclose(f);
+
+		exec_build_reconcile(&sb, sd);
+		t = run_shell(shells[i], sb_str(&sb));
+		CHECK_STR(t, "daytonafs-orphan 3\ndaytonafs-orphan 5\ndaytonafs-reconciled\n");
+		free(t);
+		snprintf(dir, sizeof(dir), "%s/cmd/3", sd);
+		t = slurp(dir, "exit", NULL);
+		CHECK_STR(t, "137\n");
+		free(t);
+		snprintf(dir, sizeof(dir), "%s/cmd/4", sd);
+		CHECK(!exists(dir, "exit"));
+		CHECK(!exists(live_dir, "exit"));
+		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+		t = slurp(dir, "exit", NULL);
+		CHECK_STR(t, "0\n");
+		free(t);
+
+		/* a second look finds nothing more */
+		t = run_shell(shells[i], sb_str(&sb));
+		CHECK_STR(t, "daytonafs-reconciled\n");
+		free(t);
+		sb_reset(&sb);
+		exec_build_kill(&sb, live_dir);
+		t = run_shell(shells[i], sb_str(&sb));
+		CHECK_STR(t, "daytonafs-killed\n");
+		free(t);
+		t = wait_exit(live_dir, 5000);
+		CHECK_STR(t, "143\n");
+		free(t);
+		sb_free(&sb);
+	}
 }
 
 static void cleanup(void)
@@ -752,12 +1021,17 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_core_example),
 	UNIT_CASE(run_binary_env_cwd),
 	UNIT_CASE(run_collision_and_cwd_missing),
+	UNIT_CASE(stdin_scripts_text),
+	UNIT_CASE(reconcile_output),
 	UNIT_CASE(run_stdin),
+	UNIT_CASE(run_stdin_binary),
 	UNIT_CASE(run_stdin_unread),
+	UNIT_CASE(run_stdin_kill),
 	UNIT_CASE(run_timeout),
 	UNIT_CASE(run_kill),
 	UNIT_CASE(run_kill_stubborn),
 	UNIT_CASE(run_kill_orphan_record),
+	UNIT_CASE(run_reconcile),
 };
 
 int main(void)

@@ -151,7 +151,7 @@ describe('sessions', () => {
     assert.equal(err.join(''), 'b\n')
   })
 
-  it('streaming logs with lots of output: the SDK callbacks lose nothing', async (t) => {
+  it('streaming logs with lots of output: the SDK callbacks get every line, in its own stream', async () => {
     const r = await sb.process.executeSessionCommand('s-stream', {
       command: 'for i in $(seq 1 2000); do echo "o$i"; echo "e$i" >&2; done',
       runAsync: true,
@@ -161,26 +161,12 @@ describe('sessions', () => {
     await sb.process.getSessionCommandLogs('s-stream', r.cmdId, (s) => out.push(s), (s) => err.push(s))
     // SDK 0.218.0 defect (utils/Stream.js stdDemuxStream): when a WebSocket frame ends exactly after a
     // complete 3-byte marker, that marker is not recognised and its line goes to the other callback,
-    // marker bytes included. The daemon may cut frames anywhere, so this happens against real Daytona
-    // too. Re-route such lines by their marker and check that nothing is lost or duplicated.
-    const o = []
-    const e = []
-    let misrouted = 0
-    for (const lines of [out.join('').split('\n'), err.join('').split('\n')]) {
-      for (let l of lines) {
-        if (!l) continue
-        if (l.startsWith('\x01\x01\x01') || l.startsWith('\x02\x02\x02')) {
-          misrouted++
-          l = l.slice(3)
-        }
-        ;(l[0] === 'o' ? o : e).push(l)
-      }
-    }
-    t.diagnostic(`lines misrouted by the SDK demultiplexer: ${misrouted}`)
-    assert.equal(o.length, 2000)
-    assert.equal(e.length, 2000)
-    assert.deepEqual(o.map((l) => Number(l.slice(1))).sort((a, b) => a - b), Array.from({ length: 2000 }, (_, i) => i + 1))
-    assert.deepEqual(e.map((l) => Number(l.slice(1))).sort((a, b) => a - b), Array.from({ length: 2000 }, (_, i) => i + 1))
+    // marker bytes included. The daemon may cut frames anywhere, so this happens against real Daytona;
+    // the local server never ends a frame with a complete marker (partial ones still occur), so the
+    // official SDK must see every line in the right stream here.
+    const seq = (p) => Array.from({ length: 2000 }, (_, i) => `${p}${i + 1}\n`).join('')
+    assert.equal(out.join(''), seq('o'), 'stdout callback')
+    assert.equal(err.join(''), seq('e'), 'stderr callback')
   })
 
   it('streaming logs over a raw WebSocket: binary frames <= 1024 bytes, same bytes as the log, close 1000', async () => {
@@ -224,8 +210,9 @@ describe('sessions', () => {
     const done = await waitExit(sb, 's-input', r.cmdId)
     assert.equal(done.exitCode, 0)
     const logs = await sb.process.getSessionCommandLogs('s-input', r.cmdId)
-    // The echo and the command's own output may come in either order (the contract does not say).
-    assert.deepEqual(logs.stdout.split('\n').sort(), ['', 'got:hello world', 'hello world'], JSON.stringify(logs.stdout))
+    // The contract does not fix the order of the echo and the command's output; the local server echoes
+    // before writing to stdin, as a terminal would.
+    assert.equal(logs.stdout, 'hello world\ngot:hello world\n')
     // a completed command: 410 Gone
     await c.rejectsWith(() => sb.process.sendSessionCommandInput('s-input', r.cmdId, 'late'), sdk.DaytonaGoneError, { status: 410 })
 
