@@ -17,6 +17,7 @@
  * Paths are sandbox paths ("/home/daytona/x"); a trailing '/' is ignored.
  */
 #include "cache.h"
+#include "strbuf.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -837,12 +838,32 @@ out:
 	return nd;
 }
 
+/* Whether path names a directory, as far as the cache knows: 1, 0 (not a
+ * directory, or nothing), -1 (unknown). */
+static int known_dir(struct cache *c, struct sbrec *sb, const char *path, size_t len, double t)
+{
+	struct entry *e = entry_find(c, sb, path, len), *pe;
+	size_t plen = parent_len(path, len), blen;
+
+	if (e && e->attr != A_NONE && t < e->attr_exp)
+		return e->attr == A_ATTR && S_ISDIR(e->st.st_mode);
+	pe = plen ? entry_find(c, sb, path, plen) : NULL;
+	if (pe && pe->dir && t < pe->dir_exp) {
+		const char *base = base_of(path, len, plen, &blen);
+		long i = blen ? dir_index(pe->dir, base, blen) : -1;
+
+		return i >= 0 && S_ISDIR(pe->dir->ents[i].st.st_mode);
+	}
+	return -1;
+}
+
 void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,
 		  const struct stat *st, bool exact)
 {
 	size_t len = norm_len(path), plen, blen;
 	struct sbrec *sb;
 	struct entry *e, *next, *pe;
+	int was_dir;
 	double t;
 
 	if (what != CACHE_REMOVED && !st)
@@ -852,6 +873,7 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	if (!sb)
 		goto out;
 	t = clock_now(c);
+	was_dir = known_dir(c, sb, path, len, t);
 	if (what != CACHE_CHANGED) {
 		/* Another object (or none) now: nothing cached below it holds. */
 		for (e = sb->entries; e; e = next) {
@@ -880,6 +902,19 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	}
 	plen = parent_len(path, len);
 	pe = plen ? entry_find(c, sb, path, plen) : NULL;
+	if (pe && what != CACHE_CHANGED && pe->attr == A_ATTR && t < pe->attr_exp) {
+		/* A name came or went: the directory's time is now (by this
+		 * clock), and its link count follows its subdirectories. */
+		int is_dir = what == CACHE_REMOVED ? 0 : S_ISDIR(st->st_mode) != 0;
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		pe->st.st_mtim = pe->st.st_ctim = pe->st.st_atim = now;
+		if (was_dir < 0 || pe->st.st_nlink < 2)
+			pe->st.st_nlink = 1;   /* unknown: 1 tells find not to count on it */
+		else
+			pe->st.st_nlink = (nlink_t)((long)pe->st.st_nlink + is_dir - was_dir);
+	}
 	if (pe && pe->dir) {
 		const char *base = base_of(path, len, plen, &blen);
 		struct dirlist *nd = NULL;
@@ -902,4 +937,28 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 	*out = c->stats;
 	out->entries = c->count;
 	pthread_mutex_unlock(&c->lock);
+}
+
+size_t cache_invalidate_sandbox_paths(struct cache *c, const char *sandbox, char **paths, size_t *len)
+{
+	struct strbuf out = STRBUF_INIT;
+	struct sbrec *sb;
+	size_t n = 0;
+
+	/* The paths are copied out under the lock and handed back, so that the
+	 * caller can tell the kernel about them without holding it. */
+	pthread_mutex_lock(&c->lock);
+	sb = sb_bump(c, sandbox);
+	while (sb && sb->entries) {
+		sb_add(&out, sb->entries->path, sb->entries->len);
+		sb_addc(&out, '\0');
+		n++;
+		entry_remove(c, sb->entries);
+	}
+	pthread_mutex_unlock(&c->lock);
+	*len = out.len;
+	*paths = out.oom ? NULL : sb_detach(&out);
+	if (out.oom)
+		sb_free(&out);
+	return *paths ? n : 0;
 }

@@ -80,6 +80,9 @@ enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char 
  * With exact, st is stored as the path's attributes; without, st only
  * updates the listing (its type must be right) and the path's attributes
  * are dropped, so that the next lookup misses with listed set.
+ * When a name comes or goes, the parent's cached attributes get the time
+ * of now (CLOCK_REALTIME) and their link count follows (1, "unknown", when
+ * the old type is not known).
  */
 enum cache_change { CACHE_CHANGED, CACHE_REPLACED, CACHE_REMOVED };
 void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,
@@ -91,6 +94,10 @@ void cache_invalidate(struct cache *c, const char *sandbox, const char *path);
 void cache_invalidate_tree(struct cache *c, const char *sandbox, const char *path);
 /* Everything of one sandbox (after a command ran in it). */
 void cache_invalidate_sandbox(struct cache *c, const char *sandbox);
+/* The same, and returns the paths that were cached (NUL-separated, malloc'd
+ * in *paths, *len bytes): their count. The kernel's caches of them are
+ * invalidated by the caller, who must not hold any lock a FUSE request takes. */
+size_t cache_invalidate_sandbox_paths(struct cache *c, const char *sandbox, char **paths, size_t *len);
 
 /* Counters for the tests. */
 struct cache_stats { uint64_t hits, misses, negative_hits, evictions, entries; };

@@ -225,16 +225,19 @@ out:
 }
 
 /*
- * Whether the wrapper of the record $d (number $n) still runs: its pid is
- * alive and, when /proc tells, runs $d's run script (after a restart of the
- * sandbox the pid may belong to anything). Unknown counts as alive: a record
- * is ended only on evidence. Sets w to the pid ("" when not recorded).
+ * Whether the wrapper of the record $d still runs: its pid is alive (not a
+ * zombie: in a container whose init does not reap, the dead stay) and, when
+ * /proc tells, runs $d's run script (after a restart of the sandbox the pid
+ * may belong to anything). Unknown counts as alive: a record is ended only
+ * on evidence. Sets w to the pid ("" when not recorded).
  */
 static const char alive_fn[] =
 	"alive() {\n"
 	"\tw=$(cat \"$d/wpid\" 2>/dev/null)\n"
 	"\tcase $w in ''|*[!0-9]*) w=; return 0 ;; esac\n"
 	"\tkill -0 \"$w\" 2>/dev/null || return 1\n"
+	"\tz=$(cat \"/proc/$w/stat\" 2>/dev/null); z=${z##*) }\n"
+	"\tcase $z in Z*|X*) return 1 ;; esac\n"
 	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
 	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
 	"\tesac\n"
@@ -270,7 +273,8 @@ static void add_dir(struct strbuf *sb, const char *var, const char *dir)
  * The kill script. state is written first, so that the exit the wrapper
  * records reads as "killed". When the wrapper is gone (the sandbox was
  * restarted under it), its pids mean nothing now: nothing is signalled and
- * the record is ended here.
+ * the record is ended here. It returns once the command has ended, or 3 s
+ * after the TERM (the KILL comes at 2 s).
  */
 static const char kill_script[] =
 	"if [ -e \"$d/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
@@ -290,6 +294,10 @@ static const char kill_script[] =
 	"\telse\n"
 	"\t\tsh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
 	"\tfi\n"
+	/* Done when it has ended (usually at once; 2 s for one that ignores
+	 * TERM), so that status says "killed" after the write. */
+	"\ti=0\n"
+	"\twhile [ ! -e \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
 	"fi\n"
 	"echo daytonafs-killed\n";
 
@@ -719,7 +727,7 @@ static void box_free(struct ebox *b)
 /* Lock held. The box for id, created when missing; takes a reference. */
 static struct ebox *box_get(struct exec_mgr *m, const struct dt_box *db)
 {
-	struct ebox *b;
+	struct ebox *b = NULL;
 
 	for (b = m->boxes; b; b = b->next)
 		if (!strcmp(b->id, db->id))
@@ -781,7 +789,7 @@ static struct ecmd *cmd_add(struct exec_mgr *m, struct ebox *b, unsigned n)
 {
 	bool found;
 	size_t i = cmd_index(b, n, &found);
-	struct ecmd *c;
+	struct ecmd *c = NULL;
 
 	if (found)
 		return b->cmds[i];
@@ -1361,7 +1369,7 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 		      bool fresh, struct ecmd **out, struct dt_error *err)
 {
 	struct pending p = { 0 };
-	struct ecmd *c;
+	struct ecmd *c = NULL;
 	struct fetch f;
 	int rc;
 
@@ -1516,8 +1524,8 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	       unsigned *n, struct dt_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	unsigned first, got = 0, i;
 	char *out = NULL;
 	int64_t now;
@@ -1613,7 +1621,7 @@ out:
 int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_t *count,
 	      struct dt_error *err)
 {
-	struct ebox *b;
+	struct ebox *b = NULL;
 	unsigned *arr = NULL;
 	size_t i;
 	int rc;
@@ -1648,7 +1656,7 @@ int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_
 
 int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct dt_error *err)
 {
-	struct ebox *b;
+	struct ebox *b = NULL;
 	int rc;
 
 	rc = check_args(m, box, err);
@@ -1674,8 +1682,8 @@ int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct 
 
 int exec_exists(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
 {
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	int rc;
 
 	rc = check_args(m, box, err);
@@ -1760,8 +1768,8 @@ static bool never_done(const struct ecmd *c, const void *arg)
 int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
 		struct exec_status *st, struct dt_error *err)
 {
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	int rc;
 
 	rc = check_args(m, box, err);
@@ -1824,8 +1832,8 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 	static const char *const names[2] = { "stdout", "stderr" };
 	struct read_target t = { s, off };
 	char path[EXEC_PATH_MAX];
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	ssize_t ret;
 	int rc;
 
@@ -1901,8 +1909,8 @@ int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exe
 {
 	struct dt_error err = { 0 };
 	struct poll_req *r;
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	int rc;
 
 	rc = check_args(m, box, &err);
@@ -1944,8 +1952,8 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 {
 	struct strbuf script = STRBUF_INIT;
 	char dir[EXEC_PATH_MAX];
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	char *out = NULL;
 	int rc, code = 0;
 
@@ -1980,14 +1988,20 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 
 	pthread_mutex_lock(&m->lock);
 	if (rc == 0 || rc == -ESRCH) {
-		/* It is ending now: look soon, and owe on_end as for our own. */
+		/* It has ended (the script waits for that, 3 s at most): read
+		 * the record now, so that status says so when the write returns,
+		 * and owe on_end as for our own. */
+		struct dt_error ignored = { 0 };
+		struct ecmd *same;
 		int64_t now = now_ms();
 
 		c->mine = true;
 		c->interval_ms = m->o.poll_min_ms;
-		c->next_poll_ms = now + m->o.poll_min_ms;
 		if (c->watch_until_ms < now + IDLE_WATCH_MS)
 			c->watch_until_ms = now + IDLE_WATCH_MS;
+		c->last_poll_ms = 0;
+		if (!c->ended)
+			cmd_lookup(m, b, box, n, true, &same, &ignored);
 		pthread_cond_signal(&c->poll_cv);
 		poller_ensure(m, b, c);
 	}
@@ -2156,8 +2170,8 @@ static int stdin_writable(const struct ecmd *c, unsigned n, struct dt_error *err
 ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned n, const void *buf,
 			 size_t size, struct dt_error *err)
 {
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	size_t old;
 	int rc;
 
@@ -2201,8 +2215,8 @@ ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned 
 
 int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
 {
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	int rc;
 
 	rc = check_args(m, box, err);
@@ -2230,8 +2244,8 @@ int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 
 int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
 {
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	int rc;
 
 	rc = check_args(m, box, err);
@@ -2277,8 +2291,8 @@ int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, 
 		      size_t *len, struct dt_error *err)
 {
 	char path[EXEC_PATH_MAX];
-	struct ebox *b;
-	struct ecmd *c;
+	struct ebox *b = NULL;
+	struct ecmd *c = NULL;
 	char *t = NULL;
 	size_t l = 0;
 	int rc;
@@ -2349,7 +2363,7 @@ void exec_forget_sandbox(struct exec_mgr *m, const char *sandbox_id)
 
 void exec_sandbox_stopped(struct exec_mgr *m, const char *sandbox_id)
 {
-	struct ebox *b;
+	struct ebox *b = NULL;
 
 	if (!m || !sandbox_id)
 		return;

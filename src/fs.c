@@ -526,6 +526,12 @@ static int stream_size(struct dfs *fs, struct sandbox *sb, unsigned n, enum exec
 	if (rc < 0)
 		return rc;
 	*size = (off_t)st.size[s];
+	/* A running command's empty stream says 1 byte: tail -f treats a file
+	 * of size 0 as a pipe and reads it to EOF (the command's end) before it
+	 * prints anything; at size 1 it reads that byte, which waits for the
+	 * first output, and then follows the size as on any network fs. */
+	if (st.state == EXEC_RUNNING && *size == 0)
+		*size = 1;
 	return 0;
 }
 
@@ -1026,6 +1032,7 @@ struct vhandle {
 	struct strbuf text;        /* H_TEXT: the content made at open */
 	struct strbuf line;        /* H_CTL: a partial line waiting for its newline */
 	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
+	bool saw_end;              /* the command's end was seen (caches dropped) */
 	pthread_mutex_t lock;
 };
 
@@ -1260,6 +1267,19 @@ static int handle_type(struct fuse_file_info *fi)
 	return *(int *)(uintptr_t)fi->fh;
 }
 
+static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id);
+
+/* The reader learns that a command ended, possibly before the exec thread's
+ * on_end callback has dropped the caches: drop them first, so that what the
+ * command changed is seen as soon as exit (or EOF) is. Once per handle. */
+static void saw_command_end(struct dfs *fs, struct vhandle *h)
+{
+	if (h->saw_end)
+		return;
+	h->saw_end = true;
+	invalidate_sandbox_everywhere(fs, h->sb->id);
+}
+
 static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
 {
 	struct dt_error err = { 0 };
@@ -1274,6 +1294,8 @@ static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size
 			h->read_end = (uint64_t)off + (uint64_t)n;
 		pthread_mutex_unlock(&h->lock);
 	}
+	if (n == 0 && size > 0)
+		saw_command_end(fs, h);
 	if (n < 0 && n != -EINTR)
 		log_warn("%s: reading command %u output: %s", h->sb->name, h->cmd, err.message);
 	return (int)n;
@@ -1292,6 +1314,7 @@ static int read_exit(struct dfs *fs, struct vhandle *h, char *buf, size_t size, 
 		rc = exec_status(fs->exec, &box, h->cmd, true, &st, &err);
 		if (rc < 0)
 			return rc;
+		saw_command_end(fs, h);
 		sb_addf(&h->text, "%d\n", st.exit_code);
 	}
 	if ((size_t)off >= h->text.len)
@@ -1542,13 +1565,21 @@ static int dfs_poll(const char *path, struct fuse_file_info *fi, struct fuse_pol
 static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	struct dfs *fs = dfs_get();
+	double kernel_ttl;
 
-	(void)conn;
-	/* Our own cache decides freshness (and is invalidated precisely when a
-	 * command runs), so the kernel asks us every time: that costs a
-	 * context switch, never a request. */
-	cfg->entry_timeout = 0;
-	cfg->attr_timeout = 0;
+	fs->fuse = fuse_get_context()->fuse;
+	/* Our own cache decides freshness. The kernel may keep names and
+	 * attributes for at most a second (never longer than ours): resolving
+	 * every path component in user space costs ~120 us a step, which made
+	 * ls -l of 10,000 files take seconds. When a command ends, the kernel's
+	 * entries of that sandbox are invalidated explicitly (on_command_end),
+	 * so a command's changes still show at once. */
+	kernel_ttl = fs->opt.attr_timeout < 1.0 ? fs->opt.attr_timeout : 1.0;
+	cfg->entry_timeout = kernel_ttl;
+	cfg->attr_timeout = kernel_ttl;
+	/* fuse_invalidate_path() reaches inodes, not negative dentries: the kernel
+	 * keeps no "does not exist", so a file a command made is never hidden; our
+	 * negative cache answers those lookups without a request. */
 	cfg->negative_timeout = 0;
 	/* Keep the page cache of a file across opens while its mtime and size
 	 * are unchanged: a second cat of an unchanged file costs nothing. */
@@ -1606,12 +1637,42 @@ const struct fuse_operations *dfs_operations(void)
 
 /* ---- construction -------------------------------------------------------- */
 
+/* Drops what we and the kernel know of a sandbox's files. Called from an
+ * exec thread, never from a FUSE request, and with no lock held: the kernel
+ * takes directory locks to invalidate entries. */
+static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id)
+{
+	char name[256], *paths = NULL;
+	struct sandbox *sb;
+	size_t len = 0;
+
+	cache_invalidate_sandbox_paths(fs->cache, sandbox_id, &paths, &len);
+	name[0] = '\0';
+	pthread_mutex_lock(&fs->lock);
+	for (sb = fs->sandboxes; sb; sb = sb->next)
+		if (!strcmp(sb->id, sandbox_id))
+			str_copy(name, sizeof(name), sb->name);
+	pthread_mutex_unlock(&fs->lock);
+	if (fs->fuse && name[0] && paths) {
+		for (size_t off = 0; off < len; off += strlen(paths + off) + 1) {
+			char mpath[4400];
+
+			if (str_printf(mpath, sizeof(mpath), "/%s/fs%s", name,
+				       strcmp(paths + off, "/") ? paths + off : "")) {
+				/* -ENOENT: the kernel does not hold it; nothing to do. */
+				fuse_invalidate_path(fs->fuse, mpath);
+			}
+		}
+	}
+	free(paths);
+}
+
 static void on_command_end(void *ctx, const char *sandbox_id, unsigned n)
 {
 	struct dfs *fs = ctx;
 
 	log_debug("command %u in %s ended: dropping the sandbox's cached metadata", n, sandbox_id);
-	files_invalidate_sandbox(fs, sandbox_id);
+	invalidate_sandbox_everywhere(fs, sandbox_id);
 }
 
 struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)

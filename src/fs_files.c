@@ -86,6 +86,8 @@ struct open_node {
 	bool atime_pending;
 	struct timespec atime;
 	int upload_error;         /* last failed upload's errno, reported by flush/fsync */
+	char **old_paths;         /* paths before renames: kept until the node goes, since */
+	size_t n_old_paths;       /* a request in flight may still be using one */
 };
 
 struct sb_mode {
@@ -128,6 +130,7 @@ struct fhandle {
 };
 
 static void links_clear_locked(struct open_table *t, const struct sandbox *sb);
+static void node_free(struct open_node *n);
 
 struct open_table *open_table_new(void)
 {
@@ -145,11 +148,7 @@ void open_table_free(struct open_table *t)
 
 	for (n = t->head; n; n = next) {
 		next = n->next;
-		if (n->stage)
-			stage_free(n->stage);
-		free(n->path);
-		pthread_mutex_destroy(&n->lock);
-		free(n);
+		node_free(n);
 	}
 	for (m = t->modes; m; m = mnext) {
 		mnext = m->next;
@@ -236,14 +235,64 @@ static void node_free(struct open_node *n)
 	if (n->stage)
 		stage_free(n->stage);
 	free(n->path);
+	for (size_t i = 0; i < n->n_old_paths; i++)
+		free(n->old_paths[i]);
+	free(n->old_paths);
 	pthread_mutex_destroy(&n->lock);
 	free(n);
+}
+
+/* Gives a node a new path (caller holds the table's lock). The old string
+ * is kept, not freed: another thread may be in a request that uses it. */
+static void node_set_path(struct open_node *n, char *path)
+{
+	char **v = realloc(n->old_paths, (n->n_old_paths + 1) * sizeof(*v));
+
+	if (v) {
+		n->old_paths = v;
+		n->old_paths[n->n_old_paths++] = n->path;
+	} else {
+		free(n->path);   /* out of memory: the lesser evil */
+	}
+	n->path = path;
 }
 
 static void node_release(struct dfs *fs, struct open_node *n)
 {
 	if (node_put(fs->files, n))
 		node_free(n);
+}
+
+/*
+ * libfuse keeps an open file that is unlinked (or renamed over) under a
+ * name of its own, ".fuse_hidden...", which it gets by renaming the file,
+ * and unlinks that name at the last close. Here that name is local: the
+ * rename to it removes the file from the sandbox and gives the open node
+ * the hidden name; the name is never created in the sandbox, so nothing is
+ * left behind there, whatever happens to the mount.
+ */
+static bool is_hidden_name(const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	return !strncmp(base ? base + 1 : path, ".fuse_hidden", 12);
+}
+
+/* Takes a reference on the node hidden under path, if there is one. */
+static struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	struct open_node *found = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	for (struct open_node *n = t->head; n; n = n->next) {
+		if (n->sb == sb && n->unlinked && !strcmp(n->path, path)) {
+			found = n;
+			n->refs++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
 }
 
 /* ---- per-sandbox listing mode ---------------------------------------------- */
@@ -672,7 +721,9 @@ static void stat_from_info(const struct dt_fileinfo *fi, struct stat *st)
 	st->st_mode = fi->mode;
 	if (!(st->st_mode & S_IFMT))
 		st->st_mode |= fi->is_dir ? S_IFDIR : S_IFREG;
-	st->st_nlink = S_ISDIR(st->st_mode) ? 2 : 1;
+	/* The API gives no link count. For a directory, 1 means "unknown" to
+	 * find and fts, which would otherwise count subdirectories on it. */
+	st->st_nlink = 1;
 	st->st_uid = fi->uid;
 	st->st_gid = fi->gid;
 	st->st_size = (off_t)fi->size;
@@ -775,12 +826,77 @@ static int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script
 	return 0;
 }
 
+static bool valid_utf8(const unsigned char *s)
+{
+	while (*s) {
+		unsigned c = *s, n, cp;
+
+		if (c < 0x80) {
+			s++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			n = 1, cp = c & 0x1F;
+		else if (c >= 0xE0 && c <= 0xEF)
+			n = 2, cp = c & 0x0F;
+		else if (c >= 0xF0 && c <= 0xF4)
+			n = 3, cp = c & 0x07;
+		else
+			return false;
+		for (unsigned i = 1; i <= n; i++) {
+			if ((s[i] & 0xC0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i] & 0x3F);
+		}
+		if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+			return false;
+		s += n + 1;
+	}
+	return true;
+}
+
+/*
+ * Appends s to a shell command as one word that means exactly its bytes.
+ * The command travels as a JSON string, where invalid UTF-8 becomes U+FFFD
+ * (Go's decoder), so a word that is not valid UTF-8 is rebuilt in the shell
+ * by printf from octal escapes, which are ASCII: "$(printf '\377...')",
+ * with any trailing newlines (which $(...) would strip) quoted after it.
+ */
+static void sh_word(struct strbuf *cmd, const char *s)
+{
+	size_t len = strlen(s), k = 0;
+
+	if (valid_utf8((const unsigned char *)s)) {
+		sh_quote(cmd, s);
+		return;
+	}
+	while (k < len && s[len - 1 - k] == '\n')
+		k++;
+	/* %b, not the format: the word may start with '-', and holds '%' */
+	sb_adds(cmd, "\"$(printf '%b' '");
+	for (size_t i = 0; i < len - k; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+			sb_addc(cmd, (char)c);
+		else
+			sb_addf(cmd, "\\0%03o", c);
+	}
+	sb_adds(cmd, "')\"");
+	if (k) {
+		sb_addc(cmd, '\'');
+		for (size_t i = 0; i < k; i++)
+			sb_addc(cmd, '\n');
+		sb_addc(cmd, '\'');
+	}
+}
+
 /* Appends to a command: print path's attributes in the find format, and
  * succeed even if that fails (the change it follows is what counts). */
 static void add_stat_print(struct strbuf *cmd, const char *path)
 {
 	sb_adds(cmd, " && { find ");
-	sh_quote(cmd, path);
+	sh_word(cmd, path);
 	sb_adds(cmd, " -maxdepth 0 -printf '" FIND_FMT "' 2>/dev/null; true; }");
 }
 
@@ -846,7 +962,7 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 	*n = 0;
 	/* DIR/. names the directory itself (%f prints "."), even "/" or a link to a directory. */
 	sb_adds(&start, "d=");
-	sh_quote(&start, dir);
+	sh_word(&start, dir);
 	sb_adds(&start, "/.; ");
 	sb_adds(&cmd, sb_str(&start));
 	sb_adds(&cmd, "find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null || "
@@ -855,6 +971,7 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 		rc = -ENOMEM;
 		goto out;
 	}
+	log_debug("%s: listing %s", sb->name, dir);
 	rc = sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
 	if (rc < 0)
 		goto out;
@@ -964,7 +1081,9 @@ static int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
 		if (rc == 0 && mode == LIST_UNKNOWN)
 			list_mode_set(fs, sb, LIST_FIND);
 	}
-	if (rc == -ENOSYS)
+	/* A command that failed as a whole (not an answer about the
+	 * directory): the file API's listing is better than none. */
+	if (rc == -ENOSYS || rc == -EIO)
 		rc = api_list(fs, sb, dir, &v, &n);
 	if (rc < 0)
 		return rc;
@@ -1065,6 +1184,20 @@ static int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, str
 	return rc;
 }
 
+static void node_stat(struct open_node *n, struct stat *st)
+{
+	pthread_mutex_lock(&n->lock);
+	*st = n->st;
+	st->st_nlink = n->unlinked ? 0 : 1;
+	if (n->populated) {
+		st->st_size = (off_t)stage_size(n->stage);
+		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
+	}
+	if (n->dirty || n->mtime_pending || n->is_new)
+		st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+	pthread_mutex_unlock(&n->lock);
+}
+
 /* Attributes of an open node overlay the sandbox's: a file written here and
  * not yet uploaded has the size and time of its stage. */
 static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *st, bool have_remote)
@@ -1091,8 +1224,20 @@ static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *
 
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
-	struct open_node *n = node_find(fs->files, sb, path);
+	struct open_node *n;
 	int rc;
+
+	if (is_hidden_name(path)) {
+		/* Never in the sandbox: the node, or nothing (libfuse probes
+		 * names this way when it picks one). */
+		n = node_find_hidden(fs->files, sb, path);
+		if (!n)
+			return -ENOENT;
+		node_stat(n, st);
+		node_release(fs, n);
+		return 0;
+	}
+	n = node_find(fs->files, sb, path);
 
 	if (n && n->is_new) {
 		overlay_open_node(fs, n, st, false);
@@ -1110,18 +1255,8 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 
 int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
 {
-	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
-
-	pthread_mutex_lock(&n->lock);
-	*st = n->st;
-	st->st_nlink = n->unlinked ? 0 : 1;
-	if (n->populated) {
-		st->st_size = (off_t)stage_size(n->stage);
-		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
-	}
-	if (n->dirty || n->mtime_pending || n->is_new)
-		st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
-	pthread_mutex_unlock(&n->lock);
+	(void)fs;
+	node_stat(((struct fhandle *)(uintptr_t)fi->fh)->node, st);
 	return 0;
 }
 
@@ -1249,7 +1384,7 @@ static void upload_hint(struct open_node *n, struct stat *st)
 static void add_touch(struct strbuf *cmd, const char *flag, const struct timespec *ts, const char *path)
 {
 	sb_addf(cmd, " && touch -h -c %s-d @%lld.%09ld -- ", flag, (long long)ts->tv_sec, ts->tv_nsec);
-	sh_quote(cmd, path);
+	sh_word(cmd, path);
 }
 
 /*
@@ -1268,7 +1403,12 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	struct dt_box box;
 	mode_t mode = n->st.st_mode & 07777;
 	bool chmod = n->chmod_pending && mode != 0644;
-	bool command = n->chown_pending || n->mtime_pending || n->atime_pending || (chmod && (mode & 07000));
+	bool finds = list_mode_get(fs, n->sb) != LIST_API;
+	/* A mode alone could be POST /files/permissions, but a command costs
+	 * the same one request and returns the exact attributes, which the
+	 * next stat (editors stat what they wrote) would otherwise ask for. */
+	bool command = n->chown_pending || n->mtime_pending || n->atime_pending ||
+		       (chmod && ((mode & 07000) || finds));
 	char *out = NULL;
 	int rc;
 
@@ -1295,11 +1435,11 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 		if (n->gid != (gid_t)-1)
 			sb_addf(&cmd, ":%u", (unsigned)n->gid);
 		sb_adds(&cmd, " -- ");
-		sh_quote(&cmd, n->path);
+		sh_word(&cmd, n->path);
 	}
 	if (chmod) {
-		sb_addf(&cmd, " && chmod %04o -- ", (unsigned)mode);
-		sh_quote(&cmd, n->path);
+		sb_addf(&cmd, " && chmod %05o -- ", (unsigned)mode);
+		sh_word(&cmd, n->path);
 	}
 	if (n->mtime_pending && n->atime_pending && n->mtime.tv_sec == n->atime.tv_sec &&
 	    n->mtime.tv_nsec == n->atime.tv_nsec) {
@@ -1310,7 +1450,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 		if (n->atime_pending)
 			add_touch(&cmd, "-a ", &n->atime, n->path);
 	}
-	if (list_mode_get(fs, n->sb) != LIST_API)
+	if (finds)
 		add_stat_print(&cmd, n->path);
 	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, n->sb, sb_str(&cmd), &out);
@@ -1374,7 +1514,6 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
 {
-	int acc = fi->flags & O_ACCMODE;
 	struct fhandle *h;
 	struct open_node *n;
 	int rc = 0;
@@ -1396,7 +1535,8 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 	pthread_mutex_lock(&n->lock);
 	if (!create && !n->is_new && !n->populated && !n->st.st_mode)
 		node_init_existing(fs, n);
-	if (create || ((fi->flags & O_TRUNC) && acc != O_RDONLY)) {
+	/* O_TRUNC truncates whatever the access mode: Linux does it for O_RDONLY too. */
+	if (create || (fi->flags & O_TRUNC)) {
 		/* The content is known (empty) without downloading it. */
 		if (!n->stage)
 			rc = stage_new(fs->stage, &n->stage);
@@ -1621,7 +1761,7 @@ static int truncate_by_command(struct dfs *fs, struct sandbox *sb, const char *p
 	int code = 0, rc;
 
 	sb_addf(&cmd, "truncate -c -s %lld -- ", (long long)size);
-	sh_quote(&cmd, path);
+	sh_word(&cmd, path);
 	if (list_mode_get(fs, sb) != LIST_API)
 		add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &out);
@@ -1689,6 +1829,8 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 
 /* ---- namespace ------------------------------------------------------------------- */
 
+static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path);
+
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
 	struct dt_error err = { 0 };
@@ -1706,9 +1848,11 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	if (rc != -ENOENT)
 		return rc;
 	mode &= 07777;
-	if ((mode & 07022) == 0) {
+	if ((mode & 07022) == 0 && list_mode_get(fs, sb) == LIST_API) {
 		/* The toolbox applies the sandbox's umask (022) to the mode; for
-		 * these modes that changes nothing. */
+		 * these modes that changes nothing. (Where commands work, mkdir -m
+		 * costs the same one request and returns the exact attributes,
+		 * which tools stat right after.) */
 		sandbox_box(sb, &box);
 		rc = dt_fs_mkdir(fs->dt, &box, path, mode, &err);
 		if (rc == -EINVAL)
@@ -1721,11 +1865,12 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		clock_gettime(CLOCK_REALTIME, &st.st_mtim);
 		cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &st, false);
 	} else {
-		/* Group or other write, or special bits: mkdir -m sets them exactly. */
+		/* mkdir -m sets the mode exactly, group or other write and
+		 * special bits included. */
 		struct strbuf cmd = STRBUF_INIT;
 
 		sb_addf(&cmd, "mkdir -m %04o -- ", (unsigned)mode);
-		sh_quote(&cmd, path);
+		sh_word(&cmd, path);
 		if (list_mode_get(fs, sb) != LIST_API)
 			add_stat_print(&cmd, path);
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
@@ -1754,7 +1899,7 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 		struct strbuf cmd = STRBUF_INIT;
 
 		sb_adds(&cmd, "rm -- ");
-		sh_quote(&cmd, path);
+		sh_word(&cmd, path);
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
 		sb_free(&cmd);
 		return rc;
@@ -1770,10 +1915,14 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	struct open_node *n = node_find(fs->files, sb, path);
+	struct open_node *n;
 	struct stat st;
 	bool only_local = false, have_st;
 	int rc = 0;
+
+	if (is_hidden_name(path))
+		return 0;   /* the last close of an unlinked file: it left the sandbox at its unlink */
+	n = node_find(fs->files, sb, path);
 
 	if (n) {
 		/* Open descriptors keep reading what the file held. */
@@ -1821,7 +1970,11 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	int rc;
 
 	/* The toolbox deletes a directory only recursively, so emptiness is
-	 * checked first: rmdir never removes content. */
+	 * checked first: rmdir never removes content, not even files made in
+	 * it through this mount and not uploaded yet (they are uploaded). */
+	rc = flush_under(fs, sb, path);
+	if (rc < 0)
+		return rc;
 	if (!cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
 		struct find_entry *v = NULL;
 
@@ -1899,9 +2052,9 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 	for (struct open_node *o = fs->files->head; o; o = o->next) {
 		struct strbuf np = STRBUF_INIT;
 
-		if (o->sb != sb || o->unlinked)
+		if (o->sb != sb)
 			continue;
-		if (path_is_within(o->path, to) && !path_is_within(o->path, from)) {
+		if (!o->unlinked && path_is_within(o->path, to) && !path_is_within(o->path, from)) {
 			/* The file that was replaced: its readers keep its old content. */
 			o->unlinked = true;
 			o->dirty = false;
@@ -1909,15 +2062,63 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 		}
 		if (strncmp(o->path, from, flen) || (o->path[flen] && o->path[flen] != '/'))
 			continue;
+		if (o->unlinked && !o->path[flen])
+			continue;   /* hidden files move only with their directory */
 		sb_adds(&np, to);
 		sb_adds(&np, o->path + flen);
-		if (!np.oom) {
-			free(o->path);
-			o->path = sb_detach(&np);
-		}
+		if (!np.oom)
+			node_set_path(o, sb_detach(&np));
 		sb_free(&np);
 	}
 	pthread_mutex_unlock(&fs->files->lock);
+}
+
+/* libfuse hides an open file that is unlinked or replaced: the rename to
+ * its hidden name is the unlink, in the sandbox, and local otherwise. */
+static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
+{
+	struct open_node *n = node_find(fs->files, sb, from);
+	struct stat st;
+	bool local;
+	char *np;
+	int rc = 0;
+
+	if (!n)
+		return -ENOENT;
+	np = strdup(to);
+	if (!np) {
+		node_release(fs, n);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&n->lock);
+	local = n->is_new;
+	/* Descriptors open on it keep reading what it held. */
+	if (!local)
+		rc = ensure_populated(fs, n);
+	if (rc == 0 && !local) {
+		rc = lookup_attr(fs, sb, from, &st);
+		if (rc == 0)
+			rc = remove_path(fs, sb, from, &st);
+	}
+	if (rc == 0 || (rc == -ENOENT && local)) {
+		rc = 0;
+		n->unlinked = true;
+		n->dirty = false;
+		pthread_mutex_lock(&fs->files->lock);
+		node_set_path(n, np);
+		np = NULL;
+		pthread_mutex_unlock(&fs->files->lock);
+	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	free(np);
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, from);
+		return rc;
+	}
+	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
+	link_drop(fs, sb, from, false);
+	return 0;
 }
 
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
@@ -1935,6 +2136,10 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		return -EINVAL;
 	if (!strcmp(from, to))
 		return 0;
+	if (is_hidden_name(to))
+		return hide_open_file(fs, sb, from, to);
+	if (is_hidden_name(from))
+		return -ENOENT;
 	rc = flush_under(fs, sb, from);
 	if (rc < 0)
 		return rc;
@@ -1949,7 +2154,13 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	to_exists = rc == 0;
 	if (to_exists && (flags & RENAME_NOREPLACE))
 		return -EEXIST;
-	if (to_exists) {
+	if (to_exists && S_ISDIR(st.st_mode)) {
+		/* Files made in it and not uploaded yet must be there for the
+		 * sandbox's rename to see that it is not empty. */
+		rc = flush_under(fs, sb, to);
+		if (rc < 0)
+			return rc;
+	} else if (to_exists) {
 		rc = keep_replaced_content(fs, sb, to);
 		if (rc < 0)
 			return rc;
@@ -1965,10 +2176,18 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		/* The toolbox's move never replaces, and follows a link at the
 		 * source; rename(2) must replace, atomically: mv -T is
 		 * rename(2) in the sandbox. */
-		sb_adds(&cmd, "mv -f -T -- ");
-		sh_quote(&cmd, from);
+		sb_adds(&cmd, "o=$(mv -f -T -- ");
+		sh_word(&cmd, from);
 		sb_addc(&cmd, ' ');
-		sh_quote(&cmd, to);
+		sh_word(&cmd, to);
+		/* mv refuses a link onto the file it points to ("are the same
+		 * file"), which rename(2) does: perl's rename is rename(2). */
+		sb_adds(&cmd, " 2>&1) || case $o in *'are the same file'*) perl -e "
+			"'rename($ARGV[0], $ARGV[1]) or die \"$!\\n\"' -- ");
+		sh_word(&cmd, from);
+		sb_addc(&cmd, ' ');
+		sh_word(&cmd, to);
+		sb_adds(&cmd, ";; *) printf '%s\\n' \"$o\"; exit 1;; esac");
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
 		sb_free(&cmd);
 	}
@@ -2016,6 +2235,35 @@ static void set_mode(struct stat *st, const void *arg)
 	st->st_mode = (st->st_mode & S_IFMT) | (*(const mode_t *)arg & 07777);
 }
 
+/* fchmod, fchown, futimens of an unlinked open file: libfuse names it by
+ * its hidden name, which is only here. */
+static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, const mode_t *mode, uid_t uid,
+		      gid_t gid, const struct timespec *mt)
+{
+	struct open_node *n = node_find_hidden(fs->files, sb, path);
+
+	if (!n)
+		return -ENOENT;
+	pthread_mutex_lock(&n->lock);
+	if (mode)
+		n->st.st_mode = (n->st.st_mode & S_IFMT) | (*mode & 07777);
+	if (uid != (uid_t)-1)
+		n->st.st_uid = uid;
+	if (gid != (gid_t)-1)
+		n->st.st_gid = gid;
+	if (mt && mt->tv_nsec != UTIME_OMIT) {
+		if (mt->tv_nsec == UTIME_NOW)
+			touch_now(n);
+		else
+			n->mtime = *mt;
+		n->st.st_mtim = n->mtime;
+		n->mtime_pending = true;   /* shown by node_stat; never uploaded */
+	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	return 0;
+}
+
 int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
 	struct dt_error err = { 0 };
@@ -2025,10 +2273,18 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	int rc;
 
 	mode &= 07777;
+	if (is_hidden_name(path)) {
+		if (n)
+			node_release(fs, n);
+		return hidden_set(fs, sb, path, &mode, (uid_t)-1, (gid_t)-1, NULL);
+	}
 	if (n) {
 		bool pending = false;
 
 		pthread_mutex_lock(&n->lock);
+		/* The mode it was opened with (and has kept): nothing to do. */
+		if (!n->is_new && (n->st.st_mode & 07777) == mode)
+			pending = true;
 		n->st.st_mode = (n->st.st_mode & S_IFMT) | mode;
 		if (n->is_new) {
 			/* Applied after the first upload, which creates the file. */
@@ -2040,13 +2296,22 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		if (pending)
 			return 0;
 	}
+	{
+		struct stat st;
+
+		/* Editors chmod what they wrote to the mode it has: nothing to do. */
+		if (cache_lookup(fs->cache, sb->id, path, &st, NULL) == CACHE_HIT && (st.st_mode & 07777) == mode)
+			return 0;
+	}
 	sandbox_box(sb, &box);
 	if (mode & 07000) {
 		/* The file API applies only the 0777 bits. */
 		struct strbuf cmd = STRBUF_INIT;
 
-		sb_addf(&cmd, "chmod %04o -- ", (unsigned)mode);
-		sh_quote(&cmd, path);
+		/* Five digits: GNU chmod keeps a directory's setuid and setgid
+		 * bits for a shorter numeric mode, which chmod(2) does not. */
+		sb_addf(&cmd, "chmod %05o -- ", (unsigned)mode);
+		sh_word(&cmd, path);
 		if (list_mode_get(fs, sb) != LIST_API)
 			add_stat_print(&cmd, path);
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
@@ -2077,6 +2342,11 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 
 	if (uid == (uid_t)-1 && gid == (gid_t)-1)
 		return 0;
+	if (is_hidden_name(path)) {
+		if (n)
+			node_release(fs, n);
+		return hidden_set(fs, sb, path, NULL, uid, gid, NULL);
+	}
 	if (n) {
 		bool pending = false;
 
@@ -2111,7 +2381,7 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 	if (gid != (gid_t)-1)
 		sb_addf(&cmd, ":%u", (unsigned)gid);
 	sb_adds(&cmd, " -- ");
-	sh_quote(&cmd, path);
+	sh_word(&cmd, path);
 	if (list_mode_get(fs, sb) != LIST_API)
 		add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
@@ -2132,6 +2402,11 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	char *out = NULL;
 	int rc;
 
+	if (is_hidden_name(path)) {
+		if (n)
+			node_release(fs, n);
+		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, mt);
+	}
 	if (n) {
 		bool pending = false;
 
@@ -2160,20 +2435,20 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	sb_adds(&cmd, "true");
 	if (at->tv_nsec == UTIME_NOW && mt->tv_nsec == UTIME_NOW) {
 		sb_adds(&cmd, " && touch -h -c -- ");
-		sh_quote(&cmd, path);
+		sh_word(&cmd, path);
 	} else if (at->tv_nsec != UTIME_OMIT && at->tv_nsec != UTIME_NOW && at->tv_sec == mt->tv_sec &&
 		   at->tv_nsec == mt->tv_nsec) {
 		add_touch(&cmd, "", mt, path);
 	} else {
 		if (mt->tv_nsec == UTIME_NOW) {
 			sb_adds(&cmd, " && touch -h -c -m -- ");
-			sh_quote(&cmd, path);
+			sh_word(&cmd, path);
 		} else if (mt->tv_nsec != UTIME_OMIT) {
 			add_touch(&cmd, "-m ", mt, path);
 		}
 		if (at->tv_nsec == UTIME_NOW) {
 			sb_adds(&cmd, " && touch -h -c -a -- ");
-			sh_quote(&cmd, path);
+			sh_word(&cmd, path);
 		} else if (at->tv_nsec != UTIME_OMIT) {
 			add_touch(&cmd, "-a ", at, path);
 		}
@@ -2201,9 +2476,9 @@ int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const 
 	int rc;
 
 	sb_adds(&cmd, "ln -s -- ");
-	sh_quote(&cmd, target);
+	sh_word(&cmd, target);
 	sb_addc(&cmd, ' ');
-	sh_quote(&cmd, path);
+	sh_word(&cmd, path);
 	if (list_mode_get(fs, sb) != LIST_API)
 		add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
@@ -2232,9 +2507,9 @@ int files_readlink(struct dfs *fs, struct sandbox *sb, const char *path, char *b
 		return 0;
 	/* Hex, so that any byte of the target survives the JSON transport. */
 	sb_adds(&cmd, "readlink -n -- ");
-	sh_quote(&cmd, path);
+	sh_word(&cmd, path);
 	sb_adds(&cmd, " >/dev/null && readlink -n -- ");
-	sh_quote(&cmd, path);
+	sh_word(&cmd, path);
 	sb_adds(&cmd, " | od -An -v -tx1");
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
 	sb_free(&cmd);
@@ -2267,7 +2542,7 @@ int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	if (!S_ISFIFO(mode))
 		return -EPERM;
 	sb_addf(&cmd, "mkfifo -m %04o -- ", (unsigned)(mode & 07777));
-	sh_quote(&cmd, path);
+	sh_word(&cmd, path);
 	if (list_mode_get(fs, sb) != LIST_API)
 		add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);

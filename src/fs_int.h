@@ -97,6 +97,7 @@ struct dfs {
 	double listed_at;         /* when the registry was last filled from a full list */
 
 	struct open_table *files; /* open sandbox files (fs_files.c) */
+	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
 	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
 	uid_t uid;                /* the mounting user, owner of the virtual files */

@@ -79,9 +79,33 @@ class Model:
         self.count = 0
 
     # ---- generation
+    def entries(self):
+        """What the model's tree holds now: (all entries, directories incl. the root)."""
+        ents, dirs = [], [""]
+        for dirpath, dirnames, filenames in os.walk(self.a.root):
+            rel = os.path.relpath(dirpath, self.a.root)
+            rel = "" if rel == "." else rel
+            for n in dirnames:
+                p = os.path.join(rel, n) if rel else n
+                ents.append(p)
+                if not os.path.islink(os.path.join(self.a.root, p)):
+                    dirs.append(p)
+            ents += [os.path.join(rel, n) if rel else n for n in filenames]
+        return ents, dirs
+
     def rel(self):
-        d = self.rng.choice(DIRS)
-        n = self.rng.choice(NAMES)
+        """A path: mostly one that exists or could be made, sometimes anything,
+        so that both the common case and the errors are exercised."""
+        r = self.rng
+        ents, dirs = self.entries()
+        k = r.random()
+        if k < 0.45 and ents:
+            return r.choice(ents)
+        if k < 0.85:
+            d = r.choice(dirs)
+        else:
+            d = r.choice(DIRS)
+        n = r.choice(NAMES)
         return os.path.join(d, n) if d else n
 
     def data(self):
@@ -97,9 +121,12 @@ class Model:
     def gen(self):
         r = self.rng
         slot = r.randrange(SLOTS)
+        open_slots = [i for i, fd in enumerate(self.a.fds) if fd is not None]
+        if open_slots and r.random() < 0.9:
+            slot = r.choice(open_slots)
         ops = [
-            (14, lambda: ("open", slot, self.rel(), r.choice(ACCESS) | r.choice(EXTRA), r.choice([0o644, 0o600, 0o755]))),
-            (8, lambda: ("close", slot)),
+            (16, lambda: ("open", slot, self.file_rel(), r.choice(ACCESS) | r.choice(EXTRA), r.choice([0o644, 0o600, 0o755]))),
+            (5, lambda: ("close", slot)),
             (6, lambda: ("read", slot, r.choice([0, 1, 100, 4096, 100000]))),
             (5, lambda: ("pread", slot, r.choice([1, 100, 5000]), r.randint(0, 80000))),
             (10, lambda: ("write", slot, self.data())),
@@ -115,20 +142,32 @@ class Model:
             (5, lambda: ("unlink", self.rel())),
             (5, lambda: ("mkdir", self.rel(), r.choice([0o755, 0o700, 0o777, 0o750]))),
             (4, lambda: ("rmdir", self.rel())),
-            (5, lambda: ("symlink", r.choice(["a", "b", "../a", "d1", "missing", "e/../c", "/nonexistent"]), self.rel())),
+            (5, lambda: ("symlink", r.choice(["a", "b", "d1", "missing", "e/../c", "./c", "d1/e"]), self.rel())),
             (3, lambda: ("readlink", self.rel())),
             (4, lambda: ("chmod", self.rel(), r.choice(MODES))),
             (3, lambda: ("utime", self.rel(), r.choice(TIMES), r.choice(TIMES))),
-            (4, lambda: ("listdir", r.choice(DIRS))),
+            (4, lambda: ("listdir", r.choice(self.entries()[1] + DIRS))),
             (5, lambda: ("readfile", self.rel())),
         ]
         total = sum(w for w, _ in ops)
         x = r.uniform(0, total)
+        op = None
         for w, f in ops:
             x -= w
             if x <= 0:
-                return f()
-        return ops[-1][1]()
+                op = f()
+                break
+        op = op or ops[-1][1]()
+        if isinstance(op[1], int) and op[0] != "open" and not open_slots and r.random() < 0.8:
+            op = ops[0][1]()   # nothing open: mostly open something instead
+        return op
+
+    def file_rel(self):
+        """A regular file of the model, mostly (else any path)."""
+        files = [p for p in self.entries()[0] if os.path.isfile(os.path.join(self.a.root, p))]
+        if files and self.rng.random() < 0.6:
+            return self.rng.choice(files)
+        return self.rel()
 
     # ---- application
     def apply(self, side, op):
@@ -140,7 +179,13 @@ class Model:
                 if side.fds[slot] is not None:
                     os.close(side.fds[slot])
                     side.fds[slot] = None
-                side.fds[slot] = os.open(side.p(rel), flags, mode)
+                fd = os.open(side.p(rel), flags, mode)
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    # A directory descriptor: not what this test is about
+                    # (lseek and the like on directories differ by filesystem).
+                    os.close(fd)
+                    return ("ok", "dir")
+                side.fds[slot] = fd
                 return ("ok",)
             if kind in ("close", "read", "pread", "write", "pwrite", "lseek", "ftruncate", "fsync", "fstat"):
                 fd = side.fds[op[1]]
@@ -288,6 +333,7 @@ def run(seed, ops, mount_dir, local_dir=None, log=None):
     """Runs the model; returns (operations, entries compared, seconds)."""
     own_local = local_dir is None
     local_dir = local_dir or tempfile.mkdtemp(prefix=f"model-{seed}-")
+    os.makedirs(local_dir, exist_ok=True)
     os.makedirs(mount_dir, exist_ok=True)
     if os.listdir(mount_dir):
         raise SystemExit(f"{mount_dir} is not empty")

@@ -42,3 +42,18 @@ def test_exec_invalidates_metadata(mount, sandbox):
     ctl(mount.p(sandbox, "ctl"), "exec touch fresh-from-command")
     read(mount.p(sandbox, "exit"))
     assert "fresh-from-command" in os.listdir(work)
+
+
+def test_command_changes_are_seen_at_once_after_it_ends(mount, sandbox):
+    work = mount.p(sandbox, "work")
+    victim, newborn = os.path.join(work, "victim.txt"), os.path.join(work, "newborn.txt")
+    with open(victim, "w") as f:
+        f.write("12345")
+    # Both are now cached, by us and by the kernel: one as present, one as absent.
+    assert os.stat(victim).st_size == 5
+    assert not os.path.exists(newborn)
+    ctl(mount.p(sandbox, "ctl"), "exec rm victim.txt && printf 1234567 > newborn.txt")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    assert not os.path.exists(victim)
+    assert os.stat(newborn).st_size == 7
+    assert read(newborn) == "1234567"

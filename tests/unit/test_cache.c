@@ -742,7 +742,87 @@ UNIT_TEST(update_keeps_listing)
 	cache_free(c);
 }
 
+/* A name that comes or goes changes its directory: time and link count. */
+UNIT_TEST(update_touches_parent)
+{
+	struct cache *c = new_cache(5, 5, 5, 100);
+	struct cache_dirent ents[2];
+	struct stat st, got;
+
+	ents[0].name = "f";
+	ents[0].st = mkst(1, S_IFREG | 0644);
+	ents[1].name = "sub";
+	ents[1].st = mkst(4096, S_IFDIR | 0755);
+	st = mkst(4096, S_IFDIR | 0755);
+	st.st_nlink = 3;
+	st.st_mtim.tv_sec = 1000;
+	cache_put_attr(c, "sb", "/d", &st, cache_generation(c, "sb"));
+	cache_put_dir(c, "sb", "/d", ents, 2, cache_generation(c, "sb"));
+
+	/* a new directory: one more link, a new time */
+	st = mkst(4096, S_IFDIR | 0755);
+	cache_update(c, "sb", "/d/new", CACHE_REPLACED, &st, false);
+	CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+	CHECK_INT(got.st_nlink, 4);
+	CHECK(got.st_mtim.tv_sec > 1000);
+	CHECK(got.st_ctim.tv_sec == got.st_mtim.tv_sec);
+	/* a file replaced by a file: same count */
+	st = mkst(2, S_IFREG | 0644);
+	cache_update(c, "sb", "/d/f", CACHE_REPLACED, &st, true);
+	CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+	CHECK_INT(got.st_nlink, 4);
+	/* a directory removed: one less */
+	cache_update(c, "sb", "/d/sub", CACHE_REMOVED, NULL, false);
+	CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+	CHECK_INT(got.st_nlink, 3);
+	/* a change in place is not a change of the directory */
+	got.st_mtim.tv_sec = 5;
+	cache_put_attr(c, "sb", "/d", &got, cache_generation(c, "sb"));
+	cache_update(c, "sb", "/d/f", CACHE_CHANGED, &st, true);
+	CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+	CHECK_INT(got.st_mtim.tv_sec, 5);
+	/* without a listing the old type is unknown: the count becomes 1 */
+	cache_put_attr(c, "sb", "/e", &got, cache_generation(c, "sb"));
+	cache_update(c, "sb", "/e/x", CACHE_REPLACED, &st, true);
+	CHECK_INT(cache_lookup(c, "sb", "/e", &got, NULL), CACHE_HIT);
+	CHECK_INT(got.st_nlink, 1);
+	cache_free(c);
+}
+
+UNIT_TEST(invalidate_sandbox_returns_paths)
+{
+	struct cache *c = new_cache(10, 10, 10, 100);
+	struct stat st = mkst(1, S_IFREG | 0644), got;
+	uint64_t g = cache_generation(c, "sb");
+	char *paths = NULL;
+	size_t len = 0, n;
+	int seen_a = 0, seen_neg = 0;
+
+	cache_put_attr(c, "sb", "/a", &st, g);
+	cache_put_negative(c, "sb", "/gone", g);
+	cache_put_attr(c, "other", "/a", &st, cache_generation(c, "other"));
+	n = cache_invalidate_sandbox_paths(c, "sb", &paths, &len);
+	CHECK_INT(n, 2);
+	for (size_t off = 0; paths && off < len; off += strlen(paths + off) + 1) {
+		seen_a += !strcmp(paths + off, "/a");
+		seen_neg += !strcmp(paths + off, "/gone");
+	}
+	CHECK_INT(seen_a, 1);
+	CHECK_INT(seen_neg, 1);
+	free(paths);
+	CHECK_INT(cache_get_attr(c, "sb", "/a", &got), CACHE_MISS);
+	CHECK_INT(cache_get_attr(c, "other", "/a", &got), CACHE_HIT);
+	/* a put with the old generation is dropped */
+	cache_put_attr(c, "sb", "/a", &st, g);
+	CHECK_INT(cache_get_attr(c, "sb", "/a", &got), CACHE_MISS);
+	n = cache_invalidate_sandbox_paths(c, "nothing-here", &paths, &len);
+	CHECK_INT(n, 0);
+	free(paths);
+	cache_free(c);
+}
+
 UNIT_MAIN("cache",
+	UNIT_CASE(invalidate_sandbox_returns_paths),
 	UNIT_CASE(defaults),
 	UNIT_CASE(attr_ttl),
 	UNIT_CASE(negative_entries),
@@ -759,4 +839,5 @@ UNIT_MAIN("cache",
 	UNIT_CASE(many_entries_and_sandboxes),
 	UNIT_CASE(lookup_through_listing),
 	UNIT_CASE(update_keeps_listing),
+	UNIT_CASE(update_touches_parent),
 	UNIT_CASE(threaded_stress))

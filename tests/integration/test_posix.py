@@ -1,0 +1,402 @@
+# SPDX-License-Identifier: Apache-2.0
+"""File semantics on the mount, operation by operation: symbolic links,
+open-file semantics, consistency with the sandbox, what is unsupported and
+its errno, and what operations cost in requests."""
+import ctypes
+import errno
+import json
+import mmap
+import os
+import socket
+import stat
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import API_KEY, ctl, read, sh, write
+
+
+@pytest.fixture(scope="module")
+def work(mount, sandbox):
+    return mount.p(sandbox, "work")
+
+
+@pytest.fixture
+def d(work):
+    """A fresh directory on the mount; its path in the sandbox is /home/daytona/NAME."""
+    name = "p-" + uuid.uuid4().hex[:8]
+    os.mkdir(os.path.join(work, name))
+    return os.path.join(work, name)
+
+
+def in_sandbox(mount, sandbox, command):
+    """Runs a command in the sandbox (cwd /home/daytona); returns (exit, stdout)."""
+    ctl(mount.p(sandbox, "ctl"), "exec " + command)
+    code = read(mount.p(sandbox, "exit"))
+    return int(code), read(mount.p(sandbox, "stdout"))
+
+
+class Toolbox:
+    """The file API, straight to the server: what the sandbox holds, without the mount."""
+
+    def __init__(self, server, sandbox):
+        self.base = server.base + "/toolbox/" + server.api("GET", f"/sandbox/{sandbox}")["id"]
+
+    def _req(self, method, endpoint, query, data=None, headers=None):
+        url = f"{self.base}{endpoint}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
+        h = {"Authorization": "Bearer " + API_KEY}
+        h.update(headers or {})
+        req = urllib.request.Request(url, data=data, method=method, headers=h)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read()
+
+    def download(self, path):
+        try:
+            return self._req("GET", "/files/download", {"path": path})
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    def upload(self, path, data):
+        boundary = "b" + uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        self._req("POST", "/files/upload", {"path": path}, body,
+                  {"Content-Type": "multipart/form-data; boundary=" + boundary})
+
+
+@pytest.fixture(scope="module")
+def toolbox(server, sandbox, mount):
+    return Toolbox(server, sandbox)
+
+
+def spath(local_path, work):
+    """The sandbox path of a path under work/ (the work dir is /home/daytona)."""
+    return "/home/daytona/" + os.path.relpath(local_path, work)
+
+
+# ---- symbolic links --------------------------------------------------------------
+
+def test_symlinks_are_links(d, work, mount, sandbox):
+    write(os.path.join(d, "target.txt"), "t\n")
+    os.mkdir(os.path.join(d, "dir"))
+    write(os.path.join(d, "dir", "inside"), "i\n")
+    os.symlink("target.txt", os.path.join(d, "link"))
+    os.symlink("no/such/thing", os.path.join(d, "dangling"))
+    os.symlink("dir", os.path.join(d, "dirlink"))
+    # lstat, readlink, listing: links as links, dangling ones listed
+    assert stat.S_ISLNK(os.lstat(os.path.join(d, "link")).st_mode)
+    assert os.lstat(os.path.join(d, "link")).st_size == len("target.txt")
+    assert os.readlink(os.path.join(d, "link")) == "target.txt"
+    assert os.readlink(os.path.join(d, "dangling")) == "no/such/thing"
+    assert sorted(os.listdir(d)) == ["dangling", "dir", "dirlink", "link", "target.txt"]
+    assert read(os.path.join(d, "link")) == "t\n"
+    assert os.stat(os.path.join(d, "link")).st_size == 2             # stat follows
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(d, "dangling"))
+    out = sh(["ls", "-l", d]).stdout
+    assert "link -> target.txt" in out and "dangling -> no/such/thing" in out and "dirlink -> dir" in out
+    assert [l[0] for l in out.splitlines()[1:]] == ["l", "d", "l", "l", "-"]
+    # the sandbox has the same links
+    rel = os.path.relpath(d, work)
+    code, out = in_sandbox(mount, sandbox, f"cd {rel} && readlink link dangling dirlink && stat -c %F link")
+    assert out == "target.txt\nno/such/thing\ndir\nsymbolic link\n"
+    # rm -r of a link to a directory removes the link, not what it points to
+    sh(["rm", "-r", os.path.join(d, "dirlink")])
+    assert read(os.path.join(d, "dir", "inside")) == "i\n"
+    # a dangling link can be renamed and removed
+    os.rename(os.path.join(d, "dangling"), os.path.join(d, "dangling2"))
+    assert os.readlink(os.path.join(d, "dangling2")) == "no/such/thing"
+    os.unlink(os.path.join(d, "dangling2"))
+    # ln -sf replaces a link; a link renamed over a file replaces the file
+    sh(["ln", "-sfn", "dir", os.path.join(d, "link")])
+    assert os.readlink(os.path.join(d, "link")) == "dir"
+    os.symlink("target.txt", os.path.join(d, "l2"))
+    os.rename(os.path.join(d, "l2"), os.path.join(d, "target.txt"))   # a link onto its own target
+    assert os.readlink(os.path.join(d, "target.txt")) == "target.txt"
+    assert sorted(os.listdir(d)) == ["dir", "link", "target.txt"]
+
+
+def test_links_made_in_the_sandbox_and_odd_names(d, work, mount, sandbox):
+    rel = os.path.relpath(d, work)
+    code, _ = in_sandbox(mount, sandbox,
+                         f"cd {rel} && ln -s /etc/hostname abs && ln -s \"$(printf 'a\\nb')\" nl && "
+                         f"ln -s \"$(printf 'x\\377y')\" \"$(printf 'bad\\377name')\" && "
+                         f"printf z > \"$(printf 'f\\377')\" && mkfifo fifo")
+    assert code == 0
+    names = sorted(os.listdir(os.fsencode(d)))
+    assert names == sorted([b"abs", b"nl", b"bad\xffname", b"f\xff", b"fifo"])
+    assert os.readlink(os.path.join(d, "abs")) == "/etc/hostname"
+    assert os.readlink(os.path.join(d, "nl")) == "a\nb"
+    assert os.readlink(os.path.join(os.fsencode(d), b"bad\xffname")) == b"x\xffy"
+    assert os.lstat(os.path.join(os.fsencode(d), b"f\xff")).st_size == 1
+    # (its content is not read here: the local server's file API decodes
+    # query strings as UTF-8, unlike Daytona's, so it cannot name this file)
+    assert stat.S_ISFIFO(os.lstat(os.path.join(d, "fifo")).st_mode)
+    # and made through the mount
+    os.symlink(b"t\xfe", os.path.join(os.fsencode(d), b"m\xfe"))
+    code, out = in_sandbox(mount, sandbox, f"cd {rel} && readlink -n \"$(printf 'm\\376')\" | od -An -c")
+    assert out.split() == ["t", "376"]
+
+
+def test_listing_falls_back_to_the_file_api(d, server):
+    """When commands fail (a sandbox without find, a toolbox that refuses
+    /process/execute), directories are still listed, through the file API,
+    where links show as their targets and dangling ones are missing."""
+    write(os.path.join(d, "f"), "x")
+    os.symlink("f", os.path.join(d, "l"))
+    os.symlink("missing", os.path.join(d, "dangling"))
+    time.sleep(5.5)                                 # every cached entry expired
+    server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status", "status": 500,
+                                            "rate": 1.0})
+    try:
+        assert sorted(os.listdir(d)) == ["f", "l"]
+        assert stat.S_ISREG(os.lstat(os.path.join(d, "l")).st_mode)
+        assert read(os.path.join(d, "l")) == "x"
+    finally:
+        server.local("DELETE", "/_local/faults")
+    time.sleep(5.5)
+    assert sorted(os.listdir(d)) == ["dangling", "f", "l"]
+
+
+# ---- open-file semantics ---------------------------------------------------------
+
+def test_open_flags(d):
+    p = os.path.join(d, "f")
+    fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+    os.write(fd, b"hello")
+    os.close(fd)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o640
+    with pytest.raises(FileExistsError):
+        os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    # O_APPEND from two descriptors: every write lands at the end
+    a = os.open(p, os.O_WRONLY | os.O_APPEND)
+    b = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(a, b" one")
+    os.write(b, b" two")
+    os.write(a, b" three")
+    os.close(a)
+    os.close(b)
+    assert read(p) == "hello one two three"
+    # O_TRUNC, also with O_RDONLY (Linux truncates)
+    os.close(os.open(p, os.O_RDONLY | os.O_TRUNC))
+    assert os.stat(p).st_size == 0 and read(p) == ""
+    # read and write through the same descriptor
+    fd = os.open(p, os.O_RDWR)
+    os.write(fd, b"0123456789")
+    os.lseek(fd, 2, os.SEEK_SET)
+    assert os.read(fd, 3) == b"234"
+    os.write(fd, b"XY")
+    os.lseek(fd, 0, os.SEEK_SET)
+    assert os.read(fd, 100) == b"01234XY789"
+    os.close(fd)
+    assert read(p) == "01234XY789"
+
+
+def test_ftruncate_sparse_and_mmap(d, toolbox, work):
+    p = os.path.join(d, "f")
+    with open(p, "wb") as f:
+        f.write(b"abcdef")
+    fd = os.open(p, os.O_RDWR)
+    os.ftruncate(fd, 3)
+    assert os.fstat(fd).st_size == 3
+    os.ftruncate(fd, 10)
+    assert os.pread(fd, 100, 0) == b"abc" + b"\0" * 7
+    os.pwrite(fd, b"END", 1 << 20)                  # a sparse write far past the end
+    assert os.fstat(fd).st_size == (1 << 20) + 3
+    os.close(fd)
+    data = read(p, "rb")
+    assert data[:3] == b"abc" and data[3:1 << 20] == bytes((1 << 20) - 3) and data[-3:] == b"END"
+    assert toolbox.download(spath(p, work)) == data
+    with open(p, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        assert m[:3] == b"abc" and m[-3:] == b"END" and len(m) == (1 << 20) + 3
+        m.close()
+    # a shared writable mapping is written back
+    with open(p, "r+b") as f:
+        m = mmap.mmap(f.fileno(), 0)
+        m[0:3] = b"XYZ"
+        m.flush()
+        m.close()
+    assert read(p, "rb")[:3] == b"XYZ"
+    assert toolbox.download(spath(p, work))[:3] == b"XYZ"
+
+
+def test_two_descriptors_and_read_after_write_before_upload(d, server):
+    p = os.path.join(d, "shared")
+    write(p, "0000000000")
+    w = os.open(p, os.O_WRONLY)
+    r = os.open(p, os.O_RDONLY)
+    server.reset()
+    os.pwrite(w, b"ab", 3)
+    # the reader sees the write at once, and nothing was uploaded yet
+    assert os.pread(r, 100, 0) == b"000ab00000"
+    assert server.count("/files/bulk-upload") == 0
+    os.close(w)
+    assert server.count("/files/bulk-upload") == 1
+    assert os.pread(r, 100, 0) == b"000ab00000"
+    os.close(r)
+
+
+def test_fsync_after_every_write(d, toolbox, work):
+    p = os.path.join(d, "log")
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    expect = b""
+    for i in range(5):
+        line = f"line {i}\n".encode()
+        os.write(fd, line)
+        os.fsync(fd)
+        expect += line
+        # in the sandbox after each fsync, with its mode
+        assert toolbox.download(spath(p, work)) == expect
+    os.close(fd)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+
+
+def test_utimens_with_nanoseconds_survives_the_upload(d, mount, sandbox, work):
+    p = os.path.join(d, "dated")
+    t = 1_234_567_890_123_456_789
+    with open(p, "w") as f:
+        f.write("x")
+        f.flush()
+        os.utime(f.fileno(), ns=(t, t))             # while still being written
+    assert os.stat(p).st_mtime_ns == t
+    code, out = in_sandbox(mount, sandbox, f"stat -c %.9Y {os.path.relpath(p, work)}")
+    assert out == "1234567890.123456789\n"
+    os.utime(p, ns=(t + 1, t + 2))                  # on a closed file
+    assert os.stat(p).st_mtime_ns == t + 2
+
+
+# ---- consistency with the sandbox -------------------------------------------------
+
+def test_command_changes_are_seen_at_once_after_it_ends(d, work, mount, sandbox):
+    rel = os.path.relpath(d, work)
+    write(os.path.join(d, "a"), "before\n")
+    write(os.path.join(d, "gone"), "x")
+    os.listdir(d)
+    assert os.stat(os.path.join(d, "a")).st_size == 7          # cached now
+    code, _ = in_sandbox(mount, sandbox,
+                         f"cd {rel} && echo changed-by-command > a && rm gone && mkdir new && "
+                         f"echo n > new/file && chmod 600 a && ln -s a alink")
+    assert code == 0
+    assert read(os.path.join(d, "a")) == "changed-by-command\n"
+    assert stat.S_IMODE(os.stat(os.path.join(d, "a")).st_mode) == 0o600
+    assert sorted(os.listdir(d)) == ["a", "alink", "new"]
+    assert read(os.path.join(d, "new", "file")) == "n\n"
+    assert os.readlink(os.path.join(d, "alink")) == "a"
+
+
+def test_api_changes_are_seen_within_the_attribute_timeout(d, work, toolbox):
+    p = os.path.join(d, "api.txt")
+    write(p, "one\n")
+    assert read(p) == "one\n"
+    toolbox.upload(spath(p, work), b"two, longer\n")
+    t0 = time.time()
+    while read(p) != "two, longer\n":
+        assert time.time() - t0 < 5 + 2, "not seen within attr_timeout (5 s)"
+        time.sleep(0.1)
+
+
+def test_changes_through_the_mount_keep_the_rest_of_the_cache(d, server):
+    """Caches are updated precisely: a create, write, rename or unlink in a
+    listed directory costs no request for its siblings or the next lookup."""
+    for i in range(50):
+        write(os.path.join(d, f"f{i}"), "x")
+    os.listdir(d)
+    for i in range(50):
+        os.stat(os.path.join(d, f"f{i}"))
+    server.reset()
+    write(os.path.join(d, "new"), "n")              # lookup (negative), create, upload
+    os.rename(os.path.join(d, "f1"), os.path.join(d, "g1"))
+    os.unlink(os.path.join(d, "f2"))
+    for i in range(3, 50):
+        os.stat(os.path.join(d, f"f{i}"))
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(d, "f2"))
+    with pytest.raises(FileNotFoundError):
+        os.stat(os.path.join(d, "nothing"))
+    assert sorted(os.listdir(d)) == sorted([f"f{i}" for i in range(3, 50)] + ["f0", "g1", "new"])
+    routes = {k: v for k, v in server.stats()["routes"].items() if v}
+    assert routes == {"POST /toolbox/{id}/files/bulk-upload": 1, "POST /toolbox/{id}/files/move": 1,
+                      "DELETE /toolbox/{id}/files": 1}, routes
+
+
+# ---- what is not supported, and its errno -----------------------------------------
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def test_unsupported_operations_fail_with_their_errno(d):
+    p = os.path.join(d, "f")
+    write(p, "x")
+    with pytest.raises(OSError) as e:
+        os.link(p, os.path.join(d, "hard"))
+    assert e.value.errno == errno.EPERM
+    with pytest.raises(OSError) as e:
+        os.mknod(os.path.join(d, "dev"), 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    assert e.value.errno == errno.EPERM
+    s = socket.socket(socket.AF_UNIX)
+    with pytest.raises(OSError) as e:
+        s.bind(os.path.join(d, "sock"))
+    assert e.value.errno == errno.EPERM
+    s.close()
+    # renameat2(RENAME_EXCHANGE)
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    write(os.path.join(d, "g"), "y")
+    rc = libc.renameat2(AT_FDCWD, p.encode(), AT_FDCWD, os.path.join(d, "g").encode(), RENAME_EXCHANGE)
+    assert rc == -1 and ctypes.get_errno() == errno.EINVAL
+    # extended attributes
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, "user.k", b"v")
+    assert e.value.errno == errno.EOPNOTSUPP
+    # fallocate(2)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        rc = libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(4096))
+        assert rc == -1 and ctypes.get_errno() == errno.EOPNOTSUPP
+    finally:
+        os.close(fd)
+    # what failed changed nothing
+    assert sorted(os.listdir(d)) == ["f", "g"]
+    # a FIFO is made in the sandbox
+    os.mkfifo(os.path.join(d, "fifo"), 0o640)
+    assert stat.S_ISFIFO(os.lstat(os.path.join(d, "fifo")).st_mode)
+    assert stat.S_IMODE(os.lstat(os.path.join(d, "fifo")).st_mode) == 0o640
+
+
+# ---- request costs ----------------------------------------------------------------
+
+def test_vim_save_request_cost(d, server):
+    p = os.path.join(d, "edit.txt")
+    write(p, "".join(f"line {i}\n" for i in range(100)))
+    os.stat(p)
+    server.reset()
+    r = subprocess.run(["vim", "-u", "NONE", "-N", "-es", "-c", "set swapfile backup writebackup",
+                        "-c", "%s/line/LINE/", "-c", "wq", p], capture_output=True, timeout=60)
+    assert r.returncode == 0
+    stats = server.stats()
+    print(f"vim save: {stats['requests']} requests: {stats['routes']}")
+    assert read(p).startswith("LINE 0\n")
+    assert stats["requests"] <= 25
+
+
+def test_find_ls_is_one_request_per_directory(d, server):
+    for i in range(10):
+        os.mkdir(os.path.join(d, f"s{i}"))
+        for j in range(20):
+            write(os.path.join(d, f"s{i}", f"f{j}"), "x")
+    time.sleep(6)                                   # let every cached entry expire (5 s)
+    server.reset()
+    out = sh(["find", d, "-ls"]).stdout
+    assert len(out.splitlines()) == 1 + 10 + 200
+    # d's own lookup needs its parent's listing; then one listing per directory
+    # One listing for each of d's ancestors (/, /home, /home/daytona: every
+    # entry expired), d, and its 10 subdirectories, and one statfs (find asks
+    # which filesystem it walks): no stat requests for the 210 entries.
+    assert server.count("/process/execute") == 3 + 1 + 10 + 1
+    assert server.stats()["requests"] == 15
