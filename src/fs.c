@@ -1584,9 +1584,12 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* Keep the page cache of a file across opens while its mtime and size
 	 * are unchanged: a second cat of an unchanged file costs nothing. */
 	cfg->auto_cache = 1;
-	/* No .fuse_hidden files: an unlinked open file lives on in its stage. */
-	cfg->hard_remove = 1;
-	/* Paths everywhere; only operations on an unlinked open file get NULL. */
+	/* An unlinked open file lives on in its stage. libfuse "hides" it
+	 * under a .fuse_hidden name so that fstat and fchmod of it still have a
+	 * path (with hard_remove they fail with ESTALE); fs_files.c keeps that
+	 * name local: it never exists in the sandbox (files_rename). */
+	cfg->hard_remove = 0;
+	/* Paths everywhere (an unlinked open file has its hidden name). */
 	cfg->nullpath_ok = 0;
 	cfg->use_ino = 0;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
@@ -1665,6 +1668,8 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 		}
 	}
 	free(paths);
+	/* and what fs_files.c keeps beside the cache (link targets) */
+	files_invalidate_sandbox(fs, sandbox_id);
 }
 
 static void on_command_end(void *ctx, const char *sandbox_id, unsigned n)

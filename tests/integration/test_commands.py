@@ -8,9 +8,11 @@ commands at once, history across mounts, and memory with 100 MB of output.
 import hashlib
 import json
 import os
+import pty
 import random
 import re
 import select
+import shutil
 import socket
 import subprocess
 import threading
@@ -217,6 +219,35 @@ def test_tail_follow(mount, sandbox, lead):
         p.wait()
         ctl(os.path.join(d, "ctl"), "kill")
     assert read(os.path.join(d, "status")) == "killed\n"
+
+
+@pytest.mark.skipif(not shutil.which("less"), reason="needs less")
+def test_less_follow(mount, sandbox):
+    """less +F on a terminal shows lines as they come."""
+    d = start(mount, sandbox, "echo first; sleep 1; echo second; sleep 30")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update({"TERM": "xterm", "LESS": ""})
+        os.execvp("less", ["less", "+F", os.path.join(d, "stdout")])
+    try:
+        t0, buf, seen = time.time(), b"", {}
+        while len(seen) < 2 and time.time() - t0 < 10:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    buf += os.read(fd, 4096)
+                except OSError:
+                    break
+            for w in (b"first", b"second"):
+                if w in buf and w not in seen:
+                    seen[w] = time.time() - t0
+        assert list(seen) == [b"first", b"second"], buf[-500:]
+        assert seen[b"second"] - seen[b"first"] > 0.7, seen
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
+        ctl(os.path.join(d, "ctl"), "kill")
 
 
 # ---- background services and kill ---------------------------------------------------------------
