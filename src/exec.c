@@ -533,6 +533,9 @@ enum exec_state exec_parse_state(const char *text, size_t len)
 	return EXEC_EXITED;
 }
 
+/* Delay of the first look at a command just started. */
+#define FIRST_POLL_MS 10
+
 long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms, long idle_max_ms)
 {
 	if (!waiting) {
@@ -1600,9 +1603,11 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	c->text = strdup(spec->command);
 	c->text_len = c->text ? strlen(c->text) : 0;
 	c->last_poll_ms = now;
-	/* A quick command is over by the first poll, so on_end comes promptly. */
-	c->interval_ms = m->o.poll_min_ms;
-	c->next_poll_ms = now + m->o.poll_min_ms;
+	/* Most commands are quick: the first look comes after FIRST_POLL_MS (not
+	 * poll_min_ms), so `exec true` then `cat exit` is one poll sooner; after
+	 * it the schedule backs off from poll_min_ms as usual. */
+	c->interval_ms = m->o.poll_min_ms < FIRST_POLL_MS ? m->o.poll_min_ms : FIRST_POLL_MS;
+	c->next_poll_ms = now + c->interval_ms;
 	c->watch_until_ms = now + IDLE_WATCH_MS;
 	poller_ensure(m, b, c);
 	*n = got;
