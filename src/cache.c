@@ -838,32 +838,12 @@ out:
 	return nd;
 }
 
-/* Whether path names a directory, as far as the cache knows: 1, 0 (not a
- * directory, or nothing), -1 (unknown). */
-static int known_dir(struct cache *c, struct sbrec *sb, const char *path, size_t len, double t)
-{
-	struct entry *e = entry_find(c, sb, path, len), *pe;
-	size_t plen = parent_len(path, len), blen;
-
-	if (e && e->attr != A_NONE && t < e->attr_exp)
-		return e->attr == A_ATTR && S_ISDIR(e->st.st_mode);
-	pe = plen ? entry_find(c, sb, path, plen) : NULL;
-	if (pe && pe->dir && t < pe->dir_exp) {
-		const char *base = base_of(path, len, plen, &blen);
-		long i = blen ? dir_index(pe->dir, base, blen) : -1;
-
-		return i >= 0 && S_ISDIR(pe->dir->ents[i].st.st_mode);
-	}
-	return -1;
-}
-
 void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,
 		  const struct stat *st, bool exact)
 {
 	size_t len = norm_len(path), plen, blen;
 	struct sbrec *sb;
 	struct entry *e, *next, *pe;
-	int was_dir;
 	double t;
 
 	if (what != CACHE_REMOVED && !st)
@@ -873,7 +853,6 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	if (!sb)
 		goto out;
 	t = clock_now(c);
-	was_dir = known_dir(c, sb, path, len, t);
 	if (what != CACHE_CHANGED) {
 		/* Another object (or none) now: nothing cached below it holds. */
 		for (e = sb->entries; e; e = next) {
@@ -902,18 +881,16 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	}
 	plen = parent_len(path, len);
 	pe = plen ? entry_find(c, sb, path, plen) : NULL;
-	if (pe && what != CACHE_CHANGED && pe->attr == A_ATTR && t < pe->attr_exp) {
-		/* A name came or went: the directory's time is now (by this
-		 * clock), and its link count follows its subdirectories. */
-		int is_dir = what == CACHE_REMOVED ? 0 : S_ISDIR(st->st_mode) != 0;
-		struct timespec now;
-
-		clock_gettime(CLOCK_REALTIME, &now);
-		pe->st.st_mtim = pe->st.st_ctim = pe->st.st_atim = now;
-		if (was_dir < 0 || pe->st.st_nlink < 2)
-			pe->st.st_nlink = 1;   /* unknown: 1 tells find not to count on it */
-		else
-			pe->st.st_nlink = (nlink_t)((long)pe->st.st_nlink + is_dir - was_dir);
+	if (pe && what != CACHE_CHANGED && pe->attr != A_NONE) {
+		/* A name came or went: the directory's time and link count
+		 * changed in the sandbox, to values only it knows (its clock):
+		 * its attributes are asked again when next needed, its listing
+		 * stays (and is kept up to date below). */
+		pe->attr = A_NONE;
+		if (!pe->dir) {
+			entry_drop_if_empty(c, pe);
+			pe = NULL;
+		}
 	}
 	if (pe && pe->dir) {
 		const char *base = base_of(path, len, plen, &blen);

@@ -80,9 +80,8 @@ enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char 
  * With exact, st is stored as the path's attributes; without, st only
  * updates the listing (its type must be right) and the path's attributes
  * are dropped, so that the next lookup misses with listed set.
- * When a name comes or goes, the parent's cached attributes get the time
- * of now (CLOCK_REALTIME) and their link count follows (1, "unknown", when
- * the old type is not known).
+ * When a name comes or goes, the parent's attributes (its time, its link
+ * count) are dropped: only the sandbox knows them now. Its listing stays.
  */
 enum cache_change { CACHE_CHANGED, CACHE_REPLACED, CACHE_REMOVED };
 void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,
