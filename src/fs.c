@@ -1267,17 +1267,17 @@ static int handle_type(struct fuse_file_info *fi)
 	return *(int *)(uintptr_t)fi->fh;
 }
 
-static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id);
+static void command_ended(struct dfs *fs, const char *sandbox_id, unsigned n);
 
 /* The reader learns that a command ended, possibly before the exec thread's
- * on_end callback has dropped the caches: drop them first, so that what the
- * command changed is seen as soon as exit (or EOF) is. Once per handle. */
+ * on_end callback has dropped the caches: drop them now, so that what the
+ * command changed is seen as soon as exit (or EOF) is. */
 static void saw_command_end(struct dfs *fs, struct vhandle *h)
 {
 	if (h->saw_end)
 		return;
 	h->saw_end = true;
-	invalidate_sandbox_everywhere(fs, h->sb->id);
+	command_ended(fs, h->sb->id, h->cmd);
 }
 
 static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
@@ -1555,6 +1555,9 @@ static int dfs_poll(const char *path, struct fuse_file_info *fi, struct fuse_pol
 	/* The kernel does not tell the reader's offset: readiness means "data
 	 * past what this handle has been given", tracked as the furthest read. */
 	ready = exec_poll(fs->exec, &box, h->cmd, h->stream, h->read_end, ph);
+	/* exec keeps the handle only when it is not ready (0): else it is ours. */
+	if (ready != 0 && ph)
+		fuse_pollhandle_destroy(ph);
 	if (ready < 0)
 		return ready;
 	if (ready)
@@ -1672,12 +1675,32 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 	files_invalidate_sandbox(fs, sandbox_id);
 }
 
-static void on_command_end(void *ctx, const char *sandbox_id, unsigned n)
+/* Drops a sandbox's caches for the end of command n, once: whichever of the
+ * exit reader and the exec thread sees the end first does it. */
+static void command_ended(struct dfs *fs, const char *sandbox_id, unsigned n)
 {
-	struct dfs *fs = ctx;
+	bool first = true;
 
+	pthread_mutex_lock(&fs->lock);
+	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
+		if (strcmp(sb->id, sandbox_id))
+			continue;
+		for (size_t i = 0; i < ARRAY_LEN(sb->ended_seen); i++)
+			if (sb->ended_seen[i] == n)
+				first = false;
+		if (first)
+			sb->ended_seen[sb->ended_next++ % ARRAY_LEN(sb->ended_seen)] = n;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!first)
+		return;
 	log_debug("command %u in %s ended: dropping the sandbox's cached metadata", n, sandbox_id);
 	invalidate_sandbox_everywhere(fs, sandbox_id);
+}
+
+static void on_command_end(void *ctx, const char *sandbox_id, unsigned n)
+{
+	command_ended(ctx, sandbox_id, n);
 }
 
 struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)

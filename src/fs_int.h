@@ -80,6 +80,10 @@ struct sandbox {
 	/* while a lifecycle command waits: the state seen, for the status file */
 	char progress[32];
 	pthread_mutex_t op_lock;  /* one lifecycle command at a time */
+	/* Commands whose end has dropped the caches already: the exit reader and
+	 * the exec thread both learn of an end, and it must count once. */
+	unsigned ended_seen[32];
+	unsigned ended_next;
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
 };

@@ -111,14 +111,24 @@ class Mount:
     def p(self, *parts):
         return os.path.join(self.path, *parts)
 
-    def unmount(self):
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+    def unmount(self, check=True):
+        """Unmounts; with check, fails on a non-zero exit or any sanitizer report in the log."""
         subprocess.run(["fusermount3", "-u", self.path], check=False)
         try:
-            self.proc.wait(30)
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             subprocess.run(["fusermount3", "-uz", self.path], check=False)
+            self.proc.wait(10)
         self.log.close()
+        if not check:
+            return
+        log = open(self.log.name, errors="replace").read()
+        reports = [m for m in self.SANITIZER_MARKS if m in log]
+        assert not reports, f"daytonafs reported {reports}; see {self.log.name}:\n{log[-4000:]}"
+        assert self.proc.returncode == 0, f"daytonafs exited {self.proc.returncode}; see {self.log.name}"
 
 
 @pytest.fixture(scope="session")
