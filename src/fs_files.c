@@ -127,6 +127,7 @@ struct fhandle {
 	size_t ra_cap;
 	uint64_t next_off;        /* where a sequential reader reads next */
 	size_t window;
+	struct rstream *rs;       /* a sequential reader's streaming download, or NULL */
 };
 
 static void links_clear_locked(struct open_table *t, const struct sandbox *sb);
@@ -1609,6 +1610,173 @@ static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char
 	return (int)sink.len;
 }
 
+/*
+ * Streaming read-ahead. Once a reader is sequential, one download from its
+ * offset to the end of the file runs in a thread and fills a ring buffer;
+ * reads take from the ring while the download goes on, so the network and
+ * FUSE work at the same time and a whole file costs one request whatever the
+ * latency. When the ring is full the thread stops reading the socket (TCP
+ * back-pressure). Data up to STREAM_KEEP behind the furthest read stays, for
+ * the kernel's out-of-order readahead. A read outside what the stream can
+ * serve stops it; the caller then falls back to ranged downloads.
+ */
+#define STREAM_CAP  (8 * 1024 * 1024)
+#define STREAM_KEEP (1024 * 1024)
+
+struct rstream {
+	struct dfs *fs;
+	struct dt_box box;
+	char *path;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	char *buf;
+	uint64_t start, end;      /* file offsets held: [start, end) at buf[off % STREAM_CAP] */
+	uint64_t furthest;        /* readers are done with what is before furthest - STREAM_KEEP */
+	bool stop, done;
+	int err;
+};
+
+static int rs_sink(void *ctx, const void *data, size_t len)
+{
+	struct rstream *rs = ctx;
+	const char *d = data;
+
+	while (len) {
+		size_t room, n, pos, first;
+		uint64_t end;
+
+		pthread_mutex_lock(&rs->lock);
+		for (;;) {
+			uint64_t keep_from = rs->furthest > STREAM_KEEP ? rs->furthest - STREAM_KEEP : 0;
+
+			if (keep_from > rs->start)
+				rs->start = keep_from < rs->end ? keep_from : rs->end;
+			room = STREAM_CAP - (size_t)(rs->end - rs->start);
+			if (rs->stop || room > 0)
+				break;
+			pthread_cond_wait(&rs->cv, &rs->lock);
+		}
+		end = rs->end;
+		pthread_mutex_unlock(&rs->lock);
+		if (rs->stop)
+			return -ECANCELED;
+		/* Only this thread moves start and end, so [end, end + room) is ours
+		 * to fill without the lock. */
+		n = len < room ? len : room;
+		pos = (size_t)(end % STREAM_CAP);
+		first = n < STREAM_CAP - pos ? n : STREAM_CAP - pos;
+		memcpy(rs->buf + pos, d, first);
+		memcpy(rs->buf, d + first, n - first);
+		pthread_mutex_lock(&rs->lock);
+		rs->end += n;
+		pthread_cond_broadcast(&rs->cv);
+		pthread_mutex_unlock(&rs->lock);
+		d += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static void *rs_main(void *arg)
+{
+	struct rstream *rs = arg;
+	struct dt_error err = { 0 };
+	int64_t got;
+
+	got = dt_fs_download(rs->fs->dt, &rs->box, rs->path, rs->start, 0, rs_sink, rs, &err);
+	pthread_mutex_lock(&rs->lock);
+	rs->done = true;
+	rs->err = got < 0 ? (int)got : 0;
+	pthread_cond_broadcast(&rs->cv);
+	pthread_mutex_unlock(&rs->lock);
+	return NULL;
+}
+
+static void rs_stop(struct rstream *rs)
+{
+	pthread_mutex_lock(&rs->lock);
+	rs->stop = true;
+	pthread_cond_broadcast(&rs->cv);
+	pthread_mutex_unlock(&rs->lock);
+	pthread_join(rs->thread, NULL);
+	pthread_cond_destroy(&rs->cv);
+	pthread_mutex_destroy(&rs->lock);
+	free(rs->buf);
+	free(rs->path);
+	free(rs);
+}
+
+static struct rstream *rs_start(struct dfs *fs, struct open_node *n, uint64_t off)
+{
+	struct rstream *rs = calloc(1, sizeof(*rs));
+
+	if (!rs)
+		return NULL;
+	rs->buf = malloc(STREAM_CAP);
+	rs->path = strdup(n->path);
+	if (!rs->buf || !rs->path)
+		goto fail;
+	rs->fs = fs;
+	sandbox_box(n->sb, &rs->box);
+	rs->start = rs->end = rs->furthest = off;
+	pthread_mutex_init(&rs->lock, NULL);
+	pthread_cond_init(&rs->cv, NULL);
+	if (pthread_create(&rs->thread, NULL, rs_main, rs) != 0) {
+		pthread_cond_destroy(&rs->cv);
+		pthread_mutex_destroy(&rs->lock);
+		goto fail;
+	}
+	return rs;
+fail:
+	free(rs->buf);
+	free(rs->path);
+	free(rs);
+	return NULL;
+}
+
+/* Bytes copied (0 at the end of the file), or -EAGAIN when the stream cannot
+ * serve this read. */
+static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
+{
+	size_t n, pos, first;
+	int rc;
+
+	pthread_mutex_lock(&rs->lock);
+	if (off < rs->start || off > rs->end + STREAM_CAP - STREAM_KEEP) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	if (off > rs->furthest) {
+		rs->furthest = off;   /* lets the producer make room for this read */
+		pthread_cond_broadcast(&rs->cv);
+	}
+	while (rs->end < off + size && !rs->done)
+		pthread_cond_wait(&rs->cv, &rs->lock);
+	if (off < rs->start) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	if (off >= rs->end) {
+		rc = rs->err ? -EAGAIN : 0;
+		goto out;
+	}
+	n = rs->end - off < size ? (size_t)(rs->end - off) : size;
+	pos = (size_t)(off % STREAM_CAP);
+	first = n < STREAM_CAP - pos ? n : STREAM_CAP - pos;
+	memcpy(buf, rs->buf + pos, first);
+	memcpy(buf + first, rs->buf, n - first);
+	if (off + n > rs->furthest) {
+		rs->furthest = off + n;
+		pthread_cond_broadcast(&rs->cv);
+	}
+	rc = (int)n;
+out:
+	pthread_mutex_unlock(&rs->lock);
+	return rc;
+}
+
+
 int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size, off_t off)
 {
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
@@ -1628,12 +1796,29 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	pthread_mutex_unlock(&n->lock);
 
 	pthread_mutex_lock(&h->lock);
+	if (h->rs) {
+		rc = rs_read(h->rs, buf, size, uoff);
+		if (rc != -EAGAIN)
+			goto done;
+		rs_stop(h->rs);
+		h->rs = NULL;
+	}
 	if (uoff >= h->ra_off && uoff + size <= h->ra_off + h->ra_len) {
 		memcpy(buf, h->ra_buf + (uoff - h->ra_off), size);
 		rc = (int)size;
 		goto done;
 	}
 	if (uoff == h->next_off && uoff != 0) {
+		/* Sequential: stream the rest of the file. */
+		h->rs = rs_start(fs, n, uoff);
+		if (h->rs) {
+			rc = rs_read(h->rs, buf, size, uoff);
+			if (rc != -EAGAIN)
+				goto done;
+			rs_stop(h->rs);
+			h->rs = NULL;
+		}
+
 		/* Sequential: fetch ahead, doubling the window up to RA_MAX. */
 		if (h->window < RA_MAX)
 			h->window *= 2;
@@ -1704,6 +1889,10 @@ out:
 	/* Read-ahead of this handle is stale now; reads go to the stage anyway. */
 	pthread_mutex_lock(&h->lock);
 	h->ra_len = 0;
+	if (h->rs) {
+		rs_stop(h->rs);
+		h->rs = NULL;
+	}
 	pthread_mutex_unlock(&h->lock);
 	return rc;
 }
@@ -1746,6 +1935,8 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 		}
 		node_free(n);
 	}
+	if (h->rs)
+		rs_stop(h->rs);
 	free(h->ra_buf);
 	pthread_mutex_destroy(&h->lock);
 	free(h);

@@ -239,3 +239,28 @@ def test_browsing_does_not_count_as_activity(mount, sandbox, work, server):
     read(os.path.join(work, "hello.txt"))
     after = server.api("GET", f"/sandbox/{sandbox}")["lastActivityAt"]
     assert before == after
+
+
+def test_sequential_read_streams_in_few_requests(mount, sandbox, work, server, tmp_path):
+    data = os.urandom(24 * 1024 * 1024 + 12345)
+    src = tmp_path / "stream.bin"
+    src.write_bytes(data)
+    p = os.path.join(work, "stream.bin")
+    sh(["cp", str(src), p])
+    time.sleep(1.2)   # past the kernel's attribute window: no page cache from the write
+    os.stat(p)
+    server.reset()
+    sh(["sh", "-c", f"echo 3 > /proc/sys/vm/drop_caches"], check=False)
+    with open(p, "rb") as f:
+        got = f.read()
+    assert got == data
+    # One streaming download (the first ranged read may come before it).
+    assert server.count("/files/download") <= 3, server.stats()
+    # Seeks and a close in the middle of the stream stay correct.
+    with open(p, "rb") as f:
+        assert f.read(5_000_000) == data[:5_000_000]
+        f.seek(1_000)
+        assert f.read(10) == data[1_000:1_010]
+        f.seek(20_000_000)
+        assert f.read(100_000) == data[20_000_000:20_100_000]
+    os.unlink(p)
