@@ -83,6 +83,8 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 			env[i].value = c->env[i].value;
 		}
 	}
+	/* The command must not see a file this mount has unlinked. */
+	files_settle(fs, sb);
 	memset(&spec, 0, sizeof(spec));
 	spec.command = c->command;
 	spec.cwd = c->cwd;

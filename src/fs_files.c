@@ -108,12 +108,38 @@ struct link_ent {
 #define LINK_BUCKETS 1024
 #define LINK_MAX 65536
 
+/*
+ * A sandbox file whose removal waits a moment. libfuse hides an open file
+ * by renaming it to a .fuse_hidden name both when it is unlinked and just
+ * before another file is renamed over it, and the two look the same here.
+ * Deleting it in the sandbox at once would make a rename over an open file
+ * two steps (the target would vanish in between), so the delete waits
+ * PENDING_DELAY: a rename onto the path cancels it (mv -T then replaces the
+ * file atomically), and anything else that could see the path runs it first
+ * (files_settle), so neither this mount nor a command sees the stale file.
+ */
+#define PENDING_DELAY 0.2
+
+struct pending_delete {
+	struct pending_delete *next;
+	struct sandbox *sb;
+	char *path;
+	struct stat st;
+	double due;
+};
+
 struct open_table {
 	pthread_mutex_t lock;
 	struct open_node *head;
 	struct sb_mode *modes;
 	struct link_ent *links[LINK_BUCKETS];
 	size_t nlinks;
+	struct pending_delete *pending;   /* oldest first */
+	pthread_cond_t pending_cv;
+	pthread_t pending_thread;
+	bool pending_thread_on;
+	bool pending_stop;
+	struct dfs *fs;
 };
 
 struct fhandle {
@@ -137,15 +163,30 @@ struct open_table *open_table_new(void)
 {
 	struct open_table *t = calloc(1, sizeof(*t));
 
-	if (t)
+	if (t) {
 		pthread_mutex_init(&t->lock, NULL);
+		pthread_cond_init(&t->pending_cv, NULL);
+	}
 	return t;
 }
+
+static void pending_run(struct dfs *fs, struct sandbox *sb, bool due_only);
 
 void open_table_free(struct open_table *t)
 {
 	struct open_node *n, *next;
 	struct sb_mode *m, *mnext;
+
+	if (t->pending_thread_on) {
+		pthread_mutex_lock(&t->lock);
+		t->pending_stop = true;
+		pthread_cond_signal(&t->pending_cv);
+		pthread_mutex_unlock(&t->lock);
+		pthread_join(t->pending_thread, NULL);
+	}
+	if (t->fs)
+		pending_run(t->fs, NULL, false);
+	pthread_cond_destroy(&t->pending_cv);
 
 	for (n = t->head; n; n = next) {
 		next = n->next;
@@ -1290,6 +1331,7 @@ int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *bu
 	size_t n = 0, plen = strlen(path);
 	int rc = 0;
 
+	files_settle(fs, sb);
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
 	if (!cache_get_dir(fs->cache, sb->id, path, fill_one, &fc)) {
@@ -1519,6 +1561,7 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 	struct open_node *n;
 	int rc = 0;
 
+	files_settle(fs, sb);
 	n = node_get(fs->files, sb, path);
 	if (!n)
 		return -ENOMEM;
@@ -2030,6 +2073,7 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	char *out = NULL;
 	int rc;
 
+	files_settle(fs, sb);
 	/* The toolbox's mkdir is mkdir -p: it succeeds on an existing directory.
 	 * POSIX mkdir must fail on an existing path (and the kernel looked it
 	 * up just before, so this costs nothing). */
@@ -2111,6 +2155,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 	bool only_local = false, have_st;
 	int rc = 0;
 
+	files_settle(fs, sb);
 	if (is_hidden_name(path))
 		return 0;   /* the last close of an unlinked file: it left the sandbox at its unlink */
 	n = node_find(fs->files, sb, path);
@@ -2160,6 +2205,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	size_t n = 0;
 	int rc;
 
+	files_settle(fs, sb);
 	/* The toolbox deletes a directory only recursively, so emptiness is
 	 * checked first: rmdir never removes content, not even files made in
 	 * it through this mount and not uploaded yet (they are uploaded). */
@@ -2264,8 +2310,137 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 	pthread_mutex_unlock(&fs->files->lock);
 }
 
+/* Runs the pending deletes of sb (every sandbox when NULL); with due_only,
+ * only those whose delay has passed. */
+static void pending_run(struct dfs *fs, struct sandbox *sb, bool due_only)
+{
+	struct open_table *t = fs->files;
+
+	for (;;) {
+		struct pending_delete *d = NULL;
+		int rc;
+
+		pthread_mutex_lock(&t->lock);
+		for (struct pending_delete **pp = &t->pending; *pp; pp = &(*pp)->next) {
+			if ((!sb || (*pp)->sb == sb) && (!due_only || (*pp)->due <= now_mono())) {
+				d = *pp;
+				*pp = d->next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (!d)
+			return;
+		rc = remove_path(fs, d->sb, d->path, &d->st);
+		if (rc < 0 && rc != -ENOENT)
+			log_warn("%s: removing %s (unlinked while open) failed: %s", d->sb->name, d->path,
+				 strerror(-rc));
+		free(d->path);
+		free(d);
+	}
+}
+
+static void *pending_main(void *arg)
+{
+	struct open_table *t = arg;
+
+	pthread_mutex_lock(&t->lock);
+	while (!t->pending_stop) {
+		struct timespec until;
+		double wait;
+
+		if (!t->pending) {
+			pthread_cond_wait(&t->pending_cv, &t->lock);
+			continue;
+		}
+		wait = t->pending->due - now_mono();
+		if (wait > 0) {
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_nsec += (long)(wait * 1e9);
+			until.tv_sec += until.tv_nsec / 1000000000L;
+			until.tv_nsec %= 1000000000L;
+			pthread_cond_timedwait(&t->pending_cv, &t->lock, &until);
+			continue;
+		}
+		pthread_mutex_unlock(&t->lock);
+		pending_run(t->fs, NULL, true);
+		pthread_mutex_lock(&t->lock);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+/* Queues the delete of path; runs it at once when that is not possible. */
+static int pending_add(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
+{
+	struct open_table *t = fs->files;
+	struct pending_delete *d = calloc(1, sizeof(*d)), **pp;
+
+	if (d)
+		d->path = strdup(path);
+	if (!d || !d->path) {
+		free(d);
+		return remove_path(fs, sb, path, st);
+	}
+	d->sb = sb;
+	d->st = *st;
+	d->due = now_mono() + PENDING_DELAY;
+	pthread_mutex_lock(&t->lock);
+	t->fs = fs;
+	if (!t->pending_thread_on) {
+		if (pthread_create(&t->pending_thread, NULL, pending_main, t) != 0) {
+			pthread_mutex_unlock(&t->lock);
+			free(d->path);
+			free(d);
+			return remove_path(fs, sb, path, st);
+		}
+		t->pending_thread_on = true;
+	}
+	for (pp = &t->pending; *pp; pp = &(*pp)->next)
+		;
+	*pp = d;
+	pthread_cond_signal(&t->pending_cv);
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+/* A rename onto path takes the place of its pending delete: true when one was cancelled. */
+static bool pending_cancel(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct open_table *t = fs->files;
+	struct pending_delete *d = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	for (struct pending_delete **pp = &t->pending; *pp; pp = &(*pp)->next) {
+		if ((*pp)->sb == sb && !strcmp((*pp)->path, path)) {
+			d = *pp;
+			*pp = d->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!d)
+		return false;
+	*st = d->st;
+	free(d->path);
+	free(d);
+	return true;
+}
+
+void files_settle(struct dfs *fs, struct sandbox *sb)
+{
+	bool any;
+
+	pthread_mutex_lock(&fs->files->lock);
+	any = fs->files->pending != NULL;
+	pthread_mutex_unlock(&fs->files->lock);
+	if (any)
+		pending_run(fs, sb, false);
+}
+
 /* libfuse hides an open file that is unlinked or replaced: the rename to
- * its hidden name is the unlink, in the sandbox, and local otherwise. */
+ * its hidden name is the unlink, in the sandbox (after PENDING_DELAY, unless
+ * a rename replaces it first), and local otherwise. */
 static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
 {
 	struct open_node *n = node_find(fs->files, sb, from);
@@ -2289,7 +2464,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	if (rc == 0 && !local) {
 		rc = lookup_attr(fs, sb, from, &st);
 		if (rc == 0)
-			rc = remove_path(fs, sb, from, &st);
+			rc = pending_add(fs, sb, from, &st);
 	}
 	if (rc == 0 || (rc == -ENOENT && local)) {
 		rc = 0;
@@ -2316,9 +2491,9 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 {
 	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
-	struct stat sf, st;
+	struct stat sf, st, hidden_st;
 	struct dt_box box;
-	bool to_exists, from_exact;
+	bool to_exists, from_exact, replaced_hidden;
 	int rc;
 
 	if (flags & RENAME_EXCHANGE)
@@ -2331,6 +2506,10 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		return hide_open_file(fs, sb, from, to);
 	if (is_hidden_name(from))
 		return -ENOENT;
+	/* Over an open file libfuse just hid: its delete is not needed, mv -T
+	 * replaces it in one step (it still exists in the sandbox). */
+	replaced_hidden = pending_cancel(fs, sb, to, &hidden_st);
+	files_settle(fs, sb);
 	rc = flush_under(fs, sb, from);
 	if (rc < 0)
 		return rc;
@@ -2342,7 +2521,9 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	rc = lookup_attr(fs, sb, to, &st);
 	if (rc < 0 && rc != -ENOENT)
 		return rc;
-	to_exists = rc == 0;
+	to_exists = rc == 0 || replaced_hidden;
+	if (replaced_hidden && rc != 0)
+		st = hidden_st;
 	if (to_exists && (flags & RENAME_NOREPLACE))
 		return -EEXIST;
 	if (to_exists && S_ISDIR(st.st_mode)) {
@@ -2385,6 +2566,9 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, from);
 		cache_invalidate_tree(fs->cache, sb->id, to);
+		/* libfuse has hidden the old target for good: it goes now. */
+		if (replaced_hidden)
+			remove_path(fs, sb, to, &hidden_st);
 		return rc;
 	}
 	/* The object keeps its attributes (ctime is shown as mtime). */
@@ -2666,6 +2850,7 @@ int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const 
 	char *out = NULL;
 	int rc;
 
+	files_settle(fs, sb);
 	sb_adds(&cmd, "ln -s -- ");
 	sh_word(&cmd, target);
 	sb_addc(&cmd, ' ');
@@ -2726,6 +2911,7 @@ int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	char *out = NULL;
 	int rc;
 
+	files_settle(fs, sb);
 	(void)rdev;
 	/* Regular files come through create. A FIFO can be made in the
 	 * sandbox (and opening it through the mount is the local kernel's
@@ -2783,6 +2969,7 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 
 void files_flush_all(struct dfs *fs)
 {
+	pending_run(fs, NULL, false);
 	pthread_mutex_lock(&fs->files->lock);
 	for (struct open_node *o = fs->files->head; o; o = o->next) {
 		pthread_mutex_lock(&o->lock);

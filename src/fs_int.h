@@ -164,6 +164,9 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 void files_find_free(struct find_entry *v, size_t n);
 /* od -An -v -tx1 output back to bytes (malloc'd, NUL-terminated after len bytes). */
 int files_unhex(const char *text, char **out, size_t *len);
+/* Runs the sandbox's pending deletes of files unlinked while open, before
+ * anything that could see them (a listing, a command). */
+void files_settle(struct dfs *fs, struct sandbox *sb);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
 /* The sandbox's cached metadata is stale (a command ran). */

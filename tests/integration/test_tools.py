@@ -444,3 +444,43 @@ def test_make_sees_mtimes(pair):
     os.utime(os.path.join(remote, "out.txt"), (1_000_000_000, 1_000_000_000))
     assert "cp in.txt out.txt" in sh(["make"], cwd=remote).stdout
     assert read(os.path.join(remote, "log.txt")) == "built\n" * 4
+
+
+def test_rename_over_an_open_file_is_atomic_in_the_sandbox(pair, mount, sandbox, server):
+    """The target is held open by a reader (libfuse then hides it first): a
+    watcher in the sandbox still never sees it missing, and the replaced file
+    is gone from the sandbox soon after, without any further call."""
+    _, remote = pair
+    rel = os.path.basename(remote)
+    target = os.path.join(remote, "held.txt")
+    write(target, "v0\n")
+    check = ("end=$((SECONDS+5)); while [ $SECONDS -lt $end ]; do "
+             f"[ -e {rel}/held.txt ] || echo MISSING; done; echo done")
+    ctl(mount.p(sandbox, "ctl"), "exec " + check)
+    time.sleep(0.5)
+    for i in range(1, 6):
+        tmp = os.path.join(remote, f".held.tmp{i}")
+        write(tmp, f"v{i}\n")
+        with open(target) as reader:
+            os.rename(tmp, target)
+            assert reader.read() == f"v{i - 1}\n"
+        time.sleep(0.3)
+    assert read(mount.p(sandbox, "stdout")) == "done\n"
+    assert read(target) == "v5\n"
+    assert sorted(os.listdir(remote)) == ["held.txt"]
+    # An unlink of an open file still leaves the sandbox by itself.
+    victim = os.path.join(remote, "gone.txt")
+    write(victim, "x")
+    with open(victim) as reader:
+        os.unlink(victim)
+        time.sleep(0.6)
+        import json
+        import urllib.request
+        from conftest import API_KEY
+        sid = server.api("GET", f"/sandbox/{sandbox}")["id"]
+        req = urllib.request.Request(f"{server.base}/toolbox/{sid}/files?path=/home/daytona/{rel}",
+                                     headers={"Authorization": "Bearer " + API_KEY})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            names = [f["name"] for f in json.loads(r.read())]
+        assert "gone.txt" not in names
+        assert reader.read() == "x"
