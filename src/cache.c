@@ -442,6 +442,17 @@ uint64_t cache_generation(struct cache *c, const char *sandbox)
 
 /* -------------------------------------------------------------- lookups */
 
+/* Lock held: the statistics of one lookup. */
+static void count_result(struct cache *c, enum cache_result r)
+{
+	if (r == CACHE_HIT)
+		c->stats.hits++;
+	else if (r == CACHE_NEGATIVE)
+		c->stats.negative_hits++;
+	else
+		c->stats.misses++;
+}
+
 enum cache_result cache_get_attr(struct cache *c, const char *sandbox, const char *path, struct stat *st)
 {
 	enum cache_result r = CACHE_MISS;
@@ -467,12 +478,7 @@ enum cache_result cache_get_attr(struct cache *c, const char *sandbox, const cha
 			entry_drop_if_empty(c, e);
 		}
 	}
-	if (r == CACHE_HIT)
-		c->stats.hits++;
-	else if (r == CACHE_NEGATIVE)
-		c->stats.negative_hits++;
-	else
-		c->stats.misses++;
+	count_result(c, r);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -795,12 +801,7 @@ enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char 
 		}
 	}
 out:
-	if (r == CACHE_HIT)
-		c->stats.hits++;
-	else if (r == CACHE_NEGATIVE)
-		c->stats.negative_hits++;
-	else
-		c->stats.misses++;
+	count_result(c, r);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }

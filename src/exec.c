@@ -301,15 +301,21 @@ static const char kill_script[] =
 	"fi\n"
 	"echo daytonafs-killed\n";
 
-void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
+/* An sh -c of: var=dir, the alive function, then body. */
+static void build_alive_script(struct strbuf *sb, const char *var, const char *dir, const char *body)
 {
 	struct strbuf script = STRBUF_INIT;
 
-	add_dir(&script, "d", cmd_dir);
+	add_dir(&script, var, dir);
 	sb_adds(&script, alive_fn);
-	sb_adds(&script, kill_script);
+	sb_adds(&script, body);
 	add_sh_c(sb, &script);
 	sb_free(&script);
+}
+
+void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
+{
+	build_alive_script(sb, "d", cmd_dir, kill_script);
 }
 
 /*
@@ -382,13 +388,7 @@ static const char reconcile_script[] =
 
 void exec_build_reconcile(struct strbuf *sb, const char *state_dir)
 {
-	struct strbuf script = STRBUF_INIT;
-
-	add_dir(&script, "S", state_dir);
-	sb_adds(&script, alive_fn);
-	sb_adds(&script, reconcile_script);
-	add_sh_c(sb, &script);
-	sb_free(&script);
+	build_alive_script(sb, "S", state_dir, reconcile_script);
 }
 
 /* ---- parsers ---------------------------------------------------------------- */
