@@ -1472,6 +1472,25 @@ static int dfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* fsync of a sandbox directory waits for the changes queued under it
+ * (deletes, times: fs_files.c) and reports one that failed. */
+static int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct sandbox *sb;
+	struct node n;
+	int rc;
+
+	(void)datasync;
+	(void)fi;
+	rc = resolve(fs, path, &n, &sb);
+	if (rc < 0)
+		return rc;
+	if (n.kind != N_FILE && n.kind != N_FSROOT)
+		return 0;
+	return files_fsyncdir(fs, sb, n.path);
+}
+
 static int dfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
@@ -1631,6 +1650,7 @@ static const struct fuse_operations dfs_ops = {
 	.write = dfs_write,
 	.flush = dfs_flush,
 	.fsync = dfs_fsync,
+	.fsyncdir = dfs_fsyncdir,
 	.release = dfs_release,
 	.statfs = dfs_statfs,
 	.poll = dfs_poll,

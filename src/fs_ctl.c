@@ -84,7 +84,7 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		}
 	}
 	/* The command must not see a file this mount has unlinked. */
-	files_settle(fs, sb);
+	files_settle(fs, sb, NULL);
 	memset(&spec, 0, sizeof(spec));
 	spec.command = c->command;
 	spec.cwd = c->cwd;

@@ -48,6 +48,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
+#include "writeback.h"
 
 #define RA_MIN (128 * 1024)
 #define RA_MAX (8 * 1024 * 1024)
@@ -109,24 +110,22 @@ struct link_ent {
 #define LINK_MAX 65536
 
 /*
- * A sandbox file whose removal waits a moment. libfuse hides an open file
- * by renaming it to a .fuse_hidden name both when it is unlinked and just
- * before another file is renamed over it, and the two look the same here.
- * Deleting it in the sandbox at once would make a rename over an open file
- * two steps (the target would vanish in between), so the delete waits
- * PENDING_DELAY: a rename onto the path cancels it (mv -T then replaces the
- * file atomically), and anything else that could see the path runs it first
- * (files_settle), so neither this mount nor a command sees the stale file.
+ * Deferred changes (writeback.h). A delete, or the owner, mode and times of
+ * a file, are applied to the cache at once and sent WB_DELAY later, with
+ * whatever else was queued, in one command; anything that could see the
+ * path in the sandbox runs them first (files_settle).
+ *
+ * libfuse hides an open file by renaming it to a .fuse_hidden name both when
+ * it is unlinked and just before another file is renamed over it, and the
+ * two look the same here. Deleting it in the sandbox at once would make a
+ * rename over an open file two steps (the target would vanish in between),
+ * so that delete is queued as "hidden": it runs no sooner than HIDDEN_DELAY
+ * unless something must see the sandbox, and a rename onto the path cancels
+ * it (mv -T then replaces the file atomically).
  */
-#define PENDING_DELAY 0.2
-
-struct pending_delete {
-	struct pending_delete *next;
-	struct sandbox *sb;
-	char *path;
-	struct stat st;
-	double due;
-};
+#define WB_DELAY 0.5
+#define HIDDEN_DELAY 0.2
+#define WB_BATCH 128
 
 struct open_table {
 	pthread_mutex_t lock;
@@ -134,11 +133,10 @@ struct open_table {
 	struct sb_mode *modes;
 	struct link_ent *links[LINK_BUCKETS];
 	size_t nlinks;
-	struct pending_delete *pending;   /* oldest first */
-	pthread_cond_t pending_cv;
-	pthread_t pending_thread;
-	bool pending_thread_on;
-	bool pending_stop;
+	struct wb_queue *wb;      /* deferred changes */
+	pthread_mutex_t wb_run;   /* one batch runs at a time; files_settle waits for it */
+	pthread_t wb_thread;
+	bool wb_thread_on;
 	struct dfs *fs;
 };
 
@@ -163,30 +161,34 @@ struct open_table *open_table_new(void)
 {
 	struct open_table *t = calloc(1, sizeof(*t));
 
-	if (t) {
-		pthread_mutex_init(&t->lock, NULL);
-		pthread_cond_init(&t->pending_cv, NULL);
+	if (!t)
+		return NULL;
+	t->wb = wb_new(WB_BATCH);
+	if (!t->wb) {
+		free(t);
+		return NULL;
 	}
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->wb_run, NULL);
 	return t;
 }
 
-static void pending_run(struct dfs *fs, struct sandbox *sb, bool due_only);
+static void wb_run_all(struct dfs *fs, struct sandbox *sb);
+static bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay);
 
 void open_table_free(struct open_table *t)
 {
 	struct open_node *n, *next;
 	struct sb_mode *m, *mnext;
 
-	if (t->pending_thread_on) {
-		pthread_mutex_lock(&t->lock);
-		t->pending_stop = true;
-		pthread_cond_signal(&t->pending_cv);
-		pthread_mutex_unlock(&t->lock);
-		pthread_join(t->pending_thread, NULL);
+	if (t->wb_thread_on) {
+		wb_stop(t->wb);
+		pthread_join(t->wb_thread, NULL);
 	}
 	if (t->fs)
-		pending_run(t->fs, NULL, false);
-	pthread_cond_destroy(&t->pending_cv);
+		wb_run_all(t->fs, NULL);
+	wb_free(t->wb);
+	pthread_mutex_destroy(&t->wb_run);
 
 	for (n = t->head; n; n = next) {
 		next = n->next;
@@ -868,71 +870,6 @@ static int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script
 	return 0;
 }
 
-static bool valid_utf8(const unsigned char *s)
-{
-	while (*s) {
-		unsigned c = *s, n, cp;
-
-		if (c < 0x80) {
-			s++;
-			continue;
-		}
-		if (c >= 0xC2 && c <= 0xDF)
-			n = 1, cp = c & 0x1F;
-		else if (c >= 0xE0 && c <= 0xEF)
-			n = 2, cp = c & 0x0F;
-		else if (c >= 0xF0 && c <= 0xF4)
-			n = 3, cp = c & 0x07;
-		else
-			return false;
-		for (unsigned i = 1; i <= n; i++) {
-			if ((s[i] & 0xC0) != 0x80)
-				return false;
-			cp = cp << 6 | (s[i] & 0x3F);
-		}
-		if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-			return false;
-		s += n + 1;
-	}
-	return true;
-}
-
-/*
- * Appends s to a shell command as one word that means exactly its bytes.
- * The command travels as a JSON string, where invalid UTF-8 becomes U+FFFD
- * (Go's decoder), so a word that is not valid UTF-8 is rebuilt in the shell
- * by printf from octal escapes, which are ASCII: "$(printf '\377...')",
- * with any trailing newlines (which $(...) would strip) quoted after it.
- */
-static void sh_word(struct strbuf *cmd, const char *s)
-{
-	size_t len = strlen(s), k = 0;
-
-	if (valid_utf8((const unsigned char *)s)) {
-		sh_quote(cmd, s);
-		return;
-	}
-	while (k < len && s[len - 1 - k] == '\n')
-		k++;
-	/* %b, not the format: the word may start with '-', and holds '%' */
-	sb_adds(cmd, "\"$(printf '%b' '");
-	for (size_t i = 0; i < len - k; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
-			sb_addc(cmd, (char)c);
-		else
-			sb_addf(cmd, "\\0%03o", c);
-	}
-	sb_adds(cmd, "')\"");
-	if (k) {
-		sb_addc(cmd, '\'');
-		for (size_t i = 0; i < k; i++)
-			sb_addc(cmd, '\n');
-		sb_addc(cmd, '\'');
-	}
-}
-
 /* Appends to a command: print path's attributes in the find format, and
  * succeed even if that fails (the change it follows is what counts). */
 static void add_stat_print(struct strbuf *cmd, const char *path)
@@ -1111,13 +1048,17 @@ static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
  * and its links' targets. The entries are also returned (may be NULL). */
 static int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count)
 {
-	uint64_t gen = cache_generation(fs->cache, sb->id);
+	uint64_t gen;
 	enum list_mode mode = list_mode_get(fs, sb);
 	struct find_entry *v = NULL;
 	struct cache_dirent *ents;
 	size_t n = 0;
 	int rc = -ENOSYS;
 
+	/* The listing must not bring back what a queued delete removed, nor
+	 * the times a queued change is about to set. */
+	files_settle(fs, sb, dir);
+	gen = cache_generation(fs->cache, sb->id);
 	if (mode != LIST_API) {
 		rc = find_list(fs, sb, dir, &v, &n);
 		if (rc == 0 && mode == LIST_UNKNOWN)
@@ -1167,9 +1108,11 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	struct dt_error err = { 0 };
 	struct dt_fileinfo fi;
 	struct dt_box box;
-	uint64_t gen = cache_generation(fs->cache, sb->id);
+	uint64_t gen;
 	int rc;
 
+	files_settle(fs, sb, path);
+	gen = cache_generation(fs->cache, sb->id);
 	sandbox_box(sb, &box);
 	memset(&fi, 0, sizeof(fi));
 	rc = dt_fs_info(fs->dt, &box, path, &fi, &err);
@@ -1331,7 +1274,7 @@ int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *bu
 	size_t n = 0, plen = strlen(path);
 	int rc = 0;
 
-	files_settle(fs, sb);
+	files_settle(fs, sb, path);
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
 	if (!cache_get_dir(fs->cache, sb->id, path, fill_one, &fc)) {
@@ -1431,6 +1374,43 @@ static void add_touch(struct strbuf *cmd, const char *flag, const struct timespe
 }
 
 /*
+ * Queues what apply_after_upload must do (tar, cp -a and rsync set the
+ * times, and often the mode, of every file they write: one command each
+ * would double their cost). The cache holds the attributes the file will
+ * have until the batch prints the real ones. False when it cannot be
+ * queued. Caller holds n->lock.
+ */
+static bool attrs_later(struct dfs *fs, struct open_node *n, const struct stat *hint, bool chmod)
+{
+	struct wb_op *op = wb_op_new(n->sb, WB_ATTRS, n->path);
+	struct stat st = *hint;
+
+	if (!op)
+		return false;
+	op->stat_after = true;
+	if (n->chown_pending) {
+		op->chown = true;
+		op->uid = n->uid;
+		op->gid = n->gid;
+		if (n->uid != (uid_t)-1)
+			st.st_uid = n->uid;
+		if (n->gid != (gid_t)-1)
+			st.st_gid = n->gid;
+	}
+	op->chmod = chmod;
+	op->mode = n->st.st_mode & 07777;
+	op->set_mtime = n->mtime_pending;
+	op->mtime = n->mtime;
+	op->set_atime = n->atime_pending;
+	op->atime = n->atime;
+	if (n->atime_pending)
+		st.st_atim = n->atime;
+	/* Before the batch can run and print the real ones. */
+	cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &st, true);
+	return wb_queue_op(fs, op, WB_DELAY);
+}
+
+/*
  * After an upload: what had to wait for it. A new file gets the mode (the
  * toolbox creates 0644) and the owner it was given, and a file whose times
  * were set while it was being written gets them (the upload set the time
@@ -1468,6 +1448,10 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 		if (rc < 0)
 			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+		return;
+	}
+	if (finds && attrs_later(fs, n, &hint, chmod)) {
+		n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 		return;
 	}
 	sb_adds(&cmd, "true");
@@ -1519,6 +1503,9 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 
 	if (!n->dirty || n->unlinked)
 		return 0;
+	/* A queued change of this file (its times, say) must not land after
+	 * the new content. */
+	files_settle(fs, n->sb, n->path);
 	sandbox_box(n->sb, &box);
 	rc = dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), &err);
 	if (rc < 0) {
@@ -1561,7 +1548,7 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 	struct open_node *n;
 	int rc = 0;
 
-	files_settle(fs, sb);
+	files_settle(fs, sb, path);
 	n = node_get(fs->files, sb, path);
 	if (!n)
 		return -ENOMEM;
@@ -1994,6 +1981,7 @@ static int truncate_by_command(struct dfs *fs, struct sandbox *sb, const char *p
 	char *out = NULL;
 	int code = 0, rc;
 
+	files_settle(fs, sb, path);
 	sb_addf(&cmd, "truncate -c -s %lld -- ", (long long)size);
 	sh_word(&cmd, path);
 	if (list_mode_get(fs, sb) != LIST_API)
@@ -2064,6 +2052,7 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 /* ---- namespace ------------------------------------------------------------------- */
 
 static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path);
+static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden);
 
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
@@ -2073,7 +2062,7 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	char *out = NULL;
 	int rc;
 
-	files_settle(fs, sb);
+	files_settle(fs, sb, path);
 	/* The toolbox's mkdir is mkdir -p: it succeeds on an existing directory.
 	 * POSIX mkdir must fail on an existing path (and the kernel looked it
 	 * up just before, so this costs nothing). */
@@ -2155,7 +2144,6 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 	bool only_local = false, have_st;
 	int rc = 0;
 
-	files_settle(fs, sb);
 	if (is_hidden_name(path))
 		return 0;   /* the last close of an unlinked file: it left the sandbox at its unlink */
 	n = node_find(fs->files, sb, path);
@@ -2179,7 +2167,16 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		have_st = lookup_attr(fs, sb, path, &st) == 0;
 		if (have_st && S_ISDIR(st.st_mode))
 			return -EISDIR;
-		rc = remove_path(fs, sb, path, have_st ? &st : NULL);
+		/* rm -r unlinks a tree one file at a time, each waiting for the
+		 * last: the deletes of files no descriptor holds open go out
+		 * together, later. An open one goes now: its content was just
+		 * read for the descriptors, and they expect nothing else. */
+		if (have_st && !n) {
+			rc = delete_later(fs, sb, path, &st, false);
+		} else {
+			files_settle(fs, sb, path);
+			rc = remove_path(fs, sb, path, have_st ? &st : NULL);
+		}
 		if (rc < 0) {
 			cache_invalidate(fs->cache, sb->id, path);
 			return rc;
@@ -2205,7 +2202,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	size_t n = 0;
 	int rc;
 
-	files_settle(fs, sb);
+	files_settle(fs, sb, path);
 	/* The toolbox deletes a directory only recursively, so emptiness is
 	 * checked first: rmdir never removes content, not even files made in
 	 * it through this mount and not uploaded yet (they are uploaded). */
@@ -2310,132 +2307,165 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 	pthread_mutex_unlock(&fs->files->lock);
 }
 
-/* Runs the pending deletes of sb (every sandbox when NULL); with due_only,
- * only those whose delay has passed. */
-static void pending_run(struct dfs *fs, struct sandbox *sb, bool due_only)
+/* ---- deferred changes (writeback.h) --------------------------------------------- */
+
+static const char *wb_what(const struct wb_op *op)
 {
-	struct open_table *t = fs->files;
-
-	for (;;) {
-		struct pending_delete *d = NULL;
-		int rc;
-
-		pthread_mutex_lock(&t->lock);
-		for (struct pending_delete **pp = &t->pending; *pp; pp = &(*pp)->next) {
-			if ((!sb || (*pp)->sb == sb) && (!due_only || (*pp)->due <= now_mono())) {
-				d = *pp;
-				*pp = d->next;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&t->lock);
-		if (!d)
-			return;
-		rc = remove_path(fs, d->sb, d->path, &d->st);
-		if (rc < 0 && rc != -ENOENT)
-			log_warn("%s: removing %s (unlinked while open) failed: %s", d->sb->name, d->path,
-				 strerror(-rc));
-		free(d->path);
-		free(d);
-	}
+	return op->kind == WB_DELETE ? "removing" : "setting the owner, mode or times of";
 }
 
-static void *pending_main(void *arg)
+/* A deferred change did not happen: the cache forgets what it assumed, the
+ * error file and the log say why, and fsync of the directory reports it. */
+static void wb_failed(struct dfs *fs, struct sandbox *sb, const struct wb_op *op, int err, const char *msg)
+{
+	log_warn("%s: %s %s failed: %s", sb->name, wb_what(op), op->path, msg);
+	sandbox_set_error(sb, "%s %s failed: %s", wb_what(op), op->path, msg);
+	cache_invalidate(fs->cache, sb->id, op->path);
+	link_drop(fs, sb, op->path, false);
+	pthread_mutex_lock(&fs->files->lock);
+	if (!sb->writeback_error)
+		sb->writeback_error = err;
+	pthread_mutex_unlock(&fs->files->lock);
+}
+
+/* Runs one batch (all of one sandbox) as one command and applies what each
+ * op's part of the output says. Caller holds wb_run. */
+static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
+{
+	static unsigned counter;
+	struct sandbox *sb = (struct sandbox *)batch->owner;
+	struct strbuf script = STRBUF_INIT;
+	struct wb_result *res;
+	struct timespec now;
+	char mark[48], *out = NULL;
+	size_t n = 0, i = 0;
+	int code = 0, rc;
+
+	for (const struct wb_op *op = batch; op; op = op->next)
+		n++;
+	res = calloc(n, sizeof(*res));
+	clock_gettime(CLOCK_REALTIME, &now);
+	snprintf(mark, sizeof(mark), "dfs%x%lx%x", (unsigned)getpid(), (unsigned long)now.tv_nsec,
+		 __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
+	wb_script(&script, batch, mark, FIND_FMT);
+	log_debug("%s: %zu deferred changes in one command, from %s", sb->name, n, batch->path);
+	if (!res || script.oom)
+		rc = -ENOMEM;
+	else
+		rc = sandbox_sh(fs, sb, sb_str(&script), &code, &out);
+	if (rc == 0 && out)
+		wb_parse(out, strlen(out), mark, res, n);
+	for (struct wb_op *op = batch; op; op = op->next, i++) {
+		enum wb_status status = res && rc == 0 ? res[i].status : WB_UNKNOWN;
+		char *text = status != WB_UNKNOWN ? strndup(res[i].text, res[i].len) : NULL;
+
+		if (status == WB_OK && op->kind == WB_ATTRS && op->stat_after) {
+			/* Not if a later change (a delete, say) makes it stale: the
+			 * cache already holds what that one left. */
+			if (!wb_superseded(fs->files->wb, op))
+				note_command_result(fs, sb, op->path, text, CACHE_CHANGED);
+		}
+		else if (status == WB_FAILED)
+			wb_failed(fs, sb, op, errno_from_message(text), text ? text : "");
+		else if (status == WB_UNKNOWN)
+			wb_failed(fs, sb, op, rc < 0 ? rc : -EIO,
+				  rc < 0 ? strerror(-rc) : "the command ended before it got there");
+		free(text);
+	}
+	free(res);
+	free(out);
+	sb_free(&script);
+}
+
+/* Runs everything queued of sb (of every sandbox when NULL), hidden deletes
+ * included, after any batch in flight. */
+static void wb_run_all(struct dfs *fs, struct sandbox *sb)
+{
+	struct open_table *t = fs->files;
+	struct wb_op *batch;
+
+	pthread_mutex_lock(&t->wb_run);
+	while ((batch = wb_take(t->wb, sb, false, now_mono())) != NULL) {
+		wb_run_batch(fs, batch);
+		wb_done(t->wb, batch);
+	}
+	pthread_mutex_unlock(&t->wb_run);
+}
+
+static void *wb_main(void *arg)
 {
 	struct open_table *t = arg;
+	struct wb_op *batch;
 
-	pthread_mutex_lock(&t->lock);
-	while (!t->pending_stop) {
-		struct timespec until;
-		double wait;
-
-		if (!t->pending) {
-			pthread_cond_wait(&t->pending_cv, &t->lock);
-			continue;
+	while (wb_wait(t->wb)) {
+		pthread_mutex_lock(&t->wb_run);
+		while ((batch = wb_take(t->wb, NULL, true, now_mono())) != NULL) {
+			wb_run_batch(t->fs, batch);
+			wb_done(t->wb, batch);
 		}
-		wait = t->pending->due - now_mono();
-		if (wait > 0) {
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_nsec += (long)(wait * 1e9);
-			until.tv_sec += until.tv_nsec / 1000000000L;
-			until.tv_nsec %= 1000000000L;
-			pthread_cond_timedwait(&t->pending_cv, &t->lock, &until);
-			continue;
-		}
-		pthread_mutex_unlock(&t->lock);
-		pending_run(t->fs, NULL, true);
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_unlock(&t->wb_run);
 	}
-	pthread_mutex_unlock(&t->lock);
 	return NULL;
 }
 
-/* Queues the delete of path; runs it at once when that is not possible. */
-static int pending_add(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
+/* Queues op (the queue takes it) to run after delay; false when it cannot be
+ * queued (no memory, no thread): op is freed, and the caller does the change
+ * at once. Only where commands work: the batch is a command. */
+static bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay)
 {
 	struct open_table *t = fs->files;
-	struct pending_delete *d = calloc(1, sizeof(*d)), **pp;
+	bool ok = true;
 
-	if (d)
-		d->path = strdup(path);
-	if (!d || !d->path) {
-		free(d);
-		return remove_path(fs, sb, path, st);
-	}
-	d->sb = sb;
-	d->st = *st;
-	d->due = now_mono() + PENDING_DELAY;
 	pthread_mutex_lock(&t->lock);
 	t->fs = fs;
-	if (!t->pending_thread_on) {
-		if (pthread_create(&t->pending_thread, NULL, pending_main, t) != 0) {
-			pthread_mutex_unlock(&t->lock);
-			free(d->path);
-			free(d);
-			return remove_path(fs, sb, path, st);
-		}
-		t->pending_thread_on = true;
+	if (!t->wb_thread_on) {
+		if (pthread_create(&t->wb_thread, NULL, wb_main, t) == 0)
+			t->wb_thread_on = true;
+		else
+			ok = false;
 	}
-	for (pp = &t->pending; *pp; pp = &(*pp)->next)
-		;
-	*pp = d;
-	pthread_cond_signal(&t->pending_cv);
 	pthread_mutex_unlock(&t->lock);
+	if (ok)
+		ok = wb_push(t->wb, op, now_mono(), delay);
+	if (!ok)
+		wb_op_free(op);
+	return ok;
+}
+
+void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	if (wb_conflicts(fs->files->wb, sb, path))
+		wb_run_all(fs, sb);
+}
+
+/* Deletes path (not a directory) in the sandbox, later (see WB_DELAY), or
+ * at once where commands do not work. */
+static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden)
+{
+	struct wb_op *op;
+
+	if (list_mode_get(fs, sb) != LIST_FIND)
+		return remove_path(fs, sb, path, st);
+	op = wb_op_new(sb, WB_DELETE, path);
+	if (!op)
+		return remove_path(fs, sb, path, st);
+	op->hidden = hidden;
+	op->st = *st;
+	if (!wb_queue_op(fs, op, hidden ? HIDDEN_DELAY : WB_DELAY))
+		return remove_path(fs, sb, path, st);
 	return 0;
 }
 
-/* A rename onto path takes the place of its pending delete: true when one was cancelled. */
-static bool pending_cancel(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	struct open_table *t = fs->files;
-	struct pending_delete *d = NULL;
+	int rc;
 
-	pthread_mutex_lock(&t->lock);
-	for (struct pending_delete **pp = &t->pending; *pp; pp = &(*pp)->next) {
-		if ((*pp)->sb == sb && !strcmp((*pp)->path, path)) {
-			d = *pp;
-			*pp = d->next;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&t->lock);
-	if (!d)
-		return false;
-	*st = d->st;
-	free(d->path);
-	free(d);
-	return true;
-}
-
-void files_settle(struct dfs *fs, struct sandbox *sb)
-{
-	bool any;
-
+	files_settle(fs, sb, path);
 	pthread_mutex_lock(&fs->files->lock);
-	any = fs->files->pending != NULL;
+	rc = sb->writeback_error;
+	sb->writeback_error = 0;
 	pthread_mutex_unlock(&fs->files->lock);
-	if (any)
-		pending_run(fs, sb, false);
+	return rc;
 }
 
 /* libfuse hides an open file that is unlinked or replaced: the rename to
@@ -2464,7 +2494,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	if (rc == 0 && !local) {
 		rc = lookup_attr(fs, sb, from, &st);
 		if (rc == 0)
-			rc = pending_add(fs, sb, from, &st);
+			rc = delete_later(fs, sb, from, &st, true);
 	}
 	if (rc == 0 || (rc == -ENOENT && local)) {
 		rc = 0;
@@ -2508,8 +2538,16 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		return -ENOENT;
 	/* Over an open file libfuse just hid: its delete is not needed, mv -T
 	 * replaces it in one step (it still exists in the sandbox). */
-	replaced_hidden = pending_cancel(fs, sb, to, &hidden_st);
-	files_settle(fs, sb);
+	{
+		struct wb_op *hidden = wb_cancel_hidden(fs->files->wb, sb, to);
+
+		replaced_hidden = hidden != NULL;
+		if (hidden)
+			hidden_st = hidden->st;
+		wb_op_free(hidden);
+	}
+	files_settle(fs, sb, from);
+	files_settle(fs, sb, to);
 	rc = flush_under(fs, sb, from);
 	if (rc < 0)
 		return rc;
@@ -2678,6 +2716,7 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		if (cache_lookup(fs->cache, sb->id, path, &st, NULL) == CACHE_HIT && (st.st_mode & 07777) == mode)
 			return 0;
 	}
+	files_settle(fs, sb, path);
 	sandbox_box(sb, &box);
 	if (mode & 07000) {
 		/* The file API applies only the 0777 bits. */
@@ -2750,6 +2789,7 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 	    (uid == (uid_t)-1 || st.st_uid == uid) && (gid == (gid_t)-1 || st.st_gid == gid) &&
 	    !(S_ISREG(st.st_mode) && (st.st_mode & 06000)))
 		return 0;
+	files_settle(fs, sb, path);
 	sb_adds(&cmd, "chown -h ");
 	if (uid != (uid_t)-1)
 		sb_addf(&cmd, "%u", (unsigned)uid);
@@ -2767,6 +2807,40 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 		cache_invalidate(fs->cache, sb->id, path);
 	free(out);
 	return rc;
+}
+
+static void set_times(struct stat *st, const void *arg)
+{
+	const struct timespec *tv = arg;
+
+	if (tv[0].tv_nsec != UTIME_OMIT)
+		st->st_atim = tv[0];
+	if (tv[1].tv_nsec != UTIME_OMIT)
+		st->st_mtim = tv[1];
+}
+
+/* Queues utimens of path with explicit times (tar sets every file's and
+ * directory's): false when it cannot be, or must not (UTIME_NOW is the
+ * sandbox's clock at the time of the call). */
+static bool times_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2])
+{
+	struct wb_op *op;
+
+	if (tv[0].tv_nsec == UTIME_NOW || tv[1].tv_nsec == UTIME_NOW || list_mode_get(fs, sb) != LIST_FIND)
+		return false;
+	op = wb_op_new(sb, WB_ATTRS, path);
+	if (!op)
+		return false;
+	op->stat_after = true;
+	op->set_atime = tv[0].tv_nsec != UTIME_OMIT;
+	op->atime = tv[0];
+	op->set_mtime = tv[1].tv_nsec != UTIME_OMIT;
+	op->mtime = tv[1];
+	note_attr_change(fs, sb, path, set_times, tv);
+	if (wb_queue_op(fs, op, WB_DELAY))
+		return true;
+	cache_invalidate(fs->cache, sb->id, path);
+	return false;
 }
 
 int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2])
@@ -2807,6 +2881,11 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 		if (pending)
 			return 0;
 	}
+	if (at->tv_nsec == UTIME_OMIT && mt->tv_nsec == UTIME_OMIT)
+		return 0;
+	if (times_later(fs, sb, path, tv))
+		return 0;
+	files_settle(fs, sb, path);
 	sb_adds(&cmd, "true");
 	if (at->tv_nsec == UTIME_NOW && mt->tv_nsec == UTIME_NOW) {
 		sb_adds(&cmd, " && touch -h -c -- ");
@@ -2850,7 +2929,7 @@ int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const 
 	char *out = NULL;
 	int rc;
 
-	files_settle(fs, sb);
+	files_settle(fs, sb, path);
 	sb_adds(&cmd, "ln -s -- ");
 	sh_word(&cmd, target);
 	sb_addc(&cmd, ' ');
@@ -2911,7 +2990,7 @@ int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	char *out = NULL;
 	int rc;
 
-	files_settle(fs, sb);
+	files_settle(fs, sb, path);
 	(void)rdev;
 	/* Regular files come through create. A FIFO can be made in the
 	 * sandbox (and opening it through the mount is the local kernel's
@@ -2969,21 +3048,38 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 
 void files_flush_all(struct dfs *fs)
 {
-	pending_run(fs, NULL, false);
-	pthread_mutex_lock(&fs->files->lock);
-	for (struct open_node *o = fs->files->head; o; o = o->next) {
-		pthread_mutex_lock(&o->lock);
-		if (o->dirty && !o->unlinked && upload_node(fs, o) < 0) {
+	wb_run_all(fs, NULL);
+	for (;;) {
+		struct open_node *found = NULL;
+
+		/* One node at a time, without the table's lock during the upload
+		 * (which may run queued changes, and they take it). */
+		pthread_mutex_lock(&fs->files->lock);
+		for (struct open_node *o = fs->files->head; o; o = o->next) {
+			if (o->dirty && !o->unlinked) {
+				found = o;
+				o->refs++;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&fs->files->lock);
+		if (!found)
+			break;
+		pthread_mutex_lock(&found->lock);
+		if (found->dirty && !found->unlinked && upload_node(fs, found) < 0) {
 			char label[4600], where[4096];
 
-			snprintf(label, sizeof(label), "%s:%s", o->sb->name, o->path);
-			if (stage_preserve(o->stage, label, where, sizeof(where)) == 0)
-				log_error("%s: %s could not be uploaded at unmount; saved in %s", o->sb->name,
-					  o->path, where);
+			snprintf(label, sizeof(label), "%s:%s", found->sb->name, found->path);
+			if (stage_preserve(found->stage, label, where, sizeof(where)) == 0)
+				log_error("%s: %s could not be uploaded at unmount; saved in %s", found->sb->name,
+					  found->path, where);
+			found->dirty = false;   /* preserved: not tried again */
 		}
-		pthread_mutex_unlock(&o->lock);
+		pthread_mutex_unlock(&found->lock);
+		node_release(fs, found);
 	}
-	pthread_mutex_unlock(&fs->files->lock);
+	/* What the uploads queued (modes, times). */
+	wb_run_all(fs, NULL);
 }
 
 /*

@@ -84,6 +84,7 @@ struct sandbox {
 	 * the exec thread both learn of an end, and it must count once. */
 	unsigned ended_seen[32];
 	unsigned ended_next;
+	int writeback_error;      /* a deferred change that failed (fs_files.c), for fsync of a directory */
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
 };
@@ -164,9 +165,13 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 void files_find_free(struct find_entry *v, size_t n);
 /* od -An -v -tx1 output back to bytes (malloc'd, NUL-terminated after len bytes). */
 int files_unhex(const char *text, char **out, size_t *len);
-/* Runs the sandbox's pending deletes of files unlinked while open, before
- * anything that could see them (a listing, a command). */
-void files_settle(struct dfs *fs, struct sandbox *sb);
+/* Runs the sandbox's queued changes (deletes, owner, mode, times: see
+ * writeback.h) that touch path, or all of them when path is NULL, before
+ * anything that could see them in the sandbox (a listing, a command). */
+void files_settle(struct dfs *fs, struct sandbox *sb, const char *path);
+/* fsync of a directory: runs the queued changes at or below path; the
+ * errno of a queued change that failed since the last call, else 0. */
+int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
 /* The sandbox's cached metadata is stale (a command ran). */

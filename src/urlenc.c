@@ -6,6 +6,7 @@
  */
 #include "urlenc.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 static const char hexdig[] = "0123456789ABCDEF";
@@ -150,4 +151,69 @@ void base64_encode(struct strbuf *sb, const void *data, size_t len)
 	}
 	out[3] = '=';
 	sb_add(sb, out, 4);
+}
+
+static bool valid_utf8(const unsigned char *s)
+{
+	while (*s) {
+		unsigned c = *s, n, cp;
+
+		if (c < 0x80) {
+			s++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			n = 1, cp = c & 0x1F;
+		else if (c >= 0xE0 && c <= 0xEF)
+			n = 2, cp = c & 0x0F;
+		else if (c >= 0xF0 && c <= 0xF4)
+			n = 3, cp = c & 0x07;
+		else
+			return false;
+		for (unsigned i = 1; i <= n; i++) {
+			if ((s[i] & 0xC0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i] & 0x3F);
+		}
+		if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+			return false;
+		s += n + 1;
+	}
+	return true;
+}
+
+/*
+ * Appends s to a shell command as one word that means exactly its bytes.
+ * The command travels as a JSON string, where invalid UTF-8 becomes U+FFFD
+ * (Go's decoder), so a word that is not valid UTF-8 is rebuilt in the shell
+ * by printf from octal escapes, which are ASCII: "$(printf '\377...')",
+ * with any trailing newlines (which $(...) would strip) quoted after it.
+ */
+void sh_word(struct strbuf *cmd, const char *s)
+{
+	size_t len = strlen(s), k = 0;
+
+	if (valid_utf8((const unsigned char *)s)) {
+		sh_quote(cmd, s);
+		return;
+	}
+	while (k < len && s[len - 1 - k] == '\n')
+		k++;
+	/* %b, not the format: the word may start with '-', and holds '%' */
+	sb_adds(cmd, "\"$(printf '%b' '");
+	for (size_t i = 0; i < len - k; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+			sb_addc(cmd, (char)c);
+		else
+			sb_addf(cmd, "\\0%03o", c);
+	}
+	sb_adds(cmd, "')\"");
+	if (k) {
+		sb_addc(cmd, '\'');
+		for (size_t i = 0; i < k; i++)
+			sb_addc(cmd, '\n');
+		sb_addc(cmd, '\'');
+	}
 }

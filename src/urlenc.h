@@ -31,6 +31,11 @@ bool path_is_within(const char *child, const char *dir);
 /* Appends src quoted for a POSIX shell as one word: 'it'\''s' form. Any byte
  * is allowed except NUL; the result is always safe to paste into sh -c. */
 void sh_quote(struct strbuf *sb, const char *src);
+/* Appends s as one shell word that means exactly its bytes even after the
+ * command travels as a JSON string (where invalid UTF-8 would be replaced):
+ * sh_quote for valid UTF-8, else the bytes rebuilt by printf from octal
+ * escapes. */
+void sh_word(struct strbuf *cmd, const char *s);
 
 /* Appends the base64 encoding (RFC 4648, with padding) of data. */
 void base64_encode(struct strbuf *sb, const void *data, size_t len);

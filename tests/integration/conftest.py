@@ -27,6 +27,10 @@ def _binary():
     return path
 
 
+# Mounts that are up: Server.reset() settles them first.
+LIVE_MOUNTS = []
+
+
 class Server:
     def __init__(self, tmp):
         self.data = os.path.join(tmp, "server-data")
@@ -63,6 +67,11 @@ class Server:
         return self.local("GET", "/_local/stats")
 
     def reset(self):
+        """Zeroes the request counters, after every live mount has sent the
+        changes it defers (deletes, times: doc/SEMANTICS.md), so that those do
+        not land in the next test's count."""
+        for m in list(LIVE_MOUNTS):
+            m.settle()
         self.local("POST", "/_local/stats/reset")
 
     def count(self, route_fragment=None, method=None):
@@ -107,14 +116,36 @@ class Mount:
             if time.time() > deadline:
                 raise RuntimeError("daytonafs did not mount within 20 s")
             time.sleep(0.05)
+        LIVE_MOUNTS.append(self)
 
     def p(self, *parts):
         return os.path.join(self.path, *parts)
+
+    def settle(self):
+        """fsync of each sandbox's fs/ directory: waits for the changes this mount
+        deferred there (a directory's fsync sends them)."""
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return
+        for name in names:
+            try:
+                fd = os.open(self.p(name, "fs"), os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
     def unmount(self, check=True):
         """Unmounts; with check, fails on a non-zero exit or any sanitizer report in the log."""
+        if self in LIVE_MOUNTS:
+            LIVE_MOUNTS.remove(self)
         subprocess.run(["fusermount3", "-u", self.path], check=False)
         try:
             self.proc.wait(60)

@@ -324,8 +324,10 @@ def test_changes_through_the_mount_keep_the_rest_of_the_cache(d, server):
     # the directory's own time and link count changed in the sandbox: at most
     # one stat of it, when asked (listing it here)
     assert routes.pop("GET /toolbox/{id}/files/info", 0) <= 1, routes
+    # the unlink is queued (doc/SEMANTICS.md, deferred changes) and goes out as
+    # one command when the listing needs the sandbox to agree
     assert routes == {"POST /toolbox/{id}/files/bulk-upload": 1, "POST /toolbox/{id}/files/move": 1,
-                      "DELETE /toolbox/{id}/files": 1}, routes
+                      "POST /toolbox/{id}/process/execute": 1}, routes
 
 
 # ---- what is not supported, and its errno -----------------------------------------

@@ -1,0 +1,442 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * writeback.c - the queue of deferred changes to sandbox files, and the
+ * script that applies a batch of them (see writeback.h).
+ *
+ * Ops stay in one list, in the order they were queued, until their batch
+ * has run: an op in flight is marked, not moved, so that wb_conflicts sees
+ * it (a path must not be touched by anything else while its change is on
+ * the way) and the order of the rest is kept.
+ */
+#include "writeback.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "urlenc.h"
+
+struct wb_entry {
+	struct wb_entry *next;
+	struct wb_op *op;
+	bool running;
+};
+
+struct wb_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t cv;        /* the runner's wake-up (CLOCK_MONOTONIC) */
+	struct wb_entry *head, **tail;
+	size_t batch_max;
+	bool stop;
+	bool kicked;              /* wb_push made a batch due at once */
+};
+
+struct wb_op *wb_op_new(const void *owner, enum wb_kind kind, const char *path)
+{
+	struct wb_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->path = strdup(path);
+	if (!op->path) {
+		free(op);
+		return NULL;
+	}
+	op->owner = owner;
+	op->kind = kind;
+	op->uid = (uid_t)-1;
+	op->gid = (gid_t)-1;
+	return op;
+}
+
+void wb_op_free(struct wb_op *op)
+{
+	if (!op)
+		return;
+	free(op->path);
+	free(op);
+}
+
+void wb_list_free(struct wb_op *list)
+{
+	while (list) {
+		struct wb_op *next = list->next;
+
+		wb_op_free(list);
+		list = next;
+	}
+}
+
+struct wb_queue *wb_new(size_t batch_max)
+{
+	struct wb_queue *q = calloc(1, sizeof(*q));
+	pthread_condattr_t attr;
+
+	if (!q)
+		return NULL;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->cv, &attr);
+	pthread_condattr_destroy(&attr);
+	q->tail = &q->head;
+	q->batch_max = batch_max ? batch_max : 1;
+	return q;
+}
+
+void wb_free(struct wb_queue *q)
+{
+	struct wb_entry *e, *next;
+
+	if (!q)
+		return;
+	for (e = q->head; e; e = next) {
+		next = e->next;
+		wb_op_free(e->op);
+		free(e);
+	}
+	pthread_cond_destroy(&q->cv);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
+
+/*
+ * Walks owner's queued (not running) ops in order, as wb_take would take
+ * them: the number that could be taken now, whether one of those is due,
+ * and the earliest time one becomes takeable (a hidden delete not yet due
+ * holds back everything of its owner after it).
+ */
+static void owner_state(const struct wb_queue *q, const void *owner, double now, size_t *takeable, bool *due,
+			double *next_due)
+{
+	double block = 0;
+	bool blocked = false;
+
+	*takeable = 0;
+	*due = false;
+	*next_due = 0;
+	for (const struct wb_entry *e = q->head; e; e = e->next) {
+		const struct wb_op *op = e->op;
+		double eff;
+
+		if (e->running || op->owner != owner)
+			continue;
+		if (op->hidden && op->due > block)
+			block = op->due;
+		eff = op->due > block ? op->due : block;
+		if (*next_due == 0 || eff < *next_due)
+			*next_due = eff;
+		if (op->hidden && op->due > now)
+			blocked = true;
+		if (blocked)
+			continue;
+		(*takeable)++;
+		if (op->due <= now)
+			*due = true;
+	}
+}
+
+static bool owner_ready(const struct wb_queue *q, const void *owner, double now)
+{
+	size_t takeable;
+	bool due;
+	double next_due;
+
+	owner_state(q, owner, now, &takeable, &due, &next_due);
+	return takeable > 0 && (due || takeable >= q->batch_max);
+}
+
+bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay)
+{
+	struct wb_entry *e = calloc(1, sizeof(*e));
+
+	if (!e)
+		return false;
+	op->next = NULL;
+	op->due = now + delay;
+	e->op = op;
+	pthread_mutex_lock(&q->lock);
+	*q->tail = e;
+	q->tail = &e->next;
+	if (owner_ready(q, op->owner, now))
+		q->kicked = true;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->lock);
+	return true;
+}
+
+static bool touches(const char *a, const char *b)
+{
+	return path_is_within(a, b) || path_is_within(b, a);
+}
+
+bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next)
+		found = e->op->owner == owner && (!path || touches(e->op->path, path));
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
+bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
+{
+	bool after = false, found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next) {
+		if (e->op == op)
+			after = true;
+		else if (after && e->op->owner == op->owner && touches(e->op->path, op->path))
+			found = true;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
+struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, double now)
+{
+	struct wb_op *batch = NULL, **bt = &batch;
+	size_t taken = 0;
+
+	pthread_mutex_lock(&q->lock);
+	if (!owner) {
+		for (struct wb_entry *e = q->head; e; e = e->next) {
+			if (!e->running && (!due_only || owner_ready(q, e->op->owner, now))) {
+				owner = e->op->owner;
+				break;
+			}
+		}
+	} else if (due_only && !owner_ready(q, owner, now)) {
+		owner = NULL;
+	}
+	for (struct wb_entry *e = owner ? q->head : NULL; e && taken < q->batch_max; e = e->next) {
+		if (e->running || e->op->owner != owner)
+			continue;
+		if (due_only && e->op->hidden && e->op->due > now)
+			break;
+		e->running = true;
+		e->op->next = NULL;
+		*bt = e->op;
+		bt = &e->op->next;
+		taken++;
+	}
+	q->kicked = false;
+	pthread_mutex_unlock(&q->lock);
+	return batch;
+}
+
+void wb_done(struct wb_queue *q, struct wb_op *batch)
+{
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_op *op = batch; op; op = op->next) {
+		for (struct wb_entry **pp = &q->head; *pp; pp = &(*pp)->next) {
+			if ((*pp)->op == op) {
+				struct wb_entry *e = *pp;
+
+				*pp = e->next;
+				free(e);
+				break;
+			}
+		}
+	}
+	q->tail = &q->head;
+	while (*q->tail)
+		q->tail = &(*q->tail)->next;
+	/* What waited behind the batch (its owner's next ops) may be due. */
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->lock);
+	wb_list_free(batch);
+}
+
+struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path)
+{
+	struct wb_op *found = NULL;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry **pp = &q->head; *pp; pp = &(*pp)->next) {
+		struct wb_entry *e = *pp;
+
+		if (!e->running && e->op->owner == owner && e->op->hidden && !strcmp(e->op->path, path)) {
+			found = e->op;
+			*pp = e->next;
+			free(e);
+			break;
+		}
+	}
+	q->tail = &q->head;
+	while (*q->tail)
+		q->tail = &(*q->tail)->next;
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool wb_wait(struct wb_queue *q)
+{
+	bool run = false;
+
+	pthread_mutex_lock(&q->lock);
+	while (!q->stop) {
+		double now = mono_now(), earliest = 0;
+
+		for (struct wb_entry *e = q->head; e; e = e->next) {
+			size_t takeable;
+			bool due;
+			double next_due;
+
+			if (e->running)
+				continue;
+			owner_state(q, e->op->owner, now, &takeable, &due, &next_due);
+			if (takeable > 0 && (due || takeable >= q->batch_max)) {
+				run = true;
+				break;
+			}
+			if (next_due > 0 && (earliest == 0 || next_due < earliest))
+				earliest = next_due;
+		}
+		if (run || q->kicked)
+			break;
+		if (earliest == 0) {
+			pthread_cond_wait(&q->cv, &q->lock);
+		} else {
+			struct timespec until;
+			double secs = earliest;
+
+			until.tv_sec = (time_t)secs;
+			until.tv_nsec = (long)((secs - (double)until.tv_sec) * 1e9);
+			if (until.tv_nsec >= 1000000000L)
+				until.tv_nsec = 999999999L;
+			pthread_cond_timedwait(&q->cv, &q->lock, &until);
+		}
+	}
+	run = !q->stop;
+	q->kicked = false;
+	pthread_mutex_unlock(&q->lock);
+	return run;
+}
+
+void wb_stop(struct wb_queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->stop = true;
+	pthread_cond_broadcast(&q->cv);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- the script -------------------------------------------------------------- */
+
+static void add_touch(struct strbuf *s, const char *flag, const struct timespec *ts, const char *path)
+{
+	sb_addf(s, " && touch -h -c %s-d @%lld.%09ld -- ", flag, (long long)ts->tv_sec, ts->tv_nsec);
+	sh_word(s, path);
+}
+
+/* The commands of one op, joined by &&, after a leading "true". */
+static void add_op_commands(struct strbuf *s, const struct wb_op *op)
+{
+	sb_adds(s, "true");
+	if (op->kind == WB_DELETE) {
+		sb_adds(s, " && rm -f -- ");
+		sh_word(s, op->path);
+		return;
+	}
+	/* cp -a's order: the owner first (chown clears setuid bits), then
+	 * the mode, then the times (both of which chown leaves alone). */
+	if (op->chown && (op->uid != (uid_t)-1 || op->gid != (gid_t)-1)) {
+		sb_adds(s, " && chown -h ");
+		if (op->uid != (uid_t)-1)
+			sb_addf(s, "%u", (unsigned)op->uid);
+		if (op->gid != (gid_t)-1)
+			sb_addf(s, ":%u", (unsigned)op->gid);
+		sb_adds(s, " -- ");
+		sh_word(s, op->path);
+	}
+	if (op->chmod) {
+		/* Five digits: GNU chmod keeps a directory's setuid and setgid
+		 * bits for a shorter numeric mode, which chmod(2) does not. */
+		sb_addf(s, " && chmod %05o -- ", (unsigned)(op->mode & 07777));
+		sh_word(s, op->path);
+	}
+	if (op->set_mtime && op->set_atime && op->mtime.tv_sec == op->atime.tv_sec &&
+	    op->mtime.tv_nsec == op->atime.tv_nsec) {
+		add_touch(s, "", &op->mtime, op->path);
+	} else {
+		if (op->set_mtime)
+			add_touch(s, "-m ", &op->mtime, op->path);
+		if (op->set_atime)
+			add_touch(s, "-a ", &op->atime, op->path);
+	}
+}
+
+void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt)
+{
+	size_t i = 0;
+
+	for (const struct wb_op *op = batch; op; op = op->next, i++) {
+		sb_addf(script, "printf '@%s %zu\\n'; if e=$( { ", mark, i);
+		add_op_commands(script, op);
+		sb_adds(script, "; } 2>&1 ); then ");
+		if (op->stat_after && op->kind == WB_ATTRS) {
+			sb_adds(script, "find ");
+			sh_word(script, op->path);
+			sb_addf(script, " -maxdepth 0 -printf '%s' 2>/dev/null; ", find_fmt);
+		} else {
+			sb_adds(script, ":; ");
+		}
+		/* One line: a message's own newlines would end it early. */
+		sb_adds(script, "else printf '!%s\\n' \"$e\" | tr '\\n' ' '; echo; fi\n");
+	}
+	sb_adds(script, "true\n");
+}
+
+void wb_parse(const char *out, size_t len, const char *mark, struct wb_result *res, size_t n)
+{
+	size_t mlen = strlen(mark);
+	size_t pos = 0;
+	struct wb_result *cur = NULL;
+
+	memset(res, 0, n * sizeof(*res));
+	while (pos < len) {
+		const char *line = out + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		size_t llen = nl ? (size_t)(nl - line) : len - pos;
+		size_t next = pos + llen + (nl ? 1 : 0);
+
+		if (llen > mlen + 1 && line[0] == '@' && !memcmp(line + 1, mark, mlen) && line[mlen + 1] == ' ') {
+			char *end = NULL;
+			unsigned long long i = strtoull(line + mlen + 2, &end, 10);
+
+			cur = NULL;
+			if (end == line + llen && i < n) {
+				cur = &res[i];
+				cur->status = WB_OK;
+				cur->text = out + next;
+				cur->len = 0;
+			}
+		} else if (cur) {
+			cur->len = (size_t)(out + next - cur->text);
+		}
+		pos = next;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (res[i].status != WB_OK || res[i].len == 0 || res[i].text[0] != '!')
+			continue;
+		res[i].status = WB_FAILED;
+		res[i].text++;
+		res[i].len--;
+		while (res[i].len > 0 && (res[i].text[res[i].len - 1] == '\n' || res[i].text[res[i].len - 1] == ' '))
+			res[i].len--;
+	}
+}

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * writeback.h - changes to sandbox files that are sent later, many in one
+ * command: deletes, and the owner, mode and times of a file.
+ *
+ * Why: each of these costs a request of its own (and owner and times cost a
+ * command: the file API has no call for them), so tar, cp -a and rm -r paid
+ * one round trip per file for something nobody waits on. The mount applies
+ * such a change to its own cache at once (the caller answers from it) and
+ * queues it here; a batch of queued changes becomes ONE shell script in the
+ * sandbox, run after a short delay, when enough are queued, or before
+ * anything that could see the path remotely (see wb_conflicts).
+ *
+ * This module is the queue and the script, with no I/O: the filesystem
+ * layer (fs_files.c) runs the batches and applies their results. It is safe
+ * to call from several threads.
+ */
+#ifndef DAYTONAFS_WRITEBACK_H
+#define DAYTONAFS_WRITEBACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "strbuf.h"
+
+enum wb_kind {
+	WB_DELETE,   /* rm -f: a file or link (never a directory) */
+	WB_ATTRS,    /* chown, chmod, times: whichever of them are set, in that order */
+};
+
+struct wb_op {
+	struct wb_op *next;
+	const void *owner;        /* the sandbox: batches never mix owners */
+	enum wb_kind kind;
+	char *path;               /* owned */
+	/* WB_DELETE */
+	bool hidden;              /* of a file libfuse hid while open: a rename onto
+				     path may still cancel it, so it never runs early */
+	struct stat st;           /* the attributes the deleted path had */
+	/* WB_ATTRS */
+	bool chown;
+	uid_t uid;                /* (uid_t)-1: unchanged */
+	gid_t gid;                /* (gid_t)-1: unchanged */
+	bool chmod;
+	mode_t mode;
+	bool set_mtime, set_atime;
+	struct timespec mtime, atime;
+	bool stat_after;          /* print the path's attributes after (find format) */
+	/* the queue's */
+	double due;
+};
+
+/* A new op of kind for path (copied); NULL when out of memory. */
+struct wb_op *wb_op_new(const void *owner, enum wb_kind kind, const char *path);
+void wb_op_free(struct wb_op *op);
+/* Frees a list of ops linked by next. */
+void wb_list_free(struct wb_op *list);
+
+struct wb_queue;
+/* batch_max: how many queued ops of one owner make a batch due at once. */
+struct wb_queue *wb_new(size_t batch_max);
+/* Frees what is still queued (the caller ran it first, or gives it up). */
+void wb_free(struct wb_queue *q);
+
+/* Queues op (the queue then owns it), due delay seconds after now
+ * (CLOCK_MONOTONIC seconds, as now_mono()). Wakes a waiting runner when the
+ * owner's queue is long enough. False when out of memory: op stays the
+ * caller's, who then applies the change at once. */
+bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay);
+
+/*
+ * True when something queued or being run for owner touches path: the
+ * same path, a path below it, or a directory above it (a change inside a
+ * directory changes the directory's time, so a queued time of the
+ * directory must be set after it). path NULL: anything of owner.
+ */
+bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path);
+
+/*
+ * Takes a batch to run: up to batch_max ops of one owner, oldest first
+ * (owner NULL: the first owner with something to take), and marks them in
+ * flight, so that wb_conflicts still sees them until wb_done. With
+ * due_only (the runner thread), nothing is taken unless one of the ops is
+ * due or batch_max are queued, and a hidden delete whose delay has not
+ * passed stops the batch there (to keep the order of what follows it).
+ * Without (settling before something that must see the sandbox as this
+ * mount does), everything of owner is taken. NULL: nothing to take.
+ */
+struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, double now);
+/* True when an op queued after op (in its batch, or since) touches its
+ * path: what op's run printed is no longer the path's state. op must be
+ * in flight. */
+bool wb_superseded(struct wb_queue *q, const struct wb_op *op);
+/* The batch has run: its ops leave the in-flight set. Frees them. */
+void wb_done(struct wb_queue *q, struct wb_op *batch);
+
+/* A queued (not in flight) hidden delete of path: removed and returned, or NULL. */
+struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path);
+
+/*
+ * For a runner thread: waits until a batch may be due (the earliest due
+ * time, or a wake-up from wb_push / wb_stop), then returns true; false once
+ * wb_stop was called.
+ */
+bool wb_wait(struct wb_queue *q);
+void wb_stop(struct wb_queue *q);
+
+/* ---- the script -------------------------------------------------------------- */
+
+/*
+ * Appends to script the shell code that applies batch, op i under a marker
+ * line "@MARK i" (mark: letters and digits, unguessable per batch, so that a
+ * file name cannot fake one). Each op's own output follows its marker: on
+ * failure '!' and the command's message, else (stat_after) the path's
+ * attributes in find_fmt, a find -printf format ending in "\n". Every op
+ * runs whatever happened to the others.
+ */
+void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt);
+
+enum wb_status { WB_UNKNOWN = 0, WB_OK, WB_FAILED };
+
+struct wb_result {
+	enum wb_status status;    /* WB_UNKNOWN: no marker (the script did not get there) */
+	const char *text;         /* WB_OK: what stat_after printed; WB_FAILED: the message */
+	size_t len;               /* (not NUL-terminated: points into the output) */
+};
+
+/* Splits a script's output into the results of its n ops. */
+void wb_parse(const char *out, size_t len, const char *mark, struct wb_result *res, size_t n);
+
+#endif

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The queue of deferred changes (order, conflicts, batches, hidden deletes)
+ * and its script, which is run here under /bin/sh in a scratch directory
+ * with the real rm, chmod, touch and find, as the sandbox would run it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "unit.h"
+#include "urlenc.h"
+#include "writeback.h"
+
+#define FMT "%y/%m/%s/%T@/%U/%G/%n/%f/%l\\n"
+
+static int owner_a, owner_b;
+
+static struct wb_op *op_new(const void *owner, enum wb_kind kind, const char *path)
+{
+	struct wb_op *op = wb_op_new(owner, kind, path);
+
+	if (!op)
+		abort();
+	return op;
+}
+
+static size_t count(const struct wb_op *list)
+{
+	size_t n = 0;
+
+	for (; list; list = list->next)
+		n++;
+	return n;
+}
+
+UNIT_TEST(conflicts_cover_the_path_what_is_below_and_the_directories_above)
+{
+	struct wb_queue *q = wb_new(8);
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/home/d/src"), 0, 1));
+	CHECK(wb_conflicts(q, &owner_a, "/home/d/src"));
+	CHECK(wb_conflicts(q, &owner_a, "/home/d/src/x.c"));   /* a change inside changes its time */
+	CHECK(wb_conflicts(q, &owner_a, "/home/d"));           /* a listing of the parent */
+	CHECK(wb_conflicts(q, &owner_a, "/"));
+	CHECK(wb_conflicts(q, &owner_a, NULL));
+	CHECK(!wb_conflicts(q, &owner_a, "/home/d/srcs"));
+	CHECK(!wb_conflicts(q, &owner_a, "/home/d/other"));
+	CHECK(!wb_conflicts(q, &owner_b, "/home/d/src"));
+	wb_free(q);
+}
+
+UNIT_TEST(batches_keep_order_and_one_owner_and_stay_visible_in_flight)
+{
+	struct wb_queue *q = wb_new(3);
+	struct wb_op *b;
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/a1"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_b, WB_DELETE, "/b1"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/a2"), 0, 1));
+	/* Nothing is due at 0.5 and no owner has 3 queued. */
+	CHECK(wb_take(q, NULL, true, 0.5) == NULL);
+	b = wb_take(q, NULL, true, 1.0);
+	CHECK_INT(count(b), 2);
+	CHECK_STR(b->path, "/a1");
+	CHECK_STR(b->next->path, "/a2");
+	/* In flight: still a conflict, not taken again. */
+	CHECK(wb_conflicts(q, &owner_a, "/a2"));
+	CHECK(wb_take(q, &owner_a, false, 1.0) == NULL);
+	wb_done(q, b);
+	CHECK(!wb_conflicts(q, &owner_a, "/a2"));
+	b = wb_take(q, NULL, false, 0);
+	CHECK_INT(count(b), 1);
+	CHECK_STR(b->path, "/b1");
+	wb_done(q, b);
+	CHECK(wb_take(q, NULL, false, 0) == NULL);
+	wb_free(q);
+}
+
+UNIT_TEST(a_later_change_of_the_path_supersedes_what_an_op_printed)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *b;
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 0));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/g"), 0, 0));
+	b = wb_take(q, NULL, true, 1);
+	CHECK(!wb_superseded(q, b));
+	CHECK(!wb_superseded(q, b->next));
+	CHECK(wb_push(q, op_new(&owner_b, WB_DELETE, "/d/f"), 0, 0));   /* another sandbox */
+	CHECK(!wb_superseded(q, b));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/f"), 0, 0));
+	CHECK(wb_superseded(q, b));
+	CHECK(!wb_superseded(q, b->next));
+	wb_done(q, b);
+	wb_free(q);
+}
+
+UNIT_TEST(a_full_batch_is_due_at_once)
+{
+	struct wb_queue *q = wb_new(2);
+	struct wb_op *b;
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/1"), 0, 100));
+	CHECK(wb_take(q, NULL, true, 1) == NULL);
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/2"), 0, 100));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/3"), 0, 100));
+	CHECK(wb_wait(q));   /* kicked: returns at once */
+	b = wb_take(q, NULL, true, 1);
+	CHECK_INT(count(b), 2);
+	wb_done(q, b);
+	CHECK(wb_take(q, NULL, true, 1) == NULL);   /* one left: not due, not full */
+	wb_free(q);
+}
+
+UNIT_TEST(a_hidden_delete_waits_its_delay_and_holds_back_what_follows)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *h = op_new(&owner_a, WB_DELETE, "/f"), *b;
+
+	h->hidden = true;
+	h->st.st_size = 42;
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/before"), 0, 0));
+	CHECK(wb_push(q, h, 0, 0.2));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/after"), 0, 0));
+	b = wb_take(q, NULL, true, 0.1);
+	CHECK_INT(count(b), 1);
+	CHECK_STR(b->path, "/before");
+	wb_done(q, b);
+	CHECK(wb_take(q, NULL, true, 0.1) == NULL);
+	/* A rename onto the path cancels it, and gives back what it had. */
+	h = wb_cancel_hidden(q, &owner_a, "/f");
+	CHECK(h != NULL);
+	CHECK_INT(h ? h->st.st_size : 0, 42);
+	wb_op_free(h);
+	CHECK(wb_cancel_hidden(q, &owner_a, "/f") == NULL);
+	b = wb_take(q, NULL, true, 0.1);
+	CHECK_INT(count(b), 1);
+	CHECK_STR(b->path, "/after");
+	wb_done(q, b);
+	wb_free(q);
+}
+
+UNIT_TEST(settling_takes_hidden_deletes_before_their_delay)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *h = op_new(&owner_a, WB_DELETE, "/f"), *b;
+
+	h->hidden = true;
+	CHECK(wb_push(q, h, 0, 0.2));
+	b = wb_take(q, &owner_a, false, 0);
+	CHECK_INT(count(b), 1);
+	CHECK(wb_cancel_hidden(q, &owner_a, "/f") == NULL);   /* in flight: too late */
+	wb_done(q, b);
+	wb_free(q);
+}
+
+UNIT_TEST(wait_returns_when_something_is_due_and_false_after_stop)
+{
+	struct wb_queue *q = wb_new(8);
+	struct timespec t0, t1;
+	double now;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	now = (double)t0.tv_sec + (double)t0.tv_nsec / 1e9;
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/x"), now, 0.05));
+	CHECK(wb_wait(q));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9 >= 0.045);
+	wb_stop(q);
+	CHECK(!wb_wait(q));
+	wb_free(q);
+}
+
+UNIT_TEST(parse_splits_by_marker_and_spots_failures_and_missing_ops)
+{
+	const char out[] = "@M1 0\n"
+			   "f/644/3/1.5/u/g/1/a/\n"
+			   "@M1 1\n"
+			   "!rm: cannot remove '/x': Permission denied \n"
+			   "@M2 2\n"   /* another mark: text, not a marker */
+			   "@M1 9\n";  /* out of range: ignored */
+	struct wb_result r[4];
+
+	wb_parse(out, strlen(out), "M1", r, 4);
+	CHECK_INT(r[0].status, WB_OK);
+	CHECK_INT(r[0].len, strlen("f/644/3/1.5/u/g/1/a/\n"));
+	CHECK(!memcmp(r[0].text, "f/644/3/1.5/u/g/1/a/\n", r[0].len));
+	CHECK_INT(r[1].status, WB_FAILED);
+	CHECK_INT(r[1].len, strlen("rm: cannot remove '/x': Permission denied \n@M2 2"));
+	CHECK_INT(r[2].status, WB_UNKNOWN);
+	CHECK_INT(r[3].status, WB_UNKNOWN);
+}
+
+/* Runs script under /bin/sh in dir; its output (malloc'd). */
+static char *run_sh(const char *dir, const char *script)
+{
+	char path[4096], *out = NULL;
+	size_t len = 0;
+	FILE *f, *p;
+	char cmd[8192];
+
+	snprintf(path, sizeof(path), "%s/.script", dir);
+	f = fopen(path, "w");
+	if (!f)
+		return NULL;
+	fputs(script, f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "cd '%s' && LC_ALL=C /bin/sh .script", dir);
+	p = popen(cmd, "r");
+	if (!p)
+		return NULL;
+	for (;;) {
+		char buf[4096];
+		size_t got = fread(buf, 1, sizeof(buf), p);
+		char *grown;
+
+		if (got == 0)
+			break;
+		grown = realloc(out, len + got + 1);
+		if (!grown)
+			break;
+		out = grown;
+		memcpy(out + len, buf, got);
+		len += got;
+		out[len] = '\0';
+	}
+	pclose(p);
+	return out ? out : strdup("");
+}
+
+static void touch_file(const char *dir, const char *name)
+{
+	char path[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	if (fd >= 0)
+		close(fd);
+}
+
+UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
+{
+	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
+	const char *odd = "it's a \"name\"\nwith a newline";
+	const char *bytes = "caf\xe9";   /* not UTF-8 */
+	struct strbuf script = STRBUF_INIT;
+	struct wb_op *b = NULL, **bt = &b, *op;
+	struct wb_result r[5];
+	struct stat st;
+	char *out;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	touch_file(dir, odd);
+	touch_file(dir, bytes);
+	touch_file(dir, "keep");
+	snprintf(path, sizeof(path), "%s/ro", dir);
+	mkdir(path, 0755);
+
+	snprintf(path, sizeof(path), "%s/%s", dir, odd);
+	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+	snprintf(path, sizeof(path), "%s/%s", dir, bytes);
+	*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
+	op->chmod = true;
+	op->mode = 0751;
+	op->set_mtime = true;
+	op->mtime.tv_sec = 1234567890;
+	op->mtime.tv_nsec = 123456789;
+	op->stat_after = true;
+	snprintf(path, sizeof(path), "%s/ro", dir);   /* a directory: rm refuses, even for root */
+	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+	snprintf(path, sizeof(path), "%s/keep", dir);
+	*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
+	op->set_atime = op->set_mtime = true;
+	op->atime.tv_sec = op->mtime.tv_sec = 1000000000;
+	snprintf(path, sizeof(path), "%s/gone-already", dir);
+	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+
+	wb_script(&script, b, "Mk7", FMT);
+	CHECK(!script.oom);
+	out = run_sh(dir, sb_str(&script));
+	CHECK(out != NULL);
+	wb_parse(out, out ? strlen(out) : 0, "Mk7", r, 5);
+
+	/* 0: deleted, odd name and all */
+	CHECK_INT(r[0].status, WB_OK);
+	snprintf(path, sizeof(path), "%s/%s", dir, odd);
+	CHECK(lstat(path, &st) < 0 && errno == ENOENT);
+	/* 1: mode and time set, attributes printed */
+	CHECK_INT(r[1].status, WB_OK);
+	snprintf(path, sizeof(path), "%s/%s", dir, bytes);
+	CHECK(lstat(path, &st) == 0);
+	CHECK_INT(st.st_mode & 07777, 0751);
+	CHECK_INT(st.st_mtim.tv_sec, 1234567890);
+	CHECK_INT(st.st_mtim.tv_nsec, 123456789);
+	CHECK(r[1].len > 0 && !strncmp(r[1].text, "f/751/0/1234567890.123456789", strlen("f/751/0/1234567890.123456789")));
+	/* 2: refused, with rm's message on one line */
+	CHECK_INT(r[2].status, WB_FAILED);
+	CHECK(r[2].len > 0 && memmem(r[2].text, r[2].len, "Is a directory", 14) != NULL);
+	CHECK(r[2].text && memchr(r[2].text, '\n', r[2].len) == NULL);
+	/* 3: runs after a failure */
+	CHECK_INT(r[3].status, WB_OK);
+	snprintf(path, sizeof(path), "%s/keep", dir);
+	CHECK(lstat(path, &st) == 0 && st.st_mtim.tv_sec == 1000000000 && st.st_atim.tv_sec == 1000000000);
+	/* 4: already gone is fine */
+	CHECK_INT(r[4].status, WB_OK);
+
+	free(out);
+	sb_free(&script);
+	wb_list_free(b);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	CHECK(system(path) == 0);
+}
+
+int main(void)
+{
+	static const struct unit_case cases[] = {
+		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
+		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
+		UNIT_CASE(a_later_change_of_the_path_supersedes_what_an_op_printed),
+		UNIT_CASE(a_full_batch_is_due_at_once),
+		UNIT_CASE(a_hidden_delete_waits_its_delay_and_holds_back_what_follows),
+		UNIT_CASE(settling_takes_hidden_deletes_before_their_delay),
+		UNIT_CASE(wait_returns_when_something_is_due_and_false_after_stop),
+		UNIT_CASE(parse_splits_by_marker_and_spots_failures_and_missing_ops),
+		UNIT_CASE(the_script_applies_every_op_under_sh_whatever_the_names),
+	};
+
+	return unit_run("writeback", cases, sizeof(cases) / sizeof(cases[0]));
+}
