@@ -759,8 +759,6 @@ static int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
 	struct node n;
 	int rc;
 
-	(void)off;
-	(void)fi;
 	(void)flags;
 	rc = resolve(fs, path, &n, &sb);
 	if (rc < 0)
@@ -793,10 +791,34 @@ static int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_
 		rc = sandbox_require_running(fs, sb);
 		if (rc < 0)
 			return rc;
-		return files_readdir(fs, sb, n.path, buf, filler);
+		return files_readdir(fs, sb, n.path, buf, filler, off, fi);
 	default:
 		return -ENOTDIR;
 	}
+}
+
+/* The sandbox's directories get a handle, for their listing's snapshot; the
+ * others are small and listed whole each time (offset 0 to the filler: libfuse
+ * keeps the listing between the kernel's reads). */
+static int dfs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct node n;
+	int rc = node_parse(path, &n);
+
+	fi->fh = 0;
+	if (rc < 0)
+		return rc;
+	if (n.kind == N_FILE || n.kind == N_FSROOT)
+		return files_opendir(dfs_get(), fi);
+	return 0;
+}
+
+static int dfs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	if (fi->fh)
+		files_releasedir(dfs_get(), fi);
+	return 0;
 }
 
 /* For operations on the sandbox's own files: 0 with the node and its running
@@ -1020,7 +1042,7 @@ static int dfs_statfs(const char *path, struct statvfs *st)
 
 /* ---- virtual files ------------------------------------------------------ */
 
-enum handle_type { H_FILE = FS_HANDLE_FILE, H_TEXT, H_CTL, H_STREAM, H_EXIT, H_STDIN };
+enum handle_type { H_FILE = FS_HANDLE_FILE, H_DIR = FS_HANDLE_DIR, H_TEXT, H_CTL, H_STREAM, H_EXIT, H_STDIN };
 
 /* Every fi->fh points to a struct that starts with the handle type. */
 struct vhandle {
@@ -1632,7 +1654,9 @@ static const struct fuse_operations dfs_ops = {
 	.destroy = dfs_destroy,
 	.getattr = dfs_getattr,
 	.readlink = dfs_readlink,
+	.opendir = dfs_opendir,
 	.readdir = dfs_readdir,
+	.releasedir = dfs_releasedir,
 	.mkdir = dfs_mkdir,
 	.rmdir = dfs_rmdir,
 	.unlink = dfs_unlink,

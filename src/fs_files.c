@@ -1245,18 +1245,111 @@ int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
 	return 0;
 }
 
-struct fill_ctx {
-	void *buf;
-	fuse_fill_dir_t filler;
-	struct strbuf seen;       /* names, NUL-separated, for the new-file overlay */
+/* ---- directory listings ------------------------------------------------------ */
+
+/*
+ * ls -l of a large directory must cost one request and no round trip per
+ * name. The kernel reads a directory in chunks (READDIRPLUS), and libfuse
+ * 3.14 gives it what makes a later stat free only in its "offsets" mode: with
+ * offset 0 for every entry it buffers the whole listing and sends each entry
+ * with node id 0, which tells the kernel to ignore the attributes, so the
+ * kernel looks up every name again (a user-space round trip each). With
+ * offsets, fill_dir_plus enters an entry given FUSE_FILL_DIR_PLUS in
+ * libfuse's node table and hands the kernel its node id and attributes, which
+ * it keeps for the mount's attribute timeout.
+ *
+ * In that mode libfuse keeps nothing between chunks: readdir is called again
+ * for each, at the offset where the last one ended. So the handle holds a
+ * snapshot of the names, taken at offset 0 (a rewinddir takes a new one, as
+ * POSIX asks): later chunks are served from it, whatever happens to the
+ * cached listing meanwhile (expired, or dropped because a command ended), so
+ * the directory is fetched once and every name is returned exactly once.
+ * Entry i of the snapshot has offset i + 3 ("." is 1, ".." 2).
+ *
+ * Attributes go with a name (FUSE_FILL_DIR_PLUS) only when they are exact
+ * and in the cache when its chunk is sent, and no open handle overlays them:
+ *  - A command's end drops what the kernel holds by invalidating the paths
+ *    the cache holds (fs.c, invalidate_sandbox_everywhere). A listing entry
+ *    whose own attributes were dropped (a file written through the mount:
+ *    the listing keeps only a hint of its size and time) is in no such path,
+ *    so attributes sent for it would survive a command that changed the file.
+ *  - They must be what getattr answers: an open file's size and times are
+ *    its stage's (files_getattr), and attributes sent this way overwrite the
+ *    size of an inode the kernel already has.
+ * Any other name goes without them, and the kernel looks it up (files_getattr
+ * then fetches and caches its exact attributes, as before). Checking at send
+ * time, not at the snapshot, means that a command ending mid-listing (the
+ * cache is emptied) leaves the later chunks without attributes.
+ */
+struct dir_entry {
+	size_t name;              /* offset in dhandle.names */
+	mode_t type;              /* S_IFMT bits, for d_type when no attributes are sent */
 };
 
-static int fill_one(void *ctx, const char *name, const struct stat *st)
-{
-	struct fill_ctx *fc = ctx;
+struct dhandle {
+	int type;                 /* FS_HANDLE_DIR */
+	bool taken;               /* a snapshot is held */
+	bool oom;                 /* taking it ran out of memory */
+	struct strbuf names;      /* the snapshot's names, NUL-separated, in order */
+	struct dir_entry *ents;
+	size_t n, cap;
+};
 
-	sb_add(&fc->seen, name, strlen(name) + 1);
-	return fc->filler(fc->buf, name, st, 0, FUSE_FILL_DIR_PLUS) ? 1 : 0;
+int files_opendir(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct dhandle *h = calloc(1, sizeof(*h));
+
+	(void)fs;
+	if (!h)
+		return -ENOMEM;
+	h->type = FS_HANDLE_DIR;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+static void snapshot_clear(struct dhandle *h)
+{
+	sb_free(&h->names);
+	free(h->ents);
+	h->ents = NULL;
+	h->n = h->cap = 0;
+	h->taken = h->oom = false;
+}
+
+void files_releasedir(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct dhandle *h = (struct dhandle *)(uintptr_t)fi->fh;
+
+	(void)fs;
+	snapshot_clear(h);
+	free(h);
+}
+
+/* Adds a name to the snapshot; out of memory, sets h->oom and returns 1
+ * (which stops cache_get_dir). */
+static int snapshot_add(void *ctx, const char *name, const struct stat *st)
+{
+	struct dhandle *h = ctx;
+
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 64;
+		struct dir_entry *e = realloc(h->ents, cap * sizeof(*e));
+
+		if (!e)
+			goto oom;
+		h->ents = e;
+		h->cap = cap;
+	}
+	h->ents[h->n].name = h->names.len;
+	h->ents[h->n].type = st ? st->st_mode & S_IFMT : 0;
+	sb_add(&h->names, name, strlen(name) + 1);
+	if (h->names.oom)
+		goto oom;
+	h->n++;
+	return 0;
+oom:
+	h->oom = true;
+	return 1;
 }
 
 static bool seen_name(const struct strbuf *seen, const char *name)
@@ -1267,28 +1360,26 @@ static bool seen_name(const struct strbuf *seen, const char *name)
 	return false;
 }
 
-int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler)
+/* The names of path: its listing (the cache's, else one request), and the
+ * files created here and not uploaded yet. */
+static int snapshot_take(struct dfs *fs, struct sandbox *sb, const char *path, struct dhandle *h)
 {
-	struct fill_ctx fc = { buf, filler, STRBUF_INIT };
 	struct find_entry *v = NULL;
 	size_t n = 0, plen = strlen(path);
 	int rc = 0;
 
 	files_settle(fs, sb, path);
-	filler(buf, ".", NULL, 0, 0);
-	filler(buf, "..", NULL, 0, 0);
-	if (!cache_get_dir(fs->cache, sb->id, path, fill_one, &fc)) {
-		sb_reset(&fc.seen);
+	snapshot_clear(h);
+	if (!cache_get_dir(fs->cache, sb->id, path, snapshot_add, h)) {
 		rc = list_dir(fs, sb, path, &v, &n);
 		if (rc < 0)
 			goto out;
-		for (size_t i = 0; i < n; i++)
-			if (fill_one(&fc, v[i].name, &v[i].st))
-				break;
+		for (size_t i = 0; i < n && !h->oom; i++)
+			snapshot_add(h, v[i].name, &v[i].st);
 	}
 	/* Files created here and not uploaded yet are listed too. */
 	pthread_mutex_lock(&fs->files->lock);
-	for (struct open_node *o = fs->files->head; o; o = o->next) {
+	for (struct open_node *o = fs->files->head; o && !h->oom; o = o->next) {
 		const char *base;
 
 		if (o->sb != sb || !o->is_new || o->unlinked)
@@ -1298,15 +1389,70 @@ int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *bu
 		base = o->path + plen + (plen > 1 ? 1 : 0);
 		if (*base == '/')
 			base++;
-		if (!*base || strchr(base, '/') || seen_name(&fc.seen, base))
+		if (!*base || strchr(base, '/') || seen_name(&h->names, base))
 			continue;
-		filler(buf, base, NULL, 0, 0);
+		snapshot_add(h, base, &o->st);
 	}
 	pthread_mutex_unlock(&fs->files->lock);
+	if (h->oom)
+		rc = -ENOMEM;
 out:
 	files_find_free(v, n);
-	sb_free(&fc.seen);
+	if (rc < 0)
+		snapshot_clear(h);
+	else
+		h->taken = true;
 	return rc;
+}
+
+/* The attributes to send with dir/name, when they may be sent (see above). */
+static bool exact_attr(struct dfs *fs, struct sandbox *sb, const char *dir, const char *name, struct stat *st)
+{
+	char path[4096 + 256 + 2];
+	bool open;
+
+	if (!str_printf(path, sizeof(path), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", name))
+		return false;
+	if (cache_get_attr(fs->cache, sb->id, path, st) != CACHE_HIT)
+		return false;
+	pthread_mutex_lock(&fs->files->lock);
+	open = node_lookup_locked(fs->files, sb, path) != NULL;
+	pthread_mutex_unlock(&fs->files->lock);
+	return !open;
+}
+
+int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler,
+		  off_t off, struct fuse_file_info *fi)
+{
+	struct dhandle *h = fi ? (struct dhandle *)(uintptr_t)fi->fh : NULL;
+	int rc;
+
+	if (!h || h->type != FS_HANDLE_DIR)
+		return -EBADF;
+	/* libfuse serializes the calls on one handle: no lock of our own. */
+	if (off == 0 || !h->taken) {
+		rc = snapshot_take(fs, sb, path, h);
+		if (rc < 0)
+			return rc;
+	}
+	if (off < 1 && filler(buf, ".", NULL, 1, 0))
+		return 0;
+	if (off < 2 && filler(buf, "..", NULL, 2, 0))
+		return 0;
+	for (size_t i = off > 2 ? (size_t)(off - 2) : 0; i < h->n; i++) {
+		const char *name = h->names.buf + h->ents[i].name;
+		struct stat st;
+		bool plus = exact_attr(fs, sb, path, name, &st);
+
+		if (!plus) {
+			memset(&st, 0, sizeof(st));
+			st.st_mode = h->ents[i].type;
+		}
+		/* non-zero: the kernel's buffer is full; it asks again from here */
+		if (filler(buf, name, &st, (off_t)i + 3, plus ? FUSE_FILL_DIR_PLUS : 0))
+			break;
+	}
+	return 0;
 }
 
 /* ---- content ------------------------------------------------------------------- */

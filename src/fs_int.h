@@ -21,8 +21,11 @@
 #include "stage.h"
 
 /* fi->fh of every open file points to a struct whose first member is an int
- * saying what it is; the sandbox files' handles say FS_HANDLE_FILE. */
+ * saying what it is; the sandbox files' handles say FS_HANDLE_FILE, the
+ * sandbox directories' FS_HANDLE_DIR. Other directories have no handle
+ * (fi->fh is 0). */
 #define FS_HANDLE_FILE 1
+#define FS_HANDLE_DIR 2
 
 /* What a mount path names. */
 enum node_kind {
@@ -131,7 +134,11 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
 struct open_table *open_table_new(void);
 void open_table_free(struct open_table *t);
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
-int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler);
+/* A directory handle holds a snapshot of the listing (fs_files.c says why). */
+int files_opendir(struct dfs *fs, struct fuse_file_info *fi);
+void files_releasedir(struct dfs *fs, struct fuse_file_info *fi);
+int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler,
+		  off_t off, struct fuse_file_info *fi);
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode);
 int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st);

@@ -330,6 +330,123 @@ def test_changes_through_the_mount_keep_the_rest_of_the_cache(d, server):
                       "POST /toolbox/{id}/process/execute": 1}, routes
 
 
+# ---- listings -----------------------------------------------------------------------
+
+class _Dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64), ("d_reclen", ctypes.c_ushort),
+                ("d_type", ctypes.c_ubyte), ("d_name", ctypes.c_char * 256)]
+
+
+_dirlib = ctypes.CDLL(None, use_errno=True)
+_dirlib.opendir.restype = ctypes.c_void_p
+_dirlib.opendir.argtypes = [ctypes.c_char_p]
+_dirlib.readdir.restype = ctypes.POINTER(_Dirent)
+_dirlib.readdir.argtypes = [ctypes.c_void_p]
+_dirlib.telldir.restype = ctypes.c_long
+_dirlib.telldir.argtypes = [ctypes.c_void_p]
+_dirlib.seekdir.restype = None
+_dirlib.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+_dirlib.closedir.argtypes = [ctypes.c_void_p]
+
+
+def _readdir(dirp, n=None):
+    """The next n names (all that are left when n is None), without . and .."""
+    names = []
+    while n is None or len(names) < n:
+        e = _dirlib.readdir(dirp)
+        if not e:
+            break
+        name = e.contents.d_name.decode()
+        if name not in (".", ".."):
+            names.append(name)
+    return names
+
+
+def test_ls_l_looks_up_no_name(mount, sandbox, server, tmp_root):
+    """ls -l of a directory costs its listing and no lookup per name: the
+    kernel gets every name's node and attributes with the listing."""
+    from conftest import Mount
+    code, _ = in_sandbox(mount, sandbox, "mkdir lookups && cd lookups && seq -f f%g 1000 | xargs touch")
+    assert code == 0
+    # A mount of its own: libfuse's debug output shows its requests.
+    m = Mount(server, tmp_root, ["attr_timeout=60", "dir_timeout=60", "debug"], name="lookupmnt")
+    try:
+        d = m.p(sandbox, "fs", "home", "daytona", "lookups")
+        os.stat(d)
+        out = sh(["ls", "-l", d]).stdout
+        assert len(out.strip().splitlines()) == 1001   # "total" + 1000 entries
+    finally:
+        m.unmount()
+    lookups = [l for l in open(m.log.name, errors="replace") if "LOOKUP " in l and "/lookups/" in l]
+    # (a name whose first piece expired in the kernel before ls stats it, on
+    # a slow run, is looked up again: a few, not one per name)
+    assert len(lookups) < 100, f"{len(lookups)} lookups, e.g. {lookups[:3]}"
+
+
+def test_command_changes_to_listed_files_are_seen_at_once(d, work, mount, sandbox):
+    """Attributes the kernel got with a listing go when a command ends."""
+    rel = os.path.relpath(d, work)
+    code, _ = in_sandbox(mount, sandbox, f"cd {rel} && for i in 1 2 3; do printf x > f$i; done")
+    assert code == 0
+    assert sorted(os.listdir(d)) == ["f1", "f2", "f3"]
+    assert os.stat(os.path.join(d, "f1")).st_size == 1
+    code, _ = in_sandbox(mount, sandbox, f"cd {rel} && printf longer >> f1 && rm f2 && chmod 600 f3")
+    assert code == 0
+    assert os.stat(os.path.join(d, "f1")).st_size == 7
+    assert read(os.path.join(d, "f1")) == "xlonger"
+    assert not os.path.exists(os.path.join(d, "f2"))
+    assert stat.S_IMODE(os.stat(os.path.join(d, "f3")).st_mode) == 0o600
+
+
+def test_listing_keeps_the_size_of_a_file_being_written(d, work, mount, sandbox):
+    """A listing does not give the kernel the cached size of a file open
+    here: its size is its unsaved content's."""
+    rel = os.path.relpath(d, work)
+    p = os.path.join(d, "f")
+    code, _ = in_sandbox(mount, sandbox, f"cd {rel} && printf x > f")
+    assert code == 0
+    os.listdir(d)                                   # f's exact attributes are cached
+    with open(p, "r+") as f:
+        f.write("0123456789")
+        f.flush()                                   # staged, not uploaded
+        assert sorted(os.listdir(d)) == ["f"]
+        assert os.fstat(f.fileno()).st_size == 10
+        assert os.stat(p).st_size == 10
+        f.seek(0)
+        assert f.read() == "0123456789"
+    assert os.stat(p).st_size == 10
+
+
+def test_a_directory_read_in_pieces_lists_every_name_once(d, work, mount, sandbox):
+    """The kernel reads a large directory in pieces, a readdir at an offset
+    each: names removed by a command meanwhile (its end drops the cached
+    listing), a file created through the mount, and a seekdir back to a
+    telldir position neither repeat a name nor lose one."""
+    rel = os.path.relpath(d, work)
+    code, _ = in_sandbox(mount, sandbox, f"cd {rel} && seq -f 'a-rather-long-file-name-%05g' 3000 | xargs touch")
+    assert code == 0
+    names = set(os.listdir(d))
+    assert len(names) == 3000
+    dirp = _dirlib.opendir(d.encode())
+    assert dirp
+    try:
+        first = _readdir(dirp, 50)                  # the kernel has sent a piece, not all 3,000
+        pos = _dirlib.telldir(dirp)
+        after = _readdir(dirp, 5)
+        gone = " ".join(first[10:30])
+        code, _ = in_sandbox(mount, sandbox, f"cd {rel} && rm {gone} && touch late")
+        assert code == 0
+        write(os.path.join(d, "made-here"), "x")
+        _dirlib.seekdir(dirp, pos)
+        assert _readdir(dirp, 5) == after
+        seen = first + after + _readdir(dirp)
+    finally:
+        _dirlib.closedir(dirp)
+    assert len(seen) == len(set(seen)), "a name listed twice"
+    assert names <= set(seen), f"{len(names - set(seen))} names not listed"
+    assert set(os.listdir(d)) == names - set(first[10:30]) | {"late", "made-here"}   # a new snapshot
+
+
 # ---- what is not supported, and its errno -----------------------------------------
 
 libc = ctypes.CDLL(None, use_errno=True)
