@@ -230,23 +230,29 @@ struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, doub
 	return batch;
 }
 
+/* Unlinks the entry that *pp points to and frees it (not its op); the
+ * tail follows. Caller holds the lock. */
+static void entry_remove(struct wb_queue *q, struct wb_entry **pp)
+{
+	struct wb_entry *e = *pp;
+
+	*pp = e->next;
+	if (q->tail == &e->next)
+		q->tail = pp;
+	free(e);
+}
+
 void wb_done(struct wb_queue *q, struct wb_op *batch)
 {
 	pthread_mutex_lock(&q->lock);
 	for (struct wb_op *op = batch; op; op = op->next) {
 		for (struct wb_entry **pp = &q->head; *pp; pp = &(*pp)->next) {
 			if ((*pp)->op == op) {
-				struct wb_entry *e = *pp;
-
-				*pp = e->next;
-				free(e);
+				entry_remove(q, pp);
 				break;
 			}
 		}
 	}
-	q->tail = &q->head;
-	while (*q->tail)
-		q->tail = &(*q->tail)->next;
 	/* What waited behind the batch (its owner's next ops) may be due. */
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->lock);
@@ -263,14 +269,10 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
 
 		if (!e->running && e->op->owner == owner && e->op->hidden && !strcmp(e->op->path, path)) {
 			found = e->op;
-			*pp = e->next;
-			free(e);
+			entry_remove(q, pp);
 			break;
 		}
 	}
-	q->tail = &q->head;
-	while (*q->tail)
-		q->tail = &(*q->tail)->next;
 	pthread_mutex_unlock(&q->lock);
 	return found;
 }
@@ -380,23 +382,58 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op)
 	}
 }
 
+/* One op, alone: its marker, its commands, and its result line. */
+static void add_op(struct strbuf *script, const struct wb_op *op, size_t i, const char *mark, const char *find_fmt)
+{
+	sb_addf(script, "printf '@%s %zu\\n'; if e=$( { ", mark, i);
+	add_op_commands(script, op);
+	sb_adds(script, "; } 2>&1 ); then ");
+	if (op->stat_after && op->kind == WB_ATTRS) {
+		sb_adds(script, "find ");
+		sh_word(script, op->path);
+		sb_addf(script, " -maxdepth 0 -printf '%s' 2>/dev/null; ", find_fmt);
+	} else {
+		sb_adds(script, ":; ");
+	}
+	/* One line: a message's own newlines would end it early. */
+	sb_adds(script, "else printf '!%s\\n' \"$e\" | tr '\\n' ' '; echo; fi\n");
+}
+
 void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt)
 {
+	const struct wb_op *op = batch;
 	size_t i = 0;
 
-	for (const struct wb_op *op = batch; op; op = op->next, i++) {
-		sb_addf(script, "printf '@%s %zu\\n'; if e=$( { ", mark, i);
-		add_op_commands(script, op);
-		sb_adds(script, "; } 2>&1 ); then ");
-		if (op->stat_after && op->kind == WB_ATTRS) {
-			sb_adds(script, "find ");
-			sh_word(script, op->path);
-			sb_addf(script, " -maxdepth 0 -printf '%s' 2>/dev/null; ", find_fmt);
-		} else {
-			sb_adds(script, ":; ");
+	while (op) {
+		const struct wb_op *end = op, *o;
+		size_t n = 0, k;
+
+		/* Consecutive deletes (rm -r) are one rm: a process per file is
+		 * most of a batch's time. Only if it fails are they done one by
+		 * one, to tell which failed and why. */
+		while (end && end->kind == WB_DELETE) {
+			end = end->next;
+			n++;
 		}
-		/* One line: a message's own newlines would end it early. */
-		sb_adds(script, "else printf '!%s\\n' \"$e\" | tr '\\n' ' '; echo; fi\n");
+		if (n < 2) {
+			add_op(script, op, i++, mark, find_fmt);
+			op = op->next;
+			continue;
+		}
+		sb_adds(script, "if rm -f --");
+		for (o = op; o != end; o = o->next) {
+			sb_addc(script, ' ');
+			sh_word(script, o->path);
+		}
+		sb_adds(script, " 2>/dev/null; then printf '");
+		for (k = 0; k < n; k++)
+			sb_addf(script, "@%s %zu\\n", mark, i + k);
+		sb_adds(script, "'; else\n");
+		for (o = op, k = 0; o != end; o = o->next, k++)
+			add_op(script, o, i + k, mark, find_fmt);
+		sb_adds(script, "fi\n");
+		i += n;
+		op = end;
 	}
 	sb_adds(script, "true\n");
 }

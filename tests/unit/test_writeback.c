@@ -303,7 +303,7 @@ UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
 	CHECK(r[1].len > 0 && !strncmp(r[1].text, "f/751/0/1234567890.123456789", strlen("f/751/0/1234567890.123456789")));
 	/* 2: refused, with rm's message on one line */
 	CHECK_INT(r[2].status, WB_FAILED);
-	CHECK(r[2].len > 0 && memmem(r[2].text, r[2].len, "Is a directory", 14) != NULL);
+	CHECK(r[2].text && r[2].len > 0 && memmem(r[2].text, r[2].len, "Is a directory", 14) != NULL);
 	CHECK(r[2].text && memchr(r[2].text, '\n', r[2].len) == NULL);
 	/* 3: runs after a failure */
 	CHECK_INT(r[3].status, WB_OK);
@@ -312,6 +312,57 @@ UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
 	/* 4: already gone is fine */
 	CHECK_INT(r[4].status, WB_OK);
 
+	free(out);
+	sb_free(&script);
+	wb_list_free(b);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	CHECK(system(path) == 0);
+}
+
+UNIT_TEST(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart)
+{
+	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
+	static const char *const names[] = { "a", "b", "sub", "c", "d", "e" };
+	struct strbuf script = STRBUF_INIT;
+	struct wb_op *b = NULL, **bt = &b, *op;
+	struct wb_result r[7];
+	struct stat st;
+	char *out;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (i == 2)
+			mkdir(path, 0755);
+		else
+			touch_file(dir, names[i]);
+		*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+		if (i == 3) {   /* an attribute change splits the run of deletes */
+			*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
+			op->chmod = true;
+			op->mode = 0600;
+		}
+	}
+	wb_script(&script, b, "Zq9", FMT);
+	/* Two runs of deletes: a..c as one rm, d..e as another. */
+	CHECK(strstr(sb_str(&script), "if rm -f -- ") != NULL);
+	out = run_sh(dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Zq9", r, 7);
+	CHECK_INT(r[0].status, WB_OK);
+	CHECK_INT(r[1].status, WB_OK);
+	CHECK_INT(r[2].status, WB_FAILED);   /* the directory, found by the one-by-one retry */
+	CHECK(r[2].text && memmem(r[2].text, r[2].len, "Is a directory", 14) != NULL);
+	CHECK_INT(r[3].status, WB_OK);
+	CHECK_INT(r[4].status, WB_FAILED);   /* chmod of the file just deleted */
+	CHECK_INT(r[5].status, WB_OK);
+	CHECK_INT(r[6].status, WB_OK);
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		CHECK((lstat(path, &st) == 0) == (i == 2));
+	}
 	free(out);
 	sb_free(&script);
 	wb_list_free(b);
@@ -331,6 +382,7 @@ int main(void)
 		UNIT_CASE(wait_returns_when_something_is_due_and_false_after_stop),
 		UNIT_CASE(parse_splits_by_marker_and_spots_failures_and_missing_ops),
 		UNIT_CASE(the_script_applies_every_op_under_sh_whatever_the_names),
+		UNIT_CASE(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart),
 	};
 
 	return unit_run("writeback", cases, sizeof(cases) / sizeof(cases[0]));

@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Deferred changes (doc/SEMANTICS.md, section 1): deletes and explicit times are
+applied in the mount at once, sent to the sandbox in batches of one command, and
+sent first before anything that could see them there."""
+import errno
+import os
+import time
+import uuid
+
+import pytest
+
+from conftest import ctl, read, sh, write
+from test_posix import Toolbox
+
+
+@pytest.fixture
+def d(mount, sandbox):
+    """A fresh directory on the mount, /home/daytona/NAME in the sandbox."""
+    name = "w-" + uuid.uuid4().hex[:8]
+    path = mount.p(sandbox, "work", name)
+    os.mkdir(path)
+    return path
+
+
+def sandbox_path(d, *names):
+    return "/home/daytona/" + "/".join([os.path.basename(d)] + list(names))
+
+
+def api_exists(toolbox, path):
+    """Whether the toolbox's file API (another client) sees path."""
+    return toolbox.download(path) is not None
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_rm_r_sends_its_deletes_together_and_commands_see_them_gone(mount, sandbox, server, d):
+    # Made by a command, then listed: the mount knows every name exactly.
+    ctl(mount.p(sandbox, "ctl"), f"exec cd {sandbox_path(d)} && mkdir sub && touch f$(seq -s ' f' 60) && "
+                                 f"cd sub && touch g$(seq -s ' g' 20)")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    assert len(os.listdir(d)) == 61 and len(os.listdir(os.path.join(d, "sub"))) == 20
+    server.reset()
+    sh(["rm", "-r", d])
+    assert not os.path.exists(d)
+    routes = {k: v for k, v in server.stats()["routes"].items() if v}
+    # two rmdirs, and the 80 deletes in a command or two (a batch per rmdir)
+    assert routes.pop("DELETE /toolbox/{id}/files") == 2, routes
+    assert routes.pop("POST /toolbox/{id}/process/execute") <= 3, routes
+    assert sum(routes.values()) <= 3, routes   # (a stat of a directory or two)
+    # A command started through the mount never sees the sandbox behind.
+    ctl(mount.p(sandbox, "ctl"), f"exec test -e {sandbox_path(d)} && echo there || echo gone")
+    assert read(mount.p(sandbox, "stdout")) == "gone\n"
+
+
+def test_a_deleted_file_leaves_the_sandbox_within_half_a_second_or_at_fsync_of_its_directory(
+        mount, sandbox, server, d):
+    toolbox = Toolbox(server, sandbox)
+    a, b = os.path.join(d, "a"), os.path.join(d, "b")
+    write(a, "1")
+    write(b, "2")
+    os.unlink(a)
+    assert not os.path.exists(a)                       # at once, through the mount
+    fsync_dir(d)
+    assert not api_exists(toolbox, sandbox_path(d, "a"))   # sent by the fsync
+    t0 = time.time()
+    os.unlink(b)
+    while api_exists(toolbox, sandbox_path(d, "b")):
+        assert time.time() - t0 < 0.5 + 1.5, "the delete was not sent within 0.5 s"
+        time.sleep(0.05)
+
+
+def test_tar_times_are_seen_at_once_and_land_in_one_command(mount, sandbox, server, d, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        p = src / f"f{i}.c"
+        p.write_text(f"int f{i};\n")
+        os.utime(p, (1_500_000_000 + i, 1_500_000_000 + i))
+    sh(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "t.tar"), "src"])
+    server.reset()
+    sh(["tar", "-C", d, "--no-same-owner", "-xf", str(tmp_path / "t.tar")])
+    for i in range(30):
+        assert int(os.stat(os.path.join(d, "src", f"f{i}.c")).st_mtime) == 1_500_000_000 + i
+    routes = server.stats()["routes"]
+    assert routes.get("POST /toolbox/{id}/files/bulk-upload") == 30
+    # the mkdir, then a batch per 0.5 s of the run (was: a command per file)
+    assert routes.get("POST /toolbox/{id}/process/execute", 0) <= 6, routes
+    # What the sandbox holds, asked through a command (which sends the queue first).
+    ctl(mount.p(sandbox, "ctl"), f"exec stat -c '%Y %n' {sandbox_path(d, 'src')}/f7.c")
+    assert read(mount.p(sandbox, "stdout")).split()[0] == str(1_500_000_007)
+
+
+def test_a_delete_the_sandbox_does_not_make_brings_the_file_back_and_fails_fsync(mount, sandbox, server, d):
+    p = os.path.join(d, "stays")
+    write(p, "kept\n")
+    os.listdir(d)
+    server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status",
+                                            "status": 500, "rate": 1.0})
+    try:
+        os.unlink(p)
+        assert not os.path.exists(p)
+        with pytest.raises(OSError) as e:
+            fsync_dir(d)
+        assert e.value.errno in (errno.EIO, errno.EHOSTDOWN, errno.EAGAIN), e.value
+    finally:
+        server.local("DELETE", "/_local/faults")
+    # Nothing lost: the file shows again, and the error file says what happened.
+    assert read(p) == "kept\n"
+    assert "stays" in read(mount.p(sandbox, "error"))
+    fsync_dir(d)   # reported once
