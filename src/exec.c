@@ -1434,6 +1434,33 @@ static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bo
 	return 0;
 }
 
+/* Takes the lock and the box: 0 with both held (box_put, then unlock), else
+ * an error with neither. */
+static int lock_box(struct exec_mgr *m, const struct dt_box *box, struct ebox **bp, struct dt_error *err)
+{
+	pthread_mutex_lock(&m->lock);
+	*bp = box_get(m, box);
+	if (!*bp) {
+		pthread_mutex_unlock(&m->lock);
+		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+	}
+	return 0;
+}
+
+/* Takes the lock and opens command n (open_cmd): 0 with the lock held,
+ * else an error with it released. */
+static int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool fresh, struct ebox **bp,
+		    struct ecmd **cp, struct dt_error *err)
+{
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	rc = open_cmd(m, box, n, fresh, bp, cp, err);
+	if (rc < 0)
+		pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
 /* ---- the API ---------------------------------------------------------------- */
 
 struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o)
@@ -1539,12 +1566,9 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		return rc;
 	if (!spec || !spec->command)
 		return dt_error_set(err, -EINVAL, 0, "no command");
-	pthread_mutex_lock(&m->lock);
-	b = box_get(m, box);
-	if (!b) {
-		pthread_mutex_unlock(&m->lock);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	}
+	rc = lock_box(m, box, &b, err);
+	if (rc < 0)
+		return rc;
 	rc = box_ensure_listed(m, b, box, -1, err);
 	if (rc < 0)
 		goto out_locked;
@@ -1636,12 +1660,9 @@ int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_
 		return rc;
 	*ns = NULL;
 	*count = 0;
-	pthread_mutex_lock(&m->lock);
-	b = box_get(m, box);
-	if (!b) {
-		pthread_mutex_unlock(&m->lock);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	}
+	rc = lock_box(m, box, &b, err);
+	if (rc < 0)
+		return rc;
 	rc = box_ensure_listed(m, b, box, m->o.list_ttl_ms, err);
 	if (rc == 0 && b->n_cmds) {
 		arr = malloc(b->n_cmds * sizeof(*arr));
@@ -1667,12 +1688,9 @@ int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct 
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&m->lock);
-	b = box_get(m, box);
-	if (!b) {
-		pthread_mutex_unlock(&m->lock);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	}
+	rc = lock_box(m, box, &b, err);
+	if (rc < 0)
+		return rc;
 	rc = box_ensure_listed(m, b, box, m->o.list_ttl_ms, err);
 	if (rc == 0) {
 		if (b->n_cmds)
@@ -1694,12 +1712,9 @@ int exec_exists(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&m->lock);
-	b = box_get(m, box);
-	if (!b) {
-		pthread_mutex_unlock(&m->lock);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	}
+	rc = lock_box(m, box, &b, err);
+	if (rc < 0)
+		return rc;
 	rc = box_ensure_listed(m, b, box, m->o.list_ttl_ms, err);
 	/* In the list: no need to read its record (ls -l cmd/ stats every N).
 	 * Else it may be newer than the list: one look in the sandbox. */
@@ -1780,10 +1795,9 @@ int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool w
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, true, &b, &c, err);
+	rc = lock_cmd(m, box, n, true, &b, &c, err);
 	if (rc < 0)
-		goto out;
+		return rc;
 	if (wait && !c->ended) {
 		rc = wait_for(m, b, c, never_done, NULL);
 		if (rc < 0)
@@ -1792,7 +1806,6 @@ int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool w
 	if (rc == 0)
 		status_fill(c, st);
 	box_put(b);
-out:
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
@@ -1854,12 +1867,9 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 	rc = cmd_path(m, n, names[s], path, sizeof(path));
 	if (rc < 0)
 		return dt_error_set(err, rc, 0, "state directory path too long");
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
+	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0)
 		return rc;
-	}
 	for (;;) {
 		struct buf_sink sink = { buf, size, 0 };
 		struct box_copy bc;
@@ -1968,12 +1978,9 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
 	if (rc < 0)
 		return dt_error_set(err, rc, 0, "state directory path too long");
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
+	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0)
 		return rc;
-	}
 	if (c->ended) {
 		rc = dt_error_set(err, -ESRCH, 0, "command %u has already ended", n);
 		goto out;
@@ -2183,12 +2190,9 @@ ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned 
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
+	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0)
 		return rc;
-	}
 	/* A full buffer waits for the sender, as a full pipe would. */
 	while ((rc = stdin_writable(c, n, err)) == 0 && c->in_buf.len >= STDIN_BUF_MAX) {
 		if (m->stopping || b->dead) {
@@ -2227,12 +2231,9 @@ int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
+	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0)
 		return rc;
-	}
 	while ((c->in_buf.len || c->in_flight) && !c->in_err && !m->stopping && !b->dead) {
 		if (interrupted(m)) {
 			rc = dt_error_set(err, -EINTR, 0, "interrupted");
@@ -2256,12 +2257,9 @@ int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
+	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0)
 		return rc;
-	}
 	if (c->known && !c->with_stdin) {
 		rc = dt_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
 		goto out;
@@ -2307,12 +2305,9 @@ int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, 
 		return rc;
 	if (cmd_path(m, n, "command", path, sizeof(path)) < 0)
 		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
-	pthread_mutex_lock(&m->lock);
-	rc = open_cmd(m, box, n, false, &b, &c, err);
-	if (rc < 0) {
-		pthread_mutex_unlock(&m->lock);
+	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	if (rc < 0)
 		return rc;
-	}
 	if (!c->text) {
 		/* The text never changes: read once, then memory. */
 		struct box_copy bc;

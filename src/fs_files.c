@@ -921,6 +921,27 @@ static void note_command_result(struct dfs *fs, struct sandbox *sb, const char *
 	}
 }
 
+/*
+ * Runs cmd, a change to path (and frees it), followed by the print of
+ * path's new attributes where find works, which go to the cache as what.
+ * A failure leaves the cache alone: the caller knows what it means there.
+ */
+static int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,
+			     enum cache_change what)
+{
+	char *out = NULL;
+	int rc;
+
+	if (list_mode_get(fs, sb) != LIST_API)
+		add_stat_print(cmd, path);
+	rc = cmd->oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(cmd), &out);
+	sb_free(cmd);
+	if (rc == 0)
+		note_command_result(fs, sb, path, out, what);
+	free(out);
+	return rc;
+}
+
 static bool split_path(const char *path, char *parent, size_t cap, const char **base)
 {
 	return path_split(path, parent, cap, base) && **base;
@@ -2205,7 +2226,6 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	struct dt_error err = { 0 };
 	struct dt_box box;
 	struct stat st;
-	char *out = NULL;
 	int rc;
 
 	files_settle(fs, sb, path);
@@ -2241,14 +2261,9 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 
 		sb_addf(&cmd, "mkdir -m %04o -- ", (unsigned)mode);
 		sh_word(&cmd, path);
-		if (list_mode_get(fs, sb) != LIST_API)
-			add_stat_print(&cmd, path);
-		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-		sb_free(&cmd);
+		rc = change_by_command(fs, sb, &cmd, path, CACHE_REPLACED);
 		if (rc < 0)
 			return rc;
-		note_command_result(fs, sb, path, out, CACHE_REPLACED);
-		free(out);
 	}
 	link_drop(fs, sb, path, true);
 	/* A directory just made is empty: lookups in it cost nothing. */
@@ -2377,22 +2392,31 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 }
 
 /* Uploads every dirty node at or below path (before it is renamed). */
+/* Takes a reference on a node with staged writes, of sb at or below path
+ * (any, when sb is NULL), or returns NULL. The caller uploads it without
+ * the table's lock (an upload may run queued changes, and they take it). */
+static struct open_node *next_dirty(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct open_node *found = NULL;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct open_node *o = fs->files->head; o && !found; o = o->next) {
+		if (o->dirty && !o->unlinked && (!sb || (o->sb == sb && path_is_within(o->path, path)))) {
+			found = o;
+			o->refs++;
+		}
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+	return found;
+}
+
 static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	int rc = 0;
 
 	for (;;) {
-		struct open_node *found = NULL;
+		struct open_node *found = next_dirty(fs, sb, path);
 
-		pthread_mutex_lock(&fs->files->lock);
-		for (struct open_node *o = fs->files->head; o; o = o->next) {
-			if (o->sb == sb && o->dirty && !o->unlinked && path_is_within(o->path, path)) {
-				found = o;
-				o->refs++;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&fs->files->lock);
 		if (!found)
 			return rc;
 		pthread_mutex_lock(&found->lock);
@@ -2828,7 +2852,6 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 	struct dt_error err = { 0 };
 	struct open_node *n = node_find(fs->files, sb, path);
 	struct dt_box box;
-	char *out = NULL;
 	int rc;
 
 	mode &= 07777;
@@ -2872,14 +2895,7 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		 * bits for a shorter numeric mode, which chmod(2) does not. */
 		sb_addf(&cmd, "chmod %05o -- ", (unsigned)mode);
 		sh_word(&cmd, path);
-		if (list_mode_get(fs, sb) != LIST_API)
-			add_stat_print(&cmd, path);
-		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-		sb_free(&cmd);
-		if (rc == 0)
-			note_command_result(fs, sb, path, out, CACHE_CHANGED);
-		free(out);
-		return rc;
+		return change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
 	}
 	rc = dt_fs_chmod(fs->dt, &box, path, mode, &err);
 	if (rc == -EINVAL)
@@ -2897,7 +2913,6 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 	struct open_node *n = node_find(fs->files, sb, path);
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat st;
-	char *out = NULL;
 	int rc;
 
 	if (uid == (uid_t)-1 && gid == (gid_t)-1)
@@ -2943,15 +2958,9 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 		sb_addf(&cmd, ":%u", (unsigned)gid);
 	sb_adds(&cmd, " -- ");
 	sh_word(&cmd, path);
-	if (list_mode_get(fs, sb) != LIST_API)
-		add_stat_print(&cmd, path);
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-	sb_free(&cmd);
-	if (rc == 0)
-		note_command_result(fs, sb, path, out, CACHE_CHANGED);
-	else
+	rc = change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
+	if (rc < 0)
 		cache_invalidate(fs->cache, sb->id, path);
-	free(out);
 	return rc;
 }
 
@@ -2994,7 +3003,6 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	struct open_node *n = node_find(fs->files, sb, path);
 	const struct timespec *at = &tv[0], *mt = &tv[1];
 	struct strbuf cmd = STRBUF_INIT;
-	char *out = NULL;
 	int rc;
 
 	if (is_hidden_name(path)) {
@@ -3057,22 +3065,15 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 		sb_free(&cmd);
 		return 0;
 	}
-	if (list_mode_get(fs, sb) != LIST_API)
-		add_stat_print(&cmd, path);
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-	sb_free(&cmd);
-	if (rc == 0)
-		note_command_result(fs, sb, path, out, CACHE_CHANGED);
-	else
+	rc = change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
+	if (rc < 0)
 		cache_invalidate(fs->cache, sb->id, path);
-	free(out);
 	return rc;
 }
 
 int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const char *path)
 {
 	struct strbuf cmd = STRBUF_INIT;
-	char *out = NULL;
 	int rc;
 
 	files_settle(fs, sb, path);
@@ -3080,18 +3081,13 @@ int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const 
 	sh_word(&cmd, target);
 	sb_addc(&cmd, ' ');
 	sh_word(&cmd, path);
-	if (list_mode_get(fs, sb) != LIST_API)
-		add_stat_print(&cmd, path);
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-	sb_free(&cmd);
+	rc = change_by_command(fs, sb, &cmd, path, CACHE_REPLACED);
 	if (rc < 0) {
 		cache_invalidate(fs->cache, sb->id, path);
 		return rc;
 	}
-	note_command_result(fs, sb, path, out, CACHE_REPLACED);
 	/* The target as given, byte for byte. */
 	link_put(fs, sb, path, target);
-	free(out);
 	return 0;
 }
 
@@ -3133,8 +3129,6 @@ int files_readlink(struct dfs *fs, struct sandbox *sb, const char *path, char *b
 int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode, dev_t rdev)
 {
 	struct strbuf cmd = STRBUF_INIT;
-	char *out = NULL;
-	int rc;
 
 	files_settle(fs, sb, path);
 	(void)rdev;
@@ -3145,14 +3139,7 @@ int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		return -EPERM;
 	sb_addf(&cmd, "mkfifo -m %04o -- ", (unsigned)(mode & 07777));
 	sh_word(&cmd, path);
-	if (list_mode_get(fs, sb) != LIST_API)
-		add_stat_print(&cmd, path);
-	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-	sb_free(&cmd);
-	if (rc == 0)
-		note_command_result(fs, sb, path, out, CACHE_REPLACED);
-	free(out);
-	return rc;
+	return change_by_command(fs, sb, &cmd, path, CACHE_REPLACED);
 }
 
 int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
@@ -3196,19 +3183,8 @@ void files_flush_all(struct dfs *fs)
 {
 	wb_run_all(fs, NULL);
 	for (;;) {
-		struct open_node *found = NULL;
+		struct open_node *found = next_dirty(fs, NULL, NULL);
 
-		/* One node at a time, without the table's lock during the upload
-		 * (which may run queued changes, and they take it). */
-		pthread_mutex_lock(&fs->files->lock);
-		for (struct open_node *o = fs->files->head; o; o = o->next) {
-			if (o->dirty && !o->unlinked) {
-				found = o;
-				o->refs++;
-				break;
-			}
-		}
-		pthread_mutex_unlock(&fs->files->lock);
 		if (!found)
 			break;
 		pthread_mutex_lock(&found->lock);

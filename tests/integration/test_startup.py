@@ -3,6 +3,7 @@
 import os
 import socket
 import subprocess
+import time
 
 from conftest import API_KEY, _binary
 
@@ -13,6 +14,21 @@ def run(args, env_extra, tmp_path, timeout=30):
     env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
     env.update(env_extra)
     return subprocess.run([_binary()] + args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start_mount(argv, env, mnt):
+    """Starts daytonafs by hand; returns once mnt is mounted or the process has exited."""
+    p = subprocess.Popen([_binary()] + argv, env=env, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if os.path.ismount(mnt) or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    return p
+
+
+def stop_mount(p, mnt):
+    subprocess.run(["fusermount3", "-u", str(mnt)])
+    p.wait(20)
 
 
 def test_help_and_version(tmp_path):
@@ -74,22 +90,15 @@ def test_key_file(server, tmp_path):
     mnt.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
     env.update({"HOME": str(tmp_path), "DAYTONA_API_URL": server.api_url})
-    p = subprocess.Popen([_binary(), "-f", "-o", f"api_key_file={key},cache_dir={tmp_path}/c", str(mnt)],
-                         env=env, stderr=subprocess.PIPE, text=True)
+    p = start_mount(["-f", "-o", f"api_key_file={key},cache_dir={tmp_path}/c", str(mnt)], env, mnt)
     try:
-        import time
-        for _ in range(200):
-            if os.path.ismount(mnt):
-                break
-            time.sleep(0.05)
         assert os.path.ismount(mnt)
         assert "ctl" in os.listdir(mnt)
         # The key is not in the process's command line nor its environment.
         cmdline = open(f"/proc/{p.pid}/cmdline", "rb").read()
         assert API_KEY.encode() not in cmdline
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)])
-        p.wait(20)
+        stop_mount(p, mnt)
     assert p.returncode == 0, p.stderr.read()
 
 
@@ -102,25 +111,15 @@ def test_config_file(server, tmp_path):
     mnt.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
     env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
-    p = subprocess.Popen([_binary(), "-f", "-o", f"cache_dir={tmp_path}/c", str(mnt)], env=env,
-                         stderr=subprocess.PIPE, text=True)
+    p = start_mount(["-f", "-o", f"cache_dir={tmp_path}/c", str(mnt)], env, mnt)
     try:
-        import time
-        for _ in range(200):
-            if os.path.ismount(mnt):
-                break
-            if p.poll() is not None:
-                break
-            time.sleep(0.05)
         assert os.path.ismount(mnt), p.stderr.read() if p.poll() is not None else "not mounted"
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)])
-        p.wait(20)
+        stop_mount(p, mnt)
 
 
 def test_fstab_style_invocation(server, tmp_path):
     """mount.fuse3 runs "daytonafs SOURCE MOUNTPOINT -o ...": the source is ignored."""
-    import time
     key = tmp_path / "key"
     key.write_text(API_KEY + "\n")
     key.chmod(0o600)
@@ -128,15 +127,8 @@ def test_fstab_style_invocation(server, tmp_path):
     mnt.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
     env.update({"HOME": str(tmp_path), "DAYTONA_API_URL": server.api_url})
-    p = subprocess.Popen([_binary(), "daytonafs", str(mnt), "-o",
-                          f"api_key_file={key},cache_dir={tmp_path}/c", "-f"],
-                         env=env, stderr=subprocess.PIPE, text=True)
+    p = start_mount(["daytonafs", str(mnt), "-o", f"api_key_file={key},cache_dir={tmp_path}/c", "-f"], env, mnt)
     try:
-        for _ in range(200):
-            if os.path.ismount(mnt) or p.poll() is not None:
-                break
-            time.sleep(0.05)
         assert os.path.ismount(mnt), p.stderr.read() if p.poll() is not None else "not mounted"
     finally:
-        subprocess.run(["fusermount3", "-u", str(mnt)])
-        p.wait(20)
+        stop_mount(p, mnt)
