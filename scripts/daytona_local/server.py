@@ -107,9 +107,35 @@ class Router:
 
 # ------------------------------------------------------------------------------ stats
 class Stats:
+    """Counters and the request log. A request is recorded after its response
+    is sent (its size and status are known then), so a client that reads the
+    stats right after a response could miss that request: readers wait for
+    what has been answered to be recorded (see settled). The log keeps the
+    order in which requests arrived: an entry takes its place at begin."""
+
+    SETTLE_LIMIT_S = 1.0   # a streaming response counts as answered for its whole life
+
     def __init__(self):
         self._lock = threading.Lock()
+        self._recorded = threading.Condition(self._lock)
+        self._open = {}    # id(resp) -> (resp, its log entry), for requests not recorded yet
         self.reset()
+
+    def begin(self, resp):
+        with self._lock:
+            entry = {}
+            self.log.append(entry)
+            self._open[id(resp)] = (resp, entry)
+
+    def settled(self):
+        """Waits (bounded) until every request whose response was sent is recorded."""
+        deadline = time.monotonic() + self.SETTLE_LIMIT_S
+        with self._lock:
+            while any(r.sent for r, _ in self._open.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._recorded.wait(left)
 
     def reset(self):
         with self._lock:
@@ -119,22 +145,29 @@ class Stats:
             self.routes = collections.Counter()
             self.log = collections.deque(maxlen=LOG_RING)
 
-    def record(self, entry):
+    def record(self, entry, resp=None):
         with self._lock:
+            opened = self._open.pop(id(resp), None) if resp is not None else None
+            self._recorded.notify_all()
             self.requests += 1
             self.bytes_in += entry["bytes_in"]
             self.bytes_out += entry["bytes_out"]
             self.routes[entry["route"]] += 1
-            self.log.append(entry)
+            if opened is not None:
+                opened[1].update(entry)   # its place in the log, taken at begin
+            else:
+                self.log.append(entry)
 
     def snapshot(self):
+        self.settled()
         with self._lock:
             return {"requests": self.requests, "bytes_in": self.bytes_in,
                     "bytes_out": self.bytes_out, "routes": dict(self.routes)}
 
     def tail(self, limit):
+        self.settled()
         with self._lock:
-            items = list(self.log)
+            items = [e for e in self.log if e]   # not those still unanswered
         return items[-limit:] if limit else items
 
 
@@ -206,6 +239,7 @@ class Server:
             self._handle_local(req, resp)
             return
         t0 = time.monotonic()
+        self.stats.begin(resp)
         route, params = self.router.match(req.method, path)
         if route is None and req.method == "HEAD" and not path.startswith("/toolbox/"):
             route, params = self.router.match("GET", path)   # Express answers HEAD via GET
@@ -321,7 +355,7 @@ class Server:
         entry = {"t": time.time(), "method": req.method, "path": req.raw_path, "route": key,
                  "status": resp.status or 0, "bytes_in": req.bytes_in,
                  "bytes_out": resp.bytes_out, "ms": round(ms, 3)}
-        self.stats.record(entry)
+        self.stats.record(entry, resp)
         if self.access_log is not None:
             try:
                 self.access_log.write("%s %s %s %d %dB %.1fms\n" % (
