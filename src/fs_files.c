@@ -2005,9 +2005,13 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 		rc = (int)size;
 		goto done;
 	}
-	if (uoff == h->next_off && uoff != 0) {
+	/* Sequential, or just ahead of where the reader was: the kernel's
+	 * readahead sends its reads from several threads, so the next one may
+	 * arrive after the one past it. Either way the stream starts where the
+	 * reader was (next_off), and serves both. */
+	if (h->next_off != 0 && uoff >= h->next_off && uoff - h->next_off <= 4 * (uint64_t)size) {
 		/* Sequential: stream the rest of the file. */
-		h->rs = rs_start(fs, n, uoff);
+		h->rs = rs_start(fs, n, h->next_off);
 		if (h->rs) {
 			rc = rs_read(h->rs, buf, size, uoff);
 			if (rc != -EAGAIN)
