@@ -55,6 +55,11 @@ class FaultRule:
         self.schedule = schedule
         self.count = _int(spec, "count", None, 0, None)
         self.bytes_per_sec = _int(spec, "bytes_per_sec", 65536, 1, None)
+        # status only: the exact body to answer (a JSON value, sent as JSON; or a string, sent
+        # as text/plain), in place of the service's usual error body for that status
+        self.body = spec.get("body")
+        if self.body is not None and self.action != "status":
+            raise FaultSpecError("body goes only with the status action")
         self.hits = 0          # matching requests seen
         self.injected = 0      # requests actually faulted
         self._pos = 0
@@ -89,7 +94,7 @@ class FaultRule:
         return {"id": self.id, "pattern": self.pattern, "method": self.method,
                 "action": self.action, "status": self.status, "retry_after": self.retry_after,
                 "rate": self.rate, "schedule": self.schedule, "count": self.count,
-                "bytes_per_sec": self.bytes_per_sec, "hits": self.hits,
+                "bytes_per_sec": self.bytes_per_sec, "body": self.body, "hits": self.hits,
                 "injected": self.injected}
 
 

@@ -331,7 +331,11 @@ class Server:
             ra = str(int(fault.retry_after)) if fault.retry_after == int(fault.retry_after) \
                 else str(fault.retry_after)
             headers = [("Retry-After", ra), ("Retry-After-authenticated", ra)]
-        if req.raw_path_only.startswith("/toolbox/"):
+        if isinstance(fault.body, str):
+            resp.send(status, fault.body.encode(), headers + [("Content-Type", "text/plain")])
+        elif fault.body is not None:
+            resp.send_json(status, fault.body, headers)
+        elif req.raw_path_only.startswith("/toolbox/"):
             if status == 502:
                 resp.send(502, b"", headers)       # a proxy hop failed before any byte
             else:

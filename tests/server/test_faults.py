@@ -107,6 +107,18 @@ def test_toolbox_status_fault_has_toolbox_shape(server):
     assert (st, body) == (502, b"")
 
 
+def test_status_fault_with_a_given_body(server):
+    body = {"code": "NOT_FOUND", "message": "not found: sandbox container not found: x"}
+    add_fault(server, {"pattern": "^/toolbox/", "status": 404, "body": body, "count": 1})
+    st, h, got = server.request("GET", "/toolbox/abc/files")
+    assert st == 404 and json.loads(got) == body
+    add_fault(server, {"pattern": "^/toolbox/", "status": 401, "body": "plain words", "count": 1})
+    st, h, got = server.request("GET", "/toolbox/abc/files")
+    assert (st, got) == (401, b"plain words")
+    st, _, got = server.local("POST", "/faults", {"pattern": "x", "action": "drop", "body": "b"})
+    assert st == 400
+
+
 def test_drop_closes_without_response(server):
     add_fault(server, {"pattern": "/api/sandbox", "action": "drop", "count": 1})
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
