@@ -5,10 +5,21 @@ optional method. Whether a matching request is hit is decided, in this order, by
   * count     - once `count` injections happened, the rule stops injecting;
   * schedule  - a list of booleans consumed one per matching request (True = inject); once the
                 list is exhausted the rule injects no more;
-  * rate      - probability of injecting (random, seeded per rule for reproducibility);
+  * rate      - probability of injecting (random; each rule has its own stream, seeded from its
+                id and pattern, or from an explicit "seed", so runs are reproducible and
+                rules on one pattern decide independently);
   * otherwise every matching request is hit.
 Rules are evaluated in creation order; the first rule that decides to inject wins, and rules
 after it do not see the request (their schedules do not advance).
+
+Actions: status (optional exact body), drop, slow, reset_mid_body, and two that reproduce the
+real service's hops (FIDELITY 2.1):
+  * throttle_401 - the toolbox's answer when the proxy's auth check is rate limited: 401 with
+                   "unauthorized: authentication failed: Bearer token validation error:
+                   ThrottlerException: Too Many Requests" (proxy auth.go + auth_callback.go);
+  * replay       - the proxy's retryTransport re-sending a request once after a stale upstream
+                   connection: the handler runs twice, the first answer is thrown away (only
+                   for bodies of at most 256 KiB with a Content-Length, as retryTransport).
 """
 
 import random
@@ -16,7 +27,7 @@ import re
 import threading
 import zlib
 
-ACTIONS = ("status", "drop", "slow", "reset_mid_body")
+ACTIONS = ("status", "drop", "slow", "reset_mid_body", "throttle_401", "replay")
 
 
 class FaultSpecError(ValueError):
@@ -63,7 +74,12 @@ class FaultRule:
         self.hits = 0          # matching requests seen
         self.injected = 0      # requests actually faulted
         self._pos = 0
-        self._rng = rng or random.Random(zlib.crc32(pattern.encode()))
+        seed = spec.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise FaultSpecError("seed must be an integer")
+        self.seed = seed if seed is not None else \
+            zlib.crc32(("%s\0%s" % (rid, pattern)).encode("utf-8", "surrogateescape"))
+        self._rng = rng or random.Random(self.seed)
         self._lock = threading.Lock()
 
     def matches(self, method, raw_path):
@@ -94,7 +110,8 @@ class FaultRule:
         return {"id": self.id, "pattern": self.pattern, "method": self.method,
                 "action": self.action, "status": self.status, "retry_after": self.retry_after,
                 "rate": self.rate, "schedule": self.schedule, "count": self.count,
-                "bytes_per_sec": self.bytes_per_sec, "body": self.body, "hits": self.hits,
+                "bytes_per_sec": self.bytes_per_sec, "body": self.body, "seed": self.seed,
+                "hits": self.hits,
                 "injected": self.injected}
 
 

@@ -8,6 +8,7 @@ server codes against (see /tmp/brief/server-common.md).
 """
 
 import base64
+import io
 import hashlib
 import http.client
 import os
@@ -102,6 +103,8 @@ class Request:
             self._done = True
         self.expect_continue = (headers.get("Expect") or "").strip().lower() == "100-continue"
         self._continue_sent = False
+        self._src = None             # a buffer to read the body from, once rewound
+        self._replay = None          # the whole body, kept by make_replayable()
 
     def q(self, name, default=None):
         v = self.query.get(name)
@@ -116,8 +119,25 @@ class Request:
             self._continue_sent = True
             self.conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
 
+    def make_replayable(self, limit):
+        """Read and keep the whole body, as the proxy's retryTransport does, so that rewind()
+        can serve it again. Only a body with a Content-Length of at most limit qualifies
+        (chunked bodies are never replayed); False if this one does not."""
+        if self._chunked or self._remaining > limit:
+            return False
+        self._replay = self.read()
+        self.rewind()
+        return True
+
+    def rewind(self):
+        """Serve the body kept by make_replayable() again from its start."""
+        self._src = io.BytesIO(self._replay)
+        self._remaining = len(self._replay)
+        self._done = self._remaining == 0
+        self.bytes_in = 0
+
     def _raw(self, n):
-        data = self.conn.rfile.read(n)
+        data = (self._src or self.conn.rfile).read(n)
         if len(data) < n:
             raise ClientGone("client closed the connection mid-body")
         return data
@@ -452,6 +472,35 @@ class Response:
         lines = ["HTTP/1.1 101 Switching Protocols"] + ["%s: %s" % kv for kv in headers]
         self.conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         return WebSocket(self.conn)
+
+
+class _DiscardConnection:
+    """Stands for the client connection of an answer nobody receives (see DiscardedResponse)."""
+
+    def __init__(self, conn):
+        self.rfile = conn.rfile
+        self.closing = False
+        self.response_started = False
+
+    def sendall(self, data):
+        pass
+
+    def abort(self, graceful=True):
+        self.closing = True
+
+
+class DiscardedResponse(Response):
+    """A response that is produced in full and thrown away: the first of two runs of a
+    replayed request (the proxy's retryTransport lost that answer)."""
+
+    def __init__(self, conn, req):
+        super().__init__(_DiscardConnection(conn), req)
+
+    def _sendfile_raw(self, fd, offset, count):
+        self.bytes_out += count
+
+    def upgrade_websocket(self):
+        raise WebSocketError("a replayed request cannot upgrade")
 
 
 class WebSocket:

@@ -22,6 +22,9 @@ from .store import ApiError, Store, DEFAULT_SNAPSHOT
 
 DEFAULT_PORT = 3986
 LOG_RING = 10000
+REPLAY_BODY_LIMIT = 256 << 10     # retryTransport's maxRetryBodySize
+THROTTLED_AUTH = ("unauthorized: authentication failed: Bearer token validation error: "
+                  "ThrottlerException: Too Many Requests")
 
 
 def go_timestamp():
@@ -251,7 +254,7 @@ class Server:
             resp.before_send = self._delay
         try:
             fault = self.faults.pick(req.method, req.raw_path)
-            if fault is None or self._apply_fault(fault, req, resp):
+            if fault is None or self._apply_fault(fault, req, resp, route, path):
                 self._serve(req, resp, route, path)
         except ClientGone:
             resp.conn.closing = True
@@ -314,7 +317,22 @@ class Server:
     def _delay(self, resp):
         time.sleep(self.latency_ms / 1000.0)
 
-    def _apply_fault(self, fault, req, resp):
+    def _replay_first_run(self, req, resp, route, path):
+        """The first of the two runs of a replayed request; its answer is lost, as when the
+        proxy's upstream connection broke after the daemon had acted (FIDELITY 2.1, D7).
+        Requests the proxy cannot replay (chunked or > 256 KiB bodies, upgrades) run once."""
+        if req.headers.get("Upgrade") or not req.make_replayable(REPLAY_BODY_LIMIT):
+            return
+        lost = httpcore.DiscardedResponse(resp.conn, req)
+        try:
+            self._serve(req, lost, route, path)
+        except ClientGone:
+            pass                # only the lost answer's "connection" went away
+        except Exception:
+            traceback.print_exc()
+        req.rewind()
+
+    def _apply_fault(self, fault, req, resp, route, path):
         """Returns True if the request should still be served normally."""
         if fault.action == "drop":
             resp.conn.abort()
@@ -324,6 +342,14 @@ class Server:
             return True
         if fault.action == "reset_mid_body":
             resp.cut_at = "half"
+            return True
+        if fault.action == "throttle_401":
+            # the proxy's auth check hit the API's rate limit: a non-retryable validation
+            # error, answered as an invalid credential (FIDELITY 2.1, D5)
+            toolbox_error(req, resp, 401, THROTTLED_AUTH, "UNAUTHORIZED")
+            return False
+        if fault.action == "replay":
+            self._replay_first_run(req, resp, route, path)
             return True
         status = fault.status
         headers = []
