@@ -8,6 +8,7 @@ server codes against (see /tmp/brief/server-common.md).
 """
 
 import base64
+import codecs
 import io
 import hashlib
 import http.client
@@ -28,6 +29,12 @@ IO_TIMEOUT = 300.0        # a stalled body read or write is abandoned after this
 
 REASONS = {code: phrase for code, phrase in http.client.responses.items()}
 REASONS.setdefault(429, "Too Many Requests")
+
+
+# Go's JSON encoder writes each byte of invalid UTF-8 as U+FFFD
+# (as bytes: the UTF-8 encoder takes no non-ASCII text from an error handler)
+codecs.register_error("go_json_replace",
+                      lambda e: ("\ufffd".encode() * (e.end - e.start), e.end))
 
 
 class ClientGone(OSError):
@@ -81,7 +88,10 @@ class Request:
         path, _, qs = raw_path.partition("?")
         self.raw_path_only = path
         self.path = urllib.parse.unquote(path)
-        self.query = urllib.parse.parse_qs(qs, keep_blank_values=True) if qs else {}
+        # Go keeps the bytes of a query value: %FF stays the byte 0xFF (a surrogate escape
+        # here, which os functions turn back into that byte), never U+FFFD
+        self.query = urllib.parse.parse_qs(qs, keep_blank_values=True,
+                                           errors="surrogateescape") if qs else {}
         self.bytes_in = 0
         self._chunked = False
         self._remaining = 0          # Content-Length bytes not yet read
@@ -346,7 +356,9 @@ class Response:
 
     def send_json(self, status, obj, headers=None):
         import json
-        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # bytes that are no UTF-8 (surrogate escapes of paths) become U+FFFD, as Go's encoder
+        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode(
+            "utf-8", "go_json_replace")
         hdrs = [("Content-Type", "application/json; charset=utf-8")]
         if headers:
             hdrs.extend(headers)

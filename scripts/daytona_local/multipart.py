@@ -68,6 +68,141 @@ def parse_header_params(value):
     return main, params
 
 
+# Go's mime.ParseMediaType, which mime/multipart's Part.FormName() uses: a header it rejects
+# gives the part no name at all. Reproduced exactly, because real clients produce such headers
+# (libcurl writes a file name ending in a backslash as filename="x\", which Go reads as an
+# escaped quote and then an unterminated string).
+_GO_TSPECIALS = frozenset('()<>@,;:\\"/[]?=')
+
+
+def _go_is_token_char(c):
+    return " " < c < "\x7f" and c not in _GO_TSPECIALS
+
+
+def _go_is_space(c):
+    return c in "\t\n\v\f\r \x85\xa0" or (c > "\xff" and c.isspace())
+
+
+def _go_lstrip(v):
+    i = 0
+    while i < len(v) and _go_is_space(v[i]):
+        i += 1
+    return v[i:]
+
+
+def _go_consume_token(v):
+    for i, c in enumerate(v):
+        if not _go_is_token_char(c):
+            return v[:i], v[i:]
+    return v, ""
+
+
+def _go_consume_value(v):
+    if not v:
+        return "", v
+    if v[0] != '"':
+        return _go_consume_token(v)
+    out = []
+    i = 1
+    while i < len(v):
+        c = v[i]
+        if c == '"':
+            return "".join(out), v[i + 1:]
+        if c == "\\" and i + 1 < len(v) and v[i + 1] in _GO_TSPECIALS:
+            out.append(v[i + 1])        # an escaped special; any other backslash is literal
+            i += 2
+            continue
+        if c in "\r\n":
+            return "", v
+        out.append(c)
+        i += 1
+    return "", v                        # no closing quote
+
+
+def _go_consume_param(v):
+    rest = _go_lstrip(v)
+    if not rest.startswith(";"):
+        return "", "", v
+    rest = _go_lstrip(rest[1:])
+    param, rest = _go_consume_token(rest)
+    param = param.lower()
+    if not param:
+        return "", "", v
+    rest = _go_lstrip(rest)
+    if not rest.startswith("="):
+        return "", "", v
+    rest = _go_lstrip(rest[1:])
+    value, rest2 = _go_consume_value(rest)
+    if value == "" and rest2 == rest:
+        return "", "", v
+    return param, value, rest2
+
+
+def go_parse_media_type(v):
+    """(type, params) as Go's mime.ParseMediaType gives them, or None where it fails."""
+    base = v.split(";", 1)[0]
+    mtype = base.lower().strip()
+    typ, rest = _go_consume_token(mtype)
+    if not typ:
+        return None
+    if rest:
+        if not rest.startswith("/"):
+            return None
+        sub, rest = _go_consume_token(rest[1:])
+        if not sub or rest:
+            return None
+    params, continuation = {}, {}
+    v = v[len(base):]
+    while v:
+        v = _go_lstrip(v)
+        if not v:
+            break
+        key, value, rest = _go_consume_param(v)
+        if not key:
+            if rest.strip() == ";":
+                break                   # a trailing semicolon is fine
+            return None
+        pmap = params
+        if "*" in key:
+            pmap = continuation.setdefault(key.split("*", 1)[0], {})
+        if key in pmap and pmap[key] != value:
+            return None                 # duplicate parameter with another value
+        pmap[key] = value
+        v = rest
+    for key, pieces in continuation.items():
+        if key + "*" in pieces:
+            dec = _decode_rfc2231(pieces[key + "*"])
+            if dec is not None:
+                params[key] = dec
+            continue
+        buf, valid, n = [], False, 0
+        while True:
+            if "%s*%d" % (key, n) in pieces:
+                buf.append(pieces["%s*%d" % (key, n)])
+            elif "%s*%d*" % (key, n) in pieces:
+                enc = pieces["%s*%d*" % (key, n)]
+                if n == 0:
+                    dec = _decode_rfc2231(enc)
+                    buf.append(dec if dec is not None else "")
+                else:
+                    buf.append(urllib.parse.unquote(enc, errors="replace"))
+            else:
+                break
+            valid = True
+            n += 1
+        if valid:
+            params[key] = "".join(buf)
+    return mtype, params
+
+
+def go_form_name(disposition):
+    """Part.FormName(): the name of a form-data part, "" when Go cannot parse the header."""
+    parsed = go_parse_media_type(disposition or "")
+    if parsed is None or parsed[0] != "form-data":
+        return ""
+    return parsed[1].get("name", "")
+
+
 def _decode_rfc2231(val):
     parts = val.split("'", 2)
     if len(parts) != 3:
@@ -104,6 +239,7 @@ class Part:
         self.disposition = disp
         self.name = params.get("name")
         self.filename = params.get("filename")
+        self.go_name = go_form_name(headers.get("content-disposition", ""))
         self.done = False
 
     def chunks(self):

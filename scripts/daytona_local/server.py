@@ -527,6 +527,10 @@ def parse_args(argv):
                                         "(default http://HOST:PORT)")
     p.add_argument("--control-plane-only", action="store_true",
                    help="serve only /api (no toolbox, no sandbox filesystems)")
+    p.add_argument("--multipart", choices=("go", "lenient"), default="go",
+                   help="bulk-upload part names: 'go' finds them as the daemon's Go parser "
+                        "does (a Content-Disposition it rejects leaves the part nameless, so "
+                        "it is ignored); 'lenient' reads any header")
     args = p.parse_args(argv)
     if args.api_key_file:
         with open(args.api_key_file) as f:

@@ -483,9 +483,10 @@ class WSFramer:
 
 
 class Toolbox:
-    def __init__(self, store, runtime):
+    def __init__(self, store, runtime, multipart_mode="go"):
         self.store = store
         self.rt = runtime
+        self.multipart_mode = multipart_mode     # "go": Go's header parsing; "lenient"
 
     # -- plumbing ----------------------------------------------------------------------------
     def wrap(self, fn):
@@ -745,7 +746,6 @@ class Toolbox:
             return
         reader = multipart.MultipartReader(req.read, boundary)
         paths, files, errors = {}, [], []
-        pat = re.compile(r"^files\[(.+)\]\.(path|file)$")
         seen_part = False
         try:
             while True:
@@ -753,14 +753,22 @@ class Toolbox:
                 if part is None:
                     break
                 seen_part = True
-                m = pat.match(part.name or "")
-                if not m:
+                # the daemon's loop (upload_files.go): parts are told apart by the suffix of
+                # FormName(), which is empty where Go's mime parser rejects the header; a part
+                # with any other name is skipped
+                name = part.go_name if self.multipart_mode == "go" else (part.name or "")
+                if name.endswith(".path"):
+                    idx = _upload_index(name)
+                    dest = go_trim_space(part.read_all().decode("utf-8", "surrogateescape"))
+                    if not dest:
+                        errors.append("path[%s]: empty path" % idx)
+                    else:
+                        paths[idx] = dest
+                    continue
+                if not name.endswith(".file"):
                     part.skip()
                     continue
-                idx, kind = m.groups()
-                if kind == "path":
-                    paths[idx] = part.read_all().decode("utf-8", "surrogateescape").strip()
-                    continue
+                idx = _upload_index(name)
                 dest = paths.get(idx)
                 if dest is None:
                     errors.append("file[%s]: missing .path metadata" % idx)
@@ -777,12 +785,13 @@ class Toolbox:
                 self._drain(req)
                 resp.send_json(400, {"errors": ["invalid multipart form"]})
                 return
-            errors.append(str(e))
+            errors.append("reading part: %s" % e)
+        # Go's nil slice: no file stored answers "files": null
         if errors:
             self._drain(req)
-            resp.send_json(400, {"errors": errors, "files": files})
+            resp.send_json(400, {"errors": errors, "files": files or None})
         else:
-            resp.send_json(200, {"files": files})
+            resp.send_json(200, {"files": files or None})
 
     def _bulk_store(self, ctx, part, dest):
         """Write one bulk-upload part to dest: (bytes, None) or (0, error text)."""
@@ -1192,6 +1201,24 @@ def _json_body(req):
     return body
 
 
+def _upload_index(field_name):
+    """upload_files.go extractIndex: "files[7].path" -> "7"."""
+    s = field_name[len("files["):] if field_name.startswith("files[") else field_name
+    for suffix in ("].path", "].file"):
+        if s.endswith(suffix):
+            s = s[:-len(suffix)]
+    return s
+
+
+# Go's unicode.IsSpace (strings.TrimSpace); Python's str.strip() also strips \x1c-\x1f
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006" \
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def go_trim_space(s):
+    return s.strip(GO_SPACE)
+
+
 def _go_err(e, op, path):
     """Go's *PathError text: 'open /x: no such file or directory'."""
     return "%s %s: %s" % (op, path, _go_errstr(e))
@@ -1477,7 +1504,7 @@ def serve_content(req, resp, fd, size, mtime, headers):
 
 
 def register(server, store, runtime):
-    tb = Toolbox(store, runtime)
+    tb = Toolbox(store, runtime, getattr(server.args, "multipart", "go"))
     for method, path, fn in tb.routes():
         server.route(method, "/toolbox/{id}" + path, tb.wrap(fn))
     return tb

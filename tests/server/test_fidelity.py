@@ -64,3 +64,60 @@ def test_replay_skips_bodies_over_256_kib(server, box):
     out = box.run("echo ran >> /tmp/big\n" + pad)
     assert out["exitCode"] == 0
     assert box.run("cat /tmp/big")["result"] == "ran\n"
+
+
+# --------------------------------------------------------------------------- bulk upload (D3, L1)
+def raw_multipart(parts, boundary="dlfidelity"):
+    """parts: (Content-Disposition value, data bytes); the headers go out exactly as given."""
+    out = b""
+    for disp, data in parts:
+        out += b"--" + boundary.encode() + b"\r\nContent-Disposition: " + disp + b"\r\n\r\n" \
+            + data + b"\r\n"
+    out += b"--" + boundary.encode() + b"--\r\n"
+    return out, "multipart/form-data; boundary=" + boundary
+
+
+def curl_upload(box, path, data, filename):
+    """A bulk upload as libcurl writes it: only '"', CR and LF are escaped in the filename."""
+    fname = filename.replace(b'"', b"%22").replace(b"\r", b"%0D").replace(b"\n", b"%0A")
+    body, ctype = raw_multipart([(b'form-data; name="files[0].path"', path),
+                                 (b'form-data; name="files[0].file"; filename="' + fname + b'"',
+                                  data)])
+    st, _, got = box.req("POST", "/files/bulk-upload", body, {"Content-Type": ctype})
+    return st, json.loads(got)
+
+
+def test_bulk_upload_part_go_cannot_parse_is_ignored(box):
+    st, b = curl_upload(box, b"/home/daytona/ends-with\\", b"data", b"ends-with\\")
+    assert (st, b) == (200, {"files": None})
+    st, _, _ = box.req("GET", "/files/info", path="/home/daytona/ends-with\\")
+    assert st == 404
+    st, b = curl_upload(box, b"/home/daytona/a\\b", b"data", b"a\\b")   # a backslash inside
+    assert (st, b) == (200, {"files": [{"path": "/home/daytona/a\\b", "bytes": 4}]})
+
+
+def test_bulk_upload_trims_the_destination_like_go(box):
+    st, b = curl_upload(box, b" /home/daytona/notes \r\n", b"x", b"notes ")
+    assert (st, b) == (200, {"files": [{"path": "/home/daytona/notes", "bytes": 1}]})
+    st, b = curl_upload(box, b"/home/daytona/sep\x1c", b"y", b"sep")    # not a Go space
+    assert st == 200 and b["files"][0]["path"] == "/home/daytona/sep\x1c"
+
+
+def test_lenient_multipart_knob_reads_any_header(server_factory):
+    s = server_factory("--multipart", "lenient")
+    b = Box(s)
+    st, got = curl_upload(b, b"/home/daytona/ends-with\\", b"data", b"ends-with\\")
+    assert st == 200 and got["files"][0]["bytes"] == 4
+    b.destroy()
+
+
+def test_non_utf8_paths_keep_their_bytes(box):
+    st, b = curl_upload(box, b"/home/daytona/caf\xe9", b"latin", b"caf\xe9")
+    assert (st, b) == (200, {"files": [{"path": "/home/daytona/caf\ufffd", "bytes": 5}]})
+    st, _, data = box.server.request("GET", box.prefix + "/files/download?path=/home/daytona/caf%E9")
+    assert (st, data) == (200, b"latin")
+    assert "63 61 66 e9" in box.run("ls /home/daytona | od -An -tx1")["result"]
+    st, _, _ = box.server.request("GET", box.prefix + "/files/info?path=/home/daytona/caf%EF%BF%BD")
+    assert st == 404                                # no replacement character on the way in
+    st, _, _ = box.server.request("DELETE", box.prefix + "/files?path=/home/daytona/caf%E9")
+    assert st == 204
