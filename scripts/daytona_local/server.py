@@ -412,6 +412,7 @@ class Server:
         L("GET", "/_local/timing", lambda req, resp: resp.send_json(200, {
             "transition_ms": self.store.transition_ms, "minute_ms": self.store.minute_ms}))
         L("POST", "/_local/sandbox/{id}/error", self._local_sandbox_error)
+        L("POST", "/_local/sandbox/{id}/runner-cache", self._local_runner_cache)
         L("POST", "/_local/reconcile", lambda req, resp: resp.send_json(
             200, {"actions": self.store.reconcile_once()}))
 
@@ -499,6 +500,17 @@ class Server:
                                                  str(obj.get("reason") or "injected error"),
                                                  bool(obj.get("recoverable", False))))
 
+    @staticmethod
+    def _ms(obj, key="ms"):
+        v = obj.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ValueError("%s must be a non-negative number" % key)
+        return v
+
+    def _local_runner_cache(self, req, resp):
+        self.store.open_runner_cache(req.params["id"], self._ms(self._json_object(req)))
+        resp.send(204)
+
 
 # ------------------------------------------------------------------------------ start-up
 def parse_args(argv):
@@ -527,6 +539,10 @@ def parse_args(argv):
                                         "(default http://HOST:PORT)")
     p.add_argument("--control-plane-only", action="store_true",
                    help="serve only /api (no toolbox, no sandbox filesystems)")
+    p.add_argument("--runner-cache-ms", type=float, default=3000,
+                   help="after a restore from archive or a recover, toolbox calls answer the "
+                        "runner's 404 'sandbox container not found' for this long, as through "
+                        "the real proxy's stale runner cache (0: never)")
     p.add_argument("--multipart", choices=("go", "lenient"), default="go",
                    help="bulk-upload part names: 'go' finds them as the daemon's Go parser "
                         "does (a Content-Disposition it rejects leaves the part nameless, so "
@@ -575,6 +591,7 @@ def main(argv=None):
     store = Store(data_dir, runtime=rt, toolbox_url=base + "/toolbox",
                   transition_ms=args.transition_ms, target=args.target,
                   default_snapshot=args.default_snapshot, minute_ms=args.minute_ms)
+    store.runner_cache_ms = args.runner_cache_ms
     server = Server(args, http, store, rt)
     http.handle = server.handle
     controlplane.register(server, store)

@@ -106,6 +106,11 @@ def _log(msg):
 
 
 class Store:
+    # The real service's quirks, tuned by the server's command line (0 turns each off):
+    runner_cache_ms = 0     # D1: the proxy's stale runner after a restore or recover
+    list_lag_ms = 0         # D8: a new sandbox reaches the (eventually consistent) listing late
+    empty_toolbox_url = False   # D10: DTOs and list items carry toolboxProxyUrl ""
+
     def __init__(self, data_dir, runtime=None, toolbox_url="http://127.0.0.1:3986/toolbox",
                  transition_ms=300, target="us", default_snapshot=DEFAULT_SNAPSHOT,
                  minute_ms=60000, clock=time.time):
@@ -463,6 +468,8 @@ class Store:
                     return
                 rec["plan"].pop(0)
                 nxt = rec["plan"][0]
+                if nxt.get("moved"):
+                    self._open_runner_cache(rec, self.runner_cache_ms)
                 self._change(rec, state=nxt["state"], desired=nxt.get("desired"),
                              **nxt.get("set", {}))
                 if len(rec["plan"]) == 1:
@@ -654,7 +661,8 @@ class Store:
                 # CONTRACT 2.3: start is allowed while archiving; the archive plan is superseded
                 # (hooks of one sandbox are serialised, see _run_hook, so a running archive
                 # finishes before the restore starts).
-                steps = [{"state": "restoring", "t": 1, "hook": "start"}, {"state": "started"}]
+                steps = [{"state": "restoring", "t": 1, "hook": "start"},
+                         {"state": "started", "moved": True}]
                 self._begin(rec, steps, desired="started", lastActivityAt=self.now())
                 return self.sandbox_dto(rec), False
             self._check_not_pending(rec)
@@ -666,7 +674,7 @@ class Store:
             elif rec["state"] == "archived":
                 steps = [{"state": "archived", "t": 0.5},
                          {"state": "restoring", "t": 0.5, "hook": "start"},
-                         {"state": "started"}]
+                         {"state": "started", "moved": True}]
                 wait = False
             else:
                 raise ApiError(400, "Sandbox is not in valid state")
@@ -735,8 +743,8 @@ class Store:
                             errorReason=None, recoverable=False)
                 return self.sandbox_dto(rec), False
             self._begin(rec, [{"state": "starting", "t": 1, "hook": "start"},
-                              {"state": "started"}], desired="started", errorReason=None,
-                        recoverable=False, lastActivityAt=self.now())
+                              {"state": "started", "moved": True}], desired="started",
+                        errorReason=None, recoverable=False, lastActivityAt=self.now())
             return self.sandbox_dto(rec), True
 
     def resize(self, id_or_name, cpu=None, memory=None, disk=None):
@@ -777,6 +785,22 @@ class Store:
             self._begin(rec, [{"state": "snapshotting", "t": 1, "hook": "snapshot"},
                               {"state": rec["state"]}])
             return self.sandbox_dto(rec)
+
+    # ---------------------------------------------------------------- the proxy's runner cache
+    def _open_runner_cache(self, rec, ms):
+        """The container now lives elsewhere (a restore from archive, a recover), but the
+        proxy keeps the runner it had cached (2 min in get_sandbox_target.go): toolbox calls
+        reach a runner without the container for ms (FIDELITY D1)."""
+        rec["runnerCacheUntil"] = self.now() + ms if ms > 0 else 0
+
+    def open_runner_cache(self, id_or_name, ms):
+        """Test hook (/_local): open the stale-runner window now, whatever the state."""
+        with self._lock:
+            self._open_runner_cache(self._require(id_or_name), ms)
+
+    def runner_cache_left(self, rec):
+        """ms left in the stale-runner window of a record (copy), 0 when closed."""
+        return max(0, (rec.get("runnerCacheUntil") or 0) - self.now())
 
     def set_error(self, id_or_name, reason, recoverable=False):
         """Test hook (/_local): put a sandbox into the error state."""

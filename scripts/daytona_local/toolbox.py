@@ -517,6 +517,14 @@ class Toolbox:
                            "address found. Is the Sandbox started?")
                 resp.send_json(400, error_body(400, msg, "BAD_REQUEST", req.path, req.method))
                 return
+            if self.store.runner_cache_left(rec):
+                # the runner's answer for a container it does not have (runner proxy.go)
+                self._drain(req)
+                resp.send_json(404, error_body(
+                    404, "not found: sandbox container not found: Error response from daemon: "
+                    "No such container: %s" % sid, "NOT_FOUND",
+                    "/sandboxes/%s/toolbox%s" % (sid, dpath), req.method))
+                return
             if not self.rt.exists(sid):
                 self.rt.create(sid, rec.get("env") or {})
             ctx = Ctx(sid, rec, dpath, self.rt.view(sid))

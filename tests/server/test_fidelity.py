@@ -121,3 +121,62 @@ def test_non_utf8_paths_keep_their_bytes(box):
     assert st == 404                                # no replacement character on the way in
     st, _, _ = box.server.request("DELETE", box.prefix + "/files?path=/home/daytona/caf%E9")
     assert st == 204
+
+
+# --------------------------------------------------------------------------- runner cache (D1)
+def lifecycle(server, sid, action, then):
+    server.json("POST", "/api/sandbox/%s/%s" % (sid, action), expect=200)
+    server.wait_state(sid, (then,))
+
+
+def assert_container_not_found(box):
+    st, _, body = box.req("GET", "/files", path="/home/daytona")
+    b = json.loads(body)
+    assert st == 404 and b["code"] == "NOT_FOUND" and b["statusCode"] == 404
+    assert b["message"] == ("not found: sandbox container not found: Error response from "
+                            "daemon: No such container: " + box.id)
+    assert b["path"] == "/sandboxes/%s/toolbox/files" % box.id and b["method"] == "GET"
+
+
+@pytest.fixture(scope="module")
+def long_cache_server(server_factory):
+    """A server whose window never closes during a test (the default is 3 s)."""
+    return server_factory("--runner-cache-ms", "600000")
+
+
+def test_toolbox_answers_container_not_found_after_a_restore(long_cache_server):
+    server = long_cache_server
+    box = Box(server)
+    assert box.req("GET", "/files", path="/home/daytona")[0] == 200      # not after create
+    lifecycle(server, box.id, "stop", "stopped")
+    lifecycle(server, box.id, "start", "started")
+    assert box.req("GET", "/files", path="/home/daytona")[0] == 200      # same runner
+    lifecycle(server, box.id, "stop", "stopped")
+    lifecycle(server, box.id, "archive", "archived")
+    lifecycle(server, box.id, "start", "started")
+    assert_container_not_found(box)
+    st, _, _ = box.req("POST", "/process/execute", {"command": "true"})
+    assert st == 404
+    assert server.local("POST", "/sandbox/%s/runner-cache" % box.id, {"ms": 0})[0] == 204
+    assert box.req("GET", "/files", path="/home/daytona")[0] == 200
+
+
+def test_toolbox_answers_container_not_found_after_a_recover(long_cache_server):
+    server = long_cache_server
+    box = Box(server)
+    server.local("POST", "/sandbox/%s/error" % box.id, {"recoverable": True})
+    lifecycle(server, box.id, "recover", "started")
+    assert_container_not_found(box)
+
+
+def test_runner_cache_knobs(server, server_factory, box):
+    assert server.local("POST", "/sandbox/%s/runner-cache" % box.id, {"ms": 60000})[0] == 204
+    assert_container_not_found(box)
+    assert server.local("POST", "/sandbox/%s/runner-cache" % box.id, {"ms": -1})[0] == 400
+    s = server_factory("--runner-cache-ms", "0")
+    b = Box(s)
+    lifecycle(s, b.id, "stop", "stopped")
+    lifecycle(s, b.id, "archive", "archived")
+    lifecycle(s, b.id, "start", "started")
+    assert b.req("GET", "/files", path="/home/daytona")[0] == 200
+    b.destroy()
