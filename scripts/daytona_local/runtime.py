@@ -773,10 +773,26 @@ class Runtime:
         return subprocess.Popen(cmd, cwd=host_cwd, env=env, start_new_session=True,
                                 close_fds=True, **popen_kw)
 
-    def execute(self, sandbox_id, sandbox_env, command, cwd=None, envs=None, timeout=None):
+    def _look_path(self, sandbox_id, name):
+        """Go's exec.LookPath in the sandbox: the view path of an executable, or None."""
+        view = self.view(sandbox_id)
+        cands = [name] if "/" in name else [d + "/" + name for d in DEFAULT_PATH.split(":")]
+        for cand in cands:
+            try:
+                host = view.resolve(view.absolute(cand)).host
+                if os.path.isfile(host) and os.access(host, os.X_OK):
+                    return cand
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def execute(self, sandbox_id, sandbox_env, command, cwd=None, envs=None, timeout=None,
+                argv=None):
         """/process/execute: the command text is fed to the shell on stdin; stdout and stderr are
         merged in write order. Returns when the shell has exited and the pipe is closed (or
-        HANG_TIMEOUT after the exit, when a background process keeps it open)."""
+        HANG_TIMEOUT after the exit, when a background process keeps it open).
+        With argv (old daemons), argv is exec'd directly, without a shell and with no stdin; a
+        program that cannot be found gives -1 and no output, as a failed exec.Command."""
         view = self.view(sandbox_id)
         cwd_view = view.absolute(cwd) if cwd else HOME
         try:
@@ -787,17 +803,26 @@ class Runtime:
         except OSError as e:
             return ExecResult(-1, ("chdir %s: %s" % (cwd or cwd_view, _go_errstr(e))).encode())
         status_r = status_w = None
-        argv, kw = [self.shell], {}
+        if argv is not None:
+            program = self._look_path(sandbox_id, argv[0])
+            if program is None:
+                return ExecResult(-1, b"")
+            argv = [program] + list(argv[1:])
+            stdin = subprocess.DEVNULL
+        else:
+            argv = [self.shell]
+            stdin = subprocess.PIPE
+        kw = {}
         if self.bwrap and self.perl:
             status_r, status_w = os.pipe()
-            argv = [self.perl, "-e", PERL_REAPER, str(status_w), self.shell]
+            argv = [self.perl, "-e", PERL_REAPER, str(status_w)] + argv
             kw["pass_fds"] = (status_w,)
         try:
             proc = self.spawn(sandbox_id, sandbox_env, argv, cwd_view, envs,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stdin=stdin, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, **kw)
         except OSError as e:
-            return ExecResult(-1, ("fork/exec %s: %s" % (self.shell, _go_errstr(e))).encode())
+            return ExecResult(-1, ("fork/exec %s: %s" % (argv[0], _go_errstr(e))).encode())
         finally:
             if status_w is not None:
                 os.close(status_w)
@@ -812,7 +837,8 @@ class Runtime:
                     proc.stdin.close()
                 except OSError:
                     pass
-        threading.Thread(target=feed, daemon=True).start()
+        if stdin == subprocess.PIPE:
+            threading.Thread(target=feed, daemon=True).start()
 
         out = bytearray()
         fd = proc.stdout.fileno()

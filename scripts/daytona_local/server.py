@@ -413,6 +413,9 @@ class Server:
             "transition_ms": self.store.transition_ms, "minute_ms": self.store.minute_ms}))
         L("POST", "/_local/sandbox/{id}/error", self._local_sandbox_error)
         L("POST", "/_local/sandbox/{id}/runner-cache", self._local_runner_cache)
+        L("POST", "/_local/sandbox/{id}/daemon", lambda req, resp: resp.send_json(
+            200, self.store.set_daemon_version(req.params["id"],
+                                               str(self._json_object(req).get("version")))))
         L("POST", "/_local/reconcile", lambda req, resp: resp.send_json(
             200, {"actions": self.store.reconcile_once()}))
 

@@ -821,6 +821,14 @@ class Store:
             self.save_soon()
             return self.sandbox_dto(rec)
 
+    def set_daemon_version(self, id_or_name, version):
+        """Test hook (/_local): the daemon a sandbox runs (one started before its runner was
+        upgraded keeps its old daemon; the toolbox then behaves as that version did)."""
+        m = re.fullmatch(r"v?(\d+\.\d+\.\d+)", version or "")
+        if m is None:
+            raise ApiError(400, "version must look like 0.150.0")
+        return self._update(id_or_name, daemonVersion="v" + m.group(1))
+
     def set_labels(self, id_or_name, labels):
         return self._update(id_or_name, labels=labels)
 

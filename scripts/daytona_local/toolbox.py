@@ -999,6 +999,10 @@ class Toolbox:
 
     # -- processes ---------------------------------------------------------------------------
     def execute(self, req, resp, ctx):
+        daemon = _version_tuple(ctx.rec.get("daemonVersion") or DAEMON_VERSION) or (0, 190, 0)
+        if daemon < (0, 156, 0):
+            self._execute_without_shell(req, resp, ctx, daemon)
+            return
         body = _json_body(req)
         cmd = body.get("command")
         if not isinstance(cmd, str) or not cmd.strip():
@@ -1007,6 +1011,8 @@ class Toolbox:
         cwd, envs, timeout = body.get("cwd"), body.get("envs"), body.get("timeout")
         if cwd is not None and not isinstance(cwd, str):
             raise JSONError(400, "bad request: invalid request body: cwd must be a string")
+        if daemon < (0, 167, 0):
+            envs = None                 # ExecuteRequest had no envs field before v0.167.0
         if envs is not None:
             if not isinstance(envs, dict) or not all(isinstance(v, str) for v in envs.values()):
                 raise JSONError(400, "bad request: invalid request body: envs must be an object "
@@ -1014,14 +1020,40 @@ class Toolbox:
             for k in envs:
                 if not ENV_KEY.match(k):
                     raise JSONError(400, "bad request: invalid environment variable name: %r" % k)
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
-                                    or timeout < 0):
-            raise JSONError(400, "bad request: invalid request body: timeout must be a "
-                                 "non-negative integer")
+        _check_timeout(timeout)
         res = self.rt.execute(ctx.sid, ctx.rec.get("env") or {}, cmd, cwd or None, envs, timeout)
         if res.timed_out:
             raise JSONError(408, "request timeout: command execution timeout")
         resp.send_json(200, {"exitCode": res.exit_code, "result": go_string(res.output)})
+
+    def _execute_without_shell(self, req, resp, ctx, daemon):
+        """/process/execute of daemons before v0.156.0 (66d6f6c38^ execute.go): no shell; the
+        text is split into words (quotes group, nothing else is special) and the first word is
+        exec'd. Before v0.155.0 a request without timeout gets 360 s and a timeout is a bare
+        408; before v0.113.0 the exit code is in "code" (FIDELITY 2.4, D4)."""
+        try:
+            body = req.json()
+        except BadJSON:
+            body = None
+        cmd = body.get("command") if isinstance(body, dict) else None
+        if not isinstance(cmd, str) or not cmd:
+            raise Bare(400)                         # "command is required", no body
+        argv = split_command_words(cmd)
+        if not argv:
+            raise Bare(400)                         # "empty command"
+        timeout = body.get("timeout")
+        _check_timeout(timeout)
+        if not timeout and daemon < (0, 155, 0):
+            timeout = 360
+        cwd = body.get("cwd") if isinstance(body.get("cwd"), str) else None
+        res = self.rt.execute(ctx.sid, ctx.rec.get("env") or {}, None, cwd or None, None,
+                              timeout, argv=argv)
+        if res.timed_out:
+            if daemon < (0, 155, 0):
+                raise Bare(408)
+            raise JSONError(408, "request timeout: command execution timeout")
+        field = "code" if daemon < (0, 113, 0) else "exitCode"
+        resp.send_json(200, {field: res.exit_code, "result": go_string(res.output)})
 
     # -- sessions ----------------------------------------------------------------------------
     def _session(self, ctx, sid_name):
@@ -1185,7 +1217,7 @@ class Toolbox:
         resp.send_json(200, {"dir": HOME})
 
     def version(self, req, resp, ctx):
-        resp.send_json(200, {"version": DAEMON_VERSION})
+        resp.send_json(200, {"version": ctx.rec.get("daemonVersion") or DAEMON_VERSION})
 
 
 class Ctx:
@@ -1207,6 +1239,37 @@ def _json_body(req):
     if not isinstance(body, dict):
         raise JSONError(400, "bad request: invalid request body: expected a JSON object")
     return body
+
+
+def _check_timeout(timeout):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int)
+                                or timeout < 0):
+        raise JSONError(400, "bad request: invalid request body: timeout must be a "
+                             "non-negative integer")
+
+
+def split_command_words(command):
+    """parseCommand of the old daemons: spaces split words outside quotes; a quote of either
+    kind groups until the same quote and is dropped; tabs, newlines and backslashes are plain
+    characters."""
+    words, cur, quote = [], [], None
+    for c in command:
+        if c in "\"'":
+            if quote is None:
+                quote = c
+            elif quote == c:
+                quote = None
+            else:
+                cur.append(c)
+        elif c == " " and quote is None:
+            if cur:
+                words.append("".join(cur))
+                cur = []
+        else:
+            cur.append(c)
+    if cur:
+        words.append("".join(cur))
+    return words
 
 
 def _upload_index(field_name):

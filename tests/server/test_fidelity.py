@@ -180,3 +180,51 @@ def test_runner_cache_knobs(server, server_factory, box):
     lifecycle(s, b.id, "start", "started")
     assert b.req("GET", "/files", path="/home/daytona")[0] == 200
     b.destroy()
+
+
+# --------------------------------------------------------------------------- old daemons (D4)
+def set_daemon(server, box, version):
+    st, _, body = server.local("POST", "/sandbox/%s/daemon" % box.id, {"version": version})
+    assert st == 200, body
+    return json.loads(body)
+
+
+def test_new_sandboxes_run_the_current_daemon(server, box):
+    assert server.json("GET", "/api/sandbox/" + box.id)[1]["daemonVersion"] == "v0.190.0"
+    assert box.run("echo $((1+1)) | cat")["result"] == "2\n"         # a shell
+
+
+def test_daemon_before_0_156_runs_no_shell(server, box):
+    assert set_daemon(server, box, "0.150.0")["daemonVersion"] == "v0.150.0"
+    assert server.json("GET", "/api/sandbox/" + box.id)[1]["daemonVersion"] == "v0.150.0"
+    assert box.json("GET", "/version") == {"version": "v0.150.0"}
+    # the words go to echo as arguments: no pipe, no expansion, quotes only group
+    out = box.run("echo $((1+1)) | 'a  b' \"c'd\"")
+    assert out == {"exitCode": 0, "result": "$((1+1)) | a  b c'd\n"}
+    assert box.run("sh -c 'exit 3'")["exitCode"] == 3
+    assert box.run("no-such-program x") == {"exitCode": -1, "result": ""}
+    assert box.run("LC_ALL=C; export LC_ALL; true")["exitCode"] == -1
+    st, _, body = box.req("POST", "/process/execute", {"command": "   "})
+    assert (st, body) == (400, b"")
+
+
+def test_daemon_before_0_155_times_out_with_a_bare_408(server, box):
+    set_daemon(server, box, "0.154.0")
+    st, _, body = box.req("POST", "/process/execute", {"command": "sleep 5", "timeout": 1})
+    assert (st, body) == (408, b"")
+    set_daemon(server, box, "0.155.0")
+    st, _, body = box.req("POST", "/process/execute", {"command": "sleep 5", "timeout": 1})
+    assert st == 408 and json.loads(body)["code"] == "REQUEST_TIMEOUT"
+
+
+def test_daemon_before_0_113_answers_code(server, box):
+    set_daemon(server, box, "v0.112.0")
+    assert box.run("sh -c 'exit 4'") == {"code": 4, "result": ""}
+    assert server.local("POST", "/sandbox/%s/daemon" % box.id, {"version": "new"})[0] == 400
+
+
+def test_daemon_before_0_167_ignores_envs(server, box):
+    set_daemon(server, box, "0.160.0")
+    assert box.run("echo ${X:-unset}", envs={"X": "1"})["result"] == "unset\n"
+    set_daemon(server, box, "0.190.0")
+    assert box.run("echo ${X:-unset}", envs={"X": "1"})["result"] == "1\n"
