@@ -410,7 +410,8 @@ class Server:
         L("DELETE", "/_local/faults/{id}", self._local_faults_remove)
         L("PUT", "/_local/timing", self._local_timing)
         L("GET", "/_local/timing", lambda req, resp: resp.send_json(200, {
-            "transition_ms": self.store.transition_ms, "minute_ms": self.store.minute_ms}))
+            "transition_ms": self.store.transition_ms, "minute_ms": self.store.minute_ms,
+            "list_lag_ms": self.store.list_lag_ms}))
         L("POST", "/_local/sandbox/{id}/error", self._local_sandbox_error)
         L("POST", "/_local/sandbox/{id}/runner-cache", self._local_runner_cache)
         L("POST", "/_local/sandbox/{id}/daemon", lambda req, resp: resp.send_json(
@@ -485,16 +486,15 @@ class Server:
     def _local_timing(self, req, resp):
         obj = self._json_object(req)
         vals = {}
-        for k in ("transition_ms", "minute_ms"):
-            v = obj.get(k)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise ValueError("%s must be a non-negative number" % k)
-            vals[k] = v
+        for k in ("transition_ms", "minute_ms", "list_lag_ms"):
+            if obj.get(k) is not None:
+                vals[k] = self._ms(obj, k)
         if not vals:
-            raise ValueError("expected transition_ms and/or minute_ms")
-        self.store.set_timing(**vals)
+            raise ValueError("expected transition_ms, minute_ms and/or list_lag_ms")
+        if "list_lag_ms" in vals:
+            self.store.list_lag_ms = vals.pop("list_lag_ms")
+        if vals:
+            self.store.set_timing(**vals)
         resp.send(204)
 
     def _local_sandbox_error(self, req, resp):
@@ -546,6 +546,12 @@ def parse_args(argv):
                    help="after a restore from archive or a recover, toolbox calls answer the "
                         "runner's 404 'sandbox container not found' for this long, as through "
                         "the real proxy's stale runner cache (0: never)")
+    p.add_argument("--list-lag-ms", type=float, default=1000,
+                   help="a sandbox created less than this long ago is not yet in GET "
+                        "/api/sandbox (the real listing is eventually consistent; 0: at once)")
+    p.add_argument("--empty-toolbox-url", action="store_true",
+                   help="sandboxes carry toolboxProxyUrl \"\", as newer APIs may send it; "
+                        "clients must ask GET /api/sandbox/{id}/toolbox-proxy-url")
     p.add_argument("--multipart", choices=("go", "lenient"), default="go",
                    help="bulk-upload part names: 'go' finds them as the daemon's Go parser "
                         "does (a Content-Disposition it rejects leaves the part nameless, so "
@@ -595,6 +601,8 @@ def main(argv=None):
                   transition_ms=args.transition_ms, target=args.target,
                   default_snapshot=args.default_snapshot, minute_ms=args.minute_ms)
     store.runner_cache_ms = args.runner_cache_ms
+    store.list_lag_ms = args.list_lag_ms
+    store.empty_toolbox_url = args.empty_toolbox_url
     server = Server(args, http, store, rt)
     http.handle = server.handle
     controlplane.register(server, store)

@@ -317,7 +317,8 @@ class Store:
         d.update({"createdAt": iso(rec["createdAt"]), "updatedAt": iso(rec["updatedAt"]),
                   "lastActivityAt": iso(rec["lastActivityAt"]),
                   "sandboxClass": rec["sandboxClass"], "daemonVersion": rec["daemonVersion"],
-                  "runnerId": rec["runnerId"], "toolboxProxyUrl": self._toolbox_url})
+                  "runnerId": rec["runnerId"],
+                  "toolboxProxyUrl": "" if self.empty_toolbox_url else self._toolbox_url})
         return d
 
     def dto(self, id_or_name, by_name=True):
@@ -920,11 +921,18 @@ class Store:
             return False
         return True
 
+    def _indexed(self, rec, now):
+        """The listing is an eventually consistent search index (FIDELITY D8): a sandbox
+        created less than list_lag_ms ago is not in it yet (GET by id or name sees it)."""
+        return self.list_lag_ms <= 0 or rec["createdAt"] <= now - self.list_lag_ms
+
     def _sorted(self, f, default_sort):
         field = self.SORT_KEYS[f.get("sort") or default_sort]
         desc = (f.get("order") or "desc") == "desc"
+        now = self.now()
         with self._lock:
-            rows = [r for r in self._sandboxes.values() if self._matches(r, f)]
+            rows = [r for r in self._sandboxes.values()
+                    if self._matches(r, f) and self._indexed(r, now)]
             keyed = [((r[field] if r[field] is not None else ""), r["id"], r) for r in rows]
         keyed.sort(key=lambda x: (x[0], x[1]), reverse=desc)
         return keyed, desc

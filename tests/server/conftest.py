@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 API_KEY = "test-key"
 TRANSITION_MS = 20
+LIST_LAG_MS = 1000      # the server's default --list-lag-ms
 
 
 class LocalServer:
@@ -73,7 +74,8 @@ class LocalServer:
     def reset(self):
         self.local("DELETE", "/faults")
         self.local("PUT", "/latency", {"ms": 0})
-        self.local("PUT", "/timing", {"transition_ms": TRANSITION_MS, "minute_ms": 60000})
+        self.local("PUT", "/timing", {"transition_ms": TRANSITION_MS, "minute_ms": 60000,
+                                      "list_lag_ms": LIST_LAG_MS})
 
     def wait_state(self, sid, states, timeout=10):
         deadline = time.time() + timeout

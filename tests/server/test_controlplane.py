@@ -163,6 +163,7 @@ def test_ephemeral_stop_deletes(server):
 
 
 def test_list_filters_and_pagination(server):
+    server.local("PUT", "/timing", {"list_lag_ms": 0})      # list what was just created
     tag = "t%d" % time.time_ns()
     for i in range(5):
         create(server, {"name": "%s-%d" % (tag, i), "labels": {"grp": tag, "odd": str(i % 2)}})

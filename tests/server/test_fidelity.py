@@ -228,3 +228,64 @@ def test_daemon_before_0_167_ignores_envs(server, box):
     assert box.run("echo ${X:-unset}", envs={"X": "1"})["result"] == "unset\n"
     set_daemon(server, box, "0.190.0")
     assert box.run("echo ${X:-unset}", envs={"X": "1"})["result"] == "1\n"
+
+
+# --------------------------------------------------------------------------- listing (D8, D10)
+def listed(server, query=""):
+    ids, cursor = [], None
+    while True:
+        path = "/api/sandbox?limit=200" + query + ("&cursor=" + cursor if cursor else "")
+        page = server.json("GET", path, expect=200)[1]
+        ids += [x["id"] for x in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            return ids
+
+
+def test_a_new_sandbox_reaches_the_listing_late(server):
+    assert server.local("PUT", "/timing", {"list_lag_ms": 600000})[0] == 204
+    assert json.loads(server.local("GET", "/timing")[2])["list_lag_ms"] == 600000
+    sid = server.json("POST", "/api/sandbox", {}, expect=200)[1]["id"]
+    assert sid not in listed(server)
+    assert server.json("GET", "/api/sandbox/" + sid)[0] == 200         # by id at once
+    server.local("PUT", "/timing", {"list_lag_ms": 0})
+    assert sid in listed(server)
+    server.request("DELETE", "/api/sandbox/" + sid)
+
+
+def test_list_lag_knob(server_factory):
+    s = server_factory("--list-lag-ms", "0")
+    sid = s.json("POST", "/api/sandbox", {}, expect=200)[1]["id"]
+    assert sid in listed(s)
+
+
+def test_default_order_is_last_activity_and_pages_can_skip_a_sandbox(server_factory):
+    s = server_factory("--list-lag-ms", "0")
+    ids = [s.json("POST", "/api/sandbox", {}, expect=200)[1]["id"] for _ in range(3)]
+    for sid in ids:                      # activity in this order: ids[2] is the most recent
+        s.request("POST", "/api/sandbox/%s/last-activity" % sid)
+        time.sleep(0.005)
+    page = s.json("GET", "/api/sandbox?limit=2", expect=200)[1]
+    assert [x["id"] for x in page["items"]] == [ids[2], ids[1]]
+    s.request("POST", "/api/sandbox/%s/last-activity" % ids[0])    # moves ahead of the cursor
+    rest = s.json("GET", "/api/sandbox?limit=2&cursor=" + page["nextCursor"], expect=200)[1]
+    assert rest["items"] == [] and rest["nextCursor"] is None         # ids[0] was skipped
+    asc = [x["id"] for x in s.json("GET", "/api/sandbox?sort=createdAt&order=asc",
+                                   expect=200)[1]["items"]]
+    assert asc == ids
+
+
+def test_toolbox_proxy_url_endpoint_and_the_empty_url_knob(server, server_factory, box):
+    dto = server.json("GET", "/api/sandbox/" + box.id, expect=200)[1]
+    assert dto["toolboxProxyUrl"] == server.toolbox_url
+    assert server.json("GET", "/api/sandbox/%s/toolbox-proxy-url" % box.id, expect=200)[1] == \
+        {"url": server.toolbox_url}
+    s = server_factory("--empty-toolbox-url", "--list-lag-ms", "0")
+    b = Box(s)
+    assert s.json("GET", "/api/sandbox/" + b.id, expect=200)[1]["toolboxProxyUrl"] == ""
+    items = s.json("GET", "/api/sandbox", expect=200)[1]["items"]
+    assert items and all(x["toolboxProxyUrl"] == "" for x in items)
+    assert s.json("GET", "/api/sandbox/%s/toolbox-proxy-url" % b.id, expect=200)[1] == \
+        {"url": s.toolbox_url}
+    assert b.req("GET", "/files", path="/home/daytona")[0] == 200
+    b.destroy()
