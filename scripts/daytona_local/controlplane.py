@@ -439,8 +439,14 @@ class ControlPlane:
         resp.send_json(200, dto)
 
     def pause(self, req, resp):
-        self.store.dto(req.params["idOrName"])           # 404 first
-        raise ApiError(422, "Pause is only supported for linux-vm and windows sandboxes")
+        resp.send_json(200, self.store.pause(req.params["idOrName"]))
+
+    def fork(self, req, resp):
+        f = Fields(parse_body(req))
+        f.string("name")
+        f.done()
+        self.store.fork_check(req.params["idOrName"])
+        raise ApiError(501, "Forking is not emulated by daytona-local")
 
     def resize(self, req, resp):
         f = Fields(parse_body(req))
@@ -586,6 +592,7 @@ def register(server, store):
         ("POST", "/api/sandbox/{idOrName}/archive", cp.archive),
         ("POST", "/api/sandbox/{idOrName}/recover", cp.recover),
         ("POST", "/api/sandbox/{idOrName}/pause", cp.pause),
+        ("POST", "/api/sandbox/{idOrName}/fork", cp.fork),
         ("POST", "/api/sandbox/{idOrName}/resize", cp.resize),
         ("PUT", "/api/sandbox/{idOrName}/labels", cp.labels),
         ("POST", "/api/sandbox/{idOrName}/autostop/{interval}", cp.autostop),

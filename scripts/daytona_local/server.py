@@ -414,6 +414,7 @@ class Server:
             "list_lag_ms": self.store.list_lag_ms}))
         L("POST", "/_local/sandbox/{id}/error", self._local_sandbox_error)
         L("POST", "/_local/sandbox/{id}/runner-cache", self._local_runner_cache)
+        L("POST", "/_local/sandbox/{id}/state", self._local_sandbox_state)
         L("POST", "/_local/sandbox/{id}/daemon", lambda req, resp: resp.send_json(
             200, self.store.set_daemon_version(req.params["id"],
                                                str(self._json_object(req).get("version")))))
@@ -509,6 +510,11 @@ class Server:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise ValueError("%s must be a non-negative number" % key)
         return v
+
+    def _local_sandbox_state(self, req, resp):
+        obj = self._json_object(req)
+        resp.send_json(200, self.store.force_state(req.params["id"], obj.get("state"),
+                                                   obj.get("sandboxClass")))
 
     def _local_runner_cache(self, req, resp):
         self.store.open_runner_cache(req.params["id"], self._ms(self._json_object(req)))

@@ -40,6 +40,12 @@ SANDBOX_STATES = ("creating", "restoring", "destroyed", "destroying", "started",
                   "building_snapshot", "unknown", "pulling_snapshot", "archived", "archiving",
                   "resizing", "snapshotting", "forking", "pausing", "paused", "resuming")
 ERROR_STATES = ("error", "build_failed")
+SANDBOX_CLASSES = ("container", "linux-vm", "android", "windows")
+PAUSABLE_CLASSES = ("linux-vm", "windows")
+# the desired state that goes with a state forced through /_local (transitions' targets)
+FORCED_DESIRED = {"stopped": "stopped", "stopping": "stopped", "archived": "archived",
+                  "archiving": "archived", "paused": "paused", "pausing": "paused",
+                  "destroying": "destroyed", "error": "started", "build_failed": "started"}
 IMAGE_NAME_RE = re.compile(r"^[a-zA-Z0-9_.\-:]+(/[a-zA-Z0-9_.\-:]+)*(@sha256:[a-f0-9]{64})?$")
 
 
@@ -669,7 +675,12 @@ class Store:
             self._check_not_pending(rec)
             if rec["state"] in ERROR_STATES:
                 raise ApiError(400, "Sandbox is in an errored state")
-            if rec["state"] == "stopped":
+            if rec["state"] == "paused":
+                if rec["sandboxClass"] not in PAUSABLE_CLASSES:
+                    raise ApiError(422, "Resuming is not supported for this sandbox")
+                steps = [{"state": "resuming", "t": 1}, {"state": "started"}]
+                wait = True
+            elif rec["state"] == "stopped":
                 steps = [{"state": "starting", "t": 1, "hook": "start"}, {"state": "started"}]
                 wait = True
             elif rec["state"] == "archived":
@@ -688,7 +699,7 @@ class Store:
             self._check_not_pending(rec)
             if rec["state"] in ERROR_STATES:
                 raise ApiError(400, "Sandbox is in an errored state")
-            if rec["state"] != "started":
+            if rec["state"] not in ("started", "paused"):
                 raise ApiError(400, "Sandbox is not in a stoppable state")
             if rec["autoDeleteInterval"] == 0:
                 return self._destroy(rec)        # ephemeral: stop is a delete
@@ -749,24 +760,29 @@ class Store:
             return self.sandbox_dto(rec), True
 
     def resize(self, id_or_name, cpu=None, memory=None, disk=None):
+        # the checks and messages of sandbox.service.ts resize, in its order
+        no_change = "No resource changes specified - sandbox is already at the desired " \
+            "configuration"
         with self._lock:
             rec = self._require(id_or_name)
-            self._check_not_pending(rec)
-            if rec["state"] in ERROR_STATES:
-                raise ApiError(400, "Sandbox is in an errored state")
             if rec["state"] not in ("started", "stopped"):
-                raise ApiError(400, "Sandbox must be started or stopped to be resized")
+                raise ApiError(400, "Sandbox must be in started or stopped state to resize")
+            self._check_not_pending(rec)
             if cpu is None and memory is None and disk is None:
-                raise ApiError(400, "At least one of cpu, memory or disk must be specified")
+                raise ApiError(400, no_change)
             started = rec["state"] == "started"
-            if disk is not None and disk != rec["disk"]:
-                if disk < rec["disk"]:
-                    raise ApiError(400, "Disk size cannot be decreased")
-                if started:
-                    raise ApiError(400, "Sandbox must be stopped to resize disk")
-            if started and ((cpu is not None and cpu < rec["cpu"])
-                            or (memory is not None and memory < rec["memory"])):
-                raise ApiError(400, "Sandbox must be stopped to decrease CPU or memory")
+            if disk is not None and started:
+                raise ApiError(400, "Disk resize can only be performed on a stopped sandbox")
+            if started and cpu is not None and cpu < rec["cpu"]:
+                raise ApiError(400, "Sandbox must be in stopped state to decrease the number "
+                                    "of CPU cores")
+            if started and memory is not None and memory < rec["memory"]:
+                raise ApiError(400, "Sandbox must be in stopped state to decrease memory")
+            if disk is not None and disk < rec["disk"]:
+                raise ApiError(400, "Sandbox disk size cannot be decreased")
+            if (cpu or rec["cpu"], memory or rec["memory"], disk or rec["disk"]) == \
+                    (rec["cpu"], rec["memory"], rec["disk"]):
+                raise ApiError(400, no_change)
             prev, prev_desired = rec["state"], rec["desiredState"]
             rec["job"] = {"cpu": cpu, "memory": memory, "disk": disk}
             self._begin(rec, [{"state": "resizing", "t": 1, "hook": "resize",
@@ -777,14 +793,62 @@ class Store:
     def snapshot_sandbox(self, id_or_name, name):
         with self._lock:
             rec = self._require(id_or_name)
-            self._check_not_pending(rec)
-            if rec["state"] in ERROR_STATES:
-                raise ApiError(400, "Sandbox is in an errored state")
             if rec["state"] not in ("started", "stopped"):
-                raise ApiError(400, "Sandbox must be started or stopped to create a snapshot")
+                raise ApiError(400, "Sandbox must be in started or stopped state to create a "
+                                    "snapshot")
+            self._check_not_pending(rec)
             rec["job"] = {"snapshotId": str(uuid.uuid4()), "name": name}
             self._begin(rec, [{"state": "snapshotting", "t": 1, "hook": "snapshot"},
                               {"state": rec["state"]}])
+            return self.sandbox_dto(rec)
+
+    def pause(self, id_or_name):
+        """sandbox.service.ts pause: only linux-vm and windows sandboxes pause."""
+        with self._lock:
+            rec = self._require(id_or_name)
+            if rec["state"] != "started":
+                raise ApiError(400, "Sandbox must be in started state to pause")
+            self._check_not_pending(rec)
+            if rec["sandboxClass"] not in PAUSABLE_CLASSES:
+                raise ApiError(422, "Pausing is not supported for this sandbox")
+            self._begin(rec, [{"state": "pausing", "t": 1}, {"state": "paused"}],
+                        desired="paused")
+            return self.sandbox_dto(rec)
+
+    def fork_check(self, id_or_name):
+        """sandbox.service.ts forkSandbox's checks, in its order (the fork itself is not
+        emulated)."""
+        with self._lock:
+            rec = self._require(id_or_name)
+            if rec["sandboxClass"] not in PAUSABLE_CLASSES:
+                raise ApiError(422, "Forking is not supported for this sandbox")
+            if rec["state"] != "started":
+                raise ApiError(400, "Sandbox must be in started state to fork")
+            self._check_not_pending(rec)
+            if rec["gpu"]:
+                raise ApiError(422, "Forking is not supported for GPU sandboxes")
+
+    def force_state(self, id_or_name, state, sandbox_class=None):
+        """Test hook (/_local): put a sandbox into a state at once, with its desired state and
+        no transition pending; the processes and files are left as they are. Only linux-vm and
+        windows sandboxes can be paused, so pausing/paused/resuming make a container
+        sandbox linux-vm unless a class is given."""
+        if state not in SANDBOX_STATES or state == "destroyed":
+            raise ApiError(400, "state must be one of the sandbox states but destroyed")
+        if sandbox_class is not None and sandbox_class not in SANDBOX_CLASSES:
+            raise ApiError(400, "sandboxClass must be one of " + ", ".join(SANDBOX_CLASSES))
+        with self._lock:
+            rec = self._require(id_or_name)
+            rec["op"] = rec.get("op", 0) + 1
+            rec["plan"] = []
+            rec["pending"] = False
+            if sandbox_class is None and state in ("pausing", "paused", "resuming") \
+                    and rec["sandboxClass"] not in PAUSABLE_CLASSES:
+                sandbox_class = "linux-vm"
+            fields = {"sandboxClass": sandbox_class} if sandbox_class else {}
+            self._change(rec, state=state, desired=FORCED_DESIRED.get(state, "started"),
+                         **fields)
+            self.save_soon()
             return self.sandbox_dto(rec)
 
     # ---------------------------------------------------------------- the proxy's runner cache

@@ -289,3 +289,79 @@ def test_toolbox_proxy_url_endpoint_and_the_empty_url_knob(server, server_factor
         {"url": s.toolbox_url}
     assert b.req("GET", "/files", path="/home/daytona")[0] == 200
     b.destroy()
+
+
+# --------------------------------------------------------------------------- pause, states (D11, D12)
+def force(server, sid, state, **extra):
+    st, _, body = server.local("POST", "/sandbox/%s/state" % sid, dict(state=state, **extra))
+    assert st == 200, body
+    return json.loads(body)
+
+
+def api_error(server, method, path, body=None):
+    st, b = server.json(method, path, body)
+    return st, b["message"]
+
+
+def test_pause_only_for_vm_classes_and_only_when_started(server, box):
+    p = "/api/sandbox/%s/pause" % box.id
+    assert api_error(server, "POST", p) == (422, "Pausing is not supported for this sandbox")
+    force(server, box.id, "stopped")
+    assert api_error(server, "POST", p) == (400, "Sandbox must be in started state to pause")
+    dto = force(server, box.id, "started", sandboxClass="linux-vm")
+    assert (dto["state"], dto["sandboxClass"]) == ("started", "linux-vm")
+    st, dto = server.json("POST", p)
+    assert st == 200 and dto["state"] == "pausing" and dto["desiredState"] == "paused"
+    server.wait_state(box.id, ("paused",))
+    st, _, body = box.req("GET", "/files", path="/home/daytona")
+    assert st == 400 and b"Is the Sandbox started?" in body
+    st, dto = server.json("POST", "/api/sandbox/%s/start" % box.id)
+    assert st == 200 and dto["state"] == "started"
+    assert box.req("GET", "/files", path="/home/daytona")[0] == 200
+
+
+def test_start_from_paused_goes_through_resuming(tmp_path):
+    from daytona_local.store import Store, ApiError
+    s = Store(str(tmp_path), transition_ms=20)
+    s.start_background()
+    try:
+        sid = s.create_sandbox({})["id"]
+        s.wait_for(sid, lambda r: r and r["state"] == "started" and not r["pending"], 10)
+        s.force_state(sid, "paused")
+        s.set_timing(transition_ms=600000)
+        dto, wait = s.start(sid)
+        assert (dto["state"], dto["desiredState"], wait) == ("resuming", "started", True)
+        s.force_state(sid, "paused", sandbox_class="container")
+        with pytest.raises(ApiError) as e:
+            s.start(sid)
+        assert (e.value.status, e.value.message) == \
+            (422, "Resuming is not supported for this sandbox")
+    finally:
+        s.close()
+
+
+def test_stop_from_paused(server, box):
+    force(server, box.id, "paused")
+    st, dto = server.json("POST", "/api/sandbox/%s/stop" % box.id)
+    assert st == 200
+    server.wait_state(box.id, ("stopped",))
+
+
+def test_state_messages_of_snapshot_resize_fork(server, box):
+    sid = box.id
+    force(server, sid, "archived")
+    assert api_error(server, "POST", "/api/sandbox/%s/snapshot" % sid, {"name": "n1"}) == \
+        (400, "Sandbox must be in started or stopped state to create a snapshot")
+    assert api_error(server, "POST", "/api/sandbox/%s/resize" % sid, {"cpu": 2}) == \
+        (400, "Sandbox must be in started or stopped state to resize")
+    assert api_error(server, "POST", "/api/sandbox/%s/fork" % sid, {}) == \
+        (422, "Forking is not supported for this sandbox")
+    force(server, sid, "stopped", sandboxClass="linux-vm")
+    assert api_error(server, "POST", "/api/sandbox/%s/fork" % sid, {}) == \
+        (400, "Sandbox must be in started state to fork")
+    force(server, sid, "started")
+    assert api_error(server, "POST", "/api/sandbox/%s/resize" % sid, {"disk": 3}) == \
+        (400, "Disk resize can only be performed on a stopped sandbox")
+    assert api_error(server, "POST", "/api/sandbox/%s/resize" % sid, {"cpu": 1}) == \
+        (400, "No resource changes specified - sandbox is already at the desired configuration")
+    assert server.local("POST", "/sandbox/%s/state" % sid, {"state": "bogus"})[0] == 400
