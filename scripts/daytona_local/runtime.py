@@ -105,7 +105,24 @@ def os_error(code, path):
     return OSError(code, os.strerror(code), path)
 
 
-def pick_shell():
+SHELLS = ("zsh", "bash", "sh")
+
+
+def pick_shell(name=None):
+    """The shell /process/execute and sessions run: the one named (zsh, bash or sh), else zsh
+    when the host has it (Daytona's default image has zsh, and its daemon runs the first of
+    zsh/bash listed in /etc/shells), else the daemon's rule."""
+    if name is not None:
+        if name not in SHELLS:
+            raise ValueError("the shell must be one of " + ", ".join(SHELLS))
+        path = shutil.which(name, path=DEFAULT_PATH)
+        if path is None:
+            raise RuntimeError("--shell %s: no %s on this host" % (name, name))
+        return path
+    return shutil.which("zsh", path=DEFAULT_PATH) or daemon_shell()
+
+
+def daemon_shell():
     """The daemon's rule: the first of zsh/bash listed in /etc/shells, else $SHELL, else sh."""
     try:
         with open("/etc/shells") as f:
@@ -556,7 +573,7 @@ class Session:
 
 
 class Runtime:
-    def __init__(self, data_dir, use_bwrap=None):
+    def __init__(self, data_dir, use_bwrap=None, shell=None):
         os.makedirs(data_dir, exist_ok=True)
         self.data_dir = os.path.realpath(data_dir)
         self.sandboxes_dir = os.path.join(self.data_dir, "sandboxes")
@@ -583,7 +600,7 @@ class Runtime:
                              + [("/dev/" + n, "/dev/" + n, False) for n in DEVICES
                                 if os.path.lexists(self.root_dir + "/dev/" + n)]
                              + [(m, self.empty_dir, False) for m in self.masks])
-        self.shell = pick_shell()
+        self.shell = pick_shell(shell)
         self.perl = shutil.which("perl")
         self.warning = None
         self.bwrap = None

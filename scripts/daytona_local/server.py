@@ -558,6 +558,10 @@ def parse_args(argv):
     p.add_argument("--empty-toolbox-url", action="store_true",
                    help="sandboxes carry toolboxProxyUrl \"\", as newer APIs may send it; "
                         "clients must ask GET /api/sandbox/{id}/toolbox-proxy-url")
+    p.add_argument("--shell", choices=("zsh", "bash", "sh"),
+                   help="the shell that runs /process/execute and sessions (default: zsh when "
+                        "the host has it, as in Daytona's default image; else the daemon's "
+                        "rule: bash if listed in /etc/shells, else sh)")
     p.add_argument("--multipart", choices=("go", "lenient"), default="go",
                    help="bulk-upload part names: 'go' finds them as the daemon's Go parser "
                         "does (a Content-Disposition it rejects leaves the part nameless, so "
@@ -583,7 +587,11 @@ def _load_toolbox(args, data_dir):
         sys.stderr.write("daytona-local: cannot load the toolbox (%s); use --control-plane-only "
                          "to run without it\n" % e)
         sys.exit(2)
-    rt = runtime_mod.Runtime(data_dir, False if args.no_bwrap else None)
+    try:
+        rt = runtime_mod.Runtime(data_dir, False if args.no_bwrap else None, args.shell)
+    except RuntimeError as e:
+        sys.stderr.write("daytona-local: %s\n" % e)
+        sys.exit(2)
     if getattr(rt, "warning", None):
         sys.stderr.write("daytona-local: WARNING: %s\n" % rt.warning)
     return rt, toolbox_mod

@@ -365,3 +365,22 @@ def test_state_messages_of_snapshot_resize_fork(server, box):
     assert api_error(server, "POST", "/api/sandbox/%s/resize" % sid, {"cpu": 1}) == \
         (400, "No resource changes specified - sandbox is already at the desired configuration")
     assert server.local("POST", "/sandbox/%s/state" % sid, {"state": "bogus"})[0] == 400
+
+
+# --------------------------------------------------------------------------- the shell (issue 17)
+def shell_of(box):
+    return box.run("echo ${ZSH_VERSION:+zsh}${BASH_VERSION:+bash}")["result"]
+
+
+def test_execute_runs_zsh_by_default_when_the_host_has_it(box):
+    import shutil
+    if shutil.which("zsh") is None:
+        pytest.skip("no zsh on this host (scripts/install-deps installs it)")
+    assert shell_of(box) == "zsh\n"
+
+
+def test_shell_knob(server_factory):
+    s = server_factory("--shell", "bash")
+    b = Box(s)
+    assert shell_of(b) == "bash\n"
+    b.destroy()

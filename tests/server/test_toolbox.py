@@ -658,7 +658,7 @@ def test_session_async_status_input_logs(box):
     assert box.req("GET", "/process/session/s/command/nope")[0] == 404
     # the legacy "async" flag and suppressInputEcho
     r = box.json("POST", "/process/session/s/exec",
-                 {"command": "read x; echo [$x]", "async": True, "suppressInputEcho": True},
+                 {"command": "read x; echo \"[$x]\"", "async": True, "suppressInputEcho": True},
                  expect=202)
     box.req("POST", "/process/session/s/command/%s/input" % r["cmdId"], {"data": "hidden"})
     out = box.json("POST", "/process/session/s/exec", {"command": "true"}, headers=V)
