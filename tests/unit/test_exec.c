@@ -2,8 +2,8 @@
 /*
  * test_exec.c - the pure parts of exec.c: parsers, the poll back-off, the
  * generated scripts (their text, and their behaviour: each script is run
- * here under dash and bash against a local state directory, as the sandbox
- * would run it).
+ * here under dash, bash and zsh against a local state directory, as the
+ * sandbox would run it).
  */
 #include "unit.h"
 
@@ -336,7 +336,7 @@ UNIT_TEST(launch_output)
 
 /* ---- script behaviour --------------------------------------------------------
  * The scripts run here as the sandbox runs them: the launcher and the kill
- * command are fed to a shell (dash and bash here; zsh in some images), in a
+ * command are fed to a shell (dash, bash and zsh here), in a
  * temporary state directory. */
 
 static char tmp_root[64];
@@ -446,7 +446,10 @@ static int start(const char *shell, const char *sd, unsigned first, const struct
 	return (int)n;
 }
 
-static const char *const shells[] = { "dash", "bash" };
+/* The daemon feeds commands to zsh in Daytona's default image, to bash in the
+ * slim one; dash is the strictest POSIX sh. */
+static const char *const shells[] = { "dash", "bash", "zsh" };
+#define N_SHELLS (sizeof(shells) / sizeof(shells[0]))
 
 static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
 {
@@ -455,7 +458,7 @@ static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
 
 UNIT_TEST(run_core_example)
 {
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = {
 			.command = "exec python3 -c \"import sys; print(1); print(2, file=sys.stderr); sys.exit(3)\""
 		};
@@ -491,7 +494,7 @@ UNIT_TEST(run_core_example)
 
 UNIT_TEST(run_binary_env_cwd)
 {
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < N_SHELLS; i++) {
 		static const char bin[] = "a\0b\377\n\0last";
 		struct dt_kv env[2] = { { "V", "it's $HOME \"q\" \\n" }, { "PATH", "/nonexistent" } };
 		char sd[256], dir[512], cwd[512];
@@ -665,7 +668,7 @@ UNIT_TEST(reconcile_output)
 
 UNIT_TEST(run_stdin)
 {
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "exec wc -l" };
 		char sd[256], dir[512];
 		char *t;
@@ -729,7 +732,7 @@ UNIT_TEST(run_stdin_binary)
 UNIT_TEST(run_stdin_unread)
 {
 	/* A command that ignores its stdin ends, and takes the holder along. */
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "echo done" };
 		char sd[256], dir[512];
 		char *t;
@@ -806,7 +809,7 @@ UNIT_TEST(run_timeout)
 
 UNIT_TEST(run_kill)
 {
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "sleep 30 & sleep 31; echo never" };
 		struct strbuf k = STRBUF_INIT;
 		char sd[256], dir[512], *t;
@@ -943,7 +946,7 @@ UNIT_TEST(run_kill_orphan_record)
 
 UNIT_TEST(run_reconcile)
 {
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "sleep 30" };
 		struct strbuf sb = STRBUF_INIT;
 		char sd[256], dir[512], live_dir[512], path[700], *t;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The queue of deferred changes (order, conflicts, batches, hidden deletes)
- * and its script, which is run here under /bin/sh in a scratch directory
+ * and its script, which is run here under dash, bash and zsh in a scratch directory
  * with the real rm, chmod, touch and find, as the sandbox would run it.
  */
 #include <errno.h>
@@ -195,8 +195,14 @@ UNIT_TEST(parse_splits_by_marker_and_spots_failures_and_missing_ops)
 	CHECK_INT(r[3].status, WB_UNKNOWN);
 }
 
-/* Runs script under /bin/sh in dir; its output (malloc'd). */
-static char *run_sh(const char *dir, const char *script)
+/* The shells the daemon may feed a batch to: zsh (Daytona's default image),
+ * bash (the slim one), and dash, the strictest POSIX sh. */
+static const char *const shells[] = { "dash", "bash", "zsh" };
+#define N_SHELLS (sizeof(shells) / sizeof(shells[0]))
+
+/* Runs script under shell in dir, fed on its stdin as the daemon does; its
+ * output (malloc'd). */
+static char *run_sh(const char *shell, const char *dir, const char *script)
 {
 	char path[4096], *out = NULL;
 	size_t len = 0;
@@ -209,7 +215,7 @@ static char *run_sh(const char *dir, const char *script)
 		return NULL;
 	fputs(script, f);
 	fclose(f);
-	snprintf(cmd, sizeof(cmd), "cd '%s' && LC_ALL=C /bin/sh .script", dir);
+	snprintf(cmd, sizeof(cmd), "cd '%s' && LC_ALL=C %s < .script", dir, shell);
 	p = popen(cmd, "r");
 	if (!p)
 		return NULL;
@@ -243,7 +249,7 @@ static void touch_file(const char *dir, const char *name)
 		close(fd);
 }
 
-UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
+static void script_applies_every_op(const char *shell)
 {
 	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
 	const char *odd = "it's a \"name\"\nwith a newline";
@@ -285,7 +291,7 @@ UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
 
 	wb_script(&script, b, "Mk7", FMT);
 	CHECK(!script.oom);
-	out = run_sh(dir, sb_str(&script));
+	out = run_sh(shell, dir, sb_str(&script));
 	CHECK(out != NULL);
 	wb_parse(out, out ? strlen(out) : 0, "Mk7", r, 5);
 
@@ -319,7 +325,13 @@ UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
 	CHECK(system(path) == 0);
 }
 
-UNIT_TEST(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart)
+UNIT_TEST(the_script_applies_every_op_under_sh_whatever_the_names)
+{
+	for (size_t i = 0; i < N_SHELLS; i++)
+		script_applies_every_op(shells[i]);
+}
+
+static void consecutive_deletes_in_one_rm(const char *shell)
 {
 	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
 	static const char *const names[] = { "a", "b", "sub", "c", "d", "e" };
@@ -349,7 +361,7 @@ UNIT_TEST(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart)
 	wb_script(&script, b, "Zq9", FMT);
 	/* Two runs of deletes: a..c as one rm, d..e as another. */
 	CHECK(strstr(sb_str(&script), "if rm -f -- ") != NULL);
-	out = run_sh(dir, sb_str(&script));
+	out = run_sh(shell, dir, sb_str(&script));
 	wb_parse(out, out ? strlen(out) : 0, "Zq9", r, 7);
 	CHECK_INT(r[0].status, WB_OK);
 	CHECK_INT(r[1].status, WB_OK);
@@ -368,6 +380,12 @@ UNIT_TEST(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart)
 	wb_list_free(b);
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
 	CHECK(system(path) == 0);
+}
+
+UNIT_TEST(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart)
+{
+	for (size_t i = 0; i < N_SHELLS; i++)
+		consecutive_deletes_in_one_rm(shells[i]);
 }
 
 int main(void)
