@@ -828,7 +828,7 @@ static int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, in
 
 	*out = NULL;
 	*code = -1;
-	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; ");
+	sb_adds(&cmd, FILES_SH_PREFIX);
 	sb_adds(&cmd, script);
 	if (cmd.oom) {
 		sb_free(&cmd);
@@ -872,14 +872,14 @@ static int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script
 
 /* Appends to a command: print path's attributes in the find format, and
  * succeed even if that fails (the change it follows is what counts). */
-static void add_stat_print(struct strbuf *cmd, const char *path)
+void files_add_stat_print(struct strbuf *cmd, const char *path)
 {
 	sb_adds(cmd, " && { find ");
 	sh_word(cmd, path);
 	sb_adds(cmd, " -maxdepth 0 -printf '" FIND_FMT "' 2>/dev/null; true; }");
 }
 
-/* The attributes a command printed with add_stat_print, or false. */
+/* The attributes a command printed with files_add_stat_print, or false. */
 static bool parse_printed_stat(const char *out, struct stat *st, char **link)
 {
 	struct find_entry *v = NULL;
@@ -933,7 +933,7 @@ static int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *
 	int rc;
 
 	if (list_mode_get(fs, sb) != LIST_API)
-		add_stat_print(cmd, path);
+		files_add_stat_print(cmd, path);
 	rc = cmd->oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(cmd), &out);
 	sb_free(cmd);
 	if (rc == 0)
@@ -949,10 +949,23 @@ static bool split_path(const char *path, char *parent, size_t cap, const char **
 
 /* ---- listings and attributes --------------------------------------------------- */
 
+void files_list_script(struct strbuf *cmd, const char *dir, bool hex)
+{
+	/* DIR/. names the directory itself (%f prints "."), even "/" or a link to a directory. */
+	sb_adds(cmd, "d=");
+	sh_word(cmd, dir);
+	sb_adds(cmd, "/.; find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null");
+	if (hex)
+		sb_adds(cmd, " | od -An -v -tx1");
+	else
+		sb_adds(cmd, " || { r=$?; [ $r -eq 127 ] && exit 127; find \"$d\" -maxdepth 0 -printf '' 2>&1; "
+			"exit 97; }");
+}
+
 /* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do it. */
 static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
 {
-	struct strbuf cmd = STRBUF_INIT, start = STRBUF_INIT;
+	struct strbuf cmd = STRBUF_INIT;
 	char *output = NULL, *raw = NULL;
 	const char *buf;
 	size_t len;
@@ -960,14 +973,8 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 
 	*out = NULL;
 	*n = 0;
-	/* DIR/. names the directory itself (%f prints "."), even "/" or a link to a directory. */
-	sb_adds(&start, "d=");
-	sh_word(&start, dir);
-	sb_adds(&start, "/.; ");
-	sb_adds(&cmd, sb_str(&start));
-	sb_adds(&cmd, "find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null || "
-		"{ r=$?; [ $r -eq 127 ] && exit 127; find \"$d\" -maxdepth 0 -printf '' 2>&1; exit 97; }");
-	if (cmd.oom || start.oom) {
+	files_list_script(&cmd, dir, false);
+	if (cmd.oom) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -986,8 +993,7 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 		/* A name or target is not UTF-8: the same listing again, as hex,
 		 * which survives the JSON transport byte for byte. */
 		sb_reset(&cmd);
-		sb_adds(&cmd, sb_str(&start));
-		sb_adds(&cmd, "find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null | od -An -v -tx1");
+		files_list_script(&cmd, dir, true);
 		free(output);
 		output = NULL;
 		rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
@@ -1029,7 +1035,6 @@ out:
 	free(output);
 	free(raw);
 	sb_free(&cmd);
-	sb_free(&start);
 	return rc;
 }
 
@@ -1645,7 +1650,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 			add_touch(&cmd, "-a ", &n->atime, n->path);
 	}
 	if (finds)
-		add_stat_print(&cmd, n->path);
+		files_add_stat_print(&cmd, n->path);
 	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, n->sb, sb_str(&cmd), &out);
 	if (rc < 0) {
@@ -2156,7 +2161,7 @@ static int truncate_by_command(struct dfs *fs, struct sandbox *sb, const char *p
 	sb_addf(&cmd, "truncate -c -s %lld -- ", (long long)size);
 	sh_word(&cmd, path);
 	if (list_mode_get(fs, sb) != LIST_API)
-		add_stat_print(&cmd, path);
+		files_add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &out);
 	sb_free(&cmd);
 	if (rc == 0 && code == 127)
@@ -2691,6 +2696,22 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	return 0;
 }
 
+void files_rename_script(struct strbuf *cmd, const char *from, const char *to)
+{
+	sb_adds(cmd, "o=$(mv -f -T -- ");
+	sh_word(cmd, from);
+	sb_addc(cmd, ' ');
+	sh_word(cmd, to);
+	/* mv refuses a link onto the file it points to ("are the same
+	 * file"), which rename(2) does: perl's rename is rename(2). */
+	sb_adds(cmd, " 2>&1) || case $o in *'are the same file'*) perl -e "
+		"'rename($ARGV[0], $ARGV[1]) or die \"$!\\n\"' -- ");
+	sh_word(cmd, from);
+	sb_addc(cmd, ' ');
+	sh_word(cmd, to);
+	sb_adds(cmd, ";; *) printf '%s\\n' \"$o\"; exit 1;; esac");
+}
+
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	struct dt_error err = { 0 };
@@ -2760,18 +2781,7 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		/* The toolbox's move never replaces, and follows a link at the
 		 * source; rename(2) must replace, atomically: mv -T is
 		 * rename(2) in the sandbox. */
-		sb_adds(&cmd, "o=$(mv -f -T -- ");
-		sh_word(&cmd, from);
-		sb_addc(&cmd, ' ');
-		sh_word(&cmd, to);
-		/* mv refuses a link onto the file it points to ("are the same
-		 * file"), which rename(2) does: perl's rename is rename(2). */
-		sb_adds(&cmd, " 2>&1) || case $o in *'are the same file'*) perl -e "
-			"'rename($ARGV[0], $ARGV[1]) or die \"$!\\n\"' -- ");
-		sh_word(&cmd, from);
-		sb_addc(&cmd, ' ');
-		sh_word(&cmd, to);
-		sb_adds(&cmd, ";; *) printf '%s\\n' \"$o\"; exit 1;; esac");
+		files_rename_script(&cmd, from, to);
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
 		sb_free(&cmd);
 	}
@@ -3159,7 +3169,7 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 		return 0;
 	}
 	pthread_mutex_unlock(&fs->lock);
-	rc = run_fs_command(fs, sb, "stat -f -c '%S %b %f %a %c %d %l' /", &out);
+	rc = run_fs_command(fs, sb, FILES_STATFS_SCRIPT, &out);
 	if (rc < 0)
 		return rc;
 	if (!out || sscanf(out, "%llu %llu %llu %llu %llu %llu %llu", &bsize, &blocks, &bfree, &bavail,

@@ -172,6 +172,18 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 void files_find_free(struct find_entry *v, size_t n);
 /* od -An -v -tx1 output back to bytes (malloc'd, NUL-terminated after len bytes). */
 int files_unhex(const char *text, char **out, size_t *len);
+/* Scripts fs_files.c runs in the sandbox, fed to its shell (zsh, bash or sh),
+ * after FILES_SH_PREFIX; exposed for the unit tests, which run them under each. */
+struct strbuf;
+#define FILES_SH_PREFIX "LC_ALL=C; export LC_ALL; "
+#define FILES_STATFS_SCRIPT "stat -f -c '%S %b %f %a %c %d %l' /"
+/* The listing of dir (the directory itself first) in the find format, or with
+ * hex as od's hex of it; exit 127 without find, 97 when -printf fails. */
+void files_list_script(struct strbuf *cmd, const char *dir, bool hex);
+/* Appends: print path's attributes in the find format, and succeed anyway. */
+void files_add_stat_print(struct strbuf *cmd, const char *path);
+/* rename(2) of from onto to, replacing it (mv -T, or perl where mv refuses). */
+void files_rename_script(struct strbuf *cmd, const char *from, const char *to);
 /* Runs the sandbox's queued changes (deletes, owner, mode, times: see
  * writeback.h) that touch path, or all of them when path is NULL, before
  * anything that could see them in the sandbox (a listing, a command). */
