@@ -49,7 +49,12 @@ if [ -z "${CONFORMANCE_EXTERNAL:-}" ]; then
     # Its other output goes to a log file so that the pipe never fills up.
     FIFO="$DATA/stdout.fifo"
     mkfifo "$FIFO"
+    # The suite checks the SDK against the server's wire format. The listing lag and the stale
+    # runner after a restore are timing quirks of the real service that SDK 0.218 does not handle
+    # (its list() and toolbox calls would fail the same way against the cloud); they have their own
+    # tests in tests/server, and are off here.
     "$ROOT/scripts/daytona-local" --port 0 --data "$DATA/data" --transition-ms "$TRANSITION_MS" \
+        --list-lag-ms 0 --runner-cache-ms 0 \
         --api-key "$KEY" >"$FIFO" 2>"$DATA/server.stderr" &
     SERVER_PID=$!
     URL=""

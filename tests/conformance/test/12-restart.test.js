@@ -16,7 +16,9 @@ const KEY = 'restart-key'
 
 function startServer(data) {
   return new Promise((resolve, reject) => {
-    const proc = spawn(LAUNCHER, ['--port', '0', '--data', data, '--transition-ms', '50', '--api-key', KEY, '--quiet'], {
+    // the same knobs as run.sh: no listing lag, no stale runner (see there)
+    const proc = spawn(LAUNCHER, ['--port', '0', '--data', data, '--transition-ms', '50', '--list-lag-ms', '0',
+      '--runner-cache-ms', '0', '--api-key', KEY, '--quiet'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stderr = ''
