@@ -7,7 +7,7 @@ import time
 import pytest
 
 from daytona_local.faults import FaultRule
-from test_toolbox import Box, multipart_body
+from test_toolbox import Box
 
 
 @pytest.fixture
@@ -114,7 +114,8 @@ def test_lenient_multipart_knob_reads_any_header(server_factory):
 def test_non_utf8_paths_keep_their_bytes(box):
     st, b = curl_upload(box, b"/home/daytona/caf\xe9", b"latin", b"caf\xe9")
     assert (st, b) == (200, {"files": [{"path": "/home/daytona/caf\ufffd", "bytes": 5}]})
-    st, _, data = box.server.request("GET", box.prefix + "/files/download?path=/home/daytona/caf%E9")
+    raw = box.prefix + "/files/download?path=/home/daytona/caf%E9"     # not UTF-8
+    st, _, data = box.server.request("GET", raw)
     assert (st, data) == (200, b"latin")
     assert "63 61 66 e9" in box.run("ls /home/daytona | od -An -tx1")["result"]
     st, _, _ = box.server.request("GET", box.prefix + "/files/info?path=/home/daytona/caf%EF%BF%BD")
@@ -291,7 +292,7 @@ def test_toolbox_proxy_url_endpoint_and_the_empty_url_knob(server, server_factor
     b.destroy()
 
 
-# --------------------------------------------------------------------------- pause, states (D11, D12)
+# ------------------------------------------------------------------- pause, states (D11, D12)
 def force(server, sid, state, **extra):
     st, _, body = server.local("POST", "/sandbox/%s/state" % sid, dict(state=state, **extra))
     assert st == 200, body
