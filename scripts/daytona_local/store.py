@@ -990,13 +990,15 @@ class Store:
         created less than list_lag_ms ago is not in it yet (GET by id or name sees it)."""
         return self.list_lag_ms <= 0 or rec["createdAt"] <= now - self.list_lag_ms
 
-    def _sorted(self, f, default_sort):
+    def _sorted(self, f, default_sort, search=False):
+        """The matching rows in order; search: through the eventually consistent index (GET
+        /sandbox), not the database (the deprecated /sandbox/paginated)."""
         field = self.SORT_KEYS[f.get("sort") or default_sort]
         desc = (f.get("order") or "desc") == "desc"
         now = self.now()
         with self._lock:
             rows = [r for r in self._sandboxes.values()
-                    if self._matches(r, f) and self._indexed(r, now)]
+                    if self._matches(r, f) and (not search or self._indexed(r, now))]
             keyed = [((r[field] if r[field] is not None else ""), r["id"], r) for r in rows]
         keyed.sort(key=lambda x: (x[0], x[1]), reverse=desc)
         return keyed, desc
@@ -1004,7 +1006,7 @@ class Store:
     def list_sandboxes(self, f):
         """Cursor pagination (GET /sandbox). The cursor is base64 JSON {"v", "id"} of the last
         item (keyset pagination on (sort value, id), like the real API's opaque cursor)."""
-        keyed, desc = self._sorted(f, "lastActivityAt")
+        keyed, desc = self._sorted(f, "lastActivityAt", search=True)
         limit = f.get("limit") or 100
         cur = f.get("cursor")
         if cur:

@@ -249,6 +249,8 @@ def test_a_new_sandbox_reaches_the_listing_late(server):
     sid = server.json("POST", "/api/sandbox", {}, expect=200)[1]["id"]
     assert sid not in listed(server)
     assert server.json("GET", "/api/sandbox/" + sid)[0] == 200         # by id at once
+    page = server.json("GET", "/api/sandbox/paginated?limit=200", expect=200)[1]
+    assert sid in [x["id"] for x in page["items"]]        # the deprecated list reads the DB
     server.local("PUT", "/timing", {"list_lag_ms": 0})
     assert sid in listed(server)
     server.request("DELETE", "/api/sandbox/" + sid)
