@@ -199,13 +199,13 @@ class Store:
     def sandbox(self, name):
         sb = self.sandboxes.get(name)
         if sb is None:
-            raise not_found("Sandbox not found")
+            raise not_found("Sandbox not found: %s" % name)
         return sb
 
     def session(self, sid):
         s = self.sessions.get(sid)
         if s is None:
-            raise not_found("Session not found")
+            raise not_found("Session not found: %s" % sid)
         return s
 
     def running_session(self, sid):
@@ -276,8 +276,8 @@ class Store:
             with self.lock:
                 snap = self.snapshots.get(snap_id)
                 if snap is None or snap["status"] != "created":
-                    raise VercelError(410 if snap is not None else 404, "snapshot_not_found",
-                                      "Snapshot %s not found" % snap_id)
+                    raise VercelError(410, "snapshot_not_found",
+                                      "Snapshot not found: %s" % snap_id)
         with self.lock:
             if name in self.sandboxes:
                 raise VercelError(409, "conflict", "A sandbox named %s already exists" % name)
@@ -399,7 +399,7 @@ class Store:
                 # nothing kept: the next session starts as the sandbox was created
                 src = (sb.get("source") or {}).get("snapshotId")
                 if src and self.snapshots.get(src, {}).get("status") != "created":
-                    raise VercelError(410, "snapshot_not_found", "Snapshot %s not found" % src)
+                    raise VercelError(410, "snapshot_not_found", "Snapshot not found: %s" % src)
                 self.runtime.destroy(sb["name"])
                 self.runtime.create(sb["name"], from_snapshot=src)
             s = self._new_session(sb)
@@ -427,7 +427,7 @@ class Store:
             if body.get("currentSnapshotId") is not None:
                 snap = self.snapshots.get(body["currentSnapshotId"])
                 if snap is None or snap["status"] != "created":
-                    raise not_found("Snapshot not found")
+                    raise not_found("Snapshot not found: %s" % body["currentSnapshotId"])
                 sb["currentSnapshotId"] = snap["id"]
             for k in ("networkPolicy", "networkId", "snapshotExpiration", "keepLastSnapshots",
                       "region", "failoverRegions", "mounts"):
@@ -624,7 +624,7 @@ class Store:
         with self.lock:
             snap = self.snapshots.get(snap_id)
             if snap is None or snap["status"] == "deleted":
-                raise not_found("Snapshot not found")
+                raise not_found("Snapshot not found: %s" % snap_id)
             return snap
 
     def delete_snapshot(self, snap_id):
@@ -658,7 +658,7 @@ class Store:
             self.running_session(sid)
             cmd = self.commands.get(sid, {}).get(cmd_id)
             if cmd is None:
-                raise not_found("Command not found")
+                raise not_found("Command not found: %s" % cmd_id)
             return cmd
 
     def list_commands(self, sid):

@@ -135,9 +135,12 @@ test('while stopping: 422 sandbox_stopping; the SDK waits it out and resumes', a
 
 test('update changes the sandbox; delete removes it (404 afterwards)', async () => {
   const sb = await Sandbox.create(creds({ name: uniqueName('upd') }))
-  await sb.update({ timeout: 120000, tags: { team: 'a' } })
+  await sb.update({ timeout: 400000, tags: { team: 'a' } })
+  // the PATCH records the new default; the SDK extends the running session by the difference
+  const session = (await raw('GET', `/v2/sandboxes/sessions/${sb.currentSession().sessionId}`)).json.session
+  assert.equal(session.timeout, 400000)
   const got = await Sandbox.get(creds({ name: sb.name }))
-  assert.equal(got.timeout, 120000)
+  assert.equal(got.timeout, 400000)
   assert.deepEqual(got.tags, { team: 'a' })
   await sb.delete()
   await assertApiError(Sandbox.get(creds({ name: sb.name })), 404, 'not_found')
