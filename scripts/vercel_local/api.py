@@ -109,6 +109,7 @@ class Api:
         R("POST", S + "/fs/read", self.fs_read)
         R("POST", S + "/fs/write", self.fs_write)
         R("POST", S + "/fs/mkdir", self.fs_mkdir)
+        R("GET", "/v2/sandboxes/snapshots/tree", self.snapshot_tree)
         R("GET", "/v2/sandboxes/snapshots/{snap}", self.get_snapshot)
         R("DELETE", "/v2/sandboxes/snapshots/{snap}", self.delete_snapshot)
 
@@ -206,6 +207,9 @@ class Api:
         page, pagination = self.store.list_snapshots(_query(req))
         send_json(resp, 200, {"snapshots": [self.store.snapshot_json(s) for s in page],
                               "pagination": pagination})
+
+    def snapshot_tree(self, req, resp):
+        send_json(resp, 200, self.store.snapshot_tree(_query(req)))
 
     def get_snapshot(self, req, resp):
         snap = self.store.get_snapshot(req.params["snap"])

@@ -85,22 +85,31 @@ def decode_cursor(text):
         raise bad_request("Invalid request: `cursor` is not a valid cursor.")
 
 
-def paginate(items, key, query, default_limit=20, max_limit=100):
-    """Keyset pagination: items sorted by key (then name/id), a page of `limit` after the
-    cursor. Returns (page, {"count", "next"})."""
+def sort_order(query):
     order = query.get("sortOrder") or "desc"
     if order not in ("asc", "desc"):
         raise bad_request("Invalid request: `sortOrder` must be one of asc, desc.")
+    return order
+
+
+def page_limit(query, default_limit=20, max_limit=100):
     limit = query.get("limit")
     if limit in (None, ""):
-        limit = default_limit
-    else:
-        try:
-            limit = int(limit)
-        except ValueError:
-            raise bad_request("Invalid request: `limit` must be a number.")
-        if not 1 <= limit <= max_limit:
-            raise bad_request("Invalid request: `limit` must be between 1 and %d." % max_limit)
+        return default_limit
+    try:
+        limit = int(limit)
+    except ValueError:
+        raise bad_request("Invalid request: `limit` must be a number.")
+    if not 1 <= limit <= max_limit:
+        raise bad_request("Invalid request: `limit` must be between 1 and %d." % max_limit)
+    return limit
+
+
+def paginate(items, key, query, default_limit=20, max_limit=100):
+    """Keyset pagination: items sorted by key (then name/id), a page of `limit` after the
+    cursor. Returns (page, {"count", "next"})."""
+    order = sort_order(query)
+    limit = page_limit(query, default_limit, max_limit)
     items = sorted(items, key=key, reverse=order == "desc")
     cursor = query.get("cursor")
     if cursor:
@@ -299,6 +308,7 @@ class Store:
                     sb[k] = body[k]
             if snap_id:
                 sb["source"] = {"type": "snapshot", "snapshotId": snap_id}
+                sb["currentSnapshotId"] = snap_id       # its next snapshot descends from it
                 self.snapshots[snap_id]["lastUsedAt"] = t
             self.sandboxes[name] = sb
             # a leftover tree of an earlier sandbox of that name must not leak into this one
@@ -646,6 +656,47 @@ class Store:
             items = [s for s in self.snapshots.values() if s["status"] != "deleted"
                      and (not name or s.get("sandbox") == name)]
         return paginate(items, lambda s: (s["createdAt"], s["id"]), query)
+
+    def snapshot_tree(self, query):
+        """GET /v2/sandboxes/snapshots/tree: from the anchor snapshot, its ancestors (desc) or
+        descendants (asc, along the newest child), a page at a time; `next` is the snapshot id
+        the SDK sends back as the next anchor. A node's `count` is its number of children."""
+        self.check_project(query.get("project"))
+        anchor_id = query.get("snapshotId")
+        if not anchor_id:
+            raise bad_request("Invalid request: `snapshotId` is required.")
+        order = sort_order(query)
+        limit = page_limit(query)
+        with self.lock:
+            anchor = self.snapshots.get(anchor_id)
+            if anchor is None:
+                raise not_found("Snapshot not found: %s" % anchor_id)
+            chain, cur = [], anchor
+            while len(chain) <= limit:
+                if order == "desc":
+                    cur = self.snapshots.get(cur.get("parentId") or "")
+                else:
+                    kids = self._children(cur["id"])
+                    cur = kids[-1] if kids else None
+                if cur is None:
+                    break
+                chain.append(cur)
+            page = chain[:limit]
+            return {"snapshots": [self._tree_node(x) for x in page],
+                    "anchor": self._tree_node(anchor),
+                    "pagination": {"count": len(page),
+                                   "next": page[-1]["id"] if len(chain) > limit else None}}
+
+    def _children(self, snap_id):
+        return sorted((x for x in self.snapshots.values() if x.get("parentId") == snap_id),
+                      key=lambda x: (x["createdAt"], x["id"]))
+
+    def _tree_node(self, snap):
+        parent = snap.get("parentId")
+        siblings = [x for x in self._children(parent) if x["id"] != snap["id"]] if parent else []
+        return {"snapshot": self.snapshot_json(snap),
+                "siblings": [self.snapshot_json(x) for x in siblings],
+                "count": str(len(self._children(snap["id"])))}
 
     # -- commands
     def add_command(self, sid, cmd):

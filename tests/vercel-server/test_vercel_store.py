@@ -158,3 +158,23 @@ def test_create_validates_like_the_api(store):
     with pytest.raises(VercelError) as e:
         store.create({"projectId": "other", "name": "i"}, legacy=False)
     assert e.value.status == 404
+
+
+def test_snapshot_tree_walks_parents_and_children_in_pages(store):
+    _, s = create(store, "t")
+    ids = []
+    for _ in range(3):
+        snap, _ = store.snapshot(s["id"], None)
+        ids.append(snap["id"])
+        _, s, _ = store.get("t", resume=True)
+    out = store.snapshot_tree({"snapshotId": ids[2], "limit": "1"})
+    assert [n["snapshot"]["id"] for n in out["snapshots"]] == [ids[1]]
+    assert out["pagination"] == {"count": 1, "next": ids[1]}
+    out = store.snapshot_tree({"snapshotId": ids[1], "limit": "1"})
+    assert [n["snapshot"]["id"] for n in out["snapshots"]] == [ids[0]]
+    assert out["pagination"]["next"] is None
+    out = store.snapshot_tree({"snapshotId": ids[0], "sortOrder": "asc"})
+    assert [n["snapshot"]["id"] for n in out["snapshots"]] == ids[1:]
+    assert out["anchor"]["count"] == "1" and out["anchor"]["siblings"] == []
+    with pytest.raises(VercelError):
+        store.snapshot_tree({})

@@ -85,3 +85,25 @@ test('a snapshotting session answers 422 sandbox_snapshotting until it has stopp
     await setTiming({ transition_ms: 50 })
   }
 })
+
+test('Snapshot.tree: ancestors (desc) and descendants (asc) a page at a time, siblings, counts', async () => {
+  const sb = await create()
+  const ids = []
+  for (const v of ['1', '2', '3']) {
+    await sb.writeFiles([{ path: 'v', content: v }])     // resumes after the previous snapshot
+    ids.push((await sb.snapshot()).snapshotId)
+  }
+  const branch = await create({ source: { type: 'snapshot', snapshotId: ids[0] } })
+  const side = (await branch.snapshot()).snapshotId     // a second child of ids[0]
+  const up = await Snapshot.tree(creds({ snapshotId: ids[2], sortOrder: 'desc', limit: 1 }))
+  assert.equal(up.anchor.snapshot.id, ids[2])
+  const pages = []
+  for await (const page of up.pages()) pages.push(page.snapshots.map((n) => n.snapshot.id))
+  assert.deepEqual(pages, [[ids[1]], [ids[0]]])
+  const down = await (await Snapshot.tree(creds({ snapshotId: ids[0], sortOrder: 'asc' }))).toArray()
+  assert.deepEqual(down.map((n) => n.snapshot.id), [side])          // the newest child
+  const root = (await Snapshot.tree(creds({ snapshotId: ids[0] }))).anchor
+  assert.equal(root.count, '2')
+  const mid = (await Snapshot.tree(creds({ snapshotId: ids[1] }))).anchor
+  assert.deepEqual(mid.siblings.map((s) => s.id), [side])
+})
