@@ -59,11 +59,11 @@ class VercelServer(Server):
     def _internal_error(self, req, resp, path):
         send_error(resp, 500, "internal_server_error", "An unexpected error occurred.")
 
-    def _apply_fault(self, fault, req, resp):
+    def _apply_fault(self, fault, req, resp, route, path):
         """A status fault without its own body answers with Vercel's error body; the other
         actions are the base class's."""
         if fault.action != "status" or fault.body is not None:
-            return super()._apply_fault(fault, req, resp)
+            return super()._apply_fault(fault, req, resp, route, path)
         headers = []
         if fault.retry_after is not None:
             ra = fault.retry_after
