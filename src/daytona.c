@@ -106,6 +106,15 @@ out:
 	return found;
 }
 
+/* "Sandbox must be in started state to create a snapshot" (snapshot,
+ * resize, fork): the call needs another state, as the other EBUSY ones. */
+static bool state_required(const char *msg)
+{
+	const char *p = strcasestr(msg, "must be in ");
+
+	return p && strcasestr(p, " state");
+}
+
 int dt_errno_for_status(long status, bool toolbox, const char *body)
 {
 	char msg[512] = "";
@@ -124,7 +133,7 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 		if (!toolbox && body_message(body, msg, sizeof(msg)) &&
 		    (strcasestr(msg, "not in valid state") || strcasestr(msg, "not in a stoppable state") ||
 		     strcasestr(msg, "is not stopped") || strcasestr(msg, "is in an errored state") ||
-		     strcasestr(msg, "is not started")))
+		     strcasestr(msg, "is not started") || state_required(msg)))
 			return -EBUSY;
 		return -EINVAL;
 	case 401:

@@ -560,7 +560,13 @@ UNIT_TEST(errno_control_plane)
 	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"Sandbox is not in valid state\"}"), -EBUSY);
 	CHECK_INT(dt_errno_for_status(400, false,
 				      "{\"message\":\"Sandbox is not in a stoppable state\"}"), -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false,
+				      "{\"message\":\"Sandbox must be in started state to create a snapshot\"}"),
+		  -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false,
+				      "{\"message\":\"Sandbox must be in stopped state to resize\"}"), -EBUSY);
 	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"cpu must be a number\"}"), -EINVAL);
+	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"disk must be in GB\"}"), -EINVAL);
 	CHECK_INT(dt_errno_for_status(401, false, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(403, false, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(404, false, NULL), -ENOENT);
