@@ -38,8 +38,17 @@ struct dt_error {
 };
 
 /* The errno for an HTTP status as described above (0 for 2xx); body (may be
- * NULL) is the response body, whose JSON "message" refines 400 and 409. Pure. */
+ * NULL) is the response body, whose JSON "message" refines 400, 401, 404 and
+ * 409. Pure. */
 int dt_errno_for_status(long status, bool toolbox, const char *body);
+
+/* A toolbox answer given by the proxy or runner in place of the sandbox
+ * (the request never reached it): a 404 "sandbox container not found"
+ * (EHOSTDOWN once it persists) or a 401 that is a throttled token check
+ * (EAGAIN). Every toolbox call re-sends these with backoff for up to
+ * wait_timeout. Pure. */
+enum dt_refusal { DT_REFUSED_NOT, DT_REFUSED_NO_CONTAINER, DT_REFUSED_THROTTLED };
+enum dt_refusal dt_toolbox_refusal(long status, const char *body);
 
 /* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
 int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)

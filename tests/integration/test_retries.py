@@ -67,3 +67,60 @@ def test_a_root_ctl_line_over_1_mib_is_refused_whole(mount):
     assert name in os.listdir(mount.p())
     assert "yyyy" not in read(mount.p(name, "info"))
     ctl(mount.p(name, "ctl"), "delete")
+
+
+# ---- answers of the toolbox proxy that only look final (D1, D5) ------------------------------
+
+RUNNER_NO_CONTAINER = {"statusCode": 404, "code": "NOT_FOUND",
+                       "message": "not found: sandbox container not found: Error response from daemon: "
+                                  "No such container: 5b8e0c"}
+PROXY_THROTTLED = {"statusCode": 401, "code": "UNAUTHORIZED",
+                   "message": "authentication failed: Bearer token validation error: ThrottlerException: "
+                              "Too Many Requests"}
+
+
+@pytest.fixture(scope="module")
+def fresh(server, tmp_root, sandbox):
+    """A mount of its own whose waits end after 3 s and that keeps no listings or attributes
+    (so that each look is a request), but "no such file" as usual: (mount, toolbox)."""
+    from conftest import Mount
+    m = Mount(server, tmp_root, extra_opts=("wait_timeout=3", "dir_timeout=0", "attr_timeout=0"),
+              name="mnt-retries")
+    yield m, Toolbox(server, sandbox)
+    m.unmount()
+
+
+def injected(server):
+    return sum(r["injected"] for r in server.local("GET", "/_local/faults"))
+
+
+@pytest.mark.parametrize("status,body", [(404, RUNNER_NO_CONTAINER), (401, PROXY_THROTTLED)],
+                         ids=["runner-has-no-container", "proxy-throttled"])
+def test_a_toolbox_refusal_by_the_proxy_is_retried_until_it_passes(server, sandbox, fresh, no_faults,
+                                                                    status, body):
+    m, toolbox = fresh
+    name = "refused-" + uuid.uuid4().hex[:8]
+    toolbox.upload("/home/daytona/" + name, b"there all along\n")
+    fault(server, pattern="^/toolbox/", status=status, body=body, count=3)
+    # Not "no such file" (404) nor "permission denied" (401): the sandbox never saw the request.
+    assert read(m.p(sandbox, "work", name)) == "there all along\n"
+    assert injected(server) == 3
+    assert os.stat(m.p(sandbox, "work", name)).st_size == 16
+
+
+@pytest.mark.parametrize("status,body,err", [(404, RUNNER_NO_CONTAINER, errno.EHOSTDOWN),
+                                             (401, PROXY_THROTTLED, errno.EAGAIN)],
+                         ids=["runner-has-no-container", "proxy-throttled"])
+def test_a_toolbox_refusal_that_persists_is_reported_as_such_and_not_cached(server, sandbox, fresh, no_faults,
+                                                                           status, body, err):
+    m, toolbox = fresh
+    name = "persist-" + uuid.uuid4().hex[:8]
+    toolbox.upload("/home/daytona/" + name, b"x\n")
+    fault(server, pattern="^/toolbox/", status=status, body=body)
+    with pytest.raises(OSError) as e:
+        os.stat(m.p(sandbox, "work", name))
+    assert e.value.errno == err
+    assert injected(server) > 1          # retried, for up to wait_timeout (3 s here)
+    server.local("DELETE", "/_local/faults")
+    # No negative entry was kept (negative_timeout is 2 s): the file is there at once.
+    assert read(m.p(sandbox, "work", name)) == "x\n"

@@ -583,6 +583,28 @@ UNIT_TEST(errno_control_plane)
 	CHECK_INT(dt_errno_for_status(418, false, NULL), -EIO);
 }
 
+#define RUNNER_NO_CONTAINER \
+	"{\"statusCode\":404,\"code\":\"NOT_FOUND\",\"message\":\"not found: sandbox container not found: " \
+	"Error response from daemon: No such container: 0a1b\"}"
+#define PROXY_THROTTLED \
+	"{\"statusCode\":401,\"code\":\"UNAUTHORIZED\",\"message\":\"authentication failed: Bearer token " \
+	"validation error: ThrottlerException: Too Many Requests\"}"
+
+UNIT_TEST(toolbox_refusals)
+{
+	CHECK_INT(dt_toolbox_refusal(404, RUNNER_NO_CONTAINER), DT_REFUSED_NO_CONTAINER);
+	CHECK_INT(dt_toolbox_refusal(401, PROXY_THROTTLED), DT_REFUSED_THROTTLED);
+	CHECK_INT(dt_toolbox_refusal(401, "{\"message\":\"Too Many Requests\"}"), DT_REFUSED_THROTTLED);
+	/* the daemon's own answers: empty bodies, or FILE_* codes */
+	CHECK_INT(dt_toolbox_refusal(404, ""), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(404, NULL), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(404, "{\"code\":\"FILE_NOT_FOUND\",\"message\":\"file not found\"}"),
+		  DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(404, "{\"message\":\"not found: session not found\"}"), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(401, "{\"message\":\"Bearer token is invalid\"}"), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(500, RUNNER_NO_CONTAINER), DT_REFUSED_NOT);
+}
+
 UNIT_TEST(errno_toolbox)
 {
 	CHECK_INT(dt_errno_for_status(400, true, ""), -EINVAL);   /* fs errors: empty body */
@@ -598,6 +620,16 @@ UNIT_TEST(errno_toolbox)
 	CHECK_INT(dt_errno_for_status(401, true, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(403, true, ""), -EACCES);
 	CHECK_INT(dt_errno_for_status(404, true, ""), -ENOENT);
+	/* newer daemons: a JSON body with a FILE_* code is still "no such file" */
+	CHECK_INT(dt_errno_for_status(404, true,
+		  "{\"code\":\"FILE_NOT_FOUND\",\"message\":\"file not found: /x\"}"), -ENOENT);
+	/* the runner, with no container for the sandbox: not a file that is missing */
+	CHECK_INT(dt_errno_for_status(404, true, RUNNER_NO_CONTAINER), -EHOSTDOWN);
+	CHECK_INT(dt_errno_for_status(404, false, RUNNER_NO_CONTAINER), -ENOENT);
+	/* the proxy's token check, throttled by the API */
+	CHECK_INT(dt_errno_for_status(401, true, PROXY_THROTTLED), -EAGAIN);
+	CHECK_INT(dt_errno_for_status(401, true, "{\"message\":\"authentication failed: Bearer token is invalid\"}"),
+		  -EACCES);
 	CHECK_INT(dt_errno_for_status(408, true, NULL), -ETIMEDOUT);
 	CHECK_INT(dt_errno_for_status(409, true, ""), -EEXIST);
 	CHECK_INT(dt_errno_for_status(410, true, NULL), -EPIPE);
@@ -642,5 +674,6 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(create_intervals_ephemeral_public),
 	  UNIT_CASE(create_volumes),
 	  UNIT_CASE(errno_control_plane),
+	  UNIT_CASE(toolbox_refusals),
 	  UNIT_CASE(errno_toolbox),
 	  UNIT_CASE(error_set))
