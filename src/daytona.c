@@ -192,6 +192,27 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 	}
 }
 
+bool dt_error_transient(const struct dt_error *err)
+{
+	if (!err)
+		return false;
+	if (err->http_status >= 500 || err->http_status == 429)
+		return true;
+	switch (err->err) {
+	case EAGAIN:
+	case ECONNRESET:
+	case ECONNREFUSED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+		return true;
+	case ETIMEDOUT:
+		/* 408: the sandbox ran the command out of its own time limit. */
+		return err->http_status != 408;
+	default:
+		return false;
+	}
+}
+
 /* Fills err from a non-2xx response: the server's message when it sent one,
  * else a sentence from the status (the toolbox's fs errors have no body). */
 static int status_error(struct dt_error *err, const struct http_response *resp, bool toolbox,

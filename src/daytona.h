@@ -50,6 +50,12 @@ int dt_errno_for_status(long status, bool toolbox, const char *body);
 enum dt_refusal { DT_REFUSED_NOT, DT_REFUSED_NO_CONTAINER, DT_REFUSED_THROTTLED };
 enum dt_refusal dt_toolbox_refusal(long status, const char *body);
 
+/* Whether the failure in err may pass if the request is sent again: no
+ * answer (reset, refused, timed out, unreachable), or a 5xx or 429 answer
+ * (after http.c's own retries). Whether sending again is safe is the
+ * caller's business. */
+bool dt_error_transient(const struct dt_error *err);
+
 /* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
 int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

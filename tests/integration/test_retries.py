@@ -124,3 +124,59 @@ def test_a_toolbox_refusal_that_persists_is_reported_as_such_and_not_cached(serv
     server.local("DELETE", "/_local/faults")
     # No negative entry was kept (negative_timeout is 2 s): the file is there at once.
     assert read(m.p(sandbox, "work", name)) == "x\n"
+
+
+# ---- deferred changes meet transient faults (B4) ---------------------------------------------
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture
+def d(mount, sandbox):
+    name = "b4-" + uuid.uuid4().hex[:8]
+    os.mkdir(mount.p(sandbox, "work", name))
+    return name
+
+
+TRANSIENT = {"500": {"action": "status", "status": 500},
+             "502": {"action": "status", "status": 502},
+             "drop": {"action": "drop"},
+             # the batch ran, its answer is cut: it is sent again, and runs again
+             "reset_mid_body": {"action": "reset_mid_body"}}
+
+
+@pytest.mark.parametrize("kind", list(TRANSIENT))
+def test_a_deferred_delete_survives_a_transient_fault(mount, sandbox, server, no_faults, d, kind):
+    toolbox = Toolbox(server, sandbox)
+    p = mount.p(sandbox, "work", d, "gone")
+    write(p, "delete me\n")
+    os.listdir(mount.p(sandbox, "work", d))
+    server.local("DELETE", "/_local/faults")
+    fault(server, pattern="/process/execute", count=1, **TRANSIENT[kind])
+    os.unlink(p)
+    fsync_dir(mount.p(sandbox, "work", d))        # sends the batch: no error to report
+    assert injected(server) == 1
+    assert toolbox.download(f"/home/daytona/{d}/gone") is None
+    assert not os.path.exists(p)
+    assert "gone" not in read(mount.p(sandbox, "error"))
+
+
+def test_a_resent_batch_with_a_mode_and_a_delete_of_one_file_reports_nothing(mount, sandbox, server, no_faults,
+                                                                             d):
+    toolbox = Toolbox(server, sandbox)
+    p = mount.p(sandbox, "work", d, "f")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, b"x")
+    os.fchown(fd, os.getuid(), os.getgid())
+    os.fchmod(fd, 0o600)      # set while written: sent after the upload, deferred
+    os.close(fd)
+    fault(server, pattern="/process/execute", action="reset_mid_body", count=1)
+    os.unlink(p)              # in the same batch as the mode
+    fsync_dir(mount.p(sandbox, "work", d))
+    assert injected(server) == 1
+    assert toolbox.download(f"/home/daytona/{d}/f") is None

@@ -638,6 +638,36 @@ UNIT_TEST(errno_toolbox)
 	CHECK_INT(dt_errno_for_status(502, true, ""), -EIO);
 }
 
+UNIT_TEST(error_transient)
+{
+	struct dt_error e = { 0 };
+
+	dt_error_set(&e, -EIO, 500, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -EIO, 502, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -EAGAIN, 429, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -ECONNRESET, 200, "answer cut");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -ECONNREFUSED, 0, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -ETIMEDOUT, 0, "no answer in time");
+	CHECK(dt_error_transient(&e));
+	/* answers of the sandbox or the toolbox itself */
+	dt_error_set(&e, -ETIMEDOUT, 408, "the command ran out of its time");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -EINVAL, 400, "x");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -EHOSTDOWN, 400, "Is the Sandbox started?");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -EACCES, 401, "x");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -ENOMEM, 0, "x");
+	CHECK(!dt_error_transient(&e));
+	CHECK(!dt_error_transient(NULL));
+}
+
 UNIT_TEST(error_set)
 {
 	struct dt_error e;
@@ -675,5 +705,6 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(create_volumes),
 	  UNIT_CASE(errno_control_plane),
 	  UNIT_CASE(toolbox_refusals),
+	  UNIT_CASE(error_transient),
 	  UNIT_CASE(errno_toolbox),
 	  UNIT_CASE(error_set))
