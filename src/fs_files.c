@@ -2764,6 +2764,31 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	return 0;
 }
 
+/*
+ * After a move answered 404: whether it was done all the same. The proxy
+ * and the runner re-send a request once after a stale connection
+ * (FIDELITY D7), and the second move finds no source. The destination was
+ * absent before the move (the API's move is used only then), so a
+ * destination that exists now, with the source gone, is the move's work.
+ */
+static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *from, const char *to)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo fi;
+	bool done;
+
+	memset(&fi, 0, sizeof(fi));
+	if (dt_fs_info(fs->dt, box, to, &fi, &err) < 0)
+		return false;
+	free(fi.name);
+	memset(&fi, 0, sizeof(fi));
+	done = dt_fs_info(fs->dt, box, from, &fi, &err) == -ENOENT;
+	free(fi.name);
+	if (done)
+		log_info("move %s to %s: 404, but the move is done (a re-sent request)", from, to);
+	return done;
+}
+
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	struct dt_error err = { 0 };
@@ -2826,6 +2851,8 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	rc = -EEXIST;
 	if (!to_exists && !S_ISLNK(sf.st_mode)) {
 		rc = dt_fs_move(fs->dt, &box, from, to, &err);
+		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
+			rc = 0;
 		if (rc < 0 && rc != -EEXIST)
 			toolbox_failed(fs, sb, rc, &err, "rename", from);
 	}

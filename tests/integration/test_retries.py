@@ -180,3 +180,25 @@ def test_a_resent_batch_with_a_mode_and_a_delete_of_one_file_reports_nothing(mou
     fsync_dir(mount.p(sandbox, "work", d))
     assert injected(server) == 1
     assert toolbox.download(f"/home/daytona/{d}/f") is None
+
+
+# ---- requests the proxy re-sends (D7) ---------------------------------------------------------
+
+def test_a_move_answered_404_that_was_done_counts_as_done(mount, sandbox, server, no_faults, d):
+    """The proxy re-sends a move once after a stale connection; the second finds no source and
+    answers 404. Here the move is done through the API, then the mount's own move gets the 404."""
+    toolbox = Toolbox(server, sandbox)
+    a, b = mount.p(sandbox, "work", d, "a"), mount.p(sandbox, "work", d, "b")
+    write(a, "moved\n")
+    assert sorted(os.listdir(mount.p(sandbox, "work", d))) == ["a"]
+    os.stat(a)                          # the mount knows a, and that b is absent
+    with pytest.raises(FileNotFoundError):
+        os.stat(b)
+    toolbox._req("POST", "/files/move", {"source": f"/home/daytona/{d}/a", "destination": f"/home/daytona/{d}/b"})
+    fault(server, pattern="/files/move", status=404, count=1)
+    os.rename(a, b)
+    assert injected(server) == 1        # the mount's move met the 404
+    assert read(b) == "moved\n"
+    assert not os.path.exists(a)
+    assert toolbox.download(f"/home/daytona/{d}/b") == b"moved\n"
+    assert "move" not in read(mount.p(sandbox, "error"))
