@@ -780,6 +780,57 @@ void dt_sandbox_clear(struct dt_sandbox *sb)
 	memset(sb, 0, sizeof(*sb));
 }
 
+/* volumes[].mountPath of a Sandbox, one per line. A list that does not fit,
+ * or a path with a newline, gives "/": every path is then taken to be on a
+ * volume, which costs a command per rename, never a non-atomic one. False
+ * when the object does not say (a list item). */
+static bool volume_paths(char *out, size_t cap, const cJSON *obj)
+{
+	const cJSON *vols = cJSON_GetObjectItemCaseSensitive(obj, "volumes");
+	const cJSON *v;
+	size_t len = 0;
+
+	out[0] = '\0';
+	if (!cJSON_IsArray(vols))
+		return cJSON_IsNull(vols);
+	cJSON_ArrayForEach(v, vols) {
+		const char *mp = jstr(v, "mountPath");
+		size_t n = mp ? strlen(mp) : 0;
+
+		if (!n)
+			continue;
+		if (strchr(mp, '\n') || len + n + 2 > cap) {
+			str_copy(out, cap, "/");
+			return true;
+		}
+		memcpy(out + len, mp, n);
+		len += n;
+		out[len++] = '\n';
+		out[len] = '\0';
+	}
+	return true;
+}
+
+bool dt_path_on_volume(const char *volume_paths, const char *path)
+{
+	const char *p = volume_paths;
+
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		char mount[1024];
+
+		if (n < sizeof(mount)) {
+			memcpy(mount, p, n);
+			mount[n] = '\0';
+			if (path_is_within(path, mount))
+				return true;
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	return false;
+}
+
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 {
 	const char *id;
@@ -800,6 +851,7 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 	jcopy(out->snapshot, sizeof(out->snapshot), obj, "snapshot");
 	jtime(&out->created_at, obj, "createdAt");
 	jtime(&out->updated_at, obj, "updatedAt");
+	out->volumes_known = volume_paths(out->volume_paths, sizeof(out->volume_paths), obj);
 	out->json = pretty_json(obj);
 	return out->json ? 0 : -ENOMEM;
 }
@@ -1499,6 +1551,7 @@ static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jtime(&out->created_at, obj, "createdAt");
 	jtime(&out->updated_at, obj, "updatedAt");
+	out->volumes_known = volume_paths(out->volume_paths, sizeof(out->volume_paths), obj);
 	out->json = pretty_json(obj);
 	return out->json ? 0 : -ENOMEM;
 }

@@ -95,6 +95,8 @@ struct dt_sandbox {
 	char snapshot[256];
 	struct timespec created_at;
 	struct timespec updated_at;
+	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
+	bool volumes_known;         /* the object had "volumes" (list items do not) */
 	char *json;                 /* the object as returned, pretty-printed with a final newline (malloc'd); may be NULL */
 };
 void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
@@ -102,6 +104,11 @@ struct cJSON;
 /* A Sandbox JSON object to dt_sandbox (json pretty-printed with a final
  * newline). -EINVAL without a string "id", -ENOMEM. Pure: unit-tested. */
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
+
+/* Whether path is at or under one of volume_paths (as dt_sandbox has them).
+ * The toolbox's move is not rename(2) there: when the rename fails (EXDEV
+ * across the mount) it copies and deletes. Pure. */
+bool dt_path_on_volume(const char *volume_paths, const char *path);
 
 /* Every sandbox, following nextCursor across pages (limit 200 a page). */
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
@@ -166,6 +173,8 @@ struct dt_snapshot {
 	char state[32];
 	struct timespec created_at;
 	struct timespec updated_at;
+	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
+	bool volumes_known;         /* the object had "volumes" (list items do not) */
 	char *json;                 /* pretty-printed with a final newline (malloc'd) */
 };
 void dt_snapshot_clear(struct dt_snapshot *s);

@@ -225,6 +225,11 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 	str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
 	str_copy(sb->state, sizeof(sb->state), d->state);
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
+	if (d->volumes_known) {
+		/* fixed at creation: a list item, which does not have them, keeps them */
+		str_copy(sb->volume_paths, sizeof(sb->volume_paths), d->volume_paths);
+		sb->volumes_known = true;
+	}
 	sb->fetched_at = now_mono();
 	sb->gone = !strcmp(d->state, "destroyed");
 	/* Not running: its commands' processes may be gone with it, so exec

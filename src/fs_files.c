@@ -2764,6 +2764,31 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	return 0;
 }
 
+/* Whether either path is on a volume of the sandbox: there the toolbox's
+ * move copies and deletes when rename(2) fails (EXDEV between the volume
+ * and the rest), so a real rename by command is used (mv does the copy
+ * itself for EXDEV, as rename(2) users expect of mv, and is atomic
+ * otherwise). */
+static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
+{
+	char paths[sizeof(sb->volume_paths)];
+	bool known;
+
+	pthread_mutex_lock(&fs->lock);
+	known = sb->volumes_known;
+	pthread_mutex_unlock(&fs->lock);
+	if (!known) {
+		/* Known only from the list, which does not give volumes: once. */
+		struct dt_error ignored = { 0 };
+
+		sandbox_refresh(fs, sb, &ignored);
+	}
+	pthread_mutex_lock(&fs->lock);
+	str_copy(paths, sizeof(paths), sb->volume_paths);
+	pthread_mutex_unlock(&fs->lock);
+	return dt_path_on_volume(paths, from) || dt_path_on_volume(paths, to);
+}
+
 /*
  * After a move answered 404: whether it was done all the same. The proxy
  * and the runner re-send a request once after a stale connection
@@ -2795,7 +2820,7 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat sf, st, hidden_st;
 	struct dt_box box;
-	bool to_exists, from_exact, replaced_hidden;
+	bool to_exists, from_exact, replaced_hidden, api_move;
 	int rc;
 
 	if (flags & RENAME_EXCHANGE)
@@ -2849,17 +2874,20 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	}
 	sandbox_box(sb, &box);
 	rc = -EEXIST;
-	if (!to_exists && !S_ISLNK(sf.st_mode)) {
+	api_move = !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
+	if (api_move) {
 		rc = dt_fs_move(fs->dt, &box, from, to, &err);
 		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
 			rc = 0;
 		if (rc < 0 && rc != -EEXIST)
 			toolbox_failed(fs, sb, rc, &err, "rename", from);
 	}
-	if (rc == -EEXIST && !(flags & RENAME_NOREPLACE)) {
-		/* The toolbox's move never replaces, and follows a link at the
-		 * source; rename(2) must replace, atomically: mv -T is
-		 * rename(2) in the sandbox. */
+	/* (With RENAME_NOREPLACE the destination was absent: a 409 of the
+	 * API's move means it came since, and is EEXIST.) */
+	if (rc == -EEXIST && (!api_move || !(flags & RENAME_NOREPLACE))) {
+		/* The toolbox's move never replaces, follows a link at the
+		 * source, and copies where rename fails (a volume); rename(2)
+		 * must replace, atomically: mv -T is rename(2) in the sandbox. */
 		sb_adds(&cmd, "o=$(mv -f -T -- ");
 		sh_word(&cmd, from);
 		sb_addc(&cmd, ' ');

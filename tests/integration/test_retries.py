@@ -202,3 +202,36 @@ def test_a_move_answered_404_that_was_done_counts_as_done(mount, sandbox, server
     assert not os.path.exists(a)
     assert toolbox.download(f"/home/daytona/{d}/b") == b"moved\n"
     assert "move" not in read(mount.p(sandbox, "error"))
+
+
+# ---- renames on a volume (D9) -----------------------------------------------------------------
+
+def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, server):
+    """The toolbox's move copies and deletes where rename(2) fails (EXDEV between a volume and
+    the rest): on a volume's mount path the mount renames by command (mv -f -T)."""
+    name = "vol-" + uuid.uuid4().hex[:8]
+    ctl(mount.p("ctl"), f"create {name} volume=cache:/home/daytona/vol")
+    try:
+        work = mount.p(name, "work")
+        os.makedirs(os.path.join(work, "vol", "sub"))
+        os.mkdir(os.path.join(work, "plain"))
+        write(os.path.join(work, "vol", "a"), "on the volume\n")
+        write(os.path.join(work, "plain", "a"), "not on it\n")
+        os.listdir(os.path.join(work, "vol"))
+        os.listdir(os.path.join(work, "plain"))
+        server.reset()
+        os.rename(os.path.join(work, "vol", "a"), os.path.join(work, "vol", "sub", "b"))
+        os.rename(os.path.join(work, "plain", "a"), os.path.join(work, "vol", "c"))     # onto it
+        routes = server.stats()["routes"]
+        assert routes.get("POST /toolbox/{id}/files/move", 0) == 0, routes
+        assert routes.get("POST /toolbox/{id}/process/execute", 0) >= 2, routes
+        assert read(os.path.join(work, "vol", "sub", "b")) == "on the volume\n"
+        assert read(os.path.join(work, "vol", "c")) == "not on it\n"
+        # Elsewhere, the toolbox's move as before.
+        write(os.path.join(work, "plain", "d"), "x")
+        os.listdir(os.path.join(work, "plain"))
+        server.reset()
+        os.rename(os.path.join(work, "plain", "d"), os.path.join(work, "plain", "e"))
+        assert server.stats()["routes"].get("POST /toolbox/{id}/files/move", 0) == 1
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")

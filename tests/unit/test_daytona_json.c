@@ -309,6 +309,53 @@ UNIT_TEST(sandbox_parse)
 	cJSON_Delete(obj);
 }
 
+UNIT_TEST(sandbox_volumes)
+{
+	cJSON *obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[{\"volumeId\":\"v1\",\"mountPath\":\"/data\"},"
+				 "{\"volumeId\":\"v2\",\"mountPath\":\"/home/daytona/.cache/\"},"
+				 "{\"volumeId\":\"v3\"}, 7]}");
+	struct dt_sandbox sb;
+
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "/data\n/home/daytona/.cache/\n");
+	CHECK(sb.volumes_known);
+	/* the decision of rename: a real rename by command at or under a mount path */
+	CHECK(dt_path_on_volume(sb.volume_paths, "/data"));
+	CHECK(dt_path_on_volume(sb.volume_paths, "/data/a/b"));
+	CHECK(dt_path_on_volume(sb.volume_paths, "/home/daytona/.cache"));
+	CHECK(dt_path_on_volume(sb.volume_paths, "/home/daytona/.cache/pip/x"));
+	CHECK(!dt_path_on_volume(sb.volume_paths, "/database"));
+	CHECK(!dt_path_on_volume(sb.volume_paths, "/home/daytona/.cachex"));
+	CHECK(!dt_path_on_volume(sb.volume_paths, "/home/daytona/a"));
+	CHECK(!dt_path_on_volume("", "/data"));
+	CHECK(!dt_path_on_volume(NULL, "/data"));
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+
+	/* none, or not an array */
+	obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[]}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "");
+	CHECK(sb.volumes_known);
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+	/* a list item says nothing */
+	obj = cJSON_Parse("{\"id\":\"x\"}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "");
+	CHECK(!sb.volumes_known);
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+
+	/* a path with a newline: every path counts as on a volume */
+	obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[{\"volumeId\":\"v\",\"mountPath\":\"/a\\n/b\"}]}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "/");
+	CHECK(dt_path_on_volume(sb.volume_paths, "/anything"));
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+}
+
 UNIT_TEST(sandbox_malformed)
 {
 	struct dt_sandbox sb;
@@ -695,6 +742,7 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(fileinfo_bad_and_odd),
 	  UNIT_CASE(fileinfo_big_size),
 	  UNIT_CASE(sandbox_parse),
+	  UNIT_CASE(sandbox_volumes),
 	  UNIT_CASE(sandbox_malformed),
 	  UNIT_CASE(create_minimal),
 	  UNIT_CASE(create_snapshot_and_name),
