@@ -2778,10 +2778,15 @@ static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, cons
 	known = sb->volumes_known;
 	pthread_mutex_unlock(&fs->lock);
 	if (!known) {
-		/* Known only from the list, which does not give volumes: once. */
+		/* Known only from the list, which does not give volumes: asked
+		 * once. An API whose sandbox has no "volumes" either has none. */
 		struct dt_error ignored = { 0 };
+		bool asked = sandbox_refresh(fs, sb, &ignored) == 0;
 
-		sandbox_refresh(fs, sb, &ignored);
+		pthread_mutex_lock(&fs->lock);
+		if (asked)
+			sb->volumes_known = true;
+		pthread_mutex_unlock(&fs->lock);
 	}
 	pthread_mutex_lock(&fs->lock);
 	str_copy(paths, sizeof(paths), sb->volume_paths);
