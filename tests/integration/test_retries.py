@@ -235,3 +235,22 @@ def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, serve
         assert server.stats()["routes"].get("POST /toolbox/{id}/files/move", 0) == 1
     finally:
         ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_a_deferred_delete_that_keeps_failing_is_reported_after_wait_timeout(server, sandbox, fresh, no_faults):
+    m, toolbox = fresh
+    name = "b4-" + uuid.uuid4().hex[:8]
+    os.mkdir(m.p(sandbox, "work", name))
+    p = m.p(sandbox, "work", name, "stays")
+    write(p, "kept\n")
+    os.listdir(m.p(sandbox, "work", name))
+    fault(server, pattern="/process/execute", status=500)
+    os.unlink(p)
+    with pytest.raises(OSError) as e:
+        fsync_dir(m.p(sandbox, "work", name))      # after wait_timeout (3 s) of re-sends
+    assert e.value.errno == errno.EIO
+    assert injected(server) > 2
+    server.local("DELETE", "/_local/faults")
+    # Reported as a refused delete is: the file is still in the sandbox, and shows again.
+    assert toolbox.download(f"/home/daytona/{name}/stays") == b"kept\n"
+    assert read(p) == "kept\n"
