@@ -106,6 +106,42 @@ out:
 	return found;
 }
 
+/*
+ * The toolbox proxy and the runner answer for the sandbox's daemon when the
+ * request cannot reach it; these answers look final but are not:
+ *  - 404 with the runner's JSON ErrorResponse "not found: sandbox container
+ *    not found: ..." while the proxy's runner cache (2 min) still points at
+ *    a runner the sandbox left (after archive->start, or a move). The
+ *    daemon's own "no such file" 404 has an empty body (newer daemons:
+ *    code FILE_NOT_FOUND), so it never matches.
+ *  - 401 "authentication failed: Bearer token validation error:
+ *    ThrottlerException: Too Many Requests": the proxy's access check was
+ *    throttled by the API, and the proxy reports it as a bad token.
+ * Neither reached the sandbox, so any request may be sent again.
+ */
+enum dt_refusal dt_toolbox_refusal(long status, const char *body)
+{
+	char msg[512];
+
+	if ((status != 404 && status != 401) || !body_message(body, msg, sizeof(msg)))
+		return DT_REFUSED_NOT;
+	if (status == 404 && strcasestr(msg, "container not found"))
+		return DT_REFUSED_NO_CONTAINER;
+	if (status == 401 && (strcasestr(msg, "Bearer token validation error") ||
+			      strcasestr(msg, "ThrottlerException") || strcasestr(msg, "Too Many Requests")))
+		return DT_REFUSED_THROTTLED;
+	return DT_REFUSED_NOT;
+}
+
+/* "Sandbox must be in started state to create a snapshot" (snapshot,
+ * resize, fork): the call needs another state, as the other EBUSY ones. */
+static bool state_required(const char *msg)
+{
+	const char *p = strcasestr(msg, "must be in ");
+
+	return p && strcasestr(p, " state");
+}
+
 int dt_errno_for_status(long status, bool toolbox, const char *body)
 {
 	char msg[512] = "";
@@ -124,13 +160,18 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 		if (!toolbox && body_message(body, msg, sizeof(msg)) &&
 		    (strcasestr(msg, "not in valid state") || strcasestr(msg, "not in a stoppable state") ||
 		     strcasestr(msg, "is not stopped") || strcasestr(msg, "is in an errored state") ||
-		     strcasestr(msg, "is not started")))
+		     strcasestr(msg, "is not started") || state_required(msg)))
 			return -EBUSY;
 		return -EINVAL;
 	case 401:
+		if (toolbox && dt_toolbox_refusal(status, body) == DT_REFUSED_THROTTLED)
+			return -EAGAIN;
+		return -EACCES;
 	case 403:
 		return -EACCES;
 	case 404:
+		if (toolbox && dt_toolbox_refusal(status, body) == DT_REFUSED_NO_CONTAINER)
+			return -EHOSTDOWN;
 		return -ENOENT;
 	case 408:
 		return -ETIMEDOUT;
@@ -148,6 +189,27 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 		return -EAGAIN;
 	default:
 		return -EIO;
+	}
+}
+
+bool dt_error_transient(const struct dt_error *err)
+{
+	if (!err)
+		return false;
+	if (err->http_status >= 500 || err->http_status == 429)
+		return true;
+	switch (err->err) {
+	case EAGAIN:
+	case ECONNRESET:
+	case ECONNREFUSED:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+		return true;
+	case ETIMEDOUT:
+		/* 408: the sandbox ran the command out of its own time limit. */
+		return err->http_status != 408;
+	default:
+		return false;
 	}
 }
 
@@ -280,6 +342,35 @@ struct call {
 	long timeout_ms;
 };
 
+static long now_ms(void);
+static void sleep_ms(long ms);
+
+/* How long a toolbox call keeps trying through the proxy's refusals
+ * (dt_toolbox_refusal): wait_timeout, as long as a start may take to be
+ * seen everywhere; REFUSAL_BUDGET_MS where that has no limit. */
+#define REFUSAL_BUDGET_MS   120000L
+#define REFUSAL_BACKOFF_MS  200L
+#define REFUSAL_BACKOFF_MAX 5000L
+
+static long refusal_budget_ms(const struct dt_client *dt)
+{
+	return dt->wait_timeout_ms > 0 ? dt->wait_timeout_ms : REFUSAL_BUDGET_MS;
+}
+
+/* 200 ms doubling up to 5 s, or the server's Retry-After if longer. */
+static long refusal_backoff_ms(int tries, long retry_after_s)
+{
+	long d = REFUSAL_BACKOFF_MS;
+
+	for (int i = 0; i < tries && d < REFUSAL_BACKOFF_MAX; i++)
+		d *= 2;
+	if (d > REFUSAL_BACKOFF_MAX)
+		d = REFUSAL_BACKOFF_MAX;
+	if (retry_after_s > 0 && retry_after_s * 1000 > d)
+		d = retry_after_s * 1000 > 30000 ? 30000 : retry_after_s * 1000;
+	return d;
+}
+
 /* Performs the call. Returns 0 on a 2xx; on any other status the mapped
  * errno with err filled (resp still holds the response, so callers can
  * treat a particular status specially); on a transport error its errno. */
@@ -290,6 +381,7 @@ static int dt_do(struct dt_client *dt, const struct call *c, struct http_respons
 	struct http_request req;
 	char errbuf[400];
 	size_t nh = 0;
+	long start = now_ms();
 	int rc;
 
 	if (c->toolbox && !dt->keepalive && !c->activity)
@@ -316,7 +408,20 @@ static int dt_do(struct dt_client *dt, const struct call *c, struct http_respons
 	req.streaming = c->streaming;
 	req.timeout_ms = c->timeout_ms;
 
-	rc = http_do(dt->hc, &req, resp, errbuf, sizeof(errbuf));
+	for (int tries = 0;; tries++) {
+		long wait;
+
+		rc = http_do(dt->hc, &req, resp, errbuf, sizeof(errbuf));
+		if (rc < 0 || !c->toolbox || dt_toolbox_refusal(resp->status, resp->body) == DT_REFUSED_NOT)
+			break;
+		wait = refusal_backoff_ms(tries, resp->retry_after_s);
+		if (now_ms() - start + wait > refusal_budget_ms(dt))
+			break;
+		log_debug("%s: HTTP %ld from the toolbox proxy (%s), again in %ld ms", c->what, resp->status,
+			  resp->status == 404 ? "runner has no container" : "throttled", wait);
+		http_response_free(resp);
+		sleep_ms(wait);
+	}
 	if (rc < 0) {
 		if (resp->status && resp->body && !(resp->status >= 200 && resp->status < 300))
 			return status_error(err, resp, c->toolbox, c->what);
@@ -675,6 +780,57 @@ void dt_sandbox_clear(struct dt_sandbox *sb)
 	memset(sb, 0, sizeof(*sb));
 }
 
+/* volumes[].mountPath of a Sandbox, one per line. A list that does not fit,
+ * or a path with a newline, gives "/": every path is then taken to be on a
+ * volume, which costs a command per rename, never a non-atomic one. False
+ * when the object does not say (a list item). */
+static bool volume_paths(char *out, size_t cap, const cJSON *obj)
+{
+	const cJSON *vols = cJSON_GetObjectItemCaseSensitive(obj, "volumes");
+	const cJSON *v;
+	size_t len = 0;
+
+	out[0] = '\0';
+	if (!cJSON_IsArray(vols))
+		return cJSON_IsNull(vols);
+	cJSON_ArrayForEach(v, vols) {
+		const char *mp = jstr(v, "mountPath");
+		size_t n = mp ? strlen(mp) : 0;
+
+		if (!n)
+			continue;
+		if (strchr(mp, '\n') || len + n + 2 > cap) {
+			str_copy(out, cap, "/");
+			return true;
+		}
+		memcpy(out + len, mp, n);
+		len += n;
+		out[len++] = '\n';
+		out[len] = '\0';
+	}
+	return true;
+}
+
+bool dt_path_on_volume(const char *volume_paths, const char *path)
+{
+	const char *p = volume_paths;
+
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		char mount[1024];
+
+		if (n < sizeof(mount)) {
+			memcpy(mount, p, n);
+			mount[n] = '\0';
+			if (path_is_within(path, mount))
+				return true;
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	return false;
+}
+
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 {
 	const char *id;
@@ -695,6 +851,7 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 	jcopy(out->snapshot, sizeof(out->snapshot), obj, "snapshot");
 	jtime(&out->created_at, obj, "createdAt");
 	jtime(&out->updated_at, obj, "updatedAt");
+	out->volumes_known = volume_paths(out->volume_paths, sizeof(out->volume_paths), obj);
 	out->json = pretty_json(obj);
 	return out->json ? 0 : -ENOMEM;
 }
@@ -1394,6 +1551,7 @@ static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jtime(&out->created_at, obj, "createdAt");
 	jtime(&out->updated_at, obj, "updatedAt");
+	out->volumes_known = volume_paths(out->volume_paths, sizeof(out->volume_paths), obj);
 	out->json = pretty_json(obj);
 	return out->json ? 0 : -ENOMEM;
 }

@@ -38,8 +38,23 @@ struct dt_error {
 };
 
 /* The errno for an HTTP status as described above (0 for 2xx); body (may be
- * NULL) is the response body, whose JSON "message" refines 400 and 409. Pure. */
+ * NULL) is the response body, whose JSON "message" refines 400, 401, 404 and
+ * 409. Pure. */
 int dt_errno_for_status(long status, bool toolbox, const char *body);
+
+/* A toolbox answer given by the proxy or runner in place of the sandbox
+ * (the request never reached it): a 404 "sandbox container not found"
+ * (EHOSTDOWN once it persists) or a 401 that is a throttled token check
+ * (EAGAIN). Every toolbox call re-sends these with backoff for up to
+ * wait_timeout. Pure. */
+enum dt_refusal { DT_REFUSED_NOT, DT_REFUSED_NO_CONTAINER, DT_REFUSED_THROTTLED };
+enum dt_refusal dt_toolbox_refusal(long status, const char *body);
+
+/* Whether the failure in err may pass if the request is sent again: no
+ * answer (reset, refused, timed out, unreachable), or a 5xx or 429 answer
+ * (after http.c's own retries). Whether sending again is safe is the
+ * caller's business. */
+bool dt_error_transient(const struct dt_error *err);
 
 /* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
 int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
@@ -80,6 +95,8 @@ struct dt_sandbox {
 	char snapshot[256];
 	struct timespec created_at;
 	struct timespec updated_at;
+	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
+	bool volumes_known;         /* the object had "volumes" (list items do not) */
 	char *json;                 /* the object as returned, pretty-printed with a final newline (malloc'd); may be NULL */
 };
 void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
@@ -87,6 +104,11 @@ struct cJSON;
 /* A Sandbox JSON object to dt_sandbox (json pretty-printed with a final
  * newline). -EINVAL without a string "id", -ENOMEM. Pure: unit-tested. */
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
+
+/* Whether path is at or under one of volume_paths (as dt_sandbox has them).
+ * The toolbox's move is not rename(2) there: when the rename fails (EXDEV
+ * across the mount) it copies and deletes. Pure. */
+bool dt_path_on_volume(const char *volume_paths, const char *path);
 
 /* Every sandbox, following nextCursor across pages (limit 200 a page). */
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
@@ -151,6 +173,8 @@ struct dt_snapshot {
 	char state[32];
 	struct timespec created_at;
 	struct timespec updated_at;
+	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
+	bool volumes_known;         /* the object had "volumes" (list items do not) */
 	char *json;                 /* pretty-printed with a final newline (malloc'd) */
 };
 void dt_snapshot_clear(struct dt_snapshot *s);

@@ -24,12 +24,15 @@
 #include "exec.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "strbuf.h"
@@ -160,40 +163,81 @@ static void add_decoder(struct strbuf *sb, const void *data, size_t len)
 	sb_adds(sb, "' | base64 -d");
 }
 
+/* A client token: 1 to 64 of [A-Za-z0-9_-], safe in a path and in a script. */
+static bool token_valid(const char *t)
+{
+	size_t n = t ? strlen(t) : 0;
+
+	if (n == 0 || n > 64)
+		return false;
+	for (; *t; t++)
+		if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') || (*t >= '0' && *t <= '9') ||
+		      *t == '_' || *t == '-'))
+			return false;
+	return true;
+}
+
+/*
+ * A script whose request the proxy may send twice (FIDELITY D7: the proxy
+ * and the runner re-send a body up to 256 KiB once after a stale
+ * connection, and the first may have run) claims its client token with
+ * mkdir, which only one run wins. The loser is the replay: it waits for the
+ * winner's answer (up to wait_s) and prints it, doing nothing else. The
+ * winner's answers go through say, which also records them. $t is the
+ * claim directory.
+ */
+static void add_claim(struct strbuf *sb, long wait_s)
+{
+	sb_addf(sb, "if ! mkdir \"$t\" 2>/dev/null; then\n"
+		"\ti=0\n"
+		"\twhile [ ! -e \"$t/answer\" ] && [ $i -lt %ld ]; do sleep 0.05; i=$((i+1)); done\n"
+		"\tcat \"$t/answer\" 2>/dev/null || echo 'daytonafs-error replay'\n"
+		"\texit 0\n"
+		"fi\n"
+		"say() { echo \"$1\"; echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\"; }\n",
+		wait_s * 20);
+}
+
 /*
  * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
  * so it keeps to what all three read alike. Everything taken from the user
  * (command, wrapper with its environment, cwd) travels in base64, so any byte
  * survives JSON (which would turn invalid UTF-8 into U+FFFD) and quoting.
  * mkdir without -p claims the number: a mount that collides with another
- * one simply takes the next number.
+ * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
+ * of the request start nothing (add_claim); claims over 10 minutes old go.
  */
-int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first,
+int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec)
 {
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
 	int rc;
 
+	if (!token_valid(token))
+		return -EINVAL;
 	rc = exec_build_wrapper(&wrapper, spec);
 	if (rc < 0)
 		goto out;
 	sb_adds(sb, "S=");
 	sh_quote(sb, state_dir);
-	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n");
+	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
+		"mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
+		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
+	sb_addf(sb, "t=$S/launch/%s\n", token);
+	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
+	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + 2>/dev/null\n");
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
 		sb_adds(sb, "c=$(");
 		add_decoder(sb, spec->cwd, strlen(spec->cwd));
 		sb_adds(sb, "; echo x); c=${c%x}\n"
-			"cd -- \"$c\" 2>/dev/null || { echo 'daytonafs-error cwd'; exit 0; }\n");
+			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
 	}
-	sb_adds(sb, "mkdir -p \"$S/cmd\" 2>/dev/null\n"
-		"[ -d \"$S/cmd\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "n=%u; i=0\n", first);
 	sb_adds(sb, "while ! mkdir \"$S/cmd/$n\" 2>/dev/null; do\n"
 		"\ti=$((i+1)); n=$((n+1))\n"
-		"\tif [ $i -ge 1000 ]; then echo 'daytonafs-error mkdir'; exit 0; fi\n"
+		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
 		"d=$S/cmd/$n\n"
 		"if ");
@@ -204,7 +248,7 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 	/* A half-made command gets an exit, so it does not look running forever. */
 	sb_adds(sb, "; then :; else\n"
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
-		"\techo 127 >\"$d/exit\"; echo \"daytonafs-error setup $n\"; exit 0\n"
+		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
 		"fi\n"
 		/* Without a FIFO the command's stdin is /dev/null. */
 		"mkfifo \"$d/stdin.pipe\" 2>/dev/null\n"
@@ -217,7 +261,7 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 		/* Started means the command has its process group: kill works from now. */
 		"i=0\n"
 		"while [ ! -e \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
-		"echo \"daytonafs-started $n\"\n");
+		"say \"daytonafs-started $n\"\n");
 	rc = sb->oom ? -ENOMEM : 0;
 out:
 	sb_free(&wrapper);
@@ -323,18 +367,30 @@ void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
  * kernel's limit on one argument), so it keeps to what zsh, bash and sh read
  * alike. The FIFO has readers while the command runs (the holder and the
  * command), so the open does not block; a full pipe blocks the write until
- * the command reads (STDIN_TIMEOUT_S).
+ * the command reads (STDIN_TIMEOUT_S). cmd_dir/stdin.b.ID claims the batch,
+ * so that a replay of the request does not feed it twice (add_claim); the
+ * claim of the batch before (done_id), whose answer has come, goes.
  */
-int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const void *data, size_t len)
+int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *batch_id, const char *done_id,
+			   const void *data, size_t len)
 {
+	if (!token_valid(batch_id) || (done_id && !token_valid(done_id)))
+		return -EINVAL;
 	add_dir(sb, "d", cmd_dir);
-	sb_adds(sb, "if [ -e \"$d/exit\" ]; then echo daytonafs-ended\n"
-		"elif [ -e \"$d/stdin.eof\" ]; then echo daytonafs-closed\n"
-		"elif [ ! -p \"$d/stdin.pipe\" ]; then echo daytonafs-nostdin\n"
+	sb_addf(sb, "t=$d/stdin.b.%s\n", batch_id);
+	/* No record: nothing to claim in, and nothing to feed (nostdin below). */
+	sb_adds(sb, "if [ -d \"$d\" ]; then\n");
+	add_claim(sb, STDIN_TIMEOUT_S - 5);
+	sb_adds(sb, "else say() { echo \"$1\"; }; fi\n");
+	if (done_id)
+		sb_addf(sb, "rm -rf \"$d/stdin.b.%s\" 2>/dev/null\n", done_id);
+	sb_adds(sb, "if [ -e \"$d/exit\" ]; then say daytonafs-ended\n"
+		"elif [ -e \"$d/stdin.eof\" ]; then say daytonafs-closed\n"
+		"elif [ ! -p \"$d/stdin.pipe\" ]; then say daytonafs-nostdin\n"
 		"elif ");
 	add_decoder(sb, data, len);
-	sb_adds(sb, " >\"$d/stdin.pipe\"; then echo daytonafs-written\n"
-		"else echo daytonafs-failed\n"
+	sb_adds(sb, " >\"$d/stdin.pipe\"; then say daytonafs-written\n"
+		"else say daytonafs-failed\n"
 		"fi\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -623,6 +679,7 @@ struct ecmd {
 	bool in_close;              /* EOF is asked for */
 	int in_err;                 /* sticky: why a delivery failed */
 	int close_err;              /* why the last EOF failed */
+	char in_done[64];           /* the id of the last batch delivered, "" before */
 	pthread_cond_t in_cv;       /* in_buf shrank, or the sender stopped */
 };
 
@@ -661,6 +718,10 @@ struct exec_mgr {
 	size_t n_exited, cap_exited;
 	bool stopping;
 	struct ebox *boxes;
+	/* Client tokens of launches and stdin batches: this mount's nonce and
+	 * a count (see add_claim). */
+	char nonce[24];
+	unsigned long tokens;
 };
 
 static int64_t now_ms(void)
@@ -1463,6 +1524,29 @@ static int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bo
 
 /* ---- the API ---------------------------------------------------------------- */
 
+/* 16 hex digits, unguessable and different for every mount: the client
+ * tokens must not meet another mount's. */
+static void make_nonce(char *out, size_t cap)
+{
+	uint64_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		v = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 16) ^
+		    (uint64_t)(uintptr_t)out;
+	}
+	snprintf(out, cap, "%016" PRIx64, v);
+}
+
+/* A new client token: the nonce, a letter for the kind, a count. Caller
+ * holds m->lock. */
+static void next_token(struct exec_mgr *m, char kind, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s%c%lu", m->nonce, kind, ++m->tokens);
+}
+
 struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o)
 {
 	struct exec_mgr *m = calloc(1, sizeof(*m));
@@ -1488,6 +1572,7 @@ struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o
 		free(m);
 		return NULL;
 	}
+	make_nonce(m->nonce, sizeof(m->nonce));
 	/* No trailing slash: paths are built as STATE_DIR/cmd/N. */
 	for (size_t l = strlen(m->state_dir); l > 1 && m->state_dir[l - 1] == '/'; l--)
 		m->state_dir[l - 1] = '\0';
@@ -1557,7 +1642,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
 	unsigned first, got = 0, i;
-	char *out = NULL;
+	char *out = NULL, token[64];
 	int64_t now;
 	int rc, code = 0;
 
@@ -1579,9 +1664,10 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		goto out_locked;
 	}
 	first = ++b->max_n;
+	next_token(m, 'l', token, sizeof(token));
 	pthread_mutex_unlock(&m->lock);
 
-	rc = exec_build_launcher(&script, m->state_dir, first, spec);
+	rc = exec_build_launcher(&script, m->state_dir, first, token, spec);
 	if (rc == -EINVAL) {
 		dt_error_set(err, rc, 0, "invalid environment variable name");
 		goto out;
@@ -2027,9 +2113,10 @@ out:
 
 /* ---- stdin ---------------------------------------------------------------------- */
 
-/* One batch into the command's stdin pipe: one /process/execute. */
-static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n, const char *data,
-			 size_t len, struct dt_error *err)
+/* One batch into the command's stdin pipe: one /process/execute. id: the
+ * batch's client token; done: the one before (NULL: none). */
+static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n, const char *id,
+			 const char *done, const char *data, size_t len, struct dt_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
 	char dir[EXEC_PATH_MAX];
@@ -2039,7 +2126,7 @@ static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n
 	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
 	if (rc < 0)
 		return dt_error_set(err, rc, 0, "state directory path too long");
-	rc = exec_build_stdin_write(&script, dir, data, len);
+	rc = exec_build_stdin_write(&script, dir, id, done, data, len);
 	if (rc < 0) {
 		rc = dt_error_set(err, rc, 0, "out of memory");
 		goto out;
@@ -2108,15 +2195,20 @@ static void *sender_main(void *arg)
 
 		if (c->in_buf.len && !c->in_err && !c->ended) {
 			struct strbuf batch = c->in_buf;
+			char id[64], done[64];
 
 			memset(&c->in_buf, 0, sizeof(c->in_buf));
 			c->in_flight = true;
 			box_copy(b, &bc);
+			next_token(m, 's', id, sizeof(id));
+			str_copy(done, sizeof(done), c->in_done);
 			pthread_mutex_unlock(&m->lock);
-			rc = stdin_deliver(m, &bc.db, c->n, batch.buf, batch.len, &err);
+			rc = stdin_deliver(m, &bc.db, c->n, id, done[0] ? done : NULL, batch.buf, batch.len, &err);
 			sb_free(&batch);
 			pthread_mutex_lock(&m->lock);
 			c->in_flight = false;
+			if (rc == 0)
+				str_copy(c->in_done, sizeof(c->in_done), id);
 			if (rc < 0) {
 				log_info("exec: %s", err.message);
 				c->in_err = rc;

@@ -169,8 +169,11 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec);
 /* The text of the one /process/execute that starts a command: creates
  * STATE_DIR/cmd/N (N = first, or the next free number), writes the command
  * and the wrapper, starts the wrapper detached, and prints
- * "daytonafs-started N" (or "daytonafs-error WHAT"). */
-int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first,
+ * "daytonafs-started N" (or "daytonafs-error WHAT"). token (1 to 64 of
+ * [A-Za-z0-9_-], unique per start) makes it idempotent: a second run with
+ * the same token (a request the proxy re-sent) starts nothing and prints
+ * what the first printed. -EINVAL for a bad token or environment key. */
+int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec);
 /* The kill script: prints "daytonafs-killed" or "daytonafs-ended". A record
  * whose wrapper is gone (the sandbox restarted) is ended as killed, 137,
@@ -181,8 +184,12 @@ int exec_parse_launch(const char *output, unsigned *n);
 /* The script that puts data into cmd_dir's stdin pipe; it prints
  * "daytonafs-written", or "daytonafs-ended", "daytonafs-closed",
  * "daytonafs-nostdin", "daytonafs-failed" (the write failed: the command
- * went away while it was written). */
-int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const void *data, size_t len);
+ * went away while it was written). batch_id (as a launcher token, unique
+ * per batch) makes it idempotent: a second run with it feeds nothing and
+ * prints what the first printed. done_id (may be NULL): the batch before,
+ * answered, whose record can go. */
+int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *batch_id, const char *done_id,
+			   const void *data, size_t len);
 /* The script that closes the stdin of cmd_dir (EOF): "daytonafs-closed". */
 void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir);
 /* The reply of either: 0 (written, closed), -EPIPE (ended, closed, failed),

@@ -225,6 +225,11 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 	str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
 	str_copy(sb->state, sizeof(sb->state), d->state);
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
+	if (d->volumes_known) {
+		/* fixed at creation: a list item, which does not have them, keeps them */
+		str_copy(sb->volume_paths, sizeof(sb->volume_paths), d->volume_paths);
+		sb->volumes_known = true;
+	}
 	sb->fetched_at = now_mono();
 	sb->gone = !strcmp(d->state, "destroyed");
 	/* Not running: its commands' processes may be gone with it, so exec
@@ -1053,6 +1058,7 @@ struct vhandle {
 	enum exec_stream stream;
 	struct strbuf text;        /* H_TEXT: the content made at open */
 	struct strbuf line;        /* H_CTL: a partial line waiting for its newline */
+	bool discarding;           /* H_CTL: the rest of a refused line is ignored up to its newline */
 	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
 	bool saw_end;              /* the command's end was seen (caches dropped) */
 	pthread_mutex_t lock;
@@ -1391,22 +1397,57 @@ static int run_ctl_line(struct dfs *fs, struct vhandle *h, const char *line, siz
 	}
 }
 
+#define CTL_LINE_MAX (1024 * 1024)
+
+/*
+ * A line over CTL_LINE_MAX: the write that reaches the limit fails with
+ * EFBIG from the refused line's first byte on, and the part of the line
+ * taken before is dropped. Nothing of it runs, neither at a newline nor at
+ * close, and input is ignored up to the next newline of a LATER write: the
+ * kernel reports the bytes it sent before the failing part of a large
+ * write(2) as a short count, so the writer sends the refused rest again,
+ * newline included, and that rest must not run as a line of its own.
+ */
+static int refuse_line(struct vhandle *h)
+{
+	sb_reset(&h->line);
+	h->discarding = true;
+	return -EFBIG;
+}
+
+/* A write while discarding: ignored, and refused, up to the refused line's
+ * end; the rest of the write goes with it (the writer sees the write fail),
+ * and so does, up to its newline, a line that the rest began. */
+static int discard_write(struct vhandle *h, const char *buf, size_t size)
+{
+	const char *nl = memchr(buf, '\n', size);
+
+	if (nl)
+		h->discarding = buf[size - 1] != '\n';
+	return -EFBIG;
+}
+
 /* ctl files take one command per line and run each as soon as its line is
  * complete, so that the write that carries it gets its error. A last line
- * without a newline runs at close (flush). */
+ * without a newline runs at close (flush). A line over CTL_LINE_MAX is
+ * refused whole (refuse_line). */
 static int write_ctl(struct dfs *fs, struct vhandle *h, const char *buf, size_t size)
 {
 	size_t start = 0;
 	int rc = 0;
 
 	pthread_mutex_lock(&h->lock);
-	if (h->line.len + size > 1024 * 1024) {
-		rc = -EFBIG;
+	if (h->discarding) {
+		rc = discard_write(h, buf, size);
 		goto out;
 	}
 	for (size_t i = 0; i < size; i++) {
 		if (buf[i] != '\n')
 			continue;
+		if (h->line.len + (i - start) > CTL_LINE_MAX) {
+			rc = refuse_line(h);
+			goto out;
+		}
 		sb_add(&h->line, buf + start, i - start);
 		start = i + 1;
 		if (h->line.oom) {
@@ -1417,6 +1458,10 @@ static int write_ctl(struct dfs *fs, struct vhandle *h, const char *buf, size_t 
 		sb_reset(&h->line);
 		if (rc < 0)
 			goto out;
+	}
+	if (h->line.len + (size - start) > CTL_LINE_MAX) {
+		rc = refuse_line(h);
+		goto out;
 	}
 	sb_add(&h->line, buf + start, size - start);
 	rc = h->line.oom ? -ENOMEM : (int)size;

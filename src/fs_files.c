@@ -126,6 +126,12 @@ struct link_ent {
 #define WB_DELAY 0.5
 #define HIDDEN_DELAY 0.2
 #define WB_BATCH 128
+/* A batch that met a failure that may pass is sent again after 200 ms,
+ * doubling up to 5 s, for up to wait_timeout (WB_RETRY_BUDGET_S when that
+ * has no limit): see wb_send. */
+#define WB_RETRY_FIRST_MS 200L
+#define WB_RETRY_MAX_MS 5000L
+#define WB_RETRY_BUDGET_S 120.0
 
 struct open_table {
 	pthread_mutex_t lock;
@@ -818,10 +824,11 @@ static int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const stru
 }
 
 /* Runs a shell script in the sandbox (cwd /, LC_ALL=C): its exit code and
- * merged output (malloc'd). Returns 0 when it ran, else a negative errno. */
-static int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out)
+ * merged output (malloc'd). Returns 0 when it ran, else a negative errno
+ * with err filled; reports nothing. */
+static int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
+			   struct dt_error *err)
 {
-	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
 	struct dt_box box;
 	int rc;
@@ -832,16 +839,26 @@ static int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, in
 	sb_adds(&cmd, script);
 	if (cmd.oom) {
 		sb_free(&cmd);
-		return -ENOMEM;
+		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	sandbox_box(sb, &box);
-	rc = dt_exec(fs->dt, &box, sb_str(&cmd), "/", NULL, 0, FS_COMMAND_TIMEOUT_S, code, out, &err);
+	rc = dt_exec(fs->dt, &box, sb_str(&cmd), "/", NULL, 0, FS_COMMAND_TIMEOUT_S, code, out, err);
 	sb_free(&cmd);
 	if (rc < 0) {
 		free(*out);
 		*out = NULL;
-		return toolbox_failed(fs, sb, rc, &err, "command for", "a file operation");
 	}
+	return rc;
+}
+
+/* sandbox_sh_once, with a failure reported (toolbox_failed). */
+static int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out)
+{
+	struct dt_error err = { 0 };
+	int rc = sandbox_sh_once(fs, sb, script, code, out, &err);
+
+	if (rc < 0)
+		return toolbox_failed(fs, sb, rc, &err, "command for", "a file operation");
 	return 0;
 }
 
@@ -2507,6 +2524,59 @@ static void wb_failed(struct dfs *fs, struct sandbox *sb, const struct wb_op *op
 	pthread_mutex_unlock(&fs->files->lock);
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/*
+ * Sends a batch's script, and sends it again after a failure that may pass
+ * (dt_error_transient: no answer, a reset, 5xx, 429), with backoff, for up
+ * to wait_timeout: a delete that unlink reported done must not come back
+ * because of one lost request. Safe, as every op of a batch is idempotent
+ * (rm -f, chown, chmod to a number, touch -c to a given time), so a batch
+ * that ran but whose answer was lost may run again. Only the sandbox's own
+ * refusal of an op (its part of the output) drops a change. *resent: the
+ * script may have run before the answer that counts.
+ */
+static int wb_send(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out, bool *resent)
+{
+	double start = now_mono();
+	double budget = fs->opt.wait_timeout_s > 0 ? (double)fs->opt.wait_timeout_s : WB_RETRY_BUDGET_S;
+	long wait = WB_RETRY_FIRST_MS;
+
+	*resent = false;
+	for (;;) {
+		struct dt_error err = { 0 };
+		int rc = sandbox_sh_once(fs, sb, script, code, out, &err);
+
+		if (rc == 0)
+			return 0;
+		if (!dt_error_transient(&err) || now_mono() - start + (double)wait / 1000.0 > budget)
+			return toolbox_failed(fs, sb, rc, &err, "command for", "deferred changes");
+		log_info("%s: deferred changes: %s; sending them again in %ld ms", sb->name, err.message, wait);
+		sleep_ms(wait);
+		wait = wait * 2 > WB_RETRY_MAX_MS ? WB_RETRY_MAX_MS : wait * 2;
+		*resent = true;
+	}
+}
+
+/* On a batch sent again: a failure that the first send explains. An owner
+ * or mode change of a path that a later op of the batch deletes finds it
+ * gone, if the first send ran the batch. */
+static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
+{
+	if (op->kind != WB_ATTRS || errno_from_message(text) != -ENOENT)
+		return false;
+	for (const struct wb_op *o = op->next; o; o = o->next)
+		if (o->kind == WB_DELETE && !strcmp(o->path, op->path))
+			return true;
+	return false;
+}
+
 /* Runs one batch (all of one sandbox) as one command and applies what each
  * op's part of the output says. Caller holds wb_run. */
 static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
@@ -2518,6 +2588,7 @@ static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
 	struct timespec now;
 	char mark[48], *out = NULL;
 	size_t n = 0, i = 0;
+	bool resent = false;
 	int code = 0, rc;
 
 	for (const struct wb_op *op = batch; op; op = op->next)
@@ -2531,13 +2602,15 @@ static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
 	if (!res || script.oom)
 		rc = -ENOMEM;
 	else
-		rc = sandbox_sh(fs, sb, sb_str(&script), &code, &out);
+		rc = wb_send(fs, sb, sb_str(&script), &code, &out, &resent);
 	if (rc == 0 && out)
 		wb_parse(out, strlen(out), mark, res, n);
 	for (struct wb_op *op = batch; op; op = op->next, i++) {
 		enum wb_status status = res && rc == 0 ? res[i].status : WB_UNKNOWN;
 		char *text = status != WB_UNKNOWN ? strndup(res[i].text, res[i].len) : NULL;
 
+		if (status == WB_FAILED && resent && wb_done_by_first_send(op, text))
+			status = WB_OK;
 		if (status == WB_OK && op->kind == WB_ATTRS && op->stat_after) {
 			/* Not if a later change (a delete, say) makes it stale: the
 			 * cache already holds what that one left. */
@@ -2712,13 +2785,68 @@ void files_rename_script(struct strbuf *cmd, const char *from, const char *to)
 	sb_adds(cmd, ";; *) printf '%s\\n' \"$o\"; exit 1;; esac");
 }
 
+/* Whether either path is on a volume of the sandbox: there the toolbox's
+ * move copies and deletes when rename(2) fails (EXDEV between the volume
+ * and the rest), so a real rename by command is used (mv does the copy
+ * itself for EXDEV, as rename(2) users expect of mv, and is atomic
+ * otherwise). */
+static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
+{
+	char paths[sizeof(sb->volume_paths)];
+	bool known;
+
+	pthread_mutex_lock(&fs->lock);
+	known = sb->volumes_known;
+	pthread_mutex_unlock(&fs->lock);
+	if (!known) {
+		/* Known only from the list, which does not give volumes: asked
+		 * once. An API whose sandbox has no "volumes" either has none. */
+		struct dt_error ignored = { 0 };
+		bool asked = sandbox_refresh(fs, sb, &ignored) == 0;
+
+		pthread_mutex_lock(&fs->lock);
+		if (asked)
+			sb->volumes_known = true;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	pthread_mutex_lock(&fs->lock);
+	str_copy(paths, sizeof(paths), sb->volume_paths);
+	pthread_mutex_unlock(&fs->lock);
+	return dt_path_on_volume(paths, from) || dt_path_on_volume(paths, to);
+}
+
+/*
+ * After a move answered 404: whether it was done all the same. The proxy
+ * and the runner re-send a request once after a stale connection
+ * (FIDELITY D7), and the second move finds no source. The destination was
+ * absent before the move (the API's move is used only then), so a
+ * destination that exists now, with the source gone, is the move's work.
+ */
+static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *from, const char *to)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo fi;
+	bool done;
+
+	memset(&fi, 0, sizeof(fi));
+	if (dt_fs_info(fs->dt, box, to, &fi, &err) < 0)
+		return false;
+	free(fi.name);
+	memset(&fi, 0, sizeof(fi));
+	done = dt_fs_info(fs->dt, box, from, &fi, &err) == -ENOENT;
+	free(fi.name);
+	if (done)
+		log_info("move %s to %s: 404, but the move is done (a re-sent request)", from, to);
+	return done;
+}
+
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat sf, st, hidden_st;
 	struct dt_box box;
-	bool to_exists, from_exact, replaced_hidden;
+	bool to_exists, from_exact, replaced_hidden, api_move;
 	int rc;
 
 	if (flags & RENAME_EXCHANGE)
@@ -2772,15 +2900,20 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	}
 	sandbox_box(sb, &box);
 	rc = -EEXIST;
-	if (!to_exists && !S_ISLNK(sf.st_mode)) {
+	api_move = !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
+	if (api_move) {
 		rc = dt_fs_move(fs->dt, &box, from, to, &err);
+		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
+			rc = 0;
 		if (rc < 0 && rc != -EEXIST)
 			toolbox_failed(fs, sb, rc, &err, "rename", from);
 	}
-	if (rc == -EEXIST && !(flags & RENAME_NOREPLACE)) {
-		/* The toolbox's move never replaces, and follows a link at the
-		 * source; rename(2) must replace, atomically: mv -T is
-		 * rename(2) in the sandbox. */
+	/* (With RENAME_NOREPLACE the destination was absent: a 409 of the
+	 * API's move means it came since, and is EEXIST.) */
+	if (rc == -EEXIST && (!api_move || !(flags & RENAME_NOREPLACE))) {
+		/* The toolbox's move never replaces, follows a link at the
+		 * source, and copies where rename fails (a volume); rename(2)
+		 * must replace, atomically: mv -T is rename(2) in the sandbox. */
 		files_rename_script(&cmd, from, to);
 		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
 		sb_free(&cmd);

@@ -74,6 +74,8 @@ struct sandbox {
 	char toolbox_url[512];
 	char state[32];
 	char error_reason[512];
+	char volume_paths[1024];  /* where volumes are mounted (dt_sandbox's), for rename */
+	bool volumes_known;       /* volume_paths was read (list items do not have it) */
 	double fetched_at;        /* when state was read from the API */
 	bool gone;                /* deleted, or no longer listed */
 	bool listed;              /* seen in the last full listing */

@@ -309,6 +309,53 @@ UNIT_TEST(sandbox_parse)
 	cJSON_Delete(obj);
 }
 
+UNIT_TEST(sandbox_volumes)
+{
+	cJSON *obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[{\"volumeId\":\"v1\",\"mountPath\":\"/data\"},"
+				 "{\"volumeId\":\"v2\",\"mountPath\":\"/home/daytona/.cache/\"},"
+				 "{\"volumeId\":\"v3\"}, 7]}");
+	struct dt_sandbox sb;
+
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "/data\n/home/daytona/.cache/\n");
+	CHECK(sb.volumes_known);
+	/* the decision of rename: a real rename by command at or under a mount path */
+	CHECK(dt_path_on_volume(sb.volume_paths, "/data"));
+	CHECK(dt_path_on_volume(sb.volume_paths, "/data/a/b"));
+	CHECK(dt_path_on_volume(sb.volume_paths, "/home/daytona/.cache"));
+	CHECK(dt_path_on_volume(sb.volume_paths, "/home/daytona/.cache/pip/x"));
+	CHECK(!dt_path_on_volume(sb.volume_paths, "/database"));
+	CHECK(!dt_path_on_volume(sb.volume_paths, "/home/daytona/.cachex"));
+	CHECK(!dt_path_on_volume(sb.volume_paths, "/home/daytona/a"));
+	CHECK(!dt_path_on_volume("", "/data"));
+	CHECK(!dt_path_on_volume(NULL, "/data"));
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+
+	/* none, or not an array */
+	obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[]}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "");
+	CHECK(sb.volumes_known);
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+	/* a list item says nothing */
+	obj = cJSON_Parse("{\"id\":\"x\"}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "");
+	CHECK(!sb.volumes_known);
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+
+	/* a path with a newline: every path counts as on a volume */
+	obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[{\"volumeId\":\"v\",\"mountPath\":\"/a\\n/b\"}]}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_STR(sb.volume_paths, "/");
+	CHECK(dt_path_on_volume(sb.volume_paths, "/anything"));
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+}
+
 UNIT_TEST(sandbox_malformed)
 {
 	struct dt_sandbox sb;
@@ -560,7 +607,13 @@ UNIT_TEST(errno_control_plane)
 	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"Sandbox is not in valid state\"}"), -EBUSY);
 	CHECK_INT(dt_errno_for_status(400, false,
 				      "{\"message\":\"Sandbox is not in a stoppable state\"}"), -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false,
+				      "{\"message\":\"Sandbox must be in started state to create a snapshot\"}"),
+		  -EBUSY);
+	CHECK_INT(dt_errno_for_status(400, false,
+				      "{\"message\":\"Sandbox must be in stopped state to resize\"}"), -EBUSY);
 	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"cpu must be a number\"}"), -EINVAL);
+	CHECK_INT(dt_errno_for_status(400, false, "{\"message\":\"disk must be in GB\"}"), -EINVAL);
 	CHECK_INT(dt_errno_for_status(401, false, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(403, false, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(404, false, NULL), -ENOENT);
@@ -575,6 +628,28 @@ UNIT_TEST(errno_control_plane)
 	CHECK_INT(dt_errno_for_status(500, false, NULL), -EIO);
 	CHECK_INT(dt_errno_for_status(503, false, NULL), -EIO);
 	CHECK_INT(dt_errno_for_status(418, false, NULL), -EIO);
+}
+
+#define RUNNER_NO_CONTAINER \
+	"{\"statusCode\":404,\"code\":\"NOT_FOUND\",\"message\":\"not found: sandbox container not found: " \
+	"Error response from daemon: No such container: 0a1b\"}"
+#define PROXY_THROTTLED \
+	"{\"statusCode\":401,\"code\":\"UNAUTHORIZED\",\"message\":\"authentication failed: Bearer token " \
+	"validation error: ThrottlerException: Too Many Requests\"}"
+
+UNIT_TEST(toolbox_refusals)
+{
+	CHECK_INT(dt_toolbox_refusal(404, RUNNER_NO_CONTAINER), DT_REFUSED_NO_CONTAINER);
+	CHECK_INT(dt_toolbox_refusal(401, PROXY_THROTTLED), DT_REFUSED_THROTTLED);
+	CHECK_INT(dt_toolbox_refusal(401, "{\"message\":\"Too Many Requests\"}"), DT_REFUSED_THROTTLED);
+	/* the daemon's own answers: empty bodies, or FILE_* codes */
+	CHECK_INT(dt_toolbox_refusal(404, ""), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(404, NULL), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(404, "{\"code\":\"FILE_NOT_FOUND\",\"message\":\"file not found\"}"),
+		  DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(404, "{\"message\":\"not found: session not found\"}"), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(401, "{\"message\":\"Bearer token is invalid\"}"), DT_REFUSED_NOT);
+	CHECK_INT(dt_toolbox_refusal(500, RUNNER_NO_CONTAINER), DT_REFUSED_NOT);
 }
 
 UNIT_TEST(errno_toolbox)
@@ -592,12 +667,52 @@ UNIT_TEST(errno_toolbox)
 	CHECK_INT(dt_errno_for_status(401, true, NULL), -EACCES);
 	CHECK_INT(dt_errno_for_status(403, true, ""), -EACCES);
 	CHECK_INT(dt_errno_for_status(404, true, ""), -ENOENT);
+	/* newer daemons: a JSON body with a FILE_* code is still "no such file" */
+	CHECK_INT(dt_errno_for_status(404, true,
+		  "{\"code\":\"FILE_NOT_FOUND\",\"message\":\"file not found: /x\"}"), -ENOENT);
+	/* the runner, with no container for the sandbox: not a file that is missing */
+	CHECK_INT(dt_errno_for_status(404, true, RUNNER_NO_CONTAINER), -EHOSTDOWN);
+	CHECK_INT(dt_errno_for_status(404, false, RUNNER_NO_CONTAINER), -ENOENT);
+	/* the proxy's token check, throttled by the API */
+	CHECK_INT(dt_errno_for_status(401, true, PROXY_THROTTLED), -EAGAIN);
+	CHECK_INT(dt_errno_for_status(401, true, "{\"message\":\"authentication failed: Bearer token is invalid\"}"),
+		  -EACCES);
 	CHECK_INT(dt_errno_for_status(408, true, NULL), -ETIMEDOUT);
 	CHECK_INT(dt_errno_for_status(409, true, ""), -EEXIST);
 	CHECK_INT(dt_errno_for_status(410, true, NULL), -EPIPE);
 	CHECK_INT(dt_errno_for_status(429, true, NULL), -EAGAIN);
 	CHECK_INT(dt_errno_for_status(500, true, NULL), -EIO);
 	CHECK_INT(dt_errno_for_status(502, true, ""), -EIO);
+}
+
+UNIT_TEST(error_transient)
+{
+	struct dt_error e = { 0 };
+
+	dt_error_set(&e, -EIO, 500, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -EIO, 502, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -EAGAIN, 429, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -ECONNRESET, 200, "answer cut");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -ECONNREFUSED, 0, "x");
+	CHECK(dt_error_transient(&e));
+	dt_error_set(&e, -ETIMEDOUT, 0, "no answer in time");
+	CHECK(dt_error_transient(&e));
+	/* answers of the sandbox or the toolbox itself */
+	dt_error_set(&e, -ETIMEDOUT, 408, "the command ran out of its time");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -EINVAL, 400, "x");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -EHOSTDOWN, 400, "Is the Sandbox started?");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -EACCES, 401, "x");
+	CHECK(!dt_error_transient(&e));
+	dt_error_set(&e, -ENOMEM, 0, "x");
+	CHECK(!dt_error_transient(&e));
+	CHECK(!dt_error_transient(NULL));
 }
 
 UNIT_TEST(error_set)
@@ -627,6 +742,7 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(fileinfo_bad_and_odd),
 	  UNIT_CASE(fileinfo_big_size),
 	  UNIT_CASE(sandbox_parse),
+	  UNIT_CASE(sandbox_volumes),
 	  UNIT_CASE(sandbox_malformed),
 	  UNIT_CASE(create_minimal),
 	  UNIT_CASE(create_snapshot_and_name),
@@ -636,5 +752,7 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(create_intervals_ephemeral_public),
 	  UNIT_CASE(create_volumes),
 	  UNIT_CASE(errno_control_plane),
+	  UNIT_CASE(toolbox_refusals),
+	  UNIT_CASE(error_transient),
 	  UNIT_CASE(errno_toolbox),
 	  UNIT_CASE(error_set))

@@ -276,7 +276,7 @@ UNIT_TEST(launcher_text)
 	struct exec_spec spec = { .command = "echo 'hi'\n\xff\x01", .cwd = "/w d/it's" };
 	const char *t;
 
-	CHECK_INT(exec_build_launcher(&sb, "/tmp/st ate's", 7, &spec), 0);
+	CHECK_INT(exec_build_launcher(&sb, "/tmp/st ate's", 7, "tok-1", &spec), 0);
 	t = sb_str(&sb);
 	CHECK(strncmp(t, "S='/tmp/st ate'\\''s'\n", 21) == 0);
 	CHECK(strstr(t, "\nn=7; i=0\n") != NULL);
@@ -290,9 +290,18 @@ UNIT_TEST(launcher_text)
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
 
+	CHECK(strstr(t, "t=$S/launch/tok-1\n") != NULL);
+
+	/* the token goes into a path and the script: a safe word, or nothing */
+	sb_reset(&sb);
+	CHECK_INT(exec_build_launcher(&sb, "/s", 1, "a b", &spec), -EINVAL);
+	CHECK_INT(exec_build_launcher(&sb, "/s", 1, "../x", &spec), -EINVAL);
+	CHECK_INT(exec_build_launcher(&sb, "/s", 1, "", &spec), -EINVAL);
+	CHECK_INT(exec_build_launcher(&sb, "/s", 1, NULL, &spec), -EINVAL);
+
 	sb_reset(&sb);
 	spec.cwd = NULL;
-	CHECK_INT(exec_build_launcher(&sb, "/s", 1, &spec), 0);
+	CHECK_INT(exec_build_launcher(&sb, "/s", 1, "tok", &spec), 0);
 	CHECK(strstr(sb_str(&sb), "cd --") == NULL);
 
 	sb_reset(&sb);
@@ -301,7 +310,7 @@ UNIT_TEST(launcher_text)
 
 		spec.env = &kv;
 		spec.n_env = 1;
-		CHECK_INT(exec_build_launcher(&sb, "/s", 1, &spec), -EINVAL);
+		CHECK_INT(exec_build_launcher(&sb, "/s", 1, "tok", &spec), -EINVAL);
 	}
 	sb_free(&sb);
 }
@@ -431,7 +440,11 @@ static int start(const char *shell, const char *sd, unsigned first, const struct
 	char *out;
 	int rc;
 
-	if (exec_build_launcher(&sb, sd, first, spec) < 0)
+	static unsigned starts;
+	char token[32];
+
+	snprintf(token, sizeof(token), "start%u", ++starts);
+	if (exec_build_launcher(&sb, sd, first, token, spec) < 0)
 		return -1;
 	out = run_shell(shell, sb_str(&sb));
 	sb_free(&sb);
@@ -553,7 +566,7 @@ UNIT_TEST(run_collision_and_cwd_missing)
 	free(t);
 
 	spec.cwd = "/nonexistent/dir";
-	CHECK_INT(exec_build_launcher(&sb, sd, 10, &spec), 0);
+	CHECK_INT(exec_build_launcher(&sb, sd, 10, "tok-cwd", &spec), 0);
 	t = run_shell("dash", sb_str(&sb));
 	CHECK_STR(t, "daytonafs-error cwd\n");
 	free(t);
@@ -562,14 +575,15 @@ UNIT_TEST(run_collision_and_cwd_missing)
 	sb_free(&sb);
 }
 
-/* Runs the stdin write script for dir under shell; its verdict. */
-static int feed(const char *shell, const char *dir, const void *data, size_t len)
+/* Runs the stdin write script of batch id for dir under shell; its verdict. */
+static int feed_as(const char *shell, const char *dir, const char *id, const char *done, const void *data,
+		   size_t len)
 {
 	struct strbuf sb = STRBUF_INIT;
 	char *out;
 	int rc;
 
-	if (exec_build_stdin_write(&sb, dir, data, len) < 0)
+	if (exec_build_stdin_write(&sb, dir, id, done, data, len) < 0)
 		return -ENOMEM;
 	out = run_shell(shell, sb_str(&sb));
 	sb_free(&sb);
@@ -578,6 +592,16 @@ static int feed(const char *shell, const char *dir, const void *data, size_t len
 		fprintf(stderr, "stdin write said: %s\n", out ? out : "(null)");
 	free(out);
 	return rc;
+}
+
+/* A batch of its own. */
+static int feed(const char *shell, const char *dir, const void *data, size_t len)
+{
+	static unsigned batches;
+	char id[32];
+
+	snprintf(id, sizeof(id), "feed%u", ++batches);
+	return feed_as(shell, dir, id, NULL, data, len);
 }
 
 static int close_stdin(const char *shell, const char *dir)
@@ -616,9 +640,14 @@ UNIT_TEST(stdin_scripts_text)
 {
 	struct strbuf sb = STRBUF_INIT;
 
-	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "a\0b", 3), 0);
+	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "b2", "b1", "a\0b", 3), 0);
 	CHECK(strncmp(sb_str(&sb), "d='/s/cmd/4'\n", 13) == 0);
 	CHECK(strstr(sb_str(&sb), "printf %s 'YQBi' | base64 -d >\"$d/stdin.pipe\"") != NULL);
+	CHECK(strstr(sb_str(&sb), "t=$d/stdin.b.b2\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "rm -rf \"$d/stdin.b.b1\"") != NULL);
+	sb_reset(&sb);
+	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "b/../x", NULL, "a", 1), -EINVAL);
+	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "b2", "", "a", 1), -EINVAL);
 	/* not sh -c: the data may be larger than one argument may be */
 	CHECK(strstr(sb_str(&sb), "sh -c") == NULL);
 	sb_reset(&sb);
@@ -634,6 +663,114 @@ UNIT_TEST(stdin_scripts_text)
 	CHECK_INT(exec_parse_stdin_reply("daytonafs-nostdin\n"), -EBADF);
 	CHECK_INT(exec_parse_stdin_reply("sh: base64: not found\n"), -EIO);
 	CHECK_INT(exec_parse_stdin_reply(NULL), -EIO);
+}
+
+/* Runs text under shell twice, as a request that the proxy sent again (FIDELITY
+ * D7): one run after the other, or both at once (the first may still be
+ * running when the replay comes). Both outputs, malloc'd. */
+static void run_twice(const char *shell, const char *text, bool together, char **a, char **b)
+{
+	char path[256], cmd[1200], out1[300], out2[300];
+	FILE *f;
+
+	*a = *b = NULL;
+	if (!together) {
+		*a = run_shell(shell, text);
+		*b = run_shell(shell, text);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/twice.%d", root(), rand());
+	snprintf(out1, sizeof(out1), "%s.1", path);
+	snprintf(out2, sizeof(out2), "%s.2", path);
+	f = fopen(path, "w");
+	if (!f)
+		return;
+	fputs(text, f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "%s <'%s' >'%s' 2>&1 & %s <'%s' >'%s' 2>&1; wait", shell, path, out1, shell, path,
+		 out2);
+	if (system(cmd) != 0)
+		return;
+	*a = slurp(root(), strrchr(out1, '/') + 1, NULL);
+	*b = slurp(root(), strrchr(out2, '/') + 1, NULL);
+	unlink(path);
+	unlink(out1);
+	unlink(out2);
+}
+
+static const char *const all_shells[] = { "dash", "bash", "zsh" };
+
+UNIT_TEST(launcher_replay_starts_nothing)
+{
+	for (size_t i = 0; i < 3; i++) {
+		for (int together = 0; together < 2; together++) {
+			struct strbuf sb = STRBUF_INIT, cmd = STRBUF_INIT;
+			struct exec_spec spec = { 0 };
+			char sd[256], dir[512], *a, *b, *t;
+			unsigned n = 0;
+
+			snprintf(sd, sizeof(sd), "%s/replay-%s-%d", root(), all_shells[i], together);
+			sb_addf(&cmd, "echo ran >>'%s.count'", sd);
+			spec.command = sb_str(&cmd);
+			CHECK_INT(exec_build_launcher(&sb, sd, 1, "replay-token", &spec), 0);
+			run_twice(all_shells[i], sb_str(&sb), together, &a, &b);
+			/* the replay answers as the first did */
+			CHECK_INT(exec_parse_launch(a, &n), 0);
+			CHECK_INT(n, 1);
+			CHECK_STR(b, a);
+			snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+			t = wait_exit(dir, 10000);
+			CHECK_STR(t, "0\n");
+			free(t);
+			/* one command, run once */
+			CHECK(!exists(sd, "cmd/2"));
+			snprintf(dir, sizeof(dir), "%s.count", sd);
+			t = slurp(root(), strrchr(dir, '/') + 1, NULL);
+			CHECK_STR(t, "ran\n");
+			free(t);
+			free(a);
+			free(b);
+			sb_free(&sb);
+			sb_free(&cmd);
+		}
+	}
+}
+
+UNIT_TEST(stdin_replay_feeds_nothing)
+{
+	for (size_t i = 0; i < 3; i++) {
+		struct exec_spec spec = { .command = "exec cat" };
+		struct strbuf sb = STRBUF_INIT;
+		char sd[256], dir[512], *a, *b, *t;
+
+		state_dir(sd, sizeof(sd), "stdinreplay", all_shells[i]);
+		CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
+		/* one after the other, then both at once */
+		CHECK_INT(exec_build_stdin_write(&sb, dir, "r1", NULL, "abc", 3), 0);
+		run_twice(all_shells[i], sb_str(&sb), false, &a, &b);
+		CHECK_STR(a, "daytonafs-written\n");
+		CHECK_STR(b, "daytonafs-written\n");
+		free(a);
+		free(b);
+		sb_reset(&sb);
+		CHECK_INT(exec_build_stdin_write(&sb, dir, "r2", "r1", "def", 3), 0);
+		run_twice(all_shells[i], sb_str(&sb), true, &a, &b);
+		CHECK_STR(a, "daytonafs-written\n");
+		CHECK_STR(b, "daytonafs-written\n");
+		free(a);
+		free(b);
+		sb_free(&sb);
+		/* the claim of an answered batch goes with the next one */
+		CHECK(!exists(dir, "stdin.b.r1"));
+		CHECK(exists(dir, "stdin.b.r2"));
+		CHECK_INT(close_stdin("dash", dir), 0);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "abcdef");
+		free(t);
+	}
 }
 
 static unsigned orphans_seen[8];
@@ -1040,6 +1177,8 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_kill_stubborn),
 	UNIT_CASE(run_kill_orphan_record),
 	UNIT_CASE(run_reconcile),
+	UNIT_CASE(launcher_replay_starts_nothing),
+	UNIT_CASE(stdin_replay_feeds_nothing),
 };
 
 int main(void)

@@ -388,6 +388,75 @@ UNIT_TEST(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart)
 		consecutive_deletes_in_one_rm(shells[i]);
 }
 
+/* A batch whose answer was lost is sent again (B4): running it twice must
+ * leave what running it once left, and report no failure the second time. */
+static void batch_run_twice(const char *shell)
+{
+	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
+	struct strbuf script = STRBUF_INIT;
+	struct wb_op *b = NULL, **bt = &b, *op;
+	struct wb_result r[4];
+	struct stat st;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	touch_file(dir, "f");
+	touch_file(dir, "g");
+	touch_file(dir, "h");
+	snprintf(path, sizeof(path), "%s/f", dir);
+	*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
+	op->chown = true;                  /* chown clears setuid; chmod after it sets it again */
+	op->uid = getuid();
+	op->gid = getgid();
+	op->chmod = true;
+	op->mode = 04751;
+	op->set_mtime = op->set_atime = true;
+	op->mtime.tv_sec = 1234567890;
+	op->atime.tv_sec = 1111111111;
+	op->stat_after = true;
+	snprintf(path, sizeof(path), "%s/g", dir);
+	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+	snprintf(path, sizeof(path), "%s/h", dir);
+	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+	snprintf(path, sizeof(path), "%s/gone", dir);   /* touch -c makes nothing */
+	*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
+	op->set_mtime = true;
+	op->mtime.tv_sec = 1000000000;
+	wb_script(&script, b, "Tw2", FMT);
+
+	for (int run = 0; run < 2; run++) {
+		char *out = run_sh(shell, dir, sb_str(&script));
+
+		wb_parse(out, out ? strlen(out) : 0, "Tw2", r, 4);
+		for (size_t i = 0; i < 4; i++)
+			CHECK_INT(r[i].status, WB_OK);
+		snprintf(path, sizeof(path), "%s/f", dir);
+		CHECK(lstat(path, &st) == 0);
+		CHECK_INT(st.st_mode & 07777, 04751);
+		CHECK_INT(st.st_mtim.tv_sec, 1234567890);
+		CHECK_INT(st.st_atim.tv_sec, 1111111111);
+		snprintf(path, sizeof(path), "%s/g", dir);
+		CHECK(lstat(path, &st) < 0 && errno == ENOENT);
+		snprintf(path, sizeof(path), "%s/h", dir);
+		CHECK(lstat(path, &st) < 0 && errno == ENOENT);
+		snprintf(path, sizeof(path), "%s/gone", dir);
+		CHECK(lstat(path, &st) < 0 && errno == ENOENT);
+		free(out);
+	}
+	sb_free(&script);
+	wb_list_free(b);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	CHECK(system(path) == 0);
+}
+
+UNIT_TEST(a_batch_run_twice_leaves_what_it_left_once)
+{
+	for (size_t i = 0; i < N_SHELLS; i++)
+		batch_run_twice(shells[i]);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
@@ -401,6 +470,7 @@ int main(void)
 		UNIT_CASE(parse_splits_by_marker_and_spots_failures_and_missing_ops),
 		UNIT_CASE(the_script_applies_every_op_under_sh_whatever_the_names),
 		UNIT_CASE(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart),
+		UNIT_CASE(a_batch_run_twice_leaves_what_it_left_once),
 	};
 
 	return unit_run("writeback", cases, sizeof(cases) / sizeof(cases[0]));
