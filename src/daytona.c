@@ -1790,6 +1790,22 @@ static int dl_sink(void *p, const void *data, size_t len)
 	return 0;
 }
 
+/* A 206 that stops before both the end asked for and the end of the file
+ * (a server may send less than asked, and a proxy may cut a body at a chunk
+ * boundary): the rest must be asked for, since a reader takes a short count
+ * for the end of the file. */
+static bool range_cut_short(const struct http_response *resp, uint64_t got_to, uint64_t want_to)
+{
+	unsigned long long first, last, size;
+
+	if (resp->status != 206 || !resp->content_range ||
+	    sscanf(resp->content_range, "bytes %llu-%llu/%llu", &first, &last, &size) != 3)
+		return false;   /* "/ *": the size is unknown; curl checked the length */
+	if (want_to > size)
+		want_to = size;
+	return got_to < want_to;
+}
+
 int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const char *path,
 		       uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
 {
@@ -1841,6 +1857,14 @@ int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const cha
 			resumes++;
 			error_clear(err);
 			continue;
+		} else if (!rc && !dc.done && range_cut_short(&resp, off + total, len ? off + len : UINT64_MAX)) {
+			http_response_free(&resp);
+			/* Ends: every round delivers bytes of a file of the size announced. */
+			if (dc.delivered > 0)
+				continue;
+			rc = dt_error_set(err, -EIO, 206, "%s: the server sent %" PRIu64 " bytes, less than it "
+					  "announced", sb_str(&what), total);
+			break;
 		}
 		http_response_free(&resp);
 		break;

@@ -1933,7 +1933,10 @@ fail:
 }
 
 /* Bytes copied (0 at the end of the file), or -EAGAIN when the stream cannot
- * serve this read. */
+ * serve this read. A stream that ended in an error serves only reads that
+ * lie wholly before where it stopped: a short count would be taken for the
+ * end of the file (the kernel shrinks its size), so a read across the cut
+ * gets -EAGAIN and the caller downloads it, or fails with the error. */
 static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 {
 	size_t n, pos, first;
@@ -1954,8 +1957,12 @@ static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 		rc = -EAGAIN;
 		goto out;
 	}
+	if (rs->err && rs->end < off + size) {
+		rc = -EAGAIN;
+		goto out;
+	}
 	if (off >= rs->end) {
-		rc = rs->err ? -EAGAIN : 0;
+		rc = 0;
 		goto out;
 	}
 	n = rs->end - off < size ? (size_t)(rs->end - off) : size;

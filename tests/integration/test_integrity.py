@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Data integrity on the read and upload paths, under faults: no older upload
+lands after a newer one, no short read that is not the end of the file, no
+upload that lands on another name or nowhere, no silent request cut short.
+Each test asserts on content, errno and the server's request log."""
+import errno
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import API_KEY, ctl, read, write
+
+
+@pytest.fixture
+def tdir(mount, sandbox):
+    """A fresh directory in the sandbox: (path through the mount, path in the sandbox)."""
+    name = "itg-" + uuid.uuid4().hex[:8]
+    local = mount.p(sandbox, "fs", "tmp", name)
+    os.mkdir(local)
+    return local, "/tmp/" + name
+
+
+@pytest.fixture
+def faults(server):
+    server.local("DELETE", "/_local/faults")
+    yield lambda rule: server.local("POST", "/_local/faults", rule)
+    server.local("DELETE", "/_local/faults")
+
+
+def sandbox_id(mount, sb):
+    return json.loads(read(mount.p(sb, "info")))["id"]
+
+
+def in_sandbox(server, sid, path):
+    """The file's content read through the toolbox API (not the mount), or None."""
+    url = f"{server.base}/toolbox/{sid}/files/download?path={urllib.parse.quote(path, safe='/')}"
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + API_KEY})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def sandbox_names(server, sid, path):
+    url = f"{server.base}/toolbox/{sid}/files?path={urllib.parse.quote(path, safe='/')}"
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + API_KEY})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return sorted(e["name"] for e in json.loads(r.read()))
+
+
+def upload_log(server):
+    return [e for e in server.local("GET", "/_local/log") if "/files/bulk-upload" in e["path"]]
+
+
+def rewrite(path, data):
+    """open(O_TRUNC), write, close: the close's errno, or 0."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    try:
+        os.close(fd)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def unsaved(mount, fragment):
+    found = []
+    for root, _, files in os.walk(os.path.join(mount.cache, "unsaved")):
+        found += [os.path.join(root, fn) for fn in files if fragment in fn]
+    return found
+
+
+# ---- B2: no short read that is not the end of the file ------------------------------------------
+
+def make_remote_file(mount, sandbox, spath, size):
+    """Writes a random file in the sandbox by a command: the mount never had its content."""
+    ctl(mount.p(sandbox, "ctl"), f"exec head -c {size} /dev/urandom > {spath}")
+    d = mount.p(sandbox, "cmd", os.readlink(mount.p(sandbox, "cmd", "last")))
+    assert read(os.path.join(d, "exit")) == "0\n"
+
+
+@pytest.mark.parametrize("resume_fault", [500, "drop"])
+def test_reset_stream_whose_resume_fails_is_never_a_short_read(mount, sandbox, tdir, server, faults,
+                                                               resume_fault):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    name = f"trunc-{resume_fault}.bin"
+    make_remote_file(mount, sandbox, f"{spath}/{name}", 2_000_000)
+    want = in_sandbox(server, sid, f"{spath}/{name}")
+    pat = "/files/download.*" + name
+    # 1st download (the first window): ok; 2nd (the stream of the rest): reset
+    # after half its body; 3rd (its resume): fails; later ones: ok.
+    faults({"pattern": pat, "method": "GET", "action": "reset_mid_body", "schedule": [False, True, False, True]})
+    if resume_fault == "drop":
+        faults({"pattern": pat, "method": "GET", "action": "drop", "schedule": [False, True, False]})
+    else:
+        faults({"pattern": pat, "method": "GET", "action": "status", "status": 500,
+                "schedule": [False, True, False]})
+    # cat prints the whole file or fails: never a truncated copy with exit 0.
+    try:
+        with open(os.path.join(local, name), "rb") as f:
+            got = f.read()
+    except OSError as e:
+        got = e
+    assert isinstance(got, OSError) or got == want, f"{len(got)} bytes of {len(want)}, and no error"
+    assert got == want      # here the later requests work: the whole file
+    hits = [r for r in server.local("GET", "/_local/faults") if r["pattern"] == pat]
+    assert sum(r["injected"] for r in hits) >= 2, hits
