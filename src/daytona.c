@@ -2083,8 +2083,8 @@ int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path
 /* ---- toolbox: process --------------------------------------------------------- */
 
 static int exec_call(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-		     const struct dt_kv *envs, size_t n_envs, long timeout_s, bool activity, int *exit_code,
-		     char **output, struct dt_error *err)
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, long http_timeout_ms, bool activity,
+		     int *exit_code, char **output, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
@@ -2116,11 +2116,10 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 		goto out;
 	}
 	{
-		/* Never replayed once sent: the command could run twice. The
-		 * HTTP timeout outlives the command's own by 5 s, as the SDK. */
+		/* Never replayed once sent: the command could run twice. */
 		struct call c = { .method = "POST", .url = sb_str(&url), .what = "exec", .toolbox = true,
 				  .json = body, .max_body = 64u << 20, .activity = activity,
-				  .timeout_ms = timeout_s > 0 ? (timeout_s + 5) * 1000 : 0 };
+				  .timeout_ms = http_timeout_ms };
 
 		rc = dt_do(dt, &c, &resp, err);
 		if (!rc) {
@@ -2150,18 +2149,41 @@ out:
 	return rc;
 }
 
+/* The HTTP timeout of a command with a timeout of its own: 5 s more, as the
+ * SDK, so that the server's 408 arrives first. None without one. */
+static long exec_http_timeout_ms(long timeout_s)
+{
+	return timeout_s > 0 ? (timeout_s + 5) * 1000 : 0;
+}
+
 int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 	    struct dt_error *err)
 {
-	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, false, exit_code, output, err);
+	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, exec_http_timeout_ms(timeout_s), false,
+			 exit_code, output, err);
 }
 
 int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 		     struct dt_error *err)
 {
-	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, true, exit_code, output, err);
+	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, exec_http_timeout_ms(timeout_s), true,
+			 exit_code, output, err);
+}
+
+long dt_command_server_timeout_s(long limit_s)
+{
+	/* A second under the client's limit, so that the 408 usually comes
+	 * back before the client gives up; never 0, which means none. */
+	return limit_s > 1 ? limit_s - 1 : 1;
+}
+
+int dt_exec_within(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		   long limit_s, int *exit_code, char **output, struct dt_error *err)
+{
+	return exec_call(dt, box, command, cwd, NULL, 0, dt_command_server_timeout_s(limit_s), limit_s * 1000,
+			 false, exit_code, output, err);
 }
 
 static int get_dir(struct dt_client *dt, const struct dt_box *box, const char *endpoint, char *out,

@@ -225,6 +225,13 @@ int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command,
 int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 		     struct dt_error *err);
+/* dt_exec bounded by limit_s on both sides: the sandbox kills the command
+ * (timeout dt_command_server_timeout_s(limit_s)) when the client stops
+ * waiting for it (limit_s), so that nothing keeps running that nobody waits
+ * for. For the mount's own commands (file operations). */
+int dt_exec_within(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		   long limit_s, int *exit_code, char **output, struct dt_error *err);
+long dt_command_server_timeout_s(long limit_s);
 /* GET /user-home-dir and /work-dir: {"dir": "..."} */
 int dt_home_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
 int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);

@@ -52,10 +52,6 @@
 
 #define RA_MIN (128 * 1024)
 #define RA_MAX (8 * 1024 * 1024)
-/* Commands for file operations are bounded by the mount's request timeout
- * (-o timeout), like every other request: no limit of their own in the
- * sandbox, where they are short (SEMANTICS.md). */
-#define FS_COMMAND_TIMEOUT_S 0
 
 /* One record per entry, '/' between fields (no name holds a '/'); the link
  * target is last, and its length is the link's size. See files_parse_find. */
@@ -835,7 +831,10 @@ static int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, in
 		return -ENOMEM;
 	}
 	sandbox_box(sb, &box);
-	rc = dt_exec(fs->dt, &box, sb_str(&cmd), "/", NULL, 0, FS_COMMAND_TIMEOUT_S, code, out, &err);
+	/* Bounded by the mount's request timeout (-o timeout), like every other
+	 * request, and in the sandbox too: a command the mount stops waiting
+	 * for must not go on changing files (SEMANTICS.md). */
+	rc = dt_exec_within(fs->dt, &box, sb_str(&cmd), "/", fs->opt.timeout_s, code, out, &err);
 	sb_free(&cmd);
 	if (rc < 0) {
 		free(*out);

@@ -115,3 +115,26 @@ def test_reset_stream_whose_resume_fails_is_never_a_short_read(mount, sandbox, t
     assert got == want      # here the later requests work: the whole file
     hits = [r for r in server.local("GET", "/_local/faults") if r["pattern"] == pat]
     assert sum(r["injected"] for r in hits) >= 2, hits
+
+
+# ---- D6: a silent long request is not cut by the stall limit ------------------------------------
+
+def test_silent_stdin_batch_outlives_the_stall_limit(server, tmp_root, sandbox):
+    from conftest import Mount
+    m = Mount(server, tmp_root, ["timeout=2", "retries=0"], name="silentmnt")
+    try:
+        # The command reads nothing for 10 s: a batch bigger than the pipe
+        # waits in the sandbox, and its request is silent, past -o timeout.
+        ctl(m.p(sandbox, "ctl"), "exec sleep 10; wc -c")
+        d = m.p(sandbox, "cmd", os.readlink(m.p(sandbox, "cmd", "last")))
+        data = os.urandom(300 * 1024)
+        fd = os.open(os.path.join(d, "stdin"), os.O_WRONLY)
+        try:
+            n = os.write(fd, data)
+        finally:
+            os.close(fd)
+        assert n == len(data)
+        assert read(os.path.join(d, "exit")) == "0\n"
+        assert read(os.path.join(d, "stdout")).strip() == str(len(data))
+    finally:
+        m.unmount()

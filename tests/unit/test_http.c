@@ -913,6 +913,23 @@ UNIT_TEST(dt_download_short_ranges_continue)
 	sb_free(&sb);
 }
 
+UNIT_TEST(stall_limit_per_request)
+{
+	/* Without a timeout of its own: the stall limit (rounded up to s). */
+	CHECK_INT((int)http_stall_secs(60000, 0), 60);
+	CHECK_INT((int)http_stall_secs(1500, 0), 2);
+	/* With one (a command, a sandbox start the server holds silent until
+	 * done): none, the timeout bounds it (D6). */
+	CHECK_INT((int)http_stall_secs(60000, 125000), 0);
+	CHECK_INT((int)http_stall_secs(60000, 35000), 0);
+	CHECK_INT((int)http_stall_secs(0, 0), 0);
+	/* The mount's own commands: the sandbox stops them just before the
+	 * client stops waiting, never "no timeout" (0). */
+	CHECK_INT((int)dt_command_server_timeout_s(60), 59);
+	CHECK_INT((int)dt_command_server_timeout_s(2), 1);
+	CHECK_INT((int)dt_command_server_timeout_s(1), 1);
+}
+
 UNIT_TEST(dt_download_fallbacks)
 {
 	struct dt_box box = { "box1", tb_base };
@@ -1039,6 +1056,7 @@ int main(void)
 		UNIT_CASE(threads_share_pool),
 		UNIT_CASE(dt_list_pages),
 		UNIT_CASE(dt_download_short_ranges_continue),
+		UNIT_CASE(stall_limit_per_request),
 		UNIT_CASE(dt_malformed_responses),
 		UNIT_CASE(dt_toolbox_errors),
 		UNIT_CASE(dt_download_fallbacks),
