@@ -1658,13 +1658,62 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	sb_free(&cmd);
 }
 
+/*
+ * Sends the stage to n->path. The toolbox trims white space from both ends
+ * of an upload's path (Go's strings.TrimSpace), so "notes " would be written
+ * over "notes": such a path is uploaded under a temporary name in the same
+ * directory, and one command copies that into the file and removes it. The
+ * copy (cat, not mv) keeps an existing file's inode, mode, owner and links,
+ * as an upload in place does. Caller holds n->lock.
+ */
+static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+{
+	static unsigned long seq;
+	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
+	const char *slash = strrchr(n->path, '/');
+	struct dt_box box;
+	int rc;
+
+	sandbox_box(n->sb, &box);
+	if (!slash || !dt_upload_path_trimmed(n->path))
+		return dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
+	sb_add(&tmp, n->path, (size_t)(slash - n->path) + 1);
+	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	sb_adds(&cmd, "cat -- ");
+	sh_word(&cmd, sb_str(&tmp));
+	sb_adds(&cmd, " > ");
+	sh_word(&cmd, n->path);
+	sb_adds(&cmd, "; rc=$?; rm -f -- ");
+	sh_word(&cmd, sb_str(&tmp));
+	sb_adds(&cmd, "; exit $rc");
+	if (tmp.oom || cmd.oom) {
+		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", n->path);
+		goto out;
+	}
+	rc = dt_fs_upload_fd(fs->dt, &box, sb_str(&tmp), stage_fd(n->stage), stage_size(n->stage), err);
+	if (rc < 0) {
+		struct dt_error ignored = { 0 };
+
+		/* A part of it may have been written. */
+		dt_fs_delete(fs->dt, &box, sb_str(&tmp), false, &ignored);
+		goto out;
+	}
+	rc = run_fs_command(fs, n->sb, sb_str(&cmd), NULL);
+	if (rc < 0)
+		dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", n->path,
+			     strerror(-rc));
+out:
+	sb_free(&tmp);
+	sb_free(&cmd);
+	return rc;
+}
+
 /* Uploads a dirty stage, then applies what had to wait for the file to
  * exist (mode, owner, times). Caller holds n->lock. */
 static int upload_node(struct dfs *fs, struct open_node *n)
 {
 	struct dt_error err = { 0 };
 	struct stat hint;
-	struct dt_box box;
 	int rc;
 
 	if (!n->dirty || n->unlinked)
@@ -1672,8 +1721,7 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 	/* A queued change of this file (its times, say) must not land after
 	 * the new content. */
 	files_settle(fs, n->sb, n->path);
-	sandbox_box(n->sb, &box);
-	rc = dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), &err);
+	rc = upload_stage(fs, n, &err);
 	if (rc < 0) {
 		n->upload_error = rc;
 		upload_hint(n, &hint);

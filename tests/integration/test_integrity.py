@@ -117,6 +117,72 @@ def test_reset_stream_whose_resume_fails_is_never_a_short_read(mount, sandbox, t
     assert sum(r["injected"] for r in hits) >= 2, hits
 
 
+# ---- B3/D2: a name with white space at its end is written under its own name -------------------
+
+SPACES = [" ", "\t", "\n", "\r", "\v", "\f", "\u0085", "\u00a0", "\u2003", "\u3000", "  "]
+
+
+def test_trailing_white_space_names_are_their_own_files(mount, sandbox, tdir, server):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    write(os.path.join(local, "victim.txt"), "original A\n")
+    for i, ws in enumerate(SPACES):
+        write(os.path.join(local, "victim.txt" + ws), f"other {i}\n")
+    # The victim is untouched, and each file exists under its exact name.
+    assert in_sandbox(server, sid, spath + "/victim.txt") == b"original A\n"
+    for i, ws in enumerate(SPACES):
+        assert in_sandbox(server, sid, spath + "/victim.txt" + ws) == f"other {i}\n".encode(), repr(ws)
+    names = sandbox_names(server, sid, spath)
+    assert sorted(names) == sorted(["victim.txt"] + ["victim.txt" + ws for ws in SPACES])
+    assert not any(".daytonafs-upload" in n for n in names)   # no temporary left
+
+
+def test_trailing_space_rewrite_keeps_mode_and_reads_back(mount, sandbox, tdir, server):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "run.sh ")
+    write(p, "#!/bin/sh\necho one\n")
+    os.chmod(p, 0o755)
+    write(p, "#!/bin/sh\necho two\n")      # over the existing file: in place, mode kept
+    mount.settle()
+    assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\n"
+    assert in_sandbox(server, sid, spath + "/run.sh") is None
+    assert os.stat(p).st_mode & 0o7777 == 0o755
+    with open(p, "a") as f:                 # append: the content is downloaded and extended
+        f.write("echo three\n")
+    assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\necho three\n"
+
+
+def test_upload_answer_naming_another_path_is_an_error(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    # The daemon answers with the path it wrote: another one is a failure.
+    faults({"pattern": "/files/bulk-upload", "status": 200, "count": 2,
+            "body": {"files": [{"path": spath + "/elsewhere", "bytes": 4}]}})
+    assert rewrite(os.path.join(local, "named.txt"), b"data") == errno.EIO
+
+
+# ---- D3: a name the daemon's multipart parser would reject is written, not dropped ---------------
+
+def test_backslash_name_is_written(mount, sandbox, tdir, server):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    for name in ["back\\", "a\\b\\", "quote\"", "semi;"]:
+        write(os.path.join(local, name), name + "\n")
+        assert in_sandbox(server, sid, spath + "/" + name) == (name + "\n").encode()
+
+
+def test_upload_answer_without_the_file_is_an_error(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    # What the daemon answers when its parser dropped the part: 200, no file.
+    faults({"pattern": "/files/bulk-upload", "status": 200, "body": {"files": None}, "count": 1})
+    p = os.path.join(local, "dropped\\")
+    assert rewrite(p, b"data\n") == errno.EIO
+    # The release's last try then writes it.
+    mount.settle()
+    assert in_sandbox(server, sid, spath + "/dropped\\") == b"data\n"
+
+
 # ---- D6: a silent long request is not cut by the stall limit ------------------------------------
 
 def test_silent_stdin_batch_outlives_the_stall_limit(server, tmp_root, sandbox):
