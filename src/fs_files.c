@@ -66,6 +66,7 @@ struct open_node {
 	struct sandbox *sb;
 	char *path;
 	int refs;
+	int handles;              /* open file handles (refs also counts short-lived lookups) */
 	pthread_mutex_t lock;
 	struct stage *stage;      /* NULL until the file is written, truncated or created */
 	bool populated;           /* the stage holds the whole current content */
@@ -295,6 +296,19 @@ static void node_set_path(struct open_node *n, char *path)
 		free(n->path);   /* out of memory: the lesser evil */
 	}
 	n->path = path;
+}
+
+/* After a last-chance upload failed and its stage went to unsaved/: an
+ * open that joined the node meanwhile starts from the sandbox's file, as a
+ * later open would, and never writes into (or uploads) the saved copy.
+ * Caller holds n->lock. */
+static void node_forget_content(struct open_node *n)
+{
+	stage_free(n->stage);
+	n->stage = NULL;
+	n->populated = n->dirty = n->is_new = false;
+	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	n->upload_error = 0;
 }
 
 static void node_release(struct dfs *fs, struct open_node *n)
@@ -1809,6 +1823,8 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 			}
 		}
 	}
+	if (rc == 0)
+		n->handles++;
 	pthread_mutex_unlock(&n->lock);
 	if (rc < 0)
 		goto fail;
@@ -2174,7 +2190,12 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
 	struct open_node *n = h->node;
 
-	if (node_put(fs->files, n)) {
+	/* The node stays in the open table (this handle's reference) until the
+	 * last-chance upload is over: an open of the same path meanwhile joins
+	 * the node and waits for the lock, so that one path never has two
+	 * uploads at once, and an older content never lands after a newer one. */
+	pthread_mutex_lock(&n->lock);
+	if (--n->handles == 0) {
 		/* The last handle: one more try, and a stage that still cannot be
 		 * uploaded is preserved, never dropped. */
 		if (n->dirty && !n->unlinked && upload_node(fs, n) < 0) {
@@ -2187,9 +2208,11 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 				sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
 						  n->path, where);
 			}
+			node_forget_content(n);
 		}
-		node_free(n);
 	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
 	if (h->rs)
 		rs_stop(h->rs);
 	free(h->ra_buf);

@@ -79,6 +79,51 @@ def unsaved(mount, fragment):
     return found
 
 
+# ---- B1: an older upload never lands after a newer one -----------------------------------------
+
+def test_last_chance_upload_never_lands_after_a_newer_write(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "stale.txt")
+    # The close's upload fails (500); the release's last try gets a 429 and waits 2 s.
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 500, "schedule": [True, False]})
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 429, "retry_after": 2,
+            "schedule": [True]})
+    server.reset()
+    assert rewrite(p, b"OLD version, the longer one\n") == errno.EIO
+    time.sleep(0.5)     # the last try is waiting on its Retry-After now
+    assert rewrite(p, b"NEW version\n") == 0
+    assert in_sandbox(server, sid, spath + "/stale.txt") == b"NEW version\n"
+    time.sleep(3)       # past the Retry-After: nothing older lands later
+    assert in_sandbox(server, sid, spath + "/stale.txt") == b"NEW version\n"
+    assert read(p) == "NEW version\n"
+    # One upload at a time, in order: the old content (longer), then the new.
+    ups = [e for e in upload_log(server) if e["status"] == 200]
+    assert len(ups) == 2 and ups[0]["bytes_in"] > ups[1]["bytes_in"], ups
+
+
+def test_failed_last_chance_goes_to_unsaved_and_the_newer_write_wins(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "lost.txt")
+    # close: 500; release's last try: 429 (2 s), then 500: the stage goes to unsaved/.
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 500,
+            "schedule": [True, False, True]})
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 429, "retry_after": 2,
+            "schedule": [True]})
+    old = b"OLD content that could not be saved\n"
+    assert rewrite(p, old) == errno.EIO
+    time.sleep(0.5)
+    # This open joins the file's node and waits for the last try; then it
+    # starts afresh and never writes into the copy kept in unsaved/.
+    assert rewrite(p, b"NEW\n") == 0
+    time.sleep(0.5)
+    assert in_sandbox(server, sid, spath + "/lost.txt") == b"NEW\n"
+    kept = unsaved(mount, "lost.txt")
+    assert len(kept) == 1 and open(kept[0], "rb").read() == old
+    assert "lost.txt" in read(mount.p(sandbox, "error"))
+
+
 # ---- B2: no short read that is not the end of the file ------------------------------------------
 
 def make_remote_file(mount, sandbox, spath, size):
