@@ -1948,6 +1948,22 @@ static int dl_sink(void *p, const void *data, size_t len)
 	return 0;
 }
 
+/* A 206 that stops before both the end asked for and the end of the file
+ * (a server may send less than asked, and a proxy may cut a body at a chunk
+ * boundary): the rest must be asked for, since a reader takes a short count
+ * for the end of the file. */
+static bool range_cut_short(const struct http_response *resp, uint64_t got_to, uint64_t want_to)
+{
+	unsigned long long first, last, size;
+
+	if (resp->status != 206 || !resp->content_range ||
+	    sscanf(resp->content_range, "bytes %llu-%llu/%llu", &first, &last, &size) != 3)
+		return false;   /* "/ *": the size is unknown; curl checked the length */
+	if (want_to > size)
+		want_to = size;
+	return got_to < want_to;
+}
+
 int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const char *path,
 		       uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
 {
@@ -1999,6 +2015,14 @@ int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const cha
 			resumes++;
 			error_clear(err);
 			continue;
+		} else if (!rc && !dc.done && range_cut_short(&resp, off + total, len ? off + len : UINT64_MAX)) {
+			http_response_free(&resp);
+			/* Ends: every round delivers bytes of a file of the size announced. */
+			if (dc.delivered > 0)
+				continue;
+			rc = dt_error_set(err, -EIO, 206, "%s: the server sent %" PRIu64 " bytes, less than it "
+					  "announced", sb_str(&what), total);
+			break;
 		}
 		http_response_free(&resp);
 		break;
@@ -2031,19 +2055,149 @@ static int upload_errno(const char *msg)
 	return -EIO;
 }
 
+/* The length of the UTF-8 sequence at s (1 to 4), or 0 when s does not
+ * start a valid one: what Go's utf8.DecodeRuneInString accepts. */
+static size_t utf8_seq_len(const unsigned char *s, size_t avail, uint32_t *cp)
+{
+	static const uint32_t shortest[5] = { 0, 0, 0x80, 0x800, 0x10000 };   /* overlong below */
+	size_t n;
+	uint32_t c;
+
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (n > avail)
+		return 0;
+	c = s[0] & (0x7fu >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	if (c < shortest[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+/* Go's unicode.IsSpace, plus U+001C..U+001F, which the local server's
+ * Python strip() also trims. */
+static bool trimmed_space(uint32_t c)
+{
+	switch (c) {
+	case '\t': case '\n': case '\v': case '\f': case '\r': case ' ':
+	case 0x1c: case 0x1d: case 0x1e: case 0x1f:
+	case 0x85: case 0xa0: case 0x1680:
+	case 0x2028: case 0x2029: case 0x202f: case 0x205f: case 0x3000:
+		return true;
+	default:
+		return c >= 0x2000 && c <= 0x200a;
+	}
+}
+
+bool dt_upload_path_trimmed(const char *path)
+{
+	const unsigned char *s = (const unsigned char *)path;
+	size_t len = strlen(path);
+	uint32_t c;
+
+	if (len == 0)
+		return false;
+	if (utf8_seq_len(s, len, &c) && trimmed_space(c))
+		return true;
+	/* The last character starts at most 4 bytes from the end. */
+	for (size_t back = 1; back <= 4 && back <= len; back++) {
+		size_t n = utf8_seq_len(s + len - back, back, &c);
+
+		if (n == back)
+			return trimmed_space(c);
+		if ((s[len - back] & 0xc0) != 0x80)
+			break;   /* a lead byte (or ASCII) that does not end the string */
+	}
+	return false;
+}
+
+/* Whether a path the server echoes is the one sent. Go's JSON encoder
+ * replaces each byte that is not valid UTF-8 with U+FFFD, so such a path
+ * comes back with U+FFFD where the bad bytes were. */
+static bool echoed_path_matches(const char *sent, const char *echoed)
+{
+	const unsigned char *s = (const unsigned char *)sent;
+	const unsigned char *e = (const unsigned char *)echoed;
+	size_t slen = strlen(sent), elen = strlen(echoed);
+	size_t i = 0, j = 0;
+
+	while (i < slen) {
+		uint32_t c;
+		size_t n = utf8_seq_len(s + i, slen - i, &c);
+
+		if (n) {
+			if (elen - j < n || memcmp(s + i, e + j, n))
+				return false;
+			i += n;
+			j += n;
+		} else {
+			if (elen - j < 3 || memcmp(e + j, "\xef\xbf\xbd", 3))
+				return false;
+			i++;
+			j += 3;
+		}
+	}
+	return j == elen;
+}
+
+int dt_upload_reply_check(const char *body, size_t body_len, const char *path, uint64_t len,
+			  char *why, size_t cap)
+{
+	cJSON *root = body && body_len ? cJSON_ParseWithLength(body, body_len) : NULL;
+	const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
+	const cJSON *f0 = cJSON_IsArray(files) ? cJSON_GetArrayItem(files, 0) : NULL;
+	const cJSON *fpath = cJSON_GetObjectItemCaseSensitive(f0, "path");
+	const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(f0, "bytes");
+	int rc = 0;
+
+	/* A 2xx without the file in it stored nothing we can see: the daemon
+	 * skips a part whose file name its multipart parser rejects. */
+	if (!cJSON_IsObject(f0)) {
+		snprintf(why, cap, "the server stored no file");
+		rc = -EIO;
+	} else if (cJSON_IsString(fpath) && !echoed_path_matches(path, fpath->valuestring)) {
+		/* It wrote another file (it trims white space from the path). */
+		snprintf(why, cap, "the server stored the data as another path");
+		rc = -EIO;
+	} else if (cJSON_IsNumber(bytes) && (uint64_t)bytes->valuedouble != len) {
+		snprintf(why, cap, "the server stored %.0f bytes of %" PRIu64, bytes->valuedouble, len);
+		rc = -EIO;
+	}
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* The file part's name. The daemon ignores it (the path field names the
+ * destination), but Go's multipart parser drops a part whose file name it
+ * rejects (one ending in a backslash, say): a constant one always passes. */
+#define UPLOAD_PART_FILENAME "file"
+
 static int fs_upload(struct dt_client *dt, const struct dt_box *box, const char *path, int fd,
 		     const void *data, uint64_t len, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_part parts[2];
 	struct http_response resp;
-	const char *base = strrchr(path, '/');
 	cJSON *root = NULL;
 	const cJSON *errs;
 	int rc;
 
 	error_clear(err);
-	base = base && base[1] ? base + 1 : "file";
 	/* The .path field must come before its .file (CONTRACT 3.6). */
 	memset(parts, 0, sizeof(parts));
 	parts[0].name = "files[0].path";
@@ -2051,7 +2205,7 @@ static int fs_upload(struct dt_client *dt, const struct dt_box *box, const char 
 	parts[0].data_len = strlen(path);
 	parts[0].fd = -1;
 	parts[1].name = "files[0].file";
-	parts[1].filename = base;
+	parts[1].filename = UPLOAD_PART_FILENAME;
 	parts[1].fd = fd;
 	if (fd >= 0) {
 		parts[1].fd_len = len;
@@ -2069,6 +2223,7 @@ static int fs_upload(struct dt_client *dt, const struct dt_box *box, const char 
 		/* Every upload replaces the whole file, so a replay is safe. */
 		struct call c = { .method = "POST", .url = sb_str(&url), .what = sb_str(&what), .toolbox = true,
 				  .parts = parts, .n_parts = 2, .idempotent = true, .streaming = true };
+		char why[128];
 
 		rc = dt_do(dt, &c, &resp, err);
 		if (resp.body && resp.body_len)
@@ -2082,15 +2237,8 @@ static int fs_upload(struct dt_client *dt, const struct dt_box *box, const char 
 			rc = dt_error_set(err, upload_errno(msg), resp.status, "%s: %s", c.what, msg);
 		} else if (!rc && resp.body_len && !root) {
 			rc = malformed(err, resp.status, c.what);
-		} else if (!rc && root) {
-			const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
-			const cJSON *f0 = cJSON_GetArrayItem(files, 0);
-			const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(f0, "bytes");
-
-			if (cJSON_IsNumber(bytes) && (uint64_t)bytes->valuedouble != len)
-				rc = dt_error_set(err, -EIO, resp.status,
-						  "%s: the server stored %.0f bytes of %" PRIu64, c.what,
-						  bytes->valuedouble, len);
+		} else if (!rc && dt_upload_reply_check(resp.body, resp.body_len, path, len, why, sizeof(why))) {
+			rc = dt_error_set(err, -EIO, resp.status, "%s: %s", c.what, why);
 		}
 		http_response_free(&resp);
 	}
@@ -2217,8 +2365,8 @@ int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path
 /* ---- toolbox: process --------------------------------------------------------- */
 
 static int exec_call(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-		     const struct dt_kv *envs, size_t n_envs, long timeout_s, bool activity, int *exit_code,
-		     char **output, struct dt_error *err)
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, long http_timeout_ms, bool activity,
+		     int *exit_code, char **output, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
@@ -2250,11 +2398,10 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 		goto out;
 	}
 	{
-		/* Never replayed once sent: the command could run twice. The
-		 * HTTP timeout outlives the command's own by 5 s, as the SDK. */
+		/* Never replayed once sent: the command could run twice. */
 		struct call c = { .method = "POST", .url = sb_str(&url), .what = "exec", .toolbox = true,
 				  .json = body, .max_body = 64u << 20, .activity = activity,
-				  .timeout_ms = timeout_s > 0 ? (timeout_s + 5) * 1000 : 0 };
+				  .timeout_ms = http_timeout_ms };
 
 		rc = dt_do(dt, &c, &resp, err);
 		if (!rc) {
@@ -2284,18 +2431,41 @@ out:
 	return rc;
 }
 
+/* The HTTP timeout of a command with a timeout of its own: 5 s more, as the
+ * SDK, so that the server's 408 arrives first. None without one. */
+static long exec_http_timeout_ms(long timeout_s)
+{
+	return timeout_s > 0 ? (timeout_s + 5) * 1000 : 0;
+}
+
 int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 	    struct dt_error *err)
 {
-	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, false, exit_code, output, err);
+	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, exec_http_timeout_ms(timeout_s), false,
+			 exit_code, output, err);
 }
 
 int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 		     struct dt_error *err)
 {
-	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, true, exit_code, output, err);
+	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, exec_http_timeout_ms(timeout_s), true,
+			 exit_code, output, err);
+}
+
+long dt_command_server_timeout_s(long limit_s)
+{
+	/* A second under the client's limit, so that the 408 usually comes
+	 * back before the client gives up; never 0, which means none. */
+	return limit_s > 1 ? limit_s - 1 : 1;
+}
+
+int dt_exec_within(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		   long limit_s, int *exit_code, char **output, struct dt_error *err)
+{
+	return exec_call(dt, box, command, cwd, NULL, 0, dt_command_server_timeout_s(limit_s), limit_s * 1000,
+			 false, exit_code, output, err);
 }
 
 static int get_dir(struct dt_client *dt, const struct dt_box *box, const char *endpoint, char *out,

@@ -227,6 +227,15 @@ int dt_fs_upload_fd(struct dt_client *dt, const struct dt_box *box, const char *
 		    uint64_t len, struct dt_error *err);
 int dt_fs_upload_mem(struct dt_client *dt, const struct dt_box *box, const char *path,
 		     const void *data, size_t len, struct dt_error *err);
+/* Whether bulk-upload would store path under another name: the daemon
+ * applies Go's strings.TrimSpace to it, so a path that starts or ends with
+ * white space (unicode.IsSpace) must be uploaded under another name. */
+bool dt_upload_path_trimmed(const char *path);
+/* Checks a 2xx bulk-upload reply for one file of len bytes sent as path:
+ * 0, or -EIO with the reason in why when it names no file, another path
+ * (invalid UTF-8 in path comes back as U+FFFD) or another size. */
+int dt_upload_reply_check(const char *body, size_t body_len, const char *path, uint64_t len,
+			  char *why, size_t cap);
 int dt_fs_mkdir(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
 		struct dt_error *err);
 int dt_fs_delete(struct dt_client *dt, const struct dt_box *box, const char *path, bool recursive,
@@ -249,6 +258,13 @@ int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command,
 int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
 		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
 		     struct dt_error *err);
+/* dt_exec bounded by limit_s on both sides: the sandbox kills the command
+ * (timeout dt_command_server_timeout_s(limit_s)) when the client stops
+ * waiting for it (limit_s), so that nothing keeps running that nobody waits
+ * for. For the mount's own commands (file operations). */
+int dt_exec_within(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
+		   long limit_s, int *exit_code, char **output, struct dt_error *err);
+long dt_command_server_timeout_s(long limit_s);
 /* GET /user-home-dir and /work-dir: {"dir": "..."} */
 int dt_home_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
 int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);

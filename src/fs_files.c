@@ -52,10 +52,6 @@
 
 #define RA_MIN (128 * 1024)
 #define RA_MAX (8 * 1024 * 1024)
-/* Commands for file operations are bounded by the mount's request timeout
- * (-o timeout), like every other request: no limit of their own in the
- * sandbox, where they are short (SEMANTICS.md). */
-#define FS_COMMAND_TIMEOUT_S 0
 
 /* One record per entry, '/' between fields (no name holds a '/'); the link
  * target is last, and its length is the link's size. See files_parse_find. */
@@ -70,6 +66,7 @@ struct open_node {
 	struct sandbox *sb;
 	char *path;
 	int refs;
+	int handles;              /* open file handles (refs also counts short-lived lookups) */
 	pthread_mutex_t lock;
 	struct stage *stage;      /* NULL until the file is written, truncated or created */
 	bool populated;           /* the stage holds the whole current content */
@@ -305,6 +302,19 @@ static void node_set_path(struct open_node *n, char *path)
 		free(n->path);   /* out of memory: the lesser evil */
 	}
 	n->path = path;
+}
+
+/* After a last-chance upload failed and its stage went to unsaved/: an
+ * open that joined the node meanwhile starts from the sandbox's file, as a
+ * later open would, and never writes into (or uploads) the saved copy.
+ * Caller holds n->lock. */
+static void node_forget_content(struct open_node *n)
+{
+	stage_free(n->stage);
+	n->stage = NULL;
+	n->populated = n->dirty = n->is_new = false;
+	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	n->upload_error = 0;
 }
 
 static void node_release(struct dfs *fs, struct open_node *n)
@@ -842,7 +852,10 @@ static int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *scrip
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	sandbox_box(sb, &box);
-	rc = dt_exec(fs->dt, &box, sb_str(&cmd), "/", NULL, 0, FS_COMMAND_TIMEOUT_S, code, out, err);
+	/* Bounded by the mount's request timeout (-o timeout), like every other
+	 * request, and in the sandbox too: a command the mount stops waiting
+	 * for must not go on changing files (SEMANTICS.md). */
+	rc = dt_exec_within(fs->dt, &box, sb_str(&cmd), "/", fs->opt.timeout_s, code, out, err);
 	sb_free(&cmd);
 	if (rc < 0) {
 		free(*out);
@@ -1681,13 +1694,62 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	sb_free(&cmd);
 }
 
+/*
+ * Sends the stage to n->path. The toolbox trims white space from both ends
+ * of an upload's path (Go's strings.TrimSpace), so "notes " would be written
+ * over "notes": such a path is uploaded under a temporary name in the same
+ * directory, and one command copies that into the file and removes it. The
+ * copy (cat, not mv) keeps an existing file's inode, mode, owner and links,
+ * as an upload in place does. Caller holds n->lock.
+ */
+static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+{
+	static unsigned long seq;
+	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
+	const char *slash = strrchr(n->path, '/');
+	struct dt_box box;
+	int rc;
+
+	sandbox_box(n->sb, &box);
+	if (!slash || !dt_upload_path_trimmed(n->path))
+		return dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
+	sb_add(&tmp, n->path, (size_t)(slash - n->path) + 1);
+	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	sb_adds(&cmd, "cat -- ");
+	sh_word(&cmd, sb_str(&tmp));
+	sb_adds(&cmd, " > ");
+	sh_word(&cmd, n->path);
+	sb_adds(&cmd, "; rc=$?; rm -f -- ");
+	sh_word(&cmd, sb_str(&tmp));
+	sb_adds(&cmd, "; exit $rc");
+	if (tmp.oom || cmd.oom) {
+		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", n->path);
+		goto out;
+	}
+	rc = dt_fs_upload_fd(fs->dt, &box, sb_str(&tmp), stage_fd(n->stage), stage_size(n->stage), err);
+	if (rc < 0) {
+		struct dt_error ignored = { 0 };
+
+		/* A part of it may have been written. */
+		dt_fs_delete(fs->dt, &box, sb_str(&tmp), false, &ignored);
+		goto out;
+	}
+	rc = run_fs_command(fs, n->sb, sb_str(&cmd), NULL);
+	if (rc < 0)
+		dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", n->path,
+			     strerror(-rc));
+out:
+	sb_free(&tmp);
+	sb_free(&cmd);
+	return rc;
+}
+
 /* Uploads a dirty stage, then applies what had to wait for the file to
  * exist (mode, owner, times). Caller holds n->lock. */
 static int upload_node(struct dfs *fs, struct open_node *n)
 {
 	struct dt_error err = { 0 };
 	struct stat hint;
-	struct dt_box box;
 	int rc;
 
 	if (!n->dirty || n->unlinked)
@@ -1695,8 +1757,7 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 	/* A queued change of this file (its times, say) must not land after
 	 * the new content. */
 	files_settle(fs, n->sb, n->path);
-	sandbox_box(n->sb, &box);
-	rc = dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), &err);
+	rc = upload_stage(fs, n, &err);
 	if (rc < 0) {
 		n->upload_error = rc;
 		upload_hint(n, &hint);
@@ -1784,6 +1845,8 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 			}
 		}
 	}
+	if (rc == 0)
+		n->handles++;
 	pthread_mutex_unlock(&n->lock);
 	if (rc < 0)
 		goto fail;
@@ -1955,7 +2018,10 @@ fail:
 }
 
 /* Bytes copied (0 at the end of the file), or -EAGAIN when the stream cannot
- * serve this read. */
+ * serve this read. A stream that ended in an error serves only reads that
+ * lie wholly before where it stopped: a short count would be taken for the
+ * end of the file (the kernel shrinks its size), so a read across the cut
+ * gets -EAGAIN and the caller downloads it, or fails with the error. */
 static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 {
 	size_t n, pos, first;
@@ -1976,8 +2042,12 @@ static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 		rc = -EAGAIN;
 		goto out;
 	}
+	if (rs->err && rs->end < off + size) {
+		rc = -EAGAIN;
+		goto out;
+	}
 	if (off >= rs->end) {
-		rc = rs->err ? -EAGAIN : 0;
+		rc = 0;
 		goto out;
 	}
 	n = rs->end - off < size ? (size_t)(rs->end - off) : size;
@@ -2142,7 +2212,12 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
 	struct open_node *n = h->node;
 
-	if (node_put(fs->files, n)) {
+	/* The node stays in the open table (this handle's reference) until the
+	 * last-chance upload is over: an open of the same path meanwhile joins
+	 * the node and waits for the lock, so that one path never has two
+	 * uploads at once, and an older content never lands after a newer one. */
+	pthread_mutex_lock(&n->lock);
+	if (--n->handles == 0) {
 		/* The last handle: one more try, and a stage that still cannot be
 		 * uploaded is preserved, never dropped. */
 		if (n->dirty && !n->unlinked && upload_node(fs, n) < 0) {
@@ -2155,9 +2230,11 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 				sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
 						  n->path, where);
 			}
+			node_forget_content(n);
 		}
-		node_free(n);
 	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
 	if (h->rs)
 		rs_stop(h->rs);
 	free(h->ra_buf);

@@ -719,11 +719,22 @@ static bool status_retryable(long status, const struct http_request *req)
 	}
 }
 
+long http_stall_secs(long stall_timeout_ms, long own_timeout_ms)
+{
+	/* A request with a timeout of its own is one the server holds silent
+	 * until its work is done (a command, a sandbox start): a stall limit
+	 * would cut it before that timeout, and the timeout bounds it. */
+	if (stall_timeout_ms <= 0 || own_timeout_ms > 0)
+		return 0;
+	return (stall_timeout_ms + 999) / 1000;
+}
+
 static void setup_handle(struct http_client *hc, CURL *easy, const struct http_request *req,
 			 struct attempt *at, char *curl_err)
 {
 	long total = req->timeout_ms > 0 ? req->timeout_ms :
 		     (req->streaming ? 0 : hc->cfg.request_timeout_ms);
+	long stall_secs;
 
 	/* The reset keeps live connections and the share (see curl_easy_reset(3)). */
 	curl_easy_reset(easy);
@@ -742,13 +753,11 @@ static void setup_handle(struct http_client *hc, CURL *easy, const struct http_r
 #endif
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, hc->cfg.connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, total);
-	if (hc->cfg.stall_timeout_ms > 0) {
-		/* Less than one byte a second for stall_timeout: the peer is gone.
-		 * Applies to every request; with streaming it is the only limit. */
-		long secs = (hc->cfg.stall_timeout_ms + 999) / 1000;
-
+	stall_secs = http_stall_secs(hc->cfg.stall_timeout_ms, req->timeout_ms);
+	if (stall_secs > 0) {
+		/* Less than one byte a second for stall_timeout: the peer is gone. */
 		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, secs);
+		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_secs);
 	}
 	/* Collected bodies (JSON listings) compress well; ranged downloads
 	 * into a sink must stay byte-exact, so no encoding there. */

@@ -108,6 +108,13 @@ struct http_response {
 int http_do(struct http_client *hc, const struct http_request *req,
 	    struct http_response *resp, char *errbuf, size_t errlen);
 
+/* The low-speed limit (seconds under 1 B/s) for a request whose
+ * http_request.timeout_ms is own_timeout_ms (0: none); 0 means no limit. Every request
+ * without a timeout of its own gets the stall limit (with streaming it is
+ * the only one); one with its own timeout gets none, so that a server that
+ * answers only when done is not cut before that timeout. */
+long http_stall_secs(long stall_timeout_ms, long own_timeout_ms);
+
 void http_response_free(struct http_response *resp);
 
 /* Counters, for debugging and the benchmarks. */

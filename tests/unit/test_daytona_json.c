@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "daytona.h"
@@ -726,7 +727,51 @@ UNIT_TEST(error_set)
 	CHECK_INT(dt_error_set(NULL, -EIO, 0, "ignored"), -EIO);
 }
 
+UNIT_TEST(upload_path_trimmed)
+{
+	/* What Go's strings.TrimSpace would take off either end (D2). */
+	static const char *const trimmed[] = {
+		"/d/a ", "/d/a\t", "/d/a\n", "/d/a\r", "/d/a\v", "/d/a\f", "/d/a\xc2\x85", "/d/a\xc2\xa0",
+		"/d/a\xe3\x80\x80", "/d/a\xe2\x80\xa8", "/d/a\xe2\x80\x8a", "/d/a\xe1\x9a\x80", " /d/a",
+		"\xc2\xa0/d/a", "/d/a\x1f",
+	};
+	static const char *const kept[] = {
+		"/d/a", "/d/ a", "/d /a", "/d/a\\", "/d/a\xff", "/d/a\xa0", "/d/\xa0", "/d/a\xe2\x80\x8b",
+		"/d/a\xc3\xa9", "/d/a\xc2", "", "/d/a\x7f",
+	};
+
+	for (size_t i = 0; i < sizeof(trimmed) / sizeof(trimmed[0]); i++)
+		CHECK(dt_upload_path_trimmed(trimmed[i]));
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+		CHECK(!dt_upload_path_trimmed(kept[i]));
+}
+
+UNIT_TEST(upload_reply_check)
+{
+	char why[128];
+	const char *ok = "{\"files\":[{\"path\":\"/d/a\",\"bytes\":3}]}";
+	const char *bad_utf8 = "{\"files\":[{\"path\":\"/d/\xef\xbf\xbd\xef\xbf\xbdz\",\"bytes\":3}]}";
+
+	CHECK_INT(dt_upload_reply_check(ok, strlen(ok), "/d/a", 3, why, sizeof(why)), 0);
+	CHECK_INT(dt_upload_reply_check(ok, strlen(ok), "/d/a ", 3, why, sizeof(why)), -EIO);
+	CHECK_INT(dt_upload_reply_check(ok, strlen(ok), "/d/a", 4, why, sizeof(why)), -EIO);
+	CHECK_INT(dt_upload_reply_check(ok, strlen(ok), "/d/ab", 3, why, sizeof(why)), -EIO);
+	/* Each byte that is not UTF-8 comes back as U+FFFD. */
+	CHECK_INT(dt_upload_reply_check(bad_utf8, strlen(bad_utf8), "/d/\xff\xfez", 3, why, sizeof(why)), 0);
+	CHECK_INT(dt_upload_reply_check(bad_utf8, strlen(bad_utf8), "/d/\xffz", 3, why, sizeof(why)), -EIO);
+	CHECK_INT(dt_upload_reply_check(bad_utf8, strlen(bad_utf8), "/d/\xef\xbf\xbd\xef\xbf\xbdz", 3, why,
+					sizeof(why)), 0);
+	/* No file in a 2xx: nothing stored (D3). */
+	CHECK_INT(dt_upload_reply_check("{\"files\":null}", 14, "/d/a", 3, why, sizeof(why)), -EIO);
+	CHECK_INT(dt_upload_reply_check("{\"files\":[]}", 12, "/d/a", 3, why, sizeof(why)), -EIO);
+	CHECK_INT(dt_upload_reply_check("", 0, "/d/a", 3, why, sizeof(why)), -EIO);
+	/* A reply without path or bytes is taken as it is. */
+	CHECK_INT(dt_upload_reply_check("{\"files\":[{}]}", 14, "/d/a", 3, why, sizeof(why)), 0);
+}
+
 UNIT_MAIN("daytona_json",
+	  UNIT_CASE(upload_path_trimmed),
+	  UNIT_CASE(upload_reply_check),
 	  UNIT_CASE(mode_regular_and_dir),
 	  UNIT_CASE(mode_special_bits),
 	  UNIT_CASE(mode_types),

@@ -33,6 +33,8 @@ static atomic_int n_conns;      /* connections accepted */
 static atomic_int n_reqs;       /* requests read */
 static atomic_int script_left;  /* how many more requests get the fault */
 static char last_headers[4096];
+static char last_body_head[2048];     /* the first bytes of the last request's body */
+static size_t last_body_head_len;
 static size_t last_body_len;
 static uint32_t last_body_sum;
 static pthread_mutex_t last_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -101,12 +103,25 @@ static int read_request(int fd, char *line, size_t lcap, char *hdrs, size_t hcap
 	if (body_have > clen)
 		body_have = clen;   /* no pipelining from curl */
 	s = sum_bytes((unsigned char *)end + 4, body_have, s);
+	pthread_mutex_lock(&last_lock);
+	last_body_head_len = body_have < sizeof(last_body_head) ? body_have : sizeof(last_body_head);
+	memcpy(last_body_head, end + 4, last_body_head_len);
+	pthread_mutex_unlock(&last_lock);
 	while (body_have < clen) {
 		ssize_t r = recv(fd, buf, sizeof(buf) < clen - body_have ? sizeof(buf) : clen - body_have, 0);
 
 		if (r <= 0)
 			return -1;
 		s = sum_bytes((unsigned char *)buf, (size_t)r, s);
+		pthread_mutex_lock(&last_lock);
+		if (last_body_head_len < sizeof(last_body_head)) {
+			size_t k = sizeof(last_body_head) - last_body_head_len;
+
+			k = k < (size_t)r ? k : (size_t)r;
+			memcpy(last_body_head + last_body_head_len, buf, k);
+			last_body_head_len += k;
+		}
+		pthread_mutex_unlock(&last_lock);
 		body_have += (size_t)r;
 	}
 	pthread_mutex_lock(&last_lock);
@@ -169,6 +184,15 @@ static bool serve_daytona(int fd, const char *path)
 		respond(fd, 200, NULL, file, sizeof(file));        /* ignores Range */
 	} else if (strncmp(path, "/tb/box1/files/download?path=/early", 35) == 0) {
 		respond(fd, 206, "Content-Range: bytes 0-999/1000\r\n", file, sizeof(file));
+	} else if (strncmp(path, "/tb/box1/files/download?path=/short", 35) == 0) {
+		/* 206s of at most 100 bytes from where Range asks, of a 1000-byte file. */
+		const char *r = strcasestr(last_headers, "\r\nRange: bytes=");
+		unsigned long a = r ? strtoul(r + 15, NULL, 10) : 0;
+		size_t k = a >= sizeof(file) ? 0 : sizeof(file) - a < 100 ? sizeof(file) - a : 100;
+		char cr[96];
+
+		snprintf(cr, sizeof(cr), "Content-Range: bytes %lu-%lu/%zu\r\n", a, a + k - 1, sizeof(file));
+		respond(fd, 206, cr, file + a, k);
 	} else if (strncmp(path, "/tb/box1/files?path=/weird", 26) == 0) {
 		respond_json(fd, 200, "{\"x\":1}");
 	} else if (strncmp(path, "/tb/box1/files/info?path=/e400", 30) == 0) {
@@ -176,6 +200,12 @@ static bool serve_daytona(int fd, const char *path)
 	} else if (strncmp(path, "/tb/box1/files/info?path=/stopped", 33) == 0) {
 		respond_json(fd, 400, "{\"statusCode\":400,\"message\":\"bad request: no IP address found. "
 			     "Is the Sandbox started?\",\"code\":\"BAD_REQUEST\"}");
+	} else if (strcmp(path, "/tb/nofile/files/bulk-upload") == 0) {
+		respond_json(fd, 200, "{\"files\":null}");
+	} else if (strcmp(path, "/tb/trims/files/bulk-upload") == 0) {
+		respond_json(fd, 200, "{\"files\":[{\"path\":\"/d/a\",\"bytes\":1}]}");
+	} else if (strcmp(path, "/tb/echo/files/bulk-upload") == 0) {
+		respond_json(fd, 200, "{\"files\":[{\"path\":\"/d/a\\\\\",\"bytes\":1}]}");
 	} else if (strcmp(path, "/tb/box1/files/bulk-upload") == 0) {
 		respond_json(fd, 200, "{\"files\":[],\"errors\":[\"/root/x: create: open /root/x: permission denied\"]}");
 	} else if (strcmp(path, "/tb/box1/user-home-dir") == 0) {
@@ -882,6 +912,68 @@ UNIT_TEST(dt_toolbox_errors)
 	CHECK(strstr(e.message, "permission denied") != NULL);
 }
 
+UNIT_TEST(dt_upload_reply_and_part_filename)
+{
+	struct dt_box nofile = { "nofile", tb_base }, trims = { "trims", tb_base }, echo = { "echo", tb_base };
+	struct dt_error e;
+	char head[sizeof(last_body_head) + 1];
+
+	/* A 2xx that names no file stored nothing (D3), one that names another
+	 * path wrote another file (D2): both EIO, never success. */
+	CHECK_INT(dt_fs_upload_mem(dtc, &nofile, "/d/a", "x", 1, &e), -EIO);
+	CHECK(strstr(e.message, "stored no file") != NULL);
+	CHECK_INT(dt_fs_upload_mem(dtc, &trims, "/d/a ", "x", 1, &e), -EIO);
+	CHECK(strstr(e.message, "another path") != NULL);
+	/* The part's file name is constant whatever the path's basename: Go's
+	 * multipart parser drops a part whose file name ends in a backslash. */
+	CHECK_INT(dt_fs_upload_mem(dtc, &echo, "/d/a\\", "x", 1, &e), 0);
+	pthread_mutex_lock(&last_lock);
+	memcpy(head, last_body_head, last_body_head_len);
+	head[last_body_head_len] = '\0';
+	pthread_mutex_unlock(&last_lock);
+	CHECK(strstr(head, "name=\"files[0].file\"; filename=\"file\"") != NULL);
+	CHECK(strstr(head, "filename=\"a") == NULL);
+}
+
+UNIT_TEST(dt_download_short_ranges_continue)
+{
+	struct dt_box box = { "box1", tb_base };
+	struct strbuf sb = STRBUF_INIT;
+	struct dt_error e;
+	char want[1000];
+
+	for (size_t i = 0; i < sizeof(want); i++)
+		want[i] = (char)('a' + i % 26);
+	/* A server that sends less than asked: the rest is asked for, never
+	 * returned as a short count (a reader takes that for the end). */
+	CHECK_INT((int)dt_fs_download(dtc, &box, "/short", 0, 0, dsink, &sb, &e), 1000);
+	CHECK(sb.len == 1000 && memcmp(sb_str(&sb), want, 1000) == 0);
+	sb_reset(&sb);
+	CHECK_INT((int)dt_fs_download(dtc, &box, "/short", 250, 500, dsink, &sb, &e), 500);
+	CHECK(sb.len == 500 && memcmp(sb_str(&sb), want + 250, 500) == 0);
+	sb_reset(&sb);
+	/* Past the end, a short count is the end of the file. */
+	CHECK_INT((int)dt_fs_download(dtc, &box, "/short", 950, 500, dsink, &sb, &e), 50);
+	sb_free(&sb);
+}
+
+UNIT_TEST(stall_limit_per_request)
+{
+	/* Without a timeout of its own: the stall limit (rounded up to s). */
+	CHECK_INT((int)http_stall_secs(60000, 0), 60);
+	CHECK_INT((int)http_stall_secs(1500, 0), 2);
+	/* With one (a command, a sandbox start the server holds silent until
+	 * done): none, the timeout bounds it (D6). */
+	CHECK_INT((int)http_stall_secs(60000, 125000), 0);
+	CHECK_INT((int)http_stall_secs(60000, 35000), 0);
+	CHECK_INT((int)http_stall_secs(0, 0), 0);
+	/* The mount's own commands: the sandbox stops them just before the
+	 * client stops waiting, never "no timeout" (0). */
+	CHECK_INT((int)dt_command_server_timeout_s(60), 59);
+	CHECK_INT((int)dt_command_server_timeout_s(2), 1);
+	CHECK_INT((int)dt_command_server_timeout_s(1), 1);
+}
+
 UNIT_TEST(dt_download_fallbacks)
 {
 	struct dt_box box = { "box1", tb_base };
@@ -1007,6 +1099,9 @@ int main(void)
 		UNIT_CASE(bad_headers_rejected),
 		UNIT_CASE(threads_share_pool),
 		UNIT_CASE(dt_list_pages),
+		UNIT_CASE(dt_upload_reply_and_part_filename),
+		UNIT_CASE(dt_download_short_ranges_continue),
+		UNIT_CASE(stall_limit_per_request),
 		UNIT_CASE(dt_malformed_responses),
 		UNIT_CASE(dt_toolbox_errors),
 		UNIT_CASE(dt_download_fallbacks),

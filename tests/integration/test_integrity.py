@@ -1,0 +1,251 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Data integrity on the read and upload paths, under faults: no older upload
+lands after a newer one, no short read that is not the end of the file, no
+upload that lands on another name or nowhere, no silent request cut short.
+Each test asserts on content, errno and the server's request log."""
+import errno
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import API_KEY, ctl, read, write
+
+
+@pytest.fixture
+def tdir(mount, sandbox):
+    """A fresh directory in the sandbox: (path through the mount, path in the sandbox)."""
+    name = "itg-" + uuid.uuid4().hex[:8]
+    local = mount.p(sandbox, "fs", "tmp", name)
+    os.mkdir(local)
+    return local, "/tmp/" + name
+
+
+@pytest.fixture
+def faults(server):
+    server.local("DELETE", "/_local/faults")
+    yield lambda rule: server.local("POST", "/_local/faults", rule)
+    server.local("DELETE", "/_local/faults")
+
+
+def sandbox_id(mount, sb):
+    return json.loads(read(mount.p(sb, "info")))["id"]
+
+
+def in_sandbox(server, sid, path):
+    """The file's content read through the toolbox API (not the mount), or None."""
+    url = f"{server.base}/toolbox/{sid}/files/download?path={urllib.parse.quote(path, safe='/')}"
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + API_KEY})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+def sandbox_names(server, sid, path):
+    url = f"{server.base}/toolbox/{sid}/files?path={urllib.parse.quote(path, safe='/')}"
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + API_KEY})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return sorted(e["name"] for e in json.loads(r.read()))
+
+
+def upload_log(server):
+    return [e for e in server.local("GET", "/_local/log") if "/files/bulk-upload" in e["path"]]
+
+
+def rewrite(path, data):
+    """open(O_TRUNC), write, close: the close's errno, or 0."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    try:
+        os.close(fd)
+    except OSError as e:
+        return e.errno
+    return 0
+
+
+def unsaved(mount, fragment):
+    found = []
+    for root, _, files in os.walk(os.path.join(mount.cache, "unsaved")):
+        found += [os.path.join(root, fn) for fn in files if fragment in fn]
+    return found
+
+
+# ---- B1: an older upload never lands after a newer one -----------------------------------------
+
+def test_last_chance_upload_never_lands_after_a_newer_write(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "stale.txt")
+    # The close's upload fails (500); the release's last try gets a 429 and waits 2 s.
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 500, "schedule": [True, False]})
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 429, "retry_after": 2,
+            "schedule": [True]})
+    server.reset()
+    assert rewrite(p, b"OLD version, the longer one\n") == errno.EIO
+    time.sleep(0.5)     # the last try is waiting on its Retry-After now
+    assert rewrite(p, b"NEW version\n") == 0
+    assert in_sandbox(server, sid, spath + "/stale.txt") == b"NEW version\n"
+    time.sleep(3)       # past the Retry-After: nothing older lands later
+    assert in_sandbox(server, sid, spath + "/stale.txt") == b"NEW version\n"
+    assert read(p) == "NEW version\n"
+    # One upload at a time, in order: the old content (longer), then the new.
+    ups = [e for e in upload_log(server) if e["status"] == 200]
+    assert len(ups) == 2 and ups[0]["bytes_in"] > ups[1]["bytes_in"], ups
+
+
+def test_failed_last_chance_goes_to_unsaved_and_the_newer_write_wins(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "lost.txt")
+    # close: 500; release's last try: 429 (2 s), then 500: the stage goes to unsaved/.
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 500,
+            "schedule": [True, False, True]})
+    faults({"pattern": "/files/bulk-upload", "action": "status", "status": 429, "retry_after": 2,
+            "schedule": [True]})
+    old = b"OLD content that could not be saved\n"
+    assert rewrite(p, old) == errno.EIO
+    time.sleep(0.5)
+    # This open joins the file's node and waits for the last try; then it
+    # starts afresh and never writes into the copy kept in unsaved/.
+    assert rewrite(p, b"NEW\n") == 0
+    time.sleep(0.5)
+    assert in_sandbox(server, sid, spath + "/lost.txt") == b"NEW\n"
+    kept = unsaved(mount, "lost.txt")
+    assert len(kept) == 1 and open(kept[0], "rb").read() == old
+    assert "lost.txt" in read(mount.p(sandbox, "error"))
+
+
+# ---- B2: no short read that is not the end of the file ------------------------------------------
+
+def make_remote_file(mount, sandbox, spath, size):
+    """Writes a random file in the sandbox by a command: the mount never had its content."""
+    ctl(mount.p(sandbox, "ctl"), f"exec head -c {size} /dev/urandom > {spath}")
+    d = mount.p(sandbox, "cmd", os.readlink(mount.p(sandbox, "cmd", "last")))
+    assert read(os.path.join(d, "exit")) == "0\n"
+
+
+@pytest.mark.parametrize("resume_fault", [500, "drop"])
+def test_reset_stream_whose_resume_fails_is_never_a_short_read(mount, sandbox, tdir, server, faults,
+                                                               resume_fault):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    name = f"trunc-{resume_fault}.bin"
+    make_remote_file(mount, sandbox, f"{spath}/{name}", 2_000_000)
+    want = in_sandbox(server, sid, f"{spath}/{name}")
+    pat = "/files/download.*" + name
+    # 1st download (the first window): ok; 2nd (the stream of the rest): reset
+    # after half its body; 3rd (its resume): fails; later ones: ok.
+    faults({"pattern": pat, "method": "GET", "action": "reset_mid_body", "schedule": [False, True, False, True]})
+    if resume_fault == "drop":
+        faults({"pattern": pat, "method": "GET", "action": "drop", "schedule": [False, True, False]})
+    else:
+        faults({"pattern": pat, "method": "GET", "action": "status", "status": 500,
+                "schedule": [False, True, False]})
+    # cat prints the whole file or fails: never a truncated copy with exit 0.
+    try:
+        with open(os.path.join(local, name), "rb") as f:
+            got = f.read()
+    except OSError as e:
+        got = e
+    assert isinstance(got, OSError) or got == want, f"{len(got)} bytes of {len(want)}, and no error"
+    assert got == want      # here the later requests work: the whole file
+    hits = [r for r in server.local("GET", "/_local/faults") if r["pattern"] == pat]
+    assert sum(r["injected"] for r in hits) >= 2, hits
+
+
+# ---- B3/D2: a name with white space at its end is written under its own name -------------------
+
+SPACES = [" ", "\t", "\n", "\r", "\v", "\f", "\u0085", "\u00a0", "\u2003", "\u3000", "  "]
+
+
+def test_trailing_white_space_names_are_their_own_files(mount, sandbox, tdir, server):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    write(os.path.join(local, "victim.txt"), "original A\n")
+    for i, ws in enumerate(SPACES):
+        write(os.path.join(local, "victim.txt" + ws), f"other {i}\n")
+    # The victim is untouched, and each file exists under its exact name.
+    assert in_sandbox(server, sid, spath + "/victim.txt") == b"original A\n"
+    for i, ws in enumerate(SPACES):
+        assert in_sandbox(server, sid, spath + "/victim.txt" + ws) == f"other {i}\n".encode(), repr(ws)
+    names = sandbox_names(server, sid, spath)
+    assert sorted(names) == sorted(["victim.txt"] + ["victim.txt" + ws for ws in SPACES])
+    assert not any(".daytonafs-upload" in n for n in names)   # no temporary left
+
+
+def test_trailing_space_rewrite_keeps_mode_and_reads_back(mount, sandbox, tdir, server):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "run.sh ")
+    write(p, "#!/bin/sh\necho one\n")
+    os.chmod(p, 0o755)
+    write(p, "#!/bin/sh\necho two\n")      # over the existing file: in place, mode kept
+    mount.settle()
+    assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\n"
+    assert in_sandbox(server, sid, spath + "/run.sh") is None
+    assert os.stat(p).st_mode & 0o7777 == 0o755
+    with open(p, "a") as f:                 # append: the content is downloaded and extended
+        f.write("echo three\n")
+    assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\necho three\n"
+
+
+def test_upload_answer_naming_another_path_is_an_error(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    # The daemon answers with the path it wrote: another one is a failure.
+    faults({"pattern": "/files/bulk-upload", "status": 200, "count": 2,
+            "body": {"files": [{"path": spath + "/elsewhere", "bytes": 4}]}})
+    assert rewrite(os.path.join(local, "named.txt"), b"data") == errno.EIO
+
+
+# ---- D3: a name the daemon's multipart parser would reject is written, not dropped ---------------
+
+def test_backslash_name_is_written(mount, sandbox, tdir, server):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    for name in ["back\\", "a\\b\\", "quote\"", "semi;"]:
+        write(os.path.join(local, name), name + "\n")
+        assert in_sandbox(server, sid, spath + "/" + name) == (name + "\n").encode()
+
+
+def test_upload_answer_without_the_file_is_an_error(mount, sandbox, tdir, server, faults):
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    # What the daemon answers when its parser dropped the part: 200, no file.
+    faults({"pattern": "/files/bulk-upload", "status": 200, "body": {"files": None}, "count": 1})
+    p = os.path.join(local, "dropped\\")
+    assert rewrite(p, b"data\n") == errno.EIO
+    # The release's last try then writes it.
+    mount.settle()
+    assert in_sandbox(server, sid, spath + "/dropped\\") == b"data\n"
+
+
+# ---- D6: a silent long request is not cut by the stall limit ------------------------------------
+
+def test_silent_stdin_batch_outlives_the_stall_limit(server, tmp_root, sandbox):
+    from conftest import Mount
+    m = Mount(server, tmp_root, ["timeout=2", "retries=0"], name="silentmnt")
+    try:
+        # The command reads nothing for 10 s: a batch bigger than the pipe
+        # waits in the sandbox, and its request is silent, past -o timeout.
+        ctl(m.p(sandbox, "ctl"), "exec sleep 10; wc -c")
+        d = m.p(sandbox, "cmd", os.readlink(m.p(sandbox, "cmd", "last")))
+        data = os.urandom(300 * 1024)
+        fd = os.open(os.path.join(d, "stdin"), os.O_WRONLY)
+        try:
+            n = os.write(fd, data)
+        finally:
+            os.close(fd)
+        assert n == len(data)
+        assert read(os.path.join(d, "exit")) == "0\n"
+        assert read(os.path.join(d, "stdout")).strip() == str(len(data))
+    finally:
+        m.unmount()
