@@ -566,6 +566,36 @@ UNIT_TEST(lists_across_pages)
 		found |= strcmp(snaps[i].id, snap_id) == 0;
 	CHECK(found);
 	vc_snapshot_list_free(snaps, n);
+
+	/* A cap on pages: a list longer than it fails, it is not cut short. */
+	{
+		struct vc_config cfg = { .base_url = api, .token = TOKEN, .team_id = TEAM, .project_id = PROJECT,
+					 .max_pages = 2 };
+		struct vc_client *capped = vc_client_new(hc, &cfg);
+
+		CHECK_INT(vc_sandbox_list(capped, &lp, &list, &n, &e), -E2BIG);
+		CHECK_INT(n, 0);
+		CHECK(list == NULL);
+		vc_client_free(capped);
+	}
+}
+
+/* A 2xx that is not file content (a JSON body, as some real answers have
+ * carried) never reaches the reader as the file. */
+UNIT_TEST(read_not_octet_stream)
+{
+	struct strbuf back = STRBUF_INIT;
+	struct vc_error e;
+
+	CHECK_INT(local_call("POST", "/_local/faults",
+			     "{\"pattern\": \"/fs/read\", \"status\": 200, \"count\": 1, "
+			     "\"body\": {\"error\": {\"code\": \"x\", \"message\": \"not a file\"}}}", NULL), 201);
+	CHECK_INT(read_all(odd_path, &back, &e), -EIO);
+	CHECK_INT(back.len, 0);
+	CHECK(strstr(e.message, "not file content") != NULL);
+	CHECK_INT(faults_injected(), 1);
+	CHECK_INT(local_call("DELETE", "/_local/faults", NULL, NULL), 204);
+	sb_free(&back);
 }
 
 /* A quota of 600 a minute with a burst of 1: the second call waits for its
@@ -692,6 +722,7 @@ int main(void)
 		UNIT_CASE(stop_and_resume),
 		UNIT_CASE(snapshot),
 		UNIT_CASE(lists_across_pages),
+		UNIT_CASE(read_not_octet_stream),
 		UNIT_CASE(rate_limited_client),
 		UNIT_CASE(repeated_cursor),
 		UNIT_CASE(delete_all),
