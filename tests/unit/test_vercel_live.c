@@ -390,9 +390,19 @@ UNIT_TEST(faults_retried)
 	 * work, so retried, and the command ran once. */
 	CHECK_INT(local_call("POST", "/_local/faults",
 			     "{\"pattern\": \"/cmd\\\\?\", \"method\": \"POST\", \"status\": 503, \"count\": 2}", NULL), 201);
-	http_client_stats(hc, &before);
-	CHECK_INT(run(argv, 1, &code), 0);
-	http_client_stats(hc, &after);
+	{
+		struct vc_command *list = NULL;
+		size_t n_before = 0, n_after = 0;
+
+		CHECK_INT(vc_cmd_list(vc, sid, &list, &n_before, &e), 0);
+		free(list);
+		http_client_stats(hc, &before);
+		CHECK_INT(run(argv, 1, &code), 0);
+		http_client_stats(hc, &after);
+		CHECK_INT(vc_cmd_list(vc, sid, &list, &n_after, &e), 0);
+		free(list);
+		CHECK_INT(n_after, n_before + 1);   /* it ran once */
+	}
 	CHECK_INT(code, 0);
 	CHECK_INT(faults_injected(), 2);
 	CHECK_INT(after.retries - before.retries, 2);
