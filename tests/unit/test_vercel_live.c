@@ -472,10 +472,19 @@ UNIT_TEST(stop_and_resume)
 	struct vc_cmd_params p = { .command = "true" };
 	int rc;
 
+	/* A stop that takes 4 s: meanwhile the session is "stopping", and
+	 * calls are EBUSY (422 sandbox_stopping), to be tried again. */
+	CHECK_INT(local_call("PUT", "/_local/timing", "{\"transition_ms\": 4000}", NULL), 204);
 	rc = vc_session_stop(vc, sid, &s, &e);
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
-	CHECK(strcmp(s.status, "stopping") == 0 || strcmp(s.status, "stopped") == 0);
+	CHECK_STR(s.status, "stopping");
+	CHECK_INT(vc_cmd_run(vc, sid, &p, &c, &e), -EBUSY);
+	CHECK_INT(e.http_status, 422);
+	CHECK_STR(e.code, "sandbox_stopping");
+	CHECK_INT(read_all(odd_path, &back, &e), -EBUSY);
+	CHECK_INT(back.len, 0);
+	CHECK_INT(local_call("PUT", "/_local/timing", "{\"transition_ms\": 30}", NULL), 204);
 	CHECK(wait_status("stopped"));
 	/* The session is gone: EHOSTDOWN (410 sandbox_stopped). */
 	CHECK_INT(vc_cmd_run(vc, sid, &p, &c, &e), -EHOSTDOWN);
