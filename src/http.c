@@ -388,6 +388,46 @@ static int part_seek(void *arg, curl_off_t offset, int origin)
 	return CURL_SEEKFUNC_OK;
 }
 
+/* A body_fn body: our own position, so curl can rewind with the seek
+ * callback for a retry or a redirect. */
+struct gen_src {
+	const struct http_request *req;
+	uint64_t pos;
+	int err;                    /* errno from body_fn */
+};
+
+static size_t gen_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct gen_src *gs = arg;
+	uint64_t total = gs->req->body_fn_len;
+	size_t want = size * nitems;
+	ssize_t n;
+
+	if (gs->pos >= total)
+		return 0;
+	if (want > total - gs->pos)
+		want = (size_t)(total - gs->pos);
+	n = gs->req->body_fn(gs->req->body_fn_ctx, gs->pos, buf, want);
+	if (n <= 0 || (size_t)n > want) {
+		/* Short of the declared length, or a local failure: never send
+		 * a body other than the one promised. */
+		gs->err = n < 0 ? (int)-n : EIO;
+		return CURL_READFUNC_ABORT;
+	}
+	gs->pos += (uint64_t)n;
+	return (size_t)n;
+}
+
+static int gen_seek(void *arg, curl_off_t offset, int origin)
+{
+	struct gen_src *gs = arg;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > gs->req->body_fn_len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	gs->pos = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
 struct attempt {
 	const struct http_request *req;
 	struct http_response *resp;
@@ -400,6 +440,7 @@ struct attempt {
 	int abort_err;              /* why the write callback stopped the transfer */
 	bool got_header;            /* a status line was received */
 	struct part_src *srcs;
+	struct gen_src gen;
 };
 
 static bool is_2xx(long status)
@@ -566,7 +607,7 @@ static struct curl_slist *build_headers(struct http_client *hc, const struct htt
 	if (req->headers)
 		for (i = 0; req->headers[i]; i++)
 			APPEND(req->headers[i]);
-	if (req->body && req->content_type) {
+	if ((req->body || req->body_fn) && req->content_type) {
 		sb_addf(&ct, "Content-Type: %s", req->content_type);
 		if (ct.oom) {
 			ok = false;
@@ -769,12 +810,21 @@ static void setup_handle(struct http_client *hc, CURL *easy, const struct http_r
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, at);
 }
 
-static void set_method(CURL *easy, const struct http_request *req, curl_mime *mime)
+static void set_method(CURL *easy, const struct http_request *req, curl_mime *mime,
+		       struct gen_src *gen)
 {
 	const char *m = req->method ? req->method : "GET";
 
 	if (mime) {
 		curl_easy_setopt(easy, CURLOPT_MIMEPOST, mime);
+	} else if (req->body_fn) {
+		gen->pos = 0;
+		curl_easy_setopt(easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_fn_len);
+		curl_easy_setopt(easy, CURLOPT_READFUNCTION, gen_read);
+		curl_easy_setopt(easy, CURLOPT_READDATA, gen);
+		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, gen_seek);
+		curl_easy_setopt(easy, CURLOPT_SEEKDATA, gen);
 	} else if (req->body || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0) {
 		/* A POST without a body still needs Content-Length: 0. */
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
@@ -872,7 +922,7 @@ int http_do(struct http_client *hc, const struct http_request *req, struct http_
 	CURL *easy;
 	CURLcode cc = CURLE_OK;
 	int rc = 0, attempt;
-	bool has_body = req->body || req->n_parts;
+	bool has_body = req->body || req->n_parts || req->body_fn;
 	bool hdrs_ok;
 
 	memset(resp, 0, sizeof(*resp));
@@ -893,6 +943,7 @@ int http_do(struct http_client *hc, const struct http_request *req, struct http_
 	at.req = req;
 	at.resp = resp;
 	at.easy = easy;
+	at.gen.req = req;
 	if (req->n_parts) {
 		at.srcs = calloc(req->n_parts, sizeof(*at.srcs));
 		if (!at.srcs)
@@ -930,7 +981,8 @@ int http_do(struct http_client *hc, const struct http_request *req, struct http_
 				goto out;
 			}
 		}
-		set_method(easy, req, mime);
+		at.gen.err = 0;
+		set_method(easy, req, mime, &at.gen);
 
 		atomic_fetch_add(&hc->n_requests, 1);
 		cc = curl_easy_perform(easy);
@@ -969,6 +1021,10 @@ int http_do(struct http_client *hc, const struct http_request *req, struct http_
 					rc = -at.srcs[i].err;   /* a local read error, not the network */
 					at.abort_err = rc;
 				}
+			if (at.gen.err) {
+				rc = -at.gen.err;
+				at.abort_err = rc;
+			}
 		}
 		if (attempt < hc->cfg.max_retries && transport_retryable(cc, &at)) {
 			wait = backoff_ms(hc, attempt, -1);

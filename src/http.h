@@ -69,12 +69,21 @@ struct http_request {
 	const char *content_type;  /* for body; e.g. "application/json" */
 	const struct http_part *parts; /* multipart/form-data */
 	size_t n_parts;
+	/* ... or a body made while it is sent (e.g. an archive of a file):
+	 * body_fn fills buf with up to len bytes at offset off of a body of
+	 * exactly body_fn_len bytes, and returns how many (> 0), or a negative
+	 * errno. Offsets only grow, except that a retry starts again at 0.
+	 * content_type applies to it as to body. */
+	ssize_t (*body_fn)(void *ctx, uint64_t off, void *buf, size_t len);
+	void *body_fn_ctx;
+	uint64_t body_fn_len;
 
 	/* Response body destination: a sink, or (sink == NULL) collected into
 	 * http_response.body up to max_body bytes (0 = 16 MiB); a larger body
 	 * fails with -EFBIG. The sink gets 2xx bodies only: the body of any other
 	 * status (an error message) is collected into http_response.body instead
-	 * (its first 64 KiB), so that the caller can report it. */
+	 * (its first 64 KiB), so that the caller can report it. The response's
+	 * headers (http_response) are filled before the sink's first call. */
 	http_sink_fn sink;
 	void *sink_ctx;
 	size_t max_body;
