@@ -2196,6 +2196,7 @@ int dt_ping(struct dt_client *dt, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
+	cJSON *root = NULL;
 	int rc;
 
 	error_clear(err);
@@ -2207,6 +2208,15 @@ int dt_ping(struct dt_client *dt, struct dt_error *err)
 				  .idempotent = true };
 
 		rc = dt_do(dt, &c, &resp, err);
+		/* A wrong URL can answer 200 too (a web page): only a sandbox
+		 * list says this is the Daytona API. */
+		if (!rc && resp.body && resp.body_len)
+			root = cJSON_ParseWithLength(resp.body, resp.body_len);
+		if (!rc && !cJSON_IsArray(root) && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "items")))
+			rc = dt_error_set(err, -EPROTO, resp.status,
+					  "the answer to GET /sandbox is not a sandbox list (%s)",
+					  !resp.body_len ? "empty body" : root ? "JSON of another shape" : "not JSON");
+		cJSON_Delete(root);
 		http_response_free(&resp);
 	}
 	sb_free(&url);

@@ -232,7 +232,8 @@ int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_
 /* ---- helpers ------------------------------------------------------------ */
 
 /* A cheap authenticated call (GET /sandbox?limit=1) used at start-up to check the
- * endpoint and the credentials. */
+ * endpoint and the credentials. A 2xx that is not a sandbox list (HTML from a
+ * wrong URL, an empty body) fails with EPROTO, http_status set. */
 int dt_ping(struct dt_client *dt, struct dt_error *err);
 
 #endif
