@@ -675,18 +675,48 @@ void dt_sandbox_clear(struct dt_sandbox *sb)
 	memset(sb, 0, sizeof(*sb));
 }
 
+static bool has_slash_or_control(const char *s)
+{
+	for (; *s; s++)
+		if (*s == '/' || (unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+void dt_json_mark_nul_escapes(char *text, size_t len)
+{
+	bool in_string = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (!in_string) {
+			in_string = text[i] == '"';
+			continue;
+		}
+		if (text[i] == '"') {
+			in_string = false;
+		} else if (text[i] == '\\' && i + 1 < len) {
+			if (len - i >= 6 && !memcmp(text + i + 1, "u0000", 5))
+				text[i + 5] = '1';
+			i++;   /* the escaped character is never a quote that ends the string */
+		}
+	}
+}
+
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 {
-	const char *id;
+	const char *id, *name;
 
 	memset(out, 0, sizeof(*out));
 	if (!cJSON_IsObject(obj))
 		return -EINVAL;
 	id = jstr(obj, "id");
-	if (!id || !id[0])
+	/* The id goes into URLs: one cut to fit, or one that is not a single
+	 * path segment, would address another sandbox or none. */
+	if (!id || !id[0] || !strcmp(id, ".") || !strcmp(id, "..") || has_slash_or_control(id) ||
+	    !str_copy(out->id, sizeof(out->id), id))
 		return -EINVAL;
-	str_copy(out->id, sizeof(out->id), id);
-	jcopy(out->name, sizeof(out->name), obj, "name");
+	name = jstr(obj, "name");
+	out->name_exact = str_copy(out->name, sizeof(out->name), name ? name : "");
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jcopy(out->desired_state, sizeof(out->desired_state), obj, "desiredState");
 	jcopy(out->toolbox_url, sizeof(out->toolbox_url), obj, "toolboxProxyUrl");
@@ -700,10 +730,12 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 }
 
 /* Parses a response that must be one Sandbox. */
-static int sandbox_from_resp(const struct http_response *resp, const char *what, struct dt_sandbox *out,
+static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err);
+
+static int sandbox_from_resp(struct http_response *resp, const char *what, struct dt_sandbox *out,
 			     struct dt_error *err)
 {
-	cJSON *root = parse_body(resp, what, err);
+	cJSON *root = parse_sandbox_body(resp, what, err);
 	int rc;
 
 	if (!root)
@@ -736,6 +768,8 @@ static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t
 		struct dt_sandbox sb;
 		int rc;
 
+		if (*n == DT_LIST_MAX_ITEMS)
+			return -EFBIG;
 		if (*n == *cap) {
 			size_t nc = *cap ? *cap * 2 : 64;
 			struct dt_sandbox *nl = realloc(*list, nc * sizeof(**list));
@@ -749,7 +783,7 @@ static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t
 		if (rc == -ENOMEM)
 			return rc;
 		if (rc) {
-			log_debug("sandbox list: skipping an item without an id");
+			log_debug("sandbox list: skipping an item without a usable id");
 			continue;
 		}
 		(*list)[(*n)++] = sb;
@@ -757,24 +791,75 @@ static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t
 	return 0;
 }
 
+/* A sandbox body parsed, with NUL escapes marked first (dt_json_mark_nul_escapes). */
+static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err)
+{
+	if (resp->body)
+		dt_json_mark_nul_escapes(resp->body, resp->body_len);
+	return parse_body(resp, what, err);
+}
+
+/* The cursors a listing was given so far: a server that hands out any of
+ * them again (not only the last one) would make the listing loop. */
+struct cursor_seen {
+	char **v;
+	size_t n;
+};
+
+static bool cursor_was_seen(const struct cursor_seen *cs, const char *cursor)
+{
+	for (size_t i = 0; i < cs->n; i++)
+		if (!strcmp(cs->v[i], cursor))
+			return true;
+	return false;
+}
+
+static int cursor_remember(struct cursor_seen *cs, const char *cursor)
+{
+	char **nv = realloc(cs->v, (cs->n + 1) * sizeof(*nv));
+
+	if (!nv)
+		return -ENOMEM;
+	cs->v = nv;
+	cs->v[cs->n] = strdup(cursor);
+	if (!cs->v[cs->n])
+		return -ENOMEM;
+	cs->n++;
+	return 0;
+}
+
+static void cursor_seen_free(struct cursor_seen *cs)
+{
+	for (size_t i = 0; i < cs->n; i++)
+		free(cs->v[i]);
+	free(cs->v);
+}
+
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct dt_sandbox *list = NULL;
+	struct cursor_seen seen = { 0 };
+	const char *cursor = NULL;
 	size_t cnt = 0, cap = 0;
-	char *cursor = NULL;
 	int rc = 0, page;
+	bool more = true;
 
 	error_clear(err);
 	*out = NULL;
 	*n = 0;
-	for (page = 0; page < MAX_PAGES; page++) {
+	for (page = 0; more; page++) {
 		struct http_response resp;
 		struct call c = { .method = "GET", .what = "list sandboxes", .idempotent = true,
 				  .max_body = 64u << 20 };
 		const cJSON *items, *next;
 		cJSON *root;
 
+		if (page == DT_LIST_MAX_PAGES) {
+			rc = dt_error_set(err, -EIO, 0, "list sandboxes: more than %d pages: giving up",
+					  DT_LIST_MAX_PAGES);
+			break;
+		}
 		sb_reset(&url);
 		api_url(&url, dt, "/sandbox");
 		sb_addf(&url, "?limit=%d", LIST_PAGE_LIMIT);
@@ -790,7 +875,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 			http_response_free(&resp);
 			break;
 		}
-		root = parse_body(&resp, c.what, err);
+		root = parse_sandbox_body(&resp, c.what, err);
 		if (!root) {
 			http_response_free(&resp);
 			rc = -EIO;
@@ -800,23 +885,26 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 		 * accepted too (one page). */
 		items = cJSON_IsArray(root) ? root : cJSON_GetObjectItemCaseSensitive(root, "items");
 		next = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "nextCursor") : NULL;
+		more = false;
 		if (!cJSON_IsArray(items)) {
 			rc = malformed(err, resp.status, c.what);
 		} else {
 			rc = append_sandboxes(items, &list, &cnt, &cap);
-			if (rc)
+			if (rc == -EFBIG)
+				rc = dt_error_set(err, -EIO, resp.status,
+						  "list sandboxes: more than %d sandboxes: giving up", DT_LIST_MAX_ITEMS);
+			else if (rc)
 				oom(err);
 		}
-		if (!rc && cJSON_IsString(next) && next->valuestring[0] &&
-		    !(cursor && strcmp(cursor, next->valuestring) == 0)) {
-			free(cursor);
-			cursor = strdup(next->valuestring);
-			if (!cursor)
+		if (!rc && cJSON_IsString(next) && next->valuestring[0]) {
+			if (cursor_was_seen(&seen, next->valuestring))
+				rc = dt_error_set(err, -EIO, resp.status,
+						  "list sandboxes: the server repeated a page cursor: giving up");
+			else if (cursor_remember(&seen, next->valuestring))
 				rc = oom(err);
-		} else if (!rc) {
-			cJSON_Delete(root);
-			http_response_free(&resp);
-			break;
+			else
+				more = true;
+			cursor = seen.n ? seen.v[seen.n - 1] : NULL;
 		}
 		cJSON_Delete(root);
 		http_response_free(&resp);
@@ -824,7 +912,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 			break;
 	}
 	sb_free(&url);
-	free(cursor);
+	cursor_seen_free(&seen);
 	if (rc) {
 		dt_sandbox_list_free(list, cnt);
 		return rc;

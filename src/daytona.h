@@ -78,6 +78,7 @@ struct dt_sandbox {
 	char error_reason[512];     /* "" when none */
 	char user[64];
 	char snapshot[256];
+	bool name_exact;            /* name holds the whole name (false: cut to fit the buffer) */
 	struct timespec created_at;
 	struct timespec updated_at;
 	char *json;                 /* the object as returned, pretty-printed with a final newline (malloc'd); may be NULL */
@@ -85,10 +86,21 @@ struct dt_sandbox {
 void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
 struct cJSON;
 /* A Sandbox JSON object to dt_sandbox (json pretty-printed with a final
- * newline). -EINVAL without a string "id", -ENOMEM. Pure: unit-tested. */
+ * newline). -EINVAL without a string "id", or with an id that would not go
+ * into URLs unchanged (too long for the buffer, a '/', a control byte, "."
+ * or ".."); -ENOMEM. Pure: unit-tested. */
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
+/* cJSON turns a \u0000 escape into a NUL that ends the C string, so a name
+ * "a\u0000b" would read as "a". Rewrites each such escape in a JSON text to
+ * \u0001 (in place, same length): the name then keeps its length and shows
+ * that it holds a control byte. Pure: unit-tested. */
+void dt_json_mark_nul_escapes(char *text, size_t len);
 
-/* Every sandbox, following nextCursor across pages (limit 200 a page). */
+/* Every sandbox, following nextCursor across pages (limit 200 a page). Fails
+ * with EIO when the server repeats any cursor it gave before, or sends more
+ * than DT_LIST_MAX_PAGES pages or DT_LIST_MAX_ITEMS items. */
+#define DT_LIST_MAX_PAGES 1000
+#define DT_LIST_MAX_ITEMS 100000
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
 void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
 int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);

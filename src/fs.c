@@ -221,7 +221,10 @@ int node_parse(const char *path, struct node *n)
 void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d)
 {
 	str_copy(sb->id, sizeof(sb->id), d->id);
-	str_copy(sb->name, sizeof(sb->name), d->name);
+	if (fs)
+		registry_set_name(&fs->registry, sb, d->name, d->name_exact);
+	else
+		str_copy(sb->name, sizeof(sb->name), d->name);
 	str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
 	str_copy(sb->state, sizeof(sb->state), d->state);
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
@@ -233,26 +236,6 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 		exec_sandbox_stopped(fs->exec, d->id);
 }
 
-/* Caller holds fs->lock. */
-static struct sandbox *registry_find_locked(struct dfs *fs, const char *name_or_id)
-{
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->gone && !strcmp(sb->name, name_or_id))
-			return sb;
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->gone && !strcmp(sb->id, name_or_id))
-			return sb;
-	return NULL;
-}
-
-static struct sandbox *registry_find_id_locked(struct dfs *fs, const char *id)
-{
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!strcmp(sb->id, id))
-			return sb;
-	return NULL;
-}
-
 struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 {
 	struct sandbox *sb;
@@ -260,11 +243,18 @@ struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 	pthread_mutex_lock(&fs->lock);
 	/* A sandbox seen before (even one marked gone) keeps its entry: pointers
 	 * held by open files stay valid for the life of the mount. */
-	sb = registry_find_id_locked(fs, d->id);
+	sb = registry_by_id(&fs->registry, d->id);
 	if (!sb) {
 		sb = calloc(1, sizeof(*sb));
 		if (!sb) {
 			pthread_mutex_unlock(&fs->lock);
+			return NULL;
+		}
+		str_copy(sb->id, sizeof(sb->id), d->id);
+		str_copy(sb->name, sizeof(sb->name), d->name);
+		if (registry_insert(&fs->registry, sb) < 0) {
+			pthread_mutex_unlock(&fs->lock);
+			free(sb);
 			return NULL;
 		}
 		pthread_mutex_init(&sb->op_lock, NULL);
@@ -318,7 +308,7 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 	int rc;
 
 	pthread_mutex_lock(&fs->lock);
-	sb = registry_find_locked(fs, name);
+	sb = registry_resolve(&fs->registry, name);
 	pthread_mutex_unlock(&fs->lock);
 	if (sb)
 		return sb;
@@ -341,8 +331,18 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 	}
 	sb = sandbox_add(fs, &d);
 	dt_sandbox_clear(&d);
-	if (!sb)
+	if (!sb) {
 		dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return NULL;
+	}
+	/* The API found it by id or by name; it is MOUNT/name only if the
+	 * naming rule agrees (the name is shown as it is, and unique). */
+	pthread_mutex_lock(&fs->lock);
+	sb = registry_resolve(&fs->registry, name);
+	pthread_mutex_unlock(&fs->lock);
+	if (!sb)
+		dt_error_set(err, -ENOENT, 0, "no sandbox has the directory name '%s' (list the mount to see "
+			     "sandboxes shown by id)", name);
 	return sb;
 }
 
@@ -385,6 +385,13 @@ void sandbox_box(const struct sandbox *sb, struct dt_box *box)
 {
 	box->id = sb->id;
 	box->toolbox_url = sb->toolbox_url;
+}
+
+void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap)
+{
+	pthread_mutex_lock(&fs->lock);
+	str_copy(out, cap, registry_dir_name(&fs->registry, sb));
+	pthread_mutex_unlock(&fs->lock);
 }
 
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
@@ -434,9 +441,13 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		dt_sandbox_clear(&d);
 		return rc < 0 ? rc : 0;
 	}
-	sandbox_set_error(sb, "sandbox '%s' is %s: start it with: echo start > %s/%s/ctl%s", sb->name, state,
-			  fs->mountpoint, sb->name,
-			  fs->opt.autostart ? "" : " (or mount with -o autostart)");
+	{
+		char dir[256];
+
+		sandbox_dir_name(fs, sb, dir, sizeof(dir));
+		sandbox_set_error(sb, "sandbox '%s' is %s: start it with: echo start > %s/%s/ctl%s", sb->name,
+				  state, fs->mountpoint, dir, fs->opt.autostart ? "" : " (or mount with -o autostart)");
+	}
 	return -EHOSTDOWN;
 }
 
@@ -693,9 +704,14 @@ static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 	add_entry(buf, filler, ".snapshots");
 	/* Copy the names out under the lock, then fill without it. */
 	pthread_mutex_lock(&fs->lock);
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->gone && ctl_valid_name(sb->name))
-			sb_add(&names, sb->name, strlen(sb->name) + 1);
+	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
+		const char *dir;
+
+		if (sb->gone)
+			continue;
+		dir = registry_dir_name(&fs->registry, sb);
+		sb_add(&names, dir, strlen(dir) + 1);
+	}
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t off = 0; off < names.len; off += strlen(names.buf + off) + 1)
 		add_entry(buf, filler, names.buf + off);
@@ -1699,9 +1715,9 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 	cache_invalidate_sandbox_paths(fs->cache, sandbox_id, &paths, &len);
 	name[0] = '\0';
 	pthread_mutex_lock(&fs->lock);
-	for (sb = fs->sandboxes; sb; sb = sb->next)
-		if (!strcmp(sb->id, sandbox_id))
-			str_copy(name, sizeof(name), sb->name);
+	sb = registry_by_id(&fs->registry, sandbox_id);
+	if (sb)
+		str_copy(name, sizeof(name), registry_dir_name(&fs->registry, sb));
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->fuse && name[0] && paths) {
 		for (size_t off = 0; off < len; off += strlen(paths + off) + 1) {
@@ -1876,6 +1892,7 @@ void dfs_free(struct dfs *fs)
 		pthread_mutex_destroy(&sb->op_lock);
 		free(sb);
 	}
+	registry_free(&fs->registry);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

@@ -56,6 +56,94 @@ def info_id(path):
     return json.loads(read(os.path.join(path, "info")))["id"]
 
 
+# ---- B6: names that cannot be shown as they are ---------------------------------
+
+def test_names_never_shadow(mount, server):
+    victim = create_sandbox(mount, "victim")
+    victim_id = info_id(mount.p(victim))
+    made = [raw_create(server, victim + "\u0000x"),   # shows as a second `victim` today
+            raw_create(server, victim_id),            # takes over MOUNT/<victim's id>
+            raw_create(server, "ctl"), raw_create(server, "error"),
+            raw_create(server, "tab\there")]
+    try:
+        # each impostor is reachable by its id (which also puts it in the mount's
+        # list at once, whatever dir_timeout says)
+        for sid in made:
+            assert info_id(mount.p(sid)) == sid
+        names = os.listdir(mount.path)
+        for n in (victim, "ctl", "error"):
+            assert names.count(n) == 1, (n, names)
+        assert victim_id not in names      # the victim shows by name; the impostor by its own id
+        # the impostors are there, by id only
+        for sid in made:
+            assert sid in names
+        assert "tab\there" not in names
+        # MOUNT/victim and MOUNT/<its id> are the victim; each impostor is reachable by id
+        assert info_id(mount.p(victim)) == victim_id
+        assert info_id(mount.p(victim_id)) == victim_id
+        # a lookup of a name the rule refuses finds nothing, even though the API has it
+        with pytest.raises(FileNotFoundError):
+            os.stat(mount.p("tab\there"))
+        assert read(mount.p("error")) is not None and os.path.isfile(mount.p("ctl"))
+    finally:
+        for sid in made:
+            server.api("DELETE", "/sandbox/" + sid)
+        ctl(mount.p(victim, "ctl"), "delete")
+
+
+def test_shared_name_is_shown_by_id(fake, fake_mount):
+    fake.add(SB1, "twin")
+    fake.add(SB2, "twin")
+    m = fake_mount()
+    names = sorted(os.listdir(m.path))
+    assert names == sorted(["ctl", "error", ".snapshots", SB1, SB2])
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.p("twin"))
+    assert info_id(m.p(SB2)) == SB2
+
+
+def test_item_with_overlong_id_is_refused(fake, fake_mount):
+    long_id = "9" * 100      # would be cut to 63 bytes and then used in URLs
+    fake.add(long_id, "longid")
+    fake.add(SB1, "fine")
+    m = fake_mount()
+    names = os.listdir(m.path)
+    assert "fine" in names
+    assert "longid" not in names and long_id[:63] not in names
+
+
+# ---- B7: a hostile list -----------------------------------------------------------
+
+def test_repeating_cursor_stops_the_listing(fake, fake_mount):
+    fake.add(SB1, "one")
+    m = fake_mount()
+    fake.list_mode = "cursorcycle"     # c0 -> c1 -> c2 -> c0: never the same cursor twice in a row
+    fake.reset()
+    with pytest.raises(OSError) as e:
+        os.listdir(m.path)
+    assert e.value.errno == errno.EIO
+    assert fake.count("GET /api/sandbox?") <= 4, fake.count("GET /api/sandbox?")
+    assert "cursor" in read(m.p("error"))
+
+
+def test_big_list(fake, fake_mount):
+    """27,165 sandboxes in one 10 MiB page (the report's big10): all listed. The
+    CPU time the refresh costs is printed for the report (pytest -s)."""
+    items = [dict(fake.add("%08d-0000-0000-0000-000000000000" % i, "big%06d" % i)) for i in range(27165)]
+    m = fake_mount()
+    fake.big_body = json.dumps({"items": items, "nextCursor": None}).encode()
+    os.listdir(m.path)
+
+    def cpu():
+        f = open(f"/proc/{m.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    before = cpu()
+    names = os.listdir(m.path)
+    print(f"\nbig list: refresh of 27,165 sandboxes took {cpu() - before:.2f} s of CPU")
+    assert len(names) == 27165 + 3
+    assert "big027164" in names
+
+
 # ---- B8: the key is not in /proc/PID/environ ----------------------------------------
 
 def test_key_not_in_proc_environ(mount):
