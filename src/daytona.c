@@ -862,7 +862,9 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 		}
 		sb_reset(&url);
 		api_url(&url, dt, "/sandbox");
-		sb_addf(&url, "?limit=%d", LIST_PAGE_LIMIT);
+		/* The default order (lastActivityAt desc) moves a sandbox that is
+		 * used while we page past the cursor: creation order does not. */
+		sb_addf(&url, "?limit=%d&sort=createdAt&order=asc", LIST_PAGE_LIMIT);
 		if (cursor)
 			add_query(&url, "cursor", cursor);
 		if (url.oom) {

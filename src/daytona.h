@@ -96,7 +96,8 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
  * that it holds a control byte. Pure: unit-tested. */
 void dt_json_mark_nul_escapes(char *text, size_t len);
 
-/* Every sandbox, following nextCursor across pages (limit 200 a page). Fails
+/* Every sandbox, following nextCursor across pages (limit 200 a page), in
+ * creation order (sort=createdAt&order=asc: stable under activity). Fails
  * with EIO when the server repeats any cursor it gave before, or sends more
  * than DT_LIST_MAX_PAGES pages or DT_LIST_MAX_ITEMS items. */
 #define DT_LIST_MAX_PAGES 1000

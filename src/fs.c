@@ -242,7 +242,8 @@ struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 
 	pthread_mutex_lock(&fs->lock);
 	/* A sandbox seen before (even one marked gone) keeps its entry: pointers
-	 * held by open files stay valid for the life of the mount. */
+	 * held by open files stay valid for the life of the mount. The same id
+	 * twice in one listing updates the one entry. */
 	sb = registry_by_id(&fs->registry, d->id);
 	if (!sb) {
 		sb = calloc(1, sizeof(*sb));
@@ -265,6 +266,40 @@ struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 	sb->listed = true;
 	pthread_mutex_unlock(&fs->lock);
 	return sb;
+}
+
+/* The list is eventually consistent: a sandbox missing from one listing may
+ * just not be indexed yet. Only a 404 for its id says it is gone. */
+static void confirm_unlisted(struct dfs *fs)
+{
+	struct sandbox **check = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
+		if (sb->listed || sb->gone)
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			struct sandbox **nv = realloc(check, nc * sizeof(*nv));
+
+			if (!nv)
+				break;
+			check = nv;
+			cap = nc;
+		}
+		check[n++] = sb;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct dt_error err = { 0 };
+
+		/* marks it gone on 404, updates it on 200; any other error
+		 * leaves it as it is, for the next listing to decide */
+		if (sandbox_refresh(fs, check[i], &err) < 0 && err.err != ENOENT)
+			log_debug("%s: not listed, and asking for it failed: %s", check[i]->id, err.message);
+	}
+	free(check);
 }
 
 /* Refreshes the registry from a full list when it is older than dir_timeout. */
@@ -290,14 +325,11 @@ static int registry_refresh(struct dfs *fs, bool force, struct dt_error *err)
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t i = 0; i < n; i++)
 		sandbox_add(fs, &list[i]);
+	dt_sandbox_list_free(list, n);
+	confirm_unlisted(fs);
 	pthread_mutex_lock(&fs->lock);
-	/* What the list no longer has was deleted behind our back. */
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->listed)
-			sb->gone = true;
 	fs->listed_at = now_mono();
 	pthread_mutex_unlock(&fs->lock);
-	dt_sandbox_list_free(list, n);
 	return 0;
 }
 

@@ -172,3 +172,20 @@ def test_startup_refuses_what_is_not_a_sandbox_list(fake, tmp_path, mode):
     assert p.returncode != 0
     assert "DAYTONA_API_URL" in err and "not a sandbox list" in err, err
     assert not os.path.ismount(mnt)
+
+
+# ---- D8: an eventually consistent list -------------------------------------------------
+
+def test_list_order_and_missing_entry(fake, fake_mount):
+    fake.add(SB1, "keep")
+    fake.add(SB2, "lagging")
+    m = fake_mount()
+    assert {"keep", "lagging"} <= set(os.listdir(m.path))
+    assert all("sort=createdAt&order=asc" in r for r in fake.requests if r.startswith("GET /api/sandbox?limit=200"))
+    fake.hidden_from_list.add(SB2)     # one listing misses it: still there
+    fake.reset()
+    assert "lagging" in os.listdir(m.path)
+    assert fake.count(f"GET /api/sandbox/{SB2}") == 1
+    del fake.sandboxes[SB2]            # now it is really gone: the GET says 404
+    assert "lagging" not in os.listdir(m.path)
+
