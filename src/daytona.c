@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,14 @@ struct dt_client {
 	char *target;
 	bool keepalive;
 	long wait_timeout_ms;
+	/* Sandboxes whose daemon runs no shell (dt_daemon_runs_shell): few or
+	 * none, so a plain array. */
+	pthread_mutex_t old_lock;
+	struct old_daemon {
+		char id[64];
+		char version[32];
+	} *old;
+	size_t n_old;
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -200,6 +209,7 @@ struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *
 	dt = calloc(1, sizeof(*dt));
 	if (!dt)
 		return NULL;
+	pthread_mutex_init(&dt->old_lock, NULL);
 	dt->hc = hc;
 	dt->keepalive = cfg->keepalive;
 	dt->wait_timeout_ms = cfg->wait_timeout_ms;
@@ -252,6 +262,8 @@ void dt_client_free(struct dt_client *dt)
 		return;
 	free(dt->api_url);
 	free(dt->target);
+	free(dt->old);
+	pthread_mutex_destroy(&dt->old_lock);
 	free(dt);
 }
 
@@ -665,6 +677,54 @@ void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n)
 	free(fi);
 }
 
+/* ---- sandboxes: daemon versions ------------------------------------------- */
+
+/* Remembers whether sb's daemon runs commands through a shell. An object
+ * without daemonVersion changes nothing. */
+static void note_daemon(struct dt_client *dt, const struct dt_sandbox *sb)
+{
+	bool old = !dt_daemon_runs_shell(sb->daemon_version);
+	size_t i;
+
+	if (!sb->daemon_version[0])
+		return;
+	pthread_mutex_lock(&dt->old_lock);
+	for (i = 0; i < dt->n_old && strcmp(dt->old[i].id, sb->id); i++)
+		;
+	if (i < dt->n_old && !old) {
+		dt->old[i] = dt->old[--dt->n_old];
+	} else if (i < dt->n_old) {
+		str_copy(dt->old[i].version, sizeof(dt->old[i].version), sb->daemon_version);
+	} else if (old) {
+		struct old_daemon *nv = realloc(dt->old, (dt->n_old + 1) * sizeof(*nv));
+
+		if (nv) {   /* out of memory: the command is sent, and fails in the sandbox */
+			dt->old = nv;
+			str_copy(nv[dt->n_old].id, sizeof(nv[dt->n_old].id), sb->id);
+			str_copy(nv[dt->n_old].version, sizeof(nv[dt->n_old].version), sb->daemon_version);
+			dt->n_old++;
+		}
+	}
+	pthread_mutex_unlock(&dt->old_lock);
+}
+
+/* Copies the daemon version of sandbox id into out when it is too old to run
+ * a shell; false when it is not (or not known to be). */
+static bool old_daemon(struct dt_client *dt, const char *id, char *out, size_t cap)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&dt->old_lock);
+	for (size_t i = 0; i < dt->n_old && !found; i++) {
+		if (!strcmp(dt->old[i].id, id)) {
+			str_copy(out, cap, dt->old[i].version);
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&dt->old_lock);
+	return found;
+}
+
 /* ---- sandboxes: parsing --------------------------------------------------- */
 
 void dt_sandbox_clear(struct dt_sandbox *sb)
@@ -702,6 +762,26 @@ void dt_json_mark_nul_escapes(char *text, size_t len)
 	}
 }
 
+/* "v0.156.0", "0.156.0-dev" ... */
+bool dt_daemon_runs_shell(const char *version)
+{
+	unsigned long major, minor;
+	const char *p = version;
+	char *end;
+
+	if (!p || !*p)
+		return true;
+	if (*p == 'v' || *p == 'V')
+		p++;
+	if (*p < '0' || *p > '9')
+		return true;
+	major = strtoul(p, &end, 10);
+	if (*end != '.' || end[1] < '0' || end[1] > '9')
+		return true;
+	minor = strtoul(end + 1, &end, 10);
+	return major > 0 || minor >= 156;
+}
+
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 {
 	const char *id, *name;
@@ -717,6 +797,7 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 		return -EINVAL;
 	name = jstr(obj, "name");
 	out->name_exact = str_copy(out->name, sizeof(out->name), name ? name : "");
+	jcopy(out->daemon_version, sizeof(out->daemon_version), obj, "daemonVersion");
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jcopy(out->desired_state, sizeof(out->desired_state), obj, "desiredState");
 	jcopy(out->toolbox_url, sizeof(out->toolbox_url), obj, "toolboxProxyUrl");
@@ -732,8 +813,8 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 /* Parses a response that must be one Sandbox. */
 static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err);
 
-static int sandbox_from_resp(struct http_response *resp, const char *what, struct dt_sandbox *out,
-			     struct dt_error *err)
+static int sandbox_from_resp(struct dt_client *dt, struct http_response *resp, const char *what,
+			     struct dt_sandbox *out, struct dt_error *err)
 {
 	cJSON *root = parse_sandbox_body(resp, what, err);
 	int rc;
@@ -746,6 +827,7 @@ static int sandbox_from_resp(struct http_response *resp, const char *what, struc
 		return oom(err);
 	if (rc)
 		return malformed(err, resp->status, what);
+	note_daemon(dt, out);
 	return 0;
 }
 
@@ -760,7 +842,8 @@ void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
 	free(list);
 }
 
-static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t *n, size_t *cap)
+static int append_sandboxes(struct dt_client *dt, const cJSON *items, struct dt_sandbox **list, size_t *n,
+			    size_t *cap)
 {
 	const cJSON *it;
 
@@ -786,6 +869,7 @@ static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t
 			log_debug("sandbox list: skipping an item without a usable id");
 			continue;
 		}
+		note_daemon(dt, &sb);
 		(*list)[(*n)++] = sb;
 	}
 	return 0;
@@ -891,7 +975,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 		if (!cJSON_IsArray(items)) {
 			rc = malformed(err, resp.status, c.what);
 		} else {
-			rc = append_sandboxes(items, &list, &cnt, &cap);
+			rc = append_sandboxes(dt, items, &list, &cnt, &cap);
 			if (rc == -EFBIG)
 				rc = dt_error_set(err, -EIO, resp.status,
 						  "list sandboxes: more than %d sandboxes: giving up", DT_LIST_MAX_ITEMS);
@@ -943,7 +1027,7 @@ int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandb
 	c.what = sb_str(&what);
 	rc = dt_do(dt, &c, &resp, err);
 	if (!rc)
-		rc = sandbox_from_resp(&resp, c.what, out, err);
+		rc = sandbox_from_resp(dt, &resp, c.what, out, err);
 	http_response_free(&resp);
 out:
 	sb_free(&url);
@@ -1055,7 +1139,7 @@ static int action_and_wait(struct dt_client *dt, const struct call *c, const str
 	memset(&cur, 0, sizeof(cur));
 	rc = dt_do(dt, c, &resp, err);
 	if (!rc)
-		rc = sandbox_from_resp(&resp, c->what, &cur, err);
+		rc = sandbox_from_resp(dt, &resp, c->what, &cur, err);
 	http_response_free(&resp);
 	if (!rc && ws)
 		rc = wait_state(dt, ws, &cur, on_state, ctx, err);
@@ -1351,6 +1435,8 @@ int dt_sandbox_set_labels(struct dt_client *dt, const char *id, const struct dt_
 			rc = -EIO;
 		} else if (jstr(reply, "id")) {
 			rc = dt_sandbox_from_json(reply, out) == -ENOMEM ? oom(err) : 0;
+			if (!rc)
+				note_daemon(dt, out);
 		} else {
 			rc = dt_sandbox_get(dt, id, out, err);
 		}
@@ -2156,7 +2242,7 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 	struct http_response resp;
 	cJSON *root = cJSON_CreateObject(), *reply = NULL;
 	const cJSON *code, *result;
-	char *body = NULL;
+	char *body = NULL, version[32];
 	bool ok = root != NULL;
 	int rc;
 
@@ -2165,6 +2251,14 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 		*output = NULL;
 	if (exit_code)
 		*exit_code = -1;
+	/* An old daemon would run the first word of the script with the rest
+	 * as its arguments: never send it a script. */
+	if (old_daemon(dt, box->id, version, sizeof(version))) {
+		cJSON_Delete(root);
+		return dt_error_set(err, -EOPNOTSUPP, 0,
+				    "the sandbox's daemon (%s) is older than v0.156.0 and cannot run commands: "
+				    "restart the sandbox (stop, then start) to update it", version);
+	}
 	if (ok)
 		ok = cJSON_AddStringToObject(root, "command", command) != NULL;
 	if (ok && cwd && cwd[0])

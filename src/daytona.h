@@ -78,6 +78,7 @@ struct dt_sandbox {
 	char error_reason[512];     /* "" when none */
 	char user[64];
 	char snapshot[256];
+	char daemon_version[32];    /* daemonVersion, e.g. "v0.190.0"; "" when not given */
 	bool name_exact;            /* name holds the whole name (false: cut to fit the buffer) */
 	struct timespec created_at;
 	struct timespec updated_at;
@@ -95,6 +96,11 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
  * \u0001 (in place, same length): the name then keeps its length and shows
  * that it holds a control byte. Pure: unit-tested. */
 void dt_json_mark_nul_escapes(char *text, size_t len);
+
+/* Whether a daemon of this version runs /process/execute's command through a
+ * shell: v0.156.0 and later. Before that it split the text on spaces and ran
+ * the first word. An empty or unreadable version counts as new. Pure. */
+bool dt_daemon_runs_shell(const char *version);
 
 /* Every sandbox, following nextCursor across pages (limit 200 a page), in
  * creation order (sort=createdAt&order=asc: stable under activity). Fails
@@ -226,7 +232,9 @@ int dt_fs_move(struct dt_client *dt, const struct dt_box *box, const char *src, 
 int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
 		struct dt_error *err);
 
-/* POST /process/execute. output (may be NULL) receives the merged output
+/* POST /process/execute. A sandbox whose last Sandbox object (from any call
+ * of this client) had a daemonVersion before v0.156.0 gets no request:
+ * EOPNOTSUPP, with a message that says to restart it. output (may be NULL) receives the merged output
  * (malloc'd, NUL-terminated). timeout_s 0 = none; the HTTP timeout is then the
  * transport's default, else timeout_s + 5 s. 408 gives -ETIMEDOUT. */
 int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,

@@ -174,6 +174,23 @@ def test_startup_refuses_what_is_not_a_sandbox_list(fake, tmp_path, mode):
     assert not os.path.ismount(mnt)
 
 
+# ---- D4: daemons older than v0.156.0 --------------------------------------------------
+
+def test_old_daemon_gets_no_commands(fake, fake_mount):
+    fake.add(SB1, "old", daemonVersion="v0.150.0")
+    fake.add(SB2, "new", daemonVersion="v0.190.0")
+    m = fake_mount()
+    with pytest.raises(OSError) as e:
+        ctl(m.p("old", "ctl"), "exec echo hi")
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert "restart the sandbox" in read(m.p("old", "error"))
+    # the listing falls back to the file API, which old daemons have
+    assert os.listdir(m.p("old", "fs")) == []
+    assert fake.commands == []
+    os.listdir(m.p("new", "fs"))
+    assert fake.commands       # a current daemon gets its commands
+
+
 # ---- D8: an eventually consistent list -------------------------------------------------
 
 def test_list_order_and_missing_entry(fake, fake_mount):

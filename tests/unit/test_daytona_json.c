@@ -362,10 +362,11 @@ UNIT_TEST(sandbox_id_refused)
 	}
 	/* 63 bytes fit */
 	obj = cJSON_Parse("{\"id\":\"012345678901234567890123456789012345678901234567890123456789012\","
-			  "\"name\":\"n\"}");
+			  "\"name\":\"n\",\"daemonVersion\":\"v0.150.0\"}");
 	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 	CHECK_INT(strlen(sb.id), 63);
 	CHECK(sb.name_exact);
+	CHECK_STR(sb.daemon_version, "v0.150.0");
 	dt_sandbox_clear(&sb);
 	cJSON_Delete(obj);
 }
@@ -391,6 +392,22 @@ UNIT_TEST(nul_escapes_marked)
 	CHECK_STR(c, "{\"name\":\"\\\"\\u0001\"}");
 	dt_json_mark_nul_escapes(d, strlen(d));
 	CHECK_STR(d, "\"\\u000");
+}
+
+UNIT_TEST(daemon_version_shell)
+{
+	CHECK(dt_daemon_runs_shell(NULL));
+	CHECK(dt_daemon_runs_shell(""));
+	CHECK(dt_daemon_runs_shell("v0.156.0"));
+	CHECK(dt_daemon_runs_shell("0.156.0"));
+	CHECK(dt_daemon_runs_shell("v0.190.0-rc1"));
+	CHECK(dt_daemon_runs_shell("v1.0.0"));
+	CHECK(dt_daemon_runs_shell("dev"));
+	CHECK(dt_daemon_runs_shell("v0"));
+	CHECK(!dt_daemon_runs_shell("v0.155.9"));
+	CHECK(!dt_daemon_runs_shell("0.150.0"));
+	CHECK(!dt_daemon_runs_shell("V0.99.1"));
+	CHECK(!dt_daemon_runs_shell("v0.9"));
 }
 
 /* ---- CreateSandbox body ---- */
@@ -682,6 +699,7 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(sandbox_malformed),
 	  UNIT_CASE(sandbox_id_refused),
 	  UNIT_CASE(nul_escapes_marked),
+	  UNIT_CASE(daemon_version_shell),
 	  UNIT_CASE(create_minimal),
 	  UNIT_CASE(create_snapshot_and_name),
 	  UNIT_CASE(create_image_buildinfo_and_resources),
