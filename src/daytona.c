@@ -304,6 +304,11 @@ static int dt_do(struct dt_client *dt, const struct call *c, struct http_respons
 	size_t nh = 0;
 	int rc;
 
+	/* toolbox_url() with no base: the API gave no toolboxProxyUrl and asking
+	 * for it failed (sandbox_box). */
+	if (c->toolbox && c->url[0] == '/')
+		return dt_error_set(err, -EHOSTDOWN, 0, "%s: the sandbox's toolbox address is not known "
+				    "(the API gave none)", c->what);
 	if (c->toolbox && !dt->keepalive && !c->activity)
 		headers[nh++] = SKIP_ACTIVITY_HEADER;
 	if (c->range)
@@ -1030,6 +1035,45 @@ int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandb
 		rc = sandbox_from_resp(dt, &resp, c.what, out, err);
 	http_response_free(&resp);
 out:
+	sb_free(&url);
+	sb_free(&what);
+	return rc;
+}
+
+int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err)
+{
+	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
+	struct http_response resp;
+	struct call c = { .method = "GET", .idempotent = true };
+	cJSON *root = NULL;
+	const char *u;
+	int rc;
+
+	error_clear(err);
+	if (cap)
+		out[0] = '\0';
+	sandbox_url(&url, dt, id, "/toolbox-proxy-url");
+	sb_addf(&what, "get the toolbox address of sandbox %s", id);
+	if (url.oom || what.oom) {
+		rc = oom(err);
+		goto out;
+	}
+	c.url = sb_str(&url);
+	c.what = sb_str(&what);
+	rc = dt_do(dt, &c, &resp, err);
+	if (!rc) {
+		root = parse_body(&resp, c.what, err);
+		u = jstr(root, "url");
+		if (!root)
+			rc = -EIO;
+		else if (!u || !u[0])
+			rc = malformed(err, resp.status, c.what);
+		else if (!str_copy(out, cap, u))
+			rc = dt_error_set(err, -EIO, resp.status, "%s: the address is too long", c.what);
+	}
+	http_response_free(&resp);
+out:
+	cJSON_Delete(root);
 	sb_free(&url);
 	sb_free(&what);
 	return rc;

@@ -111,6 +111,9 @@ bool dt_daemon_runs_shell(const char *version);
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
 void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
 int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);
+/* GET /sandbox/{id}/toolbox-proxy-url ({"url": ...}): the toolbox address
+ * when the Sandbox object has none (newer APIs may leave it empty). */
+int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err);
 
 struct dt_create_params {
 	const char *name;

@@ -225,7 +225,10 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 		registry_set_name(&fs->registry, sb, d->name, d->name_exact);
 	else
 		str_copy(sb->name, sizeof(sb->name), d->name);
-	str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
+	/* Newer APIs may leave toolboxProxyUrl empty: keep the one we have
+	 * (asked for by sandbox_box) rather than forget it. */
+	if (d->toolbox_url[0])
+		str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
 	str_copy(sb->state, sizeof(sb->state), d->state);
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
 	sb->fetched_at = now_mono();
@@ -251,6 +254,7 @@ struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 			pthread_mutex_unlock(&fs->lock);
 			return NULL;
 		}
+		sb->fs = fs;
 		str_copy(sb->id, sizeof(sb->id), d->id);
 		str_copy(sb->name, sizeof(sb->name), d->name);
 		if (registry_insert(&fs->registry, sb) < 0) {
@@ -413,8 +417,24 @@ void sandbox_clear_error(struct sandbox *sb)
 	sb->error[0] = '\0';
 }
 
-void sandbox_box(const struct sandbox *sb, struct dt_box *box)
+void sandbox_box(struct sandbox *sb, struct dt_box *box)
 {
+	struct dfs *fs = sb->fs;
+
+	if (!sb->toolbox_url[0] && fs && fs->dt) {
+		struct dt_error err = { 0 };
+		char url[sizeof(sb->toolbox_url)];
+
+		/* A failure leaves it empty: the toolbox call then fails with
+		 * "toolbox address unknown", and the next one asks again. */
+		if (dt_sandbox_toolbox_url(fs->dt, sb->id, url, sizeof(url), &err) == 0) {
+			pthread_mutex_lock(&fs->lock);
+			str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), url);
+			pthread_mutex_unlock(&fs->lock);
+		} else {
+			log_warn("%s: %s", sb->id, err.message);
+		}
+	}
 	box->id = sb->id;
 	box->toolbox_url = sb->toolbox_url;
 }

@@ -73,10 +73,11 @@ struct sandbox {
 	struct sandbox *id_next;  /* registry.c's hash chains */
 	struct sandbox *name_next;
 	bool indexed;
+	struct dfs *fs;           /* the mount it belongs to (sandbox_box runs in any thread) */
 	char id[64];
 	char name[256];
 	bool name_exact;          /* name is the whole name (false: cut to fit) */
-	char toolbox_url[512];
+	char toolbox_url[512];    /* kept when a later Sandbox object has none */
 	char state[32];
 	char error_reason[512];
 	double fetched_at;        /* when state was read from the API */
@@ -130,8 +131,10 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d);
 void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sandbox_clear_error(struct sandbox *sb);
-/* The toolbox address of a sandbox; its id and url are stable. */
-void sandbox_box(const struct sandbox *sb, struct dt_box *box);
+/* The toolbox address of a sandbox; its id and url are stable. When the API
+ * gave no toolboxProxyUrl, asks for it once (GET /sandbox/{id}/toolbox-proxy-url)
+ * and keeps it. */
+void sandbox_box(struct sandbox *sb, struct dt_box *box);
 /* The directory name of sb in the mount root (its name, or its id when the
  * name cannot be shown: registry.h), copied out under the lock. */
 void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap);

@@ -206,3 +206,15 @@ def test_list_order_and_missing_entry(fake, fake_mount):
     del fake.sandboxes[SB2]            # now it is really gone: the GET says 404
     assert "lagging" not in os.listdir(m.path)
 
+
+# ---- D10: no toolboxProxyUrl ----------------------------------------------------------
+
+def test_empty_toolbox_url_is_asked_for_once(fake, fake_mount):
+    fake.add(SB1, "nourl", toolboxProxyUrl="")
+    m = fake_mount()
+    fake.reset()
+    assert os.listdir(m.p("nourl", "fs")) == []
+    os.listdir(m.p("nourl", "fs"))
+    assert fake.count(f"GET /api/sandbox/{SB1}/toolbox-proxy-url") == 1
+    assert fake.count(f"GET /toolbox/{SB1}/") + fake.count(f"POST /toolbox/{SB1}/") >= 2
+
