@@ -475,7 +475,9 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		if (!strcmp(state, "started") || !strcmp(state, "snapshotting"))
 			return 0;
 	}
-	if (fs->opt.autostart && (!strcmp(state, "stopped") || !strcmp(state, "archived"))) {
+	/* start also resumes a paused sandbox (the API's start works from paused) */
+	if (fs->opt.autostart && (!strcmp(state, "stopped") || !strcmp(state, "archived") ||
+				  !strcmp(state, "paused"))) {
 		struct dt_sandbox d;
 
 		log_info("%s: starting it for file access (-o autostart)", sb->name);

@@ -218,3 +218,22 @@ def test_empty_toolbox_url_is_asked_for_once(fake, fake_mount):
     assert fake.count(f"GET /api/sandbox/{SB1}/toolbox-proxy-url") == 1
     assert fake.count(f"GET /toolbox/{SB1}/") + fake.count(f"POST /toolbox/{SB1}/") >= 2
 
+
+# ---- D11: paused sandboxes --------------------------------------------------------------
+
+def test_paused_sandbox(fake, fake_mount):
+    fake.add(SB1, "napping", state="paused")
+    m = fake_mount()
+    assert read(m.p("napping", "status")).startswith("paused")
+    with pytest.raises(OSError) as e:
+        os.listdir(m.p("napping", "fs"))
+    assert e.value.errno == errno.EHOSTDOWN
+    assert "is paused: start it with" in read(m.p("napping", "error"))
+
+
+def test_autostart_resumes_a_paused_sandbox(fake, fake_mount):
+    fake.add(SB1, "napping", state="paused")
+    m = fake_mount("autostart")
+    assert os.listdir(m.p("napping", "fs")) == []
+    assert fake.count(f"POST /api/sandbox/{SB1}/start") == 1
+    assert read(m.p("napping", "status")).startswith("started")
