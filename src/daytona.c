@@ -805,7 +805,11 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 	jcopy(out->daemon_version, sizeof(out->daemon_version), obj, "daemonVersion");
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jcopy(out->desired_state, sizeof(out->desired_state), obj, "desiredState");
-	jcopy(out->toolbox_url, sizeof(out->toolbox_url), obj, "toolboxProxyUrl");
+	/* A cut address would send the token to another path: one that does
+	 * not fit counts as none given (the mount then asks for it). */
+	if (!str_copy(out->toolbox_url, sizeof(out->toolbox_url), jstr(obj, "toolboxProxyUrl") ?
+		      jstr(obj, "toolboxProxyUrl") : ""))
+		out->toolbox_url[0] = '\0';
 	jcopy(out->error_reason, sizeof(out->error_reason), obj, "errorReason");
 	jcopy(out->user, sizeof(out->user), obj, "user");
 	jcopy(out->snapshot, sizeof(out->snapshot), obj, "snapshot");

@@ -360,6 +360,19 @@ UNIT_TEST(sandbox_id_refused)
 		CHECK_INT(dt_sandbox_from_json(obj, &sb), -EINVAL);
 		cJSON_Delete(obj);
 	}
+	/* A toolbox address too long for its buffer is not cut: none is kept. */
+	{
+		char json[1200], url[700];
+
+		memset(url, 'u', sizeof(url) - 1);
+		url[sizeof(url) - 1] = '\0';
+		snprintf(json, sizeof(json), "{\"id\":\"i\",\"toolboxProxyUrl\":\"http://h/%s\"}", url);
+		obj = cJSON_Parse(json);
+		CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+		CHECK_STR(sb.toolbox_url, "");
+		dt_sandbox_clear(&sb);
+		cJSON_Delete(obj);
+	}
 	/* 63 bytes fit */
 	obj = cJSON_Parse("{\"id\":\"012345678901234567890123456789012345678901234567890123456789012\","
 			  "\"name\":\"n\",\"daemonVersion\":\"v0.150.0\"}");
