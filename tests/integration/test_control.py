@@ -91,6 +91,16 @@ def test_names_never_shadow(mount, server):
         ctl(mount.p(victim, "ctl"), "delete")
 
 
+@pytest.mark.parametrize("name", ["a\x1bb", "tab\there", "del\x7f"])
+def test_create_refuses_names_that_cannot_be_shown(mount, server, name):
+    server.reset()
+    with pytest.raises(OSError) as e:
+        ctl(mount.p("ctl"), "create '%s'" % name)
+    assert e.value.errno == errno.EINVAL
+    assert "cannot be a directory of the mount" in read(mount.p("error"))
+    assert server.count("/sandbox", method="POST") == 0
+
+
 def test_shared_name_is_shown_by_id(fake, fake_mount):
     fake.add(SB1, "twin")
     fake.add(SB2, "twin")
