@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,14 @@ struct dt_client {
 	char *target;
 	bool keepalive;
 	long wait_timeout_ms;
+	/* Sandboxes whose daemon runs no shell (dt_daemon_runs_shell): few or
+	 * none, so a plain array. */
+	pthread_mutex_t old_lock;
+	struct old_daemon {
+		char id[64];
+		char version[32];
+	} *old;
+	size_t n_old;
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -262,6 +271,7 @@ struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *
 	dt = calloc(1, sizeof(*dt));
 	if (!dt)
 		return NULL;
+	pthread_mutex_init(&dt->old_lock, NULL);
 	dt->hc = hc;
 	dt->keepalive = cfg->keepalive;
 	dt->wait_timeout_ms = cfg->wait_timeout_ms;
@@ -314,6 +324,8 @@ void dt_client_free(struct dt_client *dt)
 		return;
 	free(dt->api_url);
 	free(dt->target);
+	free(dt->old);
+	pthread_mutex_destroy(&dt->old_lock);
 	free(dt);
 }
 
@@ -384,6 +396,11 @@ static int dt_do(struct dt_client *dt, const struct call *c, struct http_respons
 	long start = now_ms();
 	int rc;
 
+	/* toolbox_url() with no base: the API gave no toolboxProxyUrl and asking
+	 * for it failed (sandbox_box). */
+	if (c->toolbox && c->url[0] == '/')
+		return dt_error_set(err, -EHOSTDOWN, 0, "%s: the sandbox's toolbox address is not known "
+				    "(the API gave none)", c->what);
 	if (c->toolbox && !dt->keepalive && !c->activity)
 		headers[nh++] = SKIP_ACTIVITY_HEADER;
 	if (c->range)
@@ -770,6 +787,54 @@ void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n)
 	free(fi);
 }
 
+/* ---- sandboxes: daemon versions ------------------------------------------- */
+
+/* Remembers whether sb's daemon runs commands through a shell. An object
+ * without daemonVersion changes nothing. */
+static void note_daemon(struct dt_client *dt, const struct dt_sandbox *sb)
+{
+	bool old = !dt_daemon_runs_shell(sb->daemon_version);
+	size_t i;
+
+	if (!sb->daemon_version[0])
+		return;
+	pthread_mutex_lock(&dt->old_lock);
+	for (i = 0; i < dt->n_old && strcmp(dt->old[i].id, sb->id); i++)
+		;
+	if (i < dt->n_old && !old) {
+		dt->old[i] = dt->old[--dt->n_old];
+	} else if (i < dt->n_old) {
+		str_copy(dt->old[i].version, sizeof(dt->old[i].version), sb->daemon_version);
+	} else if (old) {
+		struct old_daemon *nv = realloc(dt->old, (dt->n_old + 1) * sizeof(*nv));
+
+		if (nv) {   /* out of memory: the command is sent, and fails in the sandbox */
+			dt->old = nv;
+			str_copy(nv[dt->n_old].id, sizeof(nv[dt->n_old].id), sb->id);
+			str_copy(nv[dt->n_old].version, sizeof(nv[dt->n_old].version), sb->daemon_version);
+			dt->n_old++;
+		}
+	}
+	pthread_mutex_unlock(&dt->old_lock);
+}
+
+/* Copies the daemon version of sandbox id into out when it is too old to run
+ * a shell; false when it is not (or not known to be). */
+static bool old_daemon(struct dt_client *dt, const char *id, char *out, size_t cap)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&dt->old_lock);
+	for (size_t i = 0; i < dt->n_old && !found; i++) {
+		if (!strcmp(dt->old[i].id, id)) {
+			str_copy(out, cap, dt->old[i].version);
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&dt->old_lock);
+	return found;
+}
+
 /* ---- sandboxes: parsing --------------------------------------------------- */
 
 void dt_sandbox_clear(struct dt_sandbox *sb)
@@ -831,21 +896,76 @@ bool dt_path_on_volume(const char *volume_paths, const char *path)
 	return false;
 }
 
+static bool has_slash_or_control(const char *s)
+{
+	for (; *s; s++)
+		if (*s == '/' || (unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+void dt_json_mark_nul_escapes(char *text, size_t len)
+{
+	bool in_string = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (!in_string) {
+			in_string = text[i] == '"';
+			continue;
+		}
+		if (text[i] == '"') {
+			in_string = false;
+		} else if (text[i] == '\\' && i + 1 < len) {
+			if (len - i >= 6 && !memcmp(text + i + 1, "u0000", 5))
+				text[i + 5] = '1';
+			i++;   /* the escaped character is never a quote that ends the string */
+		}
+	}
+}
+
+/* "v0.156.0", "0.156.0-dev" ... */
+bool dt_daemon_runs_shell(const char *version)
+{
+	unsigned long major, minor;
+	const char *p = version;
+	char *end;
+
+	if (!p || !*p)
+		return true;
+	if (*p == 'v' || *p == 'V')
+		p++;
+	if (*p < '0' || *p > '9')
+		return true;
+	major = strtoul(p, &end, 10);
+	if (*end != '.' || end[1] < '0' || end[1] > '9')
+		return true;
+	minor = strtoul(end + 1, &end, 10);
+	return major > 0 || minor >= 156;
+}
+
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 {
-	const char *id;
+	const char *id, *name;
 
 	memset(out, 0, sizeof(*out));
 	if (!cJSON_IsObject(obj))
 		return -EINVAL;
 	id = jstr(obj, "id");
-	if (!id || !id[0])
+	/* The id goes into URLs: one cut to fit, or one that is not a single
+	 * path segment, would address another sandbox or none. */
+	if (!id || !id[0] || !strcmp(id, ".") || !strcmp(id, "..") || has_slash_or_control(id) ||
+	    !str_copy(out->id, sizeof(out->id), id))
 		return -EINVAL;
-	str_copy(out->id, sizeof(out->id), id);
-	jcopy(out->name, sizeof(out->name), obj, "name");
+	name = jstr(obj, "name");
+	out->name_exact = str_copy(out->name, sizeof(out->name), name ? name : "");
+	jcopy(out->daemon_version, sizeof(out->daemon_version), obj, "daemonVersion");
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jcopy(out->desired_state, sizeof(out->desired_state), obj, "desiredState");
-	jcopy(out->toolbox_url, sizeof(out->toolbox_url), obj, "toolboxProxyUrl");
+	/* A cut address would send the token to another path: one that does
+	 * not fit counts as none given (the mount then asks for it). */
+	if (!str_copy(out->toolbox_url, sizeof(out->toolbox_url), jstr(obj, "toolboxProxyUrl") ?
+		      jstr(obj, "toolboxProxyUrl") : ""))
+		out->toolbox_url[0] = '\0';
 	jcopy(out->error_reason, sizeof(out->error_reason), obj, "errorReason");
 	jcopy(out->user, sizeof(out->user), obj, "user");
 	jcopy(out->snapshot, sizeof(out->snapshot), obj, "snapshot");
@@ -857,10 +977,12 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 }
 
 /* Parses a response that must be one Sandbox. */
-static int sandbox_from_resp(const struct http_response *resp, const char *what, struct dt_sandbox *out,
-			     struct dt_error *err)
+static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err);
+
+static int sandbox_from_resp(struct dt_client *dt, struct http_response *resp, const char *what,
+			     struct dt_sandbox *out, struct dt_error *err)
 {
-	cJSON *root = parse_body(resp, what, err);
+	cJSON *root = parse_sandbox_body(resp, what, err);
 	int rc;
 
 	if (!root)
@@ -871,6 +993,7 @@ static int sandbox_from_resp(const struct http_response *resp, const char *what,
 		return oom(err);
 	if (rc)
 		return malformed(err, resp->status, what);
+	note_daemon(dt, out);
 	return 0;
 }
 
@@ -885,7 +1008,8 @@ void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
 	free(list);
 }
 
-static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t *n, size_t *cap)
+static int append_sandboxes(struct dt_client *dt, const cJSON *items, struct dt_sandbox **list, size_t *n,
+			    size_t *cap)
 {
 	const cJSON *it;
 
@@ -893,6 +1017,8 @@ static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t
 		struct dt_sandbox sb;
 		int rc;
 
+		if (*n == DT_LIST_MAX_ITEMS)
+			return -EFBIG;
 		if (*n == *cap) {
 			size_t nc = *cap ? *cap * 2 : 64;
 			struct dt_sandbox *nl = realloc(*list, nc * sizeof(**list));
@@ -906,35 +1032,89 @@ static int append_sandboxes(const cJSON *items, struct dt_sandbox **list, size_t
 		if (rc == -ENOMEM)
 			return rc;
 		if (rc) {
-			log_debug("sandbox list: skipping an item without an id");
+			log_debug("sandbox list: skipping an item without a usable id");
 			continue;
 		}
+		note_daemon(dt, &sb);
 		(*list)[(*n)++] = sb;
 	}
 	return 0;
+}
+
+/* A sandbox body parsed, with NUL escapes marked first (dt_json_mark_nul_escapes). */
+static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err)
+{
+	if (resp->body)
+		dt_json_mark_nul_escapes(resp->body, resp->body_len);
+	return parse_body(resp, what, err);
+}
+
+/* The cursors a listing was given so far: a server that hands out any of
+ * them again (not only the last one) would make the listing loop. */
+struct cursor_seen {
+	char **v;
+	size_t n;
+};
+
+static bool cursor_was_seen(const struct cursor_seen *cs, const char *cursor)
+{
+	for (size_t i = 0; i < cs->n; i++)
+		if (!strcmp(cs->v[i], cursor))
+			return true;
+	return false;
+}
+
+static int cursor_remember(struct cursor_seen *cs, const char *cursor)
+{
+	char **nv = realloc(cs->v, (cs->n + 1) * sizeof(*nv));
+
+	if (!nv)
+		return -ENOMEM;
+	cs->v = nv;
+	cs->v[cs->n] = strdup(cursor);
+	if (!cs->v[cs->n])
+		return -ENOMEM;
+	cs->n++;
+	return 0;
+}
+
+static void cursor_seen_free(struct cursor_seen *cs)
+{
+	for (size_t i = 0; i < cs->n; i++)
+		free(cs->v[i]);
+	free(cs->v);
 }
 
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct dt_sandbox *list = NULL;
+	struct cursor_seen seen = { 0 };
+	const char *cursor = NULL;
 	size_t cnt = 0, cap = 0;
-	char *cursor = NULL;
 	int rc = 0, page;
+	bool more = true;
 
 	error_clear(err);
 	*out = NULL;
 	*n = 0;
-	for (page = 0; page < MAX_PAGES; page++) {
+	for (page = 0; more; page++) {
 		struct http_response resp;
 		struct call c = { .method = "GET", .what = "list sandboxes", .idempotent = true,
 				  .max_body = 64u << 20 };
 		const cJSON *items, *next;
 		cJSON *root;
 
+		if (page == DT_LIST_MAX_PAGES) {
+			rc = dt_error_set(err, -EIO, 0, "list sandboxes: more than %d pages: giving up",
+					  DT_LIST_MAX_PAGES);
+			break;
+		}
 		sb_reset(&url);
 		api_url(&url, dt, "/sandbox");
-		sb_addf(&url, "?limit=%d", LIST_PAGE_LIMIT);
+		/* The default order (lastActivityAt desc) moves a sandbox that is
+		 * used while we page past the cursor: creation order does not. */
+		sb_addf(&url, "?limit=%d&sort=createdAt&order=asc", LIST_PAGE_LIMIT);
 		if (cursor)
 			add_query(&url, "cursor", cursor);
 		if (url.oom) {
@@ -947,7 +1127,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 			http_response_free(&resp);
 			break;
 		}
-		root = parse_body(&resp, c.what, err);
+		root = parse_sandbox_body(&resp, c.what, err);
 		if (!root) {
 			http_response_free(&resp);
 			rc = -EIO;
@@ -957,23 +1137,26 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 		 * accepted too (one page). */
 		items = cJSON_IsArray(root) ? root : cJSON_GetObjectItemCaseSensitive(root, "items");
 		next = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "nextCursor") : NULL;
+		more = false;
 		if (!cJSON_IsArray(items)) {
 			rc = malformed(err, resp.status, c.what);
 		} else {
-			rc = append_sandboxes(items, &list, &cnt, &cap);
-			if (rc)
+			rc = append_sandboxes(dt, items, &list, &cnt, &cap);
+			if (rc == -EFBIG)
+				rc = dt_error_set(err, -EIO, resp.status,
+						  "list sandboxes: more than %d sandboxes: giving up", DT_LIST_MAX_ITEMS);
+			else if (rc)
 				oom(err);
 		}
-		if (!rc && cJSON_IsString(next) && next->valuestring[0] &&
-		    !(cursor && strcmp(cursor, next->valuestring) == 0)) {
-			free(cursor);
-			cursor = strdup(next->valuestring);
-			if (!cursor)
+		if (!rc && cJSON_IsString(next) && next->valuestring[0]) {
+			if (cursor_was_seen(&seen, next->valuestring))
+				rc = dt_error_set(err, -EIO, resp.status,
+						  "list sandboxes: the server repeated a page cursor: giving up");
+			else if (cursor_remember(&seen, next->valuestring))
 				rc = oom(err);
-		} else if (!rc) {
-			cJSON_Delete(root);
-			http_response_free(&resp);
-			break;
+			else
+				more = true;
+			cursor = seen.n ? seen.v[seen.n - 1] : NULL;
 		}
 		cJSON_Delete(root);
 		http_response_free(&resp);
@@ -981,7 +1164,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 			break;
 	}
 	sb_free(&url);
-	free(cursor);
+	cursor_seen_free(&seen);
 	if (rc) {
 		dt_sandbox_list_free(list, cnt);
 		return rc;
@@ -1010,9 +1193,48 @@ int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandb
 	c.what = sb_str(&what);
 	rc = dt_do(dt, &c, &resp, err);
 	if (!rc)
-		rc = sandbox_from_resp(&resp, c.what, out, err);
+		rc = sandbox_from_resp(dt, &resp, c.what, out, err);
 	http_response_free(&resp);
 out:
+	sb_free(&url);
+	sb_free(&what);
+	return rc;
+}
+
+int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err)
+{
+	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
+	struct http_response resp;
+	struct call c = { .method = "GET", .idempotent = true };
+	cJSON *root = NULL;
+	const char *u;
+	int rc;
+
+	error_clear(err);
+	if (cap)
+		out[0] = '\0';
+	sandbox_url(&url, dt, id, "/toolbox-proxy-url");
+	sb_addf(&what, "get the toolbox address of sandbox %s", id);
+	if (url.oom || what.oom) {
+		rc = oom(err);
+		goto out;
+	}
+	c.url = sb_str(&url);
+	c.what = sb_str(&what);
+	rc = dt_do(dt, &c, &resp, err);
+	if (!rc) {
+		root = parse_body(&resp, c.what, err);
+		u = jstr(root, "url");
+		if (!root)
+			rc = -EIO;
+		else if (!u || !u[0])
+			rc = malformed(err, resp.status, c.what);
+		else if (!str_copy(out, cap, u))
+			rc = dt_error_set(err, -EIO, resp.status, "%s: the address is too long", c.what);
+	}
+	http_response_free(&resp);
+out:
+	cJSON_Delete(root);
 	sb_free(&url);
 	sb_free(&what);
 	return rc;
@@ -1122,7 +1344,7 @@ static int action_and_wait(struct dt_client *dt, const struct call *c, const str
 	memset(&cur, 0, sizeof(cur));
 	rc = dt_do(dt, c, &resp, err);
 	if (!rc)
-		rc = sandbox_from_resp(&resp, c->what, &cur, err);
+		rc = sandbox_from_resp(dt, &resp, c->what, &cur, err);
 	http_response_free(&resp);
 	if (!rc && ws)
 		rc = wait_state(dt, ws, &cur, on_state, ctx, err);
@@ -1418,6 +1640,8 @@ int dt_sandbox_set_labels(struct dt_client *dt, const char *id, const struct dt_
 			rc = -EIO;
 		} else if (jstr(reply, "id")) {
 			rc = dt_sandbox_from_json(reply, out) == -ENOMEM ? oom(err) : 0;
+			if (!rc)
+				note_daemon(dt, out);
 		} else {
 			rc = dt_sandbox_get(dt, id, out, err);
 		}
@@ -2372,7 +2596,7 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 	struct http_response resp;
 	cJSON *root = cJSON_CreateObject(), *reply = NULL;
 	const cJSON *code, *result;
-	char *body = NULL;
+	char *body = NULL, version[32];
 	bool ok = root != NULL;
 	int rc;
 
@@ -2381,6 +2605,14 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 		*output = NULL;
 	if (exit_code)
 		*exit_code = -1;
+	/* An old daemon would run the first word of the script with the rest
+	 * as its arguments: never send it a script. */
+	if (old_daemon(dt, box->id, version, sizeof(version))) {
+		cJSON_Delete(root);
+		return dt_error_set(err, -EOPNOTSUPP, 0,
+				    "the sandbox's daemon (%s) is older than v0.156.0 and cannot run commands: "
+				    "restart the sandbox (stop, then start) to update it", version);
+	}
 	if (ok)
 		ok = cJSON_AddStringToObject(root, "command", command) != NULL;
 	if (ok && cwd && cwd[0])
@@ -2524,6 +2756,7 @@ int dt_ping(struct dt_client *dt, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
+	cJSON *root = NULL;
 	int rc;
 
 	error_clear(err);
@@ -2535,6 +2768,15 @@ int dt_ping(struct dt_client *dt, struct dt_error *err)
 				  .idempotent = true };
 
 		rc = dt_do(dt, &c, &resp, err);
+		/* A wrong URL can answer 200 too (a web page): only a sandbox
+		 * list says this is the Daytona API. */
+		if (!rc && resp.body && resp.body_len)
+			root = cJSON_ParseWithLength(resp.body, resp.body_len);
+		if (!rc && !cJSON_IsArray(root) && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "items")))
+			rc = dt_error_set(err, -EPROTO, resp.status,
+					  "the answer to GET /sandbox is not a sandbox list (%s)",
+					  !resp.body_len ? "empty body" : root ? "JSON of another shape" : "not JSON");
+		cJSON_Delete(root);
 		http_response_free(&resp);
 	}
 	sb_free(&url);

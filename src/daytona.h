@@ -93,6 +93,8 @@ struct dt_sandbox {
 	char error_reason[512];     /* "" when none */
 	char user[64];
 	char snapshot[256];
+	char daemon_version[32];    /* daemonVersion, e.g. "v0.190.0"; "" when not given */
+	bool name_exact;            /* name holds the whole name (false: cut to fit the buffer) */
 	struct timespec created_at;
 	struct timespec updated_at;
 	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
@@ -102,8 +104,15 @@ struct dt_sandbox {
 void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
 struct cJSON;
 /* A Sandbox JSON object to dt_sandbox (json pretty-printed with a final
- * newline). -EINVAL without a string "id", -ENOMEM. Pure: unit-tested. */
+ * newline). -EINVAL without a string "id", or with an id that would not go
+ * into URLs unchanged (too long for the buffer, a '/', a control byte, "."
+ * or ".."); -ENOMEM. Pure: unit-tested. */
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
+/* cJSON turns a \u0000 escape into a NUL that ends the C string, so a name
+ * "a\u0000b" would read as "a". Rewrites each such escape in a JSON text to
+ * \u0001 (in place, same length): the name then keeps its length and shows
+ * that it holds a control byte. Pure: unit-tested. */
+void dt_json_mark_nul_escapes(char *text, size_t len);
 
 /* Whether path is at or under one of volume_paths (as dt_sandbox has them).
  * The toolbox's move is not rename(2) there: when the rename fails (EXDEV
@@ -111,9 +120,23 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
 bool dt_path_on_volume(const char *volume_paths, const char *path);
 
 /* Every sandbox, following nextCursor across pages (limit 200 a page). */
+/* Whether a daemon of this version runs /process/execute's command through a
+ * shell: v0.156.0 and later. Before that it split the text on spaces and ran
+ * the first word. An empty or unreadable version counts as new. Pure. */
+bool dt_daemon_runs_shell(const char *version);
+
+/* Every sandbox, following nextCursor across pages (limit 200 a page), in
+ * creation order (sort=createdAt&order=asc: stable under activity). Fails
+ * with EIO when the server repeats any cursor it gave before, or sends more
+ * than DT_LIST_MAX_PAGES pages or DT_LIST_MAX_ITEMS items. */
+#define DT_LIST_MAX_PAGES 1000
+#define DT_LIST_MAX_ITEMS 100000
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
 void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
 int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);
+/* GET /sandbox/{id}/toolbox-proxy-url ({"url": ...}): the toolbox address
+ * when the Sandbox object has none (newer APIs may leave it empty). */
+int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err);
 
 struct dt_create_params {
 	const char *name;
@@ -246,7 +269,9 @@ int dt_fs_move(struct dt_client *dt, const struct dt_box *box, const char *src, 
 int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
 		struct dt_error *err);
 
-/* POST /process/execute. output (may be NULL) receives the merged output
+/* POST /process/execute. A sandbox whose last Sandbox object (from any call
+ * of this client) had a daemonVersion before v0.156.0 gets no request:
+ * EOPNOTSUPP, with a message that says to restart it. output (may be NULL) receives the merged output
  * (malloc'd, NUL-terminated). timeout_s 0 = none; the HTTP timeout is then the
  * transport's default, else timeout_s + 5 s. 408 gives -ETIMEDOUT. */
 int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
@@ -272,7 +297,8 @@ int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_
 /* ---- helpers ------------------------------------------------------------ */
 
 /* A cheap authenticated call (GET /sandbox?limit=1) used at start-up to check the
- * endpoint and the credentials. */
+ * endpoint and the credentials. A 2xx that is not a sandbox list (HTML from a
+ * wrong URL, an empty body) fails with EPROTO, http_status set. */
 int dt_ping(struct dt_client *dt, struct dt_error *err);
 
 #endif

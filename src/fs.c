@@ -221,8 +221,14 @@ int node_parse(const char *path, struct node *n)
 void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d)
 {
 	str_copy(sb->id, sizeof(sb->id), d->id);
-	str_copy(sb->name, sizeof(sb->name), d->name);
-	str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
+	if (fs)
+		registry_set_name(&fs->registry, sb, d->name, d->name_exact);
+	else
+		str_copy(sb->name, sizeof(sb->name), d->name);
+	/* Newer APIs may leave toolboxProxyUrl empty: keep the one we have
+	 * (asked for by sandbox_box) rather than forget it. */
+	if (d->toolbox_url[0])
+		str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
 	str_copy(sb->state, sizeof(sb->state), d->state);
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
 	if (d->volumes_known) {
@@ -238,38 +244,27 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 		exec_sandbox_stopped(fs->exec, d->id);
 }
 
-/* Caller holds fs->lock. */
-static struct sandbox *registry_find_locked(struct dfs *fs, const char *name_or_id)
-{
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->gone && !strcmp(sb->name, name_or_id))
-			return sb;
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->gone && !strcmp(sb->id, name_or_id))
-			return sb;
-	return NULL;
-}
-
-static struct sandbox *registry_find_id_locked(struct dfs *fs, const char *id)
-{
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!strcmp(sb->id, id))
-			return sb;
-	return NULL;
-}
-
 struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 {
 	struct sandbox *sb;
 
 	pthread_mutex_lock(&fs->lock);
 	/* A sandbox seen before (even one marked gone) keeps its entry: pointers
-	 * held by open files stay valid for the life of the mount. */
-	sb = registry_find_id_locked(fs, d->id);
+	 * held by open files stay valid for the life of the mount. The same id
+	 * twice in one listing updates the one entry. */
+	sb = registry_by_id(&fs->registry, d->id);
 	if (!sb) {
 		sb = calloc(1, sizeof(*sb));
 		if (!sb) {
 			pthread_mutex_unlock(&fs->lock);
+			return NULL;
+		}
+		sb->fs = fs;
+		str_copy(sb->id, sizeof(sb->id), d->id);
+		str_copy(sb->name, sizeof(sb->name), d->name);
+		if (registry_insert(&fs->registry, sb) < 0) {
+			pthread_mutex_unlock(&fs->lock);
+			free(sb);
 			return NULL;
 		}
 		pthread_mutex_init(&sb->op_lock, NULL);
@@ -280,6 +275,40 @@ struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
 	sb->listed = true;
 	pthread_mutex_unlock(&fs->lock);
 	return sb;
+}
+
+/* The list is eventually consistent: a sandbox missing from one listing may
+ * just not be indexed yet. Only a 404 for its id says it is gone. */
+static void confirm_unlisted(struct dfs *fs)
+{
+	struct sandbox **check = NULL;
+	size_t n = 0, cap = 0;
+
+	pthread_mutex_lock(&fs->lock);
+	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
+		if (sb->listed || sb->gone)
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			struct sandbox **nv = realloc(check, nc * sizeof(*nv));
+
+			if (!nv)
+				break;
+			check = nv;
+			cap = nc;
+		}
+		check[n++] = sb;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct dt_error err = { 0 };
+
+		/* marks it gone on 404, updates it on 200; any other error
+		 * leaves it as it is, for the next listing to decide */
+		if (sandbox_refresh(fs, check[i], &err) < 0 && err.err != ENOENT)
+			log_debug("%s: not listed, and asking for it failed: %s", check[i]->id, err.message);
+	}
+	free(check);
 }
 
 /* Refreshes the registry from a full list when it is older than dir_timeout. */
@@ -305,14 +334,11 @@ static int registry_refresh(struct dfs *fs, bool force, struct dt_error *err)
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t i = 0; i < n; i++)
 		sandbox_add(fs, &list[i]);
+	dt_sandbox_list_free(list, n);
+	confirm_unlisted(fs);
 	pthread_mutex_lock(&fs->lock);
-	/* What the list no longer has was deleted behind our back. */
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->listed)
-			sb->gone = true;
 	fs->listed_at = now_mono();
 	pthread_mutex_unlock(&fs->lock);
-	dt_sandbox_list_free(list, n);
 	return 0;
 }
 
@@ -323,7 +349,7 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 	int rc;
 
 	pthread_mutex_lock(&fs->lock);
-	sb = registry_find_locked(fs, name);
+	sb = registry_resolve(&fs->registry, name);
 	pthread_mutex_unlock(&fs->lock);
 	if (sb)
 		return sb;
@@ -346,8 +372,18 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 	}
 	sb = sandbox_add(fs, &d);
 	dt_sandbox_clear(&d);
-	if (!sb)
+	if (!sb) {
 		dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return NULL;
+	}
+	/* The API found it by id or by name; it is MOUNT/name only if the
+	 * naming rule agrees (the name is shown as it is, and unique). */
+	pthread_mutex_lock(&fs->lock);
+	sb = registry_resolve(&fs->registry, name);
+	pthread_mutex_unlock(&fs->lock);
+	if (!sb)
+		dt_error_set(err, -ENOENT, 0, "no sandbox has the directory name '%s' (list the mount to see "
+			     "sandboxes shown by id)", name);
 	return sb;
 }
 
@@ -386,10 +422,33 @@ void sandbox_clear_error(struct sandbox *sb)
 	sb->error[0] = '\0';
 }
 
-void sandbox_box(const struct sandbox *sb, struct dt_box *box)
+void sandbox_box(struct sandbox *sb, struct dt_box *box)
 {
+	struct dfs *fs = sb->fs;
+
+	if (!sb->toolbox_url[0] && fs && fs->dt) {
+		struct dt_error err = { 0 };
+		char url[sizeof(sb->toolbox_url)];
+
+		/* A failure leaves it empty: the toolbox call then fails with
+		 * "toolbox address unknown", and the next one asks again. */
+		if (dt_sandbox_toolbox_url(fs->dt, sb->id, url, sizeof(url), &err) == 0) {
+			pthread_mutex_lock(&fs->lock);
+			str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), url);
+			pthread_mutex_unlock(&fs->lock);
+		} else {
+			log_warn("%s: %s", sb->id, err.message);
+		}
+	}
 	box->id = sb->id;
 	box->toolbox_url = sb->toolbox_url;
+}
+
+void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap)
+{
+	pthread_mutex_lock(&fs->lock);
+	str_copy(out, cap, registry_dir_name(&fs->registry, sb));
+	pthread_mutex_unlock(&fs->lock);
 }
 
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
@@ -421,7 +480,9 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		if (!strcmp(state, "started") || !strcmp(state, "snapshotting"))
 			return 0;
 	}
-	if (fs->opt.autostart && (!strcmp(state, "stopped") || !strcmp(state, "archived"))) {
+	/* start also resumes a paused sandbox (the API's start works from paused) */
+	if (fs->opt.autostart && (!strcmp(state, "stopped") || !strcmp(state, "archived") ||
+				  !strcmp(state, "paused"))) {
 		struct dt_sandbox d;
 
 		log_info("%s: starting it for file access (-o autostart)", sb->name);
@@ -439,9 +500,13 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		dt_sandbox_clear(&d);
 		return rc < 0 ? rc : 0;
 	}
-	sandbox_set_error(sb, "sandbox '%s' is %s: start it with: echo start > %s/%s/ctl%s", sb->name, state,
-			  fs->mountpoint, sb->name,
-			  fs->opt.autostart ? "" : " (or mount with -o autostart)");
+	{
+		char dir[256];
+
+		sandbox_dir_name(fs, sb, dir, sizeof(dir));
+		sandbox_set_error(sb, "sandbox '%s' is %s: start it with: echo start > %s/%s/ctl%s", sb->name,
+				  state, fs->mountpoint, dir, fs->opt.autostart ? "" : " (or mount with -o autostart)");
+	}
 	return -EHOSTDOWN;
 }
 
@@ -698,9 +763,14 @@ static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 	add_entry(buf, filler, ".snapshots");
 	/* Copy the names out under the lock, then fill without it. */
 	pthread_mutex_lock(&fs->lock);
-	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next)
-		if (!sb->gone && ctl_valid_name(sb->name))
-			sb_add(&names, sb->name, strlen(sb->name) + 1);
+	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
+		const char *dir;
+
+		if (sb->gone)
+			continue;
+		dir = registry_dir_name(&fs->registry, sb);
+		sb_add(&names, dir, strlen(dir) + 1);
+	}
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t off = 0; off < names.len; off += strlen(names.buf + off) + 1)
 		add_entry(buf, filler, names.buf + off);
@@ -1744,9 +1814,9 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 	cache_invalidate_sandbox_paths(fs->cache, sandbox_id, &paths, &len);
 	name[0] = '\0';
 	pthread_mutex_lock(&fs->lock);
-	for (sb = fs->sandboxes; sb; sb = sb->next)
-		if (!strcmp(sb->id, sandbox_id))
-			str_copy(name, sizeof(name), sb->name);
+	sb = registry_by_id(&fs->registry, sandbox_id);
+	if (sb)
+		str_copy(name, sizeof(name), registry_dir_name(&fs->registry, sb));
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->fuse && name[0] && paths) {
 		for (size_t off = 0; off < len; off += strlen(paths + off) + 1) {
@@ -1921,6 +1991,7 @@ void dfs_free(struct dfs *fs)
 		pthread_mutex_destroy(&sb->op_lock);
 		free(sb);
 	}
+	registry_free(&fs->registry);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

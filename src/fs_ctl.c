@@ -337,6 +337,11 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 	struct dt_sandbox d;
 	int rc;
 
+	/* A sandbox the mount would show by its id (registry.h) could not be
+	 * reached by the name given: refuse it before it exists. */
+	if (!registry_name_showable(c->name, true))
+		return dt_error_set(err, -EINVAL, 0, "a sandbox name with a control byte (tab, newline, ESC ...) "
+				    "cannot be a directory of the mount: choose another");
 	env = pairs_to_kv(c->env, c->n_env);
 	labels = pairs_to_kv(c->labels, c->n_labels);
 	volumes = pairs_to_kv(c->volumes, c->n_volumes);

@@ -1010,9 +1010,10 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 	}
 	log_debug("%s: listing %s", sb->name, dir);
 	rc = sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
-	if (rc < 0)
+	/* A daemon too old to run a shell (dt_exec) has the file API still. */
+	if (rc < 0 && rc != -EOPNOTSUPP)
 		goto out;
-	if (code == 127) {
+	if (rc == -EOPNOTSUPP || code == 127) {
 		list_mode_set(fs, sb, LIST_API);
 		rc = -ENOSYS;
 		goto out;

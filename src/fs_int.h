@@ -18,6 +18,7 @@
 #include "daytona.h"
 #include "exec.h"
 #include "options.h"
+#include "registry.h"
 #include "stage.h"
 
 /* fi->fh of every open file points to a struct whose first member is an int
@@ -69,9 +70,14 @@ struct node {
  * mount runs (a deleted sandbox is marked gone), so pointers stay valid. */
 struct sandbox {
 	struct sandbox *next;
+	struct sandbox *id_next;  /* registry.c's hash chains */
+	struct sandbox *name_next;
+	bool indexed;
+	struct dfs *fs;           /* the mount it belongs to (sandbox_box runs in any thread) */
 	char id[64];
 	char name[256];
-	char toolbox_url[512];
+	bool name_exact;          /* name is the whole name (false: cut to fit) */
+	char toolbox_url[512];    /* kept when a later Sandbox object has none */
 	char state[32];
 	char error_reason[512];
 	char volume_paths[1024];  /* where volumes are mounted (dt_sandbox's), for rename */
@@ -104,6 +110,7 @@ struct dfs {
 
 	pthread_mutex_t lock;     /* the sandbox registry and the snapshot list */
 	struct sandbox *sandboxes;
+	struct registry registry; /* the same entries, indexed by id and name */
 	double listed_at;         /* when the registry was last filled from a full list */
 
 	struct open_table *files; /* open sandbox files (fs_files.c) */
@@ -126,8 +133,13 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d);
 void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sandbox_clear_error(struct sandbox *sb);
-/* The toolbox address of a sandbox; its id and url are stable. */
-void sandbox_box(const struct sandbox *sb, struct dt_box *box);
+/* The toolbox address of a sandbox; its id and url are stable. When the API
+ * gave no toolboxProxyUrl, asks for it once (GET /sandbox/{id}/toolbox-proxy-url)
+ * and keeps it. */
+void sandbox_box(struct sandbox *sb, struct dt_box *box);
+/* The directory name of sb in the mount root (its name, or its id when the
+ * name cannot be shown: registry.h), copied out under the lock. */
+void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap);
 /* 0 when the sandbox answers file access (started, or started now by
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);

@@ -76,6 +76,19 @@ static void usage(const char *prog)
 	       prog, options_usage());
 }
 
+/* Removes a variable from the environment and overwrites its value where
+ * it lies: unsetenv alone leaves the bytes in the block the kernel shows as
+ * /proc/PID/environ (and ps e). The credentials were copied by then. */
+static void scrub_env(const char *name)
+{
+	size_t len = strlen(name);
+
+	for (char **e = environ; *e; e++)
+		if (!strncmp(*e, name, len) && (*e)[len] == '=')
+			memset(*e + len + 1, 0, strlen(*e + len + 1));
+	unsetenv(name);
+}
+
 /* Keeps the key out of core dumps and out of the environment of anything
  * this process starts (fusermount3). */
 static void protect_secrets(void)
@@ -87,8 +100,8 @@ static void protect_secrets(void)
 	/* Not under ASan: LeakSanitizer needs to ptrace its own process. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 #endif
-	unsetenv("DAYTONA_API_KEY");
-	unsetenv("DAYTONA_JWT_TOKEN");
+	scrub_env("DAYTONA_API_KEY");
+	scrub_env("DAYTONA_JWT_TOKEN");
 }
 
 static int default_cache_dir(struct dfs_options *o)

@@ -383,10 +383,92 @@ UNIT_TEST(sandbox_malformed)
 		obj = cJSON_Parse(json);
 		CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 		CHECK_INT(strlen(sb.name), sizeof(sb.name) - 1);
+		CHECK(!sb.name_exact);
 		CHECK_STR(sb.state, "");
 		dt_sandbox_clear(&sb);
 		cJSON_Delete(obj);
 	}
+}
+
+/* An id goes into URLs: one that would be cut, or is not one path segment,
+ * refuses the item rather than address another sandbox. */
+UNIT_TEST(sandbox_id_refused)
+{
+	static const char *const bad[] = {
+		"{\"id\":\"a/b\"}", "{\"id\":\"..\"}", "{\"id\":\".\"}", "{\"id\":\"a\\u0001b\"}",
+		"{\"id\":\"a\\nb\"}", "{\"id\":\"\"}",
+		"{\"id\":\"0123456789012345678901234567890123456789012345678901234567890123\"}",
+	};
+	struct dt_sandbox sb;
+	cJSON *obj;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		obj = cJSON_Parse(bad[i]);
+		CHECK(obj != NULL);
+		CHECK_INT(dt_sandbox_from_json(obj, &sb), -EINVAL);
+		cJSON_Delete(obj);
+	}
+	/* A toolbox address too long for its buffer is not cut: none is kept. */
+	{
+		char json[1200], url[700];
+
+		memset(url, 'u', sizeof(url) - 1);
+		url[sizeof(url) - 1] = '\0';
+		snprintf(json, sizeof(json), "{\"id\":\"i\",\"toolboxProxyUrl\":\"http://h/%s\"}", url);
+		obj = cJSON_Parse(json);
+		CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+		CHECK_STR(sb.toolbox_url, "");
+		dt_sandbox_clear(&sb);
+		cJSON_Delete(obj);
+	}
+	/* 63 bytes fit */
+	obj = cJSON_Parse("{\"id\":\"012345678901234567890123456789012345678901234567890123456789012\","
+			  "\"name\":\"n\",\"daemonVersion\":\"v0.150.0\"}");
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_INT(strlen(sb.id), 63);
+	CHECK(sb.name_exact);
+	CHECK_STR(sb.daemon_version, "v0.150.0");
+	dt_sandbox_clear(&sb);
+	cJSON_Delete(obj);
+}
+
+UNIT_TEST(nul_escapes_marked)
+{
+	char a[] = "{\"name\":\"x\\u0000y\",\"k\\u0000\":1}";
+	char b[] = "{\"name\":\"x\\\\u0000y\"}";      /* an escaped backslash, then text */
+	char c[] = "{\"name\":\"\\\"\\u0000\"}";      /* \" then the escape */
+	char d[] = "\"\\u000";                        /* cut short: untouched */
+	cJSON *obj;
+	const cJSON *name;
+
+	dt_json_mark_nul_escapes(a, strlen(a));
+	CHECK_STR(a, "{\"name\":\"x\\u0001y\",\"k\\u0001\":1}");
+	obj = cJSON_Parse(a);
+	name = cJSON_GetObjectItemCaseSensitive(obj, "name");
+	CHECK(cJSON_IsString(name) && strlen(name->valuestring) == 3);
+	cJSON_Delete(obj);
+	dt_json_mark_nul_escapes(b, strlen(b));
+	CHECK_STR(b, "{\"name\":\"x\\\\u0000y\"}");
+	dt_json_mark_nul_escapes(c, strlen(c));
+	CHECK_STR(c, "{\"name\":\"\\\"\\u0001\"}");
+	dt_json_mark_nul_escapes(d, strlen(d));
+	CHECK_STR(d, "\"\\u000");
+}
+
+UNIT_TEST(daemon_version_shell)
+{
+	CHECK(dt_daemon_runs_shell(NULL));
+	CHECK(dt_daemon_runs_shell(""));
+	CHECK(dt_daemon_runs_shell("v0.156.0"));
+	CHECK(dt_daemon_runs_shell("0.156.0"));
+	CHECK(dt_daemon_runs_shell("v0.190.0-rc1"));
+	CHECK(dt_daemon_runs_shell("v1.0.0"));
+	CHECK(dt_daemon_runs_shell("dev"));
+	CHECK(dt_daemon_runs_shell("v0"));
+	CHECK(!dt_daemon_runs_shell("v0.155.9"));
+	CHECK(!dt_daemon_runs_shell("0.150.0"));
+	CHECK(!dt_daemon_runs_shell("V0.99.1"));
+	CHECK(!dt_daemon_runs_shell("v0.9"));
 }
 
 /* ---- CreateSandbox body ---- */
@@ -789,6 +871,9 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(sandbox_parse),
 	  UNIT_CASE(sandbox_volumes),
 	  UNIT_CASE(sandbox_malformed),
+	  UNIT_CASE(sandbox_id_refused),
+	  UNIT_CASE(nul_escapes_marked),
+	  UNIT_CASE(daemon_version_shell),
 	  UNIT_CASE(create_minimal),
 	  UNIT_CASE(create_snapshot_and_name),
 	  UNIT_CASE(create_image_buildinfo_and_resources),

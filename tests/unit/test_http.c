@@ -156,12 +156,12 @@ static bool serve_daytona(int fd, const char *path)
 
 	for (size_t i = 0; i < sizeof(file); i++)
 		file[i] = (char)('a' + i % 26);
-	if (strcmp(path, "/api/sandbox?limit=200") == 0) {
+	if (strcmp(path, "/api/sandbox?limit=200&sort=createdAt&order=asc") == 0) {
 		n = snprintf(body, sizeof(body), "{\"items\":[{\"id\":\"a\",\"name\":\"A\",\"state\":\"started\","
 			     "\"toolboxProxyUrl\":\"http://127.0.0.1:%d/tb\"},{\"noid\":1}],\"nextCursor\":\"c+2/=\"}",
 			     port);
 		respond(fd, 200, "Content-Type: application/json\r\n", body, (size_t)n);
-	} else if (strcmp(path, "/api/sandbox?limit=200&cursor=c%2B2/%3D") == 0) {
+	} else if (strcmp(path, "/api/sandbox?limit=200&sort=createdAt&order=asc&cursor=c%2B2/%3D") == 0) {
 		respond_json(fd, 200, "{\"items\":[{\"id\":\"b\",\"name\":\"B\",\"state\":\"stopped\"}],"
 			     "\"nextCursor\":null}");
 	} else if (strcmp(path, "/api/sandbox/bad") == 0) {
