@@ -1775,7 +1775,6 @@ static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
 	jcopy(out->state, sizeof(out->state), obj, "state");
 	jtime(&out->created_at, obj, "createdAt");
 	jtime(&out->updated_at, obj, "updatedAt");
-	out->volumes_known = volume_paths(out->volume_paths, sizeof(out->volume_paths), obj);
 	out->json = pretty_json(obj);
 	return out->json ? 0 : -ENOMEM;
 }

@@ -196,8 +196,6 @@ struct dt_snapshot {
 	char state[32];
 	struct timespec created_at;
 	struct timespec updated_at;
-	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
-	bool volumes_known;         /* the object had "volumes" (list items do not) */
 	char *json;                 /* pretty-printed with a final newline (malloc'd) */
 };
 void dt_snapshot_clear(struct dt_snapshot *s);
