@@ -98,6 +98,7 @@ struct dfs {
 	struct dt_client *dt;
 	struct cache *cache;
 	struct stage_area *stage;
+	struct recovery *recovery; /* what a dead mount left staged (recover.h) */
 	struct exec_mgr *exec;
 
 	pthread_mutex_t lock;     /* the sandbox registry and the snapshot list */
