@@ -178,6 +178,31 @@ def test_kill_after_a_failed_upload_at_close_uploads_it_at_the_next_mount(crashy
     assert unsaved(m2, "pending.txt") == []
 
 
+def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "edit.txt")
+    tb.upload(f"{HOME}/edit.txt", b"version 1\n")   # there before the mount read it
+    assert read(p) == "version 1\n"
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p)
+    f = open(p, "w")
+    f.write("version 2, from the dead mount\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # Same size and mtime as when the dead mount read it: the upload is safe.
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/edit.txt") == b"version 2, from the dead mount\n",
+             "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert unsaved(m2, "edit.txt") == []
+
+
 def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "both.txt")
