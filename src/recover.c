@@ -39,6 +39,16 @@
 
 #define RETRY_S 30
 
+/* What a pass learnt of one sandbox: each is asked once a pass, however
+ * many files it has staged. */
+enum sb_answer { SB_STARTED, SB_GONE, SB_DOWN };
+struct sb_seen {
+	struct sb_seen *next;
+	char id[64];
+	enum sb_answer answer;
+	char toolbox_url[512];
+};
+
 struct recovery {
 	struct dfs *fs;
 	char **names;             /* stages with a record, left by a dead mount; */
@@ -48,6 +58,7 @@ struct recovery {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stop;                /* under lock */
+	struct sb_seen *seen;     /* this pass's answers */
 };
 
 struct recovery *recover_scan(struct dfs *fs)
@@ -81,34 +92,76 @@ struct recovery *recover_scan(struct dfs *fs)
 	return r;
 }
 
-/* What the sandbox holds at the record's path. box is filled for the upload. */
-static void ask_sandbox(struct dfs *fs, const struct journal_rec *rec, struct dt_sandbox *d,
+static void seen_clear(struct recovery *r)
+{
+	while (r->seen) {
+		struct sb_seen *next = r->seen->next;
+
+		free(r->seen);
+		r->seen = next;
+	}
+}
+
+/* The record's sandbox as this pass knows it, asked when not yet known;
+ * NULL when out of memory. */
+static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journal_rec *rec)
+{
+	struct dt_error err = { 0 };
+	struct dt_sandbox d;
+	struct sb_seen *e;
+	int rc;
+
+	for (e = r->seen; e; e = e->next)
+		if (!strcmp(e->id, rec->sandbox_id))
+			return e;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	str_copy(e->id, sizeof(e->id), rec->sandbox_id);
+	memset(&d, 0, sizeof(d));
+	rc = dt_sandbox_get(r->fs->dt, rec->sandbox_id, &d, &err);
+	if (rc == -ENOENT || (rc == 0 && !strcmp(d.state, "destroyed"))) {
+		e->answer = SB_GONE;
+	} else if (rc < 0) {
+		e->answer = SB_DOWN;
+		log_warn("crash recovery: sandbox %s (%s): %s; its staged files stay for a later try",
+			 rec->sandbox_name, rec->sandbox_id, err.message);
+	} else if (strcmp(d.state, "started")) {
+		/* never started for this: the user decides */
+		e->answer = SB_DOWN;
+		log_warn("crash recovery: sandbox %s is %s: its files stay staged for a later mount, or until it "
+			 "is started", rec->sandbox_name, d.state);
+	} else {
+		e->answer = SB_STARTED;
+		str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
+	}
+	dt_sandbox_clear(&d);
+	e->next = r->seen;
+	r->seen = e;
+	return e;
+}
+
+/* What the sandbox holds at the record's path; *box is set for the upload
+ * when the sandbox answers (it points into this pass's answers). */
+static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struct dt_box *box,
 			struct journal_remote *remote)
 {
 	struct dt_error err = { 0 };
 	struct dt_fileinfo info = { 0 };
-	struct dt_box box;
+	const struct sb_seen *sb = sandbox_seen(r, rec);
 	int rc;
 
 	memset(remote, 0, sizeof(*remote));
 	remote->kind = JOURNAL_REMOTE_UNAVAILABLE;
-	rc = dt_sandbox_get(fs->dt, rec->sandbox_id, d, &err);
-	if (rc == -ENOENT || (rc == 0 && !strcmp(d->state, "destroyed"))) {
+	if (!sb || sb->answer == SB_DOWN)
+		return;
+	if (sb->answer == SB_GONE) {
 		remote->kind = JOURNAL_REMOTE_SANDBOX_GONE;
 		return;
 	}
-	if (rc < 0) {
-		log_warn("crash recovery: sandbox %s (%s): %s", rec->sandbox_name, rec->sandbox_id, err.message);
-		return;
-	}
-	if (strcmp(d->state, "started")) {
-		log_warn("crash recovery: sandbox %s is %s: %s stays staged for a later mount", rec->sandbox_name,
-			 d->state, rec->path);
-		return;
-	}
-	box.id = d->id;
-	box.toolbox_url = d->toolbox_url;
-	rc = dt_fs_info(fs->dt, &box, rec->path, &info, &err);
+	box->id = sb->id;
+	box->toolbox_url = sb->toolbox_url;
+	rc = dt_fs_info(r->fs->dt, box, rec->path, &info, &err);
 	if (rc == -ENOENT) {
 		remote->kind = JOURNAL_REMOTE_ABSENT;
 	} else if (rc < 0) {
@@ -148,11 +201,10 @@ static void forget(struct dfs *fs, const char *name)
 }
 
 /* Uploads the stage; true when done. */
-static bool upload(struct dfs *fs, const char *name, const struct journal_rec *rec, const struct dt_sandbox *d)
+static bool upload(struct dfs *fs, const char *name, const struct journal_rec *rec, const struct dt_box *box)
 {
 	struct dt_error err = { 0 };
 	struct strbuf p = STRBUF_INIT;
-	struct dt_box box = { d->id, d->toolbox_url };
 	struct stat st;
 	int fd, rc;
 
@@ -164,7 +216,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 			close(fd);
 		return false;
 	}
-	rc = dt_fs_upload_fd(fs->dt, &box, rec->path, fd, rec->size, &err);
+	rc = dt_fs_upload_fd(fs->dt, box, rec->path, fd, rec->size, &err);
 	close(fd);
 	if (rc < 0) {
 		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged for a later mount)",
@@ -173,7 +225,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 	}
 	/* The toolbox creates files 0644: a new file gets the mode it was made with. */
 	if (rec->base.kind == JOURNAL_BASE_NEW && rec->mode != 0644 &&
-	    dt_fs_chmod(fs->dt, &box, rec->path, rec->mode, &err) < 0)
+	    dt_fs_chmod(fs->dt, box, rec->path, rec->mode, &err) < 0)
 		log_warn("crash recovery: %s: chmod %o %s: %s", rec->sandbox_name, rec->mode, rec->path, err.message);
 	cache_invalidate(fs->cache, rec->sandbox_id, rec->path);
 	log_warn("crash recovery: %s: %s uploaded (%llu bytes staged before a crash)", rec->sandbox_name,
@@ -220,11 +272,12 @@ static void keep_unsaved(struct dfs *fs, const char *name, const struct journal_
 }
 
 /* True when the record is done with (uploaded, kept in unsaved/, dropped). */
-static bool recover_one(struct dfs *fs, const char *name)
+static bool recover_one(struct recovery *r, const char *name)
 {
+	struct dfs *fs = r->fs;
 	struct journal_rec *rec = calloc(1, sizeof(*rec));
 	struct journal_remote remote;
-	struct dt_sandbox d;
+	struct dt_box box = { NULL, NULL };
 	struct strbuf p = STRBUF_INIT;
 	enum journal_action act = JOURNAL_KEEP;
 	char why[256];
@@ -232,7 +285,6 @@ static bool recover_one(struct dfs *fs, const char *name)
 	bool present;
 	int rc;
 
-	memset(&d, 0, sizeof(d));
 	if (!rec)
 		return false;
 	rc = journal_read(stage_area_staging(fs->stage), name, rec);
@@ -245,12 +297,12 @@ static bool recover_one(struct dfs *fs, const char *name)
 	act = journal_check_local(rc == 0 ? rec : NULL, present, present ? (uint64_t)st.st_size : 0, why,
 				  sizeof(why));
 	if (act == JOURNAL_ASK) {
-		ask_sandbox(fs, rec, &d, &remote);
+		ask_sandbox(r, rec, &box, &remote);
 		act = journal_check_remote(rec, &remote, why, sizeof(why));
 	}
 	switch (act) {
 	case JOURNAL_UPLOAD:
-		if (upload(fs, name, rec, &d))
+		if (upload(fs, name, rec, &box))
 			forget(fs, name);
 		else
 			act = JOURNAL_KEEP;
@@ -267,7 +319,6 @@ static bool recover_one(struct dfs *fs, const char *name)
 		break;
 	}
 out:
-	dt_sandbox_clear(&d);
 	sb_free(&p);
 	free(rec);
 	/* an unsaved/ move that failed leaves the stage staged: tried again */
@@ -291,10 +342,11 @@ static void *recover_main(void *arg)
 
 	for (;;) {
 		left = 0;
+		seen_clear(r);   /* a new pass asks again */
 		for (size_t i = 0; i < r->n && !stopping(r); i++) {
 			if (!r->names[i])
 				continue;
-			if (recover_one(r->fs, r->names[i])) {
+			if (recover_one(r, r->names[i])) {
 				free(r->names[i]);
 				r->names[i] = NULL;
 			} else {
@@ -343,6 +395,7 @@ void recover_stop(struct recovery *r)
 	if (r->started)
 		pthread_join(r->thread, NULL);
 	journal_names_free(r->names, r->n);
+	seen_clear(r);
 	pthread_cond_destroy(&r->wake);
 	pthread_mutex_destroy(&r->lock);
 	free(r);

@@ -273,7 +273,7 @@ def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, 
     wait_for(lambda: server.api("GET", f"/sandbox/{sid}")["state"] == "stopped", "the stop")
     m2 = remount(server, tmp_root, m)
     # Recovery does not start the sandbox, and keeps the file staged.
-    wait_for(lambda: "stays staged for a later mount" in read(m2.log.name), "the recovery pass")
+    wait_for(lambda: "stay staged for a later mount" in read(m2.log.name), "the recovery pass")
     assert server.api("GET", f"/sandbox/{sid}")["state"] == "stopped"
     assert unsaved(m2, "later.txt") == []
     assert len(os.listdir(os.path.join(m2.cache, "staging"))) == 2   # the stage and its record
