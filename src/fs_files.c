@@ -3348,6 +3348,17 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 	return 0;
 }
 
+bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path)
+{
+	bool open = false;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct open_node *n = fs->files->head; n && !open; n = n->next)
+		open = !n->unlinked && !strcmp(n->sb->id, sandbox_id) && !strcmp(n->path, path);
+	pthread_mutex_unlock(&fs->files->lock);
+	return open;
+}
+
 void files_flush_all(struct dfs *fs)
 {
 	wb_run_all(fs, NULL);

@@ -182,6 +182,9 @@ void files_settle(struct dfs *fs, struct sandbox *sb, const char *path);
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
+/* Whether a descriptor of this mount is open on that sandbox file (crash
+ * recovery does not upload under it). */
+bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path);
 /* The sandbox's cached metadata is stale (a command ran). */
 void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id);
 

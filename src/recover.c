@@ -300,6 +300,12 @@ static bool recover_one(struct recovery *r, const char *name)
 		ask_sandbox(r, rec, &box, &remote);
 		act = journal_check_remote(rec, &remote, why, sizeof(why));
 	}
+	/* Someone opened it through this mount before recovery got to it:
+	 * their close would replace what recovery uploads, unseen. */
+	if (act == JOURNAL_UPLOAD && files_path_open(fs, rec->sandbox_id, rec->path)) {
+		act = JOURNAL_UNSAVED;
+		str_copy(why, sizeof(why), "the file was opened through the new mount before recovery reached it");
+	}
 	switch (act) {
 	case JOURNAL_UPLOAD:
 		if (upload(fs, name, rec, &box))

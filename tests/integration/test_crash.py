@@ -203,6 +203,38 @@ def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, serv
     assert unsaved(m2, "edit.txt") == []
 
 
+def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "reopened.txt")
+    tb.upload(f"{HOME}/reopened.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p)
+    f = open(p, "w")
+    f.write("from the dead mount\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # Recovery's question about the sandbox is answered slowly; meanwhile
+    # the file is opened through the new mount.
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    server.local("POST", "/_local/faults", {"pattern": f"/sandbox/{sid}$", "method": "GET",
+                                            "action": "slow", "bytes_per_sec": 200, "count": 1})
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
+    with open(m2.p(sb, "work", "reopened.txt")) as reader:
+        assert reader.read() == "version 1\n"
+        kept = wait_for(lambda: unsaved(m2, "reopened.txt"), "reopened.txt in unsaved/")
+    assert read(kept[0][0]) == "from the dead mount\n"
+    assert "opened through the new mount" in kept[0][1]
+    assert tb.download(f"{HOME}/reopened.txt") == b"version 1\n"
+
+
 def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "both.txt")
