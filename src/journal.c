@@ -287,6 +287,8 @@ enum journal_action journal_check_remote(const struct journal_rec *r, const stru
 		return say(JOURNAL_UNSAVED, why, cap, "the sandbox no longer exists");
 	case JOURNAL_REMOTE_NOT_FILE:
 		return say(JOURNAL_UNSAVED, why, cap, "the path is no longer a regular file in the sandbox");
+	case JOURNAL_REMOTE_NO_PARENT:
+		return say(JOURNAL_UNSAVED, why, cap, "its directory was deleted in the sandbox meanwhile");
 	case JOURNAL_REMOTE_ABSENT:
 		if (r->base.kind == JOURNAL_BASE_NEW)
 			return say(JOURNAL_UPLOAD, why, cap, "");

@@ -76,6 +76,7 @@ enum journal_remote_kind {
 	JOURNAL_REMOTE_ABSENT,        /* no such file */
 	JOURNAL_REMOTE_FILE,          /* size and mtime below */
 	JOURNAL_REMOTE_NOT_FILE,      /* a directory or something else now */
+	JOURNAL_REMOTE_NO_PARENT,     /* absent, and so is its directory: an upload would remake it */
 	JOURNAL_REMOTE_SANDBOX_GONE,  /* the sandbox no longer exists */
 	JOURNAL_REMOTE_UNAVAILABLE,   /* not running, unreachable, or an error: try later */
 };

@@ -141,6 +141,27 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 	return e;
 }
 
+/* Whether the directory of the record's path is there: the toolbox's
+ * upload makes missing parents, which would bring back a directory deleted
+ * after the crash. An error counts as "there" (the upload then finds out). */
+static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const struct journal_rec *rec)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo info = { 0 };
+	char dir[sizeof(rec->path)];
+	char *slash;
+	int rc;
+
+	str_copy(dir, sizeof(dir), rec->path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return true;   /* in / */
+	*slash = '\0';
+	rc = dt_fs_info(r->fs->dt, box, dir, &info, &err);
+	free(info.name);
+	return rc != -ENOENT && (rc < 0 || info.is_dir);
+}
+
 /* What the sandbox holds at the record's path; *box is set for the upload
  * when the sandbox answers (it points into this pass's answers). */
 static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struct dt_box *box,
@@ -163,7 +184,7 @@ static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struc
 	box->toolbox_url = sb->toolbox_url;
 	rc = dt_fs_info(r->fs->dt, box, rec->path, &info, &err);
 	if (rc == -ENOENT) {
-		remote->kind = JOURNAL_REMOTE_ABSENT;
+		remote->kind = parent_is_dir(r, box, rec) ? JOURNAL_REMOTE_ABSENT : JOURNAL_REMOTE_NO_PARENT;
 	} else if (rc < 0) {
 		log_warn("crash recovery: %s: stat of %s: %s", rec->sandbox_name, rec->path, err.message);
 	} else if (info.is_dir || !S_ISREG(info.mode)) {

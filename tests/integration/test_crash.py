@@ -315,6 +315,32 @@ def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, 
     assert unsaved(m2, "later.txt") == []
 
 
+def test_a_new_file_whose_directory_was_deleted_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    os.mkdir(m.p(sb, "work", "newdir"))
+    p = m.p(sb, "work", "newdir", "inside.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("its directory went away\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    tb._req("DELETE", "/files", {"path": f"{HOME}/newdir", "recursive": "true"})
+    m2 = remount(server, tmp_root, m)
+    kept = wait_for(lambda: unsaved(m2, "inside.txt"), "inside.txt in unsaved/")
+    assert read(kept[0][0]) == "its directory went away\n"
+    assert "directory was deleted" in kept[0][1]
+    # The upload would have made the directory again.
+    assert tb.download(f"{HOME}/newdir/inside.txt") is None
+    assert not os.path.exists(m2.p(sb, "work", "newdir"))
+
+
 def test_a_second_mount_on_the_same_cache_dir_is_refused(crashy, server, tmp_root):
     m, _, _ = crashy
     env = dict(os.environ)

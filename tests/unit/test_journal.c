@@ -170,6 +170,8 @@ UNIT_TEST(remote_decisions)
 	CHECK(strstr(why, "deleted") != NULL);
 	rem.kind = JOURNAL_REMOTE_NOT_FILE;
 	CHECK_INT(journal_check_remote(&r, &rem, why, sizeof(why)), JOURNAL_UNSAVED);
+	rem.kind = JOURNAL_REMOTE_NO_PARENT;
+	CHECK_INT(journal_check_remote(&r, &rem, why, sizeof(why)), JOURNAL_UNSAVED);
 	rem.kind = JOURNAL_REMOTE_SANDBOX_GONE;
 	CHECK_INT(journal_check_remote(&r, &rem, why, sizeof(why)), JOURNAL_UNSAVED);
 	CHECK(strstr(why, "no longer exists") != NULL);
@@ -182,6 +184,10 @@ UNIT_TEST(remote_decisions)
 	rem.kind = JOURNAL_REMOTE_FILE;
 	CHECK_INT(journal_check_remote(&r, &rem, why, sizeof(why)), JOURNAL_UNSAVED);
 	CHECK(strstr(why, "created") != NULL);
+	/* never brings back a directory deleted meanwhile */
+	rem.kind = JOURNAL_REMOTE_NO_PARENT;
+	CHECK_INT(journal_check_remote(&r, &rem, why, sizeof(why)), JOURNAL_UNSAVED);
+	CHECK(strstr(why, "directory") != NULL);
 }
 
 static int count_files(const char *dir)
