@@ -96,6 +96,8 @@ struct open_node {
 	char journal_name[64];    /* the stage's name: "" while it has no record */
 	int journal_fd;           /* the record, open while journal_name is set */
 	bool journal_flushed;     /* the record says "flushed" (else "open") */
+	bool journal_keep;        /* neither uploaded nor kept in unsaved/: the stage and
+				     its record outlive the node, for the next mount */
 };
 
 struct sb_mode {
@@ -287,10 +289,15 @@ static void node_free(struct dfs *fs, struct open_node *n)
 {
 	/* Nothing of the stage is wanted any more (uploaded, kept in
 	 * unsaved/, or unlinked): its record goes first. */
-	if (fs)
+	if (n->journal_keep) {
+		close(n->journal_fd);
+		stage_close_keep(n->stage);
+		n->stage = NULL;
+	} else if (fs) {
 		journal_drop(fs, n);
-	else if (n->journal_name[0])
+	} else if (n->journal_name[0]) {
 		close(n->journal_fd);   /* the next mount's recovery drops it: no stage */
+	}
 	if (n->stage)
 		stage_free(n->stage);
 	free(n->path);
@@ -1765,6 +1772,24 @@ static void journal_drop(struct dfs *fs, struct open_node *n)
 	n->journal_flushed = false;
 }
 
+/*
+ * A stage that could be neither uploaded nor moved to unsaved/ (that
+ * directory is full, say) is not deleted with its node: with its record
+ * (made durable by the failed upload) it stays in staging/, and the next
+ * mount's recovery uploads it or keeps it. Returns false when it has no
+ * record (the journal failed too): then nothing can be done. Caller holds
+ * n->lock.
+ */
+static bool journal_keep_for_recovery(struct open_node *n)
+{
+	if (!n->journal_name[0])
+		return false;
+	n->journal_keep = true;
+	log_error("%s: %s could not be uploaded nor kept in unsaved/; it stays in the staging directory for "
+		  "the next mount's crash recovery", n->sb->name, n->path);
+	return true;
+}
+
 /* Uploads a dirty stage, then applies what had to wait for the file to
  * exist (mode, owner, times). Caller holds n->lock. */
 static int upload_node(struct dfs *fs, struct open_node *n)
@@ -2257,6 +2282,9 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 					  n->sb->name, n->path, where);
 				sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
 						  n->path, where);
+			} else if (journal_keep_for_recovery(n)) {
+				sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
+						  "next mount", n->path);
 			}
 		}
 		node_free(fs, n);
@@ -3376,6 +3404,8 @@ void files_flush_all(struct dfs *fs)
 				journal_drop(fs, found);
 				log_error("%s: %s could not be uploaded at unmount; saved in %s", found->sb->name,
 					  found->path, where);
+			} else {
+				journal_keep_for_recovery(found);
 			}
 			found->dirty = false;   /* preserved: not tried again */
 		}

@@ -341,6 +341,31 @@ def test_a_new_file_whose_directory_was_deleted_meanwhile_goes_to_unsaved(crashy
     assert not os.path.exists(m2.p(sb, "work", "newdir"))
 
 
+def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "nowhere.txt")
+    unsaved_dir = os.path.join(m.cache, "unsaved")
+    os.rename(unsaved_dir, unsaved_dir + ".away")
+    with open(unsaved_dir, "w"):
+        pass   # unsaved/ unusable: a file in its place
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    f = open(p, "w")
+    f.write("neither uploaded nor kept\n")
+    with pytest.raises(OSError):
+        f.close()
+    # The last release tries once more, cannot keep it in unsaved/, and leaves it staged.
+    wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the release")
+    m.unmount()
+    server.local("DELETE", "/_local/faults")
+    os.unlink(unsaved_dir)
+    os.rename(unsaved_dir + ".away", unsaved_dir)
+    assert len(os.listdir(os.path.join(m.cache, "staging"))) == 2   # the stage and its record
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/nowhere.txt") == b"neither uploaded nor kept\n",
+             "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+
+
 def test_a_second_mount_on_the_same_cache_dir_is_refused(crashy, server, tmp_root):
     m, _, _ = crashy
     env = dict(os.environ)
