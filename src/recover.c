@@ -197,27 +197,33 @@ static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struc
 	free(info.name);
 }
 
+/* The staging file NAME's path (malloc'd), or NULL when out of memory. */
+static char *stage_path(struct dfs *fs, const char *name)
+{
+	struct strbuf p = STRBUF_INIT;
+
+	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
+	return sb_detach(&p);
+}
+
 /* Whether the stage file is still in staging/. */
 static bool access_stage(struct dfs *fs, const char *name)
 {
-	struct strbuf p = STRBUF_INIT;
-	bool there;
+	char *p = stage_path(fs, name);
+	bool there = p && access(p, F_OK) == 0;
 
-	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
-	there = !p.oom && access(sb_str(&p), F_OK) == 0;
-	sb_free(&p);
+	free(p);
 	return there;
 }
 
 /* Removes the stage file, then its record (in that order: see above). */
 static void forget(struct dfs *fs, const char *name)
 {
-	struct strbuf p = STRBUF_INIT;
+	char *p = stage_path(fs, name);
 
-	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
-	if (!p.oom && unlink(sb_str(&p)) != 0 && errno != ENOENT)
-		log_warn("crash recovery: cannot remove %s: %s", sb_str(&p), strerror(errno));
-	sb_free(&p);
+	if (p && unlink(p) != 0 && errno != ENOENT)
+		log_warn("crash recovery: cannot remove %s: %s", p, strerror(errno));
+	free(p);
 	journal_remove(stage_area_staging(fs->stage), name);
 }
 
@@ -225,13 +231,12 @@ static void forget(struct dfs *fs, const char *name)
 static bool upload(struct dfs *fs, const char *name, const struct journal_rec *rec, const struct dt_box *box)
 {
 	struct dt_error err = { 0 };
-	struct strbuf p = STRBUF_INIT;
+	char *p = stage_path(fs, name);
 	struct stat st;
 	int fd, rc;
 
-	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
-	fd = p.oom ? -1 : open(sb_str(&p), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	sb_free(&p);
+	fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+	free(p);
 	if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size != rec->size) {
 		if (fd >= 0)
 			close(fd);
@@ -240,7 +245,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 	rc = dt_fs_upload_fd(fs->dt, box, rec->path, fd, rec->size, &err);
 	close(fd);
 	if (rc < 0) {
-		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged for a later mount)",
+		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged, to be tried again)",
 			  rec->sandbox_name, rec->path, err.message);
 		return false;
 	}
@@ -299,9 +304,8 @@ static bool recover_one(struct recovery *r, const char *name)
 	struct journal_rec *rec = calloc(1, sizeof(*rec));
 	struct journal_remote remote;
 	struct dt_box box = { NULL, NULL };
-	struct strbuf p = STRBUF_INIT;
 	enum journal_action act = JOURNAL_KEEP;
-	char why[256];
+	char why[256], *p = NULL;
 	struct stat st;
 	bool present;
 	int rc;
@@ -313,8 +317,8 @@ static bool recover_one(struct recovery *r, const char *name)
 		log_error("crash recovery: cannot read the record of %s: %s", name, strerror(-rc));
 		goto out;
 	}
-	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
-	present = !p.oom && lstat(sb_str(&p), &st) == 0 && S_ISREG(st.st_mode);
+	p = stage_path(fs, name);
+	present = p && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 	act = journal_check_local(rc == 0 ? rec : NULL, present, present ? (uint64_t)st.st_size : 0, why,
 				  sizeof(why));
 	if (act == JOURNAL_ASK) {
@@ -346,7 +350,7 @@ static bool recover_one(struct recovery *r, const char *name)
 		break;
 	}
 out:
-	sb_free(&p);
+	free(p);
 	free(rec);
 	/* an unsaved/ move that failed leaves the stage staged: tried again */
 	return act != JOURNAL_KEEP && act != JOURNAL_ASK && !(act == JOURNAL_UNSAVED && access_stage(fs, name));
