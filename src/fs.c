@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "recover.h"
 #include "strbuf.h"
 #include "urlenc.h"
 
@@ -1753,6 +1754,8 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->use_ino = 0;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* After the daemon's fork, which threads do not survive. */
+	recover_start(fs->recovery);
 	return fs;
 }
 
@@ -1760,6 +1763,8 @@ static void dfs_destroy(void *private_data)
 {
 	struct dfs *fs = private_data;
 
+	recover_stop(fs->recovery);
+	fs->recovery = NULL;
 	/* Unmount: upload anything still staged. */
 	files_flush_all(fs);
 }
@@ -1918,10 +1923,16 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	}
 
 	fs->stage = stage_area_open(o->cache_dir);
+	if (!fs->stage && errno == EBUSY) {
+		snprintf(err, errlen, "cache directory %s is in use by another daytonafs mount: "
+			 "give each mount its own -o cache_dir", o->cache_dir);
+		goto fail;
+	}
 	if (!fs->stage) {
 		snprintf(err, errlen, "cannot use cache directory %s: %s", o->cache_dir, strerror(errno));
 		goto fail;
 	}
+	fs->recovery = recover_scan(fs);
 
 	exec_options_defaults(&eo);
 	if (o->state_dir)
@@ -1976,6 +1987,7 @@ void dfs_free(struct dfs *fs)
 		return;
 	if (fs->exec)
 		exec_mgr_free(fs->exec);
+	recover_stop(fs->recovery);
 	if (fs->files)
 		open_table_free(fs->files);
 	if (fs->stage)

@@ -45,6 +45,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "journal.h"
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
@@ -86,6 +87,14 @@ struct open_node {
 	int upload_error;         /* last failed upload's errno, reported by flush/fsync */
 	char **old_paths;         /* paths before renames: kept until the node goes, since */
 	size_t n_old_paths;       /* a request in flight may still be using one */
+	/* The crash journal (journal.h): the stage's record, while it holds
+	 * data not in the sandbox. */
+	struct journal_base base; /* the sandbox's file when read, for recovery's check */
+	char journal_name[64];    /* the stage's name: "" while it has no record */
+	int journal_fd;           /* the record, open while journal_name is set */
+	bool journal_flushed;     /* the record says "flushed" (else "open") */
+	bool journal_keep;        /* neither uploaded nor kept in unsaved/: the stage and
+				     its record outlive the node, for the next mount */
 };
 
 struct sb_mode {
@@ -158,7 +167,7 @@ struct fhandle {
 };
 
 static void links_clear_locked(struct open_table *t, const struct sandbox *sb);
-static void node_free(struct open_node *n);
+static void node_free(struct dfs *fs, struct open_node *n);
 
 struct open_table *open_table_new(void)
 {
@@ -195,7 +204,7 @@ void open_table_free(struct open_table *t)
 
 	for (n = t->head; n; n = next) {
 		next = n->next;
-		node_free(n);
+		node_free(t->fs, n);
 	}
 	for (m = t->modes; m; m = mnext) {
 		mnext = m->next;
@@ -277,10 +286,36 @@ static bool node_put(struct open_table *t, struct open_node *n)
 	return last;
 }
 
-static void node_free(struct open_node *n)
+static void journal_drop(struct dfs *fs, struct open_node *n);
+
+/*
+ * Lets the stage go: nothing of it is wanted any more (uploaded, kept in
+ * unsaved/, or unlinked), so its journal record goes first; or, marked
+ * journal_keep, it stays in staging/ with its record for the next mount's
+ * recovery. fs is NULL at unmount's final free, when the journal is closed.
+ */
+static void node_drop_stage(struct dfs *fs, struct open_node *n)
 {
+	if (n->journal_keep) {
+		close(n->journal_fd);
+		stage_close_keep(n->stage);
+		n->stage = NULL;
+		n->journal_name[0] = '\0';
+		n->journal_keep = false;
+	} else if (fs) {
+		journal_drop(fs, n);
+	} else if (n->journal_name[0]) {
+		close(n->journal_fd);   /* the next mount's recovery drops it: no stage */
+		n->journal_name[0] = '\0';
+	}
 	if (n->stage)
 		stage_free(n->stage);
+	n->stage = NULL;
+}
+
+static void node_free(struct dfs *fs, struct open_node *n)
+{
+	node_drop_stage(fs, n);
 	free(n->path);
 	for (size_t i = 0; i < n->n_old_paths; i++)
 		free(n->old_paths[i]);
@@ -304,14 +339,14 @@ static void node_set_path(struct open_node *n, char *path)
 	n->path = path;
 }
 
-/* After a last-chance upload failed and its stage went to unsaved/: an
+/* After a last-chance upload failed and its stage went to unsaved/ (or
+ * stays in staging/ for the next mount's recovery): an
  * open that joined the node meanwhile starts from the sandbox's file, as a
  * later open would, and never writes into (or uploads) the saved copy.
  * Caller holds n->lock. */
-static void node_forget_content(struct open_node *n)
+static void node_forget_content(struct dfs *fs, struct open_node *n)
 {
-	stage_free(n->stage);
-	n->stage = NULL;
+	node_drop_stage(fs, n);
 	n->populated = n->dirty = n->is_new = false;
 	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	n->upload_error = 0;
@@ -320,7 +355,7 @@ static void node_forget_content(struct open_node *n)
 static void node_release(struct dfs *fs, struct open_node *n)
 {
 	if (node_put(fs->files, n))
-		node_free(n);
+		node_free(fs, n);
 }
 
 /*
@@ -1745,6 +1780,115 @@ out:
 	return rc;
 }
 
+/* ---- the crash journal (journal.h) ------------------------------------------------ */
+
+/* Writes (or rewrites) the stage's record; durable: after an fsync of the
+ * stage, and itself fsync'd. */
+static int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, bool durable)
+{
+	struct journal_rec *r = calloc(1, sizeof(*r));
+	const char *dir = stage_area_staging(fs->stage);
+	const char *name = stage_name(n->stage);
+	int rc;
+
+	if (!r)
+		return -ENOMEM;
+	r->state = state;
+	str_copy(r->sandbox_id, sizeof(r->sandbox_id), n->sb->id);
+	str_copy(r->sandbox_name, sizeof(r->sandbox_name), n->sb->name);
+	r->base = n->base;
+	r->mode = n->st.st_mode & 07777;
+	r->size = stage_size(n->stage);
+	r->time = (long long)time(NULL);
+	if (!str_copy(r->path, sizeof(r->path), n->path) || !name[0]) {
+		rc = -ENAMETOOLONG;
+	} else {
+		/* The stage's data first, then the record that promises it. */
+		rc = durable ? stage_sync(n->stage) : 0;
+		if (rc == 0 && n->journal_name[0]) {
+			rc = journal_update(n->journal_fd, dir, r, durable);
+		} else if (rc == 0) {
+			rc = journal_create(dir, name, r, durable);
+			if (rc >= 0) {
+				n->journal_fd = rc;
+				str_copy(n->journal_name, sizeof(n->journal_name), name);
+				rc = 0;
+			}
+		}
+	}
+	free(r);
+	if (rc < 0) {
+		log_error("%s: cannot write the crash journal record of %s: %s", n->sb->name, n->path,
+			  strerror(-rc));
+		return rc;
+	}
+	n->journal_flushed = state == JOURNAL_FLUSHED;
+	return 0;
+}
+
+/* Before a change to the stage is acknowledged: its record exists, in
+ * state "open" (once per stretch of writes: a write costs nothing more).
+ * Caller holds n->lock. */
+static int journal_note_dirty(struct dfs *fs, struct open_node *n)
+{
+	if (n->journal_name[0] && !n->journal_flushed)
+		return 0;
+	/* After a failed upload the "flushed" record is on disk: the "open"
+	 * one that replaces it must be too, before the new data can reach the
+	 * disk, or a reboot could find the old record over changed data. */
+	return journal_put(fs, n, JOURNAL_OPEN, n->journal_flushed);
+}
+
+/*
+ * Around an upload. Before it, the record says "flushed" (with the size),
+ * so that the next mount uploads what a close asked for if this one dies
+ * during the upload; not fsync'd: a successful upload puts the data in
+ * the sandbox, which is what close promises, and a close cut short by a
+ * reboot promised nothing. After a failed upload, the data stays here
+ * (the error tells the user so), and here only: the stage and the record
+ * are then fsync'd, so that they outlive a reboot too. A journal error is
+ * logged and the upload goes on: it is what saves the data. Caller holds
+ * n->lock.
+ */
+static void journal_note_flush(struct dfs *fs, struct open_node *n, bool failed)
+{
+	journal_put(fs, n, JOURNAL_FLUSHED, failed);
+}
+
+/* The stage's data is in the sandbox, in unsaved/, or no longer wanted. */
+static void journal_drop(struct dfs *fs, struct open_node *n)
+{
+	int rc;
+
+	if (!n->journal_name[0])
+		return;
+	rc = journal_remove(stage_area_staging(fs->stage), n->journal_name);
+	if (rc < 0)
+		log_warn("%s: cannot remove the crash journal record of %s: %s", n->sb->name, n->path,
+			 strerror(-rc));
+	close(n->journal_fd);
+	n->journal_name[0] = '\0';
+	n->journal_flushed = false;
+}
+
+/*
+ * A stage that could be neither uploaded nor moved to unsaved/ (that
+ * directory is full, say) is not deleted with its node: with its record
+ * (made durable by the failed upload) it stays in staging/, and the next
+ * mount's recovery uploads it or keeps it. Returns false when it has no
+ * record (the journal failed too): then nothing can be done. Caller holds
+ * n->lock.
+ */
+static bool journal_keep_for_recovery(struct open_node *n)
+{
+	if (!n->journal_name[0])
+		return false;
+	n->journal_keep = true;
+	log_error("%s: %s could not be uploaded nor kept in unsaved/; it stays in the staging directory for "
+		  "the next mount's crash recovery", n->sb->name, n->path);
+	return true;
+}
+
 /* Uploads a dirty stage, then applies what had to wait for the file to
  * exist (mode, owner, times). Caller holds n->lock. */
 static int upload_node(struct dfs *fs, struct open_node *n)
@@ -1758,9 +1902,11 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 	/* A queued change of this file (its times, say) must not land after
 	 * the new content. */
 	files_settle(fs, n->sb, n->path);
+	journal_note_flush(fs, n, false);
 	rc = upload_stage(fs, n, &err);
 	if (rc < 0) {
 		n->upload_error = rc;
+		journal_note_flush(fs, n, true);
 		upload_hint(n, &hint);
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
 		toolbox_failed(fs, n->sb, rc, &err, "upload", n->path);
@@ -1771,6 +1917,10 @@ static int upload_node(struct dfs *fs, struct open_node *n)
 	n->dirty = false;
 	n->is_new = false;
 	n->upload_error = 0;
+	journal_drop(fs, n);
+	/* The sandbox's time of our upload is not known here: a later stretch
+	 * of writes cannot be checked against it after a crash. */
+	n->base.kind = JOURNAL_BASE_UNKNOWN;
 	apply_after_upload(fs, n);
 	return 0;
 }
@@ -1781,7 +1931,12 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 {
 	bool listed = false;
 
-	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) != CACHE_HIT && !listed) {
+	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) == CACHE_HIT) {
+		/* what recovery checks the sandbox's file against */
+		n->base.kind = JOURNAL_BASE_FILE;
+		n->base.size = (uint64_t)n->st.st_size;
+		n->base.mtime = n->st.st_mtim;
+	} else if (!listed) {
 		memset(&n->st, 0, sizeof(n->st));
 		n->st.st_mode = S_IFREG | 0644;
 		n->st.st_uid = fs->uid;
@@ -1824,6 +1979,10 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 			rc = stage_new(fs->stage, &n->stage);
 		else
 			rc = stage_truncate(n->stage, 0);
+		if (rc == 0 && create)
+			n->base.kind = JOURNAL_BASE_NEW;
+		if (rc == 0)
+			rc = journal_note_dirty(fs, n);
 		if (rc == 0) {
 			n->populated = true;
 			n->dirty = true;
@@ -2168,6 +2327,9 @@ int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size
 	/* O_APPEND writes land at the end of what we hold, whatever the kernel thought. */
 	if (h->flags & O_APPEND)
 		uoff = stage_size(n->stage);
+	rc = journal_note_dirty(fs, n);
+	if (rc < 0)
+		goto out;
 	put = stage_pwrite(n->stage, buf, size, uoff);
 	if (put < 0) {
 		rc = (int)put;
@@ -2226,12 +2388,16 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 
 			snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
 			if (stage_preserve(n->stage, label, where, sizeof(where)) == 0) {
+				journal_drop(fs, n);
 				log_error("%s: %s could not be uploaded; its content is saved in %s",
 					  n->sb->name, n->path, where);
 				sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
 						  n->path, where);
+			} else if (journal_keep_for_recovery(n)) {
+				sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
+						  "next mount", n->path);
 			}
-			node_forget_content(n);
+			node_forget_content(fs, n);
 		}
 	}
 	pthread_mutex_unlock(&n->lock);
@@ -2305,6 +2471,8 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 	} else {
 		rc = ensure_populated(fs, n);
 	}
+	if (rc == 0)
+		rc = journal_note_dirty(fs, n);
 	if (rc == 0)
 		rc = stage_truncate(n->stage, (uint64_t)size);
 	if (rc == 0) {
@@ -2422,6 +2590,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		if (rc == 0) {
 			n->unlinked = true;
 			n->dirty = false;
+			journal_drop(fs, n);
 		}
 		pthread_mutex_unlock(&n->lock);
 		node_release(fs, n);
@@ -2551,10 +2720,42 @@ static int keep_replaced_content(struct dfs *fs, struct sandbox *sb, const char 
 	return rc == -ENOENT ? 0 : rc;
 }
 
+/* Takes a reference on o and adds it to *v (best effort: out of memory,
+ * the node is left out). Caller holds the table's lock. */
+static void node_collect(struct open_node *o, struct open_node ***v, size_t *n)
+{
+	struct open_node **grown = realloc(*v, (*n + 1) * sizeof(**v));
+
+	if (!grown)
+		return;
+	*v = grown;
+	o->refs++;
+	(*v)[(*n)++] = o;
+}
+
+/* The journal records of nodes a rename touched follow them: a moved
+ * node's record gets its new path, a replaced one's goes. */
+static void journal_follow(struct dfs *fs, struct open_node **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct open_node *o = v[i];
+
+		pthread_mutex_lock(&o->lock);
+		if (o->unlinked)
+			journal_drop(fs, o);
+		else if (o->journal_name[0])
+			journal_put(fs, o, o->journal_flushed ? JOURNAL_FLUSHED : JOURNAL_OPEN, o->journal_flushed);
+		pthread_mutex_unlock(&o->lock);
+		node_release(fs, o);
+	}
+	free(v);
+}
+
 /* Open nodes follow their file to its new name. */
 static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
 {
-	size_t flen = strlen(from);
+	size_t flen = strlen(from), nj = 0;
+	struct open_node **journaled = NULL;
 
 	pthread_mutex_lock(&fs->files->lock);
 	for (struct open_node *o = fs->files->head; o; o = o->next) {
@@ -2566,6 +2767,7 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 			/* The file that was replaced: its readers keep its old content. */
 			o->unlinked = true;
 			o->dirty = false;
+			node_collect(o, &journaled, &nj);
 			continue;
 		}
 		if (strncmp(o->path, from, flen) || (o->path[flen] && o->path[flen] != '/'))
@@ -2574,11 +2776,14 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 			continue;   /* hidden files move only with their directory */
 		sb_adds(&np, to);
 		sb_adds(&np, o->path + flen);
-		if (!np.oom)
+		if (!np.oom) {
 			node_set_path(o, sb_detach(&np));
+			node_collect(o, &journaled, &nj);
+		}
 		sb_free(&np);
 	}
 	pthread_mutex_unlock(&fs->files->lock);
+	journal_follow(fs, journaled, nj);
 }
 
 /* ---- deferred changes (writeback.h) --------------------------------------------- */
@@ -2830,6 +3035,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		rc = 0;
 		n->unlinked = true;
 		n->dirty = false;
+		journal_drop(fs, n);
 		pthread_mutex_lock(&fs->files->lock);
 		node_set_path(n, np);
 		np = NULL;
@@ -3404,6 +3610,17 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 	return 0;
 }
 
+bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path)
+{
+	bool open = false;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct open_node *n = fs->files->head; n && !open; n = n->next)
+		open = !n->unlinked && !strcmp(n->sb->id, sandbox_id) && !strcmp(n->path, path);
+	pthread_mutex_unlock(&fs->files->lock);
+	return open;
+}
+
 void files_flush_all(struct dfs *fs)
 {
 	wb_run_all(fs, NULL);
@@ -3417,9 +3634,13 @@ void files_flush_all(struct dfs *fs)
 			char label[4600], where[4096];
 
 			snprintf(label, sizeof(label), "%s:%s", found->sb->name, found->path);
-			if (stage_preserve(found->stage, label, where, sizeof(where)) == 0)
+			if (stage_preserve(found->stage, label, where, sizeof(where)) == 0) {
+				journal_drop(fs, found);
 				log_error("%s: %s could not be uploaded at unmount; saved in %s", found->sb->name,
 					  found->path, where);
+			} else {
+				journal_keep_for_recovery(found);
+			}
 			found->dirty = false;   /* preserved: not tried again */
 		}
 		pthread_mutex_unlock(&found->lock);

@@ -106,6 +106,7 @@ struct dfs {
 	struct dt_client *dt;
 	struct cache *cache;
 	struct stage_area *stage;
+	struct recovery *recovery; /* what a dead mount left staged (recover.h) */
 	struct exec_mgr *exec;
 
 	pthread_mutex_t lock;     /* the sandbox registry and the snapshot list */
@@ -207,6 +208,9 @@ void files_settle(struct dfs *fs, struct sandbox *sb, const char *path);
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
+/* Whether a descriptor of this mount is open on that sandbox file (crash
+ * recovery does not upload under it). */
+bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path);
 /* The sandbox's cached metadata is stale (a command ran). */
 void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id);
 

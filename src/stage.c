@@ -8,8 +8,14 @@
  * upload failed, and so that a crash leaves the data on disk.
  *
  * The area keeps a list of its live stages: stage_area_close removes the
- * files of stages never freed, and only those (another mount may share the
- * cache directory, and its stages are not ours to remove).
+ * files of stages never freed, and only those (what a dead mount left there
+ * is for the crash recovery, journal.h).
+ *
+ * One mount per cache directory: the area holds an flock on dir/lock (an
+ * open file description the daemon's fork keeps, O_CLOEXEC so that no
+ * command we spawn holds it), and a second mount is refused rather than
+ * given a share: recovery must know that every stage it finds belongs to a
+ * mount that is dead.
  */
 #include "stage.h"
 #include "log.h"
@@ -22,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +39,7 @@ struct stage_area {
 	char *unsaved;
 	pthread_mutex_t lock;
 	struct stage *live;          /* stages whose file is in staging/ */
+	int lock_fd;                 /* dir/lock, flock'ed while the area is open */
 };
 
 struct stage {
@@ -59,6 +67,30 @@ static int mkdir_one(const char *path)
 	if (stat(path, &st) != 0)
 		return -errno;
 	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* Opens and locks dir/lock; the descriptor, -EBUSY when another process
+ * holds it, or another -errno. */
+static int lock_dir(const char *dir)
+{
+	char *p = NULL;
+	int fd;
+
+	if (asprintf(&p, "%s/lock", dir) < 0)
+		return -ENOMEM;
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	free(p);
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+
+		if (e == EINTR)
+			continue;
+		close(fd);
+		return e == EWOULDBLOCK ? -EBUSY : -e;
+	}
+	return fd;
 }
 
 /* mkdir -p, each missing level with mode 0700. */
@@ -107,12 +139,18 @@ struct stage_area *stage_area_open(const char *cache_dir)
 	a = calloc(1, sizeof(*a));
 	if (!a)
 		goto fail;
+	a->lock_fd = -1;
 	a->dir = strdup(cache_dir);
 	a->staging = path_join(cache_dir, "staging");
 	a->unsaved = path_join(cache_dir, "unsaved");
 	if (!a->dir || !a->staging || !a->unsaved)
 		goto fail;
 	r = mkdir_p(a->dir);
+	if (!r) {
+		a->lock_fd = lock_dir(a->dir);
+		if (a->lock_fd < 0)
+			r = a->lock_fd;
+	}
 	if (!r)
 		r = mkdir_one(a->staging);
 	if (!r)
@@ -125,6 +163,8 @@ struct stage_area *stage_area_open(const char *cache_dir)
 	return a;
 fail:
 	if (a) {
+		if (a->lock_fd >= 0)
+			close(a->lock_fd);
 		free(a->dir);
 		free(a->staging);
 		free(a->unsaved);
@@ -167,6 +207,8 @@ void stage_area_close(struct stage_area *a)
 	if (n)
 		log_warn("staging: removed %u staging file(s) still open at unmount", n);
 	pthread_mutex_destroy(&a->lock);
+	if (a->lock_fd >= 0)
+		close(a->lock_fd);   /* releases the flock */
 	free(a->dir);
 	free(a->staging);
 	free(a->unsaved);
@@ -178,7 +220,23 @@ const char *stage_area_dir(const struct stage_area *a)
 	return a->dir;
 }
 
+const char *stage_area_staging(const struct stage_area *a)
+{
+	return a->staging;
+}
+
 /* --------------------------------------------------------------- stages */
+
+static void area_add(struct stage_area *a, struct stage *s)
+{
+	s->a = a;
+	pthread_mutex_lock(&a->lock);
+	s->next = a->live;
+	if (a->live)
+		a->live->prev = s;
+	a->live = s;
+	pthread_mutex_unlock(&a->lock);
+}
 
 int stage_new(struct stage_area *a, struct stage **out)
 {
@@ -201,13 +259,7 @@ int stage_new(struct stage_area *a, struct stage **out)
 		free(s);
 		return -e;
 	}
-	s->a = a;
-	pthread_mutex_lock(&a->lock);
-	s->next = a->live;
-	if (a->live)
-		a->live->prev = s;
-	a->live = s;
-	pthread_mutex_unlock(&a->lock);
+	area_add(a, s);
 	*out = s;
 	return 0;
 }
@@ -239,6 +291,61 @@ void stage_free(struct stage *s)
 		close(s->fd);
 	free(s->path);
 	free(s);
+}
+
+int stage_adopt(struct stage_area *a, const char *name, struct stage **out)
+{
+	struct stage *s = calloc(1, sizeof(*s));
+	struct stat st;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->path = path_join(a->staging, name);
+	if (!s->path) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->fd = open(s->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (s->fd < 0 || fstat(s->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		int e = s->fd < 0 ? errno : EINVAL;
+
+		if (s->fd >= 0)
+			close(s->fd);
+		free(s->path);
+		free(s);
+		return -e;
+	}
+	s->size = (uint64_t)st.st_size;
+	area_add(a, s);
+	*out = s;
+	return 0;
+}
+
+void stage_close_keep(struct stage *s)
+{
+	if (!s)
+		return;
+	detach(s);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->path);
+	free(s);
+}
+
+const char *stage_name(const struct stage *s)
+{
+	const char *slash;
+
+	if (!s->path)
+		return "";
+	slash = strrchr(s->path, '/');
+	return slash ? slash + 1 : s->path;
+}
+
+int stage_sync(struct stage *s)
+{
+	return fsync(s->fd) == 0 ? 0 : -errno;
 }
 
 int stage_fd(const struct stage *s)

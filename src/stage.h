@@ -20,14 +20,26 @@
 struct stage_area;
 struct stage;
 
-/* Creates (mode 0700) dir/staging and dir/unsaved. Returns NULL and sets errno on failure. */
+/* Creates (mode 0700) dir/staging and dir/unsaved, and locks the directory
+ * (flock of dir/lock) for this process: one mount per cache directory, so
+ * that what a dead mount left there is the next one's alone (journal.h).
+ * Returns NULL and sets errno on failure (EBUSY: another mount holds it). */
 struct stage_area *stage_area_open(const char *cache_dir);
 void stage_area_close(struct stage_area *a);   /* removes leftover (non-preserved) stages */
 const char *stage_area_dir(const struct stage_area *a);
+const char *stage_area_staging(const struct stage_area *a);   /* dir/staging */
 
 /* A new empty stage file. */
 int stage_new(struct stage_area *a, struct stage **out);
 void stage_free(struct stage *s);              /* closes and unlinks the staging file */
+/* Takes over the staging file NAME that a dead mount left in dir/staging. */
+int stage_adopt(struct stage_area *a, const char *name, struct stage **out);
+/* Closes without removing the staging file (recovery leaves it for a later mount). */
+void stage_close_keep(struct stage *s);
+/* The staging file's name in dir/staging (the journal's key), "" once preserved. */
+const char *stage_name(const struct stage *s);
+/* fsync of the staging file. Returns 0 or a negative errno. */
+int stage_sync(struct stage *s);
 
 int stage_fd(const struct stage *s);
 uint64_t stage_size(const struct stage *s);

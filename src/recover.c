@@ -1,0 +1,433 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * recover.c - crash recovery at mount time (see recover.h, journal.h).
+ *
+ * For each record a dead mount left, in one background thread:
+ *   1. journal_check_local: the record and the stage file alone decide
+ *      "unsaved" (never closed, damaged, incomplete) or "drop" (no stage);
+ *   2. else the sandbox is asked: GET the sandbox by id (gone -> unsaved;
+ *      not started -> kept for a later mount: recovery never starts a
+ *      sandbox), then the file's info (one request);
+ *   3. journal_check_remote: upload only when the sandbox's file is still
+ *      the one the dead mount read (same size and mtime, or still absent
+ *      for a new file); else unsaved/, never over a newer version.
+ * Records that could not be decided (the sandbox stopped or unreachable)
+ * are tried again every RETRY_S while the mount runs, so that starting the
+ * sandbox is enough; they stay on disk for the next mount otherwise.
+ *
+ * Each step leaves the directory in a state a new recovery handles
+ * (idempotent): an upload is followed by the removal of the stage, then
+ * of the record (a record whose stage is gone is dropped); a stage is
+ * moved to unsaved/ before its record is removed. A crash between an
+ * upload and those removals makes the next recovery see the sandbox's
+ * file changed (by the upload) and keep a second copy in unsaved/: never
+ * a loss, never an overwrite.
+ */
+#include "recover.h"
+#include "fs_int.h"
+#include "journal.h"
+#include "log.h"
+#include "strbuf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RETRY_S 30
+
+/* What a pass learnt of one sandbox: each is asked once a pass, however
+ * many files it has staged. */
+enum sb_answer { SB_STARTED, SB_GONE, SB_DOWN };
+struct sb_seen {
+	struct sb_seen *next;
+	char id[64];
+	enum sb_answer answer;
+	char toolbox_url[512];
+};
+
+struct recovery {
+	struct dfs *fs;
+	char **names;             /* stages with a record, left by a dead mount; */
+	size_t n;                 /* NULL once done with */
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop;                /* under lock */
+	struct sb_seen *seen;     /* this pass's answers */
+};
+
+struct recovery *recover_scan(struct dfs *fs)
+{
+	struct recovery *r;
+	char **names;
+	size_t n;
+	int rc = journal_scan(stage_area_staging(fs->stage), &names, &n);
+
+	if (rc < 0) {
+		log_error("crash recovery: cannot read %s: %s", stage_area_staging(fs->stage), strerror(-rc));
+		return NULL;
+	}
+	if (!n) {
+		journal_names_free(names, n);
+		return NULL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		journal_names_free(names, n);
+		log_error("crash recovery: out of memory");
+		return NULL;
+	}
+	r->fs = fs;
+	r->names = names;
+	r->n = n;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->wake, NULL);
+	log_warn("crash recovery: %zu staged file(s) left by an earlier mount in %s", n,
+		 stage_area_staging(fs->stage));
+	return r;
+}
+
+static void seen_clear(struct recovery *r)
+{
+	while (r->seen) {
+		struct sb_seen *next = r->seen->next;
+
+		free(r->seen);
+		r->seen = next;
+	}
+}
+
+/* The record's sandbox as this pass knows it, asked when not yet known;
+ * NULL when out of memory. */
+static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journal_rec *rec)
+{
+	struct dt_error err = { 0 };
+	struct dt_sandbox d;
+	struct sb_seen *e;
+	int rc;
+
+	for (e = r->seen; e; e = e->next)
+		if (!strcmp(e->id, rec->sandbox_id))
+			return e;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	str_copy(e->id, sizeof(e->id), rec->sandbox_id);
+	memset(&d, 0, sizeof(d));
+	rc = dt_sandbox_get(r->fs->dt, rec->sandbox_id, &d, &err);
+	if (rc == -ENOENT || (rc == 0 && !strcmp(d.state, "destroyed"))) {
+		e->answer = SB_GONE;
+	} else if (rc < 0) {
+		e->answer = SB_DOWN;
+		log_warn("crash recovery: sandbox %s (%s): %s; its staged files stay for a later try",
+			 rec->sandbox_name, rec->sandbox_id, err.message);
+	} else if (strcmp(d.state, "started")) {
+		/* never started for this: the user decides */
+		e->answer = SB_DOWN;
+		log_warn("crash recovery: sandbox %s is %s: its files stay staged for a later mount, or until it "
+			 "is started", rec->sandbox_name, d.state);
+	} else {
+		e->answer = SB_STARTED;
+		str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
+	}
+	dt_sandbox_clear(&d);
+	e->next = r->seen;
+	r->seen = e;
+	return e;
+}
+
+/* Whether the directory of the record's path is there: the toolbox's
+ * upload makes missing parents, which would bring back a directory deleted
+ * after the crash. An error counts as "there" (the upload then finds out). */
+static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const struct journal_rec *rec)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo info = { 0 };
+	char dir[sizeof(rec->path)];
+	char *slash;
+	int rc;
+
+	str_copy(dir, sizeof(dir), rec->path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return true;   /* in / */
+	*slash = '\0';
+	rc = dt_fs_info(r->fs->dt, box, dir, &info, &err);
+	free(info.name);
+	return rc != -ENOENT && (rc < 0 || info.is_dir);
+}
+
+/* What the sandbox holds at the record's path; *box is set for the upload
+ * when the sandbox answers (it points into this pass's answers). */
+static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struct dt_box *box,
+			struct journal_remote *remote)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo info = { 0 };
+	const struct sb_seen *sb = sandbox_seen(r, rec);
+	int rc;
+
+	memset(remote, 0, sizeof(*remote));
+	remote->kind = JOURNAL_REMOTE_UNAVAILABLE;
+	if (!sb || sb->answer == SB_DOWN)
+		return;
+	if (sb->answer == SB_GONE) {
+		remote->kind = JOURNAL_REMOTE_SANDBOX_GONE;
+		return;
+	}
+	box->id = sb->id;
+	box->toolbox_url = sb->toolbox_url;
+	rc = dt_fs_info(r->fs->dt, box, rec->path, &info, &err);
+	if (rc == -ENOENT) {
+		remote->kind = parent_is_dir(r, box, rec) ? JOURNAL_REMOTE_ABSENT : JOURNAL_REMOTE_NO_PARENT;
+	} else if (rc < 0) {
+		log_warn("crash recovery: %s: stat of %s: %s", rec->sandbox_name, rec->path, err.message);
+	} else if (info.is_dir || !S_ISREG(info.mode)) {
+		remote->kind = JOURNAL_REMOTE_NOT_FILE;
+	} else {
+		remote->kind = JOURNAL_REMOTE_FILE;
+		remote->size = info.size;
+		remote->mtime = info.mtime;
+	}
+	free(info.name);
+}
+
+/* The staging file NAME's path (malloc'd), or NULL when out of memory. */
+static char *stage_path(struct dfs *fs, const char *name)
+{
+	struct strbuf p = STRBUF_INIT;
+
+	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
+	return sb_detach(&p);
+}
+
+/* Whether the stage file is still in staging/. */
+static bool access_stage(struct dfs *fs, const char *name)
+{
+	char *p = stage_path(fs, name);
+	bool there = p && access(p, F_OK) == 0;
+
+	free(p);
+	return there;
+}
+
+/* Removes the stage file, then its record (in that order: see above). */
+static void forget(struct dfs *fs, const char *name)
+{
+	char *p = stage_path(fs, name);
+
+	if (p && unlink(p) != 0 && errno != ENOENT)
+		log_warn("crash recovery: cannot remove %s: %s", p, strerror(errno));
+	free(p);
+	journal_remove(stage_area_staging(fs->stage), name);
+}
+
+/* Uploads the stage; true when done. */
+static bool upload(struct dfs *fs, const char *name, const struct journal_rec *rec, const struct dt_box *box)
+{
+	struct dt_error err = { 0 };
+	char *p = stage_path(fs, name);
+	struct stat st;
+	int fd, rc;
+
+	fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+	free(p);
+	if (fd < 0 || fstat(fd, &st) != 0 || (uint64_t)st.st_size != rec->size) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	rc = dt_fs_upload_fd(fs->dt, box, rec->path, fd, rec->size, &err);
+	close(fd);
+	if (rc < 0) {
+		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged, to be tried again)",
+			  rec->sandbox_name, rec->path, err.message);
+		return false;
+	}
+	/* The toolbox creates files 0644: a new file gets the mode it was made with. */
+	if (rec->base.kind == JOURNAL_BASE_NEW && rec->mode != 0644 &&
+	    dt_fs_chmod(fs->dt, box, rec->path, rec->mode, &err) < 0)
+		log_warn("crash recovery: %s: chmod %o %s: %s", rec->sandbox_name, rec->mode, rec->path, err.message);
+	cache_invalidate(fs->cache, rec->sandbox_id, rec->path);
+	log_warn("crash recovery: %s: %s uploaded (%llu bytes staged before a crash)", rec->sandbox_name,
+		 rec->path, (unsigned long long)rec->size);
+	return true;
+}
+
+/* Moves the stage to unsaved/ and writes the note beside it. */
+static void keep_unsaved(struct dfs *fs, const char *name, const struct journal_rec *rec, const char *why)
+{
+	struct strbuf label = STRBUF_INIT, note = STRBUF_INIT, note_path = STRBUF_INIT;
+	struct stage *s = NULL;
+	char where[4096];
+	int rc, fd;
+
+	rc = stage_adopt(fs->stage, name, &s);
+	if (rc < 0) {
+		log_error("crash recovery: cannot open staged file %s: %s", name, strerror(-rc));
+		return;
+	}
+	if (rec)
+		sb_addf(&label, "%s:%s", rec->sandbox_name, rec->path);
+	else
+		sb_addf(&label, "recovered:%s", name);
+	rc = label.oom ? -ENOMEM : stage_preserve(s, sb_str(&label), where, sizeof(where));
+	sb_free(&label);
+	if (rc < 0) {
+		stage_close_keep(s);   /* still staged: a later mount tries again */
+		return;
+	}
+	stage_free(s);   /* preserved: only closes */
+	journal_note(&note, rec, name, why, (long long)time(NULL));
+	sb_addf(&note_path, "%s.note", where);
+	fd = note.oom || note_path.oom ? -1 : open(sb_str(&note_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, sb_str(&note), note.len) != (ssize_t)note.len || fsync(fd) != 0)
+		log_warn("crash recovery: cannot write the note %s", sb_str(&note_path));
+	if (fd >= 0)
+		close(fd);
+	journal_remove(stage_area_staging(fs->stage), name);
+	log_error("crash recovery: %s%s%s was not uploaded (%s); its content is saved in %s",
+		  rec ? rec->sandbox_name : "", rec ? ":" : "", rec ? rec->path : name, why, where);
+	sb_free(&note);
+	sb_free(&note_path);
+}
+
+/* True when the record is done with (uploaded, kept in unsaved/, dropped). */
+static bool recover_one(struct recovery *r, const char *name)
+{
+	struct dfs *fs = r->fs;
+	struct journal_rec *rec = calloc(1, sizeof(*rec));
+	struct journal_remote remote;
+	struct dt_box box = { NULL, NULL };
+	enum journal_action act = JOURNAL_KEEP;
+	char why[256], *p = NULL;
+	struct stat st;
+	bool present;
+	int rc;
+
+	if (!rec)
+		return false;
+	rc = journal_read(stage_area_staging(fs->stage), name, rec);
+	if (rc < 0 && rc != -EBADMSG) {
+		log_error("crash recovery: cannot read the record of %s: %s", name, strerror(-rc));
+		goto out;
+	}
+	p = stage_path(fs, name);
+	present = p && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+	act = journal_check_local(rc == 0 ? rec : NULL, present, present ? (uint64_t)st.st_size : 0, why,
+				  sizeof(why));
+	if (act == JOURNAL_ASK) {
+		ask_sandbox(r, rec, &box, &remote);
+		act = journal_check_remote(rec, &remote, why, sizeof(why));
+	}
+	/* Someone opened it through this mount before recovery got to it:
+	 * their close would replace what recovery uploads, unseen. */
+	if (act == JOURNAL_UPLOAD && files_path_open(fs, rec->sandbox_id, rec->path)) {
+		act = JOURNAL_UNSAVED;
+		str_copy(why, sizeof(why), "the file was opened through the new mount before recovery reached it");
+	}
+	switch (act) {
+	case JOURNAL_UPLOAD:
+		if (upload(fs, name, rec, &box))
+			forget(fs, name);
+		else
+			act = JOURNAL_KEEP;
+		break;
+	case JOURNAL_UNSAVED:
+		keep_unsaved(fs, name, rc == 0 ? rec : NULL, why);
+		break;
+	case JOURNAL_DROP:
+		log_info("crash recovery: %s: %s; record removed", name, why);
+		journal_remove(stage_area_staging(fs->stage), name);
+		break;
+	case JOURNAL_KEEP:
+	case JOURNAL_ASK:
+		break;
+	}
+out:
+	free(p);
+	free(rec);
+	/* an unsaved/ move that failed leaves the stage staged: tried again */
+	return act != JOURNAL_KEEP && act != JOURNAL_ASK && !(act == JOURNAL_UNSAVED && access_stage(fs, name));
+}
+
+static bool stopping(struct recovery *r)
+{
+	bool stop;
+
+	pthread_mutex_lock(&r->lock);
+	stop = r->stop;
+	pthread_mutex_unlock(&r->lock);
+	return stop;
+}
+
+static void *recover_main(void *arg)
+{
+	struct recovery *r = arg;
+	size_t left;
+
+	for (;;) {
+		left = 0;
+		seen_clear(r);   /* a new pass asks again */
+		for (size_t i = 0; i < r->n && !stopping(r); i++) {
+			if (!r->names[i])
+				continue;
+			if (recover_one(r, r->names[i])) {
+				free(r->names[i]);
+				r->names[i] = NULL;
+			} else {
+				left++;
+			}
+		}
+		if (!left)
+			break;
+		pthread_mutex_lock(&r->lock);
+		if (!r->stop) {
+			struct timespec until;
+
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += RETRY_S;
+			pthread_cond_timedwait(&r->wake, &r->lock, &until);
+		}
+		if (r->stop) {
+			pthread_mutex_unlock(&r->lock);
+			break;
+		}
+		pthread_mutex_unlock(&r->lock);
+	}
+	if (left)
+		log_warn("crash recovery: %zu staged file(s) stay in %s for a later mount", left,
+			 stage_area_staging(r->fs->stage));
+	return NULL;
+}
+
+void recover_start(struct recovery *r)
+{
+	if (!r)
+		return;
+	r->started = pthread_create(&r->thread, NULL, recover_main, r) == 0;
+	if (!r->started)
+		log_error("crash recovery: cannot start its thread; the staged files stay for a later mount");
+}
+
+void recover_stop(struct recovery *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->stop = true;
+	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->lock);
+	if (r->started)
+		pthread_join(r->thread, NULL);
+	journal_names_free(r->names, r->n);
+	seen_clear(r);
+	pthread_cond_destroy(&r->wake);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}

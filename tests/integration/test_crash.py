@@ -1,0 +1,387 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Crash safety (doc/SEMANTICS.md, "Crashes"): a mount killed with SIGKILL while
+files are staged loses nothing. The next mount on the same cache directory
+uploads what a close or fsync had asked for when the sandbox's file is still
+the one the dead mount read, and keeps everything else in CACHE_DIR/unsaved/
+with a note saying where it came from and why it was not uploaded."""
+import errno
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import uuid
+
+import pytest
+
+from conftest import LIVE_MOUNTS, Mount, create_sandbox, read
+from test_posix import Toolbox
+
+HOME = "/home/daytona"
+
+
+def kill_mount(m):
+    """SIGKILL, as the OOM killer does; then the lazy unmount a user does of a dead mount."""
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait(30)
+    subprocess.run(["fusermount3", "-u", "-z", m.path], check=False)
+    if m in LIVE_MOUNTS:
+        LIVE_MOUNTS.remove(m)
+    m.log.close()
+
+
+def wait_for(cond, what, limit=60):
+    """Polls cond until it returns something true (the deadline only bounds a failure)."""
+    deadline = time.time() + limit
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def unsaved(m, fragment):
+    """(data file, note text) pairs in m's unsaved/ whose name holds fragment."""
+    d = os.path.join(m.cache, "unsaved")
+    out = []
+    for name in sorted(os.listdir(d)):
+        if fragment in name and not name.endswith(".note"):
+            note = os.path.join(d, name + ".note")
+            out.append((os.path.join(d, name), read(note) if os.path.exists(note) else None))
+    return out
+
+
+def sandbox_gone(server, sid):
+    try:
+        return server.api("GET", f"/sandbox/{sid}")["state"] == "destroyed"
+    except urllib.error.HTTPError as e:
+        return e.code == 404
+
+
+def faults_injected(server):
+    return sum(f["injected"] for f in server.local("GET", "/_local/faults"))
+
+
+@pytest.fixture
+def crashy(server, tmp_root):
+    """A mount of its own (it gets killed), a sandbox on it, and the sandbox's file API."""
+    name = "crash-" + uuid.uuid4().hex[:6]
+    m = Mount(server, tmp_root, name=name)
+    sb = create_sandbox(m, "c")
+    yield m, sb, Toolbox(server, sb)
+    server.local("DELETE", "/_local/faults")
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+
+
+def remount(server, tmp_root, m):
+    return Mount(server, tmp_root, name=os.path.basename(m.path))
+
+
+def test_kill_during_large_write_keeps_the_data_in_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    chunk = os.urandom(1 << 20)
+    data_len = 24 << 20
+    big = m.p(sb, "work", "big.bin")
+    gone = m.p(sb, "work", "gone.txt")
+    f = open(big, "wb")
+    for _ in range(data_len // len(chunk)):
+        f.write(chunk)
+    f.flush()   # into the mount, not closed: no close promised anything
+    # A staged file unlinked before the crash: its journal entry goes with it.
+    g = open(gone, "w")
+    g.write("deleted before the crash\n")
+    g.flush()
+    os.unlink(gone)
+    kill_mount(m)
+    for h in (f, g):
+        try:
+            h.close()
+        except OSError:
+            pass
+    m2 = remount(server, tmp_root, m)
+    kept = wait_for(lambda: unsaved(m2, "big.bin"), "big.bin in unsaved/")
+    assert len(kept) == 1
+    path, note = kept[0]
+    with open(path, "rb") as k:
+        assert hashlib.sha256(k.read()).hexdigest() == hashlib.sha256(chunk * (data_len // len(chunk))).hexdigest()
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    assert note is not None
+    assert f"sandbox: {sb} (id {sid})" in note
+    assert f"path: {HOME}/big.bin" in note
+    assert "never closed" in note
+    # A file that was never closed is not uploaded: it may be incomplete.
+    assert tb.download(f"{HOME}/big.bin") is None
+    assert unsaved(m2, "gone.txt") == []
+    assert os.listdir(os.path.join(m2.cache, "staging")) == []
+
+
+def test_kill_while_close_waits_for_its_upload_uploads_it_at_the_next_mount(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    data = b"closed, upload in flight\n" * 1000
+    p = m.p(sb, "work", "inflight.txt")
+    # Every upload is refused with a long Retry-After: close waits in its upload.
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 503,
+                                            "retry_after": 30})
+    result = {}
+
+    def writer():
+        try:
+            with open(p, "wb") as f:
+                f.write(data)
+            result["ok"] = True
+        except OSError as e:
+            result["errno"] = e.errno
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_for(lambda: faults_injected(server) >= 1, "the upload at close")
+    kill_mount(m)
+    t.join(30)
+    assert "ok" not in result   # close never said it was done
+    server.local("DELETE", "/_local/faults")
+    assert tb.download(f"{HOME}/inflight.txt") is None
+    server.reset()
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/inflight.txt") == data, "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert unsaved(m2, "inflight.txt") == []
+    assert server.count("/files/bulk-upload", "POST") == 1
+    # The new mount shows it too.
+    assert read(m2.p(sb, "work", "inflight.txt"), "rb") == data
+
+
+def test_kill_after_a_failed_upload_at_close_uploads_it_at_the_next_mount(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "pending.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")    # another descriptor: the file stays open, its upload pending
+    f = open(p, "w")
+    f.write("close failed, still pending\n")
+    with pytest.raises(OSError) as e:
+        f.close()
+    assert e.value.errno == errno.EIO
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/pending.txt") == b"close failed, still pending\n",
+             "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert unsaved(m2, "pending.txt") == []
+
+
+def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "edit.txt")
+    tb.upload(f"{HOME}/edit.txt", b"version 1\n")   # there before the mount read it
+    assert read(p) == "version 1\n"
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p)
+    f = open(p, "w")
+    f.write("version 2, from the dead mount\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # Same size and mtime as when the dead mount read it: the upload is safe.
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/edit.txt") == b"version 2, from the dead mount\n",
+             "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert unsaved(m2, "edit.txt") == []
+
+
+def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "reopened.txt")
+    tb.upload(f"{HOME}/reopened.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p)
+    f = open(p, "w")
+    f.write("from the dead mount\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # Recovery's question about the sandbox is answered slowly; meanwhile
+    # the file is opened through the new mount.
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    server.local("POST", "/_local/faults", {"pattern": f"/sandbox/{sid}$", "method": "GET",
+                                            "action": "slow", "bytes_per_sec": 200, "count": 1})
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
+    with open(m2.p(sb, "work", "reopened.txt")) as reader:
+        assert reader.read() == "version 1\n"
+        kept = wait_for(lambda: unsaved(m2, "reopened.txt"), "reopened.txt in unsaved/")
+    assert read(kept[0][0]) == "from the dead mount\n"
+    assert "opened through the new mount" in kept[0][1]
+    assert tb.download(f"{HOME}/reopened.txt") == b"version 1\n"
+
+
+def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "both.txt")
+    tb.upload(f"{HOME}/both.txt", b"version 1\n")   # there before the mount read it
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p)
+    f = open(p, "w")
+    f.write("ours, not uploaded\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # Someone else writes the file while no mount is up.
+    tb.upload(f"{HOME}/both.txt", b"theirs, newer\n")
+    m2 = remount(server, tmp_root, m)
+    kept = wait_for(lambda: unsaved(m2, "both.txt"), "both.txt in unsaved/")
+    assert read(kept[0][0]) == "ours, not uploaded\n"
+    assert "changed" in kept[0][1] and f"path: {HOME}/both.txt" in kept[0][1]
+    # Never over the newer version.
+    assert tb.download(f"{HOME}/both.txt") == b"theirs, newer\n"
+
+
+def test_a_sandbox_deleted_meanwhile_keeps_the_data_in_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "orphan.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("its sandbox is gone\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    server.api("DELETE", f"/sandbox/{sid}")
+    wait_for(lambda: sandbox_gone(server, sid), "the delete")
+    m2 = remount(server, tmp_root, m)
+    kept = wait_for(lambda: unsaved(m2, "orphan.txt"), "orphan.txt in unsaved/")
+    assert read(kept[0][0]) == "its sandbox is gone\n"
+    assert "no longer exists" in kept[0][1] and f"(id {sid})" in kept[0][1]
+
+
+def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "later.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("waits for its sandbox\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    server.api("POST", f"/sandbox/{sid}/stop")
+    wait_for(lambda: server.api("GET", f"/sandbox/{sid}")["state"] == "stopped", "the stop")
+    m2 = remount(server, tmp_root, m)
+    # Recovery does not start the sandbox, and keeps the file staged.
+    wait_for(lambda: "stay staged for a later mount" in read(m2.log.name), "the recovery pass")
+    assert server.api("GET", f"/sandbox/{sid}")["state"] == "stopped"
+    assert unsaved(m2, "later.txt") == []
+    assert len(os.listdir(os.path.join(m2.cache, "staging"))) == 2   # the stage and its record
+    # Started, the sandbox gets it (recovery tries again while the mount runs).
+    server.api("POST", f"/sandbox/{sid}/start")
+    wait_for(lambda: tb.download(f"{HOME}/later.txt") == b"waits for its sandbox\n", "the upload", 120)
+    assert unsaved(m2, "later.txt") == []
+
+
+def test_a_new_file_whose_directory_was_deleted_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    os.mkdir(m.p(sb, "work", "newdir"))
+    p = m.p(sb, "work", "newdir", "inside.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("its directory went away\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    tb._req("DELETE", "/files", {"path": f"{HOME}/newdir", "recursive": "true"})
+    m2 = remount(server, tmp_root, m)
+    kept = wait_for(lambda: unsaved(m2, "inside.txt"), "inside.txt in unsaved/")
+    assert read(kept[0][0]) == "its directory went away\n"
+    assert "directory was deleted" in kept[0][1]
+    # The upload would have made the directory again.
+    assert tb.download(f"{HOME}/newdir/inside.txt") is None
+    assert not os.path.exists(m2.p(sb, "work", "newdir"))
+
+
+def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, server, tmp_root):
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "nowhere.txt")
+    unsaved_dir = os.path.join(m.cache, "unsaved")
+    os.rename(unsaved_dir, unsaved_dir + ".away")
+    with open(unsaved_dir, "w"):
+        pass   # unsaved/ unusable: a file in its place
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    f = open(p, "w")
+    f.write("neither uploaded nor kept\n")
+    with pytest.raises(OSError):
+        f.close()
+    # The last release tries once more, cannot keep it in unsaved/, and leaves it staged.
+    wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the release")
+    m.unmount()
+    server.local("DELETE", "/_local/faults")
+    os.unlink(unsaved_dir)
+    os.rename(unsaved_dir + ".away", unsaved_dir)
+    assert len(os.listdir(os.path.join(m.cache, "staging"))) == 2   # the stage and its record
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/nowhere.txt") == b"neither uploaded nor kept\n",
+             "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+
+
+def test_a_second_mount_on_the_same_cache_dir_is_refused(crashy, server, tmp_root):
+    m, _, _ = crashy
+    env = dict(os.environ)
+    env.update({"DAYTONA_API_KEY": "integration-test-key", "DAYTONA_API_URL": server.api_url})
+    other = os.path.join(tmp_root, "second-" + uuid.uuid4().hex[:6])
+    os.makedirs(other)
+    p = subprocess.Popen([os.environ.get("DAYTONAFS_BIN", "build/daytonafs"), "-f", "-o",
+                          "cache_dir=" + m.cache, other], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate(timeout=30)
+        subprocess.run(["fusermount3", "-u", "-z", other], check=False)
+        pytest.fail("a second mount on the same cache directory was allowed")
+    assert p.returncode != 0
+    assert "in use by another daytonafs mount" in err
+    assert not os.path.ismount(other)
