@@ -2693,9 +2693,9 @@ static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path)
 		if (!found)
 			return rc;
 		pthread_mutex_lock(&found->lock);
+		/* A failure ends the walk and stays dirty: the file's own flush
+		 * and close try again, and report it or keep the data. */
 		rc = upload_node(fs, found);
-		if (rc < 0)
-			found->dirty = false;   /* not retried here; its own close reports it */
 		pthread_mutex_unlock(&found->lock);
 		node_release(fs, found);
 		if (rc < 0)

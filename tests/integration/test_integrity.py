@@ -228,6 +228,32 @@ def test_upload_answer_without_the_file_is_an_error(mount, sandbox, tdir, server
     assert in_sandbox(server, sid, spath + "/dropped\\") == b"data\n"
 
 
+# ---- a rename whose upload of the open source fails keeps the data staged ------------------------
+
+def test_rename_whose_flush_fails_keeps_the_data_for_close(mount, sandbox, tdir, server, faults):
+    """rename(2) of a file with staged writes uploads it first. When that
+    upload fails, the rename fails, and the data must stay staged: the
+    file's own close uploads it (or reports an error), never returns 0 with
+    the data dropped."""
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    src = os.path.join(local, "staged.txt")
+    fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"first\n")
+        os.fsync(fd)
+        os.write(fd, b"second\n")
+        mount.settle()    # no other upload may meet the fault
+        faults({"pattern": "/files/bulk-upload", "status": 400, "count": 1})
+        with pytest.raises(OSError):
+            os.rename(src, os.path.join(local, "moved.txt"))
+        server.local("DELETE", "/_local/faults")
+    finally:
+        os.close(fd)      # uploads what the failed rename could not
+    assert in_sandbox(server, sid, spath + "/staged.txt") == b"first\nsecond\n"
+    assert in_sandbox(server, sid, spath + "/moved.txt") is None
+
+
 # ---- D6: a silent long request is not cut by the stall limit ------------------------------------
 
 def test_silent_stdin_batch_outlives_the_stall_limit(server, tmp_root, sandbox):
