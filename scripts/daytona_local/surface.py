@@ -14,6 +14,9 @@ Routes (under /api, shapes from openapi.yaml and the 0.218 toolbox client):
     GET    /sandbox/{idOrName}/ports/{port}/signed-preview-url?expiresInSeconds=N
                                                  {sandboxId, port, token, url}
     POST   /sandbox/{idOrName}/ports/{port}/signed-preview-url/{token}/expire   200 empty
+    GET    /preview/{sandboxId}/public, /preview/{sandboxId}/validate/{authToken},
+           /preview/{sandboxId}/access           true, or 404 (what the proxy asks)
+    GET    /preview/{signedPreviewToken}/{port}/sandbox-id    the ID as text, or 403
 Toolbox (under /toolbox/{id}):
     GET    /system/metrics                       SystemMetrics
     POST   /env {set?, unset?, unsetValuePrefix?}   {"message"}
@@ -44,6 +47,7 @@ PROXY_TIMEOUT_S = 30
 PROXY_BODY_LIMIT = 64 << 20
 HOP_HEADERS = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
                "te", "trailer", "content-length", "host")
+TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"   # nanoid's, lower-cased, no - or _
 PREVIEW_HOST = re.compile(r"^(\d{1,5})-([A-Za-z0-9-]+)\.")
 
 
@@ -213,10 +217,9 @@ class Surface:
                 raise ApiError(400, "Validation failed (numeric string is expected)")
             secs = int(raw)
             if not 1 <= secs <= SIGNED_PREVIEW_MAX_S:
-                raise ApiError(400, "expiresInSeconds must be between 1 and %d"
-                               % SIGNED_PREVIEW_MAX_S)
+                raise ApiError(400, "expiresInSeconds must be between 1 second and 24 hours")
         sid = self.store.dto(req.params["idOrName"])["id"]
-        token = secrets.token_hex(16)
+        token = "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(16))
         with self._lock:
             now = time.monotonic()
             for t in [t for t, v in self._signed.items() if v[2] <= now]:
@@ -227,12 +230,47 @@ class Surface:
 
     def expire_signed_preview_url(self, req, resp):
         port = self._port(req)
-        sid = self.store.dto(req.params["idOrName"])["id"]
+        self.store.dto(req.params["idOrName"])        # 404 for a missing sandbox
         with self._lock:
+            # the API drops the (port, token) key whichever sandbox it was for
             v = self._signed.get(req.params["token"])
-            if v is not None and v[0] == sid and v[1] == port:
+            if v is not None and v[1] == port:
                 del self._signed[req.params["token"]]
         resp.send(200, b"")
+
+    # -- /api/preview: what the real proxy asks the API (openapi tag "preview")
+    def _preview_sandbox(self, sid):
+        rec = self.store.get(sid)
+        if rec is None or rec.get("id") != sid or rec.get("state") == "destroyed":
+            raise ApiError(404, "Sandbox with ID %s not found" % sid)
+        return rec
+
+    def preview_public(self, req, resp):
+        sid = req.params["sandboxId"]
+        if not self._preview_sandbox(sid).get("public"):
+            # a private sandbox answers as a missing one, so as not to reveal it
+            raise ApiError(404, "Sandbox with ID %s not found" % sid)
+        resp.send_json(200, True)
+
+    def preview_validate(self, req, resp):
+        sid = req.params["sandboxId"]
+        self._preview_sandbox(sid)
+        if req.params["authToken"] != preview_token(sid):
+            raise ApiError(404, "Sandbox with ID %s not found" % sid)
+        resp.send_json(200, True)
+
+    def preview_access(self, req, resp):
+        self._preview_sandbox(req.params["sandboxId"])     # one organization: all may
+        resp.send_json(200, True)
+
+    def preview_signed_sandbox_id(self, req, resp):
+        port = req.params["port"]
+        with self._lock:
+            v = self._signed.get(req.params["signedPreviewToken"])
+        if v is None or str(v[1]) != port or v[2] <= time.monotonic():
+            raise ApiError(403, "Invalid or expired token")
+        # NestJS sends a returned string as text/html
+        resp.send(200, v[0].encode(), [("Content-Type", "text/html; charset=utf-8")])
 
     # -- the preview proxy
     def preview_target(self, host):
@@ -386,6 +424,11 @@ def register(server, store, public_base):
          s.signed_preview_url),
         ("POST", "/api/sandbox/{idOrName}/ports/{port}/signed-preview-url/{token}/expire",
          s.expire_signed_preview_url),
+        ("GET", "/api/preview/{sandboxId}/public", s.preview_public),
+        ("GET", "/api/preview/{sandboxId}/validate/{authToken}", s.preview_validate),
+        ("GET", "/api/preview/{sandboxId}/access", s.preview_access),
+        ("GET", "/api/preview/{signedPreviewToken}/{port}/sandbox-id",
+         s.preview_signed_sandbox_id),
     ]
     for method, pattern, fn in routes:
         server.route(method, pattern, _wrap(fn))

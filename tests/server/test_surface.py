@@ -4,6 +4,7 @@ files a sandbox's commands read."""
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -396,6 +397,7 @@ def test_signed_preview_urls_work_without_a_token_until_expired(server):
         assert (status, data) == (200, b"")
         assert _via_preview(server, s["url"], path="/s")[0] != 201
         assert len(up.seen) == 1
+        assert re.fullmatch(r"[0-9a-z]{16}", s["token"])
         for q in ("0", "86401", "abc"):
             status, _ = server.json(
                 "GET", "/api/sandbox/%s/ports/%d/signed-preview-url?expiresInSeconds=%s"
@@ -504,3 +506,36 @@ def test_volumes_and_their_files_survive_a_restart(server_factory, tmp_path):
     assert execute(second, sb["id"], "cat /kept/f")["result"] == "stays\n"
     status, body = second.json("DELETE", "/api/volumes/" + vol["id"])
     assert status == 409
+
+
+def test_the_preview_endpoints_the_proxy_asks(server):
+    priv = started(server)
+    pub = started(server, public=True)
+    sid = priv["id"]
+    try:
+        missing = "00000000-0000-4000-8000-000000000000"
+        assert server.json("GET", "/api/preview/%s/public" % pub["id"]) == (200, True)
+        status, body = server.json("GET", "/api/preview/%s/public" % sid)
+        assert (status, body["message"]) == (404, "Sandbox with ID %s not found" % sid)
+        _, link = server.json("GET", "/api/sandbox/%s/ports/3000/preview-url" % sid)
+        assert server.json("GET", "/api/preview/%s/validate/%s" % (sid, link["token"])) == \
+            (200, True)
+        assert server.json("GET", "/api/preview/%s/validate/wrong" % sid)[0] == 404
+        assert server.json("GET", "/api/preview/%s/access" % sid) == (200, True)
+        assert server.json("GET", "/api/preview/%s/access" % missing)[0] == 404
+        _, signed = server.json("GET", "/api/sandbox/%s/ports/3000/signed-preview-url" % sid)
+        status, headers, data = server.request(
+            "GET", "/api/preview/%s/3000/sandbox-id" % signed["token"])
+        assert (status, data) == (200, sid.encode())
+        status, body = server.json("GET", "/api/preview/%s/3001/sandbox-id" % signed["token"])
+        assert (status, body["message"]) == (403, "Invalid or expired token")
+        server.request("POST", "/api/sandbox/%s/ports/3000/signed-preview-url/%s/expire"
+                       % (sid, signed["token"]))
+        assert server.json("GET", "/api/preview/%s/3000/sandbox-id" % signed["token"])[0] == 403
+        status, body = server.json(
+            "GET", "/api/sandbox/%s/ports/3000/signed-preview-url?expiresInSeconds=0" % sid)
+        assert (status, body["message"]) == (
+            400, "expiresInSeconds must be between 1 second and 24 hours")
+    finally:
+        delete(server, sid)
+        delete(server, pub["id"])
