@@ -11,7 +11,7 @@ import re
 import time
 
 from .httpcore import REASONS, BadJSON, node_json_error
-from .surface import preview_token, preview_url, validate_network_allow_list
+from .surface import preview_url, validate_network_allow_list
 from .store import (ApiError, SANDBOX_STATES, ERROR_STATES, WAIT_STARTED_S, iso)
 
 LIST_SORT = ("name", "cpu", "memoryGib", "diskGib", "lastActivityAt", "createdAt")
@@ -521,7 +521,7 @@ class ControlPlane:
         dto = self.store.dto(req.params["idOrName"])
         base = self.store.toolbox_url().rsplit("/toolbox", 1)[0]
         resp.send_json(200, {"sandboxId": dto["id"], "url": preview_url(base, port, dto["id"]),
-                             "token": preview_token(dto["id"])})
+                             "token": self.store.preview_token(dto["id"])})
 
     # -- snapshots --------------------------------------------------------------------
     def snapshots_list(self, req, resp):

@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ MAX_AUTO_ARCHIVE = 43200
 DAEMON_VERSION = "v0.190.0"
 RUNNER_ID = "6c0a1f3e-4d2b-4c5e-9a7f-10ca1d0a7e11"   # the one local "runner"
 WAIT_STARTED_S = 30.0
+AUTH_TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz_-"   # nanoid's, lower-cased
 NAMESPACE = uuid.UUID("0b7c5a34-62d4-4e4a-9d86-3b1c0f6c9d11")
 
 SANDBOX_STATES = ("creating", "restoring", "destroyed", "destroying", "started", "stopped",
@@ -80,6 +82,12 @@ def derive_state(state, desired, list_item=False):
     if list_item and state == "archived" and desired == "started":
         return "restoring"
     return state
+
+
+def new_auth_token():
+    """A sandbox's authToken (its preview token): 32 lower-case characters, new at each
+    start, as the API's nanoid(32).toLocaleLowerCase()."""
+    return "".join(secrets.choice(AUTH_TOKEN_ALPHABET) for _ in range(32))
 
 
 def is_uuid(s):
@@ -627,6 +635,7 @@ class Store:
                 "updatedAt": t, "lastActivityAt": t, "sandboxClass": "container",
                 "daemonVersion": DAEMON_VERSION, "runnerId": RUNNER_ID,
                 "pending": True, "plan": [], "op": 0, "stateChangedAt": t, "job": {},
+                "authToken": new_auth_token(),
                 "seedSnapshotId": None}
             if p.get("gpuType"):
                 rec["gpuType"] = p["gpuType"]
@@ -687,6 +696,7 @@ class Store:
                 # finishes before the restore starts).
                 steps = [{"state": "restoring", "t": 1, "hook": "start"},
                          {"state": "started", "moved": True}]
+                rec["authToken"] = new_auth_token()
                 self._begin(rec, steps, desired="started", lastActivityAt=self.now())
                 return self.sandbox_dto(rec), False
             self._check_not_pending(rec)
@@ -707,6 +717,8 @@ class Store:
                 wait = False
             else:
                 raise ApiError(400, "Sandbox is not in valid state")
+            if rec["state"] != "paused":
+                rec["authToken"] = new_auth_token()     # a resume keeps it, as in the API
             self._begin(rec, steps, desired="started", lastActivityAt=self.now())
             return self.sandbox_dto(rec), wait
 
@@ -946,6 +958,17 @@ class Store:
         return self._update(id_or_name, **fields)
 
     # ---------------------------------------------------------------- issue 16 surface
+    def preview_token(self, sandbox_id):
+        """The token of the sandbox's preview URLs (its authToken), or None."""
+        with self._lock:
+            rec = self._sandboxes.get(sandbox_id)
+            if rec is None:
+                return None
+            if not rec.get("authToken"):             # a sandbox from an older state file
+                rec["authToken"] = new_auth_token()
+                self.save_soon()
+            return rec["authToken"]
+
     def volume_user(self, volume_id):
         """The name of a sandbox that is not destroyed and names the volume, or None
         (under the lock)."""

@@ -255,7 +255,7 @@ class Surface:
     def preview_validate(self, req, resp):
         sid = req.params["sandboxId"]
         self._preview_sandbox(sid)
-        if req.params["authToken"] != preview_token(sid):
+        if req.params["authToken"] != self.store.preview_token(sid):
             raise ApiError(404, "Sandbox with ID %s not found" % sid)
         resp.send_json(200, True)
 
@@ -297,7 +297,7 @@ class Surface:
             token = req.headers.get("X-Daytona-Preview-Token") or ""
             auth = req.headers.get("Authorization") or ""
             bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            if token != preview_token(sid) and not (bearer and check_token(bearer)):
+            if token != self.store.preview_token(sid) and not (bearer and check_token(bearer)):
                 resp.send(401, b"preview token required\n", [("Content-Type", "text/plain")])
                 return
         if rec.get("state") != "started":
@@ -344,11 +344,6 @@ def preview_url(public_base, port, label):
     if sep and name in ("127.0.0.1", "localhost", "[::1]"):
         host = "localhost:" + port_part
     return "%s://%d-%s.%s" % (scheme, port, label, host)
-
-
-def preview_token(sandbox_id):
-    """The token a private sandbox's preview URLs take (X-Daytona-Preview-Token)."""
-    return sandbox_id.replace("-", "")[:32]
 
 
 # ------------------------------------------------------------------------ toolbox

@@ -539,3 +539,28 @@ def test_the_preview_endpoints_the_proxy_asks(server):
     finally:
         delete(server, sid)
         delete(server, pub["id"])
+
+
+def test_the_preview_token_is_new_after_each_start(server):
+    up = _Upstream()
+    sb = started(server)
+    sid = sb["id"]
+    try:
+        _, link = server.json("GET", "/api/sandbox/%s/ports/%d/preview-url" % (sid, up.port))
+        assert re.fullmatch(r"[0-9a-z_-]{32}", link["token"])
+        assert server.json("GET", "/api/sandbox/%s/ports/1/preview-url" % sid)[1]["token"] == \
+            link["token"]
+        server.json("POST", "/api/sandbox/%s/stop" % sid, expect=200)
+        server.wait_state(sid, ("stopped",))
+        server.json("POST", "/api/sandbox/%s/start" % sid, expect=200)
+        server.wait_state(sid, ("started",))
+        _, again = server.json("GET", "/api/sandbox/%s/ports/%d/preview-url" % (sid, up.port))
+        assert again["token"] != link["token"]
+        old = {"X-Daytona-Preview-Token": link["token"]}
+        assert _via_preview(server, link["url"], headers=old)[0] == 401
+        new = {"X-Daytona-Preview-Token": again["token"]}
+        assert _via_preview(server, again["url"], headers=new)[0] == 201
+        assert server.json("GET", "/api/preview/%s/validate/%s" % (sid, link["token"]))[0] == 404
+    finally:
+        up.close()
+        delete(server, sid)
