@@ -11,6 +11,7 @@ import re
 import time
 
 from .httpcore import REASONS, BadJSON, node_json_error
+from .surface import preview_url, validate_network_allow_list
 from .store import (ApiError, SANDBOX_STATES, ERROR_STATES, WAIT_STARTED_S, iso)
 
 LIST_SORT = ("name", "cpu", "memoryGib", "diskGib", "lastActivityAt", "createdAt")
@@ -375,6 +376,8 @@ class ControlPlane:
         _volumes(f)
         _build_info(f)
         p = f.done()
+        if p.get("networkAllowList"):
+            validate_network_allow_list(p["networkAllowList"])
         if p.get("name") and NAME_FORBIDDEN.search(p["name"]):
             raise ApiError(400, "Sandbox name must not contain URLs or HTML")
         dto = self.store.create_sandbox(p)
@@ -493,6 +496,8 @@ class ControlPlane:
         if not p:
             raise ApiError(400, "At least one of networkBlockAll, networkAllowList or "
                                 "domainAllowList must be provided")
+        if p.get("networkAllowList"):
+            validate_network_allow_list(p["networkAllowList"])
         resp.send_json(200, self.store.set_network(req.params["idOrName"], p))
 
     def snapshot(self, req, resp):
@@ -515,9 +520,8 @@ class ControlPlane:
             raise ApiError(400, "Invalid port")
         dto = self.store.dto(req.params["idOrName"])
         base = self.store.toolbox_url().rsplit("/toolbox", 1)[0]
-        scheme, _, host = base.partition("://")
-        resp.send_json(200, {"sandboxId": dto["id"], "url": "%s://%d-%s.%s" % (
-            scheme, port, dto["id"], host), "token": dto["id"].replace("-", "")[:32]})
+        resp.send_json(200, {"sandboxId": dto["id"], "url": preview_url(base, port, dto["id"]),
+                             "token": self.store.preview_token(dto["id"])})
 
     # -- snapshots --------------------------------------------------------------------
     def snapshots_list(self, req, resp):

@@ -85,6 +85,7 @@ OWN_DIRS = (("/home", 0o755), ("/home/daytona", 0o755), ("/tmp", 0o1777), ("/run
             ("/var/lib", 0o755), ("/var/log", 0o755))
 OWN_LINKS = (("/var/run", "/run"), ("/var/lock", "/run/lock"))
 OWN_MOUNTS = ("/home", "/tmp", "/run", "/var")
+CGROUP_VIEW = "/sys/fs/cgroup"     # the sandbox's cgroup files (written by the runtime)
 ETC_RUN_LINKS = ("resolv.conf", "hosts", "hostname")
 # bwrap's --dev: these host devices, plus pts/ and shm/ and the symlinks below
 DEVICES = ("full", "null", "random", "tty", "urandom", "zero")
@@ -289,6 +290,41 @@ def find_marked_pids(sandbox_id):
                 found.add(pid)
                 changed = True
     return found
+
+
+def process_usage(pids):
+    """CPU time (user, system, in microseconds) and resident memory (bytes) of these pids."""
+    tick = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    user = system = rss = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # after the command name: state is field 3, so utime (14) is fields[11]
+        user += int(fields[11])
+        system += int(fields[12])
+        rss += int(fields[21]) * page
+    u, s = user * 1000000 // tick, system * 1000000 // tick
+    return {"user_usec": u, "system_usec": s, "cpu_usec": u + s, "rss": rss}
+
+
+def _read_kv(path):
+    try:
+        with open(path) as f:
+            return {k: int(v) for k, v in (ln.split() for ln in f if ln.strip())}
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_int(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def kill_group(pgid, sig):
@@ -620,6 +656,11 @@ class Runtime:
                              "commands differ from the file API's)")
         self._lock = threading.Lock()
         self._sessions = {}          # sandbox id -> {session id: Session}
+        # sandbox id -> {"volumes": [(mount path, host dir)], "block_network": bool,
+        #                "cpu": n, "memory": GiB}; set by the server (the store knows)
+        self.surface_of = None
+        self._daemon_env = {}        # sandbox id -> the daemon's env after POST /env
+        self._cgroup_lock = threading.Lock()   # one writer of the cgroup files at a time
         self._stopping = set()       # sandbox ids being stopped (executes report -1)
         # session shells do not survive the server: drop the logs a previous run left behind
         for sid in os.listdir(self.sandboxes_dir):
@@ -656,12 +697,98 @@ class Runtime:
                 cmd += ["--bind", tree + m, m]
         for m in self.masks:
             cmd += ["--tmpfs", m, "--remount-ro", m]
+        if tree:
+            cmd += self._surface_argv(os.path.basename(os.path.dirname(tree)))
         return cmd
+
+    # -- what the API sets per sandbox: volumes, network policy, cgroup files (issue 16)
+    def _surface(self, sandbox_id):
+        return (self.surface_of(sandbox_id) if self.surface_of else None) or {}
+
+    def _surface_argv(self, sandbox_id):
+        surface = self._surface(sandbox_id)
+        cmd = []
+        for view, host in self._volume_mounts(sandbox_id, surface):
+            cmd += ["--bind", host, view]
+        cg = self._write_cgroup(sandbox_id, surface)
+        if cg:
+            cmd += ["--ro-bind", cg, CGROUP_VIEW]
+        if surface.get("block_network"):
+            cmd += ["--unshare-net"]      # only a loopback interface inside
+        return cmd
+
+    def _volume_mounts(self, sandbox_id, surface):
+        """[(mount path, host dir)] of the sandbox's volumes, parents first, with their
+        directories made: the volume's own, and the mount point in whatever lies under it
+        (the sandbox's tree, an outer volume, or .root, which bwrap cannot write to)."""
+        vols = sorted(surface.get("volumes") or (), key=lambda v: len(v[0]))
+        if not vols:
+            return []
+        t = self.tree(sandbox_id)
+        mounts = [("/", self.root_dir, True)] + [(m, t + m, True) for m in OWN_MOUNTS]
+        for view, host in vols:
+            os.makedirs(host, exist_ok=True)
+            os.makedirs(View(mounts).to_host(view)[0], exist_ok=True)
+            mounts.append((view, host, True))
+        return vols
+
+    def _cgroup_dir(self, sandbox_id, surface):
+        """The host directory shown at /sys/fs/cgroup, with its mount point in .root (every
+        sandbox of this server has that /sys/fs/cgroup, and nothing else of /sys), or None
+        when no limits are known (a runtime used without the store)."""
+        if "memory" not in surface:
+            return None
+        os.makedirs(self.root_dir + CGROUP_VIEW, exist_ok=True)
+        d = os.path.join(self.sandbox_dir(sandbox_id), "cgroup")
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def _write_cgroup(self, sandbox_id, surface):
+        """A cgroup v2 style directory for the sandbox (cpu.stat, cpu.max, memory.current,
+        memory.peak, memory.max), written before each process starts: the host's own cgroup
+        files describe the server, not the sandbox. Usage is summed over the sandbox's live
+        processes at that moment (CPU of processes that already exited is not counted)."""
+        d = self._cgroup_dir(sandbox_id, surface)
+        if d is None:
+            return None
+        try:
+            with self._cgroup_lock:      # concurrent starts share the files and their temp names
+                self._write_cgroup_files(d, sandbox_id, surface)
+        except OSError as e:
+            # stale numbers are better than a command that cannot start
+            sys.stderr.write("daytona-local: cgroup files of %s: %s\n" % (sandbox_id, e))
+        return d
+
+    @staticmethod
+    def _write_cgroup_files(d, sandbox_id, surface):
+        usage = process_usage(find_marked_pids(sandbox_id))
+        old = _read_kv(os.path.join(d, "cpu.stat"))
+        usec = max(usage["cpu_usec"], old.get("usage_usec", 0))
+        peak = max(usage["rss"], _read_int(os.path.join(d, "memory.peak")))
+        files = {"cpu.stat": "usage_usec %d\nuser_usec %d\nsystem_usec %d\n" % (
+                     usec, max(usage["user_usec"], old.get("user_usec", 0)),
+                     max(usage["system_usec"], old.get("system_usec", 0))),
+                 "cpu.max": "%d 100000\n" % (int(surface.get("cpu") or 1) * 100000),
+                 "memory.current": "%d\n" % usage["rss"],
+                 "memory.peak": "%d\n" % peak,
+                 "memory.max": "%d\n" % int((surface.get("memory") or 1) * (1 << 30))}
+        for name, text in files.items():
+            tmp = os.path.join(d, "." + name)
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, os.path.join(d, name))
 
     def view(self, sandbox_id):
         t = self.tree(sandbox_id)
         self._ensure_layout(sandbox_id)
-        return View(self._host_mounts + [(m, t + m, True) for m in OWN_MOUNTS])
+        extra = []
+        if os.path.isdir(t):
+            surface = self._surface(sandbox_id)
+            extra = [(v, h, True) for v, h in self._volume_mounts(sandbox_id, surface)]
+            cg = self._cgroup_dir(sandbox_id, surface)
+            if cg:
+                extra.append((CGROUP_VIEW, cg, False))
+        return View(self._host_mounts + [(m, t + m, True) for m in OWN_MOUNTS] + extra)
 
     def _ensure_layout(self, sandbox_id, force=False):
         """Give an existing tree the sandbox's own directories (trees made by older versions
@@ -722,6 +849,7 @@ class Runtime:
         with self._lock:
             self._stopping.add(sandbox_id)
             sessions = self._sessions.pop(sandbox_id, {})
+            self._daemon_env.pop(sandbox_id, None)    # the daemon restarts with the image's
         for s in sessions.values():
             s.delete(grace=0)
         self.kill_all(sandbox_id)
@@ -766,15 +894,46 @@ class Runtime:
 
     # -- processes
     def environment(self, sandbox_id, sandbox_env=None, extra=None):
+        with self._lock:
+            daemon = self._daemon_env.get(sandbox_id)
+        if daemon is not None:
+            env = dict(daemon)
+        else:
+            env = self._daemon_start_env(sandbox_id, sandbox_env)
+        for k, v in (extra or {}).items():
+            env[str(k)] = str(v)
+        env[MARKER] = sandbox_id      # last: it is how stop() finds the sandbox's processes
+        return env
+
+    def _daemon_start_env(self, sandbox_id, sandbox_env):
+        """The environment the daemon starts with: the image's, then the sandbox's env."""
         home = HOME if self.bwrap else self.view(sandbox_id).to_host(HOME)[0]
         env = {"PATH": DEFAULT_PATH, "HOME": home, "USER": "daytona", "LOGNAME": "daytona",
                "LANG": os.environ.get("LANG", "C.UTF-8"),
                "DAYTONA_SANDBOX_ID": sandbox_id, "DAYTONA_SANDBOX_USER": "daytona"}
-        for src in (sandbox_env or {}), (extra or {}):
-            for k, v in src.items():
-                env[str(k)] = str(v)
-        env[MARKER] = sandbox_id      # last: it is how stop() finds the sandbox's processes
+        for k, v in (sandbox_env or {}).items():
+            env[str(k)] = str(v)
         return env
+
+    def update_daemon_env(self, sandbox_id, sandbox_env, set_vars, unset, unset_value_prefix):
+        """POST /env: change the daemon's own environment, which every process started later
+        inherits, until the sandbox stops. Order as the daemon applies it: unset, then
+        unsetValuePrefix (sparing names being set), then set."""
+        with self._lock:
+            env = self._daemon_env.get(sandbox_id)
+        if env is None:
+            env = self._daemon_start_env(sandbox_id, sandbox_env)
+        env = dict(env)
+        for k in unset:
+            env.pop(k, None)
+        if unset_value_prefix:
+            for k in [k for k, v in env.items()
+                      if v.startswith(unset_value_prefix) and k not in set_vars]:
+                del env[k]
+        env.update(set_vars)
+        env.pop(MARKER, None)
+        with self._lock:
+            self._daemon_env[sandbox_id] = env
 
     def spawn(self, sandbox_id, sandbox_env, argv, cwd_view, extra_env=None, **popen_kw):
         """Start argv inside the sandbox in a new session (its own process group)."""

@@ -14,7 +14,7 @@ import time
 import traceback
 import urllib.parse
 
-from . import controlplane, httpcore
+from . import controlplane, httpcore, surface
 from .faults import FaultSet, FaultSpecError
 from .httpcore import ClientGone, BadJSON
 from .socketio import SocketIOHub
@@ -194,6 +194,7 @@ class Server:
             self.access_log = open(args.log_file, "a", buffering=1)
         elif not args.quiet:
             self.access_log = sys.stderr
+        self.preview = None       # surface.Surface, which proxies preview hosts
         self.socketio = SocketIOHub(self.check_token)
         store.add_listener(self.socketio.broadcast)
         for path in ("/api/socket.io/", "/api/socket.io"):
@@ -243,6 +244,10 @@ class Server:
             return
         t0 = time.monotonic()
         self.stats.begin(resp)
+        target = self.preview.preview_target(req.headers.get("Host")) if self.preview else None
+        if target is not None:
+            self._serve_preview(req, resp, target, t0)
+            return
         route, params = self.router.match(req.method, path)
         if route is None and req.method == "HEAD" and not path.startswith("/toolbox/"):
             route, params = self.router.match("GET", path)   # Express answers HEAD via GET
@@ -274,6 +279,23 @@ class Server:
                 except ClientGone:
                     pass
             self._record(req, resp, key, t0)
+
+    def _serve_preview(self, req, resp, target, t0):
+        """A request to a preview URL: forwarded to the sandbox's port (surface.py)."""
+        try:
+            self.preview.proxy(req, resp, target, self.check_token)
+        except ClientGone:
+            resp.conn.closing = True
+        except Exception:
+            traceback.print_exc()
+            if not resp.sent:
+                try:
+                    resp.send(502, b"preview proxy error\n", [("Content-Type", "text/plain")])
+                except ClientGone:
+                    pass
+            resp.conn.closing = True
+        finally:
+            self._record(req, resp, "%s <preview>" % req.method, t0)
 
     def _serve(self, req, resp, route, path):
         toolbox = path.startswith("/toolbox/")
@@ -411,7 +433,7 @@ class Server:
         L("PUT", "/_local/timing", self._local_timing)
         L("GET", "/_local/timing", lambda req, resp: resp.send_json(200, {
             "transition_ms": self.store.transition_ms, "minute_ms": self.store.minute_ms,
-            "list_lag_ms": self.store.list_lag_ms}))
+            "list_lag_ms": self.store.list_lag_ms, "build_ms": self.store.build_ms}))
         L("POST", "/_local/sandbox/{id}/error", self._local_sandbox_error)
         L("POST", "/_local/sandbox/{id}/runner-cache", self._local_runner_cache)
         L("POST", "/_local/sandbox/{id}/state", self._local_sandbox_state)
@@ -487,13 +509,15 @@ class Server:
     def _local_timing(self, req, resp):
         obj = self._json_object(req)
         vals = {}
-        for k in ("transition_ms", "minute_ms", "list_lag_ms"):
+        for k in ("transition_ms", "minute_ms", "list_lag_ms", "build_ms"):
             if obj.get(k) is not None:
                 vals[k] = self._ms(obj, k)
         if not vals:
-            raise ValueError("expected transition_ms, minute_ms and/or list_lag_ms")
+            raise ValueError("expected transition_ms, minute_ms, list_lag_ms and/or build_ms")
         if "list_lag_ms" in vals:
             self.store.list_lag_ms = vals.pop("list_lag_ms")
+        if "build_ms" in vals:
+            self.store.build_ms = vals.pop("build_ms")
         if vals:
             self.store.set_timing(**vals)
         resp.send(204)
@@ -536,6 +560,10 @@ def parse_args(argv):
                                  "X-Daytona-Organization-ID = the server's organization id")
     p.add_argument("--latency-ms", type=float, default=0)
     p.add_argument("--transition-ms", type=float, default=300)
+    p.add_argument("--build-ms", type=float, default=None,
+                   help="how long an image build lasts (a sandbox's building_snapshot, a "
+                        "snapshot's building), over which its build log is written "
+                        "(default: --transition-ms)")
     p.add_argument("--minute-ms", type=float, default=60000,
                    help="length of a 'minute' for auto-stop/archive/delete (tests shorten it)")
     p.add_argument("--threads", type=int, default=256, help="max concurrent connections")
@@ -617,11 +645,16 @@ def main(argv=None):
     store.runner_cache_ms = args.runner_cache_ms
     store.list_lag_ms = args.list_lag_ms
     store.empty_toolbox_url = args.empty_toolbox_url
+    store.build_ms = args.build_ms
+    if rt is not None:
+        rt.surface_of = store.sandbox_surface
     server = Server(args, http, store, rt)
     http.handle = server.handle
     controlplane.register(server, store)
+    server.preview = surface.register(server, store, base)
     if toolbox_mod is not None:
-        toolbox_mod.register(server, store, rt)
+        tb = toolbox_mod.register(server, store, rt)
+        surface.register_toolbox(server, store, rt, tb)
     store.start_background()
 
     def stop(signum, frame):

@@ -22,6 +22,7 @@ import json
 import os
 import queue
 import re
+import secrets
 import sys
 import threading
 import time
@@ -33,6 +34,7 @@ MAX_AUTO_ARCHIVE = 43200
 DAEMON_VERSION = "v0.190.0"
 RUNNER_ID = "6c0a1f3e-4d2b-4c5e-9a7f-10ca1d0a7e11"   # the one local "runner"
 WAIT_STARTED_S = 30.0
+AUTH_TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz_-"   # nanoid's, lower-cased
 NAMESPACE = uuid.UUID("0b7c5a34-62d4-4e4a-9d86-3b1c0f6c9d11")
 
 SANDBOX_STATES = ("creating", "restoring", "destroyed", "destroying", "started", "stopped",
@@ -80,6 +82,12 @@ def derive_state(state, desired, list_item=False):
     if list_item and state == "archived" and desired == "started":
         return "restoring"
     return state
+
+
+def new_auth_token():
+    """A sandbox's authToken (its preview token): 32 lower-case characters, new at each
+    start, as the API's nanoid(32).toLocaleLowerCase()."""
+    return "".join(secrets.choice(AUTH_TOKEN_ALPHABET) for _ in range(32))
 
 
 def is_uuid(s):
@@ -144,6 +152,9 @@ class Store:
         self._save_event = threading.Event()
         self._hook_locks = {}
         self.org_id = None
+        self.build_ms = None          # how long building_snapshot lasts (None: transition_ms)
+        from .volumes import Volumes  # (volumes.py imports this module)
+        self.volumes = Volumes(self, data_dir)
         os.makedirs(data_dir, exist_ok=True)
         self._path = os.path.join(data_dir, "state.json")
         self._load()
@@ -180,6 +191,7 @@ class Store:
             for snap in list(self._snapshots.values()):
                 if snap["state"] in ("pending", "pulling", "building", "removing"):
                     self._spawn_snapshot_progress(snap["id"])
+            self.volumes.resume()
 
     def close(self):
         self._stopping.set()
@@ -209,6 +221,7 @@ class Store:
             self._names[rec["name"]] = rec["id"]
         for snap in data.get("snapshots", []):
             self._snapshots[snap["id"]] = snap
+        self.volumes.load(data.get("volumes"))
         self._ensure_general_snapshot(self.default_snapshot)
         self.save()
 
@@ -233,7 +246,8 @@ class Store:
             self._dirty = False
             blob = json.dumps({"version": 1, "organizationId": self.org_id,
                                "sandboxes": list(self._sandboxes.values()),
-                               "snapshots": list(self._snapshots.values())},
+                               "snapshots": list(self._snapshots.values()),
+                               "volumes": self.volumes.dump()},
                               separators=(",", ":")).encode("utf-8")
         with self._io_lock:
             if seq <= self._written_seq:
@@ -447,7 +461,7 @@ class Store:
                 if rec is None or rec.get("op") != op or len(rec.get("plan") or ()) < 2:
                     return
                 step = rec["plan"][0]
-            if self._stopping.wait(step.get("t", 1) * self.transition_ms / 1000.0):
+            if self._stopping.wait(self._step_seconds(step)):
                 return                      # shutting down: the plan resumes after a restart
             with self._lock:
                 rec = self._sandboxes.get(sid)
@@ -482,6 +496,16 @@ class Store:
                 if len(rec["plan"]) == 1:
                     self._finish(rec)
             self.save_soon()
+
+    def _step_seconds(self, step):
+        if step.get("build"):
+            return self.build_seconds()
+        return step.get("t", 1) * self.transition_ms / 1000.0
+
+    def build_seconds(self):
+        """How long an image build (building_snapshot, a snapshot's building) lasts."""
+        ms = self.build_ms if self.build_ms is not None else self.transition_ms
+        return ms / 1000.0
 
     def _finish(self, rec):
         """The last step of a plan was entered."""
@@ -594,6 +618,7 @@ class Store:
                 raise ApiError(400, "Cannot specify a snapshot when using a build info entry")
             if name in self._names:
                 raise ApiError(409, "Sandbox with name %s already exists" % name)
+            mounts = self.volumes.resolve_mounts(p.get("volumes") or [])
             rec = {
                 "id": sid, "organizationId": self.org_id, "name": name, "snapshot": None,
                 "user": p.get("user") or "daytona", "env": p.get("env") or {},
@@ -606,10 +631,11 @@ class Store:
                 "state": "unknown", "desiredState": "started", "errorReason": None,
                 "recoverable": False, "backupState": "None", "backupCreatedAt": None,
                 "autoStopInterval": 15, "autoArchiveInterval": 10080, "autoDeleteInterval": -1,
-                "volumes": p.get("volumes") or [], "buildInfo": None, "createdAt": t,
+                "volumes": mounts, "buildInfo": None, "createdAt": t,
                 "updatedAt": t, "lastActivityAt": t, "sandboxClass": "container",
                 "daemonVersion": DAEMON_VERSION, "runnerId": RUNNER_ID,
                 "pending": True, "plan": [], "op": 0, "stateChangedAt": t, "job": {},
+                "authToken": new_auth_token(),
                 "seedSnapshotId": None}
             if p.get("gpuType"):
                 rec["gpuType"] = p["gpuType"]
@@ -643,7 +669,7 @@ class Store:
                                     "contextHashes": ctx, "createdAt": t, "updatedAt": t,
                                     "snapshotRef": ref}
                 steps = [{"state": "pending_build", "t": 1},
-                         {"state": "building_snapshot", "t": 1},
+                         {"state": "building_snapshot", "build": True},
                          {"state": "creating", "t": 1, "hook": "create"},
                          {"state": "started"}]
             self._sandboxes[sid] = rec
@@ -670,6 +696,7 @@ class Store:
                 # finishes before the restore starts).
                 steps = [{"state": "restoring", "t": 1, "hook": "start"},
                          {"state": "started", "moved": True}]
+                rec["authToken"] = new_auth_token()
                 self._begin(rec, steps, desired="started", lastActivityAt=self.now())
                 return self.sandbox_dto(rec), False
             self._check_not_pending(rec)
@@ -690,6 +717,8 @@ class Store:
                 wait = False
             else:
                 raise ApiError(400, "Sandbox is not in valid state")
+            if rec["state"] != "paused":
+                rec["authToken"] = new_auth_token()     # a resume keeps it, as in the API
             self._begin(rec, steps, desired="started", lastActivityAt=self.now())
             return self.sandbox_dto(rec), wait
 
@@ -928,6 +957,59 @@ class Store:
     def set_network(self, id_or_name, fields):
         return self._update(id_or_name, **fields)
 
+    # ---------------------------------------------------------------- issue 16 surface
+    def preview_token(self, sandbox_id):
+        """The token of the sandbox's preview URLs (its authToken), or None."""
+        with self._lock:
+            rec = self._sandboxes.get(sandbox_id)
+            if rec is None:
+                return None
+            if not rec.get("authToken"):             # a sandbox from an older state file
+                rec["authToken"] = new_auth_token()
+                self.save_soon()
+            return rec["authToken"]
+
+    def volume_user(self, volume_id):
+        """The name of a sandbox that is not destroyed and names the volume, or None
+        (under the lock)."""
+        for rec in self._sandboxes.values():
+            if rec["desiredState"] != "destroyed" and \
+                    any(m.get("volumeId") == volume_id for m in rec.get("volumes") or ()):
+                return rec["name"]
+        return None
+
+    def sandbox_surface(self, sandbox_id):
+        """What the runtime applies to a sandbox's processes: its volume mounts
+        [(mountPath, host dir)], whether its network is blocked, and the limits its cgroup
+        files show."""
+        with self._lock:
+            rec = self._sandboxes.get(sandbox_id)
+            if rec is None:
+                return {"volumes": [], "block_network": False}
+            return {"volumes": self.volumes.mount_sources(rec.get("volumes") or []),
+                    "block_network": bool(rec.get("networkBlockAll")),
+                    "cpu": rec["cpu"], "memory": rec["memory"]}
+
+    def build_of(self, kind, id_or_name):
+        """(dockerfile, build started at ms or None, build over) of a sandbox or snapshot
+        built from an image; ApiError if it has none."""
+        with self._lock:
+            if kind == "sandbox":
+                rec = self._require(id_or_name)
+                building, waiting = "building_snapshot", ("pending_build",)
+            else:
+                rec = self._snapshots.get(id_or_name)
+                if rec is None:
+                    raise ApiError(404, "Snapshot %s not found" % id_or_name)
+                building, waiting = "building", ("pending",)
+            info = rec.get("buildInfo")
+            if not info:
+                raise ApiError(400, "%s %s has no build info" % (
+                    "Sandbox" if kind == "sandbox" else "Snapshot", id_or_name))
+            state = rec["state"]
+            started = rec.get("stateChangedAt") if state == building else None
+            return info["dockerfileContent"], started, state not in (building,) + waiting
+
     def set_backup(self, id_or_name):
         with self._lock:
             rec = self._require(id_or_name)
@@ -1120,7 +1202,11 @@ class Store:
     def _snapshot_progress(self, sid):
         """pending -> pulling|building -> active; removing -> gone."""
         while True:
-            if self._stopping.wait(self.transition_ms / 1000.0):
+            with self._lock:
+                s = self._snapshots.get(sid)
+                building = s is not None and s["state"] == "building"
+            if self._stopping.wait(self.build_seconds() if building
+                                   else self.transition_ms / 1000.0):
                 return
             with self._lock:
                 s = self._snapshots.get(sid)
@@ -1129,6 +1215,7 @@ class Store:
                 st = s["state"]
                 if st == "pending":
                     s["state"] = "building" if s.get("buildInfo") else "pulling"
+                    s["stateChangedAt"] = self.now()
                 elif st in ("pulling", "building"):
                     s["state"] = "active"
                     if s["size"] is None:

@@ -3,6 +3,8 @@
 10 and 11): what is retried, what counts as done, and what a ctl line too long leaves."""
 import errno
 import os
+import time
+import urllib.error
 import uuid
 
 import pytest
@@ -206,10 +208,27 @@ def test_a_move_answered_404_that_was_done_counts_as_done(mount, sandbox, server
 
 # ---- renames on a volume (D9) -----------------------------------------------------------------
 
+def ready_volume(server, name):
+    """The volume called name, created if missing, once it is ready."""
+    try:
+        vol = server.api("GET", "/volumes/by-name/" + name)
+    except urllib.error.HTTPError as e:
+        if e.code != 404:
+            raise
+        vol = server.api("POST", "/volumes", {"name": name})
+    deadline = time.monotonic() + 10
+    while vol["state"] != "ready":
+        assert time.monotonic() < deadline, vol
+        time.sleep(0.02)
+        vol = server.api("GET", "/volumes/" + vol["id"])
+    return vol
+
+
 def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, server):
     """The toolbox's move copies and deletes where rename(2) fails (EXDEV between a volume and
     the rest): on a volume's mount path the mount renames by command (mv -f -T)."""
     name = "vol-" + uuid.uuid4().hex[:8]
+    ready_volume(server, "cache")       # the API refuses a sandbox naming a missing volume
     ctl(mount.p("ctl"), f"create {name} volume=cache:/home/daytona/vol")
     try:
         work = mount.p(name, "work")

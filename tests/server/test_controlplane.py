@@ -53,14 +53,21 @@ def test_create_defaults_and_full_dto(server):
 
 
 def test_create_with_options_and_volumes(server):
+    vol = "v1-%d" % time.time_ns()
+    vid = server.json("POST", "/api/volumes", {"name": vol}, expect=200)[1]["id"]
+    deadline = time.time() + 10
+    while server.json("GET", "/api/volumes/" + vid)[1]["state"] != "ready":
+        assert time.time() < deadline
+        time.sleep(0.01)
     b = create(server, {"name": "opt-%d" % time.time_ns(), "user": "root", "labels": {"x": "y"},
                         "public": True, "target": "eu", "autoStopInterval": 0,
                         "autoArchiveInterval": 0, "autoDeleteInterval": 30,
-                        "volumes": [{"volumeId": "v1", "mountPath": "/data", "subpath": "a"}],
+                        "volumes": [{"volumeId": vol, "mountPath": "/data", "subpath": "a"}],
                         "spot": True, "ttlMinutes": 5})           # unknown fields are ignored
     assert (b["user"], b["public"], b["target"], b["autoStopInterval"]) == ("root", True, "eu", 0)
     assert b["autoArchiveInterval"] == 43200 and b["autoDeleteInterval"] == 30
-    assert b["volumes"] == [{"volumeId": "v1", "mountPath": "/data", "subpath": "a"}]
+    # a volume named by its name is stored by its ID
+    assert b["volumes"] == [{"volumeId": vid, "mountPath": "/data", "subpath": "a"}]
 
 
 def test_get_by_id_and_name_and_404(server):

@@ -482,7 +482,10 @@ def test_the_file_api_and_commands_see_the_same_root(box):
         pytest.skip("commands run on the host (no bwrap)")
     assert box.run("ls -A /")["result"].split() == names
     assert {"usr", "etc", "bin", "tmp", "home", "var", "run", "proc", "dev"} <= set(names)
-    for p in ("/root", "/work", "/mnt", "/media", "/sys"):
+    # of /sys, only the sandbox's own cgroup files (issue 16)
+    assert box.run("ls -A /sys /sys/fs")["result"] == "/sys:\nfs\n\n/sys/fs:\ncgroup\n"
+    assert [i["name"] for i in box.json("GET", "/files", path="/sys/fs")] == ["cgroup"]
+    for p in ("/root", "/work", "/mnt", "/media", "/sys/kernel"):
         assert p[1:] not in names
         assert box.req("GET", "/files/info", path=p)[0] == 404
         assert box.req("GET", "/files", path=p)[0] == 404
