@@ -142,6 +142,21 @@ static int next_component(const char **p, char *out, size_t cap, size_t *len)
 	return 1;
 }
 
+/* Whether every component of path fits NAME_MAX (255 bytes), as ext4
+ * demands: a longer name is refused at once, by lookups too, and never gets
+ * as far as a staged create that could only fail at the upload. */
+static bool names_fit(const char *path)
+{
+	size_t len = 0;
+
+	for (const char *p = path; *p; p++) {
+		len = *p == '/' ? 0 : len + 1;
+		if (len > 255)
+			return false;
+	}
+	return true;
+}
+
 int node_parse(const char *path, struct node *n)
 {
 	char comp[256];
@@ -185,7 +200,11 @@ int node_parse(const char *path, struct node *n)
 			return 0;
 		}
 		n->kind = N_FILE;
+		/* PATH_MAX (4,096 bytes with the NUL) for the sandbox path, as
+		 * the sandbox's own kernel would refuse it. */
 		if (!str_printf(n->path, sizeof(n->path), "/%s", p))
+			return -ENAMETOOLONG;
+		if (!names_fit(n->path))
 			return -ENAMETOOLONG;
 		/* FUSE never sends a trailing slash, but be exact anyway. */
 		len = strlen(n->path);
@@ -972,8 +991,15 @@ static int dfs_mknod(const char *path, mode_t mode, dev_t rdev)
 
 static int dfs_link(const char *from, const char *to)
 {
-	(void)from;
-	(void)to;
+	struct node n;
+	int rc;
+
+	/* A name that could never be made is refused as such first. */
+	rc = node_parse(from, &n);
+	if (rc == 0)
+		rc = node_parse(to, &n);
+	if (rc < 0)
+		return rc;
 	return -EPERM;   /* the toolbox has no hard links; SEMANTICS.md says so */
 }
 

@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: Apache-2.0
+"""POSIX behaviour that outside suites (pjdfstest, fsx) check and that the
+mount once got wrong: rename over a file a reader keeps opening, names longer
+than NAME_MAX, paths longer than PATH_MAX, inode numbers that stay the same
+for the mount's life, the sandbox's own atime and ctime, and directory link
+counts after changes made through the mount."""
+import errno
+import os
+import uuid
+
+import pytest
+
+from conftest import ctl, read
+
+
+@pytest.fixture(scope="module")
+def work(mount, sandbox):
+    return mount.p(sandbox, "work")
+
+
+@pytest.fixture
+def d(work):
+    """A fresh directory on the mount; its path in the sandbox is /home/daytona/NAME."""
+    name = "g-" + uuid.uuid4().hex[:8]
+    os.mkdir(os.path.join(work, name))
+    return os.path.join(work, name)
+
+
+def in_sandbox(mount, sandbox, command):
+    """Runs a command in the sandbox (cwd /home/daytona); returns (exit, stdout)."""
+    ctl(mount.p(sandbox, "ctl"), "exec " + command)
+    code = read(mount.p(sandbox, "exit"))
+    return int(code), read(mount.p(sandbox, "stdout"))
+
+
+def drop_kernel_caches():
+    """Makes the kernel evict unused inodes and dentries (needs root)."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+# ---- 2. names longer than NAME_MAX ----------------------------------------
+
+def test_name_longer_than_name_max_is_refused_at_once(d):
+    long = os.path.join(d, "n" * 256)
+    src = os.path.join(d, "src")
+    with open(src, "w") as f:
+        f.write("x")
+    os.mkdir(os.path.join(d, "sub"))
+    calls = [
+        ("create", lambda: os.open(long, os.O_CREAT | os.O_WRONLY, 0o644)),
+        ("mkdir", lambda: os.mkdir(long)),
+        ("symlink", lambda: os.symlink("src", long)),
+        ("rename to", lambda: os.rename(src, long)),
+        ("rename from", lambda: os.rename(long, os.path.join(d, "x"))),
+        ("link", lambda: os.link(src, long)),
+        ("mknod", lambda: os.mkfifo(long)),
+        ("stat", lambda: os.stat(long)),
+        ("lstat", lambda: os.lstat(long)),
+        ("unlink", lambda: os.unlink(long)),
+        ("chmod", lambda: os.chmod(long, 0o600)),
+        ("rmdir", lambda: os.rmdir(long)),
+        ("truncate", lambda: os.truncate(long, 0)),
+        ("utime", lambda: os.utime(long)),
+        ("below", lambda: os.stat(os.path.join(long, "x"))),
+    ]
+    got = {}
+    for name, call in calls:
+        try:
+            fd = call()
+            got[name] = "ok"
+            if name == "create":
+                os.close(fd)
+        except OSError as e:
+            got[name] = errno.errorcode[e.errno]
+    assert got == {name: "ENAMETOOLONG" for name, _ in calls}
+    # nothing was made or parked, and a 255-byte name works
+    assert sorted(os.listdir(d)) == ["src", "sub"]
+    ok = os.path.join(d, "m" * 255)
+    with open(ok, "w") as f:
+        f.write("fits")
+    assert read(ok) == "fits"
+
+
+# ---- 6. sandbox paths longer than PATH_MAX --------------------------------
+
+def test_sandbox_path_longer_than_path_max_is_enametoolong(mount, sandbox):
+    """A mount path below NAME/fs/ names the sandbox path /...; when that
+    would be longer than PATH_MAX (4,096 bytes with its NUL), every call
+    gives ENAMETOOLONG at once, and nothing is staged or parked."""
+    top = "/tmp/g-" + uuid.uuid4().hex[:8]
+    here = mount.p(sandbox, "fs") + top
+    os.mkdir(here)
+    sandbox_len = len(top)
+    # a chain of directories whose sandbox path is 3,845 bytes long
+    while sandbox_len < 3845:
+        comp = "c" * min(200, 3845 - sandbox_len - 1)
+        here = os.path.join(here, comp)
+        os.mkdir(here)
+        sandbox_len += 1 + len(comp)
+    assert sandbox_len == 3845
+    over = os.path.join(here, "o" * (4096 - sandbox_len - 1))   # a 4,096-byte sandbox path
+    src = os.path.join(here, "s")
+    with open(src, "w") as f:
+        f.write("x")
+    calls = {
+        "create": lambda: os.close(os.open(over, os.O_CREAT | os.O_WRONLY, 0o644)),
+        "mkdir": lambda: os.mkdir(over),
+        "symlink": lambda: os.symlink("s", over),
+        "rename": lambda: os.rename(src, over),
+        "mkfifo": lambda: os.mkfifo(over),
+        "stat": lambda: os.stat(over),
+        "unlink": lambda: os.unlink(over),
+    }
+    got = {}
+    for name, call in calls.items():
+        try:
+            call()
+            got[name] = "ok"
+        except OSError as e:
+            got[name] = errno.errorcode[e.errno]
+    assert got == {name: "ENAMETOOLONG" for name in calls}
+    assert sorted(os.listdir(here)) == ["s"]
+    unsaved = os.path.join(mount.cache, "unsaved")
+    assert not os.path.isdir(unsaved) or not [n for n in os.listdir(unsaved) if "ooooo" in n]
