@@ -127,6 +127,37 @@ struct link_ent {
 #define HIDDEN_DELAY 0.2
 #define WB_BATCH 128
 
+/*
+ * The moment between the hide and the rename. libfuse hides the open
+ * destination of a rename by renaming it away first, then renames the
+ * source onto the name: in between, the name does not exist. A process that
+ * opens the name in a loop while another saves it by write-then-rename
+ * would see ENOENT then (and ESTALE, when its lookup made a node for the
+ * name that the rename then dropped). So a lookup of a name just hidden
+ * waits: for the rename onto it, if one starts within HIDE_WAIT (libfuse
+ * sends it right after the hide), until that rename is done; otherwise the
+ * hide was an unlink, and the lookup goes on (ENOENT) after HIDE_WAIT.
+ */
+#define HIDE_WAIT 0.2
+
+/*
+ * The kernel may still map the name to the hidden file's inode for a moment
+ * after the rename (its lookup raced with it), and then opens that inode,
+ * which libfuse names by the hidden name. While the hidden file is open,
+ * such an open shares it; after its last close, the open is of the name the
+ * file was hidden from, which holds one complete version again. The last
+ * HIDDEN_NAMES hides are remembered for that.
+ */
+#define HIDDEN_NAMES 64
+
+struct hide_window {
+	struct hide_window *next;
+	const struct sandbox *sb;
+	char *path;
+	double until;             /* the time limit while no rename has started */
+	bool renaming;            /* a rename onto path has started */
+};
+
 struct open_table {
 	pthread_mutex_t lock;
 	struct open_node *head;
@@ -138,6 +169,14 @@ struct open_table {
 	pthread_t wb_thread;
 	bool wb_thread_on;
 	struct dfs *fs;
+	struct hide_window *hides; /* under lock; hide_cond signals their end */
+	pthread_cond_t hide_cond;
+	struct {                  /* under lock: a ring of the last hides */
+		const struct sandbox *sb;
+		char *hidden;
+		char *from;
+	} hidden_names[HIDDEN_NAMES];
+	size_t hidden_next;
 };
 
 struct fhandle {
@@ -170,6 +209,7 @@ struct open_table *open_table_new(void)
 	}
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->wb_run, NULL);
+	pthread_cond_init(&t->hide_cond, NULL);
 	return t;
 }
 
@@ -199,6 +239,18 @@ void open_table_free(struct open_table *t)
 		free(m);
 	}
 	links_clear_locked(t, NULL);
+	while (t->hides) {
+		struct hide_window *h = t->hides;
+
+		t->hides = h->next;
+		free(h->path);
+		free(h);
+	}
+	for (size_t i = 0; i < HIDDEN_NAMES; i++) {
+		free(t->hidden_names[i].hidden);
+		free(t->hidden_names[i].from);
+	}
+	pthread_cond_destroy(&t->hide_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -337,6 +389,158 @@ static struct open_node *node_find_hidden(struct open_table *t, struct sandbox *
 	}
 	pthread_mutex_unlock(&t->lock);
 	return found;
+}
+
+/* ---- the moment between a hide and a rename (HIDE_WAIT) -------------------- */
+
+/* Caller holds t->lock. */
+static struct hide_window **hide_find_locked(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	for (struct hide_window **hp = &t->hides; *hp; hp = &(*hp)->next)
+		if ((*hp)->sb == sb && !strcmp((*hp)->path, path))
+			return hp;
+	return NULL;
+}
+
+/* Caller holds t->lock. Wakes the lookups that wait on it. */
+static void hide_remove_locked(struct open_table *t, struct hide_window **hp)
+{
+	struct hide_window *h = *hp;
+
+	*hp = h->next;
+	free(h->path);
+	free(h);
+	pthread_cond_broadcast(&t->hide_cond);
+}
+
+/* Caller holds t->lock: drops the windows of hides that were unlinks. */
+static void hide_prune_locked(struct open_table *t)
+{
+	double now = now_mono();
+
+	for (struct hide_window **hp = &t->hides; *hp;) {
+		if (!(*hp)->renaming && (*hp)->until <= now)
+			hide_remove_locked(t, hp);
+		else
+			hp = &(*hp)->next;
+	}
+}
+
+/* Remembers that from was hidden under the name hidden (HIDDEN_NAMES). */
+static void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from)
+{
+	char *h = strdup(hidden), *f = strdup(from);
+	size_t i;
+
+	if (!h || !f) {
+		free(h);
+		free(f);
+		return;
+	}
+	pthread_mutex_lock(&t->lock);
+	i = t->hidden_next++ % HIDDEN_NAMES;
+	free(t->hidden_names[i].hidden);
+	free(t->hidden_names[i].from);
+	t->hidden_names[i].sb = sb;
+	t->hidden_names[i].hidden = h;
+	t->hidden_names[i].from = f;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The name a hidden name was hidden from, into buf; false if not known. */
+static bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
+			       size_t size)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < HIDDEN_NAMES && !found; i++) {
+		if (t->hidden_names[i].sb == sb && t->hidden_names[i].hidden &&
+		    !strcmp(t->hidden_names[i].hidden, hidden))
+			found = str_copy(buf, size, t->hidden_names[i].from);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+/* path was just hidden: a rename onto it may follow. */
+static void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window *h = calloc(1, sizeof(*h));
+
+	if (!h || !(h->path = strdup(path))) {
+		free(h);
+		return;   /* without memory the lookup is just not held back */
+	}
+	h->sb = sb;
+	h->until = now_mono() + HIDE_WAIT;
+	pthread_mutex_lock(&t->lock);
+	hide_prune_locked(t);
+	h->next = t->hides;
+	t->hides = h;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * A rename onto path starts (returns whether lookups will wait) or ends.
+ * Lookups of path wait for every rename onto it, not only one that follows
+ * a hide: a lookup answered during the rename gives the kernel the node of
+ * the file being replaced, which libfuse drops at the rename's end, and the
+ * open that follows fails with ESTALE.
+ */
+static bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start)
+{
+	struct hide_window **hp, *h = NULL;
+	bool held = true;
+
+	if (start && !(h = calloc(1, sizeof(*h))))
+		return false;
+	pthread_mutex_lock(&t->lock);
+	hp = hide_find_locked(t, sb, path);
+	if (hp && start) {
+		(*hp)->renaming = true;
+	} else if (hp) {
+		hide_remove_locked(t, hp);
+	} else if (start && (h->path = strdup(path))) {
+		h->sb = sb;
+		h->renaming = true;
+		h->next = t->hides;
+		t->hides = h;
+		h = NULL;
+	} else {
+		held = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(h);
+	return held;
+}
+
+/* A lookup of path waits while path is between its hide and its rename. */
+static void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window **hp;
+
+	pthread_mutex_lock(&t->lock);
+	while ((hp = hide_find_locked(t, sb, path))) {
+		struct timespec until;
+		double when = (*hp)->until, now = now_mono();
+
+		if ((*hp)->renaming) {
+			pthread_cond_wait(&t->hide_cond, &t->lock);
+			continue;
+		}
+		if (when <= now) {
+			hide_remove_locked(t, hp);
+			break;
+		}
+		/* hide_cond uses CLOCK_REALTIME: wait the time that is left. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		when = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + (when - now);
+		until.tv_sec = (time_t)when;
+		until.tv_nsec = (long)((when - (double)until.tv_sec) * 1e9);
+		pthread_cond_timedwait(&t->hide_cond, &t->lock, &until);
+	}
+	pthread_mutex_unlock(&t->lock);
 }
 
 /* ---- per-sandbox listing mode ---------------------------------------------- */
@@ -1233,10 +1437,15 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 	struct open_node *n;
 	int rc;
 
+	hide_window_wait(fs->files, sb, path);
 	if (is_hidden_name(path)) {
 		/* Never in the sandbox: the node, or nothing (libfuse probes
 		 * names this way when it picks one). */
+		char from[sizeof(((struct node *)0)->path)];
+
 		n = node_find_hidden(fs->files, sb, path);
+		if (!n && hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
+			return files_getattr(fs, sb, from, st);   /* as files_open */
 		if (!n)
 			return -ENOENT;
 		node_stat(n, st);
@@ -1715,10 +1924,25 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 	struct open_node *n;
 	int rc = 0;
 
-	files_settle(fs, sb, path);
-	n = node_get(fs->files, sb, path);
-	if (!n)
-		return -ENOMEM;
+	if (is_hidden_name(path) && !create) {
+		/* An open of a file libfuse hid (unlinked or replaced while
+		 * open), through a name the kernel still caches: it shares
+		 * what the other descriptors read, or after the last of them
+		 * closed, opens the name it was hidden from (HIDDEN_NAMES). */
+		char from[sizeof(((struct node *)0)->path)];
+
+		n = node_find_hidden(fs->files, sb, path);
+		if (!n) {
+			if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
+				return -ESTALE;
+			return files_open(fs, sb, from, fi, false, 0);
+		}
+	} else {
+		files_settle(fs, sb, path);
+		n = node_get(fs->files, sb, path);
+		if (!n)
+			return -ENOMEM;
+	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		rc = -ENOMEM;
@@ -2688,10 +2912,29 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	}
 	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
 	link_drop(fs, sb, from, false);
+	hidden_name_note(fs->files, sb, to, from);
+	hide_window_open(fs->files, sb, from);
 	return 0;
 }
 
+static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags);
+
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
+{
+	bool held;
+	int rc;
+
+	if (is_hidden_name(to))
+		return hide_open_file(fs, sb, from, to);
+	/* Lookups of a destination just hidden wait until it is there again. */
+	held = hide_window_renaming(fs->files, sb, to, true);
+	rc = rename_path(fs, sb, from, to, flags);
+	if (held)
+		hide_window_renaming(fs->files, sb, to, false);
+	return rc;
+}
+
+static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
@@ -2706,8 +2949,6 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		return -EINVAL;
 	if (!strcmp(from, to))
 		return 0;
-	if (is_hidden_name(to))
-		return hide_open_file(fs, sb, from, to);
 	if (is_hidden_name(from))
 		return -ENOENT;
 	/* Over an open file libfuse just hid: its delete is not needed, mv -T
