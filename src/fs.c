@@ -25,6 +25,10 @@
 #include "strbuf.h"
 #include "urlenc.h"
 
+/* Renamed paths whose inode number is remembered (inode.h): ~100 bytes
+ * each, so at most a few MiB. */
+#define INO_RENAMES_KEPT 65536
+
 /* ---- small helpers ------------------------------------------------------ */
 
 double now_mono(void)
@@ -554,13 +558,13 @@ static int stream_size(struct dfs *fs, struct sandbox *sb, unsigned n, enum exec
 	return 0;
 }
 
+static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *sb, struct stat *st);
+
 static int dfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
 	struct sandbox *sb;
 	struct node n;
-	off_t size = 0;
-	unsigned last;
 	int rc;
 
 	if (!path) {
@@ -572,6 +576,21 @@ static int dfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
 	rc = resolve(fs, path, &n, &sb);
 	if (rc < 0)
 		return rc;
+	rc = node_getattr(fs, &n, sb, st);
+	if (rc == 0)
+		st->st_ino = n.kind == N_ROOT ? 1 :
+			n.kind == N_FILE ? ino_of(fs->inos, sb->id, n.path) : ino_of(fs->inos, "", path);
+	return rc;
+}
+
+/* The attributes of a parsed path, but its inode number (dfs_getattr). */
+static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *sb, struct stat *st)
+{
+	const struct node n = *np;
+	off_t size = 0;
+	unsigned last;
+	int rc;
+
 	switch (n.kind) {
 	case N_ROOT:
 	case N_SNAPDIR:
@@ -957,7 +976,10 @@ static int dfs_rename(const char *from, const char *to, unsigned int flags)
 	rc = sandbox_require_running(fs, sa);
 	if (rc < 0)
 		return rc;
-	return files_rename(fs, sa, na.path, nb.path, flags);
+	rc = files_rename(fs, sa, na.path, nb.path, flags);
+	if (rc == 0)
+		ino_rename(fs->inos, sa->id, na.path, nb.path);   /* also to a .fuse_hidden name */
+	return rc;
 }
 
 static int dfs_symlink(const char *target, const char *path)
@@ -1661,7 +1683,9 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->hard_remove = 0;
 	/* Paths everywhere (an unlinked open file has its hidden name). */
 	cfg->nullpath_ok = 0;
-	cfg->use_ino = 0;
+	/* libfuse's own numbers change whenever the kernel forgets a node;
+	 * ours stay for the mount's life (inode.h). */
+	cfg->use_ino = 1;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	return fs;
@@ -1823,7 +1847,8 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	ccfg.dir_ttl = o->dir_timeout;
 	ccfg.neg_ttl = o->negative_timeout;
 	fs->cache = cache_new(&ccfg);
-	if (!fs->cache) {
+	fs->inos = ino_table_new(INO_RENAMES_KEPT);
+	if (!fs->cache || !fs->inos) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1893,6 +1918,7 @@ void dfs_free(struct dfs *fs)
 		stage_area_close(fs->stage);
 	if (fs->cache)
 		cache_free(fs->cache);
+	ino_table_free(fs->inos);
 	if (fs->dt)
 		dt_client_free(fs->dt);
 	if (fs->http)

@@ -1470,8 +1470,12 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 
 int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
 {
-	(void)fs;
-	node_stat(((struct fhandle *)(uintptr_t)fi->fh)->node, st);
+	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
+
+	node_stat(n, st);
+	pthread_mutex_lock(&fs->files->lock);
+	st->st_ino = ino_of(fs->inos, n->sb->id, n->path);
+	pthread_mutex_unlock(&fs->files->lock);
 	return 0;
 }
 
@@ -1674,10 +1678,15 @@ int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *bu
 		struct stat st;
 		bool plus = exact_attr(fs, sb, path, name, &st);
 
+		char child[4096 + 256 + 2];
+
 		if (!plus) {
 			memset(&st, 0, sizeof(st));
 			st.st_mode = h->ents[i].type;
 		}
+		/* d_ino as stat's st_ino (use_ino) */
+		if (str_printf(child, sizeof(child), "%s%s%s", path, strcmp(path, "/") ? "/" : "", name))
+			st.st_ino = ino_of(fs->inos, sb->id, child);
 		/* non-zero: the kernel's buffer is full; it asks again from here */
 		if (filler(buf, name, &st, (off_t)i + 3, plus ? FUSE_FILL_DIR_PLUS : 0))
 			break;

@@ -173,3 +173,44 @@ def test_sandbox_path_longer_than_path_max_is_enametoolong(mount, sandbox):
     assert sorted(os.listdir(here)) == ["s"]
     unsaved = os.path.join(mount.cache, "unsaved")
     assert not os.path.isdir(unsaved) or not [n for n in os.listdir(unsaved) if "ooooo" in n]
+
+
+# ---- 3. inode numbers stay for the mount's life ----------------------------
+
+def test_inode_number_survives_kernel_eviction(d):
+    names = ["a", "b", "c"]
+    for n in names:
+        with open(os.path.join(d, n), "w") as f:
+            f.write(n)
+    os.mkdir(os.path.join(d, "sub"))
+    names.append("sub")
+    before = {n: os.lstat(os.path.join(d, n)).st_ino for n in names}
+    assert len(set(before.values())) == len(names)
+    for _ in range(3):
+        drop_kernel_caches()
+        after = {n: os.lstat(os.path.join(d, n)).st_ino for n in names}
+        assert after == before
+    # readdir's d_ino agrees with stat
+    with os.scandir(d) as it:
+        assert {e.name: e.inode() for e in it} == before
+
+
+def test_inode_number_follows_rename(d):
+    a, b = os.path.join(d, "a"), os.path.join(d, "b")
+    with open(a, "w") as f:
+        f.write("a")
+    with open(b, "w") as f:
+        f.write("b")
+    ino_a, ino_b = os.lstat(a).st_ino, os.lstat(b).st_ino
+    os.rename(a, b)
+    drop_kernel_caches()
+    assert os.lstat(b).st_ino == ino_a
+    # a new file at the old name is another file
+    with open(a, "w") as f:
+        f.write("new")
+    assert os.lstat(a).st_ino not in (ino_a, ino_b)
+    os.mkdir(os.path.join(d, "dir"))
+    ino_dir = os.lstat(os.path.join(d, "dir")).st_ino
+    os.rename(os.path.join(d, "dir"), os.path.join(d, "dir2"))
+    drop_kernel_caches()
+    assert os.lstat(os.path.join(d, "dir2")).st_ino == ino_dir
