@@ -1355,8 +1355,34 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	return 0;
 }
 
+/* A directory's attributes from the find command: /files/info has no link
+ * count, and a directory's (2 + subdirectories) changes with every mkdir,
+ * rmdir and rename in it. */
+static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
+	uint64_t gen;
+	int rc;
+
+	files_settle(fs, sb, path);
+	gen = cache_generation(fs->cache, sb->id);
+	sb_adds(&cmd, "true");
+	add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_free(&cmd);
+	if (rc == 0 && parse_printed_stat(out, st, NULL) && S_ISDIR(st->st_mode)) {
+		cache_put_attr(fs->cache, sb->id, path, st, gen);
+	} else {
+		rc = info_attr(fs, sb, path, st);   /* gone, or no find: the file API says */
+	}
+	free(out);
+	return rc;
+}
+
 /* The attributes of path as lstat(2) sees them: the cache, else one request
- * (a listing of the parent, or /files/info where that is exact). */
+ * (a listing of the parent, or /files/info where that is exact, or for a
+ * directory, the find command). */
 static int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
 	struct find_entry *v = NULL;
@@ -1374,6 +1400,8 @@ static int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, str
 	case CACHE_MISS:
 		break;
 	}
+	if (listed && S_ISDIR(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND)
+		return dir_attr(fs, sb, path, st);
 	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
 	    !split_path(path, parent, sizeof(parent), &base))
 		return info_attr(fs, sb, path, st);

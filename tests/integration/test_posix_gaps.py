@@ -214,3 +214,27 @@ def test_inode_number_follows_rename(d):
     os.rename(os.path.join(d, "dir"), os.path.join(d, "dir2"))
     drop_kernel_caches()
     assert os.lstat(os.path.join(d, "dir2")).st_ino == ino_dir
+
+
+# ---- 5. a directory's link count --------------------------------------------
+
+def test_directory_link_count_follows_changes_through_the_mount(mount, sandbox, d):
+    """st_nlink of a directory is the sandbox's, 2 + its subdirectories, also
+    right after a mkdir, rmdir or rename of a directory through the mount
+    (the parent's attributes were then asked of the file API, which says 1)."""
+    rel = d[len(mount.p(sandbox, "work")) + 1:]
+    other = os.path.join(d, "other")
+    os.mkdir(other)
+    assert os.lstat(d).st_nlink == 3
+    os.mkdir(os.path.join(d, "s1"))
+    os.mkdir(os.path.join(d, "s2"))
+    assert os.lstat(d).st_nlink == 5
+    os.rmdir(os.path.join(d, "s1"))
+    assert os.lstat(d).st_nlink == 4
+    os.rename(os.path.join(d, "s2"), os.path.join(other, "s2"))
+    assert (os.lstat(d).st_nlink, os.lstat(other).st_nlink) == (3, 3)
+    with open(os.path.join(d, "file"), "w") as f:
+        f.write("x")
+    assert os.lstat(d).st_nlink == 3
+    code, out = in_sandbox(mount, sandbox, f"stat -c %h {rel} {rel}/other")
+    assert (code, out.split()) == (0, ["3", "3"])
