@@ -59,7 +59,7 @@
 
 /* One record per entry, '/' between fields (no name holds a '/'); the link
  * target is last, and its length is the link's size. See files_parse_find. */
-#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%f/%l\\n"
+#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%A@/%C@/%f/%l\\n"
 
 /* How a sandbox's directories are listed. */
 enum list_mode { LIST_UNKNOWN = 0, LIST_FIND, LIST_API };
@@ -811,15 +811,13 @@ void files_find_free(struct find_entry *v, size_t n)
 
 /*
  * Parses records of FIND_FMT:
- *   TYPE/MODE/SIZE/MTIME/UID/GID/NLINK/NAME/TARGET\n
- * MODE is octal with the setuid, setgid and sticky bits; MTIME is seconds
- * with a fraction. NAME ends at the next '/', since no name holds one. A
+ *   TYPE/MODE/SIZE/MTIME/UID/GID/NLINK/ATIME/CTIME/NAME/TARGET\n
+ * MODE is octal with the setuid, setgid and sticky bits; the times are
+ * seconds with a fraction. NAME ends at the next '/', since no name holds one. A
  * link's TARGET may hold anything but NUL, newlines included: it is its
  * SIZE bytes (a link's size is its target's length) when a newline follows
  * them, else (a /proc link reports size 0) it runs to the next newline.
- * Times other than mtime are not kept: atime and ctime are the mtime, as
- * with the file API (SEMANTICS.md). Returns 0 with the entries in file
- * order, or -EINVAL.
+ * Returns 0 with the entries in file order, or -EINVAL.
  */
 int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_t *count)
 {
@@ -832,7 +830,7 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 	*count = 0;
 	while (p < end) {
 		uint64_t mode, size, uid, gid, nlink;
-		struct timespec mt;
+		struct timespec mt, at, ct;
 		const char *name, *nend, *target = NULL;
 		size_t tlen = 0;
 		mode_t type;
@@ -843,7 +841,7 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 		p += 2;
 		if (parse_u64(&p, end, 8, &mode) || parse_u64(&p, end, 10, &size) || parse_time(&p, end, &mt) ||
 		    parse_u64(&p, end, 10, &uid) || parse_u64(&p, end, 10, &gid) ||
-		    parse_u64(&p, end, 10, &nlink))
+		    parse_u64(&p, end, 10, &nlink) || parse_time(&p, end, &at) || parse_time(&p, end, &ct))
 			goto fail;
 		name = p;
 		nend = memchr(p, '/', (size_t)(end - p));
@@ -896,7 +894,9 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 		v[n].st.st_gid = (gid_t)gid;
 		v[n].st.st_blocks = (blkcnt_t)((size + 511) / 512);
 		v[n].st.st_blksize = 128 * 1024;
-		v[n].st.st_mtim = v[n].st.st_atim = v[n].st.st_ctim = mt;
+		v[n].st.st_mtim = mt;
+		v[n].st.st_atim = at;
+		v[n].st.st_ctim = ct;
 		n++;
 	}
 	*out = v;
@@ -1337,6 +1337,10 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	int rc;
 
 	files_settle(fs, sb, path);
+	/* A queued change to path that just ran printed its attributes: exact,
+	 * atime and ctime included, which /files/info does not have. */
+	if (cache_get_attr(fs->cache, sb->id, path, st) == CACHE_HIT)
+		return 0;
 	gen = cache_generation(fs->cache, sb->id);
 	sandbox_box(sb, &box);
 	memset(&fi, 0, sizeof(fi));
@@ -3089,6 +3093,9 @@ static void note_attr_change(struct dfs *fs, struct sandbox *sb, const char *pat
 
 	if (r == CACHE_HIT || listed) {
 		fn(&st, arg);
+		/* The sandbox sets ctime to its now; until its value is read
+		 * back, ours shows that it moved. */
+		clock_gettime(CLOCK_REALTIME, &st.st_ctim);
 		cache_update(fs->cache, sb->id, path, CACHE_CHANGED, &st, r == CACHE_HIT);
 	} else {
 		cache_invalidate(fs->cache, sb->id, path);

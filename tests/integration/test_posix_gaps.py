@@ -4,6 +4,7 @@ mount once got wrong: rename over a file a reader keeps opening, names longer
 than NAME_MAX, paths longer than PATH_MAX, inode numbers that stay the same
 for the mount's life, the sandbox's own atime and ctime, and directory link
 counts after changes made through the mount."""
+import ctypes
 import errno
 import os
 import threading
@@ -238,3 +239,46 @@ def test_directory_link_count_follows_changes_through_the_mount(mount, sandbox, 
     assert os.lstat(d).st_nlink == 3
     code, out = in_sandbox(mount, sandbox, f"stat -c %h {rel} {rel}/other")
     assert (code, out.split()) == (0, ["3", "3"])
+
+
+# ---- 4. atime and ctime ------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+UTIME_OMIT = (1 << 30) - 2
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def utimensat(path, atime, mtime):
+    """utimensat(2) with (sec, nsec) pairs; None leaves that time alone (UTIME_OMIT)."""
+    ts = (_Timespec * 2)(*[_Timespec(*(t if t is not None else (0, UTIME_OMIT))) for t in (atime, mtime)])
+    if _libc.utimensat(-100, os.fsencode(path), ts, 0) != 0:   # AT_FDCWD
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+
+
+def test_atime_and_ctime_are_the_sandboxes(mount, sandbox, d):
+    rel = d[len(mount.p(sandbox, "work")) + 1:]
+    path = os.path.join(d, "f")
+    with open(path, "w") as f:
+        f.write("x")
+    utimensat(path, (1900000000, 0), (1950000000, 0))
+    st = os.lstat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1900000000 * 10**9, 1950000000 * 10**9)
+    # atime alone
+    utimensat(path, (1800000000, 500), None)
+    st = os.lstat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1800000000 * 10**9 + 500, 1950000000 * 10**9)
+    # ctime is the sandbox's (the time of the change), not the mtime that was set
+    assert st.st_ctime_ns not in (st.st_atime_ns, st.st_mtime_ns)
+    before = st.st_ctime_ns
+    os.chmod(path, 0o600)
+    assert os.lstat(path).st_ctime_ns > before
+    # what a listing shows equals the sandbox's stat
+    code, out = in_sandbox(mount, sandbox, f"stat -c '%X %Y %Z' {rel}/f")
+    assert code == 0
+    os.listdir(d)
+    st = os.lstat(path)
+    assert [int(x) for x in out.split()] == [int(st.st_atime), int(st.st_mtime), int(st.st_ctime)]
