@@ -10,9 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Numbers a rename hands out have the top bit set; hashes never do, so the
- * two kinds never meet. */
-#define INO_FRESH_BIT (UINT64_C(1) << 63)
+/* Numbers a rename hands out have bit 62 set; hashes never do, so the two
+ * kinds never meet. Bit 63 stays clear: programs that print st_ino as a
+ * signed number then print it right. */
+#define INO_FRESH_BIT (UINT64_C(1) << 62)
 #define INO_BUCKETS 4096
 
 struct ino_ent {
@@ -32,8 +33,8 @@ struct ino_table {
 	uint64_t next_fresh;
 };
 
-/* FNV-1a over ns, a NUL, then path: 64 bits, so that two paths of one mount
- * share a number with a chance of about n^2 / 2^64. */
+/* FNV-1a over ns, a NUL, then path, kept to 62 bits: two paths of one mount
+ * share a number with a chance of about n^2 / 2^63. */
 static uint64_t key_hash(const char *ns, const char *path)
 {
 	uint64_t h = UINT64_C(14695981039346656037);
@@ -44,15 +45,14 @@ static uint64_t key_hash(const char *ns, const char *path)
 			h ^= *p;
 			h *= UINT64_C(1099511628211);
 		}
-		h ^= 0;
-		h *= UINT64_C(1099511628211);
+		h *= UINT64_C(1099511628211);   /* the NUL after the part (xor with 0) */
 	}
 	return h;
 }
 
 static uint64_t hash_ino(uint64_t h)
 {
-	h &= ~INO_FRESH_BIT;
+	h &= INO_FRESH_BIT - 1;
 	return h < 2 ? h + 2 : h;
 }
 

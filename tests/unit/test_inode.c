@@ -14,6 +14,7 @@ UNIT_TEST(numbers_depend_on_namespace_and_path_only)
 	CHECK(ino_of(t, "sb1", "/a") != ino_of(t, "sb1", "/b"));
 	CHECK(ino_of(t, "sb1", "/a") != ino_of(t, "sb1a", ""));    /* the NUL between counts */
 	CHECK(ino_of(t, "", "/") > 1);
+	CHECK(ino_of(t, "sb1", "/a") < (UINT64_C(1) << 62));   /* printed as signed, still positive */
 	CHECK_INT(ino_table_size(t), 0);
 	ino_table_free(t);
 	ino_table_free(u);
@@ -29,6 +30,7 @@ UNIT_TEST(rename_moves_the_number_and_renews_the_old_name)
 	CHECK(ino_of(t, "s", "/a") != a);
 	CHECK(ino_of(t, "s", "/a") != b);
 	CHECK(ino_of(t, "s", "/a") > 1);
+	CHECK(ino_of(t, "s", "/a") < (UINT64_C(1) << 63));
 	/* and back: /a gets the object's number again, the table forgets it */
 	ino_rename(t, "s", "/b", "/a");
 	CHECK(ino_of(t, "s", "/a") == a);
