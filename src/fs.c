@@ -26,6 +26,10 @@
 #include "strbuf.h"
 #include "urlenc.h"
 
+/* Renamed paths whose inode number is remembered (inode.h): ~100 bytes
+ * each, so at most a few MiB. */
+#define INO_RENAMES_KEPT 65536
+
 /* ---- small helpers ------------------------------------------------------ */
 
 double now_mono(void)
@@ -143,6 +147,21 @@ static int next_component(const char **p, char *out, size_t cap, size_t *len)
 	return 1;
 }
 
+/* Whether every component of path fits NAME_MAX (255 bytes), as ext4
+ * demands: a longer name is refused at once, by lookups too, and never gets
+ * as far as a staged create that could only fail at the upload. */
+static bool names_fit(const char *path)
+{
+	size_t len = 0;
+
+	for (const char *p = path; *p; p++) {
+		len = *p == '/' ? 0 : len + 1;
+		if (len > 255)
+			return false;
+	}
+	return true;
+}
+
 int node_parse(const char *path, struct node *n)
 {
 	char comp[256];
@@ -186,7 +205,11 @@ int node_parse(const char *path, struct node *n)
 			return 0;
 		}
 		n->kind = N_FILE;
+		/* PATH_MAX (4,096 bytes with the NUL) for the sandbox path, as
+		 * the sandbox's own kernel would refuse it. */
 		if (!str_printf(n->path, sizeof(n->path), "/%s", p))
+			return -ENAMETOOLONG;
+		if (!names_fit(n->path))
 			return -ENAMETOOLONG;
 		/* FUSE never sends a trailing slash, but be exact anyway. */
 		len = strlen(n->path);
@@ -606,13 +629,13 @@ static int stream_size(struct dfs *fs, struct sandbox *sb, unsigned n, enum exec
 	return 0;
 }
 
+static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *sb, struct stat *st);
+
 static int dfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
 	struct sandbox *sb;
 	struct node n;
-	off_t size = 0;
-	unsigned last;
 	int rc;
 
 	if (!path) {
@@ -624,6 +647,21 @@ static int dfs_getattr(const char *path, struct stat *st, struct fuse_file_info 
 	rc = resolve(fs, path, &n, &sb);
 	if (rc < 0)
 		return rc;
+	rc = node_getattr(fs, &n, sb, st);
+	if (rc == 0)
+		st->st_ino = n.kind == N_ROOT ? 1 :
+			n.kind == N_FILE ? ino_of(fs->inos, sb->id, n.path) : ino_of(fs->inos, "", path);
+	return rc;
+}
+
+/* The attributes of a parsed path, but its inode number (dfs_getattr). */
+static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *sb, struct stat *st)
+{
+	const struct node n = *np;
+	off_t size = 0;
+	unsigned last;
+	int rc;
+
 	switch (n.kind) {
 	case N_ROOT:
 	case N_SNAPDIR:
@@ -1014,7 +1052,10 @@ static int dfs_rename(const char *from, const char *to, unsigned int flags)
 	rc = sandbox_require_running(fs, sa);
 	if (rc < 0)
 		return rc;
-	return files_rename(fs, sa, na.path, nb.path, flags);
+	rc = files_rename(fs, sa, na.path, nb.path, flags);
+	if (rc == 0)
+		ino_rename(fs->inos, sa->id, na.path, nb.path);   /* also to a .fuse_hidden name */
+	return rc;
 }
 
 static int dfs_symlink(const char *target, const char *path)
@@ -1048,8 +1089,15 @@ static int dfs_mknod(const char *path, mode_t mode, dev_t rdev)
 
 static int dfs_link(const char *from, const char *to)
 {
-	(void)from;
-	(void)to;
+	struct node n;
+	int rc;
+
+	/* A name that could never be made is refused as such first. */
+	rc = node_parse(from, &n);
+	if (rc == 0)
+		rc = node_parse(to, &n);
+	if (rc < 0)
+		return rc;
 	return -EPERM;   /* the toolbox has no hard links; SEMANTICS.md says so */
 }
 
@@ -1751,7 +1799,9 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->hard_remove = 0;
 	/* Paths everywhere (an unlinked open file has its hidden name). */
 	cfg->nullpath_ok = 0;
-	cfg->use_ino = 0;
+	/* libfuse's own numbers change whenever the kernel forgets a node;
+	 * ours stay for the mount's life (inode.h). */
+	cfg->use_ino = 1;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	/* After the daemon's fork, which threads do not survive. */
@@ -1917,7 +1967,8 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	ccfg.dir_ttl = o->dir_timeout;
 	ccfg.neg_ttl = o->negative_timeout;
 	fs->cache = cache_new(&ccfg);
-	if (!fs->cache) {
+	fs->inos = ino_table_new(INO_RENAMES_KEPT);
+	if (!fs->cache || !fs->inos) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -1994,6 +2045,7 @@ void dfs_free(struct dfs *fs)
 		stage_area_close(fs->stage);
 	if (fs->cache)
 		cache_free(fs->cache);
+	ino_table_free(fs->inos);
 	if (fs->dt)
 		dt_client_free(fs->dt);
 	if (fs->http)

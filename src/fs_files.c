@@ -56,7 +56,7 @@
 
 /* One record per entry, '/' between fields (no name holds a '/'); the link
  * target is last, and its length is the link's size. See files_parse_find. */
-#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%f/%l\\n"
+#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%A@/%C@/%f/%l\\n"
 
 /* How a sandbox's directories are listed. */
 enum list_mode { LIST_UNKNOWN = 0, LIST_FIND, LIST_API };
@@ -139,6 +139,37 @@ struct link_ent {
 #define WB_RETRY_MAX_MS 5000L
 #define WB_RETRY_BUDGET_S 120.0
 
+/*
+ * The moment between the hide and the rename. libfuse hides the open
+ * destination of a rename by renaming it away first, then renames the
+ * source onto the name: in between, the name does not exist. A process that
+ * opens the name in a loop while another saves it by write-then-rename
+ * would see ENOENT then (and ESTALE, when its lookup made a node for the
+ * name that the rename then dropped). So a lookup of a name just hidden
+ * waits: for the rename onto it, if one starts within HIDE_WAIT (libfuse
+ * sends it right after the hide), until that rename is done; otherwise the
+ * hide was an unlink, and the lookup goes on (ENOENT) after HIDE_WAIT.
+ */
+#define HIDE_WAIT 0.2
+
+/*
+ * The kernel may still map the name to the hidden file's inode for a moment
+ * after the rename (its lookup raced with it), and then opens that inode,
+ * which libfuse names by the hidden name. While the hidden file is open,
+ * such an open shares it; after its last close, the open is of the name the
+ * file was hidden from, which holds one complete version again. The last
+ * HIDDEN_NAMES hides are remembered for that.
+ */
+#define HIDDEN_NAMES 64
+
+struct hide_window {
+	struct hide_window *next;
+	const struct sandbox *sb;
+	char *path;
+	double until;             /* the time limit while no rename has started */
+	bool renaming;            /* a rename onto path has started */
+};
+
 struct open_table {
 	pthread_mutex_t lock;
 	struct open_node *head;
@@ -150,6 +181,14 @@ struct open_table {
 	pthread_t wb_thread;
 	bool wb_thread_on;
 	struct dfs *fs;
+	struct hide_window *hides; /* under lock; hide_cond signals their end */
+	pthread_cond_t hide_cond;
+	struct {                  /* under lock: a ring of the last hides */
+		const struct sandbox *sb;
+		char *hidden;
+		char *from;
+	} hidden_names[HIDDEN_NAMES];
+	size_t hidden_next;
 };
 
 struct fhandle {
@@ -182,6 +221,7 @@ struct open_table *open_table_new(void)
 	}
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->wb_run, NULL);
+	pthread_cond_init(&t->hide_cond, NULL);
 	return t;
 }
 
@@ -211,6 +251,18 @@ void open_table_free(struct open_table *t)
 		free(m);
 	}
 	links_clear_locked(t, NULL);
+	while (t->hides) {
+		struct hide_window *h = t->hides;
+
+		t->hides = h->next;
+		free(h->path);
+		free(h);
+	}
+	for (size_t i = 0; i < HIDDEN_NAMES; i++) {
+		free(t->hidden_names[i].hidden);
+		free(t->hidden_names[i].from);
+	}
+	pthread_cond_destroy(&t->hide_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -388,6 +440,158 @@ static struct open_node *node_find_hidden(struct open_table *t, struct sandbox *
 	}
 	pthread_mutex_unlock(&t->lock);
 	return found;
+}
+
+/* ---- the moment between a hide and a rename (HIDE_WAIT) -------------------- */
+
+/* Caller holds t->lock. */
+static struct hide_window **hide_find_locked(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	for (struct hide_window **hp = &t->hides; *hp; hp = &(*hp)->next)
+		if ((*hp)->sb == sb && !strcmp((*hp)->path, path))
+			return hp;
+	return NULL;
+}
+
+/* Caller holds t->lock. Wakes the lookups that wait on it. */
+static void hide_remove_locked(struct open_table *t, struct hide_window **hp)
+{
+	struct hide_window *h = *hp;
+
+	*hp = h->next;
+	free(h->path);
+	free(h);
+	pthread_cond_broadcast(&t->hide_cond);
+}
+
+/* Caller holds t->lock: drops the windows of hides that were unlinks. */
+static void hide_prune_locked(struct open_table *t)
+{
+	double now = now_mono();
+
+	for (struct hide_window **hp = &t->hides; *hp;) {
+		if (!(*hp)->renaming && (*hp)->until <= now)
+			hide_remove_locked(t, hp);
+		else
+			hp = &(*hp)->next;
+	}
+}
+
+/* Remembers that from was hidden under the name hidden (HIDDEN_NAMES). */
+static void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from)
+{
+	char *h = strdup(hidden), *f = strdup(from);
+	size_t i;
+
+	if (!h || !f) {
+		free(h);
+		free(f);
+		return;
+	}
+	pthread_mutex_lock(&t->lock);
+	i = t->hidden_next++ % HIDDEN_NAMES;
+	free(t->hidden_names[i].hidden);
+	free(t->hidden_names[i].from);
+	t->hidden_names[i].sb = sb;
+	t->hidden_names[i].hidden = h;
+	t->hidden_names[i].from = f;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The name a hidden name was hidden from, into buf; false if not known. */
+static bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
+			       size_t size)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < HIDDEN_NAMES && !found; i++) {
+		if (t->hidden_names[i].sb == sb && t->hidden_names[i].hidden &&
+		    !strcmp(t->hidden_names[i].hidden, hidden))
+			found = str_copy(buf, size, t->hidden_names[i].from);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+/* path was just hidden: a rename onto it may follow. */
+static void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window *h = calloc(1, sizeof(*h));
+
+	if (!h || !(h->path = strdup(path))) {
+		free(h);
+		return;   /* without memory the lookup is just not held back */
+	}
+	h->sb = sb;
+	h->until = now_mono() + HIDE_WAIT;
+	pthread_mutex_lock(&t->lock);
+	hide_prune_locked(t);
+	h->next = t->hides;
+	t->hides = h;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * A rename onto path starts (returns whether lookups will wait) or ends.
+ * Lookups of path wait for every rename onto it, not only one that follows
+ * a hide: a lookup answered during the rename gives the kernel the node of
+ * the file being replaced, which libfuse drops at the rename's end, and the
+ * open that follows fails with ESTALE.
+ */
+static bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start)
+{
+	struct hide_window **hp, *h = NULL;
+	bool held = true;
+
+	if (start && !(h = calloc(1, sizeof(*h))))
+		return false;
+	pthread_mutex_lock(&t->lock);
+	hp = hide_find_locked(t, sb, path);
+	if (hp && start) {
+		(*hp)->renaming = true;
+	} else if (hp) {
+		hide_remove_locked(t, hp);
+	} else if (start && (h->path = strdup(path))) {
+		h->sb = sb;
+		h->renaming = true;
+		h->next = t->hides;
+		t->hides = h;
+		h = NULL;
+	} else {
+		held = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(h);
+	return held;
+}
+
+/* A lookup of path waits while path is between its hide and its rename. */
+static void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window **hp;
+
+	pthread_mutex_lock(&t->lock);
+	while ((hp = hide_find_locked(t, sb, path))) {
+		struct timespec until;
+		double when = (*hp)->until, now = now_mono();
+
+		if ((*hp)->renaming) {
+			pthread_cond_wait(&t->hide_cond, &t->lock);
+			continue;
+		}
+		if (when <= now) {
+			hide_remove_locked(t, hp);
+			break;
+		}
+		/* hide_cond uses CLOCK_REALTIME: wait the time that is left. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		when = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + (when - now);
+		until.tv_sec = (time_t)when;
+		until.tv_nsec = (long)((when - (double)until.tv_sec) * 1e9);
+		pthread_cond_timedwait(&t->hide_cond, &t->lock, &until);
+	}
+	pthread_mutex_unlock(&t->lock);
 }
 
 /* ---- per-sandbox listing mode ---------------------------------------------- */
@@ -658,15 +862,13 @@ void files_find_free(struct find_entry *v, size_t n)
 
 /*
  * Parses records of FIND_FMT:
- *   TYPE/MODE/SIZE/MTIME/UID/GID/NLINK/NAME/TARGET\n
- * MODE is octal with the setuid, setgid and sticky bits; MTIME is seconds
- * with a fraction. NAME ends at the next '/', since no name holds one. A
+ *   TYPE/MODE/SIZE/MTIME/UID/GID/NLINK/ATIME/CTIME/NAME/TARGET\n
+ * MODE is octal with the setuid, setgid and sticky bits; the times are
+ * seconds with a fraction. NAME ends at the next '/', since no name holds one. A
  * link's TARGET may hold anything but NUL, newlines included: it is its
  * SIZE bytes (a link's size is its target's length) when a newline follows
  * them, else (a /proc link reports size 0) it runs to the next newline.
- * Times other than mtime are not kept: atime and ctime are the mtime, as
- * with the file API (SEMANTICS.md). Returns 0 with the entries in file
- * order, or -EINVAL.
+ * Returns 0 with the entries in file order, or -EINVAL.
  */
 int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_t *count)
 {
@@ -679,7 +881,7 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 	*count = 0;
 	while (p < end) {
 		uint64_t mode, size, uid, gid, nlink;
-		struct timespec mt;
+		struct timespec mt, at, ct;
 		const char *name, *nend, *target = NULL;
 		size_t tlen = 0;
 		mode_t type;
@@ -690,7 +892,7 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 		p += 2;
 		if (parse_u64(&p, end, 8, &mode) || parse_u64(&p, end, 10, &size) || parse_time(&p, end, &mt) ||
 		    parse_u64(&p, end, 10, &uid) || parse_u64(&p, end, 10, &gid) ||
-		    parse_u64(&p, end, 10, &nlink))
+		    parse_u64(&p, end, 10, &nlink) || parse_time(&p, end, &at) || parse_time(&p, end, &ct))
 			goto fail;
 		name = p;
 		nend = memchr(p, '/', (size_t)(end - p));
@@ -743,7 +945,9 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 		v[n].st.st_gid = (gid_t)gid;
 		v[n].st.st_blocks = (blkcnt_t)((size + 511) / 512);
 		v[n].st.st_blksize = 128 * 1024;
-		v[n].st.st_mtim = v[n].st.st_atim = v[n].st.st_ctim = mt;
+		v[n].st.st_mtim = mt;
+		v[n].st.st_atim = at;
+		v[n].st.st_ctim = ct;
 		n++;
 	}
 	*out = v;
@@ -1204,6 +1408,10 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	int rc;
 
 	files_settle(fs, sb, path);
+	/* A queued change to path that just ran printed its attributes: exact,
+	 * atime and ctime included, which /files/info does not have. */
+	if (cache_get_attr(fs->cache, sb->id, path, st) == CACHE_HIT)
+		return 0;
 	gen = cache_generation(fs->cache, sb->id);
 	sandbox_box(sb, &box);
 	memset(&fi, 0, sizeof(fi));
@@ -1222,8 +1430,34 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	return 0;
 }
 
+/* A directory's attributes from the find command: /files/info has no link
+ * count, and a directory's (2 + subdirectories) changes with every mkdir,
+ * rmdir and rename in it. */
+static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
+	uint64_t gen;
+	int rc;
+
+	files_settle(fs, sb, path);
+	gen = cache_generation(fs->cache, sb->id);
+	sb_adds(&cmd, "true");
+	files_add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_free(&cmd);
+	if (rc == 0 && parse_printed_stat(out, st, NULL) && S_ISDIR(st->st_mode)) {
+		cache_put_attr(fs->cache, sb->id, path, st, gen);
+	} else {
+		rc = info_attr(fs, sb, path, st);   /* gone, or no find: the file API says */
+	}
+	free(out);
+	return rc;
+}
+
 /* The attributes of path as lstat(2) sees them: the cache, else one request
- * (a listing of the parent, or /files/info where that is exact). */
+ * (a listing of the parent, or /files/info where that is exact, or for a
+ * directory, the find command). */
 static int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
 	struct find_entry *v = NULL;
@@ -1241,6 +1475,8 @@ static int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, str
 	case CACHE_MISS:
 		break;
 	}
+	if (listed && S_ISDIR(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND)
+		return dir_attr(fs, sb, path, st);
 	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
 	    !split_path(path, parent, sizeof(parent), &base))
 		return info_attr(fs, sb, path, st);
@@ -1304,10 +1540,15 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 	struct open_node *n;
 	int rc;
 
+	hide_window_wait(fs->files, sb, path);
 	if (is_hidden_name(path)) {
 		/* Never in the sandbox: the node, or nothing (libfuse probes
 		 * names this way when it picks one). */
+		char from[sizeof(((struct node *)0)->path)];
+
 		n = node_find_hidden(fs->files, sb, path);
+		if (!n && hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
+			return files_getattr(fs, sb, from, st);   /* as files_open */
 		if (!n)
 			return -ENOENT;
 		node_stat(n, st);
@@ -1332,8 +1573,12 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 
 int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
 {
-	(void)fs;
-	node_stat(((struct fhandle *)(uintptr_t)fi->fh)->node, st);
+	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
+
+	node_stat(n, st);
+	pthread_mutex_lock(&fs->files->lock);
+	st->st_ino = ino_of(fs->inos, n->sb->id, n->path);
+	pthread_mutex_unlock(&fs->files->lock);
 	return 0;
 }
 
@@ -1536,10 +1781,15 @@ int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *bu
 		struct stat st;
 		bool plus = exact_attr(fs, sb, path, name, &st);
 
+		char child[4096 + 256 + 2];
+
 		if (!plus) {
 			memset(&st, 0, sizeof(st));
 			st.st_mode = h->ents[i].type;
 		}
+		/* d_ino as stat's st_ino (use_ino) */
+		if (str_printf(child, sizeof(child), "%s%s%s", path, strcmp(path, "/") ? "/" : "", name))
+			st.st_ino = ino_of(fs->inos, sb->id, child);
 		/* non-zero: the kernel's buffer is full; it asks again from here */
 		if (filler(buf, name, &st, (off_t)i + 3, plus ? FUSE_FILL_DIR_PLUS : 0))
 			break;
@@ -1954,10 +2204,25 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 	struct open_node *n;
 	int rc = 0;
 
-	files_settle(fs, sb, path);
-	n = node_get(fs->files, sb, path);
-	if (!n)
-		return -ENOMEM;
+	if (is_hidden_name(path) && !create) {
+		/* An open of a file libfuse hid (unlinked or replaced while
+		 * open), through a name the kernel still caches: it shares
+		 * what the other descriptors read, or after the last of them
+		 * closed, opens the name it was hidden from (HIDDEN_NAMES). */
+		char from[sizeof(((struct node *)0)->path)];
+
+		n = node_find_hidden(fs->files, sb, path);
+		if (!n) {
+			if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
+				return -ESTALE;
+			return files_open(fs, sb, from, fi, false, 0);
+		}
+	} else {
+		files_settle(fs, sb, path);
+		n = node_get(fs->files, sb, path);
+		if (!n)
+			return -ENOMEM;
+	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		rc = -ENOMEM;
@@ -3050,6 +3315,8 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	}
 	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
 	link_drop(fs, sb, from, false);
+	hidden_name_note(fs->files, sb, to, from);
+	hide_window_open(fs->files, sb, from);
 	return 0;
 }
 
@@ -3124,7 +3391,24 @@ static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *
 	return done;
 }
 
+static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags);
+
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
+{
+	bool held;
+	int rc;
+
+	if (is_hidden_name(to))
+		return hide_open_file(fs, sb, from, to);
+	/* Lookups of a destination just hidden wait until it is there again. */
+	held = hide_window_renaming(fs->files, sb, to, true);
+	rc = rename_path(fs, sb, from, to, flags);
+	if (held)
+		hide_window_renaming(fs->files, sb, to, false);
+	return rc;
+}
+
+static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
@@ -3139,8 +3423,6 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 		return -EINVAL;
 	if (!strcmp(from, to))
 		return 0;
-	if (is_hidden_name(to))
-		return hide_open_file(fs, sb, from, to);
 	if (is_hidden_name(from))
 		return -ENOENT;
 	/* Over an open file libfuse just hid: its delete is not needed, mv -T
@@ -3238,6 +3520,9 @@ static void note_attr_change(struct dfs *fs, struct sandbox *sb, const char *pat
 
 	if (r == CACHE_HIT || listed) {
 		fn(&st, arg);
+		/* The sandbox sets ctime to its now; until its value is read
+		 * back, ours shows that it moved. */
+		clock_gettime(CLOCK_REALTIME, &st.st_ctim);
 		cache_update(fs->cache, sb->id, path, CACHE_CHANGED, &st, r == CACHE_HIT);
 	} else {
 		cache_invalidate(fs->cache, sb->id, path);

@@ -17,6 +17,7 @@
 #include "ctl.h"
 #include "daytona.h"
 #include "exec.h"
+#include "inode.h"
 #include "options.h"
 #include "registry.h"
 #include "stage.h"
@@ -108,6 +109,7 @@ struct dfs {
 	struct stage_area *stage;
 	struct recovery *recovery; /* what a dead mount left staged (recover.h) */
 	struct exec_mgr *exec;
+	struct ino_table *inos;   /* st_ino for the mount's life (inode.h) */
 
 	pthread_mutex_t lock;     /* the sandbox registry and the snapshot list */
 	struct sandbox *sandboxes;
