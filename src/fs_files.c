@@ -1203,10 +1203,19 @@ static int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *
 
 	if (list_mode_get(fs, sb) != LIST_API)
 		files_add_stat_print(cmd, path);
-	rc = cmd->oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(cmd), &out);
+	if (cmd->oom) {
+		sb_free(cmd);
+		return -ENOMEM;
+	}
+	rc = run_fs_command(fs, sb, sb_str(cmd), &out);
 	sb_free(cmd);
 	if (rc == 0)
 		note_command_result(fs, sb, path, out, what);
+	else
+		/* The command may have run (an answer lost in transit), or the
+		 * sandbox knows better (EEXIST): what is cached of the path and
+		 * its parent's listing is no longer to be trusted. */
+		cache_invalidate_tree(fs->cache, sb->id, path);
 	free(out);
 	return rc;
 }

@@ -254,6 +254,28 @@ def test_rename_whose_flush_fails_keeps_the_data_for_close(mount, sandbox, tdir,
     assert in_sandbox(server, sid, spath + "/moved.txt") is None
 
 
+# ---- a change by command whose answer was lost is not hidden by the cache -----------------------
+
+def test_mkdir_whose_answer_was_lost_is_seen(mount, sandbox, tdir, server, faults):
+    """mkdir runs a command; when its answer is cut, the directory may exist
+    all the same. The next mkdir says EEXIST, and the directory must then be
+    usable at once, not hidden for the cache's lifetime by what the mount
+    believed before."""
+    local, spath = tdir
+    os.listdir(local)                       # a fresh listing of the parent, without "sub"
+    sub = os.path.join(local, "sub")
+    mount.settle()
+    faults({"pattern": "/process/execute", "action": "reset_mid_body", "count": 1})
+    with pytest.raises(OSError):
+        os.mkdir(sub)
+    server.local("DELETE", "/_local/faults")
+    with pytest.raises(FileExistsError):
+        os.mkdir(sub)
+    assert os.path.isdir(sub)
+    write(os.path.join(sub, "f"), "in sub\n")
+    assert read(os.path.join(sub, "f")) == "in sub\n"
+
+
 # ---- D6: a silent long request is not cut by the stall limit ------------------------------------
 
 def test_silent_stdin_batch_outlives_the_stall_limit(server, tmp_root, sandbox):
