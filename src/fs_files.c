@@ -1980,54 +1980,104 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	sb_free(&cmd);
 }
 
+/* Runs an upload's copy command: through run_fs_command when the mount
+ * knows the sandbox, else (crash recovery) straight to the toolbox. */
+static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *script)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	struct dt_error err = { 0 };
+	char *out = NULL;
+	int code = -1, rc;
+
+	if (sb)
+		return run_fs_command(fs, sb, script, NULL);
+	sb_adds(&cmd, FILES_SH_PREFIX);
+	sb_adds(&cmd, script);
+	rc = cmd.oom ? -ENOMEM : dt_exec_within(fs->dt, box, sb_str(&cmd), "/", fs->opt.timeout_s, &code, &out, &err);
+	if (rc == 0 && code != 0)
+		rc = errno_from_message(out);
+	else if (rc < 0)
+		log_warn("%s: %s", box->id, err.message);
+	free(out);
+	sb_free(&cmd);
+	return rc;
+}
+
 /*
- * Sends the stage to n->path. The toolbox trims white space from both ends
- * of an upload's path (Go's strings.TrimSpace), so "notes " would be written
- * over "notes": such a path is uploaded under a temporary name in the same
- * directory, and one command copies that into the file and removes it. The
- * copy (cat, not mv) keeps an existing file's inode, mode, owner and links,
- * as an upload in place does. Caller holds n->lock.
+ * Sends size bytes of fd to path. The toolbox trims white space from both
+ * ends of an upload's path (Go's strings.TrimSpace), so "notes " would be
+ * written over "notes": such a path is uploaded under a temporary name in
+ * the same directory, and one command copies that into the file and removes
+ * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
+ * links, as an upload in place does. sb is NULL when the mount does not know
+ * the sandbox (crash recovery).
  */
-static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
+		    uint64_t size, struct dt_error *err)
 {
 	static unsigned long seq;
 	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
-	const char *slash = strrchr(n->path, '/');
-	struct dt_box box;
+	const char *slash = strrchr(path, '/');
 	int rc;
 
-	sandbox_box(n->sb, &box);
-	if (!slash || !dt_upload_path_trimmed(n->path))
-		return dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
-	sb_add(&tmp, n->path, (size_t)(slash - n->path) + 1);
+	if (!slash || !dt_upload_path_trimmed(path))
+		return dt_fs_upload_fd(fs->dt, box, path, fd, size, err);
+	sb_add(&tmp, path, (size_t)(slash - path) + 1);
 	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
 	sb_adds(&cmd, "cat -- ");
 	sh_word(&cmd, sb_str(&tmp));
 	sb_adds(&cmd, " > ");
-	sh_word(&cmd, n->path);
+	sh_word(&cmd, path);
 	sb_adds(&cmd, "; rc=$?; rm -f -- ");
 	sh_word(&cmd, sb_str(&tmp));
 	sb_adds(&cmd, "; exit $rc");
 	if (tmp.oom || cmd.oom) {
-		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", n->path);
+		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
 		goto out;
 	}
-	rc = dt_fs_upload_fd(fs->dt, &box, sb_str(&tmp), stage_fd(n->stage), stage_size(n->stage), err);
+	rc = dt_fs_upload_fd(fs->dt, box, sb_str(&tmp), fd, size, err);
 	if (rc < 0) {
 		struct dt_error ignored = { 0 };
 
 		/* A part of it may have been written. */
-		dt_fs_delete(fs->dt, &box, sb_str(&tmp), false, &ignored);
+		dt_fs_delete(fs->dt, box, sb_str(&tmp), false, &ignored);
 		goto out;
 	}
-	rc = run_fs_command(fs, n->sb, sb_str(&cmd), NULL);
+	rc = upload_command(fs, sb, box, sb_str(&cmd));
 	if (rc < 0)
-		dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", n->path,
+		dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
 			     strerror(-rc));
 out:
 	sb_free(&tmp);
 	sb_free(&cmd);
 	return rc;
+}
+
+/* chmod of path for crash recovery: the file API's chmod trims the path as
+ * its upload does, so a name with white space at its ends gets a command. */
+int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	int rc;
+
+	if (!dt_upload_path_trimmed(path))
+		return dt_fs_chmod(fs->dt, box, path, mode, err);
+	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
+	sh_word(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));
+	if (rc < 0)
+		dt_error_set(err, rc, 0, "chmod %s: %s", path, strerror(-rc));
+	sb_free(&cmd);
+	return rc;
+}
+
+/* Sends the stage to n->path (files_upload_fd). Caller holds n->lock. */
+static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+{
+	struct dt_box box;
+
+	sandbox_box(n->sb, &box);
+	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
 }
 
 /* ---- the crash journal (journal.h) ------------------------------------------------ */

@@ -242,7 +242,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 			close(fd);
 		return false;
 	}
-	rc = dt_fs_upload_fd(fs->dt, box, rec->path, fd, rec->size, &err);
+	rc = files_upload_fd(fs, NULL, box, rec->path, fd, rec->size, &err);
 	close(fd);
 	if (rc < 0) {
 		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged, to be tried again)",
@@ -251,7 +251,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 	}
 	/* The toolbox creates files 0644: a new file gets the mode it was made with. */
 	if (rec->base.kind == JOURNAL_BASE_NEW && rec->mode != 0644 &&
-	    dt_fs_chmod(fs->dt, box, rec->path, rec->mode, &err) < 0)
+	    files_chmod_path(fs, box, rec->path, rec->mode, &err) < 0)
 		log_warn("crash recovery: %s: chmod %o %s: %s", rec->sandbox_name, rec->mode, rec->path, err.message);
 	cache_invalidate(fs->cache, rec->sandbox_id, rec->path);
 	log_warn("crash recovery: %s: %s uploaded (%llu bytes staged before a crash)", rec->sandbox_name,

@@ -178,6 +178,32 @@ def test_kill_after_a_failed_upload_at_close_uploads_it_at_the_next_mount(crashy
     assert unsaved(m2, "pending.txt") == []
 
 
+def test_recovery_of_a_name_with_white_space_at_its_end_never_lands_on_the_trimmed_name(crashy, server, tmp_root):
+    """The toolbox trims an upload's path: recovery uploads "notes " under a
+    temporary name and copies it into place, as a close does."""
+    m, sb, tb = crashy
+    tb.upload(f"{HOME}/notes", b"the other file\n")
+    p = m.p(sb, "work", "notes ")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("staged for notes-space\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert tb.download(f"{HOME}/notes") == b"the other file\n"
+    assert read(m2.p(sb, "work", "notes ")) == "staged for notes-space\n"
+    assert not [n for n in os.listdir(m2.p(sb, "work")) if n.startswith(".daytonafs-upload")]
+    assert unsaved(m2, "notes") == []
+
+
 def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "edit.txt")
