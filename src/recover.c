@@ -131,9 +131,17 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		e->answer = SB_DOWN;
 		log_warn("crash recovery: sandbox %s is %s: its files stay staged for a later mount, or until it "
 			 "is started", rec->sandbox_name, d.state);
+	} else if (!d.toolbox_url[0] &&
+		   dt_sandbox_toolbox_url(r->fs->dt, rec->sandbox_id, e->toolbox_url, sizeof(e->toolbox_url), &err) < 0) {
+		/* D10: the Sandbox object may carry no toolboxProxyUrl; it is
+		 * asked for as sandbox_box does, and a failure is tried again. */
+		e->answer = SB_DOWN;
+		log_warn("crash recovery: sandbox %s (%s): its toolbox address: %s; its staged files stay for a later try",
+			 rec->sandbox_name, rec->sandbox_id, err.message);
 	} else {
 		e->answer = SB_STARTED;
-		str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
+		if (d.toolbox_url[0])
+			str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
 	}
 	dt_sandbox_clear(&d);
 	e->next = r->seen;

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import LIVE_MOUNTS, Mount, create_sandbox, read
+from conftest import LIVE_MOUNTS, Mount, Server, create_sandbox, read
 from test_posix import Toolbox
 
 HOME = "/home/daytona"
@@ -202,6 +202,44 @@ def test_recovery_of_a_name_with_white_space_at_its_end_never_lands_on_the_trimm
     assert read(m2.p(sb, "work", "notes ")) == "staged for notes-space\n"
     assert not [n for n in os.listdir(m2.p(sb, "work")) if n.startswith(".daytonafs-upload")]
     assert unsaved(m2, "notes") == []
+
+
+@pytest.fixture
+def crashy_d10(tmp_root):
+    """crashy, on a server of its own whose Sandbox objects carry an empty toolboxProxyUrl (D10)."""
+    tmp = os.path.join(tmp_root, "d10-" + uuid.uuid4().hex[:6])
+    os.makedirs(tmp)
+    server = Server(tmp, ["--empty-toolbox-url"])
+    m = Mount(server, tmp, name="crash")
+    sb = create_sandbox(m, "c")
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    yield server, tmp, m, sb, Toolbox(server, sb), sid
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+    server.stop()
+
+
+def test_recovery_asks_for_the_toolbox_address_when_the_sandbox_gives_none(crashy_d10):
+    server, tmp, m, sb, tb, sid = crashy_d10
+    p = m.p(sb, "work", "pending.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("close failed, still pending\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    asked = server.count("/toolbox-proxy-url", "GET")
+    m2 = remount(server, tmp, m)
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied", limit=20)
+    assert tb.download(f"{HOME}/pending.txt") == b"close failed, still pending\n"
+    assert server.count("/toolbox-proxy-url", "GET") > asked
+    assert unsaved(m2, "pending.txt") == []
 
 
 def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, server, tmp_root):
