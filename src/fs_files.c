@@ -2010,7 +2010,8 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_bo
  * the same directory, and one command copies that into the file and removes
  * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
  * links, as an upload in place does. sb is NULL when the mount does not know
- * the sandbox (crash recovery).
+ * the sandbox (crash recovery); with sb, a sandbox known to run no commands
+ * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
  */
 int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
 		    uint64_t size, struct dt_error *err)
@@ -2022,6 +2023,9 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 
 	if (!slash || !dt_upload_path_trimmed(path))
 		return dt_fs_upload_fd(fs->dt, box, path, fd, size, err);
+	if (sb && list_mode_get(fs, sb) == LIST_API)
+		return dt_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
+				    "API would write a name with white space at its ends over the trimmed name", path);
 	sb_add(&tmp, path, (size_t)(slash - path) + 1);
 	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
 	sb_adds(&cmd, "cat -- ");
@@ -2036,17 +2040,20 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		goto out;
 	}
 	rc = dt_fs_upload_fd(fs->dt, box, sb_str(&tmp), fd, size, err);
+	if (rc == 0) {
+		rc = upload_command(fs, sb, box, sb_str(&cmd));
+		if (rc < 0)
+			dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
+				     strerror(-rc));
+	}
 	if (rc < 0) {
 		struct dt_error ignored = { 0 };
 
-		/* A part of it may have been written. */
+		/* A part of it may have been written, or the copy's request
+		 * failed before its rm ran: no copy is left in the user's
+		 * directory (the result does not matter). */
 		dt_fs_delete(fs->dt, box, sb_str(&tmp), false, &ignored);
-		goto out;
 	}
-	rc = upload_command(fs, sb, box, sb_str(&cmd));
-	if (rc < 0)
-		dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
-			     strerror(-rc));
 out:
 	sb_free(&tmp);
 	sb_free(&cmd);
