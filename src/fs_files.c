@@ -183,6 +183,9 @@ struct open_table {
 	struct dfs *fs;
 	struct hide_window *hides; /* under lock; hide_cond signals their end */
 	pthread_cond_t hide_cond;
+	const char *recover_id;   /* under lock: the file crash recovery is uploading */
+	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
+	pthread_cond_t recover_cond;
 	struct {                  /* under lock: a ring of the last hides */
 		const struct sandbox *sb;
 		char *hidden;
@@ -222,6 +225,7 @@ struct open_table *open_table_new(void)
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->wb_run, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
+	pthread_cond_init(&t->recover_cond, NULL);
 	return t;
 }
 
@@ -263,6 +267,7 @@ void open_table_free(struct open_table *t)
 		free(t->hidden_names[i].from);
 	}
 	pthread_cond_destroy(&t->hide_cond);
+	pthread_cond_destroy(&t->recover_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -281,6 +286,10 @@ static struct open_node *node_get(struct open_table *t, struct sandbox *sb, cons
 	struct open_node *n;
 
 	pthread_mutex_lock(&t->lock);
+	/* A file crash recovery is uploading gets its node after that upload:
+	 * what this open writes then lands after recovery's older copy. */
+	while (t->recover_path && !strcmp(t->recover_id, sb->id) && !strcmp(t->recover_path, path))
+		pthread_cond_wait(&t->recover_cond, &t->lock);
 	n = node_lookup_locked(t, sb, path);
 	if (n) {
 		n->refs++;
@@ -3952,15 +3961,30 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 	return 0;
 }
 
-bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path)
+bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path)
 {
+	struct open_table *t = fs->files;
 	bool open = false;
 
-	pthread_mutex_lock(&fs->files->lock);
-	for (struct open_node *n = fs->files->head; n && !open; n = n->next)
+	pthread_mutex_lock(&t->lock);
+	for (struct open_node *n = t->head; n && !open; n = n->next)
 		open = !n->unlinked && !strcmp(n->sb->id, sandbox_id) && !strcmp(n->path, path);
-	pthread_mutex_unlock(&fs->files->lock);
-	return open;
+	if (!open) {
+		t->recover_id = sandbox_id;
+		t->recover_path = path;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return !open;
+}
+
+void files_recovery_done(struct dfs *fs)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	t->recover_id = t->recover_path = NULL;
+	pthread_cond_broadcast(&t->recover_cond);
+	pthread_mutex_unlock(&t->lock);
 }
 
 void files_flush_all(struct dfs *fs)

@@ -315,7 +315,7 @@ static bool recover_one(struct recovery *r, const char *name)
 	enum journal_action act = JOURNAL_KEEP;
 	char why[256], *p = NULL;
 	struct stat st;
-	bool present;
+	bool present, claimed = false;
 	int rc;
 
 	if (!rec)
@@ -334,10 +334,15 @@ static bool recover_one(struct recovery *r, const char *name)
 		act = journal_check_remote(rec, &remote, why, sizeof(why));
 	}
 	/* Someone opened it through this mount before recovery got to it:
-	 * their close would replace what recovery uploads, unseen. */
-	if (act == JOURNAL_UPLOAD && files_path_open(fs, rec->sandbox_id, rec->path)) {
-		act = JOURNAL_UNSAVED;
-		str_copy(why, sizeof(why), "the file was opened through the new mount before recovery reached it");
+	 * their close would replace what recovery uploads, unseen. Else
+	 * opens of it wait until the upload is done, and land after it. */
+	if (act == JOURNAL_UPLOAD) {
+		claimed = files_recovery_claim(fs, rec->sandbox_id, rec->path);
+		if (!claimed) {
+			act = JOURNAL_UNSAVED;
+			str_copy(why, sizeof(why),
+				 "the file was opened through the new mount before recovery reached it");
+		}
 	}
 	switch (act) {
 	case JOURNAL_UPLOAD:
@@ -357,6 +362,8 @@ static bool recover_one(struct recovery *r, const char *name)
 	case JOURNAL_ASK:
 		break;
 	}
+	if (claimed)
+		files_recovery_done(fs);
 out:
 	free(p);
 	free(rec);

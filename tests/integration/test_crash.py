@@ -299,6 +299,36 @@ def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, serve
     assert tb.download(f"{HOME}/reopened.txt") == b"version 1\n"
 
 
+def test_a_close_through_the_new_mount_during_recovery_upload_lands_after_it(crashy, server, tmp_root):
+    """An open of a file recovery is uploading waits for that upload: the
+    newer close is never overwritten by recovery's older copy."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "pending.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("older, staged before the crash\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # recovery's upload is refused once, and retried after Retry-After
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 503, "retry_after": 3,
+                                            "count": 1})
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's first upload")
+    with open(m2.p(sb, "work", "pending.txt"), "w") as g:
+        g.write("newer, written after the crash\n")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    m2.settle()
+    assert tb.download(f"{HOME}/pending.txt") == b"newer, written after the crash\n"
+    assert unsaved(m2, "pending.txt") == []
+
+
 def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "both.txt")
