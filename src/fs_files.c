@@ -183,6 +183,9 @@ struct open_table {
 	struct dfs *fs;
 	struct hide_window *hides; /* under lock; hide_cond signals their end */
 	pthread_cond_t hide_cond;
+	const char *recover_id;   /* under lock: the file crash recovery is uploading */
+	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
+	pthread_cond_t recover_cond;
 	struct {                  /* under lock: a ring of the last hides */
 		const struct sandbox *sb;
 		char *hidden;
@@ -222,6 +225,7 @@ struct open_table *open_table_new(void)
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->wb_run, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
+	pthread_cond_init(&t->recover_cond, NULL);
 	return t;
 }
 
@@ -263,6 +267,7 @@ void open_table_free(struct open_table *t)
 		free(t->hidden_names[i].from);
 	}
 	pthread_cond_destroy(&t->hide_cond);
+	pthread_cond_destroy(&t->recover_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -281,6 +286,10 @@ static struct open_node *node_get(struct open_table *t, struct sandbox *sb, cons
 	struct open_node *n;
 
 	pthread_mutex_lock(&t->lock);
+	/* A file crash recovery is uploading gets its node after that upload:
+	 * what this open writes then lands after recovery's older copy. */
+	while (t->recover_path && !strcmp(t->recover_id, sb->id) && !strcmp(t->recover_path, path))
+		pthread_cond_wait(&t->recover_cond, &t->lock);
 	n = node_lookup_locked(t, sb, path);
 	if (n) {
 		n->refs++;
@@ -1989,54 +1998,111 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	sb_free(&cmd);
 }
 
+/* Runs an upload's copy command: through run_fs_command when the mount
+ * knows the sandbox, else (crash recovery) straight to the toolbox. */
+static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *script)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	struct dt_error err = { 0 };
+	char *out = NULL;
+	int code = -1, rc;
+
+	if (sb)
+		return run_fs_command(fs, sb, script, NULL);
+	sb_adds(&cmd, FILES_SH_PREFIX);
+	sb_adds(&cmd, script);
+	rc = cmd.oom ? -ENOMEM : dt_exec_within(fs->dt, box, sb_str(&cmd), "/", fs->opt.timeout_s, &code, &out, &err);
+	if (rc == 0 && code != 0)
+		rc = errno_from_message(out);
+	else if (rc < 0)
+		log_warn("%s: %s", box->id, err.message);
+	free(out);
+	sb_free(&cmd);
+	return rc;
+}
+
 /*
- * Sends the stage to n->path. The toolbox trims white space from both ends
- * of an upload's path (Go's strings.TrimSpace), so "notes " would be written
- * over "notes": such a path is uploaded under a temporary name in the same
- * directory, and one command copies that into the file and removes it. The
- * copy (cat, not mv) keeps an existing file's inode, mode, owner and links,
- * as an upload in place does. Caller holds n->lock.
+ * Sends size bytes of fd to path. The toolbox trims white space from both
+ * ends of an upload's path (Go's strings.TrimSpace), so "notes " would be
+ * written over "notes": such a path is uploaded under a temporary name in
+ * the same directory, and one command copies that into the file and removes
+ * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
+ * links, as an upload in place does. sb is NULL when the mount does not know
+ * the sandbox (crash recovery); with sb, a sandbox known to run no commands
+ * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
  */
-static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
+		    uint64_t size, struct dt_error *err)
 {
 	static unsigned long seq;
 	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
-	const char *slash = strrchr(n->path, '/');
-	struct dt_box box;
+	const char *slash = strrchr(path, '/');
 	int rc;
 
-	sandbox_box(n->sb, &box);
-	if (!slash || !dt_upload_path_trimmed(n->path))
-		return dt_fs_upload_fd(fs->dt, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
-	sb_add(&tmp, n->path, (size_t)(slash - n->path) + 1);
+	if (!slash || !dt_upload_path_trimmed(path))
+		return dt_fs_upload_fd(fs->dt, box, path, fd, size, err);
+	if (sb && list_mode_get(fs, sb) == LIST_API)
+		return dt_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
+				    "API would write a name with white space at its ends over the trimmed name", path);
+	sb_add(&tmp, path, (size_t)(slash - path) + 1);
 	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
 	sb_adds(&cmd, "cat -- ");
 	sh_word(&cmd, sb_str(&tmp));
 	sb_adds(&cmd, " > ");
-	sh_word(&cmd, n->path);
+	sh_word(&cmd, path);
 	sb_adds(&cmd, "; rc=$?; rm -f -- ");
 	sh_word(&cmd, sb_str(&tmp));
 	sb_adds(&cmd, "; exit $rc");
 	if (tmp.oom || cmd.oom) {
-		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", n->path);
+		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
 		goto out;
 	}
-	rc = dt_fs_upload_fd(fs->dt, &box, sb_str(&tmp), stage_fd(n->stage), stage_size(n->stage), err);
+	rc = dt_fs_upload_fd(fs->dt, box, sb_str(&tmp), fd, size, err);
+	if (rc == 0) {
+		rc = upload_command(fs, sb, box, sb_str(&cmd));
+		if (rc < 0)
+			dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
+				     strerror(-rc));
+	}
 	if (rc < 0) {
 		struct dt_error ignored = { 0 };
 
-		/* A part of it may have been written. */
-		dt_fs_delete(fs->dt, &box, sb_str(&tmp), false, &ignored);
-		goto out;
+		/* A part of it may have been written, or the copy's request
+		 * failed before its rm ran: no copy is left in the user's
+		 * directory (the result does not matter). */
+		dt_fs_delete(fs->dt, box, sb_str(&tmp), false, &ignored);
 	}
-	rc = run_fs_command(fs, n->sb, sb_str(&cmd), NULL);
-	if (rc < 0)
-		dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", n->path,
-			     strerror(-rc));
 out:
 	sb_free(&tmp);
 	sb_free(&cmd);
 	return rc;
+}
+
+/* chmod of path for crash recovery: the file API's chmod trims the path as
+ * its upload does, so a name with white space at its ends gets a command. */
+int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	int rc;
+
+	if (!dt_upload_path_trimmed(path))
+		return dt_fs_chmod(fs->dt, box, path, mode, err);
+	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
+	sh_word(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));
+	if (rc < 0)
+		dt_error_set(err, rc, 0, "chmod %s: %s", path, strerror(-rc));
+	sb_free(&cmd);
+	return rc;
+}
+
+/* Sends the stage to n->path (files_upload_fd). Caller holds n->lock. */
+static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+{
+	struct dt_box box;
+
+	sandbox_box(n->sb, &box);
+	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
 }
 
 /* ---- the crash journal (journal.h) ------------------------------------------------ */
@@ -3904,15 +3970,30 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
 	return 0;
 }
 
-bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path)
+bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path)
 {
+	struct open_table *t = fs->files;
 	bool open = false;
 
-	pthread_mutex_lock(&fs->files->lock);
-	for (struct open_node *n = fs->files->head; n && !open; n = n->next)
+	pthread_mutex_lock(&t->lock);
+	for (struct open_node *n = t->head; n && !open; n = n->next)
 		open = !n->unlinked && !strcmp(n->sb->id, sandbox_id) && !strcmp(n->path, path);
-	pthread_mutex_unlock(&fs->files->lock);
-	return open;
+	if (!open) {
+		t->recover_id = sandbox_id;
+		t->recover_path = path;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return !open;
+}
+
+void files_recovery_done(struct dfs *fs)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	t->recover_id = t->recover_path = NULL;
+	pthread_cond_broadcast(&t->recover_cond);
+	pthread_mutex_unlock(&t->lock);
 }
 
 void files_flush_all(struct dfs *fs)

@@ -210,9 +210,19 @@ void files_settle(struct dfs *fs, struct sandbox *sb, const char *path);
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
-/* Whether a descriptor of this mount is open on that sandbox file (crash
- * recovery does not upload under it). */
-bool files_path_open(struct dfs *fs, const char *sandbox_id, const char *path);
+/* Crash recovery's hold on a sandbox file while it uploads it: false when
+ * a descriptor of this mount has it open (recovery does not upload under
+ * it); else opens of it wait until files_recovery_done, so that a close
+ * through this mount always lands after recovery's copy. The strings must
+ * last until files_recovery_done. */
+bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path);
+void files_recovery_done(struct dfs *fs);
+/* Uploads size bytes of fd to path, safely for a name with white space at its
+ * ends (a temporary name and a copy); sb may be NULL (crash recovery). */
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
+		    uint64_t size, struct dt_error *err);
+/* chmod path, with a command for a name the file API would trim. */
+int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err);
 /* The sandbox's cached metadata is stale (a command ran). */
 void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id);
 

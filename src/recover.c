@@ -131,9 +131,17 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		e->answer = SB_DOWN;
 		log_warn("crash recovery: sandbox %s is %s: its files stay staged for a later mount, or until it "
 			 "is started", rec->sandbox_name, d.state);
+	} else if (!d.toolbox_url[0] &&
+		   dt_sandbox_toolbox_url(r->fs->dt, rec->sandbox_id, e->toolbox_url, sizeof(e->toolbox_url), &err) < 0) {
+		/* D10: the Sandbox object may carry no toolboxProxyUrl; it is
+		 * asked for as sandbox_box does, and a failure is tried again. */
+		e->answer = SB_DOWN;
+		log_warn("crash recovery: sandbox %s (%s): its toolbox address: %s; its staged files stay for a later try",
+			 rec->sandbox_name, rec->sandbox_id, err.message);
 	} else {
 		e->answer = SB_STARTED;
-		str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
+		if (d.toolbox_url[0])
+			str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
 	}
 	dt_sandbox_clear(&d);
 	e->next = r->seen;
@@ -242,7 +250,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 			close(fd);
 		return false;
 	}
-	rc = dt_fs_upload_fd(fs->dt, box, rec->path, fd, rec->size, &err);
+	rc = files_upload_fd(fs, NULL, box, rec->path, fd, rec->size, &err);
 	close(fd);
 	if (rc < 0) {
 		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged, to be tried again)",
@@ -251,7 +259,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 	}
 	/* The toolbox creates files 0644: a new file gets the mode it was made with. */
 	if (rec->base.kind == JOURNAL_BASE_NEW && rec->mode != 0644 &&
-	    dt_fs_chmod(fs->dt, box, rec->path, rec->mode, &err) < 0)
+	    files_chmod_path(fs, box, rec->path, rec->mode, &err) < 0)
 		log_warn("crash recovery: %s: chmod %o %s: %s", rec->sandbox_name, rec->mode, rec->path, err.message);
 	cache_invalidate(fs->cache, rec->sandbox_id, rec->path);
 	log_warn("crash recovery: %s: %s uploaded (%llu bytes staged before a crash)", rec->sandbox_name,
@@ -307,7 +315,7 @@ static bool recover_one(struct recovery *r, const char *name)
 	enum journal_action act = JOURNAL_KEEP;
 	char why[256], *p = NULL;
 	struct stat st;
-	bool present;
+	bool present, claimed = false;
 	int rc;
 
 	if (!rec)
@@ -326,10 +334,15 @@ static bool recover_one(struct recovery *r, const char *name)
 		act = journal_check_remote(rec, &remote, why, sizeof(why));
 	}
 	/* Someone opened it through this mount before recovery got to it:
-	 * their close would replace what recovery uploads, unseen. */
-	if (act == JOURNAL_UPLOAD && files_path_open(fs, rec->sandbox_id, rec->path)) {
-		act = JOURNAL_UNSAVED;
-		str_copy(why, sizeof(why), "the file was opened through the new mount before recovery reached it");
+	 * their close would replace what recovery uploads, unseen. Else
+	 * opens of it wait until the upload is done, and land after it. */
+	if (act == JOURNAL_UPLOAD) {
+		claimed = files_recovery_claim(fs, rec->sandbox_id, rec->path);
+		if (!claimed) {
+			act = JOURNAL_UNSAVED;
+			str_copy(why, sizeof(why),
+				 "the file was opened through the new mount before recovery reached it");
+		}
 	}
 	switch (act) {
 	case JOURNAL_UPLOAD:
@@ -349,6 +362,8 @@ static bool recover_one(struct recovery *r, const char *name)
 	case JOURNAL_ASK:
 		break;
 	}
+	if (claimed)
+		files_recovery_done(fs);
 out:
 	free(p);
 	free(rec);

@@ -32,12 +32,12 @@ LIVE_MOUNTS = []
 
 
 class Server:
-    def __init__(self, tmp):
+    def __init__(self, tmp, extra_args=()):
         self.data = os.path.join(tmp, "server-data")
         self.log = open(os.path.join(tmp, "server.log"), "w")
         self.proc = subprocess.Popen(
             [os.path.join(ROOT, "scripts", "daytona-local"), "--port", "0", "--data", self.data,
-             "--api-key", API_KEY, "--transition-ms", "20", "--quiet"],
+             "--api-key", API_KEY, "--transition-ms", "20", "--quiet", *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("http"):

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import LIVE_MOUNTS, Mount, create_sandbox, read
+from conftest import LIVE_MOUNTS, Mount, Server, create_sandbox, read
 from test_posix import Toolbox
 
 HOME = "/home/daytona"
@@ -178,6 +178,70 @@ def test_kill_after_a_failed_upload_at_close_uploads_it_at_the_next_mount(crashy
     assert unsaved(m2, "pending.txt") == []
 
 
+def test_recovery_of_a_name_with_white_space_at_its_end_never_lands_on_the_trimmed_name(crashy, server, tmp_root):
+    """The toolbox trims an upload's path: recovery uploads "notes " under a
+    temporary name and copies it into place, as a close does."""
+    m, sb, tb = crashy
+    tb.upload(f"{HOME}/notes", b"the other file\n")
+    p = m.p(sb, "work", "notes ")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("staged for notes-space\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert tb.download(f"{HOME}/notes") == b"the other file\n"
+    assert read(m2.p(sb, "work", "notes ")) == "staged for notes-space\n"
+    assert not [n for n in os.listdir(m2.p(sb, "work")) if n.startswith(".daytonafs-upload")]
+    assert unsaved(m2, "notes") == []
+
+
+@pytest.fixture
+def crashy_d10(tmp_root):
+    """crashy, on a server of its own whose Sandbox objects carry an empty toolboxProxyUrl (D10)."""
+    tmp = os.path.join(tmp_root, "d10-" + uuid.uuid4().hex[:6])
+    os.makedirs(tmp)
+    server = Server(tmp, ["--empty-toolbox-url"])
+    m = Mount(server, tmp, name="crash")
+    sb = create_sandbox(m, "c")
+    sid = server.api("GET", f"/sandbox/{sb}")["id"]
+    yield server, tmp, m, sb, Toolbox(server, sb), sid
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+    server.stop()
+
+
+def test_recovery_asks_for_the_toolbox_address_when_the_sandbox_gives_none(crashy_d10):
+    server, tmp, m, sb, tb, sid = crashy_d10
+    p = m.p(sb, "work", "pending.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("close failed, still pending\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    asked = server.count("/toolbox-proxy-url", "GET")
+    m2 = remount(server, tmp, m)
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied", limit=20)
+    assert tb.download(f"{HOME}/pending.txt") == b"close failed, still pending\n"
+    assert server.count("/toolbox-proxy-url", "GET") > asked
+    assert unsaved(m2, "pending.txt") == []
+
+
 def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "edit.txt")
@@ -233,6 +297,36 @@ def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, serve
     assert read(kept[0][0]) == "from the dead mount\n"
     assert "opened through the new mount" in kept[0][1]
     assert tb.download(f"{HOME}/reopened.txt") == b"version 1\n"
+
+
+def test_a_close_through_the_new_mount_during_recovery_upload_lands_after_it(crashy, server, tmp_root):
+    """An open of a file recovery is uploading waits for that upload: the
+    newer close is never overwritten by recovery's older copy."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "pending.txt")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, "w")
+    f = open(p, "w")
+    f.write("older, staged before the crash\n")
+    with pytest.raises(OSError):
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    # recovery's upload is refused once, and retried after Retry-After
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 503, "retry_after": 3,
+                                            "count": 1})
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's first upload")
+    with open(m2.p(sb, "work", "pending.txt"), "w") as g:
+        g.write("newer, written after the crash\n")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    m2.settle()
+    assert tb.download(f"{HOME}/pending.txt") == b"newer, written after the crash\n"
+    assert unsaved(m2, "pending.txt") == []
 
 
 def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import API_KEY, ctl, read, write
+from conftest import API_KEY, create_sandbox, ctl, read, write
 
 
 @pytest.fixture
@@ -196,6 +196,50 @@ def test_trailing_space_rewrite_keeps_mode_and_reads_back(mount, sandbox, tdir, 
     with open(p, "a") as f:                 # append: the content is downloaded and extended
         f.write("echo three\n")
     assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\necho three\n"
+
+
+def test_a_failed_copy_into_a_white_space_name_leaves_no_temporary_file(mount, sandbox, tdir, server, faults):
+    """The copy command's request fails: the temporary upload is deleted, not
+    left in the user's directory (a full copy each try)."""
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    f = open(os.path.join(local, "notes "), "w")
+    f.write("x\n")
+    mount.settle()
+    faults({"pattern": "/process/execute", "status": 400, "count": 1})
+    with pytest.raises(OSError):
+        f.close()
+    mount.settle()
+    # the release's retry then copies it into place (the deadline only bounds a failure)
+    deadline = time.time() + 30
+    while [e["status"] for e in server.local("GET", "/_local/log")
+           if e["path"].endswith("/process/execute")][-2:] != [400, 200]:
+        assert time.time() < deadline, "the retried copy never ran"
+        time.sleep(0.1)
+    assert in_sandbox(server, sid, spath + "/notes ") == b"x\n"
+    assert in_sandbox(server, sid, spath + "/notes") is None
+    assert not [n for n in sandbox_names(server, sid, spath) if n.startswith(".daytonafs-upload")]
+
+
+def test_a_white_space_name_is_refused_when_the_sandbox_runs_no_commands(mount, server, faults):
+    """Without commands the copy into place cannot run: the close gets an
+    errno, and no upload is sent (the file API would trim the name)."""
+    sb = create_sandbox(mount, "nosh")
+    try:
+        # every command answers "no shell": listings fall back to the file API
+        faults({"pattern": "/process/execute", "status": 200,
+                "body": {"exitCode": 127, "result": "sh: not found"}})
+        d = mount.p(sb, "fs", "tmp")
+        assert "notes " not in os.listdir(d)
+        server.reset()
+        with pytest.raises(OSError) as e:
+            write(os.path.join(d, "notes "), "x\n")
+        assert e.value.errno == errno.EOPNOTSUPP
+        assert server.count("/files/bulk-upload", "POST") == 0
+        assert server.count("/files/upload", "POST") == 0
+    finally:
+        server.local("DELETE", "/_local/faults")
+        ctl(mount.p(sb, "ctl"), "delete")
 
 
 def test_upload_answer_naming_another_path_is_an_error(mount, sandbox, tdir, server, faults):
