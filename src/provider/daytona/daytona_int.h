@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * daytona_int.h - what the files of the Daytona client share and nothing
+ * above the provider folder may include: the client object, the request
+ * description and path (daytona_client.c), and the JSON helpers
+ * (daytona_json.c) that the control plane (daytona_api.c) and the toolbox
+ * (daytona_toolbox.c) both use.
+ */
+#ifndef DAYTONAFS_DAYTONA_INT_H
+#define DAYTONAFS_DAYTONA_INT_H
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "daytona.h"
+#include "strbuf.h"
+
+#define SKIP_ACTIVITY_HEADER "X-Daytona-Skip-Last-Activity-Update: true"
+
+struct dt_client {
+	struct http_client *hc;
+	char *api_url;              /* without a trailing slash */
+	char *target;
+	bool keepalive;
+	long wait_timeout_ms;
+	/* Sandboxes whose daemon runs no shell (dt_daemon_runs_shell): few or
+	 * none, so a plain array. */
+	pthread_mutex_t old_lock;
+	struct old_daemon {
+		char id[64];
+		char version[32];
+	} *old;
+	size_t n_old;
+};
+
+struct call {
+	const char *method;
+	const char *url;
+	bool toolbox;
+	const char *what;           /* for messages, e.g. "get sandbox foo" */
+	const char *json;           /* request body, or NULL */
+	const struct http_part *parts;
+	size_t n_parts;
+	const char *range;          /* a "Range: ..." header line, or NULL */
+	http_sink_fn sink;
+	void *sink_ctx;
+	size_t max_body;
+	bool idempotent;
+	bool streaming;
+	bool activity;              /* counts as sandbox activity: no skip header */
+	long timeout_ms;
+};
+
+/* Performs the call. Returns 0 on a 2xx; on any other status the mapped
+ * -errno with err set (see dt_do in daytona_client.c for the retries). */
+int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp,
+	  struct dt_error *err);
+
+/* Errors (daytona_client.c). */
+void dt_error_clear(struct dt_error *err);
+bool dt_body_message(const char *body, char *out, size_t cap);
+int dt_malformed(struct dt_error *err, long status, const char *what);
+int dt_oom(struct dt_error *err);
+
+/* URLs and bodies (daytona_client.c). */
+cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct dt_error *err);
+void dt_api_url(struct strbuf *sb, const struct dt_client *dt, const char *path);
+void dt_sandbox_url(struct strbuf *sb, const struct dt_client *dt, const char *id, const char *suffix);
+void dt_toolbox_url(struct strbuf *sb, const struct dt_box *box, const char *endpoint);
+void dt_add_query(struct strbuf *sb, const char *name, const char *value);
+
+/* The monotonic clock in ms, and a sleep that survives signals. */
+long dt_now_ms(void);
+void dt_sleep_ms(long ms);
+
+/* JSON getters and builders (daytona_json.c). */
+const char *dt_jstr(const cJSON *obj, const char *key);
+void dt_jcopy(char *dst, size_t cap, const cJSON *obj, const char *key);
+void dt_jtime(struct timespec *ts, const cJSON *obj, const char *key);
+char *dt_pretty_json(const cJSON *obj);
+bool dt_set_string(cJSON *obj, const char *key, const char *value);
+bool dt_add_kv_object(cJSON *root, const char *key, const struct dt_kv *kv, size_t n, cJSON **made);
+
+/* Whether sandbox id's daemon is too old to run a shell, its version in out
+ * (daytona_api.c). */
+bool dt_old_daemon(struct dt_client *dt, const char *id, char *out, size_t cap);
+
+#endif
