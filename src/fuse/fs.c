@@ -4,7 +4,7 @@
  * (the root, a sandbox, one of its control files, a command, or a file of the
  * sandbox's own filesystem), and each operation hands the node to the part
  * that serves it: the sandbox registry and the virtual files here, the file
- * proxy in fs_files.c, the ctl commands in fs_ctl.c.
+ * proxy in the fs_*.c files (fs_files_int.h), the ctl commands in fs_ctl.c.
  */
 #include "fs.h"
 #include "fs_int.h"
@@ -1659,7 +1659,7 @@ static int dfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 }
 
 /* fsync of a sandbox directory waits for the changes queued under it
- * (deletes, times: fs_files.c) and reports one that failed. */
+ * (deletes, times: fs_deferred.c) and reports one that failed. */
 static int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
@@ -1794,7 +1794,7 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->auto_cache = 1;
 	/* An unlinked open file lives on in its stage. libfuse "hides" it
 	 * under a .fuse_hidden name so that fstat and fchmod of it still have a
-	 * path (with hard_remove they fail with ESTALE); fs_files.c keeps that
+	 * path (with hard_remove they fail with ESTALE); fs_open_files.c keeps that
 	 * name local: it never exists in the sandbox (files_rename). */
 	cfg->hard_remove = 0;
 	/* Paths everywhere (an unlinked open file has its hidden name). */
@@ -1885,7 +1885,7 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 		}
 	}
 	free(paths);
-	/* and what fs_files.c keeps beside the cache (link targets) */
+	/* and what fs_open_files.c keeps beside the cache (link targets) */
 	files_invalidate_sandbox(fs, sandbox_id);
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fs_ctl.c - runs the commands written to ctl files: the grammar is ctl.c's,
- * the calls are daytona.c's and exec.c's; this file maps one to the other,
+ * the calls are the Daytona client's and exec.c's; this file maps one to the other,
  * keeps the registry and the caches in step, and leaves every failure's
  * message in the error file and the log.
  */

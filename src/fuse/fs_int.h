@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * fs_int.h - what the parts of the filesystem layer share (fs.c, fs_files.c,
+ * fs_int.h - what the parts of the filesystem layer share (fs.c, the fs_*.c files,
  * fs_ctl.c). Not for other modules.
  */
 #ifndef DAYTONAFS_FS_INT_H
@@ -96,7 +96,7 @@ struct sandbox {
 	 * the exec thread both learn of an end, and it must count once. */
 	unsigned ended_seen[32];
 	unsigned ended_next;
-	int writeback_error;      /* a deferred change that failed (fs_files.c), for fsync of a directory */
+	int writeback_error;      /* a deferred change that failed (fs_deferred.c), for fsync of a directory */
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
 };
@@ -116,7 +116,7 @@ struct dfs {
 	struct registry registry; /* the same entries, indexed by id and name */
 	double listed_at;         /* when the registry was last filled from a full list */
 
-	struct open_table *files; /* open sandbox files (fs_files.c) */
+	struct open_table *files; /* open sandbox files (fs_open_files.c) */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
 	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
@@ -147,11 +147,11 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
 
-/* fs_files.c: the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
+/* fs_open_files.c ... fs_deferred.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
 struct open_table *open_table_new(void);
 void open_table_free(struct open_table *t);
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
-/* A directory handle holds a snapshot of the listing (fs_files.c says why). */
+/* A directory handle holds a snapshot of the listing (fs_attr.c says why). */
 int files_opendir(struct dfs *fs, struct fuse_file_info *fi);
 void files_releasedir(struct dfs *fs, struct fuse_file_info *fi);
 int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler,
@@ -179,7 +179,7 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st);
 int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode, dev_t rdev);
 
 /* The lstat view of a directory's entries, as one command prints them (find
- * -printf, see fs_files.c); exposed for the unit tests. */
+ * -printf, see fs_commands.c); exposed for the unit tests. */
 struct find_entry {
 	char *name;               /* malloc'd */
 	char *link;               /* malloc'd target of a symbolic link, else NULL */
@@ -189,7 +189,7 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 void files_find_free(struct find_entry *v, size_t n);
 /* od -An -v -tx1 output back to bytes (malloc'd, NUL-terminated after len bytes). */
 int files_unhex(const char *text, char **out, size_t *len);
-/* Scripts fs_files.c runs in the sandbox, fed to its shell (zsh, bash or sh),
+/* Scripts the file proxy runs in the sandbox, fed to its shell (zsh, bash or sh),
  * after FILES_SH_PREFIX; exposed for the unit tests, which run them under each. */
 struct strbuf;
 #define FILES_SH_PREFIX "LC_ALL=C; export LC_ALL; "

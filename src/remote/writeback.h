@@ -12,7 +12,7 @@
  * anything that could see the path remotely (see wb_conflicts).
  *
  * This module is the queue and the script, with no I/O: the filesystem
- * layer (fs_files.c) runs the batches and applies their results. It is safe
+ * layer (fs_deferred.c) runs the batches and applies their results. It is safe
  * to call from several threads.
  */
 #ifndef DAYTONAFS_WRITEBACK_H

@@ -1,0 +1,644 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_attr.c - attributes and listings of the sandbox's files: getattr,
+ * lookups through the parent's listing, directory handles and readdir,
+ * statfs.
+ * The design of the file proxy is in fs_files_int.h.
+ */
+#include "fs_files_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+#include "writeback.h"
+
+/* ---- listings and attributes --------------------------------------------------- */
+
+void files_list_script(struct strbuf *cmd, const char *dir, bool hex)
+{
+	/* DIR/. names the directory itself (%f prints "."), even "/" or a link to a directory. */
+	sb_adds(cmd, "d=");
+	sh_word(cmd, dir);
+	sb_adds(cmd, "/.; find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null");
+	if (hex)
+		sb_adds(cmd, " | od -An -v -tx1");
+	else
+		sb_adds(cmd, " || { r=$?; [ $r -eq 127 ] && exit 127; find \"$d\" -maxdepth 0 -printf '' 2>&1; "
+			"exit 97; }");
+}
+
+/* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do it. */
+static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *output = NULL, *raw = NULL;
+	const char *buf;
+	size_t len;
+	int code = 0, rc;
+
+	*out = NULL;
+	*n = 0;
+	files_list_script(&cmd, dir, false);
+	if (cmd.oom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	log_debug("%s: listing %s", sb->name, dir);
+	rc = sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
+	/* A daemon too old to run a shell (dt_exec) has the file API still. */
+	if (rc < 0 && rc != -EOPNOTSUPP)
+		goto out;
+	if (rc == -EOPNOTSUPP || code == 127) {
+		list_mode_set(fs, sb, LIST_API);
+		rc = -ENOSYS;
+		goto out;
+	}
+	buf = output;
+	len = strlen(output);
+	if (has_replacement_char(output)) {
+		/* A name or target is not UTF-8: the same listing again, as hex,
+		 * which survives the JSON transport byte for byte. */
+		sb_reset(&cmd);
+		files_list_script(&cmd, dir, true);
+		free(output);
+		output = NULL;
+		rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &output);
+		if (rc < 0)
+			goto out;
+		if (files_unhex(output, &raw, &len) < 0) {
+			rc = -ENOSYS;
+			goto out;
+		}
+		buf = raw;
+	}
+	rc = files_parse_find(buf, len, out, n);
+	if (rc == 0 && *n >= 1 && !strcmp((*out)[0].name, ".") && S_ISDIR((*out)[0].st.st_mode)) {
+		/* The directory itself first, then its entries (find exits 1 when
+		 * an entry vanished while it ran: what it printed stands). */
+		free((*out)[0].name);
+		free((*out)[0].link);
+		memmove(*out, *out + 1, (*n - 1) * sizeof(**out));
+		(*n)--;
+		qsort(*out, *n, sizeof(**out), entry_cmp);
+		rc = 0;
+		goto out;
+	}
+	files_find_free(*out, *n);
+	*out = NULL;
+	*n = 0;
+	if (rc == -ENOMEM)
+		goto out;
+	rc = code != 0 ? errno_from_message(output) : -EIO;
+	if (rc == -EIO) {
+		/* Not an error about the directory: this find cannot -printf
+		 * (busybox), or something odd. The file API then. */
+		log_info("%s: listing %s with find failed (%d): %.200s", sb->name, dir, code, output);
+		if (strstr(output, "printf") || strstr(output, "nrecognized") || strstr(output, "nknown"))
+			list_mode_set(fs, sb, LIST_API);
+		rc = -ENOSYS;
+	}
+out:
+	free(output);
+	free(raw);
+	sb_free(&cmd);
+	return rc;
+}
+
+/* Lists dir with the file API (links shown as their targets, dangling ones not at all). */
+static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo *list = NULL;
+	struct dt_box box;
+	size_t count = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	sandbox_box(sb, &box);
+	rc = dt_fs_list(fs->dt, &box, dir, &list, &count, &err);
+	if (rc == -EINVAL)
+		rc = -ENOTDIR;
+	if (rc < 0)
+		return toolbox_failed(fs, sb, rc, &err, "list", dir);
+	*out = calloc(count ? count : 1, sizeof(**out));
+	if (!*out) {
+		dt_fileinfo_free(list, count);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < count; i++) {
+		(*out)[i].name = list[i].name;   /* taken over */
+		list[i].name = NULL;
+		stat_from_info(&list[i], &(*out)[i].st);
+	}
+	*n = count;
+	dt_fileinfo_free(list, count);
+	return 0;
+}
+
+/* Lists dir (one request) and caches the listing, its entries' attributes
+ * and its links' targets. The entries are also returned (may be NULL). */
+int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count)
+{
+	uint64_t gen;
+	enum list_mode mode = list_mode_get(fs, sb);
+	struct find_entry *v = NULL;
+	struct cache_dirent *ents;
+	size_t n = 0;
+	int rc = -ENOSYS;
+
+	/* The listing must not bring back what a queued delete removed, nor
+	 * the times a queued change is about to set. */
+	files_settle(fs, sb, dir);
+	gen = cache_generation(fs->cache, sb->id);
+	if (mode != LIST_API) {
+		rc = find_list(fs, sb, dir, &v, &n);
+		if (rc == 0 && mode == LIST_UNKNOWN)
+			list_mode_set(fs, sb, LIST_FIND);
+	}
+	/* A command that failed as a whole (not an answer about the
+	 * directory): the file API's listing is better than none. */
+	if (rc == -ENOSYS || rc == -EIO)
+		rc = api_list(fs, sb, dir, &v, &n);
+	if (rc < 0)
+		return rc;
+	ents = calloc(n ? n : 1, sizeof(*ents));
+	if (ents) {
+		for (size_t i = 0; i < n; i++) {
+			ents[i].name = v[i].name;
+			ents[i].st = v[i].st;
+		}
+		/* One listing fills the attributes of every entry: ls -l costs one request. */
+		cache_put_dir(fs->cache, sb->id, dir, ents, n, gen);
+		free(ents);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].link && !has_replacement_char(v[i].link)) {
+			struct strbuf p = STRBUF_INIT;
+
+			sb_adds(&p, dir);
+			if (strcmp(dir, "/"))
+				sb_addc(&p, '/');
+			sb_adds(&p, v[i].name);
+			if (!p.oom)
+				link_put(fs, sb, sb_str(&p), v[i].link);
+			sb_free(&p);
+		}
+	}
+	if (out) {
+		*out = v;
+		*count = n;
+	} else {
+		files_find_free(v, n);
+	}
+	return 0;
+}
+
+/* GET /files/info: exact for anything but a symbolic link (it follows them). */
+static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo fi;
+	struct dt_box box;
+	uint64_t gen;
+	int rc;
+
+	files_settle(fs, sb, path);
+	/* A queued change to path that just ran printed its attributes: exact,
+	 * atime and ctime included, which /files/info does not have. */
+	if (cache_get_attr(fs->cache, sb->id, path, st) == CACHE_HIT)
+		return 0;
+	gen = cache_generation(fs->cache, sb->id);
+	sandbox_box(sb, &box);
+	memset(&fi, 0, sizeof(fi));
+	rc = dt_fs_info(fs->dt, &box, path, &fi, &err);
+	if (rc == -ENOENT) {
+		cache_put_negative(fs->cache, sb->id, path, gen);
+		return rc;
+	}
+	if (rc == -EINVAL)
+		rc = -ENOTDIR;   /* a parent that is a file: the stat's ENOTDIR as a bare 400 */
+	if (rc < 0)
+		return toolbox_failed(fs, sb, rc, &err, "stat", path);
+	stat_from_info(&fi, st);
+	free(fi.name);
+	cache_put_attr(fs->cache, sb->id, path, st, gen);
+	return 0;
+}
+
+/* A directory's attributes from the find command: /files/info has no link
+ * count, and a directory's (2 + subdirectories) changes with every mkdir,
+ * rmdir and rename in it. */
+static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
+	uint64_t gen;
+	int rc;
+
+	files_settle(fs, sb, path);
+	gen = cache_generation(fs->cache, sb->id);
+	sb_adds(&cmd, "true");
+	files_add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_free(&cmd);
+	if (rc == 0 && parse_printed_stat(out, st, NULL) && S_ISDIR(st->st_mode)) {
+		cache_put_attr(fs->cache, sb->id, path, st, gen);
+	} else {
+		rc = info_attr(fs, sb, path, st);   /* gone, or no find: the file API says */
+	}
+	free(out);
+	return rc;
+}
+
+/* The attributes of path as lstat(2) sees them: the cache, else one request
+ * (a listing of the parent, or /files/info where that is exact, or for a
+ * directory, the find command). */
+int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct find_entry *v = NULL;
+	char parent[4096];
+	const char *base;
+	bool listed = false;
+	size_t n = 0;
+	int rc;
+
+	switch (cache_lookup(fs->cache, sb->id, path, st, &listed)) {
+	case CACHE_HIT:
+		return 0;
+	case CACHE_NEGATIVE:
+		return -ENOENT;
+	case CACHE_MISS:
+		break;
+	}
+	if (listed && S_ISDIR(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND)
+		return dir_attr(fs, sb, path, st);
+	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
+	    !split_path(path, parent, sizeof(parent), &base))
+		return info_attr(fs, sb, path, st);
+	rc = list_dir(fs, sb, parent, &v, &n);
+	if (rc == -EACCES)
+		return info_attr(fs, sb, path, st);   /* a directory we may search but not read */
+	if (rc < 0)
+		return rc;
+	rc = -ENOENT;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(v[i].name, base)) {
+			*st = v[i].st;
+			rc = 0;
+			break;
+		}
+	}
+	files_find_free(v, n);
+	return rc;
+}
+
+void node_stat(struct open_node *n, struct stat *st)
+{
+	pthread_mutex_lock(&n->lock);
+	*st = n->st;
+	st->st_nlink = n->unlinked ? 0 : 1;
+	if (n->populated) {
+		st->st_size = (off_t)stage_size(n->stage);
+		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
+	}
+	if (n->dirty || n->mtime_pending || n->is_new)
+		st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* Attributes of an open node overlay the sandbox's: a file written here and
+ * not yet uploaded has the size and time of its stage. */
+static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *st, bool have_remote)
+{
+	bool used = false;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->is_new && !have_remote) {
+		*st = n->st;
+		used = true;
+	}
+	if (n->populated && (have_remote || used)) {
+		st->st_size = (off_t)stage_size(n->stage);
+		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
+		if (n->dirty || n->mtime_pending)
+			st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+		used = true;
+	}
+	if (have_remote && S_ISREG(st->st_mode) && n->chmod_pending)
+		st->st_mode = n->st.st_mode;
+	pthread_mutex_unlock(&n->lock);
+	return used;
+}
+
+int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct open_node *n;
+	int rc;
+
+	hide_window_wait(fs->files, sb, path);
+	if (is_hidden_name(path)) {
+		/* Never in the sandbox: the node, or nothing (libfuse probes
+		 * names this way when it picks one). */
+		char from[sizeof(((struct node *)0)->path)];
+
+		n = node_find_hidden(fs->files, sb, path);
+		if (!n && hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
+			return files_getattr(fs, sb, from, st);   /* as files_open */
+		if (!n)
+			return -ENOENT;
+		node_stat(n, st);
+		node_release(fs, n);
+		return 0;
+	}
+	n = node_find(fs->files, sb, path);
+
+	if (n && n->is_new) {
+		overlay_open_node(fs, n, st, false);
+		node_release(fs, n);
+		return 0;
+	}
+	rc = lookup_attr(fs, sb, path, st);
+	if (n) {
+		if (rc == 0 && S_ISREG(st->st_mode))
+			overlay_open_node(fs, n, st, true);
+		node_release(fs, n);
+	}
+	return rc;
+}
+
+int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
+{
+	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
+
+	node_stat(n, st);
+	pthread_mutex_lock(&fs->files->lock);
+	st->st_ino = ino_of(fs->inos, n->sb->id, n->path);
+	pthread_mutex_unlock(&fs->files->lock);
+	return 0;
+}
+
+/* ---- directory listings ------------------------------------------------------ */
+
+/*
+ * ls -l of a large directory must cost one request and no round trip per
+ * name. The kernel reads a directory in chunks (READDIRPLUS), and libfuse
+ * 3.14 gives it what makes a later stat free only in its "offsets" mode: with
+ * offset 0 for every entry it buffers the whole listing and sends each entry
+ * with node id 0, which tells the kernel to ignore the attributes, so the
+ * kernel looks up every name again (a user-space round trip each). With
+ * offsets, fill_dir_plus enters an entry given FUSE_FILL_DIR_PLUS in
+ * libfuse's node table and hands the kernel its node id and attributes, which
+ * it keeps for the mount's attribute timeout.
+ *
+ * In that mode libfuse keeps nothing between chunks: readdir is called again
+ * for each, at the offset where the last one ended. So the handle holds a
+ * snapshot of the names, taken at offset 0 (a rewinddir takes a new one, as
+ * POSIX asks): later chunks are served from it, whatever happens to the
+ * cached listing meanwhile (expired, or dropped because a command ended), so
+ * the directory is fetched once and every name is returned exactly once.
+ * Entry i of the snapshot has offset i + 3 ("." is 1, ".." 2).
+ *
+ * Attributes go with a name (FUSE_FILL_DIR_PLUS) only when they are exact
+ * and in the cache when its chunk is sent, and no open handle overlays them:
+ *  - A command's end drops what the kernel holds by invalidating the paths
+ *    the cache holds (fs.c, invalidate_sandbox_everywhere). A listing entry
+ *    whose own attributes were dropped (a file written through the mount:
+ *    the listing keeps only a hint of its size and time) is in no such path,
+ *    so attributes sent for it would survive a command that changed the file.
+ *  - They must be what getattr answers: an open file's size and times are
+ *    its stage's (files_getattr), and attributes sent this way overwrite the
+ *    size of an inode the kernel already has.
+ * Any other name goes without them, and the kernel looks it up (files_getattr
+ * then fetches and caches its exact attributes, as before). Checking at send
+ * time, not at the snapshot, means that a command ending mid-listing (the
+ * cache is emptied) leaves the later chunks without attributes.
+ */
+struct dir_entry {
+	size_t name;              /* offset in dhandle.names */
+	mode_t type;              /* S_IFMT bits, for d_type when no attributes are sent */
+};
+
+struct dhandle {
+	int type;                 /* FS_HANDLE_DIR */
+	bool taken;               /* a snapshot is held */
+	bool oom;                 /* taking it ran out of memory */
+	struct strbuf names;      /* the snapshot's names, NUL-separated, in order */
+	struct dir_entry *ents;
+	size_t n, cap;
+};
+
+int files_opendir(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct dhandle *h = calloc(1, sizeof(*h));
+
+	(void)fs;
+	if (!h)
+		return -ENOMEM;
+	h->type = FS_HANDLE_DIR;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+}
+
+static void snapshot_clear(struct dhandle *h)
+{
+	sb_free(&h->names);
+	free(h->ents);
+	h->ents = NULL;
+	h->n = h->cap = 0;
+	h->taken = h->oom = false;
+}
+
+void files_releasedir(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct dhandle *h = (struct dhandle *)(uintptr_t)fi->fh;
+
+	(void)fs;
+	snapshot_clear(h);
+	free(h);
+}
+
+/* Adds a name to the snapshot; out of memory, sets h->oom and returns 1
+ * (which stops cache_get_dir). */
+static int snapshot_add(void *ctx, const char *name, const struct stat *st)
+{
+	struct dhandle *h = ctx;
+
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 64;
+		struct dir_entry *e = realloc(h->ents, cap * sizeof(*e));
+
+		if (!e)
+			goto oom;
+		h->ents = e;
+		h->cap = cap;
+	}
+	h->ents[h->n].name = h->names.len;
+	h->ents[h->n].type = st ? st->st_mode & S_IFMT : 0;
+	sb_add(&h->names, name, strlen(name) + 1);
+	if (h->names.oom)
+		goto oom;
+	h->n++;
+	return 0;
+oom:
+	h->oom = true;
+	return 1;
+}
+
+static bool seen_name(const struct strbuf *seen, const char *name)
+{
+	for (size_t off = 0; off < seen->len; off += strlen(seen->buf + off) + 1)
+		if (!strcmp(seen->buf + off, name))
+			return true;
+	return false;
+}
+
+/* The names of path: its listing (the cache's, else one request), and the
+ * files created here and not uploaded yet. */
+static int snapshot_take(struct dfs *fs, struct sandbox *sb, const char *path, struct dhandle *h)
+{
+	struct find_entry *v = NULL;
+	size_t n = 0, plen = strlen(path);
+	int rc = 0;
+
+	files_settle(fs, sb, path);
+	snapshot_clear(h);
+	if (!cache_get_dir(fs->cache, sb->id, path, snapshot_add, h)) {
+		rc = list_dir(fs, sb, path, &v, &n);
+		if (rc < 0)
+			goto out;
+		for (size_t i = 0; i < n && !h->oom; i++)
+			snapshot_add(h, v[i].name, &v[i].st);
+	}
+	/* Files created here and not uploaded yet are listed too. */
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct open_node *o = fs->files->head; o && !h->oom; o = o->next) {
+		const char *base;
+
+		if (o->sb != sb || !o->is_new || o->unlinked)
+			continue;
+		if (strncmp(o->path, path, plen) || (plen > 1 && o->path[plen] != '/'))
+			continue;
+		base = o->path + plen + (plen > 1 ? 1 : 0);
+		if (*base == '/')
+			base++;
+		if (!*base || strchr(base, '/') || seen_name(&h->names, base))
+			continue;
+		snapshot_add(h, base, &o->st);
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+	if (h->oom)
+		rc = -ENOMEM;
+out:
+	files_find_free(v, n);
+	if (rc < 0)
+		snapshot_clear(h);
+	else
+		h->taken = true;
+	return rc;
+}
+
+/* The attributes to send with dir/name, when they may be sent (see above). */
+static bool exact_attr(struct dfs *fs, struct sandbox *sb, const char *dir, const char *name, struct stat *st)
+{
+	char path[4096 + 256 + 2];
+	bool open;
+
+	if (!str_printf(path, sizeof(path), "%s%s%s", dir, strcmp(dir, "/") ? "/" : "", name))
+		return false;
+	if (cache_get_attr(fs->cache, sb->id, path, st) != CACHE_HIT)
+		return false;
+	pthread_mutex_lock(&fs->files->lock);
+	open = node_lookup_locked(fs->files, sb, path) != NULL;
+	pthread_mutex_unlock(&fs->files->lock);
+	return !open;
+}
+
+int files_readdir(struct dfs *fs, struct sandbox *sb, const char *path, void *buf, fuse_fill_dir_t filler,
+		  off_t off, struct fuse_file_info *fi)
+{
+	struct dhandle *h = fi ? (struct dhandle *)(uintptr_t)fi->fh : NULL;
+	int rc;
+
+	if (!h || h->type != FS_HANDLE_DIR)
+		return -EBADF;
+	/* libfuse serializes the calls on one handle: no lock of our own. */
+	if (off == 0 || !h->taken) {
+		rc = snapshot_take(fs, sb, path, h);
+		if (rc < 0)
+			return rc;
+	}
+	if (off < 1 && filler(buf, ".", NULL, 1, 0))
+		return 0;
+	if (off < 2 && filler(buf, "..", NULL, 2, 0))
+		return 0;
+	for (size_t i = off > 2 ? (size_t)(off - 2) : 0; i < h->n; i++) {
+		const char *name = h->names.buf + h->ents[i].name;
+		struct stat st;
+		bool plus = exact_attr(fs, sb, path, name, &st);
+
+		char child[4096 + 256 + 2];
+
+		if (!plus) {
+			memset(&st, 0, sizeof(st));
+			st.st_mode = h->ents[i].type;
+		}
+		/* d_ino as stat's st_ino (use_ino) */
+		if (str_printf(child, sizeof(child), "%s%s%s", path, strcmp(path, "/") ? "/" : "", name))
+			st.st_ino = ino_of(fs->inos, sb->id, child);
+		/* non-zero: the kernel's buffer is full; it asks again from here */
+		if (filler(buf, name, &st, (off_t)i + 3, plus ? FUSE_FILL_DIR_PLUS : 0))
+			break;
+	}
+	return 0;
+}
+
+
+int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st)
+{
+	unsigned long long bsize, blocks, bfree, bavail, files, ffree, namemax;
+	char *out = NULL;
+	int rc;
+
+	pthread_mutex_lock(&fs->lock);
+	if (sb->statfs_at > 0 && now_mono() - sb->statfs_at < 10) {
+		*st = sb->statfs;
+		pthread_mutex_unlock(&fs->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	rc = run_fs_command(fs, sb, FILES_STATFS_SCRIPT, &out);
+	if (rc < 0)
+		return rc;
+	if (!out || sscanf(out, "%llu %llu %llu %llu %llu %llu %llu", &bsize, &blocks, &bfree, &bavail,
+			   &files, &ffree, &namemax) != 7) {
+		free(out);
+		return -EIO;
+	}
+	free(out);
+	memset(st, 0, sizeof(*st));
+	st->f_bsize = st->f_frsize = bsize;
+	st->f_blocks = blocks;
+	st->f_bfree = bfree;
+	st->f_bavail = bavail;
+	st->f_files = files;
+	st->f_ffree = st->f_favail = ffree;
+	st->f_namemax = namemax;
+	pthread_mutex_lock(&fs->lock);
+	sb->statfs = *st;
+	sb->statfs_at = now_mono();
+	pthread_mutex_unlock(&fs->lock);
+	return 0;
+}

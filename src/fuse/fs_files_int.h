@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_files_int.h - what the files of the proxy of the sandbox's own files
+ * share (fs_open_files.c, fs_commands.c, fs_attr.c, fs_read.c, fs_write.c,
+ * fs_namespace.c, fs_deferred.c). Together they proxy the sandbox's own
+ * files under SANDBOX/fs/ to the toolbox file API.
+ *
+ * Metadata. The toolbox's stat and listing follow symbolic links and hide
+ * dangling ones, so they cannot show a link as a link. A directory is
+ * therefore listed with ONE command in the sandbox, find -printf, which
+ * gives lstat's view of every entry (type, full mode, size, mtime in ns,
+ * owner, link count, link target); the listing fills the attribute cache,
+ * so that ls -l costs one request. A lookup that misses the cache lists the
+ * parent (one request that answers for every sibling, and for every name
+ * that does not exist); a path whose parent's listing already names it as
+ * a regular file or directory (after this mount wrote it, say) is asked
+ * with GET /files/info, exact for anything but a link. Where find does not
+ * work, the file API's listing is used, with its limits (SEMANTICS.md).
+ * Changes made through the mount update the cached listing in place
+ * (cache_update) instead of dropping it.
+ *
+ * Content. Reads are ranged downloads through a per-handle read-ahead
+ * window that grows while the reader is sequential. Writes go to a stage
+ * (stage.h), a local file shared by every handle open on the same path, so
+ * that two descriptors see each other's writes and a read after a write
+ * sees it before it is uploaded; the stage is uploaded whole on flush, fsync
+ * and release. What must wait for the upload (the mode, owner and times of
+ * a file being written: the upload would reset them) is applied right
+ * after it, in one command.
+ *
+ * Where the file API has no call (times, owner, links, special mode bits,
+ * rename over an existing file, truncate, statfs), one command runs in the
+ * sandbox, every path quoted, and prints the path's new attributes with the
+ * same find format, so that the change costs one request and the next stat
+ * none.
+ */
+#ifndef DAYTONAFS_FS_FILES_INT_H
+#define DAYTONAFS_FS_FILES_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "fs_int.h"
+#include "journal.h"
+#include "strbuf.h"
+#include "writeback.h"
+
+#define RA_MIN (128 * 1024)
+#define RA_MAX (8 * 1024 * 1024)
+
+/* One record per entry, '/' between fields (no name holds a '/'); the link
+ * target is last, and its length is the link's size. See files_parse_find. */
+#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%A@/%C@/%f/%l\\n"
+
+/* How a sandbox's directories are listed. */
+enum list_mode { LIST_UNKNOWN = 0, LIST_FIND, LIST_API };
+
+/* One path of one sandbox with open handles. */
+struct open_node {
+	struct open_node *next;
+	struct sandbox *sb;
+	char *path;
+	int refs;
+	int handles;              /* open file handles (refs also counts short-lived lookups) */
+	pthread_mutex_t lock;
+	struct stage *stage;      /* NULL until the file is written, truncated or created */
+	bool populated;           /* the stage holds the whole current content */
+	bool dirty;               /* the stage differs from the sandbox's file */
+	bool unlinked;            /* removed while open: never uploaded again */
+	bool is_new;              /* created here and not uploaded yet */
+	struct stat st;           /* the file's attributes at open (made up for a new file);
+				     st_mode follows chmod through the mount */
+	bool chmod_pending;       /* a new file's mode, applied after its first upload */
+	bool chown_pending;       /* owner and group of a new file, likewise */
+	uid_t uid;
+	gid_t gid;
+	bool mtime_pending;       /* utimens while dirty: applied after the next upload */
+	struct timespec mtime;    /* last write, or the pending utimens value */
+	bool atime_pending;
+	struct timespec atime;
+	int upload_error;         /* last failed upload's errno, reported by flush/fsync */
+	char **old_paths;         /* paths before renames: kept until the node goes, since */
+	size_t n_old_paths;       /* a request in flight may still be using one */
+	/* The crash journal (journal.h): the stage's record, while it holds
+	 * data not in the sandbox. */
+	struct journal_base base; /* the sandbox's file when read, for recovery's check */
+	char journal_name[64];    /* the stage's name: "" while it has no record */
+	int journal_fd;           /* the record, open while journal_name is set */
+	bool journal_flushed;     /* the record says "flushed" (else "open") */
+	bool journal_keep;        /* neither uploaded nor kept in unsaved/: the stage and
+				     its record outlive the node, for the next mount */
+};
+
+struct sb_mode {
+	struct sb_mode *next;
+	const struct sandbox *sb;
+	enum list_mode mode;
+};
+
+/* Link targets seen in listings, so that readlink costs nothing. */
+struct link_ent {
+	struct link_ent *next;
+	const struct sandbox *sb;
+	double expires;
+	char *path;
+	char *target;
+};
+
+#define LINK_BUCKETS 1024
+#define LINK_MAX 65536
+
+/*
+ * Deferred changes (writeback.h). A delete, or the owner, mode and times of
+ * a file, are applied to the cache at once and sent WB_DELAY later, with
+ * whatever else was queued, in one command; anything that could see the
+ * path in the sandbox runs them first (files_settle).
+ *
+ * libfuse hides an open file by renaming it to a .fuse_hidden name both when
+ * it is unlinked and just before another file is renamed over it, and the
+ * two look the same here. Deleting it in the sandbox at once would make a
+ * rename over an open file two steps (the target would vanish in between),
+ * so that delete is queued as "hidden": it runs no sooner than HIDDEN_DELAY
+ * unless something must see the sandbox, and a rename onto the path cancels
+ * it (mv -T then replaces the file atomically).
+ */
+#define WB_DELAY 0.5
+#define HIDDEN_DELAY 0.2
+#define WB_BATCH 128
+/* A batch that met a failure that may pass is sent again after 200 ms,
+ * doubling up to 5 s, for up to wait_timeout (WB_RETRY_BUDGET_S when that
+ * has no limit): see wb_send. */
+#define WB_RETRY_FIRST_MS 200L
+#define WB_RETRY_MAX_MS 5000L
+#define WB_RETRY_BUDGET_S 120.0
+
+/*
+ * The moment between the hide and the rename. libfuse hides the open
+ * destination of a rename by renaming it away first, then renames the
+ * source onto the name: in between, the name does not exist. A process that
+ * opens the name in a loop while another saves it by write-then-rename
+ * would see ENOENT then (and ESTALE, when its lookup made a node for the
+ * name that the rename then dropped). So a lookup of a name just hidden
+ * waits: for the rename onto it, if one starts within HIDE_WAIT (libfuse
+ * sends it right after the hide), until that rename is done; otherwise the
+ * hide was an unlink, and the lookup goes on (ENOENT) after HIDE_WAIT.
+ */
+#define HIDE_WAIT 0.2
+
+/*
+ * The kernel may still map the name to the hidden file's inode for a moment
+ * after the rename (its lookup raced with it), and then opens that inode,
+ * which libfuse names by the hidden name. While the hidden file is open,
+ * such an open shares it; after its last close, the open is of the name the
+ * file was hidden from, which holds one complete version again. The last
+ * HIDDEN_NAMES hides are remembered for that.
+ */
+#define HIDDEN_NAMES 64
+
+struct hide_window {
+	struct hide_window *next;
+	const struct sandbox *sb;
+	char *path;
+	double until;             /* the time limit while no rename has started */
+	bool renaming;            /* a rename onto path has started */
+};
+
+struct open_table {
+	pthread_mutex_t lock;
+	struct open_node *head;
+	struct sb_mode *modes;
+	struct link_ent *links[LINK_BUCKETS];
+	size_t nlinks;
+	struct wb_queue *wb;      /* deferred changes */
+	pthread_mutex_t wb_run;   /* one batch runs at a time; files_settle waits for it */
+	pthread_t wb_thread;
+	bool wb_thread_on;
+	struct dfs *fs;
+	struct hide_window *hides; /* under lock; hide_cond signals their end */
+	pthread_cond_t hide_cond;
+	const char *recover_id;   /* under lock: the file crash recovery is uploading */
+	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
+	pthread_cond_t recover_cond;
+	struct {                  /* under lock: a ring of the last hides */
+		const struct sandbox *sb;
+		char *hidden;
+		char *from;
+	} hidden_names[HIDDEN_NAMES];
+	size_t hidden_next;
+};
+
+struct fhandle {
+	int type;                 /* FS_HANDLE_FILE */
+	struct open_node *node;
+	int flags;
+	pthread_mutex_t lock;     /* the read-ahead window */
+	char *ra_buf;
+	uint64_t ra_off;
+	size_t ra_len;
+	size_t ra_cap;
+	uint64_t next_off;        /* where a sequential reader reads next */
+	size_t window;
+	struct rstream *rs;       /* a sequential reader's streaming download, or NULL */
+};
+
+/* fs_open_files.c */
+struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, const char *path);
+struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path);
+struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char *path);
+void node_set_path(struct open_node *n, char *path);
+void node_forget_content(struct dfs *fs, struct open_node *n);
+void node_release(struct dfs *fs, struct open_node *n);
+bool is_hidden_name(const char *path);
+struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, const char *path);
+void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from);
+bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
+			       size_t size);
+void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path);
+bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start);
+void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path);
+enum list_mode list_mode_get(struct dfs *fs, const struct sandbox *sb);
+void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode);
+void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool subtree);
+void link_put(struct dfs *fs, const struct sandbox *sb, const char *path, const char *target);
+bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *buf, size_t size);
+
+/* fs_commands.c */
+bool has_replacement_char(const char *s);
+int entry_cmp(const void *a, const void *b);
+void stat_from_info(const struct dt_fileinfo *fi, struct stat *st);
+int errno_from_message(const char *msg);
+int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
+			  const char *what, const char *path);
+int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
+			   struct dt_error *err);
+int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out);
+int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out);
+bool parse_printed_stat(const char *out, struct stat *st, char **link);
+void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
+				enum cache_change what);
+int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,
+			     enum cache_change what);
+bool split_path(const char *path, char *parent, size_t cap, const char **base);
+
+/* fs_attr.c */
+int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count);
+int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
+void node_stat(struct open_node *n, struct stat *st);
+
+/* fs_write.c */
+int ensure_populated(struct dfs *fs, struct open_node *n);
+void touch_now(struct open_node *n);
+void add_touch(struct strbuf *cmd, const char *flag, const struct timespec *ts, const char *path);
+int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, bool durable);
+void journal_drop(struct dfs *fs, struct open_node *n);
+bool journal_keep_for_recovery(struct open_node *n);
+int upload_node(struct dfs *fs, struct open_node *n);
+
+/* fs_read.c */
+void rs_stop(struct rstream *rs);
+
+/* fs_namespace.c */
+struct open_node *next_dirty(struct dfs *fs, struct sandbox *sb, const char *path);
+
+/* fs_deferred.c */
+void wb_run_all(struct dfs *fs, struct sandbox *sb);
+bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay);
+
+#endif

@@ -1,0 +1,944 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_namespace.c - namespace and attribute changes of the sandbox's files:
+ * mkdir, unlink, rmdir, rename, chmod, chown, utimens, symlink, readlink,
+ * mknod.
+ * The design of the file proxy is in fs_files_int.h.
+ */
+#include "fs_files_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+#include "writeback.h"
+
+/* ---- namespace ------------------------------------------------------------------- */
+
+static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path);
+static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden);
+
+int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
+{
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	struct stat st;
+	int rc;
+
+	files_settle(fs, sb, path);
+	/* The toolbox's mkdir is mkdir -p: it succeeds on an existing directory.
+	 * POSIX mkdir must fail on an existing path (and the kernel looked it
+	 * up just before, so this costs nothing). */
+	rc = lookup_attr(fs, sb, path, &st);
+	if (rc == 0)
+		return -EEXIST;
+	if (rc != -ENOENT)
+		return rc;
+	mode &= 07777;
+	if ((mode & 07022) == 0 && list_mode_get(fs, sb) == LIST_API) {
+		/* The toolbox applies the sandbox's umask (022) to the mode; for
+		 * these modes that changes nothing. (Where commands work, mkdir -m
+		 * costs the same one request and returns the exact attributes,
+		 * which tools stat right after.) */
+		sandbox_box(sb, &box);
+		rc = dt_fs_mkdir(fs->dt, &box, path, mode, &err);
+		if (rc == -EINVAL)
+			rc = -EEXIST;   /* a file is in the way */
+		if (rc < 0)
+			return toolbox_failed(fs, sb, rc, &err, "mkdir", path);
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFDIR | mode;
+		st.st_nlink = 2;
+		clock_gettime(CLOCK_REALTIME, &st.st_mtim);
+		cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &st, false);
+	} else {
+		/* mkdir -m sets the mode exactly, group or other write and
+		 * special bits included. */
+		struct strbuf cmd = STRBUF_INIT;
+
+		sb_addf(&cmd, "mkdir -m %04o -- ", (unsigned)mode);
+		sh_word(&cmd, path);
+		rc = change_by_command(fs, sb, &cmd, path, CACHE_REPLACED);
+		if (rc < 0)
+			return rc;
+	}
+	link_drop(fs, sb, path, true);
+	/* A directory just made is empty: lookups in it cost nothing. */
+	cache_put_dir(fs->cache, sb->id, path, NULL, 0, cache_generation(fs->cache, sb->id));
+	return 0;
+}
+
+/* Removes a path that is not a directory: a link with a command (the
+ * toolbox follows links, and answers 404 for a dangling one), anything else
+ * with the file API. */
+static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
+{
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	int rc;
+
+	if (st && S_ISLNK(st->st_mode)) {
+		struct strbuf cmd = STRBUF_INIT;
+
+		sb_adds(&cmd, "rm -- ");
+		sh_word(&cmd, path);
+		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+		sb_free(&cmd);
+		return rc;
+	}
+	sandbox_box(sb, &box);
+	rc = dt_fs_delete(fs->dt, &box, path, false, &err);
+	if (rc == -EINVAL)
+		rc = -EISDIR;
+	if (rc < 0)
+		return toolbox_failed(fs, sb, rc, &err, "unlink", path);
+	return 0;
+}
+
+int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct open_node *n;
+	struct stat st;
+	bool only_local = false, have_st;
+	int rc = 0;
+
+	if (is_hidden_name(path))
+		return 0;   /* the last close of an unlinked file: it left the sandbox at its unlink */
+	n = node_find(fs->files, sb, path);
+
+	if (n) {
+		/* Open descriptors keep reading what the file held. */
+		pthread_mutex_lock(&n->lock);
+		only_local = n->is_new;
+		if (!only_local)
+			rc = ensure_populated(fs, n);
+		if (rc == 0) {
+			n->unlinked = true;
+			n->dirty = false;
+			journal_drop(fs, n);
+		}
+		pthread_mutex_unlock(&n->lock);
+		node_release(fs, n);
+		if (rc < 0 && rc != -ENOENT)
+			return rc;
+	}
+	if (!only_local) {
+		have_st = lookup_attr(fs, sb, path, &st) == 0;
+		if (have_st && S_ISDIR(st.st_mode))
+			return -EISDIR;
+		/* rm -r unlinks a tree one file at a time, each waiting for the
+		 * last: the deletes of files no descriptor holds open go out
+		 * together, later. An open one goes now: its content was just
+		 * read for the descriptors, and they expect nothing else. */
+		if (have_st && !n) {
+			rc = delete_later(fs, sb, path, &st, false);
+		} else {
+			files_settle(fs, sb, path);
+			rc = remove_path(fs, sb, path, have_st ? &st : NULL);
+		}
+		if (rc < 0) {
+			cache_invalidate(fs->cache, sb->id, path);
+			return rc;
+		}
+	}
+	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
+	link_drop(fs, sb, path, false);
+	return 0;
+}
+
+static int count_entries(void *ctx, const char *name, const struct stat *st)
+{
+	(void)name;
+	(void)st;
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	size_t n = 0;
+	int rc;
+
+	files_settle(fs, sb, path);
+	/* The toolbox deletes a directory only recursively, so emptiness is
+	 * checked first: rmdir never removes content, not even files made in
+	 * it through this mount and not uploaded yet (they are uploaded). */
+	rc = flush_under(fs, sb, path);
+	if (rc < 0)
+		return rc;
+	if (!cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
+		struct find_entry *v = NULL;
+
+		rc = list_dir(fs, sb, path, &v, &n);
+		files_find_free(v, n);
+		if (rc < 0)
+			return rc;
+	}
+	if (n > 0)
+		return -ENOTEMPTY;
+	sandbox_box(sb, &box);
+	rc = dt_fs_delete(fs->dt, &box, path, true, &err);
+	if (rc < 0) {
+		cache_invalidate_tree(fs->cache, sb->id, path);
+		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
+	}
+	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
+	link_drop(fs, sb, path, true);
+	return 0;
+}
+
+/* Uploads every dirty node at or below path (before it is renamed). */
+/* Takes a reference on a node with staged writes, of sb at or below path
+ * (any, when sb is NULL), or returns NULL. The caller uploads it without
+ * the table's lock (an upload may run queued changes, and they take it). */
+struct open_node *next_dirty(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct open_node *found = NULL;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct open_node *o = fs->files->head; o && !found; o = o->next) {
+		if (o->dirty && !o->unlinked && (!sb || (o->sb == sb && path_is_within(o->path, path)))) {
+			found = o;
+			o->refs++;
+		}
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+	return found;
+}
+
+static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	int rc = 0;
+
+	for (;;) {
+		struct open_node *found = next_dirty(fs, sb, path);
+
+		if (!found)
+			return rc;
+		pthread_mutex_lock(&found->lock);
+		/* A failure ends the walk and stays dirty: the file's own flush
+		 * and close try again, and report it or keep the data. */
+		rc = upload_node(fs, found);
+		pthread_mutex_unlock(&found->lock);
+		node_release(fs, found);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+/* Before path is replaced by a rename: descriptors open on the file there
+ * keep reading what it held, so its content is fetched now. */
+static int keep_replaced_content(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct open_node *n = node_find(fs->files, sb, path);
+	int rc = 0;
+
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&n->lock);
+	if (!n->is_new)
+		rc = ensure_populated(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+/* Takes a reference on o and adds it to *v (best effort: out of memory,
+ * the node is left out). Caller holds the table's lock. */
+static void node_collect(struct open_node *o, struct open_node ***v, size_t *n)
+{
+	struct open_node **grown = realloc(*v, (*n + 1) * sizeof(**v));
+
+	if (!grown)
+		return;
+	*v = grown;
+	o->refs++;
+	(*v)[(*n)++] = o;
+}
+
+/* The journal records of nodes a rename touched follow them: a moved
+ * node's record gets its new path, a replaced one's goes. */
+static void journal_follow(struct dfs *fs, struct open_node **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct open_node *o = v[i];
+
+		pthread_mutex_lock(&o->lock);
+		if (o->unlinked)
+			journal_drop(fs, o);
+		else if (o->journal_name[0])
+			journal_put(fs, o, o->journal_flushed ? JOURNAL_FLUSHED : JOURNAL_OPEN, o->journal_flushed);
+		pthread_mutex_unlock(&o->lock);
+		node_release(fs, o);
+	}
+	free(v);
+}
+
+/* Open nodes follow their file to its new name. */
+static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
+{
+	size_t flen = strlen(from), nj = 0;
+	struct open_node **journaled = NULL;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct open_node *o = fs->files->head; o; o = o->next) {
+		struct strbuf np = STRBUF_INIT;
+
+		if (o->sb != sb)
+			continue;
+		if (!o->unlinked && path_is_within(o->path, to) && !path_is_within(o->path, from)) {
+			/* The file that was replaced: its readers keep its old content. */
+			o->unlinked = true;
+			o->dirty = false;
+			node_collect(o, &journaled, &nj);
+			continue;
+		}
+		if (strncmp(o->path, from, flen) || (o->path[flen] && o->path[flen] != '/'))
+			continue;
+		if (o->unlinked && !o->path[flen])
+			continue;   /* hidden files move only with their directory */
+		sb_adds(&np, to);
+		sb_adds(&np, o->path + flen);
+		if (!np.oom) {
+			node_set_path(o, sb_detach(&np));
+			node_collect(o, &journaled, &nj);
+		}
+		sb_free(&np);
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+	journal_follow(fs, journaled, nj);
+}
+
+
+/* Deletes path (not a directory) in the sandbox, later (see WB_DELAY), or
+ * at once where commands do not work. */
+static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden)
+{
+	struct wb_op *op;
+
+	if (list_mode_get(fs, sb) != LIST_FIND)
+		return remove_path(fs, sb, path, st);
+	op = wb_op_new(sb, WB_DELETE, path);
+	if (!op)
+		return remove_path(fs, sb, path, st);
+	op->hidden = hidden;
+	op->st = *st;
+	if (!wb_queue_op(fs, op, hidden ? HIDDEN_DELAY : WB_DELAY))
+		return remove_path(fs, sb, path, st);
+	return 0;
+}
+
+int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	int rc;
+
+	files_settle(fs, sb, path);
+	pthread_mutex_lock(&fs->files->lock);
+	rc = sb->writeback_error;
+	sb->writeback_error = 0;
+	pthread_mutex_unlock(&fs->files->lock);
+	return rc;
+}
+
+/* libfuse hides an open file that is unlinked or replaced: the rename to
+ * its hidden name is the unlink, in the sandbox (after PENDING_DELAY, unless
+ * a rename replaces it first), and local otherwise. */
+static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
+{
+	struct open_node *n = node_find(fs->files, sb, from);
+	struct stat st;
+	bool local;
+	char *np;
+	int rc = 0;
+
+	if (!n)
+		return -ENOENT;
+	np = strdup(to);
+	if (!np) {
+		node_release(fs, n);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&n->lock);
+	local = n->is_new;
+	/* Descriptors open on it keep reading what it held. */
+	if (!local)
+		rc = ensure_populated(fs, n);
+	if (rc == 0 && !local) {
+		rc = lookup_attr(fs, sb, from, &st);
+		if (rc == 0)
+			rc = delete_later(fs, sb, from, &st, true);
+	}
+	if (rc == 0 || (rc == -ENOENT && local)) {
+		rc = 0;
+		n->unlinked = true;
+		n->dirty = false;
+		journal_drop(fs, n);
+		pthread_mutex_lock(&fs->files->lock);
+		node_set_path(n, np);
+		np = NULL;
+		pthread_mutex_unlock(&fs->files->lock);
+	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	free(np);
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, from);
+		return rc;
+	}
+	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
+	link_drop(fs, sb, from, false);
+	hidden_name_note(fs->files, sb, to, from);
+	hide_window_open(fs->files, sb, from);
+	return 0;
+}
+
+void files_rename_script(struct strbuf *cmd, const char *from, const char *to)
+{
+	sb_adds(cmd, "o=$(mv -f -T -- ");
+	sh_word(cmd, from);
+	sb_addc(cmd, ' ');
+	sh_word(cmd, to);
+	/* mv refuses a link onto the file it points to ("are the same
+	 * file"), which rename(2) does: perl's rename is rename(2). */
+	sb_adds(cmd, " 2>&1) || case $o in *'are the same file'*) perl -e "
+		"'rename($ARGV[0], $ARGV[1]) or die \"$!\\n\"' -- ");
+	sh_word(cmd, from);
+	sb_addc(cmd, ' ');
+	sh_word(cmd, to);
+	sb_adds(cmd, ";; *) printf '%s\\n' \"$o\"; exit 1;; esac");
+}
+
+/* Whether either path is on a volume of the sandbox: there the toolbox's
+ * move copies and deletes when rename(2) fails (EXDEV between the volume
+ * and the rest), so a real rename by command is used (mv does the copy
+ * itself for EXDEV, as rename(2) users expect of mv, and is atomic
+ * otherwise). */
+static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
+{
+	char paths[sizeof(sb->volume_paths)];
+	bool known;
+
+	pthread_mutex_lock(&fs->lock);
+	known = sb->volumes_known;
+	pthread_mutex_unlock(&fs->lock);
+	if (!known) {
+		/* Known only from the list, which does not give volumes: asked
+		 * once. An API whose sandbox has no "volumes" either has none. */
+		struct dt_error ignored = { 0 };
+		bool asked = sandbox_refresh(fs, sb, &ignored) == 0;
+
+		pthread_mutex_lock(&fs->lock);
+		if (asked)
+			sb->volumes_known = true;
+		pthread_mutex_unlock(&fs->lock);
+	}
+	pthread_mutex_lock(&fs->lock);
+	str_copy(paths, sizeof(paths), sb->volume_paths);
+	pthread_mutex_unlock(&fs->lock);
+	return dt_path_on_volume(paths, from) || dt_path_on_volume(paths, to);
+}
+
+/*
+ * After a move answered 404: whether it was done all the same. The proxy
+ * and the runner re-send a request once after a stale connection
+ * (FIDELITY D7), and the second move finds no source. The destination was
+ * absent before the move (the API's move is used only then), so a
+ * destination that exists now, with the source gone, is the move's work.
+ */
+static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *from, const char *to)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo fi;
+	bool done;
+
+	memset(&fi, 0, sizeof(fi));
+	if (dt_fs_info(fs->dt, box, to, &fi, &err) < 0)
+		return false;
+	free(fi.name);
+	memset(&fi, 0, sizeof(fi));
+	done = dt_fs_info(fs->dt, box, from, &fi, &err) == -ENOENT;
+	free(fi.name);
+	if (done)
+		log_info("move %s to %s: 404, but the move is done (a re-sent request)", from, to);
+	return done;
+}
+
+static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags);
+
+int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
+{
+	bool held;
+	int rc;
+
+	if (is_hidden_name(to))
+		return hide_open_file(fs, sb, from, to);
+	/* Lookups of a destination just hidden wait until it is there again. */
+	held = hide_window_renaming(fs->files, sb, to, true);
+	rc = rename_path(fs, sb, from, to, flags);
+	if (held)
+		hide_window_renaming(fs->files, sb, to, false);
+	return rc;
+}
+
+static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
+{
+	struct dt_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT;
+	struct stat sf, st, hidden_st;
+	struct dt_box box;
+	bool to_exists, from_exact, replaced_hidden, api_move;
+	int rc;
+
+	if (flags & RENAME_EXCHANGE)
+		return -EINVAL;   /* SEMANTICS.md: not supported */
+	if (flags & ~(unsigned)RENAME_NOREPLACE)
+		return -EINVAL;
+	if (!strcmp(from, to))
+		return 0;
+	if (is_hidden_name(from))
+		return -ENOENT;
+	/* Over an open file libfuse just hid: its delete is not needed, mv -T
+	 * replaces it in one step (it still exists in the sandbox). */
+	{
+		struct wb_op *hidden = wb_cancel_hidden(fs->files->wb, sb, to);
+
+		replaced_hidden = hidden != NULL;
+		if (hidden)
+			hidden_st = hidden->st;
+		wb_op_free(hidden);
+	}
+	files_settle(fs, sb, from);
+	files_settle(fs, sb, to);
+	rc = flush_under(fs, sb, from);
+	if (rc < 0)
+		return rc;
+	/* Both were looked up by the kernel just before: no request. */
+	rc = lookup_attr(fs, sb, from, &sf);
+	if (rc < 0)
+		return rc;
+	from_exact = cache_lookup(fs->cache, sb->id, from, &st, NULL) == CACHE_HIT;
+	rc = lookup_attr(fs, sb, to, &st);
+	if (rc < 0 && rc != -ENOENT)
+		return rc;
+	to_exists = rc == 0 || replaced_hidden;
+	if (replaced_hidden && rc != 0)
+		st = hidden_st;
+	if (to_exists && (flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (to_exists && S_ISDIR(st.st_mode)) {
+		/* Files made in it and not uploaded yet must be there for the
+		 * sandbox's rename to see that it is not empty. */
+		rc = flush_under(fs, sb, to);
+		if (rc < 0)
+			return rc;
+	} else if (to_exists) {
+		rc = keep_replaced_content(fs, sb, to);
+		if (rc < 0)
+			return rc;
+	}
+	sandbox_box(sb, &box);
+	rc = -EEXIST;
+	api_move = !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
+	if (api_move) {
+		rc = dt_fs_move(fs->dt, &box, from, to, &err);
+		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
+			rc = 0;
+		if (rc < 0 && rc != -EEXIST)
+			toolbox_failed(fs, sb, rc, &err, "rename", from);
+	}
+	/* (With RENAME_NOREPLACE the destination was absent: a 409 of the
+	 * API's move means it came since, and is EEXIST.) */
+	if (rc == -EEXIST && (!api_move || !(flags & RENAME_NOREPLACE))) {
+		/* The toolbox's move never replaces, follows a link at the
+		 * source, and copies where rename fails (a volume); rename(2)
+		 * must replace, atomically: mv -T is rename(2) in the sandbox. */
+		files_rename_script(&cmd, from, to);
+		rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+		sb_free(&cmd);
+	}
+	if (rc < 0) {
+		cache_invalidate_tree(fs->cache, sb->id, from);
+		cache_invalidate_tree(fs->cache, sb->id, to);
+		/* libfuse has hidden the old target for good: it goes now. */
+		if (replaced_hidden)
+			remove_path(fs, sb, to, &hidden_st);
+		return rc;
+	}
+	/* The object keeps its attributes (ctime is shown as mtime). */
+	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
+	cache_update(fs->cache, sb->id, to, CACHE_REPLACED, &sf, from_exact);
+	link_drop(fs, sb, to, true);
+	if (S_ISDIR(sf.st_mode)) {
+		link_drop(fs, sb, from, true);
+	} else if (S_ISLNK(sf.st_mode)) {
+		char target[4096];
+
+		if (link_get(fs, sb, from, target, sizeof(target)))
+			link_put(fs, sb, to, target);
+		link_drop(fs, sb, from, false);
+	}
+	rekey_nodes(fs, sb, from, to);
+	return 0;
+}
+
+/* The cached attributes of path after a change fn made to them, kept
+ * exact when they were; dropped when nothing was known. */
+static void note_attr_change(struct dfs *fs, struct sandbox *sb, const char *path,
+			     void (*fn)(struct stat *st, const void *arg), const void *arg)
+{
+	struct stat st;
+	bool listed = false;
+	enum cache_result r = cache_lookup(fs->cache, sb->id, path, &st, &listed);
+
+	if (r == CACHE_HIT || listed) {
+		fn(&st, arg);
+		/* The sandbox sets ctime to its now; until its value is read
+		 * back, ours shows that it moved. */
+		clock_gettime(CLOCK_REALTIME, &st.st_ctim);
+		cache_update(fs->cache, sb->id, path, CACHE_CHANGED, &st, r == CACHE_HIT);
+	} else {
+		cache_invalidate(fs->cache, sb->id, path);
+	}
+}
+
+static void set_mode(struct stat *st, const void *arg)
+{
+	st->st_mode = (st->st_mode & S_IFMT) | (*(const mode_t *)arg & 07777);
+}
+
+/* fchmod, fchown, futimens of an unlinked open file: libfuse names it by
+ * its hidden name, which is only here. */
+static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, const mode_t *mode, uid_t uid,
+		      gid_t gid, const struct timespec *mt)
+{
+	struct open_node *n = node_find_hidden(fs->files, sb, path);
+
+	if (!n)
+		return -ENOENT;
+	pthread_mutex_lock(&n->lock);
+	if (mode)
+		n->st.st_mode = (n->st.st_mode & S_IFMT) | (*mode & 07777);
+	if (uid != (uid_t)-1)
+		n->st.st_uid = uid;
+	if (gid != (gid_t)-1)
+		n->st.st_gid = gid;
+	if (mt && mt->tv_nsec != UTIME_OMIT) {
+		if (mt->tv_nsec == UTIME_NOW)
+			touch_now(n);
+		else
+			n->mtime = *mt;
+		n->st.st_mtim = n->mtime;
+		n->mtime_pending = true;   /* shown by node_stat; never uploaded */
+	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	return 0;
+}
+
+int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
+{
+	struct dt_error err = { 0 };
+	struct open_node *n = node_find(fs->files, sb, path);
+	struct dt_box box;
+	int rc;
+
+	mode &= 07777;
+	if (is_hidden_name(path)) {
+		if (n)
+			node_release(fs, n);
+		return hidden_set(fs, sb, path, &mode, (uid_t)-1, (gid_t)-1, NULL);
+	}
+	if (n) {
+		bool pending = false;
+
+		pthread_mutex_lock(&n->lock);
+		/* The mode it was opened with (and has kept): nothing to do. */
+		if (!n->is_new && (n->st.st_mode & 07777) == mode)
+			pending = true;
+		n->st.st_mode = (n->st.st_mode & S_IFMT) | mode;
+		if (n->is_new) {
+			/* Applied after the first upload, which creates the file. */
+			n->chmod_pending = true;
+			pending = true;
+		}
+		pthread_mutex_unlock(&n->lock);
+		node_release(fs, n);
+		if (pending)
+			return 0;
+	}
+	{
+		struct stat st;
+
+		/* Editors chmod what they wrote to the mode it has: nothing to do. */
+		if (cache_lookup(fs->cache, sb->id, path, &st, NULL) == CACHE_HIT && (st.st_mode & 07777) == mode)
+			return 0;
+	}
+	files_settle(fs, sb, path);
+	sandbox_box(sb, &box);
+	if (mode & 07000) {
+		/* The file API applies only the 0777 bits. */
+		struct strbuf cmd = STRBUF_INIT;
+
+		/* Five digits: GNU chmod keeps a directory's setuid and setgid
+		 * bits for a shorter numeric mode, which chmod(2) does not. */
+		sb_addf(&cmd, "chmod %05o -- ", (unsigned)mode);
+		sh_word(&cmd, path);
+		return change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
+	}
+	rc = dt_fs_chmod(fs->dt, &box, path, mode, &err);
+	if (rc == -EINVAL)
+		rc = -EPERM;   /* a chmod failure is a bare 400 */
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, path);
+		return toolbox_failed(fs, sb, rc, &err, "chmod", path);
+	}
+	note_attr_change(fs, sb, path, set_mode, &mode);
+	return 0;
+}
+
+int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid, gid_t gid)
+{
+	struct open_node *n = node_find(fs->files, sb, path);
+	struct strbuf cmd = STRBUF_INIT;
+	struct stat st;
+	int rc;
+
+	if (uid == (uid_t)-1 && gid == (gid_t)-1)
+		return 0;
+	if (is_hidden_name(path)) {
+		if (n)
+			node_release(fs, n);
+		return hidden_set(fs, sb, path, NULL, uid, gid, NULL);
+	}
+	if (n) {
+		bool pending = false;
+
+		pthread_mutex_lock(&n->lock);
+		if (n->is_new) {
+			/* Applied after the first upload, with the mode and times. */
+			if (uid != (uid_t)-1)
+				n->uid = n->st.st_uid = uid;
+			else if (!n->chown_pending)
+				n->uid = (uid_t)-1;
+			if (gid != (gid_t)-1)
+				n->gid = n->st.st_gid = gid;
+			else if (!n->chown_pending)
+				n->gid = (gid_t)-1;
+			n->chown_pending = true;
+			pending = true;
+		}
+		pthread_mutex_unlock(&n->lock);
+		node_release(fs, n);
+		if (pending)
+			return 0;
+	}
+	/* cp -a, tar and rsync chown what they make to what it already is:
+	 * nothing to do, unless the call must clear setuid bits. */
+	if (cache_lookup(fs->cache, sb->id, path, &st, NULL) == CACHE_HIT &&
+	    (uid == (uid_t)-1 || st.st_uid == uid) && (gid == (gid_t)-1 || st.st_gid == gid) &&
+	    !(S_ISREG(st.st_mode) && (st.st_mode & 06000)))
+		return 0;
+	files_settle(fs, sb, path);
+	sb_adds(&cmd, "chown -h ");
+	if (uid != (uid_t)-1)
+		sb_addf(&cmd, "%u", (unsigned)uid);
+	if (gid != (gid_t)-1)
+		sb_addf(&cmd, ":%u", (unsigned)gid);
+	sb_adds(&cmd, " -- ");
+	sh_word(&cmd, path);
+	rc = change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
+	if (rc < 0)
+		cache_invalidate(fs->cache, sb->id, path);
+	return rc;
+}
+
+static void set_times(struct stat *st, const void *arg)
+{
+	const struct timespec *tv = arg;
+
+	if (tv[0].tv_nsec != UTIME_OMIT)
+		st->st_atim = tv[0];
+	if (tv[1].tv_nsec != UTIME_OMIT)
+		st->st_mtim = tv[1];
+}
+
+/* Queues utimens of path with explicit times (tar sets every file's and
+ * directory's): false when it cannot be, or must not (UTIME_NOW is the
+ * sandbox's clock at the time of the call). */
+static bool times_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2])
+{
+	struct wb_op *op;
+
+	if (tv[0].tv_nsec == UTIME_NOW || tv[1].tv_nsec == UTIME_NOW || list_mode_get(fs, sb) != LIST_FIND)
+		return false;
+	op = wb_op_new(sb, WB_ATTRS, path);
+	if (!op)
+		return false;
+	op->stat_after = true;
+	op->set_atime = tv[0].tv_nsec != UTIME_OMIT;
+	op->atime = tv[0];
+	op->set_mtime = tv[1].tv_nsec != UTIME_OMIT;
+	op->mtime = tv[1];
+	note_attr_change(fs, sb, path, set_times, tv);
+	if (wb_queue_op(fs, op, WB_DELAY))
+		return true;
+	cache_invalidate(fs->cache, sb->id, path);
+	return false;
+}
+
+int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2])
+{
+	struct open_node *n = node_find(fs->files, sb, path);
+	const struct timespec *at = &tv[0], *mt = &tv[1];
+	struct strbuf cmd = STRBUF_INIT;
+	int rc;
+
+	if (is_hidden_name(path)) {
+		if (n)
+			node_release(fs, n);
+		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, mt);
+	}
+	if (n) {
+		bool pending = false;
+
+		pthread_mutex_lock(&n->lock);
+		if (n->dirty) {
+			/* The upload would reset the time: it is applied after it.
+			 * "Now" needs nothing, the upload is later still. */
+			if (mt->tv_nsec == UTIME_NOW) {
+				n->mtime_pending = false;
+				touch_now(n);
+			} else if (mt->tv_nsec != UTIME_OMIT) {
+				n->mtime = *mt;
+				n->mtime_pending = true;
+			}
+			if (at->tv_nsec != UTIME_OMIT && at->tv_nsec != UTIME_NOW) {
+				n->atime = *at;
+				n->atime_pending = true;
+			}
+			pending = true;
+		}
+		pthread_mutex_unlock(&n->lock);
+		node_release(fs, n);
+		if (pending)
+			return 0;
+	}
+	if (at->tv_nsec == UTIME_OMIT && mt->tv_nsec == UTIME_OMIT)
+		return 0;
+	if (times_later(fs, sb, path, tv))
+		return 0;
+	files_settle(fs, sb, path);
+	sb_adds(&cmd, "true");
+	if (at->tv_nsec == UTIME_NOW && mt->tv_nsec == UTIME_NOW) {
+		sb_adds(&cmd, " && touch -h -c -- ");
+		sh_word(&cmd, path);
+	} else if (at->tv_nsec != UTIME_OMIT && at->tv_nsec != UTIME_NOW && at->tv_sec == mt->tv_sec &&
+		   at->tv_nsec == mt->tv_nsec) {
+		add_touch(&cmd, "", mt, path);
+	} else {
+		if (mt->tv_nsec == UTIME_NOW) {
+			sb_adds(&cmd, " && touch -h -c -m -- ");
+			sh_word(&cmd, path);
+		} else if (mt->tv_nsec != UTIME_OMIT) {
+			add_touch(&cmd, "-m ", mt, path);
+		}
+		if (at->tv_nsec == UTIME_NOW) {
+			sb_adds(&cmd, " && touch -h -c -a -- ");
+			sh_word(&cmd, path);
+		} else if (at->tv_nsec != UTIME_OMIT) {
+			add_touch(&cmd, "-a ", at, path);
+		}
+	}
+	if (!strcmp(sb_str(&cmd), "true")) {
+		sb_free(&cmd);
+		return 0;
+	}
+	rc = change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
+	if (rc < 0)
+		cache_invalidate(fs->cache, sb->id, path);
+	return rc;
+}
+
+int files_symlink(struct dfs *fs, struct sandbox *sb, const char *target, const char *path)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	int rc;
+
+	files_settle(fs, sb, path);
+	sb_adds(&cmd, "ln -s -- ");
+	sh_word(&cmd, target);
+	sb_addc(&cmd, ' ');
+	sh_word(&cmd, path);
+	rc = change_by_command(fs, sb, &cmd, path, CACHE_REPLACED);
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, path);
+		return rc;
+	}
+	/* The target as given, byte for byte. */
+	link_put(fs, sb, path, target);
+	return 0;
+}
+
+int files_readlink(struct dfs *fs, struct sandbox *sb, const char *path, char *buf, size_t size)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL, *raw = NULL;
+	size_t len;
+	int rc;
+
+	if (size == 0)
+		return -EINVAL;
+	if (link_get(fs, sb, path, buf, size))
+		return 0;
+	/* Hex, so that any byte of the target survives the JSON transport. */
+	sb_adds(&cmd, "readlink -n -- ");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, " >/dev/null && readlink -n -- ");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, " | od -An -v -tx1");
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_free(&cmd);
+	if (rc < 0)
+		return rc == -EIO ? -EINVAL : rc;   /* readlink of a non-link fails without a message */
+	rc = files_unhex(out ? out : "", &raw, &len);
+	free(out);
+	if (rc < 0)
+		return -EIO;
+	if (memchr(raw, '\0', len)) {
+		free(raw);
+		return -EIO;
+	}
+	str_copy(buf, size, raw);   /* readlink truncates silently */
+	link_put(fs, sb, path, raw);
+	free(raw);
+	return 0;
+}
+
+int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode, dev_t rdev)
+{
+	struct strbuf cmd = STRBUF_INIT;
+
+	files_settle(fs, sb, path);
+	(void)rdev;
+	/* Regular files come through create. A FIFO can be made in the
+	 * sandbox (and opening it through the mount is the local kernel's
+	 * business, as for any FIFO); devices and sockets cannot. */
+	if (!S_ISFIFO(mode))
+		return -EPERM;
+	sb_addf(&cmd, "mkfifo -m %04o -- ", (unsigned)(mode & 07777));
+	sh_word(&cmd, path);
+	return change_by_command(fs, sb, &cmd, path, CACHE_REPLACED);
+}

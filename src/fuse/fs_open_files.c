@@ -1,0 +1,673 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_open_files.c - the table of open sandbox files: one node per path, shared by
+ * every handle open on it, with its stage; the windows between a hide and
+ * a rename; the per-sandbox listing mode; cached link targets; the claims of
+ * crash recovery; flushing everything at unmount.
+ * The design of the file proxy is in fs_files_int.h.
+ */
+#include "fs_files_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+#include "writeback.h"
+
+static void links_clear_locked(struct open_table *t, const struct sandbox *sb);
+static void node_free(struct dfs *fs, struct open_node *n);
+
+struct open_table *open_table_new(void)
+{
+	struct open_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	t->wb = wb_new(WB_BATCH);
+	if (!t->wb) {
+		free(t);
+		return NULL;
+	}
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->wb_run, NULL);
+	pthread_cond_init(&t->hide_cond, NULL);
+	pthread_cond_init(&t->recover_cond, NULL);
+	return t;
+}
+
+
+void open_table_free(struct open_table *t)
+{
+	struct open_node *n, *next;
+	struct sb_mode *m, *mnext;
+
+	if (t->wb_thread_on) {
+		wb_stop(t->wb);
+		pthread_join(t->wb_thread, NULL);
+	}
+	if (t->fs)
+		wb_run_all(t->fs, NULL);
+	wb_free(t->wb);
+	pthread_mutex_destroy(&t->wb_run);
+
+	for (n = t->head; n; n = next) {
+		next = n->next;
+		node_free(t->fs, n);
+	}
+	for (m = t->modes; m; m = mnext) {
+		mnext = m->next;
+		free(m);
+	}
+	links_clear_locked(t, NULL);
+	while (t->hides) {
+		struct hide_window *h = t->hides;
+
+		t->hides = h->next;
+		free(h->path);
+		free(h);
+	}
+	for (size_t i = 0; i < HIDDEN_NAMES; i++) {
+		free(t->hidden_names[i].hidden);
+		free(t->hidden_names[i].from);
+	}
+	pthread_cond_destroy(&t->hide_cond);
+	pthread_cond_destroy(&t->recover_cond);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* Caller holds t->lock. */
+struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	for (struct open_node *n = t->head; n; n = n->next)
+		if (n->sb == sb && !n->unlinked && !strcmp(n->path, path))
+			return n;
+	return NULL;
+}
+
+struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	struct open_node *n;
+
+	pthread_mutex_lock(&t->lock);
+	/* A file crash recovery is uploading gets its node after that upload:
+	 * what this open writes then lands after recovery's older copy. */
+	while (t->recover_path && !strcmp(t->recover_id, sb->id) && !strcmp(t->recover_path, path))
+		pthread_cond_wait(&t->recover_cond, &t->lock);
+	n = node_lookup_locked(t, sb, path);
+	if (n) {
+		n->refs++;
+		goto out;
+	}
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		goto out;
+	n->path = strdup(path);
+	if (!n->path) {
+		free(n);
+		n = NULL;
+		goto out;
+	}
+	n->sb = sb;
+	n->refs = 1;
+	pthread_mutex_init(&n->lock, NULL);
+	n->next = t->head;
+	t->head = n;
+out:
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+/* Takes a reference on the open node of a path, if there is one. */
+struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	struct open_node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = node_lookup_locked(t, sb, path);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+/* Drops a reference; the last one unlinks the node from the table and
+ * returns true: the caller then finishes and frees it. */
+static bool node_put(struct open_table *t, struct open_node *n)
+{
+	bool last;
+
+	pthread_mutex_lock(&t->lock);
+	last = --n->refs == 0;
+	if (last) {
+		for (struct open_node **pp = &t->head; *pp; pp = &(*pp)->next) {
+			if (*pp == n) {
+				*pp = n->next;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return last;
+}
+
+
+/*
+ * Lets the stage go: nothing of it is wanted any more (uploaded, kept in
+ * unsaved/, or unlinked), so its journal record goes first; or, marked
+ * journal_keep, it stays in staging/ with its record for the next mount's
+ * recovery. fs is NULL at unmount's final free, when the journal is closed.
+ */
+static void node_drop_stage(struct dfs *fs, struct open_node *n)
+{
+	if (n->journal_keep) {
+		close(n->journal_fd);
+		stage_close_keep(n->stage);
+		n->stage = NULL;
+		n->journal_name[0] = '\0';
+		n->journal_keep = false;
+	} else if (fs) {
+		journal_drop(fs, n);
+	} else if (n->journal_name[0]) {
+		close(n->journal_fd);   /* the next mount's recovery drops it: no stage */
+		n->journal_name[0] = '\0';
+	}
+	if (n->stage)
+		stage_free(n->stage);
+	n->stage = NULL;
+}
+
+static void node_free(struct dfs *fs, struct open_node *n)
+{
+	node_drop_stage(fs, n);
+	free(n->path);
+	for (size_t i = 0; i < n->n_old_paths; i++)
+		free(n->old_paths[i]);
+	free(n->old_paths);
+	pthread_mutex_destroy(&n->lock);
+	free(n);
+}
+
+/* Gives a node a new path (caller holds the table's lock). The old string
+ * is kept, not freed: another thread may be in a request that uses it. */
+void node_set_path(struct open_node *n, char *path)
+{
+	char **v = realloc(n->old_paths, (n->n_old_paths + 1) * sizeof(*v));
+
+	if (v) {
+		n->old_paths = v;
+		n->old_paths[n->n_old_paths++] = n->path;
+	} else {
+		free(n->path);   /* out of memory: the lesser evil */
+	}
+	n->path = path;
+}
+
+/* After a last-chance upload failed and its stage went to unsaved/ (or
+ * stays in staging/ for the next mount's recovery): an
+ * open that joined the node meanwhile starts from the sandbox's file, as a
+ * later open would, and never writes into (or uploads) the saved copy.
+ * Caller holds n->lock. */
+void node_forget_content(struct dfs *fs, struct open_node *n)
+{
+	node_drop_stage(fs, n);
+	n->populated = n->dirty = n->is_new = false;
+	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	n->upload_error = 0;
+}
+
+void node_release(struct dfs *fs, struct open_node *n)
+{
+	if (node_put(fs->files, n))
+		node_free(fs, n);
+}
+
+/*
+ * libfuse keeps an open file that is unlinked (or renamed over) under a
+ * name of its own, ".fuse_hidden...", which it gets by renaming the file,
+ * and unlinks that name at the last close. Here that name is local: the
+ * rename to it removes the file from the sandbox and gives the open node
+ * the hidden name; the name is never created in the sandbox, so nothing is
+ * left behind there, whatever happens to the mount.
+ */
+bool is_hidden_name(const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	return !strncmp(base ? base + 1 : path, ".fuse_hidden", 12);
+}
+
+/* Takes a reference on the node hidden under path, if there is one. */
+struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	struct open_node *found = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	for (struct open_node *n = t->head; n; n = n->next) {
+		if (n->sb == sb && n->unlinked && !strcmp(n->path, path)) {
+			found = n;
+			n->refs++;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+/* ---- the moment between a hide and a rename (HIDE_WAIT) -------------------- */
+
+/* Caller holds t->lock. */
+static struct hide_window **hide_find_locked(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	for (struct hide_window **hp = &t->hides; *hp; hp = &(*hp)->next)
+		if ((*hp)->sb == sb && !strcmp((*hp)->path, path))
+			return hp;
+	return NULL;
+}
+
+/* Caller holds t->lock. Wakes the lookups that wait on it. */
+static void hide_remove_locked(struct open_table *t, struct hide_window **hp)
+{
+	struct hide_window *h = *hp;
+
+	*hp = h->next;
+	free(h->path);
+	free(h);
+	pthread_cond_broadcast(&t->hide_cond);
+}
+
+/* Caller holds t->lock: drops the windows of hides that were unlinks. */
+static void hide_prune_locked(struct open_table *t)
+{
+	double now = now_mono();
+
+	for (struct hide_window **hp = &t->hides; *hp;) {
+		if (!(*hp)->renaming && (*hp)->until <= now)
+			hide_remove_locked(t, hp);
+		else
+			hp = &(*hp)->next;
+	}
+}
+
+/* Remembers that from was hidden under the name hidden (HIDDEN_NAMES). */
+void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from)
+{
+	char *h = strdup(hidden), *f = strdup(from);
+	size_t i;
+
+	if (!h || !f) {
+		free(h);
+		free(f);
+		return;
+	}
+	pthread_mutex_lock(&t->lock);
+	i = t->hidden_next++ % HIDDEN_NAMES;
+	free(t->hidden_names[i].hidden);
+	free(t->hidden_names[i].from);
+	t->hidden_names[i].sb = sb;
+	t->hidden_names[i].hidden = h;
+	t->hidden_names[i].from = f;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The name a hidden name was hidden from, into buf; false if not known. */
+bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
+			       size_t size)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < HIDDEN_NAMES && !found; i++) {
+		if (t->hidden_names[i].sb == sb && t->hidden_names[i].hidden &&
+		    !strcmp(t->hidden_names[i].hidden, hidden))
+			found = str_copy(buf, size, t->hidden_names[i].from);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+/* path was just hidden: a rename onto it may follow. */
+void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window *h = calloc(1, sizeof(*h));
+
+	if (!h || !(h->path = strdup(path))) {
+		free(h);
+		return;   /* without memory the lookup is just not held back */
+	}
+	h->sb = sb;
+	h->until = now_mono() + HIDE_WAIT;
+	pthread_mutex_lock(&t->lock);
+	hide_prune_locked(t);
+	h->next = t->hides;
+	t->hides = h;
+	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * A rename onto path starts (returns whether lookups will wait) or ends.
+ * Lookups of path wait for every rename onto it, not only one that follows
+ * a hide: a lookup answered during the rename gives the kernel the node of
+ * the file being replaced, which libfuse drops at the rename's end, and the
+ * open that follows fails with ESTALE.
+ */
+bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start)
+{
+	struct hide_window **hp, *h = NULL;
+	bool held = true;
+
+	if (start && !(h = calloc(1, sizeof(*h))))
+		return false;
+	pthread_mutex_lock(&t->lock);
+	hp = hide_find_locked(t, sb, path);
+	if (hp && start) {
+		(*hp)->renaming = true;
+	} else if (hp) {
+		hide_remove_locked(t, hp);
+	} else if (start && (h->path = strdup(path))) {
+		h->sb = sb;
+		h->renaming = true;
+		h->next = t->hides;
+		t->hides = h;
+		h = NULL;
+	} else {
+		held = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(h);
+	return held;
+}
+
+/* A lookup of path waits while path is between its hide and its rename. */
+void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window **hp;
+
+	pthread_mutex_lock(&t->lock);
+	while ((hp = hide_find_locked(t, sb, path))) {
+		struct timespec until;
+		double when = (*hp)->until, now = now_mono();
+
+		if ((*hp)->renaming) {
+			pthread_cond_wait(&t->hide_cond, &t->lock);
+			continue;
+		}
+		if (when <= now) {
+			hide_remove_locked(t, hp);
+			break;
+		}
+		/* hide_cond uses CLOCK_REALTIME: wait the time that is left. */
+		clock_gettime(CLOCK_REALTIME, &until);
+		when = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + (when - now);
+		until.tv_sec = (time_t)when;
+		until.tv_nsec = (long)((when - (double)until.tv_sec) * 1e9);
+		pthread_cond_timedwait(&t->hide_cond, &t->lock, &until);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- per-sandbox listing mode ---------------------------------------------- */
+
+enum list_mode list_mode_get(struct dfs *fs, const struct sandbox *sb)
+{
+	enum list_mode mode = LIST_UNKNOWN;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (struct sb_mode *m = fs->files->modes; m; m = m->next)
+		if (m->sb == sb)
+			mode = m->mode;
+	pthread_mutex_unlock(&fs->files->lock);
+	return mode;
+}
+
+void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode)
+{
+	struct sb_mode *m;
+
+	pthread_mutex_lock(&fs->files->lock);
+	for (m = fs->files->modes; m; m = m->next)
+		if (m->sb == sb)
+			break;
+	if (!m) {
+		m = calloc(1, sizeof(*m));
+		if (m) {
+			m->sb = sb;
+			m->next = fs->files->modes;
+			fs->files->modes = m;
+		}
+	}
+	if (m && m->mode != mode) {
+		m->mode = mode;
+		if (mode == LIST_API)
+			log_warn("%s: find -printf does not work in the sandbox: listing with the file API "
+				 "(symbolic links are shown as their targets, dangling ones not at all)", sb->name);
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+}
+
+/* ---- link targets ------------------------------------------------------------ */
+
+static size_t link_bucket(const struct sandbox *sb, const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)sb;
+
+	for (const char *p = path; *p; p++) {
+		h ^= (unsigned char)*p;
+		h *= 0x100000001b3ULL;
+	}
+	return (size_t)(h % LINK_BUCKETS);
+}
+
+static void link_ent_free(struct link_ent *e)
+{
+	free(e->path);
+	free(e->target);
+	free(e);
+}
+
+/* All of sb's entries (all entries when sb is NULL). Caller holds t->lock. */
+static void links_clear_locked(struct open_table *t, const struct sandbox *sb)
+{
+	for (size_t i = 0; i < LINK_BUCKETS; i++) {
+		struct link_ent **pp = &t->links[i];
+
+		while (*pp) {
+			struct link_ent *e = *pp;
+
+			if (!sb || e->sb == sb) {
+				*pp = e->next;
+				link_ent_free(e);
+				t->nlinks--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+}
+
+/* Drops the target of path, and with subtree those of everything below it. */
+void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool subtree)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	if (!subtree) {
+		struct link_ent **pp = &t->links[link_bucket(sb, path)];
+
+		for (; *pp; pp = &(*pp)->next) {
+			if ((*pp)->sb == sb && !strcmp((*pp)->path, path)) {
+				struct link_ent *e = *pp;
+
+				*pp = e->next;
+				link_ent_free(e);
+				t->nlinks--;
+				break;
+			}
+		}
+	} else {
+		for (size_t i = 0; i < LINK_BUCKETS; i++) {
+			struct link_ent **pp = &t->links[i];
+
+			while (*pp) {
+				struct link_ent *e = *pp;
+
+				if (e->sb == sb && path_is_within(e->path, path)) {
+					*pp = e->next;
+					link_ent_free(e);
+					t->nlinks--;
+				} else {
+					pp = &e->next;
+				}
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void link_put(struct dfs *fs, const struct sandbox *sb, const char *path, const char *target)
+{
+	struct open_table *t = fs->files;
+	struct link_ent *e;
+	size_t b = link_bucket(sb, path);
+
+	pthread_mutex_lock(&t->lock);
+	for (e = t->links[b]; e; e = e->next)
+		if (e->sb == sb && !strcmp(e->path, path))
+			break;
+	if (!e) {
+		if (t->nlinks >= LINK_MAX)
+			links_clear_locked(t, NULL);   /* crude, and rare: they come back with listings */
+		e = calloc(1, sizeof(*e));
+		if (!e || !(e->path = strdup(path))) {
+			free(e);
+			goto out;
+		}
+		e->sb = sb;
+		e->next = t->links[b];
+		t->links[b] = e;
+		t->nlinks++;
+	}
+	free(e->target);
+	e->target = strdup(target);
+	if (!e->target)
+		e->expires = 0;
+	else
+		e->expires = now_mono() + fs->opt.attr_timeout;
+out:
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Copies path's cached target into buf (truncated, as readlink does). */
+bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *buf, size_t size)
+{
+	struct open_table *t = fs->files;
+	bool found = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (struct link_ent *e = t->links[link_bucket(sb, path)]; e; e = e->next) {
+		if (e->sb == sb && !strcmp(e->path, path)) {
+			if (e->target && now_mono() < e->expires) {
+				str_copy(buf, size, e->target);
+				found = true;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return found;
+}
+
+
+bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path)
+{
+	struct open_table *t = fs->files;
+	bool open = false;
+
+	pthread_mutex_lock(&t->lock);
+	for (struct open_node *n = t->head; n && !open; n = n->next)
+		open = !n->unlinked && !strcmp(n->sb->id, sandbox_id) && !strcmp(n->path, path);
+	if (!open) {
+		t->recover_id = sandbox_id;
+		t->recover_path = path;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return !open;
+}
+
+void files_recovery_done(struct dfs *fs)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	t->recover_id = t->recover_path = NULL;
+	pthread_cond_broadcast(&t->recover_cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void files_flush_all(struct dfs *fs)
+{
+	wb_run_all(fs, NULL);
+	for (;;) {
+		struct open_node *found = next_dirty(fs, NULL, NULL);
+
+		if (!found)
+			break;
+		pthread_mutex_lock(&found->lock);
+		if (found->dirty && !found->unlinked && upload_node(fs, found) < 0) {
+			char label[4600], where[4096];
+
+			snprintf(label, sizeof(label), "%s:%s", found->sb->name, found->path);
+			if (stage_preserve(found->stage, label, where, sizeof(where)) == 0) {
+				journal_drop(fs, found);
+				log_error("%s: %s could not be uploaded at unmount; saved in %s", found->sb->name,
+					  found->path, where);
+			} else {
+				journal_keep_for_recovery(found);
+			}
+			found->dirty = false;   /* preserved: not tried again */
+		}
+		pthread_mutex_unlock(&found->lock);
+		node_release(fs, found);
+	}
+	/* What the uploads queued (modes, times). */
+	wb_run_all(fs, NULL);
+}
+
+/*
+ * A command ran (or ended) in the sandbox: it may have changed any file, so
+ * everything cached of that sandbox goes, and nothing of the others. What
+ * this mount holds itself stays: staged writes, and the content of files
+ * open here.
+ */
+void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id)
+{
+	cache_invalidate_sandbox(fs->cache, sandbox_id);
+	pthread_mutex_lock(&fs->files->lock);
+	for (size_t i = 0; i < LINK_BUCKETS; i++) {
+		struct link_ent **pp = &fs->files->links[i];
+
+		while (*pp) {
+			struct link_ent *e = *pp;
+
+			if (!strcmp(e->sb->id, sandbox_id)) {
+				*pp = e->next;
+				link_ent_free(e);
+				fs->files->nlinks--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+}

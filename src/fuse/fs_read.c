@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_read.c - reading the sandbox's files: ranged downloads through a
+ * read-ahead window, and one streamed download for a sequential reader.
+ * The design of the file proxy is in fs_files_int.h.
+ */
+#include "fs_files_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+#include "writeback.h"
+
+struct buf_sink {
+	char *buf;
+	size_t cap;
+	size_t len;
+};
+
+static int sink_to_buf(void *ctx, const void *data, size_t len)
+{
+	struct buf_sink *s = ctx;
+
+	if (len > s->cap - s->len)
+		len = s->cap - s->len;   /* a server that ignores the range's end */
+	memcpy(s->buf + s->len, data, len);
+	s->len += len;
+	return 0;
+}
+
+static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char *buf, size_t size)
+{
+	struct dt_error err = { 0 };
+	struct buf_sink sink = { buf, size, 0 };
+	struct dt_box box;
+	int64_t got;
+
+	sandbox_box(n->sb, &box);
+	got = dt_fs_download(fs->dt, &box, n->path, off, size, sink_to_buf, &sink, &err);
+	if (got < 0)
+		return toolbox_failed(fs, n->sb, (int)got, &err, "read", n->path);
+	return (int)sink.len;
+}
+
+/*
+ * Streaming read-ahead. Once a reader is sequential, one download from its
+ * offset to the end of the file runs in a thread and fills a ring buffer;
+ * reads take from the ring while the download goes on, so the network and
+ * FUSE work at the same time and a whole file costs one request whatever the
+ * latency. When the ring is full the thread stops reading the socket (TCP
+ * back-pressure). Data up to STREAM_KEEP behind the furthest read stays, for
+ * the kernel's out-of-order readahead. A read outside what the stream can
+ * serve stops it; the caller then falls back to ranged downloads.
+ */
+#define STREAM_CAP  (8 * 1024 * 1024)
+#define STREAM_KEEP (1024 * 1024)
+
+struct rstream {
+	struct dfs *fs;
+	struct dt_box box;
+	char *path;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	char *buf;
+	uint64_t start, end;      /* file offsets held: [start, end) at buf[off % STREAM_CAP] */
+	uint64_t furthest;        /* readers are done with what is before furthest - STREAM_KEEP */
+	bool stop, done;
+	int err;
+};
+
+static int rs_sink(void *ctx, const void *data, size_t len)
+{
+	struct rstream *rs = ctx;
+	const char *d = data;
+
+	while (len) {
+		size_t room, n, pos, first;
+		uint64_t end;
+
+		pthread_mutex_lock(&rs->lock);
+		for (;;) {
+			uint64_t keep_from = rs->furthest > STREAM_KEEP ? rs->furthest - STREAM_KEEP : 0;
+
+			if (keep_from > rs->start)
+				rs->start = keep_from < rs->end ? keep_from : rs->end;
+			room = STREAM_CAP - (size_t)(rs->end - rs->start);
+			if (rs->stop || room > 0)
+				break;
+			pthread_cond_wait(&rs->cv, &rs->lock);
+		}
+		end = rs->end;
+		pthread_mutex_unlock(&rs->lock);
+		if (rs->stop)
+			return -ECANCELED;
+		/* Only this thread moves start and end, so [end, end + room) is ours
+		 * to fill without the lock. */
+		n = len < room ? len : room;
+		pos = (size_t)(end % STREAM_CAP);
+		first = n < STREAM_CAP - pos ? n : STREAM_CAP - pos;
+		memcpy(rs->buf + pos, d, first);
+		memcpy(rs->buf, d + first, n - first);
+		pthread_mutex_lock(&rs->lock);
+		rs->end += n;
+		pthread_cond_broadcast(&rs->cv);
+		pthread_mutex_unlock(&rs->lock);
+		d += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static void *rs_main(void *arg)
+{
+	struct rstream *rs = arg;
+	struct dt_error err = { 0 };
+	int64_t got;
+
+	got = dt_fs_download(rs->fs->dt, &rs->box, rs->path, rs->start, 0, rs_sink, rs, &err);
+	pthread_mutex_lock(&rs->lock);
+	rs->done = true;
+	rs->err = got < 0 ? (int)got : 0;
+	pthread_cond_broadcast(&rs->cv);
+	pthread_mutex_unlock(&rs->lock);
+	return NULL;
+}
+
+void rs_stop(struct rstream *rs)
+{
+	pthread_mutex_lock(&rs->lock);
+	rs->stop = true;
+	pthread_cond_broadcast(&rs->cv);
+	pthread_mutex_unlock(&rs->lock);
+	pthread_join(rs->thread, NULL);
+	pthread_cond_destroy(&rs->cv);
+	pthread_mutex_destroy(&rs->lock);
+	free(rs->buf);
+	free(rs->path);
+	free(rs);
+}
+
+static struct rstream *rs_start(struct dfs *fs, struct open_node *n, uint64_t off)
+{
+	struct rstream *rs = calloc(1, sizeof(*rs));
+
+	if (!rs)
+		return NULL;
+	rs->buf = malloc(STREAM_CAP);
+	rs->path = strdup(n->path);
+	if (!rs->buf || !rs->path)
+		goto fail;
+	rs->fs = fs;
+	sandbox_box(n->sb, &rs->box);
+	rs->start = rs->end = rs->furthest = off;
+	pthread_mutex_init(&rs->lock, NULL);
+	pthread_cond_init(&rs->cv, NULL);
+	if (pthread_create(&rs->thread, NULL, rs_main, rs) != 0) {
+		pthread_cond_destroy(&rs->cv);
+		pthread_mutex_destroy(&rs->lock);
+		goto fail;
+	}
+	return rs;
+fail:
+	free(rs->buf);
+	free(rs->path);
+	free(rs);
+	return NULL;
+}
+
+/* Bytes copied (0 at the end of the file), or -EAGAIN when the stream cannot
+ * serve this read. A stream that ended in an error serves only reads that
+ * lie wholly before where it stopped: a short count would be taken for the
+ * end of the file (the kernel shrinks its size), so a read across the cut
+ * gets -EAGAIN and the caller downloads it, or fails with the error. */
+static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
+{
+	size_t n, pos, first;
+	int rc;
+
+	pthread_mutex_lock(&rs->lock);
+	if (off < rs->start || off > rs->end + STREAM_CAP - STREAM_KEEP) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	if (off > rs->furthest) {
+		rs->furthest = off;   /* lets the producer make room for this read */
+		pthread_cond_broadcast(&rs->cv);
+	}
+	while (rs->end < off + size && !rs->done)
+		pthread_cond_wait(&rs->cv, &rs->lock);
+	if (off < rs->start) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	if (rs->err && rs->end < off + size) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	if (off >= rs->end) {
+		rc = 0;
+		goto out;
+	}
+	n = rs->end - off < size ? (size_t)(rs->end - off) : size;
+	pos = (size_t)(off % STREAM_CAP);
+	first = n < STREAM_CAP - pos ? n : STREAM_CAP - pos;
+	memcpy(buf, rs->buf + pos, first);
+	memcpy(buf + first, rs->buf, n - first);
+	if (off + n > rs->furthest) {
+		rs->furthest = off + n;
+		pthread_cond_broadcast(&rs->cv);
+	}
+	rc = (int)n;
+out:
+	pthread_mutex_unlock(&rs->lock);
+	return rc;
+}
+
+
+int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size, off_t off)
+{
+	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
+	struct open_node *n = h->node;
+	uint64_t uoff = (uint64_t)off;
+	ssize_t got;
+	int rc;
+
+	pthread_mutex_lock(&n->lock);
+	if (n->populated || n->unlinked) {
+		/* An unlinked node was populated when it was unlinked; reading
+		 * its path now would read another file. */
+		got = n->populated ? stage_pread(n->stage, buf, size, uoff) : 0;
+		pthread_mutex_unlock(&n->lock);
+		return (int)got;
+	}
+	pthread_mutex_unlock(&n->lock);
+
+	pthread_mutex_lock(&h->lock);
+	if (h->rs) {
+		rc = rs_read(h->rs, buf, size, uoff);
+		if (rc != -EAGAIN)
+			goto done;
+		rs_stop(h->rs);
+		h->rs = NULL;
+	}
+	if (uoff >= h->ra_off && uoff + size <= h->ra_off + h->ra_len) {
+		memcpy(buf, h->ra_buf + (uoff - h->ra_off), size);
+		rc = (int)size;
+		goto done;
+	}
+	/* Sequential, or just ahead of where the reader was: the kernel's
+	 * readahead sends its reads from several threads, so the next one may
+	 * arrive after the one past it. Either way the stream starts where the
+	 * reader was (next_off), and serves both. */
+	if (h->next_off != 0 && uoff >= h->next_off && uoff - h->next_off <= 4 * (uint64_t)size) {
+		/* Sequential: stream the rest of the file. */
+		h->rs = rs_start(fs, n, h->next_off);
+		if (h->rs) {
+			rc = rs_read(h->rs, buf, size, uoff);
+			if (rc != -EAGAIN)
+				goto done;
+			rs_stop(h->rs);
+			h->rs = NULL;
+		}
+
+		/* Sequential: fetch ahead, doubling the window up to RA_MAX. */
+		if (h->window < RA_MAX)
+			h->window *= 2;
+	} else if (uoff != 0) {
+		/* Random access: fetch exactly what was asked, no more. */
+		h->window = 0;
+	}
+	if (h->window > size) {
+		size_t want = h->window;
+
+		if (h->ra_cap < want) {
+			char *nb = realloc(h->ra_buf, want);
+
+			if (!nb) {
+				rc = -ENOMEM;
+				goto done;
+			}
+			h->ra_buf = nb;
+			h->ra_cap = want;
+		}
+		h->ra_len = 0;
+		rc = download_into(fs, n, uoff, h->ra_buf, want);
+		if (rc < 0)
+			goto done;
+		h->ra_off = uoff;
+		h->ra_len = (size_t)rc;
+		rc = (int)(size < h->ra_len ? size : h->ra_len);
+		memcpy(buf, h->ra_buf, (size_t)rc);
+	} else {
+		if (h->window == 0)
+			h->window = RA_MIN;
+		rc = download_into(fs, n, uoff, buf, size);
+	}
+done:
+	if (rc > 0)
+		h->next_off = uoff + (uint64_t)rc;
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}

@@ -1,0 +1,748 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_write.c - opening, writing and uploading the sandbox's files: the stage,
+ * the upload and what must follow it, the crash journal, flush, fsync,
+ * release and truncate.
+ * The design of the file proxy is in fs_files_int.h.
+ */
+#include "fs_files_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+#include "writeback.h"
+
+/* ---- content ------------------------------------------------------------------- */
+
+struct stage_sink {
+	struct stage *stage;
+};
+
+static int sink_to_stage(void *ctx, const void *data, size_t len)
+{
+	struct stage_sink *s = ctx;
+
+	return stage_append(s->stage, data, len);
+}
+
+/* Makes the stage hold the file's whole current content. Caller holds n->lock. */
+int ensure_populated(struct dfs *fs, struct open_node *n)
+{
+	struct dt_error err = { 0 };
+	struct stage_sink sink;
+	struct dt_box box;
+	int64_t got;
+	int rc;
+
+	if (n->populated)
+		return 0;
+	if (!n->stage) {
+		rc = stage_new(fs->stage, &n->stage);
+		if (rc < 0)
+			return rc;
+	} else {
+		stage_truncate(n->stage, 0);
+	}
+	sink.stage = n->stage;
+	sandbox_box(n->sb, &box);
+	got = dt_fs_download(fs->dt, &box, n->path, 0, 0, sink_to_stage, &sink, &err);
+	if (got < 0) {
+		stage_truncate(n->stage, 0);
+		return toolbox_failed(fs, n->sb, (int)got, &err, "download", n->path);
+	}
+	n->populated = true;
+	return 0;
+}
+
+void touch_now(struct open_node *n)
+{
+	clock_gettime(CLOCK_REALTIME, &n->mtime);
+}
+
+/* What the cache may assume of a file just uploaded: its type, mode and
+ * size are right, its time is the sandbox's (unknown here). */
+static void upload_hint(struct open_node *n, struct stat *st)
+{
+	*st = n->st;
+	st->st_mode = S_IFREG | (n->st.st_mode & 07777);
+	st->st_size = (off_t)stage_size(n->stage);
+	st->st_blocks = (blkcnt_t)((st->st_size + 511) / 512);
+	st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+}
+
+void add_touch(struct strbuf *cmd, const char *flag, const struct timespec *ts, const char *path)
+{
+	sb_addf(cmd, " && touch -h -c %s-d @%lld.%09ld -- ", flag, (long long)ts->tv_sec, ts->tv_nsec);
+	sh_word(cmd, path);
+}
+
+/*
+ * Queues what apply_after_upload must do (tar, cp -a and rsync set the
+ * times, and often the mode, of every file they write: one command each
+ * would double their cost). The cache holds the attributes the file will
+ * have until the batch prints the real ones. False when it cannot be
+ * queued. Caller holds n->lock.
+ */
+static bool attrs_later(struct dfs *fs, struct open_node *n, const struct stat *hint, bool chmod)
+{
+	struct wb_op *op = wb_op_new(n->sb, WB_ATTRS, n->path);
+	struct stat st = *hint;
+
+	if (!op)
+		return false;
+	op->stat_after = true;
+	if (n->chown_pending) {
+		op->chown = true;
+		op->uid = n->uid;
+		op->gid = n->gid;
+		if (n->uid != (uid_t)-1)
+			st.st_uid = n->uid;
+		if (n->gid != (gid_t)-1)
+			st.st_gid = n->gid;
+	}
+	op->chmod = chmod;
+	op->mode = n->st.st_mode & 07777;
+	op->set_mtime = n->mtime_pending;
+	op->mtime = n->mtime;
+	op->set_atime = n->atime_pending;
+	op->atime = n->atime;
+	if (n->atime_pending)
+		st.st_atim = n->atime;
+	/* Before the batch can run and print the real ones. */
+	cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &st, true);
+	return wb_queue_op(fs, op, WB_DELAY);
+}
+
+/*
+ * After an upload: what had to wait for it. A new file gets the mode (the
+ * toolbox creates 0644) and the owner it was given, and a file whose times
+ * were set while it was being written gets them (the upload set the time
+ * of the upload). All of it is one command, in the order cp -a uses: owner,
+ * then mode (chown clears setuid), then times; a mode alone is one chmod
+ * request. Caller holds n->lock.
+ */
+static void apply_after_upload(struct dfs *fs, struct open_node *n)
+{
+	struct dt_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT;
+	struct stat hint;
+	struct dt_box box;
+	mode_t mode = n->st.st_mode & 07777;
+	bool chmod = n->chmod_pending && mode != 0644;
+	bool finds = list_mode_get(fs, n->sb) != LIST_API;
+	/* A mode alone could be POST /files/permissions, but a command costs
+	 * the same one request and returns the exact attributes, which the
+	 * next stat (editors stat what they wrote) would otherwise ask for. */
+	bool command = n->chown_pending || n->mtime_pending || n->atime_pending ||
+		       (chmod && ((mode & 07000) || finds));
+	char *out = NULL;
+	int rc;
+
+	upload_hint(n, &hint);
+	if (!command && !chmod) {
+		n->chmod_pending = false;
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+		return;
+	}
+	if (!command) {
+		n->chmod_pending = false;
+		sandbox_box(n->sb, &box);
+		rc = dt_fs_chmod(fs->dt, &box, n->path, mode, &err);
+		if (rc < 0)
+			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+		return;
+	}
+	if (finds && attrs_later(fs, n, &hint, chmod)) {
+		n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+		return;
+	}
+	sb_adds(&cmd, "true");
+	if (n->chown_pending) {
+		sb_adds(&cmd, " && chown -h ");
+		if (n->uid != (uid_t)-1)
+			sb_addf(&cmd, "%u", (unsigned)n->uid);
+		if (n->gid != (gid_t)-1)
+			sb_addf(&cmd, ":%u", (unsigned)n->gid);
+		sb_adds(&cmd, " -- ");
+		sh_word(&cmd, n->path);
+	}
+	if (chmod) {
+		sb_addf(&cmd, " && chmod %05o -- ", (unsigned)mode);
+		sh_word(&cmd, n->path);
+	}
+	if (n->mtime_pending && n->atime_pending && n->mtime.tv_sec == n->atime.tv_sec &&
+	    n->mtime.tv_nsec == n->atime.tv_nsec) {
+		add_touch(&cmd, "", &n->mtime, n->path);
+	} else {
+		if (n->mtime_pending)
+			add_touch(&cmd, "-m ", &n->mtime, n->path);
+		if (n->atime_pending)
+			add_touch(&cmd, "-a ", &n->atime, n->path);
+	}
+	if (finds)
+		files_add_stat_print(&cmd, n->path);
+	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, n->sb, sb_str(&cmd), &out);
+	if (rc < 0) {
+		log_warn("%s: setting the mode, owner or times of %s after its upload failed: %s", n->sb->name,
+			 n->path, strerror(-rc));
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+	} else {
+		note_command_result(fs, n->sb, n->path, out, CACHE_CHANGED);
+	}
+	free(out);
+	sb_free(&cmd);
+}
+
+/* Runs an upload's copy command: through run_fs_command when the mount
+ * knows the sandbox, else (crash recovery) straight to the toolbox. */
+static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *script)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	struct dt_error err = { 0 };
+	char *out = NULL;
+	int code = -1, rc;
+
+	if (sb)
+		return run_fs_command(fs, sb, script, NULL);
+	sb_adds(&cmd, FILES_SH_PREFIX);
+	sb_adds(&cmd, script);
+	rc = cmd.oom ? -ENOMEM : dt_exec_within(fs->dt, box, sb_str(&cmd), "/", fs->opt.timeout_s, &code, &out, &err);
+	if (rc == 0 && code != 0)
+		rc = errno_from_message(out);
+	else if (rc < 0)
+		log_warn("%s: %s", box->id, err.message);
+	free(out);
+	sb_free(&cmd);
+	return rc;
+}
+
+/*
+ * Sends size bytes of fd to path. The toolbox trims white space from both
+ * ends of an upload's path (Go's strings.TrimSpace), so "notes " would be
+ * written over "notes": such a path is uploaded under a temporary name in
+ * the same directory, and one command copies that into the file and removes
+ * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
+ * links, as an upload in place does. sb is NULL when the mount does not know
+ * the sandbox (crash recovery); with sb, a sandbox known to run no commands
+ * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
+ */
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
+		    uint64_t size, struct dt_error *err)
+{
+	static unsigned long seq;
+	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
+	const char *slash = strrchr(path, '/');
+	int rc;
+
+	if (!slash || !dt_upload_path_trimmed(path))
+		return dt_fs_upload_fd(fs->dt, box, path, fd, size, err);
+	if (sb && list_mode_get(fs, sb) == LIST_API)
+		return dt_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
+				    "API would write a name with white space at its ends over the trimmed name", path);
+	sb_add(&tmp, path, (size_t)(slash - path) + 1);
+	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	sb_adds(&cmd, "cat -- ");
+	sh_word(&cmd, sb_str(&tmp));
+	sb_adds(&cmd, " > ");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, "; rc=$?; rm -f -- ");
+	sh_word(&cmd, sb_str(&tmp));
+	sb_adds(&cmd, "; exit $rc");
+	if (tmp.oom || cmd.oom) {
+		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
+		goto out;
+	}
+	rc = dt_fs_upload_fd(fs->dt, box, sb_str(&tmp), fd, size, err);
+	if (rc == 0) {
+		rc = upload_command(fs, sb, box, sb_str(&cmd));
+		if (rc < 0)
+			dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
+				     strerror(-rc));
+	}
+	if (rc < 0) {
+		struct dt_error ignored = { 0 };
+
+		/* A part of it may have been written, or the copy's request
+		 * failed before its rm ran: no copy is left in the user's
+		 * directory (the result does not matter). */
+		dt_fs_delete(fs->dt, box, sb_str(&tmp), false, &ignored);
+	}
+out:
+	sb_free(&tmp);
+	sb_free(&cmd);
+	return rc;
+}
+
+/* chmod of path for crash recovery: the file API's chmod trims the path as
+ * its upload does, so a name with white space at its ends gets a command. */
+int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	int rc;
+
+	if (!dt_upload_path_trimmed(path))
+		return dt_fs_chmod(fs->dt, box, path, mode, err);
+	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
+	sh_word(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));
+	if (rc < 0)
+		dt_error_set(err, rc, 0, "chmod %s: %s", path, strerror(-rc));
+	sb_free(&cmd);
+	return rc;
+}
+
+/* Sends the stage to n->path (files_upload_fd). Caller holds n->lock. */
+static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+{
+	struct dt_box box;
+
+	sandbox_box(n->sb, &box);
+	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
+}
+
+/* ---- the crash journal (journal.h) ------------------------------------------------ */
+
+/* Writes (or rewrites) the stage's record; durable: after an fsync of the
+ * stage, and itself fsync'd. */
+int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, bool durable)
+{
+	struct journal_rec *r = calloc(1, sizeof(*r));
+	const char *dir = stage_area_staging(fs->stage);
+	const char *name = stage_name(n->stage);
+	int rc;
+
+	if (!r)
+		return -ENOMEM;
+	r->state = state;
+	str_copy(r->sandbox_id, sizeof(r->sandbox_id), n->sb->id);
+	str_copy(r->sandbox_name, sizeof(r->sandbox_name), n->sb->name);
+	r->base = n->base;
+	r->mode = n->st.st_mode & 07777;
+	r->size = stage_size(n->stage);
+	r->time = (long long)time(NULL);
+	if (!str_copy(r->path, sizeof(r->path), n->path) || !name[0]) {
+		rc = -ENAMETOOLONG;
+	} else {
+		/* The stage's data first, then the record that promises it. */
+		rc = durable ? stage_sync(n->stage) : 0;
+		if (rc == 0 && n->journal_name[0]) {
+			rc = journal_update(n->journal_fd, dir, r, durable);
+		} else if (rc == 0) {
+			rc = journal_create(dir, name, r, durable);
+			if (rc >= 0) {
+				n->journal_fd = rc;
+				str_copy(n->journal_name, sizeof(n->journal_name), name);
+				rc = 0;
+			}
+		}
+	}
+	free(r);
+	if (rc < 0) {
+		log_error("%s: cannot write the crash journal record of %s: %s", n->sb->name, n->path,
+			  strerror(-rc));
+		return rc;
+	}
+	n->journal_flushed = state == JOURNAL_FLUSHED;
+	return 0;
+}
+
+/* Before a change to the stage is acknowledged: its record exists, in
+ * state "open" (once per stretch of writes: a write costs nothing more).
+ * Caller holds n->lock. */
+static int journal_note_dirty(struct dfs *fs, struct open_node *n)
+{
+	if (n->journal_name[0] && !n->journal_flushed)
+		return 0;
+	/* After a failed upload the "flushed" record is on disk: the "open"
+	 * one that replaces it must be too, before the new data can reach the
+	 * disk, or a reboot could find the old record over changed data. */
+	return journal_put(fs, n, JOURNAL_OPEN, n->journal_flushed);
+}
+
+/*
+ * Around an upload. Before it, the record says "flushed" (with the size),
+ * so that the next mount uploads what a close asked for if this one dies
+ * during the upload; not fsync'd: a successful upload puts the data in
+ * the sandbox, which is what close promises, and a close cut short by a
+ * reboot promised nothing. After a failed upload, the data stays here
+ * (the error tells the user so), and here only: the stage and the record
+ * are then fsync'd, so that they outlive a reboot too. A journal error is
+ * logged and the upload goes on: it is what saves the data. Caller holds
+ * n->lock.
+ */
+static void journal_note_flush(struct dfs *fs, struct open_node *n, bool failed)
+{
+	journal_put(fs, n, JOURNAL_FLUSHED, failed);
+}
+
+/* The stage's data is in the sandbox, in unsaved/, or no longer wanted. */
+void journal_drop(struct dfs *fs, struct open_node *n)
+{
+	int rc;
+
+	if (!n->journal_name[0])
+		return;
+	rc = journal_remove(stage_area_staging(fs->stage), n->journal_name);
+	if (rc < 0)
+		log_warn("%s: cannot remove the crash journal record of %s: %s", n->sb->name, n->path,
+			 strerror(-rc));
+	close(n->journal_fd);
+	n->journal_name[0] = '\0';
+	n->journal_flushed = false;
+}
+
+/*
+ * A stage that could be neither uploaded nor moved to unsaved/ (that
+ * directory is full, say) is not deleted with its node: with its record
+ * (made durable by the failed upload) it stays in staging/, and the next
+ * mount's recovery uploads it or keeps it. Returns false when it has no
+ * record (the journal failed too): then nothing can be done. Caller holds
+ * n->lock.
+ */
+bool journal_keep_for_recovery(struct open_node *n)
+{
+	if (!n->journal_name[0])
+		return false;
+	n->journal_keep = true;
+	log_error("%s: %s could not be uploaded nor kept in unsaved/; it stays in the staging directory for "
+		  "the next mount's crash recovery", n->sb->name, n->path);
+	return true;
+}
+
+/* Uploads a dirty stage, then applies what had to wait for the file to
+ * exist (mode, owner, times). Caller holds n->lock. */
+int upload_node(struct dfs *fs, struct open_node *n)
+{
+	struct dt_error err = { 0 };
+	struct stat hint;
+	int rc;
+
+	if (!n->dirty || n->unlinked)
+		return 0;
+	/* A queued change of this file (its times, say) must not land after
+	 * the new content. */
+	files_settle(fs, n->sb, n->path);
+	journal_note_flush(fs, n, false);
+	rc = upload_stage(fs, n, &err);
+	if (rc < 0) {
+		n->upload_error = rc;
+		journal_note_flush(fs, n, true);
+		upload_hint(n, &hint);
+		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+		toolbox_failed(fs, n->sb, rc, &err, "upload", n->path);
+		log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path,
+			  err.message);
+		return rc;
+	}
+	n->dirty = false;
+	n->is_new = false;
+	n->upload_error = 0;
+	journal_drop(fs, n);
+	/* The sandbox's time of our upload is not known here: a later stretch
+	 * of writes cannot be checked against it after a crash. */
+	n->base.kind = JOURNAL_BASE_UNKNOWN;
+	apply_after_upload(fs, n);
+	return 0;
+}
+
+/* The attributes of an existing file being opened, without a request:
+ * the kernel looked the path up just before, so the cache has them. */
+static void node_init_existing(struct dfs *fs, struct open_node *n)
+{
+	bool listed = false;
+
+	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) == CACHE_HIT) {
+		/* what recovery checks the sandbox's file against */
+		n->base.kind = JOURNAL_BASE_FILE;
+		n->base.size = (uint64_t)n->st.st_size;
+		n->base.mtime = n->st.st_mtim;
+	} else if (!listed) {
+		memset(&n->st, 0, sizeof(n->st));
+		n->st.st_mode = S_IFREG | 0644;
+		n->st.st_uid = fs->uid;
+		n->st.st_gid = fs->gid;
+	}
+	n->st.st_nlink = 1;
+	n->st.st_blksize = 128 * 1024;
+	n->mtime = n->st.st_mtim;
+}
+
+int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
+	       mode_t mode)
+{
+	struct fhandle *h;
+	struct open_node *n;
+	int rc = 0;
+
+	if (is_hidden_name(path) && !create) {
+		/* An open of a file libfuse hid (unlinked or replaced while
+		 * open), through a name the kernel still caches: it shares
+		 * what the other descriptors read, or after the last of them
+		 * closed, opens the name it was hidden from (HIDDEN_NAMES). */
+		char from[sizeof(((struct node *)0)->path)];
+
+		n = node_find_hidden(fs->files, sb, path);
+		if (!n) {
+			if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
+				return -ESTALE;
+			return files_open(fs, sb, from, fi, false, 0);
+		}
+	} else {
+		files_settle(fs, sb, path);
+		n = node_get(fs->files, sb, path);
+		if (!n)
+			return -ENOMEM;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	h->type = FS_HANDLE_FILE;
+	h->node = n;
+	h->flags = fi->flags;
+	h->window = RA_MIN;
+	pthread_mutex_init(&h->lock, NULL);
+
+	pthread_mutex_lock(&n->lock);
+	if (!create && !n->is_new && !n->populated && !n->st.st_mode)
+		node_init_existing(fs, n);
+	/* O_TRUNC truncates whatever the access mode: Linux does it for O_RDONLY too. */
+	if (create || (fi->flags & O_TRUNC)) {
+		/* The content is known (empty) without downloading it. */
+		if (!n->stage)
+			rc = stage_new(fs->stage, &n->stage);
+		else
+			rc = stage_truncate(n->stage, 0);
+		if (rc == 0 && create)
+			n->base.kind = JOURNAL_BASE_NEW;
+		if (rc == 0)
+			rc = journal_note_dirty(fs, n);
+		if (rc == 0) {
+			n->populated = true;
+			n->dirty = true;
+			n->mtime_pending = false;
+			touch_now(n);
+			if (create) {
+				n->is_new = true;
+				memset(&n->st, 0, sizeof(n->st));
+				n->st.st_mode = S_IFREG | (mode & 07777);
+				n->st.st_nlink = 1;
+				n->st.st_uid = fs->uid;
+				n->st.st_gid = fs->gid;
+				n->st.st_blksize = 128 * 1024;
+				n->st.st_mtim = n->st.st_atim = n->st.st_ctim = n->mtime;
+				n->chmod_pending = true;
+				/* The parent's listing gains the name; the attributes
+				 * come from this node until the upload. */
+				cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &n->st, false);
+				link_drop(fs, sb, path, false);
+			}
+		}
+	}
+	if (rc == 0)
+		n->handles++;
+	pthread_mutex_unlock(&n->lock);
+	if (rc < 0)
+		goto fail;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+fail:
+	if (h) {
+		pthread_mutex_destroy(&h->lock);
+		free(h);
+	}
+	node_release(fs, n);
+	return rc;
+}
+
+
+int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size_t size, off_t off)
+{
+	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
+	struct open_node *n = h->node;
+	uint64_t uoff = (uint64_t)off;
+	ssize_t put;
+	int rc;
+
+	pthread_mutex_lock(&n->lock);
+	rc = ensure_populated(fs, n);
+	if (rc < 0)
+		goto out;
+	/* O_APPEND writes land at the end of what we hold, whatever the kernel thought. */
+	if (h->flags & O_APPEND)
+		uoff = stage_size(n->stage);
+	rc = journal_note_dirty(fs, n);
+	if (rc < 0)
+		goto out;
+	put = stage_pwrite(n->stage, buf, size, uoff);
+	if (put < 0) {
+		rc = (int)put;
+		goto out;
+	}
+	n->dirty = true;
+	/* A write sets the time to now, replacing an earlier utimens. */
+	n->mtime_pending = false;
+	touch_now(n);
+	rc = (int)put;
+out:
+	pthread_mutex_unlock(&n->lock);
+	/* Read-ahead of this handle is stale now; reads go to the stage anyway. */
+	pthread_mutex_lock(&h->lock);
+	h->ra_len = 0;
+	if (h->rs) {
+		rs_stop(h->rs);
+		h->rs = NULL;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+int files_flush(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
+	struct open_node *n = h->node;
+	int rc;
+
+	pthread_mutex_lock(&n->lock);
+	rc = upload_node(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	return rc;
+}
+
+int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
+{
+	return files_flush(fs, fi);
+}
+
+int files_release(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
+	struct open_node *n = h->node;
+
+	/* The node stays in the open table (this handle's reference) until the
+	 * last-chance upload is over: an open of the same path meanwhile joins
+	 * the node and waits for the lock, so that one path never has two
+	 * uploads at once, and an older content never lands after a newer one. */
+	pthread_mutex_lock(&n->lock);
+	if (--n->handles == 0) {
+		/* The last handle: one more try, and a stage that still cannot be
+		 * uploaded is preserved, never dropped. */
+		if (n->dirty && !n->unlinked && upload_node(fs, n) < 0) {
+			char label[4600], where[4096];
+
+			snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
+			if (stage_preserve(n->stage, label, where, sizeof(where)) == 0) {
+				journal_drop(fs, n);
+				log_error("%s: %s could not be uploaded; its content is saved in %s",
+					  n->sb->name, n->path, where);
+				sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
+						  n->path, where);
+			} else if (journal_keep_for_recovery(n)) {
+				sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
+						  "next mount", n->path);
+			}
+			node_forget_content(fs, n);
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	if (h->rs)
+		rs_stop(h->rs);
+	free(h->ra_buf);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+	return 0;
+}
+
+/* truncate(2) of a file no descriptor of this mount has open: one command,
+ * so that no content travels. -ENOSYS when the sandbox has no truncate. */
+static int truncate_by_command(struct dfs *fs, struct sandbox *sb, const char *path, off_t size)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *out = NULL;
+	int code = 0, rc;
+
+	files_settle(fs, sb, path);
+	sb_addf(&cmd, "truncate -c -s %lld -- ", (long long)size);
+	sh_word(&cmd, path);
+	if (list_mode_get(fs, sb) != LIST_API)
+		files_add_stat_print(&cmd, path);
+	rc = cmd.oom ? -ENOMEM : sandbox_sh(fs, sb, sb_str(&cmd), &code, &out);
+	sb_free(&cmd);
+	if (rc == 0 && code == 127)
+		rc = -ENOSYS;
+	else if (rc == 0 && code != 0)
+		rc = errno_from_message(out);
+	else if (rc == 0)
+		note_command_result(fs, sb, path, out, CACHE_CHANGED);
+	free(out);
+	return rc;
+}
+
+int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct open_node *n;
+	bool by_path = fi == NULL;
+	int rc;
+
+	if (size < 0)
+		return -EINVAL;
+	if (fi) {
+		n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
+	} else {
+		n = node_find(fs->files, sb, path);
+		if (!n) {
+			rc = truncate_by_command(fs, sb, path, size);
+			if (rc != -ENOSYS)
+				return rc;
+			/* No truncate there: a temporary node, staged and uploaded. */
+			n = node_get(fs->files, sb, path);
+			if (!n)
+				return -ENOMEM;
+			pthread_mutex_lock(&n->lock);
+			node_init_existing(fs, n);
+			pthread_mutex_unlock(&n->lock);
+		}
+	}
+	pthread_mutex_lock(&n->lock);
+	if (size == 0 && !n->populated) {
+		if (!n->stage)
+			rc = stage_new(fs->stage, &n->stage);
+		else
+			rc = stage_truncate(n->stage, 0);
+		if (rc == 0)
+			n->populated = true;
+	} else {
+		rc = ensure_populated(fs, n);
+	}
+	if (rc == 0)
+		rc = journal_note_dirty(fs, n);
+	if (rc == 0)
+		rc = stage_truncate(n->stage, (uint64_t)size);
+	if (rc == 0) {
+		n->dirty = true;
+		n->mtime_pending = false;
+		touch_now(n);
+		if (by_path)
+			rc = upload_node(fs, n);
+	}
+	pthread_mutex_unlock(&n->lock);
+	if (by_path)
+		node_release(fs, n);
+	return rc;
+}
