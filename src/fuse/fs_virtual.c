@@ -1,0 +1,630 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_virtual.c - the FUSE operations on open handles: the virtual files (info,
+ * ctl, command output, exit, stdin) and the sandbox's files (handed to
+ * fs_read.c and fs_write.c), and poll.
+ */
+#include "fs_dispatch_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs_int.h"
+#include "log.h"
+#include "recover.h"
+#include "strbuf.h"
+#include "urlenc.h"
+
+/* ---- virtual files ------------------------------------------------------ */
+
+enum handle_type { H_FILE = FS_HANDLE_FILE, H_DIR = FS_HANDLE_DIR, H_TEXT, H_CTL, H_STREAM, H_EXIT, H_STDIN };
+
+/* Every fi->fh points to a struct that starts with the handle type. */
+struct vhandle {
+	int type;
+	struct node node;
+	struct sandbox *sb;
+	unsigned cmd;
+	enum exec_stream stream;
+	struct strbuf text;        /* H_TEXT: the content made at open */
+	struct strbuf line;        /* H_CTL: a partial line waiting for its newline */
+	bool discarding;           /* H_CTL: the rest of a refused line is ignored up to its newline */
+	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
+	bool saw_end;              /* the command's end was seen (caches dropped) */
+	pthread_mutex_t lock;
+};
+
+static int text_of(struct dfs *fs, struct vhandle *h)
+{
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	int rc;
+
+	switch (h->node.kind) {
+	case N_ROOT_ERROR:
+		if (fs->root_error[0])
+			sb_addf(&h->text, "%s\n", fs->root_error);
+		return 0;
+	case N_SB_ERROR:
+		if (h->sb->error[0])
+			sb_addf(&h->text, "%s\n", h->sb->error);
+		return 0;
+	case N_SB_STATUS:
+		if (h->sb->progress[0]) {
+			sb_addf(&h->text, "%s\n", h->sb->progress);
+			return 0;
+		}
+		rc = sandbox_refresh(fs, h->sb, &err);
+		if (rc < 0)
+			return rc;
+		if (h->sb->error_reason[0])
+			sb_addf(&h->text, "%s: %s\n", h->sb->state, h->sb->error_reason);
+		else
+			sb_addf(&h->text, "%s\n", h->sb->state);
+		return 0;
+	case N_SB_INFO: {
+		struct dt_sandbox d;
+
+		memset(&d, 0, sizeof(d));
+		rc = dt_sandbox_get(fs->dt, h->sb->id, &d, &err);
+		if (rc == 0) {
+			pthread_mutex_lock(&fs->lock);
+			sandbox_update(fs, h->sb, &d);
+			pthread_mutex_unlock(&fs->lock);
+			if (d.json)
+				sb_adds(&h->text, d.json);
+		}
+		dt_sandbox_clear(&d);
+		return rc;
+	}
+	case N_SNAPFILE: {
+		struct dt_snapshot s;
+
+		memset(&s, 0, sizeof(s));
+		rc = dt_snapshot_get(fs->dt, h->node.snap_name, &s, &err);
+		if (rc == 0 && s.json)
+			sb_adds(&h->text, s.json);
+		dt_snapshot_clear(&s);
+		return rc;
+	}
+	case N_CMD_COMMAND: {
+		char *t = NULL;
+		size_t len = 0;
+
+		sandbox_box(h->sb, &box);
+		rc = exec_command_text(fs->exec, &box, h->cmd, &t, &len, &err);
+		if (rc == 0) {
+			sb_add(&h->text, t, len);
+			if (len && t[len - 1] != '\n')
+				sb_addc(&h->text, '\n');
+		}
+		free(t);
+		return rc;
+	}
+	case N_CMD_STATUS: {
+		struct exec_status st;
+
+		sandbox_box(h->sb, &box);
+		rc = exec_status(fs->exec, &box, h->cmd, false, &st, &err);
+		if (rc == 0)
+			sb_addf(&h->text, "%s\n", exec_state_name(st.state));
+		return rc;
+	}
+	default:
+		return 0;
+	}
+}
+
+static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, struct fuse_file_info *fi)
+{
+	int acc = fi->flags & O_ACCMODE;
+	bool writable;
+	struct vhandle *h;
+	unsigned last;
+	int rc;
+
+	switch (n->kind) {
+	case N_ROOT_CTL:
+	case N_SB_CTL:
+	case N_CMD_CTL:
+	case N_CMD_STDIN:
+		writable = true;
+		break;
+	default:
+		writable = false;
+	}
+	if (acc != O_RDONLY && !writable)
+		return -EACCES;
+	if (acc != O_WRONLY && writable && n->kind != N_SB_CTL && n->kind != N_ROOT_CTL)
+		return -EACCES;
+
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_init(&h->lock, NULL);
+	h->node = *n;
+	h->sb = sb;
+	h->cmd = n->cmd;
+	switch (n->kind) {
+	case N_ROOT_CTL:
+	case N_SB_CTL:
+	case N_CMD_CTL:
+		h->type = H_CTL;
+		break;
+	case N_CMD_STDIN:
+		h->type = H_STDIN;
+		break;
+	case N_SB_STDOUT:
+	case N_SB_STDERR:
+	case N_SB_EXIT:
+		rc = newest_command(fs, sb, &last);
+		if (rc == -ENOENT) {
+			/* No command has run yet: the files exist and are empty. */
+			h->type = H_TEXT;
+			break;
+		}
+		if (rc < 0)
+			goto fail;
+		h->cmd = last;
+		h->type = n->kind == N_SB_EXIT ? H_EXIT : H_STREAM;
+		h->stream = n->kind == N_SB_STDERR ? EXEC_STDERR : EXEC_STDOUT;
+		break;
+	case N_CMD_STDOUT:
+	case N_CMD_STDERR:
+		h->type = H_STREAM;
+		h->stream = n->kind == N_CMD_STDERR ? EXEC_STDERR : EXEC_STDOUT;
+		break;
+	case N_CMD_EXIT:
+		h->type = H_EXIT;
+		break;
+	default:
+		h->type = H_TEXT;
+		rc = text_of(fs, h);
+		if (rc < 0)
+			goto fail;
+		if (h->text.oom) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	/* Content is made at open and may change between opens: no page cache,
+	 * and no size the kernel would trust. */
+	fi->direct_io = 1;
+	if (h->type == H_CTL || h->type == H_STDIN)
+		fi->nonseekable = 1;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	return 0;
+fail:
+	sb_free(&h->text);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+	return rc;
+}
+
+static void vhandle_free(struct vhandle *h)
+{
+	sb_free(&h->text);
+	sb_free(&h->line);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+int dfs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct sandbox *sb;
+	struct node n;
+	int rc;
+
+	rc = resolve(fs, path, &n, &sb);
+	if (rc < 0)
+		return rc;
+	switch (n.kind) {
+	case N_FILE:
+		rc = sandbox_require_running(fs, sb);
+		if (rc < 0)
+			return rc;
+		return files_open(fs, sb, n.path, fi, false, 0);
+	case N_ROOT:
+	case N_SNAPDIR:
+	case N_SANDBOX:
+	case N_CMDDIR:
+	case N_CMD:
+	case N_FSROOT:
+		return -EISDIR;
+	case N_CMD_COMMAND:
+	case N_CMD_STDOUT:
+	case N_CMD_STDERR:
+	case N_CMD_EXIT:
+	case N_CMD_STATUS:
+	case N_CMD_STDIN:
+	case N_CMD_CTL:
+		rc = command_exists(fs, sb, n.cmd);
+		if (rc < 0)
+			return rc;
+		break;
+	default:
+		break;
+	}
+	return vhandle_open(fs, &n, sb, fi);
+}
+
+int dfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct sandbox *sb;
+	struct node n;
+	int rc = file_node(path, &n, &sb);
+
+	if (rc)
+		return rc < 0 ? rc : -EACCES;
+	return files_open(dfs_get(), sb, n.path, fi, true, mode);
+}
+
+static int handle_type(struct fuse_file_info *fi)
+{
+	return *(int *)(uintptr_t)fi->fh;
+}
+
+
+/* The reader learns that a command ended, possibly before the exec thread's
+ * on_end callback has dropped the caches: drop them now, so that what the
+ * command changed is seen as soon as exit (or EOF) is. */
+static void saw_command_end(struct dfs *fs, struct vhandle *h)
+{
+	if (h->saw_end)
+		return;
+	h->saw_end = true;
+	command_ended(fs, h->sb->id, h->cmd);
+}
+
+static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
+{
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	ssize_t n;
+
+	sandbox_box(h->sb, &box);
+	n = exec_read(fs->exec, &box, h->cmd, h->stream, buf, size, (uint64_t)off, true, &err);
+	if (n > 0) {
+		pthread_mutex_lock(&h->lock);
+		if ((uint64_t)off + (uint64_t)n > h->read_end)
+			h->read_end = (uint64_t)off + (uint64_t)n;
+		pthread_mutex_unlock(&h->lock);
+	}
+	if (n == 0 && size > 0)
+		saw_command_end(fs, h);
+	if (n < 0 && n != -EINTR)
+		log_warn("%s: reading command %u output: %s", h->sb->name, h->cmd, err.message);
+	return (int)n;
+}
+
+static int read_exit(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
+{
+	struct dt_error err = { 0 };
+	struct exec_status st;
+	struct dt_box box;
+	int rc;
+
+	if (!h->text.len) {
+		/* The exit file waits until the command has ended. */
+		sandbox_box(h->sb, &box);
+		rc = exec_status(fs->exec, &box, h->cmd, true, &st, &err);
+		if (rc < 0)
+			return rc;
+		saw_command_end(fs, h);
+		sb_addf(&h->text, "%d\n", st.exit_code);
+	}
+	if ((size_t)off >= h->text.len)
+		return 0;
+	if (size > h->text.len - (size_t)off)
+		size = h->text.len - (size_t)off;
+	memcpy(buf, h->text.buf + off, size);
+	return (int)size;
+}
+
+int dfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
+	int rc;
+
+	(void)path;
+	switch (handle_type(fi)) {
+	case H_FILE:
+		return files_read(fs, fi, buf, size, off);
+	case H_STREAM:
+		return read_stream(fs, h, buf, size, off);
+	case H_EXIT:
+		pthread_mutex_lock(&h->lock);
+		rc = read_exit(fs, h, buf, size, off);
+		pthread_mutex_unlock(&h->lock);
+		return rc;
+	case H_TEXT:
+		if ((size_t)off >= h->text.len)
+			return 0;
+		if (size > h->text.len - (size_t)off)
+			size = h->text.len - (size_t)off;
+		memcpy(buf, h->text.buf + off, size);
+		return (int)size;
+	default:
+		return 0;   /* ctl and stdin read as empty */
+	}
+}
+
+/* Runs one complete line written to a ctl file. */
+static int run_ctl_line(struct dfs *fs, struct vhandle *h, const char *line, size_t len)
+{
+	switch (h->node.kind) {
+	case N_ROOT_CTL:
+		return ctl_run_root(fs, line, len);
+	case N_SB_CTL:
+		return ctl_run_sandbox(fs, h->sb, line, len);
+	case N_CMD_CTL:
+		return ctl_run_command(fs, h->sb, h->cmd, line, len);
+	default:
+		return -EBADF;
+	}
+}
+
+#define CTL_LINE_MAX (1024 * 1024)
+
+/*
+ * A line over CTL_LINE_MAX: the write that reaches the limit fails with
+ * EFBIG from the refused line's first byte on, and the part of the line
+ * taken before is dropped. Nothing of it runs, neither at a newline nor at
+ * close, and input is ignored up to the next newline of a LATER write: the
+ * kernel reports the bytes it sent before the failing part of a large
+ * write(2) as a short count, so the writer sends the refused rest again,
+ * newline included, and that rest must not run as a line of its own.
+ */
+static int refuse_line(struct vhandle *h)
+{
+	sb_reset(&h->line);
+	h->discarding = true;
+	return -EFBIG;
+}
+
+/* A write while discarding: ignored, and refused, up to the refused line's
+ * end; the rest of the write goes with it (the writer sees the write fail),
+ * and so does, up to its newline, a line that the rest began. */
+static int discard_write(struct vhandle *h, const char *buf, size_t size)
+{
+	const char *nl = memchr(buf, '\n', size);
+
+	if (nl)
+		h->discarding = buf[size - 1] != '\n';
+	return -EFBIG;
+}
+
+/* ctl files take one command per line and run each as soon as its line is
+ * complete, so that the write that carries it gets its error. A last line
+ * without a newline runs at close (flush). A line over CTL_LINE_MAX is
+ * refused whole (refuse_line). */
+static int write_ctl(struct dfs *fs, struct vhandle *h, const char *buf, size_t size)
+{
+	size_t start = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->discarding) {
+		rc = discard_write(h, buf, size);
+		goto out;
+	}
+	for (size_t i = 0; i < size; i++) {
+		if (buf[i] != '\n')
+			continue;
+		if (h->line.len + (i - start) > CTL_LINE_MAX) {
+			rc = refuse_line(h);
+			goto out;
+		}
+		sb_add(&h->line, buf + start, i - start);
+		start = i + 1;
+		if (h->line.oom) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = run_ctl_line(fs, h, sb_str(&h->line), h->line.len);
+		sb_reset(&h->line);
+		if (rc < 0)
+			goto out;
+	}
+	if (h->line.len + (size - start) > CTL_LINE_MAX) {
+		rc = refuse_line(h);
+		goto out;
+	}
+	sb_add(&h->line, buf + start, size - start);
+	rc = h->line.oom ? -ENOMEM : (int)size;
+out:
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+int dfs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
+	struct dt_error err = { 0 };
+	struct dt_box box;
+	ssize_t n;
+
+	(void)path;
+	switch (handle_type(fi)) {
+	case H_FILE:
+		return files_write(fs, fi, buf, size, off);
+	case H_CTL:
+		return write_ctl(fs, h, buf, size);
+	case H_STDIN:
+		sandbox_box(h->sb, &box);
+		n = exec_stdin_write(fs->exec, &box, h->cmd, buf, size, &err);
+		if (n < 0)
+			sandbox_set_error(h->sb, "stdin of command %u: %s", h->cmd, err.message);
+		return (int)n;
+	default:
+		return -EBADF;
+	}
+}
+
+int dfs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
+	int rc = 0;
+
+	(void)path;
+	switch (handle_type(fi)) {
+	case H_FILE:
+		return files_flush(fs, fi);
+	case H_CTL:
+		pthread_mutex_lock(&h->lock);
+		if (h->line.len) {
+			rc = run_ctl_line(fs, h, sb_str(&h->line), h->line.len);
+			sb_reset(&h->line);
+		}
+		pthread_mutex_unlock(&h->lock);
+		return rc;
+	case H_STDIN: {
+		/* close() returns once what was written is in the command's
+		 * stdin, with the error of a delivery that failed. */
+		struct dt_error err = { 0 };
+		struct dt_box box;
+
+		sandbox_box(h->sb, &box);
+		rc = exec_stdin_flush(fs->exec, &box, h->cmd, &err);
+		if (rc < 0 && rc != -EINTR)
+			sandbox_set_error(h->sb, "stdin of command %u: %s", h->cmd, err.message);
+		return rc;
+	}
+	default:
+		return 0;
+	}
+}
+
+int dfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)datasync;
+	if (handle_type(fi) == H_FILE)
+		return files_fsync(dfs_get(), fi);
+	return 0;
+}
+
+/* fsync of a sandbox directory waits for the changes queued under it
+ * (deletes, times: fs_deferred.c) and reports one that failed. */
+int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct sandbox *sb;
+	struct node n;
+	int rc;
+
+	(void)datasync;
+	(void)fi;
+	rc = resolve(fs, path, &n, &sb);
+	if (rc < 0)
+		return rc;
+	if (n.kind != N_FILE && n.kind != N_FSROOT)
+		return 0;
+	return files_fsyncdir(fs, sb, n.path);
+}
+
+int dfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
+	struct dt_error err = { 0 };
+	struct dt_box box;
+
+	(void)path;
+	if (handle_type(fi) == H_FILE)
+		return files_release(fs, fi);
+	if (h->type == H_STDIN) {
+		/* Closing stdin sends EOF to the command. */
+		sandbox_box(h->sb, &box);
+		if (exec_stdin_close(fs->exec, &box, h->cmd, &err) < 0)
+			sandbox_set_error(h->sb, "closing stdin of command %u: %s", h->cmd, err.message);
+	}
+	vhandle_free(h);
+	return 0;
+}
+
+int dfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	struct sandbox *sb = NULL;
+	struct node n;
+	int rc;
+
+	if (fi && handle_type(fi) == H_FILE)
+		return files_truncate(fs, NULL, NULL, size, fi);
+	if (fi)
+		return 0;   /* "> ctl" truncates before it writes: nothing to do */
+	if (!path)
+		return -ENOSYS;
+	rc = resolve(fs, path, &n, &sb);
+	if (rc < 0)
+		return rc;
+	switch (n.kind) {
+	case N_FILE:
+		rc = sandbox_require_running(fs, sb);
+		if (rc < 0)
+			return rc;
+		return files_truncate(fs, sb, n.path, size, NULL);
+	case N_ROOT_CTL:
+	case N_SB_CTL:
+	case N_CMD_CTL:
+	case N_CMD_STDIN:
+		return 0;
+	default:
+		return -EACCES;
+	}
+}
+
+void poll_wake(void *ctx, void *ph)
+{
+	(void)ctx;
+	fuse_notify_poll(ph);
+	fuse_pollhandle_destroy(ph);
+}
+
+bool request_interrupted(void)
+{
+	return fuse_interrupted() != 0;
+}
+
+int dfs_poll(const char *path, struct fuse_file_info *fi, struct fuse_pollhandle *ph, unsigned *reventsp)
+{
+	struct dfs *fs = dfs_get();
+	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
+	struct dt_box box;
+	int ready;
+
+	(void)path;
+	if (handle_type(fi) != H_STREAM) {
+		/* Everything else is always ready, like a regular file. */
+		if (ph)
+			fuse_pollhandle_destroy(ph);
+		*reventsp |= POLLIN | POLLOUT;
+		return 0;
+	}
+	sandbox_box(h->sb, &box);
+	/* The kernel does not tell the reader's offset: readiness means "data
+	 * past what this handle has been given", tracked as the furthest read. */
+	ready = exec_poll(fs->exec, &box, h->cmd, h->stream, h->read_end, ph);
+	/* exec keeps the handle only when it is not ready (0): else it is ours. */
+	if (ready != 0 && ph)
+		fuse_pollhandle_destroy(ph);
+	if (ready < 0)
+		return ready;
+	if (ready)
+		*reventsp |= POLLIN;
+	return 0;
+}

@@ -1,0 +1,595 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * exec_script.c - the shell scripts of commands as files (the wrapper, the
+ * launcher, kill, stdin, reconcile) and the parsers of what they print.
+ * Pure: built from the spec, unit-tested, and run by the unit tests under
+ * dash and bash.
+ */
+#include "exec_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+
+/* ---- scripts -------------------------------------------------------------- */
+
+static bool env_key_valid(const char *k)
+{
+	if (!k || !(*k == '_' || (*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z')))
+		return false;
+	for (k++; *k; k++)
+		if (!(*k == '_' || (*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') ||
+		      (*k >= '0' && *k <= '9')))
+			return false;
+	return true;
+}
+
+/*
+ * stdin. The command reads the FIFO stdin.pipe. A holder process (a sleep
+ * whose stdin is the FIFO, opened read-write) keeps a writer on it, so the
+ * command sees EOF only once the holder is gone: stdin is closed by killing
+ * the holder, and the wrapper kills it when the command ends. Each batch of
+ * input is written into the FIFO by one /process/execute. Waiting for input
+ * costs nothing: no polling, no requests, one sleeping process. Without a
+ * FIFO (mkfifo failed) stdin is /dev/null.
+ *
+ * The wrapper opens the FIFO read-write first (which never blocks on Linux),
+ * so that neither the holder's nor the command's open blocks, and lets go of
+ * it once both have it.
+ */
+static const char wrapper_stdin[] =
+	"i=/dev/null; h=\n"
+	"if [ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\"; then\n"
+	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n"
+	"\techo $h >\"$d/stdin.holder\"\n"
+	"\ti=$d/stdin.pipe\n"
+	"fi\n";
+
+/*
+ * The watchdog of a timeout. It is not in the command's process group (the
+ * command is setsid'd into its own), so killing that group spares it and the
+ * wrapper, which then records the exit status. The wrapper kills the
+ * watchdog when the command ends first; once the watchdog has fired it
+ * ignores that, to send the SIGKILL 2 s later to what is left of the group.
+ */
+static const char wrapper_watchdog_fmt[] =
+	"(\n"
+	"\tsleep %ld & z=$!\n"
+	"\ttrap 'kill $z 2>/dev/null; exit 0' TERM\n"
+	"\twait $z\n"
+	"\t[ -e \"$d/exit\" ] && exit 0\n"
+	"\ttrap '' TERM\n"
+	"\techo timedout >\"$d/state\"\n"
+	"\tkill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null\n"
+	"\tsleep 2\n"
+	"\tkill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null\n"
+	") & w=$!\n";
+
+int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
+{
+	size_t i;
+
+	for (i = 0; i < spec->n_env; i++)
+		if (!env_key_valid(spec->env[i].key) || !spec->env[i].value)
+			return -EINVAL;
+	/* Written for sh (dash or bash as sh): it runs under "sh", whatever
+	 * shell the toolbox's /process/execute uses. */
+	sb_adds(sb, "d=$1\n"
+		"r=$(command -v bash) || r=$(command -v sh) || r=/bin/sh\n"
+		"s=$(command -v setsid) || s=\n");
+	sb_adds(sb, wrapper_stdin);
+	/* The environment as assignments before the command word: they reach
+	 * the command only, not the wrapper's own tools (a PATH=... must not
+	 * change which mv the wrapper runs). $s and $r are absolute paths, as
+	 * the shell would look them up in such a PATH. */
+	for (i = 0; i < spec->n_env; i++) {
+		sb_adds(sb, spec->env[i].key);
+		sb_addc(sb, '=');
+		sh_quote(sb, spec->env[i].value);
+		sb_addc(sb, ' ');
+	}
+	/* setsid: the command gets a process group of its own (its pid), so a
+	 * kill of the group reaches everything it started and nothing else. */
+	sb_adds(sb, "$s $r \"$d/command\" <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
+		"[ -n \"$h\" ] && exec 3>&-\n"
+		"echo $p >\"$d/pgid.tmp\" && mv -f \"$d/pgid.tmp\" \"$d/pgid\"\n");
+	if (spec->timeout_s > 0)
+		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
+	sb_adds(sb, "wait $p; c=$?\n");
+	if (spec->timeout_s > 0)
+		/* As timeout(1): 124 says the time ran out. */
+		sb_adds(sb, "kill $w 2>/dev/null\n"
+			"[ \"$(cat \"$d/state\" 2>/dev/null)\" = timedout ] && c=124\n");
+	/* exit last, and atomically: its existence means the streams are
+	 * final. Then the holder goes: a write still in flight fails (EPIPE)
+	 * rather than wait for a reader that will never come. */
+	sb_adds(sb, "echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
+		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		"exit 0\n");
+	return sb->oom ? -ENOMEM : 0;
+}
+
+/* Adds: printf %s 'BASE64' | base64 -d */
+static void add_decoder(struct strbuf *sb, const void *data, size_t len)
+{
+	sb_adds(sb, "printf %s '");
+	base64_encode(sb, data, len);
+	sb_adds(sb, "' | base64 -d");
+}
+
+/* A client token: 1 to 64 of [A-Za-z0-9_-], safe in a path and in a script. */
+static bool token_valid(const char *t)
+{
+	size_t n = t ? strlen(t) : 0;
+
+	if (n == 0 || n > 64)
+		return false;
+	for (; *t; t++)
+		if (!((*t >= 'a' && *t <= 'z') || (*t >= 'A' && *t <= 'Z') || (*t >= '0' && *t <= '9') ||
+		      *t == '_' || *t == '-'))
+			return false;
+	return true;
+}
+
+/*
+ * A script whose request the proxy may send twice (FIDELITY D7: the proxy
+ * and the runner re-send a body up to 256 KiB once after a stale
+ * connection, and the first may have run) claims its client token with
+ * mkdir, which only one run wins. The loser is the replay: it waits for the
+ * winner's answer (up to wait_s) and prints it, doing nothing else. The
+ * winner's answers go through say, which also records them. $t is the
+ * claim directory.
+ */
+static void add_claim(struct strbuf *sb, long wait_s)
+{
+	sb_addf(sb, "if ! mkdir \"$t\" 2>/dev/null; then\n"
+		"\ti=0\n"
+		"\twhile [ ! -e \"$t/answer\" ] && [ $i -lt %ld ]; do sleep 0.05; i=$((i+1)); done\n"
+		"\tcat \"$t/answer\" 2>/dev/null || echo 'daytonafs-error replay'\n"
+		"\texit 0\n"
+		"fi\n"
+		"say() { echo \"$1\"; echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\"; }\n",
+		wait_s * 20);
+}
+
+/*
+ * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
+ * so it keeps to what all three read alike. Everything taken from the user
+ * (command, wrapper with its environment, cwd) travels in base64, so any byte
+ * survives JSON (which would turn invalid UTF-8 into U+FFFD) and quoting.
+ * mkdir without -p claims the number: a mount that collides with another
+ * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
+ * of the request start nothing (add_claim); claims over 10 minutes old go.
+ */
+int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			const struct exec_spec *spec)
+{
+	struct strbuf wrapper = STRBUF_INIT;
+	const char *cmd = spec->command ? spec->command : "";
+	int rc;
+
+	if (!token_valid(token))
+		return -EINVAL;
+	rc = exec_build_wrapper(&wrapper, spec);
+	if (rc < 0)
+		goto out;
+	sb_adds(sb, "S=");
+	sh_quote(sb, state_dir);
+	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
+		"mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
+		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
+	sb_addf(sb, "t=$S/launch/%s\n", token);
+	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
+	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + 2>/dev/null\n");
+	if (spec->cwd && *spec->cwd) {
+		/* The x keeps a trailing newline of the name from $(...). */
+		sb_adds(sb, "c=$(");
+		add_decoder(sb, spec->cwd, strlen(spec->cwd));
+		sb_adds(sb, "; echo x); c=${c%x}\n"
+			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
+	}
+	sb_addf(sb, "n=%u; i=0\n", first);
+	sb_adds(sb, "while ! mkdir \"$S/cmd/$n\" 2>/dev/null; do\n"
+		"\ti=$((i+1)); n=$((n+1))\n"
+		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
+		"done\n"
+		"d=$S/cmd/$n\n"
+		"if ");
+	add_decoder(sb, cmd, strlen(cmd));
+	sb_adds(sb, " >\"$d/command\" && ");
+	add_decoder(sb, wrapper.buf, wrapper.len);
+	sb_adds(sb, " >\"$d/run\" && : >\"$d/stdout\" && : >\"$d/stderr\"");
+	/* A half-made command gets an exit, so it does not look running forever. */
+	sb_adds(sb, "; then :; else\n"
+		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
+		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
+		"fi\n"
+		/* Without a FIFO the command's stdin is /dev/null. */
+		"mkfifo \"$d/stdin.pipe\" 2>/dev/null\n"
+		"if command -v setsid >/dev/null 2>&1; then\n"
+		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
+		"else\n"
+		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
+		"fi\n"
+		"echo $! >\"$d/wpid\"\n"
+		/* Started means the command has its process group: kill works from now. */
+		"i=0\n"
+		"while [ ! -e \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
+		"say \"daytonafs-started $n\"\n");
+	rc = sb->oom ? -ENOMEM : 0;
+out:
+	sb_free(&wrapper);
+	return rc;
+}
+
+/*
+ * Whether the wrapper of the record $d still runs: its pid is alive (not a
+ * zombie: in a container whose init does not reap, the dead stay) and, when
+ * /proc tells, runs $d's run script (after a restart of the sandbox the pid
+ * may belong to anything). Unknown counts as alive: a record is ended only
+ * on evidence. Sets w to the pid ("" when not recorded).
+ */
+static const char alive_fn[] =
+	"alive() {\n"
+	"\tw=$(cat \"$d/wpid\" 2>/dev/null)\n"
+	"\tcase $w in ''|*[!0-9]*) w=; return 0 ;; esac\n"
+	"\tkill -0 \"$w\" 2>/dev/null || return 1\n"
+	"\tz=$(cat \"/proc/$w/stat\" 2>/dev/null); z=${z##*) }\n"
+	"\tcase $z in Z*|X*) return 1 ;; esac\n"
+	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
+	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
+	"\tesac\n"
+	"\treturn 1\n"
+	"}\n"
+	/* Ends the record as killed by the restart. */
+	"orphan() {\n"
+	"\t[ -s \"$d/state\" ] || echo killed >\"$d/state\"\n"
+	"\techo 137 >\"$d/exit.$$\" && mv -f \"$d/exit.$$\" \"$d/exit\"\n"
+	"}\n";
+
+/* "sh -c 'SCRIPT'": the toolbox shell may be zsh, whose kill and case differ. */
+static void add_sh_c(struct strbuf *sb, const struct strbuf *script)
+{
+	if (script->oom) {
+		sb->oom = true;
+		return;
+	}
+	sb_adds(sb, "sh -c ");
+	sh_quote(sb, script->buf);
+}
+
+/* d=DIR, made absolute as the launcher made STATE_DIR. */
+static void add_dir(struct strbuf *sb, const char *var, const char *dir)
+{
+	sb_adds(sb, var);
+	sb_addc(sb, '=');
+	sh_quote(sb, dir);
+	sb_addf(sb, "\ncase $%s in /*) ;; *) %s=$PWD/$%s ;; esac\n", var, var, var);
+}
+
+/*
+ * The kill script. state is written first, so that the exit the wrapper
+ * records reads as "killed". When the wrapper is gone (the sandbox was
+ * restarted under it), its pids mean nothing now: nothing is signalled and
+ * the record is ended here. It returns once the command has ended, or 3 s
+ * after the TERM (the KILL comes at 2 s).
+ */
+static const char kill_script[] =
+	"if [ -e \"$d/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
+	"i=0\n"
+	"while [ ! -s \"$d/pgid\" ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done\n"
+	"p=$(cat \"$d/pgid\" 2>/dev/null)\n"
+	"case $p in ''|*[!0-9]*) p= ;; esac\n"
+	"if [ -z \"$p\" ] || ! alive; then\n"
+	"\t[ -e \"$d/exit\" ] || orphan\n"
+	"\techo daytonafs-killed; exit 0\n"
+	"fi\n"
+	"echo killed >\"$d/state\"\n"
+	"if kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; then\n"
+	"\tk='sleep 2; kill -KILL -$1 2>/dev/null || kill -KILL $1 2>/dev/null'\n"
+	"\tif command -v setsid >/dev/null 2>&1; then\n"
+	"\t\tsetsid sh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
+	"\telse\n"
+	"\t\tsh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
+	"\tfi\n"
+	/* Done when it has ended (usually at once; 2 s for one that ignores
+	 * TERM), so that status says "killed" after the write. */
+	"\ti=0\n"
+	"\twhile [ ! -e \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
+	"fi\n"
+	"echo daytonafs-killed\n";
+
+/* An sh -c of: var=dir, the alive function, then body. */
+static void build_alive_script(struct strbuf *sb, const char *var, const char *dir, const char *body)
+{
+	struct strbuf script = STRBUF_INIT;
+
+	add_dir(&script, var, dir);
+	sb_adds(&script, alive_fn);
+	sb_adds(&script, body);
+	add_sh_c(sb, &script);
+	sb_free(&script);
+}
+
+void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
+{
+	build_alive_script(sb, "d", cmd_dir, kill_script);
+}
+
+/*
+ * Fed to the toolbox shell directly (not sh -c: the data would exceed the
+ * kernel's limit on one argument), so it keeps to what zsh, bash and sh read
+ * alike. The FIFO has readers while the command runs (the holder and the
+ * command), so the open does not block; a full pipe blocks the write until
+ * the command reads (STDIN_TIMEOUT_S). cmd_dir/stdin.b.ID claims the batch,
+ * so that a replay of the request does not feed it twice (add_claim); the
+ * claim of the batch before (done_id), whose answer has come, goes.
+ */
+int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *batch_id, const char *done_id,
+			   const void *data, size_t len)
+{
+	if (!token_valid(batch_id) || (done_id && !token_valid(done_id)))
+		return -EINVAL;
+	add_dir(sb, "d", cmd_dir);
+	sb_addf(sb, "t=$d/stdin.b.%s\n", batch_id);
+	/* No record: nothing to claim in, and nothing to feed (nostdin below). */
+	sb_adds(sb, "if [ -d \"$d\" ]; then\n");
+	add_claim(sb, STDIN_TIMEOUT_S - 5);
+	sb_adds(sb, "else say() { echo \"$1\"; }; fi\n");
+	if (done_id)
+		sb_addf(sb, "rm -rf \"$d/stdin.b.%s\" 2>/dev/null\n", done_id);
+	sb_adds(sb, "if [ -e \"$d/exit\" ]; then say daytonafs-ended\n"
+		"elif [ -e \"$d/stdin.eof\" ]; then say daytonafs-closed\n"
+		"elif [ ! -p \"$d/stdin.pipe\" ]; then say daytonafs-nostdin\n"
+		"elif ");
+	add_decoder(sb, data, len);
+	sb_adds(sb, " >\"$d/stdin.pipe\"; then say daytonafs-written\n"
+		"else say daytonafs-failed\n"
+		"fi\n");
+	return sb->oom ? -ENOMEM : 0;
+}
+
+/*
+ * EOF: the holder goes. Its pid is checked to hold a stdin.pipe (after a
+ * restart of the sandbox the number may be anyone's); when /proc cannot tell,
+ * a running command's holder is taken to be alive. stdin.eof records it for
+ * other mounts, and stops later writes.
+ */
+static const char stdin_close_script[] =
+	"[ -e \"$d/stdin.eof\" ] || : >\"$d/stdin.eof\"\n"
+	"h=$(cat \"$d/stdin.holder\" 2>/dev/null)\n"
+	"case $h in ''|*[!0-9]*) h= ;; esac\n"
+	"if [ -n \"$h\" ] && [ ! -e \"$d/exit\" ]; then\n"
+	"\tif [ ! -d /proc/self ]; then\n"
+	"\t\tkill $h 2>/dev/null\n"
+	"\telif [ -d \"/proc/$h\" ]; then\n"
+	"\t\tcase $(readlink \"/proc/$h/fd/0\" 2>/dev/null) in\n"
+	"\t\t''|*/stdin.pipe) kill $h 2>/dev/null ;;\n"
+	"\t\tesac\n"
+	"\tfi\n"
+	"fi\n"
+	"echo daytonafs-closed\n";
+
+void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir)
+{
+	struct strbuf script = STRBUF_INIT;
+
+	add_dir(&script, "d", cmd_dir);
+	sb_adds(&script, stdin_close_script);
+	add_sh_c(sb, &script);
+	sb_free(&script);
+}
+
+/*
+ * The records without an exit whose wrapper is gone. A record without a
+ * wrapper pid is being started, unless its run script is over a minute old.
+ */
+static const char reconcile_script[] =
+	"for d in \"$S\"/cmd/*; do\n"
+	"\t[ -f \"$d/run\" ] && [ ! -e \"$d/exit\" ] || continue\n"
+	"\tif alive; then\n"
+	"\t\t[ -n \"$w\" ] && continue\n"
+	"\t\t[ -n \"$(find \"$d/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
+	"\tfi\n"
+	"\t[ -e \"$d/exit\" ] && continue\n"
+	"\torphan && echo \"daytonafs-orphan ${d##*/}\"\n"
+	"done\n"
+	"echo daytonafs-reconciled\n";
+
+void exec_build_reconcile(struct strbuf *sb, const char *state_dir)
+{
+	build_alive_script(sb, "S", state_dir, reconcile_script);
+}
+
+/* ---- parsers ---------------------------------------------------------------- */
+
+/* A decimal number at p followed by the end of a line: 0 and *n, else -EIO. */
+static int parse_number_line(const char *p, unsigned *n)
+{
+	unsigned long v;
+	char *end;
+
+	if (*p < '0' || *p > '9')
+		return -EIO;
+	errno = 0;
+	v = strtoul(p, &end, 10);
+	if (errno || v == 0 || v > UINT_MAX || !(*end == '\n' || *end == '\0' || *end == '\r'))
+		return -EIO;
+	*n = (unsigned)v;
+	return 0;
+}
+
+int exec_parse_launch(const char *output, unsigned *n)
+{
+	const char *p = output ? strstr(output, "daytonafs-started ") : NULL;
+
+	if (p)
+		return parse_number_line(p + strlen("daytonafs-started "), n);
+	if (output && strstr(output, "daytonafs-error cwd"))
+		return -ENOENT;
+	return -EIO;
+}
+
+int exec_parse_stdin_reply(const char *output)
+{
+	if (!output)
+		return -EIO;
+	if (strstr(output, "daytonafs-written") || strstr(output, "daytonafs-closed"))
+		return 0;
+	if (strstr(output, "daytonafs-ended") || strstr(output, "daytonafs-failed"))
+		return -EPIPE;
+	if (strstr(output, "daytonafs-nostdin"))
+		return -EBADF;
+	return -EIO;
+}
+
+int exec_parse_reconcile(const char *output, void (*fn)(void *ctx, unsigned n), void *ctx)
+{
+	static const char tag[] = "daytonafs-orphan ";
+	const char *p = output;
+	bool done = false;
+	unsigned n;
+
+	while (p && *p) {
+		const char *eol = strchr(p, '\n');
+
+		if (!strncmp(p, tag, sizeof(tag) - 1)) {
+			if (parse_number_line(p + sizeof(tag) - 1, &n) == 0 && fn)
+				fn(ctx, n);
+		} else if (!strncmp(p, "daytonafs-reconciled", 20) &&
+			   (p[20] == '\n' || p[20] == '\r' || p[20] == '\0')) {
+			done = true;
+		}
+		p = eol ? eol + 1 : NULL;
+	}
+	return done ? 0 : -EIO;
+}
+
+bool exec_parse_cmd_name(const char *name, unsigned *n)
+{
+	unsigned long v = 0;
+	const char *p;
+
+	if (!name || *name < '1' || *name > '9')
+		return false;
+	for (p = name; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (unsigned long)(*p - '0');
+		if (v > UINT_MAX)
+			return false;
+	}
+	*n = (unsigned)v;
+	return true;
+}
+
+void exec_parse_listing(const struct dt_fileinfo *fi, size_t n, struct exec_listing *out)
+{
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < n; i++) {
+		const char *name = fi[i].name;
+
+		if (!name)
+			continue;
+		if (!strcmp(name, "exit"))
+			out->ended = true;
+		else if (!strcmp(name, "state"))
+			out->has_state = true;
+		else if (!strcmp(name, "pgid"))
+			out->has_pgid = true;
+		else if (!strcmp(name, "stdout"))
+			out->size[EXEC_STDOUT] = fi[i].size;
+		else if (!strcmp(name, "stderr"))
+			out->size[EXEC_STDERR] = fi[i].size;
+		else if (!strcmp(name, "stdin.pipe"))
+			out->with_stdin = true;
+		else if (!strcmp(name, "stdin.eof"))
+			out->stdin_eof = true;
+	}
+}
+
+int exec_parse_exit(const char *text, size_t len, int *code)
+{
+	char buf[32];
+	char *end;
+	long v;
+
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+		len--;
+	if (!len || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	errno = 0;
+	v = strtol(buf, &end, 10);
+	if (*end || errno || v < INT_MIN || v > INT_MAX)
+		return -EINVAL;
+	*code = (int)v;
+	return 0;
+}
+
+enum exec_state exec_parse_state(const char *text, size_t len)
+{
+	if (!text)
+		return EXEC_EXITED;
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+		len--;
+	if (len == 6 && !memcmp(text, "killed", 6))
+		return EXEC_KILLED;
+	if (len == 8 && !memcmp(text, "timedout", 8))
+		return EXEC_TIMEDOUT;
+	return EXEC_EXITED;
+}
+
+
+long exec_backoff(long cur_ms, bool changed, bool waiting, long min_ms, long max_ms, long idle_max_ms)
+{
+	if (!waiting) {
+		/* Output changes do not matter here: only the end does. */
+		if (cur_ms < min_ms)
+			return min_ms;
+		return cur_ms >= idle_max_ms / 2 ? idle_max_ms : cur_ms * 2;
+	}
+	if (changed || cur_ms < min_ms)
+		return min_ms;
+	if (cur_ms >= max_ms / 2)
+		return max_ms;
+	return cur_ms * 2;
+}
+
+const char *exec_state_name(enum exec_state s)
+{
+	switch (s) {
+	case EXEC_RUNNING:
+		return "running";
+	case EXEC_EXITED:
+		return "exited";
+	case EXEC_KILLED:
+		return "killed";
+	case EXEC_TIMEDOUT:
+		return "timed out";
+	}
+	return "unknown";
+}
+
+void exec_options_defaults(struct exec_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->state_dir = "/tmp/.daytonafs";
+	o->poll_min_ms = 50;
+	o->poll_max_ms = 1000;
+	o->list_ttl_ms = 5000;
+}
