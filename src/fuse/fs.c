@@ -180,7 +180,7 @@ static void on_command_end(void *ctx, const char *sandbox_id, unsigned n)
 struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 {
 	struct http_config hcfg;
-	struct dt_config dcfg;
+	struct provider_config pcfg;
 	struct cache_config ccfg;
 	struct exec_options eo;
 	struct dfs *fs = calloc(1, sizeof(*fs));
@@ -208,16 +208,16 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 		goto fail;
 	}
 
-	memset(&dcfg, 0, sizeof(dcfg));
-	dcfg.api_url = o->api_url;
-	dcfg.api_key = o->api_key;
-	dcfg.jwt = o->api_key ? NULL : o->jwt;
-	dcfg.org_id = o->org_id;
-	dcfg.target = o->target;
-	dcfg.keepalive = o->keepalive;
-	dcfg.wait_timeout_ms = o->wait_timeout_s * 1000;
-	fs->dt = dt_client_new(fs->http, &dcfg);
-	if (!fs->dt) {
+	memset(&pcfg, 0, sizeof(pcfg));
+	pcfg.api_url = o->api_url;
+	pcfg.api_key = o->api_key;
+	pcfg.jwt = o->api_key ? NULL : o->jwt;
+	pcfg.org_id = o->org_id;
+	pcfg.target = o->target;
+	pcfg.keepalive = o->keepalive;
+	pcfg.wait_timeout_ms = o->wait_timeout_s * 1000;
+	fs->sp = provider_open("daytona", fs->http, &pcfg);
+	if (!fs->sp) {
 		snprintf(err, errlen, "cannot create the Daytona client");
 		goto fail;
 	}
@@ -255,7 +255,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	eo.on_end = on_command_end;
 	eo.wake = poll_wake;
 	eo.ctx = fs;
-	fs->exec = exec_mgr_new(fs->dt, &eo);
+	fs->exec = exec_mgr_new(fs->sp, &eo);
 	if (!fs->exec) {
 		snprintf(err, errlen, "cannot start the command manager");
 		goto fail;
@@ -274,7 +274,7 @@ fail:
 int dfs_check(struct dfs *fs, char *err, size_t errlen)
 {
 	struct dt_error e = { 0 };
-	int rc = dt_ping(fs->dt, &e);
+	int rc = sp_ping(fs->sp, &e);
 
 	if (rc == 0)
 		return 0;
@@ -306,8 +306,7 @@ void dfs_free(struct dfs *fs)
 	if (fs->cache)
 		cache_free(fs->cache);
 	ino_table_free(fs->inos);
-	if (fs->dt)
-		dt_client_free(fs->dt);
+	provider_close(fs->sp);
 	if (fs->http)
 		http_client_free(fs->http);
 	for (sb = fs->sandboxes; sb; sb = next) {

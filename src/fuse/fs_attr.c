@@ -128,7 +128,7 @@ static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
 	*out = NULL;
 	*n = 0;
 	sandbox_box(sb, &box);
-	rc = dt_fs_list(fs->dt, &box, dir, &list, &count, &err);
+	rc = sp_fs_list(fs->sp, &box, dir, &list, &count, &err);
 	if (rc == -EINVAL)
 		rc = -ENOTDIR;
 	if (rc < 0)
@@ -223,7 +223,7 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	gen = cache_generation(fs->cache, sb->id);
 	sandbox_box(sb, &box);
 	memset(&fi, 0, sizeof(fi));
-	rc = dt_fs_info(fs->dt, &box, path, &fi, &err);
+	rc = sp_fs_info(fs->sp, &box, path, &fi, &err);
 	if (rc == -ENOENT) {
 		cache_put_negative(fs->cache, sb->id, path, gen);
 		return rc;

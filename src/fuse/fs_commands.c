@@ -353,7 +353,7 @@ int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int 
 	/* Bounded by the mount's request timeout (-o timeout), like every other
 	 * request, and in the sandbox too: a command the mount stops waiting
 	 * for must not go on changing files (SEMANTICS.md). */
-	rc = dt_exec_within(fs->dt, &box, sb_str(&cmd), "/", fs->opt.timeout_s, code, out, err);
+	rc = sp_exec_within(fs->sp, &box, sb_str(&cmd), "/", fs->opt.timeout_s, code, out, err);
 	sb_free(&cmd);
 	if (rc < 0) {
 		free(*out);

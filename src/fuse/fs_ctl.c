@@ -49,7 +49,7 @@ static int lifecycle(struct dfs *fs, struct sandbox *sb, enum dt_action action, 
 	int rc;
 
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_action(fs->dt, sb->id, action, on_progress, sb, &d, err);
+	rc = sp_sandbox_action(fs->sp, sb->id, action, on_progress, sb, &d, err);
 	apply_result(fs, sb, &d);
 	dt_sandbox_clear(&d);
 	if (rc < 0 && rc != -ENOENT) {
@@ -135,7 +135,7 @@ static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_comma
 	struct dt_sandbox d;
 	int rc;
 
-	rc = dt_sandbox_get_labels(fs->dt, sb->id, &cur, &n, err);
+	rc = sp_sandbox_get_labels(fs->sp, sb->id, &cur, &n, err);
 	if (rc < 0)
 		return rc;
 	next = calloc(n + c->n_labels + 1, sizeof(*next));
@@ -171,7 +171,7 @@ static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_comma
 		m++;
 	}
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_set_labels(fs->dt, sb->id, next, m, &d, err);
+	rc = sp_sandbox_set_labels(fs->sp, sb->id, next, m, &d, err);
 	apply_result(fs, sb, &d);
 	dt_sandbox_clear(&d);
 out:
@@ -187,7 +187,7 @@ static int run_interval(struct dfs *fs, struct sandbox *sb, enum dt_interval whi
 	int rc;
 
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_set_interval(fs->dt, sb->id, which, minutes, &d, err);
+	rc = sp_sandbox_set_interval(fs->sp, sb->id, which, minutes, &d, err);
 	apply_result(fs, sb, &d);
 	dt_sandbox_clear(&d);
 	return rc;
@@ -195,7 +195,7 @@ static int run_interval(struct dfs *fs, struct sandbox *sb, enum dt_interval whi
 
 static int run_delete(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
 {
-	int rc = dt_sandbox_delete(fs->dt, sb->id, on_progress, sb, err);
+	int rc = sp_sandbox_delete(fs->sp, sb->id, on_progress, sb, err);
 
 	if (rc == 0 || rc == -ENOENT) {
 		pthread_mutex_lock(&fs->lock);
@@ -233,10 +233,10 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	case CTL_DELETE:
 		return run_delete(fs, sb, err);
 	case CTL_SNAPSHOT:
-		return dt_sandbox_snapshot(fs->dt, sb->id, c->name, on_progress, sb, err);
+		return sp_sandbox_snapshot(fs->sp, sb->id, c->name, on_progress, sb, err);
 	case CTL_RESIZE:
 		memset(&d, 0, sizeof(d));
-		rc = dt_sandbox_resize(fs->dt, sb->id, c->cpu, c->memory, c->disk, &d, err);
+		rc = sp_sandbox_resize(fs->sp, sb->id, c->cpu, c->memory, c->disk, &d, err);
 		apply_result(fs, sb, &d);
 		dt_sandbox_clear(&d);
 		return rc;
@@ -376,7 +376,7 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 		p.autodelete = c->autodelete;
 
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_create(fs->dt, &p, &d, err);
+	rc = sp_sandbox_create(fs->sp, &p, &d, err);
 	if (d.id[0] && !sandbox_add(fs, &d) && rc == 0)
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 	dt_sandbox_clear(&d);

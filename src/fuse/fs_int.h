@@ -15,7 +15,7 @@
 
 #include "cache.h"
 #include "ctl.h"
-#include "daytona.h"
+#include "provider.h"
 #include "exec.h"
 #include "inode.h"
 #include "options.h"
@@ -104,7 +104,7 @@ struct sandbox {
 struct dfs {
 	struct dfs_options opt;
 	struct http_client *http;
-	struct dt_client *dt;
+	struct sandbox_provider *sp;
 	struct cache *cache;
 	struct stage_area *stage;
 	struct recovery *recovery; /* what a dead mount left staged (recover.h) */

@@ -52,7 +52,7 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		 * costs the same one request and returns the exact attributes,
 		 * which tools stat right after.) */
 		sandbox_box(sb, &box);
-		rc = dt_fs_mkdir(fs->dt, &box, path, mode, &err);
+		rc = sp_fs_mkdir(fs->sp, &box, path, mode, &err);
 		if (rc == -EINVAL)
 			rc = -EEXIST;   /* a file is in the way */
 		if (rc < 0)
@@ -98,7 +98,7 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 		return rc;
 	}
 	sandbox_box(sb, &box);
-	rc = dt_fs_delete(fs->dt, &box, path, false, &err);
+	rc = sp_fs_delete(fs->sp, &box, path, false, &err);
 	if (rc == -EINVAL)
 		rc = -EISDIR;
 	if (rc < 0)
@@ -190,7 +190,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (n > 0)
 		return -ENOTEMPTY;
 	sandbox_box(sb, &box);
-	rc = dt_fs_delete(fs->dt, &box, path, true, &err);
+	rc = sp_fs_delete(fs->sp, &box, path, true, &err);
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
@@ -465,11 +465,11 @@ static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *
 	bool done;
 
 	memset(&fi, 0, sizeof(fi));
-	if (dt_fs_info(fs->dt, box, to, &fi, &err) < 0)
+	if (sp_fs_info(fs->sp, box, to, &fi, &err) < 0)
 		return false;
 	free(fi.name);
 	memset(&fi, 0, sizeof(fi));
-	done = dt_fs_info(fs->dt, box, from, &fi, &err) == -ENOENT;
+	done = sp_fs_info(fs->sp, box, from, &fi, &err) == -ENOENT;
 	free(fi.name);
 	if (done)
 		log_info("move %s to %s: 404, but the move is done (a re-sent request)", from, to);
@@ -553,7 +553,7 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	rc = -EEXIST;
 	api_move = !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
 	if (api_move) {
-		rc = dt_fs_move(fs->dt, &box, from, to, &err);
+		rc = sp_fs_move(fs->sp, &box, from, to, &err);
 		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
 			rc = 0;
 		if (rc < 0 && rc != -EEXIST)
@@ -698,7 +698,7 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		sh_word(&cmd, path);
 		return change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
 	}
-	rc = dt_fs_chmod(fs->dt, &box, path, mode, &err);
+	rc = sp_fs_chmod(fs->sp, &box, path, mode, &err);
 	if (rc == -EINVAL)
 		rc = -EPERM;   /* a chmod failure is a bare 400 */
 	if (rc < 0) {

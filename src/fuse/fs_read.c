@@ -48,7 +48,7 @@ static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char
 	int64_t got;
 
 	sandbox_box(n->sb, &box);
-	got = dt_fs_download(fs->dt, &box, n->path, off, size, sink_to_buf, &sink, &err);
+	got = sp_fs_download(fs->sp, &box, n->path, off, size, sink_to_buf, &sink, &err);
 	if (got < 0)
 		return toolbox_failed(fs, n->sb, (int)got, &err, "read", n->path);
 	return (int)sink.len;
@@ -128,7 +128,7 @@ static void *rs_main(void *arg)
 	struct dt_error err = { 0 };
 	int64_t got;
 
-	got = dt_fs_download(rs->fs->dt, &rs->box, rs->path, rs->start, 0, rs_sink, rs, &err);
+	got = sp_fs_download(rs->fs->sp, &rs->box, rs->path, rs->start, 0, rs_sink, rs, &err);
 	pthread_mutex_lock(&rs->lock);
 	rs->done = true;
 	rs->err = got < 0 ? (int)got : 0;

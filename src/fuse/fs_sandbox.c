@@ -133,7 +133,7 @@ int registry_refresh(struct dfs *fs, bool force, struct dt_error *err)
 	}
 	pthread_mutex_unlock(&fs->lock);
 
-	rc = dt_sandbox_list(fs->dt, &list, &n, err);
+	rc = sp_sandbox_list(fs->sp, &list, &n, err);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fs->lock);
@@ -168,7 +168,7 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 		return NULL;
 	}
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_get(fs->dt, name, &d, err);
+	rc = sp_sandbox_get(fs->sp, name, &d, err);
 	if (rc < 0) {
 		dt_sandbox_clear(&d);
 		return NULL;
@@ -201,7 +201,7 @@ int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
 	int rc;
 
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_get(fs->dt, sb->id, &d, err);
+	rc = sp_sandbox_get(fs->sp, sb->id, &d, err);
 	if (rc == -ENOENT) {
 		pthread_mutex_lock(&fs->lock);
 		sb->gone = true;
@@ -234,13 +234,13 @@ void sandbox_box(struct sandbox *sb, struct dt_box *box)
 {
 	struct dfs *fs = sb->fs;
 
-	if (!sb->toolbox_url[0] && fs && fs->dt) {
+	if (!sb->toolbox_url[0] && fs && fs->sp) {
 		struct dt_error err = { 0 };
 		char url[sizeof(sb->toolbox_url)];
 
 		/* A failure leaves it empty: the toolbox call then fails with
 		 * "toolbox address unknown", and the next one asks again. */
-		if (dt_sandbox_toolbox_url(fs->dt, sb->id, url, sizeof(url), &err) == 0) {
+		if (sp_sandbox_toolbox_url(fs->sp, sb->id, url, sizeof(url), &err) == 0) {
 			pthread_mutex_lock(&fs->lock);
 			str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), url);
 			pthread_mutex_unlock(&fs->lock);
@@ -296,7 +296,7 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		log_info("%s: starting it for file access (-o autostart)", sb->name);
 		memset(&d, 0, sizeof(d));
 		pthread_mutex_lock(&sb->op_lock);
-		rc = dt_sandbox_action(fs->dt, sb->id, DT_START, NULL, NULL, &d, &err);
+		rc = sp_sandbox_action(fs->sp, sb->id, DT_START, NULL, NULL, &d, &err);
 		pthread_mutex_unlock(&sb->op_lock);
 		if (rc == 0) {
 			pthread_mutex_lock(&fs->lock);

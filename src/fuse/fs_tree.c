@@ -87,7 +87,7 @@ static int work_target(struct dfs *fs, struct sandbox *sb, char *buf, size_t siz
 			/* Without the sandbox we cannot ask; Daytona's default. */
 			return str_printf(buf, size, "fs/home/daytona") ? 0 : -ENAMETOOLONG;
 		sandbox_box(sb, &box);
-		rc = dt_work_dir(fs->dt, &box, dir, sizeof(dir), &err);
+		rc = sp_work_dir(fs->sp, &box, dir, sizeof(dir), &err);
 		if (rc < 0)
 			return rc;
 		pthread_mutex_lock(&fs->lock);
@@ -165,7 +165,7 @@ static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *s
 		struct dt_error err = { 0 };
 
 		memset(&s, 0, sizeof(s));
-		rc = dt_snapshot_get(fs->dt, n.snap_name, &s, &err);
+		rc = sp_snapshot_get(fs->sp, n.snap_name, &s, &err);
 		if (rc == 0) {
 			fill_virtual(fs, st, S_IFREG | 0444, s.json ? (off_t)strlen(s.json) : 0);
 			st->st_mtim = s.updated_at;
@@ -314,7 +314,7 @@ static int readdir_snapshots(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 	size_t n = 0;
 	int rc;
 
-	rc = dt_snapshot_list(fs->dt, &list, &n, &err);
+	rc = sp_snapshot_list(fs->sp, &list, &n, &err);
 	if (rc < 0) {
 		log_warn("listing snapshots: %s", err.message);
 		return rc;
@@ -501,9 +501,9 @@ int dfs_unlink(const char *path)
 		struct dt_snapshot s;
 
 		memset(&s, 0, sizeof(s));
-		rc = dt_snapshot_get(fs->dt, n.snap_name, &s, &err);
+		rc = sp_snapshot_get(fs->sp, n.snap_name, &s, &err);
 		if (rc == 0)
-			rc = dt_snapshot_delete(fs->dt, s.id, &err);
+			rc = sp_snapshot_delete(fs->sp, s.id, &err);
 		if (rc < 0) {
 			str_copy(fs->root_error, sizeof(fs->root_error), err.message);
 			log_warn("deleting snapshot %s: %s", n.snap_name, err.message);

@@ -75,7 +75,7 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 		struct dt_sandbox d;
 
 		memset(&d, 0, sizeof(d));
-		rc = dt_sandbox_get(fs->dt, h->sb->id, &d, &err);
+		rc = sp_sandbox_get(fs->sp, h->sb->id, &d, &err);
 		if (rc == 0) {
 			pthread_mutex_lock(&fs->lock);
 			sandbox_update(fs, h->sb, &d);
@@ -90,7 +90,7 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 		struct dt_snapshot s;
 
 		memset(&s, 0, sizeof(s));
-		rc = dt_snapshot_get(fs->dt, h->node.snap_name, &s, &err);
+		rc = sp_snapshot_get(fs->sp, h->node.snap_name, &s, &err);
 		if (rc == 0 && s.json)
 			sb_adds(&h->text, s.json);
 		dt_snapshot_clear(&s);

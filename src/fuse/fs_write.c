@@ -57,7 +57,7 @@ int ensure_populated(struct dfs *fs, struct open_node *n)
 	}
 	sink.stage = n->stage;
 	sandbox_box(n->sb, &box);
-	got = dt_fs_download(fs->dt, &box, n->path, 0, 0, sink_to_stage, &sink, &err);
+	got = sp_fs_download(fs->sp, &box, n->path, 0, 0, sink_to_stage, &sink, &err);
 	if (got < 0) {
 		stage_truncate(n->stage, 0);
 		return toolbox_failed(fs, n->sb, (int)got, &err, "download", n->path);
@@ -159,7 +159,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	if (!command) {
 		n->chmod_pending = false;
 		sandbox_box(n->sb, &box);
-		rc = dt_fs_chmod(fs->dt, &box, n->path, mode, &err);
+		rc = sp_fs_chmod(fs->sp, &box, n->path, mode, &err);
 		if (rc < 0)
 			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
@@ -220,7 +220,7 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_bo
 		return run_fs_command(fs, sb, script, NULL);
 	sb_adds(&cmd, FILES_SH_PREFIX);
 	sb_adds(&cmd, script);
-	rc = cmd.oom ? -ENOMEM : dt_exec_within(fs->dt, box, sb_str(&cmd), "/", fs->opt.timeout_s, &code, &out, &err);
+	rc = cmd.oom ? -ENOMEM : sp_exec_within(fs->sp, box, sb_str(&cmd), "/", fs->opt.timeout_s, &code, &out, &err);
 	if (rc == 0 && code != 0)
 		rc = errno_from_message(out);
 	else if (rc < 0)
@@ -248,8 +248,8 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 	const char *slash = strrchr(path, '/');
 	int rc;
 
-	if (!slash || !dt_upload_path_trimmed(path))
-		return dt_fs_upload_fd(fs->dt, box, path, fd, size, err);
+	if (!slash || !sp_upload_path_changed(fs->sp, path))
+		return sp_fs_upload_fd(fs->sp, box, path, fd, size, err);
 	if (sb && list_mode_get(fs, sb) == LIST_API)
 		return dt_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
 				    "API would write a name with white space at its ends over the trimmed name", path);
@@ -266,7 +266,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
 		goto out;
 	}
-	rc = dt_fs_upload_fd(fs->dt, box, sb_str(&tmp), fd, size, err);
+	rc = sp_fs_upload_fd(fs->sp, box, sb_str(&tmp), fd, size, err);
 	if (rc == 0) {
 		rc = upload_command(fs, sb, box, sb_str(&cmd));
 		if (rc < 0)
@@ -279,7 +279,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		/* A part of it may have been written, or the copy's request
 		 * failed before its rm ran: no copy is left in the user's
 		 * directory (the result does not matter). */
-		dt_fs_delete(fs->dt, box, sb_str(&tmp), false, &ignored);
+		sp_fs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
 	}
 out:
 	sb_free(&tmp);
@@ -294,8 +294,8 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	struct strbuf cmd = STRBUF_INIT;
 	int rc;
 
-	if (!dt_upload_path_trimmed(path))
-		return dt_fs_chmod(fs->dt, box, path, mode, err);
+	if (!sp_upload_path_changed(fs->sp, path))
+		return sp_fs_chmod(fs->sp, box, path, mode, err);
 	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
 	sh_word(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));

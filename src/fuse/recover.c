@@ -119,7 +119,7 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		return NULL;
 	str_copy(e->id, sizeof(e->id), rec->sandbox_id);
 	memset(&d, 0, sizeof(d));
-	rc = dt_sandbox_get(r->fs->dt, rec->sandbox_id, &d, &err);
+	rc = sp_sandbox_get(r->fs->sp, rec->sandbox_id, &d, &err);
 	if (rc == -ENOENT || (rc == 0 && !strcmp(d.state, "destroyed"))) {
 		e->answer = SB_GONE;
 	} else if (rc < 0) {
@@ -132,7 +132,7 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		log_warn("crash recovery: sandbox %s is %s: its files stay staged for a later mount, or until it "
 			 "is started", rec->sandbox_name, d.state);
 	} else if (!d.toolbox_url[0] &&
-		   dt_sandbox_toolbox_url(r->fs->dt, rec->sandbox_id, e->toolbox_url, sizeof(e->toolbox_url), &err) < 0) {
+		   sp_sandbox_toolbox_url(r->fs->sp, rec->sandbox_id, e->toolbox_url, sizeof(e->toolbox_url), &err) < 0) {
 		/* D10: the Sandbox object may carry no toolboxProxyUrl; it is
 		 * asked for as sandbox_box does, and a failure is tried again. */
 		e->answer = SB_DOWN;
@@ -165,7 +165,7 @@ static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const st
 	if (!slash || slash == dir)
 		return true;   /* in / */
 	*slash = '\0';
-	rc = dt_fs_info(r->fs->dt, box, dir, &info, &err);
+	rc = sp_fs_info(r->fs->sp, box, dir, &info, &err);
 	free(info.name);
 	return rc != -ENOENT && (rc < 0 || info.is_dir);
 }
@@ -190,7 +190,7 @@ static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struc
 	}
 	box->id = sb->id;
 	box->toolbox_url = sb->toolbox_url;
-	rc = dt_fs_info(r->fs->dt, box, rec->path, &info, &err);
+	rc = sp_fs_info(r->fs->sp, box, rec->path, &info, &err);
 	if (rc == -ENOENT) {
 		remote->kind = parent_is_dir(r, box, rec) ? JOURNAL_REMOTE_ABSENT : JOURNAL_REMOTE_NO_PARENT;
 	} else if (rc < 0) {

@@ -38,7 +38,7 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 	if (!str_printf(path, sizeof(path), "%s/cmd", m->state_dir))
 		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
 	pthread_mutex_unlock(&m->lock);
-	rc = dt_fs_list(m->dt, db, path, &fi, &nfi, err);
+	rc = sp_fs_list(m->sp, db, path, &fi, &nfi, err);
 	pthread_mutex_lock(&m->lock);
 	if (rc == -ENOENT) {
 		/* No command ever ran here. */
@@ -194,13 +194,13 @@ void next_token(struct exec_mgr *m, char kind, char *out, size_t cap)
 	snprintf(out, cap, "%s%c%lu", m->nonce, kind, ++m->tokens);
 }
 
-struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o)
+struct exec_mgr *exec_mgr_new(struct sandbox_provider *sp, const struct exec_options *o)
 {
 	struct exec_mgr *m = calloc(1, sizeof(*m));
 
 	if (!m)
 		return NULL;
-	m->dt = dt;
+	m->sp = sp;
 	if (o)
 		m->o = *o;
 	else
@@ -324,7 +324,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		goto out;
 	}
 	/* A command the user asked for counts as activity in the sandbox. */
-	rc = dt_exec_activity(m->dt, box, script.buf, NULL, NULL, 0, LAUNCH_TIMEOUT_S, &code, &out, err);
+	rc = sp_exec_activity(m->sp, box, script.buf, NULL, NULL, 0, LAUNCH_TIMEOUT_S, &code, &out, err);
 	if (rc < 0)
 		goto out;
 	rc = exec_parse_launch(out, &got);
@@ -629,7 +629,7 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 		}
 		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
-		got = dt_fs_download(m->dt, &bc.db, path, off, size, buf_sink_fn, &sink, err);
+		got = sp_fs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
 		if (got == -ECANCELED && sink.len == size)
 			got = (int64_t)size;
 		pthread_mutex_lock(&m->lock);
@@ -724,7 +724,7 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 	if (script.oom)
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 	else
-		rc = dt_exec_activity(m->dt, box, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out,
+		rc = sp_exec_activity(m->sp, box, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out,
 				      err);
 	if (rc == 0 && out && strstr(out, "daytonafs-ended"))
 		rc = dt_error_set(err, -ESRCH, 0, "command %u has already ended", n);

@@ -25,7 +25,7 @@
  * takes to reach a waiting reader). History survives a remount: it is read
  * back from STATE_DIR/cmd in the sandbox.
  *
- * Thread-safe. Depends on daytona.h only.
+ * Thread-safe. Depends on the provider interface (provider.h) only.
  */
 #ifndef DAYTONAFS_EXEC_H
 #define DAYTONAFS_EXEC_H
@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include "daytona.h"
+#include "provider.h"
 
 struct exec_options {
 	const char *state_dir;      /* in the sandbox; default "/tmp/.daytonafs" */
@@ -58,7 +58,7 @@ struct exec_options {
 void exec_options_defaults(struct exec_options *o);
 
 struct exec_mgr;
-struct exec_mgr *exec_mgr_new(struct dt_client *dt, const struct exec_options *o);
+struct exec_mgr *exec_mgr_new(struct sandbox_provider *sp, const struct exec_options *o);
 void exec_mgr_free(struct exec_mgr *m);   /* stops the pollers; running commands keep running */
 
 struct exec_spec {

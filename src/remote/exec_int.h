@@ -125,7 +125,7 @@ struct ebox {
 };
 
 struct exec_mgr {
-	struct dt_client *dt;
+	struct sandbox_provider *sp;
 	struct exec_options o;
 	char *state_dir;
 	long idle_max_ms;

@@ -217,7 +217,7 @@ int download_small(struct exec_mgr *m, const struct dt_box *db, const char *path
 	struct mem_sink s = { STRBUF_INIT, max };
 	int64_t rc;
 
-	rc = dt_fs_download(m->dt, db, path, 0, 0, mem_sink_fn, &s, err);
+	rc = sp_fs_download(m->sp, db, path, 0, 0, mem_sink_fn, &s, err);
 	if (rc < 0) {
 		sb_free(&s.sb);
 		return (int)rc;
@@ -247,7 +247,7 @@ int fetch_cmd(struct exec_mgr *m, const struct dt_box *db, unsigned n, bool need
 	rc = cmd_path(m, n, NULL, path, sizeof(path));
 	if (rc < 0)
 		return dt_error_set(err, rc, 0, "state directory path too long");
-	rc = dt_fs_list(m->dt, db, path, &fi, &nfi, err);
+	rc = sp_fs_list(m->sp, db, path, &fi, &nfi, err);
 	if (rc < 0)
 		return rc;
 	exec_parse_listing(fi, nfi, &f->l);
@@ -451,7 +451,7 @@ void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p)
 	if (script.oom)
 		rc = dt_error_set(&err, -ENOMEM, 0, "out of memory");
 	else
-		rc = dt_exec(m->dt, &bc.db, script.buf, NULL, NULL, 0, RECONCILE_TIMEOUT_S, &code, &out,
+		rc = sp_exec(m->sp, &bc.db, script.buf, NULL, NULL, 0, RECONCILE_TIMEOUT_S, &code, &out,
 			     &err);
 	pthread_mutex_lock(&m->lock);
 	b->checking = false;

@@ -40,7 +40,7 @@ static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n
 		rc = dt_error_set(err, rc, 0, "out of memory");
 		goto out;
 	}
-	rc = dt_exec_activity(m->dt, db, script.buf, NULL, NULL, 0, STDIN_TIMEOUT_S, &code, &out, err);
+	rc = sp_exec_activity(m->sp, db, script.buf, NULL, NULL, 0, STDIN_TIMEOUT_S, &code, &out, err);
 	if (rc == -ETIMEDOUT) {
 		rc = dt_error_set(err, rc, 0, "command %u did not read its stdin for %d s", n,
 				  STDIN_TIMEOUT_S);
@@ -75,7 +75,7 @@ int stdin_eof(struct exec_mgr *m, const struct dt_box *db, unsigned n, struct dt
 	if (script.oom)
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 	else
-		rc = dt_exec_activity(m->dt, db, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out, err);
+		rc = sp_exec_activity(m->sp, db, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out, err);
 	if (rc == 0 && exec_parse_stdin_reply(out) != 0)
 		rc = dt_error_set(err, -EIO, 0, "closing the stdin of command %u: %.200s", n, out ? out : "");
 	sb_free(&script);

@@ -35,6 +35,7 @@ static char base_url[256];        /* without /api, for /_local */
 static pid_t server_pid;
 static struct http_client *hc;
 static struct dt_client *dt;
+static struct sandbox_provider *sp;   /* the same server, for exec.c */
 static struct exec_mgr *em;
 static struct dt_sandbox sbx[2];
 static struct dt_box box[2];
@@ -503,7 +504,7 @@ UNIT_TEST(remount_history)
 	size_t len = 0;
 
 	exec_options_defaults(&o);
-	m2 = exec_mgr_new(dt, &o);
+	m2 = exec_mgr_new(sp, &o);
 	CHECK(m2 != NULL);
 	if (!m2)
 		return;
@@ -610,7 +611,9 @@ int main(int argc, char **argv)
 	dcfg.api_key = argc > 2 ? argv[2] : "k";
 	dcfg.wait_timeout_ms = 60000;
 	dt = hc ? dt_client_new(hc, &dcfg) : NULL;
-	if (!dt)
+	sp = hc ? provider_open("daytona", hc, &(struct provider_config){ .api_url = dcfg.api_url,
+		.api_key = dcfg.api_key, .wait_timeout_ms = dcfg.wait_timeout_ms }) : NULL;
+	if (!dt || !sp)
 		goto out;
 	for (int i = 0; i < 2; i++) {
 		dt_create_params_init(&cp);
@@ -624,7 +627,7 @@ int main(int argc, char **argv)
 	exec_options_defaults(&o);
 	o.on_end = on_end;
 	o.wake = on_wake;
-	em = exec_mgr_new(dt, &o);
+	em = exec_mgr_new(sp, &o);
 	if (!em)
 		goto out;
 	rc = unit_run("smoke_exec", cases, sizeof(cases) / sizeof(cases[0]));
@@ -635,6 +638,7 @@ out:
 			dt_sandbox_delete(dt, sbx[i].id, NULL, NULL, &err);
 		dt_sandbox_clear(&sbx[i]);
 	}
+	provider_close(sp);
 	dt_client_free(dt);
 	http_client_free(hc);
 	stop_server();

@@ -28,14 +28,10 @@
 #include <sys/types.h>
 #include <time.h>
 #include "http.h"
+#include "provider.h"
 
 #define DT_SDK_VERSION "0.190.0"   /* sent as X-Daytona-SDK-Version: fixes toolbox output formats */
 
-struct dt_error {
-	long http_status;          /* 0 when no response */
-	int err;                   /* positive errno, 0 when none */
-	char message[512];
-};
 
 /* The errno for an HTTP status as described above (0 for 2xx); body (may be
  * NULL) is the response body, whose JSON "message" refines 400, 401, 404 and
@@ -50,15 +46,7 @@ int dt_errno_for_status(long status, bool toolbox, const char *body);
 enum dt_refusal { DT_REFUSED_NOT, DT_REFUSED_NO_CONTAINER, DT_REFUSED_THROTTLED };
 enum dt_refusal dt_toolbox_refusal(long status, const char *body);
 
-/* Whether the failure in err may pass if the request is sent again: no
- * answer (reset, refused, timed out, unreachable), or a 5xx or 429 answer
- * (after http.c's own retries). Whether sending again is safe is the
- * caller's business. */
-bool dt_error_transient(const struct dt_error *err);
 
-/* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
-int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
 
 struct dt_config {
 	const char *api_url;        /* e.g. "https://app.daytona.io/api", no trailing slash needed */
@@ -76,32 +64,12 @@ struct dt_client;
 struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *cfg);
 void dt_client_free(struct dt_client *dt);
 struct http_client *dt_http(struct dt_client *dt);
+/* The client as a sandbox_provider (daytona_provider.c), for provider_open. */
+struct sandbox_provider *daytona_provider_new(struct http_client *hc, const struct provider_config *cfg);
 
-struct dt_kv {
-	char *key;
-	char *value;
-};
 
 /* ---- sandboxes --------------------------------------------------------- */
 
-struct dt_sandbox {
-	char id[64];
-	char name[256];
-	char state[32];             /* e.g. "started"; derived as the API derives it */
-	char desired_state[32];
-	char toolbox_url[512];      /* toolboxProxyUrl, e.g. "https://proxy.app.daytona.io/toolbox" */
-	char error_reason[512];     /* "" when none */
-	char user[64];
-	char snapshot[256];
-	char daemon_version[32];    /* daemonVersion, e.g. "v0.190.0"; "" when not given */
-	bool name_exact;            /* name holds the whole name (false: cut to fit the buffer) */
-	struct timespec created_at;
-	struct timespec updated_at;
-	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
-	bool volumes_known;         /* the object had "volumes" (list items do not) */
-	char *json;                 /* the object as returned, pretty-printed with a final newline (malloc'd); may be NULL */
-};
-void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
 struct cJSON;
 /* A Sandbox JSON object to dt_sandbox (json pretty-printed with a final
  * newline). -EINVAL without a string "id", or with an id that would not go
@@ -114,10 +82,6 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out);
  * that it holds a control byte. Pure: unit-tested. */
 void dt_json_mark_nul_escapes(char *text, size_t len);
 
-/* Whether path is at or under one of volume_paths (as dt_sandbox has them).
- * The toolbox's move is not rename(2) there: when the rename fails (EXDEV
- * across the mount) it copies and deletes. Pure. */
-bool dt_path_on_volume(const char *volume_paths, const char *path);
 
 /* Every sandbox, following nextCursor across pages (limit 200 a page). */
 /* Whether a daemon of this version runs /process/execute's command through a
@@ -132,39 +96,20 @@ bool dt_daemon_runs_shell(const char *version);
 #define DT_LIST_MAX_PAGES 1000
 #define DT_LIST_MAX_ITEMS 100000
 int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err);
-void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
 int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);
 /* GET /sandbox/{id}/toolbox-proxy-url ({"url": ...}): the toolbox address
  * when the Sandbox object has none (newer APIs may leave it empty). */
 int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err);
 
-struct dt_create_params {
-	const char *name;
-	const char *snapshot;
-	const char *image;          /* base image: sent as buildInfo.dockerfileContent "FROM <image>\n" */
-	int cpu, memory, disk, gpu; /* -1 when unset */
-	const char *language;       /* label code-toolbox-language; default "python" as the SDK */
-	const char *target;         /* overrides dt_config.target */
-	const char *user;
-	const struct dt_kv *env;    size_t n_env;
-	const struct dt_kv *labels; size_t n_labels;
-	bool ephemeral;             /* autoDeleteInterval 0 */
-	bool is_public;
-	long autostop, autoarchive, autodelete;   /* minutes; LONG_MIN when unset */
-	const struct dt_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
-};
-void dt_create_params_init(struct dt_create_params *p);
 /* The CreateSandbox JSON body (malloc'd), or NULL on out of memory. Pure: unit-tested. */
 char *dt_create_body_json(const struct dt_create_params *p, const char *default_target);
 /* POST /sandbox, then waits until started (or wait timeout). */
 int dt_sandbox_create(struct dt_client *dt, const struct dt_create_params *p, struct dt_sandbox *out,
 		      struct dt_error *err);
 
-enum dt_action { DT_START, DT_STOP, DT_ARCHIVE, DT_RECOVER };
 /* Performs the action and waits for its end state as the SDK does (start and
  * recover: started; stop: stopped; archive: archived). on_state (may be NULL)
  * is called with each state seen while waiting, for the status file. */
-typedef void (*dt_state_fn)(void *ctx, const char *state);
 int dt_sandbox_action(struct dt_client *dt, const char *id, enum dt_action action,
 		      dt_state_fn on_state, void *ctx, struct dt_sandbox *out, struct dt_error *err);
 /* DELETE, then waits until GET answers 404. */
@@ -179,8 +124,6 @@ int dt_sandbox_set_labels(struct dt_client *dt, const char *id, const struct dt_
 /* The sandbox's current labels (from GET). */
 int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct dt_kv **labels, size_t *n,
 			  struct dt_error *err);
-void dt_kv_free(struct dt_kv *kv, size_t n);
-enum dt_interval { DT_AUTOSTOP, DT_AUTOARCHIVE, DT_AUTODELETE };
 int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interval which, long minutes,
 			    struct dt_sandbox *out, struct dt_error *err);
 /* POST /sandbox/{id}/snapshot, waits until the state leaves "snapshotting",
@@ -190,39 +133,12 @@ int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, 
 
 /* ---- snapshots ---------------------------------------------------------- */
 
-struct dt_snapshot {
-	char id[64];
-	char name[256];
-	char state[32];
-	struct timespec created_at;
-	struct timespec updated_at;
-	char *json;                 /* pretty-printed with a final newline (malloc'd) */
-};
-void dt_snapshot_clear(struct dt_snapshot *s);
 int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, struct dt_error *err);
-void dt_snapshot_list_free(struct dt_snapshot *list, size_t n);
 int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct dt_snapshot *out, struct dt_error *err);
 int dt_snapshot_delete(struct dt_client *dt, const char *id, struct dt_error *err);
 
 /* ---- toolbox ------------------------------------------------------------ */
 
-/* Which sandbox a toolbox call goes to: its UUID (never the name) and its toolboxProxyUrl. */
-struct dt_box {
-	const char *id;
-	const char *toolbox_url;
-};
-
-struct dt_fileinfo {
-	char *name;                 /* malloc'd base name */
-	uint64_t size;
-	mode_t mode;                /* S_IFMT type from the Go mode string, plus the permission
-				       bits with setuid/setgid/sticky from its letters */
-	uid_t uid;
-	gid_t gid;
-	struct timespec mtime;      /* from modifiedAt (RFC 3339, ns), else modTime */
-	bool is_dir;
-};
-void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n);   /* frees names and the array */
 /* Pure parsers, unit-tested: a FileInfo JSON object to dt_fileinfo; a Go
  * FileMode string ("drwxr-xr-x", "-rw-r--r--", "dtrwxrwxrwx", "Lrwx...") to mode_t;
  * an RFC 3339 time with optional fraction and zone to a timespec. */

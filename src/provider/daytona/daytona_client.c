@@ -29,20 +29,6 @@
 
 /* ---- errors -------------------------------------------------------------- */
 
-int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err)
-		return rc;
-	err->http_status = http_status;
-	err->err = rc < 0 ? -rc : rc;
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof(err->message), fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
 void dt_error_clear(struct dt_error *err)
 {
 	if (err) {
@@ -178,27 +164,6 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 		return -EAGAIN;
 	default:
 		return -EIO;
-	}
-}
-
-bool dt_error_transient(const struct dt_error *err)
-{
-	if (!err)
-		return false;
-	if (err->http_status >= 500 || err->http_status == 429)
-		return true;
-	switch (err->err) {
-	case EAGAIN:
-	case ECONNRESET:
-	case ECONNREFUSED:
-	case EHOSTUNREACH:
-	case ENETUNREACH:
-		return true;
-	case ETIMEDOUT:
-		/* 408: the sandbox ran the command out of its own time limit. */
-		return err->http_status != 408;
-	default:
-		return false;
 	}
 }
 

@@ -1,0 +1,476 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * provider.h - the interface between the mount and a cloud that runs
+ * sandboxes: a table of operations and the capability flags that say which
+ * of the optional ones a provider has. Everything above src/provider (the
+ * remote layer, the FUSE layer) talks to a provider through this header
+ * only; a provider's own headers (daytona.h, vercel.h) stay in its folder.
+ *
+ * What every provider must give: the control plane's list and get, and
+ * running a shell script in a sandbox with its exit status and exact output
+ * (exec, exec_activity, exec_within); with those and a download and an
+ * upload, src/remote builds POSIX files (the lstat listing through find,
+ * changes by command, commands as files). The rest is optional, and a
+ * provider leaves an operation NULL and its flag clear when it lacks it:
+ * the native file calls (list, info, move, delete, mkdir, chmod), a ranged
+ * download (else whole files), a streamed upload (else whole-file writes, as
+ * Vercel's tar upload), snapshots, labels, resize, intervals. Calling an
+ * operation the provider lacks fails with ENOSYS, never a crash.
+ *
+ * The data types (struct dt_error, dt_box, dt_sandbox, dt_fileinfo ...) are
+ * the mount's vocabulary, shared by all providers; their dt_ prefix predates
+ * the second provider, and they are filled by whichever provider answers.
+ * Every operation returns 0 (or a count) or a negative errno with the
+ * error's text in a struct dt_error a user can read.
+ *
+ * provider_open (provider.c) makes the provider a mount names; adding a
+ * provider is a folder beside daytona/ with an ops table, and a line there.
+ */
+#ifndef DAYTONAFS_PROVIDER_H
+#define DAYTONAFS_PROVIDER_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "http.h"
+
+/* ---- the vocabulary ------------------------------------------------------ */
+
+struct dt_error {
+	long http_status;          /* 0 when no response */
+	int err;                   /* positive errno, 0 when none */
+	char message[512];
+};
+
+/* Whether the failure in err may pass if the request is sent again: no
+ * answer (reset, refused, timed out, unreachable), or a 5xx or 429 answer
+ * (after http.c's own retries). Whether sending again is safe is the
+ * caller's business. */
+bool dt_error_transient(const struct dt_error *err);
+
+/* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
+int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+struct dt_kv {
+	char *key;
+	char *value;
+};
+void dt_kv_free(struct dt_kv *kv, size_t n);
+
+struct dt_sandbox {
+	char id[64];
+	char name[256];
+	char state[32];             /* e.g. "started"; derived as the API derives it */
+	char desired_state[32];
+	char toolbox_url[512];      /* toolboxProxyUrl, e.g. "https://proxy.app.daytona.io/toolbox" */
+	char error_reason[512];     /* "" when none */
+	char user[64];
+	char snapshot[256];
+	char daemon_version[32];    /* daemonVersion, e.g. "v0.190.0"; "" when not given */
+	bool name_exact;            /* name holds the whole name (false: cut to fit the buffer) */
+	struct timespec created_at;
+	struct timespec updated_at;
+	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
+	bool volumes_known;         /* the object had "volumes" (list items do not) */
+	char *json;                 /* the object as returned,
+			pretty-printed with a final newline (malloc'd); may be NULL */
+};
+void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
+void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
+
+/* Whether path is at or under one of volume_paths (as dt_sandbox has them).
+ * The toolbox's move is not rename(2) there: when the rename fails (EXDEV
+ * across the mount) it copies and deletes. Pure. */
+bool dt_path_on_volume(const char *volume_paths, const char *path);
+
+struct dt_create_params {
+	const char *name;
+	const char *snapshot;
+	const char *image;          /* base image: sent as buildInfo.dockerfileContent "FROM <image>\n" */
+	int cpu, memory, disk, gpu; /* -1 when unset */
+	const char *language;       /* label code-toolbox-language; default "python" as the SDK */
+	const char *target;         /* overrides dt_config.target */
+	const char *user;
+	const struct dt_kv *env;    size_t n_env;
+	const struct dt_kv *labels; size_t n_labels;
+	bool ephemeral;             /* autoDeleteInterval 0 */
+	bool is_public;
+	long autostop, autoarchive, autodelete;   /* minutes; LONG_MIN when unset */
+	const struct dt_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
+};
+void dt_create_params_init(struct dt_create_params *p);
+
+enum dt_action { DT_START, DT_STOP, DT_ARCHIVE, DT_RECOVER };
+
+/* Performs the action and waits for its end state as the SDK does (start and
+ * recover: started; stop: stopped; archive: archived). on_state (may be NULL)
+ * is called with each state seen while waiting, for the status file. */
+typedef void (*dt_state_fn)(void *ctx, const char *state);
+
+enum dt_interval { DT_AUTOSTOP, DT_AUTOARCHIVE, DT_AUTODELETE };
+
+struct dt_snapshot {
+	char id[64];
+	char name[256];
+	char state[32];
+	struct timespec created_at;
+	struct timespec updated_at;
+	char *json;                 /* pretty-printed with a final newline (malloc'd) */
+};
+void dt_snapshot_clear(struct dt_snapshot *s);
+void dt_snapshot_list_free(struct dt_snapshot *list, size_t n);
+
+/* Which sandbox a toolbox call goes to: its UUID (never the name) and its toolboxProxyUrl. */
+struct dt_box {
+	const char *id;
+	const char *toolbox_url;
+};
+
+struct dt_fileinfo {
+	char *name;                 /* malloc'd base name */
+	uint64_t size;
+	mode_t mode;                /* S_IFMT type from the Go mode string, plus the permission
+				       bits with setuid/setgid/sticky from its letters */
+	uid_t uid;
+	gid_t gid;
+	struct timespec mtime;      /* from modifiedAt (RFC 3339, ns), else modTime */
+	bool is_dir;
+};
+void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n);   /* frees names and the array */
+
+/* ---- the interface ------------------------------------------------------- */
+
+/* Optional capabilities (a provider's caps); see the top of this file. */
+enum {
+	SP_CAP_FS_LIST       = 1u << 0,   /* fs_list: the native directory listing */
+	SP_CAP_FS_INFO       = 1u << 1,   /* fs_info: stat of one path */
+	SP_CAP_FS_MOVE       = 1u << 2,   /* fs_move: rename */
+	SP_CAP_FS_DELETE     = 1u << 3,
+	SP_CAP_FS_MKDIR      = 1u << 4,
+	SP_CAP_FS_CHMOD      = 1u << 5,
+	SP_CAP_RANGED_READ   = 1u << 6,   /* fs_download honours off and len */
+	SP_CAP_STREAM_UPLOAD = 1u << 7,   /* fs_upload_fd streams one file (else whole-file writes) */
+	SP_CAP_SNAPSHOTS     = 1u << 8,   /* sandbox_snapshot, snapshot_list/get/delete */
+	SP_CAP_LABELS        = 1u << 9,   /* sandbox_set_labels, sandbox_get_labels */
+	SP_CAP_RESIZE        = 1u << 10,
+	SP_CAP_INTERVALS     = 1u << 11,  /* sandbox_set_interval: autostop, autoarchive, autodelete */
+};
+
+/* Each operation takes the provider's impl first, then what the matching
+ * dt_ call of the Daytona client takes (daytona.h documents them). */
+struct sandbox_provider_ops {
+	/* control plane */
+	int (*sandbox_list)(void *impl, struct dt_sandbox **out, size_t *n, struct dt_error *err);
+	int (*sandbox_get)(void *impl, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);
+	int (*sandbox_toolbox_url)(void *impl, const char *id, char *out, size_t cap, struct dt_error *err);
+	int (*sandbox_create)(void *impl, const struct dt_create_params *p, struct dt_sandbox *out,
+			struct dt_error *err);
+	int (*sandbox_action)(void *impl, const char *id, enum dt_action action, dt_state_fn on_state,
+			void *ctx, struct dt_sandbox *out, struct dt_error *err);
+	int (*sandbox_delete)(void *impl, const char *id, dt_state_fn on_state, void *ctx,
+			struct dt_error *err);
+	int (*sandbox_resize)(void *impl, const char *id, int cpu, int memory, int disk,
+			struct dt_sandbox *out, struct dt_error *err);
+	int (*sandbox_set_labels)(void *impl, const char *id, const struct dt_kv *labels, size_t n,
+			struct dt_sandbox *out, struct dt_error *err);
+	int (*sandbox_get_labels)(void *impl, const char *id, struct dt_kv **labels, size_t *n,
+			struct dt_error *err);
+	int (*sandbox_set_interval)(void *impl, const char *id, enum dt_interval which, long minutes,
+			struct dt_sandbox *out, struct dt_error *err);
+	int (*sandbox_snapshot)(void *impl, const char *id, const char *name, dt_state_fn on_state,
+			void *ctx, struct dt_error *err);
+	int (*snapshot_list)(void *impl, struct dt_snapshot **out, size_t *n, struct dt_error *err);
+	int (*snapshot_get)(void *impl, const char *id_or_name, struct dt_snapshot *out,
+			struct dt_error *err);
+	int (*snapshot_delete)(void *impl, const char *id, struct dt_error *err);
+	int (*ping)(void *impl, struct dt_error *err);
+	/* commands */
+	int (*exec)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
+			const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err);
+	int (*exec_activity)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
+			const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err);
+	int (*exec_within)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
+			long limit_s, int *exit_code, char **output, struct dt_error *err);
+	int (*work_dir)(void *impl, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
+	/* files */
+	int64_t (*fs_download)(void *impl, const struct dt_box *box, const char *path, uint64_t off,
+			uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
+	int (*fs_upload_fd)(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
+			struct dt_error *err);
+	int (*fs_list)(void *impl, const struct dt_box *box, const char *path, struct dt_fileinfo **out,
+			size_t *n, struct dt_error *err);
+	int (*fs_info)(void *impl, const struct dt_box *box, const char *path, struct dt_fileinfo *out,
+			struct dt_error *err);
+	int (*fs_move)(void *impl, const struct dt_box *box, const char *src, const char *dst,
+			struct dt_error *err);
+	int (*fs_delete)(void *impl, const struct dt_box *box, const char *path, bool recursive,
+			struct dt_error *err);
+	int (*fs_mkdir)(void *impl, const struct dt_box *box, const char *path, mode_t mode,
+			struct dt_error *err);
+	int (*fs_chmod)(void *impl, const struct dt_box *box, const char *path, mode_t mode,
+			struct dt_error *err);
+	/* Whether an upload would store path under another name (Daytona's
+	 * daemon trims white space from it): the caller then uploads under a
+	 * temporary name and renames. NULL: never. */
+	bool (*upload_path_changed)(const char *path);
+	void (*free)(void *impl);
+};
+
+struct sandbox_provider {
+	const char *name;                       /* "daytona" */
+	unsigned caps;                          /* SP_CAP_* */
+	const struct sandbox_provider_ops *ops;
+	void *impl;                             /* the provider's client */
+};
+
+/* What the mount knows of its provider's endpoint and credentials. */
+struct provider_config {
+	const char *api_url;
+	const char *api_key;        /* or NULL when jwt is used */
+	const char *jwt;            /* requires org_id */
+	const char *org_id;
+	const char *target;         /* default region for create, or NULL */
+	bool keepalive;             /* false: the mount's own calls do not count as activity */
+	long wait_timeout_ms;       /* lifecycle waits; 0 = none */
+};
+
+/* The provider called name over the transport hc (not owned), or NULL when
+ * there is none by that name or out of memory. */
+struct sandbox_provider *provider_open(const char *name, struct http_client *hc,
+		const struct provider_config *cfg);
+void provider_close(struct sandbox_provider *sp);
+
+/* The failure of an operation the provider does not have: -ENOSYS. */
+int sp_unsupported(struct dt_error *err, const char *what);
+
+static inline bool sp_has(const struct sandbox_provider *sp, unsigned cap)
+{
+	return (sp->caps & cap) == cap;
+}
+
+static inline bool sp_upload_path_changed(const struct sandbox_provider *sp, const char *path)
+{
+	return sp->ops->upload_path_changed && sp->ops->upload_path_changed(path);
+}
+
+static inline int sp_sandbox_list(struct sandbox_provider *sp, struct dt_sandbox **out, size_t *n,
+		struct dt_error *err)
+{
+	if (!sp->ops->sandbox_list)
+		return sp_unsupported(err, "sandbox list");
+	return sp->ops->sandbox_list(sp->impl, out, n, err);
+}
+
+static inline int sp_sandbox_get(struct sandbox_provider *sp, const char *id_or_name,
+		struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_get)
+		return sp_unsupported(err, "sandbox get");
+	return sp->ops->sandbox_get(sp->impl, id_or_name, out, err);
+}
+
+static inline int sp_sandbox_toolbox_url(struct sandbox_provider *sp, const char *id, char *out,
+		size_t cap, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_toolbox_url)
+		return sp_unsupported(err, "sandbox toolbox url");
+	return sp->ops->sandbox_toolbox_url(sp->impl, id, out, cap, err);
+}
+
+static inline int sp_sandbox_create(struct sandbox_provider *sp, const struct dt_create_params *p,
+		struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_create)
+		return sp_unsupported(err, "sandbox create");
+	return sp->ops->sandbox_create(sp->impl, p, out, err);
+}
+
+static inline int sp_sandbox_action(struct sandbox_provider *sp, const char *id,
+		enum dt_action action, dt_state_fn on_state, void *ctx, struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_action)
+		return sp_unsupported(err, "sandbox action");
+	return sp->ops->sandbox_action(sp->impl, id, action, on_state, ctx, out, err);
+}
+
+static inline int sp_sandbox_delete(struct sandbox_provider *sp, const char *id,
+		dt_state_fn on_state, void *ctx, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_delete)
+		return sp_unsupported(err, "sandbox delete");
+	return sp->ops->sandbox_delete(sp->impl, id, on_state, ctx, err);
+}
+
+static inline int sp_sandbox_resize(struct sandbox_provider *sp, const char *id, int cpu,
+		int memory, int disk, struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_resize)
+		return sp_unsupported(err, "sandbox resize");
+	return sp->ops->sandbox_resize(sp->impl, id, cpu, memory, disk, out, err);
+}
+
+static inline int sp_sandbox_set_labels(struct sandbox_provider *sp, const char *id,
+		const struct dt_kv *labels, size_t n, struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_set_labels)
+		return sp_unsupported(err, "sandbox set labels");
+	return sp->ops->sandbox_set_labels(sp->impl, id, labels, n, out, err);
+}
+
+static inline int sp_sandbox_get_labels(struct sandbox_provider *sp, const char *id,
+		struct dt_kv **labels, size_t *n, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_get_labels)
+		return sp_unsupported(err, "sandbox get labels");
+	return sp->ops->sandbox_get_labels(sp->impl, id, labels, n, err);
+}
+
+static inline int sp_sandbox_set_interval(struct sandbox_provider *sp, const char *id,
+		enum dt_interval which, long minutes, struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_set_interval)
+		return sp_unsupported(err, "sandbox set interval");
+	return sp->ops->sandbox_set_interval(sp->impl, id, which, minutes, out, err);
+}
+
+static inline int sp_sandbox_snapshot(struct sandbox_provider *sp, const char *id,
+		const char *name, dt_state_fn on_state, void *ctx, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_snapshot)
+		return sp_unsupported(err, "sandbox snapshot");
+	return sp->ops->sandbox_snapshot(sp->impl, id, name, on_state, ctx, err);
+}
+
+static inline int sp_snapshot_list(struct sandbox_provider *sp, struct dt_snapshot **out,
+		size_t *n, struct dt_error *err)
+{
+	if (!sp->ops->snapshot_list)
+		return sp_unsupported(err, "snapshot list");
+	return sp->ops->snapshot_list(sp->impl, out, n, err);
+}
+
+static inline int sp_snapshot_get(struct sandbox_provider *sp, const char *id_or_name,
+		struct dt_snapshot *out, struct dt_error *err)
+{
+	if (!sp->ops->snapshot_get)
+		return sp_unsupported(err, "snapshot get");
+	return sp->ops->snapshot_get(sp->impl, id_or_name, out, err);
+}
+
+static inline int sp_snapshot_delete(struct sandbox_provider *sp, const char *id, struct dt_error *err)
+{
+	if (!sp->ops->snapshot_delete)
+		return sp_unsupported(err, "snapshot delete");
+	return sp->ops->snapshot_delete(sp->impl, id, err);
+}
+
+static inline int sp_ping(struct sandbox_provider *sp, struct dt_error *err)
+{
+	if (!sp->ops->ping)
+		return sp_unsupported(err, "ping");
+	return sp->ops->ping(sp->impl, err);
+}
+
+static inline int sp_exec(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *command, const char *cwd, const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err)
+{
+	if (!sp->ops->exec)
+		return sp_unsupported(err, "exec");
+	return sp->ops->exec(sp->impl, box, command, cwd, envs, n_envs, timeout_s, exit_code, output, err);
+}
+
+static inline int sp_exec_activity(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *command, const char *cwd, const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err)
+{
+	if (!sp->ops->exec_activity)
+		return sp_unsupported(err, "exec activity");
+	return sp->ops->exec_activity(sp->impl, box, command, cwd, envs, n_envs, timeout_s, exit_code,
+			output, err);
+}
+
+static inline int sp_exec_within(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *command, const char *cwd, long limit_s, int *exit_code, char **output, struct dt_error *err)
+{
+	if (!sp->ops->exec_within)
+		return sp_unsupported(err, "exec within");
+	return sp->ops->exec_within(sp->impl, box, command, cwd, limit_s, exit_code, output, err);
+}
+
+static inline int sp_work_dir(struct sandbox_provider *sp, const struct dt_box *box, char *out,
+		size_t cap, struct dt_error *err)
+{
+	if (!sp->ops->work_dir)
+		return sp_unsupported(err, "work dir");
+	return sp->ops->work_dir(sp->impl, box, out, cap, err);
+}
+
+static inline int64_t sp_fs_download(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
+{
+	if (!sp->ops->fs_download)
+		return sp_unsupported(err, "fs download");
+	return sp->ops->fs_download(sp->impl, box, path, off, len, sink, ctx, err);
+}
+
+static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, int fd, uint64_t len, struct dt_error *err)
+{
+	if (!sp->ops->fs_upload_fd)
+		return sp_unsupported(err, "fs upload fd");
+	return sp->ops->fs_upload_fd(sp->impl, box, path, fd, len, err);
+}
+
+static inline int sp_fs_list(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, struct dt_fileinfo **out, size_t *n, struct dt_error *err)
+{
+	if (!sp->ops->fs_list)
+		return sp_unsupported(err, "fs list");
+	return sp->ops->fs_list(sp->impl, box, path, out, n, err);
+}
+
+static inline int sp_fs_info(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, struct dt_fileinfo *out, struct dt_error *err)
+{
+	if (!sp->ops->fs_info)
+		return sp_unsupported(err, "fs info");
+	return sp->ops->fs_info(sp->impl, box, path, out, err);
+}
+
+static inline int sp_fs_move(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *src, const char *dst, struct dt_error *err)
+{
+	if (!sp->ops->fs_move)
+		return sp_unsupported(err, "fs move");
+	return sp->ops->fs_move(sp->impl, box, src, dst, err);
+}
+
+static inline int sp_fs_delete(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, bool recursive, struct dt_error *err)
+{
+	if (!sp->ops->fs_delete)
+		return sp_unsupported(err, "fs delete");
+	return sp->ops->fs_delete(sp->impl, box, path, recursive, err);
+}
+
+static inline int sp_fs_mkdir(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, mode_t mode, struct dt_error *err)
+{
+	if (!sp->ops->fs_mkdir)
+		return sp_unsupported(err, "fs mkdir");
+	return sp->ops->fs_mkdir(sp->impl, box, path, mode, err);
+}
+
+static inline int sp_fs_chmod(struct sandbox_provider *sp, const struct dt_box *box,
+		const char *path, mode_t mode, struct dt_error *err)
+{
+	if (!sp->ops->fs_chmod)
+		return sp_unsupported(err, "fs chmod");
+	return sp->ops->fs_chmod(sp->impl, box, path, mode, err);
+}
+
+#endif
