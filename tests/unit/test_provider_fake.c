@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A provider that is nothing but memory, behind the interface of
+ * provider.h, driving the generic layers: commands as files (exec.c: start,
+ * list, read) and the upload of a written file (files_upload_fd). It has no
+ * rename, delete, mkdir, chmod or info, as Vercel has none: those fail with
+ * ENOSYS through the interface. The point is that the layers above the
+ * provider need nothing of Daytona.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "fs_int.h"
+#include "provider.h"
+#include "unit.h"
+
+#define FAKE_FILES 64
+
+/* The sandbox's files: whole paths, a directory being any prefix of one. */
+struct fake {
+	pthread_mutex_t lock;
+	struct fake_file {
+		char *path;
+		char *data;
+		size_t len;
+	} files[FAKE_FILES];
+	size_t n;
+	int lists, downloads, uploads, execs;
+	char last_script_start[64];
+};
+
+static struct fake_file *fake_find(struct fake *f, const char *path)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (!strcmp(f->files[i].path, path))
+			return &f->files[i];
+	return NULL;
+}
+
+static void fake_put(struct fake *f, const char *path, const void *data, size_t len)
+{
+	struct fake_file *ff = fake_find(f, path);
+
+	if (!ff) {
+		if (f->n == FAKE_FILES)
+			abort();
+		ff = &f->files[f->n++];
+		ff->path = strdup(path);
+	} else {
+		free(ff->data);
+	}
+	ff->data = malloc(len + 1);
+	memcpy(ff->data, data, len);
+	ff->len = len;
+}
+
+/* The entries right under dir: its files, and the directories their paths
+ * pass through. ENOENT when nothing is under dir. */
+static int fake_fs_list(void *impl, const struct dt_box *box, const char *dir, struct dt_fileinfo **out,
+			size_t *n, struct dt_error *err)
+{
+	struct fake *f = impl;
+	size_t dlen = strlen(dir), k = 0;
+	struct dt_fileinfo *v = calloc(FAKE_FILES, sizeof(*v));
+
+	pthread_mutex_lock(&f->lock);
+	f->lists++;
+	for (size_t i = 0; i < f->n; i++) {
+		const char *p = f->files[i].path, *rest, *slash;
+		size_t nlen;
+		bool seen = false;
+
+		if (strncmp(p, dir, dlen) || p[dlen] != '/')
+			continue;
+		rest = p + dlen + 1;
+		slash = strchr(rest, '/');
+		nlen = slash ? (size_t)(slash - rest) : strlen(rest);
+		for (size_t j = 0; j < k; j++)
+			seen = seen || (strlen(v[j].name) == nlen && !strncmp(v[j].name, rest, nlen));
+		if (seen)
+			continue;
+		v[k].name = strndup(rest, nlen);
+		v[k].is_dir = slash != NULL;
+		v[k].mode = slash ? S_IFDIR | 0755 : S_IFREG | 0644;
+		v[k].size = slash ? 0 : f->files[i].len;
+		k++;
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!k) {
+		free(v);
+		return dt_error_set(err, -ENOENT, 404, "list %s: no such directory", dir);
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+static int64_t fake_fs_download(void *impl, const struct dt_box *box, const char *path, uint64_t off,
+				uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
+{
+	struct fake *f = impl;
+	struct fake_file *ff;
+	size_t got = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&f->lock);
+	f->downloads++;
+	ff = fake_find(f, path);
+	if (ff && off < ff->len) {
+		got = ff->len - off;
+		if (len && len < got)
+			got = len;
+		rc = sink(ctx, ff->data + off, got);
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!ff)
+		return dt_error_set(err, -ENOENT, 404, "download %s: no such file", path);
+	return rc < 0 ? rc : (int64_t)got;
+}
+
+static int fake_fs_upload_fd(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
+			     struct dt_error *err)
+{
+	struct fake *f = impl;
+	char *buf = malloc(len + 1);
+
+	if (pread(fd, buf, len, 0) != (ssize_t)len) {
+		free(buf);
+		return dt_error_set(err, -EIO, 0, "upload %s: short read", path);
+	}
+	pthread_mutex_lock(&f->lock);
+	f->uploads++;
+	fake_put(f, path, buf, len);
+	pthread_mutex_unlock(&f->lock);
+	free(buf);
+	return 0;
+}
+
+/* Runs nothing: a launcher (it prints "daytonafs-started N" in a real
+ * sandbox) gets its command 1 made with its output, as if it had run and
+ * ended; anything else answers exit 0 and no output. */
+static int fake_exec(void *impl, const struct dt_box *box, const char *command, const char *cwd,
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct dt_error *err)
+{
+	struct fake *f = impl;
+	bool launcher = strstr(command, "daytonafs-started") != NULL;
+
+	pthread_mutex_lock(&f->lock);
+	f->execs++;
+	snprintf(f->last_script_start, sizeof(f->last_script_start), "%s", command);
+	if (launcher) {
+		fake_put(f, "/tmp/.daytonafs/cmd/1/command", "echo hi", 7);
+		fake_put(f, "/tmp/.daytonafs/cmd/1/stdout", "hi\n", 3);
+		fake_put(f, "/tmp/.daytonafs/cmd/1/stderr", "", 0);
+		fake_put(f, "/tmp/.daytonafs/cmd/1/exit", "0\n", 2);
+	}
+	pthread_mutex_unlock(&f->lock);
+	*exit_code = 0;
+	if (output)
+		*output = strdup(launcher ? "daytonafs-started 1\n" : "");
+	return 0;
+}
+
+static const struct sandbox_provider_ops fake_ops = {
+	.fs_list = fake_fs_list,
+	.fs_download = fake_fs_download,
+	.fs_upload_fd = fake_fs_upload_fd,
+	.exec = fake_exec,
+	.exec_activity = fake_exec,
+};
+
+static struct fake fake = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static struct sandbox_provider fake_provider = {
+	.name = "fake",
+	.caps = SP_CAP_FS_LIST | SP_CAP_RANGED_READ | SP_CAP_STREAM_UPLOAD,
+	.ops = &fake_ops,
+	.impl = &fake,
+};
+static const struct dt_box box = { "sb-1", "http://fake.invalid/toolbox" };
+
+UNIT_TEST(exec_start_list_read)
+{
+	struct exec_options o;
+	struct exec_mgr *m;
+	struct exec_spec spec = { .command = "echo hi" };
+	struct dt_error err = { 0 };
+	unsigned n = 0, *ns = NULL;
+	size_t count = 0;
+	char buf[16];
+	ssize_t got;
+
+	exec_options_defaults(&o);
+	m = exec_mgr_new(&fake_provider, &o);
+	CHECK(m != NULL);
+	/* start: one listing of cmd (none yet), one launcher */
+	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
+	CHECK_INT(n, 1);
+	CHECK_INT(fake.execs, 1);
+	CHECK(fake.lists >= 1);
+	/* list: the command just started */
+	CHECK_INT(exec_list(m, &box, &ns, &count, &err), 0);
+	CHECK_INT(count, 1);
+	if (count == 1)
+		CHECK_INT(ns[0], 1);
+	free(ns);
+	/* read: its stdout, through a ranged download of cmd/1/stdout */
+	got = exec_read(m, &box, 1, EXEC_STDOUT, buf, sizeof(buf), 0, true, &err);
+	CHECK_INT(got, 3);
+	CHECK(got == 3 && !memcmp(buf, "hi\n", 3));
+	got = exec_read(m, &box, 1, EXEC_STDOUT, buf, sizeof(buf), 1, true, &err);
+	CHECK_INT(got, 2);
+	CHECK(got == 2 && !memcmp(buf, "i\n", 2));
+	CHECK_INT(exec_read(m, &box, 1, EXEC_STDOUT, buf, sizeof(buf), 3, true, &err), 0);
+	CHECK(fake.downloads >= 3);
+	exec_mgr_free(m);
+}
+
+UNIT_TEST(write_uploads_through_provider)
+{
+	struct dfs *fs = calloc(1, sizeof(*fs));
+	struct dt_error err = { 0 };
+	char tmpl[] = "/tmp/test_provider_fake.XXXXXX";
+	int fd = mkstemp(tmpl);
+	struct fake_file *ff;
+
+	CHECK(fd >= 0);
+	unlink(tmpl);
+	CHECK_INT(write(fd, "written\n", 8), 8);
+	fs->sp = &fake_provider;
+	CHECK_INT(files_upload_fd(fs, NULL, &box, "/home/u/a.txt", fd, 8, &err), 0);
+	CHECK_INT(fake.uploads, 1);
+	ff = fake_find(&fake, "/home/u/a.txt");
+	CHECK(ff && ff->len == 8 && !memcmp(ff->data, "written\n", 8));
+	close(fd);
+	free(fs);
+}
+
+UNIT_TEST(missing_operations_fail_with_enosys)
+{
+	struct dt_error err = { 0 };
+	struct dt_fileinfo fi;
+
+	CHECK(!sp_has(&fake_provider, SP_CAP_FS_MOVE));
+	CHECK_INT(sp_fs_move(&fake_provider, &box, "/a", "/b", &err), -ENOSYS);
+	CHECK_INT(err.err, ENOSYS);
+	CHECK_INT(sp_fs_info(&fake_provider, &box, "/a", &fi, &err), -ENOSYS);
+	CHECK_INT(sp_sandbox_list(&fake_provider, NULL, NULL, &err), -ENOSYS);
+	CHECK(!sp_upload_path_changed(&fake_provider, " leading space"));
+}
+
+/* Frees the fake's files after the cases (UNIT_MAIN runs them in order). */
+UNIT_TEST(cleanup)
+{
+	for (size_t i = 0; i < fake.n; i++) {
+		free(fake.files[i].path);
+		free(fake.files[i].data);
+	}
+	fake.n = 0;
+}
+
+UNIT_MAIN("provider_fake",
+	UNIT_CASE(exec_start_list_read),
+	UNIT_CASE(write_uploads_through_provider),
+	UNIT_CASE(missing_operations_fail_with_enosys),
+	UNIT_CASE(cleanup))
