@@ -1,16 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * provider.c - what every provider shares: making the provider a mount
- * names, and the errors of the interface (provider.h).
+ * names, the errors of the interface, and the helpers of the shared types
+ * (provider.h).
  */
 #include "provider.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daytona.h"
+#include "urlenc.h"
 
 struct sandbox_provider *provider_open(const char *name, struct http_client *hc, const struct provider_config *cfg)
 {
@@ -66,4 +69,87 @@ bool dt_error_transient(const struct dt_error *err)
 	default:
 		return false;
 	}
+}
+
+/* ---- the shared types ------------------------------------------------------ */
+
+void dt_sandbox_clear(struct dt_sandbox *sb)
+{
+	if (!sb)
+		return;
+	free(sb->json);
+	memset(sb, 0, sizeof(*sb));
+}
+
+void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].json);
+	free(list);
+}
+
+void dt_create_params_init(struct dt_create_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->cpu = p->memory = p->disk = p->gpu = -1;
+	p->autostop = p->autoarchive = p->autodelete = LONG_MIN;
+}
+
+bool dt_path_on_volume(const char *volume_paths, const char *path)
+{
+	const char *p = volume_paths;
+
+	while (p && *p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		char mount[1024];
+
+		if (n < sizeof(mount)) {
+			memcpy(mount, p, n);
+			mount[n] = '\0';
+			if (path_is_within(path, mount))
+				return true;
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	return false;
+}
+
+void dt_kv_free(struct dt_kv *kv, size_t n)
+{
+	if (!kv)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(kv[i].key);
+		free(kv[i].value);
+	}
+	free(kv);
+}
+
+void dt_snapshot_clear(struct dt_snapshot *s)
+{
+	if (!s)
+		return;
+	free(s->json);
+	memset(s, 0, sizeof(*s));
+}
+
+void dt_snapshot_list_free(struct dt_snapshot *list, size_t n)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].json);
+	free(list);
+}
+
+void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n)
+{
+	if (!fi)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(fi[i].name);
+	free(fi);
 }

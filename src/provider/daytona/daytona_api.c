@@ -75,14 +75,6 @@ bool dt_old_daemon(struct dt_client *dt, const char *id, char *out, size_t cap)
 
 /* ---- sandboxes: parsing --------------------------------------------------- */
 
-void dt_sandbox_clear(struct dt_sandbox *sb)
-{
-	if (!sb)
-		return;
-	free(sb->json);
-	memset(sb, 0, sizeof(*sb));
-}
-
 /* volumes[].mountPath of a Sandbox, one per line. A list that does not fit,
  * or a path with a newline, gives "/": every path is then taken to be on a
  * volume, which costs a command per rename, never a non-atomic one. False
@@ -112,26 +104,6 @@ static bool volume_paths(char *out, size_t cap, const cJSON *obj)
 		out[len] = '\0';
 	}
 	return true;
-}
-
-bool dt_path_on_volume(const char *volume_paths, const char *path)
-{
-	const char *p = volume_paths;
-
-	while (p && *p) {
-		const char *nl = strchr(p, '\n');
-		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-		char mount[1024];
-
-		if (n < sizeof(mount)) {
-			memcpy(mount, p, n);
-			mount[n] = '\0';
-			if (path_is_within(path, mount))
-				return true;
-		}
-		p = nl ? nl + 1 : NULL;
-	}
-	return false;
 }
 
 static bool has_slash_or_control(const char *s)
@@ -236,15 +208,6 @@ static int sandbox_from_resp(struct dt_client *dt, struct http_response *resp, c
 }
 
 /* ---- sandboxes: calls ----------------------------------------------------- */
-
-void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
-{
-	if (!list)
-		return;
-	for (size_t i = 0; i < n; i++)
-		free(list[i].json);
-	free(list);
-}
 
 static int append_sandboxes(struct dt_client *dt, const cJSON *items, struct dt_sandbox **list, size_t *n,
 			    size_t *cap)
@@ -586,13 +549,6 @@ static long lifecycle_timeout(const struct dt_client *dt)
 
 /* ---- create ---------------------------------------------------------------- */
 
-void dt_create_params_init(struct dt_create_params *p)
-{
-	memset(p, 0, sizeof(*p));
-	p->cpu = p->memory = p->disk = p->gpu = -1;
-	p->autostop = p->autoarchive = p->autodelete = LONG_MIN;
-}
-
 
 char *dt_create_body_json(const struct dt_create_params *p, const char *default_target)
 {
@@ -849,17 +805,6 @@ out:
 	return rc;
 }
 
-void dt_kv_free(struct dt_kv *kv, size_t n)
-{
-	if (!kv)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		free(kv[i].key);
-		free(kv[i].value);
-	}
-	free(kv);
-}
-
 int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct dt_kv **labels, size_t *n,
 			  struct dt_error *err)
 {
@@ -946,14 +891,6 @@ int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interv
 
 /* ---- snapshots -------------------------------------------------------------- */
 
-void dt_snapshot_clear(struct dt_snapshot *s)
-{
-	if (!s)
-		return;
-	free(s->json);
-	memset(s, 0, sizeof(*s));
-}
-
 static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
 {
 	const char *id;
@@ -971,15 +908,6 @@ static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
 	dt_jtime(&out->updated_at, obj, "updatedAt");
 	out->json = dt_pretty_json(obj);
 	return out->json ? 0 : -ENOMEM;
-}
-
-void dt_snapshot_list_free(struct dt_snapshot *list, size_t n)
-{
-	if (!list)
-		return;
-	for (size_t i = 0; i < n; i++)
-		free(list[i].json);
-	free(list);
 }
 
 int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, struct dt_error *err)

@@ -296,15 +296,6 @@ int dt_fileinfo_from_json(const struct cJSON *obj, struct dt_fileinfo *out)
 	return 0;
 }
 
-void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n)
-{
-	if (!fi)
-		return;
-	for (size_t i = 0; i < n; i++)
-		free(fi[i].name);
-	free(fi);
-}
-
 
 /* ---- JSON builders ---------------------------------------------------------- */
 
