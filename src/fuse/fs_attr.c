@@ -348,7 +348,20 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 	struct open_node *n;
 	int rc;
 
-	hide_window_wait(fs->files, sb, path);
+	/* A lookup that had to wait for a rename onto path answers "no such
+	 * name", so the kernel drops its cached entry and looks the name up
+	 * again once the rename is done. Answering the attributes instead
+	 * gives the kernel the node of the file the rename replaced: our
+	 * rename has returned, but libfuse drops that node's path only after
+	 * that, and a lookup woken here often finds the node first; the open
+	 * that follows then fails with ESTALE, and when this lookup is the
+	 * kernel's one retry of an open that already met ESTALE, the reader
+	 * sees it. No other caller gets here during such a rename: the kernel
+	 * holds the directory locked for the whole rename, so only its
+	 * revalidation of a cached name looks the name up, and libfuse holds
+	 * back every request on the two nodes. */
+	if (hide_window_wait(fs->files, sb, path))
+		return -ENOENT;
 	if (is_hidden_name(path)) {
 		/* Never in the sandbox: the node, or nothing (libfuse probes
 		 * names this way when it picks one). */

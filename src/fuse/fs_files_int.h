@@ -218,7 +218,7 @@ bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const ch
 			       size_t size);
 void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path);
 bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start);
-void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path);
+bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path);
 enum list_mode list_mode_get(struct dfs *fs, const struct sandbox *sb);
 void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode);
 void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool subtree);

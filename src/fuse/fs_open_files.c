@@ -389,10 +389,14 @@ bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const 
 	return held;
 }
 
-/* A lookup of path waits while path is between its hide and its rename. */
-void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path)
+/*
+ * A lookup of path waits while path is between its hide and its rename.
+ * Returns whether it waited for a rename onto path: hide_window_renaming.
+ */
+bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path)
 {
 	struct hide_window **hp;
+	bool waited_rename = false;
 
 	pthread_mutex_lock(&t->lock);
 	while ((hp = hide_find_locked(t, sb, path))) {
@@ -400,6 +404,7 @@ void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char
 		double when = (*hp)->until, now = now_mono();
 
 		if ((*hp)->renaming) {
+			waited_rename = true;
 			pthread_cond_wait(&t->hide_cond, &t->lock);
 			continue;
 		}
@@ -415,6 +420,7 @@ void hide_window_wait(struct open_table *t, const struct sandbox *sb, const char
 		pthread_cond_timedwait(&t->hide_cond, &t->lock, &until);
 	}
 	pthread_mutex_unlock(&t->lock);
+	return waited_rename;
 }
 
 /* ---- per-sandbox listing mode ---------------------------------------------- */
