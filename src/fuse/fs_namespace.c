@@ -478,6 +478,27 @@ static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *
 
 static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags);
 
+/*
+ * After a rename that failed: whether it was done all the same (its
+ * answer lost in transit, or a command that renamed and then failed). The
+ * kernel keeps the old name's inode, with its size, when a rename fails: a
+ * read of the new file through it would be cut to the old size. So the
+ * sandbox is asked: the source gone and the destination with the source's
+ * type, size and mtime (a rename keeps them) mean success.
+ */
+static bool renamed_all_the_same(struct dfs *fs, struct sandbox *sb, const char *from, const char *to,
+				 const struct stat *sf)
+{
+	struct stat st;
+
+	if (lookup_attr(fs, sb, from, &st) != -ENOENT)
+		return false;
+	if (lookup_attr(fs, sb, to, &st) != 0)
+		return false;
+	return (st.st_mode & S_IFMT) == (sf->st_mode & S_IFMT) && st.st_mtim.tv_sec == sf->st_mtim.tv_sec &&
+	       (S_ISDIR(st.st_mode) || st.st_size == sf->st_size);
+}
+
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	bool held;
@@ -572,6 +593,13 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, from);
 		cache_invalidate_tree(fs->cache, sb->id, to);
+		if (rc != -ENOMEM && renamed_all_the_same(fs, sb, from, to, &sf)) {
+			log_info("%s: rename %s to %s: %s, but the rename is done", sb->name, from, to,
+				 strerror(-rc));
+			rc = 0;
+		}
+	}
+	if (rc < 0) {
 		/* libfuse has hidden the old target for good: it goes now. */
 		if (replaced_hidden)
 			remove_path(fs, sb, to, &hidden_st);

@@ -320,6 +320,29 @@ def test_mkdir_whose_answer_was_lost_is_seen(mount, sandbox, tdir, server, fault
     assert read(os.path.join(sub, "f")) == "in sub\n"
 
 
+# ---- a rename whose answer was lost, but which was done, succeeds ---------------------------------
+
+def test_rename_over_whose_answer_was_lost_succeeds_and_reads_whole(mount, sandbox, tdir, server, faults):
+    """Found by the soak test at 30 % faults: rename(2) over a file, whose
+    command ran but whose answer was cut, failed; the kernel kept the old
+    file's inode, with its size, under the name, and a read of the name gave
+    the first bytes of the new file as if they were all of it. The mount now
+    asks the sandbox after such a failure: the rename was done, so it
+    succeeds, and the name reads whole."""
+    local, spath = tdir
+    old, new = os.path.join(local, "doc.txt"), os.path.join(local, "doc.txt.new")
+    write(old, "short\n")
+    body = "".join("line %05d of the new version\n" % i for i in range(4000))
+    write(new, body)
+    assert os.stat(old).st_size == 6          # the kernel holds the old size
+    mount.settle()
+    faults({"pattern": "/process/execute", "action": "reset_mid_body", "count": 1})
+    os.rename(new, old)
+    server.local("DELETE", "/_local/faults")
+    assert read(old) == body
+    assert not os.path.exists(new)
+
+
 # ---- D6: a silent long request is not cut by the stall limit ------------------------------------
 
 def test_silent_stdin_batch_outlives_the_stall_limit(server, tmp_root, sandbox):
