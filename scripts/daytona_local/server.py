@@ -625,11 +625,9 @@ def _load_toolbox(args, data_dir):
     return rt, toolbox_mod
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    data_dir = os.path.abspath(args.data)
-    os.makedirs(data_dir, exist_ok=True)
-    http = httpcore.HTTPServer(args.host, args.port, None, max_connections=args.threads)
+def public_base_url(args, http):
+    """The base URL clients use: --public-url, else the address listened on
+    (a wildcard address as loopback, an IPv6 one in brackets)."""
     host = args.host
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
@@ -637,7 +635,15 @@ def main(argv=None):
         host = "[::1]"
     elif ":" in host:
         host = "[%s]" % host
-    base = (args.public_url or "http://%s:%d" % (host, http.port)).rstrip("/")
+    return (args.public_url or "http://%s:%d" % (host, http.port)).rstrip("/")
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    data_dir = os.path.abspath(args.data)
+    os.makedirs(data_dir, exist_ok=True)
+    http = httpcore.HTTPServer(args.host, args.port, None, max_connections=args.threads)
+    base = public_base_url(args, http)
     rt, toolbox_mod = _load_toolbox(args, data_dir)
     store = Store(data_dir, runtime=rt, toolbox_url=base + "/toolbox",
                   transition_ms=args.transition_ms, target=args.target,

@@ -12,7 +12,7 @@ import threading
 import traceback
 
 from daytona_local import httpcore
-from daytona_local.server import Router, Server
+from daytona_local.server import Router, Server, public_base_url
 
 from .api import Api, send_error
 from .runtime import VercelRuntime
@@ -112,14 +112,7 @@ def main(argv=None):
     data_dir = os.path.abspath(args.data)
     os.makedirs(data_dir, exist_ok=True)
     http = httpcore.HTTPServer(args.host, args.port, None, max_connections=args.threads)
-    host = args.host
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "[::1]"
-    elif ":" in host:
-        host = "[%s]" % host
-    base = (args.public_url or "http://%s:%d" % (host, http.port)).rstrip("/")
+    base = public_base_url(args, http)
     rt = VercelRuntime(data_dir, False if args.no_bwrap else None)
     if rt.warning:
         sys.stderr.write("vercel-local: WARNING: %s\n" % rt.warning)

@@ -113,6 +113,21 @@ char *sb_detach(struct strbuf *sb)
 	return s;
 }
 
+char *str_dup_trim_slash(const char *s)
+{
+	size_t n = strlen(s);
+	char *out;
+
+	while (n > 0 && s[n - 1] == '/')
+		n--;
+	out = malloc(n + 1);
+	if (out) {
+		memcpy(out, s, n);
+		out[n] = '\0';
+	}
+	return out;
+}
+
 bool str_copy(char *dst, size_t cap, const char *src)
 {
 	size_t n = strlen(src);

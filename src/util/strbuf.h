@@ -38,6 +38,9 @@ char *sb_detach(struct strbuf *sb);
 /* strlcpy semantics: copies at most cap-1 bytes, always terminates (cap > 0).
  * Returns true when the whole of src fitted. */
 bool str_copy(char *dst, size_t cap, const char *src);
+/* A malloc'd copy of s without its trailing slashes (a base URL); NULL when
+ * out of memory. */
+char *str_dup_trim_slash(const char *s);
 /* snprintf that returns true when the output fitted. */
 bool str_printf(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -289,6 +289,10 @@ def test_detached_process_survives_and_can_be_killed_later(rt, sb):
     assert time.monotonic() - t < 10, "execute must not wait for a detached process"
     pid = int(r.output)
     assert _alive(pid)
+    # $! is the child before it has run setsid(1): its group exists only then
+    deadline = time.monotonic() + 10
+    while os.getpgid(pid) != pid and time.monotonic() < deadline:
+        time.sleep(0.01)
     r = run(rt, "kill -0 %d && echo visible; kill -- -%d; echo rc=$?" % (pid, pid))
     assert r.output == b"visible\nrc=0\n"
     _wait_dead(pid)

@@ -189,21 +189,6 @@ int dt_malformed(struct dt_error *err, long status, const char *what)
 
 /* ---- client -------------------------------------------------------------- */
 
-static char *xstrdup_trim_slash(const char *s)
-{
-	size_t n = strlen(s);
-	char *out;
-
-	while (n > 0 && s[n - 1] == '/')
-		n--;
-	out = malloc(n + 1);
-	if (out) {
-		memcpy(out, s, n);
-		out[n] = '\0';
-	}
-	return out;
-}
-
 struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *cfg)
 {
 	struct dt_client *dt;
@@ -220,7 +205,7 @@ struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *
 	dt->hc = hc;
 	dt->keepalive = cfg->keepalive;
 	dt->wait_timeout_ms = cfg->wait_timeout_ms;
-	dt->api_url = xstrdup_trim_slash(cfg->api_url);
+	dt->api_url = str_dup_trim_slash(cfg->api_url);
 	if (!dt->api_url)
 		goto fail;
 	if (cfg->target && cfg->target[0]) {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "strbuf.h"
 #include "urlenc.h"
 #include "vercel_int.h"
 
@@ -245,21 +246,6 @@ int vc_credentials_from_env(struct vc_credentials *out, const char *(*getenv_fn)
 
 /* ---- client -------------------------------------------------------------- */
 
-static char *dup_trim_slash(const char *s)
-{
-	size_t n = strlen(s);
-	char *d;
-
-	while (n > 0 && s[n - 1] == '/')
-		n--;
-	d = malloc(n + 1);
-	if (d) {
-		memcpy(d, s, n);
-		d[n] = '\0';
-	}
-	return d;
-}
-
 struct vc_client *vc_client_new(struct http_client *hc, const struct vc_config *cfg)
 {
 	struct vc_client *vc = calloc(1, sizeof(*vc));
@@ -269,7 +255,7 @@ struct vc_client *vc_client_new(struct http_client *hc, const struct vc_config *
 	if (!vc)
 		return NULL;
 	vc->hc = hc;
-	vc->base_url = dup_trim_slash(cfg->base_url ? cfg->base_url : VC_DEFAULT_BASE_URL);
+	vc->base_url = str_dup_trim_slash(cfg->base_url ? cfg->base_url : VC_DEFAULT_BASE_URL);
 	vc->team_id = strdup(cfg->team_id ? cfg->team_id : "");
 	vc->project_id = strdup(cfg->project_id ? cfg->project_id : "");
 	vc->wait_timeout_ms = cfg->wait_timeout_ms > 0 ? cfg->wait_timeout_ms : DEFAULT_WAIT_TIMEOUT_MS;
