@@ -45,13 +45,18 @@ def wait_for(cond, what, limit=60):
 
 
 def unsaved(m, fragment):
-    """(data file, note text) pairs in m's unsaved/ whose name holds fragment."""
+    """(data file, note text) pairs in m's unsaved/ whose name holds fragment.
+    Recovery moves the data in, then writes its note: a data file whose note
+    is not complete yet (it ends with a newline) is not listed yet."""
     d = os.path.join(m.cache, "unsaved")
     out = []
     for name in sorted(os.listdir(d)):
         if fragment in name and not name.endswith(".note"):
             note = os.path.join(d, name + ".note")
-            out.append((os.path.join(d, name), read(note) if os.path.exists(note) else None))
+            text = read(note) if os.path.exists(note) else None
+            if text is None or not text.endswith("\n"):
+                continue
+            out.append((os.path.join(d, name), text))
     return out
 
 
