@@ -217,6 +217,8 @@ void files_flush_all(struct dfs *fs);
  * last until files_recovery_done. */
 bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path);
 void files_recovery_done(struct dfs *fs);
+/* recover_scan (recover.h) with the mount's callbacks (fs_runners.c). */
+struct recovery *mount_recover_scan(struct dfs *fs);
 /* Uploads size bytes of fd to path, safely for a name with white space at its
  * ends (a temporary name and a copy); sb may be NULL (crash recovery). */
 int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
