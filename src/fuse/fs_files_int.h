@@ -2,7 +2,7 @@
 /*
  * fs_files_int.h - what the files of the proxy of the sandbox's own files
  * share (fs_open_files.c, fs_commands.c, fs_attr.c, fs_read.c, fs_write.c,
- * fs_namespace.c, fs_deferred.c). Together they proxy the sandbox's own
+ * fs_namespace.c, fs_runners.c). Together they proxy the sandbox's own
  * files under SANDBOX/fs/ to the toolbox file API.
  *
  * Metadata. The toolbox's stat and listing follow symbolic links and hide

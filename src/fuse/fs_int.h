@@ -96,7 +96,7 @@ struct sandbox {
 	 * the exec thread both learn of an end, and it must count once. */
 	unsigned ended_seen[32];
 	unsigned ended_next;
-	int writeback_error;      /* a deferred change that failed (fs_deferred.c), for fsync of a directory */
+	int writeback_error;      /* a deferred change that failed (deferred.c), for fsync of a directory */
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
 };
@@ -147,7 +147,7 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
 
-/* fs_open_files.c ... fs_deferred.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
+/* fs_open_files.c ... fs_runners.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
 struct open_table *open_table_new(void);
 void open_table_free(struct open_table *t);
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);

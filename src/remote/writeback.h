@@ -11,8 +11,8 @@
  * sandbox, run after a short delay, when enough are queued, or before
  * anything that could see the path remotely (see wb_conflicts).
  *
- * This module is the queue and the script, with no I/O: the filesystem
- * layer (fs_deferred.c) runs the batches and applies their results. It is safe
+ * This module is the queue and the script, with no I/O: the runner
+ * (deferred.c) runs the batches, and the mount applies their results. It is safe
  * to call from several threads.
  */
 #ifndef DAYTONAFS_WRITEBACK_H
