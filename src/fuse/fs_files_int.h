@@ -168,7 +168,7 @@ struct open_table {
 	struct link_ent *links[LINK_BUCKETS];
 	size_t nlinks;
 	struct deferred deferred; /* deferred changes; their budget is set with fs */
-	struct dfs *fs;           /* under lock: set by the first wb_queue_op */
+	struct dfs *fs;           /* set (under lock) by the first wb_queue_op */
 	struct hide_window *hides; /* under lock; hide_cond signals their end */
 	pthread_cond_t hide_cond;
 	const char *recover_id;   /* under lock: the file crash recovery is uploading */

@@ -66,8 +66,10 @@ const struct deferred_ops files_deferred_ops = {
 	.name = wb_name,
 };
 
-/* The first call ties the runner to the mount: its retry budget is the
- * mount's wait_timeout (WB_RETRY_BUDGET_S when that has no limit). */
+/* The first queued change ties the runner to the mount: its retry budget is
+ * the mount's wait_timeout (WB_RETRY_BUDGET_S when that has no limit). Only
+ * wb_queue_op needs it: with nothing queued, nothing runs (and the queue's
+ * lock orders this before any batch, in whichever thread it runs). */
 static struct deferred *bind_mount(struct dfs *fs)
 {
 	struct open_table *t = fs->files;
@@ -84,7 +86,7 @@ static struct deferred *bind_mount(struct dfs *fs)
 
 void wb_run_all(struct dfs *fs, struct sandbox *sb)
 {
-	deferred_run_all(bind_mount(fs), sb);
+	deferred_run_all(&fs->files->deferred, sb);
 }
 
 bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay)
@@ -94,7 +96,7 @@ bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay)
 
 void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	deferred_settle(bind_mount(fs), sb, path);
+	deferred_settle(&fs->files->deferred, sb, path);
 }
 
 /* ---- crash recovery ----------------------------------------------------------- */
