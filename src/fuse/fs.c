@@ -243,7 +243,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot use cache directory %s: %s", o->cache_dir, strerror(errno));
 		goto fail;
 	}
-	fs->recovery = recover_scan(fs);
+	fs->recovery = mount_recover_scan(fs);
 
 	exec_options_defaults(&eo);
 	if (o->state_dir)

@@ -291,30 +291,6 @@ void stat_from_info(const struct dt_fileinfo *fi, struct stat *st)
 	st->st_mtim = st->st_atim = st->st_ctim = fi->mtime;
 }
 
-/* A command's failure message (coreutils wording, LC_ALL=C) to an errno. */
-int errno_from_message(const char *msg)
-{
-	static const struct { const char *text; int err; } map[] = {
-		{ "No such file or directory", ENOENT }, { "Permission denied", EACCES },
-		{ "Operation not permitted", EPERM }, { "Directory not empty", ENOTEMPTY },
-		{ "cannot overwrite non-directory", ENOTDIR }, { "cannot overwrite directory", EISDIR },
-		{ "to a subdirectory of itself", EINVAL },
-		{ "Is a directory", EISDIR }, { "Not a directory", ENOTDIR },
-		{ "File exists", EEXIST }, { "Read-only file system", EROFS },
-		{ "No space left on device", ENOSPC }, { "Disk quota exceeded", EDQUOT },
-		{ "Invalid argument", EINVAL }, { "File too large", EFBIG },
-		{ "File name too long", ENAMETOOLONG }, { "Too many levels of symbolic links", ELOOP },
-		{ "Invalid cross-device link", EXDEV }, { "Text file busy", ETXTBSY },
-		{ "Device or resource busy", EBUSY },
-		{ "invalid user", EINVAL }, { "invalid group", EINVAL },
-	};
-
-	for (size_t i = 0; msg && i < sizeof(map) / sizeof(map[0]); i++)
-		if (strstr(msg, map[i].text))
-			return -map[i].err;
-	return -EIO;
-}
-
 /* After a toolbox error: a stopped sandbox makes the registry re-read it. */
 int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
 			  const char *what, const char *path)

@@ -2,7 +2,7 @@
 /*
  * fs_files_int.h - what the files of the proxy of the sandbox's own files
  * share (fs_open_files.c, fs_commands.c, fs_attr.c, fs_read.c, fs_write.c,
- * fs_namespace.c, fs_deferred.c). Together they proxy the sandbox's own
+ * fs_namespace.c, fs_runners.c). Together they proxy the sandbox's own
  * files under SANDBOX/fs/ to the toolbox file API.
  *
  * Metadata. The toolbox's stat and listing follow symbolic links and hide
@@ -42,6 +42,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "deferred.h"
 #include "fs_int.h"
 #include "journal.h"
 #include "strbuf.h"
@@ -112,7 +113,7 @@ struct link_ent {
 #define LINK_MAX 65536
 
 /*
- * Deferred changes (writeback.h). A delete, or the owner, mode and times of
+ * Deferred changes (writeback.h, run by deferred.h). A delete, or the owner, mode and times of
  * a file, are applied to the cache at once and sent WB_DELAY later, with
  * whatever else was queued, in one command; anything that could see the
  * path in the sandbox runs them first (files_settle).
@@ -128,12 +129,6 @@ struct link_ent {
 #define WB_DELAY 0.5
 #define HIDDEN_DELAY 0.2
 #define WB_BATCH 128
-/* A batch that met a failure that may pass is sent again after 200 ms,
- * doubling up to 5 s, for up to wait_timeout (WB_RETRY_BUDGET_S when that
- * has no limit): see wb_send. */
-#define WB_RETRY_FIRST_MS 200L
-#define WB_RETRY_MAX_MS 5000L
-#define WB_RETRY_BUDGET_S 120.0
 
 /*
  * The moment between the hide and the rename. libfuse hides the open
@@ -172,11 +167,8 @@ struct open_table {
 	struct sb_mode *modes;
 	struct link_ent *links[LINK_BUCKETS];
 	size_t nlinks;
-	struct wb_queue *wb;      /* deferred changes */
-	pthread_mutex_t wb_run;   /* one batch runs at a time; files_settle waits for it */
-	pthread_t wb_thread;
-	bool wb_thread_on;
-	struct dfs *fs;
+	struct deferred deferred; /* deferred changes; their budget is set with fs */
+	struct dfs *fs;           /* set (under lock) by the first wb_queue_op */
 	struct hide_window *hides; /* under lock; hide_cond signals their end */
 	pthread_cond_t hide_cond;
 	const char *recover_id;   /* under lock: the file crash recovery is uploading */
@@ -229,7 +221,6 @@ bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *
 bool has_replacement_char(const char *s);
 int entry_cmp(const void *a, const void *b);
 void stat_from_info(const struct dt_fileinfo *fi, struct stat *st);
-int errno_from_message(const char *msg);
 int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
 			  const char *what, const char *path);
 int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
@@ -263,7 +254,8 @@ void rs_stop(struct rstream *rs);
 /* fs_namespace.c */
 struct open_node *next_dirty(struct dfs *fs, struct sandbox *sb, const char *path);
 
-/* fs_deferred.c */
+/* fs_runners.c: the mount's side of deferred.h (wb_*) and recover.h */
+extern const struct deferred_ops files_deferred_ops;
 void wb_run_all(struct dfs *fs, struct sandbox *sb);
 bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay);
 

@@ -96,7 +96,7 @@ struct sandbox {
 	 * the exec thread both learn of an end, and it must count once. */
 	unsigned ended_seen[32];
 	unsigned ended_next;
-	int writeback_error;      /* a deferred change that failed (fs_deferred.c), for fsync of a directory */
+	int writeback_error;      /* a deferred change that failed (deferred.c), for fsync of a directory */
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
 };
@@ -147,7 +147,7 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
 
-/* fs_open_files.c ... fs_deferred.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
+/* fs_open_files.c ... fs_runners.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
 struct open_table *open_table_new(void);
 void open_table_free(struct open_table *t);
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
@@ -217,6 +217,8 @@ void files_flush_all(struct dfs *fs);
  * last until files_recovery_done. */
 bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path);
 void files_recovery_done(struct dfs *fs);
+/* recover_scan (recover.h) with the mount's callbacks (fs_runners.c). */
+struct recovery *mount_recover_scan(struct dfs *fs);
 /* Uploads size bytes of fd to path, safely for a name with white space at its
  * ends (a temporary name and a copy); sb may be NULL (crash recovery). */
 int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,

@@ -534,7 +534,7 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	/* Over an open file libfuse just hid: its delete is not needed, mv -T
 	 * replaces it in one step (it still exists in the sandbox). */
 	{
-		struct wb_op *hidden = wb_cancel_hidden(fs->files->wb, sb, to);
+		struct wb_op *hidden = wb_cancel_hidden(fs->files->deferred.wb, sb, to);
 
 		replaced_hidden = hidden != NULL;
 		if (hidden)

@@ -34,13 +34,11 @@ struct open_table *open_table_new(void)
 
 	if (!t)
 		return NULL;
-	t->wb = wb_new(WB_BATCH);
-	if (!t->wb) {
+	if (deferred_init(&t->deferred, WB_BATCH, &files_deferred_ops, t, FIND_FMT) != 0) {
 		free(t);
 		return NULL;
 	}
 	pthread_mutex_init(&t->lock, NULL);
-	pthread_mutex_init(&t->wb_run, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
 	pthread_cond_init(&t->recover_cond, NULL);
 	return t;
@@ -52,14 +50,7 @@ void open_table_free(struct open_table *t)
 	struct open_node *n, *next;
 	struct sb_mode *m, *mnext;
 
-	if (t->wb_thread_on) {
-		wb_stop(t->wb);
-		pthread_join(t->wb_thread, NULL);
-	}
-	if (t->fs)
-		wb_run_all(t->fs, NULL);
-	wb_free(t->wb);
-	pthread_mutex_destroy(&t->wb_run);
+	deferred_fini(&t->deferred);
 
 	for (n = t->head; n; n = next) {
 		next = n->next;

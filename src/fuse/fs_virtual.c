@@ -518,7 +518,7 @@ int dfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 }
 
 /* fsync of a sandbox directory waits for the changes queued under it
- * (deletes, times: fs_deferred.c) and reports one that failed. */
+ * (deletes, times: deferred.c) and reports one that failed. */
 int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();

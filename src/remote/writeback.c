@@ -277,7 +277,7 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
 	return found;
 }
 
-static double mono_now(void)
+double wb_now(void)
 {
 	struct timespec ts;
 
@@ -291,7 +291,7 @@ bool wb_wait(struct wb_queue *q)
 
 	pthread_mutex_lock(&q->lock);
 	while (!q->stop) {
-		double now = mono_now(), earliest = 0;
+		double now = wb_now(), earliest = 0;
 
 		for (struct wb_entry *e = q->head; e; e = e->next) {
 			size_t takeable;
@@ -476,4 +476,28 @@ void wb_parse(const char *out, size_t len, const char *mark, struct wb_result *r
 		while (res[i].len > 0 && (res[i].text[res[i].len - 1] == '\n' || res[i].text[res[i].len - 1] == ' '))
 			res[i].len--;
 	}
+}
+
+/* A command's failure message (coreutils wording, LC_ALL=C) to an errno. */
+int errno_from_message(const char *msg)
+{
+	static const struct { const char *text; int err; } map[] = {
+		{ "No such file or directory", ENOENT }, { "Permission denied", EACCES },
+		{ "Operation not permitted", EPERM }, { "Directory not empty", ENOTEMPTY },
+		{ "cannot overwrite non-directory", ENOTDIR }, { "cannot overwrite directory", EISDIR },
+		{ "to a subdirectory of itself", EINVAL },
+		{ "Is a directory", EISDIR }, { "Not a directory", ENOTDIR },
+		{ "File exists", EEXIST }, { "Read-only file system", EROFS },
+		{ "No space left on device", ENOSPC }, { "Disk quota exceeded", EDQUOT },
+		{ "Invalid argument", EINVAL }, { "File too large", EFBIG },
+		{ "File name too long", ENAMETOOLONG }, { "Too many levels of symbolic links", ELOOP },
+		{ "Invalid cross-device link", EXDEV }, { "Text file busy", ETXTBSY },
+		{ "Device or resource busy", EBUSY },
+		{ "invalid user", EINVAL }, { "invalid group", EINVAL },
+	};
+
+	for (size_t i = 0; msg && i < sizeof(map) / sizeof(map[0]); i++)
+		if (strstr(msg, map[i].text))
+			return -map[i].err;
+	return -EIO;
 }

@@ -11,8 +11,8 @@
  * sandbox, run after a short delay, when enough are queued, or before
  * anything that could see the path remotely (see wb_conflicts).
  *
- * This module is the queue and the script, with no I/O: the filesystem
- * layer (fs_deferred.c) runs the batches and applies their results. It is safe
+ * This module is the queue and the script, with no I/O: the runner
+ * (deferred.c) runs the batches, and the mount applies their results. It is safe
  * to call from several threads.
  */
 #ifndef DAYTONAFS_WRITEBACK_H
@@ -106,6 +106,12 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
  * wb_stop was called.
  */
 bool wb_wait(struct wb_queue *q);
+/* CLOCK_MONOTONIC seconds: the clock of wb_push's and wb_take's now. */
+double wb_now(void);
+/* A command's failure message (coreutils wording, LC_ALL=C) to a -errno,
+ * as a batch's output (wb_parse) or any other command's gives it; -EIO when
+ * it names none. */
+int errno_from_message(const char *msg);
 void wb_stop(struct wb_queue *q);
 
 /* ---- the script -------------------------------------------------------------- */

@@ -45,13 +45,18 @@ def wait_for(cond, what, limit=60):
 
 
 def unsaved(m, fragment):
-    """(data file, note text) pairs in m's unsaved/ whose name holds fragment."""
+    """(data file, note text) pairs in m's unsaved/ whose name holds fragment.
+    Recovery moves the data in, then writes its note: a data file whose note
+    is not complete yet (it ends with a newline) is not listed yet."""
     d = os.path.join(m.cache, "unsaved")
     out = []
     for name in sorted(os.listdir(d)):
         if fragment in name and not name.endswith(".note"):
             note = os.path.join(d, name + ".note")
-            out.append((os.path.join(d, name), read(note) if os.path.exists(note) else None))
+            text = read(note) if os.path.exists(note) else None
+            if text is None or not text.endswith("\n"):
+                continue
+            out.append((os.path.join(d, name), text))
     return out
 
 
@@ -76,6 +81,26 @@ def crashy(server, tmp_root):
     server.local("DELETE", "/_local/faults")
     for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
         live.unmount()
+
+
+def crash_after_a_failed_close(server, m, p, text, keep_mode="w"):
+    """Writes text to p through the mount m; its upload at close fails (a 500)
+    while another descriptor keeps p open, so the upload stays pending; then
+    the mount is killed, and the fault lifted. p is staged and its journal
+    asks for the upload. Returns the errno close gave."""
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    keep = open(p, keep_mode)   # "r" for a file that is there: not truncated
+    f = open(p, "w")
+    f.write(text)
+    with pytest.raises(OSError) as e:
+        f.close()
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    return e.value.errno
 
 
 def remount(server, tmp_root, m):
@@ -158,19 +183,7 @@ def test_kill_while_close_waits_for_its_upload_uploads_it_at_the_next_mount(cras
 def test_kill_after_a_failed_upload_at_close_uploads_it_at_the_next_mount(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "pending.txt")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")    # another descriptor: the file stays open, its upload pending
-    f = open(p, "w")
-    f.write("close failed, still pending\n")
-    with pytest.raises(OSError) as e:
-        f.close()
-    assert e.value.errno == errno.EIO
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    assert crash_after_a_failed_close(server, m, p, "close failed, still pending\n") == errno.EIO
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: tb.download(f"{HOME}/pending.txt") == b"close failed, still pending\n",
              "the recovered upload")
@@ -184,18 +197,7 @@ def test_recovery_of_a_name_with_white_space_at_its_end_never_lands_on_the_trimm
     m, sb, tb = crashy
     tb.upload(f"{HOME}/notes", b"the other file\n")
     p = m.p(sb, "work", "notes ")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")
-    f = open(p, "w")
-    f.write("staged for notes-space\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "staged for notes-space\n")
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
     assert tb.download(f"{HOME}/notes") == b"the other file\n"
@@ -222,18 +224,7 @@ def crashy_d10(tmp_root):
 def test_recovery_asks_for_the_toolbox_address_when_the_sandbox_gives_none(crashy_d10):
     server, tmp, m, sb, tb, sid = crashy_d10
     p = m.p(sb, "work", "pending.txt")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")
-    f = open(p, "w")
-    f.write("close failed, still pending\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "close failed, still pending\n")
     asked = server.count("/toolbox-proxy-url", "GET")
     m2 = remount(server, tmp, m)
     wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied", limit=20)
@@ -247,18 +238,7 @@ def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, serv
     p = m.p(sb, "work", "edit.txt")
     tb.upload(f"{HOME}/edit.txt", b"version 1\n")   # there before the mount read it
     assert read(p) == "version 1\n"
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p)
-    f = open(p, "w")
-    f.write("version 2, from the dead mount\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "version 2, from the dead mount\n", keep_mode="r")
     # Same size and mtime as when the dead mount read it: the upload is safe.
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: tb.download(f"{HOME}/edit.txt") == b"version 2, from the dead mount\n",
@@ -272,18 +252,7 @@ def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, serve
     p = m.p(sb, "work", "reopened.txt")
     tb.upload(f"{HOME}/reopened.txt", b"version 1\n")
     assert read(p) == "version 1\n"
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p)
-    f = open(p, "w")
-    f.write("from the dead mount\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
     # Recovery's question about the sandbox is answered slowly; meanwhile
     # the file is opened through the new mount.
     sid = server.api("GET", f"/sandbox/{sb}")["id"]
@@ -304,18 +273,7 @@ def test_a_close_through_the_new_mount_during_recovery_upload_lands_after_it(cra
     newer close is never overwritten by recovery's older copy."""
     m, sb, tb = crashy
     p = m.p(sb, "work", "pending.txt")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")
-    f = open(p, "w")
-    f.write("older, staged before the crash\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "older, staged before the crash\n")
     # recovery's upload is refused once, and retried after Retry-After
     server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 503, "retry_after": 3,
                                             "count": 1})
@@ -333,18 +291,7 @@ def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server,
     m, sb, tb = crashy
     p = m.p(sb, "work", "both.txt")
     tb.upload(f"{HOME}/both.txt", b"version 1\n")   # there before the mount read it
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p)
-    f = open(p, "w")
-    f.write("ours, not uploaded\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "ours, not uploaded\n", keep_mode="r")
     # Someone else writes the file while no mount is up.
     tb.upload(f"{HOME}/both.txt", b"theirs, newer\n")
     m2 = remount(server, tmp_root, m)
@@ -358,18 +305,7 @@ def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server,
 def test_a_sandbox_deleted_meanwhile_keeps_the_data_in_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "orphan.txt")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")
-    f = open(p, "w")
-    f.write("its sandbox is gone\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "its sandbox is gone\n")
     sid = server.api("GET", f"/sandbox/{sb}")["id"]
     server.api("DELETE", f"/sandbox/{sid}")
     wait_for(lambda: sandbox_gone(server, sid), "the delete")
@@ -382,18 +318,7 @@ def test_a_sandbox_deleted_meanwhile_keeps_the_data_in_unsaved(crashy, server, t
 def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "later.txt")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")
-    f = open(p, "w")
-    f.write("waits for its sandbox\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "waits for its sandbox\n")
     sid = server.api("GET", f"/sandbox/{sb}")["id"]
     server.api("POST", f"/sandbox/{sid}/stop")
     wait_for(lambda: server.api("GET", f"/sandbox/{sid}")["state"] == "stopped", "the stop")
@@ -413,18 +338,7 @@ def test_a_new_file_whose_directory_was_deleted_meanwhile_goes_to_unsaved(crashy
     m, sb, tb = crashy
     os.mkdir(m.p(sb, "work", "newdir"))
     p = m.p(sb, "work", "newdir", "inside.txt")
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
-    keep = open(p, "w")
-    f = open(p, "w")
-    f.write("its directory went away\n")
-    with pytest.raises(OSError):
-        f.close()
-    kill_mount(m)
-    try:
-        keep.close()
-    except OSError:
-        pass
-    server.local("DELETE", "/_local/faults")
+    crash_after_a_failed_close(server, m, p, "its directory went away\n")
     tb._req("DELETE", "/files", {"path": f"{HOME}/newdir", "recursive": "true"})
     m2 = remount(server, tmp_root, m)
     kept = wait_for(lambda: unsaved(m2, "inside.txt"), "inside.txt in unsaved/")

@@ -25,6 +25,7 @@
 #include "daytona.h"
 #include "log.h"
 #include "strbuf.h"
+#include "live_server.h"
 #include "unit.h"
 
 #ifndef SOURCE_ROOT
@@ -38,8 +39,7 @@ static struct dt_box box;
 static char api[512];
 static char local_base[512];    /* http://127.0.0.1:PORT when the server is local */
 static char name[64];
-static pid_t server_pid;
-static char data_dir[64];
+static struct live_server server;
 
 #define REPORT(rc, e) do { \
 	if ((rc) < 0) \
@@ -62,24 +62,7 @@ static int mem_sink(void *ctx, const void *data, size_t len)
 
 static int local_call(const char *method, const char *path, const char *json)
 {
-	struct strbuf url = STRBUF_INIT;
-	struct http_request req = { .method = method, .content_type = "application/json" };
-	struct http_response resp;
-	char eb[256];
-	int rc;
-
-	sb_addf(&url, "%s%s", local_base, path);
-	req.url = sb_str(&url);
-	req.body = json;
-	req.body_len = json ? strlen(json) : 0;
-	rc = http_do(hc, &req, &resp, eb, sizeof(eb));
-	if (rc == 0)
-		rc = (int)resp.status;
-	else
-		fprintf(stderr, "local call %s: %s\n", path, eb);
-	http_response_free(&resp);
-	sb_free(&url);
-	return rc;
+	return live_local_call(hc, local_base, method, path, json, NULL);
 }
 
 static void on_state(void *ctx, const char *state)
@@ -742,48 +725,17 @@ UNIT_TEST(unreachable)
 
 static int start_server(void)
 {
-	int pfd[2];
-	FILE *f;
-	char line[512];
+	static const char *const args[] = { "--api-key", "k", "--transition-ms", "20", "--quiet", NULL };
 
-	snprintf(data_dir, sizeof(data_dir), "/tmp/smoke-data-XXXXXX");
-	if (!mkdtemp(data_dir) || pipe(pfd) != 0)
+	if (live_server_start(&server, "daytona-local", args) != 0)
 		return -1;
-	server_pid = fork();
-	if (server_pid < 0)
-		return -1;
-	if (server_pid == 0) {
-		dup2(pfd[1], 1);
-		close(pfd[0]);
-		close(pfd[1]);
-		execl(SOURCE_ROOT "/scripts/daytona-local", "daytona-local", "--port", "0", "--data", data_dir, "--api-key", "k",
-		      "--transition-ms", "20", "--quiet", (char *)NULL);
-		perror("exec " SOURCE_ROOT "/scripts/daytona-local");
-		_exit(127);
-	}
-	close(pfd[1]);
-	f = fdopen(pfd[0], "r");
-	if (!f || !fgets(line, sizeof(line), f))
-		return -1;
-	line[strcspn(line, "\r\n")] = '\0';
-	str_copy(api, sizeof(api), line);
-	/* Keep the pipe open (the server may print more); closed at exit. */
+	str_copy(api, sizeof(api), server.api);
 	return 0;
 }
 
 static void stop_server(void)
 {
-	char cmd[128];
-
-	if (server_pid > 0) {
-		kill(server_pid, SIGTERM);
-		waitpid(server_pid, NULL, 0);
-	}
-	if (data_dir[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", data_dir);
-	}
+	live_server_stop(&server);
 }
 
 int main(int argc, char **argv)

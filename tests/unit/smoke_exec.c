@@ -24,6 +24,7 @@
 #include "daytona.h"
 #include "exec.h"
 #include "http.h"
+#include "live_server.h"
 #include "strbuf.h"
 
 #ifndef SOURCE_ROOT
@@ -32,7 +33,7 @@
 
 static char api_url[256];
 static char base_url[256];        /* without /api, for /_local */
-static pid_t server_pid;
+static struct live_server server;
 static struct http_client *hc;
 static struct dt_client *dt;
 static struct sandbox_provider *sp;   /* the same server, for exec.c */
@@ -69,54 +70,28 @@ static void on_wake(void *ctx, void *handle)
 
 static int start_server(void)
 {
-	char data[] = "/tmp/smoke_exec.XXXXXX";
-	int fds[2];
-	FILE *f;
+	static const char *const args[] = { "--api-key", "k", "--transition-ms", "20", "--quiet", NULL };
 
-	if (!mkdtemp(data) || pipe(fds) < 0)
+	if (live_server_start(&server, "daytona-local", args) != 0)
 		return -1;
-	server_pid = fork();
-	if (server_pid < 0)
-		return -1;
-	if (server_pid == 0) {
-		dup2(fds[1], 1);
-		close(fds[0]);
-		close(fds[1]);
-		execl(SOURCE_ROOT "/scripts/daytona-local", "daytona-local", "--port", "0", "--data", data,
-		      "--api-key", "k", "--transition-ms", "20", "--quiet", (char *)NULL);
-		_exit(127);
-	}
-	close(fds[1]);
-	f = fdopen(fds[0], "r");
-	if (!f || !fgets(api_url, sizeof(api_url), f))
-		return -1;
-	api_url[strcspn(api_url, "\r\n")] = '\0';
-	/* keep the pipe open: the server may write more; it is closed at exit */
+	str_copy(api_url, sizeof(api_url), server.api);
 	return 0;
 }
 
 static void stop_server(void)
 {
-	if (server_pid > 0) {
-		kill(server_pid, SIGTERM);
-		waitpid(server_pid, NULL, 0);
-	}
+	live_server_stop(&server);
 }
 
 /* GET or POST to /_local/...: the parsed JSON (or NULL). */
 static cJSON *local_call(const char *method, const char *path)
 {
-	struct http_request req = { 0 };
-	struct http_response resp = { 0 };
-	char url[512];
+	struct strbuf body = STRBUF_INIT;
 	cJSON *j = NULL;
 
-	snprintf(url, sizeof(url), "%s%s", base_url, path);
-	req.method = method;
-	req.url = url;
-	if (http_do(hc, &req, &resp, NULL, 0) == 0 && resp.body)
-		j = cJSON_Parse(resp.body);
-	http_response_free(&resp);
+	if (live_local_call(hc, base_url, method, path, NULL, &body) >= 0 && body.len)
+		j = cJSON_Parse(sb_str(&body));
+	sb_free(&body);
 	return j;
 }
 

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "vercel.h"
+#include "live_server.h"
 #include "unit.h"
 
 #ifndef SOURCE_ROOT
@@ -35,8 +36,7 @@ static struct http_client *hc;
 static struct vc_client *vc;
 static char api[512];           /* http://127.0.0.1:PORT/api */
 static char local_base[512];    /* http://127.0.0.1:PORT */
-static pid_t server_pid;
-static char data_dir[64];
+static struct live_server server;
 static char name[64];
 static char sid[128];           /* the current session */
 static char snap_id[128];
@@ -61,28 +61,7 @@ static int mem_sink(void *ctx, const void *data, size_t len)
 /* A /_local call; the status, or -1. body (may be NULL) gets the answer. */
 static int local_call(const char *method, const char *path, const char *json, struct strbuf *body)
 {
-	struct strbuf url = STRBUF_INIT;
-	struct http_request req = { .method = method, .content_type = "application/json" };
-	struct http_response resp;
-	char eb[256];
-	int rc;
-
-	sb_addf(&url, "%s%s", local_base, path);
-	req.url = sb_str(&url);
-	req.body = json;
-	req.body_len = json ? strlen(json) : 0;
-	rc = http_do(hc, &req, &resp, eb, sizeof(eb));
-	if (rc == 0) {
-		rc = (int)resp.status;
-		if (body && resp.body)
-			sb_add(body, resp.body, resp.body_len);
-	} else {
-		fprintf(stderr, "local call %s: %s\n", path, eb);
-		rc = -1;
-	}
-	http_response_free(&resp);
-	sb_free(&url);
-	return rc;
+	return live_local_call(hc, local_base, method, path, json, body);
 }
 
 /* "injected" of the first fault rule (there is one at a time). */
@@ -684,48 +663,19 @@ UNIT_TEST(delete_all)
 
 static int start_server(void)
 {
-	int pfd[2];
-	FILE *f;
-	char line[512];
+	static const char *const args[] = { "--token", TOKEN, "--team", TEAM, "--project", PROJECT,
+					    "--transition-ms", "30", "--quiet", NULL };
 
-	snprintf(data_dir, sizeof(data_dir), "/tmp/vercel-live-data-XXXXXX");
-	if (!mkdtemp(data_dir) || pipe(pfd) != 0)
+	if (live_server_start(&server, "vercel-local", args) != 0)
 		return -1;
-	server_pid = fork();
-	if (server_pid < 0)
-		return -1;
-	if (server_pid == 0) {
-		dup2(pfd[1], 1);
-		close(pfd[0]);
-		close(pfd[1]);
-		execl(SOURCE_ROOT "/scripts/vercel-local", "vercel-local", "--port", "0", "--data", data_dir,
-		      "--token", TOKEN, "--team", TEAM, "--project", PROJECT, "--transition-ms", "30", "--quiet",
-		      (char *)NULL);
-		perror("exec " SOURCE_ROOT "/scripts/vercel-local");
-		_exit(127);
-	}
-	close(pfd[1]);
-	f = fdopen(pfd[0], "r");
-	if (!f || !fgets(line, sizeof(line), f))
-		return -1;
-	line[strcspn(line, "\r\n")] = '\0';
-	str_copy(api, sizeof(api), line);
+	str_copy(api, sizeof(api), server.api);
+	str_copy(local_base, sizeof(local_base), server.base);
 	return 0;
 }
 
 static void stop_server(void)
 {
-	char cmd[128];
-
-	if (server_pid > 0) {
-		kill(server_pid, SIGTERM);
-		waitpid(server_pid, NULL, 0);
-	}
-	if (data_dir[0]) {
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", data_dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "could not remove %s\n", data_dir);
-	}
+	live_server_stop(&server);
 }
 
 int main(void)
@@ -748,7 +698,6 @@ int main(void)
 	};
 	struct http_config cfg;
 	struct vc_config vcfg = { 0 };
-	char *slash;
 	int rc;
 
 	log_init(getenv("LIVE_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_WARN, false);
@@ -757,10 +706,6 @@ int main(void)
 		stop_server();
 		return 2;
 	}
-	str_copy(local_base, sizeof(local_base), api);
-	slash = strstr(local_base + 7, "/");
-	if (slash)
-		*slash = '\0';
 	printf("API %s\n", api);
 	snprintf(name, sizeof(name), "live-%d", (int)getpid());
 

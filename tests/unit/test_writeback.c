@@ -2,7 +2,9 @@
 /*
  * The queue of deferred changes (order, conflicts, batches, hidden deletes)
  * and its script, which is run here under dash, bash and zsh in a scratch directory
- * with the real rm, chmod, touch and find, as the sandbox would run it.
+ * with the real rm, chmod, touch and find, as the sandbox would run it; and
+ * the runner (deferred.c), its batches sent through a fake "sandbox" that
+ * runs them here, with lost answers and refusals.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "deferred.h"
 #include "unit.h"
 #include "urlenc.h"
 #include "writeback.h"
@@ -457,6 +460,212 @@ UNIT_TEST(a_batch_run_twice_leaves_what_it_left_once)
 		batch_run_twice(shells[i]);
 }
 
+/* ---- the runner (deferred.c) ------------------------------------------------ */
+
+/* The fake sandbox: runs each script here under sh; fail_first sends fail
+ * first (after running the script when ran_but_lost: the answer is lost). */
+struct fake {
+	const char *dir;
+	int calls;
+	int fail_first;
+	bool ran_but_lost;
+	struct dt_error fail;
+	int send_failed, failed, done;
+	int last_failed_err;
+	char failed_path[4096], done_text[256];
+};
+
+static int fake_sh(void *ctx, void *owner, const char *script, int *code, char **out, struct dt_error *err)
+{
+	struct fake *f = ctx;
+
+	CHECK(owner == &owner_a);
+	f->calls++;
+	if (f->calls <= f->fail_first) {
+		if (f->ran_but_lost)
+			free(run_sh("sh", f->dir, script));
+		*err = f->fail;
+		return -f->fail.err;
+	}
+	*out = run_sh("sh", f->dir, script);
+	*code = 0;
+	return *out ? 0 : -ENOMEM;
+}
+
+static int fake_send_failed(void *ctx, void *owner, int rc, const struct dt_error *err)
+{
+	((struct fake *)ctx)->send_failed++;
+	return rc;
+}
+
+static void fake_failed(void *ctx, void *owner, const struct wb_op *op, int err, const char *msg)
+{
+	struct fake *f = ctx;
+
+	f->failed++;
+	f->last_failed_err = err;
+	snprintf(f->failed_path, sizeof(f->failed_path), "%s", op->path);
+}
+
+static void fake_done(void *ctx, void *owner, const char *path, const char *text)
+{
+	struct fake *f = ctx;
+
+	f->done++;
+	snprintf(f->done_text, sizeof(f->done_text), "%s", text ? text : "");
+}
+
+static const char *fake_name(const void *owner)
+{
+	return "fake";
+}
+
+static const struct deferred_ops fake_ops = {
+	.sh_once = fake_sh, .send_failed = fake_send_failed, .failed = fake_failed, .done = fake_done,
+	.name = fake_name,
+};
+
+static struct wb_op *chmod_op(const char *dir, const char *name, mode_t mode)
+{
+	char path[4096];
+	struct wb_op *op;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	op = op_new(&owner_a, WB_ATTRS, path);
+	op->chmod = true;
+	op->mode = mode;
+	op->stat_after = true;
+	return op;
+}
+
+static struct wb_op *delete_op(const char *dir, const char *name)
+{
+	char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	return op_new(&owner_a, WB_DELETE, path);
+}
+
+static bool exists(const char *dir, const char *name, mode_t *mode)
+{
+	char path[4096];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (lstat(path, &st) != 0)
+		return false;
+	if (mode)
+		*mode = st.st_mode & 07777;
+	return true;
+}
+
+static void rm_dir(const char *dir)
+{
+	char cmd[4096];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK(system(cmd) == 0);
+}
+
+UNIT_TEST(the_runner_sends_a_batch_as_one_command_and_reports_each_op)
+{
+	char dir[] = "/tmp/wb-run-XXXXXX";
+	struct fake f = { 0 };
+	struct deferred d;
+	mode_t mode = 0;
+
+	CHECK(mkdtemp(dir) != NULL);
+	f.dir = dir;
+	touch_file(dir, "gone");
+	touch_file(dir, "kept");
+	CHECK_INT(deferred_init(&d, 16, &fake_ops, &f, FMT), 0);
+	CHECK(deferred_queue(&d, delete_op(dir, "gone"), 60));
+	CHECK(deferred_queue(&d, chmod_op(dir, "kept", 0600), 60));
+	CHECK(deferred_queue(&d, chmod_op(dir, "missing", 0600), 60));
+	deferred_settle(&d, &owner_a, "/elsewhere");   /* touches none of them */
+	CHECK_INT(f.calls, 0);
+	deferred_run_all(&d, &owner_a);
+	CHECK_INT(f.calls, 1);                          /* three ops, one command */
+	CHECK(!exists(dir, "gone", NULL));
+	CHECK(exists(dir, "kept", &mode));
+	CHECK_INT(mode, 0600);
+	CHECK_INT(f.done, 1);                           /* with the stat line it printed */
+	CHECK(!strncmp(f.done_text, "f/600/", 6));
+	CHECK_INT(f.failed, 1);                         /* the sandbox's refusal of one op */
+	CHECK_INT(f.last_failed_err, -ENOENT);
+	CHECK(strstr(f.failed_path, "/missing") != NULL);
+	CHECK_INT(f.send_failed, 0);
+	deferred_fini(&d);
+	CHECK_INT(f.calls, 1);
+	rm_dir(dir);
+}
+
+UNIT_TEST(the_runner_sends_again_after_a_lost_answer_and_counts_the_first_send)
+{
+	char dir[] = "/tmp/wb-run-XXXXXX";
+	struct fake f = { .fail_first = 1, .ran_but_lost = true,
+			  .fail = { .err = ECONNRESET, .message = "reset" } };
+	struct deferred d;
+
+	CHECK(mkdtemp(dir) != NULL);
+	f.dir = dir;
+	touch_file(dir, "g");
+	CHECK_INT(deferred_init(&d, 16, &fake_ops, &f, FMT), 0);
+	/* The second send finds g deleted by the first: its chmod is done. */
+	CHECK(deferred_queue(&d, chmod_op(dir, "g", 0600), 60));
+	CHECK(deferred_queue(&d, delete_op(dir, "g"), 60));
+	deferred_run_all(&d, NULL);
+	CHECK_INT(f.calls, 2);
+	CHECK(!exists(dir, "g", NULL));
+	CHECK_INT(f.failed, 0);
+	CHECK_INT(f.send_failed, 0);
+	deferred_fini(&d);
+	rm_dir(dir);
+}
+
+UNIT_TEST(the_runner_gives_up_at_once_on_a_refusal_and_fails_every_op)
+{
+	char dir[] = "/tmp/wb-run-XXXXXX";
+	struct fake f = { .fail_first = 100, .fail = { .err = EACCES, .http_status = 403, .message = "no" } };
+	struct deferred d;
+
+	CHECK(mkdtemp(dir) != NULL);
+	f.dir = dir;
+	touch_file(dir, "a");
+	touch_file(dir, "b");
+	CHECK_INT(deferred_init(&d, 16, &fake_ops, &f, FMT), 0);
+	CHECK(deferred_queue(&d, delete_op(dir, "a"), 60));
+	CHECK(deferred_queue(&d, chmod_op(dir, "b", 0600), 60));
+	deferred_settle(&d, &owner_a, NULL);
+	CHECK_INT(f.calls, 1);
+	CHECK_INT(f.send_failed, 1);
+	CHECK_INT(f.failed, 2);
+	CHECK_INT(f.last_failed_err, -EACCES);
+	CHECK(exists(dir, "a", NULL));
+	deferred_fini(&d);
+	CHECK_INT(f.calls, 1);                          /* nothing left to run at the end */
+	rm_dir(dir);
+}
+
+UNIT_TEST(the_runner_thread_runs_what_is_due)
+{
+	char dir[] = "/tmp/wb-run-XXXXXX";
+	struct fake f = { 0 };
+	struct deferred d;
+
+	CHECK(mkdtemp(dir) != NULL);
+	f.dir = dir;
+	touch_file(dir, "soon");
+	CHECK_INT(deferred_init(&d, 16, &fake_ops, &f, FMT), 0);
+	CHECK(deferred_queue(&d, delete_op(dir, "soon"), 0.05));
+	for (int i = 0; i < 1000 && exists(dir, "soon", NULL); i++)
+		usleep(10000);
+	CHECK(!exists(dir, "soon", NULL));
+	deferred_fini(&d);
+	CHECK_INT(f.calls, 1);
+	rm_dir(dir);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
@@ -471,6 +680,10 @@ int main(void)
 		UNIT_CASE(the_script_applies_every_op_under_sh_whatever_the_names),
 		UNIT_CASE(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart),
 		UNIT_CASE(a_batch_run_twice_leaves_what_it_left_once),
+		UNIT_CASE(the_runner_sends_a_batch_as_one_command_and_reports_each_op),
+		UNIT_CASE(the_runner_sends_again_after_a_lost_answer_and_counts_the_first_send),
+		UNIT_CASE(the_runner_gives_up_at_once_on_a_refusal_and_fails_every_op),
+		UNIT_CASE(the_runner_thread_runs_what_is_due),
 	};
 
 	return unit_run("writeback", cases, sizeof(cases) / sizeof(cases[0]));

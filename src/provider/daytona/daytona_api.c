@@ -405,10 +405,8 @@ out:
 int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
-	struct http_response resp;
 	struct call c = { .method = "GET", .idempotent = true };
-	cJSON *root = NULL;
-	const char *u;
+	struct dt_json_str s = { .key = "url", .out = out, .cap = cap, .too_long = -EIO };
 	int rc;
 
 	dt_error_clear(err);
@@ -422,20 +420,8 @@ int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size
 	}
 	c.url = sb_str(&url);
 	c.what = sb_str(&what);
-	rc = dt_do(dt, &c, &resp, err);
-	if (!rc) {
-		root = dt_parse_body(&resp, c.what, err);
-		u = dt_jstr(root, "url");
-		if (!root)
-			rc = -EIO;
-		else if (!u || !u[0])
-			rc = dt_malformed(err, resp.status, c.what);
-		else if (!str_copy(out, cap, u))
-			rc = dt_error_set(err, -EIO, resp.status, "%s: the address is too long", c.what);
-	}
-	http_response_free(&resp);
+	rc = dt_do_json(dt, &c, dt_json_str, &s, err);
 out:
-	cJSON_Delete(root);
 	sb_free(&url);
 	sb_free(&what);
 	return rc;
@@ -910,6 +896,11 @@ static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
 	return out->json ? 0 : -ENOMEM;
 }
 
+static int snapshot_parse(const cJSON *root, void *out)
+{
+	return snapshot_from_json(root, out);
+}
+
 int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
@@ -995,9 +986,7 @@ int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, 
 int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct dt_snapshot *out, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
-	struct http_response resp;
 	struct call c = { .method = "GET", .idempotent = true };
-	cJSON *root;
 	int rc;
 
 	dt_error_clear(err);
@@ -1011,21 +1000,7 @@ int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct dt_snap
 	}
 	c.url = sb_str(&url);
 	c.what = sb_str(&what);
-	rc = dt_do(dt, &c, &resp, err);
-	if (!rc) {
-		root = dt_parse_body(&resp, c.what, err);
-		if (!root) {
-			rc = -EIO;
-		} else {
-			rc = snapshot_from_json(root, out);
-			if (rc == -ENOMEM)
-				dt_oom(err);
-			else if (rc)
-				rc = dt_malformed(err, resp.status, c.what);
-			cJSON_Delete(root);
-		}
-	}
-	http_response_free(&resp);
+	rc = dt_do_json(dt, &c, snapshot_parse, out, err);
 out:
 	sb_free(&url);
 	sb_free(&what);

@@ -372,6 +372,41 @@ cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct 
 	return root;
 }
 
+int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct dt_error *err)
+{
+	struct http_response resp;
+	cJSON *root;
+	int rc = dt_do(dt, c, &resp, err);
+
+	if (!rc) {
+		root = dt_parse_body(&resp, c->what, err);
+		if (!root) {
+			rc = -EIO;
+		} else {
+			rc = parse(root, out);
+			if (rc == -ENOMEM)
+				dt_oom(err);
+			else if (rc == -EINVAL)
+				rc = dt_malformed(err, resp.status, c->what);
+			else if (rc)
+				rc = dt_error_set(err, rc, resp.status, "%s: the answer is too long", c->what);
+			cJSON_Delete(root);
+		}
+	}
+	http_response_free(&resp);
+	return rc;
+}
+
+int dt_json_str(const cJSON *root, void *out)
+{
+	struct dt_json_str *s = out;
+	const char *v = dt_jstr(root, s->key);
+
+	if (!v || !v[0])
+		return -EINVAL;
+	return str_copy(s->out, s->cap, v) ? 0 : s->too_long;
+}
+
 void dt_api_url(struct strbuf *sb, const struct dt_client *dt, const char *path)
 {
 	sb_adds(sb, dt->api_url);

@@ -66,6 +66,22 @@ int dt_oom(struct dt_error *err);
 
 /* URLs and bodies (daytona_client.c). */
 cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct dt_error *err);
+/* Reads one object out of a 2xx JSON body into out; returns 0, -ENOMEM,
+ * -EINVAL (the body has the wrong shape), or another -errno (a value too
+ * long for out). */
+typedef int (*dt_json_fn)(const cJSON *root, void *out);
+/* The tail of every call that reads one object: dt_do, the body parsed as
+ * JSON, parse, and its answer turned into err (-EINVAL: malformed, -EIO). */
+int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct dt_error *err);
+/* A dt_json_fn for one non-empty string member: key's value copied into
+ * out[cap], too_long (a -errno) when it does not fit. */
+struct dt_json_str {
+	const char *key;
+	char *out;
+	size_t cap;
+	int too_long;
+};
+int dt_json_str(const cJSON *root, void *out);
 void dt_api_url(struct strbuf *sb, const struct dt_client *dt, const char *path);
 void dt_sandbox_url(struct strbuf *sb, const struct dt_client *dt, const char *id, const char *suffix);
 void dt_toolbox_url(struct strbuf *sb, const struct dt_box *box, const char *endpoint);

@@ -101,12 +101,15 @@ out:
 	return rc;
 }
 
+static int fileinfo_parse(const cJSON *root, void *out)
+{
+	return dt_fileinfo_from_json(root, out);
+}
+
 int dt_fs_info(struct dt_client *dt, const struct dt_box *box, const char *path,
 	       struct dt_fileinfo *out, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
-	struct http_response resp;
-	cJSON *root;
 	int rc;
 
 	dt_error_clear(err);
@@ -119,21 +122,7 @@ int dt_fs_info(struct dt_client *dt, const struct dt_box *box, const char *path,
 		struct call c = { .method = "GET", .url = sb_str(&url), .what = sb_str(&what), .toolbox = true,
 				  .idempotent = true };
 
-		rc = dt_do(dt, &c, &resp, err);
-		if (!rc) {
-			root = dt_parse_body(&resp, c.what, err);
-			if (!root) {
-				rc = -EIO;
-			} else {
-				rc = dt_fileinfo_from_json(root, out);
-				if (rc == -ENOMEM)
-					dt_oom(err);
-				else if (rc)
-					rc = dt_malformed(err, resp.status, c.what);
-				cJSON_Delete(root);
-			}
-		}
-		http_response_free(&resp);
+		rc = dt_do_json(dt, &c, fileinfo_parse, out, err);
 	}
 out:
 	sb_free(&url);
@@ -738,9 +727,7 @@ static int get_dir(struct dt_client *dt, const struct dt_box *box, const char *e
 		   size_t cap, struct dt_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
-	struct http_response resp;
-	cJSON *root = NULL;
-	const char *dir;
+	struct dt_json_str s = { .key = "dir", .out = out, .cap = cap, .too_long = -ENAMETOOLONG };
 	int rc;
 
 	dt_error_clear(err);
@@ -755,21 +742,9 @@ static int get_dir(struct dt_client *dt, const struct dt_box *box, const char *e
 		struct call c = { .method = "GET", .url = sb_str(&url), .what = endpoint, .toolbox = true,
 				  .idempotent = true };
 
-		rc = dt_do(dt, &c, &resp, err);
-		if (!rc) {
-			root = dt_parse_body(&resp, c.what, err);
-			dir = dt_jstr(root, "dir");
-			if (!root)
-				rc = -EIO;
-			else if (!dir || !dir[0])
-				rc = dt_malformed(err, resp.status, c.what);
-			else if (!str_copy(out, cap, dir))
-				rc = dt_error_set(err, -ENAMETOOLONG, resp.status, "%s: path too long", c.what);
-		}
-		http_response_free(&resp);
+		rc = dt_do_json(dt, &c, dt_json_str, &s, err);
 	}
 out:
-	cJSON_Delete(root);
 	sb_free(&url);
 	return rc;
 }

@@ -24,13 +24,15 @@
  * a loss, never an overwrite.
  */
 #include "recover.h"
-#include "fs_int.h"
+#include "cache.h"
 #include "journal.h"
 #include "log.h"
+#include "stage.h"
 #include "strbuf.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -50,7 +52,7 @@ struct sb_seen {
 };
 
 struct recovery {
-	struct dfs *fs;
+	struct recover_ctx ctx;
 	char **names;             /* stages with a record, left by a dead mount; */
 	size_t n;                 /* NULL once done with */
 	pthread_t thread;
@@ -61,15 +63,15 @@ struct recovery {
 	struct sb_seen *seen;     /* this pass's answers */
 };
 
-struct recovery *recover_scan(struct dfs *fs)
+struct recovery *recover_scan(const struct recover_ctx *ctx)
 {
 	struct recovery *r;
 	char **names;
 	size_t n;
-	int rc = journal_scan(stage_area_staging(fs->stage), &names, &n);
+	int rc = journal_scan(stage_area_staging(ctx->stage), &names, &n);
 
 	if (rc < 0) {
-		log_error("crash recovery: cannot read %s: %s", stage_area_staging(fs->stage), strerror(-rc));
+		log_error("crash recovery: cannot read %s: %s", stage_area_staging(ctx->stage), strerror(-rc));
 		return NULL;
 	}
 	if (!n) {
@@ -82,13 +84,13 @@ struct recovery *recover_scan(struct dfs *fs)
 		log_error("crash recovery: out of memory");
 		return NULL;
 	}
-	r->fs = fs;
+	r->ctx = *ctx;
 	r->names = names;
 	r->n = n;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->wake, NULL);
 	log_warn("crash recovery: %zu staged file(s) left by an earlier mount in %s", n,
-		 stage_area_staging(fs->stage));
+		 stage_area_staging(ctx->stage));
 	return r;
 }
 
@@ -119,7 +121,7 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		return NULL;
 	str_copy(e->id, sizeof(e->id), rec->sandbox_id);
 	memset(&d, 0, sizeof(d));
-	rc = sp_sandbox_get(r->fs->sp, rec->sandbox_id, &d, &err);
+	rc = sp_sandbox_get(r->ctx.sp, rec->sandbox_id, &d, &err);
 	if (rc == -ENOENT || (rc == 0 && !strcmp(d.state, "destroyed"))) {
 		e->answer = SB_GONE;
 	} else if (rc < 0) {
@@ -132,7 +134,7 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		log_warn("crash recovery: sandbox %s is %s: its files stay staged for a later mount, or until it "
 			 "is started", rec->sandbox_name, d.state);
 	} else if (!d.toolbox_url[0] &&
-		   sp_sandbox_toolbox_url(r->fs->sp, rec->sandbox_id, e->toolbox_url, sizeof(e->toolbox_url), &err) < 0) {
+		   sp_sandbox_toolbox_url(r->ctx.sp, rec->sandbox_id, e->toolbox_url, sizeof(e->toolbox_url), &err) < 0) {
 		/* D10: the Sandbox object may carry no toolboxProxyUrl; it is
 		 * asked for as sandbox_box does, and a failure is tried again. */
 		e->answer = SB_DOWN;
@@ -165,7 +167,7 @@ static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const st
 	if (!slash || slash == dir)
 		return true;   /* in / */
 	*slash = '\0';
-	rc = sp_fs_info(r->fs->sp, box, dir, &info, &err);
+	rc = sp_fs_info(r->ctx.sp, box, dir, &info, &err);
 	free(info.name);
 	return rc != -ENOENT && (rc < 0 || info.is_dir);
 }
@@ -190,7 +192,7 @@ static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struc
 	}
 	box->id = sb->id;
 	box->toolbox_url = sb->toolbox_url;
-	rc = sp_fs_info(r->fs->sp, box, rec->path, &info, &err);
+	rc = sp_fs_info(r->ctx.sp, box, rec->path, &info, &err);
 	if (rc == -ENOENT) {
 		remote->kind = parent_is_dir(r, box, rec) ? JOURNAL_REMOTE_ABSENT : JOURNAL_REMOTE_NO_PARENT;
 	} else if (rc < 0) {
@@ -206,18 +208,18 @@ static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struc
 }
 
 /* The staging file NAME's path (malloc'd), or NULL when out of memory. */
-static char *stage_path(struct dfs *fs, const char *name)
+static char *stage_path(const struct recover_ctx *ctx, const char *name)
 {
 	struct strbuf p = STRBUF_INIT;
 
-	sb_addf(&p, "%s/%s", stage_area_staging(fs->stage), name);
+	sb_addf(&p, "%s/%s", stage_area_staging(ctx->stage), name);
 	return sb_detach(&p);
 }
 
 /* Whether the stage file is still in staging/. */
-static bool access_stage(struct dfs *fs, const char *name)
+static bool access_stage(const struct recover_ctx *ctx, const char *name)
 {
-	char *p = stage_path(fs, name);
+	char *p = stage_path(ctx, name);
 	bool there = p && access(p, F_OK) == 0;
 
 	free(p);
@@ -225,21 +227,21 @@ static bool access_stage(struct dfs *fs, const char *name)
 }
 
 /* Removes the stage file, then its record (in that order: see above). */
-static void forget(struct dfs *fs, const char *name)
+static void forget(const struct recover_ctx *ctx, const char *name)
 {
-	char *p = stage_path(fs, name);
+	char *p = stage_path(ctx, name);
 
 	if (p && unlink(p) != 0 && errno != ENOENT)
 		log_warn("crash recovery: cannot remove %s: %s", p, strerror(errno));
 	free(p);
-	journal_remove(stage_area_staging(fs->stage), name);
+	journal_remove(stage_area_staging(ctx->stage), name);
 }
 
 /* Uploads the stage; true when done. */
-static bool upload(struct dfs *fs, const char *name, const struct journal_rec *rec, const struct dt_box *box)
+static bool upload(const struct recover_ctx *ctx, const char *name, const struct journal_rec *rec, const struct dt_box *box)
 {
 	struct dt_error err = { 0 };
-	char *p = stage_path(fs, name);
+	char *p = stage_path(ctx, name);
 	struct stat st;
 	int fd, rc;
 
@@ -250,7 +252,7 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 			close(fd);
 		return false;
 	}
-	rc = files_upload_fd(fs, NULL, box, rec->path, fd, rec->size, &err);
+	rc = ctx->upload_fd(ctx->mount, box, rec->path, fd, rec->size, &err);
 	close(fd);
 	if (rc < 0) {
 		log_error("crash recovery: %s: upload of %s failed: %s (it stays staged, to be tried again)",
@@ -259,23 +261,23 @@ static bool upload(struct dfs *fs, const char *name, const struct journal_rec *r
 	}
 	/* The toolbox creates files 0644: a new file gets the mode it was made with. */
 	if (rec->base.kind == JOURNAL_BASE_NEW && rec->mode != 0644 &&
-	    files_chmod_path(fs, box, rec->path, rec->mode, &err) < 0)
+	    ctx->chmod_path(ctx->mount, box, rec->path, rec->mode, &err) < 0)
 		log_warn("crash recovery: %s: chmod %o %s: %s", rec->sandbox_name, rec->mode, rec->path, err.message);
-	cache_invalidate(fs->cache, rec->sandbox_id, rec->path);
+	cache_invalidate(ctx->cache, rec->sandbox_id, rec->path);
 	log_warn("crash recovery: %s: %s uploaded (%llu bytes staged before a crash)", rec->sandbox_name,
 		 rec->path, (unsigned long long)rec->size);
 	return true;
 }
 
 /* Moves the stage to unsaved/ and writes the note beside it. */
-static void keep_unsaved(struct dfs *fs, const char *name, const struct journal_rec *rec, const char *why)
+static void keep_unsaved(const struct recover_ctx *ctx, const char *name, const struct journal_rec *rec, const char *why)
 {
 	struct strbuf label = STRBUF_INIT, note = STRBUF_INIT, note_path = STRBUF_INIT;
 	struct stage *s = NULL;
 	char where[4096];
 	int rc, fd;
 
-	rc = stage_adopt(fs->stage, name, &s);
+	rc = stage_adopt(ctx->stage, name, &s);
 	if (rc < 0) {
 		log_error("crash recovery: cannot open staged file %s: %s", name, strerror(-rc));
 		return;
@@ -298,7 +300,7 @@ static void keep_unsaved(struct dfs *fs, const char *name, const struct journal_
 		log_warn("crash recovery: cannot write the note %s", sb_str(&note_path));
 	if (fd >= 0)
 		close(fd);
-	journal_remove(stage_area_staging(fs->stage), name);
+	journal_remove(stage_area_staging(ctx->stage), name);
 	log_error("crash recovery: %s%s%s was not uploaded (%s); its content is saved in %s",
 		  rec ? rec->sandbox_name : "", rec ? ":" : "", rec ? rec->path : name, why, where);
 	sb_free(&note);
@@ -308,7 +310,7 @@ static void keep_unsaved(struct dfs *fs, const char *name, const struct journal_
 /* True when the record is done with (uploaded, kept in unsaved/, dropped). */
 static bool recover_one(struct recovery *r, const char *name)
 {
-	struct dfs *fs = r->fs;
+	const struct recover_ctx *ctx = &r->ctx;
 	struct journal_rec *rec = calloc(1, sizeof(*rec));
 	struct journal_remote remote;
 	struct dt_box box = { NULL, NULL };
@@ -320,12 +322,12 @@ static bool recover_one(struct recovery *r, const char *name)
 
 	if (!rec)
 		return false;
-	rc = journal_read(stage_area_staging(fs->stage), name, rec);
+	rc = journal_read(stage_area_staging(ctx->stage), name, rec);
 	if (rc < 0 && rc != -EBADMSG) {
 		log_error("crash recovery: cannot read the record of %s: %s", name, strerror(-rc));
 		goto out;
 	}
-	p = stage_path(fs, name);
+	p = stage_path(ctx, name);
 	present = p && lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 	act = journal_check_local(rc == 0 ? rec : NULL, present, present ? (uint64_t)st.st_size : 0, why,
 				  sizeof(why));
@@ -337,7 +339,7 @@ static bool recover_one(struct recovery *r, const char *name)
 	 * their close would replace what recovery uploads, unseen. Else
 	 * opens of it wait until the upload is done, and land after it. */
 	if (act == JOURNAL_UPLOAD) {
-		claimed = files_recovery_claim(fs, rec->sandbox_id, rec->path);
+		claimed = ctx->claim(ctx->mount, rec->sandbox_id, rec->path);
 		if (!claimed) {
 			act = JOURNAL_UNSAVED;
 			str_copy(why, sizeof(why),
@@ -346,29 +348,29 @@ static bool recover_one(struct recovery *r, const char *name)
 	}
 	switch (act) {
 	case JOURNAL_UPLOAD:
-		if (upload(fs, name, rec, &box))
-			forget(fs, name);
+		if (upload(ctx, name, rec, &box))
+			forget(ctx, name);
 		else
 			act = JOURNAL_KEEP;
 		break;
 	case JOURNAL_UNSAVED:
-		keep_unsaved(fs, name, rc == 0 ? rec : NULL, why);
+		keep_unsaved(ctx, name, rc == 0 ? rec : NULL, why);
 		break;
 	case JOURNAL_DROP:
 		log_info("crash recovery: %s: %s; record removed", name, why);
-		journal_remove(stage_area_staging(fs->stage), name);
+		journal_remove(stage_area_staging(ctx->stage), name);
 		break;
 	case JOURNAL_KEEP:
 	case JOURNAL_ASK:
 		break;
 	}
 	if (claimed)
-		files_recovery_done(fs);
+		ctx->claim_done(ctx->mount);
 out:
 	free(p);
 	free(rec);
 	/* an unsaved/ move that failed leaves the stage staged: tried again */
-	return act != JOURNAL_KEEP && act != JOURNAL_ASK && !(act == JOURNAL_UNSAVED && access_stage(fs, name));
+	return act != JOURNAL_KEEP && act != JOURNAL_ASK && !(act == JOURNAL_UNSAVED && access_stage(ctx, name));
 }
 
 static bool stopping(struct recovery *r)
@@ -417,7 +419,7 @@ static void *recover_main(void *arg)
 	}
 	if (left)
 		log_warn("crash recovery: %zu staged file(s) stay in %s for a later mount", left,
-			 stage_area_staging(r->fs->stage));
+			 stage_area_staging(r->ctx.stage));
 	return NULL;
 }
 

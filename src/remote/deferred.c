@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * fs_deferred.c - the deferred-change runner (writeback.h): changes queued for a
+ * deferred.c - the deferred-change runner (writeback.h): changes queued for a
  * short while, then sent in batches as one command, retried while the
- * sandbox refuses, their failures kept for fsync of the directory.
- * The design of the file proxy is in fs_files_int.h.
+ * sandbox refuses, their failures handed to the caller (deferred.h).
+ * Why the mount defers them is in src/fuse/fs_files_int.h.
  */
-#include "fs_files_int.h"
+#include "deferred.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,31 +18,23 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "journal.h"
 #include "log.h"
 #include "strbuf.h"
-#include "urlenc.h"
 #include "writeback.h"
 
 /* ---- deferred changes (writeback.h) --------------------------------------------- */
 
-static const char *wb_what(const struct wb_op *op)
+const char *deferred_what(const struct wb_op *op)
 {
 	return op->kind == WB_DELETE ? "removing" : "setting the owner, mode or times of";
 }
 
-/* A deferred change did not happen: the cache forgets what it assumed, the
- * error file and the log say why, and fsync of the directory reports it. */
-static void wb_failed(struct dfs *fs, struct sandbox *sb, const struct wb_op *op, int err, const char *msg)
+/* A deferred change did not happen: the log says why, and the caller
+ * forgets what it assumed and reports it. */
+static void wb_failed(struct deferred *d, void *sb, const struct wb_op *op, int err, const char *msg)
 {
-	log_warn("%s: %s %s failed: %s", sb->name, wb_what(op), op->path, msg);
-	sandbox_set_error(sb, "%s %s failed: %s", wb_what(op), op->path, msg);
-	cache_invalidate(fs->cache, sb->id, op->path);
-	link_drop(fs, sb, op->path, false);
-	pthread_mutex_lock(&fs->files->lock);
-	if (!sb->writeback_error)
-		sb->writeback_error = err;
-	pthread_mutex_unlock(&fs->files->lock);
+	log_warn("%s: %s %s failed: %s", d->ops->name(sb), deferred_what(op), op->path, msg);
+	d->ops->failed(d->ctx, sb, op, err, msg);
 }
 
 static void sleep_ms(long ms)
@@ -63,22 +55,22 @@ static void sleep_ms(long ms)
  * refusal of an op (its part of the output) drops a change. *resent: the
  * script may have run before the answer that counts.
  */
-static int wb_send(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out, bool *resent)
+static int wb_send(struct deferred *d, void *sb, const char *script, int *code, char **out, bool *resent)
 {
-	double start = now_mono();
-	double budget = fs->opt.wait_timeout_s > 0 ? (double)fs->opt.wait_timeout_s : WB_RETRY_BUDGET_S;
+	double start = wb_now();
+	double budget = d->budget_s;
 	long wait = WB_RETRY_FIRST_MS;
 
 	*resent = false;
 	for (;;) {
 		struct dt_error err = { 0 };
-		int rc = sandbox_sh_once(fs, sb, script, code, out, &err);
+		int rc = d->ops->sh_once(d->ctx, sb, script, code, out, &err);
 
 		if (rc == 0)
 			return 0;
-		if (!dt_error_transient(&err) || now_mono() - start + (double)wait / 1000.0 > budget)
-			return toolbox_failed(fs, sb, rc, &err, "command for", "deferred changes");
-		log_info("%s: deferred changes: %s; sending them again in %ld ms", sb->name, err.message, wait);
+		if (!dt_error_transient(&err) || wb_now() - start + (double)wait / 1000.0 > budget)
+			return d->ops->send_failed(d->ctx, sb, rc, &err);
+		log_info("%s: deferred changes: %s; sending them again in %ld ms", d->ops->name(sb), err.message, wait);
 		sleep_ms(wait);
 		wait = wait * 2 > WB_RETRY_MAX_MS ? WB_RETRY_MAX_MS : wait * 2;
 		*resent = true;
@@ -100,10 +92,10 @@ static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 
 /* Runs one batch (all of one sandbox) as one command and applies what each
  * op's part of the output says. Caller holds wb_run. */
-static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
+static void wb_run_batch(struct deferred *d, struct wb_op *batch)
 {
 	static unsigned counter;
-	struct sandbox *sb = (struct sandbox *)batch->owner;
+	void *sb = (void *)batch->owner;
 	struct strbuf script = STRBUF_INIT;
 	struct wb_result *res;
 	struct timespec now;
@@ -118,12 +110,12 @@ static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
 	clock_gettime(CLOCK_REALTIME, &now);
 	snprintf(mark, sizeof(mark), "dfs%x%lx%x", (unsigned)getpid(), (unsigned long)now.tv_nsec,
 		 __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
-	wb_script(&script, batch, mark, FIND_FMT);
-	log_debug("%s: %zu deferred changes in one command, from %s", sb->name, n, batch->path);
+	wb_script(&script, batch, mark, d->find_fmt);
+	log_debug("%s: %zu deferred changes in one command, from %s", d->ops->name(sb), n, batch->path);
 	if (!res || script.oom)
 		rc = -ENOMEM;
 	else
-		rc = wb_send(fs, sb, sb_str(&script), &code, &out, &resent);
+		rc = wb_send(d, sb, sb_str(&script), &code, &out, &resent);
 	if (rc == 0 && out)
 		wb_parse(out, strlen(out), mark, res, n);
 	for (struct wb_op *op = batch; op; op = op->next, i++) {
@@ -135,13 +127,13 @@ static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
 		if (status == WB_OK && op->kind == WB_ATTRS && op->stat_after) {
 			/* Not if a later change (a delete, say) makes it stale: the
 			 * cache already holds what that one left. */
-			if (!wb_superseded(fs->files->wb, op))
-				note_command_result(fs, sb, op->path, text, CACHE_CHANGED);
+			if (!wb_superseded(d->wb, op))
+				d->ops->done(d->ctx, sb, op->path, text);
 		}
 		else if (status == WB_FAILED)
-			wb_failed(fs, sb, op, errno_from_message(text), text ? text : "");
+			wb_failed(d, sb, op, errno_from_message(text), text ? text : "");
 		else if (status == WB_UNKNOWN)
-			wb_failed(fs, sb, op, rc < 0 ? rc : -EIO,
+			wb_failed(d, sb, op, rc < 0 ? rc : -EIO,
 				  rc < 0 ? strerror(-rc) : "the command ended before it got there");
 		free(text);
 	}
@@ -150,63 +142,87 @@ static void wb_run_batch(struct dfs *fs, struct wb_op *batch)
 	sb_free(&script);
 }
 
-/* Runs everything queued of sb (of every sandbox when NULL), hidden deletes
- * included, after any batch in flight. */
-void wb_run_all(struct dfs *fs, struct sandbox *sb)
+void deferred_run_all(struct deferred *d, const void *owner)
 {
-	struct open_table *t = fs->files;
 	struct wb_op *batch;
 
-	pthread_mutex_lock(&t->wb_run);
-	while ((batch = wb_take(t->wb, sb, false, now_mono())) != NULL) {
-		wb_run_batch(fs, batch);
-		wb_done(t->wb, batch);
+	pthread_mutex_lock(&d->wb_run);
+	while ((batch = wb_take(d->wb, owner, false, wb_now())) != NULL) {
+		wb_run_batch(d, batch);
+		wb_done(d->wb, batch);
 	}
-	pthread_mutex_unlock(&t->wb_run);
+	pthread_mutex_unlock(&d->wb_run);
 }
 
 static void *wb_main(void *arg)
 {
-	struct open_table *t = arg;
+	struct deferred *d = arg;
 	struct wb_op *batch;
 
-	while (wb_wait(t->wb)) {
-		pthread_mutex_lock(&t->wb_run);
-		while ((batch = wb_take(t->wb, NULL, true, now_mono())) != NULL) {
-			wb_run_batch(t->fs, batch);
-			wb_done(t->wb, batch);
+	while (wb_wait(d->wb)) {
+		pthread_mutex_lock(&d->wb_run);
+		while ((batch = wb_take(d->wb, NULL, true, wb_now())) != NULL) {
+			wb_run_batch(d, batch);
+			wb_done(d->wb, batch);
 		}
-		pthread_mutex_unlock(&t->wb_run);
+		pthread_mutex_unlock(&d->wb_run);
 	}
 	return NULL;
 }
 
-/* Queues op (the queue takes it) to run after delay; false when it cannot be
- * queued (no memory, no thread): op is freed, and the caller does the change
- * at once. Only where commands work: the batch is a command. */
-bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay)
+bool deferred_queue(struct deferred *d, struct wb_op *op, double delay)
 {
-	struct open_table *t = fs->files;
 	bool ok = true;
 
-	pthread_mutex_lock(&t->lock);
-	t->fs = fs;
-	if (!t->wb_thread_on) {
-		if (pthread_create(&t->wb_thread, NULL, wb_main, t) == 0)
-			t->wb_thread_on = true;
+	pthread_mutex_lock(&d->lock);
+	if (!d->wb_thread_on) {
+		if (pthread_create(&d->wb_thread, NULL, wb_main, d) == 0)
+			d->wb_thread_on = true;
 		else
 			ok = false;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&d->lock);
 	if (ok)
-		ok = wb_push(t->wb, op, now_mono(), delay);
+		ok = wb_push(d->wb, op, wb_now(), delay);
 	if (!ok)
 		wb_op_free(op);
 	return ok;
 }
 
-void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
+void deferred_settle(struct deferred *d, const void *owner, const char *path)
 {
-	if (wb_conflicts(fs->files->wb, sb, path))
-		wb_run_all(fs, sb);
+	if (wb_conflicts(d->wb, owner, path))
+		deferred_run_all(d, owner);
+}
+
+int deferred_init(struct deferred *d, size_t batch_max, const struct deferred_ops *ops, void *ctx,
+		  const char *find_fmt)
+{
+	memset(d, 0, sizeof(*d));
+	d->wb = wb_new(batch_max);
+	if (!d->wb)
+		return -ENOMEM;
+	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->wb_run, NULL);
+	d->budget_s = WB_RETRY_BUDGET_S;
+	d->find_fmt = find_fmt;
+	d->ops = ops;
+	d->ctx = ctx;
+	return 0;
+}
+
+void deferred_fini(struct deferred *d)
+{
+	if (!d->wb)
+		return;
+	if (d->wb_thread_on) {
+		wb_stop(d->wb);
+		pthread_join(d->wb_thread, NULL);
+		d->wb_thread_on = false;
+	}
+	deferred_run_all(d, NULL);
+	wb_free(d->wb);
+	d->wb = NULL;
+	pthread_mutex_destroy(&d->wb_run);
+	pthread_mutex_destroy(&d->lock);
 }

@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_runners.c - the mount's side of the remote layer's runners: the
+ * callbacks through which the deferred-change runner (deferred.h) and crash
+ * recovery (recover.h) reach the sandbox registry, the caches and the open
+ * files, and the names the rest of src/fuse calls them by.
+ */
+#include "fs_files_int.h"
+
+#include <pthread.h>
+
+#include "log.h"
+#include "recover.h"
+
+/* ---- deferred changes ------------------------------------------------------ */
+
+/* The runner's ctx is the open table; t->fs is set before anything is
+ * queued (wb_queue_op), so before any batch runs. */
+static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, char **out, struct dt_error *err)
+{
+	struct open_table *t = ctx;
+
+	return sandbox_sh_once(t->fs, owner, script, code, out, err);
+}
+
+static int wb_send_failed(void *ctx, void *owner, int rc, const struct dt_error *err)
+{
+	struct open_table *t = ctx;
+
+	return toolbox_failed(t->fs, owner, rc, err, "command for", "deferred changes");
+}
+
+/* A deferred change did not happen: the cache forgets what it assumed, the
+ * error file says why, and fsync of the directory reports it. */
+static void wb_failed(void *ctx, void *owner, const struct wb_op *op, int err, const char *msg)
+{
+	struct open_table *t = ctx;
+	struct sandbox *sb = owner;
+
+	sandbox_set_error(sb, "%s %s failed: %s", deferred_what(op), op->path, msg);
+	cache_invalidate(t->fs->cache, sb->id, op->path);
+	link_drop(t->fs, sb, op->path, false);
+	pthread_mutex_lock(&t->lock);
+	if (!sb->writeback_error)
+		sb->writeback_error = err;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void wb_done_one(void *ctx, void *owner, const char *path, const char *text)
+{
+	struct open_table *t = ctx;
+
+	note_command_result(t->fs, owner, path, text, CACHE_CHANGED);
+}
+
+static const char *wb_name(const void *owner)
+{
+	return ((const struct sandbox *)owner)->name;
+}
+
+const struct deferred_ops files_deferred_ops = {
+	.sh_once = wb_sh_once,
+	.send_failed = wb_send_failed,
+	.failed = wb_failed,
+	.done = wb_done_one,
+	.name = wb_name,
+};
+
+/* The first queued change ties the runner to the mount: its retry budget is
+ * the mount's wait_timeout (WB_RETRY_BUDGET_S when that has no limit). Only
+ * wb_queue_op needs it: with nothing queued, nothing runs (and the queue's
+ * lock orders this before any batch, in whichever thread it runs). */
+static struct deferred *bind_mount(struct dfs *fs)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	if (!t->fs) {
+		t->fs = fs;
+		if (fs->opt.wait_timeout_s > 0)
+			t->deferred.budget_s = (double)fs->opt.wait_timeout_s;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return &t->deferred;
+}
+
+void wb_run_all(struct dfs *fs, struct sandbox *sb)
+{
+	deferred_run_all(&fs->files->deferred, sb);
+}
+
+bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay)
+{
+	return deferred_queue(bind_mount(fs), op, delay);
+}
+
+void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	deferred_settle(&fs->files->deferred, sb, path);
+}
+
+/* ---- crash recovery ----------------------------------------------------------- */
+
+static int rec_upload_fd(void *mount, const struct dt_box *box, const char *path, int fd, uint64_t size,
+			 struct dt_error *err)
+{
+	return files_upload_fd(mount, NULL, box, path, fd, size, err);
+}
+
+static int rec_chmod_path(void *mount, const struct dt_box *box, const char *path, mode_t mode,
+			  struct dt_error *err)
+{
+	return files_chmod_path(mount, box, path, mode, err);
+}
+
+static bool rec_claim(void *mount, const char *sandbox_id, const char *path)
+{
+	return files_recovery_claim(mount, sandbox_id, path);
+}
+
+static void rec_claim_done(void *mount)
+{
+	files_recovery_done(mount);
+}
+
+struct recovery *mount_recover_scan(struct dfs *fs)
+{
+	struct recover_ctx ctx = {
+		.sp = fs->sp,
+		.stage = fs->stage,
+		.cache = fs->cache,
+		.mount = fs,
+		.upload_fd = rec_upload_fd,
+		.chmod_path = rec_chmod_path,
+		.claim = rec_claim,
+		.claim_done = rec_claim_done,
+	};
+
+	return recover_scan(&ctx);
+}

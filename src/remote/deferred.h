@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * deferred.h - the deferred-change runner: the changes of a wb_queue
+ * (writeback.h) sent in batches, one command a batch, by a thread of its
+ * own or at once when something must see the sandbox (deferred_settle),
+ * sent again while the sandbox's refusal may pass.
+ *
+ * It knows commands, not the mount: what a batch's sandbox is, how a
+ * command reaches it, and what a failed or finished change means for the
+ * mount's caches are the caller's (struct deferred_ops). A change's owner
+ * (wb_op.owner) is the caller's sandbox, handed back to the ops as is.
+ */
+#ifndef DAYTONAFS_DEFERRED_H
+#define DAYTONAFS_DEFERRED_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "provider.h"
+#include "writeback.h"
+
+/* A batch that met a failure that may pass is sent again after 200 ms,
+ * doubling up to 5 s, for up to budget_s (see wb_send in deferred.c). */
+#define WB_RETRY_FIRST_MS 200L
+#define WB_RETRY_MAX_MS 5000L
+#define WB_RETRY_BUDGET_S 120.0
+
+struct deferred_ops {
+	/* Runs script once in owner's sandbox: 0 (code and out set), or
+	 * -errno with err set. No retry: the runner retries. */
+	int (*sh_once)(void *ctx, void *owner, const char *script, int *code, char **out, struct dt_error *err);
+	/* A batch that could not be sent: the -errno to report for it (the
+	 * caller may re-read the sandbox's state). */
+	int (*send_failed)(void *ctx, void *owner, int rc, const struct dt_error *err);
+	/* op did not happen (err: -errno; msg: why): the caller forgets what it
+	 * assumed, and reports it (fsync of the directory). */
+	void (*failed)(void *ctx, void *owner, const struct wb_op *op, int err, const char *msg);
+	/* An owner, mode or times change done: text is the stat line the batch
+	 * printed for path (find_fmt), for the caller's cache. */
+	void (*done)(void *ctx, void *owner, const char *path, const char *text);
+	/* owner's name, for the log. */
+	const char *(*name)(const void *owner);
+};
+
+struct deferred {
+	struct wb_queue *wb;      /* the queue (writeback.h) */
+	pthread_mutex_t lock;     /* starting the thread */
+	pthread_mutex_t wb_run;   /* one batch runs at a time; deferred_settle waits for it */
+	pthread_t wb_thread;
+	bool wb_thread_on;
+	double budget_s;          /* how long a batch is sent again */
+	const char *find_fmt;     /* find -printf format of the stat lines (done) */
+	const struct deferred_ops *ops;
+	void *ctx;                /* the ops' first argument */
+};
+
+/* batch_max: see wb_new. 0, or -ENOMEM. */
+int deferred_init(struct deferred *d, size_t batch_max, const struct deferred_ops *ops, void *ctx,
+		  const char *find_fmt);
+/* Stops the thread, runs what is still queued, and frees the queue. */
+void deferred_fini(struct deferred *d);
+/* Runs everything queued of owner (of every owner when NULL), hidden deletes
+ * included, after any batch in flight. */
+void deferred_run_all(struct deferred *d, const void *owner);
+/* Queues op (the queue takes it) to run after delay; false when it cannot be
+ * queued (no memory, no thread): op is freed, and the caller does the change
+ * at once. Only where commands work: the batch is a command. */
+bool deferred_queue(struct deferred *d, struct wb_op *op, double delay);
+/* Runs what is queued of owner that touches path (anything of owner: NULL)
+ * before the caller looks at path in the sandbox. */
+void deferred_settle(struct deferred *d, const void *owner, const char *path);
+/* What op does, for messages: "removing", "setting the owner, mode or
+ * times of" (then its path). */
+const char *deferred_what(const struct wb_op *op);
+
+#endif
