@@ -149,6 +149,8 @@ int surface_mkdir(struct dfs *fs, const struct node *n);
 int surface_rmdir(struct dfs *fs, const struct node *n);
 /* NAME/env written: text is the whole content written since open. */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len);
+/* Whether this mount follows sb's build (its create ... image=). */
+bool surface_has_build_log(struct dfs *fs, struct sandbox *sb);
 /* Reads of NAME/build-log from off: what this mount has of the build so far. */
 int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off);
 /* create's progress (fs_ctl.c): on_created registers the sandbox at once and

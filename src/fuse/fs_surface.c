@@ -516,7 +516,9 @@ static void on_created(void *ctx, const struct dt_sandbox *d)
 		a->bl = bl;
 		str_copy(a->id, sizeof(a->id), d->id);
 		/* Kept for the mount's life, as the sandbox entry that holds it. */
+		pthread_mutex_lock(&pc->fs->lock);
 		sb->build = bl;
+		pthread_mutex_unlock(&pc->fs->lock);
 		if (pthread_create(&t, NULL, follow_build, a) == 0) {
 			pthread_detach(t);
 		} else {
@@ -580,12 +582,28 @@ void surface_create_done(struct dfs *fs, const char *name)
 	memset(&create_pc, 0, sizeof(create_pc));
 }
 
+static struct build_log *build_of(struct dfs *fs, struct sandbox *sb)
+{
+	struct build_log *bl;
+
+	pthread_mutex_lock(&fs->lock);
+	bl = sb->build;
+	pthread_mutex_unlock(&fs->lock);
+	return bl;
+}
+
+bool surface_has_build_log(struct dfs *fs, struct sandbox *sb)
+{
+	return build_of(fs, sb) != NULL;
+}
+
 int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off)
 {
-	struct build_log *bl = sb->build;
+	struct build_log *bl = build_of(fs, sb);
 	size_t n = 0;
 
-	(void)fs;
+	if (!bl)
+		return 0;
 	pthread_mutex_lock(&bl->lock);
 	if ((size_t)off < bl->text.len) {
 		n = bl->text.len - (size_t)off;
@@ -597,15 +615,16 @@ int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t
 	return (int)n;
 }
 
-static off_t build_log_size(struct sandbox *sb)
+static off_t build_log_size(struct dfs *fs, struct sandbox *sb)
 {
+	struct build_log *bl = build_of(fs, sb);
 	off_t n;
 
-	if (!sb->build)
+	if (!bl)
 		return 0;
-	pthread_mutex_lock(&sb->build->lock);
-	n = (off_t)sb->build->text.len;
-	pthread_mutex_unlock(&sb->build->lock);
+	pthread_mutex_lock(&bl->lock);
+	n = (off_t)bl->text.len;
+	pthread_mutex_unlock(&bl->lock);
 	return n;
 }
 
@@ -641,7 +660,6 @@ void surface_note_change(struct dfs *fs, struct sandbox *sb)
 int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, struct stat *st)
 {
 	struct dt_volume v;
-	unsigned char *seen;
 	int rc;
 
 	switch (n->kind) {
@@ -652,7 +670,7 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 		fill(fs, st, S_IFREG | 0644, 0);
 		return 0;
 	case N_SB_BUILDLOG:
-		fill(fs, st, S_IFREG | 0444, build_log_size(sb));
+		fill(fs, st, S_IFREG | 0444, build_log_size(fs, sb));
 		return 0;
 	case N_PORTSDIR:
 	case N_VOLDIR:
@@ -676,7 +694,6 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 		dt_volume_clear(&v);
 		return rc;
 	default:
-		(void)seen;
 		return -ENOENT;
 	}
 }
@@ -757,6 +774,8 @@ int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struc
 		 * for a sandbox made from a snapshot: empty). */
 		struct build_log tmp = { .text = STRBUF_INIT };
 
+		if (build_of(fs, sb))
+			return 0;   /* read live from this mount's (surface_build_log_read) */
 		pthread_mutex_init(&tmp.lock, NULL);
 		rc = sp_sandbox_build_log(fs->sp, sb->id, false, build_sink, &tmp, &err);
 		if (rc == 0)

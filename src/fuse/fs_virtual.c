@@ -256,13 +256,7 @@ int dfs_open(const char *path, struct fuse_file_info *fi)
 	case N_VOLDIR:
 	case N_VOL:
 		return -EISDIR;
-	case N_VOL_INFO:
-	case N_PORT:
-	case N_SB_BUILDLOG:
-		rc = surface_getattr(fs, &n, sb, &(struct stat){ 0 });
-		if (rc < 0)
-			return rc;
-		break;
+
 	case N_CMD_COMMAND:
 	case N_CMD_STDOUT:
 	case N_CMD_STDERR:
@@ -372,7 +366,7 @@ int dfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 		return rc;
 	case H_TEXT:
 		/* The build of this mount's create: live, for tail -f. */
-		if (h->node.kind == N_SB_BUILDLOG && h->sb->build)
+		if (h->node.kind == N_SB_BUILDLOG && surface_has_build_log(fs, h->sb))
 			return surface_build_log_read(fs, h->sb, buf, size, off);
 		if ((size_t)off >= h->text.len)
 			return 0;
