@@ -239,7 +239,7 @@ def test_volumes_mkdir_info_rmdir(mount, server):
 
 
 # ---------------------------------------------------------------------- progress and build log
-def test_create_image_shows_progress_and_build_log(mount, server):
+def test_create_image_shows_progress_and_build_log(mount, server, tmp_root):
     server.local("PUT", "/_local/timing", {"build_ms": 3000})
     name = f"img-{uuid.uuid4().hex[:8]}"
     errors = []
@@ -273,8 +273,15 @@ def test_create_image_shows_progress_and_build_log(mount, server):
     # it grew while the build ran: some read saw a part of it
     assert any(0 < len(x) < len(final) for x in logs), [len(x) for x in logs]
     assert all(final.startswith(x) for x in logs)
-    # one followed request, not a poll
-    assert len(requests(server, "/build-logs")) >= 1
+    # another mount, which did not follow the build, asks for the log once at open
+    m2 = Mount(server, tmp_root, name="mnt-build-log")
+    try:
+        os.stat(m2.p(name))
+        server.reset()
+        assert read(m2.p(name, "build-log")) == final
+        assert len(requests(server, "/build-logs")) == 1
+    finally:
+        m2.unmount()
     ctl(mount.p(name, "ctl"), "delete")
 
 

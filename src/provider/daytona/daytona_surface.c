@@ -76,8 +76,6 @@ bool dt_activity_take(struct dt_client *dt, const char *url, bool counts)
 	bool take = false;
 	long now;
 
-	if (!dt->n_act)
-		return false;   /* read without the lock: a stale 0 only delays a ping */
 	now = dt_now_ms();
 	pthread_mutex_lock(&dt->act_lock);
 	for (size_t i = 0; i < dt->n_act; i++) {
