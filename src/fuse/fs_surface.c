@@ -780,11 +780,18 @@ int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struc
 		rc = sp_sandbox_build_log(fs->sp, sb->id, false, build_sink, &tmp, &err);
 		if (rc == 0)
 			sb_add(text, tmp.text.buf, tmp.text.len);
-		else
-			log_debug("build log of %s: %s", sb->name, err.message);
 		sb_free(&tmp.text);
 		pthread_mutex_destroy(&tmp.lock);
-		return 0;
+		/* 400 "has no build info" (made from a snapshot): no log, an
+		 * empty file. Any other failure is the open's error: an empty
+		 * file would say the build wrote nothing. */
+		if (rc == -EINVAL || rc == -ENOENT) {
+			log_debug("build log of %s: %s", sb->name, err.message);
+			return 0;
+		}
+		if (rc < 0)
+			sandbox_set_error(sb, "build-log: %s", err.message);
+		return rc;
 	}
 	default:
 		return 0;

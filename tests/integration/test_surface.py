@@ -335,3 +335,16 @@ def test_activity_none_and_all(server, tmp_root):
             ctl(m.p(name, "ctl"), "delete")
         finally:
             m.unmount()
+
+
+def test_build_log_of_a_snapshot_sandbox_is_empty(mount, server, sandbox):
+    os.stat(mount.p(sandbox))
+    server.reset()
+    assert read(mount.p(sandbox, "build-log")) == ""   # the API: "has no build info" (400)
+    assert len(requests(server, "/build-logs")) == 1
+    # a failure that is not "no build" is the open's error, not an empty log
+    server.local("POST", "/_local/faults", {"pattern": "/build-logs", "status": 500})
+    try:
+        assert errno_of(read, mount.p(sandbox, "build-log")) == errno.EIO
+    finally:
+        server.local("DELETE", "/_local/faults")
