@@ -450,6 +450,7 @@ struct build_log {
 	pthread_mutex_t lock;
 	struct strbuf text;
 	bool done;
+	bool failed;                /* the followed request broke: opens ask the API again */
 };
 
 struct progress_ctx {
@@ -481,9 +482,12 @@ static void *follow_build(void *arg)
 	struct follow_arg *a = arg;
 	struct dt_error err = { 0 };
 
-	if (sp_sandbox_build_log(a->fs->sp, a->id, true, build_sink, a->bl, &err) < 0)
+	bool failed = sp_sandbox_build_log(a->fs->sp, a->id, true, build_sink, a->bl, &err) < 0;
+
+	if (failed)
 		log_warn("build log of %s: %s", a->id, err.message);
 	pthread_mutex_lock(&a->bl->lock);
+	a->bl->failed = failed;
 	a->bl->done = true;
 	pthread_mutex_unlock(&a->bl->lock);
 	free(a);
@@ -592,9 +596,18 @@ static struct build_log *build_of(struct dfs *fs, struct sandbox *sb)
 	return bl;
 }
 
+/* A build whose followed log broke is read from the API, whole, instead. */
 bool surface_has_build_log(struct dfs *fs, struct sandbox *sb)
 {
-	return build_of(fs, sb) != NULL;
+	struct build_log *bl = build_of(fs, sb);
+	bool failed;
+
+	if (!bl)
+		return false;
+	pthread_mutex_lock(&bl->lock);
+	failed = bl->failed;
+	pthread_mutex_unlock(&bl->lock);
+	return !failed;
 }
 
 int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off)
@@ -670,7 +683,7 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 		fill(fs, st, S_IFREG | 0644, 0);
 		return 0;
 	case N_SB_BUILDLOG:
-		fill(fs, st, S_IFREG | 0444, build_log_size(fs, sb));
+		fill(fs, st, S_IFREG | 0444, surface_has_build_log(fs, sb) ? build_log_size(fs, sb) : 0);
 		return 0;
 	case N_PORTSDIR:
 	case N_VOLDIR:
@@ -774,7 +787,7 @@ int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struc
 		 * for a sandbox made from a snapshot: empty). */
 		struct build_log tmp = { .text = STRBUF_INIT };
 
-		if (build_of(fs, sb))
+		if (surface_has_build_log(fs, sb))
 			return 0;   /* read live from this mount's (surface_build_log_read) */
 		pthread_mutex_init(&tmp.lock, NULL);
 		rc = sp_sandbox_build_log(fs->sp, sb->id, false, build_sink, &tmp, &err);
