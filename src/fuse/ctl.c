@@ -583,11 +583,13 @@ static int no_args(struct parser *p, const struct words *a)
 /* create NAME [key=value | flag ...] */
 
 #define CREATE_KNOWN "snapshot= image= cpu= memory= disk= gpu= language= target= user= env.K=V label.K=V " \
-	"autostop= autoarchive= autodelete= volume=ID:/path ephemeral public"
+	"autostop= autoarchive= autodelete= volume=ID:/path network=block-all network-allow=CIDR,... " \
+	"ephemeral public"
 
 static const char *const create_keys[] = {
 	"snapshot", "image", "cpu", "memory", "disk", "gpu", "language", "target", "user",
-	"autostop", "autoarchive", "autodelete", "volume", "ephemeral", "public",
+	"autostop", "autoarchive", "autodelete", "volume", "ephemeral", "public", "network",
+	"network-allow",
 };
 
 static bool is_create_key(const char *w, size_t klen)
@@ -668,6 +670,19 @@ static int create_option(struct parser *p, const char *w)
 		return set_minutes(p, &c->autoarchive, "autoarchive", v, 0);
 	if (key_is(w, klen, "autodelete"))
 		return set_minutes(p, &c->autodelete, "autodelete", v, -1);
+	if (key_is(w, klen, "network")) {
+		if (strcmp(v, "block-all"))
+			return fail(p, "network must be block-all (or use network-allow=CIDR,...), got '%s'",
+				    show(p, v));
+		return set_flag(p, &c->network_block_all, "network");
+	}
+	if (key_is(w, klen, "network-allow")) {
+		char msg[160];
+
+		if (*v && ctl_check_allow_list(v, msg, sizeof(msg)))
+			return fail(p, "%s", msg);
+		return set_str(p, &c->network_allow, "network-allow", v);
+	}
 	if (key_is(w, klen, "volume")) {
 		/* the first ":/": a volume name may hold ':', a path starts with '/' */
 		const char *colon = strstr(v, ":/");
@@ -703,6 +718,8 @@ static int parse_create(struct parser *p, struct words *a)
 	}
 	if (c->snapshot && c->image)
 		return fail(p, "snapshot= and image= exclude each other");
+	if (c->network_block_all && c->network_allow)
+		return fail(p, "network=block-all and network-allow= exclude each other");
 	if (c->ephemeral && c->autodelete != CTL_MINUTES_UNSET && c->autodelete != 0)
 		return fail(p, "ephemeral means autodelete=0, got autodelete=%ld", c->autodelete);
 	return 0;
@@ -1049,6 +1066,7 @@ void ctl_command_free(struct ctl_command *c)
 	free(c->language);
 	free(c->target);
 	free(c->user);
+	free(c->network_allow);
 	pairs_free(c->labels, c->n_labels);
 	pairs_free(c->volumes, c->n_volumes);
 	for (size_t i = 0; i < c->n_keys; i++)

@@ -12,6 +12,7 @@
  *   create NAME [key=value | flag ...]
  *     keys: snapshot image cpu memory disk gpu language target user
  *           env.K=V label.K=V autostop autoarchive autodelete volume=ID:/path
+ *           network=block-all network-allow=CIDR[,CIDR...]
  *     flags: ephemeral public
  * Sandbox ctl (CTL_SCOPE_SANDBOX):
  *   exec [cwd=DIR] [timeout=SEC] [env.K=V]... [stdin] -- COMMAND...
@@ -102,6 +103,8 @@ struct ctl_command {
 	struct ctl_pair *volumes;    /* key = volume id/name, value = mount path */
 	size_t n_volumes;
 	bool ephemeral, is_public;
+	bool network_block_all;      /* network=block-all */
+	char *network_allow;         /* network-allow=CIDR[,CIDR...] (checked) */
 
 	/* unlabel */
 	char **keys;
@@ -129,5 +132,11 @@ bool ctl_valid_env_key(const char *key);
 /* Sandbox and snapshot names: 1..255 bytes, no '/', no NUL, not "." or "..",
  * not starting with '.'. */
 bool ctl_valid_name(const char *name);
+
+/* Whether list is a comma-separated list of 1 to CTL_ALLOW_LIST_MAX IPv4
+ * CIDRs (a.b.c.d/0..32), as Daytona's networkAllowList; -1 with a message
+ * in err when not (ctl_create.c). */
+#define CTL_ALLOW_LIST_MAX 10
+int ctl_check_allow_list(const char *list, char *err, size_t errlen);
 
 #endif

@@ -312,6 +312,7 @@ void dfs_free(struct dfs *fs)
 	for (sb = fs->sandboxes; sb; sb = next) {
 		next = sb->next;
 		pthread_mutex_destroy(&sb->op_lock);
+		surface_sandbox_free(sb);
 		free(sb);
 	}
 	registry_free(&fs->registry);

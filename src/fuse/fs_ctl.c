@@ -88,7 +88,8 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	memset(&spec, 0, sizeof(spec));
 	spec.command = c->command;
 	spec.cwd = c->cwd;
-	spec.timeout_s = c->timeout_s;
+	/* timeout= of the line wins over -o exec_timeout (0: none). */
+	spec.timeout_s = c->timeout_s ? c->timeout_s : fs->opt.exec_timeout_s;
 	spec.env = env;
 	spec.n_env = c->n_env;
 	spec.with_stdin = c->with_stdin;
@@ -368,6 +369,8 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 	p.n_volumes = c->n_volumes;
 	p.ephemeral = c->ephemeral;
 	p.is_public = c->is_public;
+	p.network_block_all = c->network_block_all;
+	p.network_allow_list = c->network_allow;
 	if (c->autostop != CTL_MINUTES_UNSET)
 		p.autostop = c->autostop;
 	if (c->autoarchive != CTL_MINUTES_UNSET)
@@ -375,8 +378,10 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 	if (c->autodelete != CTL_MINUTES_UNSET)
 		p.autodelete = c->autodelete;
 
+	surface_create_progress(&p, fs, c->image != NULL);
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_create(fs->sp, &p, &d, err);
+	surface_create_done(fs, c->name);
 	if (d.id[0] && !sandbox_add(fs, &d) && rc == 0)
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 	dt_sandbox_clear(&d);

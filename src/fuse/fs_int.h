@@ -36,6 +36,9 @@ enum node_kind {
 	N_ROOT_ERROR,    /* /error: the last failed root command */
 	N_SNAPDIR,       /* /.snapshots */
 	N_SNAPFILE,      /* /.snapshots/NAME */
+	N_VOLDIR,        /* /.volumes (fs_surface.c); root kinds stay before N_SANDBOX */
+	N_VOL,           /* /.volumes/NAME (snap_name holds NAME) */
+	N_VOL_INFO,      /* /.volumes/NAME/info */
 	N_SANDBOX,       /* /SB */
 	N_SB_CTL,        /* /SB/ctl */
 	N_SB_STATUS,     /* /SB/status */
@@ -57,13 +60,19 @@ enum node_kind {
 	N_WORK,          /* /SB/work -> fs/home/daytona */
 	N_FSROOT,        /* /SB/fs */
 	N_FILE,          /* /SB/fs/PATH */
+	/* the sandbox's surface (fs_surface.c) */
+	N_SB_USAGE,      /* /SB/usage */
+	N_SB_ENV,        /* /SB/env */
+	N_SB_BUILDLOG,   /* /SB/build-log */
+	N_PORTSDIR,      /* /SB/ports */
+	N_PORT,          /* /SB/ports/N (cmd holds N) */
 };
 
 struct node {
 	enum node_kind kind;
 	char sb_name[256];        /* the name as written in the mount path */
-	char snap_name[256];      /* N_SNAPFILE: the decoded snapshot name */
-	unsigned cmd;             /* N_CMD*: the command number */
+	char snap_name[256];      /* N_SNAPFILE: the decoded snapshot name; N_VOL*: the volume's */
+	unsigned cmd;             /* N_CMD*: the command number; N_PORT: the port */
 	char path[4096];          /* N_FILE, N_FSROOT: the path in the sandbox ("/" for fs/) */
 };
 
@@ -99,6 +108,8 @@ struct sandbox {
 	int writeback_error;      /* a deferred change that failed (deferred.c), for fsync of a directory */
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
+	bool is_public;           /* previews need no token */
+	struct build_log *build;  /* a create ... image= of this mount: its build log (fs_surface.c) */
 };
 
 struct dfs {
@@ -124,6 +135,32 @@ struct dfs {
 	gid_t gid;
 	struct timespec mounted_at;
 };
+
+struct strbuf;
+/* fs_surface.c: the sandbox's surface (usage, env, ports/, build-log,
+ * MOUNT/.volumes/) and what counts as activity. Each returns -ENOENT for a
+ * kind it does not know. */
+int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, struct stat *st);
+int surface_readdir(struct dfs *fs, const struct node *n, struct sandbox *sb, void *buf,
+		    fuse_fill_dir_t filler);
+/* The content of a read-only surface file at open (into text). */
+int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struct strbuf *text);
+int surface_mkdir(struct dfs *fs, const struct node *n);
+int surface_rmdir(struct dfs *fs, const struct node *n);
+/* NAME/env written: text is the whole content written since open. */
+int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len);
+/* Whether this mount follows sb's build (its create ... image=). */
+bool surface_has_build_log(struct dfs *fs, struct sandbox *sb);
+/* Reads of NAME/build-log from off: what this mount has of the build so far. */
+int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off);
+/* create's progress (fs_ctl.c): on_created registers the sandbox at once and
+ * follows the build log of an image build; on_state shows the wait in status. */
+void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool follow_build);
+void surface_create_done(struct dfs *fs, const char *name);
+/* At unmount: what the surface keeps of sb (its build log). */
+void surface_sandbox_free(struct sandbox *sb);
+/* A change through the mount to sb: counts as its activity (-o activity=changes). */
+void surface_note_change(struct dfs *fs, struct sandbox *sb);
 
 struct dfs *dfs_get(void);
 double now_mono(void);

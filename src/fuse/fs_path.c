@@ -94,6 +94,7 @@ const struct name_kind sandbox_entries[] = {
 	{ "ctl", N_SB_CTL }, { "status", N_SB_STATUS }, { "info", N_SB_INFO },
 	{ "error", N_SB_ERROR }, { "stdout", N_SB_STDOUT }, { "stderr", N_SB_STDERR },
 	{ "exit", N_SB_EXIT }, { "cmd", N_CMDDIR }, { "fs", N_FSROOT }, { "work", N_WORK },
+	{ "usage", N_SB_USAGE }, { "env", N_SB_ENV }, { "ports", N_PORTSDIR }, { "build-log", N_SB_BUILDLOG },
 };
 
 const struct name_kind command_entries[] = {
@@ -163,6 +164,25 @@ int node_parse(const char *path, struct node *n)
 	rc = next_component(&p, comp, sizeof(comp), &len);
 	if (rc <= 0)
 		return rc;
+	if (!strcmp(comp, ".volumes")) {
+		/* .volumes/NAME/info: a volume is a directory, so that mkdir and
+		 * rmdir make and delete one. Its name is shown as it is: Daytona's
+		 * volume names hold no '/' (and a name that would is not shown). */
+		n->kind = N_VOLDIR;
+		rc = next_component(&p, comp, sizeof(comp), &len);
+		if (rc <= 0)
+			return rc;
+		n->kind = N_VOL;
+		str_copy(n->snap_name, sizeof(n->snap_name), comp);
+		rc = next_component(&p, comp, sizeof(comp), &len);
+		if (rc <= 0)
+			return rc;
+		if (strcmp(comp, "info"))
+			return -ENOENT;
+		n->kind = N_VOL_INFO;
+		rc = next_component(&p, comp, sizeof(comp), &len);
+		return rc == 0 ? 0 : rc < 0 ? rc : -ENOTDIR;
+	}
 	if (!strcmp(comp, "ctl") || !strcmp(comp, "error") || !strcmp(comp, ".snapshots")) {
 		n->kind = !strcmp(comp, "ctl") ? N_ROOT_CTL : !strcmp(comp, "error") ? N_ROOT_ERROR : N_SNAPDIR;
 		rc = next_component(&p, comp, sizeof(comp), &len);
@@ -209,6 +229,13 @@ int node_parse(const char *path, struct node *n)
 	rc = next_component(&p, comp, sizeof(comp), &len);
 	if (rc <= 0)
 		return rc;
+	if (n->kind == N_PORTSDIR) {
+		if (!is_number(comp, &n->cmd) || n->cmd < 1 || n->cmd > 65535)
+			return -ENOENT;
+		n->kind = N_PORT;
+		rc = next_component(&p, comp, sizeof(comp), &len);
+		return rc == 0 ? 0 : rc < 0 ? rc : -ENOTDIR;
+	}
 	if (n->kind != N_CMDDIR)
 		return -ENOTDIR;
 	if (!strcmp(comp, "last")) {

@@ -39,6 +39,7 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 		str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
 	str_copy(sb->state, sizeof(sb->state), d->state);
 	str_copy(sb->error_reason, sizeof(sb->error_reason), d->error_reason);
+	sb->is_public = d->is_public;
 	if (d->volumes_known) {
 		/* fixed at creation: a list item, which does not have them, keeps them */
 		str_copy(sb->volume_paths, sizeof(sb->volume_paths), d->volume_paths);

@@ -235,8 +235,9 @@ static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *s
 		if (rc < 0)
 			return rc;
 		return files_getattr(fs, sb, n.path, st);
+	default:
+		return surface_getattr(fs, &n, sb, st);
 	}
-	return -ENOENT;
 }
 
 int dfs_readlink(const char *path, char *buf, size_t size)
@@ -290,6 +291,7 @@ static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 	add_entry(buf, filler, "ctl");
 	add_entry(buf, filler, "error");
 	add_entry(buf, filler, ".snapshots");
+	add_entry(buf, filler, ".volumes");
 	/* Copy the names out under the lock, then fill without it. */
 	pthread_mutex_lock(&fs->lock);
 	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
@@ -397,7 +399,7 @@ int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 			return rc;
 		return files_readdir(fs, sb, n.path, buf, filler, off, fi);
 	default:
-		return -ENOTDIR;
+		return surface_readdir(fs, &n, sb, buf, filler);
 	}
 }
 
@@ -436,7 +438,10 @@ int file_node(const char *path, struct node *n, struct sandbox **sb)
 		return rc;
 	if (n->kind != N_FILE)
 		return 1;
-	return sandbox_require_running(fs, *sb);
+	rc = sandbox_require_running(fs, *sb);
+	if (rc == 0)
+		surface_note_change(fs, *sb);   /* every caller changes something */
+	return rc;
 }
 
 int dfs_mkdir(const char *path, mode_t mode)
@@ -451,6 +456,8 @@ int dfs_mkdir(const char *path, mode_t mode)
 		return rc;
 	if (n.kind == N_SANDBOX)
 		return ctl_create_default(fs, n.sb_name);
+	if (n.kind == N_VOL || n.kind == N_VOLDIR)
+		return surface_mkdir(fs, &n);
 	if (n.kind != N_FILE)
 		return n.kind == N_FSROOT ? -EEXIST : -EPERM;
 	rc = resolve(fs, path, &n, &sb);
@@ -459,6 +466,7 @@ int dfs_mkdir(const char *path, mode_t mode)
 	rc = sandbox_require_running(fs, sb);
 	if (rc < 0)
 		return rc;
+	surface_note_change(fs, sb);
 	return files_mkdir(fs, sb, n.path, mode);
 }
 
@@ -478,11 +486,14 @@ int dfs_rmdir(const char *path)
 				  fs->mountpoint, sb->name);
 		return -EPERM;
 	}
+	if (n.kind == N_VOL)
+		return surface_rmdir(fs, &n);
 	if (n.kind != N_FILE)
 		return -EPERM;
 	rc = sandbox_require_running(fs, sb);
 	if (rc < 0)
 		return rc;
+	surface_note_change(fs, sb);
 	return files_rmdir(fs, sb, n.path);
 }
 
@@ -516,6 +527,7 @@ int dfs_unlink(const char *path)
 	rc = sandbox_require_running(fs, sb);
 	if (rc < 0)
 		return rc;
+	surface_note_change(fs, sb);
 	return files_unlink(fs, sb, n.path);
 }
 
@@ -542,6 +554,7 @@ int dfs_rename(const char *from, const char *to, unsigned int flags)
 	rc = sandbox_require_running(fs, sa);
 	if (rc < 0)
 		return rc;
+	surface_note_change(fs, sa);
 	rc = files_rename(fs, sa, na.path, nb.path, flags);
 	if (rc == 0)
 		ino_rename(fs->inos, sa->id, na.path, nb.path);   /* also to a .fuse_hidden name */
@@ -574,6 +587,7 @@ int dfs_mknod(const char *path, mode_t mode, dev_t rdev)
 	rc = sandbox_require_running(fs, sb);
 	if (rc < 0)
 		return rc;
+	surface_note_change(fs, sb);
 	return files_mknod(fs, sb, n.path, mode, rdev);
 }
 

@@ -26,7 +26,8 @@
 
 /* ---- virtual files ------------------------------------------------------ */
 
-enum handle_type { H_FILE = FS_HANDLE_FILE, H_DIR = FS_HANDLE_DIR, H_TEXT, H_CTL, H_STREAM, H_EXIT, H_STDIN };
+enum handle_type { H_FILE = FS_HANDLE_FILE, H_DIR = FS_HANDLE_DIR, H_TEXT, H_CTL, H_STREAM, H_EXIT, H_STDIN,
+		   H_ENV };
 
 /* Every fi->fh points to a struct that starts with the handle type. */
 struct vhandle {
@@ -36,7 +37,7 @@ struct vhandle {
 	unsigned cmd;
 	enum exec_stream stream;
 	struct strbuf text;        /* H_TEXT: the content made at open */
-	struct strbuf line;        /* H_CTL: a partial line waiting for its newline */
+	struct strbuf line;        /* H_CTL: a partial line waiting for its newline; H_ENV: what was written */
 	bool discarding;           /* H_CTL: the rest of a refused line is ignored up to its newline */
 	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
 	bool saw_end;              /* the command's end was seen (caches dropped) */
@@ -120,7 +121,7 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 		return rc;
 	}
 	default:
-		return 0;
+		return surface_text(fs, &h->node, h->sb, &h->text);
 	}
 }
 
@@ -137,6 +138,7 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	case N_SB_CTL:
 	case N_CMD_CTL:
 	case N_CMD_STDIN:
+	case N_SB_ENV:
 		writable = true;
 		break;
 	default:
@@ -144,7 +146,9 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	}
 	if (acc != O_RDONLY && !writable)
 		return -EACCES;
-	if (acc != O_WRONLY && writable && n->kind != N_SB_CTL && n->kind != N_ROOT_CTL)
+	if (n->kind == N_SB_ENV && acc == O_RDWR)
+		return -EACCES;   /* read it, or write changes to it: not both at once */
+	if (acc != O_WRONLY && writable && n->kind != N_SB_CTL && n->kind != N_ROOT_CTL && n->kind != N_SB_ENV)
 		return -EACCES;
 
 	h = calloc(1, sizeof(*h));
@@ -186,6 +190,12 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	case N_CMD_EXIT:
 		h->type = H_EXIT;
 		break;
+	case N_SB_ENV:
+		if (acc == O_WRONLY) {
+			h->type = H_ENV;
+			break;
+		}
+		/* fall through */
 	default:
 		h->type = H_TEXT;
 		rc = text_of(fs, h);
@@ -199,7 +209,7 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	/* Content is made at open and may change between opens: no page cache,
 	 * and no size the kernel would trust. */
 	fi->direct_io = 1;
-	if (h->type == H_CTL || h->type == H_STDIN)
+	if (h->type == H_CTL || h->type == H_STDIN || h->type == H_ENV)
 		fi->nonseekable = 1;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	return 0;
@@ -233,6 +243,8 @@ int dfs_open(const char *path, struct fuse_file_info *fi)
 		rc = sandbox_require_running(fs, sb);
 		if (rc < 0)
 			return rc;
+		if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+			surface_note_change(fs, sb);   /* its upload at close is a change */
 		return files_open(fs, sb, n.path, fi, false, 0);
 	case N_ROOT:
 	case N_SNAPDIR:
@@ -240,7 +252,11 @@ int dfs_open(const char *path, struct fuse_file_info *fi)
 	case N_CMDDIR:
 	case N_CMD:
 	case N_FSROOT:
+	case N_PORTSDIR:
+	case N_VOLDIR:
+	case N_VOL:
 		return -EISDIR;
+
 	case N_CMD_COMMAND:
 	case N_CMD_STDOUT:
 	case N_CMD_STDERR:
@@ -349,6 +365,9 @@ int dfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 		pthread_mutex_unlock(&h->lock);
 		return rc;
 	case H_TEXT:
+		/* The build of this mount's create: live, for tail -f. */
+		if (h->node.kind == N_SB_BUILDLOG && surface_has_build_log(fs, h->sb))
+			return surface_build_log_read(fs, h->sb, buf, size, off);
 		if ((size_t)off >= h->text.len)
 			return 0;
 		if (size > h->text.len - (size_t)off)
@@ -462,6 +481,17 @@ int dfs_write(const char *path, const char *buf, size_t size, off_t off, struct 
 		return files_write(fs, fi, buf, size, off);
 	case H_CTL:
 		return write_ctl(fs, h, buf, size);
+	case H_ENV:
+		/* Taken whole, applied at close in one command. */
+		pthread_mutex_lock(&h->lock);
+		if (h->line.len + size > CTL_LINE_MAX) {
+			pthread_mutex_unlock(&h->lock);
+			return -EFBIG;
+		}
+		sb_add(&h->line, buf, size);
+		n = h->line.oom ? -ENOMEM : (ssize_t)size;
+		pthread_mutex_unlock(&h->lock);
+		return (int)n;
 	case H_STDIN:
 		sandbox_box(h->sb, &box);
 		n = exec_stdin_write(fs->exec, &box, h->cmd, buf, size, &err);
@@ -489,6 +519,13 @@ int dfs_flush(const char *path, struct fuse_file_info *fi)
 			rc = run_ctl_line(fs, h, sb_str(&h->line), h->line.len);
 			sb_reset(&h->line);
 		}
+		pthread_mutex_unlock(&h->lock);
+		return rc;
+	case H_ENV:
+		pthread_mutex_lock(&h->lock);
+		if (h->line.len)
+			rc = surface_env_write(fs, h->sb, h->line.buf, h->line.len);
+		sb_reset(&h->line);
 		pthread_mutex_unlock(&h->lock);
 		return rc;
 	case H_STDIN: {
@@ -577,11 +614,13 @@ int dfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		rc = sandbox_require_running(fs, sb);
 		if (rc < 0)
 			return rc;
+		surface_note_change(fs, sb);
 		return files_truncate(fs, sb, n.path, size, NULL);
 	case N_ROOT_CTL:
 	case N_SB_CTL:
 	case N_CMD_CTL:
 	case N_CMD_STDIN:
+	case N_SB_ENV:
 		return 0;
 	default:
 		return -EACCES;

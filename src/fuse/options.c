@@ -57,6 +57,7 @@ void options_free(struct dfs_options *o)
 	free(o->config_file);
 	free(o->cache_dir);
 	free(o->state_dir);
+	free(o->activity);
 	free(o->loglevel);
 	memset(o, 0, sizeof(*o));
 }
@@ -117,6 +118,8 @@ static const struct opt_spec specs[] = {
 	{ "poll_min", OPT_LONG, OFF(poll_min_ms), 1, 60000 },
 	{ "poll_max", OPT_LONG, OFF(poll_max_ms), 1, 600000 },
 	{ "state_dir", OPT_STR, OFF(state_dir), 0, 0 },
+	{ "exec_timeout", OPT_LONG, OFF(exec_timeout_s), 0, 86400 * 365L },
+	{ "activity", OPT_STR, OFF(activity), 0, 0 },
 	{ "loglevel", OPT_STR, OFF(loglevel), 0, 0 },
 };
 
@@ -397,6 +400,14 @@ int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *
 		snprintf(err, errlen, "API URL '%s' must start with http:// or https://", o->api_url);
 		return -EINVAL;
 	}
+	/* activity=: keepalive is the older name of activity=all. */
+	if (!o->activity)
+		set_str(&o->activity, o->keepalive ? "all" : "changes");
+	if (strcmp(o->activity, "none") && strcmp(o->activity, "changes") && strcmp(o->activity, "all")) {
+		snprintf(err, errlen, "option activity must be none, changes or all, got '%s'", o->activity);
+		return -EINVAL;
+	}
+	o->keepalive = !strcmp(o->activity, "all");
 	if (o->poll_min_ms > o->poll_max_ms) {
 		snprintf(err, errlen, "poll_min (%ld ms) must not exceed poll_max (%ld ms)", o->poll_min_ms,
 			 o->poll_max_ms);
@@ -427,5 +438,7 @@ const char *options_usage(void)
 "    -o poll_min=MS           first interval of command output polling (default 50)\n"
 "    -o poll_max=MS           longest interval, the bound on live output delay (default 1000)\n"
 "    -o state_dir=PATH        where command output lives in the sandbox (default /tmp/.daytonafs)\n"
+"    -o exec_timeout=SEC      default timeout of every exec (default none; timeout= wins)\n"
+"    -o activity=WHAT         what counts as sandbox activity: none, changes (default), all\n"
 "    -o loglevel=LEVEL        error, warn, info or debug (default warn; -d implies debug)\n";
 }

@@ -50,6 +50,8 @@ struct dfs_options {
 	long poll_min_ms;           /* command output polling; default 50 */
 	long poll_max_ms;           /* bound on the delay of live output; default 1000 */
 	char *state_dir;            /* in the sandbox; default /tmp/.daytonafs */
+	long exec_timeout_s;        /* default timeout= of every exec; 0 = none (the default) */
+	char *activity;             /* none, changes (default) or all: what counts as sandbox activity */
 
 	/* front end */
 	bool show_help;

@@ -78,6 +78,7 @@ void dt_sandbox_clear(struct dt_sandbox *sb)
 	if (!sb)
 		return;
 	free(sb->json);
+	free(sb->env);
 	memset(sb, 0, sizeof(*sb));
 }
 
@@ -85,8 +86,10 @@ void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
 {
 	if (!list)
 		return;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		free(list[i].json);
+		free(list[i].env);
+	}
 	free(list);
 }
 
@@ -137,6 +140,23 @@ void dt_snapshot_clear(struct dt_snapshot *s)
 }
 
 void dt_snapshot_list_free(struct dt_snapshot *list, size_t n)
+{
+	if (!list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(list[i].json);
+	free(list);
+}
+
+void dt_volume_clear(struct dt_volume *v)
+{
+	if (!v)
+		return;
+	free(v->json);
+	memset(v, 0, sizeof(*v));
+}
+
+void dt_volume_list_free(struct dt_volume *list, size_t n)
 {
 	if (!list)
 		return;

@@ -73,12 +73,14 @@ struct dt_sandbox {
 	char snapshot[256];
 	char daemon_version[32];    /* daemonVersion, e.g. "v0.190.0"; "" when not given */
 	bool name_exact;            /* name holds the whole name (false: cut to fit the buffer) */
+	bool is_public;             /* "public": previews need no token */
 	struct timespec created_at;
 	struct timespec updated_at;
 	char volume_paths[1024];    /* volumes[].mountPath, one per line ("/" when they do not fit) */
 	bool volumes_known;         /* the object had "volumes" (list items do not) */
 	char *json;                 /* the object as returned,
 			pretty-printed with a final newline (malloc'd); may be NULL */
+	char *env;                  /* its "env": "K=V\n" lines (malloc'd), NULL when none */
 };
 void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
 void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
@@ -102,6 +104,14 @@ struct dt_create_params {
 	bool is_public;
 	long autostop, autoarchive, autodelete;   /* minutes; LONG_MIN when unset */
 	const struct dt_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
+	bool network_block_all;     /* networkBlockAll */
+	const char *network_allow_list;   /* networkAllowList: "CIDR[,CIDR...]", or NULL */
+	/* Progress of the wait (both may be NULL): on_created once with the
+	 * sandbox as the create request answered it, before the wait; on_state
+	 * with each state seen while waiting. */
+	void (*on_created)(void *ctx, const struct dt_sandbox *sb);
+	void (*on_state)(void *ctx, const char *state);
+	void *progress_ctx;
 };
 void dt_create_params_init(struct dt_create_params *p);
 
@@ -143,6 +153,24 @@ struct dt_fileinfo {
 };
 void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n);   /* frees names and the array */
 
+/* A shared volume of the organization (Daytona's VolumeDto). */
+struct dt_volume {
+	char id[64];
+	char name[256];
+	char state[32];             /* "ready", "pending_create", "pending_delete", ... */
+	struct timespec updated_at;
+	char *json;                 /* pretty-printed with a final newline (malloc'd) */
+};
+void dt_volume_clear(struct dt_volume *v);
+void dt_volume_list_free(struct dt_volume *list, size_t n);
+
+/* A port's preview address: the URL, and the token a private sandbox's
+ * preview asks for ("" when none was given). */
+struct dt_preview {
+	char url[512];
+	char token[256];
+};
+
 /* ---- the interface ------------------------------------------------------- */
 
 /* Optional capabilities (a provider's caps); see the top of this file. */
@@ -159,6 +187,10 @@ enum {
 	SP_CAP_LABELS        = 1u << 9,   /* sandbox_set_labels, sandbox_get_labels */
 	SP_CAP_RESIZE        = 1u << 10,
 	SP_CAP_INTERVALS     = 1u << 11,  /* sandbox_set_interval: autostop, autoarchive, autodelete */
+	SP_CAP_PREVIEW       = 1u << 12,  /* sandbox_preview_url */
+	SP_CAP_VOLUMES       = 1u << 13,  /* volume_list, volume_create, volume_delete */
+	SP_CAP_BUILD_LOG     = 1u << 14,  /* sandbox_build_log */
+	SP_CAP_NOTE_CHANGE   = 1u << 15,  /* note_change: changes count as activity, piggy-backed */
 };
 
 /* Each operation takes the provider's impl first, then what the matching
@@ -214,6 +246,21 @@ struct sandbox_provider_ops {
 			struct dt_error *err);
 	int (*fs_chmod)(void *impl, const struct dt_box *box, const char *path, mode_t mode,
 			struct dt_error *err);
+	/* The sandbox's surface (optional). */
+	int (*sandbox_preview_url)(void *impl, const char *id, int port, struct dt_preview *out,
+			struct dt_error *err);
+	int (*volume_list)(void *impl, struct dt_volume **out, size_t *n, struct dt_error *err);
+	int (*volume_create)(void *impl, const char *name, struct dt_volume *out, struct dt_error *err);
+	int (*volume_delete)(void *impl, const char *id, struct dt_error *err);
+	/* The build log of a sandbox made from an image, to sink as it comes;
+	 * with follow, until the build ends (or the request's limit). */
+	int (*sandbox_build_log)(void *impl, const char *id, bool follow, http_sink_fn sink, void *ctx,
+			struct dt_error *err);
+	/* The mount changed something in sandbox id: let the provider count it
+	 * as the sandbox's activity, at most once per period and with no request
+	 * of its own when it can (Daytona: the next toolbox request to the
+	 * sandbox goes without the skip-activity header). No I/O. */
+	void (*note_change)(void *impl, const char *id);
 	/* Whether an upload would store path under another name (Daytona's
 	 * daemon trims white space from it): the caller then uploads under a
 	 * temporary name and renames. NULL: never. */
@@ -471,6 +518,51 @@ static inline int sp_fs_chmod(struct sandbox_provider *sp, const struct dt_box *
 	if (!sp->ops->fs_chmod)
 		return sp_unsupported(err, "fs chmod");
 	return sp->ops->fs_chmod(sp->impl, box, path, mode, err);
+}
+
+static inline int sp_sandbox_preview_url(struct sandbox_provider *sp, const char *id, int port,
+		struct dt_preview *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_preview_url)
+		return sp_unsupported(err, "preview url");
+	return sp->ops->sandbox_preview_url(sp->impl, id, port, out, err);
+}
+
+static inline int sp_volume_list(struct sandbox_provider *sp, struct dt_volume **out, size_t *n,
+		struct dt_error *err)
+{
+	if (!sp->ops->volume_list)
+		return sp_unsupported(err, "volume list");
+	return sp->ops->volume_list(sp->impl, out, n, err);
+}
+
+static inline int sp_volume_create(struct sandbox_provider *sp, const char *name,
+		struct dt_volume *out, struct dt_error *err)
+{
+	if (!sp->ops->volume_create)
+		return sp_unsupported(err, "volume create");
+	return sp->ops->volume_create(sp->impl, name, out, err);
+}
+
+static inline int sp_volume_delete(struct sandbox_provider *sp, const char *id, struct dt_error *err)
+{
+	if (!sp->ops->volume_delete)
+		return sp_unsupported(err, "volume delete");
+	return sp->ops->volume_delete(sp->impl, id, err);
+}
+
+static inline int sp_sandbox_build_log(struct sandbox_provider *sp, const char *id, bool follow,
+		http_sink_fn sink, void *ctx, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_build_log)
+		return sp_unsupported(err, "build log");
+	return sp->ops->sandbox_build_log(sp->impl, id, follow, sink, ctx, err);
+}
+
+static inline void sp_note_change(struct sandbox_provider *sp, const char *id)
+{
+	if (sp->ops->note_change)
+		sp->ops->note_change(sp->impl, id);
 }
 
 #endif

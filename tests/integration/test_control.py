@@ -106,7 +106,7 @@ def test_shared_name_is_shown_by_id(fake, fake_mount):
     fake.add(SB2, "twin")
     m = fake_mount()
     names = sorted(os.listdir(m.path))
-    assert names == sorted(["ctl", "error", ".snapshots", SB1, SB2])
+    assert names == sorted(["ctl", "error", ".snapshots", ".volumes", SB1, SB2])
     with pytest.raises(FileNotFoundError):
         os.stat(m.p("twin"))
     assert info_id(m.p(SB2)) == SB2
@@ -150,7 +150,7 @@ def test_big_list(fake, fake_mount):
     before = cpu()
     names = os.listdir(m.path)
     print(f"\nbig list: refresh of 27,165 sandboxes took {cpu() - before:.2f} s of CPU")
-    assert len(names) == 27165 + 3
+    assert len(names) == 27165 + 4          # ctl, error, .snapshots, .volumes
     assert "big027164" in names
 
 

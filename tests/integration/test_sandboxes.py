@@ -10,7 +10,8 @@ import pytest
 from conftest import ctl, create_sandbox, read
 
 
-SANDBOX_ENTRIES = {"ctl", "status", "info", "error", "stdout", "stderr", "exit", "cmd", "fs", "work"}
+SANDBOX_ENTRIES = {"ctl", "status", "info", "error", "stdout", "stderr", "exit", "cmd", "fs", "work",
+                   "usage", "env", "ports", "build-log"}
 
 
 def test_create_by_ctl_and_entries(mount, server):

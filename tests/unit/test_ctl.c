@@ -152,6 +152,34 @@ UNIT_TEST(create_all_options)
 	CHECK_STR(cmd.labels[0].value, "y=z");
 }
 
+UNIT_TEST(create_network)
+{
+	CHECK_OK("create s network=block-all", ROOT, CTL_CREATE);
+	CHECK(cmd.network_block_all);
+	CHECK(cmd.network_allow == NULL);
+	CHECK_OK("create s network-allow=10.0.0.0/8,192.168.1.0/24,0.0.0.0/0", ROOT, CTL_CREATE);
+	CHECK_STR(cmd.network_allow, "10.0.0.0/8,192.168.1.0/24,0.0.0.0/0");
+	CHECK(!cmd.network_block_all);
+	CHECK_ERR("create s network=open", ROOT,
+		  "create: network must be block-all (or use network-allow=CIDR,...), got 'open'");
+	CHECK_ERR("create s network=block-all network-allow=10.0.0.0/8", ROOT,
+		  "create: network=block-all and network-allow= exclude each other");
+	CHECK_ERR("create s network-allow=10.0.0.0", ROOT,
+		  "create: network-allow: '10.0.0.0' is not an IPv4 CIDR such as 10.0.0.0/8");
+	CHECK_ERR("create s network-allow=10.0.0.256/8", ROOT,
+		  "create: network-allow: '10.0.0.256/8' is not an IPv4 CIDR such as 10.0.0.0/8");
+	CHECK_ERR("create s network-allow=10.0.0.0/33", ROOT,
+		  "create: network-allow: the prefix of '10.0.0.0/33' must be from 0 to 32");
+	CHECK_ERR("create s network-allow=10.0.0.0/8,", ROOT,
+		  "create: network-allow: '' is not an IPv4 CIDR such as 10.0.0.0/8");
+	CHECK_ERR("create s network-allow=::1/128", ROOT,
+		  "create: network-allow: '::1/128' is not an IPv4 CIDR such as 10.0.0.0/8");
+	CHECK_ERR("create s network-allow=1.0.0.0/8,2.0.0.0/8,3.0.0.0/8,4.0.0.0/8,5.0.0.0/8,6.0.0.0/8,"
+		  "7.0.0.0/8,8.0.0.0/8,9.0.0.0/8,10.0.0.0/8,11.0.0.0/8", ROOT,
+		  "create: network-allow: at most 10 networks");
+	CHECK_ERR("create s network-allow=", ROOT, "create: network-allow needs a value");
+}
+
 UNIT_TEST(create_errors)
 {
 	CHECK_ERR("create", ROOT, "create: missing sandbox name");
@@ -167,11 +195,11 @@ UNIT_TEST(create_errors)
 	CHECK_ERR("create s cpus=2", ROOT,
 		  "create: unknown option 'cpus' (known: snapshot= image= cpu= memory= disk= gpu= language= "
 		  "target= user= env.K=V label.K=V autostop= autoarchive= autodelete= volume=ID:/path "
-		  "ephemeral public)");
+		  "network=block-all network-allow=CIDR,... ephemeral public)");
 	CHECK_ERR("create s bogus", ROOT,
 		  "create: unknown option 'bogus' (known: snapshot= image= cpu= memory= disk= gpu= language= "
 		  "target= user= env.K=V label.K=V autostop= autoarchive= autodelete= volume=ID:/path "
-		  "ephemeral public)");
+		  "network=block-all network-allow=CIDR,... ephemeral public)");
 	CHECK_ERR("create s cpu=x", ROOT, "create: cpu must be a positive integer, got 'x'");
 	CHECK_ERR("create s cpu=0", ROOT, "create: cpu must be a positive integer, got '0'");
 	CHECK_ERR("create s cpu=-1", ROOT, "create: cpu must be a positive integer, got '-1'");
@@ -665,6 +693,7 @@ UNIT_MAIN("ctl",
 	UNIT_CASE(empty_and_comments),
 	UNIT_CASE(create_minimal),
 	UNIT_CASE(create_all_options),
+	UNIT_CASE(create_network),
 	UNIT_CASE(create_errors),
 	UNIT_CASE(name_validation),
 	UNIT_CASE(exec_plain),

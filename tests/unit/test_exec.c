@@ -223,8 +223,8 @@ UNIT_TEST(wrapper_text)
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "K_1='it'\\''s $HOME `x`' EMPTY='' $s $r \"$d/command\" <\"$i\" 3>&- "
-		     ">>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "( [ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec $s $r "
+		     "\"$d/command\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
 	/* stdin: the holder, which goes once the exit is written */
 	CHECK(strstr(sb_str(&sb), "sleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n") != NULL);
 	CHECK(strstr(sb_str(&sb), "mv -f \"$d/exit.tmp\" \"$d/exit\"\n"

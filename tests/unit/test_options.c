@@ -42,6 +42,49 @@ static const char *write_file(const char *name, const char *content, mode_t mode
 	return path;
 }
 
+/* -o activity (none, changes, all; keepalive = all) and -o exec_timeout. */
+UNIT_TEST(test_activity_and_exec_timeout)
+{
+	static const struct { const char *opts[2]; int rc; const char *activity; bool keepalive; } cases[] = {
+		{ { NULL, NULL }, 0, "changes", false },
+		{ { "keepalive", NULL }, 0, "all", true },
+		{ { "activity=none", NULL }, 0, "none", false },
+		{ { "activity=all", NULL }, 0, "all", true },
+		{ { "keepalive", "activity=changes" }, 0, "changes", false },
+		{ { "activity=sometimes", NULL }, -EINVAL, NULL, false },
+	};
+	char err[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dfs_options o;
+
+		options_init(&o);
+		set_env(0, "HOME", tmpdir);
+		set_env(1, "DAYTONA_API_KEY", "k");
+		for (int j = 0; j < 2 && cases[i].opts[j]; j++)
+			CHECK_INT(options_apply(&o, cases[i].opts[j], err, sizeof(err)), 1);
+		CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), cases[i].rc);
+		if (cases[i].rc == 0) {
+			CHECK_STR(o.activity, cases[i].activity);
+			CHECK(o.keepalive == cases[i].keepalive);
+		} else {
+			CHECK(strstr(err, "activity must be none, changes or all") != NULL);
+		}
+		options_free(&o);
+	}
+	{
+		struct dfs_options o;
+
+		options_init(&o);
+		CHECK_INT(o.exec_timeout_s, 0);
+		CHECK_INT(options_apply(&o, "exec_timeout=90", err, sizeof(err)), 1);
+		CHECK_INT(o.exec_timeout_s, 90);
+		CHECK_INT(options_apply(&o, "exec_timeout=-1", err, sizeof(err)), -EINVAL);
+		CHECK_INT(options_apply(&o, "exec_timeout=x", err, sizeof(err)), -EINVAL);
+		options_free(&o);
+	}
+}
+
 UNIT_TEST(test_defaults_and_apply)
 {
 	struct dfs_options o;
@@ -274,6 +317,7 @@ int main(void)
 		UNIT_CASE(test_missing_credentials_message), UNIT_CASE(test_default_url_and_bad_url),
 		UNIT_CASE(test_key_file_wins_over_env), UNIT_CASE(test_config_file),
 		UNIT_CASE(test_xdg_config_found), UNIT_CASE(test_command_line_wins_over_config), UNIT_CASE(test_poll_bounds),
+		UNIT_CASE(test_activity_and_exec_timeout),
 	};
 	int rc;
 

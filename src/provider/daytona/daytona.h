@@ -137,6 +137,19 @@ int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, 
 int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct dt_snapshot *out, struct dt_error *err);
 int dt_snapshot_delete(struct dt_client *dt, const char *id, struct dt_error *err);
 
+/* The sandbox's surface (daytona_surface.c): GET /sandbox/{id}/ports/{port}/preview-url;
+ * GET/POST/DELETE /volumes (a volume in use: EBUSY; a taken name: EEXIST);
+ * GET /sandbox/{id}/build-logs[?follow=true] to sink; and dt_note_change,
+ * which lets the sandbox's next toolbox request count as activity. */
+int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struct dt_preview *out,
+			   struct dt_error *err);
+int dt_volume_list(struct dt_client *dt, struct dt_volume **out, size_t *n, struct dt_error *err);
+int dt_volume_create(struct dt_client *dt, const char *name, struct dt_volume *out, struct dt_error *err);
+int dt_volume_delete(struct dt_client *dt, const char *id, struct dt_error *err);
+int dt_sandbox_build_log(struct dt_client *dt, const char *id, bool follow, http_sink_fn sink, void *ctx,
+			 struct dt_error *err);
+void dt_note_change(struct dt_client *dt, const char *id);
+
 /* ---- toolbox ------------------------------------------------------------ */
 
 /* Pure parsers, unit-tested: a FileInfo JSON object to dt_fileinfo; a Go

@@ -153,6 +153,31 @@ bool dt_daemon_runs_shell(const char *version)
 	return major > 0 || minor >= 156;
 }
 
+/* The Sandbox's "env" object as "K=V\n" lines; a value with a newline
+ * cannot be such a line and is left out. */
+static int env_lines(const cJSON *obj, char **out)
+{
+	const cJSON *env = cJSON_GetObjectItemCaseSensitive(obj, "env"), *it;
+	struct strbuf sb = STRBUF_INIT;
+
+	*out = NULL;
+	if (!cJSON_IsObject(env))
+		return 0;
+	cJSON_ArrayForEach(it, env) {
+		if (!cJSON_IsString(it) || !it->string || strchr(it->valuestring, '\n'))
+			continue;
+		sb_addf(&sb, "%s=%s\n", it->string, it->valuestring);
+	}
+	if (sb.oom) {
+		sb_free(&sb);
+		return -ENOMEM;
+	}
+	*out = sb.len ? sb.buf : NULL;
+	if (!sb.len)
+		sb_free(&sb);
+	return 0;
+}
+
 int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 {
 	const char *id, *name;
@@ -179,11 +204,14 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 	dt_jcopy(out->error_reason, sizeof(out->error_reason), obj, "errorReason");
 	dt_jcopy(out->user, sizeof(out->user), obj, "user");
 	dt_jcopy(out->snapshot, sizeof(out->snapshot), obj, "snapshot");
+	out->is_public = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(obj, "public"));
 	dt_jtime(&out->created_at, obj, "createdAt");
 	dt_jtime(&out->updated_at, obj, "updatedAt");
 	out->volumes_known = volume_paths(out->volume_paths, sizeof(out->volume_paths), obj);
 	out->json = dt_pretty_json(obj);
-	return out->json ? 0 : -ENOMEM;
+	if (!out->json)
+		return -ENOMEM;
+	return env_lines(obj, &out->env);
 }
 
 /* Parses a response that must be one Sandbox. */
@@ -527,6 +555,32 @@ static int action_and_wait(struct dt_client *dt, const struct call *c, const str
 	return rc;
 }
 
+/* action_and_wait for create: the caller hears of the sandbox as soon as the
+ * API answers (on_created, e.g. to show it and its progress while it builds),
+ * then of each state seen. */
+static int action_and_wait_created(struct dt_client *dt, const struct call *c, const struct wait_spec *ws,
+				   const struct dt_create_params *p, struct dt_sandbox *out, struct dt_error *err)
+{
+	struct http_response resp;
+	struct dt_sandbox cur;
+	int rc;
+
+	memset(&cur, 0, sizeof(cur));
+	rc = dt_do(dt, c, &resp, err);
+	if (!rc)
+		rc = sandbox_from_resp(dt, &resp, c->what, &cur, err);
+	http_response_free(&resp);
+	if (!rc && p->on_created)
+		p->on_created(p->progress_ctx, &cur);
+	if (!rc)
+		rc = wait_state(dt, ws, &cur, p->on_state, p->progress_ctx, err);
+	if (!rc && out)
+		*out = cur;
+	else
+		dt_sandbox_clear(&cur);
+	return rc;
+}
+
 /* The HTTP timeout for calls the server may hold (create, start): the wait. */
 static long lifecycle_timeout(const struct dt_client *dt)
 {
@@ -589,6 +643,10 @@ char *dt_create_body_json(const struct dt_create_params *p, const char *default_
 		NEED(cJSON_AddNumberToObject(root, "autoArchiveInterval", (double)p->autoarchive));
 	if (autodelete != LONG_MIN)
 		NEED(cJSON_AddNumberToObject(root, "autoDeleteInterval", (double)autodelete));
+	if (p->network_block_all)
+		NEED(cJSON_AddTrueToObject(root, "networkBlockAll"));
+	if (p->network_allow_list && p->network_allow_list[0])
+		NEED(cJSON_AddStringToObject(root, "networkAllowList", p->network_allow_list));
 	if (ok && p->n_volumes) {
 		vols = cJSON_AddArrayToObject(root, "volumes");
 		NEED(vols);
@@ -634,7 +692,7 @@ int dt_sandbox_create(struct dt_client *dt, const struct dt_create_params *p, st
 		struct call c = { .method = "POST", .url = sb_str(&url), .what = sb_str(&what), .json = body,
 				  .timeout_ms = lifecycle_timeout(dt) };
 
-		rc = action_and_wait(dt, &c, &ws, NULL, NULL, out, err);
+		rc = action_and_wait_created(dt, &c, &ws, p, out, err);
 	}
 	free(body);
 	sb_free(&url);

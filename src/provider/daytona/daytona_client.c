@@ -202,6 +202,7 @@ struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *
 	if (!dt)
 		return NULL;
 	pthread_mutex_init(&dt->old_lock, NULL);
+	pthread_mutex_init(&dt->act_lock, NULL);
 	dt->hc = hc;
 	dt->keepalive = cfg->keepalive;
 	dt->wait_timeout_ms = cfg->wait_timeout_ms;
@@ -256,6 +257,8 @@ void dt_client_free(struct dt_client *dt)
 	free(dt->target);
 	free(dt->old);
 	pthread_mutex_destroy(&dt->old_lock);
+	free(dt->act);
+	pthread_mutex_destroy(&dt->act_lock);
 	free(dt);
 }
 
@@ -311,7 +314,9 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 	if (c->toolbox && c->url[0] == '/')
 		return dt_error_set(err, -EHOSTDOWN, 0, "%s: the sandbox's toolbox address is not known "
 				    "(the API gave none)", c->what);
-	if (c->toolbox && !dt->keepalive && !c->activity)
+	/* A change made through the mount lets one request count
+	 * (dt_note_change); a retry of it below sends the same headers. */
+	if (c->toolbox && !dt->keepalive && !dt_activity_take(dt, c->url, c->activity) && !c->activity)
 		headers[nh++] = SKIP_ACTIVITY_HEADER;
 	if (c->range)
 		headers[nh++] = c->range;

@@ -19,6 +19,13 @@
 
 #define SKIP_ACTIVITY_HEADER "X-Daytona-Skip-Last-Activity-Update: true"
 
+/* A sandbox the mount changed (daytona_surface.c, activity). */
+struct dt_activity {
+	char id[64];
+	long last_ms;               /* when a request last counted as its activity */
+	bool pending;               /* the next toolbox request to it counts */
+};
+
 struct dt_client {
 	struct http_client *hc;
 	char *api_url;              /* without a trailing slash */
@@ -33,6 +40,9 @@ struct dt_client {
 		char version[32];
 	} *old;
 	size_t n_old;
+	pthread_mutex_t act_lock;   /* the sandboxes changed through the mount */
+	struct dt_activity *act;
+	size_t n_act;
 };
 
 struct call {
@@ -98,6 +108,11 @@ void dt_jtime(struct timespec *ts, const cJSON *obj, const char *key);
 char *dt_pretty_json(const cJSON *obj);
 bool dt_set_string(cJSON *obj, const char *key, const char *value);
 bool dt_add_kv_object(cJSON *root, const char *key, const struct dt_kv *kv, size_t n, cJSON **made);
+
+/* Whether a toolbox request to url is to count as activity: a change
+ * marked its sandbox (dt_note_change). counts: the request counts anyway
+ * (exec), which restarts the period. (daytona_surface.c) */
+bool dt_activity_take(struct dt_client *dt, const char *url, bool counts);
 
 /* Whether sandbox id's daemon is too old to run a shell, its version in out
  * (daytona_api.c). */

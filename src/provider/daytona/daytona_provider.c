@@ -171,6 +171,39 @@ static void daytona_free(void *impl)
 	dt_client_free(impl);
 }
 
+static int daytona_sandbox_preview_url(void *impl, const char *id, int port, struct dt_preview *out,
+		struct dt_error *err)
+{
+	return dt_sandbox_preview_url(impl, id, port, out, err);
+}
+
+static int daytona_volume_list(void *impl, struct dt_volume **out, size_t *n, struct dt_error *err)
+{
+	return dt_volume_list(impl, out, n, err);
+}
+
+static int daytona_volume_create(void *impl, const char *name, struct dt_volume *out,
+		struct dt_error *err)
+{
+	return dt_volume_create(impl, name, out, err);
+}
+
+static int daytona_volume_delete(void *impl, const char *id, struct dt_error *err)
+{
+	return dt_volume_delete(impl, id, err);
+}
+
+static int daytona_sandbox_build_log(void *impl, const char *id, bool follow, http_sink_fn sink,
+		void *ctx, struct dt_error *err)
+{
+	return dt_sandbox_build_log(impl, id, follow, sink, ctx, err);
+}
+
+static void daytona_note_change(void *impl, const char *id)
+{
+	dt_note_change(impl, id);
+}
+
 static const struct sandbox_provider_ops daytona_ops = {
 	.sandbox_list = daytona_sandbox_list,
 	.sandbox_get = daytona_sandbox_get,
@@ -199,6 +232,12 @@ static const struct sandbox_provider_ops daytona_ops = {
 	.fs_delete = daytona_fs_delete,
 	.fs_mkdir = daytona_fs_mkdir,
 	.fs_chmod = daytona_fs_chmod,
+	.sandbox_preview_url = daytona_sandbox_preview_url,
+	.volume_list = daytona_volume_list,
+	.volume_create = daytona_volume_create,
+	.volume_delete = daytona_volume_delete,
+	.sandbox_build_log = daytona_sandbox_build_log,
+	.note_change = daytona_note_change,
 	.upload_path_changed = dt_upload_path_trimmed,
 	.free = daytona_free,
 };
@@ -226,7 +265,8 @@ struct sandbox_provider *daytona_provider_new(struct http_client *hc, const stru
 	sp->name = "daytona";
 	sp->caps = SP_CAP_FS_LIST | SP_CAP_FS_INFO | SP_CAP_FS_MOVE | SP_CAP_FS_DELETE | SP_CAP_FS_MKDIR |
 		   SP_CAP_FS_CHMOD | SP_CAP_RANGED_READ | SP_CAP_STREAM_UPLOAD | SP_CAP_SNAPSHOTS |
-		   SP_CAP_LABELS | SP_CAP_RESIZE | SP_CAP_INTERVALS;
+		   SP_CAP_LABELS | SP_CAP_RESIZE | SP_CAP_INTERVALS | SP_CAP_PREVIEW | SP_CAP_VOLUMES |
+		   SP_CAP_BUILD_LOG | SP_CAP_NOTE_CHANGE;
 	sp->ops = &daytona_ops;
 	return sp;
 }

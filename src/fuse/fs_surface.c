@@ -1,0 +1,812 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fs_surface.c - the sandbox's surface beside its files and commands:
+ *
+ *   NAME/usage       CPU, memory and disk, one "key value" a line: one command
+ *                    reading the cgroup v2 files, /proc/loadavg and df
+ *   NAME/env         the variables every exec gets: the sandbox's own (set at
+ *                    create) and STATE_DIR/env; "K=V" sets, "-K" removes
+ *   NAME/ports/N     one per listening TCP port (one command lists them);
+ *                    reading gives the preview URL (and the token when private)
+ *   NAME/build-log   the build log of "create ... image=" while it runs
+ *   MOUNT/.volumes/  one directory per volume with its JSON in info;
+ *                    mkdir makes a volume, rmdir deletes one
+ *
+ * and what counts as the sandbox's activity (-o activity).
+ */
+#include "fs_dispatch_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fs_int.h"
+#include "log.h"
+#include "strbuf.h"
+#include "urlenc.h"
+
+#define SURFACE_TIMEOUT_S 30
+
+/* ---- running a script ------------------------------------------------------ */
+
+/* One request: the script's output, which must exit 0. Not activity. */
+static int run_script(struct dfs *fs, struct sandbox *sb, const char *script, char **out,
+		      struct dt_error *err)
+{
+	struct dt_box box;
+	int code = 0, rc;
+
+	*out = NULL;
+	rc = sandbox_require_running(fs, sb);
+	if (rc < 0)
+		return dt_error_set(err, rc, 0, "%s", sb->error);
+	sandbox_box(sb, &box);
+	rc = sp_exec(fs->sp, &box, script, NULL, NULL, 0, SURFACE_TIMEOUT_S, &code, out, err);
+	if (rc == 0 && code != 0) {
+		rc = dt_error_set(err, -EIO, 0, "the script exited with %d: %.200s", code, *out ? *out : "");
+		free(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+static void fill(struct dfs *fs, struct stat *st, mode_t mode, off_t size)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = mode;
+	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_size = size;
+	st->st_blksize = 4096;
+	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
+}
+
+/* ---- usage ---------------------------------------------------------------- */
+
+/* cgroup v2 (what Daytona's sandboxes have): cpu.stat usage_usec, cpu.max
+ * "QUOTA PERIOD" or "max PERIOD", memory.current, memory.peak (kernel 5.19+)
+ * and memory.max; then the load average and df of "/" in 1 KiB blocks. A
+ * file that is missing leaves its line out; the script never fails. */
+static const char usage_script[] =
+	"c=/sys/fs/cgroup\n"
+	"if [ -r $c/cpu.stat ]; then while read k v; do [ \"$k\" = usage_usec ] && "
+	"printf 'cpu_time %d.%06d\\n' $((v/1000000)) $((v%1000000)); done < $c/cpu.stat; fi\n"
+	"[ -r /proc/loadavg ] && { read a b d rest < /proc/loadavg; echo \"cpu_load $a $b $d\"; }\n"
+	"if [ -r $c/cpu.max ]; then read q p < $c/cpu.max; if [ \"$q\" = max ]; then echo 'cpu_limit max'; "
+	"elif [ \"${p:-0}\" -gt 0 ] 2>/dev/null; then printf 'cpu_limit %d.%02d\\n' $((q/p)) $((q%p*100/p)); fi; fi\n"
+	"[ -r $c/memory.current ] && { read v < $c/memory.current; echo \"memory_current $v\"; }\n"
+	"[ -r $c/memory.peak ] && { read v < $c/memory.peak; echo \"memory_peak $v\"; }\n"
+	"[ -r $c/memory.max ] && { read v < $c/memory.max; echo \"memory_limit $v\"; }\n"
+	"df -Pk / 2>/dev/null | { read h; read f t u a rest; [ -n \"$u\" ] && "
+	"echo \"disk_used $((u*1024))\" && echo \"disk_total $((t*1024))\"; }\n"
+	"exit 0\n";
+
+static int usage_text(struct dfs *fs, struct sandbox *sb, struct strbuf *text)
+{
+	struct dt_error err = { 0 };
+	char *out = NULL;
+	int rc = run_script(fs, sb, usage_script, &out, &err);
+
+	if (rc < 0) {
+		sandbox_set_error(sb, "usage: %s", err.message);
+		return rc;
+	}
+	sb_adds(text, out ? out : "");
+	free(out);
+	return 0;
+}
+
+/* ---- env -------------------------------------------------------------------- */
+
+/* The state directory's env file: one line per variable, "export K='V'" or
+ * "unset K" (a variable of the sandbox's own that is removed), as sh reads
+ * it. The wrapper of every command sources it before the command's own
+ * env.K=V (exec_script.c), so those win. */
+static void env_path(struct dfs *fs, struct strbuf *sb)
+{
+	/* exec.c's default when -o state_dir is not given */
+	sb_adds(sb, fs->opt.state_dir && fs->opt.state_dir[0] ? fs->opt.state_dir : "/tmp/.daytonafs");
+	sb_adds(sb, "/env");
+}
+
+static bool env_key_ok(const char *k, size_t n)
+{
+	if (!n || (k[0] >= '0' && k[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
+		      (k[i] >= '0' && k[i] <= '9') || k[i] == '_'))
+			return false;
+	return true;
+}
+
+/* Undoes sh_quote: 'a'\''b' -> a'b. false when s is not that form. */
+static bool sh_unquote(const char *s, struct strbuf *out)
+{
+	while (*s) {
+		if (*s == '\'') {
+			const char *e = strchr(s + 1, '\'');
+
+			if (!e)
+				return false;
+			sb_add(out, s + 1, (size_t)(e - s - 1));
+			s = e + 1;
+		} else if (s[0] == '\\' && s[1] == '\'') {
+			sb_addc(out, '\'');
+			s += 2;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* One variable of the merged view: set (value) or removed (NULL). */
+struct env_var {
+	char *key;
+	char *value;
+};
+
+static void env_put(struct env_var **v, size_t *n, const char *k, size_t klen, const char *value)
+{
+	struct env_var *nv;
+
+	for (size_t i = 0; i < *n; i++) {
+		if (strlen((*v)[i].key) == klen && !memcmp((*v)[i].key, k, klen)) {
+			free((*v)[i].value);
+			(*v)[i].value = value ? strdup(value) : NULL;
+			return;
+		}
+	}
+	nv = realloc(*v, (*n + 1) * sizeof(*nv));
+	if (!nv)
+		return;
+	*v = nv;
+	nv[*n].key = strndup(k, klen);
+	nv[*n].value = value ? strdup(value) : NULL;
+	if (nv[*n].key)
+		(*n)++;
+	else
+		free(nv[*n].value);
+}
+
+static int env_text(struct dfs *fs, struct sandbox *sb, struct strbuf *text)
+{
+	struct dt_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT, path = STRBUF_INIT;
+	struct env_var *v = NULL;
+	struct dt_sandbox d;
+	size_t n = 0;
+	char *out = NULL;
+	int rc;
+
+	/* The sandbox's own variables: its "env" as the API has it. */
+	memset(&d, 0, sizeof(d));
+	rc = sp_sandbox_get(fs->sp, sb->id, &d, &err);
+	if (rc < 0)
+		goto out;
+	for (const char *line = d.env, *nl; line && *line; line = nl + 1) {
+		const char *eq = strchr(line, '=');
+
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		if (eq && eq < nl) {
+			char *val = strndup(eq + 1, (size_t)(nl - eq - 1));
+
+			if (val)
+				env_put(&v, &n, line, (size_t)(eq - line), val);
+			free(val);
+		}
+	}
+	/* Then the state directory's file, which wins. */
+	env_path(fs, &path);
+	sb_adds(&cmd, "cat ");
+	sh_quote(&cmd, sb_str(&path));
+	sb_adds(&cmd, " 2>/dev/null; exit 0");
+	rc = cmd.oom || path.oom ? -ENOMEM : run_script(fs, sb, sb_str(&cmd), &out, &err);
+	if (rc < 0)
+		goto out;
+	for (char *line = out, *nl; line && *line; line = nl ? nl + 1 : line + strlen(line)) {
+		nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		if (!strncmp(line, "export ", 7)) {
+			char *eq = strchr(line + 7, '=');
+			struct strbuf val = STRBUF_INIT;
+
+			if (eq && env_key_ok(line + 7, (size_t)(eq - line - 7)) && sh_unquote(eq + 1, &val) &&
+			    !val.oom)
+				env_put(&v, &n, line + 7, (size_t)(eq - line - 7), sb_str(&val));
+			sb_free(&val);
+		} else if (!strncmp(line, "unset ", 6) && env_key_ok(line + 6, strlen(line + 6))) {
+			env_put(&v, &n, line + 6, strlen(line + 6), NULL);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (v[i].value)
+			sb_addf(text, "%s=%s\n", v[i].key, v[i].value);
+out:
+	if (rc < 0)
+		sandbox_set_error(sb, "env: %s", err.message);
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].key);
+		free(v[i].value);
+	}
+	free(v);
+	free(out);
+	dt_sandbox_clear(&d);
+	sb_free(&cmd);
+	sb_free(&path);
+	return rc;
+}
+
+/*
+ * Applies "K=V" and "-K" lines (blank lines and # comments ignored) in one
+ * command: the file is rewritten without the keys' old lines, plus the new
+ * ones, and renamed into place, so a reader never sees half of it.
+ */
+int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len)
+{
+	struct dt_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT, grep = STRBUF_INIT, add = STRBUF_INIT, path = STRBUF_INIT;
+	const char *p = text, *end = text + len;
+	char *out = NULL;
+	int rc = 0, n = 0;
+
+	if (memchr(text, '\0', len)) {
+		sandbox_set_error(sb, "env: a NUL byte cannot be in a variable");
+		return -EINVAL;
+	}
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		const char *eq = memchr(p, '=', l);
+		struct strbuf line = STRBUF_INIT, val = STRBUF_INIT;
+
+		if (l && p[l - 1] == '\r')
+			l--;
+		if (l == 0 || p[0] == '#')
+			goto next;
+		if (p[0] == '-' && env_key_ok(p + 1, l - 1)) {
+			sb_addf(&grep, " -e '^export %.*s=' -e '^unset %.*s$'", (int)(l - 1), p + 1, (int)(l - 1),
+				p + 1);
+			sb_addf(&line, "unset %.*s", (int)(l - 1), p + 1);
+		} else if (eq && env_key_ok(p, (size_t)(eq - p))) {
+			sb_add(&val, eq + 1, l - (size_t)(eq - p) - 1);
+			sb_addf(&grep, " -e '^export %.*s=' -e '^unset %.*s$'", (int)(eq - p), p, (int)(eq - p), p);
+			sb_addf(&line, "export %.*s=", (int)(eq - p), p);
+			sh_quote(&line, sb_str(&val));
+		} else {
+			sandbox_set_error(sb, "env: '%.*s' is not K=V or -K (K: letters, digits, _, not "
+					  "starting with a digit)", (int)(l > 80 ? 80 : l), p);
+			rc = -EINVAL;
+		}
+		if (!rc && line.len) {
+			sb_adds(&add, "printf '%s\\n' ");
+			sh_word(&add, sb_str(&line));
+			sb_adds(&add, "\n");
+			n++;
+		}
+		sb_free(&line);
+		sb_free(&val);
+		if (rc)
+			goto out;
+next:
+		p = nl ? nl + 1 : end;
+	}
+	if (!n)
+		goto out;
+	env_path(fs, &path);
+	sb_adds(&cmd, "f=");
+	sh_quote(&cmd, sb_str(&path));
+	sb_adds(&cmd, "\nmkdir -p \"${f%/*}\" || exit 1\nt=$f.tmp.$$\n{ [ -r \"$f\" ] && grep -v");
+	sb_add(&cmd, grep.buf, grep.len);
+	sb_adds(&cmd, " \"$f\"\n");
+	sb_add(&cmd, add.buf, add.len);
+	sb_adds(&cmd, "} >\"$t\" && mv -f \"$t\" \"$f\" || { rm -f \"$t\"; exit 1; }\n");
+	if (cmd.oom || grep.oom || add.oom || path.oom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = run_script(fs, sb, sb_str(&cmd), &out, &err);
+	if (rc < 0)
+		sandbox_set_error(sb, "env: %s", err.message);
+	else
+		surface_note_change(fs, sb);
+out:
+	free(out);
+	sb_free(&cmd);
+	sb_free(&grep);
+	sb_free(&add);
+	sb_free(&path);
+	return rc;
+}
+
+/* ---- ports ---------------------------------------------------------------------- */
+
+/* The TCP ports in LISTEN state (0A), in hex, from /proc/net/tcp{,6}. */
+static const char ports_script[] =
+	"for f in /proc/net/tcp /proc/net/tcp6; do [ -r $f ] && while read s l r st rest; do "
+	"[ \"$st\" = 0A ] && echo \"${l##*:}\"; done < $f; done; exit 0\n";
+
+static int ports_list(struct dfs *fs, struct sandbox *sb, unsigned char *seen /* 65536 bits */)
+{
+	struct dt_error err = { 0 };
+	char *out = NULL;
+	int rc = run_script(fs, sb, ports_script, &out, &err);
+
+	if (rc < 0) {
+		sandbox_set_error(sb, "ports: %s", err.message);
+		return rc;
+	}
+	for (char *p = out; p && *p;) {
+		char *end;
+		unsigned long port = strtoul(p, &end, 16);
+
+		if (end != p && port > 0 && port < 65536)
+			seen[port / 8] |= (unsigned char)(1u << (port % 8));
+		p = strchr(end, '\n');
+		if (p)
+			p++;
+	}
+	free(out);
+	return 0;
+}
+
+static int port_text(struct dfs *fs, struct sandbox *sb, unsigned port, struct strbuf *text)
+{
+	struct dt_error err = { 0 };
+	struct dt_preview pv;
+	int rc = sp_sandbox_preview_url(fs->sp, sb->id, (int)port, &pv, &err);
+
+	if (rc < 0) {
+		sandbox_set_error(sb, "port %u: %s", port, err.message);
+		return rc;
+	}
+	sb_addf(text, "%s\n", pv.url);
+	/* A private sandbox's preview asks for the token (the header
+	 * x-daytona-preview-token); a public one's does not. */
+	if (!sb->is_public && pv.token[0])
+		sb_addf(text, "token %s\n", pv.token);
+	explicit_bzero(&pv, sizeof(pv));
+	return 0;
+}
+
+/* ---- volumes ------------------------------------------------------------------- */
+
+static int volume_find(struct dfs *fs, const char *name, struct dt_volume *out)
+{
+	struct dt_error err = { 0 };
+	struct dt_volume *list = NULL;
+	size_t n = 0;
+	int rc = sp_volume_list(fs->sp, &list, &n, &err);
+
+	if (rc < 0)
+		return rc;
+	rc = -ENOENT;
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(list[i].name, name)) {
+			*out = list[i];
+			list[i].json = NULL;
+			rc = 0;
+			break;
+		}
+	}
+	dt_volume_list_free(list, n);
+	return rc;
+}
+
+static void root_error(struct dfs *fs, const char *what, const char *msg)
+{
+	pthread_mutex_lock(&fs->lock);
+	snprintf(fs->root_error, sizeof(fs->root_error), "%s: %s", what, msg);
+	pthread_mutex_unlock(&fs->lock);
+	log_warn("%s: %s", what, msg);
+}
+
+int surface_mkdir(struct dfs *fs, const struct node *n)
+{
+	struct dt_error err = { 0 };
+	struct dt_volume v;
+	int rc;
+
+	if (n->kind != N_VOL)
+		return n->kind == N_VOLDIR ? -EEXIST : -EPERM;
+	/* The API refuses a name that is taken (EEXIST): no look first. */
+	memset(&v, 0, sizeof(v));
+	rc = sp_volume_create(fs->sp, n->snap_name, &v, &err);
+	if (rc < 0)
+		root_error(fs, "mkdir .volumes", err.message);
+	dt_volume_clear(&v);
+	return rc;
+}
+
+int surface_rmdir(struct dfs *fs, const struct node *n)
+{
+	struct dt_error err = { 0 };
+	struct dt_volume v;
+	int rc;
+
+	if (n->kind != N_VOL)
+		return -EPERM;
+	memset(&v, 0, sizeof(v));
+	rc = volume_find(fs, n->snap_name, &v);
+	if (rc == 0)
+		rc = sp_volume_delete(fs->sp, v.id, &err);
+	if (rc < 0 && err.message[0])
+		root_error(fs, "rmdir .volumes", err.message);
+	dt_volume_clear(&v);
+	return rc;
+}
+
+/* ---- build log ------------------------------------------------------------------ */
+
+struct build_log {
+	pthread_mutex_t lock;
+	struct strbuf text;
+	bool done;
+	bool failed;                /* the followed request broke: opens ask the API again */
+};
+
+struct progress_ctx {
+	struct dfs *fs;
+	struct sandbox *sb;
+	bool follow_build;
+	struct build_log *bl;
+};
+
+static int build_sink(void *ctx, const void *data, size_t len)
+{
+	struct build_log *bl = ctx;
+
+	pthread_mutex_lock(&bl->lock);
+	if (bl->text.len < (64u << 20))   /* a runaway log does not eat the machine */
+		sb_add(&bl->text, data, len);
+	pthread_mutex_unlock(&bl->lock);
+	return 0;
+}
+
+struct follow_arg {
+	struct dfs *fs;
+	char id[64];
+	struct build_log *bl;
+};
+
+static void *follow_build(void *arg)
+{
+	struct follow_arg *a = arg;
+	struct dt_error err = { 0 };
+
+	bool failed = sp_sandbox_build_log(a->fs->sp, a->id, true, build_sink, a->bl, &err) < 0;
+
+	if (failed)
+		log_warn("build log of %s: %s", a->id, err.message);
+	pthread_mutex_lock(&a->bl->lock);
+	a->bl->failed = failed;
+	a->bl->done = true;
+	pthread_mutex_unlock(&a->bl->lock);
+	free(a);
+	return NULL;
+}
+
+static void on_created(void *ctx, const struct dt_sandbox *d)
+{
+	struct progress_ctx *pc = ctx;
+	struct sandbox *sb = sandbox_add(pc->fs, d);
+
+	pc->sb = sb;
+	if (!sb)
+		return;
+	pthread_mutex_lock(&pc->fs->lock);
+	str_copy(sb->progress, sizeof(sb->progress), "creating");
+	pthread_mutex_unlock(&pc->fs->lock);
+	if (pc->follow_build && sp_has(pc->fs->sp, SP_CAP_BUILD_LOG) && !sb->build) {
+		struct build_log *bl = calloc(1, sizeof(*bl));
+		struct follow_arg *a = calloc(1, sizeof(*a));
+		pthread_t t;
+
+		if (!bl || !a) {
+			free(bl);
+			free(a);
+			return;
+		}
+		pthread_mutex_init(&bl->lock, NULL);
+		a->fs = pc->fs;
+		a->bl = bl;
+		str_copy(a->id, sizeof(a->id), d->id);
+		/* Kept for the mount's life, as the sandbox entry that holds it. */
+		pthread_mutex_lock(&pc->fs->lock);
+		sb->build = bl;
+		pthread_mutex_unlock(&pc->fs->lock);
+		if (pthread_create(&t, NULL, follow_build, a) == 0) {
+			pthread_detach(t);
+		} else {
+			bl->done = true;
+			free(a);
+		}
+	}
+}
+
+/* What a state means while create waits, for the status file. */
+static const char *create_phase(const char *state)
+{
+	static const struct { const char *state, *shown; } phases[] = {
+		{ "pending_build", "creating: waiting to build the image" },
+		{ "building_snapshot", "creating: building image" },
+		{ "pulling_snapshot", "creating: pulling the image" },
+		{ "creating", "creating" },
+		{ "starting", "starting" },
+		{ "restoring", "starting: restoring" },
+		{ "unknown", "creating" },
+	};
+
+	for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
+		if (!strcmp(state, phases[i].state))
+			return phases[i].shown;
+	return state;
+}
+
+static void on_state(void *ctx, const char *state)
+{
+	struct progress_ctx *pc = ctx;
+
+	if (!pc->sb)
+		return;
+	pthread_mutex_lock(&pc->fs->lock);
+	str_copy(pc->sb->progress, sizeof(pc->sb->progress), create_phase(state));
+	pthread_mutex_unlock(&pc->fs->lock);
+}
+
+/* One create at a time per thread (fs_ctl.c runs root lines in order). */
+static __thread struct progress_ctx create_pc;
+
+void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool follow)
+{
+	memset(&create_pc, 0, sizeof(create_pc));
+	create_pc.fs = fs;
+	create_pc.follow_build = follow;
+	p->on_created = on_created;
+	p->on_state = on_state;
+	p->progress_ctx = &create_pc;
+}
+
+void surface_create_done(struct dfs *fs, const char *name)
+{
+	(void)name;
+	if (create_pc.sb) {
+		pthread_mutex_lock(&fs->lock);
+		create_pc.sb->progress[0] = '\0';
+		pthread_mutex_unlock(&fs->lock);
+	}
+	memset(&create_pc, 0, sizeof(create_pc));
+}
+
+static struct build_log *build_of(struct dfs *fs, struct sandbox *sb)
+{
+	struct build_log *bl;
+
+	pthread_mutex_lock(&fs->lock);
+	bl = sb->build;
+	pthread_mutex_unlock(&fs->lock);
+	return bl;
+}
+
+/* A build whose followed log broke is read from the API, whole, instead. */
+bool surface_has_build_log(struct dfs *fs, struct sandbox *sb)
+{
+	struct build_log *bl = build_of(fs, sb);
+	bool failed;
+
+	if (!bl)
+		return false;
+	pthread_mutex_lock(&bl->lock);
+	failed = bl->failed;
+	pthread_mutex_unlock(&bl->lock);
+	return !failed;
+}
+
+int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off)
+{
+	struct build_log *bl = build_of(fs, sb);
+	size_t n = 0;
+
+	if (!bl)
+		return 0;
+	pthread_mutex_lock(&bl->lock);
+	if ((size_t)off < bl->text.len) {
+		n = bl->text.len - (size_t)off;
+		if (n > size)
+			n = size;
+		memcpy(buf, bl->text.buf + off, n);
+	}
+	pthread_mutex_unlock(&bl->lock);
+	return (int)n;
+}
+
+static off_t build_log_size(struct dfs *fs, struct sandbox *sb)
+{
+	struct build_log *bl = build_of(fs, sb);
+	off_t n;
+
+	if (!bl)
+		return 0;
+	pthread_mutex_lock(&bl->lock);
+	n = (off_t)bl->text.len;
+	pthread_mutex_unlock(&bl->lock);
+	return n;
+}
+
+void surface_sandbox_free(struct sandbox *sb)
+{
+	struct build_log *bl = sb->build;
+	bool done;
+
+	if (!bl)
+		return;
+	pthread_mutex_lock(&bl->lock);
+	done = bl->done;
+	pthread_mutex_unlock(&bl->lock);
+	/* A build still followed at unmount: its thread still writes there. */
+	if (!done)
+		return;
+	sb->build = NULL;
+	sb_free(&bl->text);
+	pthread_mutex_destroy(&bl->lock);
+	free(bl);
+}
+
+/* ---- activity --------------------------------------------------------------------- */
+
+void surface_note_change(struct dfs *fs, struct sandbox *sb)
+{
+	if (sb && fs->opt.activity && !strcmp(fs->opt.activity, "changes"))
+		sp_note_change(fs->sp, sb->id);
+}
+
+/* ---- the FUSE side ------------------------------------------------------------------ */
+
+int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, struct stat *st)
+{
+	struct dt_volume v;
+	int rc;
+
+	switch (n->kind) {
+	case N_SB_USAGE:
+		fill(fs, st, S_IFREG | 0444, 0);
+		return 0;
+	case N_SB_ENV:
+		fill(fs, st, S_IFREG | 0644, 0);
+		return 0;
+	case N_SB_BUILDLOG:
+		fill(fs, st, S_IFREG | 0444, surface_has_build_log(fs, sb) ? build_log_size(fs, sb) : 0);
+		return 0;
+	case N_PORTSDIR:
+	case N_VOLDIR:
+		fill(fs, st, S_IFDIR | 0755, 0);
+		return 0;
+	case N_PORT:
+		/* Every port has a preview URL: one nobody listens on too. */
+		fill(fs, st, S_IFREG | 0444, 0);
+		return 0;
+	case N_VOL:
+	case N_VOL_INFO:
+		memset(&v, 0, sizeof(v));
+		rc = volume_find(fs, n->snap_name, &v);
+		if (rc == 0) {
+			if (n->kind == N_VOL)
+				fill(fs, st, S_IFDIR | 0755, 0);
+			else
+				fill(fs, st, S_IFREG | 0444, v.json ? (off_t)strlen(v.json) : 0);
+			st->st_mtim = v.updated_at;
+		}
+		dt_volume_clear(&v);
+		return rc;
+	default:
+		return -ENOENT;
+	}
+}
+
+int surface_readdir(struct dfs *fs, const struct node *n, struct sandbox *sb, void *buf,
+		    fuse_fill_dir_t filler)
+{
+	struct dt_error err = { 0 };
+	int rc;
+
+	switch (n->kind) {
+	case N_PORTSDIR: {
+		unsigned char *seen = calloc(65536 / 8, 1);
+
+		if (!seen)
+			return -ENOMEM;
+		rc = ports_list(fs, sb, seen);
+		for (unsigned p = 1; rc == 0 && p < 65536; p++) {
+			char name[8];
+
+			if (!(seen[p / 8] & (1u << (p % 8))))
+				continue;
+			snprintf(name, sizeof(name), "%u", p);
+			if (filler(buf, name, NULL, 0, 0))
+				break;
+		}
+		free(seen);
+		return rc;
+	}
+	case N_VOLDIR: {
+		struct dt_volume *list = NULL;
+		size_t cnt = 0;
+
+		rc = sp_volume_list(fs->sp, &list, &cnt, &err);
+		if (rc < 0) {
+			root_error(fs, "listing volumes", err.message);
+			return rc;
+		}
+		for (size_t i = 0; i < cnt; i++)
+			if (list[i].name[0] && !strchr(list[i].name, '/') && strcmp(list[i].name, ".") &&
+			    strcmp(list[i].name, ".."))
+				filler(buf, list[i].name, NULL, 0, 0);
+		dt_volume_list_free(list, cnt);
+		return 0;
+	}
+	case N_VOL:
+		rc = surface_getattr(fs, n, sb, &(struct stat){ 0 });
+		if (rc == 0)
+			filler(buf, "info", NULL, 0, 0);
+		return rc;
+	default:
+		return -ENOTDIR;
+	}
+}
+
+int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struct strbuf *text)
+{
+	struct dt_error err = { 0 };
+	struct dt_volume v;
+	int rc;
+
+	switch (n->kind) {
+	case N_SB_USAGE:
+		return usage_text(fs, sb, text);
+	case N_SB_ENV:
+		return env_text(fs, sb, text);
+	case N_PORT:
+		return port_text(fs, sb, n->cmd, text);
+	case N_VOL_INFO:
+		memset(&v, 0, sizeof(v));
+		rc = volume_find(fs, n->snap_name, &v);
+		if (rc == 0 && v.json)
+			sb_adds(text, v.json);
+		dt_volume_clear(&v);
+		return rc;
+	case N_SB_BUILDLOG: {
+		/* No build of this mount's: the log as the API keeps it (none
+		 * for a sandbox made from a snapshot: empty). */
+		struct build_log tmp = { .text = STRBUF_INIT };
+
+		if (surface_has_build_log(fs, sb))
+			return 0;   /* read live from this mount's (surface_build_log_read) */
+		pthread_mutex_init(&tmp.lock, NULL);
+		rc = sp_sandbox_build_log(fs->sp, sb->id, false, build_sink, &tmp, &err);
+		if (rc == 0)
+			sb_add(text, tmp.text.buf, tmp.text.len);
+		sb_free(&tmp.text);
+		pthread_mutex_destroy(&tmp.lock);
+		/* 400 "has no build info" (made from a snapshot): no log, an
+		 * empty file. Any other failure is the open's error: an empty
+		 * file would say the build wrote nothing. */
+		if (rc == -EINVAL || rc == -ENOENT) {
+			log_debug("build log of %s: %s", sb->name, err.message);
+			return 0;
+		}
+		if (rc < 0)
+			sandbox_set_error(sb, "build-log: %s", err.message);
+		return rc;
+	}
+	default:
+		return 0;
+	}
+}

@@ -1,0 +1,350 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The sandbox's surface (issue 16): NAME/usage, NAME/env, NAME/ports/,
+NAME/build-log and status while create waits, MOUNT/.volumes/, create's
+network options, -o exec_timeout and -o activity.
+
+Each asserts content, errno and the requests it costs.
+"""
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import Mount, create_sandbox, ctl, read, write
+
+GIB = 1 << 30
+
+
+def sandbox_id(mount, sb):
+    return json.loads(read(mount.p(sb, "info")))["id"]
+
+
+def run(mount, sb, command):
+    """Runs a command through the mount and returns (exit, stdout)."""
+    ctl(mount.p(sb, "ctl"), "exec " + command)
+    d = mount.p(sb, "cmd", os.readlink(mount.p(sb, "cmd", "last")))
+    code = int(read(os.path.join(d, "exit")))
+    return code, read(os.path.join(d, "stdout"))
+
+
+def requests(server, fragment=None):
+    return [e for e in server.local("GET", "/_local/log")
+            if fragment is None or fragment in e["path"]]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def errno_of(fn, *args):
+    with pytest.raises(OSError) as e:
+        fn(*args)
+    return e.value.errno
+
+
+# ---------------------------------------------------------------------- usage
+def test_usage_is_one_request(mount, server, sandbox):
+    os.stat(mount.p(sandbox))                      # the registry is filled
+    server.reset()
+    text = read(mount.p(sandbox, "usage"))
+    lines = dict(line.split(" ", 1) for line in text.splitlines())
+    for key in ("cpu_time", "cpu_load", "cpu_limit", "memory_current", "memory_peak",
+                "memory_limit", "disk_used", "disk_total"):
+        assert key in lines, (key, text)
+    assert float(lines["cpu_time"]) >= 0
+    assert len(lines["cpu_load"].split()) == 3
+    info = json.loads(read(mount.p(sandbox, "info")))
+    assert int(lines["memory_limit"]) == int(info["memory"]) * GIB
+    assert float(lines["cpu_limit"]) == float(info["cpu"])
+    assert int(lines["memory_peak"]) >= int(lines["memory_current"]) >= 0
+    assert int(lines["disk_total"]) >= int(lines["disk_used"]) > 0
+    execs = [e for e in requests(server, "/process/execute")]
+    assert len(execs) == 1, execs
+
+
+# ---------------------------------------------------------------------- exec_timeout
+def test_exec_timeout_default_and_override(server, tmp_root):
+    m = Mount(server, tmp_root, extra_opts=("exec_timeout=1",), name="mnt-exec-timeout")
+    try:
+        sb = create_sandbox(m, "to")
+        code, _ = run(m, sb, "sleep 30")
+        assert code == 124
+        ctl(m.p(sb, "ctl"), "exec timeout=20 -- sleep 2; echo done")
+        d = m.p(sb, "cmd", os.readlink(m.p(sb, "cmd", "last")))
+        assert read(os.path.join(d, "exit")) == "0\n"
+        assert read(os.path.join(d, "stdout")) == "done\n"
+        ctl(m.p(sb, "ctl"), "delete")
+    finally:
+        m.unmount()
+
+
+def test_exec_timeout_bad_value_refused(server, tmp_root):
+    import subprocess
+    from conftest import _binary, API_KEY
+    d = os.path.join(tmp_root, "mnt-bad-timeout")
+    os.makedirs(d, exist_ok=True)
+    env = dict(os.environ, DAYTONA_API_KEY=API_KEY, DAYTONA_API_URL=server.api_url)
+    for opt in ("exec_timeout=-1", "exec_timeout=x", "activity=sometimes"):
+        p = subprocess.run([_binary(), "-f", "-o", opt, d], env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode != 0, opt
+        assert opt.split("=")[0] in p.stderr, p.stderr
+
+
+# ---------------------------------------------------------------------- env
+def test_env_read_write_and_override(mount, server, tmp_root):
+    name = f"env-{uuid.uuid4().hex[:8]}"
+    ctl(mount.p("ctl"), f"create {name} env.FROM_CREATE=c1 env.GONE=g")
+    env = mount.p(name, "env")
+    assert read(env) == "FROM_CREATE=c1\nGONE=g\n"
+
+    server.reset()
+    write(env, "FOO=bar baz\nQUOTE=it's\n-GONE\n# a comment\n\n")
+    assert len(requests(server, "/process/execute")) == 1   # applied in one command
+    assert read(env) == "FROM_CREATE=c1\nFOO=bar baz\nQUOTE=it's\n"
+
+    code, out = run(mount, name, 'echo "$FOO|$QUOTE|$FROM_CREATE|${GONE-unset}"')
+    assert (code, out) == (0, "bar baz|it's|c1|unset\n")
+    ctl(mount.p(name, "ctl"), "exec env.FOO=per-command -- echo $FOO")
+    d = mount.p(name, "cmd", os.readlink(mount.p(name, "cmd", "last")))
+    assert read(os.path.join(d, "stdout")) == "per-command\n"
+
+    # a change replaces the old value; another mount sees the same
+    write(env, "FOO=second\n")
+    m2 = Mount(server, tmp_root, name="mnt-env-2")
+    try:
+        assert read(m2.p(name, "env")) == "FROM_CREATE=c1\nQUOTE=it's\nFOO=second\n"
+        code, out = run(m2, name, "echo $FOO")
+        assert out == "second\n"
+    finally:
+        m2.unmount()
+
+    # bad lines: EINVAL at close, nothing applied, the message in error
+    for bad in ("1X=2\n", "no equals sign\n", "-\n"):
+        assert errno_of(write, env, bad) == errno.EINVAL
+        assert "env:" in read(mount.p(name, "error"))
+    assert "FOO=second\n" in read(env)
+    # read and write at once is not a thing
+    assert errno_of(os.open, env, os.O_RDWR) == errno.EACCES
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+# ---------------------------------------------------------------------- ports
+def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
+    sid = sandbox_id(mount, sandbox)
+    port = free_port()
+    ctl(mount.p(sandbox, "ctl"), f"exec python3 -m http.server {port} --bind 127.0.0.1")
+    deadline = time.time() + 20
+    while str(port) not in os.listdir(mount.p(sandbox, "ports")):
+        assert time.time() < deadline, "the port never showed"
+        time.sleep(0.2)
+    server.reset()
+    names = os.listdir(mount.p(sandbox, "ports"))
+    assert len(requests(server, "/process/execute")) == 1
+    assert all(n.isdigit() and 0 < int(n) < 65536 for n in names)
+
+    server.reset()
+    lines = read(mount.p(sandbox, "ports", str(port))).splitlines()
+    assert len(requests(server, "/preview-url")) == 1
+    assert f"{port}-{sid}." in lines[0] and lines[0].startswith("http")
+    info = json.loads(read(mount.p(sandbox, "info")))
+    assert not info.get("public")
+    assert lines[1].startswith("token ") and len(lines[1]) > 6
+    # the proxy serves it with the token
+    import urllib.request
+    host = lines[0].split("://", 1)[1].rstrip("/")
+    req = urllib.request.Request(server.base + "/", headers={
+        "Host": host, "X-Daytona-Preview-Token": lines[1][6:]})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        assert r.status == 200
+
+    # a port nobody listens on still has its URL
+    other = read(mount.p(sandbox, "ports", "1")).splitlines()
+    assert f"1-{sid}." in other[0]
+    assert errno_of(read, mount.p(sandbox, "ports", "0")) == errno.ENOENT
+    assert errno_of(read, mount.p(sandbox, "ports", "65536")) == errno.ENOENT
+    ctl(mount.p(sandbox, "ctl"), "kill")
+
+
+def test_public_sandbox_port_has_no_token(mount):
+    name = f"pub-{uuid.uuid4().hex[:8]}"
+    ctl(mount.p("ctl"), f"create {name} public")
+    lines = read(mount.p(name, "ports", "3000")).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("http")
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+# ---------------------------------------------------------------------- network options
+def test_create_network_options(mount, server):
+    a = f"net-{uuid.uuid4().hex[:8]}"
+    ctl(mount.p("ctl"), f"create {a} network=block-all")
+    assert json.loads(read(mount.p(a, "info")))["networkBlockAll"] is True
+    b = f"net-{uuid.uuid4().hex[:8]}"
+    ctl(mount.p("ctl"), f"create {b} network-allow=10.0.0.0/8,192.168.0.0/16")
+    info = json.loads(read(mount.p(b, "info")))
+    assert info["networkAllowList"] == "10.0.0.0/8,192.168.0.0/16"
+    assert not info["networkBlockAll"]
+
+    server.reset()
+    for bad, msg in (("network-allow=10.0.0.0", "not an IPv4 CIDR"),
+                     ("network-allow=10.0.0.0/40", "must be from 0 to 32"),
+                     ("network=none", "network must be block-all"),
+                     ("network=block-all network-allow=1.2.3.0/24", "exclude each other")):
+        assert errno_of(ctl, mount.p("ctl"), f"create x-{uuid.uuid4().hex[:6]} {bad}") == errno.EINVAL
+        assert msg in read(mount.p("error"))
+    assert not requests(server, "/sandbox")       # refused before any request
+    for n in (a, b):
+        ctl(mount.p(n, "ctl"), "delete")
+
+
+# ---------------------------------------------------------------------- volumes
+def test_volumes_mkdir_info_rmdir(mount, server):
+    vol = f"vol-{uuid.uuid4().hex[:8]}"
+    vdir = mount.p(".volumes", vol)
+    assert ".volumes" in os.listdir(mount.path)
+    server.reset()
+    os.mkdir(vdir)
+    # the kernel's lookup (a list), the create, the kernel's look at the new one
+    assert [e["method"] for e in requests(server, "/volumes")] == ["GET", "POST", "GET"]
+    assert errno_of(os.mkdir, vdir) == errno.EEXIST
+    assert vol in os.listdir(mount.p(".volumes"))
+    info = json.loads(read(os.path.join(vdir, "info")))
+    assert info["name"] == vol and info["id"]
+    assert os.listdir(vdir) == ["info"]
+    assert errno_of(write, os.path.join(vdir, "info"), "x") == errno.EACCES
+
+    # in use by a sandbox: rmdir says EBUSY, and the volume stays
+    deadline = time.time() + 20
+    while json.loads(read(os.path.join(vdir, "info")))["state"] != "ready":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    sb = f"v-{uuid.uuid4().hex[:8]}"
+    ctl(mount.p("ctl"), f"create {sb} volume={vol}:/data")
+    assert errno_of(os.rmdir, vdir) == errno.EBUSY
+    assert "in use" in read(mount.p("error"))
+    assert vol in os.listdir(mount.p(".volumes"))
+    ctl(mount.p(sb, "ctl"), "delete")
+    os.rmdir(vdir)
+    assert vol not in os.listdir(mount.p(".volumes"))
+    assert errno_of(os.rmdir, vdir) == errno.ENOENT
+
+
+# ---------------------------------------------------------------------- progress and build log
+def test_create_image_shows_progress_and_build_log(mount, server, tmp_root):
+    server.local("PUT", "/_local/timing", {"build_ms": 3000})
+    name = f"img-{uuid.uuid4().hex[:8]}"
+    errors = []
+
+    def create():
+        try:
+            ctl(mount.p("ctl"), f"create {name} image=python:3.12-slim")
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=create)
+    t.start()
+    seen, logs = set(), []
+    try:
+        deadline = time.time() + 60
+        while t.is_alive() and time.time() < deadline:
+            try:
+                seen.add(read(mount.p(name, "status")).strip())
+                logs.append(read(mount.p(name, "build-log")))
+            except OSError:
+                pass
+            time.sleep(0.1)
+    finally:
+        t.join(60)
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+    assert not errors, errors
+    assert "creating: building image" in seen, seen
+    assert read(mount.p(name, "status")) == "started\n"
+    final = read(mount.p(name, "build-log"))
+    assert "Step 1/1 : FROM python:3.12-slim" in final and "Successfully built" in final
+    # it grew while the build ran: some read saw a part of it
+    assert any(0 < len(x) < len(final) for x in logs), [len(x) for x in logs]
+    assert all(final.startswith(x) for x in logs)
+    # another mount, which did not follow the build, asks for the log once at open
+    m2 = Mount(server, tmp_root, name="mnt-build-log")
+    try:
+        os.stat(m2.p(name))
+        server.reset()
+        assert read(m2.p(name, "build-log")) == final
+        assert len(requests(server, "/build-logs")) == 1
+    finally:
+        m2.unmount()
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+# ---------------------------------------------------------------------- activity
+def last_activity(server, sid):
+    return server.api("GET", f"/sandbox/{sid}")["lastActivityAt"]
+
+
+def test_changes_count_as_activity_reads_do_not(mount, server):
+    name = create_sandbox(mount, "act")
+    sid = sandbox_id(mount, name)
+    a0 = last_activity(server, sid)
+    time.sleep(0.05)
+    read(mount.p(name, "fs", "etc", "hostname"))
+    os.listdir(mount.p(name, "fs", "tmp"))
+    os.stat(mount.p(name, "fs", "etc", "hostname"))
+    read(mount.p(name, "usage"))
+    assert last_activity(server, sid) == a0           # reads and listings do not count
+
+    server.reset()
+    write(mount.p(name, "fs", "tmp", "edit"), "hello")
+    a1 = last_activity(server, sid)
+    assert a1 > a0                                    # a change does
+    log = requests(server, f"/toolbox/{sid}/")
+    assert not requests(server, "/last-activity")     # piggy-backed: no request of its own
+    n = len(log)
+
+    time.sleep(0.05)
+    write(mount.p(name, "fs", "tmp", "edit2"), "again")
+    os.rename(mount.p(name, "fs", "tmp", "edit2"), mount.p(name, "fs", "tmp", "edit3"))
+    os.unlink(mount.p(name, "fs", "tmp", "edit3"))
+    mount.settle()
+    assert last_activity(server, sid) == a1           # at most one per 30 s
+    assert len(requests(server, f"/toolbox/{sid}/")) > n
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_activity_none_and_all(server, tmp_root):
+    for mode, counts in (("none", False), ("all", True)):
+        m = Mount(server, tmp_root, extra_opts=(f"activity={mode}",), name=f"mnt-act-{mode}")
+        try:
+            name = create_sandbox(m, "act")
+            sid = sandbox_id(m, name)
+            a0 = last_activity(server, sid)
+            time.sleep(0.05)
+            if counts:
+                os.listdir(m.p(name, "fs", "tmp"))    # with all, even a listing counts
+            else:
+                write(m.p(name, "fs", "tmp", "f"), "x")
+            assert (last_activity(server, sid) > a0) == counts, mode
+            ctl(m.p(name, "ctl"), "delete")
+        finally:
+            m.unmount()
+
+
+def test_build_log_of_a_snapshot_sandbox_is_empty(mount, server, sandbox):
+    os.stat(mount.p(sandbox))
+    server.reset()
+    assert read(mount.p(sandbox, "build-log")) == ""   # the API: "has no build info" (400)
+    assert len(requests(server, "/build-logs")) == 1
+    # a failure that is not "no build" is the open's error, not an empty log
+    server.local("POST", "/_local/faults", {"pattern": "/build-logs", "status": 500})
+    try:
+        assert errno_of(read, mount.p(sandbox, "build-log")) == errno.EIO
+    finally:
+        server.local("DELETE", "/_local/faults")
