@@ -61,11 +61,12 @@ static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char
  * FUSE work at the same time and a whole file costs one request whatever the
  * latency. When the ring is full the thread stops reading the socket (TCP
  * back-pressure). Data up to STREAM_KEEP behind the furthest read stays, for
- * the kernel's out-of-order readahead. A read outside what the stream can
+ * the kernel's out-of-order readahead (its READs are up to 1 MiB each and a
+ * few are in flight at once: fs.c, dfs_tune_kernel). A read outside what the stream can
  * serve stops it; the caller then falls back to ranged downloads.
  */
 #define STREAM_CAP  (8 * 1024 * 1024)
-#define STREAM_KEEP (1024 * 1024)
+#define STREAM_KEEP (4 * 1024 * 1024)
 
 struct rstream {
 	struct dfs *fs;

@@ -24,6 +24,7 @@ void options_init(struct dfs_options *o)
 	o->retries = 4;
 	o->poll_min_ms = 50;
 	o->poll_max_ms = 1000;
+	o->read_ahead_kb = 1024;
 }
 
 static void set_str(char **dst, const char *v)
@@ -118,6 +119,7 @@ static const struct opt_spec specs[] = {
 	{ "poll_max", OPT_LONG, OFF(poll_max_ms), 1, 600000 },
 	{ "state_dir", OPT_STR, OFF(state_dir), 0, 0 },
 	{ "loglevel", OPT_STR, OFF(loglevel), 0, 0 },
+	{ "read_ahead_kb", OPT_LONG, OFF(read_ahead_kb), 0, 1048576 },
 };
 
 int options_apply(struct dfs_options *o, const char *opt, char *err, size_t errlen)
@@ -427,5 +429,7 @@ const char *options_usage(void)
 "    -o poll_min=MS           first interval of command output polling (default 50)\n"
 "    -o poll_max=MS           longest interval, the bound on live output delay (default 1000)\n"
 "    -o state_dir=PATH        where command output lives in the sandbox (default /tmp/.daytonafs)\n"
-"    -o loglevel=LEVEL        error, warn, info or debug (default warn; -d implies debug)\n";
+"    -o loglevel=LEVEL        error, warn, info or debug (default warn; -d implies debug)\n"
+"    -o read_ahead_kb=KB      kernel readahead of the mount, set when run as root (default 1024;\n"
+"                             0 leaves the kernel's 128)\n";
 }

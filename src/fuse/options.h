@@ -50,6 +50,7 @@ struct dfs_options {
 	long poll_min_ms;           /* command output polling; default 50 */
 	long poll_max_ms;           /* bound on the delay of live output; default 1000 */
 	char *state_dir;            /* in the sandbox; default /tmp/.daytonafs */
+	long read_ahead_kb;         /* the mount's bdi readahead (root only); default 1024, 0 = the kernel's */
 
 	/* front end */
 	bool show_help;
