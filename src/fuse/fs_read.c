@@ -78,7 +78,7 @@ struct rstream {
 	char *buf;
 	uint64_t start, end;      /* file offsets held: [start, end) at buf[off % STREAM_CAP] */
 	uint64_t furthest;        /* readers are done with what is before furthest - STREAM_KEEP */
-	uint64_t want_end;        /* a reader waits until end reaches this; UINT64_MAX: none */
+	uint64_t want_end;        /* the least end a waiting reader needs; UINT64_MAX: none */
 	bool stop, done;
 	int err;
 };
@@ -119,8 +119,10 @@ static int rs_sink(void *ctx, const void *data, size_t len)
 		/* curl hands over 16 KiB at a time: waking the reader for each
 		 * piece of a 1 MiB read cost more in context switches than the
 		 * copies (perf: a quarter of the daemon's time). */
-		if (rs->end >= rs->want_end)
+		if (rs->end >= rs->want_end) {
+			rs->want_end = UINT64_MAX;   /* the woken re-register if need be */
 			pthread_cond_broadcast(&rs->cv);
+		}
 		pthread_mutex_unlock(&rs->lock);
 		d += n;
 		len -= n;
@@ -205,11 +207,11 @@ static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 		rs->furthest = off;   /* lets the producer make room for this read */
 		pthread_cond_broadcast(&rs->cv);
 	}
-	/* Reads of a handle are one at a time (h->lock): one waiter at most. */
-	rs->want_end = off + size;
-	while (rs->end < off + size && !rs->done)
+	while (rs->end < off + size && !rs->done) {
+		if (off + size < rs->want_end)
+			rs->want_end = off + size;
 		pthread_cond_wait(&rs->cv, &rs->lock);
-	rs->want_end = UINT64_MAX;
+	}
 	if (off < rs->start) {
 		rc = -EAGAIN;
 		goto out;
