@@ -158,3 +158,10 @@ def test_daytona_limit_requests():
     body = json.loads(curl_config_value(entry[2]))
     assert body == {"command": "sh -c 'echo out; echo err >&2'"}
     assert json.loads(curl_config_value(s.execute_entry("true")[2])) == {"command": "true"}
+
+
+def test_read_ahead_kb_of_a_path_that_is_no_mount_or_has_no_bdi():
+    # / is on a disk whose bdi may or may not be listed; a missing path is None.
+    assert bench.read_ahead_kb("/nonexistent/path") is None
+    kb = bench.read_ahead_kb("/")
+    assert kb is None or kb >= 0
