@@ -36,6 +36,7 @@ struct dfs_options {
 	double dir_timeout;         /* seconds; default 5 */
 	double negative_timeout;    /* seconds; default 2 */
 	char *cache_dir;            /* default $XDG_CACHE_HOME/daytonafs or ~/.cache/daytonafs */
+	long read_ahead_kb;         /* the mount's bdi readahead (root only); default 1024, 0 = the kernel's */
 
 	/* network */
 	long timeout_s;             /* per request; default 60 */
@@ -50,7 +51,6 @@ struct dfs_options {
 	long poll_min_ms;           /* command output polling; default 50 */
 	long poll_max_ms;           /* bound on the delay of live output; default 1000 */
 	char *state_dir;            /* in the sandbox; default /tmp/.daytonafs */
-	long read_ahead_kb;         /* the mount's bdi readahead (root only); default 1024, 0 = the kernel's */
 
 	/* front end */
 	bool show_help;
