@@ -24,11 +24,52 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bdi.h"
 #include "fs_int.h"
 #include "log.h"
 #include "recover.h"
 #include "strbuf.h"
 #include "urlenc.h"
+
+/*
+ * The kernel side of sequential I/O (measured by scripts/bench against a
+ * memcpy-only FUSE file system, scripts/bench-ceiling/memfs.c, tuned alike):
+ *
+ * - Requests of up to 1 MiB each way. A write(2) arrives as WRITEs of at most
+ *   max_write; max_pages (the kernel's per-request page limit, read and
+ *   write) follows it in libfuse 3.14, whose buffers hold 1 MiB at most.
+ *   (1 MiB is libfuse's default already: stated here so that it stays.)
+ * - The readahead of the mount's bdi: reads arrive as the readahead window,
+ *   128 KiB by default (256 KiB for cat, its buffer). With 1 MiB they arrive
+ *   as 1 MiB READs: a quarter of the round trips through user space. Only
+ *   root may set it (bdi.h); conn->max_readahead then says the same, since
+ *   the kernel takes the smaller of the two when INIT is answered.
+ * - No splice: libfuse splices WRITE data in only for write_buf, and a
+ *   spliced reply of data that is in memory (our ring, our stage) costs a
+ *   vmsplice and a splice instead of one writev; memfs measured no gain.
+ * - No writeback_cache: with it the kernel owns the size and mtime of a
+ *   cached file (it ignores the size getattr answers), so a file a sandbox
+ *   command grew or truncated would keep its old size in the kernel; writes
+ *   would also be delayed past close's FLUSH reply only to be replayed, and a
+ *   partial-page write would first read the page from the sandbox.
+ */
+static void dfs_tune_kernel(struct dfs *fs, struct fuse_conn_info *conn)
+{
+	const unsigned kb = (unsigned)fs->opt.read_ahead_kb;
+	int rc;
+
+	conn->max_write = 1024 * 1024;
+	if (!kb)
+		return;
+	rc = bdi_set_read_ahead(fs->mountpoint, kb);
+	if (rc < 0) {
+		log_info("readahead stays the kernel's (%u KiB): cannot set %u KiB on %s's bdi: %s",
+			 conn->max_readahead / 1024, kb, fs->mountpoint, strerror(-rc));
+		return;
+	}
+	conn->max_readahead = kb * 1024;
+	log_debug("readahead of %s: %u KiB", fs->mountpoint, kb);
+}
 
 static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -64,6 +105,7 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->use_ino = 1;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	dfs_tune_kernel(fs, conn);
 	/* After the daemon's fork, which threads do not survive. */
 	recover_start(fs->recovery);
 	return fs;

@@ -17,6 +17,7 @@ void options_init(struct dfs_options *o)
 	o->attr_timeout = 5;
 	o->dir_timeout = 5;
 	o->negative_timeout = 2;
+	o->read_ahead_kb = 1024;
 	o->timeout_s = 60;
 	o->connect_timeout_s = 10;
 	o->wait_timeout_s = 120;
@@ -108,6 +109,7 @@ static const struct opt_spec specs[] = {
 	{ "dir_timeout", OPT_SECONDS, OFF(dir_timeout), 0, 86400 },
 	{ "negative_timeout", OPT_SECONDS, OFF(negative_timeout), 0, 86400 },
 	{ "cache_dir", OPT_STR, OFF(cache_dir), 0, 0 },
+	{ "read_ahead_kb", OPT_LONG, OFF(read_ahead_kb), 0, 1048576 },
 	{ "timeout", OPT_LONG, OFF(timeout_s), 1, 86400 },
 	{ "connect_timeout", OPT_LONG, OFF(connect_timeout_s), 1, 3600 },
 	{ "wait_timeout", OPT_LONG, OFF(wait_timeout_s), 0, 86400 },
@@ -428,6 +430,8 @@ const char *options_usage(void)
 "    -o dir_timeout=SEC       how long directory listings are cached (default 5)\n"
 "    -o negative_timeout=SEC  how long 'no such file' is cached (default 2)\n"
 "    -o cache_dir=PATH        staging area for writes (default ~/.cache/daytonafs)\n"
+"    -o read_ahead_kb=KB      kernel readahead of the mount, set when run as root (default 1024;\n"
+"                             0 leaves the kernel's 128)\n"
 "    -o timeout=SEC           timeout of one request (default 60)\n"
 "    -o connect_timeout=SEC   timeout of a connection attempt (default 10)\n"
 "    -o wait_timeout=SEC      how long lifecycle commands wait for the new state (default 120)\n"

@@ -36,6 +36,7 @@ struct dfs_options {
 	double dir_timeout;         /* seconds; default 5 */
 	double negative_timeout;    /* seconds; default 2 */
 	char *cache_dir;            /* default $XDG_CACHE_HOME/daytonafs or ~/.cache/daytonafs */
+	long read_ahead_kb;         /* the mount's bdi readahead (root only); default 1024, 0 = the kernel's */
 
 	/* network */
 	long timeout_s;             /* per request; default 60 */

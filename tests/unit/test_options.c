@@ -113,6 +113,11 @@ UNIT_TEST(test_defaults_and_apply)
 	CHECK_INT(options_apply(&o, "attr_timeout=-1", err, sizeof(err)), -EINVAL);
 	CHECK_INT(options_apply(&o, "keepalive=maybe", err, sizeof(err)), -EINVAL);
 	CHECK_INT(options_apply(&o, "cache_dir=", err, sizeof(err)), -EINVAL);
+	/* The mount's readahead: 1 MiB unless told, 0 leaves the kernel's. */
+	CHECK_INT(o.read_ahead_kb, 1024);
+	CHECK_INT(options_apply(&o, "read_ahead_kb=0", err, sizeof(err)), 1);
+	CHECK_INT(o.read_ahead_kb, 0);
+	CHECK_INT(options_apply(&o, "read_ahead_kb=-1", err, sizeof(err)), -EINVAL);
 	options_free(&o);
 }
 
