@@ -20,18 +20,28 @@ def host_home(server, sandbox):
     return os.path.join(server.data, "sandboxes", sid, "fs", "home", "daytona")
 
 
+@pytest.fixture(scope="module")
+def bm(server, tmp_root, sandbox, host_home):
+    """A mount of this module's own, made after the files of every test, with caches
+    that outlive a slow (sanitizer) run: every count is of one test's own reads."""
+    from conftest import Mount
+    global TREES
+    TREES = {key: make(host_home) for key, make in MAKERS.items()}
+    m = Mount(server, tmp_root, ["attr_timeout=60", "dir_timeout=60"], name="brmnt")
+    yield m
+    m.unmount()
+
+
+def toolbox_requests(server):
+    """Requests to the sandbox (the control plane's are the registry's business)."""
+    return sum(n for k, n in server.stats()["routes"].items() if "/toolbox/" in k)
+
+
 @pytest.fixture
 def no_faults(server):
     server.local("DELETE", "/_local/faults")
     yield
     server.local("DELETE", "/_local/faults")
-
-
-def forget(mount, sandbox):
-    """A command's end drops what the mount cached of the sandbox: what was made
-    on the sandbox's side is seen from now on, and nothing of it is cached."""
-    ctl(mount.p(sandbox, "ctl"), "exec true")
-    assert read(mount.p(sandbox, "exit")) == "0\n"
 
 
 def make_tree(host_home, ndirs, per_dir, size=lambda i: 100 + i * 37 % 3000):
@@ -50,57 +60,94 @@ def make_tree(host_home, ndirs, per_dir, size=lambda i: 100 + i * 37 % 3000):
     return name
 
 
-def test_cold_small_cat_is_one_request(mount, sandbox, server, host_home):
-    name = make_tree(host_home, 1, 30)
-    forget(mount, sandbox)
-    d = mount.p(sandbox, "work", name, "d00")
-    os.listdir(d)                          # as a shell's completion would
-    server.reset()
-    got = sh(["cat", os.path.join(d, "f005.c")]).stdout
-    assert got == read(os.path.join(host_home, name, "d00", "f005.c"))
-    assert server.stats()["requests"] == 1, server.stats()
-    # The files after it came in the same request: reading them costs nothing.
-    server.reset()
-    for i in range(6, 30):
-        assert read(os.path.join(d, "f%03d.c" % i)) == read(os.path.join(host_home, name, "d00", "f%03d.c" % i))
-    assert server.stats()["requests"] == 0, server.stats()
-
-
-def test_cold_cat_of_a_lone_file_is_one_download(mount, sandbox, server, host_home):
+def make_lone(host_home):
     name = "br-" + uuid.uuid4().hex[:8]
     os.makedirs(os.path.join(host_home, name))
     with open(os.path.join(host_home, name, "only.txt"), "w") as f:
         f.write("alone\n")
-    forget(mount, sandbox)
-    os.listdir(mount.p(sandbox, "work", name))
+    return name
+
+
+BIG = os.urandom(24 * 1024 * 1024 + 4321)
+
+
+def make_big(host_home):
+    name = "br-" + uuid.uuid4().hex[:8]
+    os.makedirs(os.path.join(host_home, name))
+    with open(os.path.join(host_home, name, "big.bin"), "wb") as f:
+        f.write(BIG)
+    return name
+
+
+def make_many(host_home):
+    # 360 files of up to 200 KiB: far more than the prefetch store holds.
+    name = "br-" + uuid.uuid4().hex[:8]
+    for dd in range(3):
+        p = os.path.join(host_home, name, "d%d" % dd)
+        os.makedirs(p)
+        for i in range(120):
+            with open(os.path.join(p, "f%03d" % i), "wb") as f:
+                f.write(bytes([65 + i % 26]) * (1000 * (i % 200)))
+    return name
+
+
+FAULTS = {"500": {"action": "status", "status": 500},
+          "drop": {"action": "drop"},
+          "reset_mid_body": {"action": "reset_mid_body"},
+          "404": {"action": "status", "status": 404}}
+
+MAKERS = {
+    "cat": lambda h: make_tree(h, 1, 30),
+    "lone": make_lone,
+    "big": make_big,
+    "grep": lambda h: make_tree(h, 4, 50),
+    "tar": lambda h: make_tree(h, 2, 40),
+    "changed": lambda h: make_tree(h, 1, 10, size=lambda i: 200),
+    "removed": lambda h: make_tree(h, 1, 5),
+    "many": make_many,
+}
+# Large enough (about 150 KiB) that a cut comes mid-body.
+MAKERS.update({"fault-" + k: (lambda h: make_tree(h, 1, 60, size=lambda i: 2500)) for k in FAULTS})
+TREES = {}
+
+
+def test_cold_small_cat_is_one_request(bm, sandbox, server, host_home):
+    name = TREES["cat"]
+    d = bm.p(sandbox, "work", name, "d00")
+    os.listdir(d)                          # as a shell's completion would
     server.reset()
-    assert read(mount.p(sandbox, "work", name, "only.txt")) == "alone\n"
-    assert server.stats()["requests"] == 1
+    got = sh(["cat", os.path.join(d, "f005.c")]).stdout
+    assert got == read(os.path.join(host_home, name, "d00", "f005.c"))
+    assert toolbox_requests(server) == 1, server.stats()
+    # The files after it came in the same request: reading them costs nothing.
+    server.reset()
+    for i in range(6, 30):
+        assert read(os.path.join(d, "f%03d.c" % i)) == read(os.path.join(host_home, name, "d00", "f%03d.c" % i))
+    assert toolbox_requests(server) == 0, server.stats()
+
+
+def test_cold_cat_of_a_lone_file_is_one_download(bm, sandbox, server, host_home):
+    name = TREES["lone"]
+    os.listdir(bm.p(sandbox, "work", name))
+    server.reset()
+    assert read(bm.p(sandbox, "work", name, "only.txt")) == "alone\n"
+    assert toolbox_requests(server) == 1
     assert server.count("/files/download") == 1
 
 
-def test_sequential_read_is_one_download_and_nothing_before_it(mount, sandbox, server, host_home):
-    name = "br-" + uuid.uuid4().hex[:8]
-    os.makedirs(os.path.join(host_home, name))
-    data = os.urandom(24 * 1024 * 1024 + 4321)
-    with open(os.path.join(host_home, name, "big.bin"), "wb") as f:
-        f.write(data)
-    p = mount.p(sandbox, "work", name, "big.bin")
-    forget(mount, sandbox)
+def test_sequential_read_is_one_download_and_nothing_before_it(bm, sandbox, server, host_home):
+    p = bm.p(sandbox, "work", TREES["big"], "big.bin")
     os.listdir(os.path.dirname(p))
     server.reset()
     out = subprocess.run(["cat", p], check=True, stdout=subprocess.PIPE).stdout
-    assert out == data
-    stats = server.stats()
-    stats["log"] = [(e["method"], e["path"][-60:], e["status"], e["bytes_out"]) for e in server.local("GET", "/_local/log")]
-    assert server.count("/files/download") == 1, stats
-    assert stats["requests"] == 1, stats          # no command, no listing, no stat before it
+    assert out == BIG
+    assert server.count("/files/download") == 1, server.stats()
+    assert toolbox_requests(server) == 1, server.stats()   # no command, no listing, no stat before it
 
 
-def test_grep_r_fetches_small_files_in_bulk(mount, sandbox, server, host_home):
-    name = make_tree(host_home, 4, 50)
-    forget(mount, sandbox)
-    top = mount.p(sandbox, "work", name)
+def test_grep_r_fetches_small_files_in_bulk(bm, sandbox, server, host_home):
+    name = TREES["grep"]
+    top = bm.p(sandbox, "work", name)
     server.reset()
     got = subprocess.run(["grep", "-r", "needle", "."], cwd=top, stdout=subprocess.PIPE, text=True).stdout
     want = subprocess.run(["grep", "-r", "needle", "."], cwd=os.path.join(host_home, name),
@@ -113,16 +160,15 @@ def test_grep_r_fetches_small_files_in_bulk(mount, sandbox, server, host_home):
     assert 1 <= bulk <= 8, server.stats()
     assert single <= 4, server.stats()
     # The same grep run in the sandbox agrees.
-    ctl(mount.p(sandbox, "ctl"), f"exec cd /home/daytona/{name} && grep -r needle .")
-    assert read(mount.p(sandbox, "exit")) == "0\n"
-    assert sorted(read(mount.p(sandbox, "stdout")).splitlines()) == sorted(got.splitlines())
+    ctl(bm.p(sandbox, "ctl"), f"exec cd /home/daytona/{name} && grep -r needle .")
+    assert read(bm.p(sandbox, "exit")) == "0\n"
+    assert sorted(read(bm.p(sandbox, "stdout")).splitlines()) == sorted(got.splitlines())
 
 
-def test_tar_of_a_tree_matches(mount, sandbox, server, host_home, tmp_path):
-    name = make_tree(host_home, 2, 40)
-    forget(mount, sandbox)
+def test_tar_of_a_tree_matches(bm, sandbox, server, host_home, tmp_path):
+    name = TREES["tar"]
     server.reset()
-    sh(["tar", "-cf", str(tmp_path / "t.tar"), "-C", mount.p(sandbox, "work"), name])
+    sh(["tar", "-cf", str(tmp_path / "t.tar"), "-C", bm.p(sandbox, "work"), name])
     assert server.count("/files/bulk-download") <= 4
     assert server.count("/files/download") <= 4
     os.mkdir(tmp_path / "x")
@@ -132,10 +178,9 @@ def test_tar_of_a_tree_matches(mount, sandbox, server, host_home, tmp_path):
             assert read(str(tmp_path / "x" / name / d / f)) == read(os.path.join(host_home, name, d, f))
 
 
-def test_a_file_changed_after_the_prefetch_is_read_fresh(mount, sandbox, server, host_home):
-    name = make_tree(host_home, 1, 10, size=lambda i: 200)
-    forget(mount, sandbox)
-    d = mount.p(sandbox, "work", name, "d00")
+def test_a_file_changed_after_the_prefetch_is_read_fresh(bm, sandbox, server, host_home):
+    name = TREES["changed"]
+    d = bm.p(sandbox, "work", name, "d00")
     os.listdir(d)
     server.reset()
     read(os.path.join(d, "f000.c"))        # fetches the others with it
@@ -143,22 +188,21 @@ def test_a_file_changed_after_the_prefetch_is_read_fresh(mount, sandbox, server,
     old = read(os.path.join(host_home, name, "d00", "f004.c"))
     new = old.upper()                      # the same size
     f4 = f"/home/daytona/{name}/d00/f004.c"
-    ctl(mount.p(sandbox, "ctl"), f"exec tr a-z A-Z < {f4} > {f4}.tmp && cat {f4}.tmp > {f4} && rm {f4}.tmp")
-    assert read(mount.p(sandbox, "exit")) == "0\n"
+    ctl(bm.p(sandbox, "ctl"), f"exec tr a-z A-Z < {f4} > {f4}.tmp && cat {f4}.tmp > {f4} && rm {f4}.tmp")
+    assert read(bm.p(sandbox, "exit")) == "0\n"
     assert read(os.path.join(d, "f004.c")) == new
     # Written through the mount: read back as written, not as prefetched.
-    read(os.path.join(d, "f005.c"))
-    server.reset()
-    read(os.path.join(d, "f006.c"))        # a new batch: f007 ... f009
+    os.listdir(d)
+    read(os.path.join(d, "f005.c"))        # a new batch: f006 ... f009
     with open(os.path.join(d, "f008.c"), "w") as f:
         f.write("rewritten\n")
     assert read(os.path.join(d, "f008.c")) == "rewritten\n"
+    assert read(os.path.join(host_home, name, "d00", "f008.c")) == "rewritten\n"
 
 
-def test_a_file_removed_after_the_listing_gives_enoent(mount, sandbox, server, host_home):
-    name = make_tree(host_home, 1, 5)
-    forget(mount, sandbox)
-    d = mount.p(sandbox, "work", name, "d00")
+def test_a_file_removed_after_the_listing_gives_enoent(bm, sandbox, server, host_home):
+    name = TREES["removed"]
+    d = bm.p(sandbox, "work", name, "d00")
     os.listdir(d)
     os.unlink(os.path.join(host_home, name, "d00", "f002.c"))
     assert read(os.path.join(d, "f000.c")) == read(os.path.join(host_home, name, "d00", "f000.c"))
@@ -167,18 +211,10 @@ def test_a_file_removed_after_the_listing_gives_enoent(mount, sandbox, server, h
     assert read(os.path.join(d, "f003.c")) == read(os.path.join(host_home, name, "d00", "f003.c"))
 
 
-FAULTS = {"500": {"action": "status", "status": 500},
-          "drop": {"action": "drop"},
-          "reset_mid_body": {"action": "reset_mid_body"},
-          "404": {"action": "status", "status": 404}}
-
-
 @pytest.mark.parametrize("kind", list(FAULTS))
-def test_bulk_faults_fall_back_without_a_wrong_byte(mount, sandbox, server, host_home, no_faults, kind):
-    # Large enough (about 150 KiB) that a cut comes mid-body.
-    name = make_tree(host_home, 1, 60, size=lambda i: 2500)
-    forget(mount, sandbox)
-    d = mount.p(sandbox, "work", name, "d00")
+def test_bulk_faults_fall_back_without_a_wrong_byte(bm, sandbox, server, host_home, no_faults, kind):
+    name = TREES["fault-" + kind]
+    d = bm.p(sandbox, "work", name, "d00")
     os.listdir(d)
     server.local("POST", "/_local/faults", {"pattern": "/files/bulk-download", "rate": 1.0, **FAULTS[kind]})
     server.reset()
@@ -188,21 +224,12 @@ def test_bulk_faults_fall_back_without_a_wrong_byte(mount, sandbox, server, host
     assert server.count("/files/download") >= 1     # the fallback
 
 
-def test_memory_stays_bounded(mount, sandbox, server, host_home):
-    # 360 files of up to 200 KiB: far more than the store holds.
-    name = "br-" + uuid.uuid4().hex[:8]
-    for dd in range(3):
-        p = os.path.join(host_home, name, "d%d" % dd)
-        os.makedirs(p)
-        for i in range(120):
-            with open(os.path.join(p, "f%03d" % i), "wb") as f:
-                f.write(bytes([65 + i % 26]) * (1000 * (i % 200)))
-    forget(mount, sandbox)
-    out = subprocess.run(["grep", "-r", "-c", "Z", "."], cwd=mount.p(sandbox, "work", name),
+def test_memory_stays_bounded(bm, sandbox, server, host_home):
+    out = subprocess.run(["grep", "-r", "-c", "Z", "."], cwd=bm.p(sandbox, "work", TREES["many"]),
                          stdout=subprocess.PIPE, text=True).stdout
     assert len(out.splitlines()) == 360
     hwm = 0
-    for line in open(f"/proc/{mount.proc.pid}/status"):
+    for line in open(f"/proc/{bm.proc.pid}/status"):
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) // 1024
     assert hwm < 400, f"peak RSS {hwm} MiB"   # the sanitizer build; scripts/bench measures the release one
