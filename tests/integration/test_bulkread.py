@@ -79,6 +79,22 @@ def make_big(host_home):
     return name
 
 
+def make_nested_big(host_home):
+    name = "br-" + uuid.uuid4().hex[:8]
+    os.makedirs(os.path.join(host_home, name, "sub"))
+    with open(os.path.join(host_home, name, "sub", "big.bin"), "wb") as f:
+        f.write(BIG[:3 * 1024 * 1024])
+    return name
+
+
+def make_wide(host_home):
+    name = "br-" + uuid.uuid4().hex[:8]
+    os.makedirs(os.path.join(host_home, name, "wide"))
+    for i in range(2500):
+        open(os.path.join(host_home, name, "wide", "n%05d" % i), "w").close()
+    return name
+
+
 def make_many(host_home):
     # 360 files of up to 200 KiB: far more than the prefetch store holds.
     name = "br-" + uuid.uuid4().hex[:8]
@@ -105,6 +121,8 @@ MAKERS = {
     "changed": lambda h: make_tree(h, 1, 10, size=lambda i: 200),
     "removed": lambda h: make_tree(h, 1, 5),
     "many": make_many,
+    "nested": make_nested_big,
+    "wide": make_wide,
 }
 # Large enough (about 150 KiB) that a cut comes mid-body.
 MAKERS.update({"fault-" + k: (lambda h: make_tree(h, 1, 60, size=lambda i: 2500)) for k in FAULTS})
@@ -143,6 +161,30 @@ def test_sequential_read_is_one_download_and_nothing_before_it(bm, sandbox, serv
     assert out == BIG
     assert server.count("/files/download") == 1, server.stats()
     assert toolbox_requests(server) == 1, server.stats()   # no command, no listing, no stat before it
+
+
+def test_stat_of_a_directory_then_cat_inside_is_one_request_each(bm, sandbox, server, host_home):
+    """The lookup that lists a directory's parent lists the directory in the same
+    command: a stat of it (the path walk) costs one request, the cat after it one."""
+    sub = bm.p(sandbox, "work", TREES["nested"], "sub")
+    server.reset()
+    assert os.path.isdir(sub)
+    assert toolbox_requests(server) == 1, server.stats()
+    server.reset()
+    out = subprocess.run(["cat", os.path.join(sub, "big.bin")], check=True, stdout=subprocess.PIPE).stdout
+    assert out == BIG[:3 * 1024 * 1024]
+    assert toolbox_requests(server) == 1, server.stats()
+    assert server.count("/files/download") == 1
+    server.reset()
+    assert os.listdir(sub) == ["big.bin"]
+    assert toolbox_requests(server) == 0, server.stats()
+
+
+def test_a_directory_too_large_to_list_with_its_lookup_is_listed_whole(bm, sandbox, server, host_home):
+    wide = bm.p(sandbox, "work", TREES["wide"], "wide")
+    assert os.path.isdir(wide)
+    names = os.listdir(wide)
+    assert sorted(names) == ["n%05d" % i for i in range(2500)]
 
 
 def test_grep_r_fetches_small_files_in_bulk(bm, sandbox, server, host_home):
