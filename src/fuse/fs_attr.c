@@ -53,7 +53,6 @@ void files_list_script(struct strbuf *cmd, const char *dir, bool hex)
 
 struct child_listing {
 	bool have;                /* complete, and a directory */
-	struct stat self;
 	struct find_entry *v;
 	size_t n;
 };
@@ -101,7 +100,6 @@ static int split_child(struct find_entry *v, size_t *n, struct child_listing *cl
 		memcpy(cl->v, v + i1 + 1, cn * sizeof(*cl->v));
 		memset(v + i1 + 1, 0, cn * sizeof(*v));   /* moved */
 		cl->n = cn;
-		cl->self = v[i1].st;
 		cl->have = true;
 		qsort(cl->v, cl->n, sizeof(*cl->v), entry_cmp);
 	}
@@ -114,11 +112,10 @@ static int split_child(struct find_entry *v, size_t *n, struct child_listing *cl
 }
 
 /* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do
- * it. self (may be NULL) gets the directory's own attributes (its "."
- * record); with child (may be NULL), cl gets that entry's listing when it
- * is a directory. */
+ * it. With child (may be NULL), cl gets that entry's listing when it is a
+ * directory. */
 static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child, struct find_entry **out,
-		     size_t *n, struct stat *self, struct child_listing *cl)
+		     size_t *n, struct child_listing *cl)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *output = NULL, *raw = NULL;
@@ -172,15 +169,13 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const 
 		free(output);
 		free(raw);
 		sb_free(&cmd);
-		return find_list(fs, sb, dir, NULL, out, n, self, cl);
+		return find_list(fs, sb, dir, NULL, out, n, cl);
 	}
 	if (rc == 0 && child && *n >= 1)
 		rc = split_child(*out, n, cl);
 	if (rc == 0 && *n >= 1 && !strcmp((*out)[0].name, ".") && S_ISDIR((*out)[0].st.st_mode)) {
 		/* The directory itself first, then its entries (find exits 1 when
 		 * an entry vanished while it ran: what it printed stands). */
-		if (self)
-			*self = (*out)[0].st;
 		free((*out)[0].name);
 		free((*out)[0].link);
 		memmove(*out, *out + 1, (*n - 1) * sizeof(**out));
@@ -274,29 +269,24 @@ static void store_listing(struct dfs *fs, struct sandbox *sb, const char *dir, c
 }
 
 /* Lists dir (one request) and caches it (store_listing); with child, also
- * that entry when it is a directory (find_list). self (may be NULL) gets
- * dir's own attributes when the listing had them (*have_self). The entries
- * are also returned (out may be NULL). */
+ * that entry when it is a directory (find_list). The entries are also
+ * returned (out may be NULL). */
 static int list_dir_ex(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child,
-		       struct find_entry **out, size_t *count, struct stat *self, bool *have_self)
+		       struct find_entry **out, size_t *count)
 {
 	uint64_t gen;
 	enum list_mode mode = list_mode_get(fs, sb);
 	struct find_entry *v = NULL;
 	struct child_listing cl = { 0 };
-	struct stat me;
 	size_t n = 0;
 	int rc = -ENOSYS;
 
-	if (have_self)
-		*have_self = false;
-	me.st_mode = 0;
 	/* The listing must not bring back what a queued delete removed, nor
 	 * the times a queued change is about to set. */
 	files_settle(fs, sb, dir);
 	gen = cache_generation(fs->cache, sb->id);
 	if (mode != LIST_API) {
-		rc = find_list(fs, sb, dir, child, &v, &n, &me, &cl);
+		rc = find_list(fs, sb, dir, child, &v, &n, &cl);
 		if (rc == 0 && mode == LIST_UNKNOWN)
 			list_mode_set(fs, sb, LIST_FIND);
 	}
@@ -309,13 +299,6 @@ static int list_dir_ex(struct dfs *fs, struct sandbox *sb, const char *dir, cons
 		return rc;
 	}
 	store_listing(fs, sb, dir, v, n, gen);
-	if (S_ISDIR(me.st_mode)) {
-		cache_put_attr(fs->cache, sb->id, dir, &me, gen);
-		if (self)
-			*self = me;
-		if (have_self)
-			*have_self = true;
-	}
 	if (cl.have) {
 		struct strbuf cp = STRBUF_INIT;
 
@@ -339,7 +322,7 @@ static int list_dir_ex(struct dfs *fs, struct sandbox *sb, const char *dir, cons
 
 int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count)
 {
-	return list_dir_ex(fs, sb, dir, NULL, out, count, NULL, NULL);
+	return list_dir_ex(fs, sb, dir, NULL, out, count);
 }
 
 /* GET /files/info: exact for anything but a symbolic link (it follows them). */
@@ -380,27 +363,51 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
 	struct strbuf cmd = STRBUF_INIT;
+	struct find_entry *v = NULL;
 	char *out = NULL;
 	uint64_t gen;
-	bool have = false;
+	size_t n = 0;
 	int rc;
 
-	/* The directory's listing gives its own attributes (its "."), and the
-	 * ls or the lookups in it that usually follow a stat of a directory
-	 * then cost nothing: one request for both. */
-	if (list_dir_ex(fs, sb, path, NULL, NULL, NULL, st, &have) == 0 && have)
-		return 0;
 	files_settle(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
+	/* The directory's own listing (bounded as a child's is: its "." first,
+	 * and again at the end when complete) gives its attributes, and the ls
+	 * or the lookups in it that usually follow a stat of a directory then
+	 * cost nothing: one request for both. */
+	sb_adds(&cmd, "c=");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, "; [ ! -L \"$c\" ] && { find \"$c/.\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null && "
+		"find \"$c/.\" -maxdepth 0 -printf '" FIND_FMT "'; } | head -n ");
+	sb_addf(&cmd, "%d", CHILD_LINES);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_reset(&cmd);
+	if (rc == 0 && files_parse_find(out, strlen(out), &v, &n) == 0 && n >= 1 && !strcmp(v[0].name, ".") &&
+	    S_ISDIR(v[0].st.st_mode)) {
+		*st = v[0].st;
+		cache_put_attr(fs->cache, sb->id, path, st, gen);
+		if (n >= 2 && !strcmp(v[n - 1].name, ".") && !has_replacement_char(out)) {
+			qsort(v + 1, n - 2, sizeof(*v), entry_cmp);
+			store_listing(fs, sb, path, v + 1, n - 2, gen);
+		}
+		goto out;
+	}
+	files_find_free(v, n);
+	v = NULL;
+	n = 0;
+	free(out);
+	out = NULL;
 	sb_adds(&cmd, "true");
 	files_add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-	sb_free(&cmd);
 	if (rc == 0 && parse_printed_stat(out, st, NULL) && S_ISDIR(st->st_mode)) {
 		cache_put_attr(fs->cache, sb->id, path, st, gen);
 	} else {
 		rc = info_attr(fs, sb, path, st);   /* gone, or no find: the file API says */
 	}
+out:
+	files_find_free(v, n);
+	sb_free(&cmd);
 	free(out);
 	return rc;
 }
@@ -430,7 +437,7 @@ int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct sta
 	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
 	    !split_path(path, parent, sizeof(parent), &base))
 		return info_attr(fs, sb, path, st);
-	rc = list_dir_ex(fs, sb, parent, base, &v, &n, NULL, NULL);
+	rc = list_dir_ex(fs, sb, parent, base, &v, &n);
 	if (rc == -EACCES)
 		return info_attr(fs, sb, path, st);   /* a directory we may search but not read */
 	if (rc < 0)
