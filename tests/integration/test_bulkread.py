@@ -167,6 +167,7 @@ def test_stat_of_a_directory_then_cat_inside_is_one_request_each(bm, sandbox, se
     """The lookup that lists a directory's parent lists the directory in the same
     command: a stat of it (the path walk) costs one request, the cat after it one."""
     sub = bm.p(sandbox, "work", TREES["nested"], "sub")
+    os.listdir(bm.p(sandbox, "work"))      # the walk down to it, as earlier tests leave it
     server.reset()
     assert os.path.isdir(sub)
     assert toolbox_requests(server) == 1, server.stats()
@@ -185,6 +186,12 @@ def test_a_directory_too_large_to_list_with_its_lookup_is_listed_whole(bm, sandb
     assert os.path.isdir(wide)
     names = os.listdir(wide)
     assert sorted(names) == ["n%05d" % i for i in range(2500)]
+    # A name made through the mount drops the directory's own attributes: its
+    # stat lists it again, cut at 2,000 lines, and takes only its attributes.
+    open(os.path.join(wide, "zz-new"), "w").close()
+    os.stat(wide)
+    assert sorted(os.listdir(wide)) == ["n%05d" % i for i in range(2500)] + ["zz-new"]
+    assert os.stat(wide).st_nlink >= 2
 
 
 def test_grep_r_fetches_small_files_in_bulk(bm, sandbox, server, host_home):
