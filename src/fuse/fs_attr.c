@@ -39,8 +39,83 @@ void files_list_script(struct strbuf *cmd, const char *dir, bool hex)
 			"exit 97; }");
 }
 
-/* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do it. */
-static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
+/*
+ * A lookup that must list a directory lists, in the same command, the entry
+ * it looks up when that is a directory (not a link to one): a walk down a
+ * path, or a stat followed by ls or cat of what is inside, then costs one
+ * request for two levels. The child's records follow the parent's, framed
+ * by the child's own "." record before and after them; the one after is
+ * printed only when find listed the whole directory, and a directory of
+ * more than CHILD_LINES lines is cut and so not taken (the lines bound what
+ * a lookup may cost).
+ */
+#define CHILD_LINES 2001
+
+struct child_listing {
+	bool have;                /* complete, and a directory */
+	struct find_entry *v;
+	size_t n;
+};
+
+static void add_child_script(struct strbuf *cmd, const char *dir, const char *child)
+{
+	struct strbuf c = STRBUF_INIT;
+
+	sb_adds(&c, dir);
+	if (strcmp(dir, "/"))
+		sb_addc(&c, '/');
+	sb_adds(&c, child);
+	sb_adds(cmd, "; c=");
+	sh_word(cmd, sb_str(&c));
+	sb_adds(cmd, "; [ -d \"$c\" ] && [ ! -L \"$c\" ] && { find \"$c/.\" -mindepth 0 -maxdepth 1 -printf '"
+		FIND_FMT "' 2>/dev/null && find \"$c/.\" -maxdepth 0 -printf '" FIND_FMT "'; } | head -n ");
+	sb_addf(cmd, "%d", CHILD_LINES);
+	if (c.oom)
+		cmd->oom = true;
+	sb_free(&c);
+}
+
+/* Splits the child's records off v (the parent's, "." first, then its
+ * entries): into cl when they are complete, else dropped. */
+static int split_child(struct find_entry *v, size_t *n, struct child_listing *cl)
+{
+	size_t i1 = 0, i2 = 0;
+
+	for (size_t i = 1; i < *n; i++) {
+		if (strcmp(v[i].name, "."))
+			continue;
+		if (!i1)
+			i1 = i;
+		else if (!i2)
+			i2 = i;
+	}
+	if (!i1)
+		return 0;
+	if (i2 == *n - 1 && S_ISDIR(v[i1].st.st_mode)) {
+		size_t cn = i2 - i1 - 1;
+
+		cl->v = calloc(cn ? cn : 1, sizeof(*cl->v));
+		if (!cl->v)
+			return -ENOMEM;
+		memcpy(cl->v, v + i1 + 1, cn * sizeof(*cl->v));
+		memset(v + i1 + 1, 0, cn * sizeof(*v));   /* moved */
+		cl->n = cn;
+		cl->have = true;
+		qsort(cl->v, cl->n, sizeof(*cl->v), entry_cmp);
+	}
+	for (size_t i = i1; i < *n; i++) {
+		free(v[i].name);
+		free(v[i].link);
+	}
+	*n = i1;
+	return 0;
+}
+
+/* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do
+ * it. With child (may be NULL), cl gets that entry's listing when it is a
+ * directory. */
+static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child, struct find_entry **out,
+		     size_t *n, struct child_listing *cl)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *output = NULL, *raw = NULL;
@@ -51,6 +126,8 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 	*out = NULL;
 	*n = 0;
 	files_list_script(&cmd, dir, false);
+	if (child)
+		add_child_script(&cmd, dir, child);
 	if (cmd.oom) {
 		rc = -ENOMEM;
 		goto out;
@@ -69,7 +146,9 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 	len = strlen(output);
 	if (has_replacement_char(output)) {
 		/* A name or target is not UTF-8: the same listing again, as hex,
-		 * which survives the JSON transport byte for byte. */
+		 * which survives the JSON transport byte for byte (the parent's
+		 * alone). */
+		child = NULL;
 		sb_reset(&cmd);
 		files_list_script(&cmd, dir, true);
 		free(output);
@@ -84,6 +163,16 @@ static int find_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct
 		buf = raw;
 	}
 	rc = files_parse_find(buf, len, out, n);
+	if (rc == -EINVAL && child) {
+		/* The child's records cut inside a name that holds a newline:
+		 * the parent's listing alone, again. */
+		free(output);
+		free(raw);
+		sb_free(&cmd);
+		return find_list(fs, sb, dir, NULL, out, n, cl);
+	}
+	if (rc == 0 && child && *n >= 1)
+		rc = split_child(*out, n, cl);
 	if (rc == 0 && *n >= 1 && !strcmp((*out)[0].name, ".") && S_ISDIR((*out)[0].st.st_mode)) {
 		/* The directory itself first, then its entries (find exits 1 when
 		 * an entry vanished while it ran: what it printed stands). */
@@ -148,32 +237,12 @@ static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
 	return 0;
 }
 
-/* Lists dir (one request) and caches the listing, its entries' attributes
- * and its links' targets. The entries are also returned (may be NULL). */
-int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count)
+/* Caches a listing of dir, its entries' attributes and its links' targets. */
+static void store_listing(struct dfs *fs, struct sandbox *sb, const char *dir, const struct find_entry *v, size_t n,
+			  uint64_t gen)
 {
-	uint64_t gen;
-	enum list_mode mode = list_mode_get(fs, sb);
-	struct find_entry *v = NULL;
 	struct cache_dirent *ents;
-	size_t n = 0;
-	int rc = -ENOSYS;
 
-	/* The listing must not bring back what a queued delete removed, nor
-	 * the times a queued change is about to set. */
-	files_settle(fs, sb, dir);
-	gen = cache_generation(fs->cache, sb->id);
-	if (mode != LIST_API) {
-		rc = find_list(fs, sb, dir, &v, &n);
-		if (rc == 0 && mode == LIST_UNKNOWN)
-			list_mode_set(fs, sb, LIST_FIND);
-	}
-	/* A command that failed as a whole (not an answer about the
-	 * directory): the file API's listing is better than none. */
-	if (rc == -ENOSYS || rc == -EIO)
-		rc = api_list(fs, sb, dir, &v, &n);
-	if (rc < 0)
-		return rc;
 	ents = calloc(n ? n : 1, sizeof(*ents));
 	if (ents) {
 		for (size_t i = 0; i < n; i++) {
@@ -197,6 +266,51 @@ int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_en
 			sb_free(&p);
 		}
 	}
+}
+
+/* Lists dir (one request) and caches it (store_listing); with child, also
+ * that entry when it is a directory (find_list). The entries are also
+ * returned (out may be NULL). */
+static int list_dir_ex(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child,
+		       struct find_entry **out, size_t *count)
+{
+	uint64_t gen;
+	enum list_mode mode = list_mode_get(fs, sb);
+	struct find_entry *v = NULL;
+	struct child_listing cl = { 0 };
+	size_t n = 0;
+	int rc = -ENOSYS;
+
+	/* The listing must not bring back what a queued delete removed, nor
+	 * the times a queued change is about to set. */
+	files_settle(fs, sb, dir);
+	gen = cache_generation(fs->cache, sb->id);
+	if (mode != LIST_API) {
+		rc = find_list(fs, sb, dir, child, &v, &n, &cl);
+		if (rc == 0 && mode == LIST_UNKNOWN)
+			list_mode_set(fs, sb, LIST_FIND);
+	}
+	/* A command that failed as a whole (not an answer about the
+	 * directory): the file API's listing is better than none. */
+	if (rc == -ENOSYS || rc == -EIO)
+		rc = api_list(fs, sb, dir, &v, &n);
+	if (rc < 0) {
+		files_find_free(cl.v, cl.n);
+		return rc;
+	}
+	store_listing(fs, sb, dir, v, n, gen);
+	if (cl.have) {
+		struct strbuf cp = STRBUF_INIT;
+
+		sb_adds(&cp, dir);
+		if (strcmp(dir, "/"))
+			sb_addc(&cp, '/');
+		sb_adds(&cp, child);
+		if (!cp.oom)
+			store_listing(fs, sb, sb_str(&cp), cl.v, cl.n, gen);
+		sb_free(&cp);
+	}
+	files_find_free(cl.v, cl.n);
 	if (out) {
 		*out = v;
 		*count = n;
@@ -204,6 +318,11 @@ int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_en
 		files_find_free(v, n);
 	}
 	return 0;
+}
+
+int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count)
+{
+	return list_dir_ex(fs, sb, dir, NULL, out, count);
 }
 
 /* GET /files/info: exact for anything but a symbolic link (it follows them). */
@@ -244,21 +363,51 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
 	struct strbuf cmd = STRBUF_INIT;
+	struct find_entry *v = NULL;
 	char *out = NULL;
 	uint64_t gen;
+	size_t n = 0;
 	int rc;
 
 	files_settle(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
+	/* The directory's own listing (bounded as a child's is: its "." first,
+	 * and again at the end when complete) gives its attributes, and the ls
+	 * or the lookups in it that usually follow a stat of a directory then
+	 * cost nothing: one request for both. */
+	sb_adds(&cmd, "c=");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, "; [ ! -L \"$c\" ] && { find \"$c/.\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null && "
+		"find \"$c/.\" -maxdepth 0 -printf '" FIND_FMT "'; } | head -n ");
+	sb_addf(&cmd, "%d", CHILD_LINES);
+	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
+	sb_reset(&cmd);
+	if (rc == 0 && files_parse_find(out, strlen(out), &v, &n) == 0 && n >= 1 && !strcmp(v[0].name, ".") &&
+	    S_ISDIR(v[0].st.st_mode)) {
+		*st = v[0].st;
+		cache_put_attr(fs->cache, sb->id, path, st, gen);
+		if (n >= 2 && !strcmp(v[n - 1].name, ".") && !has_replacement_char(out)) {
+			qsort(v + 1, n - 2, sizeof(*v), entry_cmp);
+			store_listing(fs, sb, path, v + 1, n - 2, gen);
+		}
+		goto out;
+	}
+	files_find_free(v, n);
+	v = NULL;
+	n = 0;
+	free(out);
+	out = NULL;
 	sb_adds(&cmd, "true");
 	files_add_stat_print(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), &out);
-	sb_free(&cmd);
 	if (rc == 0 && parse_printed_stat(out, st, NULL) && S_ISDIR(st->st_mode)) {
 		cache_put_attr(fs->cache, sb->id, path, st, gen);
 	} else {
 		rc = info_attr(fs, sb, path, st);   /* gone, or no find: the file API says */
 	}
+out:
+	files_find_free(v, n);
+	sb_free(&cmd);
 	free(out);
 	return rc;
 }
@@ -288,7 +437,7 @@ int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct sta
 	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
 	    !split_path(path, parent, sizeof(parent), &base))
 		return info_attr(fs, sb, path, st);
-	rc = list_dir(fs, sb, parent, &v, &n);
+	rc = list_dir_ex(fs, sb, parent, base, &v, &n);
 	if (rc == -EACCES)
 		return info_attr(fs, sb, path, st);   /* a directory we may search but not read */
 	if (rc < 0)

@@ -45,11 +45,29 @@
 #include "deferred.h"
 #include "fs_int.h"
 #include "journal.h"
+#include "prefetch.h"
 #include "strbuf.h"
 #include "writeback.h"
 
 #define RA_MIN (128 * 1024)
 #define RA_MAX (8 * 1024 * 1024)
+
+/* Prefetch of small files read in turn (fs_prefetch.c): files up to
+ * PF_FILE_MAX; a directory's first bulk request takes up to PF_FIRST_FILES
+ * files and PF_FIRST_BYTES, the next ones (within PF_RECENT_S of the last,
+ * in the same directory) PF_BATCH_*; the store holds PF_STORE_* at most.
+ * After a bulk request failed, none is tried in that directory for
+ * PF_FAIL_PAUSE_S (its reads go one by one): a fault that lasts must not
+ * cost every read a failed try. */
+#define PF_FILE_MAX (256 * 1024)
+#define PF_FIRST_FILES 64
+#define PF_FIRST_BYTES (2 * 1024 * 1024)
+#define PF_BATCH_FILES 200
+#define PF_BATCH_BYTES (8 * 1024 * 1024)
+#define PF_RECENT_S 10.0
+#define PF_FAIL_PAUSE_S 30.0
+#define PF_STORE_BYTES (16 * 1024 * 1024)
+#define PF_STORE_FILES 1024
 
 /* One record per entry, '/' between fields (no name holds a '/'); the link
  * target is last, and its length is the link's size. See files_parse_find. */
@@ -180,6 +198,15 @@ struct open_table {
 		char *from;
 	} hidden_names[HIDDEN_NAMES];
 	size_t hidden_next;
+	/* Small files fetched ahead of their reads (fs_prefetch.c). */
+	struct prefetch *prefetch;
+	bool bulk_off;            /* under lock: the provider turned bulk download down */
+	const struct sandbox *fail_sb; /* under lock: the directory where a bulk download */
+	char *fail_dir;           /* failed, and when the next may be tried there */
+	double fail_retry_at;
+	const struct sandbox *pf_sb; /* under lock: the directory of the last bulk download */
+	char *pf_dir;
+	double pf_at;
 };
 
 struct fhandle {
@@ -194,6 +221,9 @@ struct fhandle {
 	uint64_t next_off;        /* where a sequential reader reads next */
 	size_t window;
 	struct rstream *rs;       /* a sequential reader's streaming download, or NULL */
+	bool whole;               /* ra_buf holds the whole file as it was at the first read, */
+	size_t whole_len;         /* whole_len bytes (while ra_len says so) */
+	bool first_read_done;
 };
 
 /* fs_open_files.c */
@@ -250,6 +280,9 @@ int upload_node(struct dfs *fs, struct open_node *n);
 
 /* fs_read.c */
 void rs_stop(struct rstream *rs);
+
+/* fs_prefetch.c */
+bool prefetch_first_read(struct dfs *fs, struct open_node *n, const struct stat *st, char **data, size_t *len);
 
 /* fs_namespace.c */
 struct open_node *next_dirty(struct dfs *fs, struct sandbox *sb, const char *path);

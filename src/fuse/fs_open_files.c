@@ -38,6 +38,12 @@ struct open_table *open_table_new(void)
 		free(t);
 		return NULL;
 	}
+	t->prefetch = prefetch_new(PF_STORE_BYTES, PF_STORE_FILES);
+	if (!t->prefetch) {
+		deferred_fini(&t->deferred);
+		free(t);
+		return NULL;
+	}
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
 	pthread_cond_init(&t->recover_cond, NULL);
@@ -72,6 +78,9 @@ void open_table_free(struct open_table *t)
 		free(t->hidden_names[i].hidden);
 		free(t->hidden_names[i].from);
 	}
+	prefetch_free(t->prefetch);
+	free(t->pf_dir);
+	free(t->fail_dir);
 	pthread_cond_destroy(&t->hide_cond);
 	pthread_cond_destroy(&t->recover_cond);
 	pthread_mutex_destroy(&t->lock);
@@ -650,6 +659,8 @@ void files_flush_all(struct dfs *fs)
 void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id)
 {
 	cache_invalidate_sandbox(fs->cache, sandbox_id);
+	/* Unusable already (the generation moved): the memory goes now. */
+	prefetch_drop_sandbox(fs->files->prefetch, sandbox_id);
 	pthread_mutex_lock(&fs->files->lock);
 	for (size_t i = 0; i < LINK_BUCKETS; i++) {
 		struct link_ent **pp = &fs->files->links[i];

@@ -239,12 +239,53 @@ out:
 	return rc;
 }
 
+/*
+ * The first read of a handle, at offset 0 (caller holds h->lock). A small
+ * file comes whole, from the prefetch store or fetched with the small files
+ * that follow it (fs_prefetch.c). A larger file read in large pieces (cat,
+ * cp: the kernel's first request is already its read-ahead size) streams
+ * from here, so that the whole read is one request and no ranged download
+ * goes before the stream. -EAGAIN: neither; read as usual.
+ */
+static int first_read(struct dfs *fs, struct fhandle *h, const struct stat *st, bool known, char *buf,
+		      size_t size)
+{
+	struct open_node *n = h->node;
+	char *data;
+	size_t len;
+	int rc;
+
+	if (known && prefetch_first_read(fs, n, st, &data, &len)) {
+		free(h->ra_buf);
+		h->ra_buf = data;
+		h->ra_cap = h->ra_len = len;
+		h->ra_off = 0;
+		h->whole = true;
+		h->whole_len = len;
+		rc = (int)(size < len ? size : len);
+		memcpy(buf, data, (size_t)rc);
+		return rc;
+	}
+	if (known && S_ISREG(st->st_mode) && size >= RA_MIN && (uint64_t)st->st_size > size) {
+		h->rs = rs_start(fs, n, 0);
+		if (h->rs) {
+			rc = rs_read(h->rs, buf, size, 0);
+			if (rc != -EAGAIN)
+				return rc;
+			rs_stop(h->rs);
+			h->rs = NULL;
+		}
+	}
+	return -EAGAIN;
+}
 
 int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size, off_t off)
 {
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
 	struct open_node *n = h->node;
 	uint64_t uoff = (uint64_t)off;
+	struct stat st;
+	bool known;
 	ssize_t got;
 	int rc;
 
@@ -256,9 +297,31 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 		pthread_mutex_unlock(&n->lock);
 		return (int)got;
 	}
+	st = n->st;
+	/* Attributes from the cache at open (not made up): what the kernel
+	 * was told, which prefetched content must match. */
+	known = n->base.kind == JOURNAL_BASE_FILE;
 	pthread_mutex_unlock(&n->lock);
 
 	pthread_mutex_lock(&h->lock);
+	if (!h->first_read_done && uoff == 0 && h->next_off == 0 && !h->rs) {
+		h->first_read_done = true;
+		rc = first_read(fs, h, &st, known, buf, size);
+		if (rc != -EAGAIN)
+			goto done;
+	}
+	if (h->whole && h->ra_len != h->whole_len)
+		h->whole = false;   /* a write here dropped it (files_write) */
+	if (h->whole) {
+		/* The whole file, as it was at the first read. */
+		if (uoff >= h->ra_len) {
+			rc = 0;
+		} else {
+			rc = (int)(size < h->ra_len - uoff ? size : h->ra_len - uoff);
+			memcpy(buf, h->ra_buf + uoff, (size_t)rc);
+		}
+		goto done;
+	}
 	if (h->rs) {
 		rc = rs_read(h->rs, buf, size, uoff);
 		if (rc != -EAGAIN)

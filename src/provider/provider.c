@@ -173,3 +173,12 @@ void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n)
 		free(fi[i].name);
 	free(fi);
 }
+
+void sp_bulk_files_clear(struct sp_bulk_file *files, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(files[i].data);
+		files[i].data = NULL;
+		files[i].len = 0;
+	}
+}

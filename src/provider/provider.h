@@ -191,7 +191,19 @@ enum {
 	SP_CAP_VOLUMES       = 1u << 13,  /* volume_list, volume_create, volume_delete */
 	SP_CAP_BUILD_LOG     = 1u << 14,  /* sandbox_build_log */
 	SP_CAP_NOTE_CHANGE   = 1u << 15,  /* note_change: changes count as activity, piggy-backed */
+	SP_CAP_BULK_DOWNLOAD = 1u << 16,  /* fs_bulk_download: many whole files in one request */
 };
+
+/* One file of a bulk download (fs_bulk_download). */
+struct sp_bulk_file {
+	const char *path;           /* in: absolute */
+	size_t max;                 /* in: the largest content taken; a larger file gets -EFBIG */
+	int err;                    /* out: 0, or this file's -errno (ENOENT, EACCES, EINVAL ...) */
+	char *data;                 /* out: its whole content, malloc'd (NULL when empty or failed) */
+	size_t len;
+};
+/* Frees the data of n files (and sets it to NULL). */
+void sp_bulk_files_clear(struct sp_bulk_file *files, size_t n);
 
 /* Each operation takes the provider's impl first, then what the matching
  * dt_ call of the Daytona client takes (daytona.h documents them). */
@@ -261,6 +273,12 @@ struct sandbox_provider_ops {
 	 * of its own when it can (Daytona: the next toolbox request to the
 	 * sandbox goes without the skip-activity header). No I/O. */
 	void (*note_change)(void *impl, const char *id);
+	/* Many whole files in one request (SP_CAP_BULK_DOWNLOAD). 0 when the
+	 * answer was complete, each file with its err and data; or a negative
+	 * errno when the request failed as a whole (-EOPNOTSUPP: the sandbox
+	 * has no such call), and then no file holds data. */
+	int (*fs_bulk_download)(void *impl, const struct dt_box *box, struct sp_bulk_file *files, size_t n,
+			struct dt_error *err);
 	/* Whether an upload would store path under another name (Daytona's
 	 * daemon trims white space from it): the caller then uploads under a
 	 * temporary name and renames. NULL: never. */
@@ -462,6 +480,14 @@ static inline int64_t sp_fs_download(struct sandbox_provider *sp, const struct d
 	if (!sp->ops->fs_download)
 		return sp_unsupported(err, "fs download");
 	return sp->ops->fs_download(sp->impl, box, path, off, len, sink, ctx, err);
+}
+
+static inline int sp_fs_bulk_download(struct sandbox_provider *sp, const struct dt_box *box,
+		struct sp_bulk_file *files, size_t n, struct dt_error *err)
+{
+	if (!sp->ops->fs_bulk_download)
+		return sp_unsupported(err, "fs bulk download");
+	return sp->ops->fs_bulk_download(sp->impl, box, files, n, err);
 }
 
 static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct dt_box *box,

@@ -171,6 +171,10 @@ int dt_fs_info(struct dt_client *dt, const struct dt_box *box, const char *path,
  * (server ignored Range) is handled by skipping to off. */
 int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const char *path,
 		       uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
+/* POST /files/bulk-download: the whole content of each file, in one
+ * request (daytona_bulk.c; the contract of sandbox_provider_ops.fs_bulk_download). */
+int dt_fs_bulk_download(struct dt_client *dt, const struct dt_box *box, struct sp_bulk_file *files, size_t n,
+			struct dt_error *err);
 /* Uploads (replaces) the whole file from fd (len bytes from offset 0) through
  * POST /files/bulk-upload, streaming; parents are created by the server. */
 int dt_fs_upload_fd(struct dt_client *dt, const struct dt_box *box, const char *path, int fd,

@@ -124,6 +124,12 @@ static int64_t daytona_fs_download(void *impl, const struct dt_box *box, const c
 	return dt_fs_download(impl, box, path, off, len, sink, ctx, err);
 }
 
+static int daytona_fs_bulk_download(void *impl, const struct dt_box *box, struct sp_bulk_file *files,
+		size_t n, struct dt_error *err)
+{
+	return dt_fs_bulk_download(impl, box, files, n, err);
+}
+
 static int daytona_fs_upload_fd(void *impl, const struct dt_box *box, const char *path, int fd,
 		uint64_t len, struct dt_error *err)
 {
@@ -238,6 +244,7 @@ static const struct sandbox_provider_ops daytona_ops = {
 	.volume_delete = daytona_volume_delete,
 	.sandbox_build_log = daytona_sandbox_build_log,
 	.note_change = daytona_note_change,
+	.fs_bulk_download = daytona_fs_bulk_download,
 	.upload_path_changed = dt_upload_path_trimmed,
 	.free = daytona_free,
 };
@@ -266,7 +273,8 @@ struct sandbox_provider *daytona_provider_new(struct http_client *hc, const stru
 	sp->caps = SP_CAP_FS_LIST | SP_CAP_FS_INFO | SP_CAP_FS_MOVE | SP_CAP_FS_DELETE | SP_CAP_FS_MKDIR |
 		   SP_CAP_FS_CHMOD | SP_CAP_RANGED_READ | SP_CAP_STREAM_UPLOAD | SP_CAP_SNAPSHOTS |
 		   SP_CAP_LABELS | SP_CAP_RESIZE | SP_CAP_INTERVALS | SP_CAP_PREVIEW | SP_CAP_VOLUMES |
-		   SP_CAP_BUILD_LOG | SP_CAP_NOTE_CHANGE;
+		   SP_CAP_BUILD_LOG | SP_CAP_NOTE_CHANGE |
+		   SP_CAP_BULK_DOWNLOAD;
 	sp->ops = &daytona_ops;
 	return sp;
 }
