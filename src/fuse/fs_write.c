@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 /* ---- content ------------------------------------------------------------------- */
 
@@ -159,7 +160,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	if (!command) {
 		n->chmod_pending = false;
 		sandbox_box(n->sb, &box);
-		rc = sp_fs_chmod(fs->sp, &box, n->path, mode, &err);
+		rc = rfs_chmod(fs->sp, &box, n->path, mode, &err);
 		if (rc < 0)
 			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
@@ -279,7 +280,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		/* A part of it may have been written, or the copy's request
 		 * failed before its rm ran: no copy is left in the user's
 		 * directory (the result does not matter). */
-		sp_fs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
+		rfs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
 	}
 out:
 	sb_free(&tmp);
@@ -295,7 +296,7 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	int rc;
 
 	if (!sp_upload_path_changed(fs->sp, path))
-		return sp_fs_chmod(fs->sp, box, path, mode, err);
+		return rfs_chmod(fs->sp, box, path, mode, err);
 	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
 	sh_word(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));
