@@ -27,9 +27,11 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -40,10 +42,100 @@
 #include "vercel.h"
 #include "vercel_provider.h"
 
+/* The newest session id seen for each sandbox (name): a session id the
+ * mount holds may be one a resume elsewhere has replaced. */
+struct session_seen {
+	char name[64];
+	char sid[128];
+};
+
 struct vprov {
 	struct vc_client *vc;
 	long wait_timeout_ms;       /* lifecycle waits (stop) */
+	pthread_mutex_t lock;
+	struct session_seen *seen;
+	size_t n_seen, cap_seen;
 };
+
+/* Notes sid as name's newest session (nothing when either is empty). */
+static void session_note(struct vprov *v, const char *name, const char *sid)
+{
+	size_t i;
+
+	if (!name[0] || !sid[0] || strlen(name) >= sizeof(v->seen[0].name))
+		return;
+	pthread_mutex_lock(&v->lock);
+	for (i = 0; i < v->n_seen; i++)
+		if (!strcmp(v->seen[i].name, name))
+			break;
+	if (i == v->n_seen) {
+		if (v->n_seen == v->cap_seen) {
+			size_t cap = v->cap_seen ? v->cap_seen * 2 : 16;
+			struct session_seen *ns = realloc(v->seen, cap * sizeof(*ns));
+
+			if (!ns) {
+				pthread_mutex_unlock(&v->lock);
+				return;
+			}
+			v->seen = ns;
+			v->cap_seen = cap;
+		}
+		str_copy(v->seen[i].name, sizeof(v->seen[i].name), name);
+		v->n_seen++;
+	}
+	str_copy(v->seen[i].sid, sizeof(v->seen[i].sid), sid);
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* The session a call for box goes to: the newest seen, else the box's. */
+static void session_of(struct vprov *v, const struct dt_box *box, char *out, size_t cap)
+{
+	str_copy(out, cap, box->toolbox_url ? box->toolbox_url : "");
+	pthread_mutex_lock(&v->lock);
+	for (size_t i = 0; i < v->n_seen; i++)
+		if (!strcmp(v->seen[i].name, box->id)) {
+			str_copy(out, cap, v->seen[i].sid);
+			break;
+		}
+	pthread_mutex_unlock(&v->lock);
+}
+
+/*
+ * After a 410 from session sid: whether the sandbox runs another session
+ * now (resumed by someone else), whose id goes to out. Never resumes: the
+ * mount's own calls do not start a sandbox (SEMANTICS.md).
+ */
+static bool session_moved(struct vprov *v, const char *name, const char *sid, char *out, size_t cap)
+{
+	struct vc_error ve = { 0 };
+	struct vc_sandbox vs;
+	bool moved = false;
+
+	memset(&vs, 0, sizeof(vs));
+	if (vc_sandbox_get(v->vc, name, false, &vs, &ve) == 0 && !strcmp(vs.status, "running") &&
+	    vs.current_session_id[0] && strcmp(vs.current_session_id, sid) != 0) {
+		session_note(v, name, vs.current_session_id);
+		moved = str_copy(out, cap, vs.current_session_id);
+	}
+	vc_sandbox_clear(&vs);
+	return moved;
+}
+
+/* Whether a session call that failed with rc should go once more, to the
+ * session that replaced sid: only for a 410, which the service gives before
+ * it does anything, so a second call cannot do the work twice. */
+static bool retry_moved(struct vprov *v, const struct dt_box *box, int rc, const struct vc_error *ve, char *sid,
+			size_t cap, int *attempts)
+{
+	if (rc != -EHOSTDOWN || ve->http_status != 410 || (*attempts)++ > 0)
+		return false;
+	return session_moved(v, box->id, sid, sid, cap);
+}
+
+static int no_session(struct dt_error *err, const struct dt_box *box)
+{
+	return dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
+}
 
 /* ---- errors and objects -------------------------------------------------- */
 
@@ -110,7 +202,10 @@ static int get_sandbox(struct vprov *v, const char *name, bool resume, struct vc
 
 	memset(vs, 0, sizeof(*vs));
 	rc = vc_sandbox_get(v->vc, name, resume, vs, &ve);
-	return rc < 0 ? from_vc(err, rc, &ve) : 0;
+	if (rc < 0)
+		return from_vc(err, rc, &ve);
+	session_note(v, vs->name, vs->has_session && vs->session.id[0] ? vs->session.id : vs->current_session_id);
+	return 0;
 }
 
 /* ---- control plane --------------------------------------------------------- */
@@ -135,6 +230,7 @@ static int v_sandbox_list(void *impl, struct dt_sandbox **out, size_t *n, struct
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	for (size_t i = 0; i < count; i++) {
+		session_note(v, list[i].name, list[i].current_session_id);
 		if (to_dt(&list[i], &(*out)[k]) < 0) {
 			log_warn("vercel: sandbox name %.80s... is longer than %zu bytes: not shown", list[i].name,
 				 sizeof((*out)[k].id) - 1);
@@ -631,6 +727,10 @@ static int exec_log(void *p, enum vc_stream stream, const char *data, size_t len
 	return sb->oom ? -ENOMEM : 0;
 }
 
+/* Scripts longer than this go to the sandbox as a file first. */
+#define VC_SCRIPT_ARG_MAX (96 * 1024)
+static unsigned long script_seq;
+
 static int run(struct vprov *v, const struct dt_box *box, const char *script, const char *cwd,
 	       const struct dt_kv *envs, size_t n_envs, long server_timeout_s, long http_timeout_ms,
 	       int *exit_code, char **output, struct dt_error *err)
@@ -641,8 +741,9 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 	struct vc_cmd_params p = { 0 };
 	struct vc_error ve = { 0 };
 	struct vc_command cmd;
-	int rc, status = -1;
-	char *text = NULL;
+	struct strbuf indirect = STRBUF_INIT;
+	int rc, status = -1, attempts = 0;
+	char *text = NULL, sid[128];
 
 	if (output)
 		*output = NULL;
@@ -650,9 +751,35 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 		*exit_code = -1;
 	if (!env)
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
-	if (!box->toolbox_url || !box->toolbox_url[0]) {
+	session_of(v, box, sid, sizeof(sid));
+	if (!sid[0]) {
 		free(env);
-		return dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
+		return no_session(err, box);
+	}
+	if (strlen(script) > VC_SCRIPT_ARG_MAX) {
+		/* Linux takes no single argument over 128 KiB (MAX_ARG_STRLEN):
+		 * a longer script (stdin data, a long batch) goes as a file,
+		 * which the command runs and removes. */
+		char path[128];
+		int wattempts = 0;
+
+		snprintf(path, sizeof(path), "/tmp/.daytonafs/out/script.%ld.%lu", (long)getpid(),
+			 __atomic_add_fetch(&script_seq, 1, __ATOMIC_RELAXED));
+		do
+			rc = vc_fs_write_mem(v->vc, sid, path, script, strlen(script), 0600, &ve);
+		while (retry_moved(v, box, rc, &ve, sid, sizeof(sid), &wattempts));
+		if (rc < 0) {
+			free(env);
+			from_vc(err, rc, &ve);
+			goto out;
+		}
+		sb_addf(&indirect, "f=%s; sh \"$f\"; r=$?; rm -f \"$f\"; exit $r", path);
+		if (indirect.oom) {
+			free(env);
+			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			goto out;
+		}
+		args[3] = indirect.buf;
 	}
 	for (size_t i = 0; i < n_envs; i++)
 		env[i] = (struct vc_kv){ envs[i].key, envs[i].value };
@@ -663,7 +790,11 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 	p.env = env;
 	p.n_env = n_envs;
 	p.timeout_ms = server_timeout_s > 0 ? server_timeout_s * 1000 : 0;
-	rc = vc_cmd_run_wait(v->vc, box->toolbox_url, &p, http_timeout_ms, exec_log, &ec, &cmd, &ve);
+	do {
+		sb_reset(&ec.out);
+		sb_reset(&ec.err);
+		rc = vc_cmd_run_wait(v->vc, sid, &p, http_timeout_ms, exec_log, &ec, &cmd, &ve);
+	} while (retry_moved(v, box, rc, &ve, sid, sizeof(sid), &attempts));
 	free(env);
 	if (rc < 0) {
 		/* 410 or a stopped stream: the session is gone (EHOSTDOWN). */
@@ -693,6 +824,7 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 	}
 out:
 	free(text);
+	sb_free(&indirect);
 	sb_free(&ec.out);
 	sb_free(&ec.err);
 	return rc;
@@ -784,11 +916,16 @@ static int64_t v_fs_download(void *impl, const struct dt_box *box, const char *p
 	struct vprov *v = impl;
 	struct range_sink r = { sink, ctx, off, len, len > 0, false, 0 };
 	struct vc_error ve = { 0 };
+	char sid[128];
+	int attempts = 0;
 	int64_t got;
 
-	if (!box->toolbox_url || !box->toolbox_url[0])
-		return dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
-	got = vc_fs_read(v->vc, box->toolbox_url, path, range_sink_fn, &r, &ve);
+	session_of(v, box, sid, sizeof(sid));
+	if (!sid[0])
+		return no_session(err, box);
+	do
+		got = vc_fs_read(v->vc, sid, path, range_sink_fn, &r, &ve);
+	while (retry_moved(v, box, (int)got, &ve, sid, sizeof(sid), &attempts));
 	if (got == -ECANCELED && r.full)
 		return r.given;
 	if (got < 0)
@@ -801,13 +938,17 @@ static int v_fs_upload_fd(void *impl, const struct dt_box *box, const char *path
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
-	int rc;
+	int rc, attempts = 0;
+	char sid[128];
 
-	if (!box->toolbox_url || !box->toolbox_url[0])
-		return dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
+	session_of(v, box, sid, sizeof(sid));
+	if (!sid[0])
+		return no_session(err, box);
 	/* 0644: a new file as an upload makes it (the mount's chmod follows
 	 * when the file wants another mode). */
-	rc = vc_fs_write_fd(v->vc, box->toolbox_url, path, fd, len, 0644, &ve);
+	do
+		rc = vc_fs_write_fd(v->vc, sid, path, fd, len, 0644, &ve);
+	while (retry_moved(v, box, rc, &ve, sid, sizeof(sid), &attempts));
 	return rc < 0 ? from_vc(err, rc, &ve) : 0;
 }
 
@@ -815,12 +956,16 @@ static int v_fs_mkdir(void *impl, const struct dt_box *box, const char *path, mo
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
-	int rc;
+	int rc, attempts = 0;
+	char sid[128];
 
 	(void)mode;   /* fs/mkdir takes no mode: the default user's umask applies */
-	if (!box->toolbox_url || !box->toolbox_url[0])
-		return dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
-	rc = vc_fs_mkdir(v->vc, box->toolbox_url, path, false, &ve);
+	session_of(v, box, sid, sizeof(sid));
+	if (!sid[0])
+		return no_session(err, box);
+	do
+		rc = vc_fs_mkdir(v->vc, sid, path, false, &ve);
+	while (retry_moved(v, box, rc, &ve, sid, sizeof(sid), &attempts));
 	return rc < 0 ? from_vc(err, rc, &ve) : 0;
 }
 
@@ -838,6 +983,8 @@ static void v_free(void *impl)
 	if (!v)
 		return;
 	vc_client_free(v->vc);
+	pthread_mutex_destroy(&v->lock);
+	free(v->seen);
 	free(v);
 }
 
@@ -923,6 +1070,7 @@ struct sandbox_provider *vercel_provider_new(struct http_client *hc, const struc
 	if (!v->vc)
 		goto fail;
 	v->wait_timeout_ms = cfg->wait_timeout_ms;
+	pthread_mutex_init(&v->lock, NULL);
 	sp->name = "vercel";
 	/* The optional operations it has: mkdir, snapshots, labels (tags).
 	 * Not list, info, move, delete, chmod, ranged reads (cut from whole
