@@ -16,7 +16,8 @@
 #include "strbuf.h"
 #include "urlenc.h"
 
-#define STAT_FORMAT "'%f %s %u %g %Y %n'"
+/* %.9Y: the mtime with its nanoseconds (GNU stat; make compares them) */
+#define STAT_FORMAT "'%f %s %u %g %.9Y %n'"
 
 static long limit_s = 60;
 
@@ -65,18 +66,29 @@ static int run(struct sandbox_provider *sp, const struct dt_box *box, const stru
 
 int rfs_parse_stat_line(const char *line, size_t len, struct dt_fileinfo *fi)
 {
-	char buf[128];
+	char buf[160], frac[16] = "";
 	unsigned raw, uid, gid;
 	unsigned long long size;
 	long long mtime;
-	int used = 0;
+	long nsec = 0;
+	int used = 0, fl = 0;
 	size_t head = len < sizeof(buf) - 1 ? len : sizeof(buf) - 1;
 
 	memset(fi, 0, sizeof(*fi));
 	memcpy(buf, line, head);
 	buf[head] = '\0';
-	if (sscanf(buf, "%x %llu %u %u %lld %n", &raw, &size, &uid, &gid, &mtime, &used) != 5 || !used ||
-	    (size_t)used >= len)
+	if (sscanf(buf, "%x %llu %u %u %lld%n", &raw, &size, &uid, &gid, &mtime, &used) != 5)
+		return -EINVAL;
+	/* an optional fraction of a second, up to 9 digits */
+	if (buf[used] == '.' && sscanf(buf + used + 1, "%9[0-9]%n", frac, &fl) == 1) {
+		used += 1 + fl;
+		for (int i = 0; i < 9; i++)
+			nsec = nsec * 10 + (i < fl ? frac[i] - '0' : 0);
+	}
+	if (buf[used] != ' ')
+		return -EINVAL;
+	used++;
+	if ((size_t)used >= len)
 		return -EINVAL;
 	fi->name = strndup(line + used, len - (size_t)used);
 	if (!fi->name)
@@ -86,6 +98,7 @@ int rfs_parse_stat_line(const char *line, size_t len, struct dt_fileinfo *fi)
 	fi->uid = uid;
 	fi->gid = gid;
 	fi->mtime.tv_sec = (time_t)mtime;
+	fi->mtime.tv_nsec = nsec;
 	fi->is_dir = S_ISDIR(fi->mode);
 	return 0;
 }

@@ -5,7 +5,7 @@
  * clear), the same done by a short command in the sandbox. Same arguments
  * and errors as the sp_fs_* calls, so a caller swaps one for the other.
  *
- * The command forms print with stat -c (GNU and busybox): names with a
+ * The command forms print with GNU stat -c: names with a
  * newline in them are skipped by rfs_list (the mount's own directories have
  * none; users' directories are listed with find, fs_commands.c). Their
  * errors are the errno the command's message names (ENOENT, ENOTDIR,
@@ -35,8 +35,9 @@ int rfs_chmod(struct sandbox_provider *sp, const struct dt_box *box, const char 
 int64_t rfs_download(struct sandbox_provider *sp, const struct dt_box *box, const char *path, uint64_t off,
 		     uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
 
-/* Pure, for the tests: one line "%f %s %u %g %Y %n" of stat -c into fi
- * (name malloc'd). -EINVAL when it does not parse. */
+/* Pure, for the tests: one line "%f %s %u %g %.9Y %n" of stat -c into fi
+ * (name malloc'd; the fraction of the mtime may be absent). -EINVAL when it
+ * does not parse. */
 int rfs_parse_stat_line(const char *line, size_t len, struct dt_fileinfo *fi);
 /* The errno a command's message names, else -EIO. Pure. */
 int rfs_errno_from_message(const char *msg);

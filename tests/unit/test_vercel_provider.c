@@ -140,6 +140,11 @@ UNIT_TEST(stat_lines)
 	CHECK(fi.size == 12 && fi.uid == 1000 && fi.mtime.tv_sec == 1700000000);
 	CHECK(S_ISREG(fi.mode) && (fi.mode & 07777) == 0644 && !fi.is_dir);
 	free(fi.name);
+	/* the nanoseconds of %.9Y */
+	CHECK_INT(rfs_parse_stat_line("81a4 1 0 0 1700000000.123456789 n", 33, &fi), 0);
+	CHECK(fi.mtime.tv_sec == 1700000000 && fi.mtime.tv_nsec == 123456789);
+	CHECK_STR(fi.name, "n");
+	free(fi.name);
 	CHECK_INT(rfs_parse_stat_line("41ed 4096 0 0 1 dir", 19, &fi), 0);
 	CHECK(fi.is_dir);
 	free(fi.name);
