@@ -64,6 +64,7 @@ enum ctl_verb {
 	CTL_AUTOSTOP, CTL_AUTOARCHIVE, CTL_AUTODELETE,
 	CTL_LABEL, CTL_UNLABEL,
 	CTL_CLOSE_STDIN,
+	CTL_EXTEND,                  /* extend MINUTES: more time for a running session (Vercel) */
 };
 
 struct ctl_pair {
@@ -102,6 +103,9 @@ struct ctl_command {
 	struct ctl_pair *volumes;    /* key = volume id/name, value = mount path */
 	size_t n_volumes;
 	bool ephemeral, is_public;
+	bool persistent;             /* Vercel's name for "not ephemeral" (its default) */
+	int *ports;                  /* port=N, repeatable (Vercel: ports to expose) */
+	size_t n_ports;
 
 	/* unlabel */
 	char **keys;

@@ -102,6 +102,7 @@ struct dt_create_params {
 	bool is_public;
 	long autostop, autoarchive, autodelete;   /* minutes; LONG_MIN when unset */
 	const struct dt_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
+	const int *ports; size_t n_ports;   /* ports to expose (Vercel); Daytona refuses them */
 };
 void dt_create_params_init(struct dt_create_params *p);
 

@@ -319,6 +319,8 @@ int vercel_create_params(const struct dt_create_params *p, struct vc_create_para
 	vp->tags = tags;
 	vp->n_tags = p->n_labels;
 	vp->persistent = p->ephemeral ? 0 : -1;
+	vp->ports = p->ports;
+	vp->n_ports = p->n_ports;
 	vp->source_snapshot_id = p->snapshot;
 	return 0;
 }
