@@ -147,6 +147,8 @@ class Mount:
             opts += ["provider=vercel", "api_url=" + server.api_url]
         else:
             env.update({"DAYTONA_API_KEY": API_KEY, "DAYTONA_API_URL": server.api_url})
+        if os.environ.get("DAYTONAFS_TEST_LOGLEVEL"):
+            opts.append("loglevel=" + os.environ["DAYTONAFS_TEST_LOGLEVEL"])
         opts += list(extra_opts)
         self.log = open(os.path.join(tmp, name + ".log"), "w")
         self.proc = subprocess.Popen([_binary(), "-f", "-o", ",".join(opts), self.path],

@@ -189,3 +189,19 @@ def test_rate_limit_waits_and_429_is_retried(server, tmp_root):
     finally:
         m.unmount()
     assert "request quota: waited" in open(m.log.name).read()
+
+
+def test_write_to_a_file_made_read_only_after_open(mount, sandbox):
+    """A descriptor opened for writing keeps its right to write after chmod
+    0444; the sandbox's user is not root, so the copy into place gets the
+    owner's write bit for the moment, and the mode comes back."""
+    p = mount.p(sandbox, "work", "ro-later.txt")
+    write(p, "old\n")
+    fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.chmod(p, 0o444)
+        os.write(fd, b"new\n")
+    finally:
+        os.close(fd)
+    ctl(mount.p(sandbox, "ctl"), "exec stat -c %a ro-later.txt; cat ro-later.txt; ls -a | grep -c daytonafs-upload")
+    assert read(mount.p(sandbox, "stdout")) == "444\nnew\n0\n"
