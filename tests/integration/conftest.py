@@ -139,7 +139,7 @@ class Mount:
         env = dict(os.environ)
         env.pop("DAYTONA_TARGET", None)
         opts = ["cache_dir=" + self.cache, "poll_max=200"]
-        if server.provider == "vercel":
+        if getattr(server, "provider", "daytona") == "vercel":
             for k in ("DAYTONA_API_KEY", "DAYTONA_API_URL", "VERCEL_OIDC_TOKEN"):
                 env.pop(k, None)
             env.update({"VERCEL_TOKEN": API_KEY, "VERCEL_TEAM_ID": VERCEL_TEAM,

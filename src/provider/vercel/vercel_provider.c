@@ -409,6 +409,36 @@ static int stop_and_wait(struct vprov *v, const char *name, dt_state_fn on_state
 	return rc;
 }
 
+/* After a resume: polls the sandbox (never resuming again) until its
+ * session runs, as the SDK waits for a start; vs holds the last answer. A
+ * session that failed, or stopped meanwhile, is an error. */
+static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, dt_state_fn on_state, void *ctx,
+			struct dt_error *err)
+{
+	int64_t deadline = mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+
+	for (;;) {
+		const char *status = vs->has_session && vs->session.status[0] ? vs->session.status : vs->status;
+		const char *st = vercel_state_name(status);
+		struct timespec pause = { 0, 200 * 1000000L };
+		int rc;
+
+		if (on_state)
+			on_state(ctx, st);
+		if (!strcmp(st, "started"))
+			return 0;
+		if (strcmp(st, "starting"))
+			return dt_error_set(err, -EIO, 0, "sandbox %s did not start: its session is %s", name, status);
+		if (mono_ms() > deadline)
+			return dt_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not start in time (still %s)", name, status);
+		nanosleep(&pause, NULL);
+		vc_sandbox_clear(vs);
+		rc = get_sandbox(v, name, false, vs, err);
+		if (rc < 0)
+			return rc;
+	}
+}
+
 static int v_sandbox_action(void *impl, const char *id, enum dt_action action, dt_state_fn on_state,
 			    void *ctx, struct dt_sandbox *out, struct dt_error *err)
 {
@@ -421,12 +451,11 @@ static int v_sandbox_action(void *impl, const char *id, enum dt_action action, d
 		/* GET ?resume=true: a new session when the current one is not
 		 * running (a new session id), else the running one. */
 		rc = get_sandbox(v, id, true, &vs, err);
-		if (rc == 0) {
-			if (on_state)
-				on_state(ctx, "started");
-			if (to_dt(&vs, out) < 0)
-				rc = dt_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
-		}
+		if (rc < 0)
+			return rc;
+		rc = wait_running(v, id, &vs, on_state, ctx, err);
+		if (rc == 0 && to_dt(&vs, out) < 0)
+			rc = dt_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
 		vc_sandbox_clear(&vs);
 		return rc;
 	case DT_STOP:
