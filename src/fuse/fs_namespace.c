@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 /* ---- namespace ------------------------------------------------------------------- */
 
@@ -98,7 +99,7 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 		return rc;
 	}
 	sandbox_box(sb, &box);
-	rc = sp_fs_delete(fs->sp, &box, path, false, &err);
+	rc = rfs_delete(fs->sp, &box, path, false, &err);
 	if (rc == -EINVAL)
 		rc = -EISDIR;
 	if (rc < 0)
@@ -190,7 +191,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (n > 0)
 		return -ENOTEMPTY;
 	sandbox_box(sb, &box);
-	rc = sp_fs_delete(fs->sp, &box, path, true, &err);
+	rc = rfs_delete(fs->sp, &box, path, true, &err);
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
@@ -572,7 +573,7 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	}
 	sandbox_box(sb, &box);
 	rc = -EEXIST;
-	api_move = !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
+	api_move = sp_has(fs->sp, SP_CAP_FS_MOVE) && !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
 	if (api_move) {
 		rc = sp_fs_move(fs->sp, &box, from, to, &err);
 		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
@@ -726,7 +727,7 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		sh_word(&cmd, path);
 		return change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
 	}
-	rc = sp_fs_chmod(fs->sp, &box, path, mode, &err);
+	rc = rfs_chmod(fs->sp, &box, path, mode, &err);
 	if (rc == -EINVAL)
 		rc = -EPERM;   /* a chmod failure is a bare 400 */
 	if (rc < 0) {

@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 /* ---- content ------------------------------------------------------------------- */
 
@@ -159,7 +160,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	if (!command) {
 		n->chmod_pending = false;
 		sandbox_box(n->sb, &box);
-		rc = sp_fs_chmod(fs->sp, &box, n->path, mode, &err);
+		rc = rfs_chmod(fs->sp, &box, n->path, mode, &err);
 		if (rc < 0)
 			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
@@ -236,7 +237,8 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_bo
  * written over "notes": such a path is uploaded under a temporary name in
  * the same directory, and one command copies that into the file and removes
  * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
- * links, as an upload in place does. sb is NULL when the mount does not know
+ * links, as an upload in place does. Vercel's uploads all go this way
+ * (its fs/write replaces the file: sp_upload_path_changed is always true). sb is NULL when the mount does not know
  * the sandbox (crash recovery); with sb, a sandbox known to run no commands
  * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
  */
@@ -255,13 +257,18 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 				    "API would write a name with white space at its ends over the trimmed name", path);
 	sb_add(&tmp, path, (size_t)(slash - path) + 1);
 	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
-	sb_adds(&cmd, "cat -- ");
+	/* t and p name them once. A file its owner made read-only since it
+	 * was opened for writing (a descriptor keeps its right to write):
+	 * the owner's write bit for the copy, then the mode back. Else the
+	 * copy's own message says why it failed. */
+	sb_adds(&cmd, "t=");
 	sh_word(&cmd, sb_str(&tmp));
-	sb_adds(&cmd, " > ");
+	sb_adds(&cmd, "; p=");
 	sh_word(&cmd, path);
-	sb_adds(&cmd, "; rc=$?; rm -f -- ");
-	sh_word(&cmd, sb_str(&tmp));
-	sb_adds(&cmd, "; exit $rc");
+	sb_adds(&cmd, "; if cat -- \"$t\" > \"$p\"; then rc=0; else rc=1; "
+		"if [ -f \"$p\" ] && [ -O \"$p\" ] && [ ! -w \"$p\" ] && m=$(stat -c %a -- \"$p\") && "
+		"chmod u+w -- \"$p\"; then cat -- \"$t\" > \"$p\"; rc=$?; chmod \"$m\" -- \"$p\"; fi; fi; "
+		"rm -f -- \"$t\"; exit $rc");
 	if (tmp.oom || cmd.oom) {
 		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
 		goto out;
@@ -279,7 +286,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		/* A part of it may have been written, or the copy's request
 		 * failed before its rm ran: no copy is left in the user's
 		 * directory (the result does not matter). */
-		sp_fs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
+		rfs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
 	}
 out:
 	sb_free(&tmp);
@@ -295,7 +302,7 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	int rc;
 
 	if (!sp_upload_path_changed(fs->sp, path))
-		return sp_fs_chmod(fs->sp, box, path, mode, err);
+		return rfs_chmod(fs->sp, box, path, mode, err);
 	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
 	sh_word(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));

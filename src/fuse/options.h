@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #define DFS_DEFAULT_API_URL "https://app.daytona.io/api"
+#define DFS_DEFAULT_VERCEL_URL "https://vercel.com/api"
 
 struct dfs_options {
 	/* endpoint and credentials */
@@ -30,6 +31,17 @@ struct dfs_options {
 	char *target;
 	char *api_key_file;
 	char *config_file;
+	/* -o provider=daytona|vercel (default daytona). Vercel's credentials
+	 * as its SDK takes them: VERCEL_OIDC_TOKEN, or VERCEL_TOKEN with
+	 * VERCEL_TEAM_ID and VERCEL_PROJECT_ID (or -o api_key_file=PATH for the
+	 * token; config keys vercel_token, vercel_oidc_token, vercel_team_id,
+	 * vercel_project_id); resolved into these fields. */
+	char *provider;
+	char *vercel_token;
+	char *vercel_oidc;
+	char *team_id;
+	char *project_id;
+	int rate_limit;             /* requests a minute to the provider; Vercel default 1000; 0: none */
 
 	/* caching */
 	double attr_timeout;        /* seconds; default 5 */

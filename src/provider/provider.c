@@ -14,12 +14,29 @@
 
 #include "daytona.h"
 #include "urlenc.h"
+#include "vercel_provider.h"
+
+struct sandbox_provider *provider_open_err(const char *name, struct http_client *hc,
+		const struct provider_config *cfg, char *errbuf, size_t errlen)
+{
+	struct sandbox_provider *sp = NULL;
+
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	if (strcmp(name, "daytona") == 0)
+		sp = daytona_provider_new(hc, cfg);
+	else if (strcmp(name, "vercel") == 0)
+		sp = vercel_provider_new(hc, cfg, errbuf, errlen);
+	else if (errbuf)
+		snprintf(errbuf, errlen, "unknown provider '%s' (daytona or vercel)", name);
+	if (!sp && errbuf && errlen && !errbuf[0])
+		snprintf(errbuf, errlen, "cannot set up the %s client: out of memory", name);
+	return sp;
+}
 
 struct sandbox_provider *provider_open(const char *name, struct http_client *hc, const struct provider_config *cfg)
 {
-	if (strcmp(name, "daytona") == 0)
-		return daytona_provider_new(hc, cfg);
-	return NULL;
+	return provider_open_err(name, hc, cfg, NULL, 0);
 }
 
 void provider_close(struct sandbox_provider *sp)

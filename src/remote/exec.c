@@ -19,6 +19,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
+#include "rfs.h"
 
 /* ---- lookups ------------------------------------------------------------------ */
 
@@ -38,7 +39,7 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 	if (!str_printf(path, sizeof(path), "%s/cmd", m->state_dir))
 		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
 	pthread_mutex_unlock(&m->lock);
-	rc = sp_fs_list(m->sp, db, path, &fi, &nfi, err);
+	rc = rfs_list(m->sp, db, path, &fi, &nfi, err);
 	pthread_mutex_lock(&m->lock);
 	if (rc == -ENOENT) {
 		/* No command ever ran here. */
@@ -629,7 +630,7 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 		}
 		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
-		got = sp_fs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
+		got = rfs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
 		if (got == -ECANCELED && sink.len == size)
 			got = (int64_t)size;
 		pthread_mutex_lock(&m->lock);

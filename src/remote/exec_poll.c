@@ -20,6 +20,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
+#include "rfs.h"
 
 int64_t now_ms(void)
 {
@@ -247,7 +248,7 @@ int fetch_cmd(struct exec_mgr *m, const struct dt_box *db, unsigned n, bool need
 	rc = cmd_path(m, n, NULL, path, sizeof(path));
 	if (rc < 0)
 		return dt_error_set(err, rc, 0, "state directory path too long");
-	rc = sp_fs_list(m->sp, db, path, &fi, &nfi, err);
+	rc = rfs_list(m->sp, db, path, &fi, &nfi, err);
 	if (rc < 0)
 		return rc;
 	exec_parse_listing(fi, nfi, &f->l);

@@ -6,6 +6,7 @@
  */
 #include "urlenc.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -216,4 +217,53 @@ void sh_word(struct strbuf *cmd, const char *s)
 			sb_addc(cmd, '\n');
 		sb_addc(cmd, '\'');
 	}
+}
+
+static int b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int base64_decode(struct strbuf *sb, const char *text, size_t len)
+{
+	unsigned acc = 0;
+	int bits = 0, pad = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+		int v;
+
+		if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+			continue;
+		if (c == '=') {
+			pad++;
+			continue;
+		}
+		v = b64_value(c);
+		if (v < 0 || pad)
+			return -EINVAL;      /* a foreign byte, or data after the padding */
+		acc = (acc << 6) | (unsigned)v;
+		bits += 6;
+		if (bits >= 8) {
+			char byte;
+
+			bits -= 8;
+			byte = (char)((acc >> bits) & 0xff);
+			sb_add(sb, &byte, 1);
+		}
+	}
+	/* Left over: 0, 2 or 4 bits of a final group; 6 bits is no byte at all. */
+	if (bits == 6 || pad > 2)
+		return -EINVAL;
+	return sb->oom ? -ENOMEM : 0;
 }

@@ -39,5 +39,9 @@ void sh_word(struct strbuf *cmd, const char *s);
 
 /* Appends the base64 encoding (RFC 4648, with padding) of data. */
 void base64_encode(struct strbuf *sb, const void *data, size_t len);
+/* Appends the bytes that the base64 text (RFC 4648, padding optional) stands
+ * for; white space (line breaks of base64(1)) is skipped. -EINVAL for any
+ * other character or a misplaced '=', -ENOMEM when sb ran out of memory. */
+int base64_decode(struct strbuf *sb, const char *text, size_t len);
 
 #endif

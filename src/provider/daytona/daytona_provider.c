@@ -4,6 +4,7 @@
  * (provider.h): each operation is the dt_ call of the same name. Daytona
  * has every optional capability.
  */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "daytona.h"
@@ -29,6 +30,8 @@ static int daytona_sandbox_toolbox_url(void *impl, const char *id, char *out, si
 static int daytona_sandbox_create(void *impl, const struct dt_create_params *p,
 		struct dt_sandbox *out, struct dt_error *err)
 {
+	if (p->n_ports)
+		return dt_error_set(err, -EINVAL, 0, "Daytona sandboxes have no port=: every port has a preview URL");
 	return dt_sandbox_create(impl, p, out, err);
 }
 
