@@ -11,11 +11,18 @@
  * fresh mount reads it cold. Built by scripts/bench with
  * `cc -O2 memfs.c $(pkg-config --cflags --libs fuse3)`. Single-threaded
  * (-s is added): a lock is not what it measures.
+ *
+ * Its kernel side is daytonafs's (src/fuse/fs.c, dfs_tune_kernel), so that
+ * the comparison is fair: requests of up to 1 MiB (max_write, and max_pages
+ * with it), the mount's readahead set to READ_AHEAD_KB (or $MEMFS_READ_AHEAD_KB;
+ * 0 leaves the kernel's) when run as root, no splice, no writeback cache.
  */
 #define FUSE_USE_VERSION 31
 #include <fuse.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -181,7 +188,61 @@ static int m_unlink(const char *path)
 	return 0;
 }
 
+#define READ_AHEAD_KB 1024
+
+static char mountpoint[PATH_MAX];
+
+/* The device of the FUSE mount at mountpoint, from mountinfo (a stat would
+   wait for this very file system, which is in INIT): the last such line. */
+static int find_dev(unsigned *maj, unsigned *min)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[8192], mp[PATH_MAX], type[256];
+	unsigned a, b;
+	int found = 0;
+
+	if(!f)
+		return -1;
+	while(fgets(line, sizeof(line), f)) {
+		char *dash = strstr(line, " - ");
+		if(!dash || sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mp) != 3 ||
+		   sscanf(dash + 3, "%255s", type) != 1)
+			continue;
+		/* (mount points with escaped characters are not ours to tune) */
+		if(!strcmp(mp, mountpoint) && (!strcmp(type, "fuse") || !strncmp(type, "fuse.", 5))) {
+			*maj = a;
+			*min = b;
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found ? 0 : -1;
+}
+
+static void *m_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	const char *env = getenv("MEMFS_READ_AHEAD_KB");
+	unsigned kb = env ? (unsigned)strtoul(env, NULL, 10) : READ_AHEAD_KB;
+	unsigned maj, min;
+	char path[64];
+	FILE *f;
+
+	(void)cfg;
+	conn->max_write = 1024 * 1024;
+	if(!kb || find_dev(&maj, &min))
+		return NULL;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	f = fopen(path, "w");
+	if(!f)
+		return NULL;
+	fprintf(f, "%u\n", kb);
+	if(fclose(f) == 0)
+		conn->max_readahead = kb * 1024;
+	return NULL;
+}
+
 static const struct fuse_operations ops = {
+	.init = m_init,
 	.getattr = m_getattr,
 	.readdir = m_readdir,
 	.open = m_open,
@@ -207,6 +268,8 @@ int main(int argc, char **argv)
 		first_opt = 4;
 	}
 	if(argc < 2)
+		return 2;
+	if(!realpath(argv[1], mountpoint))
 		return 2;
 	char *fargv[64];
 	int fargc = 0;
