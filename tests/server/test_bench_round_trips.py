@@ -132,6 +132,7 @@ def test_every_provider_offers_what_the_bench_uses():
     for name, cls in bench.PROVIDERS.items():
         assert cls.name == name
         assert cls.home.startswith("/")
+        assert cls.read_routes and all(" /" in r for r in cls.read_routes)
         for method in ("start", "stop", "reset", "stats", "round_trips", "ensure_sandbox", "sandbox_tree",
                        "own", "unsupported", "mount_env", "mount_opts", "download_entry", "ranged_entries",
                        "list_entry", "upload_args", "execute_entry"):
