@@ -172,8 +172,64 @@ static void add_claim(struct strbuf *sb, long wait_s)
  * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
  * of the request start nothing (add_claim); claims over 10 minutes old go.
  */
+/*
+ * The fast path's wait for the end: first in steps of 2 ms (most short
+ * commands end within tens of ms, and each step costs a sleep process),
+ * then of 10 ms. The step counts come from wait_ms, so the wait is bounded
+ * (a little longer than wait_ms, by the sleeps' own start-up).
+ */
+static void add_end_wait(struct strbuf *sb, long wait_ms)
+{
+	long fine = wait_ms / 2 < 25 ? wait_ms / 2 : 25;
+	long coarse = (wait_ms - fine * 2) / 10;
+
+	if (fine > 0)
+		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.002; i=$((i+1)); done\n",
+			fine);
+	if (coarse > 0)
+		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.01; i=$((i+1)); done\n",
+			coarse);
+}
+
+/*
+ * A command that has ended: its exit status, then each stream's size and,
+ * when it fits, its bytes in base64 (the answer is JSON text, where raw
+ * bytes that are not UTF-8 would be replaced). exit exists, so the streams
+ * are final; head -c SIZE keeps the bytes sent equal to the size sent even
+ * if a process the command left behind still appends. Empty streams cost
+ * no process. An inline section is only trusted whole, up to its end line.
+ */
+static void add_inline(struct strbuf *sb, size_t inline_max)
+{
+	sb_adds(sb, "if [ -e \"$d/exit\" ]; then\n"
+		"\te=; y=\n"
+		"\tread e <\"$d/exit\"\n"
+		"\t[ -e \"$d/state\" ] && read y <\"$d/state\"\n"
+		"\techo \"daytonafs-exit $e $y\"\n"
+		"\tb=; command -v base64 >/dev/null 2>&1 && command -v head >/dev/null 2>&1 && b=1\n"
+		"\tfor f in stdout stderr; do\n"
+		"\t\tif [ -s \"$d/$f\" ]; then\n"
+		"\t\t\tz=$(wc -c <\"$d/$f\" 2>/dev/null)\n"
+		"\t\t\techo \"daytonafs-$f $z\"\n");
+	sb_addf(sb, "\t\t\tif [ -n \"$b\" ] && [ \"$z\" -le %zu ] 2>/dev/null; then\n"
+		"\t\t\t\thead -c \"$z\" <\"$d/$f\" | base64\n"
+		"\t\t\tfi\n", inline_max);
+	sb_adds(sb, "\t\telif [ -e \"$d/$f\" ]; then\n"
+		"\t\t\techo \"daytonafs-$f 0\"\n"
+		"\t\tfi\n"
+		"\tdone\n"
+		"\techo daytonafs-inline-end\n"
+		"fi\n");
+}
+
 int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec)
+{
+	return exec_build_launcher_ex(sb, state_dir, first ? first : 1, token, spec, 0, 0);
+}
+
+int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			   const struct exec_spec *spec, long wait_ms, size_t inline_max)
 {
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
@@ -199,7 +255,22 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 		sb_adds(sb, "; echo x); c=${c%x}\n"
 			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
 	}
-	sb_addf(sb, "n=%u; i=0\n", first);
+	if (first) {
+		sb_addf(sb, "n=%u; i=0\n", first);
+	} else {
+		/* The history, and the number after its highest. ls, not a glob:
+		 * zsh fails on a glob that matches nothing; $(...) is split into
+		 * words by zsh too. Names too long for sh's arithmetic are left
+		 * to the mkdir loop below. */
+		sb_adds(sb, "n=0\n"
+			"for x in $(ls \"$S/cmd\" 2>/dev/null); do\n"
+			"\tcase $x in ''|0*|*[!0-9]*) continue ;; esac\n"
+			"\techo \"daytonafs-have $x\"\n"
+			"\t[ ${#x} -le 9 ] && [ $x -gt $n ] && n=$x\n"
+			"done\n"
+			"echo daytonafs-have-end\n"
+			"n=$((n+1)); i=0\n");
+	}
 	sb_adds(sb, "while ! mkdir \"$S/cmd/$n\" 2>/dev/null; do\n"
 		"\ti=$((i+1)); n=$((n+1))\n"
 		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
@@ -222,11 +293,17 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 		"else\n"
 		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
 		"fi\n"
-		"echo $! >\"$d/wpid\"\n"
-		/* Started means the command has its process group: kill works from now. */
-		"i=0\n"
+		"echo $! >\"$d/wpid\"\n");
+	/* The wrapper writes pgid before it waits, and exit after: an ended
+	 * command has its pgid. */
+	if (wait_ms > 0)
+		add_end_wait(sb, wait_ms);
+	/* Started means the command has its process group: kill works from now. */
+	sb_adds(sb, "i=0\n"
 		"while [ ! -e \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
 		"say \"daytonafs-started $n\"\n");
+	if (wait_ms > 0)
+		add_inline(sb, inline_max);
 	rc = sb->oom ? -ENOMEM : 0;
 out:
 	sb_free(&wrapper);
@@ -441,6 +518,184 @@ int exec_parse_launch(const char *output, unsigned *n)
 	return -EIO;
 }
 
+/* Whether line[0..len) could be a line of base64(1)'s output. */
+static bool b64_line(const char *line, size_t len)
+{
+	size_t i;
+
+	if (!len)
+		return false;
+	for (i = 0; i < len; i++) {
+		char c = line[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+		      c == '/' || c == '='))
+			return false;
+	}
+	return true;
+}
+
+/* A size as wc -c prints it (spaces around allowed): 0 and *v, else -1. */
+static int parse_size(const char *p, const char *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	bool any = false;
+
+	while (p < end && *p == ' ')
+		p++;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		if (x > (UINT64_MAX - 9) / 10)
+			return -1;
+		x = x * 10 + (uint64_t)(*p - '0');
+		any = true;
+	}
+	while (p < end && (*p == ' ' || *p == '\r'))
+		p++;
+	if (!any || p != end)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+/* Whether line[0..len) is tag, followed by the end or a space (then *rest). */
+static bool tag_line(const char *line, size_t len, const char *tag, const char **rest)
+{
+	size_t t = strlen(tag);
+
+	if (len < t || memcmp(line, tag, t))
+		return false;
+	if (len == t || (len == t + 1 && line[t] == '\r')) {
+		*rest = line + len;
+		return true;
+	}
+	if (line[t] != ' ')
+		return false;
+	*rest = line + t + 1;
+	return true;
+}
+
+void exec_launch_result_free(struct exec_launch_result *r)
+{
+	free(r->have);
+	free(r->data[0]);
+	free(r->data[1]);
+	memset(r, 0, sizeof(*r));
+}
+
+int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
+{
+	static const char *const stream_tags[2] = { "daytonafs-stdout", "daytonafs-stderr" };
+	struct strbuf b64[2] = { STRBUF_INIT, STRBUF_INIT };
+	bool seen[2] = { false, false }, noise[2] = { false, false };
+	bool in_inline = false, inline_end = false, bad = false, have_end = false;
+	size_t cap_have = 0;
+	const char *p, *rest;
+	int cur = -1, rc, s;
+	unsigned n;
+
+	memset(r, 0, sizeof(*r));
+	rc = exec_parse_launch(output, &r->n);
+	if (rc < 0)
+		return rc;
+	for (p = output; *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		const char *end = p + len;
+
+		if (tag_line(p, len, "daytonafs-have", &rest)) {
+			char num[16];
+			size_t l = (size_t)(end - rest);
+
+			if (l < sizeof(num)) {
+				memcpy(num, rest, l);
+				num[l] = '\0';
+				if (exec_parse_cmd_name(num, &n)) {
+					if (r->n_have == cap_have) {
+						size_t nc = cap_have ? cap_have * 2 : 64;
+						unsigned *a = realloc(r->have, nc * sizeof(*a));
+
+						if (!a)
+							goto oom;
+						r->have = a;
+						cap_have = nc;
+					}
+					r->have[r->n_have++] = n;
+				}
+			}
+		} else if (tag_line(p, len, "daytonafs-have-end", &rest)) {
+			have_end = true;
+		} else if (tag_line(p, len, "daytonafs-exit", &rest)) {
+			const char *sp = memchr(rest, ' ', (size_t)(end - rest));
+			const char *code_end = sp ? sp : end;
+
+			in_inline = true;
+			if (exec_parse_exit(rest, (size_t)(code_end - rest), &r->exit_code) < 0)
+				bad = true;
+			r->state = sp ? exec_parse_state(sp + 1, (size_t)(end - sp - 1)) : EXEC_EXITED;
+			cur = -1;
+		} else if (in_inline && tag_line(p, len, "daytonafs-inline-end", &rest)) {
+			inline_end = true;
+			cur = -1;
+		} else if (in_inline && (tag_line(p, len, stream_tags[0], &rest) ||
+					 tag_line(p, len, stream_tags[1], &rest))) {
+			cur = !memcmp(p, stream_tags[1], strlen(stream_tags[1]));
+			if (seen[cur] || parse_size(rest, end, &r->size[cur]) < 0)
+				bad = true;
+			seen[cur] = true;
+		} else if (in_inline && !inline_end && cur >= 0) {
+			if (len && p[len - 1] == '\r')
+				len--;
+			if (b64_line(p, len))
+				sb_add(&b64[cur], p, len);
+			else
+				noise[cur] = true;   /* a tool's complaint: not these bytes */
+		}
+		p = eol ? eol + 1 : end;
+	}
+	r->listed = have_end;
+	if (!r->listed) {
+		free(r->have);
+		r->have = NULL;
+		r->n_have = 0;
+	}
+	if (in_inline && inline_end && !bad && seen[0] && seen[1]) {
+		r->ended = true;
+		for (s = 0; s < 2; s++) {
+			struct strbuf dec = STRBUF_INIT;
+
+			if (r->size[s] == 0) {
+				r->inline_ok[s] = true;
+				continue;
+			}
+			if (noise[s] || !b64[s].len)
+				continue;
+			if (base64_decode(&dec, b64[s].buf, b64[s].len) == 0 && dec.len == r->size[s]) {
+				r->data[s] = sb_detach(&dec);
+				r->inline_ok[s] = r->data[s] != NULL;
+			}
+			sb_free(&dec);
+		}
+	} else {
+		r->size[0] = r->size[1] = 0;
+		r->exit_code = 0;
+		r->state = EXEC_RUNNING;
+	}
+	if (b64[0].oom || b64[1].oom)
+		goto oom;
+	sb_free(&b64[0]);
+	sb_free(&b64[1]);
+	return 0;
+oom:
+	/* The command started all the same: only the extras are lost. */
+	sb_free(&b64[0]);
+	sb_free(&b64[1]);
+	n = r->n;
+	exec_launch_result_free(r);
+	r->n = n;
+	r->state = EXEC_RUNNING;
+	return 0;
+}
+
 int exec_parse_stdin_reply(const char *output)
 {
 	if (!output)
@@ -592,4 +847,6 @@ void exec_options_defaults(struct exec_options *o)
 	o->poll_min_ms = 50;
 	o->poll_max_ms = 1000;
 	o->list_ttl_ms = 5000;
+	o->wait_ms = 200;
+	o->inline_max = 64 * 1024;
 }

@@ -39,5 +39,10 @@ void sh_word(struct strbuf *cmd, const char *s);
 
 /* Appends the base64 encoding (RFC 4648, with padding) of data. */
 void base64_encode(struct strbuf *sb, const void *data, size_t len);
+/* Appends the bytes that the base64 text src[0..n) encodes (RFC 4648, with
+ * padding, as base64(1) prints it: line breaks are skipped). 0, or -EINVAL
+ * for anything else (a foreign byte, a bad length, padding inside): such
+ * text is refused whole, so what decodes is exactly what was encoded. */
+int base64_decode(struct strbuf *out, const char *src, size_t n);
 
 #endif
