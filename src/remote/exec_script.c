@@ -128,6 +128,32 @@ static void add_decoder(struct strbuf *sb, const void *data, size_t len)
 	sb_adds(sb, "' | base64 -d");
 }
 
+/*
+ * Writes text to the file $d/NAME. Text that JSON carries unchanged (valid
+ * UTF-8) is written by the shell's own printf, quoted: no process at all.
+ * Other text goes as base64 in a here-document (its body, added after the
+ * line by add_file_bodies), decoded by base64 -d: any byte survives.
+ */
+static void add_file(struct strbuf *sb, const char *name, const char *text)
+{
+	if (str_is_utf8(text)) {
+		sb_adds(sb, "printf %s ");
+		sh_quote(sb, text);
+		sb_addf(sb, " >\"$d/%s\"", name);
+	} else {
+		sb_addf(sb, "base64 -d >\"$d/%s\" <<'DAYTONAFS_EOF'", name);
+	}
+}
+
+/* The here-document of add_file, if it made one. The delimiter is not base64. */
+static void add_file_bodies(struct strbuf *sb, const char *text)
+{
+	if (str_is_utf8(text))
+		return;
+	base64_encode(sb, text, strlen(text));
+	sb_adds(sb, "\nDAYTONAFS_EOF\n");
+}
+
 /* A client token: 1 to 64 of [A-Za-z0-9_-], safe in a path and in a script. */
 static bool token_valid(const char *t)
 {
@@ -159,7 +185,10 @@ static void add_claim(struct strbuf *sb, long wait_s)
 		"\tcat \"$t/answer\" 2>/dev/null || echo 'daytonafs-error replay'\n"
 		"\texit 0\n"
 		"fi\n"
-		"say() { echo \"$1\"; echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\"; }\n",
+		/* The answer is recorded in the background: the mv is not on the
+		 * way of the answer itself, and a replay waits for it anyway. */
+		"say() { echo \"$1\"; (echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\") "
+		">/dev/null 2>&1 </dev/null & }\n",
 		wait_s * 20);
 }
 
@@ -195,9 +224,10 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
  * A command that has ended: its exit status, then each stream's size and,
  * when it fits, its bytes in base64 (the answer is JSON text, where raw
  * bytes that are not UTF-8 would be replaced). exit exists, so the streams
- * are final; head -c SIZE keeps the bytes sent equal to the size sent even
- * if a process the command left behind still appends. Empty streams cost
- * no process. An inline section is only trusted whole, up to its end line.
+ * are final; should a process the command left behind still append, the
+ * bytes no longer decode to the size sent, and the mount reads the file
+ * instead. Empty streams cost no process. An inline section is only
+ * trusted whole, up to its end line.
  */
 static void add_inline(struct strbuf *sb, size_t inline_max)
 {
@@ -206,13 +236,13 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 		"\tread e <\"$d/exit\"\n"
 		"\t[ -e \"$d/state\" ] && read y <\"$d/state\"\n"
 		"\techo \"daytonafs-exit $e $y\"\n"
-		"\tb=; command -v base64 >/dev/null 2>&1 && command -v head >/dev/null 2>&1 && b=1\n"
+		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n"
 		"\tfor f in stdout stderr; do\n"
 		"\t\tif [ -s \"$d/$f\" ]; then\n"
 		"\t\t\tz=$(wc -c <\"$d/$f\" 2>/dev/null)\n"
 		"\t\t\techo \"daytonafs-$f $z\"\n");
 	sb_addf(sb, "\t\t\tif [ -n \"$b\" ] && [ \"$z\" -le %zu ] 2>/dev/null; then\n"
-		"\t\t\t\thead -c \"$z\" <\"$d/$f\" | base64\n"
+		"\t\t\t\tbase64 <\"$d/$f\"\n"
 		"\t\t\tfi\n", inline_max);
 	sb_adds(sb, "\t\telif [ -e \"$d/$f\" ]; then\n"
 		"\t\t\techo \"daytonafs-$f 0\"\n"
@@ -242,12 +272,14 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		goto out;
 	sb_adds(sb, "S=");
 	sh_quote(sb, state_dir);
+	/* Each process the launcher starts is time the user waits for: tests
+	 * and builtins first, and the housekeeping in the background. */
 	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
-		"mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
+		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
-	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + 2>/dev/null\n");
+	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n");
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
 		sb_adds(sb, "c=$(");
@@ -277,12 +309,14 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		"done\n"
 		"d=$S/cmd/$n\n"
 		"if ");
-	add_decoder(sb, cmd, strlen(cmd));
-	sb_adds(sb, " >\"$d/command\" && ");
-	add_decoder(sb, wrapper.buf, wrapper.len);
-	sb_adds(sb, " >\"$d/run\" && : >\"$d/stdout\" && : >\"$d/stderr\"");
+	add_file(sb, "command", cmd);
+	sb_adds(sb, " && ");
+	add_file(sb, "run", wrapper.buf);
+	sb_adds(sb, " && : >\"$d/stdout\" && : >\"$d/stderr\"; then\n");
+	add_file_bodies(sb, cmd);
+	add_file_bodies(sb, wrapper.buf);
 	/* A half-made command gets an exit, so it does not look running forever. */
-	sb_adds(sb, "; then :; else\n"
+	sb_adds(sb, ":; else\n"
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
 		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
 		"fi\n"

@@ -190,6 +190,11 @@ static bool valid_utf8(const unsigned char *s)
  * by printf from octal escapes, which are ASCII: "$(printf '\377...')",
  * with any trailing newlines (which $(...) would strip) quoted after it.
  */
+bool str_is_utf8(const char *s)
+{
+	return valid_utf8((const unsigned char *)s);
+}
+
 void sh_word(struct strbuf *cmd, const char *s)
 {
 	size_t len = strlen(s), k = 0;

@@ -36,6 +36,8 @@ void sh_quote(struct strbuf *sb, const char *src);
  * sh_quote for valid UTF-8, else the bytes rebuilt by printf from octal
  * escapes. */
 void sh_word(struct strbuf *cmd, const char *s);
+/* Whether s is valid UTF-8 (what a JSON string carries unchanged). */
+bool str_is_utf8(const char *s);
 
 /* Appends the base64 encoding (RFC 4648, with padding) of data. */
 void base64_encode(struct strbuf *sb, const void *data, size_t len);

@@ -266,6 +266,12 @@ static bool contains_b64_of(const char *text, const char *plain)
 	base64_encode(&b, plain, strlen(plain));
 	sb_adds(&b, "' | base64 -d");
 	found = strstr(text, sb_str(&b)) != NULL;
+	/* or as a here-document (the command and the wrapper) */
+	sb_reset(&b);
+	sb_addc(&b, '\n');
+	base64_encode(&b, plain, strlen(plain));
+	sb_adds(&b, "\nDAYTONAFS_EOF\n");
+	found = found || strstr(text, sb_str(&b)) != NULL;
 	sb_free(&b);
 	return found;
 }
@@ -1232,10 +1238,14 @@ static int start_fast(const char *shell, const char *sd, unsigned first, const s
 	snprintf(token, sizeof(token), "fast%u", ++starts);
 	if (exec_build_launcher_ex(&sb, sd, first, token, spec, wait_ms, inline_max) < 0)
 		return -1;
-	/* The launcher stays plain ASCII: JSON carries it unchanged. */
-	for (const char *p = sb_str(&sb); *p; p++)
-		if ((unsigned char)*p >= 0x80)
+	/* An ASCII command makes a plain ASCII launcher (callers here pass
+	 * only such; -2 otherwise). */
+	for (const char *p = sb_str(&sb); *p; p++) {
+		if ((unsigned char)*p >= 0x80) {
+			sb_free(&sb);
 			return -2;
+		}
+	}
 	out = run_shell(shell, sb_str(&sb));
 	sb_free(&sb);
 	rc = exec_parse_launch_result(out, r);
@@ -1305,13 +1315,37 @@ UNIT_TEST(run_fast_path)
 		CHECK_STR(t, "late\n");
 		free(t);
 
+		/* UTF-8 text is written by the shell's printf, byte for byte:
+		 * quotes, %, backslashes, a leading dash, trailing newlines */
+		spec.command = "-x=1; printf '%s|' \"\xc3\xa9 it's\" '\\n %d' \\$HOME\n\n";
+		CHECK_INT(start_fast(shells[i], sd, 5, &spec, 3000, 65536, &r), -2);   /* not ASCII */
+		{
+			struct strbuf sb = STRBUF_INIT;
+			char *out;
+
+			CHECK_INT(exec_build_launcher_ex(&sb, sd, 5, "utf8tok", &spec, 3000, 65536), 0);
+			CHECK(strstr(sb_str(&sb), "base64 -d") == NULL);
+			out = run_shell(shells[i], sb_str(&sb));
+			CHECK_INT(exec_parse_launch_result(out, &r), 0);
+			CHECK(r.n == 5 && r.ended && r.exit_code == 0);
+			CHECK(r.inline_ok[0] && r.size[0] == 20 &&
+			      memcmp(r.data[0], "\xc3\xa9 it's|\\n %d|$HOME|", 20) == 0);
+			free(out);
+			sb_free(&sb);
+			exec_launch_result_free(&r);
+			snprintf(dir, sizeof(dir), "%s/cmd/5", sd);
+			t = slurp(dir, "command", NULL);
+			CHECK_STR(t, spec.command);
+			free(t);
+		}
+
 		/* a command that waits for stdin is not held up by the wait:
 		 * it is still running when the launch answers */
 		spec.command = "cat";
-		CHECK_INT(start_fast(shells[i], sd, 4, &spec, 60, 65536, &r), 0);
-		CHECK(r.n == 4 && !r.ended);
+		CHECK_INT(start_fast(shells[i], sd, 6, &spec, 60, 65536, &r), 0);
+		CHECK(r.n == 6 && !r.ended);
 		exec_launch_result_free(&r);
-		snprintf(dir, sizeof(dir), "%s/cmd/4", sd);
+		snprintf(dir, sizeof(dir), "%s/cmd/6", sd);
 		CHECK_INT(close_stdin(shells[i], dir), 0);
 		t = wait_exit(dir, 10000);
 		CHECK_STR(t, "0\n");
