@@ -381,6 +381,9 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	 * poll_min_ms), so `exec true` then `cat exit` is one poll sooner; after
 	 * it the schedule backs off from poll_min_ms as usual. */
 	c->interval_ms = m->o.poll_min_ms < FIRST_POLL_MS ? m->o.poll_min_ms : FIRST_POLL_MS;
+	/* ... unless the launch already waited for a quick end. */
+	if (m->o.wait_ms > 0)
+		c->interval_ms = m->o.poll_min_ms;
 	c->next_poll_ms = now + c->interval_ms;
 	c->watch_until_ms = now + IDLE_WATCH_MS;
 	/* Ended within the launch's wait: everything is known, nothing to

@@ -116,6 +116,10 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * rather than wait for a reader that will never come. */
 	sb_adds(sb, "echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		/* Wakes a launcher that waits for the end (add_end_wait). The
+		 * read-write open never blocks, and nor does the write: with
+		 * nobody left to read it, the line is dropped. */
+		"[ -p \"$d/end.pipe\" ] && echo end 1<>\"$d/end.pipe\" 2>/dev/null\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -202,22 +206,33 @@ static void add_claim(struct strbuf *sb, long wait_s)
  * of the request start nothing (add_claim); claims over 10 minutes old go.
  */
 /*
- * The fast path's wait for the end: first in steps of 2 ms (most short
- * commands end within tens of ms, and each step costs a sleep process),
- * then of 10 ms. The step counts come from wait_ms, so the wait is bounded
- * (a little longer than wait_ms, by the sleeps' own start-up).
+ * The fast path's wait for the end. With the FIFO end.pipe (made beside
+ * stdin.pipe), the launcher holds it open read-write on fd 4 (made before
+ * the wrapper starts, so no line can be missed) and reads one line: the
+ * wrapper's "end" once exit is written, or a timer's after wait_ms.
+ * Without it, polls: first in steps of 2 ms (most short commands end
+ * within tens of ms, and each step costs a sleep process), then of 10 ms;
+ * the step counts come from wait_ms. Either way the wait is bounded (a
+ * little longer than wait_ms, by the start-up of sleep).
  */
 static void add_end_wait(struct strbuf *sb, long wait_ms)
 {
 	long fine = wait_ms / 2 < 25 ? wait_ms / 2 : 25;
 	long coarse = (wait_ms - fine * 2) / 10;
 
+	sb_addf(sb, "if [ -n \"$q\" ]; then\n"
+		"\t(sleep %ld.%03ld; echo timer >&4) >/dev/null 2>&1 </dev/null & k=$!\n"
+		"\t[ -e \"$d/exit\" ] || read x <&4\n"
+		"\tkill $k 2>/dev/null\n"
+		"\texec 4>&-\n"
+		"else\n", wait_ms / 1000, wait_ms % 1000);
 	if (fine > 0)
 		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.002; i=$((i+1)); done\n",
 			fine);
 	if (coarse > 0)
 		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.01; i=$((i+1)); done\n",
 			coarse);
+	sb_adds(sb, ":\nfi\n");
 }
 
 /*
@@ -319,13 +334,18 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 	sb_adds(sb, ":; else\n"
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
 		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
-		"fi\n"
-		/* Without a FIFO the command's stdin is /dev/null. */
-		"mkfifo \"$d/stdin.pipe\" 2>/dev/null\n"
-		"if command -v setsid >/dev/null 2>&1; then\n"
-		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
+		"fi\n");
+	/* Without a FIFO the command's stdin is /dev/null. */
+	if (wait_ms > 0)
+		/* One mkfifo for both: a process less. */
+		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" \"$d/end.pipe\" 2>/dev/null\n"
+			"q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
+	else
+		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" 2>/dev/null\n");
+	sb_adds(sb, "if command -v setsid >/dev/null 2>&1; then\n"
+		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"else\n"
-		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
+		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"fi\n"
 		"echo $! >\"$d/wpid\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended

@@ -291,7 +291,7 @@ UNIT_TEST(launcher_text)
 	/* every command gets a stdin pipe */
 	CHECK(strstr(t, "mkfifo \"$d/stdin.pipe\"") != NULL);
 	CHECK(strstr(t, "mkdir \"$S/cmd/$n\"") != NULL);
-	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n") != NULL);
+	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
