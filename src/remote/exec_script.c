@@ -246,23 +246,32 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
  */
 static void add_inline(struct strbuf *sb, size_t inline_max)
 {
+	static const char *const streams[2] = { "stdout", "stderr" };
+
 	sb_adds(sb, "if [ -e \"$d/exit\" ]; then\n"
 		"\te=; y=\n"
 		"\tread e <\"$d/exit\"\n"
 		"\t[ -e \"$d/state\" ] && read y <\"$d/state\"\n"
 		"\techo \"daytonafs-exit $e $y\"\n"
 		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n"
-		"\tfor f in stdout stderr; do\n"
-		"\t\tif [ -s \"$d/$f\" ]; then\n"
-		"\t\t\tz=$(wc -c <\"$d/$f\" 2>/dev/null)\n"
-		"\t\t\techo \"daytonafs-$f $z\"\n");
-	sb_addf(sb, "\t\t\tif [ -n \"$b\" ] && [ \"$z\" -le %zu ] 2>/dev/null; then\n"
-		"\t\t\t\tbase64 <\"$d/$f\"\n"
-		"\t\t\tfi\n", inline_max);
-	sb_adds(sb, "\t\telif [ -e \"$d/$f\" ]; then\n"
-		"\t\t\techo \"daytonafs-$f 0\"\n"
-		"\t\tfi\n"
-		"\tdone\n"
+		/* One wc for both sizes, read without a command substitution
+		 * (the brace group may be a subshell: it only prints). A line
+		 * that is not the stream's leaves its size empty, which drops
+		 * the section. */
+		"\tif [ -s \"$d/stdout\" ] || [ -s \"$d/stderr\" ]; then\n"
+		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n");
+	for (int s = 0; s < 2; s++) {
+		sb_addf(sb, "\t\t\tz=; x=; read z x\n"
+			"\t\t\tcase $x in */%s) ;; *) z= ;; esac\n"
+			"\t\t\techo \"daytonafs-%s $z\"\n"
+			"\t\t\tif [ -n \"$b\" ] && [ \"$z\" -gt 0 ] && [ \"$z\" -le %zu ]; then\n"
+			"\t\t\t\tbase64 <\"$d/%s\"\n"
+			"\t\t\tfi 2>/dev/null\n", streams[s], streams[s], inline_max, streams[s]);
+	}
+	sb_adds(sb, "\t\t}\n"
+		"\telse\n"
+		"\t\techo daytonafs-stdout 0; echo daytonafs-stderr 0\n"
+		"\tfi\n"
 		"\techo daytonafs-inline-end\n"
 		"fi\n");
 }
