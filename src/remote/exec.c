@@ -71,6 +71,19 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 }
 
 /*
+ * Lock held; released meanwhile. A check of the box's records against its
+ * processes (box_check) is under way in another thread, a poller's or a
+ * reader's: its verdict on c is due, so wait for it, or a record whose
+ * processes went with a restart would read "running" once more. Local
+ * waiting only: the check is one request.
+ */
+static void wait_check(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
+{
+	while (b->checking && !c->ended && !b->dead && !m->stopping && !interrupted(m))
+		timed_wait(&c->cv, &m->lock, now_ms() + 10);
+}
+
+/*
  * Lock held; released meanwhile. The command n, its listing read at least
  * once (a number unknown here is looked up in the sandbox: another mount may
  * have started it). With fresh, a running command's listing is re-read when
@@ -89,6 +102,8 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 		return rc;
 	c = cmd_find(b, n);
 	if (c && c->known && (c->ended || !fresh || now_ms() - c->last_poll_ms < m->o.poll_min_ms)) {
+		if (fresh)
+			wait_check(m, b, c);
 		*out = c;
 		return 0;
 	}
@@ -113,6 +128,8 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	}
 	/* else: a refresh failed, the last known state stands */
 	pending_flush(m, &p);
+	if (fresh)
+		wait_check(m, b, c);
 	*out = c;
 	return 0;
 }

@@ -197,15 +197,6 @@ static void add_claim(struct strbuf *sb, long wait_s)
 }
 
 /*
- * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
- * so it keeps to what all three read alike. Everything taken from the user
- * (command, wrapper with its environment, cwd) travels in base64, so any byte
- * survives JSON (which would turn invalid UTF-8 into U+FFFD) and quoting.
- * mkdir without -p claims the number: a mount that collides with another
- * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
- * of the request start nothing (add_claim); claims over 10 minutes old go.
- */
-/*
  * The fast path's wait for the end. With the FIFO end.pipe (made beside
  * stdin.pipe), the launcher holds it open read-write on fd 4 (made before
  * the wrapper starts, so no line can be missed) and reads one line: the
@@ -276,6 +267,16 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 		"fi\n");
 }
 
+/*
+ * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
+ * so it keeps to what all three read alike. What is taken from the user
+ * (command, wrapper with its environment, cwd) survives JSON (which would
+ * turn invalid UTF-8 into U+FFFD) and quoting: quoted when it is UTF-8,
+ * else in base64 (add_file; the cwd always in base64).
+ * mkdir without -p claims the number: a mount that collides with another
+ * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
+ * of the request start nothing (add_claim); claims over 10 minutes old go.
+ */
 int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec)
 {

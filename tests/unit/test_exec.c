@@ -1339,13 +1339,34 @@ UNIT_TEST(run_fast_path)
 			free(t);
 		}
 
+		/* text that is not UTF-8 goes as base64 in a here-document */
+		spec.command = "echo ok # \xff\xfe\n";
+		{
+			struct strbuf sb = STRBUF_INIT;
+			char *out;
+
+			CHECK_INT(exec_build_launcher_ex(&sb, sd, 7, "hdtok", &spec, 3000, 65536), 0);
+			CHECK(strstr(sb_str(&sb), "base64 -d >\"$d/command\" <<'DAYTONAFS_EOF'") != NULL);
+			out = run_shell(shells[i], sb_str(&sb));
+			CHECK_INT(exec_parse_launch_result(out, &r), 0);
+			CHECK(r.n == 7 && r.ended && r.exit_code == 0);
+			CHECK(r.inline_ok[0] && r.size[0] == 3 && memcmp(r.data[0], "ok\n", 3) == 0);
+			free(out);
+			sb_free(&sb);
+			exec_launch_result_free(&r);
+			snprintf(dir, sizeof(dir), "%s/cmd/7", sd);
+			t = slurp(dir, "command", NULL);
+			CHECK_STR(t, spec.command);
+			free(t);
+		}
+
 		/* a command that waits for stdin is not held up by the wait:
 		 * it is still running when the launch answers */
 		spec.command = "cat";
-		CHECK_INT(start_fast(shells[i], sd, 6, &spec, 60, 65536, &r), 0);
-		CHECK(r.n == 6 && !r.ended);
+		CHECK_INT(start_fast(shells[i], sd, 8, &spec, 60, 65536, &r), 0);
+		CHECK(r.n == 8 && !r.ended);
 		exec_launch_result_free(&r);
-		snprintf(dir, sizeof(dir), "%s/cmd/6", sd);
+		snprintf(dir, sizeof(dir), "%s/cmd/8", sd);
 		CHECK_INT(close_stdin(shells[i], dir), 0);
 		t = wait_exit(dir, 10000);
 		CHECK_STR(t, "0\n");
