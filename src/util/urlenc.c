@@ -190,6 +190,11 @@ static bool valid_utf8(const unsigned char *s)
  * by printf from octal escapes, which are ASCII: "$(printf '\377...')",
  * with any trailing newlines (which $(...) would strip) quoted after it.
  */
+bool str_is_utf8(const char *s)
+{
+	return valid_utf8((const unsigned char *)s);
+}
+
 void sh_word(struct strbuf *cmd, const char *s)
 {
 	size_t len = strlen(s), k = 0;
@@ -234,36 +239,54 @@ static int b64_value(unsigned char c)
 	return -1;
 }
 
-int base64_decode(struct strbuf *sb, const char *text, size_t len)
+int base64_decode(struct strbuf *out, const char *src, size_t n)
 {
-	unsigned acc = 0;
-	int bits = 0, pad = 0;
+	unsigned char q[4];
+	size_t k = 0, i;
+	bool ended = false;   /* a quantum with padding was seen: nothing may follow */
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)text[i];
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)src[i];
 		int v;
 
-		if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+		if (c == '\n' || c == '\r')
 			continue;
+		if (ended)
+			return -EINVAL;
 		if (c == '=') {
-			pad++;
+			/* Padding: "xx==" or "xxx=" ends the text. */
+			if (k == 2 && i + 1 < n && src[i + 1] == '=') {
+				i++;
+			} else if (k != 3) {
+				return -EINVAL;
+			}
+			if (k == 2) {
+				sb_addc(out, (char)((q[0] << 2) | (q[1] >> 4)));
+				/* The unused bits must be zero, as an encoder writes them. */
+				if (q[1] & 0xf)
+					return -EINVAL;
+			} else {
+				sb_addc(out, (char)((q[0] << 2) | (q[1] >> 4)));
+				sb_addc(out, (char)(((q[1] & 0xf) << 4) | (q[2] >> 2)));
+				if (q[2] & 3)
+					return -EINVAL;
+			}
+			k = 0;
+			ended = true;
 			continue;
 		}
 		v = b64_value(c);
-		if (v < 0 || pad)
-			return -EINVAL;      /* a foreign byte, or data after the padding */
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			char byte;
-
-			bits -= 8;
-			byte = (char)((acc >> bits) & 0xff);
-			sb_add(sb, &byte, 1);
+		if (v < 0)
+			return -EINVAL;
+		q[k++] = (unsigned char)v;
+		if (k == 4) {
+			sb_addc(out, (char)((q[0] << 2) | (q[1] >> 4)));
+			sb_addc(out, (char)(((q[1] & 0xf) << 4) | (q[2] >> 2)));
+			sb_addc(out, (char)(((q[2] & 3) << 6) | q[3]));
+			k = 0;
 		}
 	}
-	/* Left over: 0, 2 or 4 bits of a final group; 6 bits is no byte at all. */
-	if (bits == 6 || pad > 2)
+	if (k != 0)
 		return -EINVAL;
-	return sb->oom ? -ENOMEM : 0;
+	return out->oom ? -ENOMEM : 0;
 }

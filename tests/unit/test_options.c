@@ -404,6 +404,23 @@ UNIT_TEST(test_vercel_credentials)
 	options_free(&o);
 }
 
+UNIT_TEST(test_exec_wait_ms)
+{
+	struct dfs_options o;
+	char err[256];
+
+	options_init(&o);
+	CHECK_INT(o.exec_wait_ms, 200);
+	CHECK_INT(options_apply(&o, "exec_wait_ms=0", err, sizeof(err)), 1);
+	CHECK_INT(o.exec_wait_ms, 0);
+	CHECK_INT(options_apply(&o, "exec_wait_ms=10000", err, sizeof(err)), 1);
+	CHECK_INT(o.exec_wait_ms, 10000);
+	/* the launch request's own timeout is 30 s */
+	CHECK_INT(options_apply(&o, "exec_wait_ms=10001", err, sizeof(err)), -EINVAL);
+	CHECK_INT(options_apply(&o, "exec_wait_ms=-1", err, sizeof(err)), -EINVAL);
+	options_free(&o);
+}
+
 static void setup(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dfs-opt-XXXXXX");
@@ -423,6 +440,7 @@ int main(void)
 		UNIT_CASE(test_xdg_config_found), UNIT_CASE(test_command_line_wins_over_config), UNIT_CASE(test_poll_bounds),
 		UNIT_CASE(test_activity_and_exec_timeout),
 		UNIT_CASE(test_vercel_credentials),
+		UNIT_CASE(test_exec_wait_ms),
 	};
 	int rc;
 
