@@ -248,7 +248,9 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	uint64_t gen;
 	int rc;
 
-	files_settle(fs, sb, path);
+	/* A directory's own attributes: queued times of its files need not be
+	 * sent first (tar x looks its directory up while they wait). */
+	files_settle_attr(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
 	sb_adds(&cmd, "true");
 	files_add_stat_print(&cmd, path);

@@ -210,3 +210,10 @@ void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (wb_conflicts(fs->files->wb, sb, path))
 		wb_run_all(fs, sb);
 }
+
+/* Before a stat of path alone: only what changes its own attributes. */
+void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	if (wb_conflicts_attr(fs->files->wb, sb, path))
+		wb_run_all(fs, sb);
+}

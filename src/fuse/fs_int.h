@@ -205,6 +205,7 @@ void files_rename_script(struct strbuf *cmd, const char *from, const char *to);
  * writeback.h) that touch path, or all of them when path is NULL, before
  * anything that could see them in the sandbox (a listing, a command). */
 void files_settle(struct dfs *fs, struct sandbox *sb, const char *path);
+void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path);
 /* fsync of a directory: runs the queued changes at or below path; the
  * errno of a queued change that failed since the last call, else 0. */
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
