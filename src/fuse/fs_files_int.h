@@ -188,6 +188,13 @@ struct open_table {
 		char *from;
 	} hidden_names[HIDDEN_NAMES];
 	size_t hidden_next;
+	/* Uploads of small files closed at the same time share a request
+	 * (fs_write.c, upload_shared): waiting ones, and the sandboxes with a
+	 * shared request in flight. Under up_lock; up_cond signals an end. */
+	pthread_mutex_t up_lock;
+	pthread_cond_t up_cond;
+	struct up_wait *up_waiting;
+	struct up_busy *up_busy;
 };
 
 struct fhandle {

@@ -43,6 +43,8 @@ struct open_table *open_table_new(void)
 	pthread_mutex_init(&t->wb_run, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
 	pthread_cond_init(&t->recover_cond, NULL);
+	pthread_mutex_init(&t->up_lock, NULL);
+	pthread_cond_init(&t->up_cond, NULL);
 	return t;
 }
 
@@ -60,6 +62,8 @@ void open_table_free(struct open_table *t)
 		wb_run_all(t->fs, NULL);
 	wb_free(t->wb);
 	pthread_mutex_destroy(&t->wb_run);
+	pthread_mutex_destroy(&t->up_lock);
+	pthread_cond_destroy(&t->up_cond);
 
 	for (n = t->head; n; n = next) {
 		next = n->next;

@@ -305,13 +305,166 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	return rc;
 }
 
-/* Sends the stage to n->path (files_upload_fd). Caller holds n->lock. */
+/* ---- uploads that share a request ------------------------------------------------ */
+
+/*
+ * Closes that happen at the same time (FUSE runs requests on several
+ * threads: cp -r with parallel workers, make -j, a build tool) send their
+ * small files in one POST /files/bulk-upload. No close waits for company:
+ * the first upload of a sandbox goes at once, alone; those that come while
+ * it is in flight wait for it, then all go in the next request (a group
+ * commit). Each close still returns only once its own file has landed
+ * (close-to-open) or with its own error. Files above UP_SHARE_MAX go
+ * alone, so that a small file never waits behind a large one.
+ */
+#define UP_SHARE_MAX (1u << 20)
+#define UP_BATCH_FILES 64
+#define UP_BATCH_BYTES (8u << 20)
+
+struct up_wait {
+	struct up_wait *next;
+	const char *sandbox_id;
+	struct dt_box box;
+	struct sp_upload_item item;
+	struct dt_error err;
+	int rc;
+	bool done;
+};
+
+struct up_busy {
+	struct up_busy *next;
+	const char *sandbox_id;
+};
+
+static bool up_is_busy(struct open_table *t, const char *id)
+{
+	for (struct up_busy *b = t->up_busy; b; b = b->next)
+		if (!strcmp(b->sandbox_id, id))
+			return true;
+	return false;
+}
+
+/* Takes w and the waiting uploads of its sandbox that fit in one request
+ * (distinct paths). Caller holds up_lock; w is waiting. */
+static size_t up_take(struct open_table *t, struct up_wait *w, struct up_wait **batch, size_t cap)
+{
+	struct up_wait **pp = &t->up_waiting;
+	uint64_t bytes = 0;
+	size_t n = 0;
+
+	/* w first: it is the one whose thread sends the request */
+	for (pp = &t->up_waiting; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	batch[n++] = w;
+	bytes = w->item.len;
+	for (pp = &t->up_waiting; *pp && n < cap;) {
+		struct up_wait *o = *pp;
+		bool dup = false;
+
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = !strcmp(batch[i]->item.path, o->item.path);
+		if (strcmp(o->sandbox_id, w->sandbox_id) || dup || bytes + o->item.len > UP_BATCH_BYTES) {
+			pp = &o->next;
+			continue;
+		}
+		*pp = o->next;
+		batch[n++] = o;
+		bytes += o->item.len;
+	}
+	return n;
+}
+
+/* Sends one request for the batch and records each file's fate. */
+static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
+{
+	struct sp_upload_item items[UP_BATCH_FILES];
+	struct dt_error err = { 0 };
+	int rc;
+
+	if (n == 1) {
+		batch[0]->rc = sp_fs_upload_fd(fs->sp, &batch[0]->box, batch[0]->item.path, batch[0]->item.fd,
+					      batch[0]->item.len, &batch[0]->err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		items[i] = batch[i]->item;
+	rc = sp_fs_upload_many(fs->sp, &batch[0]->box, items, n, &err);
+	log_debug("%s: %zu files in one upload: %s", batch[0]->box.id, n, rc < 0 ? err.message : "answered");
+	for (size_t i = 0; i < n; i++) {
+		if (rc < 0) {
+			batch[i]->rc = rc;
+			batch[i]->err = err;   /* the request's failure is each file's */
+		} else {
+			batch[i]->rc = items[i].rc;
+			if (items[i].rc < 0)
+				dt_error_set(&batch[i]->err, items[i].rc, 0, "write %s: %s", items[i].path,
+					     items[i].msg);
+		}
+	}
+}
+
+/* Uploads len bytes of fd to path, sharing a request with the uploads of
+ * the same sandbox that wait meanwhile. */
+static int upload_shared(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
+			 uint64_t len, struct dt_error *err)
+{
+	struct open_table *t = fs->files;
+	struct up_wait w, *batch[UP_BATCH_FILES];
+	struct up_busy busy;
+
+	memset(&w, 0, sizeof(w));
+	w.sandbox_id = sb->id;
+	w.box = *box;
+	w.item.path = path;
+	w.item.fd = fd;
+	w.item.len = len;
+	pthread_mutex_lock(&t->up_lock);
+	w.next = t->up_waiting;
+	t->up_waiting = &w;
+	while (!w.done) {
+		size_t n;
+
+		if (up_is_busy(t, w.sandbox_id)) {
+			pthread_cond_wait(&t->up_cond, &t->up_lock);
+			continue;
+		}
+		n = up_take(t, &w, batch, UP_BATCH_FILES);
+		busy.sandbox_id = w.sandbox_id;
+		busy.next = t->up_busy;
+		t->up_busy = &busy;
+		pthread_mutex_unlock(&t->up_lock);
+		up_send(fs, batch, n);
+		pthread_mutex_lock(&t->up_lock);
+		for (struct up_busy **bp = &t->up_busy; *bp; bp = &(*bp)->next) {
+			if (*bp == &busy) {
+				*bp = busy.next;
+				break;
+			}
+		}
+		for (size_t i = 0; i < n; i++)
+			batch[i]->done = true;
+		pthread_cond_broadcast(&t->up_cond);
+	}
+	pthread_mutex_unlock(&t->up_lock);
+	*err = w.err;
+	return w.rc;
+}
+
+/* Sends the stage to n->path (files_upload_fd; small files of the mount's
+ * sandboxes share requests, upload_shared). Caller holds n->lock. */
 static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
 {
 	struct dt_box box;
+	uint64_t len = stage_size(n->stage);
 
 	sandbox_box(n->sb, &box);
-	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
+	if (len <= UP_SHARE_MAX && !sp_upload_path_changed(fs->sp, n->path))
+		return upload_shared(fs, n->sb, &box, n->path, stage_fd(n->stage), len, err);
+	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), len, err);
 }
 
 /* ---- the crash journal (journal.h) ------------------------------------------------ */

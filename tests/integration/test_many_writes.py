@@ -2,14 +2,17 @@
 """Many small writes (issue 12, goal 4): what tar x, cp -r and editors cost in
 requests. A file's close costs its upload and nothing else; what the mount
 can answer itself (the directory a file was just created in) costs nothing."""
+import errno
 import io
 import os
 import tarfile
+import time
 import uuid
 
 import pytest
 
 from conftest import read, sh
+from test_posix import Toolbox
 
 
 @pytest.fixture
@@ -22,6 +25,10 @@ def d(mount, sandbox):
     os.listdir(os.path.dirname(path))
     os.listdir(path)
     return path
+
+
+def sandbox_path(d, *names):
+    return "/home/daytona/" + "/".join([os.path.basename(d)] + list(names))
 
 
 def routes(server):
@@ -78,3 +85,108 @@ def test_tar_x_costs_one_upload_per_file_and_a_few_commands(mount, sandbox, serv
                 p = os.path.join(d, m.name)
                 assert read(p, "rb") == t.extractfile(m).read()
                 assert os.stat(p).st_mtime == m.mtime
+
+
+def close_at_once(paths, datas):
+    """Opens and writes every file, then closes them all from as many
+    threads at the same moment: their uploads are under way together."""
+    import threading
+    fds = []
+    for p, data in zip(paths, datas):
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        fds.append(fd)
+    barrier = threading.Barrier(len(fds))
+    errors = [None] * len(fds)
+
+    def closer(i):
+        barrier.wait()
+        try:
+            os.close(fds[i])
+        except OSError as e:
+            errors[i] = e
+
+    threads = [threading.Thread(target=closer, args=(i,)) for i in range(len(fds))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return errors
+
+
+@pytest.fixture
+def slow(server):
+    """Requests take 200 ms at the server: closes meet while one is in flight."""
+    server.local("PUT", "/_local/latency", {"ms": 200})
+    yield
+    server.local("PUT", "/_local/latency", {"ms": 0})
+
+
+def bulk_uploads(server):
+    return [e for e in server.local("GET", "/_local/log?limit=10000") if "/files/bulk-upload" in e["path"]]
+
+
+def test_concurrent_closes_share_a_bulk_upload(mount, sandbox, server, d, slow):
+    n = 12
+    paths = [os.path.join(d, "c%02d.txt" % i) for i in range(n)]
+    datas = [os.urandom(100 + 37 * i) for i in range(n)]
+    server.reset()
+    assert close_at_once(paths, datas) == [None] * n
+    ups = bulk_uploads(server)
+    # the first goes alone at once; the others, closed while it is in
+    # flight, share the next request (or two, if some came late)
+    assert 2 <= len(ups) <= 4, [e["bytes_in"] for e in ups]
+    assert routes(server).get("POST /toolbox/{id}/files/bulk-upload") == len(ups)
+    toolbox = Toolbox(server, sandbox)
+    for p, data in zip(paths, datas):
+        assert toolbox.download(sandbox_path(d, os.path.basename(p))) == data
+        assert read(p, "rb") == data
+
+
+@pytest.fixture
+def faults(server):
+    server.local("DELETE", "/_local/faults")
+    yield lambda rule: server.local("POST", "/_local/faults", rule)
+    server.local("DELETE", "/_local/faults")
+
+
+@pytest.mark.parametrize("fault", [
+    {"action": "status", "status": 503, "schedule": [False, True]},
+    {"action": "reset_mid_body", "schedule": [False, True]},
+    {"action": "drop", "schedule": [False, True]},
+    {"action": "replay", "schedule": [False, True]},
+    {"action": "status", "status": 400, "schedule": [False, True, True]},
+], ids=["503", "reset", "drop", "replay", "400"])
+def test_a_fault_on_a_shared_upload_loses_nothing(mount, sandbox, server, d, slow, faults, fault):
+    """The second request (the one the closes share) meets the fault. A
+    transient one is sent again; a final one is each close's errno. Either
+    way every file ends up in the sandbox with its exact bytes (a failed
+    close's data by the last close's retry), never under another name."""
+    n = 8
+    paths = [os.path.join(d, "f%02d.bin" % i) for i in range(n)]
+    datas = [os.urandom(1000 + 511 * i) for i in range(n)]
+    faults(dict(fault, pattern="/files/bulk-upload"))
+    errors = close_at_once(paths, datas)
+    transient = fault.get("status") != 400
+    for e in errors:
+        assert e is None or (not transient and e.errno in (errno.EIO, errno.EINVAL)), errors
+    if not transient:
+        assert any(errors), "the shared request met a final fault: its closes fail"
+    server.local("DELETE", "/_local/faults")
+    toolbox = Toolbox(server, sandbox)
+    unsaved = os.path.join(mount.cache, "unsaved")
+
+    def kept(data):
+        return os.path.isdir(unsaved) and any(
+            not f.endswith(".note") and read(os.path.join(unsaved, f), "rb") == data for f in os.listdir(unsaved))
+
+    deadline = time.time() + 30
+    for p, data, e in zip(paths, datas, errors):
+        spath = sandbox_path(d, os.path.basename(p))
+        if e is None:
+            assert toolbox.download(spath) == data, spath
+            continue
+        # a failed close: the last close's retry lands it, or it is kept
+        while toolbox.download(spath) != data and not kept(data) and time.time() < deadline:
+            time.sleep(0.2)
+        assert toolbox.download(spath) in (data, None) and (toolbox.download(spath) == data or kept(data)), spath
