@@ -581,26 +581,42 @@ bool journal_keep_for_recovery(struct open_node *n)
 int upload_node(struct dfs *fs, struct open_node *n)
 {
 	struct dt_error err = { 0 };
-	struct stat hint;
 	int rc;
 
 	if (!n->dirty || n->unlinked)
 		return 0;
 	/* A queued change of this file (its times, say) must not land after
-	 * the new content. */
-	files_settle(fs, n->sb, n->path);
+	 * the new content. (Not files_settle: n is the only upload waiting
+	 * for this path, and this thread holds it.) */
+	files_settle_changes(fs, n->sb, n->path);
 	journal_note_flush(fs, n, false);
 	rc = upload_stage(fs, n, &err);
 	if (rc < 0) {
-		n->upload_error = rc;
-		journal_note_flush(fs, n, true);
-		upload_hint(n, &hint);
-		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
-		toolbox_failed(fs, n->sb, rc, &err, "upload", n->path);
-		log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path,
-			  err.message);
+		upload_failed(fs, n, rc, &err);
 		return rc;
 	}
+	upload_succeeded(fs, n);
+	return 0;
+}
+
+/* An upload of n failed: the data stays staged, its record durable. Caller
+ * holds n->lock. */
+void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err)
+{
+	struct stat hint;
+
+	n->upload_error = rc;
+	journal_note_flush(fs, n, true);
+	upload_hint(n, &hint);
+	cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+	toolbox_failed(fs, n->sb, rc, err, "upload", n->path);
+	log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path, err->message);
+}
+
+/* n's stage is in the sandbox: what waited for that follows. Caller holds
+ * n->lock. */
+void upload_succeeded(struct dfs *fs, struct open_node *n)
+{
 	n->dirty = false;
 	n->is_new = false;
 	n->upload_error = 0;
@@ -609,7 +625,6 @@ int upload_node(struct dfs *fs, struct open_node *n)
 	 * of writes cannot be checked against it after a crash. */
 	n->base.kind = JOURNAL_BASE_UNKNOWN;
 	apply_after_upload(fs, n);
-	return 0;
 }
 
 /* The attributes of an existing file being opened, without a request:
@@ -655,7 +670,9 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 			return files_open(fs, sb, from, fi, false, 0);
 		}
 	} else {
-		files_settle(fs, sb, path);
+		/* Not files_settle: an upload waiting for this path (-o
+		 * writeback) is this node's, which the open joins. */
+		files_settle_changes(fs, sb, path);
 		n = node_get(fs->files, sb, path);
 		if (!n)
 			return -ENOMEM;
@@ -772,14 +789,27 @@ int files_flush(struct dfs *fs, struct fuse_file_info *fi)
 	int rc;
 
 	pthread_mutex_lock(&n->lock);
-	rc = upload_node(fs, n);
+	/* -o writeback: the upload waits (fs_writeback.c); a failed one of
+	 * before is still this close's error. */
+	if (upload_later(fs, n))
+		rc = n->upload_error;
+	else
+		rc = upload_node(fs, n);
 	pthread_mutex_unlock(&n->lock);
 	return rc;
 }
 
 int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
 {
-	return files_flush(fs, fi);
+	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
+	int rc;
+
+	/* Always now, -o writeback or not: fsync is what a program asks when
+	 * it wants the data there. */
+	pthread_mutex_lock(&n->lock);
+	rc = upload_node(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	return rc;
 }
 
 int files_release(struct dfs *fs, struct fuse_file_info *fi)
@@ -795,7 +825,12 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	if (--n->handles == 0) {
 		/* The last handle: one more try, and a stage that still cannot be
 		 * uploaded is preserved, never dropped. */
-		if (n->dirty && !n->unlinked && upload_node(fs, n) < 0) {
+		bool later;
+
+		pthread_mutex_lock(&fs->files->wbk_lock);
+		later = n->wbk_queued;   /* its upload waits (-o writeback): not now */
+		pthread_mutex_unlock(&fs->files->wbk_lock);
+		if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
 			char label[4600], where[4096];
 
 			snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);

@@ -106,6 +106,7 @@ static const struct opt_spec specs[] = {
 	{ "attr_timeout", OPT_SECONDS, OFF(attr_timeout), 0, 86400 },
 	{ "dir_timeout", OPT_SECONDS, OFF(dir_timeout), 0, 86400 },
 	{ "negative_timeout", OPT_SECONDS, OFF(negative_timeout), 0, 86400 },
+	{ "writeback", OPT_SECONDS, OFF(writeback), 0, 3600 },
 	{ "cache_dir", OPT_STR, OFF(cache_dir), 0, 0 },
 	{ "timeout", OPT_LONG, OFF(timeout_s), 1, 86400 },
 	{ "connect_timeout", OPT_LONG, OFF(connect_timeout_s), 1, 3600 },
@@ -417,6 +418,7 @@ const char *options_usage(void)
 "    -o dir_timeout=SEC       how long directory listings are cached (default 5)\n"
 "    -o negative_timeout=SEC  how long 'no such file' is cached (default 2)\n"
 "    -o cache_dir=PATH        staging area for writes (default ~/.cache/daytonafs)\n"
+"    -o writeback=SEC         upload closed files up to SEC later, many per request (default 0: at close)\n"
 "    -o timeout=SEC           timeout of one request (default 60)\n"
 "    -o connect_timeout=SEC   timeout of a connection attempt (default 10)\n"
 "    -o wait_timeout=SEC      how long lifecycle commands wait for the new state (default 120)\n"
