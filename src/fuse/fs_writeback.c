@@ -162,6 +162,12 @@ static void wbk_note_error(struct dfs *fs, struct open_node *n, int rc, int *fir
 static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err, int *first_error)
 {
 	if (rc == 0) {
+		/* The upload set the sandbox's time of the upload, seconds after
+		 * the write whose time this mount has shown since the close: the
+		 * file gets that one (a deferred touch), so that its mtime does
+		 * not jump when the upload lands (vim would then refuse :w, "file
+		 * changed since reading it", and make would rebuild). */
+		n->mtime_pending = true;
 		upload_succeeded(fs, n);
 		return false;
 	}
@@ -203,6 +209,8 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			if (pthread_mutex_trylock(&o->lock) != 0) {
 				/* Alone, holding nothing else: no lock order to break. */
 				pthread_mutex_lock(&o->lock);
+				if (o->dirty)
+					o->mtime_pending = true;   /* as in wbk_done */
 				rc = upload_node(fs, o);   /* nothing when no longer dirty */
 				if (rc < 0)
 					wbk_note_error(fs, o, rc, &first_error);

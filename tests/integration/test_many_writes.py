@@ -190,3 +190,25 @@ def test_a_fault_on_a_shared_upload_loses_nothing(mount, sandbox, server, d, slo
         while toolbox.download(spath) != data and not kept(data) and time.time() < deadline:
             time.sleep(0.2)
         assert toolbox.download(spath) in (data, None) and (toolbox.download(spath) == data or kept(data)), spath
+
+
+def test_vim_save_requests(mount, sandbox, server, d):
+    """vim -es without writeback: the file's exact bytes and mode are in the
+    sandbox when vim exits (close-to-open); the requests it costs."""
+    import subprocess
+    p = os.path.join(d, "e.txt")
+    text = b"".join(b"line %d of the file\n" % i for i in range(5000))
+    with open(p, "wb") as f:
+        f.write(text)
+    os.chmod(p, 0o640)
+    mount.settle()
+    server.reset()
+    subprocess.run(["vim", "-es", "-N", "-u", "NONE", "-i", "NONE", "-c", "1s/^/x/", "-c", "wq", p],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True, timeout=60)
+    r = routes(server)
+    toolbox = Toolbox(server, sandbox)
+    assert toolbox.download(sandbox_path(d, "e.txt")) == b"x" + text
+    assert os.stat(p).st_mode & 0o777 == 0o640
+    print("vim save:", r)
+    assert sum(r.values()) <= 16, r

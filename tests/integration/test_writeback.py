@@ -171,3 +171,75 @@ def test_a_failing_upload_fails_the_exec_and_loses_nothing(wbm, server):
     for p, data in datas.items():
         assert read(p, "rb") == data
         assert tb.download(HOME + "/" + os.path.basename(p)) == data
+
+
+def test_a_waiting_file_unlinked_costs_no_request_and_goes(wbm, server):
+    """vim's swap file: written, fsync'd (so it exists there), rewritten and
+    closed (its upload waits), then unlinked. Before: the unlink found the
+    waiting node, took it for an open file, and asked /files/info and sent
+    the delete at once."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", ".e.txt.swp")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"b0VIM header\n")
+    os.fsync(fd)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b"b0VIM HEADER\n")
+    os.close(fd)
+    assert tb.download(HOME + "/.e.txt.swp") == b"b0VIM header\n"
+    before = server.stats()["routes"]
+    os.unlink(p)
+    after = server.stats()["routes"]
+    assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}
+    assert not os.path.exists(p)
+    m.settle()
+    assert tb.download(HOME + "/.e.txt.swp") is None
+
+
+def test_vim_save(wbm, server):
+    """vim -es: swap files made and removed, the file rewritten in place. The
+    uploads (the swap file's and the file's fsyncs, if vim makes them) are
+    the only writes; the swap files' creation, removal and mode cost
+    nothing; :wq's file lands, mode kept, once anything looks."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "e.txt")
+    text = b"".join(b"line %d of the file\n" % i for i in range(5000))
+    with open(p, "wb") as f:
+        f.write(text)
+    os.chmod(p, 0o640)
+    m.settle()
+    server.reset()
+    subprocess.run(["vim", "-es", "-N", "-u", "NONE", "-i", "NONE", "-c", "1s/^/x/", "-c", "wq", p],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True, timeout=60)
+    r = {k: v for k, v in server.stats()["routes"].items() if v and "/toolbox/" in k}
+    assert r.pop("POST /toolbox/{id}/files/bulk-upload", 0) <= 3, r
+    assert r.pop("GET /toolbox/{id}/files/info", 0) <= 2, r
+    r.pop("GET /toolbox/{id}/files/download", None)
+    # at most the deferred batch (the swap file's delete, 0.5 s later), which
+    # vim does not wait for; no delete request
+    assert r.pop("POST /toolbox/{id}/process/execute", 0) <= 1, r
+    assert not r, r
+    m.settle()
+    assert tb.download(HOME + "/e.txt") == b"x" + text
+    assert tb.download(HOME + "/.e.txt.swp") is None
+    assert os.stat(p).st_mode & 0o777 == 0o640
+    ctl(m.p(sb, "ctl"), "exec stat -c %a e.txt")
+    assert read(m.p(sb, "stdout")) == "640\n"
+
+
+def test_a_files_time_does_not_jump_when_its_upload_lands(wbm, server):
+    """The mount shows a waiting file's time of its last write; the upload
+    lands later, and the sandbox would give the time of the upload: the
+    file gets the time shown (before: vim's :w then asked "file changed
+    since reading it" and did not write)."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "t.txt")
+    with open(p, "w") as f:
+        f.write("time\n")
+    before = os.stat(p).st_mtime_ns
+    m.settle()
+    ctl(m.p(sb, "ctl"), "exec stat -c %Y.%y t.txt")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert int(read(m.p(sb, "stdout")).split(".")[0]) == before // 10**9
+    assert os.stat(p).st_mtime_ns == before
