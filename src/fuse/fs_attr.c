@@ -370,7 +370,9 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	size_t n = 0;
 	int rc;
 
-	files_settle(fs, sb, path);
+	/* A directory's own attributes: queued times of its files need not be
+	 * sent first (tar x looks its directory up while they wait). */
+	files_settle_attr(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
 	/* The directory's own listing (bounded as a child's is: its "." first,
 	 * and again at the end when complete) gives its attributes, and the ls

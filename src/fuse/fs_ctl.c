@@ -74,6 +74,14 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		dt_error_set(err, rc, 0, "%s", sb->error);
 		return rc;
 	}
+	/* The command sees every file closed through the mount (-o writeback:
+	 * their uploads go now), or does not start. */
+	rc = files_writeback_flush(fs, sb, NULL);
+	if (rc < 0) {
+		dt_error_set(err, rc, 0, "files closed through the mount could not be uploaded before the "
+			     "command: %s (see the log; they stay staged)", strerror(-rc));
+		return rc;
+	}
 	if (c->n_env) {
 		env = calloc(c->n_env, sizeof(*env));
 		if (!env)

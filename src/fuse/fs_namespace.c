@@ -110,8 +110,8 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct open_node *n;
-	struct stat st;
-	bool only_local = false, have_st;
+	struct stat st, node_st;
+	bool only_local = false, have_st, open = false;
 	int rc = 0;
 
 	if (is_hidden_name(path))
@@ -119,10 +119,14 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 	n = node_find(fs->files, sb, path);
 
 	if (n) {
-		/* Open descriptors keep reading what the file held. */
+		/* Open descriptors keep reading what the file held. A node
+		 * without any (a closed file whose upload waits, -o writeback)
+		 * is a closed file: its data goes, its delete waits as any. */
+		node_stat(n, &node_st);   /* (takes n->lock) */
 		pthread_mutex_lock(&n->lock);
 		only_local = n->is_new;
-		if (!only_local)
+		open = n->handles > 0;
+		if (!only_local && open)
 			rc = ensure_populated(fs, n);
 		if (rc == 0) {
 			n->unlinked = true;
@@ -135,14 +139,19 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 			return rc;
 	}
 	if (!only_local) {
-		have_st = lookup_attr(fs, sb, path, &st) == 0;
+		if (n && !open && S_ISREG(node_st.st_mode)) {
+			st = node_st;   /* a regular file: the node says so, no request */
+			have_st = true;
+		} else {
+			have_st = lookup_attr(fs, sb, path, &st) == 0;
+		}
 		if (have_st && S_ISDIR(st.st_mode))
 			return -EISDIR;
 		/* rm -r unlinks a tree one file at a time, each waiting for the
 		 * last: the deletes of files no descriptor holds open go out
 		 * together, later. An open one goes now: its content was just
 		 * read for the descriptors, and they expect nothing else. */
-		if (have_st && !n) {
+		if (have_st && !open) {
 			rc = delete_later(fs, sb, path, &st, false);
 		} else {
 			files_settle(fs, sb, path);

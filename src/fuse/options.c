@@ -115,6 +115,7 @@ static const struct opt_spec specs[] = {
 	{ "attr_timeout", OPT_SECONDS, OFF(attr_timeout), 0, 86400 },
 	{ "dir_timeout", OPT_SECONDS, OFF(dir_timeout), 0, 86400 },
 	{ "negative_timeout", OPT_SECONDS, OFF(negative_timeout), 0, 86400 },
+	{ "writeback", OPT_SECONDS, OFF(writeback), 0, 3600 },
 	{ "cache_dir", OPT_STR, OFF(cache_dir), 0, 0 },
 	{ "read_ahead_kb", OPT_LONG, OFF(read_ahead_kb), 0, 1048576 },
 	{ "timeout", OPT_LONG, OFF(timeout_s), 1, 86400 },
@@ -538,6 +539,7 @@ const char *options_usage(void)
 "    -o cache_dir=PATH        staging area for writes (default ~/.cache/daytonafs)\n"
 "    -o read_ahead_kb=KB      kernel readahead of the mount, set when run as root (default 1024;\n"
 "                             0 leaves the kernel's 128)\n"
+"    -o writeback=SEC         upload closed files up to SEC later, many per request (default 0: at close)\n"
 "    -o timeout=SEC           timeout of one request (default 60)\n"
 "    -o connect_timeout=SEC   timeout of a connection attempt (default 10)\n"
 "    -o wait_timeout=SEC      how long lifecycle commands wait for the new state (default 120)\n"

@@ -47,6 +47,7 @@ struct dfs_options {
 	double attr_timeout;        /* seconds; default 5 */
 	double dir_timeout;         /* seconds; default 5 */
 	double negative_timeout;    /* seconds; default 2 */
+	double writeback;           /* seconds a closed file's upload may wait; 0 (default): none */
 	char *cache_dir;            /* default $XDG_CACHE_HOME/daytonafs or ~/.cache/daytonafs */
 	long read_ahead_kb;         /* the mount's bdi readahead (root only); default 1024, 0 = the kernel's */
 

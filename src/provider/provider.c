@@ -53,6 +53,20 @@ int sp_unsupported(struct dt_error *err, const char *what)
 	return dt_error_set(err, -ENOSYS, 0, "%s is not supported by this provider", what);
 }
 
+int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
+		      size_t n, struct dt_error *err)
+{
+	if (sp->ops->fs_upload_many && n > 1)
+		return sp->ops->fs_upload_many(sp->impl, box, items, n, err);
+	for (size_t i = 0; i < n; i++) {
+		struct dt_error e = { 0 };
+
+		items[i].rc = sp_fs_upload_fd(sp, box, items[i].path, items[i].fd, items[i].len, &e);
+		snprintf(items[i].msg, sizeof(items[i].msg), "%.200s", items[i].rc < 0 ? e.message : "");
+	}
+	return 0;
+}
+
 int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
 {
 	va_list ap;

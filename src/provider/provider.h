@@ -209,6 +209,15 @@ void sp_bulk_files_clear(struct sp_bulk_file *files, size_t n);
 
 /* Each operation takes the provider's impl first, then what the matching
  * dt_ call of the Daytona client takes (daytona.h documents them). */
+/* One file of an upload of several (fs_upload_many). */
+struct sp_upload_item {
+	const char *path;
+	int fd;                 /* read with pread from offset 0 */
+	uint64_t len;
+	int rc;                 /* out: 0 when it landed whole under path */
+	char msg[256];          /* out: why not */
+};
+
 struct sandbox_provider_ops {
 	/* control plane */
 	int (*sandbox_list)(void *impl, struct dt_sandbox **out, size_t *n, struct dt_error *err);
@@ -251,6 +260,13 @@ struct sandbox_provider_ops {
 	int64_t (*fs_download)(void *impl, const struct dt_box *box, const char *path, uint64_t off,
 			uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
 	int (*fs_upload_fd)(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
+			struct dt_error *err);
+	/* Several files in one request (optional; NULL: one fs_upload_fd each).
+	 * 0 when the request was answered: each item's rc (0 or a negative
+	 * errno, its message in msg) says what became of it. A negative errno
+	 * (err filled) when the request failed as a whole: then none is known
+	 * to have landed. */
+	int (*fs_upload_many)(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
 			struct dt_error *err);
 	int (*fs_list)(void *impl, const struct dt_box *box, const char *path, struct dt_fileinfo **out,
 			size_t *n, struct dt_error *err);
@@ -519,6 +535,12 @@ static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct dt_b
 		return sp_unsupported(err, "fs upload fd");
 	return sp->ops->fs_upload_fd(sp->impl, box, path, fd, len, err);
 }
+
+/* Uploads n files to one sandbox: in one request where the provider can,
+ * else one at a time. Returns 0 when each item's rc tells its fate, else a
+ * negative errno for all of them (err filled). */
+int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
+		      size_t n, struct dt_error *err);
 
 static inline int sp_fs_list(struct sandbox_provider *sp, const struct dt_box *box,
 		const char *path, struct dt_fileinfo **out, size_t *n, struct dt_error *err)

@@ -295,6 +295,37 @@ UNIT_TEST(write_uploads_through_provider)
 	free(fs);
 }
 
+/* A provider without fs_upload_many: sp_fs_upload_many sends the files one
+ * by one, each with its own result. */
+UNIT_TEST(upload_many_falls_back_to_one_by_one)
+{
+	struct sp_upload_item it[2];
+	struct dt_error err = { 0 };
+	char tmpl[] = "/tmp/test_provider_fake.XXXXXX";
+	int fd = mkstemp(tmpl);
+	int before = fake.uploads;
+	struct fake_file *ff;
+
+	CHECK(fd >= 0);
+	unlink(tmpl);
+	CHECK_INT(write(fd, "many\n", 5), 5);
+	memset(it, 0, sizeof(it));
+	it[0].path = "/home/u/m1";
+	it[1].path = "/home/u/m2";
+	it[0].fd = it[1].fd = fd;
+	it[0].len = 5;
+	it[1].len = 9;   /* more than the file has: that one fails alone */
+	CHECK_INT(sp_fs_upload_many(&fake_provider, &box, it, 2, &err), 0);
+	CHECK_INT(it[0].rc, 0);
+	CHECK_INT(it[1].rc, -EIO);
+	CHECK(strstr(it[1].msg, "short read") != NULL);
+	CHECK_INT(fake.uploads, before + 1);
+	ff = fake_find(&fake, "/home/u/m1");
+	CHECK(ff && ff->len == 5 && !memcmp(ff->data, "many\n", 5));
+	CHECK(fake_find(&fake, "/home/u/m2") == NULL);
+	close(fd);
+}
+
 UNIT_TEST(missing_operations_fail_with_enosys)
 {
 	struct dt_error err = { 0 };
@@ -322,5 +353,6 @@ UNIT_MAIN("provider_fake",
 	UNIT_CASE(exec_start_list_read),
 	UNIT_CASE(exec_fast_path_reads_from_memory),
 	UNIT_CASE(write_uploads_through_provider),
+	UNIT_CASE(upload_many_falls_back_to_one_by_one),
 	UNIT_CASE(missing_operations_fail_with_enosys),
 	UNIT_CASE(cleanup))

@@ -139,6 +139,12 @@ static int daytona_fs_upload_fd(void *impl, const struct dt_box *box, const char
 	return dt_fs_upload_fd(impl, box, path, fd, len, err);
 }
 
+static int daytona_fs_upload_many(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
+		struct dt_error *err)
+{
+	return dt_fs_upload_many(impl, box, items, n, err);
+}
+
 static int daytona_fs_list(void *impl, const struct dt_box *box, const char *path,
 		struct dt_fileinfo **out, size_t *n, struct dt_error *err)
 {
@@ -235,6 +241,7 @@ static const struct sandbox_provider_ops daytona_ops = {
 	.work_dir = daytona_work_dir,
 	.fs_download = daytona_fs_download,
 	.fs_upload_fd = daytona_fs_upload_fd,
+	.fs_upload_many = daytona_fs_upload_many,
 	.fs_list = daytona_fs_list,
 	.fs_info = daytona_fs_info,
 	.fs_move = daytona_fs_move,
