@@ -258,6 +258,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	pcfg.org_id = o->org_id;
 	pcfg.target = o->target;
 	pcfg.keepalive = o->keepalive;
+	pcfg.autostart = o->autostart;
 	pcfg.wait_timeout_ms = o->wait_timeout_s * 1000;
 	pcfg.rate_per_minute = o->rate_limit > 0 ? o->rate_limit : -1;
 	rfs_set_limit(o->timeout_s);

@@ -205,3 +205,74 @@ def test_write_to_a_file_made_read_only_after_open(mount, sandbox):
         os.close(fd)
     ctl(mount.p(sandbox, "ctl"), "exec stat -c %a ro-later.txt; cat ro-later.txt; ls -a | grep -c daytonafs-upload")
     assert read(mount.p(sandbox, "stdout")) == "444\nnew\n0\n"
+
+
+def _time_out(server, name):
+    """Stops the sandbox's session behind the mount's back, as its timeout does."""
+    sid = session_of(server, name)
+    vapi(server, "POST", f"/v2/sandboxes/sessions/{sid}/stop")
+    for _ in range(200):
+        if vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]["status"] == "stopped":
+            return sid
+        time.sleep(0.05)
+    raise AssertionError("the session did not stop")
+
+
+def test_timed_out_session_without_autostart_is_ehostdown(mount, server):
+    name = create_sandbox(mount, "tout")
+    try:
+        write(mount.p(name, "work", "a.txt"), "a\n")
+        _time_out(server, name)
+        seen = len(log(server))      # no server.reset(): it would list the mount
+        with pytest.raises(OSError) as e:
+            os.listdir(mount.p(name, "fs", "etc"))     # not cached: asks the sandbox
+        assert e.value.errno == 112      # EHOSTDOWN
+        assert f"echo start > {mount.path}/{name}/ctl" in read(mount.p(name, "error"))
+        assert read(mount.p(name, "status")) == "stopped\n"
+        assert not [r for r in log(server)[seen:] if "resume=true" in r["path"]]
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_autostart_resumes_a_timed_out_session(server, tmp_root):
+    m = Mount(server, tmp_root, ["autostart"], name="mnt-autostart")
+    try:
+        name = create_sandbox(m, "auto")
+        f = m.p(name, "work", "kept.txt")
+        write(f, "persistent\n")
+        first = _time_out(server, name)
+        server.reset()
+        # browsing never resumes nor extends the session
+        assert name in os.listdir(m.path)
+        assert read(m.p(name, "status")) == "stopped\n"
+        read(m.p(name, "info"))
+        entries = log(server)
+        assert not [r for r in entries if "resume=true" in r["path"] or "extend" in r["path"]]
+        # the first file access resumes it: a new session, and it succeeds
+        assert read(f) == "persistent\n"
+        assert session_of(server, name) != first
+        assert len([r for r in log(server) if "resume=true" in r["path"]]) == 1
+        assert read(m.p(name, "status")) == "started\n"
+        ctl(m.p(name, "ctl"), "delete")
+    finally:
+        m.unmount()
+
+
+def test_autostart_resumes_on_the_first_access_after_a_timeout(server, tmp_root):
+    """The mount still believes the session runs (nothing browsed since; no
+    server.reset(), which lists the mount): the 410 of the first access
+    resumes the sandbox, and that access succeeds."""
+    m = Mount(server, tmp_root, ["autostart"], name="mnt-autostart2")
+    try:
+        name = create_sandbox(m, "auto")
+        write(m.p(name, "work", "kept.txt"), "persistent\n")
+        first = _time_out(server, name)
+        seen = len(log(server))
+        write(m.p(name, "work", "new.txt"), "new\n")
+        assert read(m.p(name, "work", "kept.txt")) == "persistent\n"
+        assert session_of(server, name) != first
+        assert len([r for r in log(server)[seen:] if "resume=true" in r["path"]]) == 1
+        assert read(m.p(name, "status")) == "started\n"
+        ctl(m.p(name, "ctl"), "delete")
+    finally:
+        m.unmount()
