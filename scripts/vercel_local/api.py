@@ -327,6 +327,55 @@ class Api:
         resp.end()
 
     # -- files
+    # The file API runs as the sandbox's default user (CONTRACT.md §6, §7), not as the server's
+    # root: its permission bits are checked as the kernel would check them for that user.
+    def _may(self, st, want):
+        uid, gid = self.runtime.default_ids()
+        if uid == 0:
+            return True
+        if st.st_uid == uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid == gid:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & want == want
+
+    def _denied(self, view, r, what, path, create):
+        """Whether the default user may not reach r (search on every directory above it), and,
+        with create, not make or replace it: write on the directory it goes in (or the deepest
+        one that exists, when the rest is made), and, in a sticky directory, own it or the
+        directory. Else may read it (a file that exists)."""
+        parts = [c for c in r.view.split("/") if c]
+        deepest = None
+        for i in range(len(parts)):
+            host = view.to_host("/" + "/".join(parts[:i]))[0]
+            try:
+                st = os.stat(host)
+            except OSError:
+                break                      # the rest is made below it
+            deepest = st
+            if not self._may(st, 1):
+                return True
+        if deepest is None:
+            return False
+        try:
+            target = os.lstat(r.host)
+        except OSError:
+            target = None
+        if not create:
+            return target is not None and not self._may(target, 4)
+        if not self._may(deepest, 3):
+            return True
+        uid = self.runtime.default_ids()[0]
+        if target is not None and deepest.st_mode & stat.S_ISVTX and \
+                uid not in (target.st_uid, deepest.st_uid):
+            return True
+        return False
+
+    def _forbid(self, what, path):
+        raise VercelError(403, "forbidden", "Cannot %s %s: %s" % (what, path, os.strerror(errno.EACCES)))
+
     def _session_view(self, sid):
         s = self.store.running_session(sid)
         return s, self.runtime.view(s["sourceSandboxName"])
@@ -346,6 +395,8 @@ class Api:
         path = self._path(s, body)
         try:
             r = view.resolve(path)
+            if self._denied(view, r, "read", path, False):
+                self._forbid("read", path)
             # O_NONBLOCK: opening a fifo must not wait for a writer (it is refused below)
             f = os.fdopen(os.open(r.host, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
         except OSError as e:
@@ -391,6 +442,8 @@ class Api:
             if not r.writable or r.mount_root:
                 raise VercelError(403, "forbidden", "Cannot write %s: read-only file system"
                                   % path)
+            if self._denied(view, r, "write", path, True):
+                self._forbid("write", path)
             plan.append((r.host, path, e))
         for host, path, e in plan:
             try:
@@ -445,6 +498,8 @@ class Api:
             r = view.resolve(path, follow=False, missing="any" if recursive else "last")
             if not r.writable:
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            if not os.path.lexists(r.host) and self._denied(view, r, "create directory", path, True):
+                self._forbid("create directory", path)
             if os.path.lexists(r.host):
                 if recursive and os.path.isdir(r.host):
                     send_json(resp, 200, {})

@@ -276,3 +276,18 @@ def test_autostart_resumes_on_the_first_access_after_a_timeout(server, tmp_root)
         ctl(m.p(name, "ctl"), "delete")
     finally:
         m.unmount()
+
+
+def test_upload_into_a_read_only_directory_is_eacces(mount, sandbox, server):
+    """The file API acts as the sandbox's default user, not root: a new file in
+    a directory that user may not write fails with EACCES at close, and no
+    temporary upload is left there (nor anything in the user's name)."""
+    ctl(mount.p(sandbox, "ctl"), "exec mkdir -p rodir && chmod 555 rodir")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    p = mount.p(sandbox, "work", "rodir", "new.txt")
+    with pytest.raises(OSError) as e:
+        write(p, "data\n")
+    assert e.value.errno == 13       # EACCES
+    assert not os.path.exists(p)
+    ctl(mount.p(sandbox, "ctl"), "exec ls -A rodir | wc -l")
+    assert read(mount.p(sandbox, "stdout")) == "0\n"
