@@ -291,3 +291,16 @@ def test_upload_into_a_read_only_directory_is_eacces(mount, sandbox, server):
     assert not os.path.exists(p)
     ctl(mount.p(sandbox, "ctl"), "exec ls -A rodir | wc -l")
     assert read(mount.p(sandbox, "stdout")) == "0\n"
+
+
+def test_what_vercel_lacks_fails_one_open_not_the_mount(mount, sandbox):
+    """Vercel keeps no build log: the open of build-log fails (EOPNOTSUPP).
+    ENOSYS there would tell the kernel the mount has no open at all: every
+    later open would skip the mount, and the first flush of such a file
+    crashed it."""
+    with pytest.raises(OSError) as e:
+        read(mount.p(sandbox, "build-log"))
+    assert e.value.errno == 95       # EOPNOTSUPP
+    write(mount.p(sandbox, "work", "after.txt"), "still here\n")
+    assert read(mount.p(sandbox, "work", "after.txt")) == "still here\n"
+    assert read(mount.p(sandbox, "status")) == "started\n"
