@@ -5,6 +5,7 @@ docstring of each handler names the endpoint. Handlers raise store.VercelError f
 """
 import errno
 import json
+import mmap
 import os
 import posixpath
 import signal
@@ -21,7 +22,7 @@ from .commands import NDJSON, Command, ndjson_line
 from .store import VercelError, bad_request, not_found
 
 JSON_TYPE = "application/json"
-MAX_UPLOAD = 1 << 30
+MAX_UPLOAD = 32 << 30           # the sandbox's disk: no limit is documented for fs/write
 STREAM_STOPPED = {"stream": "error", "data": {"code": "sandbox_stopped",
                                               "message": "Sandbox has stopped"}}
 
@@ -327,6 +328,55 @@ class Api:
         resp.end()
 
     # -- files
+    # The file API runs as the sandbox's default user (CONTRACT.md §6, §7), not as the server's
+    # root: its permission bits are checked as the kernel would check them for that user.
+    def _may(self, st, want):
+        uid, gid = self.runtime.default_ids()
+        if uid == 0:
+            return True
+        if st.st_uid == uid:
+            bits = st.st_mode >> 6
+        elif st.st_gid == gid:
+            bits = st.st_mode >> 3
+        else:
+            bits = st.st_mode
+        return bits & want == want
+
+    def _denied(self, view, r, what, path, create):
+        """Whether the default user may not reach r (search on every directory above it), and,
+        with create, not make or replace it: write on the directory it goes in (or the deepest
+        one that exists, when the rest is made), and, in a sticky directory, own it or the
+        directory. Else may read it (a file that exists)."""
+        parts = [c for c in r.view.split("/") if c]
+        deepest = None
+        for i in range(len(parts)):
+            host = view.to_host("/" + "/".join(parts[:i]))[0]
+            try:
+                st = os.stat(host)
+            except OSError:
+                break                      # the rest is made below it
+            deepest = st
+            if not self._may(st, 1):
+                return True
+        if deepest is None:
+            return False
+        try:
+            target = os.lstat(r.host)
+        except OSError:
+            target = None
+        if not create:
+            return target is not None and not self._may(target, 4)
+        if not self._may(deepest, 3):
+            return True
+        uid = self.runtime.default_ids()[0]
+        if target is not None and deepest.st_mode & stat.S_ISVTX and \
+                uid not in (target.st_uid, deepest.st_uid):
+            return True
+        return False
+
+    def _forbid(self, what, path):
+        raise VercelError(403, "forbidden", "Cannot %s %s: %s" % (what, path, os.strerror(errno.EACCES)))
+
     def _session_view(self, sid):
         s = self.store.running_session(sid)
         return s, self.runtime.view(s["sourceSandboxName"])
@@ -346,6 +396,8 @@ class Api:
         path = self._path(s, body)
         try:
             r = view.resolve(path)
+            if self._denied(view, r, "read", path, False):
+                self._forbid("read", path)
             # O_NONBLOCK: opening a fifo must not wait for a writer (it is refused below)
             f = os.fdopen(os.open(r.host, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb")
         except OSError as e:
@@ -372,15 +424,47 @@ class Api:
         length = req.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_UPLOAD:
             raise VercelError(413, "payload_too_large", "The archive is too large.")
-        raw = req.read()
         xcwd = req.headers.get("x-cwd") or s["cwd"]
         if not xcwd.startswith("/"):
             xcwd = posixpath.join(s["cwd"], xcwd)
+        # Decompressed to a file and mapped, not held in memory: no size limit is documented
+        # (CONTRACT.md §6), and a file of gigabytes must go through as on Vercel.
+        with tempfile.TemporaryFile(dir=self.runtime.data_dir, prefix=".fs-write-") as spool:
+            try:
+                size = tarball.gunzip_to(req.read, spool)
+            except tarball.TarError as e:
+                raise bad_request("Invalid request: %s" % e)
+            if size == 0:
+                self._extract(view, xcwd, memoryview(b""))
+            else:
+                spool.flush()
+                with mmap.mmap(spool.fileno(), size, access=mmap.ACCESS_READ) as m:
+                    raw = memoryview(m)
+                    try:
+                        self._extract(view, xcwd, raw)
+                    finally:
+                        raw.release()
+        send_json(resp, 200, {})
+
+    def _extract(self, view, xcwd, raw):
+        entries, why = [], None
         try:
-            entries = tarball.parse_tar(tarball.gunzip(raw))
+            entries = tarball.parse_tar(raw)
             targets = [(tarball.target_path(xcwd, e.name), e) for e in entries]
         except tarball.TarError as e:
-            raise bad_request("Invalid request: %s" % e)
+            why = str(e)
+        if why is not None:
+            # raised here, not in the handler: its traceback would keep parse_tar's views of
+            # the mapping alive, and the mapping could not close
+            raise bad_request("Invalid request: %s" % why)
+        try:
+            self._extract_entries(view, targets)
+        finally:
+            for e in entries:               # views of the mapping: released before it closes
+                if isinstance(e.data, memoryview):
+                    e.data.release()
+
+    def _extract_entries(self, view, targets):
         # every target is checked before anything is written: a bad entry writes nothing
         plan = []
         for path, e in targets:
@@ -391,13 +475,14 @@ class Api:
             if not r.writable or r.mount_root:
                 raise VercelError(403, "forbidden", "Cannot write %s: read-only file system"
                                   % path)
+            if self._denied(view, r, "write", path, True):
+                self._forbid("write", path)
             plan.append((r.host, path, e))
         for host, path, e in plan:
             try:
                 self._write_entry(host, e)
             except OSError as err:
                 raise bad_request("Cannot write %s: %s" % (path, os.strerror(err.errno)))
-        send_json(resp, 200, {})
 
     def _makedirs(self, host_dir):
         """mkdir -p, the new directories owned by the default user."""
@@ -445,6 +530,8 @@ class Api:
             r = view.resolve(path, follow=False, missing="any" if recursive else "last")
             if not r.writable:
                 raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+            if not os.path.lexists(r.host) and self._denied(view, r, "create directory", path, True):
+                self._forbid("create directory", path)
             if os.path.lexists(r.host):
                 if recursive and os.path.isdir(r.host):
                     send_json(resp, 200, {})

@@ -12,7 +12,9 @@ What changes from daytona_local.runtime.Runtime (everything else is inherited, n
     become root, passwordless, like the image's `NOPASSWD:ALL` rule. A real setuid sudo cannot
     work here: bubblewrap sets no_new_privs.
 
-Files the server writes through the file API belong to the default user (chown), as on Vercel.
+Files the server writes through the file API belong to the default user (chown), as on Vercel, and
+the file API acts as that user: fs/write, fs/mkdir and fs/read check the permission bits as the
+kernel would for it (api.py `_denied`), so a directory it may not write refuses uploads (403).
 """
 import os
 import shutil
@@ -125,6 +127,11 @@ class VercelRuntime(base.Runtime):
                 os.chmod(t + v, mode)
                 if owned:
                     self.chown_default(t + v)
+
+    def default_ids(self):
+        """(uid, gid) the file API acts as: the default user's, as on Vercel (a server that is not
+        root can only act as itself)."""
+        return (USER_ID, USER_ID) if self.as_root else (os.geteuid(), os.getegid())
 
     def chown_default(self, host_path):
         """Give a file the server created to the sandbox's default user."""

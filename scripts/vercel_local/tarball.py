@@ -11,7 +11,7 @@ import posixpath
 import zlib
 
 BLOCK = 512
-MAX_UNCOMPRESSED = 8 << 30       # refuse archives that would expand beyond this
+MAX_UNCOMPRESSED = 32 << 30      # refuse archives that expand beyond the sandbox's disk (32 GB)
 
 
 class TarError(ValueError):
@@ -41,6 +41,45 @@ def gunzip(body):
             out += gzip.decompress(d.unused_data)
         return out
     except (zlib.error, OSError, EOFError) as e:
+        raise TarError("invalid gzip data: %s" % e)
+
+
+def gunzip_to(read, out, limit=MAX_UNCOMPRESSED, chunk=1 << 20):
+    """Decompresses the gzip stream that read(n) yields into the file out, a piece at a time (an
+    upload may be larger than memory should hold); several members allowed, as gzip does, and
+    zero padding after the last. Returns the decompressed length."""
+    total, started = 0, False
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        while True:
+            data = read(chunk)
+            if not data:
+                break
+            started = True
+            while data:
+                if d.eof:
+                    if not data.strip(b"\0"):
+                        break                       # padding after the last member
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                while True:
+                    piece = d.decompress(data, chunk)
+                    out.write(piece)
+                    total += len(piece)
+                    if total > limit:
+                        raise TarError("archive too large")
+                    data = d.unconsumed_tail
+                    if d.eof or not data:
+                        break
+                if d.eof:
+                    data = d.unused_data
+                    if not data.strip(b"\0"):
+                        data = b""
+                elif not data:
+                    break
+        if started and not d.eof:
+            raise TarError("truncated gzip stream")
+        return total
+    except zlib.error as e:
         raise TarError("invalid gzip data: %s" % e)
 
 
@@ -94,7 +133,8 @@ def parse_pax(data):
 
 
 def parse_tar(raw):
-    """All entries of an uncompressed tar archive, in order."""
+    """All entries of an uncompressed tar archive, in order. raw may be a memoryview (of an
+    mmap'd archive): the files' data are then views of it, not copies."""
     entries = []
     pos = 0
     pax = {}
@@ -104,7 +144,7 @@ def parse_tar(raw):
             if pos >= len(raw) and not entries and not raw:
                 return entries                      # an empty body is an empty archive
             raise TarError("truncated tar archive")
-        block = raw[pos:pos + BLOCK]
+        block = bytes(raw[pos:pos + BLOCK])
         pos += BLOCK
         if block == b"\0" * BLOCK:
             return entries                          # end of archive (one zero block suffices)
@@ -123,6 +163,8 @@ def parse_tar(raw):
             raise TarError("truncated tar archive")
         data = raw[pos:pos + size]
         pos += (size + BLOCK - 1) // BLOCK * BLOCK
+        if typeflag in (b"x", b"g", b"L"):
+            data = bytes(data)
         if typeflag == b"x":
             pax = parse_pax(data)
             continue

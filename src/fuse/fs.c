@@ -122,12 +122,55 @@ static void dfs_destroy(void *private_data)
 	files_flush_all(fs);
 }
 
+/*
+ * ENOSYS from these tells the kernel the daemon lacks the operation for good:
+ * after an open's, it opens every file without asking (fh 0, which
+ * dfs_flush and dfs_read would take for a handle); after a flush's or an
+ * fsync's, it stops sending them and reports success. A provider that lacks
+ * what a file needs (Vercel's build log, say) returns ENOSYS from deep
+ * down: the kernel gets EOPNOTSUPP instead, for this call only.
+ */
+static int not_enosys(int rc)
+{
+	return rc == -ENOSYS ? -EOPNOTSUPP : rc;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+	return not_enosys(dfs_open(path, fi));
+}
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+	return not_enosys(dfs_opendir(path, fi));
+}
+
+static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	return not_enosys(dfs_create(path, mode, fi));
+}
+
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+	return not_enosys(dfs_flush(path, fi));
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	return not_enosys(dfs_fsync(path, datasync, fi));
+}
+
+static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	return not_enosys(dfs_fsyncdir(path, datasync, fi));
+}
+
 static const struct fuse_operations dfs_ops = {
 	.init = dfs_init,
 	.destroy = dfs_destroy,
 	.getattr = dfs_getattr,
 	.readlink = dfs_readlink,
-	.opendir = dfs_opendir,
+	.opendir = op_opendir,
 	.readdir = dfs_readdir,
 	.releasedir = dfs_releasedir,
 	.mkdir = dfs_mkdir,
@@ -141,13 +184,13 @@ static const struct fuse_operations dfs_ops = {
 	.chown = dfs_chown,
 	.utimens = dfs_utimens,
 	.truncate = dfs_truncate,
-	.open = dfs_open,
-	.create = dfs_create,
+	.open = op_open,
+	.create = op_create,
 	.read = dfs_read,
 	.write = dfs_write,
-	.flush = dfs_flush,
-	.fsync = dfs_fsync,
-	.fsyncdir = dfs_fsyncdir,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.fsyncdir = op_fsyncdir,
 	.release = dfs_release,
 	.statfs = dfs_statfs,
 	.poll = dfs_poll,
@@ -258,6 +301,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	pcfg.org_id = o->org_id;
 	pcfg.target = o->target;
 	pcfg.keepalive = o->keepalive;
+	pcfg.autostart = o->autostart;
 	pcfg.wait_timeout_ms = o->wait_timeout_s * 1000;
 	pcfg.rate_per_minute = o->rate_limit > 0 ? o->rate_limit : -1;
 	rfs_set_limit(o->timeout_s);

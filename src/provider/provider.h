@@ -324,6 +324,10 @@ struct provider_config {
 	const char *target;         /* default region for create, or NULL */
 	bool keepalive;             /* false: the mount's own calls do not count as activity */
 	long wait_timeout_ms;       /* lifecycle waits; 0 = none */
+	/* -o autostart: a file access may start the sandbox. Vercel: a call
+	 * that finds its session stopped (410) resumes the sandbox and goes
+	 * once more, to the new session. */
+	bool autostart;
 	/* Vercel: api_key is the access token, org_id the team id, jwt an
 	 * OIDC token (which names team and project itself). */
 	const char *project_id;

@@ -32,6 +32,10 @@ DIRS = ["", "d1", "d2", "d1/e"]
 NAMES = ["a", "b", "c", "l", "d1", "d2", "e"]
 SLOTS = 4
 MODES = [0o644, 0o600, 0o755, 0o700, 0o444, 0o640, 0o4755, 0o2750, 0o1777]
+# A mount whose sandbox acts as a user that is not root (Vercel's) while the model runs as root:
+# modes the owner may still use (read and write; and enter, for a directory) and no set-id bits
+# (a write by someone not root clears them), so that both sides allow the same.
+USER_MODES = [0o644, 0o600, 0o755, 0o700, 0o640, 0o1777]
 TIMES = [1_500_000_000_123_456_789, 1_600_000_000_000_000_000, 1_234_567_890_987_654_321]
 ACCESS = [os.O_RDONLY, os.O_WRONLY, os.O_RDWR]
 EXTRA = [0, os.O_CREAT, os.O_CREAT | os.O_EXCL, os.O_TRUNC, os.O_APPEND, os.O_CREAT | os.O_TRUNC,
@@ -69,8 +73,9 @@ def stat_view(st, with_size=True):
 
 
 class Model:
-    def __init__(self, seed, local_root, mount_root, log=None):
+    def __init__(self, seed, local_root, mount_root, log=None, as_user=False):
         self.rng = random.Random(seed)
+        self.as_user = as_user
         self.seed = seed
         self.a = Side(local_root)     # the model
         self.b = Side(mount_root)     # the mount
@@ -144,7 +149,7 @@ class Model:
             (4, lambda: ("rmdir", self.rel())),
             (5, lambda: ("symlink", r.choice(["a", "b", "d1", "missing", "e/../c", "./c", "d1/e"]), self.rel())),
             (3, lambda: ("readlink", self.rel())),
-            (4, lambda: ("chmod", self.rel(), r.choice(MODES))),
+            (4, lambda: self.chmod_op()),
             (3, lambda: ("utime", self.rel(), r.choice(TIMES), r.choice(TIMES))),
             (4, lambda: ("listdir", r.choice(self.entries()[1] + DIRS))),
             (5, lambda: ("readfile", self.rel())),
@@ -161,6 +166,15 @@ class Model:
         if isinstance(op[1], int) and op[0] != "open" and not open_slots and r.random() < 0.8:
             op = ops[0][1]()   # nothing open: mostly open something instead
         return op
+
+    def chmod_op(self):
+        rel = self.rel()
+        if not self.as_user:
+            return ("chmod", rel, self.rng.choice(MODES))
+        mode = self.rng.choice(USER_MODES)
+        if os.path.isdir(self.a.p(rel)):
+            mode |= 0o700
+        return ("chmod", rel, mode)
 
     def file_rel(self):
         """A regular file of the model, mostly (else any path)."""
@@ -329,8 +343,9 @@ def flags_name(flags):
     return "|".join(got)
 
 
-def run(seed, ops, mount_dir, local_dir=None, log=None):
-    """Runs the model; returns (operations, entries compared, seconds)."""
+def run(seed, ops, mount_dir, local_dir=None, log=None, as_user=False):
+    """Runs the model; returns (operations, entries compared, seconds). as_user: the mount's
+    sandbox acts as a user that is not root (USER_MODES)."""
     own_local = local_dir is None
     local_dir = local_dir or tempfile.mkdtemp(prefix=f"model-{seed}-")
     os.makedirs(local_dir, exist_ok=True)
@@ -340,7 +355,7 @@ def run(seed, ops, mount_dir, local_dir=None, log=None):
     t0 = time.time()
     old = os.umask(0o022)
     try:
-        m = Model(seed, local_dir, mount_dir, log)
+        m = Model(seed, local_dir, mount_dir, log, as_user)
         m.run(ops)
         entries = len(m.tree(local_dir))
     finally:
@@ -355,11 +370,13 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--ops", type=int, default=2000)
     ap.add_argument("--log", help="write each operation and its result here")
+    ap.add_argument("--as-user", action="store_true",
+                    help="the sandbox acts as a user that is not root (Vercel): owner-usable modes only")
     ap.add_argument("dir", help="an empty (or missing) directory on the mount")
     args = ap.parse_args()
     log = open(args.log, "w") if args.log else None
     try:
-        n, entries, secs = run(args.seed, args.ops, args.dir, log=log)
+        n, entries, secs = run(args.seed, args.ops, args.dir, log=log, as_user=args.as_user)
     except Mismatch as e:
         print(f"MISMATCH: {e}", file=sys.stderr)
         return 1

@@ -13,6 +13,10 @@ import pytest
 
 from conftest import ctl, read, sh
 
+pytestmark = pytest.mark.provider("daytona", reason="Daytona's bulk-download route, its toolbox's requests and its "
+                                  "sandbox's layout on daytona-local; Vercel has no bulk read (fs/read of one file: "
+                                  "test_files, test_vercel)")
+
 
 @pytest.fixture(scope="module")
 def host_home(server, sandbox):

@@ -174,8 +174,6 @@ def test_second_cat_costs_nothing(mount, work, server):
     assert server.stats()["requests"] == 0
 
 
-@pytest.mark.provider("daytona", reason="1 GiB through Vercel's whole-file tar.gz write fails on vercel-local: not "
-                     "investigated yet")
 def test_large_file_memory_bounded(mount, work, tmp_path):
     p = os.path.join(work, "big.bin")
     sh(f"head -c 1073741824 /dev/zero | tr '\\0' 'a' > {p}", timeout=600)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import Mount, ctl, read
+from conftest import SANDBOX_HOME, Mount, ctl, read
 
 MiB = 1 << 20
 
@@ -59,7 +59,7 @@ def test_sequential_requests_are_one_mib(server, tmp_root):
     try:
         name = "kio-" + os.urandom(4).hex()
         ctl(m.p("ctl"), "create " + name)
-        home = m.p(name, "fs", "home", "daytona")
+        home = m.p(name, "fs", SANDBOX_HOME.lstrip("/"))
         data = os.urandom(16 * MiB)
         src = os.path.join(tmp_root, "kio-src.bin")
         with open(src, "wb") as f:
@@ -118,7 +118,7 @@ def test_cold_cat_is_one_streamed_download(server, tmp_root):
         ctl(m.p(name, "ctl"), "exec head -c %d /dev/urandom > r.bin && md5sum r.bin" % (64 * MiB))
         assert read(m.p(name, "exit")) == "0\n"
         want = read(m.p(name, "stdout")).split()[0]
-        path = m.p(name, "fs", "home", "daytona", "r.bin")
+        path = m.p(name, "fs", SANDBOX_HOME.lstrip("/"), "r.bin")
         for _ in range(3):
             os.stat(path)
             server.reset()

@@ -52,6 +52,7 @@ def errno_of(fn, *args):
 
 
 # ---------------------------------------------------------------------- usage
+@pytest.mark.provider("daytona", reason="counts Daytona's /process/execute; on vercel-local the commands run in bubblewrap with no cgroup of their own, so usage has no cpu_time, cpu_limit or memory lines (not checked against a real Vercel VM)")
 def test_usage_is_one_request(mount, server, sandbox):
     os.stat(mount.p(sandbox))                      # the registry is filled
     server.reset()
@@ -101,6 +102,7 @@ def test_exec_timeout_bad_value_refused(server, tmp_root):
 
 
 # ---------------------------------------------------------------------- env
+@pytest.mark.provider("daytona", reason="Daytona's sandbox env (create's env and what its toolbox gives each command); on Vercel NAME/env is not wired to the sandbox's env yet and reads empty (open)")
 def test_env_read_write_and_override(mount, server, tmp_root):
     name = f"env-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {name} env.FROM_CREATE=c1 env.GONE=g")
@@ -139,6 +141,7 @@ def test_env_read_write_and_override(mount, server, tmp_root):
 
 
 # ---------------------------------------------------------------------- ports
+@pytest.mark.provider("daytona", reason="Daytona's preview URLs and tokens (info's id); Vercel's ports are routes given at create (test_vercel covers create port=)")
 def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
     sid = sandbox_id(mount, sandbox)
     port = free_port()
@@ -175,6 +178,7 @@ def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
     ctl(mount.p(sandbox, "ctl"), "kill")
 
 
+@pytest.mark.provider("daytona", reason="Daytona's public sandboxes (create public)")
 def test_public_sandbox_port_has_no_token(mount):
     name = f"pub-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {name} public")
@@ -184,6 +188,7 @@ def test_public_sandbox_port_has_no_token(mount):
 
 
 # ---------------------------------------------------------------------- network options
+@pytest.mark.provider("daytona", reason="Daytona's networkBlockAll/networkAllowList fields; Vercel's networkPolicy is another object")
 def test_create_network_options(mount, server):
     a = f"net-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {a} network=block-all")
@@ -207,6 +212,7 @@ def test_create_network_options(mount, server):
 
 
 # ---------------------------------------------------------------------- volumes
+@pytest.mark.provider("daytona", reason="Daytona's volumes; Vercel has none (drives are not mounted by this client)")
 def test_volumes_mkdir_info_rmdir(mount, server):
     vol = f"vol-{uuid.uuid4().hex[:8]}"
     vdir = mount.p(".volumes", vol)
@@ -239,6 +245,7 @@ def test_volumes_mkdir_info_rmdir(mount, server):
 
 
 # ---------------------------------------------------------------------- progress and build log
+@pytest.mark.provider("daytona", reason="Daytona's image builds and their build log")
 def test_create_image_shows_progress_and_build_log(mount, server, tmp_root):
     server.local("PUT", "/_local/timing", {"build_ms": 3000})
     name = f"img-{uuid.uuid4().hex[:8]}"
@@ -290,6 +297,7 @@ def last_activity(server, sid):
     return server.api("GET", f"/sandbox/{sid}")["lastActivityAt"]
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's lastActivityAt; a Vercel session has a timeout, not activity")
 def test_changes_count_as_activity_reads_do_not(mount, server):
     name = create_sandbox(mount, "act")
     sid = sandbox_id(mount, name)
@@ -319,6 +327,7 @@ def test_changes_count_as_activity_reads_do_not(mount, server):
     ctl(mount.p(name, "ctl"), "delete")
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's lastActivityAt; a Vercel session has a timeout, not activity")
 def test_activity_none_and_all(server, tmp_root):
     for mode, counts in (("none", False), ("all", True)):
         m = Mount(server, tmp_root, extra_opts=(f"activity={mode}",), name=f"mnt-act-{mode}")
@@ -337,6 +346,7 @@ def test_activity_none_and_all(server, tmp_root):
             m.unmount()
 
 
+@pytest.mark.provider("daytona", reason="Daytona's build logs; Vercel keeps none (build-log is EOPNOTSUPP there: test_vercel)")
 def test_build_log_of_a_snapshot_sandbox_is_empty(mount, server, sandbox):
     os.stat(mount.p(sandbox))
     server.reset()

@@ -352,23 +352,33 @@ def test_rsync_a_in_and_out(pair, tmp_path):
     assert snapshot(back, times=True) == snapshot(src, times=True)
 
 
-@pytest.mark.provider("daytona", reason="compares owners (tar d, tar tv), which Vercel's user, not root, "
-                     "cannot give away; tar x on Vercel is in test_files")
-def test_tar_x_and_c_round_trip(pair, tmp_path):
+@pytest.mark.provider("daytona", reason="a file made through the mount shows the mounting user (root here) as its "
+                     "owner until its directory is listed again, while Vercel's file API gives it to the "
+                     "sandbox's user: tar d sees 'Uid differs' (a mount bug, open: the owner of new files "
+                     "is not learned from the sandbox)")
+def test_tar_x_and_c_round_trip(pair, tmp_path, mount, sandbox):
     local, remote = pair
     src = os.path.join(local, "tree")
     make_tree(src)
+    # Owners as the sandbox gives them: root on Daytona; on Vercel its user,
+    # who cannot give files away (TAR_XP keeps none). The archive names the
+    # owner new files get there (numeric, so that names do not differ by host),
+    # so that tar d and tar tv compare the rest. The sandbox says who that is.
+    ctl(mount.p(sandbox, "ctl"), f"exec stat -c '%u %g' {os.path.basename(remote)}")
+    uid, gid = read(mount.p(sandbox, "stdout")).split()
+    owner = ["--numeric-owner", f"--owner=+{uid}", f"--group=+{gid}"]
     archive = str(tmp_path / "tree.tar")
     # POSIX (pax) format: times with nanoseconds
-    sh(["tar", "--format=posix", "-cf", archive, "-C", src, "."])
+    sh(["tar", "--format=posix", *owner, "-cf", archive, "-C", src, "."])
     sh(TAR_XP + [archive, "-C", remote])
     assert snapshot(remote, times=True) == snapshot(src, times=True)
-    # tar's own check: content, mode, mtime, link targets
-    assert sh(["tar", "dpf", archive, "-C", remote], check=False).returncode == 0
+    # tar's own check: content, mode, owner, mtime, link targets
+    r = sh(["tar", "dpf", archive, "-C", remote], check=False)
+    assert r.returncode == 0, r.stdout
     again = str(tmp_path / "again.tar")
-    sh(["tar", "--format=posix", "-cf", again, "-C", remote, "."])
-    listing = lambda a: sorted(sh(["tar", "tvf", a, "--full-time"]).stdout.splitlines())   # readdir order differs
-    assert listing(again) == listing(archive)
+    sh(["tar", "--format=posix", "--numeric-owner", "-cf", again, "-C", remote, "."])
+    listing = lambda a: sorted(sh(["tar", "tvf", a, "--full-time", "--numeric-owner"]).stdout.splitlines())
+    assert listing(again) == listing(archive)     # (readdir order differs)
     out = str(tmp_path / "out")
     os.mkdir(out)
     sh(["tar", "xpf", again, "-C", out])

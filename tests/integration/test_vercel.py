@@ -205,3 +205,102 @@ def test_write_to_a_file_made_read_only_after_open(mount, sandbox):
         os.close(fd)
     ctl(mount.p(sandbox, "ctl"), "exec stat -c %a ro-later.txt; cat ro-later.txt; ls -a | grep -c daytonafs-upload")
     assert read(mount.p(sandbox, "stdout")) == "444\nnew\n0\n"
+
+
+def _time_out(server, name):
+    """Stops the sandbox's session behind the mount's back, as its timeout does."""
+    sid = session_of(server, name)
+    vapi(server, "POST", f"/v2/sandboxes/sessions/{sid}/stop")
+    for _ in range(200):
+        if vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]["status"] == "stopped":
+            return sid
+        time.sleep(0.05)
+    raise AssertionError("the session did not stop")
+
+
+def test_timed_out_session_without_autostart_is_ehostdown(mount, server):
+    name = create_sandbox(mount, "tout")
+    try:
+        write(mount.p(name, "work", "a.txt"), "a\n")
+        _time_out(server, name)
+        seen = len(log(server))      # no server.reset(): it would list the mount
+        with pytest.raises(OSError) as e:
+            os.listdir(mount.p(name, "fs", "etc"))     # not cached: asks the sandbox
+        assert e.value.errno == 112      # EHOSTDOWN
+        assert f"echo start > {mount.path}/{name}/ctl" in read(mount.p(name, "error"))
+        assert read(mount.p(name, "status")) == "stopped\n"
+        assert not [r for r in log(server)[seen:] if "resume=true" in r["path"]]
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_autostart_resumes_a_timed_out_session(server, tmp_root):
+    m = Mount(server, tmp_root, ["autostart"], name="mnt-autostart")
+    try:
+        name = create_sandbox(m, "auto")
+        f = m.p(name, "work", "kept.txt")
+        write(f, "persistent\n")
+        first = _time_out(server, name)
+        server.reset()
+        # browsing never resumes nor extends the session
+        assert name in os.listdir(m.path)
+        assert read(m.p(name, "status")) == "stopped\n"
+        read(m.p(name, "info"))
+        entries = log(server)
+        assert not [r for r in entries if "resume=true" in r["path"] or "extend" in r["path"]]
+        # the first file access resumes it: a new session, and it succeeds
+        assert read(f) == "persistent\n"
+        assert session_of(server, name) != first
+        assert len([r for r in log(server) if "resume=true" in r["path"]]) == 1
+        assert read(m.p(name, "status")) == "started\n"
+        ctl(m.p(name, "ctl"), "delete")
+    finally:
+        m.unmount()
+
+
+def test_autostart_resumes_on_the_first_access_after_a_timeout(server, tmp_root):
+    """The mount still believes the session runs (nothing browsed since; no
+    server.reset(), which lists the mount): the 410 of the first access
+    resumes the sandbox, and that access succeeds."""
+    m = Mount(server, tmp_root, ["autostart"], name="mnt-autostart2")
+    try:
+        name = create_sandbox(m, "auto")
+        write(m.p(name, "work", "kept.txt"), "persistent\n")
+        first = _time_out(server, name)
+        seen = len(log(server))
+        write(m.p(name, "work", "new.txt"), "new\n")
+        assert read(m.p(name, "work", "kept.txt")) == "persistent\n"
+        assert session_of(server, name) != first
+        assert len([r for r in log(server)[seen:] if "resume=true" in r["path"]]) == 1
+        assert read(m.p(name, "status")) == "started\n"
+        ctl(m.p(name, "ctl"), "delete")
+    finally:
+        m.unmount()
+
+
+def test_upload_into_a_read_only_directory_is_eacces(mount, sandbox, server):
+    """The file API acts as the sandbox's default user, not root: a new file in
+    a directory that user may not write fails with EACCES at close, and no
+    temporary upload is left there (nor anything in the user's name)."""
+    ctl(mount.p(sandbox, "ctl"), "exec mkdir -p rodir && chmod 555 rodir")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    p = mount.p(sandbox, "work", "rodir", "new.txt")
+    with pytest.raises(OSError) as e:
+        write(p, "data\n")
+    assert e.value.errno == 13       # EACCES
+    assert not os.path.exists(p)
+    ctl(mount.p(sandbox, "ctl"), "exec ls -A rodir | wc -l")
+    assert read(mount.p(sandbox, "stdout")) == "0\n"
+
+
+def test_what_vercel_lacks_fails_one_open_not_the_mount(mount, sandbox):
+    """Vercel keeps no build log: the open of build-log fails (EOPNOTSUPP).
+    ENOSYS there would tell the kernel the mount has no open at all: every
+    later open would skip the mount, and the first flush of such a file
+    crashed it."""
+    with pytest.raises(OSError) as e:
+        read(mount.p(sandbox, "build-log"))
+    assert e.value.errno == 95       # EOPNOTSUPP
+    write(mount.p(sandbox, "work", "after.txt"), "still here\n")
+    assert read(mount.p(sandbox, "work", "after.txt")) == "still here\n"
+    assert read(mount.p(sandbox, "status")) == "started\n"

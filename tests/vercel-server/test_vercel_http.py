@@ -140,3 +140,35 @@ def test_stats_reset_does_not_count_a_request_answered_before_it(vercel_server):
         stats = local(vercel_server, "GET", "/_local/stats")
         assert stats["requests"] == 0, (i, stats)
         assert local(vercel_server, "GET", "/_local/log") == [], i
+
+
+def test_file_api_acts_as_the_default_user(vercel_server):
+    """fs/write, fs/mkdir and fs/read run as the sandbox's default user (CONTRACT.md §6, §7): a
+    directory it may not write, or a file it may not read, is refused (403), and a refused
+    write leaves nothing behind (no file, no temporary file)."""
+    srv = vercel_server
+    sid = srv.create("as-user")["session"]["id"]
+    # (root's files go in a sticky directory: vercel-local's root has no CAP_DAC_OVERRIDE)
+    setup = ("mkdir ro && chmod 555 ro && mkdir -m 1777 sticky && "
+             "sudo sh -c 'umask 077; echo r > sticky/theirs; mkdir sticky/rootdir; "
+             "echo secret > sticky/rootonly; chmod 755 sticky/rootdir; chmod 644 sticky/theirs'")
+    lines = run(srv, sid, setup + " 2>&1")
+    assert lines[-1]["command"]["exitCode"] == 0, stdout(lines)
+    for name in ("ro/new.txt", "sticky/rootdir/new.txt", "sticky/rootdir/sub/new.txt"):
+        status, _, data = srv.request(
+            "POST", "/v2/sandboxes/sessions/%s/fs/write" % sid, tar_gz([(name, b"x", 0o644)]),
+            {"content-type": "application/gzip", "x-cwd": "/vercel/sandbox"})
+        assert status == 403, (name, data)
+        assert json.loads(data)["error"]["code"] == "forbidden"
+    out = stdout(run(srv, sid, "ls -A ro sticky/rootdir; cat sticky/theirs"))
+    assert out == "ro:\n\nsticky/rootdir:\nr\n"
+    status, _ = srv.json("POST", "/v2/sandboxes/sessions/%s/fs/mkdir" % sid, {"path": "ro/d"})
+    assert status == 403
+    status, _, _ = srv.request("POST", "/v2/sandboxes/sessions/%s/fs/read" % sid, {"path": "sticky/rootonly"})
+    assert status == 403
+    # what the user may do still works, and its files are the user's
+    status, _, _ = srv.request(
+        "POST", "/v2/sandboxes/sessions/%s/fs/write" % sid, tar_gz([("sticky/mine", b"m", 0o644)]),
+        {"content-type": "application/gzip", "x-cwd": "/vercel/sandbox"})
+    assert status == 200
+    assert stdout(run(srv, sid, "stat -c %U sticky/mine")) == "ubuntu\n"

@@ -115,3 +115,34 @@ def test_target_paths_are_relative_to_the_extract_dir():
     assert tarball.target_path("/vercel", "/abs") == "/vercel/abs"
     with pytest.raises(tarball.TarError):
         tarball.target_path("/", "")
+
+
+def _gunzip_to(body, chunk=7, limit=tarball.MAX_UNCOMPRESSED):
+    out = io.BytesIO()
+    n = tarball.gunzip_to(io.BytesIO(body).read, out, limit=limit, chunk=chunk)
+    assert n == len(out.getvalue())
+    return out.getvalue()
+
+
+def test_gunzip_to_streams_as_gunzip_does():
+    """fs/write decompresses a piece at a time into a file (an archive of a file of gigabytes
+    is not held in memory): the same bytes as gunzip for every way the body can be cut."""
+    import gzip
+    raw = tarball.gunzip(SDK_ARCHIVE)
+    for chunk in (1, 7, 512, 1 << 20):
+        assert _gunzip_to(SDK_ARCHIVE, chunk) == raw
+    two = gzip.compress(b"a" * 100000) + gzip.compress(b"b" * 10) + b"\0" * 600
+    assert _gunzip_to(two, 4096) == b"a" * 100000 + b"b" * 10
+    assert _gunzip_to(b"") == b""
+    with pytest.raises(tarball.TarError, match="truncated gzip"):
+        _gunzip_to(SDK_ARCHIVE[:-20])
+    with pytest.raises(tarball.TarError, match="gzip"):
+        _gunzip_to(b"plain text")
+    with pytest.raises(tarball.TarError, match="too large"):
+        _gunzip_to(gzip.compress(b"\0" * 100000), 4096, limit=50000)
+
+
+def test_parse_tar_of_a_memoryview_gives_views():
+    raw = make_tar([("a", b"12345", 0o644, "file")])
+    [e] = tarball.parse_tar(memoryview(raw))
+    assert isinstance(e.data, memoryview) and bytes(e.data) == b"12345"

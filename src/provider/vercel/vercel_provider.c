@@ -52,7 +52,9 @@ struct session_seen {
 struct vprov {
 	struct vc_client *vc;
 	long wait_timeout_ms;       /* lifecycle waits (stop) */
+	bool autostart;             /* a file access resumes a stopped sandbox */
 	pthread_mutex_t lock;
+	pthread_mutex_t resume_lock;    /* one autostart resume at a time */
 	struct session_seen *seen;
 	size_t n_seen, cap_seen;
 };
@@ -100,10 +102,56 @@ static void session_of(struct vprov *v, const struct dt_box *box, char *out, siz
 	pthread_mutex_unlock(&v->lock);
 }
 
+static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, dt_state_fn on_state, void *ctx,
+			struct dt_error *err);
+static int64_t mono_ms(void);
+static int get_sandbox(struct vprov *v, const char *name, bool resume, struct vc_sandbox *vs,
+		       struct dt_error *err);
+
+/*
+ * With -o autostart, after a 410: resumes the sandbox when its session has
+ * stopped (a timeout, a stop elsewhere), as the mount's autostart starts a
+ * stopped Daytona sandbox for file access; a session still stopping is
+ * waited for first. vs holds the sandbox as last read. The new session's id
+ * goes to out. One resume at a time (resume_lock, held by the caller):
+ * callers that queued behind it find the new session among those seen.
+ */
+static bool autostart_resume(struct vprov *v, const char *name, struct vc_sandbox *vs, char *out, size_t cap)
+{
+	int64_t deadline = mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+	struct dt_error err = { 0 };
+	struct vc_error ve = { 0 };
+	bool ok;
+
+	while (!strcmp(vs->status, "stopping") || !strcmp(vs->status, "snapshotting")) {
+		struct timespec pause = { 0, 200 * 1000000L };
+
+		if (mono_ms() > deadline)
+			return false;
+		nanosleep(&pause, NULL);
+		vc_sandbox_clear(vs);
+		memset(vs, 0, sizeof(*vs));
+		if (vc_sandbox_get(v->vc, name, false, vs, &ve) < 0)
+			return false;
+	}
+	if (strcmp(vs->status, "stopped"))
+		return false;
+	log_info("%s: its session has stopped: resuming it for file access (-o autostart)", name);
+	vc_sandbox_clear(vs);
+	if (get_sandbox(v, name, true, vs, &err) < 0 || wait_running(v, name, vs, NULL, NULL, &err) < 0) {
+		log_warn("%s: autostart failed: %s", name, err.message);
+		return false;
+	}
+	ok = vs->has_session && vs->session.id[0] ? str_copy(out, cap, vs->session.id) :
+		str_copy(out, cap, vs->current_session_id);
+	return ok && out[0];
+}
+
 /*
  * After a 410 from session sid: whether the sandbox runs another session
- * now (resumed by someone else), whose id goes to out. Never resumes: the
- * mount's own calls do not start a sandbox (SEMANTICS.md).
+ * now (resumed by someone else, or by autostart), whose id goes to out.
+ * Without -o autostart it never resumes: the mount's own calls do not start
+ * a sandbox (SEMANTICS.md).
  */
 static bool session_moved(struct vprov *v, const char *name, const char *sid, char *out, size_t cap)
 {
@@ -111,13 +159,31 @@ static bool session_moved(struct vprov *v, const char *name, const char *sid, ch
 	struct vc_sandbox vs;
 	bool moved = false;
 
+	if (v->autostart) {
+		char seen[128];
+		struct dt_box box = { .id = name, .toolbox_url = sid };
+
+		pthread_mutex_lock(&v->resume_lock);
+		/* another caller resumed it meanwhile */
+		session_of(v, &box, seen, sizeof(seen));
+		if (seen[0] && strcmp(seen, sid) != 0) {
+			pthread_mutex_unlock(&v->resume_lock);
+			return str_copy(out, cap, seen);
+		}
+	}
 	memset(&vs, 0, sizeof(vs));
-	if (vc_sandbox_get(v->vc, name, false, &vs, &ve) == 0 && !strcmp(vs.status, "running") &&
-	    vs.current_session_id[0] && strcmp(vs.current_session_id, sid) != 0) {
-		session_note(v, name, vs.current_session_id);
-		moved = str_copy(out, cap, vs.current_session_id);
+	if (vc_sandbox_get(v->vc, name, false, &vs, &ve) == 0) {
+		if (!strcmp(vs.status, "running") && vs.current_session_id[0] &&
+		    strcmp(vs.current_session_id, sid) != 0) {
+			session_note(v, name, vs.current_session_id);
+			moved = str_copy(out, cap, vs.current_session_id);
+		} else if (v->autostart) {
+			moved = autostart_resume(v, name, &vs, out, cap);
+		}
 	}
 	vc_sandbox_clear(&vs);
+	if (v->autostart)
+		pthread_mutex_unlock(&v->resume_lock);
 	return moved;
 }
 
@@ -1015,6 +1081,7 @@ static void v_free(void *impl)
 		return;
 	vc_client_free(v->vc);
 	pthread_mutex_destroy(&v->lock);
+	pthread_mutex_destroy(&v->resume_lock);
 	free(v->seen);
 	free(v);
 }
@@ -1101,7 +1168,9 @@ struct sandbox_provider *vercel_provider_new(struct http_client *hc, const struc
 	if (!v->vc)
 		goto fail;
 	v->wait_timeout_ms = cfg->wait_timeout_ms;
+	v->autostart = cfg->autostart;
 	pthread_mutex_init(&v->lock, NULL);
+	pthread_mutex_init(&v->resume_lock, NULL);
 	sp->name = "vercel";
 	/* The optional operations it has: mkdir, snapshots, labels (tags).
 	 * Not list, info, move, delete, chmod, ranged reads (cut from whole
