@@ -246,9 +246,31 @@ out:
 }
 
 /*
+ * The rewrite of the env file is a read-modify-write: two at once (two
+ * threads, two mounts) would each drop the other's change. So it runs under
+ * a lock in the sandbox, where every writer is: mkdir of $f.lock, which is
+ * atomic on every filesystem. A writer waits up to about 20 s (the script's
+ * own limit is SURFACE_TIMEOUT_S) and then fails (EIO, nothing applied). A
+ * lock left by a writer that died (killed at its timeout) is older than a
+ * minute, which no live writer's is: it is renamed away, atomically, so that
+ * of two waiters that see it at once only one breaks it.
+ */
+static const char env_lock_script[] =
+	"\nmkdir -p \"${f%/*}\" || exit 1\n"
+	"l=$f.lock\ni=0\n"
+	"until mkdir \"$l\" 2>/dev/null; do\n"
+	"if [ -n \"$(find \"$l\" -maxdepth 0 -mmin +1 2>/dev/null)\" ] && "
+	"mv \"$l\" \"$l.stale.$$\" 2>/dev/null; then rm -rf \"$l.stale.$$\"; continue; fi\n"
+	"i=$((i+1))\n"
+	"[ $i -lt 400 ] || { echo \"$l is held by another writer\"; exit 1; }\n"
+	"sleep 0.05 2>/dev/null || sleep 1\n"
+	"done\n";
+
+/*
  * Applies "K=V" and "-K" lines (blank lines and # comments ignored) in one
- * command: the file is rewritten without the keys' old lines, plus the new
- * ones, and renamed into place, so a reader never sees half of it.
+ * command: under the lock, the file is rewritten without the keys' old lines,
+ * plus the new ones, and renamed into place, so a reader (who takes no lock)
+ * never sees half of it. A failed grep or printf fails the whole.
  */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len)
 {
@@ -289,7 +311,7 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 		if (!rc && line.len) {
 			sb_adds(&add, "printf '%s\\n' ");
 			sh_word(&add, sb_str(&line));
-			sb_adds(&add, "\n");
+			sb_adds(&add, " &&\n");
 			n++;
 		}
 		sb_free(&line);
@@ -304,11 +326,13 @@ next:
 	env_path(fs, &path);
 	sb_adds(&cmd, "f=");
 	sh_quote(&cmd, sb_str(&path));
-	sb_adds(&cmd, "\nmkdir -p \"${f%/*}\" || exit 1\nt=$f.tmp.$$\n{ [ -r \"$f\" ] && grep -v");
+	sb_adds(&cmd, env_lock_script);
+	sb_adds(&cmd, "w() {\n[ -e \"$f\" ] || return 0\ngrep -v");
 	sb_add(&cmd, grep.buf, grep.len);
-	sb_adds(&cmd, " \"$f\"\n");
+	sb_adds(&cmd, " \"$f\"\n[ $? -le 1 ]\n}\nt=$f.tmp.$$\n{ w &&\n");
 	sb_add(&cmd, add.buf, add.len);
-	sb_adds(&cmd, "} >\"$t\" && mv -f \"$t\" \"$f\" || { rm -f \"$t\"; exit 1; }\n");
+	sb_adds(&cmd, ":\n} >\"$t\" && mv -f \"$t\" \"$f\"\nr=$?\n[ $r = 0 ] || rm -f \"$t\"\n"
+		      "rmdir \"$l\"\nexit $r\n");
 	if (cmd.oom || grep.oom || add.oom || path.oom) {
 		rc = -ENOMEM;
 		goto out;

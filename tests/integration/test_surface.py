@@ -348,3 +348,40 @@ def test_build_log_of_a_snapshot_sandbox_is_empty(mount, server, sandbox):
         assert errno_of(read, mount.p(sandbox, "build-log")) == errno.EIO
     finally:
         server.local("DELETE", "/_local/faults")
+
+
+def test_env_concurrent_writers_lose_nothing(mount, server, sandbox, tmp_root):
+    """Writers of different keys at once, through two mounts: every key is
+    there after, with the last value each writer gave it."""
+    m2 = Mount(server, tmp_root, name="mnt-env-race")
+    try:
+        errors = []
+
+        def writer(m, key):
+            try:
+                for i in range(5):
+                    write(m.p(sandbox, "env"), f"{key}=v{i}\n")
+            except OSError as e:
+                errors.append(e)
+
+        ts = [threading.Thread(target=writer, args=(mount if k % 2 else m2, f"K{k}"))
+              for k in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        assert not errors, errors
+        text = read(mount.p(sandbox, "env"))
+        for k in range(6):
+            assert f"K{k}=v4\n" in text, text
+        assert read(m2.p(sandbox, "env")) == text
+        # nothing left behind: no lock, no temporary file
+        code, out = run(mount, sandbox, "ls -a /tmp/.daytonafs | grep env")
+        assert out == "env\n", out
+        # a lock its writer left (killed) a while ago is broken; a fresh one waits
+        run(mount, sandbox, "mkdir /tmp/.daytonafs/env.lock && touch -d '-3 min' /tmp/.daytonafs/env.lock")
+        write(mount.p(sandbox, "env"), "K9=after-stale\n")
+        assert "K9=after-stale\n" in read(mount.p(sandbox, "env"))
+    finally:
+        m2.unmount()
+
