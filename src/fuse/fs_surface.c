@@ -124,6 +124,22 @@ static bool env_key_ok(const char *k, size_t n)
 	return true;
 }
 
+/* Names the env file cannot hold: IFS would change how the wrapper of every
+ * command splits words; the others are read-only in bash (an assignment
+ * fails, and in POSIX mode ends the shell that sources the file) or, as
+ * GROUPS, silently ignored. PATH and the rest are variables like any other. */
+static const char *env_key_reserved(const char *k, size_t n)
+{
+	static const char *const names[] = {
+		"IFS", "UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
+			return names[i];
+	return NULL;
+}
+
 /* Undoes sh_quote: 'a'\''b' -> a'b. false when s is not that form. */
 static bool sh_unquote(const char *s, struct strbuf *out)
 {
@@ -278,7 +294,7 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 	struct strbuf cmd = STRBUF_INIT, grep = STRBUF_INIT, add = STRBUF_INIT, path = STRBUF_INIT;
 	const char *p = text, *end = text + len;
 	char *out = NULL;
-	int rc = 0, n = 0;
+	int rc = 0, n = 0, lineno = 0;
 
 	if (memchr(text, '\0', len)) {
 		sandbox_set_error(sb, "env: a NUL byte cannot be in a variable");
@@ -289,11 +305,31 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
 		const char *eq = memchr(p, '=', l);
 		struct strbuf line = STRBUF_INIT, val = STRBUF_INIT;
+		const char *k;
+		size_t kn;
+
+		lineno++;
 
 		if (l && p[l - 1] == '\r')
 			l--;
 		if (l == 0 || p[0] == '#')
 			goto next;
+		if (!utf8_valid(p, l)) {
+			/* Daytona carries the script as JSON text: a byte that is
+			 * not UTF-8 would arrive as U+FFFD, another value. */
+			sandbox_set_error(sb, "env: line %d is not UTF-8 text (only text crosses the API unchanged)",
+					  lineno);
+			rc = -EINVAL;
+			goto out;
+		}
+		k = p[0] == '-' ? p + 1 : p;
+		kn = p[0] == '-' ? l - 1 : eq ? (size_t)(eq - p) : 0;
+		if (env_key_ok(k, kn) && env_key_reserved(k, kn)) {
+			sandbox_set_error(sb, "env: %s is the shell's own (it would break every command's wrapper)",
+					  env_key_reserved(k, kn));
+			rc = -EINVAL;
+			goto out;
+		}
 		if (p[0] == '-' && env_key_ok(p + 1, l - 1)) {
 			sb_addf(&grep, " -e '^export %.*s=' -e '^unset %.*s$'", (int)(l - 1), p + 1, (int)(l - 1),
 				p + 1);
@@ -327,7 +363,7 @@ next:
 	sb_adds(&cmd, "f=");
 	sh_quote(&cmd, sb_str(&path));
 	sb_adds(&cmd, env_lock_script);
-	sb_adds(&cmd, "w() {\n[ -e \"$f\" ] || return 0\ngrep -v");
+	sb_adds(&cmd, "w() {\n[ -e \"$f\" ] || return 0\nLC_ALL=C grep -av");
 	sb_add(&cmd, grep.buf, grep.len);
 	sb_adds(&cmd, " \"$f\"\n[ $? -le 1 ]\n}\nt=$f.tmp.$$\n{ w &&\n");
 	sb_add(&cmd, add.buf, add.len);

@@ -385,3 +385,30 @@ def test_env_concurrent_writers_lose_nothing(mount, server, sandbox, tmp_root):
     finally:
         m2.unmount()
 
+
+
+def test_env_refuses_non_utf8_and_shell_names(mount, sandbox):
+    env = mount.p(sandbox, "env")
+    write(env, "KEEP=1\nLATER=é\n")
+    for bad, msg in ((b"BAD=\xff\xfe\n", "UTF-8"), (b"B\xc3\xa9=1\n", "not K=V"),
+                     (b"IFS=:\n", "IFS"), (b"UID=0\n", "UID"), (b"-EUID\n", "EUID"),
+                     (b"PPID=1\n", "PPID"), (b"SHELLOPTS=x\n", "SHELLOPTS"),
+                     (b"BASHOPTS=x\n", "BASHOPTS"), (b"BASH_VERSINFO=x\n", "BASH_VERSINFO"),
+                     (b"GROUPS=x\n", "GROUPS")):
+        assert errno_of(write, env, bad, "wb") == errno.EINVAL, bad
+        assert msg in read(mount.p(sandbox, "error")), bad
+    write(env, "PATH=/usr/local/bin:/usr/bin:/bin\n")      # PATH is a variable like any other
+    text = read(env)
+    assert "KEEP=1\n" in text and "LATER=é\n" in text, text
+    assert "PATH=/usr/local/bin:/usr/bin:/bin\n" in text
+    # a line the file got some other way, not UTF-8, does not make grep take
+    # the file for binary and drop the lines after it
+    run(mount, sandbox, "printf 'export RAW=\\377\\n' >> /tmp/.daytonafs/env")
+    write(env, "MID=1\n")
+    write(env, "AFTER=2\n")
+    text = read(env)
+    for line in ("KEEP=1\n", "LATER=é\n", "MID=1\n", "AFTER=2\n"):
+        assert line in text, text
+    code, out = run(mount, sandbox, "LC_ALL=C grep -ac '^export RAW=' /tmp/.daytonafs/env")
+    assert out == "1\n"
+
