@@ -363,7 +363,9 @@ next:
 	sb_adds(&cmd, "f=");
 	sh_quote(&cmd, sb_str(&path));
 	sb_adds(&cmd, env_lock_script);
-	sb_adds(&cmd, "w() {\n[ -e \"$f\" ] || return 0\nLC_ALL=C grep -av");
+	/* The file holds secrets: only its owner reads it (the new file
+	 * replaces the old, so an old one's looser mode goes too). */
+	sb_adds(&cmd, "umask 077\nw() {\n[ -e \"$f\" ] || return 0\nLC_ALL=C grep -av");
 	sb_add(&cmd, grep.buf, grep.len);
 	sb_adds(&cmd, " \"$f\"\n[ $? -le 1 ]\n}\nt=$f.tmp.$$\n{ w &&\n");
 	sb_add(&cmd, add.buf, add.len);

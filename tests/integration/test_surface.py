@@ -412,3 +412,9 @@ def test_env_refuses_non_utf8_and_shell_names(mount, sandbox):
     code, out = run(mount, sandbox, "LC_ALL=C grep -ac '^export RAW=' /tmp/.daytonafs/env")
     assert out == "1\n"
 
+
+
+def test_env_file_is_private(mount, sandbox):
+    write(mount.p(sandbox, "env"), "SECRET=s3cr3t\n")
+    code, out = run(mount, sandbox, "stat -c %a /tmp/.daytonafs/env")
+    assert (code, out) == (0, "600\n")
