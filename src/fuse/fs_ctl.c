@@ -88,8 +88,8 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	memset(&spec, 0, sizeof(spec));
 	spec.command = c->command;
 	spec.cwd = c->cwd;
-	/* timeout= of the line wins over -o exec_timeout (0: none). */
-	spec.timeout_s = c->timeout_s ? c->timeout_s : fs->opt.exec_timeout_s;
+	/* timeout= of the line wins over -o exec_timeout, timeout=0 too (none). */
+	spec.timeout_s = c->timeout_s != CTL_UNSET ? c->timeout_s : fs->opt.exec_timeout_s;
 	spec.env = env;
 	spec.n_env = c->n_env;
 	spec.with_stdin = c->with_stdin;

@@ -82,6 +82,11 @@ def test_exec_timeout_default_and_override(server, tmp_root):
         d = m.p(sb, "cmd", os.readlink(m.p(sb, "cmd", "last")))
         assert read(os.path.join(d, "exit")) == "0\n"
         assert read(os.path.join(d, "stdout")) == "done\n"
+        # timeout=0 turns the mount's default off for this command
+        ctl(m.p(sb, "ctl"), "exec timeout=0 -- sleep 3; echo untimed")
+        d = m.p(sb, "cmd", os.readlink(m.p(sb, "cmd", "last")))
+        assert read(os.path.join(d, "exit")) == "0\n"
+        assert read(os.path.join(d, "stdout")) == "untimed\n"
         ctl(m.p(sb, "ctl"), "delete")
     finally:
         m.unmount()
