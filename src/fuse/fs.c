@@ -358,6 +358,7 @@ void dfs_free(struct dfs *fs)
 		free(sb);
 	}
 	registry_free(&fs->registry);
+	vhandles_free_all(fs);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

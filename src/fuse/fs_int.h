@@ -128,6 +128,7 @@ struct dfs {
 	double listed_at;         /* when the registry was last filled from a full list */
 
 	struct open_table *files; /* open sandbox files (fs_open_files.c) */
+	struct vhandle *vhandles; /* open virtual files (fs_virtual.c), under lock */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
 	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
@@ -164,6 +165,12 @@ void surface_note_change(struct dfs *fs, struct sandbox *sb);
 
 struct dfs *dfs_get(void);
 double now_mono(void);
+
+/* fs_virtual.c: at unmount, the virtual files' handles still open. The
+ * kernel sends RELEASE in the background after close(2) returns and drops
+ * what it has not sent yet when the mount goes, so a closed file's handle
+ * can be one of them. */
+void vhandles_free_all(struct dfs *fs);
 
 /* fs.c */
 int node_parse(const char *path, struct node *n);

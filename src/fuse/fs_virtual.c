@@ -42,6 +42,7 @@ struct vhandle {
 	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
 	bool saw_end;              /* the command's end was seen (caches dropped) */
 	pthread_mutex_t lock;
+	struct vhandle *prev, *next;   /* fs->vhandles */
 };
 
 static int text_of(struct dfs *fs, struct vhandle *h)
@@ -212,6 +213,12 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	if (h->type == H_CTL || h->type == H_STDIN || h->type == H_ENV)
 		fi->nonseekable = 1;
 	fi->fh = (uint64_t)(uintptr_t)h;
+	pthread_mutex_lock(&fs->lock);
+	h->next = fs->vhandles;
+	if (h->next)
+		h->next->prev = h;
+	fs->vhandles = h;
+	pthread_mutex_unlock(&fs->lock);
 	return 0;
 fail:
 	sb_free(&h->text);
@@ -220,8 +227,16 @@ fail:
 	return rc;
 }
 
-static void vhandle_free(struct vhandle *h)
+static void vhandle_free(struct dfs *fs, struct vhandle *h)
 {
+	pthread_mutex_lock(&fs->lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->vhandles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->lock);
 	sb_free(&h->text);
 	sb_free(&h->line);
 	pthread_mutex_destroy(&h->lock);
@@ -589,8 +604,14 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 		if (exec_stdin_close(fs->exec, &box, h->cmd, &err) < 0)
 			sandbox_set_error(h->sb, "closing stdin of command %u: %s", h->cmd, err.message);
 	}
-	vhandle_free(h);
+	vhandle_free(fs, h);
 	return 0;
+}
+
+void vhandles_free_all(struct dfs *fs)
+{
+	while (fs->vhandles)
+		vhandle_free(fs, fs->vhandles);
 }
 
 int dfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
