@@ -168,7 +168,7 @@ void dt_volume_list_free(struct dt_volume *list, size_t n);
  * preview asks for ("" when none was given). */
 struct dt_preview {
 	char url[512];
-	char token[256];
+	char token[1024];             /* a longer one is an error, never cut */
 };
 
 /* ---- the interface ------------------------------------------------------- */

@@ -454,3 +454,21 @@ def test_unmount_with_virtual_handles_open_frees_them(server, tmp_root):
         m.unmount(check=False)
     log = open(m.log.name, errors="replace").read()
     assert not [s for s in Mount.SANITIZER_MARKS if s in log], log[-4000:]
+
+
+def test_port_token_is_whole_or_an_error(mount, server, sandbox):
+    os.stat(mount.p(sandbox))
+    url = "https://3000-x.proxy.example"
+    try:
+        for n in (300, 1000):
+            server.local("DELETE", "/_local/faults")
+            server.local("POST", "/_local/faults", {"pattern": "/preview-url", "status": 200,
+                                                     "body": {"url": url, "token": "t" * n}})
+            assert read(mount.p(sandbox, "ports", "3000")) == f"{url}\ntoken {'t' * n}\n"
+        server.local("DELETE", "/_local/faults")
+        server.local("POST", "/_local/faults", {"pattern": "/preview-url", "status": 200,
+                                                 "body": {"url": url, "token": "t" * 5000}})
+        assert errno_of(read, mount.p(sandbox, "ports", "3000")) == errno.EIO
+        assert "preview URL" in read(mount.p(sandbox, "error"))
+    finally:
+        server.local("DELETE", "/_local/faults")

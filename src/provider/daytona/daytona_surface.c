@@ -103,7 +103,7 @@ int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struc
 	struct call c = { .method = "GET", .idempotent = true };
 	struct http_response resp;
 	cJSON *root = NULL;
-	const char *u;
+	const char *u, *tok;
 	int rc;
 
 	dt_error_clear(err);
@@ -123,12 +123,13 @@ int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struc
 	if (!rc) {
 		root = dt_parse_body(&resp, c.what, err);
 		u = dt_jstr(root, "url");
+		tok = dt_jstr(root, "token");
+		/* A token cut short would be refused by the proxy: an error instead. */
 		if (!root)
 			rc = -EIO;
-		else if (!u || !u[0] || !str_copy(out->url, sizeof(out->url), u))
+		else if (!u || !u[0] || !str_copy(out->url, sizeof(out->url), u) ||
+			 !str_copy(out->token, sizeof(out->token), tok ? tok : ""))
 			rc = dt_malformed(err, resp.status, c.what);
-		else
-			dt_jcopy(out->token, sizeof(out->token), root, "token");
 	}
 	http_response_free(&resp);
 out:
