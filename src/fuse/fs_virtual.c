@@ -60,19 +60,31 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 		if (h->sb->error[0])
 			sb_addf(&h->text, "%s\n", h->sb->error);
 		return 0;
-	case N_SB_STATUS:
-		if (h->sb->progress[0]) {
-			sb_addf(&h->text, "%s\n", h->sb->progress);
+	case N_SB_STATUS: {
+		char progress[sizeof(h->sb->progress)], state[sizeof(h->sb->state)];
+		char reason[sizeof(h->sb->error_reason)];
+
+		/* create's thread and sandbox_update write these under the lock */
+		pthread_mutex_lock(&fs->lock);
+		str_copy(progress, sizeof(progress), h->sb->progress);
+		pthread_mutex_unlock(&fs->lock);
+		if (progress[0]) {
+			sb_addf(&h->text, "%s\n", progress);
 			return 0;
 		}
 		rc = sandbox_refresh(fs, h->sb, &err);
 		if (rc < 0)
 			return rc;
-		if (h->sb->error_reason[0])
-			sb_addf(&h->text, "%s: %s\n", h->sb->state, h->sb->error_reason);
+		pthread_mutex_lock(&fs->lock);
+		str_copy(state, sizeof(state), h->sb->state);
+		str_copy(reason, sizeof(reason), h->sb->error_reason);
+		pthread_mutex_unlock(&fs->lock);
+		if (reason[0])
+			sb_addf(&h->text, "%s: %s\n", state, reason);
 		else
-			sb_addf(&h->text, "%s\n", h->sb->state);
+			sb_addf(&h->text, "%s\n", state);
 		return 0;
+	}
 	case N_SB_INFO: {
 		struct dt_sandbox d;
 
