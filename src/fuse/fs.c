@@ -338,6 +338,7 @@ void dfs_free(struct dfs *fs)
 
 	if (!fs)
 		return;
+	surface_stop(fs);
 	if (fs->exec)
 		exec_mgr_free(fs->exec);
 	recover_stop(fs->recovery);

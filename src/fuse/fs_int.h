@@ -129,6 +129,7 @@ struct dfs {
 
 	struct open_table *files; /* open sandbox files (fs_open_files.c) */
 	struct vhandle *vhandles; /* open virtual files (fs_virtual.c), under lock */
+	struct follower *followers; /* threads following a build log (fs_surface.c), under lock */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
 	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
@@ -150,14 +151,21 @@ int surface_mkdir(struct dfs *fs, const struct node *n);
 int surface_rmdir(struct dfs *fs, const struct node *n);
 /* NAME/env written: text is the whole content written since open. */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len);
-/* Whether this mount follows sb's build (its create ... image=). */
-bool surface_has_build_log(struct dfs *fs, struct sandbox *sb);
-/* Reads of NAME/build-log from off: what this mount has of the build so far. */
-int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off);
+/* NAME/build-log of the build this mount follows (its create ... image=),
+ * counted: NULL when there is none (or its request broke: read the API's). */
+struct build_log;
+struct build_log *surface_build_log_get(struct dfs *fs, struct sandbox *sb);
+void surface_build_log_put(struct build_log *bl);
+/* Reads from off: what has come of the build so far. */
+int surface_build_log_read(struct build_log *bl, char *buf, size_t size, off_t off);
 /* create's progress (fs_ctl.c): on_created registers the sandbox at once and
  * follows the build log of an image build; on_state shows the wait in status. */
 void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool follow_build);
-void surface_create_done(struct dfs *fs, const char *name);
+void surface_create_done(struct dfs *fs, bool started);
+/* sb was deleted: the build log it keeps can go once followed to its end. */
+void surface_sandbox_gone(struct dfs *fs, struct sandbox *sb);
+/* At unmount, before the provider goes: the followers stopped and joined. */
+void surface_stop(struct dfs *fs);
 /* At unmount: what the surface keeps of sb (its build log). */
 void surface_sandbox_free(struct sandbox *sb);
 /* A change through the mount to sb: counts as its activity (-o activity=changes). */

@@ -37,6 +37,7 @@ struct vhandle {
 	unsigned cmd;
 	enum exec_stream stream;
 	struct strbuf text;        /* H_TEXT: the content made at open */
+	struct build_log *build;   /* H_TEXT of NAME/build-log: the build this mount follows */
 	struct strbuf line;        /* H_CTL: a partial line waiting for its newline; H_ENV: what was written */
 	bool discarding;           /* H_CTL: the rest of a refused line is ignored up to its newline */
 	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
@@ -211,6 +212,10 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 		/* fall through */
 	default:
 		h->type = H_TEXT;
+		/* The build of this mount's create: live, for tail -f, and kept
+		 * by the handle whatever happens to the follower meanwhile. */
+		if (n->kind == N_SB_BUILDLOG && (h->build = surface_build_log_get(fs, sb)))
+			break;
 		rc = text_of(fs, h);
 		if (rc < 0)
 			goto fail;
@@ -249,6 +254,7 @@ static void vhandle_free(struct dfs *fs, struct vhandle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&fs->lock);
+	surface_build_log_put(h->build);
 	sb_free(&h->text);
 	sb_free(&h->line);
 	pthread_mutex_destroy(&h->lock);
@@ -392,9 +398,8 @@ int dfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 		pthread_mutex_unlock(&h->lock);
 		return rc;
 	case H_TEXT:
-		/* The build of this mount's create: live, for tail -f. */
-		if (h->node.kind == N_SB_BUILDLOG && surface_has_build_log(fs, h->sb))
-			return surface_build_log_read(fs, h->sb, buf, size, off);
+		if (h->build)
+			return surface_build_log_read(h->build, buf, size, off);
 		if ((size_t)off >= h->text.len)
 			return 0;
 		if (size > h->text.len - (size_t)off)

@@ -472,3 +472,108 @@ def test_port_token_is_whole_or_an_error(mount, server, sandbox):
         assert "preview URL" in read(mount.p(sandbox, "error"))
     finally:
         server.local("DELETE", "/_local/faults")
+
+
+def start_image_create(m, server, name, build_ms):
+    """create ... image= in a thread; returns it. The build takes build_ms."""
+    server.local("PUT", "/_local/timing", {"build_ms": build_ms})
+    errors = []
+
+    def create():
+        try:
+            ctl(m.p("ctl"), f"create {name} image=python:3.12-slim")
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=create)
+    t.start()
+    t.errors = errors
+    return t
+
+
+def test_unmount_while_a_build_log_is_followed(server, tmp_root):
+    """create gives up waiting (wait_timeout=1) while the image still builds;
+    the mount goes while its follower still reads the log: the follower is
+    stopped and joined before the HTTP client it uses is freed."""
+    m = Mount(server, tmp_root, extra_opts=("wait_timeout=1",), name="mnt-follow-unmount")
+    name = f"fu-{uuid.uuid4().hex[:8]}"
+    # the log trickles in: the follower is in the middle of it when the mount goes
+    server.local("POST", "/_local/faults", {"pattern": r"build-logs\?follow=true",
+                                            "action": "slow", "bytes_per_sec": 40})
+    try:
+        t = start_image_create(m, server, name, 8000)
+        t.join(60)
+        assert t.errors and t.errors[0].errno == errno.ETIMEDOUT, t.errors
+        deadline = time.time() + 20
+        while not read(m.p(name, "build-log")).startswith("Sending build context"):
+            assert time.time() < deadline, "the followed log never showed"
+            time.sleep(0.1)
+    finally:
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+        server.local("DELETE", "/_local/faults")
+        m.unmount()
+    api = Mount(server, tmp_root, name="mnt-follow-cleanup")
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                ctl(api.p(name, "ctl"), "delete")
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.5)
+    finally:
+        api.unmount()
+
+
+def test_followed_build_log_is_let_go_once_started(mount, server):
+    """The mount keeps a followed log only while the build runs: once it is
+    over and the sandbox started, a read asks the API (the memory is freed)."""
+    name = f"lg-{uuid.uuid4().hex[:8]}"
+    try:
+        t = start_image_create(mount, server, name, 1500)
+        t.join(60)
+    finally:
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+    assert not t.errors, t.errors
+    deadline = time.time() + 10
+    while True:
+        server.reset()
+        text = read(mount.p(name, "build-log"))
+        if requests(server, "/build-logs"):
+            break
+        assert time.time() < deadline, "the followed log is still kept"
+        time.sleep(0.1)
+    assert "Step 1/1 : FROM python:3.12-slim" in text and "Successfully built" in text
+    assert len(requests(server, "/build-logs")) == 1
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_open_build_log_keeps_what_it_reads(mount, server):
+    """A build-log opened while the build is followed reads what was
+    followed even when the follow breaks (and the log is let go) before the read."""
+    name = f"ko-{uuid.uuid4().hex[:8]}"
+    server.local("POST", "/_local/faults", {"pattern": r"build-logs\?follow=true",
+                                            "action": "reset_mid_body", "count": 1})
+    fd = None
+    try:
+        t = start_image_create(mount, server, name, 1500)
+        deadline = time.time() + 20
+        while fd is None:
+            assert time.time() < deadline, "the sandbox never showed"
+            try:
+                fd = os.open(mount.p(name, "build-log"), os.O_RDONLY)
+            except OSError:
+                time.sleep(0.05)
+        t.join(60)
+        assert not t.errors, t.errors
+        # the follow broke at the log's end (the fault), the create returned
+        text = os.pread(fd, 1 << 20, 0).decode()
+        assert "Step 1/1 : FROM python:3.12-slim" in text and "Successfully built" in text, text
+        assert read(mount.p(name, "build-log")) == text     # a new open: the API's, whole
+    finally:
+        if fd is not None:
+            os.close(fd)
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+        server.local("DELETE", "/_local/faults")
+    ctl(mount.p(name, "ctl"), "delete")
