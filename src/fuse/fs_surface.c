@@ -617,7 +617,7 @@ static int build_sink(void *ctx, const void *data, size_t len)
 	pthread_mutex_lock(&bl->lock);
 	if (bl->stop) {
 		rc = -ECANCELED;   /* the request ends (http.h): the mount is going */
-	} else if (!bl->cut) {
+	} else if (len && !bl->cut) {
 		size_t room = BUILD_LOG_MAX - bl->text.len;
 
 		sb_add(&bl->text, data, len < room ? len : room);
@@ -683,8 +683,8 @@ static void followers_reap(struct dfs *fs)
 }
 
 /* At unmount, before the provider and its HTTP client go: each follower's
- * request ends at its next bytes (the sink refuses them), or at the stall
- * timeout of a silent one, and its thread is joined. */
+ * request ends within about a second (its sink is called that often, bytes
+ * or not, and refuses to go on), and its thread is joined. */
 void surface_stop(struct dfs *fs)
 {
 	struct follower *list, *f;

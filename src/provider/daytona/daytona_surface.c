@@ -307,9 +307,11 @@ int dt_sandbox_build_log(struct dt_client *dt, const char *id, bool follow, http
 		rc = dt_oom(err);
 	} else {
 		/* A followed log stays open while the build runs: no total
-		 * timeout, the stall timeout bounds it (http.h). */
+		 * timeout, the stall timeout bounds it (http.h). Its sink also
+		 * hears (NULL, 0) about once a second, to end it at will. */
 		struct call c = { .method = "GET", .url = sb_str(&url), .what = sb_str(&what),
-				  .sink = sink, .sink_ctx = ctx, .streaming = follow, .idempotent = !follow };
+				  .sink = sink, .sink_ctx = ctx, .streaming = follow, .sink_idle = follow,
+				  .idempotent = !follow };
 
 		rc = dt_do(dt, &c, &resp, err);
 		http_response_free(&resp);
