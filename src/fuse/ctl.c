@@ -468,6 +468,10 @@ static const struct verb_def {
 	{ "label", CTL_LABEL, S_SANDBOX },
 	{ "unlabel", CTL_UNLABEL, S_SANDBOX },
 	{ "close-stdin", CTL_CLOSE_STDIN, S_COMMAND },
+	{ "extend", CTL_EXTEND, S_SANDBOX },
+	/* Vercel's words for labels: its tags */
+	{ "tag", CTL_LABEL, S_SANDBOX },
+	{ "untag", CTL_UNLABEL, S_SANDBOX },
 };
 
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -584,12 +588,15 @@ static int no_args(struct parser *p, const struct words *a)
 
 #define CREATE_KNOWN "snapshot= image= cpu= memory= disk= gpu= language= target= user= env.K=V label.K=V " \
 	"autostop= autoarchive= autodelete= volume=ID:/path network=block-all network-allow=CIDR,... " \
-	"ephemeral public"
+	"ephemeral public; Vercel's words: runtime= vcpus= timeout= port= tag.K=V persistent"
 
+/* Vercel's words are other names of the same options (runtime= is image=,
+ * vcpus= cpu=, timeout= autostop=, tag. label.), and port=, persistent. */
 static const char *const create_keys[] = {
 	"snapshot", "image", "cpu", "memory", "disk", "gpu", "language", "target", "user",
 	"autostop", "autoarchive", "autodelete", "volume", "ephemeral", "public", "network",
 	"network-allow",
+	"runtime", "vcpus", "timeout", "port", "persistent",
 };
 
 static bool is_create_key(const char *w, size_t klen)
@@ -633,20 +640,38 @@ static int create_option(struct parser *p, const char *w)
 		return add_env(p, w + 4, w);
 	if (has_prefix(w, "label."))
 		return add_label(p, w + 6, w, true);
+	if (has_prefix(w, "tag."))
+		return add_label(p, w + 4, w, true);
 	if (!eq) {
 		if (!strcmp(w, "ephemeral"))
 			return set_flag(p, &c->ephemeral, w);
+		if (!strcmp(w, "persistent"))
+			return set_flag(p, &c->persistent, w);
 		if (!strcmp(w, "public"))
 			return set_flag(p, &c->is_public, w);
 		if (is_create_key(w, klen))
 			return fail(p, "%s needs a value (%s=...)", w, w);
-	} else if (key_is(w, klen, "ephemeral") || key_is(w, klen, "public")) {
+	} else if (key_is(w, klen, "ephemeral") || key_is(w, klen, "public") || key_is(w, klen, "persistent")) {
 		return fail(p, "%s is a flag and takes no value", show_n(p, w, klen));
 	}
 	if (key_is(w, klen, "snapshot"))
 		return set_str(p, &c->snapshot, "snapshot", v);
-	if (key_is(w, klen, "image"))
-		return set_str(p, &c->image, "image", v);
+	if (key_is(w, klen, "image") || key_is(w, klen, "runtime"))
+		return set_str(p, &c->image, key_is(w, klen, "image") ? "image" : "runtime", v);
+	if (key_is(w, klen, "port")) {
+		long port;
+		int *np;
+		int r = get_long(p, "port", v, 1, 65535, &port);
+
+		if (r)
+			return r;
+		np = realloc(c->ports, (c->n_ports + 1) * sizeof(*np));
+		if (!np)
+			return nomem(p);
+		c->ports = np;
+		c->ports[c->n_ports++] = (int)port;
+		return 0;
+	}
 	if (key_is(w, klen, "target"))
 		return set_str(p, &c->target, "target", v);
 	if (key_is(w, klen, "user"))
@@ -656,16 +681,16 @@ static int create_option(struct parser *p, const char *w)
 			return fail(p, "language must be python, javascript or typescript, got '%s'", show(p, v));
 		return set_str(p, &c->language, "language", v);
 	}
-	if (key_is(w, klen, "cpu"))
-		return set_resource(p, &c->cpu, "cpu", v, 1);
+	if (key_is(w, klen, "cpu") || key_is(w, klen, "vcpus"))
+		return set_resource(p, &c->cpu, key_is(w, klen, "cpu") ? "cpu" : "vcpus", v, 1);
 	if (key_is(w, klen, "memory"))
 		return set_resource(p, &c->memory, "memory", v, 1);
 	if (key_is(w, klen, "disk"))
 		return set_resource(p, &c->disk, "disk", v, 1);
 	if (key_is(w, klen, "gpu"))
 		return set_resource(p, &c->gpu, "gpu", v, 0);
-	if (key_is(w, klen, "autostop"))
-		return set_minutes(p, &c->autostop, "autostop", v, 0);
+	if (key_is(w, klen, "autostop") || key_is(w, klen, "timeout"))
+		return set_minutes(p, &c->autostop, key_is(w, klen, "autostop") ? "autostop" : "timeout", v, 0);
 	if (key_is(w, klen, "autoarchive"))
 		return set_minutes(p, &c->autoarchive, "autoarchive", v, 0);
 	if (key_is(w, klen, "autodelete"))
@@ -704,7 +729,7 @@ static int parse_create(struct parser *p, struct words *a)
 		return fail(p, "missing sandbox name");
 	name = a->v[0].val;
 	if (strchr(name, '=') && (is_create_key(name, (size_t)(strchr(name, '=') - name)) ||
-				  has_prefix(name, "env.") || has_prefix(name, "label.")))
+				  has_prefix(name, "env.") || has_prefix(name, "label.") || has_prefix(name, "tag.")))
 		return fail(p, "missing sandbox name before '%s'", show(p, name));
 	if (!ctl_valid_name(name))
 		return fail(p, "invalid sandbox name '%s' (1 to 255 bytes, no '/', not starting with '.')",
@@ -720,6 +745,8 @@ static int parse_create(struct parser *p, struct words *a)
 		return fail(p, "snapshot= and image= exclude each other");
 	if (c->network_block_all && c->network_allow)
 		return fail(p, "network=block-all and network-allow= exclude each other");
+	if (c->ephemeral && c->persistent)
+		return fail(p, "ephemeral and persistent exclude each other");
 	if (c->ephemeral && c->autodelete != CTL_MINUTES_UNSET && c->autodelete != 0)
 		return fail(p, "ephemeral means autodelete=0, got autodelete=%ld", c->autodelete);
 	return 0;
@@ -877,7 +904,7 @@ static int parse_resize(struct parser *p, struct words *a)
 
 static int parse_minutes(struct parser *p, struct words *a)
 {
-	long min = p->c->verb == CTL_AUTODELETE ? -1 : 0;
+	long min = p->c->verb == CTL_AUTODELETE ? -1 : p->c->verb == CTL_EXTEND ? 1 : 0;
 
 	if (!a->n)
 		return fail(p, "missing minutes");
@@ -953,6 +980,7 @@ static int parse_verb(struct parser *p, const struct verb_def *vd)
 	case CTL_AUTOSTOP:
 	case CTL_AUTOARCHIVE:
 	case CTL_AUTODELETE:
+	case CTL_EXTEND:
 		r = parse_minutes(p, &a);
 		break;
 	case CTL_LABEL:
@@ -1071,6 +1099,7 @@ void ctl_command_free(struct ctl_command *c)
 	free(c->network_allow);
 	pairs_free(c->labels, c->n_labels);
 	pairs_free(c->volumes, c->n_volumes);
+	free(c->ports);
 	for (size_t i = 0; i < c->n_keys; i++)
 		free(c->keys[i]);
 	free(c->keys);

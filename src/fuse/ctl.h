@@ -65,6 +65,7 @@ enum ctl_verb {
 	CTL_AUTOSTOP, CTL_AUTOARCHIVE, CTL_AUTODELETE,
 	CTL_LABEL, CTL_UNLABEL,
 	CTL_CLOSE_STDIN,
+	CTL_EXTEND,                  /* extend MINUTES: more time for a running session (Vercel) */
 };
 
 struct ctl_pair {
@@ -105,6 +106,9 @@ struct ctl_command {
 	bool ephemeral, is_public;
 	bool network_block_all;      /* network=block-all */
 	char *network_allow;         /* network-allow=CIDR[,CIDR...] (checked) */
+	bool persistent;             /* Vercel's name for "not ephemeral" (its default) */
+	int *ports;                  /* port=N, repeatable (Vercel: ports to expose) */
+	size_t n_ports;
 
 	/* unlabel */
 	char **keys;

@@ -30,6 +30,7 @@
 #include "recover.h"
 #include "strbuf.h"
 #include "urlenc.h"
+#include "rfs.h"
 
 /*
  * The kernel side of sequential I/O (measured by scripts/bench against a
@@ -258,11 +259,19 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	pcfg.target = o->target;
 	pcfg.keepalive = o->keepalive;
 	pcfg.wait_timeout_ms = o->wait_timeout_s * 1000;
-	fs->sp = provider_open("daytona", fs->http, &pcfg);
-	if (!fs->sp) {
-		snprintf(err, errlen, "cannot create the Daytona client");
-		goto fail;
+	pcfg.rate_per_minute = o->rate_limit > 0 ? o->rate_limit : -1;
+	rfs_set_limit(o->timeout_s);
+	if (o->provider && !strcmp(o->provider, "vercel")) {
+		/* the token, or the OIDC token (which names team and project) */
+		pcfg.api_key = o->vercel_token;
+		pcfg.jwt = o->vercel_token ? NULL : o->vercel_oidc;
+		pcfg.org_id = o->team_id;
+		pcfg.project_id = o->project_id;
+		pcfg.target = NULL;
 	}
+	fs->sp = provider_open_err(o->provider ? o->provider : "daytona", fs->http, &pcfg, err, errlen);
+	if (!fs->sp)
+		goto fail;
 
 	cache_config_defaults(&ccfg);
 	ccfg.attr_ttl = o->attr_timeout;
@@ -292,6 +301,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 		eo.state_dir = o->state_dir;
 	eo.poll_min_ms = o->poll_min_ms;
 	eo.poll_max_ms = o->poll_max_ms;
+	eo.wait_ms = o->exec_wait_ms;
 	eo.list_ttl_ms = (long)(o->dir_timeout * 1000);
 	eo.interrupted = request_interrupted;
 	eo.on_end = on_command_end;
@@ -320,7 +330,10 @@ int dfs_check(struct dfs *fs, char *err, size_t errlen)
 
 	if (rc == 0)
 		return 0;
-	if (e.http_status == 401 || e.http_status == 403)
+	if ((e.http_status == 401 || e.http_status == 403) && !strcmp(fs->sp->name, "vercel"))
+		snprintf(err, errlen, "%s rejected the credentials (%s): check VERCEL_OIDC_TOKEN, or VERCEL_TOKEN, "
+			 "VERCEL_TEAM_ID and VERCEL_PROJECT_ID", fs->opt.api_url, e.message);
+	else if (e.http_status == 401 || e.http_status == 403)
 		snprintf(err, errlen, "%s rejected the credentials (%s): check DAYTONA_API_KEY or the key file",
 			 fs->opt.api_url, e.message);
 	else if (e.http_status)

@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 /* ---- listings and attributes --------------------------------------------------- */
 
@@ -217,7 +218,7 @@ static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
 	*out = NULL;
 	*n = 0;
 	sandbox_box(sb, &box);
-	rc = sp_fs_list(fs->sp, &box, dir, &list, &count, &err);
+	rc = rfs_list(fs->sp, &box, dir, &list, &count, &err);
 	if (rc == -EINVAL)
 		rc = -ENOTDIR;
 	if (rc < 0)
@@ -342,7 +343,7 @@ static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struc
 	gen = cache_generation(fs->cache, sb->id);
 	sandbox_box(sb, &box);
 	memset(&fi, 0, sizeof(fi));
-	rc = sp_fs_info(fs->sp, &box, path, &fi, &err);
+	rc = rfs_info(fs->sp, &box, path, &fi, &err);
 	if (rc == -ENOENT) {
 		cache_put_negative(fs->cache, sb->id, path, gen);
 		return rc;
@@ -369,7 +370,9 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	size_t n = 0;
 	int rc;
 
-	files_settle(fs, sb, path);
+	/* A directory's own attributes: queued times of its files need not be
+	 * sent first (tar x looks its directory up while they wait). */
+	files_settle_attr(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
 	/* The directory's own listing (bounded as a child's is: its "." first,
 	 * and again at the end when complete) gives its attributes, and the ls

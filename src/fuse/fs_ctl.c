@@ -74,6 +74,14 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		dt_error_set(err, rc, 0, "%s", sb->error);
 		return rc;
 	}
+	/* The command sees every file closed through the mount (-o writeback:
+	 * their uploads go now), or does not start. */
+	rc = files_writeback_flush(fs, sb, NULL);
+	if (rc < 0) {
+		dt_error_set(err, rc, 0, "files closed through the mount could not be uploaded before the "
+			     "command: %s (see the log; they stay staged)", strerror(-rc));
+		return rc;
+	}
 	if (c->n_env) {
 		env = calloc(c->n_env, sizeof(*env));
 		if (!env)
@@ -251,6 +259,12 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	case CTL_LABEL:
 	case CTL_UNLABEL:
 		return run_labels(fs, sb, c, err);
+	case CTL_EXTEND:
+		memset(&d, 0, sizeof(d));
+		rc = sp_sandbox_extend(fs->sp, sb->id, c->minutes, &d, err);
+		apply_result(fs, sb, &d);
+		dt_sandbox_clear(&d);
+		return rc;
 	default:
 		return dt_error_set(err, -EINVAL, 0, "'%s' is not a sandbox command", ctl_verb_name(c->verb));
 	}
@@ -372,6 +386,8 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 	p.is_public = c->is_public;
 	p.network_block_all = c->network_block_all;
 	p.network_allow_list = c->network_allow;
+	p.ports = c->ports;
+	p.n_ports = c->n_ports;
 	if (c->autostop != CTL_MINUTES_UNSET)
 		p.autostop = c->autostop;
 	if (c->autoarchive != CTL_MINUTES_UNSET)

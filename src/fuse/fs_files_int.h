@@ -110,6 +110,11 @@ struct open_node {
 	bool journal_flushed;     /* the record says "flushed" (else "open") */
 	bool journal_keep;        /* neither uploaded nor kept in unsaved/: the stage and
 				     its record outlive the node, for the next mount */
+	/* -o writeback (fs_writeback.c): closed with data not uploaded yet.
+	 * Under the table's wbk_lock; the queue holds a reference. */
+	bool wbk_queued;
+	double wbk_due;           /* CLOCK_MONOTONIC seconds */
+	struct open_node *wbk_next;
 };
 
 struct sb_mode {
@@ -207,6 +212,19 @@ struct open_table {
 	const struct sandbox *pf_sb; /* under lock: the directory of the last bulk download */
 	char *pf_dir;
 	double pf_at;
+	/* Uploads of small files closed at the same time share a request
+	 * (fs_write.c, upload_shared): waiting ones, and the sandboxes with a
+	 * shared request in flight. Under up_lock; up_cond signals an end. */
+	pthread_mutex_t up_lock;
+	pthread_cond_t up_cond;
+	struct up_wait *up_waiting;
+	struct up_busy *up_busy;
+	/* -o writeback: closed files whose upload waits (fs_writeback.c). */
+	pthread_mutex_t wbk_lock;
+	pthread_cond_t wbk_cond;
+	struct open_node *wbk_head;
+	pthread_t wbk_thread;
+	bool wbk_thread_on, wbk_stop;
 };
 
 struct fhandle {
@@ -277,6 +295,13 @@ int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, b
 void journal_drop(struct dfs *fs, struct open_node *n);
 bool journal_keep_for_recovery(struct open_node *n);
 int upload_node(struct dfs *fs, struct open_node *n);
+void upload_succeeded(struct dfs *fs, struct open_node *n);
+void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err);
+
+/* fs_writeback.c (-o writeback) */
+bool upload_later(struct dfs *fs, struct open_node *n);
+void writeback_stop(struct dfs *fs);
+void writeback_release(struct dfs *fs);
 
 /* fs_read.c */
 void rs_stop(struct rstream *rs);

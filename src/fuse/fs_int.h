@@ -257,6 +257,13 @@ void files_rename_script(struct strbuf *cmd, const char *from, const char *to);
  * writeback.h) that touch path, or all of them when path is NULL, before
  * anything that could see them in the sandbox (a listing, a command). */
 void files_settle(struct dfs *fs, struct sandbox *sb, const char *path);
+/* files_settle without the uploads that wait (-o writeback). */
+void files_settle_changes(struct dfs *fs, struct sandbox *sb, const char *path);
+/* -o writeback: uploads now what waits of sb (every sandbox when NULL) at,
+ * below or above path (everything when NULL). 0, or the errno of a failed
+ * upload (its data stays staged and queued). */
+int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path);
+void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path);
 /* fsync of a directory: runs the queued changes at or below path; the
  * errno of a queued change that failed since the last call, else 0. */
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);

@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 /* ---- namespace ------------------------------------------------------------------- */
 
@@ -98,7 +99,7 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 		return rc;
 	}
 	sandbox_box(sb, &box);
-	rc = sp_fs_delete(fs->sp, &box, path, false, &err);
+	rc = rfs_delete(fs->sp, &box, path, false, &err);
 	if (rc == -EINVAL)
 		rc = -EISDIR;
 	if (rc < 0)
@@ -109,8 +110,8 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct open_node *n;
-	struct stat st;
-	bool only_local = false, have_st;
+	struct stat st, node_st;
+	bool only_local = false, have_st, open = false;
 	int rc = 0;
 
 	if (is_hidden_name(path))
@@ -118,10 +119,14 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 	n = node_find(fs->files, sb, path);
 
 	if (n) {
-		/* Open descriptors keep reading what the file held. */
+		/* Open descriptors keep reading what the file held. A node
+		 * without any (a closed file whose upload waits, -o writeback)
+		 * is a closed file: its data goes, its delete waits as any. */
+		node_stat(n, &node_st);   /* (takes n->lock) */
 		pthread_mutex_lock(&n->lock);
 		only_local = n->is_new;
-		if (!only_local)
+		open = n->handles > 0;
+		if (!only_local && open)
 			rc = ensure_populated(fs, n);
 		if (rc == 0) {
 			n->unlinked = true;
@@ -134,14 +139,19 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 			return rc;
 	}
 	if (!only_local) {
-		have_st = lookup_attr(fs, sb, path, &st) == 0;
+		if (n && !open && S_ISREG(node_st.st_mode)) {
+			st = node_st;   /* a regular file: the node says so, no request */
+			have_st = true;
+		} else {
+			have_st = lookup_attr(fs, sb, path, &st) == 0;
+		}
 		if (have_st && S_ISDIR(st.st_mode))
 			return -EISDIR;
 		/* rm -r unlinks a tree one file at a time, each waiting for the
 		 * last: the deletes of files no descriptor holds open go out
 		 * together, later. An open one goes now: its content was just
 		 * read for the descriptors, and they expect nothing else. */
-		if (have_st && !n) {
+		if (have_st && !open) {
 			rc = delete_later(fs, sb, path, &st, false);
 		} else {
 			files_settle(fs, sb, path);
@@ -190,7 +200,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (n > 0)
 		return -ENOTEMPTY;
 	sandbox_box(sb, &box);
-	rc = sp_fs_delete(fs->sp, &box, path, true, &err);
+	rc = rfs_delete(fs->sp, &box, path, true, &err);
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
@@ -572,7 +582,7 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	}
 	sandbox_box(sb, &box);
 	rc = -EEXIST;
-	api_move = !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
+	api_move = sp_has(fs->sp, SP_CAP_FS_MOVE) && !to_exists && !S_ISLNK(sf.st_mode) && !on_volume(fs, sb, from, to);
 	if (api_move) {
 		rc = sp_fs_move(fs->sp, &box, from, to, &err);
 		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
@@ -726,7 +736,7 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		sh_word(&cmd, path);
 		return change_by_command(fs, sb, &cmd, path, CACHE_CHANGED);
 	}
-	rc = sp_fs_chmod(fs->sp, &box, path, mode, &err);
+	rc = rfs_chmod(fs->sp, &box, path, mode, &err);
 	if (rc == -EINVAL)
 		rc = -EPERM;   /* a chmod failure is a bare 400 */
 	if (rc < 0) {

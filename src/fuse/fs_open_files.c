@@ -47,6 +47,10 @@ struct open_table *open_table_new(void)
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
 	pthread_cond_init(&t->recover_cond, NULL);
+	pthread_mutex_init(&t->up_lock, NULL);
+	pthread_cond_init(&t->up_cond, NULL);
+	pthread_mutex_init(&t->wbk_lock, NULL);
+	pthread_cond_init(&t->wbk_cond, NULL);
 	return t;
 }
 
@@ -56,7 +60,19 @@ void open_table_free(struct open_table *t)
 	struct open_node *n, *next;
 	struct sb_mode *m, *mnext;
 
+	if (t->wbk_thread_on) {   /* without an unmount's files_flush_all */
+		pthread_mutex_lock(&t->wbk_lock);
+		t->wbk_stop = true;
+		pthread_cond_broadcast(&t->wbk_cond);
+		pthread_mutex_unlock(&t->wbk_lock);
+		pthread_join(t->wbk_thread, NULL);
+		t->wbk_thread_on = false;
+	}
 	deferred_fini(&t->deferred);
+	pthread_mutex_destroy(&t->up_lock);
+	pthread_cond_destroy(&t->up_cond);
+	pthread_mutex_destroy(&t->wbk_lock);
+	pthread_cond_destroy(&t->wbk_cond);
 
 	for (n = t->head; n; n = next) {
 		next = n->next;
@@ -623,6 +639,7 @@ void files_recovery_done(struct dfs *fs)
 
 void files_flush_all(struct dfs *fs)
 {
+	writeback_stop(fs);
 	wb_run_all(fs, NULL);
 	for (;;) {
 		struct open_node *found = next_dirty(fs, NULL, NULL);
@@ -648,6 +665,7 @@ void files_flush_all(struct dfs *fs)
 	}
 	/* What the uploads queued (modes, times). */
 	wb_run_all(fs, NULL);
+	writeback_release(fs);
 }
 
 /*

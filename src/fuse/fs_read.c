@@ -22,6 +22,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 struct buf_sink {
 	char *buf;
@@ -48,7 +49,7 @@ static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char
 	int64_t got;
 
 	sandbox_box(n->sb, &box);
-	got = sp_fs_download(fs->sp, &box, n->path, off, size, sink_to_buf, &sink, &err);
+	got = rfs_download(fs->sp, &box, n->path, off, size, sink_to_buf, &sink, &err);
 	if (got < 0)
 		return toolbox_failed(fs, n->sb, (int)got, &err, "read", n->path);
 	return (int)sink.len;

@@ -94,9 +94,25 @@ bool wb_queue_op(struct dfs *fs, struct wb_op *op, double delay)
 	return deferred_queue(bind_mount(fs), op, delay);
 }
 
-void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
+void files_settle_changes(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	deferred_settle(&fs->files->deferred, sb, path);
+}
+
+void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	/* Uploads that wait (-o writeback) first: what is queued of a file
+	 * (its times after its upload, say) follows its content. A failure is
+	 * kept for fsync of the directory and for the next close. */
+	files_writeback_flush(fs, sb, path);
+	files_settle_changes(fs, sb, path);
+}
+
+/* Before a stat of path alone: only what changes its own attributes. */
+void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	if (wb_conflicts_attr(fs->files->deferred.wb, sb, path))
+		wb_run_all(fs, sb);
 }
 
 /* ---- crash recovery ----------------------------------------------------------- */

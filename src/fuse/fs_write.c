@@ -23,6 +23,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
+#include "rfs.h"
 
 /* ---- content ------------------------------------------------------------------- */
 
@@ -159,7 +160,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	if (!command) {
 		n->chmod_pending = false;
 		sandbox_box(n->sb, &box);
-		rc = sp_fs_chmod(fs->sp, &box, n->path, mode, &err);
+		rc = rfs_chmod(fs->sp, &box, n->path, mode, &err);
 		if (rc < 0)
 			log_warn("%s: chmod %o %s after upload: %s", n->sb->name, mode, n->path, err.message);
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
@@ -236,7 +237,8 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_bo
  * written over "notes": such a path is uploaded under a temporary name in
  * the same directory, and one command copies that into the file and removes
  * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
- * links, as an upload in place does. sb is NULL when the mount does not know
+ * links, as an upload in place does. Vercel's uploads all go this way
+ * (its fs/write replaces the file: sp_upload_path_changed is always true). sb is NULL when the mount does not know
  * the sandbox (crash recovery); with sb, a sandbox known to run no commands
  * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
  */
@@ -255,13 +257,18 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 				    "API would write a name with white space at its ends over the trimmed name", path);
 	sb_add(&tmp, path, (size_t)(slash - path) + 1);
 	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
-	sb_adds(&cmd, "cat -- ");
+	/* t and p name them once. A file its owner made read-only since it
+	 * was opened for writing (a descriptor keeps its right to write):
+	 * the owner's write bit for the copy, then the mode back. Else the
+	 * copy's own message says why it failed. */
+	sb_adds(&cmd, "t=");
 	sh_word(&cmd, sb_str(&tmp));
-	sb_adds(&cmd, " > ");
+	sb_adds(&cmd, "; p=");
 	sh_word(&cmd, path);
-	sb_adds(&cmd, "; rc=$?; rm -f -- ");
-	sh_word(&cmd, sb_str(&tmp));
-	sb_adds(&cmd, "; exit $rc");
+	sb_adds(&cmd, "; if cat -- \"$t\" > \"$p\"; then rc=0; else rc=1; "
+		"if [ -f \"$p\" ] && [ -O \"$p\" ] && [ ! -w \"$p\" ] && m=$(stat -c %a -- \"$p\") && "
+		"chmod u+w -- \"$p\"; then cat -- \"$t\" > \"$p\"; rc=$?; chmod \"$m\" -- \"$p\"; fi; fi; "
+		"rm -f -- \"$t\"; exit $rc");
 	if (tmp.oom || cmd.oom) {
 		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
 		goto out;
@@ -279,7 +286,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		/* A part of it may have been written, or the copy's request
 		 * failed before its rm ran: no copy is left in the user's
 		 * directory (the result does not matter). */
-		sp_fs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
+		rfs_delete(fs->sp, box, sb_str(&tmp), false, &ignored);
 	}
 out:
 	sb_free(&tmp);
@@ -295,7 +302,7 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	int rc;
 
 	if (!sp_upload_path_changed(fs->sp, path))
-		return sp_fs_chmod(fs->sp, box, path, mode, err);
+		return rfs_chmod(fs->sp, box, path, mode, err);
 	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
 	sh_word(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));
@@ -305,13 +312,166 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	return rc;
 }
 
-/* Sends the stage to n->path (files_upload_fd). Caller holds n->lock. */
+/* ---- uploads that share a request ------------------------------------------------ */
+
+/*
+ * Closes that happen at the same time (FUSE runs requests on several
+ * threads: cp -r with parallel workers, make -j, a build tool) send their
+ * small files in one POST /files/bulk-upload. No close waits for company:
+ * the first upload of a sandbox goes at once, alone; those that come while
+ * it is in flight wait for it, then all go in the next request (a group
+ * commit). Each close still returns only once its own file has landed
+ * (close-to-open) or with its own error. Files above UP_SHARE_MAX go
+ * alone, so that a small file never waits behind a large one.
+ */
+#define UP_SHARE_MAX (1u << 20)
+#define UP_BATCH_FILES 64
+#define UP_BATCH_BYTES (8u << 20)
+
+struct up_wait {
+	struct up_wait *next;
+	const char *sandbox_id;
+	struct dt_box box;
+	struct sp_upload_item item;
+	struct dt_error err;
+	int rc;
+	bool done;
+};
+
+struct up_busy {
+	struct up_busy *next;
+	const char *sandbox_id;
+};
+
+static bool up_is_busy(struct open_table *t, const char *id)
+{
+	for (struct up_busy *b = t->up_busy; b; b = b->next)
+		if (!strcmp(b->sandbox_id, id))
+			return true;
+	return false;
+}
+
+/* Takes w and the waiting uploads of its sandbox that fit in one request
+ * (distinct paths). Caller holds up_lock; w is waiting. */
+static size_t up_take(struct open_table *t, struct up_wait *w, struct up_wait **batch, size_t cap)
+{
+	struct up_wait **pp = &t->up_waiting;
+	uint64_t bytes = 0;
+	size_t n = 0;
+
+	/* w first: it is the one whose thread sends the request */
+	for (pp = &t->up_waiting; *pp; pp = &(*pp)->next) {
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	}
+	batch[n++] = w;
+	bytes = w->item.len;
+	for (pp = &t->up_waiting; *pp && n < cap;) {
+		struct up_wait *o = *pp;
+		bool dup = false;
+
+		for (size_t i = 0; i < n && !dup; i++)
+			dup = !strcmp(batch[i]->item.path, o->item.path);
+		if (strcmp(o->sandbox_id, w->sandbox_id) || dup || bytes + o->item.len > UP_BATCH_BYTES) {
+			pp = &o->next;
+			continue;
+		}
+		*pp = o->next;
+		batch[n++] = o;
+		bytes += o->item.len;
+	}
+	return n;
+}
+
+/* Sends one request for the batch and records each file's fate. */
+static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
+{
+	struct sp_upload_item items[UP_BATCH_FILES];
+	struct dt_error err = { 0 };
+	int rc;
+
+	if (n == 1) {
+		batch[0]->rc = sp_fs_upload_fd(fs->sp, &batch[0]->box, batch[0]->item.path, batch[0]->item.fd,
+					      batch[0]->item.len, &batch[0]->err);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		items[i] = batch[i]->item;
+	rc = sp_fs_upload_many(fs->sp, &batch[0]->box, items, n, &err);
+	log_debug("%s: %zu files in one upload: %s", batch[0]->box.id, n, rc < 0 ? err.message : "answered");
+	for (size_t i = 0; i < n; i++) {
+		if (rc < 0) {
+			batch[i]->rc = rc;
+			batch[i]->err = err;   /* the request's failure is each file's */
+		} else {
+			batch[i]->rc = items[i].rc;
+			if (items[i].rc < 0)
+				dt_error_set(&batch[i]->err, items[i].rc, 0, "write %s: %s", items[i].path,
+					     items[i].msg);
+		}
+	}
+}
+
+/* Uploads len bytes of fd to path, sharing a request with the uploads of
+ * the same sandbox that wait meanwhile. */
+static int upload_shared(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
+			 uint64_t len, struct dt_error *err)
+{
+	struct open_table *t = fs->files;
+	struct up_wait w, *batch[UP_BATCH_FILES];
+	struct up_busy busy;
+
+	memset(&w, 0, sizeof(w));
+	w.sandbox_id = sb->id;
+	w.box = *box;
+	w.item.path = path;
+	w.item.fd = fd;
+	w.item.len = len;
+	pthread_mutex_lock(&t->up_lock);
+	w.next = t->up_waiting;
+	t->up_waiting = &w;
+	while (!w.done) {
+		size_t n;
+
+		if (up_is_busy(t, w.sandbox_id)) {
+			pthread_cond_wait(&t->up_cond, &t->up_lock);
+			continue;
+		}
+		n = up_take(t, &w, batch, UP_BATCH_FILES);
+		busy.sandbox_id = w.sandbox_id;
+		busy.next = t->up_busy;
+		t->up_busy = &busy;
+		pthread_mutex_unlock(&t->up_lock);
+		up_send(fs, batch, n);
+		pthread_mutex_lock(&t->up_lock);
+		for (struct up_busy **bp = &t->up_busy; *bp; bp = &(*bp)->next) {
+			if (*bp == &busy) {
+				*bp = busy.next;
+				break;
+			}
+		}
+		for (size_t i = 0; i < n; i++)
+			batch[i]->done = true;
+		pthread_cond_broadcast(&t->up_cond);
+	}
+	pthread_mutex_unlock(&t->up_lock);
+	*err = w.err;
+	return w.rc;
+}
+
+/* Sends the stage to n->path (files_upload_fd; small files of the mount's
+ * sandboxes share requests, upload_shared). Caller holds n->lock. */
 static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
 {
 	struct dt_box box;
+	uint64_t len = stage_size(n->stage);
 
 	sandbox_box(n->sb, &box);
-	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), stage_size(n->stage), err);
+	if (len <= UP_SHARE_MAX && !sp_upload_path_changed(fs->sp, n->path))
+		return upload_shared(fs, n->sb, &box, n->path, stage_fd(n->stage), len, err);
+	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), len, err);
 }
 
 /* ---- the crash journal (journal.h) ------------------------------------------------ */
@@ -428,26 +588,42 @@ bool journal_keep_for_recovery(struct open_node *n)
 int upload_node(struct dfs *fs, struct open_node *n)
 {
 	struct dt_error err = { 0 };
-	struct stat hint;
 	int rc;
 
 	if (!n->dirty || n->unlinked)
 		return 0;
 	/* A queued change of this file (its times, say) must not land after
-	 * the new content. */
-	files_settle(fs, n->sb, n->path);
+	 * the new content. (Not files_settle: n is the only upload waiting
+	 * for this path, and this thread holds it.) */
+	files_settle_changes(fs, n->sb, n->path);
 	journal_note_flush(fs, n, false);
 	rc = upload_stage(fs, n, &err);
 	if (rc < 0) {
-		n->upload_error = rc;
-		journal_note_flush(fs, n, true);
-		upload_hint(n, &hint);
-		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
-		toolbox_failed(fs, n->sb, rc, &err, "upload", n->path);
-		log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path,
-			  err.message);
+		upload_failed(fs, n, rc, &err);
 		return rc;
 	}
+	upload_succeeded(fs, n);
+	return 0;
+}
+
+/* An upload of n failed: the data stays staged, its record durable. Caller
+ * holds n->lock. */
+void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err)
+{
+	struct stat hint;
+
+	n->upload_error = rc;
+	journal_note_flush(fs, n, true);
+	upload_hint(n, &hint);
+	cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
+	toolbox_failed(fs, n->sb, rc, err, "upload", n->path);
+	log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path, err->message);
+}
+
+/* n's stage is in the sandbox: what waited for that follows. Caller holds
+ * n->lock. */
+void upload_succeeded(struct dfs *fs, struct open_node *n)
+{
 	n->dirty = false;
 	n->is_new = false;
 	n->upload_error = 0;
@@ -456,7 +632,6 @@ int upload_node(struct dfs *fs, struct open_node *n)
 	 * of writes cannot be checked against it after a crash. */
 	n->base.kind = JOURNAL_BASE_UNKNOWN;
 	apply_after_upload(fs, n);
-	return 0;
 }
 
 /* The attributes of an existing file being opened, without a request:
@@ -502,7 +677,9 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 			return files_open(fs, sb, from, fi, false, 0);
 		}
 	} else {
-		files_settle(fs, sb, path);
+		/* Not files_settle: an upload waiting for this path (-o
+		 * writeback) is this node's, which the open joins. */
+		files_settle_changes(fs, sb, path);
 		n = node_get(fs->files, sb, path);
 		if (!n)
 			return -ENOMEM;
@@ -619,14 +796,27 @@ int files_flush(struct dfs *fs, struct fuse_file_info *fi)
 	int rc;
 
 	pthread_mutex_lock(&n->lock);
-	rc = upload_node(fs, n);
+	/* -o writeback: the upload waits (fs_writeback.c); a failed one of
+	 * before is still this close's error. */
+	if (upload_later(fs, n))
+		rc = n->upload_error;
+	else
+		rc = upload_node(fs, n);
 	pthread_mutex_unlock(&n->lock);
 	return rc;
 }
 
 int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
 {
-	return files_flush(fs, fi);
+	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;
+	int rc;
+
+	/* Always now, -o writeback or not: fsync is what a program asks when
+	 * it wants the data there. */
+	pthread_mutex_lock(&n->lock);
+	rc = upload_node(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	return rc;
 }
 
 int files_release(struct dfs *fs, struct fuse_file_info *fi)
@@ -642,7 +832,12 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	if (--n->handles == 0) {
 		/* The last handle: one more try, and a stage that still cannot be
 		 * uploaded is preserved, never dropped. */
-		if (n->dirty && !n->unlinked && upload_node(fs, n) < 0) {
+		bool later;
+
+		pthread_mutex_lock(&fs->files->wbk_lock);
+		later = n->wbk_queued;   /* its upload waits (-o writeback): not now */
+		pthread_mutex_unlock(&fs->files->wbk_lock);
+		if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
 			char label[4600], where[4096];
 
 			snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);

@@ -41,10 +41,11 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	if (key != FUSE_OPT_KEY_OPT)
 		return 1;
 	/* Credentials on the command line would show in ps and shell history. */
-	if (!strncmp(arg, "api_key=", 8) || !strncmp(arg, "jwt_token=", 10)) {
+	if (!strncmp(arg, "api_key=", 8) || !strncmp(arg, "jwt_token=", 10) || !strncmp(arg, "vercel_token=", 13) ||
+	    !strncmp(arg, "vercel_oidc_token=", 18)) {
 		snprintf(ctx->err, sizeof(ctx->err),
 			 "credentials are not accepted as options (they would show in ps): "
-			 "use DAYTONA_API_KEY or -o api_key_file=PATH");
+			 "use DAYTONA_API_KEY (VERCEL_TOKEN) or -o api_key_file=PATH");
 		ctx->failed = 1;
 		return 0;
 	}
@@ -64,9 +65,11 @@ static const char *real_getenv(const char *name)
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] MOUNTPOINT\n"
-	       "Mounts Daytona sandboxes as directories. Unmount with: fusermount3 -u MOUNTPOINT\n\n"
+	       "Mounts Daytona (or Vercel) sandboxes as directories. Unmount with: fusermount3 -u MOUNTPOINT\n\n"
 	       "Credentials: DAYTONA_API_KEY (or DAYTONA_JWT_TOKEN with DAYTONA_ORGANIZATION_ID),\n"
-	       "DAYTONA_API_URL, DAYTONA_TARGET; or a key file or config file (below).\n\n"
+	       "DAYTONA_API_URL, DAYTONA_TARGET; or a key file or config file (below).\n"
+	       "With -o provider=vercel: VERCEL_OIDC_TOKEN, or VERCEL_TOKEN with VERCEL_TEAM_ID\n"
+	       "and VERCEL_PROJECT_ID.\n\n"
 	       "general options:\n"
 	       "    -h, --help             print this help\n"
 	       "    -V, --version          print the version\n"
@@ -102,6 +105,8 @@ static void protect_secrets(void)
 #endif
 	scrub_env("DAYTONA_API_KEY");
 	scrub_env("DAYTONA_JWT_TOKEN");
+	scrub_env("VERCEL_TOKEN");
+	scrub_env("VERCEL_OIDC_TOKEN");
 }
 
 static int default_cache_dir(struct dfs_options *o)

@@ -25,6 +25,8 @@ void options_init(struct dfs_options *o)
 	o->retries = 4;
 	o->poll_min_ms = 50;
 	o->poll_max_ms = 1000;
+	o->rate_limit = -1;         /* the provider's default */
+	o->exec_wait_ms = 200;
 }
 
 static void set_str(char **dst, const char *v)
@@ -56,6 +58,11 @@ void options_free(struct dfs_options *o)
 	free(o->target);
 	free(o->api_key_file);
 	free(o->config_file);
+	free(o->provider);
+	free_secret(&o->vercel_token);
+	free_secret(&o->vercel_oidc);
+	free(o->team_id);
+	free(o->project_id);
 	free(o->cache_dir);
 	free(o->state_dir);
 	free(o->activity);
@@ -108,6 +115,7 @@ static const struct opt_spec specs[] = {
 	{ "attr_timeout", OPT_SECONDS, OFF(attr_timeout), 0, 86400 },
 	{ "dir_timeout", OPT_SECONDS, OFF(dir_timeout), 0, 86400 },
 	{ "negative_timeout", OPT_SECONDS, OFF(negative_timeout), 0, 86400 },
+	{ "writeback", OPT_SECONDS, OFF(writeback), 0, 3600 },
 	{ "cache_dir", OPT_STR, OFF(cache_dir), 0, 0 },
 	{ "read_ahead_kb", OPT_LONG, OFF(read_ahead_kb), 0, 1048576 },
 	{ "timeout", OPT_LONG, OFF(timeout_s), 1, 86400 },
@@ -119,10 +127,15 @@ static const struct opt_spec specs[] = {
 	{ "autostart", OPT_FLAG, OFF(autostart), 0, 0 },
 	{ "poll_min", OPT_LONG, OFF(poll_min_ms), 1, 60000 },
 	{ "poll_max", OPT_LONG, OFF(poll_max_ms), 1, 600000 },
+	{ "exec_wait_ms", OPT_LONG, OFF(exec_wait_ms), 0, 10000 },
 	{ "state_dir", OPT_STR, OFF(state_dir), 0, 0 },
 	{ "exec_timeout", OPT_LONG, OFF(exec_timeout_s), 0, 86400 * 365L },
 	{ "activity", OPT_STR, OFF(activity), 0, 0 },
 	{ "loglevel", OPT_STR, OFF(loglevel), 0, 0 },
+	{ "provider", OPT_STR, OFF(provider), 0, 0 },
+	{ "rate_limit", OPT_INT, OFF(rate_limit), 0, 1000000 },
+	{ "team_id", OPT_STR, OFF(team_id), 0, 0 },
+	{ "project_id", OPT_STR, OFF(project_id), 0, 0 },
 };
 
 int options_apply(struct dfs_options *o, const char *opt, char *err, size_t errlen)
@@ -275,6 +288,20 @@ int options_read_config(struct dfs_options *o, const char *path, bool required, 
 				set_str(&o->jwt, val);
 			continue;
 		}
+		if (val && (!strcmp(key, "vercel_token") || !strcmp(key, "vercel_oidc_token"))) {
+			char **dst = key[7] == 't' ? &o->vercel_token : &o->vercel_oidc;
+
+			if (!o->vercel_token && !o->vercel_oidc)
+				set_str(dst, val);
+			continue;
+		}
+		if (val && (!strcmp(key, "vercel_team_id") || !strcmp(key, "vercel_project_id"))) {
+			char **dst = key[7] == 't' ? &o->team_id : &o->project_id;
+
+			if (!*dst)
+				set_str(dst, val);
+			continue;
+		}
 		if (val && !strcmp(key, "organization_id")) {
 			if (!o->org_id)
 				set_str(&o->org_id, val);
@@ -326,78 +353,14 @@ static char *default_config_path(const char *(*getenv_fn)(const char *))
 	return NULL;
 }
 
-int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *), char *err, size_t errlen)
+static bool is_vercel(const struct dfs_options *o)
 {
-	const char *v;
-	char *cfg = NULL;
-	int rc;
+	return o->provider && !strcmp(o->provider, "vercel");
+}
 
-	/* 1. the key file given as an option */
-	if (o->api_key_file) {
-		rc = read_key_file(o->api_key_file, &o->api_key, err, errlen);
-		if (rc)
-			return rc;
-	}
-	/* 2. the environment, as Daytona's SDKs read it */
-	if (!o->api_key && !o->jwt) {
-		v = getenv_fn("DAYTONA_API_KEY");
-		if (v && *v)
-			set_str(&o->api_key, v);
-		v = getenv_fn("DAYTONA_JWT_TOKEN");
-		if (!o->api_key && v && *v)
-			set_str(&o->jwt, v);
-	}
-	v = getenv_fn("DAYTONA_ORGANIZATION_ID");
-	if (!o->org_id && v && *v)
-		set_str(&o->org_id, v);
-	v = getenv_fn("DAYTONA_API_URL");
-	if (!v || !*v)
-		v = getenv_fn("DAYTONA_SERVER_URL");   /* deprecated alias */
-	if (!o->api_url && v && *v) {
-		char opt[4096];
-
-		if (str_printf(opt, sizeof(opt), "api_url=%s", v))
-			options_apply(o, opt, err, errlen);
-	}
-	v = getenv_fn("DAYTONA_TARGET");
-	if (!o->target && v && *v) {
-		char opt[512];
-
-		if (str_printf(opt, sizeof(opt), "target=%s", v))
-			options_apply(o, opt, err, errlen);
-	}
-
-	/* 3. the config file fills what is still missing */
-	if (o->config_file) {
-		rc = options_read_config(o, o->config_file, true, err, errlen);
-		if (rc)
-			return rc;
-	} else {
-		cfg = default_config_path(getenv_fn);
-		if (cfg) {
-			rc = options_read_config(o, cfg, false, err, errlen);
-			free(cfg);
-			if (rc)
-				return rc;
-		}
-	}
-	if (!o->api_key && o->api_key_file) {
-		rc = read_key_file(o->api_key_file, &o->api_key, err, errlen);
-		if (rc)
-			return rc;
-	}
-	if (!o->api_url)
-		set_str(&o->api_url, DFS_DEFAULT_API_URL);
-	if (!o->api_key && !o->jwt) {
-		snprintf(err, errlen,
-			 "no Daytona credentials: set DAYTONA_API_KEY, or use -o api_key_file=PATH, "
-			 "or put api_key = ... in ~/.config/daytonafs/config");
-		return -EINVAL;
-	}
-	if (!o->api_key && o->jwt && !o->org_id) {
-		snprintf(err, errlen, "DAYTONA_JWT_TOKEN needs DAYTONA_ORGANIZATION_ID as well");
-		return -EINVAL;
-	}
+/* What both providers check last. */
+static int check_common(struct dfs_options *o, char *err, size_t errlen)
+{
 	if (strncmp(o->api_url, "http://", 7) && strncmp(o->api_url, "https://", 8)) {
 		snprintf(err, errlen, "API URL '%s' must start with http:// or https://", o->api_url);
 		return -EINVAL;
@@ -418,6 +381,146 @@ int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *
 	return 0;
 }
 
+/* Vercel's credentials, once the environment and the config file are read:
+ * the key file's token first, then VERCEL_OIDC_TOKEN (which names its team
+ * and project), then VERCEL_TOKEN with VERCEL_TEAM_ID and VERCEL_PROJECT_ID. */
+static int resolve_vercel(struct dfs_options *o, bool url_from_daytona, char *err, size_t errlen)
+{
+	int rc;
+
+	if (url_from_daytona) {
+		free(o->api_url);      /* DAYTONA_API_URL names Daytona's API, not Vercel's */
+		o->api_url = NULL;
+	}
+	if (!o->api_url)
+		set_str(&o->api_url, DFS_DEFAULT_VERCEL_URL);
+	if (o->api_key_file) {
+		rc = read_key_file(o->api_key_file, &o->vercel_token, err, errlen);
+		if (rc)
+			return rc;
+		free_secret(&o->vercel_oidc);
+	}
+	/* Not Daytona's: a DAYTONA_API_KEY in the environment is no Vercel token. */
+	free_secret(&o->api_key);
+	free_secret(&o->jwt);
+	if (o->vercel_oidc && o->vercel_token)
+		free_secret(&o->vercel_token);   /* the SDK's order: the OIDC token first */
+	if (!o->vercel_token && !o->vercel_oidc) {
+		snprintf(err, errlen, "no Vercel credentials: set VERCEL_OIDC_TOKEN, or VERCEL_TOKEN with "
+			 "VERCEL_TEAM_ID and VERCEL_PROJECT_ID (or -o api_key_file=PATH for the token, or "
+			 "vercel_token = ... in ~/.config/daytonafs/config)");
+		return -EINVAL;
+	}
+	if (o->vercel_token && (!o->team_id || !o->project_id)) {
+		snprintf(err, errlen, "VERCEL_TOKEN needs VERCEL_TEAM_ID and VERCEL_PROJECT_ID as well "
+			 "(or -o team_id=...,project_id=...)");
+		return -EINVAL;
+	}
+	if (o->rate_limit < 0)
+		o->rate_limit = 1000;
+	return check_common(o, err, errlen);
+}
+
+int options_resolve(struct dfs_options *o, const char *(*getenv_fn)(const char *), char *err, size_t errlen)
+{
+	/* The provider the command line chose; the config file may name it too. */
+	bool vercel_early = is_vercel(o), url_from_daytona = false;
+	const char *v;
+	char *cfg = NULL;
+	int rc;
+
+	/* 1. the key file given as an option */
+	if (o->api_key_file && !vercel_early) {
+		rc = read_key_file(o->api_key_file, &o->api_key, err, errlen);
+		if (rc)
+			return rc;
+	}
+	/* 2. the environment, as Daytona's SDKs read it */
+	if (!o->api_key && !o->jwt) {
+		v = getenv_fn("DAYTONA_API_KEY");
+		if (v && *v)
+			set_str(&o->api_key, v);
+		v = getenv_fn("DAYTONA_JWT_TOKEN");
+		if (!o->api_key && v && *v)
+			set_str(&o->jwt, v);
+	}
+	v = getenv_fn("DAYTONA_ORGANIZATION_ID");
+	if (!o->org_id && v && *v)
+		set_str(&o->org_id, v);
+	v = getenv_fn("DAYTONA_API_URL");
+	if (!v || !*v)
+		v = getenv_fn("DAYTONA_SERVER_URL");   /* deprecated alias */
+	if (!o->api_url && v && *v && !vercel_early) {
+		char opt[4096];
+
+		if (str_printf(opt, sizeof(opt), "api_url=%s", v) && options_apply(o, opt, err, errlen) > 0)
+			url_from_daytona = true;
+	}
+	v = getenv_fn("DAYTONA_TARGET");
+	if (!o->target && v && *v && !vercel_early) {
+		char opt[512];
+
+		if (str_printf(opt, sizeof(opt), "target=%s", v))
+			options_apply(o, opt, err, errlen);
+	}
+	/* ... and as Vercel's SDK reads them */
+	v = getenv_fn("VERCEL_OIDC_TOKEN");
+	if (!o->vercel_oidc && v && *v)
+		set_str(&o->vercel_oidc, v);
+	v = getenv_fn("VERCEL_TOKEN");
+	if (!o->vercel_token && v && *v)
+		set_str(&o->vercel_token, v);
+	v = getenv_fn("VERCEL_TEAM_ID");
+	if (!o->team_id && v && *v)
+		set_str(&o->team_id, v);
+	v = getenv_fn("VERCEL_PROJECT_ID");
+	if (!o->project_id && v && *v)
+		set_str(&o->project_id, v);
+
+	/* 3. the config file fills what is still missing */
+	if (o->config_file) {
+		rc = options_read_config(o, o->config_file, true, err, errlen);
+		if (rc)
+			return rc;
+	} else {
+		cfg = default_config_path(getenv_fn);
+		if (cfg) {
+			rc = options_read_config(o, cfg, false, err, errlen);
+			free(cfg);
+			if (rc)
+				return rc;
+		}
+	}
+	if (o->provider && strcmp(o->provider, "daytona") && !is_vercel(o)) {
+		snprintf(err, errlen, "provider must be daytona or vercel, got '%s'", o->provider);
+		return -EINVAL;
+	}
+	if (is_vercel(o))
+		return resolve_vercel(o, url_from_daytona, err, errlen);
+	free_secret(&o->vercel_token);
+	free_secret(&o->vercel_oidc);
+	if (!o->api_key && o->api_key_file) {
+		rc = read_key_file(o->api_key_file, &o->api_key, err, errlen);
+		if (rc)
+			return rc;
+	}
+	if (!o->api_url)
+		set_str(&o->api_url, DFS_DEFAULT_API_URL);
+	if (!o->api_key && !o->jwt) {
+		snprintf(err, errlen,
+			 "no Daytona credentials: set DAYTONA_API_KEY, or use -o api_key_file=PATH, "
+			 "or put api_key = ... in ~/.config/daytonafs/config");
+		return -EINVAL;
+	}
+	if (!o->api_key && o->jwt && !o->org_id) {
+		snprintf(err, errlen, "DAYTONA_JWT_TOKEN needs DAYTONA_ORGANIZATION_ID as well");
+		return -EINVAL;
+	}
+	if (o->rate_limit < 0)
+		o->rate_limit = 0;
+	return check_common(o, err, errlen);
+}
+
 const char *options_usage(void)
 {
 	return
@@ -426,12 +529,17 @@ const char *options_usage(void)
 "    -o api_key_file=PATH     read the API key from PATH (else $DAYTONA_API_KEY, else the config file)\n"
 "    -o config=PATH           config file (default ~/.config/daytonafs/config, /etc/daytonafs.conf)\n"
 "    -o target=REGION         region for new sandboxes (default $DAYTONA_TARGET)\n"
+"    -o provider=NAME         daytona (default) or vercel (VERCEL_OIDC_TOKEN, or VERCEL_TOKEN\n"
+"                             with VERCEL_TEAM_ID and VERCEL_PROJECT_ID; API https://vercel.com/api)\n"
+"    -o team_id=ID,project_id=ID  Vercel team and project (default $VERCEL_TEAM_ID, $VERCEL_PROJECT_ID)\n"
+"    -o rate_limit=N          requests a minute to the provider (Vercel default 1000; 0: no limit)\n"
 "    -o attr_timeout=SEC      how long file attributes are cached (default 5)\n"
 "    -o dir_timeout=SEC       how long directory listings are cached (default 5)\n"
 "    -o negative_timeout=SEC  how long 'no such file' is cached (default 2)\n"
 "    -o cache_dir=PATH        staging area for writes (default ~/.cache/daytonafs)\n"
 "    -o read_ahead_kb=KB      kernel readahead of the mount, set when run as root (default 1024;\n"
 "                             0 leaves the kernel's 128)\n"
+"    -o writeback=SEC         upload closed files up to SEC later, many per request (default 0: at close)\n"
 "    -o timeout=SEC           timeout of one request (default 60)\n"
 "    -o connect_timeout=SEC   timeout of a connection attempt (default 10)\n"
 "    -o wait_timeout=SEC      how long lifecycle commands wait for the new state (default 120)\n"
@@ -441,6 +549,8 @@ const char *options_usage(void)
 "    -o autostart             file access starts a stopped sandbox\n"
 "    -o poll_min=MS           first interval of command output polling (default 50)\n"
 "    -o poll_max=MS           longest interval, the bound on live output delay (default 1000)\n"
+"    -o exec_wait_ms=MS       how long exec waits for a command to end, to bring back its\n"
+"                             exit status and output in the same request (default 200; 0: never)\n"
 "    -o state_dir=PATH        where command output lives in the sandbox (default /tmp/.daytonafs)\n"
 "    -o exec_timeout=SEC      default timeout of every exec (default none; timeout= wins)\n"
 "    -o activity=WHAT         what counts as sandbox activity: none, changes (default), all\n"

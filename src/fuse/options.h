@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #define DFS_DEFAULT_API_URL "https://app.daytona.io/api"
+#define DFS_DEFAULT_VERCEL_URL "https://vercel.com/api"
 
 struct dfs_options {
 	/* endpoint and credentials */
@@ -30,11 +31,23 @@ struct dfs_options {
 	char *target;
 	char *api_key_file;
 	char *config_file;
+	/* -o provider=daytona|vercel (default daytona). Vercel's credentials
+	 * as its SDK takes them: VERCEL_OIDC_TOKEN, or VERCEL_TOKEN with
+	 * VERCEL_TEAM_ID and VERCEL_PROJECT_ID (or -o api_key_file=PATH for the
+	 * token; config keys vercel_token, vercel_oidc_token, vercel_team_id,
+	 * vercel_project_id); resolved into these fields. */
+	char *provider;
+	char *vercel_token;
+	char *vercel_oidc;
+	char *team_id;
+	char *project_id;
+	int rate_limit;             /* requests a minute to the provider; Vercel default 1000; 0: none */
 
 	/* caching */
 	double attr_timeout;        /* seconds; default 5 */
 	double dir_timeout;         /* seconds; default 5 */
 	double negative_timeout;    /* seconds; default 2 */
+	double writeback;           /* seconds a closed file's upload may wait; 0 (default): none */
 	char *cache_dir;            /* default $XDG_CACHE_HOME/daytonafs or ~/.cache/daytonafs */
 	long read_ahead_kb;         /* the mount's bdi readahead (root only); default 1024, 0 = the kernel's */
 
@@ -50,6 +63,7 @@ struct dfs_options {
 	bool autostart;             /* file access starts a stopped sandbox */
 	long poll_min_ms;           /* command output polling; default 50 */
 	long poll_max_ms;           /* bound on the delay of live output; default 1000 */
+	long exec_wait_ms;          /* exec's wait for a quick end (one request); default 200 */
 	char *state_dir;            /* in the sandbox; default /tmp/.daytonafs */
 	long exec_timeout_s;        /* default timeout= of every exec; 0 = none (the default) */
 	char *activity;             /* none, changes (default) or all: what counts as sandbox activity */

@@ -14,12 +14,29 @@
 
 #include "daytona.h"
 #include "urlenc.h"
+#include "vercel_provider.h"
+
+struct sandbox_provider *provider_open_err(const char *name, struct http_client *hc,
+		const struct provider_config *cfg, char *errbuf, size_t errlen)
+{
+	struct sandbox_provider *sp = NULL;
+
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	if (strcmp(name, "daytona") == 0)
+		sp = daytona_provider_new(hc, cfg);
+	else if (strcmp(name, "vercel") == 0)
+		sp = vercel_provider_new(hc, cfg, errbuf, errlen);
+	else if (errbuf)
+		snprintf(errbuf, errlen, "unknown provider '%s' (daytona or vercel)", name);
+	if (!sp && errbuf && errlen && !errbuf[0])
+		snprintf(errbuf, errlen, "cannot set up the %s client: out of memory", name);
+	return sp;
+}
 
 struct sandbox_provider *provider_open(const char *name, struct http_client *hc, const struct provider_config *cfg)
 {
-	if (strcmp(name, "daytona") == 0)
-		return daytona_provider_new(hc, cfg);
-	return NULL;
+	return provider_open_err(name, hc, cfg, NULL, 0);
 }
 
 void provider_close(struct sandbox_provider *sp)
@@ -34,6 +51,20 @@ void provider_close(struct sandbox_provider *sp)
 int sp_unsupported(struct dt_error *err, const char *what)
 {
 	return dt_error_set(err, -ENOSYS, 0, "%s is not supported by this provider", what);
+}
+
+int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
+		      size_t n, struct dt_error *err)
+{
+	if (sp->ops->fs_upload_many && n > 1)
+		return sp->ops->fs_upload_many(sp->impl, box, items, n, err);
+	for (size_t i = 0; i < n; i++) {
+		struct dt_error e = { 0 };
+
+		items[i].rc = sp_fs_upload_fd(sp, box, items[i].path, items[i].fd, items[i].len, &e);
+		snprintf(items[i].msg, sizeof(items[i].msg), "%.200s", items[i].rc < 0 ? e.message : "");
+	}
+	return 0;
 }
 
 int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)

@@ -112,6 +112,7 @@ struct dt_create_params {
 	void (*on_created)(void *ctx, const struct dt_sandbox *sb);
 	void (*on_state)(void *ctx, const char *state);
 	void *progress_ctx;
+	const int *ports; size_t n_ports;   /* ports to expose (Vercel); Daytona refuses them */
 };
 void dt_create_params_init(struct dt_create_params *p);
 
@@ -192,6 +193,7 @@ enum {
 	SP_CAP_BUILD_LOG     = 1u << 14,  /* sandbox_build_log */
 	SP_CAP_NOTE_CHANGE   = 1u << 15,  /* note_change: changes count as activity, piggy-backed */
 	SP_CAP_BULK_DOWNLOAD = 1u << 16,  /* fs_bulk_download: many whole files in one request */
+	SP_CAP_EXTEND        = 1u << 17,  /* sandbox_extend: more time for a running session (Vercel) */
 };
 
 /* One file of a bulk download (fs_bulk_download). */
@@ -207,6 +209,15 @@ void sp_bulk_files_clear(struct sp_bulk_file *files, size_t n);
 
 /* Each operation takes the provider's impl first, then what the matching
  * dt_ call of the Daytona client takes (daytona.h documents them). */
+/* One file of an upload of several (fs_upload_many). */
+struct sp_upload_item {
+	const char *path;
+	int fd;                 /* read with pread from offset 0 */
+	uint64_t len;
+	int rc;                 /* out: 0 when it landed whole under path */
+	char msg[256];          /* out: why not */
+};
+
 struct sandbox_provider_ops {
 	/* control plane */
 	int (*sandbox_list)(void *impl, struct dt_sandbox **out, size_t *n, struct dt_error *err);
@@ -233,6 +244,10 @@ struct sandbox_provider_ops {
 			struct dt_error *err);
 	int (*snapshot_delete)(void *impl, const char *id, struct dt_error *err);
 	int (*ping)(void *impl, struct dt_error *err);
+	/* More minutes for the running session of a sandbox whose sessions
+	 * stop at a timeout (Vercel's extend-timeout); out may be NULL. */
+	int (*sandbox_extend)(void *impl, const char *id, long minutes, struct dt_sandbox *out,
+			struct dt_error *err);
 	/* commands */
 	int (*exec)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
 			const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err);
@@ -245,6 +260,13 @@ struct sandbox_provider_ops {
 	int64_t (*fs_download)(void *impl, const struct dt_box *box, const char *path, uint64_t off,
 			uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
 	int (*fs_upload_fd)(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
+			struct dt_error *err);
+	/* Several files in one request (optional; NULL: one fs_upload_fd each).
+	 * 0 when the request was answered: each item's rc (0 or a negative
+	 * errno, its message in msg) says what became of it. A negative errno
+	 * (err filled) when the request failed as a whole: then none is known
+	 * to have landed. */
+	int (*fs_upload_many)(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
 			struct dt_error *err);
 	int (*fs_list)(void *impl, const struct dt_box *box, const char *path, struct dt_fileinfo **out,
 			size_t *n, struct dt_error *err);
@@ -304,12 +326,20 @@ struct provider_config {
 	const char *target;         /* default region for create, or NULL */
 	bool keepalive;             /* false: the mount's own calls do not count as activity */
 	long wait_timeout_ms;       /* lifecycle waits; 0 = none */
+	/* Vercel: api_key is the access token, org_id the team id, jwt an
+	 * OIDC token (which names team and project itself). */
+	const char *project_id;
+	int rate_per_minute;        /* the provider's request quota; 0: its default; < 0: none */
 };
 
 /* The provider called name over the transport hc (not owned), or NULL when
  * there is none by that name or out of memory. */
 struct sandbox_provider *provider_open(const char *name, struct http_client *hc,
 		const struct provider_config *cfg);
+/* provider_open, with why not in errbuf (unknown name, incomplete
+ * credentials, out of memory). */
+struct sandbox_provider *provider_open_err(const char *name, struct http_client *hc,
+		const struct provider_config *cfg, char *errbuf, size_t errlen);
 void provider_close(struct sandbox_provider *sp);
 
 /* The failure of an operation the provider does not have: -ENOSYS. */
@@ -443,6 +473,14 @@ static inline int sp_ping(struct sandbox_provider *sp, struct dt_error *err)
 	return sp->ops->ping(sp->impl, err);
 }
 
+static inline int sp_sandbox_extend(struct sandbox_provider *sp, const char *id, long minutes,
+		struct dt_sandbox *out, struct dt_error *err)
+{
+	if (!sp->ops->sandbox_extend)
+		return sp_unsupported(err, "sandbox extend");
+	return sp->ops->sandbox_extend(sp->impl, id, minutes, out, err);
+}
+
 static inline int sp_exec(struct sandbox_provider *sp, const struct dt_box *box,
 		const char *command, const char *cwd, const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err)
 {
@@ -499,6 +537,12 @@ static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct dt_b
 		return sp_unsupported(err, "fs upload fd");
 	return sp->ops->fs_upload_fd(sp->impl, box, path, fd, len, err);
 }
+
+/* Uploads n files to one sandbox: in one request where the provider can,
+ * else one at a time. Returns 0 when each item's rc tells its fate, else a
+ * negative errno for all of them (err filled). */
+int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
+		      size_t n, struct dt_error *err);
 
 static inline int sp_fs_list(struct sandbox_provider *sp, const struct dt_box *box,
 		const char *path, struct dt_fileinfo **out, size_t *n, struct dt_error *err)

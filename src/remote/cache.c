@@ -882,7 +882,28 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	}
 	plen = parent_len(path, len);
 	pe = plen ? entry_find(c, sb, path, plen) : NULL;
-	if (pe && what != CACHE_CHANGED && pe->attr != A_NONE) {
+	if (pe && what == CACHE_REPLACED && pe->attr == A_ATTR && S_ISDIR(pe->st.st_mode) &&
+	    !S_ISDIR(st->st_mode)) {
+		/* A file came: the directory's link count is the same, and its
+		 * time moved to the sandbox's "now". Until its attributes expire
+		 * (as cached, they are not extended) they say this mount's
+		 * "now", never earlier than what was cached: asking the sandbox
+		 * would cost a command per lookup of the directory during tar x
+		 * or cp -r, each of which must first send the changes queued
+		 * below it (the files' times). */
+		struct timespec now;
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		if (now.tv_sec < pe->st.st_mtim.tv_sec ||
+		    (now.tv_sec == pe->st.st_mtim.tv_sec && now.tv_nsec <= pe->st.st_mtim.tv_nsec)) {
+			now = pe->st.st_mtim;
+			if (++now.tv_nsec >= 1000000000L) {
+				now.tv_nsec = 0;
+				now.tv_sec++;
+			}
+		}
+		pe->st.st_mtim = pe->st.st_ctim = now;
+	} else if (pe && what != CACHE_CHANGED && pe->attr != A_NONE) {
 		/* A name came or went: the directory's time and link count
 		 * changed in the sandbox, to values only it knows (its clock):
 		 * its attributes are asked again when next needed, its listing

@@ -82,6 +82,9 @@ enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char 
  * are dropped, so that the next lookup misses with listed set.
  * When a name comes or goes, the parent's attributes (its time, its link
  * count) are dropped: only the sandbox knows them now. Its listing stays.
+ * Except when a file (not a directory) comes: the link count stays, and
+ * the cached attributes, until they expire, take this machine's time
+ * (never earlier than the cached one) as the directory's mtime and ctime.
  */
 enum cache_change { CACHE_CHANGED, CACHE_REPLACED, CACHE_REMOVED };
 void cache_update(struct cache *c, const char *sandbox, const char *path, enum cache_change what,

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
+#include "rfs.h"
 
 /* ---- lookups ------------------------------------------------------------------ */
 
@@ -38,7 +39,7 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 	if (!str_printf(path, sizeof(path), "%s/cmd", m->state_dir))
 		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
 	pthread_mutex_unlock(&m->lock);
-	rc = sp_fs_list(m->sp, db, path, &fi, &nfi, err);
+	rc = rfs_list(m->sp, db, path, &fi, &nfi, err);
 	pthread_mutex_lock(&m->lock);
 	if (rc == -ENOENT) {
 		/* No command ever ran here. */
@@ -71,6 +72,19 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 }
 
 /*
+ * Lock held; released meanwhile. A check of the box's records against its
+ * processes (box_check) is under way in another thread, a poller's or a
+ * reader's: its verdict on c is due, so wait for it, or a record whose
+ * processes went with a restart would read "running" once more. Local
+ * waiting only: the check is one request.
+ */
+static void wait_check(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
+{
+	while (b->checking && !c->ended && !b->dead && !m->stopping && !interrupted(m))
+		timed_wait(&c->cv, &m->lock, now_ms() + 10);
+}
+
+/*
  * Lock held; released meanwhile. The command n, its listing read at least
  * once (a number unknown here is looked up in the sandbox: another mount may
  * have started it). With fresh, a running command's listing is re-read when
@@ -89,6 +103,8 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 		return rc;
 	c = cmd_find(b, n);
 	if (c && c->known && (c->ended || !fresh || now_ms() - c->last_poll_ms < m->o.poll_min_ms)) {
+		if (fresh)
+			wait_check(m, b, c);
 		*out = c;
 		return 0;
 	}
@@ -113,6 +129,8 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	}
 	/* else: a refresh failed, the last known state stands */
 	pending_flush(m, &p);
+	if (fresh)
+		wait_check(m, b, c);
 	*out = c;
 	return 0;
 }
@@ -213,6 +231,10 @@ struct exec_mgr *exec_mgr_new(struct sandbox_provider *sp, const struct exec_opt
 		m->o.poll_max_ms = m->o.poll_min_ms;
 	if (m->o.list_ttl_ms < 0)
 		m->o.list_ttl_ms = 0;
+	if (m->o.wait_ms < 0)
+		m->o.wait_ms = 0;
+	if (m->o.wait_ms > WAIT_MS_MAX)
+		m->o.wait_ms = WAIT_MS_MAX;
 	m->idle_max_ms = m->o.poll_max_ms > IDLE_POLL_MAX_MS ? m->o.poll_max_ms : IDLE_POLL_MAX_MS;
 	m->state_dir = strdup(m->o.state_dir);
 	if (!m->state_dir) {
@@ -286,13 +308,16 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	       unsigned *n, struct dt_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
+	struct exec_launch_result res;
+	struct pending p = { 0 };
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
 	unsigned first, got = 0, i;
 	char *out = NULL, token[64];
-	int64_t now;
+	int64_t now, started = now_ms();
 	int rc, code = 0;
 
+	memset(&res, 0, sizeof(res));
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
@@ -301,20 +326,20 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	rc = lock_box(m, box, &b, err);
 	if (rc < 0)
 		return rc;
-	rc = box_ensure_listed(m, b, box, -1, err);
-	if (rc < 0)
-		goto out_locked;
 	/* Claim the number here, so that two starts in this mount differ;
-	 * the sandbox arbitrates between mounts (mkdir). */
+	 * the sandbox arbitrates between mounts (mkdir). A sandbox whose
+	 * history this mount has not read yet gets first 0: the launcher
+	 * reads it, picks the number after it and sends it back, which saves
+	 * the listing request. */
 	if (b->max_n == UINT_MAX) {
 		rc = dt_error_set(err, -EOVERFLOW, 0, "too many commands");
 		goto out_locked;
 	}
-	first = ++b->max_n;
+	first = b->listed ? ++b->max_n : 0;
 	next_token(m, 'l', token, sizeof(token));
 	pthread_mutex_unlock(&m->lock);
 
-	rc = exec_build_launcher(&script, m->state_dir, first, token, spec);
+	rc = exec_build_launcher_ex(&script, m->state_dir, first, token, spec, m->o.wait_ms, m->o.inline_max);
 	if (rc == -EINVAL) {
 		dt_error_set(err, rc, 0, "invalid environment variable name");
 		goto out;
@@ -327,7 +352,8 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	rc = sp_exec_activity(m->sp, box, script.buf, NULL, NULL, 0, LAUNCH_TIMEOUT_S, &code, &out, err);
 	if (rc < 0)
 		goto out;
-	rc = exec_parse_launch(out, &got);
+	rc = exec_parse_launch_result(out, &res);
+	got = res.n;
 	if (rc == -ENOENT) {
 		dt_error_set(err, rc, 0, "cwd %s: no such directory", spec->cwd ? spec->cwd : "");
 		goto out;
@@ -343,8 +369,17 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	}
 
 	pthread_mutex_lock(&m->lock);
+	if (res.listed) {
+		/* The history as the launcher saw it: what a listing of
+		 * STATE_DIR/cmd would have said. */
+		for (size_t k = 0; k < res.n_have; k++)
+			cmd_add(m, b, res.have[k]);
+		b->listed = true;
+		if (started > b->listed_ms)
+			b->listed_ms = started;
+	}
 	/* Numbers skipped over belong to another mount's commands. */
-	for (i = first; i < got; i++)
+	for (i = first ? first : got; i < got; i++)
 		cmd_add(m, b, i);
 	c = cmd_add(m, b, got);
 	if (!c) {
@@ -364,9 +399,16 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	 * poll_min_ms), so `exec true` then `cat exit` is one poll sooner; after
 	 * it the schedule backs off from poll_min_ms as usual. */
 	c->interval_ms = m->o.poll_min_ms < FIRST_POLL_MS ? m->o.poll_min_ms : FIRST_POLL_MS;
+	/* ... unless the launch already waited for a quick end. */
+	if (m->o.wait_ms > 0)
+		c->interval_ms = m->o.poll_min_ms;
 	c->next_poll_ms = now + c->interval_ms;
 	c->watch_until_ms = now + IDLE_WATCH_MS;
+	/* Ended within the launch's wait: everything is known, nothing to
+	 * poll, and the cache is dropped now (on_end). */
+	apply_launch_end(b, c, &res, &p);
 	poller_ensure(m, b, c);
+	pending_flush(m, &p);
 	*n = got;
 	rc = 0;
 out_locked:
@@ -374,6 +416,7 @@ out_locked:
 	pthread_mutex_unlock(&m->lock);
 	sb_free(&script);
 	free(out);
+	exec_launch_result_free(&res);
 	return rc;
 out:
 	pthread_mutex_lock(&m->lock);
@@ -608,6 +651,17 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 		struct box_copy bc;
 		int64_t got;
 
+		if (c->ended && c->has_out[s]) {
+			/* What the launch brought is the whole stream. */
+			size_t n_out = off < c->size[s] ? (size_t)(c->size[s] - off) : 0;
+
+			if (n_out > size)
+				n_out = size;
+			if (n_out)
+				memcpy(buf, c->out[s] + off, n_out);
+			ret = (ssize_t)n_out;
+			break;
+		}
 		if (off >= c->size[s]) {
 			if (c->ended) {
 				ret = 0;
@@ -629,7 +683,7 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 		}
 		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
-		got = sp_fs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
+		got = rfs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
 		if (got == -ECANCELED && sink.len == size)
 			got = (int64_t)size;
 		pthread_mutex_lock(&m->lock);

@@ -18,6 +18,9 @@
  *   stdin.pipe   a FIFO: the command's standard input. A holder process
  *             (pid in stdin.holder) keeps it open, so the command sees EOF
  *             only once stdin is closed (stdin.eof records that).
+ *   end.pipe  a FIFO on which the wrapper says "end" once exit is written,
+ *             to wake the launcher that waits for a quick end
+ *             (exec_options.wait_ms).
  * One /process/execute starts it. Output is read with ranged downloads, and a
  * single listing of cmd/N tells the sizes of both streams and whether it ended,
  * so waiting costs one request per poll, and polls back off from poll_min_ms to
@@ -44,6 +47,13 @@ struct exec_options {
 	 * exec_last read it again (commands started by other mounts appear
 	 * then); default 5000. */
 	long list_ttl_ms;
+	/* How long the request that starts a command waits for it to end
+	 * (default 200; 0: never). A command that ends within it comes back
+	 * ended in the same answer, with its exit status and, up to
+	 * inline_max bytes each (default 64 KiB), its stdout and stderr, which
+	 * are then read from memory: exec and cat exit cost one request. */
+	long wait_ms;
+	size_t inline_max;
 	/* Called by blocking waits every ~100 ms: true aborts the wait with -EINTR
 	 * (the FUSE request was interrupted). May be NULL. */
 	bool (*interrupted)(void);
@@ -175,12 +185,46 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec);
  * what the first printed. -EINVAL for a bad token or environment key. */
 int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec);
+/*
+ * The launcher with the fast path (exec_build_launcher is this with
+ * wait_ms 0 and first > 0). first 0: the launcher takes the number after
+ * the highest in STATE_DIR/cmd, and prints those numbers
+ * ("daytonafs-have N" lines, then "daytonafs-have-end"), so the mount
+ * learns the history in the same request. wait_ms > 0: after
+ * "daytonafs-started N" it waits up to about wait_ms for the command to
+ * end; if it has, it prints "daytonafs-exit CODE [STATE]", then for stdout
+ * and stderr "daytonafs-STREAM SIZE" followed, when SIZE <= inline_max and
+ * base64(1) exists, by the stream in base64, and last
+ * "daytonafs-inline-end". The recorded answer that a replay prints stays
+ * "daytonafs-started N" alone.
+ */
+int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			   const struct exec_spec *spec, long wait_ms, size_t inline_max);
 /* The kill script: prints "daytonafs-killed" or "daytonafs-ended". A record
  * whose wrapper is gone (the sandbox restarted) is ended as killed, 137,
  * without signalling anything. */
 void exec_build_kill(struct strbuf *sb, const char *cmd_dir);
 /* Parses the launcher's output: 0 and *n, -ENOENT (no such cwd), else -EIO. */
 int exec_parse_launch(const char *output, unsigned *n);
+/* What the launcher's output says beyond the number. */
+struct exec_launch_result {
+	unsigned n;
+	unsigned *have;             /* "daytonafs-have" numbers (malloc'd), when listed */
+	size_t n_have;
+	bool listed;                /* the have lines came, up to their end line */
+	bool ended;                 /* the command ended within the wait; then: */
+	enum exec_state state;
+	int exit_code;
+	uint64_t size[2];           /* the streams' final sizes */
+	bool inline_ok[2];          /* data[s] holds exactly size[s] bytes */
+	char *data[2];              /* malloc'd (NULL when not inline) */
+};
+/* Parses all of it: 0 (started; the rest as far as it is whole: an inline
+ * section without its end line, or with a size that does not parse, is
+ * left out, and a stream whose bytes do not decode to its size is not
+ * inline), -ENOENT (no such cwd), else -EIO. */
+int exec_parse_launch_result(const char *output, struct exec_launch_result *r);
+void exec_launch_result_free(struct exec_launch_result *r);
 /* The script that puts data into cmd_dir's stdin pipe; it prints
  * "daytonafs-written", or "daytonafs-ended", "daytonafs-closed",
  * "daytonafs-nostdin", "daytonafs-failed" (the write failed: the command

@@ -51,6 +51,12 @@
 #define IDLE_POLL_MAX_MS 30000
 #define IDLE_WATCH_MS (5 * 60 * 1000)
 #define SMALL_FILE_MAX 4096      /* exit, state */
+/* The inline output of at most this many commands is kept per sandbox
+ * (the newest); older ones are read from the sandbox again. */
+#define INLINE_KEEP 16
+/* exec_options.wait_ms's bound: the launch request's own timeout is
+ * LAUNCH_TIMEOUT_S. */
+#define WAIT_MS_MAX 10000
 #define COMMAND_TEXT_MAX (16u << 20)
 
 /* ---- the model ------------------------------------------------------------ */
@@ -81,6 +87,11 @@ struct ecmd {
 	unsigned alive_gen;         /* the box generation in which it was started here */
 	char *text;                 /* the command text, once read */
 	size_t text_len;
+	/* The streams of a command that ended within its launch's wait, as
+	 * the launch's answer brought them (exactly size[s] bytes; NULL when
+	 * empty); reads are served from here while has_out[s]. */
+	char *out[2];
+	bool has_out[2];
 
 	/* waiting and polling */
 	int waiters;                /* readers and exit waiters blocked on it */
@@ -198,6 +209,7 @@ bool cmd_waiting(const struct ecmd *c);
 void apply_fetch(struct exec_mgr *m, struct ebox *b, struct ecmd *c, const struct fetch *f,
 			struct pending *p);
 void apply_gone(struct ebox *b, struct ecmd *c, struct pending *p);
+void apply_launch_end(struct ebox *b, struct ecmd *c, struct exec_launch_result *r, struct pending *p);
 void box_stopped(struct ebox *b);
 bool needs_check(const struct ebox *b, const struct ecmd *c);
 void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p);

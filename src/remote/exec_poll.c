@@ -20,6 +20,7 @@
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
+#include "rfs.h"
 
 int64_t now_ms(void)
 {
@@ -72,6 +73,8 @@ static void cmd_free(struct ecmd *c)
 	pthread_cond_destroy(&c->in_cv);
 	sb_free(&c->in_buf);
 	free(c->text);
+	free(c->out[0]);
+	free(c->out[1]);
 	free(c);
 }
 
@@ -247,7 +250,7 @@ int fetch_cmd(struct exec_mgr *m, const struct dt_box *db, unsigned n, bool need
 	rc = cmd_path(m, n, NULL, path, sizeof(path));
 	if (rc < 0)
 		return dt_error_set(err, rc, 0, "state directory path too long");
-	rc = sp_fs_list(m->sp, db, path, &fi, &nfi, err);
+	rc = rfs_list(m->sp, db, path, &fi, &nfi, err);
 	if (rc < 0)
 		return rc;
 	exec_parse_listing(fi, nfi, &f->l);
@@ -366,6 +369,10 @@ void apply_fetch(struct exec_mgr *m, struct ebox *b, struct ecmd *c, const struc
 		if (f->l.size[s] > c->size[s]) {
 			c->size[s] = f->l.size[s];
 			changed = true;
+			/* More than the launch brought: read the sandbox's file. */
+			free(c->out[s]);
+			c->out[s] = NULL;
+			c->has_out[s] = false;
 		}
 	}
 	c->with_stdin = c->with_stdin || f->l.with_stdin;
@@ -391,6 +398,54 @@ void apply_gone(struct ebox *b, struct ecmd *c, struct pending *p)
 {
 	cmd_end(b, c, EXEC_EXITED, -1, false, p);
 	take_ready_polls(c, p, now_ms());
+}
+
+/* Lock held. Drops the inline output of all but the newest INLINE_KEEP
+ * commands of b that have some, so that memory stays bounded. */
+static void inline_trim(struct ebox *b)
+{
+	size_t i, kept = 0;
+
+	for (i = b->n_cmds; i-- > 0;) {
+		struct ecmd *c = b->cmds[i];
+
+		if (!c->has_out[0] && !c->has_out[1])
+			continue;
+		if (++kept <= INLINE_KEEP)
+			continue;
+		for (int s = 0; s < 2; s++) {
+			free(c->out[s]);
+			c->out[s] = NULL;
+			c->has_out[s] = false;
+		}
+	}
+}
+
+/* Lock held. The launch's answer says the command c has ended: its end and
+ * final sizes, and the streams it brought (taken from r). The files in the
+ * sandbox hold the same, so other mounts and a remount see the same. */
+void apply_launch_end(struct ebox *b, struct ecmd *c, struct exec_launch_result *r, struct pending *p)
+{
+	int s;
+
+	if (c->ended || !r->ended)
+		return;
+	for (s = 0; s < 2; s++) {
+		c->size[s] = r->size[s];
+		if (r->inline_ok[s]) {
+			free(c->out[s]);
+			c->out[s] = r->data[s];
+			r->data[s] = NULL;
+			c->has_out[s] = true;
+		}
+	}
+	c->known = true;
+	c->poll_seq++;
+	c->poll_err = 0;
+	c->last_poll_ms = now_ms();
+	cmd_end(b, c, r->state, r->exit_code, true, p);
+	take_ready_polls(c, p, c->last_poll_ms);
+	inline_trim(b);
 }
 
 /* Lock held. The sandbox is not running (or was not): its processes may be

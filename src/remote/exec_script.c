@@ -120,6 +120,10 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * rather than wait for a reader that will never come. */
 	sb_adds(sb, "echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		/* Wakes a launcher that waits for the end (add_end_wait). The
+		 * read-write open never blocks, and nor does the write: with
+		 * nobody left to read it, the line is dropped. */
+		"[ -p \"$d/end.pipe\" ] && echo end 1<>\"$d/end.pipe\" 2>/dev/null\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -130,6 +134,32 @@ static void add_decoder(struct strbuf *sb, const void *data, size_t len)
 	sb_adds(sb, "printf %s '");
 	base64_encode(sb, data, len);
 	sb_adds(sb, "' | base64 -d");
+}
+
+/*
+ * Writes text to the file $d/NAME. Text that JSON carries unchanged (valid
+ * UTF-8) is written by the shell's own printf, quoted: no process at all.
+ * Other text goes as base64 in a here-document (its body, added after the
+ * line by add_file_bodies), decoded by base64 -d: any byte survives.
+ */
+static void add_file(struct strbuf *sb, const char *name, const char *text)
+{
+	if (str_is_utf8(text)) {
+		sb_adds(sb, "printf %s ");
+		sh_quote(sb, text);
+		sb_addf(sb, " >\"$d/%s\"", name);
+	} else {
+		sb_addf(sb, "base64 -d >\"$d/%s\" <<'DAYTONAFS_EOF'", name);
+	}
+}
+
+/* The here-document of add_file, if it made one. The delimiter is not base64. */
+static void add_file_bodies(struct strbuf *sb, const char *text)
+{
+	if (str_is_utf8(text))
+		return;
+	base64_encode(sb, text, strlen(text));
+	sb_adds(sb, "\nDAYTONAFS_EOF\n");
 }
 
 /* A client token: 1 to 64 of [A-Za-z0-9_-], safe in a path and in a script. */
@@ -163,21 +193,102 @@ static void add_claim(struct strbuf *sb, long wait_s)
 		"\tcat \"$t/answer\" 2>/dev/null || echo 'daytonafs-error replay'\n"
 		"\texit 0\n"
 		"fi\n"
-		"say() { echo \"$1\"; echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\"; }\n",
+		/* The answer is recorded in the background: the mv is not on the
+		 * way of the answer itself, and a replay waits for it anyway. */
+		"say() { echo \"$1\"; (echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\") "
+		">/dev/null 2>&1 </dev/null & }\n",
 		wait_s * 20);
 }
 
 /*
+ * The fast path's wait for the end. With the FIFO end.pipe (made beside
+ * stdin.pipe), the launcher holds it open read-write on fd 4 (made before
+ * the wrapper starts, so no line can be missed) and reads one line: the
+ * wrapper's "end" once exit is written, or a timer's after wait_ms.
+ * Without it, polls: first in steps of 2 ms (most short commands end
+ * within tens of ms, and each step costs a sleep process), then of 10 ms;
+ * the step counts come from wait_ms. Either way the wait is bounded (a
+ * little longer than wait_ms, by the start-up of sleep).
+ */
+static void add_end_wait(struct strbuf *sb, long wait_ms)
+{
+	long fine = wait_ms / 2 < 25 ? wait_ms / 2 : 25;
+	long coarse = (wait_ms - fine * 2) / 10;
+
+	sb_addf(sb, "if [ -n \"$q\" ]; then\n"
+		"\t(sleep %ld.%03ld; echo timer >&4) >/dev/null 2>&1 </dev/null & k=$!\n"
+		"\t[ -e \"$d/exit\" ] || read x <&4\n"
+		"\tkill $k 2>/dev/null\n"
+		"\texec 4>&-\n"
+		"else\n", wait_ms / 1000, wait_ms % 1000);
+	if (fine > 0)
+		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.002; i=$((i+1)); done\n",
+			fine);
+	if (coarse > 0)
+		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.01; i=$((i+1)); done\n",
+			coarse);
+	sb_adds(sb, ":\nfi\n");
+}
+
+/*
+ * A command that has ended: its exit status, then each stream's size and,
+ * when it fits, its bytes in base64 (the answer is JSON text, where raw
+ * bytes that are not UTF-8 would be replaced). exit exists, so the streams
+ * are final; should a process the command left behind still append, the
+ * bytes no longer decode to the size sent, and the mount reads the file
+ * instead. Empty streams cost no process. An inline section is only
+ * trusted whole, up to its end line.
+ */
+static void add_inline(struct strbuf *sb, size_t inline_max)
+{
+	static const char *const streams[2] = { "stdout", "stderr" };
+
+	sb_adds(sb, "if [ -e \"$d/exit\" ]; then\n"
+		"\te=; y=\n"
+		"\tread e <\"$d/exit\"\n"
+		"\t[ -e \"$d/state\" ] && read y <\"$d/state\"\n"
+		"\techo \"daytonafs-exit $e $y\"\n"
+		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n"
+		/* One wc for both sizes, read without a command substitution
+		 * (the brace group may be a subshell: it only prints). A line
+		 * that is not the stream's leaves its size empty, which drops
+		 * the section. */
+		"\tif [ -s \"$d/stdout\" ] || [ -s \"$d/stderr\" ]; then\n"
+		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n");
+	for (int s = 0; s < 2; s++) {
+		sb_addf(sb, "\t\t\tz=; x=; read z x\n"
+			"\t\t\tcase $x in */%s) ;; *) z= ;; esac\n"
+			"\t\t\techo \"daytonafs-%s $z\"\n"
+			"\t\t\tif [ -n \"$b\" ] && [ \"$z\" -gt 0 ] && [ \"$z\" -le %zu ]; then\n"
+			"\t\t\t\tbase64 <\"$d/%s\"\n"
+			"\t\t\tfi 2>/dev/null\n", streams[s], streams[s], inline_max, streams[s]);
+	}
+	sb_adds(sb, "\t\t}\n"
+		"\telse\n"
+		"\t\techo daytonafs-stdout 0; echo daytonafs-stderr 0\n"
+		"\tfi\n"
+		"\techo daytonafs-inline-end\n"
+		"fi\n");
+}
+
+/*
  * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
- * so it keeps to what all three read alike. Everything taken from the user
- * (command, wrapper with its environment, cwd) travels in base64, so any byte
- * survives JSON (which would turn invalid UTF-8 into U+FFFD) and quoting.
+ * so it keeps to what all three read alike. What is taken from the user
+ * (command, wrapper with its environment, cwd) survives JSON (which would
+ * turn invalid UTF-8 into U+FFFD) and quoting: quoted when it is UTF-8,
+ * else in base64 (add_file; the cwd always in base64).
  * mkdir without -p claims the number: a mount that collides with another
  * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
  * of the request start nothing (add_claim); claims over 10 minutes old go.
  */
 int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec)
+{
+	return exec_build_launcher_ex(sb, state_dir, first ? first : 1, token, spec, 0, 0);
+}
+
+int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			   const struct exec_spec *spec, long wait_ms, size_t inline_max)
 {
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
@@ -190,12 +301,14 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 		goto out;
 	sb_adds(sb, "S=");
 	sh_quote(sb, state_dir);
+	/* Each process the launcher starts is time the user waits for: tests
+	 * and builtins first, and the housekeeping in the background. */
 	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
-		"mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
+		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
-	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + 2>/dev/null\n");
+	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n");
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
 		sb_adds(sb, "c=$(");
@@ -203,34 +316,62 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 		sb_adds(sb, "; echo x); c=${c%x}\n"
 			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
 	}
-	sb_addf(sb, "n=%u; i=0\n", first);
+	if (first) {
+		sb_addf(sb, "n=%u; i=0\n", first);
+	} else {
+		/* The history, and the number after its highest. ls, not a glob:
+		 * zsh fails on a glob that matches nothing; $(...) is split into
+		 * words by zsh too. Names too long for sh's arithmetic are left
+		 * to the mkdir loop below. */
+		sb_adds(sb, "n=0\n"
+			"for x in $(ls \"$S/cmd\" 2>/dev/null); do\n"
+			"\tcase $x in ''|0*|*[!0-9]*) continue ;; esac\n"
+			"\techo \"daytonafs-have $x\"\n"
+			"\t[ ${#x} -le 9 ] && [ $x -gt $n ] && n=$x\n"
+			"done\n"
+			"echo daytonafs-have-end\n"
+			"n=$((n+1)); i=0\n");
+	}
 	sb_adds(sb, "while ! mkdir \"$S/cmd/$n\" 2>/dev/null; do\n"
 		"\ti=$((i+1)); n=$((n+1))\n"
 		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
 		"d=$S/cmd/$n\n"
 		"if ");
-	add_decoder(sb, cmd, strlen(cmd));
-	sb_adds(sb, " >\"$d/command\" && ");
-	add_decoder(sb, wrapper.buf, wrapper.len);
-	sb_adds(sb, " >\"$d/run\" && : >\"$d/stdout\" && : >\"$d/stderr\"");
+	add_file(sb, "command", cmd);
+	sb_adds(sb, " && ");
+	add_file(sb, "run", wrapper.buf);
+	sb_adds(sb, " && : >\"$d/stdout\" && : >\"$d/stderr\"; then\n");
+	add_file_bodies(sb, cmd);
+	add_file_bodies(sb, wrapper.buf);
 	/* A half-made command gets an exit, so it does not look running forever. */
-	sb_adds(sb, "; then :; else\n"
+	sb_adds(sb, ":; else\n"
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
 		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
-		"fi\n"
-		/* Without a FIFO the command's stdin is /dev/null. */
-		"mkfifo \"$d/stdin.pipe\" 2>/dev/null\n"
-		"if command -v setsid >/dev/null 2>&1; then\n"
-		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
+		"fi\n");
+	/* Without a FIFO the command's stdin is /dev/null. */
+	if (wait_ms > 0)
+		/* One mkfifo for both: a process less. */
+		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" \"$d/end.pipe\" 2>/dev/null\n"
+			"q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
+	else
+		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" 2>/dev/null\n");
+	sb_adds(sb, "if command -v setsid >/dev/null 2>&1; then\n"
+		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"else\n"
-		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n"
+		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"fi\n"
-		"echo $! >\"$d/wpid\"\n"
-		/* Started means the command has its process group: kill works from now. */
-		"i=0\n"
+		"echo $! >\"$d/wpid\"\n");
+	/* The wrapper writes pgid before it waits, and exit after: an ended
+	 * command has its pgid. */
+	if (wait_ms > 0)
+		add_end_wait(sb, wait_ms);
+	/* Started means the command has its process group: kill works from now. */
+	sb_adds(sb, "i=0\n"
 		"while [ ! -e \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
 		"say \"daytonafs-started $n\"\n");
+	if (wait_ms > 0)
+		add_inline(sb, inline_max);
 	rc = sb->oom ? -ENOMEM : 0;
 out:
 	sb_free(&wrapper);
@@ -445,6 +586,184 @@ int exec_parse_launch(const char *output, unsigned *n)
 	return -EIO;
 }
 
+/* Whether line[0..len) could be a line of base64(1)'s output. */
+static bool b64_line(const char *line, size_t len)
+{
+	size_t i;
+
+	if (!len)
+		return false;
+	for (i = 0; i < len; i++) {
+		char c = line[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+		      c == '/' || c == '='))
+			return false;
+	}
+	return true;
+}
+
+/* A size as wc -c prints it (spaces around allowed): 0 and *v, else -1. */
+static int parse_size(const char *p, const char *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	bool any = false;
+
+	while (p < end && *p == ' ')
+		p++;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		if (x > (UINT64_MAX - 9) / 10)
+			return -1;
+		x = x * 10 + (uint64_t)(*p - '0');
+		any = true;
+	}
+	while (p < end && (*p == ' ' || *p == '\r'))
+		p++;
+	if (!any || p != end)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+/* Whether line[0..len) is tag, followed by the end or a space (then *rest). */
+static bool tag_line(const char *line, size_t len, const char *tag, const char **rest)
+{
+	size_t t = strlen(tag);
+
+	if (len < t || memcmp(line, tag, t))
+		return false;
+	if (len == t || (len == t + 1 && line[t] == '\r')) {
+		*rest = line + len;
+		return true;
+	}
+	if (line[t] != ' ')
+		return false;
+	*rest = line + t + 1;
+	return true;
+}
+
+void exec_launch_result_free(struct exec_launch_result *r)
+{
+	free(r->have);
+	free(r->data[0]);
+	free(r->data[1]);
+	memset(r, 0, sizeof(*r));
+}
+
+int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
+{
+	static const char *const stream_tags[2] = { "daytonafs-stdout", "daytonafs-stderr" };
+	struct strbuf b64[2] = { STRBUF_INIT, STRBUF_INIT };
+	bool seen[2] = { false, false }, noise[2] = { false, false };
+	bool in_inline = false, inline_end = false, bad = false, have_end = false;
+	size_t cap_have = 0;
+	const char *p, *rest;
+	int cur = -1, rc, s;
+	unsigned n;
+
+	memset(r, 0, sizeof(*r));
+	rc = exec_parse_launch(output, &r->n);
+	if (rc < 0)
+		return rc;
+	for (p = output; *p;) {
+		const char *eol = strchr(p, '\n');
+		size_t len = eol ? (size_t)(eol - p) : strlen(p);
+		const char *end = p + len;
+
+		if (tag_line(p, len, "daytonafs-have", &rest)) {
+			char num[16];
+			size_t l = (size_t)(end - rest);
+
+			if (l < sizeof(num)) {
+				memcpy(num, rest, l);
+				num[l] = '\0';
+				if (exec_parse_cmd_name(num, &n)) {
+					if (r->n_have == cap_have) {
+						size_t nc = cap_have ? cap_have * 2 : 64;
+						unsigned *a = realloc(r->have, nc * sizeof(*a));
+
+						if (!a)
+							goto oom;
+						r->have = a;
+						cap_have = nc;
+					}
+					r->have[r->n_have++] = n;
+				}
+			}
+		} else if (tag_line(p, len, "daytonafs-have-end", &rest)) {
+			have_end = true;
+		} else if (tag_line(p, len, "daytonafs-exit", &rest)) {
+			const char *sp = memchr(rest, ' ', (size_t)(end - rest));
+			const char *code_end = sp ? sp : end;
+
+			in_inline = true;
+			if (exec_parse_exit(rest, (size_t)(code_end - rest), &r->exit_code) < 0)
+				bad = true;
+			r->state = sp ? exec_parse_state(sp + 1, (size_t)(end - sp - 1)) : EXEC_EXITED;
+			cur = -1;
+		} else if (in_inline && tag_line(p, len, "daytonafs-inline-end", &rest)) {
+			inline_end = true;
+			cur = -1;
+		} else if (in_inline && (tag_line(p, len, stream_tags[0], &rest) ||
+					 tag_line(p, len, stream_tags[1], &rest))) {
+			cur = !memcmp(p, stream_tags[1], strlen(stream_tags[1]));
+			if (seen[cur] || parse_size(rest, end, &r->size[cur]) < 0)
+				bad = true;
+			seen[cur] = true;
+		} else if (in_inline && !inline_end && cur >= 0) {
+			if (len && p[len - 1] == '\r')
+				len--;
+			if (b64_line(p, len))
+				sb_add(&b64[cur], p, len);
+			else
+				noise[cur] = true;   /* a tool's complaint: not these bytes */
+		}
+		p = eol ? eol + 1 : end;
+	}
+	r->listed = have_end;
+	if (!r->listed) {
+		free(r->have);
+		r->have = NULL;
+		r->n_have = 0;
+	}
+	if (in_inline && inline_end && !bad && seen[0] && seen[1]) {
+		r->ended = true;
+		for (s = 0; s < 2; s++) {
+			struct strbuf dec = STRBUF_INIT;
+
+			if (r->size[s] == 0) {
+				r->inline_ok[s] = true;
+				continue;
+			}
+			if (noise[s] || !b64[s].len)
+				continue;
+			if (base64_decode(&dec, b64[s].buf, b64[s].len) == 0 && dec.len == r->size[s]) {
+				r->data[s] = sb_detach(&dec);
+				r->inline_ok[s] = r->data[s] != NULL;
+			}
+			sb_free(&dec);
+		}
+	} else {
+		r->size[0] = r->size[1] = 0;
+		r->exit_code = 0;
+		r->state = EXEC_RUNNING;
+	}
+	if (b64[0].oom || b64[1].oom)
+		goto oom;
+	sb_free(&b64[0]);
+	sb_free(&b64[1]);
+	return 0;
+oom:
+	/* The command started all the same: only the extras are lost. */
+	sb_free(&b64[0]);
+	sb_free(&b64[1]);
+	n = r->n;
+	exec_launch_result_free(r);
+	r->n = n;
+	r->state = EXEC_RUNNING;
+	return 0;
+}
+
 int exec_parse_stdin_reply(const char *output)
 {
 	if (!output)
@@ -596,4 +915,6 @@ void exec_options_defaults(struct exec_options *o)
 	o->poll_min_ms = 50;
 	o->poll_max_ms = 1000;
 	o->list_ttl_ms = 5000;
+	o->wait_ms = 200;
+	o->inline_max = 64 * 1024;
 }

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "stage.h"
 #include "strbuf.h"
+#include "rfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -167,7 +168,7 @@ static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const st
 	if (!slash || slash == dir)
 		return true;   /* in / */
 	*slash = '\0';
-	rc = sp_fs_info(r->ctx.sp, box, dir, &info, &err);
+	rc = rfs_info(r->ctx.sp, box, dir, &info, &err);
 	free(info.name);
 	return rc != -ENOENT && (rc < 0 || info.is_dir);
 }
@@ -192,7 +193,7 @@ static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struc
 	}
 	box->id = sb->id;
 	box->toolbox_url = sb->toolbox_url;
-	rc = sp_fs_info(r->ctx.sp, box, rec->path, &info, &err);
+	rc = rfs_info(r->ctx.sp, box, rec->path, &info, &err);
 	if (rc == -ENOENT) {
 		remote->kind = parent_is_dir(r, box, rec) ? JOURNAL_REMOTE_ABSENT : JOURNAL_REMOTE_NO_PARENT;
 	} else if (rc < 0) {

@@ -183,6 +183,36 @@ bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path)
 	return found;
 }
 
+/* Whether child names an entry directly in dir. */
+static bool is_child_of(const char *child, const char *dir)
+{
+	const char *slash = strrchr(child, '/');
+	size_t dlen = strlen(dir);
+
+	if (!slash)
+		return false;
+	if (slash == child)
+		return dlen == 1 && dir[0] == '/' && child[1];
+	while (dlen > 1 && dir[dlen - 1] == '/')
+		dlen--;
+	return (size_t)(slash - child) == dlen && !strncmp(child, dir, dlen) && slash[1];
+}
+
+bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next) {
+		const struct wb_op *op = e->op;
+
+		found = op->owner == owner &&
+			(path_is_within(path, op->path) || (op->kind == WB_DELETE && is_child_of(op->path, path)));
+	}
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
 bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
 {
 	bool after = false, found = false;

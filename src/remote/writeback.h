@@ -78,6 +78,15 @@ bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay);
  * directory must be set after it). path NULL: anything of owner.
  */
 bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path);
+/*
+ * Narrower, for a stat of path alone: true when something queued or being
+ * run for owner changes path's own attributes: a change of path or of a
+ * directory above it (conservatively), or a delete of an entry directly in
+ * it (its time and maybe link count). The times and modes of the files in
+ * a directory do not change the directory, so tar x's queued times do not
+ * have to be sent before its directory is looked up.
+ */
+bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path);
 
 /*
  * Takes a batch to run: up to batch_max ops of one owner, oldest first

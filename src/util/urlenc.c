@@ -6,6 +6,7 @@
  */
 #include "urlenc.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -189,6 +190,11 @@ static bool valid_utf8(const unsigned char *s)
  * by printf from octal escapes, which are ASCII: "$(printf '\377...')",
  * with any trailing newlines (which $(...) would strip) quoted after it.
  */
+bool str_is_utf8(const char *s)
+{
+	return valid_utf8((const unsigned char *)s);
+}
+
 void sh_word(struct strbuf *cmd, const char *s)
 {
 	size_t len = strlen(s), k = 0;
@@ -216,4 +222,71 @@ void sh_word(struct strbuf *cmd, const char *s)
 			sb_addc(cmd, '\n');
 		sb_addc(cmd, '\'');
 	}
+}
+
+static int b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int base64_decode(struct strbuf *out, const char *src, size_t n)
+{
+	unsigned char q[4];
+	size_t k = 0, i;
+	bool ended = false;   /* a quantum with padding was seen: nothing may follow */
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)src[i];
+		int v;
+
+		if (c == '\n' || c == '\r')
+			continue;
+		if (ended)
+			return -EINVAL;
+		if (c == '=') {
+			/* Padding: "xx==" or "xxx=" ends the text. */
+			if (k == 2 && i + 1 < n && src[i + 1] == '=') {
+				i++;
+			} else if (k != 3) {
+				return -EINVAL;
+			}
+			if (k == 2) {
+				sb_addc(out, (char)((q[0] << 2) | (q[1] >> 4)));
+				/* The unused bits must be zero, as an encoder writes them. */
+				if (q[1] & 0xf)
+					return -EINVAL;
+			} else {
+				sb_addc(out, (char)((q[0] << 2) | (q[1] >> 4)));
+				sb_addc(out, (char)(((q[1] & 0xf) << 4) | (q[2] >> 2)));
+				if (q[2] & 3)
+					return -EINVAL;
+			}
+			k = 0;
+			ended = true;
+			continue;
+		}
+		v = b64_value(c);
+		if (v < 0)
+			return -EINVAL;
+		q[k++] = (unsigned char)v;
+		if (k == 4) {
+			sb_addc(out, (char)((q[0] << 2) | (q[1] >> 4)));
+			sb_addc(out, (char)(((q[1] & 0xf) << 4) | (q[2] >> 2)));
+			sb_addc(out, (char)(((q[2] & 3) << 6) | q[3]));
+			k = 0;
+		}
+	}
+	if (k != 0)
+		return -EINVAL;
+	return out->oom ? -ENOMEM : 0;
 }

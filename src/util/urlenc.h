@@ -36,8 +36,15 @@ void sh_quote(struct strbuf *sb, const char *src);
  * sh_quote for valid UTF-8, else the bytes rebuilt by printf from octal
  * escapes. */
 void sh_word(struct strbuf *cmd, const char *s);
+/* Whether s is valid UTF-8 (what a JSON string carries unchanged). */
+bool str_is_utf8(const char *s);
 
 /* Appends the base64 encoding (RFC 4648, with padding) of data. */
 void base64_encode(struct strbuf *sb, const void *data, size_t len);
+/* Appends the bytes that the base64 text src[0..n) encodes (RFC 4648, with
+ * padding, as base64(1) prints it: line breaks are skipped). 0, or -EINVAL
+ * for anything else (a foreign byte, a bad length, padding inside): such
+ * text is refused whole, so what decodes is exactly what was encoded. */
+int base64_decode(struct strbuf *out, const char *src, size_t n);
 
 #endif

@@ -4,6 +4,11 @@
 A session-wide local Daytona server (scripts/daytona-local) and a mount of
 daytonafs on it; tests use the mount as users do, with real programs, and
 assert on content, errno and the server's request counters (/_local/stats).
+
+DAYTONAFS_TEST_PROVIDER=vercel runs the same tests against the local Vercel
+server (scripts/vercel-local) with -o provider=vercel. A test that holds for
+one provider only is marked @pytest.mark.provider("daytona", reason=...)
+and is skipped, with its reason, under the other.
 """
 import json
 import os
@@ -18,6 +23,30 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 API_KEY = "integration-test-key"
+PROVIDER = os.environ.get("DAYTONAFS_TEST_PROVIDER", "daytona")
+VERCEL_TEAM = "team_it"
+VERCEL_PROJECT = "prj_it"
+# Where a sandbox's commands start (the mount's work/), and the route of a command.
+SANDBOX_HOME = "/vercel/sandbox" if PROVIDER == "vercel" else "/home/daytona"
+EXEC_ROUTE = "/cmd" if PROVIDER == "vercel" else "/process/execute"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "provider(name, reason): the test holds for that provider only")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        m = item.get_closest_marker("provider")
+        if m and m.args and PROVIDER not in m.args:
+            why = m.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(reason=f"{'/'.join(m.args)} only: {why}"))
+
+
+@pytest.fixture(scope="session")
+def provider():
+    """The provider the tests run against: "daytona" or "vercel"."""
+    return PROVIDER
 
 
 def _binary():
@@ -35,14 +64,19 @@ class Server:
     def __init__(self, tmp, extra_args=()):
         self.data = os.path.join(tmp, "server-data")
         self.log = open(os.path.join(tmp, "server.log"), "w")
-        self.proc = subprocess.Popen(
-            [os.path.join(ROOT, "scripts", "daytona-local"), "--port", "0", "--data", self.data,
-             "--api-key", API_KEY, "--transition-ms", "20", "--quiet", *extra_args],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.provider = PROVIDER
+        if PROVIDER == "vercel":
+            argv = [os.path.join(ROOT, "scripts", "vercel-local"), "--port", "0", "--data", self.data,
+                    "--token", API_KEY, "--team", VERCEL_TEAM, "--project", VERCEL_PROJECT,
+                    "--transition-ms", "20", "--quiet", *extra_args]
+        else:
+            argv = [os.path.join(ROOT, "scripts", "daytona-local"), "--port", "0", "--data", self.data,
+                    "--api-key", API_KEY, "--transition-ms", "20", "--quiet", *extra_args]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("http"):
             self.proc.kill()
-            raise RuntimeError(f"daytona-local did not start (first line {line!r})")
+            raise RuntimeError(f"{os.path.basename(argv[0])} did not start (first line {line!r})")
         self.api_url = line
         self.base = line[: -len("/api")]
 
@@ -103,9 +137,19 @@ class Mount:
         os.makedirs(self.path, exist_ok=True)
         self.cache = os.path.join(tmp, name + "-cache")
         env = dict(os.environ)
-        env.update({"DAYTONA_API_KEY": API_KEY, "DAYTONA_API_URL": server.api_url})
         env.pop("DAYTONA_TARGET", None)
-        opts = ["cache_dir=" + self.cache, "poll_max=200"] + list(extra_opts)
+        opts = ["cache_dir=" + self.cache, "poll_max=200"]
+        if getattr(server, "provider", "daytona") == "vercel":
+            for k in ("DAYTONA_API_KEY", "DAYTONA_API_URL", "VERCEL_OIDC_TOKEN"):
+                env.pop(k, None)
+            env.update({"VERCEL_TOKEN": API_KEY, "VERCEL_TEAM_ID": VERCEL_TEAM,
+                        "VERCEL_PROJECT_ID": VERCEL_PROJECT})
+            opts += ["provider=vercel", "api_url=" + server.api_url]
+        else:
+            env.update({"DAYTONA_API_KEY": API_KEY, "DAYTONA_API_URL": server.api_url})
+        if os.environ.get("DAYTONAFS_TEST_LOGLEVEL"):
+            opts.append("loglevel=" + os.environ["DAYTONAFS_TEST_LOGLEVEL"])
+        opts += list(extra_opts)
         self.log = open(os.path.join(tmp, name + ".log"), "w")
         self.proc = subprocess.Popen([_binary(), "-f", "-o", ",".join(opts), self.path],
                                      env=env, stdout=self.log, stderr=self.log)

@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Mount, create_sandbox, ctl, read, write
+from conftest import PROVIDER, Mount, create_sandbox, ctl, read, write
 
 # The session mount polls with -o poll_max=200 (conftest); the default is 1000.
 POLL_MAX_S = 0.2
@@ -29,6 +29,9 @@ POLL_MAX_S = 0.2
 # sees it, the ranged download that fetches it, and a loaded CI machine (the
 # integration tests run the sanitizer build).
 SLACK_S = 0.6
+# exec returns up to exec_wait_ms (200 ms by default) after the command
+# started, having waited for a quick end: a command's clock starts earlier.
+EXEC_WAIT_S = 0.2
 
 
 def start(mount, sb, command):
@@ -47,12 +50,15 @@ def wait_exit(cmd_dir):
 
 
 def sandbox_id(mount, sb):
-    return json.loads(read(mount.p(sb, "info")))["id"]
+    """The id its file and command calls name: Daytona's sandbox id, Vercel's session id."""
+    info = json.loads(read(mount.p(sb, "info")))
+    return info["sandbox"]["currentSessionId"] if PROVIDER == "vercel" else info["id"]
 
 
 def toolbox_requests(server, sid):
-    """The toolbox requests for one sandbox since the last stats reset."""
-    return [e for e in server.local("GET", "/_local/log") if f"/toolbox/{sid}/" in e["path"]]
+    """The toolbox (Vercel: session) requests for one sandbox since the last stats reset."""
+    part = f"/sessions/{sid}/" if PROVIDER == "vercel" else f"/toolbox/{sid}/"
+    return [e for e in server.local("GET", "/_local/log") if part in e["path"]]
 
 
 def free_port():
@@ -184,7 +190,7 @@ def test_poll_readiness_and_reopen(mount, sandbox):
         r, _, _ = select.select([fd], [], [], 10)
         waited = time.time() - t0
         assert r == [fd]
-        assert 1.3 < waited < 1.5 + POLL_MAX_S + SLACK_S, waited
+        assert 1.3 - EXEC_WAIT_S < waited < 1.5 + POLL_MAX_S + SLACK_S, waited
         assert os.read(fd, 100) == b"ready\n"
         # Nothing new yet: not readable; then "more" and the end.
         r, _, _ = select.select([fd], [], [], 0.1)
@@ -375,6 +381,8 @@ def test_cwd_env_timeout(mount, sandbox):
 
 # ---- scale --------------------------------------------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="its time bound (15 s) does not hold under Vercel's quota of 1,000 "
+                     "requests a minute, which the mount keeps to (40 commands polled at once)")
 def test_twenty_at_once_in_two_sandboxes(mount, sandbox):
     other = create_sandbox(mount, "two")
     try:
@@ -550,6 +558,8 @@ def test_history_survives_remount(mount, sandbox, server, tmp_root):
         m2.unmount()
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's lastActivityAt; Vercel has no activity, only a "
+                     "session timeout")
 def test_exec_counts_as_activity(mount, sandbox, server):
     def last_activity():
         return server.api("GET", "/sandbox/" + sandbox)["lastActivityAt"]
@@ -567,6 +577,8 @@ def test_exec_counts_as_activity(mount, sandbox, server):
     assert last_activity() > before
 
 
+@pytest.mark.provider("daytona", reason="vercel-local ends a stopping session's processes so that the "
+                     "command's own wrapper records exit 137 itself: 'exited', not 'killed'")
 def test_commands_of_a_restarted_sandbox_end(mount):
     sb = create_sandbox(mount, "restart")
     try:

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import API_KEY, Mount, _binary, ctl, create_sandbox, read
+from conftest import API_KEY, PROVIDER, Mount, _binary, ctl, create_sandbox, read
 from fake_daytona import FakeDaytona
 
 SB1 = "11111111-2222-3333-4444-555555555555"
@@ -58,6 +58,7 @@ def info_id(path):
 
 # ---- B6: names that cannot be shown as they are ---------------------------------
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_names_never_shadow(mount, server):
     victim = create_sandbox(mount, "victim")
     victim_id = info_id(mount.p(victim))
@@ -101,6 +102,7 @@ def test_create_refuses_names_that_cannot_be_shown(mount, server, name):
     assert server.count("/sandbox", method="POST") == 0
 
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_shared_name_is_shown_by_id(fake, fake_mount):
     fake.add(SB1, "twin")
     fake.add(SB2, "twin")
@@ -112,6 +114,7 @@ def test_shared_name_is_shown_by_id(fake, fake_mount):
     assert info_id(m.p(SB2)) == SB2
 
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_item_with_overlong_id_is_refused(fake, fake_mount):
     long_id = "9" * 100      # would be cut to 63 bytes and then used in URLs
     fake.add(long_id, "longid")
@@ -124,6 +127,7 @@ def test_item_with_overlong_id_is_refused(fake, fake_mount):
 
 # ---- B7: a hostile list -----------------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_repeating_cursor_stops_the_listing(fake, fake_mount):
     fake.add(SB1, "one")
     m = fake_mount()
@@ -136,6 +140,7 @@ def test_repeating_cursor_stops_the_listing(fake, fake_mount):
     assert "cursor" in read(m.p("error"))
 
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_big_list(fake, fake_mount):
     """27,165 sandboxes in one 10 MiB page (the report's big10): all listed. The
     CPU time the refresh costs is printed for the report (pytest -s)."""
@@ -159,7 +164,10 @@ def test_big_list(fake, fake_mount):
 def test_key_not_in_proc_environ(mount):
     env = open(f"/proc/{mount.proc.pid}/environ", "rb").read()
     assert API_KEY.encode() not in env
-    assert b"DAYTONA_API_URL=" in env     # the rest of the environment is untouched
+    if PROVIDER == "vercel":
+        assert b"VERCEL_TEAM_ID=" in env  # the rest of the environment is untouched
+    else:
+        assert b"DAYTONA_API_URL=" in env     # the rest of the environment is untouched
 
 
 # ---- B9: the start-up check reads the answer ----------------------------------------
@@ -186,6 +194,7 @@ def test_startup_refuses_what_is_not_a_sandbox_list(fake, tmp_path, mode):
 
 # ---- D4: daemons older than v0.156.0 --------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_old_daemon_gets_no_commands(fake, fake_mount):
     fake.add(SB1, "old", daemonVersion="v0.150.0")
     fake.add(SB2, "new", daemonVersion="v0.190.0")
@@ -203,6 +212,7 @@ def test_old_daemon_gets_no_commands(fake, fake_mount):
 
 # ---- D8: an eventually consistent list -------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_list_order_and_missing_entry(fake, fake_mount):
     fake.add(SB1, "keep")
     fake.add(SB2, "lagging")
@@ -219,6 +229,7 @@ def test_list_order_and_missing_entry(fake, fake_mount):
 
 # ---- D10: no toolboxProxyUrl ----------------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_empty_toolbox_url_is_asked_for_once(fake, fake_mount):
     fake.add(SB1, "nourl", toolboxProxyUrl="")
     m = fake_mount()
@@ -231,6 +242,7 @@ def test_empty_toolbox_url_is_asked_for_once(fake, fake_mount):
 
 # ---- D11: paused sandboxes --------------------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_paused_sandbox(fake, fake_mount):
     fake.add(SB1, "napping", state="paused")
     m = fake_mount()
@@ -241,6 +253,7 @@ def test_paused_sandbox(fake, fake_mount):
     assert "is paused: start it with" in read(m.p("napping", "error"))
 
 
+@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
 def test_autostart_resumes_a_paused_sandbox(fake, fake_mount):
     fake.add(SB1, "napping", state="paused")
     m = fake_mount("autostart")

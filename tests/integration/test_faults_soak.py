@@ -259,6 +259,7 @@ def failure_message(figures, runner):
     return "\n".join(lines)
 
 
+@pytest.mark.provider("daytona", reason="its faults are on Daytona's routes")
 def test_faults_soak_nothing_lost_nothing_wrong(server, tmp_root):
     # The mounts live in the session's own directory, not in pytest's
     # tmp_path: other pytest sessions of the same user delete old tmp_path

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import API_KEY, create_sandbox, ctl, read, write
+from conftest import API_KEY, PROVIDER, VERCEL_PROJECT, VERCEL_TEAM, create_sandbox, ctl, read, write
 
 
 @pytest.fixture
@@ -34,11 +34,29 @@ def faults(server):
 
 
 def sandbox_id(mount, sb):
-    return json.loads(read(mount.p(sb, "info")))["id"]
+    """Daytona's sandbox id; Vercel's current session id."""
+    info = json.loads(read(mount.p(sb, "info")))
+    return info["sandbox"]["currentSessionId"] if PROVIDER == "vercel" else info["id"]
+
+
+def vercel_call(server, sid, endpoint, body):
+    q = urllib.parse.urlencode({"teamId": VERCEL_TEAM, "projectId": VERCEL_PROJECT})
+    return urllib.request.Request(f"{server.api_url}/v2/sandboxes/sessions/{sid}/{endpoint}?{q}",
+                                  data=json.dumps(body).encode(), method="POST",
+                                  headers={"Content-Type": "application/json",
+                                           "Authorization": "Bearer " + API_KEY})
 
 
 def in_sandbox(server, sid, path):
-    """The file's content read through the toolbox API (not the mount), or None."""
+    """The file's content read through the provider's file API (not the mount), or None."""
+    if PROVIDER == "vercel":
+        try:
+            with urllib.request.urlopen(vercel_call(server, sid, "fs/read", {"path": path}), timeout=30) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise
     url = f"{server.base}/toolbox/{sid}/files/download?path={urllib.parse.quote(path, safe='/')}"
     req = urllib.request.Request(url, headers={"Authorization": "Bearer " + API_KEY})
     try:
@@ -51,6 +69,18 @@ def in_sandbox(server, sid, path):
 
 
 def sandbox_names(server, sid, path):
+    if PROVIDER == "vercel":
+        # no listing call: a command, its names NUL-separated in base64 (the output is UTF-8 text)
+        body = {"command": "sh", "args": ["-c", "find \"$1\" -mindepth 1 -maxdepth 1 -printf '%f\\0' | base64 -w0",
+                                          "sh", path], "wait": True, "logs": True}
+        out = b""
+        with urllib.request.urlopen(vercel_call(server, sid, "cmd", body), timeout=60) as r:
+            for line in r.read().splitlines():
+                o = json.loads(line)
+                if o.get("stream") == "stdout":
+                    out += o["data"].encode()
+        import base64
+        return sorted(n.decode() for n in base64.b64decode(out).split(b"\0") if n)
     url = f"{server.base}/toolbox/{sid}/files?path={urllib.parse.quote(path, safe='/')}"
     req = urllib.request.Request(url, headers={"Authorization": "Bearer " + API_KEY})
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -81,6 +111,7 @@ def unsaved(mount, fragment):
 
 # ---- B1: an older upload never lands after a newer one -----------------------------------------
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_last_chance_upload_never_lands_after_a_newer_write(mount, sandbox, tdir, server, faults):
     local, spath = tdir
     sid = sandbox_id(mount, sandbox)
@@ -102,6 +133,7 @@ def test_last_chance_upload_never_lands_after_a_newer_write(mount, sandbox, tdir
     assert len(ups) == 2 and ups[0]["bytes_in"] > ups[1]["bytes_in"], ups
 
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_failed_last_chance_goes_to_unsaved_and_the_newer_write_wins(mount, sandbox, tdir, server, faults):
     local, spath = tdir
     sid = sandbox_id(mount, sandbox)
@@ -134,6 +166,7 @@ def make_remote_file(mount, sandbox, spath, size):
 
 
 @pytest.mark.parametrize("resume_fault", [500, "drop"])
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_reset_stream_whose_resume_fails_is_never_a_short_read(mount, sandbox, tdir, server, faults,
                                                                resume_fault):
     local, spath = tdir
@@ -182,6 +215,7 @@ def test_trailing_white_space_names_are_their_own_files(mount, sandbox, tdir, se
     assert not any(".daytonafs-upload" in n for n in names)   # no temporary left
 
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_trailing_space_rewrite_keeps_mode_and_reads_back(mount, sandbox, tdir, server):
     local, spath = tdir
     sid = sandbox_id(mount, sandbox)
@@ -198,6 +232,7 @@ def test_trailing_space_rewrite_keeps_mode_and_reads_back(mount, sandbox, tdir, 
     assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\necho three\n"
 
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_a_failed_copy_into_a_white_space_name_leaves_no_temporary_file(mount, sandbox, tdir, server, faults):
     """The copy command's request fails: the temporary upload is deleted, not
     left in the user's directory (a full copy each try)."""
@@ -221,6 +256,7 @@ def test_a_failed_copy_into_a_white_space_name_leaves_no_temporary_file(mount, s
     assert not [n for n in sandbox_names(server, sid, spath) if n.startswith(".daytonafs-upload")]
 
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_a_white_space_name_is_refused_when_the_sandbox_runs_no_commands(mount, server, faults):
     """Without commands the copy into place cannot run: the close gets an
     errno, and no upload is sent (the file API would trim the name)."""
@@ -242,6 +278,7 @@ def test_a_white_space_name_is_refused_when_the_sandbox_runs_no_commands(mount, 
         ctl(mount.p(sb, "ctl"), "delete")
 
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_upload_answer_naming_another_path_is_an_error(mount, sandbox, tdir, server, faults):
     local, spath = tdir
     # The daemon answers with the path it wrote: another one is a failure.
@@ -260,6 +297,7 @@ def test_backslash_name_is_written(mount, sandbox, tdir, server):
         assert in_sandbox(server, sid, spath + "/" + name) == (name + "\n").encode()
 
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_upload_answer_without_the_file_is_an_error(mount, sandbox, tdir, server, faults):
     local, spath = tdir
     sid = sandbox_id(mount, sandbox)
@@ -274,6 +312,7 @@ def test_upload_answer_without_the_file_is_an_error(mount, sandbox, tdir, server
 
 # ---- a rename whose upload of the open source fails keeps the data staged ------------------------
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_rename_whose_flush_fails_keeps_the_data_for_close(mount, sandbox, tdir, server, faults):
     """rename(2) of a file with staged writes uploads it first. When that
     upload fails, the rename fails, and the data must stay staged: the
@@ -300,6 +339,7 @@ def test_rename_whose_flush_fails_keeps_the_data_for_close(mount, sandbox, tdir,
 
 # ---- a change by command whose answer was lost is not hidden by the cache -----------------------
 
+@pytest.mark.provider("daytona", reason="reads the sandbox through Daytona's file API, or injects faults on its routes")
 def test_mkdir_whose_answer_was_lost_is_seen(mount, sandbox, tdir, server, faults):
     """mkdir runs a command; when its answer is cut, the directory may exist
     all the same. The next mkdir says EEXIST, and the directory must then be

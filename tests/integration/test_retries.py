@@ -98,6 +98,7 @@ def injected(server):
 
 @pytest.mark.parametrize("status,body", [(404, RUNNER_NO_CONTAINER), (401, PROXY_THROTTLED)],
                          ids=["runner-has-no-container", "proxy-throttled"])
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_toolbox_refusal_by_the_proxy_is_retried_until_it_passes(server, sandbox, fresh, no_faults,
                                                                     status, body):
     m, toolbox = fresh
@@ -113,6 +114,7 @@ def test_a_toolbox_refusal_by_the_proxy_is_retried_until_it_passes(server, sandb
 @pytest.mark.parametrize("status,body,err", [(404, RUNNER_NO_CONTAINER, errno.EHOSTDOWN),
                                              (401, PROXY_THROTTLED, errno.EAGAIN)],
                          ids=["runner-has-no-container", "proxy-throttled"])
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_toolbox_refusal_that_persists_is_reported_as_such_and_not_cached(server, sandbox, fresh, no_faults,
                                                                            status, body, err):
     m, toolbox = fresh
@@ -153,6 +155,7 @@ TRANSIENT = {"500": {"action": "status", "status": 500},
 
 
 @pytest.mark.parametrize("kind", list(TRANSIENT))
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_deferred_delete_survives_a_transient_fault(mount, sandbox, server, no_faults, d, kind):
     toolbox = Toolbox(server, sandbox)
     p = mount.p(sandbox, "work", d, "gone")
@@ -168,6 +171,7 @@ def test_a_deferred_delete_survives_a_transient_fault(mount, sandbox, server, no
     assert "gone" not in read(mount.p(sandbox, "error"))
 
 
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_resent_batch_with_a_mode_and_a_delete_of_one_file_reports_nothing(mount, sandbox, server, no_faults,
                                                                              d):
     toolbox = Toolbox(server, sandbox)
@@ -186,6 +190,7 @@ def test_a_resent_batch_with_a_mode_and_a_delete_of_one_file_reports_nothing(mou
 
 # ---- requests the proxy re-sends (D7) ---------------------------------------------------------
 
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_move_answered_404_that_was_done_counts_as_done(mount, sandbox, server, no_faults, d):
     """The proxy re-sends a move once after a stale connection; the second finds no source and
     answers 404. Here the move is done through the API, then the mount's own move gets the 404."""
@@ -224,6 +229,7 @@ def ready_volume(server, name):
     return vol
 
 
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, server):
     """The toolbox's move copies and deletes where rename(2) fails (EXDEV between a volume and
     the rest): on a volume's mount path the mount renames by command (mv -f -T)."""
@@ -256,6 +262,7 @@ def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, serve
         ctl(mount.p(name, "ctl"), "delete")
 
 
+@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_deferred_delete_that_keeps_failing_is_reported_after_wait_timeout(server, sandbox, fresh, no_faults):
     m, toolbox = fresh
     name = "b4-" + uuid.uuid4().hex[:8]

@@ -14,6 +14,7 @@ SANDBOX_ENTRIES = {"ctl", "status", "info", "error", "stdout", "stderr", "exit",
                    "usage", "env", "ports", "build-log"}
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_create_by_ctl_and_entries(mount, server):
     name = create_sandbox(mount)
     assert name in os.listdir(mount.path)
@@ -29,6 +30,7 @@ def test_create_by_ctl_and_entries(mount, server):
     assert os.readlink(mount.p(name, "work")) == "fs/home/daytona"
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_create_by_mkdir(mount, server):
     name = f"mk-{uuid.uuid4().hex[:8]}"
     os.mkdir(mount.p(name))
@@ -38,6 +40,7 @@ def test_create_by_mkdir(mount, server):
         os.mkdir(mount.p(name))
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_create_with_options(mount, server):
     name = f"opt-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {name} env.GREETING=hi label.team=core autostop=30 public")
@@ -48,6 +51,7 @@ def test_create_with_options(mount, server):
     assert sb["public"] is True
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_root_lists_every_page(mount, server):
     # More sandboxes than one page holds (the mount asks 200 a page).
     names = set()
@@ -103,6 +107,7 @@ def test_control_files_refuse_what_they_are_not(mount, sandbox):
         os.stat(mount.p(sandbox, "nope"))
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_stop_start_and_file_access_while_stopped(mount, server):
     name = create_sandbox(mount, "life")
     sbctl = mount.p(name, "ctl")
@@ -133,6 +138,7 @@ def test_stop_start_and_file_access_while_stopped(mount, server):
     assert read(mount.p(name, "status")) == "started\n"
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_state_conflict_is_ebusy(mount, server):
     name = create_sandbox(mount, "conf")
     # archive needs a stopped sandbox: the API refuses, the write fails.
@@ -142,6 +148,7 @@ def test_state_conflict_is_ebusy(mount, server):
     assert "archive" in read(mount.p(name, "error"))
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_labels_intervals_resize(mount, server):
     name = create_sandbox(mount, "lab")
     sbctl = mount.p(name, "ctl")
@@ -160,6 +167,7 @@ def test_labels_intervals_resize(mount, server):
     assert (sb["cpu"], sb["memory"], sb["disk"]) == (2, 2, 5)
 
 
+@pytest.mark.provider("daytona", reason="reads Daytona's sandbox objects and options through its API; Vercel's are in test_vercel.py")
 def test_snapshot_and_snapshots_dir(mount, server):
     name = create_sandbox(mount, "snap")
     with open(mount.p(name, "work", "seed.txt"), "w") as f:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Start-up: help, version, and the one-line failures that stop a mount before it happens."""
+import pytest
 import os
 import socket
 import subprocess
@@ -72,6 +73,7 @@ def test_unreachable_api(tmp_path):
     assert "cannot reach" in r.stderr and "DAYTONA_API_URL" in r.stderr
 
 
+@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_wrong_key(server, tmp_path):
     mnt = tmp_path / "m"
     mnt.mkdir()
@@ -82,6 +84,7 @@ def test_wrong_key(server, tmp_path):
     assert "wrong-key" not in r.stderr
 
 
+@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_key_file(server, tmp_path):
     key = tmp_path / "key"
     key.write_text(API_KEY + "\n")
@@ -102,6 +105,7 @@ def test_key_file(server, tmp_path):
     assert p.returncode == 0, p.stderr.read()
 
 
+@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_config_file(server, tmp_path):
     cfg = tmp_path / "cfg" / "daytonafs"
     cfg.mkdir(parents=True)
@@ -118,6 +122,7 @@ def test_config_file(server, tmp_path):
         stop_mount(p, mnt)
 
 
+@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_fstab_style_invocation(server, tmp_path):
     """mount.fuse3 runs "daytonafs SOURCE MOUNTPOINT -o ...": the source is ignored."""
     key = tmp_path / "key"

@@ -13,11 +13,20 @@ import uuid
 
 import pytest
 
-from conftest import ctl, read, sh, write
+from conftest import PROVIDER, ctl, read, sh, write
 
 ENV = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@e", GIT_COMMITTER_NAME="t",
            GIT_COMMITTER_EMAIL="t@e", GIT_CONFIG_NOSYSTEM="1", HOME=os.environ.get("HOME", "/root"),
            LC_ALL="C", TZ="UTC")
+# Vercel's commands run as a user who is not root, so files in the sandbox
+# cannot be given to root (chown is EPERM there, as on any system to a user):
+# the tools that keep owners are told not to, and git to trust the owner.
+KEEP_NO_OWNER = PROVIDER == "vercel"
+if KEEP_NO_OWNER:
+    ENV.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+CP_A = ["cp", "-a", "--no-preserve=ownership"] if KEEP_NO_OWNER else ["cp", "-a"]
+RSYNC_A = ["rsync", "-a", "--no-owner", "--no-group"] if KEEP_NO_OWNER else ["rsync", "-a"]
+TAR_XP = ["tar", "--no-same-owner", "-xpf"] if KEEP_NO_OWNER else ["tar", "xpf"]
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +295,7 @@ def test_cp_a_in_and_out(pair, tmp_path, server):
     make_tree(src)
     n_files = sum(len(f) for _, _, f in os.walk(src))
     server.reset()
-    sh(["cp", "-a", src, os.path.join(remote, "tree")])
+    sh(CP_A + [src, os.path.join(remote, "tree")])
     cost = count(server)
     assert snapshot(os.path.join(remote, "tree"), times=True, dir_times=True) == \
         snapshot(src, times=True, dir_times=True)
@@ -307,14 +316,16 @@ def test_cp_a_of_a_100_file_tree_request_cost(work, tmp_path, server):
             os.utime(p, ns=(1_500_000_000_000_000_000 + i, 1_500_000_000_000_000_000 + i))
     dest = os.path.join(work, "hundred-" + uuid.uuid4().hex[:6])
     server.reset()
-    sh(["cp", "-a", str(src), dest])
+    sh(CP_A + [str(src), dest])
     stats = server.stats()
     print(f"cp -a of 100 files in 5 directories: {stats['requests']} requests: {stats['routes']}")
     assert snapshot(dest, times=True) == snapshot(str(src), times=True)
-    uploads = sum(n for k, n in stats["routes"].items() if "upload" in k)
+    uploads = sum(n for k, n in stats["routes"].items() if "upload" in k or k.endswith("/fs/write"))
     assert uploads == 100
-    # per file: the upload, and one command that sets the time (and prints the attributes)
-    assert stats["requests"] <= 100 * 2 + 6 * 5 + 5
+    # per file: the upload, and one command that sets the time (and prints the attributes);
+    # on Vercel also the command that copies the upload into place (doc/SEMANTICS.md, Vercel)
+    per_file = 3 if PROVIDER == "vercel" else 2
+    assert stats["requests"] <= 100 * per_file + 6 * 5 + 5
 
 
 def test_rsync_a_in_and_out(pair, tmp_path):
@@ -325,22 +336,24 @@ def test_rsync_a_in_and_out(pair, tmp_path):
     local, remote = pair
     src = os.path.join(local, "tree")
     make_tree(src)
-    sh(["rsync", "-a", src + "/", os.path.join(remote, "tree") + "/"])
+    sh(RSYNC_A + [src + "/", os.path.join(remote, "tree") + "/"])
     assert snapshot(os.path.join(remote, "tree"), times=True) == snapshot(src, times=True)
     # A second run finds nothing to do (sizes and times agree).
-    out = sh(["rsync", "-a", "-i", src + "/", os.path.join(remote, "tree") + "/"]).stdout
+    out = sh(RSYNC_A + ["-i", src + "/", os.path.join(remote, "tree") + "/"]).stdout
     assert out.strip() == "", out
     # Changes are carried over.
     with open(os.path.join(src, "src", "main.c"), "ab") as f:
         f.write(b"/* more */\n")
     os.unlink(os.path.join(src, "docs", "empty"))
-    sh(["rsync", "-a", "--delete", src + "/", os.path.join(remote, "tree") + "/"])
+    sh(RSYNC_A + ["--delete", src + "/", os.path.join(remote, "tree") + "/"])
     assert snapshot(os.path.join(remote, "tree"), times=True) == snapshot(src, times=True)
     back = str(tmp_path / "back")
     sh(["rsync", "-a", os.path.join(remote, "tree") + "/", back + "/"])
     assert snapshot(back, times=True) == snapshot(src, times=True)
 
 
+@pytest.mark.provider("daytona", reason="compares owners (tar d, tar tv), which Vercel's user, not root, "
+                     "cannot give away; tar x on Vercel is in test_files")
 def test_tar_x_and_c_round_trip(pair, tmp_path):
     local, remote = pair
     src = os.path.join(local, "tree")
@@ -348,7 +361,7 @@ def test_tar_x_and_c_round_trip(pair, tmp_path):
     archive = str(tmp_path / "tree.tar")
     # POSIX (pax) format: times with nanoseconds
     sh(["tar", "--format=posix", "-cf", archive, "-C", src, "."])
-    sh(["tar", "xpf", archive, "-C", remote])
+    sh(TAR_XP + [archive, "-C", remote])
     assert snapshot(remote, times=True) == snapshot(src, times=True)
     # tar's own check: content, mode, mtime, link targets
     assert sh(["tar", "dpf", archive, "-C", remote], check=False).returncode == 0
@@ -477,10 +490,15 @@ def test_rename_over_an_open_file_is_atomic_in_the_sandbox(pair, mount, sandbox,
         import json
         import urllib.request
         from conftest import API_KEY
-        sid = server.api("GET", f"/sandbox/{sandbox}")["id"]
-        req = urllib.request.Request(f"{server.base}/toolbox/{sid}/files?path=/home/daytona/{rel}",
-                                     headers={"Authorization": "Bearer " + API_KEY})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            names = [f["name"] for f in json.loads(r.read())]
+        if PROVIDER == "vercel":
+            # no file API: ask the sandbox
+            ctl(mount.p(sandbox, "ctl"), f"exec ls -A {rel}")
+            names = read(mount.p(sandbox, "stdout")).split()
+        else:
+            sid = server.api("GET", f"/sandbox/{sandbox}")["id"]
+            req = urllib.request.Request(f"{server.base}/toolbox/{sid}/files?path=/home/daytona/{rel}",
+                                         headers={"Authorization": "Bearer " + API_KEY})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                names = [f["name"] for f in json.loads(r.read())]
         assert "gone.txt" not in names
         assert reader.read() == "x"

@@ -6,6 +6,10 @@ import importlib.machinery
 import importlib.util
 import os
 import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
 import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -127,8 +131,11 @@ def test_only_and_provider_options():
 def test_every_provider_offers_what_the_bench_uses():
     for name, cls in bench.PROVIDERS.items():
         assert cls.name == name
+        assert cls.home.startswith("/")
+        assert cls.read_routes and all(" /" in r for r in cls.read_routes)
         for method in ("start", "stop", "reset", "stats", "round_trips", "ensure_sandbox", "sandbox_tree",
-                       "mount_env", "mount_opts", "download_url", "list_url", "upload_args", "execute_entry"):
+                       "own", "unsupported", "mount_env", "mount_opts", "download_entry", "ranged_entries",
+                       "list_entry", "upload_args", "execute_entry"):
             assert callable(getattr(cls, method, None)), (name, method)
 
 
@@ -149,7 +156,11 @@ def test_daytona_limit_requests():
     s.sandbox_id = sid
     s.base = "http://x"
     assert s.download_url("bench/a b.bin") == "http://x/toolbox/%s/files/download?path=/home/daytona/bench/a b.bin" % sid
-    assert s.list_url("bench") == "http://x/toolbox/%s/files?path=/home/daytona/bench" % sid
+    assert s.download_entry("bench/a b.bin") == ['url = "%s"' % s.download_url("bench/a b.bin")]
+    assert s.ranged_entries("f", [(0, 4096), (8192, 10)]) == [
+        ['url = "%s"' % s.download_url("f"), 'range = "0-4095"'],
+        ['url = "%s"' % s.download_url("f"), 'range = "8192-8201"']]
+    assert s.list_entry("bench") == ['url = "http://x/toolbox/%s/files?path=/home/daytona/bench"' % sid]
     args = s.upload_args("bench/w.bin", "/tmp/src")
     assert args[-1] == "http://x/toolbox/%s/files/bulk-upload" % sid
     assert "files[0].path=/home/daytona/bench/w.bin" in args
@@ -165,3 +176,143 @@ def test_read_ahead_kb_of_a_path_that_is_no_mount_or_has_no_bdi():
     assert bench.read_ahead_kb("/nonexistent/path") is None
     kb = bench.read_ahead_kb("/")
     assert kb is None or kb >= 0
+
+
+def vercel_entry(entry):
+    """(url, method, content type, JSON body) of a Vercel curl entry."""
+    d = dict((line.partition(" = ")[0], curl_config_value(line)) for line in entry)
+    return d["url"], d.get("request"), d.get("header"), json.loads(d["data"]) if "data" in d else None
+
+
+def test_vercel_limit_requests():
+    """The curl limit's requests of the Vercel provider: Vercel's API per
+    ../shared/vercel-api/CONTRACT.md (fs/read with a path, no ranges, no
+    listing: a command; POST cmd with wait and logs)."""
+    s = bench.VercelServer("/nonexistent")
+    s.api_url, s.session_id = "http://x/api", "sbx_1"
+    at = "http://x/api/v2/sandboxes/sessions/sbx_1/%s?teamId=" + s.team
+    read = s.download_entry('bench/a "b".bin')
+    assert vercel_entry(read) == (at % "fs/read", "POST", "Content-Type: application/json",
+                                  {"path": '/vercel/sandbox/bench/a "b".bin'})
+    # No Range in fs/read: one whole-file read serves any number of ranges.
+    assert s.ranged_entries('bench/a "b".bin', [(0, 4096), (8192, 4096)]) == [read]
+    url, method, _, body = vercel_entry(s.list_entry("bench"))
+    assert (url, method) == (at % "cmd", "POST")
+    assert body["command"] == "ls" and body["args"] == ["-la", "/vercel/sandbox/bench"]
+    assert body["wait"] is True and body["logs"] is True
+    _, _, _, body = vercel_entry(s.execute_entry("echo out; echo err >&2"))
+    assert (body["command"], body["args"], body["wait"], body["logs"]) == \
+        ("sh", ["-c", "echo out; echo err >&2"], True, True)
+    assert vercel_entry(s.execute_entry("true"))[3]["command"] == "true"
+    opts = s.mount_opts()
+    # No client-side quota: the times are the mount's, the quota follows from req/act.
+    assert opts == ["provider=vercel", "api_url=http://x/api", "rate_limit=0"]
+    env = s.mount_env()
+    assert env["VERCEL_TOKEN"] == bench.API_KEY and env["VERCEL_TEAM_ID"] == s.team
+    assert env["VERCEL_PROJECT_ID"] == s.project
+    # Daytona's credentials and an OIDC token of the caller's environment are dropped.
+    assert env["DAYTONA_API_KEY"] is None and env["VERCEL_OIDC_TOKEN"] is None
+
+
+def test_vercel_upload_is_one_stored_tar_gz_of_the_file():
+    work = tempfile.mkdtemp(prefix="bench-vercel-")
+    try:
+        s = bench.VercelServer(work)
+        s.api_url, s.session_id = "http://x/api", "sbx_1"
+        src = os.path.join(work, "src.bin")
+        data = os.urandom(100000)
+        with open(src, "wb") as f:
+            f.write(data)
+        args = s.upload_args("bench/w.bin", src)
+        assert args[-1] == "http://x/api/v2/sandboxes/sessions/sbx_1/fs/write?teamId=" + s.team
+        assert "Content-Type: application/gzip" in args and "x-cwd: /vercel/sandbox" in args
+        tgz = args[args.index("--data-binary") + 1][1:]
+        with tarfile.open(tgz, "r:gz") as t:
+            names = t.getnames()
+            assert names == ["bench/w.bin"]
+            assert t.extractfile("bench/w.bin").read() == data
+        # Stored, not compressed (as daytonafs sends it): the archive is no smaller than the file.
+        assert os.path.getsize(tgz) >= len(data)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_vercel_workloads_it_cannot_run_say_why():
+    s = bench.VercelServer("/nonexistent")
+    why = s.unsupported("seqwrite", dict(bench.PROFILES[0]))
+    assert why and "1 GiB" in why
+    assert s.unsupported("seqwrite", dict(bench.QUICK[0])) is None
+    for w in bench.WORKLOADS:
+        if w != "seqwrite":
+            assert s.unsupported(w, dict(bench.PROFILES[0])) is None, w
+    assert bench.Server("/nonexistent").unsupported("seqwrite", dict(bench.PROFILES[0])) is None
+
+
+def test_vercel_server_of_the_bench_counts_its_limit_requests():
+    """The bench's VercelServer against scripts/vercel-local: the sandbox, the
+    host tree daytonafs and sshfs share, and the curl limit's entries served as
+    one request each, counted by /_local/stats with their round trips."""
+    work = tempfile.mkdtemp(prefix="bench-vercel-")
+    s = bench.VercelServer(work)
+    try:
+        s.start(0)
+        assert s.ensure_sandbox() == bench.SANDBOX
+        tree = s.sandbox_tree()
+        os.makedirs(os.path.join(tree, "bench"))
+        s.own(os.path.join(tree, "bench"))
+        if os.geteuid() == 0:
+            assert os.stat(os.path.join(tree, "bench")).st_uid == s.user_id
+        with open(os.path.join(tree, "bench", "f.txt"), "w") as f:
+            f.write("x" * 5000)
+        b = bench.Bench.__new__(bench.Bench)
+        cases = [
+            ([s.download_entry("bench/f.txt")], "POST /api/v2/sandboxes/sessions/{sid}/fs/read"),
+            (s.ranged_entries("bench/f.txt", [(0, 10), (4096, 10)]), "POST /api/v2/sandboxes/sessions/{sid}/fs/read"),
+            ([s.list_entry("bench")], "POST /api/v2/sandboxes/sessions/{sid}/cmd"),
+            ([s.execute_entry("echo out; echo err >&2")] * 3, "POST /api/v2/sandboxes/sessions/{sid}/cmd"),
+        ]
+        for entries, route in cases:
+            s.reset()
+            b.curl_many(entries)
+            reqs, nbytes, full = s.stats()
+            assert full["routes"] == {route: len(entries)}, full
+            assert reqs == len(entries)
+            # curl's transfers follow one another: one round trip each
+            assert s.round_trips(0, reqs) == len(entries)
+        s.reset()
+        b.curl("-o", "/dev/null", *s.upload_args("bench/up.bin", os.path.join(tree, "bench", "f.txt")))
+        reqs, _, full = s.stats()
+        assert full["routes"] == {"POST /api/v2/sandboxes/sessions/{sid}/fs/write": 1}
+        with open(os.path.join(tree, "bench", "up.bin")) as f:
+            assert f.read() == "x" * 5000
+        # A second start on the same data (the next latency) resumes the sandbox, files kept.
+        s.stop()
+        s.start(0)
+        s.ensure_sandbox()
+        assert os.path.exists(os.path.join(s.sandbox_tree(), "bench", "up.bin"))
+    finally:
+        s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_vercel_server_of_the_bench_behind_the_latency_proxy():
+    """At a latency above 0 the mount and curl reach vercel-local through the
+    latency proxy (its API URL is the proxy's), and requests sent one after
+    another through it are as many round trips."""
+    work = tempfile.mkdtemp(prefix="bench-vercel-")
+    s = bench.VercelServer(work)
+    try:
+        s.start(30)
+        assert s.proxy is not None
+        assert s.api_url == "http://127.0.0.1:%d/api" % s.proxy.port
+        assert s.mount_opts()[1] == "api_url=" + s.api_url
+        s.ensure_sandbox()
+        b = bench.Bench.__new__(bench.Bench)
+        s.reset()
+        b.curl_many([s.execute_entry("true")] * 3)
+        reqs, _, _ = s.stats()
+        assert reqs == 3
+        assert s.round_trips(30, reqs) == 3
+    finally:
+        s.stop()
+        shutil.rmtree(work, ignore_errors=True)

@@ -744,7 +744,9 @@ UNIT_TEST(update_keeps_listing)
 
 /* A name that comes or goes changes its directory's time and link count,
  * which only the sandbox knows: the directory's attributes are dropped,
- * its listing is kept. A change in place leaves the directory alone. */
+ * its listing is kept; but a new file leaves the link count alone, and its
+ * time is this machine's until the attributes expire. A change in place
+ * leaves the directory alone. */
 UNIT_TEST(update_touches_parent)
 {
 	struct cache *c = new_cache(5, 5, 5, 100);
@@ -765,8 +767,36 @@ UNIT_TEST(update_touches_parent)
 	st = mkst(2, S_IFREG | 0644);
 	cache_update(c, "sb", "/d/f", CACHE_CHANGED, &st, true);
 	CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
-	/* a new name: /d's attributes go, its listing stays and has the name */
-	cache_update(c, "sb", "/d/new", CACHE_REPLACED, &st, true);
+	/* a new file: /d's attributes stay (same link count), its time moves
+	 * on to now, never back; its listing has the name */
+	{
+		struct stat before;
+		struct timespec now;
+
+		CHECK_INT(cache_lookup(c, "sb", "/d", &before, NULL), CACHE_HIT);
+		cache_update(c, "sb", "/d/new", CACHE_REPLACED, &st, true);
+		CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+		clock_gettime(CLOCK_REALTIME, &now);
+		CHECK(S_ISDIR(got.st_mode));
+		CHECK_INT(got.st_nlink, before.st_nlink);
+		CHECK(got.st_mtim.tv_sec > before.st_mtim.tv_sec ||
+		      (got.st_mtim.tv_sec == before.st_mtim.tv_sec && got.st_mtim.tv_nsec > before.st_mtim.tv_nsec));
+		CHECK(got.st_mtim.tv_sec <= now.tv_sec);
+		CHECK_INT(got.st_ctim.tv_sec, got.st_mtim.tv_sec);
+		/* a cached time ahead of this clock (the sandbox's) moves by 1 ns */
+		before = got;
+		before.st_mtim.tv_sec = now.tv_sec + 1000;
+		before.st_mtim.tv_nsec = 999999999;
+		cache_put_attr(c, "sb", "/d", &before, cache_generation(c, "sb"));
+		cache_update(c, "sb", "/d/new2", CACHE_REPLACED, &st, true);
+		CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+		CHECK_INT(got.st_mtim.tv_sec, now.tv_sec + 1001);
+		CHECK_INT(got.st_mtim.tv_nsec, 0);
+	}
+	/* a new directory: /d's attributes go (its link count changed), its
+	 * listing stays and has the name */
+	st = mkst(4096, S_IFDIR | 0755);
+	cache_update(c, "sb", "/d/newdir", CACHE_REPLACED, &st, true);
 	CHECK_INT(cache_lookup(c, "sb", "/d", &got, &listed), CACHE_MISS);
 	CHECK(listed);
 	CHECK(S_ISDIR(got.st_mode));

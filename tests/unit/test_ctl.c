@@ -180,6 +180,27 @@ UNIT_TEST(create_network)
 	CHECK_ERR("create s network-allow=", ROOT, "create: network-allow needs a value");
 }
 
+UNIT_TEST(create_vercel_words)
+{
+	/* Vercel's names of the same options, and port=, persistent, extend, tag, untag */
+	CHECK_OK("create web runtime=node24 vcpus=4 timeout=30 port=3000 port=8080 tag.team=a env.K=V persistent",
+		 ROOT, CTL_CREATE);
+	CHECK_STR(cmd.image, "node24");
+	CHECK_INT(cmd.cpu, 4);
+	CHECK(cmd.autostop == 30);
+	CHECK(cmd.n_ports == 2 && cmd.ports[0] == 3000 && cmd.ports[1] == 8080);
+	CHECK(cmd.n_labels == 1 && !strcmp(cmd.labels[0].key, "team") && !strcmp(cmd.labels[0].value, "a"));
+	CHECK(cmd.persistent && !cmd.ephemeral);
+	CHECK_ERR("create web persistent ephemeral", ROOT, "create: ephemeral and persistent exclude each other");
+	CHECK_ERR("create web port=0", ROOT, "create: port must be a positive integer, got '0'");
+	CHECK_ERR("create web image=a runtime=b", ROOT, "create: runtime given twice");
+	CHECK_OK("extend 15", SB, CTL_EXTEND);
+	CHECK(cmd.minutes == 15);
+	CHECK_ERR("extend 0", SB, "extend: minutes must be a positive integer, got '0'");
+	CHECK_OK("tag team=b", SB, CTL_LABEL);
+	CHECK_OK("untag team", SB, CTL_UNLABEL);
+}
+
 UNIT_TEST(create_errors)
 {
 	CHECK_ERR("create", ROOT, "create: missing sandbox name");
@@ -195,11 +216,11 @@ UNIT_TEST(create_errors)
 	CHECK_ERR("create s cpus=2", ROOT,
 		  "create: unknown option 'cpus' (known: snapshot= image= cpu= memory= disk= gpu= language= "
 		  "target= user= env.K=V label.K=V autostop= autoarchive= autodelete= volume=ID:/path "
-		  "network=block-all network-allow=CIDR,... ephemeral public)");
+		  "network=block-all network-allow=CIDR,... ephemeral public; Vercel's words: runtime= vcpus= timeout= port= tag.K=V persistent)");
 	CHECK_ERR("create s bogus", ROOT,
 		  "create: unknown option 'bogus' (known: snapshot= image= cpu= memory= disk= gpu= language= "
 		  "target= user= env.K=V label.K=V autostop= autoarchive= autodelete= volume=ID:/path "
-		  "network=block-all network-allow=CIDR,... ephemeral public)");
+		  "network=block-all network-allow=CIDR,... ephemeral public; Vercel's words: runtime= vcpus= timeout= port= tag.K=V persistent)");
 	CHECK_ERR("create s cpu=x", ROOT, "create: cpu must be a positive integer, got 'x'");
 	CHECK_ERR("create s cpu=0", ROOT, "create: cpu must be a positive integer, got '0'");
 	CHECK_ERR("create s cpu=-1", ROOT, "create: cpu must be a positive integer, got '-1'");
@@ -571,12 +592,12 @@ UNIT_TEST(unknown_verbs)
 	CHECK_ERR("kil", CMD, "unknown command 'kil' (did you mean 'kill'?)");
 	CHECK_ERR("run ls", SB,
 		  "unknown command 'run' (known here: exec, kill, start, stop, restart, archive, recover, "
-		  "delete, snapshot, resize, autostop, autoarchive, autodelete, label, unlabel)");
+		  "delete, snapshot, resize, autostop, autoarchive, autodelete, label, unlabel, extend, tag, untag)");
 	CHECK_ERR("exce ls", ROOT, "unknown command 'exce' (known here: create)");
 	CHECK_ERR("foo", CMD, "unknown command 'foo' (known here: kill, close-stdin)");
 	CHECK_ERR("'' x", SB,
 		  "unknown command '' (known here: exec, kill, start, stop, restart, archive, recover, "
-		  "delete, snapshot, resize, autostop, autoarchive, autodelete, label, unlabel)");
+		  "delete, snapshot, resize, autostop, autoarchive, autodelete, label, unlabel, extend, tag, untag)");
 	CHECK_STR(ctl_verb_name(CTL_NONE), "none");
 	CHECK_STR(ctl_verb_name(CTL_EXEC), "exec");
 	CHECK_STR(ctl_verb_name(CTL_AUTODELETE), "autodelete");
@@ -694,6 +715,7 @@ UNIT_MAIN("ctl",
 	UNIT_CASE(create_minimal),
 	UNIT_CASE(create_all_options),
 	UNIT_CASE(create_network),
+	UNIT_CASE(create_vercel_words),
 	UNIT_CASE(create_errors),
 	UNIT_CASE(name_validation),
 	UNIT_CASE(exec_plain),

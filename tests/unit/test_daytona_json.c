@@ -851,6 +851,39 @@ UNIT_TEST(upload_reply_check)
 	CHECK_INT(dt_upload_reply_check("{\"files\":[{}]}", 14, "/d/a", 3, why, sizeof(why)), 0);
 }
 
+/* A bulk-upload of several files: each item's fate from the reply, by its
+ * path; a file the reply does not name did not land. */
+UNIT_TEST(upload_many_reply)
+{
+	struct sp_upload_item it[3];
+	const char *ok = "{\"files\":[{\"path\":\"/a/x\",\"bytes\":3},{\"path\":\"/a/y\",\"bytes\":0}]}";
+	const char *part = "{\"errors\":[\"/a/z: create: open /a/z: permission denied\"],"
+			   "\"files\":[{\"path\":\"/a/x\",\"bytes\":2}]}";
+
+	memset(it, 0, sizeof(it));
+	it[0].path = "/a/x";
+	it[0].len = 3;
+	it[1].path = "/a/y";
+	it[1].len = 0;
+	it[2].path = "/a/z";
+	it[2].len = 1;
+	CHECK_INT(dt_upload_many_reply(ok, strlen(ok), it, 3), 0);
+	CHECK_INT(it[0].rc, 0);
+	CHECK_INT(it[1].rc, 0);
+	CHECK_INT(it[2].rc, -EIO);   /* not in the reply */
+	CHECK_INT(dt_upload_many_reply(part, strlen(part), it, 3), 0);
+	CHECK_INT(it[0].rc, -EIO);   /* stored 2 bytes of 3 */
+	CHECK(strstr(it[0].msg, "2 bytes of 3") != NULL);
+	CHECK_INT(it[1].rc, -EIO);
+	CHECK_INT(it[2].rc, -EACCES);
+	CHECK(strstr(it[2].msg, "permission denied") != NULL);
+	CHECK_INT(dt_upload_many_reply("{\"files\":null}", 14, it, 1), 0);
+	CHECK_INT(it[0].rc, -EIO);
+	CHECK_INT(dt_upload_many_reply("{\"message\":\"boom\"}", 18, it, 1), -EIO);
+	CHECK_INT(dt_upload_many_reply("oops", 4, it, 1), -EIO);
+	CHECK_INT(dt_upload_many_reply(NULL, 0, it, 1), -EIO);
+}
+
 UNIT_MAIN("daytona_json",
 	  UNIT_CASE(upload_path_trimmed),
 	  UNIT_CASE(upload_reply_check),
@@ -885,4 +918,5 @@ UNIT_MAIN("daytona_json",
 	  UNIT_CASE(toolbox_refusals),
 	  UNIT_CASE(error_transient),
 	  UNIT_CASE(errno_toolbox),
-	  UNIT_CASE(error_set))
+	  UNIT_CASE(error_set),
+	  UNIT_CASE(upload_many_reply))

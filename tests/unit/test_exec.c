@@ -266,6 +266,12 @@ static bool contains_b64_of(const char *text, const char *plain)
 	base64_encode(&b, plain, strlen(plain));
 	sb_adds(&b, "' | base64 -d");
 	found = strstr(text, sb_str(&b)) != NULL;
+	/* or as a here-document (the command and the wrapper) */
+	sb_reset(&b);
+	sb_addc(&b, '\n');
+	base64_encode(&b, plain, strlen(plain));
+	sb_adds(&b, "\nDAYTONAFS_EOF\n");
+	found = found || strstr(text, sb_str(&b)) != NULL;
 	sb_free(&b);
 	return found;
 }
@@ -285,7 +291,7 @@ UNIT_TEST(launcher_text)
 	/* every command gets a stdin pipe */
 	CHECK(strstr(t, "mkfifo \"$d/stdin.pipe\"") != NULL);
 	CHECK(strstr(t, "mkdir \"$S/cmd/$n\"") != NULL);
-	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null &\n") != NULL);
+	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
@@ -1140,6 +1146,256 @@ UNIT_TEST(run_reconcile)
 	}
 }
 
+/* ---- the fast path: one request for a short command ---------------------- */
+
+UNIT_TEST(launch_result_parse)
+{
+	struct exec_launch_result r;
+
+	/* ended, both streams inline; the history before it */
+	CHECK_INT(exec_parse_launch_result("daytonafs-have 1\ndaytonafs-have 7\ndaytonafs-have-end\n"
+					   "daytonafs-started 8\ndaytonafs-exit 3 \n"
+					   "daytonafs-stdout 6\nZm9vYmFy\ndaytonafs-stderr 4\n//4AAQ==\n"
+					   "daytonafs-inline-end\n", &r), 0);
+	CHECK_INT(r.n, 8);
+	CHECK(r.listed);
+	CHECK_INT(r.n_have, 2);
+	CHECK(r.n_have == 2 && r.have[0] == 1 && r.have[1] == 7);
+	CHECK(r.ended);
+	CHECK_INT(r.exit_code, 3);
+	CHECK_INT(r.state, EXEC_EXITED);
+	CHECK_INT(r.size[0], 6);
+	CHECK(r.inline_ok[0] && r.data[0] && memcmp(r.data[0], "foobar", 6) == 0);
+	CHECK_INT(r.size[1], 4);
+	CHECK(r.inline_ok[1] && r.data[1] && memcmp(r.data[1], "\xff\xfe\x00\x01", 4) == 0);
+	exec_launch_result_free(&r);
+
+	/* empty streams, a state, \r\n line ends */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\r\ndaytonafs-exit 137 killed\r\n"
+					   "daytonafs-stdout 0\r\ndaytonafs-stderr 0\r\n"
+					   "daytonafs-inline-end\r\n", &r), 0);
+	CHECK(r.ended && !r.listed);
+	CHECK_INT(r.exit_code, 137);
+	CHECK_INT(r.state, EXEC_KILLED);
+	CHECK(r.inline_ok[0] && r.inline_ok[1] && r.size[0] == 0 && r.size[1] == 0);
+	exec_launch_result_free(&r);
+
+	/* too big to bring (no data): size known, not inline */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0 \n"
+					   "daytonafs-stdout 100000\ndaytonafs-stderr 1\nCg==\n"
+					   "daytonafs-inline-end\n", &r), 0);
+	CHECK(r.ended && !r.inline_ok[0] && r.data[0] == NULL);
+	CHECK_INT(r.size[0], 100000);
+	CHECK(r.inline_ok[1] && r.data[1][0] == '\n');
+	exec_launch_result_free(&r);
+
+	/* bytes that do not decode to the size, or a tool's complaint among
+	 * them: not inline (the file is read instead) */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout 5\nZm9vYmFy\n"
+					   "daytonafs-stderr 6\nZm9v\nhead: error\nYmFy\n"
+					   "daytonafs-inline-end\n", &r), 0);
+	CHECK(r.ended && !r.inline_ok[0] && !r.inline_ok[1]);
+	CHECK(r.size[0] == 5 && r.size[1] == 6);
+	exec_launch_result_free(&r);
+
+	/* a section cut short, or with a size that does not parse: not ended */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout 6\nZm9vYmFy\ndaytonafs-stderr 0\n", &r), 0);
+	CHECK(!r.ended && !r.inline_ok[0] && r.data[0] == NULL && r.size[0] == 0);
+	exec_launch_result_free(&r);
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout \ndaytonafs-stderr 0\ndaytonafs-inline-end\n", &r), 0);
+	CHECK(!r.ended);
+	exec_launch_result_free(&r);
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit x\n"
+					   "daytonafs-stdout 0\ndaytonafs-stderr 0\ndaytonafs-inline-end\n", &r), 0);
+	CHECK(!r.ended);
+	exec_launch_result_free(&r);
+	/* the history without its end line is not trusted */
+	CHECK_INT(exec_parse_launch_result("daytonafs-have 1\ndaytonafs-started 2\n", &r), 0);
+	CHECK(!r.listed && r.n_have == 0 && r.have == NULL && !r.ended);
+	exec_launch_result_free(&r);
+	/* what a replay prints: the number alone */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 4\n", &r), 0);
+	CHECK(r.n == 4 && !r.ended && !r.listed);
+	exec_launch_result_free(&r);
+	CHECK_INT(exec_parse_launch_result("daytonafs-error cwd\n", &r), -ENOENT);
+	exec_launch_result_free(&r);
+	CHECK_INT(exec_parse_launch_result("daytonafs-exit 0\n", &r), -EIO);
+	exec_launch_result_free(&r);
+}
+
+/* Starts spec with the fast path under shell; the parsed answer. */
+static int start_fast(const char *shell, const char *sd, unsigned first, const struct exec_spec *spec,
+		      long wait_ms, size_t inline_max, struct exec_launch_result *r)
+{
+	struct strbuf sb = STRBUF_INIT;
+	static unsigned starts;
+	char token[32], *out;
+	int rc;
+
+	snprintf(token, sizeof(token), "fast%u", ++starts);
+	if (exec_build_launcher_ex(&sb, sd, first, token, spec, wait_ms, inline_max) < 0)
+		return -1;
+	/* An ASCII command makes a plain ASCII launcher (callers here pass
+	 * only such; -2 otherwise). */
+	for (const char *p = sb_str(&sb); *p; p++) {
+		if ((unsigned char)*p >= 0x80) {
+			sb_free(&sb);
+			return -2;
+		}
+	}
+	out = run_shell(shell, sb_str(&sb));
+	sb_free(&sb);
+	rc = exec_parse_launch_result(out, r);
+	if (rc < 0)
+		fprintf(stderr, "launcher said: %s\n", out ? out : "(null)");
+	free(out);
+	return rc;
+}
+
+UNIT_TEST(run_fast_path)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		static const char bin[] = "a\0b\377\n\0\xc3(last";
+		struct exec_spec spec = {
+			.command = "printf 'a\\000b\\377\\n\\000\\303(last'; printf '\\376err' >&2; exit 5"
+		};
+		struct exec_launch_result r;
+		char sd[256], dir[600], *t;
+		size_t len = 0;
+
+		state_dir(sd, sizeof(sd), "fast", shells[i]);
+		/* a fresh state directory: the history is empty, the number 1 */
+		CHECK_INT(start_fast(shells[i], sd, 0, &spec, 3000, 65536, &r), 0);
+		CHECK_INT(r.n, 1);
+		CHECK(r.listed && r.n_have == 0);
+		CHECK(r.ended);
+		CHECK_INT(r.exit_code, 5);
+		CHECK_INT(r.state, EXEC_EXITED);
+		CHECK_INT(r.size[0], sizeof(bin) - 1);
+		CHECK(r.inline_ok[0] && r.data[0] && memcmp(r.data[0], bin, sizeof(bin) - 1) == 0);
+		CHECK_INT(r.size[1], 4);
+		CHECK(r.inline_ok[1] && r.data[1] && memcmp(r.data[1], "\376err", 4) == 0);
+		exec_launch_result_free(&r);
+		/* the files are written all the same, for other mounts */
+		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+		t = slurp(dir, "exit", NULL);
+		CHECK_STR(t, "5\n");
+		free(t);
+		t = slurp(dir, "stdout", &len);
+		CHECK(t && len == sizeof(bin) - 1 && memcmp(t, bin, len) == 0);
+		free(t);
+
+		/* first 0 again: the history comes back, the next number is 2;
+		 * output over the limit: its size, not its bytes */
+		spec.command = "head -c 3000 /dev/zero; echo e >&2";
+		CHECK_INT(start_fast(shells[i], sd, 0, &spec, 3000, 2048, &r), 0);
+		CHECK_INT(r.n, 2);
+		CHECK(r.listed && r.n_have == 1 && r.have[0] == 1);
+		CHECK(r.ended && r.exit_code == 0);
+		CHECK_INT(r.size[0], 3000);
+		CHECK(!r.inline_ok[0] && r.data[0] == NULL);
+		CHECK(r.inline_ok[1] && r.size[1] == 2 && memcmp(r.data[1], "e\n", 2) == 0);
+		exec_launch_result_free(&r);
+
+		/* a longer command detaches as before: started, not ended */
+		spec.command = "sleep 1; echo late";
+		CHECK_INT(start_fast(shells[i], sd, 3, &spec, 100, 65536, &r), 0);
+		CHECK_INT(r.n, 3);
+		CHECK(!r.ended && !r.listed);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/3", sd);
+		CHECK(!exists(dir, "exit"));
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "late\n");
+		free(t);
+
+		/* UTF-8 text is written by the shell's printf, byte for byte:
+		 * quotes, %, backslashes, a leading dash, trailing newlines */
+		spec.command = "-x=1; printf '%s|' \"\xc3\xa9 it's\" '\\n %d' \\$HOME\n\n";
+		CHECK_INT(start_fast(shells[i], sd, 5, &spec, 3000, 65536, &r), -2);   /* not ASCII */
+		{
+			struct strbuf sb = STRBUF_INIT;
+			char *out;
+
+			CHECK_INT(exec_build_launcher_ex(&sb, sd, 5, "utf8tok", &spec, 3000, 65536), 0);
+			CHECK(strstr(sb_str(&sb), "base64 -d") == NULL);
+			out = run_shell(shells[i], sb_str(&sb));
+			CHECK_INT(exec_parse_launch_result(out, &r), 0);
+			CHECK(r.n == 5 && r.ended && r.exit_code == 0);
+			CHECK(r.inline_ok[0] && r.size[0] == 20 &&
+			      memcmp(r.data[0], "\xc3\xa9 it's|\\n %d|$HOME|", 20) == 0);
+			free(out);
+			sb_free(&sb);
+			exec_launch_result_free(&r);
+			snprintf(dir, sizeof(dir), "%s/cmd/5", sd);
+			t = slurp(dir, "command", NULL);
+			CHECK_STR(t, spec.command);
+			free(t);
+		}
+
+		/* text that is not UTF-8 goes as base64 in a here-document */
+		spec.command = "echo ok # \xff\xfe\n";
+		{
+			struct strbuf sb = STRBUF_INIT;
+			char *out;
+
+			CHECK_INT(exec_build_launcher_ex(&sb, sd, 7, "hdtok", &spec, 3000, 65536), 0);
+			CHECK(strstr(sb_str(&sb), "base64 -d >\"$d/command\" <<'DAYTONAFS_EOF'") != NULL);
+			out = run_shell(shells[i], sb_str(&sb));
+			CHECK_INT(exec_parse_launch_result(out, &r), 0);
+			CHECK(r.n == 7 && r.ended && r.exit_code == 0);
+			CHECK(r.inline_ok[0] && r.size[0] == 3 && memcmp(r.data[0], "ok\n", 3) == 0);
+			free(out);
+			sb_free(&sb);
+			exec_launch_result_free(&r);
+			snprintf(dir, sizeof(dir), "%s/cmd/7", sd);
+			t = slurp(dir, "command", NULL);
+			CHECK_STR(t, spec.command);
+			free(t);
+		}
+
+		/* a command that waits for stdin is not held up by the wait:
+		 * it is still running when the launch answers */
+		spec.command = "cat";
+		CHECK_INT(start_fast(shells[i], sd, 8, &spec, 60, 65536, &r), 0);
+		CHECK(r.n == 8 && !r.ended);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/8", sd);
+		CHECK_INT(close_stdin(shells[i], dir), 0);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+	}
+}
+
+UNIT_TEST(launcher_fast_replay_answers_started)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct strbuf sb = STRBUF_INIT;
+		struct exec_spec spec = { .command = "echo once" };
+		struct exec_launch_result r;
+		char sd[256], *a, *b;
+
+		state_dir(sd, sizeof(sd), "fastreplay", shells[i]);
+		CHECK_INT(exec_build_launcher_ex(&sb, sd, 0, "replay-fast", &spec, 3000, 65536), 0);
+		run_twice(shells[i], sb_str(&sb), false, &a, &b);
+		CHECK_INT(exec_parse_launch_result(a, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.inline_ok[0] && r.size[0] == 5);
+		exec_launch_result_free(&r);
+		/* the replay starts nothing and says only the number */
+		CHECK_STR(b, "daytonafs-started 1\n");
+		free(a);
+		free(b);
+		sb_free(&sb);
+	}
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -1179,6 +1435,9 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_reconcile),
 	UNIT_CASE(launcher_replay_starts_nothing),
 	UNIT_CASE(stdin_replay_feeds_nothing),
+	UNIT_CASE(launch_result_parse),
+	UNIT_CASE(run_fast_path),
+	UNIT_CASE(launcher_fast_replay_answers_started),
 };
 
 int main(void)

@@ -305,6 +305,122 @@ UNIT_TEST(test_poll_bounds)
 	options_free(&o);
 }
 
+UNIT_TEST(test_vercel_credentials)
+{
+	struct dfs_options o;
+	char err[512];
+
+	/* the token with team and project; DAYTONA_* are not Vercel's */
+	options_init(&o);
+	CHECK_INT(options_apply(&o, "provider=vercel", err, sizeof(err)), 1);
+	set_env(0, "HOME", tmpdir);
+	set_env(1, "VERCEL_TOKEN", "vtok");
+	set_env(2, "VERCEL_TEAM_ID", "team_1");
+	set_env(3, "VERCEL_PROJECT_ID", "prj_1");
+	set_env(4, "DAYTONA_API_URL", "http://127.0.0.1:9/api");
+	set_env(5, "DAYTONA_API_KEY", "dkey");
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), 0);
+	CHECK_STR(o.vercel_token, "vtok");
+	CHECK_STR(o.team_id, "team_1");
+	CHECK_STR(o.project_id, "prj_1");
+	CHECK_STR(o.api_url, DFS_DEFAULT_VERCEL_URL);
+	CHECK(o.api_key == NULL);
+	CHECK_INT(o.rate_limit, 1000);
+	options_free(&o);
+
+	/* the OIDC token first, as the SDK; it needs no team or project */
+	options_init(&o);
+	options_apply(&o, "provider=vercel", err, sizeof(err));
+	set_env(0, "HOME", tmpdir);
+	set_env(1, "VERCEL_OIDC_TOKEN", "a.b.c");
+	set_env(2, "VERCEL_TOKEN", "vtok");
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), 0);
+	CHECK_STR(o.vercel_oidc, "a.b.c");
+	CHECK(o.vercel_token == NULL);
+	options_free(&o);
+
+	/* a token without its team and project */
+	options_init(&o);
+	options_apply(&o, "provider=vercel", err, sizeof(err));
+	set_env(0, "HOME", tmpdir);
+	set_env(1, "VERCEL_TOKEN", "vtok");
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "VERCEL_TEAM_ID") != NULL);
+	options_free(&o);
+
+	/* none */
+	options_init(&o);
+	options_apply(&o, "provider=vercel", err, sizeof(err));
+	set_env(0, "HOME", tmpdir);
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "VERCEL_OIDC_TOKEN") != NULL);
+	options_free(&o);
+
+	/* the key file is the token; -o rate_limit and api_url win */
+	options_init(&o);
+	options_apply(&o, "provider=vercel", err, sizeof(err));
+	options_apply(&o, "rate_limit=50", err, sizeof(err));
+	options_apply(&o, "api_url=http://127.0.0.1:9/api", err, sizeof(err));
+	options_apply(&o, "team_id=t", err, sizeof(err));
+	options_apply(&o, "project_id=p", err, sizeof(err));
+	{
+		char opt[300];
+
+		snprintf(opt, sizeof(opt), "api_key_file=%s", write_file("vkey", "filetok\n", 0600));
+		options_apply(&o, opt, err, sizeof(err));
+	}
+	set_env(0, "HOME", tmpdir);
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), 0);
+	CHECK_STR(o.vercel_token, "filetok");
+	CHECK_INT(o.rate_limit, 50);
+	CHECK_STR(o.api_url, "http://127.0.0.1:9/api");
+	options_free(&o);
+
+	/* from the config file, which may name the provider */
+	options_init(&o);
+	{
+		char opt[300];
+
+		snprintf(opt, sizeof(opt), "config=%s",
+			 write_file("vconf", "provider = vercel\nvercel_token = ctok\nvercel_team_id = ct\n"
+				    "vercel_project_id = cp\n", 0600));
+		options_apply(&o, opt, err, sizeof(err));
+	}
+	set_env(0, "HOME", tmpdir);
+	set_env(1, "DAYTONA_API_URL", "http://127.0.0.1:9/api");
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), 0);
+	CHECK_STR(o.provider, "vercel");
+	CHECK_STR(o.vercel_token, "ctok");
+	CHECK_STR(o.team_id, "ct");
+	CHECK_STR(o.api_url, DFS_DEFAULT_VERCEL_URL);   /* not DAYTONA_API_URL */
+	options_free(&o);
+
+	options_init(&o);
+	options_apply(&o, "provider=aws", err, sizeof(err));
+	set_env(0, "HOME", tmpdir);
+	set_env(1, "DAYTONA_API_KEY", "k");
+	CHECK_INT(options_resolve(&o, fake_getenv, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "daytona or vercel") != NULL);
+	options_free(&o);
+}
+
+UNIT_TEST(test_exec_wait_ms)
+{
+	struct dfs_options o;
+	char err[256];
+
+	options_init(&o);
+	CHECK_INT(o.exec_wait_ms, 200);
+	CHECK_INT(options_apply(&o, "exec_wait_ms=0", err, sizeof(err)), 1);
+	CHECK_INT(o.exec_wait_ms, 0);
+	CHECK_INT(options_apply(&o, "exec_wait_ms=10000", err, sizeof(err)), 1);
+	CHECK_INT(o.exec_wait_ms, 10000);
+	/* the launch request's own timeout is 30 s */
+	CHECK_INT(options_apply(&o, "exec_wait_ms=10001", err, sizeof(err)), -EINVAL);
+	CHECK_INT(options_apply(&o, "exec_wait_ms=-1", err, sizeof(err)), -EINVAL);
+	options_free(&o);
+}
+
 static void setup(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/dfs-opt-XXXXXX");
@@ -323,6 +439,8 @@ int main(void)
 		UNIT_CASE(test_key_file_wins_over_env), UNIT_CASE(test_config_file),
 		UNIT_CASE(test_xdg_config_found), UNIT_CASE(test_command_line_wins_over_config), UNIT_CASE(test_poll_bounds),
 		UNIT_CASE(test_activity_and_exec_timeout),
+		UNIT_CASE(test_vercel_credentials),
+		UNIT_CASE(test_exec_wait_ms),
 	};
 	int rc;
 

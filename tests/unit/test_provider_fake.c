@@ -32,6 +32,9 @@ struct fake {
 	size_t n;
 	int lists, downloads, uploads, execs;
 	char last_script_start[64];
+	/* The launcher answers as a sandbox where the command ended within
+	 * the wait: the history (none before it), the end, the output. */
+	bool fast;
 };
 
 static struct fake_file *fake_find(struct fake *f, const char *path)
@@ -163,7 +166,9 @@ static int fake_exec(void *impl, const struct dt_box *box, const char *command, 
 	pthread_mutex_unlock(&f->lock);
 	*exit_code = 0;
 	if (output)
-		*output = strdup(launcher ? "daytonafs-started 1\n" : "");
+		*output = strdup(!launcher ? "" : f->fast ? "daytonafs-have-end\ndaytonafs-started 1\n"
+				 "daytonafs-exit 0 \ndaytonafs-stdout 3\naGkK\ndaytonafs-stderr 0\n"
+				 "daytonafs-inline-end\n" : "daytonafs-started 1\n");
 	return 0;
 }
 
@@ -198,13 +203,14 @@ UNIT_TEST(exec_start_list_read)
 	exec_options_defaults(&o);
 	m = exec_mgr_new(&fake_provider, &o);
 	CHECK(m != NULL);
-	/* start: one listing of cmd (none yet), one launcher */
+	/* start: one launcher (which would bring the history back; this one
+	 * answers only its number, as a replay does) */
 	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
 	CHECK_INT(n, 1);
 	CHECK_INT(fake.execs, 1);
-	CHECK(fake.lists >= 1);
-	/* list: the command just started */
+	/* list: the command just started, from a listing of cmd */
 	CHECK_INT(exec_list(m, &box, &ns, &count, &err), 0);
+	CHECK(fake.lists >= 1);
 	CHECK_INT(count, 1);
 	if (count == 1)
 		CHECK_INT(ns[0], 1);
@@ -218,6 +224,54 @@ UNIT_TEST(exec_start_list_read)
 	CHECK(got == 2 && !memcmp(buf, "i\n", 2));
 	CHECK_INT(exec_read(m, &box, 1, EXEC_STDOUT, buf, sizeof(buf), 3, true, &err), 0);
 	CHECK(fake.downloads >= 3);
+	exec_mgr_free(m);
+}
+
+/* A command that ended within the launch's wait: its status, output and
+ * history come from the launch's answer, with no other request. */
+UNIT_TEST(exec_fast_path_reads_from_memory)
+{
+	struct exec_options o;
+	struct exec_mgr *m;
+	struct exec_spec spec = { .command = "echo hi" };
+	struct dt_error err = { 0 };
+	struct exec_status st;
+	unsigned n = 0, *ns = NULL;
+	size_t count = 0;
+	char buf[16];
+
+	exec_options_defaults(&o);
+	m = exec_mgr_new(&fake_provider, &o);
+	CHECK(m != NULL);
+	pthread_mutex_lock(&fake.lock);
+	fake.fast = true;
+	fake.execs = fake.lists = fake.downloads = 0;
+	pthread_mutex_unlock(&fake.lock);
+	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
+	CHECK_INT(n, 1);
+	CHECK_INT(exec_status(m, &box, 1, true, &st, &err), 0);
+	CHECK_INT(st.state, EXEC_EXITED);
+	CHECK_INT(st.exit_code, 0);
+	CHECK_INT(st.size[EXEC_STDOUT], 3);
+	CHECK_INT(st.size[EXEC_STDERR], 0);
+	CHECK_INT(exec_read(m, &box, 1, EXEC_STDOUT, buf, sizeof(buf), 0, true, &err), 3);
+	CHECK(!memcmp(buf, "hi\n", 3));
+	CHECK_INT(exec_read(m, &box, 1, EXEC_STDOUT, buf, 1, 2, true, &err), 1);
+	CHECK(buf[0] == '\n');
+	CHECK_INT(exec_read(m, &box, 1, EXEC_STDOUT, buf, sizeof(buf), 3, true, &err), 0);
+	CHECK_INT(exec_read(m, &box, 1, EXEC_STDERR, buf, sizeof(buf), 0, true, &err), 0);
+	CHECK_INT(exec_poll(m, &box, 1, EXEC_STDOUT, 3, NULL), 1);
+	CHECK_INT(exec_kill(m, &box, 1, &err), -ESRCH);
+	CHECK_INT(exec_list(m, &box, &ns, &count, &err), 0);
+	CHECK_INT(count, 1);
+	free(ns);
+	CHECK_INT(exec_last(m, &box, &n, &err), 0);
+	CHECK_INT(n, 1);
+	/* one request in all: the launch */
+	CHECK_INT(fake.execs, 1);
+	CHECK_INT(fake.lists, 0);
+	CHECK_INT(fake.downloads, 0);
+	fake.fast = false;
 	exec_mgr_free(m);
 }
 
@@ -239,6 +293,37 @@ UNIT_TEST(write_uploads_through_provider)
 	CHECK(ff && ff->len == 8 && !memcmp(ff->data, "written\n", 8));
 	close(fd);
 	free(fs);
+}
+
+/* A provider without fs_upload_many: sp_fs_upload_many sends the files one
+ * by one, each with its own result. */
+UNIT_TEST(upload_many_falls_back_to_one_by_one)
+{
+	struct sp_upload_item it[2];
+	struct dt_error err = { 0 };
+	char tmpl[] = "/tmp/test_provider_fake.XXXXXX";
+	int fd = mkstemp(tmpl);
+	int before = fake.uploads;
+	struct fake_file *ff;
+
+	CHECK(fd >= 0);
+	unlink(tmpl);
+	CHECK_INT(write(fd, "many\n", 5), 5);
+	memset(it, 0, sizeof(it));
+	it[0].path = "/home/u/m1";
+	it[1].path = "/home/u/m2";
+	it[0].fd = it[1].fd = fd;
+	it[0].len = 5;
+	it[1].len = 9;   /* more than the file has: that one fails alone */
+	CHECK_INT(sp_fs_upload_many(&fake_provider, &box, it, 2, &err), 0);
+	CHECK_INT(it[0].rc, 0);
+	CHECK_INT(it[1].rc, -EIO);
+	CHECK(strstr(it[1].msg, "short read") != NULL);
+	CHECK_INT(fake.uploads, before + 1);
+	ff = fake_find(&fake, "/home/u/m1");
+	CHECK(ff && ff->len == 5 && !memcmp(ff->data, "many\n", 5));
+	CHECK(fake_find(&fake, "/home/u/m2") == NULL);
+	close(fd);
 }
 
 UNIT_TEST(missing_operations_fail_with_enosys)
@@ -266,6 +351,8 @@ UNIT_TEST(cleanup)
 
 UNIT_MAIN("provider_fake",
 	UNIT_CASE(exec_start_list_read),
+	UNIT_CASE(exec_fast_path_reads_from_memory),
 	UNIT_CASE(write_uploads_through_provider),
+	UNIT_CASE(upload_many_falls_back_to_one_by_one),
 	UNIT_CASE(missing_operations_fail_with_enosys),
 	UNIT_CASE(cleanup))

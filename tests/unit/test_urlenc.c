@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+
 #include "unit.h"
 #include "urlenc.h"
 
@@ -214,6 +216,65 @@ UNIT_TEST(base64_rfc4648_vectors)
 	CHECK_STR(b64("\xff\xfe\x00\x01", 4), "//4AAQ==");
 }
 
+/* Decodes text: 0 and the bytes in *out (n in *len), else the error. */
+static int unb64(const char *text, struct strbuf *out)
+{
+	sb_reset(out);
+	return base64_decode(out, text, strlen(text));
+}
+
+UNIT_TEST(base64_decode_exact)
+{
+	struct strbuf out = STRBUF_INIT, enc = STRBUF_INIT;
+	unsigned char all[256];
+
+	CHECK_INT(unb64("", &out), 0);
+	CHECK_INT(out.len, 0);
+	CHECK_INT(unb64("Zg==", &out), 0);
+	CHECK_INT(out.len, 1);
+	CHECK(memcmp(out.buf, "f", 1) == 0);
+	CHECK_INT(unb64("Zm8=", &out), 0);
+	CHECK(out.len == 2 && memcmp(out.buf, "fo", 2) == 0);
+	CHECK_INT(unb64("Zm9vYmFy", &out), 0);
+	CHECK(out.len == 6 && memcmp(out.buf, "foobar", 6) == 0);
+	CHECK_INT(unb64("//4AAQ==", &out), 0);
+	CHECK(out.len == 4 && memcmp(out.buf, "\xff\xfe\x00\x01", 4) == 0);
+	/* base64(1) wraps at 76 columns: line breaks are skipped */
+	CHECK_INT(unb64("Zm9v\nYmFy\n", &out), 0);
+	CHECK(out.len == 6 && memcmp(out.buf, "foobar", 6) == 0);
+	CHECK_INT(unb64("Zm9v\r\nYg==\r\n", &out), 0);
+	CHECK(out.len == 4 && memcmp(out.buf, "foob", 4) == 0);
+	/* every byte value round-trips */
+	for (int i = 0; i < 256; i++)
+		all[i] = (unsigned char)(255 - i);
+	for (size_t n = 0; n <= sizeof(all); n += 37) {
+		sb_reset(&enc);
+		base64_encode(&enc, all, n);
+		CHECK_INT(unb64(sb_str(&enc), &out), 0);
+		CHECK(out.len == n && (n == 0 || memcmp(out.buf, all, n) == 0));
+	}
+	sb_free(&enc);
+	sb_free(&out);
+}
+
+UNIT_TEST(base64_decode_refuses)
+{
+	struct strbuf out = STRBUF_INIT;
+
+	CHECK_INT(unb64("Zm9", &out), -EINVAL);           /* a short quantum */
+	CHECK_INT(unb64("Zm9vY", &out), -EINVAL);
+	CHECK_INT(unb64("Zg=", &out), -EINVAL);           /* half the padding */
+	CHECK_INT(unb64("Z===", &out), -EINVAL);
+	CHECK_INT(unb64("=Zg=", &out), -EINVAL);
+	CHECK_INT(unb64("Zg==Zg==", &out), -EINVAL);      /* data after padding */
+	CHECK_INT(unb64("Zh==", &out), -EINVAL);          /* bits an encoder leaves zero */
+	CHECK_INT(unb64("Zm9=", &out), -EINVAL);
+	CHECK_INT(unb64("Zm 9v", &out), -EINVAL);         /* a foreign byte */
+	CHECK_INT(unb64("Zm9v\xef\xbf\xbd", &out), -EINVAL); /* U+FFFD from a mangled answer */
+	CHECK_INT(unb64("Zm-v", &out), -EINVAL);          /* base64url is another alphabet */
+	sb_free(&out);
+}
+
 UNIT_MAIN("urlenc",
 	  UNIT_CASE(query_unreserved_and_slash_kept),
 	  UNIT_CASE(query_plus_and_reserved_encoded),
@@ -228,4 +289,6 @@ UNIT_MAIN("urlenc",
 	  UNIT_CASE(within),
 	  UNIT_CASE(shell_quote),
 	  UNIT_CASE(shell_quote_roundtrip),
-	  UNIT_CASE(base64_rfc4648_vectors))
+	  UNIT_CASE(base64_rfc4648_vectors),
+	  UNIT_CASE(base64_decode_exact),
+	  UNIT_CASE(base64_decode_refuses))

@@ -56,6 +56,29 @@ UNIT_TEST(conflicts_cover_the_path_what_is_below_and_the_directories_above)
 	wb_free(q);
 }
 
+/* A stat of a directory waits only for what changes the directory: a
+ * delete in it, a change of it or above it; not the times of its files. */
+UNIT_TEST(attr_conflicts_are_the_path_above_and_deletes_in_it)
+{
+	struct wb_queue *q = wb_new(8);
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/home/d/src/f.c"), 0, 1));
+	CHECK(!wb_conflicts_attr(q, &owner_a, "/home/d/src"));
+	CHECK(!wb_conflicts_attr(q, &owner_a, "/home/d"));
+	CHECK(wb_conflicts_attr(q, &owner_a, "/home/d/src/f.c"));
+	CHECK(wb_conflicts_attr(q, &owner_a, "/home/d/src/f.c/below"));
+	CHECK(wb_conflicts(q, &owner_a, "/home/d/src"));   /* a listing still waits */
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/home/d/src/g.c"), 0, 1));
+	CHECK(wb_conflicts_attr(q, &owner_a, "/home/d/src"));
+	CHECK(wb_conflicts_attr(q, &owner_a, "/home/d/src/"));
+	CHECK(!wb_conflicts_attr(q, &owner_a, "/home/d"));
+	CHECK(!wb_conflicts_attr(q, &owner_a, "/home/d/sr"));
+	CHECK(!wb_conflicts_attr(q, &owner_b, "/home/d/src"));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/top"), 0, 1));
+	CHECK(wb_conflicts_attr(q, &owner_a, "/"));
+	wb_free(q);
+}
+
 UNIT_TEST(batches_keep_order_and_one_owner_and_stay_visible_in_flight)
 {
 	struct wb_queue *q = wb_new(3);
@@ -670,6 +693,7 @@ int main(void)
 {
 	static const struct unit_case cases[] = {
 		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
+		UNIT_CASE(attr_conflicts_are_the_path_above_and_deletes_in_it),
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
 		UNIT_CASE(a_later_change_of_the_path_supersedes_what_an_op_printed),
 		UNIT_CASE(a_full_batch_is_due_at_once),

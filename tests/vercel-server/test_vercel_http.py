@@ -128,3 +128,15 @@ def test_fs_read_serves_any_file_name_and_refuses_special_files(vercel_server):
     status, _, data = vercel_server.request(
         "POST", "/v2/sandboxes/sessions/%s/fs/read" % sid, {"path": "pipe"})
     assert status == 400 and json.loads(data)["error"]["code"] == "bad_request"
+
+
+def test_stats_reset_does_not_count_a_request_answered_before_it(vercel_server):
+    """A request is recorded just after its answer is sent: a reset that a client sends
+    right after that answer must not leave the request in the counts it starts (scripts/bench
+    resets before each measurement and would count the previous request in it)."""
+    for i in range(20):
+        vercel_server.create("reset-race-%d" % i)
+        local(vercel_server, "POST", "/_local/stats/reset")
+        stats = local(vercel_server, "GET", "/_local/stats")
+        assert stats["requests"] == 0, (i, stats)
+        assert local(vercel_server, "GET", "/_local/log") == [], i

@@ -181,6 +181,16 @@ int dt_fs_upload_fd(struct dt_client *dt, const struct dt_box *box, const char *
 		    uint64_t len, struct dt_error *err);
 int dt_fs_upload_mem(struct dt_client *dt, const struct dt_box *box, const char *path,
 		     const void *data, size_t len, struct dt_error *err);
+/* Several files in one POST /files/bulk-upload (sp_upload_item): 0 when
+ * answered (each item's rc), else a negative errno for all. No item's path
+ * may be one bulk-upload trims (dt_upload_path_trimmed), nor appear twice. */
+int dt_fs_upload_many(struct dt_client *dt, const struct dt_box *box, struct sp_upload_item *items, size_t n,
+		      struct dt_error *err);
+/* Fills each item's rc and msg from a bulk-upload reply body ({"files":
+ * [{"path","bytes"}], "errors": ["<dest>: ..."]}): an item is done when
+ * the reply names its path with its size. -EIO when the body is not such a
+ * reply (nothing is then known). Pure. */
+int dt_upload_many_reply(const char *body, size_t body_len, struct sp_upload_item *items, size_t n);
 /* Whether bulk-upload would store path under another name: the daemon
  * applies Go's strings.TrimSpace to it, so a path that starts or ends with
  * white space (unicode.IsSpace) must be uploaded under another name. */

@@ -4,6 +4,7 @@
  * (provider.h): each operation is the dt_ call of the same name. Daytona
  * has every optional capability.
  */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "daytona.h"
@@ -29,6 +30,8 @@ static int daytona_sandbox_toolbox_url(void *impl, const char *id, char *out, si
 static int daytona_sandbox_create(void *impl, const struct dt_create_params *p,
 		struct dt_sandbox *out, struct dt_error *err)
 {
+	if (p->n_ports)
+		return dt_error_set(err, -EINVAL, 0, "Daytona sandboxes have no port=: every port has a preview URL");
 	return dt_sandbox_create(impl, p, out, err);
 }
 
@@ -136,6 +139,12 @@ static int daytona_fs_upload_fd(void *impl, const struct dt_box *box, const char
 	return dt_fs_upload_fd(impl, box, path, fd, len, err);
 }
 
+static int daytona_fs_upload_many(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
+		struct dt_error *err)
+{
+	return dt_fs_upload_many(impl, box, items, n, err);
+}
+
 static int daytona_fs_list(void *impl, const struct dt_box *box, const char *path,
 		struct dt_fileinfo **out, size_t *n, struct dt_error *err)
 {
@@ -232,6 +241,7 @@ static const struct sandbox_provider_ops daytona_ops = {
 	.work_dir = daytona_work_dir,
 	.fs_download = daytona_fs_download,
 	.fs_upload_fd = daytona_fs_upload_fd,
+	.fs_upload_many = daytona_fs_upload_many,
 	.fs_list = daytona_fs_list,
 	.fs_info = daytona_fs_info,
 	.fs_move = daytona_fs_move,

@@ -504,6 +504,130 @@ int dt_fs_upload_fd(struct dt_client *dt, const struct dt_box *box, const char *
 	return fs_upload(dt, box, path, fd, NULL, len, err);
 }
 
+/* Whether an errors[] line of bulk-upload is about path: "<dest>: what: why". */
+static bool error_names_path(const char *line, const char *path)
+{
+	size_t n = strlen(path);
+
+	return !strncmp(line, path, n) && line[n] == ':' && line[n + 1] == ' ';
+}
+
+int dt_upload_many_reply(const char *body, size_t body_len, struct sp_upload_item *items, size_t n)
+{
+	cJSON *root = body && body_len ? cJSON_ParseWithLength(body, body_len) : NULL;
+	const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
+	const cJSON *errs = cJSON_GetObjectItemCaseSensitive(root, "errors");
+	cJSON *fa = cJSON_IsArray(files) ? files->child : NULL;
+	cJSON *ea = cJSON_IsArray(errs) ? errs->child : NULL;
+
+	if (!cJSON_IsObject(root) || (!cJSON_IsArray(files) && !cJSON_IsArray(errs) && !cJSON_IsNull(files))) {
+		cJSON_Delete(root);
+		return -EIO;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct sp_upload_item *it = &items[i];
+		const cJSON *f, *e;
+		bool found = false;
+
+		it->rc = -EIO;
+		snprintf(it->msg, sizeof(it->msg), "the server stored no file");
+		for (f = fa; f; f = f->next) {
+			const cJSON *fpath = cJSON_GetObjectItemCaseSensitive(f, "path");
+			const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(f, "bytes");
+
+			if (!cJSON_IsString(fpath) || !echoed_path_matches(it->path, fpath->valuestring))
+				continue;
+			found = true;
+			if (cJSON_IsNumber(bytes) && (uint64_t)bytes->valuedouble != it->len) {
+				snprintf(it->msg, sizeof(it->msg), "the server stored %.0f bytes of %" PRIu64,
+					 bytes->valuedouble, it->len);
+			} else {
+				it->rc = 0;
+				it->msg[0] = '\0';
+			}
+			break;
+		}
+		if (found)
+			continue;
+		for (e = ea; e; e = e->next) {
+			if (cJSON_IsString(e) && error_names_path(e->valuestring, it->path)) {
+				it->rc = upload_errno(e->valuestring);
+				snprintf(it->msg, sizeof(it->msg), "%s", e->valuestring);
+				break;
+			}
+		}
+	}
+	cJSON_Delete(root);
+	return 0;
+}
+
+int dt_fs_upload_many(struct dt_client *dt, const struct dt_box *box, struct sp_upload_item *items, size_t n,
+		      struct dt_error *err)
+{
+	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT, names = STRBUF_INIT;
+	struct http_part *parts = calloc(n ? 2 * n : 1, sizeof(*parts));
+	size_t *name_off = calloc(n ? 2 * n : 1, sizeof(*name_off));
+	struct http_response resp;
+	int rc;
+
+	dt_error_clear(err);
+	if (!parts || !name_off) {
+		rc = dt_oom(err);
+		goto out;
+	}
+	/* files[i].path before its files[i].file (CONTRACT 3.6); the file
+	 * part's name is a constant (see UPLOAD_PART_FILENAME). */
+	for (size_t i = 0; i < n; i++) {
+		name_off[2 * i] = names.len;
+		sb_addf(&names, "files[%zu].path", i);
+		sb_addc(&names, '\0');
+		name_off[2 * i + 1] = names.len;
+		sb_addf(&names, "files[%zu].file", i);
+		sb_addc(&names, '\0');
+	}
+	dt_toolbox_url(&url, box, "/files/bulk-upload");
+	sb_addf(&what, "write %zu files (%s ...)", n, n ? items[0].path : "");
+	if (url.oom || what.oom || names.oom) {
+		rc = dt_oom(err);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		parts[2 * i].name = names.buf + name_off[2 * i];
+		parts[2 * i].data = items[i].path;
+		parts[2 * i].data_len = strlen(items[i].path);
+		parts[2 * i].fd = -1;
+		parts[2 * i + 1].name = names.buf + name_off[2 * i + 1];
+		parts[2 * i + 1].filename = UPLOAD_PART_FILENAME;
+		parts[2 * i + 1].fd = items[i].fd;
+		parts[2 * i + 1].fd_len = items[i].len;
+	}
+	{
+		/* Every upload replaces whole files, so a replay is safe. */
+		struct call c = { .method = "POST", .url = sb_str(&url), .what = sb_str(&what), .toolbox = true,
+				  .parts = parts, .n_parts = 2 * n, .idempotent = true, .streaming = true };
+
+		rc = dt_do(dt, &c, &resp, err);
+		/* An answer that names the files (a 400 lists what failed and
+		 * what landed) says each one's fate; any other failure is the
+		 * request's, for all of them. */
+		if ((resp.status / 100 == 2 || resp.status / 100 == 4) &&
+		    dt_upload_many_reply(resp.body, resp.body_len, items, n) == 0) {
+			rc = 0;
+			dt_error_clear(err);
+		} else if (rc == 0) {
+			rc = dt_malformed(err, resp.status, c.what);
+		}
+		http_response_free(&resp);
+	}
+out:
+	free(parts);
+	free(name_off);
+	sb_free(&names);
+	sb_free(&url);
+	sb_free(&what);
+	return rc;
+}
+
 int dt_fs_upload_mem(struct dt_client *dt, const struct dt_box *box, const char *path,
 		     const void *data, size_t len, struct dt_error *err)
 {

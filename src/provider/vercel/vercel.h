@@ -228,6 +228,7 @@ struct vc_cmd_params {
 	const struct vc_kv *env;   size_t n_env;
 	bool sudo;
 	long timeout_ms;           /* 0: none; else >= 100, SIGKILL at expiry */
+	bool wait;                 /* vc_cmd_run_wait: "wait":true and "logs":true */
 };
 /* The run body (malloc'd; detached: no wait). Pure: unit-tested. */
 char *vc_cmd_body_json(const struct vc_cmd_params *p);
@@ -253,6 +254,13 @@ typedef int (*vc_log_fn)(void *ctx, enum vc_stream stream, const char *data, siz
  * code and message in err. */
 int vc_cmd_logs(struct vc_client *vc, const char *sid, const char *cmd_id, vc_log_fn fn, void *ctx,
 		struct vc_error *err);
+/* POST …/cmd with wait and logs: one request that streams the output to fn
+ * and ends with the command's exit (out->exited, out->exit_code).
+ * http_timeout_ms bounds the stream (0: cfg.wait_timeout_ms). Never sent
+ * twice (the program could run twice): a stream cut before the exit line
+ * gives -ECONNRESET. */
+int vc_cmd_run_wait(struct vc_client *vc, const char *sid, const struct vc_cmd_params *p, long http_timeout_ms,
+		    vc_log_fn fn, void *ctx, struct vc_command *out, struct vc_error *err);
 
 /* NDJSON framing, pure: split on raw '\n' bytes (never inside a UTF-8
  * sequence), skip empty lines, hand each line to fn. Lines over max_line

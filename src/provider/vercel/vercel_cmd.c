@@ -45,6 +45,8 @@ char *vc_cmd_body_json(const struct vc_cmd_params *p)
 	ok = ok && cJSON_AddBoolToObject(root, "sudo", p->sudo);
 	if (ok && p->timeout_ms > 0)
 		ok = cJSON_AddNumberToObject(root, "timeout", (double)p->timeout_ms) != NULL;
+	if (ok && p->wait)
+		ok = cJSON_AddBoolToObject(root, "wait", true) && cJSON_AddBoolToObject(root, "logs", true);
 	if (ok)
 		s = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
@@ -630,6 +632,96 @@ int vc_cmd_logs(struct vc_client *vc, const char *sid, const char *cmd_id, vc_lo
 	}
 out:
 	vc_ndjson_free(&lc.nd);
+	sb_free(&url);
+	sb_free(&what);
+	return rc;
+}
+
+/* ---- run and wait ------------------------------------------------------------ */
+
+struct wait_ctx {
+	struct vc_ndjson nd;
+	vc_log_fn fn;
+	void *ctx;
+	struct vc_command cmd;      /* the last {"command"} line: the exit code once it has one */
+	struct vc_error line_err;
+};
+
+static int wait_line(void *p, const char *line, size_t len)
+{
+	struct wait_ctx *wc = p;
+
+	return vc_log_line(line, len, wc->fn, wc->ctx, &wc->cmd, &wc->line_err);
+}
+
+static int wait_sink(void *p, const void *data, size_t len)
+{
+	struct wait_ctx *wc = p;
+	int rc = vc_ndjson_feed(&wc->nd, data, len);
+
+	if (rc && !wc->line_err.err)
+		vc_error_set(&wc->line_err, rc, 200, "command stream: %s",
+			     rc == -EFBIG ? "a line too long" : strerror(-rc));
+	return rc;
+}
+
+int vc_cmd_run_wait(struct vc_client *vc, const char *sid, const struct vc_cmd_params *p, long http_timeout_ms,
+		    vc_log_fn fn, void *ctx, struct vc_command *out, struct vc_error *err)
+{
+	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
+	struct vc_cmd_params wp = *p;
+	struct http_response resp;
+	struct wait_ctx wc;
+	char *body = NULL;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (vc_check_id(sid, "session id", err))
+		return -EINVAL;
+	if (!p->command || !*p->command)
+		return vc_error_set(err, -EINVAL, 0, "run command: no program");
+	if (p->timeout_ms > 0 && p->timeout_ms < 100)
+		return vc_error_set(err, -EINVAL, 0, "run %s: timeout under 100 ms", p->command);
+	memset(&wc, 0, sizeof(wc));
+	wc.fn = fn;
+	wc.ctx = ctx;
+	vc_ndjson_init(&wc.nd, 0, wait_line, &wc);
+	wp.wait = true;
+	body = vc_cmd_body_json(&wp);
+	vc_session_url(vc, &url, sid, "/cmd");
+	sb_addf(&what, "run %s in session %s", p->command, sid);
+	if (!body || url.oom || what.oom) {
+		rc = vc_oom(err);
+		goto out;
+	}
+	{
+		/* Not idempotent: a replay would run the program twice. The
+		 * stream is bounded as a whole (a quiet command sends nothing
+		 * for long: no stall limit). */
+		struct vc_call c = { .method = "POST", .url = sb_str(&url), .what = sb_str(&what), .json = body,
+				     .sink = wait_sink, .sink_ctx = &wc,
+				     .timeout_ms = http_timeout_ms > 0 ? http_timeout_ms : vc->wait_timeout_ms };
+
+		memset(&resp, 0, sizeof(resp));
+		rc = vc_do(vc, &c, &resp, err);
+		if (rc == 0 && (!resp.content_type || strncmp(resp.content_type, "application/x-ndjson", 20) != 0))
+			rc = vc_error_set(err, -EIO, resp.status, "%s: not an NDJSON stream (%s)", c.what,
+					  resp.content_type ? resp.content_type : "no content type");
+		http_response_free(&resp);
+	}
+	if (rc == 0)
+		rc = vc_ndjson_finish(&wc.nd);
+	if (rc && wc.line_err.err && err) {
+		*err = wc.line_err;
+		rc = -wc.line_err.err;
+	}
+	if (rc == 0 && !wc.cmd.exited)
+		rc = vc_error_set(err, -ECONNRESET, 200, "run %s: the stream ended before the command did",
+				  p->command);
+	*out = wc.cmd;
+out:
+	vc_ndjson_free(&wc.nd);
+	free(body);
 	sb_free(&url);
 	sb_free(&what);
 	return rc;

@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What is Vercel's own in the mount (doc/SEMANTICS.md, "Vercel"): sessions
+that stop and resume under a new id, extend, tags, Vercel's create words,
+exact bytes through a UTF-8-only output channel, the request quota and 429.
+Run with DAYTONAFS_TEST_PROVIDER=vercel (skipped otherwise)."""
+import json
+import os
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import (API_KEY, PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, VERCEL_TEAM, Mount, create_sandbox,
+                      ctl, read, write)
+
+pytestmark = pytest.mark.provider("vercel", reason="Vercel's sessions, tags and quota")
+
+
+def vapi(server, method, path, body=None, **query):
+    """Vercel's API straight to the server (as another client would)."""
+    q = dict(teamId=VERCEL_TEAM, projectId=VERCEL_PROJECT, **query)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{server.api_url}{path}?{urllib.parse.urlencode(q)}", data=data,
+                                 method=method, headers={"Content-Type": "application/json",
+                                                         "Authorization": "Bearer " + API_KEY})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+def session_of(server, name):
+    return vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]["currentSessionId"]
+
+
+def log(server):
+    return server.local("GET", "/_local/log")
+
+
+def test_create_with_vercel_words(mount, server):
+    name = "vw-" + os.urandom(3).hex()
+    ctl(mount.p("ctl"), f"create {name} runtime=python3.13 vcpus=4 timeout=20 port=3000 tag.team=infra "
+                        "env.GREETING=hi persistent")
+    try:
+        sb = vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]
+        assert sb["vcpus"] == 4
+        assert sb["timeout"] == 20 * 60000
+        assert sb["tags"] == {"team": "infra"}
+        assert sb["persistent"] is True
+        ctl(mount.p(name, "ctl"), "exec echo $GREETING")
+        assert read(mount.p(name, "stdout")) == "hi\n"
+        # tag/untag are labels: the sandbox's tags
+        ctl(mount.p(name, "ctl"), "tag owner=me")
+        assert vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]["tags"] == {"team": "infra", "owner": "me"}
+        ctl(mount.p(name, "ctl"), "untag team")
+        assert vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]["tags"] == {"owner": "me"}
+        # what Vercel does not have is refused, with why
+        with pytest.raises(OSError):
+            ctl(mount.p("ctl"), f"create {name}-2 memory=8")
+        assert "memory" in read(mount.p("error"))
+        assert not os.path.exists(mount.p(f"{name}-2"))
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_stopped_session_is_ehostdown_until_start(mount, server):
+    name = create_sandbox(mount, "stop")
+    try:
+        f = mount.p(name, "work", "kept.txt")
+        write(f, "persistent\n")
+        first = session_of(server, name)
+        ctl(mount.p(name, "ctl"), "stop")
+        assert read(mount.p(name, "status")) == "stopped\n"
+        server.reset()
+        with pytest.raises(OSError) as e:
+            read(mount.p(name, "work", "other.txt"))
+        assert e.value.errno == 112      # EHOSTDOWN
+        assert f"echo start > {mount.path}/{name}/ctl" in read(mount.p(name, "error"))
+        # browsing never resumes the sandbox
+        assert not [r for r in log(server) if "resume=true" in r["path"]]
+        ctl(mount.p(name, "ctl"), "start")
+        assert read(mount.p(name, "status")) == "started\n"
+        assert session_of(server, name) != first           # a new session
+        assert read(f) == "persistent\n"                    # a persistent sandbox keeps its files
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_session_resumed_by_another_client_is_followed(mount, server):
+    name = create_sandbox(mount, "moved")
+    try:
+        ctl(mount.p(name, "ctl"), "exec true")
+        assert read(mount.p(name, "exit")) == "0\n"
+        old = session_of(server, name)
+        vapi(server, "POST", f"/v2/sandboxes/sessions/{old}/stop")
+        for _ in range(100):
+            if vapi(server, "GET", f"/v2/sandboxes/{name}")["sandbox"]["status"] == "stopped":
+                break
+            time.sleep(0.05)
+        new = vapi(server, "GET", f"/v2/sandboxes/{name}", resume="true")["session"]["id"]
+        assert new != old
+        server.reset()
+        # The mount still holds the old session: one 410, one look at the
+        # sandbox (no resume), and the command goes to the new session.
+        ctl(mount.p(name, "ctl"), "exec echo moved")
+        assert read(mount.p(name, "stdout")) == "moved\n"
+        entries = log(server)
+        assert len([r for r in entries if f"/sessions/{old}/" in r["path"] and r["status"] == 410]) == 1
+        assert not [r for r in entries if "resume=true" in r["path"]]
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_extend(mount, server):
+    name = create_sandbox(mount, "ext")
+    try:
+        before = vapi(server, "GET", f"/v2/sandboxes/{name}")["session"]["timeout"]
+        ctl(mount.p(name, "ctl"), "extend 10")
+        after = vapi(server, "GET", f"/v2/sandboxes/{name}")["session"]["timeout"]
+        assert after == before + 10 * 60000
+        ctl(mount.p(name, "ctl"), "stop")
+        with pytest.raises(OSError) as e:
+            ctl(mount.p(name, "ctl"), "extend 10")
+        assert e.value.errno == 112      # only a running session can be extended
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_exact_bytes_through_utf8_logs(mount, sandbox):
+    """The output channel is UTF-8 text: names and output that are not UTF-8
+    come through exact (the exec wrapper's base64)."""
+    ctl(mount.p(sandbox, "ctl"), r"""exec mkdir -p odd && touch "odd/$(printf 'a\377b')" && printf '\377\000\001' """)
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    with open(mount.p(sandbox, "stdout"), "rb") as f:
+        assert f.read() == b"\xff\x00\x01"
+    assert os.listdir(os.fsencode(mount.p(sandbox, "work", "odd"))) == [b"a\xffb"]
+
+
+def test_far_ranged_read_is_one_command(mount, sandbox, server):
+    """A read far into a large file is one command (tail | head | base64),
+    not a fetch of everything before it."""
+    p = mount.p(sandbox, "work", "big.bin")
+    data = os.urandom(3 * 1024 * 1024)
+    with open(p, "wb") as f:
+        f.write(data)
+    time.sleep(1.2)
+    os.stat(p)
+    server.reset()
+    fd = os.open(p, os.O_RDONLY | os.O_DIRECT) if hasattr(os, "O_DIRECT") else os.open(p, os.O_RDONLY)
+    try:
+        got = os.pread(fd, 4096, 2 * 1024 * 1024 + 4096)
+    finally:
+        os.close(fd)
+    assert got == data[2 * 1024 * 1024 + 4096: 2 * 1024 * 1024 + 8192]
+    reads = [r for r in log(server) if r["path"].split("?")[0].endswith("/fs/read")]
+    out = sum(r["bytes_out"] for r in reads)
+    assert out < 1024 * 1024, f"{out} bytes of fs/read for a 4 KiB read at 2 MiB"
+
+
+def test_uploads_keep_mode_and_links(mount, sandbox):
+    """fs/write replaces a file; the mount writes in place through a copy, so
+    an existing file keeps its mode and its hard links."""
+    ctl(mount.p(sandbox, "ctl"), "exec printf old > keep.sh && chmod 755 keep.sh && ln keep.sh keep-link")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    write(mount.p(sandbox, "work", "keep.sh"), "new\n")
+    ctl(mount.p(sandbox, "ctl"), "exec stat -c '%a %h' keep.sh; cat keep-link")
+    assert read(mount.p(sandbox, "stdout")) == "755 2\nnew\n"
+    assert SANDBOX_HOME == "/vercel/sandbox"
+
+
+def test_rate_limit_waits_and_429_is_retried(server, tmp_root):
+    m = Mount(server, tmp_root, ["rate_limit=120", "loglevel=info"], name="ratemnt")
+    try:
+        name = create_sandbox(m, "rate")
+        # 120 a minute with a burst of 6: the tenth request waits for its token
+        for i in range(10):
+            ctl(m.p(name, "ctl"), f"exec echo {i}")
+        server.reset()
+        server.local("POST", "/_local/faults", {"pattern": "/sessions/[^/]+/cmd", "action": "status", "status": 429,
+                                                "retry_after": 1, "count": 1})
+        try:
+            ctl(m.p(name, "ctl"), "exec echo after-429")
+            assert read(m.p(name, "stdout")) == "after-429\n"
+            statuses = [r["status"] for r in log(server) if r["path"].split("?")[0].endswith("/cmd")]
+            assert 429 in statuses
+        finally:
+            server.local("DELETE", "/_local/faults")
+        ctl(m.p(name, "ctl"), "delete")
+    finally:
+        m.unmount()
+    assert "request quota: waited" in open(m.log.name).read()
+
+
+def test_write_to_a_file_made_read_only_after_open(mount, sandbox):
+    """A descriptor opened for writing keeps its right to write after chmod
+    0444; the sandbox's user is not root, so the copy into place gets the
+    owner's write bit for the moment, and the mode comes back."""
+    p = mount.p(sandbox, "work", "ro-later.txt")
+    write(p, "old\n")
+    fd = os.open(p, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.chmod(p, 0o444)
+        os.write(fd, b"new\n")
+    finally:
+        os.close(fd)
+    ctl(mount.p(sandbox, "ctl"), "exec stat -c %a ro-later.txt; cat ro-later.txt; ls -a | grep -c daytonafs-upload")
+    assert read(mount.p(sandbox, "stdout")) == "444\nnew\n0\n"

@@ -1,0 +1,245 @@
+# SPDX-License-Identifier: Apache-2.0
+"""-o writeback=SEC (doc/SEMANTICS.md, section 4): a closed file's upload waits
+up to SEC seconds and goes with the others in one bulk-upload; an exec through
+ctl, fsync, a listing and unmount upload first; the mount sees its data
+meanwhile; a crash of the mount loses none of it."""
+import errno
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import LIVE_MOUNTS, Mount, create_sandbox, ctl, read, sh
+from test_crash import kill_mount, remount, wait_for
+from test_many_writes import make_tar
+from test_posix import Toolbox
+
+HOME = "/home/daytona"
+
+
+@pytest.fixture
+def wbm(server, tmp_root):
+    """A mount with a long write-back delay (nothing goes by the timer during
+    a test), a sandbox on it, and the sandbox's file API."""
+    name = "wb-" + uuid.uuid4().hex[:6]
+    m = Mount(server, tmp_root, extra_opts=["writeback=600"], name=name)
+    sb = create_sandbox(m, "w")
+    os.listdir(m.p(sb, "work"))
+    yield m, sb, Toolbox(server, sb)
+    server.local("DELETE", "/_local/faults")
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+
+
+def uploads(server):
+    return server.count("/files/bulk-upload")
+
+
+def write_files(d, n, prefix="f"):
+    datas = {}
+    for i in range(n):
+        p = os.path.join(d, "%s%03d.txt" % (prefix, i))
+        datas[p] = (b"%s %d\n" % (prefix.encode(), i)) * (i + 1)
+        with open(p, "wb") as f:
+            f.write(datas[p])
+    return datas
+
+
+def test_closes_wait_and_an_exec_uploads_them_first_in_one_request(wbm, server):
+    m, sb, tb = wbm
+    d = m.p(sb, "work")
+    server.reset()
+    datas = write_files(d, 30)
+    assert uploads(server) == 0
+    # the mount sees its own data; the sandbox does not yet
+    for p, data in datas.items():
+        assert read(p, "rb") == data
+        assert os.stat(p).st_size == len(data)
+    assert tb.download(HOME + "/f000.txt") is None
+    assert uploads(server) == 0
+    # an exec through ctl sees every closed file
+    ctl(m.p(sb, "ctl"), "exec cat " + " ".join("f%03d.txt" % i for i in range(30)) + " | md5sum")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert uploads(server) == 1
+    import hashlib
+    want = hashlib.md5(b"".join(datas[os.path.join(d, "f%03d.txt" % i)] for i in range(30))).hexdigest()
+    assert read(m.p(sb, "stdout")).split()[0] == want
+    for p, data in datas.items():
+        assert tb.download(HOME + "/" + os.path.basename(p)) == data
+
+
+def test_fsync_uploads_the_file_at_once_and_fsync_of_the_directory_the_rest(wbm, server):
+    m, sb, tb = wbm
+    d = m.p(sb, "work")
+    server.reset()
+    datas = write_files(d, 5)
+    p = m.p(sb, "work", "synced.txt")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"synced\n")
+    os.fsync(fd)
+    assert tb.download(HOME + "/synced.txt") == b"synced\n"
+    assert uploads(server) == 1
+    os.close(fd)
+    assert tb.download(HOME + "/f000.txt") is None
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert uploads(server) == 2
+    for p, data in datas.items():
+        assert tb.download(HOME + "/" + os.path.basename(p)) == data
+    assert os.stat(m.p(sb, "work", "synced.txt")).st_mode & 0o777 == 0o600
+
+
+def test_tar_x_sends_many_files_per_request_with_their_times(wbm, server, tmp_path):
+    m, sb, tb = wbm
+    n = 150
+    tar = str(tmp_path / "a.tar")
+    make_tar(tar, n)
+    d = m.p(sb, "work")
+    server.reset()
+    sh(["tar", "-x", "--no-same-owner", "--no-same-permissions", "-f", tar, "-C", d])
+    assert uploads(server) == 0
+    m.settle()   # fsync of the directory: the uploads, then the times
+    assert uploads(server) <= 3   # 128 files a request
+    import tarfile
+    with tarfile.open(tar) as t:
+        for mem in t.getmembers():
+            if mem.isfile():
+                assert tb.download(HOME + "/" + mem.name) == t.extractfile(mem).read()
+                assert os.stat(os.path.join(d, mem.name)).st_mtime == mem.mtime
+
+
+def test_unmount_uploads_what_waits(wbm, server, tmp_root):
+    m, sb, tb = wbm
+    datas = write_files(m.p(sb, "work"), 10, "u")
+    assert tb.download(HOME + "/u000.txt") is None
+    before = uploads(server)   # (server.reset() would settle the mount first)
+    m.unmount()
+    assert uploads(server) - before == 1
+    for p, data in datas.items():
+        assert tb.download(HOME + "/" + os.path.basename(p)) == data
+
+
+def test_a_file_renamed_or_deleted_while_it_waits(wbm, server):
+    m, sb, tb = wbm
+    d = m.p(sb, "work")
+    with open(os.path.join(d, "gone.txt"), "w") as f:
+        f.write("never there\n")
+    os.unlink(os.path.join(d, "gone.txt"))
+    with open(os.path.join(d, "old.txt"), "w") as f:
+        f.write("moved\n")
+    os.rename(os.path.join(d, "old.txt"), os.path.join(d, "new.txt"))
+    m.settle()
+    assert tb.download(HOME + "/gone.txt") is None
+    assert tb.download(HOME + "/old.txt") is None
+    assert tb.download(HOME + "/new.txt") == b"moved\n"
+    assert sorted(x for x in os.listdir(d) if x.endswith(".txt")) == ["new.txt"]
+
+
+def test_kill_9_loses_nothing_that_waited(wbm, server, tmp_root):
+    m, sb, tb = wbm
+    datas = write_files(m.p(sb, "work"), 12, "k")
+    assert tb.download(HOME + "/k000.txt") is None
+    kill_mount(m)
+    m2 = remount(server, tmp_root, m)
+    for p, data in datas.items():
+        spath = HOME + "/" + os.path.basename(p)
+        wait_for(lambda: tb.download(spath) == data, spath + " uploaded by recovery")
+    assert os.listdir(os.path.join(m2.cache, "staging")) == []
+
+
+def test_a_failing_upload_fails_the_exec_and_loses_nothing(wbm, server):
+    m, sb, tb = wbm
+    datas = write_files(m.p(sb, "work"), 6, "e")
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 400})
+    with pytest.raises(OSError) as e:
+        ctl(m.p(sb, "ctl"), "exec true")
+    assert e.value.errno in (errno.EINVAL, errno.EIO)
+    assert "could not be uploaded" in read(m.p(sb, "error"))
+    # fsync of the directory reports it too
+    dfd = os.open(m.p(sb, "work"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            os.fsync(dfd)
+        server.local("DELETE", "/_local/faults")
+        os.fsync(dfd)   # they are still waiting: now they land
+    finally:
+        os.close(dfd)
+    for p, data in datas.items():
+        assert read(p, "rb") == data
+        assert tb.download(HOME + "/" + os.path.basename(p)) == data
+
+
+def test_a_waiting_file_unlinked_costs_no_request_and_goes(wbm, server):
+    """vim's swap file: written, fsync'd (so it exists there), rewritten and
+    closed (its upload waits), then unlinked. Before: the unlink found the
+    waiting node, took it for an open file, and asked /files/info and sent
+    the delete at once."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", ".e.txt.swp")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"b0VIM header\n")
+    os.fsync(fd)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, b"b0VIM HEADER\n")
+    os.close(fd)
+    assert tb.download(HOME + "/.e.txt.swp") == b"b0VIM header\n"
+    before = server.stats()["routes"]
+    os.unlink(p)
+    after = server.stats()["routes"]
+    assert {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)} == {}
+    assert not os.path.exists(p)
+    m.settle()
+    assert tb.download(HOME + "/.e.txt.swp") is None
+
+
+def test_vim_save(wbm, server):
+    """vim -es: swap files made and removed, the file rewritten in place. The
+    uploads (the swap file's and the file's fsyncs, if vim makes them) are
+    the only writes; the swap files' creation, removal and mode cost
+    nothing; :wq's file lands, mode kept, once anything looks."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "e.txt")
+    text = b"".join(b"line %d of the file\n" % i for i in range(5000))
+    with open(p, "wb") as f:
+        f.write(text)
+    os.chmod(p, 0o640)
+    m.settle()
+    server.reset()
+    subprocess.run(["vim", "-es", "-N", "-u", "NONE", "-i", "NONE", "-c", "1s/^/x/", "-c", "wq", p],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True, timeout=60)
+    r = {k: v for k, v in server.stats()["routes"].items() if v and "/toolbox/" in k}
+    assert r.pop("POST /toolbox/{id}/files/bulk-upload", 0) <= 3, r
+    assert r.pop("GET /toolbox/{id}/files/info", 0) <= 2, r
+    r.pop("GET /toolbox/{id}/files/download", None)
+    # at most the deferred batch (the swap file's delete, 0.5 s later), which
+    # vim does not wait for; no delete request
+    assert r.pop("POST /toolbox/{id}/process/execute", 0) <= 1, r
+    assert not r, r
+    m.settle()
+    assert tb.download(HOME + "/e.txt") == b"x" + text
+    assert tb.download(HOME + "/.e.txt.swp") is None
+    assert os.stat(p).st_mode & 0o777 == 0o640
+    ctl(m.p(sb, "ctl"), "exec stat -c %a e.txt")
+    assert read(m.p(sb, "stdout")) == "640\n"
+
+
+def test_a_files_time_does_not_jump_when_its_upload_lands(wbm, server):
+    """The mount shows a waiting file's time of its last write; the upload
+    lands later, and the sandbox would give the time of the upload: the
+    file gets the time shown (before: vim's :w then asked "file changed
+    since reading it" and did not write)."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "t.txt")
+    with open(p, "w") as f:
+        f.write("time\n")
+    before = os.stat(p).st_mtime_ns
+    m.settle()
+    ctl(m.p(sb, "ctl"), "exec stat -c %Y.%y t.txt")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert int(read(m.p(sb, "stdout")).split(".")[0]) == before // 10**9
+    assert os.stat(p).st_mtime_ns == before
