@@ -577,3 +577,16 @@ def test_open_build_log_keeps_what_it_reads(mount, server):
         server.local("PUT", "/_local/timing", {"build_ms": 0})
         server.local("DELETE", "/_local/faults")
     ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_env_cannot_change_which_command_runs(mount, sandbox):
+    """The wrapper sources STATE_DIR/env: names it uses itself (s, d, r,
+    and IFS, which NAME/env refuses but the file can get otherwise) change
+    neither the command nor its words."""
+    write(mount.p(sandbox, "env"), "s=1\nd=/nonexistent\nr=/bin/true\ne=/x\ni=/nonexistent\n")
+    code, _ = run(mount, sandbox, "printf 'export IFS=/\\n' >> /tmp/.daytonafs/env")
+    assert code == 0
+    code, out = run(mount, sandbox, "echo hello")
+    assert (code, out) == (0, "hello\n")
+    code, out = run(mount, sandbox, 'echo "$s|$d|$r"')
+    assert (code, out) == (0, "1|/nonexistent|/bin/true\n")
