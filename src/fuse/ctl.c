@@ -1001,6 +1001,8 @@ out:
 static void command_init(struct ctl_command *c)
 {
 	memset(c, 0, sizeof(*c));
+	/* timeout=0 says "no limit", which must differ from "not given" */
+	c->timeout_s = CTL_UNSET;
 	c->cpu = c->memory = c->disk = c->gpu = CTL_UNSET;
 	c->minutes = c->autostop = c->autoarchive = c->autodelete = CTL_MINUTES_UNSET;
 }

@@ -82,7 +82,7 @@ struct ctl_command {
 	/* exec */
 	char *command;               /* verbatim shell text */
 	char *cwd;                   /* NULL when not given */
-	long timeout_s;              /* 0 when not given */
+	long timeout_s;              /* CTL_UNSET when not given; 0: none */
 	bool with_stdin;             /* "stdin" flag: accepted; every command's stdin is open for cmd/N/stdin */
 	struct ctl_pair *env;        /* env.K=V, K validated as [A-Za-z_][A-Za-z0-9_]* */
 	size_t n_env;

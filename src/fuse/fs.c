@@ -395,6 +395,7 @@ void dfs_free(struct dfs *fs)
 
 	if (!fs)
 		return;
+	surface_stop(fs);
 	if (fs->exec)
 		exec_mgr_free(fs->exec);
 	recover_stop(fs->recovery);
@@ -415,6 +416,7 @@ void dfs_free(struct dfs *fs)
 		free(sb);
 	}
 	registry_free(&fs->registry);
+	vhandles_free_all(fs);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

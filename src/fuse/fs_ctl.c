@@ -96,8 +96,8 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	memset(&spec, 0, sizeof(spec));
 	spec.command = c->command;
 	spec.cwd = c->cwd;
-	/* timeout= of the line wins over -o exec_timeout (0: none). */
-	spec.timeout_s = c->timeout_s ? c->timeout_s : fs->opt.exec_timeout_s;
+	/* timeout= of the line wins over -o exec_timeout, timeout=0 too (none). */
+	spec.timeout_s = c->timeout_s != CTL_UNSET ? c->timeout_s : fs->opt.exec_timeout_s;
 	spec.env = env;
 	spec.n_env = c->n_env;
 	spec.with_stdin = c->with_stdin;
@@ -210,6 +210,7 @@ static int run_delete(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
 		pthread_mutex_lock(&fs->lock);
 		sb->gone = true;
 		pthread_mutex_unlock(&fs->lock);
+		surface_sandbox_gone(fs, sb);
 		exec_forget_sandbox(fs->exec, sb->id);
 		cache_invalidate_sandbox(fs->cache, sb->id);
 		log_info("%s: deleted", sb->name);
@@ -397,7 +398,7 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 	surface_create_progress(&p, fs, c->image != NULL);
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_create(fs->sp, &p, &d, err);
-	surface_create_done(fs, c->name);
+	surface_create_done(fs, rc == 0);
 	if (d.id[0] && !sandbox_add(fs, &d) && rc == 0)
 		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
 	dt_sandbox_clear(&d);

@@ -128,6 +128,8 @@ struct dfs {
 	double listed_at;         /* when the registry was last filled from a full list */
 
 	struct open_table *files; /* open sandbox files (fs_open_files.c) */
+	struct vhandle *vhandles; /* open virtual files (fs_virtual.c), under lock */
+	struct follower *followers; /* threads following a build log (fs_surface.c), under lock */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
 	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
@@ -149,14 +151,21 @@ int surface_mkdir(struct dfs *fs, const struct node *n);
 int surface_rmdir(struct dfs *fs, const struct node *n);
 /* NAME/env written: text is the whole content written since open. */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len);
-/* Whether this mount follows sb's build (its create ... image=). */
-bool surface_has_build_log(struct dfs *fs, struct sandbox *sb);
-/* Reads of NAME/build-log from off: what this mount has of the build so far. */
-int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off);
+/* NAME/build-log of the build this mount follows (its create ... image=),
+ * counted: NULL when there is none (or its request broke: read the API's). */
+struct build_log;
+struct build_log *surface_build_log_get(struct dfs *fs, struct sandbox *sb);
+void surface_build_log_put(struct build_log *bl);
+/* Reads from off: what has come of the build so far. */
+int surface_build_log_read(struct build_log *bl, char *buf, size_t size, off_t off);
 /* create's progress (fs_ctl.c): on_created registers the sandbox at once and
  * follows the build log of an image build; on_state shows the wait in status. */
 void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool follow_build);
-void surface_create_done(struct dfs *fs, const char *name);
+void surface_create_done(struct dfs *fs, bool started);
+/* sb was deleted: the build log it keeps can go once followed to its end. */
+void surface_sandbox_gone(struct dfs *fs, struct sandbox *sb);
+/* At unmount, before the provider goes: the followers stopped and joined. */
+void surface_stop(struct dfs *fs);
 /* At unmount: what the surface keeps of sb (its build log). */
 void surface_sandbox_free(struct sandbox *sb);
 /* A change through the mount to sb: counts as its activity (-o activity=changes). */
@@ -164,6 +173,12 @@ void surface_note_change(struct dfs *fs, struct sandbox *sb);
 
 struct dfs *dfs_get(void);
 double now_mono(void);
+
+/* fs_virtual.c: at unmount, the virtual files' handles still open. The
+ * kernel sends RELEASE in the background after close(2) returns and drops
+ * what it has not sent yet when the mount goes, so a closed file's handle
+ * can be one of them. */
+void vhandles_free_all(struct dfs *fs);
 
 /* fs.c */
 int node_parse(const char *path, struct node *n);

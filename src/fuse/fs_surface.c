@@ -124,6 +124,22 @@ static bool env_key_ok(const char *k, size_t n)
 	return true;
 }
 
+/* Names the env file cannot hold: IFS would change how the wrapper of every
+ * command splits words; the others are read-only in bash (an assignment
+ * fails, and in POSIX mode ends the shell that sources the file) or, as
+ * GROUPS, silently ignored. PATH and the rest are variables like any other. */
+static const char *env_key_reserved(const char *k, size_t n)
+{
+	static const char *const names[] = {
+		"IFS", "UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
+			return names[i];
+	return NULL;
+}
+
 /* Undoes sh_quote: 'a'\''b' -> a'b. false when s is not that form. */
 static bool sh_unquote(const char *s, struct strbuf *out)
 {
@@ -246,9 +262,31 @@ out:
 }
 
 /*
+ * The rewrite of the env file is a read-modify-write: two at once (two
+ * threads, two mounts) would each drop the other's change. So it runs under
+ * a lock in the sandbox, where every writer is: mkdir of $f.lock, which is
+ * atomic on every filesystem. A writer waits up to about 20 s (the script's
+ * own limit is SURFACE_TIMEOUT_S) and then fails (EIO, nothing applied). A
+ * lock left by a writer that died (killed at its timeout) is older than a
+ * minute, which no live writer's is: it is renamed away, atomically, so that
+ * of two waiters that see it at once only one breaks it.
+ */
+static const char env_lock_script[] =
+	"\nmkdir -p \"${f%/*}\" || exit 1\n"
+	"l=$f.lock\ni=0\n"
+	"until mkdir \"$l\" 2>/dev/null; do\n"
+	"if [ -n \"$(find \"$l\" -maxdepth 0 -mmin +1 2>/dev/null)\" ] && "
+	"mv \"$l\" \"$l.stale.$$\" 2>/dev/null; then rm -rf \"$l.stale.$$\"; continue; fi\n"
+	"i=$((i+1))\n"
+	"[ $i -lt 400 ] || { echo \"$l is held by another writer\"; exit 1; }\n"
+	"sleep 0.05 2>/dev/null || sleep 1\n"
+	"done\n";
+
+/*
  * Applies "K=V" and "-K" lines (blank lines and # comments ignored) in one
- * command: the file is rewritten without the keys' old lines, plus the new
- * ones, and renamed into place, so a reader never sees half of it.
+ * command: under the lock, the file is rewritten without the keys' old lines,
+ * plus the new ones, and renamed into place, so a reader (who takes no lock)
+ * never sees half of it. A failed grep or printf fails the whole.
  */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len)
 {
@@ -256,7 +294,7 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 	struct strbuf cmd = STRBUF_INIT, grep = STRBUF_INIT, add = STRBUF_INIT, path = STRBUF_INIT;
 	const char *p = text, *end = text + len;
 	char *out = NULL;
-	int rc = 0, n = 0;
+	int rc = 0, n = 0, lineno = 0;
 
 	if (memchr(text, '\0', len)) {
 		sandbox_set_error(sb, "env: a NUL byte cannot be in a variable");
@@ -267,11 +305,31 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 		size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
 		const char *eq = memchr(p, '=', l);
 		struct strbuf line = STRBUF_INIT, val = STRBUF_INIT;
+		const char *k;
+		size_t kn;
+
+		lineno++;
 
 		if (l && p[l - 1] == '\r')
 			l--;
 		if (l == 0 || p[0] == '#')
 			goto next;
+		if (!utf8_valid(p, l)) {
+			/* Daytona carries the script as JSON text: a byte that is
+			 * not UTF-8 would arrive as U+FFFD, another value. */
+			sandbox_set_error(sb, "env: line %d is not UTF-8 text (only text crosses the API unchanged)",
+					  lineno);
+			rc = -EINVAL;
+			goto out;
+		}
+		k = p[0] == '-' ? p + 1 : p;
+		kn = p[0] == '-' ? l - 1 : eq ? (size_t)(eq - p) : 0;
+		if (env_key_ok(k, kn) && env_key_reserved(k, kn)) {
+			sandbox_set_error(sb, "env: %s is the shell's own (it would break every command's wrapper)",
+					  env_key_reserved(k, kn));
+			rc = -EINVAL;
+			goto out;
+		}
 		if (p[0] == '-' && env_key_ok(p + 1, l - 1)) {
 			sb_addf(&grep, " -e '^export %.*s=' -e '^unset %.*s$'", (int)(l - 1), p + 1, (int)(l - 1),
 				p + 1);
@@ -289,7 +347,7 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 		if (!rc && line.len) {
 			sb_adds(&add, "printf '%s\\n' ");
 			sh_word(&add, sb_str(&line));
-			sb_adds(&add, "\n");
+			sb_adds(&add, " &&\n");
 			n++;
 		}
 		sb_free(&line);
@@ -304,11 +362,15 @@ next:
 	env_path(fs, &path);
 	sb_adds(&cmd, "f=");
 	sh_quote(&cmd, sb_str(&path));
-	sb_adds(&cmd, "\nmkdir -p \"${f%/*}\" || exit 1\nt=$f.tmp.$$\n{ [ -r \"$f\" ] && grep -v");
+	sb_adds(&cmd, env_lock_script);
+	/* The file holds secrets: only its owner reads it (the new file
+	 * replaces the old, so an old one's looser mode goes too). */
+	sb_adds(&cmd, "umask 077\nw() {\n[ -e \"$f\" ] || return 0\nLC_ALL=C grep -av");
 	sb_add(&cmd, grep.buf, grep.len);
-	sb_adds(&cmd, " \"$f\"\n");
+	sb_adds(&cmd, " \"$f\"\n[ $? -le 1 ]\n}\nt=$f.tmp.$$\n{ w &&\n");
 	sb_add(&cmd, add.buf, add.len);
-	sb_adds(&cmd, "} >\"$t\" && mv -f \"$t\" \"$f\" || { rm -f \"$t\"; exit 1; }\n");
+	sb_adds(&cmd, ":\n} >\"$t\" && mv -f \"$t\" \"$f\"\nr=$?\n[ $r = 0 ] || rm -f \"$t\"\n"
+		      "rmdir \"$l\"\nexit $r\n");
 	if (cmd.oom || grep.oom || add.oom || path.oom) {
 		rc = -ENOMEM;
 		goto out;
@@ -446,53 +508,249 @@ int surface_rmdir(struct dfs *fs, const struct node *n)
 
 /* ---- build log ------------------------------------------------------------------ */
 
+/*
+ * The build of this mount's "create ... image=" is followed (one streamed
+ * request, by a thread of its own) so that NAME/build-log grows while the
+ * image builds. What it received is kept while it matters: until the build's
+ * request has ended AND the create returned with the sandbox started (or the
+ * sandbox was deleted). After that a read asks the API for the whole log, as
+ * for any other sandbox, and the memory goes.
+ *
+ * A build_log is counted: the sandbox holds one reference while it keeps the
+ * log (sb->build, set and cleared under fs->lock), the follower one until it
+ * ends, each open NAME/build-log one for its life, so an open file keeps what
+ * it reads even when the follower ends or the sandbox lets go.
+ */
+#define BUILD_LOG_MAX (64u << 20)   /* a runaway log does not eat the machine */
+static const char build_log_cut[] = "\n[daytonafs: the build log is cut here, at 64 MiB]\n";
+
 struct build_log {
 	pthread_mutex_t lock;
 	struct strbuf text;
-	bool done;
-	bool failed;                /* the followed request broke: opens ask the API again */
+	int refs;
+	bool done;                  /* the followed request ended */
+	bool failed;                /* ... in error: opens ask the API again */
+	bool cut;                   /* BUILD_LOG_MAX reached: build_log_cut ends the text */
+	bool create_over;           /* the create started the sandbox (or it was deleted) */
+	bool stop;                  /* unmount: the sink ends the request */
 };
+
+/* One thread that follows a build; joined at unmount (surface_stop) or by a
+ * later create once it has ended. */
+struct follower {
+	struct dfs *fs;
+	struct sandbox *sb;         /* entries live as long as the mount */
+	char id[64];
+	struct build_log *bl;
+	pthread_t thread;
+	bool ended;                 /* under fs->lock */
+	struct follower *next;      /* fs->followers, under fs->lock */
+};
+
+static struct build_log *build_log_new(void)
+{
+	struct build_log *bl = calloc(1, sizeof(*bl));
+
+	if (bl) {
+		pthread_mutex_init(&bl->lock, NULL);
+		bl->refs = 1;
+	}
+	return bl;
+}
+
+void surface_build_log_put(struct build_log *bl)
+{
+	bool last;
+
+	if (!bl)
+		return;
+	pthread_mutex_lock(&bl->lock);
+	last = --bl->refs == 0;
+	pthread_mutex_unlock(&bl->lock);
+	if (!last)
+		return;
+	sb_free(&bl->text);
+	pthread_mutex_destroy(&bl->lock);
+	free(bl);
+}
+
+/* The sandbox lets go of its log (if it still is bl). */
+static void build_log_detach(struct dfs *fs, struct sandbox *sb, struct build_log *bl)
+{
+	bool mine;
+
+	pthread_mutex_lock(&fs->lock);
+	mine = sb->build == bl;
+	if (mine)
+		sb->build = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	if (mine)
+		surface_build_log_put(bl);
+}
+
+/* Both must be true before the log goes: the follower's end and the create's
+ * success. Each side sets its flag under bl->lock and learns the other's, so
+ * exactly one of them lets go. */
+static void build_log_mark(struct dfs *fs, struct sandbox *sb, struct build_log *bl, bool follower_end,
+			   bool failed)
+{
+	bool both;
+
+	pthread_mutex_lock(&bl->lock);
+	if (follower_end) {
+		bl->failed = failed;
+		bl->done = true;
+	} else {
+		bl->create_over = true;
+	}
+	both = bl->done && bl->create_over;
+	pthread_mutex_unlock(&bl->lock);
+	if (both)
+		build_log_detach(fs, sb, bl);
+}
+
+static int build_sink(void *ctx, const void *data, size_t len)
+{
+	struct build_log *bl = ctx;
+	int rc = 0;
+
+	pthread_mutex_lock(&bl->lock);
+	if (bl->stop) {
+		rc = -ECANCELED;   /* the request ends (http.h): the mount is going */
+	} else if (len && !bl->cut) {
+		size_t room = BUILD_LOG_MAX - bl->text.len;
+
+		sb_add(&bl->text, data, len < room ? len : room);
+		if (len >= room) {
+			/* Said in the text, so that nobody takes it for the whole. */
+			sb_adds(&bl->text, build_log_cut);
+			bl->cut = true;
+		}
+	}
+	pthread_mutex_unlock(&bl->lock);
+	return rc;
+}
+
+static void *follow_build(void *arg)
+{
+	struct follower *f = arg;
+	struct dfs *fs = f->fs;
+	struct dt_error err = { 0 };
+	bool failed = sp_sandbox_build_log(fs->sp, f->id, true, build_sink, f->bl, &err) < 0;
+	struct build_log *bl;
+	bool stopped;
+
+	pthread_mutex_lock(&f->bl->lock);
+	stopped = f->bl->stop;
+	pthread_mutex_unlock(&f->bl->lock);
+	if (failed && !stopped)
+		log_warn("build log of %s: %s", f->id, err.message);
+
+	build_log_mark(fs, f->sb, f->bl, true, failed);
+	/* surface_stop looks at f->bl under fs->lock: gone from there first */
+	pthread_mutex_lock(&fs->lock);
+	bl = f->bl;
+	f->bl = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	surface_build_log_put(bl);
+	pthread_mutex_lock(&fs->lock);
+	f->ended = true;   /* from here on, f is the reaper's */
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+/* Joins the followers that have ended (each holds a thread's stack until then). */
+static void followers_reap(struct dfs *fs)
+{
+	struct follower *done = NULL, **pp, *f;
+
+	pthread_mutex_lock(&fs->lock);
+	for (pp = &fs->followers; (f = *pp);) {
+		if (f->ended) {
+			*pp = f->next;
+			f->next = done;
+			done = f;
+		} else {
+			pp = &f->next;
+		}
+	}
+	pthread_mutex_unlock(&fs->lock);
+	while ((f = done)) {
+		done = f->next;
+		pthread_join(f->thread, NULL);
+		free(f);
+	}
+}
+
+/* At unmount, before the provider and its HTTP client go: each follower's
+ * request ends within about a second (its sink is called that often, bytes
+ * or not, and refuses to go on), and its thread is joined. */
+void surface_stop(struct dfs *fs)
+{
+	struct follower *list, *f;
+
+	pthread_mutex_lock(&fs->lock);
+	list = fs->followers;
+	fs->followers = NULL;
+	for (f = list; f; f = f->next) {
+		if (!f->bl)
+			continue;   /* ended, or about to */
+		pthread_mutex_lock(&f->bl->lock);
+		f->bl->stop = true;
+		pthread_mutex_unlock(&f->bl->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	while ((f = list)) {
+		list = f->next;
+		pthread_join(f->thread, NULL);
+		free(f);
+	}
+}
+
+static void start_follower(struct dfs *fs, struct sandbox *sb, const char *id)
+{
+	struct build_log *bl = build_log_new();
+	struct follower *f = calloc(1, sizeof(*f));
+
+	followers_reap(fs);
+	if (!bl || !f) {
+		surface_build_log_put(bl);
+		free(f);
+		return;
+	}
+	f->fs = fs;
+	f->sb = sb;
+	f->bl = bl;
+	str_copy(f->id, sizeof(f->id), id);
+	bl->refs = 2;   /* the sandbox's and the follower's */
+	pthread_mutex_lock(&fs->lock);
+	if (sb->build) {
+		/* the same sandbox created twice by this mount: keep the first */
+		pthread_mutex_unlock(&fs->lock);
+		bl->refs = 1;
+		surface_build_log_put(bl);
+		free(f);
+		return;
+	}
+	sb->build = bl;
+	if (pthread_create(&f->thread, NULL, follow_build, f) == 0) {
+		f->next = fs->followers;
+		fs->followers = f;
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
+	sb->build = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	bl->refs = 1;
+	surface_build_log_put(bl);
+	free(f);
+}
 
 struct progress_ctx {
 	struct dfs *fs;
 	struct sandbox *sb;
 	bool follow_build;
-	struct build_log *bl;
 };
-
-static int build_sink(void *ctx, const void *data, size_t len)
-{
-	struct build_log *bl = ctx;
-
-	pthread_mutex_lock(&bl->lock);
-	if (bl->text.len < (64u << 20))   /* a runaway log does not eat the machine */
-		sb_add(&bl->text, data, len);
-	pthread_mutex_unlock(&bl->lock);
-	return 0;
-}
-
-struct follow_arg {
-	struct dfs *fs;
-	char id[64];
-	struct build_log *bl;
-};
-
-static void *follow_build(void *arg)
-{
-	struct follow_arg *a = arg;
-	struct dt_error err = { 0 };
-
-	bool failed = sp_sandbox_build_log(a->fs->sp, a->id, true, build_sink, a->bl, &err) < 0;
-
-	if (failed)
-		log_warn("build log of %s: %s", a->id, err.message);
-	pthread_mutex_lock(&a->bl->lock);
-	a->bl->failed = failed;
-	a->bl->done = true;
-	pthread_mutex_unlock(&a->bl->lock);
-	free(a);
-	return NULL;
-}
 
 static void on_created(void *ctx, const struct dt_sandbox *d)
 {
@@ -505,31 +763,8 @@ static void on_created(void *ctx, const struct dt_sandbox *d)
 	pthread_mutex_lock(&pc->fs->lock);
 	str_copy(sb->progress, sizeof(sb->progress), "creating");
 	pthread_mutex_unlock(&pc->fs->lock);
-	if (pc->follow_build && sp_has(pc->fs->sp, SP_CAP_BUILD_LOG) && !sb->build) {
-		struct build_log *bl = calloc(1, sizeof(*bl));
-		struct follow_arg *a = calloc(1, sizeof(*a));
-		pthread_t t;
-
-		if (!bl || !a) {
-			free(bl);
-			free(a);
-			return;
-		}
-		pthread_mutex_init(&bl->lock, NULL);
-		a->fs = pc->fs;
-		a->bl = bl;
-		str_copy(a->id, sizeof(a->id), d->id);
-		/* Kept for the mount's life, as the sandbox entry that holds it. */
-		pthread_mutex_lock(&pc->fs->lock);
-		sb->build = bl;
-		pthread_mutex_unlock(&pc->fs->lock);
-		if (pthread_create(&t, NULL, follow_build, a) == 0) {
-			pthread_detach(t);
-		} else {
-			bl->done = true;
-			free(a);
-		}
-	}
+	if (pc->follow_build && sp_has(pc->fs->sp, SP_CAP_BUILD_LOG))
+		start_follower(pc->fs, sb, d->id);
 }
 
 /* What a state means while create waits, for the status file. */
@@ -575,48 +810,64 @@ void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool fo
 	p->progress_ctx = &create_pc;
 }
 
-void surface_create_done(struct dfs *fs, const char *name)
+void surface_create_done(struct dfs *fs, bool started)
 {
-	(void)name;
-	if (create_pc.sb) {
+	struct sandbox *sb = create_pc.sb;
+
+	if (sb) {
 		pthread_mutex_lock(&fs->lock);
-		create_pc.sb->progress[0] = '\0';
+		sb->progress[0] = '\0';
 		pthread_mutex_unlock(&fs->lock);
+		/* Started: the API keeps the log; ours may go once followed to
+		 * its end. A create that failed keeps it (why it failed). */
+		if (started)
+			surface_sandbox_gone(fs, sb);
 	}
 	memset(&create_pc, 0, sizeof(create_pc));
 }
 
-static struct build_log *build_of(struct dfs *fs, struct sandbox *sb)
+void surface_sandbox_gone(struct dfs *fs, struct sandbox *sb)
 {
 	struct build_log *bl;
 
 	pthread_mutex_lock(&fs->lock);
 	bl = sb->build;
+	if (bl) {
+		pthread_mutex_lock(&bl->lock);
+		bl->refs++;
+		pthread_mutex_unlock(&bl->lock);
+	}
 	pthread_mutex_unlock(&fs->lock);
-	return bl;
+	if (bl) {
+		build_log_mark(fs, sb, bl, false, false);
+		surface_build_log_put(bl);
+	}
 }
 
-/* A build whose followed log broke is read from the API, whole, instead. */
-bool surface_has_build_log(struct dfs *fs, struct sandbox *sb)
+struct build_log *surface_build_log_get(struct dfs *fs, struct sandbox *sb)
 {
-	struct build_log *bl = build_of(fs, sb);
-	bool failed;
+	struct build_log *bl;
 
-	if (!bl)
-		return false;
-	pthread_mutex_lock(&bl->lock);
-	failed = bl->failed;
-	pthread_mutex_unlock(&bl->lock);
-	return !failed;
+	bool failed = false;
+
+	pthread_mutex_lock(&fs->lock);
+	bl = sb->build;
+	if (bl) {
+		pthread_mutex_lock(&bl->lock);
+		failed = bl->failed;
+		if (!failed)
+			bl->refs++;
+		pthread_mutex_unlock(&bl->lock);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	/* a followed log that broke: the API's, whole, instead */
+	return failed ? NULL : bl;
 }
 
-int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t size, off_t off)
+int surface_build_log_read(struct build_log *bl, char *buf, size_t size, off_t off)
 {
-	struct build_log *bl = build_of(fs, sb);
 	size_t n = 0;
 
-	if (!bl)
-		return 0;
 	pthread_mutex_lock(&bl->lock);
 	if ((size_t)off < bl->text.len) {
 		n = bl->text.len - (size_t)off;
@@ -630,7 +881,7 @@ int surface_build_log_read(struct dfs *fs, struct sandbox *sb, char *buf, size_t
 
 static off_t build_log_size(struct dfs *fs, struct sandbox *sb)
 {
-	struct build_log *bl = build_of(fs, sb);
+	struct build_log *bl = surface_build_log_get(fs, sb);
 	off_t n;
 
 	if (!bl)
@@ -638,26 +889,15 @@ static off_t build_log_size(struct dfs *fs, struct sandbox *sb)
 	pthread_mutex_lock(&bl->lock);
 	n = (off_t)bl->text.len;
 	pthread_mutex_unlock(&bl->lock);
+	surface_build_log_put(bl);
 	return n;
 }
 
 void surface_sandbox_free(struct sandbox *sb)
 {
-	struct build_log *bl = sb->build;
-	bool done;
-
-	if (!bl)
-		return;
-	pthread_mutex_lock(&bl->lock);
-	done = bl->done;
-	pthread_mutex_unlock(&bl->lock);
-	/* A build still followed at unmount: its thread still writes there. */
-	if (!done)
-		return;
+	/* the followers are joined already (surface_stop) */
+	surface_build_log_put(sb->build);
 	sb->build = NULL;
-	sb_free(&bl->text);
-	pthread_mutex_destroy(&bl->lock);
-	free(bl);
 }
 
 /* ---- activity --------------------------------------------------------------------- */
@@ -683,7 +923,7 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 		fill(fs, st, S_IFREG | 0644, 0);
 		return 0;
 	case N_SB_BUILDLOG:
-		fill(fs, st, S_IFREG | 0444, surface_has_build_log(fs, sb) ? build_log_size(fs, sb) : 0);
+		fill(fs, st, S_IFREG | 0444, build_log_size(fs, sb));
 		return 0;
 	case N_PORTSDIR:
 	case N_VOLDIR:
@@ -783,12 +1023,11 @@ int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struc
 		dt_volume_clear(&v);
 		return rc;
 	case N_SB_BUILDLOG: {
-		/* No build of this mount's: the log as the API keeps it (none
-		 * for a sandbox made from a snapshot: empty). */
+		/* Not one this mount follows (its opens take that, vhandle_open):
+		 * the log as the API keeps it (none for a sandbox made from a
+		 * snapshot: empty). */
 		struct build_log tmp = { .text = STRBUF_INIT };
 
-		if (surface_has_build_log(fs, sb))
-			return 0;   /* read live from this mount's (surface_build_log_read) */
 		pthread_mutex_init(&tmp.lock, NULL);
 		rc = sp_sandbox_build_log(fs->sp, sb->id, false, build_sink, &tmp, &err);
 		if (rc == 0)

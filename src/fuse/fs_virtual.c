@@ -37,11 +37,13 @@ struct vhandle {
 	unsigned cmd;
 	enum exec_stream stream;
 	struct strbuf text;        /* H_TEXT: the content made at open */
+	struct build_log *build;   /* H_TEXT of NAME/build-log: the build this mount follows */
 	struct strbuf line;        /* H_CTL: a partial line waiting for its newline; H_ENV: what was written */
 	bool discarding;           /* H_CTL: the rest of a refused line is ignored up to its newline */
 	uint64_t read_end;         /* H_STREAM: the furthest offset given to the reader */
 	bool saw_end;              /* the command's end was seen (caches dropped) */
 	pthread_mutex_t lock;
+	struct vhandle *prev, *next;   /* fs->vhandles */
 };
 
 static int text_of(struct dfs *fs, struct vhandle *h)
@@ -59,19 +61,31 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 		if (h->sb->error[0])
 			sb_addf(&h->text, "%s\n", h->sb->error);
 		return 0;
-	case N_SB_STATUS:
-		if (h->sb->progress[0]) {
-			sb_addf(&h->text, "%s\n", h->sb->progress);
+	case N_SB_STATUS: {
+		char progress[sizeof(h->sb->progress)], state[sizeof(h->sb->state)];
+		char reason[sizeof(h->sb->error_reason)];
+
+		/* create's thread and sandbox_update write these under the lock */
+		pthread_mutex_lock(&fs->lock);
+		str_copy(progress, sizeof(progress), h->sb->progress);
+		pthread_mutex_unlock(&fs->lock);
+		if (progress[0]) {
+			sb_addf(&h->text, "%s\n", progress);
 			return 0;
 		}
 		rc = sandbox_refresh(fs, h->sb, &err);
 		if (rc < 0)
 			return rc;
-		if (h->sb->error_reason[0])
-			sb_addf(&h->text, "%s: %s\n", h->sb->state, h->sb->error_reason);
+		pthread_mutex_lock(&fs->lock);
+		str_copy(state, sizeof(state), h->sb->state);
+		str_copy(reason, sizeof(reason), h->sb->error_reason);
+		pthread_mutex_unlock(&fs->lock);
+		if (reason[0])
+			sb_addf(&h->text, "%s: %s\n", state, reason);
 		else
-			sb_addf(&h->text, "%s\n", h->sb->state);
+			sb_addf(&h->text, "%s\n", state);
 		return 0;
+	}
 	case N_SB_INFO: {
 		struct dt_sandbox d;
 
@@ -198,6 +212,10 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 		/* fall through */
 	default:
 		h->type = H_TEXT;
+		/* The build of this mount's create: live, for tail -f, and kept
+		 * by the handle whatever happens to the follower meanwhile. */
+		if (n->kind == N_SB_BUILDLOG && (h->build = surface_build_log_get(fs, sb)))
+			break;
 		rc = text_of(fs, h);
 		if (rc < 0)
 			goto fail;
@@ -212,6 +230,12 @@ static int vhandle_open(struct dfs *fs, struct node *n, struct sandbox *sb, stru
 	if (h->type == H_CTL || h->type == H_STDIN || h->type == H_ENV)
 		fi->nonseekable = 1;
 	fi->fh = (uint64_t)(uintptr_t)h;
+	pthread_mutex_lock(&fs->lock);
+	h->next = fs->vhandles;
+	if (h->next)
+		h->next->prev = h;
+	fs->vhandles = h;
+	pthread_mutex_unlock(&fs->lock);
 	return 0;
 fail:
 	sb_free(&h->text);
@@ -220,8 +244,17 @@ fail:
 	return rc;
 }
 
-static void vhandle_free(struct vhandle *h)
+static void vhandle_free(struct dfs *fs, struct vhandle *h)
 {
+	pthread_mutex_lock(&fs->lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		fs->vhandles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&fs->lock);
+	surface_build_log_put(h->build);
 	sb_free(&h->text);
 	sb_free(&h->line);
 	pthread_mutex_destroy(&h->lock);
@@ -365,9 +398,8 @@ int dfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 		pthread_mutex_unlock(&h->lock);
 		return rc;
 	case H_TEXT:
-		/* The build of this mount's create: live, for tail -f. */
-		if (h->node.kind == N_SB_BUILDLOG && surface_has_build_log(fs, h->sb))
-			return surface_build_log_read(fs, h->sb, buf, size, off);
+		if (h->build)
+			return surface_build_log_read(h->build, buf, size, off);
 		if ((size_t)off >= h->text.len)
 			return 0;
 		if (size > h->text.len - (size_t)off)
@@ -589,8 +621,14 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 		if (exec_stdin_close(fs->exec, &box, h->cmd, &err) < 0)
 			sandbox_set_error(h->sb, "closing stdin of command %u: %s", h->cmd, err.message);
 	}
-	vhandle_free(h);
+	vhandle_free(fs, h);
 	return 0;
+}
+
+void vhandles_free_all(struct dfs *fs)
+{
+	while (fs->vhandles)
+		vhandle_free(fs, fs->vhandles);
 }
 
 int dfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)

@@ -169,7 +169,7 @@ void dt_volume_list_free(struct dt_volume *list, size_t n);
  * preview asks for ("" when none was given). */
 struct dt_preview {
 	char url[512];
-	char token[256];
+	char token[1024];             /* a longer one is an error, never cut */
 };
 
 /* ---- the interface ------------------------------------------------------- */
@@ -288,6 +288,8 @@ struct sandbox_provider_ops {
 	int (*volume_delete)(void *impl, const char *id, struct dt_error *err);
 	/* The build log of a sandbox made from an image, to sink as it comes;
 	 * with follow, until the build ends (or the request's limit). */
+	/* follow: the sink also gets (NULL, 0) about once a second, so that
+	 * it can end a quiet stream with a negative errno. */
 	int (*sandbox_build_log)(void *impl, const char *id, bool follow, http_sink_fn sink, void *ctx,
 			struct dt_error *err);
 	/* The mount changed something in sandbox id: let the provider count it

@@ -95,8 +95,13 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * the shell would look them up in such a PATH. */
 	/* Issue 16: STATE_DIR/env (written through NAME/env, fs_surface.c)
 	 * is sourced first, in a subshell that then execs the command, so the
-	 * command's own env.K=V below win and the wrapper's tools see neither. */
-	sb_adds(sb, "e=${d%/cmd/*}/env\n( [ -r \"$e\" ] && . \"$e\"; ");
+	 * command's own env.K=V below win and the wrapper's tools see neither.
+	 * The file may set any name, the wrapper's own (d, r, s, IFS ...)
+	 * too: the command's words are bound as "$@" before it is sourced,
+	 * and nothing after it expands a variable of the wrapper's. */
+	sb_adds(sb, "e=${d%/cmd/*}/env\n"
+		"( set -- \"$r\" \"$d/command\"; [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+		"[ -r \"$e\" ] && . \"$e\"; ");
 	for (i = 0; i < spec->n_env; i++) {
 		sb_adds(sb, spec->env[i].key);
 		sb_addc(sb, '=');
@@ -105,7 +110,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	}
 	/* setsid: the command gets a process group of its own (its pid), so a
 	 * kill of the group reaches everything it started and nothing else. */
-	sb_adds(sb, "exec $s $r \"$d/command\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
+	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
 		"[ -n \"$h\" ] && exec 3>&-\n"
 		"echo $p >\"$d/pgid.tmp\" && mv -f \"$d/pgid.tmp\" \"$d/pgid\"\n");
 	if (spec->timeout_s > 0)

@@ -528,6 +528,22 @@ static void reset_response_headers(struct http_response *resp)
 	resp->retry_after_s = -1;
 }
 
+/* req->sink_idle: curl calls this about once a second even when no byte
+ * moves, which the write callback cannot see. */
+static int on_xferinfo(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct attempt *at = userp;
+	int rc;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	rc = at->req->sink(at->req->sink_ctx, NULL, 0);
+	if (rc < 0) {
+		at->abort_err = rc;
+		return 1;   /* CURLE_ABORTED_BY_CALLBACK */
+	}
+	return 0;
+}
+
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 {
 	struct attempt *at = userp;
@@ -808,6 +824,11 @@ static void setup_handle(struct http_client *hc, CURL *easy, const struct http_r
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, at);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, at);
+	if (req->sink && req->sink_idle) {
+		curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_xferinfo);
+		curl_easy_setopt(easy, CURLOPT_XFERINFODATA, at);
+		curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+	}
 }
 
 static void set_method(CURL *easy, const struct http_request *req, curl_mime *mime,

@@ -90,6 +90,9 @@ struct http_request {
 
 	bool idempotent;           /* safe to retry after the request was sent */
 	bool streaming;            /* no total timeout; the stall timeout applies */
+	bool sink_idle;            /* the sink is also called with (NULL, 0) about once a second,
+				    * bytes or not, so that it can end a quiet stream (a negative
+				    * errno: as from a call with bytes) */
 	long timeout_ms;           /* overrides cfg.request_timeout_ms when > 0 */
 };
 

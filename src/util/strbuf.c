@@ -153,3 +153,36 @@ bool str_printf(char *dst, size_t cap, const char *fmt, ...)
 	va_end(ap);
 	return n >= 0 && (size_t)n < cap;
 }
+
+bool utf8_valid(const void *s, size_t n)
+{
+	const unsigned char *p = s, *end = p + n;
+
+	while (p < end) {
+		unsigned c = *p++;
+		size_t more;
+		unsigned min, cp;
+
+		if (c < 0x80)
+			continue;
+		if (c >= 0xc2 && c <= 0xdf) {
+			more = 1, min = 0x80, cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			more = 2, min = 0x800, cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			more = 3, min = 0x10000, cp = c & 0x07;
+		} else {
+			return false;   /* a continuation byte first, C0/C1, or F5..FF */
+		}
+		if ((size_t)(end - p) < more)
+			return false;
+		for (size_t i = 0; i < more; i++, p++) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}

@@ -43,5 +43,9 @@ bool str_copy(char *dst, size_t cap, const char *src);
 char *str_dup_trim_slash(const char *s);
 /* snprintf that returns true when the output fitted. */
 bool str_printf(char *dst, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Whether s[0..n) is well-formed UTF-8 (RFC 3629: shortest forms only, no
+ * surrogates, nothing past U+10FFFF). Text that is not cannot cross a JSON
+ * API unchanged: it comes back with U+FFFD in it. */
+bool utf8_valid(const void *s, size_t n);
 
 #endif

@@ -83,6 +83,11 @@ def test_exec_timeout_default_and_override(server, tmp_root):
         d = m.p(sb, "cmd", os.readlink(m.p(sb, "cmd", "last")))
         assert read(os.path.join(d, "exit")) == "0\n"
         assert read(os.path.join(d, "stdout")) == "done\n"
+        # timeout=0 turns the mount's default off for this command
+        ctl(m.p(sb, "ctl"), "exec timeout=0 -- sleep 3; echo untimed")
+        d = m.p(sb, "cmd", os.readlink(m.p(sb, "cmd", "last")))
+        assert read(os.path.join(d, "exit")) == "0\n"
+        assert read(os.path.join(d, "stdout")) == "untimed\n"
         ctl(m.p(sb, "ctl"), "delete")
     finally:
         m.unmount()
@@ -358,3 +363,240 @@ def test_build_log_of_a_snapshot_sandbox_is_empty(mount, server, sandbox):
         assert errno_of(read, mount.p(sandbox, "build-log")) == errno.EIO
     finally:
         server.local("DELETE", "/_local/faults")
+
+
+def test_env_concurrent_writers_lose_nothing(mount, server, sandbox, tmp_root):
+    """Writers of different keys at once, through two mounts: every key is
+    there after, with the last value each writer gave it."""
+    m2 = Mount(server, tmp_root, name="mnt-env-race")
+    try:
+        errors = []
+
+        def writer(m, key):
+            try:
+                for i in range(5):
+                    write(m.p(sandbox, "env"), f"{key}=v{i}\n")
+            except OSError as e:
+                errors.append(e)
+
+        ts = [threading.Thread(target=writer, args=(mount if k % 2 else m2, f"K{k}"))
+              for k in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120)
+        assert not errors, errors
+        text = read(mount.p(sandbox, "env"))
+        for k in range(6):
+            assert f"K{k}=v4\n" in text, text
+        assert read(m2.p(sandbox, "env")) == text
+        # nothing left behind: no lock, no temporary file
+        code, out = run(mount, sandbox, "ls -a /tmp/.daytonafs | grep env")
+        assert out == "env\n", out
+        # a lock its writer left (killed) a while ago is broken; a fresh one waits
+        run(mount, sandbox, "mkdir /tmp/.daytonafs/env.lock && touch -d '-3 min' /tmp/.daytonafs/env.lock")
+        write(mount.p(sandbox, "env"), "K9=after-stale\n")
+        assert "K9=after-stale\n" in read(mount.p(sandbox, "env"))
+    finally:
+        m2.unmount()
+
+
+
+def test_env_refuses_non_utf8_and_shell_names(mount, sandbox):
+    env = mount.p(sandbox, "env")
+    write(env, "KEEP=1\nLATER=é\n")
+    for bad, msg in ((b"BAD=\xff\xfe\n", "UTF-8"), (b"B\xc3\xa9=1\n", "not K=V"),
+                     (b"IFS=:\n", "IFS"), (b"UID=0\n", "UID"), (b"-EUID\n", "EUID"),
+                     (b"PPID=1\n", "PPID"), (b"SHELLOPTS=x\n", "SHELLOPTS"),
+                     (b"BASHOPTS=x\n", "BASHOPTS"), (b"BASH_VERSINFO=x\n", "BASH_VERSINFO"),
+                     (b"GROUPS=x\n", "GROUPS")):
+        assert errno_of(write, env, bad, "wb") == errno.EINVAL, bad
+        assert msg in read(mount.p(sandbox, "error")), bad
+    write(env, "PATH=/usr/local/bin:/usr/bin:/bin\n")      # PATH is a variable like any other
+    text = read(env)
+    assert "KEEP=1\n" in text and "LATER=é\n" in text, text
+    assert "PATH=/usr/local/bin:/usr/bin:/bin\n" in text
+    # a line the file got some other way, not UTF-8, does not make grep take
+    # the file for binary and drop the lines after it
+    run(mount, sandbox, "printf 'export RAW=\\377\\n' >> /tmp/.daytonafs/env")
+    write(env, "MID=1\n")
+    write(env, "AFTER=2\n")
+    text = read(env)
+    for line in ("KEEP=1\n", "LATER=é\n", "MID=1\n", "AFTER=2\n"):
+        assert line in text, text
+    code, out = run(mount, sandbox, "LC_ALL=C grep -ac '^export RAW=' /tmp/.daytonafs/env")
+    assert out == "1\n"
+
+
+
+def test_env_file_is_private(mount, sandbox):
+    write(mount.p(sandbox, "env"), "SECRET=s3cr3t\n")
+    code, out = run(mount, sandbox, "stat -c %a /tmp/.daytonafs/env")
+    assert (code, out) == (0, "600\n")
+
+
+def test_unmount_with_virtual_handles_open_frees_them(server, tmp_root):
+    """The kernel sends RELEASE in the background after close() returns and
+    drops what it has not sent when the mount goes: a handle of a virtual
+    file can be open, to the daemon, at unmount. Made certain here with a
+    SIGTERM while they are open; the sanitizer build's leak check reads the log."""
+    import signal
+    m = Mount(server, tmp_root, name="mnt-open-handles")
+    name = create_sandbox(m, "oh")
+    fds = []
+    try:
+        fd = os.open(m.p("ctl"), os.O_WRONLY)
+        os.write(fd, b"# a partial line, no newline")
+        fds.append(fd)
+        fd = os.open(m.p(name, "env"), os.O_WRONLY)
+        os.write(fd, b"PENDING=1")
+        fds.append(fd)
+        fds.append(os.open(m.p(name, "info"), os.O_RDONLY))
+        # (not a directory: libfuse's own handle of one would leak, not ours)
+        m.proc.send_signal(signal.SIGTERM)
+        m.proc.wait(60)
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        m.unmount(check=False)
+    log = open(m.log.name, errors="replace").read()
+    assert not [s for s in Mount.SANITIZER_MARKS if s in log], log[-4000:]
+
+
+def test_port_token_is_whole_or_an_error(mount, server, sandbox):
+    os.stat(mount.p(sandbox))
+    url = "https://3000-x.proxy.example"
+    try:
+        for n in (300, 1000):
+            server.local("DELETE", "/_local/faults")
+            server.local("POST", "/_local/faults", {"pattern": "/preview-url", "status": 200,
+                                                     "body": {"url": url, "token": "t" * n}})
+            assert read(mount.p(sandbox, "ports", "3000")) == f"{url}\ntoken {'t' * n}\n"
+        server.local("DELETE", "/_local/faults")
+        server.local("POST", "/_local/faults", {"pattern": "/preview-url", "status": 200,
+                                                 "body": {"url": url, "token": "t" * 5000}})
+        assert errno_of(read, mount.p(sandbox, "ports", "3000")) == errno.EIO
+        assert "preview URL" in read(mount.p(sandbox, "error"))
+    finally:
+        server.local("DELETE", "/_local/faults")
+
+
+def start_image_create(m, server, name, build_ms):
+    """create ... image= in a thread; returns it. The build takes build_ms."""
+    server.local("PUT", "/_local/timing", {"build_ms": build_ms})
+    errors = []
+
+    def create():
+        try:
+            ctl(m.p("ctl"), f"create {name} image=python:3.12-slim")
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=create)
+    t.start()
+    t.errors = errors
+    return t
+
+
+def test_unmount_while_a_build_log_is_followed(server, tmp_root):
+    """create gives up waiting (wait_timeout=1) while the image still builds;
+    the mount goes while its follower still reads the log: the follower is
+    stopped and joined before the HTTP client it uses is freed."""
+    m = Mount(server, tmp_root, extra_opts=("wait_timeout=1",), name="mnt-follow-unmount")
+    name = f"fu-{uuid.uuid4().hex[:8]}"
+    # the log trickles in: the follower is in the middle of it when the mount goes
+    server.local("POST", "/_local/faults", {"pattern": r"build-logs\?follow=true",
+                                            "action": "slow", "bytes_per_sec": 40})
+    try:
+        t = start_image_create(m, server, name, 8000)
+        t.join(60)
+        assert t.errors and t.errors[0].errno == errno.ETIMEDOUT, t.errors
+        deadline = time.time() + 20
+        while not read(m.p(name, "build-log")).startswith("Sending build context"):
+            assert time.time() < deadline, "the followed log never showed"
+            time.sleep(0.1)
+    finally:
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+        server.local("DELETE", "/_local/faults")
+        m.unmount()
+    api = Mount(server, tmp_root, name="mnt-follow-cleanup")
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                ctl(api.p(name, "ctl"), "delete")
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.5)
+    finally:
+        api.unmount()
+
+
+def test_followed_build_log_is_let_go_once_started(mount, server):
+    """The mount keeps a followed log only while the build runs: once it is
+    over and the sandbox started, a read asks the API (the memory is freed)."""
+    name = f"lg-{uuid.uuid4().hex[:8]}"
+    try:
+        t = start_image_create(mount, server, name, 1500)
+        t.join(60)
+    finally:
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+    assert not t.errors, t.errors
+    deadline = time.time() + 10
+    while True:
+        server.reset()
+        text = read(mount.p(name, "build-log"))
+        if requests(server, "/build-logs"):
+            break
+        assert time.time() < deadline, "the followed log is still kept"
+        time.sleep(0.1)
+    assert "Step 1/1 : FROM python:3.12-slim" in text and "Successfully built" in text
+    assert len(requests(server, "/build-logs")) == 1
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_open_build_log_keeps_what_it_reads(mount, server):
+    """A build-log opened while the build is followed reads what was
+    followed even when the follow breaks (and the log is let go) before the read."""
+    name = f"ko-{uuid.uuid4().hex[:8]}"
+    server.local("POST", "/_local/faults", {"pattern": r"build-logs\?follow=true",
+                                            "action": "reset_mid_body", "count": 1})
+    fd = None
+    try:
+        t = start_image_create(mount, server, name, 1500)
+        deadline = time.time() + 20
+        while fd is None:
+            assert time.time() < deadline, "the sandbox never showed"
+            try:
+                fd = os.open(mount.p(name, "build-log"), os.O_RDONLY)
+            except OSError:
+                time.sleep(0.05)
+        t.join(60)
+        assert not t.errors, t.errors
+        # the follow broke at the log's end (the fault), the create returned
+        text = os.pread(fd, 1 << 20, 0).decode()
+        assert "Step 1/1 : FROM python:3.12-slim" in text and "Successfully built" in text, text
+        assert read(mount.p(name, "build-log")) == text     # a new open: the API's, whole
+    finally:
+        if fd is not None:
+            os.close(fd)
+        server.local("PUT", "/_local/timing", {"build_ms": 0})
+        server.local("DELETE", "/_local/faults")
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+def test_env_cannot_change_which_command_runs(mount, sandbox):
+    """The wrapper sources STATE_DIR/env: names it uses itself (s, d, r,
+    and IFS, which NAME/env refuses but the file can get otherwise) change
+    neither the command nor its words."""
+    write(mount.p(sandbox, "env"), "s=1\nd=/nonexistent\nr=/bin/true\ne=/x\ni=/nonexistent\n")
+    code, _ = run(mount, sandbox, "printf 'export IFS=/\\n' >> /tmp/.daytonafs/env")
+    assert code == 0
+    code, out = run(mount, sandbox, "echo hello")
+    assert (code, out) == (0, "hello\n")
+    code, out = run(mount, sandbox, 'echo "$s|$d|$r"')
+    assert (code, out) == (0, "1|/nonexistent|/bin/true\n")

@@ -314,7 +314,7 @@ UNIT_TEST(exec_plain)
 	CHECK_OK("exec ls -la", SB, CTL_EXEC);
 	CHECK_STR(cmd.command, "ls -la");
 	CHECK(cmd.cwd == NULL);
-	CHECK_INT(cmd.timeout_s, 0);
+	CHECK_INT(cmd.timeout_s, CTL_UNSET);   /* not given: -o exec_timeout applies */
 	CHECK(!cmd.with_stdin);
 	CHECK_INT(cmd.n_env, 0);
 	/* verbatim: quotes, escapes, inner blanks and trailing blanks all kept */

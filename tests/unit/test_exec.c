@@ -223,8 +223,9 @@ UNIT_TEST(wrapper_text)
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "( [ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec $s $r "
-		     "\"$d/command\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "( set -- \"$r\" \"$d/command\"; [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
+		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
 	/* stdin: the holder, which goes once the exit is written */
 	CHECK(strstr(sb_str(&sb), "sleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n") != NULL);
 	CHECK(strstr(sb_str(&sb), "mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
@@ -545,6 +546,38 @@ UNIT_TEST(run_binary_env_cwd)
 			CHECK_STR(t, sb_str(&want));
 			sb_free(&want);
 		}
+		free(t);
+	}
+}
+
+/* STATE_DIR/env (NAME/env) is sourced in the wrapper: nothing in it may
+ * change which command runs or with what words, whatever names it sets. */
+UNIT_TEST(run_env_file_cannot_change_the_command)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo hello; echo \"$s|$d|$r|$e|$p\" >&2" };
+		char sd[256], dir[512], path[600];
+		FILE *f;
+		char *t;
+
+		state_dir(sd, sizeof(sd), "envfile", shells[i]);
+		mkdir(sd, 0755);
+		snprintf(path, sizeof(path), "%s/env", sd);
+		f = fopen(path, "w");
+		CHECK(f != NULL);
+		fputs("export s=1\nexport d=/nonexistent\nexport r=/bin/true\nexport IFS=/\n"
+		      "export e=/x\nexport i=/nonexistent\nexport p=7\nexport h=1\n", f);
+		fclose(f);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "hello\n");
+		free(t);
+		/* and the command does get them */
+		t = slurp(dir, "stderr", NULL);
+		CHECK_STR(t, "1|/nonexistent|/bin/true|/x|7\n");
 		free(t);
 	}
 }
@@ -1421,6 +1454,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(launch_output),
 	UNIT_CASE(run_core_example),
 	UNIT_CASE(run_binary_env_cwd),
+	UNIT_CASE(run_env_file_cannot_change_the_command),
 	UNIT_CASE(run_collision_and_cwd_missing),
 	UNIT_CASE(stdin_scripts_text),
 	UNIT_CASE(reconcile_output),

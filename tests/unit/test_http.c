@@ -758,6 +758,39 @@ UNIT_TEST(stall_timeout)
 	sb_free(&s.sb);
 }
 
+/* A sink that ends a quiet stream at its first call without bytes. */
+static int quiet_sink(void *ctx, const void *data, size_t len)
+{
+	int *idle_calls = ctx;
+
+	(void)data;
+	if (len)
+		return 0;
+	++*idle_calls;
+	return -ECANCELED;
+}
+
+UNIT_TEST(sink_idle_ends_a_quiet_stream)
+{
+	int idle_calls = 0;
+	struct http_request req = { .method = "GET", .url = u("/stall"), .streaming = true,
+				    .sink = quiet_sink, .sink_ctx = &idle_calls, .sink_idle = true };
+	struct http_response resp;
+	char eb[256];
+
+	/* the sink's own errno, not the stall timeout's, and not retried */
+	CHECK_INT(http_do(hc, &req, &resp, eb, sizeof(eb)), -ECANCELED);
+	CHECK_INT(idle_calls, 1);
+	CHECK_INT(resp.attempts, 1);
+	http_response_free(&resp);
+	/* without sink_idle the sink never hears (NULL, 0) */
+	idle_calls = 0;
+	req.sink_idle = false;
+	CHECK_INT(http_do(hc, &req, &resp, eb, sizeof(eb)), -ETIMEDOUT);
+	CHECK_INT(idle_calls, 0);
+	http_response_free(&resp);
+}
+
 UNIT_TEST(total_timeout)
 {
 	struct http_request req = { .method = "GET", .url = u("/stall"), .timeout_ms = 300 };
@@ -1094,6 +1127,7 @@ int main(void)
 		UNIT_CASE(dropped_connection_retried_when_idempotent),
 		UNIT_CASE(truncated_body),
 		UNIT_CASE(stall_timeout),
+		UNIT_CASE(sink_idle_ends_a_quiet_stream),
 		UNIT_CASE(total_timeout),
 		UNIT_CASE(connection_refused),
 		UNIT_CASE(bad_headers_rejected),

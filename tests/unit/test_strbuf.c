@@ -155,6 +155,26 @@ UNIT_TEST(printf_bounded)
 	CHECK_STR(buf, "1234567");
 }
 
+UNIT_TEST(utf8_validity)
+{
+	CHECK(utf8_valid("", 0));
+	CHECK(utf8_valid("plain ascii", 11));
+	CHECK(utf8_valid("\xc3\xa9", 2));                 /* e acute */
+	CHECK(utf8_valid("\xe2\x82\xac", 3));             /* euro sign */
+	CHECK(utf8_valid("\xf0\x9f\x98\x80", 4));         /* an emoji */
+	CHECK(utf8_valid("\xf4\x8f\xbf\xbf", 4));         /* U+10FFFF */
+	CHECK(!utf8_valid("\xff", 1));
+	CHECK(!utf8_valid("a\xfe", 2));
+	CHECK(!utf8_valid("\x80", 1));                     /* a continuation first */
+	CHECK(!utf8_valid("\xc3", 1));                     /* cut short */
+	CHECK(!utf8_valid("\xc3\xa9", 1));
+	CHECK(!utf8_valid("\xc3(", 2));                    /* not a continuation */
+	CHECK(!utf8_valid("\xc0\xaf", 2));                 /* an overlong "/" */
+	CHECK(!utf8_valid("\xe0\x80\xaf", 3));             /* another */
+	CHECK(!utf8_valid("\xed\xa0\x80", 3));             /* a surrogate */
+	CHECK(!utf8_valid("\xf4\x90\x80\x80", 4));         /* past U+10FFFF */
+}
+
 UNIT_MAIN("strbuf",
 	  UNIT_CASE(empty),
 	  UNIT_CASE(add_and_terminate),
@@ -165,4 +185,5 @@ UNIT_MAIN("strbuf",
 	  UNIT_CASE(detach),
 	  UNIT_CASE(oom_sticky),
 	  UNIT_CASE(copy_bounded),
-	  UNIT_CASE(printf_bounded))
+	  UNIT_CASE(printf_bounded),
+	  UNIT_CASE(utf8_validity))

@@ -36,41 +36,6 @@ struct bulk_ctx {
 	size_t elen;
 };
 
-/* Valid UTF-8, as JSON must carry it (a Go decoder replaces anything else
- * with U+FFFD, which would ask for another path). */
-static bool utf8_valid(const char *s)
-{
-	const unsigned char *p = (const unsigned char *)s;
-
-	while (*p) {
-		size_t n;
-		unsigned c = *p;
-
-		if (c < 0x80) {
-			p++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			n = 1;
-		else if (c >= 0xe0 && c <= 0xef)
-			n = 2;
-		else if (c >= 0xf0 && c <= 0xf4)
-			n = 3;
-		else
-			return false;
-		c &= 0x3fu >> n;
-		for (size_t i = 1; i <= n; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				return false;
-			c = (c << 6) | (p[i] & 0x3f);
-		}
-		if ((n == 2 && (c < 0x800 || (c >= 0xd800 && c <= 0xdfff))) || (n == 3 && (c < 0x10000 || c > 0x10ffff)))
-			return false;
-		p += n + 1;
-	}
-	return true;
-}
-
 static int errno_of_status(long code)
 {
 	switch (code) {
@@ -212,7 +177,7 @@ int dt_fs_bulk_download(struct dt_client *dt, const struct dt_box *box, struct s
 		files[i].err = -EIO;   /* until its part says otherwise */
 		files[i].data = NULL;
 		files[i].len = 0;
-		if (!files[i].path[0] || !utf8_valid(files[i].path)) {
+		if (!files[i].path[0] || !utf8_valid(files[i].path, strlen(files[i].path))) {
 			files[i].err = -EINVAL;
 			continue;
 		}

@@ -338,6 +338,7 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 	req.max_body = c->max_body;
 	req.idempotent = c->idempotent;
 	req.streaming = c->streaming;
+	req.sink_idle = c->sink_idle;
 	req.timeout_ms = c->timeout_ms;
 
 	for (int tries = 0;; tries++) {

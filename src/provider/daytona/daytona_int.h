@@ -59,6 +59,7 @@ struct call {
 	size_t max_body;
 	bool idempotent;
 	bool streaming;
+	bool sink_idle;             /* http.h: the sink hears (NULL, 0) while the stream is quiet */
 	bool activity;              /* counts as sandbox activity: no skip header */
 	long timeout_ms;
 };

@@ -103,7 +103,7 @@ int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struc
 	struct call c = { .method = "GET", .idempotent = true };
 	struct http_response resp;
 	cJSON *root = NULL;
-	const char *u;
+	const char *u, *tok;
 	int rc;
 
 	dt_error_clear(err);
@@ -123,12 +123,13 @@ int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struc
 	if (!rc) {
 		root = dt_parse_body(&resp, c.what, err);
 		u = dt_jstr(root, "url");
+		tok = dt_jstr(root, "token");
+		/* A token cut short would be refused by the proxy: an error instead. */
 		if (!root)
 			rc = -EIO;
-		else if (!u || !u[0] || !str_copy(out->url, sizeof(out->url), u))
+		else if (!u || !u[0] || !str_copy(out->url, sizeof(out->url), u) ||
+			 !str_copy(out->token, sizeof(out->token), tok ? tok : ""))
 			rc = dt_malformed(err, resp.status, c.what);
-		else
-			dt_jcopy(out->token, sizeof(out->token), root, "token");
 	}
 	http_response_free(&resp);
 out:
@@ -306,9 +307,11 @@ int dt_sandbox_build_log(struct dt_client *dt, const char *id, bool follow, http
 		rc = dt_oom(err);
 	} else {
 		/* A followed log stays open while the build runs: no total
-		 * timeout, the stall timeout bounds it (http.h). */
+		 * timeout, the stall timeout bounds it (http.h). Its sink also
+		 * hears (NULL, 0) about once a second, to end it at will. */
 		struct call c = { .method = "GET", .url = sb_str(&url), .what = sb_str(&what),
-				  .sink = sink, .sink_ctx = ctx, .streaming = follow, .idempotent = !follow };
+				  .sink = sink, .sink_ctx = ctx, .streaming = follow, .sink_idle = follow,
+				  .idempotent = !follow };
 
 		rc = dt_do(dt, &c, &resp, err);
 		http_response_free(&resp);
