@@ -862,6 +862,8 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	if (h->rs)
 		rs_stop(h->rs);
 	free(h->ra_buf);
+	if (h->copy)
+		stage_free(h->copy);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 	return 0;

@@ -143,9 +143,37 @@ def test_parallel_closes_share_requests(mount, sandbox, home, server):
         t.join()
     assert not errors, errors
     reqs = sandbox_requests(server)
-    # the first close goes alone, those that come meanwhile together
-    assert 1 <= len(reqs) <= 4, reqs
+    # the first close goes alone, those that come meanwhile together (how
+    # many meet depends on the threads' timing: at least two per request)
+    assert 1 <= len(reqs) <= n // 2, reqs
     run(mount, sandbox, f"cd {d} && for f in p*; do wc -c < $f; done | tr '\\n' ' '")
     assert read(mount.p(sandbox, "stdout")).split() == [str(1002 + i) for i in range(n)]
     for i in range(n):
         assert rb(os.path.join(home, d, "p%02d" % i)) == bytes([i]) * (1000 + i) + b"\x00\xff"
+
+
+def test_random_reads_of_a_file_take_it_whole_once(mount, sandbox, home, server, provider):
+    """Without a ranged download (Vercel) each random read is a command;
+    once they would cost more than the file, the file comes whole in one
+    request and the handle reads the rest from its copy."""
+    name = "rr-" + uuid.uuid4().hex[:8]
+    run(mount, sandbox, f"seq 1 400000 > {name}")
+    want = "".join("%d\n" % i for i in range(1, 400001)).encode()
+    p = os.path.join(home, name)
+    assert os.stat(p).st_size == len(want)
+    import random
+    offs = [random.Random(7).randrange(1, len(want) - 4096) for _ in range(20)]
+    server.reset()
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        for off in offs:
+            assert os.pread(fd, 4096, off) == want[off:off + 4096]
+        assert os.pread(fd, 4096, len(want) - 10) == want[-10:]
+        assert os.pread(fd, 4096, len(want) + 5) == b""
+    finally:
+        os.close(fd)
+    reqs = sandbox_requests(server)
+    if provider == "vercel":
+        assert reqs == [("POST", "/fs/read")], reqs
+    else:
+        assert 1 <= len(reqs) <= len(offs) + 2, reqs
