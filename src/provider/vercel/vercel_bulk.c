@@ -8,12 +8,8 @@
  * request whatever it does, and the provider's exec brings its output back
  * exact. So:
  *
- *  - bulk download: one command prints, for each file, a line "D BASE64"
- *    (its content) or "E ERRNO". The content is base64 on its own line
- *    because the exec operation returns a NUL-terminated string: binary
- *    files with NUL bytes would be cut. Each file is first copied to a
- *    temporary file, so that the length checked against max is the length
- *    of the bytes printed.
+ *  - bulk download: one command puts the files in a tar and prints it
+ *    (see bulk_head below).
  *  - upload of several files: one command that carries each file's bytes
  *    (base64 in a here-document), decodes them into a temporary file, checks
  *    the length, and copies them into place with cat, as files_upload_fd
@@ -25,6 +21,8 @@
 #include "vercel_bulk.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,64 +34,185 @@
 /* The commands' limit: a batch is a few MiB at most (the mount's caps). */
 #define BULK_TIMEOUT_S 120
 
-static const char bulk_get_fn[] =
+/*
+ * The bulk read: find keeps the regular files of at most max bytes, tar
+ * puts them in one archive (GNU tar: a few processes for the whole batch,
+ * not a few per file), and base64 prints it (the exec output is a string:
+ * a tar has NUL bytes). A file tar finds changed while it read it (it pads
+ * a file that shrank with zeros) voids the whole answer ("X"): the readers
+ * then read as usual. A file missing from the archive (gone, unreadable,
+ * not regular, too large) gets -ENOENT: the reader's own download then
+ * says what it is.
+ */
+static const char bulk_head[] =
 	"LC_ALL=C; export LC_ALL\n"
 	"t=$(mktemp /tmp/.daytonafs/out/bulk.XXXXXXXX) || exit 125\n"
-	"g() {\n"
-	"  if [ ! -e \"$1\" ]; then echo 'E 2'\n"
-	"  elif [ -d \"$1\" ]; then echo 'E 21'\n"
-	"  elif [ ! -f \"$1\" ]; then echo 'E 22'\n"
-	"  elif [ ! -r \"$1\" ]; then echo 'E 13'\n"
-	"  elif ! head -c \"$(($2 + 1))\" -- \"$1\" > \"$t\" 2>/dev/null; then echo 'E 5'\n"
-	"  elif [ \"$(wc -c < \"$t\")\" -gt \"$2\" ]; then echo 'E 27'\n"
-	"  else printf 'D '; base64 < \"$t\" | tr -d '\\n'; echo; fi\n"
-	"}\n";
+	"find";
+static const char bulk_tail[] =
+	" -print0 2>/dev/null | tar --null --no-recursion -T - -cf \"$t\" 2>\"$t.err\"\n"
+	"if grep -q 'shrank\\|changed as we read' \"$t.err\"; then echo X; else base64 < \"$t\"; fi\n"
+	"rm -f \"$t\" \"$t.err\"\n";
 
-/* Parses "D BASE64" / "E ERRNO" lines, one per file. 0, or -EIO (the output
- * is not what the command prints: no file keeps data), -ENOMEM. */
+#define TAR_BLOCK 512
+
+static uint64_t octal(const unsigned char *f, size_t n, bool *ok)
+{
+	uint64_t v = 0;
+	size_t i = 0;
+
+	while (i < n && f[i] == ' ')
+		i++;
+	if (i == n || f[i] < '0' || f[i] > '7') {
+		*ok = false;
+		return 0;
+	}
+	for (; i < n && f[i] >= '0' && f[i] <= '7'; i++) {
+		if (v > (UINT64_MAX >> 3)) {
+			*ok = false;
+			return 0;
+		}
+		v = (v << 3) | (uint64_t)(f[i] - '0');
+	}
+	if (i < n && f[i] != ' ' && f[i] != '\0')
+		*ok = false;
+	return v;
+}
+
+static bool header_ok(const unsigned char *h)
+{
+	bool ok = true;
+	uint64_t sum = 0, want = octal(h + 148, 8, &ok);
+
+	for (size_t i = 0; i < TAR_BLOCK; i++)
+		sum += (i >= 148 && i < 156) ? ' ' : h[i];
+	return ok && sum == want;
+}
+
+/* The "path" record of a PAX extended header, malloc'd, or NULL. */
+static char *pax_path(const char *d, size_t n)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		char *end;
+		unsigned long len = strtoul(d + off, &end, 10);
+		const char *kv = end + 1;
+
+		if (end == d + off || *end != ' ' || len == 0 || len > n - off)
+			return NULL;
+		if ((size_t)(d + off + len - kv) > 5 && !strncmp(kv, "path=", 5))
+			return strndup(kv + 5, (size_t)(d + off + len - 1 - (kv + 5)));
+		off += len;
+	}
+	return NULL;
+}
+
+static struct sp_bulk_file *find_file(struct sp_bulk_file *files, size_t n, const char *name)
+{
+	while (*name == '/')
+		name++;
+	for (size_t i = 0; i < n; i++) {
+		const char *p = files[i].path;
+
+		while (*p == '/')
+			p++;
+		if (!strcmp(p, name))
+			return &files[i];
+	}
+	return NULL;
+}
+
 int vercel_bulk_parse(const char *out, struct sp_bulk_file *files, size_t n)
 {
-	const char *p = out;
-	int rc = 0;
+	struct strbuf tar = STRBUF_INIT;
+	const unsigned char *b;
+	char *longname = NULL;
+	size_t pos = 0;
+	int rc;
 
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const char *nl = strchr(p, '\n');
+	for (size_t i = 0; i < n; i++) {
+		files[i].err = -ENOENT;
+		files[i].data = NULL;
+		files[i].len = 0;
+	}
+	if (!strcmp(out, "X\n"))
+		return -EAGAIN;
+	rc = base64_decode(&tar, out, strlen(out));
+	if (rc < 0 || tar.oom) {
+		sb_free(&tar);
+		return rc == -ENOMEM || tar.oom ? -ENOMEM : -EIO;
+	}
+	b = (const unsigned char *)tar.buf;
+	rc = -EIO;   /* until the end-of-archive block */
+	while (pos + TAR_BLOCK <= tar.len) {
+		const unsigned char *h = b + pos;
+		bool ok = true, zero = true;
+		uint64_t size;
+		size_t data, padded;
+		char type, name[257];
 
-		if (!nl || nl - p < 2 || p[1] != ' ') {
-			rc = -EIO;
+		for (size_t i = 0; i < TAR_BLOCK && zero; i++)
+			zero = h[i] == 0;
+		if (zero) {
+			rc = 0;
 			break;
 		}
-		if (p[0] == 'E') {
-			char *end;
-			long e = strtol(p + 2, &end, 10);
-
-			if (end != nl || e <= 0 || e > 4095)
-				rc = -EIO;
-			else
-				files[i].err = -(int)e;
-		} else if (p[0] == 'D') {
-			struct strbuf sb = STRBUF_INIT;
-
-			rc = base64_decode(&sb, p + 2, (size_t)(nl - p - 2));
-			if (rc == 0 && sb.len > files[i].max)
-				rc = -EIO;
-			if (rc == 0) {
-				files[i].err = 0;
-				files[i].len = sb.len;
-				files[i].data = sb.len ? sb_detach(&sb) : NULL;
-				if (sb.len && !files[i].data)
-					rc = -ENOMEM;
-			}
-			sb_free(&sb);
-			if (rc == -EINVAL)
-				rc = -EIO;
+		if (!header_ok(h))
+			break;
+		size = octal(h + 124, 12, &ok);
+		data = pos + TAR_BLOCK;
+		if (!ok || size > tar.len - data)
+			break;
+		padded = (size_t)((size + TAR_BLOCK - 1) / TAR_BLOCK * TAR_BLOCK);
+		if (padded > tar.len - data)
+			break;
+		type = (char)h[156];
+		if (type == 'L' || type == 'x') {
+			free(longname);
+			longname = type == 'L' ? strndup((const char *)b + data, (size_t)size)
+					       : pax_path((const char *)b + data, (size_t)size);
+			if (!longname)
+				break;
 		} else {
-			rc = -EIO;
+			if (type == '0' || type == '\0') {
+				struct sp_bulk_file *f;
+
+				if (longname) {
+					f = find_file(files, n, longname);
+				} else {
+					/* ustar's prefix, in the POSIX format only (GNU's
+					 * own uses those bytes for other things) */
+					if (!memcmp(h + 257, "ustar\0", 6) && h[345])
+						snprintf(name, sizeof(name), "%.155s/%.100s", (const char *)h + 345,
+							 (const char *)h + 0);
+					else
+						snprintf(name, sizeof(name), "%.100s", (const char *)h);
+					f = find_file(files, n, name);
+				}
+				if (f && f->err == -ENOENT) {
+					if (size > f->max) {
+						f->err = -EFBIG;
+					} else {
+						f->err = 0;
+						f->len = (size_t)size;
+						if (size) {
+							f->data = malloc((size_t)size);
+							if (!f->data) {
+								rc = -ENOMEM;
+								break;
+							}
+							memcpy(f->data, b + data, (size_t)size);
+						}
+					}
+				}
+			}
+			free(longname);
+			longname = NULL;
 		}
-		p = nl + 1;
+		pos = data + padded;
 	}
-	if (rc == 0 && *p)
-		rc = -EIO;
+	free(longname);
+	sb_free(&tar);
 	if (rc < 0)
 		sp_bulk_files_clear(files, n);
 	return rc;
@@ -103,6 +222,7 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 			 size_t n, struct dt_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
+	size_t max = 0;
 	char *out = NULL;
 	int rc, status = -1;
 
@@ -110,14 +230,21 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 		files[i].err = -EIO;
 		files[i].data = NULL;
 		files[i].len = 0;
+		if (files[i].max > max)
+			max = files[i].max;
 	}
-	sb_adds(&cmd, bulk_get_fn);
+	sb_adds(&cmd, bulk_head);
 	for (size_t i = 0; i < n; i++) {
-		sb_adds(&cmd, "g ");
+		if (files[i].path[0] != '/') {
+			sb_free(&cmd);
+			return dt_error_set(err, -EINVAL, 0, "bulk read of a relative path %s", files[i].path);
+		}
+		sb_adds(&cmd, " ");
 		sh_word(&cmd, files[i].path);
-		sb_addf(&cmd, " %zu\n", files[i].max);
 	}
-	sb_adds(&cmd, "rm -f \"$t\"\n");
+	/* -size -Nc: fewer than N bytes */
+	sb_addf(&cmd, " -maxdepth 0 -type f -size -%zuc", max + 1);
+	sb_adds(&cmd, bulk_tail);
 	if (cmd.oom) {
 		sb_free(&cmd);
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
@@ -131,9 +258,13 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 				  out ? out : "");
 	} else {
 		rc = vercel_bulk_parse(out ? out : "", files, n);
-		if (rc < 0)
+		if (rc == -EAGAIN)
+			dt_error_set(err, -EIO, 0, "a file changed while the bulk read read it");
+		else if (rc < 0)
 			dt_error_set(err, rc, 0, rc == -ENOMEM ? "out of memory" :
-				     "the bulk read's command printed something else than files");
+				     "the bulk read's command printed something else than a tar");
+		if (rc == -EAGAIN)
+			rc = -EIO;
 	}
 	free(out);
 	return rc;
