@@ -60,8 +60,9 @@ static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char
  * a command, tail | head | base64, or a whole read cut short). A program
  * that reads here and there in a file pays one request per read; one
  * download of the whole file costs about as much as RANDOM_BYTES_PER_READ
- * of transfer per command saved. So, rent or buy: once a handle's random
- * reads times RANDOM_BYTES_PER_READ reach the file's size (at most
+ * of transfer per command saved. So, rent or buy: from a handle's second
+ * random read, once its random reads times RANDOM_BYTES_PER_READ reach the
+ * file's size (at most
  * RANDOM_WHOLE_MAX), the file comes whole in one request into a staging
  * file of the handle's own (on disk, not in memory), and the handle's
  * later reads are served from it: the file as it was then, as a handle
@@ -88,7 +89,8 @@ static bool copy_wanted(struct dfs *fs, struct fhandle *h, const struct stat *st
 	    (uint64_t)st->st_size > RANDOM_WHOLE_MAX)
 		return false;
 	h->random_reads++;
-	return (uint64_t)st->st_size <= (uint64_t)h->random_reads * RANDOM_BYTES_PER_READ;
+	/* one far read (a header, a tail) stays one command */
+	return h->random_reads >= 2 && (uint64_t)st->st_size <= (uint64_t)h->random_reads * RANDOM_BYTES_PER_READ;
 }
 
 /* Downloads the whole file into h->copy. 0, or a negative errno (no copy). */
