@@ -46,6 +46,7 @@
  */
 static const char bulk_head[] =
 	"LC_ALL=C; export LC_ALL\n"
+	"command -v tar >/dev/null 2>&1 || exit 126\n"
 	"t=$(mktemp /tmp/.daytonafs/out/bulk.XXXXXXXX) || exit 125\n"
 	"find";
 static const char bulk_tail[] =
@@ -253,7 +254,10 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 	sb_free(&cmd);
 	if (rc < 0)
 		return rc;
-	if (status != 0) {
+	if (status == 126) {
+		/* no tar in the sandbox: the prefetch stops asking */
+		rc = dt_error_set(err, -EOPNOTSUPP, 0, "the sandbox has no tar for bulk reads");
+	} else if (status != 0) {
 		rc = dt_error_set(err, -EIO, 0, "the bulk read's command ended with %d: %.200s", status,
 				  out ? out : "");
 	} else {
