@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import PROVIDER, SANDBOX_HOME, ctl, read
+from conftest import PROVIDER, SANDBOX_HOME, Mount, create_sandbox, ctl, read
 
 # The route of a command, and of the sandbox's file and command calls.
 EXEC = "/cmd" if PROVIDER == "vercel" else "/process/execute"
@@ -42,6 +42,26 @@ def sandbox_requests(server):
 def rb(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+@pytest.fixture(scope="module")
+def mount(server, tmp_root):
+    """This module's own mount: a command waits up to 5 s for its end (not
+    200 ms), so that a slow (sanitizer, loaded) run still ends it in the
+    launch's request."""
+    m = Mount(server, tmp_root, ["exec_wait_ms=5000"], name="fewmnt")
+    yield m
+    m.unmount()
+
+
+@pytest.fixture(scope="module")
+def sandbox(mount):
+    name = create_sandbox(mount, "few")
+    yield name
+    try:
+        ctl(mount.p(name, "ctl"), "delete")
+    except OSError:
+        pass
 
 
 @pytest.fixture(scope="module")
