@@ -242,6 +242,8 @@ struct fhandle {
 	bool whole;               /* ra_buf holds the whole file as it was at the first read, */
 	size_t whole_len;         /* whole_len bytes (while ra_len says so) */
 	bool first_read_done;
+	unsigned random_reads;    /* random reads by command so far (no ranged download) */
+	struct stage *copy;       /* then the whole file as it was, in a staging file, or NULL */
 };
 
 /* fs_open_files.c */

@@ -56,6 +56,66 @@ static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char
 }
 
 /*
+ * Random reads where the provider has no ranged download (Vercel: each is
+ * a command, tail | head | base64, or a whole read cut short). A program
+ * that reads here and there in a file pays one request per read; one
+ * download of the whole file costs about as much as RANDOM_BYTES_PER_READ
+ * of transfer per command saved. So, rent or buy: from a handle's second
+ * random read, once its random reads times RANDOM_BYTES_PER_READ reach the
+ * file's size (at most
+ * RANDOM_WHOLE_MAX), the file comes whole in one request into a staging
+ * file of the handle's own (on disk, not in memory), and the handle's
+ * later reads are served from it: the file as it was then, as a handle
+ * whose first read took the whole file sees it (h->whole).
+ */
+#define RANDOM_BYTES_PER_READ (8u << 20)
+#define RANDOM_WHOLE_MAX (64u << 20)
+
+struct copy_sink {
+	struct stage *stage;
+};
+
+static int copy_sink_fn(void *ctx, const void *data, size_t len)
+{
+	struct copy_sink *c = ctx;
+
+	return stage_append(c->stage, data, len);
+}
+
+/* Whether this random read should take the whole file first (caller holds h->lock). */
+static bool copy_wanted(struct dfs *fs, struct fhandle *h, const struct stat *st, bool known)
+{
+	if (sp_has(fs->sp, SP_CAP_RANGED_READ) || !known || !S_ISREG(st->st_mode) ||
+	    (uint64_t)st->st_size > RANDOM_WHOLE_MAX)
+		return false;
+	h->random_reads++;
+	/* one far read (a header, a tail) stays one command */
+	return h->random_reads >= 2 && (uint64_t)st->st_size <= (uint64_t)h->random_reads * RANDOM_BYTES_PER_READ;
+}
+
+/* Downloads the whole file into h->copy. 0, or a negative errno (no copy). */
+static int copy_whole(struct dfs *fs, struct fhandle *h)
+{
+	struct open_node *n = h->node;
+	struct dt_error err = { 0 };
+	struct copy_sink sink;
+	struct dt_box box;
+	int64_t got;
+	int rc = stage_new(fs->stage, &sink.stage);
+
+	if (rc < 0)
+		return rc;
+	sandbox_box(n->sb, &box);
+	got = sp_fs_download(fs->sp, &box, n->path, 0, 0, copy_sink_fn, &sink, &err);
+	if (got < 0) {
+		stage_free(sink.stage);
+		return toolbox_failed(fs, n->sb, (int)got, &err, "read", n->path);
+	}
+	h->copy = sink.stage;
+	return 0;
+}
+
+/*
  * Streaming read-ahead. Once a reader is sequential, one download from its
  * offset to the end of the file runs in a thread and fills a ring buffer;
  * reads take from the ring while the download goes on, so the network and
@@ -323,6 +383,11 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 		}
 		goto done;
 	}
+	if (h->copy) {
+		got = stage_pread(h->copy, buf, size, uoff);
+		rc = (int)got;
+		goto done;
+	}
 	if (h->rs) {
 		rc = rs_read(h->rs, buf, size, uoff);
 		if (rc != -EAGAIN)
@@ -356,6 +421,11 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	} else if (uoff != 0) {
 		/* Random access: fetch exactly what was asked, no more. */
 		h->window = 0;
+		if (copy_wanted(fs, h, &st, known) && copy_whole(fs, h) == 0) {
+			got = stage_pread(h->copy, buf, size, uoff);
+			rc = (int)got;
+			goto done;
+		}
 	}
 	if (h->window > size) {
 		size_t want = h->window;

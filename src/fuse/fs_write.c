@@ -392,7 +392,7 @@ static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
 	struct dt_error err = { 0 };
 	int rc;
 
-	if (n == 1) {
+	if (n == 1 && !sp_has(fs->sp, SP_CAP_UPLOAD_IN_PLACE)) {
 		batch[0]->rc = sp_fs_upload_fd(fs->sp, &batch[0]->box, batch[0]->item.path, batch[0]->item.fd,
 					      batch[0]->item.len, &batch[0]->err);
 		return;
@@ -469,7 +469,10 @@ static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *er
 	uint64_t len = stage_size(n->stage);
 
 	sandbox_box(n->sb, &box);
-	if (len <= UP_SHARE_MAX && !sp_upload_path_changed(fs->sp, n->path))
+	/* A provider whose shared upload writes in place (Vercel: one command
+	 * that copies each file into place) takes every small file that way. */
+	if (len <= UP_SHARE_MAX &&
+	    (!sp_upload_path_changed(fs->sp, n->path) || sp_has(fs->sp, SP_CAP_UPLOAD_IN_PLACE)))
 		return upload_shared(fs, n->sb, &box, n->path, stage_fd(n->stage), len, err);
 	return files_upload_fd(fs, n->sb, &box, n->path, stage_fd(n->stage), len, err);
 }
@@ -859,6 +862,8 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	if (h->rs)
 		rs_stop(h->rs);
 	free(h->ra_buf);
+	if (h->copy)
+		stage_free(h->copy);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 	return 0;

@@ -56,7 +56,7 @@ int sp_unsupported(struct dt_error *err, const char *what)
 int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
 		      size_t n, struct dt_error *err)
 {
-	if (sp->ops->fs_upload_many && n > 1)
+	if (sp->ops->fs_upload_many && (n > 1 || sp_has(sp, SP_CAP_UPLOAD_IN_PLACE)))
 		return sp->ops->fs_upload_many(sp->impl, box, items, n, err);
 	for (size_t i = 0; i < n; i++) {
 		struct dt_error e = { 0 };

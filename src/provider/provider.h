@@ -194,6 +194,10 @@ enum {
 	SP_CAP_NOTE_CHANGE   = 1u << 15,  /* note_change: changes count as activity, piggy-backed */
 	SP_CAP_BULK_DOWNLOAD = 1u << 16,  /* fs_bulk_download: many whole files in one request */
 	SP_CAP_EXTEND        = 1u << 17,  /* sandbox_extend: more time for a running session (Vercel) */
+	/* fs_upload_many writes each file in place (inode, mode, owner, links
+	 * kept) even where upload_path_changed says a plain upload would not,
+	 * and is the cheaper way for one file too (Vercel: one command). */
+	SP_CAP_UPLOAD_IN_PLACE = 1u << 18,
 };
 
 /* One file of a bulk download (fs_bulk_download). */

@@ -40,6 +40,7 @@
 #include "strbuf.h"
 #include "urlenc.h"
 #include "vercel.h"
+#include "vercel_bulk.h"
 #include "vercel_provider.h"
 
 /* The newest session id seen for each sandbox (name): a session id the
@@ -1066,6 +1067,19 @@ static int v_fs_mkdir(void *impl, const struct dt_box *box, const char *path, mo
 	return rc < 0 ? from_vc(err, rc, &ve) : 0;
 }
 
+/* Many files in one command each way (vercel_bulk.c). */
+static int v_fs_bulk_download(void *impl, const struct dt_box *box, struct sp_bulk_file *files, size_t n,
+			      struct dt_error *err)
+{
+	return vercel_bulk_download(v_exec, impl, box, files, n, err);
+}
+
+static int v_fs_upload_many(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
+			    struct dt_error *err)
+{
+	return vercel_upload_many(v_exec, impl, box, items, n, err);
+}
+
 /* Every upload goes through a temporary name and a copy (see the top). */
 static bool v_upload_path_changed(const char *path)
 {
@@ -1108,6 +1122,8 @@ static const struct sandbox_provider_ops vercel_ops = {
 	.fs_download = v_fs_download,
 	.fs_upload_fd = v_fs_upload_fd,
 	.fs_mkdir = v_fs_mkdir,
+	.fs_bulk_download = v_fs_bulk_download,
+	.fs_upload_many = v_fs_upload_many,
 	.upload_path_changed = v_upload_path_changed,
 	.free = v_free,
 };
@@ -1175,7 +1191,8 @@ struct sandbox_provider *vercel_provider_new(struct http_client *hc, const struc
 	/* The optional operations it has: mkdir, snapshots, labels (tags).
 	 * Not list, info, move, delete, chmod, ranged reads (cut from whole
 	 * reads), streamed in-place uploads, resize, intervals. */
-	sp->caps = SP_CAP_FS_MKDIR | SP_CAP_SNAPSHOTS | SP_CAP_LABELS | SP_CAP_EXTEND;
+	sp->caps = SP_CAP_FS_MKDIR | SP_CAP_SNAPSHOTS | SP_CAP_LABELS | SP_CAP_EXTEND | SP_CAP_BULK_DOWNLOAD |
+		   SP_CAP_UPLOAD_IN_PLACE;
 	sp->ops = &vercel_ops;
 	sp->impl = v;
 	return sp;

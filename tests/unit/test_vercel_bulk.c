@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * test_vercel_bulk.c - Vercel's bulk download and shared upload commands
+ * (vercel_bulk.c): their output parsers, and the commands themselves run by
+ * the local /bin/sh in a temporary directory through a fake exec (the
+ * provider's exec returns the script's output and exit status as this one).
+ */
+#include "unit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "strbuf.h"
+#include "vercel_bulk.h"
+
+static int execs;
+
+/* Runs command with sh -c, its stdout as the output (as the provider's
+ * wrapper gives it back). */
+static int fake_exec(void *impl, const struct dt_box *box, const char *command, const char *cwd,
+		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct dt_error *err)
+{
+	struct strbuf out = STRBUF_INIT;
+	int fds[2], st;
+	pid_t pid;
+	char buf[4096];
+	ssize_t r;
+
+	(void)impl; (void)box; (void)cwd; (void)envs; (void)n_envs; (void)timeout_s; (void)err;
+	execs++;
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	if (pipe(fds) < 0)
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		close(fds[0]);
+		execl("/bin/sh", "sh", "-c", command, (char *)NULL);
+		_exit(127);
+	}
+	close(fds[1]);
+	while ((r = read(fds[0], buf, sizeof(buf))) > 0)
+		sb_add(&out, buf, (size_t)r);
+	close(fds[0]);
+	waitpid(pid, &st, 0);
+	*exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	sb_adds(&out, "");
+	*output = sb_detach(&out);
+	return 0;
+}
+
+static char dir[] = "/tmp/vbulk-XXXXXX";
+
+static void put(const char *name, const void *data, size_t len, mode_t mode)
+{
+	char p[256];
+	int fd;
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, mode);
+	CHECK(fd >= 0);
+	CHECK(write(fd, data, len) == (ssize_t)len);
+	close(fd);
+	chmod(p, mode);
+}
+
+static char *path_of(const char *name)
+{
+	char *p = malloc(256);
+
+	snprintf(p, 256, "%s/%s", dir, name);
+	return p;
+}
+
+UNIT_TEST(test_bulk_parse)
+{
+	struct sp_bulk_file f[2] = { { .path = "/a", .max = 10 }, { .path = "/b", .max = 10 } };
+
+	/* a file changed while tar read it: nothing */
+	CHECK_INT(vercel_bulk_parse("X\n", f, 2), -EAGAIN);
+	/* not base64, no end block, an empty answer */
+	CHECK_INT(vercel_bulk_parse("*\n", f, 2), -EIO);
+	CHECK_INT(vercel_bulk_parse("", f, 2), -EIO);
+	CHECK(f[0].data == NULL && f[1].data == NULL);
+}
+
+UNIT_TEST(test_upload_parse)
+{
+	struct sp_upload_item it[2];
+
+	memset(it, 0, sizeof(it));
+	CHECK_INT(vercel_upload_parse("R 0\nR 13 sh: x: Permission denied \n", it, 2), 0);
+	CHECK_INT(it[0].rc, 0);
+	CHECK_INT(it[1].rc, -EACCES);
+	CHECK(strstr(it[1].msg, "Permission denied") != NULL);
+	CHECK_INT(vercel_upload_parse("R 0\n", it, 2), -EIO);
+	CHECK_INT(vercel_upload_parse("R 0\nR 0\nR 0\n", it, 2), -EIO);
+	CHECK_INT(vercel_upload_parse("R x\nR 0\n", it, 2), -EIO);
+}
+
+UNIT_TEST(test_bulk_download_runs)
+{
+	static const char bin[] = { 'a', 0, (char)0xff, '\n', 'b' };
+	char big[300];
+	struct sp_bulk_file f[6];
+	struct dt_error err = { 0 };
+	char *paths[6];
+
+	memset(big, 'x', sizeof(big));
+	put("bin", bin, sizeof(bin), 0644);
+	put("empty", "", 0, 0644);
+	put("big", big, sizeof(big), 0644);
+	put("it's odd\nname", "q", 1, 0644);
+	paths[0] = path_of("bin");
+	paths[1] = path_of("empty");
+	paths[2] = path_of("missing");
+	paths[3] = path_of("big");
+	paths[4] = path_of("it's odd\nname");
+	paths[5] = malloc(512);
+	snprintf(paths[5], 512, "%s/%0150d", dir, 7);   /* over tar's 100 bytes of name */
+	put(paths[5] + strlen(dir) + 1, "long", 4, 0644);
+	memset(f, 0, sizeof(f));
+	for (int i = 0; i < 6; i++) {
+		f[i].path = paths[i];
+		f[i].max = 256;
+	}
+	execs = 0;
+	CHECK_INT(vercel_bulk_download(fake_exec, NULL, NULL, f, 6, &err), 0);
+	CHECK_INT(execs, 1);
+	/* a directory is not sent either */
+	CHECK_INT(f[0].err, 0);
+	CHECK_INT(f[0].len, sizeof(bin));
+	CHECK(f[0].data && memcmp(f[0].data, bin, sizeof(bin)) == 0);
+	CHECK_INT(f[1].err, 0);
+	CHECK_INT(f[1].len, 0);
+	CHECK_INT(f[2].err, -ENOENT);
+	CHECK_INT(f[3].err, -ENOENT);   /* over max: not sent, read as usual */
+	CHECK_INT(f[4].err, 0);
+	CHECK(f[4].len == 1 && f[4].data[0] == 'q');
+	CHECK_INT(f[5].err, 0);
+	CHECK(f[5].len == 4 && !memcmp(f[5].data, "long", 4));
+	sp_bulk_files_clear(f, 6);
+	for (int i = 0; i < 6; i++)
+		free(paths[i]);
+}
+
+static int stage(const void *data, size_t len)
+{
+	char p[] = "/tmp/vbulk-stage-XXXXXX";
+	int fd = mkstemp(p);
+
+	CHECK(fd >= 0);
+	unlink(p);
+	CHECK(write(fd, data, len) == (ssize_t)len);
+	return fd;
+}
+
+UNIT_TEST(test_upload_many_in_place)
+{
+	static char data[70000];
+	struct sp_upload_item it[4];
+	struct dt_error err = { 0 };
+	struct stat before, after;
+	char *paths[4], *link2;
+	int fds[4];
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = (char)(i * 7);
+	put("old", "previous content that is longer", 31, 0640);
+	paths[0] = path_of("old");
+	link2 = path_of("old-link");
+	CHECK_INT(link(paths[0], link2), 0);
+	CHECK_INT(stat(paths[0], &before), 0);
+	put("ro", "x", 1, 0400);
+	paths[1] = path_of("ro");
+	paths[2] = path_of("new file");
+	paths[3] = path_of("nodir/f");
+	fds[0] = stage("new", 3);
+	fds[1] = stage("y2", 2);
+	fds[2] = stage(data, sizeof(data));
+	fds[3] = stage("z", 1);
+	memset(it, 0, sizeof(it));
+	it[0] = (struct sp_upload_item){ .path = paths[0], .fd = fds[0], .len = 3 };
+	it[1] = (struct sp_upload_item){ .path = paths[1], .fd = fds[1], .len = 2 };
+	it[2] = (struct sp_upload_item){ .path = paths[2], .fd = fds[2], .len = sizeof(data) };
+	it[3] = (struct sp_upload_item){ .path = paths[3], .fd = fds[3], .len = 1 };
+	execs = 0;
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, it, 4, &err), 0);
+	CHECK_INT(execs, 1);
+	CHECK_INT(it[0].rc, 0);
+	CHECK_INT(it[1].rc, 0);
+	CHECK_INT(it[2].rc, 0);
+	CHECK_INT(it[3].rc, -ENOENT);
+	/* in place: the same inode, mode and links, the new content */
+	CHECK_INT(stat(paths[0], &after), 0);
+	CHECK(after.st_ino == before.st_ino);
+	CHECK_INT(after.st_mode & 07777, 0640);
+	CHECK_INT(after.st_nlink, 2);
+	CHECK_INT(after.st_size, 3);
+	/* the owner's read-only file: written, its mode back */
+	CHECK_INT(stat(paths[1], &after), 0);
+	CHECK_INT(after.st_mode & 07777, 0400);
+	CHECK_INT(after.st_size, 2);
+	CHECK_INT(stat(paths[2], &after), 0);
+	CHECK_INT(after.st_size, sizeof(data));
+	{
+		char *back = malloc(sizeof(data));
+		int fd = open(paths[2], O_RDONLY);
+
+		CHECK(fd >= 0 && read(fd, back, sizeof(data)) == (ssize_t)sizeof(data));
+		CHECK(memcmp(back, data, sizeof(data)) == 0);
+		close(fd);
+		free(back);
+	}
+	for (int i = 0; i < 4; i++) {
+		close(fds[i]);
+		unlink(paths[i]);
+		free(paths[i]);
+	}
+	unlink(link2);
+	free(link2);
+}
+
+int main(void)
+{
+	static const struct unit_case cases[] = {
+		UNIT_CASE(test_bulk_parse),
+		UNIT_CASE(test_upload_parse),
+		UNIT_CASE(test_bulk_download_runs),
+		UNIT_CASE(test_upload_many_in_place),
+	};
+	char cmd[64];
+	int rc;
+
+	if (!mkdtemp(dir))
+		return 1;
+	rc = unit_run("vercel_bulk", cases, sizeof(cases) / sizeof(cases[0]));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		rc = 1;
+	return rc;
+}
