@@ -3,13 +3,15 @@
 applied in the mount at once, sent to the sandbox in batches of one command, and
 sent first before anything that could see them there."""
 import errno
+import json
 import os
+import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import PROVIDER, SANDBOX_HOME, ctl, read, sh, write
+from conftest import PROVIDER, SANDBOX_HOME, create_sandbox, ctl, read, sh, write
 from test_posix import Toolbox
 
 
@@ -134,3 +136,47 @@ def test_a_delete_the_sandbox_does_not_make_brings_the_file_back_and_fails_fsync
     assert read(p) == "kept\n"
     assert "stays" in read(mount.p(sandbox, "error"))
     fsync_dir(d)   # reported once
+
+
+@pytest.mark.provider("daytona", reason="watches the sandbox through Daytona's file API and injects faults on its routes")
+def test_a_sandbox_that_keeps_refusing_holds_up_no_other_sandboxs_deferred_changes(mount, sandbox, server):
+    """Sandbox A answers every command 503 (a fault that may pass: its batch
+    is sent again, with backoff, for up to wait_timeout, 120 s here). Sandbox
+    B's delete still leaves within its delay, and an fsync of B's directory
+    returns at once. Before, the runner slept between A's re-sends holding
+    the one lock every batch needs, so B's changes waited for A's budget."""
+    other = create_sandbox(mount, "dfa")
+    try:
+        tb_a, tb_b = Toolbox(server, other), Toolbox(server, sandbox)
+        id_a = json.loads(read(mount.p(other, "info")))["id"]
+        name = "x-" + uuid.uuid4().hex[:8]
+        pa, pb = mount.p(other, "work", name), mount.p(sandbox, "work", name)
+        write(pa, "a\n")
+        write(pb, "b\n")
+        os.listdir(mount.p(other, "work"))
+        os.listdir(mount.p(sandbox, "work"))
+        server.local("POST", "/_local/faults", {"pattern": f"/toolbox/{id_a}/process/execute", "status": 503})
+        os.unlink(pa)
+        time.sleep(0.1)   # A's batch is due first
+        os.unlink(pb)
+        # (the deadline only bounds a failure)
+        deadline = time.time() + 30
+        while api_exists(tb_b, SANDBOX_HOME + "/" + name):
+            assert time.time() < deadline, "B's delete waited for A's re-sends"
+            time.sleep(0.1)
+        pb2 = mount.p(sandbox, "work", name + ".2")
+        write(pb2, "b2\n")
+        os.unlink(pb2)
+        t = threading.Thread(target=fsync_dir, args=(mount.p(sandbox, "work"),))
+        t.start()
+        t.join(30)
+        assert not t.is_alive(), "fsync of B's directory waited for A's re-sends"
+        assert not api_exists(tb_b, SANDBOX_HOME + "/" + name + ".2")
+        assert api_exists(tb_a, SANDBOX_HOME + "/" + name)   # A refuses still
+        server.local("DELETE", "/_local/faults")
+        fsync_dir(mount.p(other, "work"))   # A's batch lands, reporting nothing
+        assert not api_exists(tb_a, SANDBOX_HOME + "/" + name)
+        assert name not in read(mount.p(other, "error"))
+    finally:
+        server.local("DELETE", "/_local/faults")
+        ctl(mount.p(other, "ctl"), "delete")
