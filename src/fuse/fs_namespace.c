@@ -107,6 +107,17 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 	return 0;
 }
 
+/* n's name is gone from the sandbox (or never reached it): its staged data
+ * and crash-journal record go, and nothing of it is uploaded again. Only
+ * after the remove succeeded: an unlink that fails keeps the file, and with
+ * it what was written to it. Caller holds n->lock. */
+static void node_unlinked(struct dfs *fs, struct open_node *n)
+{
+	n->unlinked = true;
+	n->dirty = false;
+	journal_drop(fs, n);
+}
+
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct open_node *n;
@@ -128,15 +139,13 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		open = n->handles > 0;
 		if (!only_local && open)
 			rc = ensure_populated(fs, n);
-		if (rc == 0) {
-			n->unlinked = true;
-			n->dirty = false;
-			journal_drop(fs, n);
-		}
+		if (rc == 0 && only_local)
+			node_unlinked(fs, n);   /* never in the sandbox: nothing to remove */
 		pthread_mutex_unlock(&n->lock);
-		node_release(fs, n);
-		if (rc < 0 && rc != -ENOENT)
+		if (rc < 0 && rc != -ENOENT) {
+			node_release(fs, n);
 			return rc;
+		}
 	}
 	if (!only_local) {
 		if (n && !open && S_ISREG(node_st.st_mode)) {
@@ -145,22 +154,36 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		} else {
 			have_st = lookup_attr(fs, sb, path, &st) == 0;
 		}
-		if (have_st && S_ISDIR(st.st_mode))
+		if (have_st && S_ISDIR(st.st_mode)) {
+			if (n)
+				node_release(fs, n);
 			return -EISDIR;
+		}
 		/* rm -r unlinks a tree one file at a time, each waiting for the
 		 * last: the deletes of files no descriptor holds open go out
 		 * together, later. An open one goes now: its content was just
-		 * read for the descriptors, and they expect nothing else. */
-		if (have_st && !open) {
-			rc = delete_later(fs, sb, path, &st, false);
-		} else {
+		 * read for the descriptors, and they expect nothing else. The
+		 * node's lock is held over the remove, so that no upload of it
+		 * (a close meanwhile) lands after the delete, and its data is
+		 * dropped only once the remove succeeded (or is queued). */
+		if (!(have_st && !open))
 			files_settle(fs, sb, path);
+		if (n)
+			pthread_mutex_lock(&n->lock);
+		if (have_st && !open)
+			rc = delete_later(fs, sb, path, &st, false);
+		else
 			rc = remove_path(fs, sb, path, have_st ? &st : NULL);
-		}
-		if (rc < 0) {
-			cache_invalidate(fs->cache, sb->id, path);
-			return rc;
-		}
+		if (n && rc == 0)
+			node_unlinked(fs, n);
+		if (n)
+			pthread_mutex_unlock(&n->lock);
+	}
+	if (n)
+		node_release(fs, n);
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, path);
+		return rc;
 	}
 	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
 	link_drop(fs, sb, path, false);

@@ -573,13 +573,20 @@ void journal_drop(struct dfs *fs, struct open_node *n)
  * directory is full, say) is not deleted with its node: with its record
  * (made durable by the failed upload) it stays in staging/, and the next
  * mount's recovery uploads it or keeps it. Returns false when it has no
- * record (the journal failed too): then nothing can be done. Caller holds
+ * record (the journal failed too): then nothing can be done but say so, in
+ * the log and the sandbox's error file. Caller holds
  * n->lock.
  */
 bool journal_keep_for_recovery(struct open_node *n)
 {
-	if (!n->journal_name[0])
+	if (!n->journal_name[0]) {
+		/* Never silent: the user learns which file's data is gone. */
+		log_error("%s: %s could not be uploaded, kept in unsaved/ nor in the crash journal: its staged "
+			  "data is lost", n->sb->name, n->path);
+		sandbox_set_error(n->sb, "%s could not be uploaded, kept in unsaved/ nor in the crash journal: "
+				  "its staged data is lost", n->path);
 		return false;
+	}
 	n->journal_keep = true;
 	log_error("%s: %s could not be uploaded nor kept in unsaved/; it stays in the staging directory for "
 		  "the next mount's crash recovery", n->sb->name, n->path);

@@ -54,24 +54,58 @@ static void sleep_ms(long ms)
  * that ran but whose answer was lost may run again. Only the sandbox's own
  * refusal of an op (its part of the output) drops a change. *resent: the
  * script may have run before the answer that counts.
+ *
+ * The backoff never holds wb_run, which every sandbox's batches need: one
+ * sandbox that refuses for a while must not hold up the others' changes,
+ * nor the settles that wait for them. With requeue (the runner thread),
+ * the batch goes back to the queue, due after the backoff, and 1 is
+ * returned; else (a settle, which must wait for this sandbox) the caller
+ * sleeps with wb_run released. Either way its ops stay ahead of their
+ * sandbox's later ones: wb_take takes nothing of a sandbox with a batch in
+ * flight, and a requeued batch keeps its place. Caller holds wb_run.
  */
-static int wb_send(struct deferred *d, void *sb, const char *script, int *code, char **out, bool *resent)
+static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char *script, int *code,
+		   char **out, bool *resent, bool requeue)
 {
-	double start = wb_now();
+	double start = 0, now;
 	double budget = d->budget_s;
 	long wait = WB_RETRY_FIRST_MS;
 
 	*resent = false;
+	for (const struct wb_op *op = batch; op; op = op->next) {
+		/* A requeued batch: the budget and backoff go on from its last try. */
+		if (op->sent)
+			*resent = true;
+		if (op->retry_start > 0 && (start == 0 || op->retry_start < start)) {
+			start = op->retry_start;
+			wait = op->retry_wait_ms;
+		}
+	}
 	for (;;) {
 		struct dt_error err = { 0 };
 		int rc = d->ops->sh_once(d->ctx, sb, script, code, out, &err);
 
 		if (rc == 0)
 			return 0;
-		if (!dt_error_transient(&err) || wb_now() - start + (double)wait / 1000.0 > budget)
+		now = wb_now();
+		if (start == 0)
+			start = now;
+		if (!dt_error_transient(&err) || now - start + (double)wait / 1000.0 > budget)
 			return d->ops->send_failed(d->ctx, sb, rc, &err);
 		log_info("%s: deferred changes: %s; sending them again in %ld ms", d->ops->name(sb), err.message, wait);
+		for (struct wb_op *op = batch; op; op = op->next) {
+			op->sent = true;
+			op->retry_start = start;
+			op->retry_wait_ms = wait * 2 > WB_RETRY_MAX_MS ? WB_RETRY_MAX_MS : wait * 2;
+		}
+		if (requeue) {
+			wb_requeue(d->wb, batch, now + (double)wait / 1000.0);
+			pthread_cond_broadcast(&d->idle);
+			return 1;
+		}
+		pthread_mutex_unlock(&d->wb_run);
 		sleep_ms(wait);
+		pthread_mutex_lock(&d->wb_run);
 		wait = wait * 2 > WB_RETRY_MAX_MS ? WB_RETRY_MAX_MS : wait * 2;
 		*resent = true;
 	}
@@ -91,8 +125,9 @@ static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 }
 
 /* Runs one batch (all of one sandbox) as one command and applies what each
- * op's part of the output says. Caller holds wb_run. */
-static void wb_run_batch(struct deferred *d, struct wb_op *batch)
+ * op's part of the output says, then lets it go (wb_done). False: the
+ * batch went back to the queue (wb_send's requeue). Caller holds wb_run. */
+static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 {
 	static unsigned counter;
 	void *sb = (void *)batch->owner;
@@ -115,7 +150,13 @@ static void wb_run_batch(struct deferred *d, struct wb_op *batch)
 	if (!res || script.oom)
 		rc = -ENOMEM;
 	else
-		rc = wb_send(d, sb, sb_str(&script), &code, &out, &resent);
+		rc = wb_send(d, sb, batch, sb_str(&script), &code, &out, &resent, requeue);
+	if (rc > 0) {
+		free(res);
+		free(out);
+		sb_free(&script);
+		return false;
+	}
 	if (rc == 0 && out)
 		wb_parse(out, strlen(out), mark, res, n);
 	for (struct wb_op *op = batch; op; op = op->next, i++) {
@@ -140,16 +181,26 @@ static void wb_run_batch(struct deferred *d, struct wb_op *batch)
 	free(res);
 	free(out);
 	sb_free(&script);
+	wb_done(d->wb, batch);
+	pthread_cond_broadcast(&d->idle);
+	return true;
 }
 
+/* Runs everything of owner (NULL: of every owner) queued now, and waits for
+ * a batch of it that another thread has in flight (backing off, say). */
 void deferred_run_all(struct deferred *d, const void *owner)
 {
 	struct wb_op *batch;
 
 	pthread_mutex_lock(&d->wb_run);
-	while ((batch = wb_take(d->wb, owner, false, wb_now())) != NULL) {
-		wb_run_batch(d, batch);
-		wb_done(d->wb, batch);
+	for (;;) {
+		batch = wb_take(d->wb, owner, false, wb_now());
+		if (batch)
+			wb_run_batch(d, batch, false);
+		else if (wb_busy(d->wb, owner))
+			pthread_cond_wait(&d->idle, &d->wb_run);
+		else
+			break;
 	}
 	pthread_mutex_unlock(&d->wb_run);
 }
@@ -161,10 +212,8 @@ static void *wb_main(void *arg)
 
 	while (wb_wait(d->wb)) {
 		pthread_mutex_lock(&d->wb_run);
-		while ((batch = wb_take(d->wb, NULL, true, wb_now())) != NULL) {
-			wb_run_batch(d, batch);
-			wb_done(d->wb, batch);
-		}
+		while ((batch = wb_take(d->wb, NULL, true, wb_now())) != NULL)
+			wb_run_batch(d, batch, true);
 		pthread_mutex_unlock(&d->wb_run);
 	}
 	return NULL;
@@ -204,6 +253,7 @@ int deferred_init(struct deferred *d, size_t batch_max, const struct deferred_op
 		return -ENOMEM;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->wb_run, NULL);
+	pthread_cond_init(&d->idle, NULL);
 	d->budget_s = WB_RETRY_BUDGET_S;
 	d->find_fmt = find_fmt;
 	d->ops = ops;
@@ -224,5 +274,6 @@ void deferred_fini(struct deferred *d)
 	wb_free(d->wb);
 	d->wb = NULL;
 	pthread_mutex_destroy(&d->wb_run);
+	pthread_cond_destroy(&d->idle);
 	pthread_mutex_destroy(&d->lock);
 }

@@ -46,7 +46,8 @@ struct deferred_ops {
 struct deferred {
 	struct wb_queue *wb;      /* the queue (writeback.h) */
 	pthread_mutex_t lock;     /* starting the thread */
-	pthread_mutex_t wb_run;   /* one batch runs at a time; deferred_settle waits for it */
+	pthread_mutex_t wb_run;   /* taking and running batches; released while one backs off */
+	pthread_cond_t idle;      /* (with wb_run) a batch was done or requeued */
 	pthread_t wb_thread;
 	bool wb_thread_on;
 	double budget_s;          /* how long a batch is sent again */

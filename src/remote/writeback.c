@@ -108,6 +108,11 @@ void wb_free(struct wb_queue *q)
  * and the earliest time one becomes takeable (a hidden delete not yet due
  * holds back everything of its owner after it).
  */
+static bool holds_back(const struct wb_op *op)
+{
+	return op->hidden || op->retry_start > 0;
+}
+
 static void owner_state(const struct wb_queue *q, const void *owner, double now, size_t *takeable, bool *due,
 			double *next_due)
 {
@@ -117,18 +122,25 @@ static void owner_state(const struct wb_queue *q, const void *owner, double now,
 	*takeable = 0;
 	*due = false;
 	*next_due = 0;
+	/* One batch of an owner at a time: what follows waits for wb_done
+	 * (or wb_requeue), which wakes the runner. */
+	for (const struct wb_entry *e = q->head; e; e = e->next)
+		if (e->running && e->op->owner == owner)
+			return;
 	for (const struct wb_entry *e = q->head; e; e = e->next) {
 		const struct wb_op *op = e->op;
 		double eff;
 
 		if (e->running || op->owner != owner)
 			continue;
-		if (op->hidden && op->due > block)
+		/* A hidden delete, or a batch waiting out its backoff (requeued),
+		 * holds back what follows it. */
+		if (holds_back(op) && op->due > block)
 			block = op->due;
 		eff = op->due > block ? op->due : block;
 		if (*next_due == 0 || eff < *next_due)
 			*next_due = eff;
-		if (op->hidden && op->due > now)
+		if (holds_back(op) && op->due > now)
 			blocked = true;
 		if (blocked)
 			continue;
@@ -228,6 +240,24 @@ bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
 	return found;
 }
 
+static bool busy_locked(const struct wb_queue *q, const void *owner)
+{
+	for (const struct wb_entry *e = q->head; e; e = e->next)
+		if (e->running && (!owner || e->op->owner == owner))
+			return true;
+	return false;
+}
+
+bool wb_busy(struct wb_queue *q, const void *owner)
+{
+	bool busy;
+
+	pthread_mutex_lock(&q->lock);
+	busy = busy_locked(q, owner);
+	pthread_mutex_unlock(&q->lock);
+	return busy;
+}
+
 struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, double now)
 {
 	struct wb_op *batch = NULL, **bt = &batch;
@@ -236,18 +266,19 @@ struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, doub
 	pthread_mutex_lock(&q->lock);
 	if (!owner) {
 		for (struct wb_entry *e = q->head; e; e = e->next) {
-			if (!e->running && (!due_only || owner_ready(q, e->op->owner, now))) {
+			if (!e->running && !busy_locked(q, e->op->owner) &&
+			    (!due_only || owner_ready(q, e->op->owner, now))) {
 				owner = e->op->owner;
 				break;
 			}
 		}
-	} else if (due_only && !owner_ready(q, owner, now)) {
+	} else if (busy_locked(q, owner) || (due_only && !owner_ready(q, owner, now))) {
 		owner = NULL;
 	}
 	for (struct wb_entry *e = owner ? q->head : NULL; e && taken < q->batch_max; e = e->next) {
 		if (e->running || e->op->owner != owner)
 			continue;
-		if (due_only && e->op->hidden && e->op->due > now)
+		if (due_only && holds_back(e->op) && e->op->due > now)
 			break;
 		e->running = true;
 		e->op->next = NULL;
@@ -287,6 +318,24 @@ void wb_done(struct wb_queue *q, struct wb_op *batch)
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->lock);
 	wb_list_free(batch);
+}
+
+void wb_requeue(struct wb_queue *q, struct wb_op *batch, double due)
+{
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_op *op = batch, *next; op; op = next) {
+		next = op->next;
+		op->next = NULL;
+		op->due = due;
+		for (struct wb_entry *e = q->head; e; e = e->next) {
+			if (e->op == op) {
+				e->running = false;
+				break;
+			}
+		}
+	}
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->lock);
 }
 
 struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path)

@@ -51,6 +51,10 @@ struct wb_op {
 	bool stat_after;          /* print the path's attributes after (find format) */
 	/* the queue's */
 	double due;
+	/* a batch that failed in a way that may pass, put back (wb_requeue) */
+	bool sent;                /* sent at least once: it may have run */
+	double retry_start;       /* when its first send failed (0: never) */
+	long retry_wait_ms;       /* the next backoff */
 };
 
 /* A new op of kind for path (copied); NULL when out of memory. */
@@ -90,7 +94,8 @@ bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path);
 
 /*
  * Takes a batch to run: up to batch_max ops of one owner, oldest first
- * (owner NULL: the first owner with something to take), and marks them in
+ * (owner NULL: the first owner with something to take and no batch in
+ * flight; an owner with a batch in flight: NULL), and marks them in
  * flight, so that wb_conflicts still sees them until wb_done. With
  * due_only (the runner thread), nothing is taken unless one of the ops is
  * due or batch_max are queued, and a hidden delete whose delay has not
@@ -105,6 +110,13 @@ struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, doub
 bool wb_superseded(struct wb_queue *q, const struct wb_op *op);
 /* The batch has run: its ops leave the in-flight set. Frees them. */
 void wb_done(struct wb_queue *q, struct wb_op *batch);
+/* The batch could not be sent yet: its ops leave the in-flight set but stay
+ * queued where they were (before anything of their owner queued since),
+ * due again at due. */
+void wb_requeue(struct wb_queue *q, struct wb_op *batch, double due);
+/* Whether a batch of owner (NULL: of any owner) is in flight. A busy
+ * owner's ops are not taken: one batch of an owner at a time, in order. */
+bool wb_busy(struct wb_queue *q, const void *owner);
 
 /* A queued (not in flight) hidden delete of path: removed and returned, or NULL. */
 struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path);

@@ -243,3 +243,34 @@ def test_a_files_time_does_not_jump_when_its_upload_lands(wbm, server):
     assert read(m.p(sb, "exit")) == "0\n"
     assert int(read(m.p(sb, "stdout")).split(".")[0]) == before // 10**9
     assert os.stat(p).st_mtime_ns == before
+
+
+def test_a_failed_unlink_of_a_waiting_file_keeps_its_data(wbm, server):
+    """Where commands do not work, the unlink of a closed file whose upload
+    waits sends DELETE /files at once. When that fails, unlink returns an
+    errno and the file stays, with what was written to it: it is uploaded
+    later as any. Before, the unlink dropped the staged data and its journal
+    record before the delete, so the sandbox kept the old content."""
+    m, _, _ = wbm
+    sb = create_sandbox(m, "nosh")
+    tb = Toolbox(server, sb)
+    try:
+        tb.upload(HOME + "/kept.txt", b"old\n")
+        # every command answers "no shell": the mount falls back to the file API
+        server.local("POST", "/_local/faults", {"pattern": "/process/execute", "status": 200,
+                                               "body": {"exitCode": 127, "result": "sh: not found"}})
+        d = m.p(sb, "work")
+        assert "kept.txt" in os.listdir(d)
+        with open(os.path.join(d, "kept.txt"), "w") as f:
+            f.write("new\n")
+        assert tb.download(HOME + "/kept.txt") == b"old\n"   # its upload waits
+        server.local("POST", "/_local/faults", {"pattern": "/files", "method": "DELETE", "status": 403})
+        with pytest.raises(OSError):
+            os.unlink(os.path.join(d, "kept.txt"))
+        server.local("DELETE", "/_local/faults")
+        assert read(os.path.join(d, "kept.txt")) == "new\n"
+        m.settle()
+        assert tb.download(HOME + "/kept.txt") == b"new\n"
+    finally:
+        server.local("DELETE", "/_local/faults")
+        ctl(m.p(sb, "ctl"), "delete")

@@ -106,6 +106,37 @@ UNIT_TEST(batches_keep_order_and_one_owner_and_stay_visible_in_flight)
 	wb_free(q);
 }
 
+UNIT_TEST(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order)
+{
+	struct wb_queue *q = wb_new(1);
+	struct wb_op *a, *b;
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/a1"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/a2"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_b, WB_DELETE, "/b1"), 0, 1));
+	a = wb_take(q, NULL, true, 1.0);
+	CHECK_STR(a->path, "/a1");
+	/* a1 in flight: nothing more of a (a2 would pass it), b goes. */
+	CHECK(wb_busy(q, &owner_a));
+	CHECK(wb_take(q, &owner_a, false, 1.0) == NULL);
+	b = wb_take(q, NULL, true, 1.0);
+	CHECK_STR(b->path, "/b1");
+	wb_done(q, b);
+	/* a1 could not be sent: back in its place, due after its backoff;
+	 * a2, due now, waits behind it. */
+	a->retry_start = 1.0;
+	wb_requeue(q, a, 3.0);
+	CHECK(!wb_busy(q, &owner_a));
+	CHECK(wb_take(q, NULL, true, 2.0) == NULL);
+	a = wb_take(q, NULL, true, 3.0);
+	CHECK_STR(a->path, "/a1");
+	wb_done(q, a);
+	a = wb_take(q, &owner_a, false, 3.0);
+	CHECK_STR(a->path, "/a2");
+	wb_done(q, a);
+	wb_free(q);
+}
+
 UNIT_TEST(a_later_change_of_the_path_supersedes_what_an_op_printed)
 {
 	struct wb_queue *q = wb_new(8);
@@ -695,6 +726,7 @@ int main(void)
 		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
 		UNIT_CASE(attr_conflicts_are_the_path_above_and_deletes_in_it),
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
+		UNIT_CASE(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order),
 		UNIT_CASE(a_later_change_of_the_path_supersedes_what_an_op_printed),
 		UNIT_CASE(a_full_batch_is_due_at_once),
 		UNIT_CASE(a_hidden_delete_waits_its_delay_and_holds_back_what_follows),
