@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fs_files_int.h - what the files of the proxy of the sandbox's own files
- * share (fs_open_files.c, fs_commands.c, fs_attr.c, fs_read.c, fs_write.c,
+ * share (fs_open_files.c, fs_attr.c, fs_read.c, fs_write.c,
  * fs_namespace.c, fs_runners.c). Together they proxy the sandbox's own
  * files under SANDBOX/fs/ to the toolbox file API.
  *
@@ -32,7 +32,8 @@
  * rename over an existing file, truncate, statfs), one command runs in the
  * sandbox, every path quoted, and prints the path's new attributes with the
  * same find format, so that the change costs one request and the next stat
- * none.
+ * none. The find format, its parser and the commands are listing.h's
+ * (src/remote); fs_runners.c gives them the mount's context.
  */
 #ifndef DAYTONAFS_FS_FILES_INT_H
 #define DAYTONAFS_FS_FILES_INT_H
@@ -45,6 +46,7 @@
 #include "deferred.h"
 #include "fs_int.h"
 #include "journal.h"
+#include "listing.h"
 #include "prefetch.h"
 #include "strbuf.h"
 #include "writeback.h"
@@ -68,13 +70,6 @@
 #define PF_FAIL_PAUSE_S 30.0
 #define PF_STORE_BYTES (16 * 1024 * 1024)
 #define PF_STORE_FILES 1024
-
-/* One record per entry, '/' between fields (no name holds a '/'); the link
- * target is last, and its length is the link's size. See files_parse_find. */
-#define FIND_FMT "%y/%m/%s/%T@/%U/%G/%n/%A@/%C@/%f/%l\\n"
-
-/* How a sandbox's directories are listed. */
-enum list_mode { LIST_UNKNOWN = 0, LIST_FIND, LIST_API };
 
 /* One path of one sandbox with open handles. */
 struct open_node {
@@ -267,17 +262,17 @@ void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool 
 void link_put(struct dfs *fs, const struct sandbox *sb, const char *path, const char *target);
 bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *buf, size_t size);
 
-/* fs_commands.c */
-bool has_replacement_char(const char *s);
-int entry_cmp(const void *a, const void *b);
-void stat_from_info(const struct dt_fileinfo *fi, struct stat *st);
+/* fs_runners.c: the mount's side of listing.h (src/remote), under the names
+ * the rest of src/fuse calls it by */
+void files_listing_ctx(struct dfs *fs, struct sandbox *sb, struct listing_ctx *c);
+int files_find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child,
+		    struct find_entry **out, size_t *n, struct child_listing *cl);
 int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
 			  const char *what, const char *path);
 int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
 			   struct dt_error *err);
 int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out);
 int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out);
-bool parse_printed_stat(const char *out, struct stat *st, char **link);
 void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
 				enum cache_change what);
 int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,

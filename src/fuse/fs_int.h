@@ -18,6 +18,7 @@
 #include "provider.h"
 #include "exec.h"
 #include "inode.h"
+#include "listing.h"
 #include "options.h"
 #include "registry.h"
 #include "stage.h"
@@ -230,27 +231,10 @@ int files_statfs(struct dfs *fs, struct sandbox *sb, struct statvfs *st);
 /* mknod(2) of what is not a regular file: FIFOs are made in the sandbox; devices and sockets give EPERM. */
 int files_mknod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode, dev_t rdev);
 
-/* The lstat view of a directory's entries, as one command prints them (find
- * -printf, see fs_commands.c); exposed for the unit tests. */
-struct find_entry {
-	char *name;               /* malloc'd */
-	char *link;               /* malloc'd target of a symbolic link, else NULL */
-	struct stat st;
-};
-int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_t *n);
-void files_find_free(struct find_entry *v, size_t n);
-/* od -An -v -tx1 output back to bytes (malloc'd, NUL-terminated after len bytes). */
-int files_unhex(const char *text, char **out, size_t *len);
-/* Scripts the file proxy runs in the sandbox, fed to its shell (zsh, bash or sh),
- * after FILES_SH_PREFIX; exposed for the unit tests, which run them under each. */
-struct strbuf;
-#define FILES_SH_PREFIX "LC_ALL=C; export LC_ALL; "
+/* The find listing and its parser are listing.h's (src/remote). Scripts the
+ * file proxy runs in the sandbox, fed to its shell (zsh, bash or sh), after
+ * FILES_SH_PREFIX; exposed for the unit tests, which run them under each. */
 #define FILES_STATFS_SCRIPT "stat -f -c '%S %b %f %a %c %d %l' /"
-/* The listing of dir (the directory itself first) in the find format, or with
- * hex as od's hex of it; exit 127 without find, 97 when -printf fails. */
-void files_list_script(struct strbuf *cmd, const char *dir, bool hex);
-/* Appends: print path's attributes in the find format, and succeed anyway. */
-void files_add_stat_print(struct strbuf *cmd, const char *path);
 /* rename(2) of from onto to, replacing it (mv -T, or perl where mv refuses). */
 void files_rename_script(struct strbuf *cmd, const char *from, const char *to);
 /* Runs the sandbox's queued changes (deletes, owner, mode, times: see

@@ -1,16 +1,151 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * fs_runners.c - the mount's side of the remote layer's runners: the
- * callbacks through which the deferred-change runner (deferred.h) and crash
- * recovery (recover.h) reach the sandbox registry, the caches and the open
- * files, and the names the rest of src/fuse calls them by.
+ * callbacks through which the find listing and the changes by command
+ * (listing.h), the deferred-change runner (deferred.h) and crash recovery
+ * (recover.h) reach the sandbox registry, the caches and the open files,
+ * and the names the rest of src/fuse calls them by.
  */
 #include "fs_files_int.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <string.h>
 
 #include "log.h"
 #include "recover.h"
+#include "urlenc.h"
+
+/* ---- listings and changes by command ------------------------------------------ */
+
+/* After a toolbox error: a stopped sandbox makes the registry re-read it. */
+int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
+			  const char *what, const char *path)
+{
+	if (rc == -EHOSTDOWN) {
+		struct dt_error ignored = { 0 };
+
+		sandbox_refresh(fs, sb, &ignored);
+		sandbox_set_error(sb, "sandbox '%s' is not running (%s): start it with: echo start > %s/%s/ctl",
+				  sb->name, err->message, fs->mountpoint, sb->name);
+	} else if (rc != -ENOENT && rc != -EEXIST) {
+		sandbox_set_error(sb, "%s %s: %s", what, path, err->message);
+	}
+	return rc;
+}
+
+static void ls_box(void *mount, void *owner, struct dt_box *box)
+{
+	sandbox_box(owner, box);
+}
+
+static int ls_failed(void *mount, void *owner, int rc, const struct dt_error *err, const char *what,
+		     const char *path)
+{
+	return toolbox_failed(mount, owner, rc, err, what, path);
+}
+
+static enum list_mode ls_mode_get(void *mount, const void *owner)
+{
+	return list_mode_get(mount, owner);
+}
+
+static void ls_mode_set(void *mount, const void *owner, enum list_mode mode)
+{
+	list_mode_set(mount, owner, mode);
+}
+
+static void ls_link_put(void *mount, const void *owner, const char *path, const char *target)
+{
+	link_put(mount, owner, path, target);
+}
+
+static void ls_link_drop(void *mount, const void *owner, const char *path, bool subtree)
+{
+	link_drop(mount, owner, path, subtree);
+}
+
+static const struct listing_ops files_listing_ops = {
+	.box = ls_box,
+	.failed = ls_failed,
+	.mode_get = ls_mode_get,
+	.mode_set = ls_mode_set,
+	.link_put = ls_link_put,
+	.link_drop = ls_link_drop,
+};
+
+/* Commands in sb: bounded by the mount's request timeout (-o timeout). */
+void files_listing_ctx(struct dfs *fs, struct sandbox *sb, struct listing_ctx *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->sp = fs->sp;
+	c->timeout_s = fs->opt.timeout_s;
+	c->cache = fs->cache;
+	c->id = sb->id;
+	c->name = sb->name;
+	c->ops = &files_listing_ops;
+	c->mount = fs;
+	c->owner = sb;
+}
+
+int files_find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child,
+		    struct find_entry **out, size_t *n, struct child_listing *cl)
+{
+	struct listing_ctx c;
+
+	files_listing_ctx(fs, sb, &c);
+	return listing_find(&c, dir, child, out, n, cl);
+}
+
+int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
+		    struct dt_error *err)
+{
+	struct listing_ctx c;
+
+	files_listing_ctx(fs, sb, &c);
+	return listing_sh_once(&c, script, code, out, err);
+}
+
+int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out)
+{
+	struct listing_ctx c;
+
+	files_listing_ctx(fs, sb, &c);
+	return listing_sh(&c, script, code, out);
+}
+
+int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out)
+{
+	struct listing_ctx c;
+
+	files_listing_ctx(fs, sb, &c);
+	return listing_run(&c, script, out);
+}
+
+void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
+			 enum cache_change what)
+{
+	struct listing_ctx c;
+
+	files_listing_ctx(fs, sb, &c);
+	listing_note_result(&c, path, out, what);
+}
+
+int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,
+		      enum cache_change what)
+{
+	struct listing_ctx c;
+
+	files_listing_ctx(fs, sb, &c);
+	return listing_change(&c, cmd, path, what);
+}
+
+/* path's parent into parent (cap bytes) and *base its last name, which is
+ * not empty ("/" has none). */
+bool split_path(const char *path, char *parent, size_t cap, const char **base)
+{
+	return path_split(path, parent, cap, base) && **base;
+}
 
 /* ---- deferred changes ------------------------------------------------------ */
 

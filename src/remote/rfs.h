@@ -7,7 +7,7 @@
  *
  * The command forms print with GNU stat -c: names with a
  * newline in them are skipped by rfs_list (the mount's own directories have
- * none; users' directories are listed with find, fs_commands.c). Their
+ * none; users' directories are listed with find, listing.c). Their
  * errors are the errno the command's message names (ENOENT, ENOTDIR,
  * EISDIR, EACCES, ENOTEMPTY, EPERM), else EIO.
  */

@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * fs_commands.c - the find -printf format that lists a directory with lstat's
+ * listing.c - the find -printf format that lists a directory with lstat's
  * view, and the changes made by running a command in the sandbox with the
- * attributes printed back.
- * The design of the file proxy is in fs_files_int.h.
+ * attributes printed back (listing.h).
  */
-#include "fs_files_int.h"
+#include "listing.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "journal.h"
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
@@ -291,27 +289,13 @@ void stat_from_info(const struct dt_fileinfo *fi, struct stat *st)
 	st->st_mtim = st->st_atim = st->st_ctim = fi->mtime;
 }
 
-/* After a toolbox error: a stopped sandbox makes the registry re-read it. */
-int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
-			  const char *what, const char *path)
-{
-	if (rc == -EHOSTDOWN) {
-		struct dt_error ignored = { 0 };
-
-		sandbox_refresh(fs, sb, &ignored);
-		sandbox_set_error(sb, "sandbox '%s' is not running (%s): start it with: echo start > %s/%s/ctl",
-				  sb->name, err->message, fs->mountpoint, sb->name);
-	} else if (rc != -ENOENT && rc != -EEXIST) {
-		sandbox_set_error(sb, "%s %s: %s", what, path, err->message);
-	}
-	return rc;
-}
+/* ---- commands in the sandbox ----------------------------------------------------- */
 
 /* Runs a shell script in the sandbox (cwd /, LC_ALL=C): its exit code and
  * merged output (malloc'd). Returns 0 when it ran, else a negative errno
  * with err filled; reports nothing. */
-int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
-			   struct dt_error *err)
+int listing_sh_once(const struct listing_ctx *c, const char *script, int *code, char **out,
+		    struct dt_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	struct dt_box box;
@@ -325,11 +309,11 @@ int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int 
 		sb_free(&cmd);
 		return dt_error_set(err, -ENOMEM, 0, "out of memory");
 	}
-	sandbox_box(sb, &box);
+	c->ops->box(c->mount, c->owner, &box);
 	/* Bounded by the mount's request timeout (-o timeout), like every other
 	 * request, and in the sandbox too: a command the mount stops waiting
 	 * for must not go on changing files (SEMANTICS.md). */
-	rc = sp_exec_within(fs->sp, &box, sb_str(&cmd), "/", fs->opt.timeout_s, code, out, err);
+	rc = sp_exec_within(c->sp, &box, sb_str(&cmd), "/", c->timeout_s, code, out, err);
 	sb_free(&cmd);
 	if (rc < 0) {
 		free(*out);
@@ -338,32 +322,32 @@ int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int 
 	return rc;
 }
 
-/* sandbox_sh_once, with a failure reported (toolbox_failed). */
-int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out)
+/* listing_sh_once, with a failure reported (ops->failed). */
+int listing_sh(const struct listing_ctx *c, const char *script, int *code, char **out)
 {
 	struct dt_error err = { 0 };
-	int rc = sandbox_sh_once(fs, sb, script, code, out, &err);
+	int rc = listing_sh_once(c, script, code, out, &err);
 
 	if (rc < 0)
-		return toolbox_failed(fs, sb, rc, &err, "command for", "a file operation");
+		return c->ops->failed(c->mount, c->owner, rc, &err, "command for", "a file operation");
 	return 0;
 }
 
 /* Runs a short command for what the file API cannot do. out (may be NULL)
  * receives its output on success; a failure is the errno its message says. */
-int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out)
+int listing_run(const struct listing_ctx *c, const char *script, char **out)
 {
 	char *output = NULL;
 	int code = 0, rc;
 
 	if (out)
 		*out = NULL;
-	rc = sandbox_sh(fs, sb, script, &code, &output);
+	rc = listing_sh(c, script, &code, &output);
 	if (rc < 0)
 		return rc;
 	if (code != 0) {
 		rc = errno_from_message(output);
-		log_info("%s: '%s' failed (%d): %s", sb->name, script, code, output ? output : "");
+		log_info("%s: '%s' failed (%d): %s", c->name, script, code, output ? output : "");
 		free(output);
 		return rc;
 	}
@@ -373,6 +357,182 @@ int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char 
 		free(output);
 	return 0;
 }
+
+/* ---- the listing ---------------------------------------------------------------- */
+
+void files_list_script(struct strbuf *cmd, const char *dir, bool hex)
+{
+	/* DIR/. names the directory itself (%f prints "."), even "/" or a link to a directory. */
+	sb_adds(cmd, "d=");
+	sh_word(cmd, dir);
+	sb_adds(cmd, "/.; find \"$d\" -mindepth 0 -maxdepth 1 -printf '" FIND_FMT "' 2>/dev/null");
+	if (hex)
+		sb_adds(cmd, " | od -An -v -tx1");
+	else
+		sb_adds(cmd, " || { r=$?; [ $r -eq 127 ] && exit 127; find \"$d\" -maxdepth 0 -printf '' 2>&1; "
+			"exit 97; }");
+}
+
+/*
+ * A lookup that must list a directory lists, in the same command, the entry
+ * it looks up when that is a directory (not a link to one): a walk down a
+ * path, or a stat followed by ls or cat of what is inside, then costs one
+ * request for two levels. The child's records follow the parent's, framed
+ * by the child's own "." record before and after them; the one after is
+ * printed only when find listed the whole directory, and a directory of
+ * more than CHILD_LINES lines is cut and so not taken (the lines bound what
+ * a lookup may cost; listing.h).
+ */
+
+static void add_child_script(struct strbuf *cmd, const char *dir, const char *child)
+{
+	struct strbuf c = STRBUF_INIT;
+
+	sb_adds(&c, dir);
+	if (strcmp(dir, "/"))
+		sb_addc(&c, '/');
+	sb_adds(&c, child);
+	sb_adds(cmd, "; c=");
+	sh_word(cmd, sb_str(&c));
+	sb_adds(cmd, "; [ -d \"$c\" ] && [ ! -L \"$c\" ] && { find \"$c/.\" -mindepth 0 -maxdepth 1 -printf '"
+		FIND_FMT "' 2>/dev/null && find \"$c/.\" -maxdepth 0 -printf '" FIND_FMT "'; } | head -n ");
+	sb_addf(cmd, "%d", CHILD_LINES);
+	if (c.oom)
+		cmd->oom = true;
+	sb_free(&c);
+}
+
+/* Splits the child's records off v (the parent's, "." first, then its
+ * entries): into cl when they are complete, else dropped. */
+static int split_child(struct find_entry *v, size_t *n, struct child_listing *cl)
+{
+	size_t i1 = 0, i2 = 0;
+
+	for (size_t i = 1; i < *n; i++) {
+		if (strcmp(v[i].name, "."))
+			continue;
+		if (!i1)
+			i1 = i;
+		else if (!i2)
+			i2 = i;
+	}
+	if (!i1)
+		return 0;
+	if (i2 == *n - 1 && S_ISDIR(v[i1].st.st_mode)) {
+		size_t cn = i2 - i1 - 1;
+
+		cl->v = calloc(cn ? cn : 1, sizeof(*cl->v));
+		if (!cl->v)
+			return -ENOMEM;
+		memcpy(cl->v, v + i1 + 1, cn * sizeof(*cl->v));
+		memset(v + i1 + 1, 0, cn * sizeof(*v));   /* moved */
+		cl->n = cn;
+		cl->have = true;
+		qsort(cl->v, cl->n, sizeof(*cl->v), entry_cmp);
+	}
+	for (size_t i = i1; i < *n; i++) {
+		free(v[i].name);
+		free(v[i].link);
+	}
+	*n = i1;
+	return 0;
+}
+
+/* Lists dir with find: 0, a negative errno, or -ENOSYS when find cannot do
+ * it. With child (may be NULL), cl gets that entry's listing when it is a
+ * directory. */
+int listing_find(const struct listing_ctx *c, const char *dir, const char *child, struct find_entry **out,
+		 size_t *n, struct child_listing *cl)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *output = NULL, *raw = NULL;
+	const char *buf;
+	size_t len;
+	int code = 0, rc;
+
+	*out = NULL;
+	*n = 0;
+	files_list_script(&cmd, dir, false);
+	if (child)
+		add_child_script(&cmd, dir, child);
+	if (cmd.oom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	log_debug("%s: listing %s", c->name, dir);
+	rc = listing_sh(c, sb_str(&cmd), &code, &output);
+	/* A daemon too old to run a shell (dt_exec) has the file API still. */
+	if (rc < 0 && rc != -EOPNOTSUPP)
+		goto out;
+	if (rc == -EOPNOTSUPP || code == 127) {
+		c->ops->mode_set(c->mount, c->owner, LIST_API);
+		rc = -ENOSYS;
+		goto out;
+	}
+	buf = output;
+	len = strlen(output);
+	if (has_replacement_char(output)) {
+		/* A name or target is not UTF-8: the same listing again, as hex,
+		 * which survives the JSON transport byte for byte (the parent's
+		 * alone). */
+		child = NULL;
+		sb_reset(&cmd);
+		files_list_script(&cmd, dir, true);
+		free(output);
+		output = NULL;
+		rc = cmd.oom ? -ENOMEM : listing_sh(c, sb_str(&cmd), &code, &output);
+		if (rc < 0)
+			goto out;
+		if (files_unhex(output, &raw, &len) < 0) {
+			rc = -ENOSYS;
+			goto out;
+		}
+		buf = raw;
+	}
+	rc = files_parse_find(buf, len, out, n);
+	if (rc == -EINVAL && child) {
+		/* The child's records cut inside a name that holds a newline:
+		 * the parent's listing alone, again. */
+		free(output);
+		free(raw);
+		sb_free(&cmd);
+		return listing_find(c, dir, NULL, out, n, cl);
+	}
+	if (rc == 0 && child && *n >= 1)
+		rc = split_child(*out, n, cl);
+	if (rc == 0 && *n >= 1 && !strcmp((*out)[0].name, ".") && S_ISDIR((*out)[0].st.st_mode)) {
+		/* The directory itself first, then its entries (find exits 1 when
+		 * an entry vanished while it ran: what it printed stands). */
+		free((*out)[0].name);
+		free((*out)[0].link);
+		memmove(*out, *out + 1, (*n - 1) * sizeof(**out));
+		(*n)--;
+		qsort(*out, *n, sizeof(**out), entry_cmp);
+		rc = 0;
+		goto out;
+	}
+	files_find_free(*out, *n);
+	*out = NULL;
+	*n = 0;
+	if (rc == -ENOMEM)
+		goto out;
+	rc = code != 0 ? errno_from_message(output) : -EIO;
+	if (rc == -EIO) {
+		/* Not an error about the directory: this find cannot -printf
+		 * (busybox), or something odd. The file API then. */
+		log_info("%s: listing %s with find failed (%d): %.200s", c->name, dir, code, output);
+		if (strstr(output, "printf") || strstr(output, "nrecognized") || strstr(output, "nknown"))
+			c->ops->mode_set(c->mount, c->owner, LIST_API);
+		rc = -ENOSYS;
+	}
+out:
+	free(output);
+	free(raw);
+	sb_free(&cmd);
+	return rc;
+}
+
+/* ---- changes by command ----------------------------------------------------------- */
 
 /* Appends to a command: print path's attributes in the find format, and
  * succeed even if that fails (the change it follows is what counts). */
@@ -406,22 +566,22 @@ bool parse_printed_stat(const char *out, struct stat *st, char **link)
 
 /* What a command that changed path (and printed its attributes) leaves in
  * the cache: the printed attributes, else nothing about path. */
-void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
-				enum cache_change what)
+void listing_note_result(const struct listing_ctx *c, const char *path, const char *out,
+			 enum cache_change what)
 {
 	struct stat st;
 	char *link = NULL;
 
 	if (parse_printed_stat(out, &st, &link)) {
-		cache_update(fs->cache, sb->id, path, what, &st, true);
+		cache_update(c->cache, c->id, path, what, &st, true);
 		if (S_ISLNK(st.st_mode) && link)
-			link_put(fs, sb, path, link);
+			c->ops->link_put(c->mount, c->owner, path, link);
 		else
-			link_drop(fs, sb, path, false);
+			c->ops->link_drop(c->mount, c->owner, path, false);
 		free(link);
 	} else {
-		cache_invalidate(fs->cache, sb->id, path);
-		link_drop(fs, sb, path, false);
+		cache_invalidate(c->cache, c->id, path);
+		c->ops->link_drop(c->mount, c->owner, path, false);
 	}
 }
 
@@ -430,32 +590,27 @@ void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, c
  * path's new attributes where find works, which go to the cache as what.
  * A failure leaves the cache alone: the caller knows what it means there.
  */
-int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,
-			     enum cache_change what)
+int listing_change(const struct listing_ctx *c, struct strbuf *cmd, const char *path,
+		   enum cache_change what)
 {
 	char *out = NULL;
 	int rc;
 
-	if (list_mode_get(fs, sb) != LIST_API)
+	if (c->ops->mode_get(c->mount, c->owner) != LIST_API)
 		files_add_stat_print(cmd, path);
 	if (cmd->oom) {
 		sb_free(cmd);
 		return -ENOMEM;
 	}
-	rc = run_fs_command(fs, sb, sb_str(cmd), &out);
+	rc = listing_run(c, sb_str(cmd), &out);
 	sb_free(cmd);
 	if (rc == 0)
-		note_command_result(fs, sb, path, out, what);
+		listing_note_result(c, path, out, what);
 	else
 		/* The command may have run (an answer lost in transit), or the
 		 * sandbox knows better (EEXIST): what is cached of the path and
 		 * its parent's listing is no longer to be trusted. */
-		cache_invalidate_tree(fs->cache, sb->id, path);
+		cache_invalidate_tree(c->cache, c->id, path);
 	free(out);
 	return rc;
-}
-
-bool split_path(const char *path, char *parent, size_t cap, const char **base)
-{
-	return path_split(path, parent, cap, base) && **base;
 }
