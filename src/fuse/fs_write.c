@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "prefetch.h"
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
@@ -676,6 +677,31 @@ void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error 
 	log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path, err->message);
 }
 
+/*
+ * A small file just uploaded: its content is kept for the next open's
+ * first read (editors read back what they saved at their next start),
+ * under the size and time the mount shows for it, and handed out only
+ * while the cache still says those (fs_prefetch.c). Caller holds n->lock.
+ */
+static void keep_uploaded(struct dfs *fs, struct open_node *n)
+{
+	uint64_t size = stage_size(n->stage);
+	char *data;
+
+	prefetch_drop_path(fs->files->prefetch, n->sb->id, n->path);
+	if (!n->populated || size == 0 || size > PF_FILE_MAX)
+		return;
+	data = malloc(size);
+	if (!data)
+		return;
+	if (stage_pread(n->stage, data, size, 0) != (ssize_t)size) {
+		free(data);
+		return;
+	}
+	prefetch_put_own(fs->files->prefetch, n->sb->id, n->path, data, size, &n->mtime,
+			 now_mono() + fs->opt.attr_timeout);
+}
+
 /* n's stage is in the sandbox: what waited for that follows. Caller holds
  * n->lock. */
 void upload_succeeded(struct dfs *fs, struct open_node *n)
@@ -690,6 +716,7 @@ void upload_succeeded(struct dfs *fs, struct open_node *n)
 	 * of writes cannot be checked against it after a crash. */
 	n->base.kind = JOURNAL_BASE_UNKNOWN;
 	apply_after_upload(fs, n, was_new);
+	keep_uploaded(fs, n);
 }
 
 /* The attributes of an existing file being opened, without a request:
