@@ -189,12 +189,18 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	char *out = NULL;
 	uint64_t gen;
 	size_t n = 0;
+	bool quiet;
 	int rc;
 
 	/* A directory's own attributes: queued times of its files need not be
 	 * sent first (tar x looks its directory up while they wait). */
 	files_settle_attr(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
+	/* Its entries' attributes are only kept when no change queued below
+	 * it, before or during the command, would make them stale: the times
+	 * a queued change is about to set (a touch after an upload) are
+	 * cached already, and this listing's would undo them. */
+	quiet = !wb_conflicts(fs->files->deferred.wb, sb, path);
 	/* The directory's own listing (bounded as a child's is: its "." first,
 	 * and again at the end when complete) gives its attributes, and the ls
 	 * or the lookups in it that usually follow a stat of a directory then
@@ -210,7 +216,8 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	    S_ISDIR(v[0].st.st_mode)) {
 		*st = v[0].st;
 		cache_put_attr(fs->cache, sb->id, path, st, gen);
-		if (n >= 2 && !strcmp(v[n - 1].name, ".") && !has_replacement_char(out)) {
+		if (quiet && !wb_conflicts(fs->files->deferred.wb, sb, path) && n >= 2 &&
+		    !strcmp(v[n - 1].name, ".") && !has_replacement_char(out)) {
 			qsort(v + 1, n - 2, sizeof(*v), entry_cmp);
 			store_listing(fs, sb, path, v + 1, n - 2, gen);
 		}

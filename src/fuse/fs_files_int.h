@@ -87,6 +87,8 @@ struct open_node {
 	struct stat st;           /* the file's attributes at open (made up for a new file);
 				     st_mode follows chmod through the mount */
 	bool chmod_pending;       /* a new file's mode, applied after its first upload */
+	bool chmod_queued;        /* ... or a queued chmod taken back by an upload: sent even
+				     when it is 0644 (the sandbox's file may have another) */
 	bool chown_pending;       /* owner and group of a new file, likewise */
 	uid_t uid;
 	gid_t gid;

@@ -20,6 +20,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "prefetch.h"
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
@@ -127,6 +128,9 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 
 	if (is_hidden_name(path))
 		return 0;   /* the last close of an unlinked file: it left the sandbox at its unlink */
+	/* A kept upload of path (keep_uploaded) is not what a file created
+	 * there next holds, whatever its size and time. */
+	prefetch_drop_path(fs->files->prefetch, sb->id, path);
 	n = node_find(fs->files, sb, path);
 
 	if (n) {
@@ -537,6 +541,9 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	bool held;
 	int rc;
 
+	/* Kept uploads (keep_uploaded) of either name, and below them. */
+	prefetch_drop_path(fs->files->prefetch, sb->id, from);
+	prefetch_drop_path(fs->files->prefetch, sb->id, to);
 	if (is_hidden_name(to))
 		return hide_open_file(fs, sb, from, to);
 	/* Lookups of a destination just hidden wait until it is there again. */

@@ -239,7 +239,7 @@ void node_forget_content(struct dfs *fs, struct open_node *n)
 {
 	node_drop_stage(fs, n);
 	n->populated = n->dirty = n->is_new = false;
-	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	n->upload_error = 0;
 }
 

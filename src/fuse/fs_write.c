@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "journal.h"
+#include "prefetch.h"
 #include "log.h"
 #include "strbuf.h"
 #include "urlenc.h"
@@ -134,14 +135,14 @@ static bool attrs_later(struct dfs *fs, struct open_node *n, const struct stat *
  * then mode (chown clears setuid), then times; a mode alone is one chmod
  * request. Caller holds n->lock.
  */
-static void apply_after_upload(struct dfs *fs, struct open_node *n)
+static void apply_after_upload(struct dfs *fs, struct open_node *n, bool was_new)
 {
 	struct dt_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat hint;
 	struct dt_box box;
 	mode_t mode = n->st.st_mode & 07777;
-	bool chmod = n->chmod_pending && mode != 0644;
+	bool chmod = n->chmod_pending && (mode != 0644 || n->chmod_queued);
 	bool finds = list_mode_get(fs, n->sb) != LIST_API;
 	/* A mode alone could be POST /files/permissions, but a command costs
 	 * the same one request and returns the exact attributes, which the
@@ -151,14 +152,25 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	char *out = NULL;
 	int rc;
 
+	/* The upload gave the file the sandbox's time of the upload, which only
+	 * a request could tell (editors stat what they saved, and compare the
+	 * time later). The mount keeps the time it showed (the last write) and
+	 * makes the sandbox agree: a deferred touch, free in a change queued
+	 * anyway, one batched command for an existing file rewritten (a save).
+	 * A new file without one keeps the unknown time (cp -r, tar of files
+	 * without times would pay a command per 128 files). */
+	if (finds && !n->mtime_pending && (command || !was_new)) {
+		n->mtime_pending = true;
+		command = true;
+	}
 	upload_hint(n, &hint);
 	if (!command && !chmod) {
-		n->chmod_pending = false;
+		n->chmod_pending = n->chmod_queued = false;
 		cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
 		return;
 	}
 	if (!command) {
-		n->chmod_pending = false;
+		n->chmod_pending = n->chmod_queued = false;
 		sandbox_box(n->sb, &box);
 		rc = rfs_chmod(fs->sp, &box, n->path, mode, &err);
 		if (rc < 0)
@@ -167,7 +179,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 		return;
 	}
 	if (finds && attrs_later(fs, n, &hint, chmod)) {
-		n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+		n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 		return;
 	}
 	sb_adds(&cmd, "true");
@@ -195,7 +207,7 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n)
 	}
 	if (finds)
 		files_add_stat_print(&cmd, n->path);
-	n->chmod_pending = n->chown_pending = n->mtime_pending = n->atime_pending = false;
+	n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	rc = cmd.oom ? -ENOMEM : run_fs_command(fs, n->sb, sb_str(&cmd), &out);
 	if (rc < 0) {
 		log_warn("%s: setting the mode, owner or times of %s after its upload failed: %s", n->sb->name,
@@ -593,6 +605,50 @@ bool journal_keep_for_recovery(struct open_node *n)
 	return true;
 }
 
+/*
+ * Before an upload of n: the queued changes of its own attributes (those
+ * queued after its previous upload, say: vim fsyncs its swap file twice)
+ * are taken out of the queue and become n's pending ones, which the
+ * upload's own queued change carries, so that the upload does not wait for
+ * a command first. Their times are superseded: n is dirty, so it was
+ * written (or truncated) after they were queued, and a write sets the
+ * time; an explicit atime stays. Anything else queued that touches the
+ * path (a delete, a directory) is sent first, as before. Caller holds
+ * n->lock.
+ */
+static void take_back_attrs(struct dfs *fs, struct open_node *n)
+{
+	bool clear;
+	struct wb_op *list = wb_take_attrs(fs->files->deferred.wb, n->sb, n->path, &clear);
+
+	if (!clear) {
+		files_settle_changes(fs, n->sb, n->path);
+		return;
+	}
+	for (struct wb_op *op = list; op; op = op->next) {
+		if (op->chown && !n->chown_pending) {
+			n->chown_pending = true;
+			n->uid = op->uid;
+			n->gid = op->gid;
+		} else if (op->chown) {
+			if (n->uid == (uid_t)-1)
+				n->uid = op->uid;
+			if (n->gid == (gid_t)-1)
+				n->gid = op->gid;
+		}
+		if (op->chmod) {
+			/* n->st has the mode the mount shows: the queued one or a later one. */
+			n->chmod_pending = true;
+			n->chmod_queued = true;
+		}
+		if (op->set_atime && !n->atime_pending) {
+			n->atime_pending = true;
+			n->atime = op->atime;
+		}
+	}
+	wb_list_free(list);
+}
+
 /* Uploads a dirty stage, then applies what had to wait for the file to
  * exist (mode, owner, times). Caller holds n->lock. */
 int upload_node(struct dfs *fs, struct open_node *n)
@@ -603,9 +659,10 @@ int upload_node(struct dfs *fs, struct open_node *n)
 	if (!n->dirty || n->unlinked)
 		return 0;
 	/* A queued change of this file (its times, say) must not land after
-	 * the new content. (Not files_settle: n is the only upload waiting
-	 * for this path, and this thread holds it.) */
-	files_settle_changes(fs, n->sb, n->path);
+	 * the new content: taken back and sent after it, or sent first. (Not
+	 * files_settle: n is the only upload waiting for this path, and this
+	 * thread holds it.) */
+	take_back_attrs(fs, n);
 	journal_note_flush(fs, n, false);
 	rc = upload_stage(fs, n, &err);
 	if (rc < 0) {
@@ -630,10 +687,37 @@ void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error 
 	log_error("%s: upload of %s failed: %s (the data is kept staged)", n->sb->name, n->path, err->message);
 }
 
+/*
+ * A small file just uploaded: its content is kept for the next open's
+ * first read (editors read back what they saved at their next start),
+ * under the size and time the mount shows for it, and handed out only
+ * while the cache still says those (fs_prefetch.c). Caller holds n->lock.
+ */
+static void keep_uploaded(struct dfs *fs, struct open_node *n)
+{
+	uint64_t size = stage_size(n->stage);
+	char *data;
+
+	prefetch_drop_path(fs->files->prefetch, n->sb->id, n->path);
+	if (!n->populated || size == 0 || size > PF_FILE_MAX)
+		return;
+	data = malloc(size);
+	if (!data)
+		return;
+	if (stage_pread(n->stage, data, size, 0) != (ssize_t)size) {
+		free(data);
+		return;
+	}
+	prefetch_put_own(fs->files->prefetch, n->sb->id, n->path, data, size, &n->mtime,
+			 now_mono() + fs->opt.attr_timeout);
+}
+
 /* n's stage is in the sandbox: what waited for that follows. Caller holds
  * n->lock. */
 void upload_succeeded(struct dfs *fs, struct open_node *n)
 {
+	bool was_new = n->is_new;
+
 	n->dirty = false;
 	n->is_new = false;
 	n->upload_error = 0;
@@ -641,7 +725,8 @@ void upload_succeeded(struct dfs *fs, struct open_node *n)
 	/* The sandbox's time of our upload is not known here: a later stretch
 	 * of writes cannot be checked against it after a crash. */
 	n->base.kind = JOURNAL_BASE_UNKNOWN;
-	apply_after_upload(fs, n);
+	apply_after_upload(fs, n, was_new);
+	keep_uploaded(fs, n);
 }
 
 /* The attributes of an existing file being opened, without a request:

@@ -211,7 +211,7 @@ bool prefetch_take(struct prefetch *pf, const char *sandbox, const char *path, o
 	e = find(pf, sandbox, path);
 	if (!e || e->pending)
 		goto out;
-	if (e->gen == gen && e->expires > pf->now() && e->listed_size == size && (off_t)e->len == size &&
+	if ((e->gen == gen || e->gen == PREFETCH_OWN) && e->expires > pf->now() && e->listed_size == size && (off_t)e->len == size &&
 	    e->listed_mtime.tv_sec == mtime->tv_sec && e->listed_mtime.tv_nsec == mtime->tv_nsec) {
 		*data = e->data;
 		*len = e->len;
@@ -227,6 +227,71 @@ bool prefetch_take(struct prefetch *pf, const char *sandbox, const char *path, o
 out:
 	pthread_mutex_unlock(&pf->lock);
 	return ok;
+}
+
+void prefetch_put_own(struct prefetch *pf, const char *sandbox, const char *path, char *data, size_t len,
+		      const struct timespec *mtime, double expires)
+{
+	struct pf_entry *e;
+
+	pthread_mutex_lock(&pf->lock);
+	e = find(pf, sandbox, path);
+	if (e && e->pending) {
+		/* A fetch chose this path before the upload: its content may be
+		 * the old one, and its fill checks the generation, which moved. */
+		pthread_mutex_unlock(&pf->lock);
+		free(data);
+		return;
+	}
+	if (e)
+		unlink_entry(pf, e);
+	make_room(pf, len, 1);
+	e = len <= pf->max_bytes && pf->entries < pf->max_entries ? calloc(1, sizeof(*e)) : NULL;
+	if (e) {
+		e->sandbox = strdup(sandbox);
+		e->path = strdup(path);
+	}
+	if (!e || !e->sandbox || !e->path) {
+		if (e) {
+			free(e->sandbox);
+			free(e->path);
+			free(e);
+		}
+		pthread_mutex_unlock(&pf->lock);
+		free(data);
+		return;
+	}
+	e->data = data;
+	e->len = len;
+	e->listed_size = (off_t)len;
+	e->listed_mtime = *mtime;
+	e->gen = PREFETCH_OWN;
+	e->expires = expires;
+	e->prev = pf->tail;
+	if (pf->tail)
+		pf->tail->next = e;
+	else
+		pf->head = e;
+	pf->tail = e;
+	pf->entries++;
+	pf->bytes += len;
+	pthread_mutex_unlock(&pf->lock);
+}
+
+void prefetch_drop_path(struct prefetch *pf, const char *sandbox, const char *path)
+{
+	size_t n = strlen(path);
+
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	pthread_mutex_lock(&pf->lock);
+	for (struct pf_entry *e = pf->head, *next; e; e = next) {
+		next = e->next;
+		if (!e->pending && !strcmp(e->sandbox, sandbox) && !strncmp(e->path, path, n) &&
+		    (e->path[n] == '\0' || e->path[n] == '/' || (n == 1 && path[0] == '/')))
+			unlink_entry(pf, e);
+	}
+	pthread_mutex_unlock(&pf->lock);
 }
 
 bool prefetch_has(struct prefetch *pf, const char *sandbox, const char *path)

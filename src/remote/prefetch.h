@@ -50,6 +50,22 @@ void prefetch_cancel(struct prefetch *pf, const char *sandbox, const char *path)
  * entry is left alone (false). */
 bool prefetch_take(struct prefetch *pf, const char *sandbox, const char *path, off_t size,
 		   const struct timespec *mtime, uint64_t gen, char **data, size_t *len);
+/*
+ * The content of a file this mount has just uploaded (data is taken over),
+ * of that size and mtime (the time the mount keeps, and shows): handed out
+ * like a fetched entry, but whatever the generation, which every change
+ * through the mount moves (a delete of a swap file beside it). What keeps
+ * it true is the caller's: a rename or delete of path through the mount
+ * drops it (prefetch_drop_path), a command in the sandbox drops every entry
+ * (prefetch_drop_sandbox), and a change by someone else is seen as other
+ * attributes, as for any entry. A pending entry for path stays, and data
+ * is freed.
+ */
+#define PREFETCH_OWN UINT64_MAX
+void prefetch_put_own(struct prefetch *pf, const char *sandbox, const char *path, char *data, size_t len,
+		      const struct timespec *mtime, double expires);
+/* Drops the filled entries of path and of the paths below it. */
+void prefetch_drop_path(struct prefetch *pf, const char *sandbox, const char *path);
 /* Whether path is held or pending. */
 bool prefetch_has(struct prefetch *pf, const char *sandbox, const char *path);
 /* Drops every filled entry of a sandbox (NULL: of all). */

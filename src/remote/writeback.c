@@ -356,6 +356,42 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
 	return found;
 }
 
+struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear)
+{
+	struct wb_op *list = NULL, **lt = &list;
+
+	*clear = true;
+	pthread_mutex_lock(&q->lock);
+	/* Only when every queued change that touches path is a queued (not
+	 * running) change of path's own attributes: a delete, a change of a
+	 * directory above or below, or one in flight keeps its order. */
+	for (struct wb_entry *e = q->head; e; e = e->next) {
+		const struct wb_op *op = e->op;
+
+		if (op->owner != owner || !touches(op->path, path))
+			continue;
+		if (e->running || op->kind != WB_ATTRS || strcmp(op->path, path)) {
+			*clear = false;
+			pthread_mutex_unlock(&q->lock);
+			return NULL;
+		}
+	}
+	for (struct wb_entry **pp = &q->head; *pp;) {
+		struct wb_entry *e = *pp;
+
+		if (e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path)) {
+			*lt = e->op;
+			lt = &e->op->next;
+			*lt = NULL;
+			entry_remove(q, pp);
+		} else {
+			pp = &e->next;
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	return list;
+}
+
 double wb_now(void)
 {
 	struct timespec ts;

@@ -122,6 +122,16 @@ bool wb_busy(struct wb_queue *q, const void *owner);
 struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path);
 
 /*
+ * Before an upload of path: takes out (and returns, linked by next, in
+ * queue order) the queued changes of path's own attributes, which the
+ * uploader then folds into the one it queues after the upload, so that the
+ * upload does not wait for a command. Only when nothing else queued or
+ * running touches path (*clear true; NULL then means nothing queued):
+ * otherwise nothing is taken, *clear is false, and the caller settles.
+ */
+struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear);
+
+/*
  * For a runner thread: waits until a batch may be due (the earliest due
  * time, or a wake-up from wb_push / wb_stop), then returns true; false once
  * wb_stop was called.

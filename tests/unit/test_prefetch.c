@@ -141,6 +141,36 @@ UNIT_TEST(test_expired_entries_are_purged)
 	prefetch_free(pf);   /* frees the pending /b */
 }
 
+UNIT_TEST(test_own_upload_any_generation_until_dropped)
+{
+	struct prefetch *pf = prefetch_new(1 << 20, 100);
+	char *d;
+	size_t n;
+
+	prefetch_set_clock(pf, fake_now);
+	clock_now = 10;
+	/* the mount's own upload: whatever the generation, same size and time */
+	prefetch_put_own(pf, "sb", "/d/a", dup_bytes("abc"), 3, &T1, 15);
+	CHECK(!prefetch_take(pf, "sb", "/d/a", 3, &T2, 9, &d, &n));    /* another time: dropped */
+	CHECK(!prefetch_has(pf, "sb", "/d/a"));
+	prefetch_put_own(pf, "sb", "/d/a", dup_bytes("abc"), 3, &T1, 15);
+	CHECK(prefetch_take(pf, "sb", "/d/a", 3, &T1, 9, &d, &n));
+	CHECK_INT(n, 3);
+	CHECK(d && !memcmp(d, "abc", 3));
+	free(d);
+	/* a rename or delete of the path or a directory above drops it, not others */
+	prefetch_put_own(pf, "sb", "/d/a", dup_bytes("abc"), 3, &T1, 15);
+	prefetch_put_own(pf, "sb", "/dd", dup_bytes("x"), 1, &T1, 15);
+	prefetch_drop_path(pf, "sb", "/d");
+	CHECK(!prefetch_has(pf, "sb", "/d/a"));
+	CHECK(prefetch_has(pf, "sb", "/dd"));
+	/* a pending fetch of the path is left alone, the upload's content not kept */
+	CHECK(prefetch_reserve(pf, "sb", "/p"));
+	prefetch_put_own(pf, "sb", "/p", dup_bytes("new"), 3, &T1, 15);
+	CHECK(!prefetch_take(pf, "sb", "/p", 3, &T1, 9, &d, &n));
+	prefetch_free(pf);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
@@ -148,6 +178,7 @@ int main(void)
 		UNIT_CASE(test_stale_is_dropped),
 		UNIT_CASE(test_bounds_evict_oldest),
 		UNIT_CASE(test_expired_entries_are_purged),
+		UNIT_CASE(test_own_upload_any_generation_until_dropped),
 	};
 
 	return unit_run("prefetch", cases, sizeof(cases) / sizeof(cases[0]));

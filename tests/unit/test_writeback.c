@@ -720,10 +720,52 @@ UNIT_TEST(the_runner_thread_runs_what_is_due)
 	rm_dir(dir);
 }
 
+/* Before an upload: the queued changes of the file's own attributes come
+ * back to the uploader, in order; anything else touching it (a delete, a
+ * directory above, a batch in flight) keeps them queued. */
+UNIT_TEST(an_upload_takes_back_only_its_own_attribute_changes)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *got, *batch;
+	bool clear;
+
+	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && clear);   /* nothing queued */
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/g"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_b, WB_DELETE, "/d/f"), 0, 1));          /* another sandbox */
+	got = wb_take_attrs(q, &owner_a, "/d/f", &clear);
+	CHECK(clear);
+	CHECK_INT(count(got), 2);
+	wb_list_free(got);
+	CHECK(!wb_conflicts(q, &owner_a, "/d/f"));
+	CHECK(wb_conflicts(q, &owner_a, "/d/g"));
+	/* a delete of the path: nothing taken, the caller settles */
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/f"), 0, 1));
+	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && !clear);
+	batch = wb_take(q, &owner_a, false, 0);
+	wb_done(q, batch);
+	/* a directory above, or one in flight */
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
+	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && !clear);
+	batch = wb_take(q, &owner_a, false, 0);
+	wb_done(q, batch);
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
+	batch = wb_take(q, &owner_a, false, 0);
+	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && !clear);
+	wb_done(q, batch);
+	batch = wb_take(q, &owner_b, false, 0);
+	wb_done(q, batch);
+	wb_free(q);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
 		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
+		UNIT_CASE(an_upload_takes_back_only_its_own_attribute_changes),
 		UNIT_CASE(attr_conflicts_are_the_path_above_and_deletes_in_it),
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
 		UNIT_CASE(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order),

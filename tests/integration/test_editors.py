@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Editor saves (issue 12 goal 5): the requests of one vim save.
+
+vim probes its directory with two empty swap files (.NAME.swp, .NAME.swx,
+created, closed and deleted), creates the swap file, fsyncs it twice,
+rewrites the file in place, fsyncs it, and closes and deletes the swap
+file. Every fsync reaches the sandbox (doc/SEMANTICS.md). What must not
+cost a request is what the mount knows already: the attributes of a file
+it just uploaded (it keeps the time it showed, and a deferred touch makes
+the sandbox agree), and a mode change queued after an earlier upload of
+the same file (the next upload carries it instead of waiting for it).
+"""
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from conftest import PROVIDER, Mount, create_sandbox, ctl, read
+
+VIM = ["vim", "-es", "-N", "-u", "NONE", "-i", "NONE", "-c", "1s/^/x/", "-c", "wq"]
+TEXT = "".join("line %06d of an edited file, with some words in it\n" % i for i in range(2000))
+
+pytestmark = [
+    pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v vim"], capture_output=True).returncode != 0,
+                       reason="vim is not installed"),
+    pytest.mark.skipif(PROVIDER != "daytona", reason="counts Daytona's toolbox requests"),
+]
+
+
+def toolbox_requests(server, sid):
+    out = []
+    for e in server.local("GET", "/_local/log"):
+        if f"/toolbox/{sid}/" in e["path"]:
+            out.append((e["method"], e["path"].split(f"/toolbox/{sid}", 1)[1].split("?")[0]))
+    return out
+
+
+def save(path):
+    # vim asks before writing over a file whose time changed since it read
+    # it (W11): with stdin at EOF it answers no and writes nothing, silently.
+    r = subprocess.run(VIM + [path], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert r.returncode == 0 and not r.stdout and not r.stderr, r
+
+
+@pytest.fixture(scope="module")
+def wb_mount(server, tmp_root):
+    m = Mount(server, tmp_root, extra_opts=("writeback=5",), name="mnt-editors-wb")
+    yield m
+    m.unmount()
+
+
+@pytest.fixture(params=["default", "writeback"])
+def edited(request, server, mount, wb_mount):
+    """(mount, sandbox id, path on the mount) of a 100 KiB file, mode 0640."""
+    m = mount if request.param == "default" else wb_mount
+    sb = create_sandbox(m, "ed")
+    path = m.p(sb, "work", "edit.txt")
+    with open(path, "w") as f:
+        f.write(TEXT)
+    os.chmod(path, 0o640)
+    yield request.param, m, json.loads(read(m.p(sb, "info")))["id"], path
+    server.local("PUT", "/_local/latency", {"ms": 0})
+    ctl(m.p(sb, "ctl"), "delete")
+
+
+def test_one_vim_save_costs_its_fsyncs(server, edited):
+    which, m, sid, path = edited
+    save(path)              # the first: the file and its directory are known
+    server.reset()          # (sends what the first one deferred)
+    save(path)
+    reqs = toolbox_requests(server, sid)
+    server.reset()
+    # Before: default 13 (two /files/info after uploads, a command that
+    # waited for the swap file's queued chmod), writeback 5.
+    assert ("GET", "/files/info") not in reqs, reqs
+    # vim reads the file it saved the last time: the mount kept it.
+    assert ("GET", "/files/download") not in reqs, reqs
+    uploads = reqs.count(("POST", "/files/bulk-upload"))
+    if which == "writeback":
+        # The three fsyncs (swap file twice, the file once), nothing else.
+        assert reqs == [("POST", "/files/bulk-upload")] * 3, reqs
+    else:
+        # The fsyncs, the closes of the two empty probe files and of the
+        # swap file, and the command that sends the probes' deletes before
+        # the swap file is created again under the same name.
+        assert uploads == 6 and len(reqs) <= 8, reqs
+    assert read(path) == "xx" + TEXT
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert sorted(os.listdir(os.path.dirname(path))) == ["edit.txt"]
+
+
+def test_saves_in_a_row_all_land_at_latency(server, edited):
+    # With a latency the directory's attributes expire during a save and are
+    # read back with its listing, while the touch that keeps the file's time
+    # waits in the queue: the listing's time (the upload's) replaced the one
+    # vim had seen, and the next save found the file "changed since
+    # reading" and did not write (before: "xline..." after three saves).
+    which, m, sid, path = edited
+    server.local("PUT", "/_local/latency", {"ms": 100})
+    for _ in range(3):
+        save(path)
+    server.local("PUT", "/_local/latency", {"ms": 0})
+    assert read(path) == "xxx" + TEXT
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    m.settle()
+    assert sorted(os.listdir(os.path.dirname(path))) == ["edit.txt"]
