@@ -699,11 +699,16 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 				break;
 			}
 		}
+		/* After the end, the stream is what the last listing said: a
+		 * read never goes past the size the kernel was given (bytes a
+		 * background child appends show up with the next listing). */
+		if (c->ended && sink.cap > c->size[s] - off)
+			sink.cap = (size_t)(c->size[s] - off);
 		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
-		got = rfs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
-		if (got == -ECANCELED && sink.len == size)
-			got = (int64_t)size;
+		got = rfs_download(m->sp, &bc.db, path, off, sink.cap, buf_sink_fn, &sink, err);
+		if (got == -ECANCELED && sink.len == sink.cap)
+			got = (int64_t)sink.cap;
 		pthread_mutex_lock(&m->lock);
 		if (got < 0) {
 			ret = (ssize_t)got;
