@@ -49,14 +49,21 @@ static int pick_one(void *ctx, const char *name, const struct stat *st)
 {
 	struct pf_pick *p = ctx;
 
+	bool small = st && S_ISREG(st->st_mode) && st->st_size > 0 && st->st_size <= PF_FILE_MAX;
+
 	if (!p->found) {
 		if (strcmp(name, p->base))
 			return 0;
 		p->found = true;
+		/* The file being read must be names[0]: when the listing no
+		 * longer has it as a small file (it grew, it was replaced),
+		 * nothing is fetched, or its neighbour would be taken for it. */
+		if (!small)
+			return 1;
 	}
 	if (p->n >= p->max_files)
 		return 1;
-	if (!st || !S_ISREG(st->st_mode) || st->st_size <= 0 || st->st_size > PF_FILE_MAX)
+	if (!small)
 		return 0;
 	if (p->bytes + (size_t)st->st_size > p->max_bytes) {
 		/* The file being read always goes; the others within the budget. */
@@ -144,7 +151,8 @@ bool prefetch_first_read(struct dfs *fs, struct open_node *n, const struct stat 
 	pick.st = calloc(pick.max_files, sizeof(*pick.st));
 	if (!pick.names || !pick.st)
 		goto out;
-	if (!cache_get_dir(fs->cache, sb->id, parent, pick_one, &pick) || pick.oom || pick.n < 2)
+	if (!cache_get_dir(fs->cache, sb->id, parent, pick_one, &pick) || pick.oom || pick.n < 2 ||
+	    strcmp(pick.names[0], base))
 		goto out;
 	if (pick.st[0].st_size != st->st_size || pick.st[0].st_mtim.tv_sec != st->st_mtim.tv_sec ||
 	    pick.st[0].st_mtim.tv_nsec != st->st_mtim.tv_nsec)

@@ -106,7 +106,7 @@ static int stream_size(struct dfs *fs, struct sandbox *sb, unsigned n, enum exec
 	int rc;
 
 	sandbox_box(sb, &box);
-	rc = exec_status(fs->exec, &box, n, false, &st, &err);
+	rc = exec_sizes(fs->exec, &box, n, &st, &err);
 	if (rc < 0)
 		return rc;
 	*size = (off_t)st.size[s];

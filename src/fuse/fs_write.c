@@ -22,6 +22,7 @@
 #include "prefetch.h"
 #include "log.h"
 #include "strbuf.h"
+#include "tmpname.h"
 #include "urlenc.h"
 #include "writeback.h"
 #include "rfs.h"
@@ -257,8 +258,8 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_bo
 int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
 		    uint64_t size, struct dt_error *err)
 {
-	static unsigned long seq;
 	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
+	char tname[96];
 	const char *slash = strrchr(path, '/');
 	int rc;
 
@@ -268,7 +269,10 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		return dt_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
 				    "API would write a name with white space at its ends over the trimmed name", path);
 	sb_add(&tmp, path, (size_t)(slash - path) + 1);
-	sb_addf(&tmp, ".daytonafs-upload.%ld.%lu", (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	/* pid and random bits: another mount's daemon may have our pid. */
+	if (!tmp_name(tname, sizeof(tname), ".daytonafs-upload"))
+		tmp.oom = true;   /* cannot be: 96 bytes hold it */
+	sb_adds(&tmp, tname);
 	/* t and p name them once. A file its owner made read-only since it
 	 * was opened for writing (a descriptor keeps its right to write):
 	 * the owner's write bit for the copy, then the mode back. Else the

@@ -91,7 +91,7 @@ static void wait_check(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
  * the last one is older than poll_min_ms.
  */
 static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *db, unsigned n,
-		      bool fresh, struct ecmd **out, struct dt_error *err)
+		      int fresh, struct ecmd **out, struct dt_error *err)
 {
 	struct pending p = { 0 };
 	struct ecmd *c = NULL;
@@ -102,7 +102,13 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	if (rc < 0)
 		return rc;
 	c = cmd_find(b, n);
-	if (c && c->known && (c->ended || !fresh || now_ms() - c->last_poll_ms < m->o.poll_min_ms)) {
+	/* An ended command's streams can still grow: a background child it
+	 * left writes on. For FRESH_ENDED its sizes are listed again, at most
+	 * every poll_max_ms (so not for the reads right after a launch that
+	 * brought its output). */
+	if (c && c->known &&
+	    (!fresh || (c->ended && fresh < FRESH_ENDED) ||
+	     now_ms() - c->last_poll_ms < (c->ended ? m->o.poll_max_ms : m->o.poll_min_ms))) {
 		if (fresh)
 			wait_check(m, b, c);
 		*out = c;
@@ -143,7 +149,7 @@ int check_args(struct exec_mgr *m, const struct dt_box *db, struct dt_error *err
 }
 
 /* Lock held. Opens a box and the command in it, for the calls below. */
-static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool fresh,
+static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, int fresh,
 		    struct ebox **bp, struct ecmd **cp, struct dt_error *err)
 {
 	struct ebox *b = box_get(m, box);
@@ -175,7 +181,7 @@ static int lock_box(struct exec_mgr *m, const struct dt_box *box, struct ebox **
 
 /* Takes the lock and opens command n (open_cmd): 0 with the lock held,
  * else an error with it released. */
-int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool fresh, struct ebox **bp,
+int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, int fresh, struct ebox **bp,
 		    struct ecmd **cp, struct dt_error *err)
 {
 	int rc;
@@ -561,8 +567,8 @@ static bool never_done(const struct ecmd *c, const void *arg)
 	return false;
 }
 
-int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
-		struct exec_status *st, struct dt_error *err)
+static int status_of(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait, int fresh,
+		     struct exec_status *st, struct dt_error *err)
 {
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -571,7 +577,7 @@ int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool w
 	rc = check_args(m, box, err);
 	if (rc < 0)
 		return rc;
-	rc = lock_cmd(m, box, n, true, &b, &c, err);
+	rc = lock_cmd(m, box, n, fresh, &b, &c, err);
 	if (rc < 0)
 		return rc;
 	if (wait && !c->ended) {
@@ -584,6 +590,18 @@ int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool w
 	box_put(b);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
+}
+
+int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
+		struct exec_status *st, struct dt_error *err)
+{
+	return status_of(m, box, n, wait, 1, st, err);
+}
+
+int exec_sizes(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct exec_status *st,
+	       struct dt_error *err)
+{
+	return status_of(m, box, n, false, FRESH_ENDED, st, err);
 }
 
 struct read_target {
@@ -681,11 +699,16 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 				break;
 			}
 		}
+		/* After the end, the stream is what the last listing said: a
+		 * read never goes past the size the kernel was given (bytes a
+		 * background child appends show up with the next listing). */
+		if (c->ended && sink.cap > c->size[s] - off)
+			sink.cap = (size_t)(c->size[s] - off);
 		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
-		got = rfs_download(m->sp, &bc.db, path, off, size, buf_sink_fn, &sink, err);
-		if (got == -ECANCELED && sink.len == size)
-			got = (int64_t)size;
+		got = rfs_download(m->sp, &bc.db, path, off, sink.cap, buf_sink_fn, &sink, err);
+		if (got == -ECANCELED && sink.len == sink.cap)
+			got = (int64_t)sink.cap;
 		pthread_mutex_lock(&m->lock);
 		if (got < 0) {
 			ret = (ssize_t)got;

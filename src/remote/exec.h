@@ -111,6 +111,11 @@ const char *exec_state_name(enum exec_state s);  /* "running", "exited", "killed
 /* The status; with wait, blocks until the command has ended (interruptible). */
 int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
 		struct exec_status *st, struct dt_error *err);
+/* exec_status without waiting, for the streams' sizes: an ended command's
+ * are listed again once poll_max_ms old (a background child it left may
+ * still write; the bytes held from the launch then give way to the file). */
+int exec_sizes(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct exec_status *st,
+	       struct dt_error *err);
 /* Reads a stream at off. With block, waits while the command runs and no
  * byte past off exists; returns 0 only at the end of a finished command's
  * stream. Returns bytes read, or a negative errno (-EINTR when interrupted). */

@@ -222,7 +222,11 @@ void wait_end(struct ecmd *c);
 
 /* exec.c */
 int check_args(struct exec_mgr *m, const struct dt_box *db, struct dt_error *err);
-int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool fresh, struct ebox **bp,
+/* fresh: 0 any known state will do; 1 a running command's state is listed
+ * again when poll_min_ms old; FRESH_ENDED also an ended command's sizes when
+ * poll_max_ms old (a background child it left may still write). */
+#define FRESH_ENDED 2
+int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, int fresh, struct ebox **bp,
 		    struct ecmd **cp, struct dt_error *err);
 void next_token(struct exec_mgr *m, char kind, char *out, size_t cap);
 

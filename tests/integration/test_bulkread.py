@@ -286,3 +286,25 @@ def test_memory_stays_bounded(bm, sandbox, server, host_home):
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) // 1024
     assert hwm < 400, f"peak RSS {hwm} MiB"   # the sanitizer build; scripts/bench measures the release one
+
+
+def test_a_file_grown_past_the_prefetch_size_is_not_served_its_neighbours_content(mount, sandbox):
+    """The file being read is looked up in a fresh listing by name: when it is no
+    longer small there, its neighbours (same size and mtime, as tar x and cp -p
+    leave them) must not be taken for it."""
+    m, sb = mount, sandbox
+    name = "pf-" + uuid.uuid4().hex[:8]
+    ctl(m.p(sb, "ctl"), "exec mkdir -p %s && cd %s && printf AAAA > a && printf BBBB > b && printf CCCC > c && "
+                        "touch -d '2020-01-01 00:00:00' a b c" % (name, name))
+    assert read(m.p(sb, "exit")) == "0\n"
+    d = m.p(sb, "work", name)
+    assert sorted(os.listdir(d)) == ["a", "b", "c"]
+    with open(os.path.join(d, "a"), "rb") as f:   # open-time attributes: 4 bytes, 2020-01-01
+        ctl(m.p(sb, "ctl"), "exec head -c 300000 /dev/zero > %s/a" % name)
+        assert read(m.p(sb, "exit")) == "0\n"
+        assert sorted(os.listdir(d)) == ["a", "b", "c"]   # the listing now says a is 300000 bytes
+        assert os.stat(os.path.join(d, "a")).st_size == 300000
+        data = f.read(4)
+    assert data in (b"AAAA", b"\0\0\0\0"), data
+    with open(os.path.join(d, "b"), "rb") as f:
+        assert f.read() == b"BBBB"

@@ -217,3 +217,58 @@ def test_exec_wait_ms_0_detaches_at_once(server, tmp_root):
             ctl(m.p(sb, "ctl"), "delete")
     finally:
         m.unmount()
+
+
+@pytest.mark.parametrize("opts", [(), ("exec_wait_ms=0",)], ids=["inline", "detached"])
+def test_output_a_background_child_adds_after_the_end_appears(server, tmp_root, opts):
+    """A command that ends while a child it started in the background writes on:
+    the streams are the files in the sandbox. The output the launch brought is
+    served from memory only until the sizes are listed again; every read is
+    whole at the size the kernel was given (never a part of the late line)."""
+    m = Mount(server, tmp_root, extra_opts=opts, name="mnt-late-" + ("d" if opts else "i"))
+    try:
+        sb = create_sandbox(m, "late")
+        try:
+            ctl(m.p(sb, "ctl"), "exec (sleep 1; echo late) & echo early")
+            assert read(m.p(sb, "exit")) == "0\n"
+            seen = [rb(m.p(sb, "stdout"))]
+            assert seen[0] in (b"early\n", b"early\nlate\n"), seen
+            deadline = time.time() + 15
+            while seen[-1] != b"early\nlate\n" and time.time() < deadline:
+                time.sleep(0.3)
+                size = os.stat(m.p(sb, "stdout")).st_size
+                with open(m.p(sb, "stdout"), "rb") as f:
+                    data = f.read()
+                assert data in (b"early\n", b"early\nlate\n"), (seen, data)
+                assert len(data) >= size, (data, size)   # nothing short of the size given
+                seen.append(data)
+            assert seen[-1] == b"early\nlate\n", seen
+            assert os.stat(m.p(sb, "stdout")).st_size == len(b"early\nlate\n")
+        finally:
+            ctl(m.p(sb, "ctl"), "delete")
+    finally:
+        m.unmount()
+
+
+def test_a_read_after_the_end_stops_at_the_size_given(server, tmp_root):
+    """Until an ended command is listed again (poll_max), its streams are the size
+    seen at the end: a read of a stream a background child has grown since returns
+    those bytes, then EOF, never some of the late bytes past st_size (a line cut)."""
+    m = Mount(server, tmp_root, extra_opts=("exec_wait_ms=0", "poll_max=60000"), name="mnt-cut")
+    try:
+        sb = create_sandbox(m, "cut")
+        try:
+            ctl(m.p(sb, "ctl"), "exec (sleep 1; echo late) & echo early")
+            assert read(m.p(sb, "exit")) == "0\n"
+            time.sleep(2.5)   # the late line is in the sandbox's file now
+            size = os.stat(m.p(sb, "stdout")).st_size
+            assert size == len(b"early\n")
+            assert rb(m.p(sb, "stdout")) == b"early\n"
+            with open(m.p(sb, "stdout"), "rb") as f:
+                assert f.read(3) == b"ear"
+                assert f.read(4096) == b"ly\n"
+                assert f.read(4096) == b""
+        finally:
+            ctl(m.p(sb, "ctl"), "delete")
+    finally:
+        m.unmount()

@@ -36,6 +36,15 @@ struct bulk_ctx {
 	size_t elen;
 };
 
+/* Printable ASCII without the characters a quoted parameter escapes. */
+static bool plain_ascii(const char *s)
+{
+	for (; *s; s++)
+		if (*s < 0x20 || *s > 0x7e || *s == '"' || *s == '\\' || *s == '%')
+			return false;
+	return true;
+}
+
 static int errno_of_status(long code)
 {
 	switch (code) {
@@ -57,6 +66,10 @@ static int on_part_begin(void *p, const struct mp_part *part)
 	/* Parts come in request order; the exact name says which path (the
 	 * plain filename= is Latin-1 only, so only filename* is compared). */
 	if (part->filename_ext && strcmp(part->filename, f->path))
+		return -EPROTO;
+	/* Without filename*, the plain filename= is still exact for a path
+	 * of printable ASCII without quotes (nothing to sanitise). */
+	if (!part->filename_ext && part->has_filename && plain_ascii(f->path) && strcmp(part->filename, f->path))
 		return -EPROTO;
 	bc->cur = f;
 	bc->cur_error = !strcmp(part->name, "error");

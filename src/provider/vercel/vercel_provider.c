@@ -38,6 +38,7 @@
 #include "log.h"
 #include "provider.h"
 #include "strbuf.h"
+#include "tmpname.h"
 #include "urlenc.h"
 #include "vercel.h"
 #include "vercel_bulk.h"
@@ -827,7 +828,6 @@ static int exec_log(void *p, enum vc_stream stream, const char *data, size_t len
 
 /* Scripts longer than this go to the sandbox as a file first. */
 #define VC_SCRIPT_ARG_MAX (96 * 1024)
-static unsigned long script_seq;
 
 static int run(struct vprov *v, const struct dt_box *box, const char *script, const char *cwd,
 	       const struct dt_kv *envs, size_t n_envs, long server_timeout_s, long http_timeout_ms,
@@ -861,8 +861,8 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 		char path[128];
 		int wattempts = 0;
 
-		snprintf(path, sizeof(path), "/tmp/.daytonafs/out/script.%ld.%lu", (long)getpid(),
-			 __atomic_add_fetch(&script_seq, 1, __ATOMIC_RELAXED));
+		/* pid and random bits: another mount's daemon may have our pid. */
+		tmp_name(path, sizeof(path), "/tmp/.daytonafs/out/script");
 		do
 			rc = vc_fs_write_mem(v->vc, sid, path, script, strlen(script), 0600, &ve);
 		while (retry_moved(v, box, rc, &ve, sid, sizeof(sid), &wattempts));
