@@ -346,8 +346,15 @@ void writeback_stop(struct dfs *fs)
 	on = t->wbk_thread_on;
 	pthread_cond_broadcast(&t->wbk_cond);
 	pthread_mutex_unlock(&t->wbk_lock);
-	if (on)
+	if (on) {
 		pthread_join(t->wbk_thread, NULL);
+		/* Joined once only: open_table_free must not join it again (its
+		 * id may be another thread's by then, the deferred runner's, and
+		 * that join never returned: the unmount hung). */
+		pthread_mutex_lock(&t->wbk_lock);
+		t->wbk_thread_on = false;
+		pthread_mutex_unlock(&t->wbk_lock);
+	}
 	if (fs->opt.writeback > 0) {
 		struct open_node **v;
 		size_t n;
