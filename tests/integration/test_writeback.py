@@ -243,3 +243,60 @@ def test_a_files_time_does_not_jump_when_its_upload_lands(wbm, server):
     assert read(m.p(sb, "exit")) == "0\n"
     assert int(read(m.p(sb, "stdout")).split(".")[0]) == before // 10**9
     assert os.stat(p).st_mtime_ns == before
+
+
+@pytest.fixture
+def wb1(server, tmp_root):
+    """A mount whose closed files go after 1 s (-o writeback=1), with a
+    sandbox on it, and the sandbox's file API."""
+    m = Mount(server, tmp_root, extra_opts=["writeback=1", "retries=1"], name="w1-" + uuid.uuid4().hex[:6])
+    sb = create_sandbox(m, "w")
+    os.listdir(m.p(sb, "work"))
+    yield m, sb, Toolbox(server, sb)
+    server.local("DELETE", "/_local/faults")
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+
+
+def wait_in_flight(server):
+    """Until the writeback thread has sent its first try of the upload (the
+    fault answered it): from then on the file is in flight, not queued."""
+    wait_for(lambda: server.count("/files/bulk-upload") >= 1, "the writeback thread's upload")
+
+
+def test_an_exec_waits_for_the_upload_the_writeback_thread_has_in_flight(wb1, server):
+    m, sb, tb = wb1
+    server.reset()
+    # the thread's first try is refused; the client tries again 3 s later
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "action": "status",
+                                            "status": 503, "count": 1, "retry_after": 3})
+    with open(m.p(sb, "work", "a.txt"), "wb") as f:
+        f.write(b"hello\n")
+    wait_in_flight(server)
+    ctl(m.p(sb, "ctl"), "exec cat a.txt")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert read(m.p(sb, "stdout")) == "hello\n"
+    # the refused try and the one that landed: the exec sent none of its own
+    assert uploads(server) == 2
+
+
+def test_fsync_of_the_directory_reports_the_failure_of_an_upload_in_flight(wb1, server, tmp_root):
+    m, sb, tb = wb1
+    d = m.p(sb, "work")
+    server.reset()
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "action": "status",
+                                            "status": 503, "count": 1000, "retry_after": 1})
+    with open(os.path.join(d, "a.txt"), "wb") as f:
+        f.write(b"hello\n")
+    wait_in_flight(server)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert tb.download(HOME + "/a.txt") is None
+    # nothing is lost: the fault gone, unmount uploads it
+    server.local("DELETE", "/_local/faults")
+    m.unmount()
+    assert tb.download(HOME + "/a.txt") == b"hello\n"
