@@ -264,7 +264,13 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			struct open_node *o = v[i];
 
 			if (pthread_mutex_trylock(&o->lock) != 0) {
-				/* Alone, holding nothing else: no lock order to break. */
+				/* Busy (a write, a close, an fsync of it): the nodes
+				 * held so far go first, in their request, and are let
+				 * go; then o is waited for alone, holding no other
+				 * node. Waiting while holding them would deadlock
+				 * with another flusher waiting for one of them. */
+				if (m > 0)
+					break;
 				pthread_mutex_lock(&o->lock);
 				if (o->dirty)
 					o->mtime_pending = true;   /* as in wbk_done */
