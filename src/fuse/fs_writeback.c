@@ -262,6 +262,7 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 		 * now (another thread holding one is uploading or writing it). */
 		for (; i < n && m < UP_FILES && v[i]->sb == sb; i++) {
 			struct open_node *o = v[i];
+			bool alone;
 
 			if (pthread_mutex_trylock(&o->lock) != 0) {
 				/* Busy (a write, a close, an fsync of it): the nodes
@@ -287,7 +288,11 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 				wbk_end(fs, o, false);
 				continue;
 			}
-			if (m > 0 && bytes + stage_size(o->stage) > UP_BYTES) {
+			/* A path that is not UTF-8 comes back in the reply as
+			 * another's could (its bytes as U+FFFD): it goes alone,
+			 * lest it be told landed when the other did. */
+			alone = !str_is_utf8(o->path);
+			if (m > 0 && (alone || bytes + stage_size(o->stage) > UP_BYTES)) {
 				pthread_mutex_unlock(&o->lock);
 				break;   /* the next request takes it */
 			}
@@ -298,6 +303,10 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			items[m].rc = 0;
 			bytes += items[m].len;
 			locked[m++] = o;
+			if (alone) {
+				i++;
+				break;
+			}
 		}
 		if (m == 0)
 			continue;

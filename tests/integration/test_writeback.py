@@ -300,3 +300,21 @@ def test_fsync_of_the_directory_reports_the_failure_of_an_upload_in_flight(wb1, 
     server.local("DELETE", "/_local/faults")
     m.unmount()
     assert tb.download(HOME + "/a.txt") == b"hello\n"
+
+
+def test_names_that_are_not_utf8_each_go_alone_and_land_as_themselves(wbm, server):
+    """Such a name comes back in bulk-upload's reply with U+FFFD for its
+    invalid bytes, as another's can: in one request, the landing of one
+    could be taken for the other's."""
+    m, sb, tb = wbm
+    d = os.fsencode(m.p(sb, "work"))
+    server.reset()
+    for name, data in ((b"a\xff", b"ff\n"), (b"a\xfe", b"fe\n"), (b"b\xff", b"bff\n")):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    assert uploads(server) == 0
+    ctl(m.p(sb, "ctl"), "exec for f in a? b?; do printf %s \"$f\" | od -An -to1 | tr -d ' \\n'; "
+        "printf =; cat \"$f\"; done")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert sorted(read(m.p(sb, "stdout")).splitlines()) == ["141376=fe", "141377=ff", "142377=bff"]
+    assert uploads(server) == 3
