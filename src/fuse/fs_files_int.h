@@ -112,6 +112,11 @@ struct open_node {
 	bool wbk_queued;
 	double wbk_due;           /* CLOCK_MONOTONIC seconds */
 	struct open_node *wbk_next;
+	/* Taken from the queue and being uploaded (by the thread or a
+	 * flusher): a flush of its sandbox waits for it (files_writeback_flush),
+	 * and no other taker takes it meanwhile. Under wbk_lock. */
+	bool wbk_busy;
+	struct open_node *wbk_bprev, *wbk_bnext;
 };
 
 struct sb_mode {
@@ -220,6 +225,7 @@ struct open_table {
 	pthread_mutex_t wbk_lock;
 	pthread_cond_t wbk_cond;
 	struct open_node *wbk_head;
+	struct open_node *wbk_busy_head; /* the nodes in flight; wbk_cond signals an end */
 	pthread_t wbk_thread;
 	bool wbk_thread_on, wbk_stop;
 };

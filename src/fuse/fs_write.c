@@ -384,13 +384,19 @@ static size_t up_take(struct open_table *t, struct up_wait *w, struct up_wait **
 	}
 	batch[n++] = w;
 	bytes = w->item.len;
+	/* A path that is not UTF-8 comes back in the reply as another's could
+	 * (its bytes as U+FFFD): it goes alone, lest it be told landed when
+	 * the other did. */
+	if (!str_is_utf8(w->item.path))
+		return n;
 	for (pp = &t->up_waiting; *pp && n < cap;) {
 		struct up_wait *o = *pp;
 		bool dup = false;
 
 		for (size_t i = 0; i < n && !dup; i++)
 			dup = !strcmp(batch[i]->item.path, o->item.path);
-		if (strcmp(o->sandbox_id, w->sandbox_id) || dup || bytes + o->item.len > UP_BATCH_BYTES) {
+		if (strcmp(o->sandbox_id, w->sandbox_id) || dup || bytes + o->item.len > UP_BATCH_BYTES ||
+		    !str_is_utf8(o->item.path)) {
 			pp = &o->next;
 			continue;
 		}

@@ -94,7 +94,8 @@ static bool wbk_matches(const struct open_node *n, const struct sandbox *sb, con
 }
 
 /* Takes the queued nodes that match out of the queue, with their
- * references: an array (malloc'd) of *count. */
+ * references, and marks them in flight (wbk_finish ends that): an array
+ * (malloc'd) of *count. */
 static struct open_node **wbk_take(struct open_table *t, struct sandbox *sb, const char *path, bool due_only,
 				   size_t *count)
 {
@@ -106,7 +107,9 @@ static struct open_node **wbk_take(struct open_table *t, struct sandbox *sb, con
 	for (pp = &t->wbk_head; *pp;) {
 		struct open_node *e = *pp;
 
-		if (!wbk_matches(e, sb, path, due_only, now)) {
+		/* A node in flight that a close queued again waits for the
+		 * end of that upload: two takers would both upload it. */
+		if (e->wbk_busy || !wbk_matches(e, sb, path, due_only, now)) {
 			pp = &e->wbk_next;
 			continue;
 		}
@@ -122,6 +125,12 @@ static struct open_node **wbk_take(struct open_table *t, struct sandbox *sb, con
 		*pp = e->wbk_next;
 		e->wbk_next = NULL;
 		e->wbk_queued = false;
+		e->wbk_busy = true;
+		e->wbk_bprev = NULL;
+		e->wbk_bnext = t->wbk_busy_head;
+		if (t->wbk_busy_head)
+			t->wbk_busy_head->wbk_bprev = e;
+		t->wbk_busy_head = e;
 		v[n++] = e;
 	}
 	pthread_mutex_unlock(&t->wbk_lock);
@@ -129,20 +138,68 @@ static struct open_node **wbk_take(struct open_table *t, struct sandbox *sb, con
 	return v;
 }
 
-/* Puts a node whose upload failed back in the queue (its reference too),
- * to be tried again later. */
-static void wbk_requeue(struct open_table *t, struct open_node *n)
+/*
+ * The end of a taken node's upload: it is no longer in flight, and with
+ * requeue (its upload failed) goes back in the queue with its reference,
+ * to be tried again later. Returns true when the caller must drop the
+ * reference the take gave it: on success, and when a close queued the node
+ * again meanwhile (that close took a reference of its own for the queue;
+ * keeping both leaked the node and its stage until unmount).
+ */
+static bool wbk_finish(struct open_table *t, struct open_node *n, bool requeue)
 {
+	bool drop = true;
+
 	pthread_mutex_lock(&t->wbk_lock);
-	if (n->wbk_queued) {
-		pthread_mutex_unlock(&t->wbk_lock);
-		return;   /* queued again by a close meanwhile: that reference stays */
+	if (n->wbk_busy) {
+		if (n->wbk_bprev)
+			n->wbk_bprev->wbk_bnext = n->wbk_bnext;
+		else
+			t->wbk_busy_head = n->wbk_bnext;
+		if (n->wbk_bnext)
+			n->wbk_bnext->wbk_bprev = n->wbk_bprev;
+		n->wbk_bprev = n->wbk_bnext = NULL;
+		n->wbk_busy = false;
 	}
-	n->wbk_queued = true;
-	n->wbk_due = mono_now() + WBK_RETRY_S;
-	n->wbk_next = t->wbk_head;
-	t->wbk_head = n;
+	if (requeue && !n->wbk_queued) {
+		n->wbk_queued = true;
+		n->wbk_due = mono_now() + WBK_RETRY_S;
+		n->wbk_next = t->wbk_head;
+		t->wbk_head = n;
+		drop = false;
+	}
+	/* A flush waits for the end of this upload; the thread, for a node
+	 * queued again while in flight. */
+	pthread_cond_broadcast(&t->wbk_cond);
 	pthread_mutex_unlock(&t->wbk_lock);
+	return drop;
+}
+
+static void wbk_end(struct dfs *fs, struct open_node *n, bool requeue)
+{
+	if (wbk_finish(fs->files, n, requeue))
+		node_release(fs, n);
+}
+
+/* Waits until no node that matches is in flight (taken by another thread,
+ * which holds nothing this one holds). True when it waited. */
+static bool wbk_wait_busy(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	bool waited = false;
+
+	pthread_mutex_lock(&t->wbk_lock);
+	for (;;) {
+		struct open_node *e = t->wbk_busy_head;
+
+		while (e && !wbk_matches(e, sb, path, false, 0))
+			e = e->wbk_bnext;
+		if (!e)
+			break;
+		waited = true;
+		pthread_cond_wait(&t->wbk_cond, &t->wbk_lock);
+	}
+	pthread_mutex_unlock(&t->wbk_lock);
+	return waited;
 }
 
 /* A waiting upload failed: fsync of a directory reports it, as the next
@@ -179,8 +236,8 @@ static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct dt_erro
 /*
  * Uploads v[0..n) (taken from the queue; all of one sandbox or not): the
  * nodes it can lock at once go many to a request, each the others alone.
- * Every node leaves with its queue reference dropped, or requeued after a
- * failure. Returns the first failure's errno, else 0.
+ * Every node leaves in flight no more (wbk_end), its queue reference
+ * dropped, or requeued after a failure. Returns the first failure's errno, else 0.
  */
 static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 {
@@ -205,9 +262,16 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 		 * now (another thread holding one is uploading or writing it). */
 		for (; i < n && m < UP_FILES && v[i]->sb == sb; i++) {
 			struct open_node *o = v[i];
+			bool alone;
 
 			if (pthread_mutex_trylock(&o->lock) != 0) {
-				/* Alone, holding nothing else: no lock order to break. */
+				/* Busy (a write, a close, an fsync of it): the nodes
+				 * held so far go first, in their request, and are let
+				 * go; then o is waited for alone, holding no other
+				 * node. Waiting while holding them would deadlock
+				 * with another flusher waiting for one of them. */
+				if (m > 0)
+					break;
 				pthread_mutex_lock(&o->lock);
 				if (o->dirty)
 					o->mtime_pending = true;   /* as in wbk_done */
@@ -215,19 +279,20 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 				if (rc < 0)
 					wbk_note_error(fs, o, rc, &first_error);
 				pthread_mutex_unlock(&o->lock);
-				if (rc < 0)
-					wbk_requeue(fs->files, o);
-				else
-					node_release(fs, o);
+				wbk_end(fs, o, rc < 0);
 				rc = 0;
 				continue;
 			}
 			if (!o->dirty || o->unlinked) {
 				pthread_mutex_unlock(&o->lock);
-				node_release(fs, o);
+				wbk_end(fs, o, false);
 				continue;
 			}
-			if (m > 0 && bytes + stage_size(o->stage) > UP_BYTES) {
+			/* A path that is not UTF-8 comes back in the reply as
+			 * another's could (its bytes as U+FFFD): it goes alone,
+			 * lest it be told landed when the other did. */
+			alone = !str_is_utf8(o->path);
+			if (m > 0 && (alone || bytes + stage_size(o->stage) > UP_BYTES)) {
 				pthread_mutex_unlock(&o->lock);
 				break;   /* the next request takes it */
 			}
@@ -238,6 +303,10 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			items[m].rc = 0;
 			bytes += items[m].len;
 			locked[m++] = o;
+			if (alone) {
+				i++;
+				break;
+			}
 		}
 		if (m == 0)
 			continue;
@@ -264,29 +333,47 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 				dt_error_set(&e, r, 0, "write %s: %s", items[k].path, items[k].msg);
 			again = wbk_done(fs, o, r, &e, &first_error);
 			pthread_mutex_unlock(&o->lock);
-			if (again)
-				wbk_requeue(fs->files, o);
-			else
-				node_release(fs, o);
+			wbk_end(fs, o, again);
 		}
 	}
 	free(v);
 	return first_error;
 }
 
+/*
+ * Uploads the closed files of sb under path that wait (all of sb's without
+ * path), and waits for those another thread is uploading (the writeback
+ * thread took them, or another flush): what calls it (an exec, fsync of a
+ * directory, a listing) must see them in the sandbox, or an error. An
+ * upload of another thread that failed is queued again: the next round
+ * takes it and tries once more, so that its error is this caller's too.
+ * Returns the first failure's errno, else 0.
+ */
 int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	struct open_node **v;
-	size_t n;
+	int first_error = 0;
 
 	if (fs->opt.writeback <= 0)
 		return 0;
-	v = wbk_take(fs->files, sb, path, false, &n);
-	if (!n) {
-		free(v);
-		return 0;
+	/* Rounds while others' uploads end; a bound, should closes of the
+	 * sandbox's files keep coming. */
+	for (int round = 0; round < 8; round++) {
+		struct open_node **v;
+		size_t n;
+
+		v = wbk_take(fs->files, sb, path, false, &n);
+		if (n) {
+			int rc = wbk_upload(fs, v, n);
+
+			if (rc < 0 && !first_error)
+				first_error = rc;
+		} else {
+			free(v);
+		}
+		if (!wbk_wait_busy(fs->files, sb, path))
+			break;
 	}
-	return wbk_upload(fs, v, n);
+	return first_error;
 }
 
 static void *wbk_main(void *arg)
@@ -301,7 +388,7 @@ static void *wbk_main(void *arg)
 		size_t n;
 
 		for (struct open_node *e = t->wbk_head; e; e = e->wbk_next)
-			if (next == 0 || e->wbk_due < next)
+			if (!e->wbk_busy && (next == 0 || e->wbk_due < next))
 				next = e->wbk_due;
 		if (next == 0 || next > now) {
 			struct timespec until;
@@ -377,6 +464,6 @@ void writeback_release(struct dfs *fs)
 
 	v = wbk_take(fs->files, NULL, NULL, false, &n);
 	for (size_t i = 0; i < n; i++)
-		node_release(fs, v[i]);
+		wbk_end(fs, v[i], false);
 	free(v);
 }

@@ -274,3 +274,78 @@ def test_a_failed_unlink_of_a_waiting_file_keeps_its_data(wbm, server):
     finally:
         server.local("DELETE", "/_local/faults")
         ctl(m.p(sb, "ctl"), "delete")
+
+
+@pytest.fixture
+def wb1(server, tmp_root):
+    """A mount whose closed files go after 1 s (-o writeback=1), with a
+    sandbox on it, and the sandbox's file API."""
+    m = Mount(server, tmp_root, extra_opts=["writeback=1", "retries=1"], name="w1-" + uuid.uuid4().hex[:6])
+    sb = create_sandbox(m, "w")
+    os.listdir(m.p(sb, "work"))
+    yield m, sb, Toolbox(server, sb)
+    server.local("DELETE", "/_local/faults")
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+
+
+def wait_in_flight(server):
+    """Until the writeback thread has sent its first try of the upload (the
+    fault answered it): from then on the file is in flight, not queued."""
+    wait_for(lambda: server.count("/files/bulk-upload") >= 1, "the writeback thread's upload")
+
+
+def test_an_exec_waits_for_the_upload_the_writeback_thread_has_in_flight(wb1, server):
+    m, sb, tb = wb1
+    server.reset()
+    # the thread's first try is refused; the client tries again 3 s later
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "action": "status",
+                                            "status": 503, "count": 1, "retry_after": 3})
+    with open(m.p(sb, "work", "a.txt"), "wb") as f:
+        f.write(b"hello\n")
+    wait_in_flight(server)
+    ctl(m.p(sb, "ctl"), "exec cat a.txt")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert read(m.p(sb, "stdout")) == "hello\n"
+    # the refused try and the one that landed: the exec sent none of its own
+    assert uploads(server) == 2
+
+
+def test_fsync_of_the_directory_reports_the_failure_of_an_upload_in_flight(wb1, server, tmp_root):
+    m, sb, tb = wb1
+    d = m.p(sb, "work")
+    server.reset()
+    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "action": "status",
+                                            "status": 503, "count": 1000, "retry_after": 1})
+    with open(os.path.join(d, "a.txt"), "wb") as f:
+        f.write(b"hello\n")
+    wait_in_flight(server)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert tb.download(HOME + "/a.txt") is None
+    # nothing is lost: the fault gone, unmount uploads it
+    server.local("DELETE", "/_local/faults")
+    m.unmount()
+    assert tb.download(HOME + "/a.txt") == b"hello\n"
+
+
+def test_names_that_are_not_utf8_each_go_alone_and_land_as_themselves(wbm, server):
+    """Such a name comes back in bulk-upload's reply with U+FFFD for its
+    invalid bytes, as another's can: in one request, the landing of one
+    could be taken for the other's."""
+    m, sb, tb = wbm
+    d = os.fsencode(m.p(sb, "work"))
+    server.reset()
+    for name, data in ((b"a\xff", b"ff\n"), (b"a\xfe", b"fe\n"), (b"b\xff", b"bff\n")):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+    assert uploads(server) == 0
+    ctl(m.p(sb, "ctl"), "exec for f in a? b?; do printf %s \"$f\" | od -An -to1 | tr -d ' \\n'; "
+        "printf =; cat \"$f\"; done")
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert sorted(read(m.p(sb, "stdout")).splitlines()) == ["141376=fe", "141377=ff", "142377=bff"]
+    assert uploads(server) == 3

@@ -884,9 +884,38 @@ UNIT_TEST(upload_many_reply)
 	CHECK_INT(dt_upload_many_reply(NULL, 0, it, 1), -EIO);
 }
 
+/* Two paths whose invalid UTF-8 both come back as U+FFFD: the one entry of
+ * files[] is not taken as the landing of both, nor of either. */
+static void upload_many_reply_ambiguous_echo(void)
+{
+	const char *one = "{\"files\":[{\"path\":\"/d/a\xef\xbf\xbd\",\"bytes\":1}],"
+			  "\"errors\":[\"/d/a\xef\xbf\xbd: permission denied\"]}";
+	const char *dup = "{\"files\":[{\"path\":\"/d/b\",\"bytes\":1}],\"errors\":[]}";
+	struct sp_upload_item it[3];
+
+	memset(it, 0, sizeof(it));
+	it[0].path = "/d/a\xff";
+	it[0].len = 1;
+	it[1].path = "/d/a\xfe";
+	it[1].len = 1;
+	it[2].path = "/d/c";
+	it[2].len = 1;
+	CHECK_INT(dt_upload_many_reply(one, strlen(one), it, 3), 0);
+	CHECK(it[0].rc < 0);
+	CHECK(it[1].rc < 0);
+	CHECK_INT(it[2].rc, -EIO);
+	/* one entry, one file: a second item of the same path does not take it */
+	it[0].path = "/d/b";
+	it[1].path = "/d/b";
+	CHECK_INT(dt_upload_many_reply(dup, strlen(dup), it, 2), 0);
+	CHECK(it[0].rc < 0);   /* ambiguous: both items name it */
+	CHECK_INT(it[1].rc, -EIO);
+}
+
 UNIT_MAIN("daytona_json",
 	  UNIT_CASE(upload_path_trimmed),
 	  UNIT_CASE(upload_reply_check),
+	  UNIT_CASE(upload_many_reply_ambiguous_echo),
 	  UNIT_CASE(mode_regular_and_dir),
 	  UNIT_CASE(mode_special_bits),
 	  UNIT_CASE(mode_types),

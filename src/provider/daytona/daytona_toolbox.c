@@ -512,6 +512,16 @@ static bool error_names_path(const char *line, const char *path)
 	return !strncmp(line, path, n) && line[n] == ':' && line[n + 1] == ' ';
 }
 
+/* Whether another item of the batch than items[self] would come back as
+ * echo: two paths whose invalid bytes both turn into U+FFFD do. */
+static bool echo_shared(const struct sp_upload_item *items, size_t n, size_t self, const char *echo)
+{
+	for (size_t j = 0; j < n; j++)
+		if (j != self && echoed_path_matches(items[j].path, echo))
+			return true;
+	return false;
+}
+
 int dt_upload_many_reply(const char *body, size_t body_len, struct sp_upload_item *items, size_t n)
 {
 	cJSON *root = body && body_len ? cJSON_ParseWithLength(body, body_len) : NULL;
@@ -524,21 +534,41 @@ int dt_upload_many_reply(const char *body, size_t body_len, struct sp_upload_ite
 		cJSON_Delete(root);
 		return -EIO;
 	}
+	size_t nf = 0;
+	bool *used;
+
+	for (const cJSON *f = fa; f; f = f->next)
+		nf++;
+	used = calloc(nf ? nf : 1, sizeof(*used));
+	if (!used) {
+		cJSON_Delete(root);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct sp_upload_item *it = &items[i];
 		const cJSON *f, *e;
 		bool found = false;
+		size_t k = 0;
 
 		it->rc = -EIO;
 		snprintf(it->msg, sizeof(it->msg), "the server stored no file");
-		for (f = fa; f; f = f->next) {
+		for (f = fa; f; f = f->next, k++) {
 			const cJSON *fpath = cJSON_GetObjectItemCaseSensitive(f, "path");
 			const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(f, "bytes");
 
-			if (!cJSON_IsString(fpath) || !echoed_path_matches(it->path, fpath->valuestring))
+			/* Each entry tells of one file: once matched, no other
+			 * item takes it for its own. */
+			if (used[k] || !cJSON_IsString(fpath) || !echoed_path_matches(it->path, fpath->valuestring))
 				continue;
+			used[k] = true;
 			found = true;
-			if (cJSON_IsNumber(bytes) && (uint64_t)bytes->valuedouble != it->len) {
+			if (echo_shared(items, n, i, fpath->valuestring)) {
+				/* It may be the other's: a file told landed that
+				 * had not would be lost. (Callers send such paths
+				 * alone; this is the last guard.) */
+				snprintf(it->msg, sizeof(it->msg),
+					 "the server's reply does not tell which file it stored");
+			} else if (cJSON_IsNumber(bytes) && (uint64_t)bytes->valuedouble != it->len) {
 				snprintf(it->msg, sizeof(it->msg), "the server stored %.0f bytes of %" PRIu64,
 					 bytes->valuedouble, it->len);
 			} else {
@@ -557,6 +587,7 @@ int dt_upload_many_reply(const char *body, size_t body_len, struct sp_upload_ite
 			}
 		}
 	}
+	free(used);
 	cJSON_Delete(root);
 	return 0;
 }
