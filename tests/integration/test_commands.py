@@ -287,7 +287,9 @@ def test_background_service_and_kill(mount, sandbox, server):
     assert read(os.path.join(d, "status")) == "killed\n"
     assert not port_answers(port)
     # Nothing of its process group is left in the sandbox.
-    probe = start(mount, sandbox, f"pgrep -f 'http.server {port}'; pgrep -f 'sleep {marker}.5'; true")
+    # [.]: the pattern must not match the probe's own command line (a launcher
+    # that holds the command text, as Vercel's does while it runs).
+    probe = start(mount, sandbox, f"pgrep -f 'http[.]server {port}'; pgrep -f 'sleep {marker}[.]5'; true")
     assert wait_exit(probe) == "0\n"
     assert read(os.path.join(probe, "stdout")) == ""
     # Killing it again: it has ended (ESRCH), and the error file says so.

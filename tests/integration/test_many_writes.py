@@ -14,6 +14,8 @@ import pytest
 from conftest import read, sh
 from test_posix import Toolbox
 
+pytestmark = pytest.mark.provider("daytona", reason="counts Daytona's bulk-upload and /files/info routes and faults them; Vercel's shared uploads are asserted by test_few_requests.py")
+
 
 @pytest.fixture
 def d(mount, sandbox):

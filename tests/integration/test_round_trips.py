@@ -19,6 +19,8 @@ import pytest
 
 from conftest import Mount, create_sandbox, ctl, read
 
+pytestmark = pytest.mark.provider("daytona", reason="its fixtures and counts read Daytona's request log and routes (/process/execute, the toolbox); the same request counts on Vercel are asserted by test_few_requests.py")
+
 INLINE_MAX = 64 * 1024
 
 

@@ -466,6 +466,7 @@ def test_unmount_with_virtual_handles_open_frees_them(server, tmp_root):
     assert not [s for s in Mount.SANITIZER_MARKS if s in log], log[-4000:]
 
 
+@pytest.mark.provider("daytona", reason="Daytona's preview URLs and tokens")
 def test_port_token_is_whole_or_an_error(mount, server, sandbox):
     os.stat(mount.p(sandbox))
     url = "https://3000-x.proxy.example"
@@ -501,6 +502,7 @@ def start_image_create(m, server, name, build_ms):
     return t
 
 
+@pytest.mark.provider("daytona", reason="Daytona's image builds and their build log")
 def test_unmount_while_a_build_log_is_followed(server, tmp_root):
     """create gives up waiting (wait_timeout=1) while the image still builds;
     the mount goes while its follower still reads the log: the follower is
@@ -536,6 +538,7 @@ def test_unmount_while_a_build_log_is_followed(server, tmp_root):
         api.unmount()
 
 
+@pytest.mark.provider("daytona", reason="Daytona's image builds and their build log")
 def test_followed_build_log_is_let_go_once_started(mount, server):
     """The mount keeps a followed log only while the build runs: once it is
     over and the sandbox started, a read asks the API (the memory is freed)."""
@@ -559,6 +562,7 @@ def test_followed_build_log_is_let_go_once_started(mount, server):
     ctl(mount.p(name, "ctl"), "delete")
 
 
+@pytest.mark.provider("daytona", reason="Daytona's image builds and their build log")
 def test_open_build_log_keeps_what_it_reads(mount, server):
     """A build-log opened while the build is followed reads what was
     followed even when the follow breaks (and the log is let go) before the read."""

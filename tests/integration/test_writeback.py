@@ -15,6 +15,8 @@ from test_crash import kill_mount, remount, wait_for
 from test_many_writes import make_tar
 from test_posix import Toolbox
 
+pytestmark = pytest.mark.provider("daytona", reason="drives the sandbox through Daytona's toolbox API (test_posix.Toolbox) and faults its routes; -o writeback is provider-neutral code (fs_writeback.c) but has no Vercel test yet")
+
 HOME = "/home/daytona"
 
 
