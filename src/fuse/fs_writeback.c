@@ -346,8 +346,15 @@ void writeback_stop(struct dfs *fs)
 	on = t->wbk_thread_on;
 	pthread_cond_broadcast(&t->wbk_cond);
 	pthread_mutex_unlock(&t->wbk_lock);
-	if (on)
+	if (on) {
 		pthread_join(t->wbk_thread, NULL);
+		/* Joined: open_table_free must not join it again. The id may
+		 * already name another thread (the deferred changes' runner,
+		 * started by this flush's times), which it would wait on forever. */
+		pthread_mutex_lock(&t->wbk_lock);
+		t->wbk_thread_on = false;
+		pthread_mutex_unlock(&t->wbk_lock);
+	}
 	if (fs->opt.writeback > 0) {
 		struct open_node **v;
 		size_t n;
