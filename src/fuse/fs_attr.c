@@ -193,7 +193,8 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	int rc;
 
 	/* A directory's own attributes: queued times of its files need not be
-	 * sent first (tar x looks its directory up while they wait). */
+	 * sent first (tar x looks its directory up while they wait); its
+	 * listing gets them from the queue (files_overlay_queued). */
 	files_settle_attr(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
 	/* Its entries' attributes are only kept when no change queued below
@@ -219,6 +220,11 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 		if (quiet && !wb_conflicts(fs->files->deferred.wb, sb, path) && n >= 2 &&
 		    !strcmp(v[n - 1].name, ".") && !has_replacement_char(out)) {
 			qsort(v + 1, n - 2, sizeof(*v), entry_cmp);
+			/* Not settled: the times and modes queued for the
+			 * entries are not in the listing yet. Stored as it is,
+			 * it would show them without (tar x's link with its
+			 * time set then read back at the time of its creation). */
+			files_overlay_queued(fs, sb, path, v + 1, n - 2);
 			store_listing(fs, sb, path, v + 1, n - 2, gen);
 		}
 		goto out;

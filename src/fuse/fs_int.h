@@ -248,6 +248,10 @@ void files_settle_changes(struct dfs *fs, struct sandbox *sb, const char *path);
  * upload (its data stays staged and queued). */
 int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path);
 void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path);
+/* Puts on the entries of a listing of dir (v, n, sorted by entry_cmp) what
+ * the changes queued for them will set: the listing, taken while they wait,
+ * does not have it yet. */
+void files_overlay_queued(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry *v, size_t n);
 /* fsync of a directory: runs the queued changes at or below path; the
  * errno of a queued change that failed since the last call, else 0. */
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -248,6 +249,32 @@ void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	if (wb_conflicts_attr(fs->files->deferred.wb, sb, path))
 		wb_run_all(fs, sb);
+}
+
+struct overlay_ctx {
+	struct find_entry *v;
+	size_t n;
+	struct timespec now;
+};
+
+static void overlay_one(void *ctx, const char *name, const struct wb_op *op)
+{
+	struct overlay_ctx *o = ctx;
+	struct find_entry key = { .name = (char *)name };
+	struct find_entry *e = bsearch(&key, o->v, o->n, sizeof(*o->v), entry_cmp);
+
+	if (e) {
+		wb_apply_attrs(op, &e->st);
+		e->st.st_ctim = o->now;   /* as note_attr_change: it moved */
+	}
+}
+
+void files_overlay_queued(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry *v, size_t n)
+{
+	struct overlay_ctx o = { .v = v, .n = n };
+
+	clock_gettime(CLOCK_REALTIME, &o.now);
+	wb_each_child_attrs(fs->files->deferred.wb, sb, dir, overlay_one, &o);
 }
 
 /* ---- crash recovery ----------------------------------------------------------- */

@@ -225,6 +225,33 @@ bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path)
 	return found;
 }
 
+void wb_each_child_attrs(struct wb_queue *q, const void *owner, const char *dir,
+			 void (*fn)(void *ctx, const char *name, const struct wb_op *op), void *ctx)
+{
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e; e = e->next) {
+		const struct wb_op *op = e->op;
+
+		if (op->owner == owner && op->kind == WB_ATTRS && is_child_of(op->path, dir))
+			fn(ctx, strrchr(op->path, '/') + 1, op);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
+void wb_apply_attrs(const struct wb_op *op, struct stat *st)
+{
+	if (op->chown && op->uid != (uid_t)-1)
+		st->st_uid = op->uid;
+	if (op->chown && op->gid != (gid_t)-1)
+		st->st_gid = op->gid;
+	if (op->chmod)
+		st->st_mode = (st->st_mode & S_IFMT) | (op->mode & 07777);
+	if (op->set_mtime)
+		st->st_mtim = op->mtime;
+	if (op->set_atime)
+		st->st_atim = op->atime;
+}
+
 bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
 {
 	bool after = false, found = false;
@@ -233,7 +260,7 @@ bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
 	for (struct wb_entry *e = q->head; e && !found; e = e->next) {
 		if (e->op == op)
 			after = true;
-		else if (after && e->op->owner == op->owner && touches(e->op->path, op->path))
+		else if (after && e->op->owner == op->owner && path_is_within(e->op->path, op->path))
 			found = true;
 	}
 	pthread_mutex_unlock(&q->lock);

@@ -91,6 +91,17 @@ bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path);
  * have to be sent before its directory is looked up.
  */
 bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path);
+/*
+ * Calls fn, in queue order, for each WB_ATTRS op of owner queued or being
+ * run for an entry directly in dir, with that entry's name: a listing of
+ * dir taken while they wait shows the entries without what they set
+ * (wb_apply_attrs puts it on). fn runs under the queue's lock and must not
+ * call into the queue.
+ */
+void wb_each_child_attrs(struct wb_queue *q, const void *owner, const char *dir,
+			 void (*fn)(void *ctx, const char *name, const struct wb_op *op), void *ctx);
+/* What op (WB_ATTRS) sets, applied to st. */
+void wb_apply_attrs(const struct wb_op *op, struct stat *st);
 
 /*
  * Takes a batch to run: up to batch_max ops of one owner, oldest first
@@ -104,9 +115,10 @@ bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path);
  * mount does), everything of owner is taken. NULL: nothing to take.
  */
 struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, double now);
-/* True when an op queued after op (in its batch, or since) touches its
- * path: what op's run printed is no longer the path's state. op must be
- * in flight. */
+/* True when an op queued after op (in its batch, or since) changes what
+ * op's run printed of its path: one at that path or below it (a delete
+ * in a directory changes the directory's time). A change of a directory
+ * above does not change the path. op must be in flight. */
 bool wb_superseded(struct wb_queue *q, const struct wb_op *op);
 /* The batch has run: its ops leave the in-flight set. Frees them. */
 void wb_done(struct wb_queue *q, struct wb_op *batch);

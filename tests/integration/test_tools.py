@@ -385,6 +385,36 @@ def test_tar_x_and_c_round_trip(pair, tmp_path, mount, sandbox):
     assert snapshot(out, times=True) == snapshot(src, times=True)
 
 
+def test_tar_dangling_link_keeps_its_time_through_a_listing(pair, mount, sandbox):
+    """GNU tar's dangling link: a placeholder file (O_EXCL, mode 0) is
+    replaced by the link at the end, whose time is then set (queued), and the
+    directory is looked up and its time set before that is sent. The lookup's
+    listing of the directory, taken while the link's time waits, must not
+    bring back the link's time of creation."""
+    _, remote = pair
+    d = os.path.join(remote, "docs")
+    os.mkdir(d)
+    link = os.path.join(d, "dangling")
+    os.close(os.open(link, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0))
+    os.unlink(link)
+    os.symlink("../missing", link)
+    t = 1_600_000_000_123_458_789
+    os.utime(link, ns=(t, t), follow_symlinks=False)
+    os.stat(d)                          # the directory's lookup (a listing of it)
+    os.utime(d, ns=(t + 1000, t + 1000))
+    # The kernel keeps what the utime answered for up to a second (the
+    # mount's kernel TTL): past it, the lstat asks the mount's cache.
+    time.sleep(1.1)
+    assert os.lstat(link).st_mtime_ns == t
+    mount.settle()                      # the queued times are sent
+    time.sleep(1.1)
+    assert os.lstat(link).st_mtime_ns == t
+    assert os.readlink(link) == "../missing"
+    ctl(mount.p(sandbox, "ctl"),
+        f"exec find {os.path.basename(remote)}/docs/dangling -maxdepth 0 -printf '%y %T@ %l'")
+    assert read(mount.p(sandbox, "stdout")).split() == ["l", "1600000000.1234587890", "../missing"]
+
+
 # ---- git and make ----------------------------------------------------------------
 
 def git(*args, cwd, check=True):

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -153,6 +154,81 @@ UNIT_TEST(a_later_change_of_the_path_supersedes_what_an_op_printed)
 	CHECK(wb_superseded(q, b));
 	CHECK(!wb_superseded(q, b->next));
 	wb_done(q, b);
+	wb_free(q);
+}
+
+/* tar x sets a link's time, then its directory's: the directory's change
+ * leaves what the link's printed true; a delete in a directory does not
+ * leave the directory's. */
+UNIT_TEST(a_later_change_above_the_path_leaves_what_an_op_printed)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *b;
+
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/link"), 0, 0));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d"), 0, 0));
+	b = wb_take(q, NULL, true, 1);
+	CHECK_INT(count(b), 2);
+	CHECK(!wb_superseded(q, b));
+	CHECK(!wb_superseded(q, b->next));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/old"), 0, 0));
+	CHECK(!wb_superseded(q, b));
+	CHECK(wb_superseded(q, b->next));
+	wb_done(q, b);
+	wb_free(q);
+}
+
+struct seen { char names[4][16]; struct stat st[4]; int n; };
+
+static void note_child(void *ctx, const char *name, const struct wb_op *op)
+{
+	struct seen *s = ctx;
+
+	if (s->n < 4) {
+		snprintf(s->names[s->n], sizeof(s->names[0]), "%s", name);
+		wb_apply_attrs(op, &s->st[s->n]);
+		s->n++;
+	}
+}
+
+/* A listing of a directory taken while its entries' changes wait gets them
+ * from the queue: only those of entries directly in it, of its owner. */
+UNIT_TEST(child_attrs_are_the_queued_changes_of_entries_in_the_directory)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *op;
+	struct seen s = { 0 };
+
+	op = op_new(&owner_a, WB_ATTRS, "/d/link");
+	op->set_mtime = true;
+	op->mtime = (struct timespec){ 1600000000, 123458789 };
+	CHECK(wb_push(q, op, 0, 1));
+	op = op_new(&owner_a, WB_ATTRS, "/d/f");
+	op->chmod = true;
+	op->mode = 0640;
+	op->chown = true;
+	op->uid = 7;
+	op->gid = (gid_t)-1;
+	CHECK(wb_push(q, op, 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/sub/g"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/gone"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_b, WB_ATTRS, "/d/other"), 0, 1));
+	for (int i = 0; i < 4; i++) {
+		s.st[i].st_mode = S_IFREG | 0600;
+		s.st[i].st_gid = 3;
+	}
+	wb_each_child_attrs(q, &owner_a, "/d", note_child, &s);
+	CHECK_INT(s.n, 2);
+	CHECK_STR(s.names[0], "link");
+	CHECK_INT(s.st[0].st_mtim.tv_sec, 1600000000);
+	CHECK_INT(s.st[0].st_mtim.tv_nsec, 123458789);
+	CHECK_INT(s.st[0].st_mode, S_IFREG | 0600);
+	CHECK_STR(s.names[1], "f");
+	CHECK_INT(s.st[1].st_mode, S_IFREG | 0640);
+	CHECK_INT(s.st[1].st_uid, 7);
+	CHECK_INT(s.st[1].st_gid, 3);
+	CHECK_INT(s.st[1].st_mtim.tv_sec, 0);
 	wb_free(q);
 }
 
@@ -770,6 +846,8 @@ int main(void)
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
 		UNIT_CASE(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order),
 		UNIT_CASE(a_later_change_of_the_path_supersedes_what_an_op_printed),
+		UNIT_CASE(a_later_change_above_the_path_leaves_what_an_op_printed),
+		UNIT_CASE(child_attrs_are_the_queued_changes_of_entries_in_the_directory),
 		UNIT_CASE(a_full_batch_is_due_at_once),
 		UNIT_CASE(a_hidden_delete_waits_its_delay_and_holds_back_what_follows),
 		UNIT_CASE(settling_takes_hidden_deletes_before_their_delay),
