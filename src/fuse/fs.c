@@ -369,7 +369,7 @@ fail:
 
 int dfs_check(struct dfs *fs, char *err, size_t errlen)
 {
-	struct dt_error e = { 0 };
+	struct sp_error e = { 0 };
 	int rc = sp_ping(fs->sp, &e);
 
 	if (rc == 0)

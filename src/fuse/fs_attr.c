@@ -30,9 +30,9 @@
 /* Lists dir with the file API (links shown as their targets, dangling ones not at all). */
 static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *n)
 {
-	struct dt_error err = { 0 };
-	struct dt_fileinfo *list = NULL;
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_fileinfo *list = NULL;
+	struct sp_box box;
 	size_t count = 0;
 	int rc;
 
@@ -46,7 +46,7 @@ static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
 		return toolbox_failed(fs, sb, rc, &err, "list", dir);
 	*out = calloc(count ? count : 1, sizeof(**out));
 	if (!*out) {
-		dt_fileinfo_free(list, count);
+		sp_fileinfo_free(list, count);
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < count; i++) {
@@ -55,7 +55,7 @@ static int api_list(struct dfs *fs, struct sandbox *sb, const char *dir, struct 
 		stat_from_info(&list[i], &(*out)[i].st);
 	}
 	*n = count;
-	dt_fileinfo_free(list, count);
+	sp_fileinfo_free(list, count);
 	return 0;
 }
 
@@ -150,9 +150,9 @@ int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_en
 /* GET /files/info: exact for anything but a symbolic link (it follows them). */
 static int info_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
 {
-	struct dt_error err = { 0 };
-	struct dt_fileinfo fi;
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_fileinfo fi;
+	struct sp_box box;
 	uint64_t gen;
 	int rc;
 

@@ -18,7 +18,7 @@
 
 /* Records the outcome of a command for the error file: the message on failure,
  * nothing (an empty file) after a success. */
-static int finish(struct sandbox *sb, const char *what, int rc, const struct dt_error *err)
+static int finish(struct sandbox *sb, const char *what, int rc, const struct sp_error *err)
 {
 	if (rc < 0)
 		sandbox_set_error(sb, "%s: %s", what, err->message[0] ? err->message : strerror(-rc));
@@ -34,7 +34,7 @@ static void on_progress(void *ctx, const char *state)
 	str_copy(sb->progress, sizeof(sb->progress), state);
 }
 
-static void apply_result(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d)
+static void apply_result(struct dfs *fs, struct sandbox *sb, const struct sp_sandbox *d)
 {
 	if (!d->id[0])
 		return;
@@ -43,49 +43,49 @@ static void apply_result(struct dfs *fs, struct sandbox *sb, const struct dt_san
 	pthread_mutex_unlock(&fs->lock);
 }
 
-static int lifecycle(struct dfs *fs, struct sandbox *sb, enum dt_action action, struct dt_error *err)
+static int lifecycle(struct dfs *fs, struct sandbox *sb, enum sp_action action, struct sp_error *err)
 {
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	int rc;
 
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_action(fs->sp, sb->id, action, on_progress, sb, &d, err);
 	apply_result(fs, sb, &d);
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 	if (rc < 0 && rc != -ENOENT) {
 		/* Re-read the state so that status says where it is now. */
-		struct dt_error ignored = { 0 };
+		struct sp_error ignored = { 0 };
 
 		sandbox_refresh(fs, sb, &ignored);
 	}
 	return rc;
 }
 
-static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct dt_error *err)
+static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct sp_error *err)
 {
 	struct exec_spec spec;
-	struct dt_kv *env = NULL;
-	struct dt_box box;
+	struct sp_kv *env = NULL;
+	struct sp_box box;
 	unsigned n;
 	int rc;
 
 	rc = sandbox_require_running(fs, sb);
 	if (rc < 0) {
-		dt_error_set(err, rc, 0, "%s", sb->error);
+		sp_error_set(err, rc, 0, "%s", sb->error);
 		return rc;
 	}
 	/* The command sees every file closed through the mount (-o writeback:
 	 * their uploads go now), or does not start. */
 	rc = files_writeback_flush(fs, sb, NULL);
 	if (rc < 0) {
-		dt_error_set(err, rc, 0, "files closed through the mount could not be uploaded before the "
+		sp_error_set(err, rc, 0, "files closed through the mount could not be uploaded before the "
 			     "command: %s (see the log; they stay staged)", strerror(-rc));
 		return rc;
 	}
 	if (c->n_env) {
 		env = calloc(c->n_env, sizeof(*env));
 		if (!env)
-			return dt_error_set(err, -ENOMEM, 0, "out of memory");
+			return sp_error_set(err, -ENOMEM, 0, "out of memory");
 		for (size_t i = 0; i < c->n_env; i++) {
 			env[i].key = c->env[i].key;
 			env[i].value = c->env[i].value;
@@ -105,7 +105,7 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	rc = exec_start(fs->exec, &box, &spec, &n, err);
 	free(env);
 	if (rc == -EHOSTDOWN) {
-		struct dt_error ignored = { 0 };
+		struct sp_error ignored = { 0 };
 
 		sandbox_refresh(fs, sb, &ignored);
 	}
@@ -118,9 +118,9 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	return rc;
 }
 
-static int run_kill(struct dfs *fs, struct sandbox *sb, long which, struct dt_error *err)
+static int run_kill(struct dfs *fs, struct sandbox *sb, long which, struct sp_error *err)
 {
-	struct dt_box box;
+	struct sp_box box;
 	unsigned n;
 	int rc;
 
@@ -130,18 +130,18 @@ static int run_kill(struct dfs *fs, struct sandbox *sb, long which, struct dt_er
 	} else {
 		rc = exec_last(fs->exec, &box, &n, err);
 		if (rc < 0)
-			return rc == -ENOENT ? dt_error_set(err, -ESRCH, 0, "no command to kill") : rc;
+			return rc == -ENOENT ? sp_error_set(err, -ESRCH, 0, "no command to kill") : rc;
 	}
 	return exec_kill(fs->exec, &box, n, err);
 }
 
 /* label K=V merges into the current labels; unlabel K removes: the API only
  * replaces the whole set, so both read it first. */
-static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct dt_error *err)
+static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct sp_error *err)
 {
-	struct dt_kv *cur = NULL, *next = NULL;
+	struct sp_kv *cur = NULL, *next = NULL;
 	size_t n = 0, m = 0;
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	int rc;
 
 	rc = sp_sandbox_get_labels(fs->sp, sb->id, &cur, &n, err);
@@ -149,8 +149,8 @@ static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_comma
 		return rc;
 	next = calloc(n + c->n_labels + 1, sizeof(*next));
 	if (!next) {
-		dt_kv_free(cur, n);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		sp_kv_free(cur, n);
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	for (size_t i = 0; i < n; i++) {
 		bool drop = false;
@@ -169,7 +169,7 @@ static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_comma
 			for (size_t i = 0; i < n; i++)
 				found = found || !strcmp(cur[i].key, c->keys[j]);
 			if (!found) {
-				rc = dt_error_set(err, -ENOENT, 0, "no label '%s'", c->keys[j]);
+				rc = sp_error_set(err, -ENOENT, 0, "no label '%s'", c->keys[j]);
 				goto out;
 			}
 		}
@@ -182,27 +182,27 @@ static int run_labels(struct dfs *fs, struct sandbox *sb, const struct ctl_comma
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_set_labels(fs->sp, sb->id, next, m, &d, err);
 	apply_result(fs, sb, &d);
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 out:
 	free(next);   /* its strings belong to cur and c */
-	dt_kv_free(cur, n);
+	sp_kv_free(cur, n);
 	return rc;
 }
 
-static int run_interval(struct dfs *fs, struct sandbox *sb, enum dt_interval which, long minutes,
-			struct dt_error *err)
+static int run_interval(struct dfs *fs, struct sandbox *sb, enum sp_interval which, long minutes,
+			struct sp_error *err)
 {
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	int rc;
 
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_set_interval(fs->sp, sb->id, which, minutes, &d, err);
 	apply_result(fs, sb, &d);
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 	return rc;
 }
 
-static int run_delete(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
+static int run_delete(struct dfs *fs, struct sandbox *sb, struct sp_error *err)
 {
 	int rc = sp_sandbox_delete(fs->sp, sb->id, on_progress, sb, err);
 
@@ -219,9 +219,9 @@ static int run_delete(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
 	return rc;
 }
 
-static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct dt_error *err)
+static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct sp_error *err)
 {
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	int rc;
 
 	switch (c->verb) {
@@ -230,16 +230,16 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	case CTL_KILL:
 		return run_kill(fs, sb, c->kill_n, err);
 	case CTL_START:
-		return lifecycle(fs, sb, DT_START, err);
+		return lifecycle(fs, sb, SP_START, err);
 	case CTL_STOP:
-		return lifecycle(fs, sb, DT_STOP, err);
+		return lifecycle(fs, sb, SP_STOP, err);
 	case CTL_ARCHIVE:
-		return lifecycle(fs, sb, DT_ARCHIVE, err);
+		return lifecycle(fs, sb, SP_ARCHIVE, err);
 	case CTL_RECOVER:
-		return lifecycle(fs, sb, DT_RECOVER, err);
+		return lifecycle(fs, sb, SP_RECOVER, err);
 	case CTL_RESTART:
-		rc = lifecycle(fs, sb, DT_STOP, err);
-		return rc < 0 ? rc : lifecycle(fs, sb, DT_START, err);
+		rc = lifecycle(fs, sb, SP_STOP, err);
+		return rc < 0 ? rc : lifecycle(fs, sb, SP_START, err);
 	case CTL_DELETE:
 		return run_delete(fs, sb, err);
 	case CTL_SNAPSHOT:
@@ -248,14 +248,14 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		memset(&d, 0, sizeof(d));
 		rc = sp_sandbox_resize(fs->sp, sb->id, c->cpu, c->memory, c->disk, &d, err);
 		apply_result(fs, sb, &d);
-		dt_sandbox_clear(&d);
+		sp_sandbox_clear(&d);
 		return rc;
 	case CTL_AUTOSTOP:
-		return run_interval(fs, sb, DT_AUTOSTOP, c->minutes, err);
+		return run_interval(fs, sb, SP_AUTOSTOP, c->minutes, err);
 	case CTL_AUTOARCHIVE:
-		return run_interval(fs, sb, DT_AUTOARCHIVE, c->minutes, err);
+		return run_interval(fs, sb, SP_AUTOARCHIVE, c->minutes, err);
 	case CTL_AUTODELETE:
-		return run_interval(fs, sb, DT_AUTODELETE, c->minutes, err);
+		return run_interval(fs, sb, SP_AUTODELETE, c->minutes, err);
 	case CTL_LABEL:
 	case CTL_UNLABEL:
 		return run_labels(fs, sb, c, err);
@@ -263,16 +263,16 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		memset(&d, 0, sizeof(d));
 		rc = sp_sandbox_extend(fs->sp, sb->id, c->minutes, &d, err);
 		apply_result(fs, sb, &d);
-		dt_sandbox_clear(&d);
+		sp_sandbox_clear(&d);
 		return rc;
 	default:
-		return dt_error_set(err, -EINVAL, 0, "'%s' is not a sandbox command", ctl_verb_name(c->verb));
+		return sp_error_set(err, -EINVAL, 0, "'%s' is not a sandbox command", ctl_verb_name(c->verb));
 	}
 }
 
 int ctl_run_sandbox(struct dfs *fs, struct sandbox *sb, const char *line, size_t len)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct ctl_command c;
 	char msg[512];
 	int rc;
@@ -305,9 +305,9 @@ int ctl_run_sandbox(struct dfs *fs, struct sandbox *sb, const char *line, size_t
 
 int ctl_run_command(struct dfs *fs, struct sandbox *sb, unsigned cmd, const char *line, size_t len)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct ctl_command c;
-	struct dt_box box;
+	struct sp_box box;
 	char msg[512];
 	int rc;
 
@@ -333,9 +333,9 @@ int ctl_run_command(struct dfs *fs, struct sandbox *sb, unsigned cmd, const char
 	return rc;
 }
 
-static struct dt_kv *pairs_to_kv(const struct ctl_pair *p, size_t n)
+static struct sp_kv *pairs_to_kv(const struct ctl_pair *p, size_t n)
 {
-	struct dt_kv *kv = calloc(n ? n : 1, sizeof(*kv));
+	struct sp_kv *kv = calloc(n ? n : 1, sizeof(*kv));
 
 	if (!kv)
 		return NULL;
@@ -346,26 +346,26 @@ static struct dt_kv *pairs_to_kv(const struct ctl_pair *p, size_t n)
 	return kv;
 }
 
-static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt_error *err)
+static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct sp_error *err)
 {
-	struct dt_create_params p;
-	struct dt_kv *env, *labels, *volumes;
-	struct dt_sandbox d;
+	struct sp_create_params p;
+	struct sp_kv *env, *labels, *volumes;
+	struct sp_sandbox d;
 	int rc;
 
 	/* A sandbox the mount would show by its id (registry.h) could not be
 	 * reached by the name given: refuse it before it exists. */
 	if (!registry_name_showable(c->name, true))
-		return dt_error_set(err, -EINVAL, 0, "a sandbox name with a control byte (tab, newline, ESC ...) "
+		return sp_error_set(err, -EINVAL, 0, "a sandbox name with a control byte (tab, newline, ESC ...) "
 				    "cannot be a directory of the mount: choose another");
 	env = pairs_to_kv(c->env, c->n_env);
 	labels = pairs_to_kv(c->labels, c->n_labels);
 	volumes = pairs_to_kv(c->volumes, c->n_volumes);
 	if (!env || !labels || !volumes) {
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		goto out;
 	}
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.name = c->name;
 	p.snapshot = c->snapshot;
 	p.image = c->image;
@@ -400,8 +400,8 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct dt
 	rc = sp_sandbox_create(fs->sp, &p, &d, err);
 	surface_create_done(fs, rc == 0);
 	if (d.id[0] && !sandbox_add(fs, &d) && rc == 0)
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
-	dt_sandbox_clear(&d);
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
+	sp_sandbox_clear(&d);
 	if (rc == 0)
 		log_info("created sandbox %s", c->name);
 out:
@@ -421,7 +421,7 @@ static void set_root_error(struct dfs *fs, const char *what, const char *msg)
 
 int ctl_run_root(struct dfs *fs, const char *line, size_t len)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct ctl_command c;
 	char msg[512];
 	int rc;

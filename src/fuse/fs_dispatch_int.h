@@ -34,7 +34,7 @@ extern const size_t command_entries_len;
 void snap_encode(struct strbuf *sb, const char *name);
 
 /* fs_sandbox.c */
-int registry_refresh(struct dfs *fs, bool force, struct dt_error *err);
+int registry_refresh(struct dfs *fs, bool force, struct sp_error *err);
 
 /* fs_tree.c */
 int resolve(struct dfs *fs, const char *path, struct node *n, struct sandbox **sb);

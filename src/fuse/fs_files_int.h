@@ -275,10 +275,10 @@ bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *
 void files_listing_ctx(struct dfs *fs, struct sandbox *sb, struct listing_ctx *c);
 int files_find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const char *child,
 		    struct find_entry **out, size_t *n, struct child_listing *cl);
-int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
+int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct sp_error *err,
 			  const char *what, const char *path);
 int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
-			   struct dt_error *err);
+			   struct sp_error *err);
 int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out);
 int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out);
 void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
@@ -301,7 +301,7 @@ void journal_drop(struct dfs *fs, struct open_node *n);
 bool journal_keep_for_recovery(struct open_node *n);
 int upload_node(struct dfs *fs, struct open_node *n);
 void upload_succeeded(struct dfs *fs, struct open_node *n);
-void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err);
+void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err);
 
 /* fs_writeback.c (-o writeback) */
 bool upload_later(struct dfs *fs, struct open_node *n);

@@ -91,7 +91,7 @@ struct sandbox {
 	char toolbox_url[512];    /* kept when a later Sandbox object has none */
 	char state[32];
 	char error_reason[512];
-	char volume_paths[1024];  /* where volumes are mounted (dt_sandbox's), for rename */
+	char volume_paths[1024];  /* where volumes are mounted (sp_sandbox's), for rename */
 	bool volumes_known;       /* volume_paths was read (list items do not have it) */
 	double fetched_at;        /* when state was read from the API */
 	bool gone;                /* deleted, or no longer listed */
@@ -161,7 +161,7 @@ void surface_build_log_put(struct build_log *bl);
 int surface_build_log_read(struct build_log *bl, char *buf, size_t size, off_t off);
 /* create's progress (fs_ctl.c): on_created registers the sandbox at once and
  * follows the build log of an image build; on_state shows the wait in status. */
-void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool follow_build);
+void surface_create_progress(struct sp_create_params *p, struct dfs *fs, bool follow_build);
 void surface_create_done(struct dfs *fs, bool started);
 /* sb was deleted: the build log it keeps can go once followed to its end. */
 void surface_sandbox_gone(struct dfs *fs, struct sandbox *sb);
@@ -183,16 +183,16 @@ void vhandles_free_all(struct dfs *fs);
 
 /* fs.c */
 int node_parse(const char *path, struct node *n);
-struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *err);
-int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct dt_error *err);
-void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d);
-struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d);
+struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct sp_error *err);
+int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct sp_error *err);
+void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct sp_sandbox *d);
+struct sandbox *sandbox_add(struct dfs *fs, const struct sp_sandbox *d);
 void sandbox_set_error(struct sandbox *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sandbox_clear_error(struct sandbox *sb);
 /* The toolbox address of a sandbox; its id and url are stable. When the API
  * gave no toolboxProxyUrl, asks for it once (GET /sandbox/{id}/toolbox-proxy-url)
  * and keeps it. */
-void sandbox_box(struct sandbox *sb, struct dt_box *box);
+void sandbox_box(struct sandbox *sb, struct sp_box *box);
 /* The directory name of sb in the mount root (its name, or its id when the
  * name cannot be shown: registry.h), copied out under the lock. */
 void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap);
@@ -268,10 +268,10 @@ void files_recovery_done(struct dfs *fs);
 struct recovery *mount_recover_scan(struct dfs *fs);
 /* Uploads size bytes of fd to path, safely for a name with white space at its
  * ends (a temporary name and a copy); sb may be NULL (crash recovery). */
-int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
-		    uint64_t size, struct dt_error *err);
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
+		    uint64_t size, struct sp_error *err);
 /* chmod path, with a command for a name the file API would trim. */
-int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err);
+int files_chmod_path(struct dfs *fs, const struct sp_box *box, const char *path, mode_t mode, struct sp_error *err);
 /* The sandbox's cached metadata is stale (a command ran). */
 void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id);
 

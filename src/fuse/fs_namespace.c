@@ -33,8 +33,8 @@ static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, co
 
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	struct stat st;
 	int rc;
 
@@ -86,8 +86,8 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
  * with the file API. */
 static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	int rc;
 
 	if (st && S_ISLNK(st->st_mode)) {
@@ -204,8 +204,8 @@ static int count_entries(void *ctx, const char *name, const struct stat *st)
 
 int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	size_t n = 0;
 	int rc;
 
@@ -474,7 +474,7 @@ static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, cons
 	if (!known) {
 		/* Known only from the list, which does not give volumes: asked
 		 * once. An API whose sandbox has no "volumes" either has none. */
-		struct dt_error ignored = { 0 };
+		struct sp_error ignored = { 0 };
 		bool asked = sandbox_refresh(fs, sb, &ignored) == 0;
 
 		pthread_mutex_lock(&fs->lock);
@@ -485,7 +485,7 @@ static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, cons
 	pthread_mutex_lock(&fs->lock);
 	str_copy(paths, sizeof(paths), sb->volume_paths);
 	pthread_mutex_unlock(&fs->lock);
-	return dt_path_on_volume(paths, from) || dt_path_on_volume(paths, to);
+	return sp_path_on_volume(paths, from) || sp_path_on_volume(paths, to);
 }
 
 /*
@@ -495,10 +495,10 @@ static bool on_volume(struct dfs *fs, struct sandbox *sb, const char *from, cons
  * absent before the move (the API's move is used only then), so a
  * destination that exists now, with the source gone, is the move's work.
  */
-static bool move_was_done(struct dfs *fs, const struct dt_box *box, const char *from, const char *to)
+static bool move_was_done(struct dfs *fs, const struct sp_box *box, const char *from, const char *to)
 {
-	struct dt_error err = { 0 };
-	struct dt_fileinfo fi;
+	struct sp_error err = { 0 };
+	struct sp_fileinfo fi;
 	bool done;
 
 	memset(&fi, 0, sizeof(fi));
@@ -556,10 +556,10 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 
 static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat sf, st, hidden_st;
-	struct dt_box box;
+	struct sp_box box;
 	bool to_exists, from_exact, replaced_hidden, api_move;
 	int rc;
 
@@ -718,9 +718,9 @@ static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, cons
 
 int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct open_node *n = node_find(fs->files, sb, path);
-	struct dt_box box;
+	struct sp_box box;
 	int rc;
 
 	mode &= 07777;

@@ -117,8 +117,8 @@ bool prefetch_first_read(struct dfs *fs, struct open_node *n, const struct stat 
 	const char *base;
 	struct pf_pick pick = { 0 };
 	struct sp_bulk_file *files = NULL;
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	bool full_batch, off, got = false;
 	uint64_t gen;
 	double t0;

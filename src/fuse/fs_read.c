@@ -43,9 +43,9 @@ static int sink_to_buf(void *ctx, const void *data, size_t len)
 
 static int download_into(struct dfs *fs, struct open_node *n, uint64_t off, char *buf, size_t size)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct buf_sink sink = { buf, size, 0 };
-	struct dt_box box;
+	struct sp_box box;
 	int64_t got;
 
 	sandbox_box(n->sb, &box);
@@ -97,9 +97,9 @@ static bool copy_wanted(struct dfs *fs, struct fhandle *h, const struct stat *st
 static int copy_whole(struct dfs *fs, struct fhandle *h)
 {
 	struct open_node *n = h->node;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct copy_sink sink;
-	struct dt_box box;
+	struct sp_box box;
 	int64_t got;
 	int rc = stage_new(fs->stage, &sink.stage);
 
@@ -131,7 +131,7 @@ static int copy_whole(struct dfs *fs, struct fhandle *h)
 
 struct rstream {
 	struct dfs *fs;
-	struct dt_box box;
+	struct sp_box box;
 	char *path;
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -194,7 +194,7 @@ static int rs_sink(void *ctx, const void *data, size_t len)
 static void *rs_main(void *arg)
 {
 	struct rstream *rs = arg;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int64_t got;
 
 	got = sp_fs_download(rs->fs->sp, &rs->box, rs->path, rs->start, 0, rs_sink, rs, &err);

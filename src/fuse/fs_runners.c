@@ -20,11 +20,11 @@
 /* ---- listings and changes by command ------------------------------------------ */
 
 /* After a toolbox error: a stopped sandbox makes the registry re-read it. */
-int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_error *err,
+int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct sp_error *err,
 			  const char *what, const char *path)
 {
 	if (rc == -EHOSTDOWN) {
-		struct dt_error ignored = { 0 };
+		struct sp_error ignored = { 0 };
 
 		sandbox_refresh(fs, sb, &ignored);
 		sandbox_set_error(sb, "sandbox '%s' is not running (%s): start it with: echo start > %s/%s/ctl",
@@ -35,12 +35,12 @@ int toolbox_failed(struct dfs *fs, struct sandbox *sb, int rc, const struct dt_e
 	return rc;
 }
 
-static void ls_box(void *mount, void *owner, struct dt_box *box)
+static void ls_box(void *mount, void *owner, struct sp_box *box)
 {
 	sandbox_box(owner, box);
 }
 
-static int ls_failed(void *mount, void *owner, int rc, const struct dt_error *err, const char *what,
+static int ls_failed(void *mount, void *owner, int rc, const struct sp_error *err, const char *what,
 		     const char *path)
 {
 	return toolbox_failed(mount, owner, rc, err, what, path);
@@ -99,7 +99,7 @@ int files_find_list(struct dfs *fs, struct sandbox *sb, const char *dir, const c
 }
 
 int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out,
-		    struct dt_error *err)
+		    struct sp_error *err)
 {
 	struct listing_ctx c;
 
@@ -152,14 +152,14 @@ bool split_path(const char *path, char *parent, size_t cap, const char **base)
 
 /* The runner's ctx is the open table; t->fs is set before anything is
  * queued (wb_queue_op), so before any batch runs. */
-static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, char **out, struct dt_error *err)
+static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, char **out, struct sp_error *err)
 {
 	struct open_table *t = ctx;
 
 	return sandbox_sh_once(t->fs, owner, script, code, out, err);
 }
 
-static int wb_send_failed(void *ctx, void *owner, int rc, const struct dt_error *err)
+static int wb_send_failed(void *ctx, void *owner, int rc, const struct sp_error *err)
 {
 	struct open_table *t = ctx;
 
@@ -279,14 +279,14 @@ void files_overlay_queued(struct dfs *fs, struct sandbox *sb, const char *dir, s
 
 /* ---- crash recovery ----------------------------------------------------------- */
 
-static int rec_upload_fd(void *mount, const struct dt_box *box, const char *path, int fd, uint64_t size,
-			 struct dt_error *err)
+static int rec_upload_fd(void *mount, const struct sp_box *box, const char *path, int fd, uint64_t size,
+			 struct sp_error *err)
 {
 	return files_upload_fd(mount, NULL, box, path, fd, size, err);
 }
 
-static int rec_chmod_path(void *mount, const struct dt_box *box, const char *path, mode_t mode,
-			  struct dt_error *err)
+static int rec_chmod_path(void *mount, const struct sp_box *box, const char *path, mode_t mode,
+			  struct sp_error *err)
 {
 	return files_chmod_path(mount, box, path, mode, err);
 }

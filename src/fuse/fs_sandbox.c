@@ -26,7 +26,7 @@
 
 /* ---- the sandbox registry ----------------------------------------------- */
 
-void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox *d)
+void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct sp_sandbox *d)
 {
 	str_copy(sb->id, sizeof(sb->id), d->id);
 	if (fs)
@@ -53,7 +53,7 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct dt_sandbox 
 		exec_sandbox_stopped(fs->exec, d->id);
 }
 
-struct sandbox *sandbox_add(struct dfs *fs, const struct dt_sandbox *d)
+struct sandbox *sandbox_add(struct dfs *fs, const struct sp_sandbox *d)
 {
 	struct sandbox *sb;
 
@@ -110,7 +110,7 @@ static void confirm_unlisted(struct dfs *fs)
 	}
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t i = 0; i < n; i++) {
-		struct dt_error err = { 0 };
+		struct sp_error err = { 0 };
 
 		/* marks it gone on 404, updates it on 200; any other error
 		 * leaves it as it is, for the next listing to decide */
@@ -121,9 +121,9 @@ static void confirm_unlisted(struct dfs *fs)
 }
 
 /* Refreshes the registry from a full list when it is older than dir_timeout. */
-int registry_refresh(struct dfs *fs, bool force, struct dt_error *err)
+int registry_refresh(struct dfs *fs, bool force, struct sp_error *err)
 {
-	struct dt_sandbox *list = NULL;
+	struct sp_sandbox *list = NULL;
 	size_t n = 0;
 	int rc;
 
@@ -143,7 +143,7 @@ int registry_refresh(struct dfs *fs, bool force, struct dt_error *err)
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t i = 0; i < n; i++)
 		sandbox_add(fs, &list[i]);
-	dt_sandbox_list_free(list, n);
+	sp_sandbox_list_free(list, n);
 	confirm_unlisted(fs);
 	pthread_mutex_lock(&fs->lock);
 	fs->listed_at = now_mono();
@@ -151,9 +151,9 @@ int registry_refresh(struct dfs *fs, bool force, struct dt_error *err)
 	return 0;
 }
 
-struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *err)
+struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct sp_error *err)
 {
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	struct sandbox *sb;
 	int rc;
 
@@ -165,24 +165,24 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 	/* Not known: ask for it by name or id (one request), so that a sandbox
 	 * created elsewhere appears without waiting for a full listing. */
 	if (!ctl_valid_name(name)) {
-		dt_error_set(err, -ENOENT, 0, "no sandbox named '%s'", name);
+		sp_error_set(err, -ENOENT, 0, "no sandbox named '%s'", name);
 		return NULL;
 	}
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_get(fs->sp, name, &d, err);
 	if (rc < 0) {
-		dt_sandbox_clear(&d);
+		sp_sandbox_clear(&d);
 		return NULL;
 	}
 	if (!strcmp(d.state, "destroyed") || !strncmp(d.name, "DESTROYED_", 10)) {
-		dt_sandbox_clear(&d);
-		dt_error_set(err, -ENOENT, 404, "sandbox '%s' was deleted", name);
+		sp_sandbox_clear(&d);
+		sp_error_set(err, -ENOENT, 404, "sandbox '%s' was deleted", name);
 		return NULL;
 	}
 	sb = sandbox_add(fs, &d);
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 	if (!sb) {
-		dt_error_set(err, -ENOMEM, 0, "out of memory");
+		sp_error_set(err, -ENOMEM, 0, "out of memory");
 		return NULL;
 	}
 	/* The API found it by id or by name; it is MOUNT/name only if the
@@ -191,14 +191,14 @@ struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct dt_error *
 	sb = registry_resolve(&fs->registry, name);
 	pthread_mutex_unlock(&fs->lock);
 	if (!sb)
-		dt_error_set(err, -ENOENT, 0, "no sandbox has the directory name '%s' (list the mount to see "
+		sp_error_set(err, -ENOENT, 0, "no sandbox has the directory name '%s' (list the mount to see "
 			     "sandboxes shown by id)", name);
 	return sb;
 }
 
-int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
+int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct sp_error *err)
 {
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	int rc;
 
 	memset(&d, 0, sizeof(d));
@@ -212,7 +212,7 @@ int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct dt_error *err)
 		sandbox_update(fs, sb, &d);
 		pthread_mutex_unlock(&fs->lock);
 	}
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 	return rc;
 }
 
@@ -231,12 +231,12 @@ void sandbox_clear_error(struct sandbox *sb)
 	sb->error[0] = '\0';
 }
 
-void sandbox_box(struct sandbox *sb, struct dt_box *box)
+void sandbox_box(struct sandbox *sb, struct sp_box *box)
 {
 	struct dfs *fs = sb->fs;
 
 	if (!sb->toolbox_url[0] && fs && fs->sp) {
-		struct dt_error err = { 0 };
+		struct sp_error err = { 0 };
 		char url[sizeof(sb->toolbox_url)];
 
 		/* A failure leaves it empty: the toolbox call then fails with
@@ -262,7 +262,7 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
 
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char state[32];
 	double age;
 	int rc;
@@ -292,12 +292,12 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 	/* start also resumes a paused sandbox (the API's start works from paused) */
 	if (fs->opt.autostart && (!strcmp(state, "stopped") || !strcmp(state, "archived") ||
 				  !strcmp(state, "paused"))) {
-		struct dt_sandbox d;
+		struct sp_sandbox d;
 
 		log_info("%s: starting it for file access (-o autostart)", sb->name);
 		memset(&d, 0, sizeof(d));
 		pthread_mutex_lock(&sb->op_lock);
-		rc = sp_sandbox_action(fs->sp, sb->id, DT_START, NULL, NULL, &d, &err);
+		rc = sp_sandbox_action(fs->sp, sb->id, SP_START, NULL, NULL, &d, &err);
 		pthread_mutex_unlock(&sb->op_lock);
 		if (rc == 0) {
 			pthread_mutex_lock(&fs->lock);
@@ -306,7 +306,7 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		} else {
 			sandbox_set_error(sb, "autostart failed: %s", err.message);
 		}
-		dt_sandbox_clear(&d);
+		sp_sandbox_clear(&d);
 		return rc < 0 ? rc : 0;
 	}
 	{

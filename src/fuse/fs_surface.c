@@ -34,19 +34,19 @@
 
 /* One request: the script's output, which must exit 0. Not activity. */
 static int run_script(struct dfs *fs, struct sandbox *sb, const char *script, char **out,
-		      struct dt_error *err)
+		      struct sp_error *err)
 {
-	struct dt_box box;
+	struct sp_box box;
 	int code = 0, rc;
 
 	*out = NULL;
 	rc = sandbox_require_running(fs, sb);
 	if (rc < 0)
-		return dt_error_set(err, rc, 0, "%s", sb->error);
+		return sp_error_set(err, rc, 0, "%s", sb->error);
 	sandbox_box(sb, &box);
 	rc = sp_exec(fs->sp, &box, script, NULL, NULL, 0, SURFACE_TIMEOUT_S, &code, out, err);
 	if (rc == 0 && code != 0) {
-		rc = dt_error_set(err, -EIO, 0, "the script exited with %d: %.200s", code, *out ? *out : "");
+		rc = sp_error_set(err, -EIO, 0, "the script exited with %d: %.200s", code, *out ? *out : "");
 		free(*out);
 		*out = NULL;
 	}
@@ -87,7 +87,7 @@ static const char usage_script[] =
 
 static int usage_text(struct dfs *fs, struct sandbox *sb, struct strbuf *text)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char *out = NULL;
 	int rc = run_script(fs, sb, usage_script, &out, &err);
 
@@ -192,10 +192,10 @@ static void env_put(struct env_var **v, size_t *n, const char *k, size_t klen, c
 
 static int env_text(struct dfs *fs, struct sandbox *sb, struct strbuf *text)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT, path = STRBUF_INIT;
 	struct env_var *v = NULL;
-	struct dt_sandbox d;
+	struct sp_sandbox d;
 	size_t n = 0;
 	char *out = NULL;
 	int rc;
@@ -255,7 +255,7 @@ out:
 	}
 	free(v);
 	free(out);
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 	sb_free(&cmd);
 	sb_free(&path);
 	return rc;
@@ -290,7 +290,7 @@ static const char env_lock_script[] =
  */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT, grep = STRBUF_INIT, add = STRBUF_INIT, path = STRBUF_INIT;
 	const char *p = text, *end = text + len;
 	char *out = NULL;
@@ -398,7 +398,7 @@ static const char ports_script[] =
 
 static int ports_list(struct dfs *fs, struct sandbox *sb, unsigned char *seen /* 65536 bits */)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char *out = NULL;
 	int rc = run_script(fs, sb, ports_script, &out, &err);
 
@@ -422,8 +422,8 @@ static int ports_list(struct dfs *fs, struct sandbox *sb, unsigned char *seen /*
 
 static int port_text(struct dfs *fs, struct sandbox *sb, unsigned port, struct strbuf *text)
 {
-	struct dt_error err = { 0 };
-	struct dt_preview pv;
+	struct sp_error err = { 0 };
+	struct sp_preview pv;
 	int rc = sp_sandbox_preview_url(fs->sp, sb->id, (int)port, &pv, &err);
 
 	if (rc < 0) {
@@ -441,10 +441,10 @@ static int port_text(struct dfs *fs, struct sandbox *sb, unsigned port, struct s
 
 /* ---- volumes ------------------------------------------------------------------- */
 
-static int volume_find(struct dfs *fs, const char *name, struct dt_volume *out)
+static int volume_find(struct dfs *fs, const char *name, struct sp_volume *out)
 {
-	struct dt_error err = { 0 };
-	struct dt_volume *list = NULL;
+	struct sp_error err = { 0 };
+	struct sp_volume *list = NULL;
 	size_t n = 0;
 	int rc = sp_volume_list(fs->sp, &list, &n, &err);
 
@@ -459,7 +459,7 @@ static int volume_find(struct dfs *fs, const char *name, struct dt_volume *out)
 			break;
 		}
 	}
-	dt_volume_list_free(list, n);
+	sp_volume_list_free(list, n);
 	return rc;
 }
 
@@ -473,8 +473,8 @@ static void root_error(struct dfs *fs, const char *what, const char *msg)
 
 int surface_mkdir(struct dfs *fs, const struct node *n)
 {
-	struct dt_error err = { 0 };
-	struct dt_volume v;
+	struct sp_error err = { 0 };
+	struct sp_volume v;
 	int rc;
 
 	if (n->kind != N_VOL)
@@ -484,14 +484,14 @@ int surface_mkdir(struct dfs *fs, const struct node *n)
 	rc = sp_volume_create(fs->sp, n->snap_name, &v, &err);
 	if (rc < 0)
 		root_error(fs, "mkdir .volumes", err.message);
-	dt_volume_clear(&v);
+	sp_volume_clear(&v);
 	return rc;
 }
 
 int surface_rmdir(struct dfs *fs, const struct node *n)
 {
-	struct dt_error err = { 0 };
-	struct dt_volume v;
+	struct sp_error err = { 0 };
+	struct sp_volume v;
 	int rc;
 
 	if (n->kind != N_VOL)
@@ -502,7 +502,7 @@ int surface_rmdir(struct dfs *fs, const struct node *n)
 		rc = sp_volume_delete(fs->sp, v.id, &err);
 	if (rc < 0 && err.message[0])
 		root_error(fs, "rmdir .volumes", err.message);
-	dt_volume_clear(&v);
+	sp_volume_clear(&v);
 	return rc;
 }
 
@@ -635,7 +635,7 @@ static void *follow_build(void *arg)
 {
 	struct follower *f = arg;
 	struct dfs *fs = f->fs;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	bool failed = sp_sandbox_build_log(fs->sp, f->id, true, build_sink, f->bl, &err) < 0;
 	struct build_log *bl;
 	bool stopped;
@@ -752,7 +752,7 @@ struct progress_ctx {
 	bool follow_build;
 };
 
-static void on_created(void *ctx, const struct dt_sandbox *d)
+static void on_created(void *ctx, const struct sp_sandbox *d)
 {
 	struct progress_ctx *pc = ctx;
 	struct sandbox *sb = sandbox_add(pc->fs, d);
@@ -800,7 +800,7 @@ static void on_state(void *ctx, const char *state)
 /* One create at a time per thread (fs_ctl.c runs root lines in order). */
 static __thread struct progress_ctx create_pc;
 
-void surface_create_progress(struct dt_create_params *p, struct dfs *fs, bool follow)
+void surface_create_progress(struct sp_create_params *p, struct dfs *fs, bool follow)
 {
 	memset(&create_pc, 0, sizeof(create_pc));
 	create_pc.fs = fs;
@@ -912,7 +912,7 @@ void surface_note_change(struct dfs *fs, struct sandbox *sb)
 
 int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, struct stat *st)
 {
-	struct dt_volume v;
+	struct sp_volume v;
 	int rc;
 
 	switch (n->kind) {
@@ -944,7 +944,7 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 				fill(fs, st, S_IFREG | 0444, v.json ? (off_t)strlen(v.json) : 0);
 			st->st_mtim = v.updated_at;
 		}
-		dt_volume_clear(&v);
+		sp_volume_clear(&v);
 		return rc;
 	default:
 		return -ENOENT;
@@ -954,7 +954,7 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 int surface_readdir(struct dfs *fs, const struct node *n, struct sandbox *sb, void *buf,
 		    fuse_fill_dir_t filler)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc;
 
 	switch (n->kind) {
@@ -977,7 +977,7 @@ int surface_readdir(struct dfs *fs, const struct node *n, struct sandbox *sb, vo
 		return rc;
 	}
 	case N_VOLDIR: {
-		struct dt_volume *list = NULL;
+		struct sp_volume *list = NULL;
 		size_t cnt = 0;
 
 		rc = sp_volume_list(fs->sp, &list, &cnt, &err);
@@ -989,7 +989,7 @@ int surface_readdir(struct dfs *fs, const struct node *n, struct sandbox *sb, vo
 			if (list[i].name[0] && !strchr(list[i].name, '/') && strcmp(list[i].name, ".") &&
 			    strcmp(list[i].name, ".."))
 				filler(buf, list[i].name, NULL, 0, 0);
-		dt_volume_list_free(list, cnt);
+		sp_volume_list_free(list, cnt);
 		return 0;
 	}
 	case N_VOL:
@@ -1004,8 +1004,8 @@ int surface_readdir(struct dfs *fs, const struct node *n, struct sandbox *sb, vo
 
 int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struct strbuf *text)
 {
-	struct dt_error err = { 0 };
-	struct dt_volume v;
+	struct sp_error err = { 0 };
+	struct sp_volume v;
 	int rc;
 
 	switch (n->kind) {
@@ -1020,7 +1020,7 @@ int surface_text(struct dfs *fs, const struct node *n, struct sandbox *sb, struc
 		rc = volume_find(fs, n->snap_name, &v);
 		if (rc == 0 && v.json)
 			sb_adds(text, v.json);
-		dt_volume_clear(&v);
+		sp_volume_clear(&v);
 		return rc;
 	case N_SB_BUILDLOG: {
 		/* Not one this mount follows (its opens take that, vhandle_open):

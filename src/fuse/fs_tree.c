@@ -40,7 +40,7 @@ static void fill_virtual(struct dfs *fs, struct stat *st, mode_t mode, off_t siz
 
 int resolve(struct dfs *fs, const char *path, struct node *n, struct sandbox **sb)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc = node_parse(path, n);
 
 	*sb = NULL;
@@ -56,8 +56,8 @@ int resolve(struct dfs *fs, const char *path, struct node *n, struct sandbox **s
 
 int command_exists(struct dfs *fs, struct sandbox *sb, unsigned n)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 
 	/* Also finds a command that another mount started after our listing. */
 	sandbox_box(sb, &box);
@@ -66,8 +66,8 @@ int command_exists(struct dfs *fs, struct sandbox *sb, unsigned n)
 
 int newest_command(struct dfs *fs, struct sandbox *sb, unsigned *n)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 
 	sandbox_box(sb, &box);
 	return exec_last(fs->exec, &box, n, &err);
@@ -75,8 +75,8 @@ int newest_command(struct dfs *fs, struct sandbox *sb, unsigned *n)
 
 static int work_target(struct dfs *fs, struct sandbox *sb, char *buf, size_t size)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	int rc;
 
 	if (!sb->workdir[0]) {
@@ -100,9 +100,9 @@ static int work_target(struct dfs *fs, struct sandbox *sb, char *buf, size_t siz
 
 static int stream_size(struct dfs *fs, struct sandbox *sb, unsigned n, enum exec_stream s, off_t *size)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct exec_status st;
-	struct dt_box box;
+	struct sp_box box;
 	int rc;
 
 	sandbox_box(sb, &box);
@@ -161,8 +161,8 @@ static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *s
 		fill_virtual(fs, st, S_IFDIR | 0755, 0);
 		return 0;
 	case N_SNAPFILE: {
-		struct dt_snapshot s;
-		struct dt_error err = { 0 };
+		struct sp_snapshot s;
+		struct sp_error err = { 0 };
 
 		memset(&s, 0, sizeof(s));
 		rc = sp_snapshot_get(fs->sp, n.snap_name, &s, &err);
@@ -170,7 +170,7 @@ static int node_getattr(struct dfs *fs, const struct node *np, struct sandbox *s
 			fill_virtual(fs, st, S_IFREG | 0444, s.json ? (off_t)strlen(s.json) : 0);
 			st->st_mtim = s.updated_at;
 		}
-		dt_snapshot_clear(&s);
+		sp_snapshot_clear(&s);
 		return rc;
 	}
 	case N_ROOT_CTL:
@@ -278,7 +278,7 @@ static int add_entry(void *buf, fuse_fill_dir_t filler, const char *name)
 
 static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct strbuf names = STRBUF_INIT;
 	int rc;
 
@@ -311,8 +311,8 @@ static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 
 static int readdir_snapshots(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 {
-	struct dt_error err = { 0 };
-	struct dt_snapshot *list = NULL;
+	struct sp_error err = { 0 };
+	struct sp_snapshot *list = NULL;
 	size_t n = 0;
 	int rc;
 
@@ -329,14 +329,14 @@ static int readdir_snapshots(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 			add_entry(buf, filler, sb_str(&name));
 		sb_free(&name);
 	}
-	dt_snapshot_list_free(list, n);
+	sp_snapshot_list_free(list, n);
 	return 0;
 }
 
 static int readdir_commands(struct dfs *fs, struct sandbox *sb, void *buf, fuse_fill_dir_t filler)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	unsigned *ns = NULL;
 	size_t count = 0;
 	int rc;
@@ -500,7 +500,7 @@ int dfs_rmdir(const char *path)
 int dfs_unlink(const char *path)
 {
 	struct dfs *fs = dfs_get();
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct sandbox *sb;
 	struct node n;
 	int rc;
@@ -509,7 +509,7 @@ int dfs_unlink(const char *path)
 	if (rc < 0)
 		return rc;
 	if (n.kind == N_SNAPFILE) {
-		struct dt_snapshot s;
+		struct sp_snapshot s;
 
 		memset(&s, 0, sizeof(s));
 		rc = sp_snapshot_get(fs->sp, n.snap_name, &s, &err);
@@ -519,7 +519,7 @@ int dfs_unlink(const char *path)
 			str_copy(fs->root_error, sizeof(fs->root_error), err.message);
 			log_warn("deleting snapshot %s: %s", n.snap_name, err.message);
 		}
-		dt_snapshot_clear(&s);
+		sp_snapshot_clear(&s);
 		return rc;
 	}
 	if (n.kind != N_FILE)

@@ -48,8 +48,8 @@ struct vhandle {
 
 static int text_of(struct dfs *fs, struct vhandle *h)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	int rc;
 
 	switch (h->node.kind) {
@@ -87,7 +87,7 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 		return 0;
 	}
 	case N_SB_INFO: {
-		struct dt_sandbox d;
+		struct sp_sandbox d;
 
 		memset(&d, 0, sizeof(d));
 		rc = sp_sandbox_get(fs->sp, h->sb->id, &d, &err);
@@ -98,17 +98,17 @@ static int text_of(struct dfs *fs, struct vhandle *h)
 			if (d.json)
 				sb_adds(&h->text, d.json);
 		}
-		dt_sandbox_clear(&d);
+		sp_sandbox_clear(&d);
 		return rc;
 	}
 	case N_SNAPFILE: {
-		struct dt_snapshot s;
+		struct sp_snapshot s;
 
 		memset(&s, 0, sizeof(s));
 		rc = sp_snapshot_get(fs->sp, h->node.snap_name, &s, &err);
 		if (rc == 0 && s.json)
 			sb_adds(&h->text, s.json);
-		dt_snapshot_clear(&s);
+		sp_snapshot_clear(&s);
 		return rc;
 	}
 	case N_CMD_COMMAND: {
@@ -337,8 +337,8 @@ static void saw_command_end(struct dfs *fs, struct vhandle *h)
 
 static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
 {
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	ssize_t n;
 
 	sandbox_box(h->sb, &box);
@@ -358,9 +358,9 @@ static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size
 
 static int read_exit(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct exec_status st;
-	struct dt_box box;
+	struct sp_box box;
 	int rc;
 
 	if (!h->text.len) {
@@ -503,8 +503,8 @@ int dfs_write(const char *path, const char *buf, size_t size, off_t off, struct 
 {
 	struct dfs *fs = dfs_get();
 	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 	ssize_t n;
 
 	(void)path;
@@ -563,8 +563,8 @@ int dfs_flush(const char *path, struct fuse_file_info *fi)
 	case H_STDIN: {
 		/* close() returns once what was written is in the command's
 		 * stdin, with the error of a delivery that failed. */
-		struct dt_error err = { 0 };
-		struct dt_box box;
+		struct sp_error err = { 0 };
+		struct sp_box box;
 
 		sandbox_box(h->sb, &box);
 		rc = exec_stdin_flush(fs->exec, &box, h->cmd, &err);
@@ -609,8 +609,8 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
 	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
-	struct dt_error err = { 0 };
-	struct dt_box box;
+	struct sp_error err = { 0 };
+	struct sp_box box;
 
 	(void)path;
 	if (handle_type(fi) == H_FILE)
@@ -681,7 +681,7 @@ int dfs_poll(const char *path, struct fuse_file_info *fi, struct fuse_pollhandle
 {
 	struct dfs *fs = dfs_get();
 	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
-	struct dt_box box;
+	struct sp_box box;
 	int ready;
 
 	(void)path;

@@ -43,9 +43,9 @@ static int sink_to_stage(void *ctx, const void *data, size_t len)
 /* Makes the stage hold the file's whole current content. Caller holds n->lock. */
 int ensure_populated(struct dfs *fs, struct open_node *n)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct stage_sink sink;
-	struct dt_box box;
+	struct sp_box box;
 	int64_t got;
 	int rc;
 
@@ -138,10 +138,10 @@ static bool attrs_later(struct dfs *fs, struct open_node *n, const struct stat *
  */
 static void apply_after_upload(struct dfs *fs, struct open_node *n, bool was_new)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat hint;
-	struct dt_box box;
+	struct sp_box box;
 	mode_t mode = n->st.st_mode & 07777;
 	bool chmod = n->chmod_pending && (mode != 0644 || n->chmod_queued);
 	bool finds = list_mode_get(fs, n->sb) != LIST_API;
@@ -223,10 +223,10 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n, bool was_new
 
 /* Runs an upload's copy command: through run_fs_command when the mount
  * knows the sandbox, else (crash recovery) straight to the toolbox. */
-static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *script)
+static int upload_command(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *script)
 {
 	struct strbuf cmd = STRBUF_INIT;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char *out = NULL;
 	int code = -1, rc;
 
@@ -255,8 +255,8 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct dt_bo
  * the sandbox (crash recovery); with sb, a sandbox known to run no commands
  * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
  */
-int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
-		    uint64_t size, struct dt_error *err)
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
+		    uint64_t size, struct sp_error *err)
 {
 	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
 	char tname[96];
@@ -266,7 +266,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 	if (!slash || !sp_upload_path_changed(fs->sp, path))
 		return sp_fs_upload_fd(fs->sp, box, path, fd, size, err);
 	if (sb && list_mode_get(fs, sb) == LIST_API)
-		return dt_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
+		return sp_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
 				    "API would write a name with white space at its ends over the trimmed name", path);
 	sb_add(&tmp, path, (size_t)(slash - path) + 1);
 	/* pid and random bits: another mount's daemon may have our pid. */
@@ -286,18 +286,18 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct dt_box *box
 		"chmod u+w -- \"$p\"; then cat -- \"$t\" > \"$p\"; rc=$?; chmod \"$m\" -- \"$p\"; fi; fi; "
 		"rm -f -- \"$t\"; exit $rc");
 	if (tmp.oom || cmd.oom) {
-		rc = dt_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
+		rc = sp_error_set(err, -ENOMEM, 0, "write %s: out of memory", path);
 		goto out;
 	}
 	rc = sp_fs_upload_fd(fs->sp, box, sb_str(&tmp), fd, size, err);
 	if (rc == 0) {
 		rc = upload_command(fs, sb, box, sb_str(&cmd));
 		if (rc < 0)
-			dt_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
+			sp_error_set(err, rc, 0, "write %s: copying the upload into place failed: %s", path,
 				     strerror(-rc));
 	}
 	if (rc < 0) {
-		struct dt_error ignored = { 0 };
+		struct sp_error ignored = { 0 };
 
 		/* A part of it may have been written, or the copy's request
 		 * failed before its rm ran: no copy is left in the user's
@@ -312,7 +312,7 @@ out:
 
 /* chmod of path for crash recovery: the file API's chmod trims the path as
  * its upload does, so a name with white space at its ends gets a command. */
-int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err)
+int files_chmod_path(struct dfs *fs, const struct sp_box *box, const char *path, mode_t mode, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	int rc;
@@ -323,7 +323,7 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 	sh_word(&cmd, path);
 	rc = cmd.oom ? -ENOMEM : upload_command(fs, NULL, box, sb_str(&cmd));
 	if (rc < 0)
-		dt_error_set(err, rc, 0, "chmod %s: %s", path, strerror(-rc));
+		sp_error_set(err, rc, 0, "chmod %s: %s", path, strerror(-rc));
 	sb_free(&cmd);
 	return rc;
 }
@@ -347,9 +347,9 @@ int files_chmod_path(struct dfs *fs, const struct dt_box *box, const char *path,
 struct up_wait {
 	struct up_wait *next;
 	const char *sandbox_id;
-	struct dt_box box;
+	struct sp_box box;
 	struct sp_upload_item item;
-	struct dt_error err;
+	struct sp_error err;
 	int rc;
 	bool done;
 };
@@ -411,7 +411,7 @@ static size_t up_take(struct open_table *t, struct up_wait *w, struct up_wait **
 static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
 {
 	struct sp_upload_item items[UP_BATCH_FILES];
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc;
 
 	if (n == 1 && !sp_has(fs->sp, SP_CAP_UPLOAD_IN_PLACE)) {
@@ -430,7 +430,7 @@ static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
 		} else {
 			batch[i]->rc = items[i].rc;
 			if (items[i].rc < 0)
-				dt_error_set(&batch[i]->err, items[i].rc, 0, "write %s: %s", items[i].path,
+				sp_error_set(&batch[i]->err, items[i].rc, 0, "write %s: %s", items[i].path,
 					     items[i].msg);
 		}
 	}
@@ -438,8 +438,8 @@ static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
 
 /* Uploads len bytes of fd to path, sharing a request with the uploads of
  * the same sandbox that wait meanwhile. */
-static int upload_shared(struct dfs *fs, struct sandbox *sb, const struct dt_box *box, const char *path, int fd,
-			 uint64_t len, struct dt_error *err)
+static int upload_shared(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
+			 uint64_t len, struct sp_error *err)
 {
 	struct open_table *t = fs->files;
 	struct up_wait w, *batch[UP_BATCH_FILES];
@@ -485,9 +485,9 @@ static int upload_shared(struct dfs *fs, struct sandbox *sb, const struct dt_box
 
 /* Sends the stage to n->path (files_upload_fd; small files of the mount's
  * sandboxes share requests, upload_shared). Caller holds n->lock. */
-static int upload_stage(struct dfs *fs, struct open_node *n, struct dt_error *err)
+static int upload_stage(struct dfs *fs, struct open_node *n, struct sp_error *err)
 {
-	struct dt_box box;
+	struct sp_box box;
 	uint64_t len = stage_size(n->stage);
 
 	sandbox_box(n->sb, &box);
@@ -663,7 +663,7 @@ static void take_back_attrs(struct dfs *fs, struct open_node *n)
  * exist (mode, owner, times). Caller holds n->lock. */
 int upload_node(struct dfs *fs, struct open_node *n)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc;
 
 	if (!n->dirty || n->unlinked)
@@ -685,7 +685,7 @@ int upload_node(struct dfs *fs, struct open_node *n)
 
 /* An upload of n failed: the data stays staged, its record durable. Caller
  * holds n->lock. */
-void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err)
+void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err)
 {
 	struct stat hint;
 

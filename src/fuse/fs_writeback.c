@@ -216,7 +216,7 @@ static void wbk_note_error(struct dfs *fs, struct open_node *n, int rc, int *fir
 
 /* After n's upload; n->lock held. True when n must stay queued (its upload
  * failed). */
-static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct dt_error *err, int *first_error)
+static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err, int *first_error)
 {
 	if (rc == 0) {
 		/* The upload set the sandbox's time of the upload, seconds after
@@ -253,7 +253,7 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			files_settle_changes(fs, v[k]->sb, NULL);
 	while (i < n) {
 		struct sandbox *sb = v[i]->sb;
-		struct dt_error err = { 0 };
+		struct sp_error err = { 0 };
 		uint64_t bytes = 0;
 		size_t m = 0;
 		int rc = 0;
@@ -311,12 +311,12 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 		if (m == 0)
 			continue;
 		if (m == 1) {
-			struct dt_box box;
+			struct sp_box box;
 
 			sandbox_box(sb, &box);
 			items[0].rc = sp_fs_upload_fd(fs->sp, &box, items[0].path, items[0].fd, items[0].len, &err);
 		} else {
-			struct dt_box box;
+			struct sp_box box;
 
 			sandbox_box(sb, &box);
 			rc = sp_fs_upload_many(fs->sp, &box, items, m, &err);
@@ -325,12 +325,12 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 		}
 		for (size_t k = 0; k < m; k++) {
 			struct open_node *o = locked[k];
-			struct dt_error e = err;
+			struct sp_error e = err;
 			int r = rc < 0 ? rc : items[k].rc;
 			bool again;
 
 			if (rc == 0 && m > 1 && r < 0)
-				dt_error_set(&e, r, 0, "write %s: %s", items[k].path, items[k].msg);
+				sp_error_set(&e, r, 0, "write %s: %s", items[k].path, items[k].msg);
 			again = wbk_done(fs, o, r, &e, &first_error);
 			pthread_mutex_unlock(&o->lock);
 			wbk_end(fs, o, again);

@@ -48,18 +48,18 @@ void provider_close(struct sandbox_provider *sp)
 	free(sp);
 }
 
-int sp_unsupported(struct dt_error *err, const char *what)
+int sp_unsupported(struct sp_error *err, const char *what)
 {
-	return dt_error_set(err, -ENOSYS, 0, "%s is not supported by this provider", what);
+	return sp_error_set(err, -ENOSYS, 0, "%s is not supported by this provider", what);
 }
 
-int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
-		      size_t n, struct dt_error *err)
+int sp_fs_upload_many(struct sandbox_provider *sp, const struct sp_box *box, struct sp_upload_item *items,
+		      size_t n, struct sp_error *err)
 {
 	if (sp->ops->fs_upload_many && (n > 1 || sp_has(sp, SP_CAP_UPLOAD_IN_PLACE)))
 		return sp->ops->fs_upload_many(sp->impl, box, items, n, err);
 	for (size_t i = 0; i < n; i++) {
-		struct dt_error e = { 0 };
+		struct sp_error e = { 0 };
 
 		items[i].rc = sp_fs_upload_fd(sp, box, items[i].path, items[i].fd, items[i].len, &e);
 		snprintf(items[i].msg, sizeof(items[i].msg), "%.200s", items[i].rc < 0 ? e.message : "");
@@ -67,7 +67,7 @@ int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, str
 	return 0;
 }
 
-int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
+int sp_error_set(struct sp_error *err, int rc, long http_status, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -81,7 +81,7 @@ int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt
 	return rc;
 }
 
-bool dt_error_transient(const struct dt_error *err)
+bool sp_error_transient(const struct sp_error *err)
 {
 	if (!err)
 		return false;
@@ -104,7 +104,7 @@ bool dt_error_transient(const struct dt_error *err)
 
 /* ---- the shared types ------------------------------------------------------ */
 
-void dt_sandbox_clear(struct dt_sandbox *sb)
+void sp_sandbox_clear(struct sp_sandbox *sb)
 {
 	if (!sb)
 		return;
@@ -113,7 +113,7 @@ void dt_sandbox_clear(struct dt_sandbox *sb)
 	memset(sb, 0, sizeof(*sb));
 }
 
-void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
+void sp_sandbox_list_free(struct sp_sandbox *list, size_t n)
 {
 	if (!list)
 		return;
@@ -124,14 +124,14 @@ void dt_sandbox_list_free(struct dt_sandbox *list, size_t n)
 	free(list);
 }
 
-void dt_create_params_init(struct dt_create_params *p)
+void sp_create_params_init(struct sp_create_params *p)
 {
 	memset(p, 0, sizeof(*p));
 	p->cpu = p->memory = p->disk = p->gpu = -1;
 	p->autostop = p->autoarchive = p->autodelete = LONG_MIN;
 }
 
-bool dt_path_on_volume(const char *volume_paths, const char *path)
+bool sp_path_on_volume(const char *volume_paths, const char *path)
 {
 	const char *p = volume_paths;
 
@@ -151,7 +151,7 @@ bool dt_path_on_volume(const char *volume_paths, const char *path)
 	return false;
 }
 
-void dt_kv_free(struct dt_kv *kv, size_t n)
+void sp_kv_free(struct sp_kv *kv, size_t n)
 {
 	if (!kv)
 		return;
@@ -162,7 +162,7 @@ void dt_kv_free(struct dt_kv *kv, size_t n)
 	free(kv);
 }
 
-void dt_snapshot_clear(struct dt_snapshot *s)
+void sp_snapshot_clear(struct sp_snapshot *s)
 {
 	if (!s)
 		return;
@@ -170,7 +170,7 @@ void dt_snapshot_clear(struct dt_snapshot *s)
 	memset(s, 0, sizeof(*s));
 }
 
-void dt_snapshot_list_free(struct dt_snapshot *list, size_t n)
+void sp_snapshot_list_free(struct sp_snapshot *list, size_t n)
 {
 	if (!list)
 		return;
@@ -179,7 +179,7 @@ void dt_snapshot_list_free(struct dt_snapshot *list, size_t n)
 	free(list);
 }
 
-void dt_volume_clear(struct dt_volume *v)
+void sp_volume_clear(struct sp_volume *v)
 {
 	if (!v)
 		return;
@@ -187,7 +187,7 @@ void dt_volume_clear(struct dt_volume *v)
 	memset(v, 0, sizeof(*v));
 }
 
-void dt_volume_list_free(struct dt_volume *list, size_t n)
+void sp_volume_list_free(struct sp_volume *list, size_t n)
 {
 	if (!list)
 		return;
@@ -196,7 +196,7 @@ void dt_volume_list_free(struct dt_volume *list, size_t n)
 	free(list);
 }
 
-void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n)
+void sp_fileinfo_free(struct sp_fileinfo *fi, size_t n)
 {
 	if (!fi)
 		return;

@@ -17,11 +17,11 @@
  * Vercel's tar upload), snapshots, labels, resize, intervals. Calling an
  * operation the provider lacks fails with ENOSYS, never a crash.
  *
- * The data types (struct dt_error, dt_box, dt_sandbox, dt_fileinfo ...) are
+ * The data types (struct sp_error, sp_box, sp_sandbox, sp_fileinfo ...) are
  * the mount's vocabulary, shared by all providers; their dt_ prefix predates
  * the second provider, and they are filled by whichever provider answers.
  * Every operation returns 0 (or a count) or a negative errno with the
- * error's text in a struct dt_error a user can read.
+ * error's text in a struct sp_error a user can read.
  *
  * provider_open (provider.c) makes the provider a mount names; adding a
  * provider is a folder beside daytona/ with an ops table, and a line there.
@@ -40,7 +40,7 @@
 
 /* ---- the vocabulary ------------------------------------------------------ */
 
-struct dt_error {
+struct sp_error {
 	long http_status;          /* 0 when no response */
 	int err;                   /* positive errno, 0 when none */
 	char message[512];
@@ -50,19 +50,19 @@ struct dt_error {
  * answer (reset, refused, timed out, unreachable), or a 5xx or 429 answer
  * (after http.c's own retries). Whether sending again is safe is the
  * caller's business. */
-bool dt_error_transient(const struct dt_error *err);
+bool sp_error_transient(const struct sp_error *err);
 
 /* Sets err->err = -rc and formats err->message; returns rc (a negative errno). */
-int dt_error_set(struct dt_error *err, int rc, long http_status, const char *fmt, ...)
+int sp_error_set(struct sp_error *err, int rc, long http_status, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-struct dt_kv {
+struct sp_kv {
 	char *key;
 	char *value;
 };
-void dt_kv_free(struct dt_kv *kv, size_t n);
+void sp_kv_free(struct sp_kv *kv, size_t n);
 
-struct dt_sandbox {
+struct sp_sandbox {
 	char id[64];
 	char name[256];
 	char state[32];             /* e.g. "started"; derived as the API derives it */
@@ -82,50 +82,50 @@ struct dt_sandbox {
 			pretty-printed with a final newline (malloc'd); may be NULL */
 	char *env;                  /* its "env": "K=V\n" lines (malloc'd), NULL when none */
 };
-void dt_sandbox_clear(struct dt_sandbox *sb);   /* frees json, zeroes */
-void dt_sandbox_list_free(struct dt_sandbox *list, size_t n);
+void sp_sandbox_clear(struct sp_sandbox *sb);   /* frees json, zeroes */
+void sp_sandbox_list_free(struct sp_sandbox *list, size_t n);
 
-/* Whether path is at or under one of volume_paths (as dt_sandbox has them).
+/* Whether path is at or under one of volume_paths (as sp_sandbox has them).
  * The toolbox's move is not rename(2) there: when the rename fails (EXDEV
  * across the mount) it copies and deletes. Pure. */
-bool dt_path_on_volume(const char *volume_paths, const char *path);
+bool sp_path_on_volume(const char *volume_paths, const char *path);
 
-struct dt_create_params {
+struct sp_create_params {
 	const char *name;
 	const char *snapshot;
 	const char *image;          /* base image: sent as buildInfo.dockerfileContent "FROM <image>\n" */
 	int cpu, memory, disk, gpu; /* -1 when unset */
 	const char *language;       /* label code-toolbox-language; default "python" as the SDK */
-	const char *target;         /* overrides dt_config.target */
+	const char *target;         /* overrides sp_config.target */
 	const char *user;
-	const struct dt_kv *env;    size_t n_env;
-	const struct dt_kv *labels; size_t n_labels;
+	const struct sp_kv *env;    size_t n_env;
+	const struct sp_kv *labels; size_t n_labels;
 	bool ephemeral;             /* autoDeleteInterval 0 */
 	bool is_public;
 	long autostop, autoarchive, autodelete;   /* minutes; LONG_MIN when unset */
-	const struct dt_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
+	const struct sp_kv *volumes; size_t n_volumes;   /* key = volume id or name, value = mount path */
 	bool network_block_all;     /* networkBlockAll */
 	const char *network_allow_list;   /* networkAllowList: "CIDR[,CIDR...]", or NULL */
 	/* Progress of the wait (both may be NULL): on_created once with the
 	 * sandbox as the create request answered it, before the wait; on_state
 	 * with each state seen while waiting. */
-	void (*on_created)(void *ctx, const struct dt_sandbox *sb);
+	void (*on_created)(void *ctx, const struct sp_sandbox *sb);
 	void (*on_state)(void *ctx, const char *state);
 	void *progress_ctx;
 	const int *ports; size_t n_ports;   /* ports to expose (Vercel); Daytona refuses them */
 };
-void dt_create_params_init(struct dt_create_params *p);
+void sp_create_params_init(struct sp_create_params *p);
 
-enum dt_action { DT_START, DT_STOP, DT_ARCHIVE, DT_RECOVER };
+enum sp_action { SP_START, SP_STOP, SP_ARCHIVE, SP_RECOVER };
 
 /* Performs the action and waits for its end state as the SDK does (start and
  * recover: started; stop: stopped; archive: archived). on_state (may be NULL)
  * is called with each state seen while waiting, for the status file. */
-typedef void (*dt_state_fn)(void *ctx, const char *state);
+typedef void (*sp_state_fn)(void *ctx, const char *state);
 
-enum dt_interval { DT_AUTOSTOP, DT_AUTOARCHIVE, DT_AUTODELETE };
+enum sp_interval { SP_AUTOSTOP, SP_AUTOARCHIVE, SP_AUTODELETE };
 
-struct dt_snapshot {
+struct sp_snapshot {
 	char id[64];
 	char name[256];
 	char state[32];
@@ -133,16 +133,16 @@ struct dt_snapshot {
 	struct timespec updated_at;
 	char *json;                 /* pretty-printed with a final newline (malloc'd) */
 };
-void dt_snapshot_clear(struct dt_snapshot *s);
-void dt_snapshot_list_free(struct dt_snapshot *list, size_t n);
+void sp_snapshot_clear(struct sp_snapshot *s);
+void sp_snapshot_list_free(struct sp_snapshot *list, size_t n);
 
 /* Which sandbox a toolbox call goes to: its UUID (never the name) and its toolboxProxyUrl. */
-struct dt_box {
+struct sp_box {
 	const char *id;
 	const char *toolbox_url;
 };
 
-struct dt_fileinfo {
+struct sp_fileinfo {
 	char *name;                 /* malloc'd base name */
 	uint64_t size;
 	mode_t mode;                /* S_IFMT type from the Go mode string, plus the permission
@@ -152,22 +152,22 @@ struct dt_fileinfo {
 	struct timespec mtime;      /* from modifiedAt (RFC 3339, ns), else modTime */
 	bool is_dir;
 };
-void dt_fileinfo_free(struct dt_fileinfo *fi, size_t n);   /* frees names and the array */
+void sp_fileinfo_free(struct sp_fileinfo *fi, size_t n);   /* frees names and the array */
 
 /* A shared volume of the organization (Daytona's VolumeDto). */
-struct dt_volume {
+struct sp_volume {
 	char id[64];
 	char name[256];
 	char state[32];             /* "ready", "pending_create", "pending_delete", ... */
 	struct timespec updated_at;
 	char *json;                 /* pretty-printed with a final newline (malloc'd) */
 };
-void dt_volume_clear(struct dt_volume *v);
-void dt_volume_list_free(struct dt_volume *list, size_t n);
+void sp_volume_clear(struct sp_volume *v);
+void sp_volume_list_free(struct sp_volume *list, size_t n);
 
 /* A port's preview address: the URL, and the token a private sandbox's
  * preview asks for ("" when none was given). */
-struct dt_preview {
+struct sp_preview {
 	char url[512];
 	char token[1024];             /* a longer one is an error, never cut */
 };
@@ -224,78 +224,78 @@ struct sp_upload_item {
 
 struct sandbox_provider_ops {
 	/* control plane */
-	int (*sandbox_list)(void *impl, struct dt_sandbox **out, size_t *n, struct dt_error *err);
-	int (*sandbox_get)(void *impl, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err);
-	int (*sandbox_toolbox_url)(void *impl, const char *id, char *out, size_t cap, struct dt_error *err);
-	int (*sandbox_create)(void *impl, const struct dt_create_params *p, struct dt_sandbox *out,
-			struct dt_error *err);
-	int (*sandbox_action)(void *impl, const char *id, enum dt_action action, dt_state_fn on_state,
-			void *ctx, struct dt_sandbox *out, struct dt_error *err);
-	int (*sandbox_delete)(void *impl, const char *id, dt_state_fn on_state, void *ctx,
-			struct dt_error *err);
+	int (*sandbox_list)(void *impl, struct sp_sandbox **out, size_t *n, struct sp_error *err);
+	int (*sandbox_get)(void *impl, const char *id_or_name, struct sp_sandbox *out, struct sp_error *err);
+	int (*sandbox_toolbox_url)(void *impl, const char *id, char *out, size_t cap, struct sp_error *err);
+	int (*sandbox_create)(void *impl, const struct sp_create_params *p, struct sp_sandbox *out,
+			struct sp_error *err);
+	int (*sandbox_action)(void *impl, const char *id, enum sp_action action, sp_state_fn on_state,
+			void *ctx, struct sp_sandbox *out, struct sp_error *err);
+	int (*sandbox_delete)(void *impl, const char *id, sp_state_fn on_state, void *ctx,
+			struct sp_error *err);
 	int (*sandbox_resize)(void *impl, const char *id, int cpu, int memory, int disk,
-			struct dt_sandbox *out, struct dt_error *err);
-	int (*sandbox_set_labels)(void *impl, const char *id, const struct dt_kv *labels, size_t n,
-			struct dt_sandbox *out, struct dt_error *err);
-	int (*sandbox_get_labels)(void *impl, const char *id, struct dt_kv **labels, size_t *n,
-			struct dt_error *err);
-	int (*sandbox_set_interval)(void *impl, const char *id, enum dt_interval which, long minutes,
-			struct dt_sandbox *out, struct dt_error *err);
-	int (*sandbox_snapshot)(void *impl, const char *id, const char *name, dt_state_fn on_state,
-			void *ctx, struct dt_error *err);
-	int (*snapshot_list)(void *impl, struct dt_snapshot **out, size_t *n, struct dt_error *err);
-	int (*snapshot_get)(void *impl, const char *id_or_name, struct dt_snapshot *out,
-			struct dt_error *err);
-	int (*snapshot_delete)(void *impl, const char *id, struct dt_error *err);
-	int (*ping)(void *impl, struct dt_error *err);
+			struct sp_sandbox *out, struct sp_error *err);
+	int (*sandbox_set_labels)(void *impl, const char *id, const struct sp_kv *labels, size_t n,
+			struct sp_sandbox *out, struct sp_error *err);
+	int (*sandbox_get_labels)(void *impl, const char *id, struct sp_kv **labels, size_t *n,
+			struct sp_error *err);
+	int (*sandbox_set_interval)(void *impl, const char *id, enum sp_interval which, long minutes,
+			struct sp_sandbox *out, struct sp_error *err);
+	int (*sandbox_snapshot)(void *impl, const char *id, const char *name, sp_state_fn on_state,
+			void *ctx, struct sp_error *err);
+	int (*snapshot_list)(void *impl, struct sp_snapshot **out, size_t *n, struct sp_error *err);
+	int (*snapshot_get)(void *impl, const char *id_or_name, struct sp_snapshot *out,
+			struct sp_error *err);
+	int (*snapshot_delete)(void *impl, const char *id, struct sp_error *err);
+	int (*ping)(void *impl, struct sp_error *err);
 	/* More minutes for the running session of a sandbox whose sessions
 	 * stop at a timeout (Vercel's extend-timeout); out may be NULL. */
-	int (*sandbox_extend)(void *impl, const char *id, long minutes, struct dt_sandbox *out,
-			struct dt_error *err);
+	int (*sandbox_extend)(void *impl, const char *id, long minutes, struct sp_sandbox *out,
+			struct sp_error *err);
 	/* commands */
-	int (*exec)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-			const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err);
-	int (*exec_activity)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-			const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err);
-	int (*exec_within)(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-			long limit_s, int *exit_code, char **output, struct dt_error *err);
-	int (*work_dir)(void *impl, const struct dt_box *box, char *out, size_t cap, struct dt_error *err);
+	int (*exec)(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct sp_error *err);
+	int (*exec_activity)(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct sp_error *err);
+	int (*exec_within)(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			long limit_s, int *exit_code, char **output, struct sp_error *err);
+	int (*work_dir)(void *impl, const struct sp_box *box, char *out, size_t cap, struct sp_error *err);
 	/* files */
-	int64_t (*fs_download)(void *impl, const struct dt_box *box, const char *path, uint64_t off,
-			uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
-	int (*fs_upload_fd)(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
-			struct dt_error *err);
+	int64_t (*fs_download)(void *impl, const struct sp_box *box, const char *path, uint64_t off,
+			uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err);
+	int (*fs_upload_fd)(void *impl, const struct sp_box *box, const char *path, int fd, uint64_t len,
+			struct sp_error *err);
 	/* Several files in one request (optional; NULL: one fs_upload_fd each).
 	 * 0 when the request was answered: each item's rc (0 or a negative
 	 * errno, its message in msg) says what became of it. A negative errno
 	 * (err filled) when the request failed as a whole: then none is known
 	 * to have landed. */
-	int (*fs_upload_many)(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
-			struct dt_error *err);
-	int (*fs_list)(void *impl, const struct dt_box *box, const char *path, struct dt_fileinfo **out,
-			size_t *n, struct dt_error *err);
-	int (*fs_info)(void *impl, const struct dt_box *box, const char *path, struct dt_fileinfo *out,
-			struct dt_error *err);
-	int (*fs_move)(void *impl, const struct dt_box *box, const char *src, const char *dst,
-			struct dt_error *err);
-	int (*fs_delete)(void *impl, const struct dt_box *box, const char *path, bool recursive,
-			struct dt_error *err);
-	int (*fs_mkdir)(void *impl, const struct dt_box *box, const char *path, mode_t mode,
-			struct dt_error *err);
-	int (*fs_chmod)(void *impl, const struct dt_box *box, const char *path, mode_t mode,
-			struct dt_error *err);
+	int (*fs_upload_many)(void *impl, const struct sp_box *box, struct sp_upload_item *items, size_t n,
+			struct sp_error *err);
+	int (*fs_list)(void *impl, const struct sp_box *box, const char *path, struct sp_fileinfo **out,
+			size_t *n, struct sp_error *err);
+	int (*fs_info)(void *impl, const struct sp_box *box, const char *path, struct sp_fileinfo *out,
+			struct sp_error *err);
+	int (*fs_move)(void *impl, const struct sp_box *box, const char *src, const char *dst,
+			struct sp_error *err);
+	int (*fs_delete)(void *impl, const struct sp_box *box, const char *path, bool recursive,
+			struct sp_error *err);
+	int (*fs_mkdir)(void *impl, const struct sp_box *box, const char *path, mode_t mode,
+			struct sp_error *err);
+	int (*fs_chmod)(void *impl, const struct sp_box *box, const char *path, mode_t mode,
+			struct sp_error *err);
 	/* The sandbox's surface (optional). */
-	int (*sandbox_preview_url)(void *impl, const char *id, int port, struct dt_preview *out,
-			struct dt_error *err);
-	int (*volume_list)(void *impl, struct dt_volume **out, size_t *n, struct dt_error *err);
-	int (*volume_create)(void *impl, const char *name, struct dt_volume *out, struct dt_error *err);
-	int (*volume_delete)(void *impl, const char *id, struct dt_error *err);
+	int (*sandbox_preview_url)(void *impl, const char *id, int port, struct sp_preview *out,
+			struct sp_error *err);
+	int (*volume_list)(void *impl, struct sp_volume **out, size_t *n, struct sp_error *err);
+	int (*volume_create)(void *impl, const char *name, struct sp_volume *out, struct sp_error *err);
+	int (*volume_delete)(void *impl, const char *id, struct sp_error *err);
 	/* The build log of a sandbox made from an image, to sink as it comes;
 	 * with follow, until the build ends (or the request's limit). */
 	/* follow: the sink also gets (NULL, 0) about once a second, so that
 	 * it can end a quiet stream with a negative errno. */
 	int (*sandbox_build_log)(void *impl, const char *id, bool follow, http_sink_fn sink, void *ctx,
-			struct dt_error *err);
+			struct sp_error *err);
 	/* The mount changed something in sandbox id: let the provider count it
 	 * as the sandbox's activity, at most once per period and with no request
 	 * of its own when it can (Daytona: the next toolbox request to the
@@ -305,8 +305,8 @@ struct sandbox_provider_ops {
 	 * answer was complete, each file with its err and data; or a negative
 	 * errno when the request failed as a whole (-EOPNOTSUPP: the sandbox
 	 * has no such call), and then no file holds data. */
-	int (*fs_bulk_download)(void *impl, const struct dt_box *box, struct sp_bulk_file *files, size_t n,
-			struct dt_error *err);
+	int (*fs_bulk_download)(void *impl, const struct sp_box *box, struct sp_bulk_file *files, size_t n,
+			struct sp_error *err);
 	/* Whether an upload would store path under another name (Daytona's
 	 * daemon trims white space from it): the caller then uploads under a
 	 * temporary name and renames. NULL: never. */
@@ -351,7 +351,7 @@ struct sandbox_provider *provider_open_err(const char *name, struct http_client 
 void provider_close(struct sandbox_provider *sp);
 
 /* The failure of an operation the provider does not have: -ENOSYS. */
-int sp_unsupported(struct dt_error *err, const char *what);
+int sp_unsupported(struct sp_error *err, const char *what);
 
 static inline bool sp_has(const struct sandbox_provider *sp, unsigned cap)
 {
@@ -363,8 +363,8 @@ static inline bool sp_upload_path_changed(const struct sandbox_provider *sp, con
 	return sp->ops->upload_path_changed && sp->ops->upload_path_changed(path);
 }
 
-static inline int sp_sandbox_list(struct sandbox_provider *sp, struct dt_sandbox **out, size_t *n,
-		struct dt_error *err)
+static inline int sp_sandbox_list(struct sandbox_provider *sp, struct sp_sandbox **out, size_t *n,
+		struct sp_error *err)
 {
 	if (!sp->ops->sandbox_list)
 		return sp_unsupported(err, "sandbox list");
@@ -372,7 +372,7 @@ static inline int sp_sandbox_list(struct sandbox_provider *sp, struct dt_sandbox
 }
 
 static inline int sp_sandbox_get(struct sandbox_provider *sp, const char *id_or_name,
-		struct dt_sandbox *out, struct dt_error *err)
+		struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_get)
 		return sp_unsupported(err, "sandbox get");
@@ -380,15 +380,15 @@ static inline int sp_sandbox_get(struct sandbox_provider *sp, const char *id_or_
 }
 
 static inline int sp_sandbox_toolbox_url(struct sandbox_provider *sp, const char *id, char *out,
-		size_t cap, struct dt_error *err)
+		size_t cap, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_toolbox_url)
 		return sp_unsupported(err, "sandbox toolbox url");
 	return sp->ops->sandbox_toolbox_url(sp->impl, id, out, cap, err);
 }
 
-static inline int sp_sandbox_create(struct sandbox_provider *sp, const struct dt_create_params *p,
-		struct dt_sandbox *out, struct dt_error *err)
+static inline int sp_sandbox_create(struct sandbox_provider *sp, const struct sp_create_params *p,
+		struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_create)
 		return sp_unsupported(err, "sandbox create");
@@ -396,7 +396,7 @@ static inline int sp_sandbox_create(struct sandbox_provider *sp, const struct dt
 }
 
 static inline int sp_sandbox_action(struct sandbox_provider *sp, const char *id,
-		enum dt_action action, dt_state_fn on_state, void *ctx, struct dt_sandbox *out, struct dt_error *err)
+		enum sp_action action, sp_state_fn on_state, void *ctx, struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_action)
 		return sp_unsupported(err, "sandbox action");
@@ -404,7 +404,7 @@ static inline int sp_sandbox_action(struct sandbox_provider *sp, const char *id,
 }
 
 static inline int sp_sandbox_delete(struct sandbox_provider *sp, const char *id,
-		dt_state_fn on_state, void *ctx, struct dt_error *err)
+		sp_state_fn on_state, void *ctx, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_delete)
 		return sp_unsupported(err, "sandbox delete");
@@ -412,7 +412,7 @@ static inline int sp_sandbox_delete(struct sandbox_provider *sp, const char *id,
 }
 
 static inline int sp_sandbox_resize(struct sandbox_provider *sp, const char *id, int cpu,
-		int memory, int disk, struct dt_sandbox *out, struct dt_error *err)
+		int memory, int disk, struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_resize)
 		return sp_unsupported(err, "sandbox resize");
@@ -420,7 +420,7 @@ static inline int sp_sandbox_resize(struct sandbox_provider *sp, const char *id,
 }
 
 static inline int sp_sandbox_set_labels(struct sandbox_provider *sp, const char *id,
-		const struct dt_kv *labels, size_t n, struct dt_sandbox *out, struct dt_error *err)
+		const struct sp_kv *labels, size_t n, struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_set_labels)
 		return sp_unsupported(err, "sandbox set labels");
@@ -428,7 +428,7 @@ static inline int sp_sandbox_set_labels(struct sandbox_provider *sp, const char 
 }
 
 static inline int sp_sandbox_get_labels(struct sandbox_provider *sp, const char *id,
-		struct dt_kv **labels, size_t *n, struct dt_error *err)
+		struct sp_kv **labels, size_t *n, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_get_labels)
 		return sp_unsupported(err, "sandbox get labels");
@@ -436,7 +436,7 @@ static inline int sp_sandbox_get_labels(struct sandbox_provider *sp, const char 
 }
 
 static inline int sp_sandbox_set_interval(struct sandbox_provider *sp, const char *id,
-		enum dt_interval which, long minutes, struct dt_sandbox *out, struct dt_error *err)
+		enum sp_interval which, long minutes, struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_set_interval)
 		return sp_unsupported(err, "sandbox set interval");
@@ -444,15 +444,15 @@ static inline int sp_sandbox_set_interval(struct sandbox_provider *sp, const cha
 }
 
 static inline int sp_sandbox_snapshot(struct sandbox_provider *sp, const char *id,
-		const char *name, dt_state_fn on_state, void *ctx, struct dt_error *err)
+		const char *name, sp_state_fn on_state, void *ctx, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_snapshot)
 		return sp_unsupported(err, "sandbox snapshot");
 	return sp->ops->sandbox_snapshot(sp->impl, id, name, on_state, ctx, err);
 }
 
-static inline int sp_snapshot_list(struct sandbox_provider *sp, struct dt_snapshot **out,
-		size_t *n, struct dt_error *err)
+static inline int sp_snapshot_list(struct sandbox_provider *sp, struct sp_snapshot **out,
+		size_t *n, struct sp_error *err)
 {
 	if (!sp->ops->snapshot_list)
 		return sp_unsupported(err, "snapshot list");
@@ -460,21 +460,21 @@ static inline int sp_snapshot_list(struct sandbox_provider *sp, struct dt_snapsh
 }
 
 static inline int sp_snapshot_get(struct sandbox_provider *sp, const char *id_or_name,
-		struct dt_snapshot *out, struct dt_error *err)
+		struct sp_snapshot *out, struct sp_error *err)
 {
 	if (!sp->ops->snapshot_get)
 		return sp_unsupported(err, "snapshot get");
 	return sp->ops->snapshot_get(sp->impl, id_or_name, out, err);
 }
 
-static inline int sp_snapshot_delete(struct sandbox_provider *sp, const char *id, struct dt_error *err)
+static inline int sp_snapshot_delete(struct sandbox_provider *sp, const char *id, struct sp_error *err)
 {
 	if (!sp->ops->snapshot_delete)
 		return sp_unsupported(err, "snapshot delete");
 	return sp->ops->snapshot_delete(sp->impl, id, err);
 }
 
-static inline int sp_ping(struct sandbox_provider *sp, struct dt_error *err)
+static inline int sp_ping(struct sandbox_provider *sp, struct sp_error *err)
 {
 	if (!sp->ops->ping)
 		return sp_unsupported(err, "ping");
@@ -482,23 +482,23 @@ static inline int sp_ping(struct sandbox_provider *sp, struct dt_error *err)
 }
 
 static inline int sp_sandbox_extend(struct sandbox_provider *sp, const char *id, long minutes,
-		struct dt_sandbox *out, struct dt_error *err)
+		struct sp_sandbox *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_extend)
 		return sp_unsupported(err, "sandbox extend");
 	return sp->ops->sandbox_extend(sp->impl, id, minutes, out, err);
 }
 
-static inline int sp_exec(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *command, const char *cwd, const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err)
+static inline int sp_exec(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *command, const char *cwd, const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct sp_error *err)
 {
 	if (!sp->ops->exec)
 		return sp_unsupported(err, "exec");
 	return sp->ops->exec(sp->impl, box, command, cwd, envs, n_envs, timeout_s, exit_code, output, err);
 }
 
-static inline int sp_exec_activity(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *command, const char *cwd, const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct dt_error *err)
+static inline int sp_exec_activity(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *command, const char *cwd, const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output, struct sp_error *err)
 {
 	if (!sp->ops->exec_activity)
 		return sp_unsupported(err, "exec activity");
@@ -506,40 +506,40 @@ static inline int sp_exec_activity(struct sandbox_provider *sp, const struct dt_
 			output, err);
 }
 
-static inline int sp_exec_within(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *command, const char *cwd, long limit_s, int *exit_code, char **output, struct dt_error *err)
+static inline int sp_exec_within(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *command, const char *cwd, long limit_s, int *exit_code, char **output, struct sp_error *err)
 {
 	if (!sp->ops->exec_within)
 		return sp_unsupported(err, "exec within");
 	return sp->ops->exec_within(sp->impl, box, command, cwd, limit_s, exit_code, output, err);
 }
 
-static inline int sp_work_dir(struct sandbox_provider *sp, const struct dt_box *box, char *out,
-		size_t cap, struct dt_error *err)
+static inline int sp_work_dir(struct sandbox_provider *sp, const struct sp_box *box, char *out,
+		size_t cap, struct sp_error *err)
 {
 	if (!sp->ops->work_dir)
 		return sp_unsupported(err, "work dir");
 	return sp->ops->work_dir(sp->impl, box, out, cap, err);
 }
 
-static inline int64_t sp_fs_download(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
+static inline int64_t sp_fs_download(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err)
 {
 	if (!sp->ops->fs_download)
 		return sp_unsupported(err, "fs download");
 	return sp->ops->fs_download(sp->impl, box, path, off, len, sink, ctx, err);
 }
 
-static inline int sp_fs_bulk_download(struct sandbox_provider *sp, const struct dt_box *box,
-		struct sp_bulk_file *files, size_t n, struct dt_error *err)
+static inline int sp_fs_bulk_download(struct sandbox_provider *sp, const struct sp_box *box,
+		struct sp_bulk_file *files, size_t n, struct sp_error *err)
 {
 	if (!sp->ops->fs_bulk_download)
 		return sp_unsupported(err, "fs bulk download");
 	return sp->ops->fs_bulk_download(sp->impl, box, files, n, err);
 }
 
-static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, int fd, uint64_t len, struct dt_error *err)
+static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, int fd, uint64_t len, struct sp_error *err)
 {
 	if (!sp->ops->fs_upload_fd)
 		return sp_unsupported(err, "fs upload fd");
@@ -549,51 +549,51 @@ static inline int sp_fs_upload_fd(struct sandbox_provider *sp, const struct dt_b
 /* Uploads n files to one sandbox: in one request where the provider can,
  * else one at a time. Returns 0 when each item's rc tells its fate, else a
  * negative errno for all of them (err filled). */
-int sp_fs_upload_many(struct sandbox_provider *sp, const struct dt_box *box, struct sp_upload_item *items,
-		      size_t n, struct dt_error *err);
+int sp_fs_upload_many(struct sandbox_provider *sp, const struct sp_box *box, struct sp_upload_item *items,
+		      size_t n, struct sp_error *err);
 
-static inline int sp_fs_list(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, struct dt_fileinfo **out, size_t *n, struct dt_error *err)
+static inline int sp_fs_list(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, struct sp_fileinfo **out, size_t *n, struct sp_error *err)
 {
 	if (!sp->ops->fs_list)
 		return sp_unsupported(err, "fs list");
 	return sp->ops->fs_list(sp->impl, box, path, out, n, err);
 }
 
-static inline int sp_fs_info(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, struct dt_fileinfo *out, struct dt_error *err)
+static inline int sp_fs_info(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, struct sp_fileinfo *out, struct sp_error *err)
 {
 	if (!sp->ops->fs_info)
 		return sp_unsupported(err, "fs info");
 	return sp->ops->fs_info(sp->impl, box, path, out, err);
 }
 
-static inline int sp_fs_move(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *src, const char *dst, struct dt_error *err)
+static inline int sp_fs_move(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *src, const char *dst, struct sp_error *err)
 {
 	if (!sp->ops->fs_move)
 		return sp_unsupported(err, "fs move");
 	return sp->ops->fs_move(sp->impl, box, src, dst, err);
 }
 
-static inline int sp_fs_delete(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, bool recursive, struct dt_error *err)
+static inline int sp_fs_delete(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, bool recursive, struct sp_error *err)
 {
 	if (!sp->ops->fs_delete)
 		return sp_unsupported(err, "fs delete");
 	return sp->ops->fs_delete(sp->impl, box, path, recursive, err);
 }
 
-static inline int sp_fs_mkdir(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, mode_t mode, struct dt_error *err)
+static inline int sp_fs_mkdir(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, mode_t mode, struct sp_error *err)
 {
 	if (!sp->ops->fs_mkdir)
 		return sp_unsupported(err, "fs mkdir");
 	return sp->ops->fs_mkdir(sp->impl, box, path, mode, err);
 }
 
-static inline int sp_fs_chmod(struct sandbox_provider *sp, const struct dt_box *box,
-		const char *path, mode_t mode, struct dt_error *err)
+static inline int sp_fs_chmod(struct sandbox_provider *sp, const struct sp_box *box,
+		const char *path, mode_t mode, struct sp_error *err)
 {
 	if (!sp->ops->fs_chmod)
 		return sp_unsupported(err, "fs chmod");
@@ -601,15 +601,15 @@ static inline int sp_fs_chmod(struct sandbox_provider *sp, const struct dt_box *
 }
 
 static inline int sp_sandbox_preview_url(struct sandbox_provider *sp, const char *id, int port,
-		struct dt_preview *out, struct dt_error *err)
+		struct sp_preview *out, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_preview_url)
 		return sp_unsupported(err, "preview url");
 	return sp->ops->sandbox_preview_url(sp->impl, id, port, out, err);
 }
 
-static inline int sp_volume_list(struct sandbox_provider *sp, struct dt_volume **out, size_t *n,
-		struct dt_error *err)
+static inline int sp_volume_list(struct sandbox_provider *sp, struct sp_volume **out, size_t *n,
+		struct sp_error *err)
 {
 	if (!sp->ops->volume_list)
 		return sp_unsupported(err, "volume list");
@@ -617,14 +617,14 @@ static inline int sp_volume_list(struct sandbox_provider *sp, struct dt_volume *
 }
 
 static inline int sp_volume_create(struct sandbox_provider *sp, const char *name,
-		struct dt_volume *out, struct dt_error *err)
+		struct sp_volume *out, struct sp_error *err)
 {
 	if (!sp->ops->volume_create)
 		return sp_unsupported(err, "volume create");
 	return sp->ops->volume_create(sp->impl, name, out, err);
 }
 
-static inline int sp_volume_delete(struct sandbox_provider *sp, const char *id, struct dt_error *err)
+static inline int sp_volume_delete(struct sandbox_provider *sp, const char *id, struct sp_error *err)
 {
 	if (!sp->ops->volume_delete)
 		return sp_unsupported(err, "volume delete");
@@ -632,7 +632,7 @@ static inline int sp_volume_delete(struct sandbox_provider *sp, const char *id, 
 }
 
 static inline int sp_sandbox_build_log(struct sandbox_provider *sp, const char *id, bool follow,
-		http_sink_fn sink, void *ctx, struct dt_error *err)
+		http_sink_fn sink, void *ctx, struct sp_error *err)
 {
 	if (!sp->ops->sandbox_build_log)
 		return sp_unsupported(err, "build log");

@@ -47,7 +47,7 @@ static void sleep_ms(long ms)
 
 /*
  * Sends a batch's script, and sends it again after a failure that may pass
- * (dt_error_transient: no answer, a reset, 5xx, 429), with backoff, for up
+ * (sp_error_transient: no answer, a reset, 5xx, 429), with backoff, for up
  * to wait_timeout: a delete that unlink reported done must not come back
  * because of one lost request. Safe, as every op of a batch is idempotent
  * (rm -f, chown, chmod to a number, touch -c to a given time), so a batch
@@ -82,7 +82,7 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
 		}
 	}
 	for (;;) {
-		struct dt_error err = { 0 };
+		struct sp_error err = { 0 };
 		int rc = d->ops->sh_once(d->ctx, sb, script, code, out, &err);
 
 		if (rc == 0)
@@ -90,7 +90,7 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
 		now = wb_now();
 		if (start == 0)
 			start = now;
-		if (!dt_error_transient(&err) || now - start + (double)wait / 1000.0 > budget)
+		if (!sp_error_transient(&err) || now - start + (double)wait / 1000.0 > budget)
 			return d->ops->send_failed(d->ctx, sb, rc, &err);
 		log_info("%s: deferred changes: %s; sending them again in %ld ms", d->ops->name(sb), err.message, wait);
 		for (struct wb_op *op = batch; op; op = op->next) {

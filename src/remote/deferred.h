@@ -29,10 +29,10 @@
 struct deferred_ops {
 	/* Runs script once in owner's sandbox: 0 (code and out set), or
 	 * -errno with err set. No retry: the runner retries. */
-	int (*sh_once)(void *ctx, void *owner, const char *script, int *code, char **out, struct dt_error *err);
+	int (*sh_once)(void *ctx, void *owner, const char *script, int *code, char **out, struct sp_error *err);
 	/* A batch that could not be sent: the -errno to report for it (the
 	 * caller may re-read the sandbox's state). */
-	int (*send_failed)(void *ctx, void *owner, int rc, const struct dt_error *err);
+	int (*send_failed)(void *ctx, void *owner, int rc, const struct sp_error *err);
 	/* op did not happen (err: -errno; msg: why): the caller forgets what it
 	 * assumed, and reports it (fsync of the directory). */
 	void (*failed)(void *ctx, void *owner, const struct wb_op *op, int err, const char *msg);

@@ -25,11 +25,11 @@
 
 /* Reads STATE_DIR/cmd when it never was or when the last read is older than
  * max_age_ms (-1: any age will do). Lock held; released meanwhile. */
-static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt_box *db,
-			     long max_age_ms, struct dt_error *err)
+static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct sp_box *db,
+			     long max_age_ms, struct sp_error *err)
 {
 	char path[EXEC_PATH_MAX];
-	struct dt_fileinfo *fi = NULL;
+	struct sp_fileinfo *fi = NULL;
 	size_t nfi = 0, i;
 	int64_t started = now_ms();
 	int rc;
@@ -37,7 +37,7 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 	if (b->listed && (max_age_ms < 0 || started - b->listed_ms <= max_age_ms))
 		return 0;
 	if (!str_printf(path, sizeof(path), "%s/cmd", m->state_dir))
-		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
+		return sp_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
 	pthread_mutex_unlock(&m->lock);
 	rc = rfs_list(m->sp, db, path, &fi, &nfi, err);
 	pthread_mutex_lock(&m->lock);
@@ -58,11 +58,11 @@ static int box_ensure_listed(struct exec_mgr *m, struct ebox *b, const struct dt
 		unsigned n;
 
 		if (fi[i].is_dir && exec_parse_cmd_name(fi[i].name, &n) && !cmd_add(m, b, n)) {
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 			break;
 		}
 	}
-	dt_fileinfo_free(fi, nfi);
+	sp_fileinfo_free(fi, nfi);
 	if (rc == 0) {
 		b->listed = true;
 		if (started > b->listed_ms)
@@ -90,8 +90,8 @@ static void wait_check(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
  * have started it). With fresh, a running command's listing is re-read when
  * the last one is older than poll_min_ms.
  */
-static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *db, unsigned n,
-		      int fresh, struct ecmd **out, struct dt_error *err)
+static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct sp_box *db, unsigned n,
+		      int fresh, struct ecmd **out, struct sp_error *err)
 {
 	struct pending p = { 0 };
 	struct ecmd *c = NULL;
@@ -120,12 +120,12 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	if (rc == -EHOSTDOWN)
 		box_stopped(b);
 	if (rc == -ENOENT && !c)
-		return dt_error_set(err, -ENOENT, 404, "no command %u", n);
+		return sp_error_set(err, -ENOENT, 404, "no command %u", n);
 	if (rc < 0 && !(c && c->known))
 		return rc;
 	c = cmd_add(m, b, n);
 	if (!c)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	if (rc == 0) {
 		apply_fetch(m, b, c, &f, &p);
 		if (needs_check(b, c))
@@ -141,22 +141,22 @@ static int cmd_lookup(struct exec_mgr *m, struct ebox *b, const struct dt_box *d
 	return 0;
 }
 
-int check_args(struct exec_mgr *m, const struct dt_box *db, struct dt_error *err)
+int check_args(struct exec_mgr *m, const struct sp_box *db, struct sp_error *err)
 {
 	if (!m || !db || !db->id || !db->toolbox_url)
-		return dt_error_set(err, -EINVAL, 0, "invalid arguments");
+		return sp_error_set(err, -EINVAL, 0, "invalid arguments");
 	return 0;
 }
 
 /* Lock held. Opens a box and the command in it, for the calls below. */
-static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, int fresh,
-		    struct ebox **bp, struct ecmd **cp, struct dt_error *err)
+static int open_cmd(struct exec_mgr *m, const struct sp_box *box, unsigned n, int fresh,
+		    struct ebox **bp, struct ecmd **cp, struct sp_error *err)
 {
 	struct ebox *b = box_get(m, box);
 	int rc;
 
 	if (!b)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	rc = cmd_lookup(m, b, box, n, fresh, cp, err);
 	if (rc < 0) {
 		box_put(b);
@@ -168,21 +168,21 @@ static int open_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, in
 
 /* Takes the lock and the box: 0 with both held (box_put, then unlock), else
  * an error with neither. */
-static int lock_box(struct exec_mgr *m, const struct dt_box *box, struct ebox **bp, struct dt_error *err)
+static int lock_box(struct exec_mgr *m, const struct sp_box *box, struct ebox **bp, struct sp_error *err)
 {
 	pthread_mutex_lock(&m->lock);
 	*bp = box_get(m, box);
 	if (!*bp) {
 		pthread_mutex_unlock(&m->lock);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	return 0;
 }
 
 /* Takes the lock and opens command n (open_cmd): 0 with the lock held,
  * else an error with it released. */
-int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, int fresh, struct ebox **bp,
-		    struct ecmd **cp, struct dt_error *err)
+int lock_cmd(struct exec_mgr *m, const struct sp_box *box, unsigned n, int fresh, struct ebox **bp,
+		    struct ecmd **cp, struct sp_error *err)
 {
 	int rc;
 
@@ -310,8 +310,8 @@ void exec_mgr_free(struct exec_mgr *m)
 	free(m);
 }
 
-int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_spec *spec,
-	       unsigned *n, struct dt_error *err)
+int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_spec *spec,
+	       unsigned *n, struct sp_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
 	struct exec_launch_result res;
@@ -328,7 +328,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	if (rc < 0)
 		return rc;
 	if (!spec || !spec->command)
-		return dt_error_set(err, -EINVAL, 0, "no command");
+		return sp_error_set(err, -EINVAL, 0, "no command");
 	rc = lock_box(m, box, &b, err);
 	if (rc < 0)
 		return rc;
@@ -338,7 +338,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	 * reads it, picks the number after it and sends it back, which saves
 	 * the listing request. */
 	if (b->max_n == UINT_MAX) {
-		rc = dt_error_set(err, -EOVERFLOW, 0, "too many commands");
+		rc = sp_error_set(err, -EOVERFLOW, 0, "too many commands");
 		goto out_locked;
 	}
 	first = b->listed ? ++b->max_n : 0;
@@ -347,11 +347,11 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 
 	rc = exec_build_launcher_ex(&script, m->state_dir, first, token, spec, m->o.wait_ms, m->o.inline_max);
 	if (rc == -EINVAL) {
-		dt_error_set(err, rc, 0, "invalid environment variable name");
+		sp_error_set(err, rc, 0, "invalid environment variable name");
 		goto out;
 	}
 	if (rc < 0) {
-		dt_error_set(err, rc, 0, "out of memory");
+		sp_error_set(err, rc, 0, "out of memory");
 		goto out;
 	}
 	/* A command the user asked for counts as activity in the sandbox. */
@@ -361,7 +361,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	rc = exec_parse_launch_result(out, &res);
 	got = res.n;
 	if (rc == -ENOENT) {
-		dt_error_set(err, rc, 0, "cwd %s: no such directory", spec->cwd ? spec->cwd : "");
+		sp_error_set(err, rc, 0, "cwd %s: no such directory", spec->cwd ? spec->cwd : "");
 		goto out;
 	}
 	if (rc < 0) {
@@ -369,7 +369,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 		const char *msg = out ? out : "";
 		size_t len = strcspn(msg, "\n");
 
-		dt_error_set(err, rc, 0, "cannot start the command (exit %d): %.*s", code,
+		sp_error_set(err, rc, 0, "cannot start the command (exit %d): %.*s", code,
 			     (int)(len > 300 ? 300 : len), msg);
 		goto out;
 	}
@@ -390,7 +390,7 @@ int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_s
 	c = cmd_add(m, b, got);
 	if (!c) {
 		/* Started, but we cannot track it: say so rather than lose it silently. */
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		goto out_locked;
 	}
 	now = now_ms();
@@ -429,8 +429,8 @@ out:
 	goto out_locked;
 }
 
-int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_t *count,
-	      struct dt_error *err)
+int exec_list(struct exec_mgr *m, const struct sp_box *box, unsigned **ns, size_t *count,
+	      struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	unsigned *arr = NULL;
@@ -449,7 +449,7 @@ int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_
 	if (rc == 0 && b->n_cmds) {
 		arr = malloc(b->n_cmds * sizeof(*arr));
 		if (!arr) {
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		} else {
 			for (i = 0; i < b->n_cmds; i++)
 				arr[i] = b->cmds[i]->n;
@@ -462,7 +462,7 @@ int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_
 	return rc;
 }
 
-int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct dt_error *err)
+int exec_last(struct exec_mgr *m, const struct sp_box *box, unsigned *n, struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	int rc;
@@ -485,7 +485,7 @@ int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct 
 	return rc;
 }
 
-int exec_exists(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+int exec_exists(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -551,13 +551,13 @@ static int wait_for(struct exec_mgr *m, struct ebox *b, struct ecmd *c,
 	return rc;
 }
 
-static int wait_error(struct dt_error *err, int rc)
+static int wait_error(struct sp_error *err, int rc)
 {
 	if (rc == -EINTR)
-		return dt_error_set(err, rc, 0, "interrupted");
+		return sp_error_set(err, rc, 0, "interrupted");
 	if (rc == -EHOSTDOWN)
-		return dt_error_set(err, rc, 0, "the sandbox is not running");
-	return dt_error_set(err, rc, 0, "the sandbox is gone");
+		return sp_error_set(err, rc, 0, "the sandbox is not running");
+	return sp_error_set(err, rc, 0, "the sandbox is gone");
 }
 
 static bool never_done(const struct ecmd *c, const void *arg)
@@ -567,8 +567,8 @@ static bool never_done(const struct ecmd *c, const void *arg)
 	return false;
 }
 
-static int status_of(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait, int fresh,
-		     struct exec_status *st, struct dt_error *err)
+static int status_of(struct exec_mgr *m, const struct sp_box *box, unsigned n, bool wait, int fresh,
+		     struct exec_status *st, struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -592,14 +592,14 @@ static int status_of(struct exec_mgr *m, const struct dt_box *box, unsigned n, b
 	return rc;
 }
 
-int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
-		struct exec_status *st, struct dt_error *err)
+int exec_status(struct exec_mgr *m, const struct sp_box *box, unsigned n, bool wait,
+		struct exec_status *st, struct sp_error *err)
 {
 	return status_of(m, box, n, wait, 1, st, err);
 }
 
-int exec_sizes(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct exec_status *st,
-	       struct dt_error *err)
+int exec_sizes(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct exec_status *st,
+	       struct sp_error *err)
 {
 	return status_of(m, box, n, false, FRESH_ENDED, st, err);
 }
@@ -638,8 +638,8 @@ static int buf_sink_fn(void *ctx, const void *data, size_t len)
 	return 0;
 }
 
-ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exec_stream s,
-		  char *buf, size_t size, uint64_t off, bool block, struct dt_error *err)
+ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum exec_stream s,
+		  char *buf, size_t size, uint64_t off, bool block, struct sp_error *err)
 {
 	static const char *const names[2] = { "stdout", "stderr" };
 	struct read_target t = { s, off };
@@ -653,14 +653,14 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 	if (rc < 0)
 		return rc;
 	if (s != EXEC_STDOUT && s != EXEC_STDERR)
-		return dt_error_set(err, -EINVAL, 0, "invalid stream");
+		return sp_error_set(err, -EINVAL, 0, "invalid stream");
 	if (size == 0)
 		return 0;
 	if (size > SSIZE_MAX)
 		size = SSIZE_MAX;
 	rc = cmd_path(m, n, names[s], path, sizeof(path));
 	if (rc < 0)
-		return dt_error_set(err, rc, 0, "state directory path too long");
+		return sp_error_set(err, rc, 0, "state directory path too long");
 	rc = lock_cmd(m, box, n, false, &b, &c, err);
 	if (rc < 0)
 		return rc;
@@ -686,7 +686,7 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 				break;
 			}
 			if (!block) {
-				ret = dt_error_set(err, -EAGAIN, 0, "no output yet");
+				ret = sp_error_set(err, -EAGAIN, 0, "no output yet");
 				break;
 			}
 			rc = wait_for(m, b, c, has_data_past, &t);
@@ -729,10 +729,10 @@ ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum
 	return ret;
 }
 
-int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exec_stream s,
+int exec_poll(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum exec_stream s,
 	      uint64_t off, void *poll_handle)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct poll_req *r;
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -773,7 +773,7 @@ int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exe
 	return rc;
 }
 
-int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+int exec_kill(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
 	char dir[EXEC_PATH_MAX];
@@ -787,33 +787,33 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
 		return rc;
 	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
 	if (rc < 0)
-		return dt_error_set(err, rc, 0, "state directory path too long");
+		return sp_error_set(err, rc, 0, "state directory path too long");
 	rc = lock_cmd(m, box, n, false, &b, &c, err);
 	if (rc < 0)
 		return rc;
 	if (c->ended) {
-		rc = dt_error_set(err, -ESRCH, 0, "command %u has already ended", n);
+		rc = sp_error_set(err, -ESRCH, 0, "command %u has already ended", n);
 		goto out;
 	}
 	pthread_mutex_unlock(&m->lock);
 
 	exec_build_kill(&script, dir);
 	if (script.oom)
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	else
 		rc = sp_exec_activity(m->sp, box, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out,
 				      err);
 	if (rc == 0 && out && strstr(out, "daytonafs-ended"))
-		rc = dt_error_set(err, -ESRCH, 0, "command %u has already ended", n);
+		rc = sp_error_set(err, -ESRCH, 0, "command %u has already ended", n);
 	else if (rc == 0 && !(out && strstr(out, "daytonafs-killed")))
-		rc = dt_error_set(err, -EIO, 0, "cannot kill command %u: %.200s", n, out ? out : "");
+		rc = sp_error_set(err, -EIO, 0, "cannot kill command %u: %.200s", n, out ? out : "");
 
 	pthread_mutex_lock(&m->lock);
 	if (rc == 0 || rc == -ESRCH) {
 		/* It has ended (the script waits for that, 3 s at most): read
 		 * the record now, so that status says so when the write returns,
 		 * and owe on_end as for our own. */
-		struct dt_error ignored = { 0 };
+		struct sp_error ignored = { 0 };
 		struct ecmd *same;
 		int64_t now = now_ms();
 
@@ -838,8 +838,8 @@ out:
 
 /* ---- the rest ------------------------------------------------------------------ */
 
-int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, char **text,
-		      size_t *len, struct dt_error *err)
+int exec_command_text(struct exec_mgr *m, const struct sp_box *box, unsigned n, char **text,
+		      size_t *len, struct sp_error *err)
 {
 	char path[EXEC_PATH_MAX];
 	struct ebox *b = NULL;
@@ -852,7 +852,7 @@ int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, 
 	if (rc < 0)
 		return rc;
 	if (cmd_path(m, n, "command", path, sizeof(path)) < 0)
-		return dt_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
+		return sp_error_set(err, -ENAMETOOLONG, 0, "state directory path too long");
 	rc = lock_cmd(m, box, n, false, &b, &c, err);
 	if (rc < 0)
 		return rc;
@@ -878,7 +878,7 @@ int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, 
 			(*text)[c->text_len] = '\0';
 			*len = c->text_len;
 		} else {
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		}
 	}
 	box_put(b);

@@ -75,7 +75,7 @@ struct exec_spec {
 	const char *command;        /* shell text, run by bash (sh when bash is missing) */
 	const char *cwd;            /* NULL: the sandbox's work dir */
 	long timeout_s;             /* 0: none; else killed (whole group) after it, state "timedout" */
-	const struct dt_kv *env;
+	const struct sp_kv *env;
 	size_t n_env;
 	/* Ignored: every command's stdin is a pipe fed by exec_stdin_write and
 	 * closed by exec_stdin_close (a command that must not wait for input can
@@ -84,18 +84,18 @@ struct exec_spec {
 };
 
 /* Starts a command; returns once it has started, with its number in *n. */
-int exec_start(struct exec_mgr *m, const struct dt_box *box, const struct exec_spec *spec,
-	       unsigned *n, struct dt_error *err);
+int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_spec *spec,
+	       unsigned *n, struct sp_error *err);
 
 /* The numbers of the sandbox's commands, ascending (malloc'd array). Reads the
  * sandbox's STATE_DIR/cmd the first time for each sandbox, then memory. */
-int exec_list(struct exec_mgr *m, const struct dt_box *box, unsigned **ns, size_t *count,
-	      struct dt_error *err);
+int exec_list(struct exec_mgr *m, const struct sp_box *box, unsigned **ns, size_t *count,
+	      struct sp_error *err);
 /* The newest command's number, or -ENOENT when there is none. */
-int exec_last(struct exec_mgr *m, const struct dt_box *box, unsigned *n, struct dt_error *err);
+int exec_last(struct exec_mgr *m, const struct sp_box *box, unsigned *n, struct sp_error *err);
 /* 0 when command n exists (in the list, or found in the sandbox now: another
  * mount may have started it), else -ENOENT. */
-int exec_exists(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+int exec_exists(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err);
 
 enum exec_stream { EXEC_STDOUT = 0, EXEC_STDERR = 1 };
 enum exec_state { EXEC_RUNNING, EXEC_EXITED, EXEC_KILLED, EXEC_TIMEDOUT };
@@ -109,25 +109,25 @@ struct exec_status {
 const char *exec_state_name(enum exec_state s);  /* "running", "exited", "killed", "timed out" */
 
 /* The status; with wait, blocks until the command has ended (interruptible). */
-int exec_status(struct exec_mgr *m, const struct dt_box *box, unsigned n, bool wait,
-		struct exec_status *st, struct dt_error *err);
+int exec_status(struct exec_mgr *m, const struct sp_box *box, unsigned n, bool wait,
+		struct exec_status *st, struct sp_error *err);
 /* exec_status without waiting, for the streams' sizes: an ended command's
  * are listed again once poll_max_ms old (a background child it left may
  * still write; the bytes held from the launch then give way to the file). */
-int exec_sizes(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct exec_status *st,
-	       struct dt_error *err);
+int exec_sizes(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct exec_status *st,
+	       struct sp_error *err);
 /* Reads a stream at off. With block, waits while the command runs and no
  * byte past off exists; returns 0 only at the end of a finished command's
  * stream. Returns bytes read, or a negative errno (-EINTR when interrupted). */
-ssize_t exec_read(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exec_stream s,
-		  char *buf, size_t size, uint64_t off, bool block, struct dt_error *err);
+ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum exec_stream s,
+		  char *buf, size_t size, uint64_t off, bool block, struct sp_error *err);
 /* 1 when a read at off would not block (data past off, or the command ended),
  * else 0 and, when poll_handle is not NULL, remembers it and calls
  * o->wake(ctx, poll_handle) once that becomes true. */
-int exec_poll(struct exec_mgr *m, const struct dt_box *box, unsigned n, enum exec_stream s,
+int exec_poll(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum exec_stream s,
 	      uint64_t off, void *poll_handle);
 /* SIGTERM to the process group, SIGKILL after 2 s; state "killed". */
-int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+int exec_kill(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err);
 /*
  * The command's standard input, as a pipe: a write is buffered (up to 1 MiB;
  * beyond that it waits) and a sender delivers the buffer into the command's
@@ -136,15 +136,15 @@ int exec_kill(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct d
  * stdin pipe (started by an older daytonafs), or the sticky error of a
  * failed delivery.
  */
-ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned n, const void *buf,
-			 size_t size, struct dt_error *err);
+ssize_t exec_stdin_write(struct exec_mgr *m, const struct sp_box *box, unsigned n, const void *buf,
+			 size_t size, struct sp_error *err);
 /* Waits until everything written is in the command's stdin; its error. */
-int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+int exec_stdin_flush(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err);
 /* Delivers what is buffered, then EOF. Idempotent. */
-int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err);
+int exec_stdin_close(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err);
 /* The command text (malloc'd, NUL-terminated). */
-int exec_command_text(struct exec_mgr *m, const struct dt_box *box, unsigned n, char **text,
-		      size_t *len, struct dt_error *err);
+int exec_command_text(struct exec_mgr *m, const struct sp_box *box, unsigned n, char **text,
+		      size_t *len, struct sp_error *err);
 /* Forgets a sandbox (it was deleted). */
 void exec_forget_sandbox(struct exec_mgr *m, const char *sandbox_id);
 /* The sandbox was seen stopped (or otherwise not running): its processes may
@@ -167,7 +167,7 @@ struct exec_listing {
 	bool stdin_eof;             /* "stdin.eof" exists: stdin was closed */
 	uint64_t size[2];           /* stdout, stderr (0 when missing) */
 };
-void exec_parse_listing(const struct dt_fileinfo *fi, size_t n, struct exec_listing *out);
+void exec_parse_listing(const struct sp_fileinfo *fi, size_t n, struct exec_listing *out);
 /* A command directory's name: decimal, no sign, no leading zero, > 0. */
 bool exec_parse_cmd_name(const char *name, unsigned *n);
 /* The exit file ("3\n"): 0 and *code, or -EINVAL. */

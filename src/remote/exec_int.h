@@ -160,11 +160,11 @@ struct exec_mgr {
 /* Delay of the first look at a command just started. */
 #define FIRST_POLL_MS 10
 
-/* A dt_box with copies of the box's strings, for use without the lock. */
+/* A sp_box with copies of the box's strings, for use without the lock. */
 struct box_copy {
 	char id[64];
 	char url[512];
-	struct dt_box db;
+	struct sp_box db;
 };
 
 struct fetch {
@@ -193,16 +193,16 @@ int64_t now_ms(void);
 void timed_wait(pthread_cond_t *cv, pthread_mutex_t *lock, int64_t until_ms);
 bool interrupted(struct exec_mgr *m);
 void box_free(struct ebox *b);
-struct ebox *box_get(struct exec_mgr *m, const struct dt_box *db);
+struct ebox *box_get(struct exec_mgr *m, const struct sp_box *db);
 void box_put(struct ebox *b);
 struct ecmd *cmd_find(const struct ebox *b, unsigned n);
 struct ecmd *cmd_add(struct exec_mgr *m, struct ebox *b, unsigned n);
 int cmd_path(const struct exec_mgr *m, unsigned n, const char *file, char *out, size_t cap);
 void box_copy(const struct ebox *b, struct box_copy *bc);
-int download_small(struct exec_mgr *m, const struct dt_box *db, const char *path, size_t max,
-			  char **out, size_t *len, struct dt_error *err);
-int fetch_cmd(struct exec_mgr *m, const struct dt_box *db, unsigned n, bool need_end,
-		     struct fetch *f, struct dt_error *err);
+int download_small(struct exec_mgr *m, const struct sp_box *db, const char *path, size_t max,
+			  char **out, size_t *len, struct sp_error *err);
+int fetch_cmd(struct exec_mgr *m, const struct sp_box *db, unsigned n, bool need_end,
+		     struct fetch *f, struct sp_error *err);
 void pending_run(struct exec_mgr *m, struct pending *p);
 void pending_flush(struct exec_mgr *m, struct pending *p);
 bool cmd_waiting(const struct ecmd *c);
@@ -221,16 +221,16 @@ void wait_begin(struct exec_mgr *m, struct ebox *b, struct ecmd *c, bool was_wai
 void wait_end(struct ecmd *c);
 
 /* exec.c */
-int check_args(struct exec_mgr *m, const struct dt_box *db, struct dt_error *err);
+int check_args(struct exec_mgr *m, const struct sp_box *db, struct sp_error *err);
 /* fresh: 0 any known state will do; 1 a running command's state is listed
  * again when poll_min_ms old; FRESH_ENDED also an ended command's sizes when
  * poll_max_ms old (a background child it left may still write). */
 #define FRESH_ENDED 2
-int lock_cmd(struct exec_mgr *m, const struct dt_box *box, unsigned n, int fresh, struct ebox **bp,
-		    struct ecmd **cp, struct dt_error *err);
+int lock_cmd(struct exec_mgr *m, const struct sp_box *box, unsigned n, int fresh, struct ebox **bp,
+		    struct ecmd **cp, struct sp_error *err);
 void next_token(struct exec_mgr *m, char kind, char *out, size_t cap);
 
 /* exec_stdin.c */
-int stdin_eof(struct exec_mgr *m, const struct dt_box *db, unsigned n, struct dt_error *err);
+int stdin_eof(struct exec_mgr *m, const struct sp_box *db, unsigned n, struct sp_error *err);
 
 #endif

@@ -89,7 +89,7 @@ void box_free(struct ebox *b)
 }
 
 /* Lock held. The box for id, created when missing; takes a reference. */
-struct ebox *box_get(struct exec_mgr *m, const struct dt_box *db)
+struct ebox *box_get(struct exec_mgr *m, const struct sp_box *db)
 {
 	struct ebox *b = NULL;
 
@@ -214,8 +214,8 @@ static int mem_sink_fn(void *ctx, const void *data, size_t len)
 }
 
 /* The whole of a small file (malloc'd, NUL-terminated). */
-int download_small(struct exec_mgr *m, const struct dt_box *db, const char *path, size_t max,
-			  char **out, size_t *len, struct dt_error *err)
+int download_small(struct exec_mgr *m, const struct sp_box *db, const char *path, size_t max,
+			  char **out, size_t *len, struct sp_error *err)
 {
 	struct mem_sink s = { STRBUF_INIT, max };
 	int64_t rc;
@@ -237,11 +237,11 @@ int download_small(struct exec_mgr *m, const struct dt_box *db, const char *path
  * by name), and exit is written after the command's streams are closed, so
  * the sizes seen beside an exit are final.
  */
-int fetch_cmd(struct exec_mgr *m, const struct dt_box *db, unsigned n, bool need_end,
-		     struct fetch *f, struct dt_error *err)
+int fetch_cmd(struct exec_mgr *m, const struct sp_box *db, unsigned n, bool need_end,
+		     struct fetch *f, struct sp_error *err)
 {
 	char path[EXEC_PATH_MAX];
-	struct dt_fileinfo *fi = NULL;
+	struct sp_fileinfo *fi = NULL;
 	size_t nfi = 0, len = 0;
 	char *text = NULL;
 	int rc;
@@ -249,12 +249,12 @@ int fetch_cmd(struct exec_mgr *m, const struct dt_box *db, unsigned n, bool need
 	memset(f, 0, sizeof(*f));
 	rc = cmd_path(m, n, NULL, path, sizeof(path));
 	if (rc < 0)
-		return dt_error_set(err, rc, 0, "state directory path too long");
+		return sp_error_set(err, rc, 0, "state directory path too long");
 	rc = rfs_list(m->sp, db, path, &fi, &nfi, err);
 	if (rc < 0)
 		return rc;
 	exec_parse_listing(fi, nfi, &f->l);
-	dt_fileinfo_free(fi, nfi);
+	sp_fileinfo_free(fi, nfi);
 	if (!f->l.ended || !need_end)
 		return 0;
 
@@ -488,7 +488,7 @@ bool needs_check(const struct ebox *b, const struct ecmd *c)
 void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p)
 {
 	struct strbuf script = STRBUF_INIT;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct orphan_ctx oc = { b, p };
 	struct box_copy bc;
 	unsigned gen = b->gen;
@@ -504,7 +504,7 @@ void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p)
 	pthread_mutex_unlock(&m->lock);
 	exec_build_reconcile(&script, m->state_dir);
 	if (script.oom)
-		rc = dt_error_set(&err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(&err, -ENOMEM, 0, "out of memory");
 	else
 		rc = sp_exec(m->sp, &bc.db, script.buf, NULL, NULL, 0, RECONCILE_TIMEOUT_S, &code, &out,
 			     &err);
@@ -606,7 +606,7 @@ static void *poller_main(void *arg)
 	pthread_mutex_lock(&m->lock);
 	while (now = now_ms(), cmd_wanted(m, b, c, now)) {
 		struct box_copy bc;
-		struct dt_error err = { 0 };
+		struct sp_error err = { 0 };
 		struct fetch f;
 		int rc;
 

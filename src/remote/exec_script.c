@@ -822,7 +822,7 @@ bool exec_parse_cmd_name(const char *name, unsigned *n)
 	return true;
 }
 
-void exec_parse_listing(const struct dt_fileinfo *fi, size_t n, struct exec_listing *out)
+void exec_parse_listing(const struct sp_fileinfo *fi, size_t n, struct exec_listing *out)
 {
 	size_t i;
 

@@ -24,8 +24,8 @@
 
 /* One batch into the command's stdin pipe: one /process/execute. id: the
  * batch's client token; done: the one before (NULL: none). */
-static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n, const char *id,
-			 const char *done, const char *data, size_t len, struct dt_error *err)
+static int stdin_deliver(struct exec_mgr *m, const struct sp_box *db, unsigned n, const char *id,
+			 const char *done, const char *data, size_t len, struct sp_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
 	char dir[EXEC_PATH_MAX];
@@ -34,15 +34,15 @@ static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n
 
 	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
 	if (rc < 0)
-		return dt_error_set(err, rc, 0, "state directory path too long");
+		return sp_error_set(err, rc, 0, "state directory path too long");
 	rc = exec_build_stdin_write(&script, dir, id, done, data, len);
 	if (rc < 0) {
-		rc = dt_error_set(err, rc, 0, "out of memory");
+		rc = sp_error_set(err, rc, 0, "out of memory");
 		goto out;
 	}
 	rc = sp_exec_activity(m->sp, db, script.buf, NULL, NULL, 0, STDIN_TIMEOUT_S, &code, &out, err);
 	if (rc == -ETIMEDOUT) {
-		rc = dt_error_set(err, rc, 0, "command %u did not read its stdin for %d s", n,
+		rc = sp_error_set(err, rc, 0, "command %u did not read its stdin for %d s", n,
 				  STDIN_TIMEOUT_S);
 		goto out;
 	}
@@ -50,18 +50,18 @@ static int stdin_deliver(struct exec_mgr *m, const struct dt_box *db, unsigned n
 		goto out;
 	rc = exec_parse_stdin_reply(out);
 	if (rc == -EPIPE)
-		dt_error_set(err, rc, 0, "command %u has ended or closed its stdin", n);
+		sp_error_set(err, rc, 0, "command %u has ended or closed its stdin", n);
 	else if (rc == -EBADF)
-		dt_error_set(err, rc, 0, "command %u has no stdin pipe", n);
+		sp_error_set(err, rc, 0, "command %u has no stdin pipe", n);
 	else if (rc < 0)
-		dt_error_set(err, rc, 0, "writing to the stdin of command %u: %.200s", n, out ? out : "");
+		sp_error_set(err, rc, 0, "writing to the stdin of command %u: %.200s", n, out ? out : "");
 out:
 	sb_free(&script);
 	free(out);
 	return rc;
 }
 
-int stdin_eof(struct exec_mgr *m, const struct dt_box *db, unsigned n, struct dt_error *err)
+int stdin_eof(struct exec_mgr *m, const struct sp_box *db, unsigned n, struct sp_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
 	char dir[EXEC_PATH_MAX];
@@ -70,14 +70,14 @@ int stdin_eof(struct exec_mgr *m, const struct dt_box *db, unsigned n, struct dt
 
 	rc = cmd_path(m, n, NULL, dir, sizeof(dir));
 	if (rc < 0)
-		return dt_error_set(err, rc, 0, "state directory path too long");
+		return sp_error_set(err, rc, 0, "state directory path too long");
 	exec_build_stdin_close(&script, dir);
 	if (script.oom)
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	else
 		rc = sp_exec_activity(m->sp, db, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out, err);
 	if (rc == 0 && exec_parse_stdin_reply(out) != 0)
-		rc = dt_error_set(err, -EIO, 0, "closing the stdin of command %u: %.200s", n, out ? out : "");
+		rc = sp_error_set(err, -EIO, 0, "closing the stdin of command %u: %.200s", n, out ? out : "");
 	sb_free(&script);
 	free(out);
 	return rc;
@@ -98,7 +98,7 @@ static void *sender_main(void *arg)
 	free(wa);
 	pthread_mutex_lock(&m->lock);
 	while (!m->stopping && !b->dead) {
-		struct dt_error err = { 0 };
+		struct sp_error err = { 0 };
 		struct box_copy bc;
 		int rc;
 
@@ -169,19 +169,19 @@ static int sender_ensure(struct exec_mgr *m, struct ebox *b, struct ecmd *c)
 }
 
 /* Lock held. Whether more input may be written to c. */
-static int stdin_writable(const struct ecmd *c, unsigned n, struct dt_error *err)
+static int stdin_writable(const struct ecmd *c, unsigned n, struct sp_error *err)
 {
 	if (c->in_err == -EBADF || (c->known && !c->with_stdin))
-		return dt_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
+		return sp_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
 	if (c->in_err)
-		return dt_error_set(err, c->in_err, 0, "command %u: stdin failed: %s", n, strerror(-c->in_err));
+		return sp_error_set(err, c->in_err, 0, "command %u: stdin failed: %s", n, strerror(-c->in_err));
 	if (c->ended || c->stdin_eof || c->in_close)
-		return dt_error_set(err, -EPIPE, 0, "command %u: stdin is closed", n);
+		return sp_error_set(err, -EPIPE, 0, "command %u: stdin is closed", n);
 	return 0;
 }
 
-ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned n, const void *buf,
-			 size_t size, struct dt_error *err)
+ssize_t exec_stdin_write(struct exec_mgr *m, const struct sp_box *box, unsigned n, const void *buf,
+			 size_t size, struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -197,11 +197,11 @@ ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned 
 	/* A full buffer waits for the sender, as a full pipe would. */
 	while ((rc = stdin_writable(c, n, err)) == 0 && c->in_buf.len >= STDIN_BUF_MAX) {
 		if (m->stopping || b->dead) {
-			rc = dt_error_set(err, -EPIPE, 0, "command %u: stdin is closed", n);
+			rc = sp_error_set(err, -EPIPE, 0, "command %u: stdin is closed", n);
 			break;
 		}
 		if (interrupted(m)) {
-			rc = dt_error_set(err, -EINTR, 0, "interrupted");
+			rc = sp_error_set(err, -EINTR, 0, "interrupted");
 			break;
 		}
 		timed_wait(&c->in_cv, &m->lock, now_ms() + WAIT_SLICE_MS);
@@ -212,10 +212,10 @@ ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned 
 		if (c->in_buf.oom) {
 			c->in_buf.len = old;
 			c->in_buf.oom = false;
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		} else if (sender_ensure(m, b, c) < 0) {
 			c->in_buf.len = old;
-			rc = dt_error_set(err, -EAGAIN, 0, "cannot start a thread");
+			rc = sp_error_set(err, -EAGAIN, 0, "cannot start a thread");
 		}
 	}
 	box_put(b);
@@ -223,7 +223,7 @@ ssize_t exec_stdin_write(struct exec_mgr *m, const struct dt_box *box, unsigned 
 	return rc < 0 ? rc : (ssize_t)size;
 }
 
-int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+int exec_stdin_flush(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -237,19 +237,19 @@ int exec_stdin_flush(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 		return rc;
 	while ((c->in_buf.len || c->in_flight) && !c->in_err && !m->stopping && !b->dead) {
 		if (interrupted(m)) {
-			rc = dt_error_set(err, -EINTR, 0, "interrupted");
+			rc = sp_error_set(err, -EINTR, 0, "interrupted");
 			break;
 		}
 		timed_wait(&c->in_cv, &m->lock, now_ms() + WAIT_SLICE_MS);
 	}
 	if (rc == 0 && c->in_err)
-		rc = dt_error_set(err, c->in_err, 0, "command %u: stdin failed: %s", n, strerror(-c->in_err));
+		rc = sp_error_set(err, c->in_err, 0, "command %u: stdin failed: %s", n, strerror(-c->in_err));
 	box_put(b);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
 
-int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, struct dt_error *err)
+int exec_stdin_close(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err)
 {
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
@@ -262,7 +262,7 @@ int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 	if (rc < 0)
 		return rc;
 	if (c->known && !c->with_stdin) {
-		rc = dt_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
+		rc = sp_error_set(err, -EBADF, 0, "command %u has no stdin pipe", n);
 		goto out;
 	}
 	if (c->stdin_eof || c->ended)
@@ -272,7 +272,7 @@ int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 	rc = sender_ensure(m, b, c);
 	if (rc < 0) {
 		c->in_close = false;
-		rc = dt_error_set(err, rc, 0, "cannot start a thread");
+		rc = sp_error_set(err, rc, 0, "cannot start a thread");
 		goto out;
 	}
 	/* Everything written goes first, then EOF. Not interruptible: it is
@@ -281,7 +281,7 @@ int exec_stdin_close(struct exec_mgr *m, const struct dt_box *box, unsigned n, s
 		timed_wait(&c->in_cv, &m->lock, now_ms() + WAIT_SLICE_MS);
 	if (!c->stdin_eof && !c->ended) {
 		rc = c->close_err ? c->close_err : -EIO;
-		dt_error_set(err, rc, 0, "command %u: closing stdin failed: %s", n, strerror(-rc));
+		sp_error_set(err, rc, 0, "command %u: closing stdin failed: %s", n, strerror(-rc));
 	}
 out:
 	box_put(b);

@@ -271,7 +271,7 @@ int entry_cmp(const void *a, const void *b)
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-void stat_from_info(const struct dt_fileinfo *fi, struct stat *st)
+void stat_from_info(const struct sp_fileinfo *fi, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_mode = fi->mode;
@@ -295,10 +295,10 @@ void stat_from_info(const struct dt_fileinfo *fi, struct stat *st)
  * merged output (malloc'd). Returns 0 when it ran, else a negative errno
  * with err filled; reports nothing. */
 int listing_sh_once(const struct listing_ctx *c, const char *script, int *code, char **out,
-		    struct dt_error *err)
+		    struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
-	struct dt_box box;
+	struct sp_box box;
 	int rc;
 
 	*out = NULL;
@@ -307,7 +307,7 @@ int listing_sh_once(const struct listing_ctx *c, const char *script, int *code, 
 	sb_adds(&cmd, script);
 	if (cmd.oom) {
 		sb_free(&cmd);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	c->ops->box(c->mount, c->owner, &box);
 	/* Bounded by the mount's request timeout (-o timeout), like every other
@@ -325,7 +325,7 @@ int listing_sh_once(const struct listing_ctx *c, const char *script, int *code, 
 /* listing_sh_once, with a failure reported (ops->failed). */
 int listing_sh(const struct listing_ctx *c, const char *script, int *code, char **out)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc = listing_sh_once(c, script, code, out, &err);
 
 	if (rc < 0)

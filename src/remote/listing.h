@@ -55,7 +55,7 @@ bool has_replacement_char(const char *s);
 /* qsort order of find entries: by name. */
 int entry_cmp(const void *a, const void *b);
 /* A provider's file info as lstat would give it (no link count: 1). */
-void stat_from_info(const struct dt_fileinfo *fi, struct stat *st);
+void stat_from_info(const struct sp_fileinfo *fi, struct stat *st);
 /* The listing of dir (the directory itself first) in the find format, or with
  * hex as od's hex of it; exit 127 without find, 97 when -printf fails. */
 void files_list_script(struct strbuf *cmd, const char *dir, bool hex);
@@ -70,11 +70,11 @@ bool parse_printed_stat(const char *out, struct stat *st, char **link);
 struct listing_ops {
 	/* Fills box: the sandbox the commands run in (asked at each command:
 	 * the mount may learn its address late). */
-	void (*box)(void *mount, void *owner, struct dt_box *box);
+	void (*box)(void *mount, void *owner, struct sp_box *box);
 	/* A command that could not run (rc, err, about "what path"): the
 	 * -errno to return; the mount may re-read the sandbox's state and
 	 * note the error for the user. */
-	int (*failed)(void *mount, void *owner, int rc, const struct dt_error *err, const char *what,
+	int (*failed)(void *mount, void *owner, int rc, const struct sp_error *err, const char *what,
 		      const char *path);
 	/* How the sandbox's directories are listed, as the mount remembers it. */
 	enum list_mode (*mode_get)(void *mount, const void *owner);
@@ -100,7 +100,7 @@ struct listing_ctx {
  * merged output (malloc'd). Returns 0 when it ran, else a negative errno
  * with err filled; reports nothing. */
 int listing_sh_once(const struct listing_ctx *c, const char *script, int *code, char **out,
-		    struct dt_error *err);
+		    struct sp_error *err);
 /* listing_sh_once, with a failure reported (ops->failed). */
 int listing_sh(const struct listing_ctx *c, const char *script, int *code, char **out);
 /* Runs a short command for what the file API cannot do. out (may be NULL)

@@ -109,8 +109,8 @@ static void seen_clear(struct recovery *r)
  * NULL when out of memory. */
 static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journal_rec *rec)
 {
-	struct dt_error err = { 0 };
-	struct dt_sandbox d;
+	struct sp_error err = { 0 };
+	struct sp_sandbox d;
 	struct sb_seen *e;
 	int rc;
 
@@ -146,7 +146,7 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 		if (d.toolbox_url[0])
 			str_copy(e->toolbox_url, sizeof(e->toolbox_url), d.toolbox_url);
 	}
-	dt_sandbox_clear(&d);
+	sp_sandbox_clear(&d);
 	e->next = r->seen;
 	r->seen = e;
 	return e;
@@ -155,10 +155,10 @@ static const struct sb_seen *sandbox_seen(struct recovery *r, const struct journ
 /* Whether the directory of the record's path is there: the toolbox's
  * upload makes missing parents, which would bring back a directory deleted
  * after the crash. An error counts as "there" (the upload then finds out). */
-static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const struct journal_rec *rec)
+static bool parent_is_dir(struct recovery *r, const struct sp_box *box, const struct journal_rec *rec)
 {
-	struct dt_error err = { 0 };
-	struct dt_fileinfo info = { 0 };
+	struct sp_error err = { 0 };
+	struct sp_fileinfo info = { 0 };
 	char dir[sizeof(rec->path)];
 	char *slash;
 	int rc;
@@ -175,11 +175,11 @@ static bool parent_is_dir(struct recovery *r, const struct dt_box *box, const st
 
 /* What the sandbox holds at the record's path; *box is set for the upload
  * when the sandbox answers (it points into this pass's answers). */
-static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struct dt_box *box,
+static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struct sp_box *box,
 			struct journal_remote *remote)
 {
-	struct dt_error err = { 0 };
-	struct dt_fileinfo info = { 0 };
+	struct sp_error err = { 0 };
+	struct sp_fileinfo info = { 0 };
 	const struct sb_seen *sb = sandbox_seen(r, rec);
 	int rc;
 
@@ -239,9 +239,9 @@ static void forget(const struct recover_ctx *ctx, const char *name)
 }
 
 /* Uploads the stage; true when done. */
-static bool upload(const struct recover_ctx *ctx, const char *name, const struct journal_rec *rec, const struct dt_box *box)
+static bool upload(const struct recover_ctx *ctx, const char *name, const struct journal_rec *rec, const struct sp_box *box)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char *p = stage_path(ctx, name);
 	struct stat st;
 	int fd, rc;
@@ -314,7 +314,7 @@ static bool recover_one(struct recovery *r, const char *name)
 	const struct recover_ctx *ctx = &r->ctx;
 	struct journal_rec *rec = calloc(1, sizeof(*rec));
 	struct journal_remote remote;
-	struct dt_box box = { NULL, NULL };
+	struct sp_box box = { NULL, NULL };
 	enum journal_action act = JOURNAL_KEEP;
 	char why[256], *p = NULL;
 	struct stat st;

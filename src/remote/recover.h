@@ -26,11 +26,11 @@ struct recover_ctx {
 	void *mount;                /* the callbacks' first argument */
 	/* Uploads size bytes of fd to path, as a close does (safely for a name
 	 * with white space at its ends). 0, or -errno with err set. */
-	int (*upload_fd)(void *mount, const struct dt_box *box, const char *path, int fd, uint64_t size,
-			 struct dt_error *err);
+	int (*upload_fd)(void *mount, const struct sp_box *box, const char *path, int fd, uint64_t size,
+			 struct sp_error *err);
 	/* chmod of path (a new file gets the mode it was made with). */
-	int (*chmod_path)(void *mount, const struct dt_box *box, const char *path, mode_t mode,
-			  struct dt_error *err);
+	int (*chmod_path)(void *mount, const struct sp_box *box, const char *path, mode_t mode,
+			  struct sp_error *err);
 	/* Holds the sandbox file while recovery uploads it: false when the mount
 	 * has it open (recovery must not upload under it); else the mount's opens
 	 * of it wait until claim_done, and land after recovery's copy. The

@@ -44,27 +44,27 @@ int rfs_errno_from_message(const char *msg)
 
 /* Runs script (LC_ALL=C, cwd /): 0 with its output, or the errno. A
  * non-zero exit is the errno its output names. */
-static int run(struct sandbox_provider *sp, const struct dt_box *box, const struct strbuf *script,
-	       const char *what, const char *path, char **out, struct dt_error *err)
+static int run(struct sandbox_provider *sp, const struct sp_box *box, const struct strbuf *script,
+	       const char *what, const char *path, char **out, struct sp_error *err)
 {
 	int code = -1, rc;
 
 	*out = NULL;
 	if (script->oom)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	rc = sp_exec_within(sp, box, script->buf, "/", limit_s, &code, out, err);
 	if (rc < 0)
 		return rc;
 	if (code != 0) {
 		rc = rfs_errno_from_message(*out);
-		dt_error_set(err, rc, 0, "%s %s: %.300s", what, path, *out ? *out : "");
+		sp_error_set(err, rc, 0, "%s %s: %.300s", what, path, *out ? *out : "");
 		free(*out);
 		*out = NULL;
 	}
 	return rc;
 }
 
-int rfs_parse_stat_line(const char *line, size_t len, struct dt_fileinfo *fi)
+int rfs_parse_stat_line(const char *line, size_t len, struct sp_fileinfo *fi)
 {
 	char buf[160], frac[16] = "";
 	unsigned raw, uid, gid;
@@ -103,11 +103,11 @@ int rfs_parse_stat_line(const char *line, size_t len, struct dt_fileinfo *fi)
 	return 0;
 }
 
-int rfs_list(struct sandbox_provider *sp, const struct dt_box *box, const char *path, struct dt_fileinfo **out,
-	     size_t *n, struct dt_error *err)
+int rfs_list(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_fileinfo **out,
+	     size_t *n, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
-	struct dt_fileinfo *v = NULL;
+	struct sp_fileinfo *v = NULL;
 	size_t count = 0, cap = 0;
 	char *text = NULL, *p;
 	int rc;
@@ -134,10 +134,10 @@ int rfs_list(struct sandbox_provider *sp, const struct dt_box *box, const char *
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
 
 		if (count == cap) {
-			struct dt_fileinfo *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+			struct sp_fileinfo *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
 
 			if (!nv) {
-				rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+				rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 				break;
 			}
 			v = nv;
@@ -145,7 +145,7 @@ int rfs_list(struct sandbox_provider *sp, const struct dt_box *box, const char *
 		}
 		rc = len ? rfs_parse_stat_line(p, len, &v[count]) : -EINVAL;
 		if (rc == -ENOMEM) {
-			dt_error_set(err, rc, 0, "out of memory");
+			sp_error_set(err, rc, 0, "out of memory");
 			break;
 		}
 		if (rc == 0)
@@ -155,7 +155,7 @@ int rfs_list(struct sandbox_provider *sp, const struct dt_box *box, const char *
 	}
 	free(text);
 	if (rc < 0) {
-		dt_fileinfo_free(v, count);
+		sp_fileinfo_free(v, count);
 		return rc;
 	}
 	*out = v;
@@ -163,8 +163,8 @@ int rfs_list(struct sandbox_provider *sp, const struct dt_box *box, const char *
 	return 0;
 }
 
-int rfs_info(struct sandbox_provider *sp, const struct dt_box *box, const char *path, struct dt_fileinfo *out,
-	     struct dt_error *err)
+int rfs_info(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_fileinfo *out,
+	     struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *text = NULL;
@@ -185,7 +185,7 @@ int rfs_info(struct sandbox_provider *sp, const struct dt_box *box, const char *
 	rc = rfs_parse_stat_line(text, len, out);
 	free(text);
 	if (rc < 0)
-		return dt_error_set(err, rc == -ENOMEM ? rc : -EIO, 0, "stat %s: unexpected output", path);
+		return sp_error_set(err, rc == -ENOMEM ? rc : -EIO, 0, "stat %s: unexpected output", path);
 	/* the base name, as the file API gives it */
 	slash = strrchr(out->name, '/');
 	if (slash && slash[1])
@@ -193,8 +193,8 @@ int rfs_info(struct sandbox_provider *sp, const struct dt_box *box, const char *
 	return 0;
 }
 
-int rfs_delete(struct sandbox_provider *sp, const struct dt_box *box, const char *path, bool recursive,
-	       struct dt_error *err)
+int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool recursive,
+	       struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *text = NULL;
@@ -211,8 +211,8 @@ int rfs_delete(struct sandbox_provider *sp, const struct dt_box *box, const char
 	return rc;
 }
 
-int rfs_chmod(struct sandbox_provider *sp, const struct dt_box *box, const char *path, mode_t mode,
-	      struct dt_error *err)
+int rfs_chmod(struct sandbox_provider *sp, const struct sp_box *box, const char *path, mode_t mode,
+	      struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *text = NULL;
@@ -229,8 +229,8 @@ int rfs_chmod(struct sandbox_provider *sp, const struct dt_box *box, const char 
 	return rc;
 }
 
-int64_t rfs_download(struct sandbox_provider *sp, const struct dt_box *box, const char *path, uint64_t off,
-		     uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
+int64_t rfs_download(struct sandbox_provider *sp, const struct sp_box *box, const char *path, uint64_t off,
+		     uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT, bytes = STRBUF_INIT;
 	char *text = NULL;
@@ -255,16 +255,16 @@ int64_t rfs_download(struct sandbox_provider *sp, const struct dt_box *box, cons
 	free(text);
 	if (rc < 0) {
 		sb_free(&bytes);
-		return dt_error_set(err, rc == -ENOMEM ? rc : -EIO, 0, "read %s: the command's output is not base64",
+		return sp_error_set(err, rc == -ENOMEM ? rc : -EIO, 0, "read %s: the command's output is not base64",
 				    path);
 	}
 	ret = (int64_t)bytes.len;
 	if (bytes.len > len) {
-		ret = dt_error_set(err, -EIO, 0, "read %s: more bytes than asked for", path);
+		ret = sp_error_set(err, -EIO, 0, "read %s: more bytes than asked for", path);
 	} else if (bytes.len) {
 		rc = sink(ctx, bytes.buf, bytes.len);
 		if (rc < 0)
-			ret = dt_error_set(err, rc, 0, "read %s: %s", path, strerror(-rc));
+			ret = sp_error_set(err, rc, 0, "read %s: %s", path, strerror(-rc));
 	}
 	sb_free(&bytes);
 	return ret;

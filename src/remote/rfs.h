@@ -19,26 +19,26 @@
 /* Bounds each command (default 60 s): the mount's request timeout. */
 void rfs_set_limit(long limit_s);
 
-int rfs_list(struct sandbox_provider *sp, const struct dt_box *box, const char *path, struct dt_fileinfo **out,
-	     size_t *n, struct dt_error *err);
-int rfs_info(struct sandbox_provider *sp, const struct dt_box *box, const char *path, struct dt_fileinfo *out,
-	     struct dt_error *err);
-int rfs_delete(struct sandbox_provider *sp, const struct dt_box *box, const char *path, bool recursive,
-	       struct dt_error *err);
-int rfs_chmod(struct sandbox_provider *sp, const struct dt_box *box, const char *path, mode_t mode,
-	      struct dt_error *err);
+int rfs_list(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_fileinfo **out,
+	     size_t *n, struct sp_error *err);
+int rfs_info(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_fileinfo *out,
+	     struct sp_error *err);
+int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool recursive,
+	       struct sp_error *err);
+int rfs_chmod(struct sandbox_provider *sp, const struct sp_box *box, const char *path, mode_t mode,
+	      struct sp_error *err);
 /* Without SP_CAP_RANGED_READ a read at off < RFS_RANGE_BY_COMMAND, or to the
  * end (len 0), is the provider's whole-file read with the bytes before off
  * dropped; a read of len bytes further in is one command (tail | head |
  * base64), so that a read near the end of a large file does not fetch it all. */
 #define RFS_RANGE_BY_COMMAND (1024 * 1024)
-int64_t rfs_download(struct sandbox_provider *sp, const struct dt_box *box, const char *path, uint64_t off,
-		     uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err);
+int64_t rfs_download(struct sandbox_provider *sp, const struct sp_box *box, const char *path, uint64_t off,
+		     uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err);
 
 /* Pure, for the tests: one line "%f %s %u %g %.9Y %n" of stat -c into fi
  * (name malloc'd; the fraction of the mtime may be absent). -EINVAL when it
  * does not parse. */
-int rfs_parse_stat_line(const char *line, size_t len, struct dt_fileinfo *fi);
+int rfs_parse_stat_line(const char *line, size_t len, struct sp_fileinfo *fi);
 /* The errno a command's message names, else -EIO. Pure. */
 int rfs_errno_from_message(const char *msg);
 

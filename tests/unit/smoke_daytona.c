@@ -34,8 +34,8 @@
 
 static struct http_client *hc;
 static struct dt_client *dt;
-static struct dt_sandbox sbx;
-static struct dt_box box;
+static struct sp_sandbox sbx;
+static struct sp_box box;
 static char api[512];
 static char local_base[512];    /* http://127.0.0.1:PORT when the server is local */
 static char name[64];
@@ -78,8 +78,8 @@ static void on_state(void *ctx, const char *state)
 
 UNIT_TEST(ping_and_errors)
 {
-	struct dt_error e;
-	struct dt_sandbox s;
+	struct sp_error e;
+	struct sp_sandbox s;
 	int rc;
 
 	rc = dt_ping(dt, &e);
@@ -94,13 +94,13 @@ UNIT_TEST(ping_and_errors)
 
 UNIT_TEST(create)
 {
-	struct dt_kv env[] = { { "SMOKE_VAR", "hello world" } };
-	struct dt_kv labels[] = { { "smoke", "yes" } };
-	struct dt_create_params p;
-	struct dt_error e;
+	struct sp_kv env[] = { { "SMOKE_VAR", "hello world" } };
+	struct sp_kv labels[] = { { "smoke", "yes" } };
+	struct sp_create_params p;
+	struct sp_error e;
 	int rc;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.name = name;
 	p.env = env;
 	p.n_env = 1;
@@ -119,15 +119,15 @@ UNIT_TEST(create)
 	printf("  sandbox %s (%s) toolbox %s\n", sbx.id, sbx.name, sbx.toolbox_url);
 
 	/* The same name again: a conflict. */
-	rc = dt_sandbox_create(dt, &p, &(struct dt_sandbox){ 0 }, &e);
+	rc = dt_sandbox_create(dt, &p, &(struct sp_sandbox){ 0 }, &e);
 	CHECK_INT(rc, -EEXIST);
 	printf("  duplicate: %d %s\n", rc, e.message);
 }
 
 UNIT_TEST(get_and_list)
 {
-	struct dt_sandbox s, *list = NULL;
-	struct dt_error e;
+	struct sp_sandbox s, *list = NULL;
+	struct sp_error e;
 	size_t n = 0, i;
 	bool found = false;
 	int rc;
@@ -136,7 +136,7 @@ UNIT_TEST(get_and_list)
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
 	CHECK_STR(s.id, sbx.id);
-	dt_sandbox_clear(&s);
+	sp_sandbox_clear(&s);
 	rc = dt_sandbox_list(dt, &list, &n, &e);
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
@@ -144,13 +144,13 @@ UNIT_TEST(get_and_list)
 		if (strcmp(list[i].id, sbx.id) == 0)
 			found = !!list[i].toolbox_url[0];
 	CHECK(found);
-	dt_sandbox_list_free(list, n);
+	sp_sandbox_list_free(list, n);
 }
 
 UNIT_TEST(dirs)
 {
 	char home[256], work[256];
-	struct dt_error e;
+	struct sp_error e;
 
 	CHECK_INT(dt_home_dir(dt, &box, home, sizeof(home), &e), 0);
 	CHECK_INT(dt_work_dir(dt, &box, work, sizeof(work), &e), 0);
@@ -161,8 +161,8 @@ UNIT_TEST(dirs)
 UNIT_TEST(upload_list_info)
 {
 	const char *path = "/home/daytona/smoke/sub dir/a b+c&d=e?.txt";
-	struct dt_fileinfo fi, *list = NULL;
-	struct dt_error e;
+	struct sp_fileinfo fi, *list = NULL;
+	struct sp_error e;
 	size_t n = 0, i;
 	bool found = false;
 	int rc;
@@ -186,13 +186,13 @@ UNIT_TEST(upload_list_info)
 		if (strcmp(list[i].name, "a b+c&d=e?.txt") == 0 && list[i].size == 12)
 			found = true;
 	CHECK(found);
-	dt_fileinfo_free(list, n);
+	sp_fileinfo_free(list, n);
 	rc = dt_fs_list(dt, &box, "/home/daytona/smoke", &list, &n, &e);
 	CHECK_INT(rc, 0);
 	CHECK_INT(n, 1);
 	if (n == 1)
 		CHECK(list[0].is_dir && S_ISDIR(list[0].mode));
-	dt_fileinfo_free(list, n);
+	sp_fileinfo_free(list, n);
 
 	/* Empty file. */
 	rc = dt_fs_upload_mem(dt, &box, "/home/daytona/smoke/empty", NULL, 0, &e);
@@ -226,7 +226,7 @@ static unsigned char pattern_byte(uint64_t i)
 static int check_range(const char *path, uint64_t off, uint64_t len, uint64_t expect_len)
 {
 	struct membuf m = { STRBUF_INIT };
-	struct dt_error e;
+	struct sp_error e;
 	int64_t got;
 	int bad = 0;
 
@@ -249,7 +249,7 @@ UNIT_TEST(upload_fd_download_ranges)
 	const char *path = "/home/daytona/smoke/big.bin";
 	char tmpl[] = "/tmp/smoke-XXXXXX";
 	unsigned char *buf = malloc(BIG);
-	struct dt_error e;
+	struct sp_error e;
 	int fd, rc;
 
 	CHECK(buf != NULL);
@@ -284,8 +284,8 @@ UNIT_TEST(upload_fd_download_ranges)
 
 UNIT_TEST(mkdir_move_chmod_delete)
 {
-	struct dt_fileinfo fi;
-	struct dt_error e;
+	struct sp_fileinfo fi;
+	struct sp_error e;
 	int rc;
 
 	rc = dt_fs_mkdir(dt, &box, "/home/daytona/smoke/d1/d2", 0750, &e);
@@ -336,8 +336,8 @@ UNIT_TEST(mkdir_move_chmod_delete)
 
 UNIT_TEST(exec)
 {
-	struct dt_kv envs[] = { { "FOO", "bar baz" } };
-	struct dt_error e;
+	struct sp_kv envs[] = { { "FOO", "bar baz" } };
+	struct sp_error e;
 	char *out = NULL;
 	int code = 0, rc;
 
@@ -367,10 +367,10 @@ UNIT_TEST(exec)
 
 UNIT_TEST(labels_intervals)
 {
-	struct dt_kv set[] = { { "a", "1" }, { "b", "two" } };
-	struct dt_kv *got = NULL;
-	struct dt_sandbox s;
-	struct dt_error e;
+	struct sp_kv set[] = { { "a", "1" }, { "b", "two" } };
+	struct sp_kv *got = NULL;
+	struct sp_sandbox s;
+	struct sp_error e;
 	size_t n = 0;
 	int rc;
 
@@ -378,7 +378,7 @@ UNIT_TEST(labels_intervals)
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
 	CHECK_STR(s.id, sbx.id);
-	dt_sandbox_clear(&s);
+	sp_sandbox_clear(&s);
 	rc = dt_sandbox_get_labels(dt, sbx.id, &got, &n, &e);
 	CHECK_INT(rc, 0);
 	CHECK_INT(n, 2);
@@ -388,24 +388,24 @@ UNIT_TEST(labels_intervals)
 		else
 			CHECK_STR(got[i].value, "two");
 	}
-	dt_kv_free(got, n);
-	rc = dt_sandbox_set_interval(dt, sbx.id, DT_AUTOSTOP, 30, &s, &e);
+	sp_kv_free(got, n);
+	rc = dt_sandbox_set_interval(dt, sbx.id, SP_AUTOSTOP, 30, &s, &e);
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
 	CHECK(s.json && strstr(s.json, "\"autoStopInterval\":\t30"));
-	dt_sandbox_clear(&s);
-	rc = dt_sandbox_set_interval(dt, sbx.id, DT_AUTOSTOP, 0, NULL, &e);
+	sp_sandbox_clear(&s);
+	rc = dt_sandbox_set_interval(dt, sbx.id, SP_AUTOSTOP, 0, NULL, &e);
 	CHECK_INT(rc, 0);
-	rc = dt_sandbox_set_interval(dt, sbx.id, DT_AUTOSTOP, -5, NULL, &e);
+	rc = dt_sandbox_set_interval(dt, sbx.id, SP_AUTOSTOP, -5, NULL, &e);
 	CHECK_INT(rc, -EINVAL);
 }
 
 UNIT_TEST(faults_and_retries)
 {
 	struct http_stats before, after;
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 	struct membuf m = { STRBUF_INIT };
-	struct dt_error e;
+	struct sp_error e;
 	struct timespec t0, t1;
 	int64_t got;
 	int rc;
@@ -443,7 +443,7 @@ UNIT_TEST(faults_and_retries)
 			     "{\"pattern\":\"/api/sandbox/[^/]+$\",\"method\":\"GET\",\"action\":\"status\","
 			     "\"status\":503}"), 201);
 	http_client_stats(hc, &before);
-	rc = dt_sandbox_get(dt, sbx.id, &(struct dt_sandbox){ 0 }, &e);
+	rc = dt_sandbox_get(dt, sbx.id, &(struct sp_sandbox){ 0 }, &e);
 	http_client_stats(hc, &after);
 	CHECK_INT(rc, -EIO);
 	CHECK_INT(e.http_status, 503);
@@ -548,7 +548,7 @@ UNIT_TEST(big_file)
 	uint64_t mb = env ? strtoull(env, NULL, 10) : 0, size = mb << 20;
 	char tmpl[] = "/tmp/smoke-big-XXXXXX";
 	struct counter c = { 0, 0 };
-	struct dt_error e;
+	struct sp_error e;
 	struct timespec t0, t1;
 	long rss0 = max_rss_mb();
 	char chunk[1 << 16];
@@ -586,17 +586,17 @@ UNIT_TEST(big_file)
 UNIT_TEST(stop_start)
 {
 	struct strbuf seen = STRBUF_INIT;
-	struct dt_sandbox s;
-	struct dt_fileinfo fi;
-	struct dt_error e;
+	struct sp_sandbox s;
+	struct sp_fileinfo fi;
+	struct sp_error e;
 	int rc;
 
-	rc = dt_sandbox_action(dt, sbx.id, DT_STOP, on_state, &seen, &s, &e);
+	rc = dt_sandbox_action(dt, sbx.id, SP_STOP, on_state, &seen, &s, &e);
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
 	CHECK_STR(s.state, "stopped");
 	printf("  stop states: %s\n", sb_str(&seen));
-	dt_sandbox_clear(&s);
+	sp_sandbox_clear(&s);
 	sb_reset(&seen);
 
 	/* The toolbox of a stopped sandbox. */
@@ -604,16 +604,16 @@ UNIT_TEST(stop_start)
 	CHECK_INT(rc, -EHOSTDOWN);
 	printf("  toolbox while stopped: %s\n", e.message);
 	/* Stopping twice: the server refuses. */
-	rc = dt_sandbox_action(dt, sbx.id, DT_STOP, NULL, NULL, NULL, &e);
+	rc = dt_sandbox_action(dt, sbx.id, SP_STOP, NULL, NULL, NULL, &e);
 	CHECK(rc == -EINVAL || rc == -EBUSY);
 	printf("  stop again: %d %s\n", rc, e.message);
 
-	rc = dt_sandbox_action(dt, sbx.id, DT_START, on_state, &seen, &s, &e);
+	rc = dt_sandbox_action(dt, sbx.id, SP_START, on_state, &seen, &s, &e);
 	REPORT(rc, e);
 	CHECK_INT(rc, 0);
 	CHECK_STR(s.state, "started");
 	printf("  start states: %s\n", sb_str(&seen));
-	dt_sandbox_clear(&s);
+	sp_sandbox_clear(&s);
 	sb_free(&seen);
 	rc = dt_fs_info(dt, &box, "/home/daytona/smoke/big.bin", &fi, &e);
 	CHECK_INT(rc, 0);
@@ -625,9 +625,9 @@ UNIT_TEST(stop_start)
 
 UNIT_TEST(snapshot)
 {
-	struct dt_snapshot *list = NULL, snap;
+	struct sp_snapshot *list = NULL, snap;
 	struct strbuf seen = STRBUF_INIT;
-	struct dt_error e;
+	struct sp_error e;
 	char sname[96];
 	size_t n = 0;
 	bool found = false;
@@ -647,7 +647,7 @@ UNIT_TEST(snapshot)
 		if (strcmp(list[i].name, sname) == 0)
 			found = true;
 	CHECK(found);
-	dt_snapshot_list_free(list, n);
+	sp_snapshot_list_free(list, n);
 	rc = dt_snapshot_get(dt, sname, &snap, &e);
 	CHECK_INT(rc, 0);
 	if (!rc) {
@@ -655,15 +655,15 @@ UNIT_TEST(snapshot)
 		rc = dt_snapshot_delete(dt, snap.id, &e);
 		REPORT(rc, e);
 		CHECK_INT(rc, 0);
-		dt_snapshot_clear(&snap);
+		sp_snapshot_clear(&snap);
 	}
 }
 
 UNIT_TEST(delete)
 {
 	struct strbuf seen = STRBUF_INIT;
-	struct dt_sandbox s;
-	struct dt_error e;
+	struct sp_sandbox s;
+	struct sp_error e;
 	int rc;
 
 	rc = dt_sandbox_delete(dt, sbx.id, on_state, &seen, &e);
@@ -673,7 +673,7 @@ UNIT_TEST(delete)
 	sb_free(&seen);
 	CHECK_INT(dt_sandbox_get(dt, sbx.id, &s, &e), -ENOENT);
 	/* The toolbox of a destroyed sandbox: 401, as the real proxy. */
-	rc = dt_fs_info(dt, &box, "/home/daytona", &(struct dt_fileinfo){ 0 }, &e);
+	rc = dt_fs_info(dt, &box, "/home/daytona", &(struct sp_fileinfo){ 0 }, &e);
 	CHECK_INT(rc, -EACCES);
 	printf("  toolbox after delete: %s\n", e.message);
 }
@@ -683,8 +683,8 @@ UNIT_TEST(bad_key)
 	struct http_config cfg;
 	struct http_client *h2;
 	struct dt_client *d2;
-	struct dt_config dc = { .api_url = api, .api_key = "wrong", .wait_timeout_ms = 10000 };
-	struct dt_error e;
+	struct sp_config dc = { .api_url = api, .api_key = "wrong", .wait_timeout_ms = 10000 };
+	struct sp_error e;
 	int rc;
 
 	http_config_defaults(&cfg);
@@ -705,8 +705,8 @@ UNIT_TEST(unreachable)
 	struct http_config cfg;
 	struct http_client *h2;
 	struct dt_client *d2;
-	struct dt_config dc = { .api_url = "http://127.0.0.1:1/api", .api_key = "k" };
-	struct dt_error e;
+	struct sp_config dc = { .api_url = "http://127.0.0.1:1/api", .api_key = "k" };
+	struct sp_error e;
 	int rc;
 
 	http_config_defaults(&cfg);
@@ -759,7 +759,7 @@ int main(int argc, char **argv)
 		UNIT_CASE(unreachable),
 	};
 	struct http_config cfg;
-	struct dt_config dc = { 0 };
+	struct sp_config dc = { 0 };
 	const char *key = "k";
 	int rc;
 
@@ -803,7 +803,7 @@ int main(int argc, char **argv)
 		printf("http: %" PRIu64 " requests, %" PRIu64 " retries, %" PRIu64 " bytes down, %" PRIu64
 		       " bytes up\n", st.requests, st.retries, st.bytes_down, st.bytes_up);
 	}
-	dt_sandbox_clear(&sbx);
+	sp_sandbox_clear(&sbx);
 	dt_client_free(dt);
 	http_client_free(hc);
 	stop_server();

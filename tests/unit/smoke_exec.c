@@ -38,8 +38,8 @@ static struct http_client *hc;
 static struct dt_client *dt;
 static struct sandbox_provider *sp;   /* the same server, for exec.c */
 static struct exec_mgr *em;
-static struct dt_sandbox sbx[2];
-static struct dt_box box[2];
+static struct sp_sandbox sbx[2];
+static struct sp_box box[2];
 static atomic_int ends;
 static atomic_int wakes;
 
@@ -111,7 +111,7 @@ static long stat_requests(cJSON *stats, const char *route)
 static unsigned start_cmd(int which, const char *command, long timeout, bool with_stdin)
 {
 	struct exec_spec spec = { .command = command, .timeout_s = timeout, .with_stdin = with_stdin };
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	unsigned n = 0;
 	int rc;
 
@@ -124,7 +124,7 @@ static unsigned start_cmd(int which, const char *command, long timeout, bool wit
 /* Reads a stream to its end (blocking), into sb. Returns 0 or an errno. */
 static int read_all(int which, unsigned n, enum exec_stream s, struct strbuf *sb, size_t chunk)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char *buf = malloc(chunk);
 	uint64_t off = 0;
 	ssize_t got;
@@ -147,7 +147,7 @@ static int read_all(int which, unsigned n, enum exec_stream s, struct strbuf *sb
 
 static int wait_status(int which, unsigned n, struct exec_status *st)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc = exec_status(em, &box[which], n, true, st, &err);
 
 	if (rc < 0)
@@ -183,7 +183,7 @@ UNIT_TEST(core_example)
 UNIT_TEST(streaming)
 {
 	/* Each line carries the time it was printed; the reader notes when it got it. */
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char buf[4096];
 	uint64_t off = 0;
 	double t0 = now_s(), delays[8], max = 0, sum = 0;
@@ -248,7 +248,7 @@ UNIT_TEST(binary)
 
 UNIT_TEST(stdin_wc)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct strbuf out = STRBUF_INIT;
 	struct exec_status st;
 	unsigned n;
@@ -277,7 +277,7 @@ UNIT_TEST(stdin_wc)
 
 UNIT_TEST(kill_sleeper)
 {
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct exec_status st;
 	double t0;
 	unsigned n;
@@ -370,7 +370,7 @@ struct silent {
 static void *silent_reader(void *arg)
 {
 	struct silent *s = arg;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 
 	s->got = exec_read(em, &box[0], s->n, EXEC_STDOUT, s->buf, sizeof(s->buf), 0, true, &err);
 	return NULL;
@@ -429,7 +429,7 @@ UNIT_TEST(big_output)
 {
 	/* 100 MB through 128 KiB reads, checked as it streams; memory stays flat. */
 	const uint64_t total = 100000000;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct rusage ru0, ru1;
 	size_t chunk = 128 * 1024;
 	char *buf = malloc(chunk);
@@ -471,7 +471,7 @@ UNIT_TEST(remount_history)
 	/* A new manager (a remount) reads the history back from the sandbox. */
 	struct exec_options o;
 	struct exec_mgr *m2;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct exec_status st;
 	unsigned *ns = NULL, last = 0;
 	size_t count = 0;
@@ -508,7 +508,7 @@ struct blocked {
 static void *blocked_reader(void *arg)
 {
 	struct blocked *r = arg;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char buf[64];
 
 	r->got = exec_read(em, &box[1], r->n, EXEC_STDOUT, buf, sizeof(buf), 0, true, &err);
@@ -519,7 +519,7 @@ UNIT_TEST(stopped_sandbox)
 {
 	/* A reader blocked on a command whose sandbox stops gets an error, not a hang. */
 	struct blocked r = { 0, 1 };
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	pthread_t t;
 	double t0;
 
@@ -528,7 +528,7 @@ UNIT_TEST(stopped_sandbox)
 	pthread_create(&t, NULL, blocked_reader, &r);
 	usleep(300000);
 	t0 = now_s();
-	CHECK_INT(dt_sandbox_action(dt, sbx[1].id, DT_STOP, NULL, NULL, NULL, &err), 0);
+	CHECK_INT(dt_sandbox_action(dt, sbx[1].id, SP_STOP, NULL, NULL, NULL, &err), 0);
 	pthread_join(t, NULL);
 	CHECK_INT(r.got, -EHOSTDOWN);
 	printf("  stop: the blocked reader got %zd (%s) %.2f s after the stop began\n", r.got,
@@ -561,10 +561,10 @@ static const struct unit_case cases[] = {
 int main(int argc, char **argv)
 {
 	struct http_config hcfg;
-	struct dt_config dcfg = { 0 };
-	struct dt_create_params cp;
+	struct sp_config dcfg = { 0 };
+	struct sp_create_params cp;
 	struct exec_options o;
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	int rc = 1;
 
 	if (argc > 1)
@@ -591,7 +591,7 @@ int main(int argc, char **argv)
 	if (!dt || !sp)
 		goto out;
 	for (int i = 0; i < 2; i++) {
-		dt_create_params_init(&cp);
+		sp_create_params_init(&cp);
 		if (dt_sandbox_create(dt, &cp, &sbx[i], &err) < 0) {
 			fprintf(stderr, "create: %s\n", err.message);
 			goto out;
@@ -611,7 +611,7 @@ out:
 	for (int i = 0; i < 2; i++) {
 		if (sbx[i].id[0] && dt)
 			dt_sandbox_delete(dt, sbx[i].id, NULL, NULL, &err);
-		dt_sandbox_clear(&sbx[i]);
+		sp_sandbox_clear(&sbx[i]);
 	}
 	provider_close(sp);
 	dt_client_free(dt);

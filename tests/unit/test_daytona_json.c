@@ -133,7 +133,7 @@ UNIT_TEST(time_malformed)
 
 /* ---- FileInfo ---- */
 
-static int fi_parse(const char *json, struct dt_fileinfo *fi)
+static int fi_parse(const char *json, struct sp_fileinfo *fi)
 {
 	cJSON *obj = cJSON_Parse(json);
 	int rc;
@@ -145,7 +145,7 @@ static int fi_parse(const char *json, struct dt_fileinfo *fi)
 	return rc;
 }
 
-static void fi_clear(struct dt_fileinfo *fi)
+static void fi_clear(struct sp_fileinfo *fi)
 {
 	free(fi->name);
 	fi->name = NULL;
@@ -153,7 +153,7 @@ static void fi_clear(struct dt_fileinfo *fi)
 
 UNIT_TEST(fileinfo_full)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	CHECK_INT(fi_parse("{\"name\":\"main.py\",\"size\":120,\"mode\":\"-rw-r--r--\","
 			   "\"modTime\":\"2026-06-23 13:33:38.5 +0000 UTC\",\"modifiedAt\":\"2026-06-23T13:33:38.5Z\","
@@ -171,7 +171,7 @@ UNIT_TEST(fileinfo_full)
 
 UNIT_TEST(fileinfo_dir_sticky)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	CHECK_INT(fi_parse("{\"name\":\"tmp\",\"size\":4096,\"mode\":\"dtrwxrwxrwx\",\"isDir\":true,"
 			   "\"owner\":\"0\",\"group\":\"0\",\"modifiedAt\":\"2026-06-23T13:30:01Z\"}", &fi), 0);
@@ -184,7 +184,7 @@ UNIT_TEST(fileinfo_dir_sticky)
 
 UNIT_TEST(fileinfo_modtime_fallback)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	/* No modifiedAt: the deprecated Go time.String() form is used. */
 	CHECK_INT(fi_parse("{\"name\":\"a\",\"mode\":\"-rw-------\","
@@ -203,7 +203,7 @@ UNIT_TEST(fileinfo_modtime_fallback)
 
 UNIT_TEST(fileinfo_missing_fields)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	/* Only a name: a 0644 regular file of size 0, owned by 0, at the epoch. */
 	CHECK_INT(fi_parse("{\"name\":\"x\"}", &fi), 0);
@@ -232,7 +232,7 @@ UNIT_TEST(fileinfo_missing_fields)
 
 UNIT_TEST(fileinfo_bad_and_odd)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	CHECK_INT(fi_parse("{\"size\":1}", &fi), -EINVAL);          /* no name */
 	CHECK(fi.name == NULL);
@@ -265,7 +265,7 @@ UNIT_TEST(fileinfo_bad_and_odd)
 
 UNIT_TEST(fileinfo_big_size)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	CHECK_INT(fi_parse("{\"name\":\"big\",\"size\":10737418240}", &fi), 0);
 	CHECK_INT(fi.size, 10737418240LL);
@@ -282,7 +282,7 @@ UNIT_TEST(sandbox_parse)
 		"\"createdAt\":\"2026-06-23T13:33:38.120Z\",\"updatedAt\":\"2026-06-23T13:33:40.002Z\","
 		"\"toolboxProxyUrl\":\"https://proxy.app.daytona.io/toolbox\",\"labels\":{\"a\":\"b\"}}";
 	cJSON *obj = cJSON_Parse(json);
-	struct dt_sandbox sb;
+	struct sp_sandbox sb;
 	size_t n;
 
 	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
@@ -304,7 +304,7 @@ UNIT_TEST(sandbox_parse)
 		CHECK(strchr(sb.json, '\t') != NULL);   /* pretty-printed */
 		CHECK(strstr(sb.json, "\"labels\"") != NULL);
 	}
-	dt_sandbox_clear(&sb);
+	sp_sandbox_clear(&sb);
 	CHECK(sb.json == NULL);
 	CHECK_STR(sb.id, "");
 	cJSON_Delete(obj);
@@ -315,22 +315,22 @@ UNIT_TEST(sandbox_volumes)
 	cJSON *obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[{\"volumeId\":\"v1\",\"mountPath\":\"/data\"},"
 				 "{\"volumeId\":\"v2\",\"mountPath\":\"/home/daytona/.cache/\"},"
 				 "{\"volumeId\":\"v3\"}, 7]}");
-	struct dt_sandbox sb;
+	struct sp_sandbox sb;
 
 	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 	CHECK_STR(sb.volume_paths, "/data\n/home/daytona/.cache/\n");
 	CHECK(sb.volumes_known);
 	/* the decision of rename: a real rename by command at or under a mount path */
-	CHECK(dt_path_on_volume(sb.volume_paths, "/data"));
-	CHECK(dt_path_on_volume(sb.volume_paths, "/data/a/b"));
-	CHECK(dt_path_on_volume(sb.volume_paths, "/home/daytona/.cache"));
-	CHECK(dt_path_on_volume(sb.volume_paths, "/home/daytona/.cache/pip/x"));
-	CHECK(!dt_path_on_volume(sb.volume_paths, "/database"));
-	CHECK(!dt_path_on_volume(sb.volume_paths, "/home/daytona/.cachex"));
-	CHECK(!dt_path_on_volume(sb.volume_paths, "/home/daytona/a"));
-	CHECK(!dt_path_on_volume("", "/data"));
-	CHECK(!dt_path_on_volume(NULL, "/data"));
-	dt_sandbox_clear(&sb);
+	CHECK(sp_path_on_volume(sb.volume_paths, "/data"));
+	CHECK(sp_path_on_volume(sb.volume_paths, "/data/a/b"));
+	CHECK(sp_path_on_volume(sb.volume_paths, "/home/daytona/.cache"));
+	CHECK(sp_path_on_volume(sb.volume_paths, "/home/daytona/.cache/pip/x"));
+	CHECK(!sp_path_on_volume(sb.volume_paths, "/database"));
+	CHECK(!sp_path_on_volume(sb.volume_paths, "/home/daytona/.cachex"));
+	CHECK(!sp_path_on_volume(sb.volume_paths, "/home/daytona/a"));
+	CHECK(!sp_path_on_volume("", "/data"));
+	CHECK(!sp_path_on_volume(NULL, "/data"));
+	sp_sandbox_clear(&sb);
 	cJSON_Delete(obj);
 
 	/* none, or not an array */
@@ -338,28 +338,28 @@ UNIT_TEST(sandbox_volumes)
 	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 	CHECK_STR(sb.volume_paths, "");
 	CHECK(sb.volumes_known);
-	dt_sandbox_clear(&sb);
+	sp_sandbox_clear(&sb);
 	cJSON_Delete(obj);
 	/* a list item says nothing */
 	obj = cJSON_Parse("{\"id\":\"x\"}");
 	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 	CHECK_STR(sb.volume_paths, "");
 	CHECK(!sb.volumes_known);
-	dt_sandbox_clear(&sb);
+	sp_sandbox_clear(&sb);
 	cJSON_Delete(obj);
 
 	/* a path with a newline: every path counts as on a volume */
 	obj = cJSON_Parse("{\"id\":\"x\",\"volumes\":[{\"volumeId\":\"v\",\"mountPath\":\"/a\\n/b\"}]}");
 	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 	CHECK_STR(sb.volume_paths, "/");
-	CHECK(dt_path_on_volume(sb.volume_paths, "/anything"));
-	dt_sandbox_clear(&sb);
+	CHECK(sp_path_on_volume(sb.volume_paths, "/anything"));
+	sp_sandbox_clear(&sb);
 	cJSON_Delete(obj);
 }
 
 UNIT_TEST(sandbox_malformed)
 {
-	struct dt_sandbox sb;
+	struct sp_sandbox sb;
 	cJSON *obj;
 
 	obj = cJSON_Parse("{\"name\":\"x\"}");
@@ -385,7 +385,7 @@ UNIT_TEST(sandbox_malformed)
 		CHECK_INT(strlen(sb.name), sizeof(sb.name) - 1);
 		CHECK(!sb.name_exact);
 		CHECK_STR(sb.state, "");
-		dt_sandbox_clear(&sb);
+		sp_sandbox_clear(&sb);
 		cJSON_Delete(obj);
 	}
 }
@@ -399,7 +399,7 @@ UNIT_TEST(sandbox_id_refused)
 		"{\"id\":\"a\\nb\"}", "{\"id\":\"\"}",
 		"{\"id\":\"0123456789012345678901234567890123456789012345678901234567890123\"}",
 	};
-	struct dt_sandbox sb;
+	struct sp_sandbox sb;
 	cJSON *obj;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -418,7 +418,7 @@ UNIT_TEST(sandbox_id_refused)
 		obj = cJSON_Parse(json);
 		CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
 		CHECK_STR(sb.toolbox_url, "");
-		dt_sandbox_clear(&sb);
+		sp_sandbox_clear(&sb);
 		cJSON_Delete(obj);
 	}
 	/* 63 bytes fit */
@@ -428,7 +428,7 @@ UNIT_TEST(sandbox_id_refused)
 	CHECK_INT(strlen(sb.id), 63);
 	CHECK(sb.name_exact);
 	CHECK_STR(sb.daemon_version, "v0.150.0");
-	dt_sandbox_clear(&sb);
+	sp_sandbox_clear(&sb);
 	cJSON_Delete(obj);
 }
 
@@ -473,7 +473,7 @@ UNIT_TEST(daemon_version_shell)
 
 /* ---- CreateSandbox body ---- */
 
-static cJSON *create_body(const struct dt_create_params *p, const char *def_target)
+static cJSON *create_body(const struct sp_create_params *p, const char *def_target)
 {
 	char *s = dt_create_body_json(p, def_target);
 	cJSON *obj;
@@ -508,10 +508,10 @@ static bool has(const cJSON *o, const char *k)
 
 UNIT_TEST(create_minimal)
 {
-	struct dt_create_params p;
+	struct sp_create_params p;
 	char *s;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	CHECK_INT(p.cpu, -1);
 	CHECK_INT(p.autostop, LONG_MIN);
 	s = dt_create_body_json(&p, NULL);
@@ -522,10 +522,10 @@ UNIT_TEST(create_minimal)
 
 UNIT_TEST(create_snapshot_and_name)
 {
-	struct dt_create_params p;
+	struct sp_create_params p;
 	cJSON *o;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.name = "dev box";
 	p.snapshot = "daytonaio/sandbox:0.5.0-slim";
 	p.user = "root";
@@ -544,11 +544,11 @@ UNIT_TEST(create_snapshot_and_name)
 
 UNIT_TEST(create_image_buildinfo_and_resources)
 {
-	struct dt_create_params p;
+	struct sp_create_params p;
 	const cJSON *bi;
 	cJSON *o;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.image = "python:3.12-slim";
 	p.cpu = 2;
 	p.memory = 4;
@@ -568,13 +568,13 @@ UNIT_TEST(create_image_buildinfo_and_resources)
 
 UNIT_TEST(create_env_labels_language)
 {
-	struct dt_kv env[] = { { "FOO", "1" }, { "BAR", "x y\"z" }, { "FOO", "2" } };
-	struct dt_kv labels[] = { { "team", "infra" }, { "code-toolbox-language", "go" } };
-	struct dt_create_params p;
+	struct sp_kv env[] = { { "FOO", "1" }, { "BAR", "x y\"z" }, { "FOO", "2" } };
+	struct sp_kv labels[] = { { "team", "infra" }, { "code-toolbox-language", "go" } };
+	struct sp_create_params p;
 	const cJSON *e, *l;
 	cJSON *o;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.env = env;
 	p.n_env = 3;
 	p.labels = labels;
@@ -606,10 +606,10 @@ UNIT_TEST(create_env_labels_language)
 
 UNIT_TEST(create_target)
 {
-	struct dt_create_params p;
+	struct sp_create_params p;
 	cJSON *o;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	o = create_body(&p, "us");
 	CHECK_STR(get_str(o, "target"), "us");
 	cJSON_Delete(o);
@@ -625,10 +625,10 @@ UNIT_TEST(create_target)
 
 UNIT_TEST(create_intervals_ephemeral_public)
 {
-	struct dt_create_params p;
+	struct sp_create_params p;
 	cJSON *o;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.autostop = 0;
 	p.autoarchive = 60;
 	p.autodelete = -1;
@@ -646,7 +646,7 @@ UNIT_TEST(create_intervals_ephemeral_public)
 	o = create_body(&p, NULL);
 	CHECK_INT(get_num(o, "autoDeleteInterval"), 0);
 	cJSON_Delete(o);
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.ephemeral = true;
 	o = create_body(&p, NULL);
 	CHECK_INT(get_num(o, "autoDeleteInterval"), 0);
@@ -656,12 +656,12 @@ UNIT_TEST(create_intervals_ephemeral_public)
 
 UNIT_TEST(create_volumes)
 {
-	struct dt_kv vols[] = { { "vol-1", "/data" }, { "cache", "/home/daytona/.cache" } };
-	struct dt_create_params p;
+	struct sp_kv vols[] = { { "vol-1", "/data" }, { "cache", "/home/daytona/.cache" } };
+	struct sp_create_params p;
 	const cJSON *arr, *v;
 	cJSON *o;
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.volumes = vols;
 	p.n_volumes = 2;
 	o = create_body(&p, NULL);
@@ -770,43 +770,43 @@ UNIT_TEST(errno_toolbox)
 
 UNIT_TEST(error_transient)
 {
-	struct dt_error e = { 0 };
+	struct sp_error e = { 0 };
 
-	dt_error_set(&e, -EIO, 500, "x");
-	CHECK(dt_error_transient(&e));
-	dt_error_set(&e, -EIO, 502, "x");
-	CHECK(dt_error_transient(&e));
-	dt_error_set(&e, -EAGAIN, 429, "x");
-	CHECK(dt_error_transient(&e));
-	dt_error_set(&e, -ECONNRESET, 200, "answer cut");
-	CHECK(dt_error_transient(&e));
-	dt_error_set(&e, -ECONNREFUSED, 0, "x");
-	CHECK(dt_error_transient(&e));
-	dt_error_set(&e, -ETIMEDOUT, 0, "no answer in time");
-	CHECK(dt_error_transient(&e));
+	sp_error_set(&e, -EIO, 500, "x");
+	CHECK(sp_error_transient(&e));
+	sp_error_set(&e, -EIO, 502, "x");
+	CHECK(sp_error_transient(&e));
+	sp_error_set(&e, -EAGAIN, 429, "x");
+	CHECK(sp_error_transient(&e));
+	sp_error_set(&e, -ECONNRESET, 200, "answer cut");
+	CHECK(sp_error_transient(&e));
+	sp_error_set(&e, -ECONNREFUSED, 0, "x");
+	CHECK(sp_error_transient(&e));
+	sp_error_set(&e, -ETIMEDOUT, 0, "no answer in time");
+	CHECK(sp_error_transient(&e));
 	/* answers of the sandbox or the toolbox itself */
-	dt_error_set(&e, -ETIMEDOUT, 408, "the command ran out of its time");
-	CHECK(!dt_error_transient(&e));
-	dt_error_set(&e, -EINVAL, 400, "x");
-	CHECK(!dt_error_transient(&e));
-	dt_error_set(&e, -EHOSTDOWN, 400, "Is the Sandbox started?");
-	CHECK(!dt_error_transient(&e));
-	dt_error_set(&e, -EACCES, 401, "x");
-	CHECK(!dt_error_transient(&e));
-	dt_error_set(&e, -ENOMEM, 0, "x");
-	CHECK(!dt_error_transient(&e));
-	CHECK(!dt_error_transient(NULL));
+	sp_error_set(&e, -ETIMEDOUT, 408, "the command ran out of its time");
+	CHECK(!sp_error_transient(&e));
+	sp_error_set(&e, -EINVAL, 400, "x");
+	CHECK(!sp_error_transient(&e));
+	sp_error_set(&e, -EHOSTDOWN, 400, "Is the Sandbox started?");
+	CHECK(!sp_error_transient(&e));
+	sp_error_set(&e, -EACCES, 401, "x");
+	CHECK(!sp_error_transient(&e));
+	sp_error_set(&e, -ENOMEM, 0, "x");
+	CHECK(!sp_error_transient(&e));
+	CHECK(!sp_error_transient(NULL));
 }
 
 UNIT_TEST(error_set)
 {
-	struct dt_error e;
+	struct sp_error e;
 
-	CHECK_INT(dt_error_set(&e, -ENOENT, 404, "sandbox %s not found", "x"), -ENOENT);
+	CHECK_INT(sp_error_set(&e, -ENOENT, 404, "sandbox %s not found", "x"), -ENOENT);
 	CHECK_INT(e.err, ENOENT);
 	CHECK_INT(e.http_status, 404);
 	CHECK_STR(e.message, "sandbox x not found");
-	CHECK_INT(dt_error_set(NULL, -EIO, 0, "ignored"), -EIO);
+	CHECK_INT(sp_error_set(NULL, -EIO, 0, "ignored"), -EIO);
 }
 
 UNIT_TEST(upload_path_trimmed)

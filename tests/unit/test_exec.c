@@ -42,7 +42,7 @@ UNIT_TEST(cmd_names)
 	CHECK_INT(n, 7);
 }
 
-static void fi_set(struct dt_fileinfo *fi, const char *name, uint64_t size)
+static void fi_set(struct sp_fileinfo *fi, const char *name, uint64_t size)
 {
 	memset(fi, 0, sizeof(*fi));
 	fi->name = (char *)name;
@@ -51,7 +51,7 @@ static void fi_set(struct dt_fileinfo *fi, const char *name, uint64_t size)
 
 UNIT_TEST(listing_running)
 {
-	struct dt_fileinfo fi[6];
+	struct sp_fileinfo fi[6];
 	struct exec_listing l;
 
 	fi_set(&fi[0], "command", 12);
@@ -73,7 +73,7 @@ UNIT_TEST(listing_running)
 
 UNIT_TEST(listing_ended_with_stdin)
 {
-	struct dt_fileinfo fi[8];
+	struct sp_fileinfo fi[8];
 	struct exec_listing l;
 
 	fi_set(&fi[0], "command", 5);
@@ -219,7 +219,7 @@ UNIT_TEST(defaults)
 UNIT_TEST(wrapper_text)
 {
 	struct strbuf sb = STRBUF_INIT;
-	struct dt_kv env[2] = { { "K_1", "it's $HOME `x`" }, { "EMPTY", "" } };
+	struct sp_kv env[2] = { { "K_1", "it's $HOME `x`" }, { "EMPTY", "" } };
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
@@ -248,7 +248,7 @@ UNIT_TEST(wrapper_text)
 		spec.env = env;
 		spec.n_env = 1;
 		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-			struct dt_kv kv = { (char *)bad[i], "v" };
+			struct sp_kv kv = { (char *)bad[i], "v" };
 
 			spec.env = &kv;
 			sb_reset(&sb);
@@ -313,7 +313,7 @@ UNIT_TEST(launcher_text)
 
 	sb_reset(&sb);
 	{
-		struct dt_kv kv = { "BAD NAME", "x" };
+		struct sp_kv kv = { "BAD NAME", "x" };
 
 		spec.env = &kv;
 		spec.n_env = 1;
@@ -516,7 +516,7 @@ UNIT_TEST(run_binary_env_cwd)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		static const char bin[] = "a\0b\377\n\0last";
-		struct dt_kv env[2] = { { "V", "it's $HOME \"q\" \\n" }, { "PATH", "/nonexistent" } };
+		struct sp_kv env[2] = { { "V", "it's $HOME \"q\" \\n" }, { "PATH", "/nonexistent" } };
 		char sd[256], dir[512], cwd[512];
 		struct exec_spec spec = {
 			.command = "printf 'a\\000b\\377\\n\\000last'; printf %s \"$V\" >&2; "

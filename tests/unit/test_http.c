@@ -875,7 +875,7 @@ static char api_base[128], tb_base[128];
 static struct dt_client *mock_client(const char *key, const char *jwt, const char *org, bool keepalive,
 				     long wait_ms)
 {
-	struct dt_config dc = { .api_url = api_base, .api_key = key, .jwt = jwt, .org_id = org,
+	struct sp_config dc = { .api_url = api_base, .api_key = key, .jwt = jwt, .org_id = org,
 				.keepalive = keepalive, .wait_timeout_ms = wait_ms };
 
 	return dt_client_new(dhc, &dc);
@@ -889,8 +889,8 @@ static int dsink(void *ctx, const void *data, size_t len)
 
 UNIT_TEST(dt_list_pages)
 {
-	struct dt_sandbox *list = NULL;
-	struct dt_error e;
+	struct sp_sandbox *list = NULL;
+	struct sp_error e;
 	size_t n = 0;
 
 	CHECK_INT(dt_sandbox_list(dtc, &list, &n, &e), 0);
@@ -904,15 +904,15 @@ UNIT_TEST(dt_list_pages)
 		CHECK_STR(list[1].state, "stopped");
 		CHECK(list[1].json && list[1].json[strlen(list[1].json) - 1] == '\n');
 	}
-	dt_sandbox_list_free(list, n);
+	sp_sandbox_list_free(list, n);
 }
 
 UNIT_TEST(dt_malformed_responses)
 {
-	struct dt_sandbox sb;
-	struct dt_fileinfo *fl = NULL;
-	struct dt_box box = { "box1", tb_base };
-	struct dt_error e;
+	struct sp_sandbox sb;
+	struct sp_fileinfo *fl = NULL;
+	struct sp_box box = { "box1", tb_base };
+	struct sp_error e;
 	size_t n = 7;
 	int code = 5;
 
@@ -933,9 +933,9 @@ UNIT_TEST(dt_malformed_responses)
 
 UNIT_TEST(dt_toolbox_errors)
 {
-	struct dt_box box = { "box1", tb_base };
-	struct dt_fileinfo fi;
-	struct dt_error e;
+	struct sp_box box = { "box1", tb_base };
+	struct sp_fileinfo fi;
+	struct sp_error e;
 
 	CHECK_INT(dt_fs_info(dtc, &box, "/e400", &fi, &e), -EINVAL);
 	CHECK_STR(e.message, "stat /e400: Invalid argument (HTTP 400)");
@@ -947,8 +947,8 @@ UNIT_TEST(dt_toolbox_errors)
 
 UNIT_TEST(dt_upload_reply_and_part_filename)
 {
-	struct dt_box nofile = { "nofile", tb_base }, trims = { "trims", tb_base }, echo = { "echo", tb_base };
-	struct dt_error e;
+	struct sp_box nofile = { "nofile", tb_base }, trims = { "trims", tb_base }, echo = { "echo", tb_base };
+	struct sp_error e;
 	char head[sizeof(last_body_head) + 1];
 
 	/* A 2xx that names no file stored nothing (D3), one that names another
@@ -970,9 +970,9 @@ UNIT_TEST(dt_upload_reply_and_part_filename)
 
 UNIT_TEST(dt_download_short_ranges_continue)
 {
-	struct dt_box box = { "box1", tb_base };
+	struct sp_box box = { "box1", tb_base };
 	struct strbuf sb = STRBUF_INIT;
-	struct dt_error e;
+	struct sp_error e;
 	char want[1000];
 
 	for (size_t i = 0; i < sizeof(want); i++)
@@ -1009,9 +1009,9 @@ UNIT_TEST(stall_limit_per_request)
 
 UNIT_TEST(dt_download_fallbacks)
 {
-	struct dt_box box = { "box1", tb_base };
+	struct sp_box box = { "box1", tb_base };
 	struct strbuf sb = STRBUF_INIT;
-	struct dt_error e;
+	struct sp_error e;
 
 	/* A 200 for a ranged request: skipped to the offset, cut at len. */
 	CHECK_INT(dt_fs_download(dtc, &box, "/full", 30, 5, dsink, &sb, &e), 5);
@@ -1033,24 +1033,24 @@ UNIT_TEST(dt_waits)
 	/* A dt_client sets its credential on its transport: give it its own. */
 	struct http_client *saved = dhc;
 	struct dt_client *d2;
-	struct dt_sandbox sb;
-	struct dt_error e;
+	struct sp_sandbox sb;
+	struct sp_error e;
 	double t0;
 
 	dhc = new_client(5, 1);
 	d2 = mock_client("k", NULL, NULL, false, 400);
 	t0 = now_s();
 
-	CHECK_INT(dt_sandbox_action(d2, "stuck", DT_START, NULL, NULL, &sb, &e), -ETIMEDOUT);
+	CHECK_INT(dt_sandbox_action(d2, "stuck", SP_START, NULL, NULL, &sb, &e), -ETIMEDOUT);
 	CHECK(now_s() - t0 >= 0.39 && now_s() - t0 < 2);
 	CHECK_STR(e.message, "sandbox stuck: start: timed out after 0.4 s waiting for it to become started "
 		  "(state is starting)");
-	CHECK_INT(dt_sandbox_action(d2, "err", DT_START, NULL, NULL, &sb, &e), -EIO);
+	CHECK_INT(dt_sandbox_action(d2, "err", SP_START, NULL, NULL, &sb, &e), -EIO);
 	CHECK_STR(e.message, "sandbox err: start failed: state error: disk on fire");
 	/* A stop that ends in 404: an ephemeral sandbox, destroyed. */
-	CHECK_INT(dt_sandbox_action(d2, "gone", DT_STOP, NULL, NULL, &sb, &e), 0);
+	CHECK_INT(dt_sandbox_action(d2, "gone", SP_STOP, NULL, NULL, &sb, &e), 0);
 	CHECK_STR(sb.state, "destroyed");
-	dt_sandbox_clear(&sb);
+	sp_sandbox_clear(&sb);
 	dt_client_free(d2);
 	http_client_free(dhc);
 	dhc = saved;
@@ -1058,10 +1058,10 @@ UNIT_TEST(dt_waits)
 
 UNIT_TEST(dt_headers)
 {
-	struct dt_box box = { "box1", tb_base };
+	struct sp_box box = { "box1", tb_base };
 	struct http_request get = { .method = "GET", .url = u("/headers") };
 	struct http_response resp;
-	struct dt_error e;
+	struct sp_error e;
 	char dir[64];
 
 	CHECK_INT(dt_home_dir(dtc, &box, dir, sizeof(dir), &e), 0);
@@ -1086,10 +1086,10 @@ UNIT_TEST(dt_headers_jwt_keepalive)
 {
 	struct http_client *saved = dhc;
 	struct http_request get = { .method = "GET", .url = u("/headers") };
-	struct dt_box box = { "box1", tb_base };
+	struct sp_box box = { "box1", tb_base };
 	struct http_response resp;
 	struct dt_client *d2;
-	struct dt_error e;
+	struct sp_error e;
 	char dir[64];
 
 	dhc = new_client(5, 1);

@@ -130,8 +130,8 @@ static bool read_word(const char **p, char *buf, size_t cap)
 /* The scripts listing.c sends: a listing ("d=DIR/.; find ..." and maybe
  * "; c=CHILD; ..."), or a change ("chmod MODE PATH", "ln -s TARGET PATH")
  * with or without the stat print after it ("&& { find PATH -maxdepth 0 ..."). */
-static int fake_exec_within(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-			    long limit_s, int *exit_code, char **output, struct dt_error *err)
+static int fake_exec_within(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			    long limit_s, int *exit_code, char **output, struct sp_error *err)
 {
 	struct strbuf out = STRBUF_INIT;
 	const char *s = command, *q;
@@ -140,9 +140,9 @@ static int fake_exec_within(void *impl, const struct dt_box *box, const char *co
 
 	fake.execs++;
 	if (fake.down)
-		return dt_error_set(err, -EHOSTDOWN, 0, "sandbox is stopped");
+		return sp_error_set(err, -EHOSTDOWN, 0, "sandbox is stopped");
 	if (strncmp(s, FILES_SH_PREFIX, strlen(FILES_SH_PREFIX)) || !box || strcmp(cwd, "/") || limit_s != 7)
-		return dt_error_set(err, -EINVAL, 400, "not a script of listing.c");
+		return sp_error_set(err, -EINVAL, 400, "not a script of listing.c");
 	s += strlen(FILES_SH_PREFIX);
 	snprintf(fake.last, sizeof(fake.last), "%s", s);
 	*exit_code = 0;
@@ -154,7 +154,7 @@ static int fake_exec_within(void *impl, const struct dt_box *box, const char *co
 	if (!strncmp(s, "d=", 2)) {
 		s += 2;
 		if (!read_word(&s, a, sizeof(a)))
-			return dt_error_set(err, -EINVAL, 400, "bad listing");
+			return sp_error_set(err, -EINVAL, 400, "bad listing");
 		nd = node_at(a);
 		if (!nd || nd->type != 'd') {
 			sb_addf(&out, "find: '%s/.': No such file or directory\n", a);
@@ -165,7 +165,7 @@ static int fake_exec_within(void *impl, const struct dt_box *box, const char *co
 			if (q) {
 				q += 4;
 				if (!read_word(&q, b, sizeof(b)))
-					return dt_error_set(err, -EINVAL, 400, "bad child");
+					return sp_error_set(err, -EINVAL, 400, "bad child");
 				nd = node_at(b);
 				if (nd && nd->type == 'd') {
 					put_listing(&out, b);
@@ -183,12 +183,12 @@ static int fake_exec_within(void *impl, const struct dt_box *box, const char *co
 		} else if (!strncmp(s, "ln -s ", 6)) {
 			s += 6;
 			if (!read_word(&s, b, sizeof(b)) || *s++ != ' ')
-				return dt_error_set(err, -EINVAL, 400, "bad ln");
+				return sp_error_set(err, -EINVAL, 400, "bad ln");
 		} else {
-			return dt_error_set(err, -EINVAL, 400, "unknown command");
+			return sp_error_set(err, -EINVAL, 400, "unknown command");
 		}
 		if (!read_word(&s, a, sizeof(a)))
-			return dt_error_set(err, -EINVAL, 400, "bad path");
+			return sp_error_set(err, -EINVAL, 400, "bad path");
 		nd = node_at(a);
 		if (chmod && !nd) {
 			sb_addf(&out, "chmod: cannot access '%s': No such file or directory\n", a);
@@ -227,14 +227,14 @@ static struct mount_rec {
 	char link_path[64], link_target[64];
 } rec;
 
-static void m_box(void *mount, void *owner, struct dt_box *box)
+static void m_box(void *mount, void *owner, struct sp_box *box)
 {
 	rec.boxes++;
 	box->id = owner;
 	box->toolbox_url = "http://fake.invalid/toolbox";
 }
 
-static int m_failed(void *mount, void *owner, int rc, const struct dt_error *err, const char *what,
+static int m_failed(void *mount, void *owner, int rc, const struct sp_error *err, const char *what,
 		    const char *path)
 {
 	rec.failures++;

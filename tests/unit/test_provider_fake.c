@@ -64,12 +64,12 @@ static void fake_put(struct fake *f, const char *path, const void *data, size_t 
 
 /* The entries right under dir: its files, and the directories their paths
  * pass through. ENOENT when nothing is under dir. */
-static int fake_fs_list(void *impl, const struct dt_box *box, const char *dir, struct dt_fileinfo **out,
-			size_t *n, struct dt_error *err)
+static int fake_fs_list(void *impl, const struct sp_box *box, const char *dir, struct sp_fileinfo **out,
+			size_t *n, struct sp_error *err)
 {
 	struct fake *f = impl;
 	size_t dlen = strlen(dir), k = 0;
-	struct dt_fileinfo *v = calloc(FAKE_FILES, sizeof(*v));
+	struct sp_fileinfo *v = calloc(FAKE_FILES, sizeof(*v));
 
 	pthread_mutex_lock(&f->lock);
 	f->lists++;
@@ -96,15 +96,15 @@ static int fake_fs_list(void *impl, const struct dt_box *box, const char *dir, s
 	pthread_mutex_unlock(&f->lock);
 	if (!k) {
 		free(v);
-		return dt_error_set(err, -ENOENT, 404, "list %s: no such directory", dir);
+		return sp_error_set(err, -ENOENT, 404, "list %s: no such directory", dir);
 	}
 	*out = v;
 	*n = k;
 	return 0;
 }
 
-static int64_t fake_fs_download(void *impl, const struct dt_box *box, const char *path, uint64_t off,
-				uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
+static int64_t fake_fs_download(void *impl, const struct sp_box *box, const char *path, uint64_t off,
+				uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err)
 {
 	struct fake *f = impl;
 	struct fake_file *ff;
@@ -122,19 +122,19 @@ static int64_t fake_fs_download(void *impl, const struct dt_box *box, const char
 	}
 	pthread_mutex_unlock(&f->lock);
 	if (!ff)
-		return dt_error_set(err, -ENOENT, 404, "download %s: no such file", path);
+		return sp_error_set(err, -ENOENT, 404, "download %s: no such file", path);
 	return rc < 0 ? rc : (int64_t)got;
 }
 
-static int fake_fs_upload_fd(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
-			     struct dt_error *err)
+static int fake_fs_upload_fd(void *impl, const struct sp_box *box, const char *path, int fd, uint64_t len,
+			     struct sp_error *err)
 {
 	struct fake *f = impl;
 	char *buf = malloc(len + 1);
 
 	if (pread(fd, buf, len, 0) != (ssize_t)len) {
 		free(buf);
-		return dt_error_set(err, -EIO, 0, "upload %s: short read", path);
+		return sp_error_set(err, -EIO, 0, "upload %s: short read", path);
 	}
 	pthread_mutex_lock(&f->lock);
 	f->uploads++;
@@ -147,9 +147,9 @@ static int fake_fs_upload_fd(void *impl, const struct dt_box *box, const char *p
 /* Runs nothing: a launcher (it prints "daytonafs-started N" in a real
  * sandbox) gets its command 1 made with its output, as if it had run and
  * ended; anything else answers exit 0 and no output. */
-static int fake_exec(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
-		     struct dt_error *err)
+static int fake_exec(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+		     const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct sp_error *err)
 {
 	struct fake *f = impl;
 	bool launcher = strstr(command, "daytonafs-started") != NULL;
@@ -187,14 +187,14 @@ static struct sandbox_provider fake_provider = {
 	.ops = &fake_ops,
 	.impl = &fake,
 };
-static const struct dt_box box = { "sb-1", "http://fake.invalid/toolbox" };
+static const struct sp_box box = { "sb-1", "http://fake.invalid/toolbox" };
 
 UNIT_TEST(exec_start_list_read)
 {
 	struct exec_options o;
 	struct exec_mgr *m;
 	struct exec_spec spec = { .command = "echo hi" };
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	unsigned n = 0, *ns = NULL;
 	size_t count = 0;
 	char buf[16];
@@ -234,7 +234,7 @@ UNIT_TEST(exec_fast_path_reads_from_memory)
 	struct exec_options o;
 	struct exec_mgr *m;
 	struct exec_spec spec = { .command = "echo hi" };
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct exec_status st;
 	unsigned n = 0, *ns = NULL;
 	size_t count = 0;
@@ -278,7 +278,7 @@ UNIT_TEST(exec_fast_path_reads_from_memory)
 UNIT_TEST(write_uploads_through_provider)
 {
 	struct dfs *fs = calloc(1, sizeof(*fs));
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char tmpl[] = "/tmp/test_provider_fake.XXXXXX";
 	int fd = mkstemp(tmpl);
 	struct fake_file *ff;
@@ -300,7 +300,7 @@ UNIT_TEST(write_uploads_through_provider)
 UNIT_TEST(upload_many_falls_back_to_one_by_one)
 {
 	struct sp_upload_item it[2];
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char tmpl[] = "/tmp/test_provider_fake.XXXXXX";
 	int fd = mkstemp(tmpl);
 	int before = fake.uploads;
@@ -328,8 +328,8 @@ UNIT_TEST(upload_many_falls_back_to_one_by_one)
 
 UNIT_TEST(missing_operations_fail_with_enosys)
 {
-	struct dt_error err = { 0 };
-	struct dt_fileinfo fi;
+	struct sp_error err = { 0 };
+	struct sp_fileinfo fi;
 
 	CHECK(!sp_has(&fake_provider, SP_CAP_FS_MOVE));
 	CHECK_INT(sp_fs_move(&fake_provider, &box, "/a", "/b", &err), -ENOSYS);

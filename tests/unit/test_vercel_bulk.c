@@ -23,9 +23,9 @@ static int execs;
 
 /* Runs command with sh -c, its stdout as the output (as the provider's
  * wrapper gives it back). */
-static int fake_exec(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
-		     struct dt_error *err)
+static int fake_exec(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+		     const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct sp_error *err)
 {
 	struct strbuf out = STRBUF_INIT;
 	int fds[2], st;
@@ -111,7 +111,7 @@ UNIT_TEST(test_bulk_download_runs)
 	static const char bin[] = { 'a', 0, (char)0xff, '\n', 'b' };
 	char big[300];
 	struct sp_bulk_file f[6];
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	char *paths[6];
 
 	memset(big, 'x', sizeof(big));
@@ -167,7 +167,7 @@ UNIT_TEST(test_upload_many_in_place)
 {
 	static char data[70000];
 	struct sp_upload_item it[4];
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct stat before, after;
 	char *paths[4], *link2;
 	int fds[4];

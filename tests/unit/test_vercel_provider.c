@@ -88,13 +88,13 @@ UNIT_TEST(state_names)
 
 UNIT_TEST(create_params)
 {
-	struct dt_create_params p;
+	struct sp_create_params p;
 	struct vc_create_params vp;
-	struct dt_kv env[1] = { { "A", "1" } }, labels[1] = { { "team", "x" } };
+	struct sp_kv env[1] = { { "A", "1" } }, labels[1] = { { "team", "x" } };
 	struct vc_kv venv[1], vtags[1];
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.name = "box";
 	p.image = "python3.13";
 	p.cpu = 4;
@@ -115,25 +115,25 @@ UNIT_TEST(create_params)
 	CHECK_STR(vp.env[0].key, "A");
 	CHECK_STR(vp.tags[0].value, "x");
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.image = "registry.example/img:1";
 	CHECK_INT(vercel_create_params(&p, &vp, venv, vtags, &err), 0);
 	CHECK(vp.runtime == NULL);
 	CHECK_STR(vp.image, "registry.example/img:1");
 	CHECK_INT(vp.persistent, -1);
 
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.memory = 4;
 	CHECK_INT(vercel_create_params(&p, &vp, venv, vtags, &err), -EINVAL);
 	CHECK(strstr(err.message, "memory") != NULL);
-	dt_create_params_init(&p);
+	sp_create_params_init(&p);
 	p.autoarchive = 10;
 	CHECK_INT(vercel_create_params(&p, &vp, venv, vtags, &err), -EINVAL);
 }
 
 UNIT_TEST(stat_lines)
 {
-	struct dt_fileinfo fi;
+	struct sp_fileinfo fi;
 
 	CHECK_INT(rfs_parse_stat_line("81a4 12 1000 1000 1700000000 a file", 35, &fi), 0);
 	CHECK_STR(fi.name, "a file");

@@ -599,13 +599,13 @@ struct fake {
 	int calls;
 	int fail_first;
 	bool ran_but_lost;
-	struct dt_error fail;
+	struct sp_error fail;
 	int send_failed, failed, done;
 	int last_failed_err;
 	char failed_path[4096], done_text[256];
 };
 
-static int fake_sh(void *ctx, void *owner, const char *script, int *code, char **out, struct dt_error *err)
+static int fake_sh(void *ctx, void *owner, const char *script, int *code, char **out, struct sp_error *err)
 {
 	struct fake *f = ctx;
 
@@ -622,7 +622,7 @@ static int fake_sh(void *ctx, void *owner, const char *script, int *code, char *
 	return *out ? 0 : -ENOMEM;
 }
 
-static int fake_send_failed(void *ctx, void *owner, int rc, const struct dt_error *err)
+static int fake_send_failed(void *ctx, void *owner, int rc, const struct sp_error *err)
 {
 	((struct fake *)ctx)->send_failed++;
 	return rc;

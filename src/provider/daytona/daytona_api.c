@@ -29,7 +29,7 @@
 
 /* Remembers whether sb's daemon runs commands through a shell. An object
  * without daemonVersion changes nothing. */
-static void note_daemon(struct dt_client *dt, const struct dt_sandbox *sb)
+static void note_daemon(struct dt_client *dt, const struct sp_sandbox *sb)
 {
 	bool old = !dt_daemon_runs_shell(sb->daemon_version);
 	size_t i;
@@ -178,7 +178,7 @@ static int env_lines(const cJSON *obj, char **out)
 	return 0;
 }
 
-int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
+int dt_sandbox_from_json(const struct cJSON *obj, struct sp_sandbox *out)
 {
 	const char *id, *name;
 
@@ -215,10 +215,10 @@ int dt_sandbox_from_json(const struct cJSON *obj, struct dt_sandbox *out)
 }
 
 /* Parses a response that must be one Sandbox. */
-static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err);
+static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct sp_error *err);
 
 static int sandbox_from_resp(struct dt_client *dt, struct http_response *resp, const char *what,
-			     struct dt_sandbox *out, struct dt_error *err)
+			     struct sp_sandbox *out, struct sp_error *err)
 {
 	cJSON *root = parse_sandbox_body(resp, what, err);
 	int rc;
@@ -237,20 +237,20 @@ static int sandbox_from_resp(struct dt_client *dt, struct http_response *resp, c
 
 /* ---- sandboxes: calls ----------------------------------------------------- */
 
-static int append_sandboxes(struct dt_client *dt, const cJSON *items, struct dt_sandbox **list, size_t *n,
+static int append_sandboxes(struct dt_client *dt, const cJSON *items, struct sp_sandbox **list, size_t *n,
 			    size_t *cap)
 {
 	const cJSON *it;
 
 	cJSON_ArrayForEach(it, items) {
-		struct dt_sandbox sb;
+		struct sp_sandbox sb;
 		int rc;
 
 		if (*n == DT_LIST_MAX_ITEMS)
 			return -EFBIG;
 		if (*n == *cap) {
 			size_t nc = *cap ? *cap * 2 : 64;
-			struct dt_sandbox *nl = realloc(*list, nc * sizeof(**list));
+			struct sp_sandbox *nl = realloc(*list, nc * sizeof(**list));
 
 			if (!nl)
 				return -ENOMEM;
@@ -271,7 +271,7 @@ static int append_sandboxes(struct dt_client *dt, const cJSON *items, struct dt_
 }
 
 /* A sandbox body parsed, with NUL escapes marked first (dt_json_mark_nul_escapes). */
-static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct dt_error *err)
+static cJSON *parse_sandbox_body(struct http_response *resp, const char *what, struct sp_error *err)
 {
 	if (resp->body)
 		dt_json_mark_nul_escapes(resp->body, resp->body_len);
@@ -314,10 +314,10 @@ static void cursor_seen_free(struct cursor_seen *cs)
 	free(cs->v);
 }
 
-int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, struct dt_error *err)
+int dt_sandbox_list(struct dt_client *dt, struct sp_sandbox **out, size_t *n, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
-	struct dt_sandbox *list = NULL;
+	struct sp_sandbox *list = NULL;
 	struct cursor_seen seen = { 0 };
 	const char *cursor = NULL;
 	size_t cnt = 0, cap = 0;
@@ -335,7 +335,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 		cJSON *root;
 
 		if (page == DT_LIST_MAX_PAGES) {
-			rc = dt_error_set(err, -EIO, 0, "list sandboxes: more than %d pages: giving up",
+			rc = sp_error_set(err, -EIO, 0, "list sandboxes: more than %d pages: giving up",
 					  DT_LIST_MAX_PAGES);
 			break;
 		}
@@ -372,14 +372,14 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 		} else {
 			rc = append_sandboxes(dt, items, &list, &cnt, &cap);
 			if (rc == -EFBIG)
-				rc = dt_error_set(err, -EIO, resp.status,
+				rc = sp_error_set(err, -EIO, resp.status,
 						  "list sandboxes: more than %d sandboxes: giving up", DT_LIST_MAX_ITEMS);
 			else if (rc)
 				dt_oom(err);
 		}
 		if (!rc && cJSON_IsString(next) && next->valuestring[0]) {
 			if (cursor_was_seen(&seen, next->valuestring))
-				rc = dt_error_set(err, -EIO, resp.status,
+				rc = sp_error_set(err, -EIO, resp.status,
 						  "list sandboxes: the server repeated a page cursor: giving up");
 			else if (cursor_remember(&seen, next->valuestring))
 				rc = dt_oom(err);
@@ -395,7 +395,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 	sb_free(&url);
 	cursor_seen_free(&seen);
 	if (rc) {
-		dt_sandbox_list_free(list, cnt);
+		sp_sandbox_list_free(list, cnt);
 		return rc;
 	}
 	*out = list;
@@ -403,7 +403,7 @@ int dt_sandbox_list(struct dt_client *dt, struct dt_sandbox **out, size_t *n, st
 	return 0;
 }
 
-int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err)
+int dt_sandbox_get(struct dt_client *dt, const char *id_or_name, struct sp_sandbox *out, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;
@@ -430,7 +430,7 @@ out:
 	return rc;
 }
 
-int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct dt_error *err)
+int dt_sandbox_toolbox_url(struct dt_client *dt, const char *id, char *out, size_t cap, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct call c = { .method = "GET", .idempotent = true };
@@ -477,8 +477,8 @@ static bool is_failed_state(const char *state)
  * whole wait (0: no bound). cur holds the state already known (from the
  * action's response) and, on return, the last state seen.
  */
-static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct dt_sandbox *cur,
-		      dt_state_fn on_state, void *ctx, struct dt_error *err)
+static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct sp_sandbox *cur,
+		      sp_state_fn on_state, void *ctx, struct sp_error *err)
 {
 	char id[sizeof(cur->id)], reported[sizeof(cur->state)] = "";
 	long start = dt_now_ms();
@@ -501,11 +501,11 @@ static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct d
 				return 0;
 		}
 		if (is_failed_state(cur->state))
-			return dt_error_set(err, -EIO, 0, "sandbox %s: %s failed: state %s%s%s", id, ws->verb,
+			return sp_error_set(err, -EIO, 0, "sandbox %s: %s failed: state %s%s%s", id, ws->verb,
 					    cur->state, cur->error_reason[0] ? ": " : "", cur->error_reason);
 		elapsed = dt_now_ms() - start;
 		if (dt->wait_timeout_ms > 0 && elapsed >= dt->wait_timeout_ms)
-			return dt_error_set(err, -ETIMEDOUT, 0,
+			return sp_error_set(err, -ETIMEDOUT, 0,
 					    "sandbox %s: %s: timed out after %.1f s waiting for it to %s%s (state is %s)",
 					    id, ws->verb, dt->wait_timeout_ms / 1000.0,
 					    ws->want_gone ? "be destroyed" : ws->target ? "become " : "leave ",
@@ -518,7 +518,7 @@ static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct d
 				interval = 1000;
 		}
 
-		dt_sandbox_clear(cur);
+		sp_sandbox_clear(cur);
 		rc = dt_sandbox_get(dt, id, cur, err);
 		if (rc == -ENOENT && (ws->gone_ok || ws->want_gone)) {
 			dt_error_clear(err);
@@ -535,10 +535,10 @@ static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct d
 
 /* Runs a lifecycle call that answers with a Sandbox, then waits. */
 static int action_and_wait(struct dt_client *dt, const struct call *c, const struct wait_spec *ws,
-			   dt_state_fn on_state, void *ctx, struct dt_sandbox *out, struct dt_error *err)
+			   sp_state_fn on_state, void *ctx, struct sp_sandbox *out, struct sp_error *err)
 {
 	struct http_response resp;
-	struct dt_sandbox cur;
+	struct sp_sandbox cur;
 	int rc;
 
 	memset(&cur, 0, sizeof(cur));
@@ -551,7 +551,7 @@ static int action_and_wait(struct dt_client *dt, const struct call *c, const str
 	if (!rc && out)
 		*out = cur;
 	else
-		dt_sandbox_clear(&cur);
+		sp_sandbox_clear(&cur);
 	return rc;
 }
 
@@ -559,10 +559,10 @@ static int action_and_wait(struct dt_client *dt, const struct call *c, const str
  * API answers (on_created, e.g. to show it and its progress while it builds),
  * then of each state seen. */
 static int action_and_wait_created(struct dt_client *dt, const struct call *c, const struct wait_spec *ws,
-				   const struct dt_create_params *p, struct dt_sandbox *out, struct dt_error *err)
+				   const struct sp_create_params *p, struct sp_sandbox *out, struct sp_error *err)
 {
 	struct http_response resp;
-	struct dt_sandbox cur;
+	struct sp_sandbox cur;
 	int rc;
 
 	memset(&cur, 0, sizeof(cur));
@@ -577,7 +577,7 @@ static int action_and_wait_created(struct dt_client *dt, const struct call *c, c
 	if (!rc && out)
 		*out = cur;
 	else
-		dt_sandbox_clear(&cur);
+		sp_sandbox_clear(&cur);
 	return rc;
 }
 
@@ -590,7 +590,7 @@ static long lifecycle_timeout(const struct dt_client *dt)
 /* ---- create ---------------------------------------------------------------- */
 
 
-char *dt_create_body_json(const struct dt_create_params *p, const char *default_target)
+char *dt_create_body_json(const struct sp_create_params *p, const char *default_target)
 {
 	cJSON *root = cJSON_CreateObject(), *labels, *vols;
 	const char *target = p->target && p->target[0] ? p->target : default_target;
@@ -673,8 +673,8 @@ char *dt_create_body_json(const struct dt_create_params *p, const char *default_
 	return out;
 }
 
-int dt_sandbox_create(struct dt_client *dt, const struct dt_create_params *p, struct dt_sandbox *out,
-		      struct dt_error *err)
+int dt_sandbox_create(struct dt_client *dt, const struct sp_create_params *p, struct sp_sandbox *out,
+		      struct sp_error *err)
 {
 	static const struct wait_spec ws = { .target = "started", .verb = "create" };
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
@@ -702,17 +702,17 @@ int dt_sandbox_create(struct dt_client *dt, const struct dt_create_params *p, st
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
-int dt_sandbox_action(struct dt_client *dt, const char *id, enum dt_action action,
-		      dt_state_fn on_state, void *ctx, struct dt_sandbox *out, struct dt_error *err)
+int dt_sandbox_action(struct dt_client *dt, const char *id, enum sp_action action,
+		      sp_state_fn on_state, void *ctx, struct sp_sandbox *out, struct sp_error *err)
 {
 	static const struct wait_spec specs[] = {
-		[DT_START] = { .target = "started", .verb = "start" },
-		[DT_STOP] = { .target = "stopped", .gone_ok = true, .verb = "stop" },
-		[DT_ARCHIVE] = { .target = "archived", .verb = "archive" },
-		[DT_RECOVER] = { .target = "started", .verb = "recover" },
+		[SP_START] = { .target = "started", .verb = "start" },
+		[SP_STOP] = { .target = "stopped", .gone_ok = true, .verb = "stop" },
+		[SP_ARCHIVE] = { .target = "archived", .verb = "archive" },
+		[SP_RECOVER] = { .target = "started", .verb = "recover" },
 	};
 	static const char *const paths[] = {
-		[DT_START] = "/start", [DT_STOP] = "/stop", [DT_ARCHIVE] = "/archive", [DT_RECOVER] = "/recover",
+		[SP_START] = "/start", [SP_STOP] = "/stop", [SP_ARCHIVE] = "/archive", [SP_RECOVER] = "/recover",
 	};
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct call c = { .method = "POST" };
@@ -721,8 +721,8 @@ int dt_sandbox_action(struct dt_client *dt, const char *id, enum dt_action actio
 	dt_error_clear(err);
 	if (out)
 		memset(out, 0, sizeof(*out));
-	if ((unsigned)action > DT_RECOVER)
-		return dt_error_set(err, -EINVAL, 0, "unknown sandbox action");
+	if ((unsigned)action > SP_RECOVER)
+		return sp_error_set(err, -EINVAL, 0, "unknown sandbox action");
 	dt_sandbox_url(&url, dt, id, paths[action]);
 	sb_addf(&what, "%s sandbox %s", specs[action].verb, id);
 	if (url.oom || what.oom) {
@@ -740,8 +740,8 @@ out:
 	return rc;
 }
 
-int dt_sandbox_delete(struct dt_client *dt, const char *id, dt_state_fn on_state, void *ctx,
-		      struct dt_error *err)
+int dt_sandbox_delete(struct dt_client *dt, const char *id, sp_state_fn on_state, void *ctx,
+		      struct sp_error *err)
 {
 	static const struct wait_spec ws = { .want_gone = true, .verb = "delete" };
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
@@ -766,7 +766,7 @@ int dt_sandbox_delete(struct dt_client *dt, const char *id, dt_state_fn on_state
 }
 
 int dt_sandbox_resize(struct dt_client *dt, const char *id, int cpu, int memory, int disk,
-		      struct dt_sandbox *out, struct dt_error *err)
+		      struct sp_sandbox *out, struct sp_error *err)
 {
 	static const struct wait_spec ws = { .leave = "resizing", .verb = "resize" };
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
@@ -797,8 +797,8 @@ int dt_sandbox_resize(struct dt_client *dt, const char *id, int cpu, int memory,
 	return rc;
 }
 
-int dt_sandbox_set_labels(struct dt_client *dt, const char *id, const struct dt_kv *labels, size_t n,
-			  struct dt_sandbox *out, struct dt_error *err)
+int dt_sandbox_set_labels(struct dt_client *dt, const char *id, const struct sp_kv *labels, size_t n,
+			  struct sp_sandbox *out, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;
@@ -849,11 +849,11 @@ out:
 	return rc;
 }
 
-int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct dt_kv **labels, size_t *n,
-			  struct dt_error *err)
+int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct sp_kv **labels, size_t *n,
+			  struct sp_error *err)
 {
-	struct dt_sandbox sb;
-	struct dt_kv *kv = NULL;
+	struct sp_sandbox sb;
+	struct sp_kv *kv = NULL;
 	const cJSON *obj, *it;
 	cJSON *root = NULL;
 	size_t cnt = 0, cap;
@@ -885,7 +885,7 @@ int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct dt_kv **l
 		kv[cnt].value = cJSON_IsString(it) ? strdup(it->valuestring) : cJSON_PrintUnformatted(it);
 		cnt++;
 		if (!kv[cnt - 1].key || !kv[cnt - 1].value) {
-			dt_kv_free(kv, cnt);
+			sp_kv_free(kv, cnt);
 			kv = NULL;
 			cnt = 0;
 			rc = dt_oom(err);
@@ -894,17 +894,17 @@ int dt_sandbox_get_labels(struct dt_client *dt, const char *id, struct dt_kv **l
 	}
 out:
 	cJSON_Delete(root);
-	dt_sandbox_clear(&sb);
+	sp_sandbox_clear(&sb);
 	*labels = kv;
 	*n = cnt;
 	return rc;
 }
 
-int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interval which, long minutes,
-			    struct dt_sandbox *out, struct dt_error *err)
+int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum sp_interval which, long minutes,
+			    struct sp_sandbox *out, struct sp_error *err)
 {
 	static const char *const names[] = {
-		[DT_AUTOSTOP] = "autostop", [DT_AUTOARCHIVE] = "autoarchive", [DT_AUTODELETE] = "autodelete",
+		[SP_AUTOSTOP] = "autostop", [SP_AUTOARCHIVE] = "autoarchive", [SP_AUTODELETE] = "autodelete",
 	};
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	int rc;
@@ -912,8 +912,8 @@ int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interv
 	dt_error_clear(err);
 	if (out)
 		memset(out, 0, sizeof(*out));
-	if ((unsigned)which > DT_AUTODELETE)
-		return dt_error_set(err, -EINVAL, 0, "unknown interval");
+	if ((unsigned)which > SP_AUTODELETE)
+		return sp_error_set(err, -EINVAL, 0, "unknown interval");
 	dt_sandbox_url(&url, dt, id, NULL);
 	sb_addf(&url, "/%s/%ld", names[which], minutes);
 	sb_addf(&what, "set %s of sandbox %s", names[which], id);
@@ -922,11 +922,11 @@ int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interv
 	} else {
 		struct call c = { .method = "POST", .url = sb_str(&url), .what = sb_str(&what),
 				  .idempotent = true };
-		struct dt_sandbox tmp;
+		struct sp_sandbox tmp;
 
 		rc = action_and_wait(dt, &c, NULL, NULL, NULL, out ? out : &tmp, err);
 		if (!rc && !out)
-			dt_sandbox_clear(&tmp);
+			sp_sandbox_clear(&tmp);
 	}
 	sb_free(&url);
 	sb_free(&what);
@@ -935,7 +935,7 @@ int dt_sandbox_set_interval(struct dt_client *dt, const char *id, enum dt_interv
 
 /* ---- snapshots -------------------------------------------------------------- */
 
-static int snapshot_from_json(const cJSON *obj, struct dt_snapshot *out)
+static int snapshot_from_json(const cJSON *obj, struct sp_snapshot *out)
 {
 	const char *id;
 
@@ -959,10 +959,10 @@ static int snapshot_parse(const cJSON *root, void *out)
 	return snapshot_from_json(root, out);
 }
 
-int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, struct dt_error *err)
+int dt_snapshot_list(struct dt_client *dt, struct sp_snapshot **out, size_t *n, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
-	struct dt_snapshot *list = NULL;
+	struct sp_snapshot *list = NULL;
 	size_t cnt = 0, cap = 0;
 	int rc = 0, page;
 
@@ -1004,12 +1004,12 @@ int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, 
 		}
 		last = !cJSON_IsNumber(tp) || page >= tp->valuedouble || cJSON_GetArraySize(items) == 0;
 		cJSON_ArrayForEach(it, items) {
-			struct dt_snapshot s;
+			struct sp_snapshot s;
 			int prc;
 
 			if (cnt == cap) {
 				size_t nc = cap ? cap * 2 : 32;
-				struct dt_snapshot *nl = realloc(list, nc * sizeof(*nl));
+				struct sp_snapshot *nl = realloc(list, nc * sizeof(*nl));
 
 				if (!nl) {
 					rc = dt_oom(err);
@@ -1033,7 +1033,7 @@ int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, 
 	}
 	sb_free(&url);
 	if (rc) {
-		dt_snapshot_list_free(list, cnt);
+		sp_snapshot_list_free(list, cnt);
 		return rc;
 	}
 	*out = list;
@@ -1041,7 +1041,7 @@ int dt_snapshot_list(struct dt_client *dt, struct dt_snapshot **out, size_t *n, 
 	return 0;
 }
 
-int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct dt_snapshot *out, struct dt_error *err)
+int dt_snapshot_get(struct dt_client *dt, const char *id_or_name, struct sp_snapshot *out, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct call c = { .method = "GET", .idempotent = true };
@@ -1065,7 +1065,7 @@ out:
 	return rc;
 }
 
-int dt_snapshot_delete(struct dt_client *dt, const char *id, struct dt_error *err)
+int dt_snapshot_delete(struct dt_client *dt, const char *id, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;
@@ -1089,12 +1089,12 @@ int dt_snapshot_delete(struct dt_client *dt, const char *id, struct dt_error *er
 	return rc;
 }
 
-int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, dt_state_fn on_state,
-			void *ctx, struct dt_error *err)
+int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, sp_state_fn on_state,
+			void *ctx, struct sp_error *err)
 {
 	static const struct wait_spec ws = { .leave = "snapshotting", .verb = "snapshot" };
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
-	struct dt_snapshot snap;
+	struct sp_snapshot snap;
 	cJSON *root;
 	char *body = NULL;
 	int rc;
@@ -1104,8 +1104,8 @@ int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, 
 	 * the wait would then find the old snapshot: refuse it up front. */
 	rc = dt_snapshot_get(dt, name, &snap, err);
 	if (rc == 0) {
-		dt_snapshot_clear(&snap);
-		return dt_error_set(err, -EEXIST, 0, "a snapshot named %s already exists", name);
+		sp_snapshot_clear(&snap);
+		return sp_error_set(err, -EEXIST, 0, "a snapshot named %s already exists", name);
 	}
 	if (rc != -ENOENT)
 		return rc;
@@ -1130,11 +1130,11 @@ int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, 
 		goto out;
 	rc = dt_snapshot_get(dt, name, &snap, err);
 	if (rc == -ENOENT) {
-		rc = dt_error_set(err, -EIO, 0, "snapshot %s of sandbox %s was not created", name, id);
+		rc = sp_error_set(err, -EIO, 0, "snapshot %s of sandbox %s was not created", name, id);
 	} else if (rc == 0) {
 		if (is_failed_state(snap.state))
-			rc = dt_error_set(err, -EIO, 0, "snapshot %s: state %s", name, snap.state);
-		dt_snapshot_clear(&snap);
+			rc = sp_error_set(err, -EIO, 0, "snapshot %s: state %s", name, snap.state);
+		sp_snapshot_clear(&snap);
 	}
 out:
 	free(body);

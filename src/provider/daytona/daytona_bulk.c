@@ -170,8 +170,8 @@ static int bulk_sink(void *p, const void *data, size_t len)
 	return mp_feed(&bc->mp, data, len);
 }
 
-int dt_fs_bulk_download(struct dt_client *dt, const struct dt_box *box, struct sp_bulk_file *files, size_t n,
-			struct dt_error *err)
+int dt_fs_bulk_download(struct dt_client *dt, const struct sp_box *box, struct sp_bulk_file *files, size_t n,
+			struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
@@ -219,9 +219,9 @@ int dt_fs_bulk_download(struct dt_client *dt, const struct dt_box *box, struct s
 		rc = dt_do(dt, &c, &resp, err);
 	}
 	if (rc == 0 && (!bc.started || mp_finish(&bc.mp) < 0 || bc.part != bc.n_sent))
-		rc = dt_error_set(err, -EIO, resp.status, "bulk download: the answer was cut short or malformed");
+		rc = sp_error_set(err, -EIO, resp.status, "bulk download: the answer was cut short or malformed");
 	else if (rc < 0 && (err->http_status == 404 || err->http_status == 405 || err->http_status == 501))
-		rc = dt_error_set(err, -EOPNOTSUPP, err->http_status, "bulk download: not offered by this sandbox "
+		rc = sp_error_set(err, -EOPNOTSUPP, err->http_status, "bulk download: not offered by this sandbox "
 				  "(HTTP %ld)", err->http_status);
 	http_response_free(&resp);
 out:

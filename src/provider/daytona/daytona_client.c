@@ -29,7 +29,7 @@
 
 /* ---- errors -------------------------------------------------------------- */
 
-void dt_error_clear(struct dt_error *err)
+void dt_error_clear(struct sp_error *err)
 {
 	if (err) {
 		err->http_status = 0;
@@ -169,7 +169,7 @@ int dt_errno_for_status(long status, bool toolbox, const char *body)
 
 /* Fills err from a non-2xx response: the server's message when it sent one,
  * else a sentence from the status (the toolbox's fs errors have no body). */
-static int status_error(struct dt_error *err, const struct http_response *resp, bool toolbox,
+static int status_error(struct sp_error *err, const struct http_response *resp, bool toolbox,
 			const char *what)
 {
 	int rc = dt_errno_for_status(resp->status, toolbox, resp->body);
@@ -178,18 +178,18 @@ static int status_error(struct dt_error *err, const struct http_response *resp, 
 	if (rc == 0)
 		rc = -EIO;   /* a 1xx/3xx we did not ask for */
 	if (dt_body_message(resp->body, msg, sizeof(msg)))
-		return dt_error_set(err, rc, resp->status, "%s: %s (HTTP %ld)", what, msg, resp->status);
-	return dt_error_set(err, rc, resp->status, "%s: %s (HTTP %ld)", what, strerror(-rc), resp->status);
+		return sp_error_set(err, rc, resp->status, "%s: %s (HTTP %ld)", what, msg, resp->status);
+	return sp_error_set(err, rc, resp->status, "%s: %s (HTTP %ld)", what, strerror(-rc), resp->status);
 }
 
-int dt_malformed(struct dt_error *err, long status, const char *what)
+int dt_malformed(struct sp_error *err, long status, const char *what)
 {
-	return dt_error_set(err, -EIO, status, "malformed response from %s", what);
+	return sp_error_set(err, -EIO, status, "malformed response from %s", what);
 }
 
 /* ---- client -------------------------------------------------------------- */
 
-struct dt_client *dt_client_new(struct http_client *hc, const struct dt_config *cfg)
+struct dt_client *dt_client_new(struct http_client *hc, const struct sp_config *cfg)
 {
 	struct dt_client *dt;
 	struct strbuf sb = STRBUF_INIT;
@@ -300,7 +300,7 @@ static long refusal_backoff_ms(int tries, long retry_after_s)
  * errno with err filled (resp still holds the response, so callers can
  * treat a particular status specially); on a transport error its errno. */
 int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp,
-	  struct dt_error *err)
+	  struct sp_error *err)
 {
 	const char *headers[3];
 	struct http_request req;
@@ -312,7 +312,7 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 	/* dt_toolbox_url() with no base: the API gave no toolboxProxyUrl and asking
 	 * for it failed (sandbox_box). */
 	if (c->toolbox && c->url[0] == '/')
-		return dt_error_set(err, -EHOSTDOWN, 0, "%s: the sandbox's toolbox address is not known "
+		return sp_error_set(err, -EHOSTDOWN, 0, "%s: the sandbox's toolbox address is not known "
 				    "(the API gave none)", c->what);
 	/* A change made through the mount lets one request count
 	 * (dt_note_change); a retry of it below sends the same headers. */
@@ -358,7 +358,7 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 	if (rc < 0) {
 		if (resp->status && resp->body && !(resp->status >= 200 && resp->status < 300))
 			return status_error(err, resp, c->toolbox, c->what);
-		return dt_error_set(err, rc, resp->status, "%s: %s", c->what,
+		return sp_error_set(err, rc, resp->status, "%s: %s", c->what,
 				    errbuf[0] ? errbuf : strerror(-rc));
 	}
 	if (resp->status >= 200 && resp->status < 300)
@@ -367,7 +367,7 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 }
 
 /* Parses a 2xx JSON body; NULL (err set, -EIO) when it is not JSON. */
-cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct dt_error *err)
+cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct sp_error *err)
 {
 	cJSON *root = NULL;
 
@@ -378,7 +378,7 @@ cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct 
 	return root;
 }
 
-int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct dt_error *err)
+int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct sp_error *err)
 {
 	struct http_response resp;
 	cJSON *root;
@@ -395,7 +395,7 @@ int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, voi
 			else if (rc == -EINVAL)
 				rc = dt_malformed(err, resp.status, c->what);
 			else if (rc)
-				rc = dt_error_set(err, rc, resp.status, "%s: the answer is too long", c->what);
+				rc = sp_error_set(err, rc, resp.status, "%s: the answer is too long", c->what);
 			cJSON_Delete(root);
 		}
 	}
@@ -429,7 +429,7 @@ void dt_sandbox_url(struct strbuf *sb, const struct dt_client *dt, const char *i
 }
 
 /* {toolbox_url}/{id}{endpoint} */
-void dt_toolbox_url(struct strbuf *sb, const struct dt_box *box, const char *endpoint)
+void dt_toolbox_url(struct strbuf *sb, const struct sp_box *box, const char *endpoint)
 {
 	size_t n = strlen(box->toolbox_url);
 
@@ -449,9 +449,9 @@ void dt_add_query(struct strbuf *sb, const char *name, const char *value)
 	url_add_query_value(sb, value);
 }
 
-int dt_oom(struct dt_error *err)
+int dt_oom(struct sp_error *err)
 {
-	return dt_error_set(err, -ENOMEM, 0, "out of memory");
+	return sp_error_set(err, -ENOMEM, 0, "out of memory");
 }
 
 

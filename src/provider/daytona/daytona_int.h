@@ -67,23 +67,23 @@ struct call {
 /* Performs the call. Returns 0 on a 2xx; on any other status the mapped
  * -errno with err set (see dt_do in daytona_client.c for the retries). */
 int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp,
-	  struct dt_error *err);
+	  struct sp_error *err);
 
 /* Errors (daytona_client.c). */
-void dt_error_clear(struct dt_error *err);
+void dt_error_clear(struct sp_error *err);
 bool dt_body_message(const char *body, char *out, size_t cap);
-int dt_malformed(struct dt_error *err, long status, const char *what);
-int dt_oom(struct dt_error *err);
+int dt_malformed(struct sp_error *err, long status, const char *what);
+int dt_oom(struct sp_error *err);
 
 /* URLs and bodies (daytona_client.c). */
-cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct dt_error *err);
+cJSON *dt_parse_body(const struct http_response *resp, const char *what, struct sp_error *err);
 /* Reads one object out of a 2xx JSON body into out; returns 0, -ENOMEM,
  * -EINVAL (the body has the wrong shape), or another -errno (a value too
  * long for out). */
 typedef int (*dt_json_fn)(const cJSON *root, void *out);
 /* The tail of every call that reads one object: dt_do, the body parsed as
  * JSON, parse, and its answer turned into err (-EINVAL: malformed, -EIO). */
-int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct dt_error *err);
+int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct sp_error *err);
 /* A dt_json_fn for one non-empty string member: key's value copied into
  * out[cap], too_long (a -errno) when it does not fit. */
 struct dt_json_str {
@@ -95,7 +95,7 @@ struct dt_json_str {
 int dt_json_str(const cJSON *root, void *out);
 void dt_api_url(struct strbuf *sb, const struct dt_client *dt, const char *path);
 void dt_sandbox_url(struct strbuf *sb, const struct dt_client *dt, const char *id, const char *suffix);
-void dt_toolbox_url(struct strbuf *sb, const struct dt_box *box, const char *endpoint);
+void dt_toolbox_url(struct strbuf *sb, const struct sp_box *box, const char *endpoint);
 void dt_add_query(struct strbuf *sb, const char *name, const char *value);
 
 /* The monotonic clock in ms, and a sleep that survives signals. */
@@ -108,7 +108,7 @@ void dt_jcopy(char *dst, size_t cap, const cJSON *obj, const char *key);
 void dt_jtime(struct timespec *ts, const cJSON *obj, const char *key);
 char *dt_pretty_json(const cJSON *obj);
 bool dt_set_string(cJSON *obj, const char *key, const char *value);
-bool dt_add_kv_object(cJSON *root, const char *key, const struct dt_kv *kv, size_t n, cJSON **made);
+bool dt_add_kv_object(cJSON *root, const char *key, const struct sp_kv *kv, size_t n, cJSON **made);
 
 /* Whether a toolbox request to url is to count as activity: a change
  * marked its sandbox (dt_note_change). counts: the request counts anyway

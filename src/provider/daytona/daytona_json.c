@@ -242,7 +242,7 @@ static unsigned long jid(const cJSON *obj, const char *key)
 	return *end == '\0' ? v : 0;
 }
 
-int dt_fileinfo_from_json(const struct cJSON *obj, struct dt_fileinfo *out)
+int dt_fileinfo_from_json(const struct cJSON *obj, struct sp_fileinfo *out)
 {
 	const cJSON *it;
 	const char *s;
@@ -315,7 +315,7 @@ bool dt_set_string(cJSON *obj, const char *key, const char *value)
 	return true;
 }
 
-bool dt_add_kv_object(cJSON *root, const char *key, const struct dt_kv *kv, size_t n, cJSON **made)
+bool dt_add_kv_object(cJSON *root, const char *key, const struct sp_kv *kv, size_t n, cJSON **made)
 {
 	cJSON *obj = cJSON_AddObjectToObject(root, key);
 

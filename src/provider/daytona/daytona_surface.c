@@ -96,8 +96,8 @@ bool dt_activity_take(struct dt_client *dt, const char *url, bool counts)
 
 /* ---- preview URLs ----------------------------------------------------------- */
 
-int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struct dt_preview *out,
-			   struct dt_error *err)
+int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struct sp_preview *out,
+			   struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct call c = { .method = "GET", .idempotent = true };
@@ -109,7 +109,7 @@ int dt_sandbox_preview_url(struct dt_client *dt, const char *id, int port, struc
 	dt_error_clear(err);
 	memset(out, 0, sizeof(*out));
 	if (port < 1 || port > 65535)
-		return dt_error_set(err, -EINVAL, 0, "port %d is not from 1 to 65535", port);
+		return sp_error_set(err, -EINVAL, 0, "port %d is not from 1 to 65535", port);
 	dt_sandbox_url(&url, dt, id, NULL);
 	sb_addf(&url, "/ports/%d/preview-url", port);
 	sb_addf(&what, "get the preview URL of port %d of sandbox %s", port, id);
@@ -141,7 +141,7 @@ out:
 
 /* ---- volumes ------------------------------------------------------------------ */
 
-static int volume_from_json(const cJSON *obj, struct dt_volume *out)
+static int volume_from_json(const cJSON *obj, struct sp_volume *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (!cJSON_IsObject(obj) || !dt_jstr(obj, "id") || !dt_jstr(obj, "name"))
@@ -155,13 +155,13 @@ static int volume_from_json(const cJSON *obj, struct dt_volume *out)
 	return out->json ? 0 : -ENOMEM;
 }
 
-int dt_volume_list(struct dt_client *dt, struct dt_volume **out, size_t *n, struct dt_error *err)
+int dt_volume_list(struct dt_client *dt, struct sp_volume **out, size_t *n, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct call c = { .method = "GET", .what = "list volumes", .idempotent = true,
 			  .max_body = 16u << 20 };
 	struct http_response resp;
-	struct dt_volume *list = NULL;
+	struct sp_volume *list = NULL;
 	const cJSON *it;
 	cJSON *root = NULL;
 	size_t cnt = 0;
@@ -200,14 +200,14 @@ int dt_volume_list(struct dt_client *dt, struct dt_volume **out, size_t *n, stru
 			    strcmp(list[cnt].state, "pending_delete") && strcmp(list[cnt].state, "deleting"))
 				cnt++;
 			else
-				dt_volume_clear(&list[cnt]);
+				sp_volume_clear(&list[cnt]);
 		}
 	}
 	http_response_free(&resp);
 	cJSON_Delete(root);
 	sb_free(&url);
 	if (rc) {
-		dt_volume_list_free(list, cnt);
+		sp_volume_list_free(list, cnt);
 		return rc;
 	}
 	*out = list;
@@ -215,7 +215,7 @@ int dt_volume_list(struct dt_client *dt, struct dt_volume **out, size_t *n, stru
 	return 0;
 }
 
-int dt_volume_create(struct dt_client *dt, const char *name, struct dt_volume *out, struct dt_error *err)
+int dt_volume_create(struct dt_client *dt, const char *name, struct sp_volume *out, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;
@@ -247,7 +247,7 @@ int dt_volume_create(struct dt_client *dt, const char *name, struct dt_volume *o
 			char msg[sizeof(err->message)];
 
 			str_copy(msg, sizeof(msg), err->message);
-			rc = dt_error_set(err, -EEXIST, resp.status, "%s", msg);
+			rc = sp_error_set(err, -EEXIST, resp.status, "%s", msg);
 		}
 		http_response_free(&resp);
 	}
@@ -258,7 +258,7 @@ int dt_volume_create(struct dt_client *dt, const char *name, struct dt_volume *o
 	return rc;
 }
 
-int dt_volume_delete(struct dt_client *dt, const char *id, struct dt_error *err)
+int dt_volume_delete(struct dt_client *dt, const char *id, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;
@@ -280,7 +280,7 @@ int dt_volume_delete(struct dt_client *dt, const char *id, struct dt_error *err)
 			char msg[sizeof(err->message)];
 
 			str_copy(msg, sizeof(msg), err->message);
-			rc = dt_error_set(err, -EBUSY, resp.status, "%s", msg);
+			rc = sp_error_set(err, -EBUSY, resp.status, "%s", msg);
 		}
 		http_response_free(&resp);
 	}
@@ -292,7 +292,7 @@ int dt_volume_delete(struct dt_client *dt, const char *id, struct dt_error *err)
 /* ---- build logs ------------------------------------------------------------------ */
 
 int dt_sandbox_build_log(struct dt_client *dt, const char *id, bool follow, http_sink_fn sink, void *ctx,
-			 struct dt_error *err)
+			 struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;

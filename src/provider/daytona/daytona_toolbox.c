@@ -26,7 +26,7 @@
 /* ---- toolbox: files --------------------------------------------------------- */
 
 /* Builds "{toolbox}/{id}{endpoint}?path=..." and "what" for messages. */
-static bool tb_path_url(struct strbuf *url, struct strbuf *what, const struct dt_box *box,
+static bool tb_path_url(struct strbuf *url, struct strbuf *what, const struct sp_box *box,
 			const char *endpoint, const char *verb, const char *path)
 {
 	dt_toolbox_url(url, box, endpoint);
@@ -35,12 +35,12 @@ static bool tb_path_url(struct strbuf *url, struct strbuf *what, const struct dt
 	return !url->oom && !what->oom;
 }
 
-int dt_fs_list(struct dt_client *dt, const struct dt_box *box, const char *path,
-	       struct dt_fileinfo **out, size_t *n, struct dt_error *err)
+int dt_fs_list(struct dt_client *dt, const struct sp_box *box, const char *path,
+	       struct sp_fileinfo **out, size_t *n, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_response resp;
-	struct dt_fileinfo *list = NULL;
+	struct sp_fileinfo *list = NULL;
 	const cJSON *it;
 	cJSON *root = NULL;
 	size_t cnt = 0, cap;
@@ -88,7 +88,7 @@ int dt_fs_list(struct dt_client *dt, const struct dt_box *box, const char *path,
 			cnt++;
 	}
 	if (rc) {
-		dt_fileinfo_free(list, cnt);
+		sp_fileinfo_free(list, cnt);
 		list = NULL;
 		cnt = 0;
 	}
@@ -106,8 +106,8 @@ static int fileinfo_parse(const cJSON *root, void *out)
 	return dt_fileinfo_from_json(root, out);
 }
 
-int dt_fs_info(struct dt_client *dt, const struct dt_box *box, const char *path,
-	       struct dt_fileinfo *out, struct dt_error *err)
+int dt_fs_info(struct dt_client *dt, const struct sp_box *box, const char *path,
+	       struct sp_fileinfo *out, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	int rc;
@@ -211,8 +211,8 @@ static bool range_cut_short(const struct http_response *resp, uint64_t got_to, u
 	return got_to < want_to;
 }
 
-int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const char *path,
-		       uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct dt_error *err)
+int64_t dt_fs_download(struct dt_client *dt, const struct sp_box *box, const char *path,
+		       uint64_t off, uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	uint64_t total = 0;
@@ -249,7 +249,7 @@ int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const cha
 			dt_error_clear(err);
 		} else if (rc && dc.sink_err) {
 			rc = dc.sink_err;
-			dt_error_set(err, rc, resp.status, "%s: %s", sb_str(&what), strerror(-rc));
+			sp_error_set(err, rc, resp.status, "%s: %s", sb_str(&what), strerror(-rc));
 		} else if (rc && resp.status == 416) {
 			/* At or past the end: nothing more to read. */
 			rc = 0;
@@ -267,7 +267,7 @@ int64_t dt_fs_download(struct dt_client *dt, const struct dt_box *box, const cha
 			/* Ends: every round delivers bytes of a file of the size announced. */
 			if (dc.delivered > 0)
 				continue;
-			rc = dt_error_set(err, -EIO, 206, "%s: the server sent %" PRIu64 " bytes, less than it "
+			rc = sp_error_set(err, -EIO, 206, "%s: the server sent %" PRIu64 " bytes, less than it "
 					  "announced", sb_str(&what), total);
 			break;
 		}
@@ -434,8 +434,8 @@ int dt_upload_reply_check(const char *body, size_t body_len, const char *path, u
  * rejects (one ending in a backslash, say): a constant one always passes. */
 #define UPLOAD_PART_FILENAME "file"
 
-static int fs_upload(struct dt_client *dt, const struct dt_box *box, const char *path, int fd,
-		     const void *data, uint64_t len, struct dt_error *err)
+static int fs_upload(struct dt_client *dt, const struct sp_box *box, const char *path, int fd,
+		     const void *data, uint64_t len, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct http_part parts[2];
@@ -481,11 +481,11 @@ static int fs_upload(struct dt_client *dt, const struct dt_box *box, const char 
 			const cJSON *e0 = cJSON_GetArrayItem(errs, 0);
 			const char *msg = cJSON_IsString(e0) ? e0->valuestring : "upload failed";
 
-			rc = dt_error_set(err, upload_errno(msg), resp.status, "%s: %s", c.what, msg);
+			rc = sp_error_set(err, upload_errno(msg), resp.status, "%s: %s", c.what, msg);
 		} else if (!rc && resp.body_len && !root) {
 			rc = dt_malformed(err, resp.status, c.what);
 		} else if (!rc && dt_upload_reply_check(resp.body, resp.body_len, path, len, why, sizeof(why))) {
-			rc = dt_error_set(err, -EIO, resp.status, "%s: %s", c.what, why);
+			rc = sp_error_set(err, -EIO, resp.status, "%s: %s", c.what, why);
 		}
 		http_response_free(&resp);
 	}
@@ -496,11 +496,11 @@ out:
 	return rc;
 }
 
-int dt_fs_upload_fd(struct dt_client *dt, const struct dt_box *box, const char *path, int fd,
-		    uint64_t len, struct dt_error *err)
+int dt_fs_upload_fd(struct dt_client *dt, const struct sp_box *box, const char *path, int fd,
+		    uint64_t len, struct sp_error *err)
 {
 	if (fd < 0)
-		return dt_error_set(err, -EBADF, 0, "write %s: no file", path);
+		return sp_error_set(err, -EBADF, 0, "write %s: no file", path);
 	return fs_upload(dt, box, path, fd, NULL, len, err);
 }
 
@@ -592,8 +592,8 @@ int dt_upload_many_reply(const char *body, size_t body_len, struct sp_upload_ite
 	return 0;
 }
 
-int dt_fs_upload_many(struct dt_client *dt, const struct dt_box *box, struct sp_upload_item *items, size_t n,
-		      struct dt_error *err)
+int dt_fs_upload_many(struct dt_client *dt, const struct sp_box *box, struct sp_upload_item *items, size_t n,
+		      struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT, names = STRBUF_INIT;
 	struct http_part *parts = calloc(n ? 2 * n : 1, sizeof(*parts));
@@ -659,15 +659,15 @@ out:
 	return rc;
 }
 
-int dt_fs_upload_mem(struct dt_client *dt, const struct dt_box *box, const char *path,
-		     const void *data, size_t len, struct dt_error *err)
+int dt_fs_upload_mem(struct dt_client *dt, const struct sp_box *box, const char *path,
+		     const void *data, size_t len, struct sp_error *err)
 {
 	return fs_upload(dt, box, path, -1, data ? data : "", len, err);
 }
 
 /* A toolbox file call with no answer but its status. */
 static int fs_simple(struct dt_client *dt, struct strbuf *url, struct strbuf *what, const char *method,
-		     bool idempotent, struct dt_error *err, long *status)
+		     bool idempotent, struct sp_error *err, long *status)
 {
 	struct http_response resp;
 	struct call c = { .method = method, .url = sb_str(url), .what = sb_str(what), .toolbox = true,
@@ -689,14 +689,14 @@ static int fs_simple(struct dt_client *dt, struct strbuf *url, struct strbuf *wh
 		char msg[400] = "source could not be deleted";
 
 		dt_body_message(resp.body, msg, sizeof(msg));
-		rc = dt_error_set(err, -EIO, resp.status, "%s: %s", c.what, msg);
+		rc = sp_error_set(err, -EIO, resp.status, "%s: %s", c.what, msg);
 	}
 	http_response_free(&resp);
 	return rc;
 }
 
-int dt_fs_mkdir(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
-		struct dt_error *err)
+int dt_fs_mkdir(struct dt_client *dt, const struct sp_box *box, const char *path, mode_t mode,
+		struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	char m[16];
@@ -713,8 +713,8 @@ int dt_fs_mkdir(struct dt_client *dt, const struct dt_box *box, const char *path
 	return rc;
 }
 
-int dt_fs_delete(struct dt_client *dt, const struct dt_box *box, const char *path, bool recursive,
-		 struct dt_error *err)
+int dt_fs_delete(struct dt_client *dt, const struct sp_box *box, const char *path, bool recursive,
+		 struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	int rc;
@@ -729,8 +729,8 @@ int dt_fs_delete(struct dt_client *dt, const struct dt_box *box, const char *pat
 	return rc;
 }
 
-int dt_fs_move(struct dt_client *dt, const struct dt_box *box, const char *src, const char *dst,
-	       struct dt_error *err)
+int dt_fs_move(struct dt_client *dt, const struct sp_box *box, const char *src, const char *dst,
+	       struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	int rc;
@@ -747,8 +747,8 @@ int dt_fs_move(struct dt_client *dt, const struct dt_box *box, const char *src, 
 	return rc;
 }
 
-int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path, mode_t mode,
-		struct dt_error *err)
+int dt_fs_chmod(struct dt_client *dt, const struct sp_box *box, const char *path, mode_t mode,
+		struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	char m[16];
@@ -766,9 +766,9 @@ int dt_fs_chmod(struct dt_client *dt, const struct dt_box *box, const char *path
 
 /* ---- toolbox: process --------------------------------------------------------- */
 
-static int exec_call(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-		     const struct dt_kv *envs, size_t n_envs, long timeout_s, long http_timeout_ms, bool activity,
-		     int *exit_code, char **output, struct dt_error *err)
+static int exec_call(struct dt_client *dt, const struct sp_box *box, const char *command, const char *cwd,
+		     const struct sp_kv *envs, size_t n_envs, long timeout_s, long http_timeout_ms, bool activity,
+		     int *exit_code, char **output, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
@@ -787,7 +787,7 @@ static int exec_call(struct dt_client *dt, const struct dt_box *box, const char 
 	 * as its arguments: never send it a script. */
 	if (dt_old_daemon(dt, box->id, version, sizeof(version))) {
 		cJSON_Delete(root);
-		return dt_error_set(err, -EOPNOTSUPP, 0,
+		return sp_error_set(err, -EOPNOTSUPP, 0,
 				    "the sandbox's daemon (%s) is older than v0.156.0 and cannot run commands: "
 				    "restart the sandbox (stop, then start) to update it", version);
 	}
@@ -848,17 +848,17 @@ static long exec_http_timeout_ms(long timeout_s)
 	return timeout_s > 0 ? (timeout_s + 5) * 1000 : 0;
 }
 
-int dt_exec(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-	    const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
-	    struct dt_error *err)
+int dt_exec(struct dt_client *dt, const struct sp_box *box, const char *command, const char *cwd,
+	    const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+	    struct sp_error *err)
 {
 	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, exec_http_timeout_ms(timeout_s), false,
 			 exit_code, output, err);
 }
 
-int dt_exec_activity(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-		     const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
-		     struct dt_error *err)
+int dt_exec_activity(struct dt_client *dt, const struct sp_box *box, const char *command, const char *cwd,
+		     const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		     struct sp_error *err)
 {
 	return exec_call(dt, box, command, cwd, envs, n_envs, timeout_s, exec_http_timeout_ms(timeout_s), true,
 			 exit_code, output, err);
@@ -871,15 +871,15 @@ long dt_command_server_timeout_s(long limit_s)
 	return limit_s > 1 ? limit_s - 1 : 1;
 }
 
-int dt_exec_within(struct dt_client *dt, const struct dt_box *box, const char *command, const char *cwd,
-		   long limit_s, int *exit_code, char **output, struct dt_error *err)
+int dt_exec_within(struct dt_client *dt, const struct sp_box *box, const char *command, const char *cwd,
+		   long limit_s, int *exit_code, char **output, struct sp_error *err)
 {
 	return exec_call(dt, box, command, cwd, NULL, 0, dt_command_server_timeout_s(limit_s), limit_s * 1000,
 			 false, exit_code, output, err);
 }
 
-static int get_dir(struct dt_client *dt, const struct dt_box *box, const char *endpoint, char *out,
-		   size_t cap, struct dt_error *err)
+static int get_dir(struct dt_client *dt, const struct sp_box *box, const char *endpoint, char *out,
+		   size_t cap, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct dt_json_str s = { .key = "dir", .out = out, .cap = cap, .too_long = -ENAMETOOLONG };
@@ -904,19 +904,19 @@ out:
 	return rc;
 }
 
-int dt_home_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err)
+int dt_home_dir(struct dt_client *dt, const struct sp_box *box, char *out, size_t cap, struct sp_error *err)
 {
 	return get_dir(dt, box, "/user-home-dir", out, cap, err);
 }
 
-int dt_work_dir(struct dt_client *dt, const struct dt_box *box, char *out, size_t cap, struct dt_error *err)
+int dt_work_dir(struct dt_client *dt, const struct sp_box *box, char *out, size_t cap, struct sp_error *err)
 {
 	return get_dir(dt, box, "/work-dir", out, cap, err);
 }
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-int dt_ping(struct dt_client *dt, struct dt_error *err)
+int dt_ping(struct dt_client *dt, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT;
 	struct http_response resp;
@@ -937,7 +937,7 @@ int dt_ping(struct dt_client *dt, struct dt_error *err)
 		if (!rc && resp.body && resp.body_len)
 			root = cJSON_ParseWithLength(resp.body, resp.body_len);
 		if (!rc && !cJSON_IsArray(root) && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "items")))
-			rc = dt_error_set(err, -EPROTO, resp.status,
+			rc = sp_error_set(err, -EPROTO, resp.status,
 					  "the answer to GET /sandbox is not a sandbox list (%s)",
 					  !resp.body_len ? "empty body" : root ? "JSON of another shape" : "not JSON");
 		cJSON_Delete(root);

@@ -219,8 +219,8 @@ int vercel_bulk_parse(const char *out, struct sp_bulk_file *files, size_t n)
 	return rc;
 }
 
-int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *box, struct sp_bulk_file *files,
-			 size_t n, struct dt_error *err)
+int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct sp_box *box, struct sp_bulk_file *files,
+			 size_t n, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	size_t max = 0;
@@ -238,7 +238,7 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 	for (size_t i = 0; i < n; i++) {
 		if (files[i].path[0] != '/') {
 			sb_free(&cmd);
-			return dt_error_set(err, -EINVAL, 0, "bulk read of a relative path %s", files[i].path);
+			return sp_error_set(err, -EINVAL, 0, "bulk read of a relative path %s", files[i].path);
 		}
 		sb_adds(&cmd, " ");
 		sh_word(&cmd, files[i].path);
@@ -248,7 +248,7 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 	sb_adds(&cmd, bulk_tail);
 	if (cmd.oom) {
 		sb_free(&cmd);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
 	sb_free(&cmd);
@@ -256,16 +256,16 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct dt_box *b
 		return rc;
 	if (status == 126) {
 		/* no tar in the sandbox: the prefetch stops asking */
-		rc = dt_error_set(err, -EOPNOTSUPP, 0, "the sandbox has no tar for bulk reads");
+		rc = sp_error_set(err, -EOPNOTSUPP, 0, "the sandbox has no tar for bulk reads");
 	} else if (status != 0) {
-		rc = dt_error_set(err, -EIO, 0, "the bulk read's command ended with %d: %.200s", status,
+		rc = sp_error_set(err, -EIO, 0, "the bulk read's command ended with %d: %.200s", status,
 				  out ? out : "");
 	} else {
 		rc = vercel_bulk_parse(out ? out : "", files, n);
 		if (rc == -EAGAIN)
-			dt_error_set(err, -EIO, 0, "a file changed while the bulk read read it");
+			sp_error_set(err, -EIO, 0, "a file changed while the bulk read read it");
 		else if (rc < 0)
-			dt_error_set(err, rc, 0, rc == -ENOMEM ? "out of memory" :
+			sp_error_set(err, rc, 0, rc == -ENOMEM ? "out of memory" :
 				     "the bulk read's command printed something else than a tar");
 		if (rc == -EAGAIN)
 			rc = -EIO;
@@ -328,7 +328,7 @@ int vercel_upload_parse(const char *out, struct sp_upload_item *items, size_t n)
 }
 
 /* Appends the base64 of item's bytes, in lines of 76 as base64(1) writes. */
-static int add_content(struct strbuf *cmd, const struct sp_upload_item *it, struct dt_error *err)
+static int add_content(struct strbuf *cmd, const struct sp_upload_item *it, struct sp_error *err)
 {
 	struct strbuf b = STRBUF_INIT;
 	char *buf = it->len ? malloc(it->len) : NULL;
@@ -336,14 +336,14 @@ static int add_content(struct strbuf *cmd, const struct sp_upload_item *it, stru
 	int rc = 0;
 
 	if (it->len && !buf)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	while (got < it->len) {
 		ssize_t r = pread(it->fd, buf + got, it->len - got, (off_t)got);
 
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			rc = dt_error_set(err, r < 0 ? -errno : -EIO, 0, "reading the upload of %s: %s", it->path,
+			rc = sp_error_set(err, r < 0 ? -errno : -EIO, 0, "reading the upload of %s: %s", it->path,
 					  r < 0 ? strerror(errno) : "the staged file is shorter than its size");
 			break;
 		}
@@ -356,15 +356,15 @@ static int add_content(struct strbuf *cmd, const struct sp_upload_item *it, stru
 			sb_adds(cmd, "\n");
 		}
 		if (b.oom)
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	sb_free(&b);
 	free(buf);
 	return rc;
 }
 
-int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct dt_box *box, struct sp_upload_item *items,
-		       size_t n, struct dt_error *err)
+int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box, struct sp_upload_item *items,
+		       size_t n, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *out = NULL;
@@ -382,7 +382,7 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct dt_box *box
 	}
 	sb_adds(&cmd, "rm -f \"$t\"\n");
 	if (rc == 0 && cmd.oom)
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	if (rc == 0)
 		rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
 	sb_free(&cmd);
@@ -391,10 +391,10 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct dt_box *box
 		return rc;
 	}
 	if (status != 0)
-		rc = dt_error_set(err, -EIO, 0, "the upload's command ended with %d: %.200s", status, out ? out : "");
+		rc = sp_error_set(err, -EIO, 0, "the upload's command ended with %d: %.200s", status, out ? out : "");
 	else if (vercel_upload_parse(out ? out : "", items, n) < 0)
 		/* Some may have landed: the caller sends them again, in place. */
-		rc = dt_error_set(err, -EIO, 0, "the upload's command printed something unexpected: %.200s",
+		rc = sp_error_set(err, -EIO, 0, "the upload's command printed something unexpected: %.200s",
 				  out ? out : "");
 	free(out);
 	return rc;

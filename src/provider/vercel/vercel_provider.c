@@ -3,11 +3,11 @@
  * vercel_provider.c - the Vercel client as a sandbox_provider (provider.h).
  *
  * The mapping, and why:
- *  - A mount's sandbox is a named sandbox: dt_sandbox.id and .name are its
+ *  - A mount's sandbox is a named sandbox: sp_sandbox.id and .name are its
  *    name (names are unique per project and never change; sessions do).
- *    dt_sandbox.toolbox_url, the mount's "where do file and command calls
+ *    sp_sandbox.toolbox_url, the mount's "where do file and command calls
  *    go", is the current session id: a resume gives a new one, which the
- *    registry takes from the dt_sandbox that start returns.
+ *    registry takes from the sp_sandbox that start returns.
  *  - State: running -> "started", stopped/failed/aborted -> "stopped" /
  *    "error", pending -> "starting", stopping and snapshotting -> "stopping"
  *    (a snapshot stops the session: no file access meanwhile).
@@ -92,7 +92,7 @@ static void session_note(struct vprov *v, const char *name, const char *sid)
 }
 
 /* The session a call for box goes to: the newest seen, else the box's. */
-static void session_of(struct vprov *v, const struct dt_box *box, char *out, size_t cap)
+static void session_of(struct vprov *v, const struct sp_box *box, char *out, size_t cap)
 {
 	str_copy(out, cap, box->toolbox_url ? box->toolbox_url : "");
 	pthread_mutex_lock(&v->lock);
@@ -104,11 +104,11 @@ static void session_of(struct vprov *v, const struct dt_box *box, char *out, siz
 	pthread_mutex_unlock(&v->lock);
 }
 
-static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, dt_state_fn on_state, void *ctx,
-			struct dt_error *err);
+static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
+			struct sp_error *err);
 static int64_t mono_ms(void);
 static int get_sandbox(struct vprov *v, const char *name, bool resume, struct vc_sandbox *vs,
-		       struct dt_error *err);
+		       struct sp_error *err);
 
 /*
  * With -o autostart, after a 410: resumes the sandbox when its session has
@@ -121,7 +121,7 @@ static int get_sandbox(struct vprov *v, const char *name, bool resume, struct vc
 static bool autostart_resume(struct vprov *v, const char *name, struct vc_sandbox *vs, char *out, size_t cap)
 {
 	int64_t deadline = mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
-	struct dt_error err = { 0 };
+	struct sp_error err = { 0 };
 	struct vc_error ve = { 0 };
 	bool ok;
 
@@ -163,7 +163,7 @@ static bool session_moved(struct vprov *v, const char *name, const char *sid, ch
 
 	if (v->autostart) {
 		char seen[128];
-		struct dt_box box = { .id = name, .toolbox_url = sid };
+		struct sp_box box = { .id = name, .toolbox_url = sid };
 
 		pthread_mutex_lock(&v->resume_lock);
 		/* another caller resumed it meanwhile */
@@ -192,7 +192,7 @@ static bool session_moved(struct vprov *v, const char *name, const char *sid, ch
 /* Whether a session call that failed with rc should go once more, to the
  * session that replaced sid: only for a 410, which the service gives before
  * it does anything, so a second call cannot do the work twice. */
-static bool retry_moved(struct vprov *v, const struct dt_box *box, int rc, const struct vc_error *ve, char *sid,
+static bool retry_moved(struct vprov *v, const struct sp_box *box, int rc, const struct vc_error *ve, char *sid,
 			size_t cap, int *attempts)
 {
 	if (rc != -EHOSTDOWN || ve->http_status != 410 || (*attempts)++ > 0)
@@ -200,20 +200,20 @@ static bool retry_moved(struct vprov *v, const struct dt_box *box, int rc, const
 	return session_moved(v, box->id, sid, sid, cap);
 }
 
-static int no_session(struct dt_error *err, const struct dt_box *box)
+static int no_session(struct sp_error *err, const struct sp_box *box)
 {
-	return dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
+	return sp_error_set(err, -EHOSTDOWN, 0, "sandbox %s has no session", box->id);
 }
 
 /* ---- errors and objects -------------------------------------------------- */
 
-static int from_vc(struct dt_error *err, int rc, const struct vc_error *ve)
+static int from_vc(struct sp_error *err, int rc, const struct vc_error *ve)
 {
 	if (rc >= 0)
 		return rc;
 	if (ve->code[0] && !strstr(ve->message, ve->code))
-		return dt_error_set(err, rc, ve->http_status, "%s (%s)", ve->message, ve->code);
-	return dt_error_set(err, rc, ve->http_status, "%s", ve->message[0] ? ve->message : strerror(-rc));
+		return sp_error_set(err, rc, ve->http_status, "%s (%s)", ve->message, ve->code);
+	return sp_error_set(err, rc, ve->http_status, "%s", ve->message[0] ? ve->message : strerror(-rc));
 }
 
 const char *vercel_state_name(const char *status)
@@ -237,8 +237,8 @@ static void ms_to_ts(int64_t ms, struct timespec *ts)
 }
 
 /* vs into out (vs->json moves over). -ENAMETOOLONG for a name that does not
- * fit dt_sandbox.id. */
-static int to_dt(struct vc_sandbox *vs, struct dt_sandbox *out)
+ * fit sp_sandbox.id. */
+static int to_dt(struct vc_sandbox *vs, struct sp_sandbox *out)
 {
 	const char *status = vs->has_session && vs->session.status[0] ? vs->session.status : vs->status;
 	const char *sid = vs->has_session && vs->session.id[0] ? vs->session.id : vs->current_session_id;
@@ -263,7 +263,7 @@ static int to_dt(struct vc_sandbox *vs, struct dt_sandbox *out)
 }
 
 static int get_sandbox(struct vprov *v, const char *name, bool resume, struct vc_sandbox *vs,
-		       struct dt_error *err)
+		       struct sp_error *err)
 {
 	struct vc_error ve = { 0 };
 	int rc;
@@ -278,7 +278,7 @@ static int get_sandbox(struct vprov *v, const char *name, bool resume, struct vc
 
 /* ---- control plane --------------------------------------------------------- */
 
-static int v_sandbox_list(void *impl, struct dt_sandbox **out, size_t *n, struct dt_error *err)
+static int v_sandbox_list(void *impl, struct sp_sandbox **out, size_t *n, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_list_params lp = { 0 };
@@ -295,7 +295,7 @@ static int v_sandbox_list(void *impl, struct dt_sandbox **out, size_t *n, struct
 	*out = calloc(count ? count : 1, sizeof(**out));
 	if (!*out) {
 		vc_sandbox_list_free(list, count);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	for (size_t i = 0; i < count; i++) {
 		session_note(v, list[i].name, list[i].current_session_id);
@@ -311,24 +311,24 @@ static int v_sandbox_list(void *impl, struct dt_sandbox **out, size_t *n, struct
 	return 0;
 }
 
-static int v_sandbox_get(void *impl, const char *id_or_name, struct dt_sandbox *out, struct dt_error *err)
+static int v_sandbox_get(void *impl, const char *id_or_name, struct sp_sandbox *out, struct sp_error *err)
 {
 	struct vc_sandbox vs;
 	int rc = get_sandbox(impl, id_or_name, false, &vs, err);
 
 	if (rc == 0 && to_dt(&vs, out) < 0)
-		rc = dt_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
+		rc = sp_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
 	vc_sandbox_clear(&vs);
 	return rc;
 }
 
-static int v_sandbox_toolbox_url(void *impl, const char *id, char *out, size_t cap, struct dt_error *err)
+static int v_sandbox_toolbox_url(void *impl, const char *id, char *out, size_t cap, struct sp_error *err)
 {
 	struct vc_sandbox vs;
 	int rc = get_sandbox(impl, id, false, &vs, err);
 
 	if (rc == 0 && !str_copy(out, cap, vs.current_session_id))
-		rc = dt_error_set(err, -ENAMETOOLONG, 0, "session id too long");
+		rc = sp_error_set(err, -ENAMETOOLONG, 0, "session id too long");
 	vc_sandbox_clear(&vs);
 	return rc;
 }
@@ -339,8 +339,8 @@ static bool is_runtime(const char *s)
 	return s && !strpbrk(s, "/:@");
 }
 
-int vercel_create_params(const struct dt_create_params *p, struct vc_create_params *vp, struct vc_kv *env,
-			 struct vc_kv *tags, struct dt_error *err)
+int vercel_create_params(const struct sp_create_params *p, struct vc_create_params *vp, struct vc_kv *env,
+			 struct vc_kv *tags, struct sp_error *err)
 {
 	const char *bad = NULL;
 
@@ -364,7 +364,7 @@ int vercel_create_params(const struct dt_create_params *p, struct vc_create_para
 	else if (p->autodelete != LONG_MIN && !(p->ephemeral && p->autodelete == 0))
 		bad = "autodelete=";
 	if (bad)
-		return dt_error_set(err, -EINVAL, 0, "Vercel sandboxes have no %s", bad);
+		return sp_error_set(err, -EINVAL, 0, "Vercel sandboxes have no %s", bad);
 	vp->name = p->name;
 	if (is_runtime(p->image))
 		vp->runtime = p->image;
@@ -375,7 +375,7 @@ int vercel_create_params(const struct dt_create_params *p, struct vc_create_para
 	vp->vcpus = p->cpu > 0 ? p->cpu : 0;
 	if (p->autostop != LONG_MIN) {
 		if (p->autostop <= 0)
-			return dt_error_set(err, -EINVAL, 0, "a Vercel session always has a timeout: autostop= needs minutes > 0");
+			return sp_error_set(err, -EINVAL, 0, "a Vercel session always has a timeout: autostop= needs minutes > 0");
 		vp->timeout_ms = p->autostop * 60000L;
 	}
 	for (size_t i = 0; i < p->n_env; i++)
@@ -393,8 +393,8 @@ int vercel_create_params(const struct dt_create_params *p, struct vc_create_para
 	return 0;
 }
 
-static int v_sandbox_create(void *impl, const struct dt_create_params *p, struct dt_sandbox *out,
-			    struct dt_error *err)
+static int v_sandbox_create(void *impl, const struct sp_create_params *p, struct sp_sandbox *out,
+			    struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_kv *env = calloc(p->n_env + 1, sizeof(*env)), *tags = calloc(p->n_labels + 1, sizeof(*tags));
@@ -405,7 +405,7 @@ static int v_sandbox_create(void *impl, const struct dt_create_params *p, struct
 
 	memset(&vs, 0, sizeof(vs));
 	if (!env || !tags) {
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		goto out;
 	}
 	rc = vercel_create_params(p, &vp, env, tags, err);
@@ -417,7 +417,7 @@ static int v_sandbox_create(void *impl, const struct dt_create_params *p, struct
 		goto out;
 	}
 	if (to_dt(&vs, out) < 0)
-		rc = dt_error_set(err, -ENAMETOOLONG, 0, "sandbox name %s too long for the mount", vs.name);
+		rc = sp_error_set(err, -ENAMETOOLONG, 0, "sandbox name %s too long for the mount", vs.name);
 out:
 	vc_sandbox_clear(&vs);
 	free(env);
@@ -434,8 +434,8 @@ static int64_t mono_ms(void)
 }
 
 /* Stops the current session and waits until the sandbox says stopped. */
-static int stop_and_wait(struct vprov *v, const char *name, dt_state_fn on_state, void *ctx,
-			 struct dt_sandbox *out, struct dt_error *err)
+static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state, void *ctx,
+			 struct sp_sandbox *out, struct sp_error *err)
 {
 	struct vc_error ve = { 0 };
 	struct vc_sandbox vs;
@@ -461,7 +461,7 @@ static int stop_and_wait(struct vprov *v, const char *name, dt_state_fn on_state
 			break;
 		vc_sandbox_clear(&vs);
 		if (mono_ms() > deadline)
-			return dt_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not stop in time", name);
+			return sp_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not stop in time", name);
 		{
 			struct timespec pause = { 0, 200 * 1000000L };
 
@@ -472,7 +472,7 @@ static int stop_and_wait(struct vprov *v, const char *name, dt_state_fn on_state
 			return rc;
 	}
 	if (out && to_dt(&vs, out) < 0)
-		rc = dt_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
+		rc = sp_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
 	vc_sandbox_clear(&vs);
 	return rc;
 }
@@ -480,8 +480,8 @@ static int stop_and_wait(struct vprov *v, const char *name, dt_state_fn on_state
 /* After a resume: polls the sandbox (never resuming again) until its
  * session runs, as the SDK waits for a start; vs holds the last answer. A
  * session that failed, or stopped meanwhile, is an error. */
-static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, dt_state_fn on_state, void *ctx,
-			struct dt_error *err)
+static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
+			struct sp_error *err)
 {
 	int64_t deadline = mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
 
@@ -496,9 +496,9 @@ static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs
 		if (!strcmp(st, "started"))
 			return 0;
 		if (strcmp(st, "starting"))
-			return dt_error_set(err, -EIO, 0, "sandbox %s did not start: its session is %s", name, status);
+			return sp_error_set(err, -EIO, 0, "sandbox %s did not start: its session is %s", name, status);
 		if (mono_ms() > deadline)
-			return dt_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not start in time (still %s)", name, status);
+			return sp_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not start in time (still %s)", name, status);
 		nanosleep(&pause, NULL);
 		vc_sandbox_clear(vs);
 		rc = get_sandbox(v, name, false, vs, err);
@@ -507,15 +507,15 @@ static int wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs
 	}
 }
 
-static int v_sandbox_action(void *impl, const char *id, enum dt_action action, dt_state_fn on_state,
-			    void *ctx, struct dt_sandbox *out, struct dt_error *err)
+static int v_sandbox_action(void *impl, const char *id, enum sp_action action, sp_state_fn on_state,
+			    void *ctx, struct sp_sandbox *out, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_sandbox vs;
 	int rc;
 
 	switch (action) {
-	case DT_START:
+	case SP_START:
 		/* GET ?resume=true: a new session when the current one is not
 		 * running (a new session id), else the running one. */
 		rc = get_sandbox(v, id, true, &vs, err);
@@ -523,21 +523,21 @@ static int v_sandbox_action(void *impl, const char *id, enum dt_action action, d
 			return rc;
 		rc = wait_running(v, id, &vs, on_state, ctx, err);
 		if (rc == 0 && to_dt(&vs, out) < 0)
-			rc = dt_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
+			rc = sp_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
 		vc_sandbox_clear(&vs);
 		return rc;
-	case DT_STOP:
+	case SP_STOP:
 		return stop_and_wait(v, id, on_state, ctx, out, err);
-	case DT_ARCHIVE:
-		return dt_error_set(err, -EOPNOTSUPP, 0, "Vercel sandboxes have no archive: stop keeps a "
+	case SP_ARCHIVE:
+		return sp_error_set(err, -EOPNOTSUPP, 0, "Vercel sandboxes have no archive: stop keeps a "
 				    "persistent sandbox's files");
-	case DT_RECOVER:
-		return dt_error_set(err, -EOPNOTSUPP, 0, "Vercel sandboxes have no recover: start resumes");
+	case SP_RECOVER:
+		return sp_error_set(err, -EOPNOTSUPP, 0, "Vercel sandboxes have no recover: start resumes");
 	}
-	return dt_error_set(err, -EINVAL, 0, "unknown action");
+	return sp_error_set(err, -EINVAL, 0, "unknown action");
 }
 
-static int v_sandbox_delete(void *impl, const char *id, dt_state_fn on_state, void *ctx, struct dt_error *err)
+static int v_sandbox_delete(void *impl, const char *id, sp_state_fn on_state, void *ctx, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -550,8 +550,8 @@ static int v_sandbox_delete(void *impl, const char *id, dt_state_fn on_state, vo
 	return 0;
 }
 
-static int v_sandbox_get_labels(void *impl, const char *id, struct dt_kv **labels, size_t *n,
-				struct dt_error *err)
+static int v_sandbox_get_labels(void *impl, const char *id, struct sp_kv **labels, size_t *n,
+				struct sp_error *err)
 {
 	struct vc_sandbox vs;
 	cJSON *root = NULL, *sb, *tags, *t;
@@ -567,7 +567,7 @@ static int v_sandbox_get_labels(void *impl, const char *id, struct dt_kv **label
 	tags = cJSON_GetObjectItemCaseSensitive(sb ? sb : root, "tags");
 	*labels = calloc((size_t)cJSON_GetArraySize(tags) + 1, sizeof(**labels));
 	if (!*labels) {
-		rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 		goto out;
 	}
 	cJSON_ArrayForEach(t, tags) {
@@ -576,9 +576,9 @@ static int v_sandbox_get_labels(void *impl, const char *id, struct dt_kv **label
 		(*labels)[k].key = strdup(t->string);
 		(*labels)[k].value = strdup(t->valuestring);
 		if (!(*labels)[k].key || !(*labels)[k].value) {
-			dt_kv_free(*labels, k + 1);
+			sp_kv_free(*labels, k + 1);
 			*labels = NULL;
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 			goto out;
 		}
 		k++;
@@ -590,8 +590,8 @@ out:
 	return rc;
 }
 
-static int v_sandbox_set_labels(void *impl, const char *id, const struct dt_kv *labels, size_t n,
-				struct dt_sandbox *out, struct dt_error *err)
+static int v_sandbox_set_labels(void *impl, const char *id, const struct sp_kv *labels, size_t n,
+				struct sp_sandbox *out, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_kv *tags = calloc(n + 1, sizeof(*tags));
@@ -601,7 +601,7 @@ static int v_sandbox_set_labels(void *impl, const char *id, const struct dt_kv *
 	int rc;
 
 	if (!tags)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	for (size_t i = 0; i < n; i++)
 		tags[i] = (struct vc_kv){ labels[i].key, labels[i].value };
 	vc_update_params_init(&up);
@@ -618,8 +618,8 @@ static int v_sandbox_set_labels(void *impl, const char *id, const struct dt_kv *
 	return out ? v_sandbox_get(impl, id, out, err) : 0;
 }
 
-static int v_sandbox_snapshot(void *impl, const char *id, const char *name, dt_state_fn on_state, void *ctx,
-			      struct dt_error *err)
+static int v_sandbox_snapshot(void *impl, const char *id, const char *name, sp_state_fn on_state, void *ctx,
+			      struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -644,7 +644,7 @@ static int v_sandbox_snapshot(void *impl, const char *id, const char *name, dt_s
 	return 0;
 }
 
-static void snap_to_dt(struct vc_snapshot *s, struct dt_snapshot *out)
+static void snap_to_dt(struct vc_snapshot *s, struct sp_snapshot *out)
 {
 	memset(out, 0, sizeof(*out));
 	str_copy(out->id, sizeof(out->id), s->id);
@@ -656,7 +656,7 @@ static void snap_to_dt(struct vc_snapshot *s, struct dt_snapshot *out)
 	s->json = NULL;
 }
 
-static int v_snapshot_list(void *impl, struct dt_snapshot **out, size_t *n, struct dt_error *err)
+static int v_snapshot_list(void *impl, struct sp_snapshot **out, size_t *n, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_list_params lp = { 0 };
@@ -672,7 +672,7 @@ static int v_snapshot_list(void *impl, struct dt_snapshot **out, size_t *n, stru
 	*out = calloc(count ? count : 1, sizeof(**out));
 	if (!*out) {
 		vc_snapshot_list_free(list, count);
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
 	for (size_t i = 0; i < count; i++)
 		snap_to_dt(&list[i], &(*out)[i]);
@@ -681,7 +681,7 @@ static int v_snapshot_list(void *impl, struct dt_snapshot **out, size_t *n, stru
 	return 0;
 }
 
-static int v_snapshot_get(void *impl, const char *id_or_name, struct dt_snapshot *out, struct dt_error *err)
+static int v_snapshot_get(void *impl, const char *id_or_name, struct sp_snapshot *out, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -697,7 +697,7 @@ static int v_snapshot_get(void *impl, const char *id_or_name, struct dt_snapshot
 	return 0;
 }
 
-static int v_snapshot_delete(void *impl, const char *id, struct dt_error *err)
+static int v_snapshot_delete(void *impl, const char *id, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -709,7 +709,7 @@ static int v_snapshot_delete(void *impl, const char *id, struct dt_error *err)
 /* One cheap authenticated request: a sandbox that does not exist. A 404
  * with Vercel's error body proves the token, team and project; a 404
  * without one (a wrong URL) does not. */
-static int v_ping(void *impl, struct dt_error *err)
+static int v_ping(void *impl, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -726,8 +726,8 @@ static int v_ping(void *impl, struct dt_error *err)
 	return from_vc(err, rc, &ve);
 }
 
-static int v_sandbox_extend(void *impl, const char *id, long minutes, struct dt_sandbox *out,
-			    struct dt_error *err)
+static int v_sandbox_extend(void *impl, const char *id, long minutes, struct sp_sandbox *out,
+			    struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -735,12 +735,12 @@ static int v_sandbox_extend(void *impl, const char *id, long minutes, struct dt_
 	int rc;
 
 	if (minutes <= 0)
-		return dt_error_set(err, -EINVAL, 0, "extend needs minutes > 0");
+		return sp_error_set(err, -EINVAL, 0, "extend needs minutes > 0");
 	rc = get_sandbox(v, id, false, &vs, err);
 	if (rc < 0)
 		return rc;
 	if (strcmp(vs.status, "running")) {
-		rc = dt_error_set(err, -EHOSTDOWN, 0, "sandbox %s is %s: only a running session can be extended",
+		rc = sp_error_set(err, -EHOSTDOWN, 0, "sandbox %s is %s: only a running session can be extended",
 				  id, vs.status);
 	} else {
 		rc = vc_session_extend(v->vc, vs.current_session_id, minutes * 60000L, NULL, &ve);
@@ -829,9 +829,9 @@ static int exec_log(void *p, enum vc_stream stream, const char *data, size_t len
 /* Scripts longer than this go to the sandbox as a file first. */
 #define VC_SCRIPT_ARG_MAX (96 * 1024)
 
-static int run(struct vprov *v, const struct dt_box *box, const char *script, const char *cwd,
-	       const struct dt_kv *envs, size_t n_envs, long server_timeout_s, long http_timeout_ms,
-	       int *exit_code, char **output, struct dt_error *err)
+static int run(struct vprov *v, const struct sp_box *box, const char *script, const char *cwd,
+	       const struct sp_kv *envs, size_t n_envs, long server_timeout_s, long http_timeout_ms,
+	       int *exit_code, char **output, struct sp_error *err)
 {
 	const char *args[] = { "-c", vercel_exec_wrapper, "sh", script };
 	struct vc_kv *env = calloc(n_envs + 1, sizeof(*env));
@@ -848,7 +848,7 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 	if (exit_code)
 		*exit_code = -1;
 	if (!env)
-		return dt_error_set(err, -ENOMEM, 0, "out of memory");
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	session_of(v, box, sid, sizeof(sid));
 	if (!sid[0]) {
 		free(env);
@@ -874,7 +874,7 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 		sb_addf(&indirect, "f=%s; sh \"$f\"; r=$?; rm -f \"$f\"; exit $r", path);
 		if (indirect.oom) {
 			free(env);
-			rc = dt_error_set(err, -ENOMEM, 0, "out of memory");
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 			goto out;
 		}
 		args[3] = indirect.buf;
@@ -901,16 +901,16 @@ static int run(struct vprov *v, const struct dt_box *box, const char *script, co
 	}
 	rc = vercel_exec_decode(ec.out.buf ? ec.out.buf : "", ec.out.len, &status, &text);
 	if (rc == -ENOMEM) {
-		dt_error_set(err, rc, 0, "out of memory");
+		sp_error_set(err, rc, 0, "out of memory");
 		goto out;
 	}
 	if (rc < 0) {
 		/* No status line: the wrapper did not finish. 137 is the
 		 * SIGKILL of the command's time limit. */
 		if (cmd.exit_code == 137 || cmd.exit_code == 128 + 9)
-			rc = dt_error_set(err, -ETIMEDOUT, 408, "the command ran out of its %ld s", server_timeout_s);
+			rc = sp_error_set(err, -ETIMEDOUT, 408, "the command ran out of its %ld s", server_timeout_s);
 		else
-			rc = dt_error_set(err, -EIO, 0, "the command's output came back incomplete (exit %d): %.200s",
+			rc = sp_error_set(err, -EIO, 0, "the command's output came back incomplete (exit %d): %.200s",
 					  cmd.exit_code, ec.err.buf ? ec.err.buf : "");
 		goto out;
 	}
@@ -935,22 +935,22 @@ static long http_ms(struct vprov *v, long timeout_s)
 	return timeout_s > 0 ? (timeout_s + 5) * 1000 : 0;
 }
 
-static int v_exec(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-		  const struct dt_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
-		  struct dt_error *err)
+static int v_exec(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+		  const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+		  struct sp_error *err)
 {
 	return run(impl, box, command, cwd, envs, n_envs, timeout_s, http_ms(impl, timeout_s), exit_code, output, err);
 }
 
-static int v_exec_within(void *impl, const struct dt_box *box, const char *command, const char *cwd,
-			 long limit_s, int *exit_code, char **output, struct dt_error *err)
+static int v_exec_within(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			 long limit_s, int *exit_code, char **output, struct sp_error *err)
 {
 	/* The sandbox kills it when the mount stops waiting (limit_s). */
 	return run(impl, box, command, cwd, NULL, 0, limit_s, limit_s > 0 ? limit_s * 1000 : 0, exit_code, output,
 		   err);
 }
 
-static int v_work_dir(void *impl, const struct dt_box *box, char *out, size_t cap, struct dt_error *err)
+static int v_work_dir(void *impl, const struct sp_box *box, char *out, size_t cap, struct sp_error *err)
 {
 	struct vc_sandbox vs;
 	int rc = get_sandbox(impl, box->id, false, &vs, err);
@@ -960,7 +960,7 @@ static int v_work_dir(void *impl, const struct dt_box *box, char *out, size_t ca
 		return rc;
 	cwd = vs.has_session && vs.session.cwd[0] ? vs.session.cwd : vs.cwd[0] ? vs.cwd : "/vercel/sandbox";
 	if (!str_copy(out, cap, cwd))
-		rc = dt_error_set(err, -ENAMETOOLONG, 0, "working directory too long");
+		rc = sp_error_set(err, -ENAMETOOLONG, 0, "working directory too long");
 	vc_sandbox_clear(&vs);
 	return rc;
 }
@@ -1008,8 +1008,8 @@ static int range_sink_fn(void *p, const void *data, size_t len)
 	return 0;
 }
 
-static int64_t v_fs_download(void *impl, const struct dt_box *box, const char *path, uint64_t off, uint64_t len,
-			     http_sink_fn sink, void *ctx, struct dt_error *err)
+static int64_t v_fs_download(void *impl, const struct sp_box *box, const char *path, uint64_t off, uint64_t len,
+			     http_sink_fn sink, void *ctx, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct range_sink r = { sink, ctx, off, len, len > 0, false, 0 };
@@ -1031,8 +1031,8 @@ static int64_t v_fs_download(void *impl, const struct dt_box *box, const char *p
 	return r.given;
 }
 
-static int v_fs_upload_fd(void *impl, const struct dt_box *box, const char *path, int fd, uint64_t len,
-			  struct dt_error *err)
+static int v_fs_upload_fd(void *impl, const struct sp_box *box, const char *path, int fd, uint64_t len,
+			  struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -1050,7 +1050,7 @@ static int v_fs_upload_fd(void *impl, const struct dt_box *box, const char *path
 	return rc < 0 ? from_vc(err, rc, &ve) : 0;
 }
 
-static int v_fs_mkdir(void *impl, const struct dt_box *box, const char *path, mode_t mode, struct dt_error *err)
+static int v_fs_mkdir(void *impl, const struct sp_box *box, const char *path, mode_t mode, struct sp_error *err)
 {
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
@@ -1068,14 +1068,14 @@ static int v_fs_mkdir(void *impl, const struct dt_box *box, const char *path, mo
 }
 
 /* Many files in one command each way (vercel_bulk.c). */
-static int v_fs_bulk_download(void *impl, const struct dt_box *box, struct sp_bulk_file *files, size_t n,
-			      struct dt_error *err)
+static int v_fs_bulk_download(void *impl, const struct sp_box *box, struct sp_bulk_file *files, size_t n,
+			      struct sp_error *err)
 {
 	return vercel_bulk_download(v_exec, impl, box, files, n, err);
 }
 
-static int v_fs_upload_many(void *impl, const struct dt_box *box, struct sp_upload_item *items, size_t n,
-			    struct dt_error *err)
+static int v_fs_upload_many(void *impl, const struct sp_box *box, struct sp_upload_item *items, size_t n,
+			    struct sp_error *err)
 {
 	return vercel_upload_many(v_exec, impl, box, items, n, err);
 }

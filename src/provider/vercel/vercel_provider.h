@@ -26,11 +26,11 @@ extern const char vercel_exec_wrapper[];
  * base64 is bad (the output is not whole). */
 int vercel_exec_decode(const char *text, size_t len, int *status, char **output);
 
-/* dt_create_params to Vercel's create parameters (env and tags: arrays of
+/* sp_create_params to Vercel's create parameters (env and tags: arrays of
  * n_env and n_labels the caller gives). -EINVAL, with a message, for what
  * Vercel does not have (memory, disk, gpu, target, user, volumes, public,
  * autoarchive, autodelete). */
-int vercel_create_params(const struct dt_create_params *p, struct vc_create_params *vp, struct vc_kv *env,
-			 struct vc_kv *tags, struct dt_error *err);
+int vercel_create_params(const struct sp_create_params *p, struct vc_create_params *vp, struct vc_kv *env,
+			 struct vc_kv *tags, struct sp_error *err);
 
 #endif
