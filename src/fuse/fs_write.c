@@ -666,19 +666,19 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 	n->mtime = n->st.st_mtim;
 }
 
-static int open_node(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
-		     mode_t mode, bool redirected);
+static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
+			mode_t mode, bool redirected);
 
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
 {
-	return open_node(fs, sb, path, fi, create, mode, false);
+	return open_file_at(fs, sb, path, fi, create, mode, false);
 }
 
 /* redirected: an open of a hidden name, of the name it was hidden from,
  * which libfuse does not hold back while a rename replaces that name. */
-static int open_node(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
-		     mode_t mode, bool redirected)
+static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
+			mode_t mode, bool redirected)
 {
 	struct fhandle *h;
 	struct open_node *n;
@@ -695,7 +695,7 @@ static int open_node(struct dfs *fs, struct sandbox *sb, const char *path, struc
 		if (!n) {
 			if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
 				return -ESTALE;
-			return open_node(fs, sb, from, fi, false, 0, true);
+			return open_file_at(fs, sb, from, fi, false, 0, true);
 		}
 	} else {
 		/* Not files_settle: an upload waiting for this path (-o
