@@ -329,7 +329,16 @@ static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *
 	return used;
 }
 
+static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st, bool redirected);
+
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	return getattr_of(fs, sb, path, st, false);
+}
+
+/* redirected: the attributes of a hidden name, of the name it was hidden
+ * from (as files_open); not a lookup of that name. */
+static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st, bool redirected)
 {
 	struct open_node *n;
 	int rc;
@@ -345,8 +354,11 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 	 * sees it. No other caller gets here during such a rename: the kernel
 	 * holds the directory locked for the whole rename, so only its
 	 * revalidation of a cached name looks the name up, and libfuse holds
-	 * back every request on the two nodes. */
-	if (hide_window_wait(fs->files, sb, path))
+	 * back every request on the two nodes. But the kernel's getattr of
+	 * a replaced file's inode comes here through its hidden name, which
+	 * libfuse does not hold back: it is an fstat, which must not fail;
+	 * it waits, and answers the file the rename put there. */
+	if (hide_window_wait(fs->files, sb, path) && !redirected)
 		return -ENOENT;
 	if (is_hidden_name(path)) {
 		/* Never in the sandbox: the node, or nothing (libfuse probes
@@ -355,7 +367,7 @@ int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct s
 
 		n = node_find_hidden(fs->files, sb, path);
 		if (!n && hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
-			return files_getattr(fs, sb, from, st);   /* as files_open */
+			return getattr_of(fs, sb, from, st, true);   /* as files_open */
 		if (!n)
 			return -ENOENT;
 		node_stat(n, st);

@@ -251,7 +251,7 @@ struct fhandle {
 
 /* fs_open_files.c */
 struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, const char *path);
-struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path);
+struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path, bool after_renames);
 struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char *path);
 void node_set_path(struct open_node *n, char *path);
 void node_forget_content(struct dfs *fs, struct open_node *n);

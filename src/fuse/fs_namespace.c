@@ -338,6 +338,9 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 			continue;
 		if (!o->unlinked && path_is_within(o->path, to) && !path_is_within(o->path, from)) {
 			/* The file that was replaced: its readers keep its old content. */
+			if (!o->populated)
+				log_warn("%s: %s was replaced before its content was read: its reads fail (ESTALE)",
+					 sb->name, o->path);
 			o->unlinked = true;
 			o->dirty = false;
 			node_collect(o, &journaled, &nj);

@@ -112,7 +112,17 @@ struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, c
 	return NULL;
 }
 
-struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path)
+static struct hide_window **hide_find_locked(struct open_table *t, const struct sandbox *sb, const char *path);
+
+/* Caller holds t->lock: whether a rename onto path is under way. */
+static bool renaming_onto_locked(struct open_table *t, const struct sandbox *sb, const char *path)
+{
+	struct hide_window **hp = hide_find_locked(t, sb, path);
+
+	return hp && (*hp)->renaming;
+}
+
+struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path, bool after_renames)
 {
 	struct open_node *n;
 
@@ -121,6 +131,13 @@ struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char 
 	 * what this open writes then lands after recovery's older copy. */
 	while (t->recover_path && !strcmp(t->recover_id, sb->id) && !strcmp(t->recover_path, path))
 		pthread_cond_wait(&t->recover_cond, &t->lock);
+	/* A node made while a rename replaces path would be taken for the
+	 * replaced file's without its content, which the rename already
+	 * kept (keep_replaced_content) or lost; so an open libfuse does not
+	 * hold back (files_open's hidden names) waits for the rename. The
+	 * window ends in hide_remove_locked, which wakes hide_cond. */
+	while (after_renames && renaming_onto_locked(t, sb, path))
+		pthread_cond_wait(&t->hide_cond, &t->lock);
 	n = node_lookup_locked(t, sb, path);
 	if (n) {
 		n->refs++;

@@ -353,8 +353,10 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	pthread_mutex_lock(&n->lock);
 	if (n->populated || n->unlinked) {
 		/* An unlinked node was populated when it was unlinked; reading
-		 * its path now would read another file. */
-		got = n->populated ? stage_pread(n->stage, buf, size, uoff) : 0;
+		 * its path now would read another file. One that was not (its
+		 * content was gone when it was replaced) has nothing to give:
+		 * an error, not an end of file where fstat shows data. */
+		got = n->populated ? stage_pread(n->stage, buf, size, uoff) : -ESTALE;
 		pthread_mutex_unlock(&n->lock);
 		return (int)got;
 	}

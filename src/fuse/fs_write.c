@@ -761,8 +761,19 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 	n->mtime = n->st.st_mtim;
 }
 
+static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
+			mode_t mode, bool redirected);
+
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
+{
+	return open_file_at(fs, sb, path, fi, create, mode, false);
+}
+
+/* redirected: an open of a hidden name, of the name it was hidden from,
+ * which libfuse does not hold back while a rename replaces that name. */
+static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
+			mode_t mode, bool redirected)
 {
 	struct fhandle *h;
 	struct open_node *n;
@@ -779,13 +790,13 @@ int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse
 		if (!n) {
 			if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)))
 				return -ESTALE;
-			return files_open(fs, sb, from, fi, false, 0);
+			return open_file_at(fs, sb, from, fi, false, 0, true);
 		}
 	} else {
 		/* Not files_settle: an upload waiting for this path (-o
 		 * writeback) is this node's, which the open joins. */
 		files_settle_changes(fs, sb, path);
-		n = node_get(fs->files, sb, path);
+		n = node_get(fs->files, sb, path, redirected);
 		if (!n)
 			return -ENOMEM;
 	}
@@ -1013,7 +1024,7 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 			if (rc != -ENOSYS)
 				return rc;
 			/* No truncate there: a temporary node, staged and uploaded. */
-			n = node_get(fs->files, sb, path);
+			n = node_get(fs->files, sb, path, false);
 			if (!n)
 				return -ENOMEM;
 			pthread_mutex_lock(&n->lock);

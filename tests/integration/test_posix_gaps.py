@@ -8,6 +8,7 @@ import ctypes
 import errno
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -90,6 +91,102 @@ def test_rename_over_file_a_reader_keeps_opening(d):
     assert anomalies == []
     assert read(path, "rb") == versions[-1]
     assert sorted(n for n in os.listdir(d)) == ["doc.txt"]
+
+
+def test_an_open_of_the_replaced_file_during_the_next_rename_reads_a_version(server, d):
+    """The reader of the test above, caught in one window: the kernel opens
+    the inode of a file that a rename replaced (its name still cached), whose
+    last descriptor has closed, so the open is of the name the file was
+    hidden from (HIDDEN_NAMES), while the next save renames onto that name.
+    The open made a node for the name after the rename had kept the content
+    of the file it replaces, and the rename's end took that node for the
+    replaced file's: empty, and unlinked, so every read of it gave 0 bytes
+    where fstat said 200. The open waits for the rename now and reads the new
+    version. The rename's command is answered slowly to hold the window open;
+    /proc/self/fd of an O_PATH descriptor is the kernel's cached name."""
+    path = os.path.join(d, "doc.txt")
+    versions = [(b"v%d" % i) * 100 for i in range(3)]
+    with open(path, "wb") as f:
+        f.write(versions[0])
+    first = open(path, "rb")
+    handle = os.open(path, os.O_PATH)
+    try:
+        for i in (1, 2):
+            with open(path + ".tmp%d" % i, "wb") as f:
+                f.write(versions[i])
+        os.rename(path + ".tmp1", path)   # hides the open file
+        first.close()                     # its last close: hidden and gone
+        server.local("POST", "/_local/faults", {"pattern": "/process/execute$", "method": "POST",
+                                                "action": "slow", "bytes_per_sec": 10, "count": 1})
+        renamed = []
+        saver = threading.Thread(target=lambda: renamed.append(os.rename(path + ".tmp2", path)))
+        saver.start()
+        deadline = time.time() + 60
+        while not sum(f["injected"] for f in server.local("GET", "/_local/faults")):
+            assert time.time() < deadline, "the rename's command never came"
+            time.sleep(0.01)
+        with open("/proc/self/fd/%d" % handle, "rb") as f:
+            saver.join()
+            assert renamed == [None]
+            assert f.read() == versions[2]
+    finally:
+        server.local("DELETE", "/_local/faults")
+        os.close(handle)
+        if not first.closed:
+            first.close()
+    assert read(path, "rb") == versions[2]
+    assert sorted(os.listdir(d)) == ["doc.txt"]
+
+
+def statx_forced(fd):
+    """fstat of fd that the kernel must ask the mount (AT_STATX_FORCE_SYNC):
+    its errno, or 0."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)
+    AT_EMPTY_PATH, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS = 0x1000, 0x2000, 0x7ff
+    if libc.statx(fd, b"", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, buf) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def test_an_fstat_of_the_replaced_file_during_the_next_rename_finds_it(server, d):
+    """As above, but the kernel asks for the attributes of the replaced
+    file's inode (an fstat once its cached attributes have expired; Python's
+    open does one after every open). That was answered as a lookup of the
+    name it was hidden from, which during a rename onto that name says "no
+    such name" (so that the kernel looks the name up again): fstat failed
+    with ENOENT, and the reader's open with it."""
+    path = os.path.join(d, "doc.txt")
+    versions = [(b"v%d" % i) * 100 for i in range(3)]
+    with open(path, "wb") as f:
+        f.write(versions[0])
+    first = open(path, "rb")
+    handle = os.open(path, os.O_PATH)
+    try:
+        for i in (1, 2):
+            with open(path + ".tmp%d" % i, "wb") as f:
+                f.write(versions[i])
+        os.rename(path + ".tmp1", path)
+        first.close()
+        server.local("POST", "/_local/faults", {"pattern": "/process/execute$", "method": "POST",
+                                                "action": "slow", "bytes_per_sec": 10, "count": 1})
+        renamed = []
+        saver = threading.Thread(target=lambda: renamed.append(os.rename(path + ".tmp2", path)))
+        saver.start()
+        deadline = time.time() + 60
+        while not sum(f["injected"] for f in server.local("GET", "/_local/faults")):
+            assert time.time() < deadline, "the rename's command never came"
+            time.sleep(0.01)
+        got = statx_forced(handle)
+        saver.join()
+        assert renamed == [None]
+        assert got == 0, errno.errorcode.get(got, got)
+    finally:
+        server.local("DELETE", "/_local/faults")
+        os.close(handle)
+        if not first.closed:
+            first.close()
+    assert read(path, "rb") == versions[2]
 
 
 # ---- 2. names longer than NAME_MAX ----------------------------------------
