@@ -197,11 +197,12 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	 * listing gets them from the queue (files_overlay_queued). */
 	files_settle_attr(fs, sb, path);
 	gen = cache_generation(fs->cache, sb->id);
-	/* Its entries' attributes are only kept when no change queued below
-	 * it, before or during the command, would make them stale: the times
-	 * a queued change is about to set (a touch after an upload) are
-	 * cached already, and this listing's would undo them. */
-	quiet = !wb_conflicts(fs->files->deferred.wb, sb, path);
+	/* Its entries are only kept when no delete in it and no change of the
+	 * directory itself is queued, before or during the command: the
+	 * listing would bring a deleted name back. The queued times and modes
+	 * of its entries (a touch after an upload, tar's times) do not stop
+	 * it: files_overlay_queued puts them on the listing below. */
+	quiet = !wb_conflicts_attr(fs->files->deferred.wb, sb, path);
 	/* The directory's own listing (bounded as a child's is: its "." first,
 	 * and again at the end when complete) gives its attributes, and the ls
 	 * or the lookups in it that usually follow a stat of a directory then
@@ -217,7 +218,7 @@ static int dir_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct
 	    S_ISDIR(v[0].st.st_mode)) {
 		*st = v[0].st;
 		cache_put_attr(fs->cache, sb->id, path, st, gen);
-		if (quiet && !wb_conflicts(fs->files->deferred.wb, sb, path) && n >= 2 &&
+		if (quiet && !wb_conflicts_attr(fs->files->deferred.wb, sb, path) && n >= 2 &&
 		    !strcmp(v[n - 1].name, ".") && !has_replacement_char(out)) {
 			qsort(v + 1, n - 2, sizeof(*v), entry_cmp);
 			/* Not settled: the times and modes queued for the

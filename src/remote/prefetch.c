@@ -123,7 +123,15 @@ bool prefetch_reserve(struct prefetch *pf, const char *sandbox, const char *path
 	bool ok = false;
 
 	pthread_mutex_lock(&pf->lock);
-	if (find(pf, sandbox, path))
+	/* Neither an expired entry nor a file this mount uploaded keeps the
+	 * path out of a fetch: the kept upload expires at attr_timeout, often
+	 * before the reader gets to it, and then the file would be read alone
+	 * (grep -r after tar x at 50 ms: 32 downloads instead of 2 bulk). */
+	make_room(pf, 0, 0);
+	e = find(pf, sandbox, path);
+	if (e && !e->pending && e->gen == PREFETCH_OWN)
+		unlink_entry(pf, e);
+	else if (e)
 		goto out;
 	make_room(pf, 0, 1);
 	if (pf->entries >= pf->max_entries)
