@@ -140,6 +140,10 @@ struct dfs {
 };
 
 struct strbuf;
+/* fs_tree.c: the attributes of a virtual file or directory (the mounting
+ * user's, times of the mount). */
+void fill_virtual(struct dfs *fs, struct stat *st, mode_t mode, off_t size);
+
 /* fs_surface.c: the sandbox's surface (usage, env, ports/, build-log,
  * MOUNT/.volumes/) and what counts as activity. Each returns -ENOENT for a
  * kind it does not know. */

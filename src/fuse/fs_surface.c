@@ -53,18 +53,6 @@ static int run_script(struct dfs *fs, struct sandbox *sb, const char *script, ch
 	return rc;
 }
 
-static void fill(struct dfs *fs, struct stat *st, mode_t mode, off_t size)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_mode = mode;
-	st->st_nlink = S_ISDIR(mode) ? 2 : 1;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_size = size;
-	st->st_blksize = 4096;
-	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
-}
-
 /* ---- usage ---------------------------------------------------------------- */
 
 /* cgroup v2 (what Daytona's sandboxes have): cpu.stat usage_usec, cpu.max
@@ -917,21 +905,21 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 
 	switch (n->kind) {
 	case N_SB_USAGE:
-		fill(fs, st, S_IFREG | 0444, 0);
+		fill_virtual(fs, st, S_IFREG | 0444, 0);
 		return 0;
 	case N_SB_ENV:
-		fill(fs, st, S_IFREG | 0644, 0);
+		fill_virtual(fs, st, S_IFREG | 0644, 0);
 		return 0;
 	case N_SB_BUILDLOG:
-		fill(fs, st, S_IFREG | 0444, build_log_size(fs, sb));
+		fill_virtual(fs, st, S_IFREG | 0444, build_log_size(fs, sb));
 		return 0;
 	case N_PORTSDIR:
 	case N_VOLDIR:
-		fill(fs, st, S_IFDIR | 0755, 0);
+		fill_virtual(fs, st, S_IFDIR | 0755, 0);
 		return 0;
 	case N_PORT:
 		/* Every port has a preview URL: one nobody listens on too. */
-		fill(fs, st, S_IFREG | 0444, 0);
+		fill_virtual(fs, st, S_IFREG | 0444, 0);
 		return 0;
 	case N_VOL:
 	case N_VOL_INFO:
@@ -939,9 +927,9 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 		rc = volume_find(fs, n->snap_name, &v);
 		if (rc == 0) {
 			if (n->kind == N_VOL)
-				fill(fs, st, S_IFDIR | 0755, 0);
+				fill_virtual(fs, st, S_IFDIR | 0755, 0);
 			else
-				fill(fs, st, S_IFREG | 0444, v.json ? (off_t)strlen(v.json) : 0);
+				fill_virtual(fs, st, S_IFREG | 0444, v.json ? (off_t)strlen(v.json) : 0);
 			st->st_mtim = v.updated_at;
 		}
 		sp_volume_clear(&v);

@@ -26,7 +26,7 @@
 
 /* ---- attributes of the virtual tree ------------------------------------ */
 
-static void fill_virtual(struct dfs *fs, struct stat *st, mode_t mode, off_t size)
+void fill_virtual(struct dfs *fs, struct stat *st, mode_t mode, off_t size)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_mode = mode;
