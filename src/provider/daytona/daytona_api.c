@@ -1067,26 +1067,7 @@ out:
 
 int dt_snapshot_delete(struct dt_client *dt, const char *id, struct sp_error *err)
 {
-	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
-	struct http_response resp;
-	struct call c = { .method = "DELETE" };
-	int rc;
-
-	dt_error_clear(err);
-	dt_api_url(&url, dt, "/snapshots/");
-	url_add_path_segment(&url, id);
-	sb_addf(&what, "delete snapshot %s", id);
-	if (url.oom || what.oom) {
-		rc = dt_oom(err);
-	} else {
-		c.url = sb_str(&url);
-		c.what = sb_str(&what);
-		rc = dt_do(dt, &c, &resp, err);
-		http_response_free(&resp);
-	}
-	sb_free(&url);
-	sb_free(&what);
-	return rc;
+	return dt_delete_object(dt, "/snapshots/", "snapshot", id, NULL, err);
 }
 
 int dt_sandbox_snapshot(struct dt_client *dt, const char *id, const char *name, sp_state_fn on_state,

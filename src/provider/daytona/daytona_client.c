@@ -413,6 +413,35 @@ int dt_json_str(const cJSON *root, void *out)
 	return str_copy(s->out, s->cap, v) ? 0 : s->too_long;
 }
 
+int dt_delete_object(struct dt_client *dt, const char *collection, const char *noun, const char *id,
+		     int *status, struct sp_error *err)
+{
+	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
+	struct http_response resp;
+	struct call c = { .method = "DELETE" };
+	int rc;
+
+	dt_error_clear(err);
+	if (status)
+		*status = 0;
+	dt_api_url(&url, dt, collection);
+	url_add_path_segment(&url, id);
+	sb_addf(&what, "delete %s %s", noun, id);
+	if (url.oom || what.oom) {
+		rc = dt_oom(err);
+	} else {
+		c.url = sb_str(&url);
+		c.what = sb_str(&what);
+		rc = dt_do(dt, &c, &resp, err);
+		if (status)
+			*status = resp.status;
+		http_response_free(&resp);
+	}
+	sb_free(&url);
+	sb_free(&what);
+	return rc;
+}
+
 void dt_api_url(struct strbuf *sb, const struct dt_client *dt, const char *path)
 {
 	sb_adds(sb, dt->api_url);

@@ -84,6 +84,11 @@ typedef int (*dt_json_fn)(const cJSON *root, void *out);
 /* The tail of every call that reads one object: dt_do, the body parsed as
  * JSON, parse, and its answer turned into err (-EINVAL: malformed, -EIO). */
 int dt_do_json(struct dt_client *dt, const struct call *c, dt_json_fn parse, void *out, struct sp_error *err);
+/* DELETE COLLECTION/ID (collection as "/volumes/"; noun names it in
+ * messages): 0 or a -errno in err; *status (may be NULL) gets the HTTP
+ * status, for a caller that maps one of its own. */
+int dt_delete_object(struct dt_client *dt, const char *collection, const char *noun, const char *id,
+		     int *status, struct sp_error *err);
 /* A dt_json_fn for one non-empty string member: key's value copied into
  * out[cap], too_long (a -errno) when it does not fit. */
 struct dt_json_str {

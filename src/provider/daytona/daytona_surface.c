@@ -260,32 +260,16 @@ int dt_volume_create(struct dt_client *dt, const char *name, struct sp_volume *o
 
 int dt_volume_delete(struct dt_client *dt, const char *id, struct sp_error *err)
 {
-	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
-	struct http_response resp;
-	struct call c = { .method = "DELETE" };
-	int rc;
+	int status;
+	int rc = dt_delete_object(dt, "/volumes/", "volume", id, &status, err);
 
-	dt_error_clear(err);
-	dt_api_url(&url, dt, "/volumes/");
-	url_add_path_segment(&url, id);
-	sb_addf(&what, "delete volume %s", id);
-	if (url.oom || what.oom) {
-		rc = dt_oom(err);
-	} else {
-		c.url = sb_str(&url);
-		c.what = sb_str(&what);
-		rc = dt_do(dt, &c, &resp, err);
-		/* 409: a sandbox mounts it. rmdir(2) of a busy thing is EBUSY. */
-		if (rc && resp.status == 409) {
-			char msg[sizeof(err->message)];
+	/* 409: a sandbox mounts it. rmdir(2) of a busy thing is EBUSY. */
+	if (rc && status == 409) {
+		char msg[sizeof(err->message)];
 
-			str_copy(msg, sizeof(msg), err->message);
-			rc = sp_error_set(err, -EBUSY, resp.status, "%s", msg);
-		}
-		http_response_free(&resp);
+		str_copy(msg, sizeof(msg), err->message);
+		rc = sp_error_set(err, -EBUSY, status, "%s", msg);
 	}
-	sb_free(&url);
-	sb_free(&what);
 	return rc;
 }
 
