@@ -564,6 +564,32 @@ out:
 	return rc;
 }
 
+/* ---- NDJSON streams ------------------------------------------------------------ */
+
+/* The call c, whose sink feeds nd, read to its end: an answer that is not
+ * NDJSON is EIO, a stream cut inside a line fails, and a line that stopped
+ * the stream (line_err, set by the sink) is the error. */
+static int ndjson_stream(struct vc_client *vc, const struct vc_call *c, struct vc_ndjson *nd,
+			 const struct vc_error *line_err, struct vc_error *err)
+{
+	struct http_response resp;
+	int rc;
+
+	memset(&resp, 0, sizeof(resp));
+	rc = vc_do(vc, c, &resp, err);
+	if (rc == 0 && (!resp.content_type || strncmp(resp.content_type, "application/x-ndjson", 20) != 0))
+		rc = vc_error_set(err, -EIO, resp.status, "%s: not an NDJSON stream (%s)", c->what,
+				  resp.content_type ? resp.content_type : "no content type");
+	http_response_free(&resp);
+	if (rc == 0)
+		rc = vc_ndjson_finish(nd);
+	if (rc && line_err->err && err) {
+		*err = *line_err;
+		rc = -line_err->err;
+	}
+	return rc;
+}
+
 /* ---- the logs stream -------------------------------------------------------- */
 
 struct logs_ctx {
@@ -596,7 +622,6 @@ int vc_cmd_logs(struct vc_client *vc, const char *sid, const char *cmd_id, vc_lo
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct logs_ctx lc;
-	struct http_response resp;
 	int rc;
 
 	if (vc_check_id(sid, "session id", err) || vc_check_id(cmd_id, "command id", err))
@@ -618,17 +643,7 @@ int vc_cmd_logs(struct vc_client *vc, const char *sid, const char *cmd_id, vc_lo
 				     .sink = logs_sink, .sink_ctx = &lc, .idempotent = true,
 				     .timeout_ms = vc->wait_timeout_ms };
 
-		rc = vc_do(vc, &c, &resp, err);
-		if (rc == 0 && (!resp.content_type || strncmp(resp.content_type, "application/x-ndjson", 20) != 0))
-			rc = vc_error_set(err, -EIO, resp.status, "%s: not an NDJSON stream (%s)", c.what,
-					  resp.content_type ? resp.content_type : "no content type");
-		http_response_free(&resp);
-	}
-	if (rc == 0)
-		rc = vc_ndjson_finish(&lc.nd);
-	if (rc && lc.line_err.err && err) {
-		*err = lc.line_err;
-		rc = -lc.line_err.err;
+		rc = ndjson_stream(vc, &c, &lc.nd, &lc.line_err, err);
 	}
 out:
 	vc_ndjson_free(&lc.nd);
@@ -670,7 +685,6 @@ int vc_cmd_run_wait(struct vc_client *vc, const char *sid, const struct vc_cmd_p
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
 	struct vc_cmd_params wp = *p;
-	struct http_response resp;
 	struct wait_ctx wc;
 	char *body = NULL;
 	int rc;
@@ -702,18 +716,7 @@ int vc_cmd_run_wait(struct vc_client *vc, const char *sid, const struct vc_cmd_p
 				     .sink = wait_sink, .sink_ctx = &wc,
 				     .timeout_ms = http_timeout_ms > 0 ? http_timeout_ms : vc->wait_timeout_ms };
 
-		memset(&resp, 0, sizeof(resp));
-		rc = vc_do(vc, &c, &resp, err);
-		if (rc == 0 && (!resp.content_type || strncmp(resp.content_type, "application/x-ndjson", 20) != 0))
-			rc = vc_error_set(err, -EIO, resp.status, "%s: not an NDJSON stream (%s)", c.what,
-					  resp.content_type ? resp.content_type : "no content type");
-		http_response_free(&resp);
-	}
-	if (rc == 0)
-		rc = vc_ndjson_finish(&wc.nd);
-	if (rc && wc.line_err.err && err) {
-		*err = wc.line_err;
-		rc = -wc.line_err.err;
+		rc = ndjson_stream(vc, &c, &wc.nd, &wc.line_err, err);
 	}
 	if (rc == 0 && !wc.cmd.exited)
 		rc = vc_error_set(err, -ECONNRESET, 200, "run %s: the stream ended before the command did",
