@@ -281,30 +281,35 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
  */
 static void add_inline(struct strbuf *sb, size_t inline_max)
 {
-	static const char *const streams[2] = { "stdout", "stderr" };
-
 	sb_adds(sb, "[ -n \"$e\" ] || { [ -e \"$d/exit\" ] && read e <\"$d/exit\"; }\n"
 		"if [ -n \"$e\" ]; then\n"
 		"\ty=; [ -e \"$d/state\" ] && read y <\"$d/state\"\n"
 		"\techo \"daytonafs-exit $e $y\"\n"
-		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n"
-		/* One wc for both sizes, read without a command substitution
-		 * (the brace group may be a subshell: it only prints). A line
-		 * that is not the stream's leaves its size empty, which drops
-		 * the section. */
-		"\tif [ -s \"$d/stdout\" ] || [ -s \"$d/stderr\" ]; then\n"
-		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n");
-	for (int s = 0; s < 2; s++) {
-		sb_addf(sb, "\t\t\tz=; x=; read z x\n"
-			"\t\t\tcase $x in */%s) ;; *) z= ;; esac\n"
-			"\t\t\techo \"daytonafs-%s $z\"\n"
-			"\t\t\tif [ -n \"$b\" ] && [ \"$z\" -gt 0 ] && [ \"$z\" -le %zu ]; then\n"
-			"\t\t\t\tbase64 <\"$d/%s\"\n"
-			"\t\t\tfi 2>/dev/null\n", streams[s], streams[s], inline_max, streams[s]);
-	}
-	sb_adds(sb, "\t\t}\n"
-		"\telse\n"
+		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n");
+	/* One stream's section: its size (empty when unknown, which drops the
+	 * section) and, when it fits, its bytes. */
+	sb_addf(sb, "\tput() {\n"
+		"\t\techo \"daytonafs-$1 $2\"\n"
+		"\t\tif [ -n \"$b\" ] && [ -n \"$2\" ] && [ \"$2\" -gt 0 ] && [ \"$2\" -le %zu ]; then\n"
+		"\t\t\tbase64 <\"$d/$1\"\n"
+		"\t\tfi 2>/dev/null\n"
+		"\t}\n", inline_max);
+	/* Empty streams cost no process. zsh (the toolbox's shell in Daytona's
+	 * default image) reads both sizes with its zstat builtin, in an eval
+	 * because the other shells would not parse $z[1]. Else one wc for both,
+	 * read without a command substitution (the brace group may be a
+	 * subshell: it only prints); a line that is not the stream's leaves its
+	 * size empty. */
+	sb_adds(sb, "\tif [ ! -s \"$d/stdout\" ] && [ ! -s \"$d/stderr\" ]; then\n"
 		"\t\techo daytonafs-stdout 0; echo daytonafs-stderr 0\n"
+		"\telif [ -n \"$ZSH_VERSION\" ] && eval 'zmodload -F zsh/stat b:zstat && "
+		"zstat -A z +size -- \"$d/stdout\" \"$d/stderr\" && u=$z[1] && v=$z[2]' 2>/dev/null; then\n"
+		"\t\tput stdout \"$u\"; put stderr \"$v\"\n"
+		"\telse\n"
+		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n"
+		"\t\t\tz=; x=; read z x; case $x in */stdout) ;; *) z= ;; esac; put stdout \"$z\"\n"
+		"\t\t\tz=; x=; read z x; case $x in */stderr) ;; *) z= ;; esac; put stderr \"$z\"\n"
+		"\t\t}\n"
 		"\tfi\n"
 		"\techo daytonafs-inline-end\n"
 		"fi\n");
