@@ -1547,6 +1547,33 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 	}
 }
 
+/* The wrapper looks bash and setsid up in PATH with builtins: entries that
+ * are relative, empty, globs or hold spaces are passed over, not expanded. */
+UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:+bash}\"; ps -o sid= -p $$ | tr -d ' '; "
+						     "echo $$" };
+		struct exec_launch_result r;
+		char sd[256], shell[700];
+
+		state_dir(sd, sizeof(sd), "path", shells[i]);
+		snprintf(shell, sizeof(shell), "PATH='rel/bin::/no such dir:/*:*':\"$PATH\" \"$(command -v %s)\"",
+			 shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		if (r.data[0]) {
+			char sid[32] = "", pid[32] = "", word[32] = "";
+
+			/* bash ran it, in a session of its own (setsid) */
+			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s", word, sid, pid), 3);
+			CHECK_STR(word, "bash");
+			CHECK_STR(sid, pid);
+		}
+		exec_launch_result_free(&r);
+	}
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -1590,6 +1617,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(launch_result_parse),
 	UNIT_CASE(run_fast_path),
 	UNIT_CASE(run_fast_path_starts_few_programs),
+	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
 	UNIT_CASE(launcher_fast_replay_answers_started),
 };
 
