@@ -198,6 +198,11 @@ enum {
 	 * kept) even where upload_path_changed says a plain upload would not,
 	 * and is the cheaper way for one file too (Vercel: one command). */
 	SP_CAP_UPLOAD_IN_PLACE = 1u << 18,
+	/* sp_sandbox.env is the sandbox's own env, set at create (Daytona's
+	 * object has it). Without it (Vercel keeps the env in the sandbox's
+	 * config but no response carries it), the mount records a create's
+	 * env.K=V in the sandbox's env file (SEMANTICS.md, NAME/env). */
+	SP_CAP_SANDBOX_ENV   = 1u << 19,
 };
 
 /* One file of a bulk download (fs_bulk_download). */
