@@ -85,7 +85,7 @@ struct sandbox {
 	struct sandbox *name_next;
 	bool indexed;
 	struct dfs *fs;           /* the mount it belongs to (sandbox_box runs in any thread) */
-	char id[64];
+	char id[SP_ID_SIZE];
 	char name[256];
 	bool name_exact;          /* name is the whole name (false: cut to fit) */
 	char toolbox_url[512];    /* kept when a later Sandbox object has none */

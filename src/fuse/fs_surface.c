@@ -556,7 +556,7 @@ struct build_log {
 struct follower {
 	struct dfs *fs;
 	struct sandbox *sb;         /* entries live as long as the mount */
-	char id[64];
+	char id[SP_ID_SIZE];
 	struct build_log *bl;
 	pthread_t thread;
 	bool ended;                 /* under fs->lock */

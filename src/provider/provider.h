@@ -62,8 +62,14 @@ struct sp_kv {
 };
 void sp_kv_free(struct sp_kv *kv, size_t n);
 
+/* The size of a sandbox id's buffer: Daytona's ids are UUIDs (36 bytes);
+ * Vercel's are the sandbox names, up to 128 bytes ([a-zA-Z0-9_-], CONTRACT.md
+ * section 1). An id is never cut (a cut one would address another sandbox),
+ * so this bounds which sandboxes the mount can show. */
+#define SP_ID_SIZE 129
+
 struct sp_sandbox {
-	char id[64];
+	char id[SP_ID_SIZE];
 	char name[256];
 	char state[32];             /* e.g. "started"; derived as the API derives it */
 	char desired_state[32];

@@ -357,3 +357,37 @@ def test_env_shows_create_env_and_what_was_written(mount, server, tmp_root):
         ctl(mount.p(plain, "ctl"), "delete")
     finally:
         ctl(mount.p(name, "ctl"), "delete")
+
+def test_names_up_to_128_bytes_are_served(mount, server):
+    """Vercel's names are up to 128 bytes ([a-zA-Z0-9_-]) and are the ids
+    the mount addresses them by. Names over 63 bytes were left out of the
+    list (with a warning), and a create of one failed after it was made."""
+    made = "m" * 60 + "-" + os.urandom(33).hex()          # 127 bytes, made through the mount
+    other = "o" * 61 + "-" + os.urandom(33).hex()         # 128 bytes, made by another client
+    assert len(made) == 127 and len(other) == 128
+    ctl(mount.p("ctl"), f"create {made}")
+    try:
+        vapi(server, "POST", "/v2/sandboxes", {"projectId": VERCEL_PROJECT, "name": other, "ports": [],
+                                               "runtime": "node24"})
+        try:
+            # a name not yet listed is looked up by the API at once
+            assert read(mount.p(other, "status")) == "started\n"
+            names = os.listdir(mount.path)
+            assert made in names and other in names
+            for name in (made, other):
+                assert read(mount.p(name, "status")) == "started\n"
+                assert json.loads(read(mount.p(name, "info")))["sandbox"]["name"] == name
+                write(mount.p(name, "work", "f.txt"), name + "\n")
+                assert read(mount.p(name, "work", "f.txt")) == name + "\n"
+                ctl(mount.p(name, "ctl"), "exec cat f.txt")
+                assert read(mount.p(name, "stdout")) == name + "\n"
+            # stop and start: the new session is found by the long name
+            ctl(mount.p(other, "ctl"), "stop")
+            assert read(mount.p(other, "status")) == "stopped\n"
+            ctl(mount.p(other, "ctl"), "start")
+            assert read(mount.p(other, "work", "f.txt")) == other + "\n"
+        finally:
+            ctl(mount.p(other, "ctl"), "delete")
+    finally:
+        ctl(mount.p(made, "ctl"), "delete")
+    assert made not in os.listdir(mount.path)

@@ -26,7 +26,7 @@
 /* The newest session id seen for each sandbox (name): a session id the
  * mount holds may be one a resume elsewhere has replaced. */
 struct session_seen {
-	char name[64];
+	char name[SP_ID_SIZE];      /* the sandbox's name: its id */
 	char sid[128];
 };
 
