@@ -104,6 +104,7 @@ const struct name_kind command_entries[] = {
 };
 
 const size_t sandbox_entries_len = ARRAY_LEN(sandbox_entries);
+const size_t command_entries_len = ARRAY_LEN(command_entries);
 
 unsigned node_needs(enum node_kind kind)
 {
@@ -124,7 +125,6 @@ unsigned node_needs(enum node_kind kind)
 		return 0;                  /* usage and env are commands: every provider */
 	}
 }
-const size_t command_entries_len = ARRAY_LEN(command_entries);
 
 static int lookup_name(const struct name_kind *t, size_t n, const char *name, size_t len,
 		       enum node_kind *kind)

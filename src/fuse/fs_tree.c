@@ -48,7 +48,7 @@ static int parse_here(struct dfs *fs, const char *path, struct node *n)
 	return rc;
 }
 
-/* Whether a listing shows name (a root or sandbox entry of that kind). */
+/* Whether a listing shows the root or sandbox entry of that kind. */
 static bool shown(struct dfs *fs, enum node_kind kind)
 {
 	return sp_has(fs->sp, node_needs(kind));
