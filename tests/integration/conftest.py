@@ -266,3 +266,20 @@ def write(path, data, mode="w"):
 def sh(cmd, cwd=None, check=True, timeout=120, **kw):
     return subprocess.run(cmd, shell=isinstance(cmd, str), cwd=cwd, check=check, timeout=timeout,
                           capture_output=True, text=kw.pop("text", True), **kw)
+
+
+@pytest.fixture
+def sandbox_faults(server):
+    """Faults by kind of request (sandbox_view.Faults), none before the test and none after."""
+    from sandbox_view import Faults
+    f = Faults(server)
+    f.clear()
+    yield f
+    f.clear()
+
+
+@pytest.fixture(scope="module")
+def view(server, sandbox):
+    """The module's sandbox as another client sees it (sandbox_view.SandboxView)."""
+    from sandbox_view import SandboxView
+    return SandboxView(server, sandbox)
