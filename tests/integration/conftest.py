@@ -210,7 +210,10 @@ class Mount:
 def tmp_root():
     d = tempfile.mkdtemp(prefix="daytonafs-it-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if os.environ.get("DAYTONAFS_TEST_KEEP"):
+        print(f"\nkept {d} (DAYTONAFS_TEST_KEEP): server and mount logs")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,10 @@ KINDS = {
     # many files read in one request
     "bulk_download": {"daytona": {"pattern": "/files/bulk-download(\\?|$)", "method": "POST"},
                       "vercel": {"pattern": _VC_CMD, "method": "POST", "body_match": _VC_BULK}},
+    # a batch of deferred changes (deletes, times, modes: src/remote/writeback.c), each change
+    # marked by a printf '@MARK N'. Daytona: every command (its stat is the file API's).
+    "batch": {"daytona": {"pattern": "/process/execute(\\?|$)", "method": "POST"},
+              "vercel": {"pattern": _VC_CMD, "method": "POST", "body_match": "printf '@"}},
     # a command: listings, renames, deletes, exec (not an upload nor a bulk read)
     "execute": {"daytona": {"pattern": "/process/execute(\\?|$)", "method": "POST"},
                 "vercel": {"pattern": _VC_CMD, "method": "POST",
@@ -50,9 +54,13 @@ KINDS = {
 }
 
 
-def kind_rule(kind, **spec):
-    """The POST /_local/faults rule for a kind of request on this provider, plus spec."""
+def kind_rule(kind, view=None, **spec):
+    """The POST /_local/faults rule for a kind of request on this provider, plus spec; with a
+    view (SandboxView), for that sandbox's requests only."""
     rule = dict(KINDS[kind][PROVIDER])
+    if view is not None:
+        rule["pattern"] = (f"/sessions/{view.sid}" if PROVIDER == "vercel"
+                           else f"/toolbox/{view.sid}") + rule["pattern"]
     rule.update(spec)
     return rule
 
@@ -64,18 +72,18 @@ class Faults:
     def __init__(self, server):
         self.server = server
 
-    def add(self, kind, **spec):
-        """Faults requests of a kind (KINDS); spec is the rest of the rule (status, action,
-        count, schedule, retry_after ...). Returns the rule's id."""
-        return self.server.local("POST", "/_local/faults", kind_rule(kind, **spec))["id"]
+    def add(self, kind, view=None, **spec):
+        """Faults requests of a kind (KINDS), of one sandbox's with a view; spec is the rest of
+        the rule (status, action, count, schedule, retry_after ...). Returns the rule's id."""
+        return self.server.local("POST", "/_local/faults", kind_rule(kind, view, **spec))["id"]
 
     def raw(self, rule):
         return self.server.local("POST", "/_local/faults", rule)["id"]
 
-    def counter(self, kind):
+    def counter(self, kind, view=None):
         """A rule that only counts a kind's requests (its hits); added before any fault on the
         same kind (the first rule that injects hides a request from the rules after it)."""
-        return self.add(kind, count=0)
+        return self.add(kind, view, count=0)
 
     def rule(self, rid):
         return next(r for r in self.server.local("GET", "/_local/faults") if r["id"] == rid)
