@@ -32,11 +32,14 @@ _VC_UPLOAD = "DAYTONAFS_UP_EOF"
 _VC_BULK = "/tmp/\\.daytonafs/out/bulk\\."
 _VC_CMD = "/cmd(\\?|$)"
 
-# kind -> provider -> the rule's matching keys. Daytona's paths end before the query ("?").
+# kind -> provider -> the rule's matching keys, or a list of rules (a kind that is more than
+# one route; each rule counts and injects on its own: count=1 may fault one request of each).
 KINDS = {
-    # a file's content sent by the mount (write-back, fsync, close)
+    # a file's content sent by the mount (write-back, fsync, close, crash recovery). Vercel:
+    # the command that carries small files, or fs/write of a large one (then copied into place)
     "upload": {"daytona": {"pattern": "/files/bulk-upload(\\?|$)", "method": "POST"},
-               "vercel": {"pattern": _VC_CMD, "method": "POST", "body_match": _VC_UPLOAD}},
+               "vercel": [{"pattern": _VC_CMD, "method": "POST", "body_match": _VC_UPLOAD},
+                          {"pattern": "/fs/write(\\?|$)", "method": "POST"}]},
     # one file's content read
     "download": {"daytona": {"pattern": "/files/download\\?", "method": "GET"},
                  "vercel": {"pattern": "/fs/read(\\?|$)", "method": "POST"}},
@@ -54,15 +57,19 @@ KINDS = {
 }
 
 
-def kind_rule(kind, view=None, **spec):
-    """The POST /_local/faults rule for a kind of request on this provider, plus spec; with a
+def kind_rules(kind, view=None, **spec):
+    """The POST /_local/faults rules for a kind of request on this provider, plus spec; with a
     view (SandboxView), for that sandbox's requests only."""
-    rule = dict(KINDS[kind][PROVIDER])
-    if view is not None:
-        rule["pattern"] = (f"/sessions/{view.sid}" if PROVIDER == "vercel"
-                           else f"/toolbox/{view.sid}") + rule["pattern"]
-    rule.update(spec)
-    return rule
+    rules = KINDS[kind][PROVIDER]
+    out = []
+    for r in rules if isinstance(rules, list) else [rules]:
+        rule = dict(r)
+        if view is not None:
+            rule["pattern"] = (f"/sessions/{view.sid}" if PROVIDER == "vercel"
+                               else f"/toolbox/{view.sid}") + rule["pattern"]
+        rule.update(spec)
+        out.append(rule)
+    return out
 
 
 class Faults:
@@ -74,8 +81,10 @@ class Faults:
 
     def add(self, kind, view=None, **spec):
         """Faults requests of a kind (KINDS), of one sandbox's with a view; spec is the rest of
-        the rule (status, action, count, schedule, retry_after ...). Returns the rule's id."""
-        return self.server.local("POST", "/_local/faults", kind_rule(kind, view, **spec))["id"]
+        the rule (status, action, count, schedule, retry_after ...). Returns the rules' ids
+        (for hits and injected)."""
+        return tuple(self.server.local("POST", "/_local/faults", r)["id"]
+                     for r in kind_rules(kind, view, **spec))
 
     def raw(self, rule):
         return self.server.local("POST", "/_local/faults", rule)["id"]
@@ -85,15 +94,17 @@ class Faults:
         same kind (the first rule that injects hides a request from the rules after it)."""
         return self.add(kind, view, count=0)
 
-    def rule(self, rid):
-        return next(r for r in self.server.local("GET", "/_local/faults") if r["id"] == rid)
-
-    def hits(self, rid):
-        return self.rule(rid)["hits"]
-
-    def injected(self, rid=None):
+    def _sum(self, key, rids):
         rules = self.server.local("GET", "/_local/faults")
-        return sum(r["injected"] for r in rules if rid is None or r["id"] == rid)
+        return sum(r[key] for r in rules if rids is None or r["id"] in rids)
+
+    def hits(self, rids):
+        """Requests the rules of one add (or counter) saw."""
+        return self._sum("hits", rids)
+
+    def injected(self, rids=None):
+        """Requests the rules of one add faulted; all rules' without rids."""
+        return self._sum("injected", rids)
 
     def clear(self):
         self.server.local("DELETE", "/_local/faults")
@@ -243,6 +254,53 @@ class SandboxView:
             self._vercel("fs/mkdir", {"path": path, "recursive": True})
             return
         self._daytona("POST", "/files/folder", {"path": path, "mode": "755"})
+
+    # ---- the sandbox itself, through the control plane
+    def _vapi(self, method, path, **query):
+        q = urllib.parse.urlencode({"projectId": VERCEL_PROJECT, "teamId": VERCEL_TEAM, **query})
+        return self.server.api(method, f"{path}?{q}")
+
+    @property
+    def id(self):
+        """The sandbox's id as the mount names it (its error file, unsaved/ notes): Daytona's
+        id, Vercel's name."""
+        return self.sandbox if PROVIDER == "vercel" else self.sid
+
+    def state(self):
+        """"started", "stopped", "destroyed" (also when it is gone), or the provider's word."""
+        try:
+            if PROVIDER == "vercel":
+                st = self._vapi("GET", f"/v2/sandboxes/{self.sandbox}")["sandbox"]["status"]
+                return {"running": "started"}.get(st, st)
+            return self.server.api("GET", f"/sandbox/{self.sid}")["state"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return "destroyed"
+            raise
+
+    def stop(self):
+        if PROVIDER == "vercel":
+            self._vapi("POST", f"/v2/sandboxes/sessions/{self.sid}/stop")
+        else:
+            self.server.api("POST", f"/sandbox/{self.sid}/stop")
+
+    def start(self):
+        if PROVIDER == "vercel":
+            self.sid = self._vapi("GET", f"/v2/sandboxes/{self.sandbox}", resume="true")["session"]["id"]
+        else:
+            self.server.api("POST", f"/sandbox/{self.sid}/start")
+
+    def delete(self):
+        if PROVIDER == "vercel":
+            self._vapi("DELETE", f"/v2/sandboxes/{self.sandbox}")
+        else:
+            self.server.api("DELETE", f"/sandbox/{self.sid}")
+
+    def get_route(self):
+        """The path regex of the control plane's GET of this sandbox (what the mount asks)."""
+        if PROVIDER == "vercel":
+            return f"/v2/sandboxes/{self.sandbox}(\\?|$)"
+        return f"/sandbox/{self.sid}$"
 
     # Daytona's Toolbox names, for the tests that used it
     download = read
