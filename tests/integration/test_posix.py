@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from sandbox_view import SandboxView
 from conftest import EXEC_ROUTE, PROVIDER, SANDBOX_HOME, ctl, read, sh, write
 
 
@@ -36,6 +37,11 @@ def in_sandbox(mount, sandbox, command):
     ctl(mount.p(sandbox, "ctl"), "exec " + command)
     code = read(mount.p(sandbox, "exit"))
     return int(code), read(mount.p(sandbox, "stdout"))
+
+
+# The name other modules import (test_many_writes): the sandbox seen straight through the
+# provider's API, on either provider.
+Toolbox = SandboxView
 
 
 @pytest.fixture(scope="module")
