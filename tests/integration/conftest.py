@@ -101,14 +101,12 @@ class Server:
         return self.local("GET", "/_local/stats")
 
     def reset(self):
-        """Zeroes the request counters (and sandbox_view's counters by kind), after every live mount has sent the
+        """Zeroes the request counters, after every live mount has sent the
         changes it defers (deletes, times: doc/SEMANTICS.md), so that those do
         not land in the next test's count."""
         for m in list(LIVE_MOUNTS):
             m.settle()
         self.local("POST", "/_local/stats/reset")
-        from sandbox_view import Faults
-        Faults(self).reset_counters()       # the request counts by kind too
 
     def count(self, route_fragment=None, method=None):
         """Requests since the last reset, optionally those whose route contains a fragment."""

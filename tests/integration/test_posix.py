@@ -301,9 +301,10 @@ def test_changes_through_the_mount_keep_the_rest_of_the_cache(d, server, sandbox
     assert sandbox_faults.hits(uploads) == 1
     if PROVIDER == "vercel":
         # every change is a command: the upload, the rename, the queued unlink, and at most
-        # one stat of the directory (no file-API call at all)
+        # two looks at the directory or those above it, whose listings expire (5 s) during a
+        # slow run of the 50 uploads above (no file-API call at all)
         commands = routes.pop("POST /api/v2/sandboxes/sessions/{sid}/cmd", 0)
-        assert 3 <= commands <= 4 and routes == {}, (commands, routes)
+        assert 3 <= commands <= 5 and routes == {}, (commands, routes)
         return
     # the directory's own time and link count changed in the sandbox: at most
     # one stat of it, when asked (listing it here), by a command (the file
