@@ -134,7 +134,7 @@ static int copy_whole(struct dfs *fs, struct fhandle *h)
  * behind it), at least STREAM_KEEP_MIN. With a fixed 4 MiB, read_ahead_kb=4096
  * had READs arrive too far behind or ahead: the stream stopped and restarted
  * over and over (14 to 67 requests for one cold cat of 64 MiB, and peak RSS
- * over 64 MiB). The ring is at most STREAM_CAP_MAX: past ~4.9 MiB of
+ * over 64 MiB). The ring is at most STREAM_CAP_MAX: past 5 MiB of
  * readahead, late READs may again fall back to ranged downloads.
  */
 #define STREAM_KEEP_MIN (4u << 20)
