@@ -129,13 +129,14 @@ static int copy_whole(struct dfs *fs, struct fhandle *h)
  * downloads.
  *
  * So keep and the room ahead grow with the mount's readahead (-o
- * read_ahead_kb): three windows and a READ each (measured: with 4 MiB windows
- * READs came up to 9.4 MiB past the furthest one served, the late ones
- * behind it), at least STREAM_KEEP_MIN. With a fixed 4 MiB, read_ahead_kb=4096
- * had READs arrive too far behind or ahead: the stream stopped and restarted
- * over and over (14 to 67 requests for one cold cat of 64 MiB, and peak RSS
- * over 64 MiB). The ring is at most STREAM_CAP_MAX: past 5 MiB of
- * readahead, late READs may again fall back to ranged downloads.
+ * read_ahead_kb): four windows each, at least STREAM_KEEP_MIN (measured with
+ * 4 MiB windows: READs came up to 9.4 MiB past the furthest one served, the
+ * late ones behind it; 14.5 MiB under ASan on a loaded machine). With a fixed
+ * 4 MiB, read_ahead_kb=4096 had READs arrive too far behind or ahead: the
+ * stream stopped and restarted over and over (14 to 67 requests for one cold
+ * cat of 64 MiB, and peak RSS over 64 MiB). The ring is at most
+ * STREAM_CAP_MAX: past 4 MiB of readahead, late READs may again fall back to
+ * ranged downloads.
  */
 #define STREAM_KEEP_MIN (4u << 20)
 #define STREAM_CAP_MAX  (32u << 20)
@@ -144,7 +145,7 @@ static int copy_whole(struct dfs *fs, struct fhandle *h)
  * whose readahead is ra_kb KiB (0: the kernel's, 128 KiB). */
 static void stream_sizes(long ra_kb, size_t *cap, size_t *keep)
 {
-	uint64_t windows = 3 * (uint64_t)(ra_kb > 0 ? ra_kb : 128) * 1024 + (1u << 20);
+	uint64_t windows = 4 * (uint64_t)(ra_kb > 0 ? ra_kb : 128) * 1024;
 	uint64_t k = windows > STREAM_KEEP_MIN ? windows : STREAM_KEEP_MIN;
 
 	if (2 * k > STREAM_CAP_MAX)
