@@ -107,7 +107,7 @@ def test_sequential_requests_are_one_mib(server, tmp_root):
 def test_cold_cat_is_one_streamed_download(server, tmp_root):
     """cat of a 64 MiB file the mount never read: with the kernel's 1 MiB
     READs, several in flight and arriving out of order, the streamed download
-    must still serve them all (fs_read.c keeps STREAM_KEEP behind the furthest
+    must still serve them all (fs_read.c keeps 4 MiB behind the furthest
     read); with only 1 MiB kept, a READ that came late fell behind, the stream
     stopped, and the rest went by ranged downloads (34 requests and 1.5 times
     the bytes for 256 MiB)."""
