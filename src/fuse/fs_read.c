@@ -121,13 +121,38 @@ static int copy_whole(struct dfs *fs, struct fhandle *h)
  * reads take from the ring while the download goes on, so the network and
  * FUSE work at the same time and a whole file costs one request whatever the
  * latency. When the ring is full the thread stops reading the socket (TCP
- * back-pressure). Data up to STREAM_KEEP behind the furthest read stays, for
- * the kernel's out-of-order readahead (its READs are up to 1 MiB each and a
- * few are in flight at once: fs.c, dfs_tune_kernel). A read outside what the stream can
- * serve stops it; the caller then falls back to ranged downloads.
+ * back-pressure). Data up to keep behind the furthest read stays, for the
+ * kernel's out-of-order readahead: its READs are up to 1 MiB each, a
+ * readahead window's worth at once (fs.c, dfs_tune_kernel), and the next
+ * window's are sent before the last of this one's have arrived. A read outside
+ * what the stream can serve stops it; the caller then falls back to ranged
+ * downloads.
+ *
+ * So keep and the room ahead grow with the mount's readahead (-o
+ * read_ahead_kb): four windows each, at least STREAM_KEEP_MIN (measured with
+ * 4 MiB windows: READs came up to 9.4 MiB past the furthest one served, the
+ * late ones behind it; 14.5 MiB under ASan on a loaded machine). With a fixed
+ * 4 MiB, read_ahead_kb=4096 had READs arrive too far behind or ahead: the
+ * stream stopped and restarted over and over (14 to 67 requests for one cold
+ * cat of 64 MiB, and peak RSS over 64 MiB). The ring is at most
+ * STREAM_CAP_MAX: past 4 MiB of readahead, late READs may again fall back to
+ * ranged downloads.
  */
-#define STREAM_CAP  (8 * 1024 * 1024)
-#define STREAM_KEEP (4 * 1024 * 1024)
+#define STREAM_KEEP_MIN (4u << 20)
+#define STREAM_CAP_MAX  (32u << 20)
+
+/* The ring's size and what it keeps behind the furthest read, for a mount
+ * whose readahead is ra_kb KiB (0: the kernel's, 128 KiB). */
+static void stream_sizes(long ra_kb, size_t *cap, size_t *keep)
+{
+	uint64_t windows = 4 * (uint64_t)(ra_kb > 0 ? ra_kb : 128) * 1024;
+	uint64_t k = windows > STREAM_KEEP_MIN ? windows : STREAM_KEEP_MIN;
+
+	if (2 * k > STREAM_CAP_MAX)
+		k = STREAM_CAP_MAX / 2;
+	*keep = (size_t)k;
+	*cap = (size_t)(2 * k);   /* keep behind, as much again ahead */
+}
 
 struct rstream {
 	struct dfs *fs;
@@ -137,8 +162,9 @@ struct rstream {
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
 	char *buf;
-	uint64_t start, end;      /* file offsets held: [start, end) at buf[off % STREAM_CAP] */
-	uint64_t furthest;        /* readers are done with what is before furthest - STREAM_KEEP */
+	size_t cap, keep;         /* stream_sizes */
+	uint64_t start, end;      /* file offsets held: [start, end) at buf[off % cap] */
+	uint64_t furthest;        /* readers are done with what is before furthest - keep */
 	uint64_t want_end;        /* the least end a waiting reader needs; UINT64_MAX: none */
 	bool stop, done;
 	int err;
@@ -155,11 +181,11 @@ static int rs_sink(void *ctx, const void *data, size_t len)
 
 		pthread_mutex_lock(&rs->lock);
 		for (;;) {
-			uint64_t keep_from = rs->furthest > STREAM_KEEP ? rs->furthest - STREAM_KEEP : 0;
+			uint64_t keep_from = rs->furthest > rs->keep ? rs->furthest - rs->keep : 0;
 
 			if (keep_from > rs->start)
 				rs->start = keep_from < rs->end ? keep_from : rs->end;
-			room = STREAM_CAP - (size_t)(rs->end - rs->start);
+			room = rs->cap - (size_t)(rs->end - rs->start);
 			if (rs->stop || room > 0)
 				break;
 			pthread_cond_wait(&rs->cv, &rs->lock);
@@ -171,8 +197,8 @@ static int rs_sink(void *ctx, const void *data, size_t len)
 		/* Only this thread moves start and end, so [end, end + room) is ours
 		 * to fill without the lock. */
 		n = len < room ? len : room;
-		pos = (size_t)(end % STREAM_CAP);
-		first = n < STREAM_CAP - pos ? n : STREAM_CAP - pos;
+		pos = (size_t)(end % rs->cap);
+		first = n < rs->cap - pos ? n : rs->cap - pos;
 		memcpy(rs->buf + pos, d, first);
 		memcpy(rs->buf, d + first, n - first);
 		pthread_mutex_lock(&rs->lock);
@@ -226,7 +252,8 @@ static struct rstream *rs_start(struct dfs *fs, struct open_node *n, uint64_t of
 
 	if (!rs)
 		return NULL;
-	rs->buf = malloc(STREAM_CAP);
+	stream_sizes(fs->opt.read_ahead_kb, &rs->cap, &rs->keep);
+	rs->buf = malloc(rs->cap);
 	rs->path = strdup(n->path);
 	if (!rs->buf || !rs->path)
 		goto fail;
@@ -260,7 +287,7 @@ static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 	int rc;
 
 	pthread_mutex_lock(&rs->lock);
-	if (off < rs->start || off > rs->end + STREAM_CAP - STREAM_KEEP) {
+	if (off < rs->start || off > rs->end + rs->cap - rs->keep) {
 		rc = -EAGAIN;
 		goto out;
 	}
@@ -286,8 +313,8 @@ static int rs_read(struct rstream *rs, char *buf, size_t size, uint64_t off)
 		goto out;
 	}
 	n = rs->end - off < size ? (size_t)(rs->end - off) : size;
-	pos = (size_t)(off % STREAM_CAP);
-	first = n < STREAM_CAP - pos ? n : STREAM_CAP - pos;
+	pos = (size_t)(off % rs->cap);
+	first = n < rs->cap - pos ? n : rs->cap - pos;
 	memcpy(buf, rs->buf + pos, first);
 	memcpy(buf + first, rs->buf, n - first);
 	if (off + n > rs->furthest) {
