@@ -123,7 +123,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct open_node *n;
 	struct stat st, node_st;
-	bool only_local = false, have_st, open = false;
+	bool only_local = false, have_st = false, open = false;
 	int rc = 0;
 
 	if (is_hidden_name(path))
@@ -139,7 +139,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		 * is a closed file: its data goes, its delete waits as any. */
 		node_stat(n, &node_st);   /* (takes n->lock) */
 		pthread_mutex_lock(&n->lock);
-		only_local = n->is_new;
+		only_local = n->is_new && !n->replaces;
 		open = n->handles > 0;
 		if (!only_local && open)
 			rc = ensure_populated(fs, n);
@@ -189,7 +189,8 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		cache_invalidate(fs->cache, sb->id, path);
 		return rc;
 	}
-	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
+	/* What went (a file): the directory keeps its cached attributes. */
+	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, only_local ? &node_st : have_st ? &st : NULL, false);
 	link_drop(fs, sb, path, false);
 	return 0;
 }
@@ -381,6 +382,11 @@ static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, co
 	return 0;
 }
 
+int files_delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
+{
+	return delete_later(fs, sb, path, st, false);
+}
+
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	int rc;
@@ -412,7 +418,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&n->lock);
-	local = n->is_new;
+	local = n->is_new && !n->replaces;
 	/* Descriptors open on it keep reading what it held. */
 	if (!local)
 		rc = ensure_populated(fs, n);
