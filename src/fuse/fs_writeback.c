@@ -11,7 +11,9 @@
  * could see the file in the sandbox uploads it first (files_settle: a
  * listing, a rename, every exec through ctl, fsync of the directory),
  * fsync(2) of the file uploads it at once, and unmount uploads everything.
- * The design of the file proxy is in fs_files_int.h.
+ * Without the option, the same queue holds files closed empty for WB_DELAY,
+ * as deletes wait (upload_later), so that probe and lock files deleted soon
+ * after cost nothing. The design of the file proxy is in fs_files_int.h.
  */
 #include "fs_files_int.h"
 
