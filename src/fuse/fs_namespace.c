@@ -915,6 +915,16 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	}
 	if (at->tv_nsec == UTIME_OMIT && mt->tv_nsec == UTIME_OMIT)
 		return 0;
+	{
+		/* A directory's time (tar sets them last): the files made in it
+		 * whose upload waits (empty ones, -o writeback) land first, or
+		 * their arrival would move the time set (the kernel looked the
+		 * path up just before: no request). */
+		struct stat st;
+
+		if (lookup_attr(fs, sb, path, &st) == 0 && S_ISDIR(st.st_mode))
+			files_writeback_flush(fs, sb, path);
+	}
 	if (times_later(fs, sb, path, tv))
 		return 0;
 	files_settle(fs, sb, path);

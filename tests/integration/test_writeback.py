@@ -351,3 +351,19 @@ def test_names_that_are_not_utf8_each_go_alone_and_land_as_themselves(wbm, serve
     assert read(m.p(sb, "exit")) == "0\n"
     assert sorted(read(m.p(sb, "stdout")).splitlines()) == ["141376=fe", "141377=ff", "142377=bff"]
     assert uploads(server) == 3
+
+
+def test_a_directorys_time_set_after_files_made_in_it_is_not_moved_by_their_upload(wbm, server):
+    # tar x sets a directory's time after extracting its files: their
+    # uploads, which wait, must land before it, or the sandbox's directory
+    # gets the time of the upload (tar d: "Mod time differs"). Before: the
+    # files went at the exec, after the queued time.
+    m, sb, tb = wbm
+    d = m.p(sb, "work", "timed-" + uuid.uuid4().hex[:6])
+    os.mkdir(d)
+    write_files(d, 3)
+    os.utime(d, ns=(1600000000123456789, 1600000000123456789))
+    ctl(m.p(sb, "ctl"), "exec stat -c %%Y.%%y %s/%s" % (HOME, os.path.basename(d)))
+    assert read(m.p(sb, "exit")) == "0\n"
+    assert read(m.p(sb, "stdout")).startswith("1600000000."), read(m.p(sb, "stdout"))
+    assert os.stat(d).st_mtime_ns == 1600000000123456789
