@@ -126,7 +126,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct open_node *n;
 	struct stat st, node_st;
-	bool only_local = false, have_st, open = false;
+	bool only_local = false, have_st = false, open = false;
 	int rc = 0;
 
 	if (is_hidden_name(path))
@@ -142,7 +142,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		 * is a closed file: its data goes, its delete waits as any. */
 		node_stat(n, &node_st);   /* (takes n->lock) */
 		pthread_mutex_lock(&n->lock);
-		only_local = n->is_new;
+		only_local = n->is_new && !n->replaces;
 		open = n->handles > 0;
 		if (!only_local && open)
 			rc = ensure_populated(fs, n);
@@ -192,7 +192,8 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		cache_invalidate(fs->cache, sb->id, path);
 		return rc;
 	}
-	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
+	/* What went (a file): the directory keeps its cached attributes. */
+	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, only_local ? &node_st : have_st ? &st : NULL, false);
 	link_drop(fs, sb, path, false);
 	return 0;
 }
@@ -384,6 +385,11 @@ static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, co
 	return 0;
 }
 
+int files_delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
+{
+	return delete_later(fs, sb, path, st, false);
+}
+
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	int rc;
@@ -415,7 +421,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&n->lock);
-	local = n->is_new;
+	local = n->is_new && !n->replaces;
 	/* Descriptors open on it keep reading what it held. */
 	if (!local)
 		rc = ensure_populated(fs, n);
@@ -912,6 +918,16 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	}
 	if (at->tv_nsec == UTIME_OMIT && mt->tv_nsec == UTIME_OMIT)
 		return 0;
+	{
+		/* A directory's time (tar sets them last): the files made in it
+		 * whose upload waits (empty ones, -o writeback) land first, or
+		 * their arrival would move the time set (the kernel looked the
+		 * path up just before: no request). */
+		struct stat st;
+
+		if (lookup_attr(fs, sb, path, &st) == 0 && S_ISDIR(st.st_mode))
+			files_writeback_flush(fs, sb, path);
+	}
 	if (times_later(fs, sb, path, tv))
 		return 0;
 	files_settle(fs, sb, path);

@@ -11,7 +11,9 @@
  * could see the file in the sandbox uploads it first (files_settle: a
  * listing, a rename, every exec through ctl, fsync of the directory),
  * fsync(2) of the file uploads it at once, and unmount uploads everything.
- * The design of the file proxy is in fs_files_int.h.
+ * Without the option, the same queue holds files closed empty for WB_DELAY,
+ * as deletes wait (upload_later), so that probe and lock files deleted soon
+ * after cost nothing. The design of the file proxy is in fs_files_int.h.
  */
 #include "fs_files_int.h"
 
@@ -57,11 +59,22 @@ static void *wbk_main(void *arg);
 bool upload_later(struct dfs *fs, struct open_node *n)
 {
 	struct open_table *t = fs->files;
+	double delay = (double)fs->opt.writeback;
 	bool ok = true;
 
-	if (fs->opt.writeback <= 0 || !n->dirty || n->unlinked || is_hidden_name(n->path) ||
+	if (!n->dirty || n->unlinked || is_hidden_name(n->path) ||
 	    (sp_upload_path_changed(fs->sp, n->path) && !sp_has(fs->sp, SP_CAP_UPLOAD_IN_PLACE)))
 		return false;
+	/* Without -o writeback, an empty file created here waits as a delete
+	 * does (WB_DELAY), so that one deleted soon after (vim's probe and swap
+	 * files, lock files) never costs a request: its unlink finds it never
+	 * uploaded. Nothing can see it missing in the sandbox meanwhile that
+	 * the queued changes' rules do not cover (files_settle). */
+	if (delay <= 0) {
+		if (!n->is_new || !n->populated || stage_size(n->stage) != 0)
+			return false;
+		delay = WB_DELAY;
+	}
 	/* The record that makes the next mount upload it if this one dies. */
 	if (journal_put(fs, n, JOURNAL_FLUSHED, false) < 0)
 		return false;
@@ -73,7 +86,7 @@ bool upload_later(struct dfs *fs, struct open_node *n)
 	if (!t->wbk_thread_on) {
 		ok = false;
 	} else {
-		n->wbk_due = mono_now() + fs->opt.writeback;
+		n->wbk_due = mono_now() + delay;
 		if (!n->wbk_queued) {
 			pthread_mutex_lock(&t->lock);
 			n->refs++;   /* the queue's */
@@ -241,6 +254,19 @@ static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct sp_erro
 	return true;
 }
 
+/* Whether a node taken from the queue still has data to upload (one busy
+ * with another thread's write or close: maybe). */
+static bool wbk_will_upload(struct open_node *o)
+{
+	bool will = true;
+
+	if (pthread_mutex_trylock(&o->lock) == 0) {
+		will = o->dirty && !o->unlinked;
+		pthread_mutex_unlock(&o->lock);
+	}
+	return will;
+}
+
 /*
  * Uploads v[0..n) (taken from the queue; all of one sandbox or not): the
  * nodes it can lock at once go many to a request, each the others alone.
@@ -255,10 +281,12 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 	size_t i = 0;
 
 	/* A change queued for these files (a delete, times) was made before
-	 * their content: it goes first, as before any upload. */
+	 * their content: it goes first, as before any upload. Not for a file
+	 * with nothing left to upload (unlinked meanwhile, as vim's probe
+	 * files are): the queue goes out when it is due. */
 	for (size_t k = 0; k < n; k++)
-		if (k == 0 || v[k]->sb != v[k - 1]->sb)
-			files_settle_changes(fs, v[k]->sb, NULL);
+		if (wbk_will_upload(v[k]))
+			files_settle_changes(fs, v[k]->sb, v[k]->path);
 	while (i < n) {
 		struct sandbox *sb = v[i]->sb;
 		struct sp_error err = { 0 };
@@ -365,8 +393,7 @@ int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	int first_error = 0;
 
-	if (fs->opt.writeback <= 0)
-		return 0;
+	/* (Without -o writeback only empty new files wait: upload_later.) */
 	/* Rounds while others' uploads end; a bound, should closes of the
 	 * sandbox's files keep coming. */
 	for (int round = 0; round < 8; round++) {
@@ -454,7 +481,7 @@ void writeback_stop(struct dfs *fs)
 		t->wbk_thread_on = false;
 		pthread_mutex_unlock(&t->wbk_lock);
 	}
-	if (fs->opt.writeback > 0) {
+	{
 		struct open_node **v;
 		size_t n;
 

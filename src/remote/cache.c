@@ -845,6 +845,7 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	size_t len = norm_len(path), plen, blen;
 	struct sbrec *sb;
 	struct entry *e, *next, *pe;
+	bool gone_file;
 	double t;
 
 	if (what != CACHE_REMOVED && !st)
@@ -863,6 +864,9 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 		}
 	}
 	e = entry_find(c, sb, path, len);
+	/* A file (not a directory) known to be the one removed. */
+	gone_file = what == CACHE_REMOVED && (st ? !S_ISDIR(st->st_mode) :
+					     e && e->attr == A_ATTR && !S_ISDIR(e->st.st_mode));
 	if (e && what != CACHE_CHANGED) {
 		dir_unref(e->dir);
 		e->dir = NULL;
@@ -882,10 +886,13 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	}
 	plen = parent_len(path, len);
 	pe = plen ? entry_find(c, sb, path, plen) : NULL;
-	if (pe && what == CACHE_REPLACED && pe->attr == A_ATTR && S_ISDIR(pe->st.st_mode) &&
-	    !S_ISDIR(st->st_mode)) {
-		/* A file came: the directory's link count is the same, and its
-		 * time moved to the sandbox's "now". Until its attributes expire
+	if (pe && ((what == CACHE_REPLACED && !S_ISDIR(st->st_mode)) || gone_file) && pe->attr == A_ATTR &&
+	    S_ISDIR(pe->st.st_mode)) {
+		/* A file came or went: the directory's link count is the same,
+		 * and its time moved to the sandbox's "now" (a deferred delete:
+		 * soon). Without this, every save of an editor, which deletes
+		 * its swap file, cost a listing at the next lookup through the
+		 * directory. Until its attributes expire
 		 * (as cached, they are not extended) they say this mount's
 		 * "now", never earlier than what was cached: asking the sandbox
 		 * would cost a command per lookup of the directory during tar x

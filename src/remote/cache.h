@@ -75,14 +75,16 @@ enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char 
  *  CACHE_REPLACED: a new object at path (created, or renamed onto it):
  *                  what was cached below path is dropped; the name is added
  *                  to the parent's listing if missing.
- *  CACHE_REMOVED:  path and everything below it are gone (st unused): a
- *                  negative entry, and the name leaves the parent's listing.
+ *  CACHE_REMOVED:  path and everything below it are gone: a negative
+ *                  entry, and the name leaves the parent's listing. st,
+ *                  when given, is what was there (only its type is used).
  * With exact, st is stored as the path's attributes; without, st only
  * updates the listing (its type must be right) and the path's attributes
  * are dropped, so that the next lookup misses with listed set.
  * When a name comes or goes, the parent's attributes (its time, its link
  * count) are dropped: only the sandbox knows them now. Its listing stays.
- * Except when a file (not a directory) comes: the link count stays, and
+ * Except when a file (not a directory) comes or goes (known by st or the
+ * cached attributes of what went): the link count stays, and
  * the cached attributes, until they expire, take this machine's time
  * (never earlier than the cached one) as the directory's mtime and ctime.
  */

@@ -238,6 +238,16 @@ bool deferred_queue(struct deferred *d, struct wb_op *op, double delay)
 	return ok;
 }
 
+void deferred_wait_running(struct deferred *d, const void *owner, const char *path)
+{
+	/* A batch runs with wb_run held, and lets it go only to sleep before
+	 * it is sent again (wb_send), then signals idle when done. */
+	pthread_mutex_lock(&d->wb_run);
+	while (wb_running_touches(d->wb, owner, path))
+		pthread_cond_wait(&d->idle, &d->wb_run);
+	pthread_mutex_unlock(&d->wb_run);
+}
+
 void deferred_settle(struct deferred *d, const void *owner, const char *path)
 {
 	if (wb_conflicts(d->wb, owner, path))

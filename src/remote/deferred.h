@@ -71,6 +71,9 @@ bool deferred_queue(struct deferred *d, struct wb_op *op, double delay);
 /* Runs what is queued of owner that touches path (anything of owner: NULL)
  * before the caller looks at path in the sandbox. */
 void deferred_settle(struct deferred *d, const void *owner, const char *path);
+/* Waits until no batch in flight holds a change of owner that touches path
+ * (what is queued stays queued). */
+void deferred_wait_running(struct deferred *d, const void *owner, const char *path);
 /* What op does, for messages: "removing", "setting the owner, mode or
  * times of" (then its path). */
 const char *deferred_what(const struct wb_op *op);

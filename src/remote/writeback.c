@@ -210,6 +210,18 @@ static bool is_child_of(const char *child, const char *dir)
 	return (size_t)(slash - child) == dlen && !strncmp(child, dir, dlen) && slash[1];
 }
 
+bool wb_conflicts_content(struct wb_queue *q, const void *owner, const char *path)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next)
+		found = e->op->owner == owner && touches(e->op->path, path) &&
+			(e->op->kind != WB_ATTRS || strcmp(e->op->path, path));
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
 bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path)
 {
 	bool found = false;
@@ -273,6 +285,17 @@ static bool busy_locked(const struct wb_queue *q, const void *owner)
 		if (e->running && (!owner || e->op->owner == owner))
 			return true;
 	return false;
+}
+
+bool wb_running_touches(struct wb_queue *q, const void *owner, const char *path)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next)
+		found = e->running && e->op->owner == owner && touches(e->op->path, path);
+	pthread_mutex_unlock(&q->lock);
+	return found;
 }
 
 bool wb_busy(struct wb_queue *q, const void *owner)
@@ -381,6 +404,48 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
 	}
 	pthread_mutex_unlock(&q->lock);
 	return found;
+}
+
+bool wb_cancel_delete(struct wb_queue *q, const void *owner, const char *path, struct stat *st)
+{
+	struct wb_op *drop = NULL;
+	struct wb_entry *del = NULL;
+	bool ok = true;
+
+	pthread_mutex_lock(&q->lock);
+	/* Only a queued delete of a plain file, which nothing queued before it
+	 * touches but changes of that very path's attributes (they end with
+	 * it), and nothing after it touches at all: else the order matters. */
+	for (struct wb_entry *e = q->head; e && ok; e = e->next) {
+		const struct wb_op *op = e->op;
+
+		if (op->owner != owner || !touches(op->path, path))
+			continue;
+		if (del || e->running || strcmp(op->path, path))
+			ok = false;
+		else if (op->kind == WB_DELETE && !op->hidden && S_ISREG(op->st.st_mode) && op->st.st_nlink == 1)
+			del = e;
+		else if (op->kind != WB_ATTRS)
+			ok = false;
+	}
+	ok = ok && del;
+	if (ok) {
+		*st = del->op->st;
+		for (struct wb_entry **pp = &q->head; *pp;) {
+			struct wb_entry *e = *pp;
+
+			if (e->op->owner == owner && !strcmp(e->op->path, path)) {
+				e->op->next = drop;
+				drop = e->op;
+				entry_remove(q, pp);
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	wb_list_free(drop);
+	return ok;
 }
 
 struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear)

@@ -83,6 +83,14 @@ bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay);
  */
 bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path);
 /*
+ * Narrower, for an open of path that neither creates nor truncates it: as
+ * wb_conflicts, but the owner, mode and times queued for path itself do
+ * not count (they change nothing an open or a read sees there, and an
+ * upload of path takes them back: wb_take_attrs). So an editor that opens
+ * the file it saved a moment ago does not wait for that save's touch.
+ */
+bool wb_conflicts_content(struct wb_queue *q, const void *owner, const char *path);
+/*
  * Narrower, for a stat of path alone: true when something queued or being
  * run for owner changes path's own attributes: a change of path or of a
  * directory above it (conservatively), or a delete of an entry directly in
@@ -130,8 +138,22 @@ void wb_requeue(struct wb_queue *q, struct wb_op *batch, double due);
  * owner's ops are not taken: one batch of an owner at a time, in order. */
 bool wb_busy(struct wb_queue *q, const void *owner);
 
+/* Whether a batch in flight holds a change of owner that touches path. */
+bool wb_running_touches(struct wb_queue *q, const void *owner, const char *path);
+
 /* A queued (not in flight) hidden delete of path: removed and returned, or NULL. */
 struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path);
+
+/*
+ * A file is created at path: when a delete of it is queued (not in flight),
+ * of a regular file with one link, and nothing else queued touches path
+ * but changes of its own attributes queued before that delete, takes them
+ * all out (freed) and returns true with the deleted file's attributes in
+ * *st: the new file's upload replaces it in place, one command less and
+ * no wait (an editor makes its swap file again where its last run deleted
+ * it). False: nothing changed, the caller settles as usual.
+ */
+bool wb_cancel_delete(struct wb_queue *q, const void *owner, const char *path, struct stat *st);
 
 /*
  * Before an upload of path: takes out (and returns, linked by next, in

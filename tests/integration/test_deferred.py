@@ -203,3 +203,135 @@ def test_a_sandbox_that_keeps_refusing_holds_up_no_other_sandboxs_deferred_chang
     finally:
         sandbox_faults.clear()
         ctl(mount.p(other, "ctl"), "delete")
+
+
+def in_sandbox(mount, sandbox, command):
+    """stdout of a command run through the mount (which sends what waits first)."""
+    ctl(mount.p(sandbox, "ctl"), "exec " + command)
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    return read(mount.p(sandbox, "stdout"))
+
+
+def requests_now(server):
+    return {k: v for k, v in server.stats()["routes"].items() if v}
+
+
+def reset_counts(server):
+    """Zeroes the counters without sending what the mounts queued (server.reset does)."""
+    server.local("POST", "/_local/stats/reset")
+
+
+@pytest.mark.provider("daytona", reason="on Vercel every upload is a copy by command, which does not wait "
+                 "(upload_later)")
+def test_an_empty_file_made_and_deleted_at_once_costs_nothing(mount, sandbox, server, d):
+    # vim's probe files (.swp, .swx, 4913), lock files: made empty, closed,
+    # deleted. Before: an upload at the close, then its delete (a command).
+    os.listdir(d)
+    server.reset()
+    for name in (".f.swp", ".f.swx", "4913"):
+        fd = os.open(os.path.join(d, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(os.path.join(d, name))
+    fsync_dir(d)
+    assert requests_now(server) == {}
+    assert os.listdir(d) == []
+
+
+@pytest.mark.provider("daytona", reason="on Vercel every upload is a copy by command, which does not wait "
+                 "(upload_later)")
+def test_an_empty_new_file_waits_as_a_delete_does_and_commands_see_it(mount, sandbox, server, d):
+    os.listdir(d)
+    server.reset()
+    f = os.path.join(d, "empty")
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    os.close(fd)
+    assert requests_now(server) == {}          # the close returned without a request
+    assert os.stat(f).st_size == 0 and os.stat(f).st_mode & 0o777 == 0o640
+    # An exec sends it first (with its mode).
+    assert in_sandbox(mount, sandbox, f"stat -c '%s %a' {sandbox_path(d, 'empty')}") == "0 640\n"
+
+
+def test_a_file_made_where_its_delete_waits_replaces_it_without_the_delete(mount, sandbox, server, d):
+    # vim deletes its swap file at the end of a save and makes it again at
+    # the next: the new file's upload replaces the old one in place, so the
+    # create neither sends the delete nor waits for it (before: a command).
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    os.chmod(f, 0o640)
+    fsync_dir(d)
+    os.unlink(f)
+    reset_counts(server)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        assert requests_now(server) == {}
+        os.write(fd, b"new")
+    finally:
+        os.close(fd)
+    assert read(f) == "new"
+    # The old file's mode does not stay: the new one is set though 0644.
+    assert in_sandbox(mount, sandbox, f"stat -c '%s %a' {sandbox_path(d, 'f')}; cat {sandbox_path(d, 'f')}") \
+        == "3 644\nnew"
+
+
+def test_a_file_made_where_its_delete_waits_then_deleted_is_gone(mount, sandbox, server, d):
+    # The cancelled delete is owed by the new file: deleted before its
+    # upload (it is empty, its upload waits), the old file must go.
+    for keep_open in (False, True):
+        f = os.path.join(d, "g%d" % keep_open)
+        write(f, "old")
+        fsync_dir(d)
+        os.unlink(f)
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if not keep_open:
+            os.close(fd)
+        os.unlink(f)
+        if keep_open:
+            os.close(fd)
+        assert not os.path.exists(f)
+        fsync_dir(d)
+        assert in_sandbox(mount, sandbox, f"test -e {sandbox_path(d, os.path.basename(f))} && echo there "
+                                          "|| echo gone") == "gone\n"
+
+
+def test_a_directory_keeps_its_attributes_when_a_file_in_it_goes(mount, sandbox, server, d):
+    # Its link count is the same; its time moves to now. Before: the next
+    # stat of the directory listed it (a command), at every editor save.
+    f = os.path.join(d, "f")
+    write(f, "x")
+    fsync_dir(d)
+    # Fresh attributes of the directory (they expire after 5 s, whatever
+    # happened): an exec drops the cache, the stat reads them again.
+    in_sandbox(mount, sandbox, "true")
+    before = os.stat(d)
+    os.unlink(f)
+    fsync_dir(d)                 # the delete goes now
+    server.reset()
+    after = os.stat(d)
+    assert requests_now(server) == {}
+    assert after.st_nlink == before.st_nlink and after.st_mtime_ns >= before.st_mtime_ns
+    assert os.listdir(d) == []
+
+
+def test_reading_a_file_just_saved_does_not_wait_for_its_queued_time(mount, sandbox, server, d):
+    # A save of an existing file queues a touch (the time the mount showed);
+    # opening the file again to read it needs nothing of the sandbox (the
+    # mount keeps what it uploaded). Before: the open sent the queue first.
+    f = os.path.join(d, "f")
+    in_sandbox(mount, sandbox, f"printf old > {sandbox_path(d, 'f')}")
+    assert read(f) == "old"
+    write(f, "saved")
+    shown = os.stat(f).st_mtime_ns
+    reset_counts(server)
+    assert read(f) == "saved"
+    assert requests_now(server) == {}
+    fsync_dir(d)
+    assert os.stat(f).st_mtime_ns == shown
+
+
+def test_a_directorys_time_set_after_an_empty_file_made_in_it_stays(mount, sandbox, server, d):
+    # The empty file's upload waits; the directory's time that tar sets
+    # after it must not be moved by its arrival (tar d: "Mod time differs").
+    open(os.path.join(d, "empty"), "w").close()
+    os.utime(d, ns=(1600000000123456789, 1600000000123456789))
+    assert in_sandbox(mount, sandbox, f"stat -c %Y {sandbox_path(d)}") == "1600000000\n"
+    assert in_sandbox(mount, sandbox, f"test -e {sandbox_path(d, 'empty')} && echo there") == "there\n"

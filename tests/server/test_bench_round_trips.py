@@ -322,3 +322,17 @@ def test_vercel_server_of_the_bench_behind_the_latency_proxy():
     finally:
         s.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_tar_x_with_writeback_is_a_workload_of_its_own_judged_against_the_extracts_baseline():
+    assert bench.select_workloads("writeback") == ["tarwb"]
+    assert bench.select_workloads("tar,writeback") == ["smallfiles", "tarwb"]
+    row = ("small files", "extract (%s)" % bench.Bench.TARWB_OPT)
+    assert row in bench.ISSUE12
+
+    class B:
+        baseline = {"rates": {"50": {"small files/extract": 6.6}}}
+
+    assert bench.baseline_rate(B, 50, *row) == 6.6
+    assert bench.baseline_rate(B, 50, "small files", "extract") == 6.6
+    assert bench.baseline_rate(B, 50, "small files", "grep -r") is None
