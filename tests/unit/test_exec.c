@@ -1621,6 +1621,31 @@ UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
 	}
 }
 
+/* Output that looks like the answer's own lines (tags, base64, blank lines
+ * at the end) comes back exact under every shell: as text under zsh, framed
+ * by its size, in base64 under the others. */
+UNIT_TEST(run_fast_path_text_that_looks_like_tags)
+{
+	static const char want[] = "daytonafs-text-end\ndaytonafs-inline-end\nZm9v\n\tdaytonafs-stderr 3\n\n\n";
+
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = {
+			.command = "printf 'daytonafs-text-end\\ndaytonafs-inline-end\\nZm9v\\n"
+				   "\\tdaytonafs-stderr 3\\n\\n\\n'; printf 'daytonafs-text\\n' >&2"
+		};
+		struct exec_launch_result r;
+		char sd[256], shell[700];
+
+		state_dir(sd, sizeof(sd), "tags", shells[i]);
+		snprintf(shell, sizeof(shell), "\"$(command -v %s)\"", shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0] && r.inline_ok[1]);
+		CHECK(r.size[0] == sizeof(want) - 1 && r.data[0] && !memcmp(r.data[0], want, sizeof(want) - 1));
+		CHECK(r.size[1] == 15 && r.data[1] && !memcmp(r.data[1], "daytonafs-text\n", 15));
+		exec_launch_result_free(&r);
+	}
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -1665,6 +1690,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path),
 	UNIT_CASE(run_fast_path_starts_few_programs),
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
+	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(launcher_fast_replay_answers_started),
 };
 
