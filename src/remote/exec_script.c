@@ -288,10 +288,22 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n");
 	/* One stream's section: its size (empty when unknown, which drops the
 	 * section) and, when it fits, its bytes. */
+	/* Under zsh, a stream of plain text (printable ASCII, tabs and
+	 * newlines, checked in the C locale, where a character is a byte:
+	 * bytes that JSON and the toolbox carry unchanged) comes as itself,
+	 * read by the sysread builtin: no process. Its section is
+	 * framed by its size: daytonafs-text, the bytes, a newline and
+	 * daytonafs-text-end. Else base64 (in an eval: the other shells would
+	 * not parse [[ or $'...'). */
 	sb_addf(sb, "\tput() {\n"
 		"\t\techo \"daytonafs-$1 $2\"\n"
-		"\t\tif [ -n \"$b\" ] && [ -n \"$2\" ] && [ \"$2\" -gt 0 ] && [ \"$2\" -le %zu ]; then\n"
-		"\t\t\tbase64 <\"$d/$1\"\n"
+		"\t\tif [ -n \"$2\" ] && [ \"$2\" -gt 0 ] && [ \"$2\" -le %zu ]; then\n"
+		"\t\t\tif [ -n \"$ZSH_VERSION\" ] && eval 'local LC_ALL=C a=; zmodload -F zsh/system b:sysread && "
+		"sysread -s $2 a <\"$d/$1\" && [[ ${#a} -eq $2 && $a != *[^$'\\''\\t\\n'\\''[:print:]]* ]]'; then\n"
+		"\t\t\t\techo daytonafs-text; print -rn -- \"$a\"; echo; echo daytonafs-text-end\n"
+		"\t\t\telif [ -n \"$b\" ]; then\n"
+		"\t\t\t\tbase64 <\"$d/$1\"\n"
+		"\t\t\tfi\n"
 		"\t\tfi 2>/dev/null\n"
 		"\t}\n", inline_max);
 	/* Empty streams cost no process. zsh (the toolbox's shell in Daytona's
@@ -348,8 +360,12 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 	sh_quote(sb, state_dir);
 	/* Each process the launcher starts is time the user waits for: tests
 	 * and builtins first, and the housekeeping in the background. */
+	/* m makes a directory: under zsh (Daytona's toolbox shell) the
+	 * zf_mkdir builtin of its zsh/files module, loaded alone (it shadows
+	 * nothing): the record's mkdir costs no process. */
 	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
-		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || mkdir -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
+		"m=mkdir; [ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n"
+		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || $m -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
@@ -376,7 +392,7 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 			"echo daytonafs-have-end\n"
 			"n=$((n+1)); i=0\n");
 	}
-	sb_adds(sb, "while ! mkdir \"$S/cmd/$n\" 2>/dev/null; do\n"
+	sb_adds(sb, "while ! $m \"$S/cmd/$n\" 2>/dev/null; do\n"
 		"\ti=$((i+1)); n=$((n+1))\n"
 		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
@@ -702,8 +718,8 @@ void exec_launch_result_free(struct exec_launch_result *r)
 int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
 {
 	static const char *const stream_tags[2] = { "daytonafs-stdout", "daytonafs-stderr" };
-	struct strbuf b64[2] = { STRBUF_INIT, STRBUF_INIT };
-	bool seen[2] = { false, false }, noise[2] = { false, false };
+	struct strbuf b64[2] = { STRBUF_INIT, STRBUF_INIT }, text[2] = { STRBUF_INIT, STRBUF_INIT };
+	bool seen[2] = { false, false }, noise[2] = { false, false }, seen_text[2] = { false, false };
 	bool in_inline = false, inline_end = false, bad = false, have_end = false;
 	size_t cap_have = 0;
 	const char *p, *rest;
@@ -759,6 +775,33 @@ int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
 			if (seen[cur] || parse_size(rest, end, &r->size[cur]) < 0)
 				bad = true;
 			seen[cur] = true;
+		} else if (in_inline && !inline_end && cur >= 0 && tag_line(p, len, "daytonafs-text", &rest) &&
+			   rest == end) {
+			/* The stream as itself: exactly size bytes, a newline and
+			 * the end tag. Anything else means the framing is not
+			 * what was sent: nothing of the inline part is trusted. */
+			const char *body = eol ? eol + 1 : end;
+			size_t left = strlen(body);
+			uint64_t sz = r->size[cur];
+			static const char tail[] = "\ndaytonafs-text-end";
+
+			if (!eol || seen_text[cur] || b64[cur].len || sz > left ||
+			    left - (size_t)sz < sizeof(tail) - 1 ||
+			    memcmp(body + sz, tail, sizeof(tail) - 1) ||
+			    !(body[sz + sizeof(tail) - 1] == '\n' || body[sz + sizeof(tail) - 1] == '\0' ||
+			      body[sz + sizeof(tail) - 1] == '\r')) {
+				bad = true;
+				break;
+			}
+			sb_add(&text[cur], body, (size_t)sz);
+			seen_text[cur] = true;
+			p = body + sz + sizeof(tail) - 1;
+			if (*p == '\r')
+				p++;
+			if (*p == '\n')
+				p++;
+			cur = -1;
+			continue;
 		} else if (in_inline && !inline_end && cur >= 0) {
 			if (len && p[len - 1] == '\r')
 				len--;
@@ -784,6 +827,14 @@ int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
 				r->inline_ok[s] = true;
 				continue;
 			}
+			if (seen_text[s]) {
+				/* framed by its size: text[s] holds size[s] bytes */
+				if (!noise[s] && !text[s].oom && text[s].len == r->size[s]) {
+					r->data[s] = sb_detach(&text[s]);
+					r->inline_ok[s] = r->data[s] != NULL;
+				}
+				continue;
+			}
 			if (noise[s] || !b64[s].len)
 				continue;
 			if (base64_decode(&dec, b64[s].buf, b64[s].len) == 0 && dec.len == r->size[s]) {
@@ -797,15 +848,19 @@ int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
 		r->exit_code = 0;
 		r->state = EXEC_RUNNING;
 	}
-	if (b64[0].oom || b64[1].oom)
+	if (b64[0].oom || b64[1].oom || text[0].oom || text[1].oom)
 		goto oom;
 	sb_free(&b64[0]);
 	sb_free(&b64[1]);
+	sb_free(&text[0]);
+	sb_free(&text[1]);
 	return 0;
 oom:
 	/* The command started all the same: only the extras are lost. */
 	sb_free(&b64[0]);
 	sb_free(&b64[1]);
+	sb_free(&text[0]);
+	sb_free(&text[1]);
 	n = r->n;
 	exec_launch_result_free(r);
 	r->n = n;

@@ -291,7 +291,9 @@ UNIT_TEST(launcher_text)
 	CHECK(contains_b64_of(t, spec.cwd));
 	/* every command gets a stdin pipe */
 	CHECK(strstr(t, "mkfifo \"$d/stdin.pipe\"") != NULL);
-	CHECK(strstr(t, "mkdir \"$S/cmd/$n\"") != NULL);
+	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
+	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
+	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n") != NULL);
 	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
@@ -1245,6 +1247,33 @@ UNIT_TEST(launch_result_parse)
 					   "daytonafs-stdout 0\ndaytonafs-stderr 0\ndaytonafs-inline-end\n", &r), 0);
 	CHECK(!r.ended);
 	exec_launch_result_free(&r);
+	/* a stream as plain text (zsh): framed by its size, so lines that
+	 * look like tags or base64 among its bytes are its bytes */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout 32\ndaytonafs-text\n"
+					   "Zm9v\ndaytonafs-inline-end\n\tend\n\n\ndaytonafs-text-end\n"
+					   "daytonafs-stderr 2\nCgo=\ndaytonafs-inline-end\n", &r), 0);
+	CHECK(r.ended && r.inline_ok[0] && r.inline_ok[1]);
+	CHECK(r.size[0] == 32 && r.data[0] &&
+	      !memcmp(r.data[0], "Zm9v\ndaytonafs-inline-end\n\tend\n\n", 32));
+	CHECK(r.size[1] == 2 && r.data[1] && !memcmp(r.data[1], "\n\n", 2));
+	exec_launch_result_free(&r);
+	/* text whose size is not the one sent (cut short, or longer): the
+	 * framing is not what was sent, nothing inline is trusted */
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout 4\ndaytonafs-text\nabc\ndaytonafs-text-end\n"
+					   "daytonafs-stderr 0\ndaytonafs-inline-end\n", &r), 0);
+	CHECK(r.n == 2 && !r.ended && !r.inline_ok[0] && r.data[0] == NULL);
+	exec_launch_result_free(&r);
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout 2\ndaytonafs-text\nabc\ndaytonafs-text-end\n"
+					   "daytonafs-stderr 0\ndaytonafs-inline-end\n", &r), 0);
+	CHECK(!r.ended && !r.inline_ok[0]);
+	exec_launch_result_free(&r);
+	CHECK_INT(exec_parse_launch_result("daytonafs-started 2\ndaytonafs-exit 0\n"
+					   "daytonafs-stdout 3\ndaytonafs-text\nabc", &r), 0);
+	CHECK(!r.ended && !r.inline_ok[0]);
+	exec_launch_result_free(&r);
 	/* the history without its end line is not trusted */
 	CHECK_INT(exec_parse_launch_result("daytonafs-have 1\ndaytonafs-started 2\n", &r), 0);
 	CHECK(!r.listed && r.n_have == 0 && r.have == NULL && !r.ended);
@@ -1521,7 +1550,8 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		snprintf(dir, sizeof(dir), "%s/cmd/2", sd);
 		free(wait_exit(dir, 10000));
 		sleep_ms(200);          /* the holder's kill comes after exit */
-		CHECK_INT(count_runs(log, "mkdir"), 1);
+		/* zsh makes the record with its zf_mkdir builtin */
+		CHECK_INT(count_runs(log, "mkdir"), zsh ? 0 : 1);
 		CHECK_INT(count_runs(log, "mkfifo"), 1);
 		CHECK_INT(count_runs(log, "setsid"), 2);
 		CHECK_INT(count_runs(log, "sh"), 1);
@@ -1529,21 +1559,38 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		/* under dash, the timer may be killed before its sleep starts */
 		CHECK(count_runs(log, "sleep") >= 1 && count_runs(log, "sleep") <= (dash ? 2 : 1));
 		CHECK_INT(count_runs(log, "mv"), 1);
-		CHECK(count_all(log) <= (dash ? 9 : 8));
+		CHECK(count_all(log) <= (dash ? 9 : zsh ? 7 : 8));
 
 		/* with output on both streams: two base64 more, and a wc for
-		 * the sizes but under zsh (its zstat builtin) */
+		 * the sizes, but under zsh, which reads the sizes with its
+		 * zstat builtin and plain text with sysread: nothing more */
 		unlink(log);
 		spec.command = "echo out; echo err >&2";
 		CHECK_INT(start_fast(shell, sd, 3, &spec, 3000, 65536, &r), 0);
 		CHECK(r.n == 3 && r.ended && r.inline_ok[0] && r.inline_ok[1]);
+		CHECK(r.size[0] == 4 && r.data[0] && !memcmp(r.data[0], "out\n", 4));
+		CHECK(r.size[1] == 4 && r.data[1] && !memcmp(r.data[1], "err\n", 4));
 		exec_launch_result_free(&r);
 		snprintf(dir, sizeof(dir), "%s/cmd/3", sd);
 		free(wait_exit(dir, 10000));
 		sleep_ms(200);
 		CHECK_INT(count_runs(log, "wc"), zsh ? 0 : 1);
+		CHECK_INT(count_runs(log, "base64"), zsh ? 0 : 2);
+		CHECK(count_all(log) <= (dash ? 12 : zsh ? 7 : 11));
+
+		/* bytes that are not plain text (a carriage return, a byte
+		 * over 0x7f) come in base64 under every shell, exact */
+		unlink(log);
+		spec.command = "printf 'a\\r\\n'; printf '\\377\\n' >&2";
+		CHECK_INT(start_fast(shell, sd, 4, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 4 && r.ended && r.inline_ok[0] && r.inline_ok[1]);
+		CHECK(r.size[0] == 3 && r.data[0] && !memcmp(r.data[0], "a\r\n", 3));
+		CHECK(r.size[1] == 2 && r.data[1] && !memcmp(r.data[1], "\377\n", 2));
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/4", sd);
+		free(wait_exit(dir, 10000));
+		sleep_ms(200);
 		CHECK_INT(count_runs(log, "base64"), 2);
-		CHECK(count_all(log) <= (dash ? 12 : zsh ? 10 : 11));
 	}
 }
 
@@ -1570,6 +1617,31 @@ UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
 			CHECK_STR(word, "bash");
 			CHECK_STR(sid, pid);
 		}
+		exec_launch_result_free(&r);
+	}
+}
+
+/* Output that looks like the answer's own lines (tags, base64, blank lines
+ * at the end) comes back exact under every shell: as text under zsh, framed
+ * by its size, in base64 under the others. */
+UNIT_TEST(run_fast_path_text_that_looks_like_tags)
+{
+	static const char want[] = "daytonafs-text-end\ndaytonafs-inline-end\nZm9v\n\tdaytonafs-stderr 3\n\n\n";
+
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = {
+			.command = "printf 'daytonafs-text-end\\ndaytonafs-inline-end\\nZm9v\\n"
+				   "\\tdaytonafs-stderr 3\\n\\n\\n'; printf 'daytonafs-text\\n' >&2"
+		};
+		struct exec_launch_result r;
+		char sd[256], shell[700];
+
+		state_dir(sd, sizeof(sd), "tags", shells[i]);
+		snprintf(shell, sizeof(shell), "\"$(command -v %s)\"", shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0] && r.inline_ok[1]);
+		CHECK(r.size[0] == sizeof(want) - 1 && r.data[0] && !memcmp(r.data[0], want, sizeof(want) - 1));
+		CHECK(r.size[1] == 15 && r.data[1] && !memcmp(r.data[1], "daytonafs-text\n", 15));
 		exec_launch_result_free(&r);
 	}
 }
@@ -1618,6 +1690,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path),
 	UNIT_CASE(run_fast_path_starts_few_programs),
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
+	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(launcher_fast_replay_answers_started),
 };
 
