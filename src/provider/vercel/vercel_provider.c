@@ -433,13 +433,15 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state,
+			void *ctx, struct sp_sandbox *out, struct sp_error *err);
+
 /* Stops the current session and waits until the sandbox says stopped. */
 static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state, void *ctx,
 			 struct sp_sandbox *out, struct sp_error *err)
 {
 	struct vc_error ve = { 0 };
 	struct vc_sandbox vs;
-	int64_t deadline = mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
 	int rc = get_sandbox(v, name, false, &vs, err);
 
 	if (rc < 0)
@@ -452,14 +454,25 @@ static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state
 			return from_vc(err, rc, &ve);
 		}
 	}
+	return wait_stopped(v, name, &vs, on_state, ctx, out, err);
+}
+
+/* Polls the sandbox (vs: its last answer, cleared here) until its session
+ * has stopped: after a stop, or a snapshot, which stops it. */
+static int wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state,
+			void *ctx, struct sp_sandbox *out, struct sp_error *err)
+{
+	int64_t deadline = mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+	int rc = 0;
+
 	for (;;) {
-		const char *st = vercel_state_name(vs.status);
+		const char *st = vercel_state_name(vs->status);
 
 		if (on_state)
 			on_state(ctx, st);
 		if (!strcmp(st, "stopped") || !strcmp(st, "error"))
 			break;
-		vc_sandbox_clear(&vs);
+		vc_sandbox_clear(vs);
 		if (mono_ms() > deadline)
 			return sp_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not stop in time", name);
 		{
@@ -467,13 +480,13 @@ static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state
 
 			nanosleep(&pause, NULL);
 		}
-		rc = get_sandbox(v, name, false, &vs, err);
+		rc = get_sandbox(v, name, false, vs, err);
 		if (rc < 0)
 			return rc;
 	}
-	if (out && to_dt(&vs, out) < 0)
+	if (out && to_dt(vs, out) < 0)
 		rc = sp_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
-	vc_sandbox_clear(&vs);
+	vc_sandbox_clear(vs);
 	return rc;
 }
 
@@ -637,11 +650,15 @@ static int v_sandbox_snapshot(void *impl, const char *id, const char *name, sp_s
 	vc_sandbox_clear(&vs);
 	if (rc < 0)
 		return from_vc(err, rc, &ve);
-	log_info("vercel: sandbox %s: snapshot %s taken (the session stopped)", id, snap.id);
-	if (on_state)
-		on_state(ctx, "stopped");
+	log_info("vercel: sandbox %s: snapshot %s taken (the session stops)", id, snap.id);
 	vc_snapshot_clear(&snap);
-	return 0;
+	/* The session is still "snapshotting" when the snapshot is answered:
+	 * the command ends when it has stopped, as stop does, so that the
+	 * status read next says stopped and a start is not refused (422). */
+	rc = get_sandbox(v, id, false, &vs, err);
+	if (rc < 0)
+		return rc;
+	return wait_stopped(v, id, &vs, on_state, ctx, NULL, err);
 }
 
 static void snap_to_dt(struct vc_snapshot *s, struct sp_snapshot *out)
