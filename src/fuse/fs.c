@@ -216,7 +216,7 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 	name[0] = '\0';
 	pthread_mutex_lock(&fs->lock);
 	sb = registry_by_id(&fs->registry, sandbox_id);
-	if (sb)
+	if (sb && registry_dir_name(&fs->registry, sb))
 		str_copy(name, sizeof(name), registry_dir_name(&fs->registry, sb));
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->fuse && name[0] && paths) {
