@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from conftest import Mount, create_sandbox, ctl, read, write
+import routes
+from conftest import PROVIDER, Mount, create_sandbox, ctl, read, write
 
 GIB = 1 << 30
 
@@ -52,24 +53,27 @@ def errno_of(fn, *args):
 
 
 # ---------------------------------------------------------------------- usage
-@pytest.mark.provider("daytona", reason="counts Daytona's /process/execute; on vercel-local the commands run in bubblewrap with no cgroup of their own, so usage has no cpu_time, cpu_limit or memory lines (not checked against a real Vercel VM)")
 def test_usage_is_one_request(mount, server, sandbox):
     os.stat(mount.p(sandbox))                      # the registry is filled
     server.reset()
     text = read(mount.p(sandbox, "usage"))
     lines = dict(line.split(" ", 1) for line in text.splitlines())
-    for key in ("cpu_time", "cpu_load", "cpu_limit", "memory_current", "memory_peak",
-                "memory_limit", "disk_used", "disk_total"):
+    for key in ("cpu_load", "disk_used", "disk_total"):
         assert key in lines, (key, text)
-    assert float(lines["cpu_time"]) >= 0
     assert len(lines["cpu_load"].split()) == 3
-    info = json.loads(read(mount.p(sandbox, "info")))
-    assert int(lines["memory_limit"]) == int(info["memory"]) * GIB
-    assert float(lines["cpu_limit"]) == float(info["cpu"])
-    assert int(lines["memory_peak"]) >= int(lines["memory_current"]) >= 0
     assert int(lines["disk_total"]) >= int(lines["disk_used"]) > 0
-    execs = [e for e in requests(server, "/process/execute")]
-    assert len(execs) == 1, execs
+    if server.provider == "daytona":
+        # the sandbox's cgroup; vercel-local's commands run in bubblewrap
+        # with no cgroup of their own, so there usage has no cpu_time,
+        # cpu_limit or memory lines (not checked against a real Vercel VM)
+        for key in ("cpu_time", "cpu_limit", "memory_current", "memory_peak", "memory_limit"):
+            assert key in lines, (key, text)
+        assert float(lines["cpu_time"]) >= 0
+        info = json.loads(read(mount.p(sandbox, "info")))
+        assert int(lines["memory_limit"]) == int(info["memory"]) * GIB
+        assert float(lines["cpu_limit"]) == float(info["cpu"])
+        assert int(lines["memory_peak"]) >= int(lines["memory_current"]) >= 0
+    assert routes.sandbox_requests(server) == [routes.route("exec")]
 
 
 # ---------------------------------------------------------------------- exec_timeout
@@ -107,7 +111,40 @@ def test_exec_timeout_bad_value_refused(server, tmp_root):
 
 
 # ---------------------------------------------------------------------- env
-@pytest.mark.provider("daytona", reason="Daytona's sandbox env (create's env and what its toolbox gives each command); on Vercel NAME/env is not wired to the sandbox's env yet and reads empty (open)")
+def test_env_written_and_overridden(mount, server, tmp_root):
+    """NAME/env without create's env (which Vercel's API does not give
+    back: see below): set, removed, one command per write, seen by every
+    command and by another mount, overridden per command."""
+    name = create_sandbox(mount, "envw")
+    env = mount.p(name, "env")
+    assert read(env) == ""
+    server.reset()
+    write(env, "FOO=bar baz\nQUOTE=it's\nGONE=g\n")
+    assert routes.sandbox_requests(server) == [routes.route("exec")]   # applied in one command
+    write(env, "-GONE\n# a comment\n\n")
+    assert read(env) == "FOO=bar baz\nQUOTE=it's\n"
+    code, out = run(mount, name, 'echo "$FOO|$QUOTE|${GONE-unset}"')
+    assert (code, out) == (0, "bar baz|it's|unset\n")
+    ctl(mount.p(name, "ctl"), "exec env.FOO=per-command -- echo $FOO")
+    d = mount.p(name, "cmd", os.readlink(mount.p(name, "cmd", "last")))
+    assert read(os.path.join(d, "stdout")) == "per-command\n"
+    write(env, "FOO=second\n")
+    m2 = Mount(server, tmp_root, name="mnt-env-w")
+    try:
+        assert read(m2.p(name, "env")) == "QUOTE=it's\nFOO=second\n"
+        assert run(m2, name, "echo $FOO") == (0, "second\n")
+    finally:
+        m2.unmount()
+    for bad in ("1X=2\n", "no equals sign\n", "-\n"):
+        assert errno_of(write, env, bad) == errno.EINVAL
+        assert "env:" in read(mount.p(name, "error"))
+    assert errno_of(os.open, env, os.O_RDWR) == errno.EACCES
+    ctl(mount.p(name, "ctl"), "delete")
+
+
+@pytest.mark.xfail(PROVIDER == "vercel", strict=True,
+                   reason="bug (open): Vercel's API gives no sandbox's env back (GET /v2/sandboxes/NAME "
+                          "has none), so NAME/env does not show create's env.K=V, though every command gets it")
 def test_env_read_write_and_override(mount, server, tmp_root):
     name = f"env-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {name} env.FROM_CREATE=c1 env.GONE=g")
@@ -116,7 +153,7 @@ def test_env_read_write_and_override(mount, server, tmp_root):
 
     server.reset()
     write(env, "FOO=bar baz\nQUOTE=it's\n-GONE\n# a comment\n\n")
-    assert len(requests(server, "/process/execute")) == 1   # applied in one command
+    assert routes.sandbox_requests(server) == [routes.route("exec")]   # applied in one command
     assert read(env) == "FROM_CREATE=c1\nFOO=bar baz\nQUOTE=it's\n"
 
     code, out = run(mount, name, 'echo "$FOO|$QUOTE|$FROM_CREATE|${GONE-unset}"')
@@ -146,7 +183,24 @@ def test_env_read_write_and_override(mount, server, tmp_root):
 
 
 # ---------------------------------------------------------------------- ports
-@pytest.mark.provider("daytona", reason="Daytona's preview URLs and tokens (info's id); Vercel's ports are routes given at create (test_vercel covers create port=)")
+def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
+    port = free_port()
+    ctl(mount.p(sandbox, "ctl"), f"exec python3 -m http.server {port} --bind 127.0.0.1")
+    deadline = time.time() + 20
+    while str(port) not in os.listdir(mount.p(sandbox, "ports")):
+        assert time.time() < deadline, "the port never showed"
+        time.sleep(0.2)
+    server.reset()
+    names = os.listdir(mount.p(sandbox, "ports"))
+    assert str(port) in names
+    assert routes.sandbox_requests(server) == [routes.route("exec")]
+    assert all(n.isdigit() and 0 < int(n) < 65536 for n in names)
+    ctl(mount.p(sandbox, "ctl"), "kill")
+
+
+@pytest.mark.provider("daytona", reason="Daytona's preview URLs and tokens (info's id); Vercel's ports are routes "
+                     "given at create (test_vercel covers create port=); the listing of listeners is "
+                     "test_ports_lists_listeners_in_one_request")
 def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
     sid = sandbox_id(mount, sandbox)
     port = free_port()
@@ -183,7 +237,7 @@ def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
     ctl(mount.p(sandbox, "ctl"), "kill")
 
 
-@pytest.mark.provider("daytona", reason="Daytona's public sandboxes (create public)")
+@pytest.mark.provider("daytona", reason="Daytona's public sandboxes; Vercel has none (create public is EINVAL there)")
 def test_public_sandbox_port_has_no_token(mount):
     name = f"pub-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {name} public")
@@ -193,7 +247,22 @@ def test_public_sandbox_port_has_no_token(mount):
 
 
 # ---------------------------------------------------------------------- network options
-@pytest.mark.provider("daytona", reason="Daytona's networkBlockAll/networkAllowList fields; Vercel's networkPolicy is another object")
+@pytest.mark.provider("vercel", reason="Daytona applies them: test_create_network_options")
+def test_network_options_are_refused_on_vercel(mount, server):
+    """Vercel's networkPolicy is not set by this client: network=block-all and
+    network-allow= are refused with why, before any request (they were
+    ignored: the sandbox came with the network open)."""
+    server.reset()
+    for opt in ("network=block-all", "network-allow=10.0.0.0/8"):
+        name = f"net-{uuid.uuid4().hex[:8]}"
+        assert errno_of(ctl, mount.p("ctl"), f"create {name} {opt}") == errno.EINVAL
+        assert opt.split("=")[0] + "=" in read(mount.p("error"))
+        assert not os.path.exists(mount.p(name))
+    assert server.count("/sandboxes", method="POST") == 0
+
+
+@pytest.mark.provider("daytona", reason="Daytona's networkBlockAll/networkAllowList fields; on Vercel both are "
+                     "refused (test_network_options_are_refused_on_vercel)")
 def test_create_network_options(mount, server):
     a = f"net-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {a} network=block-all")

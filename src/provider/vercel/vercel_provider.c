@@ -359,6 +359,12 @@ int vercel_create_params(const struct sp_create_params *p, struct vc_create_para
 		bad = "volume=";
 	else if (p->is_public)
 		bad = "public";
+	/* Refused, not ignored: a sandbox asked to be cut off must not be
+	 * made with the network open (Vercel's networkPolicy is not mapped). */
+	else if (p->network_block_all)
+		bad = "network=block-all here (its networkPolicy is not set by this client)";
+	else if (p->network_allow_list)
+		bad = "network-allow= here (its networkPolicy is not set by this client)";
 	else if (p->autoarchive != LONG_MIN)
 		bad = "autoarchive=";
 	else if (p->autodelete != LONG_MIN && !(p->ephemeral && p->autodelete == 0))
