@@ -45,7 +45,7 @@ def bm(server, tmp_root, sandbox, host_home):
     TREES = {key: make(host_home) for key, make in MAKERS.items()}
     for name in TREES.values():
         give_to_sandbox_user(server, os.path.join(host_home, name))
-    m = Mount(server, tmp_root, ["attr_timeout=60", "dir_timeout=60"], name="brmnt")
+    m = Mount(server, tmp_root, ["attr_timeout=600", "dir_timeout=600"], name="brmnt")
     yield m
     m.unmount()
 

@@ -193,7 +193,14 @@ def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
     server.reset()
     names = os.listdir(mount.p(sandbox, "ports"))
     assert str(port) in names
-    assert routes.sandbox_requests(server) == [routes.route("exec")]
+    reqs = routes.sandbox_requests(server)
+    if server.provider == "daytona":
+        assert reqs == [routes.route("exec")], reqs
+    else:
+        # one command lists them; on Vercel the mount's look at the running
+        # server command (a command too, not told apart by route) may fall
+        # in between
+        assert 1 <= len(reqs) <= 2 and set(reqs) == {routes.route("exec")}, reqs
     assert all(n.isdigit() and 0 < int(n) < 65536 for n in names)
     ctl(mount.p(sandbox, "ctl"), "kill")
 
