@@ -1,7 +1,10 @@
 """Fault injection rules for daytona-local (POST /_local/faults).
 
-A rule matches a request by a regular expression searched in the raw path (with query) and an
-optional method. Whether a matching request is hit is decided, in this order, by:
+A rule matches a request by a regular expression searched in the raw path (with query), an
+optional method and an optional "body_match", a regular expression searched in the request body
+(UTF-8, undecodable bytes kept as surrogates; only a body of at most 1 MiB with a Content-Length
+can match). body_match tells apart requests that share a route: Vercel's commands are all POST
+.../cmd, and a test faults only the command that uploads, or lists. Whether a matching request is hit is decided, in this order, by:
   * count     - once `count` injections happened, the rule stops injecting;
   * schedule  - a list of booleans consumed one per matching request (True = inject); once the
                 list is exhausted the rule injects no more;
@@ -47,6 +50,14 @@ class FaultRule:
         except re.error as e:
             raise FaultSpecError("invalid pattern: %s" % e)
         self.pattern = pattern
+        body_match = spec.get("body_match")
+        if body_match is not None and not isinstance(body_match, str):
+            raise FaultSpecError("body_match must be a string or null")
+        try:
+            self.body_regex = re.compile(body_match) if body_match is not None else None
+        except re.error as e:
+            raise FaultSpecError("invalid body_match: %s" % e)
+        self.body_match = body_match
         method = spec.get("method")
         if method is not None and not isinstance(method, str):
             raise FaultSpecError("method must be a string or null")
@@ -82,10 +93,19 @@ class FaultRule:
         self._rng = rng or random.Random(self.seed)
         self._lock = threading.Lock()
 
-    def matches(self, method, raw_path):
+    def matches(self, method, raw_path, body=None):
+        """body: a function giving the request body (bytes, or None when it cannot be read
+        without consuming it); called only when a body_match is set and the rest matched."""
         if self.method is not None and self.method != method:
             return False
-        return self.regex.search(raw_path) is not None
+        if self.regex.search(raw_path) is None:
+            return False
+        if self.body_regex is None:
+            return True
+        raw = body() if body is not None else None
+        if raw is None:
+            return False
+        return self.body_regex.search(raw.decode("utf-8", "surrogateescape")) is not None
 
     def decide(self):
         """Record one matching request; True if it must be faulted."""
@@ -108,6 +128,7 @@ class FaultRule:
 
     def to_json(self):
         return {"id": self.id, "pattern": self.pattern, "method": self.method,
+                "body_match": self.body_match,
                 "action": self.action, "status": self.status, "retry_after": self.retry_after,
                 "rate": self.rate, "schedule": self.schedule, "count": self.count,
                 "bytes_per_sec": self.bytes_per_sec, "body": self.body, "seed": self.seed,
@@ -163,12 +184,12 @@ class FaultSet:
             self._rules = [r for r in self._rules if r.id != rid]
             return len(self._rules) != before
 
-    def pick(self, method, raw_path):
-        """The rule to apply to this request, or None."""
+    def pick(self, method, raw_path, body=None):
+        """The rule to apply to this request, or None. body: see FaultRule.matches."""
         rules = self._rules            # copy-on-write list: safe to iterate without the lock
         if not rules:
             return None
         for rule in rules:
-            if rule.matches(method, raw_path) and rule.decide():
+            if rule.matches(method, raw_path, body) and rule.decide():
                 return rule
         return None

@@ -262,7 +262,7 @@ class Server:
         if self.latency_ms > 0:
             resp.before_send = self._delay
         try:
-            fault = self.faults.pick(req.method, req.raw_path)
+            fault = self.faults.pick(req.method, req.raw_path, lambda: _peek_body(req))
             if fault is None or self._apply_fault(fault, req, resp, route, path):
                 self._serve(req, resp, route, path)
         except ClientGone:
@@ -627,6 +627,17 @@ def _load_toolbox(args, data_dir):
     if getattr(rt, "warning", None):
         sys.stderr.write("daytona-local: WARNING: %s\n" % rt.warning)
     return rt, toolbox_mod
+
+
+BODY_MATCH_LIMIT = 1 << 20
+
+
+def _peek_body(req):
+    """The request body for a fault's body_match, read and kept so that the handler reads it
+    again (None for a chunked body or one over BODY_MATCH_LIMIT: those are never matched)."""
+    if req._replay is None and not req.make_replayable(BODY_MATCH_LIMIT):
+        return None
+    return req._replay
 
 
 def public_base_url(args, http):

@@ -399,8 +399,14 @@ static int create_sandbox(struct dfs *fs, const struct ctl_command *c, struct sp
 	memset(&d, 0, sizeof(d));
 	rc = sp_sandbox_create(fs->sp, &p, &d, err);
 	surface_create_done(fs, rc == 0);
-	if (d.id[0] && !sandbox_add(fs, &d) && rc == 0)
-		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
+	if (d.id[0]) {
+		struct sandbox *sb = sandbox_add(fs, &d);
+
+		if (!sb && rc == 0)
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
+		if (sb && rc == 0)
+			surface_env_record(fs, sb, env, c->n_env);
+	}
 	sp_sandbox_clear(&d);
 	if (rc == 0)
 		log_info("created sandbox %s", c->name);

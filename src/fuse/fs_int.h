@@ -85,7 +85,7 @@ struct sandbox {
 	struct sandbox *name_next;
 	bool indexed;
 	struct dfs *fs;           /* the mount it belongs to (sandbox_box runs in any thread) */
-	char id[64];
+	char id[SP_ID_SIZE];
 	char name[256];
 	bool name_exact;          /* name is the whole name (false: cut to fit) */
 	char toolbox_url[512];    /* kept when a later Sandbox object has none */
@@ -161,6 +161,8 @@ int surface_mkdir(struct dfs *fs, const struct node *n);
 int surface_rmdir(struct dfs *fs, const struct node *n);
 /* NAME/env written: text is the whole content written since open. */
 int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size_t len);
+/* After a create: its env where the API will not give it back (no SP_CAP_SANDBOX_ENV). */
+void surface_env_record(struct dfs *fs, struct sandbox *sb, const struct sp_kv *env, size_t n);
 /* NAME/build-log of the build this mount follows (its create ... image=),
  * counted: NULL when there is none (or its request broke: read the API's). */
 struct build_log;
@@ -192,6 +194,11 @@ void vhandles_free_all(struct dfs *fs);
 
 /* fs.c */
 int node_parse(const char *path, struct node *n);
+/* The SP_CAP_* a node needs to exist at all (0: none). A surface directory
+ * or file the provider cannot serve (Vercel: .volumes, ports/, build-log)
+ * is neither listed nor found (ENOENT), rather than shown and failing at
+ * every open. Pure. */
+unsigned node_needs(enum node_kind kind);
 struct sandbox *sandbox_find(struct dfs *fs, const char *name, struct sp_error *err);
 int sandbox_refresh(struct dfs *fs, struct sandbox *sb, struct sp_error *err);
 void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct sp_sandbox *d);

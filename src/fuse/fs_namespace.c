@@ -101,7 +101,10 @@ static int remove_path(struct dfs *fs, struct sandbox *sb, const char *path, con
 	}
 	sandbox_box(sb, &box);
 	rc = rfs_delete(fs->sp, &box, path, false, &err);
-	if (rc == -EINVAL)
+	/* Daytona's file API answers a delete of a directory without
+	 * recursive with 400. Where the delete is a command (Vercel), rm says
+	 * "Is a directory" itself, and a 400 is a refused request. */
+	if (rc == -EINVAL && sp_has(fs->sp, SP_CAP_FS_DELETE))
 		rc = -EISDIR;
 	if (rc < 0)
 		return toolbox_failed(fs, sb, rc, &err, "unlink", path);

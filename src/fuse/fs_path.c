@@ -106,6 +106,26 @@ const struct name_kind command_entries[] = {
 const size_t sandbox_entries_len = ARRAY_LEN(sandbox_entries);
 const size_t command_entries_len = ARRAY_LEN(command_entries);
 
+unsigned node_needs(enum node_kind kind)
+{
+	switch (kind) {
+	case N_SNAPDIR:
+	case N_SNAPFILE:
+		return SP_CAP_SNAPSHOTS;
+	case N_VOLDIR:
+	case N_VOL:
+	case N_VOL_INFO:
+		return SP_CAP_VOLUMES;
+	case N_PORTSDIR:
+	case N_PORT:
+		return SP_CAP_PREVIEW;     /* a port's file is its preview URL */
+	case N_SB_BUILDLOG:
+		return SP_CAP_BUILD_LOG;
+	default:
+		return 0;                  /* usage and env are commands: every provider */
+	}
+}
+
 static int lookup_name(const struct name_kind *t, size_t n, const char *name, size_t len,
 		       enum node_kind *kind)
 {

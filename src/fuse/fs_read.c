@@ -304,9 +304,10 @@ out:
  * The first read of a handle, at offset 0 (caller holds h->lock). A small
  * file comes whole, from the prefetch store or fetched with the small files
  * that follow it (fs_prefetch.c). A larger file read in large pieces (cat,
- * cp: the kernel's first request is already its read-ahead size) streams
- * from here, so that the whole read is one request and no ranged download
- * goes before the stream. -EAGAIN: neither; read as usual.
+ * cp: the kernel's first request is already its read-ahead size), or in any
+ * pieces where downloads have no range, streams from here, so that the
+ * whole read is one request and no ranged download goes before the stream.
+ * -EAGAIN: neither; read as usual.
  */
 static int first_read(struct dfs *fs, struct fhandle *h, const struct stat *st, bool known, char *buf,
 		      size_t size)
@@ -327,7 +328,13 @@ static int first_read(struct dfs *fs, struct fhandle *h, const struct stat *st, 
 		memcpy(buf, data, (size_t)rc);
 		return rc;
 	}
-	if (known && S_ISREG(st->st_mode) && size >= RA_MIN && (uint64_t)st->st_size > size) {
+	/* Without ranged downloads (Vercel) any download from 0 is the whole
+	 * file's transfer, cut: a smaller first read (dd bs=4k, a program's
+	 * small buffer) streams too, so that the reads after it cost no second
+	 * request. Up to RA_MAX: past it a small first read (a header) stays one
+	 * cut download, and a reader that goes on starts the stream then. */
+	if (known && S_ISREG(st->st_mode) && (uint64_t)st->st_size > size &&
+	    (size >= RA_MIN || (!sp_has(fs->sp, SP_CAP_RANGED_READ) && (uint64_t)st->st_size <= RA_MAX))) {
 		h->rs = rs_start(fs, n, 0);
 		if (h->rs) {
 			rc = rs_read(h->rs, buf, size, 0);

@@ -188,9 +188,11 @@ static int env_text(struct dfs *fs, struct sandbox *sb, struct strbuf *text)
 	char *out = NULL;
 	int rc;
 
-	/* The sandbox's own variables: its "env" as the API has it. */
+	/* The sandbox's own variables: its "env" as the API has it (a
+	 * provider whose API does not give it has them in the file, put there
+	 * at create: surface_env_record). */
 	memset(&d, 0, sizeof(d));
-	rc = sp_sandbox_get(fs->sp, sb->id, &d, &err);
+	rc = sp_has(fs->sp, SP_CAP_SANDBOX_ENV) ? sp_sandbox_get(fs->sp, sb->id, &d, &err) : 0;
 	if (rc < 0)
 		goto out;
 	for (const char *line = d.env, *nl; line && *line; line = nl + 1) {
@@ -377,6 +379,32 @@ out:
 	return rc;
 }
 
+/*
+ * A create's env.K=V where the API never gives the env back (no
+ * SP_CAP_SANDBOX_ENV: Vercel): written to the env file as NAME/env would
+ * write them, so that NAME/env shows them as Daytona's does (and "-K" there
+ * removes one from every command the mount runs). The sandbox has them in
+ * its config anyway: a failure here is logged and left in NAME/error, and
+ * the create stands.
+ */
+void surface_env_record(struct dfs *fs, struct sandbox *sb, const struct sp_kv *env, size_t n)
+{
+	struct strbuf text = STRBUF_INIT;
+	int rc;
+
+	if (!n || sp_has(fs->sp, SP_CAP_SANDBOX_ENV))
+		return;
+	for (size_t i = 0; i < n; i++)
+		sb_addf(&text, "%s=%s\n", env[i].key, env[i].value);
+	rc = text.oom ? -ENOMEM : surface_env_write(fs, sb, text.buf, text.len);
+	if (rc < 0)
+		log_warn("%s: the env given at create is not in NAME/env (%s); commands get it all the same",
+			 sb->name, strerror(-rc));
+	if (text.buf)
+		explicit_bzero(text.buf, text.len);
+	sb_free(&text);
+}
+
 /* ---- ports ---------------------------------------------------------------------- */
 
 /* The TCP ports in LISTEN state (0A), in hex, from /proc/net/tcp{,6}. */
@@ -528,7 +556,7 @@ struct build_log {
 struct follower {
 	struct dfs *fs;
 	struct sandbox *sb;         /* entries live as long as the mount */
-	char id[64];
+	char id[SP_ID_SIZE];
 	struct build_log *bl;
 	pthread_t thread;
 	bool ended;                 /* under fs->lock */

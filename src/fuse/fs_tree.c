@@ -38,10 +38,26 @@ void fill_virtual(struct dfs *fs, struct stat *st, mode_t mode, off_t size)
 	st->st_atim = st->st_mtim = st->st_ctim = fs->mounted_at;
 }
 
+/* node_parse, and ENOENT for a node this provider cannot serve (node_needs). */
+static int parse_here(struct dfs *fs, const char *path, struct node *n)
+{
+	int rc = node_parse(path, n);
+
+	if (rc == 0 && !sp_has(fs->sp, node_needs(n->kind)))
+		rc = -ENOENT;
+	return rc;
+}
+
+/* Whether a listing shows the root or sandbox entry of that kind. */
+static bool shown(struct dfs *fs, enum node_kind kind)
+{
+	return sp_has(fs->sp, node_needs(kind));
+}
+
 int resolve(struct dfs *fs, const char *path, struct node *n, struct sandbox **sb)
 {
 	struct sp_error err = { 0 };
-	int rc = node_parse(path, n);
+	int rc = parse_here(fs, path, n);
 
 	*sb = NULL;
 	if (rc < 0)
@@ -290,8 +306,10 @@ static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 	}
 	add_entry(buf, filler, "ctl");
 	add_entry(buf, filler, "error");
-	add_entry(buf, filler, ".snapshots");
-	add_entry(buf, filler, ".volumes");
+	if (shown(fs, N_SNAPDIR))
+		add_entry(buf, filler, ".snapshots");
+	if (shown(fs, N_VOLDIR))
+		add_entry(buf, filler, ".volumes");
 	/* Copy the names out under the lock, then fill without it. */
 	pthread_mutex_lock(&fs->lock);
 	for (struct sandbox *sb = fs->sandboxes; sb; sb = sb->next) {
@@ -382,7 +400,8 @@ int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 		return readdir_snapshots(fs, buf, filler);
 	case N_SANDBOX:
 		for (size_t i = 0; i < sandbox_entries_len; i++)
-			add_entry(buf, filler, sandbox_entries[i].name);
+			if (shown(fs, sandbox_entries[i].kind))
+				add_entry(buf, filler, sandbox_entries[i].name);
 		return 0;
 	case N_CMDDIR:
 		return readdir_commands(fs, sb, buf, filler);
@@ -410,7 +429,7 @@ int dfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
 int dfs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	struct node n;
-	int rc = node_parse(path, &n);
+	int rc = parse_here(dfs_get(), path, &n);
 
 	fi->fh = 0;
 	if (rc < 0)
@@ -452,7 +471,7 @@ int dfs_mkdir(const char *path, mode_t mode)
 	struct node n;
 	int rc;
 
-	rc = node_parse(path, &n);
+	rc = parse_here(fs, path, &n);
 	if (rc < 0)
 		return rc;
 	if (n.kind == N_SANDBOX)

@@ -2,8 +2,8 @@
 /*
  * fs_writeback.c - -o writeback=SEC: the upload of a closed file waits up to
  * SEC seconds, so that the files a tar x or cp -r closes one after another
- * go many to a request (POST /files/bulk-upload of up to UP_FILES files),
- * instead of a round trip each. What waits is safe locally: the file's
+ * go many to a request (sp_fs_upload_many of up to UP_FILES files: Daytona's
+ * bulk-upload, Vercel's upload command), instead of a round trip each. What waits is safe locally: the file's
  * crash-journal record says "flushed" at its close, so that the next mount
  * uploads it after a crash of this one (fs_write.c, recover.c). The node
  * stays in the open table meanwhile (the queue holds a reference), so an
@@ -25,6 +25,11 @@
 
 #define UP_FILES 128
 #define UP_BYTES (8u << 20)
+/* One file alone goes in place (sp_fs_upload_many) up to this size where
+ * the provider does that (SP_CAP_UPLOAD_IN_PLACE), as upload_stage sends a
+ * closed file (fs_write.c's UP_SHARE_MAX): one request; a larger one as a
+ * file and a copy. */
+#define WBK_IN_PLACE_MAX (1u << 20)
 /* After a failed upload: the next try of a waiting file. */
 #define WBK_RETRY_S 2.0
 
@@ -44,7 +49,10 @@ static void *wbk_main(void *arg);
  * returns true; the close returns without a request. False when the upload
  * must happen now: no writeback, nothing to upload, a name the toolbox would
  * trim (its upload is a copy by command), no journal record (then only the
- * sandbox can keep the data), or no thread.
+ * sandbox can keep the data), or no thread. A provider whose upload of
+ * several files writes each in place (SP_CAP_UPLOAD_IN_PLACE: Vercel, where
+ * sp_upload_path_changed holds for every path) defers every file: its
+ * batches write in place, and one file alone goes as upload_stage sends it.
  */
 bool upload_later(struct dfs *fs, struct open_node *n)
 {
@@ -52,7 +60,7 @@ bool upload_later(struct dfs *fs, struct open_node *n)
 	bool ok = true;
 
 	if (fs->opt.writeback <= 0 || !n->dirty || n->unlinked || is_hidden_name(n->path) ||
-	    sp_upload_path_changed(fs->sp, n->path))
+	    (sp_upload_path_changed(fs->sp, n->path) && !sp_has(fs->sp, SP_CAP_UPLOAD_IN_PLACE)))
 		return false;
 	/* The record that makes the next mount upload it if this one dies. */
 	if (journal_put(fs, n, JOURNAL_FLUSHED, false) < 0)
@@ -310,11 +318,15 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 		}
 		if (m == 0)
 			continue;
-		if (m == 1) {
+		if (m == 1 && !(sp_has(fs->sp, SP_CAP_UPLOAD_IN_PLACE) && items[0].len <= WBK_IN_PLACE_MAX)) {
 			struct sp_box box;
 
+			/* files_upload_fd: a plain upload, or through a
+			 * temporary name and a copy where the provider's
+			 * upload would not land under path (or would replace
+			 * the file: Vercel's fs/write) */
 			sandbox_box(sb, &box);
-			items[0].rc = sp_fs_upload_fd(fs->sp, &box, items[0].path, items[0].fd, items[0].len, &err);
+			items[0].rc = files_upload_fd(fs, sb, &box, items[0].path, items[0].fd, items[0].len, &err);
 		} else {
 			struct sp_box box;
 

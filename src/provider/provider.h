@@ -62,8 +62,14 @@ struct sp_kv {
 };
 void sp_kv_free(struct sp_kv *kv, size_t n);
 
+/* The size of a sandbox id's buffer: Daytona's ids are UUIDs (36 bytes);
+ * Vercel's are the sandbox names, up to 128 bytes ([a-zA-Z0-9_-], CONTRACT.md
+ * section 1). An id is never cut (a cut one would address another sandbox),
+ * so this bounds which sandboxes the mount can show. */
+#define SP_ID_SIZE 129
+
 struct sp_sandbox {
-	char id[64];
+	char id[SP_ID_SIZE];
 	char name[256];
 	char state[32];             /* e.g. "started"; derived as the API derives it */
 	char desired_state[32];
@@ -198,6 +204,11 @@ enum {
 	 * kept) even where upload_path_changed says a plain upload would not,
 	 * and is the cheaper way for one file too (Vercel: one command). */
 	SP_CAP_UPLOAD_IN_PLACE = 1u << 18,
+	/* sp_sandbox.env is the sandbox's own env, set at create (Daytona's
+	 * object has it). Without it (Vercel keeps the env in the sandbox's
+	 * config but no response carries it), the mount records a create's
+	 * env.K=V in the sandbox's env file (SEMANTICS.md, NAME/env). */
+	SP_CAP_SANDBOX_ENV   = 1u << 19,
 };
 
 /* One file of a bulk download (fs_bulk_download). */

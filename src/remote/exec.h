@@ -18,9 +18,9 @@
  *   stdin.pipe   a FIFO: the command's standard input. A holder process
  *             (pid in stdin.holder) keeps it open, so the command sees EOF
  *             only once stdin is closed (stdin.eof records that).
- *   end.pipe  a FIFO on which the wrapper says "end" once exit is written,
- *             to wake the launcher that waits for a quick end
- *             (exec_options.wait_ms).
+ *   end.pipe  a FIFO on which the wrapper says "end STATUS" as soon as the
+ *             command has ended (just before it writes exit), to wake the
+ *             launcher that waits for a quick end (exec_options.wait_ms).
  * One /process/execute starts it. Output is read with ranged downloads, and a
  * single listing of cmd/N tells the sizes of both streams and whether it ended,
  * so waiting costs one request per poll, and polls back off from poll_min_ms to

@@ -117,7 +117,7 @@ struct ecmd {
 };
 
 struct ebox {
-	char id[64];
+	char id[SP_ID_SIZE];
 	char url[512];
 	int refs;
 	bool dead;
@@ -162,7 +162,7 @@ struct exec_mgr {
 
 /* A sp_box with copies of the box's strings, for use without the lock. */
 struct box_copy {
-	char id[64];
+	char id[SP_ID_SIZE];
 	char url[512];
 	struct sp_box db;
 };
@@ -178,7 +178,7 @@ struct fetch {
 struct pending {
 	struct poll_req *wake;      /* woken handles */
 	bool end;                   /* call on_end for (box, n) */
-	char id[64];
+	char id[SP_ID_SIZE];
 	unsigned n;
 };
 

@@ -45,15 +45,21 @@ static bool env_key_valid(const char *k)
  * FIFO (mkfifo failed) stdin is /dev/null.
  *
  * The wrapper opens the FIFO read-write first (which never blocks on Linux),
- * so that neither the holder's nor the command's open blocks, and lets go of
- * it once both have it.
+ * so that neither the command's nor the holder's open blocks, and lets go of
+ * it once both have it. The command is started first (wrapper_holder comes
+ * after it): the holder is not on the way of a short command.
  */
 static const char wrapper_stdin[] =
 	"i=/dev/null; h=\n"
-	"if [ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\"; then\n"
+	"[ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\" && i=$d/stdin.pipe\n";
+
+/* The holder is recorded before pgid: once the launcher has said "started"
+ * (it waits for pgid), a close of stdin finds the holder to kill. */
+static const char wrapper_holder[] =
+	"if [ \"$i\" != /dev/null ]; then\n"
 	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n"
 	"\techo $h >\"$d/stdin.holder\"\n"
-	"\ti=$d/stdin.pipe\n"
+	"\texec 3>&-\n"
 	"fi\n";
 
 /*
@@ -84,10 +90,22 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		if (!env_key_valid(spec->env[i].key) || !spec->env[i].value)
 			return -EINVAL;
 	/* Written for sh (dash or bash as sh): it runs under "sh", whatever
-	 * shell the toolbox's /process/execute uses. */
+	 * shell the toolbox's /process/execute uses. Every process it starts
+	 * before the command is time a short command waits for, so it uses
+	 * builtins where it can. r (bash, else sh) and s (setsid) are
+	 * absolute paths, looked up in PATH as command -v would, but without
+	 * a $(...) process each; a relative entry of PATH is not looked in. */
 	sb_adds(sb, "d=$1\n"
-		"r=$(command -v bash) || r=$(command -v sh) || r=/bin/sh\n"
-		"s=$(command -v setsid) || s=\n");
+		"r=; o=; s=\n"
+		"IFS=:; set -f\n"
+		"for x in $PATH; do\n"
+		"\tcase $x in /*) ;; *) continue ;; esac\n"
+		"\t[ -n \"$r\" ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && r=$x/bash; }\n"
+		"\t[ -n \"$o\" ] || { [ -f \"$x/sh\" ] && [ -x \"$x/sh\" ] && o=$x/sh; }\n"
+		"\t[ -n \"$s\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && s=$x/setsid; }\n"
+		"done\n"
+		"unset IFS; set +f\n"
+		"[ -n \"$r\" ] || r=${o:-/bin/sh}\n");
 	sb_adds(sb, wrapper_stdin);
 	/* The environment as assignments before the command word: they reach
 	 * the command only, not the wrapper's own tools (a PATH=... must not
@@ -109,26 +127,32 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		sb_addc(sb, ' ');
 	}
 	/* setsid: the command gets a process group of its own (its pid), so a
-	 * kill of the group reaches everything it started and nothing else. */
-	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
-		"[ -n \"$h\" ] && exec 3>&-\n"
-		"echo $p >\"$d/pgid.tmp\" && mv -f \"$d/pgid.tmp\" \"$d/pgid\"\n");
+	 * kill of the group reaches everything it started and nothing else.
+	 * pgid is written in place, not renamed: whoever reads it (the
+	 * launcher, kill) waits until it is not empty, and one short write
+	 * is never seen half done. */
+	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n");
+	sb_adds(sb, wrapper_holder);
+	sb_adds(sb, "echo $p >\"$d/pgid\"\n");
 	if (spec->timeout_s > 0)
 		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
 	sb_adds(sb, "wait $p; c=$?\n");
 	if (spec->timeout_s > 0)
 		/* As timeout(1): 124 says the time ran out. */
 		sb_adds(sb, "kill $w 2>/dev/null\n"
-			"[ \"$(cat \"$d/state\" 2>/dev/null)\" = timedout ] && c=124\n");
-	/* exit last, and atomically: its existence means the streams are
-	 * final. Then the holder goes: a write still in flight fails (EPIPE)
-	 * rather than wait for a reader that will never come. */
-	sb_adds(sb, "echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
+			"y=; [ -e \"$d/state\" ] && read y <\"$d/state\"\n"
+			"[ \"$y\" = timedout ] && c=124\n");
+	/* The launcher that waits for the end (add_end_wait) hears it first,
+	 * with the status: its answer does not wait for the rename below.
+	 * The read-write open never blocks, and nor does the write: with
+	 * nobody left to read it, the line is dropped. */
+	sb_adds(sb, "[ -p \"$d/end.pipe\" ] && echo \"end $c\" 1<>\"$d/end.pipe\" 2>/dev/null\n"
+		/* Then exit, atomically: its existence means the streams are
+		 * final. Then the holder goes: a write still in flight fails
+		 * (EPIPE) rather than wait for a reader that will never come
+		 * (a writer that saw no exit finds the holder still there). */
+		"echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
-		/* Wakes a launcher that waits for the end (add_end_wait). The
-		 * read-write open never blocks, and nor does the write: with
-		 * nobody left to read it, the line is dropped. */
-		"[ -p \"$d/end.pipe\" ] && echo end 1<>\"$d/end.pipe\" 2>/dev/null\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -184,24 +208,24 @@ static bool token_valid(const char *t)
 /*
  * A script whose request the proxy may send twice (FIDELITY D7: the proxy
  * and the runner re-send a body up to 256 KiB once after a stale
- * connection, and the first may have run) claims its client token with
- * mkdir, which only one run wins. The loser is the replay: it waits for the
- * winner's answer (up to wait_s) and prints it, doing nothing else. The
- * winner's answers go through say, which also records them. $t is the
- * claim directory.
+ * connection, and the first may have run) claims its client token by
+ * creating the file $t with noclobber (set -C: an exclusive create, which
+ * only one run wins; a builtin, where mkdir was a process). The loser is
+ * the replay: it waits for the winner's answer (up to wait_s) and prints
+ * it, doing nothing else. The winner's answer goes through say, which also
+ * appends it to $t: one short write, so a replay that sees $t not empty
+ * sees the whole line.
  */
 static void add_claim(struct strbuf *sb, long wait_s)
 {
-	sb_addf(sb, "if ! mkdir \"$t\" 2>/dev/null; then\n"
-		"\ti=0\n"
-		"\twhile [ ! -e \"$t/answer\" ] && [ $i -lt %ld ]; do sleep 0.05; i=$((i+1)); done\n"
-		"\tcat \"$t/answer\" 2>/dev/null || echo 'daytonafs-error replay'\n"
+	sb_addf(sb, "set -C\n"
+		"if { true >\"$t\"; } 2>/dev/null; then set +C; else\n"
+		"\tset +C; i=0\n"
+		"\twhile [ ! -s \"$t\" ] && [ $i -lt %ld ]; do sleep 0.05; i=$((i+1)); done\n"
+		"\t[ -s \"$t\" ] && cat \"$t\" 2>/dev/null || echo 'daytonafs-error replay'\n"
 		"\texit 0\n"
 		"fi\n"
-		/* The answer is recorded in the background: the mv is not on the
-		 * way of the answer itself, and a replay waits for it anyway. */
-		"say() { echo \"$1\"; (echo \"$1\" >\"$t/answer.tmp\" && mv -f \"$t/answer.tmp\" \"$t/answer\") "
-		">/dev/null 2>&1 </dev/null & }\n",
+		"say() { echo \"$1\"; echo \"$1\" >>\"$t\"; }\n",
 		wait_s * 20);
 }
 
@@ -209,23 +233,33 @@ static void add_claim(struct strbuf *sb, long wait_s)
  * The fast path's wait for the end. With the FIFO end.pipe (made beside
  * stdin.pipe), the launcher holds it open read-write on fd 4 (made before
  * the wrapper starts, so no line can be missed) and reads one line: the
- * wrapper's "end" once exit is written, or a timer's after wait_ms.
- * Without it, polls: first in steps of 2 ms (most short commands end
- * within tens of ms, and each step costs a sleep process), then of 10 ms;
- * the step counts come from wait_ms. Either way the wait is bounded (a
- * little longer than wait_ms, by the start-up of sleep).
+ * wrapper's "end STATUS" once the command has ended, or nothing after
+ * wait_ms. zsh and bash time the read out themselves (read -t takes
+ * fractions of a second); under another sh a timer process writes a line
+ * instead. Without the FIFO, polls: first in steps of 2 ms (most short
+ * commands end within tens of ms, and each step costs a sleep process),
+ * then of 10 ms; the step counts come from wait_ms. Either way the wait is
+ * bounded (a little longer than wait_ms, by the start-up of sleep). e is
+ * the status the wrapper sent, if it did.
  */
 static void add_end_wait(struct strbuf *sb, long wait_ms)
 {
 	long fine = wait_ms / 2 < 25 ? wait_ms / 2 : 25;
 	long coarse = (wait_ms - fine * 2) / 10;
 
-	sb_addf(sb, "if [ -n \"$q\" ]; then\n"
-		"\t(sleep %ld.%03ld; echo timer >&4) >/dev/null 2>&1 </dev/null & k=$!\n"
-		"\t[ -e \"$d/exit\" ] || read x <&4\n"
-		"\tkill $k 2>/dev/null\n"
+	sb_addf(sb, "e=\n"
+		"if [ -n \"$q\" ]; then\n"
+		"\tx=\n"
+		"\tif [ -n \"$ZSH_VERSION$BASH_VERSION\" ]; then\n"
+		"\t\t[ -e \"$d/exit\" ] || read -t %ld.%03ld x <&4\n"
+		"\telse\n"
+		"\t\t(sleep %ld.%03ld; echo timer >&4) >/dev/null 2>&1 </dev/null & k=$!\n"
+		"\t\t[ -e \"$d/exit\" ] || read x <&4\n"
+		"\t\tkill $k 2>/dev/null\n"
+		"\tfi\n"
 		"\texec 4>&-\n"
-		"else\n", wait_ms / 1000, wait_ms % 1000);
+		"\tcase $x in 'end '*) e=${x#end } ;; esac\n"
+		"else\n", wait_ms / 1000, wait_ms % 1000, wait_ms / 1000, wait_ms % 1000);
 	if (fine > 0)
 		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.002; i=$((i+1)); done\n",
 			fine);
@@ -236,41 +270,46 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
 }
 
 /*
- * A command that has ended: its exit status, then each stream's size and,
- * when it fits, its bytes in base64 (the answer is JSON text, where raw
- * bytes that are not UTF-8 would be replaced). exit exists, so the streams
- * are final; should a process the command left behind still append, the
- * bytes no longer decode to the size sent, and the mount reads the file
- * instead. Empty streams cost no process. An inline section is only
- * trusted whole, up to its end line.
+ * A command that has ended: its exit status (from the wrapper's end line,
+ * else from the exit file), then each stream's size and, when it fits,
+ * its bytes in base64 (the answer is JSON text, where raw bytes that are
+ * not UTF-8 would be replaced). The command has ended, so the streams are
+ * final; should a process the command left behind still append, the bytes
+ * no longer decode to the size sent, and the mount reads the file instead.
+ * Empty streams cost no process. An inline section is only trusted whole,
+ * up to its end line.
  */
 static void add_inline(struct strbuf *sb, size_t inline_max)
 {
-	static const char *const streams[2] = { "stdout", "stderr" };
-
-	sb_adds(sb, "if [ -e \"$d/exit\" ]; then\n"
-		"\te=; y=\n"
-		"\tread e <\"$d/exit\"\n"
-		"\t[ -e \"$d/state\" ] && read y <\"$d/state\"\n"
+	sb_adds(sb, "[ -n \"$e\" ] || { [ -e \"$d/exit\" ] && read e <\"$d/exit\"; }\n"
+		"if [ -n \"$e\" ]; then\n"
+		"\ty=; [ -e \"$d/state\" ] && read y <\"$d/state\"\n"
 		"\techo \"daytonafs-exit $e $y\"\n"
-		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n"
-		/* One wc for both sizes, read without a command substitution
-		 * (the brace group may be a subshell: it only prints). A line
-		 * that is not the stream's leaves its size empty, which drops
-		 * the section. */
-		"\tif [ -s \"$d/stdout\" ] || [ -s \"$d/stderr\" ]; then\n"
-		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n");
-	for (int s = 0; s < 2; s++) {
-		sb_addf(sb, "\t\t\tz=; x=; read z x\n"
-			"\t\t\tcase $x in */%s) ;; *) z= ;; esac\n"
-			"\t\t\techo \"daytonafs-%s $z\"\n"
-			"\t\t\tif [ -n \"$b\" ] && [ \"$z\" -gt 0 ] && [ \"$z\" -le %zu ]; then\n"
-			"\t\t\t\tbase64 <\"$d/%s\"\n"
-			"\t\t\tfi 2>/dev/null\n", streams[s], streams[s], inline_max, streams[s]);
-	}
-	sb_adds(sb, "\t\t}\n"
-		"\telse\n"
+		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n");
+	/* One stream's section: its size (empty when unknown, which drops the
+	 * section) and, when it fits, its bytes. */
+	sb_addf(sb, "\tput() {\n"
+		"\t\techo \"daytonafs-$1 $2\"\n"
+		"\t\tif [ -n \"$b\" ] && [ -n \"$2\" ] && [ \"$2\" -gt 0 ] && [ \"$2\" -le %zu ]; then\n"
+		"\t\t\tbase64 <\"$d/$1\"\n"
+		"\t\tfi 2>/dev/null\n"
+		"\t}\n", inline_max);
+	/* Empty streams cost no process. zsh (the toolbox's shell in Daytona's
+	 * default image) reads both sizes with its zstat builtin, in an eval
+	 * because the other shells would not parse $z[1]. Else one wc for both,
+	 * read without a command substitution (the brace group may be a
+	 * subshell: it only prints); a line that is not the stream's leaves its
+	 * size empty. */
+	sb_adds(sb, "\tif [ ! -s \"$d/stdout\" ] && [ ! -s \"$d/stderr\" ]; then\n"
 		"\t\techo daytonafs-stdout 0; echo daytonafs-stderr 0\n"
+		"\telif [ -n \"$ZSH_VERSION\" ] && eval 'zmodload -F zsh/stat b:zstat && "
+		"zstat -A z +size -- \"$d/stdout\" \"$d/stderr\" && u=$z[1] && v=$z[2]' 2>/dev/null; then\n"
+		"\t\tput stdout \"$u\"; put stderr \"$v\"\n"
+		"\telse\n"
+		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n"
+		"\t\t\tz=; x=; read z x; case $x in */stdout) ;; *) z= ;; esac; put stdout \"$z\"\n"
+		"\t\t\tz=; x=; read z x; case $x in */stderr) ;; *) z= ;; esac; put stderr \"$z\"\n"
+		"\t\t}\n"
 		"\tfi\n"
 		"\techo daytonafs-inline-end\n"
 		"fi\n");
@@ -284,7 +323,8 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
  * else in base64 (add_file; the cwd always in base64).
  * mkdir without -p claims the number: a mount that collides with another
  * one simply takes the next number. STATE_DIR/launch/TOKEN makes a replay
- * of the request start nothing (add_claim); claims over 10 minutes old go.
+ * of the request start nothing (add_claim); claims over 10 minutes old go
+ * (looked for once in 16 commands).
  */
 int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			const struct exec_spec *spec)
@@ -313,7 +353,6 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
-	sb_adds(sb, "find \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n");
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
 		sb_adds(sb, "c=$(");
@@ -342,6 +381,11 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
 		"d=$S/cmd/$n\n"
+		/* The old claims go, by a process of its own: once in 16
+		 * commands is enough to keep them few. */
+		"if [ $((n % 16)) = 1 ]; then\n"
+		"\tfind \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n"
+		"fi\n"
 		"if ");
 	add_file(sb, "command", cmd);
 	sb_adds(sb, " && ");
@@ -373,7 +417,7 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		add_end_wait(sb, wait_ms);
 	/* Started means the command has its process group: kill works from now. */
 	sb_adds(sb, "i=0\n"
-		"while [ ! -e \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
+		"while [ ! -s \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
 		"say \"daytonafs-started $n\"\n");
 	if (wait_ms > 0)
 		add_inline(sb, inline_max);

@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "provider.h"
+
 struct strbuf;
 
 enum journal_state {
@@ -44,7 +46,7 @@ struct journal_base {
 
 struct journal_rec {
 	enum journal_state state;
-	char sandbox_id[64];
+	char sandbox_id[SP_ID_SIZE];
 	char sandbox_name[256];
 	char path[4096];           /* in the sandbox */
 	struct journal_base base;

@@ -47,7 +47,7 @@
 enum sb_answer { SB_STARTED, SB_GONE, SB_DOWN };
 struct sb_seen {
 	struct sb_seen *next;
-	char id[64];
+	char id[SP_ID_SIZE];
 	enum sb_answer answer;
 	char toolbox_url[512];
 };

@@ -210,7 +210,10 @@ class Mount:
 def tmp_root():
     d = tempfile.mkdtemp(prefix="daytonafs-it-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    if os.environ.get("DAYTONAFS_TEST_KEEP"):
+        print(f"\nkept {d} (DAYTONAFS_TEST_KEEP): server and mount logs")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -266,3 +269,20 @@ def write(path, data, mode="w"):
 def sh(cmd, cwd=None, check=True, timeout=120, **kw):
     return subprocess.run(cmd, shell=isinstance(cmd, str), cwd=cwd, check=check, timeout=timeout,
                           capture_output=True, text=kw.pop("text", True), **kw)
+
+
+@pytest.fixture
+def sandbox_faults(server):
+    """Faults by kind of request (sandbox_view.Faults), none before the test and none after."""
+    from sandbox_view import Faults
+    f = Faults(server)
+    f.clear()
+    yield f
+    f.clear()
+
+
+@pytest.fixture(scope="module")
+def view(server, sandbox):
+    """The module's sandbox as another client sees it (sandbox_view.SandboxView)."""
+    from sandbox_view import SandboxView
+    return SandboxView(server, sandbox)

@@ -145,13 +145,13 @@ def test_shared_name_is_shown_by_id(fake, fake_mount):
 @pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
                      "whatever the provider under test: an id of 100 bytes in Daytona's list (a Vercel id is its name, at most 128 bytes: one over 63 is not shown either, not cut)")
 def test_item_with_overlong_id_is_refused(fake, fake_mount):
-    long_id = "9" * 100      # would be cut to 63 bytes and then used in URLs
+    long_id = "9" * 200      # would be cut to 128 bytes (SP_ID_SIZE) and then used in URLs
     fake.add(long_id, "longid")
     fake.add(SB1, "fine")
     m = fake_mount()
     names = os.listdir(m.path)
     assert "fine" in names
-    assert "longid" not in names and long_id[:63] not in names
+    assert "longid" not in names and long_id[:128] not in names
 
 
 # ---- B7: a hostile list -----------------------------------------------------------

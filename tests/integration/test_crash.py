@@ -11,18 +11,15 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
 import uuid
 
 import pytest
 
-from conftest import LIVE_MOUNTS, Mount, Server, create_sandbox, read
-from test_posix import Toolbox
+from conftest import (API_KEY, LIVE_MOUNTS, PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, VERCEL_TEAM, Mount, Server,
+                      create_sandbox, read)
+from sandbox_view import Faults, SandboxView
 
-pytestmark = pytest.mark.provider("daytona", reason="crash recovery is checked through Daytona's file API and faults on its routes")
-
-
-HOME = "/home/daytona"
+HOME = SANDBOX_HOME
 
 
 def kill_mount(m):
@@ -63,13 +60,6 @@ def unsaved(m, fragment):
     return out
 
 
-def sandbox_gone(server, sid):
-    try:
-        return server.api("GET", f"/sandbox/{sid}")["state"] == "destroyed"
-    except urllib.error.HTTPError as e:
-        return e.code == 404
-
-
 def faults_injected(server):
     return sum(f["injected"] for f in server.local("GET", "/_local/faults"))
 
@@ -80,7 +70,7 @@ def crashy(server, tmp_root):
     name = "crash-" + uuid.uuid4().hex[:6]
     m = Mount(server, tmp_root, name=name)
     sb = create_sandbox(m, "c")
-    yield m, sb, Toolbox(server, sb)
+    yield m, sb, SandboxView(server, sb)
     server.local("DELETE", "/_local/faults")
     for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
         live.unmount()
@@ -91,7 +81,7 @@ def crash_after_a_failed_close(server, m, p, text, keep_mode="w"):
     while another descriptor keeps p open, so the upload stays pending; then
     the mount is killed, and the fault lifted. p is staged and its journal
     asks for the upload. Returns the errno close gave."""
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    Faults(server).add("upload", status=500)
     keep = open(p, keep_mode)   # "r" for a file that is there: not truncated
     f = open(p, "w")
     f.write(text)
@@ -137,9 +127,8 @@ def test_kill_during_large_write_keeps_the_data_in_unsaved(crashy, server, tmp_r
     path, note = kept[0]
     with open(path, "rb") as k:
         assert hashlib.sha256(k.read()).hexdigest() == hashlib.sha256(chunk * (data_len // len(chunk))).hexdigest()
-    sid = server.api("GET", f"/sandbox/{sb}")["id"]
     assert note is not None
-    assert f"sandbox: {sb} (id {sid})" in note
+    assert f"sandbox: {sb} (id {tb.id})" in note
     assert f"path: {HOME}/big.bin" in note
     assert "never closed" in note
     # A file that was never closed is not uploaded: it may be incomplete.
@@ -153,8 +142,7 @@ def test_kill_while_close_waits_for_its_upload_uploads_it_at_the_next_mount(cras
     data = b"closed, upload in flight\n" * 1000
     p = m.p(sb, "work", "inflight.txt")
     # Every upload is refused with a long Retry-After: close waits in its upload.
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 503,
-                                            "retry_after": 30})
+    Faults(server).add("upload", status=503, retry_after=30)
     result = {}
 
     def writer():
@@ -173,12 +161,12 @@ def test_kill_while_close_waits_for_its_upload_uploads_it_at_the_next_mount(cras
     assert "ok" not in result   # close never said it was done
     server.local("DELETE", "/_local/faults")
     assert tb.download(f"{HOME}/inflight.txt") is None
-    server.reset()
+    uploads = Faults(server).counter("upload")
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: tb.download(f"{HOME}/inflight.txt") == data, "the recovered upload")
     wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
     assert unsaved(m2, "inflight.txt") == []
-    assert server.count("/files/bulk-upload", "POST") == 1
+    assert Faults(server).hits(uploads) == 1
     # The new mount shows it too.
     assert read(m2.p(sb, "work", "inflight.txt"), "rb") == data
 
@@ -211,6 +199,8 @@ def test_recovery_of_a_name_with_white_space_at_its_end_never_lands_on_the_trimm
 
 @pytest.fixture
 def crashy_d10(tmp_root):
+    if PROVIDER != "daytona":
+        pytest.skip("daytona only: Daytona's toolboxProxyUrl; a Vercel session has no address of its own")
     """crashy, on a server of its own whose Sandbox objects carry an empty toolboxProxyUrl (D10)."""
     tmp = os.path.join(tmp_root, "d10-" + uuid.uuid4().hex[:6])
     os.makedirs(tmp)
@@ -218,7 +208,7 @@ def crashy_d10(tmp_root):
     m = Mount(server, tmp, name="crash")
     sb = create_sandbox(m, "c")
     sid = server.api("GET", f"/sandbox/{sb}")["id"]
-    yield server, tmp, m, sb, Toolbox(server, sb), sid
+    yield server, tmp, m, sb, SandboxView(server, sb), sid
     for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
         live.unmount()
     server.stop()
@@ -258,8 +248,7 @@ def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, serve
     crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
     # Recovery's question about the sandbox is answered slowly; meanwhile
     # the file is opened through the new mount.
-    sid = server.api("GET", f"/sandbox/{sb}")["id"]
-    server.local("POST", "/_local/faults", {"pattern": f"/sandbox/{sid}$", "method": "GET",
+    server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
                                             "action": "slow", "bytes_per_sec": 200, "count": 1})
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
@@ -278,8 +267,7 @@ def test_a_close_through_the_new_mount_during_recovery_upload_lands_after_it(cra
     p = m.p(sb, "work", "pending.txt")
     crash_after_a_failed_close(server, m, p, "older, staged before the crash\n")
     # recovery's upload is refused once, and retried after Retry-After
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 503, "retry_after": 3,
-                                            "count": 1})
+    Faults(server).add("upload", status=503, retry_after=3, count=1)
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: faults_injected(server) >= 1, "recovery's first upload")
     with open(m2.p(sb, "work", "pending.txt"), "w") as g:
@@ -309,9 +297,9 @@ def test_a_sandbox_deleted_meanwhile_keeps_the_data_in_unsaved(crashy, server, t
     m, sb, tb = crashy
     p = m.p(sb, "work", "orphan.txt")
     crash_after_a_failed_close(server, m, p, "its sandbox is gone\n")
-    sid = server.api("GET", f"/sandbox/{sb}")["id"]
-    server.api("DELETE", f"/sandbox/{sid}")
-    wait_for(lambda: sandbox_gone(server, sid), "the delete")
+    sid = tb.id
+    tb.delete()
+    wait_for(lambda: tb.state() == "destroyed", "the delete")
     m2 = remount(server, tmp_root, m)
     kept = wait_for(lambda: unsaved(m2, "orphan.txt"), "orphan.txt in unsaved/")
     assert read(kept[0][0]) == "its sandbox is gone\n"
@@ -322,17 +310,16 @@ def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, 
     m, sb, tb = crashy
     p = m.p(sb, "work", "later.txt")
     crash_after_a_failed_close(server, m, p, "waits for its sandbox\n")
-    sid = server.api("GET", f"/sandbox/{sb}")["id"]
-    server.api("POST", f"/sandbox/{sid}/stop")
-    wait_for(lambda: server.api("GET", f"/sandbox/{sid}")["state"] == "stopped", "the stop")
+    tb.stop()
+    wait_for(lambda: tb.state() == "stopped", "the stop")
     m2 = remount(server, tmp_root, m)
     # Recovery does not start the sandbox, and keeps the file staged.
     wait_for(lambda: "stay staged for a later mount" in read(m2.log.name), "the recovery pass")
-    assert server.api("GET", f"/sandbox/{sid}")["state"] == "stopped"
+    assert tb.state() == "stopped"
     assert unsaved(m2, "later.txt") == []
     assert len(os.listdir(os.path.join(m2.cache, "staging"))) == 2   # the stage and its record
     # Started, the sandbox gets it (recovery tries again while the mount runs).
-    server.api("POST", f"/sandbox/{sid}/start")
+    tb.start()
     wait_for(lambda: tb.download(f"{HOME}/later.txt") == b"waits for its sandbox\n", "the upload", 120)
     assert unsaved(m2, "later.txt") == []
 
@@ -342,7 +329,7 @@ def test_a_new_file_whose_directory_was_deleted_meanwhile_goes_to_unsaved(crashy
     os.mkdir(m.p(sb, "work", "newdir"))
     p = m.p(sb, "work", "newdir", "inside.txt")
     crash_after_a_failed_close(server, m, p, "its directory went away\n")
-    tb._req("DELETE", "/files", {"path": f"{HOME}/newdir", "recursive": "true"})
+    tb.remove(f"{HOME}/newdir")
     m2 = remount(server, tmp_root, m)
     kept = wait_for(lambda: unsaved(m2, "inside.txt"), "inside.txt in unsaved/")
     assert read(kept[0][0]) == "its directory went away\n"
@@ -359,7 +346,7 @@ def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, 
     os.rename(unsaved_dir, unsaved_dir + ".away")
     with open(unsaved_dir, "w"):
         pass   # unsaved/ unusable: a file in its place
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "status": 500})
+    Faults(server).add("upload", status=500)
     f = open(p, "w")
     f.write("neither uploaded nor kept\n")
     with pytest.raises(OSError):
@@ -380,11 +367,13 @@ def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, 
 def test_a_second_mount_on_the_same_cache_dir_is_refused(crashy, server, tmp_root):
     m, _, _ = crashy
     env = dict(os.environ)
-    env.update({"DAYTONA_API_KEY": "integration-test-key", "DAYTONA_API_URL": server.api_url})
+    env.update({"DAYTONA_API_KEY": API_KEY, "DAYTONA_API_URL": server.api_url, "VERCEL_TOKEN": API_KEY,
+                "VERCEL_TEAM_ID": VERCEL_TEAM, "VERCEL_PROJECT_ID": VERCEL_PROJECT})
+    opts = "cache_dir=" + m.cache + (",provider=vercel,api_url=" + server.api_url if PROVIDER == "vercel" else "")
     other = os.path.join(tmp_root, "second-" + uuid.uuid4().hex[:6])
     os.makedirs(other)
     p = subprocess.Popen([os.environ.get("DAYTONAFS_BIN", "build/daytonafs"), "-f", "-o",
-                          "cache_dir=" + m.cache, other], env=env, stdout=subprocess.PIPE,
+                          opts, other], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         _, err = p.communicate(timeout=30)

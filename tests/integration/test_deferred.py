@@ -3,7 +3,6 @@
 applied in the mount at once, sent to the sandbox in batches of one command, and
 sent first before anything that could see them there."""
 import errno
-import json
 import os
 import threading
 import time
@@ -12,7 +11,7 @@ import uuid
 import pytest
 
 from conftest import PROVIDER, SANDBOX_HOME, create_sandbox, ctl, read, sh, write
-from test_posix import Toolbox
+from sandbox_view import SandboxView
 
 
 @pytest.fixture
@@ -75,10 +74,9 @@ def test_rm_r_sends_its_deletes_together_and_commands_see_them_gone(mount, sandb
     assert read(mount.p(sandbox, "stdout")) == "gone\n"
 
 
-@pytest.mark.provider("daytona", reason="watches the sandbox through Daytona's file API and injects faults on its routes")
 def test_a_deleted_file_leaves_the_sandbox_within_half_a_second_or_at_fsync_of_its_directory(
-        mount, sandbox, server, d):
-    toolbox = Toolbox(server, sandbox)
+        mount, sandbox, view, d):
+    toolbox = view
     a, b = os.path.join(d, "a"), os.path.join(d, "b")
     write(a, "1")
     write(b, "2")
@@ -93,8 +91,8 @@ def test_a_deleted_file_leaves_the_sandbox_within_half_a_second_or_at_fsync_of_i
         time.sleep(0.05)
 
 
-@pytest.mark.provider("daytona", reason="watches the sandbox through Daytona's file API and injects faults on its routes")
-def test_tar_times_are_seen_at_once_and_land_in_one_command(mount, sandbox, server, d, tmp_path):
+def test_tar_times_are_seen_at_once_and_land_in_one_command(mount, sandbox, server, d, tmp_path,
+                                                           sandbox_faults):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(30):
@@ -102,28 +100,34 @@ def test_tar_times_are_seen_at_once_and_land_in_one_command(mount, sandbox, serv
         p.write_text(f"int f{i};\n")
         os.utime(p, (1_500_000_000 + i, 1_500_000_000 + i))
     sh(["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "t.tar"), "src"])
+    # the path down to d looked up (an exec of an earlier test dropped the cache): not counted
+    os.listdir(os.path.dirname(d))
+    os.listdir(d)
     server.reset()
+    uploads, commands = sandbox_faults.counter("upload"), sandbox_faults.counter("execute")
+    t0 = time.monotonic()
     sh(["tar", "-C", d, "--no-same-owner", "-xf", str(tmp_path / "t.tar")])
+    took = time.monotonic() - t0
     for i in range(30):
         assert int(os.stat(os.path.join(d, "src", f"f{i}.c")).st_mtime) == 1_500_000_000 + i
-    routes = server.stats()["routes"]
-    assert routes.get("POST /toolbox/{id}/files/bulk-upload") == 30
-    # the mkdir, then a batch per 0.5 s of the run (was: a command per file)
-    assert routes.get("POST /toolbox/{id}/process/execute", 0) <= 6, routes
+    assert sandbox_faults.hits(uploads) == 30
+    # the mkdir, a batch per 0.5 s of the run and the last (was: a command per file). Not a
+    # bound on time: a run slower than 1.5 s (Vercel's uploads are commands; a loaded machine)
+    # sends a batch per 0.5 s more, and the count allows exactly those.
+    assert sandbox_faults.hits(commands) <= max(6, 3 + int(took / 0.5)), server.stats()["routes"]
     # What the sandbox holds, asked through a command (which sends the queue first).
     ctl(mount.p(sandbox, "ctl"), f"exec stat -c '%Y %n' {sandbox_path(d, 'src')}/f7.c")
     assert read(mount.p(sandbox, "stdout")).split()[0] == str(1_500_000_007)
 
 
-@pytest.mark.provider("daytona", reason="watches the sandbox through Daytona's file API and injects faults on its routes")
-def test_a_delete_the_sandbox_does_not_make_brings_the_file_back_and_fails_fsync(mount, sandbox, server, d):
+def test_a_delete_the_sandbox_does_not_make_brings_the_file_back_and_fails_fsync(mount, sandbox, server, d,
+                                                                               sandbox_faults):
     p = os.path.join(d, "stays")
     write(p, "kept\n")
     os.listdir(d)
     # A refusal: the daemon's 400. (A failure that may pass, a 5xx or a reset, is sent
     # again instead: test_retries.py.)
-    server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status",
-                                            "status": 400, "rate": 1.0})
+    sandbox_faults.add("batch", status=400)
     try:
         os.unlink(p)
         assert not os.path.exists(p)
@@ -131,15 +135,35 @@ def test_a_delete_the_sandbox_does_not_make_brings_the_file_back_and_fails_fsync
             fsync_dir(d)
         assert e.value.errno == errno.EINVAL, e.value
     finally:
-        server.local("DELETE", "/_local/faults")
+        sandbox_faults.clear()
     # Nothing lost: the file shows again, and the error file says what happened.
     assert read(p) == "kept\n"
     assert "stays" in read(mount.p(sandbox, "error"))
     fsync_dir(d)   # reported once
 
 
-@pytest.mark.provider("daytona", reason="watches the sandbox through Daytona's file API and injects faults on its routes")
-def test_a_sandbox_that_keeps_refusing_holds_up_no_other_sandboxs_deferred_changes(mount, sandbox, server):
+@pytest.mark.provider("vercel", reason="Daytona's lookup is a file-API call that a fault on commands leaves "
+                     "alone: there the unlink is deferred (the test above)")
+def test_an_unlink_whose_commands_are_refused_keeps_the_file_and_never_says_eisdir(mount, sandbox, d, view,
+                                                                                  sandbox_faults):
+    """On Vercel a lookup the cache cannot answer and a delete are both commands. Both refused
+    (400): the unlink fails, the file stays. Before, the refused rm's EINVAL was taken for the
+    answer of Daytona's file API to a delete of a directory, and unlink said EISDIR of a file."""
+    p = os.path.join(d, "stays")
+    write(p, "kept\n")
+    sandbox_faults.add("execute", status=400)
+    try:
+        with pytest.raises(OSError) as e:
+            os.unlink(p)
+        assert e.value.errno != errno.EISDIR, e.value
+    finally:
+        sandbox_faults.clear()
+    assert read(p) == "kept\n"
+    assert view.read(sandbox_path(d, "stays")) == b"kept\n"
+
+
+def test_a_sandbox_that_keeps_refusing_holds_up_no_other_sandboxs_deferred_changes(mount, sandbox, server,
+                                                                                 sandbox_faults):
     """Sandbox A answers every command 503 (a fault that may pass: its batch
     is sent again, with backoff, for up to wait_timeout, 120 s here). Sandbox
     B's delete still leaves within its delay, and an fsync of B's directory
@@ -147,15 +171,14 @@ def test_a_sandbox_that_keeps_refusing_holds_up_no_other_sandboxs_deferred_chang
     the one lock every batch needs, so B's changes waited for A's budget."""
     other = create_sandbox(mount, "dfa")
     try:
-        tb_a, tb_b = Toolbox(server, other), Toolbox(server, sandbox)
-        id_a = json.loads(read(mount.p(other, "info")))["id"]
+        tb_a, tb_b = SandboxView(server, other), SandboxView(server, sandbox)
         name = "x-" + uuid.uuid4().hex[:8]
         pa, pb = mount.p(other, "work", name), mount.p(sandbox, "work", name)
         write(pa, "a\n")
         write(pb, "b\n")
         os.listdir(mount.p(other, "work"))
         os.listdir(mount.p(sandbox, "work"))
-        server.local("POST", "/_local/faults", {"pattern": f"/toolbox/{id_a}/process/execute", "status": 503})
+        sandbox_faults.add("batch", tb_a, status=503)
         os.unlink(pa)
         time.sleep(0.1)   # A's batch is due first
         os.unlink(pb)
@@ -173,10 +196,10 @@ def test_a_sandbox_that_keeps_refusing_holds_up_no_other_sandboxs_deferred_chang
         assert not t.is_alive(), "fsync of B's directory waited for A's re-sends"
         assert not api_exists(tb_b, SANDBOX_HOME + "/" + name + ".2")
         assert api_exists(tb_a, SANDBOX_HOME + "/" + name)   # A refuses still
-        server.local("DELETE", "/_local/faults")
+        sandbox_faults.clear()
         fsync_dir(mount.p(other, "work"))   # A's batch lands, reporting nothing
         assert not api_exists(tb_a, SANDBOX_HOME + "/" + name)
         assert name not in read(mount.p(other, "error"))
     finally:
-        server.local("DELETE", "/_local/faults")
+        sandbox_faults.clear()
         ctl(mount.p(other, "ctl"), "delete")

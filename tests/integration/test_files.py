@@ -190,8 +190,7 @@ def test_large_file_memory_bounded(mount, work, tmp_path):
     os.unlink(p)
 
 
-@pytest.mark.provider("daytona", reason="injects faults on Daytona's upload route")
-def test_failed_upload_surfaces_at_close_and_keeps_data(mount, sandbox, work, server):
+def test_failed_upload_surfaces_at_close_and_keeps_data(mount, sandbox, work, server, sandbox_faults):
     p = os.path.join(work, "fails.txt")
 
     def saved():
@@ -200,8 +199,7 @@ def test_failed_upload_surfaces_at_close_and_keeps_data(mount, sandbox, work, se
             found += [os.path.join(root, fn) for fn in files if "fails.txt" in fn]
         return found
 
-    server.local("POST", "/_local/faults", {"pattern": "/files/bulk-upload", "action": "status",
-                                            "status": 500, "rate": 1.0})
+    sandbox_faults.add("upload", status=500)
     try:
         f = open(p, "w")
         f.write("precious data\n")
@@ -214,7 +212,7 @@ def test_failed_upload_surfaces_at_close_and_keeps_data(mount, sandbox, work, se
                 break
             time.sleep(0.1)
     finally:
-        server.local("DELETE", "/_local/faults")
+        sandbox_faults.clear()
     assert saved(), "the staged data was not kept"
     assert read(saved()[0]) == "precious data\n"
     msg = read(mount.p(sandbox, "error"))

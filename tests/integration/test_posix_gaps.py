@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from conftest import ctl, read
+from conftest import PROVIDER, ctl, read
+from sandbox_view import Faults
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,6 @@ def test_rename_over_file_a_reader_keeps_opening(d):
     assert sorted(n for n in os.listdir(d)) == ["doc.txt"]
 
 
-@pytest.mark.provider("daytona", reason="holds the rename's command open with a slow fault on Daytona's /process/execute route")
 def test_an_open_of_the_replaced_file_during_the_next_rename_reads_a_version(server, d):
     """The reader of the test above, caught in one window: the kernel opens
     the inode of a file that a rename replaced (its name still cached), whose
@@ -117,13 +117,12 @@ def test_an_open_of_the_replaced_file_during_the_next_rename_reads_a_version(ser
                 f.write(versions[i])
         os.rename(path + ".tmp1", path)   # hides the open file
         first.close()                     # its last close: hidden and gone
-        server.local("POST", "/_local/faults", {"pattern": "/process/execute$", "method": "POST",
-                                                "action": "slow", "bytes_per_sec": 10, "count": 1})
+        slow_rename_command(server)
         renamed = []
         saver = threading.Thread(target=lambda: renamed.append(os.rename(path + ".tmp2", path)))
         saver.start()
         deadline = time.time() + 60
-        while not sum(f["injected"] for f in server.local("GET", "/_local/faults")):
+        while not Faults(server).injected():
             assert time.time() < deadline, "the rename's command never came"
             time.sleep(0.01)
         with open("/proc/self/fd/%d" % handle, "rb") as f:
@@ -139,6 +138,16 @@ def test_an_open_of_the_replaced_file_during_the_next_rename_reads_a_version(ser
     assert sorted(os.listdir(d)) == ["doc.txt"]
 
 
+def slow_rename_command(server):
+    """The next rename's command is answered slowly, for a few seconds: the window held open.
+    Daytona: the next command, 10 bytes/s; Vercel: the next that runs mv (every file access there
+    is a command), 100 bytes/s (its answer, NDJSON lines, is ten times longer)."""
+    if PROVIDER == "vercel":
+        Faults(server).add("execute", action="slow", bytes_per_sec=100, count=1, body_match="mv -f -T")
+    else:
+        Faults(server).add("execute", action="slow", bytes_per_sec=10, count=1)
+
+
 def statx_forced(fd):
     """fstat of fd that the kernel must ask the mount (AT_STATX_FORCE_SYNC):
     its errno, or 0."""
@@ -150,7 +159,6 @@ def statx_forced(fd):
     return ctypes.get_errno()
 
 
-@pytest.mark.provider("daytona", reason="holds the rename's command open with a slow fault on Daytona's /process/execute route")
 def test_an_fstat_of_the_replaced_file_during_the_next_rename_finds_it(server, d):
     """As above, but the kernel asks for the attributes of the replaced
     file's inode (an fstat once its cached attributes have expired; Python's
@@ -170,13 +178,12 @@ def test_an_fstat_of_the_replaced_file_during_the_next_rename_finds_it(server, d
                 f.write(versions[i])
         os.rename(path + ".tmp1", path)
         first.close()
-        server.local("POST", "/_local/faults", {"pattern": "/process/execute$", "method": "POST",
-                                                "action": "slow", "bytes_per_sec": 10, "count": 1})
+        slow_rename_command(server)
         renamed = []
         saver = threading.Thread(target=lambda: renamed.append(os.rename(path + ".tmp2", path)))
         saver.start()
         deadline = time.time() + 60
-        while not sum(f["injected"] for f in server.local("GET", "/_local/faults")):
+        while not Faults(server).injected():
             assert time.time() < deadline, "the rename's command never came"
             time.sleep(0.01)
         got = statx_forced(handle)

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from conftest import ctl, read, write
-from test_posix import Toolbox
+from conftest import SANDBOX_HOME, ctl, read, write
+from sandbox_view import Faults, SandboxView
 
 
 def fault(server, **rule):
@@ -88,7 +88,7 @@ def fresh(server, tmp_root, sandbox):
     from conftest import Mount
     m = Mount(server, tmp_root, extra_opts=("wait_timeout=3", "dir_timeout=0", "attr_timeout=0"),
               name="mnt-retries")
-    yield m, Toolbox(server, sandbox)
+    yield m, SandboxView(server, sandbox)
     m.unmount()
 
 
@@ -98,7 +98,8 @@ def injected(server):
 
 @pytest.mark.parametrize("status,body", [(404, RUNNER_NO_CONTAINER), (401, PROXY_THROTTLED)],
                          ids=["runner-has-no-container", "proxy-throttled"])
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
+@pytest.mark.provider("daytona", reason="answers of Daytona's proxy (a runner without the container, a throttled "
+                     "auth check) in front of the toolbox; Vercel has no such hop")
 def test_a_toolbox_refusal_by_the_proxy_is_retried_until_it_passes(server, sandbox, fresh, no_faults,
                                                                     status, body):
     m, toolbox = fresh
@@ -114,7 +115,8 @@ def test_a_toolbox_refusal_by_the_proxy_is_retried_until_it_passes(server, sandb
 @pytest.mark.parametrize("status,body,err", [(404, RUNNER_NO_CONTAINER, errno.EHOSTDOWN),
                                              (401, PROXY_THROTTLED, errno.EAGAIN)],
                          ids=["runner-has-no-container", "proxy-throttled"])
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
+@pytest.mark.provider("daytona", reason="answers of Daytona's proxy (a runner without the container, a throttled "
+                     "auth check) in front of the toolbox; Vercel has no such hop")
 def test_a_toolbox_refusal_that_persists_is_reported_as_such_and_not_cached(server, sandbox, fresh, no_faults,
                                                                            status, body, err):
     m, toolbox = fresh
@@ -155,53 +157,51 @@ TRANSIENT = {"500": {"action": "status", "status": 500},
 
 
 @pytest.mark.parametrize("kind", list(TRANSIENT))
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
-def test_a_deferred_delete_survives_a_transient_fault(mount, sandbox, server, no_faults, d, kind):
-    toolbox = Toolbox(server, sandbox)
+def test_a_deferred_delete_survives_a_transient_fault(mount, sandbox, server, no_faults, d, kind, view):
+    toolbox = view
     p = mount.p(sandbox, "work", d, "gone")
     write(p, "delete me\n")
     os.listdir(mount.p(sandbox, "work", d))
     server.local("DELETE", "/_local/faults")
-    fault(server, pattern="/process/execute", count=1, **TRANSIENT[kind])
+    Faults(server).add("batch", count=1, **TRANSIENT[kind])
     os.unlink(p)
     fsync_dir(mount.p(sandbox, "work", d))        # sends the batch: no error to report
     assert injected(server) == 1
-    assert toolbox.download(f"/home/daytona/{d}/gone") is None
+    assert toolbox.download(f"{SANDBOX_HOME}/{d}/gone") is None
     assert not os.path.exists(p)
     assert "gone" not in read(mount.p(sandbox, "error"))
 
 
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_resent_batch_with_a_mode_and_a_delete_of_one_file_reports_nothing(mount, sandbox, server, no_faults,
-                                                                             d):
-    toolbox = Toolbox(server, sandbox)
+                                                                             d, view):
+    toolbox = view
     p = mount.p(sandbox, "work", d, "f")
     fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
     os.write(fd, b"x")
     os.fchown(fd, os.getuid(), os.getgid())
     os.fchmod(fd, 0o600)      # set while written: sent after the upload, deferred
     os.close(fd)
-    fault(server, pattern="/process/execute", action="reset_mid_body", count=1)
+    Faults(server).add("batch", action="reset_mid_body", count=1)
     os.unlink(p)              # in the same batch as the mode
     fsync_dir(mount.p(sandbox, "work", d))
     assert injected(server) == 1
-    assert toolbox.download(f"/home/daytona/{d}/f") is None
+    assert toolbox.download(f"{SANDBOX_HOME}/{d}/f") is None
 
 
 # ---- requests the proxy re-sends (D7) ---------------------------------------------------------
 
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
+@pytest.mark.provider("daytona", reason="Daytona's proxy re-sends a file-API move (D7); a Vercel rename is a command")
 def test_a_move_answered_404_that_was_done_counts_as_done(mount, sandbox, server, no_faults, d):
     """The proxy re-sends a move once after a stale connection; the second finds no source and
     answers 404. Here the move is done through the API, then the mount's own move gets the 404."""
-    toolbox = Toolbox(server, sandbox)
+    toolbox = SandboxView(server, sandbox)
     a, b = mount.p(sandbox, "work", d, "a"), mount.p(sandbox, "work", d, "b")
     write(a, "moved\n")
     assert sorted(os.listdir(mount.p(sandbox, "work", d))) == ["a"]
     os.stat(a)                          # the mount knows a, and that b is absent
     with pytest.raises(FileNotFoundError):
         os.stat(b)
-    toolbox._req("POST", "/files/move", {"source": f"/home/daytona/{d}/a", "destination": f"/home/daytona/{d}/b"})
+    toolbox.move(f"/home/daytona/{d}/a", f"/home/daytona/{d}/b")
     fault(server, pattern="/files/move", status=404, count=1)
     os.rename(a, b)
     assert injected(server) == 1        # the mount's move met the 404
@@ -229,7 +229,7 @@ def ready_volume(server, name):
     return vol
 
 
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
+@pytest.mark.provider("daytona", reason="Daytona's volumes and its file-API move; Vercel has neither")
 def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, server):
     """The toolbox's move copies and deletes where rename(2) fails (EXDEV between a volume and
     the rest): on a volume's mount path the mount renames by command (mv -f -T)."""
@@ -262,7 +262,6 @@ def test_a_rename_on_a_volume_is_a_real_rename_not_the_toolbox_move(mount, serve
         ctl(mount.p(name, "ctl"), "delete")
 
 
-@pytest.mark.provider("daytona", reason="Daytona's proxy refusals, toolbox routes and volumes")
 def test_a_deferred_delete_that_keeps_failing_is_reported_after_wait_timeout(server, sandbox, fresh, no_faults):
     m, toolbox = fresh
     name = "b4-" + uuid.uuid4().hex[:8]
@@ -270,7 +269,7 @@ def test_a_deferred_delete_that_keeps_failing_is_reported_after_wait_timeout(ser
     p = m.p(sandbox, "work", name, "stays")
     write(p, "kept\n")
     os.listdir(m.p(sandbox, "work", name))
-    fault(server, pattern="/process/execute", status=500)
+    Faults(server).add("batch", status=500)
     os.unlink(p)
     with pytest.raises(OSError) as e:
         fsync_dir(m.p(sandbox, "work", name))      # after wait_timeout (3 s) of re-sends
@@ -278,5 +277,5 @@ def test_a_deferred_delete_that_keeps_failing_is_reported_after_wait_timeout(ser
     assert injected(server) > 2
     server.local("DELETE", "/_local/faults")
     # Reported as a refused delete is: the file is still in the sandbox, and shows again.
-    assert toolbox.download(f"/home/daytona/{name}/stays") == b"kept\n"
+    assert toolbox.download(f"{SANDBOX_HOME}/{name}/stays") == b"kept\n"
     assert read(p) == "kept\n"

@@ -3,6 +3,7 @@
 that stop and resume under a new id, extend, tags, Vercel's create words,
 exact bytes through a UTF-8-only output channel, the request quota and 429.
 Run with DAYTONAFS_TEST_PROVIDER=vercel (skipped otherwise)."""
+import errno
 import json
 import os
 import time
@@ -12,7 +13,7 @@ import urllib.request
 import pytest
 
 from conftest import (API_KEY, PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, VERCEL_TEAM, Mount, create_sandbox,
-                      ctl, read, write)
+                      ctl, read, sh, write)
 
 pytestmark = pytest.mark.provider("vercel", reason="Vercel's sessions, tags and quota")
 
@@ -293,14 +294,100 @@ def test_upload_into_a_read_only_directory_is_eacces(mount, sandbox, server):
     assert read(mount.p(sandbox, "stdout")) == "0\n"
 
 
-def test_what_vercel_lacks_fails_one_open_not_the_mount(mount, sandbox):
-    """Vercel keeps no build log: the open of build-log fails (EOPNOTSUPP).
-    ENOSYS there would tell the kernel the mount has no open at all: every
-    later open would skip the mount, and the first flush of such a file
-    crashed it."""
+def test_surface_shows_only_what_vercel_has(mount, sandbox):
+    """A surface directory or file the provider cannot serve is not there:
+    Vercel has no volumes (.volumes), no preview URLs (ports/) and no build
+    log. They were listed, and every open of them failed (EOPNOTSUPP)."""
+    root = sh(["ls", "-a", mount.path]).stdout.split()
+    assert ".volumes" not in root
+    assert {".", "..", "ctl", "error", ".snapshots", sandbox} <= set(root)
+    entries = sh(["ls", mount.p(sandbox)]).stdout.split()
+    assert sorted(entries) == sorted(["ctl", "status", "info", "error", "stdout", "stderr", "exit", "cmd",
+                                      "fs", "work", "usage", "env"])
+    for p in (mount.p(".volumes"), mount.p(".volumes", "v1"), mount.p(".volumes", "v1", "info"),
+              mount.p(sandbox, "build-log"), mount.p(sandbox, "ports"), mount.p(sandbox, "ports", "3000")):
+        with pytest.raises(OSError) as e:
+            os.stat(p)
+        assert e.value.errno == errno.ENOENT, p
+    with pytest.raises(OSError) as e:
+        os.mkdir(mount.p(".volumes", "v1"))
+    assert e.value.errno == errno.ENOENT
     with pytest.raises(OSError) as e:
         read(mount.p(sandbox, "build-log"))
-    assert e.value.errno == 95       # EOPNOTSUPP
+    assert e.value.errno == errno.ENOENT
+    # what is shown works, and the mount goes on
+    assert os.listdir(mount.p(".snapshots")) is not None
+    assert read(mount.p(sandbox, "usage"))
     write(mount.p(sandbox, "work", "after.txt"), "still here\n")
     assert read(mount.p(sandbox, "work", "after.txt")) == "still here\n"
     assert read(mount.p(sandbox, "status")) == "started\n"
+
+
+def test_env_shows_create_env_and_what_was_written(mount, server, tmp_root):
+    """Vercel keeps a sandbox's env in its config but no response carries it
+    (CONTRACT.md: the Sandbox object has no env): the mount records create's
+    env.K=V in the env file, one command at create. NAME/env read empty."""
+    name = "venv-" + os.urandom(3).hex()
+    server.reset()
+    ctl(mount.p("ctl"), f"create {name} env.FROM_CREATE=c1 env.OTHER=o")
+    try:
+        cmds = [r for r in log(server) if r["path"].split("?")[0].endswith("/cmd")]
+        assert len(cmds) == 1, cmds       # the record
+        env = mount.p(name, "env")
+        server.reset()
+        assert read(env) == "FROM_CREATE=c1\nOTHER=o\n"
+        # one command, no GET of the sandbox (its answer has no env)
+        assert [r["method"] + " " + r["path"].split("?")[0].rsplit("/", 1)[-1] for r in log(server)] == \
+            ["POST cmd"]
+        write(env, "-OTHER\nNEW=n\n")
+        assert read(env) == "FROM_CREATE=c1\nNEW=n\n"
+        ctl(mount.p(name, "ctl"), 'exec echo "$FROM_CREATE|$NEW|${OTHER-unset}"')
+        assert read(mount.p(name, "stdout")) == "c1|n|unset\n"
+        m2 = Mount(server, tmp_root, name="mnt-venv")
+        try:
+            assert read(m2.p(name, "env")) == "FROM_CREATE=c1\nNEW=n\n"
+        finally:
+            m2.unmount()
+        # a sandbox created without env: an empty file, no record command
+        plain = name + "-p"
+        server.reset()
+        ctl(mount.p("ctl"), f"create {plain}")
+        assert not [r for r in log(server) if r["path"].split("?")[0].endswith("/cmd")]
+        assert read(mount.p(plain, "env")) == ""
+        ctl(mount.p(plain, "ctl"), "delete")
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
+
+def test_names_up_to_128_bytes_are_served(mount, server):
+    """Vercel's names are up to 128 bytes ([a-zA-Z0-9_-]) and are the ids
+    the mount addresses them by. Names over 63 bytes were left out of the
+    list (with a warning), and a create of one failed after it was made."""
+    made = "m" * 60 + "-" + os.urandom(33).hex()          # 127 bytes, made through the mount
+    other = "o" * 61 + "-" + os.urandom(33).hex()         # 128 bytes, made by another client
+    assert len(made) == 127 and len(other) == 128
+    ctl(mount.p("ctl"), f"create {made}")
+    try:
+        vapi(server, "POST", "/v2/sandboxes", {"projectId": VERCEL_PROJECT, "name": other, "ports": [],
+                                               "runtime": "node24"})
+        try:
+            # a name not yet listed is looked up by the API at once
+            assert read(mount.p(other, "status")) == "started\n"
+            names = os.listdir(mount.path)
+            assert made in names and other in names
+            for name in (made, other):
+                assert read(mount.p(name, "status")) == "started\n"
+                assert json.loads(read(mount.p(name, "info")))["sandbox"]["name"] == name
+                write(mount.p(name, "work", "f.txt"), name + "\n")
+                assert read(mount.p(name, "work", "f.txt")) == name + "\n"
+                ctl(mount.p(name, "ctl"), "exec cat f.txt")
+                assert read(mount.p(name, "stdout")) == name + "\n"
+            # stop and start: the new session is found by the long name
+            ctl(mount.p(other, "ctl"), "stop")
+            assert read(mount.p(other, "status")) == "stopped\n"
+            ctl(mount.p(other, "ctl"), "start")
+            assert read(mount.p(other, "work", "f.txt")) == other + "\n"
+        finally:
+            ctl(mount.p(other, "ctl"), "delete")
+    finally:
+        ctl(mount.p(made, "ctl"), "delete")
+    assert made not in os.listdir(mount.path)

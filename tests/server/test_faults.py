@@ -45,6 +45,16 @@ def test_match_by_regex_and_method():
     assert not r.matches("GET", "/toolbox/x/files?path=/b")
 
 
+def test_match_by_body():
+    r = FaultRule("f1", {"pattern": "/cmd$", "body_match": "UP_EOF"})
+    assert r.matches("POST", "/v2/sandboxes/sessions/s/cmd", lambda: b'{"args":["x UP_EOF"]}')
+    assert not r.matches("POST", "/v2/sandboxes/sessions/s/cmd", lambda: b'{"args":["find"]}')
+    assert not r.matches("POST", "/v2/sandboxes/sessions/s/cmd", lambda: None)   # unreadable
+    assert not r.matches("POST", "/v2/sandboxes/sessions/s/cmd")
+    with pytest.raises(FaultSpecError):
+        FaultRule("f1", {"pattern": "x", "body_match": "("})
+
+
 def test_faultset_first_injecting_rule_wins_and_later_rules_do_not_advance():
     fs = FaultSet()
     a = fs.add({"pattern": "sandbox", "schedule": [False, True]})

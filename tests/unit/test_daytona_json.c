@@ -397,10 +397,25 @@ UNIT_TEST(sandbox_id_refused)
 	static const char *const bad[] = {
 		"{\"id\":\"a/b\"}", "{\"id\":\"..\"}", "{\"id\":\".\"}", "{\"id\":\"a\\u0001b\"}",
 		"{\"id\":\"a\\nb\"}", "{\"id\":\"\"}",
-		"{\"id\":\"0123456789012345678901234567890123456789012345678901234567890123\"}",
 	};
 	struct sp_sandbox sb;
 	cJSON *obj;
+	char id[SP_ID_SIZE + 1], idjson[SP_ID_SIZE + 64];
+
+	/* An id of SP_ID_SIZE bytes does not fit (it is never cut); one byte less does. */
+	memset(id, '7', SP_ID_SIZE);
+	id[SP_ID_SIZE] = '\0';
+	snprintf(idjson, sizeof(idjson), "{\"id\":\"%s\"}", id);
+	obj = cJSON_Parse(idjson);
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), -EINVAL);
+	cJSON_Delete(obj);
+	id[SP_ID_SIZE - 1] = '\0';
+	snprintf(idjson, sizeof(idjson), "{\"id\":\"%s\"}", id);
+	obj = cJSON_Parse(idjson);
+	CHECK_INT(dt_sandbox_from_json(obj, &sb), 0);
+	CHECK_INT(strlen(sb.id), SP_ID_SIZE - 1);
+	sp_sandbox_clear(&sb);
+	cJSON_Delete(obj);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		obj = cJSON_Parse(bad[i]);

@@ -1312,9 +1312,10 @@ UNIT_TEST(run_fast_path)
 		CHECK_INT(r.size[1], 4);
 		CHECK(r.inline_ok[1] && r.data[1] && memcmp(r.data[1], "\376err", 4) == 0);
 		exec_launch_result_free(&r);
-		/* the files are written all the same, for other mounts */
+		/* the files are written all the same, for other mounts (exit
+		 * just after the wrapper has told the launcher) */
 		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
-		t = slurp(dir, "exit", NULL);
+		t = wait_exit(dir, 10000);
 		CHECK_STR(t, "5\n");
 		free(t);
 		t = slurp(dir, "stdout", &len);
@@ -1429,6 +1430,150 @@ UNIT_TEST(launcher_fast_replay_answers_started)
 	}
 }
 
+/*
+ * Every program a launch starts is time a short command waits for (a fork
+ * and an exec each, tens of ms on a loaded machine). The launch runs here
+ * with a PATH whose first directory holds a shim for each tool the scripts
+ * use, which logs its name and runs the real one; the wrapper finds bash
+ * there too. What a quick `true` may start: mkdir (the record), mkfifo,
+ * setsid and sh (the wrapper), setsid and bash (the command), sleep (the
+ * stdin holder; under dash also the timer of the wait) and mv (exit).
+ * Before the builtins took over: 13 programs under zsh (a mkdir for the
+ * claim, find, two command -v substitutions, a sleep for the timer and three
+ * mv). With output, a base64 per stream comes on top, and a wc for
+ * their sizes (not under zsh).
+ */
+static const char *const shimmed[] = { "mkdir", "mkfifo", "setsid", "sh", "bash", "sleep", "mv", "find",
+				       "cat", "wc", "base64", "ls", "rm", "kill", "true", "printf", "echo" };
+
+static void make_shims(const char *dir, const char *log)
+{
+	mkdir(dir, 0755);
+	for (size_t i = 0; i < sizeof(shimmed) / sizeof(shimmed[0]); i++) {
+		char cmd[200], real[1024] = "", path[600];
+		FILE *f;
+
+		snprintf(cmd, sizeof(cmd), "command -v %s", shimmed[i]);
+		f = popen(cmd, "r");
+		if (!f || !fgets(real, sizeof(real), f))
+			real[0] = '\0';
+		if (f)
+			pclose(f);
+		real[strcspn(real, "\n")] = '\0';
+		if (real[0] != '/')
+			continue;       /* a builtin: never run from PATH */
+		snprintf(path, sizeof(path), "%s/%s", dir, shimmed[i]);
+		f = fopen(path, "w");
+		if (!f)
+			continue;
+		fprintf(f, "#!/bin/sh\necho %s >>'%s'\nexec '%s' \"$@\"\n", shimmed[i], log, real);
+		fclose(f);
+		chmod(path, 0755);
+	}
+}
+
+/* How many lines of the log are name. */
+static int count_runs(const char *log, const char *name)
+{
+	char *t = slurp(root(), strrchr(log, '/') + 1, NULL), *p, *save = NULL;
+	int n = 0;
+
+	for (p = t ? strtok_r(t, "\n", &save) : NULL; p; p = strtok_r(NULL, "\n", &save))
+		n += !strcmp(p, name);
+	free(t);
+	return n;
+}
+
+static int count_all(const char *log)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(shimmed) / sizeof(shimmed[0]); i++)
+		n += count_runs(log, shimmed[i]);
+	return n;
+}
+
+UNIT_TEST(run_fast_path_starts_few_programs)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "true" };
+		struct exec_launch_result r;
+		char sd[256], shims[300], log[300], shell[700], dir[600];
+		bool dash = !strcmp(shells[i], "dash"), zsh = !strcmp(shells[i], "zsh");
+
+		state_dir(sd, sizeof(sd), "few", shells[i]);
+		snprintf(shims, sizeof(shims), "%s/shims-%s", root(), shells[i]);
+		snprintf(log, sizeof(log), "%s/ran-%s", root(), shells[i]);
+		make_shims(shims, log);
+		/* the shell itself by its path: only what it starts is counted */
+		snprintf(shell, sizeof(shell), "PATH='%s':\"$PATH\" \"$(command -v %s)\"", shims, shells[i]);
+		/* the history and the state directory are made by the first */
+		CHECK_INT(start_fast(shell, sd, 0, &spec, 3000, 65536, &r), 0);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+		free(wait_exit(dir, 10000));
+		sleep_ms(200);
+		unlink(log);
+
+		CHECK_INT(start_fast(shell, sd, 2, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 2 && r.ended && r.exit_code == 0);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/2", sd);
+		free(wait_exit(dir, 10000));
+		sleep_ms(200);          /* the holder's kill comes after exit */
+		CHECK_INT(count_runs(log, "mkdir"), 1);
+		CHECK_INT(count_runs(log, "mkfifo"), 1);
+		CHECK_INT(count_runs(log, "setsid"), 2);
+		CHECK_INT(count_runs(log, "sh"), 1);
+		CHECK_INT(count_runs(log, "bash"), 1);
+		/* under dash, the timer may be killed before its sleep starts */
+		CHECK(count_runs(log, "sleep") >= 1 && count_runs(log, "sleep") <= (dash ? 2 : 1));
+		CHECK_INT(count_runs(log, "mv"), 1);
+		CHECK(count_all(log) <= (dash ? 9 : 8));
+
+		/* with output on both streams: two base64 more, and a wc for
+		 * the sizes but under zsh (its zstat builtin) */
+		unlink(log);
+		spec.command = "echo out; echo err >&2";
+		CHECK_INT(start_fast(shell, sd, 3, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 3 && r.ended && r.inline_ok[0] && r.inline_ok[1]);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/3", sd);
+		free(wait_exit(dir, 10000));
+		sleep_ms(200);
+		CHECK_INT(count_runs(log, "wc"), zsh ? 0 : 1);
+		CHECK_INT(count_runs(log, "base64"), 2);
+		CHECK(count_all(log) <= (dash ? 12 : zsh ? 10 : 11));
+	}
+}
+
+/* The wrapper looks bash and setsid up in PATH with builtins: entries that
+ * are relative, empty, globs or hold spaces are passed over, not expanded. */
+UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:+bash}\"; ps -o sid= -p $$ | tr -d ' '; "
+						     "echo $$" };
+		struct exec_launch_result r;
+		char sd[256], shell[700];
+
+		state_dir(sd, sizeof(sd), "path", shells[i]);
+		snprintf(shell, sizeof(shell), "PATH='rel/bin::/no such dir:/*:*':\"$PATH\" \"$(command -v %s)\"",
+			 shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		if (r.data[0]) {
+			char sid[32] = "", pid[32] = "", word[32] = "";
+
+			/* bash ran it, in a session of its own (setsid) */
+			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s", word, sid, pid), 3);
+			CHECK_STR(word, "bash");
+			CHECK_STR(sid, pid);
+		}
+		exec_launch_result_free(&r);
+	}
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -1471,6 +1616,8 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(stdin_replay_feeds_nothing),
 	UNIT_CASE(launch_result_parse),
 	UNIT_CASE(run_fast_path),
+	UNIT_CASE(run_fast_path_starts_few_programs),
+	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
 	UNIT_CASE(launcher_fast_replay_answers_started),
 };
 

@@ -117,6 +117,26 @@ def test_a_status_fault_answers_with_vercel_error_body(vercel_server):
     local(vercel_server, "DELETE", "/_local/faults")
 
 
+def test_a_fault_with_body_match_hits_only_the_commands_whose_body_matches(vercel_server):
+    """Every command is POST .../cmd: a test that faults only the command that uploads (or
+    lists) names it by its body; the command that is not faulted runs, with its body whole."""
+    sid = vercel_server.create("body-match")["session"]["id"]
+    local(vercel_server, "POST", "/_local/faults",
+          {"pattern": "/cmd(\\?|$)", "method": "POST", "body_match": "UPLOAD_MARK", "status": 503})
+    try:
+        assert stdout(run(vercel_server, sid, "echo listing")) == "listing\n"
+        status, _, data = vercel_server.request(
+            "POST", "/v2/sandboxes/sessions/%s/cmd" % sid,
+            {"command": "sh", "args": ["-c", "echo UPLOAD_MARK > marked"], "wait": True})
+        assert status == 503 and json.loads(data)["error"]["code"] == "internal_server_error"
+        assert stdout(run(vercel_server, sid, "ls marked 2>&1; echo done")).endswith("done\n")
+        assert "No such file" in stdout(run(vercel_server, sid, "ls marked 2>&1"))
+        rule = local(vercel_server, "GET", "/_local/faults")[0]
+        assert (rule["body_match"], rule["hits"], rule["injected"]) == ("UPLOAD_MARK", 1, 1)
+    finally:
+        local(vercel_server, "DELETE", "/_local/faults")
+
+
 def test_fs_read_serves_any_file_name_and_refuses_special_files(vercel_server):
     sid = vercel_server.create("read-names")["session"]["id"]
     run(vercel_server, sid, "printf euro > 'price-\u20ac.txt'; mkfifo pipe")

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vercel_prov_exec.c - commands of the Vercel provider: a script runs
+ * under a wrapper that brings its merged output back as base64 (the log
+ * stream is UTF-8 text), in one POST cmd with wait and logs.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "strbuf.h"
+#include "tmpname.h"
+#include "urlenc.h"
+#include "vercel_prov_int.h"
+#include "vercel_provider.h"
+
+/* ---- commands ---------------------------------------------------------------- */
+
+/*
+ * The wrapper (sh -c WRAPPER sh SCRIPT): SCRIPT's merged output goes to a
+ * temporary file, never to the UTF-8 log stream (a file, not a pipe: a
+ * process the script leaves running may keep its output open); the file
+ * lives under /tmp/.daytonafs (where command state lives anyway), so that
+ * a listing of /tmp does not show it; then that file as base64,
+ * and a last line ".STATUS". A missing last line means the output is not
+ * whole (killed at the time limit, or no base64).
+ */
+const char vercel_exec_wrapper[] =
+	"mkdir -p /tmp/.daytonafs/out 2>/dev/null\n"
+	"t=$(mktemp /tmp/.daytonafs/out/XXXXXXXX 2>/dev/null || mktemp) || { echo 'daytonafs: mktemp failed' >&2; exit 125; }\n"
+	"sh -c \"$1\" >\"$t\" 2>&1 </dev/null\n"
+	"r=$?\n"
+	"base64 \"$t\" && echo \".$r\"\n"
+	"s=$?\n"
+	"rm -f \"$t\"\n"
+	"[ $s = 0 ] || exit 125\n"
+	"exit $r\n";
+
+int vercel_exec_decode(const char *text, size_t len, int *status, char **output)
+{
+	struct strbuf out = STRBUF_INIT;
+	size_t end = len, start;
+	char *stop;
+	long st;
+	int rc;
+
+	*output = NULL;
+	while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '\r'))
+		end--;
+	start = end;
+	while (start > 0 && text[start - 1] != '\n')
+		start--;
+	if (start == end || text[start] != '.')
+		return -EIO;
+	errno = 0;
+	st = strtol(text + start + 1, &stop, 10);
+	if (errno || stop != text + end || stop == text + start + 1 || st < 0 || st > 255)
+		return -EIO;
+	rc = base64_decode(&out, text, start);
+	if (rc < 0) {
+		sb_free(&out);
+		return rc == -ENOMEM ? rc : -EIO;
+	}
+	sb_adds(&out, "");
+	if (out.oom) {
+		sb_free(&out);
+		return -ENOMEM;
+	}
+	*status = (int)st;
+	*output = sb_detach(&out);
+	if (!*output)
+		*output = strdup("");
+	return *output ? 0 : -ENOMEM;
+}
+
+struct exec_ctx {
+	struct strbuf out;          /* stdout: base64 and the status line */
+	struct strbuf err;          /* stderr of the wrapper itself */
+};
+
+static int exec_log(void *p, enum vc_stream stream, const char *data, size_t len)
+{
+	struct exec_ctx *ec = p;
+	struct strbuf *sb = stream == VC_STDOUT ? &ec->out : &ec->err;
+
+	if (stream == VC_STDERR && sb->len > 4096)
+		return 0;
+	sb_add(sb, data, len);
+	return sb->oom ? -ENOMEM : 0;
+}
+
+/* Scripts longer than this go to the sandbox as a file first. */
+#define VC_SCRIPT_ARG_MAX (96 * 1024)
+
+static int run(struct vprov *v, const struct sp_box *box, const char *script, const char *cwd,
+	       const struct sp_kv *envs, size_t n_envs, long server_timeout_s, long http_timeout_ms,
+	       int *exit_code, char **output, struct sp_error *err)
+{
+	const char *args[] = { "-c", vercel_exec_wrapper, "sh", script };
+	struct vc_kv *env = calloc(n_envs + 1, sizeof(*env));
+	struct exec_ctx ec = { STRBUF_INIT, STRBUF_INIT };
+	struct vc_cmd_params p = { 0 };
+	struct vc_error ve = { 0 };
+	struct vc_command cmd;
+	struct strbuf indirect = STRBUF_INIT;
+	int rc, status = -1, attempts = 0;
+	char *text = NULL, sid[128];
+
+	if (output)
+		*output = NULL;
+	if (exit_code)
+		*exit_code = -1;
+	if (!env)
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
+	vp_session_of(v, box, sid, sizeof(sid));
+	if (!sid[0]) {
+		free(env);
+		return vp_no_session(err, box);
+	}
+	if (strlen(script) > VC_SCRIPT_ARG_MAX) {
+		/* Linux takes no single argument over 128 KiB (MAX_ARG_STRLEN):
+		 * a longer script (stdin data, a long batch) goes as a file,
+		 * which the command runs and removes. */
+		char path[128];
+		int wattempts = 0;
+
+		/* pid and random bits: another mount's daemon may have our pid. */
+		tmp_name(path, sizeof(path), "/tmp/.daytonafs/out/script");
+		do
+			rc = vc_fs_write_mem(v->vc, sid, path, script, strlen(script), 0600, &ve);
+		while (vp_retry_moved(v, box, rc, &ve, sid, sizeof(sid), &wattempts));
+		if (rc < 0) {
+			free(env);
+			vp_from_vc(err, rc, &ve);
+			goto out;
+		}
+		sb_addf(&indirect, "f=%s; sh \"$f\"; r=$?; rm -f \"$f\"; exit $r", path);
+		if (indirect.oom) {
+			free(env);
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
+			goto out;
+		}
+		args[3] = indirect.buf;
+	}
+	for (size_t i = 0; i < n_envs; i++)
+		env[i] = (struct vc_kv){ envs[i].key, envs[i].value };
+	p.command = "sh";
+	p.args = args;
+	p.n_args = 4;
+	p.cwd = cwd;
+	p.env = env;
+	p.n_env = n_envs;
+	p.timeout_ms = server_timeout_s > 0 ? server_timeout_s * 1000 : 0;
+	do {
+		sb_reset(&ec.out);
+		sb_reset(&ec.err);
+		rc = vc_cmd_run_wait(v->vc, sid, &p, http_timeout_ms, exec_log, &ec, &cmd, &ve);
+	} while (vp_retry_moved(v, box, rc, &ve, sid, sizeof(sid), &attempts));
+	free(env);
+	if (rc < 0) {
+		/* 410 or a stopped stream: the session is gone (EHOSTDOWN). */
+		vp_from_vc(err, rc, &ve);
+		goto out;
+	}
+	rc = vercel_exec_decode(ec.out.buf ? ec.out.buf : "", ec.out.len, &status, &text);
+	if (rc == -ENOMEM) {
+		sp_error_set(err, rc, 0, "out of memory");
+		goto out;
+	}
+	if (rc < 0) {
+		/* No status line: the wrapper did not finish. 137 is the
+		 * SIGKILL of the command's time limit. */
+		if (cmd.exit_code == 137 || cmd.exit_code == 128 + 9)
+			rc = sp_error_set(err, -ETIMEDOUT, 408, "the command ran out of its %ld s", server_timeout_s);
+		else
+			rc = sp_error_set(err, -EIO, 0, "the command's output came back incomplete (exit %d): %.200s",
+					  cmd.exit_code, ec.err.buf ? ec.err.buf : "");
+		goto out;
+	}
+	if (exit_code)
+		*exit_code = status;
+	if (output) {
+		*output = text;
+		text = NULL;
+	}
+out:
+	free(text);
+	sb_free(&indirect);
+	sb_free(&ec.out);
+	sb_free(&ec.err);
+	return rc;
+}
+
+/* The HTTP limit of a command with a time limit of its own: 5 s more. */
+static long http_ms(struct vprov *v, long timeout_s)
+{
+	(void)v;
+	return timeout_s > 0 ? (timeout_s + 5) * 1000 : 0;
+}
+
+int vp_exec(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+	    const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+	    struct sp_error *err)
+{
+	return run(impl, box, command, cwd, envs, n_envs, timeout_s, http_ms(impl, timeout_s), exit_code, output, err);
+}
+
+int vp_exec_within(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+		   long limit_s, int *exit_code, char **output, struct sp_error *err)
+{
+	/* The sandbox kills it when the mount stops waiting (limit_s). */
+	return run(impl, box, command, cwd, NULL, 0, limit_s, limit_s > 0 ? limit_s * 1000 : 0, exit_code, output,
+		   err);
+}
