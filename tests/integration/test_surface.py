@@ -152,6 +152,8 @@ def test_env_read_write_and_override(mount, server, tmp_root):
 
 
 # ---------------------------------------------------------------------- ports
+@pytest.mark.provider("daytona", reason="a Vercel sandbox has no ports/ (its ports are routes given at create: "
+                     "test_vercel covers create port=)")
 def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
     port = free_port()
     ctl(mount.p(sandbox, "ctl"), f"exec python3 -m http.server {port} --bind 127.0.0.1")
