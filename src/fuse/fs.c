@@ -216,7 +216,7 @@ static void invalidate_sandbox_everywhere(struct dfs *fs, const char *sandbox_id
 	name[0] = '\0';
 	pthread_mutex_lock(&fs->lock);
 	sb = registry_by_id(&fs->registry, sandbox_id);
-	if (sb)
+	if (sb && registry_dir_name(&fs->registry, sb))
 		str_copy(name, sizeof(name), registry_dir_name(&fs->registry, sb));
 	pthread_mutex_unlock(&fs->lock);
 	if (fs->fuse && name[0] && paths) {
@@ -316,6 +316,8 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	fs->sp = provider_open_err(o->provider ? o->provider : "daytona", fs->http, &pcfg, err, errlen);
 	if (!fs->sp)
 		goto fail;
+	fs->new_uid = fs->sp->files_owner_known ? fs->sp->files_uid : fs->uid;
+	fs->new_gid = fs->sp->files_owner_known ? fs->sp->files_gid : fs->gid;
 
 	cache_config_defaults(&ccfg);
 	ccfg.attr_ttl = o->attr_timeout;

@@ -136,6 +136,11 @@ struct dfs {
 	char root_error[1024];    /* the last failed root ctl command, for MOUNT/error */
 	uid_t uid;                /* the mounting user, owner of the virtual files */
 	gid_t gid;
+	/* The owner a file the mount makes gets in the sandbox: what a new
+	 * file shows until its directory is listed again, which must agree
+	 * (the provider's files_uid, else the mounting user). */
+	uid_t new_uid;
+	gid_t new_gid;
 	struct timespec mounted_at;
 };
 

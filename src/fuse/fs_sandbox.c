@@ -255,8 +255,11 @@ void sandbox_box(struct sandbox *sb, struct sp_box *box)
 
 void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap)
 {
+	const char *dir;
+
 	pthread_mutex_lock(&fs->lock);
-	str_copy(out, cap, registry_dir_name(&fs->registry, sb));
+	dir = registry_dir_name(&fs->registry, sb);
+	str_copy(out, cap, dir ? dir : sb->id);   /* (for messages: the sandbox is not shown) */
 	pthread_mutex_unlock(&fs->lock);
 }
 

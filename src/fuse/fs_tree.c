@@ -318,7 +318,8 @@ static int readdir_root(struct dfs *fs, void *buf, fuse_fill_dir_t filler)
 		if (sb->gone)
 			continue;
 		dir = registry_dir_name(&fs->registry, sb);
-		sb_add(&names, dir, strlen(dir) + 1);
+		if (dir)
+			sb_add(&names, dir, strlen(dir) + 1);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	for (size_t off = 0; off < names.len; off += strlen(names.buf + off) + 1)

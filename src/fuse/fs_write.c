@@ -760,8 +760,8 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 	} else if (!listed) {
 		memset(&n->st, 0, sizeof(n->st));
 		n->st.st_mode = S_IFREG | 0644;
-		n->st.st_uid = fs->uid;
-		n->st.st_gid = fs->gid;
+		n->st.st_uid = fs->new_uid;
+		n->st.st_gid = fs->new_gid;
 	}
 	n->st.st_nlink = 1;
 	n->st.st_blksize = 128 * 1024;
@@ -869,8 +869,8 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 				memset(&n->st, 0, sizeof(n->st));
 				n->st.st_mode = S_IFREG | (mode & 07777);
 				n->st.st_nlink = 1;
-				n->st.st_uid = fs->uid;
-				n->st.st_gid = fs->gid;
+				n->st.st_uid = fs->new_uid;
+				n->st.st_gid = fs->new_gid;
 				n->st.st_blksize = 128 * 1024;
 				n->st.st_mtim = n->st.st_atim = n->st.st_ctim = n->mtime;
 				n->chmod_pending = true;

@@ -156,17 +156,25 @@ static size_t named(const struct registry *r, const char *name, struct sandbox *
 	return n;
 }
 
+/* The id, when it can be a directory of the root: Daytona's ids (UUIDs)
+ * always; a Vercel sandbox's id is its name, and a name the root keeps for
+ * itself (ctl, error) has no other to show it by. */
+static const char *id_or_none(const struct sandbox *sb)
+{
+	return registry_name_showable(sb->id, true) ? sb->id : NULL;
+}
+
 const char *registry_dir_name(const struct registry *r, const struct sandbox *sb)
 {
 	struct sandbox *one, *by_id;
 
 	if (!registry_name_showable(sb->name, sb->name_exact))
-		return sb->id;
+		return id_or_none(sb);
 	if (named(r, sb->name, &one) > 1)
-		return sb->id;
+		return id_or_none(sb);
 	by_id = registry_by_id(r, sb->name);
 	if (by_id && by_id != sb && !by_id->gone)
-		return sb->id;
+		return id_or_none(sb);
 	return sb->name;
 }
 
@@ -174,7 +182,7 @@ struct sandbox *registry_resolve(const struct registry *r, const char *name_or_i
 {
 	struct sandbox *sb = registry_by_id(r, name_or_id);
 
-	if (sb && !sb->gone)
+	if (sb && !sb->gone && id_or_none(sb))
 		return sb;
 	if (named(r, name_or_id, &sb) != 1)
 		return NULL;

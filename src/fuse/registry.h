@@ -41,7 +41,8 @@ void registry_set_name(struct registry *r, struct sandbox *sb, const char *name,
 struct sandbox *registry_by_id(const struct registry *r, const char *id);
 /* The sandbox MOUNT/name_or_id names (never a gone one), or NULL. */
 struct sandbox *registry_resolve(const struct registry *r, const char *name_or_id);
-/* The directory name of sb in the mount root: its name or its id. */
+/* The directory name of sb in the mount root: its name or its id; NULL
+ * when neither can be one (a Vercel sandbox called ctl: not shown). */
 const char *registry_dir_name(const struct registry *r, const struct sandbox *sb);
 /* Frees the tables, not the entries. */
 void registry_free(struct registry *r);

@@ -328,6 +328,14 @@ struct sandbox_provider_ops {
 struct sandbox_provider {
 	const char *name;                       /* "daytona" */
 	unsigned caps;                          /* SP_CAP_* */
+	/* The owner a file the mount makes gets in the sandbox (its uploads
+	 * and commands write as that user), when the provider knows it: a new
+	 * file shows it from its create on, as a listing will. false: the
+	 * mounting user's (Daytona's toolbox writes as the sandbox's root,
+	 * and the mount shows its own user until a listing says otherwise). */
+	bool files_owner_known;
+	uid_t files_uid;
+	gid_t files_gid;
 	const struct sandbox_provider_ops *ops;
 	void *impl;                             /* the provider's client */
 };

@@ -11,10 +11,12 @@ import errno
 import json
 import os
 import subprocess
+import time
 import urllib.request
 
 import pytest
 
+import control_api
 from conftest import API_KEY, PROVIDER, Mount, _binary, ctl, create_sandbox, read
 from fake_daytona import FakeDaytona
 
@@ -58,7 +60,9 @@ def info_id(path):
 
 # ---- B6: names that cannot be shown as they are ---------------------------------
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's names and ids differ: impostors named as another's id, or with "
+                     "NUL or tab, are shown by id; a Vercel sandbox is its name (unique in its project, "
+                     "[a-zA-Z0-9_-]), so only ctl and error could shadow: test_reserved_names_never_shadow")
 def test_names_never_shadow(mount, server):
     victim = create_sandbox(mount, "victim")
     victim_id = info_id(mount.p(victim))
@@ -92,6 +96,29 @@ def test_names_never_shadow(mount, server):
         ctl(mount.p(victim, "ctl"), "delete")
 
 
+def test_reserved_names_never_shadow(mount, server):
+    """Sandboxes another client called ctl and error: the root's own files
+    stay, listed once. Daytona shows such a sandbox by its id; a Vercel
+    sandbox, whose id is its name, has no other name and is not shown (it
+    was listed as a second ctl and a second error)."""
+    made = ["ctl", "error"]
+    for n in made:
+        control_api.create(server, n)
+    try:
+        time.sleep(6)    # past dir_timeout, so the root is listed again
+        names = os.listdir(mount.path)
+        assert names.count("ctl") == 1 and names.count("error") == 1, names
+        assert os.path.isfile(mount.p("ctl")) and os.path.isfile(mount.p("error"))
+        read(mount.p("error"))
+        if server.provider == "daytona":
+            for n in made:
+                sid = server.api("GET", f"/sandbox/{n}")["id"]
+                assert sid in names and info_id(mount.p(sid)) == sid
+    finally:
+        for n in made:
+            control_api.delete(server, n)
+
+
 @pytest.mark.parametrize("name", ["a\x1bb", "tab\there", "del\x7f"])
 def test_create_refuses_names_that_cannot_be_shown(mount, server, name):
     server.reset()
@@ -99,10 +126,11 @@ def test_create_refuses_names_that_cannot_be_shown(mount, server, name):
         ctl(mount.p("ctl"), "create '%s'" % name)
     assert e.value.errno == errno.EINVAL
     assert "cannot be a directory of the mount" in read(mount.p("error"))
-    assert server.count("/sandbox", method="POST") == 0
+    assert server.count("/sandboxes" if server.provider == "vercel" else "/sandbox", method="POST") == 0
 
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: two sandboxes of one name, which Vercel's unique names rule out")
 def test_shared_name_is_shown_by_id(fake, fake_mount):
     fake.add(SB1, "twin")
     fake.add(SB2, "twin")
@@ -114,7 +142,8 @@ def test_shared_name_is_shown_by_id(fake, fake_mount):
     assert info_id(m.p(SB2)) == SB2
 
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: an id of 100 bytes in Daytona's list (a Vercel id is its name, at most 128 bytes: one over 63 is not shown either, not cut)")
 def test_item_with_overlong_id_is_refused(fake, fake_mount):
     long_id = "9" * 200      # would be cut to 128 bytes (SP_ID_SIZE) and then used in URLs
     fake.add(long_id, "longid")
@@ -127,7 +156,8 @@ def test_item_with_overlong_id_is_refused(fake, fake_mount):
 
 # ---- B7: a hostile list -----------------------------------------------------------
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: a hostile cursor in Daytona's list")
 def test_repeating_cursor_stops_the_listing(fake, fake_mount):
     fake.add(SB1, "one")
     m = fake_mount()
@@ -140,7 +170,8 @@ def test_repeating_cursor_stops_the_listing(fake, fake_mount):
     assert "cursor" in read(m.p("error"))
 
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: 27,165 sandboxes in one page of Daytona's list")
 def test_big_list(fake, fake_mount):
     """27,165 sandboxes in one 10 MiB page (the report's big10): all listed. The
     CPU time the refresh costs is printed for the report (pytest -s)."""
@@ -194,7 +225,8 @@ def test_startup_refuses_what_is_not_a_sandbox_list(fake, tmp_path, mode):
 
 # ---- D4: daemons older than v0.156.0 --------------------------------------------------
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: Daytona's daemon versions")
 def test_old_daemon_gets_no_commands(fake, fake_mount):
     fake.add(SB1, "old", daemonVersion="v0.150.0")
     fake.add(SB2, "new", daemonVersion="v0.190.0")
@@ -212,7 +244,8 @@ def test_old_daemon_gets_no_commands(fake, fake_mount):
 
 # ---- D8: an eventually consistent list -------------------------------------------------
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: Daytona's eventually consistent list and its GET by id")
 def test_list_order_and_missing_entry(fake, fake_mount):
     fake.add(SB1, "keep")
     fake.add(SB2, "lagging")
@@ -229,7 +262,8 @@ def test_list_order_and_missing_entry(fake, fake_mount):
 
 # ---- D10: no toolboxProxyUrl ----------------------------------------------------------
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: Daytona's toolboxProxyUrl")
 def test_empty_toolbox_url_is_asked_for_once(fake, fake_mount):
     fake.add(SB1, "nourl", toolboxProxyUrl="")
     m = fake_mount()
@@ -242,7 +276,8 @@ def test_empty_toolbox_url_is_asked_for_once(fake, fake_mount):
 
 # ---- D11: paused sandboxes --------------------------------------------------------------
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: Daytona's paused state (a Vercel session stops: test_vercel)")
 def test_paused_sandbox(fake, fake_mount):
     fake.add(SB1, "napping", state="paused")
     m = fake_mount()
@@ -253,7 +288,8 @@ def test_paused_sandbox(fake, fake_mount):
     assert "is paused: start it with" in read(m.p("napping", "error"))
 
 
-@pytest.mark.provider("daytona", reason="a fake Daytona API (fake_daytona.py) or Daytona's own objects (ids, paused, daemon versions)")
+@pytest.mark.provider("daytona", reason="Daytona's client against fake_daytona.py, a fake of Daytona's API, "
+                     "whatever the provider under test: Daytona's paused state (Vercel's autostart resumes a stopped session: test_vercel)")
 def test_autostart_resumes_a_paused_sandbox(fake, fake_mount):
     fake.add(SB1, "napping", state="paused")
     m = fake_mount("autostart")

@@ -11,15 +11,17 @@ import uuid
 
 import pytest
 
-from conftest import read, sh
-from test_posix import Toolbox
+import routes
+from conftest import SANDBOX_HOME, read, sh
 
-pytestmark = pytest.mark.provider("daytona", reason="counts Daytona's bulk-upload and /files/info routes and faults them; Vercel's shared uploads are asserted by test_few_requests.py")
+# A close's upload: Daytona's bulk upload, Vercel's one command that carries
+# the bytes and copies them into place (routes.py).
+UPLOAD = routes.route("upload_many")
 
 
 @pytest.fixture
 def d(mount, sandbox):
-    """A fresh directory on the mount, /home/daytona/NAME in the sandbox,
+    """A fresh directory on the mount, SANDBOX_HOME/NAME in the sandbox,
     listed once (so its attributes and listing are cached)."""
     name = "m-" + uuid.uuid4().hex[:8]
     path = mount.p(sandbox, "work", name)
@@ -30,12 +32,16 @@ def d(mount, sandbox):
 
 
 def sandbox_path(d, *names):
-    return "/home/daytona/" + "/".join([os.path.basename(d)] + list(names))
+    return SANDBOX_HOME + "/" + "/".join([os.path.basename(d)] + list(names))
 
 
-def routes(server):
-    """The sandbox's requests (the toolbox's) since the last reset."""
-    return {k: v for k, v in server.stats()["routes"].items() if v and "/toolbox/" in k}
+def in_sandbox(server, sandbox, spath):
+    """A file's bytes in the sandbox, read on the server's side (None when missing)."""
+    try:
+        with open(routes.host_path(server, sandbox, spath), "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def make_tar(path, n, subdir="src"):
@@ -61,7 +67,7 @@ def test_a_directory_a_file_was_just_created_in_is_stat_without_a_request(mount,
     with open(os.path.join(d, "new.txt"), "w") as f:
         f.write("hello\n")
     st1 = os.stat(d)
-    assert routes(server) == {"POST /toolbox/{id}/files/bulk-upload": 1}
+    assert routes.sandbox_requests(server) == [UPLOAD]
     assert st1.st_nlink == st0.st_nlink
     assert st1.st_mtime_ns > st0.st_mtime_ns
     # a new directory changes the link count: asked again
@@ -76,11 +82,22 @@ def test_tar_x_costs_one_upload_per_file_and_a_few_commands(mount, sandbox, serv
     server.reset()
     sh(["tar", "-x", "--no-same-owner", "--no-same-permissions", "-f", tar, "-C", d])
     mount.settle()
-    r = routes(server)
-    assert r.pop("POST /toolbox/{id}/files/bulk-upload") == n, r
-    # the mkdir, and the files' times in a batch or few
-    assert r.pop("POST /toolbox/{id}/process/execute") <= 4, r
-    assert not r, r   # no /files/info, no listing
+    reqs = routes.sandbox_requests(server)
+    if server.provider == "vercel":
+        # Every request is a command: the n uploads, the mkdir and the
+        # files' times in batches, and nothing else (no stat, no listing).
+        # The batches of times go every WB_DELAY while tar runs, and here
+        # each upload is a command that takes longer than Daytona's upload
+        # (5 to 8 batches were seen, not Daytona's 1 to 3): at most one
+        # per 4 files, never one per file.
+        assert set(reqs) == {UPLOAD}, reqs
+        assert n + 1 <= len(reqs) <= n + 1 + n // 4, len(reqs)
+    else:
+        r = routes.by_kind(server)
+        assert r.pop("upload_many") == n, r
+        # the mkdir, and the files' times in a batch or few
+        assert r.pop("exec") <= 4, r
+        assert not r, r   # no /files/info, no listing
     with tarfile.open(tar) as t:
         for m in t.getmembers():
             if m.isfile():
@@ -125,7 +142,7 @@ def slow(server):
 
 
 def bulk_uploads(server):
-    return [e for e in server.local("GET", "/_local/log?limit=10000") if "/files/bulk-upload" in e["path"]]
+    return [r for r in routes.sandbox_requests(server) if r == UPLOAD]
 
 
 def test_concurrent_closes_share_a_bulk_upload(mount, sandbox, server, d, slow):
@@ -137,11 +154,10 @@ def test_concurrent_closes_share_a_bulk_upload(mount, sandbox, server, d, slow):
     ups = bulk_uploads(server)
     # the first goes alone at once; the others, closed while it is in
     # flight, share the next request (or two, if some came late)
-    assert 2 <= len(ups) <= 4, [e["bytes_in"] for e in ups]
-    assert routes(server).get("POST /toolbox/{id}/files/bulk-upload") == len(ups)
-    toolbox = Toolbox(server, sandbox)
+    # (on Vercel every command counts: a batch of the files' modes may be one)
+    assert 2 <= len(ups) <= 4, routes.sandbox_requests(server)
     for p, data in zip(paths, datas):
-        assert toolbox.download(sandbox_path(d, os.path.basename(p))) == data
+        assert in_sandbox(server, sandbox, sandbox_path(d, os.path.basename(p))) == data
         assert read(p, "rb") == data
 
 
@@ -167,7 +183,7 @@ def test_a_fault_on_a_shared_upload_loses_nothing(mount, sandbox, server, d, slo
     n = 8
     paths = [os.path.join(d, "f%02d.bin" % i) for i in range(n)]
     datas = [os.urandom(1000 + 511 * i) for i in range(n)]
-    faults(dict(fault, pattern="/files/bulk-upload"))
+    faults(routes.fault_rule("upload_many", **fault))
     errors = close_at_once(paths, datas)
     transient = fault.get("status") != 400
     for e in errors:
@@ -175,7 +191,6 @@ def test_a_fault_on_a_shared_upload_loses_nothing(mount, sandbox, server, d, slo
     if not transient:
         assert any(errors), "the shared request met a final fault: its closes fail"
     server.local("DELETE", "/_local/faults")
-    toolbox = Toolbox(server, sandbox)
     unsaved = os.path.join(mount.cache, "unsaved")
 
     def kept(data):
@@ -185,13 +200,14 @@ def test_a_fault_on_a_shared_upload_loses_nothing(mount, sandbox, server, d, slo
     deadline = time.time() + 30
     for p, data, e in zip(paths, datas, errors):
         spath = sandbox_path(d, os.path.basename(p))
+        got = lambda: in_sandbox(server, sandbox, spath)
         if e is None:
-            assert toolbox.download(spath) == data, spath
+            assert got() == data, spath
             continue
         # a failed close: the last close's retry lands it, or it is kept
-        while toolbox.download(spath) != data and not kept(data) and time.time() < deadline:
+        while got() != data and not kept(data) and time.time() < deadline:
             time.sleep(0.2)
-        assert toolbox.download(spath) in (data, None) and (toolbox.download(spath) == data or kept(data)), spath
+        assert got() in (data, None) and (got() == data or kept(data)), spath
 
 
 def test_vim_save_requests(mount, sandbox, server, d):
@@ -208,9 +224,8 @@ def test_vim_save_requests(mount, sandbox, server, d):
     subprocess.run(["vim", "-es", "-N", "-u", "NONE", "-i", "NONE", "-c", "1s/^/x/", "-c", "wq", p],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=True, timeout=60)
-    r = routes(server)
-    toolbox = Toolbox(server, sandbox)
-    assert toolbox.download(sandbox_path(d, "e.txt")) == b"x" + text
+    r = routes.by_kind(server)
+    assert in_sandbox(server, sandbox, sandbox_path(d, "e.txt")) == b"x" + text
     assert os.stat(p).st_mode & 0o777 == 0o640
     print("vim save:", r)
     assert sum(r.values()) <= 16, r

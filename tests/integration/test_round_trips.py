@@ -5,7 +5,8 @@ The request that starts a command waits up to exec_wait_ms (default 200) for
 it to end; a command that does comes back ended, with its exit status and its
 streams (up to 64 KiB each, in base64), and `cat exit`, `cat stdout`,
 `cat stderr` and cmd/N/* are then served from memory. These tests count the
-requests in the local server's log: one POST /process/execute and nothing
+requests in the local server's log: one command (Daytona's POST
+/process/execute, Vercel's POST cmd; routes.py) and nothing
 else. Longer commands detach as before (live output, stdin, kill), output
 over the limit is read from the sandbox's files, exact, and the files are
 written all the same, so a remount sees the same history.
@@ -17,11 +18,12 @@ import time
 
 import pytest
 
+import routes
 from conftest import Mount, create_sandbox, ctl, read
 
-pytestmark = pytest.mark.provider("daytona", reason="its fixtures and counts read Daytona's request log and routes (/process/execute, the toolbox); the same request counts on Vercel are asserted by test_few_requests.py")
-
 INLINE_MAX = 64 * 1024
+EXEC = routes.route("exec")
+DOWNLOAD = routes.route("download")
 
 
 def rb(path):
@@ -30,17 +32,19 @@ def rb(path):
 
 
 def sandbox_id(mount, sb):
-    return json.loads(read(mount.p(sb, "info")))["id"]
+    """What the sandbox's requests carry in their path: Daytona's id of the
+    sandbox, Vercel's id of its current session."""
+    info = json.loads(read(mount.p(sb, "info")))
+    return info["session"]["id"] if "session" in info else info["id"]
 
 
 def toolbox_requests(server, sid):
-    """The toolbox requests for one sandbox since the last stats reset."""
-    return [(e["method"], e["path"].split("?")[0].split(f"/toolbox/{sid}", 1)[1])
-            for e in server.local("GET", "/_local/log") if f"/toolbox/{sid}/" in e["path"]]
+    """The requests to one sandbox since the last stats reset (routes.py)."""
+    return routes.sandbox_requests(server, sid)
 
 
 def only_the_launch(reqs):
-    return reqs == [("POST", "/process/execute")]
+    return reqs == [EXEC]
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +107,14 @@ def test_output_at_the_limit_is_inline_and_over_it_is_read(mount, sandbox, sid, 
         assert len(want) == size
         assert out == want
         assert err == want[:100]
-        assert reqs[0] == ("POST", "/process/execute"), reqs
+        assert reqs[0] == EXEC, reqs
         if inline:
             assert only_the_launch(reqs), reqs
         else:
             # the sizes came back with the end: stdout is downloaded (stderr
             # still came inline), and nothing is listed
             assert len(reqs) >= 2
-            assert all(r == ("GET", "/files/download") for r in reqs[1:]), reqs
+            assert all(r == DOWNLOAD for r in reqs[1:]), reqs
 
 
 def test_long_command_detaches_and_streams_live(mount, sandbox, sid, server):
@@ -213,7 +217,7 @@ def test_exec_wait_ms_0_detaches_at_once(server, tmp_root):
             assert read(m.p(sb, "exit")) == "0\n"
             reqs = toolbox_requests(server, sid)
             # the launch, then at least a listing and a download
-            assert reqs[0] == ("POST", "/process/execute")
+            assert reqs[0] == EXEC
             assert len(reqs) >= 3, reqs
         finally:
             ctl(m.p(sb, "ctl"), "delete")

@@ -6,11 +6,31 @@ import socket
 import subprocess
 import time
 
-from conftest import API_KEY, _binary
+from conftest import API_KEY, VERCEL_PROJECT, VERCEL_TEAM, _binary
+
+
+def clean_env():
+    """The environment without any provider's credentials."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DAYTONA_", "VERCEL_"))}
+
+
+def credentials(server, key=API_KEY, token_in_env=True):
+    """(environment, -o options) that mount the local server of the provider
+    under test: Daytona's key and URL, or Vercel's token, team and project
+    with provider=vercel and the URL as an option."""
+    if server.provider == "vercel":
+        env = {"VERCEL_TEAM_ID": VERCEL_TEAM, "VERCEL_PROJECT_ID": VERCEL_PROJECT}
+        if token_in_env:
+            env["VERCEL_TOKEN"] = key
+        return env, ["provider=vercel", "api_url=" + server.api_url]
+    env = {"DAYTONA_API_URL": server.api_url}
+    if token_in_env:
+        env["DAYTONA_API_KEY"] = key
+    return env, []
 
 
 def run(args, env_extra, tmp_path, timeout=30):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
+    env = clean_env()
     env["HOME"] = str(tmp_path)           # no config file from the real home
     env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
     env.update(env_extra)
@@ -73,27 +93,28 @@ def test_unreachable_api(tmp_path):
     assert "cannot reach" in r.stderr and "DAYTONA_API_URL" in r.stderr
 
 
-@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_wrong_key(server, tmp_path):
     mnt = tmp_path / "m"
     mnt.mkdir()
-    r = run(["-f", str(mnt)], {"DAYTONA_API_KEY": "wrong-key", "DAYTONA_API_URL": server.api_url}, tmp_path)
+    env, opts = credentials(server, "wrong-key")
+    r = run(["-f"] + (["-o", ",".join(opts)] if opts else []) + [str(mnt)], env, tmp_path)
     assert r.returncode != 0
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "rejected the credentials" in r.stderr
     assert "wrong-key" not in r.stderr
 
 
-@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_key_file(server, tmp_path):
     key = tmp_path / "key"
     key.write_text(API_KEY + "\n")
     key.chmod(0o600)
     mnt = tmp_path / "m"
     mnt.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
-    env.update({"HOME": str(tmp_path), "DAYTONA_API_URL": server.api_url})
-    p = start_mount(["-f", "-o", f"api_key_file={key},cache_dir={tmp_path}/c", str(mnt)], env, mnt)
+    env = clean_env()
+    extra, opts = credentials(server, token_in_env=False)
+    env.update(extra, HOME=str(tmp_path))
+    p = start_mount(["-f", "-o", ",".join(opts + [f"api_key_file={key}", f"cache_dir={tmp_path}/c"]), str(mnt)],
+                    env, mnt)
     try:
         assert os.path.ismount(mnt)
         assert "ctl" in os.listdir(mnt)
@@ -105,15 +126,19 @@ def test_key_file(server, tmp_path):
     assert p.returncode == 0, p.stderr.read()
 
 
-@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_config_file(server, tmp_path):
     cfg = tmp_path / "cfg" / "daytonafs"
     cfg.mkdir(parents=True)
-    (cfg / "config").write_text(f"# test\napi_key = {API_KEY}\napi_url = {server.api_url}\nattr_timeout = 3\n")
+    if server.provider == "vercel":
+        creds = (f"provider = vercel\nvercel_token = {API_KEY}\nvercel_team_id = {VERCEL_TEAM}\n"
+                 f"vercel_project_id = {VERCEL_PROJECT}\n")
+    else:
+        creds = f"api_key = {API_KEY}\n"
+    (cfg / "config").write_text(f"# test\n{creds}api_url = {server.api_url}\nattr_timeout = 3\n")
     (cfg / "config").chmod(0o600)
     mnt = tmp_path / "m"
     mnt.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
+    env = clean_env()
     env.update({"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")})
     p = start_mount(["-f", "-o", f"cache_dir={tmp_path}/c", str(mnt)], env, mnt)
     try:
@@ -122,7 +147,6 @@ def test_config_file(server, tmp_path):
         stop_mount(p, mnt)
 
 
-@pytest.mark.provider("daytona", reason="mounts with Daytona's credentials (DAYTONA_API_KEY, api_key = in the config file); Vercel's are in test_options.c")
 def test_fstab_style_invocation(server, tmp_path):
     """mount.fuse3 runs "daytonafs SOURCE MOUNTPOINT -o ...": the source is ignored."""
     key = tmp_path / "key"
@@ -130,9 +154,11 @@ def test_fstab_style_invocation(server, tmp_path):
     key.chmod(0o600)
     mnt = tmp_path / "m"
     mnt.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAYTONA_")}
-    env.update({"HOME": str(tmp_path), "DAYTONA_API_URL": server.api_url})
-    p = start_mount(["daytonafs", str(mnt), "-o", f"api_key_file={key},cache_dir={tmp_path}/c", "-f"], env, mnt)
+    env = clean_env()
+    extra, opts = credentials(server, token_in_env=False)
+    env.update(extra, HOME=str(tmp_path))
+    p = start_mount(["daytonafs", str(mnt), "-o", ",".join(opts + [f"api_key_file={key}", f"cache_dir={tmp_path}/c"]),
+                     "-f"], env, mnt)
     try:
         assert os.path.ismount(mnt), p.stderr.read() if p.poll() is not None else "not mounted"
     finally:

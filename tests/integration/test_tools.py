@@ -352,10 +352,29 @@ def test_rsync_a_in_and_out(pair, tmp_path):
     assert snapshot(back, times=True) == snapshot(src, times=True)
 
 
-@pytest.mark.provider("daytona", reason="a file made through the mount shows the mounting user (root here) as its "
-                     "owner until its directory is listed again, while Vercel's file API gives it to the "
-                     "sandbox's user: tar d sees 'Uid differs' (a mount bug, open: the owner of new files "
-                     "is not learned from the sandbox)")
+def test_a_new_file_shows_the_owner_the_sandbox_gives_it(pair, mount, sandbox):
+    """A file made through the mount belongs to whom the provider's uploads
+    and commands write as (Daytona's toolbox: root, the mounting user here;
+    Vercel: the sandbox's default user, uid 1000): it shows that owner from
+    its create on, not the mounting user's until its directory is listed
+    again (tar d saw 'Uid differs' on Vercel)."""
+    _, remote = pair
+    p = os.path.join(remote, "new.txt")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        open_owner = os.fstat(fd).st_uid, os.fstat(fd).st_gid     # not uploaded yet
+        os.write(fd, b"x\n")
+    finally:
+        os.close(fd)
+    made_owner = os.stat(p).st_uid, os.stat(p).st_gid
+    ctl(mount.p(sandbox, "ctl"), f"exec stat -c '%u %g' {os.path.basename(remote)}/new.txt")
+    uid, gid = map(int, read(mount.p(sandbox, "stdout")).split())
+    assert open_owner == made_owner == (uid, gid)
+    # the command's end made the mount list the directory again: the same
+    os.listdir(remote)
+    assert (os.stat(p).st_uid, os.stat(p).st_gid) == (uid, gid)
+
+
 def test_tar_x_and_c_round_trip(pair, tmp_path, mount, sandbox):
     local, remote = pair
     src = os.path.join(local, "tree")
@@ -366,7 +385,8 @@ def test_tar_x_and_c_round_trip(pair, tmp_path, mount, sandbox):
     # so that tar d and tar tv compare the rest. The sandbox says who that is.
     ctl(mount.p(sandbox, "ctl"), f"exec stat -c '%u %g' {os.path.basename(remote)}")
     uid, gid = read(mount.p(sandbox, "stdout")).split()
-    owner = ["--numeric-owner", f"--owner=+{uid}", f"--group=+{gid}"]
+    # (GNU tar 1.34 takes --owner=+UID as 0: a bare number is the uid)
+    owner = ["--numeric-owner", f"--owner={uid}", f"--group={gid}"]
     archive = str(tmp_path / "tree.tar")
     # POSIX (pax) format: times with nanoseconds
     sh(["tar", "--format=posix", *owner, "-cf", archive, "-C", src, "."])

@@ -104,6 +104,26 @@ UNIT_TEST(rename_keeps_index)
 	drop(&r, v, 1);
 }
 
+/* Vercel: a sandbox's id is its name. One called ctl or error (a name the
+ * root keeps) has no other to be shown by: it is not shown, nor resolved,
+ * rather than listed as a second ctl. */
+UNIT_TEST(id_that_is_a_reserved_name_is_not_shown)
+{
+	struct registry r = { 0 };
+	struct sandbox *v[3];
+
+	v[0] = add(&r, "ctl", "ctl");
+	v[1] = add(&r, "error", "error");
+	v[2] = add(&r, "dev", "dev");
+	CHECK(registry_dir_name(&r, v[0]) == NULL);
+	CHECK(registry_dir_name(&r, v[1]) == NULL);
+	CHECK_STR(registry_dir_name(&r, v[2]), "dev");
+	CHECK(registry_resolve(&r, "ctl") == NULL);
+	CHECK(registry_resolve(&r, "error") == NULL);
+	CHECK(registry_resolve(&r, "dev") == v[2]);
+	drop(&r, v, 3);
+}
+
 /* 100,000 entries (the list's cap): with a list scan per insert this took
  * minutes and met the test's timeout; the index takes well under a second. */
 UNIT_TEST(many_entries)
@@ -136,4 +156,5 @@ UNIT_MAIN("registry",
 	  UNIT_CASE(showable_names),
 	  UNIT_CASE(resolution_is_unambiguous),
 	  UNIT_CASE(rename_keeps_index),
+	  UNIT_CASE(id_that_is_a_reserved_name_is_not_shown),
 	  UNIT_CASE(many_entries))

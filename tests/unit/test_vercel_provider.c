@@ -129,6 +129,15 @@ UNIT_TEST(create_params)
 	sp_create_params_init(&p);
 	p.autoarchive = 10;
 	CHECK_INT(vercel_create_params(&p, &vp, venv, vtags, &err), -EINVAL);
+	/* network options were ignored: the sandbox came with the network open */
+	sp_create_params_init(&p);
+	p.network_block_all = true;
+	CHECK_INT(vercel_create_params(&p, &vp, venv, vtags, &err), -EINVAL);
+	CHECK(strstr(err.message, "network=block-all") != NULL);
+	sp_create_params_init(&p);
+	p.network_allow_list = "10.0.0.0/8";
+	CHECK_INT(vercel_create_params(&p, &vp, venv, vtags, &err), -EINVAL);
+	CHECK(strstr(err.message, "network-allow=") != NULL);
 }
 
 UNIT_TEST(stat_lines)

@@ -33,6 +33,12 @@
 
 #define VC_DEFAULT_BASE_URL "https://vercel.com/api"
 #define VC_SDK_VERSION "3.5.0"      /* the SDK whose requests we mirror */
+/* The sandbox's default user, as whom fs/write and commands without sudo
+ * run: "ubuntu", uid and gid 1000, in image sandboxes (CONTRACT.md §8);
+ * runtime sandboxes' "vercel-sandbox" is taken to be the same (its uid is
+ * not documented; vercel-local gives it 1000). */
+#define VC_DEFAULT_UID 1000
+#define VC_DEFAULT_GID 1000
 
 struct vc_error {
 	long http_status;          /* 0 when no response */

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "strbuf.h"
@@ -295,6 +296,10 @@ static const char upload_fn[] =
 	"  printf 'R %s %s\\n' \"$c\" \"$(printf %s \"$e\" | tr '\\n' ' ')\"\n"
 	"}\n";
 
+/* How many times an upload's command is sent when it meets a failure that
+ * may pass (see vercel_upload_many). */
+#define UP_ATTEMPTS 3
+
 /* The end of each here-document: not a base64 character in it. */
 #define UP_EOF "DAYTONAFS_UP_EOF"
 
@@ -383,8 +388,20 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 	sb_adds(&cmd, "rm -f \"$t\"\n");
 	if (rc == 0 && cmd.oom)
 		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
-	if (rc == 0)
+	/* A failure that may pass (a reset, no answer, 5xx, 429) leaves it
+	 * unknown whether the command ran: it is sent again, as the HTTP layer
+	 * sends Daytona's bulk upload again, since running it twice leaves what
+	 * running it once does (each file's bytes, written in place). A close
+	 * does not fail for a blip. */
+	for (int attempt = 1; rc == 0; attempt++) {
 		rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
+		if (rc >= 0 || attempt >= UP_ATTEMPTS || !sp_error_transient(err))
+			break;
+		free(out);
+		out = NULL;
+		rc = 0;
+		nanosleep(&(struct timespec){ 0, 200000000L * attempt }, NULL);
+	}
 	sb_free(&cmd);
 	if (rc < 0) {
 		free(out);

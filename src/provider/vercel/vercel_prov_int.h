@@ -61,6 +61,10 @@ void vp_ms_to_ts(int64_t ms, struct timespec *ts);
 int64_t vp_mono_ms(void);
 /* GET the sandbox (resume: ?resume=true) and note its session. */
 int vp_get_sandbox(struct vprov *v, const char *name, bool resume, struct vc_sandbox *vs, struct sp_error *err);
+/* Polls until the sandbox's session has stopped (vs: its last answer,
+ * cleared); out, when not NULL, gets the sandbox then. */
+int vp_wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
+		    struct sp_sandbox *out, struct sp_error *err);
 /* After a resume: polls until the session runs (vs: the last answer). */
 int vp_wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
 		    struct sp_error *err);

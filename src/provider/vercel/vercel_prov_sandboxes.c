@@ -174,6 +174,12 @@ int vercel_create_params(const struct sp_create_params *p, struct vc_create_para
 		bad = "volume=";
 	else if (p->is_public)
 		bad = "public";
+	/* Refused, not ignored: a sandbox asked to be cut off must not be
+	 * made with the network open (Vercel's networkPolicy is not mapped). */
+	else if (p->network_block_all)
+		bad = "network=block-all here (its networkPolicy is not set by this client)";
+	else if (p->network_allow_list)
+		bad = "network-allow= here (its networkPolicy is not set by this client)";
 	else if (p->autoarchive != LONG_MIN)
 		bad = "autoarchive=";
 	else if (p->autodelete != LONG_MIN && !(p->ephemeral && p->autodelete == 0))
@@ -254,7 +260,6 @@ static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state
 {
 	struct vc_error ve = { 0 };
 	struct vc_sandbox vs;
-	int64_t deadline = vp_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
 	int rc = vp_get_sandbox(v, name, false, &vs, err);
 
 	if (rc < 0)
@@ -267,14 +272,25 @@ static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state
 			return vp_from_vc(err, rc, &ve);
 		}
 	}
+	return vp_wait_stopped(v, name, &vs, on_state, ctx, out, err);
+}
+
+/* Polls the sandbox (vs: its last answer, cleared here) until its session
+ * has stopped: after a stop, or a snapshot, which stops it. */
+int vp_wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
+		    struct sp_sandbox *out, struct sp_error *err)
+{
+	int64_t deadline = vp_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+	int rc = 0;
+
 	for (;;) {
-		const char *st = vercel_state_name(vs.status);
+		const char *st = vercel_state_name(vs->status);
 
 		if (on_state)
 			on_state(ctx, st);
 		if (!strcmp(st, "stopped") || !strcmp(st, "error"))
 			break;
-		vc_sandbox_clear(&vs);
+		vc_sandbox_clear(vs);
 		if (vp_mono_ms() > deadline)
 			return sp_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not stop in time", name);
 		{
@@ -282,13 +298,13 @@ static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state
 
 			nanosleep(&pause, NULL);
 		}
-		rc = vp_get_sandbox(v, name, false, &vs, err);
+		rc = vp_get_sandbox(v, name, false, vs, err);
 		if (rc < 0)
 			return rc;
 	}
-	if (out && to_dt(&vs, out) < 0)
+	if (out && to_dt(vs, out) < 0)
 		rc = sp_error_set(err, -ENAMETOOLONG, 0, "sandbox name too long");
-	vc_sandbox_clear(&vs);
+	vc_sandbox_clear(vs);
 	return rc;
 }
 

@@ -35,11 +35,15 @@ int vp_sandbox_snapshot(void *impl, const char *id, const char *name, sp_state_f
 	vc_sandbox_clear(&vs);
 	if (rc < 0)
 		return vp_from_vc(err, rc, &ve);
-	log_info("vercel: sandbox %s: snapshot %s taken (the session stopped)", id, snap.id);
-	if (on_state)
-		on_state(ctx, "stopped");
+	log_info("vercel: sandbox %s: snapshot %s taken (the session stops)", id, snap.id);
 	vc_snapshot_clear(&snap);
-	return 0;
+	/* The session is still "snapshotting" when the snapshot is answered:
+	 * the command ends when it has stopped, as stop does, so that the
+	 * status read next says stopped and a start is not refused (422). */
+	rc = vp_get_sandbox(v, id, false, &vs, err);
+	if (rc < 0)
+		return rc;
+	return vp_wait_stopped(v, id, &vs, on_state, ctx, NULL, err);
 }
 
 static void snap_to_dt(struct vc_snapshot *s, struct sp_snapshot *out)

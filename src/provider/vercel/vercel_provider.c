@@ -143,6 +143,13 @@ struct sandbox_provider *vercel_provider_new(struct http_client *hc, const struc
 	 * reads), streamed in-place uploads, resize, intervals. */
 	sp->caps = SP_CAP_FS_MKDIR | SP_CAP_SNAPSHOTS | SP_CAP_LABELS | SP_CAP_EXTEND | SP_CAP_BULK_DOWNLOAD |
 		   SP_CAP_UPLOAD_IN_PLACE;
+	/* fs/write and the commands the mount runs (not sudo) act as the
+	 * sandbox's default user, uid and gid 1000 ("ubuntu" in images, as
+	 * "vercel-sandbox" in runtime sandboxes, vercel.h): the owner of every
+	 * file the mount makes there. */
+	sp->files_owner_known = true;
+	sp->files_uid = VC_DEFAULT_UID;
+	sp->files_gid = VC_DEFAULT_GID;
 	sp->ops = &vercel_ops;
 	sp->impl = v;
 	return sp;
