@@ -307,7 +307,9 @@ void node_stat(struct open_node *n, struct stat *st)
 }
 
 /* Attributes of an open node overlay the sandbox's: a file written here and
- * not yet uploaded has the size and time of its stage. */
+ * not yet uploaded has the size and time of its stage. Without have_remote
+ * (st holds nothing yet) true only when the node is a new file and st is
+ * its attributes; false leaves st untouched. */
 static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *st, bool have_remote)
 {
 	bool used = false;
@@ -376,9 +378,15 @@ static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, stru
 		return 0;
 	}
 	n = node_find(fs->files, sb, path);
-
-	if (n && n->is_new) {
-		overlay_open_node(fs, n, st, false);
+	/* A file created here and not yet uploaded: its node's attributes.
+	 * Whether it is still such a file is decided under the node's lock,
+	 * in overlay_open_node: a release may hold that lock for its
+	 * last-chance upload, which when it fails forgets the node's content
+	 * (is_new too, node_forget_content). Checked here, before the lock,
+	 * a lookup that waited for that release answered a stat of all
+	 * zeros, no file type, which the kernel takes for a corrupt reply:
+	 * the open behind the lookup got EIO. The sandbox's answer then. */
+	if (n && overlay_open_node(fs, n, st, false)) {
 		node_release(fs, n);
 		return 0;
 	}

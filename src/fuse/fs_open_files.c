@@ -258,6 +258,10 @@ void node_forget_content(struct dfs *fs, struct open_node *n)
 	n->populated = n->dirty = n->is_new = false;
 	n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	n->upload_error = 0;
+	/* The cache holds what the failed uploads hinted (upload_failed): the
+	 * saved copy's size, and for a new file, a file the sandbox does not
+	 * have. The next lookup asks the sandbox. */
+	cache_invalidate(fs->cache, n->sb->id, n->path);
 }
 
 void node_release(struct dfs *fs, struct open_node *n)

@@ -155,6 +155,56 @@ def test_failed_last_chance_goes_to_unsaved_and_the_newer_write_wins(mount, sand
     assert "lost.txt" in read(mount.p(sandbox, "error"))
 
 
+@pytest.fixture(scope="module")
+def nocache_mount(server, tmp_root):
+    """A mount whose kernel caches no name (attr_timeout=0: the entry timeout is 0 too),
+    so each open of a path looks it up, whatever the timing."""
+    from conftest import Mount
+    m = Mount(server, tmp_root, ["attr_timeout=0"], name="lcmnt")
+    yield m
+    m.unmount()
+
+
+def test_lookup_during_a_failed_last_chance_never_answers_a_file_without_a_type(nocache_mount, sandbox, server,
+                                                                                 sandbox_faults):
+    """A lookup that waits for a new file's last-chance upload, which then fails, answers
+    the sandbox's file: it once answered attributes of all zeros (no file type), which the
+    kernel rejects, and the open behind it got EIO."""
+    m = nocache_mount
+    name = "itg-" + uuid.uuid4().hex[:8]
+    d = m.p(sandbox, "fs", "tmp", name)
+    os.mkdir(d)
+    # The directory stays open: the kernel keeps its node and its parents', so that no
+    # forget waits (in libfuse) for the release's path, blocking the lookup behind it.
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        p = os.path.join(d, "lost.txt")
+        # close: 500; release's last try: 429 (2 s), then 500: the stage goes to unsaved/.
+        sandbox_faults.add("upload", status=500, schedule=[True, False, True])
+        sandbox_faults.add("upload", status=429, retry_after=2, schedule=[True])
+        old = b"OLD content that could not be saved\n"
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, old)
+        # The kernel keeps a name whose entry timeout (0) has not yet passed (a clock
+        # tick): past it, the close's last reference drops the name, and the next open
+        # looks it up afresh (a revalidation instead would take the bad answer for a
+        # changed file and look the name up once more, after the release).
+        time.sleep(0.1)
+        with pytest.raises(OSError) as e:
+            os.close(fd)
+        assert e.value.errno == errno.EIO
+        time.sleep(0.5)
+        # This open's lookup reaches the mount while the release holds the node for its
+        # last try, and waits for it.
+        assert rewrite(p, b"NEW\n") == 0
+        assert read(p) == "NEW\n"
+        assert in_sandbox(server, sandbox_id(m, sandbox), "/tmp/" + name + "/lost.txt") == b"NEW\n"
+        kept = unsaved(m, "lost.txt")
+        assert len(kept) == 1 and open(kept[0], "rb").read() == old
+    finally:
+        os.close(dfd)
+
+
 # ---- B2: no short read that is not the end of the file ------------------------------------------
 
 def make_remote_file(mount, sandbox, spath, size):
