@@ -25,8 +25,10 @@ root), so both see the same tree.
 
 Processes are deliberately NOT in a private pid namespace: a detached process started by one
 /process/execute must be visible to, and signalable by, a later one. Every process started for a
-sandbox carries the environment marker DAYTONA_LOCAL_SANDBOX=<id>; stopping a sandbox kills every
-process carrying it, plus their descendants (found through /proc). (So this is no security
+sandbox carries the environment marker DAYTONA_LOCAL_SANDBOX=<id>@<data dir>; stopping a sandbox
+kills every process carrying it, plus their descendants (found through /proc). The data dir makes
+the marker the server's own: two servers on one host may have sandboxes of the same id (Vercel's
+are names, such as scripts/test-posix's "posix"), and one must not kill the other's commands. (So this is no security
 boundary: commands run as the server's user, in the host's pid namespace.)
 
 Sessions are persistent shells. Each command gets fresh pipes for stdin/stdout/stderr which the
@@ -264,10 +266,11 @@ def _ppid(pid):
         return None
 
 
-def find_marked_pids(sandbox_id):
-    """Pids of live processes of a sandbox: those carrying the marker, and their descendants."""
+def find_marked_pids(marker):
+    """Pids of live processes of a sandbox: those carrying its marker (Runtime.marker), and their
+    descendants."""
     me = os.getpid()
-    needle = ("%s=%s" % (MARKER, sandbox_id)).encode()
+    needle = ("%s=%s" % (MARKER, marker)).encode()
     marked, parents = set(), {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -753,15 +756,15 @@ class Runtime:
             return None
         try:
             with self._cgroup_lock:      # concurrent starts share the files and their temp names
-                self._write_cgroup_files(d, sandbox_id, surface)
+                self._write_cgroup_files(d, self.marker(sandbox_id), surface)
         except OSError as e:
             # stale numbers are better than a command that cannot start
             sys.stderr.write("daytona-local: cgroup files of %s: %s\n" % (sandbox_id, e))
         return d
 
     @staticmethod
-    def _write_cgroup_files(d, sandbox_id, surface):
-        usage = process_usage(find_marked_pids(sandbox_id))
+    def _write_cgroup_files(d, marker, surface):
+        usage = process_usage(find_marked_pids(marker))
         old = _read_kv(os.path.join(d, "cpu.stat"))
         usec = max(usage["cpu_usec"], old.get("usage_usec", 0))
         peak = max(usage["rss"], _read_int(os.path.join(d, "memory.peak")))
@@ -845,6 +848,10 @@ class Runtime:
             _empty_dir(os.path.join(self.tree(sandbox_id), "run"))
         self._ensure_layout(sandbox_id, force=True)
 
+    def marker(self, sandbox_id):
+        """The value of MARKER in the environment of this server's processes of a sandbox."""
+        return "%s@%s" % (sandbox_id, self.data_dir)
+
     def stop(self, sandbox_id):
         with self._lock:
             self._stopping.add(sandbox_id)
@@ -881,7 +888,7 @@ class Runtime:
         """SIGKILL every process of the sandbox, repeatedly, until none is left (a process may fork
         while we are scanning)."""
         for _ in range(100):
-            pids = find_marked_pids(sandbox_id)
+            pids = find_marked_pids(self.marker(sandbox_id))
             if not pids:
                 return True
             for pid in pids:
@@ -902,7 +909,7 @@ class Runtime:
             env = self._daemon_start_env(sandbox_id, sandbox_env)
         for k, v in (extra or {}).items():
             env[str(k)] = str(v)
-        env[MARKER] = sandbox_id      # last: it is how stop() finds the sandbox's processes
+        env[MARKER] = self.marker(sandbox_id)   # last: it is how stop() finds the sandbox's processes
         return env
 
     def _daemon_start_env(self, sandbox_id, sandbox_env):

@@ -357,7 +357,7 @@ class ToolboxSurface:
         usage is its live processes' (CPU over a 100 ms sample), and its tree's size."""
         from .runtime import find_marked_pids, process_usage, _tree_bytes
         rec = ctx.rec
-        pids = find_marked_pids(ctx.sid)
+        pids = find_marked_pids(self.rt.marker(ctx.sid))
         t0, u0 = time.monotonic(), process_usage(pids)["cpu_usec"]
         time.sleep(0.1)
         u1 = process_usage(pids)

@@ -151,7 +151,7 @@ class VercelRuntime(base.Runtime):
         for src in (sandbox_env or {}), (extra or {}):
             for k, v in src.items():
                 env[str(k)] = str(v)
-        env[base.MARKER] = sandbox_id      # last: it is how stop() finds the sandbox's processes
+        env[base.MARKER] = self.marker(sandbox_id)   # last: it is how stop() finds the sandbox's processes
         return env
 
     def command_argv(self, argv, sudo):

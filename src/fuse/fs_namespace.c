@@ -214,13 +214,17 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	int rc;
 
 	files_settle(fs, sb, path);
-	/* The toolbox deletes a directory only recursively, so emptiness is
-	 * checked first: rmdir never removes content, not even files made in
-	 * it through this mount and not uploaded yet (they are uploaded). */
+	/* rmdir never removes content, not even files made in it through this
+	 * mount and not uploaded yet (they are uploaded, and then count). */
 	rc = flush_under(fs, sb, path);
 	if (rc < 0)
 		return rc;
-	if (!cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
+	/* The toolbox deletes a directory only recursively, so emptiness is
+	 * checked first. Without that call the command is rmdir(2), which
+	 * checks itself: only the cache may answer first, at no cost. */
+	if (cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
+		/* n is the cached answer */
+	} else if (rfs_rmdir_needs_check(fs->sp)) {
 		struct find_entry *v = NULL;
 
 		rc = list_dir(fs, sb, path, &v, &n);
@@ -231,7 +235,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (n > 0)
 		return -ENOTEMPTY;
 	sandbox_box(sb, &box);
-	rc = rfs_delete(fs->sp, &box, path, true, &err);
+	rc = rfs_rmdir(fs->sp, &box, path, &err);
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);

@@ -211,6 +211,28 @@ int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char
 	return rc;
 }
 
+bool rfs_rmdir_needs_check(struct sandbox_provider *sp)
+{
+	return sp_has(sp, SP_CAP_FS_DELETE);
+}
+
+int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_error *err)
+{
+	struct strbuf cmd = STRBUF_INIT;
+	char *text = NULL;
+	int rc;
+
+	if (sp_has(sp, SP_CAP_FS_DELETE))
+		return sp_fs_delete(sp, box, path, true, err);
+	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; rmdir -- ");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, " 2>&1");
+	rc = run(sp, box, &cmd, "rmdir", path, &text, err);
+	free(text);
+	sb_free(&cmd);
+	return rc;
+}
+
 int rfs_chmod(struct sandbox_provider *sp, const struct sp_box *box, const char *path, mode_t mode,
 	      struct sp_error *err)
 {

@@ -390,3 +390,38 @@ def test_atime_and_ctime_are_the_sandboxes(mount, sandbox, d):
     os.listdir(d)
     st = os.lstat(path)
     assert [int(x) for x in out.split()] == [int(st.st_atime), int(st.st_mtime), int(st.st_ctime)]
+
+
+# ---- 6. rmdir ----------------------------------------------------------------
+
+def test_rmdir_of_an_empty_directory_that_may_not_be_listed(mount, sandbox, d):
+    """rmdir needs write permission on the parent only: an empty directory of
+    mode 0644 or 0 goes, as on a local disk (pjdfstest rename/04.t, rmdir/07.t).
+    On Vercel the sandbox's user is not root and may not list such a
+    directory, and the emptiness check by listing failed with EACCES; rmdir(2)
+    in the sandbox checks emptiness itself."""
+    rel = d[len(mount.p(sandbox, "work")) + 1:]
+    for mode in (0o644, 0):
+        e = os.path.join(d, "e%o" % mode)
+        # made in the sandbox, so that the mount has no listing of it cached
+        code, _ = in_sandbox(mount, sandbox, f"mkdir -m {mode:o} {rel}/e{mode:o}")
+        assert code == 0
+        os.rmdir(e)
+        assert not os.path.lexists(e)
+    code, out = in_sandbox(mount, sandbox, f"ls -A {rel} | wc -l")
+    assert (code, out) == (0, "0\n")
+
+
+def test_rmdir_of_a_directory_a_command_filled_is_enotempty(mount, sandbox, d):
+    """A directory that a process in the sandbox filled behind the mount's back
+    is not removed, nor is its content: ENOTEMPTY."""
+    os.mkdir(os.path.join(d, "full"))
+    os.listdir(os.path.join(d, "full"))          # cached as empty
+    rel = d[len(mount.p(sandbox, "work")) + 1:]
+    code, _ = in_sandbox(mount, sandbox, f"echo x > {rel}/full/f")
+    assert code == 0
+    with pytest.raises(OSError) as e:
+        os.rmdir(os.path.join(d, "full"))
+    assert e.value.errno == errno.ENOTEMPTY
+    code, out = in_sandbox(mount, sandbox, f"cat {rel}/full/f")
+    assert (code, out) == (0, "x\n")

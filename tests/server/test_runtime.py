@@ -36,7 +36,8 @@ def rt(request, data_dir):
     r.shutdown()
 
 
-# unique ids: the process marker is per sandbox id, and other servers may run on this machine
+# unique ids, though the process marker is per server (data dir) and sandbox id since other
+# servers' sandboxes of the same id must survive a stop here (test_stop_spares_...)
 SB1 = "sb1-" + uuid.uuid4().hex
 SB2 = "sb2-" + uuid.uuid4().hex
 
@@ -308,10 +309,31 @@ def test_stop_kills_every_process_of_the_sandbox(rt, sb):
     r = run(rt, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & "
                 "(env -u DAYTONA_LOCAL_SANDBOX sleep 100 >/dev/null 2>&1 &); echo $!")
     pid = int(r.output)
-    assert rtm.find_marked_pids(sb)
+    assert rtm.find_marked_pids(rt.marker(sb))
     rt.stop(sb)
     _wait_dead(pid)
-    assert not rtm.find_marked_pids(sb)
+    assert not rtm.find_marked_pids(rt.marker(sb))
+
+
+def test_stop_spares_another_servers_sandbox_of_the_same_id(rt, sb):
+    """Vercel's sandboxes are named, so two servers on one machine (two runs of scripts/test-posix
+    --provider vercel, both with a sandbox "posix") have sandboxes of the same id: a stop in one
+    killed the other's running commands (which the mount then took for commands out of time)."""
+    other_dir = tempfile.mkdtemp(prefix="dl-rt-", dir="/var/tmp")
+    other = rtm.Runtime(other_dir, use_bwrap=rt.bwrap is not None)
+    try:
+        other.create(SB1, {})
+        other.start(SB1)
+        r = other.execute(SB1, {}, "(sleep 100 >/dev/null 2>&1 </dev/null &); echo started")
+        assert r.output == b"started\n"
+        assert rtm.find_marked_pids(other.marker(SB1))
+        rt.stop(sb)
+        time.sleep(0.3)
+        assert rtm.find_marked_pids(other.marker(SB1)), "the other server's sandbox lost its processes"
+    finally:
+        other.stop(SB1)
+        other.shutdown()
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 def test_invalid_utf8_becomes_replacement_chars():
