@@ -102,6 +102,8 @@ def host_path(server, sandbox, path="/"):
 
 def fault_rule(kind, provider=PROVIDER, **rule):
     """A /_local/faults rule that hits the requests of a kind (and, on Vercel,
-    every other command with them: see the top)."""
+    every other command with them: see the top). On Vercel a lookup's listing
+    is a command too, so such a fault may fail an open with the listing's own
+    EIO: to fault one kind of command alone, use sandbox_view.KINDS (by body)."""
     method, r = route(kind, provider)
     return dict(rule, method=method, pattern=r"/(toolbox|sessions)/[^/]+%s(\?|$)" % r)
