@@ -12,6 +12,10 @@ Vercel several kinds share one route, POST /cmd: a count of "exec" there
 counts every command, whatever it was for.
 """
 from conftest import PROVIDER
+from sandbox_view import _VC_BULK, _VC_UPLOAD
+
+# The body that tells a Vercel command of a kind from the others (vercel_bulk.c).
+_VC_BODY = {"upload_many": _VC_UPLOAD, "download_many": _VC_BULK}
 
 ROUTES = {
     "daytona": {
@@ -101,9 +105,13 @@ def host_path(server, sandbox, path="/"):
 
 
 def fault_rule(kind, provider=PROVIDER, **rule):
-    """A /_local/faults rule that hits the requests of a kind (and, on Vercel,
-    every other command with them: see the top). On Vercel a lookup's listing
-    is a command too, so such a fault may fail an open with the listing's own
-    EIO: to fault one kind of command alone, use sandbox_view.KINDS (by body)."""
+    """A /_local/faults rule that hits the requests of a kind. On Vercel the
+    commands that carry many files (upload_many, download_many) are told from
+    the others by their body (sandbox_view's markers), so a lookup's listing,
+    a command too, is not faulted with them; the other command kinds (exec,
+    stat, list) hit every command."""
     method, r = route(kind, provider)
-    return dict(rule, method=method, pattern=r"/(toolbox|sessions)/[^/]+%s(\?|$)" % r)
+    out = dict(rule, method=method, pattern=r"/(toolbox|sessions)/[^/]+%s(\?|$)" % r)
+    if provider == "vercel" and kind in _VC_BODY:
+        out.setdefault("body_match", _VC_BODY[kind])
+    return out
