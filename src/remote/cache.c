@@ -806,6 +806,43 @@ out:
 	return r;
 }
 
+bool cache_siblings_unknown(struct cache *c, const char *sandbox, const char *path)
+{
+	size_t len = norm_len(path), plen, blen;
+	char buf[4096];
+	bool found = false;
+	struct sbrec *sb;
+	struct entry *pe;
+	double t;
+
+	pthread_mutex_lock(&c->lock);
+	t = clock_now(c);
+	sb = sb_find(c, sandbox);
+	plen = parent_len(path, len);
+	pe = sb && plen ? entry_find(c, sb, path, plen) : NULL;
+	if (!pe || !pe->dir || t >= pe->dir_exp || plen + 1 >= sizeof(buf))
+		goto out;
+	base_of(path, len, plen, &blen);
+	memcpy(buf, path, plen);
+	if (plen > 1)
+		buf[plen++] = '/';
+	for (size_t i = 0; i < pe->dir->n && !found; i++) {
+		const char *name = pe->dir->ents[i].name;
+		size_t nl = strlen(name);
+		struct entry *e;
+
+		if (plen + nl >= sizeof(buf) || S_ISDIR(pe->dir->ents[i].st.st_mode) ||
+		    (nl == blen && !memcmp(name, path + len - blen, blen)))
+			continue;
+		memcpy(buf + plen, name, nl);
+		e = entry_find(c, sb, buf, plen + nl);
+		found = !e || e->attr != A_ATTR || t >= e->attr_exp;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return found;
+}
+
 /* A copy of d with the entry name[0..n) replaced or added (st), or removed
  * (st NULL). NULL when out of memory. */
 static struct dirlist *dir_changed(const struct dirlist *d, const char *name, size_t n, const struct stat *st)
