@@ -82,3 +82,32 @@ def test_stat_after_tar_x_lists_each_directory_once(server, tmp_root, sandbox, t
         print(f"ls -l: {n_ls} requests, stat: {n_stat}, grep -r: {routes.total(server)} {got}")
     finally:
         m.unmount()
+
+
+def test_mkdir_keeps_the_parents_attributes(server, tmp_root, sandbox):
+    """mkdir -p of a path 6 levels deep, then a stat of each level: the
+    mkdirs and the lookups of the new names only; each parent keeps its
+    cached attributes, its link count one more (it dropped them, and each
+    stat of a level cost a listing)."""
+    from conftest import SANDBOX_HOME
+    m = Mount(server, tmp_root, ["attr_timeout=60", "dir_timeout=60"], name="mkdirstat")
+    try:
+        name = "mkdirstat-" + uuid.uuid4().hex[:6]
+        top = m.p(sandbox, "work", name)
+        os.mkdir(top)
+        os.stat(top)
+        levels = [os.path.join(top, *"abcdef"[:k]) for k in range(1, 7)]
+        server.reset()
+        for p in levels:
+            os.mkdir(p)
+        made = routes.total(server)
+        server.reset()
+        for p in [top] + levels:
+            st = os.stat(p)
+            sp = os.path.join(SANDBOX_HOME, name, os.path.relpath(p, top))
+            hst = os.stat(routes.host_path(server, sandbox, sp))
+            assert st.st_nlink == hst.st_nlink, (p, st.st_nlink, hst.st_nlink)
+        assert routes.total(server) == 0, routes.by_kind(server)
+        print(f"mkdir of 6 levels: {made} requests, their stats: 0 {routes.by_kind(server)}")
+    finally:
+        m.unmount()
