@@ -308,13 +308,13 @@ int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct sta
 	if (listed && !S_ISLNK(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND &&
 	    split_path(path, parent, sizeof(parent), &base) &&
 	    cache_siblings_unknown(fs->cache, sb->id, path) &&
-	    !wb_conflicts(fs->files->deferred.wb, sb, parent))
+	    !wb_conflicts(fs->files->deferred.wb, sb, parent) && !files_writeback_waiting(fs, sb, parent))
 		/* Other files of the listing lack their attributes too (tar x's
 		 * uploads, or attr_timeout passed first): ls -l, grep -r or a
 		 * stat of each then costs one listing of the directory, not a
 		 * stat per file. Only when nothing waits in the directory: the
-		 * listing would first send it (tar x's times), which a stat of
-		 * one file does not. */
+		 * listing would first send it (tar x's times, -o writeback's
+		 * uploads), which a stat of one file does not. */
 		return lookup_listing(fs, sb, parent, base, st);
 	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
 	    !split_path(path, parent, sizeof(parent), &base))
