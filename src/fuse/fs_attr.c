@@ -250,34 +250,28 @@ out:
 	return rc;
 }
 
-/* The attributes of path as lstat(2) sees them: the cache, else one request
- * (a listing of the parent, or /files/info where that is exact, or for a
- * directory, the find command). */
-int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+/* The attributes of parent/base from a new listing of parent (one request,
+ * which also answers for every sibling). */
+static int lookup_listing(struct dfs *fs, struct sandbox *sb, const char *parent, const char *base,
+			  struct stat *st)
 {
 	struct find_entry *v = NULL;
-	char parent[4096];
-	const char *base;
-	bool listed = false;
 	size_t n = 0;
 	int rc;
 
-	switch (cache_lookup(fs->cache, sb->id, path, st, &listed)) {
-	case CACHE_HIT:
-		return 0;
-	case CACHE_NEGATIVE:
-		return -ENOENT;
-	case CACHE_MISS:
-		break;
-	}
-	if (listed && S_ISDIR(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND)
-		return dir_attr(fs, sb, path, st);
-	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
-	    !split_path(path, parent, sizeof(parent), &base))
-		return info_attr(fs, sb, path, st);
 	rc = list_dir_ex(fs, sb, parent, base, &v, &n);
-	if (rc == -EACCES)
-		return info_attr(fs, sb, path, st);   /* a directory we may search but not read */
+	if (rc == -EACCES) {
+		/* a directory we may search but not read */
+		struct strbuf p = STRBUF_INIT;
+
+		sb_adds(&p, parent);
+		if (strcmp(parent, "/"))
+			sb_addc(&p, '/');
+		sb_adds(&p, base);
+		rc = p.oom ? -ENOMEM : info_attr(fs, sb, sb_str(&p), st);
+		sb_free(&p);
+		return rc;
+	}
 	if (rc < 0)
 		return rc;
 	rc = -ENOENT;
@@ -290,6 +284,42 @@ int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct sta
 	}
 	files_find_free(v, n);
 	return rc;
+}
+
+/* The attributes of path as lstat(2) sees them: the cache, else one request
+ * (a listing of the parent, or /files/info where that is exact, or for a
+ * directory, the find command). */
+int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st)
+{
+	char parent[4096];
+	const char *base;
+	bool listed = false;
+
+	switch (cache_lookup(fs->cache, sb->id, path, st, &listed)) {
+	case CACHE_HIT:
+		return 0;
+	case CACHE_NEGATIVE:
+		return -ENOENT;
+	case CACHE_MISS:
+		break;
+	}
+	if (listed && S_ISDIR(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND)
+		return dir_attr(fs, sb, path, st);
+	if (listed && !S_ISLNK(st->st_mode) && list_mode_get(fs, sb) == LIST_FIND &&
+	    split_path(path, parent, sizeof(parent), &base) &&
+	    cache_siblings_unknown(fs->cache, sb->id, path) &&
+	    !wb_conflicts(fs->files->deferred.wb, sb, parent) && !files_writeback_waiting(fs, sb, parent))
+		/* Other files of the listing lack their attributes too (tar x's
+		 * uploads, or attr_timeout passed first): ls -l, grep -r or a
+		 * stat of each then costs one listing of the directory, not a
+		 * stat per file. Only when nothing waits in the directory: the
+		 * listing would first send it (tar x's times, -o writeback's
+		 * uploads), which a stat of one file does not. */
+		return lookup_listing(fs, sb, parent, base, st);
+	if ((listed && !S_ISLNK(st->st_mode)) || list_mode_get(fs, sb) == LIST_API ||
+	    !split_path(path, parent, sizeof(parent), &base))
+		return info_attr(fs, sb, path, st);
+	return lookup_listing(fs, sb, parent, base, st);
 }
 
 void node_stat(struct open_node *n, struct stat *st)

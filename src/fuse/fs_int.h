@@ -264,6 +264,8 @@ void files_settle_changes(struct dfs *fs, struct sandbox *sb, const char *path);
  * upload (its data stays staged and queued). */
 int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path);
 void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path);
+/* Whether an upload waits (-o writeback) or is under way at, below or above path. */
+bool files_writeback_waiting(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Puts on the entries of a listing of dir (v, n, sorted by entry_cmp) what
  * the changes queued for them will set: the listing, taken while they wait,
  * does not have it yet. */

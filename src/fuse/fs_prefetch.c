@@ -36,6 +36,7 @@
 struct pf_pick {
 	const char *base;         /* the file being read */
 	bool found;
+	bool wrap;                /* the second pass: from the start up to base */
 	size_t max_files;
 	size_t max_bytes;
 	size_t bytes;
@@ -51,6 +52,8 @@ static int pick_one(void *ctx, const char *name, const struct stat *st)
 
 	bool small = st && S_ISREG(st->st_mode) && st->st_size > 0 && st->st_size <= PF_FILE_MAX;
 
+	if (p->wrap && !strcmp(name, p->base))
+		return 1;
 	if (!p->found) {
 		if (strcmp(name, p->base))
 			return 0;
@@ -151,8 +154,20 @@ bool prefetch_first_read(struct dfs *fs, struct open_node *n, const struct stat 
 	pick.st = calloc(pick.max_files, sizeof(*pick.st));
 	if (!pick.names || !pick.st)
 		goto out;
-	if (!cache_get_dir(fs->cache, sb->id, parent, pick_one, &pick) || pick.oom || pick.n < 2 ||
-	    strcmp(pick.names[0], base))
+	if (!cache_get_dir(fs->cache, sb->id, parent, pick_one, &pick) || pick.oom)
+		goto out;
+	/* The first batch goes on from the start of the listing when the
+	 * files after this one do not fill it: the reader's order is that of
+	 * the listing it read, which a new listing of the directory (a lookup
+	 * after attr_timeout) may have changed (grep -r after tar x took 4
+	 * requests for 30 files). A name picked twice (the listing replaced
+	 * between the passes) is reserved once, below. */
+	if (!full_batch && pick.found && pick.n >= 1 && pick.n < pick.max_files) {
+		pick.wrap = true;
+		if (!cache_get_dir(fs->cache, sb->id, parent, pick_one, &pick) || pick.oom)
+			goto out;
+	}
+	if (pick.n < 2 || strcmp(pick.names[0], base))
 		goto out;
 	if (pick.st[0].st_size != st->st_size || pick.st[0].st_mtim.tv_sec != st->st_mtim.tv_sec ||
 	    pick.st[0].st_mtim.tv_nsec != st->st_mtim.tv_nsec)

@@ -159,6 +159,23 @@ static struct open_node **wbk_take(struct open_table *t, struct sandbox *sb, con
 	return v;
 }
 
+/* Whether an upload of sb waits or is in flight at, below or above path
+ * (-o writeback; without it, only empty new files wait). */
+bool files_writeback_waiting(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	struct open_table *t = fs->files;
+	bool any = false;
+	double now = mono_now();
+
+	pthread_mutex_lock(&t->wbk_lock);
+	for (struct open_node *e = t->wbk_head; e && !any; e = e->wbk_next)
+		any = wbk_matches(e, sb, path, false, now);
+	for (struct open_node *e = t->wbk_busy_head; e && !any; e = e->wbk_bnext)
+		any = wbk_matches(e, sb, path, false, now);
+	pthread_mutex_unlock(&t->wbk_lock);
+	return any;
+}
+
 /*
  * The end of a taken node's upload: it is no longer in flight, and with
  * requeue (its upload failed) goes back in the queue with its reference,

@@ -806,6 +806,43 @@ out:
 	return r;
 }
 
+bool cache_siblings_unknown(struct cache *c, const char *sandbox, const char *path)
+{
+	size_t len = norm_len(path), plen, blen;
+	char buf[4096];
+	bool found = false;
+	struct sbrec *sb;
+	struct entry *pe;
+	double t;
+
+	pthread_mutex_lock(&c->lock);
+	t = clock_now(c);
+	sb = sb_find(c, sandbox);
+	plen = parent_len(path, len);
+	pe = sb && plen ? entry_find(c, sb, path, plen) : NULL;
+	if (!pe || !pe->dir || t >= pe->dir_exp || plen + 1 >= sizeof(buf))
+		goto out;
+	base_of(path, len, plen, &blen);
+	memcpy(buf, path, plen);
+	if (plen > 1)
+		buf[plen++] = '/';
+	for (size_t i = 0; i < pe->dir->n && !found; i++) {
+		const char *name = pe->dir->ents[i].name;
+		size_t nl = strlen(name);
+		struct entry *e;
+
+		if (plen + nl >= sizeof(buf) || S_ISDIR(pe->dir->ents[i].st.st_mode) ||
+		    (nl == blen && !memcmp(name, path + len - blen, blen)))
+			continue;
+		memcpy(buf + plen, name, nl);
+		e = entry_find(c, sb, buf, plen + nl);
+		found = !e || e->attr != A_ATTR || t >= e->attr_exp;
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return found;
+}
+
 /* A copy of d with the entry name[0..n) replaced or added (st), or removed
  * (st NULL). NULL when out of memory. */
 static struct dirlist *dir_changed(const struct dirlist *d, const char *name, size_t n, const struct stat *st)
@@ -845,7 +882,8 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	size_t len = norm_len(path), plen, blen;
 	struct sbrec *sb;
 	struct entry *e, *next, *pe;
-	bool gone_file;
+	const char *nbase;
+	bool gone_file, new_dir;
 	double t;
 
 	if (what != CACHE_REMOVED && !st)
@@ -886,9 +924,20 @@ void cache_update(struct cache *c, const char *sandbox, const char *path, enum c
 	}
 	plen = parent_len(path, len);
 	pe = plen ? entry_find(c, sb, path, plen) : NULL;
-	if (pe && ((what == CACHE_REPLACED && !S_ISDIR(st->st_mode)) || gone_file) && pe->attr == A_ATTR &&
+	/* A directory made where the parent's fresh listing had no such name
+	 * (mkdir, which looked the name up first, or a rename from elsewhere):
+	 * the parent's link count grows by one (its ".." entry), where it
+	 * counts subdirectories (2 and more; a file system whose directories
+	 * all have 1 keeps 1; ext4 stops counting near 65,000). */
+	new_dir = pe && what == CACHE_REPLACED && S_ISDIR(st->st_mode) && pe->dir && t < pe->dir_exp &&
+		  (nbase = base_of(path, len, plen, &blen), blen) && dir_index(pe->dir, nbase, blen) < 0 &&
+		  pe->attr == A_ATTR && S_ISDIR(pe->st.st_mode) && pe->st.st_nlink != 0 && pe->st.st_nlink < 60000;
+	if (new_dir && pe->st.st_nlink >= 2)
+		pe->st.st_nlink++;
+	if (pe && ((what == CACHE_REPLACED && !S_ISDIR(st->st_mode)) || gone_file || new_dir) && pe->attr == A_ATTR &&
 	    S_ISDIR(pe->st.st_mode)) {
-		/* A file came or went: the directory's link count is the same,
+		/* A file came or went: the directory's link count is the same
+		 * (a new directory: counted above),
 		 * and its time moved to the sandbox's "now" (a deferred delete:
 		 * soon). Without this, every save of an editor, which deletes
 		 * its swap file, cost a listing at the next lookup through the

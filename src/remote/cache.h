@@ -66,6 +66,15 @@ enum cache_result cache_lookup(struct cache *c, const char *sandbox, const char 
 			       bool *listed);
 
 /*
+ * Whether the parent's fresh listing of path names another entry (not a
+ * directory) whose attributes are not freshly cached: then one listing of
+ * the parent answers for several lookups that would each cost a stat (the
+ * files this mount uploaded, whose attributes it does not know; or all of
+ * them, once attr_timeout passed while the listing is still fresh).
+ */
+bool cache_siblings_unknown(struct cache *c, const char *sandbox, const char *path);
+
+/*
  * A change this mount made to one path, applied to what is cached rather
  * than dropping it (so that one create does not cost the next lookup a new
  * listing of a large directory). The parent's fresh listing keeps its

@@ -793,8 +793,36 @@ UNIT_TEST(update_touches_parent)
 		CHECK_INT(got.st_mtim.tv_sec, now.tv_sec + 1001);
 		CHECK_INT(got.st_mtim.tv_nsec, 0);
 	}
-	/* a new directory: /d's attributes go (its link count changed), its
-	 * listing stays and has the name */
+	/* a new directory where /d's link count counts subdirectories: one
+	 * more, the attributes stay */
+	{
+		struct stat before;
+
+		CHECK_INT(cache_lookup(c, "sb", "/d", &before, NULL), CACHE_HIT);
+		before.st_nlink = 3;
+		cache_put_attr(c, "sb", "/d", &before, cache_generation(c, "sb"));
+		st = mkst(4096, S_IFDIR | 0755);
+		cache_update(c, "sb", "/d/subdir2", CACHE_REPLACED, &st, true);
+		CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+		CHECK_INT(got.st_nlink, 4);
+		CHECK(got.st_mtim.tv_sec > before.st_mtim.tv_sec ||
+		      (got.st_mtim.tv_sec == before.st_mtim.tv_sec && got.st_mtim.tv_nsec > before.st_mtim.tv_nsec));
+		/* onto a name the listing has (a rename over a directory): not
+		 * known, the attributes go */
+		cache_update(c, "sb", "/d/subdir2", CACHE_REPLACED, &st, true);
+		CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_MISS);
+		/* a link count of 1 (every directory's on some file systems) stays */
+		before.st_nlink = 1;
+		cache_put_attr(c, "sb", "/d", &before, cache_generation(c, "sb"));
+		cache_update(c, "sb", "/d/subdir3", CACHE_REPLACED, &st, true);
+		CHECK_INT(cache_lookup(c, "sb", "/d", &got, NULL), CACHE_HIT);
+		CHECK_INT(got.st_nlink, 1);
+		/* one that is unknown (0 here): the attributes go */
+		before.st_nlink = 0;
+		cache_put_attr(c, "sb", "/d", &before, cache_generation(c, "sb"));
+	}
+	/* a new directory: /d's attributes go (its link count is not known),
+	 * its listing stays and has the name */
 	st = mkst(4096, S_IFDIR | 0755);
 	cache_update(c, "sb", "/d/newdir", CACHE_REPLACED, &st, true);
 	CHECK_INT(cache_lookup(c, "sb", "/d", &got, &listed), CACHE_MISS);
@@ -813,6 +841,37 @@ UNIT_TEST(update_touches_parent)
 	cache_update(c, "sb2", "/e/x", CACHE_REPLACED, &st, true);
 	CHECK_INT(cache_lookup(c, "sb2", "/e", &got, NULL), CACHE_MISS);
 	CHECK_INT(cache_lookup(c, "sb2", "/e/x", &got, NULL), CACHE_HIT);
+	cache_free(c);
+}
+
+UNIT_TEST(siblings_unknown)
+{
+	struct cache *c = new_cache(1, 10, 1, 1000);
+	struct cache_dirent ents[3];
+	struct stat st = mkst(5, S_IFREG | 0644);
+
+	ents[0].name = "a";
+	ents[0].st = st;
+	ents[1].name = "b";
+	ents[1].st = st;
+	ents[2].name = "sub";
+	ents[2].st = mkst(4096, S_IFDIR | 0755);
+	/* no listing: nothing to say */
+	CHECK(!cache_siblings_unknown(c, "sb", "/d/a"));
+	cache_put_dir(c, "sb", "/d", ents, 3, cache_generation(c, "sb"));
+	CHECK(!cache_siblings_unknown(c, "sb", "/d/a"));
+	/* b's attributes dropped (an upload): a's lookup sees it */
+	cache_update(c, "sb", "/d/b", CACHE_CHANGED, &st, false);
+	CHECK(cache_siblings_unknown(c, "sb", "/d/a"));
+	/* b's own lookup does not count b, and sub (a directory) never counts */
+	CHECK(!cache_siblings_unknown(c, "sb", "/d/b"));
+	/* attr_timeout passed, the listing is fresh: all of them */
+	cache_put_attr(c, "sb", "/d/b", &st, cache_generation(c, "sb"));
+	fake_time += 2;
+	CHECK(cache_siblings_unknown(c, "sb", "/d/b"));
+	/* the listing expired too: nothing to say */
+	fake_time += 10;
+	CHECK(!cache_siblings_unknown(c, "sb", "/d/b"));
 	cache_free(c);
 }
 
@@ -867,4 +926,5 @@ UNIT_MAIN("cache",
 	UNIT_CASE(lookup_through_listing),
 	UNIT_CASE(update_keeps_listing),
 	UNIT_CASE(update_touches_parent),
+	UNIT_CASE(siblings_unknown),
 	UNIT_CASE(threaded_stress))
