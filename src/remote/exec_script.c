@@ -273,9 +273,12 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
  * A command that has ended: its exit status (from the wrapper's end line,
  * else from the exit file), then each stream's size and, when it fits,
  * its bytes in base64 (the answer is JSON text, where raw bytes that are
- * not UTF-8 would be replaced). The command has ended, so the streams are
- * final; should a process the command left behind still append, the bytes
- * no longer decode to the size sent, and the mount reads the file instead.
+ * not UTF-8 would be replaced). The command has ended, but a process it
+ * left behind may still append: the bytes sent must be the whole file at
+ * the size sent, else the mount reads the file instead. base64 reads to the
+ * end, so growth after the size was taken no longer decodes to that size;
+ * sysread asks for one byte more than the size, so growth makes the text
+ * longer than the size and it goes the base64 way, which fails the same.
  * Empty streams cost no process. An inline section is only trusted whole,
  * up to its end line.
  */
@@ -299,7 +302,7 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 		"\t\techo \"daytonafs-$1 $2\"\n"
 		"\t\tif [ -n \"$2\" ] && [ \"$2\" -gt 0 ] && [ \"$2\" -le %zu ]; then\n"
 		"\t\t\tif [ -n \"$ZSH_VERSION\" ] && eval 'local LC_ALL=C a=; zmodload -F zsh/system b:sysread && "
-		"sysread -s $2 a <\"$d/$1\" && [[ ${#a} -eq $2 && $a != *[^$'\\''\\t\\n'\\''[:print:]]* ]]'; then\n"
+		"sysread -s $(($2+1)) a <\"$d/$1\" && [[ ${#a} -eq $2 && $a != *[^$'\\''\\t\\n'\\''[:print:]]* ]]'; then\n"
 		"\t\t\t\techo daytonafs-text; print -rn -- \"$a\"; echo; echo daytonafs-text-end\n"
 		"\t\t\telif [ -n \"$b\" ]; then\n"
 		"\t\t\t\tbase64 <\"$d/$1\"\n"

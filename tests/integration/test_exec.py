@@ -57,3 +57,17 @@ def test_command_changes_are_seen_at_once_after_it_ends(mount, sandbox):
     assert not os.path.exists(victim)
     assert os.stat(newborn).st_size == 7
     assert read(newborn) == "1234567"
+
+
+def test_output_a_left_behind_process_appends_is_seen(mount, sandbox):
+    """A background child appends after the command has ended: once the
+    sizes seen at the end are poll_max (1 s) old, a read gives both lines,
+    never the inline copy alone as if it were the whole stream."""
+    ctl(mount.p(sandbox, "ctl"), "exec sh -c '(sleep 0.05; echo late) & echo early'")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    first = read(mount.p(sandbox, "stdout"))
+    assert first in ("early\n", "early\nlate\n"), first
+    time.sleep(1.6)
+    assert read(mount.p(sandbox, "stdout")) == "early\nlate\n"
+    last = os.readlink(mount.p(sandbox, "cmd", "last"))
+    assert read(mount.p(sandbox, "cmd", last, "stdout")) == "early\nlate\n"

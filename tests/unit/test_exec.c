@@ -1646,6 +1646,64 @@ UNIT_TEST(run_fast_path_text_that_looks_like_tags)
 	}
 }
 
+/* A process the command leaves behind may append to stdout after the size
+ * was taken: the answer must not then bring the stream as whole at the old
+ * size (a short read that is not EOF), neither as text under zsh nor in
+ * base64. Deterministic: the launcher's put function is run alone, told a
+ * size smaller than the file (what growth after the size looks like). */
+UNIT_TEST(run_fast_path_output_growing_after_the_end)
+{
+	struct exec_spec spec = { .command = "true" };
+	struct strbuf sb = STRBUF_INIT, sc = STRBUF_INIT, ans = STRBUF_INIT;
+	const char *put, *end;
+
+	CHECK_INT(exec_build_launcher_ex(&sb, "/x", 1, "grow", &spec, 3000, 65536), 0);
+	put = strstr(sb_str(&sb), "\tput() {\n");
+	CHECK(put != NULL);
+	if (!put)
+		return;
+	end = strstr(put, "\n\t}\n");
+	CHECK(end != NULL);
+	if (!end)
+		return;
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_launch_result r;
+		char sd[256], shell[700], *out;
+		FILE *f;
+
+		state_dir(sd, sizeof(sd), "grow", shells[i]);
+		CHECK(mkdir(sd, 0700) == 0 || errno == EEXIST);
+		snprintf(shell, sizeof(shell), "%s/stdout", sd);
+		f = fopen(shell, "w");
+		CHECK(f != NULL);
+		if (!f)
+			continue;
+		fputs("early\nlate\n", f);   /* 11 bytes; the size taken was 6 */
+		fclose(f);
+		sb_reset(&sc);
+		sb_addf(&sc, "d='%s'; b=; command -v base64 >/dev/null 2>&1 && b=1\n", sd);
+		sb_add(&sc, put, (size_t)(end - put) + 4);
+		sb_adds(&sc, "echo 'daytonafs-exit 0'; put stdout 6; echo 'daytonafs-stderr 0'; "
+			     "echo daytonafs-inline-end\n");
+		out = run_shell(shells[i], sb_str(&sc));
+		CHECK(out != NULL);
+		memset(&r, 0, sizeof(r));
+		/* the launch part: a started command numbered 1 */
+		sb_reset(&ans);
+		sb_addf(&ans, "daytonafs-started 1\n%s", out ? out : "");
+		free(out);
+		CHECK_INT(exec_parse_launch_result(sb_str(&ans), &r), 0);
+		CHECK(r.ended && r.size[0] == 6);
+		CHECK(!r.inline_ok[0]);
+		if (r.inline_ok[0])
+			fprintf(stderr, "%s: stdout taken whole at 6 bytes of 11\n", shells[i]);
+		exec_launch_result_free(&r);
+	}
+	sb_free(&sb);
+	sb_free(&sc);
+	sb_free(&ans);
+}
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -1691,6 +1749,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path_starts_few_programs),
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
+	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
 };
 

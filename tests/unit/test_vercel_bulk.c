@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -229,6 +230,133 @@ UNIT_TEST(test_upload_many_in_place)
 	free(link2);
 }
 
+static char *captured;
+
+/* Keeps the command and says every file landed, running nothing: a send
+ * whose answer was lost while it still waits to run in the sandbox. */
+static int capture_exec(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+			struct sp_error *err)
+{
+	(void)impl; (void)box; (void)cwd; (void)envs; (void)n_envs; (void)timeout_s; (void)err;
+	free(captured);
+	captured = strdup(command);
+	*exit_code = 0;
+	*output = strdup("R 0\n");
+	return 0;
+}
+
+static char *slurp_file(const char *path)
+{
+	static char buf[256];
+	int fd = open(path, O_RDONLY);
+	ssize_t r = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	buf[r > 0 ? r : 0] = '\0';
+	return buf;
+}
+
+/* A send of an upload that runs after a later upload of the same path (its
+ * answer was lost, the upload sent again and done, then new bytes uploaded)
+ * writes nothing: old bytes never land over new ones. */
+UNIT_TEST(test_upload_stale_send_writes_nothing)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("stale"), *out = NULL;
+	int fd, status = -1;
+
+	put("stale", "v0", 2, 0644);
+	fd = stage("old", 3);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
+	CHECK_INT(vercel_upload_many(capture_exec, NULL, NULL, &it, 1, &err), 0);
+	close(fd);
+	CHECK(captured != NULL);
+	fd = stage("new", 3);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, &it, 1, &err), 0);
+	CHECK_INT(it.rc, 0);
+	close(fd);
+	CHECK_STR(slurp_file(path), "new");
+	/* the first send runs at last */
+	CHECK_INT(fake_exec(NULL, NULL, captured ? captured : "exit 9", NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_INT(status, 0);
+	CHECK_STR(out ? out : "", "R 0\n");
+	CHECK_STR(slurp_file(path), "new");
+	/* a send of the same upload again (a retry) still writes */
+	put("stale", "v1", 2, 0644);
+	free(out);
+	out = NULL;
+	fd = stage("newer", 5);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 5 };
+	CHECK_INT(vercel_upload_many(capture_exec, NULL, NULL, &it, 1, &err), 0);
+	close(fd);
+	CHECK_INT(fake_exec(NULL, NULL, captured ? captured : "exit 9", NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_STR(slurp_file(path), "newer");
+	free(out);
+	out = NULL;
+	CHECK_INT(fake_exec(NULL, NULL, captured ? captured : "exit 9", NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_STR(out ? out : "", "R 0\n");
+	CHECK_STR(slurp_file(path), "newer");
+	free(out);
+	free(captured);
+	captured = NULL;
+	unlink(path);
+	free(path);
+}
+
+/* Two sends of one upload never run at once: the second waits for the
+ * first's lock, so the chmod u+w ... chmod MODE of a read-only file cannot
+ * interleave (a mode lost for good). Here the test holds the lock: the
+ * send writes nothing until it lets go, then writes and puts the mode back. */
+UNIT_TEST(test_upload_waits_for_the_lock)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	struct stat st;
+	char *path = path_of("ro-locked");
+	int fd, lk, status = -1;
+	pid_t pid;
+
+	put("ro-locked", "x", 1, 0400);
+	fd = stage("yz", 2);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 2 };
+	CHECK_INT(vercel_upload_many(capture_exec, NULL, NULL, &it, 1, &err), 0);
+	close(fd);
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	mkdir("/tmp/.daytonafs/out/up-seq", 0700);
+	lk = open("/tmp/.daytonafs/out/up-seq/lock", O_WRONLY | O_CREAT | O_APPEND, 0600);
+	CHECK(lk >= 0);
+	CHECK_INT(flock(lk, LOCK_EX), 0);
+	pid = fork();
+	if (pid == 0) {
+		int ec;
+		char *o = NULL;
+
+		close(lk);
+		fake_exec(NULL, NULL, captured ? captured : "exit 9", NULL, NULL, 0, 10, &ec, &o, &err);
+		_exit(o && !strcmp(o, "R 0\n") && ec == 0 ? 0 : 1);
+	}
+	usleep(400000);
+	CHECK_STR(slurp_file(path), "x");
+	CHECK_INT(stat(path, &st), 0);
+	CHECK_INT(st.st_mode & 07777, 0400);
+	flock(lk, LOCK_UN);
+	close(lk);
+	CHECK_INT(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_STR(slurp_file(path), "yz");
+	CHECK_INT(stat(path, &st), 0);
+	CHECK_INT(st.st_mode & 07777, 0400);
+	free(captured);
+	captured = NULL;
+	unlink(path);
+	free(path);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
@@ -236,6 +364,8 @@ int main(void)
 		UNIT_CASE(test_upload_parse),
 		UNIT_CASE(test_bulk_download_runs),
 		UNIT_CASE(test_upload_many_in_place),
+		UNIT_CASE(test_upload_stale_send_writes_nothing),
+		UNIT_CASE(test_upload_waits_for_the_lock),
 	};
 	char cmd[64];
 	int rc;

@@ -21,6 +21,7 @@
 #include "vercel_bulk.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -277,13 +278,43 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct sp_box *b
 
 /* ---- uploads -------------------------------------------------------------------- */
 
+/* How long an upload's script waits for another's lock, in seconds (well
+ * under BULK_TIMEOUT_S): an upload writes local bytes, so a wait this long
+ * means one hung; the upload then fails with EIO and is sent again later. */
+#define UP_LOCK_WAIT_S "60"
+
+/*
+ * The upload's script. A send that failed for a blip is sent again (see
+ * vercel_upload_many) while the first may still run in the sandbox, or
+ * start late; two rules keep that from losing anything:
+ * - one upload writes at a time: a lock (flock(1), on a file of the state
+ *   directory; the kernel drops it when its holder dies) taken for the
+ *   whole script, so the chmod u+w ... chmod MODE of a read-only file never
+ *   interleaves with another's (which would leave it writable for good);
+ * - each file's bytes carry a number that grows with every upload of this
+ *   mount (the same in each send of one upload), and the last number
+ *   written is kept per path (in a file named by a hash of the path, with
+ *   the path in hex: a file another path shares is not taken as ours): a send
+ *   older than what was written is stale, and writes nothing (R 0: newer
+ *   bytes are there), so a first send that outlives its upload and a later
+ *   upload of new content never writes old bytes over them.
+ * Without flock the numbers still hold; only the interleaving is open.
+ */
 static const char upload_fn[] =
 	"LC_ALL=C; export LC_ALL\n"
 	"t=$(mktemp /tmp/.daytonafs/out/up.XXXXXXXX) || exit 125\n"
+	"s=/tmp/.daytonafs/out/up-seq\n"
+	"[ -d \"$s\" ] || mkdir -p \"$s\" || exit 125\n"
+	"if command -v flock >/dev/null 2>&1; then\n"
+	"  exec 9>>\"$s/lock\" && flock -w " UP_LOCK_WAIT_S " 9 || { rm -f \"$t\"; exit 124; }\n"
+	"fi\n"
 	"w() {\n"
 	"  if ! base64 -d > \"$t\" 2>/dev/null || [ \"$(wc -c < \"$t\")\" -ne \"$2\" ]; then\n"
 	"    echo 'R 5 the upload did not decode whole'; return; fi\n"
-	"  p=$1\n"
+	"  p=$1; q=; k=\n"
+	"  [ -f \"$s/$4\" ] && read q k < \"$s/$4\"\n"
+	"  case $q in ''|*[!0-9]*) ;; *) if [ \"$k\" = \"$5\" ] && [ \"$q\" -gt \"$3\" ]; then echo 'R 0'; return; fi ;; esac\n"
+	"  echo \"$3 $5\" > \"$s/$4\"\n"
 	"  if e=$(cat -- \"$t\" 2>&1 > \"$p\"); then echo 'R 0'; return; fi\n"
 	"  if [ -f \"$p\" ] && [ -O \"$p\" ] && [ ! -w \"$p\" ] && m=$(stat -c %a -- \"$p\") && chmod u+w -- \"$p\"; then\n"
 	"    e2=$(cat -- \"$t\" 2>&1 > \"$p\"); r=$?; chmod \"$m\" -- \"$p\"\n"
@@ -368,12 +399,45 @@ static int add_content(struct strbuf *cmd, const struct sp_upload_item *it, stru
 	return rc;
 }
 
+/* A number for an upload, greater than any this process gave before and,
+ * being the time in microseconds when that is greater, than any a mount
+ * before it gave: what orders uploads of a path (upload_fn). */
+static uint64_t upload_seq(void)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static uint64_t last;
+	struct timespec ts;
+	uint64_t now, v;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	pthread_mutex_lock(&mu);
+	v = last = now > last ? now : last + 1;
+	pthread_mutex_unlock(&mu);
+	return v;
+}
+
+/* The name of a path's number file: FNV-1a of the path. The file holds the
+ * path too (in hex), so a collision never takes one path's number for
+ * another's: it only forgets the older number. */
+static uint64_t path_key(const char *path)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+		h ^= *p;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
 int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box, struct sp_upload_item *items,
 		       size_t n, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *out = NULL;
 	int rc = 0, status = -1;
+	uint64_t seq = upload_seq();
 
 	sb_adds(&cmd, upload_fn);
 	for (size_t i = 0; i < n && rc == 0; i++) {
@@ -381,7 +445,11 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 		snprintf(items[i].msg, sizeof(items[i].msg), "not sent");
 		sb_adds(&cmd, "w ");
 		sh_word(&cmd, items[i].path);
-		sb_addf(&cmd, " %llu <<'" UP_EOF "'\n", (unsigned long long)items[i].len);
+		sb_addf(&cmd, " %llu %llu %016llx ", (unsigned long long)items[i].len, (unsigned long long)seq,
+			(unsigned long long)path_key(items[i].path));
+		for (const unsigned char *c = (const unsigned char *)items[i].path; *c; c++)
+			sb_addf(&cmd, "%02x", *c);
+		sb_adds(&cmd, " <<'" UP_EOF "'\n");
 		rc = add_content(&cmd, &items[i], err);
 		sb_adds(&cmd, UP_EOF "\n");
 	}
@@ -389,10 +457,12 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 	if (rc == 0 && cmd.oom)
 		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	/* A failure that may pass (a reset, no answer, 5xx, 429) leaves it
-	 * unknown whether the command ran: it is sent again, as the HTTP layer
-	 * sends Daytona's bulk upload again, since running it twice leaves what
-	 * running it once does (each file's bytes, written in place). A close
-	 * does not fail for a blip. */
+	 * unknown whether the command ran, or runs still: it is sent again, as
+	 * the HTTP layer sends Daytona's bulk upload again. Running it twice
+	 * leaves what running it once does (each file's bytes, written in
+	 * place), the lock keeps two sends from interleaving, and the number
+	 * keeps a late one from writing over a later upload (upload_fn). A
+	 * close does not fail for a blip. */
 	for (int attempt = 1; rc == 0; attempt++) {
 		rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
 		if (rc >= 0 || attempt >= UP_ATTEMPTS || !sp_error_transient(err))
