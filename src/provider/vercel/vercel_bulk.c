@@ -331,6 +331,28 @@ static const char upload_fn[] =
  * may pass (see vercel_upload_many). */
 #define UP_ATTEMPTS 3
 
+/* Whether a failed send of the upload command goes again: what Daytona's
+ * HTTP layer sends its bulk upload again for (src/util/http.c), so that a
+ * close means the same on both providers: a reset or no answer, a refusal
+ * before any work (429, 503) and a failed proxy hop (502, 504). A plain 500
+ * is the service's final word, as on Daytona: the close says EIO and the
+ * release's last chance (fs_write.c) is what tries again. */
+static bool upload_send_again(const struct sp_error *err)
+{
+	if (!sp_error_transient(err))
+		return false;
+	switch (err->http_status) {
+	case 429:
+	case 502:
+	case 503:
+	case 504:
+		return true;
+	default:
+		/* a reset or a silence, before or after the status line */
+		return err->http_status < 500;
+	}
+}
+
 /* The end of each here-document: not a base64 character in it. */
 #define UP_EOF "DAYTONAFS_UP_EOF"
 
@@ -465,7 +487,7 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 	 * close does not fail for a blip. */
 	for (int attempt = 1; rc == 0; attempt++) {
 		rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
-		if (rc >= 0 || attempt >= UP_ATTEMPTS || !sp_error_transient(err))
+		if (rc >= 0 || attempt >= UP_ATTEMPTS || !upload_send_again(err))
 			break;
 		free(out);
 		out = NULL;
