@@ -221,8 +221,6 @@ def reset_counts(server):
     server.local("POST", "/_local/stats/reset")
 
 
-@pytest.mark.provider("daytona", reason="on Vercel every upload is a copy by command, which does not wait "
-                 "(upload_later)")
 def test_an_empty_file_made_and_deleted_at_once_costs_nothing(mount, sandbox, server, d):
     # vim's probe files (.swp, .swx, 4913), lock files: made empty, closed,
     # deleted. Before: an upload at the close, then its delete (a command).
@@ -237,8 +235,6 @@ def test_an_empty_file_made_and_deleted_at_once_costs_nothing(mount, sandbox, se
     assert os.listdir(d) == []
 
 
-@pytest.mark.provider("daytona", reason="on Vercel every upload is a copy by command, which does not wait "
-                 "(upload_later)")
 def test_an_empty_new_file_waits_as_a_delete_does_and_commands_see_it(mount, sandbox, server, d):
     os.listdir(d)
     server.reset()
