@@ -109,7 +109,7 @@ def test_saves_in_a_row_all_land_at_latency(server, edited):
     assert sorted(os.listdir(os.path.dirname(path))) == ["edit.txt"]
 
 
-def test_saves_in_a_row_send_no_command(server, edited):
+def test_saves_in_a_row_send_one_command_each(server, edited):
     # Each save deletes its swap file and the next makes it again: that
     # create sends the queued delete first (one command a save: the new
     # swap file must be a new inode, not the old one written in place), and
