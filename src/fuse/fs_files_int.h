@@ -84,9 +84,6 @@ struct open_node {
 	bool dirty;               /* the stage differs from the sandbox's file */
 	bool unlinked;            /* removed while open: never uploaded again */
 	bool is_new;              /* created here and not uploaded yet */
-	bool replaces;            /* ... where a file this mount deleted still is in the sandbox
-				     (its delete was cancelled: wb_cancel_delete), so that an
-				     unlink before the upload must delete that one */
 	struct stat st;           /* the file's attributes at open (made up for a new file);
 				     st_mode follows chmod through the mount */
 	bool chmod_pending;       /* a new file's mode, applied after its first upload */
@@ -305,9 +302,6 @@ bool journal_keep_for_recovery(struct open_node *n);
 int upload_node(struct dfs *fs, struct open_node *n);
 void upload_succeeded(struct dfs *fs, struct open_node *n);
 void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err);
-/* fs_namespace.c: deletes path (a file, attributes st) in the sandbox
- * later, as unlink does. */
-int files_delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st);
 
 /* fs_writeback.c (-o writeback; empty new files without it) */
 bool upload_later(struct dfs *fs, struct open_node *n);

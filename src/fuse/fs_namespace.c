@@ -142,7 +142,7 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		 * is a closed file: its data goes, its delete waits as any. */
 		node_stat(n, &node_st);   /* (takes n->lock) */
 		pthread_mutex_lock(&n->lock);
-		only_local = n->is_new && !n->replaces;
+		only_local = n->is_new;
 		open = n->handles > 0;
 		if (!only_local && open)
 			rc = ensure_populated(fs, n);
@@ -389,11 +389,6 @@ static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, co
 	return 0;
 }
 
-int files_delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
-{
-	return delete_later(fs, sb, path, st, false);
-}
-
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	int rc;
@@ -425,7 +420,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		return -ENOMEM;
 	}
 	pthread_mutex_lock(&n->lock);
-	local = n->is_new && !n->replaces;
+	local = n->is_new;
 	/* Descriptors open on it keep reading what it held. */
 	if (!local)
 		rc = ensure_populated(fs, n);

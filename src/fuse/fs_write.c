@@ -736,7 +736,6 @@ void upload_succeeded(struct dfs *fs, struct open_node *n)
 
 	n->dirty = false;
 	n->is_new = false;
-	n->replaces = false;
 	n->upload_error = 0;
 	journal_drop(fs, n);
 	/* The sandbox's time of our upload is not known here: a later stretch
@@ -771,16 +770,6 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 			mode_t mode, bool redirected);
 
-/* A create that cancelled a queued delete (wb_cancel_delete) failed: the
- * delete goes again, else the deleted file would come back. */
-static void requeue_delete(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st)
-{
-	if (files_delete_later(fs, sb, path, st) < 0) {
-		log_error("%s: %s, deleted through this mount, could not be deleted in the sandbox", sb->name, path);
-		sandbox_set_error(sb, "removing %s failed", path);
-	}
-}
-
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
 {
@@ -794,8 +783,6 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 {
 	struct fhandle *h;
 	struct open_node *n;
-	struct stat old;
-	bool replaced = false;
 	int rc = 0;
 
 	if (is_hidden_name(path) && !create) {
@@ -812,12 +799,14 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 			return open_file_at(fs, sb, from, fi, false, 0, true);
 		}
 	} else {
-		/* A create where this mount's queued delete has not gone out yet
-		 * (vim's swap file, made again where its last run deleted it):
-		 * the new file's upload replaces the old one in place, so the
-		 * delete is not sent and nothing waits for it. */
-		replaced = create && wb_cancel_delete(fs->files->deferred.wb, sb, path, &old);
-		/* Not files_settle: an upload waiting for this path (-o
+		/* A create where this mount's delete of the path still waits
+		 * sends that delete first (files_settle_changes): the new file
+		 * must be a new inode, as after delete-then-create. An upload
+		 * over the old one would write into its other hard links, its
+		 * open and mapped readers, a link put at the path, and keep its
+		 * owner and setuid bits; and it fails where the old file is
+		 * busy (ETXTBSY) or not writable while its directory is.
+		 * Not files_settle: an upload waiting for this path (-o
 		 * writeback) is this node's, which the open joins. An open
 		 * that keeps the content does not wait for the path's own
 		 * queued attributes (wb_conflicts_content). */
@@ -849,14 +838,8 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 			rc = stage_new(fs->stage, &n->stage);
 		else
 			rc = stage_truncate(n->stage, 0);
-		if (rc == 0 && create && replaced) {
-			/* Recovery after a crash uploads over the file it replaces. */
-			n->base.kind = JOURNAL_BASE_FILE;
-			n->base.size = (uint64_t)old.st_size;
-			n->base.mtime = old.st_mtim;
-		} else if (rc == 0 && create) {
+		if (rc == 0 && create)
 			n->base.kind = JOURNAL_BASE_NEW;
-		}
 		if (rc == 0)
 			rc = journal_note_dirty(fs, n);
 		if (rc == 0) {
@@ -874,10 +857,6 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 				n->st.st_blksize = 128 * 1024;
 				n->st.st_mtim = n->st.st_atim = n->st.st_ctim = n->mtime;
 				n->chmod_pending = true;
-				/* The replaced file's mode stays through the upload
-				 * in place: the new one is set even when 0644. */
-				n->replaces = replaced;
-				n->chmod_queued = replaced;
 				/* The parent's listing gains the name; the attributes
 				 * come from this node until the upload. */
 				cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &n->st, false);
@@ -898,8 +877,6 @@ fail:
 		free(h);
 	}
 	node_release(fs, n);
-	if (replaced)
-		requeue_delete(fs, sb, path, &old);
 	return rc;
 }
 

@@ -132,7 +132,7 @@ typedef void (*sp_state_fn)(void *ctx, const char *state);
 enum sp_interval { SP_AUTOSTOP, SP_AUTOARCHIVE, SP_AUTODELETE };
 
 struct sp_snapshot {
-	char id[64];
+	char id[SP_ID_SIZE];
 	char name[256];
 	char state[32];
 	struct timespec created_at;
@@ -162,7 +162,7 @@ void sp_fileinfo_free(struct sp_fileinfo *fi, size_t n);   /* frees names and th
 
 /* A shared volume of the organization (Daytona's VolumeDto). */
 struct sp_volume {
-	char id[64];
+	char id[SP_ID_SIZE];
 	char name[256];
 	char state[32];             /* "ready", "pending_create", "pending_delete", ... */
 	struct timespec updated_at;

@@ -406,48 +406,6 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
 	return found;
 }
 
-bool wb_cancel_delete(struct wb_queue *q, const void *owner, const char *path, struct stat *st)
-{
-	struct wb_op *drop = NULL;
-	struct wb_entry *del = NULL;
-	bool ok = true;
-
-	pthread_mutex_lock(&q->lock);
-	/* Only a queued delete of a plain file, which nothing queued before it
-	 * touches but changes of that very path's attributes (they end with
-	 * it), and nothing after it touches at all: else the order matters. */
-	for (struct wb_entry *e = q->head; e && ok; e = e->next) {
-		const struct wb_op *op = e->op;
-
-		if (op->owner != owner || !touches(op->path, path))
-			continue;
-		if (del || e->running || strcmp(op->path, path))
-			ok = false;
-		else if (op->kind == WB_DELETE && !op->hidden && S_ISREG(op->st.st_mode) && op->st.st_nlink == 1)
-			del = e;
-		else if (op->kind != WB_ATTRS)
-			ok = false;
-	}
-	ok = ok && del;
-	if (ok) {
-		*st = del->op->st;
-		for (struct wb_entry **pp = &q->head; *pp;) {
-			struct wb_entry *e = *pp;
-
-			if (e->op->owner == owner && !strcmp(e->op->path, path)) {
-				e->op->next = drop;
-				drop = e->op;
-				entry_remove(q, pp);
-			} else {
-				pp = &e->next;
-			}
-		}
-	}
-	pthread_mutex_unlock(&q->lock);
-	wb_list_free(drop);
-	return ok;
-}
-
 struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear)
 {
 	struct wb_op *list = NULL, **lt = &list;

@@ -145,17 +145,6 @@ bool wb_running_touches(struct wb_queue *q, const void *owner, const char *path)
 struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char *path);
 
 /*
- * A file is created at path: when a delete of it is queued (not in flight),
- * of a regular file with one link, and nothing else queued touches path
- * but changes of its own attributes queued before that delete, takes them
- * all out (freed) and returns true with the deleted file's attributes in
- * *st: the new file's upload replaces it in place, one command less and
- * no wait (an editor makes its swap file again where its last run deleted
- * it). False: nothing changed, the caller settles as usual.
- */
-bool wb_cancel_delete(struct wb_queue *q, const void *owner, const char *path, struct stat *st);
-
-/*
  * Before an upload of path: takes out (and returns, linked by next, in
  * queue order) the queued changes of path's own attributes, which the
  * uploader then folds into the one it queues after the upload, so that the

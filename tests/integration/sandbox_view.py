@@ -17,6 +17,7 @@ a rule that never injects (count 0), since a request log has no bodies.
 import base64
 import io
 import json
+import shlex
 import tarfile
 import urllib.error
 import urllib.parse
@@ -185,6 +186,18 @@ class SandboxView:
             elif "command" in o and o["command"].get("exitCode") is not None:
                 code = o["command"]["exitCode"]
         return code, base64.b64decode(out)
+
+    def sh(self, script, *args):
+        """Runs sh -c script (arguments $1...) in the sandbox as another client, on either
+        provider: (exit code, output). Daytona: the toolbox's process/execute, whose output
+        is text (stdout and stderr merged)."""
+        if PROVIDER == "vercel":
+            return self.run(script, *args)
+        command = " ".join(shlex.quote(a) for a in ["sh", "-c", script, "sh", *args])
+        out = json.loads(self._daytona("POST", "/process/execute", {},
+                                       json.dumps({"command": command, "timeout": 60}).encode(),
+                                       {"Content-Type": "application/json"}))
+        return out["exitCode"], out["result"].encode()
 
     def _check(self, script, *args):
         code, out = self.run(script, *args)

@@ -221,8 +221,6 @@ def reset_counts(server):
     server.local("POST", "/_local/stats/reset")
 
 
-@pytest.mark.provider("daytona", reason="on Vercel every upload is a copy by command, which does not wait "
-                 "(upload_later)")
 def test_an_empty_file_made_and_deleted_at_once_costs_nothing(mount, sandbox, server, d):
     # vim's probe files (.swp, .swx, 4913), lock files: made empty, closed,
     # deleted. Before: an upload at the close, then its delete (a command).
@@ -237,8 +235,6 @@ def test_an_empty_file_made_and_deleted_at_once_costs_nothing(mount, sandbox, se
     assert os.listdir(d) == []
 
 
-@pytest.mark.provider("daytona", reason="on Vercel every upload is a copy by command, which does not wait "
-                 "(upload_later)")
 def test_an_empty_new_file_waits_as_a_delete_does_and_commands_see_it(mount, sandbox, server, d):
     os.listdir(d)
     server.reset()
@@ -251,31 +247,89 @@ def test_an_empty_new_file_waits_as_a_delete_does_and_commands_see_it(mount, san
     assert in_sandbox(mount, sandbox, f"stat -c '%s %a' {sandbox_path(d, 'empty')}") == "0 640\n"
 
 
-def test_a_file_made_where_its_delete_waits_replaces_it_without_the_delete(mount, sandbox, server, d):
+def test_a_file_made_where_its_delete_waits_is_a_new_file(mount, sandbox, server, d):
     # vim deletes its swap file at the end of a save and makes it again at
-    # the next: the new file's upload replaces the old one in place, so the
-    # create neither sends the delete nor waits for it (before: a command).
+    # the next: the create sends the queued delete first, so that the new
+    # file is a new inode as after delete-then-create (an upload in place
+    # kept the old mode, owner and links).
     f = os.path.join(d, "f")
     write(f, "old content")
     os.chmod(f, 0o640)
     fsync_dir(d)
     os.unlink(f)
-    reset_counts(server)
     fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        assert requests_now(server) == {}
         os.write(fd, b"new")
     finally:
         os.close(fd)
     assert read(f) == "new"
-    # The old file's mode does not stay: the new one is set though 0644.
     assert in_sandbox(mount, sandbox, f"stat -c '%s %a' {sandbox_path(d, 'f')}; cat {sandbox_path(d, 'f')}") \
         == "3 644\nnew"
 
 
+def test_a_file_made_where_its_delete_waits_leaves_the_old_files_hard_link(mount, sandbox, server, d):
+    # Another client links the file after the mount saw it (one link,
+    # cached); rm and a new file of that name through the mount must leave
+    # the other name with the old content. Before: the create cancelled
+    # the queued delete and the upload wrote into the old inode, so the
+    # link held "new".
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir(d)
+    assert os.stat(f).st_nlink == 1
+    code, out = view.sh('ln -- "$1" "$2"', sandbox_path(d, "f"), sandbox_path(d, "g"))
+    assert code == 0, out
+    os.unlink(f)
+    write(f, "new")
+    fsync_dir(d)
+    assert view.read(sandbox_path(d, "g")) == b"old content"
+    assert view.read(sandbox_path(d, "f")) == b"new"
+    assert read(f) == "new"
+
+
+def test_rm_then_cp_over_a_program_running_in_the_sandbox(mount, sandbox, server, d):
+    # rm app; cp newbuild app while app runs there: the new file is a new
+    # inode, so the copy lands (a write into the running binary would fail
+    # with ETXTBSY). Before: the close failed (EIO), the mount said app was
+    # gone while the sandbox kept the old binary, and the cancelled delete
+    # was not sent again: app came back.
+    view = SandboxView(server, sandbox)
+    app = sandbox_path(d, "app")
+    code, out = view.sh('cp /bin/sleep "$1" && chmod 755 "$1" && { "$1" 60 >/dev/null 2>&1 </dev/null & '
+                        'echo $!; }', app)
+    assert code == 0, out
+    pid = int(out.decode().split()[-1])
+    try:
+        f = os.path.join(d, "app")
+        in_sandbox(mount, sandbox, "true")     # an exec drops the cached listing
+        assert os.stat(f).st_nlink == 1
+        # The program runs (the write in place would fail now).
+        code, _ = view.sh('kill -0 "$1"', str(pid))
+        assert code == 0
+        os.unlink(f)
+        failed = None
+        try:
+            with open(f, "wb") as w:
+                w.write(b"new build\n" * 1000)
+        except OSError as e:
+            failed = e
+        fsync_dir(d)
+        if failed is None:
+            assert view.read(app) == b"new build\n" * 1000
+            assert read(f) == "new build\n" * 1000
+        # Whatever happened, the mount and the sandbox agree, now and after
+        # the queue has gone out.
+        mount.settle()
+        assert os.path.exists(f) == view.exists(app), failed
+        assert failed is None, failed
+    finally:
+        view.sh('kill "$1"', str(pid))
+
+
 def test_a_file_made_where_its_delete_waits_then_deleted_is_gone(mount, sandbox, server, d):
-    # The cancelled delete is owed by the new file: deleted before its
-    # upload (it is empty, its upload waits), the old file must go.
+    # The old file's delete goes at the create; the new one, deleted
+    # before its upload (it is empty, its upload waits), must go too.
     for keep_open in (False, True):
         f = os.path.join(d, "g%d" % keep_open)
         write(f, "old")

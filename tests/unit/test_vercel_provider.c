@@ -13,6 +13,7 @@
 #include "strbuf.h"
 #include "unit.h"
 #include "urlenc.h"
+#include "vercel_prov_int.h"
 #include "vercel_provider.h"
 
 UNIT_TEST(decode_gives_exact_bytes_and_status)
@@ -170,6 +171,37 @@ UNIT_TEST(messages_to_errno)
 	CHECK_INT(rfs_errno_from_message(NULL), -EIO);
 }
 
+/* Vercel ids may be 128 bytes long: a session id that long is used whole,
+ * one that does not fit is no session (a cut id would name another). */
+UNIT_TEST(session_ids_of_128_bytes_are_kept_whole)
+{
+	struct vprov v;
+	char id128[129], id129[130], out[SP_ID_SIZE];
+	struct sp_box box = { .id = "sbx", .toolbox_url = id128 };
+
+	memset(&v, 0, sizeof(v));
+	pthread_mutex_init(&v.lock, NULL);
+	memset(id128, 'a', 128);
+	id128[128] = '\0';
+	memset(id129, 'b', 129);
+	id129[129] = '\0';
+	vp_session_of(&v, &box, out, sizeof(out));
+	CHECK_STR(out, id128);
+	box.toolbox_url = id129;
+	vp_session_of(&v, &box, out, sizeof(out));
+	CHECK_STR(out, "");
+	id128[0] = 'c';
+	vp_session_note(&v, "sbx", id128);
+	vp_session_of(&v, &box, out, sizeof(out));
+	CHECK_STR(out, id128);
+	vp_session_note(&v, "sbx", id129);      /* does not fit: not noted */
+	vp_session_of(&v, &box, out, sizeof(out));
+	CHECK_STR(out, id128);
+	free(v.seen);
+	pthread_mutex_destroy(&v.lock);
+}
+
 UNIT_MAIN("vercel_provider", UNIT_CASE(decode_gives_exact_bytes_and_status), UNIT_CASE(decode_empty_output),
 	  UNIT_CASE(decode_refuses_incomplete_output), UNIT_CASE(base64_roundtrip), UNIT_CASE(state_names),
-	  UNIT_CASE(create_params), UNIT_CASE(stat_lines), UNIT_CASE(messages_to_errno))
+	  UNIT_CASE(create_params), UNIT_CASE(stat_lines), UNIT_CASE(messages_to_errno),
+	  UNIT_CASE(session_ids_of_128_bytes_are_kept_whole))

@@ -301,69 +301,16 @@ static struct wb_op *file_delete(const char *path, nlink_t links)
 	return op;
 }
 
-UNIT_TEST(a_create_cancels_a_queued_delete_of_a_plain_file_and_its_attrs_before_it)
+UNIT_TEST(running_touches_sees_a_batch_in_flight_only)
 {
 	struct wb_queue *q = wb_new(8);
-	struct wb_op *a = op_new(&owner_a, WB_ATTRS, "/d/f"), *b;
-	struct stat st;
+	struct wb_op *b;
 
-	/* vim's swap file: its mode and time after an upload, a touch of the
-	 * edited file, the swap file's delete; then the next save makes it. */
-	CHECK(wb_push(q, a, 0, 0.5));
-	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/g"), 0, 0.5));
-	CHECK(wb_push(q, file_delete("/d/f", 1), 0, 0.5));
-	CHECK(!wb_cancel_delete(q, &owner_b, "/d/f", &st));   /* another sandbox's path */
-	CHECK(!wb_cancel_delete(q, &owner_a, "/d/g", &st));   /* no delete of it */
-	CHECK(wb_cancel_delete(q, &owner_a, "/d/f", &st));
-	CHECK_INT(st.st_size, 7);
-	CHECK(!wb_conflicts(q, &owner_a, "/d/f"));
-	CHECK(!wb_cancel_delete(q, &owner_a, "/d/f", &st));   /* once */
-	b = wb_take(q, &owner_a, false, 0);
-	CHECK_INT(count(b), 1);
-	CHECK_STR(b->path, "/d/g");
-	wb_done(q, b);
-	wb_free(q);
-}
-
-UNIT_TEST(a_create_keeps_a_delete_that_others_depend_on_or_that_is_no_plain_file)
-{
-	struct wb_queue *q;
-	struct wb_op *op, *b;
-	struct stat st;
-
-	/* Two links: the upload in place would change the other name's content. */
-	q = wb_new(8);
-	CHECK(wb_push(q, file_delete("/f", 2), 0, 0.5));
-	CHECK(!wb_cancel_delete(q, &owner_a, "/f", &st));
-	wb_free(q);
-	/* A link: the upload would write through it. */
-	q = wb_new(8);
-	op = file_delete("/f", 1);
-	op->st.st_mode = S_IFLNK | 0777;
-	CHECK(wb_push(q, op, 0, 0.5));
-	CHECK(!wb_cancel_delete(q, &owner_a, "/f", &st));
-	wb_free(q);
-	/* A hidden delete: a rename may still take it (wb_cancel_hidden). */
-	q = wb_new(8);
-	op = file_delete("/f", 1);
-	op->hidden = true;
-	CHECK(wb_push(q, op, 0, 0.2));
-	CHECK(!wb_cancel_delete(q, &owner_a, "/f", &st));
-	wb_free(q);
-	/* Something after the delete touches the path (the time of its
-	 * directory): the order matters. */
-	q = wb_new(8);
-	CHECK(wb_push(q, file_delete("/d/f", 1), 0, 0.5));
-	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d"), 0, 0.5));
-	CHECK(!wb_cancel_delete(q, &owner_a, "/d/f", &st));
-	CHECK(wb_conflicts(q, &owner_a, "/d/f"));
-	wb_free(q);
-	/* In flight: too late. */
-	q = wb_new(8);
 	CHECK(wb_push(q, file_delete("/f", 1), 0, 0.5));
+	CHECK(!wb_running_touches(q, &owner_a, "/f"));   /* queued, not in flight */
 	b = wb_take(q, &owner_a, false, 0);
-	CHECK(!wb_cancel_delete(q, &owner_a, "/f", &st));
 	CHECK(wb_running_touches(q, &owner_a, "/f") && !wb_running_touches(q, &owner_a, "/g"));
+	CHECK(!wb_running_touches(q, &owner_b, "/f"));
 	wb_done(q, b);
 	CHECK(!wb_running_touches(q, &owner_a, "/f"));
 	wb_free(q);
@@ -945,8 +892,7 @@ int main(void)
 		UNIT_CASE(a_full_batch_is_due_at_once),
 		UNIT_CASE(a_hidden_delete_waits_its_delay_and_holds_back_what_follows),
 		UNIT_CASE(settling_takes_hidden_deletes_before_their_delay),
-		UNIT_CASE(a_create_cancels_a_queued_delete_of_a_plain_file_and_its_attrs_before_it),
-		UNIT_CASE(a_create_keeps_a_delete_that_others_depend_on_or_that_is_no_plain_file),
+		UNIT_CASE(running_touches_sees_a_batch_in_flight_only),
 		UNIT_CASE(an_open_that_keeps_the_content_ignores_the_paths_own_attrs),
 		UNIT_CASE(wait_returns_when_something_is_due_and_false_after_stop),
 		UNIT_CASE(parse_splits_by_marker_and_spots_failures_and_missing_ops),

@@ -109,7 +109,7 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 	struct vc_command cmd;
 	struct strbuf indirect = STRBUF_INIT;
 	int rc, status = -1, attempts = 0;
-	char *text = NULL, sid[128];
+	char *text = NULL, sid[SP_ID_SIZE];
 
 	if (output)
 		*output = NULL;

@@ -65,7 +65,7 @@ int64_t vp_fs_download(void *impl, const struct sp_box *box, const char *path, u
 	struct vprov *v = impl;
 	struct range_sink r = { sink, ctx, off, len, len > 0, false, 0 };
 	struct vc_error ve = { 0 };
-	char sid[128];
+	char sid[SP_ID_SIZE];
 	int attempts = 0;
 	int64_t got;
 
@@ -88,7 +88,7 @@ int vp_fs_upload_fd(void *impl, const struct sp_box *box, const char *path, int 
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
 	int rc, attempts = 0;
-	char sid[128];
+	char sid[SP_ID_SIZE];
 
 	vp_session_of(v, box, sid, sizeof(sid));
 	if (!sid[0])
@@ -106,7 +106,7 @@ int vp_fs_mkdir(void *impl, const struct sp_box *box, const char *path, mode_t m
 	struct vprov *v = impl;
 	struct vc_error ve = { 0 };
 	int rc, attempts = 0;
-	char sid[128];
+	char sid[SP_ID_SIZE];
 
 	(void)mode;   /* fs/mkdir takes no mode: the default user's umask applies */
 	vp_session_of(v, box, sid, sizeof(sid));

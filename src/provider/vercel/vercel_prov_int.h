@@ -27,7 +27,7 @@
  * mount holds may be one a resume elsewhere has replaced. */
 struct session_seen {
 	char name[SP_ID_SIZE];      /* the sandbox's name: its id */
-	char sid[128];
+	char sid[SP_ID_SIZE];
 };
 
 struct vprov {

@@ -23,7 +23,7 @@ void vp_session_note(struct vprov *v, const char *name, const char *sid)
 {
 	size_t i;
 
-	if (!name[0] || !sid[0] || strlen(name) >= sizeof(v->seen[0].name))
+	if (!name[0] || !sid[0] || strlen(name) >= sizeof(v->seen[0].name) || strlen(sid) >= sizeof(v->seen[0].sid))
 		return;
 	pthread_mutex_lock(&v->lock);
 	for (i = 0; i < v->n_seen; i++)
@@ -48,17 +48,21 @@ void vp_session_note(struct vprov *v, const char *name, const char *sid)
 	pthread_mutex_unlock(&v->lock);
 }
 
-/* The session a call for box goes to: the newest seen, else the box's. */
+/* The session a call for box goes to: the newest seen, else the box's; ""
+ * (no session) when the id does not fit in cap: a cut id names another. */
 void vp_session_of(struct vprov *v, const struct sp_box *box, char *out, size_t cap)
 {
-	str_copy(out, cap, box->toolbox_url ? box->toolbox_url : "");
+	bool fits = str_copy(out, cap, box->toolbox_url ? box->toolbox_url : "");
+
 	pthread_mutex_lock(&v->lock);
 	for (size_t i = 0; i < v->n_seen; i++)
 		if (!strcmp(v->seen[i].name, box->id)) {
-			str_copy(out, cap, v->seen[i].sid);
+			fits = str_copy(out, cap, v->seen[i].sid);
 			break;
 		}
 	pthread_mutex_unlock(&v->lock);
+	if (!fits)
+		out[0] = '\0';
 }
 
 
@@ -114,7 +118,7 @@ static bool session_moved(struct vprov *v, const char *name, const char *sid, ch
 	bool moved = false;
 
 	if (v->autostart) {
-		char seen[128];
+		char seen[SP_ID_SIZE];
 		struct sp_box box = { .id = name, .toolbox_url = sid };
 
 		pthread_mutex_lock(&v->resume_lock);

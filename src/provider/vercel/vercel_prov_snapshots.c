@@ -46,16 +46,21 @@ int vp_sandbox_snapshot(void *impl, const char *id, const char *name, sp_state_f
 	return vp_wait_stopped(v, id, &vs, on_state, ctx, NULL, err);
 }
 
-static void snap_to_dt(struct vc_snapshot *s, struct sp_snapshot *out)
+/* False (out cleared) when the id does not fit: a cut id would name
+ * another snapshot, which a delete or a create from it would then use. */
+static bool snap_to_dt(struct vc_snapshot *s, struct sp_snapshot *out)
 {
 	memset(out, 0, sizeof(*out));
-	str_copy(out->id, sizeof(out->id), s->id);
-	str_copy(out->name, sizeof(out->name), s->id);
+	if (!str_copy(out->id, sizeof(out->id), s->id) || !str_copy(out->name, sizeof(out->name), s->id)) {
+		memset(out, 0, sizeof(*out));
+		return false;
+	}
 	str_copy(out->state, sizeof(out->state), s->status);
 	vp_ms_to_ts(s->created_at, &out->created_at);
 	vp_ms_to_ts(s->updated_at, &out->updated_at);
 	out->json = s->json;
 	s->json = NULL;
+	return true;
 }
 
 int vp_snapshot_list(void *impl, struct sp_snapshot **out, size_t *n, struct sp_error *err)
@@ -76,9 +81,13 @@ int vp_snapshot_list(void *impl, struct sp_snapshot **out, size_t *n, struct sp_
 		vc_snapshot_list_free(list, count);
 		return sp_error_set(err, -ENOMEM, 0, "out of memory");
 	}
-	for (size_t i = 0; i < count; i++)
-		snap_to_dt(&list[i], &(*out)[i]);
-	*n = count;
+	for (size_t i = 0; i < count; i++) {
+		if (snap_to_dt(&list[i], &(*out)[*n]))
+			(*n)++;
+		else
+			log_warn("vercel: snapshot id %.40s... is longer than %d bytes: not listed", list[i].id,
+				 SP_ID_SIZE - 1);
+	}
 	vc_snapshot_list_free(list, count);
 	return 0;
 }
@@ -94,7 +103,10 @@ int vp_snapshot_get(void *impl, const char *id_or_name, struct sp_snapshot *out,
 	rc = vc_snapshot_get(v->vc, id_or_name, &s, &ve);
 	if (rc < 0)
 		return vp_from_vc(err, rc, &ve);
-	snap_to_dt(&s, out);
+	if (!snap_to_dt(&s, out)) {
+		vc_snapshot_clear(&s);
+		return sp_error_set(err, -ENAMETOOLONG, 0, "snapshot id longer than %d bytes", SP_ID_SIZE - 1);
+	}
 	vc_snapshot_clear(&s);
 	return 0;
 }
