@@ -495,7 +495,8 @@ static int port_text(struct dfs *fs, struct sandbox *sb, unsigned port, struct s
 	int rc = sp_sandbox_preview_url(fs->sp, sb->id, (int)port, &pv, &err);
 
 	if (rc < 0) {
-		if (rc != -ENOENT)   /* a port not declared is no sandbox error */
+		/* A port not declared (Vercel) is no sandbox error. */
+		if (rc != -ENOENT || !sp_ports_declared(fs->sp))
 			sandbox_set_error(sb, "port %u: %s", port, err.message);
 		return rc;
 	}
