@@ -7,7 +7,9 @@
  *   NAME/env         the variables every exec gets: the sandbox's own (set at
  *                    create) and STATE_DIR/env; "K=V" sets, "-K" removes
  *   NAME/ports/N     one per listening TCP port (one command lists them);
- *                    reading gives the preview URL (and the token when private)
+ *                    reading gives the preview URL (and the token when private);
+ *                    with a provider whose ports are declared (Vercel), one
+ *                    per declared port instead (one get of the sandbox)
  *   NAME/build-log   the build log of "create ... image=" while it runs
  *   MOUNT/.volumes/  one directory per volume with its JSON in info;
  *                    mkdir makes a volume, rmdir deletes one
@@ -412,7 +414,7 @@ static const char ports_script[] =
 	"for f in /proc/net/tcp /proc/net/tcp6; do [ -r $f ] && while read s l r st rest; do "
 	"[ \"$st\" = 0A ] && echo \"${l##*:}\"; done < $f; done; exit 0\n";
 
-static int ports_list(struct dfs *fs, struct sandbox *sb, unsigned char *seen /* 65536 bits */)
+static int ports_listening(struct dfs *fs, struct sandbox *sb, unsigned char *seen /* 65536 bits */)
 {
 	struct sp_error err = { 0 };
 	char *out = NULL;
@@ -436,6 +438,56 @@ static int ports_list(struct dfs *fs, struct sandbox *sb, unsigned char *seen /*
 	return 0;
 }
 
+/* The ports with a preview address, declared at create (Vercel): one get of
+ * the sandbox, whose answer carries its routes. Listening ports are not
+ * added: one not declared has no route, so no URL to read. */
+static int ports_declared(struct dfs *fs, struct sandbox *sb, unsigned char *seen /* 65536 bits */)
+{
+	struct sp_error err = { 0 };
+	int *ports = NULL;
+	size_t n = 0;
+	int rc = sp_sandbox_ports(fs->sp, sb->id, &ports, &n, &err);
+
+	if (rc < 0) {
+		sandbox_set_error(sb, "ports: %s", err.message);
+		return rc;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (ports[i] > 0 && ports[i] < 65536)
+			seen[ports[i] / 8] |= (unsigned char)(1u << (ports[i] % 8));
+	free(ports);
+	return 0;
+}
+
+static int ports_list(struct dfs *fs, struct sandbox *sb, unsigned char *seen /* 65536 bits */)
+{
+	return sp_ports_declared(fs->sp) ? ports_declared(fs, sb, seen) : ports_listening(fs, sb, seen);
+}
+
+/* Whether NAME/ports/N exists: every port when every port has a preview
+ * address (Daytona, no request), else a declared one (one request). */
+static int port_exists(struct dfs *fs, struct sandbox *sb, unsigned port)
+{
+	struct sp_error err = { 0 };
+	int *ports = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (!sp_ports_declared(fs->sp))
+		return 0;
+	rc = sp_sandbox_ports(fs->sp, sb->id, &ports, &n, &err);
+	if (rc < 0) {
+		sandbox_set_error(sb, "ports: %s", err.message);
+		return rc;
+	}
+	rc = -ENOENT;
+	for (size_t i = 0; i < n; i++)
+		if (ports[i] == (int)port)
+			rc = 0;
+	free(ports);
+	return rc;
+}
+
 static int port_text(struct dfs *fs, struct sandbox *sb, unsigned port, struct strbuf *text)
 {
 	struct sp_error err = { 0 };
@@ -443,7 +495,9 @@ static int port_text(struct dfs *fs, struct sandbox *sb, unsigned port, struct s
 	int rc = sp_sandbox_preview_url(fs->sp, sb->id, (int)port, &pv, &err);
 
 	if (rc < 0) {
-		sandbox_set_error(sb, "port %u: %s", port, err.message);
+		/* A port not declared (Vercel) is no sandbox error. */
+		if (rc != -ENOENT || !sp_ports_declared(fs->sp))
+			sandbox_set_error(sb, "port %u: %s", port, err.message);
 		return rc;
 	}
 	sb_addf(text, "%s\n", pv.url);
@@ -946,9 +1000,12 @@ int surface_getattr(struct dfs *fs, const struct node *n, struct sandbox *sb, st
 		fill_virtual(fs, st, S_IFDIR | 0755, 0);
 		return 0;
 	case N_PORT:
-		/* Every port has a preview URL: one nobody listens on too. */
-		fill_virtual(fs, st, S_IFREG | 0444, 0);
-		return 0;
+		/* On Daytona every port has a preview URL: one nobody listens on
+		 * too. On Vercel only a declared one. */
+		rc = port_exists(fs, sb, n->cmd);
+		if (rc == 0)
+			fill_virtual(fs, st, S_IFREG | 0444, 0);
+		return rc;
 	case N_VOL:
 	case N_VOL_INFO:
 		memset(&v, 0, sizeof(v));

@@ -194,7 +194,7 @@ enum {
 	SP_CAP_LABELS        = 1u << 9,   /* sandbox_set_labels, sandbox_get_labels */
 	SP_CAP_RESIZE        = 1u << 10,
 	SP_CAP_INTERVALS     = 1u << 11,  /* sandbox_set_interval: autostop, autoarchive, autodelete */
-	SP_CAP_PREVIEW       = 1u << 12,  /* sandbox_preview_url */
+	SP_CAP_PREVIEW       = 1u << 12,  /* sandbox_preview_url (and sandbox_ports when set) */
 	SP_CAP_VOLUMES       = 1u << 13,  /* volume_list, volume_create, volume_delete */
 	SP_CAP_BUILD_LOG     = 1u << 14,  /* sandbox_build_log */
 	SP_CAP_NOTE_CHANGE   = 1u << 15,  /* note_change: changes count as activity, piggy-backed */
@@ -295,9 +295,15 @@ struct sandbox_provider_ops {
 			struct sp_error *err);
 	int (*fs_chmod)(void *impl, const struct sp_box *box, const char *path, mode_t mode,
 			struct sp_error *err);
-	/* The sandbox's surface (optional). */
+	/* The sandbox's surface (optional). A port's preview address;
+	 * -ENOENT when the port has none (a provider with sandbox_ports). */
 	int (*sandbox_preview_url)(void *impl, const char *id, int port, struct sp_preview *out,
 			struct sp_error *err);
+	/* The ports that have a preview address, when only some have (Vercel:
+	 * the ports declared at create, each with a public route), in the
+	 * provider's order; *ports malloc'd (NULL when none). NULL op: every
+	 * port has one (Daytona), and the mount lists the listening ports. */
+	int (*sandbox_ports)(void *impl, const char *id, int **ports, size_t *n, struct sp_error *err);
 	int (*volume_list)(void *impl, struct sp_volume **out, size_t *n, struct sp_error *err);
 	int (*volume_create)(void *impl, const char *name, struct sp_volume *out, struct sp_error *err);
 	int (*volume_delete)(void *impl, const char *id, struct sp_error *err);
@@ -625,6 +631,22 @@ static inline int sp_sandbox_preview_url(struct sandbox_provider *sp, const char
 	if (!sp->ops->sandbox_preview_url)
 		return sp_unsupported(err, "preview url");
 	return sp->ops->sandbox_preview_url(sp->impl, id, port, out, err);
+}
+
+/* Whether only the ports sp_sandbox_ports lists have a preview address. */
+static inline bool sp_ports_declared(const struct sandbox_provider *sp)
+{
+	return sp->ops->sandbox_ports != NULL;
+}
+
+static inline int sp_sandbox_ports(struct sandbox_provider *sp, const char *id, int **ports, size_t *n,
+		struct sp_error *err)
+{
+	*ports = NULL;
+	*n = 0;
+	if (!sp->ops->sandbox_ports)
+		return sp_unsupported(err, "declared ports");
+	return sp->ops->sandbox_ports(sp->impl, id, ports, n, err);
 }
 
 static inline int sp_volume_list(struct sandbox_provider *sp, struct sp_volume **out, size_t *n,

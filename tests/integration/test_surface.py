@@ -152,8 +152,8 @@ def test_env_read_write_and_override(mount, server, tmp_root):
 
 
 # ---------------------------------------------------------------------- ports
-@pytest.mark.provider("daytona", reason="a Vercel sandbox has no ports/ (its ports are routes given at create: "
-                     "test_vercel covers create port=)")
+@pytest.mark.provider("daytona", reason="a Vercel sandbox's ports/ lists the ports declared at create (their "
+                     "routes), not listeners: test_vercel.test_ports_are_the_declared_routes")
 def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
     port = free_port()
     ctl(mount.p(sandbox, "ctl"), f"exec python3 -m http.server {port} --bind 127.0.0.1")
@@ -178,7 +178,7 @@ def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
 
 
 @pytest.mark.provider("daytona", reason="Daytona's preview URLs and tokens (info's id); Vercel's ports are routes "
-                     "given at create (test_vercel covers create port=); the listing of listeners is "
+                     "given at create (test_vercel.test_ports_are_the_declared_routes); the listing of listeners is "
                      "test_ports_lists_listeners_in_one_request")
 def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
     sid = sandbox_id(mount, sandbox)

@@ -296,16 +296,18 @@ def test_upload_into_a_read_only_directory_is_eacces(mount, sandbox, server):
 
 def test_surface_shows_only_what_vercel_has(mount, sandbox):
     """A surface directory or file the provider cannot serve is not there:
-    Vercel has no volumes (.volumes), no preview URLs (ports/) and no build
-    log. They were listed, and every open of them failed (EOPNOTSUPP)."""
+    Vercel has no volumes (.volumes) and no build log. They were listed, and
+    every open of them failed (EOPNOTSUPP). ports/ is there (issue 15): it
+    lists the ports declared at create, none for this sandbox."""
     root = sh(["ls", "-a", mount.path]).stdout.split()
     assert ".volumes" not in root
     assert {".", "..", "ctl", "error", ".snapshots", sandbox} <= set(root)
     entries = sh(["ls", mount.p(sandbox)]).stdout.split()
     assert sorted(entries) == sorted(["ctl", "status", "info", "error", "stdout", "stderr", "exit", "cmd",
-                                      "fs", "work", "usage", "env"])
+                                      "fs", "work", "usage", "env", "ports"])
+    assert os.listdir(mount.p(sandbox, "ports")) == []
     for p in (mount.p(".volumes"), mount.p(".volumes", "v1"), mount.p(".volumes", "v1", "info"),
-              mount.p(sandbox, "build-log"), mount.p(sandbox, "ports"), mount.p(sandbox, "ports", "3000")):
+              mount.p(sandbox, "build-log"), mount.p(sandbox, "ports", "3000")):
         with pytest.raises(OSError) as e:
             os.stat(p)
         assert e.value.errno == errno.ENOENT, p
@@ -321,6 +323,57 @@ def test_surface_shows_only_what_vercel_has(mount, sandbox):
     write(mount.p(sandbox, "work", "after.txt"), "still here\n")
     assert read(mount.p(sandbox, "work", "after.txt")) == "still here\n"
     assert read(mount.p(sandbox, "status")) == "started\n"
+
+
+def test_ports_are_the_declared_routes(mount, server):
+    """NAME/ports/ lists the ports declared at create (port=N), each file the
+    public URL of its route (no token: Vercel's routes are public); a port
+    not declared is ENOENT, one that listens too. Each listing, lookup or
+    read is one GET of the sandbox, whose answer carries the routes."""
+    name = "vp-" + os.urandom(3).hex()
+    ctl(mount.p("ctl"), f"create {name} port=3000 port=8080")
+    try:
+        def is_get(e):   # GET /v2/sandboxes/NAME (under /api when the client says so)
+            return e["method"] == "GET" and e["path"].split("?")[0].endswith(f"/v2/sandboxes/{name}")
+
+        routes = {r["port"]: r["url"] for r in vapi(server, "GET", f"/v2/sandboxes/{name}")["routes"]}
+        assert set(routes) == {3000, 8080}
+        ports = mount.p(name, "ports")
+        os.stat(mount.p(name, "status"))   # the sandbox is known: no lookup of it below
+
+        server.reset()
+        assert sorted(os.listdir(ports)) == ["3000", "8080"]
+        assert len(log(server)) == 1 and is_get(log(server)[0]), log(server)
+
+        server.reset()
+        assert read(os.path.join(ports, "3000")) == routes[3000] + "\n"
+        assert read(os.path.join(ports, "8080")) == routes[8080] + "\n"
+        reqs = log(server)
+        # per file: at most one GET to look it up and one to read it; nothing else
+        assert all(is_get(e) for e in reqs), reqs
+        assert 2 <= len(reqs) <= 4, reqs   # measured: 4 (the lookup's GET and the read's)
+
+        # not declared: ENOENT, also for a port a server listens on
+        ctl(mount.p(name, "ctl"), "exec python3 -m http.server 9999 --bind 127.0.0.1")
+        deadline = time.time() + 20
+        while True:   # 9999 = 0x270F in LISTEN (0A)
+            ctl(mount.p(name, "ctl"), "exec grep -q ':270F .* 0A ' /proc/net/tcp /proc/net/tcp6")
+            d = mount.p(name, "cmd", os.readlink(mount.p(name, "cmd", "last")))
+            if read(os.path.join(d, "exit")).strip() == "0":
+                break
+            assert time.time() < deadline, "the server never listened"
+            time.sleep(0.2)
+        server.reset()
+        for p in ("9999", "1"):
+            with pytest.raises(OSError) as e:
+                read(os.path.join(ports, p))
+            assert e.value.errno == errno.ENOENT
+        assert sorted(os.listdir(ports)) == ["3000", "8080"]
+        assert len(log(server)) == 3 and all(is_get(e) for e in log(server)), log(server)
+        # a port not declared is no sandbox error
+        assert "did not declare" not in read(mount.p(name, "error"))
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")
 
 
 def test_env_shows_create_env_and_what_was_written(mount, server, tmp_root):

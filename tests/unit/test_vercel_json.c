@@ -66,6 +66,10 @@ UNIT_TEST(sandbox_and_session)
 	CHECK_STR(sb.session.status, "running");
 	CHECK_INT(sb.session.started_at, 1760000000500LL);
 	CHECK(sb.json && sb.json[strlen(sb.json) - 1] == '\n' && strstr(sb.json, "\"routes\""));
+	CHECK_INT(sb.routes_err, 0);
+	CHECK_INT(sb.n_routes, 1);
+	CHECK_INT(sb.routes[0].port, 3000);
+	CHECK_STR(sb.routes[0].url, "https://s.vercel.run");
 	vc_sandbox_clear(&sb);
 	cJSON_Delete(root);
 
@@ -83,6 +87,60 @@ UNIT_TEST(sandbox_and_session)
 	CHECK_INT(vc_sandbox_response_from_json(root, &sb), 0);
 	CHECK(sb.resumed);
 	CHECK(!sb.persistent);
+	vc_sandbox_clear(&sb);
+	cJSON_Delete(root);
+}
+
+/* The routes of the declared ports (NAME/ports/): system routes skipped,
+ * anything unreadable an error and never a cut URL or a half list; and a
+ * sandbox whose routes cannot be read is still read (routes_err set). */
+UNIT_TEST(routes)
+{
+	struct vc_route r[3];
+	size_t n = 99;
+	cJSON *root;
+	char big[400];
+
+	CHECK_INT(vc_routes_from_json(NULL, r, 3, &n), 0);
+	CHECK_INT(n, 0);
+	root = cJSON_Parse("[{\"url\":\"https://a.vercel.run\",\"subdomain\":\"a\",\"port\":8080},"
+			   "{\"url\":\"https://sys.vercel.run\",\"subdomain\":\"sys\",\"port\":1,\"system\":true},"
+			   "{\"url\":\"https://b.vercel.run\",\"subdomain\":\"b\",\"port\":3000}]");
+	CHECK_INT(vc_routes_from_json(root, r, 3, &n), 0);
+	CHECK_INT(n, 2);
+	CHECK_INT(r[0].port, 8080);
+	CHECK_STR(r[0].url, "https://a.vercel.run");
+	CHECK_INT(r[1].port, 3000);
+	CHECK_STR(r[1].url, "https://b.vercel.run");
+	CHECK_INT(vc_routes_from_json(root, r, 1, &n), -E2BIG);
+	cJSON_Delete(root);
+	static const char *const bad[] = {
+		"{}", "[1]", "[{\"url\":\"u\"}]", "[{\"port\":3000}]", "[{\"url\":\"u\",\"port\":0}]",
+		"[{\"url\":\"u\",\"port\":65536}]", "[{\"url\":\"u\",\"port\":3000.5}]",
+		"[{\"url\":7,\"port\":3000}]",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		root = cJSON_Parse(bad[i]);
+		CHECK_INT(vc_routes_from_json(root, r, 3, &n), -EINVAL);
+		cJSON_Delete(root);
+	}
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	root = cJSON_CreateArray();
+	cJSON *one = cJSON_CreateObject();
+	cJSON_AddStringToObject(one, "url", big);
+	cJSON_AddNumberToObject(one, "port", 3000);
+	cJSON_AddItemToArray(root, one);
+	CHECK_INT(vc_routes_from_json(root, r, 3, &n), -ENAMETOOLONG);
+	cJSON_Delete(root);
+
+	struct vc_sandbox sb;
+
+	root = cJSON_Parse("{\"sandbox\":{\"name\":\"n\",\"status\":\"running\"},\"routes\":{}}");
+	CHECK_INT(vc_sandbox_response_from_json(root, &sb), 0);
+	CHECK_STR(sb.name, "n");
+	CHECK_INT(sb.routes_err, -EINVAL);
+	CHECK_INT(sb.n_routes, 0);
 	vc_sandbox_clear(&sb);
 	cJSON_Delete(root);
 }
@@ -426,6 +484,7 @@ int main(void)
 	static const struct unit_case cases[] = {
 		UNIT_CASE(errno_mapping),
 		UNIT_CASE(sandbox_and_session),
+		UNIT_CASE(routes),
 		UNIT_CASE(command_shapes),
 		UNIT_CASE(snapshot_shape),
 		UNIT_CASE(request_bodies),

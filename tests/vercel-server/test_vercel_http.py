@@ -192,3 +192,21 @@ def test_file_api_acts_as_the_default_user(vercel_server):
         {"content-type": "application/gzip", "x-cwd": "/vercel/sandbox"})
     assert status == 200
     assert stdout(run(srv, sid, "stat -c %U sticky/mine")) == "ubuntu\n"
+
+
+def test_routes_of_the_declared_ports_come_with_create_get_and_session(vercel_server):
+    # CONTRACT.md section 4: SandboxAndSessionResponse and SessionAndRoutesResponse carry
+    # routes [{url, subdomain, port}], one per port the create declared, in its order.
+    made = vercel_server.create("routes-x", ports=[8080, 3000])
+    routes = made["routes"]
+    assert [r["port"] for r in routes] == [8080, 3000]
+    for r in routes:
+        assert set(r) == {"url", "subdomain", "port"}
+        assert r["url"] == "https://%s.vercel.run" % r["subdomain"]
+    assert len({r["subdomain"] for r in routes}) == 2
+    from conftest import PROJECT
+    status, got = vercel_server.json("GET", "/v2/sandboxes/routes-x?projectId=" + PROJECT)
+    assert status == 200 and got["routes"] == routes
+    status, sess = vercel_server.json("GET", "/v2/sandboxes/sessions/%s" % made["session"]["id"])
+    assert status == 200 and sess["routes"] == routes
+    assert vercel_server.create("routes-none")["routes"] == []

@@ -112,6 +112,14 @@ struct vc_session {
 	int64_t created_at, started_at, updated_at, requested_stop_at, stopped_at; /* epoch ms, 0 when absent */
 };
 
+/* A route of a port the sandbox declared (SandboxRoute): its public URL.
+ * The contract allows 15 ports; system routes (system: true) are not kept. */
+#define VC_MAX_ROUTES 16
+struct vc_route {
+	int port;
+	char url[256];
+};
+
 struct vc_sandbox {
 	char name[130];
 	char status[32];
@@ -127,6 +135,14 @@ struct vc_sandbox {
 	bool has_session;
 	struct vc_session session;
 	bool resumed;
+	/* The routes of the response (create, get, resume): one per declared
+	 * port. Routes that cannot be read (a URL that does not fit, more than
+	 * VC_MAX_ROUTES, a malformed entry) leave routes_err set (a negative
+	 * errno): NAME/ports then fails rather than show a declared port as
+	 * absent, and the rest of the sandbox is read as usual. */
+	struct vc_route routes[VC_MAX_ROUTES];
+	size_t n_routes;
+	int routes_err;
 	char *json;                /* the response as returned, pretty-printed with a final newline; may be NULL */
 };
 void vc_sandbox_clear(struct vc_sandbox *sb);
@@ -158,6 +174,9 @@ int vc_session_from_json(const struct cJSON *obj, struct vc_session *out);
 int vc_sandbox_from_json(const struct cJSON *obj, struct vc_sandbox *out);
 /* A response {sandbox, session?, routes?, resumed?} (json is set to it). */
 int vc_sandbox_response_from_json(const struct cJSON *root, struct vc_sandbox *out);
+/* The routes array of a response (NULL or null: none) into out[cap]; 0, or
+ * -EINVAL (malformed), -E2BIG (more than cap), -ENAMETOOLONG (a URL too long). */
+int vc_routes_from_json(const struct cJSON *routes, struct vc_route *out, size_t cap, size_t *n);
 int vc_snapshot_from_json(const struct cJSON *obj, struct vc_snapshot *out);
 int vc_command_from_json(const struct cJSON *obj, struct vc_command *out);
 

@@ -105,6 +105,38 @@ int vc_sandbox_from_json(const struct cJSON *obj, struct vc_sandbox *out)
 	return 0;
 }
 
+/* routes: [{url, subdomain, port}] (CONTRACT.md section 4); absent is none.
+ * A system route is the platform's, not a declared port: skipped. */
+int vc_routes_from_json(const struct cJSON *routes, struct vc_route *out, size_t cap, size_t *n)
+{
+	const cJSON *r;
+
+	*n = 0;
+	if (!routes || cJSON_IsNull(routes))
+		return 0;
+	if (!cJSON_IsArray(routes))
+		return -EINVAL;
+	cJSON_ArrayForEach(r, routes) {
+		const cJSON *port = cJSON_GetObjectItemCaseSensitive(r, "port");
+		const char *url = jstr(r, "url");
+
+		if (!cJSON_IsObject(r) || !cJSON_IsNumber(port) || !url)
+			return -EINVAL;
+		if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "system")))
+			continue;
+		if (port->valuedouble < 1 || port->valuedouble > 65535 ||
+		    port->valuedouble != (double)(int)port->valuedouble)
+			return -EINVAL;
+		if (*n == cap)
+			return -E2BIG;
+		out[*n].port = (int)port->valuedouble;
+		if (!str_copy(out[*n].url, sizeof(out[*n].url), url))
+			return -ENAMETOOLONG;   /* never a cut URL */
+		(*n)++;
+	}
+	return 0;
+}
+
 int vc_sandbox_response_from_json(const struct cJSON *root, struct vc_sandbox *out)
 {
 	const cJSON *sess = cJSON_GetObjectItemCaseSensitive(root, "session");
@@ -119,6 +151,10 @@ int vc_sandbox_response_from_json(const struct cJSON *root, struct vc_sandbox *o
 		out->has_session = true;
 	}
 	out->resumed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "resumed"));
+	out->routes_err = vc_routes_from_json(cJSON_GetObjectItemCaseSensitive(root, "routes"),
+					      out->routes, VC_MAX_ROUTES, &out->n_routes);
+	if (out->routes_err)
+		out->n_routes = 0;
 	out->json = vc_pretty_json(root);
 	return out->json ? 0 : -ENOMEM;
 }

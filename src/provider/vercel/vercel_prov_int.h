@@ -80,6 +80,9 @@ int vp_sandbox_get_labels(void *impl, const char *id, struct sp_kv **labels, siz
 int vp_sandbox_set_labels(void *impl, const char *id, const struct sp_kv *labels, size_t n, struct sp_sandbox *out,
 			  struct sp_error *err);
 int vp_ping(void *impl, struct sp_error *err);
+int vp_sandbox_preview_url(void *impl, const char *id, int port, struct sp_preview *out,
+			   struct sp_error *err);
+int vp_sandbox_ports(void *impl, const char *id, int **ports, size_t *n, struct sp_error *err);
 int vp_sandbox_extend(void *impl, const char *id, long minutes, struct sp_sandbox *out, struct sp_error *err);
 int vp_work_dir(void *impl, const struct sp_box *box, char *out, size_t cap, struct sp_error *err);
 

@@ -2,7 +2,8 @@
 /*
  * vercel_prov_sandboxes.c - the control plane of the Vercel provider:
  * errors and objects to provider.h's, list, get, create, start (resume),
- * stop, delete, tags (labels), extend, ping and the working directory.
+ * stop, delete, tags (labels), extend, ping, the working directory, and the
+ * ports: the routes of the declared ports (NAME/ports/).
  */
 #include <errno.h>
 #include <limits.h>
@@ -507,4 +508,67 @@ int vp_work_dir(void *impl, const struct sp_box *box, char *out, size_t cap, str
 		rc = sp_error_set(err, -ENAMETOOLONG, 0, "working directory too long");
 	vc_sandbox_clear(&vs);
 	return rc;
+}
+
+/* ---- ports: the routes of the declared ports -------------------------------- */
+
+/* One GET of the sandbox (no resume: a stopped sandbox keeps its routes):
+ * its answer carries the routes, so a port costs no request of its own. */
+static int get_routes(struct vprov *v, const char *id, struct vc_sandbox *vs, struct sp_error *err)
+{
+	int rc = vp_get_sandbox(v, id, false, vs, err);
+
+	if (rc == 0 && vs->routes_err) {
+		rc = sp_error_set(err, vs->routes_err < 0 ? vs->routes_err : -EIO, 0,
+				  "sandbox %s: its routes cannot be read (%s)", id, strerror(-vs->routes_err));
+		vc_sandbox_clear(vs);
+	}
+	return rc;
+}
+
+int vp_sandbox_preview_url(void *impl, const char *id, int port, struct sp_preview *out,
+			   struct sp_error *err)
+{
+	struct vc_sandbox vs;
+	int rc = get_routes(impl, id, &vs, err);
+
+	if (rc < 0)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	rc = sp_error_set(err, -ENOENT, 0, "sandbox %s did not declare port %d (create ... port=%d)", id, port,
+			  port);
+	for (size_t i = 0; i < vs.n_routes; i++) {
+		if (vs.routes[i].port != port)
+			continue;
+		/* Vercel's routes are public: no token (out->token stays ""). */
+		if (str_copy(out->url, sizeof(out->url), vs.routes[i].url))
+			rc = 0;
+		else
+			rc = sp_error_set(err, -ENAMETOOLONG, 0, "the URL of port %d is too long", port);
+		break;
+	}
+	vc_sandbox_clear(&vs);
+	return rc;
+}
+
+int vp_sandbox_ports(void *impl, const char *id, int **ports, size_t *n, struct sp_error *err)
+{
+	struct vc_sandbox vs;
+	int rc = get_routes(impl, id, &vs, err);
+
+	*ports = NULL;
+	*n = 0;
+	if (rc < 0)
+		return rc;
+	if (vs.n_routes) {
+		*ports = calloc(vs.n_routes, sizeof(**ports));
+		if (!*ports) {
+			vc_sandbox_clear(&vs);
+			return sp_error_set(err, -ENOMEM, 0, "out of memory");
+		}
+		for (size_t i = 0; i < vs.n_routes; i++)
+			(*ports)[(*n)++] = vs.routes[i].port;
+	}
+	vc_sandbox_clear(&vs);
+	return 0;
 }

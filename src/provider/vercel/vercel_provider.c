@@ -65,6 +65,8 @@ static const struct sandbox_provider_ops vercel_ops = {
 	.snapshot_delete = vp_snapshot_delete,
 	.ping = vp_ping,
 	.sandbox_extend = vp_sandbox_extend,
+	.sandbox_preview_url = vp_sandbox_preview_url,
+	.sandbox_ports = vp_sandbox_ports,
 	.exec = vp_exec,
 	.exec_activity = vp_exec,
 	.exec_within = vp_exec_within,
@@ -138,11 +140,12 @@ struct sandbox_provider *vercel_provider_new(struct http_client *hc, const struc
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_mutex_init(&v->resume_lock, NULL);
 	sp->name = "vercel";
-	/* The optional operations it has: mkdir, snapshots, labels (tags).
+	/* The optional operations it has: mkdir, snapshots, labels (tags),
+	 * previews (the routes of the ports declared at create).
 	 * Not list, info, move, delete, chmod, ranged reads (cut from whole
 	 * reads), streamed in-place uploads, resize, intervals. */
 	sp->caps = SP_CAP_FS_MKDIR | SP_CAP_SNAPSHOTS | SP_CAP_LABELS | SP_CAP_EXTEND | SP_CAP_BULK_DOWNLOAD |
-		   SP_CAP_UPLOAD_IN_PLACE;
+		   SP_CAP_UPLOAD_IN_PLACE | SP_CAP_PREVIEW;
 	/* fs/write and the commands the mount runs (not sudo) act as the
 	 * sandbox's default user, uid and gid 1000 ("ubuntu" in images, as
 	 * "vercel-sandbox" in runtime sandboxes, vercel.h): the owner of every
