@@ -104,6 +104,30 @@ def test_sequential_requests_are_one_mib(server, tmp_root):
         m.unmount()
 
 
+def cold_cats_are_one_download(m, prefix):
+    """md5sum of a 64 MiB file three times cold (a new mtime drops the page
+    cache: auto_cache): the right bytes each time, from at most 2 downloads
+    (Vercel: fs/read, which it streams) and no command (Vercel reads what a
+    stream cannot serve by commands: it has no ranged download)."""
+    name = prefix + os.urandom(4).hex()
+    ctl(m.p("ctl"), "create " + name)
+    ctl(m.p(name, "ctl"), "exec head -c %d /dev/urandom > r.bin && md5sum r.bin" % (64 * MiB))
+    assert read(m.p(name, "exit")) == "0\n"
+    want = read(m.p(name, "stdout")).split()[0]
+    path = m.p(name, "fs", SANDBOX_HOME.lstrip("/"), "r.bin")
+    for i in range(3):
+        os.stat(path)
+        m.server.reset()
+        out = subprocess.run(["md5sum", path], capture_output=True, text=True, check=True).stdout
+        assert out.split()[0] == want
+        routes = m.server.stats()["routes"]
+        assert m.server.count("/fs/read" if PROVIDER == "vercel" else "/files/download") <= 2, routes
+        assert m.server.count(EXEC_ROUTE) == 0, routes
+        ctl(m.p(name, "ctl"), "exec touch -d @%d r.bin" % (1700000000 + i))
+        assert read(m.p(name, "exit")) == "0\n"
+    ctl(m.p(name, "ctl"), "delete")
+
+
 def test_cold_cat_is_one_streamed_download(server, tmp_root):
     """cat of a 64 MiB file the mount never read: with the kernel's 1 MiB
     READs, several in flight and arriving out of order, the streamed download
@@ -113,23 +137,7 @@ def test_cold_cat_is_one_streamed_download(server, tmp_root):
     the bytes for 256 MiB)."""
     m = Mount(server, tmp_root, name="mnt-kcat")
     try:
-        name = "kcat-" + os.urandom(4).hex()
-        ctl(m.p("ctl"), "create " + name)
-        ctl(m.p(name, "ctl"), "exec head -c %d /dev/urandom > r.bin && md5sum r.bin" % (64 * MiB))
-        assert read(m.p(name, "exit")) == "0\n"
-        want = read(m.p(name, "stdout")).split()[0]
-        path = m.p(name, "fs", SANDBOX_HOME.lstrip("/"), "r.bin")
-        for _ in range(3):
-            os.stat(path)
-            server.reset()
-            out = subprocess.run(["md5sum", path], capture_output=True, text=True, check=True).stdout
-            assert out.split()[0] == want
-            downloads = server.count("/files/download")
-            assert downloads <= 2, server.stats()["routes"]
-            # Read again cold: a new mtime drops the page cache (auto_cache).
-            ctl(m.p(name, "ctl"), "exec touch -d @%d r.bin" % (1700000000 + _))
-            assert read(m.p(name, "exit")) == "0\n"
-        ctl(m.p(name, "ctl"), "delete")
+        cold_cats_are_one_download(m, "kcat-")
     finally:
         m.unmount()
 
@@ -144,25 +152,6 @@ def test_cold_cat_with_a_larger_readahead_is_one_streamed_download(server, tmp_r
     m = Mount(server, tmp_root, extra_opts=("read_ahead_kb=4096",), name="mnt-kra")
     try:
         assert bdi_read_ahead_kb(m.path) == 4096
-        name = "kra-" + os.urandom(4).hex()
-        ctl(m.p("ctl"), "create " + name)
-        ctl(m.p(name, "ctl"), "exec head -c %d /dev/urandom > r.bin && md5sum r.bin" % (64 * MiB))
-        assert read(m.p(name, "exit")) == "0\n"
-        want = read(m.p(name, "stdout")).split()[0]
-        path = m.p(name, "fs", SANDBOX_HOME.lstrip("/"), "r.bin")
-        for _ in range(3):
-            os.stat(path)
-            server.reset()
-            out = subprocess.run(["md5sum", path], capture_output=True, text=True, check=True).stdout
-            assert out.split()[0] == want
-            # Vercel streams fs/read, and reads what a stream cannot serve by
-            # commands (no ranged download).
-            assert server.count("/fs/read" if PROVIDER == "vercel" else "/files/download") <= 2, \
-                server.stats()["routes"]
-            assert server.count(EXEC_ROUTE) == 0, server.stats()["routes"]
-            # Read again cold: a new mtime drops the page cache (auto_cache).
-            ctl(m.p(name, "ctl"), "exec touch -d @%d r.bin" % (1700000000 + _))
-            assert read(m.p(name, "exit")) == "0\n"
-        ctl(m.p(name, "ctl"), "delete")
+        cold_cats_are_one_download(m, "kra-")
     finally:
         m.unmount()

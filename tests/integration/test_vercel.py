@@ -7,27 +7,13 @@ import errno
 import json
 import os
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
-from conftest import (API_KEY, PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, VERCEL_TEAM, Mount, create_sandbox,
-                      ctl, read, sh, write)
+from conftest import PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, Mount, create_sandbox, ctl, read, sh, write
+from control_api import vapi  # Vercel's API straight to the server, as another client would
 
 pytestmark = pytest.mark.provider("vercel", reason="Vercel's sessions, tags and quota")
-
-
-def vapi(server, method, path, body=None, **query):
-    """Vercel's API straight to the server (as another client would)."""
-    q = dict(teamId=VERCEL_TEAM, projectId=VERCEL_PROJECT, **query)
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"{server.api_url}{path}?{urllib.parse.urlencode(q)}", data=data,
-                                 method=method, headers={"Content-Type": "application/json",
-                                                         "Authorization": "Bearer " + API_KEY})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        raw = r.read()
-        return json.loads(raw) if raw else None
 
 
 def session_of(server, name):
