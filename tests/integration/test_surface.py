@@ -152,15 +152,22 @@ def test_env_read_write_and_override(mount, server, tmp_root):
 
 
 # ---------------------------------------------------------------------- ports
-@pytest.mark.provider("daytona", reason="a Vercel sandbox's ports/ lists the ports declared at create (their "
-                     "routes), not listeners: test_vercel.test_ports_are_the_declared_routes")
-def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
+def serve_a_port(mount, sandbox):
+    """Starts a web server in the sandbox on a free port and waits until
+    NAME/ports/ lists it; the port."""
     port = free_port()
     ctl(mount.p(sandbox, "ctl"), f"exec python3 -m http.server {port} --bind 127.0.0.1")
     deadline = time.time() + 20
     while str(port) not in os.listdir(mount.p(sandbox, "ports")):
         assert time.time() < deadline, "the port never showed"
         time.sleep(0.2)
+    return port
+
+
+@pytest.mark.provider("daytona", reason="a Vercel sandbox's ports/ lists the ports declared at create (their "
+                     "routes), not listeners: test_vercel.test_ports_are_the_declared_routes")
+def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
+    port = serve_a_port(mount, sandbox)
     server.reset()
     names = os.listdir(mount.p(sandbox, "ports"))
     assert str(port) in names
@@ -182,12 +189,7 @@ def test_ports_lists_listeners_in_one_request(mount, server, sandbox):
                      "test_ports_lists_listeners_in_one_request")
 def test_ports_lists_listeners_and_gives_preview_urls(mount, server, sandbox):
     sid = sandbox_id(mount, sandbox)
-    port = free_port()
-    ctl(mount.p(sandbox, "ctl"), f"exec python3 -m http.server {port} --bind 127.0.0.1")
-    deadline = time.time() + 20
-    while str(port) not in os.listdir(mount.p(sandbox, "ports")):
-        assert time.time() < deadline, "the port never showed"
-        time.sleep(0.2)
+    port = serve_a_port(mount, sandbox)
     server.reset()
     names = os.listdir(mount.p(sandbox, "ports"))
     assert len(requests(server, "/process/execute")) == 1
