@@ -27,16 +27,24 @@ def wbm(server, tmp_root):
     sb = create_sandbox(m, "w")
     os.listdir(m.p(sb, "work"))
     Faults(server).clear()
-    Faults(server).counter("upload")
-    yield m, sb, SandboxView(server, sb)
+    view = SandboxView(server, sb)
+    # This sandbox's uploads only: a mount another test left behind may
+    # still send its own to the same server meanwhile.
+    UPLOAD_COUNTER[:] = Faults(server).counter("upload", view)
+    yield m, sb, view
     server.local("DELETE", "/_local/faults")
     for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
         live.unmount()
 
 
+# the ids of the fixture's counter rules (Faults.counter)
+UPLOAD_COUNTER = []
+
+
 def uploads(server):
-    """Upload requests since the fixture made its counter (Vercel: the upload commands)."""
-    return Faults(server).counted("upload")
+    """Upload requests to the fixture's sandbox since it made its counter
+    (Vercel: the upload commands)."""
+    return Faults(server).hits(tuple(UPLOAD_COUNTER))
 
 
 def write_files(d, n, prefix="f"):
@@ -306,8 +314,11 @@ def wb1(server, tmp_root):
     sb = create_sandbox(m, "w")
     os.listdir(m.p(sb, "work"))
     Faults(server).clear()
-    Faults(server).counter("upload")
-    yield m, sb, SandboxView(server, sb)
+    view = SandboxView(server, sb)
+    # This sandbox's uploads only: a mount another test left behind may
+    # still send its own to the same server meanwhile.
+    UPLOAD_COUNTER[:] = Faults(server).counter("upload", view)
+    yield m, sb, view
     server.local("DELETE", "/_local/faults")
     for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
         live.unmount()
