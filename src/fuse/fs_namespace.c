@@ -727,6 +727,18 @@ static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, cons
 	return 0;
 }
 
+/* Without -o writeback the only closed files whose upload waits are empty
+ * new ones (upload_later): an attribute set on one is sent after its upload,
+ * as it was when it went at close, so that nothing the upload stats back
+ * (Daytona's /files/info has no atime) replaces what was set. With -o
+ * writeback a file's attributes wait with it (tar sets every file's time). */
+static int upload_waiting_first(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	if (fs->opt.writeback > 0)
+		return 0;
+	return files_writeback_flush(fs, sb, path);
+}
+
 int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
 	struct sp_error err = { 0 };
@@ -739,6 +751,12 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		if (n)
 			node_release(fs, n);
 		return hidden_set(fs, sb, path, &mode, (uid_t)-1, (gid_t)-1, NULL);
+	}
+	rc = upload_waiting_first(fs, sb, path);
+	if (rc < 0) {
+		if (n)
+			node_release(fs, n);
+		return rc;
 	}
 	if (n) {
 		bool pending = false;
@@ -801,6 +819,12 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 		if (n)
 			node_release(fs, n);
 		return hidden_set(fs, sb, path, NULL, uid, gid, NULL);
+	}
+	rc = upload_waiting_first(fs, sb, path);
+	if (rc < 0) {
+		if (n)
+			node_release(fs, n);
+		return rc;
 	}
 	if (n) {
 		bool pending = false;
@@ -889,6 +913,12 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 		if (n)
 			node_release(fs, n);
 		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, mt);
+	}
+	rc = upload_waiting_first(fs, sb, path);
+	if (rc < 0) {
+		if (n)
+			node_release(fs, n);
+		return rc;
 	}
 	if (n) {
 		bool pending = false;
