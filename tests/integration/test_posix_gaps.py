@@ -4,11 +4,13 @@ mount once got wrong: rename over a file a reader keeps opening, names longer
 than NAME_MAX, paths longer than PATH_MAX, inode numbers that stay the same
 for the mount's life, the sandbox's own atime and ctime, and directory link
 counts after changes made through the mount."""
+import contextlib
 import ctypes
 import errno
 import os
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -105,6 +107,22 @@ def test_an_open_of_the_replaced_file_during_the_next_rename_reads_a_version(ser
     where fstat said 200. The open waits for the rename now and reads the new
     version. The rename's command is answered slowly to hold the window open;
     /proc/self/fd of an O_PATH descriptor is the kernel's cached name."""
+    with a_rename_held_open(server, d) as w:
+        with open("/proc/self/fd/%d" % w.handle, "rb") as f:
+            w.saved()
+            assert f.read() == w.versions[2]
+    assert read(w.path, "rb") == w.versions[2]
+    assert sorted(os.listdir(d)) == ["doc.txt"]
+
+
+@contextlib.contextmanager
+def a_rename_held_open(server, d):
+    """The window the tests above and below hold open: doc.txt saved twice by
+    rename, the first version's last descriptor closed (it is hidden, then
+    gone), an O_PATH descriptor still on its inode (the kernel's cached
+    name), and the second save's rename running in a thread, its command
+    answered slowly. Yields path, versions, handle and saved() (joins the
+    rename, which must succeed)."""
     path = os.path.join(d, "doc.txt")
     versions = [(b"v%d" % i) * 100 for i in range(3)]
     with open(path, "wb") as f:
@@ -125,17 +143,16 @@ def test_an_open_of_the_replaced_file_during_the_next_rename_reads_a_version(ser
         while not Faults(server).injected():
             assert time.time() < deadline, "the rename's command never came"
             time.sleep(0.01)
-        with open("/proc/self/fd/%d" % handle, "rb") as f:
+
+        def saved():
             saver.join()
             assert renamed == [None]
-            assert f.read() == versions[2]
+        yield types.SimpleNamespace(path=path, versions=versions, handle=handle, saved=saved)
     finally:
         server.local("DELETE", "/_local/faults")
         os.close(handle)
         if not first.closed:
             first.close()
-    assert read(path, "rb") == versions[2]
-    assert sorted(os.listdir(d)) == ["doc.txt"]
 
 
 def slow_rename_command(server):
@@ -166,36 +183,11 @@ def test_an_fstat_of_the_replaced_file_during_the_next_rename_finds_it(server, d
     name it was hidden from, which during a rename onto that name says "no
     such name" (so that the kernel looks the name up again): fstat failed
     with ENOENT, and the reader's open with it."""
-    path = os.path.join(d, "doc.txt")
-    versions = [(b"v%d" % i) * 100 for i in range(3)]
-    with open(path, "wb") as f:
-        f.write(versions[0])
-    first = open(path, "rb")
-    handle = os.open(path, os.O_PATH)
-    try:
-        for i in (1, 2):
-            with open(path + ".tmp%d" % i, "wb") as f:
-                f.write(versions[i])
-        os.rename(path + ".tmp1", path)
-        first.close()
-        slow_rename_command(server)
-        renamed = []
-        saver = threading.Thread(target=lambda: renamed.append(os.rename(path + ".tmp2", path)))
-        saver.start()
-        deadline = time.time() + 60
-        while not Faults(server).injected():
-            assert time.time() < deadline, "the rename's command never came"
-            time.sleep(0.01)
-        got = statx_forced(handle)
-        saver.join()
-        assert renamed == [None]
+    with a_rename_held_open(server, d) as w:
+        got = statx_forced(w.handle)
+        w.saved()
         assert got == 0, errno.errorcode.get(got, got)
-    finally:
-        server.local("DELETE", "/_local/faults")
-        os.close(handle)
-        if not first.closed:
-            first.close()
-    assert read(path, "rb") == versions[2]
+    assert read(w.path, "rb") == w.versions[2]
 
 
 # ---- 2. names longer than NAME_MAX ----------------------------------------
