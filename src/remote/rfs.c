@@ -193,22 +193,33 @@ int rfs_info(struct sandbox_provider *sp, const struct sp_box *box, const char *
 	return 0;
 }
 
-int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool recursive,
-	       struct sp_error *err)
+/* One program on one path, its error output read back as the errno:
+ * `PROGRAM -- PATH` (rm, rmdir, chmod ...) under the C locale, whose
+ * messages rfs_errno_from_message knows. */
+static int run_on_path(struct sandbox_provider *sp, const struct sp_box *box, const char *program,
+		       const char *what, const char *path, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *text = NULL;
 	int rc;
 
-	if (sp_has(sp, SP_CAP_FS_DELETE))
-		return sp_fs_delete(sp, box, path, recursive, err);
-	sb_adds(&cmd, recursive ? "LC_ALL=C; export LC_ALL; rm -r -- " : "LC_ALL=C; export LC_ALL; rm -- ");
+	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; ");
+	sb_adds(&cmd, program);
+	sb_adds(&cmd, " -- ");
 	sh_word(&cmd, path);
 	sb_adds(&cmd, " 2>&1");
-	rc = run(sp, box, &cmd, "delete", path, &text, err);
+	rc = run(sp, box, &cmd, what, path, &text, err);
 	free(text);
 	sb_free(&cmd);
 	return rc;
+}
+
+int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool recursive,
+	       struct sp_error *err)
+{
+	if (sp_has(sp, SP_CAP_FS_DELETE))
+		return sp_fs_delete(sp, box, path, recursive, err);
+	return run_on_path(sp, box, recursive ? "rm -r" : "rm", "delete", path, err);
 }
 
 bool rfs_rmdir_needs_check(struct sandbox_provider *sp)
@@ -218,37 +229,20 @@ bool rfs_rmdir_needs_check(struct sandbox_provider *sp)
 
 int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_error *err)
 {
-	struct strbuf cmd = STRBUF_INIT;
-	char *text = NULL;
-	int rc;
-
 	if (sp_has(sp, SP_CAP_FS_DELETE))
 		return sp_fs_delete(sp, box, path, true, err);
-	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; rmdir -- ");
-	sh_word(&cmd, path);
-	sb_adds(&cmd, " 2>&1");
-	rc = run(sp, box, &cmd, "rmdir", path, &text, err);
-	free(text);
-	sb_free(&cmd);
-	return rc;
+	return run_on_path(sp, box, "rmdir", "rmdir", path, err);
 }
 
 int rfs_chmod(struct sandbox_provider *sp, const struct sp_box *box, const char *path, mode_t mode,
 	      struct sp_error *err)
 {
-	struct strbuf cmd = STRBUF_INIT;
-	char *text = NULL;
-	int rc;
+	char program[32];
 
 	if (sp_has(sp, SP_CAP_FS_CHMOD))
 		return sp_fs_chmod(sp, box, path, mode, err);
-	sb_addf(&cmd, "LC_ALL=C; export LC_ALL; chmod %o -- ", (unsigned)(mode & 0777));
-	sh_word(&cmd, path);
-	sb_adds(&cmd, " 2>&1");
-	rc = run(sp, box, &cmd, "chmod", path, &text, err);
-	free(text);
-	sb_free(&cmd);
-	return rc;
+	snprintf(program, sizeof(program), "chmod %o", (unsigned)(mode & 0777));
+	return run_on_path(sp, box, program, "chmod", path, err);
 }
 
 int64_t rfs_download(struct sandbox_provider *sp, const struct sp_box *box, const char *path, uint64_t off,
