@@ -322,6 +322,17 @@ int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct sta
 	return lookup_listing(fs, sb, parent, base, st);
 }
 
+/* The times of a node whose content or times wait to be sent: its last
+ * write's (or the time set), and the access time set while they wait
+ * (utimens keeps it apart: a file's atime is not its mtime). Caller holds
+ * n->lock. */
+static void node_times(const struct open_node *n, struct stat *st)
+{
+	st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+	if (n->atime_pending)
+		st->st_atim = n->atime;
+}
+
 void node_stat(struct open_node *n, struct stat *st)
 {
 	pthread_mutex_lock(&n->lock);
@@ -332,7 +343,7 @@ void node_stat(struct open_node *n, struct stat *st)
 		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
 	}
 	if (n->dirty || n->mtime_pending || n->is_new)
-		st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+		node_times(n, st);
 	pthread_mutex_unlock(&n->lock);
 }
 
@@ -353,7 +364,7 @@ static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *
 		st->st_size = (off_t)stage_size(n->stage);
 		st->st_blocks = (blkcnt_t)((stage_size(n->stage) + 511) / 512);
 		if (n->dirty || n->mtime_pending)
-			st->st_mtim = st->st_ctim = st->st_atim = n->mtime;
+			node_times(n, st);
 		used = true;
 	}
 	if (have_remote && S_ISREG(st->st_mode) && n->chmod_pending)

@@ -402,3 +402,24 @@ def test_a_directorys_time_set_after_files_made_in_it_is_not_moved_by_their_uplo
     assert read(m.p(sb, "exit")) == "0\n"
     assert read(m.p(sb, "stdout")).startswith("1600000000."), read(m.p(sb, "stdout"))
     assert os.stat(d).st_mtime_ns == 1600000000123456789
+
+
+@pytest.mark.parametrize("size", [0, 5])
+def test_an_atime_set_while_the_upload_waits_is_shown_and_kept(wbm, server, size):
+    # A file whose upload waits showed its mtime as its atime: utimensat's
+    # atime was kept for the upload's command but not in its attributes
+    # (node_stat), so ls -lu and pjdfstest's utimensat saw the mtime.
+    m, sb, tb = wbm
+    name = "at-%d-%s" % (size, uuid.uuid4().hex[:6])
+    p = m.p(sb, "work", name)
+    with open(p, "wb") as f:
+        f.write(b"x" * size)
+    want = (1900000000 * 10**9, 1950000000 * 10**9)
+    os.utime(p, ns=want)
+    st = os.lstat(p)
+    assert (st.st_atime_ns, st.st_mtime_ns) == want
+    m.settle()
+    ctl(m.p(sb, "ctl"), "exec stat -c '%%X %%Y' %s/%s" % (HOME, name))
+    assert read(m.p(sb, "stdout")) == "1900000000 1950000000\n"
+    st = os.lstat(p)
+    assert (st.st_atime_ns, st.st_mtime_ns) == want
