@@ -482,6 +482,8 @@ static void *wbk_main(void *arg)
 void writeback_stop(struct dfs *fs)
 {
 	struct open_table *t = fs->files;
+	struct open_node **v;
+	size_t n;
 	bool on;
 
 	pthread_mutex_lock(&t->wbk_lock);
@@ -498,18 +500,14 @@ void writeback_stop(struct dfs *fs)
 		t->wbk_thread_on = false;
 		pthread_mutex_unlock(&t->wbk_lock);
 	}
-	{
-		struct open_node **v;
-		size_t n;
-
-		/* Batched while it can; a failure stays queued and dirty for
-		 * files_flush_all, which keeps it; the queue's references go. */
-		v = wbk_take(t, NULL, NULL, false, &n);
-		if (n)
-			wbk_upload(fs, v, n);
-		else
-			free(v);
-	}
+	/* What waits (-o writeback's files, or empty new files): batched while
+	 * it can; a failure stays queued and dirty for files_flush_all, which
+	 * keeps it; the queue's references go. */
+	v = wbk_take(t, NULL, NULL, false, &n);
+	if (n)
+		wbk_upload(fs, v, n);
+	else
+		free(v);
 }
 
 /* The queue's references, after files_flush_all. */
