@@ -886,11 +886,19 @@ class Runtime:
 
     def kill_all(self, sandbox_id):
         """SIGKILL every process of the sandbox, repeatedly, until none is left (a process may fork
-        while we are scanning)."""
+        while we are scanning). Done only after two empty scans in a row: a process caught inside
+        execve() shows an empty environment for that instant, and an orphan (its parent gone) has
+        no marked ancestor to be found through."""
+        empty = 0
         for _ in range(100):
             pids = find_marked_pids(self.marker(sandbox_id))
             if not pids:
-                return True
+                empty += 1
+                if empty == 2:
+                    return True
+                time.sleep(0.01)
+                continue
+            empty = 0
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)

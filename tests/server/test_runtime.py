@@ -309,6 +309,11 @@ def test_stop_kills_every_process_of_the_sandbox(rt, sb):
     r = run(rt, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & "
                 "(env -u DAYTONA_LOCAL_SANDBOX sleep 100 >/dev/null 2>&1 &); echo $!")
     pid = int(r.output)
+    # the orphaned setsid child may be inside execve() (its environment reads empty for that
+    # instant) when we look: look again until it shows
+    deadline = time.monotonic() + 5
+    while not rtm.find_marked_pids(rt.marker(sb)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert rtm.find_marked_pids(rt.marker(sb))
     rt.stop(sb)
     _wait_dead(pid)
