@@ -16,6 +16,7 @@
 #include "strbuf.h"
 #include "tmpname.h"
 #include "urlenc.h"
+#include "vercel_bulk.h"
 #include "vercel_prov_int.h"
 #include "vercel_provider.h"
 
@@ -107,9 +108,10 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 	struct vc_cmd_params p = { 0 };
 	struct vc_error ve = { 0 };
 	struct vc_command cmd;
-	struct strbuf indirect = STRBUF_INIT;
+	struct strbuf indirect = STRBUF_INIT, fenced = STRBUF_INIT;
 	int rc, status = -1, attempts = 0;
 	char *text = NULL, sid[SP_ID_SIZE];
+	uint64_t fence;
 
 	if (output)
 		*output = NULL;
@@ -121,6 +123,19 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 	if (!sid[0]) {
 		free(env);
 		return vp_no_session(err, box);
+	}
+	/* After an upload that may still have a send on its way, the fence of
+	 * its paths goes first, whatever this command is: every change of the
+	 * mount that follows it is then ordered after that send (vercel_bulk.c). */
+	fence = vercel_upload_fence(box, &fenced);
+	if (fence) {
+		sb_adds(&fenced, script);
+		if (fenced.oom) {
+			free(env);
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
+			goto out;
+		}
+		script = fenced.buf;
 	}
 	if (strlen(script) > VC_SCRIPT_ARG_MAX) {
 		/* Linux takes no single argument over 128 KiB (MAX_ARG_STRLEN):
@@ -182,6 +197,10 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 					  cmd.exit_code, ec.err.buf ? ec.err.buf : "");
 		goto out;
 	}
+	/* 124: the fence may not have been written (or the script said 124
+	 * itself): it goes again with the next command, which does no harm. */
+	if (status != 124)
+		vercel_upload_fence_done(box, fence);
 	if (exit_code)
 		*exit_code = status;
 	if (output) {
@@ -191,6 +210,7 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 out:
 	free(text);
 	sb_free(&indirect);
+	sb_free(&fenced);
 	sb_free(&ec.out);
 	sb_free(&ec.err);
 	return rc;
