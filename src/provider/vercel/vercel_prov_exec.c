@@ -136,6 +136,7 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 			goto out;
 		}
 		script = fenced.buf;
+		args[3] = script;
 	}
 	if (strlen(script) > VC_SCRIPT_ARG_MAX) {
 		/* Linux takes no single argument over 128 KiB (MAX_ARG_STRLEN):
