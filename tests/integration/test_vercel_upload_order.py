@@ -162,3 +162,27 @@ def test_a_send_of_a_failed_upload_that_runs_after_a_delete_writes_nothing(mount
     assert code == 0 and (out.startswith(b"R 116 ") or out == b"R 0\n"), out
     # a command after the failure carried the fence of that send's path
     assert any(re.search(r"^g %s %s %s$" % (seq, key, hexp), s, re.M) for s in commands(view))
+
+
+def test_a_failed_send_of_a_long_upload_leaves_no_script_file(mount, sandbox, view, server):
+    """An upload command over the argument limit goes to the sandbox as a
+    script file first; its command's request failed (a 502 before it ran)
+    and was sent again with a new file. The next command removes the first
+    one: nothing of it stays in /tmp/.daytonafs/out (up to a shared upload's
+    size for each failed send, before)."""
+    from routes import fault_rule
+    name = "long-" + uuid.uuid4().hex[:8]
+    local, remote = mount.p(sandbox, "work", name), SANDBOX_HOME + "/" + name
+    listing = 'ls -1 /tmp/.daytonafs/out 2>/dev/null | grep "^script" || true'
+    before = set(view.sh(listing)[1].split())
+    data = "".join("line %07d of a file over 96 KiB as base64\n" % i for i in range(4000))
+    rule = fault_rule("exec", action="status", status=502, count=1)
+    rule["body_match"] = r"/tmp/\.daytonafs/out/script\.[\s\S]*sh \\?\"\$f\\?\""
+    server.local("POST", "/_local/faults", rule)
+    try:
+        write_synced(local, data)
+        assert [r["injected"] for r in server.local("GET", "/_local/faults")] == [1]
+    finally:
+        server.local("DELETE", "/_local/faults")
+    assert view.read(remote) == data.encode()
+    assert set(view.sh(listing)[1].split()) - before == set()

@@ -468,6 +468,41 @@ UNIT_TEST(test_upload_fence_after_a_failed_upload)
 	free(path);
 }
 
+/* A lock that cannot be opened (here a directory; in a sandbox, a lock
+ * file another user made) is a clear error, status 124 and why, not dash's
+ * exit 2 from a failed redirection of exec; nothing is written. */
+UNIT_TEST(test_upload_lock_that_cannot_be_opened)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("unlockable");
+	int fd;
+
+	put("unlockable", "v0", 2, 0644);
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	mkdir("/tmp/.daytonafs/out/up-seq", 0700);
+	unlink("/tmp/.daytonafs/out/up-seq/lock");
+	CHECK_INT(mkdir("/tmp/.daytonafs/out/up-seq/lock", 0700), 0);
+	fd = stage("v1", 2);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 2 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, &it, 1, &err), -EIO);
+	CHECK(strstr(err.message, "ended with 124") != NULL);
+	CHECK(strstr(err.message, "cannot open the upload lock") != NULL);
+	close(fd);
+	rmdir("/tmp/.daytonafs/out/up-seq/lock");
+	CHECK_STR(slurp_file(path), "v0");
+	/* (its fence, for the next command) */
+	{
+		struct strbuf cmd = STRBUF_INIT;
+
+		vercel_upload_fence_done(NULL, vercel_upload_fence(NULL, &cmd));
+		sb_free(&cmd);
+	}
+	unlink(path);
+	free(path);
+}
+
 /* Two sends of one upload never run at once: the second waits for the
  * first's lock, so the chmod u+w ... chmod MODE of a read-only file cannot
  * interleave (a mode lost for good). Here the test holds the lock: the
@@ -530,6 +565,7 @@ int main(void)
 		UNIT_CASE(test_upload_late_duplicate_after_a_delete),
 		UNIT_CASE(test_upload_after_another_mount_s_record),
 		UNIT_CASE(test_upload_fence_after_a_failed_upload),
+		UNIT_CASE(test_upload_lock_that_cannot_be_opened),
 	};
 	char cmd[64];
 	int rc;

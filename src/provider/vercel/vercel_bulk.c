@@ -334,12 +334,15 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct sp_box *b
 /* Sets s to the state directory of uploads and takes its lock on fd 9, held
  * until the shell ends; else exits 124 with a message. Where the shared
  * directory or its lock belongs to another user of the sandbox (its files are
- * then not ours to write), this user's own directory instead. */
+ * then not ours to write; /tmp/.daytonafs may be theirs too), this user's
+ * own directory in /tmp instead: a user's uploads are ordered among
+ * themselves; between users, as between mounts, the last write wins (and
+ * the chmod u+w of a read-only file, its owner's only, keeps its lock). */
 #define UP_STATE_SH \
 	"s=/tmp/.daytonafs/out/up-seq\n" \
 	"[ -d \"$s\" ] || mkdir -p \"$s\" 2>/dev/null\n" \
 	"if [ ! -w \"$s\" ] || { [ -e \"$s/lock\" ] && [ ! -w \"$s/lock\" ]; }; then\n" \
-	"  s=$s.$(id -u); [ -d \"$s\" ] || mkdir -p \"$s\" 2>/dev/null; fi\n" \
+	"  s=/tmp/.daytonafs-up-seq.$(id -u); [ -d \"$s\" ] || mkdir -m 700 \"$s\" 2>/dev/null; fi\n" \
 	"[ -w \"$s\" ] || { echo \"daytonafs: the upload state directory $s is not writable\"; exit 124; }\n" \
 	"if command -v flock >/dev/null 2>&1; then\n" \
 	"  { command exec 9>>\"$s/lock\"; } 2>/dev/null || { echo \"daytonafs: cannot open the upload lock $s/lock\"; exit 124; }\n" \
@@ -351,7 +354,7 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct sp_box *b
 static const char upload_fn[] =
 	"LC_ALL=C; export LC_ALL\n"
 	UP_STATE_SH
-	"t=$(mktemp /tmp/.daytonafs/out/up.XXXXXXXX) || exit 125\n"
+	"t=$(mktemp /tmp/.daytonafs/out/up.XXXXXXXX 2>/dev/null || mktemp) || exit 125\n"
 	"w() {\n"
 	"  if ! base64 -d > \"$t\" 2>/dev/null || [ \"$(wc -c < \"$t\")\" -ne \"$2\" ]; then\n"
 	"    echo 'R 5 the upload did not decode whole'; return; fi\n"
