@@ -165,6 +165,35 @@ static int stage(const void *data, size_t len)
 	return fd;
 }
 
+/* The first upload of a mount removes the records older than a day (each
+ * mount leaves its own; no send outlives its command's time limit), and
+ * keeps the others. Runs first: the sweep is once per process. */
+UNIT_TEST(test_upload_sweeps_old_records)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("sweep");
+	struct stat st;
+	int fd;
+
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	mkdir("/tmp/.daytonafs/out/up-seq", 0700);
+	CHECK_INT(system("cd /tmp/.daytonafs/out/up-seq && echo 1 x > 00000000000000aa-unit-old && "
+			 "touch -d '2 days ago' 00000000000000aa-unit-old && echo 1 x > 00000000000000aa-unit-new"), 0);
+	fd = stage("s", 1);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 1 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, &it, 1, &err), 0);
+	CHECK_INT(it.rc, 0);
+	close(fd);
+	CHECK(stat("/tmp/.daytonafs/out/up-seq/00000000000000aa-unit-old", &st) < 0 && errno == ENOENT);
+	CHECK_INT(stat("/tmp/.daytonafs/out/up-seq/00000000000000aa-unit-new", &st), 0);
+	CHECK_INT(stat("/tmp/.daytonafs/out/up-seq/lock", &st), 0);
+	unlink("/tmp/.daytonafs/out/up-seq/00000000000000aa-unit-new");
+	unlink(path);
+	free(path);
+}
+
 UNIT_TEST(test_upload_many_in_place)
 {
 	static char data[70000];
@@ -559,6 +588,7 @@ int main(void)
 		UNIT_CASE(test_bulk_parse),
 		UNIT_CASE(test_upload_parse),
 		UNIT_CASE(test_bulk_download_runs),
+		UNIT_CASE(test_upload_sweeps_old_records),
 		UNIT_CASE(test_upload_many_in_place),
 		UNIT_CASE(test_upload_stale_send_writes_nothing),
 		UNIT_CASE(test_upload_waits_for_the_lock),

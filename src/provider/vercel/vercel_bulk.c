@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -669,6 +670,8 @@ size_t vercel_upload_fences(void)
 	return n;
 }
 
+static atomic_bool swept;
+
 int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box, struct sp_upload_item *items,
 		       size_t n, struct sp_error *err)
 {
@@ -691,6 +694,14 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 		rc = add_content(&cmd, &items[i], err);
 		sb_adds(&cmd, UP_EOF "\n");
 	}
+	/* Records older than a day are of no use (no send outlives its
+	 * command's time limit), and each mount leaves its own: the first
+	 * upload of each mount removes them (a find for the whole directory,
+	 * once). Records named by the path alone are a version's that numbered
+	 * uploads by the clock: nothing reads them. */
+	if (!atomic_exchange(&swept, true))
+		sb_adds(&cmd, "find \"$s\" -maxdepth 1 -type f ! -name lock "
+			"-mmin +1440 -exec rm -f {} + 2>/dev/null\n");
 	sb_adds(&cmd, "rm -f \"$t\"\n");
 	if (rc == 0 && cmd.oom)
 		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
