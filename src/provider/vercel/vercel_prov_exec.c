@@ -252,9 +252,7 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 		rc = vc_cmd_run_wait(v->vc, sid, &p, http_timeout_ms, exec_log, &ec, &cmd, &ve);
 	} while (vp_retry_moved(v, box, rc, &ve, sid, sizeof(sid), &attempts));
 	free(env);
-	if (rc >= 0)
-		leftover_done(box, removes);
-	else if (path[0])
+	if (rc < 0 && path[0])
 		leftover_add(box, path);
 	if (rc < 0) {
 		/* 410 or a stopped stream: the session is gone (EHOSTDOWN). */
@@ -276,8 +274,11 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 					  cmd.exit_code, ec.err.buf ? ec.err.buf : "");
 		goto out;
 	}
-	/* 124: the fence may not have been written (or the script said 124
-	 * itself): it goes again with the next command, which does no harm. */
+	/* The script ran (its status came back): so did its rm of leftovers
+	 * and its fence, unless 124 says the fence could not be written (or
+	 * the script said 124 itself): it then goes again with the next
+	 * command, which does no harm. */
+	leftover_done(box, removes);
 	if (status != 124)
 		vercel_upload_fence_done(box, fence);
 	if (exit_code)
