@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "strbuf.h"
+#include "urlenc.h"
 #include "vercel_bulk.h"
 
 static int execs;
@@ -164,6 +165,35 @@ static int stage(const void *data, size_t len)
 	return fd;
 }
 
+/* The first upload of a mount removes the records older than a day (each
+ * mount leaves its own; no send outlives its command's time limit), and
+ * keeps the others. Runs first: the sweep is once per process. */
+UNIT_TEST(test_upload_sweeps_old_records)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("sweep");
+	struct stat st;
+	int fd;
+
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	mkdir("/tmp/.daytonafs/out/up-seq", 0700);
+	CHECK_INT(system("cd /tmp/.daytonafs/out/up-seq && echo 1 x > 00000000000000aa-unit-old && "
+			 "touch -d '2 days ago' 00000000000000aa-unit-old && echo 1 x > 00000000000000aa-unit-new"), 0);
+	fd = stage("s", 1);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 1 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, &it, 1, &err), 0);
+	CHECK_INT(it.rc, 0);
+	close(fd);
+	CHECK(stat("/tmp/.daytonafs/out/up-seq/00000000000000aa-unit-old", &st) < 0 && errno == ENOENT);
+	CHECK_INT(stat("/tmp/.daytonafs/out/up-seq/00000000000000aa-unit-new", &st), 0);
+	CHECK_INT(stat("/tmp/.daytonafs/out/up-seq/lock", &st), 0);
+	unlink("/tmp/.daytonafs/out/up-seq/00000000000000aa-unit-new");
+	unlink(path);
+	free(path);
+}
+
 UNIT_TEST(test_upload_many_in_place)
 {
 	static char data[70000];
@@ -307,6 +337,201 @@ UNIT_TEST(test_upload_stale_send_writes_nothing)
 	free(path);
 }
 
+/* The second send of an upload wrote (the answer to the first was lost),
+ * then the user removed the file; the first send runs at last: it writes
+ * nothing, and the file stays gone (it wrote again before: the record was
+ * written before the copy, and only a greater number was skipped). */
+UNIT_TEST(test_upload_late_duplicate_after_a_delete)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("dup-deleted"), *out = NULL;
+	struct stat st;
+	int fd, status = -1;
+
+	fd = stage("old", 3);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
+	CHECK_INT(vercel_upload_many(capture_exec, NULL, NULL, &it, 1, &err), 0);
+	close(fd);
+	CHECK(captured != NULL);
+	/* the send that answered */
+	CHECK_INT(fake_exec(NULL, NULL, captured ? captured : "exit 9", NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_STR(out ? out : "", "R 0\n");
+	CHECK_STR(slurp_file(path), "old");
+	free(out);
+	out = NULL;
+	CHECK_INT(unlink(path), 0);
+	/* the first, late */
+	CHECK_INT(fake_exec(NULL, NULL, captured ? captured : "exit 9", NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_INT(status, 0);
+	CHECK_STR(out ? out : "", "R 0\n");
+	CHECK(stat(path, &st) < 0 && errno == ENOENT);
+	free(out);
+	free(captured);
+	captured = NULL;
+	free(path);
+}
+
+/* 64-bit FNV-1a, as the command names a path's record. */
+static unsigned long long fnv(const char *s)
+{
+	unsigned long long h = 14695981039346656037ull;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+/* What a mount whose clock is an hour ahead left (the record of a path
+ * numbered by its clock, with no id of ours) never stops this mount's
+ * upload: numbers of different mounts are not compared. Before, the upload
+ * wrote nothing and said R 0. */
+UNIT_TEST(test_upload_after_another_mount_s_record)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("other-mount");
+	char rec[600], line[1200];
+	int fd, n;
+
+	put("other-mount", "v1", 2, 0644);
+	/* the record, in the old format and in the new one with another id */
+	n = snprintf(line, sizeof(line), "%llu ", 4102444800000000ull);
+	for (const char *c = path; *c; c++)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, "%02x", (unsigned char)*c);
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	mkdir("/tmp/.daytonafs/out/up-seq", 0700);
+	snprintf(rec, sizeof(rec), "/tmp/.daytonafs/out/up-seq/%016llx", fnv(path));
+	fd = open(rec, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	CHECK(fd >= 0 && write(fd, line, strlen(line)) == (ssize_t)strlen(line) && write(fd, "\n", 1) == 1);
+	close(fd);
+	fd = stage("v2", 2);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 2 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, &it, 1, &err), 0);
+	CHECK_INT(it.rc, 0);
+	close(fd);
+	CHECK_STR(slurp_file(path), "v2");
+	unlink(rec);
+	unlink(path);
+	free(path);
+}
+
+static char *failed_send;
+
+/* Keeps the command, runs nothing, and fails as a 500 does (not sent
+ * again): a send still on its way when the upload gave up. */
+static int failing_exec(void *impl, const struct sp_box *box, const char *command, const char *cwd,
+			const struct sp_kv *envs, size_t n_envs, long timeout_s, int *exit_code, char **output,
+			struct sp_error *err)
+{
+	(void)impl; (void)box; (void)cwd; (void)envs; (void)n_envs; (void)timeout_s; (void)exit_code; (void)output;
+	free(failed_send);
+	failed_send = strdup(command);
+	return sp_error_set(err, -EIO, 500, "internal error");
+}
+
+/* An upload failed (its send may still run); the mount then deletes the
+ * file. The delete's command carries the fence of the failed upload's
+ * path: the late send, running after it, writes nothing (R 116), and the
+ * file stays gone. A later upload of this mount still writes. */
+UNIT_TEST(test_upload_fence_after_a_failed_upload)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT;
+	struct sp_box box = { "box-1", NULL }, other = { "box-2", NULL };
+	char *path = path_of("fenced"), *out = NULL;
+	struct stat st;
+	uint64_t ticket;
+	int fd, status = -1;
+
+	put("fenced", "v0", 2, 0644);
+	/* (the missing directory's file of test_upload_many_in_place left one) */
+	vercel_upload_fence_done(NULL, vercel_upload_fence(NULL, &cmd));
+	sb_reset(&cmd);
+	CHECK_INT(vercel_upload_fences(), 0);
+	fd = stage("old", 3);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
+	CHECK_INT(vercel_upload_many(failing_exec, NULL, &box, &it, 1, &err), -EIO);
+	close(fd);
+	CHECK(failed_send != NULL);
+	CHECK_INT(vercel_upload_fences(), 1);
+	/* another sandbox's command carries none */
+	CHECK(vercel_upload_fence(&other, &cmd) == 0);
+	CHECK_INT((int)cmd.len, 0);
+	/* the delete, with the fence before it */
+	ticket = vercel_upload_fence(&box, &cmd);
+	CHECK(ticket != 0);
+	sb_adds(&cmd, "rm -f -- ");
+	sh_word(&cmd, path);
+	CHECK_INT(fake_exec(NULL, NULL, sb_str(&cmd), NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_INT(status, 0);
+	CHECK_STR(out ? out : "", "");
+	vercel_upload_fence_done(&box, ticket);
+	CHECK_INT(vercel_upload_fences(), 0);
+	CHECK(stat(path, &st) < 0 && errno == ENOENT);
+	free(out);
+	out = NULL;
+	/* the failed upload's send, late */
+	CHECK_INT(fake_exec(NULL, NULL, failed_send ? failed_send : "exit 9", NULL, NULL, 0, 10, &status, &out,
+			    &err), 0);
+	CHECK_INT(status, 0);
+	CHECK(out && !strncmp(out, "R 116 ", 6));
+	CHECK(stat(path, &st) < 0 && errno == ENOENT);
+	free(out);
+	/* a new upload of the path writes */
+	fd = stage("new", 3);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, &box, &it, 1, &err), 0);
+	CHECK_INT(it.rc, 0);
+	close(fd);
+	CHECK_STR(slurp_file(path), "new");
+	CHECK_INT(vercel_upload_fences(), 0);
+	free(failed_send);
+	failed_send = NULL;
+	sb_free(&cmd);
+	unlink(path);
+	free(path);
+}
+
+/* A lock that cannot be opened (here a directory; in a sandbox, a lock
+ * file another user made) is a clear error, status 124 and why, not dash's
+ * exit 2 from a failed redirection of exec; nothing is written. */
+UNIT_TEST(test_upload_lock_that_cannot_be_opened)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	char *path = path_of("unlockable");
+	int fd;
+
+	put("unlockable", "v0", 2, 0644);
+	mkdir("/tmp/.daytonafs", 0700);
+	mkdir("/tmp/.daytonafs/out", 0700);
+	mkdir("/tmp/.daytonafs/out/up-seq", 0700);
+	unlink("/tmp/.daytonafs/out/up-seq/lock");
+	CHECK_INT(mkdir("/tmp/.daytonafs/out/up-seq/lock", 0700), 0);
+	fd = stage("v1", 2);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 2 };
+	CHECK_INT(vercel_upload_many(fake_exec, NULL, NULL, &it, 1, &err), -EIO);
+	CHECK(strstr(err.message, "ended with 124") != NULL);
+	CHECK(strstr(err.message, "cannot open the upload lock") != NULL);
+	close(fd);
+	rmdir("/tmp/.daytonafs/out/up-seq/lock");
+	CHECK_STR(slurp_file(path), "v0");
+	/* (its fence, for the next command) */
+	{
+		struct strbuf cmd = STRBUF_INIT;
+
+		vercel_upload_fence_done(NULL, vercel_upload_fence(NULL, &cmd));
+		sb_free(&cmd);
+	}
+	unlink(path);
+	free(path);
+}
+
 /* Two sends of one upload never run at once: the second waits for the
  * first's lock, so the chmod u+w ... chmod MODE of a read-only file cannot
  * interleave (a mode lost for good). Here the test holds the lock: the
@@ -363,9 +588,14 @@ int main(void)
 		UNIT_CASE(test_bulk_parse),
 		UNIT_CASE(test_upload_parse),
 		UNIT_CASE(test_bulk_download_runs),
+		UNIT_CASE(test_upload_sweeps_old_records),
 		UNIT_CASE(test_upload_many_in_place),
 		UNIT_CASE(test_upload_stale_send_writes_nothing),
 		UNIT_CASE(test_upload_waits_for_the_lock),
+		UNIT_CASE(test_upload_late_duplicate_after_a_delete),
+		UNIT_CASE(test_upload_after_another_mount_s_record),
+		UNIT_CASE(test_upload_fence_after_a_failed_upload),
+		UNIT_CASE(test_upload_lock_that_cannot_be_opened),
 	};
 	char cmd[64];
 	int rc;

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,7 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "strbuf.h"
+#include "tmpname.h"
 #include "urlenc.h"
 
 /* The commands' limit: a batch is a few MiB at most (the mount's caps). */
@@ -284,41 +287,87 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct sp_box *b
 #define UP_LOCK_WAIT_S "60"
 
 /*
- * The upload's script. A send that failed for a blip is sent again (see
- * vercel_upload_many) while the first may still run in the sandbox, or
- * start late; two rules keep that from losing anything:
- * - one upload writes at a time: a lock (flock(1), on a file of the state
- *   directory; the kernel drops it when its holder dies) taken for the
- *   whole script, so the chmod u+w ... chmod MODE of a read-only file never
- *   interleaves with another's (which would leave it writable for good);
- * - each file's bytes carry a number that grows with every upload of this
- *   mount (the same in each send of one upload), and the last number
- *   written is kept per path (in a file named by a hash of the path, with
- *   the path in hex: a file another path shares is not taken as ours): a send
- *   older than what was written is stale, and writes nothing (R 0: newer
- *   bytes are there), so a first send that outlives its upload and a later
- *   upload of new content never writes old bytes over them.
- * Without flock the numbers still hold; only the interleaving is open.
+ * Why uploads are numbered. A send of the upload command that failed for a
+ * blip is sent again (vercel_upload_many) while the first may still run in
+ * the sandbox, or start late: that first send must never write its bytes
+ * over what this mount did to the path since (a later upload, a delete, a
+ * rename, a large file's copy into place). So:
+ *
+ * - one upload writes at a time: a lock (flock(1) on a file of the state
+ *   directory; the kernel drops it when its holder dies) taken for the whole
+ *   script, so the chmod u+w ... chmod MODE of a read-only file never
+ *   interleaves with another's (which would leave it writable for good), and
+ *   the check of a path's record below and the write after it are one step;
+ * - each upload of this mount has a number from a counter of the process
+ *   (upload_seq; the same in each send of one upload), and each mount an id
+ *   of 64 random bits (mount_id, made when the process starts; not a
+ *   secret). A path's record, one file per mount and path (named by the id
+ *   and a hash of the path; it holds the path in hex, so that a hash another
+ *   path shares is never taken for ours), says the last number of this mount
+ *   done to the path: written only after the bytes landed, or by a fence
+ *   (below). A send whose number is not above it is a late duplicate of a
+ *   send that already wrote, or older than a change the mount made since: it
+ *   writes nothing (R 0 after a write that landed: the bytes it carries
+ *   are there, or newer ones of this mount; R 116 after a fence: the mount
+ *   had given up on that upload);
+ * - a fence: when an upload ends without knowing that every file landed (a
+ *   reset, an error), a send of it may still run late. Its paths are then
+ *   recorded with its number by the mount's next command to that sandbox,
+ *   whatever that command is (vercel_upload_fence, put before the script by
+ *   the provider's exec), under the same lock and before that command does
+ *   anything. Every change this mount makes to a path after such an upload
+ *   is a command that starts after it ended: a delete, a rename, a large
+ *   file's copy (fs_write.c), a symlink, the next upload. Each thus finds
+ *   the record in place, and a late send that runs after it writes nothing.
+ *   A late send that runs before it writes the bytes the mount had sent,
+ *   and the change then comes after them, as the mount ordered.
+ *
+ * Only this mount's own numbers are compared: clocks of different hosts are
+ * never ordered, and between mounts the last write wins, as on Daytona. A
+ * send from another mount (or from this one before a restart: another id)
+ * is never skipped for our record.
+ *
+ * Without flock(1) in the sandbox the numbers are still checked, but the
+ * check and the write are no longer one step: a send that checked just
+ * before a fence may still write just after it.
  */
+
+/* Sets s to the state directory of uploads and takes its lock on fd 9, held
+ * until the shell ends; else exits 124 with a message. Where the shared
+ * directory or its lock belongs to another user of the sandbox (its files are
+ * then not ours to write; /tmp/.daytonafs may be theirs too), this user's
+ * own directory in /tmp instead: a user's uploads are ordered among
+ * themselves; between users, as between mounts, the last write wins (and
+ * the chmod u+w of a read-only file, its owner's only, keeps its lock). */
+#define UP_STATE_SH \
+	"s=/tmp/.daytonafs/out/up-seq\n" \
+	"[ -d \"$s\" ] || mkdir -p \"$s\" 2>/dev/null\n" \
+	"if [ ! -w \"$s\" ] || { [ -e \"$s/lock\" ] && [ ! -w \"$s/lock\" ]; }; then\n" \
+	"  s=/tmp/.daytonafs-up-seq.$(id -u); [ -d \"$s\" ] || mkdir -m 700 \"$s\" 2>/dev/null; fi\n" \
+	"[ -w \"$s\" ] || { echo \"daytonafs: the upload state directory $s is not writable\"; exit 124; }\n" \
+	"if command -v flock >/dev/null 2>&1; then\n" \
+	"  { command exec 9>>\"$s/lock\"; } 2>/dev/null || { echo \"daytonafs: cannot open the upload lock $s/lock\"; exit 124; }\n" \
+	"  flock -w " UP_LOCK_WAIT_S " 9 || { echo 'daytonafs: the upload lock stayed taken " UP_LOCK_WAIT_S " s'; exit 124; }\n" \
+	"fi\n"
+
+/* w PATH LEN SEQ KEY HEX <<DATA: one file (i, the mount's id, is set by the
+ * caller; the record file is $s/$i-KEY). */
 static const char upload_fn[] =
 	"LC_ALL=C; export LC_ALL\n"
-	"t=$(mktemp /tmp/.daytonafs/out/up.XXXXXXXX) || exit 125\n"
-	"s=/tmp/.daytonafs/out/up-seq\n"
-	"[ -d \"$s\" ] || mkdir -p \"$s\" || exit 125\n"
-	"if command -v flock >/dev/null 2>&1; then\n"
-	"  exec 9>>\"$s/lock\" && flock -w " UP_LOCK_WAIT_S " 9 || { rm -f \"$t\"; exit 124; }\n"
-	"fi\n"
+	UP_STATE_SH
+	"t=$(mktemp /tmp/.daytonafs/out/up.XXXXXXXX 2>/dev/null || mktemp) || exit 125\n"
 	"w() {\n"
 	"  if ! base64 -d > \"$t\" 2>/dev/null || [ \"$(wc -c < \"$t\")\" -ne \"$2\" ]; then\n"
 	"    echo 'R 5 the upload did not decode whole'; return; fi\n"
-	"  p=$1; q=; k=\n"
-	"  [ -f \"$s/$4\" ] && read q k < \"$s/$4\"\n"
-	"  case $q in ''|*[!0-9]*) ;; *) if [ \"$k\" = \"$5\" ] && [ \"$q\" -gt \"$3\" ]; then echo 'R 0'; return; fi ;; esac\n"
-	"  echo \"$3 $5\" > \"$s/$4\"\n"
-	"  if e=$(cat -- \"$t\" 2>&1 > \"$p\"); then echo 'R 0'; return; fi\n"
+	"  p=$1; f=$s/$i-$4; q=; k=; h=; x=\n"
+	"  [ -f \"$f\" ] && read q k h x < \"$f\"\n"
+	"  case $q in ''|*[!0-9]*) ;; *) if [ \"$k\" = \"$i\" ] && [ \"$h\" = \"$5\" ] && [ \"$q\" -ge \"$3\" ]; then\n"
+	"    if [ -z \"$x\" ]; then echo 'R 0'; else echo 'R 116 this mount changed the file since, after this upload failed'; fi\n"
+	"    return; fi ;; esac\n"
+	"  if e=$(cat -- \"$t\" 2>&1 > \"$p\"); then { echo \"$3 $i $5\" > \"$f\"; } 2>/dev/null; echo 'R 0'; return; fi\n"
 	"  if [ -f \"$p\" ] && [ -O \"$p\" ] && [ ! -w \"$p\" ] && m=$(stat -c %a -- \"$p\") && chmod u+w -- \"$p\"; then\n"
 	"    e2=$(cat -- \"$t\" 2>&1 > \"$p\"); r=$?; chmod \"$m\" -- \"$p\"\n"
-	"    if [ $r = 0 ]; then echo 'R 0'; return; fi; e=$e2; fi\n"
+	"    if [ $r = 0 ]; then { echo \"$3 $i $5\" > \"$f\"; } 2>/dev/null; echo 'R 0'; return; fi; e=$e2; fi\n"
 	"  d=$(dirname -- \"$p\")\n"
 	"  if [ -d \"$p\" ]; then c=21; elif [ ! -d \"$d\" ]; then c=2\n"
 	"  elif [ -e \"$p\" ] && [ ! -w \"$p\" ]; then c=13; elif [ ! -e \"$p\" ] && [ ! -w \"$d\" ]; then c=13\n"
@@ -326,6 +375,21 @@ static const char upload_fn[] =
 	"  case $e in *'No space'*) c=28;; *'quota'*) c=122;; esac\n"
 	"  printf 'R %s %s\\n' \"$c\" \"$(printf %s \"$e\" | tr '\\n' ' ')\"\n"
 	"}\n";
+
+/* The fence (see above), in a subshell: its lock and names end with it.
+ * g SEQ KEY HEX raises the path's record to SEQ, marked F (a fence, not a
+ * write), unless a number as high is there. A fence that cannot be written
+ * stops the command (124) before it changes anything. */
+static const char fence_head[] =
+	"(LC_ALL=C; export LC_ALL\n"
+	UP_STATE_SH
+	"g() {\n"
+	"  f=$s/$i-$2; q=; k=; h=\n"
+	"  [ -f \"$f\" ] && read q k h x < \"$f\"\n"
+	"  case $q in ''|*[!0-9]*) q=0;; esac\n"
+	"  if [ \"$k\" != \"$i\" ] || [ \"$h\" != \"$3\" ] || [ \"$q\" -lt \"$1\" ]; then echo \"$1 $i $3 F\" > \"$f\" || exit 1; fi\n"
+	"}\n";
+static const char fence_tail[] = ") || exit 124\n";
 
 /* How many times an upload's command is sent when it meets a failure that
  * may pass (see vercel_upload_many). */
@@ -421,25 +485,38 @@ static int add_content(struct strbuf *cmd, const struct sp_upload_item *it, stru
 	return rc;
 }
 
-/* A number for an upload, greater than any this process gave before and,
- * being the time in microseconds when that is greater, than any a mount
- * before it gave: what orders uploads of a path (upload_fn). */
+/* The mount's id in the records (see upload_fn): 64 random bits, made once
+ * per process, so a restart is another mount whose numbers start again. */
+static char mount_id[17];
+static pthread_once_t mount_id_once = PTHREAD_ONCE_INIT;
+
+static void make_mount_id(void)
+{
+	snprintf(mount_id, sizeof(mount_id), "%016llx", (unsigned long long)tmp_random());
+}
+
+const char *vercel_upload_mount_id(void)
+{
+	pthread_once(&mount_id_once, make_mount_id);
+	return mount_id;
+}
+
+/* A number for an upload, greater than any this process gave before: what
+ * orders the uploads and fences of a path by this mount (upload_fn). Only
+ * compared with this mount's own numbers: no clock in it. */
 static uint64_t upload_seq(void)
 {
 	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	static uint64_t last;
-	struct timespec ts;
-	uint64_t now, v;
+	uint64_t v;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 	pthread_mutex_lock(&mu);
-	v = last = now > last ? now : last + 1;
+	v = ++last;
 	pthread_mutex_unlock(&mu);
 	return v;
 }
 
-/* The name of a path's number file: FNV-1a of the path. The file holds the
+/* The name of a path's record: FNV-1a of the path. The file holds the
  * path too (in hex), so a collision never takes one path's number for
  * another's: it only forgets the older number. */
 static uint64_t path_key(const char *path)
@@ -453,39 +530,190 @@ static uint64_t path_key(const char *path)
 	return h;
 }
 
+/* " SEQ KEY HEX": a path's arguments to w and g. */
+static void add_path_args(struct strbuf *cmd, const char *path, uint64_t seq)
+{
+	sb_addf(cmd, " %llu %016llx ", (unsigned long long)seq, (unsigned long long)path_key(path));
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+		sb_addf(cmd, "%02x", *c);
+}
+
+/* ---- fences --------------------------------------------------------------------- */
+
+/* The paths of uploads that ended without knowing every file landed, until
+ * a command of their sandbox has recorded them (upload_fn's fence). */
+struct fence {
+	char *box;                  /* the sandbox's id ("" without a box) */
+	char *path;
+	uint64_t seq;
+	uint64_t gen;               /* when it was added: what a ticket covers */
+};
+
+/* Bounded: each is a few bytes of the next command. Beyond it, the oldest
+ * is dropped (with a warning): its late sends are then as unordered as
+ * another mount's. Thousands of failed files wait only when the sandbox
+ * answers no command at all, and its first answer takes them all. */
+#define FENCES_MAX 4096
+
+static pthread_mutex_t fence_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct fence *fences;
+static size_t n_fences, cap_fences;
+static uint64_t fence_gen;
+
+static const char *box_key(const struct sp_box *box)
+{
+	return box && box->id ? box->id : "";
+}
+
+static void fence_free(struct fence *f)
+{
+	free(f->box);
+	free(f->path);
+}
+
+/* Notes that a send of upload seq to path may still run. */
+static void fence_add(const struct sp_box *box, const char *path, uint64_t seq)
+{
+	const char *b = box_key(box);
+	struct fence f;
+
+	pthread_mutex_lock(&fence_mu);
+	for (size_t i = 0; i < n_fences; i++) {
+		if (!strcmp(fences[i].box, b) && !strcmp(fences[i].path, path)) {
+			/* A ticket taken before covers the old number only. */
+			if (seq > fences[i].seq)
+				fences[i].seq = seq;
+			fences[i].gen = ++fence_gen;
+			pthread_mutex_unlock(&fence_mu);
+			return;
+		}
+	}
+	f = (struct fence){ strdup(b), strdup(path), seq, ++fence_gen };
+	if (!f.box || !f.path) {
+		fence_free(&f);
+		pthread_mutex_unlock(&fence_mu);
+		log_warn("out of memory: a late send of the upload of %s is not fenced", path);
+		return;
+	}
+	if (n_fences == FENCES_MAX) {
+		log_warn("%zu failed uploads wait for a command of their sandbox: the oldest (%s) is no "
+			 "longer fenced", n_fences, fences[0].path);
+		fence_free(&fences[0]);
+		memmove(fences, fences + 1, --n_fences * sizeof(*fences));
+	}
+	if (n_fences == cap_fences) {
+		size_t cap = cap_fences ? cap_fences * 2 : 16;
+		struct fence *nf = realloc(fences, cap * sizeof(*nf));
+
+		if (!nf) {
+			fence_free(&f);
+			pthread_mutex_unlock(&fence_mu);
+			log_warn("out of memory: a late send of the upload of %s is not fenced", path);
+			return;
+		}
+		fences = nf;
+		cap_fences = cap;
+	}
+	fences[n_fences++] = f;
+	pthread_mutex_unlock(&fence_mu);
+}
+
+uint64_t vercel_upload_fence(const struct sp_box *box, struct strbuf *cmd)
+{
+	const char *b = box_key(box);
+	uint64_t ticket = 0;
+
+	pthread_mutex_lock(&fence_mu);
+	for (size_t i = 0; i < n_fences; i++) {
+		if (strcmp(fences[i].box, b))
+			continue;
+		if (!ticket) {
+			sb_adds(cmd, fence_head);
+			sb_addf(cmd, "i=%s\n", vercel_upload_mount_id());
+		}
+		sb_adds(cmd, "g");
+		add_path_args(cmd, fences[i].path, fences[i].seq);
+		sb_adds(cmd, "\n");
+		ticket = fence_gen;
+	}
+	if (ticket)
+		sb_adds(cmd, fence_tail);
+	pthread_mutex_unlock(&fence_mu);
+	return ticket;
+}
+
+void vercel_upload_fence_done(const struct sp_box *box, uint64_t ticket)
+{
+	const char *b = box_key(box);
+	size_t j = 0;
+
+	if (!ticket)
+		return;
+	pthread_mutex_lock(&fence_mu);
+	for (size_t i = 0; i < n_fences; i++) {
+		if (!strcmp(fences[i].box, b) && fences[i].gen <= ticket)
+			fence_free(&fences[i]);
+		else
+			fences[j++] = fences[i];
+	}
+	n_fences = j;
+	pthread_mutex_unlock(&fence_mu);
+}
+
+size_t vercel_upload_fences(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&fence_mu);
+	n = n_fences;
+	pthread_mutex_unlock(&fence_mu);
+	return n;
+}
+
+static atomic_bool swept;
+
 int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box, struct sp_upload_item *items,
 		       size_t n, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	char *out = NULL;
 	int rc = 0, status = -1;
+	bool sent = false;
 	uint64_t seq = upload_seq();
 
 	sb_adds(&cmd, upload_fn);
+	sb_addf(&cmd, "i=%s\n", vercel_upload_mount_id());
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		items[i].rc = -EIO;
 		snprintf(items[i].msg, sizeof(items[i].msg), "not sent");
 		sb_adds(&cmd, "w ");
 		sh_word(&cmd, items[i].path);
-		sb_addf(&cmd, " %llu %llu %016llx ", (unsigned long long)items[i].len, (unsigned long long)seq,
-			(unsigned long long)path_key(items[i].path));
-		for (const unsigned char *c = (const unsigned char *)items[i].path; *c; c++)
-			sb_addf(&cmd, "%02x", *c);
+		sb_addf(&cmd, " %llu", (unsigned long long)items[i].len);
+		add_path_args(&cmd, items[i].path, seq);
 		sb_adds(&cmd, " <<'" UP_EOF "'\n");
 		rc = add_content(&cmd, &items[i], err);
 		sb_adds(&cmd, UP_EOF "\n");
 	}
+	/* Records older than a day are of no use (no send outlives its
+	 * command's time limit), and each mount leaves its own: the first
+	 * upload of each mount removes them (a find for the whole directory,
+	 * once). Records named by the path alone are a version's that numbered
+	 * uploads by the clock: nothing reads them. */
+	if (!atomic_exchange(&swept, true))
+		sb_adds(&cmd, "find \"$s\" -maxdepth 1 -type f ! -name lock "
+			"-mmin +1440 -exec rm -f {} + 2>/dev/null\n");
 	sb_adds(&cmd, "rm -f \"$t\"\n");
 	if (rc == 0 && cmd.oom)
 		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	/* A failure that may pass (a reset, no answer, 5xx, 429) leaves it
 	 * unknown whether the command ran, or runs still: it is sent again, as
 	 * the HTTP layer sends Daytona's bulk upload again. Running it twice
-	 * leaves what running it once does (each file's bytes, written in
-	 * place), the lock keeps two sends from interleaving, and the number
-	 * keeps a late one from writing over a later upload (upload_fn). A
-	 * close does not fail for a blip. */
+	 * leaves what running it once does: the second send of a file that
+	 * landed writes nothing (upload_fn), the lock keeps two sends from
+	 * interleaving, and the number keeps a late one from writing over a
+	 * later change of this mount. A close does not fail for a blip. */
 	for (int attempt = 1; rc == 0; attempt++) {
+		sent = true;
 		rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
 		if (rc >= 0 || attempt >= UP_ATTEMPTS || !upload_send_again(err))
 			break;
@@ -495,16 +723,20 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 		nanosleep(&(struct timespec){ 0, 200000000L * attempt }, NULL);
 	}
 	sb_free(&cmd);
-	if (rc < 0) {
-		free(out);
-		return rc;
+	if (rc >= 0) {
+		if (status != 0)
+			rc = sp_error_set(err, -EIO, 0, "the upload's command ended with %d: %.200s", status,
+					  out ? out : "");
+		else if (vercel_upload_parse(out ? out : "", items, n) < 0)
+			/* Some may have landed: the caller sends them again, in place. */
+			rc = sp_error_set(err, -EIO, 0, "the upload's command printed something unexpected: %.200s",
+					  out ? out : "");
 	}
-	if (status != 0)
-		rc = sp_error_set(err, -EIO, 0, "the upload's command ended with %d: %.200s", status, out ? out : "");
-	else if (vercel_upload_parse(out ? out : "", items, n) < 0)
-		/* Some may have landed: the caller sends them again, in place. */
-		rc = sp_error_set(err, -EIO, 0, "the upload's command printed something unexpected: %.200s",
-				  out ? out : "");
 	free(out);
+	/* Each file not known to have landed (and whose record therefore may
+	 * be missing) gets a fence: a send of this upload may still run. */
+	for (size_t i = 0; sent && i < n; i++)
+		if (rc < 0 || items[i].rc != 0)
+			fence_add(box, items[i].path, seq);
 	return rc;
 }

@@ -9,6 +9,7 @@
 #define DAYTONAFS_VERCEL_BULK_H
 
 #include "provider.h"
+#include "strbuf.h"
 
 /* The provider's exec operation (sandbox_provider_ops.exec). */
 typedef int (*vercel_exec_fn)(void *impl, const struct sp_box *box, const char *command, const char *cwd,
@@ -24,6 +25,19 @@ int vercel_bulk_download(vercel_exec_fn exec, void *impl, const struct sp_box *b
  * existing file, keeping its inode, mode, owner and links. */
 int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box, struct sp_upload_item *items,
 		       size_t n, struct sp_error *err);
+
+/* The fence of box's uploads that ended without knowing that each file
+ * landed (see vercel_bulk.c): appended to cmd, to run before the command the
+ * provider's exec sends next to that sandbox, whatever it is. Returns a
+ * ticket for vercel_upload_fence_done, or 0 when there is none to run. The
+ * fence exits 124 (before the command) when it cannot be written. */
+uint64_t vercel_upload_fence(const struct sp_box *box, struct strbuf *cmd);
+/* The command with that fence ran: those paths are recorded. */
+void vercel_upload_fence_done(const struct sp_box *box, uint64_t ticket);
+/* How many fences wait (for the unit tests). */
+size_t vercel_upload_fences(void);
+/* The mount's id in the upload records (16 hex digits). */
+const char *vercel_upload_mount_id(void);
 
 /* Parsers of the two commands' output (pure; for the unit tests). */
 int vercel_bulk_parse(const char *out, struct sp_bulk_file *files, size_t n);

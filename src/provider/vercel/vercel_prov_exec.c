@@ -16,6 +16,7 @@
 #include "strbuf.h"
 #include "tmpname.h"
 #include "urlenc.h"
+#include "vercel_bulk.h"
 #include "vercel_prov_int.h"
 #include "vercel_provider.h"
 
@@ -97,6 +98,77 @@ static int exec_log(void *p, enum vc_stream stream, const char *data, size_t len
 /* Scripts longer than this go to the sandbox as a file first. */
 #define VC_SCRIPT_ARG_MAX (96 * 1024)
 
+/*
+ * Script files whose command's request failed: the command removes its file
+ * when it runs, but one that never started (a 502, a reset before the
+ * sandbox had it) leaves it in /tmp/.daytonafs/out, up to the size of a
+ * shared upload, for each failed send. The next command to that sandbox
+ * removes them first (and a send that was still to start then never does:
+ * the mount gave up on it). Bounded: beyond it the oldest are forgotten
+ * (their files stay).
+ */
+#define LEFTOVERS_MAX 64
+
+struct leftover {
+	char box[SP_ID_SIZE];
+	char path[128];
+};
+
+static pthread_mutex_t leftover_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct leftover leftovers[LEFTOVERS_MAX];
+static size_t n_leftovers;
+
+static const char *box_id(const struct sp_box *box)
+{
+	return box && box->id ? box->id : "";
+}
+
+static void leftover_add(const struct sp_box *box, const char *path)
+{
+	pthread_mutex_lock(&leftover_mu);
+	if (n_leftovers == LEFTOVERS_MAX)
+		memmove(leftovers, leftovers + 1, --n_leftovers * sizeof(*leftovers));
+	snprintf(leftovers[n_leftovers].box, sizeof(leftovers[n_leftovers].box), "%s", box_id(box));
+	snprintf(leftovers[n_leftovers].path, sizeof(leftovers[n_leftovers].path), "%s", path);
+	n_leftovers++;
+	pthread_mutex_unlock(&leftover_mu);
+}
+
+/* Appends "rm -f -- FILES" of box's leftovers to cmd; how many (the count
+ * for leftover_done: the ones added since are later in the list). */
+static size_t leftover_take(const struct sp_box *box, struct strbuf *cmd)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&leftover_mu);
+	for (size_t i = 0; i < n_leftovers; i++) {
+		if (strcmp(leftovers[i].box, box_id(box)))
+			continue;
+		sb_adds(cmd, n++ ? " " : "rm -f -- ");
+		sh_word(cmd, leftovers[i].path);
+	}
+	if (n)
+		sb_adds(cmd, "\n");
+	pthread_mutex_unlock(&leftover_mu);
+	return n;
+}
+
+/* The first n leftovers of box are gone (their command ran). */
+static void leftover_done(const struct sp_box *box, size_t n)
+{
+	size_t j = 0;
+
+	pthread_mutex_lock(&leftover_mu);
+	for (size_t i = 0; i < n_leftovers; i++) {
+		if (n && !strcmp(leftovers[i].box, box_id(box)))
+			n--;
+		else
+			leftovers[j++] = leftovers[i];
+	}
+	n_leftovers = j;
+	pthread_mutex_unlock(&leftover_mu);
+}
+
 static int run(struct vprov *v, const struct sp_box *box, const char *script, const char *cwd,
 	       const struct sp_kv *envs, size_t n_envs, long server_timeout_s, long http_timeout_ms,
 	       int *exit_code, char **output, struct sp_error *err)
@@ -107,9 +179,11 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 	struct vc_cmd_params p = { 0 };
 	struct vc_error ve = { 0 };
 	struct vc_command cmd;
-	struct strbuf indirect = STRBUF_INIT;
+	struct strbuf indirect = STRBUF_INIT, fenced = STRBUF_INIT;
 	int rc, status = -1, attempts = 0;
-	char *text = NULL, sid[SP_ID_SIZE];
+	char *text = NULL, sid[SP_ID_SIZE], path[128] = "";
+	uint64_t fence;
+	size_t removes;
 
 	if (output)
 		*output = NULL;
@@ -122,11 +196,25 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 		free(env);
 		return vp_no_session(err, box);
 	}
+	/* After an upload that may still have a send on its way, the fence of
+	 * its paths goes first, whatever this command is: every change of the
+	 * mount that follows it is then ordered after that send (vercel_bulk.c). */
+	removes = leftover_take(box, &fenced);
+	fence = vercel_upload_fence(box, &fenced);
+	if (fence || removes) {
+		sb_adds(&fenced, script);
+		if (fenced.oom) {
+			free(env);
+			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
+			goto out;
+		}
+		script = fenced.buf;
+		args[3] = script;
+	}
 	if (strlen(script) > VC_SCRIPT_ARG_MAX) {
 		/* Linux takes no single argument over 128 KiB (MAX_ARG_STRLEN):
 		 * a longer script (stdin data, a long batch) goes as a file,
 		 * which the command runs and removes. */
-		char path[128];
 		int wattempts = 0;
 
 		/* pid and random bits: another mount's daemon may have our pid. */
@@ -135,6 +223,8 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 			rc = vc_fs_write_mem(v->vc, sid, path, script, strlen(script), 0600, &ve);
 		while (vp_retry_moved(v, box, rc, &ve, sid, sizeof(sid), &wattempts));
 		if (rc < 0) {
+			/* (a write cut short may have left a part) */
+			leftover_add(box, path);
 			free(env);
 			vp_from_vc(err, rc, &ve);
 			goto out;
@@ -162,6 +252,8 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 		rc = vc_cmd_run_wait(v->vc, sid, &p, http_timeout_ms, exec_log, &ec, &cmd, &ve);
 	} while (vp_retry_moved(v, box, rc, &ve, sid, sizeof(sid), &attempts));
 	free(env);
+	if (rc < 0 && path[0])
+		leftover_add(box, path);
 	if (rc < 0) {
 		/* 410 or a stopped stream: the session is gone (EHOSTDOWN). */
 		vp_from_vc(err, rc, &ve);
@@ -182,6 +274,13 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 					  cmd.exit_code, ec.err.buf ? ec.err.buf : "");
 		goto out;
 	}
+	/* The script ran (its status came back): so did its rm of leftovers
+	 * and its fence, unless 124 says the fence could not be written (or
+	 * the script said 124 itself): it then goes again with the next
+	 * command, which does no harm. */
+	leftover_done(box, removes);
+	if (status != 124)
+		vercel_upload_fence_done(box, fence);
 	if (exit_code)
 		*exit_code = status;
 	if (output) {
@@ -191,6 +290,7 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 out:
 	free(text);
 	sb_free(&indirect);
+	sb_free(&fenced);
 	sb_free(&ec.out);
 	sb_free(&ec.err);
 	return rc;
