@@ -281,6 +281,13 @@ int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int 
 			   struct sp_error *err);
 int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out);
 int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out);
+/* Whether a create of path may leave this mount's queued delete of it in
+ * the queue: its upload will replace the file under a new name
+ * (fs_write.c, upload_replacing). */
+bool files_create_may_replace(struct dfs *fs, struct sandbox *sb, const char *path);
+/* Removes (or with preserve, keeps in unsaved/) the crash copy keep of a
+ * queued move onto path (wb_op.keep; NULL: none). */
+void files_keep_drop(struct dfs *fs, const struct sandbox *sb, const char *path, const char *keep, bool preserve);
 void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
 				enum cache_change what);
 int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,

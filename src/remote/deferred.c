@@ -26,6 +26,8 @@
 
 const char *deferred_what(const struct wb_op *op)
 {
+	if (op->kind == WB_MOVE)
+		return "moving a new upload into place at";
 	return op->kind == WB_DELETE ? "removing" : "setting the owner, mode or times of";
 }
 
@@ -116,6 +118,10 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
  * gone, if the first send ran the batch. */
 static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 {
+	/* A move's temporary name is the mount's alone: gone, the first
+	 * send moved it. */
+	if (op->kind == WB_MOVE && errno_from_message(text) == -ENOENT)
+		return true;
 	if (op->kind != WB_ATTRS || errno_from_message(text) != -ENOENT)
 		return false;
 	for (const struct wb_op *o = op->next; o; o = o->next)
@@ -171,6 +177,8 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 			if (!wb_superseded(d->wb, op))
 				d->ops->done(d->ctx, sb, op->path, text);
 		}
+		else if (status == WB_OK && op->kind == WB_MOVE && d->ops->moved)
+			d->ops->moved(d->ctx, sb, op);
 		else if (status == WB_FAILED)
 			wb_failed(d, sb, op, errno_from_message(text), text ? text : "");
 		else if (status == WB_UNKNOWN)

@@ -39,6 +39,9 @@ struct deferred_ops {
 	/* An owner, mode or times change done: text is the stat line the batch
 	 * printed for path (find_fmt), for the caller's cache. */
 	void (*done)(void *ctx, void *owner, const char *path, const char *text);
+	/* A WB_MOVE done: what kept its data for crash recovery (op->keep) may
+	 * go. (One that failed goes to failed.) May be NULL. */
+	void (*moved)(void *ctx, void *owner, const struct wb_op *op);
 	/* owner's name, for the log. */
 	const char *(*name)(const void *owner);
 };

@@ -56,6 +56,8 @@ void wb_op_free(struct wb_op *op)
 	if (!op)
 		return;
 	free(op->path);
+	free(op->src);
+	free(op->keep);
 	free(op);
 }
 
@@ -231,7 +233,8 @@ bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path)
 		const struct wb_op *op = e->op;
 
 		found = op->owner == owner &&
-			(path_is_within(path, op->path) || (op->kind == WB_DELETE && is_child_of(op->path, path)));
+			(path_is_within(path, op->path) ||
+			 ((op->kind == WB_DELETE || op->kind == WB_MOVE) && is_child_of(op->path, path)));
 	}
 	pthread_mutex_unlock(&q->lock);
 	return found;
@@ -442,6 +445,76 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 	return list;
 }
 
+/* A queued change of path itself that wb_take_replace may take or leave. */
+static bool own_change(const struct wb_entry *e, const char *path)
+{
+	return !e->running && !strcmp(e->op->path, path) && !(e->op->kind == WB_DELETE && e->op->hidden);
+}
+
+bool wb_only_own(struct wb_queue *q, const void *owner, const char *path)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && ok; e = e->next)
+		if (e->op->owner == owner && touches(e->op->path, path))
+			ok = own_change(e, path);
+	pthread_mutex_unlock(&q->lock);
+	return ok;
+}
+
+struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
+			      bool *replace, struct stat *base)
+{
+	struct wb_op *list = NULL, **lt = &list;
+	struct wb_entry *last = NULL;
+	bool after;
+
+	*clear = true;
+	*replace = false;
+	memset(base, 0, sizeof(*base));
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e; e = e->next) {
+		const struct wb_op *op = e->op;
+
+		if (op->owner != owner || !touches(op->path, path))
+			continue;
+		if (!own_change(e, path)) {
+			*clear = false;
+			pthread_mutex_unlock(&q->lock);
+			return NULL;
+		}
+		if (op->kind == WB_DELETE || op->kind == WB_MOVE) {
+			if (!*replace)
+				*base = op->st;
+			*replace = true;
+			last = e;
+		}
+	}
+	after = last == NULL;
+	for (struct wb_entry **pp = &q->head; *pp;) {
+		struct wb_entry *e = *pp;
+		bool take = false;
+
+		if (e == last) {
+			after = true;
+			take = e->op->kind == WB_MOVE;
+		} else if (after) {
+			take = e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path);
+		}
+		if (take) {
+			*lt = e->op;
+			lt = &e->op->next;
+			*lt = NULL;
+			entry_remove(q, pp);
+		} else {
+			pp = &e->next;
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	return list;
+}
+
 double wb_now(void)
 {
 	struct timespec ts;
@@ -516,6 +589,15 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op)
 	sb_adds(s, "true");
 	if (op->kind == WB_DELETE) {
 		sb_adds(s, " && rm -f -- ");
+		sh_word(s, op->path);
+		return;
+	}
+	if (op->kind == WB_MOVE) {
+		/* -T: a directory made at path meanwhile is an error, not a
+		 * place to move the file into. */
+		sb_adds(s, " && mv -f -T -- ");
+		sh_word(s, op->src);
+		sb_addc(s, ' ');
 		sh_word(s, op->path);
 		return;
 	}

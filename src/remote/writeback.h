@@ -29,6 +29,8 @@
 enum wb_kind {
 	WB_DELETE,   /* rm -f: a file or link (never a directory) */
 	WB_ATTRS,    /* chown, chmod, times: whichever of them are set, in that order */
+	WB_MOVE,     /* mv -f -T src path: a file uploaded under a temporary name takes
+			path's place as a new inode, where a delete of path waited */
 };
 
 struct wb_op {
@@ -39,7 +41,13 @@ struct wb_op {
 	/* WB_DELETE */
 	bool hidden;              /* of a file libfuse hid while open: a rename onto
 				     path may still cancel it, so it never runs early */
-	struct stat st;           /* the attributes the deleted path had */
+	struct stat st;           /* the attributes the deleted path had; WB_MOVE: what path
+				     held before the queued changes of it (st_mode 0: unknown) */
+	/* WB_MOVE */
+	char *src;                /* owned: the temporary name, in path's directory */
+	char *keep;               /* owned: the staging-area name of a copy of what src
+				     holds, with its crash-journal record, that the mount
+				     removes once the move is done (NULL: none) */
 	/* WB_ATTRS */
 	bool chown;
 	uid_t uid;                /* (uid_t)-1: unchanged */
@@ -153,6 +161,24 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
  * otherwise nothing is taken, *clear is false, and the caller settles.
  */
 struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear);
+/*
+ * As wb_take_attrs, for an uploader that can upload under a temporary name
+ * and queue a WB_MOVE onto path (a new inode, as after delete-then-create):
+ * queued (not running) deletes and moves of path itself do not make it
+ * unclear. *replace then says whether one is queued (the upload must not
+ * write into path, whose inode is the file being replaced), and only the
+ * attribute changes queued after the last of them are taken (those before
+ * it apply to the file it replaces, and stay queued). A move that is the
+ * last of them (the uploader's own previous upload) is taken too, first in
+ * the list. *base: what path holds before the queue's changes of it run,
+ * as the first of them says (st_mode 0: unknown).
+ */
+struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
+			      bool *replace, struct stat *base);
+/* Whether everything queued or running of owner that touches path is a
+ * queued (not running) change of path itself, other than a hidden delete:
+ * what wb_take_replace could take or leave in order. */
+bool wb_only_own(struct wb_queue *q, const void *owner, const char *path);
 
 /*
  * For a runner thread: waits until a batch may be due (the earliest due
