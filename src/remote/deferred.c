@@ -130,6 +130,19 @@ static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 	return false;
 }
 
+struct done_call {
+	struct deferred *d;
+	void *sb;
+	const char *path, *text;
+};
+
+static void call_done(void *arg)
+{
+	struct done_call *c = arg;
+
+	c->d->ops->done(c->d->ctx, c->sb, c->path, c->text);
+}
+
 /* Runs one batch (all of one sandbox) as one command and applies what each
  * op's part of the output says, then lets it go (wb_done). False: the
  * batch went back to the queue (wb_send's requeue). Caller holds wb_run. */
@@ -172,10 +185,12 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 		if (status == WB_FAILED && resent && wb_done_by_first_send(op, text))
 			status = WB_OK;
 		if (status == WB_OK && op->kind == WB_ATTRS && op->stat_after) {
-			/* Not if a later change (a delete, say) makes it stale: the
-			 * cache already holds what that one left. */
-			if (!wb_superseded(d->wb, op))
-				d->ops->done(d->ctx, sb, op->path, text);
+			/* Not if a later change (a delete, an upload that went on
+			 * beside it) makes it stale: the cache already holds what
+			 * that one left. */
+			struct done_call c = { d, sb, op->path, text };
+
+			wb_if_current(d->wb, op, call_done, &c);
 		}
 		else if (status == WB_OK && op->kind == WB_MOVE && d->ops->moved)
 			d->ops->moved(d->ctx, sb, op);

@@ -267,19 +267,37 @@ void wb_apply_attrs(const struct wb_op *op, struct stat *st)
 		st->st_atim = op->atime;
 }
 
-bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
+static bool superseded_locked(const struct wb_queue *q, const struct wb_op *op)
 {
-	bool after = false, found = false;
+	bool after = false;
 
-	pthread_mutex_lock(&q->lock);
-	for (struct wb_entry *e = q->head; e && !found; e = e->next) {
+	if (op->superseded)
+		return true;
+	for (const struct wb_entry *e = q->head; e; e = e->next) {
 		if (e->op == op)
 			after = true;
 		else if (after && e->op->owner == op->owner && path_is_within(e->op->path, op->path))
-			found = true;
+			return true;
 	}
+	return false;
+}
+
+bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
+{
+	bool found;
+
+	pthread_mutex_lock(&q->lock);
+	found = superseded_locked(q, op);
 	pthread_mutex_unlock(&q->lock);
 	return found;
+}
+
+void wb_if_current(struct wb_queue *q, const struct wb_op *op, void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&q->lock);
+	if (!superseded_locked(q, op))
+		fn(arg);
+	pthread_mutex_unlock(&q->lock);
 }
 
 static bool busy_locked(const struct wb_queue *q, const void *owner)
@@ -415,15 +433,15 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 
 	*clear = true;
 	pthread_mutex_lock(&q->lock);
-	/* Only when every queued change that touches path is a queued (not
-	 * running) change of path's own attributes: a delete, a change of a
-	 * directory above or below, or one in flight keeps its order. */
+	/* Only when every change that touches path is one of path's own
+	 * attributes: a delete, or a change of a directory above or below,
+	 * keeps its order. */
 	for (struct wb_entry *e = q->head; e; e = e->next) {
 		const struct wb_op *op = e->op;
 
 		if (op->owner != owner || !touches(op->path, path))
 			continue;
-		if (e->running || op->kind != WB_ATTRS || strcmp(op->path, path)) {
+		if (op->kind != WB_ATTRS || strcmp(op->path, path)) {
 			*clear = false;
 			pthread_mutex_unlock(&q->lock);
 			return NULL;
@@ -432,7 +450,10 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 	for (struct wb_entry **pp = &q->head; *pp;) {
 		struct wb_entry *e = *pp;
 
-		if (e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path)) {
+		if (e->running && e->op->owner == owner && !strcmp(e->op->path, path)) {
+			e->op->superseded = true;
+			pp = &e->next;
+		} else if (e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path)) {
 			*lt = e->op;
 			lt = &e->op->next;
 			*lt = NULL;
@@ -445,10 +466,13 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 	return list;
 }
 
-/* A queued change of path itself that wb_take_replace may take or leave. */
+/* A change of path itself that wb_take_replace may take or leave: queued,
+ * or in flight (a batch of an owner runs before anything queued after it,
+ * so a move queued now lands after it). Never a hidden delete, which a
+ * rename may still cancel. */
 static bool own_change(const struct wb_entry *e, const char *path)
 {
-	return !e->running && !strcmp(e->op->path, path) && !(e->op->kind == WB_DELETE && e->op->hidden);
+	return !strcmp(e->op->path, path) && !(e->op->kind == WB_DELETE && e->op->hidden);
 }
 
 bool wb_only_own(struct wb_queue *q, const void *owner, const char *path)
@@ -496,11 +520,14 @@ struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char 
 		struct wb_entry *e = *pp;
 		bool take = false;
 
+		if (e->running && e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path))
+			e->op->superseded = true;   /* (what it prints is stale once we upload) */
 		if (e == last) {
 			after = true;
-			take = e->op->kind == WB_MOVE;
+			take = e->op->kind == WB_MOVE && !e->running;
 		} else if (after) {
-			take = e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path);
+			take = e->op->owner == owner && e->op->kind == WB_ATTRS && !e->running &&
+			       !strcmp(e->op->path, path);
 		}
 		if (take) {
 			*lt = e->op;

@@ -57,6 +57,9 @@ struct wb_op {
 	bool set_mtime, set_atime;
 	struct timespec mtime, atime;
 	bool stat_after;          /* print the path's attributes after (find format) */
+	/* an upload of path went on while this op was in flight: what its
+	 * run prints of path is stale (see wb_take_attrs) */
+	bool superseded;
 	/* the queue's */
 	double due;
 	/* a batch that failed in a way that may pass, put back (wb_requeue) */
@@ -136,6 +139,11 @@ struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, doub
  * in a directory changes the directory's time). A change of a directory
  * above does not change the path. op must be in flight. */
 bool wb_superseded(struct wb_queue *q, const struct wb_op *op);
+/* Calls fn(arg) unless op is superseded (wb_superseded, or marked by an
+ * upload that went on beside it), under the queue's lock, so that an
+ * upload marking it cannot slip between the check and what fn stores.
+ * fn must not call into the queue. */
+void wb_if_current(struct wb_queue *q, const struct wb_op *op, void (*fn)(void *arg), void *arg);
 /* The batch has run: its ops leave the in-flight set. Frees them. */
 void wb_done(struct wb_queue *q, struct wb_op *batch);
 /* The batch could not be sent yet: its ops leave the in-flight set but stay
@@ -156,16 +164,21 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
  * Before an upload of path: takes out (and returns, linked by next, in
  * queue order) the queued changes of path's own attributes, which the
  * uploader then folds into the one it queues after the upload, so that the
- * upload does not wait for a command. Only when nothing else queued or
- * running touches path (*clear true; NULL then means nothing queued):
- * otherwise nothing is taken, *clear is false, and the caller settles.
+ * upload does not wait for a command. Changes of path's own attributes in
+ * flight do not stop it either: they are marked superseded (what their
+ * batch prints of path is not stored), and the change the uploader
+ * queues after the upload (the time it keeps, at least) lands after them.
+ * Only when nothing else queued or running touches path (*clear true;
+ * NULL then means nothing queued): otherwise nothing is taken, *clear is
+ * false, and the caller settles.
  */
 struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear);
 /*
  * As wb_take_attrs, for an uploader that can upload under a temporary name
  * and queue a WB_MOVE onto path (a new inode, as after delete-then-create):
- * queued (not running) deletes and moves of path itself do not make it
- * unclear. *replace then says whether one is queued (the upload must not
+ * deletes and moves of path itself, queued or in flight (a move queued now
+ * runs after the batch in flight), do not make it unclear, nor do changes
+ * of path's attributes in flight beside them. *replace then says whether one is queued (the upload must not
  * write into path, whose inode is the file being replaced), and only the
  * attribute changes queued after the last of them are taken (those before
  * it apply to the file it replaces, and stay queued). A move that is the
@@ -176,8 +189,8 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
 			      bool *replace, struct stat *base);
 /* Whether everything queued or running of owner that touches path is a
- * queued (not running) change of path itself, other than a hidden delete:
- * what wb_take_replace could take or leave in order. */
+ * change of path itself, other than a hidden delete: what
+ * wb_take_replace could take or leave in order. */
 bool wb_only_own(struct wb_queue *q, const void *owner, const char *path);
 
 /*
