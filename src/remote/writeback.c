@@ -621,11 +621,16 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op)
 	}
 	if (op->kind == WB_MOVE) {
 		/* -T: a directory made at path meanwhile is an error, not a
-		 * place to move the file into. */
-		sb_adds(s, " && mv -f -T -- ");
+		 * place to move the file into. A refused move leaves no
+		 * temporary name behind (the mount keeps the data: wb_op.keep);
+		 * the message is mv's. */
+		sb_adds(s, " && { mv -f -T -- ");
 		sh_word(s, op->src);
 		sb_addc(s, ' ');
 		sh_word(s, op->path);
+		sb_adds(s, " || { rm -f -- ");
+		sh_word(s, op->src);
+		sb_adds(s, "; false; }; }");
 		return;
 	}
 	/* cp -a's order: the owner first (chown clears setuid bits), then
