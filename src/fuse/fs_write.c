@@ -183,6 +183,9 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n, bool was_new
 		n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 		return;
 	}
+	/* Not queued (no memory): at once, after what is queued of the path
+	 * (the move of this very upload into place, upload_replacing). */
+	files_settle_changes(fs, n->sb, n->path);
 	sb_adds(&cmd, "true");
 	if (n->chown_pending) {
 		sb_adds(&cmd, " && chown -h ");
