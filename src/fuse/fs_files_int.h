@@ -281,6 +281,33 @@ int sandbox_sh_once(struct dfs *fs, struct sandbox *sb, const char *script, int 
 			   struct sp_error *err);
 int sandbox_sh(struct dfs *fs, struct sandbox *sb, const char *script, int *code, char **out);
 int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char **out);
+/* Files up to this size share an upload request (fs_write.c, upload_shared). */
+#define UP_SHARE_MAX (1u << 20)
+
+/* What an upload that replaces its path (upload_replacing) needs. */
+struct replace {
+	bool on;                  /* a delete or move of the path waits: upload under a new name */
+	struct stat base;         /* what the path holds before the queue's changes of it */
+	struct wb_op *prev;       /* this file's previous move, taken back: undone on success,
+				     queued again on failure */
+};
+/* Whether an upload of n may replace its path under a temporary name
+ * (fs_replace.c). Caller holds n->lock. */
+bool replace_ok(struct dfs *fs, struct open_node *n);
+/* Uploads n under a new temporary name and queues its move into place
+ * (fs_replace.c). Caller holds n->lock. */
+int upload_replacing(struct dfs *fs, struct open_node *n, struct replace *rp, struct sp_error *err);
+/* Uploads len bytes of fd to path, sharing a request with the uploads of
+ * the same sandbox that wait meanwhile (fs_write.c). */
+int upload_shared(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
+		  uint64_t len, struct sp_error *err);
+/* Whether a create of path may leave this mount's queued delete of it in
+ * the queue: its upload will replace the file under a new name
+ * (fs_write.c, upload_replacing). */
+bool files_create_may_replace(struct dfs *fs, struct sandbox *sb, const char *path);
+/* Removes (or with preserve, keeps in unsaved/) the crash copy keep of a
+ * queued move onto path (wb_op.keep; NULL: none). */
+void files_keep_drop(struct dfs *fs, const struct sandbox *sb, const char *path, const char *keep, bool preserve);
 void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, const char *out,
 				enum cache_change what);
 int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,

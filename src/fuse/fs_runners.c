@@ -174,6 +174,9 @@ static void wb_failed(void *ctx, void *owner, const struct wb_op *op, int err, c
 	struct sandbox *sb = owner;
 
 	sandbox_set_error(sb, "%s %s failed: %s", deferred_what(op), op->path, msg);
+	/* The data is under the temporary name: its crash copy is kept. */
+	if (op->kind == WB_MOVE)
+		files_keep_drop(t->fs, sb, op->path, op->keep, true);
 	cache_invalidate(t->fs->cache, sb->id, op->path);
 	link_drop(t->fs, sb, op->path, false);
 	pthread_mutex_lock(&t->lock);
@@ -189,6 +192,14 @@ static void wb_done_one(void *ctx, void *owner, const char *path, const char *te
 	note_command_result(t->fs, owner, path, text, CACHE_CHANGED);
 }
 
+/* A move done: its crash copy goes. */
+static void wb_moved(void *ctx, void *owner, const struct wb_op *op)
+{
+	struct open_table *t = ctx;
+
+	files_keep_drop(t->fs, owner, op->path, op->keep, false);
+}
+
 static const char *wb_name(const void *owner)
 {
 	return ((const struct sandbox *)owner)->name;
@@ -199,6 +210,7 @@ const struct deferred_ops files_deferred_ops = {
 	.send_failed = wb_send_failed,
 	.failed = wb_failed,
 	.done = wb_done_one,
+	.moved = wb_moved,
 	.name = wb_name,
 };
 

@@ -183,6 +183,9 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n, bool was_new
 		n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 		return;
 	}
+	/* Not queued (no memory): at once, after what is queued of the path
+	 * (the move of this very upload into place, upload_replacing). */
+	files_settle_changes(fs, n->sb, n->path);
 	sb_adds(&cmd, "true");
 	if (n->chown_pending) {
 		sb_adds(&cmd, " && chown -h ");
@@ -340,7 +343,6 @@ int files_chmod_path(struct dfs *fs, const struct sp_box *box, const char *path,
  * (close-to-open) or with its own error. Files above UP_SHARE_MAX go
  * alone, so that a small file never waits behind a large one.
  */
-#define UP_SHARE_MAX (1u << 20)
 #define UP_BATCH_FILES 64
 #define UP_BATCH_BYTES (8u << 20)
 
@@ -438,7 +440,7 @@ static void up_send(struct dfs *fs, struct up_wait **batch, size_t n)
 
 /* Uploads len bytes of fd to path, sharing a request with the uploads of
  * the same sandbox that wait meanwhile. */
-static int upload_shared(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
+int upload_shared(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
 			 uint64_t len, struct sp_error *err)
 {
 	struct open_table *t = fs->files;
@@ -615,6 +617,7 @@ bool journal_keep_for_recovery(struct open_node *n)
 	return true;
 }
 
+
 /*
  * Before an upload of n: the queued changes of its own attributes (those
  * queued after its previous upload, say: vim fsyncs its swap file twice)
@@ -622,26 +625,43 @@ bool journal_keep_for_recovery(struct open_node *n)
  * upload's own queued change carries, so that the upload does not wait for
  * a command first. Their times are superseded: n is dirty, so it was
  * written (or truncated) after they were queued, and a write sets the
- * time; an explicit atime stays. Anything else queued that touches the
- * path (a delete, a directory) is sent first, as before. Caller holds
- * n->lock.
+ * time; an explicit atime stays. A queued delete of the path (vim deletes
+ * its swap file at the end of a save and makes it at the next) or n's own
+ * queued move onto it make the upload a replacement (rp->on: under a new
+ * name, moved into place by a queued command: upload_replacing); anything
+ * else queued that touches the path (a directory) is sent first, as
+ * before. Caller holds n->lock.
  */
-static void take_back_attrs(struct dfs *fs, struct open_node *n)
+static void take_back_attrs(struct dfs *fs, struct open_node *n, struct replace *rp)
 {
-	bool clear;
-	struct wb_op *list = wb_take_attrs(fs->files->deferred.wb, n->sb, n->path, &clear);
+	struct wb_queue *q = fs->files->deferred.wb;
+	bool clear, can = replace_ok(fs, n);
+	struct wb_op *list;
 
-	if (!clear && wb_running_touches(fs->files->deferred.wb, n->sb, n->path)) {
+	memset(rp, 0, sizeof(*rp));
+	list = can ? wb_take_replace(q, n->sb, n->path, &clear, &rp->on, &rp->base)
+		   : wb_take_attrs(q, n->sb, n->path, &clear);
+	if (!clear && wb_running_touches(q, n->sb, n->path)) {
 		/* The batch in flight (the last save's touch, say) ends first;
 		 * what is queued may then be taken back instead of sent. */
 		deferred_wait_running(&fs->files->deferred, n->sb, n->path);
-		list = wb_take_attrs(fs->files->deferred.wb, n->sb, n->path, &clear);
+		list = can ? wb_take_replace(q, n->sb, n->path, &clear, &rp->on, &rp->base)
+			   : wb_take_attrs(q, n->sb, n->path, &clear);
 	}
 	if (!clear) {
 		files_settle_changes(fs, n->sb, n->path);
+		rp->on = false;
 		return;
 	}
-	for (struct wb_op *op = list; op; op = op->next) {
+	while (list) {
+		struct wb_op *op = list;
+
+		list = op->next;
+		op->next = NULL;
+		if (op->kind == WB_MOVE) {
+			rp->prev = op;   /* first in the list, at most one */
+			continue;
+		}
 		if (op->chown && !n->chown_pending) {
 			n->chown_pending = true;
 			n->uid = op->uid;
@@ -661,8 +681,8 @@ static void take_back_attrs(struct dfs *fs, struct open_node *n)
 			n->atime_pending = true;
 			n->atime = op->atime;
 		}
+		wb_op_free(op);
 	}
-	wb_list_free(list);
 }
 
 /* Uploads a dirty stage, then applies what had to wait for the file to
@@ -671,6 +691,7 @@ int upload_node(struct dfs *fs, struct open_node *n)
 {
 	struct sp_error err = { 0 };
 	int rc;
+	struct replace rp;
 
 	if (!n->dirty || n->unlinked)
 		return 0;
@@ -678,9 +699,9 @@ int upload_node(struct dfs *fs, struct open_node *n)
 	 * the new content: taken back and sent after it, or sent first. (Not
 	 * files_settle: n is the only upload waiting for this path, and this
 	 * thread holds it.) */
-	take_back_attrs(fs, n);
+	take_back_attrs(fs, n, &rp);
 	journal_note_flush(fs, n, false);
-	rc = upload_stage(fs, n, &err);
+	rc = rp.on ? upload_replacing(fs, n, &rp, &err) : upload_stage(fs, n, &err);
 	if (rc < 0) {
 		upload_failed(fs, n, rc, &err);
 		return rc;
@@ -800,7 +821,9 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 		}
 	} else {
 		/* A create where this mount's delete of the path still waits
-		 * sends that delete first (files_settle_changes): the new file
+		 * leaves it queued when the upload can replace the file under
+		 * a new name (files_create_may_replace, upload_replacing);
+		 * else it sends that delete first (files_settle_changes): the new file
 		 * must be a new inode, as after delete-then-create. An upload
 		 * over the old one would write into its other hard links, its
 		 * open and mapped readers, a link put at the path, and keep its
@@ -810,8 +833,10 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 		 * writeback) is this node's, which the open joins. An open
 		 * that keeps the content does not wait for the path's own
 		 * queued attributes (wb_conflicts_content). */
-		if (create || (fi->flags & O_TRUNC) ||
-		    wb_conflicts_content(fs->files->deferred.wb, sb, path))
+		if (create && files_create_may_replace(fs, sb, path))
+			;   /* its upload replaces the file under a new name (upload_replacing) */
+		else if (create || (fi->flags & O_TRUNC) ||
+			 wb_conflicts_content(fs->files->deferred.wb, sb, path))
 			files_settle_changes(fs, sb, path);
 		n = node_get(fs->files, sb, path, redirected);
 		if (!n)

@@ -26,6 +26,8 @@
 
 const char *deferred_what(const struct wb_op *op)
 {
+	if (op->kind == WB_MOVE)
+		return "moving a new upload into place at";
 	return op->kind == WB_DELETE ? "removing" : "setting the owner, mode or times of";
 }
 
@@ -116,12 +118,29 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
  * gone, if the first send ran the batch. */
 static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 {
+	/* A move's temporary name is the mount's alone: gone, the first
+	 * send moved it. */
+	if (op->kind == WB_MOVE && errno_from_message(text) == -ENOENT)
+		return true;
 	if (op->kind != WB_ATTRS || errno_from_message(text) != -ENOENT)
 		return false;
 	for (const struct wb_op *o = op->next; o; o = o->next)
 		if (o->kind == WB_DELETE && !strcmp(o->path, op->path))
 			return true;
 	return false;
+}
+
+struct done_call {
+	struct deferred *d;
+	void *sb;
+	const char *path, *text;
+};
+
+static void call_done(void *arg)
+{
+	struct done_call *c = arg;
+
+	c->d->ops->done(c->d->ctx, c->sb, c->path, c->text);
 }
 
 /* Runs one batch (all of one sandbox) as one command and applies what each
@@ -166,11 +185,15 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 		if (status == WB_FAILED && resent && wb_done_by_first_send(op, text))
 			status = WB_OK;
 		if (status == WB_OK && op->kind == WB_ATTRS && op->stat_after) {
-			/* Not if a later change (a delete, say) makes it stale: the
-			 * cache already holds what that one left. */
-			if (!wb_superseded(d->wb, op))
-				d->ops->done(d->ctx, sb, op->path, text);
+			/* Not if a later change (a delete, an upload that went on
+			 * beside it) makes it stale: the cache already holds what
+			 * that one left. */
+			struct done_call c = { d, sb, op->path, text };
+
+			wb_if_current(d->wb, op, call_done, &c);
 		}
+		else if (status == WB_OK && op->kind == WB_MOVE && d->ops->moved)
+			d->ops->moved(d->ctx, sb, op);
 		else if (status == WB_FAILED)
 			wb_failed(d, sb, op, errno_from_message(text), text ? text : "");
 		else if (status == WB_UNKNOWN)

@@ -56,6 +56,8 @@ void wb_op_free(struct wb_op *op)
 	if (!op)
 		return;
 	free(op->path);
+	free(op->src);
+	free(op->keep);
 	free(op);
 }
 
@@ -231,7 +233,8 @@ bool wb_conflicts_attr(struct wb_queue *q, const void *owner, const char *path)
 		const struct wb_op *op = e->op;
 
 		found = op->owner == owner &&
-			(path_is_within(path, op->path) || (op->kind == WB_DELETE && is_child_of(op->path, path)));
+			(path_is_within(path, op->path) ||
+			 ((op->kind == WB_DELETE || op->kind == WB_MOVE) && is_child_of(op->path, path)));
 	}
 	pthread_mutex_unlock(&q->lock);
 	return found;
@@ -264,19 +267,37 @@ void wb_apply_attrs(const struct wb_op *op, struct stat *st)
 		st->st_atim = op->atime;
 }
 
-bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
+static bool superseded_locked(const struct wb_queue *q, const struct wb_op *op)
 {
-	bool after = false, found = false;
+	bool after = false;
 
-	pthread_mutex_lock(&q->lock);
-	for (struct wb_entry *e = q->head; e && !found; e = e->next) {
+	if (op->superseded)
+		return true;
+	for (const struct wb_entry *e = q->head; e; e = e->next) {
 		if (e->op == op)
 			after = true;
 		else if (after && e->op->owner == op->owner && path_is_within(e->op->path, op->path))
-			found = true;
+			return true;
 	}
+	return false;
+}
+
+bool wb_superseded(struct wb_queue *q, const struct wb_op *op)
+{
+	bool found;
+
+	pthread_mutex_lock(&q->lock);
+	found = superseded_locked(q, op);
 	pthread_mutex_unlock(&q->lock);
 	return found;
+}
+
+void wb_if_current(struct wb_queue *q, const struct wb_op *op, void (*fn)(void *arg), void *arg)
+{
+	pthread_mutex_lock(&q->lock);
+	if (!superseded_locked(q, op))
+		fn(arg);
+	pthread_mutex_unlock(&q->lock);
 }
 
 static bool busy_locked(const struct wb_queue *q, const void *owner)
@@ -412,15 +433,15 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 
 	*clear = true;
 	pthread_mutex_lock(&q->lock);
-	/* Only when every queued change that touches path is a queued (not
-	 * running) change of path's own attributes: a delete, a change of a
-	 * directory above or below, or one in flight keeps its order. */
+	/* Only when every change that touches path is one of path's own
+	 * attributes: a delete, or a change of a directory above or below,
+	 * keeps its order. */
 	for (struct wb_entry *e = q->head; e; e = e->next) {
 		const struct wb_op *op = e->op;
 
 		if (op->owner != owner || !touches(op->path, path))
 			continue;
-		if (e->running || op->kind != WB_ATTRS || strcmp(op->path, path)) {
+		if (op->kind != WB_ATTRS || strcmp(op->path, path)) {
 			*clear = false;
 			pthread_mutex_unlock(&q->lock);
 			return NULL;
@@ -429,7 +450,86 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
 	for (struct wb_entry **pp = &q->head; *pp;) {
 		struct wb_entry *e = *pp;
 
-		if (e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path)) {
+		if (e->running && e->op->owner == owner && !strcmp(e->op->path, path)) {
+			e->op->superseded = true;
+			pp = &e->next;
+		} else if (e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path)) {
+			*lt = e->op;
+			lt = &e->op->next;
+			*lt = NULL;
+			entry_remove(q, pp);
+		} else {
+			pp = &e->next;
+		}
+	}
+	pthread_mutex_unlock(&q->lock);
+	return list;
+}
+
+/* A change of path itself that wb_take_replace may take or leave: queued,
+ * or in flight (a batch of an owner runs before anything queued after it,
+ * so a move queued now lands after it). Never a hidden delete, which a
+ * rename may still cancel. */
+static bool own_change(const struct wb_entry *e, const char *path)
+{
+	return !strcmp(e->op->path, path) && !(e->op->kind == WB_DELETE && e->op->hidden);
+}
+
+bool wb_only_own(struct wb_queue *q, const void *owner, const char *path)
+{
+	bool ok = true;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && ok; e = e->next)
+		if (e->op->owner == owner && touches(e->op->path, path))
+			ok = own_change(e, path);
+	pthread_mutex_unlock(&q->lock);
+	return ok;
+}
+
+struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
+			      bool *replace, struct stat *base)
+{
+	struct wb_op *list = NULL, **lt = &list;
+	struct wb_entry *last = NULL;
+	bool after;
+
+	*clear = true;
+	*replace = false;
+	memset(base, 0, sizeof(*base));
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e; e = e->next) {
+		const struct wb_op *op = e->op;
+
+		if (op->owner != owner || !touches(op->path, path))
+			continue;
+		if (!own_change(e, path)) {
+			*clear = false;
+			pthread_mutex_unlock(&q->lock);
+			return NULL;
+		}
+		if (op->kind == WB_DELETE || op->kind == WB_MOVE) {
+			if (!*replace)
+				*base = op->st;
+			*replace = true;
+			last = e;
+		}
+	}
+	after = last == NULL;
+	for (struct wb_entry **pp = &q->head; *pp;) {
+		struct wb_entry *e = *pp;
+		bool take = false;
+
+		if (e->running && e->op->owner == owner && e->op->kind == WB_ATTRS && !strcmp(e->op->path, path))
+			e->op->superseded = true;   /* (what it prints is stale once we upload) */
+		if (e == last) {
+			after = true;
+			take = e->op->kind == WB_MOVE && !e->running;
+		} else if (after) {
+			take = e->op->owner == owner && e->op->kind == WB_ATTRS && !e->running &&
+			       !strcmp(e->op->path, path);
+		}
+		if (take) {
 			*lt = e->op;
 			lt = &e->op->next;
 			*lt = NULL;
@@ -517,6 +617,20 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op)
 	if (op->kind == WB_DELETE) {
 		sb_adds(s, " && rm -f -- ");
 		sh_word(s, op->path);
+		return;
+	}
+	if (op->kind == WB_MOVE) {
+		/* -T: a directory made at path meanwhile is an error, not a
+		 * place to move the file into. A refused move leaves no
+		 * temporary name behind (the mount keeps the data: wb_op.keep);
+		 * the message is mv's. */
+		sb_adds(s, " && { mv -f -T -- ");
+		sh_word(s, op->src);
+		sb_addc(s, ' ');
+		sh_word(s, op->path);
+		sb_adds(s, " || { rm -f -- ");
+		sh_word(s, op->src);
+		sb_adds(s, "; false; }; }");
 		return;
 	}
 	/* cp -a's order: the owner first (chown clears setuid bits), then

@@ -29,6 +29,8 @@
 enum wb_kind {
 	WB_DELETE,   /* rm -f: a file or link (never a directory) */
 	WB_ATTRS,    /* chown, chmod, times: whichever of them are set, in that order */
+	WB_MOVE,     /* mv -f -T src path: a file uploaded under a temporary name takes
+			path's place as a new inode, where a delete of path waited */
 };
 
 struct wb_op {
@@ -39,7 +41,13 @@ struct wb_op {
 	/* WB_DELETE */
 	bool hidden;              /* of a file libfuse hid while open: a rename onto
 				     path may still cancel it, so it never runs early */
-	struct stat st;           /* the attributes the deleted path had */
+	struct stat st;           /* the attributes the deleted path had; WB_MOVE: what path
+				     held before the queued changes of it (st_mode 0: unknown) */
+	/* WB_MOVE */
+	char *src;                /* owned: the temporary name, in path's directory */
+	char *keep;               /* owned: the staging-area name of a copy of what src
+				     holds, with its crash-journal record, that the mount
+				     removes once the move is done (NULL: none) */
 	/* WB_ATTRS */
 	bool chown;
 	uid_t uid;                /* (uid_t)-1: unchanged */
@@ -49,6 +57,9 @@ struct wb_op {
 	bool set_mtime, set_atime;
 	struct timespec mtime, atime;
 	bool stat_after;          /* print the path's attributes after (find format) */
+	/* an upload of path went on while this op was in flight: what its
+	 * run prints of path is stale (see wb_take_attrs) */
+	bool superseded;
 	/* the queue's */
 	double due;
 	/* a batch that failed in a way that may pass, put back (wb_requeue) */
@@ -128,6 +139,11 @@ struct wb_op *wb_take(struct wb_queue *q, const void *owner, bool due_only, doub
  * in a directory changes the directory's time). A change of a directory
  * above does not change the path. op must be in flight. */
 bool wb_superseded(struct wb_queue *q, const struct wb_op *op);
+/* Calls fn(arg) unless op is superseded (wb_superseded, or marked by an
+ * upload that went on beside it), under the queue's lock, so that an
+ * upload marking it cannot slip between the check and what fn stores.
+ * fn must not call into the queue. */
+void wb_if_current(struct wb_queue *q, const struct wb_op *op, void (*fn)(void *arg), void *arg);
 /* The batch has run: its ops leave the in-flight set. Frees them. */
 void wb_done(struct wb_queue *q, struct wb_op *batch);
 /* The batch could not be sent yet: its ops leave the in-flight set but stay
@@ -148,11 +164,34 @@ struct wb_op *wb_cancel_hidden(struct wb_queue *q, const void *owner, const char
  * Before an upload of path: takes out (and returns, linked by next, in
  * queue order) the queued changes of path's own attributes, which the
  * uploader then folds into the one it queues after the upload, so that the
- * upload does not wait for a command. Only when nothing else queued or
- * running touches path (*clear true; NULL then means nothing queued):
- * otherwise nothing is taken, *clear is false, and the caller settles.
+ * upload does not wait for a command. Changes of path's own attributes in
+ * flight do not stop it either: they are marked superseded (what their
+ * batch prints of path is not stored), and the change the uploader
+ * queues after the upload (the time it keeps, at least) lands after them.
+ * Only when nothing else queued or running touches path (*clear true;
+ * NULL then means nothing queued): otherwise nothing is taken, *clear is
+ * false, and the caller settles.
  */
 struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *path, bool *clear);
+/*
+ * As wb_take_attrs, for an uploader that can upload under a temporary name
+ * and queue a WB_MOVE onto path (a new inode, as after delete-then-create):
+ * deletes and moves of path itself, queued or in flight (a move queued now
+ * runs after the batch in flight), do not make it unclear, nor do changes
+ * of path's attributes in flight beside them. *replace then says whether one is queued (the upload must not
+ * write into path, whose inode is the file being replaced), and only the
+ * attribute changes queued after the last of them are taken (those before
+ * it apply to the file it replaces, and stay queued). A move that is the
+ * last of them (the uploader's own previous upload) is taken too, first in
+ * the list. *base: what path holds before the queue's changes of it run,
+ * as the first of them says (st_mode 0: unknown).
+ */
+struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
+			      bool *replace, struct stat *base);
+/* Whether everything queued or running of owner that touches path is a
+ * change of path itself, other than a hidden delete: what
+ * wb_take_replace could take or leave in order. */
+bool wb_only_own(struct wb_queue *q, const void *owner, const char *path);
 
 /*
  * For a runner thread: waits until a batch may be due (the earliest due

@@ -241,6 +241,32 @@ def test_an_existing_file_unchanged_in_the_sandbox_is_uploaded_over(crashy, serv
     assert unsaved(m2, "edit.txt") == []
 
 
+def test_a_kill_before_a_new_files_queued_move_into_place_uploads_it(crashy, server, tmp_root):
+    # rm f; a new f written and closed: its upload went to a temporary name
+    # and a queued mv (after the queued rm) puts it in place. A kill before
+    # that batch runs must not leave the data only under the temporary
+    # name: a crash copy with its own record makes the next mount upload it
+    # (the sandbox's f is still the file the delete was for).
+    m, sb, tb = crashy
+    if PROVIDER != "daytona":
+        pytest.skip("Vercel's uploads write in place: its delete is sent before the new file")
+    p = m.p(sb, "work", "replaced.txt")
+    with open(p, "w") as f:
+        f.write("old content\n")
+    m.settle()
+    os.unlink(p)
+    with open(p, "w") as f:
+        f.write("new content, under a temporary name until the queue runs\n")
+    kill_mount(m)
+    # (the batch had not run: else there is nothing to recover)
+    assert tb.download(f"{HOME}/replaced.txt") == b"old content\n"
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/replaced.txt") ==
+             b"new content, under a temporary name until the queue runs\n", "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert unsaved(m2, "replaced.txt") == []
+
+
 def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "reopened.txt")

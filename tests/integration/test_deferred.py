@@ -288,6 +288,64 @@ def test_a_file_made_where_its_delete_waits_leaves_the_old_files_hard_link(mount
     assert read(f) == "new"
 
 
+def test_a_file_made_where_its_delete_waits_and_fsynced_twice_leaves_the_hard_link(mount, sandbox, server, d):
+    # vim's swap file: made where the last one's delete waits, fsync'd
+    # twice, rewritten and closed. Each upload goes to a new temporary name
+    # (the last one's is dropped) and a queued mv puts it in place: the old
+    # file's other link keeps the old content, and no temporary name is
+    # left. Before the temporary names, the create sent the delete first.
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, "s")
+    write(f, "old content")
+    fsync_dir(d)
+    assert os.stat(f).st_nlink == 1
+    code, out = view.sh('ln -- "$1" "$2"', sandbox_path(d, "s"), sandbox_path(d, "link"))
+    assert code == 0, out
+    os.unlink(f)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"first")
+        os.fsync(fd)
+        # the sandbox's s is still the old file until the batch runs
+        os.pwrite(fd, b"second", 0)
+        os.fsync(fd)
+        os.pwrite(fd, b"third!", 0)
+    finally:
+        os.close(fd)
+    assert read(f) == "third!"
+    fsync_dir(d)
+    assert view.read(sandbox_path(d, "link")) == b"old content"
+    assert view.read(sandbox_path(d, "s")) == b"third!"
+    assert in_sandbox(mount, sandbox, f"stat -c '%a %h' {sandbox_path(d, 's')}; ls -A {sandbox_path(d, '')}") \
+        == "600 1\nlink\ns\n"
+
+
+def test_a_refused_move_into_place_keeps_the_new_file_in_unsaved(mount, sandbox, server, d):
+    # Another client makes a directory where the new file was to be moved
+    # (after the mount's delete, before its batch): the mv refuses to move
+    # into it, the error is reported as a deferred change's, and the data,
+    # which is only under the temporary name, is kept in unsaved/.
+    if PROVIDER != "daytona":
+        pytest.skip("Vercel's uploads write in place: its delete is sent before the new file")
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir(d)
+    os.unlink(f)
+    data = "the new file, refused a place " + uuid.uuid4().hex
+    write(f, data)
+    code, out = view.sh('rm -f -- "$1" && mkdir -- "$1"', sandbox_path(d, "f"))
+    assert code == 0, out
+    with pytest.raises(OSError):
+        fsync_dir(d)
+    kept = [n for n in os.listdir(os.path.join(mount.cache, "unsaved")) if n.startswith(sandbox + ":") and
+            not n.endswith(".note")]
+    assert any(read(os.path.join(mount.cache, "unsaved", n)) == data for n in kept), kept
+    # the sandbox keeps the other client's directory, and no temporary name
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d, '')}; test -d {sandbox_path(d, 'f')} && echo dir") \
+        == "f\ndir\n"
+
+
 def test_rm_then_cp_over_a_program_running_in_the_sandbox(mount, sandbox, server, d):
     # rm app; cp newbuild app while app runs there: the new file is a new
     # inode, so the copy lands (a write into the running binary would fail

@@ -869,11 +869,89 @@ UNIT_TEST(an_upload_takes_back_only_its_own_attribute_changes)
 	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && !clear);
 	batch = wb_take(q, &owner_a, false, 0);
 	wb_done(q, batch);
+	/* one in flight: not waited for, but what it prints is stale */
 	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
 	batch = wb_take(q, &owner_a, false, 0);
-	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && !clear);
+	CHECK(!wb_superseded(q, batch));
+	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && clear);
+	CHECK(wb_superseded(q, batch));
 	wb_done(q, batch);
 	batch = wb_take(q, &owner_b, false, 0);
+	wb_done(q, batch);
+	wb_free(q);
+}
+
+static void set_flag(void *arg)
+{
+	*(bool *)arg = true;
+}
+
+/* An upload where a delete of its path waits: the delete stays (the move
+ * queued after it replaces the file), the attribute changes before it stay
+ * (they are the old file's), those after the last delete or move come
+ * back, and so does the uploader's own earlier move; a directory above
+ * still makes it unclear. */
+UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *op, *got, *batch;
+	struct stat base;
+	bool clear, replace, called = false;
+
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && clear && !replace);
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));      /* the old file's */
+	op = op_new(&owner_a, WB_DELETE, "/d/f");
+	op->st.st_mode = S_IFREG | 0644;
+	op->st.st_size = 11;
+	CHECK(wb_push(q, op, 0, 1));
+	CHECK(wb_only_own(q, &owner_a, "/d/f"));
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && clear && replace);
+	CHECK(S_ISREG(base.st_mode) && base.st_size == 11);
+	CHECK(wb_conflicts(q, &owner_a, "/d/f"));                           /* both stay */
+	op = op_new(&owner_a, WB_MOVE, "/d/f");
+	op->src = strdup("/d/.tmp1");
+	CHECK(wb_push(q, op, 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));      /* the new file's */
+	got = wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base);
+	CHECK(clear && replace && got && got->kind == WB_MOVE && !strcmp(got->src, "/d/.tmp1"));
+	CHECK(got->next && got->next->kind == WB_ATTRS && !got->next->next);
+	CHECK(S_ISREG(base.st_mode) && base.st_size == 11);                 /* the first one's */
+	wb_list_free(got);
+	/* the script moves without following a directory made at the path */
+	batch = wb_take(q, &owner_a, false, 0);
+	CHECK_INT(count(batch), 2);
+	wb_done(q, batch);
+	op = op_new(&owner_a, WB_MOVE, "/d/f");
+	op->src = strdup("/d/.tmp2");
+	CHECK(wb_push(q, op, 0, 1));
+	batch = wb_take(q, &owner_a, false, 0);
+	{
+		struct strbuf s = STRBUF_INIT;
+
+		wb_script(&s, batch, "M", "%p\n");
+		CHECK(strstr(sb_str(&s), "mv -f -T -- ") != NULL);
+		CHECK(strstr(sb_str(&s), "-- '/d/.tmp2' '/d/f'") || strstr(sb_str(&s), "-- /d/.tmp2 /d/f"));
+		sb_free(&s);
+	}
+	/* a move in flight: not taken, not waited for */
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && clear && replace);
+	wb_if_current(q, batch, set_flag, &called);
+	CHECK(called);
+	wb_done(q, batch);
+	/* a directory above: unclear */
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/f"), 0, 1));
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d"), 0, 1));
+	CHECK(!wb_only_own(q, &owner_a, "/d/f"));
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && !clear);
+	batch = wb_take(q, &owner_a, false, 0);
+	wb_done(q, batch);
+	/* a superseded op's result is not stored */
+	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));
+	batch = wb_take(q, &owner_a, false, 0);
+	CHECK(wb_take_attrs(q, &owner_a, "/d/f", &clear) == NULL && clear);
+	called = false;
+	wb_if_current(q, batch, set_flag, &called);
+	CHECK(!called);
 	wb_done(q, batch);
 	wb_free(q);
 }
@@ -883,6 +961,7 @@ int main(void)
 	static const struct unit_case cases[] = {
 		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
 		UNIT_CASE(an_upload_takes_back_only_its_own_attribute_changes),
+		UNIT_CASE(an_upload_over_a_queued_delete_replaces_the_file),
 		UNIT_CASE(attr_conflicts_are_the_path_above_and_deletes_in_it),
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
 		UNIT_CASE(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order),
