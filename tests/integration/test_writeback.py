@@ -212,6 +212,37 @@ def test_a_waiting_file_unlinked_costs_no_request_and_goes(wbm, server):
     assert tb.download(HOME + "/.e.txt.swp") is None
 
 
+def test_rm_of_a_waiting_file_whose_upload_landed_but_failed_removes_it_and_a_crash_brings_nothing_back(
+        wbm, server, tmp_root):
+    """A new file waits (-o writeback); its upload lands but its answers are
+    cut, so the mount counts it failed and keeps it staged. Before, rm said 0
+    and sent nothing (a file created here, never uploaded): it stayed in the
+    sandbox. Its delete now goes at once, as rm -f; a crash after the rm
+    brings nothing back (its journal record went with it)."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "landed.txt")
+    with open(p, "wb") as f:
+        f.write(b"landed\n")
+    Faults(server).add("upload", action="reset_mid_body")
+    dfd = os.open(m.p(sb, "work"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert tb.download(HOME + "/landed.txt") == b"landed\n"   # it landed all the same
+    os.unlink(p)
+    Faults(server).lift()
+    assert tb.download(HOME + "/landed.txt") is None
+    kill_mount(m)
+    m2 = remount(server, tmp_root, m)
+    os.listdir(m2.p(sb, "work"))
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "recovery's end")
+    assert tb.download(HOME + "/landed.txt") is None
+    assert "landed.txt" not in os.listdir(m2.p(sb, "work"))
+    assert not [x for x in os.listdir(os.path.join(m2.cache, "unsaved")) if "landed" in x]
+
+
 def test_vim_save(wbm, server):
     """vim -es: swap files made and removed, the file rewritten in place. The
     uploads (the swap file's and the file's fsyncs, if vim makes them) are
