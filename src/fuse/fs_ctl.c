@@ -43,6 +43,23 @@ static void apply_result(struct dfs *fs, struct sandbox *sb, const struct sp_san
 	pthread_mutex_unlock(&fs->lock);
 }
 
+/*
+ * Before a snapshot, stop, archive or restart: what this mount reported
+ * done (a close, an unlink, a chmod) but has not sent yet (-o writeback,
+ * an empty new file's wait, the queued changes) goes now, or the action
+ * does not happen. A snapshot must hold it, and a stopped sandbox cannot
+ * take it (on Vercel, a snapshot stops the sandbox too).
+ */
+static int settle_before(struct dfs *fs, struct sandbox *sb, const char *what, struct sp_error *err)
+{
+	int rc = files_settle_sandbox(fs, sb);
+
+	if (rc < 0)
+		sp_error_set(err, rc, 0, "changes made through the mount could not be sent before the %s: %s "
+			     "(see the log; the files stay staged)", what, strerror(-rc));
+	return rc;
+}
+
 static int lifecycle(struct dfs *fs, struct sandbox *sb, enum sp_action action, struct sp_error *err)
 {
 	struct sp_sandbox d;
@@ -210,6 +227,9 @@ static int run_delete(struct dfs *fs, struct sandbox *sb, struct sp_error *err)
 		pthread_mutex_lock(&fs->lock);
 		sb->gone = true;
 		pthread_mutex_unlock(&fs->lock);
+		/* Nothing of it is to be sent any more: retried, it would fail
+		 * forever. */
+		files_forget_sandbox(fs, sb);
 		surface_sandbox_gone(fs, sb);
 		exec_forget_sandbox(fs->exec, sb->id);
 		cache_invalidate_sandbox(fs->cache, sb->id);
@@ -232,18 +252,23 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	case CTL_START:
 		return lifecycle(fs, sb, SP_START, err);
 	case CTL_STOP:
-		return lifecycle(fs, sb, SP_STOP, err);
 	case CTL_ARCHIVE:
-		return lifecycle(fs, sb, SP_ARCHIVE, err);
+	case CTL_RESTART:
+		rc = settle_before(fs, sb, ctl_verb_name(c->verb), err);
+		if (rc == 0 && c->verb != CTL_ARCHIVE)
+			rc = lifecycle(fs, sb, SP_STOP, err);
+		if (rc == 0 && c->verb == CTL_ARCHIVE)
+			rc = lifecycle(fs, sb, SP_ARCHIVE, err);
+		if (rc == 0 && c->verb == CTL_RESTART)
+			rc = lifecycle(fs, sb, SP_START, err);
+		return rc;
 	case CTL_RECOVER:
 		return lifecycle(fs, sb, SP_RECOVER, err);
-	case CTL_RESTART:
-		rc = lifecycle(fs, sb, SP_STOP, err);
-		return rc < 0 ? rc : lifecycle(fs, sb, SP_START, err);
 	case CTL_DELETE:
 		return run_delete(fs, sb, err);
 	case CTL_SNAPSHOT:
-		return sp_sandbox_snapshot(fs->sp, sb->id, c->name, on_progress, sb, err);
+		rc = settle_before(fs, sb, "snapshot", err);
+		return rc < 0 ? rc : sp_sandbox_snapshot(fs->sp, sb->id, c->name, on_progress, sb, err);
 	case CTL_RESIZE:
 		memset(&d, 0, sizeof(d));
 		rc = sp_sandbox_resize(fs->sp, sb->id, c->cpu, c->memory, c->disk, &d, err);

@@ -84,6 +84,9 @@ struct open_node {
 	bool dirty;               /* the stage differs from the sandbox's file */
 	bool unlinked;            /* removed while open: never uploaded again */
 	bool is_new;              /* created here and not uploaded yet */
+	bool maybe_remote;        /* ... but an upload of it was sent and failed: it may have
+				     landed (only its answer lost), so its unlink or hide
+				     sends the delete (files_unlink) */
 	struct stat st;           /* the file's attributes at open (made up for a new file);
 				     st_mode follows chmod through the mount */
 	bool chmod_pending;       /* a new file's mode, applied after its first upload */

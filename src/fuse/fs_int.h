@@ -264,6 +264,14 @@ void files_settle_changes(struct dfs *fs, struct sandbox *sb, const char *path);
  * upload (its data stays staged and queued). */
 int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path);
 void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path);
+/* Before a snapshot, stop, archive or restart of sb: everything closed
+ * through the mount is uploaded and every queued change sent. 0, or the
+ * errno of the first upload or change that failed (what failed stays
+ * staged and queued, or is reported as fsync of a directory reports it). */
+int files_settle_sandbox(struct dfs *fs, struct sandbox *sb);
+/* sb was deleted: what waits of it (uploads, queued changes) is dropped,
+ * unsent, with the crash-journal records of the uploads. */
+void files_forget_sandbox(struct dfs *fs, struct sandbox *sb);
 /* Whether an upload waits (-o writeback) or is under way at, below or above path. */
 bool files_writeback_waiting(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Puts on the entries of a listing of dir (v, n, sorted by entry_cmp) what

@@ -122,6 +122,25 @@ static void node_unlinked(struct dfs *fs, struct open_node *n)
 	journal_drop(fs, n);
 }
 
+/*
+ * A new file whose upload was sent and failed (n->maybe_remote) may be in
+ * the sandbox all the same: the request did its work and only its answer
+ * was lost. Its unlink (or hiding) removes it there now, as rm -f does (a
+ * file the upload never made is no error), not later: its crash-journal
+ * record goes with the unlink, and a queued delete lost in a crash would
+ * leave it there. What is queued for the path goes first. Caller holds
+ * n->lock, so no retry of the upload (-o writeback, the empty-file wait)
+ * lands after the delete: it finds the node unlinked.
+ */
+static int remove_maybe_landed(struct dfs *fs, struct open_node *n, const char *path)
+{
+	int rc;
+
+	files_settle_changes(fs, n->sb, path);
+	rc = remove_path(fs, n->sb, path, NULL);
+	return rc == -ENOENT ? 0 : rc;
+}
+
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct open_node *n;
@@ -146,8 +165,18 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		open = n->handles > 0;
 		if (!only_local && open)
 			rc = ensure_populated(fs, n);
+		if (only_local && n->maybe_remote) {
+			rc = remove_maybe_landed(fs, n, path);
+			if (rc < 0) {
+				/* kept, with its data: the unlink did not happen */
+				pthread_mutex_unlock(&n->lock);
+				node_release(fs, n);
+				cache_invalidate(fs->cache, sb->id, path);
+				return rc;
+			}
+		}
 		if (rc == 0 && only_local)
-			node_unlinked(fs, n);   /* never in the sandbox: nothing to remove */
+			node_unlinked(fs, n);   /* never in the sandbox (or removed there now) */
 		pthread_mutex_unlock(&n->lock);
 		if (rc < 0 && rc != -ENOENT) {
 			node_release(fs, n);
@@ -421,9 +450,13 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	}
 	pthread_mutex_lock(&n->lock);
 	local = n->is_new;
-	/* Descriptors open on it keep reading what it held. */
+	/* Descriptors open on it keep reading what it held (a new file's
+	 * stage holds it all). One whose failed upload may have landed is
+	 * removed there now (remove_maybe_landed). */
 	if (!local)
 		rc = ensure_populated(fs, n);
+	else if (n->maybe_remote)
+		rc = remove_maybe_landed(fs, n, from);
 	if (rc == 0 && !local) {
 		rc = lookup_attr(fs, sb, from, &st);
 		if (rc == 0)

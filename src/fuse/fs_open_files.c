@@ -255,7 +255,7 @@ void node_set_path(struct open_node *n, char *path)
 void node_forget_content(struct dfs *fs, struct open_node *n)
 {
 	node_drop_stage(fs, n);
-	n->populated = n->dirty = n->is_new = false;
+	n->populated = n->dirty = n->is_new = n->maybe_remote = false;
 	n->chmod_pending = n->chmod_queued = n->chown_pending = n->mtime_pending = n->atime_pending = false;
 	n->upload_error = 0;
 	/* The cache holds what the failed uploads hinted (upload_failed): the

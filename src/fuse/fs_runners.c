@@ -256,6 +256,30 @@ void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
 	files_settle_changes(fs, sb, path);
 }
 
+int files_settle_sandbox(struct dfs *fs, struct sandbox *sb)
+{
+	struct open_table *t = fs->files;
+	int rc, before, failed;
+
+	rc = files_writeback_flush(fs, sb, NULL);
+	if (rc < 0)
+		return rc;
+	/* A queued change that fails says so in sb->writeback_error (wb_failed),
+	 * which may hold an older failure, kept for fsync of a directory: it
+	 * is set aside meanwhile, so that only this settle's failures count. */
+	pthread_mutex_lock(&t->lock);
+	before = sb->writeback_error;
+	sb->writeback_error = 0;
+	pthread_mutex_unlock(&t->lock);
+	files_settle_changes(fs, sb, NULL);
+	pthread_mutex_lock(&t->lock);
+	failed = sb->writeback_error;
+	if (!failed)
+		sb->writeback_error = before;
+	pthread_mutex_unlock(&t->lock);
+	return failed;
+}
+
 /* Before a stat of path alone: only what changes its own attributes. */
 void files_settle_attr(struct dfs *fs, struct sandbox *sb, const char *path)
 {

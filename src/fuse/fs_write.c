@@ -717,6 +717,10 @@ void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct sp_error 
 	struct stat hint;
 
 	n->upload_error = rc;
+	/* The request may have done its work before its answer was lost
+	 * (a reset after the command ran, a 5xx after the write, a bulk
+	 * upload's reply cut): a new file is no longer surely absent there. */
+	n->maybe_remote = true;
 	journal_note_flush(fs, n, true);
 	upload_hint(n, &hint);
 	cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &hint, false);
@@ -757,6 +761,7 @@ void upload_succeeded(struct dfs *fs, struct open_node *n)
 
 	n->dirty = false;
 	n->is_new = false;
+	n->maybe_remote = false;
 	n->upload_error = 0;
 	journal_drop(fs, n);
 	/* The sandbox's time of our upload is not known here: a later stretch

@@ -432,6 +432,36 @@ int files_writeback_flush(struct dfs *fs, struct sandbox *sb, const char *path)
 	return first_error;
 }
 
+void files_forget_sandbox(struct dfs *fs, struct sandbox *sb)
+{
+	/* Rounds, as files_writeback_flush: an upload in flight that fails
+	 * meanwhile is queued again, and taken in the next one. */
+	for (int round = 0; round < 8; round++) {
+		struct open_node **v;
+		size_t n;
+
+		v = wbk_take(fs->files, sb, NULL, false, &n);
+		for (size_t i = 0; i < n; i++) {
+			struct open_node *o = v[i];
+
+			pthread_mutex_lock(&o->lock);
+			if (o->dirty && !o->unlinked) {
+				log_info("%s: %s was waiting to be uploaded; dropped with the sandbox", sb->name,
+					 o->path);
+				o->unlinked = true;
+				o->dirty = false;
+				journal_drop(fs, o);
+			}
+			pthread_mutex_unlock(&o->lock);
+			wbk_end(fs, o, false);
+		}
+		free(v);
+		if (!wbk_wait_busy(fs->files, sb, NULL))
+			break;
+	}
+	deferred_forget(&fs->files->deferred, sb);
+}
+
 static void *wbk_main(void *arg)
 {
 	struct dfs *fs = arg;

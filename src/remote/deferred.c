@@ -228,6 +228,27 @@ void deferred_run_all(struct deferred *d, const void *owner)
 	pthread_mutex_unlock(&d->wb_run);
 }
 
+void deferred_forget(struct deferred *d, const void *owner)
+{
+	struct wb_op *batch;
+
+	pthread_mutex_lock(&d->wb_run);
+	for (;;) {
+		batch = wb_take(d->wb, owner, false, wb_now());
+		if (batch) {
+			log_debug("%s: deferred changes dropped with the sandbox, from %s", d->ops->name(batch->owner),
+				  batch->path);
+			wb_done(d->wb, batch);
+		} else if (wb_busy(d->wb, owner)) {
+			pthread_cond_wait(&d->idle, &d->wb_run);
+		} else {
+			break;
+		}
+	}
+	pthread_cond_broadcast(&d->idle);
+	pthread_mutex_unlock(&d->wb_run);
+}
+
 static void *wb_main(void *arg)
 {
 	struct deferred *d = arg;

@@ -68,6 +68,9 @@ void deferred_fini(struct deferred *d);
 /* Runs everything queued of owner (of every owner when NULL), hidden deletes
  * included, after any batch in flight. */
 void deferred_run_all(struct deferred *d, const void *owner);
+/* Drops everything queued of owner, unsent (its sandbox was deleted: there
+ * is nothing left to change), after any batch of it in flight. */
+void deferred_forget(struct deferred *d, const void *owner);
 /* Queues op (the queue takes it) to run after delay; false when it cannot be
  * queued (no memory, no thread): op is freed, and the caller does the change
  * at once. Only where commands work: the batch is a command. */

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from conftest import PROVIDER, SANDBOX_HOME, create_sandbox, ctl, read, sh, write
-from sandbox_view import SandboxView
+from sandbox_view import Faults, SandboxView
 
 
 @pytest.fixture
@@ -447,3 +447,66 @@ def test_a_directorys_time_set_after_an_empty_file_made_in_it_stays(mount, sandb
     os.utime(d, ns=(1600000000123456789, 1600000000123456789))
     assert in_sandbox(mount, sandbox, f"stat -c %Y {sandbox_path(d)}") == "1600000000\n"
     assert in_sandbox(mount, sandbox, f"test -e {sandbox_path(d, 'empty')} && echo there") == "there\n"
+
+
+def wait_for_upload_failure(mount, sandbox, name):
+    """Until the error file names name's failed upload (its answers were cut)."""
+    for _ in range(300):
+        if name in read(mount.p(sandbox, "error")):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no failed upload of %s: %r" % (name, read(mount.p(sandbox, "error"))))
+
+
+def test_rm_of_an_empty_new_file_whose_upload_landed_but_failed_removes_it(mount, sandbox, server, d):
+    # touch f: the upload waits (the empty-file wait), then goes; its answers
+    # are cut after the sandbox wrote the file, so the mount counts it failed.
+    # rm f said 0 and sent nothing: the file stayed in the sandbox, and the
+    # mount listed it again. The delete now goes, as rm -f.
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, "touched")
+    remote = sandbox_path(d, "touched")
+    faults = Faults(server)
+    faults.add("upload", view, action="reset_mid_body")
+    try:
+        open(f, "w").close()                 # close says 0; the upload waits
+        wait_for_upload_failure(mount, sandbox, "touched")
+        assert view.exists(remote)           # it landed all the same
+        os.unlink(f)                         # rm says 0
+    finally:
+        faults.clear()
+    assert not view.exists(remote)           # gone at once: the delete is not queued
+    assert not os.path.exists(f)
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == ""
+    time.sleep(2.5)                          # past the failed upload's retry
+    assert not view.exists(remote)
+    assert os.listdir(d) == []
+
+
+def test_rm_of_an_open_new_file_whose_upload_landed_but_failed_removes_it(mount, sandbox, server, d):
+    # The same through libfuse's hiding of an open file (its unlink is a
+    # rename to .fuse_hidden*): an fsync whose answers were cut, then rm
+    # while the descriptor is open, then close.
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, "open")
+    remote = sandbox_path(d, "open")
+    faults = Faults(server)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"data\n")
+        faults.add("upload", view, action="reset_mid_body")
+        try:
+            with pytest.raises(OSError):
+                os.fsync(fd)
+            assert view.read(remote) == b"data\n"   # it landed all the same
+            os.unlink(f)
+        finally:
+            faults.clear()
+        assert not view.exists(remote)
+        assert os.pread(fd, 5, 0) == b"data\n"      # the descriptor still reads it
+    finally:
+        os.close(fd)
+    time.sleep(1)
+    assert not view.exists(remote)
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == ""
+    assert os.listdir(d) == []

@@ -216,6 +216,31 @@ def test_snapshot_and_snapshots_dir(mount, server):
     assert snap not in os.listdir(mount.p(".snapshots"))
 
 
+def test_a_snapshot_holds_the_changes_still_waiting(mount, server):
+    """touch and rm say 0 at once and reach the sandbox later (an empty new
+    file's upload and a delete wait half a second): a snapshot taken right
+    after sends them first. Before, the snapshot had the deleted file and not
+    the new one (and on Vercel, whose snapshot stops the sandbox, the new
+    file's upload then kept failing)."""
+    name = create_sandbox(mount, "snapw")
+    with open(mount.p(name, "work", "seed.txt"), "w") as f:
+        f.write("x\n")
+    open(mount.p(name, "work", "marker"), "w").close()
+    os.unlink(mount.p(name, "work", "seed.txt"))
+    before = set(os.listdir(mount.p(".snapshots")))
+    snap = f"snapw-{uuid.uuid4().hex[:6]}"
+    ctl(mount.p(name, "ctl"), f"snapshot {snap}")
+    if server.provider == "vercel":
+        snap = (set(os.listdir(mount.p(".snapshots"))) - before).pop()
+    assert read(mount.p(name, "error")) == ""
+    child = f"snapc-{uuid.uuid4().hex[:6]}"
+    ctl(mount.p("ctl"), f"create {child} snapshot={snap}")
+    assert sorted(os.listdir(mount.p(child, "work"))) == ["marker"]
+    for sb in (child, name):
+        ctl(mount.p(sb, "ctl"), "delete")
+    os.unlink(mount.p(".snapshots", snap))
+
+
 def test_delete(mount, server):
     name = create_sandbox(mount, "del")
     ctl(mount.p(name, "ctl"), "delete")

@@ -213,6 +213,93 @@ def test_a_waiting_file_unlinked_costs_no_request_and_goes(wbm, server):
     assert tb.download(HOME + "/.e.txt.swp") is None
 
 
+def test_rm_of_a_waiting_file_whose_upload_landed_but_failed_removes_it_and_a_crash_brings_nothing_back(
+        wbm, server, tmp_root):
+    """A new file waits (-o writeback); its upload lands but its answers are
+    cut, so the mount counts it failed and keeps it staged. Before, rm said 0
+    and sent nothing (a file created here, never uploaded): it stayed in the
+    sandbox. Its delete now goes at once, as rm -f; a crash after the rm
+    brings nothing back (its journal record went with it)."""
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "landed.txt")
+    with open(p, "wb") as f:
+        f.write(b"landed\n")
+    Faults(server).add("upload", action="reset_mid_body")
+    dfd = os.open(m.p(sb, "work"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert tb.download(HOME + "/landed.txt") == b"landed\n"   # it landed all the same
+    os.unlink(p)
+    Faults(server).lift()
+    assert tb.download(HOME + "/landed.txt") is None
+    kill_mount(m)
+    m2 = remount(server, tmp_root, m)
+    os.listdir(m2.p(sb, "work"))
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "recovery's end")
+    assert tb.download(HOME + "/landed.txt") is None
+    assert "landed.txt" not in os.listdir(m2.p(sb, "work"))
+    assert not [x for x in os.listdir(os.path.join(m2.cache, "unsaved")) if "landed" in x]
+
+
+def test_stop_and_restart_upload_what_waits_first(wbm, server):
+    """Files closed through the mount wait (-o writeback=600); before, stop
+    and restart went ahead and left them waiting (a stopped sandbox cannot
+    take them). They now go first, and the sandbox has them once started."""
+    m, sb, tb = wbm
+    write_files(m.p(sb, "work"), 2, "s")
+    ctl(m.p(sb, "ctl"), "stop")
+    assert read(m.p(sb, "error")) == ""
+    ctl(m.p(sb, "ctl"), "start")
+    assert tb.download(HOME + "/s000.txt") == b"s 0\n"
+    assert tb.download(HOME + "/s001.txt") == b"s 1\ns 1\n"
+    write_files(m.p(sb, "work"), 1, "r")
+    ctl(m.p(sb, "ctl"), "restart")
+    assert tb.download(HOME + "/r000.txt") == b"r 0\n"
+
+
+def test_a_stop_whose_uploads_fail_fails_and_keeps_them(wbm, server):
+    m, sb, tb = wbm
+    write_files(m.p(sb, "work"), 1, "x")
+    rules = Faults(server).add("upload", status=400)
+    with pytest.raises(OSError) as e:
+        ctl(m.p(sb, "ctl"), "stop")
+    assert e.value.errno in (errno.EINVAL, errno.EIO)
+    assert "could not be sent before the stop" in read(m.p(sb, "error"))
+    assert read(m.p(sb, "status")) == "started\n"
+    Faults(server).remove(rules)
+    ctl(m.p(sb, "ctl"), "stop")
+    ctl(m.p(sb, "ctl"), "start")
+    assert tb.download(HOME + "/x000.txt") == b"x 0\n"
+
+
+def test_a_deleted_sandboxs_waiting_uploads_are_dropped_not_retried(wbm, server):
+    """An upload that failed is tried again every 2 s; the sandbox's delete
+    drops it (and its crash-journal record) instead of retrying it for as
+    long as the mount lives, and unmount keeps nothing of it."""
+    import time
+    m, sb, tb = wbm
+    write_files(m.p(sb, "work"), 1, "d")
+    Faults(server).add("upload", status=500)
+    dfd = os.open(m.p(sb, "work"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError):
+            os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    ctl(m.p(sb, "ctl"), "delete")
+    Faults(server).lift()
+    sent = uploads(server)
+    time.sleep(4.5)                                 # two retry periods
+    assert uploads(server) == sent
+    assert [x for x in os.listdir(os.path.join(m.cache, "staging")) if x.endswith(".rec")] == []
+    m.unmount()
+    unsaved = os.path.join(m.cache, "unsaved")
+    assert not [x for x in (os.listdir(unsaved) if os.path.isdir(unsaved) else []) if "d000" in x]
+
+
 def test_vim_save(wbm, server):
     """vim -es: swap files made and removed, the file rewritten in place. The
     uploads (the swap file's and the file's fsyncs, if vim makes them) are
