@@ -169,7 +169,7 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 			/* Not if a later change (a delete, say) makes it stale: the
 			 * cache already holds what that one left. */
 			if (!wb_superseded(d->wb, op))
-				d->ops->done(d->ctx, sb, op->path, text);
+				d->ops->done(d->ctx, sb, op, text);
 		}
 		else if (status == WB_FAILED)
 			wb_failed(d, sb, op, errno_from_message(text), text ? text : "");

@@ -37,8 +37,10 @@ struct deferred_ops {
 	 * assumed, and reports it (fsync of the directory). */
 	void (*failed)(void *ctx, void *owner, const struct wb_op *op, int err, const char *msg);
 	/* An owner, mode or times change done: text is the stat line the batch
-	 * printed for path (find_fmt), for the caller's cache. */
-	void (*done)(void *ctx, void *owner, const char *path, const char *text);
+	 * printed for op->path (find_fmt), for the caller's cache, which keeps
+	 * showing op->ctime_shown (when set) while the sandbox's ctime is the
+	 * one printed: the batch ran later than the change the mount showed. */
+	void (*done)(void *ctx, void *owner, const struct wb_op *op, const char *text);
 	/* owner's name, for the log. */
 	const char *(*name)(const void *owner);
 };

@@ -49,6 +49,8 @@ struct wb_op {
 	bool set_mtime, set_atime;
 	struct timespec mtime, atime;
 	bool stat_after;          /* print the path's attributes after (find format) */
+	struct timespec ctime_shown; /* with stat_after: the ctime the mount showed for the
+				     change (0: none), kept over the one the batch gives (deferred.h) */
 	/* the queue's */
 	double due;
 	/* a batch that failed in a way that may pass, put back (wb_requeue) */
