@@ -565,7 +565,8 @@ bool parse_printed_stat(const char *out, struct stat *st, char **link)
 }
 
 /* What a command that changed path (and printed its attributes) leaves in
- * the cache: the printed attributes, else nothing about path. */
+ * the cache: the printed attributes, else nothing about path. True when
+ * it printed them, copied to *printed (the caller may want the sandbox's ctime). */
 bool listing_note_result(const struct listing_ctx *c, const char *path, const char *out,
 			 enum cache_change what, struct stat *printed)
 {
