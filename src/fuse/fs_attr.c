@@ -432,6 +432,8 @@ static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, stru
 		return 0;
 	}
 	rc = lookup_attr(fs, sb, path, st);
+	if (rc == 0)
+		ctime_shown(fs, sb, path, st);
 	if (n) {
 		if (rc == 0 && S_ISREG(st->st_mode))
 			overlay_open_node(fs, n, st, true);
@@ -621,6 +623,7 @@ static bool exact_attr(struct dfs *fs, struct sandbox *sb, const char *dir, cons
 		return false;
 	if (cache_get_attr(fs->cache, sb->id, path, st) != CACHE_HIT)
 		return false;
+	ctime_shown(fs, sb, path, st);
 	pthread_mutex_lock(&fs->files->lock);
 	open = node_lookup_locked(fs->files, sb, path) != NULL;
 	pthread_mutex_unlock(&fs->files->lock);

@@ -97,6 +97,7 @@ struct open_node {
 	gid_t gid;
 	bool mtime_pending;       /* utimens while dirty: applied after the next upload */
 	struct timespec mtime;    /* last write, or the pending utimens value */
+	bool mtime_set;           /* mtime is a utimens value, not this machine's clock */
 	bool atime_pending;
 	struct timespec atime;
 	int upload_error;         /* last failed upload's errno, reported by flush/fsync */
@@ -139,6 +140,26 @@ struct link_ent {
 
 #define LINK_BUCKETS 1024
 #define LINK_MAX 65536
+
+/*
+ * The ctimes this mount showed for changes it sent later (ctime_keep). A
+ * change that waits (an empty new file's upload, -o writeback's, the touch
+ * that gives an uploaded file the time of its last write, a queued utimens)
+ * reaches the sandbox up to a second or so after the mount showed it, with
+ * the ctime of that moment, which no command can set back. So the mount
+ * keeps showing its own as long as the sandbox's ctime is, to the
+ * nanosecond, the one that change gave: any later change there (through the
+ * mount, a command, another client) gives another, which then shows. One
+ * slot per hash of (sandbox, path); a collision forgets the older.
+ */
+#define CTIME_SLOTS 4096
+
+struct ctime_ent {
+	const struct sandbox *sb;
+	char *path;               /* NULL: a free slot */
+	struct timespec sandbox;  /* the ctime the sandbox printed after the change */
+	struct timespec shown;    /* the ctime the mount showed for it */
+};
 
 /*
  * Deferred changes (writeback.h, run by deferred.h). A delete, or the owner, mode and times of
@@ -195,6 +216,7 @@ struct open_table {
 	struct sb_mode *modes;
 	struct link_ent *links[LINK_BUCKETS];
 	size_t nlinks;
+	struct ctime_ent ctimes[CTIME_SLOTS]; /* under lock */
 	struct deferred deferred; /* deferred changes; their budget is set with fs */
 	struct dfs *fs;           /* set (under lock) by the first wb_queue_op */
 	struct hide_window *hides; /* under lock; hide_cond signals their end */
@@ -272,6 +294,9 @@ void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode
 void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool subtree);
 void link_put(struct dfs *fs, const struct sandbox *sb, const char *path, const char *target);
 bool link_get(struct dfs *fs, const struct sandbox *sb, const char *path, char *buf, size_t size);
+void ctime_keep(struct dfs *fs, const struct sandbox *sb, const char *path, const struct timespec *sandbox,
+		const struct timespec *shown);
+void ctime_shown(struct dfs *fs, const struct sandbox *sb, const char *path, struct stat *st);
 
 /* fs_runners.c: the mount's side of listing.h (src/remote), under the names
  * the rest of src/fuse calls it by */

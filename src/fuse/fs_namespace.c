@@ -709,7 +709,8 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 /* The cached attributes of path after a change fn made to them, kept
  * exact when they were; dropped when nothing was known. */
 static void note_attr_change(struct dfs *fs, struct sandbox *sb, const char *path,
-			     void (*fn)(struct stat *st, const void *arg), const void *arg)
+			     void (*fn)(struct stat *st, const void *arg), const void *arg,
+			     struct timespec *shown)
 {
 	struct stat st;
 	bool listed = false;
@@ -721,6 +722,8 @@ static void note_attr_change(struct dfs *fs, struct sandbox *sb, const char *pat
 		 * back, ours shows that it moved. */
 		clock_gettime(CLOCK_REALTIME, &st.st_ctim);
 		cache_update(fs->cache, sb->id, path, CACHE_CHANGED, &st, r == CACHE_HIT);
+		if (shown && r == CACHE_HIT)
+			*shown = st.st_ctim;
 	} else {
 		cache_invalidate(fs->cache, sb->id, path);
 	}
@@ -748,10 +751,12 @@ static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, cons
 	if (gid != (gid_t)-1)
 		n->st.st_gid = gid;
 	if (mt && mt->tv_nsec != UTIME_OMIT) {
-		if (mt->tv_nsec == UTIME_NOW)
+		if (mt->tv_nsec == UTIME_NOW) {
 			touch_now(n);
-		else
+		} else {
 			n->mtime = *mt;
+			n->mtime_set = true;
+		}
 		n->st.st_mtim = n->mtime;
 		n->mtime_pending = true;   /* shown by node_stat; never uploaded */
 	}
@@ -835,7 +840,7 @@ int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 		cache_invalidate(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "chmod", path);
 	}
-	note_attr_change(fs, sb, path, set_mode, &mode);
+	note_attr_change(fs, sb, path, set_mode, &mode, NULL);
 	return 0;
 }
 
@@ -928,7 +933,8 @@ static bool times_later(struct dfs *fs, struct sandbox *sb, const char *path, co
 	op->atime = tv[0];
 	op->set_mtime = tv[1].tv_nsec != UTIME_OMIT;
 	op->mtime = tv[1];
-	note_attr_change(fs, sb, path, set_times, tv);
+	/* The ctime shown from now on is this call's (the batch runs later). */
+	note_attr_change(fs, sb, path, set_times, tv, &op->ctime_shown);
 	if (wb_queue_op(fs, op, WB_DELAY))
 		return true;
 	cache_invalidate(fs->cache, sb->id, path);
@@ -965,6 +971,7 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 				touch_now(n);
 			} else if (mt->tv_nsec != UTIME_OMIT) {
 				n->mtime = *mt;
+				n->mtime_set = true;
 				n->mtime_pending = true;
 			}
 			if (at->tv_nsec != UTIME_OMIT && at->tv_nsec != UTIME_NOW) {

@@ -83,6 +83,8 @@ void open_table_free(struct open_table *t)
 		free(m);
 	}
 	links_clear_locked(t, NULL);
+	for (size_t i = 0; i < CTIME_SLOTS; i++)
+		free(t->ctimes[i].path);
 	while (t->hides) {
 		struct hide_window *h = t->hides;
 
@@ -501,7 +503,7 @@ void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode
 
 /* ---- link targets ------------------------------------------------------------ */
 
-static size_t link_bucket(const struct sandbox *sb, const char *path)
+static uint64_t path_hash(const struct sandbox *sb, const char *path)
 {
 	uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)(uintptr_t)sb;
 
@@ -509,7 +511,12 @@ static size_t link_bucket(const struct sandbox *sb, const char *path)
 		h ^= (unsigned char)*p;
 		h *= 0x100000001b3ULL;
 	}
-	return (size_t)(h % LINK_BUCKETS);
+	return h;
+}
+
+static size_t link_bucket(const struct sandbox *sb, const char *path)
+{
+	return (size_t)(path_hash(sb, path) % LINK_BUCKETS);
 }
 
 static void link_ent_free(struct link_ent *e)
@@ -608,6 +615,50 @@ void link_put(struct dfs *fs, const struct sandbox *sb, const char *path, const 
 	else
 		e->expires = now_mono() + fs->opt.attr_timeout;
 out:
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- ctimes shown (fs_files_int.h, CTIME_SLOTS) --------------------------------- */
+
+static bool ts_eq(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* A change the mount showed with ctime *shown left the sandbox's ctime at
+ * *sandbox: stat shows *shown while the sandbox's stays that. */
+void ctime_keep(struct dfs *fs, const struct sandbox *sb, const char *path, const struct timespec *sandbox,
+		const struct timespec *shown)
+{
+	struct open_table *t = fs->files;
+	struct ctime_ent *e = &t->ctimes[path_hash(sb, path) % CTIME_SLOTS];
+
+	pthread_mutex_lock(&t->lock);
+	if (!e->path || e->sb != sb || strcmp(e->path, path)) {
+		char *copy = strdup(path);
+
+		if (!copy)
+			goto out;   /* the sandbox's ctime shows: never wrong, only later */
+		free(e->path);
+		e->path = copy;
+		e->sb = sb;
+	}
+	e->sandbox = *sandbox;
+	e->shown = *shown;
+out:
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* st, the sandbox's attributes of path: its ctime is the one the mount
+ * showed, where a waiting change of the mount's gave it (ctime_keep). */
+void ctime_shown(struct dfs *fs, const struct sandbox *sb, const char *path, struct stat *st)
+{
+	struct open_table *t = fs->files;
+	const struct ctime_ent *e = &t->ctimes[path_hash(sb, path) % CTIME_SLOTS];
+
+	pthread_mutex_lock(&t->lock);
+	if (e->path && e->sb == sb && !strcmp(e->path, path) && ts_eq(&e->sandbox, &st->st_ctim))
+		st->st_ctim = e->shown;
 	pthread_mutex_unlock(&t->lock);
 }
 

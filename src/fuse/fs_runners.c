@@ -129,7 +129,7 @@ void note_command_result(struct dfs *fs, struct sandbox *sb, const char *path, c
 	struct listing_ctx c;
 
 	files_listing_ctx(fs, sb, &c);
-	listing_note_result(&c, path, out, what);
+	listing_note_result(&c, path, out, what, NULL);
 }
 
 int change_by_command(struct dfs *fs, struct sandbox *sb, struct strbuf *cmd, const char *path,
@@ -185,11 +185,16 @@ static void wb_failed(void *ctx, void *owner, const struct wb_op *op, int err, c
 	pthread_mutex_unlock(&t->lock);
 }
 
-static void wb_done_one(void *ctx, void *owner, const char *path, const char *text)
+static void wb_done_one(void *ctx, void *owner, const struct wb_op *op, const char *text)
 {
 	struct open_table *t = ctx;
+	struct listing_ctx c;
+	struct stat st;
 
-	note_command_result(t->fs, owner, path, text, CACHE_CHANGED);
+	files_listing_ctx(t->fs, owner, &c);
+	if (listing_note_result(&c, op->path, text, CACHE_CHANGED, &st) &&
+	    (op->ctime_shown.tv_sec || op->ctime_shown.tv_nsec))
+		ctime_keep(t->fs, owner, op->path, &st.st_ctim, &op->ctime_shown);
 }
 
 /* A move done: its crash copy goes. */

@@ -72,6 +72,7 @@ int ensure_populated(struct dfs *fs, struct open_node *n)
 void touch_now(struct open_node *n)
 {
 	clock_gettime(CLOCK_REALTIME, &n->mtime);
+	n->mtime_set = false;
 }
 
 /* What the cache may assume of a file just uploaded: its type, mode and
@@ -123,6 +124,11 @@ static bool attrs_later(struct dfs *fs, struct open_node *n, const struct stat *
 	op->atime = n->atime;
 	if (n->atime_pending)
 		st.st_atim = n->atime;
+	/* The ctime shown so far (the last write's, node_times) stays: the
+	 * sandbox's is the batch's moment, later (ctime_keep). Not a time
+	 * utimens set, which no ctime may be. */
+	if (!n->mtime_set)
+		op->ctime_shown = st.st_ctim;
 	/* Before the batch can run and print the real ones. */
 	cache_update(fs->cache, n->sb->id, n->path, CACHE_CHANGED, &st, true);
 	return wb_queue_op(fs, op, WB_DELAY);
@@ -163,6 +169,13 @@ static void apply_after_upload(struct dfs *fs, struct open_node *n, bool was_new
 	if (finds && !n->mtime_pending && (command || !was_new)) {
 		n->mtime_pending = true;
 		command = true;
+	}
+	/* A new file's atime is its creation's too, as node_times showed it;
+	 * the upload's moment (seconds later for one whose upload waited)
+	 * moved it when read back. Free beside the mtime the mount sets. */
+	if (was_new && finds && n->mtime_pending && !n->mtime_set && !n->atime_pending) {
+		n->atime = n->mtime;
+		n->atime_pending = true;
 	}
 	upload_hint(n, &hint);
 	if (!command && !chmod) {

@@ -133,14 +133,15 @@ static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 struct done_call {
 	struct deferred *d;
 	void *sb;
-	const char *path, *text;
+	const struct wb_op *op;
+	const char *text;
 };
 
 static void call_done(void *arg)
 {
 	struct done_call *c = arg;
 
-	c->d->ops->done(c->d->ctx, c->sb, c->path, c->text);
+	c->d->ops->done(c->d->ctx, c->sb, c->op, c->text);
 }
 
 /* Runs one batch (all of one sandbox) as one command and applies what each
@@ -188,7 +189,7 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 			/* Not if a later change (a delete, an upload that went on
 			 * beside it) makes it stale: the cache already holds what
 			 * that one left. */
-			struct done_call c = { d, sb, op->path, text };
+			struct done_call c = { d, sb, op, text };
 
 			wb_if_current(d->wb, op, call_done, &c);
 		}

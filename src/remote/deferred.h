@@ -37,9 +37,12 @@ struct deferred_ops {
 	 * assumed, and reports it (fsync of the directory). */
 	void (*failed)(void *ctx, void *owner, const struct wb_op *op, int err, const char *msg);
 	/* An owner, mode or times change done: text is the stat line the batch
-	 * printed for path (find_fmt), for the caller's cache. Called under the
-	 * queue's lock (wb_if_current): it must not call into the queue. */
-	void (*done)(void *ctx, void *owner, const char *path, const char *text);
+	 * printed for op->path (find_fmt), for the caller's cache, which keeps
+	 * showing op->ctime_shown (when set) while the sandbox's ctime is the
+	 * one printed: the batch ran later than the change the mount showed.
+	 * Called under the queue's lock (wb_if_current): it must not call into
+	 * the queue. */
+	void (*done)(void *ctx, void *owner, const struct wb_op *op, const char *text);
 	/* A WB_MOVE done: what kept its data for crash recovery (op->keep) may
 	 * go. (One that failed goes to failed.) May be NULL. */
 	void (*moved)(void *ctx, void *owner, const struct wb_op *op);

@@ -565,24 +565,28 @@ bool parse_printed_stat(const char *out, struct stat *st, char **link)
 }
 
 /* What a command that changed path (and printed its attributes) leaves in
- * the cache: the printed attributes, else nothing about path. */
-void listing_note_result(const struct listing_ctx *c, const char *path, const char *out,
-			 enum cache_change what)
+ * the cache: the printed attributes, else nothing about path. True when
+ * it printed them, copied to *printed (the caller may want the sandbox's ctime). */
+bool listing_note_result(const struct listing_ctx *c, const char *path, const char *out,
+			 enum cache_change what, struct stat *printed)
 {
 	struct stat st;
 	char *link = NULL;
 
 	if (parse_printed_stat(out, &st, &link)) {
+		if (printed)
+			*printed = st;
 		cache_update(c->cache, c->id, path, what, &st, true);
 		if (S_ISLNK(st.st_mode) && link)
 			c->ops->link_put(c->mount, c->owner, path, link);
 		else
 			c->ops->link_drop(c->mount, c->owner, path, false);
 		free(link);
-	} else {
-		cache_invalidate(c->cache, c->id, path);
-		c->ops->link_drop(c->mount, c->owner, path, false);
+		return true;
 	}
+	cache_invalidate(c->cache, c->id, path);
+	c->ops->link_drop(c->mount, c->owner, path, false);
+	return false;
 }
 
 /*
@@ -605,7 +609,7 @@ int listing_change(const struct listing_ctx *c, struct strbuf *cmd, const char *
 	rc = listing_run(c, sb_str(cmd), &out);
 	sb_free(cmd);
 	if (rc == 0)
-		listing_note_result(c, path, out, what);
+		listing_note_result(c, path, out, what, NULL);
 	else
 		/* The command may have run (an answer lost in transit), or the
 		 * sandbox knows better (EEXIST): what is cached of the path and

@@ -107,9 +107,10 @@ int listing_sh(const struct listing_ctx *c, const char *script, int *code, char 
  * receives its output on success; a failure is the errno its message says. */
 int listing_run(const struct listing_ctx *c, const char *script, char **out);
 /* What a command that changed path (and printed its attributes) leaves in
- * the cache: the printed attributes, else nothing about path. */
-void listing_note_result(const struct listing_ctx *c, const char *path, const char *out,
-			 enum cache_change what);
+ * the cache: the printed attributes, else nothing about path. True when
+ * it printed them; then *printed (may be NULL) has them. */
+bool listing_note_result(const struct listing_ctx *c, const char *path, const char *out,
+			 enum cache_change what, struct stat *printed);
 /* Runs cmd, a change to path (and frees it), followed by the print of
  * path's new attributes where find works, which go to the cache as what.
  * A failure leaves the cache alone but for path's tree. */

@@ -60,6 +60,8 @@ struct wb_op {
 	/* an upload of path went on while this op was in flight: what its
 	 * run prints of path is stale (see wb_take_attrs) */
 	bool superseded;
+	struct timespec ctime_shown; /* with stat_after: the ctime the mount showed for the
+				     change (0: none), kept over the one the batch gives (deferred.h) */
 	/* the queue's */
 	double due;
 	/* a batch that failed in a way that may pass, put back (wb_requeue) */

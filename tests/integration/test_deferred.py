@@ -247,6 +247,44 @@ def test_an_empty_new_file_waits_as_a_delete_does_and_commands_see_it(mount, san
     assert in_sandbox(mount, sandbox, f"stat -c '%s %a' {sandbox_path(d, 'empty')}") == "0 640\n"
 
 
+def test_an_empty_new_files_ctime_does_not_move_when_its_upload_lands(mount, sandbox, d):
+    # pjdfstest chown/00.t 1157 and chmod/00.t 88 ("an unsuccessful chown/chmod
+    # does not update ctime"): the upload of a file closed empty waits, and the
+    # touch that gives it the mtime shown waits after it; the sandbox's ctime
+    # (and atime) is the moment they landed, up to a second after the create
+    # whose times the mount showed. Before, stat showed those later times once
+    # the mount read them back, with nothing changed. An exec sends both first,
+    # and drops what the mount and the kernel cached: the next stat lists the
+    # sandbox.
+    f = os.path.join(d, "empty")
+    open(f, "w").close()
+    before = os.stat(f)
+    assert in_sandbox(mount, sandbox, f"test -e {sandbox_path(d, 'empty')} && echo there") == "there\n"
+    after = os.stat(f)
+    assert ((after.st_ctime_ns, after.st_mtime_ns, after.st_atime_ns) ==
+            (before.st_ctime_ns, before.st_mtime_ns, before.st_atime_ns))
+    # A change in the sandbox (here through the mount) shows its own.
+    os.chmod(f, 0o600)
+    assert os.stat(f).st_ctime_ns > before.st_ctime_ns
+    in_sandbox(mount, sandbox, "true")
+    assert os.stat(f).st_ctime_ns > before.st_ctime_ns
+
+
+def test_a_queued_times_change_keeps_the_ctime_it_showed(mount, sandbox, d):
+    # A utime of a file not open waits 0.5 s (tar sets every file's): the
+    # mount shows the ctime of the call at once. Before, that ctime moved to
+    # the batch's moment once the mount read it back.
+    f = os.path.join(d, "f")
+    write(f, "x")
+    os.stat(f)
+    os.utime(f, ns=(1600000000123456789, 1600000000123456789))
+    before = os.stat(f)
+    assert before.st_mtime_ns == 1600000000123456789
+    assert in_sandbox(mount, sandbox, f"stat -c %Y {sandbox_path(d, 'f')}") == "1600000000\n"
+    after = os.stat(f)
+    assert (after.st_ctime_ns, after.st_mtime_ns) == (before.st_ctime_ns, before.st_mtime_ns)
+
+
 def test_a_file_made_where_its_delete_waits_is_a_new_file(mount, sandbox, server, d):
     # vim deletes its swap file at the end of a save and makes it again at
     # the next: the create sends the queued delete first, so that the new

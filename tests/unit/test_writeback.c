@@ -678,7 +678,7 @@ static void fake_failed(void *ctx, void *owner, const struct wb_op *op, int err,
 	snprintf(f->failed_path, sizeof(f->failed_path), "%s", op->path);
 }
 
-static void fake_done(void *ctx, void *owner, const char *path, const char *text)
+static void fake_done(void *ctx, void *owner, const struct wb_op *op, const char *text)
 {
 	struct fake *f = ctx;
 
