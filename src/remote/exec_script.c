@@ -64,7 +64,7 @@ static const char wrapper_holder[] =
 
 /*
  * The watchdog of a timeout. It is not in the command's process group (the
- * command is setsid'd into its own), so killing that group spares it and the
+ * command has a group of its own), so killing that group spares it and the
  * wrapper, which then records the exit status. The wrapper kills the
  * watchdog when the command ends first; once the watchdog has fired it
  * ignores that, to send the SIGKILL 2 s later to what is left of the group.
@@ -117,8 +117,16 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * The file may set any name, the wrapper's own (d, r, s, IFS ...)
 	 * too: the command's words are bound as "$@" before it is sourced,
 	 * and nothing after it expands a variable of the wrapper's. */
-	sb_adds(sb, "e=${d%/cmd/*}/env\n"
-		"( set -- \"$r\" \"$d/command\"; [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+	/* The command's process group: under bash (the launcher runs the
+	 * wrapper with bash when there is one), job control (set -m) puts
+	 * the command's subshell in a group of its own as it starts it, with
+	 * no process more; it is turned off at once, so that wait waits for
+	 * the end, not for a stop, and the holder and the watchdog stay in
+	 * the wrapper's group. Under another sh (dash has no job control
+	 * without a terminal), setsid execs in the subshell's place. */
+	sb_adds(sb, "j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
+		"e=${d%/cmd/*}/env\n"
+		"( set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		"[ -r \"$e\" ] && . \"$e\"; ");
 	for (i = 0; i < spec->n_env; i++) {
 		sb_adds(sb, spec->env[i].key);
@@ -131,7 +139,8 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * pgid is written in place, not renamed: whoever reads it (the
 	 * launcher, kill) waits until it is not empty, and one short write
 	 * is never seen half done. */
-	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n");
+	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
+		"[ -n \"$j\" ] && set +m\n");
 	sb_adds(sb, wrapper_holder);
 	sb_adds(sb, "echo $p >\"$d/pgid\"\n");
 	if (spec->timeout_s > 0)
@@ -424,11 +433,24 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 			"q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
 	else
 		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" 2>/dev/null\n");
-	sb_adds(sb, "if command -v setsid >/dev/null 2>&1; then\n"
-		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"else\n"
-		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"fi\n"
+	/* The wrapper runs under bash when there is one (looked up with
+	 * builtins, absolute entries of PATH only, as the wrapper looks up
+	 * the command's): its job control gives the command its process
+	 * group without a setsid (exec_build_wrapper). The wrapper needs no
+	 * session of its own: neither toolbox kills what a command left
+	 * running when it returns (FIDELITY: Daytona kills the shell's
+	 * group only at the request's timeout, which this launch, bounded
+	 * by wait_ms and the 5 s wait for pgid, stays far below; Vercel
+	 * likewise), and its descriptors hold no pipe of the toolbox. */
+	sb_adds(sb, "w=sh\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
+		"IFS=:\n"
+		"for x in $PATH; do\n"
+		"\tcase $x in /*) [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && { w=$x/bash; break; } ;; esac\n"
+		"done\n"
+		"unset IFS\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
+		"\"$w\" \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"echo $! >\"$d/wpid\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */

@@ -223,7 +223,7 @@ UNIT_TEST(wrapper_text)
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "( set -- \"$r\" \"$d/command\"; [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+	CHECK(strstr(sb_str(&sb), "( set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
 		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
 	/* stdin: the holder, which goes once the exit is written */
@@ -294,7 +294,9 @@ UNIT_TEST(launcher_text)
 	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
 	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n") != NULL);
-	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	/* the wrapper under bash when there is one, and no setsid of its own */
+	CHECK(strstr(t, "\"$w\" \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "setsid sh") == NULL);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
@@ -1015,7 +1017,8 @@ UNIT_TEST(run_kill)
 			char cmd[160];
 
 			pg[strcspn(pg, "\n")] = '\0';
-			snprintf(cmd, sizeof(cmd), "ps -o stat= -g %s | grep -qv '^Z'", pg);
+			/* by process group (ps -g would select by session) */
+			snprintf(cmd, sizeof(cmd), "ps -e -o pgid=,stat= | awk '$1 == %s && $2 !~ /^Z/' | grep -q .", pg);
 			sleep_ms(100);
 			CHECK(system(cmd) != 0);
 			free(pg);
@@ -1465,12 +1468,14 @@ UNIT_TEST(launcher_fast_replay_answers_started)
  * with a PATH whose first directory holds a shim for each tool the scripts
  * use, which logs its name and runs the real one; the wrapper finds bash
  * there too. What a quick `true` may start: mkdir (the record), mkfifo,
- * setsid and sh (the wrapper), setsid and bash (the command), sleep (the
- * stdin holder; under dash also the timer of the wait) and mv (exit).
- * Before the builtins took over: 13 programs under zsh (a mkdir for the
- * claim, find, two command -v substitutions, a sleep for the timer and three
- * mv). With output, a base64 per stream comes on top, and a wc for
- * their sizes (not under zsh).
+ * bash (the wrapper, whose job control gives the command its process group)
+ * and bash (the command), sleep (the stdin holder; under dash also the
+ * timer of the wait) and mv (exit). Before the builtins took over: 13
+ * programs under zsh (a mkdir for the claim, find, two command -v
+ * substitutions, a sleep for the timer and three mv); before the wrapper
+ * ran under bash, 7 (a setsid for the wrapper, which ran under sh, and one
+ * for the command). With output, a base64 per stream comes on top, and a
+ * wc for their sizes (not under zsh).
  */
 static const char *const shimmed[] = { "mkdir", "mkfifo", "setsid", "sh", "bash", "sleep", "mv", "find",
 				       "cat", "wc", "base64", "ls", "rm", "kill", "true", "printf", "echo" };
@@ -1553,13 +1558,13 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		/* zsh makes the record with its zf_mkdir builtin */
 		CHECK_INT(count_runs(log, "mkdir"), zsh ? 0 : 1);
 		CHECK_INT(count_runs(log, "mkfifo"), 1);
-		CHECK_INT(count_runs(log, "setsid"), 2);
-		CHECK_INT(count_runs(log, "sh"), 1);
-		CHECK_INT(count_runs(log, "bash"), 1);
+		CHECK_INT(count_runs(log, "setsid"), 0);
+		CHECK_INT(count_runs(log, "sh"), 0);
+		CHECK_INT(count_runs(log, "bash"), 2);
 		/* under dash, the timer may be killed before its sleep starts */
 		CHECK(count_runs(log, "sleep") >= 1 && count_runs(log, "sleep") <= (dash ? 2 : 1));
 		CHECK_INT(count_runs(log, "mv"), 1);
-		CHECK(count_all(log) <= (dash ? 9 : zsh ? 7 : 8));
+		CHECK(count_all(log) <= (dash ? 7 : zsh ? 5 : 6));
 
 		/* with output on both streams: two base64 more, and a wc for
 		 * the sizes, but under zsh, which reads the sizes with its
@@ -1576,7 +1581,7 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		sleep_ms(200);
 		CHECK_INT(count_runs(log, "wc"), zsh ? 0 : 1);
 		CHECK_INT(count_runs(log, "base64"), zsh ? 0 : 2);
-		CHECK(count_all(log) <= (dash ? 12 : zsh ? 7 : 11));
+		CHECK(count_all(log) <= (dash ? 10 : zsh ? 5 : 9));
 
 		/* bytes that are not plain text (a carriage return, a byte
 		 * over 0x7f) come in base64 under every shell, exact */
@@ -1599,7 +1604,7 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
-		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:+bash}\"; ps -o sid= -p $$ | tr -d ' '; "
+		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:+bash}\"; ps -o pgid= -p $$ | tr -d ' '; "
 						     "echo $$" };
 		struct exec_launch_result r;
 		char sd[256], shell[700];
@@ -1610,14 +1615,94 @@ UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
 		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
 		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
 		if (r.data[0]) {
-			char sid[32] = "", pid[32] = "", word[32] = "";
+			char pgid[32] = "", pid[32] = "", word[32] = "";
 
-			/* bash ran it, in a session of its own (setsid) */
-			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s", word, sid, pid), 3);
+			/* bash ran it, in a process group of its own (the
+			 * wrapper's job control) */
+			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s", word, pgid, pid), 3);
 			CHECK_STR(word, "bash");
-			CHECK_STR(sid, pid);
+			CHECK_STR(pgid, pid);
 		}
 		exec_launch_result_free(&r);
+	}
+}
+
+/*
+ * A sandbox without bash: the wrapper runs under sh, and the command too,
+ * made a session (and group) of its own by setsid, which kill signals as a
+ * whole. PATH holds only links to the tools the scripts use, bash not among
+ * them.
+ */
+UNIT_TEST(run_without_bash)
+{
+	static const char *const tools[] = { "sh", "mkfifo", "setsid", "sleep", "mv", "cat", "base64", "wc", "ps",
+					     "tr", "rm", "ls", "find", "mkdir", "readlink", "awk", "grep" };
+	char bin[300], shell[700];
+
+	snprintf(bin, sizeof(bin), "%s/nobash-bin", root());
+	mkdir(bin, 0755);
+	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
+		char cmd[200], real[1024] = "", path[600];
+		FILE *f;
+
+		snprintf(cmd, sizeof(cmd), "command -v %s", tools[i]);
+		f = popen(cmd, "r");
+		if (!f || !fgets(real, sizeof(real), f))
+			real[0] = '\0';
+		if (f)
+			pclose(f);
+		real[strcspn(real, "\n")] = '\0';
+		snprintf(path, sizeof(path), "%s/%s", bin, tools[i]);
+		if (real[0] == '/')
+			CHECK(symlink(real, path) == 0 || errno == EEXIST);
+	}
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:-sh}\"; ps -o sid=,pgid= -p $$; echo $$" };
+		struct exec_launch_result r;
+		struct strbuf k = STRBUF_INIT;
+		char sd[256], dir[600], *t, *pg;
+
+		if (!strcmp(shells[i], "bash"))
+			continue;       /* the toolbox shell is bash: bash exists */
+		state_dir(sd, sizeof(sd), "nobash", shells[i]);
+		snprintf(shell, sizeof(shell), "PATH='%s' \"$(command -v %s)\"", bin, shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		if (r.data[0]) {
+			char word[32] = "", sid[32] = "", pgid[32] = "", pid[32] = "";
+
+			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s %31s", word, sid, pgid, pid), 4);
+			CHECK_STR(word, "sh");
+			CHECK_STR(sid, pid);
+			CHECK_STR(pgid, pid);
+		}
+		exec_launch_result_free(&r);
+
+		/* kill reaches the whole group */
+		spec.command = "sleep 30 & sleep 31; echo never";
+		CHECK_INT(start_fast(shell, sd, 2, &spec, 100, 65536, &r), 0);
+		CHECK(r.n == 2 && !r.ended);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/2", sd);
+		exec_build_kill(&k, dir);
+		t = run_shell(shell, sb_str(&k));
+		CHECK_STR(t, "daytonafs-killed\n");
+		free(t);
+		t = wait_exit(dir, 5000);
+		CHECK_STR(t, "143\n");
+		free(t);
+		pg = slurp(dir, "pgid", NULL);
+		CHECK(pg != NULL);
+		if (pg) {
+			char cmd[200];
+
+			pg[strcspn(pg, "\n")] = '\0';
+			snprintf(cmd, sizeof(cmd), "ps -e -o pgid=,stat= | awk '$1 == %s && $2 !~ /^Z/' | grep -q .", pg);
+			sleep_ms(100);
+			CHECK(system(cmd) != 0);
+			free(pg);
+		}
+		sb_free(&k);
 	}
 }
 
@@ -1748,6 +1833,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path),
 	UNIT_CASE(run_fast_path_starts_few_programs),
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
+	UNIT_CASE(run_without_bash),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
