@@ -162,6 +162,11 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * (a writer that saw no exit finds the holder still there). */
 		"echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		/* The spare FIFOs of the next launch (exec_build_launcher_ex):
+		 * made now, after the end, they cost the next command nothing.
+		 * Those still there stay (mkfifo fails on them). */
+		"[ \"$2\" = f ] && mkfifo \"${d%/cmd/*}/spare.stdin.pipe\" \"${d%/cmd/*}/spare.end.pipe\" "
+		">/dev/null 2>&1\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -376,7 +381,8 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 	 * zf_mkdir builtin of its zsh/files module, loaded alone (it shadows
 	 * nothing): the record's mkdir costs no process. */
 	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
-		"m=mkdir; [ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n"
+		"m=mkdir; v=\n"
+		"[ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || $m -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
@@ -426,13 +432,24 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
 		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
 		"fi\n");
-	/* Without a FIFO the command's stdin is /dev/null. */
+	/* Without a FIFO the command's stdin is /dev/null. The FIFOs are
+	 * made by one mkfifo for both (a process less). Under zsh, whose
+	 * zf_mv builtin renames without a process, they are the spares
+	 * STATE_DIR/spare.*.pipe instead, when there are: the wrapper of the
+	 * command before made them once its command had ended, off the way
+	 * of this one (asked by its argument f). A spare that another launch
+	 * took first (rename is atomic) or that is not there is made here. */
+	sb_adds(sb, "if [ -n \"$v\" ]; then\n"
+		"\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n");
 	if (wait_ms > 0)
-		/* One mkfifo for both: a process less. */
-		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" \"$d/end.pipe\" 2>/dev/null\n"
-			"q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
-	else
-		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" 2>/dev/null\n");
+		sb_adds(sb, "\tzf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null\n");
+	sb_adds(sb, "fi\n"
+		"set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n");
+	if (wait_ms > 0)
+		sb_adds(sb, "[ -p \"$d/end.pipe\" ] || set -- \"$@\" \"$d/end.pipe\"\n");
+	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
+	if (wait_ms > 0)
+		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
 	/* The wrapper runs under bash when there is one (looked up with
 	 * builtins, absolute entries of PATH only, as the wrapper looks up
 	 * the command's): its job control gives the command its process
@@ -450,7 +467,7 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		"done\n"
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"\"$w\" \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"\"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"echo $! >\"$d/wpid\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */

@@ -290,12 +290,15 @@ UNIT_TEST(launcher_text)
 	CHECK(contains_b64_of(t, spec.command));
 	CHECK(contains_b64_of(t, spec.cwd));
 	/* every command gets a stdin pipe */
-	CHECK(strstr(t, "mkfifo \"$d/stdin.pipe\"") != NULL);
+	CHECK(strstr(t, "set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n") != NULL);
+	CHECK(strstr(t, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n") != NULL);
+	/* under zsh, the spare FIFO first */
+	CHECK(strstr(t, "\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n") != NULL);
 	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
 	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
-	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n") != NULL);
+	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own */
-	CHECK(strstr(t, "\"$w\" \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "\"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	CHECK(strstr(t, "setsid sh") == NULL);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
@@ -1500,7 +1503,10 @@ static void make_shims(const char *dir, const char *log)
 		f = fopen(path, "w");
 		if (!f)
 			continue;
-		fprintf(f, "#!/bin/sh\necho %s >>'%s'\nexec '%s' \"$@\"\n", shimmed[i], log, real);
+		/* its name, then a line with its arguments (which count_runs
+		 * does not count) */
+		fprintf(f, "#!/bin/sh\necho %s >>'%s'\necho \"%s: $*\" >>'%s'\nexec '%s' \"$@\"\n", shimmed[i], log,
+			shimmed[i], log, real);
 		fclose(f);
 		chmod(path, 0755);
 	}
@@ -1516,6 +1522,16 @@ static int count_runs(const char *log, const char *name)
 		n += !strcmp(p, name);
 	free(t);
 	return n;
+}
+
+/* Whether the log holds text (a program's arguments, say). */
+static bool log_has(const char *log, const char *text)
+{
+	char *t = slurp(root(), strrchr(log, '/') + 1, NULL);
+	bool has = t && strstr(t, text);
+
+	free(t);
+	return has;
 }
 
 static int count_all(const char *log)
@@ -1557,7 +1573,13 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		sleep_ms(200);          /* the holder's kill comes after exit */
 		/* zsh makes the record with its zf_mkdir builtin */
 		CHECK_INT(count_runs(log, "mkdir"), zsh ? 0 : 1);
+		/* and takes its FIFOs from the spares that the wrapper of the
+		 * command before made after its end, by zf_mv: its one mkfifo
+		 * makes the next spares, after the end of this one */
 		CHECK_INT(count_runs(log, "mkfifo"), 1);
+		CHECK(log_has(log, "/cmd/2/stdin.pipe") == !zsh);
+		CHECK(log_has(log, "/spare.stdin.pipe") == zsh);
+		CHECK(exists(sd, "spare.stdin.pipe") == zsh && exists(sd, "spare.end.pipe") == zsh);
 		CHECK_INT(count_runs(log, "setsid"), 0);
 		CHECK_INT(count_runs(log, "sh"), 0);
 		CHECK_INT(count_runs(log, "bash"), 2);
