@@ -53,18 +53,37 @@ static const char wrapper_stdin[] =
 	"i=/dev/null; h=\n"
 	"[ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\" && i=$d/stdin.pipe\n";
 
-/* The holder is recorded before pgid: once the launcher has said "started"
- * (it waits for pgid), a close of stdin finds the holder to kill. */
+/*
+ * The holder is recorded before pgid: once the launcher has said "started"
+ * (it waits for pgid), a close of stdin finds the holder to kill.
+ *
+ * Under bash (j: the wrapper's job control worked) the wrapper is the
+ * holder itself, a process less: the FIFO becomes its fd 0 (where the
+ * close script looks, exec_build_stdin_close), and the TERM of a close
+ * runs a trap that lets go of it. bash's wait returns early (over 128)
+ * when a trap ran, so the wrapper waits again until it returns without
+ * one: bash keeps the status of a child it reaped, and a wait for it
+ * returns that status again (u tells a trap ran; a TERM that comes just
+ * after the end costs one more wait, which returns at once). dash's wait
+ * does not keep it: under sh a sleep holds the FIFO, as before.
+ */
 static const char wrapper_holder[] =
-	"if [ \"$i\" != /dev/null ]; then\n"
+	"u=\n"
+	"if [ \"$i\" = /dev/null ]; then :\n"
+	"elif [ -n \"$j\" ]; then\n"
+	"\ttrap 'exec 0</dev/null; u=1' TERM\n"
+	"\texec 0<&3 3>&-\n"
+	"\techo $$ >\"$d/stdin.holder\"\n"
+	"else\n"
 	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n"
 	"\techo $h >\"$d/stdin.holder\"\n"
 	"\texec 3>&-\n"
 	"fi\n";
 
 /*
- * The watchdog of a timeout. It is not in the command's process group (the
- * command has a group of its own), so killing that group spares it and the
+ * The watchdog of a timeout. Its stdin is not the FIFO that the wrapper may
+ * hold (a close must leave no writer). It is not in the command's process
+ * group (the command has a group of its own), so killing that group spares it and the
  * wrapper, which then records the exit status. The wrapper kills the
  * watchdog when the command ends first; once the watchdog has fired it
  * ignores that, to send the SIGKILL 2 s later to what is left of the group.
@@ -80,7 +99,7 @@ static const char wrapper_watchdog_fmt[] =
 	"\tkill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null\n"
 	"\tsleep 2\n"
 	"\tkill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null\n"
-	") & w=$!\n";
+	") </dev/null & w=$!\n";
 
 int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 {
@@ -145,7 +164,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	sb_adds(sb, "echo $p >\"$d/pgid\"\n");
 	if (spec->timeout_s > 0)
 		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
-	sb_adds(sb, "wait $p; c=$?\n");
+	sb_adds(sb, "while :; do u=; wait $p; c=$?; [ -n \"$u\" ] || break; done\n");
 	if (spec->timeout_s > 0)
 		/* As timeout(1): 124 says the time ran out. */
 		sb_adds(sb, "kill $w 2>/dev/null\n"
@@ -162,6 +181,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * (a writer that saw no exit finds the holder still there). */
 		"echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		"exec 0</dev/null\n"
 		/* The spare FIFOs of the next launch (exec_build_launcher_ex):
 		 * made now, after the end, they cost the next command nothing.
 		 * Those still there stay (mkfifo fails on them). */
