@@ -384,6 +384,12 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			   const struct exec_spec *spec, long wait_ms, size_t inline_max)
 {
+	return exec_build_launcher_own(sb, state_dir, first, token, spec, wait_ms, inline_max, true);
+}
+
+int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			    const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached)
+{
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
 	int rc;
@@ -473,21 +479,25 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 	/* The wrapper runs under bash when there is one (looked up with
 	 * builtins, absolute entries of PATH only, as the wrapper looks up
 	 * the command's): its job control gives the command its process
-	 * group without a setsid (exec_build_wrapper). The wrapper needs no
-	 * session of its own: neither toolbox kills what a command left
-	 * running when it returns (FIDELITY: Daytona kills the shell's
-	 * group only at the request's timeout, which this launch, bounded
-	 * by wait_ms and the 5 s wait for pgid, stays far below; Vercel
-	 * likewise), and its descriptors hold no pipe of the toolbox. */
-	sb_adds(sb, "w=sh\n"
+	 * group without a setsid (exec_build_wrapper). Where the provider
+	 * kills nothing that the script left running (detached: Daytona,
+	 * whose toolbox kills the shell's group only at the request's
+	 * timeout, which this launch, bounded by wait_ms and the 5 s wait for
+	 * pgid, stays far below), the wrapper needs no session of its own:
+	 * its descriptors hold no pipe of the toolbox. Elsewhere setsid gives
+	 * it one. */
+	sb_adds(sb, "w=sh; g=\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
 		"IFS=:\n"
 		"for x in $PATH; do\n"
-		"\tcase $x in /*) [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && { w=$x/bash; break; } ;; esac\n"
-		"done\n"
+		"\tcase $x in /*) ;; *) continue ;; esac\n"
+		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
+	if (!detached)
+		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
+	sb_adds(sb, "done\n"
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"\"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"echo $! >\"$d/wpid\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */

@@ -298,8 +298,14 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own */
-	CHECK(strstr(t, "\"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	CHECK(strstr(t, "setsid sh") == NULL);
+	CHECK(strstr(t, "g=$x/setsid") == NULL);
+	/* a provider that may kill what the script left: setsid for it */
+	sb_reset(&sb);
+	CHECK_INT(exec_build_launcher_own(&sb, "/tmp/st", 7, "tok-1", &spec, 200, 65536, false), 0);
+	CHECK(strstr(sb_str(&sb), "g=$x/setsid") != NULL);
+	t = sb_str(&sb);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
@@ -1762,6 +1768,40 @@ UNIT_TEST(run_without_bash)
 	}
 }
 
+/* Where the provider may kill what its script left (Vercel), the wrapper
+ * gets a session of its own (setsid); where not (Daytona), it has none. */
+UNIT_TEST(run_wrapper_session)
+{
+	for (int own = 0; own < 2; own++) {
+		struct exec_spec spec = { .command = "sleep 1" };
+		struct exec_launch_result r;
+		struct strbuf sb = STRBUF_INIT;
+		char sd[256], dir[600], *w, *out;
+
+		state_dir(sd, sizeof(sd), own ? "session-own" : "session-none", "dash");
+		CHECK_INT(exec_build_launcher_own(&sb, sd, 1, "sess", &spec, 50, 65536, !own), 0);
+		out = run_shell("dash", sb_str(&sb));
+		CHECK_INT(exec_parse_launch_result(out, &r), 0);
+		CHECK(r.n == 1 && !r.ended);
+		exec_launch_result_free(&r);
+		free(out);
+		sb_free(&sb);
+		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+		w = slurp(dir, "wpid", NULL);
+		CHECK(w != NULL);
+		if (w) {
+			char cmd[200];
+
+			w[strcspn(w, "\n")] = '\0';
+			/* while the command runs */
+			snprintf(cmd, sizeof(cmd), "test \"$(ps -o sid= -p %s | tr -d ' ')\" = %s", w, w);
+			CHECK((system(cmd) == 0) == own);
+			free(w);
+		}
+		free(wait_exit(dir, 5000));
+	}
+}
+
 /* Output that looks like the answer's own lines (tags, base64, blank lines
  * at the end) comes back exact under every shell: as text under zsh, framed
  * by its size, in base64 under the others. */
@@ -1890,6 +1930,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path_starts_few_programs),
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
 	UNIT_CASE(run_without_bash),
+	UNIT_CASE(run_wrapper_session),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
