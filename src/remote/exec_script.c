@@ -142,10 +142,14 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * no process more; it is turned off at once, so that wait waits for
 	 * the end, not for a stop, and the holder and the watchdog stay in
 	 * the wrapper's group. Under another sh (dash has no job control
-	 * without a terminal), setsid execs in the subshell's place. */
+	 * without a terminal), setsid execs in the subshell's place.
+	 * The launcher ran the wrapper with BASH_ENV empty (bash would source
+	 * the file it names, which may hold anything, set -u say): the
+	 * command gets it back from $3 (1: it was set, to $4; 0: unset). */
 	sb_adds(sb, "j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
 		"e=${d%/cmd/*}/env\n"
-		"( set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+		"( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
+		"set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		"[ -r \"$e\" ] && . \"$e\"; ");
 	for (i = 0; i < spec->n_env; i++) {
 		sb_adds(sb, spec->env[i].key);
@@ -497,7 +501,8 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	sb_adds(sb, "done\n"
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
+		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"echo $! >\"$d/wpid\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */

@@ -223,7 +223,8 @@ UNIT_TEST(wrapper_text)
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "( set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+	CHECK(strstr(sb_str(&sb), "( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
+		     "set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
 		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
 	/* stdin: the holder, which goes once the exit is written */
@@ -298,7 +299,8 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own */
-	CHECK(strstr(t, "${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" ${v:+f} >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" "
+		     ">/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	CHECK(strstr(t, "setsid sh") == NULL);
 	CHECK(strstr(t, "g=$x/setsid") == NULL);
 	/* a provider that may kill what the script left: setsid for it */
@@ -1768,6 +1770,41 @@ UNIT_TEST(run_without_bash)
 	}
 }
 
+/* A BASH_ENV in the toolbox's environment reaches the command (bash sources
+ * it there), not the wrapper, which bash runs too: a file that ends the
+ * wrapper would end it. Unset, it stays unset. */
+UNIT_TEST(run_bash_env_reaches_the_command_only)
+{
+	char file[300];
+	FILE *f;
+
+	snprintf(file, sizeof(file), "%s/bash-env", root());
+	f = fopen(file, "w");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fputs("case $0 in */command) echo sourced ;; */run) exit 3 ;; esac\n", f);
+	fclose(f);
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo \"${BASH_ENV-unset}\"" };
+		struct exec_launch_result r;
+		char sd[256], shell[900], want[400];
+
+		state_dir(sd, sizeof(sd), "bashenv", shells[i]);
+		snprintf(shell, sizeof(shell), "BASH_ENV='%s' \"$(command -v %s)\"", file, shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		snprintf(want, sizeof(want), "sourced\n%s\n", file);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		CHECK(r.data[0] && r.size[0] == strlen(want) && !memcmp(r.data[0], want, strlen(want)));
+		exec_launch_result_free(&r);
+		snprintf(shell, sizeof(shell), "env -u BASH_ENV \"$(command -v %s)\"", shells[i]);
+		CHECK_INT(start_fast(shell, sd, 2, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 2 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		CHECK(r.data[0] && r.size[0] == 6 && !memcmp(r.data[0], "unset\n", 6));
+		exec_launch_result_free(&r);
+	}
+}
+
 /* Where the provider may kill what its script left (Vercel), the wrapper
  * gets a session of its own (setsid); where not (Daytona), it has none. */
 UNIT_TEST(run_wrapper_session)
@@ -1931,6 +1968,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
 	UNIT_CASE(run_without_bash),
 	UNIT_CASE(run_wrapper_session),
+	UNIT_CASE(run_bash_env_reaches_the_command_only),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
