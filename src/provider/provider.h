@@ -209,6 +209,11 @@ enum {
 	 * config but no response carries it), the mount records a create's
 	 * env.K=V in the sandbox's env file (SEMANTICS.md, NAME/env). */
 	SP_CAP_SANDBOX_ENV   = 1u << 19,
+	/* Nothing that a script of exec left running is killed when the
+	 * script returns, nor later by its timeout (Daytona: the timeout
+	 * kills the shell's group only while the request runs). Without it
+	 * the command launcher gives its wrapper a session of its own. */
+	SP_CAP_EXEC_DETACHED = 1u << 20,
 };
 
 /* One file of a bulk download (fs_bulk_download). */

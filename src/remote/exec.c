@@ -345,7 +345,8 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	next_token(m, 'l', token, sizeof(token));
 	pthread_mutex_unlock(&m->lock);
 
-	rc = exec_build_launcher_ex(&script, m->state_dir, first, token, spec, m->o.wait_ms, m->o.inline_max);
+	rc = exec_build_launcher_own(&script, m->state_dir, first, token, spec, m->o.wait_ms, m->o.inline_max,
+				     sp_has(m->sp, SP_CAP_EXEC_DETACHED));
 	if (rc == -EINVAL) {
 		sp_error_set(err, rc, 0, "invalid environment variable name");
 		goto out;

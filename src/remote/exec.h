@@ -205,6 +205,11 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
  */
 int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			   const struct exec_spec *spec, long wait_ms, size_t inline_max);
+/* The same, where the provider may kill what the script left behind in its
+ * process group (no SP_CAP_EXEC_DETACHED): the wrapper then gets a session
+ * of its own by setsid, a process more. */
+int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			    const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached);
 /* The kill script: prints "daytonafs-killed" or "daytonafs-ended". A record
  * whose wrapper is gone (the sandbox restarted) is ended as killed, 137,
  * without signalling anything. */

@@ -53,18 +53,37 @@ static const char wrapper_stdin[] =
 	"i=/dev/null; h=\n"
 	"[ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\" && i=$d/stdin.pipe\n";
 
-/* The holder is recorded before pgid: once the launcher has said "started"
- * (it waits for pgid), a close of stdin finds the holder to kill. */
+/*
+ * The holder is recorded before pgid: once the launcher has said "started"
+ * (it waits for pgid), a close of stdin finds the holder to kill.
+ *
+ * Under bash (j: the wrapper's job control worked) the wrapper is the
+ * holder itself, a process less: the FIFO becomes its fd 0 (where the
+ * close script looks, exec_build_stdin_close), and the TERM of a close
+ * runs a trap that lets go of it. bash's wait returns early (over 128)
+ * when a trap ran, so the wrapper waits again until it returns without
+ * one: bash keeps the status of a child it reaped, and a wait for it
+ * returns that status again (u tells a trap ran; a TERM that comes just
+ * after the end costs one more wait, which returns at once). dash's wait
+ * does not keep it: under sh a sleep holds the FIFO, as before.
+ */
 static const char wrapper_holder[] =
-	"if [ \"$i\" != /dev/null ]; then\n"
+	"u=\n"
+	"if [ \"$i\" = /dev/null ]; then :\n"
+	"elif [ -n \"$j\" ]; then\n"
+	"\ttrap 'exec 0</dev/null; u=1' TERM\n"
+	"\texec 0<&3 3>&-\n"
+	"\techo $$ >\"$d/stdin.holder\"\n"
+	"else\n"
 	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n"
 	"\techo $h >\"$d/stdin.holder\"\n"
 	"\texec 3>&-\n"
 	"fi\n";
 
 /*
- * The watchdog of a timeout. It is not in the command's process group (the
- * command is setsid'd into its own), so killing that group spares it and the
+ * The watchdog of a timeout. Its stdin is not the FIFO that the wrapper may
+ * hold (a close must leave no writer). It is not in the command's process
+ * group (the command has a group of its own), so killing that group spares it and the
  * wrapper, which then records the exit status. The wrapper kills the
  * watchdog when the command ends first; once the watchdog has fired it
  * ignores that, to send the SIGKILL 2 s later to what is left of the group.
@@ -80,7 +99,7 @@ static const char wrapper_watchdog_fmt[] =
 	"\tkill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null\n"
 	"\tsleep 2\n"
 	"\tkill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null\n"
-	") & w=$!\n";
+	") </dev/null & w=$!\n";
 
 int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 {
@@ -117,8 +136,20 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * The file may set any name, the wrapper's own (d, r, s, IFS ...)
 	 * too: the command's words are bound as "$@" before it is sourced,
 	 * and nothing after it expands a variable of the wrapper's. */
-	sb_adds(sb, "e=${d%/cmd/*}/env\n"
-		"( set -- \"$r\" \"$d/command\"; [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+	/* The command's process group: under bash (the launcher runs the
+	 * wrapper with bash when there is one), job control (set -m) puts
+	 * the command's subshell in a group of its own as it starts it, with
+	 * no process more; it is turned off at once, so that wait waits for
+	 * the end, not for a stop, and the holder and the watchdog stay in
+	 * the wrapper's group. Under another sh (dash has no job control
+	 * without a terminal), setsid execs in the subshell's place.
+	 * The launcher ran the wrapper with BASH_ENV empty (bash would source
+	 * the file it names, which may hold anything, set -u say): the
+	 * command gets it back from $3 (1: it was set, to $4; 0: unset). */
+	sb_adds(sb, "j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
+		"e=${d%/cmd/*}/env\n"
+		"( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
+		"set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		"[ -r \"$e\" ] && . \"$e\"; ");
 	for (i = 0; i < spec->n_env; i++) {
 		sb_adds(sb, spec->env[i].key);
@@ -131,12 +162,13 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * pgid is written in place, not renamed: whoever reads it (the
 	 * launcher, kill) waits until it is not empty, and one short write
 	 * is never seen half done. */
-	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n");
+	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
+		"[ -n \"$j\" ] && set +m\n");
 	sb_adds(sb, wrapper_holder);
 	sb_adds(sb, "echo $p >\"$d/pgid\"\n");
 	if (spec->timeout_s > 0)
 		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
-	sb_adds(sb, "wait $p; c=$?\n");
+	sb_adds(sb, "while :; do u=; wait $p; c=$?; [ -n \"$u\" ] || break; done\n");
 	if (spec->timeout_s > 0)
 		/* As timeout(1): 124 says the time ran out. */
 		sb_adds(sb, "kill $w 2>/dev/null\n"
@@ -153,6 +185,12 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * (a writer that saw no exit finds the holder still there). */
 		"echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		"exec 0</dev/null\n"
+		/* The spare FIFOs of the next launch (exec_build_launcher_ex):
+		 * made now, after the end, they cost the next command nothing.
+		 * Those still there stay (mkfifo fails on them). */
+		"[ \"$2\" = f ] && mkfifo \"${d%/cmd/*}/spare.stdin.pipe\" \"${d%/cmd/*}/spare.end.pipe\" "
+		">/dev/null 2>&1\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -350,6 +388,12 @@ int exec_build_launcher(struct strbuf *sb, const char *state_dir, unsigned first
 int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			   const struct exec_spec *spec, long wait_ms, size_t inline_max)
 {
+	return exec_build_launcher_own(sb, state_dir, first, token, spec, wait_ms, inline_max, true);
+}
+
+int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			    const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached)
+{
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
 	int rc;
@@ -367,7 +411,8 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 	 * zf_mkdir builtin of its zsh/files module, loaded alone (it shadows
 	 * nothing): the record's mkdir costs no process. */
 	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
-		"m=mkdir; [ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n"
+		"m=mkdir; v=\n"
+		"[ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || $m -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
@@ -417,18 +462,47 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
 		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
 		"fi\n");
-	/* Without a FIFO the command's stdin is /dev/null. */
+	/* Without a FIFO the command's stdin is /dev/null. The FIFOs are
+	 * made by one mkfifo for both (a process less). Under zsh, whose
+	 * zf_mv builtin renames without a process, they are the spares
+	 * STATE_DIR/spare.*.pipe instead, when there are: the wrapper of the
+	 * command before made them once its command had ended, off the way
+	 * of this one (asked by its argument f). A spare that another launch
+	 * took first (rename is atomic) or that is not there is made here. */
+	sb_adds(sb, "if [ -n \"$v\" ]; then\n"
+		"\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n");
 	if (wait_ms > 0)
-		/* One mkfifo for both: a process less. */
-		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" \"$d/end.pipe\" 2>/dev/null\n"
-			"q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
-	else
-		sb_adds(sb, "mkfifo \"$d/stdin.pipe\" 2>/dev/null\n");
-	sb_adds(sb, "if command -v setsid >/dev/null 2>&1; then\n"
-		"\tsetsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"else\n"
-		"\tsh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"fi\n"
+		sb_adds(sb, "\tzf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null\n");
+	sb_adds(sb, "fi\n"
+		"set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n");
+	if (wait_ms > 0)
+		sb_adds(sb, "[ -p \"$d/end.pipe\" ] || set -- \"$@\" \"$d/end.pipe\"\n");
+	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
+	if (wait_ms > 0)
+		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
+	/* The wrapper runs under bash when there is one (looked up with
+	 * builtins, absolute entries of PATH only, as the wrapper looks up
+	 * the command's): its job control gives the command its process
+	 * group without a setsid (exec_build_wrapper). Where the provider
+	 * kills nothing that the script left running (detached: Daytona,
+	 * whose toolbox kills the shell's group only at the request's
+	 * timeout, which this launch, bounded by wait_ms and the 5 s wait for
+	 * pgid, stays far below), the wrapper needs no session of its own:
+	 * its descriptors hold no pipe of the toolbox. Elsewhere setsid gives
+	 * it one. */
+	sb_adds(sb, "w=sh; g=\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
+		"IFS=:\n"
+		"for x in $PATH; do\n"
+		"\tcase $x in /*) ;; *) continue ;; esac\n"
+		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
+	if (!detached)
+		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
+	sb_adds(sb, "done\n"
+		"unset IFS\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
+		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
+		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"echo $! >\"$d/wpid\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */

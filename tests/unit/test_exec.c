@@ -223,7 +223,8 @@ UNIT_TEST(wrapper_text)
 	struct exec_spec spec = { .command = "true", .env = env, .n_env = 2 };
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "( set -- \"$r\" \"$d/command\"; [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
+	CHECK(strstr(sb_str(&sb), "( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
+		     "set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
 		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
 	/* stdin: the holder, which goes once the exit is written */
@@ -290,11 +291,23 @@ UNIT_TEST(launcher_text)
 	CHECK(contains_b64_of(t, spec.command));
 	CHECK(contains_b64_of(t, spec.cwd));
 	/* every command gets a stdin pipe */
-	CHECK(strstr(t, "mkfifo \"$d/stdin.pipe\"") != NULL);
+	CHECK(strstr(t, "set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n") != NULL);
+	CHECK(strstr(t, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n") != NULL);
+	/* under zsh, the spare FIFO first */
+	CHECK(strstr(t, "\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n") != NULL);
 	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
 	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
-	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir 2>/dev/null && m=zf_mkdir\n") != NULL);
-	CHECK(strstr(t, "setsid sh \"$d/run\" \"$d\" >/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
+	/* the wrapper under bash when there is one, and no setsid of its own */
+	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" "
+		     ">/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "setsid sh") == NULL);
+	CHECK(strstr(t, "g=$x/setsid") == NULL);
+	/* a provider that may kill what the script left: setsid for it */
+	sb_reset(&sb);
+	CHECK_INT(exec_build_launcher_own(&sb, "/tmp/st", 7, "tok-1", &spec, 200, 65536, false), 0);
+	CHECK(strstr(sb_str(&sb), "g=$x/setsid") != NULL);
+	t = sb_str(&sb);
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
@@ -677,6 +690,31 @@ static bool pid_file_alive(const char *dir, const char *name)
 	return alive;
 }
 
+/* Whether the holder of stdin has let go of it within 2 s: it is gone, or
+ * (the wrapper as the holder, on its way out) its fd 0 is no longer the
+ * FIFO. */
+static bool holder_gone(const char *dir)
+{
+	char *t = slurp(dir, "stdin.holder", NULL);
+	bool gone = false;
+
+	if (!t)
+		return true;
+	t[strcspn(t, "\n")] = '\0';
+	for (int k = 0; k < 100 && !gone; k++) {
+		char link[64], target[1100] = "";
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "/proc/%s/fd/0", t);
+		n = readlink(link, target, sizeof(target) - 1);
+		gone = n < 0 || !strstr(target, "stdin.pipe") || !pid_file_alive(dir, "stdin.holder");
+		if (!gone)
+			sleep_ms(20);
+	}
+	free(t);
+	return gone;
+}
+
 UNIT_TEST(stdin_scripts_text)
 {
 	struct strbuf sb = STRBUF_INIT;
@@ -873,7 +911,7 @@ UNIT_TEST(run_stdin)
 		CHECK_INT(feed(shells[i], dir, "x", 1), -EPIPE);
 		CHECK_INT(close_stdin(shells[i], dir), 0);
 		sleep_ms(50);
-		CHECK(!pid_file_alive(dir, "stdin.holder"));
+		CHECK(holder_gone(dir));
 	}
 }
 
@@ -921,7 +959,7 @@ UNIT_TEST(run_stdin_unread)
 		CHECK_STR(t, "0\n");
 		free(t);
 		sleep_ms(50);
-		CHECK(!pid_file_alive(dir, "stdin.holder"));
+		CHECK(holder_gone(dir));
 		/* writing to it now says it ended */
 		CHECK_INT(feed(shells[i], dir, "x", 1), -EPIPE);
 	}
@@ -946,7 +984,7 @@ UNIT_TEST(run_stdin_kill)
 	CHECK_STR(t, "143\n");
 	free(t);
 	sleep_ms(50);
-	CHECK(!pid_file_alive(dir, "stdin.holder"));
+	CHECK(holder_gone(dir));
 	sb_free(&k);
 }
 
@@ -1006,7 +1044,7 @@ UNIT_TEST(run_kill)
 		t = slurp(dir, "state", NULL);
 		CHECK_STR(t, "killed\n");
 		free(t);
-		CHECK(!pid_file_alive(dir, "stdin.holder"));
+		CHECK(holder_gone(dir));
 		/* the whole group went: the background sleep too (zombies aside:
 		 * in a container without an init they are never reaped) */
 		pg = slurp(dir, "pgid", NULL);
@@ -1015,7 +1053,8 @@ UNIT_TEST(run_kill)
 			char cmd[160];
 
 			pg[strcspn(pg, "\n")] = '\0';
-			snprintf(cmd, sizeof(cmd), "ps -o stat= -g %s | grep -qv '^Z'", pg);
+			/* by process group (ps -g would select by session) */
+			snprintf(cmd, sizeof(cmd), "ps -e -o pgid=,stat= | awk '$1 == %s && $2 !~ /^Z/' | grep -q .", pg);
 			sleep_ms(100);
 			CHECK(system(cmd) != 0);
 			free(pg);
@@ -1465,12 +1504,14 @@ UNIT_TEST(launcher_fast_replay_answers_started)
  * with a PATH whose first directory holds a shim for each tool the scripts
  * use, which logs its name and runs the real one; the wrapper finds bash
  * there too. What a quick `true` may start: mkdir (the record), mkfifo,
- * setsid and sh (the wrapper), setsid and bash (the command), sleep (the
- * stdin holder; under dash also the timer of the wait) and mv (exit).
- * Before the builtins took over: 13 programs under zsh (a mkdir for the
- * claim, find, two command -v substitutions, a sleep for the timer and three
- * mv). With output, a base64 per stream comes on top, and a wc for
- * their sizes (not under zsh).
+ * bash (the wrapper, whose job control gives the command its process group
+ * and which holds stdin itself) and bash (the command), under dash sleep
+ * (the timer of the wait) and mv (exit). Before the builtins took over: 13
+ * programs under zsh (a mkdir for the claim, find, two command -v
+ * substitutions, a sleep for the timer and three mv); before the wrapper
+ * ran under bash, 7 (a setsid for the wrapper, which ran under sh, one for
+ * the command, and a sleep that held stdin). With output, a base64 per
+ * stream comes on top, and a wc for their sizes (not under zsh).
  */
 static const char *const shimmed[] = { "mkdir", "mkfifo", "setsid", "sh", "bash", "sleep", "mv", "find",
 				       "cat", "wc", "base64", "ls", "rm", "kill", "true", "printf", "echo" };
@@ -1495,7 +1536,10 @@ static void make_shims(const char *dir, const char *log)
 		f = fopen(path, "w");
 		if (!f)
 			continue;
-		fprintf(f, "#!/bin/sh\necho %s >>'%s'\nexec '%s' \"$@\"\n", shimmed[i], log, real);
+		/* its name, then a line with its arguments (which count_runs
+		 * does not count) */
+		fprintf(f, "#!/bin/sh\necho %s >>'%s'\necho \"%s: $*\" >>'%s'\nexec '%s' \"$@\"\n", shimmed[i], log,
+			shimmed[i], log, real);
 		fclose(f);
 		chmod(path, 0755);
 	}
@@ -1511,6 +1555,16 @@ static int count_runs(const char *log, const char *name)
 		n += !strcmp(p, name);
 	free(t);
 	return n;
+}
+
+/* Whether the log holds text (a program's arguments, say). */
+static bool log_has(const char *log, const char *text)
+{
+	char *t = slurp(root(), strrchr(log, '/') + 1, NULL);
+	bool has = t && strstr(t, text);
+
+	free(t);
+	return has;
 }
 
 static int count_all(const char *log)
@@ -1552,14 +1606,29 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		sleep_ms(200);          /* the holder's kill comes after exit */
 		/* zsh makes the record with its zf_mkdir builtin */
 		CHECK_INT(count_runs(log, "mkdir"), zsh ? 0 : 1);
+		/* and takes its FIFOs from the spares that the wrapper of the
+		 * command before made after its end, by zf_mv: its one mkfifo
+		 * makes the next spares, after the end of this one */
 		CHECK_INT(count_runs(log, "mkfifo"), 1);
-		CHECK_INT(count_runs(log, "setsid"), 2);
-		CHECK_INT(count_runs(log, "sh"), 1);
-		CHECK_INT(count_runs(log, "bash"), 1);
-		/* under dash, the timer may be killed before its sleep starts */
-		CHECK(count_runs(log, "sleep") >= 1 && count_runs(log, "sleep") <= (dash ? 2 : 1));
+		CHECK(log_has(log, "/cmd/2/stdin.pipe") == !zsh);
+		CHECK(log_has(log, "/spare.stdin.pipe") == zsh);
+		CHECK(exists(sd, "spare.stdin.pipe") == zsh && exists(sd, "spare.end.pipe") == zsh);
+		CHECK_INT(count_runs(log, "setsid"), 0);
+		CHECK_INT(count_runs(log, "sh"), 0);
+		CHECK_INT(count_runs(log, "bash"), 2);
+		/* the wrapper (bash) holds stdin itself: no sleep; under dash
+		 * the timer of the wait, which may be killed before its sleep
+		 * starts */
+		CHECK(count_runs(log, "sleep") <= (dash ? 1 : 0));
+		{
+			char *h = slurp(dir, "stdin.holder", NULL), *w = slurp(dir, "wpid", NULL);
+
+			CHECK(h && w && !strcmp(h, w));
+			free(h);
+			free(w);
+		}
 		CHECK_INT(count_runs(log, "mv"), 1);
-		CHECK(count_all(log) <= (dash ? 9 : zsh ? 7 : 8));
+		CHECK(count_all(log) <= (dash ? 6 : zsh ? 4 : 5));
 
 		/* with output on both streams: two base64 more, and a wc for
 		 * the sizes, but under zsh, which reads the sizes with its
@@ -1576,7 +1645,7 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		sleep_ms(200);
 		CHECK_INT(count_runs(log, "wc"), zsh ? 0 : 1);
 		CHECK_INT(count_runs(log, "base64"), zsh ? 0 : 2);
-		CHECK(count_all(log) <= (dash ? 12 : zsh ? 7 : 11));
+		CHECK(count_all(log) <= (dash ? 9 : zsh ? 4 : 8));
 
 		/* bytes that are not plain text (a carriage return, a byte
 		 * over 0x7f) come in base64 under every shell, exact */
@@ -1599,7 +1668,7 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
-		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:+bash}\"; ps -o sid= -p $$ | tr -d ' '; "
+		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:+bash}\"; ps -o pgid= -p $$ | tr -d ' '; "
 						     "echo $$" };
 		struct exec_launch_result r;
 		char sd[256], shell[700];
@@ -1610,14 +1679,163 @@ UNIT_TEST(run_wrapper_finds_bash_and_setsid_by_builtins)
 		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
 		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
 		if (r.data[0]) {
-			char sid[32] = "", pid[32] = "", word[32] = "";
+			char pgid[32] = "", pid[32] = "", word[32] = "";
 
-			/* bash ran it, in a session of its own (setsid) */
-			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s", word, sid, pid), 3);
+			/* bash ran it, in a process group of its own (the
+			 * wrapper's job control) */
+			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s", word, pgid, pid), 3);
 			CHECK_STR(word, "bash");
-			CHECK_STR(sid, pid);
+			CHECK_STR(pgid, pid);
 		}
 		exec_launch_result_free(&r);
+	}
+}
+
+/*
+ * A sandbox without bash: the wrapper runs under sh, and the command too,
+ * made a session (and group) of its own by setsid, which kill signals as a
+ * whole. PATH holds only links to the tools the scripts use, bash not among
+ * them.
+ */
+UNIT_TEST(run_without_bash)
+{
+	static const char *const tools[] = { "sh", "mkfifo", "setsid", "sleep", "mv", "cat", "base64", "wc", "ps",
+					     "tr", "rm", "ls", "find", "mkdir", "readlink", "awk", "grep" };
+	char bin[300], shell[700];
+
+	snprintf(bin, sizeof(bin), "%s/nobash-bin", root());
+	mkdir(bin, 0755);
+	for (size_t i = 0; i < sizeof(tools) / sizeof(tools[0]); i++) {
+		char cmd[200], real[1024] = "", path[600];
+		FILE *f;
+
+		snprintf(cmd, sizeof(cmd), "command -v %s", tools[i]);
+		f = popen(cmd, "r");
+		if (!f || !fgets(real, sizeof(real), f))
+			real[0] = '\0';
+		if (f)
+			pclose(f);
+		real[strcspn(real, "\n")] = '\0';
+		snprintf(path, sizeof(path), "%s/%s", bin, tools[i]);
+		if (real[0] == '/')
+			CHECK(symlink(real, path) == 0 || errno == EEXIST);
+	}
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:-sh}\"; ps -o sid=,pgid= -p $$; echo $$" };
+		struct exec_launch_result r;
+		struct strbuf k = STRBUF_INIT;
+		char sd[256], dir[600], *t, *pg;
+
+		if (!strcmp(shells[i], "bash"))
+			continue;       /* the toolbox shell is bash: bash exists */
+		state_dir(sd, sizeof(sd), "nobash", shells[i]);
+		snprintf(shell, sizeof(shell), "PATH='%s' \"$(command -v %s)\"", bin, shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		if (r.data[0]) {
+			char word[32] = "", sid[32] = "", pgid[32] = "", pid[32] = "";
+
+			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s %31s", word, sid, pgid, pid), 4);
+			CHECK_STR(word, "sh");
+			CHECK_STR(sid, pid);
+			CHECK_STR(pgid, pid);
+		}
+		exec_launch_result_free(&r);
+
+		/* kill reaches the whole group */
+		spec.command = "sleep 30 & sleep 31; echo never";
+		CHECK_INT(start_fast(shell, sd, 2, &spec, 100, 65536, &r), 0);
+		CHECK(r.n == 2 && !r.ended);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/2", sd);
+		exec_build_kill(&k, dir);
+		t = run_shell(shell, sb_str(&k));
+		CHECK_STR(t, "daytonafs-killed\n");
+		free(t);
+		t = wait_exit(dir, 5000);
+		CHECK_STR(t, "143\n");
+		free(t);
+		pg = slurp(dir, "pgid", NULL);
+		CHECK(pg != NULL);
+		if (pg) {
+			char cmd[200];
+
+			pg[strcspn(pg, "\n")] = '\0';
+			snprintf(cmd, sizeof(cmd), "ps -e -o pgid=,stat= | awk '$1 == %s && $2 !~ /^Z/' | grep -q .", pg);
+			sleep_ms(100);
+			CHECK(system(cmd) != 0);
+			free(pg);
+		}
+		sb_free(&k);
+	}
+}
+
+/* A BASH_ENV in the toolbox's environment reaches the command (bash sources
+ * it there), not the wrapper, which bash runs too: a file that ends the
+ * wrapper would end it. Unset, it stays unset. */
+UNIT_TEST(run_bash_env_reaches_the_command_only)
+{
+	char file[300];
+	FILE *f;
+
+	snprintf(file, sizeof(file), "%s/bash-env", root());
+	f = fopen(file, "w");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fputs("case $0 in */command) echo sourced ;; */run) exit 3 ;; esac\n", f);
+	fclose(f);
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo \"${BASH_ENV-unset}\"" };
+		struct exec_launch_result r;
+		char sd[256], shell[900], want[400];
+
+		state_dir(sd, sizeof(sd), "bashenv", shells[i]);
+		snprintf(shell, sizeof(shell), "BASH_ENV='%s' \"$(command -v %s)\"", file, shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		snprintf(want, sizeof(want), "sourced\n%s\n", file);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		CHECK(r.data[0] && r.size[0] == strlen(want) && !memcmp(r.data[0], want, strlen(want)));
+		exec_launch_result_free(&r);
+		snprintf(shell, sizeof(shell), "env -u BASH_ENV \"$(command -v %s)\"", shells[i]);
+		CHECK_INT(start_fast(shell, sd, 2, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 2 && r.ended && r.exit_code == 0 && r.inline_ok[0]);
+		CHECK(r.data[0] && r.size[0] == 6 && !memcmp(r.data[0], "unset\n", 6));
+		exec_launch_result_free(&r);
+	}
+}
+
+/* Where the provider may kill what its script left (Vercel), the wrapper
+ * gets a session of its own (setsid); where not (Daytona), it has none. */
+UNIT_TEST(run_wrapper_session)
+{
+	for (int own = 0; own < 2; own++) {
+		struct exec_spec spec = { .command = "sleep 1" };
+		struct exec_launch_result r;
+		struct strbuf sb = STRBUF_INIT;
+		char sd[256], dir[600], *w, *out;
+
+		state_dir(sd, sizeof(sd), own ? "session-own" : "session-none", "dash");
+		CHECK_INT(exec_build_launcher_own(&sb, sd, 1, "sess", &spec, 50, 65536, !own), 0);
+		out = run_shell("dash", sb_str(&sb));
+		CHECK_INT(exec_parse_launch_result(out, &r), 0);
+		CHECK(r.n == 1 && !r.ended);
+		exec_launch_result_free(&r);
+		free(out);
+		sb_free(&sb);
+		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+		w = slurp(dir, "wpid", NULL);
+		CHECK(w != NULL);
+		if (w) {
+			char cmd[200];
+
+			w[strcspn(w, "\n")] = '\0';
+			/* while the command runs */
+			snprintf(cmd, sizeof(cmd), "test \"$(ps -o sid= -p %s | tr -d ' ')\" = %s", w, w);
+			CHECK((system(cmd) == 0) == own);
+			free(w);
+		}
+		free(wait_exit(dir, 5000));
 	}
 }
 
@@ -1748,6 +1966,9 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path),
 	UNIT_CASE(run_fast_path_starts_few_programs),
 	UNIT_CASE(run_wrapper_finds_bash_and_setsid_by_builtins),
+	UNIT_CASE(run_without_bash),
+	UNIT_CASE(run_wrapper_session),
+	UNIT_CASE(run_bash_env_reaches_the_command_only),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),

@@ -284,7 +284,7 @@ struct sandbox_provider *daytona_provider_new(struct http_client *hc, const stru
 		   SP_CAP_FS_CHMOD | SP_CAP_RANGED_READ | SP_CAP_STREAM_UPLOAD | SP_CAP_SNAPSHOTS |
 		   SP_CAP_LABELS | SP_CAP_RESIZE | SP_CAP_INTERVALS | SP_CAP_PREVIEW | SP_CAP_VOLUMES |
 		   SP_CAP_BUILD_LOG | SP_CAP_NOTE_CHANGE |
-		   SP_CAP_BULK_DOWNLOAD | SP_CAP_SANDBOX_ENV;
+		   SP_CAP_BULK_DOWNLOAD | SP_CAP_SANDBOX_ENV | SP_CAP_EXEC_DETACHED;
 	sp->ops = &daytona_ops;
 	return sp;
 }
