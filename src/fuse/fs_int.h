@@ -130,6 +130,8 @@ struct dfs {
 
 	struct open_table *files; /* open sandbox files (fs_open_files.c) */
 	struct vhandle *vhandles; /* open virtual files (fs_virtual.c), under lock */
+	unsigned releasing;       /* releases running on threads of their own (fs_virtual.c), */
+	pthread_cond_t release_cond; /* under lock; release_cond signals when none is left */
 	struct follower *followers; /* threads following a build log (fs_surface.c), under lock */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
@@ -233,6 +235,7 @@ int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size
 int files_flush(struct dfs *fs, struct fuse_file_info *fi);
 int files_fsync(struct dfs *fs, struct fuse_file_info *fi);
 int files_release(struct dfs *fs, struct fuse_file_info *fi);
+bool files_release_quick(struct dfs *fs, struct fuse_file_info *fi);
 int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t size, struct fuse_file_info *fi);
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path);

@@ -605,16 +605,16 @@ int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 	return files_fsyncdir(fs, sb, n.path);
 }
 
-int dfs_release(const char *path, struct fuse_file_info *fi)
+static void release_now(struct dfs *fs, struct fuse_file_info *fi)
 {
-	struct dfs *fs = dfs_get();
 	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
 	struct sp_error err = { 0 };
 	struct sp_box box;
 
-	(void)path;
-	if (handle_type(fi) == H_FILE)
-		return files_release(fs, fi);
+	if (handle_type(fi) == H_FILE) {
+		files_release(fs, fi);
+		return;
+	}
 	if (h->type == H_STDIN) {
 		/* Closing stdin sends EOF to the command. */
 		sandbox_box(h->sb, &box);
@@ -622,6 +622,94 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 			sandbox_set_error(h->sb, "closing stdin of command %u: %s", h->cmd, err.message);
 	}
 	vhandle_free(fs, h);
+}
+
+/*
+ * A release that would wait (for a file's last-chance upload, for the lock
+ * an upload of the file holds, for a command's stdin to close) runs on a
+ * thread of its own, and the release returns at once. libfuse holds the
+ * released file's path locked, with every parent up to the root, until the
+ * release returns; the kernel's forget of a parent it drops meanwhile
+ * (memory pressure, drop_caches) waits for that lock in a thread that
+ * libfuse counts as idle, so it starts none to read requests: one upload
+ * waiting out a slow sandbox stalled every request of the mount. Nothing
+ * waits for a release's answer (the kernel sends it after close(2) has
+ * returned flush's result), and an open of the same file meanwhile joins
+ * the node and waits for its lock, as it waited for the release before.
+ */
+struct release_job {
+	struct dfs *fs;
+	struct fuse_file_info fi;
+};
+
+static void *release_thread(void *arg)
+{
+	struct release_job *j = arg;
+	struct dfs *fs = j->fs;
+
+	release_now(fs, &j->fi);
+	free(j);
+	pthread_mutex_lock(&fs->lock);
+	if (--fs->releasing == 0)
+		pthread_cond_broadcast(&fs->release_cond);
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+static bool release_later(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct release_job *j = malloc(sizeof(*j));
+	pthread_attr_t attr;
+	pthread_t t;
+	int rc;
+
+	if (!j)
+		return false;
+	j->fs = fs;
+	j->fi = *fi;
+	pthread_mutex_lock(&fs->lock);
+	fs->releasing++;
+	pthread_mutex_unlock(&fs->lock);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&t, &attr, release_thread, j);
+	pthread_attr_destroy(&attr);
+	if (rc == 0)
+		return true;
+	free(j);
+	pthread_mutex_lock(&fs->lock);
+	if (--fs->releasing == 0)
+		pthread_cond_broadcast(&fs->release_cond);
+	pthread_mutex_unlock(&fs->lock);
+	return false;   /* no thread: it waits here, as it always did */
+}
+
+void releases_wait(struct dfs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->releasing)
+		pthread_cond_wait(&fs->release_cond, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+int dfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+
+	(void)path;
+	switch (handle_type(fi)) {
+	case H_FILE:
+		if (files_release_quick(fs, fi))
+			return 0;
+		break;
+	case H_STDIN:
+		break;
+	default:
+		vhandle_free(fs, (struct vhandle *)(uintptr_t)fi->fh);
+		return 0;
+	}
+	if (!release_later(fs, fi))
+		release_now(fs, fi);
 	return 0;
 }
 
