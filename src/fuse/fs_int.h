@@ -235,7 +235,9 @@ int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size
 int files_flush(struct dfs *fs, struct fuse_file_info *fi);
 int files_fsync(struct dfs *fs, struct fuse_file_info *fi);
 int files_release(struct dfs *fs, struct fuse_file_info *fi);
-bool files_release_quick(struct dfs *fs, struct fuse_file_info *fi);
+enum files_release_state { FILES_RELEASED, FILES_RELEASE_HANDLE, FILES_RELEASE_WOULD_WAIT };
+enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_info *fi);
+void files_release_handle(struct fuse_file_info *fi);
 int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t size, struct fuse_file_info *fi);
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path);

@@ -605,12 +605,17 @@ int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 	return files_fsyncdir(fs, sb, n.path);
 }
 
-static void release_now(struct dfs *fs, struct fuse_file_info *fi)
+/* handle_only: a file's node is released, its handle is left to free. */
+static void release_now(struct dfs *fs, struct fuse_file_info *fi, bool handle_only)
 {
 	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
 	struct sp_error err = { 0 };
 	struct sp_box box;
 
+	if (handle_only) {
+		files_release_handle(fi);
+		return;
+	}
 	if (handle_type(fi) == H_FILE) {
 		files_release(fs, fi);
 		return;
@@ -626,8 +631,9 @@ static void release_now(struct dfs *fs, struct fuse_file_info *fi)
 
 /*
  * A release that would wait (for a file's last-chance upload, for the lock
- * an upload of the file holds, for a command's stdin to close) runs on a
- * thread of its own, and the release returns at once. libfuse holds the
+ * an upload of the file holds, for its streaming download to stop, for a
+ * command's stdin to close) runs on a thread of its own, and the release
+ * returns at once. libfuse holds the
  * released file's path locked, with every parent up to the root, until the
  * release returns; the kernel's forget of a parent it drops meanwhile
  * (memory pressure, drop_caches) waits for that lock in a thread that
@@ -640,6 +646,7 @@ static void release_now(struct dfs *fs, struct fuse_file_info *fi)
 struct release_job {
 	struct dfs *fs;
 	struct fuse_file_info fi;
+	bool handle_only;
 };
 
 static void *release_thread(void *arg)
@@ -647,7 +654,7 @@ static void *release_thread(void *arg)
 	struct release_job *j = arg;
 	struct dfs *fs = j->fs;
 
-	release_now(fs, &j->fi);
+	release_now(fs, &j->fi, j->handle_only);
 	free(j);
 	pthread_mutex_lock(&fs->lock);
 	if (--fs->releasing == 0)
@@ -656,7 +663,7 @@ static void *release_thread(void *arg)
 	return NULL;
 }
 
-static bool release_later(struct dfs *fs, struct fuse_file_info *fi)
+static bool release_later(struct dfs *fs, struct fuse_file_info *fi, bool handle_only)
 {
 	struct release_job *j = malloc(sizeof(*j));
 	pthread_attr_t attr;
@@ -667,6 +674,7 @@ static bool release_later(struct dfs *fs, struct fuse_file_info *fi)
 		return false;
 	j->fs = fs;
 	j->fi = *fi;
+	j->handle_only = handle_only;
 	pthread_mutex_lock(&fs->lock);
 	fs->releasing++;
 	pthread_mutex_unlock(&fs->lock);
@@ -696,11 +704,20 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
 
+	bool handle_only = false;
+
 	(void)path;
 	switch (handle_type(fi)) {
 	case H_FILE:
-		if (files_release_quick(fs, fi))
+		switch (files_release_quick(fs, fi)) {
+		case FILES_RELEASED:
 			return 0;
+		case FILES_RELEASE_HANDLE:
+			handle_only = true;
+			break;
+		case FILES_RELEASE_WOULD_WAIT:
+			break;
+		}
 		break;
 	case H_STDIN:
 		break;
@@ -708,8 +725,8 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 		vhandle_free(fs, (struct vhandle *)(uintptr_t)fi->fh);
 		return 0;
 	}
-	if (!release_later(fs, fi))
-		release_now(fs, fi);
+	if (!release_later(fs, fi, handle_only))
+		release_now(fs, fi, handle_only);
 	return 0;
 }
 

@@ -1012,20 +1012,22 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 }
 
 /*
- * files_release when it waits for nothing: false (and nothing done) when it
- * would wait for the network or for the node's lock, which an upload may
- * hold (its last-chance upload, a flush of another descriptor, -o
- * writeback's), or for a streaming download's thread to stop. Such a release
- * runs on a thread of its own (dfs_release says why).
+ * files_release without waiting: FILES_RELEASED when it did it all;
+ * FILES_RELEASE_HANDLE when only the handle is left to free (files_release_handle),
+ * which waits for its streaming download's thread to stop (for the network,
+ * when that is stalled); FILES_RELEASE_WOULD_WAIT, with nothing done, when it
+ * would wait for the network (the last-chance upload) or for the node's lock,
+ * which an upload may hold (a flush of another descriptor, -o writeback's, a
+ * rename's). What is left runs on a thread of its own (dfs_release says why).
  */
-bool files_release_quick(struct dfs *fs, struct fuse_file_info *fi)
+enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_info *fi)
 {
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
 	struct open_node *n = h->node;
 	bool upload;
 
-	if (h->rs || pthread_mutex_trylock(&n->lock) != 0)
-		return false;
+	if (pthread_mutex_trylock(&n->lock) != 0)
+		return FILES_RELEASE_WOULD_WAIT;
 	upload = n->handles == 1 && n->dirty && !n->unlinked;
 	if (upload) {
 		pthread_mutex_lock(&fs->files->wbk_lock);
@@ -1034,13 +1036,20 @@ bool files_release_quick(struct dfs *fs, struct fuse_file_info *fi)
 	}
 	if (upload) {
 		pthread_mutex_unlock(&n->lock);
-		return false;
+		return FILES_RELEASE_WOULD_WAIT;
 	}
 	release_locked(fs, n);
 	pthread_mutex_unlock(&n->lock);
 	node_release(fs, n);
+	if (h->rs)
+		return FILES_RELEASE_HANDLE;
 	fhandle_free(h);
-	return true;
+	return FILES_RELEASED;
+}
+
+void files_release_handle(struct fuse_file_info *fi)
+{
+	fhandle_free((struct fhandle *)(uintptr_t)fi->fh);
 }
 
 /* truncate(2) of a file no descriptor of this mount has open: one command,
