@@ -164,7 +164,8 @@ def test_kill_9_loses_nothing_that_waited(wbm, server, tmp_root):
     for p, data in datas.items():
         spath = HOME + "/" + os.path.basename(p)
         wait_for(lambda: tb.download(spath) == data, spath + " uploaded by recovery")
-    assert os.listdir(os.path.join(m2.cache, "staging")) == []
+    # Recovery removes a stage and its record after its upload has landed.
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "recovery's records removed")
 
 
 def test_a_failing_upload_fails_the_exec_and_loses_nothing(wbm, server):
