@@ -130,8 +130,13 @@ struct dfs {
 
 	struct open_table *files; /* open sandbox files (fs_open_files.c) */
 	struct vhandle *vhandles; /* open virtual files (fs_virtual.c), under lock */
-	unsigned releasing;       /* releases running on threads of their own (fs_virtual.c), */
-	pthread_cond_t release_cond; /* under lock; release_cond signals when none is left */
+	/* Releases queued for threads of the mount's (fs_virtual.c), under
+	 * lock: queued or running, the queue, the threads; release_cond
+	 * signals when none is left. */
+	unsigned releasing;
+	struct release_job *release_head;
+	unsigned release_threads;
+	pthread_cond_t release_cond;
 	struct follower *followers; /* threads following a build log (fs_surface.c), under lock */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */

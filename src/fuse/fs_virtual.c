@@ -632,10 +632,10 @@ static void release_now(struct dfs *fs, struct fuse_file_info *fi, bool handle_o
 /*
  * A release that would wait (for a file's last-chance upload, for the lock
  * an upload of the file holds, for its streaming download to stop, for a
- * command's stdin to close) runs on a thread of its own, and the release
- * returns at once. libfuse holds the
- * released file's path locked, with every parent up to the root, until the
- * release returns; the kernel's forget of a parent it drops meanwhile
+ * command's stdin to close) runs on a thread of the mount's (a few, fed by
+ * a queue: release_later), and the release returns at once. libfuse holds
+ * the released file's path locked, with every parent up to the root, until
+ * the release returns; the kernel's forget of a parent it drops meanwhile
  * (memory pressure, drop_caches) waits for that lock in a thread that
  * libfuse counts as idle, so it starts none to read requests: one upload
  * waiting out a slow sandbox stalled every request of the mount. Nothing
@@ -643,53 +643,78 @@ static void release_now(struct dfs *fs, struct fuse_file_info *fi, bool handle_o
  * returned flush's result), and an open of the same file meanwhile joins
  * the node and waits for its lock, as it waited for the release before.
  */
+/* Threads that run them, at most: with the sandbox down, every close of a
+ * cp -r meets a failed upload; the releases wait their turn in a queue. */
+#define RELEASE_THREADS_MAX 16
+
 struct release_job {
-	struct dfs *fs;
+	struct release_job *next;
 	struct fuse_file_info fi;
 	bool handle_only;
 };
 
 static void *release_thread(void *arg)
 {
-	struct release_job *j = arg;
-	struct dfs *fs = j->fs;
+	struct dfs *fs = arg;
+	struct release_job *j;
 
-	release_now(fs, &j->fi, j->handle_only);
-	free(j);
 	pthread_mutex_lock(&fs->lock);
-	if (--fs->releasing == 0)
-		pthread_cond_broadcast(&fs->release_cond);
+	while ((j = fs->release_head)) {
+		fs->release_head = j->next;
+		pthread_mutex_unlock(&fs->lock);
+		release_now(fs, &j->fi, j->handle_only);
+		free(j);
+		pthread_mutex_lock(&fs->lock);
+		if (--fs->releasing == 0)
+			pthread_cond_broadcast(&fs->release_cond);
+	}
+	fs->release_threads--;
 	pthread_mutex_unlock(&fs->lock);
 	return NULL;
 }
 
+/* Queues the release for a thread; false when it must run here (no memory). */
 static bool release_later(struct dfs *fs, struct fuse_file_info *fi, bool handle_only)
 {
-	struct release_job *j = malloc(sizeof(*j));
+	struct release_job *j = calloc(1, sizeof(*j)), **pp;
 	pthread_attr_t attr;
+	bool start = false, others;
 	pthread_t t;
 	int rc;
 
 	if (!j)
 		return false;
-	j->fs = fs;
 	j->fi = *fi;
 	j->handle_only = handle_only;
 	pthread_mutex_lock(&fs->lock);
+	for (pp = &fs->release_head; *pp; pp = &(*pp)->next)
+		;
+	*pp = j;
 	fs->releasing++;
+	if (fs->release_threads < RELEASE_THREADS_MAX) {
+		fs->release_threads++;
+		start = true;
+	}
 	pthread_mutex_unlock(&fs->lock);
+	if (!start)
+		return true;   /* a running thread takes it */
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&t, &attr, release_thread, j);
+	rc = pthread_create(&t, &attr, release_thread, fs);
 	pthread_attr_destroy(&attr);
 	if (rc == 0)
 		return true;
-	free(j);
+	/* No thread: the one counted is this one, which runs the queue (its own
+	 * release with it) and waits, as a release always did, unless another
+	 * thread runs it. */
 	pthread_mutex_lock(&fs->lock);
-	if (--fs->releasing == 0)
-		pthread_cond_broadcast(&fs->release_cond);
+	others = fs->release_threads > 1;
+	if (others)
+		fs->release_threads--;
 	pthread_mutex_unlock(&fs->lock);
-	return false;   /* no thread: it waits here, as it always did */
+	if (!others)
+		release_thread(fs);
+	return true;
 }
 
 void releases_wait(struct dfs *fs)
@@ -703,7 +728,6 @@ void releases_wait(struct dfs *fs)
 int dfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct dfs *fs = dfs_get();
-
 	bool handle_only = false;
 
 	(void)path;

@@ -1018,7 +1018,7 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
  * when that is stalled); FILES_RELEASE_WOULD_WAIT, with nothing done, when it
  * would wait for the network (the last-chance upload) or for the node's lock,
  * which an upload may hold (a flush of another descriptor, -o writeback's, a
- * rename's). What is left runs on a thread of its own (dfs_release says why).
+ * rename's). What is left runs on a thread of the mount's (dfs_release says why).
  */
 enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_info *fi)
 {

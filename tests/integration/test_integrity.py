@@ -208,10 +208,11 @@ def test_lookup_during_a_failed_last_chance_never_answers_a_file_without_a_type(
 
 @pytest.fixture
 def fresh_mount(server, tmp_root):
-    """A mount of the test's own, whose libfuse has started no more worker threads than
-    the test's requests one at a time need."""
+    """A mount of the test's own whose libfuse keeps one idle thread at most (libfuse's
+    max_idle_threads; 10 by default): the one that takes a forget is then the only one
+    left to read requests, whatever threads earlier bursts of requests started."""
     from conftest import Mount
-    m = Mount(server, tmp_root, name="fgmnt")
+    m = Mount(server, tmp_root, ["max_idle_threads=1"], name="fgmnt")
     yield m
     m.unmount()
 
