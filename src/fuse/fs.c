@@ -116,6 +116,7 @@ static void dfs_destroy(void *private_data)
 {
 	struct dfs *fs = private_data;
 
+	releases_wait(fs);
 	recover_stop(fs->recovery);
 	fs->recovery = NULL;
 	/* Unmount: upload anything still staged. */
@@ -277,6 +278,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	}
 	fs->opt = *o;   /* the strings stay owned by main's options */
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_cond_init(&fs->release_cond, NULL);
 	fs->uid = getuid();
 	fs->gid = getgid();
 	clock_gettime(CLOCK_REALTIME, &fs->mounted_at);
@@ -397,6 +399,7 @@ void dfs_free(struct dfs *fs)
 
 	if (!fs)
 		return;
+	releases_wait(fs);   /* (none left after an unmount's destroy) */
 	surface_stop(fs);
 	if (fs->exec)
 		exec_mgr_free(fs->exec);
@@ -419,6 +422,7 @@ void dfs_free(struct dfs *fs)
 	}
 	registry_free(&fs->registry);
 	vhandles_free_all(fs);
+	pthread_cond_destroy(&fs->release_cond);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

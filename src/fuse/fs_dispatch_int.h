@@ -68,6 +68,8 @@ int dfs_flush(const char *path, struct fuse_file_info *fi);
 int dfs_fsync(const char *path, int datasync, struct fuse_file_info *fi);
 int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi);
 int dfs_release(const char *path, struct fuse_file_info *fi);
+/* Waits for the releases queued for the mount's threads (dfs_release). */
+void releases_wait(struct dfs *fs);
 int dfs_truncate(const char *path, off_t size, struct fuse_file_info *fi);
 void poll_wake(void *ctx, void *ph);
 bool request_interrupted(void);

@@ -130,6 +130,13 @@ struct dfs {
 
 	struct open_table *files; /* open sandbox files (fs_open_files.c) */
 	struct vhandle *vhandles; /* open virtual files (fs_virtual.c), under lock */
+	/* Releases queued for threads of the mount's (fs_virtual.c), under
+	 * lock: queued or running, the queue, the threads; release_cond
+	 * signals when none is left. */
+	unsigned releasing;
+	struct release_job *release_head;
+	unsigned release_threads;
+	pthread_cond_t release_cond;
 	struct follower *followers; /* threads following a build log (fs_surface.c), under lock */
 	struct fuse *fuse;        /* for kernel cache invalidation, set at init */
 	char mountpoint[4096];    /* for messages that tell the user what to type */
@@ -233,6 +240,9 @@ int files_write(struct dfs *fs, struct fuse_file_info *fi, const char *buf, size
 int files_flush(struct dfs *fs, struct fuse_file_info *fi);
 int files_fsync(struct dfs *fs, struct fuse_file_info *fi);
 int files_release(struct dfs *fs, struct fuse_file_info *fi);
+enum files_release_state { FILES_RELEASED, FILES_RELEASE_HANDLE, FILES_RELEASE_WOULD_WAIT };
+enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_info *fi);
+void files_release_handle(struct fuse_file_info *fi);
 int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t size, struct fuse_file_info *fi);
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path);

@@ -605,16 +605,21 @@ int dfs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 	return files_fsyncdir(fs, sb, n.path);
 }
 
-int dfs_release(const char *path, struct fuse_file_info *fi)
+/* handle_only: a file's node is released, its handle is left to free. */
+static void release_now(struct dfs *fs, struct fuse_file_info *fi, bool handle_only)
 {
-	struct dfs *fs = dfs_get();
 	struct vhandle *h = (struct vhandle *)(uintptr_t)fi->fh;
 	struct sp_error err = { 0 };
 	struct sp_box box;
 
-	(void)path;
-	if (handle_type(fi) == H_FILE)
-		return files_release(fs, fi);
+	if (handle_only) {
+		files_release_handle(fi);
+		return;
+	}
+	if (handle_type(fi) == H_FILE) {
+		files_release(fs, fi);
+		return;
+	}
 	if (h->type == H_STDIN) {
 		/* Closing stdin sends EOF to the command. */
 		sandbox_box(h->sb, &box);
@@ -622,6 +627,130 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 			sandbox_set_error(h->sb, "closing stdin of command %u: %s", h->cmd, err.message);
 	}
 	vhandle_free(fs, h);
+}
+
+/*
+ * A release that would wait (for a file's last-chance upload, for the lock
+ * an upload of the file holds, for its streaming download to stop, for a
+ * command's stdin to close) runs on a thread of the mount's (a few, fed by
+ * a queue: release_later), and the release returns at once. libfuse holds
+ * the released file's path locked, with every parent up to the root, until
+ * the release returns; the kernel's forget of a parent it drops meanwhile
+ * (memory pressure, drop_caches) waits for that lock in a thread that
+ * libfuse counts as idle, so it starts none to read requests: one upload
+ * waiting out a slow sandbox stalled every request of the mount. Nothing
+ * waits for a release's answer (the kernel sends it after close(2) has
+ * returned flush's result), and an open of the same file meanwhile joins
+ * the node and waits for its lock, as it waited for the release before.
+ */
+/* Threads that run them, at most: with the sandbox down, every close of a
+ * cp -r meets a failed upload; the releases wait their turn in a queue. */
+#define RELEASE_THREADS_MAX 16
+
+struct release_job {
+	struct release_job *next;
+	struct fuse_file_info fi;
+	bool handle_only;
+};
+
+static void *release_thread(void *arg)
+{
+	struct dfs *fs = arg;
+	struct release_job *j;
+
+	pthread_mutex_lock(&fs->lock);
+	while ((j = fs->release_head)) {
+		fs->release_head = j->next;
+		pthread_mutex_unlock(&fs->lock);
+		release_now(fs, &j->fi, j->handle_only);
+		free(j);
+		pthread_mutex_lock(&fs->lock);
+		if (--fs->releasing == 0)
+			pthread_cond_broadcast(&fs->release_cond);
+	}
+	fs->release_threads--;
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+/* Queues the release for a thread; false when it must run here (no memory). */
+static bool release_later(struct dfs *fs, struct fuse_file_info *fi, bool handle_only)
+{
+	struct release_job *j = calloc(1, sizeof(*j)), **pp;
+	pthread_attr_t attr;
+	bool start = false, others;
+	pthread_t t;
+	int rc;
+
+	if (!j)
+		return false;
+	j->fi = *fi;
+	j->handle_only = handle_only;
+	pthread_mutex_lock(&fs->lock);
+	for (pp = &fs->release_head; *pp; pp = &(*pp)->next)
+		;
+	*pp = j;
+	fs->releasing++;
+	if (fs->release_threads < RELEASE_THREADS_MAX) {
+		fs->release_threads++;
+		start = true;
+	}
+	pthread_mutex_unlock(&fs->lock);
+	if (!start)
+		return true;   /* a running thread takes it */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&t, &attr, release_thread, fs);
+	pthread_attr_destroy(&attr);
+	if (rc == 0)
+		return true;
+	/* No thread: the one counted is this one, which runs the queue (its own
+	 * release with it) and waits, as a release always did, unless another
+	 * thread runs it. */
+	pthread_mutex_lock(&fs->lock);
+	others = fs->release_threads > 1;
+	if (others)
+		fs->release_threads--;
+	pthread_mutex_unlock(&fs->lock);
+	if (!others)
+		release_thread(fs);
+	return true;
+}
+
+void releases_wait(struct dfs *fs)
+{
+	pthread_mutex_lock(&fs->lock);
+	while (fs->releasing)
+		pthread_cond_wait(&fs->release_cond, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
+}
+
+int dfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct dfs *fs = dfs_get();
+	bool handle_only = false;
+
+	(void)path;
+	switch (handle_type(fi)) {
+	case H_FILE:
+		switch (files_release_quick(fs, fi)) {
+		case FILES_RELEASED:
+			return 0;
+		case FILES_RELEASE_HANDLE:
+			handle_only = true;
+			break;
+		case FILES_RELEASE_WOULD_WAIT:
+			break;
+		}
+		break;
+	case H_STDIN:
+		break;
+	default:
+		vhandle_free(fs, (struct vhandle *)(uintptr_t)fi->fh);
+		return 0;
+	}
+	if (!release_later(fs, fi, handle_only))
+		release_now(fs, fi, handle_only);
 	return 0;
 }
 

@@ -995,16 +995,14 @@ int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
 	return rc;
 }
 
-int files_release(struct dfs *fs, struct fuse_file_info *fi)
+/* Drops a handle; the last one's last-chance upload happens here. Caller
+ * holds n->lock. */
+static void release_locked(struct dfs *fs, struct open_node *n)
 {
-	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
-	struct open_node *n = h->node;
-
 	/* The node stays in the open table (this handle's reference) until the
 	 * last-chance upload is over: an open of the same path meanwhile joins
 	 * the node and waits for the lock, so that one path never has two
 	 * uploads at once, and an older content never lands after a newer one. */
-	pthread_mutex_lock(&n->lock);
 	if (--n->handles == 0) {
 		/* The last handle: one more try, and a stage that still cannot be
 		 * uploaded is preserved, never dropped. */
@@ -1030,8 +1028,10 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 			node_forget_content(fs, n);
 		}
 	}
-	pthread_mutex_unlock(&n->lock);
-	node_release(fs, n);
+}
+
+static void fhandle_free(struct fhandle *h)
+{
 	if (h->rs)
 		rs_stop(h->rs);
 	free(h->ra_buf);
@@ -1039,7 +1039,60 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 		stage_free(h->copy);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
+}
+
+int files_release(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
+	struct open_node *n = h->node;
+
+	pthread_mutex_lock(&n->lock);
+	release_locked(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	fhandle_free(h);
 	return 0;
+}
+
+/*
+ * files_release without waiting: FILES_RELEASED when it did it all;
+ * FILES_RELEASE_HANDLE when only the handle is left to free (files_release_handle),
+ * which waits for its streaming download's thread to stop (for the network,
+ * when that is stalled); FILES_RELEASE_WOULD_WAIT, with nothing done, when it
+ * would wait for the network (the last-chance upload) or for the node's lock,
+ * which an upload may hold (a flush of another descriptor, -o writeback's, a
+ * rename's). What is left runs on a thread of the mount's (dfs_release says why).
+ */
+enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_info *fi)
+{
+	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
+	struct open_node *n = h->node;
+	bool upload;
+
+	if (pthread_mutex_trylock(&n->lock) != 0)
+		return FILES_RELEASE_WOULD_WAIT;
+	upload = n->handles == 1 && n->dirty && !n->unlinked;
+	if (upload) {
+		pthread_mutex_lock(&fs->files->wbk_lock);
+		upload = !n->wbk_queued;
+		pthread_mutex_unlock(&fs->files->wbk_lock);
+	}
+	if (upload) {
+		pthread_mutex_unlock(&n->lock);
+		return FILES_RELEASE_WOULD_WAIT;
+	}
+	release_locked(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+	if (h->rs)
+		return FILES_RELEASE_HANDLE;
+	fhandle_free(h);
+	return FILES_RELEASED;
+}
+
+void files_release_handle(struct fuse_file_info *fi)
+{
+	fhandle_free((struct fhandle *)(uintptr_t)fi->fh);
 }
 
 /* truncate(2) of a file no descriptor of this mount has open: one command,

@@ -6,6 +6,7 @@ Each test asserts on content, errno and the server's request log."""
 import errno
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -203,6 +204,63 @@ def test_lookup_during_a_failed_last_chance_never_answers_a_file_without_a_type(
         assert len(kept) == 1 and open(kept[0], "rb").read() == old
     finally:
         os.close(dfd)
+
+
+@pytest.fixture
+def fresh_mount(server, tmp_root):
+    """A mount of the test's own whose libfuse keeps one idle thread at most (libfuse's
+    max_idle_threads; 10 by default): the one that takes a forget is then the only one
+    left to read requests, whatever threads earlier bursts of requests started."""
+    from conftest import Mount
+    m = Mount(server, tmp_root, ["max_idle_threads=1"], name="fgmnt")
+    yield m
+    m.unmount()
+
+
+def test_a_slow_last_chance_upload_never_stalls_the_mount(fresh_mount, sandbox, server, sandbox_faults):
+    """While a release's last-chance upload waits (a 429's Retry-After), the kernel forgets
+    the file's directory (drop_caches): requests elsewhere in the mount are answered, not
+    held until the upload ends. The release once held the file's path locked in libfuse
+    (with its directory and every parent); the forget of the directory waited for that
+    lock in the one thread left reading requests, and libfuse counts a thread in a forget
+    as idle, so it started no other: ls anywhere waited for the upload."""
+    m = fresh_mount
+    sid = sandbox_id(m, sandbox)
+    name = "itg-" + uuid.uuid4().hex[:8]
+    d = m.p(sandbox, "fs", "tmp", name)
+    os.mkdir(d)
+    p = os.path.join(d, "slow.txt")
+    # close: 500; release's last try: 429, which it waits out (8 s), then succeeds.
+    uploads = sandbox_faults.counter("upload")
+    sandbox_faults.add("upload", status=500, schedule=[True])
+    sandbox_faults.add("upload", status=429, retry_after=8, schedule=[True])
+    data = b"the last-chance upload's content\n"
+    assert rewrite(p, data) == errno.EIO
+    deadline = time.time() + 5
+    while sandbox_faults.hits(uploads) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert sandbox_faults.hits(uploads) == 2     # the release waits on its Retry-After now
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")     # the kernel forgets the directory (and its parents)
+    answered = []
+
+    def elsewhere():
+        answered.append(sorted(os.listdir(m.p(sandbox))))
+        answered.append(os.stat(m.p(sandbox, "info")).st_size)
+    t = threading.Thread(target=elsewhere, daemon=True)
+    t.start()
+    t.join(30)      # bounds the test; the stall lasted as long as the upload waited
+    assert len(answered) == 2 and "info" in answered[0]
+    # answered before the upload ended: the file is not in the sandbox yet
+    assert in_sandbox(server, sid, "/tmp/" + name + "/slow.txt") is None
+    assert sandbox_faults.hits(uploads) == 2
+    # and the upload lands, once, with the content
+    deadline = time.time() + 30
+    while in_sandbox(server, sid, "/tmp/" + name + "/slow.txt") is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert in_sandbox(server, sid, "/tmp/" + name + "/slow.txt") == data
+    assert read(p, "rb") == data
+    assert sandbox_faults.hits(uploads) == 3
 
 
 # ---- B2: no short read that is not the end of the file ------------------------------------------
