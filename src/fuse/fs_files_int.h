@@ -78,6 +78,13 @@ struct open_node {
 	char *path;
 	int refs;
 	int handles;              /* open file handles (refs also counts short-lived lookups) */
+	/* Releases of its handles handed to the mount's threads and not done
+	 * yet (dfs_release), under the table's lock: opens and changes of the
+	 * path wait for them (node_get, node_find), as they waited for the
+	 * release itself before it left libfuse's thread; else an O_TRUNC open
+	 * or a truncate took the content of a close that failed before its
+	 * last-chance upload had it sent or kept in unsaved/. */
+	unsigned releasing;
 	pthread_mutex_t lock;
 	struct stage *stage;      /* NULL until the file is written, truncated or created */
 	bool populated;           /* the stage holds the whole current content */
@@ -224,6 +231,7 @@ struct open_table {
 	const char *recover_id;   /* under lock: the file crash recovery is uploading */
 	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
 	pthread_cond_t recover_cond;
+	pthread_cond_t release_cond; /* signals a node's releasing dropping to 0 */
 	struct {                  /* under lock: a ring of the last hides */
 		const struct sandbox *sb;
 		char *hidden;
@@ -272,12 +280,16 @@ struct fhandle {
 	bool first_read_done;
 	unsigned random_reads;    /* random reads by command so far (no ranged download) */
 	struct stage *copy;       /* then the whole file as it was, in a staging file, or NULL */
+	bool release_queued;      /* counted in its node's releasing (files_release_quick) */
 };
 
 /* fs_open_files.c */
 struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, const char *path);
 struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path, bool after_renames);
 struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char *path);
+struct open_node *node_find_nowait(struct open_table *t, struct sandbox *sb, const char *path);
+void node_release_queued(struct open_table *t, struct open_node *n);
+void node_release_ran(struct open_table *t, struct open_node *n);
 void node_set_path(struct open_node *n, char *path);
 void node_forget_content(struct dfs *fs, struct open_node *n);
 void node_release(struct dfs *fs, struct open_node *n);

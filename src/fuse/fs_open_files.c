@@ -47,6 +47,7 @@ struct open_table *open_table_new(void)
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_cond_init(&t->hide_cond, NULL);
 	pthread_cond_init(&t->recover_cond, NULL);
+	pthread_cond_init(&t->release_cond, NULL);
 	pthread_mutex_init(&t->up_lock, NULL);
 	pthread_cond_init(&t->up_cond, NULL);
 	pthread_mutex_init(&t->wbk_lock, NULL);
@@ -101,6 +102,7 @@ void open_table_free(struct open_table *t)
 	free(t->fail_dir);
 	pthread_cond_destroy(&t->hide_cond);
 	pthread_cond_destroy(&t->recover_cond);
+	pthread_cond_destroy(&t->release_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -117,6 +119,18 @@ struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, c
 static struct hide_window **hide_find_locked(struct open_table *t, const struct sandbox *sb, const char *path);
 
 /* Caller holds t->lock: whether a rename onto path is under way. */
+/* The node of path once no release of its handles waits on a thread (see
+ * open_node.releasing). Looked up again after each wait: the release may
+ * have freed it. Caller holds t->lock. */
+static struct open_node *lookup_released_locked(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	struct open_node *n;
+
+	while ((n = node_lookup_locked(t, sb, path)) && n->releasing)
+		pthread_cond_wait(&t->release_cond, &t->lock);
+	return n;
+}
+
 static bool renaming_onto_locked(struct open_table *t, const struct sandbox *sb, const char *path)
 {
 	struct hide_window **hp = hide_find_locked(t, sb, path);
@@ -140,7 +154,7 @@ struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char 
 	 * window ends in hide_remove_locked, which wakes hide_cond. */
 	while (after_renames && renaming_onto_locked(t, sb, path))
 		pthread_cond_wait(&t->hide_cond, &t->lock);
-	n = node_lookup_locked(t, sb, path);
+	n = lookup_released_locked(t, sb, path);
 	if (n) {
 		n->refs++;
 		goto out;
@@ -170,11 +184,42 @@ struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char
 	struct open_node *n;
 
 	pthread_mutex_lock(&t->lock);
+	n = lookup_released_locked(t, sb, path);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+/* node_find without waiting for queued releases: for a stat, which reads
+ * the node under its lock and changes nothing. */
+struct open_node *node_find_nowait(struct open_table *t, struct sandbox *sb, const char *path)
+{
+	struct open_node *n;
+
+	pthread_mutex_lock(&t->lock);
 	n = node_lookup_locked(t, sb, path);
 	if (n)
 		n->refs++;
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+/* A release of one of n's handles went to a thread (files_release_quick);
+ * node_release_ran says it is done. The caller holds a reference. */
+void node_release_queued(struct open_table *t, struct open_node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	n->releasing++;
+	pthread_mutex_unlock(&t->lock);
+}
+
+void node_release_ran(struct open_table *t, struct open_node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	if (--n->releasing == 0)
+		pthread_cond_broadcast(&t->release_cond);
+	pthread_mutex_unlock(&t->lock);
 }
 
 /* Drops a reference; the last one unlinks the node from the table and

@@ -1049,6 +1049,8 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
 	pthread_mutex_lock(&n->lock);
 	release_locked(fs, n);
 	pthread_mutex_unlock(&n->lock);
+	if (h->release_queued)
+		node_release_ran(fs->files, n);
 	node_release(fs, n);
 	fhandle_free(h);
 	return 0;
@@ -1063,6 +1065,13 @@ int files_release(struct dfs *fs, struct fuse_file_info *fi)
  * which an upload may hold (a flush of another descriptor, -o writeback's, a
  * rename's). What is left runs on a thread of the mount's (dfs_release says why).
  */
+static enum files_release_state release_would_wait(struct dfs *fs, struct fhandle *h)
+{
+	h->release_queued = true;
+	node_release_queued(fs->files, h->node);
+	return FILES_RELEASE_WOULD_WAIT;
+}
+
 enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_info *fi)
 {
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
@@ -1070,7 +1079,7 @@ enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_in
 	bool upload;
 
 	if (pthread_mutex_trylock(&n->lock) != 0)
-		return FILES_RELEASE_WOULD_WAIT;
+		return release_would_wait(fs, h);
 	upload = n->handles == 1 && n->dirty && !n->unlinked;
 	if (upload) {
 		pthread_mutex_lock(&fs->files->wbk_lock);
@@ -1079,7 +1088,7 @@ enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_in
 	}
 	if (upload) {
 		pthread_mutex_unlock(&n->lock);
-		return FILES_RELEASE_WOULD_WAIT;
+		return release_would_wait(fs, h);
 	}
 	release_locked(fs, n);
 	pthread_mutex_unlock(&n->lock);
