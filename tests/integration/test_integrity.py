@@ -263,6 +263,60 @@ def test_a_slow_last_chance_upload_never_stalls_the_mount(fresh_mount, sandbox, 
     assert sandbox_faults.hits(uploads) == 3
 
 
+def failed_close_whose_release_waits(m, sandbox, sandbox_faults, name):
+    """a.txt's close fails (500) while every thread that runs releases is busy (16 closes of
+    commands' stdin, each slowed to seconds): its release, with its last-chance upload, waits
+    in the queue, and has not taken the file's lock yet. Returns (a.txt's path, the upload
+    counter)."""
+    d = m.p(sandbox, "fs", "tmp", name)
+    os.mkdir(d)
+    a = os.path.join(d, "a.txt")
+    write(a, "a's first content\n")
+    cmds = []
+    for _ in range(16):
+        ctl(m.p(sandbox, "ctl"), "exec sleep 120")
+        cmds.append(m.p(sandbox, "cmd", os.readlink(m.p(sandbox, "cmd", "last"))))
+    fds = [os.open(os.path.join(c, "stdin"), os.O_WRONLY) for c in cmds]
+    sandbox_faults.add("execute", action="slow", bytes_per_sec=8, body_match="stdin.eof")
+    for fd in fds:
+        os.close(fd)
+    uploads = sandbox_faults.counter("upload")
+    sandbox_faults.add("upload", status=500, schedule=[True])
+    assert rewrite(a, b"the failed close's content\n") == errno.EIO
+    assert sandbox_faults.hits(uploads) == 1     # the release waits for a thread
+    return a, uploads
+
+
+def test_a_rename_over_a_file_whose_release_waits_is_not_undone_by_it(mount, sandbox, server, sandbox_faults):
+    """Releases left libfuse's thread (a slow one stalled the mount), and with them libfuse's
+    hold on the path: a rename onto the file went ahead, and the release's upload of the older
+    content landed after the move, over the file renamed there. The rename waits for it."""
+    sid = sandbox_id(mount, sandbox)
+    name = "itg-" + uuid.uuid4().hex[:8]
+    a, uploads = failed_close_whose_release_waits(mount, sandbox, sandbox_faults, name)
+    b = os.path.join(os.path.dirname(a), "b.txt")
+    write(b, "b's content, renamed over a\n")
+    os.rename(b, a)
+    time.sleep(8)        # the stdin closes are over: a release that went ahead has uploaded
+    assert in_sandbox(server, sid, f"/tmp/{name}/a.txt") == b"b's content, renamed over a\n"
+    assert read(a) == "b's content, renamed over a\n"
+    assert not os.path.exists(b)
+
+
+def test_an_o_trunc_open_after_a_failed_close_waits_for_its_release(mount, sandbox, server, sandbox_faults):
+    """The data of a close that failed is sent by its release or kept in unsaved/: an O_TRUNC
+    open while that release waited on a thread took the node and truncated the data away
+    (test_faults_soak: neither in the sandbox nor in unsaved/)."""
+    sid = sandbox_id(mount, sandbox)
+    name = "itg-" + uuid.uuid4().hex[:8]
+    a, uploads = failed_close_whose_release_waits(mount, sandbox, sandbox_faults, name)
+    assert rewrite(a, b"the next save\n") == 0
+    # the release's upload of the failed close's content, then the save's
+    assert sandbox_faults.hits(uploads) == 3
+    assert in_sandbox(server, sid, f"/tmp/{name}/a.txt") == b"the next save\n"
+    assert unsaved(mount, "a.txt") == []
+
+
 # ---- B2: no short read that is not the end of the file ------------------------------------------
 
 def make_remote_file(mount, sandbox, spath, size):
