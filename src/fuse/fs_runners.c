@@ -204,8 +204,10 @@ static void wb_moved(void *ctx, void *owner, const struct wb_op *op)
 	if (wb_move_mark(op, mark, sizeof(mark))) {
 		struct wb_op *rm = wb_op_new(owner, WB_DELETE, mark);
 
-		if (rm)
+		if (rm) {
+			rm->lazy = true;
 			wb_queue_op(t->fs, rm, WB_MARK_DELAY);
+		}
 	}
 }
 

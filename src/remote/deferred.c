@@ -217,7 +217,8 @@ void deferred_run_all(struct deferred *d, const void *owner)
 
 	pthread_mutex_lock(&d->wb_run);
 	for (;;) {
-		batch = wb_take(d->wb, owner, false, wb_now());
+		/* (Lazy housekeeping alone is not worth a command now.) */
+		batch = wb_eager(d->wb, owner) ? wb_take(d->wb, owner, false, wb_now()) : NULL;
 		if (batch)
 			wb_run_batch(d, batch, false);
 		else if (wb_busy(d->wb, owner))

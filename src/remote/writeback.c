@@ -194,7 +194,18 @@ bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path)
 
 	pthread_mutex_lock(&q->lock);
 	for (struct wb_entry *e = q->head; e && !found; e = e->next)
-		found = e->op->owner == owner && (!path || touches(e->op->path, path));
+		found = e->op->owner == owner && !e->op->lazy && (!path || touches(e->op->path, path));
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
+bool wb_eager(struct wb_queue *q, const void *owner)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next)
+		found = !e->running && !e->op->lazy && (!owner || e->op->owner == owner);
 	pthread_mutex_unlock(&q->lock);
 	return found;
 }

@@ -57,6 +57,10 @@ struct wb_op {
 	bool set_mtime, set_atime;
 	struct timespec mtime, atime;
 	bool stat_after;          /* print the path's attributes after (find format) */
+	/* housekeeping (a move's record, wb_move_mark): nothing waits for it, so
+	 * it goes with another batch of its owner, or alone once due, never
+	 * because of a settle (wb_conflicts, wb_eager) */
+	bool lazy;
 	/* an upload of path went on while this op was in flight: what its
 	 * run prints of path is stale (see wb_take_attrs) */
 	bool superseded;
@@ -93,6 +97,9 @@ bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay);
  * directory must be set after it). path NULL: anything of owner.
  */
 bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path);
+/* Whether anything of owner (NULL: of anyone) that is not lazy is queued
+ * and not running: what a settle sends (a lazy op rides along). */
+bool wb_eager(struct wb_queue *q, const void *owner);
 /*
  * Narrower, for an open of path that neither creates nor truncates it: as
  * wb_conflicts, but the owner, mode and times queued for path itself do

@@ -749,3 +749,25 @@ def test_a_time_set_on_a_replaced_file_is_not_set_on_its_successor_by_a_second_r
     sandbox_faults.clear()
     assert view.read(sandbox_path(d, "f")) == b"new"
     assert in_sandbox(mount, sandbox, "stat -c %Y " + sandbox_path(d, "f")) != "1000000000\n"
+
+
+def test_a_moves_record_costs_no_command_of_its_own_before_an_exec(mount, sandbox, server, d):
+    # The record a move leaves (for a second run of its batch) goes with a
+    # later batch: an exec after a save sends nothing but itself.
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    write(f, "new")
+    fsync_dir(d)                                        # the batch ran: rm, mv
+    assert in_sandbox(mount, sandbox, "ls -A /tmp/.daytonafs/moved | wc -l") == "1\n"
+    reset_counts(server)
+    assert in_sandbox(mount, sandbox, "cat " + sandbox_path(d, "f")) == "new"
+    counts = requests_now(server)
+    assert sum(v for k, v in counts.items() if "execute" in k or "session" in k) <= 1, counts
+    # the next batch takes it along
+    os.unlink(f)
+    fsync_dir(d)
+    assert in_sandbox(mount, sandbox, "ls -A /tmp/.daytonafs/moved | wc -l") == "0\n"

@@ -989,12 +989,32 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 	wb_free(q);
 }
 
+/* A lazy op (a move's record) makes no settle send a command: it is no
+ * conflict, and a settle finds nothing eager; it rides with the next batch. */
+UNIT_TEST(a_lazy_op_waits_for_another_batch)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *op = op_new(&owner_a, WB_DELETE, "/tmp/.daytonafs/moved/.x"), *batch;
+
+	op->lazy = true;
+	CHECK(wb_push(q, op, 0, 30));
+	CHECK(!wb_conflicts(q, &owner_a, NULL) && !wb_conflicts(q, &owner_a, "/tmp"));
+	CHECK(!wb_eager(q, &owner_a) && !wb_eager(q, NULL));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/f"), 0, 1));
+	CHECK(wb_eager(q, &owner_a) && wb_eager(q, NULL) && !wb_eager(q, &owner_b));
+	batch = wb_take(q, &owner_a, false, 0);
+	CHECK_INT(count(batch), 2);
+	wb_done(q, batch);
+	wb_free(q);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
 		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
 		UNIT_CASE(an_upload_takes_back_only_its_own_attribute_changes),
 		UNIT_CASE(an_upload_over_a_queued_delete_replaces_the_file),
+		UNIT_CASE(a_lazy_op_waits_for_another_batch),
 		UNIT_CASE(attr_conflicts_are_the_path_above_and_deletes_in_it),
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
 		UNIT_CASE(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order),
