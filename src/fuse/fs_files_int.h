@@ -184,6 +184,10 @@ struct ctime_ent {
  */
 #define WB_DELAY 0.5
 #define HIDDEN_DELAY 0.2
+/* A move's record (wb_move_mark) goes with the next batch that runs, or
+ * this much later: it must outlive a second run of the move's batch, and
+ * costs no command of its own while saves go on. */
+#define WB_MARK_DELAY 30.0
 #define WB_BATCH 128
 
 /*
@@ -328,8 +332,9 @@ int run_fs_command(struct dfs *fs, struct sandbox *sb, const char *script, char 
 struct replace {
 	bool on;                  /* a delete or move of the path waits: upload under a new name */
 	struct stat base;         /* what the path holds before the queue's changes of it */
-	struct wb_op *prev;       /* this file's previous move, taken back: undone on success,
-				     queued again on failure */
+	char *prev_src;           /* malloc'd: the temporary name of this file's previous
+				     move, left queued in its place until this upload has
+				     landed, then given this one's (wb_swap_move) */
 };
 /* Whether an upload of n may replace its path under a temporary name
  * (fs_replace.c). Caller holds n->lock. */

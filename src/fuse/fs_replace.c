@@ -153,9 +153,13 @@ static void drop_tmp(struct dfs *fs, struct sandbox *sb, const char *tmp)
  * `mv -f -T TMP PATH` puts it in place after the delete, in the same
  * batch: the delete no longer costs a round trip before the upload. Until
  * the move has run, a copy of the stage with its own journal record
- * (keep_copy) covers a crash of the mount. When nothing can be queued (no
- * memory, no copy), the queue is sent and the move run now. Caller holds
- * n->lock.
+ * (keep_copy) covers a crash of the mount. n's previous move, still
+ * queued (rp->prev_src), stays in its place until this upload has landed
+ * and is then given this one's name (wb_swap_move): a batch sent meanwhile
+ * (an exec, a listing, a rename) must put what the last fsync promised at
+ * the path, and a failed upload must not move that move behind what was
+ * queued since. When nothing can be queued (no memory, no copy), the queue
+ * is sent and the move run now. Caller holds n->lock.
  */
 int upload_replacing(struct dfs *fs, struct open_node *n, struct replace *rp, struct sp_error *err)
 {
@@ -181,13 +185,6 @@ int upload_replacing(struct dfs *fs, struct open_node *n, struct replace *rp, st
 		drop_tmp(fs, n->sb, sb_str(&tmp));
 		goto failed;
 	}
-	if (rp->prev) {
-		/* The previous upload's name is replaced by this one. */
-		drop_tmp(fs, n->sb, rp->prev->src);
-		files_keep_drop(fs, n->sb, n->path, rp->prev->keep, false);
-		wb_op_free(rp->prev);
-		rp->prev = NULL;
-	}
 	keep = keep_copy(fs, n, &rp->base);
 	op = keep ? wb_op_new(n->sb, WB_MOVE, n->path) : NULL;
 	if (op) {
@@ -200,6 +197,14 @@ int upload_replacing(struct dfs *fs, struct open_node *n, struct replace *rp, st
 		str_copy(kname, sizeof(kname), keep);
 		op->keep = keep;
 		keep = NULL;
+		if (rp->prev_src && wb_swap_move(fs->files->deferred.wb, n->sb, n->path, rp->prev_src, op)) {
+			/* The previous upload's move, still queued, now moves
+			 * this one: its name and copy go. */
+			drop_tmp(fs, n->sb, op->src);
+			files_keep_drop(fs, n->sb, n->path, op->keep, false);
+			wb_op_free(op);
+			goto out;
+		}
 		if (wb_queue_op(fs, op, WB_DELAY))
 			goto out;
 		op = NULL;   /* freed, with its copy's name */
@@ -225,14 +230,10 @@ int upload_replacing(struct dfs *fs, struct open_node *n, struct replace *rp, st
 	}
 	goto out;
 failed:
-	if (rp->prev) {
-		/* What the last fsync promised is still to be moved into place. */
-		if (!wb_queue_op(fs, rp->prev, WB_DELAY))
-			log_error("%s: %s: the move of its last upload into place could not be queued",
-				  n->sb->name, n->path);
-		rp->prev = NULL;
-	}
+	/* (A previous upload's move stays queued, in its place.) */
 out:
+	free(rp->prev_src);
+	rp->prev_src = NULL;
 	sb_free(&tmp);
 	sb_free(&cmd);
 	return rc;

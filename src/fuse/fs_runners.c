@@ -9,6 +9,7 @@
 #include "fs_files_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,12 +198,22 @@ static void wb_done_one(void *ctx, void *owner, const struct wb_op *op, const ch
 		ctime_keep(t->fs, owner, op->path, &st.st_ctim, &op->ctime_shown);
 }
 
-/* A move done: its crash copy goes. */
+/* A move done: its crash copy goes, and its record with a later batch
+ * (which runs after the one that may still run again). */
 static void wb_moved(void *ctx, void *owner, const struct wb_op *op)
 {
 	struct open_table *t = ctx;
+	char mark[PATH_MAX + 64];
 
 	files_keep_drop(t->fs, owner, op->path, op->keep, false);
+	if (wb_move_mark(op, mark, sizeof(mark))) {
+		struct wb_op *rm = wb_op_new(owner, WB_DELETE, mark);
+
+		if (rm) {
+			rm->lazy = true;
+			wb_queue_op(t->fs, rm, WB_MARK_DELAY);
+		}
+	}
 }
 
 static const char *wb_name(const void *owner)

@@ -652,18 +652,22 @@ static void take_back_attrs(struct dfs *fs, struct open_node *n, struct replace 
 	struct wb_op *list;
 
 	memset(rp, 0, sizeof(*rp));
-	list = can ? wb_take_replace(q, n->sb, n->path, &clear, &rp->on, &rp->base)
+	list = can ? wb_take_replace(q, n->sb, n->path, &clear, &rp->on, &rp->base, &rp->prev_src)
 		   : wb_take_attrs(q, n->sb, n->path, &clear);
 	if (!clear && wb_running_touches(q, n->sb, n->path)) {
 		/* The batch in flight (the last save's touch, say) ends first;
 		 * what is queued may then be taken back instead of sent. */
 		deferred_wait_running(&fs->files->deferred, n->sb, n->path);
-		list = can ? wb_take_replace(q, n->sb, n->path, &clear, &rp->on, &rp->base)
+		free(rp->prev_src);
+		rp->prev_src = NULL;
+		list = can ? wb_take_replace(q, n->sb, n->path, &clear, &rp->on, &rp->base, &rp->prev_src)
 			   : wb_take_attrs(q, n->sb, n->path, &clear);
 	}
 	if (!clear) {
 		files_settle_changes(fs, n->sb, n->path);
 		rp->on = false;
+		free(rp->prev_src);
+		rp->prev_src = NULL;
 		return;
 	}
 	while (list) {
@@ -671,10 +675,6 @@ static void take_back_attrs(struct dfs *fs, struct open_node *n, struct replace 
 
 		list = op->next;
 		op->next = NULL;
-		if (op->kind == WB_MOVE) {
-			rp->prev = op;   /* first in the list, at most one */
-			continue;
-		}
 		if (op->chown && !n->chown_pending) {
 			n->chown_pending = true;
 			n->uid = op->uid;

@@ -51,9 +51,11 @@ static void sleep_ms(long ms)
  * Sends a batch's script, and sends it again after a failure that may pass
  * (sp_error_transient: no answer, a reset, 5xx, 429), with backoff, for up
  * to wait_timeout: a delete that unlink reported done must not come back
- * because of one lost request. Safe, as every op of a batch is idempotent
- * (rm -f, chown, chmod to a number, touch -c to a given time), so a batch
- * that ran but whose answer was lost may run again. Only the sandbox's own
+ * because of one lost request. Safe, as the script of a batch does and
+ * says the same when run again after it ran (wb_script: rm -f, chown,
+ * chmod to a number, touch -c to a given time; a move and the ops beside
+ * it by the move's record), so a batch that ran but whose answer was lost
+ * may run again. Only the sandbox's own
  * refusal of an op (its part of the output) drops a change. *resent: the
  * script may have run before the answer that counts.
  *
@@ -118,10 +120,8 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
  * gone, if the first send ran the batch. */
 static bool wb_done_by_first_send(const struct wb_op *op, const char *text)
 {
-	/* A move's temporary name is the mount's alone: gone, the first
-	 * send moved it. */
-	if (op->kind == WB_MOVE && errno_from_message(text) == -ENOENT)
-		return true;
+	/* (Not a move whose temporary name is gone: the directory may have
+	 * gone too. A move that ran says so itself: wb_move_mark.) */
 	if (op->kind != WB_ATTRS || errno_from_message(text) != -ENOENT)
 		return false;
 	for (const struct wb_op *o = op->next; o; o = o->next)
@@ -218,7 +218,8 @@ void deferred_run_all(struct deferred *d, const void *owner)
 
 	pthread_mutex_lock(&d->wb_run);
 	for (;;) {
-		batch = wb_take(d->wb, owner, false, wb_now());
+		/* (Lazy housekeeping alone is not worth a command now.) */
+		batch = wb_eager(d->wb, owner) ? wb_take(d->wb, owner, false, wb_now()) : NULL;
 		if (batch)
 			wb_run_batch(d, batch, false);
 		else if (wb_busy(d->wb, owner))

@@ -11,8 +11,10 @@
 #include "writeback.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,7 +194,18 @@ bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path)
 
 	pthread_mutex_lock(&q->lock);
 	for (struct wb_entry *e = q->head; e && !found; e = e->next)
-		found = e->op->owner == owner && (!path || touches(e->op->path, path));
+		found = e->op->owner == owner && !e->op->lazy && (!path || touches(e->op->path, path));
+	pthread_mutex_unlock(&q->lock);
+	return found;
+}
+
+bool wb_eager(struct wb_queue *q, const void *owner)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e && !found; e = e->next)
+		found = !e->running && !e->op->lazy && (!owner || e->op->owner == owner);
 	pthread_mutex_unlock(&q->lock);
 	return found;
 }
@@ -488,7 +501,7 @@ bool wb_only_own(struct wb_queue *q, const void *owner, const char *path)
 }
 
 struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
-			      bool *replace, struct stat *base)
+			      bool *replace, struct stat *base, char **prev_src)
 {
 	struct wb_op *list = NULL, **lt = &list;
 	struct wb_entry *last = NULL;
@@ -496,6 +509,7 @@ struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char 
 
 	*clear = true;
 	*replace = false;
+	*prev_src = NULL;
 	memset(base, 0, sizeof(*base));
 	pthread_mutex_lock(&q->lock);
 	for (struct wb_entry *e = q->head; e; e = e->next) {
@@ -524,7 +538,17 @@ struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char 
 			e->op->superseded = true;   /* (what it prints is stale once we upload) */
 		if (e == last) {
 			after = true;
-			take = e->op->kind == WB_MOVE && !e->running;
+			/* The previous upload's move stays queued (wb_swap_move). */
+			if (e->op->kind == WB_MOVE && !e->running && e->op->src) {
+				*prev_src = strdup(e->op->src);
+				if (!*prev_src) {
+					/* (no memory: the caller settles first) */
+					*clear = false;
+					pthread_mutex_unlock(&q->lock);
+					wb_list_free(list);
+					return NULL;
+				}
+			}
 		} else if (after) {
 			take = e->op->owner == owner && e->op->kind == WB_ATTRS && !e->running &&
 			       !strcmp(e->op->path, path);
@@ -540,6 +564,43 @@ struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char 
 	}
 	pthread_mutex_unlock(&q->lock);
 	return list;
+}
+
+bool wb_swap_move(struct wb_queue *q, const void *owner, const char *path, const char *prev_src,
+		  struct wb_op *op)
+{
+	bool swapped = false;
+
+	pthread_mutex_lock(&q->lock);
+	for (struct wb_entry *e = q->head; e; e = e->next) {
+		struct wb_op *o = e->op;
+		char *src, *keep;
+
+		if (o->owner != owner || o->kind != WB_MOVE || e->running || !o->src ||
+		    strcmp(o->src, prev_src) || strcmp(o->path, path))
+			continue;
+		src = o->src;
+		keep = o->keep;
+		o->src = op->src;
+		o->keep = op->keep;
+		op->src = src;
+		op->keep = keep;
+		swapped = true;
+		break;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return swapped;
+}
+
+bool wb_move_mark(const struct wb_op *op, char *out, size_t cap)
+{
+	const char *base = op->src ? strrchr(op->src, '/') : NULL;
+	int n;
+
+	if (!base)
+		return false;
+	n = snprintf(out, cap, "%s/%s", WB_MOVE_MARK_DIR, base + 1);
+	return n > 0 && (size_t)n < cap;
 }
 
 double wb_now(void)
@@ -604,35 +665,52 @@ void wb_stop(struct wb_queue *q)
 
 /* ---- the script -------------------------------------------------------------- */
 
+/*
+ * A batch may run twice: its answer lost after it ran, the mount sends it
+ * again (wb_send); or a proxy replays it (Daytona's, FIDELITY 2.1 D7), and
+ * the mount sees the second run's answer only. So each op must do, and
+ * say, the same when run again after the whole batch ran: rm -f, chown,
+ * chmod to a number and touch to a given time are; a move is made so
+ * (its record, wb_move_mark), and so are the ops beside it that would
+ * otherwise act on the file it put in place:
+ *  - a delete of a path that a move of the batch replaces (the path's next
+ *    op in the batch) leaves it to the move's rename(2), which replaces a
+ *    non-directory atomically: a second run's rm -f would delete the file
+ *    the first run moved there. Only a directory there now is still given
+ *    to rm -f, for its refusal (the move is refused too);
+ *  - the move, refused (not proven done by its record), removes the path
+ *    as the delete said it would;
+ *  - owner, mode and times of the file that such a delete removes are not
+ *    set again once the move's record shows the batch ran.
+ * The next op of the batch after op with op's path, or NULL.
+ */
+static const struct wb_op *next_of_path(const struct wb_op *op)
+{
+	for (const struct wb_op *o = op->next; o; o = o->next)
+		if (!strcmp(o->path, op->path))
+			return o;
+	return NULL;
+}
+
+/* The move that replaces what op acts on, later in the batch: op's path's
+ * next op is the move, or a delete whose next one is. */
+static const struct wb_op *replacing_move(const struct wb_op *op)
+{
+	const struct wb_op *o = next_of_path(op);
+
+	if (o && o->kind == WB_DELETE && op->kind == WB_ATTRS)
+		o = next_of_path(o);
+	return o && o->kind == WB_MOVE && o->src ? o : NULL;
+}
+
 static void add_touch(struct strbuf *s, const char *flag, const struct timespec *ts, const char *path)
 {
 	sb_addf(s, " && touch -h -c %s-d @%lld.%09ld -- ", flag, (long long)ts->tv_sec, ts->tv_nsec);
 	sh_word(s, path);
 }
 
-/* The commands of one op, joined by &&, after a leading "true". */
-static void add_op_commands(struct strbuf *s, const struct wb_op *op)
+static void add_attrs(struct strbuf *s, const struct wb_op *op)
 {
-	sb_adds(s, "true");
-	if (op->kind == WB_DELETE) {
-		sb_adds(s, " && rm -f -- ");
-		sh_word(s, op->path);
-		return;
-	}
-	if (op->kind == WB_MOVE) {
-		/* -T: a directory made at path meanwhile is an error, not a
-		 * place to move the file into. A refused move leaves no
-		 * temporary name behind (the mount keeps the data: wb_op.keep);
-		 * the message is mv's. */
-		sb_adds(s, " && { mv -f -T -- ");
-		sh_word(s, op->src);
-		sb_addc(s, ' ');
-		sh_word(s, op->path);
-		sb_adds(s, " || { rm -f -- ");
-		sh_word(s, op->src);
-		sb_adds(s, "; false; }; }");
-		return;
-	}
 	/* cp -a's order: the owner first (chown clears setuid bits), then
 	 * the mode, then the times (both of which chown leaves alone). */
 	if (op->chown && (op->uid != (uid_t)-1 || op->gid != (gid_t)-1)) {
@@ -661,11 +739,105 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op)
 	}
 }
 
-/* One op, alone: its marker, its commands, and its result line. */
-static void add_op(struct strbuf *script, const struct wb_op *op, size_t i, const char *mark, const char *find_fmt)
+/* The commands of one op, joined by &&, after a leading "true". prev: the
+ * batch's op before op with op's path, or NULL. */
+static void add_op_commands(struct strbuf *s, const struct wb_op *op, const struct wb_op *prev)
 {
+	const struct wb_op *mv = op->kind == WB_MOVE ? NULL : replacing_move(op);
+	char mark[PATH_MAX + 64];
+
+	if (mv && !wb_move_mark(mv, mark, sizeof(mark)))
+		mv = NULL;
+	sb_adds(s, "true");
+	if (op->kind == WB_DELETE && mv) {
+		sb_adds(s, " && { ! test -d ");
+		sh_word(s, op->path);
+		sb_adds(s, " || test -L ");
+		sh_word(s, op->path);
+		sb_adds(s, " || rm -f -- ");
+		sh_word(s, op->path);
+		sb_adds(s, "; }");
+		return;
+	}
+	if (op->kind == WB_DELETE) {
+		sb_adds(s, " && rm -f -- ");
+		sh_word(s, op->path);
+		return;
+	}
+	if (op->kind == WB_MOVE) {
+		/* -T: a directory made at path meanwhile is an error, not a
+		 * place to move the file into. A refused move leaves no
+		 * temporary name behind (the mount keeps the data: wb_op.keep);
+		 * the message is mv's. Done, it writes its record (with
+		 * `true >`, not a special builtin, whose redirection error could
+		 * end the shell); the record missing only makes a second run
+		 * report the move refused (the data then goes to unsaved/). */
+		bool rec = wb_move_mark(op, mark, sizeof(mark));
+
+		sb_adds(s, " && if mv -f -T -- ");
+		sh_word(s, op->src);
+		sb_addc(s, ' ');
+		sh_word(s, op->path);
+		sb_adds(s, "; then ");
+		if (rec) {
+			sb_adds(s, "{ true >");
+			sh_word(s, mark);
+			sb_adds(s, " || { mkdir -p " WB_MOVE_MARK_DIR " && true >");
+			sh_word(s, mark);
+			sb_adds(s, "; }; } 2>/dev/null; true; elif test -e ");
+			sh_word(s, mark);
+			sb_adds(s, "; then true; ");
+		} else {
+			sb_adds(s, "true; ");
+		}
+		sb_adds(s, "else rm -f -- ");
+		sh_word(s, op->src);
+		if (prev && prev->kind == WB_DELETE) {
+			/* the delete left the path to the move */
+			sb_adds(s, "; test -d ");
+			sh_word(s, op->path);
+			sb_adds(s, " || rm -f -- ");
+			sh_word(s, op->path);
+			sb_adds(s, " 2>/dev/null");
+		}
+		sb_adds(s, "; false; fi");
+		return;
+	}
+	if (mv) {
+		/* of the file a later move replaces: not once that move ran */
+		sb_adds(s, " && if test -e ");
+		sh_word(s, mark);
+		sb_adds(s, "; then true; else true");
+		add_attrs(s, op);
+		sb_adds(s, "; fi");
+		return;
+	}
+	if (next_of_path(op) && next_of_path(op)->kind == WB_DELETE) {
+		/* of a file the batch deletes next: gone, a second run (or
+		 * someone else) removed it, and what it had no longer counts */
+		sb_adds(s, " && { true");
+		add_attrs(s, op);
+		sb_adds(s, " || ! { test -e ");
+		sh_word(s, op->path);
+		sb_adds(s, " || test -L ");
+		sh_word(s, op->path);
+		sb_adds(s, "; }; }");
+		return;
+	}
+	add_attrs(s, op);
+}
+
+/* One op, alone: its marker, its commands, and its result line. */
+static void add_op(struct strbuf *script, const struct wb_op *batch, const struct wb_op *op, size_t i,
+		   const char *mark, const char *find_fmt)
+{
+	const struct wb_op *prev = NULL;
+
+	for (const struct wb_op *o = batch; o != op; o = o->next)
+		if (!strcmp(o->path, op->path))
+			prev = o;
 	sb_addf(script, "printf '@%s %zu\\n'; if e=$( { ", mark, i);
-	add_op_commands(script, op);
+	add_op_commands(script, op, prev);
 	sb_adds(script, "; } 2>&1 ); then ");
 	if (op->stat_after && op->kind == WB_ATTRS) {
 		sb_adds(script, "find ");
@@ -690,12 +862,12 @@ void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mar
 		/* Consecutive deletes (rm -r) are one rm: a process per file is
 		 * most of a batch's time. Only if it fails are they done one by
 		 * one, to tell which failed and why. */
-		while (end && end->kind == WB_DELETE) {
+		while (end && end->kind == WB_DELETE && !replacing_move(end)) {
 			end = end->next;
 			n++;
 		}
 		if (n < 2) {
-			add_op(script, op, i++, mark, find_fmt);
+			add_op(script, batch, op, i++, mark, find_fmt);
 			op = op->next;
 			continue;
 		}
@@ -709,7 +881,7 @@ void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mar
 			sb_addf(script, "@%s %zu\\n", mark, i + k);
 		sb_adds(script, "'; else\n");
 		for (o = op, k = 0; o != end; o = o->next, k++)
-			add_op(script, o, i + k, mark, find_fmt);
+			add_op(script, batch, o, i + k, mark, find_fmt);
 		sb_adds(script, "fi\n");
 		i += n;
 		op = end;

@@ -57,6 +57,10 @@ struct wb_op {
 	bool set_mtime, set_atime;
 	struct timespec mtime, atime;
 	bool stat_after;          /* print the path's attributes after (find format) */
+	/* housekeeping (a move's record, wb_move_mark): nothing waits for it, so
+	 * it goes with another batch of its owner, or alone once due, never
+	 * because of a settle (wb_conflicts, wb_eager) */
+	bool lazy;
 	/* an upload of path went on while this op was in flight: what its
 	 * run prints of path is stale (see wb_take_attrs) */
 	bool superseded;
@@ -95,6 +99,9 @@ bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay);
  * directory must be set after it). path NULL: anything of owner.
  */
 bool wb_conflicts(struct wb_queue *q, const void *owner, const char *path);
+/* Whether anything of owner (NULL: of anyone) that is not lazy is queued
+ * and not running: what a settle sends (a lazy op rides along). */
+bool wb_eager(struct wb_queue *q, const void *owner);
 /*
  * Narrower, for an open of path that neither creates nor truncates it: as
  * wb_conflicts, but the owner, mode and times queued for path itself do
@@ -184,12 +191,36 @@ struct wb_op *wb_take_attrs(struct wb_queue *q, const void *owner, const char *p
  * write into path, whose inode is the file being replaced), and only the
  * attribute changes queued after the last of them are taken (those before
  * it apply to the file it replaces, and stay queued). A move that is the
- * last of them (the uploader's own previous upload) is taken too, first in
- * the list. *base: what path holds before the queue's changes of it run,
- * as the first of them says (st_mode 0: unknown).
+ * last of them (the uploader's own previous upload) stays queued, in its
+ * place: until the new upload has landed (wb_swap_move), a settle must
+ * still put the previous one at path. *prev_src: a copy of that move's
+ * temporary name (malloc'd; NULL: the last of them is no queued move).
+ * *base: what path holds before the queue's changes of it run, as the
+ * first of them says (st_mode 0: unknown).
  */
 struct wb_op *wb_take_replace(struct wb_queue *q, const void *owner, const char *path, bool *clear,
-			      bool *replace, struct stat *base);
+			      bool *replace, struct stat *base, char **prev_src);
+/*
+ * After the upload that replaces a queued move (wb_take_replace's
+ * *prev_src): if that move is still queued and not running, it takes op's
+ * temporary name and crash copy in its place in the queue (never behind
+ * what was queued meanwhile), op gets the old ones (for the caller to
+ * remove), and true is returned. False: it ran or is running (its file is
+ * at path now, or will be before anything queued later runs); op is
+ * unchanged and the caller queues it.
+ */
+bool wb_swap_move(struct wb_queue *q, const void *owner, const char *path, const char *prev_src,
+		  struct wb_op *op);
+/*
+ * Where a move records that it ran (writes an empty file): a batch may run
+ * twice (its answer lost after it ran, then sent again; or replayed by a
+ * proxy), and the second run finds the temporary name gone. The record is
+ * the proof that the move, not something else, took it; it lives outside
+ * the user's directories and goes with a later batch (the caller queues
+ * its delete). False when it does not fit in cap.
+ */
+#define WB_MOVE_MARK_DIR "/tmp/.daytonafs/moved"
+bool wb_move_mark(const struct wb_op *op, char *out, size_t cap);
 /* Whether everything queued or running of owner that touches path is a
  * change of path itself, other than a hidden delete: what
  * wb_take_replace could take or leave in order. */

@@ -548,3 +548,264 @@ def test_rm_of_an_open_new_file_whose_upload_landed_but_failed_removes_it(mount,
     assert not view.exists(remote)
     assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == ""
     assert os.listdir(d) == []
+
+
+def fsync_dir_setup(path):
+    """fsync of a directory to set a test up: an earlier test's failure that
+    the sandbox still keeps for it (a cut upload's) is not this test's."""
+    try:
+        fsync_dir(path)
+    except OSError:
+        fsync_dir(path)
+
+
+def unsaved_files(mount):
+    where = os.path.join(mount.cache, "unsaved")
+    return os.listdir(where) if os.path.isdir(where) else []
+
+
+# A replace is one batch: the delete of the old file, then `mv -f -T TMP f`.
+# When that batch runs twice (its answer lost after it ran, so the mount
+# sends it again; or the proxy replays it, FIDELITY 2.1 D7), the second run
+# must neither delete the file the first one moved into place nor report
+# the move failed: the batch is idempotent and the move proves it ran.
+@pytest.mark.parametrize("action", ["replay", "reset_mid_body", "drop"])
+def test_a_replacing_batch_that_runs_twice_keeps_the_new_file(mount, sandbox, server, d, sandbox_faults,
+                                                             action):
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    view = SandboxView(server, sandbox)
+    saved_before = set(unsaved_files(mount))
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    data = "new " + uuid.uuid4().hex
+    sandbox_faults.add("batch", action=action, count=1)
+    write(f, data)
+    fsync_dir(d)
+    sandbox_faults.clear()
+    assert view.read(sandbox_path(d, "f")) == data.encode()
+    assert set(unsaved_files(mount)) == saved_before
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == "f\n"
+
+
+@pytest.mark.parametrize("action", ["replay", "reset_mid_body"])
+def test_two_replaces_in_one_batch_that_runs_twice_keep_the_last(mount, sandbox, server, d, sandbox_faults,
+                                                                 action):
+    # rm f, mv T1 f, rm f, mv T2 f: the second rm must not take T2's file
+    # on the second run either.
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    view = SandboxView(server, sandbox)
+    saved_before = set(unsaved_files(mount))
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    write(f, "first")
+    os.unlink(f)
+    sandbox_faults.add("batch", action=action, count=1)
+    write(f, "second")
+    fsync_dir(d)
+    sandbox_faults.clear()
+    assert view.read(sandbox_path(d, "f")) == b"second"
+    assert set(unsaved_files(mount)) == saved_before
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == "f\n"
+
+
+def test_a_replace_of_a_path_another_client_made_a_directory_fails_and_keeps_the_data(mount, sandbox, server,
+                                                                                       d):
+    # The delete and the move are refused (a directory is there now): the
+    # data goes to unsaved/, fsync of the directory reports it.
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    view = SandboxView(server, sandbox)
+    saved_before = set(unsaved_files(mount))
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"new data")
+    os.fsync(fd)
+    # another client: the old file goes, a directory takes its place
+    view.remove(sandbox_path(d, "f"))
+    view.mkdir(sandbox_path(d, "f"))
+    os.close(fd)
+    with pytest.raises(OSError):
+        fsync_dir(d)
+    saved = sorted(set(unsaved_files(mount)) - saved_before)
+    assert len(saved) == 1
+    with open(os.path.join(mount.cache, "unsaved", saved[0]), "rb") as fh:
+        assert fh.read() == b"new data"
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == "f\n"
+    assert in_sandbox(mount, sandbox, f"test -d {sandbox_path(d, 'f')} && echo dir") == "dir\n"
+
+
+# After fsync returned, the file is at its path for this mount and every
+# exec through it, also while a later fsync of it uploads again: the first
+# upload's move stays queued until the next upload has landed.
+def test_an_exec_during_a_second_replacing_fsync_sees_the_first(mount, sandbox, server, d, sandbox_faults):
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    saved_before = set(unsaved_files(mount))
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"first")
+    os.fsync(fd)
+    sandbox_faults.add("upload", status=503, schedule=[True, True, True, True])
+    def second():
+        os.pwrite(fd, b"second", 0)
+        os.fsync(fd)
+    t = threading.Thread(target=second)
+    t.start()
+    time.sleep(0.3)
+    ctl(mount.p(sandbox, "ctl"), "exec cat " + sandbox_path(d, "f"))
+    code, out = read(mount.p(sandbox, "exit")), read(mount.p(sandbox, "stdout"))
+    t.join()
+    sandbox_faults.clear()
+    os.close(fd)
+    assert (code, out) in (("0\n", "first"), ("0\n", "second")), read(mount.p(sandbox, "stderr"))
+    assert in_sandbox(mount, sandbox, "cat " + sandbox_path(d, "f")) == "second"
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == "f\n"
+    assert set(unsaved_files(mount)) == saved_before
+
+
+def test_a_second_replacing_upload_that_fails_keeps_the_first_in_order(mount, sandbox, server, d,
+                                                                      sandbox_faults):
+    # The first fsync's move stays where it was queued: a time set on the
+    # file while the second upload fails is queued after it, and lands on
+    # the file that move puts in place.
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"first")
+    os.fsync(fd)
+    os.pwrite(fd, b"second", 0)
+    sandbox_faults.add("upload", status=503, schedule=[True, True, True, True])
+    res = {}
+    def sync():
+        try:
+            os.fsync(fd)
+            res["fsync"] = 0
+        except OSError as e:
+            res["fsync"] = e.errno
+    t = threading.Thread(target=sync)
+    t.start()
+    time.sleep(0.3)
+    os.utime(f, ns=(1600000000000000000, 1600000000000000000))
+    t.join()
+    sandbox_faults.clear()
+    os.close(fd)
+    fsync_dir(d)
+    assert in_sandbox(mount, sandbox, "stat -c %Y " + sandbox_path(d, "f")) == "1600000000\n", res
+    assert in_sandbox(mount, sandbox, "cat " + sandbox_path(d, "f")) == "second", res
+
+
+def test_a_rename_during_a_replacing_fsync_moves_the_new_file(mount, sandbox, server, d, sandbox_faults):
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    view = SandboxView(server, sandbox)
+    saved_before = set(unsaved_files(mount))
+    f = os.path.join(d, "f")
+    g = os.path.join(d, "g")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"data!")
+    sandbox_faults.add("upload", status=503, schedule=[True, True, True])
+    res = {}
+    def sync():
+        try:
+            os.fsync(fd)
+            res["fsync"] = 0
+        except OSError as e:
+            res["fsync"] = e
+    t = threading.Thread(target=sync)
+    t.start()
+    time.sleep(0.3)
+    try:
+        os.rename(f, g)
+        res["rename"] = 0
+    except OSError as e:
+        res["rename"] = e
+    t.join()
+    sandbox_faults.clear()
+    os.close(fd)
+    fsync_dir(d)
+    assert res == {"fsync": 0, "rename": 0}
+    assert view.read(sandbox_path(d, "g")) == b"data!"
+    assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == "g\n"
+
+
+def test_a_listing_during_a_replacing_upload_shows_the_file(mount, sandbox, server, d, sandbox_faults):
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"data!")
+    sandbox_faults.add("upload", action="slow", bytes_per_sec=20, count=1)
+    t = threading.Thread(target=lambda: os.fsync(fd))
+    t.start()
+    time.sleep(0.5)
+    during = sorted(os.listdir(d))
+    t.join()
+    sandbox_faults.clear()
+    os.close(fd)
+    assert during == ["f"] and sorted(os.listdir(d)) == ["f"]
+    assert os.stat(f).st_size == 5
+
+
+def test_a_time_set_on_a_replaced_file_is_not_set_on_its_successor_by_a_second_run(mount, sandbox, server, d,
+                                                                                  sandbox_faults):
+    # utime f (queued), rm f, a new f: the batch sets the old file's time,
+    # then the move replaces it; a replayed batch must not set that time on
+    # the new file (nor delete it).
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.utime(f, ns=(1000000000000000000, 1000000000000000000))
+    os.unlink(f)
+    sandbox_faults.add("batch", action="replay", count=1)
+    write(f, "new")
+    fsync_dir(d)
+    sandbox_faults.clear()
+    assert view.read(sandbox_path(d, "f")) == b"new"
+    assert in_sandbox(mount, sandbox, "stat -c %Y " + sandbox_path(d, "f")) != "1000000000\n"
+
+
+def test_a_moves_record_costs_no_command_of_its_own_before_an_exec(mount, sandbox, server, d):
+    # The record a move leaves (for a second run of its batch) goes with a
+    # later batch: an exec after a save sends nothing but itself.
+    if PROVIDER != "daytona":
+        pytest.skip("moves into place are Daytona's (Vercel's uploads write in place)")
+    f = os.path.join(d, "f")
+    write(f, "old content")
+    fsync_dir_setup(d)
+    os.unlink(f)
+    write(f, "new")
+    fsync_dir(d)                                        # the batch ran: rm, mv
+    assert in_sandbox(mount, sandbox, "ls -A /tmp/.daytonafs/moved | wc -l") == "1\n"
+    reset_counts(server)
+    assert in_sandbox(mount, sandbox, "cat " + sandbox_path(d, "f")) == "new"
+    counts = requests_now(server)
+    assert sum(v for k, v in counts.items() if "execute" in k or "session" in k) <= 1, counts
+    # the next batch takes it along
+    os.unlink(f)
+    fsync_dir(d)
+    assert in_sandbox(mount, sandbox, "ls -A /tmp/.daytonafs/moved | wc -l") == "0\n"

@@ -889,7 +889,8 @@ static void set_flag(void *arg)
 /* An upload where a delete of its path waits: the delete stays (the move
  * queued after it replaces the file), the attribute changes before it stay
  * (they are the old file's), those after the last delete or move come
- * back, and so does the uploader's own earlier move; a directory above
+ * back; the uploader's own earlier move stays queued in its place until
+ * the new upload swaps its name in (wb_swap_move); a directory above
  * still makes it unclear. */
 UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 {
@@ -897,29 +898,60 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 	struct wb_op *op, *got, *batch;
 	struct stat base;
 	bool clear, replace, called = false;
+	char *prev = NULL;
 
-	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && clear && !replace);
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base, &prev) == NULL && clear && !replace &&
+	      !prev);
 	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));      /* the old file's */
 	op = op_new(&owner_a, WB_DELETE, "/d/f");
 	op->st.st_mode = S_IFREG | 0644;
 	op->st.st_size = 11;
 	CHECK(wb_push(q, op, 0, 1));
 	CHECK(wb_only_own(q, &owner_a, "/d/f"));
-	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && clear && replace);
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base, &prev) == NULL && clear && replace &&
+	      !prev);
 	CHECK(S_ISREG(base.st_mode) && base.st_size == 11);
 	CHECK(wb_conflicts(q, &owner_a, "/d/f"));                           /* both stay */
 	op = op_new(&owner_a, WB_MOVE, "/d/f");
 	op->src = strdup("/d/.tmp1");
 	CHECK(wb_push(q, op, 0, 1));
 	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d/f"), 0, 1));      /* the new file's */
-	got = wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base);
-	CHECK(clear && replace && got && got->kind == WB_MOVE && !strcmp(got->src, "/d/.tmp1"));
-	CHECK(got->next && got->next->kind == WB_ATTRS && !got->next->next);
+	got = wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base, &prev);
+	CHECK(clear && replace && got && got->kind == WB_ATTRS && !got->next);
+	CHECK(prev && !strcmp(prev, "/d/.tmp1"));                          /* stays queued */
 	CHECK(S_ISREG(base.st_mode) && base.st_size == 11);                 /* the first one's */
 	wb_list_free(got);
-	/* the script moves without following a directory made at the path */
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/g"), 0, 1));      /* queued meanwhile */
+	/* the new upload landed: its name takes the queued move's place */
+	op = op_new(&owner_a, WB_MOVE, "/d/f");
+	op->src = strdup("/d/.tmp1b");
+	CHECK(wb_swap_move(q, &owner_a, "/d/f", prev, op));
+	CHECK(!strcmp(op->src, "/d/.tmp1"));                               /* the old one, to drop */
+	CHECK(!wb_swap_move(q, &owner_a, "/d/f", "/d/.tmp1", op));         /* gone from the queue */
+	wb_op_free(op);
+	free(prev);
 	batch = wb_take(q, &owner_a, false, 0);
-	CHECK_INT(count(batch), 2);
+	CHECK_INT(count(batch), 4);
+	CHECK(batch->next->next->kind == WB_MOVE && !strcmp(batch->next->next->src, "/d/.tmp1b"));
+	CHECK(batch->next->next->next->kind == WB_DELETE);                  /* still after the move */
+	{
+		/* a second run of the batch must not delete what the move put
+		 * at /d/f, nor set the old file's attributes on it: the delete
+		 * before the move leaves a non-directory to mv, the old file's
+		 * attributes wait on the move's record, the move writes it */
+		struct strbuf s = STRBUF_INIT;
+		const char *t;
+
+		wb_script(&s, batch, "M", "%p\n");
+		t = sb_str(&s);
+		CHECK(strstr(t, "{ true && rm -f -- '/d/f'") == NULL);
+		CHECK(strstr(t, "! test -d '/d/f' || test -L '/d/f' || rm -f -- '/d/f'") != NULL);
+		CHECK(strstr(t, "if test -e '" WB_MOVE_MARK_DIR "/.tmp1b'; then true; else true") != NULL);
+		CHECK(strstr(t, "true >'" WB_MOVE_MARK_DIR "/.tmp1b'") != NULL);
+		CHECK(strstr(t, "elif test -e '" WB_MOVE_MARK_DIR "/.tmp1b'; then true;") != NULL);
+		CHECK(strstr(t, "rm -f -- '/d/g'") != NULL);
+		sb_free(&s);
+	}
 	wb_done(q, batch);
 	op = op_new(&owner_a, WB_MOVE, "/d/f");
 	op->src = strdup("/d/.tmp2");
@@ -933,8 +965,9 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 		CHECK(strstr(sb_str(&s), "-- '/d/.tmp2' '/d/f'") || strstr(sb_str(&s), "-- /d/.tmp2 /d/f"));
 		sb_free(&s);
 	}
-	/* a move in flight: not taken, not waited for */
-	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && clear && replace);
+	/* a move in flight: not taken, not waited for, not swapped */
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base, &prev) == NULL && clear && replace &&
+	      !prev);
 	wb_if_current(q, batch, set_flag, &called);
 	CHECK(called);
 	wb_done(q, batch);
@@ -942,7 +975,7 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/f"), 0, 1));
 	CHECK(wb_push(q, op_new(&owner_a, WB_ATTRS, "/d"), 0, 1));
 	CHECK(!wb_only_own(q, &owner_a, "/d/f"));
-	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base) == NULL && !clear);
+	CHECK(wb_take_replace(q, &owner_a, "/d/f", &clear, &replace, &base, &prev) == NULL && !clear && !prev);
 	batch = wb_take(q, &owner_a, false, 0);
 	wb_done(q, batch);
 	/* a superseded op's result is not stored */
@@ -956,12 +989,32 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 	wb_free(q);
 }
 
+/* A lazy op (a move's record) makes no settle send a command: it is no
+ * conflict, and a settle finds nothing eager; it rides with the next batch. */
+UNIT_TEST(a_lazy_op_waits_for_another_batch)
+{
+	struct wb_queue *q = wb_new(8);
+	struct wb_op *op = op_new(&owner_a, WB_DELETE, "/tmp/.daytonafs/moved/.x"), *batch;
+
+	op->lazy = true;
+	CHECK(wb_push(q, op, 0, 30));
+	CHECK(!wb_conflicts(q, &owner_a, NULL) && !wb_conflicts(q, &owner_a, "/tmp"));
+	CHECK(!wb_eager(q, &owner_a) && !wb_eager(q, NULL));
+	CHECK(wb_push(q, op_new(&owner_a, WB_DELETE, "/d/f"), 0, 1));
+	CHECK(wb_eager(q, &owner_a) && wb_eager(q, NULL) && !wb_eager(q, &owner_b));
+	batch = wb_take(q, &owner_a, false, 0);
+	CHECK_INT(count(batch), 2);
+	wb_done(q, batch);
+	wb_free(q);
+}
+
 int main(void)
 {
 	static const struct unit_case cases[] = {
 		UNIT_CASE(conflicts_cover_the_path_what_is_below_and_the_directories_above),
 		UNIT_CASE(an_upload_takes_back_only_its_own_attribute_changes),
 		UNIT_CASE(an_upload_over_a_queued_delete_replaces_the_file),
+		UNIT_CASE(a_lazy_op_waits_for_another_batch),
 		UNIT_CASE(attr_conflicts_are_the_path_above_and_deletes_in_it),
 		UNIT_CASE(batches_keep_order_and_one_owner_and_stay_visible_in_flight),
 		UNIT_CASE(an_owner_with_a_batch_in_flight_or_backing_off_keeps_its_order),
