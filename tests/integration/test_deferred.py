@@ -548,3 +548,32 @@ def test_rm_of_an_open_new_file_whose_upload_landed_but_failed_removes_it(mount,
     assert not view.exists(remote)
     assert in_sandbox(mount, sandbox, f"ls -A {sandbox_path(d)}") == ""
     assert os.listdir(d) == []
+
+
+def test_a_sandbox_deleted_with_a_queued_move_into_place_keeps_no_crash_copy(mount):
+    # rm f; a new f written and closed: its upload went to a temporary name,
+    # and a queued mv (with a crash copy and its record in staging/) puts it
+    # in place. The sandbox's delete, before that batch runs, drops the move
+    # and its crash copy: before, the copy and its record stayed, and a
+    # later mount's recovery could write the deleted sandbox's file into a
+    # new sandbox of the same name.
+    if PROVIDER != "daytona":
+        pytest.skip("Vercel's uploads write in place: no queued move into place")
+    sb = create_sandbox(mount, "fm")
+    name = "moved-" + uuid.uuid4().hex[:8]
+    f = mount.p(sb, "work", name)
+    write(f, "old content")
+    fsync_dir(mount.p(sb, "work"))
+    os.unlink(f)
+    write(f, "the new file, moved into place by the queue")
+    ctl(mount.p(sb, "ctl"), "delete")
+    staging = os.path.join(mount.cache, "staging")
+    kept = []
+    for n in os.listdir(staging):
+        try:
+            with open(os.path.join(staging, n), "rb") as r:
+                if name.encode() in r.read():
+                    kept.append(n)
+        except FileNotFoundError:
+            pass
+    assert kept == []
