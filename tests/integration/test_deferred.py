@@ -577,3 +577,55 @@ def test_a_sandbox_deleted_with_a_queued_move_into_place_keeps_no_crash_copy(mou
         except FileNotFoundError:
             pass
     assert kept == []
+
+
+def test_a_failed_change_is_reported_by_fsync_during_a_stops_settle(mount, server, sandbox_faults):
+    # A queued delete in a/ fails (400) and waits, untold, for fsync of a
+    # directory. A stop then settles the sandbox: its queued changes (a
+    # delete in b/) go first, slowly. An fsync of a/ meanwhile still reports
+    # the failure: before, the settle set it aside (0) while it ran, and
+    # the fsync succeeded.
+    import threading
+    sb = create_sandbox(mount, "fs")
+    try:
+        view = SandboxView(server, sb)
+        a, b = mount.p(sb, "work", "a"), mount.p(sb, "work", "b")
+        os.mkdir(a)
+        os.mkdir(b)
+        write(os.path.join(a, "f"), "kept\n")
+        write(os.path.join(b, "g"), "gone\n")
+        os.listdir(a)
+        os.listdir(b)
+        sandbox_faults.add("batch", view, status=400)
+        os.unlink(os.path.join(a, "f"))
+        for _ in range(200):
+            if "a/f" in read(mount.p(sb, "error")):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the delete did not fail")
+        sandbox_faults.clear()
+        slow = sandbox_faults.add("batch", view, action="slow", bytes_per_sec=20, count=1)
+        os.unlink(os.path.join(b, "g"))
+        fd = os.open(a, os.O_RDONLY | os.O_DIRECTORY)   # (opened before the stop)
+        stopped = []
+        t = threading.Thread(target=lambda: stopped.append(ctl(mount.p(sb, "ctl"), "stop")))
+        t.start()
+        try:
+            for _ in range(400):
+                if sandbox_faults.hits(slow):
+                    break
+                time.sleep(0.02)
+            assert sandbox_faults.hits(slow)
+            with pytest.raises(OSError) as e:
+                os.fsync(fd)
+            assert e.value.errno == errno.EINVAL, e.value
+            t.join()
+            assert stopped == [None]
+            os.fsync(fd)   # reported once
+        finally:
+            t.join()
+            os.close(fd)
+    finally:
+        sandbox_faults.clear()
+        ctl(mount.p(sb, "ctl"), "delete")
