@@ -107,6 +107,8 @@ struct sandbox {
 	unsigned ended_seen[32];
 	unsigned ended_next;
 	int writeback_error;      /* a deferred change that failed (deferred.c), for fsync of a directory */
+	unsigned writeback_failures; /* how many failed (ever): what a settle counts as its own */
+	int writeback_last;       /* the last one's -errno */
 	struct statvfs statfs;    /* the sandbox's df, asked at most every 10 s */
 	double statfs_at;
 	bool is_public;           /* previews need no token */

@@ -183,6 +183,8 @@ static void wb_failed(void *ctx, void *owner, const struct wb_op *op, int err, c
 	pthread_mutex_lock(&t->lock);
 	if (!sb->writeback_error)
 		sb->writeback_error = err;
+	sb->writeback_failures++;
+	sb->writeback_last = err;
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -275,25 +277,24 @@ void files_settle(struct dfs *fs, struct sandbox *sb, const char *path)
 int files_settle_sandbox(struct dfs *fs, struct sandbox *sb)
 {
 	struct open_table *t = fs->files;
-	int rc, before, failed;
+	unsigned before;
+	int rc;
 
 	rc = files_writeback_flush(fs, sb, NULL);
 	if (rc < 0)
 		return rc;
-	/* A queued change that fails says so in sb->writeback_error (wb_failed),
-	 * which may hold an older failure, kept for fsync of a directory: it
-	 * is set aside meanwhile, so that only this settle's failures count. */
+	/* Only the failures during this settle count (wb_failed counts them).
+	 * sb->writeback_error is left alone: an older failure in it is fsync
+	 * of a directory's to report, and setting it aside meanwhile let a
+	 * concurrent fsync find 0 and succeed. */
 	pthread_mutex_lock(&t->lock);
-	before = sb->writeback_error;
-	sb->writeback_error = 0;
+	before = sb->writeback_failures;
 	pthread_mutex_unlock(&t->lock);
 	files_settle_changes(fs, sb, NULL);
 	pthread_mutex_lock(&t->lock);
-	failed = sb->writeback_error;
-	if (!failed)
-		sb->writeback_error = before;
+	rc = sb->writeback_failures != before ? sb->writeback_last : 0;
 	pthread_mutex_unlock(&t->lock);
-	return failed;
+	return rc;
 }
 
 /* Before a stat of path alone: only what changes its own attributes. */

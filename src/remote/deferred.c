@@ -240,6 +240,12 @@ void deferred_forget(struct deferred *d, const void *owner)
 		if (batch) {
 			log_debug("%s: deferred changes dropped with the sandbox, from %s", d->ops->name(batch->owner),
 				  batch->path);
+			/* A move's crash copy goes with it: kept, a later mount's
+			 * recovery would write the deleted sandbox's file into a
+			 * new sandbox of the same name (Vercel's id is its name). */
+			for (const struct wb_op *op = batch; op; op = op->next)
+				if (op->kind == WB_MOVE && op->keep && d->ops->moved)
+					d->ops->moved(d->ctx, (void *)batch->owner, op);
 			wb_done(d->wb, batch);
 		} else if (wb_busy(d->wb, owner)) {
 			pthread_cond_wait(&d->idle, &d->wb_run);

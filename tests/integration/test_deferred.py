@@ -809,3 +809,89 @@ def test_a_moves_record_costs_no_command_of_its_own_before_an_exec(mount, sandbo
     os.unlink(f)
     fsync_dir(d)
     assert in_sandbox(mount, sandbox, "ls -A /tmp/.daytonafs/moved | wc -l") == "0\n"
+
+
+def test_a_sandbox_deleted_with_a_queued_move_into_place_keeps_no_crash_copy(mount):
+    # rm f; a new f written and closed: its upload went to a temporary name,
+    # and a queued mv (with a crash copy and its record in staging/) puts it
+    # in place. The sandbox's delete, before that batch runs, drops the move
+    # and its crash copy: before, the copy and its record stayed, and a
+    # later mount's recovery could write the deleted sandbox's file into a
+    # new sandbox of the same name.
+    if PROVIDER != "daytona":
+        pytest.skip("Vercel's uploads write in place: no queued move into place")
+    sb = create_sandbox(mount, "fm")
+    name = "moved-" + uuid.uuid4().hex[:8]
+    f = mount.p(sb, "work", name)
+    write(f, "old content")
+    fsync_dir(mount.p(sb, "work"))
+    os.unlink(f)
+    write(f, "the new file, moved into place by the queue")
+    ctl(mount.p(sb, "ctl"), "delete")
+    staging = os.path.join(mount.cache, "staging")
+    kept = []
+    for n in os.listdir(staging):
+        try:
+            with open(os.path.join(staging, n), "rb") as r:
+                if name.encode() in r.read():
+                    kept.append(n)
+        except FileNotFoundError:
+            pass
+    assert kept == []
+
+
+@pytest.mark.provider("daytona", reason="on Vercel every call of the sandbox is a command: the slow fault on "
+                     "commands holds up the stop and the fsync after it alike")
+def test_a_failed_change_is_reported_by_fsync_during_a_stops_settle(mount, server, sandbox_faults):
+    # A queued delete in a/ fails (400) and waits, untold, for fsync of a
+    # directory. A stop then settles the sandbox: its queued changes (a
+    # delete in b/) go first, slowly. An fsync of a/ meanwhile still reports
+    # the failure: before, the settle set it aside (0) while it ran, and
+    # the fsync succeeded.
+    import threading
+    sb = create_sandbox(mount, "fs")
+    try:
+        view = SandboxView(server, sb)
+        a, b = mount.p(sb, "work", "a"), mount.p(sb, "work", "b")
+        os.mkdir(a)
+        os.mkdir(b)
+        write(os.path.join(a, "f"), "kept\n")
+        write(os.path.join(b, "g"), "gone\n")
+        os.listdir(a)
+        os.listdir(b)
+        sandbox_faults.add("batch", view, status=400)
+        os.unlink(os.path.join(a, "f"))
+        for _ in range(200):
+            if "a/f" in read(mount.p(sb, "error")):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the delete did not fail")
+        sandbox_faults.clear()
+        slow = sandbox_faults.add("batch", view, action="slow", bytes_per_sec=20, count=1)
+        os.unlink(os.path.join(b, "g"))
+        fd = os.open(a, os.O_RDONLY | os.O_DIRECTORY)   # (opened before the stop)
+        def stop():
+            try:
+                ctl(mount.p(sb, "ctl"), "stop")
+            except OSError:
+                pass   # (its settle is what counts here, not the stop)
+        t = threading.Thread(target=stop)
+        t.start()
+        try:
+            for _ in range(400):
+                if sandbox_faults.hits(slow):
+                    break
+                time.sleep(0.02)
+            assert sandbox_faults.hits(slow)
+            with pytest.raises(OSError) as e:
+                os.fsync(fd)
+            assert e.value.errno == errno.EINVAL, e.value
+            t.join()
+            os.fsync(fd)   # reported once
+        finally:
+            t.join()
+            os.close(fd)
+    finally:
+        sandbox_faults.clear()
+        ctl(mount.p(sb, "ctl"), "delete")

@@ -186,3 +186,50 @@ def test_a_failed_send_of_a_long_upload_leaves_no_script_file(mount, sandbox, vi
         server.local("DELETE", "/_local/faults")
     assert view.read(remote) == data.encode()
     assert set(view.sh(listing)[1].split()) - before == set()
+
+
+def test_an_unwritable_fence_does_not_lock_the_sandbox_out(mount, sandbox, view):
+    """A fence whose record cannot be written (here: a directory in its
+    place; in a sandbox, a full disk) does not stop the commands that carry
+    it: a listing, an rm (which may be what frees the space) and a ctl exec
+    run and answer, and the fence stays, carried by each command, until one
+    can write it. Before, every command exited 124 before it ran."""
+    from conftest import ctl, read
+    work = mount.p(sandbox, "work")
+    other = "uf-other-" + uuid.uuid4().hex[:8]
+    write_synced(os.path.join(work, other), "x\n")
+    ids = set(re.findall(r"^i=([0-9a-f]{16})$", "\n".join(commands(view)), re.M))
+    assert len(ids) == 1, ids
+    i = ids.pop()
+    name = "uf-" + uuid.uuid4().hex[:8]
+    local, remote = os.path.join(work, name), SANDBOX_HOME + "/" + name
+    rec = "%s/%s-%016x" % (STATE, i, fnv(remote))
+    code, out = view.sh('mkdir -p "$1" && rm -f "$1/lock" && mkdir "$1/lock" && mkdir "$2"', STATE, rec)
+    assert code == 0, out
+    try:
+        with pytest.raises(OSError):
+            write_synced(local, "v1\n")
+    finally:
+        code, out = view.sh('rmdir "$1/lock"', STATE)
+        assert code == 0, out
+    assert other in os.listdir(work)
+    os.unlink(os.path.join(work, other))
+    assert gone(view, SANDBOX_HOME + "/" + other)
+    ctl(mount.p(sandbox, "ctl"), "exec echo hello")
+    assert read(mount.p(sandbox, "exit")).strip() == "0"
+    assert read(mount.p(sandbox, "stdout")) == "hello\n"
+    # the rm and the exec carried the fence, which could not be written
+    fence = r"^g \d+ %016x " % fnv(remote)
+    assert [bool(re.search(fence, s, re.M)) for s in commands(view) if "echo hello" in s] == [True]
+    assert any(re.search(fence, s, re.M) and re.search(r"\brm\b", s) for s in commands(view) if other in s)
+    # once it can be, the next command writes it, and the ones after carry none
+    code, out = view.sh('rmdir "$1"', rec)
+    assert code == 0, out
+    ctl(mount.p(sandbox, "ctl"), "exec echo again")
+    assert read(mount.p(sandbox, "stdout")) == "again\n"
+    code, out = view.sh('cat "$1"', rec)
+    assert code == 0 and out.split()[1:] == [i.encode(), remote.encode().hex().encode(), b"F"], out
+    ctl(mount.p(sandbox, "ctl"), "exec echo third")
+    assert read(mount.p(sandbox, "stdout")) == "third\n"
+    assert [bool(re.search(fence, s, re.M)) for s in commands(view) if "echo again" in s] == [True]
+    assert [bool(re.search(fence, s, re.M)) for s in commands(view) if "echo third" in s] == [False]

@@ -230,6 +230,9 @@ UNIT_TEST(test_upload_many_in_place)
 	CHECK_INT(it[1].rc, 0);
 	CHECK_INT(it[2].rc, 0);
 	CHECK_INT(it[3].rc, -ENOENT);
+	/* the script answered for it (R 2) and its one send ran: no send of
+	 * it is on its way, so no fence */
+	CHECK_INT(vercel_upload_fences(), 0);
 	/* in place: the same inode, mode and links, the new content */
 	CHECK_INT(stat(paths[0], &after), 0);
 	CHECK(after.st_ino == before.st_ino);
@@ -449,9 +452,8 @@ UNIT_TEST(test_upload_fence_after_a_failed_upload)
 	int fd, status = -1;
 
 	put("fenced", "v0", 2, 0644);
-	/* (the missing directory's file of test_upload_many_in_place left one) */
-	vercel_upload_fence_done(NULL, vercel_upload_fence(NULL, &cmd));
-	sb_reset(&cmd);
+	/* the missing directory's file of test_upload_many_in_place left
+	 * none: its single send answered R 2 for it, and nothing is on its way */
 	CHECK_INT(vercel_upload_fences(), 0);
 	fd = stage("old", 3);
 	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
@@ -469,6 +471,7 @@ UNIT_TEST(test_upload_fence_after_a_failed_upload)
 	sh_word(&cmd, path);
 	CHECK_INT(fake_exec(NULL, NULL, sb_str(&cmd), NULL, NULL, 0, 10, &status, &out, &err), 0);
 	CHECK_INT(status, 0);
+	CHECK_INT(vercel_upload_fence_result(out), 0);
 	CHECK_STR(out ? out : "", "");
 	vercel_upload_fence_done(&box, ticket);
 	CHECK_INT(vercel_upload_fences(), 0);
@@ -529,6 +532,68 @@ UNIT_TEST(test_upload_lock_that_cannot_be_opened)
 		sb_free(&cmd);
 	}
 	unlink(path);
+	free(path);
+}
+
+/* The record's key of a path (FNV-1a 64, as vercel_bulk.c's path_key). */
+static unsigned long long key_of(const char *path)
+{
+	unsigned long long h = 14695981039346656037ULL;
+
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+		h = (h ^ *c) * 1099511628211ULL;
+	return h;
+}
+
+/* A fence that cannot be written (here a directory in its record's place;
+ * in a sandbox, a full disk) does not stop the command: the command runs,
+ * its output is whole, and the fence stays for the next command. */
+UNIT_TEST(test_an_unwritable_fence_does_not_stop_the_command)
+{
+	struct sp_upload_item it;
+	struct sp_error err = { 0 };
+	struct strbuf cmd = STRBUF_INIT;
+	struct sp_box box = { "box-u", NULL };
+	char *path = path_of("unfenceable"), *out = NULL, rec[256];
+	uint64_t ticket;
+	int fd, status = -1;
+
+	CHECK_INT(vercel_upload_fences(), 0);
+	fd = stage("old", 3);
+	it = (struct sp_upload_item){ .path = path, .fd = fd, .len = 3 };
+	CHECK_INT(vercel_upload_many(failing_exec, NULL, &box, &it, 1, &err), -EIO);
+	close(fd);
+	CHECK_INT(vercel_upload_fences(), 1);
+	snprintf(rec, sizeof(rec), "/tmp/.daytonafs/out/up-seq/%s-%016llx", vercel_upload_mount_id(),
+		 key_of(path));
+	unlink(rec);
+	CHECK_INT(mkdir(rec, 0700), 0);
+	ticket = vercel_upload_fence(&box, &cmd);
+	CHECK(ticket != 0);
+	sb_adds(&cmd, "echo ran; exit 3\n");
+	CHECK_INT(fake_exec(NULL, NULL, sb_str(&cmd), NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_INT(status, 3);
+	CHECK_INT(vercel_upload_fence_result(out), -EAGAIN);
+	CHECK_STR(out ? out : "", "ran\n");
+	free(out);
+	out = NULL;
+	CHECK_INT(vercel_upload_fences(), 1);
+	/* once it can be written, the next command writes it */
+	rmdir(rec);
+	sb_reset(&cmd);
+	ticket = vercel_upload_fence(&box, &cmd);
+	CHECK(ticket != 0);
+	sb_adds(&cmd, "echo ran\n");
+	CHECK_INT(fake_exec(NULL, NULL, sb_str(&cmd), NULL, NULL, 0, 10, &status, &out, &err), 0);
+	CHECK_INT(vercel_upload_fence_result(out), 0);
+	CHECK_STR(out ? out : "", "ran\n");
+	vercel_upload_fence_done(&box, ticket);
+	CHECK_INT(vercel_upload_fences(), 0);
+	free(out);
+	free(failed_send);
+	failed_send = NULL;
+	sb_free(&cmd);
+	unlink(rec);
 	free(path);
 }
 
@@ -595,6 +660,7 @@ int main(void)
 		UNIT_CASE(test_upload_late_duplicate_after_a_delete),
 		UNIT_CASE(test_upload_after_another_mount_s_record),
 		UNIT_CASE(test_upload_fence_after_a_failed_upload),
+		UNIT_CASE(test_an_unwritable_fence_does_not_stop_the_command),
 		UNIT_CASE(test_upload_lock_that_cannot_be_opened),
 	};
 	char cmd[64];

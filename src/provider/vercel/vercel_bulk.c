@@ -378,10 +378,19 @@ static const char upload_fn[] =
 
 /* The fence (see above), in a subshell: its lock and names end with it.
  * g SEQ KEY HEX raises the path's record to SEQ, marked F (a fence, not a
- * write), unless a number as high is there. A fence that cannot be written
- * stops the command (124) before it changes anything. */
+ * write), unless a number as high is there. Whether every record was
+ * written is the first line of the command's output (VERCEL_FENCE_MARK
+ * 0 or 1, which the provider takes off): a fence that cannot be written
+ * (a full disk, a directory in the record's place, the lock held too long)
+ * does not stop the command. It stays for the next command, and a warning
+ * says so. Stopping would be the worse evil: every command of the sandbox
+ * (the ls, the rm that frees the space, a ctl exec) would fail for as long
+ * as the record cannot be written, and the user could not even repair it
+ * through the mount; running risks only what the fence guards against, a
+ * late send of an old upload landing after this command (rare: a send
+ * lost in transit that the service starts seconds later). */
 static const char fence_head[] =
-	"(LC_ALL=C; export LC_ALL\n"
+	"if (LC_ALL=C; export LC_ALL\n"
 	UP_STATE_SH
 	"g() {\n"
 	"  f=$s/$i-$2; q=; k=; h=\n"
@@ -389,7 +398,8 @@ static const char fence_head[] =
 	"  case $q in ''|*[!0-9]*) q=0;; esac\n"
 	"  if [ \"$k\" != \"$i\" ] || [ \"$h\" != \"$3\" ] || [ \"$q\" -lt \"$1\" ]; then echo \"$1 $i $3 F\" > \"$f\" || exit 1; fi\n"
 	"}\n";
-static const char fence_tail[] = ") || exit 124\n";
+static const char fence_tail[] = ") >/dev/null 2>&1 </dev/null; then echo '" VERCEL_FENCE_MARK "0'; "
+	"else echo '" VERCEL_FENCE_MARK "1'; fi\n";
 
 /* How many times an upload's command is sent when it meets a failure that
  * may pass (see vercel_upload_many). */
@@ -642,6 +652,21 @@ uint64_t vercel_upload_fence(const struct sp_box *box, struct strbuf *cmd)
 	return ticket;
 }
 
+int vercel_upload_fence_result(char *text)
+{
+	size_t m = strlen(VERCEL_FENCE_MARK);
+	int rc;
+
+	if (!text || strncmp(text, VERCEL_FENCE_MARK, m) || (text[m] != '0' && text[m] != '1') ||
+	    text[m + 1] != '\n')
+		/* no line: the output file could not be written (a full disk)
+		 * before the fence's line; the output is left as it is */
+		return -EAGAIN;
+	rc = text[m] == '0' ? 0 : -EAGAIN;
+	memmove(text, text + m + 2, strlen(text + m + 2) + 1);
+	return rc;
+}
+
 void vercel_upload_fence_done(const struct sp_box *box, uint64_t ticket)
 {
 	const char *b = box_key(box);
@@ -678,7 +703,7 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 	struct strbuf cmd = STRBUF_INIT;
 	char *out = NULL;
 	int rc = 0, status = -1;
-	bool sent = false;
+	bool sent = false, resent = false;
 	uint64_t seq = upload_seq();
 
 	sb_adds(&cmd, upload_fn);
@@ -717,6 +742,7 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 		rc = exec(impl, box, sb_str(&cmd), NULL, NULL, 0, BULK_TIMEOUT_S, &status, &out, err);
 		if (rc >= 0 || attempt >= UP_ATTEMPTS || !upload_send_again(err))
 			break;
+		resent = true;
 		free(out);
 		out = NULL;
 		rc = 0;
@@ -734,9 +760,14 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 	}
 	free(out);
 	/* Each file not known to have landed (and whose record therefore may
-	 * be missing) gets a fence: a send of this upload may still run. */
+	 * be missing) gets a fence: a send of this upload may still run. Not
+	 * a file the script answered for (R errno: no space, no permission)
+	 * after a single send: that send is the only one, it ran and did not
+	 * write, and nothing is on its way. After a failed send that went
+	 * again, the first may still start late (and find the space the
+	 * answered one lacked); with no answer per file, any file may land. */
 	for (size_t i = 0; sent && i < n; i++)
-		if (rc < 0 || items[i].rc != 0)
+		if (rc < 0 || (items[i].rc != 0 && resent))
 			fence_add(box, items[i].path, seq);
 	return rc;
 }

@@ -30,8 +30,13 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
  * landed (see vercel_bulk.c): appended to cmd, to run before the command the
  * provider's exec sends next to that sandbox, whatever it is. Returns a
  * ticket for vercel_upload_fence_done, or 0 when there is none to run. The
- * fence exits 124 (before the command) when it cannot be written. */
+ * fence prints one line first, VERCEL_FENCE_MARK then 0 (written) or 1 (not:
+ * it stays for the next command); the command runs either way. */
 uint64_t vercel_upload_fence(const struct sp_box *box, struct strbuf *cmd);
+#define VERCEL_FENCE_MARK "daytonafs-fence "
+/* Takes the fence's line off the front of a command's output *text: 0 when
+ * the fence was written, -EAGAIN when it was not (or its line is missing). */
+int vercel_upload_fence_result(char *text);
 /* The command with that fence ran: those paths are recorded. */
 void vercel_upload_fence_done(const struct sp_box *box, uint64_t ticket);
 /* How many fences wait (for the unit tests). */

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "strbuf.h"
 #include "tmpname.h"
 #include "urlenc.h"
@@ -148,7 +150,8 @@ static size_t leftover_take(const struct sp_box *box, struct strbuf *cmd)
 		sh_word(cmd, leftovers[i].path);
 	}
 	if (n)
-		sb_adds(cmd, "\n");
+		/* silent: the fence's line must come first in the output */
+		sb_adds(cmd, " 2>/dev/null\n");
 	pthread_mutex_unlock(&leftover_mu);
 	return n;
 }
@@ -167,6 +170,26 @@ static void leftover_done(const struct sp_box *box, size_t n)
 	}
 	n_leftovers = j;
 	pthread_mutex_unlock(&leftover_mu);
+}
+
+/* A fence that could not be written, said at most once a minute: every
+ * command of the sandbox carries it until it is. */
+static void fence_warn(const struct sp_box *box)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static time_t last;
+	time_t now = time(NULL);
+	bool say;
+
+	pthread_mutex_lock(&mu);
+	say = !last || now - last >= 60 || now < last;
+	if (say)
+		last = now;
+	pthread_mutex_unlock(&mu);
+	if (say)
+		log_warn("sandbox %s: the fence of an upload that may still land could not be written "
+			 "(a full disk?); commands run anyway, and a late send of that upload may write "
+			 "over what they did", box_id(box));
 }
 
 static int run(struct vprov *v, const struct sp_box *box, const char *script, const char *cwd,
@@ -275,12 +298,16 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 		goto out;
 	}
 	/* The script ran (its status came back): so did its rm of leftovers
-	 * and its fence, unless 124 says the fence could not be written (or
-	 * the script said 124 itself): it then goes again with the next
-	 * command, which does no harm. */
+	 * and its fence, unless the fence's line says it could not be written:
+	 * it then goes again with the next command, which does no harm (the
+	 * command itself ran: see fence_head in vercel_bulk.c for why). */
 	leftover_done(box, removes);
-	if (status != 124)
-		vercel_upload_fence_done(box, fence);
+	if (fence) {
+		if (vercel_upload_fence_result(text) == 0)
+			vercel_upload_fence_done(box, fence);
+		else
+			fence_warn(box);
+	}
 	if (exit_code)
 		*exit_code = status;
 	if (output) {
