@@ -497,7 +497,14 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * timeout, which this launch, bounded by wait_ms and the 5 s wait for
 	 * pgid, stays far below), the wrapper needs no session of its own:
 	 * its descriptors hold no pipe of the toolbox. Elsewhere setsid gives
-	 * it one. */
+	 * it one. If that kill comes all the same (a starved sandbox), the
+	 * wrapper dies and the command, in a group of its own, runs on: kill
+	 * finds that group by the record and stops it (ours, kill_script).
+	 * The wrapper is not moved out of the toolbox's group: only the
+	 * launcher's shell could do it without a program, by job control,
+	 * and zsh (Daytona's toolbox shell) and dash refuse set -m without a
+	 * terminal (zsh even ends the script); bash alone would, for one
+	 * image of two. */
 	sb_adds(sb, "w=sh; g=\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
 		"IFS=:\n"
