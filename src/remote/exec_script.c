@@ -113,8 +113,15 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * before the command is time a short command waits for, so it uses
 	 * builtins where it can. r (bash, else sh) and s (setsid) are
 	 * absolute paths, looked up in PATH as command -v would, but without
-	 * a $(...) process each; a relative entry of PATH is not looked in. */
-	sb_adds(sb, "d=$1\n"
+	 * a $(...) process each; a relative entry of PATH is not looked in.
+	 * bash takes its options from an exported SHELLOPTS: errexit would
+	 * end the wrapper at the command's first failing status, before it
+	 * records it, noclobber would fail its writes. a keeps the options
+	 * as they came ($-); the wrapper turns those off, and the command's
+	 * subshell turns them on again (with noglob, which the wrapper's own
+	 * set -f/+f changes). */
+	sb_adds(sb, "a=$-; set +euC\n"
+		"d=$1\n"
 		"r=; o=; s=\n"
 		"IFS=:; set -f\n"
 		"for x in $PATH; do\n"
@@ -151,12 +158,14 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * control on (its background jobs in groups of their own, out of
 	 * reach of kill and timeout=). The subshell turns it off again
 	 * before the exec (a builtin; its group is made by then), unless
-	 * it was on before the wrapper's set -m (a = $- at the start), so
+	 * it was on before the wrapper's set -m (a: $- at the start), so
 	 * the command gets the options as they came. */
-	sb_adds(sb, "a=$-; j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
+	sb_adds(sb, "j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
 		"e=${d%/cmd/*}/env\n"
 		"( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
 		"[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
+		"case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
+		"case $a in *C*) set -C ;; esac; case $a in *f*) set -f ;; esac\n"
 		"set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		"[ -r \"$e\" ] && . \"$e\"; ");
 	for (i = 0; i < spec->n_env; i++) {

@@ -226,6 +226,8 @@ UNIT_TEST(wrapper_text)
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
 	CHECK(strstr(sb_str(&sb), "( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
 		     "[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
+		     "case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
+		     "case $a in *C*) set -C ;; esac; case $a in *f*) set -f ;; esac\n"
 		     "set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
 		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
@@ -1903,6 +1905,34 @@ UNIT_TEST(run_shellopts_does_not_carry_job_control)
 	}
 }
 
+/* Options from an exported SHELLOPTS (errexit, noclobber) are the
+ * command's, not the wrapper's: with errexit the wrapper ended at the
+ * command's failing status without recording it. The toolbox shell is
+ * zsh or dash here: a bash toolbox shell runs the launcher itself with
+ * them. */
+UNIT_TEST(run_shellopts_options_reach_the_command_only)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo $-; exit 3" };
+		struct exec_launch_result r;
+		char sd[256], shell[700], *t;
+
+		if (!strcmp(shells[i], "bash"))
+			continue;
+		state_dir(sd, sizeof(sd), "shellopts-e", shells[i]);
+		snprintf(shell, sizeof(shell), "env SHELLOPTS=braceexpand:errexit:hashall:noclobber \"$(command -v %s)\"",
+			 shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 3 && r.inline_ok[0] && r.data[0]);
+		CHECK(r.data[0] && strchr(r.data[0], 'e') && strchr(r.data[0], 'C') && !strchr(r.data[0], 'm'));
+		exec_launch_result_free(&r);
+		snprintf(shell, sizeof(shell), "%s/cmd/1", sd);
+		t = wait_exit(shell, 5000);
+		CHECK_STR(t, "3\n");
+		free(t);
+	}
+}
+
 /* Where the provider may kill what its script left (Vercel), the wrapper
  * gets a session of its own (setsid); where not (Daytona), it has none. */
 UNIT_TEST(run_wrapper_session)
@@ -2069,6 +2099,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_bash_env_reaches_the_command_only),
 	UNIT_CASE(run_kill_after_the_wrapper_was_killed),
 	UNIT_CASE(run_shellopts_does_not_carry_job_control),
+	UNIT_CASE(run_shellopts_options_reach_the_command_only),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
