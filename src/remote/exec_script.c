@@ -113,8 +113,15 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * before the command is time a short command waits for, so it uses
 	 * builtins where it can. r (bash, else sh) and s (setsid) are
 	 * absolute paths, looked up in PATH as command -v would, but without
-	 * a $(...) process each; a relative entry of PATH is not looked in. */
-	sb_adds(sb, "d=$1\n"
+	 * a $(...) process each; a relative entry of PATH is not looked in.
+	 * bash takes its options from an exported SHELLOPTS: errexit would
+	 * end the wrapper at the command's first failing status, before it
+	 * records it, noclobber would fail its writes. a keeps the options
+	 * as they came ($-); the wrapper turns those off, and the command's
+	 * subshell turns them on again (with noglob, which the wrapper's own
+	 * set -f/+f changes). */
+	sb_adds(sb, "a=$-; set +euC\n"
+		"d=$1\n"
 		"r=; o=; s=\n"
 		"IFS=:; set -f\n"
 		"for x in $PATH; do\n"
@@ -145,10 +152,20 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * without a terminal), setsid execs in the subshell's place.
 	 * The launcher ran the wrapper with BASH_ENV empty (bash would source
 	 * the file it names, which may hold anything, set -u say): the
-	 * command gets it back from $3 (1: it was set, to $4; 0: unset). */
+	 * command gets it back from $3 (1: it was set, to $4; 0: unset).
+	 * set -m also changes SHELLOPTS, which bash exports when it came
+	 * from the environment: the command's bash would start with job
+	 * control on (its background jobs in groups of their own, out of
+	 * reach of kill and timeout=). The subshell turns it off again
+	 * before the exec (a builtin; its group is made by then), unless
+	 * it was on before the wrapper's set -m (a: $- at the start), so
+	 * the command gets the options as they came. */
 	sb_adds(sb, "j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
 		"e=${d%/cmd/*}/env\n"
 		"( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
+		"[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
+		"case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
+		"case $a in *C*) set -C ;; esac; case $a in *f*) set -f ;; esac\n"
 		"set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		"[ -r \"$e\" ] && . \"$e\"; ");
 	for (i = 0; i < spec->n_env; i++) {
@@ -489,7 +506,14 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * timeout, which this launch, bounded by wait_ms and the 5 s wait for
 	 * pgid, stays far below), the wrapper needs no session of its own:
 	 * its descriptors hold no pipe of the toolbox. Elsewhere setsid gives
-	 * it one. */
+	 * it one. If that kill comes all the same (a starved sandbox), the
+	 * wrapper dies and the command, in a group of its own, runs on: kill
+	 * finds that group by the record and stops it (ours, kill_script).
+	 * The wrapper is not moved out of the toolbox's group: only the
+	 * launcher's shell could do it without a program, by job control,
+	 * and zsh (Daytona's toolbox shell) and dash refuse set -m without a
+	 * terminal (zsh even ends the script); bash alone would, for one
+	 * image of two. */
 	sb_adds(sb, "w=sh; g=\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
 		"IFS=:\n"
@@ -566,11 +590,38 @@ static void add_dir(struct strbuf *sb, const char *var, const char *dir)
 }
 
 /*
+ * Whether the command's process group $p still runs something of record
+ * $d although the wrapper is gone (the toolbox killed the group of its
+ * shell, where the wrapper is on Daytona; the command's group survives):
+ * a member of the group, not a zombie, runs $d's command or writes to its
+ * stdout or stderr. A pgid alone is not enough: after a restart of the
+ * sandbox the number may be anyone's. Without /proc nothing can tell: no.
+ */
+static const char ours_fn[] =
+	"ours() {\n"
+	"\t[ -n \"$p\" ] && [ -d /proc/self ] || return 1\n"
+	"\tfor x in /proc/[0-9]*; do\n"
+	"\t\tz=; { read z <\"$x/stat\"; } 2>/dev/null || continue\n"
+	"\t\tz=${z##*) }; set -f; set -- $z; set +f\n"
+	"\t\t[ \"$3\" = \"$p\" ] || continue\n"
+	"\t\tcase $1 in Z*|X*) continue ;; esac\n"
+	"\t\tcase $({ readlink \"$x/fd/1\"; readlink \"$x/fd/2\"; tr '\\000' ' ' <\"$x/cmdline\"; } 2>/dev/null) in\n"
+	"\t\t*\"$d/stdout\"*|*\"$d/stderr\"*|*\"$d/command\"*) return 0 ;;\n"
+	"\t\tesac\n"
+	"\tdone\n"
+	"\treturn 1\n"
+	"}\n";
+
+/*
  * The kill script. state is written first, so that the exit the wrapper
- * records reads as "killed". When the wrapper is gone (the sandbox was
- * restarted under it), its pids mean nothing now: nothing is signalled and
- * the record is ended here. It returns once the command has ended, or 3 s
- * after the TERM (the KILL comes at 2 s).
+ * records reads as "killed". When the wrapper is gone, the command's group
+ * is signalled all the same if it still runs the record's command (ours):
+ * the toolbox may have killed the wrapper's group and left the command's.
+ * Then nobody else records the end: the script does, with 137, once
+ * nothing of the group runs (at most 3 s: the KILL comes at 2 s). When
+ * neither runs (the sandbox was restarted under them), the pids mean
+ * nothing now: nothing is signalled and the record is ended here. It
+ * returns once the command has ended, or 3 s after the TERM.
  */
 static const char kill_script[] =
 	"if [ -e \"$d/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
@@ -578,7 +629,9 @@ static const char kill_script[] =
 	"while [ ! -s \"$d/pgid\" ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done\n"
 	"p=$(cat \"$d/pgid\" 2>/dev/null)\n"
 	"case $p in ''|*[!0-9]*) p= ;; esac\n"
-	"if [ -z \"$p\" ] || ! alive; then\n"
+	"l=\n"
+	"if [ -n \"$p\" ]; then if alive; then l=1; elif ours; then l=0; fi; fi\n"
+	"if [ -z \"$l\" ]; then\n"
 	"\t[ -e \"$d/exit\" ] || orphan\n"
 	"\techo daytonafs-killed; exit 0\n"
 	"fi\n"
@@ -593,8 +646,15 @@ static const char kill_script[] =
 	/* Done when it has ended (usually at once; 2 s for one that ignores
 	 * TERM), so that status says "killed" after the write. */
 	"\ti=0\n"
-	"\twhile [ ! -e \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
+	"\tif [ $l = 1 ]; then\n"
+	"\t\twhile [ ! -e \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
+	"\telse\n"
+	"\t\twhile ours && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done\n"
+	"\tfi\n"
 	"fi\n"
+	/* Without a wrapper the end is recorded here; a group that outlived
+	 * its SIGKILL (a process stuck in the kernel) ends as it will. */
+	"[ $l = 0 ] && [ ! -e \"$d/exit\" ] && orphan\n"
 	"echo daytonafs-killed\n";
 
 /* An sh -c of: var=dir, the alive function, then body. */
@@ -604,6 +664,7 @@ static void build_alive_script(struct strbuf *sb, const char *var, const char *d
 
 	add_dir(&script, var, dir);
 	sb_adds(&script, alive_fn);
+	sb_adds(&script, ours_fn);
 	sb_adds(&script, body);
 	add_sh_c(sb, &script);
 	sb_free(&script);
@@ -690,6 +751,9 @@ static const char reconcile_script[] =
 	"\t\t[ -n \"$(find \"$d/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
 	"\tfi\n"
 	"\t[ -e \"$d/exit\" ] && continue\n"
+	/* The wrapper is gone but the command runs on (ours): not ended. */
+	"\tp=$(cat \"$d/pgid\" 2>/dev/null); case $p in ''|*[!0-9]*) p= ;; esac\n"
+	"\tours && continue\n"
 	"\torphan && echo \"daytonafs-orphan ${d##*/}\"\n"
 	"done\n"
 	"echo daytonafs-reconciled\n";

@@ -8,6 +8,7 @@
 #include "unit.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -224,6 +225,9 @@ UNIT_TEST(wrapper_text)
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
 	CHECK(strstr(sb_str(&sb), "( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
+		     "[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
+		     "case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
+		     "case $a in *C*) set -C ;; esac; case $a in *f*) set -f ;; esac\n"
 		     "set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
 		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
 		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
@@ -1805,6 +1809,130 @@ UNIT_TEST(run_bash_env_reaches_the_command_only)
 	}
 }
 
+/* The toolbox kills its shell's process group at a request's timeout
+ * (Daytona: 30 s). The wrapper is in that group (no setsid on Daytona),
+ * the command in one of its own: the wrapper dies, the command runs on.
+ * kill must still stop it (its group, which the record names), and only
+ * then say killed. The launcher runs in a session of its own here, as
+ * the toolbox shell would, and that group is SIGKILLed once it is done. */
+UNIT_TEST(run_kill_after_the_wrapper_was_killed)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "sleep 30 & sleep 31; echo never" };
+		struct exec_launch_result r;
+		struct strbuf k = STRBUF_INIT;
+		char sd[256], dir[600], shell[700], cmd[300], *w, *pg, *t;
+		int wgrp = 0;
+
+		state_dir(sd, sizeof(sd), "wrapgone", shells[i]);
+		snprintf(shell, sizeof(shell), "setsid \"$(command -v %s)\"", shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 100, 65536, &r), 0);
+		CHECK(r.n == 1 && !r.ended);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/1", sd);
+		w = slurp(dir, "wpid", NULL);
+		pg = slurp(dir, "pgid", NULL);
+		CHECK(w != NULL && pg != NULL);
+		if (!w || !pg) {
+			free(w);
+			free(pg);
+			continue;
+		}
+		w[strcspn(w, "\n")] = '\0';
+		pg[strcspn(pg, "\n")] = '\0';
+		wgrp = getpgid(atoi(w));
+		CHECK(wgrp > 0 && wgrp != atoi(pg));
+		if (wgrp > 0 && wgrp != atoi(pg))
+			kill(-wgrp, SIGKILL);
+		sleep_ms(200);
+		/* the wrapper is gone, the command is not */
+		snprintf(cmd, sizeof(cmd), "ps -e -o pgid=,stat= | awk '$1 == %s && $2 !~ /^Z/' | grep -q .", pg);
+		CHECK(system(cmd) == 0);
+		exec_build_kill(&k, dir);
+		t = run_shell("dash", sb_str(&k));
+		CHECK_STR(t, "daytonafs-killed\n");
+		free(t);
+		t = slurp(dir, "exit", NULL);
+		CHECK_STR(t, "137\n");
+		free(t);
+		t = slurp(dir, "state", NULL);
+		CHECK_STR(t, "killed\n");
+		free(t);
+		/* and the command's group is gone for real */
+		CHECK(system(cmd) != 0);
+		if (system(cmd) == 0) {
+			snprintf(cmd, sizeof(cmd), "kill -KILL -%s", pg);
+			if (system(cmd) != 0)
+				fprintf(stderr, "could not end group %s\n", pg);
+		}
+		free(w);
+		free(pg);
+		sb_free(&k);
+	}
+}
+
+/* An exported SHELLOPTS (bash re-exports it when it came from the
+ * environment) must not carry the wrapper's set -m to the command: its
+ * background jobs stay in its group, where kill and timeout= reach them. */
+UNIT_TEST(run_shellopts_does_not_carry_job_control)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "case $- in *m*) echo monitor ;; *) echo none ;; esac; "
+						     "sleep 0.1 & ps -o pgid= -p $! | tr -d ' '; echo $$; "
+						     "echo \"${SHELLOPTS@a}\"" };
+		struct exec_launch_result r;
+		char sd[256], shell[700];
+
+		state_dir(sd, sizeof(sd), "shellopts", shells[i]);
+		for (int set = 1; set >= 0; set--) {
+			char word[32] = "", pgid[32] = "", pid[32] = "", attr[32] = "";
+
+			if (set)
+				snprintf(shell, sizeof(shell), "env SHELLOPTS=braceexpand:hashall \"$(command -v %s)\"",
+					 shells[i]);
+			else
+				snprintf(shell, sizeof(shell), "env -u SHELLOPTS \"$(command -v %s)\"", shells[i]);
+			CHECK_INT(start_fast(shell, sd, 2 - (unsigned)set, &spec, 3000, 65536, &r), 0);
+			CHECK(r.ended && r.exit_code == 0 && r.inline_ok[0] && r.data[0]);
+			if (r.data[0])
+				CHECK_INT(sscanf(r.data[0], "%31s %31s %31s %31s", word, pgid, pid, attr), 4);
+			CHECK_STR(word, "none");
+			CHECK_STR(pgid, pid);
+			/* exported as it came, or not at all */
+			CHECK_STR(attr, set ? "rx" : "r");
+			exec_launch_result_free(&r);
+		}
+	}
+}
+
+/* Options from an exported SHELLOPTS (errexit, noclobber) are the
+ * command's, not the wrapper's: with errexit the wrapper ended at the
+ * command's failing status without recording it. The toolbox shell is
+ * zsh or dash here: a bash toolbox shell runs the launcher itself with
+ * them. */
+UNIT_TEST(run_shellopts_options_reach_the_command_only)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_spec spec = { .command = "echo $-; exit 3" };
+		struct exec_launch_result r;
+		char sd[256], shell[700], *t;
+
+		if (!strcmp(shells[i], "bash"))
+			continue;
+		state_dir(sd, sizeof(sd), "shellopts-e", shells[i]);
+		snprintf(shell, sizeof(shell), "env SHELLOPTS=braceexpand:errexit:hashall:noclobber \"$(command -v %s)\"",
+			 shells[i]);
+		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
+		CHECK(r.n == 1 && r.ended && r.exit_code == 3 && r.inline_ok[0] && r.data[0]);
+		CHECK(r.data[0] && strchr(r.data[0], 'e') && strchr(r.data[0], 'C') && !strchr(r.data[0], 'm'));
+		exec_launch_result_free(&r);
+		snprintf(shell, sizeof(shell), "%s/cmd/1", sd);
+		t = wait_exit(shell, 5000);
+		CHECK_STR(t, "3\n");
+		free(t);
+	}
+}
+
 /* Where the provider may kill what its script left (Vercel), the wrapper
  * gets a session of its own (setsid); where not (Daytona), it has none. */
 UNIT_TEST(run_wrapper_session)
@@ -1969,6 +2097,9 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_without_bash),
 	UNIT_CASE(run_wrapper_session),
 	UNIT_CASE(run_bash_env_reaches_the_command_only),
+	UNIT_CASE(run_kill_after_the_wrapper_was_killed),
+	UNIT_CASE(run_shellopts_does_not_carry_job_control),
+	UNIT_CASE(run_shellopts_options_reach_the_command_only),
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
