@@ -418,7 +418,7 @@ static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, stru
 		node_release(fs, n);
 		return 0;
 	}
-	n = node_find_nowait(fs->files, sb, path);
+	n = node_find(fs->files, sb, path);
 	/* A file created here and not yet uploaded: its node's attributes.
 	 * Whether it is still such a file is decided under the node's lock,
 	 * in overlay_open_node: a release may hold that lock for its

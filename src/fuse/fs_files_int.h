@@ -79,11 +79,14 @@ struct open_node {
 	int refs;
 	int handles;              /* open file handles (refs also counts short-lived lookups) */
 	/* Releases of its handles handed to the mount's threads and not done
-	 * yet (dfs_release), under the table's lock: opens and changes of the
-	 * path wait for them (node_get, node_find), as they waited for the
-	 * release itself before it left libfuse's thread; else an O_TRUNC open
-	 * or a truncate took the content of a close that failed before its
-	 * last-chance upload had it sent or kept in unsaved/. */
+	 * yet (dfs_release), under the table's lock: opens, stats and changes
+	 * of the path wait for them (node_get, node_find), as they waited for
+	 * the release itself before it left libfuse's thread; else an O_TRUNC
+	 * open or a truncate took the content of a close that failed before its
+	 * last-chance upload had it sent or kept in unsaved/, and a stat right
+	 * after a failed close of a new file showed it, to be gone a moment
+	 * later. Only operations on this path wait: the rest of the mount
+	 * does not. */
 	unsigned releasing;
 	pthread_mutex_t lock;
 	struct stage *stage;      /* NULL until the file is written, truncated or created */
@@ -291,7 +294,6 @@ struct fhandle {
 struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, const char *path);
 struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char *path, bool after_renames);
 struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char *path);
-struct open_node *node_find_nowait(struct open_table *t, struct sandbox *sb, const char *path);
 void node_release_queued(struct open_table *t, struct open_node *n);
 void node_release_ran(struct open_table *t, struct open_node *n);
 void node_set_path(struct open_node *n, char *path);

@@ -191,20 +191,6 @@ struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char
 	return n;
 }
 
-/* node_find without waiting for queued releases: for a stat, which reads
- * the node under its lock and changes nothing. */
-struct open_node *node_find_nowait(struct open_table *t, struct sandbox *sb, const char *path)
-{
-	struct open_node *n;
-
-	pthread_mutex_lock(&t->lock);
-	n = node_lookup_locked(t, sb, path);
-	if (n)
-		n->refs++;
-	pthread_mutex_unlock(&t->lock);
-	return n;
-}
-
 /* A release of one of n's handles went to a thread (files_release_quick);
  * node_release_ran says it is done. The caller holds a reference. */
 void node_release_queued(struct open_table *t, struct open_node *n)
