@@ -267,7 +267,7 @@ def failed_close_whose_release_waits(m, sandbox, sandbox_faults, name):
     """a.txt's close fails (500) while every thread that runs releases is busy (16 closes of
     commands' stdin, each slowed to seconds): its release, with its last-chance upload, waits
     in the queue, and has not taken the file's lock yet. Returns (a.txt's path, the upload
-    counter)."""
+    counter, the commands: end_commands ends them)."""
     d = m.p(sandbox, "fs", "tmp", name)
     os.mkdir(d)
     a = os.path.join(d, "a.txt")
@@ -284,16 +284,42 @@ def failed_close_whose_release_waits(m, sandbox, sandbox_faults, name):
     sandbox_faults.add("upload", status=500, schedule=[True])
     assert rewrite(a, b"the failed close's content\n") == errno.EIO
     assert sandbox_faults.hits(uploads) == 1     # the release waits for a thread
-    return a, uploads
+    return a, uploads, cmds
 
 
-def test_a_rename_over_a_file_whose_release_waits_is_not_undone_by_it(mount, sandbox, server, sandbox_faults):
+def end_commands(m, sandbox, cmds, server):
+    """Kills the commands that kept the release threads busy and waits until the mount sends
+    no more requests for them (their slowed stdin closes, polls): a later test that counts
+    the server's requests would count those."""
+    for c in cmds:
+        ctl(m.p(sandbox, "ctl"), "kill " + os.path.basename(c))
+    deadline = time.time() + 60
+    last, still = server.count(), 0
+    while still < 3 and time.time() < deadline:
+        time.sleep(1)
+        now = server.count()
+        still = still + 1 if now == last else 0
+        last = now
+
+
+@pytest.fixture
+def own_mount(server, tmp_root):
+    """A mount of the test's own: its unmount waits for the releases left on its threads, so
+    nothing it still sends (slowed stdin closes) reaches a later test's request counts."""
+    from conftest import Mount
+    m = Mount(server, tmp_root, name="relmnt")
+    yield m
+    m.unmount()
+
+
+def test_a_rename_over_a_file_whose_release_waits_is_not_undone_by_it(own_mount, sandbox, server, sandbox_faults):
     """Releases left libfuse's thread (a slow one stalled the mount), and with them libfuse's
     hold on the path: a rename onto the file went ahead, and the release's upload of the older
     content landed after the move, over the file renamed there. The rename waits for it."""
+    mount = own_mount
     sid = sandbox_id(mount, sandbox)
     name = "itg-" + uuid.uuid4().hex[:8]
-    a, uploads = failed_close_whose_release_waits(mount, sandbox, sandbox_faults, name)
+    a, uploads, cmds = failed_close_whose_release_waits(mount, sandbox, sandbox_faults, name)
     b = os.path.join(os.path.dirname(a), "b.txt")
     write(b, "b's content, renamed over a\n")
     os.rename(b, a)
@@ -301,20 +327,23 @@ def test_a_rename_over_a_file_whose_release_waits_is_not_undone_by_it(mount, san
     assert in_sandbox(server, sid, f"/tmp/{name}/a.txt") == b"b's content, renamed over a\n"
     assert read(a) == "b's content, renamed over a\n"
     assert not os.path.exists(b)
+    end_commands(mount, sandbox, cmds, server)
 
 
-def test_an_o_trunc_open_after_a_failed_close_waits_for_its_release(mount, sandbox, server, sandbox_faults):
+def test_an_o_trunc_open_after_a_failed_close_waits_for_its_release(own_mount, sandbox, server, sandbox_faults):
     """The data of a close that failed is sent by its release or kept in unsaved/: an O_TRUNC
     open while that release waited on a thread took the node and truncated the data away
     (test_faults_soak: neither in the sandbox nor in unsaved/)."""
+    mount = own_mount
     sid = sandbox_id(mount, sandbox)
     name = "itg-" + uuid.uuid4().hex[:8]
-    a, uploads = failed_close_whose_release_waits(mount, sandbox, sandbox_faults, name)
+    a, uploads, cmds = failed_close_whose_release_waits(mount, sandbox, sandbox_faults, name)
     assert rewrite(a, b"the next save\n") == 0
     # the release's upload of the failed close's content, then the save's
     assert sandbox_faults.hits(uploads) == 3
     assert in_sandbox(server, sid, f"/tmp/{name}/a.txt") == b"the next save\n"
     assert unsaved(mount, "a.txt") == []
+    end_commands(mount, sandbox, cmds, server)
 
 
 # ---- B2: no short read that is not the end of the file ------------------------------------------
