@@ -305,20 +305,29 @@ def test_a_file_made_where_its_delete_waits_is_a_new_file(mount, sandbox, server
         == "3 644\nnew"
 
 
+def unlinked_with_a_link_elsewhere(server, sandbox, d, name, link):
+    """Writes d/name through the mount, has another client link it as d/link once the mount
+    has seen it with one link (cached), then unlinks it through the mount (the delete waits).
+    Returns the other client's view."""
+    view = SandboxView(server, sandbox)
+    f = os.path.join(d, name)
+    write(f, "old content")
+    fsync_dir(d)
+    assert os.stat(f).st_nlink == 1
+    code, out = view.sh('ln -- "$1" "$2"', sandbox_path(d, name), sandbox_path(d, link))
+    assert code == 0, out
+    os.unlink(f)
+    return view
+
+
 def test_a_file_made_where_its_delete_waits_leaves_the_old_files_hard_link(mount, sandbox, server, d):
     # Another client links the file after the mount saw it (one link,
     # cached); rm and a new file of that name through the mount must leave
     # the other name with the old content. Before: the create cancelled
     # the queued delete and the upload wrote into the old inode, so the
     # link held "new".
-    view = SandboxView(server, sandbox)
+    view = unlinked_with_a_link_elsewhere(server, sandbox, d, "f", "g")
     f = os.path.join(d, "f")
-    write(f, "old content")
-    fsync_dir(d)
-    assert os.stat(f).st_nlink == 1
-    code, out = view.sh('ln -- "$1" "$2"', sandbox_path(d, "f"), sandbox_path(d, "g"))
-    assert code == 0, out
-    os.unlink(f)
     write(f, "new")
     fsync_dir(d)
     assert view.read(sandbox_path(d, "g")) == b"old content"
@@ -332,14 +341,8 @@ def test_a_file_made_where_its_delete_waits_and_fsynced_twice_leaves_the_hard_li
     # (the last one's is dropped) and a queued mv puts it in place: the old
     # file's other link keeps the old content, and no temporary name is
     # left. Before the temporary names, the create sent the delete first.
-    view = SandboxView(server, sandbox)
+    view = unlinked_with_a_link_elsewhere(server, sandbox, d, "s", "link")
     f = os.path.join(d, "s")
-    write(f, "old content")
-    fsync_dir(d)
-    assert os.stat(f).st_nlink == 1
-    code, out = view.sh('ln -- "$1" "$2"', sandbox_path(d, "s"), sandbox_path(d, "link"))
-    assert code == 0, out
-    os.unlink(f)
     fd = os.open(f, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, b"first")

@@ -13,6 +13,7 @@ import pytest
 from conftest import LIVE_MOUNTS, PROVIDER, SANDBOX_HOME, Mount, create_sandbox, ctl, read, sh
 from sandbox_view import Faults, SandboxView
 from test_crash import kill_mount, remount, wait_for
+from test_deferred import fsync_dir
 from test_many_writes import make_tar
 
 HOME = SANDBOX_HOME
@@ -93,11 +94,7 @@ def test_fsync_uploads_the_file_at_once_and_fsync_of_the_directory_the_rest(wbm,
     assert uploads(server) == 1
     os.close(fd)
     assert tb.download(HOME + "/f000.txt") is None
-    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(d)
     assert uploads(server) == 2
     for p, data in datas.items():
         assert tb.download(HOME + "/" + os.path.basename(p)) == data
@@ -225,12 +222,8 @@ def test_rm_of_a_waiting_file_whose_upload_landed_but_failed_removes_it_and_a_cr
     with open(p, "wb") as f:
         f.write(b"landed\n")
     Faults(server).add("upload", action="reset_mid_body")
-    dfd = os.open(m.p(sb, "work"), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with pytest.raises(OSError):
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with pytest.raises(OSError):
+        fsync_dir(m.p(sb, "work"))
     assert tb.download(HOME + "/landed.txt") == b"landed\n"   # it landed all the same
     os.unlink(p)
     Faults(server).lift()
@@ -283,12 +276,8 @@ def test_a_deleted_sandboxs_waiting_uploads_are_dropped_not_retried(wbm, server)
     m, sb, tb = wbm
     write_files(m.p(sb, "work"), 1, "d")
     Faults(server).add("upload", status=500)
-    dfd = os.open(m.p(sb, "work"), os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with pytest.raises(OSError):
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with pytest.raises(OSError):
+        fsync_dir(m.p(sb, "work"))
     ctl(m.p(sb, "ctl"), "delete")
     Faults(server).lift()
     sent = uploads(server)
@@ -441,12 +430,8 @@ def test_fsync_of_the_directory_reports_the_failure_of_an_upload_in_flight(wb1, 
     with open(os.path.join(d, "a.txt"), "wb") as f:
         f.write(b"hello\n")
     wait_in_flight(server)
-    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        with pytest.raises(OSError):
-            os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with pytest.raises(OSError):
+        fsync_dir(d)
     assert tb.download(HOME + "/a.txt") is None
     # nothing is lost: the fault gone, unmount uploads it
     Faults(server).lift()
