@@ -255,13 +255,12 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	case CTL_ARCHIVE:
 	case CTL_RESTART:
 		rc = settle_before(fs, sb, ctl_verb_name(c->verb), err);
-		if (rc == 0 && c->verb != CTL_ARCHIVE)
-			rc = lifecycle(fs, sb, SP_STOP, err);
-		if (rc == 0 && c->verb == CTL_ARCHIVE)
-			rc = lifecycle(fs, sb, SP_ARCHIVE, err);
-		if (rc == 0 && c->verb == CTL_RESTART)
-			rc = lifecycle(fs, sb, SP_START, err);
-		return rc;
+		if (rc < 0)
+			return rc;
+		if (c->verb == CTL_ARCHIVE)
+			return lifecycle(fs, sb, SP_ARCHIVE, err);
+		rc = lifecycle(fs, sb, SP_STOP, err);
+		return rc < 0 || c->verb != CTL_RESTART ? rc : lifecycle(fs, sb, SP_START, err);
 	case CTL_RECOVER:
 		return lifecycle(fs, sb, SP_RECOVER, err);
 	case CTL_DELETE:
