@@ -114,6 +114,9 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * builtins where it can. r (bash, else sh) and s (setsid) are
 	 * absolute paths, looked up in PATH as command -v would, but without
 	 * a $(...) process each; a relative entry of PATH is not looked in.
+	 * The launcher found the first bash of PATH the same way, to run this
+	 * wrapper with: it passes it as $5, which is r, and under bash's job
+	 * control there is no setsid to look for: no walk of PATH at all.
 	 * bash takes its options from an exported SHELLOPTS: errexit would
 	 * end the wrapper at the command's first failing status, before it
 	 * records it, noclobber would fail its writes. a keeps the options
@@ -123,6 +126,9 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	sb_adds(sb, "a=$-; set +euC\n"
 		"d=$1\n"
 		"r=; o=; s=\n"
+		"j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
+		"case $5 in /*) r=$5 ;; esac\n"
+		"if [ -z \"$r\" ] || [ -z \"$j\" ]; then\n"
 		"IFS=:; set -f\n"
 		"for x in $PATH; do\n"
 		"\tcase $x in /*) ;; *) continue ;; esac\n"
@@ -131,6 +137,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		"\t[ -n \"$s\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && s=$x/setsid; }\n"
 		"done\n"
 		"unset IFS; set +f\n"
+		"fi\n"
 		"[ -n \"$r\" ] || r=${o:-/bin/sh}\n");
 	sb_adds(sb, wrapper_stdin);
 	/* The environment as assignments before the command word: they reach
@@ -160,8 +167,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * before the exec (a builtin; its group is made by then), unless
 	 * it was on before the wrapper's set -m (a: $- at the start), so
 	 * the command gets the options as they came. */
-	sb_adds(sb, "j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
-		"e=${d%/cmd/*}/env\n"
+	sb_adds(sb, "e=${d%/cmd/*}/env\n"
 		"( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
 		"[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
 		"case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
@@ -183,6 +189,14 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		"[ -n \"$j\" ] && set +m\n");
 	sb_adds(sb, wrapper_holder);
 	sb_adds(sb, "echo $p >\"$d/pgid\"\n");
+	/* The spare FIFOs of the next launch (exec_build_launcher_ex), made
+	 * while the command runs, by a process of their own: a short command
+	 * has the other core to itself then, and its end does not wait for
+	 * them nor share the CPU with them on the way of its answer. Those
+	 * still there stay (mkfifo fails on them). Not on the FIFO that may
+	 * be this wrapper's stdin: a close of stdin must leave no reader. */
+	sb_adds(sb, "[ \"$2\" = f ] && mkfifo \"${d%/cmd/*}/spare.stdin.pipe\" \"${d%/cmd/*}/spare.end.pipe\" "
+		"</dev/null >/dev/null 2>&1 &\n");
 	if (spec->timeout_s > 0)
 		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
 	sb_adds(sb, "while :; do u=; wait $p; c=$?; [ -n \"$u\" ] || break; done\n");
@@ -203,11 +217,6 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		"echo $c >\"$d/exit.tmp\" && mv -f \"$d/exit.tmp\" \"$d/exit\"\n"
 		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
 		"exec 0</dev/null\n"
-		/* The spare FIFOs of the next launch (exec_build_launcher_ex):
-		 * made now, after the end, they cost the next command nothing.
-		 * Those still there stay (mkfifo fails on them). */
-		"[ \"$2\" = f ] && mkfifo \"${d%/cmd/*}/spare.stdin.pipe\" \"${d%/cmd/*}/spare.end.pipe\" "
-		">/dev/null 2>&1\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
 }
@@ -471,7 +480,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	add_file(sb, "command", cmd);
 	sb_adds(sb, " && ");
 	add_file(sb, "run", wrapper.buf);
-	sb_adds(sb, " && : >\"$d/stdout\" && : >\"$d/stderr\"; then\n");
+	sb_adds(sb, "; then\n");
 	add_file_bodies(sb, cmd);
 	add_file_bodies(sb, wrapper.buf);
 	/* A half-made command gets an exit, so it does not look running forever. */
@@ -485,15 +494,19 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * STATE_DIR/spare.*.pipe instead, when there are: the wrapper of the
 	 * command before made them once its command had ended, off the way
 	 * of this one (asked by its argument f). A spare that another launch
-	 * took first (rename is atomic) or that is not there is made here. */
+	 * took first (rename is atomic) or that is not there is made here.
+	 * The spare end.pipe is moved in once the wrapper is on its way (l):
+	 * a rename is a metadata write, and the wrapper's first end line
+	 * comes after two program starts. Should it come first all the same
+	 * (the launcher held up for milliseconds), the line is lost and the
+	 * wait ends at wait_ms with the exit file: later, never wrong. */
 	sb_adds(sb, "if [ -n \"$v\" ]; then\n"
-		"\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n");
-	if (wait_ms > 0)
-		sb_adds(sb, "\tzf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null\n");
-	sb_adds(sb, "fi\n"
+		"\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n"
+		"fi\n"
 		"set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n");
 	if (wait_ms > 0)
-		sb_adds(sb, "[ -p \"$d/end.pipe\" ] || set -- \"$@\" \"$d/end.pipe\"\n");
+		sb_adds(sb, "l=; [ -n \"$v\" ] && [ -p \"$S/spare.end.pipe\" ] && l=1\n"
+			"[ -n \"$l\" ] || [ -p \"$d/end.pipe\" ] || set -- \"$@\" \"$d/end.pipe\"\n");
 	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
@@ -526,8 +539,18 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
 		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
-		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"echo $! >\"$d/wpid\"\n");
+		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"K=$!\n");
+	if (wait_ms > 0)
+		sb_adds(sb, "[ -n \"$l\" ] && zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null && "
+			"exec 4<>\"$d/end.pipe\" && q=1\n");
+	sb_adds(sb, "echo $K >\"$d/wpid\"\n"
+		/* The streams are made once the wrapper is on its way, not
+		 * before: each file made is a metadata write, which a short
+		 * command's answer would wait for (0.2-0.7 ms each on the bench
+		 * machine's disk). The command's own >> makes them if it comes
+		 * first; >> here never truncates what it wrote. */
+		": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */
 	if (wait_ms > 0)

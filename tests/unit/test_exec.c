@@ -302,9 +302,19 @@ UNIT_TEST(launcher_text)
 	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
 	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
-	/* the wrapper under bash when there is one, and no setsid of its own */
-	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" "
+	/* the wrapper under bash when there is one, and no setsid of its own;
+	 * that bash is also the command's (its $5): the wrapper looks for none */
+	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" "
 		     ">/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	CHECK(strstr(t, "case $5 in /*) r=$5 ;; esac\nif [ -z \"$r\" ] || [ -z \"$j\" ]; then\n") != NULL);
+	/* before the wrapper starts, only what it needs: the streams and the
+	 * spare end.pipe come after (fewer metadata writes on the way) */
+	{
+		const char *spawn = strstr(t, "K=$!\n"), *streams = strstr(t, ": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
+
+		CHECK(spawn && streams && spawn < streams);
+		CHECK(strstr(t, ": >\"$d/stdout\"") == NULL);
+	}
 	CHECK(strstr(t, "setsid sh") == NULL);
 	CHECK(strstr(t, "g=$x/setsid") == NULL);
 	/* a provider that may kill what the script left: setsid for it */
@@ -312,6 +322,11 @@ UNIT_TEST(launcher_text)
 	CHECK_INT(exec_build_launcher_own(&sb, "/tmp/st", 7, "tok-1", &spec, 200, 65536, false), 0);
 	CHECK(strstr(sb_str(&sb), "g=$x/setsid") != NULL);
 	t = sb_str(&sb);
+	{
+		const char *spawn = strstr(t, "K=$!\n"), *end = strstr(t, "zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\"");
+
+		CHECK(spawn && end && spawn < end);
+	}
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);

@@ -120,6 +120,10 @@ bool dt_add_kv_object(cJSON *root, const char *key, const struct sp_kv *kv, size
  * (exec), which restarts the period. (daytona_surface.c) */
 bool dt_activity_take(struct dt_client *dt, const char *url, bool counts);
 
+/* The "command" of /process/execute for script: a long one behind a line
+ * that has the shell read it in bulk (daytona_script.c). 0 or -ENOMEM. */
+int dt_execute_text(struct strbuf *sb, const char *script);
+
 /* Whether sandbox id's daemon is too old to run a shell, its version in out
  * (daytona_api.c). */
 bool dt_old_daemon(struct dt_client *dt, const char *id, char *out, size_t cap);

@@ -770,7 +770,7 @@ static int exec_call(struct dt_client *dt, const struct sp_box *box, const char 
 		     const struct sp_kv *envs, size_t n_envs, long timeout_s, long http_timeout_ms, bool activity,
 		     int *exit_code, char **output, struct sp_error *err)
 {
-	struct strbuf url = STRBUF_INIT;
+	struct strbuf url = STRBUF_INIT, text = STRBUF_INIT;
 	struct http_response resp;
 	cJSON *root = cJSON_CreateObject(), *reply = NULL;
 	const cJSON *code, *result;
@@ -792,7 +792,8 @@ static int exec_call(struct dt_client *dt, const struct sp_box *box, const char 
 				    "restart the sandbox (stop, then start) to update it", version);
 	}
 	if (ok)
-		ok = cJSON_AddStringToObject(root, "command", command) != NULL;
+		ok = dt_execute_text(&text, command) == 0 &&
+		     cJSON_AddStringToObject(root, "command", sb_str(&text)) != NULL;
 	if (ok && cwd && cwd[0])
 		ok = cJSON_AddStringToObject(root, "cwd", cwd) != NULL;
 	if (ok && n_envs)
@@ -802,6 +803,7 @@ static int exec_call(struct dt_client *dt, const struct sp_box *box, const char 
 	if (ok)
 		body = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
+	sb_free(&text);
 	dt_toolbox_url(&url, box, "/process/execute");
 	if (!body || url.oom) {
 		rc = dt_oom(err);

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The text of /process/execute (daytona_script.c), run as the daemon runs
+ * it: fed to the shell on a pipe, under dash, bash and zsh.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daytona_int.h"
+#include "strbuf.h"
+#include "unit.h"
+
+static const char *const shells[] = { "dash", "bash", "zsh" };
+#define N_SHELLS (sizeof(shells) / sizeof(shells[0]))
+
+/* Feeds text to shell's stdin through a pipe; its stdout and stderr in out,
+ * its exit status returned (-1: it could not be run). */
+static int feed(const char *shell, const char *text, struct strbuf *out)
+{
+	int in[2], res[2], status;
+	size_t len = strlen(text), off = 0;
+	char buf[8192];
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe(in) < 0 || pipe(res) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(res[1], 1);
+		dup2(res[1], 2);
+		close(in[0]);
+		close(in[1]);
+		close(res[0]);
+		close(res[1]);
+		execlp(shell, shell, (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(res[1]);
+	/* The script is larger than a pipe: write it while reading the
+	 * output, which stays small, from a child of our own. */
+	if (fork() == 0) {
+		close(res[0]);
+		while (off < len && (n = write(in[1], text + off, len - off)) > 0)
+			off += (size_t)n;
+		_exit(0);
+	}
+	close(in[1]);
+	while ((n = read(res[0], buf, sizeof(buf))) > 0)
+		sb_add(out, buf, (size_t)n);
+	close(res[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	while (wait(NULL) > 0)
+		;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void pad(struct strbuf *sb, size_t bytes)
+{
+	while (sb->len < bytes)
+		sb_adds(sb, "# padding: a comment line that the shell reads and skips\n");
+}
+
+/* What each part of a script must keep under the bulk reader: quotes,
+ * backslashes, a here-document, UTF-8, functions, and exit's status with
+ * nothing after it run. _dfr is set only when the reader read it. */
+static const char body[] =
+	"f() { printf '%s|' \"$@\"; }\n"
+	"f 'a b' \"c\\\\d\" $'e' 'caf\xc3\xa9'\n"
+	"cat <<'EOF'\n"
+	"here $HOME \\n\n"
+	"EOF\n"
+	"printf '%s\\n' \"${_dfr:+bulk}\"\n"
+	"exit 7\n"
+	"echo not reached\n";
+
+UNIT_TEST(long_script_runs_whole_and_in_bulk_under_every_shell)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct strbuf script = STRBUF_INIT, text = STRBUF_INIT, out = STRBUF_INIT;
+		bool bulk = strcmp(shells[i], "dash") != 0;
+		char want[256];
+
+		pad(&script, 2048);
+		sb_adds(&script, body);
+		CHECK_INT(dt_execute_text(&text, sb_str(&script)), 0);
+		CHECK(text.len > script.len);
+		CHECK_INT(feed(shells[i], sb_str(&text), &out), 7);
+		/* zsh's and bash's $'e' is e; dash has no $'...' and prints $e */
+		snprintf(want, sizeof(want), "a b|c\\d|%s|caf\xc3\xa9|here $HOME \\n\n%s\n",
+			 bulk ? "e" : "$e", bulk ? "bulk" : "");
+		if (strcmp(sb_str(&out), want) != 0)
+			fprintf(stderr, "%s said: %s\n", shells[i], sb_str(&out));
+		CHECK_STR(sb_str(&out), want);
+		sb_free(&script);
+		sb_free(&text);
+		sb_free(&out);
+	}
+}
+
+/* A stdin batch of 1 MiB is 1.4 MB of script: read in bulk, the whole of
+ * it reaches eval (its last line runs, its size is all there). */
+UNIT_TEST(script_larger_than_a_pipe_arrives_whole)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct strbuf script = STRBUF_INIT, text = STRBUF_INIT, out = STRBUF_INIT;
+
+		sb_adds(&script, "x=");
+		for (int k = 0; k < 300000; k++)
+			sb_adds(&script, "abcd");
+		sb_adds(&script, "\nprintf '%s\\n' \"${#x}\"\nexit 0\n");
+		CHECK_INT(dt_execute_text(&text, sb_str(&script)), 0);
+		CHECK_INT(feed(shells[i], sb_str(&text), &out), 0);
+		CHECK_STR(sb_str(&out), "1200000\n");
+		sb_free(&script);
+		sb_free(&text);
+		sb_free(&out);
+	}
+}
+
+/* A short script costs less read byte by byte than the reader's start. */
+UNIT_TEST(short_script_goes_as_it_is)
+{
+	struct strbuf text = STRBUF_INIT;
+
+	CHECK_INT(dt_execute_text(&text, "echo hi"), 0);
+	CHECK_STR(sb_str(&text), "echo hi");
+	sb_free(&text);
+}
+
+int main(void)
+{
+	static const struct unit_case cases[] = {
+		UNIT_CASE(long_script_runs_whole_and_in_bulk_under_every_shell),
+		UNIT_CASE(script_larger_than_a_pipe_arrives_whole),
+		UNIT_CASE(short_script_goes_as_it_is),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return unit_run("daytona_script", cases, sizeof(cases) / sizeof(cases[0]));
+}
