@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,9 +19,10 @@
 static const char *const shells[] = { "dash", "bash", "zsh" };
 #define N_SHELLS (sizeof(shells) / sizeof(shells[0]))
 
-/* Feeds text to shell's stdin through a pipe; its stdout and stderr in out,
- * its exit status returned (-1: it could not be run). */
-static int feed(const char *shell, const char *text, struct strbuf *out)
+/* Feeds text to shell's stdin through a pipe, with the environment
+ * assignment env_kv (or none); its stdout and stderr in out, its exit
+ * status returned (-1: it could not be run). */
+static int feed_env(const char *shell, const char *text, char *env_kv, struct strbuf *out)
 {
 	int in[2], res[2], status;
 	size_t len = strlen(text), off = 0;
@@ -41,6 +43,8 @@ static int feed(const char *shell, const char *text, struct strbuf *out)
 		close(in[1]);
 		close(res[0]);
 		close(res[1]);
+		if (env_kv)
+			putenv(env_kv);
 		execlp(shell, shell, (char *)NULL);
 		_exit(127);
 	}
@@ -63,6 +67,11 @@ static int feed(const char *shell, const char *text, struct strbuf *out)
 	while (wait(NULL) > 0)
 		;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int feed(const char *shell, const char *text, struct strbuf *out)
+{
+	return feed_env(shell, text, NULL, out);
 }
 
 static void pad(struct strbuf *sb, size_t bytes)
@@ -128,6 +137,23 @@ UNIT_TEST(script_larger_than_a_pipe_arrives_whole)
 	}
 }
 
+/* bash takes errexit from an exported SHELLOPTS: the reader's read, which
+ * ends at end of input with status 1, must not end the shell there. */
+UNIT_TEST(bash_with_errexit_from_the_environment_runs_the_script)
+{
+	struct strbuf script = STRBUF_INIT, text = STRBUF_INIT, out = STRBUF_INIT;
+	static char opts[] = "SHELLOPTS=errexit";
+
+	pad(&script, 2048);
+	sb_adds(&script, "echo ran\n");
+	CHECK_INT(dt_execute_text(&text, sb_str(&script)), 0);
+	CHECK_INT(feed_env("bash", sb_str(&text), opts, &out), 0);
+	CHECK_STR(sb_str(&out), "ran\n");
+	sb_free(&script);
+	sb_free(&text);
+	sb_free(&out);
+}
+
 /* A short script costs less read byte by byte than the reader's start. */
 UNIT_TEST(short_script_goes_as_it_is)
 {
@@ -143,6 +169,7 @@ int main(void)
 	static const struct unit_case cases[] = {
 		UNIT_CASE(long_script_runs_whole_and_in_bulk_under_every_shell),
 		UNIT_CASE(script_larger_than_a_pipe_arrives_whole),
+		UNIT_CASE(bash_with_errexit_from_the_environment_runs_the_script),
 		UNIT_CASE(short_script_goes_as_it_is),
 	};
 

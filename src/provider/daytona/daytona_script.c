@@ -38,7 +38,7 @@ static const char bulk_reader[] =
 	"[ $_dfz = 0 ] || break; _dfp+=(\"$_dfr\"); done; "
 	"[ $_dfz = 5 ] || { echo \"daytonafs: script cut short\" >&2; exit 125; }; "
 	"_dfr=${(j::)_dfp}; unset _dfp _dfz; eval \"$_dfr\"; exit; }'; "
-	"elif [ -n \"$BASH_VERSION\" ]; then IFS= read -r -N 2147483647 _dfr; eval \"$_dfr\"; exit; "
+	"elif [ -n \"$BASH_VERSION\" ]; then IFS= read -r -N 2147483647 _dfr || :; eval \"$_dfr\"; exit; "
 	"fi\n";
 
 int dt_execute_text(struct strbuf *sb, const char *script)
