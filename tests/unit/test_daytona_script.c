@@ -21,8 +21,9 @@ static const char *const shells[] = { "dash", "bash", "zsh" };
 
 /* Feeds text to shell's stdin through a pipe, with the environment
  * assignment env_kv (or none); its stdout and stderr in out, its exit
- * status returned (-1: it could not be run). */
-static int feed_env(const char *shell, const char *text, char *env_kv, struct strbuf *out)
+ * status returned (-1: it could not be run). arg: one argument for the
+ * shell, or NULL. */
+static int feed_args(const char *shell, const char *arg, const char *text, char *env_kv, struct strbuf *out)
 {
 	int in[2], res[2], status;
 	size_t len = strlen(text), off = 0;
@@ -45,7 +46,7 @@ static int feed_env(const char *shell, const char *text, char *env_kv, struct st
 		close(res[1]);
 		if (env_kv)
 			putenv(env_kv);
-		execlp(shell, shell, (char *)NULL);
+		execlp(shell, shell, arg, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
@@ -67,6 +68,11 @@ static int feed_env(const char *shell, const char *text, char *env_kv, struct st
 	while (wait(NULL) > 0)
 		;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int feed_env(const char *shell, const char *text, char *env_kv, struct strbuf *out)
+{
+	return feed_args(shell, NULL, text, env_kv, out);
 }
 
 static int feed(const char *shell, const char *text, struct strbuf *out)
@@ -154,6 +160,59 @@ UNIT_TEST(bash_with_errexit_from_the_environment_runs_the_script)
 	sb_free(&out);
 }
 
+/* A shell that inherited the other shells' version variable (dash with
+ * BASH_VERSION or ZSH_VERSION exported) reads the script line by line: all
+ * of it runs, with its own status, and the file it removes is gone. */
+UNIT_TEST(other_shell_with_a_borrowed_version_variable_runs_the_script)
+{
+	static char bash_v[] = "BASH_VERSION=5.2", zsh_v[] = "ZSH_VERSION=5.9";
+	char *vars[] = { bash_v, zsh_v };
+
+	for (size_t i = 0; i < 2; i++) {
+		struct strbuf script = STRBUF_INIT, text = STRBUF_INIT, out = STRBUF_INIT;
+		char path[64];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/tmp/test_daytona_script.%d.%zu", (int)getpid(), i);
+		f = fopen(path, "w");
+		CHECK(f != NULL);
+		if (f)
+			fclose(f);
+		pad(&script, 2048);
+		sb_addf(&script, "rm -f '%s'\necho ran\nexit 3\n", path);
+		CHECK_INT(dt_execute_text(&text, sb_str(&script)), 0);
+		CHECK_INT(feed_env("dash", sb_str(&text), vars[i], &out), 3);
+		CHECK_STR(sb_str(&out), "ran\n");
+		CHECK(access(path, F_OK) != 0);
+		unlink(path);
+		sb_free(&script);
+		sb_free(&text);
+		sb_free(&out);
+	}
+}
+
+/* With allexport (bash's -a, zsh's ALL_EXPORT), the script's text does not
+ * reach the environment of what it starts. */
+UNIT_TEST(allexport_keeps_the_text_out_of_the_environment)
+{
+	static const char *const sh[] = { "bash", "zsh" };
+
+	for (size_t i = 0; i < 2; i++) {
+		struct strbuf script = STRBUF_INIT, text = STRBUF_INIT, out = STRBUF_INIT;
+
+		pad(&script, 2048);
+		sb_adds(&script, "env | grep -c '^_df' || :\n");
+		CHECK_INT(dt_execute_text(&text, sb_str(&script)), 0);
+		CHECK_INT(feed_args(sh[i], "-a", sb_str(&text), NULL, &out), 0);
+		if (strcmp(sb_str(&out), "0\n") != 0)
+			fprintf(stderr, "%s: %s\n", sh[i], sb_str(&out));
+		CHECK_STR(sb_str(&out), "0\n");
+		sb_free(&script);
+		sb_free(&text);
+		sb_free(&out);
+	}
+}
+
 /* A short script costs less read byte by byte than the reader's start. */
 UNIT_TEST(short_script_goes_as_it_is)
 {
@@ -170,6 +229,8 @@ int main(void)
 		UNIT_CASE(long_script_runs_whole_and_in_bulk_under_every_shell),
 		UNIT_CASE(script_larger_than_a_pipe_arrives_whole),
 		UNIT_CASE(bash_with_errexit_from_the_environment_runs_the_script),
+		UNIT_CASE(other_shell_with_a_borrowed_version_variable_runs_the_script),
+		UNIT_CASE(allexport_keeps_the_text_out_of_the_environment),
 		UNIT_CASE(short_script_goes_as_it_is),
 	};
 

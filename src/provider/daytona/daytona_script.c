@@ -28,17 +28,25 @@
  * (a module load under zsh). */
 #define BULK_READ_MIN 1024
 
-/* One line that zsh, bash and dash all parse (each shell's own words are
- * inside eval strings, parsed only by the shell that runs them). The
- * pieces are joined once (${(j::)...}): appending to one string would copy
- * it again at every read. */
+/* One line that zsh, bash and dash all parse: each shell's own words are
+ * inside eval strings, parsed only by the shell that runs them, and zsh's
+ * only after its module loaded (dash would die on their syntax, and a
+ * ZSH_VERSION or BASH_VERSION can come from the environment). The pieces
+ * are joined once (${(j::)...}): appending to one string would copy it
+ * again at every read. A read that fails before any input (bash before
+ * 4.1 has no -N; another shell that inherited BASH_VERSION) falls through
+ * to reading line by line. A status is kept with || so that errexit (an
+ * exported SHELLOPTS) does not end the shell at the end of input, and the
+ * text is not exported (allexport would put it in the environment of every
+ * program the script starts: over 128 KiB, none would start). */
 static const char bulk_reader[] =
-	"if [ -n \"$ZSH_VERSION\" ]; then eval 'zmodload -F zsh/system b:sysread 2>/dev/null && { "
-	"_dfp=(); while :; do sysread -s 65536 _dfr; _dfz=$?; "
-	"[ $_dfz = 0 ] || break; _dfp+=(\"$_dfr\"); done; "
+	"if [ -n \"$ZSH_VERSION\" ] && eval 'zmodload -F zsh/system b:sysread' 2>/dev/null; then eval '"
+	"_dfp=(); while :; do _dfz=0; sysread -s 65536 _dfr || _dfz=$?; [ $_dfz = 0 ] || break; "
+	"_dfp+=(\"$_dfr\"); done; "
 	"[ $_dfz = 5 ] || { echo \"daytonafs: script cut short\" >&2; exit 125; }; "
-	"_dfr=${(j::)_dfp}; unset _dfp _dfz; eval \"$_dfr\"; exit; }'; "
-	"elif [ -n \"$BASH_VERSION\" ]; then IFS= read -r -N 2147483647 _dfr || :; eval \"$_dfr\"; exit; "
+	"_dfr=${(j::)_dfp}; unset _dfp _dfz; typeset +x _dfr; eval \"$_dfr\"; exit'; "
+	"elif [ -n \"$BASH_VERSION\" ]; then _dfz=0; IFS= read -r -N 2147483647 _dfr 2>/dev/null || _dfz=$?; "
+	"if [ $_dfz -le 1 ]; then unset _dfz; export -n _dfr; eval \"$_dfr\"; exit; fi; unset _dfz; "
 	"fi\n";
 
 int dt_execute_text(struct strbuf *sb, const char *script)
