@@ -436,8 +436,8 @@ int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, const char *to)
 {
 	struct open_node *n = node_find(fs->files, sb, from);
-	struct stat st;
-	bool local;
+	struct stat st, node_st;
+	bool local, have_st = false;
 	char *np;
 	int rc = 0;
 
@@ -448,6 +448,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		node_release(fs, n);
 		return -ENOMEM;
 	}
+	node_stat(n, &node_st);   /* (takes n->lock) */
 	pthread_mutex_lock(&n->lock);
 	local = n->is_new;
 	/* Descriptors open on it keep reading what it held (a new file's
@@ -459,6 +460,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		rc = remove_maybe_landed(fs, n, from);
 	if (rc == 0 && !local) {
 		rc = lookup_attr(fs, sb, from, &st);
+		have_st = rc == 0;
 		if (rc == 0)
 			rc = delete_later(fs, sb, from, &st, true);
 	}
@@ -479,7 +481,12 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		cache_invalidate(fs->cache, sb->id, from);
 		return rc;
 	}
-	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, NULL, false);
+	/* What went, as files_unlink says it: a file (the node's attributes,
+	 * or those its delete was queued with), so that the directory keeps
+	 * its cached attributes. Without it, vim's probe file (.swx, made and
+	 * deleted before the kernel's release of it came) dropped them, and
+	 * the next save's walk down the path cost a command. */
+	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, local ? &node_st : have_st ? &st : NULL, false);
 	link_drop(fs, sb, from, false);
 	hidden_name_note(fs->files, sb, to, from);
 	hide_window_open(fs->files, sb, from);
