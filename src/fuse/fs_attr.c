@@ -402,7 +402,7 @@ static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, stru
 	 * a replaced file's inode comes here through its hidden name, which
 	 * libfuse does not hold back: it is an fstat, which must not fail;
 	 * it waits, and answers the file the rename put there. */
-	if (hide_window_wait(fs->files, sb, path) && !redirected)
+	if (hide_window_wait(fs->files, sb, path, caller_tid()) && !redirected)
 		return -ENOENT;
 	if (is_hidden_name(path)) {
 		/* Never in the sandbox: the node, or nothing (libfuse probes

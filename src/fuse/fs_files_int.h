@@ -222,6 +222,7 @@ struct hide_window {
 	char *path;
 	double until;             /* the time limit while no rename has started */
 	bool renaming;            /* a rename onto path has started */
+	pid_t tid;                /* the thread whose unlink or rename hid it; 0: unknown */
 };
 
 struct open_table {
@@ -234,6 +235,7 @@ struct open_table {
 	struct deferred deferred; /* deferred changes; their budget is set with fs */
 	struct dfs *fs;           /* set (under lock) by the first wb_queue_op */
 	struct hide_window *hides; /* under lock; hide_cond signals their end */
+	unsigned long hide_timed_waits; /* lookups that waited for a window to pass (tests) */
 	pthread_cond_t hide_cond;
 	const char *recover_id;   /* under lock: the file crash recovery is uploading */
 	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
@@ -305,9 +307,9 @@ struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, con
 void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from);
 bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
 			       size_t size);
-void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path);
+void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid);
 bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start);
-bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path);
+bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid);
 enum list_mode list_mode_get(struct dfs *fs, const struct sandbox *sb);
 void list_mode_set(struct dfs *fs, const struct sandbox *sb, enum list_mode mode);
 void link_drop(struct dfs *fs, const struct sandbox *sb, const char *path, bool subtree);

@@ -193,6 +193,9 @@ void surface_sandbox_free(struct sandbox *sb);
 void surface_note_change(struct dfs *fs, struct sandbox *sb);
 
 struct dfs *dfs_get(void);
+/* The thread whose system call this request serves (the kernel's pid in the
+ * request is the caller's thread id), 0 when unknown. */
+pid_t caller_tid(void);
 double now_mono(void);
 
 /* fs_virtual.c: at unmount, the virtual files' handles still open. The

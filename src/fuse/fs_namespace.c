@@ -489,7 +489,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, local ? &node_st : have_st ? &st : NULL, false);
 	link_drop(fs, sb, from, false);
 	hidden_name_note(fs->files, sb, to, from);
-	hide_window_open(fs->files, sb, from);
+	hide_window_open(fs->files, sb, from, caller_tid());
 	return 0;
 }
 

@@ -407,8 +407,8 @@ bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const ch
 	return found;
 }
 
-/* path was just hidden: a rename onto it may follow. */
-void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path)
+/* path was just hidden by thread tid's unlink or rename: a rename onto it may follow. */
+void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid)
 {
 	struct hide_window *h = calloc(1, sizeof(*h));
 
@@ -417,6 +417,7 @@ void hide_window_open(struct open_table *t, const struct sandbox *sb, const char
 		return;   /* without memory the lookup is just not held back */
 	}
 	h->sb = sb;
+	h->tid = tid;
 	h->until = now_mono() + HIDE_WAIT;
 	pthread_mutex_lock(&t->lock);
 	hide_prune_locked(t);
@@ -462,8 +463,14 @@ bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const 
 /*
  * A lookup of path waits while path is between its hide and its rename.
  * Returns whether it waited for a rename onto path: hide_window_renaming.
+ * A lookup by the thread whose call hid path ends the window at once: a
+ * thread makes one system call at a time, so that call (an unlink, or a
+ * rename whose own rename onto path would have ended the window) is over,
+ * and no rename onto path follows from it. vim, which removes its probe
+ * file before the kernel's release of it comes, looked its swap file up
+ * next and waited HIDE_WAIT at many saves.
  */
-bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path)
+bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid)
 {
 	struct hide_window **hp;
 	bool waited_rename = false;
@@ -478,10 +485,11 @@ bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char
 			pthread_cond_wait(&t->hide_cond, &t->lock);
 			continue;
 		}
-		if (when <= now) {
+		if (when <= now || (tid > 0 && (*hp)->tid == tid)) {
 			hide_remove_locked(t, hp);
 			break;
 		}
+		t->hide_timed_waits++;
 		/* hide_cond uses CLOCK_REALTIME: wait the time that is left. */
 		clock_gettime(CLOCK_REALTIME, &until);
 		when = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + (when - now);

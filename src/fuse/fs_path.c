@@ -38,6 +38,13 @@ struct dfs *dfs_get(void)
 	return fuse_get_context()->private_data;
 }
 
+pid_t caller_tid(void)
+{
+	struct fuse_context *c = fuse_get_context();
+
+	return c ? c->pid : 0;
+}
+
 static bool is_number(const char *s, unsigned *out)
 {
 	unsigned long v;
