@@ -529,20 +529,6 @@ static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
 	snprintf(sd, cap, "%s/%s-%s", root(), tag, shell);
 }
 
-/* Waits for the record dir to end; checks its exit and, unless NULL, its stdout. */
-static void check_end(const char *dir, const char *exit_text, const char *stdout_text)
-{
-	char *t = wait_exit(dir, 10000);
-
-	CHECK_STR(t, exit_text);
-	free(t);
-	if (!stdout_text)
-		return;
-	t = slurp(dir, "stdout", NULL);
-	CHECK_STR(t, stdout_text);
-	free(t);
-}
-
 /* A command with neither environment nor timeout of its own runs the one
  * wrapper of the state directory (no run file of its own, a metadata write
  * less before it starts); one with either has its own run file. A wrapper
@@ -552,24 +538,37 @@ UNIT_TEST(run_plain_commands_share_one_wrapper)
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec plain = { .command = "echo plain" }, timed = { .command = "echo timed", .timeout_s = 30 };
 		char sd[256], dir[512], name[256], path[800];
+		char *t;
 
 		state_dir(sd, sizeof(sd), "shared", shells[i]);
 		CHECK_INT(start(shells[i], sd, 1, &plain, dir, sizeof(dir)), 1);
-		check_end(dir, "0\n", NULL);
+		free(wait_exit(dir, 10000));
 		CHECK(!exists(dir, "run"));
 		CHECK_INT(start(shells[i], sd, 2, &plain, dir, sizeof(dir)), 2);
-		check_end(dir, "0\n", "plain\n");
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "plain\n");
+		free(t);
 		CHECK(!exists(dir, "run") && !exists(dir, "wrapper"));
 		CHECK_INT(count_prefixed(sd, "wrapper.", name, sizeof(name)), 1);
 
 		CHECK_INT(start(shells[i], sd, 3, &timed, dir, sizeof(dir)), 3);
-		check_end(dir, "0\n", "timed\n");
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
 		CHECK(exists(dir, "run"));
 
 		snprintf(path, sizeof(path), "%s/%s", sd, name);
 		CHECK_INT(unlink(path), 0);
 		CHECK_INT(start(shells[i], sd, 4, &plain, dir, sizeof(dir)), 4);
-		check_end(dir, "0\n", "plain\n");
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, "plain\n");
+		free(t);
 		CHECK(exists(sd, name));
 	}
 }
