@@ -394,18 +394,6 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 		"fi\n");
 }
 
-/* FNV-1a, 64 bits: names the shared wrapper by its text. */
-static uint64_t text_hash(const char *t)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-
-	for (; *t; t++) {
-		h ^= (unsigned char)*t;
-		h *= 0x100000001b3ULL;
-	}
-	return h;
-}
-
 /*
  * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
  * so it keeps to what all three read alike. What is taken from the user
@@ -434,7 +422,6 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 {
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
-	bool shared = spec->n_env == 0 && spec->timeout_s <= 0;
 	int rc;
 
 	if (!token_valid(token))
@@ -492,22 +479,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"if ");
 	add_file(sb, "command", cmd);
 	sb_adds(sb, " && ");
-	if (shared) {
-		/* A wrapper with neither environment nor timeout of its own
-		 * is the same for every command: it is kept once, as
-		 * STATE_DIR/wrapper.HASH (its text's hash: another version of
-		 * daytonafs has its own), and a command's launch makes no run
-		 * file, a metadata write less before the wrapper starts. The
-		 * first launch writes it into its record and renames it into
-		 * place, so no launch ever runs half of it. */
-		sb_addf(sb, "R=$S/wrapper.%016" PRIx64 " && { [ -f \"$R\" ] || { ", text_hash(wrapper.buf));
-		add_file(sb, "wrapper", wrapper.buf);
-		sb_adds(sb, " && if [ -n \"$v\" ]; then zf_mv \"$d/wrapper\" \"$R\"; "
-			"else mv -f \"$d/wrapper\" \"$R\"; fi; }; }");
-	} else {
-		sb_adds(sb, "R=$d/run && ");
-		add_file(sb, "run", wrapper.buf);
-	}
+	add_file(sb, "run", wrapper.buf);
 	sb_adds(sb, "; then\n");
 	add_file_bodies(sb, cmd);
 	add_file_bodies(sb, wrapper.buf);
@@ -567,7 +539,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
 		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
-		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$R\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"K=$!\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "[ -n \"$l\" ] && zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null && "
@@ -610,7 +582,7 @@ static const char alive_fn[] =
 	"\tz=$(cat \"/proc/$w/stat\" 2>/dev/null); z=${z##*) }\n"
 	"\tcase $z in Z*|X*) return 1 ;; esac\n"
 	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
-	"\t''|*\"/cmd/${d##*/}/run\"*|*\"/cmd/${d##*/} \"*) return 0 ;;\n"
+	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
 	"\tesac\n"
 	"\treturn 1\n"
 	"}\n"
@@ -796,10 +768,10 @@ void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir)
  */
 static const char reconcile_script[] =
 	"for d in \"$S\"/cmd/*; do\n"
-	"\t[ -f \"$d/command\" ] && [ ! -e \"$d/exit\" ] || continue\n"
+	"\t[ -f \"$d/run\" ] && [ ! -e \"$d/exit\" ] || continue\n"
 	"\tif alive; then\n"
 	"\t\t[ -n \"$w\" ] && continue\n"
-	"\t\t[ -n \"$(find \"$d/command\" -mmin +1 2>/dev/null)\" ] || continue\n"
+	"\t\t[ -n \"$(find \"$d/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
 	"\tfi\n"
 	"\t[ -e \"$d/exit\" ] && continue\n"
 	/* The wrapper is gone but the command runs on (ours): not ended. */

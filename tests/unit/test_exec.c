@@ -7,7 +7,6 @@
  */
 #include "unit.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -305,7 +304,7 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own;
 	 * that bash is also the command's (its $5): the wrapper looks for none */
-	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$R\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" "
+	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" "
 		     ">/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
 	CHECK(strstr(t, "case $5 in /*) r=$5 ;; esac\nif [ -z \"$r\" ] || [ -z \"$j\" ]; then\n") != NULL);
 	/* before the wrapper starts, only what it needs: the streams and the
@@ -501,24 +500,6 @@ static int start(const char *shell, const char *sd, unsigned first, const struct
 	return (int)n;
 }
 
-/* The names in sd that start with prefix: how many, and the last in name. */
-static int count_prefixed(const char *sd, const char *prefix, char *name, size_t cap)
-{
-	DIR *dir = opendir(sd);
-	struct dirent *e;
-	int n = 0;
-
-	if (!dir)
-		return -1;
-	while ((e = readdir(dir)) != NULL)
-		if (!strncmp(e->d_name, prefix, strlen(prefix))) {
-			n++;
-			snprintf(name, cap, "%s", e->d_name);
-		}
-	closedir(dir);
-	return n;
-}
-
 /* The daemon feeds commands to zsh in Daytona's default image, to bash in the
  * slim one; dash is the strictest POSIX sh. */
 static const char *const shells[] = { "dash", "bash", "zsh" };
@@ -527,50 +508,6 @@ static const char *const shells[] = { "dash", "bash", "zsh" };
 static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
 {
 	snprintf(sd, cap, "%s/%s-%s", root(), tag, shell);
-}
-
-/* A command with neither environment nor timeout of its own runs the one
- * wrapper of the state directory (no run file of its own, a metadata write
- * less before it starts); one with either has its own run file. A wrapper
- * that went is made again by the next launch. */
-UNIT_TEST(run_plain_commands_share_one_wrapper)
-{
-	for (size_t i = 0; i < N_SHELLS; i++) {
-		struct exec_spec plain = { .command = "echo plain" }, timed = { .command = "echo timed", .timeout_s = 30 };
-		char sd[256], dir[512], name[256], path[800];
-		char *t;
-
-		state_dir(sd, sizeof(sd), "shared", shells[i]);
-		CHECK_INT(start(shells[i], sd, 1, &plain, dir, sizeof(dir)), 1);
-		free(wait_exit(dir, 10000));
-		CHECK(!exists(dir, "run"));
-		CHECK_INT(start(shells[i], sd, 2, &plain, dir, sizeof(dir)), 2);
-		t = wait_exit(dir, 10000);
-		CHECK_STR(t, "0\n");
-		free(t);
-		t = slurp(dir, "stdout", NULL);
-		CHECK_STR(t, "plain\n");
-		free(t);
-		CHECK(!exists(dir, "run") && !exists(dir, "wrapper"));
-		CHECK_INT(count_prefixed(sd, "wrapper.", name, sizeof(name)), 1);
-
-		CHECK_INT(start(shells[i], sd, 3, &timed, dir, sizeof(dir)), 3);
-		t = wait_exit(dir, 10000);
-		CHECK_STR(t, "0\n");
-		free(t);
-		CHECK(exists(dir, "run"));
-
-		snprintf(path, sizeof(path), "%s/%s", sd, name);
-		CHECK_INT(unlink(path), 0);
-		CHECK_INT(start(shells[i], sd, 4, &plain, dir, sizeof(dir)), 4);
-		t = wait_exit(dir, 10000);
-		CHECK_STR(t, "0\n");
-		free(t);
-		t = slurp(dir, "stdout", NULL);
-		CHECK_STR(t, "plain\n");
-		free(t);
-		CHECK(exists(sd, name));
-	}
 }
 
 UNIT_TEST(run_core_example)
@@ -1177,8 +1114,7 @@ UNIT_TEST(run_kill_stubborn)
 }
 
 /* Makes a record cmd/N in sd whose processes are gone: pgid and wpid name
- * pid (a dead one, or a live process that is not its wrapper). Its command
- * file marks it as set up, as a launch leaves it. */
+ * pid (a dead one, or a live process that is not its wrapper). */
 static void fake_record(const char *sd, unsigned n, const char *pid, bool with_wpid, char *dir, size_t cap)
 {
 	char path[700];
@@ -1190,7 +1126,7 @@ static void fake_record(const char *sd, unsigned n, const char *pid, bool with_w
 	mkdir(path, 0755);
 	snprintf(dir, cap, "%s/cmd/%u", sd, n);
 	mkdir(dir, 0755);
-	snprintf(path, sizeof(path), "%s/command", dir);
+	snprintf(path, sizeof(path), "%s/run", dir);
 	f = fopen(path, "w");
 	if (f)
 		fclose(f);
@@ -1264,7 +1200,7 @@ UNIT_TEST(run_reconcile)
 		fake_record(sd, 3, "999999999", true, dir, sizeof(dir));
 		fake_record(sd, 4, "999999999", false, dir, sizeof(dir));
 		fake_record(sd, 5, "999999999", false, dir, sizeof(dir));
-		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/command'", dir);
+		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/run'", dir);
 		CHECK(system(path) == 0);
 		snprintf(path, sizeof(path), "%s/cmd/notacommand", sd);
 		f = fopen(path, "w");
@@ -1866,7 +1802,7 @@ UNIT_TEST(run_bash_env_reaches_the_command_only)
 	CHECK(f != NULL);
 	if (!f)
 		return;
-	fputs("case $0 in */command) echo sourced ;; */run|*/wrapper.*) exit 3 ;; esac\n", f);
+	fputs("case $0 in */command) echo sourced ;; */run) exit 3 ;; esac\n", f);
 	fclose(f);
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "echo \"${BASH_ENV-unset}\"" };
@@ -2153,7 +2089,6 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(kill_text),
 	UNIT_CASE(launch_output),
 	UNIT_CASE(run_core_example),
-	UNIT_CASE(run_plain_commands_share_one_wrapper),
 	UNIT_CASE(run_binary_env_cwd),
 	UNIT_CASE(run_env_file_cannot_change_the_command),
 	UNIT_CASE(run_collision_and_cwd_missing),
