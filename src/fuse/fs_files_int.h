@@ -281,7 +281,6 @@ struct fhandle {
 	uint64_t ra_off;
 	size_t ra_len;
 	size_t ra_cap;
-	bool ra_eof;              /* the window's download ended short: it holds up to the end of the file */
 	uint64_t next_off;        /* where a sequential reader reads next */
 	size_t window;
 	struct rstream *rs;       /* a sequential reader's streaming download, or NULL */

@@ -436,17 +436,6 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 		rc = (int)size;
 		goto done;
 	}
-	/* A window whose download ended short holds the end of the file (as
-	 * of that download): the kernel asks for whole pages, so the read of
-	 * a file's last part goes past its end and is served from the window
-	 * too, with the short count that is the end. Before, a 100 KiB file
-	 * read in two pieces (vim: 64 KiB, then the rest) cost a second
-	 * download for its last page (a stream from the second piece). */
-	if (h->ra_eof && uoff >= h->ra_off && uoff < h->ra_off + h->ra_len) {
-		rc = (int)(h->ra_off + h->ra_len - uoff < size ? h->ra_off + h->ra_len - uoff : size);
-		memcpy(buf, h->ra_buf + (uoff - h->ra_off), (size_t)rc);
-		goto done;
-	}
 	/* Sequential, or just ahead of where the reader was: the kernel's
 	 * readahead sends its reads from several threads, so the next one may
 	 * arrive after the one past it. Either way the stream starts where the
@@ -493,7 +482,6 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 			goto done;
 		h->ra_off = uoff;
 		h->ra_len = (size_t)rc;
-		h->ra_eof = (size_t)rc < want;
 		rc = (int)(size < h->ra_len ? size : h->ra_len);
 		memcpy(buf, h->ra_buf, (size_t)rc);
 	} else {
