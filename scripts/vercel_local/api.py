@@ -280,7 +280,13 @@ class Api:
     def _stream_command(self, resp, sid, cmd, logs):
         """POST .../cmd with wait:true: the command line, its log lines, the finished line."""
         resp.start(200, [("Content-Type", NDJSON), ("Cache-Control", "no-cache")], None)
-        resp.write(ndjson_line({"command": cmd.to_json()}))
+        # The command as it started, whatever it has done since: Vercel's first line always
+        # has exitCode null (the SDK reads it so), even for a command that has already ended
+        # or could not start at all.
+        started = cmd.to_json()
+        started["exitCode"] = None
+        started.pop("durationMs", None)
+        resp.write(ndjson_line({"command": started}))
         if logs:
             for stream, text in cmd.log.follow():
                 resp.write(ndjson_line({"stream": stream, "data": text}))

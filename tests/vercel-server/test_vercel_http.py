@@ -82,6 +82,20 @@ def test_ndjson_stream_framing_with_large_output(vercel_server):
     assert [x for x in replay if x["stream"] == "stderr"] == [{"stream": "stderr", "data": "e\n"}]
 
 
+def test_ndjson_first_line_is_the_command_as_started_even_when_it_has_ended(vercel_server):
+    """The first line has exitCode null even for a command that ended before the stream began
+    (one that could not start has, at once): the SDK requires it. The conformance suite's
+    'wait:true streams NDJSON' met a fast `sh -c` that had already ended (1 run in CI)."""
+    sid = vercel_server.create("ndjson-first")["session"]["id"]
+    body = {"command": "no-such-program-here", "args": [], "wait": True, "logs": True}
+    status, headers, data = vercel_server.request("POST", "/v2/sandboxes/sessions/%s/cmd" % sid, body)
+    assert status == 200 and headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in data.split(b"\n") if line]
+    assert lines[0]["command"]["exitCode"] is None and "durationMs" not in lines[0]["command"]
+    assert lines[-1]["command"]["exitCode"] == 127
+    assert lines[-1]["command"]["id"] == lines[0]["command"]["id"]
+
+
 def test_timeout_stops_then_resume_gives_a_new_session_with_the_files(vercel_server):
     created = vercel_server.create("timeout", timeout=60000)
     sid = created["session"]["id"]
