@@ -139,20 +139,29 @@ def test_a_save_in_a_row_sends_only_its_uploads(server, edited):
     # next save's upload. Before: the create sent the queued delete first,
     # one command a save that every save waited for (5 round trips).
     which, m, sid, path = edited
-    save(path)
-    server.reset()
-    save(path)                                   # its swap file's delete waits
-    ended = time.time()
-    server.local("POST", "/_local/stats/reset")  # (not server.reset: no settle)
-    save(path)
-    log = toolbox_log(server, sid)
     per_save = 3 if which == "writeback" else 4
-    # The deferred batch (rm of the last swap file, mv of the new one) may
-    # run meanwhile, but only once its own delay (0.5 s) is over, not at the
-    # save's request.
-    sent_by_save = [(meth, r) for meth, r, start, _ in log
-                    if r != "/process/execute" or start < ended + 0.45]
-    assert sent_by_save == [("POST", "/files/bulk-upload")] * per_save, log
+    save(path)
+    # The deferred batch of the second save (rm of the last swap file, mv of
+    # the new one) may run during the third, but only once its own delay is
+    # over: its changes are queued during the second save, so not before
+    # began + WB_DELAY (0.5 s). A command that starts earlier was sent at
+    # a save's request. That tells the two apart only when the third save
+    # starts well before then: on a machine too busy for that, try again.
+    for _ in range(5):
+        server.reset()                               # settles: nothing queued
+        began = time.time()
+        save(path)                                   # its swap file's delete waits
+        server.local("POST", "/_local/stats/reset")  # (not server.reset: no settle)
+        if time.time() - began > 0.3:
+            continue
+        save(path)
+        log = toolbox_log(server, sid)
+        sent_by_save = [(meth, r) for meth, r, start, _ in log
+                        if r != "/process/execute" or start < began + 0.49]
+        assert sent_by_save == [("POST", "/files/bulk-upload")] * per_save, log
+        break
+    else:
+        pytest.skip("the machine was too busy: a save took over 0.3 s five times")
     m.settle()
     assert read(path) == "xxx" + TEXT
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
