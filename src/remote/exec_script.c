@@ -395,6 +395,57 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 }
 
 /*
+ * The wrapper runs under bash when there is one (looked up with builtins,
+ * absolute entries of PATH only, as the wrapper looks up the command's):
+ * its job control gives the command its process group without a setsid
+ * (exec_build_wrapper). Where the provider kills nothing that the script
+ * left running (detached: Daytona, whose toolbox kills the shell's group
+ * only at the request's timeout, which this launch, bounded by wait_ms and
+ * the 5 s wait for pgid, stays far below), the wrapper needs no session of
+ * its own: its descriptors hold no pipe of the toolbox. Elsewhere setsid
+ * gives it one. If that kill comes all the same (a starved sandbox), the
+ * wrapper dies and the command, in a group of its own, runs on: kill finds
+ * that group by the record and stops it (ours, kill_script). The wrapper
+ * is not moved out of the toolbox's group: only the launcher's shell could
+ * do it without a program, by job control, and zsh (Daytona's toolbox
+ * shell) and dash refuse set -m without a terminal (zsh even ends the
+ * script); bash alone would, for one image of two.
+ *
+ * Under zsh and bash the wrapper's bash starts here, before the record is
+ * made (B): the start of a program (a millisecond or so) then overlaps the
+ * launcher's own work, the files it makes, instead of following it. It
+ * reads its record's directory from a pipe (a process substitution, in an
+ * eval: sh would not parse it) once the launcher has made it, then sources
+ * the record's run with the arguments the launcher would have given it. If
+ * the launcher ends before (a replay does not get here; no record, no
+ * run), the read finds the end of the pipe and the bash ends having done
+ * nothing. Its command line cannot name the record (not made yet): it
+ * names the claim ($0 = $t), and wpid, which the wrapper writes itself,
+ * holds that token beside the pid for alive().
+ */
+static void add_wrapper_start(struct strbuf *sb, bool detached)
+{
+	sb_adds(sb, "w=sh; g=\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
+		"IFS=:\n"
+		"for x in $PATH; do\n"
+		"\tcase $x in /*) ;; *) continue ;; esac\n"
+		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
+	if (!detached)
+		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
+	sb_adds(sb, "done\n"
+		"unset IFS\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
+		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
+		"B=\n"
+		"if [ \"$w\" != sh ] && [ -n \"$ZSH_VERSION$BASH_VERSION\" ]; then\n"
+		"\tW='IFS= read -r d || exit 0; exec 0</dev/null; echo \"$$ ${0##*/}\" >\"$d/wpid\"; . \"$d/run\" \"$d\" \"$@\"'\n"
+		"\teval 'exec 5> >(BASH_ENV= exec ${g:+\"$g\"} \"$w\" -c \"$W\" \"$t\" \"${v:+f}\" $z \"$o\" \"$w\" "
+		">/dev/null 2>&1)' 2>/dev/null && B=1\n"
+		"fi\n");
+}
+
+/*
  * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
  * so it keeps to what all three read alike. What is taken from the user
  * (command, wrapper with its environment, cwd) survives JSON (which would
@@ -450,6 +501,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		sb_adds(sb, "; echo x); c=${c%x}\n"
 			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
 	}
+	add_wrapper_start(sb, detached);
 	if (first) {
 		sb_addf(sb, "n=%u; i=0\n", first);
 	} else {
@@ -474,7 +526,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		/* The old claims go, by a process of its own: once in 16
 		 * commands is enough to keep them few. */
 		"if [ $((n % 16)) = 1 ]; then\n"
-		"\tfind \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n"
+		"\tfind \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null 5>&- &\n"
 		"fi\n"
 		"if ");
 	add_file(sb, "command", cmd);
@@ -510,42 +562,20 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
-	/* The wrapper runs under bash when there is one (looked up with
-	 * builtins, absolute entries of PATH only, as the wrapper looks up
-	 * the command's): its job control gives the command its process
-	 * group without a setsid (exec_build_wrapper). Where the provider
-	 * kills nothing that the script left running (detached: Daytona,
-	 * whose toolbox kills the shell's group only at the request's
-	 * timeout, which this launch, bounded by wait_ms and the 5 s wait for
-	 * pgid, stays far below), the wrapper needs no session of its own:
-	 * its descriptors hold no pipe of the toolbox. Elsewhere setsid gives
-	 * it one. If that kill comes all the same (a starved sandbox), the
-	 * wrapper dies and the command, in a group of its own, runs on: kill
-	 * finds that group by the record and stops it (ours, kill_script).
-	 * The wrapper is not moved out of the toolbox's group: only the
-	 * launcher's shell could do it without a program, by job control,
-	 * and zsh (Daytona's toolbox shell) and dash refuse set -m without a
-	 * terminal (zsh even ends the script); bash alone would, for one
-	 * image of two. */
-	sb_adds(sb, "w=sh; g=\n"
-		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
-		"IFS=:\n"
-		"for x in $PATH; do\n"
-		"\tcase $x in /*) ;; *) continue ;; esac\n"
-		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
-	if (!detached)
-		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
-	sb_adds(sb, "done\n"
-		"unset IFS\n"
-		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
-		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"K=$!\n");
+	/* The wrapper started early (add_wrapper_start) learns its record
+	 * here; else it starts now. The pipe's reader may be gone (its bash
+	 * could not start): the write must not end the launcher by SIGPIPE,
+	 * and the commands it starts later get the signal as it came. */
+	sb_adds(sb, "if [ -n \"$B\" ]; then\n"
+		"\ttrap '' PIPE; echo \"$d\" >&5; exec 5>&-; trap - PIPE\n"
+		"else\n"
+		"\tBASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"\techo $! >\"$d/wpid\"\n"
+		"fi\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "[ -n \"$l\" ] && zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null && "
 			"exec 4<>\"$d/end.pipe\" && q=1\n");
-	sb_adds(sb, "echo $K >\"$d/wpid\"\n"
-		/* The streams are made once the wrapper is on its way, not
+	sb_adds(sb, /* The streams are made once the wrapper is on its way, not
 		 * before: each file made is a metadata write, which a short
 		 * command's answer would wait for (0.2-0.7 ms each on the bench
 		 * machine's disk). The command's own >> makes them if it comes
@@ -571,19 +601,23 @@ out:
  * Whether the wrapper of the record $d still runs: its pid is alive (not a
  * zombie: in a container whose init does not reap, the dead stay) and, when
  * /proc tells, runs $d's run script (after a restart of the sandbox the pid
- * may belong to anything). Unknown counts as alive: a record is ended only
- * on evidence. Sets w to the pid ("" when not recorded).
+ * may belong to anything): its command line names the record's run, or,
+ * for a wrapper started before its record was made (add_wrapper_start),
+ * the claim whose token wpid holds after the pid. Unknown counts as alive:
+ * a record is ended only on evidence. Sets w to the pid ("" when not
+ * recorded).
  */
 static const char alive_fn[] =
 	"alive() {\n"
-	"\tw=$(cat \"$d/wpid\" 2>/dev/null)\n"
+	"\tw=; x=; { read -r w x <\"$d/wpid\"; } 2>/dev/null\n"
 	"\tcase $w in ''|*[!0-9]*) w=; return 0 ;; esac\n"
 	"\tkill -0 \"$w\" 2>/dev/null || return 1\n"
 	"\tz=$(cat \"/proc/$w/stat\" 2>/dev/null); z=${z##*) }\n"
 	"\tcase $z in Z*|X*) return 1 ;; esac\n"
-	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
-	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
-	"\tesac\n"
+	"\tz=$(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null)\n"
+	"\tcase $z in ''|*\"/cmd/${d##*/}/run\"*) return 0 ;; esac\n"
+	"\tcase $x in ''|*[!0-9a-zA-Z_-]*) return 1 ;; esac\n"
+	"\tcase $z in *\"/launch/$x \"*) return 0 ;; esac\n"
 	"\treturn 1\n"
 	"}\n"
 	/* Ends the record as killed by the restart. */

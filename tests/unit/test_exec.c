@@ -304,15 +304,27 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own;
 	 * that bash is also the command's (its $5): the wrapper looks for none */
-	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" "
+	CHECK(strstr(t, "\tBASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" "
 		     ">/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
+	/* under zsh and bash it starts before the record is made, and reads
+	 * the record's directory from the launcher once that is made */
+	{
+		const char *boot = strstr(t, "eval 'exec 5> >(BASH_ENV= exec ${g:+\"$g\"} \"$w\" -c \"$W\" \"$t\" "),
+			   *mk = strstr(t, "while ! $m \"$S/cmd/$n\""),
+			   *run = strstr(t, ">\"$d/run\""), *go = strstr(t, "echo \"$d\" >&5; exec 5>&-");
+
+		CHECK(boot && mk && run && go && boot < mk && mk < run && run < go);
+		CHECK(strstr(t, "W='IFS= read -r d || exit 0; exec 0</dev/null; echo \"$$ ${0##*/}\" >\"$d/wpid\"; "
+			     ". \"$d/run\" \"$d\" \"$@\"'\n") != NULL);
+	}
 	CHECK(strstr(t, "case $5 in /*) r=$5 ;; esac\nif [ -z \"$r\" ] || [ -z \"$j\" ]; then\n") != NULL);
 	/* before the wrapper starts, only what it needs: the streams and the
 	 * spare end.pipe come after (fewer metadata writes on the way) */
 	{
-		const char *spawn = strstr(t, "K=$!\n"), *streams = strstr(t, ": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
+		const char *spawn = strstr(t, "4>&- &\n"), *go = strstr(t, "echo \"$d\" >&5"),
+			   *streams = strstr(t, ": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
 
-		CHECK(spawn && streams && spawn < streams);
+		CHECK(spawn && go && streams && spawn < streams && go < streams);
 		CHECK(strstr(t, ": >\"$d/stdout\"") == NULL);
 	}
 	CHECK(strstr(t, "setsid sh") == NULL);
@@ -323,9 +335,10 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(sb_str(&sb), "g=$x/setsid") != NULL);
 	t = sb_str(&sb);
 	{
-		const char *spawn = strstr(t, "K=$!\n"), *end = strstr(t, "zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\"");
+		const char *spawn = strstr(t, "4>&- &\n"), *go = strstr(t, "echo \"$d\" >&5"),
+			   *end = strstr(t, "zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\"");
 
-		CHECK(spawn && end && spawn < end);
+		CHECK(spawn && go && end && spawn < end && go < end);
 	}
 	/* The launcher itself is plain ASCII: JSON carries it unchanged. */
 	for (const char *p = t; *p; p++)
@@ -1177,6 +1190,30 @@ UNIT_TEST(run_kill_orphan_record)
 	t = slurp(dir, "exit", NULL);
 	CHECK_STR(t, "137\n");
 	free(t);
+	sb_reset(&k);
+
+	/* the same with a wrapper started before its record: wpid holds its
+	 * claim's token, which the live process's command line does not name */
+	fake_record(sd, 3, "999999999", true, dir, sizeof(dir));
+	{
+		char path[700];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/wpid", dir);
+		f = fopen(path, "w");
+		CHECK(f != NULL);
+		if (f) {
+			fprintf(f, "%d tok-1\n", (int)getpid());
+			fclose(f);
+		}
+	}
+	exec_build_kill(&k, dir);
+	t = run_shell("bash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	t = slurp(dir, "exit", NULL);
+	CHECK_STR(t, "137\n");
+	free(t);
 	sb_free(&k);
 }
 
@@ -1642,7 +1679,12 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		{
 			char *h = slurp(dir, "stdin.holder", NULL), *w = slurp(dir, "wpid", NULL);
 
-			CHECK(h && w && !strcmp(h, w));
+			/* wpid: the wrapper's pid; under zsh and bash, which
+			 * start it before the record, then its claim's token */
+			CHECK(h && w && !strncmp(h, w, strcspn(h, "\n")));
+			if (h && w)
+				CHECK(dash ? !strcmp(w + strcspn(h, "\n"), "\n")
+					   : !strncmp(w + strcspn(h, "\n"), " fast", 5));
 			free(h);
 			free(w);
 		}
