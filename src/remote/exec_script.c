@@ -417,9 +417,9 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
  * reads its record's directory from a pipe (a process substitution, in an
  * eval: sh would not parse it) once the launcher has made it, then sources
  * the record's run with the arguments the launcher would have given it. If
- * the launcher ends before (a replay does not get here; no record, no
- * run), the read finds the end of the pipe and the bash ends having done
- * nothing. Its command line cannot name the record (not made yet): it
+ * the launcher ends before (a replay ended by its claim, a record or run
+ * that could not be made), the read finds the end of the pipe and the bash
+ * ends having done nothing. Its command line cannot name the record (not made yet): it
  * names the claim ($0 = $t), and wpid, which the wrapper writes itself,
  * holds that token beside the pid for alive().
  */
@@ -493,6 +493,11 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || $m -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
+	/* The wrapper starts as early as it can: before the claim (a replay
+	 * that the claim ends leaves it nothing to read), but after the cd to
+	 * the command's directory, which it inherits. */
+	if (!spec->cwd || !*spec->cwd)
+		add_wrapper_start(sb, detached);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
@@ -500,8 +505,8 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		add_decoder(sb, spec->cwd, strlen(spec->cwd));
 		sb_adds(sb, "; echo x); c=${c%x}\n"
 			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
+		add_wrapper_start(sb, detached);
 	}
-	add_wrapper_start(sb, detached);
 	if (first) {
 		sb_addf(sb, "n=%u; i=0\n", first);
 	} else {

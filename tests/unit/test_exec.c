@@ -314,6 +314,21 @@ UNIT_TEST(launcher_text)
 			   *run = strstr(t, ">\"$d/run\""), *go = strstr(t, "echo \"$d\" >&5; exec 5>&-");
 
 		CHECK(boot && mk && run && go && boot < mk && mk < run && run < go);
+		/* after the cd to the command's directory, which it inherits */
+		CHECK(strstr(t, "cd -- \"$c\"") && strstr(t, "cd -- \"$c\"") < boot);
+	}
+	/* without a directory to go to, before the claim: a replay ends the
+	 * launcher there and the wrapper finds the end of its pipe */
+	{
+		struct exec_spec plain = { .command = "true" };
+		struct strbuf p = STRBUF_INIT;
+		const char *boot, *claim;
+
+		CHECK_INT(exec_build_launcher(&p, "/tmp/st", 7, "tok-1", &plain), 0);
+		boot = strstr(sb_str(&p), "eval 'exec 5> >(");
+		claim = strstr(sb_str(&p), "if { true >\"$t\"; }");
+		CHECK(boot && claim && boot < claim && strstr(sb_str(&p), "t=$S/launch/tok-1\n") < boot);
+		sb_free(&p);
 		CHECK(strstr(t, "W='IFS= read -r d || exit 0; exec 0</dev/null; echo \"$$ ${0##*/}\" >\"$d/wpid\"; "
 			     ". \"$d/run\" \"$d\" \"$@\"'\n") != NULL);
 	}
@@ -839,6 +854,21 @@ UNIT_TEST(launcher_replay_starts_nothing)
 			t = slurp(root(), strrchr(dir, '/') + 1, NULL);
 			CHECK_STR(t, "ran\n");
 			free(t);
+			/* and nothing of either left running: the wrapper that the
+			 * replay started before its claim ended at its pipe's end */
+			{
+				char probe[700];
+				int left = 1;
+
+				snprintf(probe, sizeof(probe), "pgrep -f 'replay-%s-%d/launch/[r]eplay-token' >/dev/null",
+					 all_shells[i], together);
+				for (int w = 0; w < 150 && left; w++) {
+					left = system(probe) == 0;
+					if (left)
+						sleep_ms(20);
+				}
+				CHECK(!left);
+			}
 			free(a);
 			free(b);
 			sb_free(&sb);
