@@ -413,17 +413,23 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
  *
  * Under zsh and bash the wrapper's bash starts here, before the record is
  * made (B): the start of a program (a millisecond or so) then overlaps the
- * launcher's own work, the files it makes, instead of following it. It
- * reads its record's directory from a pipe (a process substitution, in an
- * eval: sh would not parse it) once the launcher has made it, then sources
- * the record's run with the arguments the launcher would have given it. If
- * the launcher ends before (a replay ended by its claim, a record or run
- * that could not be made), the read finds the end of the pipe and the bash
- * ends having done nothing. Its command line cannot name the record (not made yet): it
- * names the claim ($0 = $t), and wpid, which the wrapper writes itself,
- * holds that token beside the pid for alive().
+ * launcher's own work, the files it makes, instead of following it. Its
+ * $0 is the run script of the record it expects, P (the number asked for,
+ * which a record usually gets): its command line names the record's run
+ * as the wrapper's always has, which alive() looks for, in this mount's
+ * version and older ones. It waits on a pipe (a process substitution, in
+ * an eval: sh would not parse it) for the launcher's "go" once the record
+ * is P and its files are made, writes its own pid in wpid (zsh has no $!
+ * for it) and sources run with the arguments the launcher would have
+ * given it. If the launcher ends before (a replay ended by its claim, a
+ * record that could not be made) or the record got another number, it
+ * finds the pipe's end and ends having done nothing. bash ignores INT and
+ * QUIT in what it starts with & but not in a process substitution: the
+ * wrapper ignores them itself, so the command gets them as it did. bash
+ * before 5.1 in POSIX mode (as sh) has no process substitution and a
+ * syntax error in an eval ends it: the wrapper starts later there.
  */
-static void add_wrapper_start(struct strbuf *sb, bool detached)
+static void add_wrapper_start(struct strbuf *sb, bool detached, unsigned first)
 {
 	sb_adds(sb, "w=sh; g=\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
@@ -436,12 +442,18 @@ static void add_wrapper_start(struct strbuf *sb, bool detached)
 	sb_adds(sb, "done\n"
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
-		"B=\n"
-		"if [ \"$w\" != sh ] && [ -n \"$ZSH_VERSION$BASH_VERSION\" ]; then\n"
-		"\tW='IFS= read -r d || exit 0; exec 0</dev/null; echo \"$$ ${0##*/}\" >\"$d/wpid\"; . \"$d/run\" \"$d\" \"$@\"'\n"
-		"\teval 'exec 5> >(BASH_ENV= exec ${g:+\"$g\"} \"$w\" -c \"$W\" \"$t\" \"${v:+f}\" $z \"$o\" \"$w\" "
-		">/dev/null 2>&1)' 2>/dev/null && B=1\n"
+		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n");
+	if (first)
+		sb_addf(sb, "P=$S/cmd/%u; B=\n", first);
+	else
+		sb_adds(sb, "P=$S/cmd/$n; B=\n");
+	sb_adds(sb, "if [ \"$w\" != sh ] && [ -n \"$ZSH_VERSION$BASH_VERSION\" ]; then\n"
+		"\tcase $BASH_VERSION:$SHELLOPTS in [1-4].*posix*|5.0.*posix*) ;; *)\n"
+		"\tW='trap \"\" INT QUIT; IFS= read -r x || exit 0; [ \"$x\" = go ] || exit 0; exec 0</dev/null; "
+		"echo $$ >\"${0%/run}/wpid\"; . \"$0\" \"${0%/run}\" \"$@\"'\n"
+		"\teval 'exec 5> >(BASH_ENV= exec ${g:+\"$g\"} \"$w\" -c \"$W\" \"$P/run\" \"${v:+f}\" $z \"$o\" \"$w\" "
+		">/dev/null 2>&1)' 2>/dev/null && B=1 ;;\n"
+		"\tesac\n"
 		"fi\n");
 }
 
@@ -473,6 +485,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 {
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
+	bool early;
 	int rc;
 
 	if (!token_valid(token))
@@ -495,9 +508,11 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	sb_addf(sb, "t=$S/launch/%s\n", token);
 	/* The wrapper starts as early as it can: before the claim (a replay
 	 * that the claim ends leaves it nothing to read), but after the cd to
-	 * the command's directory, which it inherits. */
-	if (!spec->cwd || !*spec->cwd)
-		add_wrapper_start(sb, detached);
+	 * the command's directory, which it inherits, and once the number it
+	 * expects is known (the history's, else first). */
+	early = (!spec->cwd || !*spec->cwd) && first;
+	if (early)
+		add_wrapper_start(sb, detached, first);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
@@ -505,7 +520,6 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		add_decoder(sb, spec->cwd, strlen(spec->cwd));
 		sb_adds(sb, "; echo x); c=${c%x}\n"
 			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
-		add_wrapper_start(sb, detached);
 	}
 	if (first) {
 		sb_addf(sb, "n=%u; i=0\n", first);
@@ -523,6 +537,8 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 			"echo daytonafs-have-end\n"
 			"n=$((n+1)); i=0\n");
 	}
+	if (!early)
+		add_wrapper_start(sb, detached, first);
 	sb_adds(sb, "while ! $m \"$S/cmd/$n\" 2>/dev/null; do\n"
 		"\ti=$((i+1)); n=$((n+1))\n"
 		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
@@ -567,13 +583,24 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
-	/* The wrapper started early (add_wrapper_start) learns its record
-	 * here; else it starts now. The pipe's reader may be gone (its bash
-	 * could not start): the write must not end the launcher by SIGPIPE,
-	 * and the commands it starts later get the signal as it came. */
+	/* The wrapper started early (add_wrapper_start) is told to go when
+	 * the record is the one it expects; else (the number was taken) the
+	 * pipe's end tells it to end, and the wrapper starts now, as it does
+	 * under other shells. So it does when the early one is gone (its
+	 * bash could not start): the write fails, and must not end the
+	 * launcher by SIGPIPE. The early wrapper was started before the
+	 * trap and inherits nothing of it; zsh, unlike bash, sets a SIGPIPE
+	 * ignored on entry back to default here, which reaches only what the
+	 * launcher starts after (a wrapper started here, sleep, base64, wc). */
 	sb_adds(sb, "if [ -n \"$B\" ]; then\n"
-		"\ttrap '' PIPE; echo \"$d\" >&5; exec 5>&-; trap - PIPE\n"
-		"else\n"
+		"\tif [ \"$d\" = \"$P\" ]; then\n"
+		"\t\ttrap '' PIPE; printf 'go\\n' >&5 2>/dev/null || B=; trap - PIPE\n"
+		"\telse\n"
+		"\t\tB=\n"
+		"\tfi\n"
+		"\texec 5>&-\n"
+		"fi\n"
+		"if [ -z \"$B\" ]; then\n"
 		"\tBASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
 		"\techo $! >\"$d/wpid\"\n"
 		"fi\n");
@@ -606,23 +633,19 @@ out:
  * Whether the wrapper of the record $d still runs: its pid is alive (not a
  * zombie: in a container whose init does not reap, the dead stay) and, when
  * /proc tells, runs $d's run script (after a restart of the sandbox the pid
- * may belong to anything): its command line names the record's run, or,
- * for a wrapper started before its record was made (add_wrapper_start),
- * the claim whose token wpid holds after the pid. Unknown counts as alive:
- * a record is ended only on evidence. Sets w to the pid ("" when not
- * recorded).
+ * may belong to anything). Unknown counts as alive: a record is ended only
+ * on evidence. Sets w to the pid ("" when not recorded).
  */
 static const char alive_fn[] =
 	"alive() {\n"
-	"\tw=; x=; { read -r w x <\"$d/wpid\"; } 2>/dev/null\n"
+	"\tw=$(cat \"$d/wpid\" 2>/dev/null)\n"
 	"\tcase $w in ''|*[!0-9]*) w=; return 0 ;; esac\n"
 	"\tkill -0 \"$w\" 2>/dev/null || return 1\n"
 	"\tz=$(cat \"/proc/$w/stat\" 2>/dev/null); z=${z##*) }\n"
 	"\tcase $z in Z*|X*) return 1 ;; esac\n"
-	"\tz=$(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null)\n"
-	"\tcase $z in ''|*\"/cmd/${d##*/}/run\"*) return 0 ;; esac\n"
-	"\tcase $x in ''|*[!0-9a-zA-Z_-]*) return 1 ;; esac\n"
-	"\tcase $z in *\"/launch/$x \"*) return 0 ;; esac\n"
+	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
+	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
+	"\tesac\n"
 	"\treturn 1\n"
 	"}\n"
 	/* Ends the record as killed by the restart. */
