@@ -395,69 +395,6 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 }
 
 /*
- * The wrapper runs under bash when there is one (looked up with builtins,
- * absolute entries of PATH only, as the wrapper looks up the command's):
- * its job control gives the command its process group without a setsid
- * (exec_build_wrapper). Where the provider kills nothing that the script
- * left running (detached: Daytona, whose toolbox kills the shell's group
- * only at the request's timeout, which this launch, bounded by wait_ms and
- * the 5 s wait for pgid, stays far below), the wrapper needs no session of
- * its own: its descriptors hold no pipe of the toolbox. Elsewhere setsid
- * gives it one. If that kill comes all the same (a starved sandbox), the
- * wrapper dies and the command, in a group of its own, runs on: kill finds
- * that group by the record and stops it (ours, kill_script). The wrapper
- * is not moved out of the toolbox's group: only the launcher's shell could
- * do it without a program, by job control, and zsh (Daytona's toolbox
- * shell) and dash refuse set -m without a terminal (zsh even ends the
- * script); bash alone would, for one image of two.
- *
- * Under zsh and bash the wrapper's bash starts here, before the record is
- * made (B): the start of a program (a millisecond or so) then overlaps the
- * launcher's own work, the files it makes, instead of following it. Its
- * $0 is the run script of the record it expects, P (the number asked for,
- * which a record usually gets): its command line names the record's run
- * as the wrapper's always has, which alive() looks for, in this mount's
- * version and older ones. It waits on a pipe (a process substitution, in
- * an eval: sh would not parse it) for the launcher's "go" once the record
- * is P and its files are made, writes its own pid in wpid (zsh has no $!
- * for it) and sources run with the arguments the launcher would have
- * given it. If the launcher ends before (a replay ended by its claim, a
- * record that could not be made) or the record got another number, it
- * finds the pipe's end and ends having done nothing. bash ignores INT and
- * QUIT in what it starts with & but not in a process substitution: the
- * wrapper ignores them itself, so the command gets them as it did. bash
- * before 5.1 in POSIX mode (as sh) has no process substitution and a
- * syntax error in an eval ends it: the wrapper starts later there.
- */
-static void add_wrapper_start(struct strbuf *sb, bool detached, unsigned first)
-{
-	sb_adds(sb, "w=sh; g=\n"
-		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
-		"IFS=:\n"
-		"for x in $PATH; do\n"
-		"\tcase $x in /*) ;; *) continue ;; esac\n"
-		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
-	if (!detached)
-		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
-	sb_adds(sb, "done\n"
-		"unset IFS\n"
-		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n");
-	if (first)
-		sb_addf(sb, "P=$S/cmd/%u; B=\n", first);
-	else
-		sb_adds(sb, "P=$S/cmd/$n; B=\n");
-	sb_adds(sb, "if [ \"$w\" != sh ] && [ -n \"$ZSH_VERSION$BASH_VERSION\" ]; then\n"
-		"\tcase $BASH_VERSION:$SHELLOPTS in [1-4].*posix*|5.0.*posix*) ;; *)\n"
-		"\tW='trap \"\" INT QUIT; IFS= read -r x || exit 0; [ \"$x\" = go ] || exit 0; exec 0</dev/null; "
-		"echo $$ >\"${0%/run}/wpid\"; . \"$0\" \"${0%/run}\" \"$@\"'\n"
-		"\teval 'exec 5> >(BASH_ENV= exec ${g:+\"$g\"} \"$w\" -c \"$W\" \"$P/run\" \"${v:+f}\" $z \"$o\" \"$w\" "
-		">/dev/null 2>&1)' 2>/dev/null && B=1 ;;\n"
-		"\tesac\n"
-		"fi\n");
-}
-
-/*
  * The launcher is fed to the toolbox's shell, which may be zsh, bash or sh,
  * so it keeps to what all three read alike. What is taken from the user
  * (command, wrapper with its environment, cwd) survives JSON (which would
@@ -485,7 +422,6 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 {
 	struct strbuf wrapper = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
-	bool early;
 	int rc;
 
 	if (!token_valid(token))
@@ -506,13 +442,6 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || $m -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
 		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "t=$S/launch/%s\n", token);
-	/* The wrapper starts as early as it can: before the claim (a replay
-	 * that the claim ends leaves it nothing to read), but after the cd to
-	 * the command's directory, which it inherits, and once the number it
-	 * expects is known (the history's, else first). */
-	early = (!spec->cwd || !*spec->cwd) && first;
-	if (early)
-		add_wrapper_start(sb, detached, first);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
@@ -537,8 +466,6 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 			"echo daytonafs-have-end\n"
 			"n=$((n+1)); i=0\n");
 	}
-	if (!early)
-		add_wrapper_start(sb, detached, first);
 	sb_adds(sb, "while ! $m \"$S/cmd/$n\" 2>/dev/null; do\n"
 		"\ti=$((i+1)); n=$((n+1))\n"
 		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
@@ -547,7 +474,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		/* The old claims go, by a process of its own: once in 16
 		 * commands is enough to keep them few. */
 		"if [ $((n % 16)) = 1 ]; then\n"
-		"\tfind \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null 5>&- &\n"
+		"\tfind \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n"
 		"fi\n"
 		"if ");
 	add_file(sb, "command", cmd);
@@ -583,31 +510,42 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
-	/* The wrapper started early (add_wrapper_start) is told to go when
-	 * the record is the one it expects; else (the number was taken) the
-	 * pipe's end tells it to end, and the wrapper starts now, as it does
-	 * under other shells. So it does when the early one is gone (its
-	 * bash could not start): the write fails, and must not end the
-	 * launcher by SIGPIPE. The early wrapper was started before the
-	 * trap and inherits nothing of it; zsh, unlike bash, sets a SIGPIPE
-	 * ignored on entry back to default here, which reaches only what the
-	 * launcher starts after (a wrapper started here, sleep, base64, wc). */
-	sb_adds(sb, "if [ -n \"$B\" ]; then\n"
-		"\tif [ \"$d\" = \"$P\" ]; then\n"
-		"\t\ttrap '' PIPE; printf 'go\\n' >&5 2>/dev/null || B=; trap - PIPE\n"
-		"\telse\n"
-		"\t\tB=\n"
-		"\tfi\n"
-		"\texec 5>&-\n"
-		"fi\n"
-		"if [ -z \"$B\" ]; then\n"
-		"\tBASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"\techo $! >\"$d/wpid\"\n"
-		"fi\n");
+	/* The wrapper runs under bash when there is one (looked up with
+	 * builtins, absolute entries of PATH only, as the wrapper looks up
+	 * the command's): its job control gives the command its process
+	 * group without a setsid (exec_build_wrapper). Where the provider
+	 * kills nothing that the script left running (detached: Daytona,
+	 * whose toolbox kills the shell's group only at the request's
+	 * timeout, which this launch, bounded by wait_ms and the 5 s wait for
+	 * pgid, stays far below), the wrapper needs no session of its own:
+	 * its descriptors hold no pipe of the toolbox. Elsewhere setsid gives
+	 * it one. If that kill comes all the same (a starved sandbox), the
+	 * wrapper dies and the command, in a group of its own, runs on: kill
+	 * finds that group by the record and stops it (ours, kill_script).
+	 * The wrapper is not moved out of the toolbox's group: only the
+	 * launcher's shell could do it without a program, by job control,
+	 * and zsh (Daytona's toolbox shell) and dash refuse set -m without a
+	 * terminal (zsh even ends the script); bash alone would, for one
+	 * image of two. */
+	sb_adds(sb, "w=sh; g=\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
+		"IFS=:\n"
+		"for x in $PATH; do\n"
+		"\tcase $x in /*) ;; *) continue ;; esac\n"
+		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
+	if (!detached)
+		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
+	sb_adds(sb, "done\n"
+		"unset IFS\n"
+		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
+		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
+		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"K=$!\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "[ -n \"$l\" ] && zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null && "
 			"exec 4<>\"$d/end.pipe\" && q=1\n");
-	sb_adds(sb, /* The streams are made once the wrapper is on its way, not
+	sb_adds(sb, "echo $K >\"$d/wpid\"\n"
+		/* The streams are made once the wrapper is on its way, not
 		 * before: each file made is a metadata write, which a short
 		 * command's answer would wait for (0.2-0.7 ms each on the bench
 		 * machine's disk). The command's own >> makes them if it comes
