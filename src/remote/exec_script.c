@@ -429,7 +429,13 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	rc = exec_build_wrapper(&wrapper, spec);
 	if (rc < 0)
 		goto out;
-	sb_adds(sb, "S=");
+	/* A bash toolbox shell takes errexit, nounset, noclobber and noglob
+	 * from an exported SHELLOPTS: nounset ended the launcher at its first
+	 * test of ZSH_VERSION. It runs without them, and puts them back for
+	 * the wrapper's start only: bash exports SHELLOPTS as its options are
+	 * when it starts a program, and the command must get them as they
+	 * came (the wrapper keeps them for it: exec_build_wrapper). */
+	sb_adds(sb, "A=$-; set +euCf\nS=");
 	sh_quote(sb, state_dir);
 	/* Each process the launcher starts is time the user waits for: tests
 	 * and builtins first, and the housekeeping in the background. */
@@ -539,8 +545,10 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
 		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
+		"case $A in *e*) set -e ;; esac; case $A in *u*) set -u ;; esac\n"
+		"case $A in *C*) set -C ;; esac; case $A in *f*) set -f ;; esac\n"
 		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"K=$!\n");
+		"K=$!; set +euCf\n");
 	if (wait_ms > 0)
 		sb_adds(sb, "[ -n \"$l\" ] && zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null && "
 			"exec 4<>\"$d/end.pipe\" && q=1\n");

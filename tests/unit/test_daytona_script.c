@@ -143,12 +143,13 @@ UNIT_TEST(script_larger_than_a_pipe_arrives_whole)
 	}
 }
 
-/* bash takes errexit from an exported SHELLOPTS: the reader's read, which
- * ends at end of input with status 1, must not end the shell there. */
+/* bash takes errexit and nounset from an exported SHELLOPTS: the reader's
+ * read, which ends at end of input with status 1, must not end the shell
+ * there, nor its test of ZSH_VERSION, unset under bash. */
 UNIT_TEST(bash_with_errexit_from_the_environment_runs_the_script)
 {
 	struct strbuf script = STRBUF_INIT, text = STRBUF_INIT, out = STRBUF_INIT;
-	static char opts[] = "SHELLOPTS=errexit";
+	static char opts[] = "SHELLOPTS=errexit:nounset";
 
 	pad(&script, 2048);
 	sb_adds(&script, "echo ran\n");

@@ -290,7 +290,7 @@ UNIT_TEST(launcher_text)
 
 	CHECK_INT(exec_build_launcher(&sb, "/tmp/st ate's", 7, "tok-1", &spec), 0);
 	t = sb_str(&sb);
-	CHECK(strncmp(t, "S='/tmp/st ate'\\''s'\n", 21) == 0);
+	CHECK(strncmp(t, "A=$-; set +euCf\nS='/tmp/st ate'\\''s'\n", 37) == 0);
 	CHECK(strstr(t, "\nn=7; i=0\n") != NULL);
 	CHECK(contains_b64_of(t, spec.command));
 	CHECK(contains_b64_of(t, spec.cwd));
@@ -310,7 +310,7 @@ UNIT_TEST(launcher_text)
 	/* before the wrapper starts, only what it needs: the streams and the
 	 * spare end.pipe come after (fewer metadata writes on the way) */
 	{
-		const char *spawn = strstr(t, "K=$!\n"), *streams = strstr(t, ": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
+		const char *spawn = strstr(t, "K=$!; set +euCf\n"), *streams = strstr(t, ": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
 
 		CHECK(spawn && streams && spawn < streams);
 		CHECK(strstr(t, ": >\"$d/stdout\"") == NULL);
@@ -323,7 +323,7 @@ UNIT_TEST(launcher_text)
 	CHECK(strstr(sb_str(&sb), "g=$x/setsid") != NULL);
 	t = sb_str(&sb);
 	{
-		const char *spawn = strstr(t, "K=$!\n"), *end = strstr(t, "zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\"");
+		const char *spawn = strstr(t, "K=$!; set +euCf\n"), *end = strstr(t, "zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\"");
 
 		CHECK(spawn && end && spawn < end);
 	}
@@ -2003,11 +2003,11 @@ UNIT_TEST(run_shellopts_does_not_carry_job_control)
 	}
 }
 
-/* Options from an exported SHELLOPTS (errexit, noclobber) are the
+/* Options from an exported SHELLOPTS (errexit, nounset, noclobber) are the
  * command's, not the wrapper's: with errexit the wrapper ended at the
- * command's failing status without recording it. The toolbox shell is
- * zsh or dash here: a bash toolbox shell runs the launcher itself with
- * them. */
+ * command's failing status without recording it. Nor the launcher's,
+ * which a bash toolbox shell runs with them: nounset ended it at its first
+ * line (and the launcher's own set +C took noclobber from the command). */
 UNIT_TEST(run_shellopts_options_reach_the_command_only)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
@@ -2015,14 +2015,13 @@ UNIT_TEST(run_shellopts_options_reach_the_command_only)
 		struct exec_launch_result r;
 		char sd[256], shell[700], *t;
 
-		if (!strcmp(shells[i], "bash"))
-			continue;
 		state_dir(sd, sizeof(sd), "shellopts-e", shells[i]);
-		snprintf(shell, sizeof(shell), "env SHELLOPTS=braceexpand:errexit:hashall:noclobber \"$(command -v %s)\"",
-			 shells[i]);
+		snprintf(shell, sizeof(shell),
+			 "env SHELLOPTS=braceexpand:errexit:hashall:noclobber:nounset \"$(command -v %s)\"", shells[i]);
 		CHECK_INT(start_fast(shell, sd, 1, &spec, 3000, 65536, &r), 0);
 		CHECK(r.n == 1 && r.ended && r.exit_code == 3 && r.inline_ok[0] && r.data[0]);
-		CHECK(r.data[0] && strchr(r.data[0], 'e') && strchr(r.data[0], 'C') && !strchr(r.data[0], 'm'));
+		CHECK(r.data[0] && strchr(r.data[0], 'e') && strchr(r.data[0], 'C') && strchr(r.data[0], 'u') &&
+		      !strchr(r.data[0], 'm'));
 		exec_launch_result_free(&r);
 		snprintf(shell, sizeof(shell), "%s/cmd/1", sd);
 		t = wait_exit(shell, 5000);
@@ -2031,8 +2030,6 @@ UNIT_TEST(run_shellopts_options_reach_the_command_only)
 	}
 }
 
-/* Where the provider may kill what its script left (Vercel), the wrapper
- * gets a session of its own (setsid); where not (Daytona), it has none. */
 /* The command starts with SIGINT and SIGQUIT ignored, as a job that sh
  * starts with & does, under every toolbox shell (bash would not ignore
  * them in a process its launcher started otherwise, by a process
@@ -2054,6 +2051,8 @@ UNIT_TEST(run_command_signals_as_a_job)
 	}
 }
 
+/* Where the provider may kill what its script left (Vercel), the wrapper
+ * gets a session of its own (setsid); where not (Daytona), it has none. */
 /* Where the provider may kill what its script left (Vercel), the wrapper
  * gets a session of its own (setsid); where not (Daytona), it has none. */
 UNIT_TEST(run_wrapper_session)

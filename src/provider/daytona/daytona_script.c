@@ -40,12 +40,12 @@
  * text is not exported (allexport would put it in the environment of every
  * program the script starts: over 128 KiB, none would start). */
 static const char bulk_reader[] =
-	"if [ -n \"$ZSH_VERSION\" ] && eval 'zmodload -F zsh/system b:sysread' 2>/dev/null; then eval '"
+	"if [ -n \"${ZSH_VERSION-}\" ] && eval 'zmodload -F zsh/system b:sysread' 2>/dev/null; then eval '"
 	"_dfp=(); while :; do _dfz=0; sysread -s 65536 _dfr || _dfz=$?; [ $_dfz = 0 ] || break; "
 	"_dfp+=(\"$_dfr\"); done; "
 	"[ $_dfz = 5 ] || { echo \"daytonafs: script cut short\" >&2; exit 125; }; "
 	"_dfr=${(j::)_dfp}; unset _dfp _dfz; typeset +x _dfr; eval \"$_dfr\"; exit'; "
-	"elif [ -n \"$BASH_VERSION\" ]; then _dfz=0; IFS= read -r -N 2147483647 _dfr 2>/dev/null || _dfz=$?; "
+	"elif [ -n \"${BASH_VERSION-}\" ]; then _dfz=0; IFS= read -r -N 2147483647 _dfr 2>/dev/null || _dfz=$?; "
 	"if [ $_dfz -le 1 ]; then unset _dfz; export -n _dfr; eval \"$_dfr\"; exit; fi; unset _dfz; "
 	"fi\n";
 
