@@ -461,6 +461,20 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Whether no process's command line matches the pgrep pattern, within 3 s. */
+static bool none_left_running(const char *pattern)
+{
+	char probe[900];
+
+	snprintf(probe, sizeof(probe), "pgrep -f '%s' >/dev/null", pattern);
+	for (int w = 0; w < 150; w++) {
+		if (system(probe) != 0)
+			return true;
+		sleep_ms(20);
+	}
+	return false;
+}
+
 /* Waits for dir/exit (up to ms); its content, malloc'd, or NULL. */
 static char *wait_exit(const char *dir, long ms)
 {
@@ -827,19 +841,8 @@ UNIT_TEST(launcher_replay_starts_nothing)
 			CHECK_STR(t, "ran\n");
 			free(t);
 			/* and nothing of either left running */
-			{
-				char probe[700];
-				int left = 1;
-
-				snprintf(probe, sizeof(probe), "pgrep -f 'replay-%s-%d/launch/[r]eplay-token' >/dev/null",
-					 all_shells[i], together);
-				for (int w = 0; w < 150 && left; w++) {
-					left = system(probe) == 0;
-					if (left)
-						sleep_ms(20);
-				}
-				CHECK(!left);
-			}
+			snprintf(dir, sizeof(dir), "replay-%s-%d/launch/[r]eplay-token", all_shells[i], together);
+			CHECK(none_left_running(dir));
 			free(a);
 			free(b);
 			sb_free(&sb);
@@ -1194,6 +1197,23 @@ UNIT_TEST(run_kill_orphan_record)
 	sb_free(&k);
 }
 
+/* Kills the command of record dir by the kill script under shell: its
+ * wrapper, which runs, records the end (the command's TERM: 143). */
+static void kill_ended_by_wrapper(const char *shell, const char *dir)
+{
+	struct strbuf sb = STRBUF_INIT;
+	char *t;
+
+	exec_build_kill(&sb, dir);
+	t = run_shell(shell, sb_str(&sb));
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	t = wait_exit(dir, 5000);
+	CHECK_STR(t, "143\n");
+	free(t);
+	sb_free(&sb);
+}
+
 UNIT_TEST(run_reconcile)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
@@ -1241,15 +1261,8 @@ UNIT_TEST(run_reconcile)
 		t = run_shell(shells[i], sb_str(&sb));
 		CHECK_STR(t, "daytonafs-reconciled\n");
 		free(t);
-		sb_reset(&sb);
-		exec_build_kill(&sb, live_dir);
-		t = run_shell(shells[i], sb_str(&sb));
-		CHECK_STR(t, "daytonafs-killed\n");
-		free(t);
-		t = wait_exit(live_dir, 5000);
-		CHECK_STR(t, "143\n");
-		free(t);
 		sb_free(&sb);
+		kill_ended_by_wrapper(shells[i], live_dir);
 	}
 }
 
@@ -1274,31 +1287,22 @@ UNIT_TEST(run_hidden_command_known_by_its_wrapper)
 		CHECK_STR(t, "daytonafs-reconciled\n");
 		free(t);
 		CHECK(!exists(dir, "exit"));
-		sb_reset(&sb);
-		exec_build_kill(&sb, dir);
-		t = run_shell(shells[i], sb_str(&sb));
-		CHECK_STR(t, "daytonafs-killed\n");
-		free(t);
-		/* recorded by the wrapper (the command's TERM), not ended by kill */
-		t = wait_exit(dir, 5000);
-		CHECK_STR(t, "143\n");
-		free(t);
 		sb_free(&sb);
+		/* recorded by the wrapper, not ended by kill (137) */
+		kill_ended_by_wrapper(shells[i], dir);
 	}
 }
 
 /* The number the launcher asked for was taken (another mount's record):
  * the command runs once, in the next record, and nothing of it is left
  * about the taken one. */
-UNIT_TEST(run_early_wrapper_other_number)
+UNIT_TEST(run_taken_number_runs_once)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "echo ran >>\"$0.count\"" };
-		char sd[256], dir[512], path[700], probe[800], *t;
-		int left = 1;
+		char sd[256], dir[512], path[700], *t;
 
 		state_dir(sd, sizeof(sd), "taken", shells[i]);
-		snprintf(path, sizeof(path), "%s/cmd/1", sd);
 		mkdir(sd, 0755);
 		snprintf(path, sizeof(path), "%s/cmd", sd);
 		mkdir(path, 0755);
@@ -1308,17 +1312,13 @@ UNIT_TEST(run_early_wrapper_other_number)
 		t = wait_exit(dir, 5000);
 		CHECK_STR(t, "0\n");
 		free(t);
+		CHECK(!exists(path, "wpid") && !exists(path, "exit"));
+		/* once: the count file is the record's, beside its command */
 		t = slurp(dir, "command.count", NULL);
 		CHECK_STR(t, "ran\n");
 		free(t);
-		CHECK(!exists(path, "wpid") && !exists(path, "exit"));
-		snprintf(probe, sizeof(probe), "pgrep -f '%s/cmd/[1]/run' >/dev/null", sd);
-		for (int w = 0; w < 150 && left; w++) {
-			left = system(probe) == 0;
-			if (left)
-				sleep_ms(20);
-		}
-		CHECK(!left);
+		snprintf(path, sizeof(path), "%s/cmd/[1]/run", sd);
+		CHECK(none_left_running(path));
 	}
 }
 
@@ -1825,8 +1825,7 @@ UNIT_TEST(run_without_bash)
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "echo \"${BASH_VERSION:-sh}\"; ps -o sid=,pgid= -p $$; echo $$" };
 		struct exec_launch_result r;
-		struct strbuf k = STRBUF_INIT;
-		char sd[256], dir[600], *t, *pg;
+		char sd[256], dir[600], *pg;
 
 		if (!strcmp(shells[i], "bash"))
 			continue;       /* the toolbox shell is bash: bash exists */
@@ -1850,13 +1849,7 @@ UNIT_TEST(run_without_bash)
 		CHECK(r.n == 2 && !r.ended);
 		exec_launch_result_free(&r);
 		snprintf(dir, sizeof(dir), "%s/cmd/2", sd);
-		exec_build_kill(&k, dir);
-		t = run_shell(shell, sb_str(&k));
-		CHECK_STR(t, "daytonafs-killed\n");
-		free(t);
-		t = wait_exit(dir, 5000);
-		CHECK_STR(t, "143\n");
-		free(t);
+		kill_ended_by_wrapper(shell, dir);
 		pg = slurp(dir, "pgid", NULL);
 		CHECK(pg != NULL);
 		if (pg) {
@@ -1868,7 +1861,6 @@ UNIT_TEST(run_without_bash)
 			CHECK(system(cmd) != 0);
 			free(pg);
 		}
-		sb_free(&k);
 	}
 }
 
@@ -2211,7 +2203,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_kill_orphan_record),
 	UNIT_CASE(run_reconcile),
 	UNIT_CASE(run_hidden_command_known_by_its_wrapper),
-	UNIT_CASE(run_early_wrapper_other_number),
+	UNIT_CASE(run_taken_number_runs_once),
 	UNIT_CASE(run_command_signals_as_a_job),
 	UNIT_CASE(launcher_replay_starts_nothing),
 	UNIT_CASE(stdin_replay_feeds_nothing),
