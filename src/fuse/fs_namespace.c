@@ -20,6 +20,7 @@
 
 #include "journal.h"
 #include "log.h"
+#include "rename_pin.h"
 #include "prefetch.h"
 #include "strbuf.h"
 #include "urlenc.h"
@@ -441,6 +442,14 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	char *np;
 	int rc = 0;
 
+	if (!n && rename_pin_hiding()) {
+		/* Not open: pinned by the rename that follows (rename_pin.h).
+		 * It stays in the sandbox for that rename to replace; an open
+		 * of its inode opens the name it was hidden from. */
+		hidden_name_note(fs->files, sb, to, from);
+		hide_window_open(fs->files, sb, from, caller_tid());
+		return 0;
+	}
 	if (!n)
 		return -ENOENT;
 	np = strdup(to);

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * The rename pin (rename_pin.h): requests of the mount's own, run inside
+ * libfuse just before a rename from the kernel.
+ *
+ * Why: libfuse's high-level API unlinks a rename's destination from its node
+ * table when the rename ends (rename_node), unless the destination is open, in
+ * which case it renames it to a .fuse_hidden name first (hide_node). An
+ * unlinked node has no path, and libfuse answers any request on it with
+ * ESTALE before the mount sees it. The kernel sends an open of that node when
+ * its path walk found the name's cached entry just before the rename: a
+ * reader that opens doc.txt in a loop while an editor saves it by rename. The
+ * kernel retries such an open once, walking the whole path again with a
+ * lookup per component; under load the next save (create, write, close,
+ * rename: as many requests) fits in that walk, its rename replaces the file
+ * the retry's lookup just answered, and the reader got ESTALE (5 in 25 runs
+ * of test_rename_over_file_a_reader_keeps_opening on a busy machine). No
+ * answer of the mount's lookup can prevent it: that lookup is right, and the
+ * rename takes libfuse's lock on the node before the open reaches the mount.
+ *
+ * How: the mount reads the kernel's requests itself (fuse_session_custom_io).
+ * Before it hands libfuse a rename, it runs a LOOKUP of the destination, an
+ * OPEN of it if it is a regular file (rename_pin_opening: a handle that does
+ * nothing) and a FORGET of that lookup, each through
+ * fuse_session_process_buf on this thread; their replies are kept from the
+ * kernel (writev below). libfuse then finds the destination open and hides
+ * it, which the mount keeps local (hide_open_file, rename_pin_hiding); an open
+ * of its inode is an open of the hidden name, answered with the file now at
+ * the name it was hidden from. The pin's open is never released: its node is
+ * reachable only by the kernel's inode, and libfuse drops it when the kernel
+ * forgets that; the release would only make libfuse unlink the hidden name,
+ * which never exists in the sandbox.
+ *
+ * Not for a rename with flags (RENAME_NOREPLACE, RENAME_EXCHANGE): libfuse
+ * hides before the mount is asked, and a refused rename would leave the name
+ * hidden. Receiving by read(2) instead of splice costs nothing here: the
+ * mount's write takes a buffer, which libfuse copied out of the pipe.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <linux/fuse.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "rename_pin.h"
+
+/* The reply to the request this thread runs for the pin. */
+struct pin_capture {
+	uint64_t unique;
+	int error;
+	size_t size;
+	bool done;
+	unsigned char data[sizeof(struct fuse_entry_out) + sizeof(struct fuse_open_out)];
+};
+
+static struct fuse_session *pin_session;
+static uint64_t pin_unique;   /* atomically: the pin's request ids */
+static __thread struct pin_capture *capture;
+static __thread bool opening, hiding;
+
+bool rename_pin_opening(void)
+{
+	return opening;
+}
+
+bool rename_pin_hiding(void)
+{
+	return hiding;
+}
+
+/* Ids the kernel never uses: it counts up from 0 in steps of 2 (an
+ * interrupt's id is the request's plus 1). */
+static uint64_t next_unique(void)
+{
+	return (1ULL << 63) | (__atomic_add_fetch(&pin_unique, 1, __ATOMIC_RELAXED) << 1);
+}
+
+/* Runs one request inside libfuse on this thread. With cap, its reply is
+ * kept there instead of going to the kernel; returns whether one came. */
+static bool run(void *req, size_t len, struct pin_capture *cap)
+{
+	struct fuse_in_header *in = req;
+	struct fuse_buf buf = { .size = len, .mem = req };
+
+	in->len = (uint32_t)len;
+	in->unique = next_unique();
+	if (cap) {
+		memset(cap, 0, sizeof(*cap));
+		cap->unique = in->unique;
+		capture = cap;
+	}
+	fuse_session_process_buf(pin_session, &buf);
+	capture = NULL;
+	return cap && cap->done;
+}
+
+static void pin(const struct fuse_in_header *rin, uint64_t newdir, const char *newname, size_t namelen)
+{
+	struct {
+		struct fuse_in_header h;
+		char name[NAME_MAX + 1];
+	} lookup;
+	struct {
+		struct fuse_in_header h;
+		union {
+			struct fuse_open_in open;
+			struct fuse_forget_in forget;
+		} a;
+	} req;
+	struct fuse_entry_out entry;
+	struct pin_capture cap;
+
+	if (namelen > NAME_MAX)
+		return;
+	memset(&lookup, 0, sizeof(lookup));
+	lookup.h.opcode = FUSE_LOOKUP;
+	lookup.h.nodeid = newdir;
+	lookup.h.uid = rin->uid;
+	lookup.h.gid = rin->gid;
+	lookup.h.pid = rin->pid;
+	memcpy(lookup.name, newname, namelen);
+	if (!run(&lookup, sizeof(lookup.h) + namelen + 1, &cap) || cap.error ||
+	    cap.size < sizeof(entry.nodeid))
+		return;
+	memset(&entry, 0, sizeof(entry));
+	memcpy(&entry, cap.data, cap.size < sizeof(entry) ? cap.size : sizeof(entry));
+	if (!entry.nodeid)
+		return;
+	memset(&req, 0, sizeof(req));
+	req.h = lookup.h;
+	req.h.nodeid = entry.nodeid;
+	if (cap.size >= sizeof(entry) && S_ISREG(entry.attr.mode)) {
+		req.h.opcode = FUSE_OPEN;
+		req.a.open.flags = O_RDONLY;
+		opening = true;
+		if (run(&req, sizeof(req.h) + sizeof(req.a.open), &cap) && !cap.error)
+			hiding = true;
+		opening = false;
+	}
+	/* The kernel holds the destination's entry for the rename: the node
+	 * stays while that lookup is forgotten. */
+	req.h.opcode = FUSE_FORGET;
+	req.a.forget.nlookup = 1;
+	run(&req, sizeof(req.h) + sizeof(req.a.forget), NULL);
+}
+
+bool rename_pin_destination(const void *buf, size_t len, uint64_t *newdir, const char **name, size_t *namelen)
+{
+	const struct fuse_in_header *in = buf;
+	const char *names, *newname, *end = (const char *)buf + len;
+	const char *nul;
+
+	if (len < sizeof(*in))
+		return false;
+	if (in->opcode == FUSE_RENAME && len >= sizeof(*in) + sizeof(struct fuse_rename_in)) {
+		const struct fuse_rename_in *a = (const void *)(in + 1);
+
+		*newdir = a->newdir;
+		names = (const char *)(a + 1);
+	} else if (in->opcode == FUSE_RENAME2 && len >= sizeof(*in) + sizeof(struct fuse_rename2_in)) {
+		const struct fuse_rename2_in *a = (const void *)(in + 1);
+
+		if (a->flags)
+			return false;
+		*newdir = a->newdir;
+		names = (const char *)(a + 1);
+	} else {
+		return false;
+	}
+	nul = memchr(names, '\0', (size_t)(end - names));
+	if (!nul)
+		return false;
+	newname = nul + 1;
+	nul = memchr(newname, '\0', (size_t)(end - newname));
+	if (!nul || nul == newname)
+		return false;
+	*name = newname;
+	*namelen = (size_t)(nul - newname);
+	return true;
+}
+
+static ssize_t pin_read(int fd, void *buf, size_t len, void *userdata)
+{
+	uint64_t newdir;
+	const char *name;
+	size_t namelen;
+	ssize_t n;
+	int err;
+
+	(void)userdata;
+	hiding = false;
+	n = read(fd, buf, len);
+	err = errno;
+	if (n > 0 && rename_pin_destination(buf, (size_t)n, &newdir, &name, &namelen))
+		pin(buf, newdir, name, namelen);
+	errno = err;
+	return n;
+}
+
+static ssize_t pin_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	struct pin_capture *cap = capture;
+	ssize_t total = 0;
+
+	(void)userdata;
+	if (!cap || iov[0].iov_len < sizeof(*out) || out->unique != cap->unique)
+		return writev(fd, iov, count);
+	cap->error = out->error;
+	for (int i = 0; i < count; i++) {
+		size_t skip = i == 0 ? sizeof(*out) : 0;
+
+		if (iov[i].iov_len > skip && cap->size < sizeof(cap->data)) {
+			size_t n = iov[i].iov_len - skip;
+
+			if (n > sizeof(cap->data) - cap->size)
+				n = sizeof(cap->data) - cap->size;
+			memcpy(cap->data + cap->size, (const char *)iov[i].iov_base + skip, n);
+			cap->size += n;
+		}
+		total += (ssize_t)iov[i].iov_len;
+	}
+	cap->done = true;
+	return total;
+}
+
+int rename_pin_install(struct fuse_session *se)
+{
+	static const struct fuse_custom_io io = {
+		.read = pin_read,
+		.writev = pin_writev,
+	};
+
+	pin_session = se;
+	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
