@@ -33,8 +33,9 @@
  *
  * Not for a rename with flags (RENAME_NOREPLACE, RENAME_EXCHANGE): libfuse
  * hides before the mount is asked, and a refused rename would leave the name
- * hidden. Receiving by read(2) instead of splice costs nothing here: the
- * mount's write takes a buffer, which libfuse copied out of the pipe.
+ * hidden. Custom reads and writes turn splice off, which the mount never
+ * had: libfuse splices requests in only for a write_buf operation, and
+ * replies out only when asked to.
  */
 #include <errno.h>
 #include <fcntl.h>
