@@ -35,8 +35,11 @@
  * hides before the mount is asked, and a refused rename would leave the name
  * hidden. Custom reads and writes turn splice off, which the mount never
  * had: libfuse splices requests in only for a write_buf operation, and
- * replies out only when asked to.
+ * replies out only when asked to. libfuse before 3.13 (Ubuntu 22.04 has
+ * 3.10) has no custom I/O: there the pin is not built, and such an open
+ * fails with ESTALE as before.
  */
+#define FUSE_USE_VERSION 314
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -48,6 +51,55 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include "rename_pin.h"
+
+static __thread bool opening, hiding;
+
+bool rename_pin_opening(void)
+{
+	return opening;
+}
+
+bool rename_pin_hiding(void)
+{
+	return hiding;
+}
+
+bool rename_pin_destination(const void *buf, size_t len, uint64_t *newdir, const char **name, size_t *namelen)
+{
+	const struct fuse_in_header *in = buf;
+	const char *names, *newname, *end = (const char *)buf + len;
+	const char *nul;
+
+	if (len < sizeof(*in))
+		return false;
+	if (in->opcode == FUSE_RENAME && len >= sizeof(*in) + sizeof(struct fuse_rename_in)) {
+		const struct fuse_rename_in *a = (const void *)(in + 1);
+
+		*newdir = a->newdir;
+		names = (const char *)(a + 1);
+	} else if (in->opcode == FUSE_RENAME2 && len >= sizeof(*in) + sizeof(struct fuse_rename2_in)) {
+		const struct fuse_rename2_in *a = (const void *)(in + 1);
+
+		if (a->flags)
+			return false;
+		*newdir = a->newdir;
+		names = (const char *)(a + 1);
+	} else {
+		return false;
+	}
+	nul = memchr(names, '\0', (size_t)(end - names));
+	if (!nul)
+		return false;
+	newname = nul + 1;
+	nul = memchr(newname, '\0', (size_t)(end - newname));
+	if (!nul || nul == newname)
+		return false;
+	*name = newname;
+	*namelen = (size_t)(nul - newname);
+	return true;
+}
+
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 13)
 
 /* The reply to the request this thread runs for the pin. */
 struct pin_capture {
@@ -61,17 +113,6 @@ struct pin_capture {
 static struct fuse_session *pin_session;
 static uint64_t pin_unique;   /* atomically: the pin's request ids */
 static __thread struct pin_capture *capture;
-static __thread bool opening, hiding;
-
-bool rename_pin_opening(void)
-{
-	return opening;
-}
-
-bool rename_pin_hiding(void)
-{
-	return hiding;
-}
 
 /* Ids the kernel never uses: it counts up from 0 in steps of 2 (an
  * interrupt's id is the request's plus 1). */
@@ -149,41 +190,6 @@ static void pin(const struct fuse_in_header *rin, uint64_t newdir, const char *n
 	run(&req, sizeof(req.h) + sizeof(req.a.forget), NULL);
 }
 
-bool rename_pin_destination(const void *buf, size_t len, uint64_t *newdir, const char **name, size_t *namelen)
-{
-	const struct fuse_in_header *in = buf;
-	const char *names, *newname, *end = (const char *)buf + len;
-	const char *nul;
-
-	if (len < sizeof(*in))
-		return false;
-	if (in->opcode == FUSE_RENAME && len >= sizeof(*in) + sizeof(struct fuse_rename_in)) {
-		const struct fuse_rename_in *a = (const void *)(in + 1);
-
-		*newdir = a->newdir;
-		names = (const char *)(a + 1);
-	} else if (in->opcode == FUSE_RENAME2 && len >= sizeof(*in) + sizeof(struct fuse_rename2_in)) {
-		const struct fuse_rename2_in *a = (const void *)(in + 1);
-
-		if (a->flags)
-			return false;
-		*newdir = a->newdir;
-		names = (const char *)(a + 1);
-	} else {
-		return false;
-	}
-	nul = memchr(names, '\0', (size_t)(end - names));
-	if (!nul)
-		return false;
-	newname = nul + 1;
-	nul = memchr(newname, '\0', (size_t)(end - newname));
-	if (!nul || nul == newname)
-		return false;
-	*name = newname;
-	*namelen = (size_t)(nul - newname);
-	return true;
-}
-
 static ssize_t pin_read(int fd, void *buf, size_t len, void *userdata)
 {
 	uint64_t newdir;
@@ -239,3 +245,13 @@ int rename_pin_install(struct fuse_session *se)
 	pin_session = se;
 	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
+
+#else   /* libfuse without custom I/O */
+
+int rename_pin_install(struct fuse_session *se)
+{
+	(void)se;
+	return 0;
+}
+
+#endif
