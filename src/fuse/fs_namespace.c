@@ -20,8 +20,8 @@
 
 #include "journal.h"
 #include "log.h"
-#include "rename_pin.h"
 #include "prefetch.h"
+#include "rename_pin.h"
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
