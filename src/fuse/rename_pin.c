@@ -13,7 +13,7 @@
  * kernel retries such an open once, walking the whole path again with a
  * lookup per component; under load the next save (create, write, close,
  * rename: as many requests) fits in that walk, its rename replaces the file
- * the retry's lookup just answered, and the reader got ESTALE (5 in 25 runs
+ * the retry's lookup just answered, and the reader got ESTALE (5 in 30 runs
  * of test_rename_over_file_a_reader_keeps_opening on a busy machine). No
  * answer of the mount's lookup can prevent it: that lookup is right, and the
  * rename takes libfuse's lock on the node before the open reaches the mount.

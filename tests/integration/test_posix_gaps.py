@@ -61,7 +61,7 @@ def test_rename_over_file_a_reader_keeps_opening(d):
     lookup must not answer with the inode of the file that the next rename is
     replacing (it did about once in 20 renames), and on a busy machine the
     retry's walk down the path outlasted the next save, whose rename replaced
-    the file the walk had found (5 runs in 25): libfuse hides every replaced
+    the file the walk had found (5 runs in 30): libfuse hides every replaced
     file now (rename_pin.c), so no open of one fails. 100 saves, so that a
     bug of the first rate shows every time."""
     path = os.path.join(d, "doc.txt")
