@@ -442,13 +442,28 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	char *np;
 	int rc = 0;
 
+	if (n && rename_pin_hiding()) {
+		/* A closed file whose upload waits (-o writeback) is not open
+		 * either: unlinking it here would lose it if the rename then
+		 * fails. The rename replaces it as any closed file. */
+		bool closed;
+
+		pthread_mutex_lock(&n->lock);
+		closed = n->handles == 0;
+		pthread_mutex_unlock(&n->lock);
+		if (closed) {
+			node_release(fs, n);
+			n = NULL;
+		}
+	}
 	if (!n && rename_pin_hiding()) {
 		/* Not open: pinned by the rename that follows (rename_pin.h).
-		 * It stays in the sandbox for that rename to replace; an open
-		 * of its inode opens the name it was hidden from. */
+		 * Nothing changes here or in the sandbox: if the rename fails,
+		 * the file is there as it was; if it succeeds, it replaces the
+		 * file. An open of its inode opens the name it was hidden from. */
 		hidden_name_note(fs->files, sb, to, from);
 		hide_window_open(fs->files, sb, from, caller_tid());
-		return 0;
+		return 1;   /* the inode keeps its name's number (dfs_rename) */
 	}
 	if (!n)
 		return -ENOENT;
@@ -614,6 +629,12 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	return rc;
 }
 
+void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
+{
+	/* No rename onto it follows: lookups of it need not wait. */
+	hide_window_renaming(fs->files, sb, to, false);
+}
+
 static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
 {
 	struct sp_error err = { 0 };
@@ -753,12 +774,25 @@ static void set_mode(struct stat *st, const void *arg)
 /* fchmod, fchown, futimens of an unlinked open file: libfuse names it by
  * its hidden name, which is only here. */
 static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, const mode_t *mode, uid_t uid,
-		      gid_t gid, const struct timespec *mt)
+		      gid_t gid, const struct timespec *tv)
 {
 	struct open_node *n = node_find_hidden(fs->files, sb, path);
+	const struct timespec *mt = tv ? &tv[1] : NULL;
 
-	if (!n)
-		return -ENOENT;
+	if (!n) {
+		/* Hidden with no descriptor open on it (a rename's pin,
+		 * rename_pin.h, or the last close after the unlink): the file
+		 * now at the name it was hidden from, as getattr and open. */
+		char from[sizeof(((struct node *)0)->path)];
+
+		if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)) || is_hidden_name(from))
+			return -ENOENT;
+		if (mode)
+			return files_chmod(fs, sb, from, *mode);
+		if (uid != (uid_t)-1 || gid != (gid_t)-1)
+			return files_chown(fs, sb, from, uid, gid);
+		return tv ? files_utimens(fs, sb, from, tv) : 0;
+	}
 	pthread_mutex_lock(&n->lock);
 	if (mode)
 		n->st.st_mode = (n->st.st_mode & S_IFMT) | (*mode & 07777);
@@ -967,7 +1001,7 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	if (is_hidden_name(path)) {
 		if (n)
 			node_release(fs, n);
-		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, mt);
+		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, tv);
 	}
 	rc = upload_waiting_first(fs, sb, path);
 	if (rc < 0) {

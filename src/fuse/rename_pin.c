@@ -44,8 +44,10 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
 #include <linux/fuse.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -114,6 +116,76 @@ static struct fuse_session *pin_session;
 static uint64_t pin_unique;   /* atomically: the pin's request ids */
 static __thread struct pin_capture *capture;
 
+/* The rename whose destination this thread's pin hid: its id, and the
+ * destination as the kernel named it. */
+static __thread uint64_t pinned_rename, pinned_dir;
+static __thread size_t pinned_len;
+static __thread char pinned_name[NAME_MAX + 1];
+
+struct inval {
+	int fd;
+	size_t len;
+	struct {
+		struct fuse_out_header h;
+		struct fuse_notify_inval_entry_out a;
+		char name[NAME_MAX + 1];
+	} msg;
+};
+
+static void *inval_run(void *arg)
+{
+	struct inval *v = arg;
+
+	/* ENOENT: the kernel no longer holds the entry; other errors: the
+	 * mount is gone. Nothing to undo either way. */
+	ssize_t n = write(v->fd, &v->msg, v->len);
+
+	(void)n;
+	close(v->fd);
+	free(v);
+	return NULL;
+}
+
+/*
+ * After a pinned rename failed: libfuse keeps the destination's inode under
+ * its hidden name, and the kernel's entry of the name points to it; the
+ * kernel is told to forget that entry, so that its next lookup gets the
+ * file's own node (with its link count, not libfuse's hidden one's 0). Not
+ * inline: the kernel holds the directory locked until the rename's answer is
+ * in, and its invalidation takes that lock. The thread writes on its own
+ * descriptor of the connection, so it outlives nothing of the session.
+ */
+static void inval_later(int fd)
+{
+	struct inval *v = calloc(1, sizeof(*v));
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (!v)
+		return;   /* the entry expires with the kernel's entry timeout */
+	v->len = sizeof(v->msg.h) + sizeof(v->msg.a) + pinned_len + 1;
+	v->msg.h.len = (uint32_t)v->len;
+	v->msg.h.error = FUSE_NOTIFY_INVAL_ENTRY;
+	v->msg.a.parent = pinned_dir;
+	v->msg.a.namelen = (uint32_t)pinned_len;
+	memcpy(v->msg.name, pinned_name, pinned_len);
+	v->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (v->fd < 0) {
+		free(v);
+		return;
+	}
+	if (pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, inval_run, v) == 0)
+			v = NULL;
+		pthread_attr_destroy(&attr);
+	}
+	if (v) {
+		close(v->fd);
+		free(v);
+	}
+}
+
 /* Ids the kernel never uses: it counts up from 0 in steps of 2 (an
  * interrupt's id is the request's plus 1). */
 static uint64_t next_unique(void)
@@ -179,8 +251,13 @@ static void pin(const struct fuse_in_header *rin, uint64_t newdir, const char *n
 		req.h.opcode = FUSE_OPEN;
 		req.a.open.flags = O_RDONLY;
 		opening = true;
-		if (run(&req, sizeof(req.h) + sizeof(req.a.open), &cap) && !cap.error)
+		if (run(&req, sizeof(req.h) + sizeof(req.a.open), &cap) && !cap.error) {
 			hiding = true;
+			pinned_rename = rin->unique;
+			pinned_dir = newdir;
+			pinned_len = namelen;
+			memcpy(pinned_name, newname, namelen);
+		}
 		opening = false;
 	}
 	/* The kernel holds the destination's entry for the rename: the node
@@ -200,10 +277,19 @@ static ssize_t pin_read(int fd, void *buf, size_t len, void *userdata)
 
 	(void)userdata;
 	hiding = false;
+	pinned_rename = 0;
 	n = read(fd, buf, len);
 	err = errno;
-	if (n > 0 && rename_pin_destination(buf, (size_t)n, &newdir, &name, &namelen))
+	if (n > 0 && rename_pin_destination(buf, (size_t)n, &newdir, &name, &namelen)) {
+		int old;
+
+		/* libfuse's worker enables cancellation around this read, and
+		 * an unmount cancels workers: the pin's requests take the
+		 * mount's locks, which a cancelled thread would never release. */
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
 		pin(buf, newdir, name, namelen);
+		pthread_setcancelstate(old, NULL);
+	}
 	errno = err;
 	return n;
 }
@@ -215,6 +301,16 @@ static ssize_t pin_writev(int fd, struct iovec *iov, int count, void *userdata)
 	ssize_t total = 0;
 
 	(void)userdata;
+	if (!cap && pinned_rename && iov[0].iov_len >= sizeof(*out) && out->unique == pinned_rename) {
+		/* The answer to the rename this thread pinned for. */
+		bool failed = out->error != 0;
+
+		pinned_rename = 0;
+		total = writev(fd, iov, count);
+		if (failed)
+			inval_later(fd);
+		return total;
+	}
 	if (!cap || iov[0].iov_len < sizeof(*out) || out->unique != cap->unique)
 		return writev(fd, iov, count);
 	cap->error = out->error;
