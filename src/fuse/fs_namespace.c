@@ -461,7 +461,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		 * Nothing changes here or in the sandbox: if the rename fails,
 		 * the file is there as it was; if it succeeds, it replaces the
 		 * file. An open of its inode opens the name it was hidden from. */
-		hidden_name_note(fs->files, sb, to, from);
+		hidden_name_note(fs->files, sb, to, from, true);
 		hide_window_open(fs->files, sb, from, caller_tid());
 		return 1;   /* the inode keeps its name's number (dfs_rename) */
 	}
@@ -512,7 +512,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	 * the next save's walk down the path cost a command. */
 	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, local ? &node_st : have_st ? &st : NULL, false);
 	link_drop(fs, sb, from, false);
-	hidden_name_note(fs->files, sb, to, from);
+	hidden_name_note(fs->files, sb, to, from, false);
 	hide_window_open(fs->files, sb, from, caller_tid());
 	return 0;
 }
