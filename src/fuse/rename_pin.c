@@ -29,7 +29,11 @@
  * the name it was hidden from. The pin's open is never released: its node is
  * reachable only by the kernel's inode, and libfuse drops it when the kernel
  * forgets that; the release would only make libfuse unlink the hidden name,
- * which never exists in the sandbox.
+ * which never exists in the sandbox. A closed file whose upload waits is
+ * pinned the same way (hide_open_file), and a rename that fails after the
+ * hide leaves the file as it was; the kernel's entry of the name is then
+ * invalidated (inval_later), since libfuse keeps the inode under the hidden
+ * name.
  *
  * Not for a rename with flags (RENAME_NOREPLACE, RENAME_EXCHANGE): libfuse
  * hides before the mount is asked, and a refused rename would leave the name
