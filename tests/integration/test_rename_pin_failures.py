@@ -28,6 +28,7 @@ def wbm(server, tmp_root):
         live.unmount()
 
 
+@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
 def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
     """The pin's open made libfuse hide b, and the mount took that hide of a
     closed file whose upload waited for an unlink: it dropped b's data and
