@@ -631,6 +631,13 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 
 void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
 {
+	/* An open file libfuse hid for this rename: its delete was queued
+	 * (hide_open_file), and no rename replaces it now. What is in the
+	 * sandbox stays; the mount asks for it again. (Its descriptors keep
+	 * the hidden file, whose later writes are not uploaded, and a file
+	 * never uploaded stays hidden: SEMANTICS.md.) */
+	wb_op_free(wb_cancel_hidden(fs->files->deferred.wb, sb, to));
+	cache_invalidate(fs->cache, sb->id, to);
 	/* No rename onto it follows: lookups of it need not wait. */
 	hide_window_renaming(fs->files, sb, to, false);
 }

@@ -106,3 +106,26 @@ def test_a_failed_rename_leaves_the_destination_usable(mount, sandbox):
     assert os.listdir(d) == ["b"]
     ctl(mount.p(sandbox, "ctl"), "exec stat -c %%a %s/b" % rel)
     assert read(mount.p(sandbox, "stdout")).strip() == "640"
+
+
+def test_a_failed_rename_onto_an_open_file_keeps_it(mount, sandbox):
+    """libfuse hides an open destination before any rename, pinned or not:
+    a rename that then fails must leave the file in the sandbox."""
+    d = mount.p(sandbox, "work", "rp-" + uuid.uuid4().hex[:8])
+    os.mkdir(d)
+    rel = os.path.relpath(d, mount.p(sandbox, "work"))
+    ctl(mount.p(sandbox, "ctl"), "exec printf old > %s/b" % rel)
+    assert read(mount.p(sandbox, "exit")).strip() == "0"
+    b = os.path.join(d, "b")
+    fd = os.open(b, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.rename(mount.p(sandbox, "ctl"), b)
+        assert e.value.errno == errno.EPERM
+        assert os.read(fd, 100) == b"old"
+    finally:
+        os.close(fd)
+    mount.settle()
+    assert read(b) == "old"
+    ctl(mount.p(sandbox, "ctl"), "exec cat %s/b" % rel)
+    assert read(mount.p(sandbox, "stdout")) == "old"
