@@ -442,6 +442,23 @@ static int getattr_of(struct dfs *fs, struct sandbox *sb, const char *path, stru
 	return rc;
 }
 
+uint64_t files_ino(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	/* A hidden name that no open file holds (a rename's pin,
+	 * rename_pin.h): the number of the name it was hidden from, which
+	 * getattr answers for, and which kept its number. */
+	if (is_hidden_name(path)) {
+		char from[sizeof(((struct node *)0)->path)];
+		struct open_node *n = node_find_hidden(fs->files, sb, path);
+
+		if (n)
+			node_release(fs, n);
+		else if (hidden_name_origin(fs->files, sb, path, from, sizeof(from)) && !is_hidden_name(from))
+			return ino_of(fs->inos, sb->id, from);
+	}
+	return ino_of(fs->inos, sb->id, path);
+}
+
 int files_fgetattr(struct dfs *fs, struct fuse_file_info *fi, struct stat *st)
 {
 	struct open_node *n = ((struct fhandle *)(uintptr_t)fi->fh)->node;

@@ -241,12 +241,12 @@ struct open_table {
 	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
 	pthread_cond_t recover_cond;
 	pthread_cond_t release_cond; /* signals a node's releasing dropping to 0 */
-	struct {                  /* under lock: a ring of the last hides */
+	struct {                  /* under lock: rings of the last hides, */
 		const struct sandbox *sb;
 		char *hidden;
 		char *from;
-	} hidden_names[HIDDEN_NAMES];
-	size_t hidden_next;
+	} hidden_names[2][HIDDEN_NAMES]; /* of open files and of the rename pin's */
+	size_t hidden_next[2];    /* (every save hides: open files' hides stay longer) */
 	/* Small files fetched ahead of their reads (fs_prefetch.c). */
 	struct prefetch *prefetch;
 	bool bulk_off;            /* under lock: the provider turned bulk download down */
@@ -303,7 +303,8 @@ void node_forget_content(struct dfs *fs, struct open_node *n);
 void node_release(struct dfs *fs, struct open_node *n);
 bool is_hidden_name(const char *path);
 struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, const char *path);
-void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from);
+void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from,
+		      bool pinned);
 bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
 			       size_t size);
 void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid);

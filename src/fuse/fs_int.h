@@ -253,6 +253,10 @@ int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mod
 int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path);
 int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path);
 int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags);
+/* The inode number getattr gives path (inode.h), a hidden name's too. */
+uint64_t files_ino(struct dfs *fs, struct sandbox *sb, const char *path);
+/* A rename onto to failed after libfuse hid to for it (rename_pin.h). */
+void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to);
 int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
 int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid, gid_t gid);
 int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2]);

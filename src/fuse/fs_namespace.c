@@ -21,6 +21,7 @@
 #include "journal.h"
 #include "log.h"
 #include "prefetch.h"
+#include "rename_pin.h"
 #include "strbuf.h"
 #include "urlenc.h"
 #include "writeback.h"
@@ -441,6 +442,29 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	char *np;
 	int rc = 0;
 
+	if (n && rename_pin_hiding()) {
+		/* A closed file whose upload waits (-o writeback) is not open
+		 * either: unlinking it here would lose it if the rename then
+		 * fails. The rename replaces it as any closed file. */
+		bool closed;
+
+		pthread_mutex_lock(&n->lock);
+		closed = n->handles == 0;
+		pthread_mutex_unlock(&n->lock);
+		if (closed) {
+			node_release(fs, n);
+			n = NULL;
+		}
+	}
+	if (!n && rename_pin_hiding()) {
+		/* Not open: pinned by the rename that follows (rename_pin.h).
+		 * Nothing changes here or in the sandbox: if the rename fails,
+		 * the file is there as it was; if it succeeds, it replaces the
+		 * file. An open of its inode opens the name it was hidden from. */
+		hidden_name_note(fs->files, sb, to, from, true);
+		hide_window_open(fs->files, sb, from, caller_tid());
+		return 1;   /* the inode keeps its name's number (dfs_rename) */
+	}
 	if (!n)
 		return -ENOENT;
 	np = strdup(to);
@@ -488,7 +512,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	 * the next save's walk down the path cost a command. */
 	cache_update(fs->cache, sb->id, from, CACHE_REMOVED, local ? &node_st : have_st ? &st : NULL, false);
 	link_drop(fs, sb, from, false);
-	hidden_name_note(fs->files, sb, to, from);
+	hidden_name_note(fs->files, sb, to, from, false);
 	hide_window_open(fs->files, sb, from, caller_tid());
 	return 0;
 }
@@ -603,6 +627,19 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	if (held)
 		hide_window_renaming(fs->files, sb, to, false);
 	return rc;
+}
+
+void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
+{
+	/* An open file libfuse hid for this rename: its delete was queued
+	 * (hide_open_file), and no rename replaces it now. What is in the
+	 * sandbox stays; the mount asks for it again. (Its descriptors keep
+	 * the hidden file, whose later writes are not uploaded, and a file
+	 * never uploaded stays hidden: SEMANTICS.md.) */
+	wb_op_free(wb_cancel_hidden(fs->files->deferred.wb, sb, to));
+	cache_invalidate(fs->cache, sb->id, to);
+	/* No rename onto it follows: lookups of it need not wait. */
+	hide_window_renaming(fs->files, sb, to, false);
 }
 
 static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
@@ -744,12 +781,25 @@ static void set_mode(struct stat *st, const void *arg)
 /* fchmod, fchown, futimens of an unlinked open file: libfuse names it by
  * its hidden name, which is only here. */
 static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, const mode_t *mode, uid_t uid,
-		      gid_t gid, const struct timespec *mt)
+		      gid_t gid, const struct timespec *tv)
 {
 	struct open_node *n = node_find_hidden(fs->files, sb, path);
+	const struct timespec *mt = tv ? &tv[1] : NULL;
 
-	if (!n)
-		return -ENOENT;
+	if (!n) {
+		/* Hidden with no descriptor open on it (a rename's pin,
+		 * rename_pin.h, or the last close after the unlink): the file
+		 * now at the name it was hidden from, as getattr and open. */
+		char from[sizeof(((struct node *)0)->path)];
+
+		if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)) || is_hidden_name(from))
+			return -ENOENT;
+		if (mode)
+			return files_chmod(fs, sb, from, *mode);
+		if (uid != (uid_t)-1 || gid != (gid_t)-1)
+			return files_chown(fs, sb, from, uid, gid);
+		return tv ? files_utimens(fs, sb, from, tv) : 0;
+	}
 	pthread_mutex_lock(&n->lock);
 	if (mode)
 		n->st.st_mode = (n->st.st_mode & S_IFMT) | (*mode & 07777);
@@ -958,7 +1008,7 @@ int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const st
 	if (is_hidden_name(path)) {
 		if (n)
 			node_release(fs, n);
-		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, mt);
+		return hidden_set(fs, sb, path, NULL, (uid_t)-1, (gid_t)-1, tv);
 	}
 	rc = upload_waiting_first(fs, sb, path);
 	if (rc < 0) {

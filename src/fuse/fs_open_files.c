@@ -93,9 +93,11 @@ void open_table_free(struct open_table *t)
 		free(h->path);
 		free(h);
 	}
-	for (size_t i = 0; i < HIDDEN_NAMES; i++) {
-		free(t->hidden_names[i].hidden);
-		free(t->hidden_names[i].from);
+	for (size_t r = 0; r < 2; r++) {
+		for (size_t i = 0; i < HIDDEN_NAMES; i++) {
+			free(t->hidden_names[r][i].hidden);
+			free(t->hidden_names[r][i].from);
+		}
 	}
 	prefetch_free(t->prefetch);
 	free(t->pf_dir);
@@ -370,9 +372,12 @@ static void hide_prune_locked(struct open_table *t)
 	}
 }
 
-/* Remembers that from was hidden under the name hidden (HIDDEN_NAMES). */
-void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from)
+/* Remembers that from was hidden under the name hidden (HIDDEN_NAMES);
+ * pinned: by the rename pin (rename_pin.h), in a ring of its own. */
+void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from,
+		      bool pinned)
 {
+	size_t r = pinned ? 1 : 0;
 	char *h = strdup(hidden), *f = strdup(from);
 	size_t i;
 
@@ -382,12 +387,12 @@ void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char
 		return;
 	}
 	pthread_mutex_lock(&t->lock);
-	i = t->hidden_next++ % HIDDEN_NAMES;
-	free(t->hidden_names[i].hidden);
-	free(t->hidden_names[i].from);
-	t->hidden_names[i].sb = sb;
-	t->hidden_names[i].hidden = h;
-	t->hidden_names[i].from = f;
+	i = t->hidden_next[r]++ % HIDDEN_NAMES;
+	free(t->hidden_names[r][i].hidden);
+	free(t->hidden_names[r][i].from);
+	t->hidden_names[r][i].sb = sb;
+	t->hidden_names[r][i].hidden = h;
+	t->hidden_names[r][i].from = f;
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -398,10 +403,12 @@ bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const ch
 	bool found = false;
 
 	pthread_mutex_lock(&t->lock);
-	for (size_t i = 0; i < HIDDEN_NAMES && !found; i++) {
-		if (t->hidden_names[i].sb == sb && t->hidden_names[i].hidden &&
-		    !strcmp(t->hidden_names[i].hidden, hidden))
-			found = str_copy(buf, size, t->hidden_names[i].from);
+	for (size_t k = 0; k < 2 * HIDDEN_NAMES && !found; k++) {
+		size_t r = k / HIDDEN_NAMES, i = k % HIDDEN_NAMES;
+
+		if (t->hidden_names[r][i].sb == sb && t->hidden_names[r][i].hidden &&
+		    !strcmp(t->hidden_names[r][i].hidden, hidden))
+			found = str_copy(buf, size, t->hidden_names[r][i].from);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return found;

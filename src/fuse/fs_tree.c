@@ -21,6 +21,7 @@
 #include "fs_int.h"
 #include "log.h"
 #include "recover.h"
+#include "rename_pin.h"
 #include "strbuf.h"
 #include "urlenc.h"
 
@@ -156,7 +157,7 @@ int dfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 	rc = node_getattr(fs, &n, sb, st);
 	if (rc == 0)
 		st->st_ino = n.kind == N_ROOT ? 1 :
-			n.kind == N_FILE ? ino_of(fs->inos, sb->id, n.path) : ino_of(fs->inos, "", path);
+			n.kind == N_FILE ? files_ino(fs, sb, n.path) : ino_of(fs->inos, "", path);
 	return rc;
 }
 
@@ -551,9 +552,24 @@ int dfs_unlink(const char *path)
 	return files_unlink(fs, sb, n.path);
 }
 
+static int rename_unpinned(struct dfs *fs, const char *from, const char *to, unsigned int flags);
+
+/* A rename whose destination the pin hid (rename_pin.h) and that fails: the
+ * destination is still there, and lookups of it need not wait for it. */
 int dfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct dfs *fs = dfs_get();
+	struct sandbox *sb;
+	struct node nb;
+	int rc = rename_unpinned(fs, from, to, flags);
+
+	if (rc < 0 && rename_pin_hiding() && resolve(fs, to, &nb, &sb) == 0 && nb.kind == N_FILE)
+		files_rename_failed(fs, sb, nb.path);
+	return rc;
+}
+
+static int rename_unpinned(struct dfs *fs, const char *from, const char *to, unsigned int flags)
+{
 	struct sandbox *sa, *sb;
 	struct node na, nb;
 	int rc;
@@ -576,6 +592,8 @@ int dfs_rename(const char *from, const char *to, unsigned int flags)
 		return rc;
 	surface_note_change(fs, sa);
 	rc = files_rename(fs, sa, na.path, nb.path, flags);
+	if (rc > 0)
+		return 0;   /* the pin's hide: the file keeps its name, and its number */
 	if (rc == 0)
 		ino_rename(fs->inos, sa->id, na.path, nb.path);   /* also to a .fuse_hidden name */
 	return rc;

@@ -21,13 +21,17 @@
 #include "fs_int.h"
 #include "log.h"
 #include "recover.h"
+#include "rename_pin.h"
 #include "strbuf.h"
 #include "urlenc.h"
 
 /* ---- virtual files ------------------------------------------------------ */
 
 enum handle_type { H_FILE = FS_HANDLE_FILE, H_DIR = FS_HANDLE_DIR, H_TEXT, H_CTL, H_STREAM, H_EXIT, H_STDIN,
-		   H_ENV };
+		   H_ENV, H_PIN };
+
+/* The handle of the rename pin's own open (rename_pin.h): it reads nothing. */
+static const int pin_handle = H_PIN;
 
 /* Every fi->fh points to a struct that starts with the handle type. */
 struct vhandle {
@@ -271,6 +275,14 @@ int dfs_open(const char *path, struct fuse_file_info *fi)
 	rc = resolve(fs, path, &n, &sb);
 	if (rc < 0)
 		return rc;
+	if (rename_pin_opening()) {
+		/* Only the sandbox's files are renamed; a virtual file's open
+		 * may start or wait for something. */
+		if (n.kind != N_FILE)
+			return -EPERM;
+		fi->fh = (uint64_t)(uintptr_t)&pin_handle;
+		return 0;
+	}
 	switch (n.kind) {
 	case N_FILE:
 		rc = sandbox_require_running(fs, sb);
@@ -745,6 +757,8 @@ int dfs_release(const char *path, struct fuse_file_info *fi)
 		break;
 	case H_STDIN:
 		break;
+	case H_PIN:
+		return 0;
 	default:
 		vhandle_free(fs, (struct vhandle *)(uintptr_t)fi->fh);
 		return 0;

@@ -24,6 +24,7 @@
 #include "fs_int.h"
 #include "log.h"
 #include "options.h"
+#include "rename_pin.h"
 #include "strbuf.h"
 
 struct parse_ctx {
@@ -264,6 +265,8 @@ int main(int argc, char *argv[])
 		goto out;
 	if (fuse_mount(fuse, cmd.mountpoint) != 0)
 		goto out_destroy;
+	if (rename_pin_install(fuse_get_session(fuse)) != 0)
+		goto out_unmount;
 	if (fuse_daemonize(cmd.foreground) != 0)
 		goto out_unmount;
 	if (!cmd.foreground)

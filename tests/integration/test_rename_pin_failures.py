@@ -1,0 +1,131 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A rename that fails after the rename pin (src/fuse/rename_pin.c) made
+libfuse hide its destination: the destination stays as it was, in the
+sandbox and through the mount, with its data, its inode number and its
+attributes settable through a descriptor."""
+import errno
+import os
+import uuid
+
+import pytest
+
+from conftest import LIVE_MOUNTS, SANDBOX_HOME, Mount, create_sandbox, ctl, read
+from sandbox_view import Faults, SandboxView
+
+HOME = SANDBOX_HOME
+
+
+@pytest.fixture
+def wbm(server, tmp_root):
+    """A mount whose closed files wait (-o writeback=600), a sandbox on it and its file API."""
+    m = Mount(server, tmp_root, extra_opts=["writeback=600"], name="rp-" + uuid.uuid4().hex[:6])
+    sb = create_sandbox(m, "rp")
+    os.listdir(m.p(sb, "work"))
+    Faults(server).clear()
+    yield m, sb, SandboxView(server, sb)
+    server.local("DELETE", "/_local/faults")
+    for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+        live.unmount()
+
+
+@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
+def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
+    """The pin's open made libfuse hide b, and the mount took that hide of a
+    closed file whose upload waited for an unlink: it dropped b's data and
+    queued its delete, which the failed rename never undid. b was gone from
+    the sandbox and the mount."""
+    m, sb, view = wbm
+    d = m.p(sb, "work")
+    ctl(m.p(sb, "ctl"), "exec printf old > b")
+    assert read(m.p(sb, "exit")).strip() == "0"
+    assert "b" in os.listdir(d)
+    with open(os.path.join(d, "b"), "w") as f:
+        f.write("precious-edit")
+    with open(os.path.join(d, "a"), "w") as f:
+        f.write("a")
+    server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status", "status": 400,
+                                           "rate": 1.0})
+    try:
+        with pytest.raises(OSError):
+            os.rename(os.path.join(d, "a"), os.path.join(d, "b"))
+    finally:
+        server.local("DELETE", "/_local/faults")
+    assert read(os.path.join(d, "b")) == "precious-edit"
+    m.settle()
+    assert read(os.path.join(d, "b")) == "precious-edit"
+    assert view.download(HOME + "/b") == b"precious-edit"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+
+
+def test_a_rename_of_ctl_onto_a_new_file_whose_upload_waits_keeps_it(wbm):
+    """The same through a rename that fails before it reaches the sandbox
+    (EPERM: ctl is virtual), onto a file made through the mount."""
+    m, sb, view = wbm
+    d = m.p(sb, "work")
+    b = os.path.join(d, "b")
+    with open(b, "w") as f:
+        f.write("precious-new")
+    with pytest.raises(OSError) as e:
+        os.rename(m.p(sb, "ctl"), b)
+    assert e.value.errno == errno.EPERM
+    assert read(b) == "precious-new"
+    m.settle()
+    assert read(b) == "precious-new"
+    assert view.download(HOME + "/b") == b"precious-new"
+    assert os.listdir(d) == ["b"]
+
+
+def test_a_failed_rename_leaves_the_destination_usable(mount, sandbox):
+    """After a failed rename, libfuse keeps the destination's inode under
+    its hidden name: a chmod through a descriptor opened on it then failed
+    (ENOENT: no open file had that hidden name), and its inode number
+    changed (the mount's numbers followed the hide). The kernel is told to
+    forget its entry of the name as well (rename_pin.c), asynchronously, so
+    its link count, 0 through libfuse's hidden node, is not asserted."""
+    d = mount.p(sandbox, "work", "rp-" + uuid.uuid4().hex[:8])
+    os.mkdir(d)
+    rel = os.path.relpath(d, mount.p(sandbox, "work"))
+    ctl(mount.p(sandbox, "ctl"), "exec printf old > %s/b" % rel)
+    assert read(mount.p(sandbox, "exit")).strip() == "0"
+    b = os.path.join(d, "b")
+    st = os.stat(b)
+    with pytest.raises(OSError) as e:
+        os.rename(mount.p(sandbox, "ctl"), b)
+    assert e.value.errno == errno.EPERM
+    fd = os.open(b, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o600)
+        os.chmod("/proc/self/fd/%d" % fd, 0o640)
+        assert os.read(fd, 100) == b"old"
+    finally:
+        os.close(fd)
+    after = os.stat(b)
+    assert after.st_ino == st.st_ino
+    assert after.st_mode & 0o777 == 0o640
+    assert read(b) == "old"
+    assert os.listdir(d) == ["b"]
+    ctl(mount.p(sandbox, "ctl"), "exec stat -c %%a %s/b" % rel)
+    assert read(mount.p(sandbox, "stdout")).strip() == "640"
+
+
+def test_a_failed_rename_onto_an_open_file_keeps_it(mount, sandbox):
+    """libfuse hides an open destination before any rename, pinned or not:
+    a rename that then fails must leave the file in the sandbox."""
+    d = mount.p(sandbox, "work", "rp-" + uuid.uuid4().hex[:8])
+    os.mkdir(d)
+    rel = os.path.relpath(d, mount.p(sandbox, "work"))
+    ctl(mount.p(sandbox, "ctl"), "exec printf old > %s/b" % rel)
+    assert read(mount.p(sandbox, "exit")).strip() == "0"
+    b = os.path.join(d, "b")
+    fd = os.open(b, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.rename(mount.p(sandbox, "ctl"), b)
+        assert e.value.errno == errno.EPERM
+        assert os.read(fd, 100) == b"old"
+    finally:
+        os.close(fd)
+    mount.settle()
+    assert read(b) == "old"
+    ctl(mount.p(sandbox, "ctl"), "exec cat %s/b" % rel)
+    assert read(mount.p(sandbox, "stdout")) == "old"
