@@ -341,9 +341,17 @@ int rename_pin_install(struct fuse_session *se)
 		.read = pin_read,
 		.writev = pin_writev,
 	};
+	int rc;
 
-	pin_session = se;
-	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+	rc = fuse_session_custom_io(se, &io, fuse_session_fd(se));
+	if (rc == 0)
+		__atomic_store_n(&pin_session, se, __ATOMIC_RELEASE);
+	return rc;
+}
+
+bool rename_pin_installed(void)
+{
+	return __atomic_load_n(&pin_session, __ATOMIC_ACQUIRE) != NULL;
 }
 
 #else   /* libfuse without custom I/O */
@@ -352,6 +360,11 @@ int rename_pin_install(struct fuse_session *se)
 {
 	(void)se;
 	return 0;
+}
+
+bool rename_pin_installed(void)
+{
+	return false;
 }
 
 #endif

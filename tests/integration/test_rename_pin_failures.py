@@ -57,6 +57,35 @@ def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
     assert sorted(os.listdir(d)) == ["a", "b"]
 
 
+@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
+def test_a_failed_rename_onto_an_open_file_keeps_it_in_the_sandbox(wbm, server):
+    """libfuse hid b (open) before the rename, whose command then failed:
+    the mount deleted b from the sandbox, for good (it took libfuse's hide
+    for final), and b was gone from its name once the kernel looked again."""
+    m, sb, view = wbm
+    d = m.p(sb, "work")
+    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
+    assert read(m.p(sb, "exit")).strip() == "0"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+    fd = os.open(os.path.join(d, "b"), os.O_RDWR)
+    try:
+        os.write(fd, b"n")
+        server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status", "status": 400,
+                                               "rate": 1.0})
+        try:
+            with pytest.raises(OSError):
+                os.rename(os.path.join(d, "a"), os.path.join(d, "b"))
+        finally:
+            server.local("DELETE", "/_local/faults")
+    finally:
+        os.close(fd)
+    m.settle()
+    assert view.download(HOME + "/b") == b"old"
+    assert view.download(HOME + "/a") == b"a"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+    assert read(os.path.join(d, "b")) == "old"
+
+
 def test_a_rename_of_ctl_onto_a_new_file_whose_upload_waits_keeps_it(wbm):
     """The same through a rename that fails before it reaches the sandbox
     (EPERM: ctl is virtual), onto a file made through the mount."""
