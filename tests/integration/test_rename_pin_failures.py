@@ -28,6 +28,18 @@ def wbm(server, tmp_root):
         live.unmount()
 
 
+def rename_fails_in_the_sandbox(server, src, dst):
+    """rename(src, dst), whose command in the sandbox fails (HTTP 400 on
+    Daytona's /process/execute)."""
+    server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status", "status": 400,
+                                           "rate": 1.0})
+    try:
+        with pytest.raises(OSError):
+            os.rename(src, dst)
+    finally:
+        server.local("DELETE", "/_local/faults")
+
+
 @pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
 def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
     """The pin's open made libfuse hide b, and the mount took that hide of a
@@ -43,13 +55,7 @@ def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
         f.write("precious-edit")
     with open(os.path.join(d, "a"), "w") as f:
         f.write("a")
-    server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status", "status": 400,
-                                           "rate": 1.0})
-    try:
-        with pytest.raises(OSError):
-            os.rename(os.path.join(d, "a"), os.path.join(d, "b"))
-    finally:
-        server.local("DELETE", "/_local/faults")
+    rename_fails_in_the_sandbox(server, os.path.join(d, "a"), os.path.join(d, "b"))
     assert read(os.path.join(d, "b")) == "precious-edit"
     m.settle()
     assert read(os.path.join(d, "b")) == "precious-edit"
@@ -70,13 +76,7 @@ def test_a_failed_rename_onto_an_open_file_keeps_it_in_the_sandbox(wbm, server):
     fd = os.open(os.path.join(d, "b"), os.O_RDWR)
     try:
         os.write(fd, b"n")
-        server.local("POST", "/_local/faults", {"pattern": "/process/execute", "action": "status", "status": 400,
-                                               "rate": 1.0})
-        try:
-            with pytest.raises(OSError):
-                os.rename(os.path.join(d, "a"), os.path.join(d, "b"))
-        finally:
-            server.local("DELETE", "/_local/faults")
+        rename_fails_in_the_sandbox(server, os.path.join(d, "a"), os.path.join(d, "b"))
     finally:
         os.close(fd)
     m.settle()
@@ -104,6 +104,17 @@ def test_a_rename_of_ctl_onto_a_new_file_whose_upload_waits_keeps_it(wbm):
     assert os.listdir(d) == ["b"]
 
 
+def dir_with_old_b(mount, sandbox):
+    """A new directory under work/ whose b a command made ("old"): the
+    directory through the mount, relative to work/, and b's path."""
+    d = mount.p(sandbox, "work", "rp-" + uuid.uuid4().hex[:8])
+    os.mkdir(d)
+    rel = os.path.relpath(d, mount.p(sandbox, "work"))
+    ctl(mount.p(sandbox, "ctl"), "exec printf old > %s/b" % rel)
+    assert read(mount.p(sandbox, "exit")).strip() == "0"
+    return d, rel, os.path.join(d, "b")
+
+
 def test_a_failed_rename_leaves_the_destination_usable(mount, sandbox):
     """After a failed rename, libfuse keeps the destination's inode under
     its hidden name: a chmod through a descriptor opened on it then failed
@@ -111,12 +122,7 @@ def test_a_failed_rename_leaves_the_destination_usable(mount, sandbox):
     changed (the mount's numbers followed the hide). The kernel is told to
     forget its entry of the name as well (rename_pin.c), asynchronously, so
     its link count, 0 through libfuse's hidden node, is not asserted."""
-    d = mount.p(sandbox, "work", "rp-" + uuid.uuid4().hex[:8])
-    os.mkdir(d)
-    rel = os.path.relpath(d, mount.p(sandbox, "work"))
-    ctl(mount.p(sandbox, "ctl"), "exec printf old > %s/b" % rel)
-    assert read(mount.p(sandbox, "exit")).strip() == "0"
-    b = os.path.join(d, "b")
+    d, rel, b = dir_with_old_b(mount, sandbox)
     st = os.stat(b)
     with pytest.raises(OSError) as e:
         os.rename(mount.p(sandbox, "ctl"), b)
@@ -140,12 +146,7 @@ def test_a_failed_rename_leaves_the_destination_usable(mount, sandbox):
 def test_a_failed_rename_onto_an_open_file_keeps_it(mount, sandbox):
     """libfuse hides an open destination before any rename, pinned or not:
     a rename that then fails must leave the file in the sandbox."""
-    d = mount.p(sandbox, "work", "rp-" + uuid.uuid4().hex[:8])
-    os.mkdir(d)
-    rel = os.path.relpath(d, mount.p(sandbox, "work"))
-    ctl(mount.p(sandbox, "ctl"), "exec printf old > %s/b" % rel)
-    assert read(mount.p(sandbox, "exit")).strip() == "0"
-    b = os.path.join(d, "b")
+    d, rel, b = dir_with_old_b(mount, sandbox)
     fd = os.open(b, os.O_RDONLY)
     try:
         with pytest.raises(OSError) as e:

@@ -41,25 +41,28 @@ UNIT_TEST(a_rename_names_its_destination)
 
 UNIT_TEST(no_pin_for_flags_other_requests_or_a_cut_request)
 {
+	/* RENAME_NOREPLACE, RENAME_EXCHANGE (libfuse hides before the mount
+	 * is asked), another request; names without their NULs, an empty new
+	 * name */
+	static const struct {
+		uint32_t opcode, flags;
+		const char *names;
+		size_t len;
+	} none[] = {
+		{ FUSE_RENAME2, 1, "a\0b", 4 }, { FUSE_RENAME2, 2, "a\0b", 4 }, { FUSE_LINK, 0, "a\0b", 4 },
+		{ FUSE_RENAME, 0, "a\0b", 3 },  { FUSE_RENAME, 0, "ab", 2 },     { FUSE_RENAME, 0, "a\0", 3 },
+	};
 	unsigned char buf[256];
 	const char *name;
 	uint64_t dir;
-	size_t len, n;
+	size_t len;
 
-	/* RENAME_NOREPLACE, RENAME_EXCHANGE: libfuse hides before the mount is asked */
-	n = make(buf, FUSE_RENAME2, 1, "a\0b", 4);
-	CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
-	n = make(buf, FUSE_RENAME2, 2, "a\0b", 4);
-	CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
-	n = make(buf, FUSE_LINK, 0, "a\0b", 4);
-	CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
-	/* names without their NULs, an empty new name, a short header */
-	n = make(buf, FUSE_RENAME, 0, "a\0b", 3);
-	CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
-	n = make(buf, FUSE_RENAME, 0, "ab", 2);
-	CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
-	n = make(buf, FUSE_RENAME, 0, "a\0", 3);
-	CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
+	for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+		size_t n = make(buf, none[i].opcode, none[i].flags, none[i].names, none[i].len);
+
+		CHECK(!rename_pin_destination(buf, n, &dir, &name, &len));
+	}
+	/* a short header */
 	CHECK(!rename_pin_destination(buf, sizeof(struct fuse_in_header) + 4, &dir, &name, &len));
 	CHECK(!rename_pin_destination(buf, 8, &dir, &name, &len));
 }
