@@ -225,6 +225,8 @@ struct hide_window {
 	pid_t tid;                /* the thread whose unlink or rename hid it; 0: unknown */
 };
 
+#define HIDDEN_RINGS 2        /* hidden_names: open files' hides, the rename pin's */
+
 struct open_table {
 	pthread_mutex_t lock;
 	struct open_node *head;
@@ -245,8 +247,8 @@ struct open_table {
 		const struct sandbox *sb;
 		char *hidden;
 		char *from;
-	} hidden_names[2][HIDDEN_NAMES]; /* of open files and of the rename pin's */
-	size_t hidden_next[2];    /* (every save hides: open files' hides stay longer) */
+	} hidden_names[HIDDEN_RINGS][HIDDEN_NAMES]; /* of open files and of the rename pin's */
+	size_t hidden_next[HIDDEN_RINGS]; /* (every save hides: open files' hides stay longer) */
 	/* Small files fetched ahead of their reads (fs_prefetch.c). */
 	struct prefetch *prefetch;
 	bool bulk_off;            /* under lock: the provider turned bulk download down */

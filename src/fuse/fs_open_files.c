@@ -93,7 +93,7 @@ void open_table_free(struct open_table *t)
 		free(h->path);
 		free(h);
 	}
-	for (size_t r = 0; r < 2; r++) {
+	for (size_t r = 0; r < HIDDEN_RINGS; r++) {
 		for (size_t i = 0; i < HIDDEN_NAMES; i++) {
 			free(t->hidden_names[r][i].hidden);
 			free(t->hidden_names[r][i].from);
@@ -403,7 +403,7 @@ bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const ch
 	bool found = false;
 
 	pthread_mutex_lock(&t->lock);
-	for (size_t k = 0; k < 2 * HIDDEN_NAMES && !found; k++) {
+	for (size_t k = 0; k < HIDDEN_RINGS * HIDDEN_NAMES && !found; k++) {
 		size_t r = k / HIDDEN_NAMES, i = k % HIDDEN_NAMES;
 
 		if (t->hidden_names[r][i].sb == sb && t->hidden_names[r][i].hidden &&

@@ -552,7 +552,7 @@ int dfs_unlink(const char *path)
 	return files_unlink(fs, sb, n.path);
 }
 
-static int rename_unpinned(struct dfs *fs, const char *from, const char *to, unsigned int flags);
+static int rename_in_sandbox(struct dfs *fs, const char *from, const char *to, unsigned int flags);
 
 /* A rename whose destination the pin hid (rename_pin.h) and that fails: the
  * destination is still there, and lookups of it need not wait for it. */
@@ -561,14 +561,14 @@ int dfs_rename(const char *from, const char *to, unsigned int flags)
 	struct dfs *fs = dfs_get();
 	struct sandbox *sb;
 	struct node nb;
-	int rc = rename_unpinned(fs, from, to, flags);
+	int rc = rename_in_sandbox(fs, from, to, flags);
 
 	if (rc < 0 && rename_pin_hiding() && resolve(fs, to, &nb, &sb) == 0 && nb.kind == N_FILE)
 		files_rename_failed(fs, sb, nb.path);
 	return rc;
 }
 
-static int rename_unpinned(struct dfs *fs, const char *from, const char *to, unsigned int flags)
+static int rename_in_sandbox(struct dfs *fs, const char *from, const char *to, unsigned int flags)
 {
 	struct sandbox *sa, *sb;
 	struct node na, nb;
