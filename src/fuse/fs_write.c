@@ -565,7 +565,9 @@ int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, b
  * Caller holds n->lock. */
 static int journal_note_dirty(struct dfs *fs, struct open_node *n)
 {
-	if (n->journal_name[0] && !n->journal_flushed)
+	/* An unlinked file is never uploaded again: a record would have the
+	 * next mount's recovery upload it to its hidden name. */
+	if (n->unlinked || (n->journal_name[0] && !n->journal_flushed))
 		return 0;
 	/* After a failed upload the "flushed" record is on disk: the "open"
 	 * one that replaces it must be too, before the new data can reach the

@@ -412,3 +412,31 @@ def test_a_second_mount_on_the_same_cache_dir_is_refused(crashy, server, tmp_roo
     assert p.returncode != 0
     assert "in use by another daytonafs mount" in err
     assert not os.path.ismount(other)
+
+
+def test_a_file_written_after_its_unlink_leaves_nothing_after_a_crash(crashy, server, tmp_root):
+    """An open file that is unlinked lives on under libfuse's hidden name,
+    never uploaded again. A write after the unlink wrote a crash-journal
+    record for that hidden name, and the next mount's recovery uploaded the
+    new file to .fuse_hiddenNNNN in the sandbox."""
+    m, sb, tb = crashy
+    d = m.p(sb, "work")
+    p = os.path.join(d, "gone.txt")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"before the unlink\n")
+        os.unlink(p)
+        os.write(fd, b"written after the unlink\n")
+        assert os.pread(fd, 100, 0) == b"before the unlink\nwritten after the unlink\n"
+        kill_mount(m)
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    m2 = remount(server, tmp_root, m)
+    os.listdir(m2.p(sb, "work"))
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert [n for n in tb.list(HOME) if "hidden" in n or n == "gone.txt"] == []
+    assert [n for n in os.listdir(m2.p(sb, "work")) if "hidden" in n or n == "gone.txt"] == []
+    assert os.listdir(os.path.join(m2.cache, "unsaved")) == []
