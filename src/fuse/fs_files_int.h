@@ -93,6 +93,11 @@ struct open_node {
 	bool populated;           /* the stage holds the whole current content */
 	bool dirty;               /* the stage differs from the sandbox's file */
 	bool unlinked;            /* removed while open: never uploaded again */
+	/* Hidden by libfuse for the rename pin's rename onto its name
+	 * (hide_open_file): the name, given back with the file's changes if
+	 * that rename fails (files_rename_hide_end); NULL otherwise. */
+	char *hide_from;
+	bool hide_dirty;          /* ... and whether the file was dirty then */
 	bool is_new;              /* created here and not uploaded yet */
 	bool maybe_remote;        /* ... but an upload of it was sent and failed: it may have
 				     landed (only its answer lost), so its unlink or hide
@@ -377,6 +382,7 @@ void touch_now(struct open_node *n);
 void add_touch(struct strbuf *cmd, const char *flag, const struct timespec *ts, const char *path);
 int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, bool durable);
 void journal_drop(struct dfs *fs, struct open_node *n);
+void node_last_close(struct dfs *fs, struct open_node *n);
 bool journal_keep_for_recovery(struct open_node *n);
 int upload_node(struct dfs *fs, struct open_node *n);
 void upload_succeeded(struct dfs *fs, struct open_node *n);

@@ -431,6 +431,12 @@ int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	return rc;
 }
 
+/* The rename pin's rename whose destination, an open file, this thread hid
+ * (hide_open_file): libfuse hides it and then runs the rename in the same
+ * thread, and the rename's outcome decides (files_rename_hide_end). A
+ * reference. */
+static __thread struct open_node *rename_hidden;
+
 /* libfuse hides an open file that is unlinked or replaced: the rename to
  * its hidden name is the unlink, in the sandbox (after PENDING_DELAY, unless
  * a rename replaces it first), and local otherwise. */
@@ -438,7 +444,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 {
 	struct open_node *n = node_find(fs->files, sb, from);
 	struct stat st, node_st;
-	bool local, have_st = false;
+	bool local, have_st = false, pending = false;
 	char *np;
 	int rc = 0;
 
@@ -490,6 +496,14 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	}
 	if (rc == 0 || (rc == -ENOENT && local)) {
 		rc = 0;
+		/* For the pin's rename that follows, not for good yet: if it
+		 * fails, the file gets its name back (files_rename_hide_end). */
+		if (rename_pin_hiding() && !rename_hidden) {
+			free(n->hide_from);
+			n->hide_from = strdup(from);   /* NULL: for good, as an unlink */
+			n->hide_dirty = n->dirty;
+			pending = n->hide_from != NULL;
+		}
 		n->unlinked = true;
 		n->dirty = false;
 		journal_drop(fs, n);
@@ -499,7 +513,10 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		pthread_mutex_unlock(&fs->files->lock);
 	}
 	pthread_mutex_unlock(&n->lock);
-	node_release(fs, n);
+	if (pending)
+		rename_hidden = n;   /* with this reference */
+	else
+		node_release(fs, n);
 	free(np);
 	if (rc < 0) {
 		cache_invalidate(fs->cache, sb->id, from);
@@ -640,6 +657,49 @@ void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
 	cache_invalidate(fs->cache, sb->id, to);
 	/* No rename onto it follows: lookups of it need not wait. */
 	hide_window_renaming(fs->files, sb, to, false);
+}
+
+bool files_rename_hide_end(struct dfs *fs, const char *to, int rc, struct sandbox **sb, char *hidden, char *name,
+			   size_t size)
+{
+	struct open_node *n = rename_hidden, *there = NULL;
+	bool back = false;
+
+	if (!n || is_hidden_name(to))
+		return false;
+	rename_hidden = NULL;
+	if (rc < 0)
+		there = node_find(fs->files, n->sb, n->hide_from);
+	pthread_mutex_lock(&n->lock);
+	if (rc < 0 && !there && str_copy(hidden, size, n->path) && str_copy(name, size, n->hide_from)) {
+		/* The file is still at its name in the sandbox (the rename
+		 * cancelled its queued delete) or, new, only here: it is that
+		 * file again, with what its descriptors wrote before the
+		 * rename and since, uploaded at its last close as ever (now,
+		 * if that came meanwhile: the hide made it upload nothing). */
+		n->unlinked = false;
+		n->dirty = n->dirty || n->hide_dirty;
+		pthread_mutex_lock(&fs->files->lock);
+		node_set_path(n, n->hide_from);
+		n->hide_from = NULL;
+		pthread_mutex_unlock(&fs->files->lock);
+		if (n->handles == 0)
+			node_last_close(fs, n);
+		else if (n->dirty)
+			journal_put(fs, n, JOURNAL_OPEN, false);
+		*sb = n->sb;
+		back = true;
+	} else if (rc < 0) {
+		log_warn("%s: %s stays hidden after a failed rename onto it: another file was opened at its name",
+			 n->sb->name, n->hide_from);
+	}
+	free(n->hide_from);
+	n->hide_from = NULL;
+	pthread_mutex_unlock(&n->lock);
+	if (there)
+		node_release(fs, there);
+	node_release(fs, n);
+	return back;
 }
 
 static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)

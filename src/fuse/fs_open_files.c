@@ -260,6 +260,7 @@ static void node_free(struct dfs *fs, struct open_node *n)
 {
 	node_drop_stage(fs, n);
 	free(n->path);
+	free(n->hide_from);
 	for (size_t i = 0; i < n->n_old_paths; i++)
 		free(n->old_paths[i]);
 	free(n->old_paths);

@@ -997,6 +997,35 @@ int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
 	return rc;
 }
 
+/* n has no handle left (its last one went, or a failed rename gave it its
+ * name back after that: files_rename_hide_end): the last-chance upload, and
+ * a stage that still cannot be uploaded is preserved, never dropped. Caller
+ * holds n->lock. */
+void node_last_close(struct dfs *fs, struct open_node *n)
+{
+	bool later;
+
+	pthread_mutex_lock(&fs->files->wbk_lock);
+	later = n->wbk_queued;   /* its upload waits (-o writeback): not now */
+	pthread_mutex_unlock(&fs->files->wbk_lock);
+	if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
+		char label[4600], where[4096];
+
+		snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
+		if (stage_preserve(n->stage, label, where, sizeof(where)) == 0) {
+			journal_drop(fs, n);
+			log_error("%s: %s could not be uploaded; its content is saved in %s",
+				  n->sb->name, n->path, where);
+			sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
+					  n->path, where);
+		} else if (journal_keep_for_recovery(n)) {
+			sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
+					  "next mount", n->path);
+		}
+		node_forget_content(fs, n);
+	}
+}
+
 /* Drops a handle; the last one's last-chance upload happens here. Caller
  * holds n->lock. */
 static void release_locked(struct dfs *fs, struct open_node *n)
@@ -1005,31 +1034,8 @@ static void release_locked(struct dfs *fs, struct open_node *n)
 	 * last-chance upload is over: an open of the same path meanwhile joins
 	 * the node and waits for the lock, so that one path never has two
 	 * uploads at once, and an older content never lands after a newer one. */
-	if (--n->handles == 0) {
-		/* The last handle: one more try, and a stage that still cannot be
-		 * uploaded is preserved, never dropped. */
-		bool later;
-
-		pthread_mutex_lock(&fs->files->wbk_lock);
-		later = n->wbk_queued;   /* its upload waits (-o writeback): not now */
-		pthread_mutex_unlock(&fs->files->wbk_lock);
-		if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
-			char label[4600], where[4096];
-
-			snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
-			if (stage_preserve(n->stage, label, where, sizeof(where)) == 0) {
-				journal_drop(fs, n);
-				log_error("%s: %s could not be uploaded; its content is saved in %s",
-					  n->sb->name, n->path, where);
-				sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
-						  n->path, where);
-			} else if (journal_keep_for_recovery(n)) {
-				sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
-						  "next mount", n->path);
-			}
-			node_forget_content(fs, n);
-		}
-	}
+	if (--n->handles == 0)
+		node_last_close(fs, n);
 }
 
 static void fhandle_free(struct fhandle *h)

@@ -5,6 +5,7 @@ sandbox and through the mount, with its data, its inode number and its
 attributes settable through a descriptor."""
 import errno
 import os
+import threading
 import uuid
 
 import pytest
@@ -61,29 +62,6 @@ def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
     assert read(os.path.join(d, "b")) == "precious-edit"
     assert view.download(HOME + "/b") == b"precious-edit"
     assert sorted(os.listdir(d)) == ["a", "b"]
-
-
-@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
-def test_a_failed_rename_onto_an_open_file_keeps_it_in_the_sandbox(wbm, server):
-    """libfuse hid b (open) before the rename, whose command then failed:
-    the mount deleted b from the sandbox, for good (it took libfuse's hide
-    for final), and b was gone from its name once the kernel looked again."""
-    m, sb, view = wbm
-    d = m.p(sb, "work")
-    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
-    assert read(m.p(sb, "exit")).strip() == "0"
-    assert sorted(os.listdir(d)) == ["a", "b"]
-    fd = os.open(os.path.join(d, "b"), os.O_RDWR)
-    try:
-        os.write(fd, b"n")
-        rename_fails_in_the_sandbox(server, os.path.join(d, "a"), os.path.join(d, "b"))
-    finally:
-        os.close(fd)
-    m.settle()
-    assert view.download(HOME + "/b") == b"old"
-    assert view.download(HOME + "/a") == b"a"
-    assert sorted(os.listdir(d)) == ["a", "b"]
-    assert read(os.path.join(d, "b")) == "old"
 
 
 def test_a_rename_of_ctl_onto_a_new_file_whose_upload_waits_keeps_it(wbm):
@@ -159,3 +137,81 @@ def test_a_failed_rename_onto_an_open_file_keeps_it(mount, sandbox):
     assert read(b) == "old"
     ctl(mount.p(sandbox, "ctl"), "exec cat %s/b" % rel)
     assert read(mount.p(sandbox, "stdout")) == "old"
+
+
+@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
+def test_a_failed_rename_onto_an_open_file_keeps_it_in_the_sandbox(wbm, server):
+    """libfuse hid b (open) before the rename, whose command then failed:
+    the mount deleted b from the sandbox, for good (it took libfuse's hide
+    for final), and b was gone from its name once the kernel looked again.
+    Then it kept b, but not what its descriptor wrote, before the rename or
+    after: the hide had made b a file never uploaded again."""
+    m, sb, view = wbm
+    d = m.p(sb, "work")
+    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
+    assert read(m.p(sb, "exit")).strip() == "0"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+    st = os.stat(os.path.join(d, "b"))
+    fd = os.open(os.path.join(d, "b"), os.O_RDWR)
+    try:
+        os.write(fd, b"n")
+        rename_fails_in_the_sandbox(server, os.path.join(d, "a"), os.path.join(d, "b"))
+        os.pwrite(fd, b"D", 2)
+        assert read(os.path.join(d, "b")) == "nlD"
+        # (fstat(fd) shows a link count of 0: libfuse keeps the descriptor's
+        # inode hidden, and takes one link off what the mount answers.)
+        assert os.fstat(fd).st_size == 3
+    finally:
+        os.close(fd)
+    m.settle()
+    assert view.download(HOME + "/b") == b"nlD"
+    assert view.download(HOME + "/a") == b"a"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+    assert read(os.path.join(d, "b")) == "nlD"
+    assert os.stat(os.path.join(d, "b")).st_ino == st.st_ino
+
+
+def test_a_failed_rename_onto_an_open_new_file_keeps_it_and_its_writes(mount, sandbox):
+    """A file made through the mount, open and not uploaded yet: libfuse hid
+    it before a rename onto it that failed, and it was gone from its name,
+    and from the sandbox for good, with all that was written to it."""
+    d, rel, _ = dir_with_old_b(mount, sandbox)
+    c = os.path.join(d, "c")
+    fd = os.open(c, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
+    try:
+        os.write(fd, b"written before the rename\n")
+        with pytest.raises(OSError) as e:
+            os.rename(mount.p(sandbox, "ctl"), c)
+        assert e.value.errno == errno.EPERM
+        os.write(fd, b"and after it\n")
+        assert sorted(os.listdir(d)) == ["b", "c"]
+        assert read(c) == "written before the rename\nand after it\n"
+    finally:
+        os.close(fd)
+    assert read(c) == "written before the rename\nand after it\n"
+    ctl(mount.p(sandbox, "ctl"), "exec cat %s/c; stat -c %%a %s/c" % (rel, rel))
+    assert read(mount.p(sandbox, "stdout")) == "written before the rename\nand after it\n640\n"
+
+
+@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
+def test_a_failed_rename_onto_a_file_closed_meanwhile_uploads_what_was_written(mount, sandbox, server):
+    """The descriptor that wrote closes while the rename is under way: that
+    close uploads nothing (the file is hidden then), so when the rename
+    fails, what it wrote must be uploaded all the same."""
+    d, rel, b = dir_with_old_b(mount, sandbox)
+    a = os.path.join(d, "a")
+    with open(a, "w") as f:
+        f.write("a")
+    fd = os.open(b, os.O_RDWR)
+    os.write(fd, b"new")
+    closer = threading.Timer(0.5, os.close, [fd])
+    server.local("PUT", "/_local/latency", {"ms": 1000})
+    try:
+        closer.start()
+        rename_fails_in_the_sandbox(server, a, b)
+    finally:
+        closer.join()
+        server.local("PUT", "/_local/latency", {"ms": 0})
+    assert read(b) == "new"
+    ctl(mount.p(sandbox, "ctl"), "exec cat %s/b" % rel)
+    assert read(mount.p(sandbox, "stdout")) == "new"
