@@ -98,6 +98,8 @@ struct open_node {
 	 * that rename fails (files_rename_hide_end); NULL otherwise. */
 	char *hide_from;
 	bool hide_dirty;          /* ... and whether the file was dirty then */
+	char *hidden_alias;       /* the hidden name such a rename that failed left: libfuse
+				     still names the descriptors' inode so (node_find_hidden) */
 	bool is_new;              /* created here and not uploaded yet */
 	bool maybe_remote;        /* ... but an upload of it was sent and failed: it may have
 				     landed (only its answer lost), so its unlink or hide
@@ -232,6 +234,15 @@ struct hide_window {
 
 #define HIDDEN_RINGS 2        /* hidden_names: open files' hides, the rename pin's */
 
+/* A hide libfuse made: its hidden name and the name it was hidden from. */
+struct hidden_name {
+	const struct sandbox *sb;
+	char *hidden;
+	char *from;
+	bool follows;             /* a failed rename left it: from follows the file's
+				     renames, as the kernel's entry of it does */
+};
+
 struct open_table {
 	pthread_mutex_t lock;
 	struct open_node *head;
@@ -248,11 +259,8 @@ struct open_table {
 	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
 	pthread_cond_t recover_cond;
 	pthread_cond_t release_cond; /* signals a node's releasing dropping to 0 */
-	struct {                  /* under lock: rings of the last hides, */
-		const struct sandbox *sb;
-		char *hidden;
-		char *from;
-	} hidden_names[HIDDEN_RINGS][HIDDEN_NAMES]; /* of open files and of the rename pin's */
+	/* Under lock: rings of the last hides, of open files and of the rename pin's. */
+	struct hidden_name hidden_names[HIDDEN_RINGS][HIDDEN_NAMES];
 	size_t hidden_next[HIDDEN_RINGS]; /* (every save hides: open files' hides stay longer) */
 	/* Small files fetched ahead of their reads (fs_prefetch.c). */
 	struct prefetch *prefetch;
@@ -314,6 +322,8 @@ void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char
 		      bool pinned);
 bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,
 			       size_t size);
+void hidden_name_kept(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from);
+void hidden_names_rekey_locked(struct open_table *t, const struct sandbox *sb, const char *from, const char *to);
 void hide_window_open(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid);
 bool hide_window_renaming(struct open_table *t, const struct sandbox *sb, const char *path, bool start);
 bool hide_window_wait(struct open_table *t, const struct sandbox *sb, const char *path, pid_t tid);

@@ -257,13 +257,12 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 uint64_t files_ino(struct dfs *fs, struct sandbox *sb, const char *path);
 /* A rename onto to failed after libfuse hid to for it (rename_pin.h). */
 void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to);
-/* The rename onto to (a mount path) ended with rc. When it is the pin's, and
- * libfuse hid its destination, an open file, for it (in this thread): on
- * success the hide is for good; on failure the file gets its name back, and
- * the call returns true with its sandbox, the hidden name and the name
- * (buffers of size bytes). A rename to a hidden name is libfuse's hide. */
-bool files_rename_hide_end(struct dfs *fs, const char *to, int rc, struct sandbox **sb, char *hidden, char *name,
-			   size_t size);
+/* A rename pin's hide of an open file waits for its rename's end in this
+ * thread; that rename (onto to in sb: a sandbox path; sb NULL when to is
+ * not a sandbox's file, to the mount path then) ended with rc: on success
+ * the hide is for good, on failure the file gets its name back. */
+bool files_rename_hide_pending(void);
+void files_rename_hide_end(struct dfs *fs, struct sandbox *sb, const char *to, int rc);
 int files_chmod(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode);
 int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid, gid_t gid);
 int files_utimens(struct dfs *fs, struct sandbox *sb, const char *path, const struct timespec tv[2]);

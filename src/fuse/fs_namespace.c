@@ -396,6 +396,7 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 		}
 		sb_free(&np);
 	}
+	hidden_names_rekey_locked(fs->files, sb, from, to);
 	pthread_mutex_unlock(&fs->files->lock);
 	journal_follow(fs, journaled, nj);
 }
@@ -432,10 +433,57 @@ int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
 }
 
 /* The rename pin's rename whose destination, an open file, this thread hid
- * (hide_open_file): libfuse hides it and then runs the rename in the same
+ * (hide_for_rename): libfuse hides it and then runs the rename in the same
  * thread, and the rename's outcome decides (files_rename_hide_end). A
  * reference. */
 static __thread struct open_node *rename_hidden;
+
+/* The hide of n is for good: the rename replaced the file (or, when libfuse
+ * failed between its hide and the rename, the rename never came; the file
+ * then stays in the sandbox, and n's later writes are not uploaded). */
+static void hide_final(struct dfs *fs, struct open_node *n)
+{
+	pthread_mutex_lock(&n->lock);
+	free(n->hide_from);
+	n->hide_from = NULL;
+	journal_drop(fs, n);
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+}
+
+/*
+ * The rename pin's rename onto from follows this hide of the open file n
+ * (rename_pin.h), in this thread. Nothing changes in the sandbox or in the
+ * cache yet: if the rename succeeds, it replaces the file (mv -T) and the
+ * hide is for good; if it fails, the file gets its name back
+ * (files_rename_hide_end). Meanwhile n is hidden as an unlinked file is: its
+ * descriptors read what it held and write into its stage, which no close
+ * uploads. Its journal record stays until the rename's end: a crash
+ * meanwhile leaves what was written to the next mount's recovery, which
+ * checks the file it would replace first. Caller holds n->lock; np, the
+ * hidden name, is taken.
+ */
+static int hide_for_rename(struct dfs *fs, struct open_node *n, const char *from, char *np)
+{
+	int rc = n->is_new ? 0 : ensure_populated(fs, n);
+	char *back = rc == 0 ? strdup(from) : NULL;
+
+	if (rc == 0 && !back)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		free(np);
+		return rc;
+	}
+	free(n->hide_from);
+	n->hide_from = back;
+	n->hide_dirty = n->dirty;
+	n->unlinked = true;
+	n->dirty = false;
+	pthread_mutex_lock(&fs->files->lock);
+	node_set_path(n, np);
+	pthread_mutex_unlock(&fs->files->lock);
+	return 0;
+}
 
 /* libfuse hides an open file that is unlinked or replaced: the rename to
  * its hidden name is the unlink, in the sandbox (after PENDING_DELAY, unless
@@ -444,7 +492,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 {
 	struct open_node *n = node_find(fs->files, sb, from);
 	struct stat st, node_st;
-	bool local, have_st = false, pending = false;
+	bool local, have_st = false;
 	char *np;
 	int rc = 0;
 
@@ -478,6 +526,23 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		node_release(fs, n);
 		return -ENOMEM;
 	}
+	if (rename_pin_hiding()) {
+		/* One left by a rename that never came (hide_final) is for good. */
+		if (rename_hidden)
+			hide_final(fs, rename_hidden);
+		rename_hidden = NULL;
+		pthread_mutex_lock(&n->lock);
+		rc = hide_for_rename(fs, n, from, np);
+		pthread_mutex_unlock(&n->lock);
+		if (rc < 0) {
+			node_release(fs, n);
+			return rc;
+		}
+		rename_hidden = n;   /* with this reference */
+		hidden_name_note(fs->files, sb, to, from, false);
+		hide_window_open(fs->files, sb, from, caller_tid());
+		return 0;
+	}
 	node_stat(n, &node_st);   /* (takes n->lock) */
 	pthread_mutex_lock(&n->lock);
 	local = n->is_new;
@@ -496,14 +561,6 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	}
 	if (rc == 0 || (rc == -ENOENT && local)) {
 		rc = 0;
-		/* For the pin's rename that follows, not for good yet: if it
-		 * fails, the file gets its name back (files_rename_hide_end). */
-		if (rename_pin_hiding() && !rename_hidden) {
-			free(n->hide_from);
-			n->hide_from = strdup(from);   /* NULL: for good, as an unlink */
-			n->hide_dirty = n->dirty;
-			pending = n->hide_from != NULL;
-		}
 		n->unlinked = true;
 		n->dirty = false;
 		journal_drop(fs, n);
@@ -513,10 +570,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		pthread_mutex_unlock(&fs->files->lock);
 	}
 	pthread_mutex_unlock(&n->lock);
-	if (pending)
-		rename_hidden = n;   /* with this reference */
-	else
-		node_release(fs, n);
+	node_release(fs, n);
 	free(np);
 	if (rc < 0) {
 		cache_invalidate(fs->cache, sb->id, from);
@@ -532,6 +586,67 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	hidden_name_note(fs->files, sb, to, from, false);
 	hide_window_open(fs->files, sb, from, caller_tid());
 	return 0;
+}
+
+/*
+ * The rename onto to ended with rc. A hide this thread left for it (hide_for_rename) is for good when it
+ * succeeded. When it failed, the file is still at its name in the sandbox,
+ * or, new, only here: it is that file again, with what its descriptors
+ * wrote before the rename and since, uploaded at its last close as ever
+ * (now, if that came meanwhile: the hide made it upload nothing), and with
+ * its inode number. The hidden name stays an alias of it (hidden_alias):
+ * libfuse keeps naming the descriptors' inode so. Unless another open file
+ * took the name meanwhile: then it stays hidden.
+ */
+void files_rename_hide_end(struct dfs *fs, struct sandbox *sb, const char *to, int rc)
+{
+	struct open_node *n = rename_hidden;
+	bool back = false;
+	char *hidden;
+
+	if (!n || is_hidden_name(to))
+		return;   /* (libfuse's hide itself) */
+	rename_hidden = NULL;
+	if (rc == 0 || !sb || n->sb != sb || strcmp(n->hide_from, to) != 0) {
+		hide_final(fs, n);
+		return;
+	}
+	pthread_mutex_lock(&n->lock);
+	hidden = strdup(n->path);
+	pthread_mutex_lock(&fs->files->lock);
+	if (hidden && !node_lookup_locked(fs->files, sb, to)) {
+		node_set_path(n, n->hide_from);
+		n->hide_from = NULL;
+		n->unlinked = false;
+		free(n->hidden_alias);
+		n->hidden_alias = hidden;
+		back = true;
+	}
+	pthread_mutex_unlock(&fs->files->lock);
+	if (back)
+		hidden_name_kept(fs->files, sb, n->hidden_alias, to);
+	if (back) {
+		n->dirty = n->dirty || n->hide_dirty;
+		if (n->handles == 0)
+			node_last_close(fs, n);
+		else if (n->dirty)
+			journal_put(fs, n, JOURNAL_OPEN, n->journal_flushed);
+		ino_rename(fs->inos, sb->id, n->hidden_alias, to);
+	} else {
+		log_warn("%s: %s stays hidden after a failed rename onto it: another file was opened at its name",
+			 sb->name, to);
+		free(hidden);
+		free(n->hide_from);
+		n->hide_from = NULL;
+		journal_drop(fs, n);
+	}
+	pthread_mutex_unlock(&n->lock);
+	node_release(fs, n);
+}
+
+bool files_rename_hide_pending(void)
+{
+	return rename_hidden != NULL;
 }
 
 void files_rename_script(struct strbuf *cmd, const char *from, const char *to)
@@ -641,6 +756,8 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 	/* Lookups of a destination just hidden wait until it is there again. */
 	held = hide_window_renaming(fs->files, sb, to, true);
 	rc = rename_path(fs, sb, from, to, flags);
+	/* Before lookups of to go on: no open makes a new node there first. */
+	files_rename_hide_end(fs, sb, to, rc);
 	if (held)
 		hide_window_renaming(fs->files, sb, to, false);
 	return rc;
@@ -648,58 +765,16 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 
 void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
 {
-	/* An open file libfuse hid for this rename: its delete was queued
-	 * (hide_open_file), and no rename replaces it now. What is in the
-	 * sandbox stays; the mount asks for it again. (Its descriptors keep
-	 * the hidden file, whose later writes are not uploaded, and a file
-	 * never uploaded stays hidden: SEMANTICS.md.) */
+	/* What is in the sandbox stays; the mount asks for it again. (An
+	 * open file libfuse hid for this rename has its name back already:
+	 * files_rename_hide_end. A delete queued for a hide is cancelled.)
+	 * libfuse keeps the file's inode under the hidden name, which now
+	 * follows the file's renames (hidden_name_kept). */
 	wb_op_free(wb_cancel_hidden(fs->files->deferred.wb, sb, to));
+	hidden_name_kept(fs->files, sb, NULL, to);
 	cache_invalidate(fs->cache, sb->id, to);
 	/* No rename onto it follows: lookups of it need not wait. */
 	hide_window_renaming(fs->files, sb, to, false);
-}
-
-bool files_rename_hide_end(struct dfs *fs, const char *to, int rc, struct sandbox **sb, char *hidden, char *name,
-			   size_t size)
-{
-	struct open_node *n = rename_hidden, *there = NULL;
-	bool back = false;
-
-	if (!n || is_hidden_name(to))
-		return false;
-	rename_hidden = NULL;
-	if (rc < 0)
-		there = node_find(fs->files, n->sb, n->hide_from);
-	pthread_mutex_lock(&n->lock);
-	if (rc < 0 && !there && str_copy(hidden, size, n->path) && str_copy(name, size, n->hide_from)) {
-		/* The file is still at its name in the sandbox (the rename
-		 * cancelled its queued delete) or, new, only here: it is that
-		 * file again, with what its descriptors wrote before the
-		 * rename and since, uploaded at its last close as ever (now,
-		 * if that came meanwhile: the hide made it upload nothing). */
-		n->unlinked = false;
-		n->dirty = n->dirty || n->hide_dirty;
-		pthread_mutex_lock(&fs->files->lock);
-		node_set_path(n, n->hide_from);
-		n->hide_from = NULL;
-		pthread_mutex_unlock(&fs->files->lock);
-		if (n->handles == 0)
-			node_last_close(fs, n);
-		else if (n->dirty)
-			journal_put(fs, n, JOURNAL_OPEN, false);
-		*sb = n->sb;
-		back = true;
-	} else if (rc < 0) {
-		log_warn("%s: %s stays hidden after a failed rename onto it: another file was opened at its name",
-			 n->sb->name, n->hide_from);
-	}
-	free(n->hide_from);
-	n->hide_from = NULL;
-	pthread_mutex_unlock(&n->lock);
-	if (there)
-		node_release(fs, there);
-	node_release(fs, n);
-	return back;
 }
 
 static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, const char *to, unsigned int flags)
@@ -848,15 +923,33 @@ static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, cons
 {
 	struct open_node *n = node_find_hidden(fs->files, sb, path);
 	const struct timespec *mt = tv ? &tv[1] : NULL;
+	char from[sizeof(((struct node *)0)->path)];
 
-	if (!n) {
+	bool alias = false, named = false;
+
+	if (n) {
+		/* An alias: a failed rename gave the file its name back
+		 * (files_rename_hide_end), wherever it is now. */
+		pthread_mutex_lock(&n->lock);
+		alias = !n->unlinked;
+		pthread_mutex_lock(&fs->files->lock);
+		named = alias && str_copy(from, sizeof(from), n->path);
+		pthread_mutex_unlock(&fs->files->lock);
+		pthread_mutex_unlock(&n->lock);
+	}
+	if (alias) {
+		node_release(fs, n);
+		n = NULL;
+		if (!named)
+			return -ENAMETOOLONG;
+	} else if (!n) {
 		/* Hidden with no descriptor open on it (a rename's pin,
 		 * rename_pin.h, or the last close after the unlink): the file
 		 * now at the name it was hidden from, as getattr and open. */
-		char from[sizeof(((struct node *)0)->path)];
-
 		if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)) || is_hidden_name(from))
 			return -ENOENT;
+	}
+	if (!n) {
 		if (mode)
 			return files_chmod(fs, sb, from, *mode);
 		if (uid != (uid_t)-1 || gid != (gid_t)-1)

@@ -261,6 +261,7 @@ static void node_free(struct dfs *fs, struct open_node *n)
 	node_drop_stage(fs, n);
 	free(n->path);
 	free(n->hide_from);
+	free(n->hidden_alias);
 	for (size_t i = 0; i < n->n_old_paths; i++)
 		free(n->old_paths[i]);
 	free(n->old_paths);
@@ -328,7 +329,8 @@ struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, con
 
 	pthread_mutex_lock(&t->lock);
 	for (struct open_node *n = t->head; n; n = n->next) {
-		if (n->sb == sb && n->unlinked && !strcmp(n->path, path)) {
+		if (n->sb == sb && ((n->unlinked && !strcmp(n->path, path)) ||
+				    (n->hidden_alias && !strcmp(n->hidden_alias, path)))) {
 			found = n;
 			n->refs++;
 			break;
@@ -394,7 +396,56 @@ void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char
 	t->hidden_names[r][i].sb = sb;
 	t->hidden_names[r][i].hidden = h;
 	t->hidden_names[r][i].from = f;
+	t->hidden_names[r][i].follows = false;
 	pthread_mutex_unlock(&t->lock);
+}
+
+/*
+ * A rename onto from failed after libfuse hid the file there under hidden
+ * (NULL: the newest hidden name of from, the pin's own hide). libfuse keeps
+ * naming that inode so, and the kernel's entry of from may point at it for
+ * a moment more: a rename of from through that entry moves the kernel's
+ * name but not libfuse's. So the hidden name follows the file's renames
+ * from now on (hidden_names_rekey_locked), not the name from.
+ */
+void hidden_name_kept(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from)
+{
+	pthread_mutex_lock(&t->lock);
+	for (size_t r = 0; r < HIDDEN_RINGS; r++) {
+		for (size_t k = 1; k <= HIDDEN_NAMES; k++) {
+			size_t i = (t->hidden_next[r] - k) % HIDDEN_NAMES;
+			struct hidden_name *e = &t->hidden_names[r][i];
+
+			if (e->sb == sb && e->hidden && !strcmp(e->from, from) &&
+			    (hidden ? !strcmp(e->hidden, hidden) : r == 1)) {
+				e->follows = true;
+				r = HIDDEN_RINGS;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* from was renamed to to (a file or a directory). Caller holds t->lock. */
+void hidden_names_rekey_locked(struct open_table *t, const struct sandbox *sb, const char *from, const char *to)
+{
+	size_t flen = strlen(from);
+
+	for (size_t k = 0; k < HIDDEN_RINGS * HIDDEN_NAMES; k++) {
+		struct hidden_name *e = &t->hidden_names[k / HIDDEN_NAMES][k % HIDDEN_NAMES];
+		struct strbuf np = STRBUF_INIT;
+
+		if (!e->follows || e->sb != sb || !path_is_within(e->from, from))
+			continue;
+		sb_adds(&np, to);
+		sb_adds(&np, e->from + flen);
+		if (!np.oom) {
+			free(e->from);
+			e->from = sb_detach(&np);
+		}
+		sb_free(&np);
+	}
 }
 
 /* The name a hidden name was hidden from, into buf; false if not known. */

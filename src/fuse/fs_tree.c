@@ -556,18 +556,23 @@ static int rename_in_sandbox(struct dfs *fs, const char *from, const char *to, u
 
 /* A rename whose destination the pin hid (rename_pin.h) and that fails: the
  * destination is still there, and lookups of it need not wait for it. An
- * open destination that libfuse hid gets its name back, and its number. */
+ * open destination that libfuse hid gets its name back (files_rename ends
+ * that hide; here the renames that failed before they reached it: EPERM,
+ * EXDEV). */
 int dfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct dfs *fs = dfs_get();
 	struct sandbox *sb;
 	struct node nb;
-	char hidden[sizeof(nb.path)], name[sizeof(nb.path)];
 	int rc = rename_in_sandbox(fs, from, to, flags);
+	bool file;
 
-	if (files_rename_hide_end(fs, to, rc, &sb, hidden, name, sizeof(hidden)))
-		ino_rename(fs->inos, sb->id, hidden, name);
-	if (rc < 0 && rename_pin_hiding() && resolve(fs, to, &nb, &sb) == 0 && nb.kind == N_FILE)
+	if (!files_rename_hide_pending() && !(rc < 0 && rename_pin_hiding()))
+		return rc;
+	file = resolve(fs, to, &nb, &sb) == 0 && nb.kind == N_FILE;
+	if (files_rename_hide_pending())
+		files_rename_hide_end(fs, file ? sb : NULL, file ? nb.path : to, rc);
+	if (rc < 0 && rename_pin_hiding() && file)
 		files_rename_failed(fs, sb, nb.path);
 	return rc;
 }

@@ -6,6 +6,7 @@ attributes settable through a descriptor."""
 import errno
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -195,14 +196,26 @@ def test_a_failed_rename_onto_an_open_new_file_keeps_it_and_its_writes(mount, sa
 
 @pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
 def test_a_failed_rename_onto_a_file_closed_meanwhile_uploads_what_was_written(mount, sandbox, server):
-    """The descriptor that wrote closes while the rename is under way: that
-    close uploads nothing (the file is hidden then), so when the rename
-    fails, what it wrote must be uploaded all the same."""
+    """A descriptor closes while a rename onto its file is under way, and
+    the rename fails: its close uploaded nothing (the file was hidden then),
+    so the end of the rename must. libfuse holds back a close of the
+    rename's own destination inode until the rename is answered, but not of
+    another inode of the same file: the one a failed rename before left the
+    descriptor on (libfuse keeps it under its hidden name)."""
     d, rel, b = dir_with_old_b(mount, sandbox)
     a = os.path.join(d, "a")
     with open(a, "w") as f:
         f.write("a")
     fd = os.open(b, os.O_RDWR)
+    with pytest.raises(OSError):
+        os.rename(mount.p(sandbox, "ctl"), b)
+    # The kernel forgets its entry of b a moment after the failure, and
+    # then looks it up again: a new inode, on which the next rename is pinned.
+    # (Through the old one, whose hidden name libfuse keeps, stat shows no link.)
+    deadline = time.time() + 10
+    while os.stat(b).st_nlink == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.stat(b).st_nlink == 1
     os.write(fd, b"new")
     closer = threading.Timer(0.5, os.close, [fd])
     server.local("PUT", "/_local/latency", {"ms": 1000})
@@ -215,3 +228,68 @@ def test_a_failed_rename_onto_a_file_closed_meanwhile_uploads_what_was_written(m
     assert read(b) == "new"
     ctl(mount.p(sandbox, "ctl"), "exec cat %s/b" % rel)
     assert read(mount.p(sandbox, "stdout")) == "new"
+
+
+def test_a_descriptor_of_a_file_a_failed_rename_gave_back_changes_that_file(mount, sandbox):
+    """After the failed rename, libfuse names the descriptor's inode by the
+    hidden name, which pointed at whatever file was at b: fchmod through it
+    changed the new b, not the file the descriptor has open (now c)."""
+    d, rel, b = dir_with_old_b(mount, sandbox)
+    c = os.path.join(d, "c")
+    fd = os.open(b, os.O_RDWR)
+    try:
+        os.write(fd, b"N")
+        with pytest.raises(OSError) as e:
+            os.rename(mount.p(sandbox, "ctl"), b)
+        assert e.value.errno == errno.EPERM
+        os.rename(b, c)
+        with open(b, "w") as f:
+            f.write("other")
+        os.fchmod(fd, 0o600)
+        os.write(fd, b"e")
+        assert os.fstat(fd).st_ino == os.stat(c).st_ino
+    finally:
+        os.close(fd)
+    assert os.stat(b).st_mode & 0o777 == 0o644
+    assert os.stat(c).st_mode & 0o777 == 0o600
+    assert read(c) == "Ned"
+    assert read(b) == "other"
+    ctl(mount.p(sandbox, "ctl"), "exec stat -c '%%n %%a' %s/b %s/c; cat %s/c" % (rel, rel, rel))
+    assert read(mount.p(sandbox, "stdout")) == "%s/b 644\n%s/c 600\nNed" % (rel, rel)
+
+
+@pytest.mark.provider("daytona", reason="the listing command's answer is faked on Daytona's /process/execute")
+def test_a_failed_rename_onto_an_open_file_keeps_it_where_find_fails(server, tmp_root):
+    """Where the sandbox has no find, the mount lists with the file API and
+    deletes at once instead of queueing: libfuse's hide of the open b before
+    the rename deleted it from the sandbox, and the failed rename left it
+    gone."""
+    rid = server.local("POST", "/_local/faults", {
+        "pattern": "/process/execute", "body_match": "-mindepth 0 -maxdepth 1 -printf",
+        "action": "status", "status": 200,
+        "body": {"exitCode": 127, "result": "sh: find: not found"}})["id"]
+    m = Mount(server, tmp_root, name="rpf-" + uuid.uuid4().hex[:6])
+    try:
+        sb = create_sandbox(m, "rpf")
+        d = m.p(sb, "work")
+        os.listdir(d)
+        ctl(m.p(sb, "ctl"), "exec printf old > b")
+        assert read(m.p(sb, "exit")).strip() == "0"
+        os.listdir(d)
+        b = os.path.join(d, "b")
+        fd = os.open(b, os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as e:
+                os.rename(m.p(sb, "ctl"), b)
+            assert e.value.errno == errno.EPERM
+            assert os.read(fd, 10) == b"old"
+        finally:
+            os.close(fd)
+        assert read(b) == "old"
+        m.settle()
+        assert SandboxView(server, sb).read(HOME + "/b") == b"old"
+        assert server.local("GET", "/_local/faults")[0]["injected"] >= 1, rid
+    finally:
+        server.local("DELETE", "/_local/faults")
+        for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
+            live.unmount()
