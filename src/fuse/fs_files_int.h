@@ -98,8 +98,9 @@ struct open_node {
 	 * that rename fails (files_rename_hide_end); NULL otherwise. */
 	char *hide_from;
 	bool hide_dirty;          /* ... and whether the file was dirty then */
-	char *hidden_alias;       /* the hidden name such a rename that failed left: libfuse
-				     still names the descriptors' inode so (node_find_hidden) */
+	char **hidden_aliases;    /* the hidden names such renames that failed left: libfuse
+				     still names the descriptors' inodes so (node_find_hidden) */
+	size_t n_hidden_aliases;
 	bool is_new;              /* created here and not uploaded yet */
 	bool maybe_remote;        /* ... but an upload of it was sent and failed: it may have
 				     landed (only its answer lost), so its unlink or hide

@@ -437,10 +437,13 @@ int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path)
  * thread, and the rename's outcome decides (files_rename_hide_end). A
  * reference. */
 static __thread struct open_node *rename_hidden;
+/* The last hide in this thread was the pin's of a file no one had open
+ * (hidden_name_note's pinned ring): files_rename_failed's to mark. */
+static __thread bool pinned_closed_hide;
 
-/* The hide of n is for good: the rename replaced the file (or, when libfuse
- * failed between its hide and the rename, the rename never came; the file
- * then stays in the sandbox, and n's later writes are not uploaded). */
+static void hide_undo(struct dfs *fs, struct open_node *n);
+
+/* The hide of n is for good: the rename replaced the file. */
 static void hide_final(struct dfs *fs, struct open_node *n)
 {
 	pthread_mutex_lock(&n->lock);
@@ -516,6 +519,7 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		 * the file is there as it was; if it succeeds, it replaces the
 		 * file. An open of its inode opens the name it was hidden from. */
 		hidden_name_note(fs->files, sb, to, from, true);
+		pinned_closed_hide = true;
 		hide_window_open(fs->files, sb, from, caller_tid());
 		return 1;   /* the inode keeps its name's number (dfs_rename) */
 	}
@@ -527,10 +531,14 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 		return -ENOMEM;
 	}
 	if (rename_pin_hiding()) {
-		/* One left by a rename that never came (hide_final) is for good. */
-		if (rename_hidden)
-			hide_final(fs, rename_hidden);
-		rename_hidden = NULL;
+		/* One left by a rename that never came: that rename failed. */
+		if (rename_hidden) {
+			struct open_node *stale = rename_hidden;
+
+			rename_hidden = NULL;
+			hide_undo(fs, stale);
+		}
+		pinned_closed_hide = false;
 		pthread_mutex_lock(&n->lock);
 		rc = hide_for_rename(fs, n, from, np);
 		pthread_mutex_unlock(&n->lock);
@@ -588,53 +596,55 @@ static int hide_open_file(struct dfs *fs, struct sandbox *sb, const char *from, 
 	return 0;
 }
 
-/*
- * The rename onto to ended with rc. A hide this thread left for it (hide_for_rename) is for good when it
- * succeeded. When it failed, the file is still at its name in the sandbox,
- * or, new, only here: it is that file again, with what its descriptors
- * wrote before the rename and since, uploaded at its last close as ever
- * (now, if that came meanwhile: the hide made it upload nothing), and with
- * its inode number. The hidden name stays an alias of it (hidden_alias):
- * libfuse keeps naming the descriptors' inode so. Unless another open file
- * took the name meanwhile: then it stays hidden.
- */
-void files_rename_hide_end(struct dfs *fs, struct sandbox *sb, const char *to, int rc)
+/* Adds hidden (taken on success) to n's aliases. Caller holds the table's lock. */
+static bool alias_add(struct open_node *n, char *hidden)
 {
-	struct open_node *n = rename_hidden;
+	char **v = realloc(n->hidden_aliases, (n->n_hidden_aliases + 1) * sizeof(*v));
+
+	if (!v)
+		return false;
+	n->hidden_aliases = v;
+	v[n->n_hidden_aliases++] = hidden;
+	return true;
+}
+
+/*
+ * Gives n, hidden for a rename that failed (or never came: libfuse failed
+ * between its hide and the rename), its name back, with what its
+ * descriptors wrote before the rename and since, uploaded at its last close
+ * as ever (now, if that came meanwhile: the hide made it upload nothing),
+ * with its journal record as the writes left it, and its inode number. The
+ * hidden name stays an alias of it (node_find_hidden): libfuse keeps naming
+ * the descriptors' inode so. Unless another open file took the name
+ * meanwhile: then it stays hidden. Takes the reference.
+ */
+static void hide_undo(struct dfs *fs, struct open_node *n)
+{
+	struct sandbox *sb = n->sb;
 	bool back = false;
 	char *hidden;
 
-	if (!n || is_hidden_name(to))
-		return;   /* (libfuse's hide itself) */
-	rename_hidden = NULL;
-	if (rc == 0 || !sb || n->sb != sb || strcmp(n->hide_from, to) != 0) {
-		hide_final(fs, n);
-		return;
-	}
 	pthread_mutex_lock(&n->lock);
 	hidden = strdup(n->path);
 	pthread_mutex_lock(&fs->files->lock);
-	if (hidden && !node_lookup_locked(fs->files, sb, to)) {
+	if (hidden && !node_lookup_locked(fs->files, sb, n->hide_from) && alias_add(n, hidden)) {
 		node_set_path(n, n->hide_from);
 		n->hide_from = NULL;
 		n->unlinked = false;
-		free(n->hidden_alias);
-		n->hidden_alias = hidden;
 		back = true;
 	}
 	pthread_mutex_unlock(&fs->files->lock);
-	if (back)
-		hidden_name_kept(fs->files, sb, n->hidden_alias, to);
 	if (back) {
+		hidden_name_kept(fs->files, sb, hidden, n->path);
+		ino_rename(fs->inos, sb->id, hidden, n->path);
 		n->dirty = n->dirty || n->hide_dirty;
 		if (n->handles == 0)
 			node_last_close(fs, n);
-		else if (n->dirty)
-			journal_put(fs, n, JOURNAL_OPEN, n->journal_flushed);
-		ino_rename(fs->inos, sb->id, n->hidden_alias, to);
+		else if (n->dirty && !n->journal_name[0])
+			journal_put(fs, n, JOURNAL_OPEN, false);
 	} else {
 		log_warn("%s: %s stays hidden after a failed rename onto it: another file was opened at its name",
-			 sb->name, to);
+			 sb->name, n->hide_from);
 		free(hidden);
 		free(n->hide_from);
 		n->hide_from = NULL;
@@ -642,6 +652,21 @@ void files_rename_hide_end(struct dfs *fs, struct sandbox *sb, const char *to, i
 	}
 	pthread_mutex_unlock(&n->lock);
 	node_release(fs, n);
+}
+
+/* The rename onto to ended with rc: the hide this thread left for it
+ * (hide_for_rename) is for good when it succeeded, else undone. */
+void files_rename_hide_end(struct dfs *fs, struct sandbox *sb, const char *to, int rc)
+{
+	struct open_node *n = rename_hidden;
+
+	if (!n || is_hidden_name(to))
+		return;   /* (libfuse's hide itself) */
+	rename_hidden = NULL;
+	if (rc == 0 && sb && n->sb == sb && !strcmp(n->hide_from, to))
+		hide_final(fs, n);
+	else
+		hide_undo(fs, n);   /* failed, or not its rename: that one never came */
 }
 
 bool files_rename_hide_pending(void)
@@ -771,7 +796,9 @@ void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
 	 * libfuse keeps the file's inode under the hidden name, which now
 	 * follows the file's renames (hidden_name_kept). */
 	wb_op_free(wb_cancel_hidden(fs->files->deferred.wb, sb, to));
-	hidden_name_kept(fs->files, sb, NULL, to);
+	if (pinned_closed_hide)
+		hidden_name_kept(fs->files, sb, NULL, to);
+	pinned_closed_hide = false;
 	cache_invalidate(fs->cache, sb->id, to);
 	/* No rename onto it follows: lookups of it need not wait. */
 	hide_window_renaming(fs->files, sb, to, false);

@@ -261,7 +261,9 @@ static void node_free(struct dfs *fs, struct open_node *n)
 	node_drop_stage(fs, n);
 	free(n->path);
 	free(n->hide_from);
-	free(n->hidden_alias);
+	for (size_t i = 0; i < n->n_hidden_aliases; i++)
+		free(n->hidden_aliases[i]);
+	free(n->hidden_aliases);
 	for (size_t i = 0; i < n->n_old_paths; i++)
 		free(n->old_paths[i]);
 	free(n->old_paths);
@@ -329,8 +331,11 @@ struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, con
 
 	pthread_mutex_lock(&t->lock);
 	for (struct open_node *n = t->head; n; n = n->next) {
-		if (n->sb == sb && ((n->unlinked && !strcmp(n->path, path)) ||
-				    (n->hidden_alias && !strcmp(n->hidden_alias, path)))) {
+		bool alias = false;
+
+		for (size_t i = 0; i < n->n_hidden_aliases && !alias; i++)
+			alias = !strcmp(n->hidden_aliases[i], path);
+		if (n->sb == sb && ((n->unlinked && !strcmp(n->path, path)) || alias)) {
 			found = n;
 			n->refs++;
 			break;

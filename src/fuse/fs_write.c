@@ -534,7 +534,8 @@ int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, b
 	r->mode = n->st.st_mode & 07777;
 	r->size = stage_size(n->stage);
 	r->time = (long long)time(NULL);
-	if (!str_copy(r->path, sizeof(r->path), n->path) || !name[0]) {
+	/* (Hidden for a rename still to end, the file is at its name.) */
+	if (!str_copy(r->path, sizeof(r->path), n->hide_from ? n->hide_from : n->path) || !name[0]) {
 		rc = -ENAMETOOLONG;
 	} else {
 		/* The stage's data first, then the record that promises it. */
@@ -566,8 +567,9 @@ int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, b
 static int journal_note_dirty(struct dfs *fs, struct open_node *n)
 {
 	/* An unlinked file is never uploaded again: a record would have the
-	 * next mount's recovery upload it to its hidden name. */
-	if (n->unlinked || (n->journal_name[0] && !n->journal_flushed))
+	 * next mount's recovery upload it to its hidden name. (One hidden for
+	 * a rename still to end is still its file: hide_for_rename.) */
+	if ((n->unlinked && !n->hide_from) || (n->journal_name[0] && !n->journal_flushed))
 		return 0;
 	/* After a failed upload the "flushed" record is on disk: the "open"
 	 * one that replaces it must be too, before the new data can reach the

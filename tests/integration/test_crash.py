@@ -440,3 +440,38 @@ def test_a_file_written_after_its_unlink_leaves_nothing_after_a_crash(crashy, se
     assert [n for n in tb.list(HOME) if "hidden" in n or n == "gone.txt"] == []
     assert [n for n in os.listdir(m2.p(sb, "work")) if "hidden" in n or n == "gone.txt"] == []
     assert os.listdir(os.path.join(m2.cache, "unsaved")) == []
+
+
+def test_a_failed_rename_onto_a_file_whose_close_failed_keeps_its_upload_for_recovery(crashy, server, tmp_root):
+    """A close whose upload failed leaves a record that asks the next mount
+    to upload; another descriptor keeps the file open. A rename onto it
+    that failed then rewrote that record as "open" (not asked for), so after
+    a crash the data went to unsaved/ instead of the sandbox."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "edit.txt")
+    tb.upload(f"{HOME}/edit.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    crash_after_a_failed_close_and_a_failed_rename(server, m, sb, p, "version 2, from the dead mount\n")
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: tb.download(f"{HOME}/edit.txt") == b"version 2, from the dead mount\n",
+             "the recovered upload")
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert unsaved(m2, "edit.txt") == []
+
+
+def crash_after_a_failed_close_and_a_failed_rename(server, m, sb, p, text):
+    Faults(server).add("upload", status=500)
+    keep = open(p, "r")
+    f = open(p, "w")
+    f.write(text)
+    with pytest.raises(OSError):
+        f.close()
+    server.local("DELETE", "/_local/faults")
+    with pytest.raises(OSError) as e:
+        os.rename(m.p(sb, "ctl"), p)
+    assert e.value.errno == errno.EPERM
+    kill_mount(m)
+    try:
+        keep.close()
+    except OSError:
+        pass

@@ -293,3 +293,32 @@ def test_a_failed_rename_onto_an_open_file_keeps_it_where_find_fails(server, tmp
         server.local("DELETE", "/_local/faults")
         for live in [x for x in LIVE_MOUNTS if x.path == m.path]:
             live.unmount()
+
+
+def test_a_descriptor_keeps_its_file_after_two_failed_renames_and_many_hides(mount, sandbox):
+    """Each failed rename leaves the descriptor's inode under another hidden
+    name. The node remembered only the last, and the ring of hides forgot
+    the first after 64 more: fchmod through the descriptor then failed
+    (ENOENT)."""
+    d, rel, b = dir_with_old_b(mount, sandbox)
+    fd = os.open(b, os.O_RDWR)
+    try:
+        os.write(fd, b"N")
+        for _ in range(2):
+            with pytest.raises(OSError):
+                os.rename(mount.p(sandbox, "ctl"), b)
+            deadline = time.time() + 10
+            while os.stat(b).st_nlink == 0 and time.time() < deadline:
+                time.sleep(0.05)
+        for i in range(70):
+            p = os.path.join(d, "t%d" % i)
+            f = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            os.unlink(p)
+            os.close(f)
+        os.fchmod(fd, 0o600)
+        assert os.fstat(fd).st_mode & 0o777 == 0o600
+    finally:
+        os.close(fd)
+    assert read(b) == "Nld"
+    ctl(mount.p(sandbox, "ctl"), "exec stat -c %%a %s/b; cat %s/b" % (rel, rel))
+    assert read(mount.p(sandbox, "stdout")) == "600\nNld"
