@@ -94,6 +94,20 @@ def dir_with_old_b(mount, sandbox):
     return d, rel, os.path.join(d, "b")
 
 
+def ctl_renamed_onto_open_b(ctl_path, b):
+    """rename(ctl, b) while a descriptor has b ("old") open for reading: it
+    fails with EPERM (ctl is virtual) after libfuse hid b, and the
+    descriptor still reads b."""
+    fd = os.open(b, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.rename(ctl_path, b)
+        assert e.value.errno == errno.EPERM
+        assert os.read(fd, 100) == b"old"
+    finally:
+        os.close(fd)
+
+
 def test_a_failed_rename_leaves_the_destination_usable(mount, sandbox):
     """After a failed rename, libfuse keeps the destination's inode under
     its hidden name: a chmod through a descriptor opened on it then failed
@@ -126,14 +140,7 @@ def test_a_failed_rename_onto_an_open_file_keeps_it(mount, sandbox):
     """libfuse hides an open destination before any rename, pinned or not:
     a rename that then fails must leave the file in the sandbox."""
     d, rel, b = dir_with_old_b(mount, sandbox)
-    fd = os.open(b, os.O_RDONLY)
-    try:
-        with pytest.raises(OSError) as e:
-            os.rename(mount.p(sandbox, "ctl"), b)
-        assert e.value.errno == errno.EPERM
-        assert os.read(fd, 100) == b"old"
-    finally:
-        os.close(fd)
+    ctl_renamed_onto_open_b(mount.p(sandbox, "ctl"), b)
     mount.settle()
     assert read(b) == "old"
     ctl(mount.p(sandbox, "ctl"), "exec cat %s/b" % rel)
@@ -277,14 +284,7 @@ def test_a_failed_rename_onto_an_open_file_keeps_it_where_find_fails(server, tmp
         assert read(m.p(sb, "exit")).strip() == "0"
         os.listdir(d)
         b = os.path.join(d, "b")
-        fd = os.open(b, os.O_RDONLY)
-        try:
-            with pytest.raises(OSError) as e:
-                os.rename(m.p(sb, "ctl"), b)
-            assert e.value.errno == errno.EPERM
-            assert os.read(fd, 10) == b"old"
-        finally:
-            os.close(fd)
+        ctl_renamed_onto_open_b(m.p(sb, "ctl"), b)
         assert read(b) == "old"
         m.settle()
         assert SandboxView(server, sb).read(HOME + "/b") == b"old"
