@@ -890,11 +890,10 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 		}
 	}
 	if (rc < 0) {
-		/* libfuse has hidden the old target. Without the pin, for
-		 * good: it goes now. With it, the kernel is told to forget
-		 * its entry of the name and finds the file there again
-		 * (files_rename_failed): the file stays. */
-		if (replaced_hidden && !rename_pin_installed())
+		/* The queued delete this rename took was an unlink's (or,
+		 * without the pin, libfuse's hide for this rename, for good):
+		 * it goes now. (The pin's hides queue none: hide_open_file.) */
+		if (replaced_hidden)
 			remove_path(fs, sb, to, &hidden_st);
 		return rc;
 	}

@@ -349,22 +349,12 @@ int rename_pin_install(struct fuse_session *se)
 	return rc;
 }
 
-bool rename_pin_installed(void)
-{
-	return __atomic_load_n(&pin_session, __ATOMIC_ACQUIRE) != NULL;
-}
-
 #else   /* libfuse without custom I/O */
 
 int rename_pin_install(struct fuse_session *se)
 {
 	(void)se;
 	return 0;
-}
-
-bool rename_pin_installed(void)
-{
-	return false;
 }
 
 #endif

@@ -26,11 +26,6 @@ struct fuse_session;
 /* After fuse_mount: reads and replies go through the pin. 0 or -errno. */
 int rename_pin_install(struct fuse_session *se);
 
-/* Whether the pin is in place (libfuse 3.13 and later): after a failed
- * rename the kernel is told to forget its entry of the destination, which
- * libfuse had hidden, and looks the name up again. */
-bool rename_pin_installed(void);
-
 /* The open this thread runs is the pin's own: it gets a handle that does nothing. */
 bool rename_pin_opening(void);
 

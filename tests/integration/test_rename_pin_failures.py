@@ -322,3 +322,27 @@ def test_a_descriptor_keeps_its_file_after_two_failed_renames_and_many_hides(mou
     assert read(b) == "Nld"
     ctl(mount.p(sandbox, "ctl"), "exec stat -c %%a %s/b; cat %s/b" % (rel, rel))
     assert read(mount.p(sandbox, "stdout")) == "600\nNld"
+
+
+@pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
+def test_a_failed_rename_onto_a_name_just_unlinked_keeps_the_unlink(wbm, server):
+    """b, open, is unlinked (its delete queued), and a rename of a onto b
+    then fails: the rename took that queued delete to replace b in one step,
+    and with the pin in place never sent it after the failure, so the
+    deleted b came back."""
+    m, sb, view = wbm
+    d = m.p(sb, "work")
+    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
+    assert read(m.p(sb, "exit")).strip() == "0"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+    fd = os.open(os.path.join(d, "b"), os.O_RDONLY)
+    try:
+        os.unlink(os.path.join(d, "b"))
+        rename_fails_in_the_sandbox(server, os.path.join(d, "a"), os.path.join(d, "b"))
+        assert os.read(fd, 10) == b"old"
+    finally:
+        os.close(fd)
+    m.settle()
+    assert view.read(HOME + "/b") is None
+    assert view.download(HOME + "/a") == b"a"
+    assert sorted(os.listdir(d)) == ["a"]
