@@ -450,21 +450,13 @@ uint64_t files_ino(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (is_hidden_name(path)) {
 		char from[sizeof(((struct node *)0)->path)];
 		struct open_node *n = node_find_hidden(fs->files, sb, path);
-		uint64_t ino = 0;
+		/* Or a file a failed rename gave its name back: that name's. */
+		int given_back = n ? node_given_back_name(fs->files, n, from, sizeof(from)) : 0;
 
-		if (n) {
-			/* An alias of a file a failed rename gave its name back
-			 * (files_rename_hide_end): that name's number. */
-			pthread_mutex_lock(&n->lock);
-			pthread_mutex_lock(&fs->files->lock);
-			if (!n->unlinked)
-				ino = ino_of(fs->inos, sb->id, n->path);
-			pthread_mutex_unlock(&fs->files->lock);
-			pthread_mutex_unlock(&n->lock);
+		if (n)
 			node_release(fs, n);
-			if (ino)
-				return ino;
-		} else if (hidden_name_origin(fs->files, sb, path, from, sizeof(from)) && !is_hidden_name(from))
+		if (given_back > 0 ||
+		    (!n && hidden_name_origin(fs->files, sb, path, from, sizeof(from)) && !is_hidden_name(from)))
 			return ino_of(fs->inos, sb->id, from);
 	}
 	return ino_of(fs->inos, sb->id, path);

@@ -790,12 +790,11 @@ int files_rename(struct dfs *fs, struct sandbox *sb, const char *from, const cha
 
 void files_rename_failed(struct dfs *fs, struct sandbox *sb, const char *to)
 {
-	/* What is in the sandbox stays; the mount asks for it again. (An
-	 * open file libfuse hid for this rename has its name back already:
-	 * files_rename_hide_end. A delete queued for a hide is cancelled.)
+	/* What is in the sandbox stays (the pin's hides queue no delete:
+	 * hide_open_file); the mount asks for it again. An open file libfuse
+	 * hid for this rename has its name back already (files_rename_hide_end).
 	 * libfuse keeps the file's inode under the hidden name, which now
 	 * follows the file's renames (hidden_name_kept). */
-	wb_op_free(wb_cancel_hidden(fs->files->deferred.wb, sb, to));
 	if (pinned_closed_hide)
 		hidden_name_kept(fs->files, sb, NULL, to);
 	pinned_closed_hide = false;
@@ -950,30 +949,19 @@ static int hidden_set(struct dfs *fs, struct sandbox *sb, const char *path, cons
 	struct open_node *n = node_find_hidden(fs->files, sb, path);
 	const struct timespec *mt = tv ? &tv[1] : NULL;
 	char from[sizeof(((struct node *)0)->path)];
+	int given_back = n ? node_given_back_name(fs->files, n, from, sizeof(from)) : 0;
 
-	bool alias = false, named = false;
-
-	if (n) {
-		/* An alias: a failed rename gave the file its name back
-		 * (files_rename_hide_end), wherever it is now. */
-		pthread_mutex_lock(&n->lock);
-		alias = !n->unlinked;
-		pthread_mutex_lock(&fs->files->lock);
-		named = alias && str_copy(from, sizeof(from), n->path);
-		pthread_mutex_unlock(&fs->files->lock);
-		pthread_mutex_unlock(&n->lock);
-	}
-	if (alias) {
+	if (given_back != 0) {
+		/* A failed rename gave the file its name back: that file. */
 		node_release(fs, n);
+		if (given_back < 0)
+			return given_back;
 		n = NULL;
-		if (!named)
-			return -ENAMETOOLONG;
-	} else if (!n) {
+	} else if (!n && (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)) || is_hidden_name(from))) {
 		/* Hidden with no descriptor open on it (a rename's pin,
 		 * rename_pin.h, or the last close after the unlink): the file
 		 * now at the name it was hidden from, as getattr and open. */
-		if (!hidden_name_origin(fs->files, sb, path, from, sizeof(from)) || is_hidden_name(from))
-			return -ENOENT;
+		return -ENOENT;
 	}
 	if (!n) {
 		if (mode)

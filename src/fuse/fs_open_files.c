@@ -345,6 +345,23 @@ struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, con
 	return found;
 }
 
+/* Whether n, found by a hidden name (node_find_hidden), is a file that a
+ * failed rename gave its name back (an alias: files_rename_hide_end): 1
+ * with that name, wherever it is now, in buf; 0 when n is hidden still;
+ * -ENAMETOOLONG. Caller holds a reference, not n->lock. */
+int node_given_back_name(struct open_table *t, struct open_node *n, char *buf, size_t size)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&n->lock);
+	pthread_mutex_lock(&t->lock);
+	if (!n->unlinked)
+		rc = str_copy(buf, size, n->path) ? 1 : -ENAMETOOLONG;
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&n->lock);
+	return rc;
+}
+
 /* ---- the moment between a hide and a rename (HIDE_WAIT) -------------------- */
 
 /* Caller holds t->lock. */

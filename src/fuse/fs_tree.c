@@ -565,12 +565,12 @@ int dfs_rename(const char *from, const char *to, unsigned int flags)
 	struct sandbox *sb;
 	struct node nb;
 	int rc = rename_in_sandbox(fs, from, to, flags);
-	bool file;
+	bool pending = files_rename_hide_pending(), file;
 
-	if (!files_rename_hide_pending() && !(rc < 0 && rename_pin_hiding()))
+	if (!pending && !(rc < 0 && rename_pin_hiding()))
 		return rc;
 	file = resolve(fs, to, &nb, &sb) == 0 && nb.kind == N_FILE;
-	if (files_rename_hide_pending())
+	if (pending)
 		files_rename_hide_end(fs, file ? sb : NULL, file ? nb.path : to, rc);
 	if (rc < 0 && rename_pin_hiding() && file)
 		files_rename_failed(fs, sb, nb.path);
