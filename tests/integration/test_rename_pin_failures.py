@@ -42,6 +42,15 @@ def rename_fails_in_the_sandbox(server, src, dst):
         server.local("DELETE", "/_local/faults")
 
 
+def work_with_a_and_old_b(m, sb):
+    """work/ through the mount m, where a command made a ("a") and b ("old")."""
+    d = m.p(sb, "work")
+    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
+    assert read(m.p(sb, "exit")).strip() == "0"
+    assert sorted(os.listdir(d)) == ["a", "b"]
+    return d
+
+
 @pytest.mark.provider("daytona", reason="the fault is on Daytona's /process/execute")
 def test_a_failed_rename_onto_a_file_whose_upload_waits_keeps_it(wbm, server):
     """The pin's open made libfuse hide b, and the mount took that hide of a
@@ -155,10 +164,7 @@ def test_a_failed_rename_onto_an_open_file_keeps_it_in_the_sandbox(wbm, server):
     Then it kept b, but not what its descriptor wrote, before the rename or
     after: the hide had made b a file never uploaded again."""
     m, sb, view = wbm
-    d = m.p(sb, "work")
-    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
-    assert read(m.p(sb, "exit")).strip() == "0"
-    assert sorted(os.listdir(d)) == ["a", "b"]
+    d = work_with_a_and_old_b(m, sb)
     st = os.stat(os.path.join(d, "b"))
     fd = os.open(os.path.join(d, "b"), os.O_RDWR)
     try:
@@ -331,10 +337,7 @@ def test_a_failed_rename_onto_a_name_just_unlinked_keeps_the_unlink(wbm, server)
     and with the pin in place never sent it after the failure, so the
     deleted b came back."""
     m, sb, view = wbm
-    d = m.p(sb, "work")
-    ctl(m.p(sb, "ctl"), "exec printf old > b; printf a > a")
-    assert read(m.p(sb, "exit")).strip() == "0"
-    assert sorted(os.listdir(d)) == ["a", "b"]
+    d = work_with_a_and_old_b(m, sb)
     fd = os.open(os.path.join(d, "b"), os.O_RDONLY)
     try:
         os.unlink(os.path.join(d, "b"))
