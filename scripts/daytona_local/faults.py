@@ -15,8 +15,12 @@ can match). body_match tells apart requests that share a route: Vercel's command
 Rules are evaluated in creation order; the first rule that decides to inject wins, and rules
 after it do not see the request (their schedules do not advance).
 
-Actions: status (optional exact body), drop, slow, reset_mid_body, and two that reproduce the
-real service's hops (FIDELITY 2.1):
+Actions: status (optional exact body), drop, slow, reset_mid_body, hold, and two that reproduce
+the real service's hops (FIDELITY 2.1):
+  * hold         - the request waits `seconds` (default 5) at the service before it is acted
+                   on, then is served as usual: a queue in front of the service, or a slow
+                   uplink. Unlike slow, nothing of it happens until the wait is over (a command
+                   has not run; a file is not written);
   * throttle_401 - the toolbox's answer when the proxy's auth check is rate limited: 401 with
                    "unauthorized: authentication failed: Bearer token validation error:
                    ThrottlerException: Too Many Requests" (proxy auth.go + auth_callback.go);
@@ -30,7 +34,7 @@ import re
 import threading
 import zlib
 
-ACTIONS = ("status", "drop", "slow", "reset_mid_body", "throttle_401", "replay")
+ACTIONS = ("status", "drop", "slow", "reset_mid_body", "hold", "throttle_401", "replay")
 
 
 class FaultSpecError(ValueError):
@@ -77,6 +81,9 @@ class FaultRule:
         self.schedule = schedule
         self.count = _int(spec, "count", None, 0, None)
         self.bytes_per_sec = _int(spec, "bytes_per_sec", 65536, 1, None)
+        self.seconds = _num(spec, "seconds", 5.0)
+        if not 0.0 <= self.seconds <= 600.0:
+            raise FaultSpecError("seconds must be between 0 and 600")
         # status only: the exact body to answer (a JSON value, sent as JSON; or a string, sent
         # as text/plain), in place of the service's usual error body for that status
         self.body = spec.get("body")
@@ -131,7 +138,8 @@ class FaultRule:
                 "body_match": self.body_match,
                 "action": self.action, "status": self.status, "retry_after": self.retry_after,
                 "rate": self.rate, "schedule": self.schedule, "count": self.count,
-                "bytes_per_sec": self.bytes_per_sec, "body": self.body, "seed": self.seed,
+                "bytes_per_sec": self.bytes_per_sec, "seconds": self.seconds, "body": self.body,
+                "seed": self.seed,
                 "hits": self.hits,
                 "injected": self.injected}
 

@@ -369,6 +369,9 @@ class Server:
         if fault.action == "reset_mid_body":
             resp.cut_at = "half"
             return True
+        if fault.action == "hold":
+            time.sleep(fault.seconds)
+            return True
         if fault.action == "throttle_401":
             # the proxy's auth check hit the API's rate limit: a non-retryable validation
             # error, answered as an invalid credential (FIDELITY 2.1, D5)

@@ -120,7 +120,6 @@ struct open_node *node_lookup_locked(struct open_table *t, struct sandbox *sb, c
 
 static struct hide_window **hide_find_locked(struct open_table *t, const struct sandbox *sb, const char *path);
 
-/* Caller holds t->lock: whether a rename onto path is under way. */
 /* The node of path once no release of its handles waits on a thread (see
  * open_node.releasing). Looked up again after each wait: the release may
  * have freed it. Caller holds t->lock. */
@@ -133,6 +132,7 @@ static struct open_node *lookup_released_locked(struct open_table *t, struct san
 	return n;
 }
 
+/* Caller holds t->lock: whether a rename onto path is under way. */
 static bool renaming_onto_locked(struct open_table *t, const struct sandbox *sb, const char *path)
 {
 	struct hide_window **hp = hide_find_locked(t, sb, path);

@@ -265,9 +265,14 @@ def test_a_slow_last_chance_upload_never_stalls_the_mount(fresh_mount, sandbox, 
 
 def failed_close_whose_release_waits(m, sandbox, sandbox_faults, name):
     """a.txt's close fails (500) while every thread that runs releases is busy (16 closes of
-    commands' stdin, each slowed to seconds): its release, with its last-chance upload, waits
-    in the queue, and has not taken the file's lock yet. Returns (a.txt's path, the upload
-    counter, the commands: end_commands ends them)."""
+    commands' stdin, each held 5 s at the sandbox before it runs): its release, with its
+    last-chance upload, waits in the queue, and has not taken the file's lock yet. Returns
+    (a.txt's path, the upload counter, the commands: end_commands ends them).
+
+    Held, not slowed: a slowed close has run, and the mount's next poll sees its stdin.eof and
+    frees the thread at once (CI saw a.txt's release run before the check below). And the
+    16 closes are at the sandbox before a.txt is written: close(2) returns before the kernel's
+    release reaches a thread of the mount, and libfuse may take a.txt's first."""
     d = m.p(sandbox, "fs", "tmp", name)
     os.mkdir(d)
     a = os.path.join(d, "a.txt")
@@ -277,9 +282,13 @@ def failed_close_whose_release_waits(m, sandbox, sandbox_faults, name):
         ctl(m.p(sandbox, "ctl"), "exec sleep 120")
         cmds.append(m.p(sandbox, "cmd", os.readlink(m.p(sandbox, "cmd", "last"))))
     fds = [os.open(os.path.join(c, "stdin"), os.O_WRONLY) for c in cmds]
-    sandbox_faults.add("execute", action="slow", bytes_per_sec=8, body_match="stdin.eof")
+    closes = sandbox_faults.add("execute", action="hold", seconds=5, body_match="stdin.eof")
     for fd in fds:
         os.close(fd)
+    deadline = time.time() + 4
+    while sandbox_faults.hits(closes) < 16 and time.time() < deadline:
+        time.sleep(0.02)
+    assert sandbox_faults.hits(closes) == 16
     uploads = sandbox_faults.counter("upload")
     sandbox_faults.add("upload", status=500, schedule=[True])
     assert rewrite(a, b"the failed close's content\n") == errno.EIO

@@ -4,6 +4,7 @@ import http.client
 import json
 import random
 import socket
+import threading
 import time
 
 import pytest
@@ -144,6 +145,31 @@ def test_slow_throttles_body(server):
     elapsed = time.monotonic() - t0
     assert st == 200 and json.loads(data)["id"] == body["id"]
     assert elapsed >= len(data) / 4000 * 0.8
+
+
+def test_hold_acts_only_after_its_wait(server):
+    """A held request has done nothing until its wait is over (unlike slow, whose command has
+    run before its answer trickles): a sandbox it creates is not there meanwhile."""
+    add_fault(server, {"pattern": "^/api/sandbox$", "method": "POST", "action": "hold",
+                       "seconds": 1.5, "count": 1})
+    made = []
+    t = threading.Thread(target=lambda: made.append(
+        server.json("POST", "/api/sandbox", {"name": "held-by-a-fault"}, expect=200)))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.7)
+    assert server.request("GET", "/api/sandbox/held-by-a-fault")[0] == 404
+    t.join(10)
+    assert time.monotonic() - t0 >= 1.5
+    assert made and made[0][1]["name"] == "held-by-a-fault"
+    assert server.request("GET", "/api/sandbox/held-by-a-fault")[0] == 200
+
+
+def test_hold_seconds_are_checked():
+    with pytest.raises(FaultSpecError):
+        FaultRule("f1", {"pattern": "x", "action": "hold", "seconds": -1})
+    with pytest.raises(FaultSpecError):
+        FaultRule("f1", {"pattern": "x", "action": "hold", "seconds": "2"})
 
 
 def test_reset_mid_body_sends_half_then_closes(server):
