@@ -2,7 +2,8 @@
 """The model-based random test (model.py): thousands of file operations on
 the mount and on a local directory side by side, every result compared.
 
-scripts/test runs it with a fixed seed and a bounded count; a longer run:
+scripts/test runs it with a fixed seed and a bounded count (1,200 operations;
+2,500 without scripts/test), scripts/test-long 10,000 on each provider; a longer run:
     DAYTONAFS_MODEL_SEED=42 DAYTONAFS_MODEL_OPS=50000 scripts/test --quick
 or, against any mount:  tests/integration/model.py --seed 42 --ops 50000 DIR
 """
