@@ -115,10 +115,15 @@ static void *dfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static void dfs_destroy(void *private_data)
 {
 	struct dfs *fs = private_data;
+	struct recovery *r;
 
 	releases_wait(fs);
-	recover_stop(fs->recovery);
+	/* Out of reach of sandbox_update's recover_wake first. */
+	pthread_mutex_lock(&fs->lock);
+	r = fs->recovery;
 	fs->recovery = NULL;
+	pthread_mutex_unlock(&fs->lock);
+	recover_stop(r);
 	/* Unmount: upload anything still staged. */
 	files_flush_all(fs);
 }

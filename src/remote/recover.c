@@ -12,8 +12,9 @@
  *      the one the dead mount read (same size and mtime, or still absent
  *      for a new file); else unsaved/, never over a newer version.
  * Records that could not be decided (the sandbox stopped or unreachable)
- * are tried again every RETRY_S while the mount runs, so that starting the
- * sandbox is enough; they stay on disk for the next mount otherwise.
+ * are tried again every RETRY_S while the mount runs, and at once when the
+ * mount sees a sandbox started (recover_wake), so that starting the sandbox
+ * is enough; they stay on disk for the next mount otherwise.
  *
  * Each step leaves the directory in a state a new recovery handles
  * (idempotent): an upload is followed by the removal of the stage, then
@@ -61,6 +62,7 @@ struct recovery {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stop;                /* under lock */
+	bool woken;               /* under lock: recover_wake since the last pass began */
 	struct sb_seen *seen;     /* this pass's answers */
 };
 
@@ -391,6 +393,9 @@ static void *recover_main(void *arg)
 
 	for (;;) {
 		left = 0;
+		pthread_mutex_lock(&r->lock);
+		r->woken = false;
+		pthread_mutex_unlock(&r->lock);
 		seen_clear(r);   /* a new pass asks again */
 		for (size_t i = 0; i < r->n && !stopping(r); i++) {
 			if (!r->names[i])
@@ -410,7 +415,9 @@ static void *recover_main(void *arg)
 
 			clock_gettime(CLOCK_REALTIME, &until);
 			until.tv_sec += RETRY_S;
-			pthread_cond_timedwait(&r->wake, &r->lock, &until);
+			while (!r->stop && !r->woken &&
+			       pthread_cond_timedwait(&r->wake, &r->lock, &until) != ETIMEDOUT)
+				;
 		}
 		if (r->stop) {
 			pthread_mutex_unlock(&r->lock);
@@ -431,6 +438,16 @@ void recover_start(struct recovery *r)
 	r->started = pthread_create(&r->thread, NULL, recover_main, r) == 0;
 	if (!r->started)
 		log_error("crash recovery: cannot start its thread; the staged files stay for a later mount");
+}
+
+void recover_wake(struct recovery *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	r->woken = true;
+	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->lock);
 }
 
 void recover_stop(struct recovery *r)

@@ -47,6 +47,11 @@ struct recovery *recover_scan(const struct recover_ctx *ctx);
  * from the FUSE init). The mount does not wait for it: a sandbox that does
  * not answer delays only its own records. */
 void recover_start(struct recovery *r);
+/* A sandbox was seen started (by this mount's start, a listing, a look at
+ * its state): the records still waiting are tried again now, not up to
+ * RETRY_S later. Cheap: a flag and a signal; a wake that comes during a
+ * pass makes another pass follow it at once. */
+void recover_wake(struct recovery *r);
 /* Stops the thread between two records and frees r. */
 void recover_stop(struct recovery *r);
 

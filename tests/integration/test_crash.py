@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conftest import (API_KEY, LIVE_MOUNTS, PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, VERCEL_TEAM, Mount, Server,
-                      create_sandbox, read)
+                      create_sandbox, ctl, read)
 from sandbox_view import Faults, SandboxView
 
 HOME = SANDBOX_HOME
@@ -333,7 +333,11 @@ def test_a_sandbox_deleted_meanwhile_keeps_the_data_in_unsaved(crashy, server, t
     assert "no longer exists" in kept[0][1] and f"(id {sid})" in kept[0][1]
 
 
-def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, tmp_root):
+@pytest.mark.parametrize("started_by", ["the mount", "the api"])
+def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, tmp_root, started_by):
+    """Recovery tries a stopped sandbox's records again every 30 s, and at once when the mount
+    sees the sandbox started: started through its ctl, or by anyone else and then looked at
+    (here its info is read). Before, the upload waited for the next 30 s."""
     m, sb, tb = crashy
     p = m.p(sb, "work", "later.txt")
     crash_after_a_failed_close(server, m, p, "waits for its sandbox\n")
@@ -345,9 +349,14 @@ def test_a_stopped_sandbox_keeps_its_files_staged_until_started(crashy, server, 
     assert tb.state() == "stopped"
     assert unsaved(m2, "later.txt") == []
     assert len(os.listdir(os.path.join(m2.cache, "staging"))) == 2   # the stage and its record
-    # Started, the sandbox gets it (recovery tries again while the mount runs).
-    tb.start()
-    wait_for(lambda: tb.download(f"{HOME}/later.txt") == b"waits for its sandbox\n", "the upload", 120)
+    # Started, the sandbox gets it: recovery tries again as soon as the mount sees it started.
+    if started_by == "the mount":
+        ctl(m2.p(sb, "ctl"), "start")
+    else:
+        tb.start()
+        wait_for(lambda: tb.state() == "started", "the start")
+        read(m2.p(sb, "info"))
+    wait_for(lambda: tb.download(f"{HOME}/later.txt") == b"waits for its sandbox\n", "the upload", 15)
     assert unsaved(m2, "later.txt") == []
 
 
