@@ -332,7 +332,14 @@ def test_a_rename_over_a_file_whose_release_waits_is_not_undone_by_it(own_mount,
     b = os.path.join(os.path.dirname(a), "b.txt")
     write(b, "b's content, renamed over a\n")
     os.rename(b, a)
-    time.sleep(8)        # the stdin closes are over: a release that went ahead has uploaded
+    # The release's upload (after the failed close's and b's): before the rename ends, or,
+    # when the rename went ahead, once a thread is free (the closes are held 5 s); then a
+    # second for it to land.
+    deadline = time.time() + 30
+    while sandbox_faults.hits(uploads) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    assert sandbox_faults.hits(uploads) == 3
+    time.sleep(1)
     assert in_sandbox(server, sid, f"/tmp/{name}/a.txt") == b"b's content, renamed over a\n"
     assert read(a) == "b's content, renamed over a\n"
     assert not os.path.exists(b)
