@@ -813,6 +813,59 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 			mode_t mode, bool redirected);
 
+/*
+ * Before a truncation cuts data that a failed upload left (a close or an
+ * fsync said EIO) while another handle is open on the file. The kernel
+ * sends a close's release after close(2) has returned: a save that follows
+ * at once (an open with O_TRUNC, a truncate) can reach the mount first,
+ * and cut what the release's last-chance upload was to send, or keep in
+ * unsaved/ (the fault soak met it: the failed close's data was in neither).
+ * That data goes to unsaved/ now, as a failed last-chance upload's does,
+ * and n gets a new stage with the first size bytes of it. own: the
+ * caller's handles among n->handles (an ftruncate's: 1). 0, or the errno
+ * of a copy that could not be kept: then nothing is cut. Caller holds
+ * n->lock; n is populated.
+ */
+static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64_t size)
+{
+	char label[4600], where[4096], buf[65536];
+	struct stage *old = n->stage, *cut = NULL;
+	uint64_t off = 0;
+	int rc;
+
+	if (!n->dirty || !n->upload_error || n->unlinked || !old || n->handles <= own || stage_size(old) <= size)
+		return 0;
+	rc = stage_new(fs->stage, &cut);
+	while (rc == 0 && off < size) {
+		size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
+		ssize_t got = stage_pread(old, buf, want, off);
+
+		if (got <= 0)
+			rc = got < 0 ? (int)got : -EIO;
+		else if (stage_pwrite(cut, buf, (size_t)got, off) != got)
+			rc = -EIO;
+		else
+			off += (uint64_t)got;
+	}
+	snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
+	if (rc == 0)
+		rc = stage_preserve(old, label, where, sizeof(where));
+	if (rc < 0) {
+		stage_free(cut);
+		log_error("%s: %s: the data of a failed upload could not be kept before a truncation, which is "
+			  "refused: %s", n->sb->name, n->path, strerror(-rc));
+		return rc;
+	}
+	stage_free(old);   /* preserved: its file is in unsaved/ now */
+	n->stage = cut;
+	journal_drop(fs, n);
+	log_error("%s: %s could not be uploaded, and a truncation followed; its content is saved in %s",
+		  n->sb->name, n->path, where);
+	sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s", n->path, where);
+	return 0;
+}
+
+
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
 {
@@ -879,7 +932,9 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 	if (!create && !n->is_new && !n->populated && !n->st.st_mode)
 		node_init_existing(fs, n);
 	/* O_TRUNC truncates whatever the access mode: Linux does it for O_RDONLY too. */
-	if (create || (fi->flags & O_TRUNC)) {
+	if (create || (fi->flags & O_TRUNC))
+		rc = keep_failed_data(fs, n, 0, 0);
+	if (rc == 0 && (create || (fi->flags & O_TRUNC))) {
 		/* The content is known (empty) without downloading it. */
 		if (!n->stage)
 			rc = stage_new(fs->stage, &n->stage);
@@ -1174,6 +1229,8 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 			n->populated = true;
 	} else {
 		rc = ensure_populated(fs, n);
+		if (rc == 0)
+			rc = keep_failed_data(fs, n, by_path ? 0 : 1, (uint64_t)size);
 	}
 	if (rc == 0)
 		rc = journal_note_dirty(fs, n);

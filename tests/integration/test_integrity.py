@@ -156,6 +156,45 @@ def test_failed_last_chance_goes_to_unsaved_and_the_newer_write_wins(mount, sand
     assert "lost.txt" in read(mount.p(sandbox, "error"))
 
 
+@pytest.mark.parametrize("cut", ["open O_TRUNC", "truncate"])
+def test_a_failed_close_whose_release_has_not_come_keeps_its_data_from_a_truncation(mount, sandbox, tdir, server,
+                                                                                    sandbox_faults, cut):
+    """The kernel sends a close's release after close(2) returned, and a save that follows at
+    once can reach the mount first: it found the file's node still open, and its truncation
+    cut the failed close's data, which the release would have uploaded or kept (the fault
+    soak, 4,000 operations: neither in the sandbox nor in unsaved/). Here a dup keeps the
+    release from coming at all, as a release not yet sent does; the data goes to unsaved/."""
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    name = f"cut-{cut.split()[0]}.txt"
+    p = os.path.join(local, name)
+    failed = b"the failed close's content, longer than what follows\n"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, failed)
+    keep = os.dup(fd)             # the handle stays: no release
+    uploads = sandbox_faults.counter("upload")
+    sandbox_faults.add("upload", status=500, schedule=[True])
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EIO
+    try:
+        if cut == "truncate":
+            os.truncate(p, 10)    # the first 10 bytes stay, and go up
+            want = failed[:10]
+        else:
+            assert rewrite(p, b"the next save\n") == 0
+            want = b"the next save\n"
+        assert in_sandbox(server, sid, f"{spath}/{name}") == want
+        kept = unsaved(mount, name)
+        assert len(kept) == 1 and open(kept[0], "rb").read() == failed
+        assert name in read(mount.p(sandbox, "error"))
+    finally:
+        os.close(keep)
+    assert read(p, "rb") == want
+    assert in_sandbox(server, sid, f"{spath}/{name}") == want
+    assert sandbox_faults.hits(uploads) == 2   # the failed one, the save's
+
+
 @pytest.fixture(scope="module")
 def nocache_mount(server, tmp_root):
     """A mount whose kernel caches no name (attr_timeout=0: the entry timeout is 0 too),
