@@ -37,7 +37,9 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct sp_sandbox 
 	 * (asked for by sandbox_box) rather than forget it. */
 	if (d->toolbox_url[0])
 		str_copy(sb->toolbox_url, sizeof(sb->toolbox_url), d->toolbox_url);
-	/* Seen started: what a dead mount left staged for it goes now. */
+	/* Seen started: what a dead mount left staged for it goes now. Its
+	 * first sight counts too (no state before): a sandbox started before
+	 * this mount looked at it; at mount time that costs one more pass. */
 	if (fs && fs->recovery && strcmp(sb->state, "started") && !strcmp(d->state, "started"))
 		recover_wake(fs->recovery);
 	str_copy(sb->state, sizeof(sb->state), d->state);

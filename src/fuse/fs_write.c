@@ -858,6 +858,9 @@ static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64
 	}
 	stage_free(old);   /* preserved: its file is in unsaved/ now */
 	n->stage = cut;
+	/* That failure is dealt with: what the stage holds now has not failed
+	 * (a second truncation must not keep it too, nor a close report it). */
+	n->upload_error = 0;
 	journal_drop(fs, n);
 	log_error("%s: %s could not be uploaded, and a truncation followed; its content is saved in %s",
 		  n->sb->name, n->path, where);
