@@ -199,6 +199,37 @@ def test_a_failed_close_whose_release_has_not_come_keeps_its_data_from_a_truncat
     assert sandbox_faults.hits(uploads) == 2   # the failed one, the save's
 
 
+def test_a_failed_close_whose_release_has_not_come_keeps_its_data_from_a_rename_over_it(mount, sandbox, tdir,
+                                                                                      server, sandbox_faults):
+    """As above, with the save an editor's: a new file renamed over the file whose close
+    failed. Had the release come first, its last-chance upload would have put the data in the
+    sandbox before the rename replaced it; when the rename came first, the data was dropped
+    with the replaced file. It goes to unsaved/ either way."""
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "renamed-over.txt")
+    failed = b"the failed close's content\n"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, failed)
+    keep = os.dup(fd)             # the handle stays: no release
+    sandbox_faults.add("upload", status=500, schedule=[True])
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EIO
+    try:
+        write(p + ".new", "the editor's save\n")
+        os.rename(p + ".new", p)
+        assert in_sandbox(server, sid, f"{spath}/renamed-over.txt") == b"the editor's save\n"
+        kept = unsaved(mount, "renamed-over.txt")
+        assert len(kept) == 1 and open(kept[0], "rb").read() == failed
+        assert "renamed-over.txt" in read(mount.p(sandbox, "error"))
+    finally:
+        os.close(keep)
+    assert read(p) == "the editor's save\n"
+    assert in_sandbox(server, sid, f"{spath}/renamed-over.txt") == b"the editor's save\n"
+    assert len(unsaved(mount, "renamed-over.txt")) == 1
+
+
 @pytest.fixture(scope="module")
 def nocache_mount(server, tmp_root):
     """A mount whose kernel caches no name (attr_timeout=0: the entry timeout is 0 too),
