@@ -320,6 +320,7 @@ void node_release(struct dfs *fs, struct open_node *n);
 bool is_hidden_name(const char *path);
 struct open_node *node_find_hidden(struct open_table *t, struct sandbox *sb, const char *path);
 int node_given_back_name(struct open_table *t, struct open_node *n, char *buf, size_t size);
+int node_keep_unsaved(struct open_node *n, const char *path, const char *how);
 void hidden_name_note(struct open_table *t, const struct sandbox *sb, const char *hidden, const char *from,
 		      bool pinned);
 bool hidden_name_origin(struct open_table *t, const struct sandbox *sb, const char *hidden, char *buf,

@@ -452,18 +452,9 @@ static void hide_final(struct dfs *fs, struct open_node *n)
 	 * yet, or another descriptor keeps the file open): kept in unsaved/,
 	 * as that release would have, whichever came first. Its descriptors
 	 * go on with the same file (the stage's descriptor), now there. */
-	if (n->hide_dirty && n->upload_error && n->stage && n->hide_from) {
-		char label[4600], where[4096];
-
-		snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->hide_from);
-		if (stage_preserve(n->stage, label, where, sizeof(where)) == 0) {
-			log_error("%s: %s could not be uploaded, and a rename replaced it; its content is saved "
-				  "in %s", n->sb->name, n->hide_from, where);
-			sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
-					  n->hide_from, where);
-			n->upload_error = 0;
-		}
-	}
+	if (n->hide_dirty && n->upload_error && n->stage && n->hide_from &&
+	    node_keep_unsaved(n, n->hide_from, ", and a rename replaced it") == 0)
+		n->upload_error = 0;
 	free(n->hide_from);
 	n->hide_from = NULL;
 	journal_drop(fs, n);

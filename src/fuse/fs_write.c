@@ -828,7 +828,7 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
  */
 static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64_t size)
 {
-	char label[4600], where[4096], buf[65536];
+	char buf[65536];
 	struct stage *old = n->stage, *cut = NULL;
 	uint64_t off = 0;
 	int rc;
@@ -847,9 +847,8 @@ static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64
 		else
 			off += (uint64_t)got;
 	}
-	snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
 	if (rc == 0)
-		rc = stage_preserve(old, label, where, sizeof(where));
+		rc = node_keep_unsaved(n, n->path, ", and a truncation followed");
 	if (rc < 0) {
 		stage_free(cut);
 		log_error("%s: %s: the data of a failed upload could not be kept before a truncation, which is "
@@ -862,9 +861,6 @@ static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64
 	 * (a second truncation must not keep it too, nor a close report it). */
 	n->upload_error = 0;
 	journal_drop(fs, n);
-	log_error("%s: %s could not be uploaded, and a truncation followed; its content is saved in %s",
-		  n->sb->name, n->path, where);
-	sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s", n->path, where);
 	return 0;
 }
 
@@ -1057,6 +1053,26 @@ int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
 	return rc;
 }
 
+/* Moves n's stage, data that could not be uploaded, to unsaved/ as
+ * SANDBOX:path (stage_preserve), and says where in the log (after "could
+ * not be uploaded", how: what came of the file since) and in the sandbox's
+ * error file. 0, or -errno (stage_preserve logged it). Caller holds
+ * n->lock. */
+int node_keep_unsaved(struct open_node *n, const char *path, const char *how)
+{
+	char label[4600], where[4096];
+	int rc;
+
+	snprintf(label, sizeof(label), "%s:%s", n->sb->name, path);
+	rc = stage_preserve(n->stage, label, where, sizeof(where));
+	if (rc == 0) {
+		log_error("%s: %s could not be uploaded%s; its content is saved in %s", n->sb->name, path, how,
+			  where);
+		sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s", path, where);
+	}
+	return rc;
+}
+
 /* n has no handle left (its last one went, or a failed rename gave it its
  * name back after that: files_rename_hide_end): the last-chance upload, and
  * a stage that still cannot be uploaded is preserved, never dropped. Caller
@@ -1069,15 +1085,8 @@ void node_last_close(struct dfs *fs, struct open_node *n)
 	later = n->wbk_queued;   /* its upload waits (-o writeback): not now */
 	pthread_mutex_unlock(&fs->files->wbk_lock);
 	if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
-		char label[4600], where[4096];
-
-		snprintf(label, sizeof(label), "%s:%s", n->sb->name, n->path);
-		if (stage_preserve(n->stage, label, where, sizeof(where)) == 0) {
+		if (node_keep_unsaved(n, n->path, "") == 0) {
 			journal_drop(fs, n);
-			log_error("%s: %s could not be uploaded; its content is saved in %s",
-				  n->sb->name, n->path, where);
-			sandbox_set_error(n->sb, "%s could not be uploaded; its content is saved in %s",
-					  n->path, where);
 		} else if (journal_keep_for_recovery(n)) {
 			sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
 					  "next mount", n->path);
