@@ -263,6 +263,13 @@ int fetch_cmd(struct exec_mgr *m, const struct sp_box *db, unsigned n, bool need
 		rc = download_small(m, db, path, SMALL_FILE_MAX, &text, &len, err);
 	if (rc < 0)
 		return rc;
+	if (len == 0) {
+		/* Being written (the wrapper writes exit in place): not
+		 * ended yet, as if the listing had come an instant before. */
+		free(text);
+		f->l.ended = false;
+		return 0;
+	}
 	if (exec_parse_exit(text, len, &f->exit_code) < 0)
 		f->exit_code = -1;
 	free(text);

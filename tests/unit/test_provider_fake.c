@@ -35,6 +35,9 @@ struct fake {
 	/* The launcher answers as a sandbox where the command ended within
 	 * the wait: the history (none before it), the end, the output. */
 	bool fast;
+	/* The launcher's command 1 has an exit still empty: caught between
+	 * the wrapper's create of it and its write. */
+	bool empty_exit;
 };
 
 static struct fake_file *fake_find(struct fake *f, const char *path)
@@ -161,7 +164,10 @@ static int fake_exec(void *impl, const struct sp_box *box, const char *command, 
 		fake_put(f, "/tmp/.daytonafs/cmd/1/command", "echo hi", 7);
 		fake_put(f, "/tmp/.daytonafs/cmd/1/stdout", "hi\n", 3);
 		fake_put(f, "/tmp/.daytonafs/cmd/1/stderr", "", 0);
-		fake_put(f, "/tmp/.daytonafs/cmd/1/exit", "0\n", 2);
+		if (f->empty_exit)
+			fake_put(f, "/tmp/.daytonafs/cmd/1/exit", "", 0);
+		else
+			fake_put(f, "/tmp/.daytonafs/cmd/1/exit", "0\n", 2);
 	}
 	pthread_mutex_unlock(&f->lock);
 	*exit_code = 0;
@@ -275,6 +281,53 @@ UNIT_TEST(exec_fast_path_reads_from_memory)
 	exec_mgr_free(m);
 }
 
+static void *write_exit_later(void *arg)
+{
+	(void)arg;
+	usleep(300 * 1000);
+	pthread_mutex_lock(&fake.lock);
+	fake_put(&fake, "/tmp/.daytonafs/cmd/1/exit", "3\n", 2);
+	pthread_mutex_unlock(&fake.lock);
+	return NULL;
+}
+
+/* The wrapper writes exit in place, so a poll may find it there but empty.
+ * That is a command about to end, not one that ended with an unknown
+ * status: the wait goes on to the status written after (it ended at -1
+ * before). */
+UNIT_TEST(exec_empty_exit_is_not_an_end)
+{
+	struct exec_options o;
+	struct exec_mgr *m;
+	struct exec_spec spec = { .command = "exit 3" };
+	struct sp_error err = { 0 };
+	struct exec_status st;
+	unsigned n = 0;
+	pthread_t t;
+
+	exec_options_defaults(&o);
+	o.poll_min_ms = 20;
+	o.poll_max_ms = 50;
+	m = exec_mgr_new(&fake_provider, &o);
+	CHECK(m != NULL);
+	pthread_mutex_lock(&fake.lock);
+	fake.empty_exit = true;
+	pthread_mutex_unlock(&fake.lock);
+	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
+	CHECK_INT(n, 1);
+	CHECK_INT(exec_status(m, &box, 1, false, &st, &err), 0);
+	CHECK_INT(st.state, EXEC_RUNNING);
+	CHECK_INT(pthread_create(&t, NULL, write_exit_later, NULL), 0);
+	CHECK_INT(exec_status(m, &box, 1, true, &st, &err), 0);
+	CHECK_INT(st.state, EXEC_EXITED);
+	CHECK_INT(st.exit_code, 3);
+	pthread_join(t, NULL);
+	pthread_mutex_lock(&fake.lock);
+	fake.empty_exit = false;
+	pthread_mutex_unlock(&fake.lock);
+	exec_mgr_free(m);
+}
+
 UNIT_TEST(write_uploads_through_provider)
 {
 	struct dfs *fs = calloc(1, sizeof(*fs));
@@ -352,6 +405,7 @@ UNIT_TEST(cleanup)
 UNIT_MAIN("provider_fake",
 	UNIT_CASE(exec_start_list_read),
 	UNIT_CASE(exec_fast_path_reads_from_memory),
+	UNIT_CASE(exec_empty_exit_is_not_an_end),
 	UNIT_CASE(write_uploads_through_provider),
 	UNIT_CASE(upload_many_falls_back_to_one_by_one),
 	UNIT_CASE(missing_operations_fail_with_enosys),
