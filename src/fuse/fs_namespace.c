@@ -451,13 +451,24 @@ static void hide_final(struct dfs *fs, struct open_node *n)
 	 * and its release, which would have uploaded or kept it, has not come
 	 * yet, or another descriptor keeps the file open): kept in unsaved/,
 	 * as that release would have, whichever came first. Its descriptors
-	 * go on with the same file (the stage's descriptor), now there. */
-	if (n->hide_dirty && n->upload_error && n->stage && n->hide_from &&
-	    node_keep_unsaved(n, n->hide_from, ", and a rename replaced it") == 0)
-		n->upload_error = 0;
+	 * go on with the same file (the stage's descriptor), now there. When
+	 * unsaved/ cannot take it (full, unwritable), the stage stays in
+	 * staging/ with its record, which names the replaced path, as a last
+	 * close's does (journal_keep_for_recovery): the next mount's recovery
+	 * finds the new file there and keeps the data in unsaved/. */
+	if (n->hide_dirty && n->upload_error && n->stage && n->hide_from) {
+		if (node_keep_unsaved(n, n->hide_from, ", and a rename replaced it") == 0) {
+			n->upload_error = 0;
+			journal_drop(fs, n);
+		} else if (journal_keep_for_recovery(n)) {
+			sandbox_set_error(n->sb, "%s could not be uploaded, and a rename replaced it; its content "
+					  "stays staged for the next mount", n->hide_from);
+		}
+	} else {
+		journal_drop(fs, n);
+	}
 	free(n->hide_from);
 	n->hide_from = NULL;
-	journal_drop(fs, n);
 	pthread_mutex_unlock(&n->lock);
 	node_release(fs, n);
 }

@@ -593,12 +593,15 @@ static void journal_note_flush(struct dfs *fs, struct open_node *n, bool failed)
 	journal_put(fs, n, JOURNAL_FLUSHED, failed);
 }
 
-/* The stage's data is in the sandbox, in unsaved/, or no longer wanted. */
+/* The stage's data is in the sandbox, in unsaved/, or no longer wanted.
+ * Not a record kept for the next mount (journal_keep_for_recovery): a
+ * file renamed over stays open, hidden, and the unlink of its hidden name
+ * at its last close would drop it. */
 void journal_drop(struct dfs *fs, struct open_node *n)
 {
 	int rc;
 
-	if (!n->journal_name[0])
+	if (!n->journal_name[0] || n->journal_keep)
 		return;
 	rc = journal_remove(stage_area_staging(fs->stage), n->journal_name);
 	if (rc < 0)

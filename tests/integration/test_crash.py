@@ -400,6 +400,43 @@ def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, 
     wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
 
 
+def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(crashy, server, tmp_root):
+    """A close fails (a 500) while a dup keeps the file open (its release, which would keep the
+    data, has not come), then an editor's save renames a new file over it: the data goes to
+    unsaved/ (test_integrity). When unsaved/ cannot take it, it stays staged with its record, as
+    a last close's does; the next mount's recovery finds the new file at its name and keeps the
+    data in unsaved/. Before, the rename dropped the record and the last close the stage."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "replaced.txt")
+    unsaved_dir = os.path.join(m.cache, "unsaved")
+    os.rename(unsaved_dir, unsaved_dir + ".away")
+    with open(unsaved_dir, "w"):
+        pass   # unsaved/ unusable: a file in its place
+    failed = b"the failed close's data\n"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, failed)
+    keep = os.dup(fd)
+    Faults(server).add("upload", status=500, schedule=[True])
+    with pytest.raises(OSError) as e:
+        os.close(fd)
+    assert e.value.errno == errno.EIO
+    with open(p + ".new", "w") as f:
+        f.write("the editor's save\n")
+    os.rename(p + ".new", p)
+    os.close(keep)
+    wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the rename's end")
+    assert "stays staged for the next mount" in read(m.p(sb, "error"))
+    m.unmount()
+    os.unlink(unsaved_dir)
+    os.rename(unsaved_dir + ".away", unsaved_dir)
+    assert len(os.listdir(os.path.join(m.cache, "staging"))) == 2   # the stage and its record
+    m2 = remount(server, tmp_root, m)
+    kept = wait_for(lambda: unsaved(m2, "replaced.txt"), "replaced.txt in unsaved/")
+    assert open(kept[0][0], "rb").read() == failed
+    assert tb.download(f"{HOME}/replaced.txt") == b"the editor's save\n"
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+
+
 def test_a_second_mount_on_the_same_cache_dir_is_refused(crashy, server, tmp_root):
     m, _, _ = crashy
     env = dict(os.environ)
