@@ -375,13 +375,24 @@ def test_a_new_file_whose_directory_was_deleted_meanwhile_goes_to_unsaved(crashy
     assert not os.path.exists(m2.p(sb, "work", "newdir"))
 
 
+def block_unsaved(m):
+    """Makes m's unsaved/ unusable: a file in its place (unblock_unsaved puts it back)."""
+    d = os.path.join(m.cache, "unsaved")
+    os.rename(d, d + ".away")
+    with open(d, "w"):
+        pass
+
+
+def unblock_unsaved(m):
+    d = os.path.join(m.cache, "unsaved")
+    os.unlink(d)
+    os.rename(d + ".away", d)
+
+
 def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "nowhere.txt")
-    unsaved_dir = os.path.join(m.cache, "unsaved")
-    os.rename(unsaved_dir, unsaved_dir + ".away")
-    with open(unsaved_dir, "w"):
-        pass   # unsaved/ unusable: a file in its place
+    block_unsaved(m)
     Faults(server).add("upload", status=500)
     f = open(p, "w")
     f.write("neither uploaded nor kept\n")
@@ -391,8 +402,7 @@ def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, 
     wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the release")
     m.unmount()
     server.local("DELETE", "/_local/faults")
-    os.unlink(unsaved_dir)
-    os.rename(unsaved_dir + ".away", unsaved_dir)
+    unblock_unsaved(m)
     assert len(os.listdir(os.path.join(m.cache, "staging"))) == 2   # the stage and its record
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: tb.download(f"{HOME}/nowhere.txt") == b"neither uploaded nor kept\n",
@@ -408,10 +418,7 @@ def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(cr
     data in unsaved/. Before, the rename dropped the record and the last close the stage."""
     m, sb, tb = crashy
     p = m.p(sb, "work", "replaced.txt")
-    unsaved_dir = os.path.join(m.cache, "unsaved")
-    os.rename(unsaved_dir, unsaved_dir + ".away")
-    with open(unsaved_dir, "w"):
-        pass   # unsaved/ unusable: a file in its place
+    block_unsaved(m)
     failed = b"the failed close's data\n"
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.write(fd, failed)
@@ -427,8 +434,7 @@ def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(cr
     wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the rename's end")
     assert "stays staged for the next mount" in read(m.p(sb, "error"))
     m.unmount()
-    os.unlink(unsaved_dir)
-    os.rename(unsaved_dir + ".away", unsaved_dir)
+    unblock_unsaved(m)
     assert len(os.listdir(os.path.join(m.cache, "staging"))) == 2   # the stage and its record
     m2 = remount(server, tmp_root, m)
     kept = wait_for(lambda: unsaved(m2, "replaced.txt"), "replaced.txt in unsaved/")
