@@ -454,15 +454,24 @@ static void hide_final(struct dfs *fs, struct open_node *n)
 	 * go on with the same file (the stage's descriptor), now there. When
 	 * unsaved/ cannot take it (full, unwritable), the stage stays in
 	 * staging/ with its record, which names the replaced path, as a last
-	 * close's does (journal_keep_for_recovery): the next mount's recovery
-	 * finds the new file there and keeps the data in unsaved/. */
+	 * close's does (journal_keep_for_recovery). The record is rewritten
+	 * first with the sandbox's file unknown: whatever is at that path by
+	 * the next mount (the new file, or nothing once that is deleted too)
+	 * replaced this data, which its recovery keeps in unsaved/ and never
+	 * uploads. */
 	if (n->hide_dirty && n->upload_error && n->stage && n->hide_from) {
 		if (node_keep_unsaved(n, n->hide_from, ", and a rename replaced it") == 0) {
 			n->upload_error = 0;
 			journal_drop(fs, n);
-		} else if (journal_keep_for_recovery(n)) {
-			sandbox_set_error(n->sb, "%s could not be uploaded, and a rename replaced it; its content "
-					  "stays staged for the next mount", n->hide_from);
+		} else {
+			/* (Should the rewrite fail, the record stays as it was:
+			 * the data is kept all the same.) */
+			n->base.kind = JOURNAL_BASE_UNKNOWN;
+			if (n->journal_name[0])
+				journal_put(fs, n, JOURNAL_FLUSHED, true);
+			if (journal_keep_for_recovery(n))
+				sandbox_set_error(n->sb, "%s could not be uploaded, and a rename replaced it; its "
+						  "content stays staged for the next mount", n->hide_from);
 		}
 	} else {
 		journal_drop(fs, n);

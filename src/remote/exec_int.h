@@ -36,6 +36,7 @@
 
 #define EXEC_PATH_MAX 4096
 #define WAIT_SLICE_MS 100        /* how often blocked waits look at o->interrupted */
+#define EMPTY_EXIT_GRACE_MS 5000
 #define LAUNCH_TIMEOUT_S 30      /* the launcher returns in well under a second */
 #define KILL_TIMEOUT_S 30
 #define RECONCILE_TIMEOUT_S 30
@@ -92,6 +93,11 @@ struct ecmd {
 	 * empty); reads are served from here while has_out[s]. */
 	char *out[2];
 	bool has_out[2];
+	/* When this mount first found its exit empty (0: not seen so). The
+	 * wrapper writes it in place, in one write: empty for longer than
+	 * EMPTY_EXIT_GRACE_MS, its write failed or its writer died between
+	 * the create and the write, and the command ended with no status. */
+	int64_t exit_empty_since_ms;
 
 	/* waiting and polling */
 	int waiters;                /* readers and exit waiters blocked on it */
@@ -169,6 +175,7 @@ struct box_copy {
 
 struct fetch {
 	struct exec_listing l;
+	bool exit_empty;            /* exit is there but empty (being written, or its write failed) */
 	bool have_end;              /* end_state and exit_code are set */
 	enum exec_state end_state;
 	int exit_code;

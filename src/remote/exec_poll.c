@@ -261,15 +261,18 @@ int fetch_cmd(struct exec_mgr *m, const struct sp_box *db, unsigned n, bool need
 	rc = cmd_path(m, n, "exit", path, sizeof(path));
 	if (rc == 0)
 		rc = download_small(m, db, path, SMALL_FILE_MAX, &text, &len, err);
-	if (rc < 0)
-		return rc;
-	if (len == 0) {
-		/* Being written (the wrapper writes exit in place): not
-		 * ended yet, as if the listing had come an instant before. */
+	if (rc == -ENOENT || (rc == 0 && len == 0)) {
+		/* Being written (the wrapper writes exit in place), or gone
+		 * again after a write that failed: not ended yet, as if the
+		 * listing had come an instant before. An exit that stays
+		 * empty ends the command with no status (apply_fetch). */
 		free(text);
 		f->l.ended = false;
+		f->exit_empty = rc == 0;
 		return 0;
 	}
+	if (rc < 0)
+		return rc;
 	if (exec_parse_exit(text, len, &f->exit_code) < 0)
 		f->exit_code = -1;
 	free(text);
@@ -387,6 +390,13 @@ void apply_fetch(struct exec_mgr *m, struct ebox *b, struct ecmd *c, const struc
 	if (f->have_end && !c->ended) {
 		cmd_end(b, c, f->end_state, f->exit_code, c->mine || was_known, p);
 		changed = true;
+	} else if (f->exit_empty && !c->ended) {
+		if (!c->exit_empty_since_ms)
+			c->exit_empty_since_ms = now;
+		else if (now - c->exit_empty_since_ms >= EMPTY_EXIT_GRACE_MS) {
+			cmd_end(b, c, EXEC_EXITED, -1, c->mine || was_known, p);
+			changed = true;
+		}
 	}
 	c->known = true;
 	c->poll_seq++;

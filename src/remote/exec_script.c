@@ -206,11 +206,14 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * written in place, by one write(2) of its few bytes: a reader
 		 * may find it empty for that instant, and takes an empty exit
 		 * for one not written yet (fetch_cmd; the launcher's inline
-		 * reads it with read, and sends no end without a status). A
-		 * rename from a file written first would take an mv, a program
-		 * whose start cost a short command 2.4 ms on the bench
-		 * machine. A write that fails (a full disk) leaves no exit
-		 * behind: the record's end is then the reconcile's (orphan).
+		 * reads it with read, and sends no end without a status); one
+		 * that stays empty (the wrapper died between the two) ends the
+		 * command with no status after EMPTY_EXIT_GRACE_MS
+		 * (apply_fetch). A rename from a file written first would take
+		 * an mv, a program whose start cost a short command 1.6 to 2.4
+		 * ms on the bench machine. A write that fails (a full disk)
+		 * leaves no exit behind: the record's end is then the
+		 * reconcile's (orphan).
 		 * Then the holder goes: a write still in flight fails (EPIPE)
 		 * rather than wait for a reader that will never come (a writer
 		 * that saw no exit finds the holder still there). */

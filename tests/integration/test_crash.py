@@ -410,12 +410,15 @@ def test_data_that_cannot_go_to_unsaved_stays_staged_for_the_next_mount(crashy, 
     wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
 
 
-def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(crashy, server, tmp_root):
+@pytest.mark.parametrize("deleted", [False, True], ids=["new-file-there", "new-file-deleted"])
+def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(crashy, server, tmp_root, deleted):
     """A close fails (a 500) while a dup keeps the file open (its release, which would keep the
     data, has not come), then an editor's save renames a new file over it: the data goes to
     unsaved/ (test_integrity). When unsaved/ cannot take it, it stays staged with its record, as
-    a last close's does; the next mount's recovery finds the new file at its name and keeps the
-    data in unsaved/. Before, the rename dropped the record and the last close the stage."""
+    a last close's does; the next mount's recovery keeps it in unsaved/, whether the new file is
+    still at its name or was deleted too (the replaced data never comes back over the path).
+    Before, the rename dropped the record and the last close the stage; and with the record kept
+    as it was, a deleted new file let the recovery upload the replaced data again."""
     m, sb, tb = crashy
     p = m.p(sb, "work", "replaced.txt")
     block_unsaved(m)
@@ -433,13 +436,15 @@ def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(cr
     os.close(keep)
     wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the rename's end")
     assert "stays staged for the next mount" in read(m.p(sb, "error"))
+    if deleted:
+        os.unlink(p)   # the new file goes too: the path is free at the next mount
     m.unmount()
     unblock_unsaved(m)
     assert len(os.listdir(os.path.join(m.cache, "staging"))) == 2   # the stage and its record
     m2 = remount(server, tmp_root, m)
     kept = wait_for(lambda: unsaved(m2, "replaced.txt"), "replaced.txt in unsaved/")
     assert open(kept[0][0], "rb").read() == failed
-    assert tb.download(f"{HOME}/replaced.txt") == b"the editor's save\n"
+    assert tb.download(f"{HOME}/replaced.txt") == (None if deleted else b"the editor's save\n")
     wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
 
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "exec_int.h"   /* EMPTY_EXIT_GRACE_MS, now_ms */
 #include "fs_int.h"
 #include "provider.h"
 #include "unit.h"
@@ -38,6 +39,9 @@ struct fake {
 	/* The launcher's command 1 has an exit still empty: caught between
 	 * the wrapper's create of it and its write. */
 	bool empty_exit;
+	/* A download of an exit finds it gone: listed, then removed by a
+	 * wrapper whose write of it failed. */
+	bool exit_vanishes;
 };
 
 static struct fake_file *fake_find(struct fake *f, const char *path)
@@ -117,6 +121,8 @@ static int64_t fake_fs_download(void *impl, const struct sp_box *box, const char
 	pthread_mutex_lock(&f->lock);
 	f->downloads++;
 	ff = fake_find(f, path);
+	if (f->exit_vanishes && strlen(path) > 5 && !strcmp(path + strlen(path) - 5, "/exit"))
+		ff = NULL;
 	if (ff && off < ff->len) {
 		got = ff->len - off;
 		if (len && len < got)
@@ -286,15 +292,20 @@ static void *write_exit_later(void *arg)
 	(void)arg;
 	usleep(300 * 1000);
 	pthread_mutex_lock(&fake.lock);
+	fake.exit_vanishes = true;      /* listed, but gone when downloaded */
+	pthread_mutex_unlock(&fake.lock);
+	usleep(300 * 1000);
+	pthread_mutex_lock(&fake.lock);
+	fake.exit_vanishes = false;
 	fake_put(&fake, "/tmp/.daytonafs/cmd/1/exit", "3\n", 2);
 	pthread_mutex_unlock(&fake.lock);
 	return NULL;
 }
 
-/* The wrapper writes exit in place, so a poll may find it there but empty.
- * That is a command about to end, not one that ended with an unknown
- * status: the wait goes on to the status written after (it ended at -1
- * before). */
+/* The wrapper writes exit in place, so a poll may find it there but empty,
+ * or (its write failed, and it removed it) listed and then gone. Either is
+ * a command about to end, not one that ended with an unknown status: the
+ * wait goes on to the status written after (it ended at -1 before). */
 UNIT_TEST(exec_empty_exit_is_not_an_end)
 {
 	struct exec_options o;
@@ -322,6 +333,39 @@ UNIT_TEST(exec_empty_exit_is_not_an_end)
 	CHECK_INT(st.state, EXEC_EXITED);
 	CHECK_INT(st.exit_code, 3);
 	pthread_join(t, NULL);
+	pthread_mutex_lock(&fake.lock);
+	fake.empty_exit = false;
+	pthread_mutex_unlock(&fake.lock);
+	exec_mgr_free(m);
+}
+
+/* An exit that stays empty (its write failed on a full disk, or the wrapper
+ * died between its create and its write) ends the command with no status
+ * (-1) after EMPTY_EXIT_GRACE_MS, rather than leaving it running for ever. */
+UNIT_TEST(exec_exit_left_empty_ends_the_command)
+{
+	struct exec_options o;
+	struct exec_mgr *m;
+	struct exec_spec spec = { .command = "true" };
+	struct sp_error err = { 0 };
+	struct exec_status st;
+	unsigned n = 0;
+	int64_t t0;
+
+	exec_options_defaults(&o);
+	o.poll_min_ms = 20;
+	o.poll_max_ms = 200;
+	m = exec_mgr_new(&fake_provider, &o);
+	CHECK(m != NULL);
+	pthread_mutex_lock(&fake.lock);
+	fake.empty_exit = true;
+	pthread_mutex_unlock(&fake.lock);
+	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
+	t0 = now_ms();
+	CHECK_INT(exec_status(m, &box, 1, true, &st, &err), 0);
+	CHECK_INT(st.state, EXEC_EXITED);
+	CHECK_INT(st.exit_code, -1);
+	CHECK(now_ms() - t0 >= EMPTY_EXIT_GRACE_MS);
 	pthread_mutex_lock(&fake.lock);
 	fake.empty_exit = false;
 	pthread_mutex_unlock(&fake.lock);
@@ -406,6 +450,7 @@ UNIT_MAIN("provider_fake",
 	UNIT_CASE(exec_start_list_read),
 	UNIT_CASE(exec_fast_path_reads_from_memory),
 	UNIT_CASE(exec_empty_exit_is_not_an_end),
+	UNIT_CASE(exec_exit_left_empty_ends_the_command),
 	UNIT_CASE(write_uploads_through_provider),
 	UNIT_CASE(upload_many_falls_back_to_one_by_one),
 	UNIT_CASE(missing_operations_fail_with_enosys),
