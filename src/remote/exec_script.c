@@ -686,10 +686,12 @@ static const char kill_script[] =
 	"\t\tsh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
 	"\tfi\n"
 	/* Done when it has ended (usually at once; 2 s for one that ignores
-	 * TERM), so that status says "killed" after the write. */
+	 * TERM), so that status says "killed" after the write: when exit
+	 * holds its status (-s: the wrapper writes it in place, and an empty
+	 * one is not read as an end). */
 	"\ti=0\n"
 	"\tif [ $l = 1 ]; then\n"
-	"\t\twhile [ ! -e \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
+	"\t\twhile [ ! -s \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
 	"\telse\n"
 	"\t\twhile ours && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done\n"
 	"\tfi\n"

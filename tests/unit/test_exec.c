@@ -476,11 +476,18 @@ static bool none_left_running(const char *pattern)
 }
 
 /* Waits for dir/exit (up to ms); its content, malloc'd, or NULL. */
+/* The exit status once written: the wrapper writes exit in place, so a read
+ * may find it there and still empty (as fetch_cmd does, that is no end yet). */
 static char *wait_exit(const char *dir, long ms)
 {
 	for (long t = 0; t < ms; t += 20) {
-		if (exists(dir, "exit"))
-			return slurp(dir, "exit", NULL);
+		if (exists(dir, "exit")) {
+			char *s = slurp(dir, "exit", NULL);
+
+			if (s && *s)
+				return s;
+			free(s);
+		}
 		sleep_ms(20);
 	}
 	return NULL;
