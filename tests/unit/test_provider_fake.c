@@ -302,23 +302,19 @@ static void *write_exit_later(void *arg)
 	return NULL;
 }
 
-/* The wrapper writes exit in place, so a poll may find it there but empty,
- * or (its write failed, and it removed it) listed and then gone. Either is
- * a command about to end, not one that ended with an unknown status: the
- * wait goes on to the status written after (it ended at -1 before). */
-UNIT_TEST(exec_empty_exit_is_not_an_end)
+/* A manager whose command 1 (command) the fake started with its exit still
+ * empty (fake.empty_exit), polled every poll_min_ms to poll_max_ms. */
+static struct exec_mgr *start_with_empty_exit(const char *command, long poll_max_ms)
 {
 	struct exec_options o;
 	struct exec_mgr *m;
-	struct exec_spec spec = { .command = "exit 3" };
+	struct exec_spec spec = { .command = command };
 	struct sp_error err = { 0 };
-	struct exec_status st;
 	unsigned n = 0;
-	pthread_t t;
 
 	exec_options_defaults(&o);
 	o.poll_min_ms = 20;
-	o.poll_max_ms = 50;
+	o.poll_max_ms = poll_max_ms;
 	m = exec_mgr_new(&fake_provider, &o);
 	CHECK(m != NULL);
 	pthread_mutex_lock(&fake.lock);
@@ -326,6 +322,28 @@ UNIT_TEST(exec_empty_exit_is_not_an_end)
 	pthread_mutex_unlock(&fake.lock);
 	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
 	CHECK_INT(n, 1);
+	return m;
+}
+
+static void end_with_empty_exit(struct exec_mgr *m)
+{
+	pthread_mutex_lock(&fake.lock);
+	fake.empty_exit = false;
+	pthread_mutex_unlock(&fake.lock);
+	exec_mgr_free(m);
+}
+
+/* The wrapper writes exit in place, so a poll may find it there but empty,
+ * or (its write failed, and it removed it) listed and then gone. Either is
+ * a command about to end, not one that ended with an unknown status: the
+ * wait goes on to the status written after (it ended at -1 before). */
+UNIT_TEST(exec_empty_exit_is_not_an_end)
+{
+	struct exec_mgr *m = start_with_empty_exit("exit 3", 50);
+	struct sp_error err = { 0 };
+	struct exec_status st;
+	pthread_t t;
+
 	CHECK_INT(exec_status(m, &box, 1, false, &st, &err), 0);
 	CHECK_INT(st.state, EXEC_RUNNING);
 	CHECK_INT(pthread_create(&t, NULL, write_exit_later, NULL), 0);
@@ -333,10 +351,7 @@ UNIT_TEST(exec_empty_exit_is_not_an_end)
 	CHECK_INT(st.state, EXEC_EXITED);
 	CHECK_INT(st.exit_code, 3);
 	pthread_join(t, NULL);
-	pthread_mutex_lock(&fake.lock);
-	fake.empty_exit = false;
-	pthread_mutex_unlock(&fake.lock);
-	exec_mgr_free(m);
+	end_with_empty_exit(m);
 }
 
 /* An exit that stays empty (its write failed on a full disk, or the wrapper
@@ -344,32 +359,16 @@ UNIT_TEST(exec_empty_exit_is_not_an_end)
  * (-1) after EMPTY_EXIT_GRACE_MS, rather than leaving it running for ever. */
 UNIT_TEST(exec_exit_left_empty_ends_the_command)
 {
-	struct exec_options o;
-	struct exec_mgr *m;
-	struct exec_spec spec = { .command = "true" };
+	struct exec_mgr *m = start_with_empty_exit("true", 200);
 	struct sp_error err = { 0 };
 	struct exec_status st;
-	unsigned n = 0;
-	int64_t t0;
+	int64_t t0 = now_ms();
 
-	exec_options_defaults(&o);
-	o.poll_min_ms = 20;
-	o.poll_max_ms = 200;
-	m = exec_mgr_new(&fake_provider, &o);
-	CHECK(m != NULL);
-	pthread_mutex_lock(&fake.lock);
-	fake.empty_exit = true;
-	pthread_mutex_unlock(&fake.lock);
-	CHECK_INT(exec_start(m, &box, &spec, &n, &err), 0);
-	t0 = now_ms();
 	CHECK_INT(exec_status(m, &box, 1, true, &st, &err), 0);
 	CHECK_INT(st.state, EXEC_EXITED);
 	CHECK_INT(st.exit_code, -1);
 	CHECK(now_ms() - t0 >= EMPTY_EXIT_GRACE_MS);
-	pthread_mutex_lock(&fake.lock);
-	fake.empty_exit = false;
-	pthread_mutex_unlock(&fake.lock);
-	exec_mgr_free(m);
+	end_with_empty_exit(m);
 }
 
 UNIT_TEST(write_uploads_through_provider)
