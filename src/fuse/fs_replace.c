@@ -58,19 +58,12 @@ static char *keep_copy(struct dfs *fs, struct open_node *n, const struct stat *b
 {
 	struct journal_rec *r = calloc(1, sizeof(*r));
 	struct stage *c = NULL;
-	uint64_t size = stage_size(n->stage), off = 0;
-	char buf[65536], *name = NULL;
+	uint64_t size = stage_size(n->stage);
+	char *name = NULL;
 	int rc;
 
-	if (!r || stage_new(fs->stage, &c) < 0)
+	if (!r || stage_copy(fs->stage, n->stage, size, &c) < 0)
 		goto out;
-	while (off < size) {
-		ssize_t got = stage_pread(n->stage, buf, sizeof(buf), off);
-
-		if (got <= 0 || stage_pwrite(c, buf, (size_t)got, off) != got)
-			goto out;
-		off += (uint64_t)got;
-	}
 	r->state = JOURNAL_FLUSHED;
 	str_copy(r->sandbox_id, sizeof(r->sandbox_id), n->sb->id);
 	str_copy(r->sandbox_name, sizeof(r->sandbox_name), n->sb->name);

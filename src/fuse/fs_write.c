@@ -831,25 +831,12 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
  */
 static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64_t size)
 {
-	char buf[65536];
 	struct stage *old = n->stage, *cut = NULL;
-	uint64_t off = 0;
 	int rc;
 
 	if (!n->dirty || !n->upload_error || n->unlinked || !old || n->handles <= own || stage_size(old) <= size)
 		return 0;
-	rc = stage_new(fs->stage, &cut);
-	while (rc == 0 && off < size) {
-		size_t want = size - off < sizeof(buf) ? (size_t)(size - off) : sizeof(buf);
-		ssize_t got = stage_pread(old, buf, want, off);
-
-		if (got <= 0)
-			rc = got < 0 ? (int)got : -EIO;
-		else if (stage_pwrite(cut, buf, (size_t)got, off) != got)
-			rc = -EIO;
-		else
-			off += (uint64_t)got;
-	}
+	rc = stage_copy(fs->stage, old, size, &cut);
 	if (rc == 0)
 		rc = node_keep_unsaved(n, n->path, ", and a truncation followed");
 	if (rc < 0) {

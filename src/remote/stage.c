@@ -280,6 +280,32 @@ static void detach(struct stage *s)
 	pthread_mutex_unlock(&a->lock);
 }
 
+int stage_copy(struct stage_area *a, struct stage *src, uint64_t len, struct stage **out)
+{
+	char buf[65536];
+	struct stage *c = NULL;
+	uint64_t off = 0;
+	int rc = stage_new(a, &c);
+
+	while (rc == 0 && off < len) {
+		size_t want = len - off < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
+		ssize_t got = stage_pread(src, buf, want, off);
+
+		if (got <= 0)
+			rc = got < 0 ? (int)got : -EIO;   /* shorter than len */
+		else if (stage_pwrite(c, buf, (size_t)got, off) != got)
+			rc = -EIO;
+		else
+			off += (uint64_t)got;
+	}
+	if (rc < 0) {
+		stage_free(c);
+		c = NULL;
+	}
+	*out = c;
+	return rc;
+}
+
 void stage_free(struct stage *s)
 {
 	if (!s)

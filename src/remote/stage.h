@@ -32,6 +32,8 @@ const char *stage_area_staging(const struct stage_area *a);   /* dir/staging */
 /* A new empty stage file. */
 int stage_new(struct stage_area *a, struct stage **out);
 void stage_free(struct stage *s);              /* closes and unlinks the staging file */
+/* A new stage holding the first len bytes of src (len <= its size). */
+int stage_copy(struct stage_area *a, struct stage *src, uint64_t len, struct stage **out);
 /* Takes over the staging file NAME that a dead mount left in dir/staging. */
 int stage_adopt(struct stage_area *a, const char *name, struct stage **out);
 /* Closes without removing the staging file (recovery leaves it for a later mount). */

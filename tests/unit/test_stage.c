@@ -229,6 +229,39 @@ UNIT_TEST(large_write)
 	free(out);
 }
 
+/* A copy of the first len bytes, across several of its 64 KiB reads; the
+ * source is untouched; a len past the source's end is refused, with no
+ * stage left behind. */
+UNIT_TEST(copy_prefix)
+{
+	struct stage_area *a = stage_area_open(fresh_dir());
+	size_t n = 200 * 1024 + 5, len = 131072 + 3;
+	unsigned char *in = malloc(n), *out = malloc(n);
+	struct stage *s, *c;
+
+	for (size_t i = 0; i < n; i++)
+		in[i] = (unsigned char)(i * 13 + i / 509);
+	CHECK_INT(stage_new(a, &s), 0);
+	CHECK_INT(stage_pwrite(s, in, n, 0), n);
+	CHECK_INT(stage_copy(a, s, len, &c), 0);
+	CHECK(c != NULL && c != s);
+	CHECK(stage_size(c) == len);
+	CHECK_INT(stage_pread(c, out, n, 0), len);
+	CHECK(memcmp(in, out, len) == 0);
+	CHECK(stage_size(s) == n);
+	stage_free(c);
+	CHECK_INT(stage_copy(a, s, 0, &c), 0);
+	CHECK(c != NULL && stage_size(c) == 0);
+	stage_free(c);
+	c = s;
+	CHECK_INT(stage_copy(a, s, n + 1, &c), -EIO);
+	CHECK(c == NULL);
+	stage_free(s);
+	stage_area_close(a);
+	free(in);
+	free(out);
+}
+
 UNIT_TEST(sparse_writes)
 {
 	struct stage_area *a = stage_area_open(fresh_dir());
@@ -599,6 +632,7 @@ UNIT_MAIN("stage",
 	UNIT_CASE(new_and_free),
 	UNIT_CASE(write_read_offsets),
 	UNIT_CASE(large_write),
+	UNIT_CASE(copy_prefix),
 	UNIT_CASE(sparse_writes),
 	UNIT_CASE(truncate_grow_shrink),
 	UNIT_CASE(append),
