@@ -396,7 +396,7 @@ void add_touch(struct strbuf *cmd, const char *flag, const struct timespec *ts, 
 int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, bool durable);
 void journal_drop(struct dfs *fs, struct open_node *n);
 void node_last_close(struct dfs *fs, struct open_node *n);
-bool journal_keep_for_recovery(struct open_node *n);
+bool journal_keep_for_recovery(struct open_node *n, const char *path);
 int upload_node(struct dfs *fs, struct open_node *n);
 void upload_succeeded(struct dfs *fs, struct open_node *n);
 void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err);

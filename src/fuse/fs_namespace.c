@@ -469,7 +469,7 @@ static void hide_final(struct dfs *fs, struct open_node *n)
 			n->base.kind = JOURNAL_BASE_UNKNOWN;
 			if (n->journal_name[0])
 				journal_put(fs, n, JOURNAL_FLUSHED, true);
-			if (journal_keep_for_recovery(n))
+			if (journal_keep_for_recovery(n, n->hide_from))
 				sandbox_set_error(n->sb, "%s could not be uploaded, and a rename replaced it; its "
 						  "content stays staged for the next mount", n->hide_from);
 		}

@@ -848,7 +848,7 @@ void files_flush_all(struct dfs *fs)
 				log_error("%s: %s could not be uploaded at unmount; saved in %s", found->sb->name,
 					  found->path, where);
 			} else {
-				journal_keep_for_recovery(found);
+				journal_keep_for_recovery(found, found->path);
 			}
 			found->dirty = false;   /* preserved: not tried again */
 		}

@@ -618,22 +618,22 @@ void journal_drop(struct dfs *fs, struct open_node *n)
  * (made durable by the failed upload) it stays in staging/, and the next
  * mount's recovery uploads it or keeps it. Returns false when it has no
  * record (the journal failed too): then nothing can be done but say so, in
- * the log and the sandbox's error file. Caller holds
- * n->lock.
+ * the log and the sandbox's error file. path: the file's name for them (a
+ * file renamed over has a hidden name by then). Caller holds n->lock.
  */
-bool journal_keep_for_recovery(struct open_node *n)
+bool journal_keep_for_recovery(struct open_node *n, const char *path)
 {
 	if (!n->journal_name[0]) {
 		/* Never silent: the user learns which file's data is gone. */
 		log_error("%s: %s could not be uploaded, kept in unsaved/ nor in the crash journal: its staged "
-			  "data is lost", n->sb->name, n->path);
+			  "data is lost", n->sb->name, path);
 		sandbox_set_error(n->sb, "%s could not be uploaded, kept in unsaved/ nor in the crash journal: "
-				  "its staged data is lost", n->path);
+				  "its staged data is lost", path);
 		return false;
 	}
 	n->journal_keep = true;
 	log_error("%s: %s could not be uploaded nor kept in unsaved/; it stays in the staging directory for "
-		  "the next mount's crash recovery", n->sb->name, n->path);
+		  "the next mount's crash recovery", n->sb->name, path);
 	return true;
 }
 
@@ -1077,7 +1077,7 @@ void node_last_close(struct dfs *fs, struct open_node *n)
 	if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
 		if (node_keep_unsaved(n, n->path, "") == 0) {
 			journal_drop(fs, n);
-		} else if (journal_keep_for_recovery(n)) {
+		} else if (journal_keep_for_recovery(n, n->path)) {
 			sandbox_set_error(n->sb, "%s could not be uploaded; its content stays staged for the "
 					  "next mount", n->path);
 		}

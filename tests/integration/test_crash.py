@@ -434,7 +434,9 @@ def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(cr
         f.write("the editor's save\n")
     os.rename(p + ".new", p)
     os.close(keep)
-    wait_for(lambda: "stays in the staging directory" in read(m.log.name), "the rename's end")
+    # The log names the file, not the hidden name libfuse gave it.
+    wait_for(lambda: "replaced.txt could not be uploaded nor kept in unsaved/" in read(m.log.name),
+             "the rename's end")
     assert "stays staged for the next mount" in read(m.p(sb, "error"))
     if deleted:
         os.unlink(p)   # the new file goes too: the path is free at the next mount
