@@ -266,11 +266,13 @@ def _ppid(pid):
         return None
 
 
-def find_marked_pids(marker):
+def find_marked_pids(marker, suffix=False):
     """Pids of live processes of a sandbox: those carrying its marker (Runtime.marker), and their
-    descendants."""
+    descendants. With suffix, those whose marker ends with it: "@DATA_DIR" finds every sandbox's
+    of one server."""
     me = os.getpid()
     needle = ("%s=%s" % (MARKER, marker)).encode()
+    prefix = ("%s=" % MARKER).encode()
     marked, parents = set(), {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -279,7 +281,8 @@ def find_marked_pids(marker):
         if pid == me:
             continue
         env = _read_proc(pid, "environ")
-        if env and needle in env.split(b"\0"):
+        if env and (any(v.startswith(prefix) and v.endswith(needle[len(prefix):])
+                        for v in env.split(b"\0")) if suffix else needle in env.split(b"\0")):
             marked.add(pid)
         pp = _ppid(pid)
         if pp is not None:
@@ -884,14 +887,17 @@ class Runtime:
         if snapshot_id and "/" not in snapshot_id and snapshot_id not in (".", ".."):
             shutil.rmtree(os.path.join(self.snapshots_dir, snapshot_id), ignore_errors=True)
 
-    def kill_all(self, sandbox_id):
-        """SIGKILL every process of the sandbox, repeatedly, until none is left (a process may fork
-        while we are scanning). Done only after two empty scans in a row: a process caught inside
-        execve() shows an empty environment for that instant, and an orphan (its parent gone) has
-        no marked ancestor to be found through."""
+    def kill_all(self, sandbox_id=None):
+        """SIGKILL every process of the sandbox (of every sandbox of this server, without one),
+        repeatedly, until none is left (a process may fork while we are scanning). Done only after
+        two empty scans in a row: a process caught inside execve() shows an empty environment for
+        that instant, and an orphan (its parent gone) has no marked ancestor to be found through."""
         empty = 0
         for _ in range(100):
-            pids = find_marked_pids(self.marker(sandbox_id))
+            if sandbox_id is None:
+                pids = find_marked_pids("@" + self.data_dir, suffix=True)
+            else:
+                pids = find_marked_pids(self.marker(sandbox_id))
             if not pids:
                 empty += 1
                 if empty == 2:
@@ -1109,12 +1115,16 @@ class Runtime:
         return True
 
     def shutdown(self):
-        """Server exit: end every session (their shells would otherwise linger)."""
+        """Server exit: every process of every sandbox ends, as a machine's do when it goes down
+        (sessions' shells, and what commands left running: a detached command's wrapper and the
+        command itself would otherwise outlive the server, and its tests). A server started again
+        on the same data finds the sandboxes' files, not their processes."""
         with self._lock:
             all_sessions = [s for d in self._sessions.values() for s in d.values() if s]
             self._sessions.clear()
         for s in all_sessions:
             s.delete(grace=0)
+        self.kill_all()
 
 
 def _go_errstr(e):

@@ -341,6 +341,39 @@ def test_stop_spares_another_servers_sandbox_of_the_same_id(rt, sb):
         shutil.rmtree(other_dir, ignore_errors=True)
 
 
+def test_shutdown_kills_every_sandboxs_processes_and_spares_another_servers(rt, sb):
+    """A server that exits takes its sandboxes' processes with it, as a machine going down does:
+    a command left running (a detached command's wrapper, scripts/try's) outlived the server and
+    the tests that started it. Another server's sandbox of the same id keeps its own."""
+    rt.create(SB2, {})
+    rt.start(SB2)
+    pids = []
+    for sid in (SB1, SB2):
+        r = rt.execute(sid, {}, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & echo $!")
+        pids.append(int(r.output))
+    other_dir = tempfile.mkdtemp(prefix="dl-rt-", dir="/var/tmp")
+    other = rtm.Runtime(other_dir, use_bwrap=rt.bwrap is not None)
+    try:
+        other.create(SB1, {})
+        other.start(SB1)
+        r = other.execute(SB1, {}, "(sleep 100 >/dev/null 2>&1 </dev/null &); echo started")
+        assert r.output == b"started\n"
+        deadline = time.monotonic() + 5
+        while not (rtm.find_marked_pids(rt.marker(SB1)) and rtm.find_marked_pids(rt.marker(SB2))) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rt.shutdown()
+        for pid in pids:
+            _wait_dead(pid)
+        assert not rtm.find_marked_pids(rt.marker(SB1))
+        assert not rtm.find_marked_pids(rt.marker(SB2))
+        assert rtm.find_marked_pids(other.marker(SB1)), "the other server's sandbox lost its processes"
+    finally:
+        other.stop(SB1)
+        other.shutdown()
+        shutil.rmtree(other_dir, ignore_errors=True)
+
+
 def test_invalid_utf8_becomes_replacement_chars():
     assert rtm.go_string(b"a\xffb\xe2\x82") == "a\ufffdb\ufffd\ufffd"
     assert rtm.go_string("\u20ac".encode()) == "\u20ac"
