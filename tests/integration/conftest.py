@@ -10,6 +10,7 @@ server (scripts/vercel-local) with -o provider=vercel. A test that holds for
 one provider only is marked @pytest.mark.provider("daytona", reason=...)
 and is skipped, with its reason, under the other.
 """
+import errno
 import json
 import os
 import shutil
@@ -264,6 +265,24 @@ def read(path, mode="r"):
 def write(path, data, mode="w"):
     with open(path, mode) as f:
         f.write(data)
+
+
+def fail_a_close_keeping_it_open(path, data, faults):
+    """Creates path with data and closes it with its upload failing (a 500: EIO), while a dup
+    keeps the file open, as a release the kernel has not sent yet does. Returns the dup."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    keep = os.dup(fd)             # the handle stays: no release
+    faults.add("upload", status=500, schedule=[True])
+    try:
+        os.close(fd)
+    except OSError as e:
+        if e.errno == errno.EIO:
+            return keep
+        os.close(keep)
+        raise
+    os.close(keep)
+    pytest.fail("the close of %s succeeded although its upload failed" % path)
 
 
 def sh(cmd, cwd=None, check=True, timeout=120, **kw):

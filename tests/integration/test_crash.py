@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conftest import (API_KEY, LIVE_MOUNTS, PROVIDER, SANDBOX_HOME, VERCEL_PROJECT, VERCEL_TEAM, Mount, Server,
-                      create_sandbox, ctl, read)
+                      create_sandbox, ctl, fail_a_close_keeping_it_open, read)
 from sandbox_view import Faults, SandboxView
 
 HOME = SANDBOX_HOME
@@ -423,13 +423,7 @@ def test_a_failed_close_renamed_over_stays_staged_when_unsaved_cannot_take_it(cr
     p = m.p(sb, "work", "replaced.txt")
     block_unsaved(m)
     failed = b"the failed close's data\n"
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, failed)
-    keep = os.dup(fd)
-    Faults(server).add("upload", status=500, schedule=[True])
-    with pytest.raises(OSError) as e:
-        os.close(fd)
-    assert e.value.errno == errno.EIO
+    keep = fail_a_close_keeping_it_open(p, failed, Faults(server))
     with open(p + ".new", "w") as f:
         f.write("the editor's save\n")
     os.rename(p + ".new", p)

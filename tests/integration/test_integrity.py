@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from conftest import API_KEY, PROVIDER, VERCEL_PROJECT, VERCEL_TEAM, create_sandbox, ctl, read, write
+from conftest import (API_KEY, PROVIDER, VERCEL_PROJECT, VERCEL_TEAM, create_sandbox, ctl, fail_a_close_keeping_it_open,
+                      read, write)
 
 
 @pytest.fixture
@@ -169,14 +170,8 @@ def test_a_failed_close_whose_release_has_not_come_keeps_its_data_from_a_truncat
     name = f"cut-{cut.split()[0]}.txt"
     p = os.path.join(local, name)
     failed = b"the failed close's content, longer than what follows\n"
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, failed)
-    keep = os.dup(fd)             # the handle stays: no release
     uploads = sandbox_faults.counter("upload")
-    sandbox_faults.add("upload", status=500, schedule=[True])
-    with pytest.raises(OSError) as e:
-        os.close(fd)
-    assert e.value.errno == errno.EIO
+    keep = fail_a_close_keeping_it_open(p, failed, sandbox_faults)
     try:
         if cut == "truncate":
             os.truncate(p, 10)    # the first 10 bytes stay, and go up
@@ -209,13 +204,7 @@ def test_a_failed_close_whose_release_has_not_come_keeps_its_data_from_a_rename_
     sid = sandbox_id(mount, sandbox)
     p = os.path.join(local, "renamed-over.txt")
     failed = b"the failed close's content\n"
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, failed)
-    keep = os.dup(fd)             # the handle stays: no release
-    sandbox_faults.add("upload", status=500, schedule=[True])
-    with pytest.raises(OSError) as e:
-        os.close(fd)
-    assert e.value.errno == errno.EIO
+    keep = fail_a_close_keeping_it_open(p, failed, sandbox_faults)
     try:
         write(p + ".new", "the editor's save\n")
         os.rename(p + ".new", p)
