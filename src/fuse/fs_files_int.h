@@ -107,6 +107,10 @@ struct open_node {
 				     sends the delete (files_unlink) */
 	struct stat st;           /* the file's attributes at open (made up for a new file);
 				     st_mode follows chmod through the mount */
+	/* The size the kernel was last given for the file (at open, then by
+	 * each getattr while it is open); -1: not known. A handle's snapshot
+	 * of the file (files_read) that ends before it is stale. */
+	off_t size_told;
 	bool chmod_pending;       /* a new file's mode, applied after its first upload */
 	bool chmod_queued;        /* ... or a queued chmod taken back by an upload: sent even
 				     when it is 0644 (the sandbox's file may have another) */

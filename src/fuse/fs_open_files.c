@@ -172,6 +172,7 @@ struct open_node *node_get(struct open_table *t, struct sandbox *sb, const char 
 	}
 	n->sb = sb;
 	n->refs = 1;
+	n->size_told = -1;
 	pthread_mutex_init(&n->lock, NULL);
 	n->next = t->head;
 	t->head = n;

@@ -374,12 +374,44 @@ static int first_read(struct dfs *fs, struct fhandle *h, const struct stat *st, 
 	return -EAGAIN;
 }
 
+/*
+ * A handle keeps the file as it was when it read it: the whole file (h->whole,
+ * h->copy) or a stream to its end (h->rs). A read that such a snapshot
+ * answers short (got < size: its end of file) while the kernel was given a
+ * larger size since (the file grew in the sandbox: a log a command appends
+ * to, then a stat) is no end of file: the kernel, taking a short read for
+ * one, would shrink its size to the snapshot's, and every reader would see
+ * the file cut there (tail -f stopped at its first lines). The snapshot is
+ * dropped and the read goes to the sandbox; so do the handle's later ones.
+ * A snapshot as long as what the kernel was told costs no request more: the
+ * kernel reads no page past its size.
+ */
+static bool snapshot_is_stale(off_t size_told, uint64_t off, int got, size_t size)
+{
+	return got >= 0 && (size_t)got < size && size_told >= 0 && (uint64_t)size_told > off + (uint64_t)got;
+}
+
+static void snapshot_drop(struct fhandle *h)
+{
+	h->whole = false;
+	h->ra_len = 0;
+	if (h->copy) {
+		stage_free(h->copy);
+		h->copy = NULL;
+	}
+	if (h->rs) {
+		rs_stop(h->rs);
+		h->rs = NULL;
+	}
+}
+
 int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size, off_t off)
 {
 	struct fhandle *h = (struct fhandle *)(uintptr_t)fi->fh;
 	struct open_node *n = h->node;
 	uint64_t uoff = (uint64_t)off;
 	struct stat st;
+	off_t size_told;
 	bool known;
 	ssize_t got;
 	int rc;
@@ -398,6 +430,7 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	/* Attributes from the cache at open (not made up): what the kernel
 	 * was told, which prefetched content must match. */
 	known = n->base.kind == JOURNAL_BASE_FILE;
+	size_told = n->size_told;
 	pthread_mutex_unlock(&n->lock);
 
 	pthread_mutex_lock(&h->lock);
@@ -405,7 +438,7 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 		h->first_read_done = true;
 		rc = first_read(fs, h, &st, known, buf, size);
 		if (rc != -EAGAIN)
-			goto done;
+			goto snapshot_read;
 	}
 	if (h->whole && h->ra_len != h->whole_len)
 		h->whole = false;   /* a write here dropped it (files_write) */
@@ -417,17 +450,17 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 			rc = (int)(size < h->ra_len - uoff ? size : h->ra_len - uoff);
 			memcpy(buf, h->ra_buf + uoff, (size_t)rc);
 		}
-		goto done;
+		goto snapshot_read;
 	}
 	if (h->copy) {
 		got = stage_pread(h->copy, buf, size, uoff);
 		rc = (int)got;
-		goto done;
+		goto snapshot_read;
 	}
 	if (h->rs) {
 		rc = rs_read(h->rs, buf, size, uoff);
 		if (rc != -EAGAIN)
-			goto done;
+			goto snapshot_read;
 		rs_stop(h->rs);
 		h->rs = NULL;
 	}
@@ -460,7 +493,7 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 		if (copy_wanted(fs, h, &st, known) && copy_whole(fs, h) == 0) {
 			got = stage_pread(h->copy, buf, size, uoff);
 			rc = (int)got;
-			goto done;
+			goto snapshot_read;
 		}
 	}
 	if (h->window > size) {
@@ -487,6 +520,12 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	} else {
 		if (h->window == 0)
 			h->window = RA_MIN;
+		rc = download_into(fs, n, uoff, buf, size);
+	}
+	goto done;
+snapshot_read:
+	if (snapshot_is_stale(size_told, uoff, rc, size)) {
+		snapshot_drop(h);
 		rc = download_into(fs, n, uoff, buf, size);
 	}
 done:

@@ -797,11 +797,13 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 {
 	bool listed = false;
 
+	n->size_told = -1;
 	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) == CACHE_HIT) {
 		/* what recovery checks the sandbox's file against */
 		n->base.kind = JOURNAL_BASE_FILE;
 		n->base.size = (uint64_t)n->st.st_size;
 		n->base.mtime = n->st.st_mtim;
+		n->size_told = n->st.st_size;
 	} else if (!listed) {
 		memset(&n->st, 0, sizeof(n->st));
 		n->st.st_mode = S_IFREG | 0644;

@@ -271,3 +271,45 @@ def test_sequential_read_streams_in_few_requests(mount, sandbox, work, server, t
         f.seek(20_000_000)
         assert f.read(100_000) == data[20_000_000:20_100_000]
     os.unlink(p)
+
+
+@pytest.mark.parametrize("size", [6, 3 * 1024 * 1024], ids=["small", "streamed"])
+def test_files_that_grow_in_the_sandbox_read_on_past_their_old_end(mount, sandbox, work, size):
+    """Descriptors read files to their end; then a command appends to them (logs: tail -f,
+    less +F). The descriptors read on into the new bytes. Their copies of the files (a small
+    file whole, fetched with its neighbours; the stream of a larger one) answered the old end
+    instead: a short read, which the kernel took for the end of the file, shrinking the size
+    it knew, so that every reader saw the file cut there until the attributes expired. Three
+    files in a listed directory: small ones come together (fs_prefetch.c)."""
+    d = "grows-%d" % size
+    os.mkdir(os.path.join(work, d))
+    names = ["%s/%d.log" % (d, i) for i in range(3)]
+    made = "; ".join(f"head -c {size} /dev/zero | tr '\\0' a > {name}" for name in names)
+    ctl(mount.p(sandbox, "ctl"), "exec " + made)
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    assert sorted(os.listdir(os.path.join(work, d))) == ["0.log", "1.log", "2.log"]   # as tail -f *.log
+    fds = []
+    try:
+        for name in names:
+            # each read before the next open: the files that follow come with the first
+            fds.append(os.open(os.path.join(work, name), os.O_RDONLY))
+            fd = fds[-1]
+            got = b""
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+            assert got == b"a" * size
+        ctl(mount.p(sandbox, "ctl"), "exec " + "; ".join(f"printf 'second\\n' >> {name}" for name in names))
+        assert read(mount.p(sandbox, "exit")) == "0\n"
+        for name, fd in zip(names, fds):
+            p = os.path.join(work, name)
+            assert os.stat(p).st_size == size + 7
+            assert os.read(fd, 1 << 20) == b"second\n", name
+            assert os.read(fd, 1 << 20) == b""
+            assert os.fstat(fd).st_size == size + 7     # not cut back to the old end
+            assert read(p, "rb") == b"a" * size + b"second\n"
+    finally:
+        for fd in fds:
+            os.close(fd)
