@@ -449,6 +449,16 @@ static void set_root_error(struct dfs *fs, const char *what, const char *msg)
 	log_warn("%s", fs->root_error);
 }
 
+void ctl_line_refused(struct dfs *fs, struct sandbox *sb, unsigned cmd, const char *msg)
+{
+	if (!sb)
+		set_root_error(fs, "", msg);
+	else if (!cmd)
+		sandbox_set_error(sb, "%s", msg);
+	else
+		sandbox_set_error(sb, "command %u: %s", cmd, msg);
+}
+
 int ctl_run_root(struct dfs *fs, const char *line, size_t len)
 {
 	struct sp_error err = { 0 };

@@ -330,6 +330,10 @@ void files_invalidate_sandbox(struct dfs *fs, const char *sandbox_id);
 int ctl_run_root(struct dfs *fs, const char *line, size_t len);
 int ctl_run_sandbox(struct dfs *fs, struct sandbox *sb, const char *line, size_t len);
 int ctl_run_command(struct dfs *fs, struct sandbox *sb, unsigned cmd, const char *line, size_t len);
+/* A line refused before it was parsed (too long): its error file says so,
+ * as for a line that does not parse. sb NULL: the root's ctl; cmd 0: the
+ * sandbox's. */
+void ctl_line_refused(struct dfs *fs, struct sandbox *sb, unsigned cmd, const char *msg);
 /* mkdir MOUNT/NAME */
 int ctl_create_default(struct dfs *fs, const char *name);
 

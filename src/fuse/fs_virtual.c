@@ -449,10 +449,15 @@ static int run_ctl_line(struct dfs *fs, struct vhandle *h, const char *line, siz
  * write(2) as a short count, so the writer sends the refused rest again,
  * newline included, and that rest must not run as a line of its own.
  */
-static int refuse_line(struct vhandle *h)
+static int refuse_line(struct dfs *fs, struct vhandle *h)
 {
+	char msg[128];
+
 	sb_reset(&h->line);
 	h->discarding = true;
+	snprintf(msg, sizeof(msg), "a line over %d bytes was refused; nothing of it ran", CTL_LINE_MAX);
+	ctl_line_refused(fs, h->node.kind == N_ROOT_CTL ? NULL : h->sb, h->node.kind == N_CMD_CTL ? h->cmd : 0,
+			 msg);
 	return -EFBIG;
 }
 
@@ -486,7 +491,7 @@ static int write_ctl(struct dfs *fs, struct vhandle *h, const char *buf, size_t 
 		if (buf[i] != '\n')
 			continue;
 		if (h->line.len + (i - start) > CTL_LINE_MAX) {
-			rc = refuse_line(h);
+			rc = refuse_line(fs, h);
 			goto out;
 		}
 		sb_add(&h->line, buf + start, i - start);
@@ -501,7 +506,7 @@ static int write_ctl(struct dfs *fs, struct vhandle *h, const char *buf, size_t 
 			goto out;
 	}
 	if (h->line.len + (size - start) > CTL_LINE_MAX) {
-		rc = refuse_line(h);
+		rc = refuse_line(fs, h);
 		goto out;
 	}
 	sb_add(&h->line, buf + start, size - start);

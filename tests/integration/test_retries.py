@@ -71,6 +71,28 @@ def test_a_root_ctl_line_over_1_mib_is_refused_whole(mount):
     ctl(mount.p(name, "ctl"), "delete")
 
 
+def test_a_ctl_line_over_1_mib_says_so_in_the_error_file(mount, sandbox):
+    """Each ctl's error file tells why its line failed; a line refused for its length left the
+    error of an earlier line there, which misled."""
+    ctl(mount.p(sandbox, "ctl"), "exec sleep 30")
+    cmd = os.readlink(mount.p(sandbox, "cmd", "last"))
+    try:
+        for ctlpath, errpath, verb in [(mount.p("ctl"), mount.p("error"), "create"),
+                                       (mount.p(sandbox, "ctl"), mount.p(sandbox, "error"), "exec"),
+                                       (mount.p(sandbox, "cmd", cmd, "ctl"), mount.p(sandbox, "error"), "kill")]:
+            with pytest.raises(OSError):
+                ctl(ctlpath, "bogus-verb")    # an earlier error, which must not stay
+            assert "bogus-verb" in read(errpath)
+            line = f"{verb} ".encode() + b"z" * (1 << 20) + b"\n"
+            assert write_long_line(ctlpath, line, b"") == [errno.EFBIG, None]
+            said = read(errpath)
+            assert "bogus-verb" not in said and "refused" in said, (ctlpath, said)
+            if "cmd" in ctlpath:
+                assert ("command %s:" % cmd) in said
+    finally:
+        ctl(mount.p(sandbox, "cmd", cmd, "ctl"), "kill")
+
+
 # ---- answers of the toolbox proxy that only look final (D1, D5) ------------------------------
 
 RUNNER_NO_CONTAINER = {"statusCode": 404, "code": "NOT_FOUND",
