@@ -196,7 +196,11 @@ int files_parse_find(const char *buf, size_t len, struct find_entry **out, size_
 			goto fail;
 		}
 		v[n].st.st_mode = type | (mode_t)(mode & 07777);
-		v[n].st.st_size = (off_t)(target ? tlen : size);
+		/* A link's size is lstat's, its target's length in the
+		 * sandbox: the target that arrived may be longer (bytes that
+		 * are not UTF-8 come through JSON as U+FFFD, 3 bytes each).
+		 * A /proc link reports 0: then what arrived. */
+		v[n].st.st_size = (off_t)(target && size == 0 ? tlen : size);
 		v[n].st.st_nlink = (nlink_t)nlink;
 		v[n].st.st_uid = (uid_t)uid;
 		v[n].st.st_gid = (gid_t)gid;

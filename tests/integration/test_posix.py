@@ -115,6 +115,10 @@ def test_links_made_in_the_sandbox_and_odd_names(d, work, mount, sandbox):
     assert stat.S_ISFIFO(os.lstat(os.path.join(d, "fifo")).st_mode)
     # and made through the mount
     os.symlink(b"t\xfe", os.path.join(os.fsencode(d), b"m\xfe"))
+    # its size is its target's bytes, 2, at once: not those of the target as JSON brought it
+    # back (t and U+FFFD: 4)
+    assert os.lstat(os.path.join(os.fsencode(d), b"m\xfe")).st_size == 2
+    assert os.readlink(os.path.join(os.fsencode(d), b"m\xfe")) == b"t\xfe"
     code, out = in_sandbox(mount, sandbox, f"cd {rel} && readlink -n \"$(printf 'm\\376')\" | od -An -c")
     assert out.split() == ["t", "376"]
 

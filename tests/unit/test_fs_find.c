@@ -78,6 +78,23 @@ UNIT_TEST(links_with_any_target)
 	files_find_free(v, n);
 }
 
+UNIT_TEST(link_target_altered_in_transport_keeps_its_size)
+{
+	struct find_entry *v = NULL;
+	size_t n = 0;
+
+	/* ln -s $'\xff\xfe.t' L: the JSON transport turned each byte that is not
+	 * UTF-8 into U+FFFD (3 bytes). The size is lstat's, 4, not the 8 bytes
+	 * that arrived (stat showed 8 until the attributes expired). */
+	CHECK_INT(files_parse_find(REC("l/777/4/1.0/0/0/1/1.25/2.5/L/\xef\xbf\xbd\xef\xbf\xbd.t\n"), &v, &n), 0);
+	CHECK_INT(n, 1);
+	if (n != 1)
+		return;
+	CHECK_STR(v[0].name, "L");
+	CHECK_INT(v[0].st.st_size, 4);
+	files_find_free(v, n);
+}
+
 UNIT_TEST(malformed_and_unknown)
 {
 	struct find_entry *v = NULL;
@@ -333,6 +350,7 @@ UNIT_TEST(change_rename_statfs_scripts_under_each_shell)
 UNIT_MAIN("fs_find",
 	UNIT_CASE(regular_dir_and_special_modes),
 	UNIT_CASE(links_with_any_target),
+	UNIT_CASE(link_target_altered_in_transport_keeps_its_size),
 	UNIT_CASE(malformed_and_unknown),
 	UNIT_CASE(hex),
 	UNIT_CASE(listing_script_under_each_shell),
