@@ -562,3 +562,34 @@ def test_rename_over_an_open_file_is_atomic_in_the_sandbox(pair, mount, sandbox,
                 names = [f["name"] for f in json.loads(r.read())]
         assert "gone.txt" not in names
         assert reader.read() == "x"
+
+
+def test_tail_f_of_a_log_a_command_writes(work, mount, sandbox):
+    """ls, then tail -f of a log that a command in the sandbox appends to: tail shows every
+    line. tail's first read brought the directory's small files in one request (fs_prefetch.c),
+    its log whole; it polled, and read on from that copy, which ended at the first line: the
+    mount answered 0 and the kernel shrank the file's size to the copy's (tail -f showed the
+    first line only)."""
+    import select
+    d = "tail-" + uuid.uuid4().hex[:6]
+    ctl(mount.p(sandbox, "ctl"), f"exec mkdir {d} && echo a > {d}/a.log && echo line1 > {d}/b.log")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    logs = sorted(os.listdir(os.path.join(work, d)))
+    assert logs == ["a.log", "b.log"]
+    tail = subprocess.Popen(["tail", "-f", "-s", "0.2", os.path.join(work, d, "b.log")],
+                            stdout=subprocess.PIPE)
+    try:
+        want = b"".join(b"line%d\n" % i for i in range(1, 6))
+        got = b""
+        appended = False
+        deadline = time.time() + 30
+        while got != want and time.time() < deadline:
+            if got == b"line1\n" and not appended:
+                ctl(mount.p(sandbox, "ctl"), f"exec for i in 2 3 4 5; do sleep 0.3; echo line$i >> {d}/b.log; done")
+                appended = True
+            if select.select([tail.stdout], [], [], 0.5)[0]:
+                got += os.read(tail.stdout.fileno(), 4096)
+        assert got == want
+    finally:
+        tail.kill()
+        tail.wait()
