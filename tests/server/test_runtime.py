@@ -320,10 +320,9 @@ def test_stop_kills_every_process_of_the_sandbox(rt, sb):
     assert not rtm.find_marked_pids(rt.marker(sb))
 
 
-def test_stop_spares_another_servers_sandbox_of_the_same_id(rt, sb):
-    """Vercel's sandboxes are named, so two servers on one machine (two runs of scripts/test-posix
-    --provider vercel, both with a sandbox "posix") have sandboxes of the same id: a stop in one
-    killed the other's running commands (which the mount then took for commands out of time)."""
+@pytest.fixture
+def other_server(rt):
+    """Another server's runtime on this machine, with a sandbox of the id SB1 that runs a command."""
     other_dir = tempfile.mkdtemp(prefix="dl-rt-", dir="/var/tmp")
     other = rtm.Runtime(other_dir, use_bwrap=rt.bwrap is not None)
     try:
@@ -331,17 +330,24 @@ def test_stop_spares_another_servers_sandbox_of_the_same_id(rt, sb):
         other.start(SB1)
         r = other.execute(SB1, {}, "(sleep 100 >/dev/null 2>&1 </dev/null &); echo started")
         assert r.output == b"started\n"
-        assert rtm.find_marked_pids(other.marker(SB1))
-        rt.stop(sb)
-        time.sleep(0.3)
-        assert rtm.find_marked_pids(other.marker(SB1)), "the other server's sandbox lost its processes"
+        yield other
     finally:
         other.stop(SB1)
         other.shutdown()
         shutil.rmtree(other_dir, ignore_errors=True)
 
 
-def test_shutdown_kills_every_sandboxs_processes_and_spares_another_servers(rt, sb):
+def test_stop_spares_another_servers_sandbox_of_the_same_id(rt, sb, other_server):
+    """Vercel's sandboxes are named, so two servers on one machine (two runs of scripts/test-posix
+    --provider vercel, both with a sandbox "posix") have sandboxes of the same id: a stop in one
+    killed the other's running commands (which the mount then took for commands out of time)."""
+    assert rtm.find_marked_pids(other_server.marker(SB1))
+    rt.stop(sb)
+    time.sleep(0.3)
+    assert rtm.find_marked_pids(other_server.marker(SB1)), "the other server's sandbox lost its processes"
+
+
+def test_shutdown_kills_every_sandboxs_processes_and_spares_another_servers(rt, sb, other_server):
     """A server that exits takes its sandboxes' processes with it, as a machine going down does:
     a command left running (a detached command's wrapper, scripts/try's) outlived the server and
     the tests that started it. Another server's sandbox of the same id keeps its own."""
@@ -351,27 +357,16 @@ def test_shutdown_kills_every_sandboxs_processes_and_spares_another_servers(rt, 
     for sid in (SB1, SB2):
         r = rt.execute(sid, {}, "setsid sh -c 'sleep 100' >/dev/null 2>&1 </dev/null & echo $!")
         pids.append(int(r.output))
-    other_dir = tempfile.mkdtemp(prefix="dl-rt-", dir="/var/tmp")
-    other = rtm.Runtime(other_dir, use_bwrap=rt.bwrap is not None)
-    try:
-        other.create(SB1, {})
-        other.start(SB1)
-        r = other.execute(SB1, {}, "(sleep 100 >/dev/null 2>&1 </dev/null &); echo started")
-        assert r.output == b"started\n"
-        deadline = time.monotonic() + 5
-        while not (rtm.find_marked_pids(rt.marker(SB1)) and rtm.find_marked_pids(rt.marker(SB2))) \
-                and time.monotonic() < deadline:
-            time.sleep(0.01)
-        rt.shutdown()
-        for pid in pids:
-            _wait_dead(pid)
-        assert not rtm.find_marked_pids(rt.marker(SB1))
-        assert not rtm.find_marked_pids(rt.marker(SB2))
-        assert rtm.find_marked_pids(other.marker(SB1)), "the other server's sandbox lost its processes"
-    finally:
-        other.stop(SB1)
-        other.shutdown()
-        shutil.rmtree(other_dir, ignore_errors=True)
+    deadline = time.monotonic() + 5
+    while not (rtm.find_marked_pids(rt.marker(SB1)) and rtm.find_marked_pids(rt.marker(SB2))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rt.shutdown()
+    for pid in pids:
+        _wait_dead(pid)
+    assert not rtm.find_marked_pids(rt.marker(SB1))
+    assert not rtm.find_marked_pids(rt.marker(SB2))
+    assert rtm.find_marked_pids(other_server.marker(SB1)), "the other server's sandbox lost its processes"
 
 
 def test_invalid_utf8_becomes_replacement_chars():
