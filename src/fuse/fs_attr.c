@@ -370,7 +370,7 @@ static bool overlay_open_node(struct dfs *fs, struct open_node *n, struct stat *
 	if (have_remote && S_ISREG(st->st_mode) && n->chmod_pending)
 		st->st_mode = n->st.st_mode;
 	if (have_remote)
-		n->size_told = st->st_size;   /* what the kernel now takes for the file's size */
+		node_note_told(n, st);   /* what the kernel now takes the file for */
 	pthread_mutex_unlock(&n->lock);
 	return used;
 }

@@ -107,10 +107,13 @@ struct open_node {
 				     sends the delete (files_unlink) */
 	struct stat st;           /* the file's attributes at open (made up for a new file);
 				     st_mode follows chmod through the mount */
-	/* The size the kernel was last given for the file (at open, then by
-	 * each getattr while it is open); -1: not known. A handle's snapshot
-	 * of the file (files_read) that ends before it is stale. */
+	/* The size and mtime the kernel was last given for the file (at open,
+	 * then by each getattr while it is open; node_note_told); size -1: not
+	 * known. told_gen counts their changes: a handle's copies of the file
+	 * taken before a change are stale (files_read). */
 	off_t size_told;
+	struct timespec mtime_told;
+	unsigned told_gen;
 	bool chmod_pending;       /* a new file's mode, applied after its first upload */
 	bool chmod_queued;        /* ... or a queued chmod taken back by an upload: sent even
 				     when it is 0644 (the sandbox's file may have another) */
@@ -309,6 +312,8 @@ struct fhandle {
 	bool first_read_done;
 	unsigned random_reads;    /* random reads by command so far (no ranged download) */
 	struct stage *copy;       /* then the whole file as it was, in a staging file, or NULL */
+	unsigned told_gen;        /* the node's told_gen that the copies above belong to */
+	bool copies_dropped;      /* the file changed under this handle: no whole copy again */
 	bool release_queued;      /* counted in its node's releasing (files_release_quick) */
 };
 
@@ -319,6 +324,7 @@ struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char
 void node_release_queued(struct open_table *t, struct open_node *n);
 void node_release_ran(struct open_table *t, struct open_node *n);
 void node_set_path(struct open_node *n, char *path);
+void node_note_told(struct open_node *n, const struct stat *st);
 void node_forget_content(struct dfs *fs, struct open_node *n);
 void node_release(struct dfs *fs, struct open_node *n);
 bool is_hidden_name(const char *path);

@@ -181,6 +181,18 @@ out:
 	return n;
 }
 
+/* The kernel was given st for n's file (caller holds n->lock): a size or
+ * mtime other than the last ones given means the file changed, and the
+ * handles' copies of it go (files_read). */
+void node_note_told(struct open_node *n, const struct stat *st)
+{
+	if (n->size_told >= 0 && (n->size_told != st->st_size || n->mtime_told.tv_sec != st->st_mtim.tv_sec ||
+				  n->mtime_told.tv_nsec != st->st_mtim.tv_nsec))
+		n->told_gen++;
+	n->size_told = st->st_size;
+	n->mtime_told = st->st_mtim;
+}
+
 /* Takes a reference on the open node of a path, if there is one. */
 struct open_node *node_find(struct open_table *t, struct sandbox *sb, const char *path)
 {

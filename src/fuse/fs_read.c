@@ -86,7 +86,7 @@ static int copy_sink_fn(void *ctx, const void *data, size_t len)
 static bool copy_wanted(struct dfs *fs, struct fhandle *h, const struct stat *st, bool known)
 {
 	if (sp_has(fs->sp, SP_CAP_RANGED_READ) || !known || !S_ISREG(st->st_mode) ||
-	    (uint64_t)st->st_size > RANDOM_WHOLE_MAX)
+	    (uint64_t)st->st_size > RANDOM_WHOLE_MAX || h->copies_dropped)
 		return false;
 	h->random_reads++;
 	/* one far read (a header, a tail) stays one command */
@@ -375,16 +375,18 @@ static int first_read(struct dfs *fs, struct fhandle *h, const struct stat *st, 
 }
 
 /*
- * A handle keeps the file as it was when it read it: the whole file (h->whole,
- * h->copy) or a stream to its end (h->rs). A read that such a snapshot
- * answers short (got < size: its end of file) while the kernel was given a
- * larger size since (the file grew in the sandbox: a log a command appends
- * to, then a stat) is no end of file: the kernel, taking a short read for
- * one, would shrink its size to the snapshot's, and every reader would see
- * the file cut there (tail -f stopped at its first lines). The snapshot is
- * dropped and the read goes to the sandbox; so do the handle's later ones.
- * A snapshot as long as what the kernel was told costs no request more: the
- * kernel reads no page past its size.
+ * A handle keeps copies of the file as it read it: the whole file (h->whole,
+ * h->copy), a stream to its end (h->rs), a window (h->ra_buf). Once the
+ * kernel has been given another size or mtime for the file (it changed in
+ * the sandbox, and a stat or the attribute timeout showed it: told_gen
+ * moved), they are stale: they go, and the read goes to the sandbox. Kept,
+ * a read past a copy's end answered short, which the kernel takes for the
+ * end of the file: it shrank its size to the copy's for every reader (tail
+ * -f of a log a command appends to stopped after its first lines); and a
+ * file rewritten larger read as the old bytes followed by the new. A copy
+ * that ends before the size the kernel was given all the same (the file
+ * changed between the getattr and the download) is no end of file either
+ * (snapshot_is_stale). An unchanged file costs no request more.
  */
 static bool snapshot_is_stale(off_t size_told, uint64_t off, int got, size_t size)
 {
@@ -393,6 +395,8 @@ static bool snapshot_is_stale(off_t size_told, uint64_t off, int got, size_t siz
 
 static void snapshot_drop(struct fhandle *h)
 {
+	if (h->whole || h->copy || h->rs || h->ra_len)
+		h->copies_dropped = true;   /* a file that changes: no whole copy again (copy_wanted) */
 	h->whole = false;
 	h->ra_len = 0;
 	if (h->copy) {
@@ -412,6 +416,7 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	uint64_t uoff = (uint64_t)off;
 	struct stat st;
 	off_t size_told;
+	unsigned told_gen;
 	bool known;
 	ssize_t got;
 	int rc;
@@ -431,9 +436,19 @@ int files_read(struct dfs *fs, struct fuse_file_info *fi, char *buf, size_t size
 	 * was told, which prefetched content must match. */
 	known = n->base.kind == JOURNAL_BASE_FILE;
 	size_told = n->size_told;
+	if (known && size_told >= 0) {
+		/* ... as the kernel was last given them (node_note_told) */
+		st.st_size = size_told;
+		st.st_mtim = n->mtime_told;
+	}
+	told_gen = n->told_gen;
 	pthread_mutex_unlock(&n->lock);
 
 	pthread_mutex_lock(&h->lock);
+	if (h->told_gen != told_gen) {
+		snapshot_drop(h);
+		h->told_gen = told_gen;
+	}
 	if (!h->first_read_done && uoff == 0 && h->next_off == 0 && !h->rs) {
 		h->first_read_done = true;
 		rc = first_read(fs, h, &st, known, buf, size);

@@ -797,13 +797,12 @@ static void node_init_existing(struct dfs *fs, struct open_node *n)
 {
 	bool listed = false;
 
-	n->size_told = -1;
 	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) == CACHE_HIT) {
 		/* what recovery checks the sandbox's file against */
 		n->base.kind = JOURNAL_BASE_FILE;
 		n->base.size = (uint64_t)n->st.st_size;
 		n->base.mtime = n->st.st_mtim;
-		n->size_told = n->st.st_size;
+		node_note_told(n, &n->st);
 	} else if (!listed) {
 		memset(&n->st, 0, sizeof(n->st));
 		n->st.st_mode = S_IFREG | 0644;
@@ -922,6 +921,7 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 	pthread_mutex_lock(&n->lock);
 	if (!create && !n->is_new && !n->populated && !n->st.st_mode)
 		node_init_existing(fs, n);
+	h->told_gen = n->told_gen;
 	/* O_TRUNC truncates whatever the access mode: Linux does it for O_RDONLY too. */
 	if (create || (fi->flags & O_TRUNC))
 		rc = keep_failed_data(fs, n, 0, 0);
