@@ -274,8 +274,9 @@ def test_volumes_mkdir_info_rmdir(mount, server):
     assert ".volumes" in os.listdir(mount.path)
     server.reset()
     os.mkdir(vdir)
-    # the kernel's lookup (a list), the create, the kernel's look at the new one
-    assert [e["method"] for e in requests(server, "/volumes")] == ["GET", "POST", "GET"]
+    # the kernel's lookup (a list), the create, a look until it is ready (after 200 ms: the
+    # server's steps take 20 ms), the kernel's look at the new one
+    assert [e["method"] for e in requests(server, "/volumes")] == ["GET", "POST", "GET", "GET"]
     assert errno_of(os.mkdir, vdir) == errno.EEXIST
     assert vol in os.listdir(mount.p(".volumes"))
     info = json.loads(read(os.path.join(vdir, "info")))
@@ -283,11 +284,9 @@ def test_volumes_mkdir_info_rmdir(mount, server):
     assert os.listdir(vdir) == ["info"]
     assert errno_of(write, os.path.join(vdir, "info"), "x") == errno.EACCES
 
+    assert info["state"] == "ready"   # mkdir returns once it is
+
     # in use by a sandbox: rmdir says EBUSY, and the volume stays
-    deadline = time.time() + 20
-    while json.loads(read(os.path.join(vdir, "info")))["state"] != "ready":
-        assert time.time() < deadline
-        time.sleep(0.1)
     sb = f"v-{uuid.uuid4().hex[:8]}"
     ctl(mount.p("ctl"), f"create {sb} volume={vol}:/data")
     assert errno_of(os.rmdir, vdir) == errno.EBUSY
@@ -297,6 +296,24 @@ def test_volumes_mkdir_info_rmdir(mount, server):
     os.rmdir(vdir)
     assert vol not in os.listdir(mount.p(".volumes"))
     assert errno_of(os.rmdir, vdir) == errno.ENOENT
+
+
+@pytest.mark.provider("daytona", reason="Daytona's volumes")
+def test_a_volume_is_ready_for_a_sandbox_once_mkdir_returns(mount, server):
+    """The README's example: mkdir .volumes/NAME, then create a sandbox with it. The volume is
+    made in the background (pending_create, creating, ready); mkdir returned at the create, and
+    the sandbox's create was refused ("not in a ready state", EINVAL)."""
+    vol = f"vol-{uuid.uuid4().hex[:8]}"
+    sb = f"v-{uuid.uuid4().hex[:8]}"
+    server.local("PUT", "/_local/timing", {"transition_ms": 400})
+    try:
+        os.mkdir(mount.p(".volumes", vol))
+        assert json.loads(read(mount.p(".volumes", vol, "info")))["state"] == "ready"
+        ctl(mount.p("ctl"), f"create {sb} volume={vol}:/data")
+    finally:
+        server.local("PUT", "/_local/timing", {"transition_ms": 20})
+    ctl(mount.p(sb, "ctl"), "delete")
+    os.rmdir(mount.p(".volumes", vol))
 
 
 # ---------------------------------------------------------------------- progress and build log
