@@ -1123,6 +1123,16 @@ int files_chown(struct dfs *fs, struct sandbox *sb, const char *path, uid_t uid,
 		bool pending = false;
 
 		pthread_mutex_lock(&n->lock);
+		if (n->is_new && fs->sp->files_owner_known &&
+		    ((uid != (uid_t)-1 && uid != fs->sp->files_uid) || (gid != (gid_t)-1 && gid != fs->sp->files_gid))) {
+			/* The sandbox's files are changed as one user who is not
+			 * root (Vercel): another owner is refused, now, as a chown
+			 * of a file already there is. Taken, it was refused after
+			 * the upload, and the mode and times queued with it went. */
+			pthread_mutex_unlock(&n->lock);
+			node_release(fs, n);
+			return -EPERM;
+		}
 		if (n->is_new) {
 			/* Applied after the first upload, with the mode and times. */
 			if (uid != (uid_t)-1)

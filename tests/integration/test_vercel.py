@@ -155,6 +155,30 @@ def test_uploads_keep_mode_and_links(mount, sandbox):
     assert SANDBOX_HOME == "/vercel/sandbox"
 
 
+@pytest.mark.parametrize("how", ["fchown", "chown"])
+def test_chown_of_a_new_file_to_another_owner_is_eperm_and_keeps_its_mode_and_times(mount, sandbox, how):
+    """tar xp or cp -p as root: a new file given another owner while its upload waits. The chown
+    was taken, then refused in the sandbox after the upload, and the chmod and times queued with
+    it went too: scripts lost their exec bits and files their times, with close returning 0."""
+    name = "owned-%s.sh" % how
+    p = mount.p(sandbox, "work", name)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"#!/bin/sh\n")
+        with pytest.raises(OSError) as e:
+            os.fchown(fd, 0, 0) if how == "fchown" else os.chown(p, 0, 0)
+        assert e.value.errno == errno.EPERM
+        os.fchown(fd, 1000, 1000)            # its own owner: fine
+        os.fchmod(fd, 0o755)
+        os.utime(fd, (981173106, 981173106))
+    finally:
+        os.close(fd)
+    st = os.stat(p)
+    assert (st.st_uid, st.st_mode & 0o7777, int(st.st_mtime)) == (1000, 0o755, 981173106)
+    ctl(mount.p(sandbox, "ctl"), f"exec stat -c '%u:%g %a %Y' {name}")
+    assert read(mount.p(sandbox, "stdout")) == "1000:1000 755 981173106\n"
+
+
 def test_rate_limit_waits_and_429_is_retried(server, tmp_root):
     m = Mount(server, tmp_root, ["rate_limit=120", "loglevel=info"], name="ratemnt")
     try:
