@@ -365,7 +365,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the command manager");
 		goto fail;
 	}
-	fs->files = open_table_new();
+	fs->files = open_table_new(o->timeout_s);
 	if (!fs->files) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;

@@ -229,7 +229,7 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
 
 /* fs_open_files.c ... fs_runners.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
-struct open_table *open_table_new(void);
+struct open_table *open_table_new(long request_timeout_s);
 void open_table_free(struct open_table *t);
 int files_getattr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
 /* A directory handle holds a snapshot of the listing (fs_attr.c says why). */

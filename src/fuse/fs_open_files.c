@@ -28,7 +28,7 @@
 static void links_clear_locked(struct open_table *t, const struct sandbox *sb);
 static void node_free(struct dfs *fs, struct open_node *n);
 
-struct open_table *open_table_new(void)
+struct open_table *open_table_new(long request_timeout_s)
 {
 	struct open_table *t = calloc(1, sizeof(*t));
 
@@ -38,6 +38,9 @@ struct open_table *open_table_new(void)
 		free(t);
 		return NULL;
 	}
+	/* A request that ended unsure runs in the sandbox for at most its
+	 * time limit (rfs_set_limit): twice that, and a margin for its start. */
+	t->deferred.unsure_s = 2.0 * (double)request_timeout_s + 10;
 	t->prefetch = prefetch_new(PF_STORE_BYTES, PF_STORE_FILES);
 	if (!t->prefetch) {
 		deferred_fini(&t->deferred);

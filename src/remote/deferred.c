@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http.h"
 #include "log.h"
 #include "strbuf.h"
 #include "writeback.h"
@@ -153,6 +154,8 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 	void *sb = (void *)batch->owner;
 	struct strbuf script = STRBUF_INIT;
 	struct wb_result *res;
+	struct wb_since since;
+	double unsure;
 	struct timespec now;
 	char mark[48], *out = NULL;
 	size_t n = 0, i = 0;
@@ -165,12 +168,17 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 	clock_gettime(CLOCK_REALTIME, &now);
 	snprintf(mark, sizeof(mark), "dfs%x%lx%x", (unsigned)getpid(), (unsigned long)now.tv_nsec,
 		 __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED));
-	wb_script(&script, batch, mark, d->find_fmt);
+	since.built = wb_now();
+	since.floor = d->last_done;
+	unsure = http_last_unsure();
+	wb_script(&script, batch, mark, d->find_fmt,
+		  unsure > 0 && since.built - unsure < d->unsure_s ? NULL : &since);
 	log_debug("%s: %zu deferred changes in one command, from %s", d->ops->name(sb), n, batch->path);
 	if (!res || script.oom)
 		rc = -ENOMEM;
 	else
 		rc = wb_send(d, sb, batch, sb_str(&script), &code, &out, &resent, requeue);
+	d->last_done = wb_now();
 	if (rc > 0) {
 		free(res);
 		free(out);
@@ -318,6 +326,7 @@ int deferred_init(struct deferred *d, size_t batch_max, const struct deferred_op
 	pthread_cond_init(&d->idle, NULL);
 	d->budget_s = WB_RETRY_BUDGET_S;
 	d->find_fmt = find_fmt;
+	d->unsure_s = 2 * 60 + 10;
 	d->ops = ops;
 	d->ctx = ctx;
 	return 0;

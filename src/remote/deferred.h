@@ -59,6 +59,13 @@ struct deferred {
 	bool wb_thread_on;
 	double budget_s;          /* how long a batch is sent again */
 	const char *find_fmt;     /* find -printf format of the stat lines (done) */
+	/* The deletes' clock test (wb_since): when the last batch's request
+	 * ended (wb_now()), under wb_run; and how long after a request of the
+	 * mount's ended unsure (http_last_unsure) the deletes go without it:
+	 * that request, maybe a change of a path deleted since, may still
+	 * run in the sandbox (for as long as a request's time limit). */
+	double last_done;
+	double unsure_s;
 	const struct deferred_ops *ops;
 	void *ctx;                /* the ops' first argument */
 };

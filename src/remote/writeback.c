@@ -172,6 +172,7 @@ bool wb_push(struct wb_queue *q, struct wb_op *op, double now, double delay)
 		return false;
 	op->next = NULL;
 	op->due = now + delay;
+	op->queued = now;
 	e->op = op;
 	pthread_mutex_lock(&q->lock);
 	*q->tail = e;
@@ -739,9 +740,119 @@ static void add_attrs(struct strbuf *s, const struct wb_op *op)
 	}
 }
 
+/*
+ * The birth test of deletes (struct wb_since). A delete's lag is how long
+ * before the batch was built its unlink came (or this mount's own changes
+ * ended, if later), less a margin: the script subtracts it from the
+ * sandbox's clock.
+ */
+struct wb_lag {
+	long long sec;
+	long nsec;
+};
+
+/* Each guarded delete costs the sandbox a stat process: a longer batch of
+ * them (rm -r) deletes as rm -f does. */
+#define WB_SPARE_MAX 16
+
+/* Whether op's delete takes the birth test: not of a hidden name (nobody
+ * else writes there, and libfuse's own rename may have touched it), nor
+ * of a path the batch changed before (its own move makes a new file), nor
+ * one a move of the batch replaces (wb_script's own rule). */
+static bool delete_guarded(const struct wb_op *batch, const struct wb_op *op, const struct wb_since *since)
+{
+	if (!since || op->kind != WB_DELETE || op->hidden || op->path[0] != '/' || replacing_move(op))
+		return false;
+	for (const struct wb_op *o = batch; o != op; o = o->next)
+		if (!strcmp(o->path, op->path))
+			return false;
+	return true;
+}
+
+/* The lag of the deletes first..end (exclusive): from the latest of their
+ * unlinks, so that none spares a file made before its own. The margin (50
+ * ms and 0.1 %) makes T later still: for a sandbox's clock that runs a
+ * little slower than the mount's, or was slewed meanwhile. */
+static void lag_of(struct wb_lag *lag, const struct wb_op *first, const struct wb_op *end,
+		   const struct wb_since *since)
+{
+	double from = since->floor, secs;
+
+	for (const struct wb_op *o = first; o != end; o = o->next)
+		if (o->queued > from)
+			from = o->queued;
+	secs = since->built - from;
+	secs -= 0.05 + secs * 0.001;
+	if (!(secs > 0))
+		secs = 0;
+	lag->sec = (long long)secs;
+	lag->nsec = (long)((secs - (double)lag->sec) * 1e9);
+	if (lag->nsec > 999999999L)
+		lag->nsec = 999999999L;
+}
+
+/*
+ * The batch's clock, read once at its start: wb_s seconds and wb_f the 9
+ * digits of the fraction (zsh's and bash's EPOCHREALTIME, no process; else
+ * date). wb_t SEC NSEC sets wb_ty and wb_tx, the clock less the lag (T).
+ * wb_keep PATH is true when PATH is a file made after the unlink: its
+ * birth time (statx, by GNU stat) after T and not after the clock (a clock
+ * that ran ahead), on a file system whose times the sandbox's own kernel
+ * stamps (not FUSE or a network file system: another clock) and where a
+ * file is born only once (not overlayfs, whose first change of a file of
+ * the image copies it up, a new inode born then). Without a
+ * clock, a birth time, or a stat that knows it: false, and the delete
+ * removes whatever is there, as rm -f does.
+ */
+static void add_clock(struct strbuf *s)
+{
+	sb_adds(s, "wb_c=; if [ -n \"${ZSH_VERSION-}\" ]; then zmodload zsh/datetime 2>/dev/null && "
+		"wb_c=${EPOCHREALTIME-}; elif [ -n \"${BASH_VERSION-}\" ]; then wb_c=${EPOCHREALTIME-}; fi\n"
+		"case $wb_c in [0-9]*.[0-9]*) ;; *) wb_c=$(date +%s.%N 2>/dev/null) ;; esac\n"
+		"case $wb_c in [0-9]*.[0-9]*) ;; *) wb_c= ;; esac\n"
+		"wb_ns() {\n"
+		"\twb_n1=${1%%.*}; wb_n2=; case $1 in *.*) wb_n2=${1#*.} ;; esac\n"
+		"\twb_n2=${wb_n2}000000000; wb_n2=${wb_n2%\"${wb_n2#?????????}\"}\n"
+		"\tcase $wb_n1$wb_n2 in ''|*[!0-9]*) return 1 ;; esac\n"
+		"}\n"
+		"wb_s=; wb_ns \"$wb_c\" && wb_s=$wb_n1 && wb_f=$wb_n2\n"
+		"wb_t() {\n"
+		"\t[ -n \"$wb_s\" ] || return 0\n"
+		"\twb_tx=$((1$wb_f - 1000000000 - $2)); wb_ty=$((wb_s - $1))\n"
+		"\tif [ $wb_tx -lt 0 ]; then wb_tx=$((wb_tx + 1000000000)); wb_ty=$((wb_ty - 1)); fi\n"
+		"\twb_tx=$((wb_tx + 1000000000)); wb_tx=${wb_tx#1}\n"
+		"}\n"
+		"wb_keep() {\n"
+		"\t[ -n \"$wb_s\" ] || return 1\n"
+		"\twb_b=$(command stat -c %.9W -- \"$1\" 2>/dev/null) || return 1\n"
+		"\twb_ns \"$wb_b\" || return 1\n"
+		"\t[ $wb_n1 -gt $wb_ty ] || { [ $wb_n1 -eq $wb_ty ] && [ $((1$wb_n2)) -gt $((1$wb_tx)) ]; } || return 1\n"
+		"\t[ $wb_n1 -lt $wb_s ] || { [ $wb_n1 -eq $wb_s ] && [ $((1$wb_n2)) -le $((1$wb_f)) ]; } || return 1\n"
+		"\tcase $(command stat -f -c %T -- \"$1\" 2>/dev/null) in\n"
+		"\text2/ext3|ext4|xfs|btrfs|tmpfs|zfs|f2fs) return 0 ;;\n"
+		"\tesac\n"
+		"\treturn 1\n"
+		"}\n");
+}
+
+/* wb_t, then rm -f of the paths of first..end that wb_keep does not spare
+ * (the refusals and messages are rm's, as without the test). */
+static void add_guarded_rm(struct strbuf *s, const struct wb_op *first, const struct wb_op *end,
+			   const struct wb_lag *lag)
+{
+	sb_addf(s, "{ wb_t %lld %ld; set --; for wb_p in", lag->sec, lag->nsec);
+	for (const struct wb_op *o = first; o != end; o = o->next) {
+		sb_addc(s, ' ');
+		sh_word(s, o->path);
+	}
+	sb_adds(s, "; do wb_keep \"$wb_p\" || set -- \"$@\" \"$wb_p\"; done; [ $# = 0 ] || rm -f -- \"$@\"; }");
+}
+
 /* The commands of one op, joined by &&, after a leading "true". prev: the
- * batch's op before op with op's path, or NULL. */
-static void add_op_commands(struct strbuf *s, const struct wb_op *op, const struct wb_op *prev)
+ * batch's op before op with op's path, or NULL. lag: a delete's clock test
+ * (NULL: none). */
+static void add_op_commands(struct strbuf *s, const struct wb_op *op, const struct wb_op *prev,
+			    const struct wb_lag *lag)
 {
 	const struct wb_op *mv = op->kind == WB_MOVE ? NULL : replacing_move(op);
 	char mark[PATH_MAX + 64];
@@ -757,6 +868,11 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op, const stru
 		sb_adds(s, " || rm -f -- ");
 		sh_word(s, op->path);
 		sb_adds(s, "; }");
+		return;
+	}
+	if (op->kind == WB_DELETE && lag) {
+		sb_adds(s, " && ");
+		add_guarded_rm(s, op, op->next, lag);
 		return;
 	}
 	if (op->kind == WB_DELETE) {
@@ -829,7 +945,7 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op, const stru
 
 /* One op, alone: its marker, its commands, and its result line. */
 static void add_op(struct strbuf *script, const struct wb_op *batch, const struct wb_op *op, size_t i,
-		   const char *mark, const char *find_fmt)
+		   const char *mark, const char *find_fmt, const struct wb_lag *lag)
 {
 	const struct wb_op *prev = NULL;
 
@@ -837,7 +953,7 @@ static void add_op(struct strbuf *script, const struct wb_op *batch, const struc
 		if (!strcmp(o->path, op->path))
 			prev = o;
 	sb_addf(script, "printf '@%s %zu\\n'; if e=$( { ", mark, i);
-	add_op_commands(script, op, prev);
+	add_op_commands(script, op, prev, lag);
 	sb_adds(script, "; } 2>&1 ); then ");
 	if (op->stat_after && op->kind == WB_ATTRS) {
 		sb_adds(script, "find ");
@@ -850,38 +966,58 @@ static void add_op(struct strbuf *script, const struct wb_op *batch, const struc
 	sb_adds(script, "else printf '!%s\\n' \"$e\" | tr '\\n' ' '; echo; fi\n");
 }
 
-void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt)
+void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt,
+	       const struct wb_since *since)
 {
-	const struct wb_op *op = batch;
-	size_t i = 0;
+	const struct wb_op *op;
+	size_t i = 0, guarded_n = 0;
 
+	for (op = batch; op; op = op->next)
+		if (delete_guarded(batch, op, since))
+			guarded_n++;
+	if (guarded_n > WB_SPARE_MAX)
+		since = NULL;
+	else if (guarded_n > 0)
+		add_clock(script);
+	op = batch;
 	while (op) {
 		const struct wb_op *end = op, *o;
+		bool guarded = delete_guarded(batch, op, since);
+		struct wb_lag lag = { 0, 0 };
 		size_t n = 0, k;
 
 		/* Consecutive deletes (rm -r) are one rm: a process per file is
-		 * most of a batch's time. Only if it fails are they done one by
-		 * one, to tell which failed and why. */
-		while (end && end->kind == WB_DELETE && !replacing_move(end)) {
+		 * most of a batch's time.
+		 * Only if it fails are they done one by one, to tell which
+		 * failed and why. */
+		while (end && end->kind == WB_DELETE && !replacing_move(end) &&
+		       delete_guarded(batch, end, since) == guarded) {
 			end = end->next;
 			n++;
 		}
+		if (guarded)
+			lag_of(&lag, op, end, since);
 		if (n < 2) {
-			add_op(script, batch, op, i++, mark, find_fmt);
+			add_op(script, batch, op, i++, mark, find_fmt, guarded ? &lag : NULL);
 			op = op->next;
 			continue;
 		}
-		sb_adds(script, "if rm -f --");
-		for (o = op; o != end; o = o->next) {
-			sb_addc(script, ' ');
-			sh_word(script, o->path);
+		sb_adds(script, "if ");
+		if (guarded) {
+			add_guarded_rm(script, op, end, &lag);
+		} else {
+			sb_adds(script, "rm -f --");
+			for (o = op; o != end; o = o->next) {
+				sb_addc(script, ' ');
+				sh_word(script, o->path);
+			}
 		}
 		sb_adds(script, " 2>/dev/null; then printf '");
 		for (k = 0; k < n; k++)
 			sb_addf(script, "@%s %zu\\n", mark, i + k);
 		sb_adds(script, "'; else\n");
 		for (o = op, k = 0; o != end; o = o->next, k++)
-			add_op(script, batch, o, i + k, mark, find_fmt);
+			add_op(script, batch, o, i + k, mark, find_fmt, guarded ? &lag : NULL);
 		sb_adds(script, "fi\n");
 		i += n;
 		op = end;

@@ -41,6 +41,8 @@ struct wb_op {
 	/* WB_DELETE */
 	bool hidden;              /* of a file libfuse hid while open: a rename onto
 				     path may still cancel it, so it never runs early */
+	double queued;            /* when it was queued (wb_push's now): the unlink's
+				     time, which the batch's clock test starts from */
 	struct stat st;           /* the attributes the deleted path had; WB_MOVE: what path
 				     held before the queued changes of it (st_mode 0: unknown) */
 	/* WB_MOVE */
@@ -243,14 +245,46 @@ void wb_stop(struct wb_queue *q);
 /* ---- the script -------------------------------------------------------------- */
 
 /*
+ * A delete that waited does not remove a file someone else created at its
+ * path after the unlink (another mount's or a program's rename of a new
+ * file onto it, a tar x, an rsync): with since, a delete spares a file whose birth time in
+ * the sandbox is later than the unlink, a new file. The sandbox's clock is
+ * read once when the batch starts (S); a delete queued at U (wb_now())
+ * then spares a file born after T = S - (built - max(U, floor)) + margin,
+ * which is never before the unlink in the sandbox's time (the batch runs
+ * after it was built), so the file that was there at the unlink is always
+ * removed, whatever was written into it since (by a program that had it
+ * open, or rewrote it in place). Up to the request's transit, the script's
+ * own start and the margin, a file made after the unlink still goes, as it
+ * did without since. floor: this mount's own changes that might land in
+ * the sandbox after an unlink (a batch in flight at the unlink, which may
+ * move a new file into place) had ended by then; a later time of one's own
+ * makes T later, never earlier. A file is spared only if its birth time is
+ * believable: not after S (a clock that ran ahead), and on a file system
+ * whose times the sandbox's own kernel stamps (ext4, xfs, btrfs, tmpfs
+ * ...; not a FUSE or network file system, whose times come from another
+ * clock), where a file is born once (not overlayfs: its first change of a
+ * file of the image copies it up, to a new inode born then, which would
+ * spare the very file deleted). A delete of a hidden name, of a path the batch changes
+ * before it, a batch of more than WB_SPARE_MAX such deletes (each costs a
+ * stat), or any delete without since (NULL), removes whatever is there.
+ */
+struct wb_since {
+	double built;             /* wb_now() as the script is built */
+	double floor;             /* wb_now() time: this mount's own changes sent before had ended then */
+};
+
+/*
  * Appends to script the shell code that applies batch, op i under a marker
  * line "@MARK i" (mark: letters and digits, unguessable per batch, so that a
  * file name cannot fake one). Each op's own output follows its marker: on
  * failure '!' and the command's message, else (stat_after) the path's
  * attributes in find_fmt, a find -printf format ending in "\n". Every op
- * runs whatever happened to the others.
+ * runs whatever happened to the others. since: the deletes' clock test
+ * (above), or NULL.
  */
-void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt);
+void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mark, const char *find_fmt,
+	       const struct wb_since *since);
 
 enum wb_status { WB_UNKNOWN = 0, WB_OK, WB_FAILED };
 

@@ -889,6 +889,38 @@ static void format_error(char *errbuf, size_t errlen, const struct http_request 
 		 attempts > 1 ? " (after retries)" : "");
 }
 
+/* When (CLOCK_MONOTONIC ns) an attempt last ended without telling whether
+ * it did its work: sent, then no answer, a 5xx (a gateway's, whose
+ * service may have done it) or a 408. Such a request may still land in the sandbox
+ * later (http_last_unsure). Every client of the process counts. */
+static _Atomic int64_t last_unsure_ns;
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void note_unsure(CURLcode cc, long status)
+{
+	/* Not sent at all: nothing can land. */
+	if (cc == CURLE_COULDNT_RESOLVE_HOST || cc == CURLE_COULDNT_RESOLVE_PROXY || cc == CURLE_COULDNT_CONNECT)
+		return;
+	/* 408: the toolbox stopped a command at its own limit, and what
+	 * the command started may run on. */
+	if (cc != CURLE_OK || status >= 500 || status == 408)
+		atomic_store(&last_unsure_ns, mono_ns());
+}
+
+double http_last_unsure(void)
+{
+	int64_t ns = atomic_load(&last_unsure_ns);
+
+	return ns ? (double)ns / 1e9 : 0;
+}
+
 static void xsleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -1026,6 +1058,7 @@ int http_do(struct http_client *hc, const struct http_request *req, struct http_
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status)
 			resp->status = status;
+		note_unsure(cc, status);
 
 		if (cc == CURLE_OK) {
 			if (attempt < hc->cfg.max_retries && status_retryable(resp->status, req)) {

@@ -129,6 +129,11 @@ long http_stall_secs(long stall_timeout_ms, long own_timeout_ms);
 
 void http_response_free(struct http_response *resp);
 
+/* When (CLOCK_MONOTONIC seconds; 0: never) a request of this process last
+ * failed in a way that leaves its effect unknown (sent, then no answer, a
+ * 5xx or a 408): it may still be done, later, by the other side. */
+double http_last_unsure(void);
+
 /* Counters, for debugging and the benchmarks. */
 struct http_stats {
 	uint64_t requests;         /* attempts sent, retries included */

@@ -91,6 +91,107 @@ def test_a_deleted_file_leaves_the_sandbox_within_half_a_second_or_at_fsync_of_i
         time.sleep(0.05)
 
 
+# A file made within the batch's own way to the sandbox after the unlink
+# (its request's transit, the start of its shell, and a margin of 50 ms) is
+# still deleted; the other writers below come later than that, and before
+# the batch is sent (WB_DELAY, 0.5 s, after the unlink).
+AFTER_THE_UNLINK = 0.2
+
+
+def _before_the_batch(unlinked):
+    """The other writer's change came while the delete still waited: else the
+    test would show nothing."""
+    took = time.monotonic() - unlinked
+    assert took < 0.45, f"the other writer took {took:.2f} s: the delete may have gone first"
+
+
+def _births_known(view, d):
+    """Whether the sandbox's file system under d tells birth times and is one
+    the delete's birth test believes (src/remote/writeback.c, wb_keep): the
+    local servers' sandboxes live in the host's directories."""
+    code, _ = view.sh('[ "$(stat -c %W -- "$1")" != 0 ] && case $(stat -f -c %T -- "$1") in '
+                      'ext2/ext3|ext4|xfs|btrfs|tmpfs|zfs|f2fs) true ;; *) false ;; esac',
+                      sandbox_path(d))
+    return code == 0
+
+
+def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(mount, sandbox, view, d):
+    if not _births_known(view, d):
+        pytest.skip("the sandbox's file system tells no birth times")
+    # A deferred delete is sent up to 0.5 s after the unlink returned. A new
+    # file another client made at the path meanwhile (by a rename onto it,
+    # as tar x, rsync or an editor do) is not the file deleted: the delete
+    # leaves it. Before: the rm -f of the batch removed it.
+    f = os.path.join(d, "f")
+    write(f, "ours\n")
+    os.unlink(f)
+    unlinked = time.monotonic()
+    time.sleep(AFTER_THE_UNLINK)
+    view.write(sandbox_path(d, ".f.new"), b"theirs\n")
+    code, out = view.sh('mv -f -- "$1" "$2"', sandbox_path(d, ".f.new"), sandbox_path(d, "f"))
+    assert code == 0, out
+    _before_the_batch(unlinked)
+    fsync_dir(d)                                    # sends the queued delete
+    assert view.read(sandbox_path(d, "f")) == b"theirs\n"
+    assert in_sandbox(mount, sandbox, "cat " + sandbox_path(d, "f")) == "theirs\n"
+    assert read(f) == "theirs\n"                   # (the exec dropped the cached listing)
+
+
+def test_a_file_a_running_command_makes_after_a_delete_stays(mount, sandbox, view, d):
+    if not _births_known(view, d):
+        pytest.skip("the sandbox's file system tells no birth times")
+    # A command this mount started before the unlink makes the path anew
+    # after it: its file stays, as on a local disk, where the rm comes first.
+    f = os.path.join(d, "f")
+    write(f, "before\n")
+    ctl(mount.p(sandbox, "ctl"), f"exec cd {sandbox_path(d)} && "
+                                 f"while [ ! -e go ]; do sleep 0.01; done; echo after > f.new && mv f.new f")
+    os.unlink(f)
+    unlinked = time.monotonic()
+    time.sleep(AFTER_THE_UNLINK)
+    view.write(sandbox_path(d, "go"), b"go")       # not through the mount: its queue stays
+    while view.read(sandbox_path(d, "f")) != b"after\n":
+        assert time.monotonic() - unlinked < 5, "the command did not write"
+        time.sleep(0.01)
+    _before_the_batch(unlinked)
+    fsync_dir(d)
+    assert view.read(sandbox_path(d, "f")) == b"after\n"
+
+
+def test_the_file_deleted_goes_even_if_a_program_writes_it_after_the_unlink(mount, sandbox, view, d):
+    # The other way: the file that was there at the unlink goes whatever is
+    # written into it since, as on a local disk (a program that had it open
+    # and appends, a log say: the name goes, the program writes on into
+    # the unlinked file).
+    f = os.path.join(d, "log")
+    write(f, "line\n")
+    code, out = view.sh('{ exec 3>>"$1"; while :; do echo more >&3; sleep 0.02; done; } '
+                        '>/dev/null 2>&1 </dev/null & echo $!', sandbox_path(d, "log"))
+    assert code == 0, out
+    pid = out.decode().split()[-1]
+    try:
+        while b"more" not in (view.read(sandbox_path(d, "log")) or b""):
+            time.sleep(0.01)                        # it has the file open
+        os.unlink(f)
+        time.sleep(0.7)                             # the batch goes while it appends
+        fsync_dir(d)
+        assert view.read(sandbox_path(d, "log")) is None
+        assert in_sandbox(mount, sandbox, f"test ! -e {sandbox_path(d, 'log')} && echo gone") == "gone\n"
+    finally:
+        view.sh('kill "$1"', pid)
+    # And a file rewritten in place after the unlink is the same file: it goes.
+    g = os.path.join(d, "g")
+    write(g, "x")
+    os.unlink(g)
+    unlinked = time.monotonic()
+    time.sleep(AFTER_THE_UNLINK)
+    code, out = view.sh('echo rewritten > "$1"', sandbox_path(d, "g"))
+    assert code == 0, out
+    _before_the_batch(unlinked)
+    fsync_dir(d)
+    assert view.read(sandbox_path(d, "g")) is None
+
+
 def test_tar_times_are_seen_at_once_and_land_in_one_command(mount, sandbox, server, d, tmp_path,
                                                            sandbox_faults):
     src = tmp_path / "src"

@@ -14,7 +14,7 @@ static struct sandbox box;
  * then looks its swap file up: the same thread, whose unlink is over. */
 UNIT_TEST(lookup_by_the_thread_that_hid_the_name_does_not_wait)
 {
-	struct open_table *t = open_table_new();
+	struct open_table *t = open_table_new(60);
 
 	CHECK(t != NULL);
 	if (!t)
@@ -32,7 +32,7 @@ UNIT_TEST(lookup_by_the_thread_that_hid_the_name_does_not_wait)
  * thread id of 0 (unknown) is never taken for the hider's. */
 UNIT_TEST(lookup_by_another_thread_waits_for_the_window)
 {
-	struct open_table *t = open_table_new();
+	struct open_table *t = open_table_new(60);
 
 	CHECK(t != NULL);
 	if (!t)
@@ -51,7 +51,7 @@ UNIT_TEST(lookup_by_another_thread_waits_for_the_window)
  * hider's thread's too, until it ends. */
 UNIT_TEST(rename_onto_the_name_holds_lookups_until_it_ends)
 {
-	struct open_table *t = open_table_new();
+	struct open_table *t = open_table_new(60);
 
 	CHECK(t != NULL);
 	if (!t)

@@ -463,7 +463,7 @@ static void script_applies_every_op(const char *shell)
 	snprintf(path, sizeof(path), "%s/gone-already", dir);
 	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
 
-	wb_script(&script, b, "Mk7", FMT);
+	wb_script(&script, b, "Mk7", FMT, NULL);
 	CHECK(!script.oom);
 	out = run_sh(shell, dir, sb_str(&script));
 	CHECK(out != NULL);
@@ -532,7 +532,7 @@ static void consecutive_deletes_in_one_rm(const char *shell)
 			op->mode = 0600;
 		}
 	}
-	wb_script(&script, b, "Zq9", FMT);
+	wb_script(&script, b, "Zq9", FMT, NULL);
 	/* Two runs of deletes: a..c as one rm, d..e as another. */
 	CHECK(strstr(sb_str(&script), "if rm -f -- ") != NULL);
 	out = run_sh(shell, dir, sb_str(&script));
@@ -598,7 +598,7 @@ static void batch_run_twice(const char *shell)
 	*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
 	op->set_mtime = true;
 	op->mtime.tv_sec = 1000000000;
-	wb_script(&script, b, "Tw2", FMT);
+	wb_script(&script, b, "Tw2", FMT, NULL);
 
 	for (int run = 0; run < 2; run++) {
 		char *out = run_sh(shell, dir, sb_str(&script));
@@ -629,6 +629,286 @@ UNIT_TEST(a_batch_run_twice_leaves_what_it_left_once)
 {
 	for (size_t i = 0; i < N_SHELLS; i++)
 		batch_run_twice(shells[i]);
+}
+
+/* Writes text to dir/name in place (the same inode), or by a rename onto it
+ * (a new one), as another writer would. */
+static void write_file(const char *dir, const char *name, const char *text, bool by_rename)
+{
+	char path[4096], tmp[4096];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s/.tmp-%s", dir, name);
+	f = fopen(by_rename ? tmp : path, "w");
+	if (!f) {
+		CHECK(!"fopen");
+		return;
+	}
+	fputs(text, f);
+	fclose(f);
+	if (by_rename)
+		CHECK(rename(tmp, path) == 0);
+}
+
+static bool holds(const char *dir, const char *name, const char *text)
+{
+	char path[4096], buf[256];
+	size_t got;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	got = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[got] = '\0';
+	return !strcmp(buf, text);
+}
+
+static bool exists(const char *dir, const char *name, mode_t *mode);
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = { 0, ms * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Whether dir's file system tells birth times to GNU stat and is one whose
+ * times the script believes (wb_keep): else the birth test spares nothing
+ * there, and the tests of it have nothing to show. */
+static bool births_known(const char *dir)
+{
+	char cmd[4096];
+
+	snprintf(cmd, sizeof(cmd), "[ \"$(stat -c %%W -- '%s')\" != 0 ] && case $(stat -f -c %%T -- '%s') in "
+		 "ext2/ext3|ext4|xfs|btrfs|tmpfs|zfs|f2fs) true ;; *) false ;; esac", dir, dir);
+	return system(cmd) == 0;
+}
+
+/* Between the unlink and another writer's change: more than the birth
+ * test's margin (50 ms) and the start of the script's shell (popen) on a
+ * busy machine. (What comes after the change does not matter.) */
+#define LATER_MS 600
+
+/*
+ * With the birth test (wb_since), a delete spares a file another writer
+ * made at its path after the unlink (a rename onto it), and removes the
+ * file that was there at the unlink whatever was written into it since
+ * (rewritten in place, appended to); alone or in a run of deletes, and one
+ * by one after a refusal in the run. The mount's own change in the batch
+ * (a chmod before the delete) and a new file of its own that landed after
+ * the unlink (floor) do not spare the path.
+ */
+static void deletes_spare_new_files(const char *shell)
+{
+	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
+	static const char *const names[] = { "old", "rewritten", "renamed", "appended", "sub", "old2" };
+	struct strbuf script = STRBUF_INIT;
+	struct wb_op *b = NULL, **bt = &b, *op, *solo = NULL;
+	struct wb_result r[8];
+	struct wb_since since;
+	double unlinked, own_end;
+	FILE *f;
+	char *out;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	if (!births_known(dir)) {
+		fprintf(stderr, "SKIP %s: no birth times known in /tmp\n", __func__);
+		snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+		CHECK(system(path) == 0);
+		return;
+	}
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		if (i == 4)
+			mkdir(path, 0755);
+		else
+			write_file(dir, names[i], "before", false);
+	}
+	write_file(dir, "own", "before", false);
+	unlinked = wb_now();
+	/* A run of deletes (sub is refused: a directory), then own, changed
+	 * by the batch before its delete. */
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+		op->queued = unlinked;
+	}
+	snprintf(path, sizeof(path), "%s/own", dir);
+	*bt = op = op_new(&owner_a, WB_ATTRS, path), bt = &op->next;
+	op->chmod = true;
+	op->mode = 0600;
+	*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
+	op->queued = unlinked;
+	pause_ms(LATER_MS);
+	/* Others write after the unlinks: a new file by a rename; the old
+	 * file rewritten in place, and appended to (a program that had it
+	 * open): that one is the file deleted. */
+	write_file(dir, "renamed", "after", true);
+	write_file(dir, "rewritten", "after", false);
+	snprintf(path, sizeof(path), "%s/appended", dir);
+	f = fopen(path, "a");
+	CHECK(f != NULL);
+	if (f) {
+		fputs(" and after", f);
+		fclose(f);
+	}
+	since.built = wb_now();
+	since.floor = 0;
+	wb_script(&script, b, "Ck3", FMT, &since);
+	CHECK(!script.oom);
+	CHECK(strstr(sb_str(&script), "wb_keep") != NULL);
+	out = run_sh(shell, dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Ck3", r, 8);
+	for (size_t i = 0; i < 8; i++)
+		CHECK_INT(r[i].status, i == 4 ? WB_FAILED : WB_OK);
+	CHECK(r[4].text && memmem(r[4].text, r[4].len, "Is a directory", 14) != NULL);
+	CHECK(!exists(dir, "old", NULL));
+	CHECK(!exists(dir, "rewritten", NULL));
+	CHECK(holds(dir, "renamed", "after"));
+	CHECK(!exists(dir, "appended", NULL));
+	CHECK(exists(dir, "sub", NULL));
+	CHECK(!exists(dir, "old2", NULL));
+	CHECK(!exists(dir, "own", NULL));
+	free(out);
+	sb_free(&script);
+	wb_list_free(b);
+
+	/* Alone: a new file this mount put there after the unlink (a batch in
+	 * flight then, which ended at floor) does not spare it; nor is a
+	 * missing path an error. */
+	snprintf(path, sizeof(path), "%s/floored", dir);
+	solo = op_new(&owner_a, WB_DELETE, path);
+	solo->queued = wb_now();
+	pause_ms(LATER_MS);
+	write_file(dir, "floored", "ours, in flight at the unlink", true);
+	own_end = wb_now();
+	pause_ms(LATER_MS);   /* the floor, not the unlink, is what counts */
+	snprintf(path, sizeof(path), "%s/never", dir);
+	solo->next = op_new(&owner_a, WB_ATTRS, path);
+	solo->next->chmod = true;
+	solo->next->mode = 0600;
+	solo->next->next = op_new(&owner_a, WB_DELETE, path);
+	sb_reset(&script);
+	since.built = wb_now();
+	since.floor = own_end;
+	wb_script(&script, solo, "Ck4", FMT, &since);
+	out = run_sh(shell, dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Ck4", r, 3);
+	CHECK_INT(r[0].status, WB_OK);
+	CHECK(!exists(dir, "floored", NULL));
+	CHECK_INT(r[2].status, WB_OK);
+	free(out);
+	sb_free(&script);
+	wb_list_free(solo);
+
+	snprintf(path, sizeof(path), "%s/late", dir);
+	solo = op_new(&owner_a, WB_DELETE, path);
+	solo->queued = wb_now();
+	pause_ms(LATER_MS);
+	write_file(dir, "late", "after, again", true);
+	sb_reset(&script);
+	since.built = wb_now();
+	since.floor = 0;
+	wb_script(&script, solo, "Ck5", FMT, &since);
+	out = run_sh(shell, dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Ck5", r, 1);
+	CHECK_INT(r[0].status, WB_OK);
+	CHECK(holds(dir, "late", "after, again"));
+	free(out);
+	sb_free(&script);
+	wb_list_free(solo);
+
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	CHECK(system(path) == 0);
+}
+
+UNIT_TEST(a_delete_spares_a_file_another_writer_made_there_after_the_unlink)
+{
+	for (size_t i = 0; i < N_SHELLS; i++)
+		deletes_spare_new_files(shells[i]);
+}
+
+/* A hidden name, a batch of more than WB_SPARE_MAX such deletes, any delete
+ * without a since, and one whose clock cannot be read (no date, a shell
+ * without EPOCHREALTIME) remove whatever is there. */
+UNIT_TEST(without_the_birth_test_a_delete_removes_what_is_there)
+{
+	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096], name[32];
+	struct strbuf script = STRBUF_INIT;
+	struct wb_since since;
+	struct wb_op *op, *many = NULL, **mt = &many;
+	struct wb_result r[20];
+	double unlinked;
+	char *out;
+
+	if (!mkdtemp(dir)) {
+		CHECK(!"mkdtemp");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/h", dir);
+	op = op_new(&owner_a, WB_DELETE, path);
+	op->hidden = true;
+	op->queued = unlinked = wb_now();
+	for (int i = 0; i < 17; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		snprintf(path, sizeof(path), "%s/%s", dir, name);
+		*mt = op_new(&owner_a, WB_DELETE, path);
+		(*mt)->queued = unlinked;
+		mt = &(*mt)->next;
+	}
+	pause_ms(LATER_MS);
+	write_file(dir, "h", "after", true);
+	for (int i = 0; i < 17; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		write_file(dir, name, "after", true);
+	}
+	pause_ms(LATER_MS);
+	since.built = wb_now();
+	since.floor = 0;
+	wb_script(&script, op, "Hd1", FMT, &since);
+	CHECK(strstr(sb_str(&script), "wb_keep") == NULL);
+	out = run_sh("dash", dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Hd1", r, 1);
+	CHECK_INT(r[0].status, WB_OK);
+	CHECK(!exists(dir, "h", NULL));
+	free(out);
+
+	sb_reset(&script);
+	wb_script(&script, many, "Hd3", FMT, &since);
+	CHECK(strstr(sb_str(&script), "wb_keep") == NULL);
+	out = run_sh("dash", dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Hd3", r, 17);
+	for (int i = 0; i < 17; i++) {
+		snprintf(name, sizeof(name), "m%d", i);
+		CHECK_INT(r[i].status, WB_OK);
+		CHECK(!exists(dir, name, NULL));
+	}
+	free(out);
+
+	/* No clock: date fails (dash has no EPOCHREALTIME). */
+	op->hidden = false;
+	write_file(dir, "h", "after", true);
+	sb_reset(&script);
+	sb_adds(&script, "date() { return 127; }\n");
+	wb_script(&script, op, "Hd2", FMT, &since);
+	CHECK(strstr(sb_str(&script), "wb_keep") != NULL);
+	out = run_sh("dash", dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, "Hd2", r, 1);
+	CHECK_INT(r[0].status, WB_OK);
+	CHECK(!exists(dir, "h", NULL));
+	free(out);
+	sb_free(&script);
+	wb_list_free(op);
+	wb_list_free(many);
+	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
+	CHECK(system(path) == 0);
 }
 
 /* ---- the runner (deferred.c) ------------------------------------------------ */
@@ -942,7 +1222,7 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 		struct strbuf s = STRBUF_INIT;
 		const char *t;
 
-		wb_script(&s, batch, "M", "%p\n");
+		wb_script(&s, batch, "M", "%p\n", NULL);
 		t = sb_str(&s);
 		CHECK(strstr(t, "{ true && rm -f -- '/d/f'") == NULL);
 		CHECK(strstr(t, "! test -d '/d/f' || test -L '/d/f' || rm -f -- '/d/f'") != NULL);
@@ -960,7 +1240,7 @@ UNIT_TEST(an_upload_over_a_queued_delete_replaces_the_file)
 	{
 		struct strbuf s = STRBUF_INIT;
 
-		wb_script(&s, batch, "M", "%p\n");
+		wb_script(&s, batch, "M", "%p\n", NULL);
 		CHECK(strstr(sb_str(&s), "mv -f -T -- ") != NULL);
 		CHECK(strstr(sb_str(&s), "-- '/d/.tmp2' '/d/f'") || strstr(sb_str(&s), "-- /d/.tmp2 /d/f"));
 		sb_free(&s);
@@ -1031,6 +1311,8 @@ int main(void)
 		UNIT_CASE(the_script_applies_every_op_under_sh_whatever_the_names),
 		UNIT_CASE(consecutive_deletes_are_one_rm_and_a_failure_is_still_told_apart),
 		UNIT_CASE(a_batch_run_twice_leaves_what_it_left_once),
+		UNIT_CASE(a_delete_spares_a_file_another_writer_made_there_after_the_unlink),
+		UNIT_CASE(without_the_birth_test_a_delete_removes_what_is_there),
 		UNIT_CASE(the_runner_sends_a_batch_as_one_command_and_reports_each_op),
 		UNIT_CASE(the_runner_sends_again_after_a_lost_answer_and_counts_the_first_send),
 		UNIT_CASE(the_runner_gives_up_at_once_on_a_refusal_and_fails_every_op),
