@@ -105,6 +105,22 @@ def _before_the_batch(unlinked):
     assert took < 0.45, f"the other writer took {took:.2f} s: the delete may have gone first"
 
 
+@pytest.fixture(scope="module")
+def own_mount(server, tmp_root):
+    """A mount of its own: the birth test is off for a while after any request
+    of the mount process ended unsure (http_last_unsure), which the session's
+    mount has seen in the fault tests of other modules."""
+    from conftest import Mount
+    m = Mount(server, tmp_root, name="mnt-births")
+    yield m
+    m.unmount()
+
+
+def _on(own_mount, sandbox, d, *names):
+    """d (made through the session's mount) through own_mount."""
+    return own_mount.p(sandbox, "work", os.path.basename(d), *names)
+
+
 def _births_known(view, d):
     """Whether the sandbox's file system under d tells birth times and is one
     the delete's birth test believes (src/remote/writeback.c, wb_keep): the
@@ -115,14 +131,15 @@ def _births_known(view, d):
     return code == 0
 
 
-def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(mount, sandbox, view, d):
+def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(own_mount, sandbox, view, d):
+    mount = own_mount
     if not _births_known(view, d):
         pytest.skip("the sandbox's file system tells no birth times")
     # A deferred delete is sent up to 0.5 s after the unlink returned. A new
     # file another client made at the path meanwhile (by a rename onto it,
     # as tar x, rsync or an editor do) is not the file deleted: the delete
     # leaves it. Before: the rm -f of the batch removed it.
-    f = os.path.join(d, "f")
+    f = _on(mount, sandbox, d, "f")
     write(f, "ours\n")
     os.unlink(f)
     unlinked = time.monotonic()
@@ -131,18 +148,19 @@ def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(mount, san
     code, out = view.sh('mv -f -- "$1" "$2"', sandbox_path(d, ".f.new"), sandbox_path(d, "f"))
     assert code == 0, out
     _before_the_batch(unlinked)
-    fsync_dir(d)                                    # sends the queued delete
+    fsync_dir(_on(mount, sandbox, d))               # sends the queued delete
     assert view.read(sandbox_path(d, "f")) == b"theirs\n"
     assert in_sandbox(mount, sandbox, "cat " + sandbox_path(d, "f")) == "theirs\n"
     assert read(f) == "theirs\n"                   # (the exec dropped the cached listing)
 
 
-def test_a_file_a_running_command_makes_after_a_delete_stays(mount, sandbox, view, d):
+def test_a_file_a_running_command_makes_after_a_delete_stays(own_mount, sandbox, view, d):
+    mount = own_mount
     if not _births_known(view, d):
         pytest.skip("the sandbox's file system tells no birth times")
     # A command this mount started before the unlink makes the path anew
     # after it: its file stays, as on a local disk, where the rm comes first.
-    f = os.path.join(d, "f")
+    f = _on(mount, sandbox, d, "f")
     write(f, "before\n")
     ctl(mount.p(sandbox, "ctl"), f"exec cd {sandbox_path(d)} && "
                                  f"while [ ! -e go ]; do sleep 0.01; done; echo after > f.new && mv f.new f")
@@ -154,7 +172,7 @@ def test_a_file_a_running_command_makes_after_a_delete_stays(mount, sandbox, vie
         assert time.monotonic() - unlinked < 5, "the command did not write"
         time.sleep(0.01)
     _before_the_batch(unlinked)
-    fsync_dir(d)
+    fsync_dir(_on(mount, sandbox, d))
     assert view.read(sandbox_path(d, "f")) == b"after\n"
 
 
