@@ -542,58 +542,6 @@ static void root_error(struct dfs *fs, const char *what, const char *msg)
 	log_warn("%s: %s", what, msg);
 }
 
-/*
- * A volume is made in the background: Daytona answers the create with
- * pending_create, and a sandbox created with it before it is ready is
- * refused ("Volume 'X' is not in a ready state"). mkdir returns once it is
- * ready, as the lifecycle commands wait for their state: polled after 200
- * ms, doubling up to 5 s, for up to wait_timeout. 0; -EIO when it ends in
- * error; -ETIMEDOUT; or the listing's error. MOUNT/error says why.
- */
-static int volume_wait_ready(struct dfs *fs, const char *name, const char *created_state)
-{
-	const long limit_s = fs->opt.wait_timeout_s > 0 ? fs->opt.wait_timeout_s : 120;
-	const double deadline = now_mono() + (double)limit_s;
-	char state[sizeof(((struct sp_volume *)0)->state)], msg[512];
-	long step_ms = 200;
-	int rc = 0;
-
-	snprintf(state, sizeof(state), "%s", created_state);
-	while (strcmp(state, "ready")) {
-		struct timespec step;
-		struct sp_volume v;
-
-		if (!strcmp(state, "error")) {
-			snprintf(msg, sizeof(msg), "volume %s ended in state error", name);
-			rc = -EIO;
-			break;
-		}
-		if (now_mono() >= deadline) {
-			snprintf(msg, sizeof(msg), "volume %s is still %s after %ld s (wait_timeout)", name, state,
-				 limit_s);
-			rc = -ETIMEDOUT;
-			break;
-		}
-		step.tv_sec = step_ms / 1000;
-		step.tv_nsec = (step_ms % 1000) * 1000000L;
-		nanosleep(&step, NULL);
-		step_ms = step_ms * 2 > 5000 ? 5000 : step_ms * 2;
-		memset(&v, 0, sizeof(v));
-		rc = volume_find(fs, name, &v);
-		if (rc < 0) {
-			snprintf(msg, sizeof(msg), "volume %s: %s", name,
-				 rc == -ENOENT ? "gone while it was being made" : strerror(-rc));
-			rc = rc == -ENOENT ? -EIO : rc;
-			break;
-		}
-		snprintf(state, sizeof(state), "%s", v.state);
-		sp_volume_clear(&v);
-	}
-	if (rc < 0)
-		root_error(fs, "mkdir .volumes", msg);
-	return rc;
-}
-
 int surface_mkdir(struct dfs *fs, const struct node *n)
 {
 	struct sp_error err = { 0 };
@@ -602,13 +550,13 @@ int surface_mkdir(struct dfs *fs, const struct node *n)
 
 	if (n->kind != N_VOL)
 		return n->kind == N_VOLDIR ? -EEXIST : -EPERM;
-	/* The API refuses a name that is taken (EEXIST): no look first. */
+	/* The API refuses a name that is taken (EEXIST): no look first. It
+	 * returns once the volume is ready (a sandbox created with it before
+	 * is refused), as the lifecycle commands wait for their state. */
 	memset(&v, 0, sizeof(v));
 	rc = sp_volume_create(fs->sp, n->snap_name, &v, &err);
 	if (rc < 0)
 		root_error(fs, "mkdir .volumes", err.message);
-	else
-		rc = volume_wait_ready(fs, n->snap_name, v.state[0] ? v.state : "pending_create");
 	sp_volume_clear(&v);
 	return rc;
 }

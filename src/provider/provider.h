@@ -310,6 +310,9 @@ struct sandbox_provider_ops {
 	 * port has one (Daytona), and the mount lists the listening ports. */
 	int (*sandbox_ports)(void *impl, const char *id, int **ports, size_t *n, struct sp_error *err);
 	int (*volume_list)(void *impl, struct sp_volume **out, size_t *n, struct sp_error *err);
+	/* Returns once the volume is ready (a sandbox created with it before
+	 * would be refused), within the provider's wait_timeout: -EIO when it
+	 * ends in error, -ETIMEDOUT, or the error of a look at it. */
 	int (*volume_create)(void *impl, const char *name, struct sp_volume *out, struct sp_error *err);
 	int (*volume_delete)(void *impl, const char *id, struct sp_error *err);
 	/* The build log of a sandbox made from an image, to sink as it comes;

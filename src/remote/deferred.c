@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "http.h"
 #include "log.h"
 #include "strbuf.h"
@@ -38,14 +39,6 @@ static void wb_failed(struct deferred *d, void *sb, const struct wb_op *op, int 
 {
 	log_warn("%s: %s %s failed: %s", d->ops->name(sb), deferred_what(op), op->path, msg);
 	d->ops->failed(d->ctx, sb, op, err, msg);
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
 }
 
 /*

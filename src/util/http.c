@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "strbuf.h"
 
@@ -889,19 +890,11 @@ static void format_error(char *errbuf, size_t errlen, const struct http_request 
 		 attempts > 1 ? " (after retries)" : "");
 }
 
-/* When (CLOCK_MONOTONIC ns) an attempt last ended without telling whether
+/* When (clock_mono_ms) an attempt last ended without telling whether
  * it did its work: sent, then no answer, a 5xx (a gateway's, whose
  * service may have done it) or a 408. Such a request may still land in the sandbox
  * later (http_last_unsure). Every client of the process counts. */
-static _Atomic int64_t last_unsure_ns;
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+static _Atomic int64_t last_unsure_ms;
 
 static void note_unsure(CURLcode cc, long status)
 {
@@ -911,22 +904,14 @@ static void note_unsure(CURLcode cc, long status)
 	/* 408: the toolbox stopped a command at its own limit, and what
 	 * the command started may run on. */
 	if (cc != CURLE_OK || status >= 500 || status == 408)
-		atomic_store(&last_unsure_ns, mono_ns());
+		atomic_store(&last_unsure_ms, clock_mono_ms());
 }
 
 double http_last_unsure(void)
 {
-	int64_t ns = atomic_load(&last_unsure_ns);
+	int64_t ms = atomic_load(&last_unsure_ms);
 
-	return ns ? (double)ns / 1e9 : 0;
-}
-
-static void xsleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
+	return ms ? (double)ms / 1e3 : 0;
 }
 
 static long backoff_ms(const struct http_client *hc, int retry, long retry_after_s)
@@ -1105,7 +1090,7 @@ retry:
 			curl_mime_free(mime);
 			mime = NULL;
 		}
-		xsleep_ms(wait);
+		sleep_ms(wait);
 	}
 
 	if (rc == 0) {

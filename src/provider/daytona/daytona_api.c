@@ -481,7 +481,7 @@ static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct s
 		      sp_state_fn on_state, void *ctx, struct sp_error *err)
 {
 	char id[sizeof(cur->id)], reported[sizeof(cur->state)] = "";
-	long start = dt_now_ms();
+	long start = clock_mono_ms();
 	double interval = 100;
 	int rc;
 
@@ -503,7 +503,7 @@ static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct s
 		if (is_failed_state(cur->state))
 			return sp_error_set(err, -EIO, 0, "sandbox %s: %s failed: state %s%s%s", id, ws->verb,
 					    cur->state, cur->error_reason[0] ? ": " : "", cur->error_reason);
-		elapsed = dt_now_ms() - start;
+		elapsed = clock_mono_ms() - start;
 		if (dt->wait_timeout_ms > 0 && elapsed >= dt->wait_timeout_ms)
 			return sp_error_set(err, -ETIMEDOUT, 0,
 					    "sandbox %s: %s: timed out after %.1f s waiting for it to %s%s (state is %s)",
@@ -511,8 +511,8 @@ static int wait_state(struct dt_client *dt, const struct wait_spec *ws, struct s
 					    ws->want_gone ? "be destroyed" : ws->target ? "become " : "leave ",
 					    ws->want_gone ? "" : ws->target ? ws->target : ws->leave,
 					    cur->state[0] ? cur->state : "unknown");
-		dt_sleep_ms((long)interval);
-		if (dt_now_ms() - start > 5000) {
+		sleep_ms((long)interval);
+		if (clock_mono_ms() - start > 5000) {
 			interval *= 1.1;
 			if (interval > 1000)
 				interval = 1000;

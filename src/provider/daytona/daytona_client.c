@@ -306,7 +306,7 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 	struct http_request req;
 	char errbuf[400];
 	size_t nh = 0;
-	long start = dt_now_ms();
+	long start = clock_mono_ms();
 	int rc;
 
 	/* dt_toolbox_url() with no base: the API gave no toolboxProxyUrl and asking
@@ -348,12 +348,12 @@ int dt_do(struct dt_client *dt, const struct call *c, struct http_response *resp
 		if (rc < 0 || !c->toolbox || dt_toolbox_refusal(resp->status, resp->body) == DT_REFUSED_NOT)
 			break;
 		wait = refusal_backoff_ms(tries, resp->retry_after_s);
-		if (dt_now_ms() - start + wait > refusal_budget_ms(dt))
+		if (clock_mono_ms() - start + wait > refusal_budget_ms(dt))
 			break;
 		log_debug("%s: HTTP %ld from the toolbox proxy (%s), again in %ld ms", c->what, resp->status,
 			  resp->status == 404 ? "runner has no container" : "throttled", wait);
 		http_response_free(resp);
-		dt_sleep_ms(wait);
+		sleep_ms(wait);
 	}
 	if (rc < 0) {
 		if (resp->status && resp->body && !(resp->status >= 200 && resp->status < 300))
@@ -483,21 +483,3 @@ int dt_oom(struct sp_error *err)
 	return sp_error_set(err, -ENOMEM, 0, "out of memory");
 }
 
-
-/* ---- clock ------------------------------------------------------------------ */
-
-long dt_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void dt_sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}

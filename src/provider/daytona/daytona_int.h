@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "clock.h"
 #include "daytona.h"
 #include "strbuf.h"
 
@@ -102,10 +103,6 @@ void dt_api_url(struct strbuf *sb, const struct dt_client *dt, const char *path)
 void dt_sandbox_url(struct strbuf *sb, const struct dt_client *dt, const char *id, const char *suffix);
 void dt_toolbox_url(struct strbuf *sb, const struct sp_box *box, const char *endpoint);
 void dt_add_query(struct strbuf *sb, const char *name, const char *value);
-
-/* The monotonic clock in ms, and a sleep that survives signals. */
-long dt_now_ms(void);
-void dt_sleep_ms(long ms);
 
 /* JSON getters and builders (daytona_json.c). */
 const char *dt_jstr(const cJSON *obj, const char *key);

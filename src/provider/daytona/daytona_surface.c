@@ -37,7 +37,7 @@ static struct dt_activity *activity_find(struct dt_client *dt, const char *id)
 void dt_note_change(struct dt_client *dt, const char *id)
 {
 	struct dt_activity *a;
-	long now = dt_now_ms();
+	long now = clock_mono_ms();
 
 	if (!id || !id[0] || strlen(id) >= sizeof(a->id) || dt->keepalive)
 		return;
@@ -76,7 +76,7 @@ bool dt_activity_take(struct dt_client *dt, const char *url, bool counts)
 	bool take = false;
 	long now;
 
-	now = dt_now_ms();
+	now = clock_mono_ms();
 	pthread_mutex_lock(&dt->act_lock);
 	for (size_t i = 0; i < dt->n_act; i++) {
 		struct dt_activity *a = &dt->act[i];
@@ -215,6 +215,53 @@ int dt_volume_list(struct dt_client *dt, struct sp_volume **out, size_t *n, stru
 	return 0;
 }
 
+/*
+ * A volume is made in the background: Daytona answers the create with
+ * pending_create, and a sandbox created with it before it is ready is
+ * refused ("Volume 'X' is not in a ready state"). Polled after 200 ms,
+ * doubling up to 5 s, for up to wait_timeout (120 s when it is 0): 0 with
+ * out updated; -EIO when it ends in error or goes; -ETIMEDOUT; or the
+ * listing's error.
+ */
+static int volume_wait_ready(struct dt_client *dt, const char *name, struct sp_volume *out, struct sp_error *err)
+{
+	const int64_t limit_ms = dt->wait_timeout_ms > 0 ? dt->wait_timeout_ms : 120000;
+	const int64_t deadline = clock_mono_ms() + limit_ms;
+	long step_ms = 200;
+
+	if (!out->state[0])
+		str_copy(out->state, sizeof(out->state), "pending_create");
+	while (strcmp(out->state, "ready")) {
+		struct sp_volume *list = NULL;
+		size_t n = 0;
+		bool found = false;
+		int rc;
+
+		if (!strcmp(out->state, "error"))
+			return sp_error_set(err, -EIO, 0, "volume %s ended in state error", name);
+		if (clock_mono_ms() >= deadline)
+			return sp_error_set(err, -ETIMEDOUT, 0, "volume %s is still %s after %ld s (wait_timeout)",
+					    name, out->state, (long)(limit_ms / 1000));
+		sleep_ms(step_ms);
+		step_ms = step_ms * 2 > 5000 ? 5000 : step_ms * 2;
+		rc = dt_volume_list(dt, &list, &n, err);
+		if (rc < 0)
+			return rc;
+		for (size_t i = 0; i < n && !found; i++) {
+			if (strcmp(list[i].name, name))
+				continue;
+			sp_volume_clear(out);
+			*out = list[i];
+			memset(&list[i], 0, sizeof(list[i]));
+			found = true;
+		}
+		sp_volume_list_free(list, n);
+		if (!found)
+			return sp_error_set(err, -EIO, 0, "volume %s: gone while it was being made", name);
+	}
+	return 0;
+}
+
 int dt_volume_create(struct dt_client *dt, const char *name, struct sp_volume *out, struct sp_error *err)
 {
 	struct strbuf url = STRBUF_INIT, what = STRBUF_INIT;
@@ -255,6 +302,8 @@ int dt_volume_create(struct dt_client *dt, const char *name, struct sp_volume *o
 	free(json);
 	sb_free(&url);
 	sb_free(&what);
+	if (rc == 0)
+		rc = volume_wait_ready(dt, name, out, err);
 	return rc;
 }
 

@@ -2,10 +2,9 @@
 /*
  * ratelimit.c - a token bucket (see ratelimit.h).
  */
-#include <errno.h>
-#include <time.h>
-
 #include "ratelimit.h"
+
+#include "clock.h"
 
 void rl_init(struct rate_limiter *rl, int per_minute, int burst)
 {
@@ -57,21 +56,10 @@ long rl_reserve(struct rate_limiter *rl, int64_t now_ms)
 	return wait;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 long rl_acquire(struct rate_limiter *rl)
 {
-	long wait = rl_reserve(rl, mono_ms());
-	struct timespec ts = { wait / 1000, (wait % 1000) * 1000000L };
+	long wait = rl_reserve(rl, clock_mono_ms());
 
-	if (wait > 0)
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			;
+	sleep_ms(wait);
 	return wait;
 }

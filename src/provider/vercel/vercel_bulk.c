@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "strbuf.h"
 #include "tmpname.h"
@@ -746,7 +747,7 @@ int vercel_upload_many(vercel_exec_fn exec, void *impl, const struct sp_box *box
 		free(out);
 		out = NULL;
 		rc = 0;
-		nanosleep(&(struct timespec){ 0, 200000000L * attempt }, NULL);
+		sleep_ms(200L * attempt);
 	}
 	sb_free(&cmd);
 	if (rc >= 0) {

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
 #include "provider.h"
 #include "vercel.h"
 
@@ -58,7 +59,6 @@ int vp_no_session(struct sp_error *err, const struct sp_box *box);
 /* rc with ve's message in err (rc when >= 0). */
 int vp_from_vc(struct sp_error *err, int rc, const struct vc_error *ve);
 void vp_ms_to_ts(int64_t ms, struct timespec *ts);
-int64_t vp_mono_ms(void);
 /* GET the sandbox (resume: ?resume=true) and note its session. */
 int vp_get_sandbox(struct vprov *v, const char *name, bool resume, struct vc_sandbox *vs, struct sp_error *err);
 /* Polls until the sandbox's session has stopped (vs: its last answer,

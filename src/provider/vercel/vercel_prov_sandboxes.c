@@ -247,13 +247,6 @@ out:
 	return rc;
 }
 
-int64_t vp_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Stops the current session and waits until the sandbox says stopped. */
 static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state, void *ctx,
@@ -281,7 +274,7 @@ static int stop_and_wait(struct vprov *v, const char *name, sp_state_fn on_state
 int vp_wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
 		    struct sp_sandbox *out, struct sp_error *err)
 {
-	int64_t deadline = vp_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+	int64_t deadline = clock_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
 	int rc = 0;
 
 	for (;;) {
@@ -292,13 +285,9 @@ int vp_wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp
 		if (!strcmp(st, "stopped") || !strcmp(st, "error"))
 			break;
 		vc_sandbox_clear(vs);
-		if (vp_mono_ms() > deadline)
+		if (clock_mono_ms() > deadline)
 			return sp_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not stop in time", name);
-		{
-			struct timespec pause = { 0, 200 * 1000000L };
-
-			nanosleep(&pause, NULL);
-		}
+		sleep_ms(200);
 		rc = vp_get_sandbox(v, name, false, vs, err);
 		if (rc < 0)
 			return rc;
@@ -315,12 +304,11 @@ int vp_wait_stopped(struct vprov *v, const char *name, struct vc_sandbox *vs, sp
 int vp_wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, sp_state_fn on_state, void *ctx,
 		    struct sp_error *err)
 {
-	int64_t deadline = vp_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+	int64_t deadline = clock_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
 
 	for (;;) {
 		const char *status = vs->has_session && vs->session.status[0] ? vs->session.status : vs->status;
 		const char *st = vercel_state_name(status);
-		struct timespec pause = { 0, 200 * 1000000L };
 		int rc;
 
 		if (on_state)
@@ -329,9 +317,9 @@ int vp_wait_running(struct vprov *v, const char *name, struct vc_sandbox *vs, sp
 			return 0;
 		if (strcmp(st, "starting"))
 			return sp_error_set(err, -EIO, 0, "sandbox %s did not start: its session is %s", name, status);
-		if (vp_mono_ms() > deadline)
+		if (clock_mono_ms() > deadline)
 			return sp_error_set(err, -ETIMEDOUT, 0, "sandbox %s did not start in time (still %s)", name, status);
-		nanosleep(&pause, NULL);
+		sleep_ms(200);
 		vc_sandbox_clear(vs);
 		rc = vp_get_sandbox(v, name, false, vs, err);
 		if (rc < 0)

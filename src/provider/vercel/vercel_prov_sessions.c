@@ -76,17 +76,15 @@ void vp_session_of(struct vprov *v, const struct sp_box *box, char *out, size_t 
  */
 static bool autostart_resume(struct vprov *v, const char *name, struct vc_sandbox *vs, char *out, size_t cap)
 {
-	int64_t deadline = vp_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
+	int64_t deadline = clock_mono_ms() + (v->wait_timeout_ms > 0 ? v->wait_timeout_ms : 120000);
 	struct sp_error err = { 0 };
 	struct vc_error ve = { 0 };
 	bool ok;
 
 	while (!strcmp(vs->status, "stopping") || !strcmp(vs->status, "snapshotting")) {
-		struct timespec pause = { 0, 200 * 1000000L };
-
-		if (vp_mono_ms() > deadline)
+		if (clock_mono_ms() > deadline)
 			return false;
-		nanosleep(&pause, NULL);
+		sleep_ms(200);
 		vc_sandbox_clear(vs);
 		memset(vs, 0, sizeof(*vs));
 		if (vc_sandbox_get(v->vc, name, false, vs, &ve) < 0)
