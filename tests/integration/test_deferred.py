@@ -131,19 +131,30 @@ def _births_known(view, d):
     return code == 0
 
 
-def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(own_mount, sandbox, view, d):
-    mount = own_mount
+def _birth_test_file(own_mount, sandbox, view, d):
+    """d/f through own_mount, where the birth test works (else the test skips)."""
     if not _births_known(view, d):
         pytest.skip("the sandbox's file system tells no birth times")
+    return _on(own_mount, sandbox, d, "f")
+
+
+def _unlink_then_wait(f):
+    """Unlinks f; returns when, once AFTER_THE_UNLINK has passed."""
+    os.unlink(f)
+    unlinked = time.monotonic()
+    time.sleep(AFTER_THE_UNLINK)
+    return unlinked
+
+
+def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(own_mount, sandbox, view, d):
+    mount = own_mount
+    f = _birth_test_file(mount, sandbox, view, d)
     # A deferred delete is sent up to 0.5 s after the unlink returned. A new
     # file another client made at the path meanwhile (by a rename onto it,
     # as tar x, rsync or an editor do) is not the file deleted: the delete
     # leaves it. Before: the rm -f of the batch removed it.
-    f = _on(mount, sandbox, d, "f")
     write(f, "ours\n")
-    os.unlink(f)
-    unlinked = time.monotonic()
-    time.sleep(AFTER_THE_UNLINK)
+    unlinked = _unlink_then_wait(f)
     view.write(sandbox_path(d, ".f.new"), b"theirs\n")
     code, out = view.sh('mv -f -- "$1" "$2"', sandbox_path(d, ".f.new"), sandbox_path(d, "f"))
     assert code == 0, out
@@ -156,17 +167,13 @@ def test_a_file_another_client_makes_at_a_path_after_its_delete_stays(own_mount,
 
 def test_a_file_a_running_command_makes_after_a_delete_stays(own_mount, sandbox, view, d):
     mount = own_mount
-    if not _births_known(view, d):
-        pytest.skip("the sandbox's file system tells no birth times")
     # A command this mount started before the unlink makes the path anew
     # after it: its file stays, as on a local disk, where the rm comes first.
-    f = _on(mount, sandbox, d, "f")
+    f = _birth_test_file(mount, sandbox, view, d)
     write(f, "before\n")
     ctl(mount.p(sandbox, "ctl"), f"exec cd {sandbox_path(d)} && "
                                  f"while [ ! -e go ]; do sleep 0.01; done; echo after > f.new && mv f.new f")
-    os.unlink(f)
-    unlinked = time.monotonic()
-    time.sleep(AFTER_THE_UNLINK)
+    unlinked = _unlink_then_wait(f)
     view.write(sandbox_path(d, "go"), b"go")       # not through the mount: its queue stays
     while view.read(sandbox_path(d, "f")) != b"after\n":
         assert time.monotonic() - unlinked < 5, "the command did not write"
@@ -200,9 +207,7 @@ def test_the_file_deleted_goes_even_if_a_program_writes_it_after_the_unlink(moun
     # And a file rewritten in place after the unlink is the same file: it goes.
     g = os.path.join(d, "g")
     write(g, "x")
-    os.unlink(g)
-    unlinked = time.monotonic()
-    time.sleep(AFTER_THE_UNLINK)
+    unlinked = _unlink_then_wait(g)
     code, out = view.sh('echo rewritten > "$1"', sandbox_path(d, "g"))
     assert code == 0, out
     _before_the_batch(unlinked)

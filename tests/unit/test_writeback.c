@@ -676,6 +676,27 @@ static void pause_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Builds batch's script with since (after prefix, shell code, when not
+ * NULL), runs it under shell in dir and parses its n results into r, which
+ * point into what is returned (to free). *tested: whether the script has
+ * the birth test. */
+static char *run_batch(const char *shell, const char *dir, const char *prefix, const struct wb_op *batch,
+		       const char *mark, const struct wb_since *since, struct wb_result *r, size_t n, bool *tested)
+{
+	struct strbuf script = STRBUF_INIT;
+	char *out;
+
+	if (prefix)
+		sb_adds(&script, prefix);
+	wb_script(&script, batch, mark, FMT, since);
+	CHECK(!script.oom);
+	*tested = strstr(sb_str(&script), "wb_keep") != NULL;
+	out = run_sh(shell, dir, sb_str(&script));
+	wb_parse(out, out ? strlen(out) : 0, mark, r, n);
+	sb_free(&script);
+	return out;
+}
+
 /* Whether dir's file system tells birth times to GNU stat and is one whose
  * times the script believes (wb_keep): else the birth test spares nothing
  * there, and the tests of it have nothing to show. */
@@ -694,6 +715,39 @@ static bool births_known(const char *dir)
 #define LATER_MS 600
 
 /*
+ * A delete of dir/name queued now, alone, and a new file made at name
+ * LATER_MS later: someone else's, or (own) this mount's, by a batch in
+ * flight at the unlink that ended just after (the floor), the batch built
+ * LATER_MS after that. Runs the batch; whether name is there after it.
+ */
+static bool made_after_its_delete(const char *shell, const char *dir, const char *name, bool own)
+{
+	char path[4096];
+	struct wb_since since = { 0, 0 };
+	struct wb_result r[1];
+	struct wb_op *op;
+	bool tested;
+	char *out;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	op = op_new(&owner_a, WB_DELETE, path);
+	op->queued = wb_now();
+	pause_ms(LATER_MS);
+	write_file(dir, name, "after", true);
+	if (own) {
+		since.floor = wb_now();
+		pause_ms(LATER_MS);   /* the floor, not the unlink, is what counts */
+	}
+	since.built = wb_now();
+	out = run_batch(shell, dir, NULL, op, "Ck4", &since, r, 1, &tested);
+	CHECK(tested);
+	CHECK_INT(r[0].status, WB_OK);
+	free(out);
+	wb_list_free(op);
+	return exists(dir, name, NULL);
+}
+
+/*
  * With the birth test (wb_since), a delete spares a file another writer
  * made at its path after the unlink (a rename onto it), and removes the
  * file that was there at the unlink whatever was written into it since
@@ -705,12 +759,12 @@ static bool births_known(const char *dir)
 static void deletes_spare_new_files(const char *shell)
 {
 	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096];
-	static const char *const names[] = { "old", "rewritten", "renamed", "appended", "sub", "old2" };
-	struct strbuf script = STRBUF_INIT;
-	struct wb_op *b = NULL, **bt = &b, *op, *solo = NULL;
-	struct wb_result r[8];
+	static const char *const names[] = { "old", "rewritten", "renamed", "appended", "sub", "old2", "missing" };
+	struct wb_op *b = NULL, **bt = &b, *op;
+	struct wb_result r[9];
 	struct wb_since since;
-	double unlinked, own_end;
+	double unlinked;
+	bool tested;
 	FILE *f;
 	char *out;
 
@@ -724,7 +778,7 @@ static void deletes_spare_new_files(const char *shell)
 		CHECK(system(path) == 0);
 		return;
 	}
-	for (size_t i = 0; i < 6; i++) {
+	for (size_t i = 0; i < 6; i++) {   /* (missing is not made) */
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 		if (i == 4)
 			mkdir(path, 0755);
@@ -733,9 +787,9 @@ static void deletes_spare_new_files(const char *shell)
 	}
 	write_file(dir, "own", "before", false);
 	unlinked = wb_now();
-	/* A run of deletes (sub is refused: a directory), then own, changed
-	 * by the batch before its delete. */
-	for (size_t i = 0; i < 6; i++) {
+	/* A run of deletes (sub is refused: a directory; missing is no
+	 * error), then own, changed by the batch before its delete. */
+	for (size_t i = 0; i < 7; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 		*bt = op = op_new(&owner_a, WB_DELETE, path), bt = &op->next;
 		op->queued = unlinked;
@@ -761,12 +815,9 @@ static void deletes_spare_new_files(const char *shell)
 	}
 	since.built = wb_now();
 	since.floor = 0;
-	wb_script(&script, b, "Ck3", FMT, &since);
-	CHECK(!script.oom);
-	CHECK(strstr(sb_str(&script), "wb_keep") != NULL);
-	out = run_sh(shell, dir, sb_str(&script));
-	wb_parse(out, out ? strlen(out) : 0, "Ck3", r, 8);
-	for (size_t i = 0; i < 8; i++)
+	out = run_batch(shell, dir, NULL, b, "Ck3", &since, r, 9, &tested);
+	CHECK(tested);
+	for (size_t i = 0; i < 9; i++)
 		CHECK_INT(r[i].status, i == 4 ? WB_FAILED : WB_OK);
 	CHECK(r[4].text && memmem(r[4].text, r[4].len, "Is a directory", 14) != NULL);
 	CHECK(!exists(dir, "old", NULL));
@@ -777,53 +828,14 @@ static void deletes_spare_new_files(const char *shell)
 	CHECK(!exists(dir, "old2", NULL));
 	CHECK(!exists(dir, "own", NULL));
 	free(out);
-	sb_free(&script);
 	wb_list_free(b);
 
 	/* Alone: a new file this mount put there after the unlink (a batch in
-	 * flight then, which ended at floor) does not spare it; nor is a
-	 * missing path an error. */
-	snprintf(path, sizeof(path), "%s/floored", dir);
-	solo = op_new(&owner_a, WB_DELETE, path);
-	solo->queued = wb_now();
-	pause_ms(LATER_MS);
-	write_file(dir, "floored", "ours, in flight at the unlink", true);
-	own_end = wb_now();
-	pause_ms(LATER_MS);   /* the floor, not the unlink, is what counts */
-	snprintf(path, sizeof(path), "%s/never", dir);
-	solo->next = op_new(&owner_a, WB_ATTRS, path);
-	solo->next->chmod = true;
-	solo->next->mode = 0600;
-	solo->next->next = op_new(&owner_a, WB_DELETE, path);
-	sb_reset(&script);
-	since.built = wb_now();
-	since.floor = own_end;
-	wb_script(&script, solo, "Ck4", FMT, &since);
-	out = run_sh(shell, dir, sb_str(&script));
-	wb_parse(out, out ? strlen(out) : 0, "Ck4", r, 3);
-	CHECK_INT(r[0].status, WB_OK);
-	CHECK(!exists(dir, "floored", NULL));
-	CHECK_INT(r[2].status, WB_OK);
-	free(out);
-	sb_free(&script);
-	wb_list_free(solo);
-
-	snprintf(path, sizeof(path), "%s/late", dir);
-	solo = op_new(&owner_a, WB_DELETE, path);
-	solo->queued = wb_now();
-	pause_ms(LATER_MS);
-	write_file(dir, "late", "after, again", true);
-	sb_reset(&script);
-	since.built = wb_now();
-	since.floor = 0;
-	wb_script(&script, solo, "Ck5", FMT, &since);
-	out = run_sh(shell, dir, sb_str(&script));
-	wb_parse(out, out ? strlen(out) : 0, "Ck5", r, 1);
-	CHECK_INT(r[0].status, WB_OK);
-	CHECK(holds(dir, "late", "after, again"));
-	free(out);
-	sb_free(&script);
-	wb_list_free(solo);
+	 * flight then, which ended at floor) does not spare the path; someone
+	 * else's does. */
+	CHECK(!made_after_its_delete(shell, dir, "floored", true));
+	CHECK(made_after_its_delete(shell, dir, "late", false));
+	CHECK(holds(dir, "late", "after"));
 
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
 	CHECK(system(path) == 0);
@@ -841,11 +853,11 @@ UNIT_TEST(a_delete_spares_a_file_another_writer_made_there_after_the_unlink)
 UNIT_TEST(without_the_birth_test_a_delete_removes_what_is_there)
 {
 	char dir[] = "/tmp/wb-unit-XXXXXX", path[4096], name[32];
-	struct strbuf script = STRBUF_INIT;
 	struct wb_since since;
 	struct wb_op *op, *many = NULL, **mt = &many;
 	struct wb_result r[20];
 	double unlinked;
+	bool tested;
 	char *out;
 
 	if (!mkdtemp(dir)) {
@@ -872,19 +884,14 @@ UNIT_TEST(without_the_birth_test_a_delete_removes_what_is_there)
 	pause_ms(LATER_MS);
 	since.built = wb_now();
 	since.floor = 0;
-	wb_script(&script, op, "Hd1", FMT, &since);
-	CHECK(strstr(sb_str(&script), "wb_keep") == NULL);
-	out = run_sh("dash", dir, sb_str(&script));
-	wb_parse(out, out ? strlen(out) : 0, "Hd1", r, 1);
+	out = run_batch("dash", dir, NULL, op, "Hd1", &since, r, 1, &tested);
+	CHECK(!tested);
 	CHECK_INT(r[0].status, WB_OK);
 	CHECK(!exists(dir, "h", NULL));
 	free(out);
 
-	sb_reset(&script);
-	wb_script(&script, many, "Hd3", FMT, &since);
-	CHECK(strstr(sb_str(&script), "wb_keep") == NULL);
-	out = run_sh("dash", dir, sb_str(&script));
-	wb_parse(out, out ? strlen(out) : 0, "Hd3", r, 17);
+	out = run_batch("dash", dir, NULL, many, "Hd3", &since, r, 17, &tested);
+	CHECK(!tested);
 	for (int i = 0; i < 17; i++) {
 		snprintf(name, sizeof(name), "m%d", i);
 		CHECK_INT(r[i].status, WB_OK);
@@ -895,16 +902,11 @@ UNIT_TEST(without_the_birth_test_a_delete_removes_what_is_there)
 	/* No clock: date fails (dash has no EPOCHREALTIME). */
 	op->hidden = false;
 	write_file(dir, "h", "after", true);
-	sb_reset(&script);
-	sb_adds(&script, "date() { return 127; }\n");
-	wb_script(&script, op, "Hd2", FMT, &since);
-	CHECK(strstr(sb_str(&script), "wb_keep") != NULL);
-	out = run_sh("dash", dir, sb_str(&script));
-	wb_parse(out, out ? strlen(out) : 0, "Hd2", r, 1);
+	out = run_batch("dash", dir, "date() { return 127; }\n", op, "Hd2", &since, r, 1, &tested);
+	CHECK(tested);
 	CHECK_INT(r[0].status, WB_OK);
 	CHECK(!exists(dir, "h", NULL));
 	free(out);
-	sb_free(&script);
 	wb_list_free(op);
 	wb_list_free(many);
 	snprintf(path, sizeof(path), "rm -rf '%s'", dir);
