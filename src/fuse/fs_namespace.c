@@ -863,6 +863,12 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	rc = flush_under(fs, sb, from);
 	if (rc < 0)
 		return rc;
+	/* Those uploads queued what their files were given while being
+	 * written (a new file's mode: apply_after_upload) at their paths
+	 * under from: sent before the move, which would leave them nothing
+	 * at those paths (a new file open while its directory was renamed
+	 * lost its mode). */
+	files_settle(fs, sb, from);
 	/* Both were looked up by the kernel just before: no request. */
 	rc = lookup_attr(fs, sb, from, &sf);
 	if (rc < 0)

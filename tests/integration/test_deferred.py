@@ -1039,3 +1039,20 @@ def test_a_failed_change_is_reported_by_fsync_during_a_stops_settle(mount, serve
     finally:
         sandbox_faults.clear()
         ctl(mount.p(sb, "ctl"), "delete")
+
+
+def test_a_new_files_mode_survives_a_rename_of_its_directory_while_it_is_open(mount, sandbox, view, d):
+    # The rename uploads the files being written under the directory first;
+    # their mode (set after the upload, queued) was queued at the old path
+    # and sent after the move, where nothing was left: the sandbox kept the
+    # upload's 0644. Found by the model test (scripts/test-long --seed 8).
+    os.makedirs(os.path.join(d, "l", "b"))
+    fd = os.open(os.path.join(d, "l", "b", "a"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"data")
+        os.rename(os.path.join(d, "l"), os.path.join(d, "c"))
+    finally:
+        os.close(fd)
+    mount.settle()
+    assert view.stat(sandbox_path(d, "c", "b", "a"))["mode"] == 0o600
+    assert os.stat(os.path.join(d, "c", "b", "a")).st_mode & 0o7777 == 0o600
