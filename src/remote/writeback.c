@@ -693,6 +693,17 @@ static const struct wb_op *next_of_path(const struct wb_op *op)
 	return NULL;
 }
 
+/* The last op of batch before op with op's path, or NULL. */
+static const struct wb_op *prev_of_path(const struct wb_op *batch, const struct wb_op *op)
+{
+	const struct wb_op *prev = NULL;
+
+	for (const struct wb_op *o = batch; o != op; o = o->next)
+		if (!strcmp(o->path, op->path))
+			prev = o;
+	return prev;
+}
+
 /* The move that replaces what op acts on, later in the batch: op's path's
  * next op is the move, or a delete whose next one is. */
 static const struct wb_op *replacing_move(const struct wb_op *op)
@@ -761,12 +772,8 @@ struct wb_lag {
  * one a move of the batch replaces (wb_script's own rule). */
 static bool delete_guarded(const struct wb_op *batch, const struct wb_op *op, const struct wb_since *since)
 {
-	if (!since || op->kind != WB_DELETE || op->hidden || op->path[0] != '/' || replacing_move(op))
-		return false;
-	for (const struct wb_op *o = batch; o != op; o = o->next)
-		if (!strcmp(o->path, op->path))
-			return false;
-	return true;
+	return since && op->kind == WB_DELETE && !op->hidden && op->path[0] == '/' && !replacing_move(op) &&
+	       !prev_of_path(batch, op);
 }
 
 /* The lag of the deletes first..end (exclusive): from the latest of their
@@ -947,11 +954,8 @@ static void add_op_commands(struct strbuf *s, const struct wb_op *op, const stru
 static void add_op(struct strbuf *script, const struct wb_op *batch, const struct wb_op *op, size_t i,
 		   const char *mark, const char *find_fmt, const struct wb_lag *lag)
 {
-	const struct wb_op *prev = NULL;
+	const struct wb_op *prev = prev_of_path(batch, op);
 
-	for (const struct wb_op *o = batch; o != op; o = o->next)
-		if (!strcmp(o->path, op->path))
-			prev = o;
 	sb_addf(script, "printf '@%s %zu\\n'; if e=$( { ", mark, i);
 	add_op_commands(script, op, prev, lag);
 	sb_adds(script, "; } 2>&1 ); then ");
@@ -987,9 +991,8 @@ void wb_script(struct strbuf *script, const struct wb_op *batch, const char *mar
 		size_t n = 0, k;
 
 		/* Consecutive deletes (rm -r) are one rm: a process per file is
-		 * most of a batch's time.
-		 * Only if it fails are they done one by one, to tell which
-		 * failed and why. */
+		 * most of a batch's time. Only if it fails are they done one by
+		 * one, to tell which failed and why. */
 		while (end && end->kind == WB_DELETE && !replacing_move(end) &&
 		       delete_guarded(batch, end, since) == guarded) {
 			end = end->next;
