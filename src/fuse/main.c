@@ -128,6 +128,21 @@ static int default_cache_dir(struct dfs_options *o)
 	return o->cache_dir ? 0 : -ENOMEM;
 }
 
+/* The cache directory as an absolute path: libfuse's daemonizing (and its
+ * foreground mode too, in 3.14) makes / the working directory once mounted,
+ * and every staging file is opened by path then. A relative cache_dir made
+ * every create and write of the mount fail with ENOENT. */
+static int absolute_cache_dir(struct dfs_options *o)
+{
+	char *abs = realpath(o->cache_dir, NULL);
+
+	if (!abs)
+		return -errno;
+	free(o->cache_dir);
+	o->cache_dir = abs;
+	return 0;
+}
+
 /* mkdir -p with mode 0700 for the last component. */
 static int make_dirs(const char *path)
 {
@@ -241,7 +256,7 @@ int main(int argc, char *argv[])
 	}
 	log_set_level(level);
 	protect_secrets();
-	if (default_cache_dir(&opt) < 0 || make_dirs(opt.cache_dir) < 0) {
+	if (default_cache_dir(&opt) < 0 || make_dirs(opt.cache_dir) < 0 || absolute_cache_dir(&opt) < 0) {
 		fprintf(stderr, "daytonafs: cannot create the cache directory %s\n",
 			opt.cache_dir ? opt.cache_dir : "");
 		goto out;

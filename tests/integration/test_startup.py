@@ -37,9 +37,9 @@ def run(args, env_extra, tmp_path, timeout=30):
     return subprocess.run([_binary()] + args, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start_mount(argv, env, mnt):
+def start_mount(argv, env, mnt, cwd=None):
     """Starts daytonafs by hand; returns once mnt is mounted or the process has exited."""
-    p = subprocess.Popen([_binary()] + argv, env=env, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([_binary()] + argv, env=env, stderr=subprocess.PIPE, text=True, cwd=cwd)
     for _ in range(200):
         if os.path.ismount(mnt) or p.poll() is not None:
             break
@@ -163,3 +163,36 @@ def test_fstab_style_invocation(server, tmp_path):
         assert os.path.ismount(mnt), p.stderr.read() if p.poll() is not None else "not mounted"
     finally:
         stop_mount(p, mnt)
+
+
+def test_relative_cache_dir(server, tmp_path):
+    """-o cache_dir=RELATIVE (and a relative mount point) name paths from where daytonafs was
+    started. libfuse makes / the working directory once mounted, -f or not: a relative cache_dir
+    was then looked up from /, and every create of the mount failed with ENOENT."""
+    from sandbox_view import SandboxView
+    from conftest import create_sandbox
+    (tmp_path / "m").mkdir()
+    env = clean_env()
+    extra, opts = credentials(server)
+    env.update(extra, HOME=str(tmp_path))
+    p = start_mount(["-f", "-o", ",".join(opts + ["cache_dir=rel-cache"]), "m"], env, tmp_path / "m",
+                    cwd=tmp_path)
+
+    class Here:
+        path = str(tmp_path / "m")
+
+        def p(self, *parts):
+            return os.path.join(self.path, *parts)
+    try:
+        assert os.path.ismount(tmp_path / "m"), p.stderr.read() if p.poll() is not None else "not mounted"
+        name = create_sandbox(Here(), "rel")
+        f = tmp_path / "m" / name / "fs" / "tmp" / "relative-cache.txt"
+        f.write_bytes(b"staged under a relative cache_dir\n")
+        assert SandboxView(server, name).read("/tmp/relative-cache.txt") == b"staged under a relative cache_dir\n"
+        assert (tmp_path / "rel-cache" / "staging").is_dir()
+        assert not os.path.exists("/rel-cache")
+        with open(tmp_path / "m" / name / "ctl", "w") as c:
+            c.write("delete\n")
+    finally:
+        stop_mount(p, tmp_path / "m")
+    assert p.returncode == 0, p.stderr.read()
