@@ -791,27 +791,108 @@ void upload_succeeded(struct dfs *fs, struct open_node *n)
 	keep_uploaded(fs, n);
 }
 
-/* The attributes of an existing file being opened, without a request:
- * the kernel looked the path up just before, so the cache has them. */
-static void node_init_existing(struct dfs *fs, struct open_node *n)
+/*
+ * The attributes of an existing file about to be opened or truncated: the
+ * cache's, which the kernel's lookup just before filled; else the parent's
+ * listing's (right in type and mode, maybe stale in size and time: *exact
+ * false); else one request. The kernel can open a name whose attributes the
+ * mount no longer holds: a dentry it kept from a create or rename, after
+ * attr_timeout or after this open sent the path's queued changes (which drop
+ * its entry). A mode guessed then (0644) was shown for the file, and kept
+ * by the upload's, until the next listing (a file made 0600 showed 0644
+ * after a save). A file the sandbox no longer has is -ESTALE, not -ENOENT:
+ * the kernel, which still had the name, then looks it up again and retries
+ * once, so that an open with O_CREAT (which it sent without the flag, the
+ * name being known) creates the file, as it would have had it known.
+ */
+static int existing_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st, bool *exact)
 {
 	bool listed = false;
+	int rc;
 
-	if (cache_lookup(fs->cache, n->sb->id, n->path, &n->st, &listed) == CACHE_HIT) {
-		/* what recovery checks the sandbox's file against */
-		n->base.kind = JOURNAL_BASE_FILE;
-		n->base.size = (uint64_t)n->st.st_size;
-		n->base.mtime = n->st.st_mtim;
-		node_note_told(n, &n->st);
-	} else if (!listed) {
-		memset(&n->st, 0, sizeof(n->st));
-		n->st.st_mode = S_IFREG | 0644;
-		n->st.st_uid = fs->new_uid;
-		n->st.st_gid = fs->new_gid;
+	*exact = true;
+	switch (cache_lookup(fs->cache, sb->id, path, st, &listed)) {
+	case CACHE_HIT:
+		return 0;
+	case CACHE_NEGATIVE:
+		return -ESTALE;
+	case CACHE_MISS:
+		break;
 	}
+	if (listed) {
+		*exact = false;
+		return 0;
+	}
+	rc = lookup_attr(fs, sb, path, st);
+	return rc == -ENOENT ? -ESTALE : rc;
+}
+
+/* Whether n has its attributes: a node is made with none (st_mode 0). */
+static bool node_has_attrs(const struct open_node *n)
+{
+	return n->is_new || (n->st.st_mode & S_IFMT);
+}
+
+static bool node_attrs_known(struct open_node *n)
+{
+	bool known;
+
+	pthread_mutex_lock(&n->lock);
+	known = node_has_attrs(n);
+	pthread_mutex_unlock(&n->lock);
+	return known;
+}
+
+/*
+ * n's attributes from existing_attr's, unless it has them. A request that
+ * reached the node first may have set some: a chmod's permission bits stay
+ * (it sent them to the sandbox), and a node a truncate populated keeps the
+ * content and time that are now its own. Caller holds n->lock.
+ */
+static void node_init_existing(struct open_node *n, const struct stat *st, bool exact)
+{
+	mode_t perm = n->st.st_mode & 07777;
+
+	if (node_has_attrs(n))
+		return;
+	if (n->populated) {
+		n->st.st_uid = st->st_uid;
+		n->st.st_gid = st->st_gid;
+		n->st.st_mode = st->st_mode;
+	} else {
+		n->st = *st;
+		n->mtime = n->st.st_mtim;
+		if (exact) {
+			/* what recovery checks the sandbox's file against */
+			n->base.kind = JOURNAL_BASE_FILE;
+			n->base.size = (uint64_t)n->st.st_size;
+			n->base.mtime = n->st.st_mtim;
+			node_note_told(n, &n->st);
+		}
+	}
+	if (perm)
+		n->st.st_mode = (st->st_mode & S_IFMT) | perm;
 	n->st.st_nlink = 1;
 	n->st.st_blksize = 128 * 1024;
-	n->mtime = n->st.st_mtim;
+}
+
+/* node_init_existing with the attributes of path, which it may take a
+ * request to learn: with n->lock released meanwhile. Caller holds n->lock,
+ * and has it again on return. */
+static int node_ensure_attrs(struct dfs *fs, struct sandbox *sb, const char *path, struct open_node *n)
+{
+	struct stat st;
+	bool exact;
+	int rc;
+
+	if (node_has_attrs(n))
+		return 0;
+	pthread_mutex_unlock(&n->lock);
+	rc = existing_attr(fs, sb, path, &st, &exact);
+	pthread_mutex_lock(&n->lock);
+	if (rc == 0)
+		node_init_existing(n, &st, exact);
+	return rc;
 }
 
 static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
@@ -869,6 +950,8 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 {
 	struct fhandle *h;
 	struct open_node *n;
+	struct stat attrs;
+	bool have_attrs = false, attrs_exact = false;
 	int rc = 0;
 
 	if (is_hidden_name(path) && !create) {
@@ -903,6 +986,23 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 		else if (create || (fi->flags & O_TRUNC) ||
 			 wb_conflicts_content(fs->files->deferred.wb, sb, path))
 			files_settle_changes(fs, sb, path);
+		/* The attributes of a file no node holds, learnt before its
+		 * node is made (made without them, a chmod or truncate could
+		 * find it so while a request is out). */
+		if (!create) {
+			n = node_find(fs->files, sb, path);
+			if (!n || !node_attrs_known(n)) {
+				rc = existing_attr(fs, sb, path, &attrs, &attrs_exact);
+				if (rc < 0) {
+					if (n)
+						node_release(fs, n);
+					return rc;
+				}
+				have_attrs = true;
+			}
+			if (n)
+				node_release(fs, n);
+		}
 		n = node_get(fs->files, sb, path, redirected);
 		if (!n)
 			return -ENOMEM;
@@ -919,8 +1019,15 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 	pthread_mutex_init(&h->lock, NULL);
 
 	pthread_mutex_lock(&n->lock);
-	if (!create && !n->is_new && !n->populated && !n->st.st_mode)
-		node_init_existing(fs, n);
+	if (!create) {
+		if (have_attrs)
+			node_init_existing(n, &attrs, attrs_exact);
+		rc = node_ensure_attrs(fs, sb, path, n);
+		if (rc < 0) {
+			pthread_mutex_unlock(&n->lock);
+			goto fail;
+		}
+	}
 	h->told_gen = n->told_gen;
 	/* O_TRUNC truncates whatever the access mode: Linux does it for O_RDONLY too. */
 	if (create || (fi->flags & O_TRUNC))
@@ -1215,15 +1322,31 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 			if (rc != -ENOSYS)
 				return rc;
 			/* No truncate there: a temporary node, staged and uploaded. */
+			struct stat st;
+			bool exact;
+
+			rc = existing_attr(fs, sb, path, &st, &exact);
+			if (rc < 0)
+				return rc;
 			n = node_get(fs->files, sb, path, false);
 			if (!n)
 				return -ENOMEM;
 			pthread_mutex_lock(&n->lock);
-			node_init_existing(fs, n);
+			node_init_existing(n, &st, exact);
 			pthread_mutex_unlock(&n->lock);
 		}
 	}
 	pthread_mutex_lock(&n->lock);
+	/* A node found while the open that made it still learns its
+	 * attributes gets them here too. */
+	if (by_path) {
+		rc = node_ensure_attrs(fs, sb, path, n);
+		if (rc < 0) {
+			pthread_mutex_unlock(&n->lock);
+			node_release(fs, n);
+			return rc;
+		}
+	}
 	if (size == 0 && !n->populated) {
 		if (!n->stage)
 			rc = stage_new(fs->stage, &n->stage);
