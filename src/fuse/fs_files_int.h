@@ -92,6 +92,7 @@ struct open_node {
 	struct stage *stage;      /* NULL until the file is written, truncated or created */
 	bool populated;           /* the stage holds the whole current content */
 	bool dirty;               /* the stage differs from the sandbox's file */
+	unsigned long changes;    /* writes, truncations, O_TRUNC opens: one each */
 	bool unlinked;            /* removed while open: never uploaded again */
 	/* Hidden by libfuse for the rename pin's rename onto its name
 	 * (hide_open_file): the name, given back with the file's changes if
@@ -139,6 +140,7 @@ struct open_node {
 	/* -o writeback (fs_writeback.c): closed with data not uploaded yet.
 	 * Under the table's wbk_lock; the queue holds a reference. */
 	bool wbk_queued;
+	unsigned long wbk_changes; /* changes at the close that queued it (n->lock) */
 	double wbk_due;           /* CLOCK_MONOTONIC seconds */
 	struct open_node *wbk_next;
 	/* Taken from the queue and being uploaded (by the thread or a
@@ -413,6 +415,9 @@ void upload_failed(struct dfs *fs, struct open_node *n, int rc, struct sp_error 
 
 /* fs_writeback.c (-o writeback; empty new files without it) */
 bool upload_later(struct dfs *fs, struct open_node *n);
+/* Whether n's upload waits in the queue, for the content a close queued
+ * (not for a stage written since). Caller holds n->lock. */
+bool upload_waits(struct dfs *fs, struct open_node *n);
 void writeback_stop(struct dfs *fs);
 void writeback_release(struct dfs *fs);
 

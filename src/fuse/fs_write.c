@@ -566,6 +566,7 @@ int journal_put(struct dfs *fs, struct open_node *n, enum journal_state state, b
  * Caller holds n->lock. */
 static int journal_note_dirty(struct dfs *fs, struct open_node *n)
 {
+	n->changes++;   /* (what a waiting upload compares: upload_waits) */
 	/* An unlinked file is never uploaded again: a record would have the
 	 * next mount's recovery upload it to its hidden name. (One hidden for
 	 * a rename still to end is still its file: hide_for_rename.) */
@@ -1180,9 +1181,7 @@ void node_last_close(struct dfs *fs, struct open_node *n)
 {
 	bool later;
 
-	pthread_mutex_lock(&fs->files->wbk_lock);
-	later = n->wbk_queued;   /* its upload waits (-o writeback): not now */
-	pthread_mutex_unlock(&fs->files->wbk_lock);
+	later = upload_waits(fs, n);   /* its upload waits (-o writeback): not now */
 	if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
 		if (node_keep_unsaved(n, n->path, "") == 0) {
 			journal_drop(fs, n);
@@ -1256,12 +1255,8 @@ enum files_release_state files_release_quick(struct dfs *fs, struct fuse_file_in
 
 	if (pthread_mutex_trylock(&n->lock) != 0)
 		return release_would_wait(fs, h);
-	upload = n->handles == 1 && n->dirty && !n->unlinked;
-	if (upload) {
-		pthread_mutex_lock(&fs->files->wbk_lock);
-		upload = !n->wbk_queued;
-		pthread_mutex_unlock(&fs->files->wbk_lock);
-	}
+	/* (What node_last_close will do: upload, unless the queue will.) */
+	upload = n->handles == 1 && n->dirty && !n->unlinked && !upload_waits(fs, n);
 	if (upload) {
 		pthread_mutex_unlock(&n->lock);
 		return release_would_wait(fs, h);
@@ -1367,6 +1362,12 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 		n->dirty = true;
 		n->mtime_pending = false;
 		touch_now(n);
+		/* A truncate by path is a whole change, as an open, truncate
+		 * and close would be: with no descriptor left to close, its
+		 * content is what a queued upload of the file (-o writeback,
+		 * or an empty new file) must send should this one fail. */
+		if (by_path && n->handles == 0)
+			n->wbk_changes = n->changes;
 		if (by_path)
 			rc = upload_node(fs, n);
 	}

@@ -87,6 +87,7 @@ bool upload_later(struct dfs *fs, struct open_node *n)
 		ok = false;
 	} else {
 		n->wbk_due = mono_now() + delay;
+		n->wbk_changes = n->changes;
 		if (!n->wbk_queued) {
 			pthread_mutex_lock(&t->lock);
 			n->refs++;   /* the queue's */
@@ -99,6 +100,30 @@ bool upload_later(struct dfs *fs, struct open_node *n)
 	}
 	pthread_mutex_unlock(&t->wbk_lock);
 	return ok;
+}
+
+/*
+ * Whether n's stage is still what the close that queued it asked to upload.
+ * A write since, through a descriptor still open or one opened again, makes
+ * content that no close asked for yet: the queue then never uploads it (a
+ * half-written file in the sandbox, and in the crash journal's eyes an
+ * upload of a file never closed), and its own close uploads it or queues
+ * it again. bash's "> f" closes a dup of the new, empty file (a close that
+ * queues it: upload_later) before it writes to it. Caller holds n->lock.
+ */
+static bool queued_content(const struct open_node *n)
+{
+	return n->changes == n->wbk_changes;
+}
+
+bool upload_waits(struct dfs *fs, struct open_node *n)
+{
+	bool queued;
+
+	pthread_mutex_lock(&fs->files->wbk_lock);
+	queued = n->wbk_queued;
+	pthread_mutex_unlock(&fs->files->wbk_lock);
+	return queued && queued_content(n);
 }
 
 /* Whether a queued node is one the caller asked to flush. n->path is read
@@ -278,7 +303,7 @@ static bool wbk_will_upload(struct open_node *o)
 	bool will = true;
 
 	if (pthread_mutex_trylock(&o->lock) == 0) {
-		will = o->dirty && !o->unlinked;
+		will = o->dirty && !o->unlinked && queued_content(o);
 		pthread_mutex_unlock(&o->lock);
 	}
 	return will;
@@ -326,6 +351,11 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 				if (m > 0)
 					break;
 				pthread_mutex_lock(&o->lock);
+				if (!queued_content(o)) {
+					pthread_mutex_unlock(&o->lock);
+					wbk_end(fs, o, false);
+					continue;
+				}
 				if (o->dirty)
 					o->mtime_pending = true;   /* as in wbk_done */
 				rc = upload_node(fs, o);   /* nothing when no longer dirty */
@@ -336,7 +366,7 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 				rc = 0;
 				continue;
 			}
-			if (!o->dirty || o->unlinked) {
+			if (!o->dirty || o->unlinked || !queued_content(o)) {
 				pthread_mutex_unlock(&o->lock);
 				wbk_end(fs, o, false);
 				continue;

@@ -93,15 +93,20 @@ def upload_log(server):
     return [e for e in server.local("GET", "/_local/log") if "/files/bulk-upload" in e["path"]]
 
 
-def rewrite(path, data):
-    """open(O_TRUNC), write, close: the close's errno, or 0."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, data)
+def close_errno(fd):
+    """close(fd): its errno, or 0."""
     try:
         os.close(fd)
     except OSError as e:
         return e.errno
     return 0
+
+
+def rewrite(path, data):
+    """open(O_TRUNC), write, close: the close's errno, or 0."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    return close_errno(fd)
 
 
 def unsaved(mount, fragment):
@@ -155,6 +160,60 @@ def test_failed_last_chance_goes_to_unsaved_and_the_newer_write_wins(mount, sand
     kept = unsaved(mount, "lost.txt")
     assert len(kept) == 1 and open(kept[0], "rb").read() == old
     assert "lost.txt" in read(mount.p(sandbox, "error"))
+
+
+def shell_redirect(path, data):
+    """What bash does for `echo DATA > path`: open, dup2 the descriptor to 1, close the
+    original (a close of the new file while it is still empty), write through the dup, close
+    it. The last close's errno, or 0."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    dup = os.dup(fd)
+    os.close(fd)
+    os.write(dup, data)
+    return close_errno(dup)
+
+
+def test_a_file_open_again_is_not_uploaded_half_written(mount, sandbox, tdir, server):
+    # The first close of the redirect queued the empty new file for a
+    # deferred upload; the last one uploaded "orig" at once, but the queue
+    # kept its entry, and 0.5 s later uploaded whatever was staged: here the
+    # append of a descriptor still open, in the sandbox before any close.
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "redirected.txt")
+    assert shell_redirect(p, b"orig\n") == 0
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"partial\n")
+        time.sleep(1.2)
+        assert in_sandbox(server, sid, spath + "/redirected.txt") == b"orig\n"
+    finally:
+        os.close(fd)
+    assert in_sandbox(server, sid, spath + "/redirected.txt") == b"orig\npartial\n"
+
+
+def test_a_redirect_whose_upload_fails_goes_to_unsaved_and_is_not_tried_again(mount, sandbox, tdir, server,
+                                                                            sandbox_faults):
+    # The same queued entry kept a failed close's data staged and tried to
+    # upload it every 2 s for ever (the release left it to the queue): the
+    # file was listed although it was not in the sandbox, nothing went to
+    # unsaved/, and it landed once the fault cleared, after its close had
+    # said it failed.
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    p = os.path.join(local, "refused.txt")
+    rule = sandbox_faults.add("upload", status=500)
+    assert shell_redirect(p, b"refused\n") == errno.EIO
+    time.sleep(1.0)
+    kept = unsaved(mount, "refused.txt")
+    assert len(kept) == 1 and open(kept[0], "rb").read() == b"refused\n"
+    tries = sandbox_faults.injected(rule)
+    time.sleep(3.0)
+    assert sandbox_faults.injected(rule) == tries
+    sandbox_faults.clear()
+    time.sleep(2.5)
+    assert in_sandbox(server, sid, spath + "/refused.txt") is None
+    assert "refused.txt" not in os.listdir(local)
 
 
 @pytest.mark.parametrize("cut", ["open O_TRUNC", "truncate"])

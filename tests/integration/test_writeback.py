@@ -496,3 +496,42 @@ def test_an_atime_set_while_the_upload_waits_is_shown_and_kept(wbm, server, size
     assert read(m.p(sb, "stdout")) == "1900000000 1950000000\n"
     st = os.lstat(p)
     assert (st.st_atime_ns, st.st_mtime_ns) == want
+
+
+def test_a_waiting_file_written_again_is_never_uploaded_before_its_close(wbm, server):
+    # The queue uploaded what the file held when its time came: here the
+    # append of a descriptor opened again and still open (an exec sends the
+    # queue first), data no close had asked for. It now leaves the queue;
+    # the close that follows queues it again, whole.
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "again.txt")
+    with open(p, "wb") as f:
+        f.write(b"closed\n")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"not closed yet\n")
+        ctl(m.p(sb, "ctl"), "exec true")          # uploads what waits first
+        assert read(m.p(sb, "exit")) == "0\n"
+        assert tb.download(HOME + "/again.txt") in (None, b"closed\n")
+    finally:
+        os.close(fd)
+    ctl(m.p(sb, "ctl"), "exec true")
+    assert tb.download(HOME + "/again.txt") == b"closed\nnot closed yet\n"
+
+
+def test_a_truncate_by_path_of_a_waiting_file_whose_upload_fails_loses_nothing(wbm, server, tmp_root):
+    # Found on review of the test above's fix: the truncate counts as a
+    # change, so the queue dropped the file (no close was coming) with its
+    # journal record and stage; the unmount then had nothing to upload.
+    m, sb, tb = wbm
+    p = m.p(sb, "work", "cut.txt")
+    with open(p, "wb") as f:
+        f.write(b"closed content\n")
+    assert tb.download(HOME + "/cut.txt") is None
+    faults = Faults(server)
+    faults.add("upload", status=500, count=1000)
+    with pytest.raises(OSError):
+        os.truncate(p, 6)
+    faults.clear()
+    m.unmount()
+    assert tb.download(HOME + "/cut.txt") == b"closed"
