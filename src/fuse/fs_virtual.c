@@ -7,6 +7,7 @@
 #include "fs_dispatch_int.h"
 
 #include <errno.h>
+#include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -822,6 +823,14 @@ void poll_wake(void *ctx, void *ph)
 
 bool request_interrupted(void)
 {
+	struct fuse_context *c = fuse_get_context();
+
+	/* An unmount (SIGTERM, fusermount3 -u) ends the session: a request
+	 * that waits for a command's end (a read of its exit) gives up. Else
+	 * the daemon outlived its mount until the command ended: libfuse
+	 * joins its workers before fuse_loop_mt returns. */
+	if (c && c->fuse && fuse_session_exited(fuse_get_session(c->fuse)))
+		return true;
 	return fuse_interrupted() != 0;
 }
 

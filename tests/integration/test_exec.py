@@ -71,3 +71,35 @@ def test_output_a_left_behind_process_appends_is_seen(mount, sandbox):
     assert read(mount.p(sandbox, "stdout")) == "early\nlate\n"
     last = os.readlink(mount.p(sandbox, "cmd", "last"))
     assert read(mount.p(sandbox, "cmd", last, "stdout")) == "early\nlate\n"
+
+
+def test_sigterm_ends_the_mount_while_a_reader_waits_for_a_command(server, tmp_root, sandbox):
+    # A read of a running command's exit waits for its end. On SIGTERM the
+    # mount went away at once but the process stayed until the command
+    # ended (libfuse joins its workers): systemctl stop waited for its
+    # timeout. The wait now gives up when the session ends.
+    import signal
+    import threading
+    from conftest import Mount
+    m = Mount(server, tmp_root, name="mnt-sigterm")
+    try:
+        ctl(m.p(sandbox, "ctl"), "exec sleep 60")
+        errs = []
+
+        def reader():
+            try:
+                read(m.p(sandbox, "exit"))
+            except OSError as e:
+                errs.append(e.errno)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        time.sleep(1.0)
+        assert t.is_alive()                    # waiting for the command's end
+        m.proc.send_signal(signal.SIGTERM)
+        start = time.time()
+        m.proc.wait(15)
+        assert time.time() - start < 10
+        t.join(5)
+        assert not t.is_alive() and errs
+    finally:
+        m.unmount(check=False)
