@@ -451,3 +451,20 @@ def test_rmdir_of_a_directory_a_command_filled_is_enotempty(mount, sandbox, d):
     assert e.value.errno == errno.ENOTEMPTY
     code, out = in_sandbox(mount, sandbox, f"cat {rel}/full/f")
     assert (code, out) == (0, "x\n")
+
+
+def test_a_rename_into_a_directory_the_sandbox_refuses_says_why(mount, sandbox, d):
+    # Daytona's file API refuses the move with a bare 400 whatever the
+    # reason, which was EINVAL: mv(1) said "cannot move ... to a
+    # subdirectory of itself". The move now goes by mv -T in the sandbox,
+    # whose error is the real one (a read-only /usr: EROFS; not writable by
+    # the sandbox's user: EACCES).
+    src = os.path.join(d, "f")
+    with open(src, "w") as f:
+        f.write("data")
+    dst = mount.p(sandbox, "fs", "usr", "daytonafs-refused-" + uuid.uuid4().hex[:8])
+    with pytest.raises(OSError) as e:
+        os.rename(src, dst)
+    assert e.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM), e.value
+    assert read(src) == "data"
+    assert not os.path.exists(dst)
