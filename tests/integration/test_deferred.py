@@ -1041,21 +1041,36 @@ def test_a_failed_change_is_reported_by_fsync_during_a_stops_settle(mount, serve
         ctl(mount.p(sb, "ctl"), "delete")
 
 
+def _made_in_a_directory_renamed_while_it_is_open(d, data=b""):
+    """d/l/b/a made 0600 with data, and d/l renamed to d/c while a is open;
+    a's path now."""
+    os.makedirs(os.path.join(d, "l", "b"))
+    fd = os.open(os.path.join(d, "l", "b", "a"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        os.rename(os.path.join(d, "l"), os.path.join(d, "c"))
+    finally:
+        os.close(fd)
+    return os.path.join(d, "c", "b", "a")
+
+
+def _write(path, data, flags):
+    fd = os.open(path, os.O_WRONLY | flags, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def test_a_new_files_mode_survives_a_rename_of_its_directory_while_it_is_open(mount, sandbox, view, d):
     # The rename uploads the files being written under the directory first;
     # their mode (set after the upload, queued) was queued at the old path
     # and sent after the move, where nothing was left: the sandbox kept the
     # upload's 0644. Found by the model test (scripts/test-long --seed 8).
-    os.makedirs(os.path.join(d, "l", "b"))
-    fd = os.open(os.path.join(d, "l", "b", "a"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, b"data")
-        os.rename(os.path.join(d, "l"), os.path.join(d, "c"))
-    finally:
-        os.close(fd)
+    path = _made_in_a_directory_renamed_while_it_is_open(d, b"data")
     mount.settle()
     assert view.stat(sandbox_path(d, "c", "b", "a"))["mode"] == 0o600
-    assert os.stat(os.path.join(d, "c", "b", "a")).st_mode & 0o7777 == 0o600
+    assert os.stat(path).st_mode & 0o7777 == 0o600
 
 
 def test_a_save_through_a_name_whose_attributes_the_mount_dropped_keeps_the_mode(mount, sandbox, view, d):
@@ -1065,18 +1080,8 @@ def test_a_save_through_a_name_whose_attributes_the_mount_dropped_keeps_the_mode
     # 0644 for the file, and the save's upload kept that guess: stat said
     # 0644 until the next listing, while the sandbox's file was 0600.
     # Found by the model test (scripts/test-long --seed 8).
-    os.makedirs(os.path.join(d, "l", "b"))
-    fd = os.open(os.path.join(d, "l", "b", "a"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.rename(os.path.join(d, "l"), os.path.join(d, "c"))
-    finally:
-        os.close(fd)
-    path = os.path.join(d, "c", "b", "a")
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        os.write(fd, b"saved")
-    finally:
-        os.close(fd)
+    path = _made_in_a_directory_renamed_while_it_is_open(d)
+    _write(path, b"saved", os.O_TRUNC)
     assert os.stat(path).st_mode & 0o7777 == 0o600
     assert read(path) == "saved"
     mount.settle()
@@ -1090,27 +1095,15 @@ def test_a_shells_redirect_onto_a_name_another_client_removed_creates_the_file(m
     # gone from the sandbox. ESTALE makes the kernel look the name up again
     # and retry with O_CREAT: the file is made, as on a local disk.
     # ENOENT (the first version of the fix above) failed the redirect.
-    os.makedirs(os.path.join(d, "l", "b"))
-    fd = os.open(os.path.join(d, "l", "b", "a"), os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, b"one")
-        os.rename(os.path.join(d, "l"), os.path.join(d, "c"))
-    finally:
-        os.close(fd)
+    path = _made_in_a_directory_renamed_while_it_is_open(d, b"one")
     mount.settle()
     view.remove(sandbox_path(d, "c", "b", "a"))
-    path = os.path.join(d, "c", "b", "a")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, b"again")
-    finally:
-        os.close(fd)
+    _write(path, b"again", os.O_CREAT | os.O_TRUNC)
     assert read(path) == "again"
     assert view.read(sandbox_path(d, "c", "b", "a")) == b"again"
     # Without O_CREAT, the open of the gone file fails as on a local disk.
     os.makedirs(os.path.join(d, "m"))
-    fd = os.open(os.path.join(d, "m", "x"), os.O_WRONLY | os.O_CREAT, 0o600)
-    os.close(fd)
+    _write(os.path.join(d, "m", "x"), b"", os.O_CREAT)
     os.rename(os.path.join(d, "m"), os.path.join(d, "n"))
     mount.settle()
     view.remove(sandbox_path(d, "n", "x"))
