@@ -93,6 +93,8 @@ struct open_node {
 	bool populated;           /* the stage holds the whole current content */
 	bool dirty;               /* the stage differs from the sandbox's file */
 	unsigned long changes;    /* writes, truncations, O_TRUNC opens: one each */
+	unsigned long closed_changes; /* changes when a close, fsync or truncate by
+					 path last asked for an upload */
 	bool unlinked;            /* removed while open: never uploaded again */
 	/* Hidden by libfuse for the rename pin's rename onto its name
 	 * (hide_open_file): the name, given back with the file's changes if

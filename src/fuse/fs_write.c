@@ -591,7 +591,19 @@ static int journal_note_dirty(struct dfs *fs, struct open_node *n)
  */
 static void journal_note_flush(struct dfs *fs, struct open_node *n, bool failed)
 {
-	journal_put(fs, n, JOURNAL_FLUSHED, failed);
+	/* "Flushed" only for content a close, fsync or truncate by path
+	 * asked to upload (node_asked_upload). A rename or rmdir uploads the
+	 * files open under it too (flush_under), a writer's unfinished data:
+	 * its record stays "open", so that after a crash the next mount keeps
+	 * it in unsaved/ instead of uploading a file no one closed. */
+	journal_put(fs, n, n->changes == n->closed_changes ? JOURNAL_FLUSHED : JOURNAL_OPEN, failed);
+}
+
+/* What n holds now is what its writer asked to be in the sandbox: a close,
+ * fsync, truncate by path, or the last release. Caller holds n->lock. */
+static void node_asked_upload(struct open_node *n)
+{
+	n->closed_changes = n->changes;
 }
 
 /* The stage's data is in the sandbox, in unsaved/, or no longer wanted.
@@ -1130,6 +1142,7 @@ int files_flush(struct dfs *fs, struct fuse_file_info *fi)
 	int rc;
 
 	pthread_mutex_lock(&n->lock);
+	node_asked_upload(n);
 	/* -o writeback: the upload waits (fs_writeback.c); a failed one of
 	 * before is still this close's error. */
 	if (upload_later(fs, n))
@@ -1148,6 +1161,7 @@ int files_fsync(struct dfs *fs, struct fuse_file_info *fi)
 	/* Always now, -o writeback or not: fsync is what a program asks when
 	 * it wants the data there. */
 	pthread_mutex_lock(&n->lock);
+	node_asked_upload(n);
 	rc = upload_node(fs, n);
 	pthread_mutex_unlock(&n->lock);
 	return rc;
@@ -1181,6 +1195,7 @@ void node_last_close(struct dfs *fs, struct open_node *n)
 {
 	bool later;
 
+	node_asked_upload(n);   /* no descriptor left: this is its content */
 	later = upload_waits(fs, n);   /* its upload waits (-o writeback): not now */
 	if (n->dirty && !n->unlinked && !later && upload_node(fs, n) < 0) {
 		if (node_keep_unsaved(n, n->path, "") == 0) {
@@ -1368,8 +1383,10 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 		 * or an empty new file) must send should this one fail. */
 		if (by_path && n->handles == 0)
 			n->wbk_changes = n->changes;
-		if (by_path)
+		if (by_path) {
+			node_asked_upload(n);
 			rc = upload_node(fs, n);
+		}
 	}
 	pthread_mutex_unlock(&n->lock);
 	if (by_path)

@@ -528,3 +528,31 @@ def crash_after_a_failed_close_and_a_failed_rename(server, m, sb, p, text):
         keep.close()
     except OSError:
         pass
+
+
+def test_a_file_a_rename_uploaded_before_its_close_is_kept_not_uploaded_after_a_crash(crashy, server, tmp_root):
+    # A rename (or rmdir) uploads the files open under the directory first
+    # (flush_under): a writer's unfinished data. That upload marked the
+    # crash record "flushed", as a close's does, so when it failed and the
+    # mount died, the next mount uploaded a file nobody had closed. Found on
+    # review (a helper); its reproduction.
+    m, sb, tb = crashy
+    tb.mkdir(f"{HOME}/d")
+    p = m.p(sb, "work", "d", "f.txt")
+    w = open(p, "wb")
+    w.write(b"HALF-WRITTEN, writer not done")
+    w.flush()
+    Faults(server).add("upload", status=500)
+    with pytest.raises(OSError):
+        os.rename(m.p(sb, "work", "d"), m.p(sb, "work", "e"))
+    kill_mount(m)
+    try:
+        w.close()
+    except OSError:
+        pass
+    server.local("DELETE", "/_local/faults")
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    assert tb.read(f"{HOME}/d/f.txt") is None
+    kept = unsaved(m2, "f.txt")
+    assert len(kept) == 1 and open(kept[0][0], "rb").read() == b"HALF-WRITTEN, writer not done"
