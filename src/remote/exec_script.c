@@ -4,6 +4,14 @@
  * launcher, kill, stdin, reconcile) and the parsers of what they print.
  * Pure: built from the spec, unit-tested, and run by the unit tests under
  * dash and bash.
+ *
+ * Every variable of these scripts is named _df and one letter (_dfd is
+ * the record's directory), and the comments call it by that letter ($d,
+ * "d"). A command inherits the environment of the launcher and of the
+ * wrapper: a short name would replace a variable of the sandbox's own
+ * environment of the same name (an exported d, say) with the script's
+ * value before it reached the command. Names that begin with _df are the
+ * mount's (SEMANTICS).
  */
 #include "exec_int.h"
 
@@ -50,8 +58,8 @@ static bool env_key_valid(const char *k)
  * after it): the holder is not on the way of a short command.
  */
 static const char wrapper_stdin[] =
-	"i=/dev/null; h=\n"
-	"[ -p \"$d/stdin.pipe\" ] && command exec 3<>\"$d/stdin.pipe\" && i=$d/stdin.pipe\n";
+	"_dfi=/dev/null; _dfh=\n"
+	"[ -p \"$_dfd/stdin.pipe\" ] && command exec 3<>\"$_dfd/stdin.pipe\" && _dfi=$_dfd/stdin.pipe\n";
 
 /*
  * The holder is recorded before pgid: once the launcher has said "started"
@@ -68,15 +76,15 @@ static const char wrapper_stdin[] =
  * does not keep it: under sh a sleep holds the FIFO, as before.
  */
 static const char wrapper_holder[] =
-	"u=\n"
-	"if [ \"$i\" = /dev/null ]; then :\n"
-	"elif [ -n \"$j\" ]; then\n"
-	"\ttrap 'exec 0</dev/null; u=1' TERM\n"
+	"_dfu=\n"
+	"if [ \"$_dfi\" = /dev/null ]; then :\n"
+	"elif [ -n \"$_dfj\" ]; then\n"
+	"\ttrap 'exec 0</dev/null; _dfu=1' TERM\n"
 	"\texec 0<&3 3>&-\n"
-	"\techo $$ >\"$d/stdin.holder\"\n"
+	"\techo $$ >\"$_dfd/stdin.holder\"\n"
 	"else\n"
-	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n"
-	"\techo $h >\"$d/stdin.holder\"\n"
+	"\tsleep 2147483647 <&3 >/dev/null 2>&1 3>&- & _dfh=$!\n"
+	"\techo $_dfh >\"$_dfd/stdin.holder\"\n"
 	"\texec 3>&-\n"
 	"fi\n";
 
@@ -90,16 +98,16 @@ static const char wrapper_holder[] =
  */
 static const char wrapper_watchdog_fmt[] =
 	"(\n"
-	"\tsleep %ld & z=$!\n"
-	"\ttrap 'kill $z 2>/dev/null; exit 0' TERM\n"
-	"\twait $z\n"
-	"\t[ -e \"$d/exit\" ] && exit 0\n"
+	"\tsleep %ld & _dfz=$!\n"
+	"\ttrap 'kill $_dfz 2>/dev/null; exit 0' TERM\n"
+	"\twait $_dfz\n"
+	"\t[ -e \"$_dfd/exit\" ] && exit 0\n"
 	"\ttrap '' TERM\n"
-	"\techo timedout >\"$d/state\"\n"
-	"\tkill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null\n"
+	"\techo timedout >\"$_dfd/state\"\n"
+	"\tkill -TERM -$_dfp 2>/dev/null || kill -TERM $_dfp 2>/dev/null\n"
 	"\tsleep 2\n"
-	"\tkill -KILL -$p 2>/dev/null || kill -KILL $p 2>/dev/null\n"
-	") </dev/null & w=$!\n";
+	"\tkill -KILL -$_dfp 2>/dev/null || kill -KILL $_dfp 2>/dev/null\n"
+	") </dev/null & _dfw=$!\n";
 
 int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 {
@@ -123,22 +131,22 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * as they came ($-); the wrapper turns those off, and the command's
 	 * subshell turns them on again (with noglob, which the wrapper's own
 	 * set -f/+f changes). */
-	sb_adds(sb, "a=$-; set +euC\n"
-		"d=$1\n"
-		"r=; o=; s=\n"
-		"j=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) j=1 ;; esac\n"
-		"case $5 in /*) r=$5 ;; esac\n"
-		"if [ -z \"$r\" ] || [ -z \"$j\" ]; then\n"
+	sb_adds(sb, "_dfa=$-; set +euC\n"
+		"_dfd=$1\n"
+		"_dfr=; _dfo=; _dfs=\n"
+		"_dfj=; [ -n \"$BASH_VERSION\" ] && set -m 2>/dev/null && case $- in *m*) _dfj=1 ;; esac\n"
+		"case $5 in /*) _dfr=$5 ;; esac\n"
+		"if [ -z \"$_dfr\" ] || [ -z \"$_dfj\" ]; then\n"
 		"IFS=:; set -f\n"
-		"for x in $PATH; do\n"
-		"\tcase $x in /*) ;; *) continue ;; esac\n"
-		"\t[ -n \"$r\" ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && r=$x/bash; }\n"
-		"\t[ -n \"$o\" ] || { [ -f \"$x/sh\" ] && [ -x \"$x/sh\" ] && o=$x/sh; }\n"
-		"\t[ -n \"$s\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && s=$x/setsid; }\n"
+		"for _dfx in $PATH; do\n"
+		"\tcase $_dfx in /*) ;; *) continue ;; esac\n"
+		"\t[ -n \"$_dfr\" ] || { [ -f \"$_dfx/bash\" ] && [ -x \"$_dfx/bash\" ] && _dfr=$_dfx/bash; }\n"
+		"\t[ -n \"$_dfo\" ] || { [ -f \"$_dfx/sh\" ] && [ -x \"$_dfx/sh\" ] && _dfo=$_dfx/sh; }\n"
+		"\t[ -n \"$_dfs\" ] || { [ -f \"$_dfx/setsid\" ] && [ -x \"$_dfx/setsid\" ] && _dfs=$_dfx/setsid; }\n"
 		"done\n"
 		"unset IFS; set +f\n"
 		"fi\n"
-		"[ -n \"$r\" ] || r=${o:-/bin/sh}\n");
+		"[ -n \"$_dfr\" ] || _dfr=${_dfo:-/bin/sh}\n");
 	sb_adds(sb, wrapper_stdin);
 	/* The environment as assignments before the command word: they reach
 	 * the command only, not the wrapper's own tools (a PATH=... must not
@@ -167,13 +175,13 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * before the exec (a builtin; its group is made by then), unless
 	 * it was on before the wrapper's set -m (a: $- at the start), so
 	 * the command gets the options as they came. */
-	sb_adds(sb, "e=${d%/cmd/*}/env\n"
+	sb_adds(sb, "_dfe=${_dfd%/cmd/*}/env\n"
 		"( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
-		"[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
-		"case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
-		"case $a in *C*) set -C ;; esac; case $a in *f*) set -f ;; esac\n"
-		"set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
-		"[ -r \"$e\" ] && . \"$e\"; ");
+		"[ -n \"$_dfj\" ] && case $_dfa in *m*) ;; *) set +m ;; esac\n"
+		"case $_dfa in *e*) set -e ;; esac; case $_dfa in *u*) set -u ;; esac\n"
+		"case $_dfa in *C*) set -C ;; esac; case $_dfa in *f*) set -f ;; esac\n"
+		"set -- \"$_dfr\" \"$_dfd/command\"; [ -z \"$_dfj\" ] && [ -n \"$_dfs\" ] && set -- \"$_dfs\" \"$@\"\n"
+		"[ -r \"$_dfe\" ] && . \"$_dfe\"; ");
 	for (i = 0; i < spec->n_env; i++) {
 		sb_adds(sb, spec->env[i].key);
 		sb_addc(sb, '=');
@@ -185,23 +193,23 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 	 * pgid is written in place, not renamed: whoever reads it (the
 	 * launcher, kill) waits until it is not empty, and one short write
 	 * is never seen half done. */
-	sb_adds(sb, "exec \"$@\" ) <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n"
-		"[ -n \"$j\" ] && set +m\n");
+	sb_adds(sb, "exec \"$@\" ) <\"$_dfi\" 3>&- >>\"$_dfd/stdout\" 2>>\"$_dfd/stderr\" & _dfp=$!\n"
+		"[ -n \"$_dfj\" ] && set +m\n");
 	sb_adds(sb, wrapper_holder);
-	sb_adds(sb, "echo $p >\"$d/pgid\"\n");
+	sb_adds(sb, "echo $_dfp >\"$_dfd/pgid\"\n");
 	if (spec->timeout_s > 0)
 		sb_addf(sb, wrapper_watchdog_fmt, spec->timeout_s);
-	sb_adds(sb, "while :; do u=; wait $p; c=$?; [ -n \"$u\" ] || break; done\n");
+	sb_adds(sb, "while :; do _dfu=; wait $_dfp; _dfc=$?; [ -n \"$_dfu\" ] || break; done\n");
 	if (spec->timeout_s > 0)
 		/* As timeout(1): 124 says the time ran out. */
-		sb_adds(sb, "kill $w 2>/dev/null\n"
-			"y=; [ -e \"$d/state\" ] && read y <\"$d/state\"\n"
-			"[ \"$y\" = timedout ] && c=124\n");
+		sb_adds(sb, "kill $_dfw 2>/dev/null\n"
+			"_dfy=; [ -e \"$_dfd/state\" ] && read _dfy <\"$_dfd/state\"\n"
+			"[ \"$_dfy\" = timedout ] && _dfc=124\n");
 	/* The launcher that waits for the end (add_end_wait) hears it first,
 	 * with the status: its answer does not wait for the rename below.
 	 * The read-write open never blocks, and nor does the write: with
 	 * nobody left to read it, the line is dropped. */
-	sb_adds(sb, "[ -p \"$d/end.pipe\" ] && echo \"end $c\" 1<>\"$d/end.pipe\" 2>/dev/null\n"
+	sb_adds(sb, "[ -p \"$_dfd/end.pipe\" ] && echo \"end $_dfc\" 1<>\"$_dfd/end.pipe\" 2>/dev/null\n"
 		/* Then exit: its existence means the streams are final. It is
 		 * written in place, by one write(2) of its few bytes: a reader
 		 * may find it empty for that instant, and takes an empty exit
@@ -217,8 +225,8 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * Then the holder goes: a write still in flight fails (EPIPE)
 		 * rather than wait for a reader that will never come (a writer
 		 * that saw no exit finds the holder still there). */
-		"echo $c >\"$d/exit\" || rm -f \"$d/exit\"\n"
-		"[ -n \"$h\" ] && kill $h 2>/dev/null\n"
+		"echo $_dfc >\"$_dfd/exit\" || rm -f \"$_dfd/exit\"\n"
+		"[ -n \"$_dfh\" ] && kill $_dfh 2>/dev/null\n"
 		"exec 0</dev/null\n"
 		/* The spare FIFOs of the next launch (exec_build_launcher_ex):
 		 * made now, after the end, they cost the next command nothing.
@@ -226,7 +234,7 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * on the bench machine: the fork and the mkfifo took the CPU
 		 * its start needed.) Those still there stay (mkfifo fails on
 		 * them). */
-		"[ \"$2\" = f ] && mkfifo \"${d%/cmd/*}/spare.stdin.pipe\" \"${d%/cmd/*}/spare.end.pipe\" "
+		"[ \"$2\" = f ] && mkfifo \"${_dfd%/cmd/*}/spare.stdin.pipe\" \"${_dfd%/cmd/*}/spare.end.pipe\" "
 		">/dev/null 2>&1\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;
@@ -251,9 +259,9 @@ static void add_file(struct strbuf *sb, const char *name, const char *text)
 	if (str_is_utf8(text)) {
 		sb_adds(sb, "printf %s ");
 		sh_quote(sb, text);
-		sb_addf(sb, " >\"$d/%s\"", name);
+		sb_addf(sb, " >\"$_dfd/%s\"", name);
 	} else {
-		sb_addf(sb, "base64 -d >\"$d/%s\" <<'DAYTONAFS_EOF'", name);
+		sb_addf(sb, "base64 -d >\"$_dfd/%s\" <<'DAYTONAFS_EOF'", name);
 	}
 }
 
@@ -294,13 +302,13 @@ static bool token_valid(const char *t)
 static void add_claim(struct strbuf *sb, long wait_s)
 {
 	sb_addf(sb, "set -C\n"
-		"if { true >\"$t\"; } 2>/dev/null; then set +C; else\n"
-		"\tset +C; i=0\n"
-		"\twhile [ ! -s \"$t\" ] && [ $i -lt %ld ]; do sleep 0.05; i=$((i+1)); done\n"
-		"\t[ -s \"$t\" ] && cat \"$t\" 2>/dev/null || echo 'daytonafs-error replay'\n"
+		"if { true >\"$_dft\"; } 2>/dev/null; then set +C; else\n"
+		"\tset +C; _dfi=0\n"
+		"\twhile [ ! -s \"$_dft\" ] && [ $_dfi -lt %ld ]; do sleep 0.05; _dfi=$((_dfi+1)); done\n"
+		"\t[ -s \"$_dft\" ] && cat \"$_dft\" 2>/dev/null || echo 'daytonafs-error replay'\n"
 		"\texit 0\n"
 		"fi\n"
-		"say() { echo \"$1\"; echo \"$1\" >>\"$t\"; }\n",
+		"say() { echo \"$1\"; echo \"$1\" >>\"$_dft\"; }\n",
 		wait_s * 20);
 }
 
@@ -322,24 +330,24 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
 	long fine = wait_ms / 2 < 25 ? wait_ms / 2 : 25;
 	long coarse = (wait_ms - fine * 2) / 10;
 
-	sb_addf(sb, "e=\n"
-		"if [ -n \"$q\" ]; then\n"
-		"\tx=\n"
+	sb_addf(sb, "_dfe=\n"
+		"if [ -n \"$_dfq\" ]; then\n"
+		"\t_dfx=\n"
 		"\tif [ -n \"$ZSH_VERSION$BASH_VERSION\" ]; then\n"
-		"\t\t[ -e \"$d/exit\" ] || read -t %ld.%03ld x <&4\n"
+		"\t\t[ -e \"$_dfd/exit\" ] || read -t %ld.%03ld _dfx <&4\n"
 		"\telse\n"
-		"\t\t(sleep %ld.%03ld; echo timer >&4) >/dev/null 2>&1 </dev/null & k=$!\n"
-		"\t\t[ -e \"$d/exit\" ] || read x <&4\n"
-		"\t\tkill $k 2>/dev/null\n"
+		"\t\t(sleep %ld.%03ld; echo timer >&4) >/dev/null 2>&1 </dev/null & _dfk=$!\n"
+		"\t\t[ -e \"$_dfd/exit\" ] || read _dfx <&4\n"
+		"\t\tkill $_dfk 2>/dev/null\n"
 		"\tfi\n"
 		"\texec 4>&-\n"
-		"\tcase $x in 'end '*) e=${x#end } ;; esac\n"
+		"\tcase $_dfx in 'end '*) _dfe=${_dfx#end } ;; esac\n"
 		"else\n", wait_ms / 1000, wait_ms % 1000, wait_ms / 1000, wait_ms % 1000);
 	if (fine > 0)
-		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.002; i=$((i+1)); done\n",
+		sb_addf(sb, "_dfi=0; while [ ! -e \"$_dfd/exit\" ] && [ $_dfi -lt %ld ]; do sleep 0.002; _dfi=$((_dfi+1)); done\n",
 			fine);
 	if (coarse > 0)
-		sb_addf(sb, "i=0; while [ ! -e \"$d/exit\" ] && [ $i -lt %ld ]; do sleep 0.01; i=$((i+1)); done\n",
+		sb_addf(sb, "_dfi=0; while [ ! -e \"$_dfd/exit\" ] && [ $_dfi -lt %ld ]; do sleep 0.01; _dfi=$((_dfi+1)); done\n",
 			coarse);
 	sb_adds(sb, ":\nfi\n");
 }
@@ -359,11 +367,11 @@ static void add_end_wait(struct strbuf *sb, long wait_ms)
  */
 static void add_inline(struct strbuf *sb, size_t inline_max)
 {
-	sb_adds(sb, "[ -n \"$e\" ] || { [ -e \"$d/exit\" ] && read e <\"$d/exit\"; }\n"
-		"if [ -n \"$e\" ]; then\n"
-		"\ty=; [ -e \"$d/state\" ] && read y <\"$d/state\"\n"
-		"\techo \"daytonafs-exit $e $y\"\n"
-		"\tb=; command -v base64 >/dev/null 2>&1 && b=1\n");
+	sb_adds(sb, "[ -n \"$_dfe\" ] || { [ -e \"$_dfd/exit\" ] && read _dfe <\"$_dfd/exit\"; }\n"
+		"if [ -n \"$_dfe\" ]; then\n"
+		"\t_dfy=; [ -e \"$_dfd/state\" ] && read _dfy <\"$_dfd/state\"\n"
+		"\techo \"daytonafs-exit $_dfe $_dfy\"\n"
+		"\t_dfb=; command -v base64 >/dev/null 2>&1 && _dfb=1\n");
 	/* One stream's section: its size (empty when unknown, which drops the
 	 * section) and, when it fits, its bytes. */
 	/* Under zsh, a stream of plain text (printable ASCII, tabs and
@@ -376,11 +384,11 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 	sb_addf(sb, "\tput() {\n"
 		"\t\techo \"daytonafs-$1 $2\"\n"
 		"\t\tif [ -n \"$2\" ] && [ \"$2\" -gt 0 ] && [ \"$2\" -le %zu ]; then\n"
-		"\t\t\tif [ -n \"$ZSH_VERSION\" ] && eval 'local LC_ALL=C a=; zmodload -F zsh/system b:sysread && "
-		"sysread -s $(($2+1)) a <\"$d/$1\" && [[ ${#a} -eq $2 && $a != *[^$'\\''\\t\\n'\\''[:print:]]* ]]'; then\n"
-		"\t\t\t\techo daytonafs-text; print -rn -- \"$a\"; echo; echo daytonafs-text-end\n"
-		"\t\t\telif [ -n \"$b\" ]; then\n"
-		"\t\t\t\tbase64 <\"$d/$1\"\n"
+		"\t\t\tif [ -n \"$ZSH_VERSION\" ] && eval 'local LC_ALL=C _dfa=; zmodload -F zsh/system b:sysread && "
+		"sysread -s $(($2+1)) _dfa <\"$_dfd/$1\" && [[ ${#_dfa} -eq $2 && $_dfa != *[^$'\\''\\t\\n'\\''[:print:]]* ]]'; then\n"
+		"\t\t\t\techo daytonafs-text; print -rn -- \"$_dfa\"; echo; echo daytonafs-text-end\n"
+		"\t\t\telif [ -n \"$_dfb\" ]; then\n"
+		"\t\t\t\tbase64 <\"$_dfd/$1\"\n"
 		"\t\t\tfi\n"
 		"\t\tfi 2>/dev/null\n"
 		"\t}\n", inline_max);
@@ -390,15 +398,15 @@ static void add_inline(struct strbuf *sb, size_t inline_max)
 	 * read without a command substitution (the brace group may be a
 	 * subshell: it only prints); a line that is not the stream's leaves its
 	 * size empty. */
-	sb_adds(sb, "\tif [ ! -s \"$d/stdout\" ] && [ ! -s \"$d/stderr\" ]; then\n"
+	sb_adds(sb, "\tif [ ! -s \"$_dfd/stdout\" ] && [ ! -s \"$_dfd/stderr\" ]; then\n"
 		"\t\techo daytonafs-stdout 0; echo daytonafs-stderr 0\n"
 		"\telif [ -n \"$ZSH_VERSION\" ] && eval 'zmodload -F zsh/stat b:zstat && "
-		"zstat -A z +size -- \"$d/stdout\" \"$d/stderr\" && u=$z[1] && v=$z[2]' 2>/dev/null; then\n"
-		"\t\tput stdout \"$u\"; put stderr \"$v\"\n"
+		"zstat -A _dfz +size -- \"$_dfd/stdout\" \"$_dfd/stderr\" && _dfu=$_dfz[1] && _dfv=$_dfz[2]' 2>/dev/null; then\n"
+		"\t\tput stdout \"$_dfu\"; put stderr \"$_dfv\"\n"
 		"\telse\n"
-		"\t\twc -c \"$d/stdout\" \"$d/stderr\" 2>/dev/null | {\n"
-		"\t\t\tz=; x=; read z x; case $x in */stdout) ;; *) z= ;; esac; put stdout \"$z\"\n"
-		"\t\t\tz=; x=; read z x; case $x in */stderr) ;; *) z= ;; esac; put stderr \"$z\"\n"
+		"\t\twc -c \"$_dfd/stdout\" \"$_dfd/stderr\" 2>/dev/null | {\n"
+		"\t\t\t_dfz=; _dfx=; read _dfz _dfx; case $_dfx in */stdout) ;; *) _dfz= ;; esac; put stdout \"$_dfz\"\n"
+		"\t\t\t_dfz=; _dfx=; read _dfz _dfx; case $_dfx in */stderr) ;; *) _dfz= ;; esac; put stderr \"$_dfz\"\n"
 		"\t\t}\n"
 		"\tfi\n"
 		"\techo daytonafs-inline-end\n"
@@ -446,52 +454,52 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * the wrapper's start only: bash exports SHELLOPTS as its options are
 	 * when it starts a program, and the command must get them as they
 	 * came (the wrapper keeps them for it: exec_build_wrapper). */
-	sb_adds(sb, "A=$-; set +euCf\nS=");
+	sb_adds(sb, "_dfA=$-; set +euCf\n_dfS=");
 	sh_quote(sb, state_dir);
 	/* Each process the launcher starts is time the user waits for: tests
 	 * and builtins first, and the housekeeping in the background. */
 	/* m makes a directory: under zsh (Daytona's toolbox shell) the
 	 * zf_mkdir builtin of its zsh/files module, loaded alone (it shadows
 	 * nothing): the record's mkdir costs no process. */
-	sb_adds(sb, "\ncase $S in /*) ;; *) S=$PWD/$S ;; esac\n"
-		"m=mkdir; v=\n"
-		"[ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n"
-		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || $m -p \"$S/cmd\" \"$S/launch\" 2>/dev/null\n"
-		"[ -d \"$S/cmd\" ] && [ -d \"$S/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
-	sb_addf(sb, "t=$S/launch/%s\n", token);
+	sb_adds(sb, "\ncase $_dfS in /*) ;; *) _dfS=$PWD/$_dfS ;; esac\n"
+		"_dfm=mkdir; _dfv=\n"
+		"[ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && _dfm=zf_mkdir _dfv=1\n"
+		"[ -d \"$_dfS/cmd\" ] && [ -d \"$_dfS/launch\" ] || $_dfm -p \"$_dfS/cmd\" \"$_dfS/launch\" 2>/dev/null\n"
+		"[ -d \"$_dfS/cmd\" ] && [ -d \"$_dfS/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
+	sb_addf(sb, "_dft=$_dfS/launch/%s\n", token);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
 	if (spec->cwd && *spec->cwd) {
 		/* The x keeps a trailing newline of the name from $(...). */
-		sb_adds(sb, "c=$(");
+		sb_adds(sb, "_dfc=$(");
 		add_decoder(sb, spec->cwd, strlen(spec->cwd));
-		sb_adds(sb, "; echo x); c=${c%x}\n"
-			"cd -- \"$c\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
+		sb_adds(sb, "; echo x); _dfc=${_dfc%x}\n"
+			"cd -- \"$_dfc\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
 	}
 	if (first) {
-		sb_addf(sb, "n=%u; i=0\n", first);
+		sb_addf(sb, "_dfn=%u; _dfi=0\n", first);
 	} else {
 		/* The history, and the number after its highest. ls, not a glob:
 		 * zsh fails on a glob that matches nothing; $(...) is split into
 		 * words by zsh too. Names too long for sh's arithmetic are left
 		 * to the mkdir loop below. */
-		sb_adds(sb, "n=0\n"
-			"for x in $(ls \"$S/cmd\" 2>/dev/null); do\n"
-			"\tcase $x in ''|0*|*[!0-9]*) continue ;; esac\n"
-			"\techo \"daytonafs-have $x\"\n"
-			"\t[ ${#x} -le 9 ] && [ $x -gt $n ] && n=$x\n"
+		sb_adds(sb, "_dfn=0\n"
+			"for _dfx in $(ls \"$_dfS/cmd\" 2>/dev/null); do\n"
+			"\tcase $_dfx in ''|0*|*[!0-9]*) continue ;; esac\n"
+			"\techo \"daytonafs-have $_dfx\"\n"
+			"\t[ ${#_dfx} -le 9 ] && [ $_dfx -gt $_dfn ] && _dfn=$_dfx\n"
 			"done\n"
 			"echo daytonafs-have-end\n"
-			"n=$((n+1)); i=0\n");
+			"_dfn=$((_dfn+1)); _dfi=0\n");
 	}
-	sb_adds(sb, "while ! $m \"$S/cmd/$n\" 2>/dev/null; do\n"
-		"\ti=$((i+1)); n=$((n+1))\n"
-		"\tif [ $i -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
+	sb_adds(sb, "while ! $_dfm \"$_dfS/cmd/$_dfn\" 2>/dev/null; do\n"
+		"\t_dfi=$((_dfi+1)); _dfn=$((_dfn+1))\n"
+		"\tif [ $_dfi -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
-		"d=$S/cmd/$n\n"
+		"_dfd=$_dfS/cmd/$_dfn\n"
 		/* The old claims go, by a process of its own: once in 16
 		 * commands is enough to keep them few. */
-		"if [ $((n % 16)) = 1 ]; then\n"
-		"\tfind \"$S/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n"
+		"if [ $((_dfn % 16)) = 1 ]; then\n"
+		"\tfind \"$_dfS/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n"
 		"fi\n"
 		"if ");
 	add_file(sb, "command", cmd);
@@ -502,8 +510,8 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	add_file_bodies(sb, wrapper.buf);
 	/* A half-made command gets an exit, so it does not look running forever. */
 	sb_adds(sb, ":; else\n"
-		"\techo 'daytonafs: could not set up the command' >>\"$d/stderr\"\n"
-		"\techo 127 >\"$d/exit\"; say \"daytonafs-error setup $n\"; exit 0\n"
+		"\techo 'daytonafs: could not set up the command' >>\"$_dfd/stderr\"\n"
+		"\techo 127 >\"$_dfd/exit\"; say \"daytonafs-error setup $_dfn\"; exit 0\n"
 		"fi\n");
 	/* Without a FIFO the command's stdin is /dev/null. The FIFOs are
 	 * made by one mkfifo for both (a process less). Under zsh, whose
@@ -517,16 +525,16 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * comes after two program starts. Should it come first all the same
 	 * (the launcher held up for milliseconds), the line is lost and the
 	 * wait ends at wait_ms with the exit file: later, never wrong. */
-	sb_adds(sb, "if [ -n \"$v\" ]; then\n"
-		"\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n"
+	sb_adds(sb, "if [ -n \"$_dfv\" ]; then\n"
+		"\tzf_mv \"$_dfS/spare.stdin.pipe\" \"$_dfd/stdin.pipe\" 2>/dev/null\n"
 		"fi\n"
-		"set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n");
+		"set --; [ -p \"$_dfd/stdin.pipe\" ] || set -- \"$_dfd/stdin.pipe\"\n");
 	if (wait_ms > 0)
-		sb_adds(sb, "l=; [ -n \"$v\" ] && [ -p \"$S/spare.end.pipe\" ] && l=1\n"
-			"[ -n \"$l\" ] || [ -p \"$d/end.pipe\" ] || set -- \"$@\" \"$d/end.pipe\"\n");
+		sb_adds(sb, "_dfl=; [ -n \"$_dfv\" ] && [ -p \"$_dfS/spare.end.pipe\" ] && _dfl=1\n"
+			"[ -n \"$_dfl\" ] || [ -p \"$_dfd/end.pipe\" ] || set -- \"$@\" \"$_dfd/end.pipe\"\n");
 	sb_adds(sb, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n");
 	if (wait_ms > 0)
-		sb_adds(sb, "q=; [ -p \"$d/end.pipe\" ] && exec 4<>\"$d/end.pipe\" && q=1\n");
+		sb_adds(sb, "_dfq=; [ -p \"$_dfd/end.pipe\" ] && exec 4<>\"$_dfd/end.pipe\" && _dfq=1\n");
 	/* The wrapper runs under bash when there is one (looked up with
 	 * builtins, absolute entries of PATH only, as the wrapper looks up
 	 * the command's): its job control gives the command its process
@@ -544,40 +552,40 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * and zsh (Daytona's toolbox shell) and dash refuse set -m without a
 	 * terminal (zsh even ends the script); bash alone would, for one
 	 * image of two. */
-	sb_adds(sb, "w=sh; g=\n"
+	sb_adds(sb, "_dfw=sh; _dfg=\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
 		"IFS=:\n"
-		"for x in $PATH; do\n"
-		"\tcase $x in /*) ;; *) continue ;; esac\n"
-		"\t[ \"$w\" != sh ] || { [ -f \"$x/bash\" ] && [ -x \"$x/bash\" ] && w=$x/bash; }\n");
+		"for _dfx in $PATH; do\n"
+		"\tcase $_dfx in /*) ;; *) continue ;; esac\n"
+		"\t[ \"$_dfw\" != sh ] || { [ -f \"$_dfx/bash\" ] && [ -x \"$_dfx/bash\" ] && _dfw=$_dfx/bash; }\n");
 	if (!detached)
-		sb_adds(sb, "\t[ -n \"$g\" ] || { [ -f \"$x/setsid\" ] && [ -x \"$x/setsid\" ] && g=$x/setsid; }\n");
+		sb_adds(sb, "\t[ -n \"$_dfg\" ] || { [ -f \"$_dfx/setsid\" ] && [ -x \"$_dfx/setsid\" ] && _dfg=$_dfx/setsid; }\n");
 	sb_adds(sb, "done\n"
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
-		"z=0; [ -n \"${BASH_ENV+x}\" ] && z=1; o=${BASH_ENV-}\n"
-		"case $A in *e*) set -e ;; esac; case $A in *u*) set -u ;; esac\n"
-		"case $A in *C*) set -C ;; esac; case $A in *f*) set -f ;; esac\n"
-		"BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"K=$!; set +euCf\n");
+		"_dfz=0; [ -n \"${BASH_ENV+x}\" ] && _dfz=1; _dfo=${BASH_ENV-}\n"
+		"case $_dfA in *e*) set -e ;; esac; case $_dfA in *u*) set -u ;; esac\n"
+		"case $_dfA in *C*) set -C ;; esac; case $_dfA in *f*) set -f ;; esac\n"
+		"BASH_ENV= ${_dfg:+\"$_dfg\"} \"$_dfw\" \"$_dfd/run\" \"$_dfd\" \"${_dfv:+f}\" $_dfz \"$_dfo\" \"$_dfw\" >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"_dfK=$!; set +euCf\n");
 	if (wait_ms > 0)
-		sb_adds(sb, "[ -n \"$l\" ] && zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\" 2>/dev/null && "
-			"exec 4<>\"$d/end.pipe\" && q=1\n");
-	sb_adds(sb, "echo $K >\"$d/wpid\"\n"
+		sb_adds(sb, "[ -n \"$_dfl\" ] && zf_mv \"$_dfS/spare.end.pipe\" \"$_dfd/end.pipe\" 2>/dev/null && "
+			"exec 4<>\"$_dfd/end.pipe\" && _dfq=1\n");
+	sb_adds(sb, "echo $_dfK >\"$_dfd/wpid\"\n"
 		/* The streams are made once the wrapper is on its way, not
 		 * before: each file made is a metadata write, which a short
 		 * command's answer would wait for (0.2-0.7 ms each on the bench
 		 * machine's disk). The command's own >> makes them if it comes
 		 * first; >> here never truncates what it wrote. */
-		": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
+		": >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */
 	if (wait_ms > 0)
 		add_end_wait(sb, wait_ms);
 	/* Started means the command has its process group: kill works from now. */
-	sb_adds(sb, "i=0\n"
-		"while [ ! -s \"$d/pgid\" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done\n"
-		"say \"daytonafs-started $n\"\n");
+	sb_adds(sb, "_dfi=0\n"
+		"while [ ! -s \"$_dfd/pgid\" ] && [ $_dfi -lt 500 ]; do sleep 0.01; _dfi=$((_dfi+1)); done\n"
+		"say \"daytonafs-started $_dfn\"\n");
 	if (wait_ms > 0)
 		add_inline(sb, inline_max);
 	rc = sb->oom ? -ENOMEM : 0;
@@ -595,20 +603,20 @@ out:
  */
 static const char alive_fn[] =
 	"alive() {\n"
-	"\tw=$(cat \"$d/wpid\" 2>/dev/null)\n"
-	"\tcase $w in ''|*[!0-9]*) w=; return 0 ;; esac\n"
-	"\tkill -0 \"$w\" 2>/dev/null || return 1\n"
-	"\tz=$(cat \"/proc/$w/stat\" 2>/dev/null); z=${z##*) }\n"
-	"\tcase $z in Z*|X*) return 1 ;; esac\n"
-	"\tcase $(tr '\\000' ' ' <\"/proc/$w/cmdline\" 2>/dev/null) in\n"
-	"\t''|*\"/cmd/${d##*/}/run\"*) return 0 ;;\n"
+	"\t_dfw=$(cat \"$_dfd/wpid\" 2>/dev/null)\n"
+	"\tcase $_dfw in ''|*[!0-9]*) _dfw=; return 0 ;; esac\n"
+	"\tkill -0 \"$_dfw\" 2>/dev/null || return 1\n"
+	"\t_dfz=$(cat \"/proc/$_dfw/stat\" 2>/dev/null); _dfz=${_dfz##*) }\n"
+	"\tcase $_dfz in Z*|X*) return 1 ;; esac\n"
+	"\tcase $(tr '\\000' ' ' <\"/proc/$_dfw/cmdline\" 2>/dev/null) in\n"
+	"\t''|*\"/cmd/${_dfd##*/}/run\"*) return 0 ;;\n"
 	"\tesac\n"
 	"\treturn 1\n"
 	"}\n"
 	/* Ends the record as killed by the restart. */
 	"orphan() {\n"
-	"\t[ -s \"$d/state\" ] || echo killed >\"$d/state\"\n"
-	"\techo 137 >\"$d/exit.$$\" && mv -f \"$d/exit.$$\" \"$d/exit\"\n"
+	"\t[ -s \"$_dfd/state\" ] || echo killed >\"$_dfd/state\"\n"
+	"\techo 137 >\"$_dfd/exit.$$\" && mv -f \"$_dfd/exit.$$\" \"$_dfd/exit\"\n"
 	"}\n";
 
 /* "sh -c 'SCRIPT'": the toolbox shell may be zsh, whose kill and case differ. */
@@ -641,14 +649,14 @@ static void add_dir(struct strbuf *sb, const char *var, const char *dir)
  */
 static const char ours_fn[] =
 	"ours() {\n"
-	"\t[ -n \"$p\" ] && [ -d /proc/self ] || return 1\n"
-	"\tfor x in /proc/[0-9]*; do\n"
-	"\t\tz=; { read z <\"$x/stat\"; } 2>/dev/null || continue\n"
-	"\t\tz=${z##*) }; set -f; set -- $z; set +f\n"
-	"\t\t[ \"$3\" = \"$p\" ] || continue\n"
+	"\t[ -n \"$_dfp\" ] && [ -d /proc/self ] || return 1\n"
+	"\tfor _dfx in /proc/[0-9]*; do\n"
+	"\t\t_dfz=; { read _dfz <\"$_dfx/stat\"; } 2>/dev/null || continue\n"
+	"\t\t_dfz=${_dfz##*) }; set -f; set -- $_dfz; set +f\n"
+	"\t\t[ \"$3\" = \"$_dfp\" ] || continue\n"
 	"\t\tcase $1 in Z*|X*) continue ;; esac\n"
-	"\t\tcase $({ readlink \"$x/fd/1\"; readlink \"$x/fd/2\"; tr '\\000' ' ' <\"$x/cmdline\"; } 2>/dev/null) in\n"
-	"\t\t*\"$d/stdout\"*|*\"$d/stderr\"*|*\"$d/command\"*) return 0 ;;\n"
+	"\t\tcase $({ readlink \"$_dfx/fd/1\"; readlink \"$_dfx/fd/2\"; tr '\\000' ' ' <\"$_dfx/cmdline\"; } 2>/dev/null) in\n"
+	"\t\t*\"$_dfd/stdout\"*|*\"$_dfd/stderr\"*|*\"$_dfd/command\"*) return 0 ;;\n"
 	"\t\tesac\n"
 	"\tdone\n"
 	"\treturn 1\n"
@@ -666,39 +674,39 @@ static const char ours_fn[] =
  * returns once the command has ended, or 3 s after the TERM.
  */
 static const char kill_script[] =
-	"if [ -e \"$d/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
-	"i=0\n"
-	"while [ ! -s \"$d/pgid\" ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done\n"
-	"p=$(cat \"$d/pgid\" 2>/dev/null)\n"
-	"case $p in ''|*[!0-9]*) p= ;; esac\n"
-	"l=\n"
-	"if [ -n \"$p\" ]; then if alive; then l=1; elif ours; then l=0; fi; fi\n"
-	"if [ -z \"$l\" ]; then\n"
-	"\t[ -e \"$d/exit\" ] || orphan\n"
+	"if [ -e \"$_dfd/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
+	"_dfi=0\n"
+	"while [ ! -s \"$_dfd/pgid\" ] && [ $_dfi -lt 200 ]; do sleep 0.01; _dfi=$((_dfi+1)); done\n"
+	"_dfp=$(cat \"$_dfd/pgid\" 2>/dev/null)\n"
+	"case $_dfp in ''|*[!0-9]*) _dfp= ;; esac\n"
+	"_dfl=\n"
+	"if [ -n \"$_dfp\" ]; then if alive; then _dfl=1; elif ours; then _dfl=0; fi; fi\n"
+	"if [ -z \"$_dfl\" ]; then\n"
+	"\t[ -e \"$_dfd/exit\" ] || orphan\n"
 	"\techo daytonafs-killed; exit 0\n"
 	"fi\n"
-	"echo killed >\"$d/state\"\n"
-	"if kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; then\n"
-	"\tk='sleep 2; kill -KILL -$1 2>/dev/null || kill -KILL $1 2>/dev/null'\n"
+	"echo killed >\"$_dfd/state\"\n"
+	"if kill -TERM -$_dfp 2>/dev/null || kill -TERM $_dfp 2>/dev/null; then\n"
+	"\t_dfk='sleep 2; kill -KILL -$1 2>/dev/null || kill -KILL $1 2>/dev/null'\n"
 	"\tif command -v setsid >/dev/null 2>&1; then\n"
-	"\t\tsetsid sh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
+	"\t\tsetsid sh -c \"$_dfk\" sh $_dfp >/dev/null 2>&1 </dev/null &\n"
 	"\telse\n"
-	"\t\tsh -c \"$k\" sh $p >/dev/null 2>&1 </dev/null &\n"
+	"\t\tsh -c \"$_dfk\" sh $_dfp >/dev/null 2>&1 </dev/null &\n"
 	"\tfi\n"
 	/* Done when it has ended (usually at once; 2 s for one that ignores
 	 * TERM), so that status says "killed" after the write: when exit
 	 * holds its status (-s: the wrapper writes it in place, and an empty
 	 * one is not read as an end). */
-	"\ti=0\n"
-	"\tif [ $l = 1 ]; then\n"
-	"\t\twhile [ ! -s \"$d/exit\" ] && [ $i -lt 150 ]; do sleep 0.02; i=$((i+1)); done\n"
+	"\t_dfi=0\n"
+	"\tif [ $_dfl = 1 ]; then\n"
+	"\t\twhile [ ! -s \"$_dfd/exit\" ] && [ $_dfi -lt 150 ]; do sleep 0.02; _dfi=$((_dfi+1)); done\n"
 	"\telse\n"
-	"\t\twhile ours && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done\n"
+	"\t\twhile ours && [ $_dfi -lt 30 ]; do sleep 0.1; _dfi=$((_dfi+1)); done\n"
 	"\tfi\n"
 	"fi\n"
 	/* Without a wrapper the end is recorded here; a group that outlived
 	 * its SIGKILL (a process stuck in the kernel) ends as it will. */
-	"[ $l = 0 ] && [ ! -e \"$d/exit\" ] && orphan\n"
+	"[ $_dfl = 0 ] && [ ! -e \"$_dfd/exit\" ] && orphan\n"
 	"echo daytonafs-killed\n";
 
 /* An sh -c of: var=dir, the alive function, then body. */
@@ -716,7 +724,7 @@ static void build_alive_script(struct strbuf *sb, const char *var, const char *d
 
 void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
 {
-	build_alive_script(sb, "d", cmd_dir, kill_script);
+	build_alive_script(sb, "_dfd", cmd_dir, kill_script);
 }
 
 /*
@@ -733,20 +741,20 @@ int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *b
 {
 	if (!token_valid(batch_id) || (done_id && !token_valid(done_id)))
 		return -EINVAL;
-	add_dir(sb, "d", cmd_dir);
-	sb_addf(sb, "t=$d/stdin.b.%s\n", batch_id);
+	add_dir(sb, "_dfd", cmd_dir);
+	sb_addf(sb, "_dft=$_dfd/stdin.b.%s\n", batch_id);
 	/* No record: nothing to claim in, and nothing to feed (nostdin below). */
-	sb_adds(sb, "if [ -d \"$d\" ]; then\n");
+	sb_adds(sb, "if [ -d \"$_dfd\" ]; then\n");
 	add_claim(sb, STDIN_TIMEOUT_S - 5);
 	sb_adds(sb, "else say() { echo \"$1\"; }; fi\n");
 	if (done_id)
-		sb_addf(sb, "rm -rf \"$d/stdin.b.%s\" 2>/dev/null\n", done_id);
-	sb_adds(sb, "if [ -e \"$d/exit\" ]; then say daytonafs-ended\n"
-		"elif [ -e \"$d/stdin.eof\" ]; then say daytonafs-closed\n"
-		"elif [ ! -p \"$d/stdin.pipe\" ]; then say daytonafs-nostdin\n"
+		sb_addf(sb, "rm -rf \"$_dfd/stdin.b.%s\" 2>/dev/null\n", done_id);
+	sb_adds(sb, "if [ -e \"$_dfd/exit\" ]; then say daytonafs-ended\n"
+		"elif [ -e \"$_dfd/stdin.eof\" ]; then say daytonafs-closed\n"
+		"elif [ ! -p \"$_dfd/stdin.pipe\" ]; then say daytonafs-nostdin\n"
 		"elif ");
 	add_decoder(sb, data, len);
-	sb_adds(sb, " >\"$d/stdin.pipe\"; then say daytonafs-written\n"
+	sb_adds(sb, " >\"$_dfd/stdin.pipe\"; then say daytonafs-written\n"
 		"else say daytonafs-failed\n"
 		"fi\n");
 	return sb->oom ? -ENOMEM : 0;
@@ -759,15 +767,15 @@ int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *b
  * other mounts, and stops later writes.
  */
 static const char stdin_close_script[] =
-	"[ -e \"$d/stdin.eof\" ] || : >\"$d/stdin.eof\"\n"
-	"h=$(cat \"$d/stdin.holder\" 2>/dev/null)\n"
-	"case $h in ''|*[!0-9]*) h= ;; esac\n"
-	"if [ -n \"$h\" ] && [ ! -e \"$d/exit\" ]; then\n"
+	"[ -e \"$_dfd/stdin.eof\" ] || : >\"$_dfd/stdin.eof\"\n"
+	"_dfh=$(cat \"$_dfd/stdin.holder\" 2>/dev/null)\n"
+	"case $_dfh in ''|*[!0-9]*) _dfh= ;; esac\n"
+	"if [ -n \"$_dfh\" ] && [ ! -e \"$_dfd/exit\" ]; then\n"
 	"\tif [ ! -d /proc/self ]; then\n"
-	"\t\tkill $h 2>/dev/null\n"
-	"\telif [ -d \"/proc/$h\" ]; then\n"
-	"\t\tcase $(readlink \"/proc/$h/fd/0\" 2>/dev/null) in\n"
-	"\t\t''|*/stdin.pipe) kill $h 2>/dev/null ;;\n"
+	"\t\tkill $_dfh 2>/dev/null\n"
+	"\telif [ -d \"/proc/$_dfh\" ]; then\n"
+	"\t\tcase $(readlink \"/proc/$_dfh/fd/0\" 2>/dev/null) in\n"
+	"\t\t''|*/stdin.pipe) kill $_dfh 2>/dev/null ;;\n"
 	"\t\tesac\n"
 	"\tfi\n"
 	"fi\n"
@@ -777,7 +785,7 @@ void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir)
 {
 	struct strbuf script = STRBUF_INIT;
 
-	add_dir(&script, "d", cmd_dir);
+	add_dir(&script, "_dfd", cmd_dir);
 	sb_adds(&script, stdin_close_script);
 	add_sh_c(sb, &script);
 	sb_free(&script);
@@ -788,23 +796,23 @@ void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir)
  * wrapper pid is being started, unless its run script is over a minute old.
  */
 static const char reconcile_script[] =
-	"for d in \"$S\"/cmd/*; do\n"
-	"\t[ -f \"$d/run\" ] && [ ! -e \"$d/exit\" ] || continue\n"
+	"for _dfd in \"$_dfS\"/cmd/*; do\n"
+	"\t[ -f \"$_dfd/run\" ] && [ ! -e \"$_dfd/exit\" ] || continue\n"
 	"\tif alive; then\n"
-	"\t\t[ -n \"$w\" ] && continue\n"
-	"\t\t[ -n \"$(find \"$d/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
+	"\t\t[ -n \"$_dfw\" ] && continue\n"
+	"\t\t[ -n \"$(find \"$_dfd/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
 	"\tfi\n"
-	"\t[ -e \"$d/exit\" ] && continue\n"
+	"\t[ -e \"$_dfd/exit\" ] && continue\n"
 	/* The wrapper is gone but the command runs on (ours): not ended. */
-	"\tp=$(cat \"$d/pgid\" 2>/dev/null); case $p in ''|*[!0-9]*) p= ;; esac\n"
+	"\t_dfp=$(cat \"$_dfd/pgid\" 2>/dev/null); case $_dfp in ''|*[!0-9]*) _dfp= ;; esac\n"
 	"\tours && continue\n"
-	"\torphan && echo \"daytonafs-orphan ${d##*/}\"\n"
+	"\torphan && echo \"daytonafs-orphan ${_dfd##*/}\"\n"
 	"done\n"
 	"echo daytonafs-reconciled\n";
 
 void exec_build_reconcile(struct strbuf *sb, const char *state_dir)
 {
-	build_alive_script(sb, "S", state_dir, reconcile_script);
+	build_alive_script(sb, "_dfS", state_dir, reconcile_script);
 }
 
 /* ---- parsers ---------------------------------------------------------------- */

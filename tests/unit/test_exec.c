@@ -225,25 +225,25 @@ UNIT_TEST(wrapper_text)
 
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
 	CHECK(strstr(sb_str(&sb), "( case $3 in 1) BASH_ENV=$4; export BASH_ENV ;; 0) unset BASH_ENV ;; esac\n"
-		     "[ -n \"$j\" ] && case $a in *m*) ;; *) set +m ;; esac\n"
-		     "case $a in *e*) set -e ;; esac; case $a in *u*) set -u ;; esac\n"
-		     "case $a in *C*) set -C ;; esac; case $a in *f*) set -f ;; esac\n"
-		     "set -- \"$r\" \"$d/command\"; [ -z \"$j\" ] && [ -n \"$s\" ] && set -- \"$s\" \"$@\"\n"
-		     "[ -r \"$e\" ] && . \"$e\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
-		     ") <\"$i\" 3>&- >>\"$d/stdout\" 2>>\"$d/stderr\" & p=$!\n") != NULL);
+		     "[ -n \"$_dfj\" ] && case $_dfa in *m*) ;; *) set +m ;; esac\n"
+		     "case $_dfa in *e*) set -e ;; esac; case $_dfa in *u*) set -u ;; esac\n"
+		     "case $_dfa in *C*) set -C ;; esac; case $_dfa in *f*) set -f ;; esac\n"
+		     "set -- \"$_dfr\" \"$_dfd/command\"; [ -z \"$_dfj\" ] && [ -n \"$_dfs\" ] && set -- \"$_dfs\" \"$@\"\n"
+		     "[ -r \"$_dfe\" ] && . \"$_dfe\"; K_1='it'\\''s $HOME `x`' EMPTY='' exec \"$@\" "
+		     ") <\"$_dfi\" 3>&- >>\"$_dfd/stdout\" 2>>\"$_dfd/stderr\" & _dfp=$!\n") != NULL);
 	/* stdin: the holder, which goes once the exit is written */
-	CHECK(strstr(sb_str(&sb), "sleep 2147483647 <&3 >/dev/null 2>&1 3>&- & h=$!\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "echo $c >\"$d/exit\" || rm -f \"$d/exit\"\n"
-		     "[ -n \"$h\" ] && kill $h 2>/dev/null\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "sleep 2147483647 <&3 >/dev/null 2>&1 3>&- & _dfh=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "echo $_dfc >\"$_dfd/exit\" || rm -f \"$_dfd/exit\"\n"
+		     "[ -n \"$_dfh\" ] && kill $_dfh 2>/dev/null\n") != NULL);
 	CHECK(strstr(sb_str(&sb), "timedout") == NULL);
 
 	sb_reset(&sb);
 	spec.timeout_s = 17;
 	spec.n_env = 0;
 	CHECK_INT(exec_build_wrapper(&sb, &spec), 0);
-	CHECK(strstr(sb_str(&sb), "\tsleep 17 & z=$!\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "kill $w 2>/dev/null\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "= timedout ] && c=124\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "\tsleep 17 & _dfz=$!\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "kill $_dfw 2>/dev/null\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "= timedout ] && _dfc=124\n") != NULL);
 
 	/* environment names the shell would not take as an assignment */
 	{
@@ -290,40 +290,40 @@ UNIT_TEST(launcher_text)
 
 	CHECK_INT(exec_build_launcher(&sb, "/tmp/st ate's", 7, "tok-1", &spec), 0);
 	t = sb_str(&sb);
-	CHECK(strncmp(t, "A=$-; set +euCf\nS='/tmp/st ate'\\''s'\n", 37) == 0);
-	CHECK(strstr(t, "\nn=7; i=0\n") != NULL);
+	CHECK(strncmp(t, "_dfA=$-; set +euCf\n_dfS='/tmp/st ate'\\''s'\n", 43) == 0);
+	CHECK(strstr(t, "\n_dfn=7; _dfi=0\n") != NULL);
 	CHECK(contains_b64_of(t, spec.command));
 	CHECK(contains_b64_of(t, spec.cwd));
 	/* every command gets a stdin pipe */
-	CHECK(strstr(t, "set --; [ -p \"$d/stdin.pipe\" ] || set -- \"$d/stdin.pipe\"\n") != NULL);
+	CHECK(strstr(t, "set --; [ -p \"$_dfd/stdin.pipe\" ] || set -- \"$_dfd/stdin.pipe\"\n") != NULL);
 	CHECK(strstr(t, "[ $# = 0 ] || mkfifo \"$@\" 2>/dev/null\n") != NULL);
 	/* under zsh, the spare FIFO first */
-	CHECK(strstr(t, "\tzf_mv \"$S/spare.stdin.pipe\" \"$d/stdin.pipe\" 2>/dev/null\n") != NULL);
+	CHECK(strstr(t, "\tzf_mv \"$_dfS/spare.stdin.pipe\" \"$_dfd/stdin.pipe\" 2>/dev/null\n") != NULL);
 	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
-	CHECK(strstr(t, "$m \"$S/cmd/$n\"") != NULL);
-	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && m=zf_mkdir v=1\n") != NULL);
+	CHECK(strstr(t, "$_dfm \"$_dfS/cmd/$_dfn\"") != NULL);
+	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && _dfm=zf_mkdir _dfv=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own;
 	 * that bash is also the command's (its $5): the wrapper looks for none */
-	CHECK(strstr(t, "BASH_ENV= ${g:+\"$g\"} \"$w\" \"$d/run\" \"$d\" \"${v:+f}\" $z \"$o\" \"$w\" "
+	CHECK(strstr(t, "BASH_ENV= ${_dfg:+\"$_dfg\"} \"$_dfw\" \"$_dfd/run\" \"$_dfd\" \"${_dfv:+f}\" $_dfz \"$_dfo\" \"$_dfw\" "
 		     ">/dev/null 2>&1 </dev/null 4>&- &\n") != NULL);
-	CHECK(strstr(t, "case $5 in /*) r=$5 ;; esac\nif [ -z \"$r\" ] || [ -z \"$j\" ]; then\n") != NULL);
+	CHECK(strstr(t, "case $5 in /*) _dfr=$5 ;; esac\nif [ -z \"$_dfr\" ] || [ -z \"$_dfj\" ]; then\n") != NULL);
 	/* before the wrapper starts, only what it needs: the streams and the
 	 * spare end.pipe come after (fewer metadata writes on the way) */
 	{
-		const char *spawn = strstr(t, "K=$!; set +euCf\n"), *streams = strstr(t, ": >>\"$d/stdout\"; : >>\"$d/stderr\"\n");
+		const char *spawn = strstr(t, "_dfK=$!; set +euCf\n"), *streams = strstr(t, ": >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"\n");
 
 		CHECK(spawn && streams && spawn < streams);
-		CHECK(strstr(t, ": >\"$d/stdout\"") == NULL);
+		CHECK(strstr(t, ": >\"$_dfd/stdout\"") == NULL);
 	}
 	CHECK(strstr(t, "setsid sh") == NULL);
-	CHECK(strstr(t, "g=$x/setsid") == NULL);
+	CHECK(strstr(t, "_dfg=$_dfx/setsid") == NULL);
 	/* a provider that may kill what the script left: setsid for it */
 	sb_reset(&sb);
 	CHECK_INT(exec_build_launcher_own(&sb, "/tmp/st", 7, "tok-1", &spec, 200, 65536, false), 0);
-	CHECK(strstr(sb_str(&sb), "g=$x/setsid") != NULL);
+	CHECK(strstr(sb_str(&sb), "_dfg=$_dfx/setsid") != NULL);
 	t = sb_str(&sb);
 	{
-		const char *spawn = strstr(t, "K=$!; set +euCf\n"), *end = strstr(t, "zf_mv \"$S/spare.end.pipe\" \"$d/end.pipe\"");
+		const char *spawn = strstr(t, "_dfK=$!; set +euCf\n"), *end = strstr(t, "zf_mv \"$_dfS/spare.end.pipe\" \"$_dfd/end.pipe\"");
 
 		CHECK(spawn && end && spawn < end);
 	}
@@ -331,7 +331,7 @@ UNIT_TEST(launcher_text)
 	for (const char *p = t; *p; p++)
 		CHECK((unsigned char)*p < 0x80);
 
-	CHECK(strstr(t, "t=$S/launch/tok-1\n") != NULL);
+	CHECK(strstr(t, "_dft=$_dfS/launch/tok-1\n") != NULL);
 
 	/* the token goes into a path and the script: a safe word, or nothing */
 	sb_reset(&sb);
@@ -361,7 +361,7 @@ UNIT_TEST(kill_text)
 	struct strbuf sb = STRBUF_INIT;
 
 	exec_build_kill(&sb, "/tmp/x'y/cmd/3");
-	CHECK(strncmp(sb_str(&sb), "sh -c 'd='\\''/tmp/x'\\''\\'\\'''\\''y/cmd/3'\\''\n", 44) == 0);
+	CHECK(strncmp(sb_str(&sb), "sh -c '_dfd='\\''/tmp/x'\\''\\'\\'''\\''y/cmd/3'\\''\n", 47) == 0);
 	CHECK(strstr(sb_str(&sb), "echo killed >") != NULL);
 	sb_free(&sb);
 }
@@ -760,10 +760,10 @@ UNIT_TEST(stdin_scripts_text)
 	struct strbuf sb = STRBUF_INIT;
 
 	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "b2", "b1", "a\0b", 3), 0);
-	CHECK(strncmp(sb_str(&sb), "d='/s/cmd/4'\n", 13) == 0);
-	CHECK(strstr(sb_str(&sb), "printf %s 'YQBi' | base64 -d >\"$d/stdin.pipe\"") != NULL);
-	CHECK(strstr(sb_str(&sb), "t=$d/stdin.b.b2\n") != NULL);
-	CHECK(strstr(sb_str(&sb), "rm -rf \"$d/stdin.b.b1\"") != NULL);
+	CHECK(strncmp(sb_str(&sb), "_dfd='/s/cmd/4'\n", 16) == 0);
+	CHECK(strstr(sb_str(&sb), "printf %s 'YQBi' | base64 -d >\"$_dfd/stdin.pipe\"") != NULL);
+	CHECK(strstr(sb_str(&sb), "_dft=$_dfd/stdin.b.b2\n") != NULL);
+	CHECK(strstr(sb_str(&sb), "rm -rf \"$_dfd/stdin.b.b1\"") != NULL);
 	sb_reset(&sb);
 	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "b/../x", NULL, "a", 1), -EINVAL);
 	CHECK_INT(exec_build_stdin_write(&sb, "/s/cmd/4", "b2", "", "a", 1), -EINVAL);
@@ -1557,7 +1557,7 @@ UNIT_TEST(run_fast_path)
 			char *out;
 
 			CHECK_INT(exec_build_launcher_ex(&sb, sd, 7, "hdtok", &spec, 3000, 65536), 0);
-			CHECK(strstr(sb_str(&sb), "base64 -d >\"$d/command\" <<'DAYTONAFS_EOF'") != NULL);
+			CHECK(strstr(sb_str(&sb), "base64 -d >\"$_dfd/command\" <<'DAYTONAFS_EOF'") != NULL);
 			out = run_shell(shells[i], sb_str(&sb));
 			CHECK_INT(exec_parse_launch_result(out, &r), 0);
 			CHECK(r.n == 7 && r.ended && r.exit_code == 0);

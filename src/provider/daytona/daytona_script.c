@@ -56,17 +56,17 @@
 	"if [ -n \"${ZSH_VERSION-}\" ] && [ -r /dev/stdin ] && zmodload -e zsh/main 2>/dev/null; then "
 
 static const char small_reader[] =
-	READER_IF_ZSH "eval '_dfr=$(</dev/stdin) || exit 125; typeset +x _dfr; eval \"$_dfr\"; exit'; "
+	READER_IF_ZSH "eval '_dfsrc=$(</dev/stdin) || exit 125; typeset +x _dfsrc; eval \"$_dfsrc\"; exit'; "
 	READER_BASH;
 
 /* The pieces are joined once (${(j::)...}): appending to one string would
  * copy it again at every read. */
 static const char large_reader[] =
 	READER_IF_ZSH "zmodload -F zsh/system b:sysread && eval '"
-	"_dfp=(); while :; do _dfz=0; sysread -s 65536 _dfr || _dfz=$?; [ $_dfz = 0 ] || break; "
-	"_dfp+=(\"$_dfr\"); done; "
-	"[ $_dfz = 5 ] || { echo \"daytonafs: script cut short\" >&2; exit 125; }; "
-	"_dfr=${(j::)_dfp}; unset _dfp _dfz; typeset +x _dfr; eval \"$_dfr\"; exit'; "
+	"_dfparts=(); while :; do _dfst=0; sysread -s 65536 _dfsrc || _dfst=$?; [ $_dfst = 0 ] || break; "
+	"_dfparts+=(\"$_dfsrc\"); done; "
+	"[ $_dfst = 5 ] || { echo \"daytonafs: script cut short\" >&2; exit 125; }; "
+	"_dfsrc=${(j::)_dfparts}; unset _dfparts _dfst; typeset +x _dfsrc; eval \"$_dfsrc\"; exit'; "
 	READER_BASH;
 
 int dt_execute_text(struct strbuf *sb, const char *script)

@@ -31,18 +31,21 @@
  * lives under /tmp/.daytonafs (where command state lives anyway), so that
  * a listing of /tmp does not show it; then that file as base64,
  * and a last line ".STATUS". A missing last line means the output is not
- * whole (killed at the time limit, or no base64).
+ * whole (killed at the time limit, or no base64). Its variables are named
+ * _df*, as the launcher's (exec_script.c): SCRIPT inherits them, and a
+ * variable of the sandbox's environment named t would reach the command
+ * as the temporary file's name.
  */
 const char vercel_exec_wrapper[] =
 	"mkdir -p /tmp/.daytonafs/out 2>/dev/null\n"
-	"t=$(mktemp /tmp/.daytonafs/out/XXXXXXXX 2>/dev/null || mktemp) || { echo 'daytonafs: mktemp failed' >&2; exit 125; }\n"
-	"sh -c \"$1\" >\"$t\" 2>&1 </dev/null\n"
-	"r=$?\n"
-	"base64 \"$t\" && echo \".$r\"\n"
-	"s=$?\n"
-	"rm -f \"$t\"\n"
-	"[ $s = 0 ] || exit 125\n"
-	"exit $r\n";
+	"_dft=$(mktemp /tmp/.daytonafs/out/XXXXXXXX 2>/dev/null || mktemp) || { echo 'daytonafs: mktemp failed' >&2; exit 125; }\n"
+	"sh -c \"$1\" >\"$_dft\" 2>&1 </dev/null\n"
+	"_dfr=$?\n"
+	"base64 \"$_dft\" && echo \".$_dfr\"\n"
+	"_dfs=$?\n"
+	"rm -f \"$_dft\"\n"
+	"[ $_dfs = 0 ] || exit 125\n"
+	"exit $_dfr\n";
 
 int vercel_exec_decode(const char *text, size_t len, int *status, char **output)
 {
@@ -252,7 +255,8 @@ static int run(struct vprov *v, const struct sp_box *box, const char *script, co
 			vp_from_vc(err, rc, &ve);
 			goto out;
 		}
-		sb_addf(&indirect, "f=%s; sh \"$f\"; r=$?; rm -f \"$f\"; exit $r", path);
+		/* _df names, as the wrapper's: the script inherits them. */
+		sb_addf(&indirect, "_dff=%s; sh \"$_dff\"; _dfr=$?; rm -f \"$_dff\"; exit $_dfr", path);
 		if (indirect.oom) {
 			free(env);
 			rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
