@@ -91,6 +91,9 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		sp_error_set(err, rc, 0, "%s", sb->error);
 		return rc;
 	}
+	/* A command may change any file: it starts after what crash recovery
+	 * is uploading (sandbox_change_begin says why). */
+	files_recovery_wait(fs, sb);
 	/* The command sees every file closed through the mount (-o writeback:
 	 * their uploads go now), or does not start. */
 	rc = files_writeback_flush(fs, sb, NULL);

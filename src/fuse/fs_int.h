@@ -227,6 +227,12 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
 /* 0 when the sandbox answers file access (started, or started now by
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
+/* Before a change to the sandbox's files through the mount (a namespace
+ * change, an attribute, a truncate, a command): sandbox_require_running;
+ * the change counts as activity (surface_note_change); and it waits for
+ * what crash recovery is uploading to the sandbox (files_recovery_wait), so
+ * that it comes after it. 0 or a negative errno. */
+int sandbox_change_begin(struct dfs *fs, struct sandbox *sb);
 
 /* fs_open_files.c ... fs_runners.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
 struct open_table *open_table_new(long request_timeout_s);
@@ -308,13 +314,16 @@ void files_overlay_queued(struct dfs *fs, struct sandbox *sb, const char *dir, s
 int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
-/* Crash recovery's hold on a sandbox file while it uploads it: false when
- * a descriptor of this mount has it open (recovery does not upload under
- * it); else opens of it wait until files_recovery_done, so that a close
- * through this mount always lands after recovery's copy. The strings must
- * last until files_recovery_done. */
+/* Crash recovery's hold on a sandbox file, from its look at the file in
+ * the sandbox to the end of its upload: false when a descriptor of this
+ * mount has it open (recovery does not upload under it); else opens of the
+ * file, and every other change to the sandbox through this mount
+ * (files_recovery_wait), wait until files_recovery_done, so that they come
+ * after recovery's copy. The strings must last until files_recovery_done. */
 bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path);
 void files_recovery_done(struct dfs *fs);
+/* Waits while crash recovery holds a file of sb (files_recovery_claim). */
+void files_recovery_wait(struct dfs *fs, const struct sandbox *sb);
 /* recover_scan (recover.h) with the mount's callbacks (fs_runners.c). */
 struct recovery *mount_recover_scan(struct dfs *fs);
 /* Uploads size bytes of fd to path, safely for a name with white space at its

@@ -835,6 +835,16 @@ bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *pa
 	return !open;
 }
 
+void files_recovery_wait(struct dfs *fs, const struct sandbox *sb)
+{
+	struct open_table *t = fs->files;
+
+	pthread_mutex_lock(&t->lock);
+	while (t->recover_id && !strcmp(t->recover_id, sb->id))
+		pthread_cond_wait(&t->recover_cond, &t->lock);
+	pthread_mutex_unlock(&t->lock);
+}
+
 void files_recovery_done(struct dfs *fs)
 {
 	struct open_table *t = fs->files;

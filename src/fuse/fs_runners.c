@@ -354,6 +354,18 @@ static void rec_claim_done(void *mount)
 	files_recovery_done(mount);
 }
 
+static void rec_settle(void *mount, const char *sandbox_id)
+{
+	struct dfs *fs = mount;
+	struct sandbox *sb;
+
+	pthread_mutex_lock(&fs->lock);
+	sb = registry_by_id(&fs->registry, sandbox_id);   /* entries last as long as the mount */
+	pthread_mutex_unlock(&fs->lock);
+	if (sb)
+		files_settle_sandbox(fs, sb);   /* a failure stays for fsync and the next close */
+}
+
 struct recovery *mount_recover_scan(struct dfs *fs)
 {
 	struct recover_ctx ctx = {
@@ -365,6 +377,7 @@ struct recovery *mount_recover_scan(struct dfs *fs)
 		.chmod_path = rec_chmod_path,
 		.claim = rec_claim,
 		.claim_done = rec_claim_done,
+		.settle = rec_settle,
 	};
 
 	return recover_scan(&ctx);

@@ -326,3 +326,17 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 	}
 	return -EHOSTDOWN;
 }
+
+int sandbox_change_begin(struct dfs *fs, struct sandbox *sb)
+{
+	int rc = sandbox_require_running(fs, sb);
+
+	if (rc < 0)
+		return rc;
+	surface_note_change(fs, sb);
+	/* A change made while crash recovery uploads a file of the sandbox
+	 * would come before that upload: an rm would see the file brought
+	 * back, a command's write replaced by the dead mount's older copy. */
+	files_recovery_wait(fs, sb);
+	return 0;
+}

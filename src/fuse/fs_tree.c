@@ -459,10 +459,7 @@ int file_node(const char *path, struct node *n, struct sandbox **sb)
 		return rc;
 	if (n->kind != N_FILE)
 		return 1;
-	rc = sandbox_require_running(fs, *sb);
-	if (rc == 0)
-		surface_note_change(fs, *sb);   /* every caller changes something */
-	return rc;
+	return sandbox_change_begin(fs, *sb);   /* every caller changes something */
 }
 
 int dfs_mkdir(const char *path, mode_t mode)
@@ -484,10 +481,9 @@ int dfs_mkdir(const char *path, mode_t mode)
 	rc = resolve(fs, path, &n, &sb);
 	if (rc < 0)
 		return rc;
-	rc = sandbox_require_running(fs, sb);
+	rc = sandbox_change_begin(fs, sb);
 	if (rc < 0)
 		return rc;
-	surface_note_change(fs, sb);
 	return files_mkdir(fs, sb, n.path, mode);
 }
 
@@ -511,10 +507,9 @@ int dfs_rmdir(const char *path)
 		return surface_rmdir(fs, &n);
 	if (n.kind != N_FILE)
 		return -EPERM;
-	rc = sandbox_require_running(fs, sb);
+	rc = sandbox_change_begin(fs, sb);
 	if (rc < 0)
 		return rc;
-	surface_note_change(fs, sb);
 	return files_rmdir(fs, sb, n.path);
 }
 
@@ -545,10 +540,9 @@ int dfs_unlink(const char *path)
 	}
 	if (n.kind != N_FILE)
 		return -EPERM;
-	rc = sandbox_require_running(fs, sb);
+	rc = sandbox_change_begin(fs, sb);
 	if (rc < 0)
 		return rc;
-	surface_note_change(fs, sb);
 	return files_unlink(fs, sb, n.path);
 }
 
@@ -596,10 +590,9 @@ static int rename_in_sandbox(struct dfs *fs, const char *from, const char *to, u
 		return rc;
 	if (sa != sb)
 		return -EXDEV;   /* mv falls back to copy and delete */
-	rc = sandbox_require_running(fs, sa);
+	rc = sandbox_change_begin(fs, sa);
 	if (rc < 0)
 		return rc;
-	surface_note_change(fs, sa);
 	rc = files_rename(fs, sa, na.path, nb.path, flags);
 	if (rc > 0)
 		return 0;   /* the pin's hide: the file keeps its name, and its number */
@@ -631,10 +624,9 @@ int dfs_mknod(const char *path, mode_t mode, dev_t rdev)
 		return rc;
 	if (n.kind != N_FILE)
 		return -EPERM;
-	rc = sandbox_require_running(fs, sb);
+	rc = sandbox_change_begin(fs, sb);
 	if (rc < 0)
 		return rc;
-	surface_note_change(fs, sb);
 	return files_mknod(fs, sb, n.path, mode, rdev);
 }
 

@@ -798,10 +798,9 @@ int dfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		return rc;
 	switch (n.kind) {
 	case N_FILE:
-		rc = sandbox_require_running(fs, sb);
+		rc = sandbox_change_begin(fs, sb);
 		if (rc < 0)
 			return rc;
-		surface_note_change(fs, sb);
 		return files_truncate(fs, sb, n.path, size, NULL);
 	case N_ROOT_CTL:
 	case N_SB_CTL:

@@ -7,10 +7,13 @@
  *      "unsaved" (never closed, damaged, incomplete) or "drop" (no stage);
  *   2. else the sandbox is asked: GET the sandbox by id (gone -> unsaved;
  *      not started -> kept for a later mount: recovery never starts a
- *      sandbox), then the file's info (one request);
+ *      sandbox), then the file's info (one request), while the new mount's
+ *      changes to that sandbox wait (claim), until the upload is done;
  *   3. journal_check_remote: upload only when the sandbox's file is still
  *      the one the dead mount read (same size and mtime, or still absent
- *      for a new file); else unsaved/, never over a newer version.
+ *      for a new file), or holds only the start of the stage (an upload
+ *      the crash cut short: remote_is_prefix); else unsaved/, never over
+ *      a newer version.
  * Records that could not be decided (the sandbox stopped or unreachable)
  * are tried again every RETRY_S while the mount runs, and at once when the
  * mount sees a sandbox started (recover_wake), so that starting the sandbox
@@ -20,9 +23,8 @@
  * (idempotent): an upload is followed by the removal of the stage, then
  * of the record (a record whose stage is gone is dropped); a stage is
  * moved to unsaved/ before its record is removed. A crash between an
- * upload and those removals makes the next recovery see the sandbox's
- * file changed (by the upload) and keep a second copy in unsaved/: never
- * a loss, never an overwrite.
+ * upload and those removals makes the next recovery find the stage whole
+ * in the sandbox (remote_is_prefix) and upload the same bytes again.
  */
 #include "recover.h"
 #include "cache.h"
@@ -175,14 +177,14 @@ static bool parent_is_dir(struct recovery *r, const struct sp_box *box, const st
 	return rc != -ENOENT && (rc < 0 || info.is_dir);
 }
 
-/* What the sandbox holds at the record's path; *box is set for the upload
- * when the sandbox answers (it points into this pass's answers). */
-static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, struct sp_box *box,
-			struct journal_remote *remote)
+/* What the sandbox sb (sandbox_seen's answer) holds at the record's path;
+ * *box is set for the upload when the sandbox answers (it points into this
+ * pass's answers). */
+static void ask_sandbox(struct recovery *r, const struct journal_rec *rec, const struct sb_seen *sb,
+			struct sp_box *box, struct journal_remote *remote)
 {
 	struct sp_error err = { 0 };
 	struct sp_fileinfo info = { 0 };
-	const struct sb_seen *sb = sandbox_seen(r, rec);
 	int rc;
 
 	memset(remote, 0, sizeof(*remote));
@@ -238,6 +240,70 @@ static void forget(const struct recover_ctx *ctx, const char *name)
 		log_warn("crash recovery: cannot remove %s: %s", p, strerror(errno));
 	free(p);
 	journal_remove(stage_area_staging(ctx->stage), name);
+}
+
+/* Compares what the sandbox sends with the stage, from its start. */
+struct prefix_cmp {
+	int fd;                   /* the stage */
+	uint64_t off;
+	bool differs;
+};
+
+static int prefix_sink(void *ctx, const void *data, size_t len)
+{
+	struct prefix_cmp *c = ctx;
+	const unsigned char *d = data;
+	unsigned char buf[65536];
+
+	while (len) {
+		size_t n = len < sizeof(buf) ? len : sizeof(buf);
+		ssize_t got = pread(c->fd, buf, n, (off_t)c->off);
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got != (ssize_t)n || memcmp(buf, d, n)) {
+			c->differs = true;
+			return -ECANCELED;
+		}
+		c->off += n;
+		d += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * Whether the sandbox's file (remote, which differs from what the dead
+ * mount read) is the start of the stage: what an upload cut short by the
+ * crash leaves (Daytona's upload truncates the file and writes it as the
+ * body comes: FIDELITY), or all of it when the upload landed and the crash
+ * came before its record went. Then the upload goes again, over it: else
+ * the sandbox would keep the torn file, its data only in unsaved/. Another
+ * client's change passes only if it left bytes that are all the stage's
+ * (a truncation of the file to a part of what this mount wrote): the
+ * upload then lands after it, as the close's would have had the mount
+ * lived. Costs a download of remote->size bytes, once, after a crash.
+ */
+static bool remote_is_prefix(struct recovery *r, const char *name, const struct journal_rec *rec,
+			     const struct sp_box *box, const struct journal_remote *remote)
+{
+	struct sp_error err = { 0 };
+	struct prefix_cmp c = { -1, 0, false };
+	char *p;
+	int64_t got;
+
+	if (rec->state != JOURNAL_FLUSHED || remote->kind != JOURNAL_REMOTE_FILE || remote->size > rec->size)
+		return false;
+	p = stage_path(&r->ctx, name);
+	c.fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+	free(p);
+	if (c.fd < 0)
+		return false;
+	got = remote->size ? rfs_download(r->ctx.sp, box, rec->path, 0, remote->size, prefix_sink, &c, &err) : 0;
+	close(c.fd);
+	if (got < 0 && !c.differs)
+		log_warn("crash recovery: %s: reading %s to compare it: %s", rec->sandbox_name, rec->path, err.message);
+	return got == (int64_t)remote->size && !c.differs && c.off == remote->size;
 }
 
 /* Uploads the stage; true when done. */
@@ -335,18 +401,34 @@ static bool recover_one(struct recovery *r, const char *name)
 	act = journal_check_local(rc == 0 ? rec : NULL, present, present ? (uint64_t)st.st_size : 0, why,
 				  sizeof(why));
 	if (act == JOURNAL_ASK) {
-		ask_sandbox(r, rec, &box, &remote);
-		act = journal_check_remote(rec, &remote, why, sizeof(why));
-	}
-	/* Someone opened it through this mount before recovery got to it:
-	 * their close would replace what recovery uploads, unseen. Else
-	 * opens of it wait until the upload is done, and land after it. */
-	if (act == JOURNAL_UPLOAD) {
-		claimed = ctx->claim(ctx->mount, rec->sandbox_id, rec->path);
-		if (!claimed) {
-			act = JOURNAL_UNSAVED;
-			str_copy(why, sizeof(why),
-				 "the file was opened through the new mount before recovery reached it");
+		const struct sb_seen *sb = sandbox_seen(r, rec);
+
+		/* The new mount's changes to the sandbox are held from the look
+		 * at the file to the end of its upload (claim): what it changed
+		 * before is in what the look sees (its queued changes go first:
+		 * settle), what it changes after comes after the upload. Someone
+		 * who opened the file through the new mount before recovery got
+		 * to it would replace what recovery uploads at their close,
+		 * unseen: the data goes to unsaved/. */
+		if (sb && sb->answer == SB_STARTED) {
+			claimed = ctx->claim(ctx->mount, rec->sandbox_id, rec->path);
+			if (!claimed) {
+				act = JOURNAL_UNSAVED;
+				str_copy(why, sizeof(why),
+					 "the file was opened through the new mount before recovery reached it");
+			} else {
+				ctx->settle(ctx->mount, rec->sandbox_id);
+			}
+		}
+		if (act == JOURNAL_ASK) {
+			ask_sandbox(r, rec, sb, &box, &remote);
+			act = journal_check_remote(rec, &remote, why, sizeof(why));
+			if (act == JOURNAL_UNSAVED && claimed && remote_is_prefix(r, name, rec, &box, &remote)) {
+				log_warn("crash recovery: %s: %s in the sandbox is the start of what was staged "
+					 "(an upload cut short by the crash): uploading it again",
+					 rec->sandbox_name, rec->path);
+				act = JOURNAL_UPLOAD;
+			}
 		}
 	}
 	switch (act) {

@@ -31,12 +31,16 @@ struct recover_ctx {
 	/* chmod of path (a new file gets the mode it was made with). */
 	int (*chmod_path)(void *mount, const struct sp_box *box, const char *path, mode_t mode,
 			  struct sp_error *err);
-	/* Holds the sandbox file while recovery uploads it: false when the mount
-	 * has it open (recovery must not upload under it); else the mount's opens
-	 * of it wait until claim_done, and land after recovery's copy. The
-	 * strings last until claim_done. */
+	/* Holds the sandbox file from recovery's look at it to the end of its
+	 * upload: false when the mount has it open (recovery must not upload
+	 * under it); else the mount's opens of it, and its other changes to
+	 * the sandbox, wait until claim_done, and land after recovery's copy.
+	 * The strings last until claim_done. */
 	bool (*claim)(void *mount, const char *sandbox_id, const char *path);
 	void (*claim_done)(void *mount);
+	/* Sends the mount's queued changes to the sandbox (under a claim, before
+	 * the look: what the mount changed before the claim is seen). */
+	void (*settle)(void *mount, const char *sandbox_id);
 };
 
 /* Lists the records a dead mount left, before this mount makes stages of

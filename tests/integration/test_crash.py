@@ -305,6 +305,64 @@ def test_a_close_through_the_new_mount_during_recovery_upload_lands_after_it(cra
     assert unsaved(m2, "pending.txt") == []
 
 
+@pytest.mark.parametrize("change", ["rm", "exec"])
+def test_a_change_through_the_new_mount_during_recovery_upload_comes_after_it(crashy, server, tmp_root,
+                                                                               change):
+    """Recovery holds the new mount's changes to the sandbox from its look at
+    a file to the end of its upload: an rm of the file, or a command (which
+    may change any file), waits and comes after. Only opens of the file
+    waited: the rm went first and recovery's upload brought the file back,
+    the command's write was replaced by the dead mount's older copy."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "raced.txt")
+    tb.upload(f"{HOME}/raced.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
+    # recovery's upload is refused once, and retried after Retry-After
+    Faults(server).add("upload", status=503, retry_after=3, count=1)
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's first upload")
+    if change == "rm":
+        os.unlink(m2.p(sb, "work", "raced.txt"))
+    else:
+        ctl(m2.p(sb, "ctl"), f"exec echo newer > {HOME}/raced.txt")
+        assert read(m2.p(sb, "exit")) == "0\n"
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    m2.settle()
+    if change == "rm":
+        assert not tb.exists(f"{HOME}/raced.txt")
+    else:
+        assert tb.download(f"{HOME}/raced.txt") == b"newer\n"
+    assert unsaved(m2, "raced.txt") == []
+
+
+@pytest.mark.parametrize("left", ["torn", "empty", "whole", "other"])
+def test_an_upload_the_crash_cut_short_is_uploaded_again(crashy, server, tmp_root, left):
+    """An upload cut short by the crash leaves the start of the file in the
+    sandbox (Daytona's upload truncates the file and writes it as the body
+    comes): recovery took that for someone else's change, kept the data in
+    unsaved/ and left the torn file in the sandbox. A sandbox file that is
+    the start of the stage (or all of it: the upload landed, the record did
+    not go) is uploaded over; anything else still goes to unsaved/."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "torn.txt")
+    tb.upload(f"{HOME}/torn.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    text = "".join(f"line {i} of what the dead mount closed\n" for i in range(3000))
+    crash_after_a_failed_close(server, m, p, text, keep_mode="r")
+    there = {"torn": text[:40000], "empty": "", "whole": text, "other": text[:40000] + "X"}[left]
+    tb.upload(f"{HOME}/torn.txt", there.encode())
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    if left == "other":
+        kept = unsaved(m2, "torn.txt")
+        assert len(kept) == 1 and read(kept[0][0]) == text
+        assert tb.download(f"{HOME}/torn.txt") == there.encode()
+    else:
+        assert unsaved(m2, "torn.txt") == []
+        assert tb.download(f"{HOME}/torn.txt") == text.encode()
+
+
 def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "both.txt")
