@@ -261,30 +261,21 @@ static int upload_command(struct dfs *fs, struct sandbox *sb, const struct sp_bo
 }
 
 /*
- * Sends size bytes of fd to path. The toolbox trims white space from both
- * ends of an upload's path (Go's strings.TrimSpace), so "notes " would be
- * written over "notes": such a path is uploaded under a temporary name in
- * the same directory, and one command copies that into the file and removes
- * it. The copy (cat, not mv) keeps an existing file's inode, mode, owner and
- * links, as an upload in place does. Vercel's uploads all go this way
- * (its fs/write replaces the file: sp_upload_path_changed is always true). sb is NULL when the mount does not know
- * the sandbox (crash recovery); with sb, a sandbox known to run no commands
- * gets EOPNOTSUPP for such a path rather than an upload to the wrong name.
+ * Sends size bytes of fd to path by way of the temporary file dir/NAME
+ * (dir ends in '/'), which one command then copies into the file and
+ * removes. The copy (cat, not mv) keeps an existing file's inode, mode,
+ * owner and links, as an upload in place does. *dir_refused: the upload of
+ * the temporary file failed with EACCES.
  */
-int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
-		    uint64_t size, struct sp_error *err)
+static int upload_through(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *dir,
+			  size_t dir_len, const char *path, int fd, uint64_t size, bool *dir_refused,
+			  struct sp_error *err)
 {
 	struct strbuf tmp = STRBUF_INIT, cmd = STRBUF_INIT;
 	char tname[96];
-	const char *slash = strrchr(path, '/');
 	int rc;
 
-	if (!slash || !sp_upload_path_changed(fs->sp, path))
-		return sp_fs_upload_fd(fs->sp, box, path, fd, size, err);
-	if (sb && list_mode_get(fs, sb) == LIST_API)
-		return sp_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
-				    "API would write a name with white space at its ends over the trimmed name", path);
-	sb_add(&tmp, path, (size_t)(slash - path) + 1);
+	sb_add(&tmp, dir, dir_len);
 	/* pid and random bits: another mount's daemon may have our pid. */
 	if (!tmp_name(tname, sizeof(tname), ".daytonafs-upload"))
 		tmp.oom = true;   /* cannot be: 96 bytes hold it */
@@ -306,6 +297,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box
 		goto out;
 	}
 	rc = sp_fs_upload_fd(fs->sp, box, sb_str(&tmp), fd, size, err);
+	*dir_refused = rc == -EACCES;
 	if (rc == 0) {
 		rc = upload_command(fs, sb, box, sb_str(&cmd));
 		if (rc < 0)
@@ -323,6 +315,40 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box
 out:
 	sb_free(&tmp);
 	sb_free(&cmd);
+	return rc;
+}
+
+/*
+ * Sends size bytes of fd to path. The toolbox trims white space from both
+ * ends of an upload's path (Go's strings.TrimSpace), so "notes " would be
+ * written over "notes": such a path is uploaded under a temporary name
+ * (upload_through). Vercel's uploads all go this way (its fs/write replaces
+ * the file: sp_upload_path_changed is always true). The temporary file is
+ * made in the file's own directory, else, when that directory refuses it
+ * (EACCES: a file the user may write in a directory they may not), in
+ * /tmp. sb is NULL when the mount does not know the sandbox (crash
+ * recovery); with sb, a sandbox known to run no commands gets EOPNOTSUPP
+ * for such a path rather than an upload to the wrong name.
+ */
+int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box, const char *path, int fd,
+		    uint64_t size, struct sp_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	bool refused = false;
+	size_t dir_len;
+	int rc;
+
+	if (!slash || !sp_upload_path_changed(fs->sp, path))
+		return sp_fs_upload_fd(fs->sp, box, path, fd, size, err);
+	if (sb && list_mode_get(fs, sb) == LIST_API)
+		return sp_error_set(err, -EOPNOTSUPP, 0, "write %s: the sandbox runs no commands, and its file "
+				    "API would write a name with white space at its ends over the trimmed name", path);
+	dir_len = (size_t)(slash - path) + 1;
+	rc = upload_through(fs, sb, box, path, dir_len, path, fd, size, &refused, err);
+	if (refused && !(dir_len == 5 && !strncmp(path, "/tmp/", 5))) {
+		memset(err, 0, sizeof(*err));
+		rc = upload_through(fs, sb, box, "/tmp/", 5, path, fd, size, &refused, err);
+	}
 	return rc;
 }
 

@@ -557,6 +557,33 @@ def test_trailing_space_rewrite_keeps_mode_and_reads_back(mount, sandbox, tdir, 
     assert in_sandbox(server, sid, spath + "/run.sh ") == b"#!/bin/sh\necho two\necho three\n"
 
 
+def test_a_rewrite_through_a_temporary_file_in_a_directory_the_user_may_not_write(mount, sandbox, tdir, server):
+    """A file the user may write in a directory they may not (chmod 555):
+    an upload that goes through a temporary file (a name with white space
+    at its end; on Vercel every file over 1 MiB) made it in that directory,
+    which refused it: the close failed with EACCES, though cp or vim in the
+    sandbox rewrite such a file. It is made in /tmp then."""
+    local, spath = tdir
+    sid = sandbox_id(mount, sandbox)
+    ro = os.path.join(local, "ro")
+    os.mkdir(ro)
+    p = os.path.join(ro, "big ")
+    write(p, "first\n")
+    os.chmod(p, 0o640)
+    os.chmod(ro, 0o555)
+    try:
+        data = os.urandom(2 << 20)
+        write(p, data, "wb")
+        mount.settle()
+        assert in_sandbox(server, sid, spath + "/ro/big ") == data
+        assert in_sandbox(server, sid, spath + "/ro/big") is None
+        assert sandbox_names(server, sid, spath + "/ro") == ["big "]
+        assert os.stat(p).st_mode & 0o7777 == 0o640
+        assert not [n for n in sandbox_names(server, sid, "/tmp") if n.startswith(".daytonafs-upload")]
+    finally:
+        os.chmod(ro, 0o755)
+
+
 def test_a_failed_copy_into_a_white_space_name_leaves_no_temporary_file(mount, sandbox, tdir, server, sandbox_faults):
     """The copy command's request fails: the temporary upload is deleted, not
     left in the user's directory (a full copy each try)."""
