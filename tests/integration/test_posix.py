@@ -3,6 +3,7 @@
 open-file semantics, consistency with the sandbox, what is unsupported and
 its errno, and what operations cost in requests."""
 import ctypes
+import hashlib
 import errno
 import json
 import mmap
@@ -121,6 +122,35 @@ def test_links_made_in_the_sandbox_and_odd_names(d, work, mount, sandbox):
     assert os.readlink(os.path.join(os.fsencode(d), b"m\xfe")) == b"t\xfe"
     code, out = in_sandbox(mount, sandbox, f"cd {rel} && readlink -n \"$(printf 'm\\376')\" | od -An -c")
     assert out.split() == ["t", "376"]
+
+
+def test_a_file_whose_name_is_not_utf8_reads_whole(d, work, mount, sandbox):
+    """Vercel's fs/read names its file in JSON, where such a name is not
+    itself: a file that was listed and stat'ed read as ENOENT. It is read
+    by commands there, in pieces of 4 MiB: a file of 9 MiB plus a few bytes
+    of every byte value comes back exact, from the start and from within."""
+    rel = os.path.relpath(d, work)
+    size = (9 << 20) + 5
+    code, out = in_sandbox(mount, sandbox,
+                           f"cd {rel} && head -c {size} /dev/urandom > \"$(printf 'caf\\351')\" && "
+                           f"md5sum < \"$(printf 'caf\\351')\" && "
+                           f"dd if=\"$(printf 'caf\\351')\" bs=1 skip={(4 << 20) - 3} count=7 status=none | od -An -tx1")
+    assert code == 0, out
+    lines = out.splitlines()
+    want_md5, want_piece = lines[0].split()[0], bytes.fromhex("".join(lines[1:]).replace(" ", ""))
+    p = os.path.join(os.fsencode(d), b"caf\xe9")
+    assert os.stat(p).st_size == size
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 7, (4 << 20) - 3) == want_piece      # across the first piece's end
+    finally:
+        os.close(fd)
+    with open(p, "rb") as f:
+        data = f.read()
+    assert len(data) == size and hashlib.md5(data).hexdigest() == want_md5
+    os.unlink(p)
+    with pytest.raises(FileNotFoundError):
+        open(p, "rb")
 
 
 @pytest.mark.provider("daytona", reason="Vercel has no file API listing to fall back to")

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "strbuf.h"
+#include "urlenc.h"
 #include "vercel_bulk.h"
 #include "vercel_prov_int.h"
 
@@ -59,6 +61,98 @@ static int range_sink_fn(void *p, const void *data, size_t len)
 	return 0;
 }
 
+/*
+ * fs/read names its file in JSON, where bytes that are not UTF-8 become
+ * U+FFFD: the service finds no such file, and a file that is listed and
+ * stats fine read as ENOENT. Such a file is read by commands instead
+ * (sh_word rebuilds the name from octal escapes, which are ASCII), a piece
+ * of at most CMD_READ_PIECE bytes each, since a command's output is held
+ * whole in memory: dd copies the piece into a temporary file, printed in
+ * base64 (the output is text) between the lines "R 0" and "R end", so that
+ * an output cut short is an error, not a short piece (which is the end of
+ * the file). A failure is "R ERRNO" alone.
+ */
+#define CMD_READ_PIECE (4u << 20)
+#define CMD_READ_TIMEOUT_S 120
+
+static void add_read_piece(struct strbuf *cmd, const char *path, uint64_t off, uint64_t want)
+{
+	sb_adds(cmd, "LC_ALL=C; export LC_ALL\np=");
+	sh_word(cmd, path);
+	sb_addf(cmd, "\n[ -d \"$p\" ] && { echo 'R 21'; exit 0; }\n"
+		"t=$(mktemp /tmp/.daytonafs/out/read.XXXXXXXX 2>/dev/null || mktemp) || { echo 'R 5'; exit 0; }\n"
+		"if e=$(dd if=\"$p\" of=\"$t\" iflag=skip_bytes,count_bytes skip=%llu count=%llu bs=65536 "
+		"status=none 2>&1); then\n"
+		"  echo 'R 0'; base64 \"$t\" && echo 'R end'\n"
+		"else\n"
+		"  case $e in *'No such file'*) c=2;; *'Permission denied'*) c=13;; *'Is a directory'*) c=21;; "
+		"*'Not a directory'*) c=20;; *'Too many levels'*) c=40;; *) c=5;; esac; echo \"R $c\"\n"
+		"fi\n"
+		"rm -f \"$t\"\n", (unsigned long long)off, (unsigned long long)want);
+}
+
+/* The piece's bytes from the command's output into out: 0, or -errno. */
+static int parse_read_piece(const char *text, struct strbuf *out)
+{
+	const char *body, *end;
+	long code;
+	char *stop;
+
+	if (!text || strncmp(text, "R ", 2))
+		return -EIO;
+	code = strtol(text + 2, &stop, 10);
+	if (stop == text + 2 || *stop != '\n' || code < 0 || code > 4095)
+		return -EIO;
+	if (code)
+		return (int)-code;
+	body = stop + 1;
+	if (!strncmp(body, "R end\n", 6))
+		end = body;
+	else if (!(end = strstr(body, "\nR end\n")))
+		return -EIO;   /* cut short */
+	else
+		end++;
+	return base64_decode(out, body, (size_t)(end - body)) < 0 ? -EIO : 0;
+}
+
+static int64_t download_by_command(struct vprov *v, const struct sp_box *box, const char *path, uint64_t off,
+				   uint64_t len, http_sink_fn sink, void *ctx, struct sp_error *err)
+{
+	int64_t given = 0;
+
+	for (;;) {
+		uint64_t want = len && len - (uint64_t)given < CMD_READ_PIECE ? len - (uint64_t)given : CMD_READ_PIECE;
+		struct strbuf cmd = STRBUF_INIT, data = STRBUF_INIT;
+		char *out = NULL;
+		int code = -1, rc;
+		size_t got;
+
+		add_read_piece(&cmd, path, off + (uint64_t)given, want);
+		rc = cmd.oom ? sp_error_set(err, -ENOMEM, 0, "out of memory")
+			     : vp_exec(v, box, sb_str(&cmd), "/", NULL, 0, CMD_READ_TIMEOUT_S, &code, &out, err);
+		sb_free(&cmd);
+		if (rc == 0) {
+			rc = code == 0 ? parse_read_piece(out, &data) : -EIO;
+			if (rc == 0 && data.oom)
+				rc = -ENOMEM;
+			else if (rc == 0 && data.len > want)
+				rc = -EIO;
+			if (rc < 0)
+				sp_error_set(err, rc, 0, "read %s: %s", path, strerror(-rc));
+		}
+		free(out);
+		got = data.len;
+		if (rc == 0 && got)
+			rc = sink(ctx, data.buf, got);
+		sb_free(&data);
+		if (rc < 0)
+			return rc;
+		given += (int64_t)got;
+		if (got < want || (len && (uint64_t)given == len))
+			return given;   /* the end of the file, or of the range */
+	}
+}
+
 int64_t vp_fs_download(void *impl, const struct sp_box *box, const char *path, uint64_t off, uint64_t len,
 		       http_sink_fn sink, void *ctx, struct sp_error *err)
 {
@@ -69,6 +163,8 @@ int64_t vp_fs_download(void *impl, const struct sp_box *box, const char *path, u
 	int attempts = 0;
 	int64_t got;
 
+	if (!str_is_utf8(path))
+		return download_by_command(v, box, path, off, len, sink, ctx, err);
 	vp_session_of(v, box, sid, sizeof(sid));
 	if (!sid[0])
 		return vp_no_session(err, box);
