@@ -41,6 +41,13 @@
 #define KILL_TIMEOUT_S 30
 #define RECONCILE_TIMEOUT_S 30
 #define RECONCILE_RETRY_MS 10000 /* after a failed check of the sandbox's processes */
+/* A command someone waits for that has run this long since the last check
+ * of its sandbox's processes gets another (box_check): a restart of the
+ * sandbox that this mount never saw stopped (another client's stop and
+ * start between two polls; Vercel's resume, which the provider follows to
+ * the new session without an error) ended it without an exit, and the wait
+ * would never end. One request per this period per waited-for sandbox. */
+#define LIVENESS_CHECK_MS 20000
 /* A batch of stdin waits this long in the sandbox for the command to take
  * it (the pipe holds 64 KiB); then it fails with ETIMEDOUT. */
 #define STDIN_TIMEOUT_S 120
@@ -98,6 +105,9 @@ struct ecmd {
 	 * EMPTY_EXIT_GRACE_MS, its write failed or its writer died between
 	 * the create and the write, and the command ended with no status. */
 	int64_t exit_empty_since_ms;
+	/* When a poll of this mount first found it running (0: not yet):
+	 * from then on, LIVENESS_CHECK_MS. */
+	int64_t running_seen_ms;
 
 	/* waiting and polling */
 	int waiters;                /* readers and exit waiters blocked on it */
@@ -135,6 +145,7 @@ struct ebox {
 	unsigned gen, checked_gen;
 	bool checking;
 	int64_t check_failed_ms;
+	int64_t checked_ms;         /* when the last check succeeded (0: never) */
 	struct ecmd **cmds;         /* ascending n */
 	size_t n_cmds, cap;
 	unsigned max_n;             /* highest number known or claimed */
@@ -218,6 +229,7 @@ void apply_fetch(struct exec_mgr *m, struct ebox *b, struct ecmd *c, const struc
 void apply_gone(struct ebox *b, struct ecmd *c, struct pending *p);
 void apply_launch_end(struct ebox *b, struct ecmd *c, struct exec_launch_result *r, struct pending *p);
 void box_stopped(struct ebox *b);
+bool liveness_due(struct ebox *b, struct ecmd *c, int64_t now);
 bool needs_check(const struct ebox *b, const struct ecmd *c);
 void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p);
 int worker_start(struct exec_mgr *m, struct ebox *b, struct ecmd *c, void *(*fn)(void *));

@@ -490,6 +490,22 @@ static void orphan_fn(void *ctx, unsigned n)
 	}
 }
 
+/* Whether c, seen running by a poll, has run for LIVENESS_CHECK_MS since the
+ * sandbox's processes were last checked while someone waits for it. */
+bool liveness_due(struct ebox *b, struct ecmd *c, int64_t now)
+{
+	int64_t since;
+
+	if (c->ended || !cmd_waiting(c)) {
+		c->running_seen_ms = 0;   /* counted from the next wait's first poll */
+		return false;
+	}
+	if (!c->running_seen_ms)
+		c->running_seen_ms = now;
+	since = b->checked_ms > c->running_seen_ms ? b->checked_ms : c->running_seen_ms;
+	return !b->checking && now - since >= LIVENESS_CHECK_MS;
+}
+
 /* Whether c, seen running, might be a record whose processes are gone. */
 bool needs_check(const struct ebox *b, const struct ecmd *c)
 {
@@ -530,6 +546,7 @@ void box_check(struct exec_mgr *m, struct ebox *b, struct pending *p)
 	if (rc == 0 && exec_parse_reconcile(out, orphan_fn, &oc) == 0) {
 		b->checked_gen = gen;
 		b->check_failed_ms = 0;
+		b->checked_ms = now_ms();
 	} else {
 		b->check_failed_ms = now_ms();
 		if (rc == -EHOSTDOWN)
@@ -641,6 +658,8 @@ static void *poller_main(void *arg)
 		pthread_mutex_lock(&m->lock);
 		if (rc == 0) {
 			apply_fetch(m, b, c, &f, &p);
+			if (liveness_due(b, c, now_ms()))
+				box_stopped(b);
 			if (needs_check(b, c))
 				box_check(m, b, &p);
 		} else if (rc == -ENOENT) {

@@ -6,6 +6,7 @@ Run with DAYTONAFS_TEST_PROVIDER=vercel (skipped otherwise)."""
 import errno
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -264,6 +265,40 @@ def test_autostart_resumes_a_timed_out_session(server, tmp_root):
         assert session_of(server, name) != first
         assert len([r for r in log(server) if "resume=true" in r["path"]]) == 1
         assert read(m.p(name, "status")) == "started\n"
+        ctl(m.p(name, "ctl"), "delete")
+    finally:
+        m.unmount()
+
+
+def test_a_wait_for_a_command_whose_session_ended_ends(server, tmp_root):
+    """Under -o autostart a poll of a command whose session timed out gets
+    a 410, which resumes the sandbox (a new session, none of the old
+    processes) and the poll goes on there: no error, so the record, which
+    will never get its exit, looked running for ever, and `cat exit` never
+    returned. A wait now has the sandbox's processes checked every 20 s:
+    the command ends as killed (137)."""
+    m = Mount(server, tmp_root, ["autostart"], name="mnt-autostart-wait")
+    try:
+        name = create_sandbox(m, "autow")
+        ctl(m.p(name, "ctl"), "exec sleep 600")
+        n = os.readlink(m.p(name, "cmd", "last"))
+        got = {}
+
+        def waiter():
+            try:
+                got["exit"] = read(m.p(name, "cmd", n, "exit"))
+            except OSError as e:
+                got["errno"] = e.errno
+
+        t = threading.Thread(target=waiter, daemon=True)
+        t.start()
+        time.sleep(1)
+        first = _time_out(server, name)
+        t.join(60)
+        assert not t.is_alive(), "the wait for the command never ended"
+        assert got == {"exit": "137\n"}
+        assert read(m.p(name, "cmd", n, "status")).startswith("killed")
+        assert session_of(server, name) != first
         ctl(m.p(name, "ctl"), "delete")
     finally:
         m.unmount()
