@@ -153,7 +153,10 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 
 static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-	return not_enosys(dfs_create(path, mode, fi));
+	int rc = dfs_create(path, mode, fi);
+
+	files_change_end();   /* (see op_mkdir) */
+	return not_enosys(rc);
 }
 
 static int op_flush(const char *path, struct fuse_file_info *fi)
@@ -171,6 +174,88 @@ static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
 	return not_enosys(dfs_fsyncdir(path, datasync, fi));
 }
 
+/* The operations that change the sandbox's files end the change that
+ * sandbox_change_begin began (files_change_end), whatever way they return. */
+static int op_mkdir(const char *path, mode_t mode)
+{
+	int rc = dfs_mkdir(path, mode);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_rmdir(const char *path)
+{
+	int rc = dfs_rmdir(path);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_unlink(const char *path)
+{
+	int rc = dfs_unlink(path);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_rename(const char *from, const char *to, unsigned int flags)
+{
+	int rc = dfs_rename(from, to, flags);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_symlink(const char *target, const char *path)
+{
+	int rc = dfs_symlink(target, path);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	int rc = dfs_mknod(path, mode, rdev);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	int rc = dfs_chmod(path, mode, fi);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+	int rc = dfs_chown(path, uid, gid, fi);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	int rc = dfs_utimens(path, tv, fi);
+
+	files_change_end();
+	return rc;
+}
+
+static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	int rc = dfs_truncate(path, size, fi);
+
+	files_change_end();
+	return rc;
+}
+
 static const struct fuse_operations dfs_ops = {
 	.init = dfs_init,
 	.destroy = dfs_destroy,
@@ -179,17 +264,17 @@ static const struct fuse_operations dfs_ops = {
 	.opendir = op_opendir,
 	.readdir = dfs_readdir,
 	.releasedir = dfs_releasedir,
-	.mkdir = dfs_mkdir,
-	.rmdir = dfs_rmdir,
-	.unlink = dfs_unlink,
-	.rename = dfs_rename,
-	.symlink = dfs_symlink,
-	.mknod = dfs_mknod,
+	.mkdir = op_mkdir,
+	.rmdir = op_rmdir,
+	.unlink = op_unlink,
+	.rename = op_rename,
+	.symlink = op_symlink,
+	.mknod = op_mknod,
 	.link = dfs_link,
-	.chmod = dfs_chmod,
-	.chown = dfs_chown,
-	.utimens = dfs_utimens,
-	.truncate = dfs_truncate,
+	.chmod = op_chmod,
+	.chown = op_chown,
+	.utimens = op_utimens,
+	.truncate = op_truncate,
 	.open = op_open,
 	.create = op_create,
 	.read = dfs_read,

@@ -92,8 +92,11 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 		return rc;
 	}
 	/* A command may change any file: it starts after what crash recovery
-	 * is uploading (sandbox_change_begin says why). */
-	files_recovery_wait(fs, sb);
+	 * is uploading (sandbox_change_begin says why), and recovery's next
+	 * look waits for its start (not for its end: a command may run for
+	 * days; one that changes a file recovery is about to upload races
+	 * with it, as another client would). */
+	files_change_begin(fs, sb);
 	/* The command sees every file closed through the mount (-o writeback:
 	 * their uploads go now), or does not start. */
 	rc = files_writeback_flush(fs, sb, NULL);
@@ -249,7 +252,9 @@ static int dispatch(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 
 	switch (c->verb) {
 	case CTL_EXEC:
-		return run_exec(fs, sb, c, err);
+		rc = run_exec(fs, sb, c, err);
+		files_change_end();   /* of run_exec's files_change_begin, whatever way it returned */
+		return rc;
 	case CTL_KILL:
 		return run_kill(fs, sb, c->kill_n, err);
 	case CTL_START:

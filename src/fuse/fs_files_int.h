@@ -270,6 +270,11 @@ struct open_table {
 	const char *recover_id;   /* under lock: the file crash recovery is uploading */
 	const char *recover_path; /* (files_recovery_claim); recover_cond signals its end */
 	pthread_cond_t recover_cond;
+	/* Under lock: changes to a sandbox through the mount under way
+	 * (files_change_begin), and a claim of recovery's waiting for them to
+	 * end (it holds new ones back meanwhile); recover_cond signals both. */
+	int changes_in_flight;
+	bool claim_waiting;
 	pthread_cond_t release_cond; /* signals a node's releasing dropping to 0 */
 	/* Under lock: rings of the last hides, of open files and of the rename pin's. */
 	struct hidden_name hidden_names[HIDDEN_RINGS][HIDDEN_NAMES];

@@ -228,10 +228,10 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);
 /* Before a change to the sandbox's files through the mount (a namespace
- * change, an attribute, a truncate, a command): sandbox_require_running;
- * the change counts as activity (surface_note_change); and it waits for
- * what crash recovery is uploading to the sandbox (files_recovery_wait), so
- * that it comes after it. 0 or a negative errno. */
+ * change, an attribute, a truncate): sandbox_require_running; the change
+ * counts as activity (surface_note_change); and it begins
+ * (files_change_begin): after what crash recovery is uploading to the
+ * sandbox, and before recovery's next look. 0 or a negative errno. */
 int sandbox_change_begin(struct dfs *fs, struct sandbox *sb);
 
 /* fs_open_files.c ... fs_runners.c (fs_files_int.h): the proxy of the sandbox's own files (node kinds N_FSROOT, N_FILE) */
@@ -315,15 +315,21 @@ int files_fsyncdir(struct dfs *fs, struct sandbox *sb, const char *path);
 /* Uploads everything still staged (at unmount). */
 void files_flush_all(struct dfs *fs);
 /* Crash recovery's hold on a sandbox file, from its look at the file in
- * the sandbox to the end of its upload: false when a descriptor of this
- * mount has it open (recovery does not upload under it); else opens of the
- * file, and every other change to the sandbox through this mount
- * (files_recovery_wait), wait until files_recovery_done, so that they come
- * after recovery's copy. The strings must last until files_recovery_done. */
+ * the sandbox to the end of its upload. It waits for the changes under way
+ * (files_change_begin) to end; then false when a descriptor of this mount
+ * has the file open (recovery does not upload under it); else opens of the
+ * file, and every other change to the sandbox through this mount, wait
+ * until files_recovery_done, so that they come after recovery's copy. The
+ * strings must last until files_recovery_done. */
 bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *path);
 void files_recovery_done(struct dfs *fs);
-/* Waits while crash recovery holds a file of sb (files_recovery_claim). */
-void files_recovery_wait(struct dfs *fs, const struct sandbox *sb);
+/* A change to sb through the mount (a namespace change, an attribute, a
+ * truncate, a command's start) begins: it waits while crash recovery holds
+ * a file of sb, or waits to, and is under way until files_change_end, which
+ * the FUSE operation calls as it returns (fs.c; a no-op when nothing began
+ * on this thread). A change that begins inside another counts once. */
+void files_change_begin(struct dfs *fs, const struct sandbox *sb);
+void files_change_end(void);
 /* recover_scan (recover.h) with the mount's callbacks (fs_runners.c). */
 struct recovery *mount_recover_scan(struct dfs *fs);
 /* Uploads size bytes of fd to path, safely for a name with white space at its

@@ -825,23 +825,55 @@ bool files_recovery_claim(struct dfs *fs, const char *sandbox_id, const char *pa
 	bool open = false;
 
 	pthread_mutex_lock(&t->lock);
+	/* The changes under way end first (new ones wait meanwhile: a steady
+	 * stream of them must not keep the claim out), so that what the look
+	 * sees is not changed by one of them after it. */
+	t->claim_waiting = true;
+	while (t->changes_in_flight > 0)
+		pthread_cond_wait(&t->recover_cond, &t->lock);
+	t->claim_waiting = false;
 	for (struct open_node *n = t->head; n && !open; n = n->next)
 		open = !n->unlinked && !strcmp(n->sb->id, sandbox_id) && !strcmp(n->path, path);
 	if (!open) {
 		t->recover_id = sandbox_id;
 		t->recover_path = path;
 	}
+	pthread_cond_broadcast(&t->recover_cond);
 	pthread_mutex_unlock(&t->lock);
 	return !open;
 }
 
-void files_recovery_wait(struct dfs *fs, const struct sandbox *sb)
+/* The mount whose change this thread has under way (files_change_begin),
+ * so that files_change_end needs no argument and a change that begins
+ * inside another (an operation that calls another) counts once. */
+static __thread struct dfs *change_of_thread;
+
+void files_change_begin(struct dfs *fs, const struct sandbox *sb)
 {
 	struct open_table *t = fs->files;
 
+	if (change_of_thread)
+		return;
 	pthread_mutex_lock(&t->lock);
-	while (t->recover_id && !strcmp(t->recover_id, sb->id))
+	while (t->claim_waiting || (t->recover_id && !strcmp(t->recover_id, sb->id)))
 		pthread_cond_wait(&t->recover_cond, &t->lock);
+	t->changes_in_flight++;
+	pthread_mutex_unlock(&t->lock);
+	change_of_thread = fs;
+}
+
+void files_change_end(void)
+{
+	struct dfs *fs = change_of_thread;
+	struct open_table *t;
+
+	if (!fs)
+		return;
+	change_of_thread = NULL;
+	t = fs->files;
+	pthread_mutex_lock(&t->lock);
+	if (--t->changes_in_flight == 0)
+		pthread_cond_broadcast(&t->recover_cond);
 	pthread_mutex_unlock(&t->lock);
 }
 

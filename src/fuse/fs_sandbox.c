@@ -336,7 +336,8 @@ int sandbox_change_begin(struct dfs *fs, struct sandbox *sb)
 	surface_note_change(fs, sb);
 	/* A change made while crash recovery uploads a file of the sandbox
 	 * would come before that upload: an rm would see the file brought
-	 * back, a command's write replaced by the dead mount's older copy. */
-	files_recovery_wait(fs, sb);
+	 * back. One under way as recovery looks would change the file after
+	 * the look. */
+	files_change_begin(fs, sb);
 	return 0;
 }

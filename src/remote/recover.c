@@ -66,6 +66,7 @@ struct recovery {
 	bool stop;                /* under lock */
 	bool woken;               /* under lock: recover_wake since the last pass began */
 	struct sb_seen *seen;     /* this pass's answers */
+	struct timespec scanned;  /* when recover_scan read the records (wall clock) */
 };
 
 struct recovery *recover_scan(const struct recover_ctx *ctx)
@@ -92,6 +93,7 @@ struct recovery *recover_scan(const struct recover_ctx *ctx)
 	r->ctx = *ctx;
 	r->names = names;
 	r->n = n;
+	clock_gettime(CLOCK_REALTIME, &r->scanned);
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->wake, NULL);
 	log_warn("crash recovery: %zu staged file(s) left by an earlier mount in %s", n,
@@ -278,11 +280,15 @@ static int prefix_sink(void *ctx, const void *data, size_t len)
  * crash leaves (Daytona's upload truncates the file and writes it as the
  * body comes: FIDELITY), or all of it when the upload landed and the crash
  * came before its record went. Then the upload goes again, over it: else
- * the sandbox would keep the torn file, its data only in unsaved/. Another
- * client's change passes only if it left bytes that are all the stage's
- * (a truncation of the file to a part of what this mount wrote): the
- * upload then lands after it, as the close's would have had the mount
- * lived. Costs a download of remote->size bytes, once, after a crash.
+ * the sandbox would keep the torn file, its data only in unsaved/.
+ * Only for a file last written before this mount started (its mtime, by
+ * the sandbox's clock, before the scan, by ours): a truncation after the
+ * crash (": > f" through this mount before recovery got to the record, or
+ * by a command) is a change that must stand, though what it left is the
+ * start of the stage too. One by another client before the crash passes
+ * (and an upload over it is what the dead mount's close was doing).
+ * Costs a download of remote->size bytes, once, after a crash; one byte
+ * more is asked for, so that a file that grew since the look fails.
  */
 static bool remote_is_prefix(struct recovery *r, const char *name, const struct journal_rec *rec,
 			     const struct sp_box *box, const struct journal_remote *remote)
@@ -294,12 +300,15 @@ static bool remote_is_prefix(struct recovery *r, const char *name, const struct 
 
 	if (rec->state != JOURNAL_FLUSHED || remote->kind != JOURNAL_REMOTE_FILE || remote->size > rec->size)
 		return false;
+	if (remote->mtime.tv_sec > r->scanned.tv_sec ||
+	    (remote->mtime.tv_sec == r->scanned.tv_sec && remote->mtime.tv_nsec >= r->scanned.tv_nsec))
+		return false;
 	p = stage_path(&r->ctx, name);
 	c.fd = p ? open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
 	free(p);
 	if (c.fd < 0)
 		return false;
-	got = remote->size ? rfs_download(r->ctx.sp, box, rec->path, 0, remote->size, prefix_sink, &c, &err) : 0;
+	got = rfs_download(r->ctx.sp, box, rec->path, 0, remote->size + 1, prefix_sink, &c, &err);
 	close(c.fd);
 	if (got < 0 && !c.differs)
 		log_warn("crash recovery: %s: reading %s to compare it: %s", rec->sandbox_name, rec->path, err.message);

@@ -363,6 +363,66 @@ def test_an_upload_the_crash_cut_short_is_uploaded_again(crashy, server, tmp_roo
         assert tb.download(f"{HOME}/torn.txt") == text.encode()
 
 
+@pytest.mark.parametrize("how", ["o_trunc", "truncate"])
+def test_a_truncation_through_the_new_mount_before_recovery_stands(crashy, server, tmp_root, how):
+    """The file is emptied through the new mount before recovery reaches its
+    record (recovery's question about the sandbox is answered slowly): an
+    empty file is the start of any stage, and recovery took it for an
+    upload the crash cut short and uploaded the dead mount's older copy
+    over it. Only a file last written before the mount started is taken so:
+    the truncation stands, the data goes to unsaved/ (found on review)."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "trunc.txt")
+    tb.upload(f"{HOME}/trunc.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
+    server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
+                                            "action": "slow", "bytes_per_sec": 200, "count": 1})
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
+    q = m2.p(sb, "work", "trunc.txt")
+    if how == "o_trunc":
+        with open(q, "w"):
+            pass
+    else:
+        os.truncate(q, 0)
+    assert tb.download(f"{HOME}/trunc.txt") == b""
+    kept = wait_for(lambda: unsaved(m2, "trunc.txt"), "trunc.txt in unsaved/")
+    assert read(kept[0][0]) == "from the dead mount\n"
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    m2.settle()
+    assert tb.download(f"{HOME}/trunc.txt") == b""
+
+
+@pytest.mark.provider("daytona", reason="holds the file API's move (/files/move); Vercel renames by command")
+def test_a_rename_under_way_as_recovery_looks_is_waited_for(crashy, server, tmp_root):
+    """A rename through the new mount that began just before recovery's claim
+    landed between recovery's look (the file unchanged) and its upload,
+    which brought the old name back. The claim now waits for the changes
+    under way (found on review)."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", "mv.txt")
+    tb.upload(f"{HOME}/mv.txt", b"version 1\n")
+    assert read(p) == "version 1\n"
+    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
+    # recovery's question: 1.5 s; the rename's move acted on 3 s after it was
+    # sent; recovery's upload 4 s after
+    server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
+                                            "action": "hold", "seconds": 1.5, "count": 1})
+    server.local("POST", "/_local/faults", {"pattern": "/files/move", "method": "POST",
+                                            "action": "hold", "seconds": 3, "count": 1})
+    Faults(server).add("upload", action="hold", seconds=4, count=1)
+    m2 = remount(server, tmp_root, m)
+    wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
+    os.rename(m2.p(sb, "work", "mv.txt"), m2.p(sb, "work", "moved.txt"))
+    wait_for(lambda: os.listdir(os.path.join(m2.cache, "staging")) == [], "staging/ emptied")
+    m2.settle()
+    assert not tb.exists(f"{HOME}/mv.txt")
+    assert tb.download(f"{HOME}/moved.txt") == b"version 1\n"
+    kept = unsaved(m2, "mv.txt")
+    assert len(kept) == 1 and read(kept[0][0]) == "from the dead mount\n"
+
+
 def test_a_file_changed_in_the_sandbox_meanwhile_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     p = m.p(sb, "work", "both.txt")
