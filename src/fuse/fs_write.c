@@ -326,7 +326,7 @@ out:
  * the file: sp_upload_path_changed is always true). The temporary file is
  * made in the file's own directory, else, when that directory refuses it
  * (EACCES: a file the user may write in a directory they may not), in
- * /tmp. sb is NULL when the mount does not know the sandbox (crash
+ * STATE_DIR/out. sb is NULL when the mount does not know the sandbox (crash
  * recovery); with sb, a sandbox known to run no commands gets EOPNOTSUPP
  * for such a path rather than an upload to the wrong name.
  */
@@ -345,9 +345,18 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box
 				    "API would write a name with white space at its ends over the trimmed name", path);
 	dir_len = (size_t)(slash - path) + 1;
 	rc = upload_through(fs, sb, box, path, dir_len, path, fd, size, &refused, err);
-	if (refused && !(dir_len == 5 && !strncmp(path, "/tmp/", 5))) {
+	if (refused) {
+		/* The mount's own directory in the sandbox, not /tmp itself:
+		 * the file's content is not put where every user looks, and a
+		 * crash before the copy leaves it there, not in theirs. */
+		const char *state = fs->opt.state_dir && fs->opt.state_dir[0] == '/' ? fs->opt.state_dir
+										 : "/tmp/.daytonafs";
+		char dir[4200];
+
+		if (!str_printf(dir, sizeof(dir), "%s/out/", state))
+			return rc;
 		memset(err, 0, sizeof(*err));
-		rc = upload_through(fs, sb, box, "/tmp/", 5, path, fd, size, &refused, err);
+		rc = upload_through(fs, sb, box, dir, strlen(dir), path, fd, size, &refused, err);
 	}
 	return rc;
 }

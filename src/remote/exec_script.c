@@ -295,9 +295,11 @@ static bool token_valid(const char *t)
  * creating the file $t with noclobber (set -C: an exclusive create, which
  * only one run wins; a builtin, where mkdir was a process). The loser is
  * the replay: it waits for the winner's answer (up to wait_s) and prints
- * it, doing nothing else. The winner's answer goes through say, which also
- * appends it to $t: one short write, so a replay that sees $t not empty
- * sees the whole line.
+ * it, doing nothing else. The winner's answer goes through _dfsay, which
+ * also appends it to $t: one short write, so a replay that sees $t not
+ * empty sees the whole line. (Named as the variables are: a function of
+ * the sandbox's environment named say, exported by bash, would have been
+ * replaced for the command.)
  */
 static void add_claim(struct strbuf *sb, long wait_s)
 {
@@ -308,7 +310,7 @@ static void add_claim(struct strbuf *sb, long wait_s)
 		"\t[ -s \"$_dft\" ] && cat \"$_dft\" 2>/dev/null || echo 'daytonafs-error replay'\n"
 		"\texit 0\n"
 		"fi\n"
-		"say() { echo \"$1\"; echo \"$1\" >>\"$_dft\"; }\n",
+		"_dfsay() { echo \"$1\"; echo \"$1\" >>\"$_dft\"; }\n",
 		wait_s * 20);
 }
 
@@ -473,7 +475,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		sb_adds(sb, "_dfc=$(");
 		add_decoder(sb, spec->cwd, strlen(spec->cwd));
 		sb_adds(sb, "; echo x); _dfc=${_dfc%x}\n"
-			"cd -- \"$_dfc\" 2>/dev/null || { say 'daytonafs-error cwd'; exit 0; }\n");
+			"cd -- \"$_dfc\" 2>/dev/null || { _dfsay 'daytonafs-error cwd'; exit 0; }\n");
 	}
 	if (first) {
 		sb_addf(sb, "_dfn=%u; _dfi=0\n", first);
@@ -493,7 +495,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	}
 	sb_adds(sb, "while ! $_dfm \"$_dfS/cmd/$_dfn\" 2>/dev/null; do\n"
 		"\t_dfi=$((_dfi+1)); _dfn=$((_dfn+1))\n"
-		"\tif [ $_dfi -ge 1000 ]; then say 'daytonafs-error mkdir'; exit 0; fi\n"
+		"\tif [ $_dfi -ge 1000 ]; then _dfsay 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
 		"_dfd=$_dfS/cmd/$_dfn\n"
 		/* The old claims go, by a process of its own: once in 16
@@ -511,7 +513,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	/* A half-made command gets an exit, so it does not look running forever. */
 	sb_adds(sb, ":; else\n"
 		"\techo 'daytonafs: could not set up the command' >>\"$_dfd/stderr\"\n"
-		"\techo 127 >\"$_dfd/exit\"; say \"daytonafs-error setup $_dfn\"; exit 0\n"
+		"\techo 127 >\"$_dfd/exit\"; _dfsay \"daytonafs-error setup $_dfn\"; exit 0\n"
 		"fi\n");
 	/* Without a FIFO the command's stdin is /dev/null. The FIFOs are
 	 * made by one mkfifo for both (a process less). Under zsh, whose
@@ -585,7 +587,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	/* Started means the command has its process group: kill works from now. */
 	sb_adds(sb, "_dfi=0\n"
 		"while [ ! -s \"$_dfd/pgid\" ] && [ $_dfi -lt 500 ]; do sleep 0.01; _dfi=$((_dfi+1)); done\n"
-		"say \"daytonafs-started $_dfn\"\n");
+		"_dfsay \"daytonafs-started $_dfn\"\n");
 	if (wait_ms > 0)
 		add_inline(sb, inline_max);
 	rc = sb->oom ? -ENOMEM : 0;
@@ -746,16 +748,16 @@ int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *b
 	/* No record: nothing to claim in, and nothing to feed (nostdin below). */
 	sb_adds(sb, "if [ -d \"$_dfd\" ]; then\n");
 	add_claim(sb, STDIN_TIMEOUT_S - 5);
-	sb_adds(sb, "else say() { echo \"$1\"; }; fi\n");
+	sb_adds(sb, "else _dfsay() { echo \"$1\"; }; fi\n");
 	if (done_id)
 		sb_addf(sb, "rm -rf \"$_dfd/stdin.b.%s\" 2>/dev/null\n", done_id);
-	sb_adds(sb, "if [ -e \"$_dfd/exit\" ]; then say daytonafs-ended\n"
-		"elif [ -e \"$_dfd/stdin.eof\" ]; then say daytonafs-closed\n"
-		"elif [ ! -p \"$_dfd/stdin.pipe\" ]; then say daytonafs-nostdin\n"
+	sb_adds(sb, "if [ -e \"$_dfd/exit\" ]; then _dfsay daytonafs-ended\n"
+		"elif [ -e \"$_dfd/stdin.eof\" ]; then _dfsay daytonafs-closed\n"
+		"elif [ ! -p \"$_dfd/stdin.pipe\" ]; then _dfsay daytonafs-nostdin\n"
 		"elif ");
 	add_decoder(sb, data, len);
-	sb_adds(sb, " >\"$_dfd/stdin.pipe\"; then say daytonafs-written\n"
-		"else say daytonafs-failed\n"
+	sb_adds(sb, " >\"$_dfd/stdin.pipe\"; then _dfsay daytonafs-written\n"
+		"else _dfsay daytonafs-failed\n"
 		"fi\n");
 	return sb->oom ? -ENOMEM : 0;
 }

@@ -562,7 +562,8 @@ def test_a_rewrite_through_a_temporary_file_in_a_directory_the_user_may_not_writ
     an upload that goes through a temporary file (a name with white space
     at its end; on Vercel every file over 1 MiB) made it in that directory,
     which refused it: the close failed with EACCES, though cp or vim in the
-    sandbox rewrite such a file. It is made in /tmp then."""
+    sandbox rewrite such a file. It is made in the mount's own directory
+    then (STATE_DIR/out, /tmp/.daytonafs/out)."""
     local, spath = tdir
     sid = sandbox_id(mount, sandbox)
     ro = os.path.join(local, "ro")
@@ -579,7 +580,8 @@ def test_a_rewrite_through_a_temporary_file_in_a_directory_the_user_may_not_writ
         assert in_sandbox(server, sid, spath + "/ro/big") is None
         assert sandbox_names(server, sid, spath + "/ro") == ["big "]
         assert os.stat(p).st_mode & 0o7777 == 0o640
-        assert not [n for n in sandbox_names(server, sid, "/tmp") if n.startswith(".daytonafs-upload")]
+        for d in ("/tmp", "/tmp/.daytonafs/out"):
+            assert not [n for n in sandbox_names(server, sid, d) or [] if n.startswith(".daytonafs-upload")]
     finally:
         os.chmod(ro, 0o755)
 

@@ -567,6 +567,49 @@ UNIT_TEST(run_core_example)
 	}
 }
 
+/* The sandbox's environment reaches the command as it was: every one-letter
+ * name (the launcher's and the wrapper's variables were such names, and an
+ * exported d came as the record's directory), and a function say that bash
+ * exported (the launcher's own say replaced it). */
+UNIT_TEST(run_keeps_the_sandbox_environment)
+{
+	struct strbuf want = STRBUF_INIT;
+	char name[2] = "A", val[16];
+
+	sb_adds(&want, "user-say\n");
+	for (int c = 'A'; c <= 'z'; c++) {
+		if (c > 'Z' && c < 'a')
+			continue;
+		name[0] = (char)c;
+		snprintf(val, sizeof(val), "keep-%c", c);
+		setenv(name, val, 1);
+		sb_addf(&want, "%s=%s\n", name, val);
+	}
+	setenv("BASH_FUNC_say%%", "() { echo user-say; }", 1);
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		/* (dash passes no BASH_FUNC_ variable on: no function there) */
+		struct exec_spec spec = { .command = "say 2>/dev/null || echo user-say; "
+					  "env | grep -E '^[A-Za-z]=' | LC_ALL=C sort" };
+		char sd[256], dir[512];
+		char *t;
+
+		state_dir(sd, sizeof(sd), "keepenv", shells[i]);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		CHECK_STR(t, sb_str(&want));
+		free(t);
+	}
+	for (int c = 'A'; c <= 'z'; c++) {
+		name[0] = (char)c;
+		unsetenv(name);
+	}
+	unsetenv("BASH_FUNC_say%%");
+	sb_free(&want);
+}
+
 UNIT_TEST(run_binary_env_cwd)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
@@ -2198,6 +2241,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(launch_output),
 	UNIT_CASE(run_core_example),
 	UNIT_CASE(run_binary_env_cwd),
+	UNIT_CASE(run_keeps_the_sandbox_environment),
 	UNIT_CASE(run_env_file_cannot_change_the_command),
 	UNIT_CASE(run_collision_and_cwd_missing),
 	UNIT_CASE(stdin_scripts_text),

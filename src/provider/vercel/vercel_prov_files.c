@@ -70,7 +70,8 @@ static int range_sink_fn(void *p, const void *data, size_t len)
  * whole in memory: dd copies the piece into a temporary file, printed in
  * base64 (the output is text) between the lines "R 0" and "R end", so that
  * an output cut short is an error, not a short piece (which is the end of
- * the file). A failure is "R ERRNO" alone.
+ * the file: dd's fullblock, else a short read(2) ends its count early). A
+ * failure is "R ERRNO" alone.
  */
 #define CMD_READ_PIECE (4u << 20)
 #define CMD_READ_TIMEOUT_S 120
@@ -81,7 +82,7 @@ static void add_read_piece(struct strbuf *cmd, const char *path, uint64_t off, u
 	sh_word(cmd, path);
 	sb_addf(cmd, "\n[ -d \"$p\" ] && { echo 'R 21'; exit 0; }\n"
 		"t=$(mktemp /tmp/.daytonafs/out/read.XXXXXXXX 2>/dev/null || mktemp) || { echo 'R 5'; exit 0; }\n"
-		"if e=$(dd if=\"$p\" of=\"$t\" iflag=skip_bytes,count_bytes skip=%llu count=%llu bs=65536 "
+		"if e=$(dd if=\"$p\" of=\"$t\" iflag=skip_bytes,count_bytes,fullblock skip=%llu count=%llu bs=65536 "
 		"status=none 2>&1); then\n"
 		"  echo 'R 0'; base64 \"$t\" && echo 'R end'\n"
 		"else\n"
@@ -142,8 +143,11 @@ static int64_t download_by_command(struct vprov *v, const struct sp_box *box, co
 		}
 		free(out);
 		got = data.len;
-		if (rc == 0 && got)
+		if (rc == 0 && got) {
 			rc = sink(ctx, data.buf, got);
+			if (rc < 0)
+				sp_error_set(err, rc, 0, "read %s: %s", path, strerror(-rc));
+		}
 		sb_free(&data);
 		if (rc < 0)
 			return rc;
