@@ -78,6 +78,26 @@ static int lifecycle(struct dfs *fs, struct sandbox *sb, enum sp_action action, 
 	return rc;
 }
 
+/*
+ * NAME/stdout, stderr and exit stand for the newest command, each one inode
+ * whatever the command: the kernel's attributes of them (a size, kept for up
+ * to a second) were the last command's, and stat, and fstat, which wc -c <
+ * and tail -c trust, said so. Only attributes go (no page cache: they are
+ * direct_io), which takes no lock a request could hold: safe here.
+ */
+static void newest_command_changed(struct dfs *fs, struct sandbox *sb)
+{
+	static const char *const names[] = { "stdout", "stderr", "exit" };
+	char dir[256], path[320];
+
+	if (!fs->fuse)
+		return;
+	sandbox_dir_name(fs, sb, dir, sizeof(dir));
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (str_printf(path, sizeof(path), "/%s/%s", dir, names[i]))
+			fuse_invalidate_path(fs->fuse, path);   /* -ENOENT: the kernel has no inode of it */
+}
+
 static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command *c, struct sp_error *err)
 {
 	struct exec_spec spec;
@@ -136,8 +156,10 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	 * our cache and the kernel's are dropped for this sandbox (on_end, or the
 	 * reader that sees the end first). Not now: that would forget which paths
 	 * the kernel holds. While it runs, changes show within the timeouts. */
-	if (rc == 0)
+	if (rc == 0) {
+		newest_command_changed(fs, sb);
 		log_info("%s: command %u started: %s", sb->name, n, c->command);
+	}
 	return rc;
 }
 

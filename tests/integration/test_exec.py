@@ -21,6 +21,27 @@ def test_stdout_stderr_exit(mount, sandbox):
     assert "sys.exit(3)" in read(os.path.join(cmd, "command"))
 
 
+def test_the_newest_commands_files_have_its_size_at_once(mount, sandbox):
+    """NAME/stdout, stderr and exit stand for the newest command: after the
+    next exec, stat (and fstat, which wc -c < and tail -c trust) gave the
+    last command's size for up to a second, the kernel's cached attributes
+    of the same inode (found by an exploring helper)."""
+    out, err = mount.p(sandbox, "stdout"), mount.p(sandbox, "stderr")
+    for first, second in (("seq 1 100000; seq 1 10 >&2", "echo hello-world"),
+                          ("echo x", "seq 1 20000; echo e >&2")):
+        sizes = []
+        for command in (first, second):
+            ctl(mount.p(sandbox, "ctl"), "exec " + command)
+            assert read(mount.p(sandbox, "exit")) == "0\n"
+            sizes.append((os.stat(out).st_size, os.stat(err).st_size))
+            with open(out, "rb") as f:
+                sizes.append((os.fstat(f.fileno()).st_size, len(f.read())))
+        n = os.readlink(mount.p(sandbox, "cmd", "last"))
+        want_out = len(read(mount.p(sandbox, "cmd", n, "stdout")))
+        want_err = len(read(mount.p(sandbox, "cmd", n, "stderr")))
+        assert sizes[2:] == [(want_out, want_err), (want_out, want_out)]
+
+
 def test_output_streams_while_running(mount, sandbox):
     ctl(mount.p(sandbox, "ctl"), "exec for i in 1 2 3; do echo line$i; sleep 1; done")
     t0 = time.time()
