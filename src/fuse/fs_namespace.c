@@ -402,13 +402,31 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 }
 
 
+/*
+ * Whether path's directory is known to let nobody but root write it (chmod
+ * 555, a tree made read-only): a delete queued there is refused when it
+ * runs, after the unlink said 0, and the name comes back (the error only in
+ * NAME/error and a later fsync of the directory). A toolbox that runs as
+ * root deletes it all the same; either way the answer is the delete's own.
+ */
+static bool parent_write_protected(struct dfs *fs, struct sandbox *sb, const char *path)
+{
+	char parent[PATH_MAX];
+	const char *base;
+	struct stat st;
+
+	return split_path(path, parent, sizeof(parent), &base) &&
+	       cache_get_attr(fs->cache, sb->id, parent, &st) == CACHE_HIT && S_ISDIR(st.st_mode) &&
+	       !(st.st_mode & 0222);
+}
+
 /* Deletes path (not a directory) in the sandbox, later (see WB_DELAY), or
- * at once where commands do not work. */
+ * at once where commands do not work or the directory refuses writes. */
 static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden)
 {
 	struct wb_op *op;
 
-	if (list_mode_get(fs, sb) != LIST_FIND)
+	if (list_mode_get(fs, sb) != LIST_FIND || (!hidden && parent_write_protected(fs, sb, path)))
 		return remove_path(fs, sb, path, st);
 	op = wb_op_new(sb, WB_DELETE, path);
 	if (!op)

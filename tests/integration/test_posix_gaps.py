@@ -468,3 +468,30 @@ def test_a_rename_into_a_directory_the_sandbox_refuses_says_why(mount, sandbox, 
     assert e.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM), e.value
     assert read(src) == "data"
     assert not os.path.exists(dst)
+
+
+def test_rm_in_a_directory_nobody_may_write_says_what_happened(d, mount):
+    """rm of a file in a chmod 555 directory: the delete was queued (rm -r
+    sends them together) and rm said 0, then the sandbox refused it (on
+    Vercel, whose file calls act as the default user) and the file came
+    back, its error only in NAME/error and a later fsync of the directory.
+    In a directory the mount knows nobody but root may write, the delete
+    goes at once: rm gets its answer (found by an exploring helper)."""
+    ro = os.path.join(d, "ro")
+    os.mkdir(ro)
+    p = os.path.join(ro, "file")
+    with open(p, "w") as f:
+        f.write("data\n")
+    os.chmod(ro, 0o555)
+    try:
+        os.stat(ro)
+        try:
+            os.unlink(p)
+            removed = True
+        except PermissionError:
+            removed = False
+        time.sleep(1.2)          # past the queue's delay and the kernel's attributes
+        assert os.path.exists(p) is not removed
+        assert ("file" in os.listdir(ro)) is not removed
+    finally:
+        os.chmod(ro, 0o755)
