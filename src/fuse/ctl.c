@@ -765,9 +765,17 @@ static bool is_exec_option(const char *w)
 static int exec_option(struct parser *p, const char *w)
 {
 	struct ctl_command *c = p->c;
+	const char *eq = strchr(w, '=');
 
 	if (!strcmp(w, "stdin"))
 		return set_flag(p, &c->with_stdin, "stdin");
+	/* A name bash keeps for itself reached the command as the wrapper's
+	 * "readonly variable" on its stderr, and was not set: refused, as
+	 * NAME/env refuses it. (create's env.K=V is the sandbox's own
+	 * environment, given to its processes by the provider.) */
+	if (has_prefix(w, "env.") && eq && ctl_env_key_reserved(w + 4, (size_t)(eq - (w + 4))))
+		return fail(p, "env.%s: the shell keeps that name for itself: it cannot be set for a command",
+			    show(p, ctl_env_key_reserved(w + 4, (size_t)(eq - (w + 4)))));
 	if (has_prefix(w, "env."))
 		return add_env(p, w + 4, w);
 	if (has_prefix(w, "cwd="))
@@ -1104,6 +1112,18 @@ void ctl_command_free(struct ctl_command *c)
 		free(c->keys[i]);
 	free(c->keys);
 	command_init(c);
+}
+
+const char *ctl_env_key_reserved(const char *k, size_t n)
+{
+	static const char *const names[] = {
+		"IFS", "UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
+			return names[i];
+	return NULL;
 }
 
 bool ctl_valid_env_key(const char *key)

@@ -133,6 +133,12 @@ const char *ctl_verb_name(enum ctl_verb v);
 
 /* Validation helpers shared with the rest of daytonafs. */
 bool ctl_valid_env_key(const char *key);
+/* The name when k (n bytes) is one a command's environment cannot be given
+ * (exec's env.K=V, the lines of NAME/env), else NULL: IFS would change how
+ * the wrapper splits words; the others are read-only in bash (an
+ * assignment fails, and in POSIX mode ends the shell that makes it) or, as
+ * GROUPS, silently ignored. PATH and the rest are variables like any other. */
+const char *ctl_env_key_reserved(const char *k, size_t n);
 /* Sandbox and snapshot names: 1..255 bytes, no '/', no NUL, not "." or "..",
  * not starting with '.'. */
 bool ctl_valid_name(const char *name);

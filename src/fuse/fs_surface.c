@@ -115,22 +115,6 @@ static bool env_key_ok(const char *k, size_t n)
 	return true;
 }
 
-/* Names the env file cannot hold: IFS would change how the wrapper of every
- * command splits words; the others are read-only in bash (an assignment
- * fails, and in POSIX mode ends the shell that sources the file) or, as
- * GROUPS, silently ignored. PATH and the rest are variables like any other. */
-static const char *env_key_reserved(const char *k, size_t n)
-{
-	static const char *const names[] = {
-		"IFS", "UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS",
-	};
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strlen(names[i]) == n && !memcmp(names[i], k, n))
-			return names[i];
-	return NULL;
-}
-
 /* Undoes sh_quote: 'a'\''b' -> a'b. false when s is not that form. */
 static bool sh_unquote(const char *s, struct strbuf *out)
 {
@@ -317,9 +301,9 @@ int surface_env_write(struct dfs *fs, struct sandbox *sb, const char *text, size
 		}
 		k = p[0] == '-' ? p + 1 : p;
 		kn = p[0] == '-' ? l - 1 : eq ? (size_t)(eq - p) : 0;
-		if (env_key_ok(k, kn) && env_key_reserved(k, kn)) {
+		if (env_key_ok(k, kn) && ctl_env_key_reserved(k, kn)) {
 			sandbox_set_error(sb, "env: %s is the shell's own (it would break every command's wrapper)",
-					  env_key_reserved(k, kn));
+					  ctl_env_key_reserved(k, kn));
 			rc = -EINVAL;
 			goto out;
 		}

@@ -422,6 +422,14 @@ UNIT_TEST(exec_errors)
 	CHECK_ERR("exec env.9=1 -- ls", SB,
 		  "exec: invalid environment variable name '9' (letters, digits and '_', not starting with a digit)");
 	CHECK_ERR("exec env.A=1 env.A=2 -- ls", SB, "exec: env.A given twice");
+	/* names bash keeps for itself: the wrapper's "readonly variable" on
+	 * the command's stderr, and the name not set */
+	CHECK_ERR("exec env.UID=5 -- id", SB,
+		  "exec: env.UID: the shell keeps that name for itself: it cannot be set for a command");
+	CHECK_ERR("exec env.A=1 env.IFS=: -- ls", SB,
+		  "exec: env.IFS: the shell keeps that name for itself: it cannot be set for a command");
+	CHECK_OK("exec env.UIDX=1 env.PATH=/x -- ls", SB, CTL_EXEC);
+	CHECK_OK("create s env.UID=5", ROOT, CTL_CREATE);   /* the sandbox's own environment */
 	CHECK_ERR("exec stdin stdin -- cat", SB, "exec: stdin given twice");
 	CHECK_ERR("exec ls\nrm -rf /", SB, "one command per line: the line contains a newline");
 }
