@@ -7,6 +7,7 @@
 #include "fs_dispatch_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -348,14 +349,17 @@ static void saw_command_end(struct dfs *fs, struct vhandle *h)
 	command_ended(fs, h->sb->id, h->cmd);
 }
 
-static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
+/* A read of a command's output or exit blocks until there is something to
+ * read, as a pipe's does; with O_NONBLOCK (at open, or fcntl's F_SETFL:
+ * each read carries the flags) it is EAGAIN instead, as a pipe's is. */
+static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off, bool block)
 {
 	struct sp_error err = { 0 };
 	struct sp_box box;
 	ssize_t n;
 
 	sandbox_box(h->sb, &box);
-	n = exec_read(fs->exec, &box, h->cmd, h->stream, buf, size, (uint64_t)off, true, &err);
+	n = exec_read(fs->exec, &box, h->cmd, h->stream, buf, size, (uint64_t)off, block, &err);
 	if (n > 0) {
 		pthread_mutex_lock(&h->lock);
 		if ((uint64_t)off + (uint64_t)n > h->read_end)
@@ -364,12 +368,12 @@ static int read_stream(struct dfs *fs, struct vhandle *h, char *buf, size_t size
 	}
 	if (n == 0 && size > 0)
 		saw_command_end(fs, h);
-	if (n < 0 && n != -EINTR)
+	if (n < 0 && n != -EINTR && n != -EAGAIN)
 		log_warn("%s: reading command %u output: %s", h->sb->name, h->cmd, err.message);
 	return (int)n;
 }
 
-static int read_exit(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off)
+static int read_exit(struct dfs *fs, struct vhandle *h, char *buf, size_t size, off_t off, bool block)
 {
 	struct sp_error err = { 0 };
 	struct exec_status st;
@@ -379,9 +383,11 @@ static int read_exit(struct dfs *fs, struct vhandle *h, char *buf, size_t size, 
 	if (!h->text.len) {
 		/* The exit file waits until the command has ended. */
 		sandbox_box(h->sb, &box);
-		rc = exec_status(fs->exec, &box, h->cmd, true, &st, &err);
+		rc = exec_status(fs->exec, &box, h->cmd, block, &st, &err);
 		if (rc < 0)
 			return rc;
+		if (st.state == EXEC_RUNNING)
+			return -EAGAIN;   /* (only without block) */
 		saw_command_end(fs, h);
 		sb_addf(&h->text, "%d\n", st.exit_code);
 	}
@@ -404,10 +410,10 @@ int dfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_fi
 	case H_FILE:
 		return files_read(fs, fi, buf, size, off);
 	case H_STREAM:
-		return read_stream(fs, h, buf, size, off);
+		return read_stream(fs, h, buf, size, off, !(fi->flags & O_NONBLOCK));
 	case H_EXIT:
 		pthread_mutex_lock(&h->lock);
-		rc = read_exit(fs, h, buf, size, off);
+		rc = read_exit(fs, h, buf, size, off, !(fi->flags & O_NONBLOCK));
 		pthread_mutex_unlock(&h->lock);
 		return rc;
 	case H_TEXT:

@@ -42,6 +42,46 @@ def test_the_newest_commands_files_have_its_size_at_once(mount, sandbox):
         assert sizes[2:] == [(want_out, want_err), (want_out, want_out)]
 
 
+def test_o_nonblock_reads_of_a_running_command_are_eagain(mount, sandbox):
+    """Like a pipe's: a read of exit, or of stdout with nothing past the
+    offset, is EAGAIN with O_NONBLOCK (it blocked until the command ended:
+    found by an exploring helper); without it, it waits as before."""
+    ctl(mount.p(sandbox, "ctl"), "exec echo first; sleep 3; echo second")
+    n = os.readlink(mount.p(sandbox, "cmd", "last"))
+    d = mount.p(sandbox, "cmd", n)
+    fe = os.open(os.path.join(d, "exit"), os.O_RDONLY | os.O_NONBLOCK)
+    fo = os.open(os.path.join(d, "stdout"), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        t = time.monotonic()
+        try:
+            os.read(fe, 16)
+            assert False, "a read of a running command's exit returned"
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + 10
+        got = b""
+        while got != b"first\n":
+            assert time.monotonic() < deadline
+            try:
+                got += os.read(fo, 100)
+            except BlockingIOError:
+                time.sleep(0.05)
+        try:
+            os.read(fo, 100)
+            assert False, "a read past the output of a running command returned"
+        except BlockingIOError:
+            pass
+        assert time.monotonic() - t < 2.5
+        os.set_blocking(fe, True)
+        assert os.read(fe, 16) == b"0\n"        # waits for the end
+        os.set_blocking(fo, True)
+        assert os.read(fo, 100) == b"second\n"
+        assert os.read(fo, 100) == b""
+    finally:
+        os.close(fe)
+        os.close(fo)
+
+
 def test_output_streams_while_running(mount, sandbox):
     ctl(mount.p(sandbox, "ctl"), "exec for i in 1 2 3; do echo line$i; sleep 1; done")
     t0 = time.time()
