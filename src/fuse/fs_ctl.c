@@ -156,6 +156,11 @@ static int run_exec(struct dfs *fs, struct sandbox *sb, const struct ctl_command
 	 * our cache and the kernel's are dropped for this sandbox (on_end, or the
 	 * reader that sees the end first). Not now: that would forget which paths
 	 * the kernel holds. While it runs, changes show within the timeouts. */
+	/* The change ends with the launch (before the kernel is told: its
+	 * invalidation may wait for a page of a private mapping of one of the
+	 * files, whose read waits for the command). dispatch ends it too, for
+	 * the returns above. */
+	files_change_end();
 	if (rc == 0) {
 		newest_command_changed(fs, sb);
 		log_info("%s: command %u started: %s", sb->name, n, c->command);

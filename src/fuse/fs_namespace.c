@@ -31,6 +31,7 @@
 
 static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path);
 static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden);
+static bool parent_write_protected(struct dfs *fs, struct sandbox *sb, const char *path);
 
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
@@ -199,15 +200,20 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		/* rm -r unlinks a tree one file at a time, each waiting for the
 		 * last: the deletes of files no descriptor holds open go out
 		 * together, later. An open one goes now: its content was just
-		 * read for the descriptors, and they expect nothing else. The
-		 * node's lock is held over the remove, so that no upload of it
-		 * (a close meanwhile) lands after the delete, and its data is
-		 * dropped only once the remove succeeded (or is queued). */
-		if (!(have_st && !open))
+		 * read for the descriptors, and they expect nothing else; and so
+		 * does one in a directory nobody but root may write
+		 * (parent_write_protected), so that rm gets the sandbox's answer.
+		 * What is queued for the path goes first. The node's lock is
+		 * held over the remove, so that no upload of it (a close
+		 * meanwhile) lands after the delete, and its data is dropped
+		 * only once the remove succeeded (or is queued). */
+		bool later = have_st && !open && !parent_write_protected(fs, sb, path);
+
+		if (!later)
 			files_settle(fs, sb, path);
 		if (n)
 			pthread_mutex_lock(&n->lock);
-		if (have_st && !open)
+		if (later)
 			rc = delete_later(fs, sb, path, &st, false);
 		else
 			rc = remove_path(fs, sb, path, have_st ? &st : NULL);
@@ -421,12 +427,12 @@ static bool parent_write_protected(struct dfs *fs, struct sandbox *sb, const cha
 }
 
 /* Deletes path (not a directory) in the sandbox, later (see WB_DELAY), or
- * at once where commands do not work or the directory refuses writes. */
+ * at once where commands do not work. */
 static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden)
 {
 	struct wb_op *op;
 
-	if (list_mode_get(fs, sb) != LIST_FIND || (!hidden && parent_write_protected(fs, sb, path)))
+	if (list_mode_get(fs, sb) != LIST_FIND)
 		return remove_path(fs, sb, path, st);
 	op = wb_op_new(sb, WB_DELETE, path);
 	if (!op)

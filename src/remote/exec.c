@@ -662,7 +662,10 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 	rc = cmd_path(m, n, names[s], path, sizeof(path));
 	if (rc < 0)
 		return sp_error_set(err, rc, 0, "state directory path too long");
-	rc = lock_cmd(m, box, n, false, &b, &c, err);
+	/* A read that may not wait looks at the command again itself (when
+	 * its state is poll_min_ms old): with nobody waiting, no poller does,
+	 * and its EAGAIN would never turn into data or the end. */
+	rc = lock_cmd(m, box, n, !block, &b, &c, err);
 	if (rc < 0)
 		return rc;
 	for (;;) {

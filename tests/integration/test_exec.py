@@ -4,7 +4,7 @@ import os
 import subprocess
 import time
 
-from conftest import ctl, read
+from conftest import Mount, ctl, read
 
 
 def test_stdout_stderr_exit(mount, sandbox):
@@ -80,6 +80,35 @@ def test_o_nonblock_reads_of_a_running_command_are_eagain(mount, sandbox):
     finally:
         os.close(fe)
         os.close(fo)
+
+
+def test_o_nonblock_reads_of_a_command_nobody_waits_for_see_its_output(server, tmp_root, mount, sandbox):
+    """A command another mount started, which no poller here looks at: a
+    read that may not wait looked only at what this mount knew, and gave
+    EAGAIN for ever (never the output, never the end). It looks at the
+    command again itself now (found on review)."""
+    ctl(mount.p(sandbox, "ctl"), "exec sleep 2; echo hi; sleep 2")
+    n = os.readlink(mount.p(sandbox, "cmd", "last"))
+    m2 = Mount(server, tmp_root, name="mnt-nonblock-2")
+    try:
+        fo = os.open(m2.p(sandbox, "cmd", n, "stdout"), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            got, deadline = b"", time.monotonic() + 20
+            while True:
+                assert time.monotonic() < deadline, got
+                try:
+                    b = os.read(fo, 100)
+                except BlockingIOError:
+                    time.sleep(0.1)
+                    continue
+                if not b:
+                    break
+                got += b
+            assert got == b"hi\n"
+        finally:
+            os.close(fo)
+    finally:
+        m2.unmount()
 
 
 def test_output_streams_while_running(mount, sandbox):
