@@ -100,6 +100,23 @@ def remount(server, tmp_root, m):
     return Mount(server, tmp_root, name=os.path.basename(m.path))
 
 
+def crash_over_a_file_read_as_version_1(server, crashy, name, text="from the dead mount\n"):
+    """NAME holds "version 1" in the sandbox and is read through the mount;
+    then text is written over it, whose upload at close fails, and the mount
+    is killed: the record is of a file the dead mount read (size, mtime)."""
+    m, sb, tb = crashy
+    p = m.p(sb, "work", name)
+    tb.upload(f"{HOME}/{name}", b"version 1\n")
+    assert read(p) == "version 1\n"
+    crash_after_a_failed_close(server, m, p, text, keep_mode="r")
+
+
+def slow_recovery_question(server, tb):
+    """Recovery's question about the sandbox (its GET) is answered slowly."""
+    server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
+                                            "action": "slow", "bytes_per_sec": 200, "count": 1})
+
+
 def test_kill_during_large_write_keeps_the_data_in_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
     chunk = os.urandom(1 << 20)
@@ -269,14 +286,10 @@ def test_a_kill_before_a_new_files_queued_move_into_place_uploads_it(crashy, ser
 
 def test_a_file_opened_through_the_new_mount_first_goes_to_unsaved(crashy, server, tmp_root):
     m, sb, tb = crashy
-    p = m.p(sb, "work", "reopened.txt")
-    tb.upload(f"{HOME}/reopened.txt", b"version 1\n")
-    assert read(p) == "version 1\n"
-    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
+    crash_over_a_file_read_as_version_1(server, crashy, "reopened.txt")
     # Recovery's question about the sandbox is answered slowly; meanwhile
     # the file is opened through the new mount.
-    server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
-                                            "action": "slow", "bytes_per_sec": 200, "count": 1})
+    slow_recovery_question(server, tb)
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
     with open(m2.p(sb, "work", "reopened.txt")) as reader:
@@ -314,10 +327,7 @@ def test_a_change_through_the_new_mount_during_recovery_upload_comes_after_it(cr
     waited: the rm went first and recovery's upload brought the file back,
     the command's write was replaced by the dead mount's older copy."""
     m, sb, tb = crashy
-    p = m.p(sb, "work", "raced.txt")
-    tb.upload(f"{HOME}/raced.txt", b"version 1\n")
-    assert read(p) == "version 1\n"
-    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
+    crash_over_a_file_read_as_version_1(server, crashy, "raced.txt")
     # recovery's upload is refused once, and retried after Retry-After
     Faults(server).add("upload", status=503, retry_after=3, count=1)
     m2 = remount(server, tmp_root, m)
@@ -345,11 +355,8 @@ def test_an_upload_the_crash_cut_short_is_uploaded_again(crashy, server, tmp_roo
     the start of the stage (or all of it: the upload landed, the record did
     not go) is uploaded over; anything else still goes to unsaved/."""
     m, sb, tb = crashy
-    p = m.p(sb, "work", "torn.txt")
-    tb.upload(f"{HOME}/torn.txt", b"version 1\n")
-    assert read(p) == "version 1\n"
     text = "".join(f"line {i} of what the dead mount closed\n" for i in range(3000))
-    crash_after_a_failed_close(server, m, p, text, keep_mode="r")
+    crash_over_a_file_read_as_version_1(server, crashy, "torn.txt", text)
     there = {"torn": text[:40000], "empty": "", "whole": text, "other": text[:40000] + "X"}[left]
     tb.upload(f"{HOME}/torn.txt", there.encode())
     m2 = remount(server, tmp_root, m)
@@ -372,12 +379,8 @@ def test_a_truncation_through_the_new_mount_before_recovery_stands(crashy, serve
     over it. Only a file last written before the mount started is taken so:
     the truncation stands, the data goes to unsaved/ (found on review)."""
     m, sb, tb = crashy
-    p = m.p(sb, "work", "trunc.txt")
-    tb.upload(f"{HOME}/trunc.txt", b"version 1\n")
-    assert read(p) == "version 1\n"
-    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
-    server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
-                                            "action": "slow", "bytes_per_sec": 200, "count": 1})
+    crash_over_a_file_read_as_version_1(server, crashy, "trunc.txt")
+    slow_recovery_question(server, tb)
     m2 = remount(server, tmp_root, m)
     wait_for(lambda: faults_injected(server) >= 1, "recovery's question")
     q = m2.p(sb, "work", "trunc.txt")
@@ -401,10 +404,7 @@ def test_a_rename_under_way_as_recovery_looks_is_waited_for(crashy, server, tmp_
     which brought the old name back. The claim now waits for the changes
     under way (found on review)."""
     m, sb, tb = crashy
-    p = m.p(sb, "work", "mv.txt")
-    tb.upload(f"{HOME}/mv.txt", b"version 1\n")
-    assert read(p) == "version 1\n"
-    crash_after_a_failed_close(server, m, p, "from the dead mount\n", keep_mode="r")
+    crash_over_a_file_read_as_version_1(server, crashy, "mv.txt")
     # recovery's question: 1.5 s; the rename's move acted on 3 s after it was
     # sent; recovery's upload 4 s after
     server.local("POST", "/_local/faults", {"pattern": tb.get_route(), "method": "GET",
