@@ -177,7 +177,7 @@ def test_a_failed_send_of_a_long_upload_leaves_no_script_file(mount, sandbox, vi
     before = set(view.sh(listing)[1].split())
     data = "".join("line %07d of a file over 96 KiB as base64\n" % i for i in range(4000))
     rule = fault_rule("exec", action="status", status=502, count=1)
-    rule["body_match"] = r"/tmp/\.daytonafs/out/script\.[\s\S]*sh \\?\"\$f\\?\""
+    rule["body_match"] = r"/tmp/\.daytonafs/out/script\.[\s\S]*sh \\?\"\$_dff\\?\""
     server.local("POST", "/_local/faults", rule)
     try:
         write_synced(local, data)
