@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -623,6 +624,36 @@ struct buf_sink {
 	size_t cap, len;
 };
 
+/* What the read-aheads of all commands hold (READ_AHEAD_TOTAL). */
+static _Atomic size_t read_ahead_total;
+
+void ra_drop(struct ecmd *c, int s)
+{
+	if (!c->ra_buf[s])
+		return;
+	atomic_fetch_sub(&read_ahead_total, c->ra_len[s]);
+	free(c->ra_buf[s]);
+	c->ra_buf[s] = NULL;
+	c->ra_len[s] = 0;
+}
+
+/* Lock held. Copies what c's read-ahead of s holds at off into buf (at most
+ * size bytes): false when it holds nothing there. A read-ahead read to its
+ * end goes. */
+static bool ra_serve(struct ecmd *c, int s, uint64_t off, char *buf, size_t size, size_t *n)
+{
+	uint64_t end = c->ra_off[s] + c->ra_len[s];
+
+	if (!c->ra_buf[s] || off < c->ra_off[s] || off >= end)
+		return false;
+	*n = end - off < size ? (size_t)(end - off) : size;
+	memcpy(buf, c->ra_buf[s] + (off - c->ra_off[s]), *n);
+	c->ra_next[s] = off + *n;
+	if (c->ra_next[s] == end)
+		ra_drop(c, s);
+	return true;
+}
+
 static int buf_sink_fn(void *ctx, const void *data, size_t len)
 {
 	struct buf_sink *s = ctx;
@@ -671,6 +702,8 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 	for (;;) {
 		struct buf_sink sink = { buf, size, 0 };
 		struct box_copy bc;
+		char *ahead = NULL;
+		size_t served;
 		int64_t got;
 
 		if (c->ended && c->has_out[s]) {
@@ -703,11 +736,24 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 				break;
 			}
 		}
+		if (c->ended && ra_serve(c, s, off, buf, size, &served)) {
+			ret = (ssize_t)served;
+			break;
+		}
 		/* After the end, the stream is what the last listing said: a
 		 * read never goes past the size the kernel was given (bytes a
 		 * background child appends show up with the next listing). */
 		if (c->ended && sink.cap > c->size[s] - off)
 			sink.cap = (size_t)(c->size[s] - off);
+		/* Read in order, past what this read asks: more at once. */
+		if (c->ended && off == c->ra_next[s] && c->size[s] - off > size) {
+			size_t want = c->size[s] - off < READ_AHEAD_MAX ? (size_t)(c->size[s] - off) : READ_AHEAD_MAX;
+
+			if (atomic_load(&read_ahead_total) + want <= READ_AHEAD_TOTAL && (ahead = malloc(want))) {
+				sink.buf = ahead;
+				sink.cap = want;
+			}
+		}
 		box_copy(b, &bc);
 		pthread_mutex_unlock(&m->lock);
 		got = rfs_download(m->sp, &bc.db, path, off, sink.cap, buf_sink_fn, &sink, err);
@@ -715,15 +761,38 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 			got = (int64_t)sink.cap;
 		pthread_mutex_lock(&m->lock);
 		if (got < 0) {
+			free(ahead);
 			ret = (ssize_t)got;
 			break;
 		}
 		if (got > 0) {
 			if (off + (uint64_t)got > c->size[s])
 				c->size[s] = off + (uint64_t)got;
+			if (ahead) {
+				/* This read's part, and the rest kept (read-aheads of
+				 * other readers meanwhile give way to this one). */
+				size_t mine = (size_t)got < size ? (size_t)got : size;
+
+				memcpy(buf, ahead, mine);
+				ra_drop(c, s);
+				if ((size_t)got > mine) {
+					c->ra_buf[s] = ahead;
+					c->ra_off[s] = off;
+					c->ra_len[s] = (size_t)got;
+					atomic_fetch_add(&read_ahead_total, (size_t)got);
+					c->ra_next[s] = off + mine;
+				} else {
+					free(ahead);
+					c->ra_next[s] = off + mine;
+				}
+				ret = (ssize_t)mine;
+				break;
+			}
+			c->ra_next[s] = off + (uint64_t)got;
 			ret = (ssize_t)got;
 			break;
 		}
+		free(ahead);
 		/* Nothing where the listing said there was: the file was cut
 		 * behind us. Believe the download, and wait or end. */
 		c->size[s] = off;

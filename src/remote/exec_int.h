@@ -105,6 +105,12 @@ struct ecmd {
 	 * EMPTY_EXIT_GRACE_MS, its write failed or its writer died between
 	 * the create and the write, and the command ended with no status. */
 	int64_t exit_empty_since_ms;
+	/* Read-ahead of an ended command's stream read in order (exec_read):
+	 * bytes [ra_off[s], ra_off[s] + ra_len[s]) of it, and where the last
+	 * read of it ended. */
+	char *ra_buf[2];
+	uint64_t ra_off[2], ra_next[2];
+	size_t ra_len[2];
 	/* When a poll of this mount first found it running (0: not yet):
 	 * from then on, LIVENESS_CHECK_MS. */
 	int64_t running_seen_ms;
@@ -173,6 +179,15 @@ struct exec_mgr {
 	char nonce[24];
 	unsigned long tokens;
 };
+
+/* An ended command's stream read in order is downloaded READ_AHEAD_MAX bytes
+ * at a time (one request, where the kernel asks for 128 KiB a read: a 30 MB
+ * log cost 232 requests, each a command on Vercel), the rest kept for the
+ * reads that follow; at most READ_AHEAD_TOTAL kept in all. */
+#define READ_AHEAD_MAX (4u << 20)
+#define READ_AHEAD_TOTAL (32u << 20)
+/* Frees c's read-ahead of stream s. Lock held (exec.c). */
+void ra_drop(struct ecmd *c, int s);
 
 /* Delay of the first look at a command just started. */
 #define FIRST_POLL_MS 10

@@ -75,6 +75,8 @@ static void cmd_free(struct ecmd *c)
 	free(c->text);
 	free(c->out[0]);
 	free(c->out[1]);
+	ra_drop(c, 0);
+	ra_drop(c, 1);
 	free(c);
 }
 
