@@ -9,7 +9,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -624,33 +623,94 @@ struct buf_sink {
 	size_t cap, len;
 };
 
-/* What the read-aheads of all commands hold (READ_AHEAD_TOTAL). */
-static _Atomic size_t read_ahead_total;
+/*
+ * The read-aheads held, least recently used first, and how many are being
+ * downloaded: together at most READ_AHEAD_SLOTS, so at most that many times
+ * READ_AHEAD_MAX bytes. A reader that stops half-way (head, less) leaves its
+ * buffer to be taken by the next. Under m->lock (one exec_mgr a process).
+ */
+static struct ra_slot {
+	struct ecmd *c;
+	int s;
+} ra_held[READ_AHEAD_SLOTS];
+static size_t ra_n_held, ra_n_loading;
+
+static size_t ra_find(const struct ecmd *c, int s)
+{
+	for (size_t i = 0; i < ra_n_held; i++)
+		if (ra_held[i].c == c && ra_held[i].s == s)
+			return i;
+	return ra_n_held;
+}
 
 void ra_drop(struct ecmd *c, int s)
 {
+	size_t i;
+
 	if (!c->ra_buf[s])
 		return;
-	atomic_fetch_sub(&read_ahead_total, c->ra_len[s]);
+	i = ra_find(c, s);
+	if (i < ra_n_held) {
+		memmove(&ra_held[i], &ra_held[i + 1], (ra_n_held - i - 1) * sizeof(ra_held[0]));
+		ra_n_held--;
+	}
 	free(c->ra_buf[s]);
 	c->ra_buf[s] = NULL;
 	c->ra_len[s] = 0;
 }
 
-/* Lock held. Copies what c's read-ahead of s holds at off into buf (at most
- * size bytes): false when it holds nothing there. A read-ahead read to its
- * end goes. */
-static bool ra_serve(struct ecmd *c, int s, uint64_t off, char *buf, size_t size, size_t *n)
+/* A slot for a download, the least recently used read-ahead giving way if
+ * need be: false when every slot is being downloaded into. */
+static bool ra_reserve(void)
+{
+	if (ra_n_held + ra_n_loading >= READ_AHEAD_SLOTS && ra_n_held)
+		ra_drop(ra_held[0].c, ra_held[0].s);
+	if (ra_n_held + ra_n_loading >= READ_AHEAD_SLOTS)
+		return false;
+	ra_n_loading++;
+	return true;
+}
+
+/* The download of a reserved slot is done: buf (len bytes at off) becomes
+ * c's read-ahead of s, or (NULL) the slot is given back. */
+static void ra_loaded(struct ecmd *c, int s, char *buf, uint64_t off, size_t len)
+{
+	ra_n_loading--;
+	if (!buf)
+		return;
+	ra_drop(c, s);
+	c->ra_buf[s] = buf;
+	c->ra_off[s] = off;
+	c->ra_len[s] = len;
+	ra_held[ra_n_held].c = c;
+	ra_held[ra_n_held].s = s;
+	ra_n_held++;
+}
+
+/* Lock held. Copies what c's read-ahead of s holds at off, below size_now
+ * (the stream's size: a file cut behind us is not served past its end),
+ * into buf (at most size bytes): false when it holds nothing there. A
+ * read-ahead read to its end goes; one read becomes the most recently used. */
+static bool ra_serve(struct ecmd *c, int s, uint64_t off, uint64_t size_now, char *buf, size_t size, size_t *n)
 {
 	uint64_t end = c->ra_off[s] + c->ra_len[s];
+	size_t i;
 
+	if (end > size_now)
+		end = size_now;
 	if (!c->ra_buf[s] || off < c->ra_off[s] || off >= end)
 		return false;
 	*n = end - off < size ? (size_t)(end - off) : size;
 	memcpy(buf, c->ra_buf[s] + (off - c->ra_off[s]), *n);
 	c->ra_next[s] = off + *n;
-	if (c->ra_next[s] == end)
+	if (c->ra_next[s] == c->ra_off[s] + c->ra_len[s]) {
 		ra_drop(c, s);
+	} else if ((i = ra_find(c, s)) < ra_n_held) {
+		struct ra_slot used = ra_held[i];
+
+		memmove(&ra_held[i], &ra_held[i + 1], (ra_n_held - i - 1) * sizeof(ra_held[0]));
+		ra_held[ra_n_held - 1] = used;
+	}
 	return true;
 }
 
@@ -736,7 +796,7 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 				break;
 			}
 		}
-		if (c->ended && ra_serve(c, s, off, buf, size, &served)) {
+		if (c->ended && ra_serve(c, s, off, c->size[s], buf, size, &served)) {
 			ret = (ssize_t)served;
 			break;
 		}
@@ -745,13 +805,17 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 		 * background child appends show up with the next listing). */
 		if (c->ended && sink.cap > c->size[s] - off)
 			sink.cap = (size_t)(c->size[s] - off);
-		/* Read in order, past what this read asks: more at once. */
-		if (c->ended && off == c->ra_next[s] && c->size[s] - off > size) {
+		/* A second read in order, past what this read asks: more at
+		 * once (not the first: one read, head's, fetches no more). */
+		if (c->ended && off > 0 && off == c->ra_next[s] && c->size[s] - off > size && ra_reserve()) {
 			size_t want = c->size[s] - off < READ_AHEAD_MAX ? (size_t)(c->size[s] - off) : READ_AHEAD_MAX;
 
-			if (atomic_load(&read_ahead_total) + want <= READ_AHEAD_TOTAL && (ahead = malloc(want))) {
+			ahead = malloc(want);
+			if (ahead) {
 				sink.buf = ahead;
 				sink.cap = want;
+			} else {
+				ra_loaded(c, s, NULL, 0, 0);
 			}
 		}
 		box_copy(b, &bc);
@@ -760,8 +824,12 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 		if (got == -ECANCELED && sink.len == sink.cap)
 			got = (int64_t)sink.cap;
 		pthread_mutex_lock(&m->lock);
-		if (got < 0) {
+		if (got <= 0 && ahead) {
+			ra_loaded(c, s, NULL, 0, 0);
 			free(ahead);
+			ahead = NULL;
+		}
+		if (got < 0) {
 			ret = (ssize_t)got;
 			break;
 		}
@@ -774,17 +842,13 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 				size_t mine = (size_t)got < size ? (size_t)got : size;
 
 				memcpy(buf, ahead, mine);
-				ra_drop(c, s);
 				if ((size_t)got > mine) {
-					c->ra_buf[s] = ahead;
-					c->ra_off[s] = off;
-					c->ra_len[s] = (size_t)got;
-					atomic_fetch_add(&read_ahead_total, (size_t)got);
-					c->ra_next[s] = off + mine;
+					ra_loaded(c, s, ahead, off, (size_t)got);
 				} else {
+					ra_loaded(c, s, NULL, 0, 0);
 					free(ahead);
-					c->ra_next[s] = off + mine;
 				}
+				c->ra_next[s] = off + mine;
 				ret = (ssize_t)mine;
 				break;
 			}
@@ -792,10 +856,11 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 			ret = (ssize_t)got;
 			break;
 		}
-		free(ahead);
 		/* Nothing where the listing said there was: the file was cut
-		 * behind us. Believe the download, and wait or end. */
+		 * behind us. Believe the download, and wait or end; what was
+		 * read ahead of it may be stale. */
 		c->size[s] = off;
+		ra_drop(c, s);
 	}
 	box_put(b);
 	pthread_mutex_unlock(&m->lock);

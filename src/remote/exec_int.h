@@ -181,11 +181,12 @@ struct exec_mgr {
 };
 
 /* An ended command's stream read in order is downloaded READ_AHEAD_MAX bytes
- * at a time (one request, where the kernel asks for 128 KiB a read: a 30 MB
- * log cost 232 requests, each a command on Vercel), the rest kept for the
- * reads that follow; at most READ_AHEAD_TOTAL kept in all. */
+ * at a time (one request, where cat asks for 128 KiB a read: a 30 MB log
+ * cost 232 requests, each a command on Vercel), the rest kept for the reads
+ * that follow; at most READ_AHEAD_SLOTS of them, held or being downloaded,
+ * the least recently used giving way. */
 #define READ_AHEAD_MAX (4u << 20)
-#define READ_AHEAD_TOTAL (32u << 20)
+#define READ_AHEAD_SLOTS 8
 /* Frees c's read-ahead of stream s. Lock held (exec.c). */
 void ra_drop(struct ecmd *c, int s);
 

@@ -108,6 +108,27 @@ def test_a_large_output_read_in_order_costs_few_requests(mount, sandbox, home, s
     assert len(reqs) <= 5, reqs          # 3 pieces of 4 MiB, and a look at the record
 
 
+def test_readers_that_stop_half_way_leave_the_read_ahead_to_the_next(mount, sandbox, home, server):
+    """head of nine large outputs, each read twice in order (a read-ahead
+    each), then cat of a tenth: the buffers of readers that stopped used to
+    stay until the command was forgotten, and once 32 MiB were held no read
+    ahead was made at all (78 requests again). The least recently used now
+    gives way (found on review)."""
+    ns = []
+    for _ in range(10):
+        run(mount, sandbox, "head -c 3750000 /dev/urandom | base64 -w 100")
+        ns.append(os.readlink(mount.p(sandbox, "cmd", "last")))
+    for n in ns[:9]:
+        with open(mount.p(sandbox, "cmd", n, "stdout"), "rb") as f:
+            assert len(f.read(128 << 10)) == 128 << 10
+            assert len(f.read(128 << 10)) == 128 << 10
+    server.reset()
+    data = subprocess.run(["cat", mount.p(sandbox, "cmd", ns[9], "stdout")], check=True,
+                          stdout=subprocess.PIPE).stdout
+    assert len(data) > 5_000_000
+    assert len(sandbox_requests(server)) <= 4, sandbox_requests(server)
+
+
 def content(i):
     return b"file %d\x00\xff" % i + b"x" * (i * 97 % 3000)
 
