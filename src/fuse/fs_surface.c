@@ -99,8 +99,7 @@ static int usage_text(struct dfs *fs, struct sandbox *sb, struct strbuf *text)
  * env.K=V (exec_script.c), so those win. */
 static void env_path(struct dfs *fs, struct strbuf *sb)
 {
-	/* exec.c's default when -o state_dir is not given */
-	sb_adds(sb, fs->opt.state_dir && fs->opt.state_dir[0] ? fs->opt.state_dir : "/tmp/.daytonafs");
+	sb_adds(sb, fs->opt.state_dir && fs->opt.state_dir[0] ? fs->opt.state_dir : EXEC_STATE_DIR_DEFAULT);
 	sb_adds(sb, "/env");
 }
 

@@ -350,7 +350,7 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box
 		 * the file's content is not put where every user looks, and a
 		 * crash before the copy leaves it there, not in theirs. */
 		const char *state = fs->opt.state_dir && fs->opt.state_dir[0] == '/' ? fs->opt.state_dir
-										 : "/tmp/.daytonafs";
+										 : EXEC_STATE_DIR_DEFAULT;
 		char dir[4200];
 
 		if (!str_printf(dir, sizeof(dir), "%s/out/", state))
@@ -1417,7 +1417,7 @@ int files_truncate(struct dfs *fs, struct sandbox *sb, const char *path, off_t s
 		 * content is what a queued upload of the file (-o writeback,
 		 * or an empty new file) must send should this one fail. */
 		if (by_path && n->handles == 0)
-			n->wbk_changes = n->changes;
+			upload_queue_takes_content(n);
 		if (by_path) {
 			node_asked_upload(n);
 			rc = upload_node(fs, n);

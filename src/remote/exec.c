@@ -230,7 +230,7 @@ struct exec_mgr *exec_mgr_new(struct sandbox_provider *sp, const struct exec_opt
 	else
 		exec_options_defaults(&m->o);
 	if (!m->o.state_dir || !*m->o.state_dir)
-		m->o.state_dir = "/tmp/.daytonafs";
+		m->o.state_dir = EXEC_STATE_DIR_DEFAULT;
 	if (m->o.poll_min_ms <= 0)
 		m->o.poll_min_ms = 50;
 	if (m->o.poll_max_ms < m->o.poll_min_ms)

@@ -39,8 +39,12 @@
 #include <sys/types.h>
 #include "provider.h"
 
+/* Where the commands' records live in the sandbox unless -o state_dir says
+ * (the mount's own temporary uploads go under it too: fs_write.c). */
+#define EXEC_STATE_DIR_DEFAULT "/tmp/.daytonafs"
+
 struct exec_options {
-	const char *state_dir;      /* in the sandbox; default "/tmp/.daytonafs" */
+	const char *state_dir;      /* in the sandbox; default EXEC_STATE_DIR_DEFAULT */
 	long poll_min_ms;           /* default 50 */
 	long poll_max_ms;           /* default 1000 */
 	/* How long a listing of STATE_DIR/cmd is trusted before exec_list and

@@ -1210,7 +1210,7 @@ const char *exec_state_name(enum exec_state s)
 void exec_options_defaults(struct exec_options *o)
 {
 	memset(o, 0, sizeof(*o));
-	o->state_dir = "/tmp/.daytonafs";
+	o->state_dir = EXEC_STATE_DIR_DEFAULT;
 	o->poll_min_ms = 50;
 	o->poll_max_ms = 1000;
 	o->list_ttl_ms = 5000;
