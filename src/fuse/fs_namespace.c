@@ -861,7 +861,7 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 	struct strbuf cmd = STRBUF_INIT;
 	struct stat sf, st, hidden_st;
 	struct sp_box box;
-	bool to_exists, from_exact, replaced_hidden, api_move;
+	bool to_exists, from_exact, replaced_hidden, api_move, ask_mv = false;
 	int rc;
 
 	if (flags & RENAME_EXCHANGE)
@@ -924,15 +924,18 @@ static int rename_path(struct dfs *fs, struct sandbox *sb, const char *from, con
 		rc = sp_fs_move(fs->sp, &box, from, to, &err);
 		if (rc == -ENOENT && move_was_done(fs, &box, from, to))
 			rc = 0;
-		if (rc < 0 && rc != -EEXIST && !(rc == -EINVAL && !(flags & RENAME_NOREPLACE)))
+		/* The API's move refuses with a bare 400 (EINVAL) whatever the
+		 * reason: a read-only or unwritable directory, which mv(1) then
+		 * reported as "cannot move to a subdirectory of itself". mv -T
+		 * in the sandbox tells which (not for RENAME_NOREPLACE, which
+		 * mv -T would not keep). */
+		ask_mv = rc == -EINVAL && !(flags & RENAME_NOREPLACE);
+		if (rc < 0 && rc != -EEXIST && !ask_mv)
 			toolbox_failed(fs, sb, rc, &err, "rename", from);
 	}
 	/* (With RENAME_NOREPLACE the destination was absent: a 409 of the
-	 * API's move means it came since, and is EEXIST.) The API's move
-	 * refuses with a bare 400 (EINVAL) whatever the reason: a read-only
-	 * or unwritable directory, which mv(1) then reported as "cannot move
-	 * to a subdirectory of itself". mv -T in the sandbox tells which. */
-	if ((rc == -EEXIST || (api_move && rc == -EINVAL)) && (!api_move || !(flags & RENAME_NOREPLACE))) {
+	 * API's move means it came since, and is EEXIST.) */
+	if ((rc == -EEXIST && (!api_move || !(flags & RENAME_NOREPLACE))) || ask_mv) {
 		/* The toolbox's move never replaces, follows a link at the
 		 * source, and copies where rename fails (a volume); rename(2)
 		 * must replace, atomically: mv -T is rename(2) in the sandbox. */
