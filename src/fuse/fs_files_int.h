@@ -425,6 +425,10 @@ bool upload_later(struct dfs *fs, struct open_node *n);
 /* Whether n's upload waits in the queue, for the content a close queued
  * (not for a stage written since). Caller holds n->lock. */
 bool upload_waits(struct dfs *fs, struct open_node *n);
+/* What n holds now is the content its queued upload, if any, is to send
+ * (upload_later; a truncate by path with no descriptor open, which no close
+ * will follow). Caller holds n->lock. */
+void upload_queue_takes_content(struct open_node *n);
 void writeback_stop(struct dfs *fs);
 void writeback_release(struct dfs *fs);
 

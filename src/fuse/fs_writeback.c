@@ -87,7 +87,7 @@ bool upload_later(struct dfs *fs, struct open_node *n)
 		ok = false;
 	} else {
 		n->wbk_due = mono_now() + delay;
-		n->wbk_changes = n->changes;
+		upload_queue_takes_content(n);
 		if (!n->wbk_queued) {
 			pthread_mutex_lock(&t->lock);
 			n->refs++;   /* the queue's */
@@ -114,6 +114,11 @@ bool upload_later(struct dfs *fs, struct open_node *n)
 static bool queued_content(const struct open_node *n)
 {
 	return n->changes == n->wbk_changes;
+}
+
+void upload_queue_takes_content(struct open_node *n)
+{
+	n->wbk_changes = n->changes;
 }
 
 bool upload_waits(struct dfs *fs, struct open_node *n)
