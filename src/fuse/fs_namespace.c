@@ -31,7 +31,6 @@
 
 static int flush_under(struct dfs *fs, struct sandbox *sb, const char *path);
 static int delete_later(struct dfs *fs, struct sandbox *sb, const char *path, const struct stat *st, bool hidden);
-static bool parent_write_protected(struct dfs *fs, struct sandbox *sb, const char *path);
 
 int files_mkdir(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
@@ -201,13 +200,13 @@ int files_unlink(struct dfs *fs, struct sandbox *sb, const char *path)
 		 * last: the deletes of files no descriptor holds open go out
 		 * together, later. An open one goes now: its content was just
 		 * read for the descriptors, and they expect nothing else; and so
-		 * does one in a directory nobody but root may write
-		 * (parent_write_protected), so that rm gets the sandbox's answer.
+		 * does one in a directory known to refuse the sandbox's file user
+		 * (files_parent_may_refuse), so that rm gets the sandbox's answer.
 		 * What is queued for the path goes first. The node's lock is
 		 * held over the remove, so that no upload of it (a close
 		 * meanwhile) lands after the delete, and its data is dropped
 		 * only once the remove succeeded (or is queued). */
-		bool later = have_st && !open && !parent_write_protected(fs, sb, path);
+		bool later = have_st && !open && !files_parent_may_refuse(fs, sb, path);
 
 		if (!later)
 			files_settle(fs, sb, path);
@@ -409,21 +408,34 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 
 
 /*
- * Whether path's directory is known to let nobody but root write it (chmod
- * 555, a tree made read-only): a delete queued there is refused when it
- * runs, after the unlink said 0, and the name comes back (the error only in
- * NAME/error and a later fsync of the directory). A toolbox that runs as
- * root deletes it all the same; either way the answer is the delete's own.
+ * Whether path's directory is known to refuse a new name or a removal to the
+ * user the sandbox's file API and commands act as: nobody but root may write
+ * it (chmod 555, a tree made read-only), or, where the provider says who
+ * that user is (Vercel's uid 1000), its bits refuse that user (a root-owned
+ * 755 directory such as /etc; a supplementary group is not known, and is
+ * taken to refuse). A delete queued there is refused when it runs, after
+ * the unlink said 0, and the name comes back (the error only in NAME/error
+ * and a later fsync of the directory); a new file's upload is refused at its
+ * close, which shells do not check. Such changes go to the sandbox at once:
+ * a toolbox that runs as root makes them all the same; either way the
+ * answer is the sandbox's own.
  */
-static bool parent_write_protected(struct dfs *fs, struct sandbox *sb, const char *path)
+bool files_parent_may_refuse(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	char parent[PATH_MAX];
 	const char *base;
 	struct stat st;
+	mode_t bit;
 
-	return split_path(path, parent, sizeof(parent), &base) &&
-	       cache_get_attr(fs->cache, sb->id, parent, &st) == CACHE_HIT && S_ISDIR(st.st_mode) &&
-	       !(st.st_mode & 0222);
+	if (!split_path(path, parent, sizeof(parent), &base) ||
+	    cache_get_attr(fs->cache, sb->id, parent, &st) != CACHE_HIT || !S_ISDIR(st.st_mode))
+		return false;
+	if (!(st.st_mode & 0222))
+		return true;
+	if (!fs->sp->files_owner_known || fs->sp->files_uid == 0)
+		return false;
+	bit = st.st_uid == fs->sp->files_uid ? 0200 : st.st_gid == fs->sp->files_gid ? 0020 : 0002;
+	return !(st.st_mode & bit);
 }
 
 /* Deletes path (not a directory) in the sandbox, later (see WB_DELAY), or

@@ -985,6 +985,49 @@ static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64
 }
 
 
+/*
+ * A new file in a directory known to refuse the sandbox's file user
+ * (files_parent_may_refuse: chmod 555, or root's /etc on Vercel) is made in
+ * the sandbox at the open, empty and with its mode, so that the open gets
+ * the sandbox's answer: EACCES where the file API is not root's (Vercel's
+ * runs as the sandbox's user).
+ * Made at its close, as other new files are, the refusal came at the close,
+ * which shells do not check: echo x > ro/new said 0 and its data went to
+ * unsaved/. The open then goes on as an open of that empty file. Three
+ * requests at most (upload, attributes, chmod), in that rare directory only.
+ */
+static int create_in_sandbox(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
+{
+	struct sp_error err = { 0 };
+	struct sp_box box;
+	struct stat st;
+	int fd, rc;
+
+	files_settle_changes(fs, sb, path);
+	sandbox_box(sb, &box);
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = files_upload_fd(fs, sb, &box, path, fd, 0, &err);
+	close(fd);
+	if (rc < 0)
+		return toolbox_failed(fs, sb, rc, &err, "create", path);
+	cache_invalidate(fs->cache, sb->id, path);
+	rc = lookup_attr(fs, sb, path, &st);
+	if (rc == 0 && (st.st_mode & 07777) != (mode & 07777)) {
+		rc = files_chmod_path(fs, &box, path, mode & 07777, &err);
+		if (rc < 0)
+			rc = toolbox_failed(fs, sb, rc, &err, "chmod", path);
+		st.st_mode = (st.st_mode & S_IFMT) | (mode & 07777);
+	}
+	if (rc < 0) {
+		cache_invalidate(fs->cache, sb->id, path);
+		return rc;
+	}
+	cache_update(fs->cache, sb->id, path, CACHE_REPLACED, &st, false);
+	return 0;
+}
+
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
 {
@@ -1016,6 +1059,12 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 			return open_file_at(fs, sb, from, fi, false, 0, true);
 		}
 	} else {
+		if (create && files_parent_may_refuse(fs, sb, path)) {
+			rc = create_in_sandbox(fs, sb, path, mode);
+			if (rc < 0)
+				return rc;
+			create = false;   /* the sandbox's empty file, opened as such */
+		}
 		/* A create where this mount's delete of the path still waits
 		 * leaves it queued when the upload can replace the file under
 		 * a new name (files_create_may_replace, upload_replacing);

@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import subprocess
 import threading
 import time
 import types
@@ -495,3 +496,60 @@ def test_rm_in_a_directory_nobody_may_write_says_what_happened(d, mount):
         assert ("file" in os.listdir(ro)) is not removed
     finally:
         os.chmod(ro, 0o755)
+
+
+def test_a_new_file_in_a_directory_nobody_may_write_gets_its_answer_at_the_open(d, mount, sandbox):
+    """echo data > ro/new in a chmod 555 directory: the new file was made at
+    its close, which the sandbox refused where the file API is not root's
+    (Vercel), and bash does not check a close: it said 0, the name was not
+    there, and the data went to the cache's unsaved/. Now it is made at the
+    open, which gets the sandbox's answer: EACCES there, a file with the data
+    where the toolbox runs as root (Daytona). Found by the note of stop 28."""
+    ro = os.path.join(d, "ro")
+    os.mkdir(ro)
+    os.chmod(ro, 0o555)
+    p = os.path.join(ro, "new")
+    try:
+        os.stat(ro)
+        shell = subprocess.run(["bash", "-c", 'umask 027; echo data > "$1"', "bash", p],
+                               capture_output=True, text=True)
+        made = os.path.exists(p)
+        assert (shell.returncode == 0) is made, shell.stderr
+        if made:
+            assert open(p).read() == "data\n"
+            assert os.stat(p).st_mode & 0o7777 == 0o640
+            code, out = in_sandbox(mount, sandbox, "cat %s/ro/new; stat -c %%a %s/ro/new"
+                                   % (os.path.basename(d), os.path.basename(d)))
+            assert (code, out) == (0, "data\n640\n")
+        else:
+            assert "Permission denied" in shell.stderr
+            assert "new" not in os.listdir(ro)
+        if PROVIDER == "vercel":
+            assert not made          # its file API is the sandbox's user's
+        unsaved = os.path.join(mount.cache, "unsaved")
+        assert not os.path.isdir(unsaved) or not [n for n in os.listdir(unsaved) if "ro%2Fnew" in n]
+    finally:
+        os.chmod(ro, 0o755)
+
+
+@pytest.mark.skipif(PROVIDER != "vercel", reason="Daytona's toolbox writes as root: /etc is its own")
+def test_changes_in_a_directory_the_file_user_may_not_write_get_their_answer_at_once(mount, sandbox):
+    """On Vercel the file API and the mount's commands act as uid 1000: a new
+    file in root's /etc (755) was made at its close, refused there while
+    bash said 0 and the data went to unsaved/, and an rm was queued, said 0,
+    and the file came back. The mount knows that user (files_owner_known):
+    both go to the sandbox at once and get its answer (EROFS from the local
+    server's read-only /etc, EACCES from Vercel's)."""
+    etc = mount.p(sandbox, "fs", "etc")
+    assert os.stat(etc).st_uid == 0
+    p = os.path.join(etc, "daytonafs-" + uuid.uuid4().hex[:8])
+    shell = subprocess.run(["bash", "-c", 'echo data > "$1"', "bash", p], capture_output=True, text=True)
+    assert shell.returncode != 0
+    assert not os.path.exists(p)
+    with pytest.raises(OSError) as e:
+        os.unlink(os.path.join(etc, "hostname"))
+    assert e.value.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    time.sleep(1.2)          # past the queue's delay and the kernel's attributes
+    assert os.path.exists(os.path.join(etc, "hostname"))
+    unsaved = os.path.join(mount.cache, "unsaved")
+    assert not os.path.isdir(unsaved) or not [n for n in os.listdir(unsaved) if "etc%2Fdaytonafs-" in n]
