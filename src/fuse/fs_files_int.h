@@ -406,8 +406,9 @@ bool split_path(const char *path, char *parent, size_t cap, const char **base);
 /* fs_attr.c */
 int list_dir(struct dfs *fs, struct sandbox *sb, const char *dir, struct find_entry **out, size_t *count);
 int lookup_attr(struct dfs *fs, struct sandbox *sb, const char *path, struct stat *st);
-/* fs_namespace.c: path's directory is known to refuse the sandbox's file user
- * a new name or a removal. */
+/* fs_namespace.c: path's directory (cached) may refuse the user the
+ * sandbox's file API acts as a new name or a removal: ask the sandbox at
+ * once. */
 bool files_parent_may_refuse(struct dfs *fs, struct sandbox *sb, const char *path);
 void node_stat(struct open_node *n, struct stat *st);
 

@@ -408,20 +408,23 @@ static void rekey_nodes(struct dfs *fs, struct sandbox *sb, const char *from, co
 
 
 /*
- * Whether path's directory is known to refuse a new name or a removal to the
- * user the sandbox's file API and commands act as: nobody but root may write
- * it (chmod 555, a tree made read-only), or, where the provider says who
- * that user is (Vercel's uid 1000), its bits refuse that user (a root-owned
- * 755 directory such as /etc; a supplementary group is not known, and is
- * taken to refuse). A delete queued there is refused when it runs, after
- * the unlink said 0, and the name comes back (the error only in NAME/error
- * and a later fsync of the directory); a new file's upload is refused at its
- * close, which shells do not check. Such changes go to the sandbox at once:
- * a toolbox that runs as root makes them all the same; either way the
- * answer is the sandbox's own.
+ * Whether path's directory, as the cache knows it, may refuse a new name or
+ * a removal to the user the sandbox's file API and commands act as. A
+ * delete queued there is refused when it runs, after the unlink said 0, and
+ * the name comes back (the error only in NAME/error and a later fsync of
+ * the directory); a new file's upload is refused at its close, which shells
+ * do not check. Such changes go to the sandbox at once, so that the answer
+ * is the sandbox's own: nobody but root may write the directory (chmod 555,
+ * a tree made read-only), which a toolbox that runs as root (Daytona's)
+ * changes all the same; or, where the provider says who that user is
+ * (files_owner_known: Vercel's uid 1000), its bits do not let that user
+ * write it (root's 755 /etc), as far as they tell (a group bit may be a
+ * supplementary group's, which only the sandbox knows). A directory the
+ * cache does not hold: no.
  */
 bool files_parent_may_refuse(struct dfs *fs, struct sandbox *sb, const char *path)
 {
+	const struct sandbox_provider *sp = fs->sp;
 	char parent[PATH_MAX];
 	const char *base;
 	struct stat st;
@@ -432,9 +435,9 @@ bool files_parent_may_refuse(struct dfs *fs, struct sandbox *sb, const char *pat
 		return false;
 	if (!(st.st_mode & 0222))
 		return true;
-	if (!fs->sp->files_owner_known || fs->sp->files_uid == 0)
+	if (!sp->files_owner_known || sp->files_uid == 0)
 		return false;
-	bit = st.st_uid == fs->sp->files_uid ? 0200 : st.st_gid == fs->sp->files_gid ? 0020 : 0002;
+	bit = st.st_uid == sp->files_uid ? 0200 : st.st_gid == sp->files_gid ? 0020 : 0002;
 	return !(st.st_mode & bit);
 }
 

@@ -1028,6 +1028,28 @@ static int create_in_sandbox(struct dfs *fs, struct sandbox *sb, const char *pat
 	return 0;
 }
 
+/*
+ * Whether the user the sandbox's file API acts as, where the provider says
+ * who (files_owner_known, not root: Vercel's uid 1000), may not write the
+ * existing file st. An upload writes the file in place as that user (its
+ * owner gets the write bit back for the copy: vercel_bulk.c), so another
+ * owner's file whose bits refuse it (root's /etc/hosts) failed at the
+ * close, which shells do not check: echo x >> /etc/hosts said 0 and the
+ * data went to unsaved/. Such an open for writing gets EACCES, as the
+ * kernel gives a user who is not root. A group bit of another group may be
+ * a supplementary group's of the user: allowed (the close answers then).
+ */
+static bool file_user_may_not_write(const struct dfs *fs, const struct stat *st)
+{
+	const struct sandbox_provider *sp = fs->sp;
+
+	if (!sp->files_owner_known || sp->files_uid == 0 || st->st_uid == sp->files_uid)
+		return false;
+	if (st->st_gid == sp->files_gid)
+		return !(st->st_mode & 0020);
+	return !(st->st_mode & 0022);
+}
+
 int files_open(struct dfs *fs, struct sandbox *sb, const char *path, struct fuse_file_info *fi, bool create,
 	       mode_t mode)
 {
@@ -1120,6 +1142,9 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 		if (have_attrs)
 			node_init_existing(n, &attrs, attrs_exact);
 		rc = node_ensure_attrs(fs, sb, path, n);
+		if (rc == 0 && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) &&
+		    S_ISREG(n->st.st_mode) && file_user_may_not_write(fs, &n->st))
+			rc = -EACCES;
 		if (rc < 0) {
 			pthread_mutex_unlock(&n->lock);
 			goto fail;

@@ -553,3 +553,31 @@ def test_changes_in_a_directory_the_file_user_may_not_write_get_their_answer_at_
     assert os.path.exists(os.path.join(etc, "hostname"))
     unsaved = os.path.join(mount.cache, "unsaved")
     assert not os.path.isdir(unsaved) or not [n for n in os.listdir(unsaved) if "etc%2Fdaytonafs-" in n]
+
+
+@pytest.mark.skipif(PROVIDER != "vercel", reason="Daytona's toolbox writes as root")
+def test_a_write_to_a_file_the_file_user_may_not_write_fails_at_the_open(mount, sandbox):
+    """Vercel writes an upload into the file in place as uid 1000: root's
+    /tmp/F (0644) refused it at the close, which bash does not check (echo x
+    >> F said 0 and the data went to unsaved/). The open gets EACCES now, as
+    a user who is not root gets from the kernel; the user's own read-only
+    file is still written (its owner gets the write bit for the copy)."""
+    name = "dfs-root-" + uuid.uuid4().hex[:8]
+    code, _ = in_sandbox(mount, sandbox, "sudo sh -c 'echo root > /tmp/%s; chmod 644 /tmp/%s'" % (name, name))
+    assert code == 0
+    p = mount.p(sandbox, "fs", "tmp", name)
+    assert os.stat(p).st_uid == 0
+    shell = subprocess.run(["bash", "-c", 'echo more >> "$1"', "bash", p], capture_output=True, text=True)
+    assert shell.returncode != 0 and "Permission denied" in shell.stderr
+    with pytest.raises(PermissionError):
+        open(p, "r+")
+    assert open(p).read() == "root\n"
+    unsaved = os.path.join(mount.cache, "unsaved")
+    assert not os.path.isdir(unsaved) or not [n for n in os.listdir(unsaved) if name in n]
+    code, _ = in_sandbox(mount, sandbox, "echo mine > /tmp/%s.own; chmod 444 /tmp/%s.own" % (name, name))
+    assert code == 0
+    with open(p + ".own", "a") as f:
+        f.write("more\n")
+    code, out = in_sandbox(mount, sandbox, "cat /tmp/%s.own" % name)
+    assert (code, out) == (0, "mine\nmore\n")
+
