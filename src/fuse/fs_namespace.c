@@ -244,6 +244,7 @@ static int count_entries(void *ctx, const char *name, const struct stat *st)
 int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct sp_error err = { 0 };
+	bool commands = list_mode_get(fs, sb) == LIST_FIND;
 	struct sp_box box;
 	size_t n = 0;
 	int rc;
@@ -254,12 +255,17 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	rc = flush_under(fs, sb, path);
 	if (rc < 0)
 		return rc;
-	/* The toolbox deletes a directory only recursively, so emptiness is
-	 * checked first. Without that call the command is rmdir(2), which
-	 * checks itself: only the cache may answer first, at no cost. */
-	if (cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
+	/* Where commands work, rmdir(2) in the sandbox checks emptiness
+	 * itself, as it runs: not the cache, which does not know what a
+	 * command or another client made there since it listed the directory
+	 * (those files were deleted by the recursive delete that followed).
+	 * Else the file API deletes a directory only recursively, so
+	 * emptiness is checked first, by the cache or a listing. */
+	if (commands) {
+		/* rmdir(2) answers */
+	} else if (cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
 		/* n is the cached answer */
-	} else if (rfs_rmdir_needs_check(fs->sp)) {
+	} else if (rfs_rmdir_needs_check(fs->sp, commands)) {
 		struct find_entry *v = NULL;
 
 		rc = list_dir(fs, sb, path, &v, &n);
@@ -270,7 +276,7 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	if (n > 0)
 		return -ENOTEMPTY;
 	sandbox_box(sb, &box);
-	rc = rfs_rmdir(fs->sp, &box, path, &err);
+	rc = rfs_rmdir(fs->sp, &box, path, commands, &err);
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, path);
 		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);

@@ -222,14 +222,15 @@ int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char
 	return run_on_path(sp, box, recursive ? "rm -r" : "rm", "delete", path, err);
 }
 
-bool rfs_rmdir_needs_check(struct sandbox_provider *sp)
+bool rfs_rmdir_needs_check(struct sandbox_provider *sp, bool commands)
 {
-	return sp_has(sp, SP_CAP_FS_DELETE);
+	return sp_has(sp, SP_CAP_FS_DELETE) && !commands;
 }
 
-int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_error *err)
+int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool commands,
+	      struct sp_error *err)
 {
-	if (sp_has(sp, SP_CAP_FS_DELETE))
+	if (sp_has(sp, SP_CAP_FS_DELETE) && !commands)
 		return sp_fs_delete(sp, box, path, true, err);
 	return run_on_path(sp, box, "rmdir", "rmdir", path, err);
 }

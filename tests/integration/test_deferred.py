@@ -55,19 +55,19 @@ def test_rm_r_sends_its_deletes_together_and_commands_see_them_gone(mount, sandb
     took = time.monotonic() - t0
     assert not os.path.exists(d)
     routes = {k: v for k, v in server.stats()["routes"].items() if v}
-    # two rmdirs, and the 80 deletes in a command or two (a batch per rmdir).
+    # two rmdirs (commands: rmdir(2) checks emptiness as it runs), and the
+    # 80 deletes in a command or two (a batch per rmdir).
     # Not a bound on time: a delete waits at most WB_DELAY (0.5 s), so an rm
     # that takes longer (a loaded machine) sends a batch per 0.5 s more, and
     # the count allows exactly those (two runs of the whole suite at once
     # saw 5 commands for an rm of 1.5 s).
     timer_batches = int(took / 0.5)
     if PROVIDER == "vercel":
-        # no delete call: the rmdirs are commands too
         assert routes.pop("POST /api/v2/sandboxes/sessions/{sid}/cmd") <= 5 + timer_batches, routes
         assert sum(routes.values()) <= 3, routes
     else:
-        assert routes.pop("DELETE /toolbox/{id}/files") == 2, routes
-        assert routes.pop("POST /toolbox/{id}/process/execute") <= 2 + timer_batches, routes
+        assert "DELETE /toolbox/{id}/files" not in routes, routes
+        assert routes.pop("POST /toolbox/{id}/process/execute") <= 4 + timer_batches, routes
         assert sum(routes.values()) <= 3, routes   # (a stat of a directory or two)
     # A command started through the mount never sees the sandbox behind.
     ctl(mount.p(sandbox, "ctl"), f"exec test -e {sandbox_path(d)} && echo there || echo gone")

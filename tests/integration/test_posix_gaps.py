@@ -581,3 +581,28 @@ def test_a_write_to_a_file_the_file_user_may_not_write_fails_at_the_open(mount, 
     code, out = in_sandbox(mount, sandbox, "cat /tmp/%s.own" % name)
     assert (code, out) == (0, "mine\nmore\n")
 
+
+def test_rmdir_of_a_directory_a_command_filled_since_it_was_listed_keeps_it(d, mount, sandbox, view):
+    """rmdir of a directory the mount had listed empty, where a command has
+    made a file since: Daytona's file API deletes a directory only
+    recursively, and the mount checked emptiness in its cache, which an exec
+    does not drop: rmdir said 0 and deleted the command's file. rmdir(2) in
+    the sandbox answers now: ENOTEMPTY, the file kept (found by an exploring
+    helper)."""
+    sub = os.path.join(d, "rmd")
+    os.mkdir(sub)
+    assert os.listdir(sub) == []
+    rel = os.path.basename(d) + "/rmd/important.txt"
+    # While the command runs: its end makes the mount look again.
+    ctl(mount.p(sandbox, "ctl"), "exec echo precious > %s; touch %s.made; sleep 4" % (rel, rel))
+    deadline = time.monotonic() + 10
+    while not view.exists(view.home + "/" + rel + ".made") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(OSError) as e:
+        os.rmdir(sub)
+    assert e.value.errno == errno.ENOTEMPTY
+    assert in_sandbox(mount, sandbox, "cat " + rel) == (0, "precious\n")
+    os.unlink(os.path.join(sub, "important.txt"))
+    os.unlink(os.path.join(sub, "important.txt.made"))
+    os.rmdir(sub)
+    assert not os.path.exists(sub)
