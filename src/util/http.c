@@ -712,10 +712,15 @@ static int curl_to_errno(CURLcode cc, long os_errno)
 	}
 }
 
-/* Connection-level failures where the server cannot have seen the request. */
+/* Connection-level failures where the server cannot have seen the request:
+ * none of it was sent (CURLINFO_REQUEST_SIZE counts a request once its head
+ * has gone out; it is reset for each transfer). A timeout is such a failure
+ * only when it came before that, in the connect: not CONNECT_TIME 0, which
+ * curl also reports for a connection it reused, where a request that timed
+ * out had reached the server (a move or a create held there was sent again,
+ * and the second undid a rename the user made meanwhile). */
 static bool nothing_sent(CURLcode cc, CURL *easy)
 {
-	curl_off_t connect_us = 0;
 	long req_size = 0;
 
 	switch (cc) {
@@ -724,9 +729,6 @@ static bool nothing_sent(CURLcode cc, CURL *easy)
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		return true;
 	case CURLE_OPERATION_TIMEDOUT:
-		/* A connect timeout: no connection was ever made. */
-		curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-		return connect_us == 0;
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
 	case CURLE_GOT_NOTHING:

@@ -304,3 +304,29 @@ def test_a_deferred_delete_that_keeps_failing_is_reported_after_wait_timeout(ser
     # Reported as a refused delete is: the file is still in the sandbox, and shows again.
     assert toolbox.download(f"{SANDBOX_HOME}/{name}/stays") == b"kept\n"
     assert read(p) == "kept\n"
+
+
+@pytest.mark.provider("daytona", reason="Daytona's file-API move, a request that is never sent twice")
+def test_a_request_that_timed_out_on_a_reused_connection_is_not_sent_again(server, tmp_root, sandbox,
+                                                                            no_faults):
+    """A move held at the server past the mount's timeout, on a connection curl had reused:
+    the retry took it for a connect timeout (curl reports a connect time of 0 for a reused
+    connection) and sent it again; a rename back made meanwhile was undone when the held one
+    ran (found by an exploring helper; a create was sent twice so). It is sent once: the
+    rename fails with the timeout, and the held move is the only one that lands."""
+    from conftest import Mount
+    m = Mount(server, tmp_root, extra_opts=("timeout=2",), name="mnt-timeout")
+    try:
+        d = m.p(sandbox, "work", "to-" + uuid.uuid4().hex[:8])
+        os.mkdir(d)
+        a, b = os.path.join(d, "a"), os.path.join(d, "b")
+        write(a, "data\n")
+        assert os.listdir(d) == ["a"]        # the connection is warm
+        fault(server, pattern="/files/move", action="hold", seconds=4, count=1)
+        with pytest.raises(OSError):
+            os.rename(a, b)
+        time.sleep(4)                        # the held move has run
+        moves = sum(r["hits"] for r in server.local("GET", "/_local/faults") if "move" in r["pattern"])
+        assert moves == 1
+    finally:
+        m.unmount()
