@@ -462,11 +462,14 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * and builtins first, and the housekeeping in the background. */
 	/* m makes a directory: under zsh (Daytona's toolbox shell) the
 	 * zf_mkdir builtin of its zsh/files module, loaded alone (it shadows
-	 * nothing): the record's mkdir costs no process. */
+	 * nothing): the record's mkdir costs no process. Mode 0700 (cmd,
+	 * launch and each record): run holds the command's env.K=V values,
+	 * which may be secrets, as NAME/env's file (0600) does; other users
+	 * of the sandbox read none of it (the mount reads as the owner). */
 	sb_adds(sb, "\ncase $_dfS in /*) ;; *) _dfS=$PWD/$_dfS ;; esac\n"
 		"_dfm=mkdir; _dfv=\n"
 		"[ -n \"$ZSH_VERSION\" ] && zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && _dfm=zf_mkdir _dfv=1\n"
-		"[ -d \"$_dfS/cmd\" ] && [ -d \"$_dfS/launch\" ] || $_dfm -p \"$_dfS/cmd\" \"$_dfS/launch\" 2>/dev/null\n"
+		"[ -d \"$_dfS/cmd\" ] && [ -d \"$_dfS/launch\" ] || $_dfm -p -m 700 \"$_dfS/cmd\" \"$_dfS/launch\" 2>/dev/null\n"
 		"[ -d \"$_dfS/cmd\" ] && [ -d \"$_dfS/launch\" ] || { echo 'daytonafs-error state directory'; exit 0; }\n");
 	sb_addf(sb, "_dft=$_dfS/launch/%s\n", token);
 	add_claim(sb, LAUNCH_TIMEOUT_S - 5);
@@ -493,7 +496,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 			"echo daytonafs-have-end\n"
 			"_dfn=$((_dfn+1)); _dfi=0\n");
 	}
-	sb_adds(sb, "while ! $_dfm \"$_dfS/cmd/$_dfn\" 2>/dev/null; do\n"
+	sb_adds(sb, "while ! $_dfm -m 700 \"$_dfS/cmd/$_dfn\" 2>/dev/null; do\n"
 		"\t_dfi=$((_dfi+1)); _dfn=$((_dfn+1))\n"
 		"\tif [ $_dfi -ge 1000 ]; then _dfsay 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"

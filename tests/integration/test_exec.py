@@ -193,3 +193,15 @@ def test_sigterm_ends_the_mount_while_a_reader_waits_for_a_command(server, tmp_r
         assert not t.is_alive() and errs
     finally:
         m.unmount(check=False)
+
+
+def test_a_commands_record_is_its_users_alone(mount, sandbox):
+    """exec env.K=V writes K='V' into the record's run script, and env. invites secrets: the
+    record (mode 0755, run 0644) could be read by any user of the sandbox. Each record, and
+    STATE_DIR/cmd, are 0700 now, as the env file is 0600 (found by an exploring helper)."""
+    ctl(mount.p(sandbox, "ctl"), "exec env.DFS_SECRET=hunter2 -- true")
+    assert read(mount.p(sandbox, "exit")) == "0\n"
+    n = os.readlink(mount.p(sandbox, "cmd", "last"))
+    ctl(mount.p(sandbox, "ctl"), 'exec d=/tmp/.daytonafs/cmd; stat -c %a "$d" "$d/' + n + '"; '
+                                 'grep -c hunter2 "$d/' + n + '/run"')
+    assert read(mount.p(sandbox, "stdout")) == "700\n700\n1\n"

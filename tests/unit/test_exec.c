@@ -300,7 +300,7 @@ UNIT_TEST(launcher_text)
 	/* under zsh, the spare FIFO first */
 	CHECK(strstr(t, "\tzf_mv \"$_dfS/spare.stdin.pipe\" \"$_dfd/stdin.pipe\" 2>/dev/null\n") != NULL);
 	/* the record's mkdir: zsh's zf_mkdir builtin when it can */
-	CHECK(strstr(t, "$_dfm \"$_dfS/cmd/$_dfn\"") != NULL);
+	CHECK(strstr(t, "$_dfm -m 700 \"$_dfS/cmd/$_dfn\"") != NULL);
 	CHECK(strstr(t, "zmodload -F zsh/files b:zf_mkdir b:zf_mv 2>/dev/null && _dfm=zf_mkdir _dfv=1\n") != NULL);
 	/* the wrapper under bash when there is one, and no setsid of its own;
 	 * that bash is also the command's (its $5): the wrapper looks for none */
