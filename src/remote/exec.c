@@ -427,6 +427,15 @@ out_locked:
 	return rc;
 out:
 	pthread_mutex_lock(&m->lock);
+	/* A launch that failed gives its number back while no later launch of
+	 * this mount took one: left unused, it was a hole in the history that
+	 * another mount, whose view of it was older, filled with a command it
+	 * started after this mount's newer ones, so that NAME/exit, stdout and
+	 * cmd/last went on naming another command than its own newest. Should
+	 * the sandbox hold it all the same (a launch that ran, its answer
+	 * lost), the next launcher's mkdir finds it taken and goes on. */
+	if (first && b->max_n == first)
+		b->max_n = first - 1;
 	goto out_locked;
 }
 

@@ -205,3 +205,30 @@ def test_a_commands_record_is_its_users_alone(mount, sandbox):
     ctl(mount.p(sandbox, "ctl"), 'exec d=/tmp/.daytonafs/cmd; stat -c %a "$d" "$d/' + n + '"; '
                                  'grep -c hunter2 "$d/' + n + '/run"')
     assert read(mount.p(sandbox, "stdout")) == "700\n700\n1\n"
+
+
+def test_a_failed_launch_leaves_no_hole_for_another_mount_to_fill(server, tmp_root, mount, sandbox):
+    """A launch that fails before it makes its record (no such cwd) kept its number taken in
+    this mount: the next command got the one after, and another mount, whose history was older,
+    started its command later in the hole, below this mount's newest. Its NAME/exit then read
+    this mount's command's status, not its own (found by an exploring helper)."""
+    from conftest import Mount
+    other = Mount(server, tmp_root, extra_opts=("dir_timeout=0", "attr_timeout=0"), name="mnt-hole")
+    try:
+        ctl(other.p(sandbox, "ctl"), "exec true")
+        assert read(other.p(sandbox, "exit")) == "0\n"
+        ctl(mount.p(sandbox, "ctl"), "exec true")
+        assert read(mount.p(sandbox, "exit")) == "0\n"
+        try:
+            ctl(mount.p(sandbox, "ctl"), "exec cwd=/nonexistent-dir -- true")
+        except OSError:
+            pass
+        ctl(mount.p(sandbox, "ctl"), "exec exit 11")
+        assert read(mount.p(sandbox, "exit")) == "11\n"
+        ctl(other.p(sandbox, "ctl"), "exec exit 22")
+        assert read(other.p(sandbox, "exit")) == "22\n"
+        mine = int(os.readlink(other.p(sandbox, "cmd", "last")))
+        assert read(other.p(sandbox, "cmd", str(mine), "exit")) == "22\n"
+        assert sorted(int(x) for x in os.listdir(other.p(sandbox, "cmd")) if x.isdigit())[-1] == mine
+    finally:
+        other.unmount()
