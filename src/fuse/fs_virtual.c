@@ -847,7 +847,7 @@ int dfs_poll(const char *path, struct fuse_file_info *fi, struct fuse_pollhandle
 	int ready;
 
 	(void)path;
-	if (handle_type(fi) != H_STREAM) {
+	if (handle_type(fi) != H_STREAM && handle_type(fi) != H_EXIT) {
 		/* Everything else is always ready, like a regular file. */
 		if (ph)
 			fuse_pollhandle_destroy(ph);
@@ -856,8 +856,13 @@ int dfs_poll(const char *path, struct fuse_file_info *fi, struct fuse_pollhandle
 	}
 	sandbox_box(h->sb, &box);
 	/* The kernel does not tell the reader's offset: readiness means "data
-	 * past what this handle has been given", tracked as the furthest read. */
-	ready = exec_poll(fs->exec, &box, h->cmd, h->stream, h->read_end, ph);
+	 * past what this handle has been given", tracked as the furthest read.
+	 * exit is ready once the command has ended (its read waits till then):
+	 * always ready, an event loop that polls it spun, its reads EAGAIN. */
+	if (handle_type(fi) == H_EXIT)
+		ready = exec_poll(fs->exec, &box, h->cmd, EXEC_STDOUT, EXEC_POLL_END, ph);
+	else
+		ready = exec_poll(fs->exec, &box, h->cmd, h->stream, h->read_end, ph);
 	/* exec keeps the handle only when it is not ready (0): else it is ours. */
 	if (ready != 0 && ph)
 		fuse_pollhandle_destroy(ph);

@@ -127,7 +127,9 @@ ssize_t exec_read(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum
 		  char *buf, size_t size, uint64_t off, bool block, struct sp_error *err);
 /* 1 when a read at off would not block (data past off, or the command ended),
  * else 0 and, when poll_handle is not NULL, remembers it and calls
- * o->wake(ctx, poll_handle) once that becomes true. */
+ * o->wake(ctx, poll_handle) once that becomes true. off EXEC_POLL_END: only
+ * the end counts (the exit file's readiness). */
+#define EXEC_POLL_END UINT64_MAX
 int exec_poll(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum exec_stream s,
 	      uint64_t off, void *poll_handle);
 /* SIGTERM to the process group, SIGKILL after 2 s; state "killed". */

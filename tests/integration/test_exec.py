@@ -82,6 +82,28 @@ def test_o_nonblock_reads_of_a_running_command_are_eagain(mount, sandbox):
         os.close(fo)
 
 
+def test_poll_of_exit_is_ready_when_the_command_ends(mount, sandbox):
+    """poll(2) of a running command's exit said readable at once, and its O_NONBLOCK read then
+    gave EAGAIN: an event loop spun (found by an exploring helper). It is ready once the
+    command has ended, as its read."""
+    import select
+    ctl(mount.p(sandbox, "ctl"), "exec sleep 2; exit 5")
+    n = os.readlink(mount.p(sandbox, "cmd", "last"))
+    for name in (os.path.join("cmd", n, "exit"), "exit"):
+        fd = os.open(mount.p(sandbox, name), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            t = time.monotonic()
+            if name != "exit":                     # (NAME/exit: the command has ended now)
+                assert p.poll(500) == []
+                assert time.monotonic() - t >= 0.4
+            assert p.poll(10000) == [(fd, select.POLLIN)]
+            assert os.read(fd, 16) == b"5\n"
+        finally:
+            os.close(fd)
+
+
 def test_o_nonblock_reads_of_a_command_nobody_waits_for_see_its_output(server, tmp_root, mount, sandbox):
     """A command another mount started, which no poller here looks at: a
     read that may not wait looked only at what this mount knew, and gave
