@@ -63,7 +63,7 @@ static void wb_failed(struct deferred *d, void *sb, const struct wb_op *op, int 
  * flight, and a requeued batch keeps its place. Caller holds wb_run.
  */
 static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char *script, int *code,
-		   char **out, bool *resent, bool requeue)
+		   char **out, bool *resent, bool requeue, bool park_down)
 {
 	double start = 0, now;
 	double budget = d->budget_s;
@@ -82,13 +82,21 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
 	for (;;) {
 		struct sp_error err = { 0 };
 		int rc = d->ops->sh_once(d->ctx, sb, script, code, out, &err);
+		bool down;
 
 		if (rc == 0)
 			return 0;
 		now = wb_now();
 		if (start == 0)
 			start = now;
-		if (!sp_error_transient(&err) || now - start + (double)wait / 1000.0 > budget)
+		/* A sandbox that is not running (stopped by its timeout or by
+		 * another client while the batch waited its WB_DELAY) is a
+		 * failure that may pass too: dropped, the delete that unlink
+		 * said done came back when it was started again. Not for the
+		 * last settle of all sandboxes (park_down false: the unmount),
+		 * after which nobody sends it. */
+		down = rc == -EHOSTDOWN && park_down;
+		if (!(sp_error_transient(&err) || down) || now - start + (double)wait / 1000.0 > budget)
 			return d->ops->send_failed(d->ctx, sb, rc, &err);
 		log_info("%s: deferred changes: %s; sending them again in %ld ms", d->ops->name(sb), err.message, wait);
 		for (struct wb_op *op = batch; op; op = op->next) {
@@ -96,7 +104,11 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
 			op->retry_start = start;
 			op->retry_wait_ms = wait * 2 > WB_RETRY_MAX_MS ? WB_RETRY_MAX_MS : wait * 2;
 		}
-		if (requeue) {
+		/* A settle does not wait for a sandbox to be started: what it
+		 * settles for meets the stopped sandbox too. The batch goes
+		 * back to the queue, for the runner to send again
+		 * (deferred_run_all). */
+		if (requeue || down) {
 			wb_requeue(d->wb, batch, now + (double)wait / 1000.0);
 			pthread_cond_broadcast(&d->idle);
 			return 1;
@@ -141,7 +153,7 @@ static void call_done(void *arg)
 /* Runs one batch (all of one sandbox) as one command and applies what each
  * op's part of the output says, then lets it go (wb_done). False: the
  * batch went back to the queue (wb_send's requeue). Caller holds wb_run. */
-static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
+static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue, bool park_down)
 {
 	static unsigned counter;
 	void *sb = (void *)batch->owner;
@@ -170,7 +182,7 @@ static bool wb_run_batch(struct deferred *d, struct wb_op *batch, bool requeue)
 	if (!res || script.oom)
 		rc = -ENOMEM;
 	else
-		rc = wb_send(d, sb, batch, sb_str(&script), &code, &out, &resent, requeue);
+		rc = wb_send(d, sb, batch, sb_str(&script), &code, &out, &resent, requeue, park_down);
 	d->last_done = wb_now();
 	if (rc > 0) {
 		free(res);
@@ -221,12 +233,16 @@ void deferred_run_all(struct deferred *d, const void *owner)
 	for (;;) {
 		/* (Lazy housekeeping alone is not worth a command now.) */
 		batch = wb_eager(d->wb, owner) ? wb_take(d->wb, owner, false, wb_now()) : NULL;
-		if (batch)
-			wb_run_batch(d, batch, false);
-		else if (wb_busy(d->wb, owner))
+		if (batch) {
+			/* false: back in the queue, its sandbox not running
+			 * (wb_send): not waited for. */
+			if (!wb_run_batch(d, batch, false, owner != NULL))
+				break;
+		} else if (wb_busy(d->wb, owner)) {
 			pthread_cond_wait(&d->idle, &d->wb_run);
-		else
+		} else {
 			break;
+		}
 	}
 	pthread_mutex_unlock(&d->wb_run);
 }
@@ -266,7 +282,7 @@ static void *wb_main(void *arg)
 	while (wb_wait(d->wb)) {
 		pthread_mutex_lock(&d->wb_run);
 		while ((batch = wb_take(d->wb, NULL, true, wb_now())) != NULL)
-			wb_run_batch(d, batch, true);
+			wb_run_batch(d, batch, true, true);
 		pthread_mutex_unlock(&d->wb_run);
 	}
 	return NULL;

@@ -1109,3 +1109,33 @@ def test_a_shells_redirect_onto_a_name_another_client_removed_creates_the_file(m
     view.remove(sandbox_path(d, "n", "x"))
     with pytest.raises(FileNotFoundError):
         os.open(os.path.join(d, "n", "x"), os.O_WRONLY | os.O_TRUNC)
+
+
+def test_a_delete_queued_when_the_sandbox_stops_lands_once_it_runs_again(mount, server):
+    """rm said 0 and its delete waited its 0.5 s; the sandbox stopped meanwhile (its timeout,
+    another client): the batch met a stopped sandbox and was dropped, so the file came back
+    once the sandbox was started again (found by an exploring helper). A stopped sandbox is a
+    failure that may pass: the batch waits and is sent again, for up to wait_timeout."""
+    name = create_sandbox(mount, "stq")
+    try:
+        view = SandboxView(server, name)
+        work = mount.p(name, "work")
+        for f in ("keep", "gone"):
+            write(os.path.join(work, f), f + "\n")
+        assert sorted(os.listdir(work)) == ["gone", "keep"]
+        os.unlink(os.path.join(work, "gone"))
+        view.stop()
+        time.sleep(2)                   # the batch met the stopped sandbox
+        ctl(mount.p(name, "ctl"), "start")
+        view = SandboxView(server, name)
+        deadline = time.monotonic() + 15
+        while view.exists(view.home + "/gone") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not view.exists(view.home + "/gone")
+        assert view.exists(view.home + "/keep")
+        assert sorted(os.listdir(work)) == ["keep"]
+    finally:
+        try:
+            ctl(mount.p(name, "ctl"), "delete")
+        except OSError:
+            pass
