@@ -282,6 +282,18 @@ static void wbk_note_error(struct dfs *fs, struct open_node *n, int rc, int *fir
 		*first_error = rc;
 }
 
+/* Whether n is an empty file created here, queued at its close only to wait
+ * as a delete does (upload_later without -o writeback), whose upload the
+ * sandbox refused for good: not a failure that may pass (the sandbox
+ * stopped, no answer, a 5xx). */
+static bool refused_empty_new(const struct dfs *fs, const struct open_node *n, int rc,
+			      const struct sp_error *err)
+{
+	return fs->opt.writeback <= 0 && n->is_new && n->handles == 0 && n->stage && stage_size(n->stage) == 0 &&
+	       !sp_error_transient(err) && rc != -EHOSTDOWN && rc != -EIO && rc != -ETIMEDOUT &&
+	       rc != -ENOMEM && rc != -ENOSPC;
+}
+
 /* After n's upload; n->lock held. True when n must stay queued (its upload
  * failed). */
 static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err, int *first_error)
@@ -297,6 +309,22 @@ static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct sp_erro
 		return false;
 	}
 	upload_failed(fs, n, rc, err);
+	if (refused_empty_new(fs, n, rc, err)) {
+		/* It cannot be made there (a directory it may not write, that
+		 * the mount thought it could): nothing of it to keep, and kept
+		 * queued it failed every exec and directory fsync that came
+		 * after (files_writeback_flush) until someone found it and
+		 * removed it. It goes, as a create that failed; NAME/error says
+		 * why (upload_failed). */
+		log_error("%s: %s could not be made in the sandbox (%s); it is gone", n->sb->name, n->path,
+			  strerror(-rc));
+		n->unlinked = true;
+		n->dirty = false;
+		n->maybe_remote = false;
+		journal_drop(fs, n);
+		cache_invalidate(fs->cache, n->sb->id, n->path);
+		return false;
+	}
 	wbk_note_error(fs, n, rc, first_error);
 	return true;
 }
@@ -421,7 +449,9 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			int r = rc < 0 ? rc : items[k].rc;
 			bool again;
 
-			if (rc == 0 && m > 1 && r < 0)
+			/* (One file alone by upload_many too: its message is
+			 * the item's, the request's err says nothing.) */
+			if (rc == 0 && r < 0)
 				sp_error_set(&e, r, 0, "write %s: %s", items[k].path, items[k].msg);
 			again = wbk_done(fs, o, r, &e, &first_error);
 			pthread_mutex_unlock(&o->lock);

@@ -1139,3 +1139,27 @@ def test_a_delete_queued_when_the_sandbox_stops_lands_once_it_runs_again(mount, 
             ctl(mount.p(name, "ctl"), "delete")
         except OSError:
             pass
+
+
+@pytest.mark.provider("vercel", reason="Daytona's toolbox writes as root: the sandbox refuses it nothing here")
+def test_an_empty_new_file_the_sandbox_refuses_goes_and_blocks_nothing(mount, sandbox, view, d):
+    """touch dir/new, dir made read-only by another client after the mount had looked at it:
+    the empty new file waits 0.5 s before its upload (as a delete does), which the sandbox
+    refused; it stayed queued, so every exec after it failed with EACCES, and the error file
+    named no reason (found by an exploring helper). It goes, as a create that failed: the name
+    is not listed, NAME/error says why, and commands run."""
+    ro = os.path.join(d, "ro")
+    os.mkdir(ro)
+    assert os.listdir(ro) == []
+    assert view.sh('chmod 555 "$1"', sandbox_path(d, "ro"))[0] == 0
+    with open(os.path.join(ro, "new"), "w"):
+        pass
+    time.sleep(1.5)                             # its upload was tried and refused
+    err = read(mount.p(sandbox, "error"))
+    assert "ro/new" in err and "denied" in err, err
+    assert "new" not in os.listdir(ro)
+    ctl(mount.p(sandbox, "ctl"), "exec echo ran")
+    assert read(mount.p(sandbox, "stdout")) == "ran\n"
+    ctl(mount.p(sandbox, "ctl"), "exec echo again")
+    assert read(mount.p(sandbox, "stdout")) == "again\n"
+    view.sh('chmod 755 "$1"', sandbox_path(d, "ro"))
