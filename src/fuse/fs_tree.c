@@ -101,8 +101,9 @@ static int work_target(struct dfs *fs, struct sandbox *sb, char *buf, size_t siz
 
 		rc = sandbox_require_running(fs, sb);
 		if (rc < 0)
-			/* Without the sandbox we cannot ask; Daytona's default. */
-			return str_printf(buf, size, "fs/home/daytona") ? 0 : -ENAMETOOLONG;
+			/* Without the sandbox we cannot ask: its image's default. */
+			return str_printf(buf, size, "fs%s",
+					  fs->sp->default_work_dir ? fs->sp->default_work_dir : "/") ? 0 : -ENAMETOOLONG;
 		sandbox_box(sb, &box);
 		rc = sp_work_dir(fs->sp, &box, dir, sizeof(dir), &err);
 		if (rc < 0)

@@ -350,6 +350,9 @@ struct sandbox_provider {
 	bool files_owner_known;
 	uid_t files_uid;
 	gid_t files_gid;
+	/* The sandbox's work directory when it cannot be asked (not running):
+	 * its image's default ("/home/daytona", "/vercel/sandbox"). */
+	const char *default_work_dir;
 	const struct sandbox_provider_ops *ops;
 	void *impl;                             /* the provider's client */
 };

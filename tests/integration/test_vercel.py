@@ -492,3 +492,15 @@ def test_names_up_to_128_bytes_are_served(mount, server):
     finally:
         ctl(mount.p(made, "ctl"), "delete")
     assert made not in os.listdir(mount.path)
+
+
+def test_work_of_a_stopped_sandbox_is_its_own_default(mount):
+    """NAME/work of a stopped sandbox, whose work directory cannot be asked, pointed at
+    Daytona's default, fs/home/daytona (found by an exploring helper): Vercel's is
+    /vercel/sandbox."""
+    name = create_sandbox(mount, "wk")
+    try:
+        ctl(mount.p(name, "ctl"), "stop")
+        assert os.readlink(mount.p(name, "work")) == "fs/vercel/sandbox"
+    finally:
+        ctl(mount.p(name, "ctl"), "delete")

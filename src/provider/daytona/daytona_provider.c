@@ -285,6 +285,7 @@ struct sandbox_provider *daytona_provider_new(struct http_client *hc, const stru
 		   SP_CAP_LABELS | SP_CAP_RESIZE | SP_CAP_INTERVALS | SP_CAP_PREVIEW | SP_CAP_VOLUMES |
 		   SP_CAP_BUILD_LOG | SP_CAP_NOTE_CHANGE |
 		   SP_CAP_BULK_DOWNLOAD | SP_CAP_SANDBOX_ENV | SP_CAP_EXEC_DETACHED;
+	sp->default_work_dir = "/home/daytona";   /* the default image's user's home */
 	sp->ops = &daytona_ops;
 	return sp;
 }

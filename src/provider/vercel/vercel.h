@@ -39,6 +39,8 @@
  * not documented; vercel-local gives it 1000). */
 #define VC_DEFAULT_UID 1000
 #define VC_DEFAULT_GID 1000
+/* A sandbox's working directory when its object names none (the SDK's default). */
+#define VC_DEFAULT_WORK_DIR "/vercel/sandbox"
 
 struct vc_error {
 	long http_status;          /* 0 when no response */

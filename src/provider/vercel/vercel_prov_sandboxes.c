@@ -491,7 +491,7 @@ int vp_work_dir(void *impl, const struct sp_box *box, char *out, size_t cap, str
 
 	if (rc < 0)
 		return rc;
-	cwd = vs.has_session && vs.session.cwd[0] ? vs.session.cwd : vs.cwd[0] ? vs.cwd : "/vercel/sandbox";
+	cwd = vs.has_session && vs.session.cwd[0] ? vs.session.cwd : vs.cwd[0] ? vs.cwd : VC_DEFAULT_WORK_DIR;
 	if (!str_copy(out, cap, cwd))
 		rc = sp_error_set(err, -ENAMETOOLONG, 0, "working directory too long");
 	vc_sandbox_clear(&vs);

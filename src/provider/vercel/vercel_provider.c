@@ -153,6 +153,7 @@ struct sandbox_provider *vercel_provider_new(struct http_client *hc, const struc
 	sp->files_owner_known = true;
 	sp->files_uid = VC_DEFAULT_UID;
 	sp->files_gid = VC_DEFAULT_GID;
+	sp->default_work_dir = VC_DEFAULT_WORK_DIR;
 	sp->ops = &vercel_ops;
 	sp->impl = v;
 	return sp;
