@@ -923,7 +923,7 @@ int exec_poll(struct exec_mgr *m, const struct sp_box *box, unsigned n, enum exe
 int exec_kill(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct sp_error *err)
 {
 	struct strbuf script = STRBUF_INIT;
-	char dir[EXEC_PATH_MAX];
+	char dir[EXEC_PATH_MAX], token[64];
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
 	char *out = NULL;
@@ -944,8 +944,8 @@ int exec_kill(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct s
 	}
 	pthread_mutex_unlock(&m->lock);
 
-	exec_build_kill(&script, dir);
-	if (script.oom)
+	next_token(m, 'k', token, sizeof(token));
+	if (exec_build_kill(&script, dir, token) < 0)
 		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	else
 		rc = sp_exec_activity(m->sp, box, script.buf, NULL, NULL, 0, KILL_TIMEOUT_S, &code, &out,

@@ -218,8 +218,10 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 			    const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached);
 /* The kill script: prints "daytonafs-killed" or "daytonafs-ended". A record
  * whose wrapper is gone (the sandbox restarted) is ended as killed, 137,
- * without signalling anything. */
-void exec_build_kill(struct strbuf *sb, const char *cmd_dir);
+ * without signalling anything. token (or NULL): a replay of the request
+ * prints the first run's answer and does nothing else. 0, -EINVAL (token),
+ * -ENOMEM. */
+int exec_build_kill(struct strbuf *sb, const char *cmd_dir, const char *token);
 /* Parses the launcher's output: 0 and *n, -ENOENT (no such cwd), else -EIO. */
 int exec_parse_launch(const char *output, unsigned *n);
 /* What the launcher's output says beyond the number. */

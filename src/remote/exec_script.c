@@ -679,7 +679,7 @@ static const char ours_fn[] =
  * returns once the command has ended, or 3 s after the TERM.
  */
 static const char kill_script[] =
-	"if [ -e \"$_dfd/exit\" ]; then echo daytonafs-ended; exit 0; fi\n"
+	"if [ -e \"$_dfd/exit\" ]; then _dfsay daytonafs-ended; exit 0; fi\n"
 	"_dfi=0\n"
 	"while [ ! -s \"$_dfd/pgid\" ] && [ $_dfi -lt 200 ]; do sleep 0.01; _dfi=$((_dfi+1)); done\n"
 	"_dfp=$(cat \"$_dfd/pgid\" 2>/dev/null)\n"
@@ -688,7 +688,7 @@ static const char kill_script[] =
 	"if [ -n \"$_dfp\" ]; then if alive; then _dfl=1; elif ours; then _dfl=0; fi; fi\n"
 	"if [ -z \"$_dfl\" ]; then\n"
 	"\t[ -e \"$_dfd/exit\" ] || orphan\n"
-	"\techo daytonafs-killed; exit 0\n"
+	"\t_dfsay daytonafs-killed; exit 0\n"
 	"fi\n"
 	"echo killed >\"$_dfd/state\"\n"
 	"if kill -TERM -$_dfp 2>/dev/null || kill -TERM $_dfp 2>/dev/null; then\n"
@@ -712,7 +712,7 @@ static const char kill_script[] =
 	/* Without a wrapper the end is recorded here; a group that outlived
 	 * its SIGKILL (a process stuck in the kernel) ends as it will. */
 	"[ $_dfl = 0 ] && [ ! -e \"$_dfd/exit\" ] && orphan\n"
-	"echo daytonafs-killed\n";
+	"_dfsay daytonafs-killed\n";
 
 /* An sh -c of: var=dir, the alive function, then body. */
 static void build_alive_script(struct strbuf *sb, const char *var, const char *dir, const char *body)
@@ -727,9 +727,33 @@ static void build_alive_script(struct strbuf *sb, const char *var, const char *d
 	sb_free(&script);
 }
 
-void exec_build_kill(struct strbuf *sb, const char *cmd_dir)
+/*
+ * With a token, cmd_dir/kill.TOKEN claims the kill (add_claim): Daytona's
+ * proxy may send the request twice (FIDELITY D7), and the second run found
+ * the command ended by the first and said so, a kill that worked reported
+ * as ESRCH. The replay prints the first run's answer instead.
+ */
+int exec_build_kill(struct strbuf *sb, const char *cmd_dir, const char *token)
 {
-	build_alive_script(sb, "_dfd", cmd_dir, kill_script);
+	struct strbuf body = STRBUF_INIT;
+
+	if (token && !token_valid(token))
+		return -EINVAL;
+	if (token) {
+		sb_addf(&body, "_dft=$_dfd/kill.%s\n"
+			"if [ -d \"$_dfd\" ]; then\n", token);
+		add_claim(&body, KILL_TIMEOUT_S - 5);
+		sb_adds(&body, "else _dfsay() { echo \"$1\"; }; fi\n");
+	} else {
+		sb_adds(&body, "_dfsay() { echo \"$1\"; }\n");
+	}
+	sb_adds(&body, kill_script);
+	if (body.oom)
+		sb->oom = true;
+	else
+		build_alive_script(sb, "_dfd", cmd_dir, body.buf);
+	sb_free(&body);
+	return sb->oom ? -ENOMEM : 0;
 }
 
 /*

@@ -330,3 +330,18 @@ def test_a_request_that_timed_out_on_a_reused_connection_is_not_sent_again(serve
         assert moves == 1
     finally:
         m.unmount()
+
+
+@pytest.mark.provider("daytona", reason="Daytona's proxy re-sends a request once (FIDELITY D7)")
+def test_a_kill_the_proxy_sends_twice_says_it_killed(mount, sandbox, server, no_faults):
+    """The proxy re-sends a request after a stale connection, and the first may have run: the
+    second run of a kill found the command ended by the first and said so, and the kill that
+    worked failed with ESRCH (found by an exploring helper). The kill claims its token, as a
+    launch does: the replay prints the first run's answer."""
+    ctl(mount.p(sandbox, "ctl"), "exec sleep 60")
+    n = os.readlink(mount.p(sandbox, "cmd", "last"))
+    fault(server, pattern="/process/execute", action="replay", count=1)
+    ctl(mount.p(sandbox, "cmd", n, "ctl"), "kill")
+    assert injected(server) == 1
+    assert read(mount.p(sandbox, "cmd", n, "status")) == "killed\n"
+    assert read(mount.p(sandbox, "cmd", n, "exit")) in ("143\n", "137\n")

@@ -360,7 +360,7 @@ UNIT_TEST(kill_text)
 {
 	struct strbuf sb = STRBUF_INIT;
 
-	exec_build_kill(&sb, "/tmp/x'y/cmd/3");
+	exec_build_kill(&sb, "/tmp/x'y/cmd/3", NULL);
 	CHECK(strncmp(sb_str(&sb), "sh -c '_dfd='\\''/tmp/x'\\''\\'\\'''\\''y/cmd/3'\\''\n", 47) == 0);
 	CHECK(strstr(sb_str(&sb), "echo killed >") != NULL);
 	sb_free(&sb);
@@ -1062,7 +1062,7 @@ UNIT_TEST(run_stdin_kill)
 	CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
 	sleep_ms(100);
 	CHECK(!exists(dir, "exit"));
-	exec_build_kill(&k, dir);
+	exec_build_kill(&k, dir, NULL);
 	t = run_shell("dash", sb_str(&k));
 	CHECK_STR(t, "daytonafs-killed\n");
 	free(t);
@@ -1120,7 +1120,7 @@ UNIT_TEST(run_kill)
 		state_dir(sd, sizeof(sd), "kill", shells[i]);
 		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
 		CHECK(!exists(dir, "exit"));
-		exec_build_kill(&k, dir);
+		exec_build_kill(&k, dir, NULL);
 		t = run_shell(shells[i], sb_str(&k));
 		CHECK_STR(t, "daytonafs-killed\n");
 		free(t);
@@ -1165,7 +1165,7 @@ UNIT_TEST(run_kill_stubborn)
 	state_dir(sd, sizeof(sd), "kill2", "dash");
 	CHECK_INT(start("dash", sd, 1, &spec, dir, sizeof(dir)), 1);
 	sleep_ms(200);          /* until the trap is set */
-	exec_build_kill(&k, dir);
+	exec_build_kill(&k, dir, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	t = run_shell("dash", sb_str(&k));
 	clock_gettime(CLOCK_MONOTONIC, &b);
@@ -1222,7 +1222,7 @@ UNIT_TEST(run_kill_orphan_record)
 
 	state_dir(sd, sizeof(sd), "orphan", "dash");
 	fake_record(sd, 1, "999999999", true, dir, sizeof(dir));
-	exec_build_kill(&k, dir);
+	exec_build_kill(&k, dir, NULL);
 	t = run_shell("dash", sb_str(&k));
 	CHECK_STR(t, "daytonafs-killed\n");
 	free(t);
@@ -1237,13 +1237,47 @@ UNIT_TEST(run_kill_orphan_record)
 	/* its pid now belongs to another process (this test): not signalled */
 	snprintf(live, sizeof(live), "%d", (int)getpid());
 	fake_record(sd, 2, live, true, dir, sizeof(dir));
-	exec_build_kill(&k, dir);
+	exec_build_kill(&k, dir, NULL);
 	t = run_shell("bash", sb_str(&k));
 	CHECK_STR(t, "daytonafs-killed\n");
 	free(t);
 	t = slurp(dir, "exit", NULL);
 	CHECK_STR(t, "137\n");
 	free(t);
+	sb_free(&k);
+}
+
+UNIT_TEST(run_kill_replayed_says_what_the_first_said)
+{
+	/* Daytona's proxy may send a request twice: the second run of a kill
+	 * found the command ended by the first and said "ended" (ESRCH for a
+	 * kill that worked). With its token it prints the first's answer. */
+	char sd[256], dir[512], *t;
+	struct strbuf k = STRBUF_INIT;
+
+	state_dir(sd, sizeof(sd), "replay", "dash");
+	fake_record(sd, 1, "999999999", true, dir, sizeof(dir));
+	CHECK_INT(exec_build_kill(&k, dir, "k-1"), 0);
+	t = run_shell("dash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	t = run_shell("bash", sb_str(&k));       /* the replay */
+	CHECK_STR(t, "daytonafs-killed\n");
+	free(t);
+	sb_free(&k);
+	/* another kill (another token) of the ended command: ended */
+	CHECK_INT(exec_build_kill(&k, dir, "k-2"), 0);
+	t = run_shell("dash", sb_str(&k));
+	CHECK_STR(t, "daytonafs-ended\n");
+	free(t);
+	sb_free(&k);
+	/* no record: no claim to wait for */
+	CHECK_INT(exec_build_kill(&k, "/nonexistent/cmd/9", "k-3"), 0);
+	t = run_shell("dash", sb_str(&k));
+	CHECK(t && strstr(t, "daytonafs-killed") != NULL);
+	free(t);
+	sb_free(&k);
+	CHECK_INT(exec_build_kill(&k, dir, "bad token"), -EINVAL);
 	sb_free(&k);
 }
 
@@ -1254,7 +1288,7 @@ static void kill_ended_by_wrapper(const char *shell, const char *dir)
 	struct strbuf sb = STRBUF_INIT;
 	char *t;
 
-	exec_build_kill(&sb, dir);
+	exec_build_kill(&sb, dir, NULL);
 	t = run_shell(shell, sb_str(&sb));
 	CHECK_STR(t, "daytonafs-killed\n");
 	free(t);
@@ -1990,7 +2024,7 @@ UNIT_TEST(run_kill_after_the_wrapper_was_killed)
 		/* the wrapper is gone, the command is not */
 		snprintf(cmd, sizeof(cmd), "ps -e -o pgid=,stat= | awk '$1 == %s && $2 !~ /^Z/' | grep -q .", pg);
 		CHECK(system(cmd) == 0);
-		exec_build_kill(&k, dir);
+		exec_build_kill(&k, dir, NULL);
 		t = run_shell("dash", sb_str(&k));
 		CHECK_STR(t, "daytonafs-killed\n");
 		free(t);
@@ -2254,6 +2288,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_kill),
 	UNIT_CASE(run_kill_stubborn),
 	UNIT_CASE(run_kill_orphan_record),
+	UNIT_CASE(run_kill_replayed_says_what_the_first_said),
 	UNIT_CASE(run_reconcile),
 	UNIT_CASE(run_hidden_command_known_by_its_wrapper),
 	UNIT_CASE(run_taken_number_runs_once),
