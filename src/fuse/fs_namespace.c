@@ -244,7 +244,6 @@ static int count_entries(void *ctx, const char *name, const struct stat *st)
 int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 {
 	struct sp_error err = { 0 };
-	bool commands = list_mode_get(fs, sb) == LIST_FIND;
 	struct sp_box box;
 	size_t n = 0;
 	int rc;
@@ -255,31 +254,32 @@ int files_rmdir(struct dfs *fs, struct sandbox *sb, const char *path)
 	rc = flush_under(fs, sb, path);
 	if (rc < 0)
 		return rc;
-	/* Where commands work, rmdir(2) in the sandbox checks emptiness
-	 * itself, as it runs: not the cache, which does not know what a
-	 * command or another client made there since it listed the directory
-	 * (those files were deleted by the recursive delete that followed).
-	 * Else the file API deletes a directory only recursively, so
-	 * emptiness is checked first, by the cache or a listing. */
-	if (commands) {
-		/* rmdir(2) answers */
-	} else if (cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
-		/* n is the cached answer */
-	} else if (rfs_rmdir_needs_check(fs->sp, commands)) {
-		struct find_entry *v = NULL;
-
-		rc = list_dir(fs, sb, path, &v, &n);
-		files_find_free(v, n);
-		if (rc < 0)
-			return rc;
-	}
-	if (n > 0)
-		return -ENOTEMPTY;
+	/* rmdir(2) in the sandbox checks emptiness itself, as it runs: not the
+	 * cache, which does not know what a command or another client made
+	 * there since it listed the directory (those files were deleted by
+	 * the recursive delete that followed). Only where no command runs (a
+	 * daemon without a shell) the file API's delete, which is recursive,
+	 * after a check by the cache or a listing. */
 	sandbox_box(sb, &box);
-	rc = rfs_rmdir(fs->sp, &box, path, commands, &err);
+	rc = rfs_rmdir(fs->sp, &box, path, &err);
+	if (rc == -ENOSYS && rfs_rmdir_needs_check(fs->sp)) {
+		if (!cache_get_dir(fs->cache, sb->id, path, count_entries, &n)) {
+			struct find_entry *v = NULL;
+
+			rc = list_dir(fs, sb, path, &v, &n);
+			files_find_free(v, n);
+			if (rc < 0)
+				return rc;
+		}
+		if (n > 0)
+			return -ENOTEMPTY;
+		memset(&err, 0, sizeof(err));
+		rc = rfs_rmdir_by_delete(fs->sp, &box, path, &err);
+	}
 	if (rc < 0) {
 		cache_invalidate_tree(fs->cache, sb->id, path);
-		return toolbox_failed(fs, sb, rc, &err, "rmdir", path);
+		/* (not an error of the sandbox's: rmdir said what a disk says) */
+		return rc == -ENOTEMPTY ? rc : toolbox_failed(fs, sb, rc, &err, "rmdir", path);
 	}
 	cache_update(fs->cache, sb->id, path, CACHE_REMOVED, NULL, false);
 	link_drop(fs, sb, path, true);

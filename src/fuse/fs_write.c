@@ -993,8 +993,10 @@ static int keep_failed_data(struct dfs *fs, struct open_node *n, int own, uint64
  * runs as the sandbox's user).
  * Made at its close, as other new files are, the refusal came at the close,
  * which shells do not check: echo x > ro/new said 0 and its data went to
- * unsaved/. The open then goes on as an open of that empty file. Three
- * requests at most (upload, attributes, chmod), in that rare directory only.
+ * unsaved/. The open then goes on as an open of that empty file. A few
+ * requests (the upload: on Vercel one through STATE_DIR/out and a copy;
+ * its attributes; a chmod when the mode differs), in that rare directory
+ * only.
  */
 static int create_in_sandbox(struct dfs *fs, struct sandbox *sb, const char *path, mode_t mode)
 {
@@ -1015,9 +1017,20 @@ static int create_in_sandbox(struct dfs *fs, struct sandbox *sb, const char *pat
 	cache_invalidate(fs->cache, sb->id, path);
 	rc = lookup_attr(fs, sb, path, &st);
 	if (rc == 0 && (st.st_mode & 07777) != (mode & 07777)) {
-		rc = files_chmod_path(fs, &box, path, mode & 07777, &err);
-		if (rc < 0)
-			rc = toolbox_failed(fs, sb, rc, &err, "chmod", path);
+		/* setuid, setgid and sticky only by command: the file API's
+		 * chmod takes the permission bits. */
+		if (mode & 07000) {
+			struct strbuf cmd = STRBUF_INIT;
+
+			sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
+			sh_word(&cmd, path);
+			rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
+			sb_free(&cmd);
+		} else {
+			rc = files_chmod_path(fs, &box, path, mode & 07777, &err);
+			if (rc < 0)
+				rc = toolbox_failed(fs, sb, rc, &err, "chmod", path);
+		}
 		st.st_mode = (st.st_mode & S_IFMT) | (mode & 07777);
 	}
 	if (rc < 0) {
@@ -1064,7 +1077,7 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 	struct fhandle *h;
 	struct open_node *n;
 	struct stat attrs;
-	bool have_attrs = false, attrs_exact = false;
+	bool have_attrs = false, attrs_exact = false, made = false;
 	int rc = 0;
 
 	if (is_hidden_name(path) && !create) {
@@ -1086,6 +1099,7 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 			if (rc < 0)
 				return rc;
 			create = false;   /* the sandbox's empty file, opened as such */
+			made = true;
 		}
 		/* A create where this mount's delete of the path still waits
 		 * leaves it queued when the upload can replace the file under
@@ -1185,6 +1199,13 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 				link_drop(fs, sb, path, false);
 			}
 		}
+	}
+	if (rc == 0 && made && !n->populated && !n->dirty) {
+		/* Just made, empty: its content is known, and a write to it
+		 * downloads nothing (without O_TRUNC: touch, >>, O_EXCL). */
+		rc = n->stage ? stage_truncate(n->stage, 0) : stage_new(fs->stage, &n->stage);
+		if (rc == 0)
+			n->populated = true;
 	}
 	if (rc == 0)
 		n->handles++;

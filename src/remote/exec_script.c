@@ -233,8 +233,10 @@ int exec_build_wrapper(struct strbuf *sb, const struct exec_spec *spec)
 		 * (Made while the command ran, they cost a short command 0.9 ms
 		 * on the bench machine: the fork and the mkfifo took the CPU
 		 * its start needed.) Those still there stay (mkfifo fails on
-		 * them). */
-		"[ \"$2\" = f ] && mkfifo \"${_dfd%/cmd/*}/spare.stdin.pipe\" \"${_dfd%/cmd/*}/spare.end.pipe\" "
+		 * them). Mode 0600: they are in STATE_DIR, not in a record
+		 * (0700), and a reader of a spare stdin.pipe would share the
+		 * next command's input. */
+		"[ \"$2\" = f ] && mkfifo -m 600 \"${_dfd%/cmd/*}/spare.stdin.pipe\" \"${_dfd%/cmd/*}/spare.end.pipe\" "
 		">/dev/null 2>&1\n"
 		"exit 0\n");
 	return sb->oom ? -ENOMEM : 0;

@@ -222,17 +222,43 @@ int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char
 	return run_on_path(sp, box, recursive ? "rm -r" : "rm", "delete", path, err);
 }
 
-bool rfs_rmdir_needs_check(struct sandbox_provider *sp, bool commands)
+bool rfs_rmdir_needs_check(struct sandbox_provider *sp)
 {
-	return sp_has(sp, SP_CAP_FS_DELETE) && !commands;
+	return sp_has(sp, SP_CAP_FS_DELETE);
 }
 
-int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool commands,
-	      struct sp_error *err)
+int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_error *err)
 {
-	if (sp_has(sp, SP_CAP_FS_DELETE) && !commands)
-		return sp_fs_delete(sp, box, path, true, err);
-	return run_on_path(sp, box, "rmdir", "rmdir", path, err);
+	struct strbuf cmd = STRBUF_INIT;
+	char *text = NULL;
+	int code = -1, rc;
+
+	sb_adds(&cmd, "LC_ALL=C; export LC_ALL; rmdir -- ");
+	sh_word(&cmd, path);
+	sb_adds(&cmd, " 2>&1");
+	if (cmd.oom) {
+		sb_free(&cmd);
+		return sp_error_set(err, -ENOMEM, 0, "out of memory");
+	}
+	rc = sp_exec_within(sp, box, cmd.buf, "/", limit_s, &code, &text, err);
+	sb_free(&cmd);
+	if (rc == -EOPNOTSUPP || (rc == 0 && code == 127)) {
+		/* no shell, or no rmdir in it */
+		free(text);
+		return sp_error_set(err, -ENOSYS, 0, "rmdir %s: no command runs in the sandbox", path);
+	}
+	if (rc == 0 && code != 0) {
+		rc = rfs_errno_from_message(text);
+		sp_error_set(err, rc, 0, "rmdir %s: %.300s", path, text ? text : "");
+	}
+	free(text);
+	return rc;
+}
+
+int rfs_rmdir_by_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path,
+			struct sp_error *err)
+{
+	return sp_fs_delete(sp, box, path, true, err);
 }
 
 int rfs_chmod(struct sandbox_provider *sp, const struct sp_box *box, const char *path, mode_t mode,

@@ -25,19 +25,22 @@ int rfs_info(struct sandbox_provider *sp, const struct sp_box *box, const char *
 	     struct sp_error *err);
 int rfs_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool recursive,
 	       struct sp_error *err);
-/* rmdir: `rmdir` in the sandbox where commands work (commands), which is
- * rmdir(2): it refuses a directory that is not empty (ENOTEMPTY) itself, at
- * the moment it runs, and needs no permission on the directory itself (an
- * empty directory of mode 0644 goes, as on a local disk, where a listing of
- * it by a user who is not root fails with EACCES). Else, with
- * SP_CAP_FS_DELETE, the provider's delete, which is recursive: the caller
- * must have found the directory empty first (rfs_rmdir_needs_check says
- * so), and a file made there between that look and the delete is deleted
- * with it. Daytona's file API deletes a directory only so; a file a command
- * made in a directory the mount had cached as empty was deleted by rmdir. */
-int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, bool commands,
-	      struct sp_error *err);
-bool rfs_rmdir_needs_check(struct sandbox_provider *sp, bool commands);
+/* rmdir: `rmdir -- PATH` in the sandbox, which is rmdir(2): it refuses a
+ * directory that is not empty (ENOTEMPTY) itself, at the moment it runs,
+ * and needs no permission on the directory itself (an empty directory of
+ * mode 0644 goes, as on a local disk, where a listing of it by a user who
+ * is not root fails with EACCES). -ENOSYS when no command runs there (a
+ * daemon without a shell): then, with SP_CAP_FS_DELETE
+ * (rfs_rmdir_needs_check), rfs_rmdir_by_delete, the provider's delete,
+ * which is recursive: the caller must have found the directory empty
+ * first, and a file made there between that look and the delete is
+ * deleted with it. (Daytona's file API deletes a directory only so; a file
+ * a command made in a directory the mount had cached as empty was deleted
+ * by rmdir.) */
+int rfs_rmdir(struct sandbox_provider *sp, const struct sp_box *box, const char *path, struct sp_error *err);
+bool rfs_rmdir_needs_check(struct sandbox_provider *sp);
+int rfs_rmdir_by_delete(struct sandbox_provider *sp, const struct sp_box *box, const char *path,
+			struct sp_error *err);
 int rfs_chmod(struct sandbox_provider *sp, const struct sp_box *box, const char *path, mode_t mode,
 	      struct sp_error *err);
 /* Without SP_CAP_RANGED_READ a read at off < RFS_RANGE_BY_COMMAND, or to the

@@ -4,6 +4,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import Mount, ctl, read
 
 
@@ -241,10 +243,8 @@ def test_a_failed_launch_leaves_no_hole_for_another_mount_to_fill(server, tmp_ro
         assert read(other.p(sandbox, "exit")) == "0\n"
         ctl(mount.p(sandbox, "ctl"), "exec true")
         assert read(mount.p(sandbox, "exit")) == "0\n"
-        try:
+        with pytest.raises(OSError):
             ctl(mount.p(sandbox, "ctl"), "exec cwd=/nonexistent-dir -- true")
-        except OSError:
-            pass
         ctl(mount.p(sandbox, "ctl"), "exec exit 11")
         assert read(mount.p(sandbox, "exit")) == "11\n"
         ctl(other.p(sandbox, "ctl"), "exec exit 22")

@@ -1800,6 +1800,14 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		CHECK(log_has(log, "/cmd/2/stdin.pipe") == !zsh);
 		CHECK(log_has(log, "/spare.stdin.pipe") == zsh);
 		CHECK(exists(sd, "spare.stdin.pipe") == zsh && exists(sd, "spare.end.pipe") == zsh);
+		if (zsh) {
+			/* the spares are the next command's stdin: their user's alone */
+			char sp[600];
+			struct stat st;
+
+			snprintf(sp, sizeof(sp), "%s/spare.stdin.pipe", sd);
+			CHECK(stat(sp, &st) == 0 && (st.st_mode & 0777) == 0600);
+		}
 		CHECK_INT(count_runs(log, "setsid"), 0);
 		CHECK_INT(count_runs(log, "sh"), 0);
 		CHECK_INT(count_runs(log, "bash"), 2);
