@@ -156,8 +156,32 @@ bool split_path(const char *path, char *parent, size_t cap, const char **base)
 static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, char **out, struct sp_error *err)
 {
 	struct open_table *t = ctx;
+	int rc;
 
+	/* A sandbox known not to run gets no request (a batch waits for it
+	 * to run again, wb_send: one a retry, for up to wait_timeout); with
+	 * -o autostart this starts it. */
+	rc = sandbox_require_running(t->fs, owner);
+	if (rc < 0)
+		return sp_error_set(err, rc, 0, "sandbox '%s' is not running", ((struct sandbox *)owner)->name);
 	return sandbox_sh_once(t->fs, owner, script, code, out, err);
+}
+
+/* (deferred_ops.parked) Counted as a failure of the settle that met it
+ * (files_settle_sandbox, fsync of a directory), and the sandbox's state is
+ * read again (toolbox_failed). */
+static void wb_parked(void *ctx, void *owner, int rc, const struct sp_error *err)
+{
+	struct open_table *t = ctx;
+	struct sandbox *sb = owner;
+
+	toolbox_failed(t->fs, sb, rc, err, "command for", "deferred changes");
+	pthread_mutex_lock(&t->lock);
+	if (!sb->writeback_error)
+		sb->writeback_error = rc;
+	sb->writeback_failures++;
+	sb->writeback_last = rc;
+	pthread_mutex_unlock(&t->lock);
 }
 
 static int wb_send_failed(void *ctx, void *owner, int rc, const struct sp_error *err)
@@ -226,6 +250,7 @@ static const char *wb_name(const void *owner)
 const struct deferred_ops files_deferred_ops = {
 	.sh_once = wb_sh_once,
 	.send_failed = wb_send_failed,
+	.parked = wb_parked,
 	.failed = wb_failed,
 	.done = wb_done_one,
 	.moved = wb_moved,

@@ -1152,6 +1152,15 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 	pthread_mutex_init(&h->lock, NULL);
 
 	pthread_mutex_lock(&n->lock);
+	if (n->unlinked && !redirected && !is_hidden_name(path)) {
+		/* Its name went while this open waited for the node (an empty
+		 * new file the sandbox refused, dropped by its upload:
+		 * refused_empty_new): what it would write would go nowhere.
+		 * ESTALE: the kernel looks the name up again. */
+		pthread_mutex_unlock(&n->lock);
+		rc = -ESTALE;
+		goto fail;
+	}
 	if (!create) {
 		if (have_attrs)
 			node_init_existing(n, &attrs, attrs_exact);
@@ -1200,9 +1209,10 @@ static int open_file_at(struct dfs *fs, struct sandbox *sb, const char *path, st
 			}
 		}
 	}
-	if (rc == 0 && made && !n->populated && !n->dirty) {
-		/* Just made, empty: its content is known, and a write to it
-		 * downloads nothing (without O_TRUNC: touch, >>, O_EXCL). */
+	if (rc == 0 && made && !n->dirty) {
+		/* Just made, empty: its content is known (not what a node of
+		 * the path kept from before), and a write to it downloads
+		 * nothing (without O_TRUNC: touch, >>, O_EXCL). */
 		rc = n->stage ? stage_truncate(n->stage, 0) : stage_new(fs->stage, &n->stage);
 		if (rc == 0)
 			n->populated = true;

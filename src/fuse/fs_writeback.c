@@ -291,12 +291,14 @@ static bool refused_empty_new(const struct dfs *fs, const struct open_node *n, i
 {
 	return fs->opt.writeback <= 0 && n->is_new && n->handles == 0 && n->stage && stage_size(n->stage) == 0 &&
 	       !sp_error_transient(err) && rc != -EHOSTDOWN && rc != -EIO && rc != -ETIMEDOUT &&
-	       rc != -ENOMEM && rc != -ENOSPC;
+	       rc != -ENOMEM && rc != -ENOSPC && err->http_status != 401 && err->http_status != 403;
 }
 
 /* After n's upload; n->lock held. True when n must stay queued (its upload
- * failed). */
-static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct sp_error *err, int *first_error)
+ * failed). own: the failure is n's own (an item of a request that went
+ * through), not the whole request's (a 401 of the token fails them all). */
+static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, bool own, struct sp_error *err,
+		     int *first_error)
 {
 	if (rc == 0) {
 		/* The upload set the sandbox's time of the upload, seconds after
@@ -309,7 +311,7 @@ static bool wbk_done(struct dfs *fs, struct open_node *n, int rc, struct sp_erro
 		return false;
 	}
 	upload_failed(fs, n, rc, err);
-	if (refused_empty_new(fs, n, rc, err)) {
+	if (own && refused_empty_new(fs, n, rc, err)) {
 		/* It cannot be made there (a directory it may not write, that
 		 * the mount thought it could): nothing of it to keep, and kept
 		 * queued it failed every exec and directory fsync that came
@@ -453,7 +455,7 @@ static int wbk_upload(struct dfs *fs, struct open_node **v, size_t n)
 			 * the item's, the request's err says nothing.) */
 			if (rc == 0 && r < 0)
 				sp_error_set(&e, r, 0, "write %s: %s", items[k].path, items[k].msg);
-			again = wbk_done(fs, o, r, &e, &first_error);
+			again = wbk_done(fs, o, r, rc == 0 && r < 0, &e, &first_error);
 			pthread_mutex_unlock(&o->lock);
 			wbk_end(fs, o, again);
 		}

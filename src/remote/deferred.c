@@ -108,6 +108,8 @@ static int wb_send(struct deferred *d, void *sb, struct wb_op *batch, const char
 		 * settles for meets the stopped sandbox too. The batch goes
 		 * back to the queue, for the runner to send again
 		 * (deferred_run_all). */
+		if (down && d->ops->parked)
+			d->ops->parked(d->ctx, sb, rc, &err);
 		if (requeue || down) {
 			wb_requeue(d->wb, batch, now + (double)wait / 1000.0);
 			pthread_cond_broadcast(&d->idle);

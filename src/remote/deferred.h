@@ -48,6 +48,11 @@ struct deferred_ops {
 	void (*moved)(void *ctx, void *owner, const struct wb_op *op);
 	/* owner's name, for the log. */
 	const char *(*name)(const void *owner);
+	/* A batch went back to the queue because owner's sandbox is not
+	 * running (rc -EHOSTDOWN): nothing is dropped, but what settled for it
+	 * (fsync of a directory, a stop, a snapshot) must not take it as done,
+	 * and the caller may re-read the sandbox's state. May be NULL. */
+	void (*parked)(void *ctx, void *owner, int rc, const struct sp_error *err);
 };
 
 struct deferred {

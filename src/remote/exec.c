@@ -942,9 +942,9 @@ int exec_kill(struct exec_mgr *m, const struct sp_box *box, unsigned n, struct s
 		rc = sp_error_set(err, -ESRCH, 0, "command %u has already ended", n);
 		goto out;
 	}
+	next_token(m, 'k', token, sizeof(token));   /* (under m->lock) */
 	pthread_mutex_unlock(&m->lock);
 
-	next_token(m, 'k', token, sizeof(token));
 	if (exec_build_kill(&script, dir, token) < 0)
 		rc = sp_error_set(err, -ENOMEM, 0, "out of memory");
 	else

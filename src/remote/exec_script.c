@@ -299,20 +299,26 @@ static bool token_valid(const char *t)
  * the replay: it waits for the winner's answer (up to wait_s) and prints
  * it, doing nothing else. The winner's answer goes through _dfsay, which
  * also appends it to $t: one short write, so a replay that sees $t not
- * empty sees the whole line. (Named as the variables are: a function of
+ * empty sees the whole line. A create that fails for another reason (the
+ * directory not writable, a full disk: $t is not there) claims nothing
+ * and goes on: taken for a replay, it waited wait_s for an answer that
+ * never came. (Named as the variables are: a function of
  * the sandbox's environment named say, exported by bash, would have been
  * replaced for the command.)
  */
 static void add_claim(struct strbuf *sb, long wait_s)
 {
 	sb_addf(sb, "set -C\n"
-		"if { true >\"$_dft\"; } 2>/dev/null; then set +C; else\n"
+		"if { true >\"$_dft\"; } 2>/dev/null; then set +C\n"
+		"_dfsay() { echo \"$1\"; echo \"$1\" >>\"$_dft\"; }\n"
+		"elif [ -e \"$_dft\" ]; then\n"
 		"\tset +C; _dfi=0\n"
 		"\twhile [ ! -s \"$_dft\" ] && [ $_dfi -lt %ld ]; do sleep 0.05; _dfi=$((_dfi+1)); done\n"
 		"\t[ -s \"$_dft\" ] && cat \"$_dft\" 2>/dev/null || echo 'daytonafs-error replay'\n"
 		"\texit 0\n"
-		"fi\n"
-		"_dfsay() { echo \"$1\"; echo \"$1\" >>\"$_dft\"; }\n",
+		"else set +C\n"
+		"_dfsay() { echo \"$1\"; }\n"
+		"fi\n",
 		wait_s * 20);
 }
 
