@@ -167,21 +167,27 @@ static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, cha
 	return sandbox_sh_once(t->fs, owner, script, code, out, err);
 }
 
+/* A deferred change failed, for the settles that count them
+ * (files_settle_sandbox) and fsync of a directory (writeback_error). */
+static void count_wb_failure(struct open_table *t, struct sandbox *sb, int err)
+{
+	pthread_mutex_lock(&t->lock);
+	if (!sb->writeback_error)
+		sb->writeback_error = err;
+	sb->writeback_failures++;
+	sb->writeback_last = err;
+	pthread_mutex_unlock(&t->lock);
+}
+
 /* (deferred_ops.parked) Counted as a failure of the settle that met it
  * (files_settle_sandbox, fsync of a directory), and the sandbox's state is
  * read again (toolbox_failed). */
 static void wb_parked(void *ctx, void *owner, int rc, const struct sp_error *err)
 {
 	struct open_table *t = ctx;
-	struct sandbox *sb = owner;
 
-	toolbox_failed(t->fs, sb, rc, err, "command for", "deferred changes");
-	pthread_mutex_lock(&t->lock);
-	if (!sb->writeback_error)
-		sb->writeback_error = rc;
-	sb->writeback_failures++;
-	sb->writeback_last = rc;
-	pthread_mutex_unlock(&t->lock);
+	toolbox_failed(t->fs, owner, rc, err, "command for", "deferred changes");
+	count_wb_failure(t, owner, rc);
 }
 
 static int wb_send_failed(void *ctx, void *owner, int rc, const struct sp_error *err)
@@ -204,12 +210,7 @@ static void wb_failed(void *ctx, void *owner, const struct wb_op *op, int err, c
 		files_keep_drop(t->fs, sb, op->path, op->keep, true);
 	cache_invalidate(t->fs->cache, sb->id, op->path);
 	link_drop(t->fs, sb, op->path, false);
-	pthread_mutex_lock(&t->lock);
-	if (!sb->writeback_error)
-		sb->writeback_error = err;
-	sb->writeback_failures++;
-	sb->writeback_last = err;
-	pthread_mutex_unlock(&t->lock);
+	count_wb_failure(t, sb, err);
 }
 
 static void wb_done_one(void *ctx, void *owner, const struct wb_op *op, const char *text)
