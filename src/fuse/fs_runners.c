@@ -156,14 +156,20 @@ bool split_path(const char *path, char *parent, size_t cap, const char **base)
 static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, char **out, struct sp_error *err)
 {
 	struct open_table *t = ctx;
-	int rc;
+	struct sandbox *sb = owner;
+	char state[sizeof(sb->state)];
+	bool down;
 
-	/* A sandbox known not to run gets no request (a batch waits for it
-	 * to run again, wb_send: one a retry, for up to wait_timeout); with
-	 * -o autostart this starts it. */
-	rc = sandbox_require_running(t->fs, owner);
-	if (rc < 0)
-		return sp_error_set(err, rc, 0, "sandbox '%s' is not running", ((struct sandbox *)owner)->name);
+	/* A sandbox the mount last saw stopped gets no request: a batch waits
+	 * for it to run again (wb_send, which has its state read again at
+	 * each try: wb_parked). Not sandbox_require_running, whose -o
+	 * autostart would start a sandbox for a batch of housekeeping. */
+	pthread_mutex_lock(&t->fs->lock);
+	memcpy(state, sb->state, sizeof(state));
+	pthread_mutex_unlock(&t->fs->lock);
+	down = state[0] && strcmp(state, "started") && strcmp(state, "snapshotting");
+	if (down)
+		return sp_error_set(err, -EHOSTDOWN, 0, "sandbox '%s' is %s", sb->name, state);
 	return sandbox_sh_once(t->fs, owner, script, code, out, err);
 }
 
