@@ -1281,6 +1281,43 @@ UNIT_TEST(run_kill_replayed_says_what_the_first_said)
 	sb_free(&k);
 }
 
+UNIT_TEST(run_kill_claim_in_a_directory_not_writable)
+{
+	/* A claim file that cannot be made (a record its user may not write)
+	 * was taken for a replay's: the kill waited 25 s for an answer that
+	 * never came and said "daytonafs-error replay". It claims nothing and
+	 * answers. Run as nobody (setpriv), so root only. */
+	char base[] = "/tmp/dfs-claim-XXXXXX", dir[128], path[160], cmd[200], *t;
+	struct strbuf k = STRBUF_INIT;
+	struct timespec a, b;
+	FILE *f;
+
+	if (getuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0 || !mkdtemp(base))
+		return;
+	CHECK(chmod(base, 0755) == 0);
+	snprintf(dir, sizeof(dir), "%s/cmd", base);
+	CHECK(mkdir(dir, 0755) == 0);
+	snprintf(dir, sizeof(dir), "%s/cmd/1", base);
+	CHECK(mkdir(dir, 0755) == 0);
+	snprintf(path, sizeof(path), "%s/exit", dir);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs("0\n", f);
+		fclose(f);
+	}
+	CHECK_INT(exec_build_kill(&k, dir, "k-1"), 0);
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	t = run_shell("setpriv --reuid=65534 --regid=65534 --clear-groups dash", sb_str(&k));
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	CHECK_STR(t, "daytonafs-ended\n");
+	CHECK(b.tv_sec - a.tv_sec < 5);
+	free(t);
+	sb_free(&k);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", base);
+	CHECK(system(cmd) == 0);
+}
+
 /* Kills the command of record dir by the kill script under shell: its
  * wrapper, which runs, records the end (the command's TERM: 143). */
 static void kill_ended_by_wrapper(const char *shell, const char *dir)
@@ -2297,6 +2334,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_kill_stubborn),
 	UNIT_CASE(run_kill_orphan_record),
 	UNIT_CASE(run_kill_replayed_says_what_the_first_said),
+	UNIT_CASE(run_kill_claim_in_a_directory_not_writable),
 	UNIT_CASE(run_reconcile),
 	UNIT_CASE(run_hidden_command_known_by_its_wrapper),
 	UNIT_CASE(run_taken_number_runs_once),
