@@ -224,6 +224,8 @@ void sandbox_box(struct sandbox *sb, struct sp_box *box);
 /* The directory name of sb in the mount root (its name, or its id when the
  * name cannot be shown: registry.h), copied out under the lock. */
 void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_t cap);
+/* Whether a sandbox in this API state runs (its toolbox answers). */
+bool sandbox_state_runs(const char *state);
 /* 0 when the sandbox answers file access (started, or started now by
  * -o autostart), else -EHOSTDOWN with the error file saying what to do. */
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb);

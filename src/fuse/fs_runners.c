@@ -158,7 +158,6 @@ static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, cha
 	struct open_table *t = ctx;
 	struct sandbox *sb = owner;
 	char state[sizeof(sb->state)];
-	bool down;
 
 	/* A sandbox the mount last saw stopped gets no request: a batch waits
 	 * for it to run again (wb_send, which has its state read again at
@@ -167,8 +166,7 @@ static int wb_sh_once(void *ctx, void *owner, const char *script, int *code, cha
 	pthread_mutex_lock(&t->fs->lock);
 	memcpy(state, sb->state, sizeof(state));
 	pthread_mutex_unlock(&t->fs->lock);
-	down = state[0] && strcmp(state, "started") && strcmp(state, "snapshotting");
-	if (down)
+	if (state[0] && !sandbox_state_runs(state))
 		return sp_error_set(err, -EHOSTDOWN, 0, "sandbox '%s' is %s", sb->name, state);
 	return sandbox_sh_once(t->fs, owner, script, code, out, err);
 }

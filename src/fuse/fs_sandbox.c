@@ -54,7 +54,7 @@ void sandbox_update(struct dfs *fs, struct sandbox *sb, const struct sp_sandbox 
 	sb->gone = !strcmp(d->state, "destroyed");
 	/* Not running: its commands' processes may be gone with it, so exec
 	 * checks their records against the sandbox's processes once it runs. */
-	if (fs && fs->exec && strcmp(d->state, "started") && strcmp(d->state, "snapshotting"))
+	if (fs && fs->exec && !sandbox_state_runs(d->state))
 		exec_sandbox_stopped(fs->exec, d->id);
 }
 
@@ -268,6 +268,12 @@ void sandbox_dir_name(struct dfs *fs, const struct sandbox *sb, char *out, size_
 	pthread_mutex_unlock(&fs->lock);
 }
 
+bool sandbox_state_runs(const char *state)
+{
+	/* While a snapshot is taken the sandbox keeps running and so does its toolbox. */
+	return !strcmp(state, "started") || !strcmp(state, "snapshotting");
+}
+
 int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 {
 	struct sp_error err = { 0 };
@@ -284,8 +290,7 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 	/* A started sandbox is trusted until a toolbox call says otherwise
 	 * (EHOSTDOWN makes the caller refresh); any other state is re-read once
 	 * it is older than the attribute timeout, since it may have started. */
-	/* While a snapshot is taken the sandbox keeps running and so does its toolbox. */
-	if (!strcmp(state, "started") || !strcmp(state, "snapshotting"))
+	if (sandbox_state_runs(state))
 		return 0;
 	if (age >= fs->opt.attr_timeout || age >= 1.0) {
 		rc = sandbox_refresh(fs, sb, &err);
@@ -294,7 +299,7 @@ int sandbox_require_running(struct dfs *fs, struct sandbox *sb)
 		pthread_mutex_lock(&fs->lock);
 		str_copy(state, sizeof(state), sb->state);
 		pthread_mutex_unlock(&fs->lock);
-		if (!strcmp(state, "started") || !strcmp(state, "snapshotting"))
+		if (sandbox_state_runs(state))
 			return 0;
 	}
 	/* start also resumes a paused sandbox (the API's start works from paused) */
