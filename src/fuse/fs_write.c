@@ -361,14 +361,17 @@ int files_upload_fd(struct dfs *fs, struct sandbox *sb, const struct sp_box *box
 	return rc;
 }
 
-/* chmod of path for crash recovery: the file API's chmod trims the path as
- * its upload does, so a name with white space at its ends gets a command. */
+/* chmod of path by path (crash recovery, a file made at its open): the
+ * file API's chmod trims the path as its upload does, so a name with white
+ * space at its ends gets a command, and it takes the permission bits only
+ * (Daytona's; Vercel's rfs_chmod command too), so setuid, setgid and sticky
+ * get one as well. */
 int files_chmod_path(struct dfs *fs, const struct sp_box *box, const char *path, mode_t mode, struct sp_error *err)
 {
 	struct strbuf cmd = STRBUF_INIT;
 	int rc;
 
-	if (!sp_upload_path_changed(fs->sp, path))
+	if (!sp_upload_path_changed(fs->sp, path) && !(mode & 07000))
 		return rfs_chmod(fs->sp, box, path, mode, err);
 	sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
 	sh_word(&cmd, path);
@@ -1017,20 +1020,9 @@ static int create_in_sandbox(struct dfs *fs, struct sandbox *sb, const char *pat
 	cache_invalidate(fs->cache, sb->id, path);
 	rc = lookup_attr(fs, sb, path, &st);
 	if (rc == 0 && (st.st_mode & 07777) != (mode & 07777)) {
-		/* setuid, setgid and sticky only by command: the file API's
-		 * chmod takes the permission bits. */
-		if (mode & 07000) {
-			struct strbuf cmd = STRBUF_INIT;
-
-			sb_addf(&cmd, "chmod %o -- ", (unsigned)(mode & 07777));
-			sh_word(&cmd, path);
-			rc = cmd.oom ? -ENOMEM : run_fs_command(fs, sb, sb_str(&cmd), NULL);
-			sb_free(&cmd);
-		} else {
-			rc = files_chmod_path(fs, &box, path, mode & 07777, &err);
-			if (rc < 0)
-				rc = toolbox_failed(fs, sb, rc, &err, "chmod", path);
-		}
+		rc = files_chmod_path(fs, &box, path, mode & 07777, &err);
+		if (rc < 0)
+			rc = toolbox_failed(fs, sb, rc, &err, "chmod", path);
 		st.st_mode = (st.st_mode & S_IFMT) | (mode & 07777);
 	}
 	if (rc < 0) {
