@@ -748,10 +748,8 @@ int exec_build_kill(struct strbuf *sb, const char *cmd_dir, const char *token)
 	if (token && !token_valid(token))
 		return -EINVAL;
 	if (token) {
-		sb_addf(&body, "_dft=$_dfd/kill.%s\n"
-			"if [ -d \"$_dfd\" ]; then\n", token);
-		add_claim(&body, KILL_TIMEOUT_S - 5);
-		sb_adds(&body, "else _dfsay() { echo \"$1\"; }; fi\n");
+		sb_addf(&body, "_dft=$_dfd/kill.%s\n", token);
+		add_claim(&body, KILL_TIMEOUT_S - 5);   /* (no record: nothing claimed) */
 	} else {
 		sb_adds(&body, "_dfsay() { echo \"$1\"; }\n");
 	}
@@ -780,10 +778,9 @@ int exec_build_stdin_write(struct strbuf *sb, const char *cmd_dir, const char *b
 		return -EINVAL;
 	add_dir(sb, "_dfd", cmd_dir);
 	sb_addf(sb, "_dft=$_dfd/stdin.b.%s\n", batch_id);
-	/* No record: nothing to claim in, and nothing to feed (nostdin below). */
-	sb_adds(sb, "if [ -d \"$_dfd\" ]; then\n");
+	/* No record: nothing to claim in (add_claim goes on unclaimed), and
+	 * nothing to feed (nostdin below). */
 	add_claim(sb, STDIN_TIMEOUT_S - 5);
-	sb_adds(sb, "else _dfsay() { echo \"$1\"; }; fi\n");
 	if (done_id)
 		sb_addf(sb, "rm -rf \"$_dfd/stdin.b.%s\" 2>/dev/null\n", done_id);
 	sb_adds(sb, "if [ -e \"$_dfd/exit\" ]; then _dfsay daytonafs-ended\n"
