@@ -1182,10 +1182,25 @@ UNIT_TEST(run_kill_stubborn)
 
 /* Makes a record cmd/N in sd whose processes are gone: pgid and wpid name
  * pid (a dead one, or a live process that is not its wrapper). */
-static void fake_record(const char *sd, unsigned n, const char *pid, bool with_wpid, char *dir, size_t cap)
+/* Writes dir/name: line and a newline, or empty with line NULL. */
+static void put_line(const char *dir, const char *name, const char *line)
 {
 	char path[700];
 	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	if (line)
+		fprintf(f, "%s\n", line);
+	fclose(f);
+}
+
+static void fake_record(const char *sd, unsigned n, const char *pid, bool with_wpid, char *dir, size_t cap)
+{
+	char path[700];
 
 	snprintf(path, sizeof(path), "%s", sd);
 	mkdir(path, 0755);
@@ -1193,24 +1208,10 @@ static void fake_record(const char *sd, unsigned n, const char *pid, bool with_w
 	mkdir(path, 0755);
 	snprintf(dir, cap, "%s/cmd/%u", sd, n);
 	mkdir(dir, 0755);
-	snprintf(path, sizeof(path), "%s/run", dir);
-	f = fopen(path, "w");
-	if (f)
-		fclose(f);
-	snprintf(path, sizeof(path), "%s/pgid", dir);
-	f = fopen(path, "w");
-	if (f) {
-		fprintf(f, "%s\n", pid);
-		fclose(f);
-	}
-	if (with_wpid) {
-		snprintf(path, sizeof(path), "%s/wpid", dir);
-		f = fopen(path, "w");
-		if (f) {
-			fprintf(f, "%s\n", pid);
-			fclose(f);
-		}
-	}
+	put_line(dir, "run", NULL);
+	put_line(dir, "pgid", pid);
+	if (with_wpid)
+		put_line(dir, "wpid", pid);
 }
 
 UNIT_TEST(run_kill_orphan_record)
@@ -1287,25 +1288,15 @@ UNIT_TEST(run_kill_claim_in_a_directory_not_writable)
 	 * was taken for a replay's: the kill waited 25 s for an answer that
 	 * never came and said "daytonafs-error replay". It claims nothing and
 	 * answers. Run as nobody (setpriv), so root only. */
-	char base[] = "/tmp/dfs-claim-XXXXXX", dir[128], path[160], cmd[200], *t;
+	char base[] = "/tmp/dfs-claim-XXXXXX", dir[128], cmd[200], *t;
 	struct strbuf k = STRBUF_INIT;
 	struct timespec a, b;
-	FILE *f;
 
 	if (getuid() != 0 || access("/usr/bin/setpriv", X_OK) != 0 || !mkdtemp(base))
 		return;
 	CHECK(chmod(base, 0755) == 0);
-	snprintf(dir, sizeof(dir), "%s/cmd", base);
-	CHECK(mkdir(dir, 0755) == 0);
-	snprintf(dir, sizeof(dir), "%s/cmd/1", base);
-	CHECK(mkdir(dir, 0755) == 0);
-	snprintf(path, sizeof(path), "%s/exit", dir);
-	f = fopen(path, "w");
-	CHECK(f != NULL);
-	if (f) {
-		fputs("0\n", f);
-		fclose(f);
-	}
+	fake_record(base, 1, "999999999", false, dir, sizeof(dir));
+	put_line(dir, "exit", "0");
 	CHECK_INT(exec_build_kill(&k, dir, "k-1"), 0);
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	t = run_shell("setpriv --reuid=65534 --regid=65534 --clear-groups dash", sb_str(&k));
