@@ -440,6 +440,7 @@ struct dfs *dfs_new(const struct dfs_options *o, char *err, size_t errlen)
 	eo.poll_min_ms = o->poll_min_ms;
 	eo.poll_max_ms = o->poll_max_ms;
 	eo.wait_ms = o->exec_wait_ms;
+	eo.helper = o->exec_helper;
 	eo.list_ttl_ms = (long)(o->dir_timeout * 1000);
 	eo.interrupted = request_interrupted;
 	eo.on_end = on_command_end;

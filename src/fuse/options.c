@@ -27,6 +27,7 @@ void options_init(struct dfs_options *o)
 	o->poll_max_ms = 1000;
 	o->rate_limit = -1;         /* the provider's default */
 	o->exec_wait_ms = 200;
+	o->exec_helper = true;
 }
 
 static void set_str(char **dst, const char *v)
@@ -128,6 +129,7 @@ static const struct opt_spec specs[] = {
 	{ "poll_min", OPT_LONG, OFF(poll_min_ms), 1, 60000 },
 	{ "poll_max", OPT_LONG, OFF(poll_max_ms), 1, 600000 },
 	{ "exec_wait_ms", OPT_LONG, OFF(exec_wait_ms), 0, 10000 },
+	{ "exec_helper", OPT_FLAG, OFF(exec_helper), 0, 0 },
 	{ "state_dir", OPT_STR, OFF(state_dir), 0, 0 },
 	{ "exec_timeout", OPT_LONG, OFF(exec_timeout_s), 0, 86400 * 365L },
 	{ "activity", OPT_STR, OFF(activity), 0, 0 },
@@ -551,6 +553,8 @@ const char *options_usage(void)
 "    -o poll_max=MS           longest interval, the bound on live output delay (default 1000)\n"
 "    -o exec_wait_ms=MS       how long exec waits for a command to end, to bring back its\n"
 "                             exit status and output in the same request (default 200; 0: never)\n"
+"    -o exec_helper=0         run commands by the wrapper script, not by the helper program\n"
+"                             daytonafs-run that the mount installs in STATE_DIR/bin (default 1)\n"
 "    -o state_dir=PATH        where command output lives in the sandbox (default /tmp/.daytonafs)\n"
 "    -o exec_timeout=SEC      default timeout of every exec (default none; timeout= wins)\n"
 "    -o activity=WHAT         what counts as sandbox activity: none, changes (default), all\n"

@@ -64,6 +64,7 @@ struct dfs_options {
 	long poll_min_ms;           /* command output polling; default 50 */
 	long poll_max_ms;           /* bound on the delay of live output; default 1000 */
 	long exec_wait_ms;          /* exec's wait for a quick end (one request); default 200 */
+	bool exec_helper;           /* commands by the helper daytonafs-run (exec_helper.h); default true */
 	char *state_dir;            /* in the sandbox; default /tmp/.daytonafs */
 	long exec_timeout_s;        /* default timeout= of every exec; 0 = none (the default) */
 	char *activity;             /* none, changes (default) or all: what counts as sandbox activity */

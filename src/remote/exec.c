@@ -4,6 +4,7 @@
  * read, poll, kill, the command's text, and forgetting a sandbox.
  */
 #include "exec_int.h"
+#include "exec_helper.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -315,9 +316,11 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 {
 	struct strbuf script = STRBUF_INIT;
 	struct exec_launch_result res;
+	struct exec_helper helper = { 0 };
 	struct pending p = { 0 };
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
+	bool helper_sent, installs_helper = false;
 	unsigned first, got = 0, i;
 	char *out = NULL, token[64];
 	int64_t now, started = now_ms();
@@ -342,11 +345,27 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 		goto out_locked;
 	}
 	first = b->listed ? ++b->max_n : 0;
+	helper_sent = b->helper_sent;
 	next_token(m, 'l', token, sizeof(token));
 	pthread_mutex_unlock(&m->lock);
 
-	rc = exec_build_launcher_own(&script, m->state_dir, first, token, spec, m->o.wait_ms, m->o.inline_max,
-				     sp_has(m->sp, SP_CAP_EXEC_DETACHED));
+	/* The helper, when the mount has one: the first launch in each
+	 * sandbox brings its bytes along (about 45 KB of base64), in case it
+	 * is not there yet; the rest only look for it. */
+	if (m->o.helper && exec_helper_len) {
+		helper.id = exec_helper_id;
+		helper.arch = exec_helper_arch;
+		if (!helper_sent) {
+			helper.bin = exec_helper_bin;
+			helper.len = exec_helper_len;
+		}
+	}
+	rc = exec_build_launcher_with(&script, m->state_dir, first, token, spec, m->o.wait_ms, m->o.inline_max,
+				      sp_has(m->sp, SP_CAP_EXEC_DETACHED), &helper);
+	if (rc == 1) {
+		installs_helper = true;
+		rc = 0;
+	}
 	if (rc == -EINVAL) {
 		sp_error_set(err, rc, 0, "invalid environment variable name");
 		goto out;
@@ -376,6 +395,14 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	}
 
 	pthread_mutex_lock(&m->lock);
+	if (installs_helper) {
+		b->helper_sent = true;
+		b->helper_sent_ms = started;
+	} else if (res.no_helper && b->helper_resends < HELPER_RESENDS_MAX &&
+		   started - b->helper_sent_ms >= HELPER_INSTALL_MS) {
+		b->helper_sent = false;
+		b->helper_resends++;
+	}
 	if (res.listed) {
 		/* The history as the launcher saw it: what a listing of
 		 * STATE_DIR/cmd would have said. */

@@ -58,6 +58,11 @@ struct exec_options {
 	 * are then read from memory: exec and cat exit cost one request. */
 	long wait_ms;
 	size_t inline_max;
+	/* Whether commands run by the helper program daytonafs-run where it
+	 * is installed in the sandbox, and the mount installs it there (with
+	 * a launch, once per sandbox and mount, on the machine it was built
+	 * for: exec_helper.h); default true. false: by the wrapper script. */
+	bool helper;
 	/* Called by blocking waits every ~100 ms: true aborts the wait with -EINTR
 	 * (the FUSE request was interrupted). May be NULL. */
 	bool (*interrupted)(void);
@@ -216,6 +221,27 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
  * of its own by setsid, a process more. */
 int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			    const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached);
+/*
+ * The helper program daytonafs-run (src/helper/daytonafs_run.c, built into
+ * the mount: exec_helper.h) as a launcher knows it. Where STATE_DIR/bin/run-ID
+ * is there (a file of the sandbox's user, executable), the launcher runs the
+ * command with it instead of the wrapper script (two program starts fewer
+ * before a short command's end); where it is not, by the wrapper, and, when
+ * bin is given and the sandbox's machine is arch, it installs it in the
+ * background for the next commands (written under another name, checked to
+ * run, renamed into place: a half-made helper is never run).
+ */
+struct exec_helper {
+	const char *id;             /* NULL or "": no helper, the wrapper runs every command */
+	const char *arch;           /* the machine it runs on, as uname -m (and bash's HOSTTYPE) say */
+	const void *bin;            /* its bytes, to install where it is not; NULL: only use it */
+	size_t len;
+};
+/* exec_build_launcher_own with a helper (NULL: none): 0, or 1 when the
+ * script carries its install (bin given, and the command can run by it). */
+int exec_build_launcher_with(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			     const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached,
+			     const struct exec_helper *helper);
 /* The kill script: prints "daytonafs-killed" or "daytonafs-ended". A record
  * whose wrapper is gone (the sandbox restarted) is ended as killed, 137,
  * without signalling anything. token (or NULL): a replay of the request
@@ -236,6 +262,9 @@ struct exec_launch_result {
 	uint64_t size[2];           /* the streams' final sizes */
 	bool inline_ok[2];          /* data[s] holds exactly size[s] bytes */
 	char *data[2];              /* malloc'd (NULL when not inline) */
+	/* "daytonafs-nohelper": the launcher looked for the helper, found
+	 * none where it could run one, and brought no install. */
+	bool no_helper;
 };
 /* Parses all of it: 0 (started; the rest as far as it is whole: an inline
  * section without its end line, or with a size that does not parse, is

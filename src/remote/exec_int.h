@@ -66,6 +66,13 @@
  * LAUNCH_TIMEOUT_S. */
 #define WAIT_MS_MAX 10000
 #define COMMAND_TEXT_MAX (16u << 20)
+/* How often a mount sends the helper again to a sandbox whose launcher
+ * said it is missing (the first install failed: a noexec STATE_DIR, no
+ * base64; or the sandbox lost it): its bytes are 45 KB of each such launch. */
+#define HELPER_RESENDS_MAX 2
+/* A launch this soon after the one that sent it may find the install of the
+ * helper still under way: its "missing" is not heard. */
+#define HELPER_INSTALL_MS 3000
 
 /* ---- the model ------------------------------------------------------------ */
 
@@ -155,6 +162,12 @@ struct ebox {
 	struct ecmd **cmds;         /* ascending n */
 	size_t n_cmds, cap;
 	unsigned max_n;             /* highest number known or claimed */
+	/* This mount's launches in the sandbox have carried the helper
+	 * (exec_helper.h) for the launcher to install when it is missing:
+	 * the later ones only look for it. */
+	bool helper_sent;
+	int64_t helper_sent_ms;     /* when (an install in the background takes a moment) */
+	unsigned helper_resends;    /* sent again after a launch said it missing */
 	struct ebox *next;
 };
 

@@ -449,8 +449,58 @@ int exec_build_launcher_ex(struct strbuf *sb, const char *state_dir, unsigned fi
 int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
 			    const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached)
 {
-	struct strbuf wrapper = STRBUF_INIT;
+	return exec_build_launcher_with(sb, state_dir, first, token, spec, wait_ms, inline_max, detached, NULL);
+}
+
+/*
+ * The command's env.K=V for the helper: RECORD/env, in the form of
+ * STATE_DIR/env (fs_surface.c), which the helper reads after that one, so
+ * these win as they do in the wrapper. A file of the record (0700), not
+ * arguments: the command line of a process is anyone's to read.
+ */
+static void add_record_env(struct strbuf *sb, const struct exec_spec *spec)
+{
+	for (size_t i = 0; i < spec->n_env; i++) {
+		sb_addf(sb, "export %s=", spec->env[i].key);
+		sh_quote(sb, spec->env[i].value);
+		sb_addc(sb, '\n');
+	}
+}
+
+/*
+ * The helper's install, in the background of a launch that found it
+ * missing (in its foreground where the provider may kill what a script
+ * leaves behind, not detached: Vercel), on the machine it was built for (bash's HOSTTYPE, zsh's
+ * CPUTYPE; uname -m under a shell with neither, dash). Written
+ * under a name of this launch, made executable, run once (--check), and
+ * only then renamed into place: a launcher never finds half of it. Any
+ * failure (no base64, a noexec /tmp) leaves no helper: the wrapper goes on.
+ */
+static void add_helper_install(struct strbuf *sb, const struct exec_helper *h, bool detached)
+{
+	sb_addf(sb, "[ -f \"$_dfS/bin/run-%s\" ] || case ${HOSTTYPE:-${CPUTYPE:-$(uname -m 2>/dev/null)}} in ", h->id);
+	sh_quote(sb, h->arch);
+	/* The directory is made 0700 and must be the user's own, no symlink;
+	 * the temporary file is created exclusively (set -C): nothing another
+	 * user put there is written through or run. */
+	sb_addf(sb, ")\n"
+		"( umask 077; _dfx=$_dfS/bin/run-%s; _dfy=$_dfx.$$\n"
+		"{ [ -d \"$_dfS/bin\" ] || mkdir -m 700 \"$_dfS/bin\"; } && [ ! -L \"$_dfS/bin\" ] && [ -O \"$_dfS/bin\" ] && "
+		"rm -f \"$_dfy\" && { set -C; base64 -d >\"$_dfy\"; } && set +C && chmod 700 \"$_dfy\" && "
+		"[ \"$(\"$_dfy\" --check 2>/dev/null)\" = 'daytonafs-run ok' ] && mv -f \"$_dfy\" \"$_dfx\"\n"
+		"rm -f \"$_dfy\" ) >/dev/null 2>&1 <<'DAYTONAFS_EOF'%s\n",
+		h->id, detached ? " &" : "");
+	base64_encode(sb, h->bin, h->len);
+	sb_adds(sb, "\nDAYTONAFS_EOF\n;; esac\n");
+}
+
+int exec_build_launcher_with(struct strbuf *sb, const char *state_dir, unsigned first, const char *token,
+			     const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached,
+			     const struct exec_helper *helper)
+{
+	struct strbuf wrapper = STRBUF_INIT, env = STRBUF_INIT;
 	const char *cmd = spec->command ? spec->command : "";
+	bool use_helper = helper && helper->id && *helper->id, installs = false;
 	int rc;
 
 	if (!token_valid(token))
@@ -458,6 +508,20 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	rc = exec_build_wrapper(&wrapper, spec);
 	if (rc < 0)
 		goto out;
+	add_record_env(&env, spec);
+	if (env.oom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* Only text crosses the API unchanged: a value that is not UTF-8
+	 * goes in the wrapper, in base64 (add_file). The helper reads its
+	 * files a line at a time: a value with a newline (ctl's "\n" in
+	 * double quotes) goes there too. */
+	if (!str_is_utf8(sb_str(&env)))
+		use_helper = false;
+	for (size_t i = 0; i < spec->n_env && use_helper; i++)
+		if (strchr(spec->env[i].value, '\n'))
+			use_helper = false;
 	/* A bash toolbox shell takes errexit, nounset, noclobber and noglob
 	 * from an exported SHELLOPTS: nounset ended the launcher at its first
 	 * test of ZSH_VERSION. It runs without them, and puts them back for
@@ -509,16 +573,43 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		"\tif [ $_dfi -ge 1000 ]; then _dfsay 'daytonafs-error mkdir'; exit 0; fi\n"
 		"done\n"
 		"_dfd=$_dfS/cmd/$_dfn\n"
+		/* H: the helper, when it is there, the sandbox user's own (a
+		 * file another user made in a shared STATE_DIR is not run). */
+		"_dfH=\n"
 		/* The old claims go, by a process of its own: once in 16
 		 * commands is enough to keep them few. */
 		"if [ $((_dfn % 16)) = 1 ]; then\n"
 		"\tfind \"$_dfS/launch\" -mindepth 1 -maxdepth 1 -mmin +10 -exec rm -rf {} + >/dev/null 2>&1 </dev/null &\n"
 		"fi\n"
-		"if ");
+		"");
+	/* Its directory and itself the sandbox user's own and no symlinks
+	 * (-O follows one): nobody else can have put it there or swap it. */
+	if (use_helper)
+		sb_addf(sb, "_dfx=$_dfS/bin/run-%s\n"
+			"[ -d \"$_dfS/bin\" ] && [ ! -L \"$_dfS/bin\" ] && [ -O \"$_dfS/bin\" ] && [ -f \"$_dfx\" ] && "
+			"[ ! -L \"$_dfx\" ] && [ -x \"$_dfx\" ] && [ -O \"$_dfx\" ] && _dfH=$_dfx\n", helper->id);
+	/* Missing on a machine it runs on, and this launch brings no
+	 * install: say so (the sandbox lost it, a restart that emptied /tmp
+	 * say), and the mount sends it again. (Where the shell does not name
+	 * the machine, dash, nothing is said: a uname on every launch would
+	 * cost more than the helper saves.) */
+	if (use_helper && !helper->bin && helper->arch && *helper->arch) {
+		sb_adds(sb, "[ -n \"$_dfH\" ] || case ${HOSTTYPE:-${CPUTYPE:-}} in ");
+		sh_quote(sb, helper->arch);
+		sb_adds(sb, ") echo daytonafs-nohelper ;; esac\n");
+	}
+	/* The helper reads the command's variables from the record; the
+	 * wrapper script has them in itself. */
+	sb_adds(sb, "if ");
 	add_file(sb, "command", cmd);
-	sb_adds(sb, " && ");
+	sb_adds(sb, " && if [ -n \"$_dfH\" ]; then ");
+	if (use_helper && env.len)
+		add_file(sb, "env", env.buf);
+	else
+		sb_adds(sb, ":");
+	sb_adds(sb, "; else ");
 	add_file(sb, "run", wrapper.buf);
-	sb_adds(sb, "; then\n");
+	sb_adds(sb, "; fi; then\n");
 	add_file_bodies(sb, cmd);
 	add_file_bodies(sb, wrapper.buf);
 	/* A half-made command gets an exit, so it does not look running forever. */
@@ -566,6 +657,7 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	 * terminal (zsh even ends the script); bash alone would, for one
 	 * image of two. */
 	sb_adds(sb, "_dfw=sh; _dfg=\n"
+		"if [ -z \"$_dfH\" ]; then\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then setopt shwordsplit; else set -f; fi\n"
 		"IFS=:\n"
 		"for _dfx in $PATH; do\n"
@@ -576,11 +668,21 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 	sb_adds(sb, "done\n"
 		"unset IFS\n"
 		"if [ -n \"$ZSH_VERSION\" ]; then unsetopt shwordsplit; else set +f; fi\n"
+		"fi\n"
 		"_dfz=0; [ -n \"${BASH_ENV+x}\" ] && _dfz=1; _dfo=${BASH_ENV-}\n"
 		"case $_dfA in *e*) set -e ;; esac; case $_dfA in *u*) set -u ;; esac\n"
 		"case $_dfA in *C*) set -C ;; esac; case $_dfA in *f*) set -f ;; esac\n"
+		"if [ -n \"$_dfH\" ]; then\n");
+	/* The helper: its first argument names the record as the wrapper's
+	 * command line did (the kill script's alive looks for it); f asks
+	 * for the spare FIFOs, s for a session of its own. It needs no
+	 * BASH_ENV set aside: it is no bash, and the command's bash gets the
+	 * variable as it came. */
+	sb_addf(sb, "\"$_dfH\" \"$_dfd/run\" \"${_dfv:+f}%s\" %ld >/dev/null 2>&1 </dev/null 4>&- &\n"
+		"else\n"
 		"BASH_ENV= ${_dfg:+\"$_dfg\"} \"$_dfw\" \"$_dfd/run\" \"$_dfd\" \"${_dfv:+f}\" $_dfz \"$_dfo\" \"$_dfw\" >/dev/null 2>&1 </dev/null 4>&- &\n"
-		"_dfK=$!; set +euCf\n");
+		"fi\n"
+		"_dfK=$!; set +euCf\n", detached ? "-" : "s", spec->timeout_s > 0 ? spec->timeout_s : 0L);
 	if (wait_ms > 0)
 		sb_adds(sb, "[ -n \"$_dfl\" ] && zf_mv \"$_dfS/spare.end.pipe\" \"$_dfd/end.pipe\" 2>/dev/null && "
 			"exec 4<>\"$_dfd/end.pipe\" && _dfq=1\n");
@@ -590,20 +692,43 @@ int exec_build_launcher_own(struct strbuf *sb, const char *state_dir, unsigned f
 		 * command's answer would wait for (0.2-0.7 ms each on the bench
 		 * machine's disk). The command's own >> makes them if it comes
 		 * first; >> here never truncates what it wrote. */
-		": >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"\n");
+		"[ -n \"$_dfH\" ] || { : >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"; }\n");
 	/* The wrapper writes pgid before it waits, and exit after: an ended
 	 * command has its pgid. */
 	if (wait_ms > 0)
 		add_end_wait(sb, wait_ms);
 	/* Started means the command has its process group: kill works from now. */
-	sb_adds(sb, "_dfi=0\n"
-		"while [ ! -s \"$_dfd/pgid\" ] && [ $_dfi -lt 500 ]; do sleep 0.01; _dfi=$((_dfi+1)); done\n"
-		"_dfsay \"daytonafs-started $_dfn\"\n");
+	/* A helper that could not even start (gone or made unrunnable since
+	 * the test above, in that instant) leaves no pgid and no exit: the
+	 * record would look running until a reconcile. Each 100 ms of the
+	 * wait it is looked at (k: dead, no process or a zombie, by a builtin
+	 * read of its stat); once dead, the command ends here, 127, as a
+	 * shell's failed exec does. */
+	sb_adds(sb, "_dfi=0; _dfk=\n"
+		"while [ ! -s \"$_dfd/pgid\" ] && [ ! -e \"$_dfd/exit\" ] && [ $_dfi -lt 500 ]; do\n");
+	if (use_helper)
+		sb_adds(sb, "\tif [ -n \"$_dfH\" ] && [ $((_dfi % 10)) = 0 ]; then\n"
+			"\t\t_dfz=Z; if kill -0 $_dfK 2>/dev/null; then _dfz=; { read _dfz <\"/proc/$_dfK/stat\"; } 2>/dev/null; "
+			"_dfz=${_dfz##*) }; fi\n"
+			"\t\tcase $_dfz in Z*|X*) _dfk=1; break ;; esac\n"
+			"\tfi\n");
+	sb_adds(sb, "\tsleep 0.01; _dfi=$((_dfi+1))\n"
+		"done\n");
+	if (use_helper)
+		sb_adds(sb, "if [ -n \"$_dfk\" ] && [ ! -s \"$_dfd/pgid\" ] && [ ! -e \"$_dfd/exit\" ]; then\n"
+			"\t: >>\"$_dfd/stdout\"; echo \"daytonafs: $_dfH did not start\" >>\"$_dfd/stderr\"; echo 127 >\"$_dfd/exit\"\n"
+			"fi\n");
+	sb_adds(sb, "_dfsay \"daytonafs-started $_dfn\"\n");
 	if (wait_ms > 0)
 		add_inline(sb, inline_max);
-	rc = sb->oom ? -ENOMEM : 0;
+	if (use_helper && helper->bin && helper->len && helper->arch && *helper->arch) {
+		add_helper_install(sb, helper, detached);
+		installs = true;
+	}
+	rc = sb->oom ? -ENOMEM : installs;
 out:
 	sb_free(&wrapper);
+	sb_free(&env);
 	return rc;
 }
 
@@ -827,14 +952,15 @@ void exec_build_stdin_close(struct strbuf *sb, const char *cmd_dir)
 
 /*
  * The records without an exit whose wrapper is gone. A record without a
- * wrapper pid is being started, unless its run script is over a minute old.
+ * wrapper pid is being started, unless its command file is over a minute
+ * old (the command file, not the run script: the helper needs none).
  */
 static const char reconcile_script[] =
 	"for _dfd in \"$_dfS\"/cmd/*; do\n"
-	"\t[ -f \"$_dfd/run\" ] && [ ! -e \"$_dfd/exit\" ] || continue\n"
+	"\t[ -f \"$_dfd/command\" ] && [ ! -e \"$_dfd/exit\" ] || continue\n"
 	"\tif alive; then\n"
 	"\t\t[ -n \"$_dfw\" ] && continue\n"
-	"\t\t[ -n \"$(find \"$_dfd/run\" -mmin +1 2>/dev/null)\" ] || continue\n"
+	"\t\t[ -n \"$(find \"$_dfd/command\" -mmin +1 2>/dev/null)\" ] || continue\n"
 	"\tfi\n"
 	"\t[ -e \"$_dfd/exit\" ] && continue\n"
 	/* The wrapper is gone but the command runs on (ours): not ended. */
@@ -962,7 +1088,9 @@ int exec_parse_launch_result(const char *output, struct exec_launch_result *r)
 		size_t len = eol ? (size_t)(eol - p) : strlen(p);
 		const char *end = p + len;
 
-		if (tag_line(p, len, "daytonafs-have", &rest)) {
+		if (!in_inline && tag_line(p, len, "daytonafs-nohelper", &rest)) {
+			r->no_helper = true;
+		} else if (tag_line(p, len, "daytonafs-have", &rest)) {
 			char num[16];
 			size_t l = (size_t)(end - rest);
 
@@ -1248,4 +1376,5 @@ void exec_options_defaults(struct exec_options *o)
 	o->list_ttl_ms = 5000;
 	o->wait_ms = 200;
 	o->inline_max = 64 * 1024;
+	o->helper = true;
 }

@@ -310,7 +310,7 @@ UNIT_TEST(launcher_text)
 	/* before the wrapper starts, only what it needs: the streams and the
 	 * spare end.pipe come after (fewer metadata writes on the way) */
 	{
-		const char *spawn = strstr(t, "_dfK=$!; set +euCf\n"), *streams = strstr(t, ": >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"\n");
+		const char *spawn = strstr(t, "_dfK=$!; set +euCf\n"), *streams = strstr(t, ": >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"; }\n");
 
 		CHECK(spawn && streams && spawn < streams);
 		CHECK(strstr(t, ": >\"$_dfd/stdout\"") == NULL);
@@ -493,6 +493,41 @@ static char *wait_exit(const char *dir, long ms)
 	return NULL;
 }
 
+/*
+ * The helper mode (the helper_ cases): the launchers of the run_ tests
+ * find the helper program (HELPER_TEST_BIN, built with the sanitizers of
+ * this build) installed as STATE_DIR/bin/run-unit and run the commands
+ * with it, not with the wrapper script; their state dirs are others.
+ */
+static bool with_helper;
+
+static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
+{
+	snprintf(sd, cap, "%s/%s-%s%s", root(), tag, shell, with_helper ? "-helper" : "");
+}
+
+/* STATE_DIR/bin/run-unit: the helper, as a launch would have installed it. */
+static void install_helper(const char *sd)
+{
+	char cmd[1200];
+
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s/bin' && { [ -f '%s/bin/run-unit' ] || cp '%s' '%s/bin/run-unit'; }",
+		 sd, sd, HELPER_TEST_BIN, sd);
+	CHECK(system(cmd) == 0);
+}
+
+/* The launcher of the run_ tests: with the helper in the helper mode. */
+static int build_launcher(struct strbuf *sb, const char *sd, unsigned first, const char *token,
+			  const struct exec_spec *spec, long wait_ms, size_t inline_max, bool detached)
+{
+	static const struct exec_helper unit_helper = { "unit", NULL, NULL, 0 };
+
+	if (with_helper)
+		install_helper(sd);
+	return exec_build_launcher_with(sb, sd, first, token, spec, wait_ms, inline_max, detached,
+					with_helper ? &unit_helper : NULL);
+}
+
 /* Starts spec under shell in state dir sd; fills dir with cmd/N. */
 static int start(const char *shell, const char *sd, unsigned first, const struct exec_spec *spec,
 		 char *dir, size_t cap)
@@ -506,7 +541,7 @@ static int start(const char *shell, const char *sd, unsigned first, const struct
 	char token[32];
 
 	snprintf(token, sizeof(token), "start%u", ++starts);
-	if (exec_build_launcher(&sb, sd, first, token, spec) < 0)
+	if (build_launcher(&sb, sd, first ? first : 1, token, spec, 0, 0, true) < 0)
 		return -1;
 	out = run_shell(shell, sb_str(&sb));
 	sb_free(&sb);
@@ -525,11 +560,6 @@ static int start(const char *shell, const char *sd, unsigned first, const struct
  * slim one; dash is the strictest POSIX sh. */
 static const char *const shells[] = { "dash", "bash", "zsh" };
 #define N_SHELLS (sizeof(shells) / sizeof(shells[0]))
-
-static void state_dir(char *sd, size_t cap, const char *tag, const char *shell)
-{
-	snprintf(sd, cap, "%s/%s-%s", root(), tag, shell);
-}
 
 UNIT_TEST(run_core_example)
 {
@@ -680,6 +710,42 @@ UNIT_TEST(run_env_file_cannot_change_the_command)
 	}
 }
 
+/* An env file with lines in shell forms that are not the mount's (written
+ * in the sandbox by hand): the wrapper sources it, and so does sh for the
+ * helper, which reads only the mount's forms itself; expansions expand. */
+UNIT_TEST(run_env_file_in_shell_forms)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct sp_kv env[1] = { { "C", "from exec" } };
+		struct exec_spec spec = { .command = "printf '%s|%s|%s|' \"$A\" \"$B\" \"$C\"; printf %s \"$RAW\" | od -An -tx1",
+					  .env = env, .n_env = 1 };
+		char sd[256], dir[512], path[600];
+		FILE *f;
+		char *t;
+
+		state_dir(sd, sizeof(sd), "envshell", shells[i]);
+		mkdir(sd, 0755);
+		snprintf(path, sizeof(path), "%s/env", sd);
+		f = fopen(path, "w");
+		CHECK(f != NULL);
+		fputs("export A=\"${HOME:-none}/a\"\nexport RAW='\377'\nB=plain; export B\nexport C='from file'\n", f);
+		fclose(f);
+		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
+		t = wait_exit(dir, 10000);
+		CHECK_STR(t, "0\n");
+		free(t);
+		t = slurp(dir, "stdout", NULL);
+		{
+			struct strbuf want = STRBUF_INIT;
+
+			sb_addf(&want, "%s/a|plain|from exec| ff\n", getenv("HOME") ? getenv("HOME") : "none");
+			CHECK_STR(t, sb_str(&want));
+			sb_free(&want);
+		}
+		free(t);
+	}
+}
+
 UNIT_TEST(run_collision_and_cwd_missing)
 {
 	struct exec_spec spec = { .command = "true" };
@@ -703,7 +769,7 @@ UNIT_TEST(run_collision_and_cwd_missing)
 	free(t);
 
 	spec.cwd = "/nonexistent/dir";
-	CHECK_INT(exec_build_launcher(&sb, sd, 10, "tok-cwd", &spec), 0);
+	CHECK_INT(build_launcher(&sb, sd, 10, "tok-cwd", &spec, 0, 0, true), 0);
 	t = run_shell("dash", sb_str(&sb));
 	CHECK_STR(t, "daytonafs-error cwd\n");
 	free(t);
@@ -874,7 +940,7 @@ UNIT_TEST(launcher_replay_starts_nothing)
 			snprintf(sd, sizeof(sd), "%s/replay-%s-%d", root(), all_shells[i], together);
 			sb_addf(&cmd, "echo ran >>'%s.count'", sd);
 			spec.command = sb_str(&cmd);
-			CHECK_INT(exec_build_launcher(&sb, sd, 1, "replay-token", &spec), 0);
+			CHECK_INT(build_launcher(&sb, sd, 1, "replay-token", &spec, 0, 0, true), 0);
 			run_twice(all_shells[i], sb_str(&sb), together, &a, &b);
 			/* the replay answers as the first did */
 			CHECK_INT(exec_parse_launch(a, &n), 0);
@@ -1208,7 +1274,7 @@ static void fake_record(const char *sd, unsigned n, const char *pid, bool with_w
 	mkdir(path, 0755);
 	snprintf(dir, cap, "%s/cmd/%u", sd, n);
 	mkdir(dir, 0755);
-	put_line(dir, "run", NULL);
+	put_line(dir, "command", "true");
 	put_line(dir, "pgid", pid);
 	if (with_wpid)
 		put_line(dir, "wpid", pid);
@@ -1346,7 +1412,7 @@ UNIT_TEST(run_reconcile)
 		fake_record(sd, 3, "999999999", true, dir, sizeof(dir));
 		fake_record(sd, 4, "999999999", false, dir, sizeof(dir));
 		fake_record(sd, 5, "999999999", false, dir, sizeof(dir));
-		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/run'", dir);
+		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/command'", dir);
 		CHECK(system(path) == 0);
 		snprintf(path, sizeof(path), "%s/cmd/notacommand", sd);
 		f = fopen(path, "w");
@@ -1392,7 +1458,7 @@ UNIT_TEST(run_hidden_command_known_by_its_wrapper)
 
 		state_dir(sd, sizeof(sd), "hidden", shells[i]);
 		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
-		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/run'", dir);
+		snprintf(path, sizeof(path), "touch -d '2 minutes ago' '%s/command'", dir);
 		CHECK(system(path) == 0);
 		exec_build_reconcile(&sb, sd);
 		t = run_shell(shells[i], sb_str(&sb));
@@ -1551,7 +1617,7 @@ static int start_fast(const char *shell, const char *sd, unsigned first, const s
 	int rc;
 
 	snprintf(token, sizeof(token), "fast%u", ++starts);
-	if (exec_build_launcher_ex(&sb, sd, first, token, spec, wait_ms, inline_max) < 0)
+	if (build_launcher(&sb, sd, first, token, spec, wait_ms, inline_max, true) < 0)
 		return -1;
 	/* An ASCII command makes a plain ASCII launcher (callers here pass
 	 * only such; -2 otherwise). */
@@ -1639,7 +1705,7 @@ UNIT_TEST(run_fast_path)
 			struct strbuf sb = STRBUF_INIT;
 			char *out;
 
-			CHECK_INT(exec_build_launcher_ex(&sb, sd, 5, "utf8tok", &spec, 3000, 65536), 0);
+			CHECK_INT(build_launcher(&sb, sd, 5, "utf8tok", &spec, 3000, 65536, true), 0);
 			CHECK(strstr(sb_str(&sb), "base64 -d") == NULL);
 			out = run_shell(shells[i], sb_str(&sb));
 			CHECK_INT(exec_parse_launch_result(out, &r), 0);
@@ -1661,7 +1727,7 @@ UNIT_TEST(run_fast_path)
 			struct strbuf sb = STRBUF_INIT;
 			char *out;
 
-			CHECK_INT(exec_build_launcher_ex(&sb, sd, 7, "hdtok", &spec, 3000, 65536), 0);
+			CHECK_INT(build_launcher(&sb, sd, 7, "hdtok", &spec, 3000, 65536, true), 0);
 			CHECK(strstr(sb_str(&sb), "base64 -d >\"$_dfd/command\" <<'DAYTONAFS_EOF'") != NULL);
 			out = run_shell(shells[i], sb_str(&sb));
 			CHECK_INT(exec_parse_launch_result(out, &r), 0);
@@ -1699,7 +1765,7 @@ UNIT_TEST(launcher_fast_replay_answers_started)
 		char sd[256], *a, *b;
 
 		state_dir(sd, sizeof(sd), "fastreplay", shells[i]);
-		CHECK_INT(exec_build_launcher_ex(&sb, sd, 0, "replay-fast", &spec, 3000, 65536), 0);
+		CHECK_INT(build_launcher(&sb, sd, 0, "replay-fast", &spec, 3000, 65536, true), 0);
 		run_twice(shells[i], sb_str(&sb), false, &a, &b);
 		CHECK_INT(exec_parse_launch_result(a, &r), 0);
 		CHECK(r.n == 1 && r.ended && r.inline_ok[0] && r.size[0] == 5);
@@ -1824,9 +1890,10 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		/* and takes its FIFOs from the spares that the wrapper of the
 		 * command before made after its end, by zf_mv: its one mkfifo
 		 * makes the next spares, after the end of this one */
-		CHECK_INT(count_runs(log, "mkfifo"), 1);
+		CHECK_INT(count_runs(log, "mkfifo"), with_helper && zsh ? 0 : 1);
 		CHECK(log_has(log, "/cmd/2/stdin.pipe") == !zsh);
-		CHECK(log_has(log, "/spare.stdin.pipe") == zsh);
+		/* (the helper makes the spares with no process at all) */
+		CHECK(log_has(log, "/spare.stdin.pipe") == (zsh && !with_helper));
 		CHECK(exists(sd, "spare.stdin.pipe") == zsh && exists(sd, "spare.end.pipe") == zsh);
 		if (zsh) {
 			/* the spares are the next command's stdin: their user's alone */
@@ -1838,7 +1905,8 @@ UNIT_TEST(run_fast_path_starts_few_programs)
 		}
 		CHECK_INT(count_runs(log, "setsid"), 0);
 		CHECK_INT(count_runs(log, "sh"), 0);
-		CHECK_INT(count_runs(log, "bash"), 2);
+		/* the wrapper's and the command's; with the helper, the command's */
+		CHECK_INT(count_runs(log, "bash"), with_helper ? 1 : 2);
 		/* the wrapper (bash) holds stdin itself: no sleep; under dash
 		 * the timer of the wait, which may be killed before its sleep
 		 * starts */
@@ -1960,7 +2028,10 @@ UNIT_TEST(run_without_bash)
 
 			CHECK_INT(sscanf(r.data[0], "%31s %31s %31s %31s", word, sid, pgid, pid), 4);
 			CHECK_STR(word, "sh");
-			CHECK_STR(sid, pid);
+			/* a session by setsid; the helper gives a group alone, as
+			 * bash's job control does */
+			if (!with_helper)
+				CHECK_STR(sid, pid);
 			CHECK_STR(pgid, pid);
 		}
 		exec_launch_result_free(&r);
@@ -2180,7 +2251,7 @@ UNIT_TEST(run_wrapper_session)
 		char sd[256], dir[600], *w, *out;
 
 		state_dir(sd, sizeof(sd), own ? "session-own" : "session-none", shells[i / 2]);
-		CHECK_INT(exec_build_launcher_own(&sb, sd, 1, "sess", &spec, 50, 65536, !own), 0);
+		CHECK_INT(build_launcher(&sb, sd, 1, "sess", &spec, 50, 65536, !own), 0);
 		out = run_shell(shells[i / 2], sb_str(&sb));
 		CHECK_INT(exec_parse_launch_result(out, &r), 0);
 		CHECK(r.n == 1 && !r.ended);
@@ -2286,6 +2357,238 @@ UNIT_TEST(run_fast_path_output_growing_after_the_end)
 	sb_free(&ans);
 }
 
+
+/* The launcher of a test, with a helper of its own (h), run fast under shell. */
+static int start_with(const char *shell, const char *sd, unsigned first, const struct exec_spec *spec,
+		      const struct exec_helper *h, struct exec_launch_result *r, int *built)
+{
+	struct strbuf sb = STRBUF_INIT;
+	static unsigned starts;
+	char token[32], *out;
+	int rc;
+
+	snprintf(token, sizeof(token), "with%u", ++starts);
+	*built = exec_build_launcher_with(&sb, sd, first, token, spec, 3000, 65536, true, h);
+	if (*built < 0)
+		return -1;
+	out = run_shell(shell, sb_str(&sb));
+	sb_free(&sb);
+	rc = exec_parse_launch_result(out, r);
+	if (rc < 0)
+		fprintf(stderr, "launcher said: %s\n", out ? out : "(null)");
+	free(out);
+	return rc;
+}
+
+/* The command line of what started the command (the command prints it). */
+static const char parent_cmdline[] = "tr '\\000' ' ' </proc/$PPID/cmdline";
+
+/* Waits (up to 10 s) for path to exist: the install runs in the background. */
+static bool wait_for(const char *path)
+{
+	struct stat st;
+
+	for (int i = 0; i < 500; i++) {
+		if (stat(path, &st) == 0)
+			return true;
+		sleep_ms(20);
+	}
+	return false;
+}
+
+/*
+ * The install: a launch that carries the helper's bytes installs it as
+ * STATE_DIR/bin/run-ID (0700, the same bytes) on the machine it names, in
+ * the background; the launches after run their commands with it. One for
+ * another machine installs nothing; one that finds it missing (and brings
+ * no install) says daytonafs-nohelper.
+ */
+UNIT_TEST(run_helper_install)
+{
+	struct strbuf bin = STRBUF_INIT;
+	char machine[64] = "";
+	FILE *f = popen("uname -m", "r");
+
+	if (f && fgets(machine, sizeof(machine), f))
+		machine[strcspn(machine, "\n")] = '\0';
+	if (f)
+		pclose(f);
+	f = fopen(HELPER_TEST_BIN, "rb");
+	CHECK(f != NULL);
+	if (f) {
+		char buf[65536];
+		size_t n;
+
+		while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+			sb_add(&bin, buf, n);
+		fclose(f);
+	}
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_helper carry = { "inst", machine, bin.buf, bin.len };
+		struct exec_helper other = { "inst", "no-such-machine", bin.buf, bin.len };
+		struct exec_helper look = { "inst", machine, NULL, 0 };
+		struct exec_spec spec = { .command = "true" };
+		struct exec_launch_result r;
+		char sd[256], path[600], *t;
+		struct stat st;
+		size_t len = 0;
+		int built;
+
+		/* another machine: nothing is installed, nothing said */
+		state_dir(sd, sizeof(sd), "install-other", shells[i]);
+		CHECK_INT(start_with(shells[i], sd, 1, &spec, &other, &r, &built), 0);
+		CHECK_INT(built, 1);    /* (the launcher tells the machine) */
+		CHECK(r.ended && r.exit_code == 0 && !r.no_helper);
+		exec_launch_result_free(&r);
+		sleep_ms(300);
+		snprintf(path, sizeof(path), "%s/bin", sd);
+		CHECK(stat(path, &st) != 0);
+
+		state_dir(sd, sizeof(sd), "install", shells[i]);
+		/* without it and without its bytes: said missing */
+		CHECK_INT(start_with(shells[i], sd, 1, &spec, &look, &r, &built), 0);
+		CHECK_INT(built, 0);
+		/* (dash names no machine: it says nothing rather than run uname) */
+		CHECK(r.ended && r.exit_code == 0 && r.no_helper == !!strcmp(shells[i], "dash"));
+		exec_launch_result_free(&r);
+		/* with them: the command runs (by the wrapper), the helper comes */
+		spec.command = parent_cmdline;
+		CHECK_INT(start_with(shells[i], sd, 2, &spec, &carry, &r, &built), 0);
+		CHECK_INT(built, 1);
+		CHECK(r.ended && r.exit_code == 0 && !r.no_helper);
+		CHECK(r.data[0] && !strstr(r.data[0], "/bin/run-"));
+		exec_launch_result_free(&r);
+		snprintf(path, sizeof(path), "%s/bin/run-inst", sd);
+		CHECK(wait_for(path));
+		CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0700);
+		snprintf(path, sizeof(path), "%s/bin", sd);
+		CHECK(stat(path, &st) == 0 && (st.st_mode & 07777) == 0700);
+		t = slurp(path, "run-inst", &len);
+		CHECK(t && len == bin.len && !memcmp(t, bin.buf, len));
+		free(t);
+		/* and the next command runs by it */
+		CHECK_INT(start_with(shells[i], sd, 3, &spec, &look, &r, &built), 0);
+		CHECK(r.ended && r.exit_code == 0 && !r.no_helper);
+		CHECK(r.data[0] && strstr(r.data[0], "/bin/run-inst ") && strstr(r.data[0], "/cmd/3/run "));
+		exec_launch_result_free(&r);
+	}
+	sb_free(&bin);
+}
+
+/*
+ * What the launcher does not run: a helper whose directory is a symlink
+ * (-O would follow it), or that is not the user's (root only: chown), is
+ * passed over for the wrapper; a value of env. with a newline goes by the
+ * wrapper (the helper reads its files by lines); a helper that cannot
+ * start (an interpreter that is not there) ends the command 127 at once,
+ * with a word on stderr, not a record that looks running for ever.
+ */
+UNIT_TEST(run_helper_passed_over)
+{
+	for (size_t i = 0; i < N_SHELLS; i++) {
+		struct exec_helper look = { "unit", NULL, NULL, 0 };
+		struct sp_kv env[1] = { { "V", "two\nlines" } };
+		struct exec_spec spec = { .command = parent_cmdline };
+		struct exec_launch_result r;
+		char sd[256], real[300], cmd[2000], dir[600], *t;
+		int built;
+
+		state_dir(sd, sizeof(sd), "passover", shells[i]);
+		snprintf(real, sizeof(real), "%s-real", sd);
+		snprintf(cmd, sizeof(cmd), "mkdir -p '%s' '%s' && cp '%s' '%s/run-unit' && ln -sfn '%s' '%s/bin'", sd, real,
+			 HELPER_TEST_BIN, real, real, sd);
+		CHECK(system(cmd) == 0);
+		CHECK_INT(start_with(shells[i], sd, 1, &spec, &look, &r, &built), 0);
+		CHECK(r.ended && r.exit_code == 0 && r.data[0] && !strstr(r.data[0], "/bin/run-"));
+		exec_launch_result_free(&r);
+		/* a real directory: used */
+		snprintf(cmd, sizeof(cmd), "rm '%s/bin' && mkdir -m 700 '%s/bin' && cp '%s' '%s/bin/run-unit'", sd, sd,
+			 HELPER_TEST_BIN, sd);
+		CHECK(system(cmd) == 0);
+		CHECK_INT(start_with(shells[i], sd, 2, &spec, &look, &r, &built), 0);
+		CHECK(r.ended && r.exit_code == 0 && r.data[0] && strstr(r.data[0], "/bin/run-unit "));
+		exec_launch_result_free(&r);
+		if (geteuid() == 0) {
+			snprintf(cmd, sizeof(cmd), "chown 65534 '%s/bin/run-unit'", sd);
+			CHECK(system(cmd) == 0);
+			CHECK_INT(start_with(shells[i], sd, 3, &spec, &look, &r, &built), 0);
+			CHECK(r.ended && r.exit_code == 0 && r.data[0] && !strstr(r.data[0], "/bin/run-"));
+			exec_launch_result_free(&r);
+			snprintf(cmd, sizeof(cmd), "chown 0 '%s/bin/run-unit'", sd);
+			CHECK(system(cmd) == 0);
+		}
+		/* a newline in a value: the wrapper, and the value whole */
+		spec.command = "printf '%s|' \"$V\"; tr '\\000' ' ' </proc/$PPID/cmdline";
+		spec.env = env;
+		spec.n_env = 1;
+		CHECK_INT(start_with(shells[i], sd, 4, &spec, &look, &r, &built), 0);
+		CHECK(r.ended && r.exit_code == 0 && r.data[0] && !strncmp(r.data[0], "two\nlines|", 10) &&
+		      !strstr(r.data[0], "/bin/run-"));
+		exec_launch_result_free(&r);
+		spec.env = NULL;
+		spec.n_env = 0;
+		/* one that cannot start: 127 at once */
+		snprintf(cmd, sizeof(cmd), "printf '#!/nonexistent/interpreter\\n' >'%s/bin/run-unit'", sd);
+		CHECK(system(cmd) == 0);
+		spec.command = "true";
+		{
+			time_t t0 = time(NULL);
+
+			CHECK_INT(start_with(shells[i], sd, 5, &spec, &look, &r, &built), 0);
+			/* (the launch waits its 3 s for the end first) */
+			CHECK(time(NULL) - t0 < 5);
+		}
+		CHECK(r.n == 5 && r.ended && r.exit_code == 127);
+		exec_launch_result_free(&r);
+		snprintf(dir, sizeof(dir), "%s/cmd/5", sd);
+		t = slurp(dir, "stderr", NULL);
+		CHECK(t && strstr(t, "did not start"));
+		free(t);
+	}
+}
+
+/*
+ * The same run_ tests with the helper program installed: the launcher runs
+ * each command with it, not with the wrapper script, and every file of the
+ * record, status, stream, signal and variable must come out the same.
+ */
+#define HELPER_CASE(name) \
+	static void helper_##name(void) \
+	{ \
+		with_helper = true; \
+		name(); \
+		with_helper = false; \
+	}
+HELPER_CASE(run_core_example)
+HELPER_CASE(run_binary_env_cwd)
+HELPER_CASE(run_keeps_the_sandbox_environment)
+HELPER_CASE(run_env_file_cannot_change_the_command)
+HELPER_CASE(run_env_file_in_shell_forms)
+HELPER_CASE(run_collision_and_cwd_missing)
+HELPER_CASE(run_stdin)
+HELPER_CASE(run_stdin_binary)
+HELPER_CASE(run_stdin_unread)
+HELPER_CASE(run_stdin_kill)
+HELPER_CASE(run_timeout)
+HELPER_CASE(run_kill)
+HELPER_CASE(run_kill_stubborn)
+HELPER_CASE(run_reconcile)
+HELPER_CASE(run_taken_number_runs_once)
+HELPER_CASE(run_command_signals_as_a_job)
+HELPER_CASE(launcher_replay_starts_nothing)
+HELPER_CASE(stdin_replay_feeds_nothing)
+HELPER_CASE(run_fast_path)
+HELPER_CASE(run_fast_path_starts_few_programs)
+HELPER_CASE(run_without_bash)
+HELPER_CASE(run_wrapper_session)
+HELPER_CASE(run_bash_env_reaches_the_command_only)
+HELPER_CASE(run_kill_after_the_wrapper_was_killed)
+HELPER_CASE(run_shellopts_does_not_carry_job_control)
+HELPER_CASE(run_shellopts_options_reach_the_command_only)
+HELPER_CASE(run_fast_path_text_that_looks_like_tags)
+HELPER_CASE(run_fast_path_output_growing_after_the_end)
+HELPER_CASE(launcher_fast_replay_answers_started)
+
 static void cleanup(void)
 {
 	char cmd[128];
@@ -2314,6 +2617,7 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_keeps_the_sandbox_environment),
 	UNIT_CASE(run_env_file_cannot_change_the_command),
 	UNIT_CASE(run_collision_and_cwd_missing),
+	UNIT_CASE(run_env_file_in_shell_forms),
 	UNIT_CASE(stdin_scripts_text),
 	UNIT_CASE(reconcile_output),
 	UNIT_CASE(run_stdin),
@@ -2345,6 +2649,37 @@ static const struct unit_case cases[] = {
 	UNIT_CASE(run_fast_path_text_that_looks_like_tags),
 	UNIT_CASE(run_fast_path_output_growing_after_the_end),
 	UNIT_CASE(launcher_fast_replay_answers_started),
+	UNIT_CASE(run_helper_install),
+	UNIT_CASE(run_helper_passed_over),
+	UNIT_CASE(helper_run_core_example),
+	UNIT_CASE(helper_run_binary_env_cwd),
+	UNIT_CASE(helper_run_keeps_the_sandbox_environment),
+	UNIT_CASE(helper_run_env_file_cannot_change_the_command),
+	UNIT_CASE(helper_run_env_file_in_shell_forms),
+	UNIT_CASE(helper_run_collision_and_cwd_missing),
+	UNIT_CASE(helper_run_stdin),
+	UNIT_CASE(helper_run_stdin_binary),
+	UNIT_CASE(helper_run_stdin_unread),
+	UNIT_CASE(helper_run_stdin_kill),
+	UNIT_CASE(helper_run_timeout),
+	UNIT_CASE(helper_run_kill),
+	UNIT_CASE(helper_run_kill_stubborn),
+	UNIT_CASE(helper_run_reconcile),
+	UNIT_CASE(helper_run_taken_number_runs_once),
+	UNIT_CASE(helper_run_command_signals_as_a_job),
+	UNIT_CASE(helper_launcher_replay_starts_nothing),
+	UNIT_CASE(helper_stdin_replay_feeds_nothing),
+	UNIT_CASE(helper_run_fast_path),
+	UNIT_CASE(helper_run_fast_path_starts_few_programs),
+	UNIT_CASE(helper_run_without_bash),
+	UNIT_CASE(helper_run_wrapper_session),
+	UNIT_CASE(helper_run_bash_env_reaches_the_command_only),
+	UNIT_CASE(helper_run_kill_after_the_wrapper_was_killed),
+	UNIT_CASE(helper_run_shellopts_does_not_carry_job_control),
+	UNIT_CASE(helper_run_shellopts_options_reach_the_command_only),
+	UNIT_CASE(helper_run_fast_path_text_that_looks_like_tags),
+	UNIT_CASE(helper_run_fast_path_output_growing_after_the_end),
+	UNIT_CASE(helper_launcher_fast_replay_answers_started),
 };
 
 int main(void)
