@@ -8,14 +8,15 @@
  * (the record's stdin FIFO, stdout, stderr), the variables of STATE_DIR/env
  * and of the command's env.K=V, a process group of its own and a timeout;
  * it waits for the command's end and records it (end.pipe, exit), then
- * makes the next launch's spare FIFOs. Every file it reads or writes, and
- * when, is the wrapper's (exec_build_wrapper), so the kill, stdin and
- * reconcile scripts and the mount read a record alike whichever made it.
+ * makes the next launch's spare FIFOs. The files it writes are the
+ * wrapper's (exec_build_wrapper; it also makes the streams before pgid,
+ * and leaves an empty run), so the kill, stdin and reconcile scripts and
+ * the mount read a record alike whichever made it.
  *
  * Why a program: a short command waits for every program start before
  * its own, and the wrapper script was one more bash (about 2.5 ms of an
  * `exec true` on the bench machine, with its setup and its wait). This
- * one is linked statically against musl (no dynamic loader, about 20 KB),
+ * one is linked statically against musl (no dynamic loader, about 34 KB),
  * and the mount sends it along with a launch for the launcher to install
  * (STATE_DIR/bin/run-ID, ID: a hash of its bytes).
  *
@@ -32,8 +33,8 @@
  * writes them (fs_surface.c and exec_script.c): lines "export K='V'" (V
  * quoted as sh_quote does) and "unset K"; values written by hand in plain
  * words, \x or "..." without expansions are read too (unquote). A file with
- * a line in another form is not guessed at: sh sources it, as the wrapper
- * script did, and then runs the command.
+ * a line in another form is not guessed at: the command's shell sources it,
+ * as the wrapper script did, and then runs the command.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -331,28 +332,22 @@ struct signals_before {
  * it came, as through the wrapper. stdin is the FIFO only when the helper
  * holds it: else a read-only open would wait for a writer for ever.
  */
-static void run_command(const char *shell, const char *sh, const char *state_dir, int out, int err,
-			bool holding, const struct signals_before *before)
+static void run_command(const char *shell, const char *state_dir, int in, int out, int err,
+			const struct signals_before *before)
 {
 	char path[PATH_MAX + 16], envs[PATH_MAX + 16], msg[PATH_MAX + 200];
-	const char *in = "/dev/null";
-	const char *env_files[2];
-	int fd;
+	const char *env_files[2], *bash_env = getenv("BASH_ENV");
+	char *bash_env_was = bash_env ? strdup(bash_env) : NULL;
 
 	setpgid(0, 0);
 	sigaction(SIGCHLD, &before->chld, NULL);
 	sigaction(SIGTERM, &before->term, NULL);
 	sigprocmask(SIG_SETMASK, &before->mask, NULL);
-	if (holding && rec_path(path, sizeof(path), "stdin.pipe"))
-		in = path;
-	/* The helper holds the FIFO open read-write, so this open does not
-	 * wait for a writer. */
-	fd = open(in, O_RDONLY);
-	if (fd < 0)
-		fd = open("/dev/null", O_RDONLY);
-	if (fd >= 0 && fd != 0) {
-		dup2(fd, 0);
-		close(fd);
+	if (in < 0)
+		in = open("/dev/null", O_RDONLY);
+	if (in >= 0 && in != 0) {
+		dup2(in, 0);
+		close(in);
 	}
 	dup2(out, 1);
 	dup2(err, 2);
@@ -365,25 +360,26 @@ static void run_command(const char *shell, const char *sh, const char *state_dir
 	if (!env_files[0] || !env_files[1])
 		_exit(127);     /* (the launcher made the record: it is not that long) */
 	for (int k = 0; k < 2; k++) {
-		if (env_files[k] && apply_env_file(env_files[k])) {
+		if (apply_env_file(env_files[k])) {
 			/* A line not in the forms the helper reads (one written in
-			 * the file by hand, or some other way): sh sources both files
-			 * as the wrapper did, and runs the command (one program
-			 * start more, for such files only). Its options first set
-			 * aside, as the wrapper's: errexit would end it at a failing
-			 * line, and bash exports them as they are when it starts a
-			 * program. */
+			 * the file by hand, or some other way): the command's shell
+			 * (bash, as the wrapper was) sources both files and then
+			 * runs the command, one program start more for such files
+			 * only. It starts without BASH_ENV (it would source it) and
+			 * puts it back as it came for the command, as the wrapper
+			 * did; the options pass as they came (SHELLOPTS), which is
+			 * how the wrapper sourced the file too. */
 			static const char source_them[] =
-				"set -- \"$-\" \"$@\"; set +euCf\n"
-				"[ -r \"$2\" ] && . \"$2\"; [ -r \"$3\" ] && . \"$3\"\n"
-				"case $1 in *e*) set -e ;; esac; case $1 in *u*) set -u ;; esac\n"
-				"case $1 in *C*) set -C ;; esac; case $1 in *f*) set -f ;; esac\n"
-				"shift 3; exec \"$@\"\n";
-			char *const argv[] = { (char *)sh, "-c", (char *)source_them, "daytonafs-run", msg,
+				"case $1 in 1) BASH_ENV=$2; export BASH_ENV ;; *) unset BASH_ENV ;; esac\n"
+				"[ -r \"$3\" ] && . \"$3\"; [ -r \"$4\" ] && . \"$4\"\n"
+				"shift 4; exec \"$@\"\n";
+			char *const argv[] = { (char *)shell, "-c", (char *)source_them, path,
+					       bash_env_was ? "1" : "0", bash_env_was ? bash_env_was : "", msg,
 					       envs, (char *)shell, path, NULL };
 
-			execv(sh, argv);
-			say(2, "daytonafs: cannot run ", sh, ": ", strerror(errno), "\n", (char *)NULL);
+			unsetenv("BASH_ENV");
+			execv(shell, argv);
+			say(2, "daytonafs: cannot run ", shell, ": ", strerror(errno), "\n", (char *)NULL);
 			_exit(127);
 		}
 	}
@@ -436,8 +432,8 @@ static void let_go_of_stdin(bool *holding)
 
 int main(int argc, char **argv)
 {
-	char path[PATH_MAX + 16], state_dir[PATH_MAX], shell_buf[PATH_MAX], sh_buf[PATH_MAX];
-	const char *shell, *sh, *flags;
+	char path[PATH_MAX + 16], state_dir[PATH_MAX], shell_buf[PATH_MAX];
+	const char *shell, *flags;
 	struct signals_before before;
 	struct sigaction sa;
 	sigset_t set;
@@ -446,7 +442,7 @@ int main(int argc, char **argv)
 	long timeout_s;
 	size_t len;
 	char *cut, *end;
-	int out, err, status = 0, code;
+	int in = -1, out, err, status = 0, code;
 	pid_t pid;
 
 	if (argc == 2 && !strcmp(argv[1], "--check")) {
@@ -487,12 +483,11 @@ int main(int argc, char **argv)
 	/* The command's shell: the first bash of PATH, else sh, else /bin/sh,
 	 * looked up as the wrapper does (absolute entries only; before the
 	 * env files, whose PATH is the command's, not the lookup's). */
-	sh = find_in_path("sh", sh_buf, sizeof(sh_buf));
-	if (!sh)
-		sh = "/bin/sh";
 	shell = find_in_path("bash", shell_buf, sizeof(shell_buf));
 	if (!shell)
-		shell = sh;
+		shell = find_in_path("sh", shell_buf, sizeof(shell_buf));
+	if (!shell)
+		shell = "/bin/sh";
 
 	/* The FIFO, read-write (which never blocks on Linux), before the
 	 * command opens it: the helper is its holder, as the wrapper was
@@ -531,12 +526,23 @@ int main(int argc, char **argv)
 	sigaction(SIGCHLD, &sa, &before.chld);
 	sigaction(SIGTERM, &sa, &before.term);
 
+	/* The command's stdin: the FIFO, opened read-only here, while the
+	 * helper holds it (so without waiting for a writer; a close of stdin
+	 * that came before the child's own open would have left it waiting
+	 * for ever), else /dev/null. */
+	if (holding && rec_path(path, sizeof(path), "stdin.pipe")) {
+		in = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (in >= 0)
+			fcntl(in, F_SETFL, fcntl(in, F_GETFL) & ~O_NONBLOCK);
+	}
 	pid = fork();
 	if (pid == 0) {
 		if (holding)
-			close(0);       /* the command opens the FIFO read-only itself */
-		run_command(shell, sh, state_dir, out, err, holding, &before);
+			close(0);       /* the holder's read-write descriptor: not the command's */
+		run_command(shell, state_dir, in, out, err, &before);
 	}
+	if (in >= 0)
+		close(in);
 	close(out);
 	close(err);
 	if (pid < 0) {

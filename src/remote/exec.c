@@ -320,7 +320,7 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	struct pending p = { 0 };
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
-	bool helper_sent, installs_helper = false;
+	bool carries_helper = false, installs_helper = false;
 	unsigned first, got = 0, i;
 	char *out = NULL, token[64];
 	int64_t now, started = now_ms();
@@ -345,7 +345,10 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 		goto out_locked;
 	}
 	first = b->listed ? ++b->max_n : 0;
-	helper_sent = b->helper_sent;
+	/* One launch at a time carries the helper's bytes. */
+	carries_helper = m->o.helper && exec_helper_len && !b->helper_sent && !b->helper_sending;
+	if (carries_helper)
+		b->helper_sending = true;
 	next_token(m, 'l', token, sizeof(token));
 	pthread_mutex_unlock(&m->lock);
 
@@ -355,7 +358,7 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	if (m->o.helper && exec_helper_len) {
 		helper.id = exec_helper_id;
 		helper.arch = exec_helper_arch;
-		if (!helper_sent) {
+		if (carries_helper) {
 			helper.bin = exec_helper_bin;
 			helper.len = exec_helper_len;
 		}
@@ -395,11 +398,15 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	}
 
 	pthread_mutex_lock(&m->lock);
+	if (carries_helper)
+		b->helper_sending = false;
 	if (installs_helper) {
 		b->helper_sent = true;
 		b->helper_sent_ms = started;
-	} else if (res.no_helper && b->helper_resends < HELPER_RESENDS_MAX &&
+	} else if (res.no_helper && b->helper_sent && b->helper_resends < HELPER_RESENDS_MAX &&
 		   started - b->helper_sent_ms >= HELPER_INSTALL_MS) {
+		/* (helper_sent: of launches that all heard it missing, one
+		 * resend is counted) */
 		b->helper_sent = false;
 		b->helper_resends++;
 	}
@@ -463,6 +470,8 @@ out:
 	 * lost), the next launcher's mkdir finds it taken and goes on. */
 	if (first && b->max_n == first)
 		b->max_n = first - 1;
+	if (carries_helper)
+		b->helper_sending = false;     /* the next launch carries it */
 	goto out_locked;
 }
 

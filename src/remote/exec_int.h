@@ -166,6 +166,7 @@ struct ebox {
 	 * (exec_helper.h) for the launcher to install when it is missing:
 	 * the later ones only look for it. */
 	bool helper_sent;
+	bool helper_sending;        /* a launch carrying it has not answered yet */
 	int64_t helper_sent_ms;     /* when (an install in the background takes a moment) */
 	unsigned helper_resends;    /* sent again after a launch said it missing */
 	struct ebox *next;

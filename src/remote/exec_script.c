@@ -714,9 +714,14 @@ int exec_build_launcher_with(struct strbuf *sb, const char *state_dir, unsigned 
 			"\tfi\n");
 	sb_adds(sb, "\tsleep 0.01; _dfi=$((_dfi+1))\n"
 		"done\n");
+	/* (A helper still alive but slow, a starved sandbox: its streams are
+	 * made here, as the wrapper's were before it started.) */
 	if (use_helper)
-		sb_adds(sb, "if [ -n \"$_dfk\" ] && [ ! -s \"$_dfd/pgid\" ] && [ ! -e \"$_dfd/exit\" ]; then\n"
-			"\t: >>\"$_dfd/stdout\"; echo \"daytonafs: $_dfH did not start\" >>\"$_dfd/stderr\"; echo 127 >\"$_dfd/exit\"\n"
+		sb_adds(sb, "if [ -n \"$_dfH\" ] && [ ! -s \"$_dfd/pgid\" ]; then\n"
+			"\t: >>\"$_dfd/stdout\"; : >>\"$_dfd/stderr\"\n"
+			"\tif [ -n \"$_dfk\" ] && [ ! -e \"$_dfd/exit\" ]; then\n"
+			"\t\techo \"daytonafs: $_dfH did not start\" >>\"$_dfd/stderr\"; echo 127 >\"$_dfd/exit\"\n"
+			"\tfi\n"
 			"fi\n");
 	sb_adds(sb, "_dfsay \"daytonafs-started $_dfn\"\n");
 	if (wait_ms > 0)

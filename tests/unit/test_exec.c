@@ -717,7 +717,8 @@ UNIT_TEST(run_env_file_in_shell_forms)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct sp_kv env[1] = { { "C", "from exec" } };
-		struct exec_spec spec = { .command = "printf '%s|%s|%s|' \"$A\" \"$B\" \"$C\"; printf %s \"$RAW\" | od -An -tx1",
+		struct exec_spec spec = { .command = "printf '%s|%s|%s|%s|' \"$A\" \"$B\" \"$C\" \"${#D}\"; "
+						     "printf %s \"$RAW\" | od -An -tx1",
 					  .env = env, .n_env = 1 };
 		char sd[256], dir[512], path[600];
 		FILE *f;
@@ -728,7 +729,10 @@ UNIT_TEST(run_env_file_in_shell_forms)
 		snprintf(path, sizeof(path), "%s/env", sd);
 		f = fopen(path, "w");
 		CHECK(f != NULL);
-		fputs("export A=\"${HOME:-none}/a\"\nexport RAW='\377'\nB=plain; export B\nexport C='from file'\n", f);
+		/* ($'...' is bash's: the file is sourced by bash, as the wrapper
+		 * was, not by sh) */
+		fputs("export A=\"${HOME:-none}/a\"\nexport RAW='\377'\nB=plain; export B\nexport C='from file'\n"
+		      "export D=$'a\\tb'\n", f);
 		fclose(f);
 		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
 		t = wait_exit(dir, 10000);
@@ -738,7 +742,7 @@ UNIT_TEST(run_env_file_in_shell_forms)
 		{
 			struct strbuf want = STRBUF_INIT;
 
-			sb_addf(&want, "%s/a|plain|from exec| ff\n", getenv("HOME") ? getenv("HOME") : "none");
+			sb_addf(&want, "%s/a|plain|from exec|3| ff\n", getenv("HOME") ? getenv("HOME") : "none");
 			CHECK_STR(t, sb_str(&want));
 			sb_free(&want);
 		}
