@@ -16,7 +16,7 @@
  * Why a program: a short command waits for every program start before
  * its own, and the wrapper script was one more bash (about 2.5 ms of an
  * `exec true` on the bench machine, with its setup and its wait). This
- * one is linked statically against musl (no dynamic loader, about 34 KB),
+ * one is linked statically against musl (no dynamic loader, under 40 KB),
  * and the mount sends it along with a launch for the launcher to install
  * (STATE_DIR/bin/run-ID, ID: a hash of its bytes).
  *
@@ -60,27 +60,38 @@ static char rec[PATH_MAX];      /* the record's directory */
  * into the sandbox with a launch. These join strings instead.
  */
 
-/* The strings up to NULL, joined in buf: buf, or NULL when they do not fit. */
-static char *join(char *buf, size_t size, ...)
+/* The strings of ap up to NULL, joined in buf (size bytes, with its NUL);
+ * what does not fit is cut. The length; *cut says whether anything was. */
+static size_t add_strings(char *buf, size_t size, va_list ap, bool *cut)
 {
-	size_t used = 0;
 	const char *s;
-	va_list ap;
+	size_t used = 0;
 
-	va_start(ap, size);
+	*cut = false;
 	while ((s = va_arg(ap, const char *))) {
 		size_t n = strlen(s);
 
 		if (used + n >= size) {
-			va_end(ap);
-			return NULL;
+			n = size - 1 - used;
+			*cut = true;
 		}
 		memcpy(buf + used, s, n);
 		used += n;
 	}
-	va_end(ap);
 	buf[used] = '\0';
-	return buf;
+	return used;
+}
+
+/* The strings up to NULL, joined in buf: buf, or NULL when they do not fit. */
+static char *join(char *buf, size_t size, ...)
+{
+	va_list ap;
+	bool cut;
+
+	va_start(ap, size);
+	add_strings(buf, size, ap, &cut);
+	va_end(ap);
+	return cut ? NULL : buf;
 }
 
 /* v in decimal, in buf (24 bytes). */
@@ -98,24 +109,17 @@ static const char *decimal(char *buf, long v)
 	return p;
 }
 
-/* The strings up to NULL, written to fd as one line (best effort: it is a
- * message, and there is nowhere else to say it). */
+/* The strings up to NULL, written to fd as one line (best effort, cut to
+ * fit: it is a message, and there is nowhere else to say it). */
 static void say(int fd, ...)
 {
 	char buf[PATH_MAX * 2 + 256];
-	size_t used = 0;
-	const char *s;
+	size_t used;
 	va_list ap;
+	bool cut;
 
 	va_start(ap, fd);
-	while ((s = va_arg(ap, const char *))) {
-		size_t n = strlen(s);
-
-		if (n > sizeof(buf) - used)
-			n = sizeof(buf) - used;
-		memcpy(buf + used, s, n);
-		used += n;
-	}
+	used = add_strings(buf, sizeof(buf), ap, &cut);
 	va_end(ap);
 	if (write(fd, buf, used) < 0) {
 		/* nowhere else */

@@ -353,7 +353,7 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	pthread_mutex_unlock(&m->lock);
 
 	/* The helper, when the mount has one: the first launch in each
-	 * sandbox brings its bytes along (about 45 KB of base64), in case it
+	 * sandbox brings its bytes along (about 50 KB of base64), in case it
 	 * is not there yet; the rest only look for it. */
 	if (m->o.helper && exec_helper_len) {
 		helper.id = exec_helper_id;

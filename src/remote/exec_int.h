@@ -68,7 +68,7 @@
 #define COMMAND_TEXT_MAX (16u << 20)
 /* How often a mount sends the helper again to a sandbox whose launcher
  * said it is missing (the first install failed: a noexec STATE_DIR, no
- * base64; or the sandbox lost it): its bytes are 45 KB of each such launch. */
+ * base64; or the sandbox lost it): its bytes are about 50 KB of each such launch. */
 #define HELPER_RESENDS_MAX 2
 /* A launch this soon after the one that sent it may find the install of the
  * helper still under way: its "missing" is not heard. */

@@ -678,24 +678,35 @@ UNIT_TEST(run_binary_env_cwd)
 	}
 }
 
+/* STATE_DIR sd (for tag and shell) with an env file of text. */
+static void make_env_file(char *sd, size_t cap, const char *tag, const char *shell, const char *text)
+{
+	char path[600];
+	FILE *f;
+
+	state_dir(sd, cap, tag, shell);
+	mkdir(sd, 0755);
+	snprintf(path, sizeof(path), "%s/env", sd);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+}
+
 /* STATE_DIR/env (NAME/env) is sourced in the wrapper: nothing in it may
  * change which command runs or with what words, whatever names it sets. */
 UNIT_TEST(run_env_file_cannot_change_the_command)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
 		struct exec_spec spec = { .command = "echo hello; echo \"$s|$d|$r|$e|$p\" >&2" };
-		char sd[256], dir[512], path[600];
-		FILE *f;
+		char sd[256], dir[512];
 		char *t;
 
-		state_dir(sd, sizeof(sd), "envfile", shells[i]);
-		mkdir(sd, 0755);
-		snprintf(path, sizeof(path), "%s/env", sd);
-		f = fopen(path, "w");
-		CHECK(f != NULL);
-		fputs("export s=1\nexport d=/nonexistent\nexport r=/bin/true\nexport IFS=/\n"
-		      "export e=/x\nexport i=/nonexistent\nexport p=7\nexport h=1\n", f);
-		fclose(f);
+		make_env_file(sd, sizeof(sd), "envfile", shells[i],
+			      "export s=1\nexport d=/nonexistent\nexport r=/bin/true\nexport IFS=/\n"
+			      "export e=/x\nexport i=/nonexistent\nexport p=7\nexport h=1\n");
 		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
 		t = wait_exit(dir, 10000);
 		CHECK_STR(t, "0\n");
@@ -711,8 +722,9 @@ UNIT_TEST(run_env_file_cannot_change_the_command)
 }
 
 /* An env file with lines in shell forms that are not the mount's (written
- * in the sandbox by hand): the wrapper sources it, and so does sh for the
- * helper, which reads only the mount's forms itself; expansions expand. */
+ * in the sandbox by hand): the wrapper sources it, and so does the
+ * command's bash for the helper, which reads only the mount's forms
+ * itself; expansions expand. */
 UNIT_TEST(run_env_file_in_shell_forms)
 {
 	for (size_t i = 0; i < N_SHELLS; i++) {
@@ -720,20 +732,14 @@ UNIT_TEST(run_env_file_in_shell_forms)
 		struct exec_spec spec = { .command = "printf '%s|%s|%s|%s|' \"$A\" \"$B\" \"$C\" \"${#D}\"; "
 						     "printf %s \"$RAW\" | od -An -tx1",
 					  .env = env, .n_env = 1 };
-		char sd[256], dir[512], path[600];
-		FILE *f;
+		char sd[256], dir[512];
 		char *t;
 
-		state_dir(sd, sizeof(sd), "envshell", shells[i]);
-		mkdir(sd, 0755);
-		snprintf(path, sizeof(path), "%s/env", sd);
-		f = fopen(path, "w");
-		CHECK(f != NULL);
 		/* ($'...' is bash's: the file is sourced by bash, as the wrapper
 		 * was, not by sh) */
-		fputs("export A=\"${HOME:-none}/a\"\nexport RAW='\377'\nB=plain; export B\nexport C='from file'\n"
-		      "export D=$'a\\tb'\n", f);
-		fclose(f);
+		make_env_file(sd, sizeof(sd), "envshell", shells[i],
+			      "export A=\"${HOME:-none}/a\"\nexport RAW='\377'\nB=plain; export B\n"
+			      "export C='from file'\nexport D=$'a\\tb'\n");
 		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
 		t = wait_exit(dir, 10000);
 		CHECK_STR(t, "0\n");
