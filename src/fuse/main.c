@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "exec_helper.h"
 #include "fs.h"
 #include "fs_int.h"
 #include "log.h"
@@ -236,6 +237,12 @@ int main(int argc, char *argv[])
 	if (cmd.show_version) {
 		printf("daytonafs %s (libfuse %s, %s)\n", DAYTONAFS_VERSION, fuse_pkgversion(),
 		       "libcurl, cJSON");
+		/* The helper commands run by, when the build could make one. */
+		if (exec_helper_len)
+			printf("helper: daytonafs-run run-%s for %s (%zu bytes)\n", exec_helper_id, exec_helper_arch,
+			       exec_helper_len);
+		else
+			printf("helper: none (built without musl-gcc): commands run by the wrapper script\n");
 		rc = 0;
 		goto out;
 	}

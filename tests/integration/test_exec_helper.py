@@ -6,13 +6,21 @@ fewer before a short command ends: issue 12's exec target). Everything else
 about a command is the same either way (tests/unit/test_exec.c runs the run_
 tests both ways); these check the install, its limits and its fallbacks."""
 import os
+import subprocess
 import time
 import uuid
 
 import pytest
 
-import routes
-from conftest import Mount, create_sandbox, ctl, read
+from conftest import Mount, _binary, create_sandbox, ctl, read
+
+
+def _has_helper():
+    out = subprocess.run([_binary(), "--version"], capture_output=True, text=True).stdout
+    return "helper: daytonafs-run" in out
+
+
+pytestmark = pytest.mark.skipif(not _has_helper(), reason="a build without musl-gcc has no helper")
 
 BIN = "/tmp/.daytonafs/bin"
 # The helper's bytes in base64 are over 40 KB; a launch without them is a few KB.
