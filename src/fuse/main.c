@@ -242,7 +242,7 @@ int main(int argc, char *argv[])
 			printf("helper: daytonafs-run run-%s for %s (%zu bytes)\n", exec_helper_id, exec_helper_arch,
 			       exec_helper_len);
 		else
-			printf("helper: none (built without musl-gcc): commands run by the wrapper script\n");
+			printf("helper: none (no musl-gcc, or -Dexec_helper=false): commands run by the wrapper script\n");
 		rc = 0;
 		goto out;
 	}
