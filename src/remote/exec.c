@@ -320,7 +320,7 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	struct pending p = { 0 };
 	struct ebox *b = NULL;
 	struct ecmd *c = NULL;
-	bool carries_helper = false, installs_helper = false;
+	bool has_helper = m->o.helper && exec_helper_len, carries_helper = false, installs_helper = false;
 	unsigned first, got = 0, i;
 	char *out = NULL, token[64];
 	int64_t now, started = now_ms();
@@ -346,7 +346,7 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	}
 	first = b->listed ? ++b->max_n : 0;
 	/* One launch at a time carries the helper's bytes. */
-	carries_helper = m->o.helper && exec_helper_len && !b->helper_sent && !b->helper_sending;
+	carries_helper = has_helper && !b->helper_sent && !b->helper_sending;
 	if (carries_helper)
 		b->helper_sending = true;
 	next_token(m, 'l', token, sizeof(token));
@@ -355,7 +355,7 @@ int exec_start(struct exec_mgr *m, const struct sp_box *box, const struct exec_s
 	/* The helper, when the mount has one: the first launch in each
 	 * sandbox brings its bytes along (about 50 KB of base64), in case it
 	 * is not there yet; the rest only look for it. */
-	if (m->o.helper && exec_helper_len) {
+	if (has_helper) {
 		helper.id = exec_helper_id;
 		helper.arch = exec_helper_arch;
 		if (carries_helper) {

@@ -10,6 +10,7 @@ server (scripts/vercel-local) with -o provider=vercel. A test that holds for
 one provider only is marked @pytest.mark.provider("daytona", reason=...)
 and is skipped, with its reason, under the other.
 """
+import contextlib
 import errno
 import json
 import os
@@ -205,6 +206,24 @@ class Mount:
         reports = [m for m in self.SANITIZER_MARKS if m in log]
         assert not reports, f"daytonafs reported {reports}; see {self.log.name}:\n{log[-4000:]}"
         assert self.proc.returncode == 0, f"daytonafs exited {self.proc.returncode}; see {self.log.name}"
+
+
+@contextlib.contextmanager
+def mount_maker(server, tmp, defaults=(), name=None):
+    """make(*opts) -> a Mount on server with defaults + opts (name(): its directory name,
+    else Mount's); every one made is unmounted, with its checks, at the end."""
+    made = []
+
+    def make(*opts):
+        kw = {"name": name()} if name else {}
+        m = Mount(server, tmp, extra_opts=tuple(defaults) + opts, **kw)
+        made.append(m)
+        return m
+    try:
+        yield make
+    finally:
+        for m in made:
+            m.unmount()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 import control_api
-from conftest import API_KEY, PROVIDER, Mount, _binary, ctl, create_sandbox, read
+from conftest import API_KEY, PROVIDER, _binary, ctl, create_sandbox, mount_maker, read
 from fake_daytona import FakeDaytona
 
 SB1 = "11111111-2222-3333-4444-555555555555"
@@ -34,15 +34,8 @@ def fake():
 @pytest.fixture
 def fake_mount(fake, tmp_path):
     """A mount on the fake, made by the test (so it can set the fake up first)."""
-    made = []
-
-    def make(*opts):
-        m = Mount(fake, str(tmp_path), extra_opts=("dir_timeout=0", "attr_timeout=0", "retries=1") + opts)
-        made.append(m)
-        return m
-    yield make
-    for m in made:
-        m.unmount()
+    with mount_maker(fake, str(tmp_path), ("dir_timeout=0", "attr_timeout=0", "retries=1")) as make:
+        yield make
 
 
 def raw_create(server, name):

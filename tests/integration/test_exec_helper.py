@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import Mount, _binary, create_sandbox, ctl, read
+from conftest import _binary, create_sandbox, ctl, mount_maker, read
 
 
 def _has_helper():
@@ -64,15 +64,8 @@ def launches(server):
 
 @pytest.fixture
 def fresh(server, tmp_root):
-    mounts = []
-
-    def make(*opts):
-        m = Mount(server, tmp_root, extra_opts=opts, name="mnt-helper-" + uuid.uuid4().hex[:6])
-        mounts.append(m)
-        return m
-    yield make
-    for m in mounts:
-        m.unmount()
+    with mount_maker(server, tmp_root, name=lambda: "mnt-helper-" + uuid.uuid4().hex[:6]) as make:
+        yield make
 
 
 def test_commands_run_by_the_helper_once_it_is_installed(fresh, server):

@@ -695,6 +695,19 @@ static void make_env_file(char *sd, size_t cap, const char *tag, const char *she
 	}
 }
 
+/* Runs spec as command 1 of sd under shell to its end, which must be exit 0;
+ * its stdout (malloc'd), its record in dir. */
+static char *run_ok(const char *shell, const char *sd, const struct exec_spec *spec, char *dir, size_t cap)
+{
+	char *t;
+
+	CHECK_INT(start(shell, sd, 1, spec, dir, cap), 1);
+	t = wait_exit(dir, 10000);
+	CHECK_STR(t, "0\n");
+	free(t);
+	return slurp(dir, "stdout", NULL);
+}
+
 /* STATE_DIR/env (NAME/env) is sourced in the wrapper: nothing in it may
  * change which command runs or with what words, whatever names it sets. */
 UNIT_TEST(run_env_file_cannot_change_the_command)
@@ -707,11 +720,7 @@ UNIT_TEST(run_env_file_cannot_change_the_command)
 		make_env_file(sd, sizeof(sd), "envfile", shells[i],
 			      "export s=1\nexport d=/nonexistent\nexport r=/bin/true\nexport IFS=/\n"
 			      "export e=/x\nexport i=/nonexistent\nexport p=7\nexport h=1\n");
-		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
-		t = wait_exit(dir, 10000);
-		CHECK_STR(t, "0\n");
-		free(t);
-		t = slurp(dir, "stdout", NULL);
+		t = run_ok(shells[i], sd, &spec, dir, sizeof(dir));
 		CHECK_STR(t, "hello\n");
 		free(t);
 		/* and the command does get them */
@@ -740,11 +749,7 @@ UNIT_TEST(run_env_file_in_shell_forms)
 		make_env_file(sd, sizeof(sd), "envshell", shells[i],
 			      "export A=\"${HOME:-none}/a\"\nexport RAW='\377'\nB=plain; export B\n"
 			      "export C='from file'\nexport D=$'a\\tb'\n");
-		CHECK_INT(start(shells[i], sd, 1, &spec, dir, sizeof(dir)), 1);
-		t = wait_exit(dir, 10000);
-		CHECK_STR(t, "0\n");
-		free(t);
-		t = slurp(dir, "stdout", NULL);
+		t = run_ok(shells[i], sd, &spec, dir, sizeof(dir));
 		{
 			struct strbuf want = STRBUF_INIT;
 
